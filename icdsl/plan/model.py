@@ -1,0 +1,407 @@
+"""The evaluation plan: immutable, plain Python objects compiled from checked agreements.
+
+Nothing here knows Lark, storage or the UI. Every node carries the ``Span`` of the rule that
+produced it, so that a rated record, an invoice line or an error can point back to the source.
+
+Money values are ``Decimal``; the batch executor turns them into scaled integers once per plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, time
+from decimal import Decimal
+from typing import Any
+
+# --------------------------------------------------------------------------- spans
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A region of a source file: 1-based lines and columns, end exclusive."""
+
+    file: str
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+NO_SPAN = Span("<builtin>", 0, 0, 0, 0)
+
+
+# --------------------------------------------------------------------------- basics
+
+
+@dataclass(frozen=True, slots=True)
+class Rounding:
+    """How an amount is rounded: ``mode`` one of half_up, half_even, up, down."""
+
+    precision: int = 6
+    mode: str = "half_up"
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    amount: Decimal
+    currency: str
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.currency}"
+
+
+@dataclass(frozen=True, slots=True)
+class Increments:
+    """Billing increments ``initial/subsequent`` in seconds (60/6: first 60 s, then blocks of 6 s)."""
+
+    initial: int = 60
+    subsequent: int = 60
+
+    def billed(self, seconds: int) -> int:
+        if seconds <= 0:
+            return 0
+        if seconds <= self.initial:
+            return self.initial
+        s = self.subsequent
+        return self.initial + -(-(seconds - self.initial) // s) * s
+
+    def __str__(self) -> str:
+        return f"{self.initial}/{self.subsequent}"
+
+
+# --------------------------------------------------------------------------- calendars
+
+
+@dataclass(frozen=True, slots=True)
+class BandRule:
+    """``band`` applies on ``weekdays`` (0 = Monday) from ``start`` (inclusive) to ``end`` (exclusive,
+    ``time(0)`` meaning midnight at the end of the day), in the calendar's time zone."""
+
+    band: str
+    weekdays: frozenset[int]
+    start: time
+    end: time
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class HolidayRule:
+    """Public holidays of ``country`` (and optional subdivision) count as ``band`` all day."""
+
+    country: str
+    subdivision: str | None
+    band: str
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class Calendar:
+    """Peak/off-peak bands: the first matching rule wins; holidays override the weekday rules;
+    anything not covered is ``default_band``."""
+
+    name: str
+    timezone: str
+    rules: tuple[BandRule, ...]
+    default_band: str
+    holidays: tuple[HolidayRule, ...] = ()
+    extra_dates: tuple[tuple[date, str], ...] = ()
+    span: Span = NO_SPAN
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for r in self.rules:
+            seen[r.band] = None
+        for h in self.holidays:
+            seen[h.band] = None
+        seen[self.default_band] = None
+        return tuple(seen)
+
+
+# --------------------------------------------------------------------------- rates
+
+
+@dataclass(frozen=True, slots=True)
+class RateRow:
+    """One destination: the price per unit by band (key ``"*"`` for every band)."""
+
+    prefix: str
+    destination: str
+    prices: tuple[tuple[str, Decimal], ...]
+    connect_fee: Decimal | None = None
+    increments: Increments | None = None
+    effective_from: date | None = None
+    effective_to: date | None = None  # exclusive
+    span: Span = NO_SPAN
+
+    def price_for(self, band: str) -> Decimal | None:
+        star = None
+        for b, p in self.prices:
+            if b == band:
+                return p
+            if b == "*":
+                star = p
+        return star
+
+
+@dataclass(frozen=True, slots=True)
+class RateTable:
+    """Destinations matched by the longest prefix of the called number. ``source`` is a deck path
+    (relative to the project) or ``"inline"``; ``source_hash`` the SHA-256 of the deck file."""
+
+    rows: tuple[RateRow, ...]
+    currency: str
+    unit: str = "minute"
+    source: str = "inline"
+    source_hash: str | None = None
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """Multi-slot pricing: seconds from the call's start up to ``until_s`` (None: the rest)
+    are priced at ``price`` per ``unit``."""
+
+    until_s: int | None
+    price: Decimal
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeUnit:
+    """Data volume: bytes are rounded up to ``rounding_bytes`` (e.g. 1 KB) before pricing per ``unit``."""
+
+    unit: str  # KB, MB, GB
+    unit_bytes: int
+    rounding_bytes: int = 1
+    minimum_bytes: int = 0
+
+
+# --------------------------------------------------------------------------- conditions
+
+
+@dataclass(frozen=True, slots=True)
+class Expr:
+    """A condition over record fields, partner attributes or cycle quantities.
+
+    ``op`` is one of: ``field`` (args: name), ``const`` (args: value), ``cmp`` (args: operator,
+    left, right; operator in ==, !=, <, <=, >, >=), ``in`` (args: left, tuple of values),
+    ``and``, ``or``, ``not``, ``call`` (args: function name, arguments). Evaluated by walking
+    the tree (row executor) or translating it to column expressions (batch executor): never eval.
+    """
+
+    op: str
+    args: tuple[Any, ...]
+    span: Span = NO_SPAN
+
+
+# --------------------------------------------------------------------------- tiers and charges
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """A tier starting at ``start`` (inclusive) of the measured quantity; ``price`` per unit or
+    ``percent`` discount; ``flat`` a fixed fee for the tier."""
+
+    start: Decimal
+    price: Decimal | None = None
+    percent: Decimal | None = None
+    flat: Decimal | None = None
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """A charge other than per-record traffic pricing: recurring, one_time, event, surcharge,
+    volume_discount, tiered_price, commitment, revenue_share, or any plugin type.
+
+    ``kind`` names the charge type registered through the ``icdsl_charge_types`` hook; ``params``
+    is an immutable mapping (a tuple of pairs) interpreted by that charge type.
+    """
+
+    kind: str
+    name: str
+    params: tuple[tuple[str, Any], ...]
+    applies_to: tuple[tuple[str, str], ...] = ()  # (direction, service) pairs; empty = all
+    span: Span = NO_SPAN
+
+    def param(self, key: str, default: Any = None) -> Any:
+        for k, v in self.params:
+            if k == key:
+                return v
+        return default
+
+
+# --------------------------------------------------------------------------- services
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePlan:
+    """How one (direction, service) of an agreement is priced per record.
+
+    Either ``rates`` (by destination, longest prefix) or ``flat_price`` is set.
+    ``unit``: minute | second | message | event | KB | MB | GB | any named unit.
+    """
+
+    direction: str  # inbound | outbound | transit
+    service: str  # voice | sms | data | any name
+    unit: str
+    rates: RateTable | None = None
+    flat_price: Decimal | None = None
+    currency: str = "EUR"
+    increments: Increments = Increments(60, 60)
+    minimum_s: int = 0
+    connect_fee: Decimal = Decimal(0)
+    slots: tuple[Slot, ...] = ()
+    calendar: Calendar | None = None
+    split_at_band_boundary: bool = False
+    zero_duration: str = "connect_fee"  # connect_fee | free | reject
+    volume: VolumeUnit | None = None
+    rounding: Rounding = Rounding()
+    span: Span = NO_SPAN
+
+
+# --------------------------------------------------------------------------- partners and agreements
+
+
+@dataclass(frozen=True, slots=True)
+class Tax:
+    """Tax treatment: ``kind`` is vat (rate applied), reverse_charge (0, noted on the invoice),
+    exempt, or none."""
+
+    kind: str = "none"
+    rate: Decimal = Decimal(0)
+    label: str = ""
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class Partner:
+    code: str
+    name: str
+    kind: str = "interconnect"
+    currency: str = "EUR"
+    timezone: str = "UTC"
+    billing: str = "monthly"  # monthly | weekly | quarterly | adhoc
+    due_days: int = 30
+    tax: Tax = Tax()
+    country: str | None = None
+    rounding: Rounding | None = None
+    attributes: tuple[tuple[str, Any], ...] = ()
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class FxRate:
+    base: str
+    quote: str
+    rate: Decimal
+    effective_from: date
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class FxSource:
+    name: str
+    rates: tuple[FxRate, ...]
+    rounding: Rounding = Rounding(6, "half_even")
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceStream:
+    """A named invoice: which charges go on it. Selectors: ``("traffic", direction, service)``,
+    ``("kind", charge kind)``, or ``("charge", charge name)``."""
+
+    name: str
+    selectors: tuple[tuple[str, ...], ...]
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """One version of an agreement with a partner, in force from ``effective_from`` (inclusive)
+    to ``effective_to`` (inclusive, None for open-ended)."""
+
+    name: str
+    version: int
+    partner: str  # a partner code, or "*" for an agreement with any partner
+    effective_from: date
+    effective_to: date | None
+    currency: str
+    timezone: str
+    rounding: Rounding
+    services: tuple[ServicePlan, ...]
+    charges: tuple[Charge, ...] = ()
+    streams: tuple[InvoiceStream, ...] = ()
+    netting: tuple[tuple[str, str], ...] = ()
+    fx: str | None = None
+    source_file: str = ""
+    source_hash: str = ""
+    span: Span = NO_SPAN
+
+    @property
+    def key(self) -> str:
+        return f"{self.name} v{self.version}"
+
+    def service(self, direction: str, service: str) -> ServicePlan | None:
+        for s in self.services:
+            if s.direction == direction and s.service == service:
+                return s
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """An acceptance test carried by a rule file: a sample record and the expected results."""
+
+    name: str
+    record: tuple[tuple[str, Any], ...]
+    expect: tuple[tuple[str, Any], ...]
+    agreement: str | None = None
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class RecordLayout:
+    """How the columns of a traffic file map to icdsl's record fields.
+
+    ``columns``: (field, source column) pairs, e.g. ("start", "start_time");
+    ``constants``: (field, value) pairs for fields the file does not carry, e.g. ("direction", "outbound");
+    ``timezone``: the zone of timestamps written without an offset; ``country``: the ISO country
+    used to normalize national numbers to E.164.
+    """
+
+    name: str
+    columns: tuple[tuple[str, str], ...] = ()
+    constants: tuple[tuple[str, str], ...] = ()
+    timestamp_format: str | None = None
+    timezone: str = "UTC"
+    country: str | None = None
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything the executors and billing need, compiled from a set of rule files."""
+
+    partners: tuple[Partner, ...] = ()
+    agreements: tuple[Agreement, ...] = ()
+    calendars: tuple[Calendar, ...] = ()
+    fx_sources: tuple[FxSource, ...] = ()
+    examples: tuple[Example, ...] = ()
+    layouts: tuple[RecordLayout, ...] = ()
+    sources: tuple[tuple[str, str], ...] = field(default=())  # (file, sha256)
+
+    def partner(self, code: str) -> Partner | None:
+        for p in self.partners:
+            if p.code == code:
+                return p
+        return None
+
+    def agreements_for(self, partner: str) -> tuple[Agreement, ...]:
+        return tuple(a for a in self.agreements if a.partner == partner)
