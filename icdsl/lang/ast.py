@@ -1,0 +1,482 @@
+"""The typed AST of the agreement language. Every node carries the ``span`` of its source text.
+
+Leaf values keep their own spans (``Ident``, ``Num``, ``Str``...) so that the checker can point
+at the exact word that is wrong. Charges share one node type, ``ChargeNode``, whose ``kind``
+names a charge type registered through the plugin hooks: the built-in sugar forms
+(``recurring "E1 port" 150.00 EUR monthly ...``) and the generic plugin form
+(``charge slice_hours "5G" { embb: 0.50 EUR per hour }``) both end up as ChargeNodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from icdsl.plan.model import Span
+
+# --------------------------------------------------------------------------- leaves
+
+
+@dataclass(frozen=True, slots=True)
+class Ident:
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Str:
+    value: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Num:
+    value: Decimal
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class DateLit:
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class TimeLit:
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    amount: Num
+    currency: Ident
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Quantity:
+    value: Num
+    unit: Ident
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Percent:
+    value: Num
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class MoneyPer:
+    """``0.0070 EUR per minute``; ``per_count`` for package prices (``10 EUR per 100 minutes``)."""
+
+    money: Money
+    unit: Ident | None
+    span: Span
+    per_count: Num | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ListValue:
+    items: tuple[Any, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class MapValue:
+    params: tuple[Param, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    key: Ident
+    value: Any
+    span: Span
+
+
+# --------------------------------------------------------------------------- expressions
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRef:
+    path: tuple[str, ...]
+    span: Span
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.path)
+
+
+@dataclass(frozen=True, slots=True)
+class Literal:
+    value: Any  # Decimal, str, bool, or Percent
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    op: str
+    left: Any
+    right: Any
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    left: Any
+    values: tuple[Literal, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Between:
+    left: Any
+    low: Literal
+    high: Literal
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class BoolOp:
+    op: str  # and | or
+    operands: tuple[Any, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    operand: Any
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    name: Ident
+    args: tuple[Any, ...]
+    span: Span
+
+
+# --------------------------------------------------------------------------- shared
+
+
+@dataclass(frozen=True, slots=True)
+class RoundingNode:
+    """``rounding half_up to 6 decimals`` (mode, precision) or ``rounding cents`` (preset)."""
+
+    mode: Ident | None
+    precision: Num | None
+    preset: Ident | None
+    span: Span
+    unit: Ident | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Use:
+    target: str
+    is_path: bool
+    span: Span
+
+
+# --------------------------------------------------------------------------- partners and definitions
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """A one-line setting of a block: ``kind interconnect``, ``due 30 days``, ``tax vat 20%``."""
+
+    key: str
+    values: tuple[Any, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class PartnerDecl:
+    code: Ident
+    name: Str
+    settings: tuple[Setting, ...]
+    rounding: RoundingNode | None
+    attributes: tuple[Param, ...]
+    span: Span
+
+    def setting(self, key: str) -> Setting | None:
+        for s in self.settings:
+            if s.key == key:
+                return s
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RoundingPreset:
+    name: Ident
+    precision: Num
+    mode: Ident
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class BandRuleNode:
+    band: Ident
+    days: tuple[tuple[Ident, Ident | None], ...]
+    start: TimeLit | None
+    end: TimeLit | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class HolidayNode:
+    country: Ident
+    subdivision: Str | None
+    band: Ident
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class DateBandNode:
+    date: DateLit
+    band: Ident
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarDecl:
+    name: Ident | None  # None for a service's inline ``bands``
+    timezone: Str
+    rules: tuple[BandRuleNode, ...]
+    default: Ident | None
+    holidays: tuple[HolidayNode, ...]
+    dates: tuple[DateBandNode, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class FxRateNode:
+    base: Ident
+    quote: Ident
+    rate: Num
+    start: DateLit
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class FxDecl:
+    name: Ident
+    rates: tuple[FxRateNode, ...]
+    rounding: RoundingNode | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateDecl:
+    name: Ident
+    charges: tuple[ChargeNode, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsDecl:
+    name: Ident
+    columns: tuple[tuple[Ident, Str], ...]
+    constants: tuple[tuple[Ident, Any], ...]
+    settings: tuple[Setting, ...]
+    span: Span
+
+
+# --------------------------------------------------------------------------- rates and services
+
+
+@dataclass(frozen=True, slots=True)
+class RateRowNode:
+    """One row of an inline rate table. Kept light (plain values, one span for the row) because
+    tables hold tens of thousands of rows; ``words`` are the row's words after the destination,
+    as written, for the formatter."""
+
+    prefix: str
+    destination: str
+    price: Decimal | None
+    band_prices: tuple[tuple[str, Decimal], ...]
+    connect: Decimal | None
+    increments: tuple[int, int] | None
+    start: str | None
+    until: str | None
+    span: Span
+    prefix_quoted: bool = False
+    words: tuple[str, ...] = ()
+
+    @property
+    def prefix_text(self) -> str:
+        return self.prefix
+
+
+@dataclass(frozen=True, slots=True)
+class DeckColumn:
+    field: Ident
+    band: Ident | None
+    column: Str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationPrice:
+    """``price by destination [in EUR] [per minute] from deck "x.csv" [columns {...}]`` or
+    ``price by destination { rows }``."""
+
+    currency: Ident | None
+    unit: Ident | None
+    deck: Str | None
+    columns: tuple[DeckColumn, ...]
+    delimiter: Str | None
+    rows: tuple[RateRowNode, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class SlotNode:
+    first: Quantity | None  # None for ``then``
+    price: Money
+    unit: Ident
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceDecl:
+    direction: Ident
+    service: Ident
+    flat_price: MoneyPer | None
+    destination_price: DestinationPrice | None
+    calendar: Ident | None
+    bands: CalendarDecl | None
+    settings: tuple[Setting, ...]
+    slots: tuple[SlotNode, ...]
+    rounding: RoundingNode | None
+    charges: tuple[ChargeNode, ...]
+    span: Span
+
+    def setting(self, key: str) -> Setting | None:
+        for s in self.settings:
+            if s.key == key:
+                return s
+        return None
+
+
+# --------------------------------------------------------------------------- charges
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeNode:
+    """Any charge. ``kind``: surcharge, recurring, one_time, event, commitment, tiered_price,
+    volume_discount, revenue_share, or a plugin's charge type (generic form). ``params`` hold
+    the values of the statement by name; ``options`` the ``, prorate daily``-style options."""
+
+    kind: str
+    kind_span: Span
+    label: Str | None
+    params: tuple[Param, ...]
+    options: tuple[Setting, ...]
+    span: Span
+    generic: bool = False
+
+    def param(self, key: str, default: Any = None) -> Any:
+        for p in self.params:
+            if p.key.text == key:
+                return p.value
+        return default
+
+    def option(self, key: str) -> Setting | None:
+        for o in self.options:
+            if o.key == key:
+                return o
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class TierNode:
+    start: Num
+    value: Any  # MoneyPer (per unit), Money (flat), Percent
+    flat: bool
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class SharePartyNode:
+    party: Ident
+    value: Any  # Percent, MoneyPer, or "remainder"
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class ShareTierNode:
+    start: Money
+    parties: tuple[SharePartyNode, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    words: tuple[Ident, ...]
+    name: Str | None
+    span: Span
+
+    @property
+    def text(self) -> str:
+        return self.name.value if self.name else " ".join(w.text for w in self.words)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamNode:
+    name: Ident
+    selectors: tuple[Selector, ...]
+    span: Span
+
+
+# --------------------------------------------------------------------------- agreements, examples, files
+
+
+@dataclass(frozen=True, slots=True)
+class AgreementDecl:
+    name: Str
+    version: Ident  # "v3"
+    partner: Ident | None  # None: with any partner
+    start: DateLit
+    end: DateLit | None
+    settings: tuple[Setting, ...]
+    rounding: RoundingNode | None
+    services: tuple[ServiceDecl, ...]
+    charges: tuple[ChargeNode, ...]
+    streams: tuple[StreamNode, ...]
+    netting: tuple[tuple[Ident, Ident], ...]
+    applies: tuple[Ident, ...]
+    span: Span
+
+    @property
+    def version_number(self) -> int:
+        return int(self.version.text[1:])
+
+    def setting(self, key: str) -> Setting | None:
+        for s in self.settings:
+            if s.key == key:
+                return s
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ExampleDecl:
+    name: Str
+    direction: Ident | None
+    service: Ident | None
+    number: Any  # Num | Str | None
+    options: tuple[Setting, ...]  # at, for, from, messages, volume, agreement, partner
+    fields: tuple[Param, ...]
+    expectations: tuple[Setting, ...]
+    span: Span
+
+
+@dataclass(slots=True)
+class File:
+    path: str
+    uses: list[Use] = field(default_factory=list)
+    items: list[Any] = field(default_factory=list)
+    span: Span | None = None

@@ -1,0 +1,239 @@
+"""A fast reader for the rows of an inline rate table.
+
+Rate tables can hold tens of thousands of rows; a general LALR parser spends most of its time
+building trees for them. The grammar therefore reads the whole ``{ ... }`` body of an inline
+table as one token and this module reads its rows. A row reads::
+
+    PREFIX "Destination" PRICE | (BAND PRICE)+  [connect FEE] [increments I/S] [from DATE] [until DATE]
+
+The common layout, one row per line, is read with one regular expression per line. Anything
+else (rows spread over lines, several rows on a line, mistakes) goes through a token-by-token
+reader that gives exact positions in its error messages.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+from icdsl.lang import ast
+from icdsl.lang.diagnostics import Diagnostic
+from icdsl.plan.model import Span
+
+_LINE = re.compile(r'[ \t]*(\d+|"[0-9]*")[ \t]+"([^"\\\n]*)"[ \t]+([^"#\n]*)(#[^\n]*)?\Z')
+_BLANK = re.compile(r"[ \t]*(#[^\n]*)?\Z")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?\Z")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
+_INCR = re.compile(r"(\d+)/(\d+)\Z")
+_TOKEN = re.compile(
+    r'(?P<ws>\s+)|(?P<comment>#[^\n]*)|(?P<date>\d{4}-\d{2}-\d{2})(?![\d_.])'
+    r'|(?P<num>\d[\d_]*(?:\.\d[\d_]*)?)|(?P<str>"(?:[^"\\\n]|\\.)*")'
+    r"|(?P<name>[A-Za-z_]\w*)|(?P<slash>/)|(?P<other>.)",
+    re.S,
+)
+_OPTION_WORDS = frozenset(("connect", "increments", "from", "until"))
+ROW_HELP = 'a row reads: PREFIX "Destination" PRICE (or BAND PRICE ...), then optional connect, increments, from, until'
+
+
+class _RowError(Exception):
+    def __init__(self, diag: Diagnostic):
+        self.diag = diag
+
+
+def _fast_words(words: list[str]):
+    """Interpret the words after the destination, or None if they are not plainly well formed."""
+    n = len(words)
+    i = 0
+    price = None
+    bands = []
+    if n == 0:
+        return None
+    if _NUMBER.match(words[0]):
+        price = Decimal(words[0])
+        i = 1
+    else:
+        while i + 1 < n and words[i] not in _OPTION_WORDS and _NUMBER.match(words[i + 1]):
+            w = words[i]
+            if not (w[0].isalpha() or w[0] == "_") or not w.replace("_", "a").isalnum():
+                return None
+            bands.append((w, Decimal(words[i + 1])))
+            i += 2
+        if not bands:
+            return None
+    connect = incr = start = until = None
+    while i < n:
+        w = words[i]
+        if i + 1 >= n:
+            return None
+        v = words[i + 1]
+        if w == "connect" and _NUMBER.match(v):
+            connect = Decimal(v)
+        elif w == "increments" and (m := _INCR.match(v)):
+            incr = (int(m.group(1)), int(m.group(2)))
+        elif w == "from" and _DATE.match(v):
+            start = v
+        elif w == "until" and _DATE.match(v):
+            until = v
+        else:
+            return None
+        i += 2
+    return price, tuple(bands), connect, incr, start, until
+
+
+def read_rows(block: str, path: str, line: int, col: int):
+    """Read ``{ rows }`` (the whole token, braces included) that starts at (line, col).
+
+    Returns (rows, comments, diagnostics); comments are (span, text), kept for the formatter.
+    """
+    body = block[1:-1]
+    lines = body.split("\n")
+    rows: list[ast.RateRowNode] = []
+    comments: list[tuple[Span, str]] = []
+    for k, text in enumerate(lines):
+        lineno = line + k
+        base = col + 1 if k == 0 else 1  # column of the line's first character
+        m = _LINE.match(text)
+        if m is None:
+            b = _BLANK.match(text)
+            if b is None:
+                return _slow(body, path, line, col + 1)
+            if b.group(1):
+                c = base + b.start(1)
+                comments.append((Span(path, lineno, c, lineno, c + len(b.group(1))), b.group(1)))
+            continue
+        prefix, dest, rest, comment = m.groups()
+        words = rest.split()
+        parsed = _fast_words(words)
+        if parsed is None:
+            return _slow(body, path, line, col + 1)
+        quoted = prefix.startswith('"')
+        c0 = base + m.start(1)
+        rows.append(ast.RateRowNode(prefix[1:-1] if quoted else prefix, dest, *parsed,
+                                    Span(path, lineno, c0, lineno, base + m.start(3) + len(rest.rstrip())), quoted,
+                                    tuple(words)))
+        if comment:
+            c = base + m.start(4)
+            comments.append((Span(path, lineno, c, lineno, c + len(comment)), comment))
+    return rows, comments, []
+
+
+# ---------------------------------------------------------------- the exact, slower reader
+
+
+def _tokens(body: str, path: str, line: int, col: int):
+    line_start = -col + 1
+    for m in _TOKEN.finditer(body):
+        kind = m.lastgroup
+        text = m.group()
+        start = m.start()
+        if kind == "ws":
+            nl = text.count("\n")
+            if nl:
+                line += nl
+                line_start = start + text.rfind("\n") + 1
+            continue
+        c = start - line_start + 1
+        yield kind, text, Span(path, line, c, line, c + len(text))
+
+
+def _number(text: str, span: Span) -> Decimal:
+    if "__" in text or text.endswith("_") or "_." in text or "._" in text:
+        raise _RowError(Diagnostic("E004", f"'{text}' is not a valid number", span,
+                                   "write digits with single '_' between groups, e.g. 1_000_000 or 0.0070"))
+    try:
+        return Decimal(text.replace("_", ""))
+    except InvalidOperation:
+        raise _RowError(Diagnostic("E004", f"'{text}' is not a valid number", span)) from None
+
+
+def _slow(body: str, path: str, line: int, col: int):
+    rows: list[ast.RateRowNode] = []
+    comments: list[tuple[Span, str]] = []
+    toks = []
+    for t in _tokens(body, path, line, col):
+        if t[0] == "comment":
+            comments.append((t[2], t[1]))
+        else:
+            toks.append(t)
+    i, n = 0, len(toks)
+    try:
+        while i < n:
+            kind, text, span = toks[i]
+            if kind == "num":
+                if not text.isdigit():
+                    raise _RowError(Diagnostic("E020", f"prefix '{text}' must be digits only", span,
+                                               "prefixes are E.164 digits without '+', e.g. 336"))
+                prefix, quoted = text, False
+            elif kind == "str":
+                prefix, quoted = text[1:-1], True
+            else:
+                raise _RowError(Diagnostic("E012", f"unexpected '{text}' where a rate row should start", span,
+                                           ROW_HELP))
+            row_start = span
+            i += 1
+            if i >= n or toks[i][0] != "str":
+                where = toks[i][2] if i < n else span
+                raise _RowError(Diagnostic("E012", "expected the destination name in double quotes", where,
+                                           ROW_HELP))
+            dest = toks[i][1][1:-1]
+            dest_span = toks[i][2]
+            i += 1
+            first_word = i
+            price = None
+            bands: list[tuple[str, Decimal]] = []
+            if i < n and toks[i][0] == "num":
+                price = _number(toks[i][1], toks[i][2])
+                i += 1
+            else:
+                while i < n and toks[i][0] == "name" and toks[i][1] not in _OPTION_WORDS:
+                    band, bspan = toks[i][1], toks[i][2]
+                    i += 1
+                    if i >= n or toks[i][0] != "num":
+                        where = toks[i][2] if i < n else bspan
+                        raise _RowError(Diagnostic("E012", f"expected the price for band '{band}'", where, ROW_HELP))
+                    bands.append((band, _number(toks[i][1], toks[i][2])))
+                    i += 1
+                if not bands:
+                    where = toks[i][2] if i < n else dest_span
+                    raise _RowError(Diagnostic("E012", f"expected the price of '{dest}'", where, ROW_HELP))
+            connect = increments = start = until = None
+            while i < n and toks[i][0] == "name" and toks[i][1] in _OPTION_WORDS:
+                word, wspan = toks[i][1], toks[i][2]
+                i += 1
+                if word == "connect":
+                    if i >= n or toks[i][0] != "num":
+                        raise _RowError(Diagnostic("E012", "expected the connect fee after 'connect'", wspan,
+                                                   "e.g. connect 0.0100"))
+                    connect = _number(toks[i][1], toks[i][2])
+                    i += 1
+                elif word == "increments":
+                    if i + 2 >= n or toks[i][0] != "num" or toks[i + 1][0] != "slash" or toks[i + 2][0] != "num":
+                        raise _RowError(Diagnostic("E012", "expected increments as INITIAL/SUBSEQUENT", wspan,
+                                                   "e.g. increments 60/6"))
+                    increments = (int(_number(toks[i][1], toks[i][2])), int(_number(toks[i + 2][1], toks[i + 2][2])))
+                    i += 3
+                else:
+                    if i >= n or toks[i][0] != "date":
+                        raise _RowError(Diagnostic("E012", f"expected a date (YYYY-MM-DD) after '{word}'", wspan))
+                    if word == "from":
+                        start = toks[i][1]
+                    else:
+                        until = toks[i][1]
+                    i += 1
+            if i < n and toks[i][0] not in ("num", "str"):
+                raise _RowError(Diagnostic("E012", f"unexpected '{toks[i][1]}' in a rate row", toks[i][2], ROW_HELP))
+            last = toks[i - 1][2]
+            words = []
+            for t in toks[first_word:i]:
+                if t[0] == "slash" and words:
+                    words[-1] += "/"
+                elif words and words[-1].endswith("/"):
+                    words[-1] += t[1]
+                else:
+                    words.append(t[1])
+            rows.append(ast.RateRowNode(prefix, dest, price, tuple(bands), connect, increments, start, until,
+                                        Span(path, row_start.line, row_start.col, last.end_line, last.end_col),
+                                        quoted, tuple(words)))
+    except _RowError as e:
+        return rows, comments, [e.diag]
+    return rows, comments, []
