@@ -55,6 +55,21 @@ class Money:
 
 
 @dataclass(frozen=True, slots=True)
+class Price:
+    """A price per unit: ``0.0070 EUR per minute``; ``per_count`` for package prices
+    (``10 EUR per 100 minutes``)."""
+
+    amount: Decimal
+    currency: str
+    unit: str
+    per_count: int = 1
+
+    def __str__(self) -> str:
+        n = f"{self.per_count} " if self.per_count != 1 else ""
+        return f"{self.amount} {self.currency} per {n}{self.unit}"
+
+
+@dataclass(frozen=True, slots=True)
 class Increments:
     """Billing increments ``initial/subsequent`` in seconds (60/6: first 60 s, then blocks of 6 s)."""
 
@@ -204,13 +219,32 @@ class Expr:
 
 @dataclass(frozen=True, slots=True)
 class Tier:
-    """A tier starting at ``start`` (inclusive) of the measured quantity; ``price`` per unit or
-    ``percent`` discount; ``flat`` a fixed fee for the tier."""
+    """A tier starting at ``start`` (inclusive) of the measured quantity and running to the next
+    tier's start (exclusive): ``price`` per unit, ``percent`` discount, or ``flat`` fee."""
 
     start: Decimal
-    price: Decimal | None = None
+    price: Price | None = None
     percent: Decimal | None = None
-    flat: Decimal | None = None
+    flat: Money | None = None
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """One party of a revenue share: ``percent`` of the amount, a ``fixed`` price paid first, or
+    the ``remainder``."""
+
+    party: str
+    percent: Decimal | None = None
+    fixed: Price | None = None
+    remainder: bool = False
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class ShareTier:
+    start: Money
+    shares: tuple[Share, ...]
     span: Span = NO_SPAN
 
 

@@ -1,0 +1,209 @@
+"""The built-in charge types, registered through the same hook an outside plugin uses."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from icdsl.charges.base import ChargeType
+from icdsl.hookspecs import hookimpl
+from icdsl.lang import ast
+
+ICDSL_HOOK_API = 1
+
+
+class Surcharge(ChargeType):
+    name = "surcharge"
+    description = "an extra price per unit, or a percentage, on records that meet a condition"
+    per_record = True
+
+    def check(self, node, checker):
+        amount = node.param("amount")
+        if isinstance(amount, ast.MoneyPer):
+            checker.money(amount.money)
+            checker.price_unit(amount.unit)
+            if checker.agreement:
+                checker.currency_matches(amount.money.currency, checker.agreement.currency, "the surcharge")
+        elif isinstance(amount, ast.Percent):
+            checker.percent(amount, high=Decimal(1000))
+        checker.expr(node.param("when"), checker.agreement.partner if checker.agreement else None)
+
+
+class Recurring(ChargeType):
+    name = "recurring"
+    description = "a fee every month, quarter or year, flat or per inventory item, prorated by day"
+
+    def check(self, node, checker):
+        checker.money(node.param("amount"))
+        checker.word(node.param("period"), "recurring period")
+        if checker.agreement:
+            checker.currency_matches(node.param("amount").currency, checker.agreement.currency, "the fee")
+
+
+class OneTime(ChargeType):
+    name = "one_time"
+    description = "a fee charged once: on activation, completion, termination or at invoice time"
+
+    def check(self, node, checker):
+        checker.money(node.param("amount"))
+        checker.word(node.param("on"), "one-time trigger")
+        if checker.agreement:
+            checker.currency_matches(node.param("amount").currency, checker.agreement.currency, "the fee")
+
+
+class Event(ChargeType):
+    name = "event"
+    description = "a fee per event record of a given type (a porting, a migration, an integration job)"
+
+    def check(self, node, checker):
+        checker.money(node.param("amount"))
+        if checker.agreement:
+            checker.currency_matches(node.param("amount").currency, checker.agreement.currency, "the fee")
+
+
+class Commitment(ChargeType):
+    name = "commitment"
+    description = "a minimum spend or quantity per period; the shortfall is charged as its own line"
+
+    def check(self, node, checker):
+        q: ast.Quantity = node.param("amount")
+        unit = q.unit.text
+        from icdsl.lang.values import VOCAB, currencies
+
+        if unit in currencies():
+            if checker.agreement:
+                checker.currency_matches(q.unit, checker.agreement.currency, "the commitment")
+        elif unit not in VOCAB["measure"]:
+            checker.error("E206", f"a commitment is in a currency or one of {', '.join(VOCAB['measure'])}, "
+                                  f"not '{unit}'", q.unit.span)
+        if q.value.value <= 0:
+            checker.error("E213", "a commitment must be positive", q.value.span)
+        checker.word(node.param("period"), "commitment period")
+
+
+class _Tiers(ChargeType):
+    mode_vocab = "tier mode"
+
+    def check(self, node, checker):
+        checker.word(node.param("mode"), self.mode_vocab)
+        checker.word(node.param("on"), "measure")
+        checker.word(node.param("period"), "tier period")
+        tiers: tuple[ast.TierNode, ...] = node.param("tiers")
+        prev = None
+        for t in tiers:
+            if t.start.value < 0:
+                checker.error("E213", "a tier cannot start below zero", t.start.span)
+            if prev is not None and t.start.value <= prev.start.value:
+                checker.error("E313", f"tiers must increase: {t.start.text} comes after {prev.start.text}", t.start.span,
+                              "list tiers from the smallest 'from' to the largest")
+            prev = t
+            self.check_value(t, checker)
+        if tiers and tiers[0].start.value != 0 and self.name == "tiered_price":
+            checker.error("E314", f"the first tier starts at {tiers[0].start.text}: quantities below it have no price",
+                          tiers[0].start.span, "start the first tier 'from 0'")
+
+    def check_value(self, t, checker):
+        v = t.value
+        if isinstance(v, ast.Percent):
+            checker.error("E315", "a tiered price needs a price per unit or a flat fee, not a percentage", v.span,
+                          "use 'volume discount ...' for percentage discounts")
+        elif isinstance(v, ast.MoneyPer):
+            checker.money(v.money)
+            checker.price_unit(v.unit)
+            if v.per_count is not None and (v.per_count.value <= 0 or v.per_count.value != int(v.per_count.value)):
+                checker.error("E215", "a package size must be a positive whole number", v.per_count.span)
+        elif isinstance(v, ast.Money):
+            checker.money(v)
+
+    def compile(self, node, compiler):
+        return (
+            ("mode", node.param("mode").text),
+            ("on", node.param("on").text),
+            ("period", node.param("period").text),
+            ("tiers", tuple(compiler.tier(t) for t in node.param("tiers"))),
+        )
+
+
+class TieredPrice(_Tiers):
+    name = "tiered_price"
+    description = "graduated (each tier at its price) or volume (all at the tier reached) pricing per cycle"
+
+
+class VolumeDiscount(_Tiers):
+    name = "volume_discount"
+    description = "a percentage discount by volume tier, retroactive or incremental; its own invoice line"
+    mode_vocab = "discount mode"
+
+    def check_value(self, t, checker):
+        if not isinstance(t.value, ast.Percent):
+            checker.error("E315", "a volume discount tier is a percentage", t.span, "write e.g. 'from 1_000_000: 3%'")
+        else:
+            checker.percent(t.value)
+
+
+class RevenueShare(ChargeType):
+    name = "revenue_share"
+    description = "a split of revenue between parties: percentages, fixed fees, tiers; exact to the cent"
+
+    def check(self, node, checker):
+        checker.word(node.param("basis"), "revenue basis")
+        parties = node.param("parties")
+        if parties is not None:
+            self._check_split(parties, node.span, checker)
+        tiers = node.param("tiers")
+        if tiers is not None:
+            prev = None
+            for t in tiers:
+                checker.money(t.start)
+                if prev is not None and t.start.amount.value <= prev.start.amount.value:
+                    checker.error("E313", "revenue share tiers must increase", t.start.span)
+                prev = t
+                self._check_split(t.parties, t.span, checker)
+
+    def _check_split(self, parties: tuple[ast.SharePartyNode, ...], span, checker) -> None:
+        total = Decimal(0)
+        remainder = 0
+        names: set[str] = set()
+        for p in parties:
+            if p.party.text in names:
+                checker.error("E103", f"party '{p.party.text}' appears twice in this split", p.span)
+            names.add(p.party.text)
+            if isinstance(p.value, ast.Percent):
+                if checker.percent(p.value):
+                    total += p.value.value.value
+            elif isinstance(p.value, ast.MoneyPer):
+                checker.money(p.value.money)
+                checker.price_unit(p.value.unit)
+            else:
+                remainder += 1
+        if remainder > 1:
+            checker.error("E316", "only one party can take the remainder", span)
+        elif remainder == 0 and total != 100:
+            checker.error("E316", f"the shares add up to {_fmt(total)}%, not 100%", span,
+                          f"{'add' if total < 100 else 'remove'} {_fmt(abs(100 - total))}%, or give one party "
+                          f"'remainder'")
+        elif remainder == 1 and total > 100:
+            checker.error("E316", f"the shares add up to {_fmt(total)}%, more than 100%", span)
+
+    def compile(self, node, compiler):
+        out: list[tuple[str, Any]] = [("basis", node.param("basis").text), ("mode", node.param("mode"))]
+        parties = node.param("parties")
+        if parties is not None:
+            out.append(("shares", tuple(compiler.share(p) for p in parties)))
+        tiers = node.param("tiers")
+        if tiers is not None:
+            out.append(("tiers", tuple(compiler.share_tier(t) for t in tiers)))
+        out.append(("scope", tuple(sel.text for sel in node.param("scope"))))
+        return tuple(out)
+
+
+def _fmt(d: Decimal) -> str:
+    return format(d.normalize(), "f")
+
+
+BUILTIN = (Surcharge, Recurring, OneTime, Event, Commitment, TieredPrice, VolumeDiscount, RevenueShare)
+
+
+@hookimpl
+def icdsl_charge_types():
+    return list(BUILTIN)

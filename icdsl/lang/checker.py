@@ -1,0 +1,853 @@
+"""The semantic checker: everything a contract author can get wrong that the grammar cannot see.
+
+It reports all problems at once, in source order, each with a stable code, the span of the
+offending words and a help line (often "did you mean ...?"). It also resolves names (partners,
+calendars, FX sources, rounding presets, templates), reads rate decks and keeps what it found
+for the compiler, which only runs on a program without errors.
+
+Units are checked as units: money carries an ISO 4217 currency, durations are time units,
+volumes are byte units, percentages lie between 0 and 100, counts are whole numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from icdsl.lang import ast
+from icdsl.lang.decks import Deck, read_deck
+from icdsl.lang.diagnostics import Diagnostic, did_you_mean, suggest
+from icdsl.lang.loader import Program, display_path, resolve_project_path
+from icdsl.lang.values import (
+    CYCLE_FIELDS,
+    FUNCTIONS,
+    PARTNER_FIELDS,
+    PRICE_UNITS,
+    RECORD_DERIVED,
+    TIME_UNITS,
+    VOCAB,
+    VOLUME_UNITS,
+    WEEKDAYS,
+    currencies,
+    holiday_countries,
+    parse_date,
+    parse_time,
+    valid_timezone,
+)
+from icdsl.plan.model import Rounding, Span
+
+DEFAULT_ROUNDING = Rounding(6, "half_up")
+MAX_PRECISION = 12
+
+
+@dataclass
+class ServiceInfo:
+    """What the checker learned about a service block, for the compiler."""
+
+    node: ast.ServiceDecl
+    rows: list[ast.RateRowNode] = field(default_factory=list)
+    deck: Deck | None = None
+    currency: str = ""
+    unit: str = "minute"
+    calendar: ast.CalendarDecl | None = None
+    rounding: Rounding = DEFAULT_ROUNDING
+
+
+@dataclass
+class AgreementInfo:
+    node: ast.AgreementDecl
+    file: str
+    partner: ast.PartnerDecl | None
+    currency: str = ""
+    timezone: str = "UTC"
+    rounding: Rounding = DEFAULT_ROUNDING
+    start: date | None = None
+    end: date | None = None
+    calendar: ast.CalendarDecl | None = None
+    services: dict[tuple[str, str], ServiceInfo] = field(default_factory=dict)
+    charges: list[tuple[ast.ChargeNode, tuple[tuple[str, str], ...]]] = field(default_factory=list)
+    fx: ast.FxDecl | None = None
+
+
+@dataclass
+class Checked:
+    program: Program
+    partners: dict[str, ast.PartnerDecl] = field(default_factory=dict)
+    calendars: dict[str, ast.CalendarDecl] = field(default_factory=dict)
+    fx: dict[str, ast.FxDecl] = field(default_factory=dict)
+    presets: dict[str, ast.RoundingPreset] = field(default_factory=dict)
+    templates: dict[str, ast.TemplateDecl] = field(default_factory=dict)
+    layouts: dict[str, ast.RecordsDecl] = field(default_factory=dict)
+    agreements: list[AgreementInfo] = field(default_factory=list)
+    examples: list[tuple[str, ast.ExampleDecl]] = field(default_factory=list)
+    charge_types: dict[str, Any] = field(default_factory=dict)
+    file_of: dict[int, str] = field(default_factory=dict)
+
+
+class Checker:
+    def __init__(self, program: Program, charge_types: dict[str, Any] | None = None):
+        if charge_types is None:
+            from icdsl.plugins import charge_types as _ct
+            from icdsl.plugins import default_plugin_manager
+
+            charge_types = _ct(default_plugin_manager())
+        self.program = program
+        self.out = Checked(program, charge_types=charge_types)
+        self.diags: list[Diagnostic] = []
+        self.agreement: AgreementInfo | None = None  # the agreement being checked (for charge types)
+
+    # ------------------------------------------------------------------ reporting
+    def error(self, code: str, message: str, span: Span, help: str | None = None) -> None:
+        self.diags.append(Diagnostic(code, message, span, help))
+
+    def warning(self, code: str, message: str, span: Span, help: str | None = None) -> None:
+        self.diags.append(Diagnostic(code, message, span, help, "warning"))
+
+    # ------------------------------------------------------------------ value checks (also used by charge types)
+    def word(self, ident: ast.Ident | None, vocab: str) -> bool:
+        if ident is None:
+            return False
+        allowed = VOCAB[vocab]
+        if ident.text in allowed:
+            return True
+        self.error("E201", f"unknown {vocab} '{ident.text}'", ident.span, did_you_mean(ident.text, allowed, f"{vocab}s"))
+        return False
+
+    def currency(self, ident: ast.Ident) -> bool:
+        if ident.text in currencies():
+            return True
+        best = suggest(ident.text.upper(), currencies())
+        self.error("E202", f"'{ident.text}' is not a currency code", ident.span,
+                   f"did you mean '{best}'?" if best else "write an ISO 4217 code such as EUR, USD or GBP")
+        return False
+
+    def money(self, m: ast.Money, *, allow_zero: bool = True) -> bool:
+        ok = self.currency(m.currency)
+        if m.amount.value < 0 or (not allow_zero and m.amount.value == 0):
+            self.error("E213", f"the amount {m.amount.text} must be {'positive' if not allow_zero else 'zero or more'}",
+                       m.amount.span, "write credits and discounts as their own charge")
+            ok = False
+        return ok
+
+    def percent(self, p: ast.Percent, *, high: Decimal = Decimal(100)) -> bool:
+        if not (Decimal(0) <= p.value.value <= high):
+            self.error("E214", f"{p.value.text}% is not a percentage between 0 and {high}", p.span)
+            return False
+        return True
+
+    def timezone(self, s: ast.Str) -> bool:
+        if valid_timezone(s.value):
+            return True
+        from icdsl.lang.values import timezones
+
+        self.error("E203", f"unknown time zone '{s.value}'", s.span,
+                   did_you_mean(s.value, timezones()) or "write an IANA zone such as \"Europe/Paris\"")
+        return False
+
+    def date(self, d: ast.DateLit | None) -> date | None:
+        if d is None:
+            return None
+        v = parse_date(d.text)
+        if v is None:
+            self.error("E204", f"'{d.text}' is not a date", d.span, "dates read YYYY-MM-DD and must exist")
+        return v
+
+    def seconds(self, q: ast.Quantity) -> int | None:
+        factor = TIME_UNITS.get(q.unit.text)
+        if factor is None:
+            self.error("E206", f"'{q.unit.text}' is not a unit of time", q.unit.span,
+                       did_you_mean(q.unit.text, TIME_UNITS, "units of time"))
+            return None
+        secs = q.value.value * factor
+        if secs != int(secs) or secs < 0:
+            self.error("E215", f"{q.value.text} {q.unit.text} is not a whole number of seconds", q.span)
+            return None
+        return int(secs)
+
+    def volume_bytes(self, q: ast.Quantity) -> int | None:
+        factor = VOLUME_UNITS.get(q.unit.text)
+        if factor is None:
+            self.error("E206", f"'{q.unit.text}' is not a unit of data volume", q.unit.span,
+                       did_you_mean(q.unit.text, VOLUME_UNITS, "volume units"))
+            return None
+        b = q.value.value * factor
+        if b != int(b) or b < 0:
+            self.error("E215", f"{q.value.text} {q.unit.text} is not a whole number of bytes", q.span)
+            return None
+        return int(b)
+
+    def price_unit(self, ident: ast.Ident | None) -> bool:
+        if ident is None:
+            return True
+        if ident.text in PRICE_UNITS:
+            return True
+        self.error("E206", f"unknown unit '{ident.text}'", ident.span, did_you_mean(ident.text, PRICE_UNITS, "units"))
+        return False
+
+    def currency_matches(self, cur: ast.Ident, target: str, what: str) -> None:
+        """A price in another currency than the agreement's needs an FX source with that pair."""
+        if not target or cur.text == target or cur.text not in currencies():
+            return
+        a = self.agreement
+        fx = a.fx if a else None
+        if fx is None:
+            self.error("E211", f"{what} is in {cur.text} but the agreement bills in {target}, and it names no FX source",
+                       cur.span, f"add 'fx NAME' to the agreement (an fx block with {target}/{cur.text}), "
+                                 f"or price in {target}")
+            return
+        pairs = {(r.base.text, r.quote.text) for r in fx.rates}
+        if (target, cur.text) not in pairs and (cur.text, target) not in pairs:
+            self.error("E212", f"the FX source '{fx.name.text}' has no rate between {cur.text} and {target}",
+                       cur.span, f"add a line '{target}/{cur.text} RATE from DATE' to fx {fx.name.text}")
+
+    def rounding(self, node: ast.RoundingNode | None, fallback: Rounding) -> Rounding:
+        if node is None:
+            return fallback
+        if node.preset is not None:
+            preset = self.out.presets.get(node.preset.text)
+            if preset is None:
+                self.error("E107", f"unknown rounding preset '{node.preset.text}'", node.preset.span,
+                           did_you_mean(node.preset.text, self.out.presets, "rounding presets")
+                           or "write 'rounding half_up to 6 decimals' or define 'rounding NAME { ... }'")
+                return fallback
+            return Rounding(int(preset.precision.value), preset.mode.text, node.span)
+        ok = self.word(node.mode, "rounding mode")
+        if node.unit is not None and node.unit.text not in VOCAB["decimals"]:
+            self.error("E201", f"expected 'decimals' after the precision, not '{node.unit.text}'", node.unit.span,
+                       "write e.g. 'rounding half_up to 6 decimals'")
+            ok = False
+        prec = node.precision
+        if prec.value != int(prec.value) or not (0 <= prec.value <= MAX_PRECISION):
+            self.error("E216", f"precision {prec.text} must be a whole number of decimals from 0 to {MAX_PRECISION}",
+                       prec.span)
+            ok = False
+        return Rounding(int(prec.value), node.mode.text, node.span) if ok else fallback
+
+    # ------------------------------------------------------------------ expressions
+    def expr(self, e: Any, partner: ast.PartnerDecl | None = None) -> None:
+        if isinstance(e, ast.BoolOp):
+            for o in e.operands:
+                self.expr(o, partner)
+        elif isinstance(e, ast.Not):
+            self.expr(e.operand, partner)
+        elif isinstance(e, ast.Compare):
+            self.expr(e.left, partner)
+            self.expr(e.right, partner)
+            if isinstance(e.left, ast.Literal) and isinstance(e.right, ast.Literal):
+                self.warning("W203", "this comparison does not depend on the record", e.span)
+        elif isinstance(e, ast.Member):
+            self.expr(e.left, partner)
+        elif isinstance(e, ast.Between):
+            self.expr(e.left, partner)
+            if isinstance(e.low.value, Decimal) and isinstance(e.high.value, Decimal) and e.low.value > e.high.value:
+                self.error("E317", "the lower bound is above the upper bound", e.span)
+        elif isinstance(e, ast.Call):
+            arity = FUNCTIONS.get(e.name.text)
+            if arity is None:
+                self.error("E108", f"unknown function '{e.name.text}'", e.name.span,
+                           did_you_mean(e.name.text, FUNCTIONS, "functions"))
+            elif len(e.args) != arity:
+                self.error("E217", f"{e.name.text}() takes {arity} argument{'s' * (arity != 1)}, not {len(e.args)}",
+                           e.span)
+            for a in e.args:
+                self.expr(a, partner)
+        elif isinstance(e, ast.FieldRef):
+            self.field(e, partner)
+
+    def field(self, f: ast.FieldRef, partner: ast.PartnerDecl | None) -> None:
+        head = f.path[0]
+        if head == "partner" and len(f.path) == 2:
+            attrs = set(PARTNER_FIELDS)
+            partners = [partner] if partner else list(self.out.partners.values())
+            for p in partners:
+                attrs.update(a.key.text for a in p.attributes)
+            if f.path[1] not in attrs:
+                self.error("E106", f"partners have no attribute '{f.path[1]}'", f.span,
+                           did_you_mean(f.path[1], attrs, "partner attributes"))
+        elif head == "cycle" and len(f.path) == 2:
+            if f.path[1] not in CYCLE_FIELDS:
+                self.error("E106", f"unknown cycle quantity '{f.path[1]}'", f.span,
+                           did_you_mean(f.path[1], CYCLE_FIELDS, "cycle quantities"))
+        elif len(f.path) > 1:
+            self.error("E106", f"unknown field '{f.dotted}'", f.span,
+                       "fields are record columns (route_class), partner.ATTRIBUTE or cycle.QUANTITY")
+        else:
+            known = VOCAB["record field"] + RECORD_DERIVED
+            if head not in known:
+                best = suggest(head, known)
+                if best and best != head:
+                    self.warning("W201", f"'{head}' is not a standard record field (a column of the traffic file?)",
+                                 f.span, f"did you mean '{best}'?")
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> tuple[Checked, list[Diagnostic]]:
+        self._collect()
+        for p in self.out.partners.values():
+            self._partner(p)
+        for c in self.out.calendars.values():
+            self._calendar(c)
+        for fx in self.out.fx.values():
+            self._fx(fx)
+        for preset in self.out.presets.values():
+            self.word(preset.mode, "rounding mode")
+            if preset.precision.value != int(preset.precision.value) or not (
+                    0 <= preset.precision.value <= MAX_PRECISION):
+                self.error("E216", f"precision {preset.precision.text} must be a whole number from 0 to {MAX_PRECISION}",
+                           preset.precision.span)
+        for layout in self.out.layouts.values():
+            self._layout(layout)
+        for t in self.out.templates.values():
+            for c in t.charges:
+                self._charge(c, (), None)
+        for info in self.out.agreements:
+            self._agreement(info)
+        self._overlaps()
+        for _file, ex in self.out.examples:
+            self._example(ex)
+        return self.out, sorted(self.diags, key=Diagnostic.sort_key)
+
+    def _collect(self) -> None:
+        seen: dict[tuple[str, str], Span] = {}
+
+        def declare(kind: str, name: str, span: Span) -> bool:
+            key = (kind, name)
+            if key in seen:
+                first = seen[key]
+                self.error("E102", f"{kind} '{name}' is declared twice", span,
+                           f"the first declaration is at {first}; remove or rename one")
+                return False
+            seen[key] = span
+            return True
+
+        for f in self.program.files:
+            for item in f.items:
+                if isinstance(item, ast.PartnerDecl):
+                    if declare("partner", item.code.text, item.code.span):
+                        self.out.partners[item.code.text] = item
+                elif isinstance(item, ast.CalendarDecl):
+                    if declare("calendar", item.name.text, item.name.span):
+                        self.out.calendars[item.name.text] = item
+                elif isinstance(item, ast.FxDecl):
+                    if declare("fx source", item.name.text, item.name.span):
+                        self.out.fx[item.name.text] = item
+                elif isinstance(item, ast.RoundingPreset):
+                    if declare("rounding preset", item.name.text, item.name.span):
+                        self.out.presets[item.name.text] = item
+                elif isinstance(item, ast.TemplateDecl):
+                    if declare("template", item.name.text, item.name.span):
+                        self.out.templates[item.name.text] = item
+                elif isinstance(item, ast.RecordsDecl):
+                    if declare("records layout", item.name.text, item.name.span):
+                        self.out.layouts[item.name.text] = item
+                elif isinstance(item, ast.AgreementDecl):
+                    key = f"{item.name.value} {item.version.text}"
+                    if declare("agreement", key, item.version.span):
+                        self.out.agreements.append(AgreementInfo(item, f.path, None))
+                elif isinstance(item, ast.ExampleDecl):
+                    self.out.examples.append((f.path, item))
+
+    # ------------------------------------------------------------------ partners, calendars, fx, layouts
+    def _partner(self, p: ast.PartnerDecl) -> None:
+        if not p.code.text.replace("_", "").isalnum():
+            self.error("E218", f"partner code '{p.code.text}' must be letters, digits and '_'", p.code.span)
+        keys_seen: dict[str, Span] = {}
+        for s in p.settings:
+            if s.key in keys_seen:
+                self.error("E103", f"'{s.key}' is set twice for partner {p.code.text}", s.span,
+                           f"the first is at {keys_seen[s.key]}")
+            keys_seen[s.key] = s.span
+            v = s.values
+            if s.key == "kind":
+                self.word(v[0], "partner kind")
+            elif s.key == "currency":
+                self.currency(v[0])
+            elif s.key == "timezone":
+                self.timezone(v[0])
+            elif s.key == "country":
+                self._country(v[0])
+            elif s.key == "billing":
+                self.word(v[0], "billing cycle")
+            elif s.key == "due":
+                n, unit = v
+                if unit.text not in VOCAB["days"]:
+                    self.error("E206", f"invoice due terms are in days, not '{unit.text}'", unit.span,
+                               "write e.g. 'due 30 days'")
+                if n.value != int(n.value):
+                    self.error("E215", "due terms must be a whole number of days", n.span)
+            elif s.key == "tax":
+                kind = v[0]
+                if self.word(kind, "tax treatment"):
+                    rate = v[1] if len(v) > 1 else None
+                    if kind.text == "vat" and rate is None:
+                        self.error("E219", "VAT needs a rate", s.span, "write e.g. 'tax vat 20%'")
+                    elif kind.text != "vat" and rate is not None:
+                        self.error("E219", f"'{kind.text}' takes no rate", rate.span)
+                    elif rate is not None:
+                        self.percent(rate)
+        if "currency" not in keys_seen:
+            self.error("E220", f"partner {p.code.text} has no currency", p.code.span,
+                       "add e.g. 'currency EUR': invoices to this partner are in that currency")
+        self.rounding(p.rounding, DEFAULT_ROUNDING)
+
+    def _country(self, ident: ast.Ident) -> bool:
+        from babel import Locale
+
+        territories = {k for k in Locale("en").territories if k.isalpha() and len(k) == 2}
+        if ident.text in territories:
+            return True
+        self.error("E209", f"'{ident.text}' is not an ISO country code", ident.span,
+                   did_you_mean(ident.text.upper(), territories) or "write a two-letter code such as FR or GB")
+        return False
+
+    def _calendar(self, c: ast.CalendarDecl) -> None:
+        self.timezone(c.timezone)
+        for r in c.rules:
+            for a, b in r.days:
+                for d in (a, b):
+                    if d is not None and d.text not in WEEKDAYS:
+                        self.error("E201", f"unknown weekday '{d.text}'", d.span,
+                                   did_you_mean(d.text, WEEKDAYS, "weekdays"))
+            if r.start is not None:
+                t0, t1 = parse_time(r.start.text), parse_time(r.end.text)
+                if t0 is None or r.start.text.startswith("24"):
+                    self.error("E221", f"'{r.start.text}' is not a time of day", r.start.span, "times read HH:MM, 00:00-23:59")
+                if t1 is None:
+                    self.error("E221", f"'{r.end.text}' is not a time of day", r.end.span, "times read HH:MM; 24:00 ends a day")
+                if t0 is not None and t1 is not None and t1.hour + t1.minute + t1.second and t1 <= t0:
+                    self.error("E222", f"the band ends ({r.end.text}) before it starts ({r.start.text})", r.span,
+                               "split a band that runs past midnight into two rules, e.g. 20:00-24:00 and 00:00-08:00")
+        for h in c.holidays:
+            countries = holiday_countries()
+            if h.country.text not in countries:
+                self.error("E209", f"no public holidays known for '{h.country.text}'", h.country.span,
+                           did_you_mean(h.country.text.upper(), countries) or "use a two-letter country code")
+            elif h.subdivision is not None and h.subdivision.value not in countries[h.country.text]:
+                self.error("E209", f"'{h.subdivision.value}' is not a subdivision of {h.country.text}", h.subdivision.span,
+                           did_you_mean(h.subdivision.value, countries[h.country.text], "subdivisions"))
+        for d in c.dates:
+            self.date(d.date)
+        if c.default is None:
+            self.error("E312", "the calendar has no default band", c.span,
+                       "add a line such as 'offpeak otherwise' for the times no rule covers")
+
+    def _fx(self, fx: ast.FxDecl) -> None:
+        seen: dict[tuple[str, str, str], Span] = {}
+        for r in fx.rates:
+            self.currency(r.base)
+            self.currency(r.quote)
+            if r.base.text == r.quote.text:
+                self.error("E223", "an FX rate needs two different currencies", r.span)
+            if r.rate.value <= 0:
+                self.error("E213", "an FX rate must be positive", r.rate.span)
+            self.date(r.start)
+            key = (r.base.text, r.quote.text, r.start.text)
+            if key in seen:
+                self.error("E306", f"{r.base.text}/{r.quote.text} has two rates from {r.start.text}", r.span,
+                           f"the other is at {seen[key]}")
+            seen[key] = r.span
+        self.rounding(fx.rounding, Rounding(6, "half_even"))
+
+    def _layout(self, layout: ast.RecordsDecl) -> None:
+        fields = VOCAB["record field"]
+        seen: set[str] = set()
+        for name, _ in list(layout.columns) + list(layout.constants):
+            if name.text in seen:
+                self.error("E103", f"field '{name.text}' is mapped twice", name.span)
+            seen.add(name.text)
+        for name, _ in layout.constants:
+            if name.text not in fields:
+                self.warning("W202", f"'{name.text}' is not a standard record field; it will be an extra column",
+                             name.span, did_you_mean(name.text, fields, "fields"))
+        for name, val in layout.constants:
+            if name.text == "direction" and isinstance(val, ast.Ident):
+                self.word(val, "direction")
+        for s in layout.settings:
+            if s.key == "timezone":
+                self.timezone(s.values[0])
+            elif s.key == "country":
+                self._country(s.values[0])
+
+    # ------------------------------------------------------------------ agreements
+    def _agreement(self, info: AgreementInfo) -> None:
+        a = info.node
+        self.agreement = info
+        if a.partner is not None:
+            info.partner = self.out.partners.get(a.partner.text)
+            if info.partner is None:
+                self.error("E104", f"unknown partner '{a.partner.text}'", a.partner.span,
+                           did_you_mean(a.partner.text, self.out.partners, "declared partners")
+                           or "declare it with 'partner CODE \"Name\" { ... }' or import the file that does")
+        if a.version_number <= 0:
+            self.error("E224", "versions start at v1", a.version.span)
+        info.start = self.date(a.start)
+        info.end = self.date(a.end)
+        if info.start and info.end and info.end < info.start:
+            self.error("E302", f"the agreement ends ({a.end.text}) before it starts ({a.start.text})", a.end.span)
+        p = info.partner
+        partner_currency = p.setting("currency").values[0].text if p and p.setting("currency") else ""
+        partner_tz = p.setting("timezone").values[0].value if p and p.setting("timezone") else "UTC"
+        partner_rounding = self.rounding(p.rounding, DEFAULT_ROUNDING) if p and p.rounding else DEFAULT_ROUNDING
+        cur = a.setting("currency")
+        if cur is not None:
+            if self.currency(cur.values[0]):
+                info.currency = cur.values[0].text
+        else:
+            info.currency = partner_currency
+            if a.partner is None:
+                self.error("E220", "an agreement with any partner needs its own currency", a.name.span,
+                           "add e.g. 'currency EUR' to the agreement")
+        tz = a.setting("timezone")
+        info.timezone = tz.values[0].value if tz and self.timezone(tz.values[0]) else partner_tz
+        info.rounding = self.rounding(a.rounding, partner_rounding)
+        fx = a.setting("fx")
+        if fx is not None:
+            info.fx = self.out.fx.get(fx.values[0].text)
+            if info.fx is None:
+                self.error("E109", f"unknown FX source '{fx.values[0].text}'", fx.values[0].span,
+                           did_you_mean(fx.values[0].text, self.out.fx, "FX sources") or "define it with 'fx NAME { ... }'")
+        cal = a.setting("calendar")
+        if cal is not None:
+            info.calendar = self._calendar_ref(cal.values[0])
+        for svc in a.services:
+            self._service(info, svc)
+        for c in a.charges:
+            self._charge(c, (), info)
+        for t in a.applies:
+            tmpl = self.out.templates.get(t.text)
+            if tmpl is None:
+                self.error("E105", f"unknown template '{t.text}'", t.span,
+                           did_you_mean(t.text, self.out.templates, "templates") or "define it with 'template NAME { ... }'")
+            else:
+                for c in tmpl.charges:
+                    info.charges.append((c, ()))
+                    self._charge_currency(c, info)
+        for d, s in a.netting:
+            if (d.text, s.text) not in info.services:
+                self.error("E110", f"netting names '{d.text} {s.text}', which this agreement does not price", d.span,
+                           did_you_mean(f"{d.text} {s.text}", [" ".join(k) for k in info.services], "priced services"))
+        self._streams(info)
+        self.agreement = None
+
+    def _calendar_ref(self, ident: ast.Ident) -> ast.CalendarDecl | None:
+        cal = self.out.calendars.get(ident.text)
+        if cal is None:
+            self.error("E111", f"unknown calendar '{ident.text}'", ident.span,
+                       did_you_mean(ident.text, self.out.calendars, "calendars")
+                       or "define it with 'calendar NAME timezone \"Area/City\" { ... }' or 'use stdlib.calendars'")
+        return cal
+
+    def _service(self, info: AgreementInfo, s: ast.ServiceDecl) -> None:
+        self.word(s.direction, "direction")
+        key = (s.direction.text, s.service.text)
+        if key in info.services:
+            self.error("E304", f"'{s.direction.text} {s.service.text}' is priced twice in this agreement", s.span,
+                       f"the first block is at {info.services[key].node.span}; merge them")
+            return
+        si = ServiceInfo(s)
+        info.services[key] = si
+        si.rounding = self.rounding(s.rounding, info.rounding)
+        if s.calendar is not None:
+            si.calendar = self._calendar_ref(s.calendar)
+        elif s.bands is not None:
+            self._calendar(s.bands)
+            si.calendar = s.bands
+        else:
+            si.calendar = info.calendar
+        if s.flat_price is not None and s.destination_price is not None:
+            self.error("E305", "a service has either one price or a price by destination, not both", s.flat_price.span)
+        if s.flat_price is None and s.destination_price is None and not s.slots:
+            self.error("E305", f"'{s.direction.text} {s.service.text}' has no price", s.span,
+                       "add 'price 0.0100 EUR per minute' or 'price by destination from deck \"...\"'")
+        si.currency = info.currency
+        if s.flat_price is not None:
+            fp = s.flat_price
+            if self.money(fp.money):
+                si.currency = fp.money.currency.text
+                self.currency_matches(fp.money.currency, info.currency, "the price")
+            self.price_unit(fp.unit)
+            si.unit = fp.unit.text
+        if s.destination_price is not None:
+            self._destination_price(info, si, s.destination_price)
+        for st in s.settings:
+            self._service_setting(si, st)
+        if s.slots:
+            self._slots(si, s.slots)
+        for c in s.charges:
+            self._charge(c, (key,), info)
+
+    def _destination_price(self, info: AgreementInfo, si: ServiceInfo, dp: ast.DestinationPrice) -> None:
+        if dp.currency is not None and self.currency(dp.currency):
+            si.currency = dp.currency.text
+            self.currency_matches(dp.currency, info.currency, "the rate table")
+        if dp.unit is not None:
+            self.price_unit(dp.unit)
+            si.unit = dp.unit.text
+        if dp.deck is not None:
+            base = self.program.path_of(info.file).parent
+            path, problem = resolve_project_path(dp.deck.value, base, self.program.root)
+            if problem:
+                self.error("E401", problem, dp.deck.span, "rate decks live inside the project folder")
+                return
+            if not path.is_file():
+                self.error("E402", f"cannot find the rate deck '{dp.deck.value}'", dp.deck.span,
+                           f"looked for {display_path(path)}; the path is relative to this rule file")
+                return
+            deck, diags = read_deck(path, display_path(path), dp.columns,
+                                    dp.delimiter.value if dp.delimiter else None, dp.deck.span)
+            self.diags.extend(diags)
+            if deck is None:
+                return
+            si.deck = deck
+            si.rows = deck.rows
+        else:
+            si.rows = list(dp.rows)
+        self._rows(si)
+
+    def _rows(self, si: ServiceInfo) -> None:
+        bands = set(si.calendar.rules and [r.band.text for r in si.calendar.rules] or ()) if si.calendar else set()
+        if si.calendar is not None:
+            bands.update(h.band.text for h in si.calendar.holidays)
+            bands.update(d.band.text for d in si.calendar.dates)
+            if si.calendar.default is not None:
+                bands.add(si.calendar.default.text)
+        seen: dict[tuple[str, str | None], ast.RateRowNode] = {}
+        unknown_band_reported: set[str] = set()
+        missing = 0
+        first_missing = None
+        for r in si.rows:
+            key = (r.prefix, r.start)
+            prev = seen.get(key)
+            if prev is not None:
+                same = (prev.price, prev.band_prices, prev.connect, prev.increments) == (
+                    r.price, r.band_prices, r.connect, r.increments)
+                if same:
+                    self.warning("W302", f"prefix {r.prefix} is listed twice with the same rates", r.span,
+                                 f"the first is at {prev.span}")
+                else:
+                    self.error("E306", f"prefix {r.prefix} is listed twice with different rates", r.span,
+                               f"the first is at {prev.span}; keep one, or give the new one a 'from' date")
+            else:
+                seen[key] = r
+            if r.band_prices:
+                if si.calendar is None:
+                    if "no-calendar" not in unknown_band_reported:
+                        unknown_band_reported.add("no-calendar")
+                        self.error("E308", "this rate has prices per band, but the service has no calendar", r.span,
+                                   "add 'calendar NAME' to the service or the agreement")
+                else:
+                    for b, _ in r.band_prices:
+                        if b not in bands and b not in unknown_band_reported:
+                            unknown_band_reported.add(b)
+                            self.error("E207", f"band '{b}' is not a band of calendar "
+                                               f"'{si.calendar.name.text if si.calendar.name else 'bands'}'", r.span,
+                                       did_you_mean(b, bands, "its bands"))
+                    if r.price is None:
+                        priced = {b for b, _ in r.band_prices}
+                        if not bands <= priced:
+                            missing += 1
+                            first_missing = first_missing or (r, sorted(bands - priced))
+            if r.increments is not None and (r.increments[0] <= 0 or r.increments[1] <= 0):
+                self.error("E208", "increments must be positive seconds", r.span)
+            if r.start and r.until:
+                ds, du = parse_date(r.start), parse_date(r.until)
+                if ds and du and du <= ds:
+                    self.error("E302", f"prefix {r.prefix} ends ({r.until}) before it starts ({r.start})", r.span)
+            for d in (r.start, r.until):
+                if d and parse_date(d) is None:
+                    self.error("E204", f"'{d}' is not a date", r.span)
+        if missing:
+            row, bs = first_missing
+            more = f" (and {missing - 1} more rows)" if missing > 1 else ""
+            self.error("E309", f"prefix {row.prefix} has no price for band{'s' * (len(bs) > 1)} "
+                               f"{', '.join(repr(b) for b in bs)}{more}", row.span,
+                       "give every band of the calendar a price, e.g. peak 0.0200 offpeak 0.0100")
+
+    def _service_setting(self, si: ServiceInfo, st: ast.Setting) -> None:
+        v = st.values
+        if st.key == "increments":
+            a, b = v
+            for n in (a, b):
+                if n.value != int(n.value) or n.value <= 0:
+                    self.error("E208", f"increment '{n.text}' must be a positive whole number of seconds", n.span,
+                               "e.g. 'increments 60/6'")
+        elif st.key == "minimum":
+            self.seconds(v[0])
+        elif st.key == "connect_fee":
+            if self.money(v[0]):
+                self.currency_matches(v[0].currency, si.currency, "the connect fee")
+        elif st.key == "zero_duration":
+            self.word(v[0], "zero-duration policy")
+        elif st.key in ("volume_rounding", "volume_minimum"):
+            self.volume_bytes(v[0])
+            if si.unit not in VOLUME_UNITS:
+                self.warning("W303", "volume rounding only applies to services priced per KB, MB or GB", st.span)
+        elif st.key == "split" and si.calendar is None:
+            self.warning("W304", "'split at band boundary' has no effect without a calendar", st.span)
+
+    def _slots(self, si: ServiceInfo, slots: tuple[ast.SlotNode, ...]) -> None:
+        last = 0
+        for i, sl in enumerate(slots):
+            self.money(sl.price)
+            self.currency_matches(sl.price.currency, si.currency or self.agreement.currency, "the slot price")
+            if sl.unit.text not in ("minute", "second"):
+                self.error("E206", "slot prices are per minute or per second", sl.unit.span)
+            if sl.first is not None:
+                secs = self.seconds(sl.first)
+                if secs is not None:
+                    if secs <= last:
+                        self.error("E307", "slots must grow: each 'first' must be longer than the one before", sl.span)
+                    last = secs
+                if i == len(slots) - 1:
+                    self.error("E310", "the last slot must say what the rest of the call costs", sl.span,
+                               "end with 'then PRICE per minute'")
+            elif i != len(slots) - 1:
+                self.error("E310", "'then' must be the last slot", sl.span)
+        if si.unit not in ("minute", "second"):
+            si.unit = slots[-1].unit.text if slots[-1].unit.text in ("minute", "second") else "minute"
+
+    def _streams(self, info: AgreementInfo) -> None:
+        a = info.node
+        kinds = set(self.out.charge_types) | {"traffic", "fees"}
+        labels = {c.label.value for c, _ in info.charges if c.label is not None}
+        names_seen: dict[str, Span] = {}
+        placed: dict[str, Span] = {}
+        for st in a.streams:
+            if st.name.text in names_seen:
+                self.error("E102", f"invoice stream '{st.name.text}' is declared twice", st.name.span)
+            names_seen[st.name.text] = st.span
+            for sel in st.selectors:
+                if sel.name is not None:
+                    if sel.name.value not in labels:
+                        self.error("E112", f"no charge named \"{sel.name.value}\" in this agreement", sel.name.span,
+                                   did_you_mean(sel.name.value, labels, "charges"))
+                elif len(sel.words) == 2:
+                    if (sel.words[0].text, sel.words[1].text) not in info.services:
+                        self.error("E110", f"'{sel.text}' is not priced by this agreement", sel.span,
+                                   did_you_mean(sel.text, [" ".join(k) for k in info.services], "priced services"))
+                elif sel.words[0].text not in kinds:
+                    self.error("E113", f"unknown charge kind '{sel.text}'", sel.span,
+                               did_you_mean(sel.text, kinds, "charge kinds"))
+                if sel.text in placed:
+                    self.error("E311", f"'{sel.text}' is on two invoice streams", sel.span,
+                               f"it is already on the stream at {placed[sel.text]}")
+                placed[sel.text] = st.span
+
+    def _overlaps(self) -> None:
+        by_name: dict[str, list[AgreementInfo]] = {}
+        for info in self.out.agreements:
+            by_name.setdefault(info.node.name.value, []).append(info)
+        far = date.max
+        for infos in by_name.values():
+            infos.sort(key=lambda i: i.node.version_number)
+            for i, a in enumerate(infos):
+                for b in infos[i + 1 :]:
+                    if None in (a.start, b.start):
+                        continue
+                    if a.start <= (b.end or far) and b.start <= (a.end or far):
+                        self.error("E303", f"versions {a.node.version.text} and {b.node.version.text} of "
+                                           f"\"{a.node.name.value}\" are both in force on {max(a.start, b.start)}",
+                                   b.node.version.span,
+                                   f"{a.node.version.text} is at {a.node.span}; end it the day before "
+                                   f"{b.node.version.text} starts, e.g. 'effective {a.node.start.text} .. "
+                                   f"{_day_before(b.start)}'")
+
+    # ------------------------------------------------------------------ charges
+    def _charge(self, c: ast.ChargeNode, scope: tuple[tuple[str, str], ...], info: AgreementInfo | None) -> None:
+        ct = self.out.charge_types.get(c.kind)
+        if ct is None:
+            self.error("E114", f"unknown charge type '{c.kind}'", c.kind_span,
+                       did_you_mean(c.kind, self.out.charge_types, "installed charge types")
+                       or "is the plugin that provides it installed? ('icdsl plugins' lists them)")
+            return
+        if info is not None:
+            info.charges.append((c, scope))
+        for o in c.options:
+            self._option(o, info)
+        ct.check(c, self)
+
+    def _charge_currency(self, c: ast.ChargeNode, info: AgreementInfo) -> None:
+        amount = c.param("amount")
+        money = amount.money if isinstance(amount, ast.MoneyPer) else amount
+        if isinstance(money, ast.Money):
+            self.currency_matches(money.currency, info.currency, "this charge")
+
+    def _option(self, o: ast.Setting, info: AgreementInfo | None) -> None:
+        v = o.values
+        if o.key == "prorate":
+            self.word(v[0], "proration")
+        elif o.key == "in":
+            self.word(v[0], "billing timing")
+        elif o.key == "shortfall":
+            self.word(v[0], "shortfall")
+        elif o.key == "day_count":
+            self.word(v[0], "day count")
+        elif o.key == "tax":
+            self.word(v[0], "tax treatment")
+        elif o.key == "of" and info is not None:
+            d, s = v
+            if (d.text, s.text) not in info.services and (d.text, s.text) not in {
+                    (x.direction.text, x.service.text) for x in info.node.services}:
+                self.error("E110", f"'{d.text} {s.text}' is not priced by this agreement", o.span)
+        elif o.key == "when":
+            self.expr(v[0], info.partner if info else None)
+        elif o.key == "stream" and info is not None:
+            names = {st.name.text for st in info.node.streams}
+            if names and v[0].text not in names:
+                self.error("E115", f"unknown invoice stream '{v[0].text}'", v[0].span,
+                           did_you_mean(v[0].text, names, "streams"))
+
+    # ------------------------------------------------------------------ examples
+    def _example(self, ex: ast.ExampleDecl) -> None:
+        if ex.direction is not None:
+            self.word(ex.direction, "direction")
+        for o in ex.options:
+            v = o.values
+            if o.key == "partner" and v[0].text not in self.out.partners:
+                self.error("E104", f"unknown partner '{v[0].text}'", v[0].span,
+                           did_you_mean(v[0].text, self.out.partners, "declared partners"))
+            elif o.key == "agreement":
+                names = {i.node.name.value for i in self.out.agreements}
+                if v[0].value not in names:
+                    self.error("E116", f"no agreement named \"{v[0].value}\"", v[0].span,
+                               did_you_mean(v[0].value, names, "agreements"))
+            elif o.key == "at":
+                self.date(v[0])
+                if parse_time(v[1].text) is None or v[1].text.startswith("24"):
+                    self.error("E221", f"'{v[1].text}' is not a time of day", v[1].span)
+                if len(v) > 2:
+                    self.timezone(v[2])
+            elif o.key == "for":
+                self.seconds(v[0])
+            elif o.key == "volume":
+                self.volume_bytes(v[0])
+        if ex.number is None and not ex.fields:
+            self.error("E117", "the example has no record", ex.span,
+                       "describe one, e.g. 'outbound voice to 33612345678 at 2026-03-04 09:15 Europe/Paris for 61 s'")
+        if not ex.expectations:
+            self.error("E118", "the example expects nothing", ex.span,
+                       "add e.g. 'expect billed 66 s, band peak, amount 0.022000 EUR'")
+        from icdsl.rating.reasons import REJECT_CODES
+
+        for e in ex.expectations:
+            if e.key == "billed":
+                q = e.values[0]
+                if q.unit.text not in TIME_UNITS and q.unit.text not in VOLUME_UNITS and q.unit.text not in (
+                        "message", "messages", "event", "events"):
+                    self.error("E206", f"unknown unit '{q.unit.text}'", q.unit.span)
+            elif e.key in ("amount", "rate"):
+                self.currency(e.values[0].currency)
+            elif e.key == "rejected" and e.values[0].text not in REJECT_CODES:
+                self.error("E201", f"unknown reject reason '{e.values[0].text}'", e.values[0].span,
+                           did_you_mean(e.values[0].text, REJECT_CODES, "reasons"))
+
+
+def _day_before(d: date) -> str:
+    from datetime import timedelta
+
+    return (d - timedelta(days=1)).isoformat()
+
+
+def check(program: Program, charge_types: dict[str, Any] | None = None) -> tuple[Checked, list[Diagnostic]]:
+    return Checker(program, charge_types).run()

@@ -1,0 +1,235 @@
+"""A-Z rate decks: CSV files of destinations and prices, mapped by a ``columns { ... }`` block.
+
+Without a mapping the header names are looked up by their usual spellings (``prefix``,
+``destination``/``name``, ``rate``, ``rate_<band>`` or ``<band>_rate``, ``connect_fee``,
+``increments`` or ``initial_increment``/``subsequent_increment``, ``effective``/``effective_from``,
+``until``/``effective_to``). Problems in a deck are reported at their line in the CSV file.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from icdsl.lang import ast
+from icdsl.lang.diagnostics import Diagnostic, did_you_mean
+from icdsl.plan.model import Span
+
+FIELDS = ("prefix", "destination", "rate", "connect_fee", "increments", "initial", "subsequent", "effective",
+          "until")
+DEFAULT_NAMES = {
+    "prefix": ("prefix", "code", "dial_code", "dialcode"),
+    "destination": ("destination", "name", "description"),
+    "rate": ("rate", "price"),
+    "connect_fee": ("connect_fee", "connection_fee", "setup_fee"),
+    "increments": ("increments", "increment", "billing_increment"),
+    "initial": ("initial_increment", "initial"),
+    "subsequent": ("subsequent_increment", "subsequent"),
+    "effective": ("effective", "effective_from", "effective_date", "valid_from"),
+    "until": ("until", "effective_to", "valid_to"),
+}
+MAX_ROW_ERRORS = 20
+_BAND_COL = re.compile(r"(?:rate_(\w+)|(\w+)_rate)\Z", re.I)
+_INCR = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*\Z")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
+
+
+@dataclass
+class Deck:
+    path: str
+    sha256: str
+    header: list[str]
+    rows: list[ast.RateRowNode] = field(default_factory=list)
+    bands: tuple[str, ...] = ()
+
+
+def _decimal(text: str) -> Decimal | None:
+    t = text.strip()
+    if not t:
+        return None
+    try:
+        d = Decimal(t)
+    except InvalidOperation:
+        return None
+    return d if d.is_finite() else None
+
+
+def read_deck(path: Path, shown: str, mapping: tuple[ast.DeckColumn, ...], delimiter: str | None,
+              ref_span: Span) -> tuple[Deck | None, list[Diagnostic]]:
+    diags: list[Diagnostic] = []
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return None, [Diagnostic("E402", f"cannot read the rate deck '{shown}': {e.strerror or e}", ref_span,
+                                 "check the path: it is relative to this rule file")]
+    sha = hashlib.sha256(data).hexdigest()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        return None, [Diagnostic("E002", "the rate deck is not valid UTF-8", Span(shown, line, 1, line, 2),
+                                 "save the deck as UTF-8 CSV")]
+    if "\x00" in text:
+        return None, [Diagnostic("E001", "the rate deck is not a text file", Span(shown, 1, 1, 1, 2))]
+    delim = delimiter or _sniff(text)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return None, [Diagnostic("E405", "the rate deck is empty (no header row)", Span(shown, 1, 1, 1, 1),
+                                 "the first line must name the columns, e.g. prefix,destination,rate")]
+    except csv.Error as e:
+        return None, [Diagnostic("E404", f"the header cannot be read: {e}", Span(shown, 1, 1, 1, 1))]
+    header = [h.strip() for h in header]
+    index = {h: i for i, h in enumerate(header)}
+    lower = {h.lower(): i for i, h in enumerate(header)}
+    cols: dict[str, int] = {}
+    band_cols: dict[str, int] = {}
+    if mapping:
+        for m in mapping:
+            if m.field.text not in FIELDS:
+                diags.append(Diagnostic("E205", f"unknown deck field '{m.field.text}'", m.field.span,
+                                        did_you_mean(m.field.text, FIELDS, "deck fields")))
+                continue
+            if m.column.value not in index:
+                diags.append(Diagnostic(
+                    "E403", f"column '{m.column.value}' does not exist in {shown}", m.column.span,
+                    f"the columns in {shown} are: {', '.join(header)}"
+                    + (f" (did you mean '{b}'?)" if (b := _best(m.column.value, header)) else "")))
+                continue
+            if m.field.text == "rate" and m.band is not None:
+                band_cols[m.band.text] = index[m.column.value]
+            else:
+                cols[m.field.text] = index[m.column.value]
+    else:
+        for fname, names in DEFAULT_NAMES.items():
+            for n in names:
+                if n in lower:
+                    cols[fname] = lower[n]
+                    break
+        for h, i in index.items():
+            mm = _BAND_COL.match(h)
+            if mm and h.lower() not in ("rate",):
+                band_cols[(mm.group(1) or mm.group(2)).lower()] = i
+    if diags:
+        return None, diags
+    if "prefix" not in cols:
+        return None, [Diagnostic("E403", f"the rate deck {shown} has no prefix column", ref_span,
+                                 f"its columns are: {', '.join(header)}; map one with columns {{ prefix \"...\" }}")]
+    if "rate" not in cols and not band_cols:
+        return None, [Diagnostic("E403", f"the rate deck {shown} has no rate column", ref_span,
+                                 f"its columns are: {', '.join(header)}; map one with columns {{ rate \"...\" }}")]
+    deck = Deck(shown, sha, header, bands=tuple(band_cols))
+    rows = deck.rows
+    width = len(header)
+    errors = 0
+    p_i = cols["prefix"]
+    d_i = cols.get("destination")
+    r_i = cols.get("rate")
+    c_i = cols.get("connect_fee")
+    inc_i = cols.get("increments")
+    ini_i, sub_i = cols.get("initial"), cols.get("subsequent")
+    e_i, u_i = cols.get("effective"), cols.get("until")
+    band_items = list(band_cols.items())
+    lineno = 1
+    for rec in reader:
+        lineno = reader.line_num
+        if not rec or (len(rec) == 1 and not rec[0].strip()):
+            continue
+
+        def bad(msg, help_=None, _line=lineno):
+            nonlocal errors
+            errors += 1
+            if errors <= MAX_ROW_ERRORS:
+                diags.append(Diagnostic("E404", msg, Span(shown, _line, 1, _line, 2), help_))
+
+        if len(rec) != width:
+            bad(f"this row has {len(rec)} fields but the header has {width}",
+                "check for an unquoted delimiter inside a destination name")
+            continue
+        prefix = rec[p_i].strip().lstrip("+")
+        if not prefix.isdigit():
+            bad(f"prefix '{rec[p_i]}' is not a string of digits", "prefixes are E.164 digits, e.g. 336")
+            continue
+        price = None
+        bands = []
+        if r_i is not None and rec[r_i].strip():
+            price = _decimal(rec[r_i])
+            if price is None or price < 0:
+                bad(f"rate '{rec[r_i]}' in column '{header[r_i]}' is not a non-negative number")
+                continue
+        ok = True
+        for b, i in band_items:
+            v = _decimal(rec[i])
+            if v is None or v < 0:
+                if rec[i].strip() == "":
+                    continue
+                bad(f"rate '{rec[i]}' in column '{header[i]}' is not a non-negative number")
+                ok = False
+                break
+            bands.append((b, v))
+        if not ok:
+            continue
+        if price is None and not bands:
+            bad(f"no rate for prefix {prefix}", "every row needs a rate (or a rate per band)")
+            continue
+        connect = None
+        if c_i is not None and rec[c_i].strip():
+            connect = _decimal(rec[c_i])
+            if connect is None or connect < 0:
+                bad(f"connect fee '{rec[c_i]}' is not a non-negative number")
+                continue
+        incr = None
+        if inc_i is not None and rec[inc_i].strip():
+            m = _INCR.match(rec[inc_i])
+            if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
+                bad(f"increments '{rec[inc_i]}' must read INITIAL/SUBSEQUENT, e.g. 60/6")
+                continue
+            incr = (int(m.group(1)), int(m.group(2)))
+        elif ini_i is not None and sub_i is not None:
+            a, s = rec[ini_i].strip(), rec[sub_i].strip()
+            if a or s:
+                if not (a.isdigit() and s.isdigit()) or int(a) <= 0 or int(s) <= 0:
+                    bad(f"increments '{a}'/'{s}' must be positive whole seconds")
+                    continue
+                incr = (int(a), int(s))
+        start = until = None
+        if e_i is not None and rec[e_i].strip():
+            start = rec[e_i].strip()
+            if not _DATE.match(start):
+                bad(f"effective date '{start}' is not a date (YYYY-MM-DD)")
+                continue
+        if u_i is not None and rec[u_i].strip():
+            until = rec[u_i].strip()
+            if not _DATE.match(until):
+                bad(f"end date '{until}' is not a date (YYYY-MM-DD)")
+                continue
+        dest = rec[d_i].strip() if d_i is not None else ""
+        rows.append(ast.RateRowNode(prefix, dest, price, tuple(bands), connect, incr, start, until,
+                                    Span(shown, lineno, 1, lineno, 2)))
+    if errors > MAX_ROW_ERRORS:
+        diags.append(Diagnostic("E404", f"{errors - MAX_ROW_ERRORS} more rows of this deck have problems",
+                                Span(shown, lineno, 1, lineno, 2)))
+    if not rows and not diags:
+        diags.append(Diagnostic("W401", f"the rate deck {shown} has no rows", ref_span, severity="warning"))
+    return deck, diags
+
+
+def _best(name: str, header: list[str]) -> str | None:
+    from icdsl.lang.diagnostics import suggest
+
+    return suggest(name, header)
+
+
+def _sniff(text: str) -> str:
+    first = text.split("\n", 1)[0]
+    counts = {d: first.count(d) for d in (",", ";", "\t", "|")}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","

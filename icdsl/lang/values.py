@@ -1,0 +1,119 @@
+"""The vocabulary of the language: units, currencies, time zones, countries and the allowed words.
+
+Shared by the checker (which reports what is wrong) and the compiler (which converts). Each
+``VOCAB`` entry lists the words allowed in one place of the language, so that a misspelling gets
+a "did you mean" from the same list that the docs show.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import date, time
+from decimal import Decimal
+from zoneinfo import ZoneInfo, available_timezones
+
+VOCAB: dict[str, tuple[str, ...]] = {
+    "partner kind": ("interconnect", "mvno", "roaming", "content", "iot", "wholesale", "enterprise"),
+    "billing cycle": ("monthly", "weekly", "quarterly", "adhoc"),
+    "tax treatment": ("vat", "reverse_charge", "exempt", "none"),
+    "rounding mode": ("half_up", "half_even", "up", "down"),
+    "direction": ("inbound", "outbound", "transit"),
+    "zero-duration policy": ("connect_fee", "free", "reject"),
+    "recurring period": ("monthly", "quarterly", "yearly"),
+    "proration": ("daily", "none"),
+    "billing timing": ("advance", "arrears"),
+    "day count": ("actual", "thirty"),
+    "one-time trigger": ("activation", "completion", "termination", "invoice"),
+    "commitment period": ("month", "cycle", "quarter", "year", "contract_year"),
+    "shortfall": ("charged", "waived"),
+    "tier mode": ("graduated", "volume"),
+    "discount mode": ("retroactive", "incremental"),
+    "measure": ("minutes", "messages", "volume", "revenue", "calls", "events"),
+    "tier period": ("cycle", "month", "quarter", "year", "contract_year"),
+    "revenue basis": ("gross", "net"),
+    "weekday": ("mon", "tue", "wed", "thu", "fri", "sat", "sun"),
+    "record field": ("id", "partner", "direction", "service", "a_number", "b_number", "start", "duration_s",
+                     "volume", "units"),
+    "decimals": ("decimals", "decimal", "places"),
+    "days": ("days", "day"),
+}
+
+KNOWN_SERVICES = ("voice", "sms", "mms", "data")
+
+WEEKDAYS = {name: i for i, name in enumerate(VOCAB["weekday"])}
+
+TIME_UNITS = {"s": 1, "sec": 1, "second": 1, "seconds": 1, "min": 60, "minute": 60, "minutes": 60,
+              "h": 3600, "hour": 3600, "hours": 3600}
+# Data volumes are binary: 1 KB = 1024 bytes, 1 MB = 1024 KB, 1 GB = 1024 MB (as operators bill them).
+VOLUME_UNITS = {"B": 1, "byte": 1, "bytes": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+COUNT_UNITS = ("message", "messages", "event", "events", "call", "calls", "item", "items", "port", "ports")
+PRICE_UNITS = ("minute", "second", "message", "event", "call", "KB", "MB", "GB", "hour", "day", "month",
+               "item", "session", "transaction")
+# Conditions may read these cycle quantities and partner fields besides the partner's own attributes.
+CYCLE_FIELDS = ("minutes", "messages", "volume", "revenue", "calls", "events")
+PARTNER_FIELDS = ("code", "name", "kind", "currency", "country", "timezone", "billing")
+RECORD_DERIVED = ("band", "destination", "prefix", "billed_s", "amount")
+FUNCTIONS = {"starts_with": 2, "length": 1, "hour": 1, "weekday": 1}
+
+
+@functools.cache
+def currencies() -> frozenset[str]:
+    """ISO 4217 codes known to Babel (the source of minor units too)."""
+    from babel.numbers import list_currencies
+
+    return frozenset(list_currencies())
+
+
+def currency_digits(code: str) -> int:
+    from babel.numbers import get_currency_precision
+
+    return get_currency_precision(code)
+
+
+@functools.cache
+def timezones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def valid_timezone(name: str) -> bool:
+    if name in timezones():
+        return True
+    try:
+        ZoneInfo(name)
+        return True
+    except Exception:
+        return False
+
+
+@functools.cache
+def holiday_countries() -> dict[str, tuple[str, ...]]:
+    import holidays
+
+    return {code: tuple(subs) for code, subs in holidays.list_supported_countries().items()}
+
+
+def parse_date(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def parse_time(text: str) -> time | None:
+    """'08:00' -> time(8); '24:00' -> time(0) (midnight at the end of the day)."""
+    if text in ("24:00", "24:00:00"):
+        return time(0)
+    try:
+        return time.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def seconds_of(value: Decimal, unit: str) -> Decimal | None:
+    factor = TIME_UNITS.get(unit)
+    return None if factor is None else value * factor
+
+
+def bytes_of(value: Decimal, unit: str) -> Decimal | None:
+    factor = VOLUME_UNITS.get(unit)
+    return None if factor is None else value * factor

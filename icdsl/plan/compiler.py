@@ -1,0 +1,406 @@
+"""Compile a checked program into the immutable evaluation Plan.
+
+Runs only on a program the checker found free of errors, so it converts without re-checking.
+Nothing user-written is ever evaluated as Python: conditions become ``Expr`` trees.
+"""
+
+from __future__ import annotations
+
+from datetime import date, time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from icdsl.lang import ast
+from icdsl.lang.checker import AgreementInfo, Checked, ServiceInfo
+from icdsl.lang.values import VOLUME_UNITS, WEEKDAYS, parse_date, parse_time
+from icdsl.plan import model as m
+
+
+class Compiler:
+    def __init__(self, checked: Checked):
+        self.c = checked
+        self._calendars: dict[int, m.Calendar] = {}
+
+    # ------------------------------------------------------------------ values
+    def money(self, x: ast.Money) -> m.Money:
+        return m.Money(x.amount.value, x.currency.text)
+
+    def price(self, x: ast.MoneyPer) -> m.Price:
+        per = int(x.per_count.value) if x.per_count is not None else 1
+        return m.Price(x.money.amount.value, x.money.currency.text, x.unit.text if x.unit else "", per)
+
+    def value(self, v: Any) -> Any:
+        """An AST value as a plain immutable value."""
+        if isinstance(v, ast.Num):
+            return v.value
+        if isinstance(v, ast.Str):
+            return v.value
+        if isinstance(v, ast.Ident):
+            return v.text
+        if isinstance(v, ast.DateLit):
+            return parse_date(v.text)
+        if isinstance(v, ast.Money):
+            return self.money(v)
+        if isinstance(v, ast.MoneyPer):
+            return self.price(v) if v.unit is not None else self.money(v.money)
+        if isinstance(v, ast.Percent):
+            return v.value.value
+        if isinstance(v, ast.Quantity):
+            return (v.value.value, v.unit.text)
+        if isinstance(v, ast.ListValue):
+            return tuple(self.value(i) for i in v.items)
+        if isinstance(v, ast.MapValue):
+            return tuple((p.key.text, self.value(p.value)) for p in v.params)
+        if isinstance(v, tuple):
+            return tuple(self.value(i) for i in v)
+        if isinstance(v, (ast.BoolOp, ast.Not, ast.Compare, ast.Member, ast.Between, ast.Call, ast.FieldRef,
+                          ast.Literal)):
+            return self.expr(v)
+        return v
+
+    def expr(self, e: Any) -> m.Expr:
+        if isinstance(e, ast.BoolOp):
+            return m.Expr(e.op, tuple(self.expr(o) for o in e.operands), e.span)
+        if isinstance(e, ast.Not):
+            return m.Expr("not", (self.expr(e.operand),), e.span)
+        if isinstance(e, ast.Compare):
+            return m.Expr("cmp", (e.op, self.expr(e.left), self.expr(e.right)), e.span)
+        if isinstance(e, ast.Member):
+            return m.Expr("in", (self.expr(e.left), tuple(self._lit(v) for v in e.values)), e.span)
+        if isinstance(e, ast.Between):
+            return m.Expr("and", (
+                m.Expr("cmp", (">=", self.expr(e.left), m.Expr("const", (self._lit(e.low),), e.low.span)), e.span),
+                m.Expr("cmp", ("<=", self.expr(e.left), m.Expr("const", (self._lit(e.high),), e.high.span)), e.span),
+            ), e.span)
+        if isinstance(e, ast.Call):
+            return m.Expr("call", (e.name.text, tuple(self.expr(a) for a in e.args)), e.span)
+        if isinstance(e, ast.FieldRef):
+            return m.Expr("field", (e.dotted,), e.span)
+        if isinstance(e, ast.Literal):
+            return m.Expr("const", (self._lit(e),), e.span)
+        if isinstance(e, ast.Percent):
+            return m.Expr("const", (e.value.value,), e.span)
+        raise TypeError(f"not an expression: {e!r}")
+
+    def _lit(self, lit: Any) -> Any:
+        if isinstance(lit, ast.Percent):
+            return lit.value.value
+        return lit.value
+
+    def tier(self, t: ast.TierNode) -> m.Tier:
+        v = t.value
+        if isinstance(v, ast.Percent):
+            return m.Tier(t.start.value, percent=v.value.value, span=t.span)
+        if isinstance(v, ast.MoneyPer):
+            return m.Tier(t.start.value, price=self.price(v), span=t.span)
+        return m.Tier(t.start.value, flat=self.money(v), span=t.span)
+
+    def share(self, p: ast.SharePartyNode) -> m.Share:
+        if isinstance(p.value, ast.Percent):
+            return m.Share(p.party.text, percent=p.value.value.value, span=p.span)
+        if isinstance(p.value, ast.MoneyPer):
+            return m.Share(p.party.text, fixed=self.price(p.value) if p.value.unit else
+                           m.Price(p.value.money.amount.value, p.value.money.currency.text, "cycle"), span=p.span)
+        return m.Share(p.party.text, remainder=True, span=p.span)
+
+    def share_tier(self, t: ast.ShareTierNode) -> m.ShareTier:
+        return m.ShareTier(self.money(t.start), tuple(self.share(p) for p in t.parties), t.span)
+
+    # ------------------------------------------------------------------ declarations
+    def partner(self, p: ast.PartnerDecl) -> m.Partner:
+        def get(key, default=None):
+            s = p.setting(key)
+            return s.values if s else default
+
+        tax = m.Tax()
+        if (t := get("tax")) is not None:
+            rate = t[1].value.value if len(t) > 1 else Decimal(0)
+            tax = m.Tax(t[0].text, rate, "", p.setting("tax").span)
+        due = get("due")
+        rounding = None
+        if p.rounding is not None:
+            from icdsl.lang.checker import DEFAULT_ROUNDING
+
+            rounding = self._rounding(p.rounding, DEFAULT_ROUNDING)
+        return m.Partner(
+            code=p.code.text,
+            name=p.name.value,
+            kind=get("kind", (ast.Ident("interconnect", p.span),))[0].text,
+            currency=get("currency")[0].text,
+            timezone=get("timezone", (ast.Str("UTC", p.span),))[0].value,
+            billing=get("billing", (ast.Ident("monthly", p.span),))[0].text,
+            due_days=int(due[0].value) if due else 30,
+            tax=tax,
+            country=get("country")[0].text if get("country") else None,
+            rounding=rounding,
+            attributes=tuple((a.key.text, self.value(a.value)) for a in p.attributes),
+            span=p.span,
+        )
+
+    def _rounding(self, node: ast.RoundingNode, fallback: m.Rounding) -> m.Rounding:
+        if node.preset is not None:
+            preset = self.c.presets[node.preset.text]
+            return m.Rounding(int(preset.precision.value), preset.mode.text, node.span)
+        return m.Rounding(int(node.precision.value), node.mode.text, node.span)
+
+    def calendar(self, c: ast.CalendarDecl, name: str | None = None) -> m.Calendar:
+        cached = self._calendars.get(id(c))
+        if cached is not None:
+            return cached
+        rules = []
+        for r in c.rules:
+            days: set[int] = set()
+            for a, b in r.days:
+                lo = WEEKDAYS[a.text]
+                hi = WEEKDAYS[b.text] if b is not None else lo
+                d = lo
+                while True:
+                    days.add(d)
+                    if d == hi:
+                        break
+                    d = (d + 1) % 7
+            start = parse_time(r.start.text) if r.start else time(0)
+            end = parse_time(r.end.text) if r.end else time(0)
+            rules.append(m.BandRule(r.band.text, frozenset(days), start, end, r.span))
+        hol = tuple(m.HolidayRule(h.country.text, h.subdivision.value if h.subdivision else None, h.band.text, h.span)
+                    for h in c.holidays)
+        dates = tuple((parse_date(d.date.text), d.band.text) for d in c.dates)
+        cal = m.Calendar(name or (c.name.text if c.name else "bands"), c.timezone.value, tuple(rules),
+                         c.default.text, hol, dates, c.span)
+        self._calendars[id(c)] = cal
+        return cal
+
+    def fx(self, f: ast.FxDecl) -> m.FxSource:
+        rates = tuple(m.FxRate(r.base.text, r.quote.text, r.rate.value, parse_date(r.start.text), r.span)
+                      for r in f.rates)
+        rounding = self._rounding(f.rounding, m.Rounding(6, "half_even")) if f.rounding else m.Rounding(6, "half_even")
+        return m.FxSource(f.name.text, rates, rounding, f.span)
+
+    def layout(self, r: ast.RecordsDecl) -> m.RecordLayout:
+        settings = {s.key: s.values[0] for s in r.settings}
+        return m.RecordLayout(
+            name=r.name.text,
+            columns=tuple((f.text, col.value) for f, col in r.columns),
+            constants=tuple((f.text, v.text if isinstance(v, ast.Ident) else v.value) for f, v in r.constants),
+            timestamp_format=settings["format"].value if "format" in settings else None,
+            timezone=settings["timezone"].value if "timezone" in settings else "UTC",
+            country=settings["country"].text if "country" in settings else None,
+            span=r.span,
+        )
+
+    # ------------------------------------------------------------------ agreements
+    def rate_table(self, si: ServiceInfo) -> m.RateTable | None:
+        dp = si.node.destination_price
+        if dp is None:
+            return None
+        rows = []
+        for r in si.rows:
+            prices = list(r.band_prices)
+            if r.price is not None:
+                prices.insert(0, ("*", r.price))
+            rows.append(m.RateRow(
+                prefix=r.prefix,
+                destination=r.destination,
+                prices=tuple(prices),
+                connect_fee=r.connect,
+                increments=m.Increments(*r.increments) if r.increments else None,
+                effective_from=date.fromisoformat(r.start) if r.start else None,
+                effective_to=date.fromisoformat(r.until) if r.until else None,
+                span=r.span,
+            ))
+        source = "inline"
+        sha = None
+        if si.deck is not None:
+            source = si.deck.path
+            sha = si.deck.sha256
+        return m.RateTable(tuple(rows), si.currency, si.unit, source, sha, dp.span)
+
+    def service(self, info: AgreementInfo, si: ServiceInfo) -> m.ServicePlan:
+        s = si.node
+        settings = {st.key: st for st in s.settings}
+        increments = m.Increments(60, 60)
+        if "increments" in settings:
+            a, b = settings["increments"].values
+            increments = m.Increments(int(a.value), int(b.value))
+        elif si.unit == "second":
+            increments = m.Increments(1, 1)
+        minimum = 0
+        if "minimum" in settings:
+            q = settings["minimum"].values[0]
+            from icdsl.lang.values import TIME_UNITS
+
+            minimum = int(q.value.value * TIME_UNITS[q.unit.text])
+        connect = Decimal(0)
+        if "connect_fee" in settings:
+            connect = settings["connect_fee"].values[0].amount.value
+        slots = []
+        for sl in s.slots:
+            until = None
+            if sl.first is not None:
+                from icdsl.lang.values import TIME_UNITS
+
+                until = int(sl.first.value.value * TIME_UNITS[sl.first.unit.text])
+            per_minute = sl.price.amount.value * (60 if sl.unit.text == "second" else 1)
+            slots.append(m.Slot(until, per_minute, sl.span))
+        volume = None
+        if si.unit in VOLUME_UNITS and si.unit != "B":
+            rb = mb = 1
+            if "volume_rounding" in settings:
+                q = settings["volume_rounding"].values[0]
+                rb = int(q.value.value * VOLUME_UNITS[q.unit.text])
+            if "volume_minimum" in settings:
+                q = settings["volume_minimum"].values[0]
+                mb = int(q.value.value * VOLUME_UNITS[q.unit.text])
+            volume = m.VolumeUnit(si.unit, VOLUME_UNITS[si.unit], rb, mb if "volume_minimum" in settings else 0)
+        zero = settings["zero_duration"].values[0].text if "zero_duration" in settings else "connect_fee"
+        return m.ServicePlan(
+            direction=s.direction.text,
+            service=s.service.text,
+            unit=si.unit if not s.slots else "minute",
+            rates=self.rate_table(si),
+            flat_price=s.flat_price.money.amount.value if s.flat_price else None,
+            currency=si.currency,
+            increments=increments,
+            minimum_s=minimum,
+            connect_fee=connect,
+            slots=tuple(slots),
+            calendar=self.calendar(si.calendar) if si.calendar is not None else None,
+            split_at_band_boundary="split" in settings,
+            zero_duration=zero,
+            volume=volume,
+            rounding=si.rounding,
+            span=s.span,
+        )
+
+    def charge(self, node: ast.ChargeNode, scope: tuple[tuple[str, str], ...]) -> m.Charge:
+        ct = self.c.charge_types[node.kind]
+        params = list(ct.compile(node, self))
+        for o in node.options:
+            if o.key == "of":
+                scope = scope + ((o.values[0].text, o.values[1].text),)
+            elif o.key == "when":
+                params.append(("when", self.expr(o.values[0])))
+            else:
+                params.append((f"option:{o.key}", o.values[0].text))
+        label = node.label.value if node.label else node.kind
+        return m.Charge(node.kind, label, tuple(params), scope, node.span)
+
+    def agreement(self, info: AgreementInfo) -> m.Agreement:
+        a = info.node
+        streams = tuple(
+            m.InvoiceStream(st.name.text, tuple(
+                ("charge", sel.name.value) if sel.name else
+                (("traffic", sel.words[0].text, sel.words[1].text) if len(sel.words) == 2 else ("kind", sel.words[0].text))
+                for sel in st.selectors), st.span)
+            for st in a.streams)
+        program = self.c.program
+        desc = a.setting("description")
+        del desc
+        return m.Agreement(
+            name=a.name.value,
+            version=a.version_number,
+            partner=a.partner.text if a.partner else "*",
+            effective_from=info.start,
+            effective_to=info.end,
+            currency=info.currency,
+            timezone=info.timezone,
+            rounding=info.rounding,
+            services=tuple(self.service(info, si) for si in info.services.values()),
+            charges=tuple(self.charge(c, scope) for c, scope in info.charges),
+            streams=streams,
+            netting=tuple((d.text, s.text) for d, s in a.netting),
+            fx=info.fx.name.text if info.fx else None,
+            source_file=info.file,
+            source_hash=_agreement_hash(program.texts.get(info.file, ""), a, info),
+            span=a.span,
+        )
+
+    def example(self, file: str, ex: ast.ExampleDecl) -> m.Example:
+        record: list[tuple[str, Any]] = []
+        agreement = None
+        if ex.direction is not None:
+            record += [("direction", ex.direction.text), ("service", ex.service.text)]
+        if ex.number is not None:
+            record.append(("b_number", ex.number.value if isinstance(ex.number, ast.Str) else ex.number.text))
+        for o in ex.options:
+            v = o.values
+            if o.key == "partner":
+                record.append(("partner", v[0].text))
+            elif o.key == "agreement":
+                agreement = v[0].value
+            elif o.key == "at":
+                tz = v[2].value if len(v) > 2 else None
+                record.append(("start_local", (v[0].text, v[1].text, tz)))
+            elif o.key == "for":
+                from icdsl.lang.values import TIME_UNITS
+
+                q = v[0]
+                record.append(("duration_s", int(q.value.value * TIME_UNITS[q.unit.text])))
+            elif o.key == "from":
+                record.append(("a_number", v[0].value if isinstance(v[0], ast.Str) else v[0].text))
+            elif o.key == "messages":
+                record.append(("units", int(v[0].value)))
+            elif o.key == "volume":
+                q = v[0]
+                record.append(("volume", int(q.value.value * VOLUME_UNITS[q.unit.text])))
+        for p in ex.fields:
+            record.append((p.key.text, self.value(p.value)))
+        expect = []
+        for e in ex.expectations:
+            v = e.values
+            if e.key in ("amount", "rate"):
+                expect.append((e.key, self.money(v[0])))
+            elif e.key == "billed":
+                expect.append((e.key, (v[0].value.value, v[0].unit.text)))
+            elif e.key == "version":
+                expect.append((e.key, int(v[0].text[1:])))
+            else:
+                x = v[0]
+                expect.append((e.key, x.value if isinstance(x, ast.Str) else (x.text if hasattr(x, "text") else x)))
+        return m.Example(ex.name.value, tuple(record), tuple(expect), agreement, ex.span)
+
+    def plan(self) -> m.Plan:
+        c = self.c
+        return m.Plan(
+            partners=tuple(self.partner(p) for p in c.partners.values()),
+            agreements=tuple(self.agreement(i) for i in c.agreements),
+            calendars=tuple(self.calendar(cal) for cal in c.calendars.values()),
+            fx_sources=tuple(self.fx(f) for f in c.fx.values()),
+            examples=tuple(self.example(f, ex) for f, ex in c.examples),
+            layouts=tuple(self.layout(r) for r in c.layouts.values()),
+            sources=tuple(sorted(c.program.hashes.items())),
+        )
+
+
+def _agreement_hash(text: str, a: ast.AgreementDecl, info: AgreementInfo) -> str:
+    """SHA-256 of the agreement's own source text plus the decks it reads: a stable identity of
+    exactly what was agreed, independent of other agreements in the same file."""
+    import hashlib
+
+    lines = text.splitlines()
+    own = "\n".join(lines[a.span.line - 1 : a.span.end_line]) if a.span.line else ""
+    h = hashlib.sha256(own.encode("utf-8"))
+    for si in info.services.values():
+        if si.deck is not None:
+            h.update(si.deck.sha256.encode())
+    return h.hexdigest()
+
+
+def compile_checked(checked: Checked) -> m.Plan:
+    return Compiler(checked).plan()
+
+
+def build(paths: list[Path | str], root: Path | str | None = None):
+    """Load, check and compile: returns (plan or None, program, diagnostics)."""
+    from icdsl.lang.checker import check
+    from icdsl.lang.loader import load
+
+    program, diags = load(paths, root)
+    if any(d.is_error for d in diags):
+        return None, program, diags
+    checked, more = check(program)
+    diags = diags + more
+    if any(d.is_error for d in diags):
+        return None, program, diags
+    return compile_checked(checked), program, diags

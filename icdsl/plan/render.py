@@ -1,0 +1,154 @@
+"""Print a Plan readably, like a database's EXPLAIN: what will be applied, in which order, from where."""
+
+from __future__ import annotations
+
+from icdsl.plan import model as m
+
+WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _days(days: frozenset[int]) -> str:
+    ds = sorted(days)
+    if not ds:
+        return "no days"
+    runs, start, prev = [], ds[0], ds[0]
+    for d in ds[1:] + [None]:
+        if d is not None and d == prev + 1:
+            prev = d
+            continue
+        runs.append(WEEKDAY_NAMES[start] if start == prev else f"{WEEKDAY_NAMES[start]}-{WEEKDAY_NAMES[prev]}")
+        if d is not None:
+            start = prev = d
+    return ",".join(runs)
+
+
+def _t(t) -> str:
+    return "24:00" if t.hour == 0 and t.minute == 0 and t.second == 0 else t.strftime("%H:%M")
+
+
+def calendar_text(c: m.Calendar) -> str:
+    parts = [f"{r.band} {_days(r.weekdays)} {_t(r.start) if (r.start.hour or r.start.minute) else '00:00'}-{_t(r.end)}"
+             for r in c.rules]
+    parts += [f"holidays {h.country}{'/' + h.subdivision if h.subdivision else ''} -> {h.band}" for h in c.holidays]
+    parts += [f"{d.isoformat()} -> {b}" for d, b in c.extra_dates]
+    parts.append(f"otherwise {c.default_band}")
+    return f"calendar {c.name} ({c.timezone}): " + "; ".join(parts)
+
+
+def _money(x) -> str:
+    return str(x)
+
+
+def _param(v) -> str:
+    if isinstance(v, m.Expr):
+        return expr_text(v)
+    if isinstance(v, tuple):
+        return "[" + ", ".join(_param(i) for i in v) + "]"
+    if isinstance(v, m.Tier):
+        what = (f"{v.percent}%" if v.percent is not None else str(v.price) if v.price else f"{v.flat} flat")
+        return f"from {v.start}: {what}"
+    if isinstance(v, m.Share):
+        what = f"{v.percent}%" if v.percent is not None else str(v.fixed) if v.fixed else "remainder"
+        return f"{v.party} {what}"
+    if isinstance(v, m.ShareTier):
+        return f"from {v.start}: " + ", ".join(_param(s) for s in v.shares)
+    return str(v)
+
+
+def expr_text(e: m.Expr) -> str:
+    if e.op == "field":
+        return e.args[0]
+    if e.op == "const":
+        v = e.args[0]
+        return f'"{v}"' if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else str(v)
+    if e.op == "cmp":
+        op, a, b = e.args
+        return f"{expr_text(a)} {op} {expr_text(b)}"
+    if e.op == "in":
+        a, values = e.args
+        return f"{expr_text(a)} in [" + ", ".join(f'"{v}"' if isinstance(v, str) else str(v) for v in values) + "]"
+    if e.op in ("and", "or"):
+        return "(" + f" {e.op} ".join(expr_text(x) for x in e.args) + ")"
+    if e.op == "not":
+        return f"not {expr_text(e.args[0])}"
+    if e.op == "call":
+        name, args = e.args
+        return f"{name}(" + ", ".join(expr_text(a) for a in args) + ")"
+    return repr(e)
+
+
+def service_lines(s: m.ServicePlan) -> list[str]:
+    out = []
+    if s.rates is not None:
+        t = s.rates
+        lens = sorted({len(r.prefix) for r in t.rows}) or [0]
+        src = f"deck {t.source} sha256 {t.source_hash[:12]}" if t.source_hash else "inline table"
+        out.append(f"price by destination: {len(t.rows)} prefixes ({src}), lengths {lens[0]}-{lens[-1]}, "
+                   f"{t.currency} per {t.unit}; longest-prefix match, rates in force at call start")
+    elif s.slots:
+        slots = []
+        prev = 0
+        for sl in s.slots:
+            slots.append(f"{prev}-{sl.until_s if sl.until_s is not None else '...'} s at {sl.price} {s.currency}/min")
+            prev = sl.until_s or prev
+        out.append("price by slot from the call's start: " + "; ".join(slots))
+    else:
+        out.append(f"price {s.flat_price} {s.currency} per {s.unit}")
+    if s.unit in ("minute", "second") or s.slots:
+        out.append(f"increments {s.increments} (billed = initial if d <= initial, else initial + "
+                   f"ceil((d - initial) / subsequent) * subsequent); minimum {s.minimum_s} s; "
+                   f"connect fee {s.connect_fee} {s.currency}; zero duration: {s.zero_duration}")
+    if s.volume is not None:
+        out.append(f"volume in {s.volume.unit} ({s.volume.unit_bytes} bytes), rounded up to {s.volume.rounding_bytes} "
+                   f"bytes, minimum {s.volume.minimum_bytes} bytes")
+    if s.calendar is not None:
+        how = "split at band boundaries" if s.split_at_band_boundary else "by the call's start"
+        out.append(f"bands {how}: {calendar_text(s.calendar)}")
+    else:
+        out.append("no calendar: one band 'all'")
+    out.append(f"rounding {s.rounding.mode} to {s.rounding.precision} decimals, once per record")
+    return out
+
+
+def render_plan(plan: m.Plan) -> str:
+    out: list[str] = []
+    out.append(f"Plan: {len(plan.partners)} partners, {len(plan.agreements)} agreements, "
+               f"{len(plan.examples)} examples, from {len(plan.sources)} files")
+    for path, sha in plan.sources:
+        out.append(f"  source {path} sha256 {sha[:12]}")
+    for p in plan.partners:
+        tax = p.tax.kind + (f" {p.tax.rate}%" if p.tax.kind == "vat" else "")
+        out.append(f"\nPartner {p.code} \"{p.name}\" [{p.span}]")
+        out.append(f"  {p.kind}, invoices in {p.currency}, time zone {p.timezone}, billing {p.billing}, "
+                   f"due {p.due_days} days, tax {tax}" + (f", country {p.country}" if p.country else ""))
+        if p.attributes:
+            out.append("  attributes: " + ", ".join(f"{k}={v}" for k, v in p.attributes))
+    for a in plan.agreements:
+        period = f"{a.effective_from} .. {a.effective_to or 'open'}"
+        out.append(f"\nAgreement \"{a.name}\" v{a.version} with {'any partner' if a.partner == '*' else a.partner}, "
+                   f"{period} [{a.span}]")
+        out.append(f"  hash {a.source_hash[:16]}; currency {a.currency}; time zone {a.timezone}; "
+                   f"rounding {a.rounding.mode} to {a.rounding.precision} decimals"
+                   + (f"; fx {a.fx}" if a.fx else ""))
+        for s in a.services:
+            out.append(f"  {s.direction} {s.service} [{s.span}]")
+            out.extend(f"    {line}" for line in service_lines(s))
+        for c in a.charges:
+            scope = " for " + ", ".join(f"{d} {s}" for d, s in c.applies_to) if c.applies_to else ""
+            out.append(f"  charge {c.kind} \"{c.name}\"{scope} [{c.span}]")
+            for k, v in c.params:
+                out.append(f"    {k}: {_param(v)}")
+        for st in a.streams:
+            sels = ", ".join(" ".join(x for x in sel[1:]) for sel in st.selectors)
+            out.append(f"  invoice stream {st.name}: {sels}")
+        for d, s in a.netting:
+            out.append(f"  netting with {d} {s}")
+    for c in plan.calendars:
+        out.append(f"\n{calendar_text(c)} [{c.span}]")
+    for f in plan.fx_sources:
+        out.append(f"\nfx {f.name}: " + "; ".join(f"{r.base}/{r.quote} {r.rate} from {r.effective_from}" for r in f.rates))
+    for lay in plan.layouts:
+        cols = ", ".join(f"{k}<-{v}" for k, v in lay.columns)
+        consts = ", ".join(f"{k}={v}" for k, v in lay.constants)
+        out.append(f"\nrecords {lay.name}: {cols}" + (f"; {consts}" if consts else "") + f"; times in {lay.timezone}")
+    return "\n".join(out) + "\n"
