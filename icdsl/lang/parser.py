@@ -900,6 +900,9 @@ def decode(data: bytes, path: str) -> tuple[str | None, list[Diagnostic]]:
                                  "save the file as UTF-8 (most editors have an 'encoding' option)")]
 
 
+_TOP_LEVEL = frozenset(("agreement", "partner", "calendar", "fx", "template", "records", "example", "use"))
+
+
 def _syntax_diag(e: UnexpectedInput, text: str, path: str) -> Diagnostic:
     line, col = getattr(e, "line", 1) or 1, getattr(e, "column", 1) or 1
     if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
@@ -921,6 +924,8 @@ def _syntax_diag(e: UnexpectedInput, text: str, path: str) -> Diagnostic:
             help_ = "numbers are written without a sign; write credits as their own charge"
         elif ch == ",":
             help_ = "use '.' for decimals and '_' to group digits (1_000.50)"
+        elif ch == ";":
+            help_ = "statements need no ';': remove it"
         elif ch == "€" or ch == "$" or ch == "£":
             help_ = "write currencies as ISO codes after the amount: 0.0100 EUR"
         return Diagnostic("E011", f"unexpected character {ch!r}", Span(path, line, col, line, col + 1),
@@ -937,6 +942,8 @@ def _syntax_diag(e: UnexpectedInput, text: str, path: str) -> Diagnostic:
     if (tok.type == "COMMA" and 0 < pos < len(text) - 1 and text[pos - 1].isdigit()
             and text[pos + 1].isdigit()):
         help_ = "use '.' for decimals and '_' to group digits (1_000.50)"
+    elif str(tok) in _TOP_LEVEL and "RBRACE" in e.expected:
+        help_ = f"the block before this line is not closed: add '}}' before '{tok}'"
     elif tok.type == "LBRACE" and "RATES_BLOCK" in e.expected:
         return Diagnostic("E010", "this rate table is not closed", Span(path, line, col, line, col + 1),
                           "add the '}' that ends the table (after its last row)")
