@@ -96,7 +96,7 @@ def read_rows(block: str, path: str, line: int, col: int):
         if m is None:
             b = _BLANK.match(text)
             if b is None:
-                return _slow(body, path, line, col + 1)
+                return _rest_slowly(rows, comments, lines, k, path, line, col)
             if b.group(1):
                 c = base + b.start(1)
                 comments.append((Span(path, lineno, c, lineno, c + len(b.group(1))), b.group(1)))
@@ -105,7 +105,7 @@ def read_rows(block: str, path: str, line: int, col: int):
         words = rest.split()
         parsed = _fast_words(words)
         if parsed is None:
-            return _slow(body, path, line, col + 1)
+            return _rest_slowly(rows, comments, lines, k, path, line, col)
         quoted = prefix.startswith('"')
         c0 = base + m.start(1)
         rows.append(ast.RateRowNode(prefix[1:-1] if quoted else prefix, dest, *parsed,
@@ -115,6 +115,12 @@ def read_rows(block: str, path: str, line: int, col: int):
             c = base + m.start(4)
             comments.append((Span(path, lineno, c, lineno, c + len(comment)), comment))
     return rows, comments, []
+
+
+def _rest_slowly(rows, comments, lines, k, path, line, col):
+    """Read lines k.. with the exact reader (rows before line k were complete, one per line)."""
+    more_rows, more_comments, diags = _slow("\n".join(lines[k:]), path, line + k, col + 1 if k == 0 else 1)
+    return rows + more_rows, comments + more_comments, diags
 
 
 # ---------------------------------------------------------------- the exact, slower reader
