@@ -952,7 +952,12 @@ def _syntax_diag(e: UnexpectedInput, text: str, path: str) -> Diagnostic:
     elif tok.type == "RBRACE":
         help_ = f"this block ends too early: expected {expected}"
     what = terminal_text(tok.type)
-    what = f"'{shown}'" if what == f"'{shown}'" else f"{'word' if tok.type == 'NAME' else what} '{shown}'"
+    if what == f"'{shown}'":
+        what = f"'{shown}'"
+    elif tok.type == "STRING":
+        what = f"text {shown}"
+    else:
+        what = f"{'word' if tok.type == 'NAME' else what.removeprefix('a ').removeprefix('an ')} '{shown}'"
     return Diagnostic("E012", f"unexpected {what}",
                       Span(path, line, col, tok.end_line or line, end), help_)
 

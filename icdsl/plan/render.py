@@ -110,10 +110,14 @@ def service_lines(s: m.ServicePlan) -> list[str]:
     return out
 
 
+def _n(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
 def render_plan(plan: m.Plan) -> str:
     out: list[str] = []
-    out.append(f"Plan: {len(plan.partners)} partners, {len(plan.agreements)} agreements, "
-               f"{len(plan.examples)} examples, from {len(plan.sources)} files")
+    out.append(f"Plan: {_n(len(plan.partners), 'partner')}, {_n(len(plan.agreements), 'agreement')}, "
+               f"{_n(len(plan.examples), 'example')}, from {_n(len(plan.sources), 'file')}")
     for path, sha in plan.sources:
         out.append(f"  source {path} sha256 {sha[:12]}")
     for p in plan.partners:
