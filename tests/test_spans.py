@@ -1,7 +1,6 @@
 """Every AST node and every plan node keeps the span of the source that produced it."""
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 from conftest import ROOT

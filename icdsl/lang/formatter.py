@@ -8,9 +8,16 @@ identical and in the same order, numbers and texts exactly as written. The layou
 * blocks open with ``{`` at the end of the header line, hold one statement per line indented by
   two spaces per level, and close with ``}`` on its own line; an empty block prints ``{}``;
 * inside blocks, one blank line is kept where the author left one or more between statements;
+  a statement stays on one line, conditions and charge options (``, prorate daily``) included;
+  the slots of ``slots { ... }`` get a line each, the comma at the end of the line;
 * tokens are separated by one space, except: none before ``,`` ``%`` ``:`` ``)`` ``]``, none
   after ``(`` ``[``, none around ``/`` ``-`` ``.`` and none between a function and its ``(``;
-* inline rate tables get one row per line, prefixes and destinations padded into columns;
+* inline rate tables get one row per line, one level deeper than their statement: the prefix
+  padded to the widest prefix, the destination to the widest destination, then the row's
+  words; ``}`` on its own line. Comment lines and blank lines (one at most) between rows are
+  kept. A row with a comment inside it keeps a line break after each such comment (its
+  prefix and destination alone on the first line, the rest two levels deeper) and is left
+  out of the column widths;
 * full-line comments stay on their own line before what they preceded (at its indent),
   trailing comments stay at the end of their line, two spaces before the ``#``. A comment that
   ends a line in the middle of a statement keeps the line break; the statement continues on
@@ -312,7 +319,11 @@ def _table_body(block: str, line0: int, col0: int, rows, comments: list[tuple[Sp
 
 
 def _broken_row(block: str, starts: list[int], line0: int, col0: int, s: Span, indent: int) -> list[str]:
-    """A row with comments inside it: its words on one line until each comment, then on."""
+    """A row with comments inside it: its words on one line until each comment, then on.
+
+    The first line never holds more than the prefix and the destination: a first line that
+    reads as a whole row would let the reader's one-line fast path end the row there.
+    """
 
     def offset(line: int, col: int) -> int:
         k = line - line0
@@ -324,6 +335,9 @@ def _broken_row(block: str, starts: list[int], line0: int, col0: int, s: Span, i
     glue = False
     for m in _ROW_PIECE.finditer(text):
         kind, piece = m.lastgroup, m.group()
+        if not lines and len(cur) == 2 and kind != "c":
+            lines.append(" ".join(cur))  # the prefix and the destination alone on the first line
+            cur = []
         if kind == "c":
             lines.append(" ".join(cur) + "  " + piece.rstrip() if cur else piece.rstrip())
             cur, glue = [], False

@@ -118,7 +118,12 @@ def read_rows(block: str, path: str, line: int, col: int):
 
 
 def _rest_slowly(rows, comments, lines, k, path, line, col):
-    """Read lines k.. with the exact reader (rows before line k were complete, one per line)."""
+    """Read lines k.. with the exact reader. The last row read line by line may go on on line k
+    (a row spread over lines), so it is read again from its own line."""
+    if rows:
+        last = rows.pop()
+        k = last.span.line - line
+        comments = [c for c in comments if c[0].line < last.span.line]
     more_rows, more_comments, diags = _slow("\n".join(lines[k:]), path, line + k, col + 1 if k == 0 else 1)
     return rows + more_rows, comments + more_comments, diags
 
