@@ -26,7 +26,9 @@ class Surcharge(ChargeType):
                 checker.currency_matches(amount.money.currency, checker.agreement.currency, "the surcharge")
         elif isinstance(amount, ast.Percent):
             checker.percent(amount, high=Decimal(1000))
-        checker.expr(node.param("when"), checker.agreement.partner if checker.agreement else None)
+        when = node.param("when")
+        if when is not None:
+            checker.expr(when, checker.agreement.partner if checker.agreement else None)
 
 
 class Recurring(ChargeType):

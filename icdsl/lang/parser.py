@@ -217,7 +217,7 @@ class _ToAst(Transformer):
         return ast.Percent(self._num(children[0]), self.s.of_meta(meta))
 
     def period(self, meta, children):
-        dates = [ast.DateLit(str(t), self.s.of_token(t)) for t in children]
+        dates = [ast.DateLit(str(t), self.s.of_token(t)) for t in children if t.type == "DATE"]
         return (dates[0], dates[1] if len(dates) > 1 else None)
 
     def tz(self, meta, children):
@@ -564,8 +564,10 @@ class _ToAst(Transformer):
 
     def surcharge(self, meta, children):
         rest, opts = self._split_options(children)
-        label, amount, cond = rest
-        params = [self._param("amount", amount, amount.span), self._param("when", cond, cond.span)]
+        label, amount, *cond = rest
+        params = [self._param("amount", amount, amount.span)]
+        if cond:
+            params.append(self._param("when", cond[0], cond[0].span))
         return self._charge("surcharge", self._kw_span(meta, 9), self._str(label), params, opts, meta)
 
     def per_inventory(self, meta, c):
