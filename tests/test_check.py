@@ -6,7 +6,7 @@ import os
 import time
 
 import pytest
-from conftest import GOLDEN, compare_golden
+from helpers import GOLDEN, compare_golden
 
 from icdsl.lang.diagnostics import render_all
 from icdsl.plan.compiler import build

@@ -3,7 +3,7 @@
 import dataclasses
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from icdsl.lang.parser import parse_file
 from icdsl.plan import model as m
