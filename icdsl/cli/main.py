@@ -2,6 +2,9 @@
 
 Exit codes: 0 success, 1 problems found in the user's input (errors in rule files, failing
 examples, files that need formatting), 2 usage errors, 3 an internal error (a bug: please report).
+
+Commands live in modules by stage: this one (language and rating) and ``billing`` (the store,
+cycles and invoices); all register on the one ``app`` of ``common``.
 """
 
 from __future__ import annotations
@@ -14,27 +17,7 @@ from pathlib import Path
 import typer
 
 from icdsl import __version__
-
-app = typer.Typer(
-    name="icdsl",
-    help="Interconnect billing as code: check, format, compile, rate and bill telecom agreements.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-def _echo_err(text: str) -> None:
-    typer.echo(text, err=True)
-
-
-def _paths(paths: list[Path]) -> list[Path]:
-    missing = [p for p in paths if not p.exists()]
-    if missing:
-        _echo_err(f"error: no such file or folder: {missing[0]}")
-        raise typer.Exit(2)
-    return paths
+from icdsl.cli.common import app, build_or_exit, echo_err, existing
 
 
 @app.command()
@@ -49,9 +32,9 @@ def check(
     from icdsl.plan.compiler import build
 
     if fmt not in ("text", "json"):
-        _echo_err("error: --format must be text or json")
+        echo_err("error: --format must be text or json")
         raise typer.Exit(2)
-    plan, program, diags = build(_paths(paths), root)
+    plan, program, diags = build(existing(paths), root)
     if fmt == "json":
         typer.echo(to_json(diags))
     else:
@@ -74,7 +57,7 @@ def fmt(
     from icdsl.lang.formatter import format_file
     from icdsl.lang.loader import collect, display_path
 
-    files, diags = collect(_paths(paths))
+    files, diags = collect(existing(paths))
     bad = changed = 0
     for f in files:
         shown = display_path(f)
@@ -109,11 +92,167 @@ def plan(
     from icdsl.plan.compiler import build
     from icdsl.plan.render import render_plan
 
-    p, program, diags = build(_paths(paths), root)
+    p, program, diags = build(existing(paths), root)
     if p is None:
         typer.echo(render_all(diags, program.sources))
         raise typer.Exit(1)
     typer.echo(render_plan(p), nl=False)
+
+
+@app.command("test")
+def test_examples(
+    paths: list[Path] = typer.Argument(..., help="Rule files or folders whose example blocks to run."),
+    root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="List passing examples too."),
+) -> None:
+    """Run the example blocks of rule files: expected versus actual, with each example's location."""
+    from icdsl.rating.examples import report, run_examples
+
+    p = build_or_exit(paths, root)
+    results = run_examples(p)
+    typer.echo(report(results, verbose=verbose))
+    raise typer.Exit(0 if all(r.ok for r in results) else 1)
+
+
+def _parse_record(text: str) -> dict:
+    import json
+
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            echo_err(f"error: --record is not valid JSON: {e}")
+            raise typer.Exit(2) from None
+        if not isinstance(data, dict):
+            echo_err("error: --record must be a JSON object")
+            raise typer.Exit(2)
+        return data
+    out = {}
+    for part in text.replace(",", " ").split():
+        if "=" not in part:
+            echo_err(f"error: --record expects key=value pairs (or JSON), not '{part}'")
+            raise typer.Exit(2)
+        k, v = part.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+@app.command()
+def explain(
+    paths: list[Path] = typer.Argument(..., help="Rule files or folders."),
+    record: str | None = typer.Option(None, "--record", help="The record: JSON or key=value pairs, e.g. "
+                                      "'partner=ORFR direction=outbound service=voice b_number=33612345678 "
+                                      "start=2026-03-04T09:15:00+01:00 duration_s=61'."),
+    cdrs: Path | None = typer.Option(None, "--cdrs", help="A traffic file to take the record from (with --id)."),
+    record_id: str | None = typer.Option(None, "--id", help="The id of the record in --cdrs."),
+    layout: str | None = typer.Option(None, help="Records layout (from the rule files) for --cdrs."),
+    root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
+) -> None:
+    """Rate one record and print every step: agreement, destination, band, increments, rate, rounding."""
+    from icdsl.rating.records import IntakeError, normalize_record, read_records
+    from icdsl.rating.row import rate_record
+    from icdsl.rating.run import LayoutError, choose_layout
+
+    if (record is None) == (cdrs is None):
+        echo_err("error: give either --record or --cdrs with --id")
+        raise typer.Exit(2)
+    if cdrs is not None and record_id is None:
+        echo_err("error: --cdrs needs --id")
+        raise typer.Exit(2)
+    p = build_or_exit(paths, root)
+    try:
+        lay = choose_layout(p, layout)
+    except LayoutError as e:
+        echo_err(f"error: {e}")
+        raise typer.Exit(2) from None
+    if record is not None:
+        rec = normalize_record(_parse_record(record), lay)
+        if not isinstance(rec, dict):
+            typer.echo(f"rejected at intake: {rec.reason}: {rec.detail}")
+            raise typer.Exit(1)
+    else:
+        try:
+            records, rejects, _ = read_records(existing([cdrs])[0], lay, dedupe=False)
+        except IntakeError as e:
+            echo_err(f"error: {e}")
+            raise typer.Exit(1) from None
+        import pyarrow.compute as pc
+
+        ids = records.column("id")
+        hit = records.filter(pc.equal(ids.cast("string"), record_id))
+        if hit.num_rows == 0:
+            rej = rejects.filter(pc.equal(rejects.column("id"), record_id)) if rejects.num_rows else rejects
+            if rej.num_rows:
+                row = rej.to_pylist()[0]
+                typer.echo(f"record {record_id} was rejected at intake: {row['reason']}: {row['detail']}")
+                raise typer.Exit(1)
+            echo_err(f"error: no record with id {record_id} in {cdrs}")
+            raise typer.Exit(1)
+        rec = hit.to_pylist()[0]
+    out = rate_record(p, rec, trace=True)
+    for step in out.trace:
+        typer.echo(str(step))
+    if out.ok:
+        typer.echo(f"=> {out.amount} {out.currency}")
+    else:
+        typer.echo(f"=> rejected: {out.reason}: {out.detail}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def rate(
+    paths: list[Path] = typer.Argument(..., help="Rule files or folders (the agreements)."),
+    cdrs: Path = typer.Option(..., "--cdrs", help="Traffic file: CSV or Parquet."),
+    out: Path = typer.Option(..., "--out", help="Output: a folder (rated.parquet, rejects.parquet, summary.json) "
+                             "or a file ending in .parquet or .csv (rejects and summary beside it)."),
+    layout: str | None = typer.Option(None, help="Records layout to read the traffic file with."),
+    batch_rows: int = typer.Option(1_000_000, help="Records per batch (memory stays bounded by it)."),
+    root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
+) -> None:
+    """Rate a traffic file in bulk: rated records, rejects with reasons, counts that reconcile."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from icdsl.rating.records import IntakeError
+    from icdsl.rating.run import LayoutError, choose_layout, rate_file
+
+    p = build_or_exit(paths, root)
+    try:
+        lay = choose_layout(p, layout)
+    except LayoutError as e:
+        echo_err(f"error: {e}")
+        raise typer.Exit(2) from None
+    if batch_rows <= 0:
+        echo_err("error: --batch-rows must be positive")
+        raise typer.Exit(2)
+    total = _count_rows(existing([cdrs])[0])
+    count = "{task.completed:,}/{task.total:,} records" if total else "{task.completed:,} records"
+    with Progress(TextColumn("rating"), BarColumn(), TextColumn(count),
+                  TimeElapsedColumn(), transient=True, disable=total is not None and total < 200_000) as bar:
+        task = bar.add_task("rate", total=total)
+
+        def progress(_batch_read: int, read_so_far: int) -> None:
+            bar.update(task, completed=read_so_far)
+
+        try:
+            summary = rate_file(p, cdrs, out, layout=lay, batch_rows=batch_rows, progress=progress)
+        except IntakeError as e:
+            echo_err(f"error: {e}")
+            raise typer.Exit(1) from None
+    typer.echo(summary.text())
+    typer.echo(f"wrote {summary.outputs['rated']}, {summary.outputs['rejects']}, {summary.outputs['summary']}")
+    raise typer.Exit(0 if summary.reconciles() else 3)
+
+
+def _count_rows(path: Path) -> int | None:
+    if path.suffix.lower() == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+        except Exception:
+            return None
+    return None
 
 
 @app.command()
@@ -126,17 +265,20 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        _echo_err("interrupted")
+        echo_err("interrupted")
         sys.exit(130)
     except SystemExit:
         raise
     except Exception as e:  # a bug, never the user's mistake: say so plainly
         if os.environ.get("ICDSL_DEBUG"):
             raise
-        _echo_err(f"internal error: {type(e).__name__}: {e}\n"
+        echo_err(f"internal error: {type(e).__name__}: {e}\n"
                   "This is a bug in icdsl, not in your files. Run again with ICDSL_DEBUG=1 for the details.")
         sys.exit(3)
 
+
+# the other command modules register on the same app
+from icdsl.cli import billing as _billing  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

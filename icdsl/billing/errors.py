@@ -1,0 +1,39 @@
+"""Errors of the billing store. Each message says what happened and what to do."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """A problem with the store or with what was asked of it (the CLI exits with 1)."""
+
+
+class AgreementVersionConflict(StoreError):
+    """An agreement version already loaded with a different text."""
+
+
+class FxRateConflict(StoreError):
+    """An FX rate already loaded with a different value."""
+
+
+class IngestError(StoreError):
+    """A traffic file that cannot be ingested as a whole."""
+
+
+class ReconciliationError(StoreError):
+    """Counts or amounts that do not add up: a bug, never the user's data."""
+
+
+class CycleError(StoreError):
+    """A billing cycle cannot be run or changed as asked."""
+
+
+class CycleBusy(CycleError):
+    """Another session is running a cycle of the same partner right now."""
+
+
+class CycleStateError(CycleError):
+    """The cycle is not in a state that allows the operation."""
+
+
+class ValidationError(CycleError):
+    """A rated cycle failed its checks; nothing was committed."""

@@ -1,0 +1,191 @@
+"""The data folder: Parquet files written atomically and named by their content.
+
+A file is written under a temporary name (``.tmp-...``) in its final folder, flushed and
+fsync'ed, hashed, then renamed to ``<stem>-<first 16 hex digits of its sha256>.parquet`` and the
+folder fsync'ed. Only then does the database transaction that references it commit. So:
+
+- a crash before the rename leaves a ``.tmp-`` file (ignored, removed by the next run);
+- a crash after the rename but before the commit leaves an unreferenced file (an orphan,
+  ignored, removed by the next run of the same partner/batch, or by :meth:`DataDir.gc`);
+- a rerun writes the same bytes (Parquet output is deterministic for the same input), hence the
+  same name: renaming over an orphan replaces it with identical content.
+
+Paths stored in the database are relative to the data folder, so the folder can move.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TMP_PREFIX = ".tmp-"
+COMPRESSION = "zstd"
+HASH_BLOCK = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(HASH_BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenFile:
+    """A committed data file: ``path`` relative to the data folder."""
+
+    path: str
+    sha256: str
+    rows: int
+    bytes: int
+
+
+class DataDir:
+    """The folder holding the store's Parquet files."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).resolve()
+
+    def __repr__(self) -> str:
+        return f"DataDir({str(self.root)!r})"
+
+    def abs(self, rel: str) -> Path:
+        p = (self.root / rel).resolve()
+        if self.root not in p.parents:
+            raise ValueError(f"{rel!r} is outside the data folder {self.root}")
+        return p
+
+    def writer(self, rel_dir: str, stem: str, schema: pa.Schema) -> AtomicParquet:
+        return AtomicParquet(self, rel_dir, stem, schema)
+
+    def verify(self, rel: str, sha256: str) -> None:
+        """Raise if the file is missing or its content is not the recorded one."""
+        p = self.abs(rel)
+        if not p.exists():
+            raise FileNotFoundError(f"data file {p} is missing (recorded in the store)")
+        got = sha256_file(p)
+        if got != sha256:
+            raise OSError(f"data file {p} has changed: sha256 {got}, the store recorded {sha256}")
+
+    def clean(self, rel_dir: str, keep: set[str]) -> list[str]:
+        """Remove the files of ``rel_dir`` that are not in ``keep`` (paths relative to the data
+        folder): orphans and temporary files. Call it only while no one else writes there."""
+        d = self.abs(rel_dir) if rel_dir else self.root
+        removed: list[str] = []
+        if not d.is_dir():
+            return removed
+        for p in sorted(d.iterdir()):
+            if not p.is_file():
+                continue
+            rel = p.relative_to(self.root).as_posix()
+            if rel not in keep:
+                p.unlink(missing_ok=True)
+                removed.append(rel)
+        return removed
+
+    def gc(self, keep: set[str], min_age_s: float = 3600.0) -> list[str]:
+        """Remove every file of the data folder that the store does not reference and that is
+        older than ``min_age_s`` seconds (younger ones may belong to a run in progress)."""
+        now = time.time()
+        removed: list[str] = []
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in sorted(files):
+                p = Path(dirpath) / name
+                rel = p.relative_to(self.root).as_posix()
+                if rel in keep or rel == STORE_ID_FILE:
+                    continue
+                try:
+                    if now - p.stat().st_mtime < min_age_s:
+                        continue
+                except FileNotFoundError:  # pragma: no cover - removed meanwhile
+                    continue
+                p.unlink(missing_ok=True)
+                removed.append(rel)
+        return removed
+
+
+STORE_ID_FILE = "STORE_ID"
+
+
+class AtomicParquet:
+    """Stream tables into a temporary Parquet file; :meth:`commit` makes it durable and gives
+    it its content-addressed name; :meth:`abort` (or leaving a ``with`` block by an exception)
+    removes it."""
+
+    def __init__(self, data: DataDir, rel_dir: str, stem: str, schema: pa.Schema):
+        self.data = data
+        self.rel_dir = rel_dir.strip("/")
+        self.stem = stem
+        self.schema = schema
+        self.dir = data.abs(self.rel_dir) if self.rel_dir else data.root
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.dir / f"{TMP_PREFIX}{stem}-{os.getpid()}-{uuid.uuid4().hex}.parquet"
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
+            self.tmp, schema, compression=COMPRESSION, write_statistics=True
+        )
+        self.rows = 0
+        self.result: WrittenFile | None = None
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            raise RuntimeError("the file is closed")
+        if table.num_rows:
+            self._writer.write_table(table.select(self.schema.names).cast(self.schema))
+            self.rows += table.num_rows
+
+    def close(self) -> Path:
+        """Finish and fsync the temporary file (no rename yet)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            with open(self.tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        return self.tmp
+
+    def commit(self) -> WrittenFile:
+        if self.result is not None:
+            return self.result
+        self.close()
+        sha = sha256_file(self.tmp)
+        final = self.dir / f"{self.stem}-{sha[:16]}.parquet"
+        size = self.tmp.stat().st_size
+        os.replace(self.tmp, final)
+        _fsync_dir(self.dir)
+        self.result = WrittenFile(final.relative_to(self.data.root).as_posix(), sha, self.rows, size)
+        return self.result
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):  # closing a broken writer
+                self._writer.close()
+            self._writer = None
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AtomicParquet:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None or self.result is None:
+            self.abort()

@@ -1,0 +1,434 @@
+"""The billing store's tables (SQLAlchemy 2, typed ``Mapped[]`` models).
+
+The schema itself is created and evolved by the Alembic migrations in
+``icdsl/billing/migrations``; these models must describe exactly what the migrations create
+(``tests/test_billing_store.py`` compares them on both back ends).
+
+What lives here and what does not: partners, agreement versions, intake batches and their
+counts, cycles and their event log, invoices, invoice lines, FX rates, inventory items,
+settlement statements and the audit log are rows. Bulk data (normalized records, rejects,
+rated records) is Parquet under the store's data folder, referenced by :class:`DataFile`
+(path relative to the data folder, sha256, rows, amount total).
+
+Immutability is enforced by the database (triggers created by the migrations): a finalized
+invoice, its lines, a finalized cycle (and the data files it references), a finalized
+settlement statement, agreement versions and the event/audit logs refuse UPDATE and DELETE.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from icdsl.billing.types import Money, Rate, UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+CYCLE_STATES = ("open", "rated", "validated", "invoiced", "finalized")
+INVOICE_STATES = ("draft", "finalized", "void")
+LINE_KINDS = (
+    "traffic",
+    "recurring",
+    "one_time",
+    "event",
+    "surcharge",
+    "discount",
+    "tiered",
+    "commitment",
+    "adjustment",
+    "revenue_share",
+    "fx",
+    "tax",
+    "other",
+)
+FILE_KINDS = ("intake_records", "intake_rejects", "rated", "rating_rejects")
+
+JSONType = sa.JSON()
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING)
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        Decimal: Money(),
+        dict[str, Any]: JSONType,
+        list[Any]: JSONType,
+    }
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+# --------------------------------------------------------------------------- store identity
+
+
+class StoreMeta(Base):
+    __tablename__ = "store_meta"
+
+    key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.Text)
+
+
+# --------------------------------------------------------------------------- rules
+
+
+class SourceFile(Base):
+    """The text of a rule file as loaded (so that a rule's span can be shown years later)."""
+
+    __tablename__ = "source_files"
+    __table_args__ = (sa.UniqueConstraint("path", "sha256"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(sa.String(1000))
+    sha256: Mapped[str] = mapped_column(sa.String(64), index=True)
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+    text: Mapped[str] = mapped_column(sa.Text)
+    loaded_at: Mapped[datetime]
+
+
+class Partner(Base):
+    """A partner as last declared; each change of its declaration is written to the audit log
+    (invoices copy what they need of it: name, tax, currency)."""
+
+    __tablename__ = "partners"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(300))
+    kind: Mapped[str] = mapped_column(sa.String(64))
+    currency: Mapped[str] = mapped_column(sa.String(8))
+    timezone: Mapped[str] = mapped_column(sa.String(64))
+    billing: Mapped[str] = mapped_column(sa.String(16))
+    due_days: Mapped[int]
+    tax_kind: Mapped[str] = mapped_column(sa.String(32))
+    tax_rate: Mapped[Decimal] = mapped_column(Rate())
+    country: Mapped[str | None] = mapped_column(sa.String(8))
+    attributes: Mapped[dict[str, Any]]
+    decl_hash: Mapped[str] = mapped_column(sa.String(64))
+    source_file: Mapped[str] = mapped_column(sa.String(1000))
+    span: Mapped[str] = mapped_column(sa.String(1100))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class AgreementVersion(Base):
+    """One version of an agreement, immutable once loaded. ``revision`` > 0 only for the one
+    amendment allowed on a loaded version: closing its open-ended period (``effective A ..``
+    becomes ``effective A .. B``) so that a next version can start; ``amends_id`` points to the
+    row it closes, which is never rewritten."""
+
+    __tablename__ = "agreement_versions"
+    __table_args__ = (sa.UniqueConstraint("name", "version", "revision"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(300))
+    version: Mapped[int]
+    revision: Mapped[int] = mapped_column(default=0)
+    partner_code: Mapped[str] = mapped_column(sa.String(64), index=True)  # "*": any partner
+    partner_id: Mapped[int | None] = mapped_column(sa.ForeignKey("partners.id"))
+    effective_from: Mapped[date]
+    effective_to: Mapped[date | None]  # inclusive
+    currency: Mapped[str] = mapped_column(sa.String(8))
+    timezone: Mapped[str] = mapped_column(sa.String(64))
+    source_file: Mapped[str] = mapped_column(sa.String(1000))
+    source_file_hash: Mapped[str] = mapped_column(sa.String(64))
+    span: Mapped[str] = mapped_column(sa.String(1100))
+    source_text: Mapped[str] = mapped_column(sa.Text)
+    content_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    decks: Mapped[list[Any]]  # [[path, sha256], ...]
+    amends_id: Mapped[int | None] = mapped_column(sa.ForeignKey("agreement_versions.id"))
+    loaded_at: Mapped[datetime]
+
+
+class FxRate(Base):
+    __tablename__ = "fx_rates"
+    __table_args__ = (sa.UniqueConstraint("source", "base", "quote", "effective_from"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(sa.String(100))
+    base: Mapped[str] = mapped_column(sa.String(8))
+    quote: Mapped[str] = mapped_column(sa.String(8))
+    rate: Mapped[Decimal] = mapped_column(Rate())
+    effective_from: Mapped[date]
+    origin: Mapped[str] = mapped_column(sa.String(1100))  # the rule's span, or "manual"
+    loaded_at: Mapped[datetime]
+
+
+class InventoryItem(Base):
+    """Things a recurring charge counts (ports, trunks, numbers): one row per version of an
+    item; a change adds a version and points the old one at it (``superseded_by_id``)."""
+
+    __tablename__ = "inventory_items"
+    __table_args__ = (sa.UniqueConstraint("partner_id", "kind", "reference", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partners.id"), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(100))
+    reference: Mapped[str] = mapped_column(sa.String(200))
+    quantity: Mapped[Decimal] = mapped_column(Money())
+    activation_date: Mapped[date]
+    termination_date: Mapped[date | None]
+    version: Mapped[int] = mapped_column(default=1)
+    attributes: Mapped[dict[str, Any]]
+    superseded_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("inventory_items.id"))
+    created_at: Mapped[datetime]
+
+
+# --------------------------------------------------------------------------- intake
+
+
+class IntakeBatch(Base):
+    """One traffic file as ingested. ``read == passed + rejected + duplicates`` is a CHECK."""
+
+    __tablename__ = "intake_batches"
+    __table_args__ = (
+        sa.CheckConstraint("read_count = passed_count + rejected_count + duplicate_count", name="reconciles"),
+        sa.CheckConstraint(_in("status", ("complete",)), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    file_name: Mapped[str] = mapped_column(sa.String(500))
+    file_path: Mapped[str] = mapped_column(sa.String(2000))
+    sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    format: Mapped[str] = mapped_column(sa.String(16))
+    layout: Mapped[str | None] = mapped_column(sa.String(200))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    read_count: Mapped[int] = mapped_column(sa.BigInteger)
+    passed_count: Mapped[int] = mapped_column(sa.BigInteger)
+    rejected_count: Mapped[int] = mapped_column(sa.BigInteger)
+    duplicate_count: Mapped[int] = mapped_column(sa.BigInteger)
+    min_start: Mapped[datetime | None]
+    max_start: Mapped[datetime | None]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+
+
+class IntakeRejectCount(Base):
+    __tablename__ = "intake_reject_counts"
+
+    batch_id: Mapped[int] = mapped_column(sa.ForeignKey("intake_batches.id"), primary_key=True)
+    reason: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class IntakePartnerStat(Base):
+    """Passed records of a batch by partner: lets a cycle open only the files it needs."""
+
+    __tablename__ = "intake_partner_stats"
+
+    batch_id: Mapped[int] = mapped_column(sa.ForeignKey("intake_batches.id"), primary_key=True)
+    partner: Mapped[str] = mapped_column(sa.String(64), primary_key=True, index=True)
+    records: Mapped[int] = mapped_column(sa.BigInteger)
+    min_start: Mapped[datetime]
+    max_start: Mapped[datetime]
+
+
+# --------------------------------------------------------------------------- cycles
+
+
+class BillingCycle(Base):
+    __tablename__ = "billing_cycles"
+    __table_args__ = (
+        sa.UniqueConstraint("partner_id", "period_start", "period_end"),
+        sa.CheckConstraint(_in("status", CYCLE_STATES), name="status"),
+        sa.CheckConstraint(_in("frequency", ("monthly", "weekly", "quarterly", "adhoc")), name="frequency"),
+        sa.CheckConstraint("period_start < period_end", name="period"),
+        sa.CheckConstraint(
+            "records_in IS NULL OR records_in = rated_count + rejected_count", name="reconciles"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partners.id"))
+    partner_code: Mapped[str] = mapped_column(sa.String(64), index=True)
+    frequency: Mapped[str] = mapped_column(sa.String(16))
+    label: Mapped[str] = mapped_column(sa.String(64))
+    timezone: Mapped[str] = mapped_column(sa.String(64))
+    local_start: Mapped[date]
+    local_end: Mapped[date]  # exclusive
+    period_start: Mapped[datetime]  # UTC, inclusive
+    period_end: Mapped[datetime]  # UTC, exclusive
+    status: Mapped[str] = mapped_column(sa.String(16))
+    opened_at: Mapped[datetime]
+    rated_at: Mapped[datetime | None]
+    validated_at: Mapped[datetime | None]
+    invoiced_at: Mapped[datetime | None]
+    finalized_at: Mapped[datetime | None]
+    plan_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    records_in: Mapped[int | None] = mapped_column(sa.BigInteger)
+    rated_count: Mapped[int | None] = mapped_column(sa.BigInteger)
+    rejected_count: Mapped[int | None] = mapped_column(sa.BigInteger)
+    totals: Mapped[dict[str, Any] | None]  # currency -> amount (decimal text)
+    attempts: Mapped[int] = mapped_column(default=0)
+
+
+class CycleInput(Base):
+    """Which intake batches fed a cycle, and how many of their records."""
+
+    __tablename__ = "cycle_inputs"
+
+    cycle_id: Mapped[int] = mapped_column(sa.ForeignKey("billing_cycles.id"), primary_key=True)
+    batch_id: Mapped[int] = mapped_column(sa.ForeignKey("intake_batches.id"), primary_key=True)
+    records: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class CycleEvent(Base):
+    """The progress and exception log of a cycle (append-only)."""
+
+    __tablename__ = "cycle_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cycle_id: Mapped[int] = mapped_column(sa.ForeignKey("billing_cycles.id"), index=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(sa.String(16))  # state | progress | warning | error
+    from_state: Mapped[str | None] = mapped_column(sa.String(16))
+    to_state: Mapped[str | None] = mapped_column(sa.String(16))
+    message: Mapped[str] = mapped_column(sa.Text)
+    details: Mapped[dict[str, Any] | None]
+
+
+class DataFile(Base):
+    """A Parquet file under the data folder: ``path`` relative to it, written once (content
+    addressed: the name carries the start of its sha256) and never changed."""
+
+    __tablename__ = "data_files"
+    __table_args__ = (sa.CheckConstraint(_in("kind", FILE_KINDS), name="kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    path: Mapped[str] = mapped_column(sa.String(1000), unique=True)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    rows: Mapped[int] = mapped_column(sa.BigInteger)
+    bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    amount_totals: Mapped[dict[str, Any] | None]  # currency -> amount (decimal text)
+    batch_id: Mapped[int | None] = mapped_column(sa.ForeignKey("intake_batches.id"), index=True)
+    cycle_id: Mapped[int | None] = mapped_column(sa.ForeignKey("billing_cycles.id"), index=True)
+    partner: Mapped[str | None] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime]
+
+
+# --------------------------------------------------------------------------- invoices
+
+
+class NumberSequence(Base):
+    __tablename__ = "number_sequences"
+
+    name: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    last: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class Invoice(Base):
+    """An invoice (or credit note: ``corrects_invoice_id``). Amounts are exact; ``subtotal`` is
+    the sum of the lines; tax and total are set by the invoicing step."""
+
+    __tablename__ = "invoices"
+    __table_args__ = (sa.CheckConstraint(_in("status", INVOICE_STATES), name="status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partners.id"), index=True)
+    partner_code: Mapped[str] = mapped_column(sa.String(64))
+    partner_name: Mapped[str] = mapped_column(sa.String(300))
+    cycle_id: Mapped[int | None] = mapped_column(sa.ForeignKey("billing_cycles.id"), index=True)
+    stream: Mapped[str] = mapped_column(sa.String(100))
+    currency: Mapped[str] = mapped_column(sa.String(8))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    number: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    issue_date: Mapped[date | None]
+    due_date: Mapped[date | None]
+    subtotal: Mapped[Decimal]
+    tax_kind: Mapped[str] = mapped_column(sa.String(32))
+    tax_rate: Mapped[Decimal] = mapped_column(Rate())
+    tax_amount: Mapped[Decimal | None]
+    total: Mapped[Decimal | None]
+    fx_rate_id: Mapped[int | None] = mapped_column(sa.ForeignKey("fx_rates.id"))
+    corrects_invoice_id: Mapped[int | None] = mapped_column(sa.ForeignKey("invoices.id"))
+    created_at: Mapped[datetime]
+    finalized_at: Mapped[datetime | None]
+
+
+class InvoiceLine(Base):
+    """One line, traceable: its agreement version (id + hash), the rule's location, and the
+    records behind it (``data_file_id`` + ``line_key``: the rated Parquet's ``line`` column)."""
+
+    __tablename__ = "invoice_lines"
+    __table_args__ = (
+        sa.UniqueConstraint("invoice_id", "line_no"),
+        sa.CheckConstraint(_in("kind", LINE_KINDS), name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(sa.ForeignKey("invoices.id"), index=True)
+    line_no: Mapped[int]
+    kind: Mapped[str] = mapped_column(sa.String(32))
+    description: Mapped[str] = mapped_column(sa.String(1000))
+    direction: Mapped[str | None] = mapped_column(sa.String(16))
+    service: Mapped[str | None] = mapped_column(sa.String(64))
+    destination: Mapped[str | None] = mapped_column(sa.String(300))
+    prefix: Mapped[str | None] = mapped_column(sa.String(64))
+    band: Mapped[str | None] = mapped_column(sa.String(64))
+    quantity: Mapped[Decimal]
+    unit: Mapped[str] = mapped_column(sa.String(32))
+    rate: Mapped[Decimal | None] = mapped_column(Rate())
+    rate_unit: Mapped[str | None] = mapped_column(sa.String(32))
+    amount: Mapped[Decimal]
+    currency: Mapped[str] = mapped_column(sa.String(8))
+    agreement_version_id: Mapped[int | None] = mapped_column(sa.ForeignKey("agreement_versions.id"))
+    agreement_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    rule: Mapped[str | None] = mapped_column(sa.String(1100))
+    data_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("data_files.id"))
+    line_key: Mapped[int | None]
+    record_count: Mapped[int | None] = mapped_column(sa.BigInteger)
+    first_start: Mapped[datetime | None]
+    last_start: Mapped[datetime | None]
+    corrects_line_id: Mapped[int | None] = mapped_column(sa.ForeignKey("invoice_lines.id"))
+    created_at: Mapped[datetime]
+
+
+class SettlementStatement(Base):
+    """Netting of what a partner owes us and what we owe it for a cycle and currency."""
+
+    __tablename__ = "settlement_statements"
+    __table_args__ = (sa.CheckConstraint(_in("status", INVOICE_STATES), name="status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partners.id"), index=True)
+    cycle_id: Mapped[int | None] = mapped_column(sa.ForeignKey("billing_cycles.id"))
+    currency: Mapped[str] = mapped_column(sa.String(8))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    number: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    receivable: Mapped[Decimal]
+    payable: Mapped[Decimal]
+    net: Mapped[Decimal]
+    details: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]
+    finalized_at: Mapped[datetime | None]
+
+
+# --------------------------------------------------------------------------- audit
+
+
+class AuditEntry(Base):
+    """Who did what to the store, when (append-only)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(sa.String(200))
+    action: Mapped[str] = mapped_column(sa.String(64), index=True)
+    entity: Mapped[str] = mapped_column(sa.String(64))
+    entity_id: Mapped[int | None]
+    message: Mapped[str] = mapped_column(sa.Text)
+    details: Mapped[dict[str, Any] | None]

@@ -1,0 +1,681 @@
+"""The billing store: a database (SQLite or PostgreSQL) plus a data folder of Parquet files.
+
+::
+
+    store = open_store("sqlite:///icdsl.db")          # or postgresql+psycopg://..., or $ICDSL_DB
+    store.load_plan(plan, program)                    # partners, agreement versions, FX rates
+    store.ingest("traffic.csv", layout, plan)         # one intake batch per file (idempotent)
+    store.run_cycle("ORFR", "2026-03", plan)          # open -> rated -> validated -> invoiced
+    store.finalize_cycle("ORFR", "2026-03")           # invoices numbered and immutable
+
+:func:`open_store` upgrades the schema to the newest migration shipped in the package (no
+alembic.ini needed). The data folder defaults to ``icdsl-data`` next to a SQLite database file
+(``$ICDSL_DATA`` or ``data_dir=`` override it; for PostgreSQL it defaults to ``./icdsl-data``).
+The database and its data folder belong together: the folder carries the store's id
+(``STORE_ID``) and a store refuses a folder of another store.
+
+Transactions: every operation is one database transaction, committed only after the Parquet
+files it references are durable (see :mod:`icdsl.billing.files`). On PostgreSQL, operations
+that must not run twice at once take an advisory transaction lock (intake: one at a time;
+cycles: one per partner, failing fast with :class:`CycleBusy`); on SQLite every transaction
+starts with ``BEGIN IMMEDIATE`` (one writer at a time, the others wait up to 60 s).
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from icdsl.billing import models as M
+from icdsl.billing.errors import (
+    AgreementVersionConflict,
+    FxRateConflict,
+    StoreError,
+)
+from icdsl.billing.files import STORE_ID_FILE, DataDir, sha256_file
+from icdsl.plan.model import Agreement, Plan, RecordLayout
+from icdsl.plan.model import Partner as PlanPartner
+
+DEFAULT_URL = "sqlite:///icdsl.db"
+DATA_FOLDER = "icdsl-data"
+SQLITE_BUSY_S = 60
+
+
+def checkpoint(stage: str) -> None:
+    """Called at the points where a crash would matter (tests replace it to simulate one):
+    ``ingest:files_written``, ``ingest:before_commit``, ``cycle:rated``, ``cycle:files_written``,
+    ``cycle:files_committed``, ``cycle:before_commit``, ``cycle:locked``."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_url() -> str:
+    return os.environ.get("ICDSL_DB") or DEFAULT_URL
+
+
+def normalize_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` use psycopg 3; anything else is kept."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _actor() -> str:
+    try:
+        return os.environ.get("ICDSL_ACTOR") or getpass.getuser()
+    except Exception:  # pragma: no cover - no user name available
+        return "unknown"
+
+
+def _jsonable(v: Any) -> Any:
+    """Plan values (Decimal, date, Money, tuples) as JSON values (exact: decimals as text)."""
+    if v is None or isinstance(v, bool | int | str):
+        return v
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, date):
+        return v.isoformat()
+    if isinstance(v, tuple | list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def _canonical_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _lock_key(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+
+
+def agreement_text(a: Agreement, texts: dict[str, str]) -> str:
+    """The agreement's own source text: the lines of its span (what its source_hash covers)."""
+    lines = texts.get(a.source_file, "").splitlines()
+    return "\n".join(lines[a.span.line - 1 : a.span.end_line]) if a.span.line else ""
+
+
+def agreement_decks(a: Agreement) -> list[list[str]]:
+    decks = []
+    for s in a.services:
+        if s.rates is not None and s.rates.source != "inline":
+            decks.append([s.rates.source, s.rates.source_hash or ""])
+    return decks
+
+
+_EFFECTIVE = re.compile(r"(effective\s+\d{4}-\d{2}-\d{2}\s*\.\.)\s*(?:\d{4}-\d{2}-\d{2})?\s*")
+
+
+def _without_end(text: str) -> str:
+    """The agreement text with the end date of its period removed (first `effective` only)."""
+    return _EFFECTIVE.sub(lambda m: m.group(1) + " ", text, count=1)
+
+
+def partner_decl(p: PlanPartner) -> dict[str, Any]:
+    """What the store records of a partner's declaration (JSON values)."""
+    return {
+        "name": p.name, "kind": p.kind, "currency": p.currency, "timezone": p.timezone,
+        "billing": p.billing, "due_days": p.due_days, "tax_kind": p.tax.kind,
+        "tax_rate": str(p.tax.rate), "country": p.country,
+        "attributes": {k: _jsonable(v) for k, v in p.attributes},
+    }
+
+
+def partner_decl_hash(p: PlanPartner) -> str:
+    return _canonical_hash(partner_decl(p))
+
+
+def plan_hash(plan: Plan) -> str:
+    return _canonical_hash(sorted(plan.sources))
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@dataclass
+class LoadReport:
+    partners_added: list[str] = field(default_factory=list)
+    partners_changed: list[str] = field(default_factory=list)
+    agreements_added: list[str] = field(default_factory=list)
+    agreements_closed: list[str] = field(default_factory=list)
+    agreements_unchanged: list[str] = field(default_factory=list)
+    fx_added: int = 0
+    sources_added: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.partners_added or self.partners_changed or self.agreements_added
+                    or self.agreements_closed or self.fx_added or self.sources_added)
+
+    def __str__(self) -> str:
+        if not self.changed:
+            return f"nothing new: {len(self.agreements_unchanged)} agreement version(s) already loaded"
+        parts = []
+        if self.partners_added:
+            parts.append(f"partners added: {', '.join(self.partners_added)}")
+        if self.partners_changed:
+            parts.append(f"partners changed: {', '.join(self.partners_changed)}")
+        if self.agreements_added:
+            parts.append(f"agreement versions added: {', '.join(self.agreements_added)}")
+        if self.agreements_closed:
+            parts.append(f"periods closed: {', '.join(self.agreements_closed)}")
+        if self.agreements_unchanged:
+            parts.append(f"{len(self.agreements_unchanged)} unchanged")
+        if self.fx_added:
+            parts.append(f"{self.fx_added} FX rate(s) added")
+        return "; ".join(parts)
+
+
+@dataclass
+class IngestReport:
+    batch_id: int
+    file_name: str
+    sha256: str
+    already_ingested: bool
+    read: int
+    passed: int
+    rejected: int
+    duplicates: int
+    by_reason: dict[str, int]
+    records_file: str | None = None
+    rejects_file: str | None = None
+    partners: dict[str, int] = field(default_factory=dict)
+    unknown_partners: list[str] = field(default_factory=list)
+    ingested_at: datetime | None = None
+
+    @property
+    def reconciles(self) -> bool:
+        return self.read == self.passed + self.rejected + self.duplicates
+
+    def __str__(self) -> str:
+        if self.already_ingested:
+            when = f" on {self.ingested_at:%Y-%m-%d %H:%M}Z" if self.ingested_at else ""
+            return (f"{self.file_name}: already ingested as batch #{self.batch_id}{when} "
+                    f"(same sha256 {self.sha256[:12]}...); nothing added")
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.by_reason.items()))
+        return (f"{self.file_name}: batch #{self.batch_id}: read {self.read}, passed {self.passed}, "
+                f"rejected {self.rejected}, duplicates {self.duplicates}" + (f" ({reasons})" if reasons else ""))
+
+
+# --------------------------------------------------------------------------- opening
+
+
+def _migrations_config(connection: sa.Connection):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).resolve().parent / "migrations"))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    cfg = _migrations_config(None)  # type: ignore[arg-type]
+    return ScriptDirectory.from_config(cfg).get_current_head() or ""
+
+
+def _sqlite_engine(url: sa.URL) -> sa.Engine:
+    db = url.database
+    if db and db != ":memory:" and not db.startswith("file:"):
+        Path(db).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_S})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn, _record):  # pragma: no cover - exercised by every test, as a callback
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_S * 1000}")
+        if db and db != ":memory:":
+            cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = FULL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):  # pragma: no cover - callback
+        # IMMEDIATE: take the write lock at the start, so that two writers queue instead of
+        # failing at their first write with "database is locked". Readers (WAL) need no lock.
+        if conn.get_execution_options().get("icdsl_readonly"):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def open_store(url: str | None = None, *, data_dir: str | os.PathLike[str] | None = None,
+               upgrade: bool = True) -> Store:
+    """Open (creating it if needed) the store at ``url`` (default ``$ICDSL_DB`` or
+    ``sqlite:///icdsl.db``) and upgrade its schema to the newest migration."""
+    u = sa.make_url(normalize_url(url or default_url()))
+    if u.get_backend_name() == "sqlite":
+        engine = _sqlite_engine(u)
+    elif u.get_backend_name() == "postgresql":
+        engine = sa.create_engine(u, pool_pre_ping=True)
+    else:
+        raise StoreError(f"unsupported database '{u.get_backend_name()}': use sqlite:///FILE or postgresql://...")
+    if data_dir is None:
+        data_dir = os.environ.get("ICDSL_DATA")
+    if data_dir is None:
+        if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
+            data_dir = Path(u.database).expanduser().resolve().parent / DATA_FOLDER
+        else:
+            data_dir = Path.cwd() / DATA_FOLDER
+    store = Store(engine, DataDir(data_dir))
+    try:
+        if upgrade:
+            store.upgrade()
+        store._bind_data_dir()
+    except Exception:
+        engine.dispose()
+        raise
+    return store
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class Store:
+    """The billing store. Use :func:`open_store`; close it (or use ``with``) when done."""
+
+    def __init__(self, engine: sa.Engine, data: DataDir):
+        self.engine = engine
+        self.data = data
+        self.dialect = engine.dialect.name
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._readers = sessionmaker(engine.execution_options(icdsl_readonly=True), expire_on_commit=False)
+        self._schema: str | None = None
+        self.store_id: str | None = None
+
+    # ------------------------------------------------------------------ plumbing
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Store({self.engine.url.render_as_string(hide_password=True)!r}, data={str(self.data.root)!r})"
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Run the migrations up to ``revision`` (one transaction; PostgreSQL: under a lock)."""
+        from alembic import command
+
+        with self.engine.begin() as conn:
+            if self.is_postgres:
+                conn.execute(select(sa.func.pg_advisory_xact_lock(_lock_key("icdsl:migrate"))))
+            command.upgrade(_migrations_config(conn), revision)
+
+    def revision(self) -> str | None:
+        from alembic.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def _bind_data_dir(self) -> None:
+        with self.session() as s:
+            row = s.get(M.StoreMeta, "store_id")
+            if row is None:
+                row = M.StoreMeta(key="store_id", value=uuid.uuid4().hex)
+                s.add(row)
+                s.add(M.StoreMeta(key="created_at", value=now().isoformat()))
+            self.store_id = row.value
+        self.data.root.mkdir(parents=True, exist_ok=True)
+        marker = self.data.root / STORE_ID_FILE
+        if marker.exists():
+            found = marker.read_text().strip()
+            if found != self.store_id:
+                raise StoreError(
+                    f"the data folder {self.data.root} belongs to another store (id {found}, this database's "
+                    f"is {self.store_id}): give this store its own folder with --data or ICDSL_DATA"
+                )
+        else:
+            marker.write_text(self.store_id + "\n")
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session inside one transaction: committed at the end, rolled back on error."""
+        with self._sessions() as s, s.begin():
+            yield s
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session for queries only (on SQLite it does not wait for, nor block, a writer)."""
+        with self._readers() as s, s.begin():
+            yield s
+
+    def schema_name(self) -> str:
+        if self._schema is None:
+            if self.is_postgres:
+                with self.engine.connect() as conn:
+                    self._schema = conn.execute(sa.text("SELECT current_schema()")).scalar() or "public"
+            else:
+                self._schema = "main"
+        return self._schema
+
+    def lock(self, s: Session, name: str, *, wait: bool) -> bool:
+        """Take the named lock for the rest of the transaction. PostgreSQL: an advisory lock
+        (scoped to this schema); SQLite: the transaction already holds the write lock."""
+        if not self.is_postgres:
+            return True
+        key = _lock_key(f"icdsl:{self.schema_name()}:{name}")
+        if wait:
+            s.execute(select(sa.func.pg_advisory_xact_lock(key)))
+            return True
+        return bool(s.execute(select(sa.func.pg_try_advisory_xact_lock(key))).scalar())
+
+    def audit(self, s: Session, action: str, entity: str, entity_id: int | None, message: str,
+              details: dict[str, Any] | None = None) -> None:
+        s.add(M.AuditEntry(at=now(), actor=_actor(), action=action, entity=entity, entity_id=entity_id,
+                           message=message, details=details))
+
+    def _audit_apart(self, action: str, entity: str, message: str, details: dict[str, Any] | None = None) -> None:
+        """Record a failure in its own transaction (the failed one was rolled back)."""
+        try:
+            with self.session() as s:
+                self.audit(s, action, entity, None, message, details)
+        except Exception:  # pragma: no cover - the log must not hide the original error
+            pass
+
+    def referenced_files(self, s: Session) -> set[str]:
+        return set(s.scalars(select(M.DataFile.path)))
+
+    def gc(self, min_age_s: float = 3600.0) -> list[str]:
+        """Remove data files the store does not reference (orphans of interrupted runs)."""
+        with self.reading() as s:
+            keep = self.referenced_files(s)
+        return self.data.gc(keep, min_age_s)
+
+    def verify_files(self) -> list[str]:
+        """Check every referenced data file against its recorded sha256; returns the problems."""
+        problems = []
+        with self.reading() as s:
+            files = list(s.scalars(select(M.DataFile).order_by(M.DataFile.id)))
+        for f in files:
+            try:
+                self.data.verify(f.path, f.sha256)
+            except OSError as e:
+                problems.append(str(e))
+        return problems
+
+    # ------------------------------------------------------------------ partners and agreements
+    def load_plan(self, plan: Plan, program: Any) -> LoadReport:
+        """Record the plan's rule files, partners, agreement versions and FX rates.
+
+        Idempotent: what is already there (same content hash) adds nothing. Agreement versions
+        are immutable: a changed text under a loaded name and version raises
+        :class:`AgreementVersionConflict`, except for closing an open-ended period (the only
+        change a next version requires), which adds a revision row and leaves the loaded one
+        untouched.
+        """
+        texts: dict[str, str] = dict(getattr(program, "texts", {}) or {})
+        hashes: dict[str, str] = dict(getattr(program, "hashes", {}) or {})
+        report = LoadReport()
+        t = now()
+        with self.session() as s:
+            self.lock(s, "plan", wait=True)
+            # rule files
+            known = {(r.path, r.sha256) for r in s.execute(select(M.SourceFile.path, M.SourceFile.sha256))}
+            for path, text in sorted(texts.items()):
+                sha = hashes.get(path) or hashlib.sha256(text.encode()).hexdigest()
+                if (path, sha) not in known:
+                    s.add(M.SourceFile(path=path, sha256=sha, size=len(text.encode()), text=text, loaded_at=t))
+                    report.sources_added += 1
+            # partners
+            partners = {p.code: p for p in s.scalars(select(M.Partner))}
+            for p in plan.partners:
+                decl = partner_decl(p)
+                h = _canonical_hash(decl)
+                row = partners.get(p.code)
+                values = dict(decl, tax_rate=p.tax.rate, decl_hash=h, source_file=p.span.file, span=str(p.span))
+                if row is None:
+                    row = M.Partner(code=p.code, created_at=t, updated_at=t, **values)
+                    s.add(row)
+                    s.flush()
+                    partners[p.code] = row
+                    report.partners_added.append(p.code)
+                    self.audit(s, "partner_added", "partner", row.id, f"partner {p.code} added", decl)
+                elif row.decl_hash != h:
+                    before = {k: _jsonable(getattr(row, k)) for k in decl}
+                    for k, v in values.items():
+                        setattr(row, k, v)
+                    row.updated_at = t
+                    report.partners_changed.append(p.code)
+                    self.audit(s, "partner_changed", "partner", row.id, f"partner {p.code} changed",
+                               {"before": before, "after": decl})
+            # agreement versions
+            by_hash = {a.content_hash: a for a in s.scalars(select(M.AgreementVersion))}
+            for a in plan.agreements:
+                key = f"{a.name} v{a.version}"
+                if a.source_hash in by_hash:
+                    report.agreements_unchanged.append(key)
+                    continue
+                text = agreement_text(a, texts)
+                if not text:
+                    raise StoreError(f"the program does not hold the text of {a.source_file} ({key}): "
+                                     "pass the program returned by build() with the plan")
+                decks = agreement_decks(a)
+                loaded = list(s.scalars(
+                    select(M.AgreementVersion)
+                    .where(M.AgreementVersion.name == a.name, M.AgreementVersion.version == a.version)
+                    .order_by(M.AgreementVersion.revision.desc())
+                ))
+                amends = None
+                revision = 0
+                if loaded:
+                    last = loaded[0]
+                    closes = (last.effective_to is None and a.effective_to is not None
+                              and last.effective_from == a.effective_from
+                              and _without_end(last.source_text) == _without_end(text) and last.decks == decks)
+                    if not closes:
+                        raise AgreementVersionConflict(
+                            f"agreement \"{a.name}\" v{a.version} ({a.span}) differs from the version loaded on "
+                            f"{last.loaded_at:%Y-%m-%d} (sha256 {last.content_hash[:12]}..., now "
+                            f"{a.source_hash[:12]}...). Agreement versions are immutable once loaded: "
+                            f"put the change in a new version (v{a.version + 1}) with its own effective date, "
+                            f"and end v{a.version} the day before it starts."
+                        )
+                    amends, revision = last.id, last.revision + 1
+                    report.agreements_closed.append(f"{key} ends {a.effective_to}")
+                partner = partners.get(a.partner)
+                row = M.AgreementVersion(
+                    name=a.name, version=a.version, revision=revision, partner_code=a.partner,
+                    partner_id=partner.id if partner else None, effective_from=a.effective_from,
+                    effective_to=a.effective_to, currency=a.currency, timezone=a.timezone,
+                    source_file=a.source_file, source_file_hash=hashes.get(a.source_file, ""),
+                    span=str(a.span), source_text=text, content_hash=a.source_hash, decks=decks,
+                    amends_id=amends, loaded_at=t,
+                )
+                s.add(row)
+                s.flush()
+                by_hash[a.source_hash] = row
+                if amends is None:
+                    report.agreements_added.append(key)
+                self.audit(s, "agreement_loaded" if amends is None else "agreement_period_closed",
+                           "agreement_version", row.id,
+                           f"{key}" + (f" revision {revision}: period closed at {a.effective_to}" if amends else
+                                       f" loaded ({a.effective_from} .. {a.effective_to or ''})"),
+                           {"hash": a.source_hash, "span": str(a.span)})
+            # FX rates
+            fx = {(r.source, r.base, r.quote, r.effective_from): r for r in s.scalars(select(M.FxRate))}
+            for src in plan.fx_sources:
+                for r in src.rates:
+                    k = (src.name, r.base, r.quote, r.effective_from)
+                    row = fx.get(k)
+                    if row is None:
+                        row = M.FxRate(source=src.name, base=r.base, quote=r.quote, rate=r.rate,
+                                       effective_from=r.effective_from, origin=str(r.span), loaded_at=t)
+                        s.add(row)
+                        fx[k] = row
+                        report.fx_added += 1
+                    elif row.rate != r.rate:
+                        raise FxRateConflict(
+                            f"FX rate {src.name} {r.base}/{r.quote} from {r.effective_from} was loaded as {row.rate}, "
+                            f"now {r.rate} ({r.span}): loaded rates are kept as they were; "
+                            "give the correction a new effective date"
+                        )
+            if report.changed:
+                self.audit(s, "plan_loaded", "plan", None, str(report),
+                           {"sources": [list(x) for x in sorted(plan.sources)], "plan_hash": plan_hash(plan)})
+        return report
+
+    def partner(self, code: str) -> M.Partner | None:
+        with self.reading() as s:
+            return s.scalars(select(M.Partner).where(M.Partner.code == code)).first()
+
+    def agreement_versions(self, name: str | None = None) -> list[M.AgreementVersion]:
+        with self.reading() as s:
+            q = select(M.AgreementVersion).order_by(M.AgreementVersion.name, M.AgreementVersion.version,
+                                                    M.AgreementVersion.revision)
+            if name is not None:
+                q = q.where(M.AgreementVersion.name == name)
+            return list(s.scalars(q))
+
+    # ------------------------------------------------------------------ intake
+    def ingest(self, path: str | os.PathLike[str], layout: RecordLayout | str | None = None,
+               plan: Plan | None = None, *, batch_rows: int = 1_000_000) -> IngestReport:
+        """Ingest a traffic file as one intake batch (see :mod:`icdsl.billing.intake`)."""
+        from icdsl.billing.intake import ingest
+
+        return ingest(self, path, layout, plan, batch_rows=batch_rows)
+
+    def batches(self) -> list[M.IntakeBatch]:
+        with self.reading() as s:
+            return list(s.scalars(select(M.IntakeBatch).order_by(M.IntakeBatch.id)))
+
+    def batch_report(self, batch_id: int) -> IngestReport:
+        with self.reading() as s:
+            b = s.get(M.IntakeBatch, batch_id)
+            if b is None:
+                raise StoreError(f"no intake batch #{batch_id}")
+            return self._report_of(s, b, already=False)
+
+    def _report_of(self, s: Session, b: M.IntakeBatch, *, already: bool) -> IngestReport:
+        reasons = {r.reason: r.count for r in s.scalars(
+            select(M.IntakeRejectCount).where(M.IntakeRejectCount.batch_id == b.id))}
+        partners = {p.partner: p.records for p in s.scalars(
+            select(M.IntakePartnerStat).where(M.IntakePartnerStat.batch_id == b.id))}
+        files = {f.kind: f.path for f in s.scalars(select(M.DataFile).where(M.DataFile.batch_id == b.id))}
+        return IngestReport(
+            batch_id=b.id, file_name=b.file_name, sha256=b.sha256, already_ingested=already,
+            read=b.read_count, passed=b.passed_count, rejected=b.rejected_count, duplicates=b.duplicate_count,
+            by_reason=reasons, records_file=files.get("intake_records"), rejects_file=files.get("intake_rejects"),
+            partners=partners, ingested_at=b.finished_at,
+        )
+
+    def rejects(self, batch_id: int) -> pa.Table:
+        """The intake rejects of a batch (row, id, reason, detail, raw)."""
+        from icdsl.rating.rejects import REJECTS_SCHEMA
+
+        with self.reading() as s:
+            f = s.scalars(select(M.DataFile).where(M.DataFile.batch_id == batch_id,
+                                                   M.DataFile.kind == "intake_rejects")).first()
+        if f is None:
+            return REJECTS_SCHEMA.empty_table()
+        return pq.read_table(self.data.abs(f.path))
+
+    # ------------------------------------------------------------------ cycles
+    def run_cycle(self, partner: str, period: Any, plan: Plan, *, program: Any = None,
+                  rerate: bool = False) -> Any:
+        """Rate, validate and invoice (draft) one partner's cycle; see :mod:`icdsl.billing.cycles`."""
+        from icdsl.billing.cycles import run_cycle
+
+        return run_cycle(self, partner, period, plan, program=program, rerate=rerate)
+
+    def finalize_cycle(self, partner: str, period: Any, *, issue_date: date | None = None) -> Any:
+        from icdsl.billing.cycles import finalize_cycle
+
+        return finalize_cycle(self, partner, period, issue_date=issue_date)
+
+    def cycles(self, partner: str | None = None) -> list[M.BillingCycle]:
+        with self.reading() as s:
+            q = select(M.BillingCycle).order_by(M.BillingCycle.partner_code, M.BillingCycle.period_start)
+            if partner is not None:
+                q = q.where(M.BillingCycle.partner_code == partner)
+            return list(s.scalars(q))
+
+    def cycle(self, partner: str, period: Any) -> M.BillingCycle | None:
+        from icdsl.billing.cycles import resolve_period
+
+        with self.reading() as s:
+            prow, per = resolve_period(s, partner, period, None)
+            return s.scalars(select(M.BillingCycle).where(
+                M.BillingCycle.partner_id == prow.id, M.BillingCycle.period_start == per.start,
+                M.BillingCycle.period_end == per.end)).first()
+
+    def cycle_events(self, cycle_id: int) -> list[M.CycleEvent]:
+        with self.reading() as s:
+            return list(s.scalars(select(M.CycleEvent).where(M.CycleEvent.cycle_id == cycle_id)
+                                  .order_by(M.CycleEvent.id)))
+
+    def invoices(self, cycle_id: int | None = None) -> list[M.Invoice]:
+        with self.reading() as s:
+            q = select(M.Invoice).order_by(M.Invoice.id)
+            if cycle_id is not None:
+                q = q.where(M.Invoice.cycle_id == cycle_id)
+            return list(s.scalars(q))
+
+    def invoice_lines(self, invoice_id: int) -> list[M.InvoiceLine]:
+        with self.reading() as s:
+            return list(s.scalars(select(M.InvoiceLine).where(M.InvoiceLine.invoice_id == invoice_id)
+                                  .order_by(M.InvoiceLine.line_no)))
+
+    def rated(self, cycle_id: int, *, verify: bool = True) -> pa.Table:
+        """The rated records of a cycle, read from its Parquet file (checked against its sha256)."""
+        with self.reading() as s:
+            f = s.scalars(select(M.DataFile).where(M.DataFile.cycle_id == cycle_id, M.DataFile.kind == "rated")).first()
+        if f is None:
+            raise StoreError(f"cycle #{cycle_id} has no rated records (run it first)")
+        if verify:
+            self.data.verify(f.path, f.sha256)
+        return pq.read_table(self.data.abs(f.path))
+
+    def trace(self, line_id: int) -> Any:
+        """The chain behind an invoice line: see :func:`icdsl.billing.cycles.trace_line`."""
+        from icdsl.billing.cycles import trace_line
+
+        return trace_line(self, line_id)
+
+
+__all__ = [
+    "DEFAULT_URL",
+    "IngestReport",
+    "LoadReport",
+    "Store",
+    "checkpoint",
+    "default_url",
+    "open_store",
+    "sha256_file",
+]
