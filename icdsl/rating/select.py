@@ -1,0 +1,286 @@
+"""Choosing what prices a record: the agreement, the service, the destination row.
+
+Shared by both executors so that "which rule applies" is decided by one piece of code; each
+executor only decides *how fast* it applies it.
+
+Agreement selection
+    Candidates are the agreements whose ``partner`` is the record's partner or ``"*"`` and which
+    have a ServicePlan for the record's (direction, service). A partner is *declared* if the plan
+    lists it in ``partners`` or an agreement names it. Rejects, in this order:
+    ``unknown_partner`` if the partner is not declared and no ``"*"`` agreement exists;
+    ``no_agreement`` if no candidate exists; ``outside_agreement_period`` if no candidate has the
+    record's local start date (in that agreement's ``timezone``) within
+    [effective_from, effective_to] (both inclusive, None = open). Among those in force the
+    preferred is a partner's own agreement over a ``"*"`` one, then the latest effective_from,
+    then the highest version, then the first in the plan.
+
+Destination
+    Among the rate rows in force at the record's local start date (in the agreement's time zone;
+    effective_from <= date < effective_to, None = unbounded), the row with the *longest* prefix of
+    b_number, never the cheapest. Rows not in force are ignored, so a shorter prefix may match.
+    Should two rows with the same prefix be in force at once, the one with the later
+    effective_from wins, then the later row in the table.
+
+Units
+    ``second``, ``minute`` and ``hour`` (and their short forms) are time units (billed seconds,
+    increments, slots, zero-duration policy, band split); a service with ``volume`` (or a unit of
+    B/KB/MB/GB/TB, binary, if the compiler left ``volume`` unset) is priced by bytes; any other
+    unit counts ``units`` (null = 1). Slots and band splits apply to time units only.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+
+from icdsl.plan.model import Agreement, Increments, Plan, RateRow, ServicePlan, Span, VolumeUnit
+from icdsl.rating.calendar import calendar_bands
+
+# unit -> seconds per priced unit; and bytes per priced unit when the compiler left
+# ServicePlan.volume unset. The same tables as icdsl.lang.values (data volumes are binary:
+# 1 KB = 1024 bytes, as operators bill them).
+TIME_UNITS = {
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "seconds": 1,
+    "min": 60,
+    "minute": 60,
+    "minutes": 60,
+    "h": 3600,
+    "hour": 3600,
+    "hours": 3600,
+}
+VOLUME_UNITS = {"B": 1, "byte": 1, "bytes": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+FAR_PAST = -(10**9)
+FAR_FUTURE = 10**9
+
+KIND_TIME, KIND_COUNT, KIND_VOLUME = "time", "count", "volume"
+
+
+def ordinal(d: date | None, default: int) -> int:
+    return d.toordinal() if d is not None else default
+
+
+def money_text(value: Decimal) -> str:
+    """A price as written in the ``rate`` column: plain notation, no exponent, no trailing zeros
+    (``0.10`` and ``0.1`` are the same price and read ``0.1``)."""
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
+def decimals(value: Decimal) -> int:
+    exp = value.as_tuple().exponent
+    return max(0, -exp) if isinstance(exp, int) else 0
+
+
+# --------------------------------------------------------------------------- agreements
+
+
+class Selector:
+    """Agreement candidates of a plan, by (partner key, direction, service), preference-ordered."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.specific = frozenset(a.partner for a in plan.agreements if a.partner != "*")
+        self.declared = frozenset(p.code for p in plan.partners) | self.specific
+        self.has_star = any(a.partner == "*" for a in plan.agreements)
+        self._cache: dict[tuple[str, str, str], tuple[tuple[Agreement, ServicePlan], ...]] = {}
+        self.directions = tuple(sorted({s.direction for a in plan.agreements for s in a.services}))
+        self.services = tuple(sorted({s.service for a in plan.agreements for s in a.services}))
+
+    def partner_key(self, partner: str) -> str | None:
+        """The partner's own code if it has agreements, ``"*"`` if only any-partner agreements can
+        apply, None if the partner is unknown (reject ``unknown_partner``)."""
+        if partner in self.specific:
+            return partner
+        if self.has_star or partner in self.declared:
+            return "*"
+        return None
+
+    def candidates(self, key: str, direction: str, service: str) -> tuple[tuple[Agreement, ServicePlan], ...]:
+        got = self._cache.get((key, direction, service))
+        if got is None:
+            found = []
+            for pos, a in enumerate(self.plan.agreements):
+                if a.partner == key or a.partner == "*":
+                    sp = a.service(direction, service)
+                    if sp is not None:
+                        rank = (a.partner == "*", -a.effective_from.toordinal(), -a.version, pos)
+                        found.append((rank, a, sp))
+            found.sort(key=lambda t: t[0])
+            got = tuple((a, sp) for _, a, sp in found)
+            self._cache[(key, direction, service)] = got
+        return got
+
+
+def in_force(agreement: Agreement, day_ordinal: int) -> bool:
+    return (
+        ordinal(agreement.effective_from, FAR_PAST)
+        <= day_ordinal
+        <= ordinal(agreement.effective_to, FAR_FUTURE)
+    )
+
+
+# --------------------------------------------------------------------------- destinations
+
+
+class Destinations:
+    """Longest-prefix match over one rate table, honouring effective dates."""
+
+    def __init__(self, rows: tuple[RateRow, ...]):
+        self.rows = rows
+        self.start = [ordinal(r.effective_from, FAR_PAST) for r in rows]
+        self.stop = [ordinal(r.effective_to, FAR_FUTURE) for r in rows]
+        self.dated = any(r.effective_from is not None or r.effective_to is not None for r in rows)
+        # one row per prefix and no dates (the usual deck): a plain dict does it
+        self.single = {r.prefix: i for i, r in enumerate(rows)}
+        self.maxlen = max((len(p) for p in self.single), default=0)
+        self.general = self.dated or len(self.single) != len(rows)
+        self.by_prefix: dict[str, tuple[int, ...]] = {}
+        if self.general:
+            by_prefix: dict[str, list[int]] = {}
+            for i, r in enumerate(rows):
+                by_prefix.setdefault(r.prefix, []).append(i)
+            # preference inside one prefix: later effective_from first, then later row
+            self.by_prefix = {
+                p: tuple(sorted(ix, key=lambda i: (self.start[i], i), reverse=True))
+                for p, ix in by_prefix.items()
+            }
+
+    def match(self, number: str, day_ordinal: int) -> int:
+        """Index of the matching row, or -1."""
+        if not self.general:
+            single = self.single
+            for n in range(min(len(number), self.maxlen), -1, -1):
+                i = single.get(number[:n])
+                if i is not None:
+                    return i
+            return -1
+        by, start, stop = self.by_prefix, self.start, self.stop
+        for n in range(min(len(number), self.maxlen), -1, -1):
+            ix = by.get(number[:n])
+            if ix is not None:
+                for i in ix:
+                    if start[i] <= day_ordinal < stop[i]:
+                        return i
+        return -1
+
+    def epochs(self) -> list[int]:
+        """Ordinals where the set of rows in force changes (sorted)."""
+        cuts = {o for o in self.start if o != FAR_PAST} | {o for o in self.stop if o != FAR_FUTURE}
+        return sorted(cuts)
+
+    def rows_in_force(self, day_ordinal: int) -> list[int]:
+        return [i for i in range(len(self.rows)) if self.start[i] <= day_ordinal < self.stop[i]]
+
+
+# --------------------------------------------------------------------------- services
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRules:
+    """What the executors need to know about one ServicePlan, worked out once."""
+
+    agreement: Agreement
+    plan: ServicePlan
+    kind: str  # time | count | volume
+    per: int  # divisor of the quantity: 60 for minute, unit_bytes for volume, else 1
+    volume: VolumeUnit | None
+    destinations: Destinations | None
+    currency: str
+    slots: tuple[tuple[int, int | None, Decimal, Span], ...]  # (from_s, until_s, price, span)
+    bands: tuple[str, ...]
+    precision: int
+    mode: str
+
+    @property
+    def priced(self) -> bool:
+        return self.destinations is not None or self.plan.flat_price is not None or bool(self.slots)
+
+    def increments(self, row: RateRow | None) -> Increments:
+        if row is not None and row.increments is not None:
+            return row.increments
+        return self.plan.increments
+
+    def connect_fee(self, row: RateRow | None) -> Decimal:
+        if row is not None and row.connect_fee is not None:
+            return row.connect_fee
+        return self.plan.connect_fee
+
+    def price(self, row: RateRow | None, band: str) -> Decimal | None:
+        """Per-unit price of a row (or the flat price) in a band; None if there is none."""
+        if row is not None:
+            return row.price_for(band)
+        return self.plan.flat_price
+
+    def rule_span(self, row: RateRow | None) -> Span:
+        return row.span if row is not None else self.plan.span
+
+
+def service_rules(agreement: Agreement, sp: ServicePlan) -> ServiceRules:
+    unit = sp.unit
+    volume = sp.volume
+    if volume is None and unit in VOLUME_UNITS:
+        volume = VolumeUnit(unit, VOLUME_UNITS[unit])
+    if volume is not None:
+        kind, per = KIND_VOLUME, volume.unit_bytes
+    elif unit in TIME_UNITS:
+        kind, per = KIND_TIME, TIME_UNITS[unit]
+    else:
+        kind, per = KIND_COUNT, 1
+    slots = []
+    if kind == KIND_TIME:
+        lo = 0
+        for s in sp.slots:
+            slots.append((lo, s.until_s, s.price, s.span))
+            if s.until_s is None:
+                break
+            lo = s.until_s
+    rates = sp.rates
+    return ServiceRules(
+        agreement=agreement,
+        plan=sp,
+        kind=kind,
+        per=per,
+        volume=volume,
+        destinations=Destinations(rates.rows) if rates is not None else None,
+        currency=rates.currency if rates is not None else sp.currency,
+        slots=tuple(slots),
+        bands=calendar_bands(sp.calendar) if sp.calendar is not None else ("all",),
+        precision=sp.rounding.precision,
+        mode=sp.rounding.mode,
+    )
+
+
+class RulesCache:
+    """ServiceRules by identity of the ServicePlan (kept alive with it)."""
+
+    def __init__(self) -> None:
+        self._d: dict[int, tuple[ServicePlan, ServiceRules]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, agreement: Agreement, sp: ServicePlan) -> ServiceRules:
+        got = self._d.get(id(sp))
+        if got is not None and got[0] is sp and got[1].agreement is agreement:
+            return got[1]
+        with self._lock:
+            rules = service_rules(agreement, sp)
+            self._d[id(sp)] = (sp, rules)
+            return rules
+
+
+def billed_seconds(d: int, inc: Increments) -> int:
+    """``initial`` for 0 < d <= initial, else initial + ceil((d - initial)/subsequent)*subsequent."""
+    return inc.billed(d)
+
+
+def volume_bytes(volume: int, unit: VolumeUnit) -> int:
+    """Bytes billed: at least ``minimum_bytes``, rounded up to a multiple of ``rounding_bytes``."""
+    b = max(volume, unit.minimum_bytes)
+    r = max(unit.rounding_bytes, 1)
+    return -(-b // r) * r

@@ -1,0 +1,233 @@
+"""Row and batch executors agree on random agreements and random records.
+
+Hypothesis builds plans with random prefix trees (nested, duplicated, effective-dated), prices with
+up to 6 decimals (some bands without a price), increments, connect fees, calendars in zones with
+DST and half-hour offsets, holidays, rounding modes and precisions, slots, band splits, volume and
+count units; and records with edge durations, instants on DST changes, short or odd numbers and
+missing fields. Every rated field and every reject reason and detail must be identical.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_rating_batch import assert_same
+
+from icdsl.plan.model import (
+    Agreement,
+    BandRule,
+    Calendar,
+    HolidayRule,
+    Increments,
+    Partner,
+    Plan,
+    RateRow,
+    RateTable,
+    Rounding,
+    ServicePlan,
+    Slot,
+    Span,
+    VolumeUnit,
+)
+
+ZONES = ["Europe/London", "Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe", "UTC"]
+BANDS = ["peak", "offpeak", "evening"]
+# instants around DST changes of the zones above (UTC)
+EDGES = [
+    datetime(2026, 3, 29, 1, 0, tzinfo=UTC),  # Europe
+    datetime(2026, 10, 25, 1, 0, tzinfo=UTC),
+    datetime(2026, 3, 8, 7, 0, tzinfo=UTC),  # New York
+    datetime(2026, 4, 4, 15, 0, tzinfo=UTC),  # Lord Howe: 30-minute change
+    datetime(2026, 5, 1, 6, 0, tzinfo=UTC),  # Labour Day / May Day
+]
+INCREMENTS = [Increments(60, 60), Increments(60, 6), Increments(30, 6), Increments(1, 1), Increments(0, 10)]
+DIGITS = "1234"
+
+
+def spans():
+    return st.integers(1, 500).map(lambda n: Span("gen.icd", n, 1, n, 2))
+
+
+prices = st.builds(
+    lambda units, exp: Decimal(units).scaleb(-exp), st.integers(0, 2_000_000), st.integers(0, 6)
+)
+maybe_dates = st.one_of(st.none(), st.dates(date(2026, 3, 20), date(2026, 4, 10)))
+
+
+@st.composite
+def calendars(draw):
+    rules = []
+    for _ in range(draw(st.integers(0, 3))):
+        days = frozenset(draw(st.sets(st.integers(0, 6), min_size=1)))
+        a = draw(st.integers(0, 47)) * 30
+        b = draw(st.integers(0, 48)) * 30
+        start = time(a // 60, a % 60, draw(st.sampled_from([0, 0, 0, 30])))
+        end = time(0) if b == 48 * 30 else time(b // 60, b % 60)
+        rules.append(BandRule(draw(st.sampled_from(BANDS)), days, start, end, draw(spans())))
+    holidays = draw(
+        st.lists(
+            st.sampled_from([HolidayRule("FR", None, "offpeak"), HolidayRule("GB", "ENG", "evening")]),
+            max_size=1,
+        )
+    )
+    extra = draw(
+        st.lists(st.tuples(st.dates(date(2026, 3, 25), date(2026, 4, 5)), st.sampled_from(BANDS)), max_size=2)
+    )
+    return Calendar(
+        "c",
+        draw(st.sampled_from(ZONES)),
+        tuple(rules),
+        draw(st.sampled_from(BANDS)),
+        tuple(holidays),
+        tuple(extra),
+        draw(spans()),
+    )
+
+
+@st.composite
+def rate_rows(draw):
+    n = draw(st.integers(1, 10))
+    rows = []
+    prefixes = [""]
+    for _ in range(n):
+        parent = draw(st.sampled_from(prefixes))
+        p = parent + draw(st.text(DIGITS, min_size=0 if parent else 1, max_size=3))
+        prefixes.append(p)
+        keys = draw(st.lists(st.sampled_from(BANDS + ["*"]), min_size=1, max_size=3, unique=True))
+        frm = draw(maybe_dates)
+        to = draw(maybe_dates)
+        rows.append(
+            RateRow(
+                p,
+                f"dest-{p}",
+                tuple((k, draw(prices)) for k in keys),
+                draw(st.one_of(st.none(), prices)),
+                draw(st.one_of(st.none(), st.sampled_from(INCREMENTS))),
+                frm,
+                to,
+                draw(spans()),
+            )
+        )
+    return tuple(rows)
+
+
+@st.composite
+def services(draw, direction, service):
+    unit = draw(st.sampled_from(["minute", "minute", "second", "message", "MB"]))
+    time_unit = unit in ("minute", "second")
+    price_kind = draw(st.sampled_from(["rates", "rates", "rates", "flat"]))
+    rows = draw(rate_rows()) if price_kind == "rates" else ()
+    slots = ()
+    if time_unit and draw(st.booleans()):
+        untils = sorted(draw(st.sets(st.integers(1, 400), min_size=1, max_size=3)))
+        if draw(st.booleans()):
+            untils[-1] = None
+        slots = tuple(Slot(u, draw(prices), draw(spans())) for u in untils)
+    volume = None
+    if unit == "MB":
+        volume = VolumeUnit(
+            "MB", 10**6, draw(st.sampled_from([1, 1000, 1024])), draw(st.sampled_from([0, 0, 5000]))
+        )
+    return ServicePlan(
+        direction,
+        service,
+        unit,
+        rates=RateTable(rows, "EUR") if rows else None,
+        flat_price=draw(prices) if price_kind == "flat" else None,
+        currency="EUR",
+        increments=draw(st.sampled_from(INCREMENTS)),
+        minimum_s=draw(st.sampled_from([0, 0, 30, 90])),
+        connect_fee=draw(prices) if draw(st.booleans()) else Decimal(0),
+        slots=slots,
+        calendar=draw(st.one_of(st.none(), calendars(), calendars())),
+        split_at_band_boundary=time_unit and draw(st.booleans()),
+        zero_duration=draw(st.sampled_from(["connect_fee", "free", "reject"])),
+        volume=volume,
+        rounding=Rounding(
+            draw(st.integers(0, 8)), draw(st.sampled_from(["half_up", "half_even", "up", "down"]))
+        ),
+        span=draw(spans()),
+    )
+
+
+@st.composite
+def plans(draw):
+    agreements = []
+    for i in range(draw(st.integers(1, 3))):
+        frm = draw(st.dates(date(2026, 1, 1), date(2026, 4, 1)))
+        to = draw(st.one_of(st.none(), st.dates(frm, date(2026, 12, 31))))
+        svc = draw(services("outbound", draw(st.sampled_from(["voice", "data"]))))
+        agreements.append(
+            Agreement(
+                f"a{i}",
+                draw(st.integers(1, 3)),
+                draw(st.sampled_from(["*", "P1", "P2"])),
+                frm,
+                to,
+                "EUR",
+                draw(st.sampled_from(ZONES)),
+                Rounding(6, "half_up"),
+                (svc,),
+                source_hash=f"h{i}",
+                span=draw(spans()),
+            )
+        )
+    return Plan(partners=(Partner("P1", "one"), Partner("P3", "three")), agreements=tuple(agreements))
+
+
+@st.composite
+def records(draw, n):
+    out = []
+    for i in range(n):
+        if draw(st.booleans()):
+            start = draw(st.sampled_from(EDGES)) + timedelta(seconds=draw(st.integers(-7300, 7300)))
+        else:
+            start = datetime(2026, 3, 20, tzinfo=UTC) + timedelta(seconds=draw(st.integers(0, 20 * 86400)))
+        if draw(st.integers(0, 9)) == 0:
+            start += timedelta(microseconds=draw(st.integers(1, 999_999)))
+        dur = draw(
+            st.one_of(
+                st.sampled_from([0, 1, 5, 29, 30, 31, 59, 60, 61, 66, 90, 121, 3600]),
+                st.integers(0, 30_000),
+                st.just(-1),
+            )
+        )
+        out.append(
+            {
+                "id": i,
+                "partner": draw(st.sampled_from(["P1", "P2", "P3", "P9", None])),
+                "direction": draw(st.sampled_from(["outbound", "outbound", "inbound"])),
+                "service": draw(st.sampled_from(["voice", "data"])),
+                "a_number": "1",
+                "b_number": draw(st.one_of(st.text(DIGITS, max_size=8), st.none(), st.just("12x4"))),
+                "start": start,
+                "duration_s": dur,
+                "volume": draw(st.one_of(st.none(), st.integers(-1, 10**7))),
+                "units": draw(st.one_of(st.none(), st.integers(-1, 5))),
+            }
+        )
+    return out
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+@given(p=plans(), data=st.data())
+def test_row_and_batch_agree(p, data):
+    recs = data.draw(records(data.draw(st.integers(1, 40))))
+    assert_same(p, recs)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(p=plans(), data=st.data())
+def test_agree_on_single_service_bulk(p, data):
+    """Many records on one plan: exercises the chunked, threaded path."""
+    recs = data.draw(records(40))
+    bulk = []
+    for k in range(100):
+        for r in recs:
+            bulk.append(r | {"id": k * 100 + r["id"], "start": r["start"] + timedelta(minutes=k * 17)})
+    assert_same(p, bulk)
