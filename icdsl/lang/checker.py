@@ -468,6 +468,8 @@ class Checker:
                 self.timezone(s.values[0])
             elif s.key == "country":
                 self._country(s.values[0])
+            elif s.key == "numbers":
+                self.word(s.values[0], "number format")
 
     # ------------------------------------------------------------------ agreements
     def _agreement(self, info: AgreementInfo) -> None:
@@ -828,7 +830,7 @@ class Checker:
         if not ex.expectations:
             self.error("E118", "the example expects nothing", ex.span,
                        "add e.g. 'expect billed 66 s, band peak, amount 0.022000 EUR'")
-        from icdsl.rating.reasons import REJECT_CODES
+        from icdsl.rating.rejects import REJECT_REASONS as REJECT_CODES
 
         for e in ex.expectations:
             if e.key == "billed":

@@ -347,6 +347,9 @@ class _ToAst(Transformer):
     def rec_format(self, meta, c):
         return self._setting("format", meta, c)
 
+    def rec_numbers(self, meta, c):
+        return self._setting("numbers", meta, c)
+
     def records(self, meta, children):
         name, *items = children
         cols = tuple((i[1], i[2]) for i in items if isinstance(i, tuple) and i[0] == "column")

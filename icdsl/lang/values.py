@@ -36,6 +36,7 @@ VOCAB: dict[str, tuple[str, ...]] = {
                      "volume", "units"),
     "decimals": ("decimals", "decimal", "places"),
     "days": ("days", "day"),
+    "number format": ("normalize", "e164"),
 }
 
 KNOWN_SERVICES = ("voice", "sms", "mms", "data")

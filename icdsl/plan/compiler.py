@@ -186,6 +186,7 @@ class Compiler:
             timestamp_format=settings["format"].value if "format" in settings else None,
             timezone=settings["timezone"].value if "timezone" in settings else "UTC",
             country=settings["country"].text if "country" in settings else None,
+            numbers=settings["numbers"].text if "numbers" in settings else "normalize",
             span=r.span,
         )
 

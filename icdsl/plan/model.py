@@ -407,7 +407,9 @@ class RecordLayout:
     ``columns``: (field, source column) pairs, e.g. ("start", "start_time");
     ``constants``: (field, value) pairs for fields the file does not carry, e.g. ("direction", "outbound");
     ``timezone``: the zone of timestamps written without an offset; ``country``: the ISO country
-    used to normalize national numbers to E.164.
+    used to normalize national numbers to E.164; ``numbers``: ``normalize`` reads ``+``, ``00``
+    and national spellings, ``e164`` takes digit strings as E.164 already (``0034...`` stays as
+    written and finds no rate).
     """
 
     name: str
@@ -416,6 +418,7 @@ class RecordLayout:
     timestamp_format: str | None = None
     timezone: str = "UTC"
     country: str | None = None
+    numbers: str = "normalize"  # normalize (+, 00, national forms) | e164 (digits taken as given)
     span: Span = NO_SPAN
 
 

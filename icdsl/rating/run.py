@@ -1,0 +1,222 @@
+"""Rate a traffic file in bulk: stream it in batches through intake and the batch executor, and
+write the rated records and the rejects, with counts that reconcile.
+
+``read == rated + rejected + duplicates`` holds at the end of every run and is checked: intake
+rejects (bad rows), rating rejects (unknown partner, no rate, ...) and duplicates all land in
+the rejects output with their reason and their original content.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from icdsl.plan.model import Plan, RecordLayout
+
+
+class LayoutError(Exception):
+    pass
+
+
+@dataclass
+class RateSummary:
+    read: int = 0
+    rated: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+    totals: dict[str, Decimal] = field(default_factory=dict)  # currency -> amount
+    seconds: float = 0.0
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    def reconciles(self) -> bool:
+        return self.read == self.rated + self.rejected + self.duplicates
+
+    def to_dict(self) -> dict:
+        return {
+            "read": self.read, "rated": self.rated, "rejected": self.rejected, "duplicates": self.duplicates,
+            "by_reason": dict(sorted(self.by_reason.items())),
+            "totals": {k: str(v) for k, v in sorted(self.totals.items())},
+            "reconciles": self.reconciles(), "seconds": round(self.seconds, 3), "outputs": self.outputs,
+        }
+
+    def text(self) -> str:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.by_reason.items()))
+        totals = ", ".join(f"{v} {k}" for k, v in sorted(self.totals.items())) or "nothing"
+        check = "counts reconcile" if self.reconciles() else "COUNTS DO NOT RECONCILE"
+        return (f"read {self.read:,} = rated {self.rated:,} + rejected {self.rejected:,} + duplicates "
+                f"{self.duplicates:,} ({check})" + (f"\nrejects by reason: {reasons}" if reasons else "")
+                + f"\nrated amount: {totals}\n{self.rated / self.seconds if self.seconds else 0:,.0f} records/s")
+
+
+def choose_layout(plan: Plan, name: str | None) -> RecordLayout | None:
+    if name is not None:
+        for lay in plan.layouts:
+            if lay.name == name:
+                return lay
+        known = ", ".join(lay.name for lay in plan.layouts) or "none"
+        raise LayoutError(f"no records layout named '{name}' (layouts: {known})")
+    if len(plan.layouts) == 1:
+        return plan.layouts[0]
+    if len(plan.layouts) > 1:
+        raise LayoutError("the rule files declare several records layouts: choose one with --layout "
+                          + "(" + ", ".join(lay.name for lay in plan.layouts) + ")")
+    return None
+
+
+class _Sink:
+    """Writes tables as they come to Parquet or CSV, keeping the first batch's schema."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.writer = None
+        self.schema = None
+        self.csv = path.suffix.lower() == ".csv"
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0 and self.writer is not None:
+            return
+        if self.schema is None:
+            self.schema = table.schema
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.csv:
+                self.writer = pacsv.CSVWriter(str(self.path), self.schema)
+            else:
+                self.writer = pq.ParquetWriter(str(self.path), self.schema, compression="snappy")
+        else:
+            table = _conform(table, self.schema)
+        if self.csv:
+            self.writer.write_table(table)
+        else:
+            self.writer.write_table(table)
+        self.rows += table.num_rows
+
+    def close(self, empty_schema: pa.Schema | None = None) -> None:
+        if self.writer is None and empty_schema is not None:
+            self.write(empty_schema.empty_table())
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    if table.schema.equals(schema):
+        return table
+    cols = []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table.column(f.name)
+            cols.append(col if col.type == f.type else col.cast(f.type))
+        else:
+            cols.append(pa.nulls(table.num_rows, f.type))
+    return pa.table(cols, schema=schema)
+
+
+def _reject_rows(rejects: pa.Table) -> pa.Table:
+    """Rejects as text columns: row, id, reason, detail, raw (the original content)."""
+    return rejects
+
+
+def output_paths(out: Path) -> tuple[Path, Path, Path]:
+    """OUT.parquet / OUT.csv: rated there, rejects beside it; a folder: rated.parquet, rejects.parquet."""
+    suffix = out.suffix.lower()
+    if suffix in (".parquet", ".csv"):
+        stem = out.with_suffix("")
+        return out, stem.with_name(stem.name + ".rejects" + suffix), stem.with_name(stem.name + ".summary.json")
+    return out / "rated.parquet", out / "rejects.parquet", out / "summary.json"
+
+
+def rate_file(plan: Plan, cdrs: Path, out: Path, *, layout: RecordLayout | None = None,
+              batch_rows: int = 1_000_000, progress: Callable[[int, int], None] | None = None) -> RateSummary:
+    from icdsl.rating.batch import rate_batch
+    from icdsl.rating.records import RecordReader
+
+    t0 = time.perf_counter()
+    rated_path, rejects_path, summary_path = output_paths(out)
+    summary = RateSummary()
+    reader = RecordReader(cdrs, layout, batch_rows=batch_rows)
+    rated_sink, rejects_sink = _Sink(rated_path), _Sink(rejects_path)
+    intake_reject_schema = None
+    try:
+        for batch in reader.batches():
+            if batch.rejects.num_rows:
+                rejects_sink.write(_reject_rows(batch.rejects))
+            intake_reject_schema = batch.rejects.schema
+            if batch.records.num_rows:
+                rated, rejects = rate_batch(plan, batch.records)
+                if rated.num_rows:
+                    rated_sink.write(rated)
+                    _add_totals(summary, rated)
+                if rejects.num_rows:
+                    rejects_sink.write(_rating_rejects(rejects, batch))
+                    for reason, n in _count(rejects).items():
+                        summary.by_reason[reason] = summary.by_reason.get(reason, 0) + n
+                summary.rated += rated.num_rows
+                summary.rejected += rejects.num_rows
+            if progress is not None:
+                progress(batch.counts.read, reader.counts.read)
+    finally:
+        from icdsl.rating.result import rated_schema
+
+        rated_sink.close(rated_schema(pa.schema([]), plan_precision(plan)))
+        rejects_sink.close(intake_reject_schema)
+    c = reader.counts
+    summary.read = c.read
+    summary.duplicates = c.duplicates
+    summary.rejected += c.rejected
+    for reason, n in c.by_reason.items():
+        summary.by_reason[reason] = summary.by_reason.get(reason, 0) + n
+    summary.seconds = time.perf_counter() - t0
+    summary.outputs = {"rated": str(rated_path), "rejects": str(rejects_path), "summary": str(summary_path)}
+    summary_path.parent.mkdir(parents=True, exist_ok=True)
+    summary_path.write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def plan_precision(plan: Plan) -> int:
+    precisions = [s.rounding.precision for a in plan.agreements for s in a.services]
+    return max(precisions, default=6)
+
+
+def _add_totals(summary: RateSummary, rated: pa.Table) -> None:
+    currencies = rated.column("currency").unique().to_pylist()
+    for cur in currencies:
+        part = rated.filter(pc.equal(rated.column("currency"), cur)) if len(currencies) > 1 else rated
+        total = pc.sum(part.column("amount")).as_py() or Decimal(0)
+        summary.totals[cur] = summary.totals.get(cur, Decimal(0)) + Decimal(total)
+
+
+def _count(rejects: pa.Table) -> dict[str, int]:
+    vc = pc.value_counts(rejects.column("reason"))
+    return {d["values"]: d["counts"] for d in vc.to_pylist()}
+
+
+def _rating_rejects(rejects: pa.Table, batch) -> pa.Table:
+    """Rating rejects in the same layout as intake rejects: row, id, reason, detail, raw."""
+    import pyarrow as pa
+
+    n = rejects.num_rows
+    ids = rejects.column("id")
+    ids = ids if ids.type == pa.string() else ids.cast(pa.string())
+    keep = {"id", "reason", "detail"}
+    raw_cols = [c for c in rejects.column_names if c not in keep]
+    raw = _json_rows(rejects.select(raw_cols)) if raw_cols else pa.nulls(n, pa.string())
+    schema = batch.rejects.schema
+    cols = {"row": pa.nulls(n, pa.int64()), "id": ids, "reason": rejects.column("reason"),
+            "detail": rejects.column("detail"), "raw": raw}
+    return pa.table({f.name: (cols[f.name] if f.name in cols else pa.nulls(n, f.type)) for f in schema}) \
+        if schema.names else pa.table(cols)
+
+
+def _json_rows(table: pa.Table) -> pa.Array:
+    rows = table.to_pylist()
+    return pa.array([json.dumps(r, default=str, ensure_ascii=False) for r in rows], type=pa.string())
