@@ -48,15 +48,27 @@ class Deck:
     bands: tuple[str, ...] = ()
 
 
+_DECIMALS: dict[str, Decimal | None] = {}
+
+
 def _decimal(text: str) -> Decimal | None:
+    """A finite Decimal, or None; deck prices repeat a lot, so conversions are cached."""
+    d = _DECIMALS.get(text, _MISSING)
+    if d is not _MISSING:
+        return d
     t = text.strip()
-    if not t:
-        return None
     try:
-        d = Decimal(t)
+        d = Decimal(t) if t else None
     except InvalidOperation:
-        return None
-    return d if d.is_finite() else None
+        d = None
+    if d is not None and not d.is_finite():
+        d = None
+    if len(_DECIMALS) < 1_000_000:
+        _DECIMALS[text] = d
+    return d
+
+
+_MISSING = object()
 
 
 def read_deck(path: Path, shown: str, mapping: tuple[ast.DeckColumn, ...], delimiter: str | None,
@@ -139,87 +151,89 @@ def read_deck(path: Path, shown: str, mapping: tuple[ast.DeckColumn, ...], delim
     e_i, u_i = cols.get("effective"), cols.get("until")
     band_items = list(band_cols.items())
     lineno = 1
+    problems: list[tuple[int, str, str | None]] = []
     for rec in reader:
         lineno = reader.line_num
-        if not rec or (len(rec) == 1 and not rec[0].strip()):
-            continue
-
-        def bad(msg, help_=None, _line=lineno):
-            nonlocal errors
+        problem = _row(rec, lineno, width, header, p_i, d_i, r_i, c_i, inc_i, ini_i, sub_i, e_i, u_i, band_items,
+                       shown, rows)
+        if problem is not None:
             errors += 1
             if errors <= MAX_ROW_ERRORS:
-                diags.append(Diagnostic("E404", msg, Span(shown, _line, 1, _line, 2), help_))
-
-        if len(rec) != width:
-            bad(f"this row has {len(rec)} fields but the header has {width}",
-                "check for an unquoted delimiter inside a destination name")
-            continue
-        prefix = rec[p_i].strip().lstrip("+")
-        if not prefix.isdigit():
-            bad(f"prefix '{rec[p_i]}' is not a string of digits", "prefixes are E.164 digits, e.g. 336")
-            continue
-        price = None
-        bands = []
-        if r_i is not None and rec[r_i].strip():
-            price = _decimal(rec[r_i])
-            if price is None or price < 0:
-                bad(f"rate '{rec[r_i]}' in column '{header[r_i]}' is not a non-negative number")
-                continue
-        ok = True
-        for b, i in band_items:
-            v = _decimal(rec[i])
-            if v is None or v < 0:
-                if rec[i].strip() == "":
-                    continue
-                bad(f"rate '{rec[i]}' in column '{header[i]}' is not a non-negative number")
-                ok = False
-                break
-            bands.append((b, v))
-        if not ok:
-            continue
-        if price is None and not bands:
-            bad(f"no rate for prefix {prefix}", "every row needs a rate (or a rate per band)")
-            continue
-        connect = None
-        if c_i is not None and rec[c_i].strip():
-            connect = _decimal(rec[c_i])
-            if connect is None or connect < 0:
-                bad(f"connect fee '{rec[c_i]}' is not a non-negative number")
-                continue
-        incr = None
-        if inc_i is not None and rec[inc_i].strip():
-            m = _INCR.match(rec[inc_i])
-            if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
-                bad(f"increments '{rec[inc_i]}' must read INITIAL/SUBSEQUENT, e.g. 60/6")
-                continue
-            incr = (int(m.group(1)), int(m.group(2)))
-        elif ini_i is not None and sub_i is not None:
-            a, s = rec[ini_i].strip(), rec[sub_i].strip()
-            if a or s:
-                if not (a.isdigit() and s.isdigit()) or int(a) <= 0 or int(s) <= 0:
-                    bad(f"increments '{a}'/'{s}' must be positive whole seconds")
-                    continue
-                incr = (int(a), int(s))
-        start = until = None
-        if e_i is not None and rec[e_i].strip():
-            start = rec[e_i].strip()
-            if not _DATE.match(start):
-                bad(f"effective date '{start}' is not a date (YYYY-MM-DD)")
-                continue
-        if u_i is not None and rec[u_i].strip():
-            until = rec[u_i].strip()
-            if not _DATE.match(until):
-                bad(f"end date '{until}' is not a date (YYYY-MM-DD)")
-                continue
-        dest = rec[d_i].strip() if d_i is not None else ""
-        rows.append(ast.RateRowNode(prefix, dest, price, tuple(bands), connect, incr, start, until,
-                                    Span(shown, lineno, 1, lineno, 2)))
+                problems.append((lineno, *problem))
+    for line, msg, help_ in problems:
+        diags.append(Diagnostic("E404", msg, Span(shown, line, 1, line, 2), help_))
     if errors > MAX_ROW_ERRORS:
         diags.append(Diagnostic("E404", f"{errors - MAX_ROW_ERRORS} more rows of this deck have problems",
                                 Span(shown, lineno, 1, lineno, 2)))
     if not rows and not diags:
         diags.append(Diagnostic("W401", f"the rate deck {shown} has no rows", ref_span, severity="warning"))
     return deck, diags
+
+
+def _row(rec, lineno, width, header, p_i, d_i, r_i, c_i, inc_i, ini_i, sub_i, e_i, u_i, band_items, shown, rows):
+    """Read one deck row into ``rows``; return (message, help) when it is wrong, else None."""
+    if not rec or (len(rec) == 1 and not rec[0].strip()):
+        return None
+    if len(rec) != width:
+        return (f"this row has {len(rec)} fields but the header has {width}",
+                "check for an unquoted delimiter inside a destination name")
+    prefix = rec[p_i].strip().lstrip("+")
+    if not prefix.isdigit():
+        return f"prefix '{rec[p_i]}' is not a string of digits", "prefixes are E.164 digits, e.g. 336"
+    price = None
+    bands = []
+    if r_i is not None and rec[r_i].strip():
+        price = _decimal(rec[r_i])
+        if price is None or price < 0:
+            return f"rate '{rec[r_i]}' in column '{header[r_i]}' is not a non-negative number", None
+    for b, i in band_items:
+        text = rec[i]
+        if not text.strip():
+            continue
+        v = _decimal(text)
+        if v is None or v < 0:
+            return f"rate '{text}' in column '{header[i]}' is not a non-negative number", None
+        bands.append((b, v))
+    if price is None and not bands:
+        return f"no rate for prefix {prefix}", "every row needs a rate (or a rate per band)"
+    connect = None
+    if c_i is not None and rec[c_i].strip():
+        connect = _decimal(rec[c_i])
+        if connect is None or connect < 0:
+            return f"connect fee '{rec[c_i]}' is not a non-negative number", None
+    incr = None
+    if inc_i is not None and rec[inc_i].strip():
+        m = _INCR.match(rec[inc_i])
+        if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
+            return f"increments '{rec[inc_i]}' must read INITIAL/SUBSEQUENT, e.g. 60/6", None
+        incr = _increments(int(m.group(1)), int(m.group(2)))
+    elif ini_i is not None and sub_i is not None:
+        a, s = rec[ini_i].strip(), rec[sub_i].strip()
+        if a or s:
+            if not (a.isdigit() and s.isdigit()) or int(a) <= 0 or int(s) <= 0:
+                return f"increments '{a}'/'{s}' must be positive whole seconds", None
+            incr = _increments(int(a), int(s))
+    start = until = None
+    if e_i is not None and rec[e_i].strip():
+        start = rec[e_i].strip()
+        if not _DATE.match(start):
+            return f"effective date '{start}' is not a date (YYYY-MM-DD)", None
+    if u_i is not None and rec[u_i].strip():
+        until = rec[u_i].strip()
+        if not _DATE.match(until):
+            return f"end date '{until}' is not a date (YYYY-MM-DD)", None
+    dest = rec[d_i].strip() if d_i is not None else ""
+    rows.append(ast.RateRowNode(prefix, dest, price, tuple(bands), connect, incr, start, until,
+                                Span(shown, lineno, 1, lineno, 2)))
+    return None
+
+
+_INCREMENT_CACHE: dict[tuple[int, int], tuple[int, int]] = {}
+
+
+def _increments(a: int, s: int) -> tuple[int, int]:
+    key = (a, s)
+    return _INCREMENT_CACHE.setdefault(key, key)
 
 
 def _best(name: str, header: list[str]) -> str | None:

@@ -92,7 +92,9 @@ class _Sink:
             if self.csv:
                 self.writer = pacsv.CSVWriter(str(self.path), self.schema)
             else:
-                self.writer = pq.ParquetWriter(str(self.path), self.schema, compression="snappy")
+                # statistics cost as much as the encoding and nothing reads them back here
+                self.writer = pq.ParquetWriter(str(self.path), self.schema, compression="snappy",
+                                               write_statistics=False)
         else:
             table = _conform(table, self.schema)
         if self.csv:
@@ -126,6 +128,42 @@ def _reject_rows(rejects: pa.Table) -> pa.Table:
     return rejects
 
 
+class _WriteBehind:
+    """Writes output tables in a second thread while the next batch is read and rated (Parquet
+    encoding releases the GIL); at most one table waits, so memory stays bounded."""
+
+    def __init__(self):
+        import queue
+        import threading
+
+        self.q: queue.Queue = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="icdsl-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            if self.error is None:
+                try:
+                    item[0].write(item[1])
+                except BaseException as e:  # reported by close()
+                    self.error = e
+
+    def put(self, sink: _Sink, table: pa.Table) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put((sink, table))
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
 def output_paths(out: Path) -> tuple[Path, Path, Path]:
     """OUT.parquet / OUT.csv: rated there, rejects beside it; a folder: rated.parquet, rejects.parquet."""
     suffix = out.suffix.lower()
@@ -145,19 +183,20 @@ def rate_file(plan: Plan, cdrs: Path, out: Path, *, layout: RecordLayout | None 
     summary = RateSummary()
     reader = RecordReader(cdrs, layout, batch_rows=batch_rows)
     rated_sink, rejects_sink = _Sink(rated_path), _Sink(rejects_path)
+    writer = _WriteBehind()
     intake_reject_schema = None
     try:
         for batch in reader.batches():
             if batch.rejects.num_rows:
-                rejects_sink.write(_reject_rows(batch.rejects))
+                writer.put(rejects_sink, _reject_rows(batch.rejects))
             intake_reject_schema = batch.rejects.schema
             if batch.records.num_rows:
                 rated, rejects = rate_batch(plan, batch.records)
                 if rated.num_rows:
-                    rated_sink.write(rated)
+                    writer.put(rated_sink, rated)
                     _add_totals(summary, rated)
                 if rejects.num_rows:
-                    rejects_sink.write(_rating_rejects(rejects, batch))
+                    writer.put(rejects_sink, _rating_rejects(rejects, batch))
                     for reason, n in _count(rejects).items():
                         summary.by_reason[reason] = summary.by_reason.get(reason, 0) + n
                 summary.rated += rated.num_rows
@@ -167,6 +206,7 @@ def rate_file(plan: Plan, cdrs: Path, out: Path, *, layout: RecordLayout | None 
     finally:
         from icdsl.rating.result import rated_schema
 
+        writer.close()
         rated_sink.close(rated_schema(pa.schema([]), plan_precision(plan)))
         rejects_sink.close(intake_reject_schema)
     c = reader.counts
@@ -218,5 +258,12 @@ def _rating_rejects(rejects: pa.Table, batch) -> pa.Table:
 
 
 def _json_rows(table: pa.Table) -> pa.Array:
-    rows = table.to_pylist()
-    return pa.array([json.dumps(r, default=str, ensure_ascii=False) for r in rows], type=pa.string())
+    """Each row as a JSON object (the record as it was given to rating), vectorized by polars."""
+    import polars as pl
+
+    df = pl.from_arrow(table)
+    if isinstance(df, pl.Series):
+        df = df.to_frame()
+    df = df.with_columns(pl.col(c).cast(pl.String) for c, t in df.schema.items()
+                         if t.is_temporal() or t == pl.Categorical or isinstance(t, pl.Enum))
+    return df.select(pl.struct(pl.all()).struct.json_encode().alias("raw")).to_series().to_arrow().cast(pa.string())

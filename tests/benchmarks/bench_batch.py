@@ -58,7 +58,7 @@ from icdsl.plan.model import (
 from icdsl.rating.batch import rate_batch
 
 BENCH_DIR = Path(os.environ.get("ICDSL_BENCH_DIR", "/tmp/bench1m"))
-REFS = Path(os.environ.get("ICDSL_BENCH_REFS", "/work/shared/bench"))
+REFS = Path(os.environ.get("ICDSL_BENCH_REFS", Path(__file__).resolve().parents[3] / "shared" / "bench"))
 
 
 def bench_plan(rates_csv: str | Path) -> Plan:
