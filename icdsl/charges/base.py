@@ -1,13 +1,37 @@
 """The charge type contract. Built-in charge types and plugin charge types implement the same class.
 
-A charge type is registered through the ``icdsl_charge_types`` hook. The language gives each
-charge statement to the charge type named by its ``kind``:
+A charge type is registered through the ``icdsl_charge_types`` hook (a list of subclasses of
+:class:`ChargeType`; icdsl makes one instance of each). The language gives each charge
+statement to the charge type named by its ``kind``; a plugin's type is written in the generic
+form::
 
-- ``check(node, checker)`` reports mistakes with ``checker.error(code, message, span, help)``;
-  the checker also offers value checks (``money``, ``percent``, ``word``, ``seconds``, ``expr``...).
-- ``compile(node, compiler)`` returns the plan parameters, a tuple of (key, value) pairs of plain,
-  immutable values (``compiler.value(x)`` converts AST values: money, prices, percentages,
-  conditions).
+    charge slice_hours "5G slices" {
+      embb: 0.50 EUR per hour
+      availability: 99.9%
+    }, stream fees, when partner.kind == "mvno"
+
+The generic form's values are AST values (:mod:`icdsl.lang.ast`): ``Money`` (``150.00 EUR``),
+``MoneyPer`` (``0.50 EUR per hour``), ``Percent``, ``Quantity`` (``500 GB``), ``Num``,
+``Str``, ``Ident`` (a bare word), ``ListValue`` (``[a, b]``), ``MapValue`` (a nested
+``{ key: value }``) and conditions. The options after the block (``, prorate``, ``, stream``,
+``, of``, ``, when``...) are checked and compiled by the core, the same for every type.
+
+Phases, and what a charge type does in each:
+
+- **check** ``check(node, checker)``: report mistakes with ``checker.error(code, message, span,
+  help)`` (or ``checker.warning``), never raise; use the checker's value checks (``money``,
+  ``percent``, ``word``, ``seconds``, ``currency_matches``, ``expr``...). The default checks
+  the generic form's parameters against ``required`` / ``optional`` (E119 missing, E120
+  unknown, with "did you mean"). Call ``super().check(node, checker)`` first in an override.
+- **compile** ``compile(node, compiler)``: return the plan parameters, a tuple of (key, value)
+  pairs of plain immutable values (``compiler.value(x)`` converts any AST value: ``Money``,
+  ``Price``, ``Decimal``, text, tuples, condition ``Expr`` trees). The result becomes
+  :class:`icdsl.plan.model.Charge` (``kind``, ``name`` = the label, ``params``,
+  ``applies_to``, ``span``), which the executors and billing read.
+- **evaluate** (added by the charge-evaluation work, same hook API): per-record types
+  (``per_record = True``) price a batch of rated records (Arrow columns) and cycle-level types
+  price the cycle's quantities; both return amounts with their explanation and the charge's
+  span. Until then a plugin charge type is checked, compiled and shown by ``icdsl plan``.
 """
 
 from __future__ import annotations
@@ -18,11 +42,17 @@ from icdsl.lang import ast
 
 
 class ChargeType:
+    """One kind of charge. Class attributes: ``name`` (the word after ``charge``), a one-line
+    ``description``, the generic form's parameters (``required``, ``optional``; ``params``
+    gives each a sentence for ``icdsl plugins`` and error help) and ``per_record``."""
+
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     #: parameters a generic ``charge NAME "label" { key: value }`` must / may give
     required: ClassVar[tuple[str, ...]] = ()
     optional: ClassVar[tuple[str, ...]] = ()
+    #: parameter -> what it means, e.g. {"embb": "price per hour of an eMBB slice"}
+    params: ClassVar[dict[str, str]] = {}
     #: True when the executors evaluate it per record (surcharges); False for cycle-level charges
     per_record: ClassVar[bool] = False
 
@@ -31,7 +61,8 @@ class ChargeType:
             given = {p.key.text: p for p in node.params}
             for key in self.required:
                 if key not in given:
-                    checker.error("E119", f"charge '{self.name}' needs '{key}:'", node.span,
+                    what = f" ({self.params[key]})" if key in self.params else ""
+                    checker.error("E119", f"charge '{self.name}' needs '{key}:'{what}", node.span,
                                   f"it takes: {', '.join(self.required + self.optional)}")
             for key, p in given.items():
                 if key not in self.required + self.optional:

@@ -20,6 +20,19 @@ def echo_err(text: str) -> None:
     typer.echo(text, err=True)
 
 
+@app.callback()
+def _root(
+    plugin: list[str] = typer.Option([], "--plugin", metavar="MODULE",
+                                      help="Load a plugin module (dotted name or .py path); repeatable."),
+) -> None:
+    """Interconnect billing as code: check, format, compile, rate and bill telecom agreements."""
+    if plugin:
+        from icdsl.plugins import add_default_modules
+
+        for problem in add_default_modules(plugin):
+            echo_err(f"warning: {problem}")
+
+
 def existing(paths: list[Path]) -> list[Path]:
     missing = [p for p in paths if not p.exists()]
     if missing:

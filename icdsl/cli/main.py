@@ -208,6 +208,10 @@ def rate(
                              "or a file ending in .parquet or .csv (rejects and summary beside it)."),
     layout: str | None = typer.Option(None, help="Records layout to read the traffic file with."),
     batch_rows: int = typer.Option(1_000_000, help="Records per batch (memory stays bounded by it)."),
+    reader: str | None = typer.Option(None, help="Record reader (e.g. asterisk_csv from a plugin); "
+                                      "default: the reader that recognizes the file."),
+    reader_option: list[str] = typer.Option([], "--reader-option", metavar="KEY=VALUE",
+                                            help="An option for the reader, e.g. timezone=Europe/Paris."),
     root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
 ) -> None:
     """Rate a traffic file in bulk: rated records, rejects with reasons, counts that reconcile."""
@@ -225,6 +229,13 @@ def rate(
     if batch_rows <= 0:
         echo_err("error: --batch-rows must be positive")
         raise typer.Exit(2)
+    options = {}
+    for opt in reader_option:
+        if "=" not in opt:
+            echo_err(f"error: --reader-option expects KEY=VALUE, not '{opt}'")
+            raise typer.Exit(2)
+        k, v = opt.split("=", 1)
+        options[k.strip()] = v.strip()
     total = _count_rows(existing([cdrs])[0])
     count = "{task.completed:,}/{task.total:,} records" if total else "{task.completed:,} records"
     with Progress(TextColumn("rating"), BarColumn(), TextColumn(count),
@@ -235,7 +246,8 @@ def rate(
             bar.update(task, completed=read_so_far)
 
         try:
-            summary = rate_file(p, cdrs, out, layout=lay, batch_rows=batch_rows, progress=progress)
+            summary = rate_file(p, cdrs, out, layout=lay, batch_rows=batch_rows, progress=progress,
+                                reader=reader, reader_options=options)
         except IntakeError as e:
             echo_err(f"error: {e}")
             raise typer.Exit(1) from None
@@ -253,6 +265,16 @@ def _count_rows(path: Path) -> int | None:
         except Exception:
             return None
     return None
+
+
+@app.command()
+def plugins() -> None:
+    """List the plugins loaded (built-in and installed), their versions and what they provide."""
+    from icdsl.plugins import all_problems, default_plugin_manager, describe_plugins
+
+    pm = default_plugin_manager()
+    typer.echo(describe_plugins(pm), nl=False)
+    raise typer.Exit(1 if all_problems(pm) else 0)
 
 
 @app.command()

@@ -22,7 +22,6 @@ from icdsl.lang.diagnostics import Diagnostic, did_you_mean, suggest
 from icdsl.lang.loader import Program, display_path, resolve_project_path
 from icdsl.lang.values import (
     CYCLE_FIELDS,
-    FUNCTIONS,
     PARTNER_FIELDS,
     PRICE_UNITS,
     RECORD_DERIVED,
@@ -87,12 +86,15 @@ class Checked:
 
 
 class Checker:
-    def __init__(self, program: Program, charge_types: dict[str, Any] | None = None):
-        if charge_types is None:
-            from icdsl.plugins import charge_types as _ct
-            from icdsl.plugins import default_plugin_manager
+    def __init__(self, program: Program, charge_types: dict[str, Any] | None = None, pm: Any = None):
+        from icdsl import plugins
 
-            charge_types = _ct(default_plugin_manager())
+        pm = pm if pm is not None else plugins.active_plugin_manager()
+        if charge_types is None:
+            charge_types = plugins.charge_types(pm)
+        self.rounding_modes = tuple(plugins.rounding_modes(pm))
+        self.functions = plugins.function_arities(pm)
+        self.reject_reasons = plugins.reject_reasons(pm)
         self.program = program
         self.out = Checked(program, charge_types=charge_types)
         self.diags: list[Diagnostic] = []
@@ -113,6 +115,14 @@ class Checker:
         if ident.text in allowed:
             return True
         self.error("E201", f"unknown {vocab} '{ident.text}'", ident.span, did_you_mean(ident.text, allowed, f"{vocab}s"))
+        return False
+
+    def rounding_mode(self, ident: ast.Ident) -> bool:
+        """Built-in modes and those added by plugins (icdsl_rounding_modes)."""
+        if ident.text in self.rounding_modes:
+            return True
+        self.error("E201", f"unknown rounding mode '{ident.text}'", ident.span,
+                   did_you_mean(ident.text, self.rounding_modes, "rounding modes"))
         return False
 
     def currency(self, ident: ast.Ident) -> bool:
@@ -213,7 +223,7 @@ class Checker:
                            or "write 'rounding half_up to 6 decimals' or define 'rounding NAME { ... }'")
                 return fallback
             return Rounding(int(preset.precision.value), preset.mode.text, node.span)
-        ok = self.word(node.mode, "rounding mode")
+        ok = self.rounding_mode(node.mode)
         if node.unit is not None and node.unit.text not in VOCAB["decimals"]:
             self.error("E201", f"expected 'decimals' after the precision, not '{node.unit.text}'", node.unit.span,
                        "write e.g. 'rounding half_up to 6 decimals'")
@@ -244,10 +254,10 @@ class Checker:
             if isinstance(e.low.value, Decimal) and isinstance(e.high.value, Decimal) and e.low.value > e.high.value:
                 self.error("E317", "the lower bound is above the upper bound", e.span)
         elif isinstance(e, ast.Call):
-            arity = FUNCTIONS.get(e.name.text)
+            arity = self.functions.get(e.name.text)
             if arity is None:
                 self.error("E108", f"unknown function '{e.name.text}'", e.name.span,
-                           did_you_mean(e.name.text, FUNCTIONS, "functions"))
+                           did_you_mean(e.name.text, self.functions, "functions"))
             elif len(e.args) != arity:
                 self.error("E217", f"{e.name.text}() takes {arity} argument{'s' * (arity != 1)}, not {len(e.args)}",
                            e.span)
@@ -291,7 +301,7 @@ class Checker:
         for fx in self.out.fx.values():
             self._fx(fx)
         for preset in self.out.presets.values():
-            self.word(preset.mode, "rounding mode")
+            self.rounding_mode(preset.mode)
             if preset.precision.value != int(preset.precision.value) or not (
                     0 <= preset.precision.value <= MAX_PRECISION):
                 self.error("E216", f"precision {preset.precision.text} must be a whole number from 0 to {MAX_PRECISION}",
@@ -830,7 +840,7 @@ class Checker:
         if not ex.expectations:
             self.error("E118", "the example expects nothing", ex.span,
                        "add e.g. 'expect billed 66 s, band peak, amount 0.022000 EUR'")
-        from icdsl.rating.rejects import REJECT_REASONS as REJECT_CODES
+        REJECT_CODES = self.reject_reasons  # noqa: N806
 
         for e in ex.expectations:
             if e.key == "billed":
@@ -851,5 +861,6 @@ def _day_before(d: date) -> str:
     return (d - timedelta(days=1)).isoformat()
 
 
-def check(program: Program, charge_types: dict[str, Any] | None = None) -> tuple[Checked, list[Diagnostic]]:
-    return Checker(program, charge_types).run()
+def check(program: Program, charge_types: dict[str, Any] | None = None, pm: Any = None
+          ) -> tuple[Checked, list[Diagnostic]]:
+    return Checker(program, charge_types, pm).run()

@@ -392,15 +392,17 @@ def compile_checked(checked: Checked) -> m.Plan:
     return Compiler(checked).plan()
 
 
-def build(paths: list[Path | str], root: Path | str | None = None):
-    """Load, check and compile: returns (plan or None, program, diagnostics)."""
+def build(paths: list[Path | str], root: Path | str | None = None, pm=None):
+    """Load, check and compile: returns (plan or None, program, diagnostics). ``pm``: the plugin
+    manager whose charge types, rounding modes and functions the rule files may use (default:
+    the active one)."""
     from icdsl.lang.checker import check
     from icdsl.lang.loader import load
 
     program, diags = load(paths, root)
     if any(d.is_error for d in diags):
         return None, program, diags
-    checked, more = check(program)
+    checked, more = check(program, pm=pm)
     diags = diags + more
     if any(d.is_error for d in diags):
         return None, program, diags

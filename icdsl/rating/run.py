@@ -174,14 +174,15 @@ def output_paths(out: Path) -> tuple[Path, Path, Path]:
 
 
 def rate_file(plan: Plan, cdrs: Path, out: Path, *, layout: RecordLayout | None = None,
-              batch_rows: int = 1_000_000, progress: Callable[[int, int], None] | None = None) -> RateSummary:
+              batch_rows: int = 1_000_000, progress: Callable[[int, int], None] | None = None,
+              reader: str | None = None, reader_options: dict[str, str] | None = None) -> RateSummary:
     from icdsl.rating.batch import rate_batch
-    from icdsl.rating.records import RecordReader
+    from icdsl.readers import open_reader
 
     t0 = time.perf_counter()
     rated_path, rejects_path, summary_path = output_paths(out)
     summary = RateSummary()
-    reader = RecordReader(cdrs, layout, batch_rows=batch_rows)
+    reader = open_reader(cdrs, layout, reader=reader, options=reader_options, batch_rows=batch_rows)
     rated_sink, rejects_sink = _Sink(rated_path), _Sink(rejects_path)
     writer = _WriteBehind()
     intake_reject_schema = None

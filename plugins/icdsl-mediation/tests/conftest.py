@@ -1,0 +1,8 @@
+"""Make the plugin importable from its source tree, installed or not."""
+
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+if str(SRC) not in sys.path:
+    sys.path.insert(0, str(SRC))
