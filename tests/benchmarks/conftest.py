@@ -8,6 +8,8 @@ import pytest
 
 
 def pytest_collect_file(file_path, parent):
+    if parent.session.isinitpath(file_path):  # named on the command line: pytest collects it itself
+        return None
     if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
         return pytest.Module.from_parent(parent, path=file_path)
     return None
