@@ -278,6 +278,17 @@ def plugins() -> None:
 
 
 @app.command()
+def tui(folder: Path = typer.Argument(Path("."), help="The project folder: rule files, decks, traffic.")) -> None:
+    """Open the analyst's terminal: edit rules with live diagnostics, see the plan, explain records."""
+    if not folder.is_dir():
+        echo_err(f"error: {folder} is not a folder")
+        raise typer.Exit(2)
+    from icdsl.tui.app import run
+
+    run(folder)
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     typer.echo(f"icdsl {__version__}")

@@ -1,0 +1,86 @@
+"""How the terminal looks: SVG snapshots of the main screens at 80x24 and 120x40.
+
+Update them after a deliberate change with ``pytest tests/test_tui_snapshots.py --snapshot-update``
+and look at the SVGs under ``tests/__snapshots__/test_tui_snapshots/`` before committing.
+"""
+
+import asyncio
+import shutil
+
+import pytest
+from helpers import ROOT
+
+from icdsl.tui.app import IcdslApp
+from icdsl.tui.components.explanation import ExplanationView
+
+SMALL, LARGE = (80, 24), (120, 40)
+
+
+@pytest.fixture
+def tutorial(tmp_path):
+    # a fixed folder name: the navigation bar shows it
+    shutil.copytree(ROOT / "examples" / "tutorial", tmp_path / "tutorial")
+    return tmp_path / "tutorial"
+
+
+async def settle(pilot, predicate, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        if loop.time() > end:
+            raise AssertionError("timed out waiting for the app")
+        await pilot.pause(0.02)
+    await pilot.pause()
+
+
+def workspace(app, error: bool = False):
+    async def run_before(pilot):
+        await settle(pilot, lambda: app.analysis is not None)
+        editor = app.workspace.editor
+        editor.move_cursor((13, 22))
+        if error:
+            await pilot.press("x")  # calendar fr_businessx
+            await settle(pilot, lambda: app.analysis.errors > 0)
+
+    return run_before
+
+
+def plan(app):
+    async def run_before(pilot):
+        await settle(pilot, lambda: app.analysis is not None)
+        app.workspace.editor.move_cursor((17, 4))  # inside the agreement: marked in the plan
+        await pilot.press("f3")
+
+    return run_before
+
+
+def explain(app):
+    async def run_before(pilot):
+        await settle(pilot, lambda: app.analysis is not None)
+        await pilot.press("f4")
+        await settle(pilot, lambda: app.screen.query_one(ExplanationView).explanation is not None)
+
+    return run_before
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "120x40"])
+def test_workspace(snap_compare, tutorial, size):
+    app = IcdslApp(tutorial, cursor_blink=False)
+    assert snap_compare(app, terminal_size=size, run_before=workspace(app))
+
+
+def test_workspace_with_a_problem(snap_compare, tutorial):
+    app = IcdslApp(tutorial, cursor_blink=False)
+    assert snap_compare(app, terminal_size=SMALL, run_before=workspace(app, error=True))
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "120x40"])
+def test_plan(snap_compare, tutorial, size):
+    app = IcdslApp(tutorial, cursor_blink=False)
+    assert snap_compare(app, terminal_size=size, run_before=plan(app))
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "120x40"])
+def test_explain(snap_compare, tutorial, size):
+    app = IcdslApp(tutorial, cursor_blink=False)
+    assert snap_compare(app, terminal_size=size, run_before=explain(app))
