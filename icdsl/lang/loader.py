@@ -15,7 +15,7 @@ from pathlib import Path
 
 from icdsl.lang import ast
 from icdsl.lang.diagnostics import Diagnostic, SourceCache
-from icdsl.lang.parser import parse_file
+from icdsl.lang.parser import parse_file, parse_text
 from icdsl.plan.model import Span
 
 RULE_SUFFIX = ".icd"
@@ -92,8 +92,12 @@ def default_root(paths: list[Path]) -> Path:
     return Path(os.path.commonpath([str(d) for d in dirs]))
 
 
-def load(paths: list[Path | str], root: Path | str | None = None) -> tuple[Program, list[Diagnostic]]:
+def load(paths: list[Path | str], root: Path | str | None = None,
+         overlay: dict[Path, str] | None = None) -> tuple[Program, list[Diagnostic]]:
+    """Find, read and parse the rule files and what they import. ``overlay``: texts to use
+    instead of the files' contents on disk, by path (an editor's unsaved buffers)."""
     ps = [Path(p) for p in paths]
+    real_overlay = {Path(p).resolve(): t for p, t in (overlay or {}).items()}
     root_path = Path(root).resolve() if root else default_root(ps)
     prog = Program(root=root_path)
     files, diags = collect(ps)
@@ -106,7 +110,11 @@ def load(paths: list[Path | str], root: Path | str | None = None) -> tuple[Progr
             continue
         seen.add(real)
         shown = display_path(path)
-        f, text, ds = parse_file(path, shown)
+        if real in real_overlay:
+            text = real_overlay[real]
+            f, ds = parse_text(text, shown)
+        else:
+            f, text, ds = parse_file(path, shown)
         diags.extend(ds)
         if text is not None:
             prog.sources.add(shown, text)

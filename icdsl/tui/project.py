@@ -13,7 +13,6 @@ file) and to a *shown* path relative to the project folder (``acme.icd``, ``deck
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 from icdsl.lang import loader
 from icdsl.lang.checker import check
 from icdsl.lang.diagnostics import Diagnostic
-from icdsl.lang.parser import decode, parse_file, parse_text
+from icdsl.lang.parser import decode
 from icdsl.plan.compiler import compile_checked
 from icdsl.plan.model import Plan, Span
 from icdsl.plan.render import render_plan
@@ -227,49 +226,9 @@ _TAG = re.compile(r"\[([^\[\]]+):(\d+):(\d+)\]\s*$")
 
 
 def load_with_overlay(folder: Path, overlay: Mapping[Path, str]) -> tuple[loader.Program, list[Diagnostic]]:
-    """``icdsl.lang.loader.load([folder], root=folder)``, except that a file whose real path is in
-    ``overlay`` is parsed from that text instead of its text on disk (an unsaved buffer).
-
-    Mirrors ``loader.load`` step by step, so that diagnostics and display paths are the same as
-    ``icdsl check`` gives once the buffer is saved.
-    """
-    root = folder.resolve()
-    prog = loader.Program(root=root)
-    files, diags = loader.collect([folder])
-    real_overlay = {Path(p).resolve(): t for p, t in overlay.items()}
-    seen: set[Path] = set()
-    queue: list[tuple[Path, bool]] = [(f, True) for f in files]
-    while queue:
-        path, is_entry = queue.pop(0)
-        real = path.resolve()
-        if real in seen:
-            continue
-        seen.add(real)
-        shown = loader.display_path(path)
-        if real in real_overlay:
-            text: str | None = real_overlay[real]
-            f, ds = parse_text(text, shown)
-        else:
-            f, text, ds = parse_file(path, shown)
-        diags.extend(ds)
-        if text is not None:
-            prog.sources.add(shown, text)
-            prog.texts[shown] = text
-            prog.hashes[shown] = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        prog.real_paths[shown] = real
-        if is_entry:
-            prog.entry.append(shown)
-        if f is None:
-            continue
-        prog.files.append(f)
-        for use in f.uses:
-            target, problem = loader._resolve_use(use, path, root)
-            if problem:
-                diags.append(Diagnostic("E401" if use.is_path else "E101", problem, use.span, loader._use_help(use)))
-            elif target is not None:
-                queue.append((target, False))
-    return prog, diags
-
+    """``icdsl.lang.loader.load([folder], root=folder)`` with unsaved buffers in place of their
+    files, so that diagnostics and display paths are the ones ``icdsl check`` gives once saved."""
+    return loader.load([folder], root=folder, overlay=dict(overlay))
 
 
 MAX_EDIT_BYTES = 20_000_000
