@@ -174,7 +174,7 @@ def output_paths(out: Path) -> tuple[Path, Path, Path]:
 
 
 def rate_file(plan: Plan, cdrs: Path, out: Path, *, layout: RecordLayout | None = None,
-              batch_rows: int = 1_000_000, progress: Callable[[int, int], None] | None = None,
+              batch_rows: int = 500_000, progress: Callable[[int, int], None] | None = None,
               reader: str | None = None, reader_options: dict[str, str] | None = None) -> RateSummary:
     from icdsl.rating.batch import rate_batch
     from icdsl.readers import open_reader
