@@ -59,6 +59,15 @@ def inside(path: Path, root: Path) -> bool:
         return False
 
 
+def _show_folder(root: Path) -> str:
+    """The project folder as a user would write it: relative to the working folder if inside it."""
+    try:
+        rel = root.resolve().relative_to(Path.cwd().resolve())
+    except (ValueError, OSError):
+        return str(root)
+    return "the current folder" if str(rel) == "." else str(rel)
+
+
 def resolve_project_path(name: str, base: Path, root: Path) -> tuple[Path | None, str | None]:
     """Resolve a path written in a rule file. Returns (path, None) or (None, reason)."""
     if not name:
@@ -67,7 +76,7 @@ def resolve_project_path(name: str, base: Path, root: Path) -> tuple[Path | None
         return None, "absolute paths are not allowed in rule files; write the path relative to this file"
     p = (base / name)
     if not inside(p, root) and not inside(p, stdlib_dir()):
-        return None, f"'{name}' is outside the project folder ({root})"
+        return None, f"'{name}' is outside the project folder ({_show_folder(root)})"
     return p, None
 
 
