@@ -59,6 +59,9 @@ V2 = """agreement "ORFR voice" v2 with ORFR effective 2026-05-01 .. {
 }
 """
 HEADER = "id,partner,direction,service,a_number,b_number,start,duration_s\n"
+# march_traffic() has one call to a number no destination matches (1.6 % of its records, more
+# than validation lets through by default): these tests accept it (validation has its own tests)
+ACCEPT = ("invalid_destination",)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -206,12 +209,13 @@ def test_migrations_to_head_on_empty_database(db_url, tmp_path):
 
     store = open_store(db_url, data_dir=tmp_path / "data")
     try:
-        assert store.revision() == head_revision() == "0001"
+        assert store.revision() == head_revision() == "0002"
         names = set(sa.inspect(store.engine).get_table_names())
         for table in ("partners", "agreement_versions", "source_files", "intake_batches", "intake_reject_counts",
                       "intake_partner_stats", "data_files", "billing_cycles", "cycle_events", "cycle_inputs",
                       "invoices", "invoice_lines", "fx_rates", "inventory_items", "settlement_statements",
-                      "number_sequences", "audit_log", "store_meta", "alembic_version"):
+                      "number_sequences", "audit_log", "store_meta", "alembic_version", "intake_daily_counts",
+                      "validation_findings", "corrections", "adjustments"):
             assert table in names
         # the models describe exactly what the migrations create
         with store.engine.connect() as conn:
@@ -223,7 +227,7 @@ def test_migrations_to_head_on_empty_database(db_url, tmp_path):
     # reopening: nothing to migrate, same store
     again = open_store(db_url, data_dir=tmp_path / "data")
     try:
-        assert again.revision() == "0001" and again.store_id == store_id
+        assert again.revision() == "0002" and again.store_id == store_id
     finally:
         again.close()
     # a data folder belongs to one store
@@ -403,7 +407,7 @@ def test_monthly_cycle_takes_records_by_paris_midnight(store, tmp_path):
         ("P1", "ORFR", "outbound", "voice", "1", "33142685300", "2026-03-31T22:00:00Z", 60),  # 00:00 Apr 1
     ]
     plan, _ = load_and_ingest(store, tmp_path, rows)
-    rep = store.run_cycle("ORFR", "2026-03", plan)
+    rep = store.run_cycle("ORFR", "2026-03", plan, accept=ACCEPT)
     assert rep.status == "invoiced" and rep.records_in == 4
     assert sorted(store.rated(rep.cycle_id).column("id").to_pylist()) == ["M1", "M2", "M3", "M4"]
     cyc = store.cycle("ORFR", "2026-03")
@@ -411,11 +415,11 @@ def test_monthly_cycle_takes_records_by_paris_midnight(store, tmp_path):
                                                    datetime(2026, 3, 31, 22, tzinfo=UTC))
     assert (cyc.local_start, cyc.local_end, cyc.timezone) == (date(2026, 3, 1), date(2026, 4, 1), "Europe/Paris")
     feb = store.run_cycle("ORFR", date(2026, 2, 10), plan)
-    apr = store.run_cycle("ORFR", "2026-04", plan)
+    apr = store.run_cycle("ORFR", "2026-04", plan, accept=ACCEPT)
     assert store.rated(feb.cycle_id).column("id").to_pylist() == ["F1"]
     assert store.rated(apr.cycle_id).column("id").to_pylist() == ["P1"]
     with pytest.raises(CycleError, match="overlaps cycle 2026-03"):
-        store.run_cycle("ORFR", "2026-03-15..2026-04-14", plan)
+        store.run_cycle("ORFR", "2026-03-15..2026-04-14", plan, accept=ACCEPT)
 
 
 # --------------------------------------------------------------------------- cycles
@@ -423,7 +427,7 @@ def test_monthly_cycle_takes_records_by_paris_midnight(store, tmp_path):
 
 def test_cycle_states_lines_and_trace(store, tmp_path):
     plan, _ = load_and_ingest(store, tmp_path)
-    rep = store.run_cycle("ORFR", "2026-03", plan)
+    rep = store.run_cycle("ORFR", "2026-03", plan, accept=ACCEPT)
     assert rep.status == "invoiced" and not rep.already
     assert rep.records_in == 61 and rep.rated == 60 and rep.rejected == 1
     assert rep.rejects_by_reason == {"no_rate": 1}
@@ -433,7 +437,12 @@ def test_cycle_states_lines_and_trace(store, tmp_path):
     assert rep.totals == {"EUR": total}
     (inv,) = store.invoices(rep.cycle_id)
     lines = store.invoice_lines(inv.id)
-    assert inv.status == "draft" and inv.subtotal == total == sum(ln.amount for ln in lines)
+    # lines: the exact sum of their records, rounded once to cents; the subtotal adds the lines
+    assert sum(ln.source_amount for ln in lines) == total
+    assert all(ln.amount == ln.source_amount.quantize(Decimal("0.01"), "ROUND_HALF_UP") for ln in lines)
+    assert inv.status == "draft" and inv.subtotal == sum(ln.amount for ln in lines)
+    assert (inv.tax_kind, inv.tax_amount) == ("vat", (inv.subtotal * Decimal("0.2")).quantize(Decimal("0.01")))
+    assert inv.total == inv.subtotal + inv.tax_amount
     assert [ln.description for ln in lines] == ["outbound sms", "outbound voice to France fixed",
                                                 "outbound voice to France mobile"]
     sms = lines[0]
@@ -447,13 +456,14 @@ def test_cycle_states_lines_and_trace(store, tmp_path):
     for ln in lines:
         tr = store.trace(ln.id)
         assert tr.agreement.content_hash == ln.agreement_hash == plan.agreements[0].source_hash
-        assert tr.records.num_rows == ln.record_count and pc.sum(tr.records.column("amount")).as_py() == ln.amount
+        assert tr.records.num_rows == ln.record_count
+        assert pc.sum(tr.records.column("amount")).as_py() == ln.source_amount
         assert set(tr.records.column("rule").to_pylist()) == {ln.rule}
         assert [b.file_name for b in tr.batches] == ["march.csv"]
         assert tr.rule_source and ("France" in tr.rule_source or "sms" in tr.rule_source)
     assert "march.csv" in str(store.trace(lines[1].id))
     # running it again does nothing
-    again = store.run_cycle("ORFR", "2026-03", plan)
+    again = store.run_cycle("ORFR", "2026-03", plan, accept=ACCEPT)
     assert again.already and again.cycle_id == rep.cycle_id and count(store, M.Invoice) == 1
     # finalize: numbered, dated, immutable; the same number is never given twice
     fin = store.finalize_cycle("ORFR", "2026-03", issue_date=date(2026, 4, 2))
@@ -462,17 +472,17 @@ def test_cycle_states_lines_and_trace(store, tmp_path):
     assert (inv.issue_date, inv.due_date, inv.status) == (date(2026, 4, 2), date(2026, 5, 2), "finalized")
     assert store.finalize_cycle("ORFR", "2026-03").already
     with pytest.raises(CycleStateError, match="finalized"):
-        store.run_cycle("ORFR", "2026-03", plan, rerate=True)
-    apr = store.run_cycle("ORFR", "2026-04", plan)
+        store.run_cycle("ORFR", "2026-03", plan, accept=ACCEPT, rerate=True)
+    apr = store.run_cycle("ORFR", "2026-04", plan, accept=ACCEPT)
     assert store.finalize_cycle("ORFR", "2026-04", issue_date=date(2026, 5, 2)).invoices[0].number == "INV-2026-000002"
     assert apr.records_in == 1
 
 
 def test_rerate_replaces_drafts(store, tmp_path):
     plan, program = load_and_ingest(store, tmp_path)
-    first = store.run_cycle("ORFR", "2026-03", plan)
+    first = store.run_cycle("ORFR", "2026-03", plan, accept=ACCEPT)
     before = snapshot(store, first.cycle_id)
-    again = store.run_cycle("ORFR", "2026-03", plan, rerate=True)
+    again = store.run_cycle("ORFR", "2026-03", plan, accept=ACCEPT, rerate=True)
     assert not again.already and snapshot(store, first.cycle_id) == before
     assert count(store, M.Invoice) == 1 and count(store, M.DataFile, M.DataFile.cycle_id == first.cycle_id) == 2
 
@@ -489,7 +499,7 @@ def test_crash_half_way_then_rerun_gives_the_same_result(store, db_url, tmp_path
     ref = open_store(f"sqlite:///{ref_dir / 'ref.db'}", data_dir=ref_dir / "data")
     try:
         load_and_ingest(ref, ref_dir)
-        expected = snapshot(ref, ref.run_cycle("ORFR", "2026-03", plan).cycle_id)
+        expected = snapshot(ref, ref.run_cycle("ORFR", "2026-03", plan, accept=ACCEPT).cycle_id)
     finally:
         ref.close()
 
@@ -499,7 +509,7 @@ def test_crash_half_way_then_rerun_gives_the_same_result(store, db_url, tmp_path
 
     monkeypatch.setattr("icdsl.billing.store.checkpoint", crash)
     with pytest.raises(Crash):
-        store.run_cycle("ORFR", "2026-03", plan)
+        store.run_cycle("ORFR", "2026-03", plan, accept=ACCEPT)
     # no partial results: the cycle is open, with the error logged, and nothing else
     cyc = store.cycle("ORFR", "2026-03")
     assert cyc.status == "open" and cyc.records_in is None and cyc.rated_at is None
@@ -512,7 +522,7 @@ def test_crash_half_way_then_rerun_gives_the_same_result(store, db_url, tmp_path
         assert left  # files written, never referenced
 
     monkeypatch.undo()
-    rep = store.run_cycle("ORFR", "2026-03", plan)
+    rep = store.run_cycle("ORFR", "2026-03", plan, accept=ACCEPT)
     assert rep.status == "invoiced"
     got = snapshot(store, rep.cycle_id)
     assert got == expected
@@ -535,7 +545,7 @@ KILL_SCRIPT = textwrap.dedent("""
     if what == "ingest":
         store.ingest(sys.argv[6], None, plan)
     else:
-        store.run_cycle("ORFR", "2026-03", plan)
+        store.run_cycle("ORFR", "2026-03", plan, accept=("invalid_destination",))
     print("survived")
 """)
 
@@ -566,7 +576,7 @@ def test_process_killed_then_rerun(store, db_url, tmp_path):
     assert [e.kind for e in store.cycle_events(cyc.id)] == ["state"]  # "opened"; killed: nothing more
     orphans = cycle_dir_files(store)
     assert orphans
-    result = store.run_cycle("ORFR", "2026-03", plan)
+    result = store.run_cycle("ORFR", "2026-03", plan, accept=ACCEPT)
     got = snapshot(store, result.cycle_id)
     assert got["status"] == "invoiced" and got["counts"] == (61, 60, 1)
     assert {f[1] for f in got["files"]} == orphans == cycle_dir_files(store)  # the same bytes, the same names
@@ -577,8 +587,8 @@ def test_process_killed_then_rerun(store, db_url, tmp_path):
 
 def test_finalized_invoice_refuses_raw_sql(store, tmp_path):
     plan, _ = load_and_ingest(store, tmp_path)
-    store.run_cycle("ORFR", "2026-03", plan)
-    store.run_cycle("ORFR", "2026-04", plan)  # stays a draft
+    store.run_cycle("ORFR", "2026-03", plan, accept=ACCEPT)
+    store.run_cycle("ORFR", "2026-04", plan, accept=ACCEPT)  # stays a draft
     store.finalize_cycle("ORFR", "2026-03", issue_date=date(2026, 4, 2))
     fin = next(i for i in store.invoices() if i.status == "finalized")
     draft = next(i for i in store.invoices() if i.status == "draft")
@@ -640,7 +650,7 @@ def test_concurrent_cycle_start_on_postgres(pg_url, tmp_path, monkeypatch):
 
         def run(name: str, store) -> None:
             try:
-                results[name] = store.run_cycle("ORFR", "2026-03", plan)
+                results[name] = store.run_cycle("ORFR", "2026-03", plan, accept=ACCEPT)
             except Exception as e:  # noqa: BLE001 - collected for the assertions
                 results[name] = e
 
@@ -658,7 +668,7 @@ def test_concurrent_cycle_start_on_postgres(pg_url, tmp_path, monkeypatch):
         assert results["first"].status == "invoiced"
         assert count(a, M.BillingCycle) == 1 and count(a, M.Invoice) == 1
         # once the first has committed, a new start finds the cycle done
-        assert b.run_cycle("ORFR", "2026-03", plan).already
+        assert b.run_cycle("ORFR", "2026-03", plan, accept=ACCEPT).already
     finally:
         a.close()
         b.close()

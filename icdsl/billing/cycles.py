@@ -1,4 +1,4 @@
-"""Billing cycles: rate a partner's period, check it, draft its invoices, finalize them.
+"""Billing cycles: rate a partner's period, validate it, draft its invoices, finalize them.
 
 States: ``open -> rated -> validated -> invoiced -> finalized``, each with its timestamp on the
 cycle row and an event in ``cycle_events`` (the progress and exception log).
@@ -14,22 +14,31 @@ cycle row and an event in ``cycle_events`` (the progress and exception log).
    rate them with the batch executor, chunk by chunk, streaming the rated records (with a
    ``line`` column: the invoice line each record belongs to, and the ``batch_id`` it came from)
    and the rating rejects to temporary Parquet files;
-4. fsync and rename the files (content-addressed names), then validate: the counts reconcile
-   (``records_in == rated + rejected``), the amounts read back from the file equal the lines'
-   sums, every agreement version used is in the store;
-5. write the draft invoices (one per invoice stream and currency) and their lines, the data
-   file rows, the cycle's inputs and states, and commit.
+4. fsync and rename the files (content-addressed names), check that the counts reconcile
+   (``records_in == rated + rejected``) and that the amounts read back from the file equal the
+   lines' sums (a failure here is a bug: :class:`ValidationError`, nothing is committed);
+5. **validate** (:mod:`icdsl.billing.validation`): the findings are stored; an error that is
+   not accepted stops here: the cycle is committed ``rated`` with its files and findings, and
+   no invoice;
+6. draft the invoices (:mod:`icdsl.billing.invoicing`: one per invoice stream, in the partner's
+   currency, lines converted and rounded once, tax) and the settlement statement of netted
+   services, add the adjustments that corrections of earlier cycles put on this one, and commit.
 
 Killed at any point before the commit, the run leaves no row behind (only files no row
 references, removed by the next run); rerun, it writes the same bytes under the same names
 and the same rows. A failed run (an exception) is rolled back and logged as an ``error``
 event on the (open) cycle.
+
+:func:`finalize_cycle` numbers the drafts (gapless ``INV-YYYY-NNNNNN``, ``STM-YYYY-NNNNNN``),
+dates them (the period's last day unless told otherwise) and makes them immutable.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -40,27 +49,42 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from icdsl.billing import models as M
 from icdsl.billing.errors import CycleBusy, CycleError, CycleStateError, StoreError, ValidationError
-from icdsl.billing.periods import Period, parse_period
+from icdsl.billing.invoicing import (
+    BASE_DIMS,
+    DIMENSIONS,
+    DraftLine,
+    Drafts,
+    Group,
+    check_dims,
+    describe,
+    draft_documents,
+    line_json,
+)
+from icdsl.billing.periods import Period, local_midnight, parse_period
 from icdsl.billing.types import Money
-from icdsl.plan.model import Agreement, Plan
+from icdsl.billing.validation import Finding, Policy, ValidationContext, run_validators
+from icdsl.plan.model import Plan
 
 if TYPE_CHECKING:
     from icdsl.billing.store import Store
 
 CHUNK_ROWS = 1 << 20  # records rated at a time
 READ_ROWS = 1 << 18
-LINE_DIMS = ("agreement_hash", "agreement", "agreement_version", "rule", "direction", "service", "prefix",
-             "destination", "band", "rate", "currency")
+FINE_DIMS = ("agreement_hash", "agreement", "agreement_version", "direction", "service", "currency",
+             "destination", "band", "prefix", "rate", "rule")
+LINE_DIMS = FINE_DIMS  # (compatibility)
 SEP = "\x1f"
-TIME_UNITS = ("second", "minute", "hour")
-VOLUME_UNITS = ("B", "byte", "KB", "MB", "GB", "TB")
+MAX_VALUES = 64  # distinct values kept per line and column (beyond: "mixed")
 REJECT_COLUMNS = ("id", "reason", "detail", "partner", "direction", "service", "a_number", "b_number", "start",
                   "duration_s", "volume", "units")
+HISTORY_DAYS = 28
+
+Progress = Callable[[str, int, int], None]
 
 
 def rated_file_schema(id_type: pa.DataType, scale: int) -> pa.Schema:
@@ -97,6 +121,22 @@ class InvoiceSummary:
     subtotal: Decimal
     lines: int
     number: str | None = None
+    tax_kind: str = "none"
+    tax_amount: Decimal | None = None
+    total: Decimal | None = None
+    tax_note: str | None = None
+
+
+@dataclass
+class StatementSummary:
+    id: int
+    currency: str
+    status: str
+    receivable: Decimal
+    payable: Decimal
+    net: Decimal
+    lines: int
+    number: str | None = None
 
 
 @dataclass
@@ -110,25 +150,47 @@ class CycleReport:
     rated: int = 0
     rejected: int = 0
     rejects_by_reason: dict[str, int] = field(default_factory=dict)
-    totals: dict[str, Decimal] = field(default_factory=dict)
+    totals: dict[str, Decimal] = field(default_factory=dict)  # rated amounts by currency, exact
     invoices: list[InvoiceSummary] = field(default_factory=list)
+    statement: StatementSummary | None = None
+    findings: list[Finding] = field(default_factory=list)
     rated_file: str | None = None
     rated_sha256: str | None = None
     rejects_file: str | None = None
     batches: list[int] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds by stage (this run only)
+
+    @property
+    def blocked(self) -> bool:
+        """Validation found errors not accepted: the cycle is rated, without invoices."""
+        return any(f.blocking for f in self.findings)
 
     def __str__(self) -> str:
         head = f"{self.partner} {self.period.label}: {self.status}"
         if self.already:
             head += " (already; nothing done)"
-        totals = ", ".join(f"{v} {k}" for k, v in sorted(self.totals.items())) or "nothing"
+        totals = ", ".join(f"{v.normalize():f} {k}" for k, v in sorted(self.totals.items())) or "nothing"
         out = [head, f"  records {self.records_in}: rated {self.rated}, rejected {self.rejected}"
                      + (f" ({', '.join(f'{k} {v}' for k, v in sorted(self.rejects_by_reason.items()))})"
                         if self.rejects_by_reason else ""),
-               f"  total {totals}"]
+               f"  rated {totals}"]
+        for f in self.findings:
+            out.append(f"  {f}")
+        if self.blocked:
+            out.append("  invoicing stopped: fix the cause and run the cycle again, or accept the finding "
+                       "(--accept CODE)")
+        from icdsl.billing.amounts import present
+
         for inv in self.invoices:
-            out.append(f"  invoice #{inv.id} {inv.number or '(draft)'} {inv.stream} {inv.currency}: "
-                       f"{inv.lines} line(s), subtotal {inv.subtotal}")
+            c = inv.currency
+            tax = f", tax {present(inv.tax_amount, c)}" if inv.tax_amount is not None else ""
+            total = f", total {present(inv.total, c)} {c}" if inv.total is not None else ""
+            out.append(f"  invoice #{inv.id} {inv.number or '(draft)'} {inv.stream}: {inv.lines} line(s), "
+                       f"subtotal {present(inv.subtotal, c)}{tax}{total}")
+        if self.statement is not None:
+            st, c = self.statement, self.statement.currency
+            out.append(f"  statement #{st.id} {st.number or '(draft)'}: receivable {present(st.receivable, c)}, "
+                       f"payable {present(st.payable, c)} (netted), net {present(st.net, c)} {c}")
         return "\n".join(out)
 
 
@@ -155,8 +217,10 @@ def resolve_period(s: Session, partner: str, period: Any, plan: Plan | None) -> 
 
     row = s.scalars(select(M.Partner).where(M.Partner.code == partner)).first()
     if row is None:
-        raise CycleError(f"partner {partner} is not in the store: load the rules first "
-                         "(store.load_plan(plan, program), `icdsl load`)")
+        known = list(s.scalars(select(M.Partner.code).order_by(M.Partner.code)))
+        raise CycleError(f"partner {partner} is not in the store: load the rules that declare it first "
+                         "(store.load_plan(plan, program), `icdsl load`)"
+                         + (f"; partners in the store: {', '.join(known)}" if known else ""))
     if plan is not None:
         declared = plan.partner(partner)
         if declared is None:
@@ -190,54 +254,48 @@ def _scale(plan: Plan) -> int:
     return scale
 
 
-def _quantity_unit(agreement: Agreement | None, direction: str, service: str) -> tuple[str, str | None]:
-    """(unit of the billed quantity, unit of the rate) for a service."""
-    sp = agreement.service(direction, service) if agreement else None
-    if sp is None:
-        return "unit", None
-    if sp.volume is not None or sp.unit in VOLUME_UNITS:
-        return "byte", sp.unit
-    if sp.unit in TIME_UNITS:
-        return "second", sp.unit
-    return sp.unit, sp.unit
+def day_bounds(period: Period) -> tuple[list[date], np.ndarray]:
+    """The local days of a period and the UTC instants (µs) at which they start, plus the end."""
+    days = [period.local_start + timedelta(days=i) for i in range((period.local_end - period.local_start).days)]
+    edges = [local_midnight(d, period.timezone) for d in days] + [period.end]
+    return days, np.array([int(e.timestamp() * 1_000_000) for e in edges], dtype=np.int64)
 
 
-def _stream(agreement: Agreement | None, direction: str, service: str) -> str:
-    for st in agreement.streams if agreement else ():
-        for sel in st.selectors:
-            if sel[0] == "traffic" and tuple(sel[1:]) == (direction, service):
-                return st.name
-    return "traffic"
-
-
-def _description(direction: str, service: str, destination: str, band: str) -> str:
-    text = f"{direction} {service}"
-    if destination:
-        text += f" to {destination}"
-    if band and band != "all":
-        text += f" ({band})"
-    return text
+def _ts_us(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False)
 
 
 # --------------------------------------------------------------------------- rating
 
 
-class _Rater:
-    """Rates chunks of records and streams them to the cycle's files, keeping per-line sums."""
+class Rater:
+    """Rates chunks of records and streams them to files, keeping the exact sums of each
+    line (grouped by ``dims``) and the records per local day."""
 
-    def __init__(self, plan: Plan, rated_w: Any, rejects_w: Any, scale: int):
+    def __init__(self, plan: Plan, rated_w: Any, rejects_w: Any, scale: int, dims: tuple[str, ...],
+                 period: Period | None = None):
         self.plan = plan
         self.rated_w = rated_w
         self.rejects_w = rejects_w
         self.scale = scale
-        self.keys: list[str] = []
-        self.key_index: dict[str, int] = {}
-        self.lines: dict[int, list[Any]] = {}  # line -> [count, units, amount, first, last]
+        self.dims = dims
+        self.fine_keys: list[str] = []
+        self.fine_index: dict[str, int] = {}
+        self.fine_line: list[int] = []
+        self.fine: dict[int, list[Any]] = {}  # fine group -> [count, units, amount, first, last]
+        self.line_keys: list[str] = []
+        self.line_index: dict[str, int] = {}
         self.records_in = 0
         self.rated = 0
         self.rejected = 0
         self.by_reason: dict[str, int] = defaultdict(int)
         self.by_batch: dict[int, int] = defaultdict(int)
+        self.days: list[date] = []
+        self.daily = np.zeros(0, np.int64)
+        self._edges: np.ndarray | None = None
+        if period is not None:
+            self.days, self._edges = day_bounds(period)
+            self.daily = np.zeros(len(self.days), np.int64)
 
     def rate(self, table: pa.Table, batch_id: int) -> None:
         from icdsl.billing import store as st
@@ -248,19 +306,28 @@ class _Rater:
             return
         self.records_in += n
         self.by_batch[batch_id] += n
+        if self._edges is not None:
+            idx = np.searchsorted(self._edges, _ts_us(table.column("start")), side="right") - 1
+            idx = idx[(idx >= 0) & (idx < len(self.days))]
+            self.daily += np.bincount(idx, minlength=len(self.days))
         rated, rejects = rate_batch(self.plan, table)
         st.checkpoint("cycle:rated")
+        self.add(rated, rejects, batch_id)
+
+    def add(self, rated: pa.Table, rejects: pa.Table, batch_id: int) -> None:
+        """Write a rated chunk and its rejects (``rated``: the batch executor's table)."""
         if rated.num_rows:
             amount_type = rated.schema.field("amount").type
             if amount_type.scale > self.scale:
                 raise ValidationError(f"amounts have {amount_type.scale} decimals, more than the {self.scale} "
                                       "expected from the agreements' rounding")
             rated = rated.append_column("batch_id", pa.array(np.full(rated.num_rows, batch_id, np.int64)))
-            line = self._lines(rated)
+            fine = self._fine(rated)
+            line = pa.array(np.asarray(self.fine_line, np.int32)[fine], pa.int32())
             rated = rated.append_column("line", line)
             self.rated_w.write(rated)
             self.rated += rated.num_rows
-            self._sums(rated, line)
+            self._sums(rated, pa.array(fine, pa.int32()))
         if rejects.num_rows:
             cols = {}
             for name in REJECT_COLUMNS:
@@ -275,39 +342,72 @@ class _Rater:
             for reason, count in zip(*_value_counts(rejects.column("reason")), strict=True):
                 self.by_reason[reason] += count
 
-    def _lines(self, rated: pa.Table) -> pa.Array:
-        cols = [pc.fill_null(pc.cast(rated.column(c), pa.string()), "") for c in LINE_DIMS]
+    def line_of(self, values: dict[str, str]) -> str:
+        return SEP.join([values[c] for c in BASE_DIMS] + [values[c] for c in self.dims])
+
+    def _fine(self, rated: pa.Table) -> np.ndarray:
+        cols = [pc.fill_null(pc.cast(rated.column(c), pa.string()), "") for c in FINE_DIMS]
         keys = pc.binary_join_element_wise(*cols, SEP)
         for k in pc.unique(keys).to_pylist():
-            if k not in self.key_index:
-                self.key_index[k] = len(self.keys)
-                self.keys.append(k)
-        return pc.index_in(keys, value_set=pa.array(self.keys, pa.string())).cast(pa.int32())
+            if k not in self.fine_index:
+                self.fine_index[k] = len(self.fine_keys)
+                self.fine_keys.append(k)
+                lk = self.line_of(dict(zip(FINE_DIMS, k.split(SEP), strict=True)))
+                li = self.line_index.get(lk)
+                if li is None:
+                    li = self.line_index[lk] = len(self.line_keys)
+                    self.line_keys.append(lk)
+                self.fine_line.append(li)
+        return pc.index_in(keys, value_set=pa.array(self.fine_keys, pa.string())).to_numpy(zero_copy_only=False)
 
-    def _sums(self, rated: pa.Table, line: pa.Array) -> None:
-        t = pa.table({"line": line, "units": rated.column("billed_units"), "amount": rated.column("amount"),
+    def _sums(self, rated: pa.Table, fine: pa.Array) -> None:
+        t = pa.table({"fine": fine, "units": rated.column("billed_units"), "amount": rated.column("amount"),
                       "start": rated.column("start")})
-        g = t.group_by("line", use_threads=False).aggregate(
-            [("line", "count"), ("units", "sum"), ("amount", "sum"), ("start", "min"), ("start", "max")])
+        g = t.group_by("fine", use_threads=False).aggregate(
+            [("fine", "count"), ("units", "sum"), ("amount", "sum"), ("start", "min"), ("start", "max")])
         for key, count, units, amount, lo, hi in zip(
-            g.column("line").to_pylist(), g.column("line_count").to_pylist(), g.column("units_sum").to_pylist(),
+            g.column("fine").to_pylist(), g.column("fine_count").to_pylist(), g.column("units_sum").to_pylist(),
             g.column("amount_sum").to_pylist(), g.column("start_min").to_pylist(), g.column("start_max").to_pylist(),
             strict=True,
         ):
-            acc = self.lines.get(key)
+            acc = self.fine.get(key)
             if acc is None:
-                self.lines[key] = [count, units, amount, lo, hi]
+                self.fine[key] = [count, units or 0, amount, lo, hi]
             else:
                 acc[0] += count
-                acc[1] += units
+                acc[1] += units or 0
                 acc[2] += amount
                 acc[3], acc[4] = min(acc[3], lo), max(acc[4], hi)
 
-    def line_dims(self, key: int) -> dict[str, Any]:
-        values = self.keys[key].split(SEP)
-        dims = dict(zip(LINE_DIMS, values, strict=True))
-        dims["agreement_version"] = int(dims["agreement_version"]) if dims["agreement_version"] else None
-        return dims
+    def groups(self) -> list[Group]:
+        """The lines: fine groups merged by the line dimensions (exact sums)."""
+        out: dict[int, Group] = {}
+        for fk, (count, units, amount, lo, hi) in sorted(self.fine.items()):
+            v = dict(zip(FINE_DIMS, self.fine_keys[fk].split(SEP), strict=True))
+            li = self.fine_line[fk]
+            g = out.get(li)
+            if g is None:
+                g = out[li] = Group(
+                    key=li, agreement_hash=v["agreement_hash"], agreement=v["agreement"],
+                    agreement_version=int(v["agreement_version"]) if v["agreement_version"] else None,
+                    direction=v["direction"], service=v["service"], currency=v["currency"],
+                    dims={d: v[d] for d in self.dims}, first=lo, last=hi)
+            g.count += count
+            g.units += units
+            g.amount += money(amount)
+            g.first, g.last = min(g.first, lo), max(g.last, hi)
+            for c in DIMENSIONS:
+                if c not in self.dims:
+                    vals = g.values.setdefault(c, set())
+                    if len(vals) <= MAX_VALUES:
+                        vals.add(v[c])
+        return [out[k] for k in sorted(out)]
+
+    def daily_counts(self) -> dict[date, int]:
+        return {d: int(n) for d, n in zip(self.days, self.daily.tolist(), strict=True)}
+
+
+_Rater = Rater  # (compatibility)
 
 
 def _value_counts(arr: pa.ChunkedArray | pa.Array) -> tuple[list[str], list[int]]:
@@ -315,9 +415,11 @@ def _value_counts(arr: pa.ChunkedArray | pa.Array) -> tuple[list[str], list[int]
     return vc.field("values").to_pylist(), vc.field("counts").to_pylist()
 
 
-def _read_partner(path: str, partner: str, period: Period) -> Any:
-    """The records of ``partner`` in ``period`` from an intake records file, in file order, in
-    tables of about CHUNK_ROWS rows (row groups without the partner are skipped)."""
+def _read_partner(path: str, partner: str, period: Period | None = None, *, start: datetime | None = None,
+                  end: datetime | None = None, number_prefix: str | None = None) -> Iterator[pa.Table]:
+    """The records of ``partner`` in ``period`` (or ``start``..``end``) from an intake records
+    file, in file order, in tables of about CHUNK_ROWS rows (row groups without the partner
+    are skipped); ``number_prefix``: only b_numbers starting with it."""
     pf = pq.ParquetFile(path)
     names = pf.schema_arrow.names
     groups = []
@@ -329,14 +431,16 @@ def _read_partner(path: str, partner: str, period: Period) -> Any:
         groups.append(i)
     if not groups:
         return
-    lo = pa.scalar(period.start, pa.timestamp("us", tz="UTC"))
-    hi = pa.scalar(period.end, pa.timestamp("us", tz="UTC"))
+    lo = pa.scalar(period.start if period else start, pa.timestamp("us", tz="UTC"))
+    hi = pa.scalar(period.end if period else end, pa.timestamp("us", tz="UTC"))
     acc: list[pa.Table] = []
     size = 0
     for rb in pf.iter_batches(batch_size=READ_ROWS, row_groups=groups, use_threads=False):
         t = pa.Table.from_batches([rb])
         mask = pc.and_(pc.equal(t.column("partner"), partner),
                        pc.and_(pc.greater_equal(t.column("start"), lo), pc.less(t.column("start"), hi)))
+        if number_prefix:
+            mask = pc.and_(mask, pc.fill_null(pc.starts_with(t.column("b_number"), number_prefix), False))
         t = t.filter(mask)
         if t.num_rows:
             acc.append(t)
@@ -348,15 +452,44 @@ def _read_partner(path: str, partner: str, period: Period) -> Any:
         yield pa.concat_tables(acc).combine_chunks()
 
 
+def partner_inputs(s: Session, partner: str, start: datetime, end: datetime) -> list[tuple[int, str, str, int]]:
+    """(batch id, records file, its sha256, records of the partner) of every intake batch with
+    records of ``partner`` starting in ``start``..``end``."""
+    return [tuple(r) for r in s.execute(
+        select(M.IntakePartnerStat.batch_id, M.DataFile.path, M.DataFile.sha256, M.IntakePartnerStat.records)
+        .join(M.DataFile, sa.and_(M.DataFile.batch_id == M.IntakePartnerStat.batch_id,
+                                  M.DataFile.kind == "intake_records"))
+        .where(M.IntakePartnerStat.partner == partner, M.IntakePartnerStat.min_start < end,
+               M.IntakePartnerStat.max_start >= start)
+        .order_by(M.IntakePartnerStat.batch_id)
+    ).all()]
+
+
+def _id_type(store: Store, inputs: Iterable[tuple[int, str, str, int]]) -> pa.DataType:
+    id_types = set()
+    for _batch, path, sha, _n in inputs:
+        store.data.verify(path, sha)
+        id_types.add(pq.read_schema(store.data.abs(path)).field("id").type)
+    return pa.int64() if id_types == {pa.int64()} else pa.string()
+
+
 # --------------------------------------------------------------------------- running a cycle
 
 
-def _report(s: Session, cycle: M.BillingCycle, period: Period, *, already: bool) -> CycleReport:
+def _report(s: Session, cycle: M.BillingCycle, period: Period, *, already: bool,
+            findings: list[Finding] | None = None) -> CycleReport:
     files = {f.kind: f for f in s.scalars(select(M.DataFile).where(M.DataFile.cycle_id == cycle.id))}
     invoices = []
     for inv in s.scalars(select(M.Invoice).where(M.Invoice.cycle_id == cycle.id).order_by(M.Invoice.id)):
-        n = s.scalar(select(sa.func.count()).select_from(M.InvoiceLine).where(M.InvoiceLine.invoice_id == inv.id))
-        invoices.append(InvoiceSummary(inv.id, inv.stream, inv.currency, inv.status, inv.subtotal, n or 0, inv.number))
+        n = s.scalar(select(func.count()).select_from(M.InvoiceLine).where(M.InvoiceLine.invoice_id == inv.id))
+        invoices.append(InvoiceSummary(inv.id, inv.stream, inv.currency, inv.status, inv.subtotal, n or 0, inv.number,
+                                       inv.tax_kind, inv.tax_amount, inv.total, inv.tax_note))
+    stm = s.scalars(select(M.SettlementStatement).where(M.SettlementStatement.cycle_id == cycle.id)
+                    .order_by(M.SettlementStatement.id.desc())).first()
+    statement = None
+    if stm is not None:
+        statement = StatementSummary(stm.id, stm.currency, stm.status, stm.receivable, stm.payable, stm.net,
+                                     len((stm.details or {}).get("lines", [])), stm.number)
     rated = files.get("rated")
     rejects = files.get("rating_rejects")
     by_reason: dict[str, int] = {}
@@ -365,13 +498,30 @@ def _report(s: Session, cycle: M.BillingCycle, period: Period, *, already: bool)
     totals = {k: Decimal(v) for k, v in (cycle.totals or {}).items() if not k.startswith("_")}
     batches = list(s.scalars(select(M.CycleInput.batch_id).where(M.CycleInput.cycle_id == cycle.id)
                              .order_by(M.CycleInput.batch_id)))
+    if findings is None:
+        findings = [finding_of(r) for r in latest_findings(s, cycle)]
     return CycleReport(
         cycle_id=cycle.id, partner=cycle.partner_code, period=period, status=cycle.status, already=already,
         records_in=cycle.records_in or 0, rated=cycle.rated_count or 0, rejected=cycle.rejected_count or 0,
-        rejects_by_reason=by_reason, totals=totals, invoices=invoices,
+        rejects_by_reason=by_reason, totals=totals, invoices=invoices, statement=statement, findings=findings,
         rated_file=rated.path if rated else None, rated_sha256=rated.sha256 if rated else None,
         rejects_file=rejects.path if rejects else None, batches=batches,
     )
+
+
+def latest_findings(s: Session, cycle: M.BillingCycle) -> list[M.ValidationFinding]:
+    """The findings of the cycle's latest validated run."""
+    attempt = s.scalar(select(func.max(M.ValidationFinding.attempt)).where(M.ValidationFinding.cycle_id == cycle.id))
+    if attempt is None:
+        return []
+    return list(s.scalars(select(M.ValidationFinding).where(M.ValidationFinding.cycle_id == cycle.id,
+                                                            M.ValidationFinding.attempt == attempt)
+                          .order_by(M.ValidationFinding.id)))
+
+
+def finding_of(r: M.ValidationFinding) -> Finding:
+    return Finding(r.code, r.severity, r.message, r.count, tuple(r.samples or ()), r.details, r.validator,
+                   r.accepted)
 
 
 def _lock_cycle(store: Store, s: Session, partner: M.Partner, period: Period) -> M.BillingCycle | None:
@@ -393,11 +543,13 @@ def _lock_cycle(store: Store, s: Session, partner: M.Partner, period: Period) ->
 
 def _discard(store: Store, s: Session, cycle: M.BillingCycle) -> None:
     """Remove a not-finalized cycle's drafts and file rows so that it can be rated again (the
-    files themselves stay until the next run or gc: the transaction may still roll back)."""
+    files themselves stay until the next run or gc: the transaction may still roll back).
+    Findings stay (they are the history of its runs); adjustments billed on it stay assigned."""
     inv_ids = list(s.scalars(select(M.Invoice.id).where(M.Invoice.cycle_id == cycle.id)))
     if inv_ids:
         s.execute(delete(M.InvoiceLine).where(M.InvoiceLine.invoice_id.in_(inv_ids)))
         s.execute(delete(M.Invoice).where(M.Invoice.id.in_(inv_ids)))
+    s.execute(delete(M.SettlementStatement).where(M.SettlementStatement.cycle_id == cycle.id))
     s.execute(delete(M.DataFile).where(M.DataFile.cycle_id == cycle.id))
     s.execute(delete(M.CycleInput).where(M.CycleInput.cycle_id == cycle.id))
     cycle.records_in = cycle.rated_count = cycle.rejected_count = None
@@ -409,12 +561,18 @@ def _discard(store: Store, s: Session, cycle: M.BillingCycle) -> None:
 
 
 def run_cycle(store: Store, partner: str, period: Any, plan: Plan, *, program: Any = None,
-              rerate: bool = False) -> CycleReport:
+              rerate: bool = False, dims: Iterable[str] | None = None, accept: Iterable[str] = (),
+              policy: Policy | None = None, validators: Iterable[Any] | None = None,
+              progress: Progress | None = None) -> CycleReport:
     """Open the cycle (its own short transaction), then rate, validate and invoice (draft)
     ``partner``'s ``period`` in one transaction.
 
     A cycle already invoiced or finalized is left as it is (``already=True``) unless
-    ``rerate`` (refused once finalized: corrections go on a credit note)."""
+    ``rerate`` (refused once finalized: corrections go on the next cycle, see
+    :mod:`icdsl.billing.corrections`). A cycle that validation stopped (``rated``) is rated
+    again. ``dims``: the line dimensions (:data:`icdsl.billing.invoicing.DIMENSIONS`);
+    ``accept``: codes of error findings to accept (``"all"``: every one)."""
+    dims_t = check_dims(dims)
     if program is not None:
         store.load_plan(plan, program)
     with store.session() as s:
@@ -425,7 +583,8 @@ def run_cycle(store: Store, partner: str, period: Any, plan: Plan, *, program: A
         cycle_id = cyc.id
     try:
         with store.session() as s:
-            return _run(store, s, prow, per, plan, rerate)
+            return run_locked(store, s, prow, per, plan, rerate=rerate, dims=dims_t, accept=tuple(accept),
+                              policy=policy, validators=validators, progress=progress)
     except CycleBusy:
         raise
     except Exception as e:
@@ -477,9 +636,35 @@ def _new_cycle(s: Session, prow: M.Partner, per: Period, t: datetime) -> M.Billi
     return cyc
 
 
-def _run(store: Store, s: Session, prow: M.Partner, per: Period, plan: Plan, rerate: bool) -> CycleReport:
-    from icdsl.billing import store as st
+class _Clock:
+    def __init__(self, progress: Progress | None):
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+        self._stage: str | None = None
+        self._t0 = 0.0
 
+    def stage(self, name: str | None, total: int = 0) -> None:
+        t = time.perf_counter()
+        if self._stage is not None:
+            self.timings[self._stage] = self.timings.get(self._stage, 0.0) + t - self._t0
+        self._stage, self._t0 = name, t
+        if name is not None and self.progress is not None:
+            self.progress(name, 0, total)
+
+    def tick(self, done: int, total: int) -> None:
+        if self.progress is not None and self._stage is not None:
+            self.progress(self._stage, done, total)
+
+
+def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Plan, *, rerate: bool = False,
+               dims: tuple[str, ...] | None = None, accept: tuple[str, ...] = (), policy: Policy | None = None,
+               validators: Iterable[Any] | None = None, progress: Progress | None = None) -> CycleReport:
+    """The body of :func:`run_cycle`, inside the caller's transaction ``s``."""
+    from icdsl.billing import store as st
+    from icdsl.billing.fx import FxTable
+
+    dims = check_dims(dims)
+    clock = _Clock(progress)
     cyc = _lock_cycle(store, s, prow, per)
     st.checkpoint("cycle:locked")
     if cyc is None:
@@ -488,7 +673,7 @@ def _run(store: Store, s: Session, prow: M.Partner, per: Period, plan: Plan, rer
         return _report(s, cyc, per, already=True)  # another session finished it meanwhile
     if cyc.status == "finalized":
         raise CycleStateError(f"cycle {prow.code} {per.label} is finalized: it cannot be rated again; "
-                              "corrections go on a credit note")
+                              f"corrections go on the next cycle (`icdsl rerate --partner {prow.code} ...`)")
     rel_dir = cycle_dir(prow.code, per)
     # Under the lock, nobody else writes here: whatever no committed row references is left over.
     removed = store.data.clean(rel_dir, store.referenced_files(s))
@@ -496,52 +681,42 @@ def _run(store: Store, s: Session, prow: M.Partner, per: Period, plan: Plan, rer
         _discard(store, s, cyc)
     cyc.attempts += 1
     cyc.plan_hash = st.plan_hash(plan)
+    cyc.line_dims = list(dims)
     if removed:
         _event(s, cyc, "progress", f"removed {len(removed)} file(s) left by an interrupted run",
                details={"files": removed})
 
-    inputs = s.execute(
-        select(M.IntakePartnerStat.batch_id, M.DataFile.path, M.DataFile.sha256)
-        .join(M.DataFile, sa.and_(M.DataFile.batch_id == M.IntakePartnerStat.batch_id,
-                                  M.DataFile.kind == "intake_records"))
-        .where(M.IntakePartnerStat.partner == prow.code, M.IntakePartnerStat.min_start < per.end,
-               M.IntakePartnerStat.max_start >= per.start)
-        .order_by(M.IntakePartnerStat.batch_id)
-    ).all()
-    id_types = set()
-    for _batch, path, sha in inputs:
-        store.data.verify(path, sha)
-        id_types.add(pq.read_schema(store.data.abs(path)).field("id").type)
-    id_type = pa.int64() if id_types == {pa.int64()} else pa.string()
+    inputs = partner_inputs(s, prow.code, per.start, per.end)
+    id_type = _id_type(store, inputs)
     scale = _scale(plan)
+    expected = sum(n for *_x, n in inputs)
     _event(s, cyc, "progress", f"rating records of {len(inputs)} intake batch(es)",
-           details={"batches": [b for b, _, _ in inputs], "attempt": cyc.attempts})
+           details={"batches": [b for b, *_x in inputs], "attempt": cyc.attempts})
 
+    clock.stage("rate", expected)
     rated_w = store.data.writer(rel_dir, "rated", rated_file_schema(id_type, scale))
     rejects_w = store.data.writer(rel_dir, "rating-rejects", REJECTS_FILE_SCHEMA)
     with rated_w, rejects_w:
-        rater = _Rater(plan, rated_w, rejects_w, scale)
-        for batch_id, path, _sha in inputs:
+        rater = Rater(plan, rated_w, rejects_w, scale, dims, per)
+        for batch_id, path, _sha, _n in inputs:
             for chunk in _read_partner(str(store.data.abs(path)), prow.code, per):
                 rater.rate(chunk, batch_id)
+                clock.tick(rater.records_in, max(expected, rater.records_in))
         rated_w.close()
         rejects_w.close()
         st.checkpoint("cycle:files_written")
         rated_f = rated_w.commit()
         rejects_f = rejects_w.commit()
     st.checkpoint("cycle:files_committed")
+    clock.tick(rater.records_in, rater.records_in)
 
-    # ---- rated
+    # ---- rated: the counts and amounts must reconcile (a failure is a bug, nothing is committed)
+    clock.stage("validate")
+    groups = rater.groups()
     cyc.records_in, cyc.rated_count, cyc.rejected_count = rater.records_in, rater.rated, rater.rejected
     by_currency: dict[str, Decimal] = defaultdict(Decimal)
-    for acc in rater.lines.values():
-        acc[2] = money(acc[2])
-    for key, acc in rater.lines.items():
-        by_currency[rater.line_dims(key)["currency"]] += acc[2]
-    _advance(s, cyc, "rated", f"rated {rater.rated} of {rater.records_in} records, rejected {rater.rejected}",
-             {"rejects_by_reason": dict(rater.by_reason), "rated_sha256": rated_f.sha256})
-
-    # ---- validated
+    for g in groups:
+        by_currency[g.currency] += g.amount
     problems = []
     if rater.records_in != rater.rated + rater.rejected:
         problems.append(f"records {rater.records_in} != rated {rater.rated} + rejected {rater.rejected}")
@@ -550,29 +725,31 @@ def _run(store: Store, s: Session, prow: M.Partner, per: Period, plan: Plan, rer
     back = pq.read_table(store.data.abs(rated_f.path), columns=["amount", "currency", "line"])
     file_totals: dict[str, Decimal] = {}
     if back.num_rows:
-        g = back.group_by("currency").aggregate([("amount", "sum")])
-        file_totals = dict(zip(g.column("currency").to_pylist(), g.column("amount_sum").to_pylist(), strict=True))
+        g2 = back.group_by("currency").aggregate([("amount", "sum")])
+        file_totals = dict(zip(g2.column("currency").to_pylist(), g2.column("amount_sum").to_pylist(), strict=True))
     if {k: money(v) for k, v in file_totals.items()} != dict(by_currency):
         problems.append(f"amounts in {rated_f.path} {file_totals} differ from the lines' {dict(by_currency)}")
-    if back.num_rows and set(pc.unique(back.column("line")).to_pylist()) != set(rater.lines):
+    if back.num_rows and set(pc.unique(back.column("line")).to_pylist()) != {g.key for g in groups}:
         problems.append("the rated file's line keys differ from the lines")
+    del back
     versions = {v.content_hash: v for v in s.scalars(select(M.AgreementVersion).where(
-        M.AgreementVersion.content_hash.in_({rater.line_dims(k)["agreement_hash"] for k in rater.lines})))}
-    for key in rater.lines:
-        d = rater.line_dims(key)
-        if d["agreement_hash"] not in versions:
-            problems.append(f"agreement \"{d['agreement']}\" v{d['agreement_version']} "
-                            f"(sha256 {d['agreement_hash'][:12]}...) rated records but is not in the store: "
+        M.AgreementVersion.content_hash.in_({g.agreement_hash for g in groups})))}
+    for g in groups:
+        if g.agreement_hash not in versions:
+            problems.append(f"agreement \"{g.agreement}\" v{g.agreement_version} "
+                            f"(sha256 {g.agreement_hash[:12]}...) rated records but is not in the store: "
                             "load the rules first (store.load_plan, `icdsl load`)")
             break
     if problems:
-        raise ValidationError(f"cycle {prow.code} {per.label} failed validation; nothing was committed: "
+        raise ValidationError(f"cycle {prow.code} {per.label} failed its reconciliation; nothing was committed: "
                               + "; ".join(problems))
-    _advance(s, cyc, "validated", "counts reconcile, amounts match the rated file, agreement versions known")
-
-    # ---- data files, inputs
-    t = st.now()
     totals_json = {k: str(v) for k, v in sorted(by_currency.items())}
+    cyc.totals = dict(totals_json, _rejects_by_reason=dict(sorted(rater.by_reason.items())))
+    _advance(s, cyc, "rated", f"rated {rater.rated} of {rater.records_in} records, rejected {rater.rejected}",
+             {"rejects_by_reason": dict(rater.by_reason), "rated_sha256": rated_f.sha256})
+
+    # ---- data files, inputs (kept also when validation stops the cycle)
+    t = st.now()
     rated_row = M.DataFile(kind="rated", path=rated_f.path, sha256=rated_f.sha256, rows=rated_f.rows,
                            bytes=rated_f.bytes, amount_totals=totals_json, batch_id=None, cycle_id=cyc.id,
                            partner=prow.code, created_at=t)
@@ -584,44 +761,167 @@ def _run(store: Store, s: Session, prow: M.Partner, per: Period, plan: Plan, rer
         s.add(M.CycleInput(cycle_id=cyc.id, batch_id=batch_id, records=n))
     s.flush()
 
-    # ---- invoiced (drafts)
-    by_hash = {a.source_hash: a for a in plan.agreements}
-    lines_by_invoice: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for key, (count, units, amount, first, last) in rater.lines.items():
-        d = rater.line_dims(key)
-        agreement = by_hash.get(d["agreement_hash"])
-        unit, rate_unit = _quantity_unit(agreement, d["direction"], d["service"])
-        try:
-            rate = Decimal(d["rate"]) if d["rate"] else None
-        except ArithmeticError:
-            rate = None
-        lines_by_invoice[(_stream(agreement, d["direction"], d["service"]), d["currency"])].append(dict(
-            kind="traffic", description=_description(d["direction"], d["service"], d["destination"], d["band"]),
-            direction=d["direction"], service=d["service"], destination=d["destination"] or None,
-            prefix=d["prefix"] or None, band=d["band"] or None, quantity=Decimal(units), unit=unit, rate=rate,
-            rate_unit=rate_unit, amount=amount, currency=d["currency"],
-            agreement_version_id=versions[d["agreement_hash"]].id, agreement_hash=d["agreement_hash"],
-            rule=d["rule"] or None, data_file_id=rated_row.id, line_key=key, record_count=count,
-            first_start=first, last_start=last, created_at=t,
-        ))
-    for (stream, currency), lines in sorted(lines_by_invoice.items()):
-        lines.sort(key=lambda x: (x["direction"], x["service"], x["destination"] or "", x["prefix"] or "",
-                                  x["band"] or "", x["agreement_hash"], x["rule"] or "", str(x["rate"])))
-        inv = M.Invoice(
-            partner_id=prow.id, partner_code=prow.code, partner_name=prow.name, cycle_id=cyc.id, stream=stream,
-            currency=currency, status="draft", subtotal=money(sum((x["amount"] for x in lines), Decimal(0))),
-            tax_kind=prow.tax_kind, tax_rate=prow.tax_rate, tax_amount=None, total=None, created_at=t,
-        )
-        s.add(inv)
+    # ---- validated
+    fx = FxTable.load(s, plan)
+    rated_abs = store.data.abs(rated_f.path)
+    context = ValidationContext(
+        partner=prow.code, partner_name=prow.name, timezone=prow.timezone, invoice_currency=prow.currency,
+        period=per, plan=plan, records_in=rater.records_in, rated_count=rater.rated, rejected_count=rater.rejected,
+        rejects=pq.read_table(store.data.abs(rejects_f.path)), daily=rater.daily_counts(),
+        history=daily_history(s, prow.code, per.local_start - timedelta(days=HISTORY_DAYS), per.local_start),
+        last_data_day=last_data_day(s, per), lines=groups, fx=fx, policy=policy or Policy(),
+        read_rated=lambda columns: pq.read_table(rated_abs, columns=list(columns)),
+    )
+    findings = run_validators(context, validators, accept=accept)
+    for f in findings:
+        s.add(M.ValidationFinding(
+            cycle_id=cyc.id, attempt=cyc.attempts, validator=f.validator, code=f.code, severity=f.severity,
+            accepted=f.accepted, message=f.message, count=f.count, samples=list(f.samples),
+            details=_jsonable(f.details) if f.details else None, created_at=t))
+    counts = {sev: sum(1 for f in findings if f.severity == sev) for sev in ("error", "warning", "info")}
+    blocking = [f for f in findings if f.blocking]
+    if blocking:
+        _event(s, cyc, "error", f"validation: {len(blocking)} error(s) stop invoicing: "
+               + "; ".join(f"{f.code} ({f.count})" for f in blocking),
+               details={"findings": [f.as_dict() for f in blocking]})
+        store.audit(s, "cycle_blocked", "billing_cycle", cyc.id,
+                    f"{prow.code} {per.label}: validation errors {', '.join(f.code for f in blocking)}")
         s.flush()
-        s.add_all(M.InvoiceLine(invoice_id=inv.id, line_no=i, **x) for i, x in enumerate(lines, 1))
-    cyc.totals = dict(totals_json, _rejects_by_reason=dict(sorted(rater.by_reason.items())))
-    _advance(s, cyc, "invoiced", f"{len(lines_by_invoice)} draft invoice(s), {len(rater.lines)} line(s)")
+        clock.stage(None)
+        st.checkpoint("cycle:before_commit")
+        report = _report(s, cyc, per, already=False, findings=findings)
+        report.timings = clock.timings
+        return report
+    accepted = [f for f in findings if f.severity == "error" and f.accepted]
+    if accepted:
+        store.audit(s, "findings_accepted", "billing_cycle", cyc.id,
+                    f"{prow.code} {per.label}: accepted {', '.join(f.code for f in accepted)}",
+                    {"findings": [f.as_dict() for f in accepted]})
+    _advance(s, cyc, "validated", f"validated: {counts['error']} error(s) ({len(accepted)} accepted), "
+             f"{counts['warning']} warning(s)", {"findings": counts})
+
+    # ---- invoiced (drafts)
+    clock.stage("invoice")
+    adjustments = [adjustment_line(s, a) for a in s.scalars(
+        select(M.Adjustment).where(M.Adjustment.target_cycle_id == cyc.id).order_by(M.Adjustment.id))]
+    drafts = draft_documents(groups, [a for a in adjustments if a.amount != 0], plan=plan,
+                             invoice_currency=prow.currency, tax_kind=prow.tax_kind, tax_rate=prow.tax_rate,
+                             fx=fx, last_day=per.local_end - timedelta(days=1))
+    write_drafts(s, store, cyc, prow, drafts, versions, rated_row.id, t)
+    _advance(s, cyc, "invoiced", f"{len(drafts.invoices)} draft invoice(s), {len(groups)} line(s)"
+             + (", a settlement statement" if drafts.statement else ""))
     store.audit(s, "cycle_invoiced", "billing_cycle", cyc.id,
                 f"{prow.code} {per.label}: {rater.rated} rated, totals {totals_json}")
     s.flush()
+    clock.stage(None)
     st.checkpoint("cycle:before_commit")
-    return _report(s, cyc, per, already=False)
+    report = _report(s, cyc, per, already=False, findings=findings)
+    report.timings = clock.timings
+    return report
+
+
+def _jsonable(v: Any) -> Any:
+    from icdsl.billing.store import _jsonable as plain
+
+    return plain(v)
+
+
+def daily_history(s: Session, partner: str, first: date, end: date) -> dict[date, int]:
+    """The partner's passed records by local day, ``first`` <= day < ``end`` (intake statistics)."""
+    rows = s.execute(select(M.IntakeDailyCount.day, func.sum(M.IntakeDailyCount.records))
+                     .where(M.IntakeDailyCount.partner == partner, M.IntakeDailyCount.day >= first,
+                            M.IntakeDailyCount.day < end)
+                     .group_by(M.IntakeDailyCount.day)).all()
+    return {d: int(n) for d, n in rows}
+
+
+def last_data_day(s: Session, period: Period) -> date | None:
+    """The local day (in the period's zone) of the latest record ingested for any partner."""
+    from icdsl.billing.periods import zone
+
+    latest = s.scalar(select(func.max(M.IntakeBatch.max_start)))
+    if latest is None:
+        return None
+    if latest.tzinfo is None:  # pragma: no cover - UTCDateTime always gives aware values
+        from datetime import UTC
+
+        latest = latest.replace(tzinfo=UTC)
+    return latest.astimezone(zone(period.timezone)).date()
+
+
+def adjustment_line(s: Session, a: M.Adjustment) -> DraftLine:
+    """The invoice line billing an adjustment."""
+    from icdsl.billing.fx import FxQuote
+
+    src = s.get(M.BillingCycle, a.source_cycle_id)
+    what = describe(a.direction, a.service, a.destination, a.band, a.prefix)
+    if a.corrects_line_id is not None:
+        orig = s.get(M.InvoiceLine, a.corrects_line_id)
+        inv = s.get(M.Invoice, orig.invoice_id) if orig is not None else None
+        ref = f"{inv.number or f'invoice #{inv.id}'} line {orig.line_no}" if inv is not None and orig else ""
+    else:
+        ref = "not billed before"
+    desc = f"Adjustment {src.label if src else ''}: {what} ({ref})"
+    fx = None
+    if a.fx_rate is not None and a.fx_rate_id is not None:
+        row = s.get(M.FxRate, a.fx_rate_id)
+        if row is not None:
+            inverse = (row.base, row.quote) != (a.source_currency, a.currency)
+            fx = FxQuote(row.source, a.source_currency, a.currency, a.fx_rate, row.effective_from, row.id, inverse)
+    return DraftLine(
+        kind="adjustment", description=desc, direction=a.direction, service=a.service, destination=a.destination,
+        prefix=a.prefix, band=a.band, quantity=Decimal(a.new_units - a.old_units), unit=a.unit, rate=None,
+        rate_unit=None, amount=a.amount, currency=a.currency, source_amount=a.source_delta,
+        source_currency=a.source_currency, fx=fx, rounding=a.rounding, agreement_hash=a.agreement_hash,
+        rule=a.rule, line_key=a.line_key, record_count=a.new_count, first_start=None, last_start=None,
+        group_key=a.group_key, stream=a.stream, netted=a.netted, corrects_line_id=a.corrects_line_id,
+        adjustment_id=a.id,
+    )
+
+
+def write_drafts(s: Session, store: Store, cyc: M.BillingCycle, prow: M.Partner, drafts: Drafts,
+                 versions: dict[str, M.AgreementVersion], rated_file_id: int | None, t: datetime) -> None:
+    """The draft invoices, their lines and the settlement statement, as rows."""
+    if any(ln.agreement_hash and ln.agreement_hash not in versions for ln in drafts.lines):
+        versions = dict(versions)
+        missing = {ln.agreement_hash for ln in drafts.lines if ln.agreement_hash and ln.agreement_hash not in versions}
+        for v in s.scalars(select(M.AgreementVersion).where(M.AgreementVersion.content_hash.in_(missing))):
+            versions[v.content_hash] = v
+    for d in drafts.invoices:
+        inv = M.Invoice(
+            partner_id=prow.id, partner_code=prow.code, partner_name=prow.name, cycle_id=cyc.id, stream=d.stream,
+            currency=d.currency, status="draft", subtotal=d.subtotal, tax_kind=d.tax.kind, tax_rate=prow.tax_rate,
+            tax_amount=d.tax.amount, total=d.total, taxable_amount=d.tax.taxable, tax_note=d.tax.note,
+            fx_rate_id=d.fx_rate_id, created_at=t,
+        )
+        s.add(inv)
+        s.flush()
+        rows = []
+        for i, ln in enumerate(d.lines, 1):
+            v = versions.get(ln.agreement_hash or "")
+            rows.append(M.InvoiceLine(
+                invoice_id=inv.id, line_no=i, kind=ln.kind, description=ln.description[:1000],
+                direction=ln.direction, service=ln.service, destination=ln.destination, prefix=ln.prefix,
+                band=ln.band, quantity=ln.quantity, unit=ln.unit, rate=ln.rate, rate_unit=ln.rate_unit,
+                amount=ln.amount, currency=ln.currency, agreement_version_id=v.id if v else None,
+                agreement_hash=ln.agreement_hash, rule=ln.rule,
+                data_file_id=rated_file_id if ln.kind == "traffic" else None,
+                line_key=ln.line_key, record_count=ln.record_count, first_start=ln.first_start,
+                last_start=ln.last_start, corrects_line_id=ln.corrects_line_id, created_at=t,
+                source_amount=ln.source_amount, source_currency=ln.source_currency,
+                fx_rate=ln.fx.rate if ln.fx else None, fx_rate_id=ln.fx.rate_id if ln.fx else None,
+                rounding=ln.rounding, group_key=ln.group_key[:2000], adjustment_id=ln.adjustment_id,
+            ))
+        s.add_all(rows)
+    if drafts.statement is not None:
+        d = drafts.statement
+        s.add(M.SettlementStatement(
+            partner_id=prow.id, cycle_id=cyc.id, currency=d.currency, status="draft", receivable=d.receivable,
+            payable=d.payable, net=d.net, created_at=t,
+            details={"period": cyc.label, "rated_file_id": rated_file_id,
+                     "lines": [line_json(ln, i) for i, ln in enumerate(d.lines, 1)]},
+        ))
+    s.flush()
 
 
 # --------------------------------------------------------------------------- finalization
@@ -643,9 +943,11 @@ def next_number(store: Store, s: Session, name: str) -> int:
 
 
 def finalize_cycle(store: Store, partner: str, period: Any, *, issue_date: date | None = None) -> CycleReport:
-    """Number the cycle's draft invoices, date them and make them (and the cycle) immutable."""
+    """Number the cycle's draft invoices (and settlement statement), date them and make them
+    (and the cycle) immutable. The issue date is the period's last day unless given; invoices
+    are due ``due N days`` later. Checks registered on the drafts (the ``icdsl_invoice_validators``
+    hook, :mod:`icdsl.validators`) run first: an error refuses finalization."""
     from icdsl.billing import store as st
-    from icdsl.billing.periods import zone
 
     with store.session() as s:
         prow, per = resolve_period(s, partner, period, None)
@@ -655,9 +957,14 @@ def finalize_cycle(store: Store, partner: str, period: Any, *, issue_date: date 
         if cyc.status == "finalized":
             return _report(s, cyc, per, already=True)
         if cyc.status != "invoiced":
-            raise CycleStateError(f"cycle {partner} {per.label} is {cyc.status}: it must be invoiced to be finalized")
+            why = " (validation stopped it: see `icdsl cycle status`)" if cyc.status == "rated" else ""
+            raise CycleStateError(f"cycle {partner} {per.label} is {cyc.status}{why}: it must be invoiced to be "
+                                  "finalized")
         t = st.now()
-        issue = issue_date or t.astimezone(zone(prow.timezone)).date()
+        issue = issue_date or (per.local_end - timedelta(days=1))
+        problems = _document_checks(store, s, cyc, per)
+        if problems:
+            raise CycleStateError(f"cycle {partner} {per.label} cannot be finalized: " + "; ".join(problems))
         for inv in s.scalars(select(M.Invoice).where(M.Invoice.cycle_id == cyc.id, M.Invoice.status == "draft")
                              .order_by(M.Invoice.id)):
             n = next_number(store, s, f"invoice-{issue.year}")
@@ -666,68 +973,56 @@ def finalize_cycle(store: Store, partner: str, period: Any, *, issue_date: date 
             inv.due_date = issue + timedelta(days=prow.due_days)
             inv.status = "finalized"
             inv.finalized_at = t
+        for stm in s.scalars(select(M.SettlementStatement).where(M.SettlementStatement.cycle_id == cyc.id,
+                                                                 M.SettlementStatement.status == "draft")):
+            n = next_number(store, s, f"statement-{issue.year}")
+            stm.number = f"STM-{issue.year}-{n:06d}"
+            stm.details = dict(stm.details or {}, issue_date=issue.isoformat(),
+                               due_date=(issue + timedelta(days=prow.due_days)).isoformat())
+            stm.status = "finalized"
+            stm.finalized_at = t
         _advance(s, cyc, "finalized", f"invoices finalized, issued {issue}")
         store.audit(s, "cycle_finalized", "billing_cycle", cyc.id, f"{partner} {per.label} finalized")
         s.flush()
+        st.checkpoint("finalize:before_commit")
         return _report(s, cyc, per, already=False)
 
 
-# --------------------------------------------------------------------------- trace
+def _document_checks(store: Store, s: Session, cyc: M.BillingCycle, per: Period) -> list[str]:
+    """Errors of the document validators registered through the plugin hook, on the drafts."""
+    try:
+        from icdsl.validators import ValidationContext as DocumentContext
+        from icdsl.validators import run_validators as run_document_validators
+    except ImportError:  # pragma: no cover - the plugin API is not there
+        return []
+    from icdsl.billing.documents import invoice_document
+
+    docs = [invoice_document(s, inv) for inv in s.scalars(
+        select(M.Invoice).where(M.Invoice.cycle_id == cyc.id).order_by(M.Invoice.id))]
+    if not docs:
+        return []
+    found = run_document_validators(docs, DocumentContext(partner=cyc.partner_code, period=per.label))
+    return [str(f) for f in found if f.severity == "error"]
 
 
-@dataclass
-class LineTrace:
-    """An invoice line and everything behind it."""
-
-    line: M.InvoiceLine
-    invoice: M.Invoice
-    agreement: M.AgreementVersion | None
-    rule_source: str | None  # the rule's line of the rule file, as loaded
-    data_file: M.DataFile | None
-    records: pa.Table
-    batches: list[M.IntakeBatch]
-
-    def __str__(self) -> str:
-        ln, inv = self.line, self.invoice
-        out = [f"line {ln.id} (#{ln.line_no} of invoice {inv.number or f'#{inv.id} (draft)'} {inv.partner_code} "
-               f"{inv.stream} {inv.currency}): {ln.description}: {ln.quantity} {ln.unit}, {ln.amount} {ln.currency}"]
-        if self.agreement is not None:
-            a = self.agreement
-            out.append(f"  agreement \"{a.name}\" v{a.version} (sha256 {a.content_hash[:12]}..., {a.span})")
-        if ln.rule:
-            out.append(f"  rule {ln.rule}" + (f": {self.rule_source.strip()}" if self.rule_source else ""))
-        if self.data_file is not None:
-            out.append(f"  records: {self.records.num_rows} in {self.data_file.path} (line {ln.line_key})")
-        for b in self.batches:
-            out.append(f"  from intake batch #{b.id} {b.file_name} (sha256 {b.sha256[:12]}...)")
-        return "\n".join(out)
+# --------------------------------------------------------------------------- trace (compatibility)
 
 
-def trace_line(store: Store, line_id: int) -> LineTrace:
-    with store.reading() as s:
-        line = s.get(M.InvoiceLine, line_id)
-        if line is None:
-            raise StoreError(f"no invoice line {line_id}")
-        invoice = s.get(M.Invoice, line.invoice_id)
-        agreement = s.get(M.AgreementVersion, line.agreement_version_id) if line.agreement_version_id else None
-        data_file = s.get(M.DataFile, line.data_file_id) if line.data_file_id else None
-        rule_source = None
-        if line.rule:
-            parts = line.rule.rsplit(":", 2)
-            if len(parts) == 3 and parts[1].isdigit():
-                q = select(M.SourceFile).where(M.SourceFile.path == parts[0])
-                if agreement is not None and agreement.source_file == parts[0]:
-                    q = q.where(M.SourceFile.sha256 == agreement.source_file_hash)
-                src = s.scalars(q.order_by(M.SourceFile.id.desc())).first()
-                if src is not None:
-                    lines = src.text.splitlines()
-                    k = int(parts[1])
-                    rule_source = lines[k - 1] if 0 < k <= len(lines) else None
-        records = pa.table({})
-        batches: list[M.IntakeBatch] = []
-        if data_file is not None and line.line_key is not None:
-            store.data.verify(data_file.path, data_file.sha256)
-            records = pq.read_table(store.data.abs(data_file.path), filters=[("line", "=", line.line_key)])
-            ids = sorted(set(records.column("batch_id").to_pylist()))
-            batches = list(s.scalars(select(M.IntakeBatch).where(M.IntakeBatch.id.in_(ids)).order_by(M.IntakeBatch.id)))
-        return LineTrace(line, invoice, agreement, rule_source, data_file, records, batches)
+def trace_line(store: Store, line_id: int, **kw: Any) -> Any:
+    from icdsl.billing.trace import trace_line as trace
+
+    return trace(store, line_id, **kw)
+
+
+__all__ = [
+    "CycleReport",
+    "InvoiceSummary",
+    "Rater",
+    "StatementSummary",
+    "StoreError",
+    "cycle_dir",
+    "finalize_cycle",
+    "rated_file_schema",
+    "resolve_period",
+    "run_cycle",
+]

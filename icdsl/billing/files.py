@@ -77,8 +77,8 @@ class DataDir:
             raise ValueError(f"{rel!r} is outside the data folder {self.root}")
         return p
 
-    def writer(self, rel_dir: str, stem: str, schema: pa.Schema) -> AtomicParquet:
-        return AtomicParquet(self, rel_dir, stem, schema)
+    def writer(self, rel_dir: str, stem: str, schema: pa.Schema, *, row_group_size: int | None = None) -> AtomicParquet:
+        return AtomicParquet(self, rel_dir, stem, schema, row_group_size=row_group_size)
 
     def verify(self, rel: str, sha256: str) -> None:
         """Raise if the file is missing or its content is not the recorded one."""
@@ -134,8 +134,10 @@ class AtomicParquet:
     it its content-addressed name; :meth:`abort` (or leaving a ``with`` block by an exception)
     removes it."""
 
-    def __init__(self, data: DataDir, rel_dir: str, stem: str, schema: pa.Schema):
+    def __init__(self, data: DataDir, rel_dir: str, stem: str, schema: pa.Schema, *,
+                 row_group_size: int | None = None):
         self.data = data
+        self.row_group_size = row_group_size
         self.rel_dir = rel_dir.strip("/")
         self.stem = stem
         self.schema = schema
@@ -152,7 +154,8 @@ class AtomicParquet:
         if self._writer is None:
             raise RuntimeError("the file is closed")
         if table.num_rows:
-            self._writer.write_table(table.select(self.schema.names).cast(self.schema))
+            self._writer.write_table(table.select(self.schema.names).cast(self.schema),
+                                     row_group_size=self.row_group_size)
             self.rows += table.num_rows
 
     def close(self) -> Path:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections import defaultdict
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +61,49 @@ def previous_ids(store: Store, s: Session) -> tuple[pa.Array, np.ndarray, dict[i
         return pa.array([], pa.string()), np.zeros(0, np.int64), names
     return pa.concat_arrays(arrays), np.concatenate(owners), names
 
+
+
+RECORDS_ROW_GROUP = 1 << 16
+
+
+def partner_zones(s: Session, plan: Plan | None) -> dict[str, str]:
+    """Each known partner's time zone (the store's declaration, else the plan's)."""
+    zones = {p.code: p.timezone for p in plan.partners} if plan is not None else {}
+    zones.update({code: tz for code, tz in s.execute(select(M.Partner.code, M.Partner.timezone))})
+    return zones
+
+
+def count_days(records: pa.Table, zones: dict[str, str], acc: dict[tuple[str, date], int]) -> None:
+    """Add the records of a table sorted by partner to ``acc[(partner, local day)]`` (the
+    partner's time zone, UTC for a partner not declared)."""
+    from icdsl.billing.periods import PeriodError, local_midnight
+
+    part = records.column("partner").combine_chunks()
+    n = len(part)
+    if not n:
+        return
+    change = np.flatnonzero(pc.not_equal(part.slice(1), part.slice(0, n - 1)).fill_null(True)
+                            .to_numpy(zero_copy_only=False)) + 1
+    bounds = [0, *change.tolist(), n]
+    starts = pc.cast(records.column("start"), pa.int64()).to_numpy(zero_copy_only=False)
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        code = part[lo].as_py()
+        tz = zones.get(code, "UTC")
+        us = starts[lo:hi]
+        first = _utc_day(int(us.min())) - timedelta(days=1)
+        last = _utc_day(int(us.max())) + timedelta(days=2)
+        days = [first + timedelta(days=i) for i in range((last - first).days)]
+        try:
+            edges = np.array([int(local_midnight(d, tz).timestamp() * 1_000_000) for d in days], np.int64)
+        except PeriodError:
+            edges = np.array([int(local_midnight(d, "UTC").timestamp() * 1_000_000) for d in days], np.int64)
+        idx = np.searchsorted(edges, us, side="right") - 1
+        for i, c in zip(*np.unique(idx, return_counts=True), strict=True):
+            acc[(code, days[int(i)])] += int(c)
+
+
+def _utc_day(us: int) -> date:
+    return date(1970, 1, 1) + timedelta(days=us // 86_400_000_000)
 
 
 def resolve_layout(layout: RecordLayout | str | None, plan: Plan | None) -> RecordLayout | None:
@@ -139,11 +184,14 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
             # Only this session writes under rel_dir now: anything there is left over.
             store.data.clean(rel_dir, set())
             prev_ids, prev_owner, prev_names = previous_ids(store, s)
+            zones = partner_zones(s, plan)
+            daily: dict[tuple[str, date], int] = defaultdict(int)
             try:
                 reader = RecordReader(p, lay, batch_rows=batch_rows)
             except IntakeError as e:
                 raise IngestError(f"{p.name}: {e}") from e
-            rec_w = store.data.writer(rel_dir, "records", reader.schema)
+            # small row groups: records are sorted by partner, so a cycle reads only its partner's
+            rec_w = store.data.writer(rel_dir, "records", reader.schema, row_group_size=RECORDS_ROW_GROUP)
             rej_w = store.data.writer(rel_dir, "rejects", REJECTS_SCHEMA)
             with rec_w, rej_w:
                 cross = 0
@@ -187,6 +235,7 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
                                 acc[1], acc[2] = min(acc[1], lo), max(acc[2], hi)
                                 min_start = lo if min_start is None else min(min_start, lo)
                                 max_start = hi if max_start is None else max(max_start, hi)
+                            count_days(records, zones, daily)
                         rec_w.write(records)
                         rej_w.write(rejects)
                 except IntakeError as e:
@@ -227,6 +276,8 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
                 s.add(M.IntakeRejectCount(batch_id=batch_row.id, reason=reason, count=n))
             for code, (n, lo, hi) in sorted(partner_stats.items()):
                 s.add(M.IntakePartnerStat(batch_id=batch_row.id, partner=code, records=n, min_start=lo, max_start=hi))
+            s.add_all(M.IntakeDailyCount(batch_id=batch_row.id, partner=code, day=day, records=n)
+                      for (code, day), n in sorted(daily.items()))
             t = st.now()
             for kind, f in (("intake_records", rec_f), ("intake_rejects", rej_f)):
                 s.add(M.DataFile(kind=kind, path=f.path, sha256=f.sha256, rows=f.rows, bytes=f.bytes,

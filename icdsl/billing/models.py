@@ -12,7 +12,8 @@ rated records) is Parquet under the store's data folder, referenced by :class:`D
 
 Immutability is enforced by the database (triggers created by the migrations): a finalized
 invoice, its lines, a finalized cycle (and the data files it references), a finalized
-settlement statement, agreement versions and the event/audit logs refuse UPDATE and DELETE.
+settlement statement, agreement versions, the event/audit logs, validation findings,
+corrections and adjustments refuse UPDATE and DELETE.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ LINE_KINDS = (
     "other",
 )
 FILE_KINDS = ("intake_records", "intake_rejects", "rated", "rating_rejects")
+SEVERITIES = ("error", "warning", "info")
 
 JSONType = sa.JSON()
 
@@ -235,6 +237,20 @@ class IntakePartnerStat(Base):
     max_start: Mapped[datetime]
 
 
+class IntakeDailyCount(Base):
+    """Passed records of a batch by partner and local day (in the partner's time zone when it
+    was ingested, else UTC): the partner's daily traffic profile that validation compares a
+    cycle's days with."""
+
+    __tablename__ = "intake_daily_counts"
+    __table_args__ = (sa.Index("ix_intake_daily_counts_partner_day", "partner", "day"),)
+
+    batch_id: Mapped[int] = mapped_column(sa.ForeignKey("intake_batches.id"), primary_key=True)
+    partner: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(primary_key=True)
+    records: Mapped[int] = mapped_column(sa.BigInteger)
+
+
 # --------------------------------------------------------------------------- cycles
 
 
@@ -272,6 +288,7 @@ class BillingCycle(Base):
     rejected_count: Mapped[int | None] = mapped_column(sa.BigInteger)
     totals: Mapped[dict[str, Any] | None]  # currency -> amount (decimal text)
     attempts: Mapped[int] = mapped_column(default=0)
+    line_dims: Mapped[list[Any] | None]  # the dimensions its invoice lines were grouped by
 
 
 class CycleInput(Base):
@@ -297,6 +314,28 @@ class CycleEvent(Base):
     to_state: Mapped[str | None] = mapped_column(sa.String(16))
     message: Mapped[str] = mapped_column(sa.Text)
     details: Mapped[dict[str, Any] | None]
+
+
+class ValidationFinding(Base):
+    """What pre-invoice validation found in one run (``attempt``) of a cycle (append-only).
+    ``samples``: up to a few record ids; ``details``: the validator's own data (days, reasons,
+    shares). An ``error`` blocks invoicing unless ``accepted`` (``--accept CODE``)."""
+
+    __tablename__ = "validation_findings"
+    __table_args__ = (sa.CheckConstraint(_in("severity", SEVERITIES), name="severity"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cycle_id: Mapped[int] = mapped_column(sa.ForeignKey("billing_cycles.id"), index=True)
+    attempt: Mapped[int]
+    validator: Mapped[str] = mapped_column(sa.String(100))
+    code: Mapped[str] = mapped_column(sa.String(64))
+    severity: Mapped[str] = mapped_column(sa.String(16))
+    accepted: Mapped[bool] = mapped_column(sa.Boolean())
+    message: Mapped[str] = mapped_column(sa.Text)
+    count: Mapped[int | None] = mapped_column(sa.BigInteger)
+    samples: Mapped[list[Any]]
+    details: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]
 
 
 class DataFile(Base):
@@ -356,6 +395,8 @@ class Invoice(Base):
     corrects_invoice_id: Mapped[int | None] = mapped_column(sa.ForeignKey("invoices.id"))
     created_at: Mapped[datetime]
     finalized_at: Mapped[datetime | None]
+    taxable_amount: Mapped[Decimal | None]
+    tax_note: Mapped[str | None] = mapped_column(sa.String(300))
 
 
 class InvoiceLine(Base):
@@ -393,6 +434,83 @@ class InvoiceLine(Base):
     first_start: Mapped[datetime | None]
     last_start: Mapped[datetime | None]
     corrects_line_id: Mapped[int | None] = mapped_column(sa.ForeignKey("invoice_lines.id"))
+    created_at: Mapped[datetime]
+    # the exact sum of the records in their own currency, and how it became ``amount``
+    source_amount: Mapped[Decimal | None]
+    source_currency: Mapped[str | None] = mapped_column(sa.String(8))
+    fx_rate: Mapped[Decimal | None] = mapped_column(Rate())
+    fx_rate_id: Mapped[int | None] = mapped_column(sa.ForeignKey("fx_rates.id"))
+    rounding: Mapped[str | None] = mapped_column(sa.String(32))  # "half_up to 2"
+    group_key: Mapped[str | None] = mapped_column(sa.String(2000))  # dimensions, without the version
+    adjustment_id: Mapped[int | None] = mapped_column(sa.ForeignKey("adjustments.id", use_alter=True))
+
+
+class Correction(Base):
+    """One ``rerate`` of a finalized cycle: which records were rated again (the partner's
+    records of local days ``local_from``..``local_to``, optionally of one destination prefix),
+    with which rules (``plan_hash``), and the Parquet file of their new ratings."""
+
+    __tablename__ = "corrections"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partners.id"), index=True)
+    partner_code: Mapped[str] = mapped_column(sa.String(64))
+    cycle_id: Mapped[int] = mapped_column(sa.ForeignKey("billing_cycles.id"), index=True)
+    local_from: Mapped[date]
+    local_to: Mapped[date]  # inclusive
+    destination: Mapped[str | None] = mapped_column(sa.String(64))
+    plan_hash: Mapped[str] = mapped_column(sa.String(64))
+    records_in: Mapped[int] = mapped_column(sa.BigInteger)
+    rated_count: Mapped[int] = mapped_column(sa.BigInteger)
+    rejected_count: Mapped[int] = mapped_column(sa.BigInteger)
+    file_path: Mapped[str | None] = mapped_column(sa.String(1000), unique=True)
+    file_sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    file_rows: Mapped[int | None] = mapped_column(sa.BigInteger)
+    file_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
+    actor: Mapped[str] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime]
+
+
+class Adjustment(Base):
+    """A correction of a finalized line (``corrects_line_id``; none for records that were not
+    billed at all), billed on ``target_cycle_id``, the partner's next cycle. Amounts: the exact
+    change in the records' currency (``source_delta``) and the rounded change of the invoice
+    (``amount`` in ``currency``: the corrected line, rounded, minus what was billed). Immutable."""
+
+    __tablename__ = "adjustments"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    correction_id: Mapped[int] = mapped_column(sa.ForeignKey("corrections.id"), index=True)
+    partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partners.id"))
+    source_cycle_id: Mapped[int] = mapped_column(sa.ForeignKey("billing_cycles.id"))
+    target_cycle_id: Mapped[int] = mapped_column(sa.ForeignKey("billing_cycles.id"), index=True)
+    corrects_line_id: Mapped[int | None] = mapped_column(sa.ForeignKey("invoice_lines.id"))
+    netted: Mapped[bool] = mapped_column(sa.Boolean())
+    stream: Mapped[str] = mapped_column(sa.String(100))
+    direction: Mapped[str] = mapped_column(sa.String(16))
+    service: Mapped[str] = mapped_column(sa.String(64))
+    destination: Mapped[str | None] = mapped_column(sa.String(300))
+    band: Mapped[str | None] = mapped_column(sa.String(64))
+    prefix: Mapped[str | None] = mapped_column(sa.String(64))
+    group_key: Mapped[str] = mapped_column(sa.String(2000))
+    line_key: Mapped[int | None]  # the group's ``line`` in the correction's file
+    agreement_version_id: Mapped[int | None] = mapped_column(sa.ForeignKey("agreement_versions.id"))
+    agreement_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    rule: Mapped[str | None] = mapped_column(sa.String(1100))
+    unit: Mapped[str] = mapped_column(sa.String(32))
+    source_currency: Mapped[str] = mapped_column(sa.String(8))
+    old_source: Mapped[Decimal]
+    new_source: Mapped[Decimal]
+    source_delta: Mapped[Decimal]
+    old_units: Mapped[int] = mapped_column(sa.BigInteger)
+    new_units: Mapped[int] = mapped_column(sa.BigInteger)
+    old_count: Mapped[int] = mapped_column(sa.BigInteger)
+    new_count: Mapped[int] = mapped_column(sa.BigInteger)
+    currency: Mapped[str] = mapped_column(sa.String(8))
+    amount: Mapped[Decimal]
+    fx_rate: Mapped[Decimal | None] = mapped_column(Rate())
+    fx_rate_id: Mapped[int | None] = mapped_column(sa.ForeignKey("fx_rates.id"))
+    rounding: Mapped[str] = mapped_column(sa.String(32))
     created_at: Mapped[datetime]
 
 

@@ -7,6 +7,8 @@
     store.ingest("traffic.csv", layout, plan)         # one intake batch per file (idempotent)
     store.run_cycle("ORFR", "2026-03", plan)          # open -> rated -> validated -> invoiced
     store.finalize_cycle("ORFR", "2026-03")           # invoices numbered and immutable
+    store.rerate("ORFR", "2026-03-01", "2026-03-31", plan)  # corrections: adjustments on the next cycle
+    store.trace(line_id)                              # invoice -> line -> agreement -> rule -> records
 
 :func:`open_store` upgrades the schema to the newest migration shipped in the package (no
 alembic.ini needed). The data folder defaults to ``icdsl-data`` next to a SQLite database file
@@ -61,7 +63,8 @@ SQLITE_BUSY_S = 60
 def checkpoint(stage: str) -> None:
     """Called at the points where a crash would matter (tests replace it to simulate one):
     ``ingest:files_written``, ``ingest:before_commit``, ``cycle:rated``, ``cycle:files_written``,
-    ``cycle:files_committed``, ``cycle:before_commit``, ``cycle:locked``."""
+    ``cycle:files_committed``, ``cycle:before_commit``, ``cycle:locked``,
+    ``finalize:before_commit``, ``rerate:files_committed``, ``rerate:before_commit``."""
 
 
 def now() -> datetime:
@@ -150,6 +153,22 @@ def partner_decl_hash(p: PlanPartner) -> str:
 
 def plan_hash(plan: Plan) -> str:
     return _canonical_hash(sorted(plan.sources))
+
+
+def _deck_texts(plan: Plan, known: set[tuple[str, str]]) -> Iterator[tuple[str, str, str]]:
+    seen = set()
+    for a in plan.agreements:
+        for path, sha in agreement_decks(a):
+            if not sha or (path, sha) in known or (path, sha) in seen:
+                continue
+            seen.add((path, sha))
+            p = Path(path)
+            try:
+                data = p.read_bytes()
+            except OSError:
+                continue
+            if hashlib.sha256(data).hexdigest() == sha:
+                yield path, sha, data.decode("utf-8", errors="replace")
 
 
 # --------------------------------------------------------------------------- reports
@@ -272,7 +291,10 @@ def open_store(url: str | None = None, *, data_dir: str | os.PathLike[str] | Non
                upgrade: bool = True) -> Store:
     """Open (creating it if needed) the store at ``url`` (default ``$ICDSL_DB`` or
     ``sqlite:///icdsl.db``) and upgrade its schema to the newest migration."""
-    u = sa.make_url(normalize_url(url or default_url()))
+    try:
+        u = sa.make_url(normalize_url(url or default_url()))
+    except sa.exc.ArgumentError as e:
+        raise StoreError(f"'{url}' is not a database URL: use sqlite:///FILE or postgresql://USER@HOST/DB") from e
     if u.get_backend_name() == "sqlite":
         engine = _sqlite_engine(u)
     elif u.get_backend_name() == "postgresql":
@@ -291,6 +313,10 @@ def open_store(url: str | None = None, *, data_dir: str | os.PathLike[str] | Non
         if upgrade:
             store.upgrade()
         store._bind_data_dir()
+    except sa.exc.OperationalError as e:
+        engine.dispose()
+        first = str(e.orig if e.orig is not None else e).strip().splitlines()[0]
+        raise StoreError(f"cannot open the database {u.render_as_string(hide_password=True)}: {first}") from e
     except Exception:
         engine.dispose()
         raise
@@ -410,7 +436,9 @@ class Store:
             pass
 
     def referenced_files(self, s: Session) -> set[str]:
-        return set(s.scalars(select(M.DataFile.path)))
+        files = set(s.scalars(select(M.DataFile.path)))
+        files.update(p for p in s.scalars(select(M.Correction.file_path)) if p)
+        return files
 
     def gc(self, min_age_s: float = 3600.0) -> list[str]:
         """Remove data files the store does not reference (orphans of interrupted runs)."""
@@ -452,7 +480,14 @@ class Store:
                 sha = hashes.get(path) or hashlib.sha256(text.encode()).hexdigest()
                 if (path, sha) not in known:
                     s.add(M.SourceFile(path=path, sha256=sha, size=len(text.encode()), text=text, loaded_at=t))
+                    known.add((path, sha))
                     report.sources_added += 1
+            # rate decks too, when readable here with the hash the plan recorded (so that a deck
+            # row behind an invoice line can be shown years later)
+            for path, sha, text in _deck_texts(plan, known):
+                s.add(M.SourceFile(path=path, sha256=sha, size=len(text.encode()), text=text, loaded_at=t))
+                known.add((path, sha))
+                report.sources_added += 1
             # partners
             partners = {p.code: p for p in s.scalars(select(M.Partner))}
             for p in plan.partners:
@@ -608,16 +643,67 @@ class Store:
 
     # ------------------------------------------------------------------ cycles
     def run_cycle(self, partner: str, period: Any, plan: Plan, *, program: Any = None,
-                  rerate: bool = False) -> Any:
-        """Rate, validate and invoice (draft) one partner's cycle; see :mod:`icdsl.billing.cycles`."""
+                  rerate: bool = False, **options: Any) -> Any:
+        """Rate, validate and invoice (draft) one partner's cycle; see :func:`icdsl.billing.cycles.run_cycle`
+        (options: ``dims``, ``accept``, ``policy``, ``validators``, ``progress``)."""
         from icdsl.billing.cycles import run_cycle
 
-        return run_cycle(self, partner, period, plan, program=program, rerate=rerate)
+        return run_cycle(self, partner, period, plan, program=program, rerate=rerate, **options)
 
     def finalize_cycle(self, partner: str, period: Any, *, issue_date: date | None = None) -> Any:
         from icdsl.billing.cycles import finalize_cycle
 
         return finalize_cycle(self, partner, period, issue_date=issue_date)
+
+    def rerate(self, partner: str, first: Any, last: Any, plan: Plan, *, destination: str | None = None,
+               **options: Any) -> Any:
+        """Rate a partner's records of local days ``first``..``last`` again with ``plan``; see
+        :func:`icdsl.billing.corrections.rerate`."""
+        from icdsl.billing.corrections import rerate
+
+        return rerate(self, partner, first, last, plan, destination=destination, **options)
+
+    def findings(self, cycle_id: int, *, all_runs: bool = False) -> list[M.ValidationFinding]:
+        """The validation findings of a cycle's latest run (or of every run)."""
+        from icdsl.billing.cycles import latest_findings
+
+        with self.reading() as s:
+            if all_runs:
+                return list(s.scalars(select(M.ValidationFinding).where(M.ValidationFinding.cycle_id == cycle_id)
+                                      .order_by(M.ValidationFinding.id)))
+            cyc = s.get(M.BillingCycle, cycle_id)
+            return latest_findings(s, cyc) if cyc is not None else []
+
+    def statements(self, cycle_id: int | None = None) -> list[M.SettlementStatement]:
+        with self.reading() as s:
+            q = select(M.SettlementStatement).order_by(M.SettlementStatement.id)
+            if cycle_id is not None:
+                q = q.where(M.SettlementStatement.cycle_id == cycle_id)
+            return list(s.scalars(q))
+
+    def adjustments(self, *, target_cycle_id: int | None = None) -> list[M.Adjustment]:
+        with self.reading() as s:
+            q = select(M.Adjustment).order_by(M.Adjustment.id)
+            if target_cycle_id is not None:
+                q = q.where(M.Adjustment.target_cycle_id == target_cycle_id)
+            return list(s.scalars(q))
+
+    def corrections(self) -> list[M.Correction]:
+        with self.reading() as s:
+            return list(s.scalars(select(M.Correction).order_by(M.Correction.id)))
+
+    def document(self, ref: str) -> dict[str, Any]:
+        """An invoice or statement as a document (see :mod:`icdsl.billing.documents`)."""
+        from icdsl.billing.documents import find_document
+
+        with self.reading() as s:
+            return find_document(s, ref)
+
+    def cycle_documents(self, cycle_id: int) -> list[dict[str, Any]]:
+        from icdsl.billing.documents import cycle_documents
+
+        with self.reading() as s:
+            return cycle_documents(s, cycle_id)
 
     def cycles(self, partner: str | None = None) -> list[M.BillingCycle]:
         with self.reading() as s:
@@ -662,11 +748,11 @@ class Store:
             self.data.verify(f.path, f.sha256)
         return pq.read_table(self.data.abs(f.path))
 
-    def trace(self, line_id: int) -> Any:
-        """The chain behind an invoice line: see :func:`icdsl.billing.cycles.trace_line`."""
-        from icdsl.billing.cycles import trace_line
+    def trace(self, line_id: int, *, limit: int | None = None) -> Any:
+        """The chain behind an invoice line: see :func:`icdsl.billing.trace.trace_line`."""
+        from icdsl.billing.trace import trace_line
 
-        return trace_line(self, line_id)
+        return trace_line(self, line_id, limit=limit)
 
 
 __all__ = [

@@ -1,3 +1,471 @@
-"""Billing commands of the ``icdsl`` command line (the store, intake, cycles, invoices)."""
+"""Billing commands of the ``icdsl`` command line: the store, intake, cycles, corrections, the
+audit trail, invoices and the demo.
+
+Every command that touches the store takes ``--db URL`` (or ``$ICDSL_DB``; default
+``sqlite:///icdsl.db`` in the working folder) and ``--data DIR`` (or ``$ICDSL_DATA``; default
+``icdsl-data`` next to a SQLite file). A mistake of the user (an unknown partner, a cycle in the
+wrong state, a file already ingested with other content...) is a message and exit code 1; an
+unreadable period or date is exit code 2; never a traceback.
+"""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from icdsl.cli.common import app, build_with_program_or_exit, echo_err, existing
+
+DB_HELP = "Database URL: sqlite:///FILE or postgresql://USER@HOST/DB (default: $ICDSL_DB, else sqlite:///icdsl.db)."
+DATA_HELP = "Folder of the store's Parquet files (default: $ICDSL_DATA, else icdsl-data next to the SQLite file)."
+RULES_HELP = "Rule files or folders (repeat --rules for several)."
+
+cycle_app = typer.Typer(help="Billing cycles: run (rate, validate, invoice), status, finalize.",
+                        no_args_is_help=True)
+invoice_app = typer.Typer(help="Invoices and settlement statements: list, show, export.", no_args_is_help=True)
+app.add_typer(cycle_app, name="cycle")
+app.add_typer(invoice_app, name="invoice")
+
+
+def _db_option() -> Any:
+    return typer.Option(None, "--db", envvar="ICDSL_DB", help=DB_HELP, show_envvar=False)
+
+
+def _data_option() -> Any:
+    return typer.Option(None, "--data", envvar="ICDSL_DATA", help=DATA_HELP, show_envvar=False)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """StoreError -> exit 1, PeriodError -> exit 2, with the message only."""
+    from icdsl.billing.errors import StoreError
+    from icdsl.billing.periods import PeriodError
+
+    try:
+        yield
+    except PeriodError as e:
+        echo_err(f"error: {e}")
+        raise typer.Exit(2) from None
+    except StoreError as e:
+        echo_err(f"error: {e}")
+        raise typer.Exit(1) from None
+
+
+@contextlib.contextmanager
+def opened(db: str | None, data: Path | None) -> Iterator[Any]:
+    from icdsl.billing.store import open_store
+
+    with user_errors():
+        store = open_store(db, data_dir=data)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+def _plan(rules: list[Path], root: Path | None):
+    if not rules:
+        echo_err("error: give the rule files with --rules (files or folders)")
+        raise typer.Exit(2)
+    return build_with_program_or_exit(existing(rules), root)
+
+
+def _load_quietly(store: Any, plan: Any, program: Any) -> None:
+    report = store.load_plan(plan, program)
+    if report.changed:
+        typer.echo(f"loaded: {report}")
+
+
+# --------------------------------------------------------------------------- load, ingest
+
+
+@app.command("load")
+def load_cmd(
+    rules: list[Path] = typer.Argument(..., help="Rule files or folders."),
+    db: str | None = _db_option(),
+    data: Path | None = _data_option(),
+    root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
+) -> None:
+    """Load rules into the store: partners, agreement versions (immutable), FX rates."""
+    plan, program = _plan(rules, root)
+    with opened(db, data) as store:
+        typer.echo(str(store.load_plan(plan, program)))
+
+
+@app.command("ingest")
+def ingest_cmd(
+    files: list[Path] = typer.Argument(..., help="Traffic files (CSV or Parquet)."),
+    rules: list[Path] = typer.Option([], "--rules", help=RULES_HELP),
+    layout: str | None = typer.Option(None, help="Records layout (from the rules) to read the files with."),
+    db: str | None = _db_option(),
+    data: Path | None = _data_option(),
+    root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
+) -> None:
+    """Ingest traffic files: one intake batch per file (a file already ingested adds nothing)."""
+    existing(files)
+    plan, program = _plan(rules, root)
+    with opened(db, data) as store:
+        _load_quietly(store, plan, program)
+        bad = False
+        for f in files:
+            rep = store.ingest(f, layout, plan)
+            typer.echo(str(rep))
+            if rep.unknown_partners:
+                typer.echo(f"  warning: partners not declared in the rules: {', '.join(rep.unknown_partners)} "
+                           "(their records will not be billed)")
+            bad |= not rep.reconciles
+    raise typer.Exit(3 if bad else 0)
+
+
+# --------------------------------------------------------------------------- cycles
+
+
+def _progress_bar(enabled: bool):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f} records"),
+                    TimeElapsedColumn(), transient=True, disable=not enabled)
+
+
+@cycle_app.command("run")
+def cycle_run(
+    partner: str = typer.Argument(..., help="Partner code (or 'all': every partner of the rules)."),
+    period: str = typer.Argument(..., help="2026-03 (month), 2026-W10, 2026-Q1, 2026-03-01..2026-03-15, or a day."),
+    rules: list[Path] = typer.Option([], "--rules", help=RULES_HELP),
+    rerate: bool = typer.Option(False, "--rerate", help="Rate an invoiced (not finalized) cycle again."),
+    by: str | None = typer.Option(None, "--by", help="Line dimensions, comma-separated, among destination, band, "
+                                  "prefix, rate, rule (default destination,band)."),
+    accept: list[str] = typer.Option([], "--accept", help="Accept validation errors of this code (repeat; 'all')."),
+    db: str | None = _db_option(),
+    data: Path | None = _data_option(),
+    root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
+) -> None:
+    """Run a partner's billing cycle: rate, validate, draft the invoices (one transaction)."""
+    plan, program = _plan(rules, root)
+    dims = [d for d in by.split(",")] if by else None
+    with opened(db, data) as store:
+        _load_quietly(store, plan, program)
+        codes = [p.code for p in plan.partners] if partner == "all" else [partner]
+        blocked = False
+        for code in codes:
+            with _progress_bar(True) as bar:
+                task = bar.add_task(f"{code} rating", total=None)
+
+                def progress(stage: str, done: int, total: int, task=task, bar=bar, code=code) -> None:
+                    bar.update(task, description=f"{code} {stage}", completed=done or 0, total=total or None)
+
+                rep = store.run_cycle(code, period, plan, rerate=rerate, dims=dims, accept=accept, progress=progress)
+            typer.echo(str(rep))
+            blocked |= rep.blocked
+    raise typer.Exit(1 if blocked else 0)
+
+
+@cycle_app.command("status")
+def cycle_status(
+    partner: str | None = typer.Argument(None, help="Only this partner's cycles."),
+    events: bool = typer.Option(False, "--events", help="Show each cycle's event log."),
+    db: str | None = _db_option(),
+    data: Path | None = _data_option(),
+) -> None:
+    """The cycles: state, counts, totals, invoices, validation findings (and events)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from icdsl.billing.amounts import present
+
+    with opened(db, data) as store:
+        cycles = store.cycles(partner)
+        if partner is not None and not cycles and store.partner(partner) is None:
+            echo_err(f"error: partner {partner} is not in the store")
+            raise typer.Exit(1)
+        console = Console(width=max(120, Console().width))
+        table = Table(title="billing cycles", show_lines=False)
+        for col in ("partner", "period", "status", "records", "rated", "rejected", "rated totals", "findings",
+                    "documents"):
+            table.add_column(col, justify="right" if col in ("records", "rated", "rejected") else "left")
+        details = []
+        for c in cycles:
+            findings = store.findings(c.id)
+            counts = {sev: sum(1 for f in findings if f.severity == sev and not f.accepted) for sev in
+                      ("error", "warning")}
+            accepted = sum(1 for f in findings if f.accepted)
+            ftext = ", ".join(f"{n} {k}(s)" for k, n in counts.items() if n) + (f", {accepted} accepted" if accepted
+                                                                               else "")
+            docs = [i.number or f"draft #{i.id} {present(i.total, i.currency)} {i.currency}"
+                    for i in store.invoices(c.id)]
+            docs += [st.number or f"statement #{st.id}" for st in store.statements(c.id)]
+            totals = ", ".join(f"{Decimal(v).normalize():f} {k}" for k, v in sorted((c.totals or {}).items())
+                               if not k.startswith("_"))
+            table.add_row(c.partner_code, c.label, c.status, f"{c.records_in or 0:,}", f"{c.rated_count or 0:,}",
+                          f"{c.rejected_count or 0:,}", totals, ftext.strip(", ") or "-", "\n".join(docs) or "-")
+            if findings or events:
+                details.append((c, findings))
+        console.print(table)
+        for c, findings in details:
+            console.print(f"\n[bold]{c.partner_code} {c.label}[/bold] ({c.status}, attempt {c.attempts})",
+                          highlight=False)
+            for f in findings:
+                sev = "error (accepted)" if f.accepted else f.severity
+                samples = f" (e.g. {', '.join(map(str, f.samples))})" if f.samples else ""
+                console.print(f"  {sev}[{f.code}]: {f.message}{samples}", highlight=False, markup=False)
+            if events:
+                for e in store.cycle_events(c.id):
+                    move = f"{e.from_state or ''} -> {e.to_state}" if e.to_state else ""
+                    console.print(f"  {e.at:%Y-%m-%d %H:%M:%S}Z {e.kind:<8} {move:<22} {e.message}", highlight=False,
+                                  markup=False)
+
+
+@cycle_app.command("finalize")
+def cycle_finalize(
+    partner: str = typer.Argument(..., help="Partner code."),
+    period: str = typer.Argument(..., help="The cycle's period (as given to `cycle run`)."),
+    issue_date: str | None = typer.Option(None, "--issue-date", help="Date of the invoices (default: the "
+                                          "period's last day)."),
+    db: str | None = _db_option(),
+    data: Path | None = _data_option(),
+) -> None:
+    """Number the cycle's invoices and make them immutable."""
+    from datetime import date
+
+    from icdsl.billing.periods import PeriodError
+
+    with opened(db, data) as store, user_errors():
+        day = None
+        if issue_date:
+            try:
+                day = date.fromisoformat(issue_date)
+            except ValueError:
+                raise PeriodError(f"--issue-date '{issue_date}' is not a date (YYYY-MM-DD)") from None
+        typer.echo(str(store.finalize_cycle(partner, period, issue_date=day)))
+
+
+# --------------------------------------------------------------------------- corrections, trace
+
+
+@app.command("rerate")
+def rerate_cmd(
+    partner: str = typer.Option(..., "--partner", help="Partner code."),
+    first: str = typer.Option(..., "--from", help="First local day (YYYY-MM-DD), included."),
+    last: str = typer.Option(..., "--to", help="Last local day (YYYY-MM-DD), included."),
+    destination: str | None = typer.Option(None, "--destination", help="Only called numbers starting with this "
+                                           "prefix (e.g. 336)."),
+    rules: list[Path] = typer.Option([], "--rules", help=RULES_HELP),
+    accept: list[str] = typer.Option([], "--accept", help="Accept validation errors of this code when a cycle is "
+                                     "run again (repeat; 'all')."),
+    db: str | None = _db_option(),
+    data: Path | None = _data_option(),
+    root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
+) -> None:
+    """Rate records again with the current rules: open cycles are rerun; finalized ones get
+    adjustment lines (credit or debit) on the partner's next cycle."""
+    plan, program = _plan(rules, root)
+    with opened(db, data) as store:
+        _load_quietly(store, plan, program)
+        typer.echo(str(store.rerate(partner, first, last, plan, destination=destination, accept=accept)))
+
+
+@app.command("trace")
+def trace_cmd(
+    line: int = typer.Argument(..., help="Invoice line id (`icdsl invoice show NUMBER` lists them)."),
+    records: int = typer.Option(10, "--records", help="Show the first N records behind the line."),
+    explain: str | None = typer.Option(None, "--explain", help="Rate this record of the line again, explained "
+                                       "step by step (needs --rules)."),
+    rules: list[Path] = typer.Option([], "--rules", help=RULES_HELP + " For --explain."),
+    db: str | None = _db_option(),
+    data: Path | None = _data_option(),
+    root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
+) -> None:
+    """The audit trail of an invoice line: invoice, agreement version, rule source, records."""
+    from icdsl.billing.trace import explain_record
+
+    if records < 0:
+        echo_err("error: --records must be 0 or more")
+        raise typer.Exit(2)
+    if explain is not None and not rules:
+        echo_err("error: --explain needs the rules to rate with (--rules)")
+        raise typer.Exit(2)
+    plan = _plan(rules, root)[0] if explain is not None else None
+    with opened(db, data) as store:
+        tr = store.trace(line)
+        for text in tr.lines(records):
+            typer.echo(text)
+        if explain is not None:
+            typer.echo("")
+            for text in explain_record(store, tr, explain, plan).lines():
+                typer.echo(text)
+
+
+# --------------------------------------------------------------------------- invoices
+
+
+@invoice_app.command("list")
+def invoice_list(
+    partner: str | None = typer.Option(None, "--partner", help="Only this partner's documents."),
+    db: str | None = _db_option(),
+    data: Path | None = _data_option(),
+) -> None:
+    """Every invoice and settlement statement: number, partner, period, status, amounts."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from icdsl.billing.amounts import present
+
+    with opened(db, data) as store:
+        cycles = {c.id: c for c in store.cycles()}
+        table = Table(title="documents")
+        for col in ("id", "number", "partner", "period", "stream", "status", "subtotal", "tax", "total", "currency"):
+            table.add_column(col, justify="right" if col in ("subtotal", "tax", "total", "id") else "left")
+        for inv in store.invoices():
+            if partner and inv.partner_code != partner:
+                continue
+            c = cycles.get(inv.cycle_id)
+            table.add_row(str(inv.id), inv.number or "(draft)", inv.partner_code, c.label if c else "", inv.stream,
+                          inv.status, str(present(inv.subtotal, inv.currency)),
+                          str(present(inv.tax_amount, inv.currency)), str(present(inv.total, inv.currency)),
+                          inv.currency)
+        for st in store.statements():
+            c = cycles.get(st.cycle_id)
+            if partner and (c is None or c.partner_code != partner):
+                continue
+            table.add_row(f"stm:{st.id}", st.number or "(draft)", c.partner_code if c else "", c.label if c else "",
+                          "netting", st.status, f"net {present(st.net, st.currency)}", "", "", st.currency)
+        Console(width=max(120, Console().width)).print(table)
+
+
+@invoice_app.command("show")
+def invoice_show(
+    ref: str = typer.Argument(..., help="Invoice or statement number (INV-2026-000001), or an invoice id."),
+    view: str = typer.Option("itemized", "--view", help="itemized (per destination and band) or summary."),
+    db: str | None = _db_option(),
+    data: Path | None = _data_option(),
+) -> None:
+    """Show an invoice or statement: header, lines (with their ids for `icdsl trace`), totals."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from icdsl.outputs import VIEWS, view_lines
+    from icdsl.outputs.pdf import quantity_text
+
+    if view not in VIEWS:
+        echo_err(f"error: --view must be {' or '.join(VIEWS)}")
+        raise typer.Exit(2)
+    with opened(db, data) as store:
+        doc = store.document(ref)
+    console = Console(width=max(120, Console().width))
+    title = {"invoice": "Invoice", "credit_note": "Credit note", "statement": "Settlement statement"}[doc["kind"]]
+    console.print(f"[bold]{title} {doc.get('number') or '(draft #' + str(doc['id']) + ')'}[/bold]  "
+                  f"{doc['partner_name']} ({doc['partner_code']})", highlight=False)
+    console.print(f"period {doc.get('period')} ({doc.get('period_start')} to {doc.get('period_end')}), "
+                  f"stream {doc.get('stream')}, issued {doc.get('issue_date') or '-'}, due {doc.get('due_date') or '-'}, "
+                  f"{doc['currency']}, {doc['status']}", highlight=False)
+    table = Table(show_lines=False)
+    itemized = view == "itemized"
+    cols = (["line id", "#", "description", "quantity", "rate", "amount"] if itemized
+            else ["description", "lines", "records", "quantity", "amount"])
+    for c in cols:
+        table.add_column(c, justify="left" if c == "description" else "right")
+    for ln in view_lines(doc, view):
+        q = quantity_text(ln.get("quantity"), ln.get("unit"))
+        if itemized:
+            rate = ln.get("rate")
+            ccy = ln.get("source_currency") if ln.get("source_currency") not in (None, doc["currency"]) else ""
+            table.add_row(str(ln.get("line_id") or ""), str(ln.get("line_no")), ln["description"], q,
+                          f"{rate} {ccy}/{ln.get('rate_unit')}".replace("  ", " ") if rate is not None else "",
+                          str(ln["amount"]))
+        else:
+            table.add_row(ln["description"], str(ln["lines"]), f"{ln['record_count']:,}", q, str(ln["amount"]))
+    console.print(table)
+    if doc["kind"] == "statement":
+        console.print(f"receivable {doc['receivable']}  payable {doc['payable']}  net {doc['net']} {doc['currency']}",
+                      highlight=False)
+    else:
+        console.print(f"subtotal {doc['subtotal']}  {doc['tax_label']} {doc['tax_amount']}  "
+                      f"[bold]total {doc['total']} {doc['currency']}[/bold]", highlight=False)
+        if doc.get("tax_note"):
+            console.print(doc["tax_note"], highlight=False)
+    for a in doc.get("agreements", []):
+        console.print(f"agreement \"{a['name']}\" v{a['version']} sha256 {a['hash'][:16]}...", highlight=False,
+                      markup=False)
+    for fx in doc.get("fx", []):
+        console.print(f"FX {fx['from']}->{fx['to']} {fx['rate']} ({fx['source']} {fx['listed']} from "
+                      f"{fx['effective_from']})", highlight=False, markup=False)
+
+
+@invoice_app.command("export")
+def invoice_export(
+    ref: str | None = typer.Argument(None, help="Invoice or statement number (or give --cycle)."),
+    cycle: tuple[str, str] | None = typer.Option(None, "--cycle", help="PARTNER PERIOD: every document of a cycle."),
+    formats: list[str] = typer.Option(["pdf"], "--format", help="csv, json or pdf (repeat for several), or a "
+                                      "format of an exporter plugin."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the files into."),
+    view: str = typer.Option("itemized", "--view", help="itemized or summary."),
+    db: str | None = _db_option(),
+    data: Path | None = _data_option(),
+) -> None:
+    """Write invoices and statements as CSV, JSON or PDF files."""
+    from icdsl.outputs import FORMATS, VIEWS, write
+
+    if (ref is None) == (cycle is None):
+        echo_err("error: give a document number, or --cycle PARTNER PERIOD")
+        raise typer.Exit(2)
+    if view not in VIEWS:
+        echo_err(f"error: --view must be {' or '.join(VIEWS)}")
+        raise typer.Exit(2)
+    with opened(db, data) as store, user_errors():
+        if ref is not None:
+            docs = [store.document(ref)]
+        else:
+            cyc = store.cycle(cycle[0], cycle[1])
+            if cyc is None:
+                echo_err(f"error: there is no cycle {cycle[0]} {cycle[1]}")
+                raise typer.Exit(1)
+            docs = store.cycle_documents(cyc.id)
+            if not docs:
+                echo_err(f"error: cycle {cycle[0]} {cyc.label} has no documents ({cyc.status})")
+                raise typer.Exit(1)
+    written = []
+    for fmt in formats:
+        if fmt in FORMATS:
+            written += write(docs, out, fmt, view=view)
+            continue
+        try:  # a format of an exporter plugin (icdsl_exporters)
+            from icdsl.exporters import export
+        except ImportError:  # pragma: no cover
+            export = None
+        if export is None:
+            echo_err(f"error: unknown format '{fmt}': use {', '.join(FORMATS)}")
+            raise typer.Exit(2)
+        try:
+            written += export(fmt, docs, out)
+        except ValueError as e:
+            echo_err(f"error: {e}")
+            raise typer.Exit(2) from None
+    for p in written:
+        typer.echo(str(p))
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@app.command("demo")
+def demo_cmd(
+    directory: Path | None = typer.Option(None, "--dir", help="Folder for the database, traffic and invoices "
+                                          "(default: a new temporary folder). Rerunning in the same folder "
+                                          "resumes: nothing is billed twice."),
+    records: int = typer.Option(300_000, "--records", help="Records of synthetic traffic to generate."),
+    seed: int = typer.Option(2026, "--seed", help="Seed of the traffic generator (same seed, same invoices)."),
+    db: str | None = typer.Option(None, "--db", help="Database URL (default: SQLite in the folder)."),
+) -> None:
+    """Bill a month of synthetic traffic for the example partners, end to end: load the example
+    agreements, generate and ingest traffic, rate, validate, invoice, finalize, write the invoices."""
+    from icdsl.demo import run_demo
+
+    if records < 1_000:
+        echo_err("error: --records must be at least 1000")
+        raise typer.Exit(2)
+    with user_errors():
+        raise typer.Exit(run_demo(directory, records=records, seed=seed, db=db))

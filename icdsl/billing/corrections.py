@@ -1,0 +1,473 @@
+"""Corrections: rate a partner's records again after the fact (``icdsl rerate``).
+
+:func:`rerate` takes the partner's records of local days ``first``..``last`` (and, with
+``destination``, only those whose called number starts with that prefix) and rates them again
+with the current rules, cycle by cycle:
+
+- a cycle **not finalized** is simply run again (its drafts are replaced);
+- a **finalized** cycle is never changed. The records of the window (from every intake batch,
+  so records that arrived after the cycle was billed are included) are rated again into a
+  correction file; for each of the cycle's line keys (agreement version and dimensions) the
+  difference with what was billed becomes an **adjustment** on the partner's **next** cycle
+  (the first one after it that is not finalized; created if needed):
+
+  ``amount = round(convert(billed exact sum - old records + new records)) - billed amount``
+
+  Lines are kept per agreement version, so records that a new version now prices give a
+  credit on the old version's line and a debit at the new version's prices, both pointing at
+  the line of the same dimensions they correct.
+
+  where "billed" includes the adjustments of earlier corrections of the same cycle, and "old"
+  is each record's latest rating (the cycle's, or an earlier correction's). So a rerun with
+  the same rules finds no difference and adds nothing, and after any number of corrections the
+  amounts billed for a line equal what a fresh invoice of the corrected records would say, to
+  the cent. The FX rate and rounding are the original line's (the cycle's last day).
+
+Each adjustment points at the line it corrects (``corrects_line_id``; none for records that
+were not billed at all) and the correction and its records file; an audit entry records who
+reran what. One transaction per cycle, under the partner's cycle lock; the next cycle, if it is
+already invoiced (draft), is run again in the same transaction so that its drafts carry the
+adjustments.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from icdsl.billing import models as M
+from icdsl.billing.amounts import convert, round_line, rounding_text
+from icdsl.billing.cycles import (
+    CycleReport,
+    Rater,
+    _id_type,
+    _lock_cycle,
+    _new_cycle,
+    _read_partner,
+    _scale,
+    cycle_dir,
+    money,
+    partner_inputs,
+    rated_file_schema,
+    resolve_period,
+    run_cycle,
+    run_locked,
+)
+from icdsl.billing.errors import CycleError
+from icdsl.billing.fx import FxTable
+from icdsl.billing.invoicing import DIMENSIONS, check_dims, describe, fx_for, quantity_unit, route
+from icdsl.billing.periods import Period, PeriodError, local_midnight, make_period, period_containing
+from icdsl.plan.model import Plan
+
+if TYPE_CHECKING:
+    from icdsl.billing.store import Store
+
+KEY_SEP = "\x1f"
+
+
+def correction_schema(scale: int) -> pa.Schema:
+    """A correction's records: the rated file's columns (ids as text), and ``reason`` for the
+    records that are now rejected (their amount and line are null)."""
+    base = rated_file_schema(pa.string(), scale)
+    return pa.schema([*base, pa.field("reason", pa.string()), pa.field("detail", pa.string())])
+
+
+class _Into:
+    """Adapts the rater's two outputs (rated, rejects) to one correction file."""
+
+    def __init__(self, writer: Any, schema: pa.Schema, rejects: bool):
+        self.w = writer
+        self.schema = schema
+        self.rejects = rejects
+
+    def write(self, table: pa.Table) -> None:
+        n = table.num_rows
+        cols = {}
+        for f in self.schema:
+            if f.name in table.column_names:
+                cols[f.name] = pc.cast(table.column(f.name), f.type)
+            else:
+                cols[f.name] = pa.nulls(n, f.type)
+        self.w.write(pa.table(cols, schema=self.schema))
+
+
+def _key_columns(t: pa.Table, dims: tuple[str, ...]) -> pa.Array:
+    """``agreement_hash SEP group_key`` of each rated row (group_key as in invoicing)."""
+    def text(name: str) -> pa.Array:
+        return pc.fill_null(pc.cast(t.column(name), pa.string()), "")
+
+    parts = [text("direction"), text("service"), text("currency")]
+    for d in DIMENSIONS:
+        if d in dims:
+            parts.append(pc.binary_join_element_wise(f"{d}=", text(d), ""))
+    gk = pc.binary_join_element_wise(*parts, " | ")
+    return pc.binary_join_element_wise(text("agreement_hash"), gk, KEY_SEP)
+
+
+@dataclass
+class _State:
+    count: int = 0
+    units: int = 0
+    amount: Decimal = Decimal(0)
+
+
+def _sums(t: pa.Table, dims: tuple[str, ...]) -> dict[str, _State]:
+    if not t.num_rows:
+        return {}
+    g = pa.table({"k": _key_columns(t, dims), "u": t.column("billed_units"), "a": t.column("amount")}) \
+        .group_by("k").aggregate([("k", "count"), ("u", "sum"), ("a", "sum")])
+    return {k: _State(n, u or 0, money(a)) for k, n, u, a in zip(
+        g.column("k").to_pylist(), g.column("k_count").to_pylist(), g.column("u_sum").to_pylist(),
+        g.column("a_sum").to_pylist(), strict=True)}
+
+
+OLD_COLUMNS = ("id", "agreement_hash", "direction", "service", "currency", "destination", "band", "prefix", "rate",
+               "rule", "amount", "billed_units")
+
+
+def _old_state(store: Store, s: Session, cyc: M.BillingCycle, ids: pa.Array) -> pa.Table:
+    """The latest rating of each record of ``ids`` that counted in ``cyc``: the cycle's rated
+    file, overridden by earlier corrections (a record they rejected no longer counts)."""
+
+    def load(path: str, sha: str, extra: tuple[str, ...] = ()) -> pa.Table:
+        store.data.verify(path, sha)
+        t = pq.read_table(store.data.abs(path), columns=[*OLD_COLUMNS, *extra])
+        t = t.set_column(0, "id", pc.cast(t.column("id"), pa.string()))
+        return t.filter(pc.is_in(t.column("id"), value_set=ids))
+
+    f = s.scalars(select(M.DataFile).where(M.DataFile.cycle_id == cyc.id, M.DataFile.kind == "rated")).first()
+    old = load(f.path, f.sha256) if f is not None else None
+    for c in s.scalars(select(M.Correction).where(M.Correction.cycle_id == cyc.id).order_by(M.Correction.id)):
+        if not c.file_path:
+            continue
+        ct = load(c.file_path, c.file_sha256, ("reason",))
+        if not ct.num_rows:
+            continue
+        rated = ct.filter(pc.is_null(ct.column("reason"))).select(list(OLD_COLUMNS))
+        if old is not None:
+            old = old.filter(pc.invert(pc.is_in(old.column("id"), value_set=ct.column("id").combine_chunks())))
+            old = pa.concat_tables([old, rated], promote_options="permissive")
+        else:
+            old = rated
+    return old if old is not None else pa.table({c: pa.array([], pa.string()) for c in OLD_COLUMNS})
+
+
+@dataclass
+class _Billed:
+    """What a cycle billed for one line key, corrections included."""
+
+    source: Decimal = Decimal(0)
+    amount: Decimal = Decimal(0)
+    line_id: int | None = None
+    fx_rate: Decimal | None = None
+    fx_rate_id: int | None = None
+    mode: str | None = None
+    stream: str | None = None
+    netted: bool = False
+    seen: bool = False
+
+
+def _billed(s: Session, cyc: M.BillingCycle) -> dict[str, _Billed]:
+    out: dict[str, _Billed] = defaultdict(_Billed)
+
+    def take(key: str, *, line_id, source, amount, fx_rate, fx_rate_id, rounding, stream, netted):
+        b = out[key]
+        b.seen = True
+        b.source += source or Decimal(0)
+        b.amount += amount
+        if b.line_id is None and line_id is not None:
+            b.line_id = line_id
+        if b.mode is None:
+            b.fx_rate, b.fx_rate_id = fx_rate, fx_rate_id
+            b.mode = (rounding or "half_up to 2").split(" to ")[0]
+            b.stream, b.netted = stream, netted
+
+    for inv in s.scalars(select(M.Invoice).where(M.Invoice.cycle_id == cyc.id)):
+        for ln in s.scalars(select(M.InvoiceLine).where(M.InvoiceLine.invoice_id == inv.id,
+                                                        M.InvoiceLine.kind == "traffic")):
+            take(f"{ln.agreement_hash}{KEY_SEP}{ln.group_key}", line_id=ln.id, source=ln.source_amount,
+                 amount=ln.amount, fx_rate=ln.fx_rate, fx_rate_id=ln.fx_rate_id, rounding=ln.rounding,
+                 stream=inv.stream, netted=False)
+    for stm in s.scalars(select(M.SettlementStatement).where(M.SettlementStatement.cycle_id == cyc.id)):
+        for ln in (stm.details or {}).get("lines", []):
+            if ln.get("kind") != "traffic":
+                continue
+            take(f"{ln['agreement_hash']}{KEY_SEP}{ln['group_key']}", line_id=None,
+                 source=Decimal(ln["source_amount"]), amount=Decimal(ln["amount"]),
+                 fx_rate=Decimal(ln["fx_rate"]) if ln.get("fx_rate") else None, fx_rate_id=ln.get("fx_rate_id"),
+                 rounding=ln.get("rounding"), stream="netting", netted=True)
+    for a in s.scalars(select(M.Adjustment).where(M.Adjustment.source_cycle_id == cyc.id).order_by(M.Adjustment.id)):
+        take(f"{a.agreement_hash}{KEY_SEP}{a.group_key}", line_id=a.corrects_line_id, source=a.source_delta,
+             amount=a.amount, fx_rate=a.fx_rate, fx_rate_id=a.fx_rate_id, rounding=a.rounding, stream=a.stream,
+             netted=a.netted)
+    return out
+
+
+@dataclass
+class AdjustmentSummary:
+    id: int
+    description: str
+    amount: Decimal
+    currency: str
+    corrects_line_id: int | None
+    source_delta: Decimal
+    source_currency: str
+
+
+@dataclass
+class CorrectionReport:
+    cycle: str
+    cycle_id: int
+    correction_id: int | None
+    records: int
+    rated: int
+    rejected: int
+    target: str | None = None
+    target_cycle_id: int | None = None
+    adjustments: list[AdjustmentSummary] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        if self.correction_id is None:
+            return (f"  {self.cycle} (finalized): {self.records} record(s) rated again, nothing changed; "
+                    "no adjustment")
+        out = [f"  {self.cycle} (finalized): correction #{self.correction_id}: {self.records} record(s) rated again "
+               f"({self.rated} rated, {self.rejected} rejected); {len(self.adjustments)} adjustment(s) on "
+               f"{self.target}"]
+        for a in self.adjustments:
+            kind = "credit" if a.amount < 0 else "debit"
+            ref = f", corrects line {a.corrects_line_id}" if a.corrects_line_id else ""
+            out.append(f"    {kind} {a.amount} {a.currency}: {a.description}{ref}")
+        return "\n".join(out)
+
+
+@dataclass
+class RerateReport:
+    partner: str
+    first: date
+    last: date
+    destination: str | None
+    rerun: list[CycleReport] = field(default_factory=list)
+    corrections: list[CorrectionReport] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        head = f"rerate {self.partner} {self.first}..{self.last}" + (
+            f" destination {self.destination}" if self.destination else "")
+        out = [head]
+        for r in self.rerun:
+            out.append(f"  {r.period.label} ({r.status}): rated again: {r.rated} rated, {r.rejected} rejected")
+        out += [str(c) for c in self.corrections]
+        return "\n".join(out)
+
+
+def _day(value: Any, what: str) -> date:
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value).strip())
+    except ValueError as e:
+        raise PeriodError(f"--{what} '{value}' is not a date (YYYY-MM-DD)") from e
+
+
+def _cycle_period(cyc: M.BillingCycle) -> Period:
+    return make_period(cyc.frequency, cyc.local_start, cyc.local_end, cyc.timezone, cyc.label)
+
+
+def rerate(store: Store, partner: str, first: Any, last: Any, plan: Plan, *, destination: str | None = None,
+           program: Any = None, accept: tuple[str, ...] | list[str] = ()) -> RerateReport:
+    """Rate ``partner``'s records of local days ``first``..``last`` (both included) again with
+    ``plan``: not-finalized cycles are run again (``accept``: as for :func:`run_cycle`),
+    finalized ones get adjustments on the next cycle (see the module's documentation)."""
+    d1, d2 = _day(first, "from"), _day(last, "to")
+    if d2 < d1:
+        raise PeriodError(f"--to {d2} is before --from {d1}")
+    if destination is not None:
+        destination = destination.strip().lstrip("+")
+        if not destination.isdigit():
+            raise CycleError(f"--destination '{destination}' is not a number prefix (digits, e.g. 33 or 447)")
+    if program is not None:
+        store.load_plan(plan, program)
+    with store.reading() as s:
+        prow, _ = resolve_period(s, partner, d1, plan)
+        lo, hi = local_midnight(d1, prow.timezone), local_midnight(d2 + timedelta(days=1), prow.timezone)
+        cycles = list(s.scalars(select(M.BillingCycle).where(
+            M.BillingCycle.partner_id == prow.id, M.BillingCycle.period_start < hi, M.BillingCycle.period_end > lo)
+            .order_by(M.BillingCycle.period_start)))
+    if not cycles:
+        raise CycleError(f"no cycle of {partner} covers {d1}..{d2}: run the cycles first (`icdsl cycle run`)")
+    report = RerateReport(partner, d1, d2, destination)
+    for cyc in cycles:
+        if cyc.status != "finalized":
+            report.rerun.append(run_cycle(store, partner, _cycle_period(cyc), plan, rerate=True,
+                                          dims=cyc.line_dims or None, accept=tuple(accept)))
+        else:
+            report.corrections.append(_correct(store, prow.code, cyc.id, lo, hi, destination, plan, tuple(accept)))
+    return report
+
+
+def _next_cycle(s: Session, prow: M.Partner, cyc: M.BillingCycle) -> M.BillingCycle:
+    from icdsl.billing import store as st
+
+    nxt = s.scalars(select(M.BillingCycle).where(
+        M.BillingCycle.partner_id == prow.id, M.BillingCycle.period_start >= cyc.period_end,
+        M.BillingCycle.status != "finalized").order_by(M.BillingCycle.period_start)).first()
+    if nxt is not None:
+        return nxt
+    latest = s.scalars(select(M.BillingCycle).where(M.BillingCycle.partner_id == prow.id)
+                       .order_by(M.BillingCycle.period_end.desc())).first()
+    try:
+        per = period_containing(latest.local_end, prow.billing, prow.timezone)
+    except PeriodError as e:
+        raise CycleError(f"{prow.code} is billed ad hoc: open its next cycle first (`icdsl cycle run {prow.code} "
+                         "FROM..TO`), then rerate; the adjustments go on it") from e
+    return _new_cycle(s, prow, per, st.now())
+
+
+def _correct(store: Store, code: str, cycle_id: int, lo, hi, destination: str | None,
+             plan: Plan, accept: tuple[str, ...] = ()) -> CorrectionReport:
+    from icdsl.billing import store as st
+
+    with store.session() as s:
+        prow = s.scalars(select(M.Partner).where(M.Partner.code == code)).one()
+        cyc0 = s.get(M.BillingCycle, cycle_id)
+        per = _cycle_period(cyc0)
+        cyc = _lock_cycle(store, s, prow, per)
+        if cyc is None or cyc.status != "finalized":  # pragma: no cover - changed meanwhile
+            raise CycleError(f"cycle {code} {per.label} changed while it was being corrected: run rerate again")
+        start, end = max(lo, per.start), min(hi, per.end)
+        dims = check_dims(cyc.line_dims)
+        scale = _scale(plan)
+        schema = correction_schema(scale)
+        rel_dir = f"{cycle_dir(code, per)}/corrections"
+        store.data.clean(rel_dir, store.referenced_files(s))
+        inputs = partner_inputs(s, code, start, end)
+        _id_type(store, inputs)  # verifies the files
+        selected: list[pa.Array] = []
+        w = store.data.writer(rel_dir, "rerated", schema)
+        with w:
+            rater = Rater(plan, _Into(w, schema, False), _Into(w, schema, True), scale, dims, None)
+            for batch_id, path, _sha, _n in inputs:
+                for chunk in _read_partner(str(store.data.abs(path)), code, start=start, end=end,
+                                           number_prefix=destination):
+                    selected.append(pc.cast(chunk.column("id"), pa.string()).combine_chunks())
+                    rater.rate(chunk, batch_id)
+            w.close()
+            written = w.commit()
+        st.checkpoint("rerate:files_committed")
+        ids = pa.concat_arrays(selected) if selected else pa.array([], pa.string())
+        old = _old_state(store, s, cyc, ids)
+        new = pq.read_table(store.data.abs(written.path))
+        new_rated = new.filter(pc.is_null(new.column("reason")))
+        old_sums, new_sums = _sums(old, dims), _sums(new_rated, dims)
+        new_line = {}
+        if new_rated.num_rows:
+            keys = _key_columns(new_rated, dims)
+            pairs = pa.table({"k": keys, "line": new_rated.column("line")}).group_by(["k", "line"]).aggregate([])
+            new_line = dict(zip(pairs.column("k").to_pylist(), pairs.column("line").to_pylist(), strict=True))
+        billed = _billed(s, cyc)
+        fx = FxTable.load(s, plan)
+        by_hash = {a.source_hash: a for a in plan.agreements}
+        versions = {v.content_hash: v for v in s.scalars(select(M.AgreementVersion))}
+        last_day = per.local_end - timedelta(days=1)
+        groups = {g.key: g for g in rater.groups()}
+        # records that move to another agreement version correct the line of the same dimensions
+        line_of_group: dict[str, int] = {}
+        for k, b in sorted(billed.items()):
+            if b.line_id is not None:
+                line_of_group.setdefault(k.split(KEY_SEP, 1)[1], b.line_id)
+        changes = []
+        for key in sorted(set(old_sums) | set(new_sums)):
+            o, n = old_sums.get(key, _State()), new_sums.get(key, _State())
+            if (o.count, o.units, o.amount) == (n.count, n.units, n.amount):
+                continue
+            ahash, gk = key.split(KEY_SEP, 1)
+            direction, service, currency, *rest = gk.split(" | ")
+            dimvals = dict(x.split("=", 1) for x in rest)
+            agreement = by_hash.get(ahash)
+            if ahash not in versions:
+                raise CycleError(f"the rules given rate with an agreement version that is not in the store "
+                                 f"(sha256 {ahash[:12]}...): load them first (`icdsl load`)")
+            b = billed.get(key, _Billed())
+            if b.seen:
+                rate, rate_id, mode = b.fx_rate, b.fx_rate_id, b.mode or "half_up"
+                stream, netted = b.stream or "main", b.netted
+            else:
+                q = fx_for(fx, agreement, currency, prow.currency, last_day)
+                rate, rate_id = (q.rate, q.rate_id) if q else (None, None)
+                mode = agreement.rounding.mode if agreement else "half_up"
+                stream, netted = route(agreement, direction, service)
+            corrected = round_line(convert(b.source - o.amount + n.amount, rate), prow.currency, mode)
+            amount = corrected - b.amount
+            g = groups.get(new_line[key]) if key in new_line else None
+            unit, _ = quantity_unit(agreement, direction, service)
+            changes.append(dict(
+                corrects_line_id=b.line_id if b.line_id is not None else line_of_group.get(gk), netted=netted, stream=stream, direction=direction, service=service,
+                destination=dimvals.get("destination") or (g.only("destination") if g else None),
+                band=dimvals.get("band") or (g.only("band") if g else None),
+                prefix=dimvals.get("prefix") or (g.only("prefix") if g else None),
+                group_key=gk, line_key=new_line.get(key), agreement_version_id=versions[ahash].id,
+                agreement_hash=ahash, rule=dimvals.get("rule") or (g.only("rule") if g else None), unit=unit,
+                source_currency=currency, old_source=o.amount, new_source=n.amount,
+                source_delta=n.amount - o.amount, old_units=o.units, new_units=n.units, old_count=o.count,
+                new_count=n.count, currency=prow.currency, amount=amount, fx_rate=rate, fx_rate_id=rate_id,
+                rounding=rounding_text(prow.currency, mode)))
+        report = CorrectionReport(per.label, cyc.id, None, len(ids), rater.rated, rater.rejected)
+        t = st.now()
+        if not changes:
+            store.audit(s, "rerate_unchanged", "billing_cycle", cyc.id,
+                        f"{code} {per.label}: {len(ids)} record(s) rated again with rules {st.plan_hash(plan)[:12]}..., "
+                        "nothing changed", {"from": str(start), "to": str(end), "destination": destination})
+            return report
+        corr = M.Correction(
+            partner_id=prow.id, partner_code=code, cycle_id=cyc.id,
+            local_from=start.astimezone(_zone(prow.timezone)).date(),
+            local_to=(end.astimezone(_zone(prow.timezone)) - timedelta(microseconds=1)).date(),
+            destination=destination, plan_hash=st.plan_hash(plan), records_in=len(ids), rated_count=rater.rated,
+            rejected_count=rater.rejected, file_path=written.path, file_sha256=written.sha256,
+            file_rows=written.rows, file_bytes=written.bytes, actor=st._actor(), created_at=t)
+        s.add(corr)
+        s.flush()
+        target = _next_cycle(s, prow, cyc)
+        for c in changes:
+            a = M.Adjustment(correction_id=corr.id, partner_id=prow.id, source_cycle_id=cyc.id,
+                             target_cycle_id=target.id, created_at=t, **c)
+            s.add(a)
+            s.flush()
+            report.adjustments.append(AdjustmentSummary(
+                a.id, describe(a.direction, a.service, a.destination, a.band), a.amount, a.currency,
+                a.corrects_line_id, a.source_delta, a.source_currency))
+        report.correction_id, report.target, report.target_cycle_id = corr.id, target.label, target.id
+        total = sum((c["amount"] for c in changes), Decimal(0))
+        s.add(M.CycleEvent(cycle_id=cyc.id, at=t, kind="progress", from_state=None, to_state=None,
+                           message=f"correction #{corr.id}: {len(changes)} adjustment(s), {total} {prow.currency}, "
+                                   f"billed on {target.label}", details={"correction_id": corr.id}))
+        store.audit(s, "rerate", "correction", corr.id,
+                    f"{code} {per.label}: {len(ids)} record(s) rated again; {len(changes)} adjustment(s) totalling "
+                    f"{total} {prow.currency} on {target.label}",
+                    {"cycle_id": cyc.id, "target_cycle_id": target.id, "from": str(corr.local_from),
+                     "to": str(corr.local_to), "destination": destination, "plan_hash": corr.plan_hash,
+                     "adjustments": [{"id": x.id, "amount": str(x.amount), "corrects_line_id": x.corrects_line_id}
+                                     for x in report.adjustments]})
+        if target.status == "invoiced":
+            tper = _cycle_period(target)
+            run_locked(store, s, prow, tper, plan, rerate=True, dims=check_dims(target.line_dims), accept=accept)
+        s.flush()
+        st.checkpoint("rerate:before_commit")
+        return report
+
+
+def _zone(name: str):
+    from icdsl.billing.periods import zone
+
+    return zone(name)
+
+
+__all__ = ["CorrectionReport", "RerateReport", "correction_schema", "rerate"]

@@ -1,0 +1,187 @@
+"""Invoices and settlement statements as *documents*: plain mappings every output writes.
+
+The keys follow the document format of :mod:`icdsl.exporters` (``kind``, ``number``,
+``partner_code``, ``partner_name``, ``currency``, ``issue_date``, ``due_date``, ``period``,
+``stream``, ``subtotal``, ``tax_kind``, ``tax_rate``, ``tax_amount``, ``total``, ``lines``;
+statements: ``receivable``, ``payable``, ``net``) so that any exporter plugin can write them,
+plus what icdsl's own outputs show: ``summary`` (the lines added up by service), ``tax_label``,
+``tax_note``, ``agreements`` (name, version, hash), ``fx`` (the rates used) and ``rounding``.
+Amounts are exact ``Decimal``; dates are ``date`` objects.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from icdsl.billing import models as M
+from icdsl.billing.amounts import Tax, minor_units, plain_number, present
+from icdsl.billing.errors import StoreError
+
+
+def _period(s: Session, cycle_id: int | None) -> dict[str, Any]:
+    cyc = s.get(M.BillingCycle, cycle_id) if cycle_id else None
+    if cyc is None:
+        return {"period": None, "period_start": None, "period_end": None}
+    return {"period": cyc.label, "period_start": cyc.local_start, "period_end": cyc.local_end - timedelta(days=1),
+            "timezone": cyc.timezone}
+
+
+def _partner(s: Session, partner_id: int) -> dict[str, Any]:
+    p = s.get(M.Partner, partner_id)
+    return {"partner_code": p.code, "partner_name": p.name, "partner_country": p.country,
+            "partner_kind": p.kind, "due_days": p.due_days}
+
+
+def summarize(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The summary view: lines added up by kind, direction and service (sums of rounded lines,
+    so the summary adds up to the same subtotal)."""
+    out: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+    for ln in lines:
+        key = (ln["kind"], ln.get("direction") or "", ln.get("service") or "", ln.get("unit") or "")
+        acc = out.get(key)
+        if acc is None:
+            desc = f"{key[1]} {key[2]}".strip() or ln["description"]
+            if ln["kind"] != "traffic":
+                desc = f"{ln['kind']}: {desc}"
+            acc = out[key] = {"kind": ln["kind"], "description": desc, "direction": ln.get("direction"),
+                              "service": ln.get("service"), "quantity": Decimal(0), "unit": ln.get("unit"),
+                              "amount": Decimal(0), "currency": ln["currency"], "lines": 0, "record_count": 0}
+        acc["quantity"] += ln["quantity"] or Decimal(0)
+        acc["amount"] += ln["amount"]
+        acc["lines"] += 1
+        acc["record_count"] += ln.get("record_count") or 0
+    return list(out.values())
+
+
+def _line(ln: M.InvoiceLine) -> dict[str, Any]:
+    return {
+        "line_id": ln.id, "line_no": ln.line_no, "kind": ln.kind, "description": ln.description,
+        "direction": ln.direction, "service": ln.service, "destination": ln.destination, "prefix": ln.prefix,
+        "band": ln.band, "quantity": plain_number(ln.quantity), "unit": ln.unit, "rate": plain_number(ln.rate),
+        "rate_unit": ln.rate_unit, "amount": present(ln.amount, ln.currency), "currency": ln.currency,
+        "rule": ln.rule, "record_count": ln.record_count, "source_amount": plain_number(ln.source_amount),
+        "source_currency": ln.source_currency, "fx_rate": plain_number(ln.fx_rate),
+        "rounding": ln.rounding, "corrects_line_id": ln.corrects_line_id, "agreement_hash": ln.agreement_hash,
+    }
+
+
+def _agreements(s: Session, hashes: set[str]) -> list[dict[str, Any]]:
+    if not hashes:
+        return []
+    rows = s.scalars(select(M.AgreementVersion).where(M.AgreementVersion.content_hash.in_(hashes))
+                     .order_by(M.AgreementVersion.name, M.AgreementVersion.version))
+    return [{"name": v.name, "version": v.version, "hash": v.content_hash, "id": v.id} for v in rows]
+
+
+def _fx(s: Session, ids: set[int], lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for rid in sorted(i for i in ids if i is not None):
+        r = s.get(M.FxRate, rid)
+        used = sorted({(ln["source_currency"], str(ln["fx_rate"])) for ln in lines
+                       if ln.get("fx_rate_id") == rid and ln.get("fx_rate") is not None})
+        for src_ccy, rate in used:
+            out.append({"source": r.source, "from": src_ccy, "to": lines[0]["currency"], "rate": Decimal(rate),
+                        "listed": f"{r.base}/{r.quote} {plain_number(r.rate)}", "effective_from": r.effective_from})
+    return out
+
+
+def invoice_document(s: Session, inv: M.Invoice) -> dict[str, Any]:
+    rows = list(s.scalars(select(M.InvoiceLine).where(M.InvoiceLine.invoice_id == inv.id)
+                          .order_by(M.InvoiceLine.line_no)))
+    lines = [_line(ln) for ln in rows]
+    for ln, row in zip(lines, rows, strict=True):
+        ln["fx_rate_id"] = row.fx_rate_id
+    tax = Tax(inv.tax_kind, inv.tax_rate, inv.taxable_amount if inv.taxable_amount is not None else inv.subtotal,
+              inv.tax_amount if inv.tax_amount is not None else Decimal(0), inv.tax_note)
+    modes = sorted({(ln.rounding or "").split(" to ")[0] for ln in rows if ln.rounding})
+    doc = {
+        "kind": "credit_note" if inv.total is not None and inv.total < 0 else "invoice",
+        "id": inv.id, "number": inv.number, "status": inv.status, **_partner(s, inv.partner_id),
+        "currency": inv.currency, "issue_date": inv.issue_date, "due_date": inv.due_date,
+        **_period(s, inv.cycle_id), "stream": inv.stream, "subtotal": present(inv.subtotal, inv.currency),
+        "tax_kind": inv.tax_kind, "tax_rate": plain_number(inv.tax_rate),
+        "tax_amount": present(inv.tax_amount, inv.currency), "total": present(inv.total, inv.currency),
+        "taxable_amount": present(tax.taxable, inv.currency), "tax_label": tax.label, "tax_note": inv.tax_note,
+        "lines": lines, "summary": summarize(lines),
+        "agreements": _agreements(s, {ln.agreement_hash for ln in rows if ln.agreement_hash}),
+        "fx": _fx(s, {ln.fx_rate_id for ln in rows if ln.fx_rate_id}, lines),
+        "rounding": (f"each line rounded once to {minor_units(inv.currency)} decimals "
+                     f"({', '.join(modes) or 'half_up'}); subtotal = sum of the lines; tax rounded half_up "
+                     "on the subtotal"),
+    }
+    return doc
+
+
+def statement_document(s: Session, stm: M.SettlementStatement) -> dict[str, Any]:
+    details = stm.details or {}
+    lines = []
+    for ln in details.get("lines", []):
+        d = dict(ln)
+        for k in ("quantity", "rate", "source_amount", "fx_rate"):
+            if d.get(k) is not None:
+                d[k] = plain_number(Decimal(d[k]))
+        d["amount"] = present(Decimal(d["amount"]), d.get("currency") or stm.currency)
+        lines.append(d)
+    invoices = list(s.scalars(select(M.Invoice).where(M.Invoice.cycle_id == stm.cycle_id).order_by(M.Invoice.id)))
+    return {
+        "kind": "statement", "id": stm.id, "number": stm.number, "status": stm.status,
+        **_partner(s, stm.partner_id), "currency": stm.currency,
+        "issue_date": _date(details.get("issue_date")), "due_date": _date(details.get("due_date")),
+        **_period(s, stm.cycle_id), "stream": "netting",
+        "receivable": present(stm.receivable, stm.currency), "payable": present(stm.payable, stm.currency),
+        "net": present(stm.net, stm.currency), "subtotal": present(stm.payable, stm.currency), "tax_kind": "none", "tax_rate": Decimal(0), "tax_amount": None, "total": None,
+        "tax_label": None, "tax_note": None,
+        "invoices": [{"number": i.number, "id": i.id, "stream": i.stream, "subtotal": present(i.subtotal, i.currency)}
+                     for i in invoices],
+        "lines": lines, "summary": summarize(lines),
+        "agreements": _agreements(s, {ln["agreement_hash"] for ln in lines if ln.get("agreement_hash")}),
+        "fx": _fx(s, {ln.get("fx_rate_id") for ln in lines if ln.get("fx_rate_id")}, lines),
+        "rounding": f"each line rounded once to {minor_units(stm.currency)} decimals; net = receivable - payable",
+    }
+
+
+def _date(text: str | None):
+    from datetime import date
+
+    return date.fromisoformat(text) if text else None
+
+
+def cycle_documents(s: Session, cycle_id: int) -> list[dict[str, Any]]:
+    docs = [invoice_document(s, inv) for inv in s.scalars(
+        select(M.Invoice).where(M.Invoice.cycle_id == cycle_id).order_by(M.Invoice.id))]
+    docs += [statement_document(s, st) for st in s.scalars(
+        select(M.SettlementStatement).where(M.SettlementStatement.cycle_id == cycle_id)
+        .order_by(M.SettlementStatement.id))]
+    return docs
+
+
+def find_document(s: Session, ref: str) -> dict[str, Any]:
+    """An invoice or statement by number (``INV-2026-000001``, ``STM-...``) or by id (``#12``,
+    ``12`` for an invoice, ``stm:3`` for a statement)."""
+    text = ref.strip()
+    if text.lower().startswith("stm:") and text[4:].isdigit():
+        stm = s.get(M.SettlementStatement, int(text[4:]))
+        if stm is None:
+            raise StoreError(f"no settlement statement #{text[4:]}")
+        return statement_document(s, stm)
+    if text.lstrip("#").isdigit():
+        inv = s.get(M.Invoice, int(text.lstrip("#")))
+        if inv is None:
+            raise StoreError(f"no invoice #{text.lstrip('#')}")
+        return invoice_document(s, inv)
+    inv = s.scalars(select(M.Invoice).where(M.Invoice.number == text)).first()
+    if inv is not None:
+        return invoice_document(s, inv)
+    stm = s.scalars(select(M.SettlementStatement).where(M.SettlementStatement.number == text)).first()
+    if stm is not None:
+        return statement_document(s, stm)
+    near = list(s.scalars(select(M.Invoice.number).where(
+        M.Invoice.number.is_not(None), or_(M.Invoice.number.like(f"%{text[-6:]}%"))).limit(5)))
+    raise StoreError(f"no invoice or statement numbered '{text}'" + (f" (did you mean {', '.join(near)}?)" if near
+                                                                        else "; `icdsl invoice list` lists them"))

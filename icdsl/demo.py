@@ -1,0 +1,453 @@
+"""``icdsl demo``: bill a month of synthetic traffic for the example partners, end to end.
+
+1. copy the example agreements (``examples/interconnect``, ``content``, ``mvno``: their rule
+   files and rate decks) into ``DIR/rules`` and compile them;
+2. open a SQLite store in ``DIR`` (``icdsl.db`` and ``icdsl-data/``) and load the rules;
+3. generate March 2026 of traffic for Lumière (LUMFR), Brookline (BRKGB), Pixel Forge (CPX)
+   and Fleetrix (FLTX) into ``DIR/traffic/`` (one CSV per week, as a mediation system would
+   drop them): numbers drawn from the agreements' own decks and tables, an hour-of-day profile
+   per service, and bad rows on purpose (impossible timestamps, negative durations, a partner
+   nobody declared, duplicates within and across files, a few calls to destinations the deck
+   does not cover, and a day without any Brookline traffic);
+4. ingest the files, run each partner's cycle (rate, validate, invoice), finalize it, and write
+   every invoice and settlement statement as CSV, JSON and PDF into ``DIR/invoices/``.
+
+Deterministic: the same ``seed`` and ``records`` give the same traffic files, the same
+invoices and the same bytes (invoices are dated at the end of the period). Rerun in the same
+folder, it resumes: what is done is not done again (ingest and cycles are idempotent), so a
+demo killed half way and started again gives the same invoices, each billed once.
+
+Where the examples come from: the source checkout's ``examples/`` folder (next to the
+``icdsl`` package: an editable install, as the README does it), else a copy shipped inside the
+package as ``icdsl/_examples`` (a wheel built with the ``force-include`` of pyproject.toml);
+without either, the demo says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+EXAMPLES = ("interconnect", "content", "mvno")
+PERIOD = "2026-03"
+MONTH = date(2026, 3, 1)
+DAYS = 31
+OUTAGE = ("BRKGB", date(2026, 3, 18))  # Brookline sends nothing that day: validation warns
+COLUMNS = ("id", "partner", "direction", "service", "a_number", "b_number", "start", "duration_s", "volume", "units",
+           "route_class", "origin", "qos")
+SHARES = {"LUMFR": 0.45, "BRKGB": 0.22, "FLTX": 0.20, "CPX": 0.13}
+ZONES = {"LUMFR": "Europe/Paris", "BRKGB": "Europe/London", "FLTX": "Europe/Berlin", "CPX": "Europe/Dublin"}
+
+# hour-of-day profiles (relative weights, local time)
+VOICE_HOURS = [1, .6, .4, .3, .3, .5, 1.2, 3, 6, 8, 9, 9, 7, 8, 9, 9, 8.5, 7.5, 6.5, 5, 4, 3, 2, 1.4]
+SMS_HOURS = [1.5, .8, .4, .3, .3, .5, 1.5, 4, 6, 6, 6, 6.5, 7, 6.5, 6, 6, 6.5, 7, 7.5, 7.5, 7, 6, 4.5, 2.5]
+DATA_HOURS = [4, 5, 6, 5, 3, 2, 2.5, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 4.5, 4, 3.5, 3, 3, 3.5]
+CONTENT_HOURS = [2, 1, .5, .3, .3, .4, 1, 2, 3, 4, 5, 6, 7, 6, 6, 6, 7, 8, 9, 10, 10, 9, 7, 4]
+
+
+def examples_root() -> Path:
+    """The folder holding the example projects (see the module's documentation)."""
+    import icdsl
+
+    pkg = Path(icdsl.__file__).resolve().parent
+    for candidate in (pkg.parent / "examples", pkg / "_examples"):
+        if all((candidate / name).is_dir() for name in EXAMPLES):
+            return candidate
+    from icdsl.billing.errors import StoreError
+
+    raise StoreError("the example agreements are not installed: run the demo from a source checkout "
+                     "(pip install -e . in the repository, as the README says)")
+
+
+def copy_examples(dest: Path) -> list[Path]:
+    """Copy the rule files and decks of the examples into ``dest`` (unchanged files are kept)."""
+    src = examples_root()
+    out = []
+    for name in EXAMPLES:
+        for f in sorted((src / name).rglob("*")):
+            rel = f.relative_to(src)
+            if not f.is_file() or "tools" in rel.parts or f.name == "traffic.csv":
+                continue
+            if f.suffix not in (".icd", ".csv", ".md"):
+                continue
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists() or target.read_bytes() != f.read_bytes():
+                shutil.copyfile(f, target)
+        out.append(dest / name)
+    return out
+
+
+# --------------------------------------------------------------------------- traffic
+
+
+def _deck(path: Path, sep: str, prefix_col: str, from_col: str, until_col: str | None) -> list[str]:
+    """Prefixes of a deck in force during the demo month."""
+    import csv
+
+    out = []
+    with open(path, encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f, delimiter=sep):
+            start = row.get(from_col) or ""
+            end = row.get(until_col) or "" if until_col else ""
+            if start and date.fromisoformat(start) > date(2026, 3, 31):
+                continue
+            if end and date.fromisoformat(end) <= MONTH:
+                continue
+            out.append(row[prefix_col].strip().lstrip("+"))
+    return sorted(set(out))
+
+
+def _numbers(rng: np.random.Generator, prefixes: np.ndarray, n: int, length: int = 11) -> pa.Array:
+    """Numbers starting with the given prefixes, padded with random digits to ``length``."""
+    picks = prefixes[rng.integers(0, len(prefixes), n)] if len(prefixes) else np.array([""] * n)
+    tails = rng.integers(0, 10**9, n).astype(np.int64)
+    digits = pc.utf8_lpad(pa.array(tails.astype(str)), 9, "0")
+    full = pc.binary_join_element_wise(pa.array(picks.astype(str)), digits, "")
+    lens = np.maximum(length, pc.utf8_length(pa.array(picks.astype(str))).to_numpy() + 4)
+    return pa.array([s[:m] for s, m in zip(full.to_pylist(), lens.tolist(), strict=True)], pa.string())
+
+
+def _starts(rng: np.random.Generator, n: int, tz: str, hours: list[float], skip: date | None = None) -> np.ndarray:
+    """UTC instants (µs) in the demo month: local day uniform, local hour by ``hours``."""
+    days = [MONTH + timedelta(days=i) for i in range(DAYS) if MONTH + timedelta(days=i) != skip]
+    day = rng.integers(0, len(days), n)
+    p = np.array(hours, float)
+    hour = rng.choice(24, n, p=p / p.sum())
+    sec = rng.integers(0, 3600, n)
+    zone = ZoneInfo(tz)
+    # the local midnight of each day as UTC µs, and its UTC offset at noon (no record falls in the
+    # one-hour DST gap of 29 March at 02:00 in a way that matters: we use the day's offset at noon)
+    mid = np.array([int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()) for d in days], np.int64)
+    off = np.array([int(datetime(d.year, d.month, d.day, 12, tzinfo=zone).utcoffset().total_seconds())
+                    for d in days], np.int64)
+    return (mid[day] + hour * 3600 + sec - off[day]) * 1_000_000
+
+
+def _iso(us: np.ndarray) -> pa.Array:
+    ts = pa.array(us, pa.timestamp("us"))
+    return pc.binary_join_element_wise(pc.strftime(ts, format="%Y-%m-%dT%H:%M:%S"), "Z", "")
+
+
+@dataclass
+class Part:
+    partner: str
+    direction: str
+    service: str
+    share: float
+
+
+def _empty(n: int) -> pa.Array:
+    return pa.nulls(n, pa.string())
+
+
+def _choice(rng: np.random.Generator, values: list[str], p: list[float], n: int) -> pa.Array:
+    pp = np.array(p, float)
+    return pa.array(np.array(values)[rng.choice(len(values), n, p=pp / pp.sum())].astype(str))
+
+
+def generate(rules: Path, records: int, seed: int) -> pa.Table:
+    """The month's traffic of the four partners as one table of text columns (plus bad rows)."""
+    rng = np.random.default_rng(seed)
+    lum = np.array(_deck(rules / "interconnect/decks/lumiere-a-z.csv", ",", "prefix", "effective", "until"))
+    brk = np.array(_deck(rules / "interconnect/decks/brookline-europe.csv", ";", "Code", "Valid From", None))
+    fr = np.array([p for p in lum if p.startswith("33") and not p.startswith("338")])
+    ours = np.array(["331", "332", "333", "334", "335", "336", "337", "339"])
+    tables = []
+    counter = 0
+
+    def add(partner: str, direction: str, service: str, n: int, b: pa.Array | None, hours: list[float],
+            **extra: Any) -> None:
+        nonlocal counter
+        if n <= 0:
+            return
+        skip = OUTAGE[1] if partner == OUTAGE[0] else None
+        us = _starts(rng, n, ZONES[partner], hours, skip)
+        ids = [f"{partner}-{i:07d}" for i in range(counter, counter + n)]
+        counter += n
+        cols = {c: _empty(n) for c in COLUMNS}
+        cols.update(id=pa.array(ids), partner=pa.array([partner] * n), direction=pa.array([direction] * n),
+                    service=pa.array([service] * n), start=_iso(us))
+        cols["a_number"] = _numbers(rng, ours if direction == "outbound" else np.array(["44", "49", "33"]), n)
+        if b is not None:
+            cols["b_number"] = b
+        for k, v in extra.items():
+            cols[k] = v
+        tables.append(pa.table(cols))
+
+    def durations(n: int, zero: float = 0.0) -> pa.Array:
+        d = np.round(rng.lognormal(4.4, 1.0, n)).astype(np.int64).clip(1, 7200)
+        d[rng.random(n) < zero] = 0
+        return pa.array(d.astype(str))
+
+    total = records
+    n = {k: int(total * v) for k, v in SHARES.items()}
+    # Lumière: both ways, voice and SMS
+    k = int(n["LUMFR"] * .5)
+    france = rng.random(k) < .6
+    b = pa.concat_arrays([_numbers(rng, fr, int(france.sum())), _numbers(rng, lum, k - int(france.sum()))])
+    add("LUMFR", "outbound", "voice", k, b, VOICE_HOURS, duration_s=durations(k, .04),
+        route_class=_choice(rng, ["standard", "premium"], [.95, .05], k))
+    k = int(n["LUMFR"] * .3)
+    add("LUMFR", "inbound", "voice", k, _numbers(rng, np.array(["33", "336", "337"]), k), VOICE_HOURS,
+        duration_s=durations(k), origin=_choice(rng, ["eea", "non_eea"], [.97, .03], k))
+    k = int(n["LUMFR"] * .1)
+    add("LUMFR", "outbound", "sms", k, _numbers(rng, np.array(["336", "337"]), k), SMS_HOURS, units=pa.array(["1"] * k))
+    k = n["LUMFR"] - int(n["LUMFR"] * .5) - int(n["LUMFR"] * .3) - int(n["LUMFR"] * .1)
+    add("LUMFR", "inbound", "sms", k, _numbers(rng, np.array(["336", "337"]), k), SMS_HOURS, units=pa.array(["1"] * k))
+    # Brookline: wholesale voice; a few calls to Brazil, which its deck does not cover
+    k = int(n["BRKGB"] * .6)
+    brazil = max(1, k // 400)
+    b = pa.concat_arrays([_numbers(rng, brk, k - brazil, 12), _numbers(rng, np.array(["5511"]), brazil, 13)])
+    add("BRKGB", "outbound", "voice", k, b, VOICE_HOURS, duration_s=durations(k))
+    k = n["BRKGB"] - k
+    add("BRKGB", "inbound", "voice", k, _numbers(rng, np.array(["33", "336", "337"]), k), VOICE_HOURS,
+        duration_s=durations(k))
+    # Pixel Forge: premium SMS on short codes, carrier billing at price points
+    k = int(n["CPX"] * .7)
+    add("CPX", "outbound", "sms", k, _choice(rng, ["81010", "81020", "81030"], [.5, .35, .15], k), CONTENT_HOURS,
+        units=_choice(rng, ["1", "2"], [.93, .07], k))
+    k = n["CPX"] - k
+    add("CPX", "outbound", "carrier_billing", k, _choice(rng, ["9001", "9002", "9003", "9004"], [.4, .3, .2, .1], k),
+        CONTENT_HOURS)
+    # Fleetrix: IoT data sessions, alarm SMS, a few hotline calls
+    k = int(n["FLTX"] * .8)
+    vol = np.round(rng.lognormal(10.2, 1.3, k)).astype(np.int64).clip(200, 50_000_000)
+    vol[rng.random(k) < .01] = 1_572_864  # firmware downloads
+    add("FLTX", "outbound", "data", k, None, DATA_HOURS, volume=pa.array(vol.astype(str)),
+        qos=_choice(rng, ["standard", "priority"], [.9, .1], k))
+    k = int(n["FLTX"] * .15)
+    add("FLTX", "outbound", "sms", k, _numbers(rng, np.array(["4915", "4917"]), k, 13), SMS_HOURS,
+        units=pa.array(["1"] * k))
+    k = n["FLTX"] - int(n["FLTX"] * .8) - int(n["FLTX"] * .15)
+    add("FLTX", "outbound", "voice", k, _numbers(rng, np.array(["4989", "4930"]), k), VOICE_HOURS,
+        duration_s=durations(k))
+    good = pa.concat_tables(tables)
+
+    # ---- bad rows: ~0.1 % of each kind
+    bad_n = max(3, records // 1000)
+    pick = good.take(pa.array(rng.integers(0, good.num_rows, bad_n * 5)))
+    ids = pa.array([f"BAD-{i:06d}" for i in range(bad_n * 5)])
+    pick = pick.set_column(0, "id", ids)
+    parts = []
+    for j, how in enumerate(("timestamp", "yesterday", "negative", "unknown", "decimal")):
+        t = pick.slice(j * bad_n, bad_n)
+        if how == "timestamp":
+            t = t.set_column(t.column_names.index("start"), "start", pa.array(["2026-02-30T10:00:00Z"] * bad_n))
+        elif how == "yesterday":
+            t = t.set_column(t.column_names.index("start"), "start", pa.array(["yesterday"] * bad_n))
+        elif how == "negative":
+            t = t.set_column(t.column_names.index("service"), "service", pa.array(["voice"] * bad_n))
+            t = t.set_column(t.column_names.index("duration_s"), "duration_s", pa.array(["-5"] * bad_n))
+        elif how == "unknown":
+            t = t.set_column(t.column_names.index("partner"), "partner", pa.array(["ACME"] * bad_n))
+        elif how == "decimal":
+            t = t.set_column(t.column_names.index("service"), "service", pa.array(["voice"] * bad_n))
+            t = t.set_column(t.column_names.index("duration_s"), "duration_s", pa.array(["61.5"] * bad_n))
+        parts.append(t)
+    dups = good.take(pa.array(rng.integers(0, good.num_rows, bad_n * 2)))  # sent twice
+    return pa.concat_tables([good, *parts, dups])
+
+
+def write_weeks(table: pa.Table, folder: Path) -> list[Path]:
+    """One CSV per week of the month (by the record's UTC start date; unreadable starts go to the
+    first week), sorted by start; a few duplicates straddle two files."""
+    import pyarrow.csv as pcsv
+
+    folder.mkdir(parents=True, exist_ok=True)
+    day = pc.cast(pc.utf8_slice_codeunits(table.column("start"), 8, 10), pa.string())
+    day_num = pc.cast(pc.if_else(pc.match_substring_regex(day, r"^\d\d$"), day, "01"), pa.int64())
+    week = pc.min_element_wise(pc.divide(pc.subtract(day_num, 1), 7), 4)
+    table = table.append_column("_week", week)
+    paths = []
+    for w in range(5):
+        t = table.filter(pc.equal(table.column("_week"), w)).drop_columns(["_week"])
+        t = t.sort_by([("start", "ascending"), ("id", "ascending")])
+        p = folder / f"march-week{w + 1}.csv"
+        sink = pa.BufferOutputStream()
+        pcsv.write_csv(t, sink, pcsv.WriteOptions(quoting_style="needed"))
+        data = sink.getvalue().to_pybytes()
+        if not p.exists() or p.read_bytes() != data:
+            tmp = p.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(p)
+        paths.append(p)
+    return paths
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run_demo(directory: Path | None, *, records: int = 300_000, seed: int = 2026, db: str | None = None,
+             console: Any = None, formats: tuple[str, ...] = ("csv", "json", "pdf")) -> int:
+    """Run the demo in ``directory`` (a new temporary folder if None); 0 when every cycle was
+    invoiced and finalized, 1 when validation stopped one."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from icdsl.billing.errors import StoreError
+    from icdsl.billing.store import open_store
+    from icdsl.plan.compiler import build
+
+    console = console or Console()
+    t0 = time.perf_counter()
+    folder = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="icdsl-demo-"))
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    console.print(f"[bold]icdsl demo[/bold]: a month of interconnect billing in {folder}", highlight=False)
+    progress = Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=console, transient=False)
+    url = db or f"sqlite:///{folder / 'icdsl.db'}"
+    with progress, contextlib.chdir(folder):
+        # ---- rules
+        task = progress.add_task("compiling the example agreements", total=3)
+        projects = copy_examples(Path("rules"))
+        plan, program, diags = build([p.relative_to(Path.cwd()) if p.is_absolute() else p for p in projects],
+                                     Path("rules"))
+        if plan is None:
+            raise StoreError("the example agreements do not compile: "
+                             + "; ".join(str(d) for d in diags if d.is_error)[:2000])
+        progress.update(task, completed=3)
+        store = open_store(url, data_dir=folder / "icdsl-data")
+        try:
+            store.load_plan(plan, program)
+            partners = [p.code for p in plan.partners if plan.agreements_for(p.code)]
+
+            # ---- traffic
+            task = progress.add_task("generating March 2026 traffic", total=records)
+            manifest = folder / "traffic" / "manifest.json"
+            want = {"records": records, "seed": seed}
+            files = sorted((folder / "traffic").glob("march-week*.csv"))
+            have = json.loads(manifest.read_text()) if manifest.exists() else None
+            if not (have and {k: have.get(k) for k in want} == want and len(files) == 5
+                    and all(hashlib.sha256(f.read_bytes()).hexdigest() == have["files"].get(f.name) for f in files)):
+                table = generate(Path("rules"), records, seed)
+                files = write_weeks(table, folder / "traffic")
+                manifest.write_text(json.dumps(dict(want, files={f.name: hashlib.sha256(f.read_bytes()).hexdigest()
+                                                                 for f in files}), indent=2) + "\n")
+            progress.update(task, completed=records)
+
+            # ---- intake
+            task = progress.add_task("ingesting 5 weekly files", total=len(files))
+            intake = []
+            for f in files:
+                intake.append(store.ingest(f, None, plan))
+                progress.advance(task)
+
+            # ---- cycles
+            task = progress.add_task("billing cycles (rate, validate, invoice)", total=len(partners))
+            reports = {}
+            for code in partners:
+                sub = progress.add_task(f"  {code}", total=None)
+
+                def tick(stage: str, done: int, total: int, sub=sub, code=code) -> None:
+                    progress.update(sub, description=f"  {code}: {stage}", completed=done, total=total or None)
+
+                reports[code] = store.run_cycle(code, PERIOD, plan, progress=tick)
+                progress.update(sub, description=f"  {code}: {reports[code].status}", completed=1, total=1)
+                progress.advance(task)
+            task = progress.add_task("finalizing", total=len(partners))
+            for code in partners:
+                if reports[code].status in ("invoiced", "finalized"):
+                    reports[code] = store.finalize_cycle(code, PERIOD)
+                progress.advance(task)
+
+            # ---- documents
+            from icdsl.outputs import write
+
+            docs = [d for code in partners for d in store.cycle_documents(reports[code].cycle_id)]
+            task = progress.add_task("writing invoices (CSV, JSON, PDF)", total=len(docs) * len(formats))
+            out = folder / "invoices"
+            written = []
+            for fmt in formats:
+                for d in docs:
+                    written += write([d], out, fmt)
+                    if fmt == "pdf" and d["kind"] != "statement":
+                        written += write([d], out, fmt, view="summary")
+                    progress.advance(task)
+        finally:
+            store.close()
+    _summary(console, intake, reports, partners, docs, folder, url, written, time.perf_counter() - t0)
+    return 1 if any(r.blocked for r in reports.values()) else 0
+
+
+def _summary(console: Any, intake: list, reports: dict, partners: list[str], docs: list[dict], folder: Path,
+             url: str, written: list[Path], elapsed: float) -> None:
+    from rich.table import Table
+
+    from icdsl.billing.amounts import present
+
+    read = sum(r.read for r in intake)
+    passed = sum(r.passed for r in intake)
+    rejected = sum(r.rejected for r in intake)
+    dups = sum(r.duplicates for r in intake)
+    reasons: dict[str, int] = {}
+    for r in intake:
+        for k, v in r.by_reason.items():
+            reasons[k] = reasons.get(k, 0) + v
+    unknown = sorted({u for r in intake for u in r.unknown_partners})
+    console.print(f"\nintake: {read:,} records read, {passed:,} passed, {rejected:,} rejected, {dups:,} duplicates "
+                  f"({', '.join(f'{k} {v:,}' for k, v in sorted(reasons.items()))})"
+                  + (f"; partners nobody declared: {', '.join(unknown)}" if unknown else ""), highlight=False)
+    table = Table(title="March 2026, per partner (lines rounded once to the currency's minor unit; totals = sums "
+                        "of lines)")
+    for col in ("partner", "records", "rated", "rejected", "documents", "subtotal", "tax", "total", "netted (we owe)",
+                "findings"):
+        table.add_column(col, justify="left" if col in ("partner", "documents", "findings") else "right")
+    by_partner: dict[str, list[dict]] = {}
+    for d in docs:
+        by_partner.setdefault(d["partner_code"], []).append(d)
+    for code in partners:
+        r = reports[code]
+        ds = by_partner.get(code, [])
+        invs = [d for d in ds if d["kind"] != "statement"]
+        stms = [d for d in ds if d["kind"] == "statement"]
+
+        def total(key: str, ds=invs) -> str:
+            sums: dict[str, Any] = {}
+            for d in ds:
+                if d.get(key) is not None:
+                    sums[d["currency"]] = sums.get(d["currency"], 0) + d[key]
+            return "\n".join(f"{present(v, c)} {c}" for c, v in sorted(sums.items())) or "-"
+
+        names = [f"{d.get('number') or 'draft'} ({d['stream']})" for d in invs] + [d.get("number") or "draft"
+                                                                                  for d in stms]
+        tax_notes = {d["tax_label"] for d in invs if d.get("tax_label")}
+        warn = [f for f in r.findings if f.severity in ("error", "warning")]
+        table.add_row(
+            code, f"{r.records_in:,}", f"{r.rated:,}", f"{r.rejected:,}", "\n".join(names) or r.status,
+            total("subtotal"), total("tax_amount") + (f"\n{', '.join(sorted(tax_notes))}" if tax_notes else ""),
+            total("total"), total("payable", stms),
+            "\n".join(f"{f.severity}: {f.code} ({f.count})" for f in warn) or "-")
+    from rich.console import Console
+
+    wide = Console(width=max(console.width, 150), file=console.file, force_terminal=console.is_terminal,
+                   no_color=console.no_color)
+    wide.print(table)
+    for code in partners:
+        for f in reports[code].findings:
+            if f.severity in ("error", "warning"):
+                console.print(f"  {code}: {f}", highlight=False, markup=False)
+    console.print(f"\n{len(written)} files in {folder / 'invoices'} (CSV, JSON, itemized and summary PDF); "
+                  f"done in {elapsed:.1f} s.", highlight=False)
+    first = next((d for d in docs if d["kind"] != "statement" and d.get("lines")), None)
+    db = f"--db {url}"
+    console.print("\nLook closer:", highlight=False)
+    console.print(f"  icdsl cycle status {db}", highlight=False, markup=False)
+    if first is not None:
+        console.print(f"  icdsl invoice show {first['number']} {db}", highlight=False, markup=False)
+        console.print(f"  icdsl trace {first['lines'][0]['line_id']} --records 5 {db}", highlight=False, markup=False)

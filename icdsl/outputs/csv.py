@@ -1,0 +1,60 @@
+"""A document's lines as CSV (one row per line, then ``subtotal``, ``tax`` and ``total`` rows
+whose ``kind`` says what they are), with the document's number, partner, period and currency
+on every row so that files can be concatenated. Amounts are exact decimal text."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+COLUMNS = ("document", "kind_of_document", "partner", "period", "stream", "line_no", "kind", "description",
+           "direction", "service", "destination", "band", "quantity", "unit", "rate", "rate_unit", "amount",
+           "currency", "record_count", "corrects_line_id")
+
+
+def _text(v: Any) -> str:
+    from decimal import Decimal
+
+    if v is None:
+        return ""
+    if isinstance(v, Decimal):
+        return format(v, "f")
+    return str(v)
+
+
+def dumps(doc: Mapping[str, Any], *, view: str = "itemized") -> str:
+    from icdsl.outputs import view_lines
+
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(COLUMNS)
+    head = {"document": doc.get("number") or f"draft #{doc.get('id')}", "kind_of_document": doc.get("kind"),
+            "partner": doc.get("partner_code"), "period": doc.get("period"), "stream": doc.get("stream"),
+            "currency": doc.get("currency")}
+    for i, ln in enumerate(view_lines(doc, view), 1):
+        row = dict(head, **{k: ln.get(k) for k in COLUMNS if k in ln})
+        row["line_no"] = ln.get("line_no", i)
+        row["currency"] = ln.get("currency") or doc.get("currency")
+        w.writerow([_text(row.get(c)) for c in COLUMNS])
+    if doc.get("kind") == "statement":
+        totals = [("receivable", doc.get("receivable")), ("payable", doc.get("payable")), ("net", doc.get("net"))]
+    else:
+        totals = [("subtotal", doc.get("subtotal")), ("tax", doc.get("tax_amount")), ("total", doc.get("total"))]
+    for kind, amount in totals:
+        desc = doc.get("tax_label") if kind == "tax" else kind
+        if kind == "tax" and doc.get("tax_note"):
+            desc = f"{desc}: {doc['tax_note']}"
+        w.writerow([_text(dict(head, kind=kind, description=desc, amount=amount).get(c)) for c in COLUMNS])
+    return out.getvalue()
+
+
+def write_csv(doc: Mapping[str, Any], directory: Path, *, view: str = "itemized") -> Path:
+    from icdsl.outputs import file_stem
+
+    suffix = "-summary" if view == "summary" else ""
+    path = Path(directory) / f"{file_stem(doc)}{suffix}.csv"
+    path.write_text(dumps(doc, view=view), encoding="utf-8")
+    return path

@@ -1,0 +1,143 @@
+"""The billing commands end to end (load, ingest, cycle run/status/finalize, rerate, trace,
+invoice show/export), their error messages and exit codes, the outputs, and `icdsl demo`
+(small, deterministic, resumable after a kill)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from test_billing_store import PARTNER, V1_OPEN, march_traffic, write_csv
+from typer.testing import CliRunner
+
+from icdsl.cli.main import app
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "orfr.icd").write_text(PARTNER + V1_OPEN, encoding="utf-8")
+    write_csv(tmp_path / "march.csv", march_traffic())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ICDSL_DB", f"sqlite:///{tmp_path / 'store.db'}")
+    monkeypatch.delenv("ICDSL_DATA", raising=False)
+    return tmp_path
+
+
+def run(*args: str, code: int = 0) -> str:
+    res = CliRunner().invoke(app, list(args))
+    assert res.exit_code == code, (res.output, res.exception)
+    assert "Traceback" not in res.output
+    return res.output
+
+
+def test_cycle_commands_end_to_end(env):
+    assert "partners added: ORFR" in run("load", "rules")
+    assert "march.csv: batch #1: read 63, passed 63" in run("ingest", "march.csv", "--rules", "rules")
+    out = run("cycle", "run", "ORFR", "2026-03", "--rules", "rules", code=1)  # validation stops it
+    assert "error[invalid_destination]" in out and "--accept" in out
+    out = run("cycle", "run", "ORFR", "2026-03", "--rules", "rules", "--accept", "invalid_destination")
+    assert "ORFR 2026-03: invoiced" in out and "subtotal 4.72, tax 0.94, total 5.66 EUR" in out
+    out = run("cycle", "status", "--events")
+    assert "invoiced" in out and "invalid_destination" in out and "rated -> validated" in out
+    assert "INV-2026-000001" in run("cycle", "finalize", "ORFR", "2026-03")
+    out = run("invoice", "show", "INV-2026-000001")
+    assert "outbound voice to France mobile" in out and "total 5.66 EUR" in out
+    assert "outbound voice" in run("invoice", "show", "INV-2026-000001", "--view", "summary")
+    out = run("invoice", "export", "--cycle", "ORFR", "2026-03", "--format", "csv", "--format", "json",
+              "--format", "pdf", "--out", "out")
+    names = sorted(p.name for p in (env / "out").iterdir())
+    assert names == ["INV-2026-000001.csv", "INV-2026-000001.json", "INV-2026-000001.pdf"]
+    doc = json.loads((env / "out" / "INV-2026-000001.json").read_text())
+    assert (doc["subtotal"], doc["tax_amount"], doc["total"]) == ("4.72", "0.94", "5.66")
+    assert sum(float(x["amount"]) for x in doc["lines"]) == pytest.approx(4.72)
+    csv = (env / "out" / "INV-2026-000001.csv").read_text().splitlines()
+    assert csv[-1].split(",")[6:8] == ["total", "total"] and csv[-1].split(",")[16] == "5.66"
+    assert (env / "out" / "INV-2026-000001.pdf").read_bytes().startswith(b"%PDF")
+    # the audit trail: line 3 is French mobile
+    out = run("trace", "3", "--records", "2", "--explain", "C0001", "--rules", "rules")
+    assert 'agreement "ORFR voice" v1' in out and '336 "France mobile" 0.0200' in out
+    assert "first 2 record(s)" in out and "record C0001" in out and "=> 0.0" in out
+    # a correction of the finalized month goes on April
+    out = run("rerate", "--partner", "ORFR", "--from", "2026-03-01", "--to", "2026-03-31", "--rules", "rules")
+    assert "nothing changed" in out
+
+
+def test_user_mistakes_are_messages_not_tracebacks(env):
+    run("load", "rules")
+    out = run("cycle", "run", "XXXX", "2026-03", "--rules", "rules", code=1)
+    assert "partner XXXX is not declared" in out or "not in the store" in out
+    assert "is not a period" in run("cycle", "run", "ORFR", "March", "--rules", "rules", code=2)
+    assert "there is no cycle ORFR 2026-03" in run("cycle", "finalize", "ORFR", "2026-03", code=1)
+    assert "no invoice or statement numbered" in run("invoice", "show", "INV-1999-000001", code=1)
+    assert "no invoice line 99" in run("trace", "99", code=1)
+    assert "needs the rules" in run("trace", "1", "--explain", "C1", code=2)
+    assert "is not a date" in run("rerate", "--partner", "ORFR", "--from", "2026-13-01", "--to", "2026-03-31",
+                                  "--rules", "rules", code=2)
+    assert "unsupported database" in run("cycle", "status", "--db", "nonsense://", code=1)
+    assert "not a database URL" in run("cycle", "status", "--db", "::", code=1)
+    assert "no such file" in run("ingest", "nope.csv", "--rules", "rules", code=2)
+
+
+def test_outputs_are_deterministic(env):
+    from icdsl.billing.store import open_store
+    from icdsl.outputs.pdf import render
+
+    run("ingest", "march.csv", "--rules", "rules")
+    run("cycle", "run", "ORFR", "2026-03", "--rules", "rules", "--accept", "all")
+    run("cycle", "finalize", "ORFR", "2026-03")
+    with open_store() as store:
+        doc = store.document("INV-2026-000001")
+    assert render(doc) == render(doc) and render(doc, view="summary") != render(doc)
+    assert doc["kind"] == "invoice" and doc["tax_label"] == "VAT 20%"
+
+
+# --------------------------------------------------------------------------- demo
+
+KILL = textwrap.dedent("""
+    import os, sys
+    import icdsl.billing.store as st
+    from pathlib import Path
+    from icdsl.demo import run_demo
+    stage, hits = sys.argv[2], int(sys.argv[3])
+    seen = []
+    def die(at):
+        if at == stage:
+            seen.append(at)
+            if len(seen) == hits:
+                os._exit(137)
+    st.checkpoint = die
+    sys.exit(run_demo(Path(sys.argv[1]), records=6000, seed=5))
+""")
+
+
+def _documents(folder):
+    return {p.name: json.loads(p.read_text()) for p in sorted((folder / "invoices").glob("*.json"))}
+
+
+def test_demo_small_deterministic_and_resumable_after_a_kill(tmp_path):
+    from rich.console import Console
+
+    from icdsl.demo import run_demo
+
+    console = Console(file=open(os.devnull, "w"), width=150)  # noqa: SIM115
+    assert run_demo(tmp_path / "clean", records=6000, seed=5, console=console) == 0
+    clean = _documents(tmp_path / "clean")
+    assert sorted(clean) == ["INV-2026-000001.json", "INV-2026-000002.json", "INV-2026-000003.json",
+                             "INV-2026-000004.json", "STM-2026-000001.json", "STM-2026-000002.json"]
+    assert {d["partner_code"] for d in clean.values()} == {"LUMFR", "BRKGB", "CPX", "FLTX"}
+    brk = next(d for d in clean.values() if d["partner_code"] == "BRKGB" and d["kind"] == "invoice")
+    assert brk["currency"] == "GBP" and brk["tax_note"].startswith("Reverse charge") and brk["fx"][0]["rate"] == "0.8511"
+    pdfs = {p.name: p.read_bytes() for p in (tmp_path / "clean" / "invoices").glob("*.pdf")}
+    # killed while invoicing the third partner, then run again: the same documents, none twice
+    res = subprocess.run([sys.executable, "-c", KILL, str(tmp_path / "killed"), "cycle:before_commit", "3"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 137, res.stdout + res.stderr
+    assert run_demo(tmp_path / "killed", records=6000, seed=5, console=console) == 0
+    assert _documents(tmp_path / "killed") == clean
+    assert {p.name: p.read_bytes() for p in (tmp_path / "killed" / "invoices").glob("*.pdf")} == pdfs
