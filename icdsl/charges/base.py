@@ -28,10 +28,12 @@ Phases, and what a charge type does in each:
   ``Price``, ``Decimal``, text, tuples, condition ``Expr`` trees). The result becomes
   :class:`icdsl.plan.model.Charge` (``kind``, ``name`` = the label, ``params``,
   ``applies_to``, ``span``), which the executors and billing read.
-- **evaluate** (added by the charge-evaluation work, same hook API): per-record types
-  (``per_record = True``) price a batch of rated records (Arrow columns) and cycle-level types
-  price the cycle's quantities; both return amounts with their explanation and the charge's
-  span. Until then a plugin charge type is checked, compiled and shown by ``icdsl plan``.
+- **evaluate** (same hook API, :mod:`icdsl.charges.evaluate`): subclass
+  ``CycleChargeType`` (``evaluate(charge, ctx) -> list[ChargeLine]``, once per cycle) or
+  ``RecordChargeType`` (``per_record = True``: ``evaluate_record`` for the row executor and
+  ``evaluate_batch`` on a batch's columns for the batch executor) instead of this class. A type
+  that implements neither is checked, compiled and shown by ``icdsl plan``, and billing reports
+  it as not evaluable (never a silent zero). Conventions: ``docs/charges.md``.
 """
 
 from __future__ import annotations

@@ -1,21 +1,38 @@
-"""The built-in charge types, registered through the same hook an outside plugin uses."""
+"""The built-in charge types, registered through the same hook an outside plugin uses.
+
+Each implements the evaluation contract of :mod:`icdsl.charges.evaluate` (cycle-level
+``evaluate`` or per-record ``evaluate_record``/``evaluate_batch``); the evaluation itself
+lives in one module per kind: :mod:`~icdsl.charges.surcharge`, :mod:`~icdsl.charges.recurring`,
+:mod:`~icdsl.charges.fees`, :mod:`~icdsl.charges.tiers`, :mod:`~icdsl.charges.commitment`,
+:mod:`~icdsl.charges.share`.
+"""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
 
-from icdsl.charges.base import ChargeType
+from icdsl.charges.evaluate import CycleChargeType, RecordChargeType
 from icdsl.hookspecs import hookimpl
 from icdsl.lang import ast
 
 ICDSL_HOOK_API = 1
 
 
-class Surcharge(ChargeType):
+class Surcharge(RecordChargeType):
     name = "surcharge"
     description = "an extra price per unit, or a percentage, on records that meet a condition"
     per_record = True
+
+    def evaluate_record(self, charge, rec):
+        from icdsl.charges import surcharge
+
+        return surcharge.row_amount(charge, rec)
+
+    def evaluate_batch(self, charge, batch):
+        from icdsl.charges import surcharge
+
+        return surcharge.batch_amounts(charge, batch)
 
     def check(self, node, checker):
         amount = node.param("amount")
@@ -31,9 +48,14 @@ class Surcharge(ChargeType):
             checker.expr(when, checker.agreement.partner if checker.agreement else None)
 
 
-class Recurring(ChargeType):
+class Recurring(CycleChargeType):
     name = "recurring"
     description = "a fee every month, quarter or year, flat or per inventory item, prorated by day"
+
+    def evaluate(self, charge, ctx):
+        from icdsl.charges import recurring
+
+        return recurring.evaluate(charge, ctx)
 
     def check(self, node, checker):
         checker.money(node.param("amount"))
@@ -42,9 +64,14 @@ class Recurring(ChargeType):
             checker.currency_matches(node.param("amount").currency, checker.agreement.currency, "the fee")
 
 
-class OneTime(ChargeType):
+class OneTime(CycleChargeType):
     name = "one_time"
     description = "a fee charged once: on activation, completion, termination or at invoice time"
+
+    def evaluate(self, charge, ctx):
+        from icdsl.charges import fees
+
+        return fees.evaluate_one_time(charge, ctx)
 
     def check(self, node, checker):
         checker.money(node.param("amount"))
@@ -53,9 +80,14 @@ class OneTime(ChargeType):
             checker.currency_matches(node.param("amount").currency, checker.agreement.currency, "the fee")
 
 
-class Event(ChargeType):
+class Event(CycleChargeType):
     name = "event"
     description = "a fee per event record of a given type (a porting, a migration, an integration job)"
+
+    def evaluate(self, charge, ctx):
+        from icdsl.charges import fees
+
+        return fees.evaluate_event(charge, ctx)
 
     def check(self, node, checker):
         checker.money(node.param("amount"))
@@ -63,9 +95,15 @@ class Event(ChargeType):
             checker.currency_matches(node.param("amount").currency, checker.agreement.currency, "the fee")
 
 
-class Commitment(ChargeType):
+class Commitment(CycleChargeType):
     name = "commitment"
     description = "a minimum spend or quantity per period; the shortfall is charged as its own line"
+    stage = "commitment"
+
+    def evaluate(self, charge, ctx):
+        from icdsl.charges import commitment
+
+        return commitment.evaluate(charge, ctx)
 
     def check(self, node, checker):
         q: ast.Quantity = node.param("amount")
@@ -83,7 +121,7 @@ class Commitment(ChargeType):
         checker.word(node.param("period"), "commitment period")
 
 
-class _Tiers(ChargeType):
+class _Tiers(CycleChargeType):
     mode_vocab = "tier mode"
 
     def check(self, node, checker):
@@ -130,11 +168,22 @@ class TieredPrice(_Tiers):
     name = "tiered_price"
     description = "graduated (each tier at its price) or volume (all at the tier reached) pricing per cycle"
 
+    def evaluate(self, charge, ctx):
+        from icdsl.charges import tiers
+
+        return tiers.evaluate_tiered(charge, ctx)
+
 
 class VolumeDiscount(_Tiers):
     name = "volume_discount"
     description = "a percentage discount by volume tier, retroactive or incremental; its own invoice line"
     mode_vocab = "discount mode"
+    stage = "discount"
+
+    def evaluate(self, charge, ctx):
+        from icdsl.charges import tiers
+
+        return tiers.evaluate_discount(charge, ctx)
 
     def check_value(self, t, checker):
         if not isinstance(t.value, ast.Percent):
@@ -143,9 +192,15 @@ class VolumeDiscount(_Tiers):
             checker.percent(t.value)
 
 
-class RevenueShare(ChargeType):
+class RevenueShare(CycleChargeType):
     name = "revenue_share"
     description = "a split of revenue between parties: percentages, fixed fees, tiers; exact to the cent"
+    stage = "share"
+
+    def evaluate(self, charge, ctx):
+        from icdsl.charges import share
+
+        return share.evaluate(charge, ctx)
 
     def check(self, node, checker):
         checker.word(node.param("basis"), "revenue basis")

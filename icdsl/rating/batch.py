@@ -19,6 +19,13 @@ How it is fast:
   the same dict-based matcher as the row executor.
 - Money as Arrow decimal128 is built from the int64 units without formatting a single string;
   low-cardinality text columns are dictionary-encoded (see ``icdsl.rating.result``).
+
+Per-record charges (surcharges): ``rate_batch_with_charges(plan, table, cycle=)`` also returns
+the record charges table (``icdsl.rating.result``): per agreement service, each charge's
+``evaluate_batch`` sees the group's rated records as columns (conditions are evaluated column by
+column, text columns once per distinct value) and their exact traffic amounts (the int64
+numerators kept from pricing); amounts are rounded once like the row executor's. Records rated by
+the exact path take their charges from the row executor. ``rate_batch`` does none of this.
 """
 
 from __future__ import annotations
@@ -122,6 +129,15 @@ def batch_plan(plan: Plan) -> BatchPlan:
 def rate_batch(plan: Plan, table: pa.Table) -> tuple[pa.Table, pa.Table]:
     """Rate a normalized record batch; returns (rated, rejects) as described in ``result``."""
     return _Batch(batch_plan(plan), table).run()
+
+
+def rate_batch_with_charges(plan: Plan, table: pa.Table, *, cycle: Any = None) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """``rate_batch`` plus the per-record charges (surcharges) of the rated records: (rated,
+    rejects, record charges) as described in ``result``. ``cycle``: the cycle's totals
+    (``icdsl.charges.context.CycleTotals``) for conditions that read ``cycle.*``."""
+    b = _Batch(batch_plan(plan), table, charges=True, cycle=cycle)
+    rated, rejects = b.run()
+    return rated, rejects, b.record_charges()
 
 
 # --------------------------------------------------------------------------- columns
@@ -236,10 +252,15 @@ class _Group:
 
 
 class _Batch:
-    def __init__(self, bp: BatchPlan, table: pa.Table):
+    def __init__(self, bp: BatchPlan, table: pa.Table, *, charges: bool = False, cycle: Any = None):
         self.bp = bp
         self.table = table
         self.n = n = table.num_rows
+        self.cycle = cycle
+        # exact traffic numerators (units of 10**-precision times kern.div) for per-record charges
+        self.num = np.zeros(n, dtype=np.int64) if charges else None
+        self.num_big: dict[int, int] = {}
+        self.exact_hits: dict[int, tuple] = {}
         self.status = np.zeros(n, dtype=np.int8)
         self.aux = np.zeros(n, dtype=np.int32)
         self.group = np.full(n, -1, dtype=np.int16)
@@ -617,6 +638,8 @@ class _Batch:
                 num[zero] = 0
             else:
                 self.reject(at(zero & live), R.ZERO_DURATION)
+        if self.num is not None:
+            self.num[pos] = num
         amount = div_round(num, kern.div, rules.mode, nonneg=kern.nonneg)
         self.amount[pos] = amount
         # exactness guards: records that could leave int64 go to the exact path
@@ -690,6 +713,12 @@ class _Batch:
                 if self.fallback[p]:
                     continue
                 self.amount[p] = div_round_int(num * kern.mult, kern.div, rules.mode)
+                if self.num is not None:
+                    big = num * kern.mult
+                    if -INT64_SAFE <= big <= INT64_SAFE:
+                        self.num[p] = big
+                    else:
+                        self.num_big[p] = big
         dest = rules.destinations
         for p, band_name in price_missing:
             self.reject(np.array([p]), R.NO_RATE)
@@ -705,16 +734,22 @@ class _Batch:
         records = self.table.take(pa.array(rows)).to_pylist()
         for p, rec in zip(rows.tolist(), records, strict=True):
             g = self.groups[self.group[p]]
-            res = rate_record(self.bp.plan, rec)
+            res = rate_record(self.bp.plan, rec, cycle=self.cycle)
             if not res.ok:
                 self.status[p] = REASON_CODE[res.reason]
                 self.details[p] = res.detail
                 continue
+            if self.num is not None:
+                self.exact_hits[p] = res.surcharges
             self.billed[p] = res.billed_units
             self.amount[p] = int(res.amount.scaleb(g.kernel.rules.precision))
             self.band[p] = g.labels.code(res.band)
 
     # ---------------------------------------------------------------- outputs
+
+    def record_charges(self) -> pa.Table:
+        """The per-record charges of the rated records (after ``run``)."""
+        return _record_charges(self)
 
     def _empty(self) -> tuple[pa.Table, pa.Table]:
         schema = R.rated_schema(self.table.schema, 6)
@@ -898,6 +933,187 @@ class _Batch:
             else:
                 out.append(reason)
         return out
+
+
+class _GroupFields:
+    """The fields of a group's rated records, as condition columns (``icdsl.charges.conditions``)."""
+
+    def __init__(self, batch: _Batch, g: _Group, pos: np.ndarray):
+        self.b = batch
+        self.g = g
+        self.pos = pos
+        self.n = len(pos)
+        self.timezone = g.agreement.timezone
+        self._cache: dict[str, Any] = {}
+        self._partner_col: Any = None
+
+    def _partners(self):
+        from icdsl.charges.conditions import Col
+
+        if self._partner_col is None:
+            arr = self.b.col("partner")
+            self._partner_col = (
+                Col.from_arrow(_pick_column(arr, self.pos)) if arr is not None else Col.const(None, self.n)
+            )
+        return self._partner_col
+
+    def _by_partner(self, fn) -> Any:
+        from icdsl.charges.conditions import Col
+
+        pc_ = self._partners()
+        if pc_.kind == "const":
+            return Col.const(fn(pc_.value), self.n)
+        if pc_.kind != "dict":
+            return Col("py", self.n, values=[fn(v) for v in pc_.python()])
+        return Col.keyed(pc_.idx, [fn(v) for v in pc_.values])
+
+    def field(self, name: str):
+        got = self._cache.get(name)
+        if got is None:
+            got = self._cache[name] = self._field(name)
+        return got
+
+    def _field(self, name: str):
+        from icdsl.charges.conditions import Col, partner_value
+
+        b, g, pos = self.b, self.g, self.pos
+        rules = g.kernel.rules
+        head, _, rest = name.partition(".")
+        if rest and head == "partner":
+            rp = b.bp.row
+            return self._by_partner(lambda code: partner_value(rp.partner(code), code, rest))
+        if rest and head == "cycle":
+            cycle, ag = b.cycle, g.agreement.name
+            if not cycle:
+                return Col.const(None, self.n)
+            return self._by_partner(lambda code: cycle.get(code, ag, rest) if code is not None else None)
+        if name == "band":
+            return Col.keyed(b.band[pos], list(g.labels.values))
+        if name in ("destination", "prefix"):
+            dest = rules.destinations
+            if dest is None:
+                return Col.const("", self.n)
+            values = [r.destination if name == "destination" else r.prefix for r in dest.rows]
+            return Col.keyed(np.maximum(b.row[pos], 0), values)
+        if name == "billed_s":
+            if rules.kind != KIND_TIME:
+                return Col.const(None, self.n)
+            return Col.integers(b.billed[pos])
+        if name == "amount":
+            return Col.units(b.amount[pos], rules.precision)
+        arr = b.col(name)
+        if arr is None:
+            return Col.const(None, self.n)
+        return Col.from_arrow(_pick_column(arr, pos))
+
+
+def _round_units(num: np.ndarray, den: int, mode: str) -> np.ndarray:
+    """round(num / den) exactly: int64 NumPy when ``num`` is int64, Python ints otherwise."""
+    from icdsl.rounding import div_round_array
+    from icdsl.rounding import div_round_int as round_int
+
+    if num.dtype != object and den <= 1 << 62:  # 2 * remainder stays within int64
+        if den == 1:
+            return num.astype(np.int64, copy=True)
+        return div_round_array(num, den, mode)
+    out = [round_int(int(x), den, mode) for x in num.tolist()]
+    if all(-INT64_SAFE <= x <= INT64_SAFE for x in out):
+        return np.array(out, dtype=np.int64)
+    return np.array(out, dtype=object)
+
+
+def _record_charges(self: _Batch) -> pa.Table:
+    """The per-record charges of the rated records (``rate_batch_with_charges``)."""
+    from decimal import Decimal
+
+    from icdsl.charges.evaluate import BatchView, record_charges
+
+    ok = self.status == 0
+    rated_index = np.cumsum(ok) - 1
+    pieces = []  # (record positions, group, charge order, charge, units array, precision, currency)
+    for g in self.groups:
+        charges = record_charges(g.agreement, g.sp.direction, g.sp.service)
+        if not charges:
+            continue
+        mine = np.flatnonzero((self.group == g.index) & ok)
+        pos = mine[~self.fallback[mine]]
+        rules = g.kernel.rules
+        if len(pos):
+            num = self.num[pos] if self.num is not None else np.zeros(len(pos), dtype=np.int64)
+            if self.num_big:
+                bigs = [(i, self.num_big[p]) for i, p in enumerate(pos.tolist()) if p in self.num_big]
+                if bigs:
+                    num = num.astype(object)
+                    for i, v in bigs:
+                        num[i] = v
+            view = BatchView(len(pos), _GroupFields(self, g, pos), rules.kind, self.billed[pos], rules.per, num,
+                             g.kernel.div, rules.currency, rules.precision, rules.mode)
+            for order, (charge, ctype) in enumerate(charges):
+                got = ctype.evaluate_batch(charge, view)
+                hit = np.flatnonzero(np.asarray(got.applies, dtype=bool))
+                if not len(hit):
+                    continue
+                units = _round_units(np.asarray(got.num)[hit], got.den, rules.mode)
+                pieces.append((pos[hit], g, order, charge, units, rules.precision, got.currency))
+        for p in mine[self.fallback[mine]].tolist():
+            hits = self.exact_hits.get(p, ())
+            for order, (charge, _) in enumerate(charges):
+                for h in hits:
+                    if h.charge == charge.name and h.kind == charge.kind:
+                        units = np.array([int(h.amount.scaleb(rules.precision))], dtype=np.int64)
+                        pieces.append((np.array([p]), g, order, charge, units, rules.precision, h.currency))
+    precision = max((pc_[5] for pc_ in pieces), default=6)
+    schema = R.record_charges_schema(self.table.schema, precision)
+    if not pieces:
+        return schema.empty_table()
+    positions = np.concatenate([pc_[0] for pc_ in pieces])
+    orders = np.concatenate([np.full(len(pc_[0]), pc_[2], dtype=np.int64) for pc_ in pieces])
+    seg = np.concatenate([np.full(len(pc_[0]), i, dtype=np.int64) for i, pc_ in enumerate(pieces)])
+    sort = np.lexsort((orders, positions))
+    positions, seg = positions[sort], seg[sort]
+    # amounts at the batch's largest precision, decimal128(38, P)
+    scaled = []
+    exact64 = True
+    for _pos, _g, _o, _c, units, prec, _cur in pieces:
+        shift = precision - prec
+        if units.dtype == object or (shift and len(units) and int(np.abs(units).max()) > INT64_SAFE // 10**shift):
+            exact64 = False
+            scaled.append(np.array([int(u) * 10**shift for u in units.tolist()], dtype=object))
+        else:
+            scaled.append(units.astype(np.int64) * np.int64(10**shift))
+    if exact64:
+        amounts = _decimal_array(np.concatenate(scaled)[sort], precision, 38)
+    else:
+        flat = np.concatenate([x.astype(object) for x in scaled])[sort]
+        amounts = pa.array([Decimal(int(u)).scaleb(-precision) for u in flat.tolist()], pa.decimal128(38, precision))
+
+    def seg_text(values: list[str]) -> pa.Array:
+        d = Dictionary()
+        codes = np.array([d.code(v) for v in values], dtype=np.int32)
+        return pa.DictionaryArray.from_arrays(pa.array(codes[seg]), pa.array(d.values, type=pa.string()))
+
+    def passthrough(name: str) -> pa.Array:
+        arr = self.col(name)
+        if arr is None:
+            return pa.nulls(len(positions), schema.field(name).type)
+        return arr.take(pa.array(positions))
+
+    cols = {
+        "record": pa.array(rated_index[positions].astype(np.int64)),
+        "id": passthrough("id"),
+        "partner": passthrough("partner"),
+        "direction": passthrough("direction"),
+        "service": passthrough("service"),
+        "agreement": seg_text([pc_[1].agreement.name for pc_ in pieces]),
+        "agreement_version": pa.array(np.array([pc_[1].agreement.version for pc_ in pieces], dtype=np.int64)[seg]),
+        "agreement_hash": seg_text([pc_[1].agreement.source_hash for pc_ in pieces]),
+        "kind": seg_text([pc_[3].kind for pc_ in pieces]),
+        "charge": seg_text([pc_[3].name for pc_ in pieces]),
+        "amount": amounts,
+        "currency": seg_text([pc_[6] for pc_ in pieces]),
+        "rule": seg_text([str(pc_[3].span) for pc_ in pieces]),
+    }
+    return pa.table(cols, schema=schema)
 
 
 def _utc(value: Any) -> datetime:

@@ -36,6 +36,14 @@ rescaled amount not fit 18 digits, the column widens to decimal128(38, P) rather
 
 Rejects table: ``id``, ``reason`` (one of ``REJECT_REASONS``), ``detail`` (human text), then the
 original columns of the record.
+
+Record charges table (``rate_batch_with_charges``): one row per (rated record, per-record charge
+that applies to it: surcharges), in record order, then in the agreement's order of charges:
+``record`` (int64, the record's row in the rated table), ``id``, ``partner``, ``direction``,
+``service`` (as the input), ``agreement``, ``agreement_version``, ``agreement_hash``, ``kind``
+(``surcharge`` or a plugin's type), ``charge`` (its label), ``amount`` (decimal128(38, P), rounded
+once at the service's precision), ``currency``, ``rule`` (the charge's "file:line:col"). The row
+executor gives the same as ``RatedRecord.surcharges``.
 """
 
 from __future__ import annotations
@@ -112,6 +120,18 @@ class TraceStep:
         return f"{self.text}  [{self.span}]"
 
 
+@dataclass(frozen=True, slots=True)
+class RecordChargeHit:
+    """A per-record charge (a surcharge) that applies to a rated record: its amount, rounded
+    once at the service's precision, and the rule behind it."""
+
+    kind: str
+    charge: str
+    amount: Decimal
+    currency: str
+    rule: str
+
+
 @dataclass(slots=True)
 class RatedRecord:
     """A priced record: the row executor's counterpart of one row of the rated table.
@@ -137,6 +157,7 @@ class RatedRecord:
     start: datetime
     duration_s: int
     trace: tuple[TraceStep, ...] = field(default=(), compare=False)
+    surcharges: tuple[RecordChargeHit, ...] = ()
 
     ok = True
 
@@ -239,6 +260,32 @@ def rated_schema(input_schema: pa.Schema, precision: int) -> pa.Schema:
             ("duration_s", passthrough("duration_s", pa.int64())),
         ]
     )
+
+
+RECORD_CHARGE_COLUMNS = ("record", "id", "partner", "direction", "service", "agreement", "agreement_version",
+                         "agreement_hash", "kind", "charge", "amount", "currency", "rule")
+
+
+def record_charges_schema(input_schema: pa.Schema, precision: int) -> pa.Schema:
+    def passthrough(name: str, default: pa.DataType) -> pa.DataType:
+        idx = input_schema.get_field_index(name)
+        return input_schema.field(idx).type if idx >= 0 else default
+
+    return pa.schema([
+        ("record", pa.int64()),
+        ("id", passthrough("id", pa.int64())),
+        ("partner", passthrough("partner", pa.string())),
+        ("direction", passthrough("direction", pa.string())),
+        ("service", passthrough("service", pa.string())),
+        ("agreement", DICT_STRING),
+        ("agreement_version", pa.int64()),
+        ("agreement_hash", DICT_STRING),
+        ("kind", DICT_STRING),
+        ("charge", DICT_STRING),
+        ("amount", pa.decimal128(38, precision)),
+        ("currency", DICT_STRING),
+        ("rule", DICT_STRING),
+    ])
 
 
 def rejects_schema(input_schema: pa.Schema) -> pa.Schema:

@@ -51,6 +51,13 @@ mode). Currency: the rate table's, else the service's. ``rate``: the price of th
 Time: ``start`` is an aware datetime (a naive one is taken as UTC). Agreement periods and rate
 rows' effective dates use the local date in the agreement's time zone; bands use the calendar's.
 
+Per-record charges (surcharges; ``icdsl.charges.evaluate.RecordChargeType``): after the amount,
+each per-record charge of the agreement whose scope holds the record's (direction, service) is
+evaluated in the agreement's order: its condition (``icdsl.charges.conditions``; ``cycle.*``
+fields read the ``cycle`` totals given to ``rate_record``, empty without them), its exact amount,
+rounded once with the service's precision and mode. They are listed in ``surcharges`` and never
+change ``amount``.
+
 Limits: a split call is walked day by day (a call lasting years is slow, not wrong); a record
 whose amount does not fit decimal(18, P) is rejected ``amount_overflow`` rather than truncated.
 """
@@ -59,13 +66,14 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, Rounded
+from fractions import Fraction
 from typing import Any
 
 from icdsl.money import div_round_int
-from icdsl.plan.model import NO_SPAN, Agreement, Plan, RateRow, ServicePlan, Span
+from icdsl.plan.model import NO_SPAN, Agreement, Partner, Plan, RateRow, ServicePlan, Span
 from icdsl.rating import result as R
 from icdsl.rating.calendar import DAY_US, US, book, zone
-from icdsl.rating.result import RatedRecord, RejectedRecord, TraceStep
+from icdsl.rating.result import RatedRecord, RecordChargeHit, RejectedRecord, TraceStep
 from icdsl.rating.select import (
     FAR_FUTURE,
     FAR_PAST,
@@ -108,6 +116,7 @@ class RowService:
         "pow",
         "mode",
         "precision",
+        "record_charges",
     )
 
     def __init__(self, rules: ServiceRules):
@@ -132,6 +141,13 @@ class RowService:
         self.precision = rules.precision
         self.pow = 10**rules.precision if rules.precision >= 0 else 0
         self.mode = rules.mode
+        self.record_charges = ()
+        if rules.agreement.charges:
+            from icdsl.charges.evaluate import record_charges
+
+            self.record_charges = tuple(record_charges(rules.agreement, sp.direction, sp.service))
+            if self.record_charges:
+                self.fast = False
 
 
 class RowPlan:
@@ -144,6 +160,10 @@ class RowPlan:
         self.rules = RulesCache()
         self._routes: dict[tuple[Any, str, str], Any] = {}
         self._services: dict[int, tuple[ServicePlan, RowService]] = {}
+        self._partners = {p.code: p for p in plan.partners}
+
+    def partner(self, code: Any) -> Partner | None:
+        return self._partners.get(str(code)) if code is not None else None
 
     def route(self, partner: Any, direction: str, service: str):
         """A reject ``(reason, detail)`` or the candidates ``((agreement, service, lo, hi, zone), ...)``."""
@@ -223,8 +243,12 @@ def _reject(record, steps, reason: str, detail: str, span: Span = NO_SPAN) -> Re
     return RejectedRecord(record.get("id"), reason, detail, record)
 
 
-def rate_record(plan: Plan, record: dict[str, Any], *, trace: bool = False) -> RatedRecord | RejectedRecord:
-    """Rate one record (``start`` an aware datetime) with ``plan``; ``trace`` adds the explanation."""
+def rate_record(
+    plan: Plan, record: dict[str, Any], *, trace: bool = False, cycle: Any = None
+) -> RatedRecord | RejectedRecord:
+    """Rate one record (``start`` an aware datetime) with ``plan``; ``trace`` adds the explanation.
+    ``cycle``: the cycle's totals (``icdsl.charges.context.CycleTotals``) for conditions of
+    per-record charges that read ``cycle.*``."""
     rp = _plans.get(id(plan))
     if rp is None or rp.plan is not plan:
         rp = row_plan(plan)
@@ -295,7 +319,57 @@ def rate_record(plan: Plan, record: dict[str, Any], *, trace: bool = False) -> R
                 sp.span,
             )
         )
-    return _price(svc, record, start, dur, day, steps)
+    return _price(svc, record, start, dur, day, steps, rp, cycle)
+
+
+def _record_charges(rp: RowPlan, svc: RowService, rated: RatedRecord, record, start, steps, cycle,
+                    traffic: Fraction) -> None:
+    """Evaluate the per-record charges of ``rated`` (see the module's documentation)."""
+    from icdsl.charges.conditions import RecordEnv
+    from icdsl.charges.evaluate import RecordView
+    from icdsl.plan.render import expr_text
+    from icdsl.rounding import div_round_int as round_int
+
+    rules = svc.rules
+    kind = rules.kind
+    derived = {
+        "band": rated.band,
+        "destination": rated.destination,
+        "prefix": rated.prefix,
+        "billed_s": rated.billed_units if kind == KIND_TIME else None,
+        "amount": rated.amount,
+        "start": start,
+    }
+    ag = rules.agreement
+    partner = record.get("partner")
+    env = RecordEnv(record, derived, rp.partner(partner), partner, cycle, ag.name, ag.timezone)
+    view = RecordView(env, kind, rated.billed_units, rules.per, traffic, rated.amount, rated.currency,
+                      rules.precision, rules.mode)
+    hits = []
+    p = rules.precision
+    for charge, ctype in svc.record_charges:
+        got = ctype.evaluate_record(charge, view)
+        when = charge.param("when")
+        if got is None:
+            if steps is not None:
+                why = f"{expr_text(when)} does not hold" if when is not None else "does not apply"
+                steps.append(TraceStep(f"{charge.kind} {charge.name}: {why}", charge.span))
+            continue
+        f = Fraction(got.exact)
+        if p >= 0:
+            units = round_int(f.numerator * 10**p, f.denominator, rules.mode)
+        else:
+            units = round_int(f.numerator, f.denominator * 10**-p, rules.mode)
+        amount = Decimal(units).scaleb(-p)
+        hits.append(RecordChargeHit(charge.kind, charge.name, amount, got.currency, str(charge.span)))
+        if steps is not None:
+            cond = f"{expr_text(when)} holds" if when is not None else "every record"
+            steps.append(TraceStep(
+                f"{charge.kind} {charge.name}: {cond} -> {got.explanation} -> rounded once, {rules.mode} to "
+                f"{p} decimals: {money_text(amount)} {got.currency}", charge.span))
+    rated.surcharges = tuple(hits)
+    if steps is not None:
+        rated.trace = tuple(steps)
 
 
 def _fast(svc: RowService, record, start: datetime, dur: int, day: int) -> RatedRecord | None:
@@ -352,7 +426,8 @@ def _fast(svc: RowService, record, start: datetime, dur: int, day: int) -> Rated
     )
 
 
-def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps):
+def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, rp: RowPlan | None = None,
+           cycle: Any = None):
     rules = svc.rules
     sp = rules.plan
     kind = rules.kind
@@ -520,7 +595,7 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps):
     if rate_text is None:
         rate_text = svc.rate_texts[(ri, band)] = money_text(rate)
     ag = rules.agreement
-    return RatedRecord(
+    out = RatedRecord(
         record.get("id"),
         record.get("partner"),
         record.get("direction"),
@@ -540,6 +615,9 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps):
         dur,
         tuple(steps) if steps is not None else (),
     )
+    if svc.record_charges and rp is not None:
+        _record_charges(rp, svc, out, record, start, steps, cycle, Fraction(num) / per)
+    return out
 
 
 def _explain_amount(rules: ServiceRules, fee, rate, billed, parts, num, price_of) -> str:

@@ -1,0 +1,292 @@
+"""Tiered prices and volume discounts: a quantity measured over a period, priced by tiers.
+
+**Tier boundaries.** ``from N`` starts a tier at N, *included*; a tier runs until the next
+tier's start, *excluded*. A quantity falls in a tier by its exact value (99,999.5 minutes are
+below ``from 100_000``; 100,000 are in it). A tier is *reached* when the quantity is at least
+its start.
+
+**tiered_price** (``mode``: graduated | volume; tier values: a price per unit, a package price
+``per N units``, or a ``flat`` fee):
+
+- graduated: each part of the quantity at its own tier's price: the part of tier i is
+  ``min(q, start of tier i+1) - start of tier i``. A package price charges each *started*
+  package of the part in full (ceil). Every tier reached adds its flat fee.
+- volume: the whole quantity at the tier reached (a package price: ceil(q / N) packages; a
+  flat fee: that fee).
+- a flat fee is due as soon as its tier is reached: a ``from 0`` flat fee is due every period,
+  also without any usage (it is a base fee); a flat fee from N > 0 only once q >= N.
+- Worked example (the same as Stripe's documentation): tiers ``from 0: 5.00``, ``from 5: 4.00``,
+  ``from 10: 3.00`` per unit; 15 units: graduated 5 x 5.00 + 5 x 4.00 + 5 x 3.00 = 60.00;
+  volume 15 x 3.00 = 45.00.
+
+**volume_discount** (``mode``: retroactive | incremental; tier values: percentages) of the
+traffic amounts in scope (the records' amounts; surcharges are not discounted), its own
+negative line: retroactive: the percentage of the tier reached on the whole amount;
+incremental: each tier's percentage on amount x (quantity in the tier / total quantity).
+Quantities below the first tier get nothing.
+
+**Periods.** ``per cycle`` measures the cycle. ``per month|quarter|year`` (calendar) and
+``per contract_year`` (12 months from the agreement's first day) measure the period *to date*:
+the earlier cycles of the period (``ChargeContext.history``; a cycle counts in the period in
+which it ends) plus this one, and the line is what the period to date costs minus what it cost
+before this cycle, each rounded: the lines of a period add up exactly to the rounded price of
+its total.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+
+from icdsl.charges.context import ChargeContext, scope_text
+from icdsl.charges.lines import ChargeError, ChargeLine, exact_text
+from icdsl.charges.periods import Days, months_of, period_containing
+from icdsl.plan.model import Charge, Tier
+
+#: measure -> {price unit -> how many price units one unit of the measure is}
+UNIT_FACTORS = {
+    "minutes": {"minute": Fraction(1), "min": Fraction(1), "minutes": Fraction(1), "second": Fraction(60),
+                "s": Fraction(60), "sec": Fraction(60), "seconds": Fraction(60), "hour": Fraction(1, 60),
+                "h": Fraction(1, 60), "hours": Fraction(1, 60)},
+    "volume": {"KB": Fraction(1024), "MB": Fraction(1), "GB": Fraction(1, 1024), "TB": Fraction(1, 1024**2),
+               "B": Fraction(1024**2), "byte": Fraction(1024**2), "bytes": Fraction(1024**2)},
+}
+MEASURE_UNIT = {"minutes": "minute", "messages": "message", "volume": "MB", "revenue": "", "calls": "call",
+                "events": "event"}
+
+
+def measuring_period(period: str, ctx: ChargeContext) -> Days:
+    """The measuring period holding the cycle's last day: the cycle itself, a calendar month,
+    quarter or year, or a contract year (12 months from the agreement's first day)."""
+    if period == "cycle":
+        return ctx.cycle
+    last = ctx.cycle.last
+    assert last is not None
+    if period == "contract_year":
+        return period_containing(last, 12, ctx.all_days.start)
+    return period_containing(last, months_of(period), None)
+
+
+def tier_index(tiers: tuple[Tier, ...], q: Fraction) -> int | None:
+    """The tier a quantity falls in: the last whose start it reaches (None: below the first)."""
+    found = None
+    for i, t in enumerate(tiers):
+        if q >= Fraction(t.start):
+            found = i
+        else:
+            break
+    return found
+
+
+def tier_label(t: Tier) -> str:
+    start = format(t.start, ",f").replace(",", "_")
+    if t.percent is not None:
+        return f"from {start}: {format(t.percent.normalize(), 'f')}%"
+    if t.flat is not None:
+        return f"from {start}: {t.flat} flat"
+    return f"from {start}: {t.price}"
+
+
+def _factor(measure: str, unit: str, span) -> Fraction:
+    if not unit or measure not in UNIT_FACTORS:
+        return Fraction(1)
+    try:
+        return UNIT_FACTORS[measure][unit]
+    except KeyError:
+        raise ChargeError(f"a price per {unit} cannot price {measure}", span) from None
+
+
+def _ceil(f: Fraction) -> int:
+    return -((-f.numerator) // f.denominator)
+
+
+@dataclass(frozen=True, slots=True)
+class TierPart:
+    tier: int
+    label: str
+    quantity: Fraction
+    amount: Fraction
+    how: str
+
+
+def price_tiers(tiers: tuple[Tier, ...], q: Fraction, mode: str, measure: str, span=None
+                ) -> tuple[Fraction, list[TierPart]]:
+    """The exact price of quantity ``q`` by ``tiers``: (amount, the part of each tier)."""
+    if mode not in ("graduated", "volume"):
+        raise ChargeError(f"tier mode '{mode}' is not graduated or volume", span)
+    parts: list[TierPart] = []
+    if mode == "volume":
+        i = tier_index(tiers, q)
+        if i is None:
+            return Fraction(0), parts
+        t = tiers[i]
+        amount, how = _value(t, q, measure, span)
+        parts.append(TierPart(i, tier_label(t), q, amount, how))
+        return amount, parts
+    total = Fraction(0)
+    for i, t in enumerate(tiers):
+        lo = Fraction(t.start)
+        if q < lo:
+            break
+        hi = Fraction(tiers[i + 1].start) if i + 1 < len(tiers) else None
+        part = (q if hi is None else min(q, hi)) - lo
+        amount, how = _value(t, part, measure, span)
+        parts.append(TierPart(i, tier_label(t), part, amount, how))
+        total += amount
+    return total, parts
+
+
+def _value(t: Tier, units: Fraction, measure: str, span) -> tuple[Fraction, str]:
+    if t.flat is not None:
+        return Fraction(t.flat.amount), f"{t.flat} flat"
+    if t.price is None:
+        raise ChargeError("a tiered price needs a price per unit or a flat fee", t.span)
+    p = t.price
+    n = units * _factor(measure, p.unit, span or t.span)
+    if p.per_count != 1:
+        packages = _ceil(n / p.per_count) if n > 0 else 0
+        return Fraction(p.amount) * packages, f"{packages} started package(s) of {p.per_count} {p.unit} x {p.amount}"
+    return Fraction(p.amount) * n, f"{exact_text(n)} {p.unit} x {p.amount}"
+
+
+def discount_tiers(tiers: tuple[Tier, ...], q: Fraction, amount: Fraction, mode: str, span=None
+                   ) -> tuple[Fraction, list[TierPart]]:
+    """The exact discount (positive) on ``amount`` for quantity ``q``."""
+    parts: list[TierPart] = []
+    if q <= 0:
+        return Fraction(0), parts
+    if mode == "retroactive":
+        i = tier_index(tiers, q)
+        if i is None:
+            return Fraction(0), parts
+        pct = Fraction(tiers[i].percent or 0)
+        d = amount * pct / 100
+        parts.append(TierPart(i, tier_label(tiers[i]), q, d, f"{exact_text(pct)}% of {exact_text(amount)}"))
+        return d, parts
+    if mode != "incremental":
+        raise ChargeError(f"discount mode '{mode}' is not retroactive or incremental", span)
+    total = Fraction(0)
+    for i, t in enumerate(tiers):
+        lo = Fraction(t.start)
+        if q <= lo:
+            break
+        hi = Fraction(tiers[i + 1].start) if i + 1 < len(tiers) else None
+        part = (q if hi is None else min(q, hi)) - lo
+        pct = Fraction(t.percent or 0)
+        d = amount * pct / 100 * part / q
+        parts.append(TierPart(i, tier_label(t), part, d,
+                              f"{exact_text(pct)}% of {exact_text(amount)} x {exact_text(part)}/{exact_text(q)}"))
+        total += d
+    return total, parts
+
+
+def _quantity(q: Fraction) -> Decimal:
+    """A measure for the line's quantity column: exact when it has at most 8 decimals, else
+    rounded half up to 8 (the exact value is in the details)."""
+    from icdsl.money import round_decimal
+
+    d = Decimal(q.numerator) / Decimal(q.denominator)
+    return d if Fraction(d) == q else round_decimal(d, 8, "half_up")
+
+
+def _to_date(charge: Charge, ctx: ChargeContext, measure: str) -> tuple[Days, Fraction, Fraction, dict[str, Fraction],
+                                                                    dict[str, Fraction]]:
+    """(period, quantity before this cycle, quantity to date, amounts before by currency,
+    amounts to date by currency) of the charge's scope."""
+    period = measuring_period(charge.param("period", "cycle"), ctx)
+    scope = charge.applies_to
+    before_q = Fraction(0)
+    before_a: dict[str, Fraction] = {}
+    for h in ctx.history_in(period) if charge.param("period", "cycle") != "cycle" else ():
+        before_q += ctx.measure(measure, scope, rows=h.usage, events=h.events)
+        for u in ctx.usage_of(scope, rows=h.usage):
+            before_a[u.currency] = before_a.get(u.currency, Fraction(0)) + Fraction(u.amount)
+    now_q = before_q + ctx.measure(measure, scope)
+    now_a = dict(before_a)
+    for u in ctx.usage_of(scope):
+        now_a[u.currency] = now_a.get(u.currency, Fraction(0)) + Fraction(u.amount)
+    return period, before_q, now_q, before_a, now_a
+
+
+def evaluate_tiered(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
+    tiers: tuple[Tier, ...] = charge.param("tiers", ())
+    if not tiers:
+        raise ChargeError(f"'{charge.name}' has no tiers", charge.span)
+    mode, measure = charge.param("mode"), charge.param("on")
+    if ctx.active_in_cycle is None:
+        return []
+    period, before_q, now_q, _, _ = _to_date(charge, ctx, measure)
+    currency = next((t.price.currency if t.price else t.flat.currency for t in tiers  # type: ignore[union-attr]
+                     if t.price or t.flat), ctx.agreement.currency)
+    now, parts = price_tiers(tiers, now_q, mode, measure, charge.span)
+    before = Fraction(0)
+    if period != ctx.cycle and ctx.history_in(period):
+        # the period to date minus what its earlier cycles were billed, each rounded
+        before, _ = price_tiers(tiers, before_q, mode, measure, charge.span)
+        exact = Fraction(ctx.round(now, currency)) - Fraction(ctx.round(before, currency))
+    else:
+        exact = now
+    if exact == 0 and now_q == before_q:
+        return []  # nothing used and nothing due: no line
+    reached = parts[-1].label if parts else "no tier reached"
+    label = period.label
+    desc = f"{charge.name}: {exact_text(now_q - before_q)} {measure} ({scope_text(charge.applies_to)}), {mode}, " \
+           f"tier reached {reached}"
+    details = {
+        "mode": mode, "measure": measure, "period": label, "scope": scope_text(charge.applies_to),
+        "quantity_to_date": exact_text(now_q), "quantity_before": exact_text(before_q),
+        "tiers": [{"tier": p.label, "quantity": exact_text(p.quantity), "amount": exact_text(p.amount), "how": p.how}
+                  for p in parts],
+        "price_to_date": exact_text(now), "price_before": exact_text(before),
+    }
+    return [ctx.line(charge, description=desc, exact=exact, currency=currency, quantity=_quantity(now_q - before_q),
+                     unit=MEASURE_UNIT.get(measure, measure), application=ctx.key(charge, "tiers", label + "@" +
+                                                                                   ctx.cycle_label),
+                     dimensions={"tier": reached, "measure": measure, "period": label}, details=details)]
+
+
+def evaluate_discount(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
+    tiers: tuple[Tier, ...] = charge.param("tiers", ())
+    if not tiers:
+        raise ChargeError(f"'{charge.name}' has no tiers", charge.span)
+    mode, measure = charge.param("mode"), charge.param("on")
+    if ctx.active_in_cycle is None:
+        return []
+    period, before_q, now_q, before_a, now_a = _to_date(charge, ctx, measure)
+    if measure == "revenue" and len(now_a) > 1:
+        raise ChargeError(f"'{charge.name}' measures revenue in several currencies ({', '.join(sorted(now_a))}): "
+                          "scope it to services priced in one currency", charge.span)
+    lines = []
+    for currency in sorted(now_a):
+        amount_now, amount_before = now_a[currency], before_a.get(currency, Fraction(0))
+        d_now, parts = discount_tiers(tiers, now_q, amount_now, mode, charge.span)
+        d_before, _ = discount_tiers(tiers, before_q, amount_before, mode, charge.span)
+        if period != ctx.cycle and ctx.history_in(period):
+            exact = -(Fraction(ctx.round(d_now, currency)) - Fraction(ctx.round(d_before, currency)))
+        else:
+            exact = -d_now
+        if exact == 0 and not parts:
+            continue
+        i = tier_index(tiers, now_q)
+        reached = tier_label(tiers[i]) if i is not None else "no tier reached"
+        desc = (f"{charge.name}: {mode} discount, {exact_text(now_q)} {measure} "
+                f"({scope_text(charge.applies_to)}), tier reached {reached}")
+        details = {
+            "mode": mode, "measure": measure, "period": period.label, "scope": scope_text(charge.applies_to),
+            "quantity_to_date": exact_text(now_q), "quantity_before": exact_text(before_q),
+            "amount_to_date": exact_text(amount_now), "amount_before": exact_text(amount_before),
+            "tiers": [{"tier": p.label, "quantity": exact_text(p.quantity), "discount": exact_text(p.amount),
+                       "how": p.how} for p in parts],
+            "discount_to_date": exact_text(d_now), "discount_before": exact_text(d_before),
+        }
+        lines.append(ctx.line(charge, description=desc, exact=exact, currency=currency,
+                              quantity=_quantity(now_q), unit=MEASURE_UNIT.get(measure, measure),
+                              application=ctx.key(charge, f"discount:{currency}", period.label + "@" + ctx.cycle_label),
+                              dimensions={"tier": reached, "measure": measure, "period": period.label},
+                              details=details, stage="discount"))
+    return lines
+
+
+__all__ = ["discount_tiers", "evaluate_discount", "evaluate_tiered", "measuring_period", "price_tiers",
+           "tier_index", "tier_label"]
