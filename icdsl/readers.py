@@ -48,7 +48,8 @@ class Reader:
     :meth:`claims`), ``options`` (option name -> meaning; the values come as text, from
     ``--reader-option KEY=VALUE``). The constructor takes the arguments of
     :class:`icdsl.rating.records.RecordReader` plus ``options``; this base class stores them
-    (``self.path``, ``self.layout``, ``self.batch_rows``, ``self.dedupe``, ``self.numbers``,
+    (``self.path``, ``self.layout``, ``self.batch_rows``, ``self.dedupe``, ``self.numbers``: None
+    for the layout's own ``numbers`` setting,
     ``self.options``) and refuses an unknown option.
     """
 
@@ -64,7 +65,7 @@ class Reader:
         *,
         batch_rows: int = 1_000_000,
         dedupe: bool = True,
-        numbers: str = "normalize",
+        numbers: str | None = None,
         options: Mapping[str, str] | None = None,
     ):
         from icdsl.rating.records import IntakeCounts, IntakeError, record_schema
