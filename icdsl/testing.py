@@ -9,6 +9,8 @@ the ``icdsl_kit`` fixture), or call the functions directly::
         kit = PluginKit(my_plugin, tmp_path=tmp_path)    # built-ins + my_plugin, nothing else
         plan = kit.build(RULES)                          # load, check, compile with kit.pm
         kit.rate(plan, [{"id": "1", ...}]).assert_agree()  # row and batch executors agree
+        kit.check(BROKEN).text                           # what `icdsl check` says, rendered
+        kit.evaluate(plan, "2026-03", records="usage.csv")  # the cycle's charge lines
 
 What each helper checks:
 
@@ -17,10 +19,16 @@ What each helper checks:
   ``strict=True`` (the default) any problem loading them fails the test with its message.
 - :func:`build_plan`: the rule text is loaded, checked with the manager's charge types and
   compiled; errors fail the test with the rendered diagnostics (file:line:col, caret, help).
+- :func:`check_rules`: the diagnostics of a rule text (never fails): to test the mistakes a
+  charge type reports, rendered exactly as ``icdsl check`` prints them.
 - :func:`rate_both`: the records are normalized (:func:`icdsl.rating.records.normalize_record`),
   rated one by one with :func:`icdsl.rating.row.rate_record` and as one batch with
-  :func:`icdsl.rating.batch.rate_batch`; :class:`Comparison` lists every difference (rated or
-  not, reason, amount, billed units, band, prefix, destination, currency).
+  :func:`icdsl.rating.batch.rate_batch_with_charges`; :class:`Comparison` lists every
+  difference: every column of the rated table, each reject's reason and detail, and every
+  per-record charge (surcharges, plugins' per-record types) with its amount.
+- :func:`evaluate_charges`: the cycle-level charge lines of an agreement for a cycle
+  (:func:`icdsl.charges.evaluate.evaluate_cycle`), with event records given or read from a
+  traffic file (:func:`event_types` says which ones the charges read).
 - :func:`read_with`: a reader's output has the intake schemas and counts that reconcile.
 - :func:`check_rounding_mode`, :func:`check_condition_function`: the two implementations of a
   mode (ints, int64 arrays, Decimals) or a function (row values, Arrow columns) agree.
@@ -41,10 +49,14 @@ from icdsl.plugins import PluginError, PluginManager, charge_types, make_plugin_
 
 __all__ = [
     "Comparison",
+    "Diagnostics",
     "PluginKit",
     "build_plan",
     "check_condition_function",
     "check_rounding_mode",
+    "check_rules",
+    "evaluate_charges",
+    "event_types",
     "icdsl_kit",
     "isolated_plugin_manager",
     "rate_both",
@@ -60,31 +72,89 @@ def isolated_plugin_manager(*plugins: object, modules: Iterable[str] = (), stric
     return pm
 
 
+def _write_rules(root: Path, rules: str, files: Mapping[str, str] | None) -> Path:
+    for rel, text in {"rules.icd": rules, **dict(files or {})}.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root / "rules.icd"
+
+
+def _load_and_check(rules: str, pm: PluginManager, files: Mapping[str, str] | None,
+                    directory: str | Path | None) -> tuple[Any, Any, list[Any]]:
+    """(program, checked or None, diagnostics) of ``rules`` written as ``rules.icd``."""
+    from icdsl.lang.checker import check
+    from icdsl.lang.loader import load
+
+    with tempfile.TemporaryDirectory() if directory is None else _nullcontext(directory) as tmp:
+        root = Path(tmp)
+        path = _write_rules(root, rules, files)
+        with use_plugin_manager(pm):
+            program, diags = load([path], root)
+            checked = None
+            if not any(d.is_error for d in diags):
+                checked, more = check(program, charge_types(pm), pm)
+                diags = diags + more
+    return program, checked, diags
+
+
 def build_plan(rules: str, pm: PluginManager | None = None, *, files: Mapping[str, str] | None = None,
                directory: str | Path | None = None) -> Any:
     """Compile ``rules`` (the text of one rule file, ``rules.icd``; ``files`` adds others, e.g.
     rate decks, by relative path) with ``pm``'s charge types. Returns the Plan; fails the
     test with the diagnostics if there is an error."""
-    from icdsl.lang.checker import check
     from icdsl.lang.diagnostics import render_all
-    from icdsl.lang.loader import load
     from icdsl.plan.compiler import compile_checked
 
     pm = pm if pm is not None else isolated_plugin_manager()
-    with tempfile.TemporaryDirectory() if directory is None else _nullcontext(directory) as tmp:
-        root = Path(tmp)
-        for rel, text in {"rules.icd": rules, **dict(files or {})}.items():
-            path = root / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-        with use_plugin_manager(pm):
-            program, diags = load([root / "rules.icd"], root)
-            if not any(d.is_error for d in diags):
-                checked, more = check(program, charge_types(pm))
-                diags = diags + more
-            if any(d.is_error for d in diags):
-                pytest.fail("the rules do not compile:\n" + render_all(diags, program.sources), pytrace=False)
-            return compile_checked(checked)
+    program, checked, diags = _load_and_check(rules, pm, files, directory)
+    if any(d.is_error for d in diags):
+        pytest.fail("the rules do not compile:\n" + render_all(diags, program.sources), pytrace=False)
+    with use_plugin_manager(pm):
+        return compile_checked(checked)
+
+
+@dataclass
+class Diagnostics:
+    """What ``icdsl check`` would say about a rule text: ``items`` (sorted by place), ``codes``,
+    and ``text``, rendered exactly as the CLI prints it (``rules.icd:LINE:COL: error[CODE]:
+    message``, the source line, a caret, the help)."""
+
+    items: list[Any]
+    text: str
+
+    @property
+    def codes(self) -> list[str]:
+        return [d.code for d in self.items]
+
+    @property
+    def errors(self) -> list[Any]:
+        return [d for d in self.items if d.is_error]
+
+    def at(self, line: int) -> list[Any]:
+        return [d for d in self.items if d.span.line == line]
+
+
+def check_rules(rules: str, pm: PluginManager | None = None, *, files: Mapping[str, str] | None = None
+                ) -> Diagnostics:
+    """Check ``rules`` with ``pm``'s charge types and return the diagnostics (never fails the
+    test): to test the mistakes a charge type reports, with their places and help lines."""
+    from icdsl.lang.diagnostics import Diagnostic, render_all
+
+    pm = pm if pm is not None else isolated_plugin_manager()
+    from dataclasses import replace
+
+    program, _, diags = _load_and_check(rules, pm, files, None)
+    items = sorted(diags, key=Diagnostic.sort_key)
+    text = render_all(items, program.sources)
+    # the files were in a temporary folder: show their paths as given (rules.icd, decks/x.csv)
+    prefixes = {d.span.file[: -len(rel)] for d in items for rel in ("rules.icd", *(files or {}))
+                if d.span.file.endswith(rel) and d.span.file != rel}
+    for prefix in sorted(prefixes, key=len, reverse=True):
+        text = text.replace(prefix, "")
+        items = [replace(d, span=replace(d.span, file=d.span.file[len(prefix):]))
+                 if d.span.file.startswith(prefix) else d for d in items]
+    return Diagnostics(items, text)
 
 
 class _nullcontext:
@@ -98,18 +168,17 @@ class _nullcontext:
         return None
 
 
-_COMPARED = ("band", "billed_units", "prefix", "destination", "currency")
-
-
 @dataclass
 class Comparison:
-    """The row executor's results (one per record, in order), the batch executor's tables, and
-    the differences between them (empty when they agree)."""
+    """The row executor's results (one per record, in order), the batch executor's tables
+    (rated, rejects, per-record charges), and the differences between them (empty when they
+    agree)."""
 
     records: list[dict[str, Any]]
     row: list[Any]
     rated: Any
     rejects: Any
+    charges: Any = None
     differences: list[str] = field(default_factory=list)
 
     @property
@@ -119,6 +188,11 @@ class Comparison:
     @property
     def reasons(self) -> list[str | None]:
         return [None if r.ok else r.reason for r in self.row]
+
+    @property
+    def surcharges(self) -> list[list[tuple[str, Decimal]]]:
+        """Per record: the (charge label, amount) of each per-record charge that applies to it."""
+        return [[(h.charge, h.amount) for h in r.surcharges] if r.ok else [] for r in self.row]
 
     def assert_agree(self) -> Comparison:
         if self.differences:
@@ -141,40 +215,134 @@ def _normalized(records: Sequence[Mapping[str, Any]], layout: Any) -> list[dict[
     return out
 
 
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, Decimal) or isinstance(b, Decimal):
+        try:
+            return Decimal(str(a)) == Decimal(str(b))
+        except Exception:
+            return False
+    return a == b or str(a) == str(b)
+
+
 def rate_both(plan: Any, records: Sequence[Mapping[str, Any]], *, pm: PluginManager | None = None,
               layout: Any = None) -> Comparison:
-    """Rate ``records`` (mappings as in a traffic file: strings are fine) through both executors."""
-    from icdsl.rating.batch import rate_batch
+    """Rate ``records`` (mappings as in a traffic file: strings are fine) through both executors
+    and compare everything they say: every column of the rated table (``RATED_COLUMNS``: partner,
+    agreement and version, prefix, destination, band, billed units, rate, amount, currency,
+    rule...), the reason and detail of each reject, and every per-record charge (surcharges and
+    plugins' per-record types: kind, label, amount, currency, rule) of each record."""
+    from icdsl.rating.batch import rate_batch_with_charges
     from icdsl.rating.records import records_table
+    from icdsl.rating.result import RATED_COLUMNS
     from icdsl.rating.row import rate_record
 
     normal = _normalized(records, layout)
     with use_plugin_manager(pm) if pm is not None else _nullcontext(None):
         row = [rate_record(plan, r) for r in normal]
-        rated, rejects = rate_batch(plan, records_table(normal))
-    cmp = Comparison(normal, row, rated, rejects)
+        rated, rejects, charges = rate_batch_with_charges(plan, records_table(normal))
+    cmp = Comparison(normal, row, rated, rejects, charges)
     by_id_rated = {str(r["id"]): r for r in rated.to_pylist()}
     by_id_rejected = {str(r["id"]): r for r in rejects.to_pylist()}
+    batch_hits: dict[str, list[tuple[Any, ...]]] = {}
+    for c in charges.to_pylist():
+        batch_hits.setdefault(str(c["id"]), []).append(
+            (c["kind"], c["charge"], Decimal(c["amount"]), c["currency"], c["rule"]))
+    diff = cmp.differences
     for rec, out in zip(normal, row, strict=True):
         key = str(rec["id"])
         if out.ok:
             got = by_id_rated.get(key)
             if got is None:
                 why = by_id_rejected.get(key, {}).get("reason", "missing")
-                cmp.differences.append(f"record {key}: row rated {out.amount} {out.currency}, batch: {why}")
+                diff.append(f"record {key}: row rated {out.amount} {out.currency}, batch: {why}")
                 continue
-            if Decimal(got["amount"]) != out.amount:
-                cmp.differences.append(f"record {key}: amount row {out.amount}, batch {got['amount']}")
-            for k in _COMPARED:
-                if str(got[k]) != str(getattr(out, k)):
-                    cmp.differences.append(f"record {key}: {k} row {getattr(out, k)!r}, batch {got[k]!r}")
+            mine = out.as_row()
+            for k in RATED_COLUMNS:
+                if not _same(mine[k], got[k]):
+                    diff.append(f"record {key}: {k} row {mine[k]!r}, batch {got[k]!r}")
+            want = [(h.kind, h.charge, Decimal(h.amount), h.currency, h.rule) for h in out.surcharges]
+            have = batch_hits.get(key, [])
+            if [(k, c, a, cur, str(r)) for k, c, a, cur, r in want] != [(k, c, a, cur, str(r))
+                                                                      for k, c, a, cur, r in have]:
+                diff.append(f"record {key}: per-record charges row {_hits_text(want)}, batch {_hits_text(have)}")
         else:
             got = by_id_rejected.get(key)
             if got is None:
-                cmp.differences.append(f"record {key}: row rejected ({out.reason}), batch rated it")
+                diff.append(f"record {key}: row rejected ({out.reason}), batch rated it")
             elif got["reason"] != out.reason:
-                cmp.differences.append(f"record {key}: reason row {out.reason}, batch {got['reason']}")
+                diff.append(f"record {key}: reason row {out.reason}, batch {got['reason']}")
+            elif got.get("detail") != out.detail:
+                diff.append(f"record {key}: detail row {out.detail!r}, batch {got.get('detail')!r}")
+            if batch_hits.get(key):
+                diff.append(f"record {key}: rejected, but the batch executor charged {_hits_text(batch_hits[key])}")
     return cmp
+
+
+def _hits_text(hits: Sequence[tuple[Any, ...]]) -> str:
+    if not hits:
+        return "none"
+    return "; ".join(f"{kind} {label!r} {amount} {cur} [{rule}]" for kind, label, amount, cur, rule in hits)
+
+
+def event_types(plan: Any, pm: PluginManager | None = None, agreement: Any = None) -> list[str]:
+    """The event record types the charges of ``plan`` (or of one ``agreement``) read: what each
+    charge type's optional ``event_types(charge)`` returns."""
+    from icdsl.charges.evaluate import charge_type
+
+    pm = pm if pm is not None else isolated_plugin_manager()
+    out: list[str] = []
+    for ag in [agreement] if agreement is not None else plan.agreements:
+        for c in ag.charges:
+            fn = getattr(charge_type(c.kind, pm, c.span), "event_types", None)
+            for name in fn(c) if callable(fn) else ():
+                if name not in out:
+                    out.append(name)
+    return out
+
+
+def evaluate_charges(plan: Any, cycle: Any, pm: PluginManager | None = None, *, agreement: str | None = None,
+                     partner: str | None = None, events: Sequence[Any] = (), records: Any = None,
+                     **context: Any) -> list[Any]:
+    """The cycle-level charge lines of one agreement (the only one, or the one named
+    ``agreement``) for ``cycle`` (``"2026-03"``, or :class:`icdsl.charges.periods.Days`), as
+    :func:`icdsl.charges.evaluate.evaluate_cycle` gives them with ``pm``'s charge types.
+
+    ``events``: :class:`icdsl.charges.context.EventRecord` s; ``records``: a records table or
+    a traffic file (read with icdsl's intake) whose event records of the types the charges read
+    (:func:`event_types`) are added to ``events``; as billing does, only the events of the
+    partner whose local day is in the cycle are passed on; ``context``: any other field of
+    :class:`icdsl.charges.context.ChargeContext` (``usage``, ``inventory``, ``billed``...)."""
+    from datetime import date
+
+    from icdsl.charges.context import ChargeContext, events_from_records
+    from icdsl.charges.evaluate import evaluate_cycle
+    from icdsl.charges.periods import Days
+
+    pm = pm if pm is not None else isolated_plugin_manager()
+    ags = [a for a in plan.agreements if agreement is None or a.name == agreement]
+    if len(ags) != 1:
+        names = ", ".join(sorted({a.name for a in plan.agreements}))
+        pytest.fail(f"name the agreement to evaluate (agreement=...): the plan has {names}", pytrace=False)
+    ag = ags[0]
+    code = partner or ag.partner
+    party = plan.partner(code)
+    if party is None:
+        pytest.fail(f"partner {code} is not in the plan; give partner=...", pytrace=False)
+    if isinstance(cycle, str):
+        y, m = (int(x) for x in cycle.split("-"))
+        cycle = Days(date(y, m, 1), date(y + (m == 12), m % 12 + 1, 1))
+    found = list(events)
+    if records is not None:
+        if isinstance(records, str | Path):
+            from icdsl.readers import read_all
+
+            records, _, _ = read_all(records, None, pm=pm)
+        found += events_from_records(records, event_types(plan, pm, ag), party.timezone, partner=code)
+    # as billing does: the cycle's event records (their local day in the cycle) of the partner
+    found = [e for e in found if e.day in cycle and (not e.partner or e.partner == code)]
+    ctx = ChargeContext(agreement=ag, partner=party, cycle=cycle, events=tuple(found), **context)
+    with use_plugin_manager(pm):
+        return evaluate_cycle(ctx, pm)
 
 
 def read_with(path: str | Path, pm: PluginManager, reader: str | None = None, *,
@@ -288,6 +456,12 @@ class PluginKit:
 
     def read(self, path: str | Path, reader: str | None = None, **kw: Any) -> tuple[Any, Any, Any]:
         return read_with(path, self.pm, reader, **kw)
+
+    def check(self, rules: str, *, files: Mapping[str, str] | None = None) -> Diagnostics:
+        return check_rules(rules, self.pm, files=files)
+
+    def evaluate(self, plan: Any, cycle: Any, **kw: Any) -> list[Any]:
+        return evaluate_charges(plan, cycle, self.pm, **kw)
 
     def charge_types(self) -> dict[str, Any]:
         return charge_types(self.pm)
