@@ -81,8 +81,10 @@ def _write_rules(root: Path, rules: str, files: Mapping[str, str] | None) -> Pat
 
 
 def _load_and_check(rules: str, pm: PluginManager, files: Mapping[str, str] | None,
-                    directory: str | Path | None) -> tuple[Any, Any, list[Any]]:
-    """(program, checked or None, diagnostics) of ``rules`` written as ``rules.icd``."""
+                    directory: str | Path | None, then: Any = None) -> tuple[Any, Any, list[Any], Any]:
+    """(program, checked or None, diagnostics, ``then(checked)`` when there is no error) of
+    ``rules`` written as ``rules.icd``; ``then`` runs while the files exist (decks are read
+    when the plan is compiled)."""
     from icdsl.lang.checker import check
     from icdsl.lang.loader import load
 
@@ -91,11 +93,13 @@ def _load_and_check(rules: str, pm: PluginManager, files: Mapping[str, str] | No
         path = _write_rules(root, rules, files)
         with use_plugin_manager(pm):
             program, diags = load([path], root)
-            checked = None
+            checked = result = None
             if not any(d.is_error for d in diags):
                 checked, more = check(program, charge_types(pm), pm)
                 diags = diags + more
-    return program, checked, diags
+            if then is not None and checked is not None and not any(d.is_error for d in diags):
+                result = then(checked)
+    return program, checked, diags, result
 
 
 def build_plan(rules: str, pm: PluginManager | None = None, *, files: Mapping[str, str] | None = None,
@@ -107,11 +111,10 @@ def build_plan(rules: str, pm: PluginManager | None = None, *, files: Mapping[st
     from icdsl.plan.compiler import compile_checked
 
     pm = pm if pm is not None else isolated_plugin_manager()
-    program, checked, diags = _load_and_check(rules, pm, files, directory)
+    program, _, diags, plan = _load_and_check(rules, pm, files, directory, compile_checked)
     if any(d.is_error for d in diags):
         pytest.fail("the rules do not compile:\n" + render_all(diags, program.sources), pytrace=False)
-    with use_plugin_manager(pm):
-        return compile_checked(checked)
+    return plan
 
 
 @dataclass
@@ -144,7 +147,7 @@ def check_rules(rules: str, pm: PluginManager | None = None, *, files: Mapping[s
     pm = pm if pm is not None else isolated_plugin_manager()
     from dataclasses import replace
 
-    program, _, diags = _load_and_check(rules, pm, files, None)
+    program, _, diags, _ = _load_and_check(rules, pm, files, None)
     items = sorted(diags, key=Diagnostic.sort_key)
     text = render_all(items, program.sources)
     # the files were in a temporary folder: show their paths as given (rules.icd, decks/x.csv)
