@@ -53,6 +53,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from icdsl.billing import models as M
+from icdsl.billing.charging import receivable_items
 from icdsl.billing.errors import CycleBusy, CycleError, CycleStateError, StoreError, ValidationError
 from icdsl.billing.invoicing import (
     BASE_DIMS,
@@ -101,6 +102,19 @@ def rated_file_schema(id_type: pa.DataType, scale: int) -> pa.Schema:
     ])
 
 
+def record_charges_file_schema(id_type: pa.DataType, scale: int) -> pa.Schema:
+    """The record charges Parquet of a cycle: one row per rated record and per-record charge
+    (surcharge) that applies (``icdsl.rating.result.record_charges_schema`` with plain strings)
+    plus ``batch_id``."""
+    return pa.schema([
+        ("record", pa.int64()), ("id", id_type), ("partner", pa.string()), ("direction", pa.string()),
+        ("service", pa.string()), ("agreement", pa.string()), ("agreement_version", pa.int64()),
+        ("agreement_hash", pa.string()), ("kind", pa.string()), ("charge", pa.string()),
+        ("amount", pa.decimal128(38, scale)), ("currency", pa.string()), ("rule", pa.string()),
+        ("batch_id", pa.int64()),
+    ])
+
+
 REJECTS_FILE_SCHEMA = pa.schema([
     ("id", pa.string()), ("reason", pa.string()), ("detail", pa.string()), ("partner", pa.string()),
     ("direction", pa.string()), ("service", pa.string()), ("a_number", pa.string()), ("b_number", pa.string()),
@@ -140,6 +154,17 @@ class StatementSummary:
 
 
 @dataclass
+class ShareSummary:
+    id: int
+    party: str
+    currency: str
+    status: str
+    total: Decimal
+    lines: int
+    number: str | None = None
+
+
+@dataclass
 class CycleReport:
     cycle_id: int
     partner: str
@@ -159,6 +184,9 @@ class CycleReport:
     rejects_file: str | None = None
     batches: list[int] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # seconds by stage (this run only)
+    shares: list[ShareSummary] = field(default_factory=list)  # revenue-share statements
+    charge_lines: int = 0  # lines of charges (surcharges, fees, tiers, commitments, shares...)
+    events: int = 0  # event records counted (not rated)
 
     @property
     def blocked(self) -> bool:
@@ -173,7 +201,9 @@ class CycleReport:
         out = [head, f"  records {self.records_in}: rated {self.rated}, rejected {self.rejected}"
                      + (f" ({', '.join(f'{k} {v}' for k, v in sorted(self.rejects_by_reason.items()))})"
                         if self.rejects_by_reason else ""),
-               f"  rated {totals}"]
+               f"  rated {totals}"
+               + (f"; {self.events} event record(s)" if self.events else "")
+               + (f"; {self.charge_lines} charge line(s)" if self.charge_lines else "")]
         for f in self.findings:
             out.append(f"  {f}")
         if self.blocked:
@@ -191,6 +221,9 @@ class CycleReport:
             st, c = self.statement, self.statement.currency
             out.append(f"  statement #{st.id} {st.number or '(draft)'}: receivable {present(st.receivable, c)}, "
                        f"payable {present(st.payable, c)} (netted), net {present(st.net, c)} {c}")
+        for sh in self.shares:
+            out.append(f"  revenue share {sh.number or '(draft)'} shr:{sh.id} {sh.party}: {sh.lines} line(s), "
+                       f"{present(sh.total, sh.currency)} {sh.currency}")
         return "\n".join(out)
 
 
@@ -273,7 +306,19 @@ class Rater:
     line (grouped by ``dims``) and the records per local day."""
 
     def __init__(self, plan: Plan, rated_w: Any, rejects_w: Any, scale: int, dims: tuple[str, ...],
-                 period: Period | None = None):
+                 period: Period | None = None, *, charges: bool = False, charges_w: Any = None,
+                 cycle_totals: Any = None, events: tuple[str, ...] = (), partner: str = "", timezone: str = "UTC"):
+        # charges: rate with the per-record charges and sum the usage (icdsl.billing.charging);
+        # charges_w: where the record charges go; events: event types counted, not rated
+        self.charges = charges
+        self.charges_w = charges_w
+        self.cycle_totals = cycle_totals
+        self.event_types = events
+        self.partner = partner
+        self.timezone = timezone
+        self.usage: list[Any] = []
+        self.events: list[Any] = []
+        self.record_charges = 0
         self.plan = plan
         self.rated_w = rated_w
         self.rejects_w = rejects_w
@@ -301,6 +346,11 @@ class Rater:
         from icdsl.billing import store as st
         from icdsl.rating.batch import rate_batch
 
+        if self.event_types:
+            from icdsl.billing.charging import split_events
+
+            table, events = split_events(table, self.event_types, self.timezone, self.partner)
+            self.events += events
         n = table.num_rows
         if not n:
             return
@@ -310,7 +360,17 @@ class Rater:
             idx = np.searchsorted(self._edges, _ts_us(table.column("start")), side="right") - 1
             idx = idx[(idx >= 0) & (idx < len(self.days))]
             self.daily += np.bincount(idx, minlength=len(self.days))
-        rated, rejects = rate_batch(self.plan, table)
+        if not self.charges:
+            rated, rejects = rate_batch(self.plan, table)
+        else:
+            from icdsl.charges.context import merge_usage, usage_from_rated
+            from icdsl.rating.batch import rate_batch_with_charges
+
+            rated, rejects, rc = rate_batch_with_charges(self.plan, table, cycle=self.cycle_totals)
+            self.usage = merge_usage(self.usage, usage_from_rated(self.plan, rated, rc))
+            if self.charges_w is not None and rc.num_rows:
+                self.charges_w.write(rc.append_column("batch_id", pa.array(np.full(rc.num_rows, batch_id, np.int64))))
+                self.record_charges += rc.num_rows
         st.checkpoint("cycle:rated")
         self.add(rated, rejects, batch_id)
 
@@ -410,6 +470,13 @@ class Rater:
 _Rater = Rater  # (compatibility)
 
 
+class _Discard:
+    """A writer that keeps nothing (the second rating pass only wants the record charges)."""
+
+    def write(self, table: pa.Table) -> None:
+        pass
+
+
 def _value_counts(arr: pa.ChunkedArray | pa.Array) -> tuple[list[str], list[int]]:
     vc = pc.value_counts(arr)
     return vc.field("values").to_pylist(), vc.field("counts").to_pylist()
@@ -490,6 +557,11 @@ def _report(s: Session, cycle: M.BillingCycle, period: Period, *, already: bool,
     if stm is not None:
         statement = StatementSummary(stm.id, stm.currency, stm.status, stm.receivable, stm.payable, stm.net,
                                      len((stm.details or {}).get("lines", [])), stm.number)
+    shares = [ShareSummary(r.id, r.party, r.currency, r.status, r.total, len((r.details or {}).get("lines", [])),
+                           r.number)
+              for r in s.scalars(select(M.ShareStatement).where(M.ShareStatement.cycle_id == cycle.id)
+                                 .order_by(M.ShareStatement.id))]
+    charge_lines = s.scalar(select(func.count()).select_from(M.ChargeLine).where(M.ChargeLine.cycle_id == cycle.id))
     rated = files.get("rated")
     rejects = files.get("rating_rejects")
     by_reason: dict[str, int] = {}
@@ -505,7 +577,8 @@ def _report(s: Session, cycle: M.BillingCycle, period: Period, *, already: bool,
         records_in=cycle.records_in or 0, rated=cycle.rated_count or 0, rejected=cycle.rejected_count or 0,
         rejects_by_reason=by_reason, totals=totals, invoices=invoices, statement=statement, findings=findings,
         rated_file=rated.path if rated else None, rated_sha256=rated.sha256 if rated else None,
-        rejects_file=rejects.path if rejects else None, batches=batches,
+        rejects_file=rejects.path if rejects else None, batches=batches, shares=shares,
+        charge_lines=charge_lines or 0, events=int((cycle.totals or {}).get("_events", 0)),
     )
 
 
@@ -545,6 +618,11 @@ def _discard(store: Store, s: Session, cycle: M.BillingCycle) -> None:
     """Remove a not-finalized cycle's drafts and file rows so that it can be rated again (the
     files themselves stay until the next run or gc: the transaction may still roll back).
     Findings stay (they are the history of its runs); adjustments billed on it stay assigned."""
+    s.execute(delete(M.ChargeApplication).where(M.ChargeApplication.cycle_id == cycle.id))
+    s.execute(delete(M.ChargeLine).where(M.ChargeLine.cycle_id == cycle.id))
+    s.execute(delete(M.ShareStatement).where(M.ShareStatement.cycle_id == cycle.id))
+    s.execute(delete(M.RecordChargeFile).where(M.RecordChargeFile.cycle_id == cycle.id))
+    cycle.charge_usage = None
     inv_ids = list(s.scalars(select(M.Invoice.id).where(M.Invoice.cycle_id == cycle.id)))
     if inv_ids:
         s.execute(delete(M.InvoiceLine).where(M.InvoiceLine.invoice_id.in_(inv_ids)))
@@ -693,20 +771,40 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
     _event(s, cyc, "progress", f"rating records of {len(inputs)} intake batch(es)",
            details={"batches": [b for b, *_x in inputs], "attempt": cyc.attempts})
 
+    from icdsl.billing import charging
+
     clock.stage("rate", expected)
+    events = tuple(charging.event_names(plan, prow.code))
+    two_pass = charging.needs_totals(plan, prow.code)
     rated_w = store.data.writer(rel_dir, "rated", rated_file_schema(id_type, scale))
     rejects_w = store.data.writer(rel_dir, "rating-rejects", REJECTS_FILE_SCHEMA)
-    with rated_w, rejects_w:
-        rater = Rater(plan, rated_w, rejects_w, scale, dims, per)
+    charges_w = store.data.writer(rel_dir, "record-charges", record_charges_file_schema(id_type, scale))
+    with rated_w, rejects_w, charges_w:
+        rater = Rater(plan, rated_w, rejects_w, scale, dims, per, charges=True,
+                      charges_w=None if two_pass else charges_w, events=events, partner=prow.code,
+                      timezone=prow.timezone)
         for batch_id, path, _sha, _n in inputs:
             for chunk in _read_partner(str(store.data.abs(path)), prow.code, per):
                 rater.rate(chunk, batch_id)
                 clock.tick(rater.records_in, max(expected, rater.records_in))
+        if two_pass:  # `cycle.*` conditions: evaluate the record charges again with the cycle's totals
+            from icdsl.charges.context import CycleTotals
+
+            totals = CycleTotals.from_usage(rater.usage, {prow.code: sum(e.units for e in rater.events)},
+                                            {prow.code: [a.name for a in plan.agreements_for(prow.code)]})
+            again = Rater(plan, _Discard(), _Discard(), scale, dims, None, charges=True, charges_w=charges_w,
+                          cycle_totals=totals, events=events, partner=prow.code, timezone=prow.timezone)
+            for batch_id, path, _sha, _n in inputs:
+                for chunk in _read_partner(str(store.data.abs(path)), prow.code, per):
+                    again.rate(chunk, batch_id)
+            rater.usage, rater.record_charges = again.usage, again.record_charges
         rated_w.close()
         rejects_w.close()
+        charges_w.close()
         st.checkpoint("cycle:files_written")
         rated_f = rated_w.commit()
         rejects_f = rejects_w.commit()
+        charges_f = charges_w.commit()
     st.checkpoint("cycle:files_committed")
     clock.tick(rater.records_in, rater.records_in)
 
@@ -745,6 +843,9 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
                               + "; ".join(problems))
     totals_json = {k: str(v) for k, v in sorted(by_currency.items())}
     cyc.totals = dict(totals_json, _rejects_by_reason=dict(sorted(rater.by_reason.items())))
+    if rater.events:
+        cyc.totals["_events"] = len(rater.events)
+    cyc.charge_usage = charging.usage_json(rater.usage, rater.events)
     _advance(s, cyc, "rated", f"rated {rater.rated} of {rater.records_in} records, rejected {rater.rejected}",
              {"rejects_by_reason": dict(rater.by_reason), "rated_sha256": rated_f.sha256})
 
@@ -759,7 +860,21 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
     s.add_all([rated_row, rejects_row])
     for batch_id, n in sorted(rater.by_batch.items()):
         s.add(M.CycleInput(cycle_id=cyc.id, batch_id=batch_id, records=n))
+    record_charges = pq.read_table(store.data.abs(charges_f.path)) if charges_f.rows else None
+    rc_totals = None
+    if record_charges is not None:
+        g3 = record_charges.group_by("currency").aggregate([("amount", "sum")])
+        rc_totals = {c: str(a) for c, a in zip(g3.column("currency").to_pylist(), g3.column("amount_sum").to_pylist(),
+                                                strict=True)}
+    s.add(M.RecordChargeFile(cycle_id=cyc.id, path=charges_f.path, sha256=charges_f.sha256, rows=charges_f.rows,
+                             bytes=charges_f.bytes, amount_totals=rc_totals, created_at=t))
     s.flush()
+
+    # ---- charges: surcharges, fees, tiers, discounts, commitments, shares (icdsl.billing.charging)
+    clock.stage("charges")
+    evaluated = charging.evaluate(s, prow, per, cyc.id, plan, rater.usage, rater.events, record_charges,
+                                  accept)
+    del record_charges
 
     # ---- validated
     fx = FxTable.load(s, plan)
@@ -772,7 +887,7 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
         last_data_day=last_data_day(s, per), lines=groups, fx=fx, policy=policy or Policy(),
         read_rated=lambda columns: pq.read_table(rated_abs, columns=list(columns)),
     )
-    findings = run_validators(context, validators, accept=accept)
+    findings = run_validators(context, validators, accept=accept) + evaluated.findings
     for f in findings:
         s.add(M.ValidationFinding(
             cycle_id=cyc.id, attempt=cyc.attempts, validator=f.validator, code=f.code, severity=f.severity,
@@ -804,12 +919,19 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
     clock.stage("invoice")
     adjustments = [adjustment_line(s, a) for a in s.scalars(
         select(M.Adjustment).where(M.Adjustment.target_cycle_id == cyc.id).order_by(M.Adjustment.id))]
-    drafts = draft_documents(groups, [a for a in adjustments if a.amount != 0], plan=plan,
+    charge_drafts = charging.drafts_of(evaluated.lines, plan, prow.code, prow.currency, fx,
+                                       per.local_end - timedelta(days=1))
+    drafts = draft_documents(groups, [a for a in adjustments if a.amount != 0] + charge_drafts, plan=plan,
                              invoice_currency=prow.currency, tax_kind=prow.tax_kind, tax_rate=prow.tax_rate,
                              fx=fx, last_day=per.local_end - timedelta(days=1))
-    write_drafts(s, store, cyc, prow, drafts, versions, rated_row.id, t)
-    _advance(s, cyc, "invoiced", f"{len(drafts.invoices)} draft invoice(s), {len(groups)} line(s)"
-             + (", a settlement statement" if drafts.statement else ""))
+    drafts.charges = list(evaluated.lines)
+    made = write_drafts(s, store, cyc, prow, drafts, versions, rated_row.id, t)
+    charging.store_lines(s, cyc, prow, evaluated.lines, plan, made, t)
+    shares = charging.write_share_statements(s, cyc, prow, evaluated.lines, t)
+    _advance(s, cyc, "invoiced", f"{len(drafts.invoices)} draft invoice(s), {len(groups)} traffic line(s), "
+             f"{len(evaluated.lines)} charge line(s)"
+             + (", a settlement statement" if drafts.statement else "")
+             + (f", {len(shares)} revenue-share statement(s)" if shares else ""))
     store.audit(s, "cycle_invoiced", "billing_cycle", cyc.id,
                 f"{prow.code} {per.label}: {rater.rated} rated, totals {totals_json}")
     s.flush()
@@ -880,8 +1002,11 @@ def adjustment_line(s: Session, a: M.Adjustment) -> DraftLine:
 
 
 def write_drafts(s: Session, store: Store, cyc: M.BillingCycle, prow: M.Partner, drafts: Drafts,
-                 versions: dict[str, M.AgreementVersion], rated_file_id: int | None, t: datetime) -> None:
-    """The draft invoices, their lines and the settlement statement, as rows."""
+                 versions: dict[str, M.AgreementVersion], rated_file_id: int | None,
+                 t: datetime) -> dict[int, M.InvoiceLine]:
+    """The draft invoices, their lines and the settlement statement, as rows. Returns the
+    invoice lines of charge lines (``id(charge line)`` -> row)."""
+    made: dict[int, M.InvoiceLine] = {}
     if any(ln.agreement_hash and ln.agreement_hash not in versions for ln in drafts.lines):
         versions = dict(versions)
         missing = {ln.agreement_hash for ln in drafts.lines if ln.agreement_hash and ln.agreement_hash not in versions}
@@ -912,6 +1037,8 @@ def write_drafts(s: Session, store: Store, cyc: M.BillingCycle, prow: M.Partner,
                 fx_rate=ln.fx.rate if ln.fx else None, fx_rate_id=ln.fx.rate_id if ln.fx else None,
                 rounding=ln.rounding, group_key=ln.group_key[:2000], adjustment_id=ln.adjustment_id,
             ))
+            if ln.charge is not None:
+                made[id(ln.charge)] = rows[-1]
         s.add_all(rows)
     if drafts.statement is not None:
         d = drafts.statement
@@ -919,9 +1046,14 @@ def write_drafts(s: Session, store: Store, cyc: M.BillingCycle, prow: M.Partner,
             partner_id=prow.id, cycle_id=cyc.id, currency=d.currency, status="draft", receivable=d.receivable,
             payable=d.payable, net=d.net, created_at=t,
             details={"period": cyc.label, "rated_file_id": rated_file_id,
-                     "lines": [line_json(ln, i) for i, ln in enumerate(d.lines, 1)]},
+                     "lines": [dict(line_json(ln, i), key=ln.charge.key if ln.charge is not None else None)
+                               for i, ln in enumerate(d.lines, 1)],
+                     "receivable_items": receivable_items(drafts.invoices),
+                     "payable_items": [{"kind": ln.kind, "description": ln.description, "amount": str(ln.amount),
+                                        "currency": ln.currency} for ln in d.lines]},
         ))
     s.flush()
+    return made
 
 
 # --------------------------------------------------------------------------- finalization
@@ -981,6 +1113,14 @@ def finalize_cycle(store: Store, partner: str, period: Any, *, issue_date: date 
                                due_date=(issue + timedelta(days=prow.due_days)).isoformat())
             stm.status = "finalized"
             stm.finalized_at = t
+        for shr in s.scalars(select(M.ShareStatement).where(M.ShareStatement.cycle_id == cyc.id,
+                                                            M.ShareStatement.status == "draft")
+                             .order_by(M.ShareStatement.id)):
+            n = next_number(store, s, f"share-{issue.year}")
+            shr.number = f"SHR-{issue.year}-{n:06d}"
+            shr.details = dict(shr.details or {}, issue_date=issue.isoformat())
+            shr.status = "finalized"
+            shr.finalized_at = t
         _advance(s, cyc, "finalized", f"invoices finalized, issued {issue}")
         store.audit(s, "cycle_finalized", "billing_cycle", cyc.id, f"{partner} {per.label} finalized")
         s.flush()

@@ -118,11 +118,21 @@ def invoice_document(s: Session, inv: M.Invoice) -> dict[str, Any]:
     return doc
 
 
+def _charge_ids(s: Session, cycle_id: int | None) -> dict[str, int]:
+    """Charge line ids of a cycle by key (to trace the lines of statements)."""
+    if cycle_id is None:
+        return {}
+    return {k: i for k, i in s.execute(select(M.ChargeLine.key, M.ChargeLine.id).where(M.ChargeLine.cycle_id == cycle_id))}
+
+
 def statement_document(s: Session, stm: M.SettlementStatement) -> dict[str, Any]:
     details = stm.details or {}
     lines = []
+    ids = _charge_ids(s, stm.cycle_id)
     for ln in details.get("lines", []):
         d = dict(ln)
+        if d.get("key"):
+            d["charge_line_id"] = ids.get(d["key"])
         for k in ("quantity", "rate", "source_amount", "fx_rate"):
             if d.get(k) is not None:
                 d[k] = plain_number(Decimal(d[k]))
@@ -140,9 +150,53 @@ def statement_document(s: Session, stm: M.SettlementStatement) -> dict[str, Any]
         "invoices": [{"number": i.number, "id": i.id, "stream": i.stream, "subtotal": present(i.subtotal, i.currency)}
                      for i in invoices],
         "lines": lines, "summary": summarize(lines),
+        "receivable_items": [dict(i, amount=present(Decimal(i["amount"]), i.get("currency") or stm.currency))
+                             for i in details.get("receivable_items", [])],
+        "payable_items": [dict(i, amount=present(Decimal(i["amount"]), i.get("currency") or stm.currency))
+                          for i in details.get("payable_items", [])],
         "agreements": _agreements(s, {ln["agreement_hash"] for ln in lines if ln.get("agreement_hash")}),
         "fx": _fx(s, {ln.get("fx_rate_id") for ln in lines if ln.get("fx_rate_id")}, lines),
         "rounding": f"each line rounded once to {minor_units(stm.currency)} decimals; net = receivable - payable",
+        "payer": "partner" if stm.net > 0 else "us" if stm.net < 0 else "none",
+    }
+
+
+def share_document(s: Session, shr: M.ShareStatement) -> dict[str, Any]:
+    """A revenue-share statement: one party's shares of a cycle in one currency."""
+    details = shr.details or {}
+    lines = []
+    ids = _charge_ids(s, shr.cycle_id)
+    for ln in details.get("lines", []):
+        d = dict(ln)
+        d["charge_line_id"] = ids.get(d.get("key") or "")
+        d["quantity"] = plain_number(Decimal(d.get("quantity") or "1"))
+        d["amount"] = present(Decimal(d["amount"]), d.get("currency") or shr.currency)
+        lines.append(d)
+    party = shr.party
+    name = party
+    if party != "us":
+        p = s.scalars(select(M.Partner).where(M.Partner.code == party)).first()
+        name = p.name if p is not None else party
+    else:
+        name = "us (what we keep)"
+    splits = []
+    for sp in details.get("splits", []):
+        splits.append(dict(sp, amount_split=present(Decimal(sp["amount_split"]), sp["currency"])
+                           if sp.get("amount_split") is not None else None,
+                           total_of_shares=present(Decimal(sp["total_of_shares"]), sp["currency"]),
+                           parties={k: present(Decimal(v), sp["currency"]) for k, v in sp["parties"].items()}))
+    total = present(shr.total, shr.currency)
+    return {
+        "kind": "share_statement", "id": shr.id, "number": shr.number, "status": shr.status,
+        **_partner(s, shr.partner_id), "party": party, "party_name": name, "currency": shr.currency,
+        "issue_date": _date(details.get("issue_date")), "due_date": None, **_period(s, shr.cycle_id),
+        "stream": f"share-{party}", "subtotal": total, "total": total, "tax_kind": "none", "tax_rate": Decimal(0),
+        "tax_amount": None, "tax_label": None, "tax_note": None, "lines": lines, "summary": summarize(lines),
+        "splits": splits, "method": details.get("method"),
+        "agreements": _agreements(s, {ln["agreement_hash"] for ln in lines if ln.get("agreement_hash")}), "fx": [],
+        "rounding": ("each share: the exact share rounded towards zero to the minor unit, the units left to the "
+                     "largest remainders (ties to the party listed first): the shares of a split add up to the "
+                     "amount split exactly"),
     }
 
 
@@ -158,6 +212,8 @@ def cycle_documents(s: Session, cycle_id: int) -> list[dict[str, Any]]:
     docs += [statement_document(s, st) for st in s.scalars(
         select(M.SettlementStatement).where(M.SettlementStatement.cycle_id == cycle_id)
         .order_by(M.SettlementStatement.id))]
+    docs += [share_document(s, sh) for sh in s.scalars(
+        select(M.ShareStatement).where(M.ShareStatement.cycle_id == cycle_id).order_by(M.ShareStatement.id))]
     return docs
 
 
@@ -165,6 +221,15 @@ def find_document(s: Session, ref: str) -> dict[str, Any]:
     """An invoice or statement by number (``INV-2026-000001``, ``STM-...``) or by id (``#12``,
     ``12`` for an invoice, ``stm:3`` for a statement)."""
     text = ref.strip()
+    if text.lower().startswith("shr:") and text[4:].isdigit():
+        shr = s.get(M.ShareStatement, int(text[4:]))
+        if shr is None:
+            raise StoreError(f"no revenue-share statement #{text[4:]}")
+        return share_document(s, shr)
+    if text.upper().startswith("SHR-"):
+        shr = s.scalars(select(M.ShareStatement).where(M.ShareStatement.number == text)).first()
+        if shr is not None:
+            return share_document(s, shr)
     if text.lower().startswith("stm:") and text[4:].isdigit():
         stm = s.get(M.SettlementStatement, int(text[4:]))
         if stm is None:

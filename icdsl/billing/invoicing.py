@@ -166,11 +166,13 @@ class DraftLine:
     netted: bool
     corrects_line_id: int | None = None
     adjustment_id: int | None = None
+    charge: Any = None  # the icdsl.charges.lines.ChargeLine a charge's line comes from
+    order: int = 0  # among lines other than traffic: 1 + the stage in the order of deductions
 
     def sort_key(self) -> tuple:
-        return (0 if self.kind == "traffic" else 1, self.direction or "", self.service or "",
+        return (0 if self.kind == "traffic" else 1, self.order, self.direction or "", self.service or "",
                 self.destination or "", self.prefix or "", self.band or "", self.agreement_hash or "",
-                self.rule or "", str(self.rate), self.adjustment_id or 0)
+                self.rule or "", str(self.rate), self.adjustment_id or 0, "" if self.charge is None else self.group_key)
 
 
 @dataclass
@@ -197,6 +199,7 @@ class DraftStatement:
 class Drafts:
     invoices: list[DraftInvoice]
     statement: DraftStatement | None
+    charges: list[Any] = field(default_factory=list)  # every charge line of the cycle (ChargeLine)
 
     @property
     def lines(self) -> list[DraftLine]:

@@ -289,6 +289,7 @@ class BillingCycle(Base):
     totals: Mapped[dict[str, Any] | None]  # currency -> amount (decimal text)
     attempts: Mapped[int] = mapped_column(default=0)
     line_dims: Mapped[list[Any] | None]  # the dimensions its invoice lines were grouped by
+    charge_usage: Mapped[dict[str, Any] | None]  # usage and event units measured (icdsl.billing.charging)
 
 
 class CycleInput(Base):
@@ -530,6 +531,96 @@ class SettlementStatement(Base):
     payable: Mapped[Decimal]
     net: Mapped[Decimal]
     details: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]
+    finalized_at: Mapped[datetime | None]
+
+
+# --------------------------------------------------------------------------- charges
+
+
+PLACEMENTS = ("invoice", "statement", "share")
+
+
+class ChargeLine(Base):
+    """A line a charge produced in a cycle (``data``: :meth:`icdsl.charges.lines.ChargeLine.to_dict`,
+    its whole audit trail), with its key (unique in the store) and where it went: an invoice
+    line (``invoice_line_id``), the settlement statement (what we owe the partner) or a
+    revenue-share statement. ``corrects_hash``: the application a correction line amends."""
+
+    __tablename__ = "charge_lines"
+    __table_args__ = (sa.CheckConstraint(_in("placement", PLACEMENTS), name="placement"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cycle_id: Mapped[int] = mapped_column(sa.ForeignKey("billing_cycles.id"), index=True)
+    partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partners.id"), index=True)
+    key: Mapped[str] = mapped_column(sa.Text())
+    key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    kind: Mapped[str] = mapped_column(sa.String(64))
+    charge_name: Mapped[str] = mapped_column(sa.String(300))
+    agreement: Mapped[str] = mapped_column(sa.String(300))
+    agreement_version: Mapped[int]
+    agreement_hash: Mapped[str] = mapped_column(sa.String(64))
+    stage: Mapped[str] = mapped_column(sa.String(16))
+    placement: Mapped[str] = mapped_column(sa.String(16))
+    invoice_line_id: Mapped[int | None] = mapped_column(sa.ForeignKey("invoice_lines.id"), index=True)
+    amount: Mapped[Decimal]
+    currency: Mapped[str] = mapped_column(sa.String(8))
+    corrects_hash: Mapped[str | None] = mapped_column(sa.String(64))
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+class ChargeApplication(Base):
+    """One application of a charge (a fee for an item and period, an event record...), billed
+    once in the whole store: ``key_hash`` (SHA-256 of the application key) is unique."""
+
+    __tablename__ = "charge_applications"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    key: Mapped[str] = mapped_column(sa.Text())
+    charge_line_id: Mapped[int] = mapped_column(sa.ForeignKey("charge_lines.id"), index=True)
+    cycle_id: Mapped[int] = mapped_column(sa.ForeignKey("billing_cycles.id"), index=True)
+    amount: Mapped[Decimal]
+    currency: Mapped[str] = mapped_column(sa.String(8))
+    created_at: Mapped[datetime]
+
+
+class RecordChargeFile(Base):
+    """The Parquet file of a cycle's per-record charges (surcharges): one row per record and
+    charge that applies (``icdsl.rating.result.record_charges_schema`` plus ``batch_id``)."""
+
+    __tablename__ = "record_charge_files"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cycle_id: Mapped[int] = mapped_column(sa.ForeignKey("billing_cycles.id"), unique=True)
+    path: Mapped[str] = mapped_column(sa.String(1000), unique=True)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    rows: Mapped[int] = mapped_column(sa.BigInteger)
+    bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    amount_totals: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]
+
+
+class ShareStatement(Base):
+    """What one party (a partner code, or ``us``) of the revenue shares of a cycle is owed, in
+    one currency: ``total`` is the exact sum of its share lines (``details["lines"]``)."""
+
+    __tablename__ = "share_statements"
+    __table_args__ = (
+        sa.UniqueConstraint("cycle_id", "party", "currency"),
+        sa.CheckConstraint(_in("status", INVOICE_STATES), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cycle_id: Mapped[int] = mapped_column(sa.ForeignKey("billing_cycles.id"), index=True)
+    partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partners.id"))
+    party: Mapped[str] = mapped_column(sa.String(64))
+    currency: Mapped[str] = mapped_column(sa.String(8))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    number: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    total: Mapped[Decimal]
+    details: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
     finalized_at: Mapped[datetime | None]
 

@@ -438,6 +438,7 @@ class Store:
     def referenced_files(self, s: Session) -> set[str]:
         files = set(s.scalars(select(M.DataFile.path)))
         files.update(p for p in s.scalars(select(M.Correction.file_path)) if p)
+        files.update(s.scalars(select(M.RecordChargeFile.path)))
         return files
 
     def gc(self, min_age_s: float = 3600.0) -> list[str]:
@@ -680,6 +681,26 @@ class Store:
             if cycle_id is not None:
                 q = q.where(M.SettlementStatement.cycle_id == cycle_id)
             return list(s.scalars(q))
+
+    def share_statements(self, cycle_id: int | None = None) -> list[M.ShareStatement]:
+        """Revenue-share statements (one per cycle, party and currency)."""
+        with self.reading() as s:
+            q = select(M.ShareStatement).order_by(M.ShareStatement.id)
+            if cycle_id is not None:
+                q = q.where(M.ShareStatement.cycle_id == cycle_id)
+            return list(s.scalars(q))
+
+    def charge_lines(self, cycle_id: int) -> list[M.ChargeLine]:
+        """The charge lines of a cycle (surcharges, fees, tiers, discounts, commitments, shares)."""
+        with self.reading() as s:
+            return list(s.scalars(select(M.ChargeLine).where(M.ChargeLine.cycle_id == cycle_id)
+                                  .order_by(M.ChargeLine.id)))
+
+    def import_inventory(self, path: str | os.PathLike[str], *, strict: bool = False) -> Any:
+        """Import an inventory CSV (see :mod:`icdsl.billing.inventory`)."""
+        from icdsl.billing.inventory import import_inventory
+
+        return import_inventory(self, path, strict=strict)
 
     def adjustments(self, *, target_cycle_id: int | None = None) -> list[M.Adjustment]:
         with self.reading() as s:

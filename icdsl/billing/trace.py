@@ -55,6 +55,7 @@ class LineTrace:
     corrects: M.InvoiceLine | None = None
     corrects_invoice: M.Invoice | None = None
     fx: M.FxRate | None = None
+    charge: list[str] = field(default_factory=list)  # a charge's line: its rule, key and what is behind it
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
@@ -71,7 +72,9 @@ class LineTrace:
                    + (f" at {plain_number(ln.rate)} per {ln.rate_unit}" if ln.rate is not None else "")
                    + f" = {amount} {ln.currency}")
         if ln.source_amount is not None:
-            how = f"{plain_number(ln.source_amount)} {ln.source_currency} (exact sum of {ln.record_count} record(s))"
+            how = f"{plain_number(ln.source_amount)} {ln.source_currency} " + (
+                f"(exact sum of {ln.record_count} record(s))" if ln.kind in ("traffic", "adjustment")
+                else "(the charge's line, rounded once)")
             if ln.fx_rate is not None:
                 how += f" x {plain_number(ln.fx_rate)}"
                 if self.fx is not None:
@@ -91,6 +94,7 @@ class LineTrace:
                 out.append(f"    corrects line {self.corrects.id} (#{self.corrects.line_no} of "
                            f"{ci.number if ci else '?'}): {self.corrects.description} = "
                            f"{present(self.corrects.amount, self.corrects.currency)}")
+        out += self.charge
         if self.agreement is not None:
             a = self.agreement
             out.append(f"  agreement \"{a.name}\" v{a.version} (revision {a.revision}, sha256 {a.content_hash}), "
@@ -167,6 +171,20 @@ def trace_line(store: Store, line_id: int, *, limit: int | None = None) -> LineT
         correction = s.get(M.Correction, adjustment.correction_id) if adjustment else None
         corrects = s.get(M.InvoiceLine, line.corrects_line_id) if line.corrects_line_id else None
         corrects_invoice = s.get(M.Invoice, corrects.invoice_id) if corrects else None
+        charge_row = s.scalars(select(M.ChargeLine).where(M.ChargeLine.invoice_line_id == line.id)).first() \
+            if line.kind not in ("traffic", "adjustment") else None
+        if charge_row is not None:
+            records, charge_text = charge_behind(store, s, charge_row)
+            if agreement is None:
+                agreement = s.scalars(select(M.AgreementVersion).where(
+                    M.AgreementVersion.content_hash == charge_row.agreement_hash)).first()
+            rules = [_source_line(s, line.rule, agreement)] if line.rule else []
+            total = records.num_rows
+            batches = _batches(s, records)
+            if limit is not None:
+                records = records.slice(0, limit)
+            return LineTrace(line, invoice, agreement, rules[0].text if rules else None, None, records, batches, cycle,
+                             rules, total, fx=fx, charge=charge_text)
         records = pa.table({})
         path = sha = None
         key = line.line_key
@@ -253,3 +271,113 @@ def explain_record(store: Store, trace: LineTrace, record_id: str, plan: Plan) -
     result = rate_record(plan, record, trace=True)
     same = bool(result.ok and result.agreement_hash == row.get("agreement_hash"))
     return Explanation(record, result, row.get("amount"), same or not result.ok)
+
+
+# --------------------------------------------------------------------------- charge lines
+
+
+def _batches(s: Session, records: pa.Table) -> list[M.IntakeBatch]:
+    if not records.num_rows or "batch_id" not in records.column_names:
+        return []
+    ids = sorted({b for b in records.column("batch_id").to_pylist() if b is not None})
+    return list(s.scalars(select(M.IntakeBatch).where(M.IntakeBatch.id.in_(ids)).order_by(M.IntakeBatch.id)))
+
+
+def _scoped(t: pa.Table, agreement_hash: str, scope: list) -> pa.Table:
+    mask = pc.equal(t.column("agreement_hash"), agreement_hash)
+    if scope:
+        inside = None
+        for d, sv in scope:
+            m = pc.and_(pc.equal(t.column("direction"), d), pc.equal(t.column("service"), sv))
+            inside = m if inside is None else pc.or_(inside, m)
+        mask = pc.and_(mask, inside)
+    return t.filter(mask)
+
+
+def charge_behind(store: Store, s: Session, row: M.ChargeLine) -> tuple[pa.Table, list[str]]:
+    """(the records behind a charge line, the lines describing it): the rule and version, the
+    key and applications, the exact amount and how it was made, and what it stands on: the
+    records (surcharges: those the surcharge applied to; tiers, discounts, commitments: the
+    agreement version's records in scope), the inventory items and days (recurring fees), the
+    event records (event fees)."""
+    d = row.data
+    det = d.get("details", {})
+    out = [f"  charge {d['kind']} \"{d['charge_name']}\" (stage {d['stage']}), rule {':'.join(map(str, d['rule_span'][:3]))}",
+           f"    agreement {d['agreement']} v{d['agreement_version']} (sha256 {d['agreement_hash']})",
+           f"    key {d['key']}"]
+    if d.get("corrects"):
+        out.append(f"    corrects {d['corrects']} (billed before: {det.get('billed_before')}, now {det.get('now')})")
+    apps = list(s.scalars(select(M.ChargeApplication.key).where(M.ChargeApplication.charge_line_id == row.id)
+                          .order_by(M.ChargeApplication.id)))
+    if apps:
+        out.append(f"    billed for the first time: {len(apps)} application(s)"
+                   + (f", e.g. {apps[0]}" if len(apps) > 1 else f": {apps[0]}"))
+    out.append(f"    exact {d.get('exact') or det.get('exact')} {d['currency']} -> {d['amount']} {d['currency']} "
+               f"({det.get('rounding', 'rounded once')})")
+    for k, v in det.items():
+        if k in ("exact", "rounding", "per_application"):
+            continue
+        out.append(f"    {k}: {v}")
+    records = pa.table({})
+    kind = d["kind"]
+    if kind == "surcharge":
+        f = s.scalars(select(M.RecordChargeFile).where(M.RecordChargeFile.cycle_id == row.cycle_id)).first()
+        if f is not None and f.rows:
+            store.data.verify(f.path, f.sha256)
+            t = pq.read_table(store.data.abs(f.path))
+            records = t.filter(pc.and_(pc.equal(t.column("charge"), d["charge_name"]),
+                                       pc.equal(t.column("agreement_hash"), d["agreement_hash"])))
+            out.append(f"    behind it: {records.num_rows} record(s) the surcharge applied to, in {f.path} "
+                       f"(sha256 {f.sha256[:12]}...)")
+    elif kind in ("tiered_price", "volume_discount", "commitment", "revenue_share"):
+        f = s.scalars(select(M.DataFile).where(M.DataFile.cycle_id == row.cycle_id, M.DataFile.kind == "rated")).first()
+        if f is not None and f.rows:
+            store.data.verify(f.path, f.sha256)
+            records = _scoped(pq.read_table(store.data.abs(f.path)), d["agreement_hash"], d.get("scope") or [])
+            out.append(f"    behind it: {records.num_rows} rated record(s) of this version in scope in this cycle "
+                       f"({f.path})" + ("; earlier cycles of the period count too" if det.get("cycles", 1) != 1 else ""))
+    elif kind in ("recurring", "one_time") and d.get("dimensions", {}).get("item"):
+        item = d["dimensions"]["item"]
+        rows = list(s.scalars(select(M.InventoryItem).where(M.InventoryItem.partner_id == row.partner_id,
+                                                            M.InventoryItem.reference == item)
+                              .order_by(M.InventoryItem.version)))
+        for r in rows:
+            out.append(f"    inventory item {r.reference} ({r.kind}) v{r.version}: quantity {r.quantity.normalize():f}, "
+                       f"active {r.activation_date} .. {r.termination_date or ''} (termination day not billed)"
+                       + (" [superseded]" if r.superseded_by_id else " [current]"))
+        if det.get("days_active"):
+            out.append(f"    days: {det.get('days_active')} active of {det.get('days_in_period')} in {det.get('period')} "
+                       f"({det.get('day_count')}), factor {det.get('factor')}")
+    elif kind == "event":
+        ids = [a.rsplit("|", 2)[1].removeprefix("event:") for a in apps]
+        out.append(f"    behind it: {len(ids)} event record(s): {', '.join(ids[:20])}" + (" ..." if len(ids) > 20 else ""))
+    return records, out
+
+
+def trace_charge(store: Store, charge_line_id: int, *, limit: int | None = None) -> list[str]:
+    """The trail of any charge line, also those not on an invoice (payable lines of the
+    settlement statement, revenue shares)."""
+    with store.reading() as s:
+        row = s.get(M.ChargeLine, charge_line_id)
+        if row is None:
+            raise StoreError(f"no charge line {charge_line_id}")
+        cyc = s.get(M.BillingCycle, row.cycle_id)
+        records, text = charge_behind(store, s, row)
+        agreement = s.scalars(select(M.AgreementVersion).where(
+            M.AgreementVersion.content_hash == row.agreement_hash)).first()
+        where = {"invoice": f"invoice line {row.invoice_line_id}", "statement": "the settlement statement (payable)",
+                 "share": "the revenue-share statements"}[row.placement]
+        out = [f"charge line {row.id} of {cyc.partner_code} {cyc.label} ({cyc.status}), on {where}: "
+               f"{row.data['description']} = {row.amount.normalize():f} {row.currency}", *text]
+        span = row.data["rule_span"]
+        src = _source_line(s, f"{span[0]}:{span[1]}:{span[2]}", agreement)
+        if src.text is not None:
+            out.append(f"    | {src.text.rstrip()}")
+        n = records.num_rows if limit is None else min(limit, records.num_rows)
+        if n:
+            cols = [c for c in ("id", "start", "direction", "service", "destination", "charge", "amount", "currency",
+                                "rule", "batch_id") if c in records.column_names]
+            out.append(f"  first {n} record(s):")
+            for r in records.select(cols).slice(0, n).to_pylist():
+                out.append("    " + "  ".join(f"{k}={v}" for k, v in r.items()))
+        return out

@@ -1,0 +1,386 @@
+"""Charges in a billing cycle: from the cycle's rated usage to charge lines, stored once and
+only once (the recipe of ``docs/charges.md``, "What the billing layer calls and stores").
+
+:func:`icdsl.billing.cycles.run_locked` calls, in order:
+
+1. :func:`split_events` on every chunk of records: event records (a porting, a SIM
+   activation: records whose ``event`` field, else whose ``service``, is the event of an
+   ``event`` charge of the partner's agreements, and that no agreement prices as a service)
+   are counted as events, not rated;
+2. the rater rates the rest with ``rate_batch_with_charges`` and sums :class:`Usage`; the
+   per-record charges are written to the cycle's record charges file;
+3. :func:`evaluate` evaluates the surcharge lines (``record_charge_lines``) and, per agreement
+   version in force during the cycle, every cycle-level charge (``evaluate_cycle``) with the
+   partner's current inventory, the cycle's events, the earlier cycles (``history``) and what
+   other cycles billed (``billed``): an application billed on another cycle is skipped, a
+   changed amount becomes a correction line. A :class:`ChargeHold` becomes an error finding
+   (``charge_hold``): the cycle stops before invoicing unless it is accepted (``--accept
+   charge_hold``: the held charge is left out of this cycle);
+4. :func:`drafts_of` turns charge lines into invoice lines (on the stream the agreement says,
+   converted into the invoice currency like traffic) or into payable lines of the settlement
+   statement (surcharges of netted services, revenue shares due to the partner);
+5. :func:`store_lines` writes every charge line (its JSON audit trail, ``key_hash`` unique) and
+   each of its applications (``key_hash`` unique: a double application is impossible), and
+   :func:`write_share_statements` one revenue-share statement per party and currency.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from icdsl.billing import models as M
+from icdsl.billing.amounts import convert, exact_sum, round_line, rounding_text
+from icdsl.billing.errors import CycleError
+from icdsl.billing.invoicing import DEFAULT_STREAM, NETTING, DraftLine, fx_for
+from icdsl.billing.periods import Period
+from icdsl.billing.validation import Finding
+from icdsl.charges.context import ChargeContext, CycleUsage, EventRecord, Usage, agreement_days
+from icdsl.charges.keys import key_hash
+from icdsl.charges.lines import STAGES, ChargeError, ChargeHold, ChargeLine, billed_amounts
+from icdsl.charges.periods import Days
+from icdsl.plan.model import Agreement, Plan
+
+HOLD = "charge_hold"
+#: stream selectors naming several kinds of charge
+KIND_ALIASES = {
+    "fees": ("recurring", "one_time", "event"),
+    "discount": ("volume_discount",),
+    "discounts": ("volume_discount",),
+    "tiered": ("tiered_price",),
+    "tiers": ("tiered_price",),
+    "commit": ("commitment",),
+    "commitments": ("commitment",),
+    "share": ("revenue_share",),
+    "shares": ("revenue_share",),
+}
+
+
+# --------------------------------------------------------------------------- events
+
+
+def event_names(plan: Plan, partner: str) -> list[str]:
+    """Event types counted by the ``event`` charges of the partner's agreements that none of
+    them prices as a service."""
+    ags = plan.agreements_for(partner)
+    services = {sp.service for a in ags for sp in a.services}
+    names = {str(c.param("event")) for a in ags for c in a.charges if c.kind == "event" and c.param("event")}
+    return sorted(names - services)
+
+
+def split_events(table: pa.Table, names: Sequence[str], timezone: str, partner: str
+                 ) -> tuple[pa.Table, list[EventRecord]]:
+    """(the records to rate, the event records) of a chunk."""
+    from icdsl.charges.context import events_from_records
+
+    if not names or table.num_rows == 0:
+        return table, []
+    which = pc.cast(table.column("service"), pa.string())
+    if "event" in table.column_names:
+        which = pc.coalesce(pc.cast(table.column("event"), pa.string()), which)
+    mask = pc.fill_null(pc.is_in(which, value_set=pa.array(list(names), pa.string())), False)
+    if not pc.any(mask).as_py():
+        return table, []
+    events = events_from_records(table.filter(mask), names, timezone, partner)
+    return table.filter(pc.invert(mask)), events
+
+
+# --------------------------------------------------------------------------- usage as JSON
+
+
+def usage_json(usage: Iterable[Usage], events: Iterable[EventRecord]) -> dict[str, Any]:
+    ev: dict[str, int] = defaultdict(int)
+    for e in events:
+        ev[e.event] += e.units
+    return {"usage": [{k: (str(v) if isinstance(v, Decimal) else v) for k, v in asdict(u).items()} for u in usage],
+            "events": dict(sorted(ev.items()))}
+
+
+def usage_of_json(data: dict[str, Any] | None) -> tuple[list[Usage], int]:
+    if not data:
+        return [], 0
+    out = []
+    for u in data.get("usage", []):
+        d = dict(u)
+        d["amount"] = Decimal(d["amount"])
+        d["record_charges"] = Decimal(d["record_charges"])
+        out.append(Usage(**d))
+    return out, sum(int(v) for v in data.get("events", {}).values())
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class Evaluated:
+    lines: list[ChargeLine] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+
+def needs_totals(plan: Plan, partner: str) -> bool:
+    """True when a per-record charge of the partner's agreements reads ``cycle.*``."""
+    from icdsl.charges.evaluate import needs_cycle_totals
+
+    sub = replace(plan, agreements=plan.agreements_for(partner))
+    return needs_cycle_totals(sub)
+
+
+def versions_in_force(plan: Plan, partner: str, days: Days) -> list[Agreement]:
+    return [a for a in plan.agreements_for(partner) if agreement_days(a).intersect(days) is not None]
+
+
+def _other_lines(s: Session, partner_id: int, cycle_id: int) -> list[tuple[M.BillingCycle, ChargeLine]]:
+    rows = s.execute(select(M.BillingCycle, M.ChargeLine).join(M.ChargeLine, M.ChargeLine.cycle_id == M.BillingCycle.id)
+                     .where(M.ChargeLine.partner_id == partner_id, M.ChargeLine.cycle_id != cycle_id)
+                     .order_by(M.ChargeLine.id)).all()
+    return [(c, ChargeLine.from_dict(ln.data)) for c, ln in rows]
+
+
+def history_of(s: Session, prow: M.Partner, per: Period, others: list[tuple[M.BillingCycle, ChargeLine]]
+               ) -> tuple[CycleUsage, ...]:
+    """The partner's earlier cycles (before this one), with their usage and charge lines."""
+    lines_by_cycle: dict[int, list[ChargeLine]] = defaultdict(list)
+    for c, ln in others:
+        lines_by_cycle[c.id].append(ln)
+    out = []
+    for c in s.scalars(select(M.BillingCycle).where(M.BillingCycle.partner_id == prow.id,
+                                                    M.BillingCycle.local_end <= per.local_start)
+                       .order_by(M.BillingCycle.local_start)):
+        usage, events = usage_of_json(c.charge_usage)
+        out.append(CycleUsage(Days(c.local_start, c.local_end), tuple(usage), events, tuple(lines_by_cycle[c.id])))
+    return tuple(out)
+
+
+def evaluate(s: Session, prow: M.Partner, per: Period, cycle_id: int, plan: Plan, usage: list[Usage],
+             events: list[EventRecord], record_charges: pa.Table | None, accept: Iterable[str] = ()) -> Evaluated:
+    """Every charge of the partner's cycle (see the module's documentation)."""
+    from icdsl.billing.inventory import partner_items
+    from icdsl.charges.evaluate import evaluate_cycle, record_charge_lines
+
+    accepted = set(accept)
+    out = Evaluated()
+    partner = plan.partner(prow.code)
+    days = Days(per.local_start, per.local_end)
+    if record_charges is not None and record_charges.num_rows:
+        try:
+            out.lines += record_charge_lines(plan, [record_charges], per.label)
+        except ChargeError as e:
+            raise CycleError(f"cycle {prow.code} {per.label}: {e}") from None
+    ags = versions_in_force(plan, prow.code, days)
+    if not ags:
+        return out
+    others = _other_lines(s, prow.id, cycle_id)
+    billed = billed_amounts(ln for _c, ln in others)
+    history = history_of(s, prow, per, others)
+    items = tuple(partner_items(s, prow.id, prow.code))
+    for ag in ags:
+        versions = tuple(a for a in plan.agreements_for(prow.code) if a.name == ag.name)
+        current = ag
+        while True:
+            ctx = ChargeContext(agreement=current, partner=partner, cycle=days, cycle_label=per.label,
+                                usage=tuple(usage), inventory=items, events=tuple(events), history=history,
+                                billed=billed, versions=tuple(current if v is ag else v for v in versions))
+            try:
+                out.lines += evaluate_cycle(ctx)
+                break
+            except ChargeHold as h:
+                ok = HOLD in accepted or "all" in accepted
+                out.findings.append(Finding(HOLD, "error", f"{h} (the cycle is held for review: accept with "
+                                            f"--accept {HOLD} to invoice it without this charge)",
+                                            validator="charges", accepted=ok,
+                                            details={"rule": str(h.span), "agreement": ag.key}))
+                if not ok:
+                    break
+                left = tuple(c for c in current.charges if c.span != h.span)
+                if len(left) == len(current.charges):
+                    break
+                current = replace(current, charges=left)
+            except ChargeError as e:
+                raise CycleError(f"cycle {prow.code} {per.label}, agreement {ag.key}: {e}") from None
+    return out
+
+
+# --------------------------------------------------------------------------- placement
+
+
+def placement(line: ChargeLine, agreement: Agreement | None, partner: str) -> tuple[str, str, bool]:
+    """(placement, stream, payable): ``invoice`` on a stream, ``statement`` (payable to the
+    partner on the settlement statement) or ``share`` (a revenue-share statement; a share due
+    to the partner itself is also payable on the settlement statement)."""
+    if line.kind == "revenue_share" or line.stage == "share":
+        return "share", NETTING, line.dimensions.get("party") == partner
+    if agreement is not None and line.kind == "surcharge" and line.scope and \
+            all(tuple(x) in agreement.netting for x in line.scope):
+        return "statement", NETTING, True
+    explicit = line.dimensions.get("stream")
+    if explicit:
+        return "invoice", str(explicit), False
+    if agreement is None or not agreement.streams:
+        return "invoice", DEFAULT_STREAM, False
+    for st in agreement.streams:
+        if ("charge", line.charge_name) in st.selectors:
+            return "invoice", st.name, False
+    for st in agreement.streams:
+        for sel in st.selectors:
+            if sel[0] == "kind" and line.kind in KIND_ALIASES.get(sel[1], (sel[1],)):
+                return "invoice", st.name, False
+    return "invoice", agreement.streams[0].name, False
+
+
+def draft_of(line: ChargeLine, agreement: Agreement | None, invoice_currency: str, fx: Any, last_day: date,
+             stream: str, netted: bool) -> DraftLine:
+    """A charge line as an invoice (or statement) line: converted into the invoice currency at
+    the cycle's last day's rate and rounded once, as traffic lines are."""
+    mode = agreement.rounding.mode if agreement is not None else "half_up"
+    q = fx_for(fx, agreement, line.currency, invoice_currency, last_day)
+    amount = line.amount if q is None else round_line(convert(line.amount, q.rate), invoice_currency, mode)
+    direction = service = None
+    if len(line.scope) == 1:
+        direction, service = line.scope[0]
+    records = line.details.get("records")
+    return DraftLine(
+        kind=line.line_kind, description=line.description[:1000], direction=direction, service=service,
+        destination=None, prefix=None, band=None, quantity=Decimal(line.quantity), unit=(line.unit or "unit")[:32],
+        rate=line.unit_price, rate_unit=(line.unit or None) and line.unit[:32] if line.unit_price is not None else None,
+        amount=amount, currency=invoice_currency, source_amount=line.amount, source_currency=line.currency, fx=q,
+        rounding=rounding_text(invoice_currency, mode), agreement_hash=line.agreement_hash or None, rule=line.rule[:1100],
+        line_key=None, record_count=records if isinstance(records, int) else None, first_start=None, last_start=None,
+        group_key=line.key[:2000], stream=stream, netted=netted, charge=line,
+        order=1 + (STAGES.index(line.stage) if line.stage in STAGES else 0),
+    )
+
+
+def drafts_of(lines: Sequence[ChargeLine], plan: Plan, partner: str, invoice_currency: str, fx: Any,
+              last_day: date) -> list[DraftLine]:
+    """The invoice lines and payable statement lines of the charge lines (shares due to other
+    parties and to us go on revenue-share statements only)."""
+    by_hash = {a.source_hash: a for a in plan.agreements}
+    out = []
+    for ln in lines:
+        ag = by_hash.get(ln.agreement_hash)
+        where, stream, payable = placement(ln, ag, partner)
+        if where == "share" and not payable:
+            continue
+        try:
+            out.append(draft_of(ln, ag, invoice_currency, fx, last_day, stream, payable))
+        except CycleError as e:
+            raise CycleError(f"{ln.rule}: charge '{ln.charge_name}': {e}") from None
+    return out
+
+
+# --------------------------------------------------------------------------- storing
+
+
+def store_lines(s: Session, cyc: M.BillingCycle, prow: M.Partner, lines: Sequence[ChargeLine], plan: Plan,
+                invoice_lines: dict[int, M.InvoiceLine], t: Any) -> None:
+    """Every charge line and its applications (see the module's documentation).
+    ``invoice_lines``: ``id(charge line)`` -> the invoice line it became."""
+    by_hash = {a.source_hash: a for a in plan.agreements}
+    seen: dict[str, str] = {}
+    for ln in lines:
+        kh = key_hash(ln.key)
+        if kh in seen:
+            raise CycleError(f"two charge lines of cycle {prow.code} {cyc.label} have the same key {ln.key}: "
+                             "a charge would be billed twice (a bug of the charge type)")
+        seen[kh] = ln.key
+        where, _stream, _payable = placement(ln, by_hash.get(ln.agreement_hash), prow.code)
+        inv = invoice_lines.get(id(ln))
+        row = M.ChargeLine(
+            cycle_id=cyc.id, partner_id=prow.id, key=ln.key, key_hash=kh, kind=ln.kind[:64],
+            charge_name=ln.charge_name[:300], agreement=ln.agreement[:300], agreement_version=ln.agreement_version,
+            agreement_hash=ln.agreement_hash, stage=ln.stage, placement=where,
+            invoice_line_id=inv.id if inv is not None else None, amount=ln.amount, currency=ln.currency,
+            corrects_hash=key_hash(ln.corrects) if ln.corrects else None, data=ln.to_dict(), created_at=t)
+        s.add(row)
+        s.flush()
+        for app, amount in ln.application_amounts().items():
+            if ln.corrects is not None:
+                continue  # a correction amends an application; it bills none for the first time
+            s.add(M.ChargeApplication(key_hash=key_hash(app), key=app, charge_line_id=row.id, cycle_id=cyc.id,
+                                      amount=amount, currency=ln.currency, created_at=t))
+    try:
+        s.flush()
+    except Exception as e:  # the unique key of an application: billed on another cycle already
+        import sqlalchemy as sa
+
+        if isinstance(e, sa.exc.IntegrityError):
+            raise CycleError(f"cycle {prow.code} {cyc.label}: a charge application is already billed on another "
+                             "cycle (the store refused to bill it twice)") from None
+        raise
+
+
+def share_lines(lines: Iterable[ChargeLine]) -> list[ChargeLine]:
+    return [ln for ln in lines if ln.kind == "revenue_share" or ln.stage == "share"]
+
+
+def write_share_statements(s: Session, cyc: M.BillingCycle, prow: M.Partner, lines: Sequence[ChargeLine],
+                           t: Any) -> list[M.ShareStatement]:
+    """One statement per party and currency of the cycle's revenue shares. Each lists the
+    party's share lines and, per split, the amount split and every party's share: the shares
+    of a split add up to its amount exactly (largest remainder at the minor unit)."""
+    shares = share_lines(lines)
+    splits: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for ln in shares:
+        k = (ln.charge_name, ln.currency, ln.agreement_hash)
+        sp = splits.setdefault(k, {"charge": ln.charge_name, "agreement": f"{ln.agreement} v{ln.agreement_version}",
+                                   "currency": ln.currency, "amount_split": ln.details.get("amount_split"),
+                                   "basis": ln.details.get("basis"), "tier": ln.details.get("tier") or "",
+                                   "parties": {}})
+        sp["parties"][ln.dimensions.get("party")] = str(ln.amount)
+    for sp in splits.values():
+        total = exact_sum(Decimal(v) for v in sp["parties"].values())
+        sp["total_of_shares"] = str(total)
+        sp["adds_up"] = sp["amount_split"] is not None and total == Decimal(sp["amount_split"])
+    by_party: dict[tuple[str, str], list[ChargeLine]] = defaultdict(list)
+    for ln in shares:
+        by_party[(str(ln.dimensions.get("party")), ln.currency)].append(ln)
+    out = []
+    for (party, cur), ls in sorted(by_party.items()):
+        items = [{"line_no": i, "kind": "revenue_share", "description": ln.description, "charge": ln.charge_name,
+                  "quantity": "1", "unit": "share", "amount": str(ln.amount), "currency": ln.currency,
+                  "share_kind": ln.dimensions.get("share_kind"), "tier": ln.dimensions.get("tier") or "",
+                  "basis": ln.details.get("basis"), "amount_split": ln.details.get("amount_split"),
+                  "exact_share": ln.details.get("exact_share"), "how": ln.details.get("how"), "rule": ln.rule,
+                  "agreement_hash": ln.agreement_hash, "key": ln.key}
+                 for i, ln in enumerate(ls, 1)]
+        mine = [sp for (name, c, h), sp in sorted(splits.items()) if c == cur and
+                any(ln.charge_name == name and ln.agreement_hash == h for ln in ls)]
+        row = M.ShareStatement(cycle_id=cyc.id, partner_id=prow.id, party=party[:64], currency=cur, status="draft",
+                               total=exact_sum(ln.amount for ln in ls),
+                               details={"period": cyc.label, "lines": items, "splits": mine,
+                                        "method": "largest remainder at the minor unit, ties to the party "
+                                                  "listed first"},
+                               created_at=t)
+        s.add(row)
+        out.append(row)
+    s.flush()
+    return out
+
+
+def receivable_items(invoices: Sequence[Any]) -> list[dict[str, Any]]:
+    """The settlement statement's receivable side itemized: each invoice's lines summed by kind,
+    direction and service (sums of rounded lines: they add up to the receivable exactly)."""
+    out = []
+    for inv in invoices:
+        acc: dict[tuple, Decimal] = {}
+        for ln in inv.lines:
+            k = (ln.kind, ln.direction or "", ln.service or "", ln.description if ln.kind != "traffic" else "")
+            acc[k] = acc.get(k, Decimal(0)) + ln.amount
+        for (kind, d, sv, desc), amount in acc.items():
+            text = desc or f"{d} {sv}".strip() or kind
+            out.append({"stream": inv.stream, "kind": kind, "description": text, "amount": str(amount),
+                        "currency": inv.currency})
+    return out
+
+
+def last_day(per: Period) -> date:
+    return per.local_end - timedelta(days=1)
