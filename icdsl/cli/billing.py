@@ -270,7 +270,8 @@ def rerate_cmd(
 
 @app.command("trace")
 def trace_cmd(
-    line: int = typer.Argument(..., help="Invoice line id (`icdsl invoice show NUMBER` lists them)."),
+    line: str = typer.Argument(..., help="Invoice line id (`icdsl invoice show NUMBER` lists them), or charge:ID "
+                               "for any charge line (`icdsl invoice show` of a statement lists them)."),
     records: int = typer.Option(10, "--records", help="Show the first N records behind the line."),
     explain: str | None = typer.Option(None, "--explain", help="Rate this record of the line again, explained "
                                        "step by step (needs --rules)."),
@@ -288,9 +289,20 @@ def trace_cmd(
     if explain is not None and not rules:
         echo_err("error: --explain needs the rules to rate with (--rules)")
         raise typer.Exit(2)
+    text = line.strip().lower()
+    if text.startswith("charge:") and text[7:].isdigit():
+        from icdsl.billing.trace import trace_charge
+
+        with opened(db, data) as store:
+            for out in trace_charge(store, int(text[7:]), limit=records):
+                typer.echo(out)
+        return
+    if not text.isdigit():
+        echo_err(f"error: '{line}' is not a line id: give an invoice line id (a number) or charge:ID")
+        raise typer.Exit(2)
     plan = _plan(rules, root)[0] if explain is not None else None
     with opened(db, data) as store:
-        tr = store.trace(line)
+        tr = store.trace(int(text))
         for text in tr.lines(records):
             typer.echo(text)
         if explain is not None:
@@ -333,6 +345,12 @@ def invoice_list(
                 continue
             table.add_row(f"stm:{st.id}", st.number or "(draft)", c.partner_code if c else "", c.label if c else "",
                           "netting", st.status, f"net {present(st.net, st.currency)}", "", "", st.currency)
+        for sh in store.share_statements():
+            c = cycles.get(sh.cycle_id)
+            if partner and (c is None or (c.partner_code != partner and sh.party != partner)):
+                continue
+            table.add_row(f"shr:{sh.id}", sh.number or "(draft)", c.partner_code if c else "", c.label if c else "",
+                          f"share: {sh.party}", sh.status, "", "", str(present(sh.total, sh.currency)), sh.currency)
         Console(width=max(120, Console().width)).print(table)
 
 
@@ -356,9 +374,13 @@ def invoice_show(
     with opened(db, data) as store:
         doc = store.document(ref)
     console = Console(width=max(120, Console().width))
-    title = {"invoice": "Invoice", "credit_note": "Credit note", "statement": "Settlement statement"}[doc["kind"]]
-    console.print(f"[bold]{title} {doc.get('number') or '(draft #' + str(doc['id']) + ')'}[/bold]  "
-                  f"{doc['partner_name']} ({doc['partner_code']})", highlight=False)
+    title = {"invoice": "Invoice", "credit_note": "Credit note", "statement": "Settlement statement",
+             "share_statement": "Revenue-share statement"}[doc["kind"]]
+    who = f"{doc['partner_name']} ({doc['partner_code']})"
+    if doc["kind"] == "share_statement":
+        who = f"party {doc['party_name']} ({doc['party']}), revenue of {doc['partner_code']}"
+    console.print(f"[bold]{title} {doc.get('number') or '(draft #' + str(doc['id']) + ')'}[/bold]  {who}",
+                  highlight=False)
     console.print(f"period {doc.get('period')} ({doc.get('period_start')} to {doc.get('period_end')}), "
                   f"stream {doc.get('stream')}, issued {doc.get('issue_date') or '-'}, due {doc.get('due_date') or '-'}, "
                   f"{doc['currency']}, {doc['status']}", highlight=False)
@@ -373,15 +395,31 @@ def invoice_show(
         if itemized:
             rate = ln.get("rate")
             ccy = ln.get("source_currency") if ln.get("source_currency") not in (None, doc["currency"]) else ""
-            table.add_row(str(ln.get("line_id") or ""), str(ln.get("line_no")), ln["description"], q,
+            table.add_row(str(ln.get("line_id") or (f"charge:{ln['charge_line_id']}" if ln.get("charge_line_id")
+                                                    else "")), str(ln.get("line_no")), ln["description"], q,
                           f"{rate} {ccy}/{ln.get('rate_unit')}".replace("  ", " ") if rate is not None else "",
                           str(ln["amount"]))
         else:
             table.add_row(ln["description"], str(ln["lines"]), f"{ln['record_count']:,}", q, str(ln["amount"]))
     console.print(table)
     if doc["kind"] == "statement":
-        console.print(f"receivable {doc['receivable']}  payable {doc['payable']}  net {doc['net']} {doc['currency']}",
-                      highlight=False)
+        for item in doc.get("receivable_items", []):
+            console.print(f"  receivable: {item['stream']}: {item['description']} {item['amount']}", highlight=False,
+                          markup=False)
+        for item in doc.get("payable_items", []):
+            console.print(f"  payable: {item['description']} {item['amount']}", highlight=False, markup=False)
+        payer = {"partner": "the partner pays us", "us": "we pay the partner", "none": "nothing to pay"}[doc["payer"]]
+        console.print(f"receivable {doc['receivable']}  payable {doc['payable']}  net {doc['net']} {doc['currency']} "
+                      f"({payer}; net = receivable - payable exactly)", highlight=False)
+    elif doc["kind"] == "share_statement":
+        for sp in doc.get("splits", []):
+            parts = " + ".join(f"{k} {v}" for k, v in sp["parties"].items())
+            console.print(f"  split {sp['charge']} ({sp['agreement']}, {sp.get('basis')}"
+                          + (f", {sp['tier']}" if sp.get("tier") else "")
+                          + f"): amount split {sp['amount_split']} = {parts}"
+                          + (" (adds up exactly)" if sp.get("adds_up") else " (DOES NOT ADD UP)"),
+                          highlight=False, markup=False)
+        console.print(f"[bold]total {doc['total']} {doc['currency']}[/bold]", highlight=False)
     else:
         console.print(f"subtotal {doc['subtotal']}  {doc['tax_label']} {doc['tax_amount']}  "
                       f"[bold]total {doc['total']} {doc['currency']}[/bold]", highlight=False)
@@ -469,3 +507,103 @@ def demo_cmd(
         raise typer.Exit(2)
     with user_errors():
         raise typer.Exit(run_demo(directory, records=records, seed=seed, db=db))
+
+
+# --------------------------------------------------------------------------- inventory
+
+inventory_app = typer.Typer(help="Inventory: ports, trunks, reservations... per partner (import, list).",
+                            no_args_is_help=True)
+app.add_typer(inventory_app, name="inventory")
+
+
+@inventory_app.command("import")
+def inventory_import(
+    file: Path = typer.Argument(..., help="Inventory CSV: partner,item_id,kind,quantity,activated[,terminated,"
+                                "description,...]."),
+    strict: bool = typer.Option(False, "--strict", help="Import nothing if a row is bad."),
+    db: str | None = _db_option(),
+    data: Path | None = _data_option(),
+) -> None:
+    """Import inventory items: new items are added, changed ones get a new version (the old one
+    is kept), unchanged ones add nothing. Bad rows are listed with their line and reason."""
+    from icdsl.billing.inventory import import_inventory
+
+    if not file.is_file():
+        echo_err(f"error: {file}: no such file")
+        raise typer.Exit(2)
+    with opened(db, data) as store:
+        rep = import_inventory(store, file, strict=strict)
+    typer.echo(str(rep))
+    raise typer.Exit(1 if rep.read.problems else 0)
+
+
+@inventory_app.command("list")
+def inventory_list(
+    partner: str | None = typer.Option(None, "--partner", help="Only this partner's items."),
+    history: bool = typer.Option(False, "--history", help="Also the versions that were superseded."),
+    db: str | None = _db_option(),
+    data: Path | None = _data_option(),
+) -> None:
+    """The inventory: each item's kind, quantity, activation and termination, version."""
+    from rich.console import Console
+    from rich.table import Table
+    from sqlalchemy import select
+
+    from icdsl.billing import models as M
+    from icdsl.billing.amounts import plain_number
+    from icdsl.billing.inventory import inventory_rows
+
+    with opened(db, data) as store, store.reading() as s:
+        codes = {p.id: p.code for p in s.scalars(select(M.Partner))}
+        if partner is not None and partner not in codes.values():
+            echo_err(f"error: partner {partner} is not in the store")
+            raise typer.Exit(1)
+        rows = inventory_rows(s, partner, history=history)
+    table = Table(title="inventory" + (" (with history)" if history else ""))
+    for col in ("partner", "item", "kind", "quantity", "activated", "terminated", "version", "description"):
+        table.add_column(col, justify="right" if col in ("quantity", "version") else "left")
+    for r in rows:
+        table.add_row(codes.get(r.partner_id, "?"), r.reference, r.kind, str(plain_number(r.quantity)),
+                      str(r.activation_date), str(r.termination_date or "-"),
+                      f"v{r.version}" + (" (superseded)" if r.superseded_by_id else ""),
+                      str((r.attributes or {}).get("description", "")))
+    Console(width=max(120, Console().width)).print(table)
+    if not rows:
+        typer.echo("no inventory items" + (f" for {partner}" if partner else "") + ": `icdsl inventory import FILE`")
+
+
+# --------------------------------------------------------------------------- commitments
+
+
+@app.command("commitments")
+def commitments_cmd(
+    partner: str = typer.Argument(..., help="Partner code."),
+    rules: list[Path] = typer.Option([], "--rules", help=RULES_HELP),
+    as_of: str | None = typer.Option(None, "--as-of", help="Day to measure through (YYYY-MM-DD, included; default: "
+                                     "the last day with ingested records of the partner)."),
+    db: str | None = _db_option(),
+    data: Path | None = _data_option(),
+    root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
+) -> None:
+    """Progress towards the partner's commitments, mid-cycle: the ingested records of the
+    period so far are rated (nothing is stored) and compared with what is committed."""
+    from datetime import date
+
+    from icdsl.billing.commitments import commitment_progress
+    from icdsl.billing.periods import PeriodError
+
+    plan, program = _plan(rules, root)
+    with opened(db, data) as store, user_errors():
+        _load_quietly(store, plan, program)
+        day = None
+        if as_of:
+            try:
+                day = date.fromisoformat(as_of)
+            except ValueError:
+                raise PeriodError(f"--as-of '{as_of}' is not a date (YYYY-MM-DD)") from None
+        rows = commitment_progress(store, partner, plan, day)
+    if not rows:
+        typer.echo(f"{partner} has no commitment in force")
+        return
+    for r in rows:
+        typer.echo(str(r))

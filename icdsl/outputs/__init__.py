@@ -26,6 +26,8 @@ def file_stem(doc: Mapping[str, Any]) -> str:
         raw = f"draft-{doc.get('partner_code', 'x')}-{doc.get('period') or ''}-{doc.get('stream') or doc.get('kind')}"
         if doc.get("kind") == "statement":
             raw = f"draft-{doc.get('partner_code', 'x')}-{doc.get('period') or ''}-statement"
+        elif doc.get("kind") == "share_statement":
+            raw = f"draft-{doc.get('partner_code', 'x')}-{doc.get('period') or ''}-share-{doc.get('party')}"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(raw)).strip("._") or "document"
 
 

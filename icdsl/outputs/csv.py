@@ -40,7 +40,16 @@ def dumps(doc: Mapping[str, Any], *, view: str = "itemized") -> str:
         row["currency"] = ln.get("currency") or doc.get("currency")
         w.writerow([_text(row.get(c)) for c in COLUMNS])
     if doc.get("kind") == "statement":
+        for item in doc.get("receivable_items", []):
+            w.writerow([_text(dict(head, kind="receivable", stream=item.get("stream"), description=item.get("description"),
+                                   amount=item.get("amount")).get(c)) for c in COLUMNS])
         totals = [("receivable", doc.get("receivable")), ("payable", doc.get("payable")), ("net", doc.get("net"))]
+    elif doc.get("kind") == "share_statement":
+        for sp in doc.get("splits", []):
+            for party, amount in sp["parties"].items():
+                w.writerow([_text(dict(head, kind="split", description=f"{sp['charge']}: {party} of "
+                                       f"{sp.get('amount_split')}", amount=amount).get(c)) for c in COLUMNS])
+        totals = [("total", doc.get("total"))]
     else:
         totals = [("subtotal", doc.get("subtotal")), ("tax", doc.get("tax_amount")), ("total", doc.get("total"))]
     for kind, amount in totals:

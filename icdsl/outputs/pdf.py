@@ -21,7 +21,8 @@ from typing import Any
 FONT = "Helvetica"
 REPLACE = {"\u2013": "-", "\u2014": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
            "\u2026": "...", "\u2192": "->", "\u00a0": " ", "\u20ac": "EUR"}
-TITLES = {"invoice": "INVOICE", "credit_note": "CREDIT NOTE", "statement": "SETTLEMENT STATEMENT"}
+TITLES = {"invoice": "INVOICE", "credit_note": "CREDIT NOTE", "statement": "SETTLEMENT STATEMENT",
+          "share_statement": "REVENUE-SHARE STATEMENT"}
 
 
 def latin1(text: Any) -> str:
@@ -99,16 +100,19 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized") -> bytes:
              ("Due date", _date(doc.get("due_date"))),
              ("Period", f"{doc.get('period') or ''} ({_date(doc.get('period_start'))} to {_date(doc.get('period_end'))})"),
              ("Currency", doc.get("currency"))]
-    if kind != "statement" and doc.get("stream") and doc.get("stream") != "main":
+    if kind not in ("statement", "share_statement") and doc.get("stream") and doc.get("stream") != "main":
         facts.append(("Invoice stream", doc.get("stream")))
     pdf.ln(11)
     top = pdf.get_y()
     pdf.set_font(FONT, "B", 9)
     pdf.cell(width * 0.5, 5, "Bill to" if kind != "statement" else "Counterparty", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font(FONT, "", 10)
-    pdf.multi_cell(width * 0.5, 5, latin1(doc.get("partner_name")), new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(width * 0.5, 5, latin1(doc.get("party_name") if kind == "share_statement"
+                                          else doc.get("partner_name")), new_x="LMARGIN", new_y="NEXT")
     pdf.set_font(FONT, "", 9)
     who = f"Partner code {doc.get('partner_code')}"
+    if kind == "share_statement":
+        who = f"Party {doc.get('party')}, shares of the revenue of {doc.get('partner_code')}"
     if doc.get("partner_country"):
         who += f", {doc.get('partner_country')}"
     pdf.cell(width * 0.5, 5, latin1(who), new_x="LMARGIN", new_y="NEXT")
@@ -150,6 +154,12 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized") -> bytes:
             "What we owe you for the netted services of the period (the amounts your own invoice should "
             "show), offset against our invoices of the same period."), new_x="LMARGIN", new_y="NEXT")
         pdf.ln(2)
+    if kind == "share_statement":
+        pdf.set_font(FONT, "", 9)
+        pdf.multi_cell(width, 4.5, latin1(
+            "Your shares of the period's revenue. Below the lines, each split: the amount split and every "
+            "party's share; the shares add up to the amount split exactly."), new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(2)
     table_head()
     row_h = 5
     for i, ln in enumerate(lines, 1):
@@ -182,9 +192,29 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized") -> bytes:
     pdf.line(pdf.l_margin + width * 0.55, pdf.get_y(), pdf.l_margin + width, pdf.get_y())
     pdf.ln(1)
     ccy = doc.get("currency") or ""
+    if kind == "statement" and doc.get("receivable_items"):
+        pdf.set_font(FONT, "B", 8.5)
+        pdf.cell(width, 5, "Receivable: our invoices of the period", new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font(FONT, "", 8.5)
+        for item in doc["receivable_items"]:
+            need(5)
+            pdf.cell(width * 0.82, 5, latin1(f"{item.get('stream')}: {item.get('description')}"))
+            pdf.cell(width * 0.18, 5, latin1(money_text(item.get("amount"))), align="R", new_x="LMARGIN",
+                     new_y="NEXT")
+    if kind == "share_statement":
+        pdf.set_font(FONT, "", 8.5)
+        for sp in doc.get("splits", []):
+            need(10)
+            parts = " + ".join(f"{k} {money_text(v)}" for k, v in sp["parties"].items())
+            pdf.multi_cell(width, 4.5, latin1(
+                f"{sp['charge']} ({sp['agreement']}, {sp.get('basis')}{', ' + sp['tier'] if sp.get('tier') else ''}): "
+                f"amount split {money_text(sp.get('amount_split'))} {sp['currency']} = {parts}"
+                + (" (adds up)" if sp.get("adds_up") else "")), new_x="LMARGIN", new_y="NEXT")
     if kind == "statement":
         rows = [("Receivable (our invoices)", doc.get("receivable"), False),
                 ("Payable (netted lines above)", doc.get("payable"), False), ("Net balance", doc.get("net"), True)]
+    elif kind == "share_statement":
+        rows = [("Total of your shares", doc.get("total"), True)]
     else:
         tax_label = doc.get("tax_label") or "Tax"
         rows = [("Subtotal", doc.get("subtotal"), False), (tax_label, doc.get("tax_amount"), False),
@@ -218,7 +248,7 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized") -> bytes:
                      f"{_date(fx['effective_from'])})")
     if doc.get("rounding"):
         notes.append(f"Rounding: {doc['rounding']}.")
-    if view == "summary" and kind != "statement":
+    if view == "summary" and kind not in ("statement", "share_statement"):
         notes.append("Summary view: the lines added up by service; the itemized invoice lists each destination.")
     if notes:
         need(6 + 4 * len(notes))
