@@ -35,7 +35,7 @@ from icdsl.lang.values import (
     parse_time,
     valid_timezone,
 )
-from icdsl.plan.model import Rounding, Span
+from icdsl.plan.model import RateColumns, Rounding, Span
 
 DEFAULT_ROUNDING = Rounding(6, "half_up")
 MAX_PRECISION = 12
@@ -612,18 +612,84 @@ class Checker:
             if deck is None:
                 return
             si.deck = deck
+            if deck.columns is not None:
+                si.rows = deck.columns
+                self._columns(si, deck.columns)
+                return
             si.rows = deck.rows
         else:
             si.rows = list(dp.rows)
         self._rows(si)
 
-    def _rows(self, si: ServiceInfo) -> None:
+    def _columns(self, si: ServiceInfo, deck: RateColumns) -> None:
+        """The checks of :meth:`_rows` on a deck read as columns (each value is well formed:
+        the columnar reader checked it)."""
+        bands = self._bands(si)
+        span = deck.span_at
+        if deck.bands:
+            if si.calendar is None:
+                self.error("E308", "this rate has prices per band, but the service has no calendar", span(0),
+                           "add 'calendar NAME' to the service or the agreement")
+            else:
+                for b, col in deck.bands:
+                    first = next((i for i, v in enumerate(col) if v is not None), None)
+                    if b not in bands and first is not None:
+                        self.error("E207", f"band '{b}' is not a band of calendar "
+                                           f"'{si.calendar.name.text if si.calendar.name else 'bands'}'",
+                                   span(first), did_you_mean(b, bands, "its bands"))
+                complete = bands <= {b for b, _ in deck.bands} and all(None not in col for _, col in deck.bands)
+                if not complete:
+                    missing = [i for i in range(len(deck))
+                               if (deck.rate is None or deck.rate[i] is None)
+                               and not bands <= {b for b, col in deck.bands if col[i] is not None}]
+                    if missing:
+                        i = missing[0]
+                        bs = sorted(bands - {b for b, col in deck.bands if col[i] is not None})
+                        more = f" (and {len(missing) - 1} more rows)" if len(missing) > 1 else ""
+                        self.error("E309", f"prefix {deck.prefixes[i]} has no price for band{'s' * (len(bs) > 1)} "
+                                           f"{', '.join(repr(b) for b in bs)}{more}", span(i),
+                                   "give every band of the calendar a price, e.g. peak 0.0200 offpeak 0.0100")
+        starts = deck.effective_from or (None,) * len(deck)
+        until = deck.effective_to or (None,) * len(deck)
+        for d in sorted({d for d in starts + until if d}):
+            if parse_date(d) is None:
+                i = starts.index(d) if d in starts else until.index(d)
+                self.error("E204", f"'{d}' is not a date", span(i))
+        if deck.effective_from is not None and deck.effective_to is not None:
+            for i, (a, b) in enumerate(zip(starts, until, strict=True)):
+                if a and b:
+                    da, db = parse_date(a), parse_date(b)
+                    if da and db and db <= da:
+                        self.error("E302", f"prefix {deck.prefixes[i]} ends ({b}) before it starts ({a})",
+                                   span(i))
+        seen: dict[tuple[str, str | None], int] = {}
+        setdefault = seen.setdefault
+        for i, key in enumerate(zip(deck.prefixes, starts, strict=True)):
+            first = setdefault(key, i)
+            if first != i:
+                if self._same_rates(deck, first, i):
+                    self.warning("W302", f"prefix {key[0]} is listed twice with the same rates", span(i),
+                                 f"the first is at {span(first)}")
+                else:
+                    self.error("E306", f"prefix {key[0]} is listed twice with different rates", span(i),
+                               f"the first is at {span(first)}; keep one, or give the new one a 'from' date")
+
+    @staticmethod
+    def _same_rates(deck: RateColumns, a: int, b: int) -> bool:
+        cols = [deck.rate, deck.connect_fees, deck.increments] + [c for _, c in deck.bands]
+        return all(c is None or c[a] == c[b] for c in cols)
+
+    def _bands(self, si: ServiceInfo) -> set[str]:
         bands = set(si.calendar.rules and [r.band.text for r in si.calendar.rules] or ()) if si.calendar else set()
         if si.calendar is not None:
             bands.update(h.band.text for h in si.calendar.holidays)
             bands.update(d.band.text for d in si.calendar.dates)
             if si.calendar.default is not None:
                 bands.add(si.calendar.default.text)
+        return bands
+
+    def _rows(self, si: ServiceInfo) -> None:
+        bands = self._bands(si)
         seen: dict[tuple[str, str | None], ast.RateRowNode] = {}
         unknown_band_reported: set[str] = set()
         missing = 0

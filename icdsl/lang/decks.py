@@ -18,7 +18,7 @@ from pathlib import Path
 
 from icdsl.lang import ast
 from icdsl.lang.diagnostics import Diagnostic, did_you_mean
-from icdsl.plan.model import Span
+from icdsl.plan.model import Increments, RateColumns, Span
 
 FIELDS = ("prefix", "destination", "rate", "connect_fee", "increments", "initial", "subsequent", "effective",
           "until")
@@ -34,6 +34,8 @@ DEFAULT_NAMES = {
     "until": ("until", "effective_to", "valid_to"),
 }
 MAX_ROW_ERRORS = 20
+#: read decks as columns when they allow it (tests turn it off to compare with the row reader)
+COLUMNAR = True
 _BAND_COL = re.compile(r"(?:rate_(\w+)|(\w+)_rate)\Z", re.I)
 _INCR = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*\Z")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
@@ -41,11 +43,15 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 
 @dataclass
 class Deck:
+    """A deck as read: its rows as AST nodes (the row-by-row reader), or as columns (the
+    columnar reader, the usual case: ``columns`` set and ``rows`` empty)."""
+
     path: str
     sha256: str
     header: list[str]
     rows: list[ast.RateRowNode] = field(default_factory=list)
     bands: tuple[str, ...] = ()
+    columns: RateColumns | None = None
 
 
 _DECIMALS: dict[str, Decimal | None] = {}
@@ -139,6 +145,11 @@ def read_deck(path: Path, shown: str, mapping: tuple[ast.DeckColumn, ...], delim
         return None, [Diagnostic("E403", f"the rate deck {shown} has no rate column", ref_span,
                                  f"its columns are: {', '.join(header)}; map one with columns {{ rate \"...\" }}")]
     deck = Deck(shown, sha, header, bands=tuple(band_cols))
+    deck.columns = _columns(text, delim, header, cols, band_cols, shown) if COLUMNAR else None
+    if deck.columns is not None:
+        if not len(deck.columns):
+            diags.append(Diagnostic("W401", f"the rate deck {shown} has no rows", ref_span, severity="warning"))
+        return deck, diags
     rows = deck.rows
     width = len(header)
     errors = 0
@@ -168,6 +179,116 @@ def read_deck(path: Path, shown: str, mapping: tuple[ast.DeckColumn, ...], delim
     if not rows and not diags:
         diags.append(Diagnostic("W401", f"the rate deck {shown} has no rows", ref_span, severity="warning"))
     return deck, diags
+
+
+def _columns(text: str, delim: str, header: list[str], cols: dict[str, int], band_cols: dict[str, int],
+             shown: str) -> RateColumns | None:
+    """The whole deck read by Arrow into columns, each distinct value checked once with the
+    same rules as :func:`_row`. None when any row needs the row-by-row reader: a row with a
+    problem (which that reader reports at its line), blank lines or line breaks inside quotes
+    (row numbers would no longer be line numbers), or a file Arrow reads differently."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    body = text.replace("\r\n", "\n")
+    if not body.endswith("\n"):
+        body += "\n"
+    width = len(header)
+    names = [f"c{i}" for i in range(width)]
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(body.encode("utf-8")),
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=1 << 24),
+            parse_options=pacsv.ParseOptions(delimiter=delim, newlines_in_values=False, ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                                 strings_can_be_null=False, quoted_strings_can_be_null=False))
+    except (pa.ArrowInvalid, ValueError):
+        return None
+    n = table.num_rows
+    if body.count("\n") != n + 1:
+        return None
+
+    def column(i: int | None, convert) -> tuple | None:
+        """The column's values converted (distinct values once); raises _Slow on a bad one."""
+        if i is None:
+            return None
+        enc = table.column(i).combine_chunks().dictionary_encode()
+        conv = [convert(v) for v in enc.dictionary.to_pylist()]
+        return tuple(conv[k] for k in enc.indices.to_numpy(zero_copy_only=False).tolist())
+
+    def prefix(v: str):
+        p = v.strip().lstrip("+")
+        if not p.isdigit():
+            raise _Slow
+        return p
+
+    def money(v: str):
+        if not v.strip():
+            return None
+        d = _decimal(v)
+        if d is None or d < 0:
+            raise _Slow
+        return d
+
+    def date_text(v: str):
+        t = v.strip()
+        if not t:
+            return None
+        if not _DATE.match(t):
+            raise _Slow
+        return t
+
+    def seconds(v: str):
+        t = v.strip()
+        if t and (not t.isdigit() or int(t) <= 0):
+            raise _Slow
+        return int(t) if t else None
+
+    def increments(v: str):
+        if not v.strip():
+            return None
+        m = _INCR.match(v)
+        if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
+            raise _Slow
+        return _increment_obj(int(m.group(1)), int(m.group(2)))
+
+    try:
+        prefixes = column(cols["prefix"], prefix)
+        destinations = column(cols.get("destination"), str.strip) or ("",) * n
+        rate = column(cols.get("rate"), money)
+        bands = tuple((b, column(i, money)) for b, i in band_cols.items())
+        connect = column(cols.get("connect_fee"), money)
+        incs = None
+        if cols.get("increments") is not None:
+            incs = column(cols["increments"], increments)
+        elif cols.get("initial") is not None and cols.get("subsequent") is not None:
+            a, b = column(cols["initial"], seconds), column(cols["subsequent"], seconds)
+            if any((x is None) != (y is None) for x, y in zip(a, b, strict=True)):
+                raise _Slow
+            incs = tuple(_increment_obj(x, y) if x is not None else None for x, y in zip(a, b, strict=True))
+        start = column(cols.get("effective"), date_text)
+        until = column(cols.get("until"), date_text)
+    except _Slow:
+        return None
+    priced = ([rate] if rate is not None else []) + [c for _, c in bands]
+    if not priced or any(all(c[i] is None for c in priced) for i in range(n)):
+        return None  # a row without any rate: the row-by-row reader reports it
+    return RateColumns(shown, prefixes, destinations, rate, bands, connect, incs, start, until,
+                       tuple(range(2, n + 2)))
+
+
+class _Slow(Exception):
+    """A value the columnar reader leaves to the row-by-row reader."""
+
+
+_INCREMENT_OBJS: dict[tuple[int, int], Increments] = {}
+
+
+def _increment_obj(a: int, s: int) -> Increments:
+    got = _INCREMENT_OBJS.get((a, s))
+    if got is None:
+        got = _INCREMENT_OBJS[(a, s)] = Increments(a, s)
+    return got
 
 
 def _row(rec, lineno, width, header, p_i, d_i, r_i, c_i, inc_i, ini_i, sub_i, e_i, u_i, band_items, shown, rows):

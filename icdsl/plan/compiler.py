@@ -195,6 +195,8 @@ class Compiler:
         dp = si.node.destination_price
         if dp is None:
             return None
+        if isinstance(si.rows, m.RateColumns):  # a deck read as columns is already the plan's rows
+            return m.RateTable(si.rows, si.currency, si.unit, si.deck.path, si.deck.sha256, dp.span)
         rows = []
         for r in si.rows:
             prices = list(r.band_prices)

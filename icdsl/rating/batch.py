@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from icdsl.money import div_round_int
-from icdsl.plan.model import Agreement, Plan, ServicePlan
+from icdsl.plan.model import Agreement, Plan, RateColumns, ServicePlan
 from icdsl.rating import result as R
 from icdsl.rating.calendar import DAY_US, EPOCH_ORDINAL, US, book, local_day_steps
 from icdsl.rating.kernels import (
@@ -993,7 +993,12 @@ class _GroupFields:
             dest = rules.destinations
             if dest is None:
                 return Col.const("", self.n)
-            values = [r.destination if name == "destination" else r.prefix for r in dest.rows]
+            if name == "prefix":
+                values = list(dest.prefixes)
+            elif isinstance(dest.rows, RateColumns):
+                values = list(dest.rows.destinations)
+            else:
+                values = [r.destination for r in dest.rows]
             return Col.keyed(np.maximum(b.row[pos], 0), values)
         if name == "billed_s":
             if rules.kind != KIND_TIME:

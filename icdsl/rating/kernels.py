@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from icdsl.plan.model import RateColumns
 from icdsl.rating.select import KIND_TIME, ServiceRules, decimals, money_text
 
 EXACT = Context(prec=400, traps=[Inexact, Rounded, InvalidOperation, Overflow])
@@ -323,6 +324,23 @@ def _absmax(x) -> int:
     return max((abs(v) for v in x), default=0)
 
 
+def _column_prices(columns: RateColumns, bands: tuple[str, ...]) -> list[list[Decimal | None]]:
+    """``row.price_for(band)`` for every band and row of a deck held as columns: the band's own
+    column where it has a value, else the rate for every band."""
+    own = dict(columns.bands)
+    star = columns.rate
+    out = []
+    for band in bands:
+        col = own.get(band)
+        if col is None:
+            out.append(list(star) if star is not None else [None] * len(columns))
+        elif star is None or None not in col:
+            out.append(list(col))
+        else:
+            out.append([v if v is not None else s for v, s in zip(col, star, strict=True)])
+    return out
+
+
 def _band_prices(rows, bands: tuple[str, ...]) -> list[list[Decimal | None]]:
     """``row.price_for(band)`` for every band and row, one pass per distinct price layout."""
     cols: list[list[Decimal | None]] = [[None] * len(rows) for _ in bands]
@@ -387,7 +405,15 @@ class ServiceKernel:
         self.nrows = nrows = max(len(rows), 1)
         bands = rules.bands
         self.nbands = len(bands)
-        if dest is not None:
+        columns = rows if isinstance(rows, RateColumns) else None
+        if columns is not None:  # a deck as columns: the same values without row objects
+            price_cols = _column_prices(columns, bands)
+            fee_col = ([f if f is not None else sp.connect_fee for f in columns.connect_fees]
+                       if columns.connect_fees is not None else [sp.connect_fee] * len(columns))
+            incs = columns.increments or (None,) * len(columns)
+            inc_i = [x.initial if x is not None else sp.increments.initial for x in incs]
+            inc_s = [x.subsequent if x is not None else sp.increments.subsequent for x in incs]
+        elif dest is not None:
             price_cols = _band_prices(rows, bands)
             fee_col = [r.connect_fee if r.connect_fee is not None else sp.connect_fee for r in rows]
             inc_i = [
@@ -479,9 +505,15 @@ class ServiceKernel:
 
         # texts: prefix per row, destination and rule dictionaries
         if dest is not None:
-            self.prefix_dict = pa.array([r.prefix for r in rows], type=pa.string())
-            dd = pa.array([r.destination for r in rows], type=pa.string()).dictionary_encode()
-            rd = pa.array([str(r.span) for r in rows], type=pa.string()).dictionary_encode()
+            if columns is not None:
+                prefixes, names, spans = columns.prefixes, columns.destinations, columns.spans()
+            else:
+                prefixes = [r.prefix for r in rows]
+                names = [r.destination for r in rows]
+                spans = [str(r.span) for r in rows]
+            self.prefix_dict = pa.array(prefixes, type=pa.string())
+            dd = pa.array(names, type=pa.string()).dictionary_encode()
+            rd = pa.array(spans, type=pa.string()).dictionary_encode()
             self.dest_code = np.asarray(dd.indices.to_numpy()).astype(np.int32)
             self.rule_code = np.asarray(rd.indices.to_numpy()).astype(np.int32)
             self.dest_dict = dd.dictionary
@@ -499,7 +531,7 @@ class ServiceKernel:
         self.epoch_cuts = (
             np.array(dest.epochs(), dtype=np.int64) if dest is not None else np.zeros(0, np.int64)
         )
-        digit = dest is not None and all(r.prefix.isdigit() or r.prefix == "" for r in rows)
+        digit = dest is not None and all(p.isdigit() or p == "" for p in dest.prefixes)
         self.key_digits = dest.maxlen if dest is not None else 0
         # the table handles digit prefixes of up to 16 digits; anything else uses the dict matcher
         self.vector_match = dest is not None and digit and self.key_digits <= 16
@@ -525,7 +557,7 @@ class ServiceKernel:
                 live.sort(key=lambda i: (dest.start[i], i))
             else:
                 live = list(range(len(dest.rows)))
-            prefixes = [dest.rows[i].prefix for i in live]
+            prefixes = [dest.prefixes[i] for i in live]
             table = PrefixTable(prefixes, live, self.key_digits) if live else None
             self._tables[epoch] = table
             return table

@@ -31,11 +31,12 @@ Units
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from icdsl.plan.model import Agreement, Increments, Plan, RateRow, ServicePlan, Span, VolumeUnit
+from icdsl.plan.model import Agreement, Increments, Plan, RateColumns, RateRow, ServicePlan, Span, VolumeUnit
 from icdsl.rating.calendar import calendar_bands
 
 # unit -> seconds per priced unit; and bytes per priced unit when the compiler left
@@ -129,23 +130,45 @@ def in_force(agreement: Agreement, day_ordinal: int) -> bool:
 # --------------------------------------------------------------------------- destinations
 
 
+def _ordinals(texts: Sequence[str | None] | None, missing: int, n: int) -> list[int]:
+    if texts is None:
+        return [missing] * n
+    cache: dict[str | None, int] = {}
+    out = []
+    for t in texts:
+        o = cache.get(t)
+        if o is None:
+            o = cache[t] = ordinal(date.fromisoformat(t), missing) if t else missing
+        out.append(o)
+    return out
+
+
 class Destinations:
     """Longest-prefix match over one rate table, honouring effective dates."""
 
-    def __init__(self, rows: tuple[RateRow, ...]):
+    def __init__(self, rows: Sequence[RateRow]):
         self.rows = rows
-        self.start = [ordinal(r.effective_from, FAR_PAST) for r in rows]
-        self.stop = [ordinal(r.effective_to, FAR_FUTURE) for r in rows]
-        self.dated = any(r.effective_from is not None or r.effective_to is not None for r in rows)
+        if isinstance(rows, RateColumns):  # a deck as columns: no row objects needed
+            n = len(rows)
+            self.start = _ordinals(rows.effective_from, FAR_PAST, n)
+            self.stop = _ordinals(rows.effective_to, FAR_FUTURE, n)
+            self.dated = any(rows.effective_from or ()) or any(rows.effective_to or ())
+            prefixes = rows.prefixes
+        else:
+            self.start = [ordinal(r.effective_from, FAR_PAST) for r in rows]
+            self.stop = [ordinal(r.effective_to, FAR_FUTURE) for r in rows]
+            self.dated = any(r.effective_from is not None or r.effective_to is not None for r in rows)
+            prefixes = [r.prefix for r in rows]
+        self.prefixes = prefixes
         # one row per prefix and no dates (the usual deck): a plain dict does it
-        self.single = {r.prefix: i for i, r in enumerate(rows)}
+        self.single = {p: i for i, p in enumerate(prefixes)}
         self.maxlen = max((len(p) for p in self.single), default=0)
         self.general = self.dated or len(self.single) != len(rows)
         self.by_prefix: dict[str, tuple[int, ...]] = {}
         if self.general:
             by_prefix: dict[str, list[int]] = {}
-            for i, r in enumerate(rows):
-                by_prefix.setdefault(r.prefix, []).append(i)
+            for i, p in enumerate(prefixes):
+                by_prefix.setdefault(p, []).append(i)
             # preference inside one prefix: later effective_from first, then later row
             self.by_prefix = {
                 p: tuple(sorted(ix, key=lambda i: (self.start[i], i), reverse=True))
