@@ -70,20 +70,45 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def icdsl_charge_types() -> list[type[ChargeType]]:
     """Charge types: what a ``charge NAME "label" { key: value ... }`` statement means.
 
-    Return subclasses of :class:`icdsl.charges.base.ChargeType`. Each has a unique ``name`` (the
-    word after ``charge`` in rule files, or the built-in statement it implements: ``surcharge``,
-    ``recurring``...), a ``description``, the parameters of the generic form (``required``,
-    ``optional``, ``params`` with a sentence each) and the methods:
+    Return subclasses of :class:`icdsl.charges.base.ChargeType` (in practice of one of the two
+    evaluation classes below). Each has a unique ``name`` (the word after ``charge`` in rule
+    files, or the built-in statement it implements: ``surcharge``, ``recurring``...), a
+    ``description``, and:
 
-    - ``check(node, checker)``: report mistakes with ``checker.error(code, message, span, help)``;
-      the checker offers value checks (``money``, ``percent``, ``word``, ``seconds``, ``expr``...);
-    - ``compile(node, compiler)``: return the plan parameters, a tuple of (key, value) pairs of
-      plain immutable values (``compiler.value(x)`` converts any AST value).
+    **Syntax and parameters.** The generic form's parameters: ``required`` and ``optional``
+    (tuples of keys) and ``params`` (a sentence each, shown in help lines). Values arrive as
+    AST values (:mod:`icdsl.lang.ast`: ``Money``, ``MoneyPer``, ``Percent``, ``Quantity``,
+    ``Num``, ``Str``, ``Ident``, ``ListValue``, nested ``MapValue`` blocks). The options after
+    the block (``, stream``, ``, tax``, ``, when``, ``, of``, ``, prorate``...) are the core's.
 
-    Evaluation (amounts from records and cycle quantities) is added to the same class by the
-    charge-evaluation work; see "Charge types" in ``docs/plugins.md``.
+    **Checker rules** ``check(node, checker)``: report mistakes with ``checker.error(code,
+    message, span, help)`` / ``checker.warning``, never raise. The default checks ``required``
+    / ``optional`` (E119 missing, E120 unknown with "did you mean"); the checker offers value
+    checks (``money``, ``percent``, ``word``, ``seconds``, ``currency_matches``, ``expr``...)
+    and ``checker.agreement`` (the agreement being checked: ``currency``, ``timezone``).
 
-    No parameters. Not firstresult: every plugin's list is used; the lists are concatenated.
+    **Compilation** ``compile(node, compiler) -> tuple[(key, value), ...]``: the plan
+    parameters as plain immutable values (``compiler.value(x)`` converts any AST value:
+    ``Price``, ``Money``, ``Decimal``, text, tuples, condition ``Expr`` trees).
+
+    **Evaluation, for both executors** (:mod:`icdsl.charges.evaluate`):
+
+    - cycle-level, :class:`~icdsl.charges.evaluate.CycleChargeType`: ``evaluate(charge, ctx)
+      -> list[ChargeLine]`` once per cycle from a :class:`~icdsl.charges.context.ChargeContext`
+      (usage, inventory, event records, history), with a ``stage`` (charge, discount,
+      commitment, share); optional ``event_types(charge)`` names the event records it reads;
+    - per record, :class:`~icdsl.charges.evaluate.RecordChargeType` (``per_record = True``):
+      ``evaluate_record(charge, RecordView) -> RecordAmount | None`` for the row executor and
+      ``evaluate_batch(charge, BatchView) -> BatchAmounts`` over a batch's columns for the
+      batch executor; the executor rounds each amount once, and the two must agree to the last
+      digit (``icdsl.testing.rate_both`` compares them).
+
+    Failures: a plugin type's ``check`` that raises becomes diagnostic E121 on the charge; an
+    exception from its other methods becomes a ``ChargeError`` naming the plugin, the type
+    and the rule's place (billing reports it for the cycle).
+
+    No parameters. Not firstresult: every plugin's list is used; the lists are concatenated;
+    a name already registered (by a built-in or an earlier plugin) is reported and ignored.
 
     .. versionadded:: 0.1 (hook API 1)
     """

@@ -407,10 +407,63 @@ def _item(pm: PluginManager, hook: str, plugin: str, cls: Any) -> tuple[str, Any
     if hook in _CLASSES_ONLY:
         return name, cls
     try:
-        return name, cls()
+        obj = cls()
     except Exception as exc:
         pm.problem(plugin, f"{kind} '{name}' cannot be created: {_describe_exc(exc)}; ignored")
         return None
+    info = pm.infos.get(plugin)
+    if hook == "icdsl_charge_types" and (info is None or info.source != "built-in"):
+        _guard_charge_type(obj, name, plugin)
+    return name, obj
+
+
+#: the methods of a plugin's charge type that run on the user's rules and data
+_CHARGE_METHODS = ("check", "compile", "event_types", "evaluate", "evaluate_record", "evaluate_batch")
+#: diagnostic of a charge type whose check() raised (the rule could not be checked)
+PLUGIN_CHECK_FAILED = "E121"
+
+
+def _guard_charge_type(obj: Any, name: str, plugin: str) -> None:
+    """Make the exceptions escaping a plugin's charge type say which plugin failed, where (the
+    rule's span) and what to do: ``check`` reports diagnostic E121 on the charge instead of
+    raising; the other methods raise :class:`icdsl.charges.lines.ChargeError` (what billing
+    reports for a rule that cannot be evaluated). A ``ChargeError`` the type raises on purpose
+    (bad data, with its own message) passes unchanged."""
+    for meth in _CHARGE_METHODS:
+        fn = getattr(obj, meth, None)
+        if callable(fn) and not getattr(fn, "_icdsl_guarded", False):
+            try:
+                setattr(obj, meth, _guarded(fn, meth, name, plugin))
+            except AttributeError:  # __slots__: leave it as it is
+                return
+
+
+def _guarded(fn: Any, meth: str, name: str, plugin: str) -> Any:
+    import functools
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kw: Any) -> Any:
+        from icdsl.charges.lines import ChargeError
+
+        try:
+            return fn(*args, **kw)
+        except (ChargeError, NotImplementedError):
+            raise
+        except Exception as exc:
+            target = args[0] if args else None  # the AST node (check, compile) or the plan's Charge
+            span = getattr(target, "span", None)
+            what = f"charge type '{name}' of plugin '{plugin}' failed in {meth}(): {_describe_exc(exc)}"
+            advice = "a bug of the plugin: report it to its authors with this message ('icdsl plugins' shows its version)"
+            if meth == "check" and len(args) > 1 and callable(getattr(args[1], "error", None)):
+                args[1].error(PLUGIN_CHECK_FAILED, f"{what}; this charge could not be checked", span, advice)
+                return None
+            log.error("%s", what, exc_info=exc)
+            if span is None:
+                raise ChargeError(f"{what}; {advice}") from exc
+            raise ChargeError(f"{what}; {advice}", span) from exc
+
+    call._icdsl_guarded = True  # type: ignore[attr-defined]
+    return call
 
 
 def _collect(pm: PluginManager, hook: str) -> tuple[dict[str, Any], dict[str, str]]:

@@ -34,6 +34,10 @@ Phases, and what a charge type does in each:
   ``evaluate_batch`` on a batch's columns for the batch executor) instead of this class. A type
   that implements neither is checked, compiled and shown by ``icdsl plan``, and billing reports
   it as not evaluable (never a silent zero). Conventions: ``docs/charges.md``.
+- **events** ``event_types(charge)``: the event record types the charge reads (optional).
+
+An exception escaping a *plugin's* charge type is reported naming the plugin and the rule
+(``icdsl.plugins``): E121 from ``check``, a ``ChargeError`` from the other methods.
 """
 
 from __future__ import annotations
@@ -75,3 +79,10 @@ class ChargeType:
 
     def compile(self, node: ast.ChargeNode, compiler: Any) -> tuple[tuple[str, Any], ...]:
         return tuple((p.key.text, compiler.value(p.value)) for p in node.params)
+
+    def event_types(self, charge: Any) -> tuple[str, ...]:
+        """The event record types the compiled ``charge`` reads with ``ctx.event_units(NAME)``
+        (e.g. ``slice_embb``): billing counts the cycle's records of these types as events
+        instead of rating them. Optional (default: none); added in icdsl 0.1 without changing
+        the hook API version."""
+        return ()
