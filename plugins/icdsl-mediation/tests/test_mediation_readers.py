@@ -103,7 +103,8 @@ def test_real_freeswitch_lines_are_unanswered(kit):
     assert (counts.read, counts.passed, counts.rejected) == (3, 0, 3)
     assert counts.by_reason == {"unanswered": 3}
     got = rejects.to_pylist()
-    assert got[0]["detail"] == "hangup_cause NORMAL_CLEARING but billsec 0: no billable second"
+    # NORMAL_CLEARING says how the call ended; no answer_stamp (and billsec 0): never answered
+    assert got[0]["detail"] == "hangup_cause NORMAL_CLEARING, no answer_stamp: the call was not answered"
     assert [r["id"] for r in got] == ["a5c9f6c0-e752-11e3-8bfb-65b6c3cdac7d", "e29ff0ae-e752-11e3-8bff-65b6c3cdac7d",
                                       "e38cb5b0-e752-11e3-8c0b-65b6c3cdac7d"]
     assert [r["raw"] for r in got] == lines(FREESWITCH_REAL)
@@ -171,9 +172,38 @@ def test_freeswitch_calls(kit):
     assert records.column("b_number").to_pylist() == ["34688886392"] * 3  # 0034..., +34..., national 6...
     assert records.column("duration_s").to_pylist() == [42, 30, 61]
     rej = rejects_by_row(rejects)
-    assert rej[4] == ("unanswered", "hangup_cause USER_BUSY: the call was not answered")
+    assert rej[4] == ("unanswered", "hangup_cause USER_BUSY, no answer_stamp: the call was not answered")
+    assert rej[5] == ("unanswered", "hangup_cause NO_ANSWER, no answer_stamp: the call was not answered")
     assert rej[7] == ("malformed_row", "14 fields; a line of FreeSWITCH mod_cdr_csv 'example' has 15")
     assert rej[8] == ("bad_duration", "billsec (duration_s) '3O' is not a number of seconds")
+
+
+def fs_line(cause: str, answer: str, billsec: int, uuid_tail: str) -> str:
+    return (f'"9010","9010","0034688886392","public","2026-03-04 09:20:00","{answer}","2026-03-04 09:30:00",'
+            f'"{billsec + 5}","{billsec}","{cause}","0b8f0a4e-17a5-11f1-8c2a-5b3c9d2e{uuid_tail}","","ORFR",'
+            '"PCMA","PCMA"')
+
+
+def test_freeswitch_answered_means_an_answer_stamp_whatever_the_hangup_cause(kit, tmp_path):
+    p = tmp_path / "Master.csv"
+    p.write_text("\n".join([
+        fs_line("MEDIA_TIMEOUT", "2026-03-04 09:20:05", 595, "0001"),  # answered, then RTP stopped: billable
+        fs_line("ALLOTTED_TIMEOUT", "2026-03-04 09:20:05", 300, "0002"),  # answered, hit the call limit
+        fs_line("NORMAL_CLEARING", "2026-03-04 09:20:05", 0, "0003"),  # answered, hung up at once
+        fs_line("ORIGINATOR_CANCEL", "", 0, "0004"),  # the caller gave up while ringing
+    ]) + "\n")
+    records, rejects, counts = kit.read(p, options={**MADRID, "partner": "ORFR"})
+    assert records.column("duration_s").to_pylist() == [595, 300]
+    assert records.column("disposition").to_pylist() == ["MEDIA_TIMEOUT", "ALLOTTED_TIMEOUT"]
+    assert records.column("start").to_pylist()[0] == datetime(2026, 3, 4, 8, 20, 5, tzinfo=UTC)  # answer_stamp
+    assert rejects_by_row(rejects) == {
+        3: ("unanswered", "hangup_cause NORMAL_CLEARING, answered but billsec 0: no billable second"),
+        4: ("unanswered", "hangup_cause ORIGINATOR_CANCEL, no answer_stamp: the call was not answered"),
+    }
+    # the answered option restricts the causes that are rated
+    _, rejects, _ = kit.read(p, options={**MADRID, "partner": "ORFR", "answered": "NORMAL_CLEARING"})
+    assert rejects_by_row(rejects)[1] == ("unanswered", "hangup_cause MEDIA_TIMEOUT is not one the 'answered' "
+                                                        "option lists")
 
 
 def test_answered_option_widens_what_is_rated(kit):

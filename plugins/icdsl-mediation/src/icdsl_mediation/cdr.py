@@ -5,9 +5,10 @@ A CDR line becomes a record in four steps, each of which may reject it (the firs
 
 1. **structure**: UTF-8, one CSV line (``"`` quoting), the format's number of fields, else
    ``malformed_row`` with the raw line kept (bad bytes shown as ``\\xff``);
-2. **answered**: the disposition (Asterisk) or hangup cause (FreeSWITCH) must be one the
-   ``answered`` option lists and ``billsec`` must be above 0, else ``unanswered`` (a reason this
-   plugin adds). ``duration`` is never billed: it includes the ring time;
+2. **answered**: Asterisk's disposition must be one the ``answered`` option lists (default
+   ANSWERED); a FreeSWITCH call must have an ``answer_stamp`` (and a hangup cause the
+   ``answered`` option lists, if given); and ``billsec`` must be above 0; else ``unanswered`` (a
+   reason this plugin adds). ``duration`` is never billed: it includes the ring time;
 3. **normalization** by icdsl's own intake rules (:func:`icdsl.rating.records.normalize_record`):
    ``missing_field``, ``bad_timestamp`` (also a local time that does not exist in the switch's
    time zone), ``bad_duration``, ``invalid_number``;
@@ -44,8 +45,8 @@ UNANSWERED = "unanswered"
 REASONS = {
     UNANSWERED: (
         "the switch recorded the call as not answered (Asterisk disposition other than ANSWERED, "
-        "FreeSWITCH hangup_cause other than NORMAL_CLEARING, or as the reader's 'answered' option "
-        "says) or with no billable second (billsec 0): there is nothing to rate"
+        "FreeSWITCH no answer_stamp, or a disposition / hangup cause the reader's 'answered' option "
+        "does not list) or with no billable second (billsec 0): there is nothing to rate"
     ),
 }
 
@@ -66,7 +67,8 @@ COMMON_OPTIONS = {
     "timezone": "the switch's time zone, e.g. Europe/Madrid (the CDR times are local to it); default: the layout's",
     "country": "ISO country of the switch, to turn national numbers into E.164 (default: the layout's)",
     "access_code": "the digit(s) users dial for an outside line (e.g. 0): removed when followed by 00",
-    "answered": "comma-separated dispositions / hangup causes that count as answered",
+    "answered": "comma-separated dispositions (Asterisk, default ANSWERED) / hangup causes (FreeSWITCH, "
+                "default: any, with an answer_stamp) that are rated",
 }
 
 

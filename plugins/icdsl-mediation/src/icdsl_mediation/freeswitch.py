@@ -10,9 +10,15 @@ Stamps are the switch's local time (``YYYY-MM-DD HH:MM:SS``); ``answer_stamp`` i
 unanswered call.
 
 Mapping: id = uuid; a_number = caller_id_number; b_number = destination_number; start =
-answer_stamp (start_stamp for an unanswered call); duration_s = billsec (``duration``, which
-includes the ring time, is kept as ``total_s``, never billed); rated only when hangup_cause is
-NORMAL_CLEARING and billsec > 0, else ``unanswered``.
+answer_stamp; duration_s = billsec (``duration``, which includes the ring time, is kept as
+``total_s``, never billed).
+
+Answered: ``answer_stamp`` is set and billsec > 0, whatever the hangup cause. The hangup cause
+says how a call *ended*, not whether it was answered: an answered call may end with
+``MEDIA_TIMEOUT``, ``ALLOTTED_TIMEOUT`` or ``NORMAL_UNSPECIFIED`` and is billable, while the
+FreeSWITCH documentation's own sample has ``NORMAL_CLEARING`` calls that were never answered
+(empty answer_stamp, billsec 0). Everything else is ``unanswered``. The ``answered`` option
+(comma-separated causes) additionally restricts which hangup causes are rated.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ class FreeswitchCsv(CdrReader):
     sources = {"id": "uuid", "b_number": "destination_number", "start": "answer_stamp", "duration_s": "billsec"}
     columns = COLUMNS
     field_counts = (15,)
-    answered_default = ("NORMAL_CLEARING",)
+    answered_default = ()  # any hangup cause: answered means an answer_stamp and billsec > 0
     partner_fields = ("accountcode", "context", "caller_id_name")
     disposition_label = "hangup_cause"
 
@@ -49,14 +55,18 @@ class FreeswitchCsv(CdrReader):
         return f
 
     def record(self, f: dict[str, str]) -> tuple[dict[str, Any] | None, str | None]:
-        unanswered = self.is_answered(f["hangup_cause"], f["billsec"])
-        if unanswered is not None:
-            return None, unanswered
+        cause = f["hangup_cause"].strip() or "(empty)"
+        if self.answered and cause.upper() not in self.answered:
+            return None, f"hangup_cause {cause} is not one the 'answered' option lists"
+        if not f["answer_stamp"].strip():
+            return None, f"hangup_cause {cause}, no answer_stamp: the call was not answered"
+        if whole(f["billsec"]) == 0:
+            return None, f"hangup_cause {cause}, answered but billsec 0: no billable second"
         return {
             "id": f["_id"] or None,
             "a_number": f["caller_id_number"].strip() or None,
             "b_number": self.number(f["destination_number"]),
-            "start": f["answer_stamp"].strip() or f["start_stamp"],
+            "start": f["answer_stamp"],
             "duration_s": f["billsec"],
             "total_s": whole(f["duration"]),
             "disposition": f["hangup_cause"].strip(),
