@@ -32,6 +32,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -226,6 +227,10 @@ def generate(rules: Path, records: int, seed: int) -> pa.Table:
     k = int(n["FLTX"] * .8)
     vol = np.round(rng.lognormal(10.2, 1.3, k)).astype(np.int64).clip(200, 50_000_000)
     vol[rng.random(k) < .01] = 1_572_864  # firmware downloads
+    # dashcam video uploads: 2,300,000 MB in the month whatever the number of records, so that
+    # the month reaches the first tier of the data volume discount (from 2,000,000 MB)
+    video = max(1, k // 33)
+    vol[:video] = (rng.lognormal(0.0, 0.05, video) * (2_300_000 * 1_048_576 / video)).astype(np.int64)
     add("FLTX", "outbound", "data", k, None, DATA_HOURS, volume=pa.array(vol.astype(str)),
         qos=_choice(rng, ["standard", "priority"], [.9, .1], k))
     k = int(n["FLTX"] * .15)
@@ -234,6 +239,12 @@ def generate(rules: Path, records: int, seed: int) -> pa.Table:
     k = n["FLTX"] - int(n["FLTX"] * .8) - int(n["FLTX"] * .15)
     add("FLTX", "outbound", "voice", k, _numbers(rng, np.array(["4989", "4930"]), k), VOICE_HOURS,
         duration_s=durations(k))
+    # event records: number portings with Lumière, SIM activations of Fleetrix's roll-out
+    k = max(3, records // 5000)
+    add("LUMFR", "inbound", "porting", k, _numbers(rng, np.array(["336", "337"]), k), SMS_HOURS)
+    add("LUMFR", "inbound", "porting_cancellation", max(1, k // 10), None, SMS_HOURS)
+    k = max(5, records // 1000)
+    add("FLTX", "outbound", "sim_activation", k, None, DATA_HOURS)
     good = pa.concat_tables(tables)
 
     # ---- bad rows: ~0.1 % of each kind
@@ -326,6 +337,11 @@ def run_demo(directory: Path | None, *, records: int = 300_000, seed: int = 2026
         try:
             store.load_plan(plan, program)
             partners = [p.code for p in plan.partners if plan.agreements_for(p.code)]
+            # ---- inventory: ports, trunks, short codes, SIM cards (some activated mid-March)
+            inventory = [store.import_inventory(f, strict=True) for f in sorted(Path("rules").glob("*/inventory.csv"))]
+            bad = [str(r) for r in inventory if r.read.problems]
+            if bad:
+                raise StoreError("the example inventory has bad rows: " + "; ".join(bad)[:2000])
 
             # ---- traffic
             task = progress.add_task("generating March 2026 traffic", total=records)
@@ -376,17 +392,18 @@ def run_demo(directory: Path | None, *, records: int = 300_000, seed: int = 2026
             for fmt in formats:
                 for d in docs:
                     written += write([d], out, fmt)
-                    if fmt == "pdf" and d["kind"] != "statement":
+                    if fmt == "pdf" and d["kind"] not in ("statement", "share_statement"):
                         written += write([d], out, fmt, view="summary")
                     progress.advance(task)
+            charges = {code: [ln.data for ln in store.charge_lines(reports[code].cycle_id)] for code in partners}
         finally:
             store.close()
-    _summary(console, intake, reports, partners, docs, folder, url, written, time.perf_counter() - t0)
+    _summary(console, intake, reports, partners, docs, folder, url, written, time.perf_counter() - t0, charges)
     return 1 if any(r.blocked for r in reports.values()) else 0
 
 
 def _summary(console: Any, intake: list, reports: dict, partners: list[str], docs: list[dict], folder: Path,
-             url: str, written: list[Path], elapsed: float) -> None:
+             url: str, written: list[Path], elapsed: float, charges: dict[str, list[dict]] | None = None) -> None:
     from rich.table import Table
 
     from icdsl.billing.amounts import present
@@ -442,6 +459,9 @@ def _summary(console: Any, intake: list, reports: dict, partners: list[str], doc
         for f in reports[code].findings:
             if f.severity in ("error", "warning"):
                 console.print(f"  {code}: {f}", highlight=False, markup=False)
+    if charges is not None:
+        console.print()
+        _charges(console, charges, docs)
     console.print(f"\n{len(written)} files in {folder / 'invoices'} (CSV, JSON, itemized and summary PDF); "
                   f"done in {elapsed:.1f} s.", highlight=False)
     first = next((d for d in docs if d["kind"] != "statement" and d.get("lines")), None)
@@ -451,3 +471,56 @@ def _summary(console: Any, intake: list, reports: dict, partners: list[str], doc
     if first is not None:
         console.print(f"  icdsl invoice show {first['number']} {db}", highlight=False, markup=False)
         console.print(f"  icdsl trace {first['lines'][0]['line_id']} --records 5 {db}", highlight=False, markup=False)
+    fee = next((ln for d in docs if d["kind"] == "invoice" for ln in d["lines"] if ln["kind"] == "recurring"
+                and "days" in ln["description"]), None)
+    if fee is not None:
+        console.print(f"  icdsl trace {fee['line_id']} {db}   (a prorated fee: item, days, formula)", highlight=False,
+                      markup=False)
+    share = next((d for d in docs if d["kind"] == "share_statement"), None)
+    if share is not None:
+        console.print(f"  icdsl invoice show {share['number'] or 'shr:' + str(share['id'])} {db}", highlight=False,
+                      markup=False)
+    stm = next((d for d in docs if d["kind"] == "statement"), None)
+    if stm is not None:
+        console.print(f"  icdsl invoice show {stm['number'] or 'stm:' + str(stm['id'])} {db}", highlight=False,
+                      markup=False)
+    console.print(f"  icdsl inventory list {db}", highlight=False, markup=False)
+    console.print(f"  icdsl commitments FLTX --rules {folder / 'rules' / 'mvno'} --as-of 2026-03-15 {db}",
+                  highlight=False, markup=False)
+
+
+def _charges(console: Any, charges: dict[str, list[dict]], docs: list[dict]) -> None:
+    """What the charges did: prorated recurring fees, one-time and event fees, discounts,
+    commitment shortfalls, surcharges; then the revenue-share statements and the settlements."""
+    from rich.table import Table
+
+    table = Table(title="March 2026: charges beyond traffic (each line rounded once; `icdsl trace` shows how)")
+    for col in ("partner", "charge", "line", "amount"):
+        table.add_column(col, justify="right" if col == "amount" else "left")
+    for code, lines in charges.items():
+        whole = [d for d in lines if d["kind"] == "recurring" and d.get("details", {}).get("factor") in (None, "1")]
+        for d in lines:
+            if d in whole or d["kind"] == "revenue_share":
+                continue
+            table.add_row(code, f"{d['kind']}: {d['charge_name']}", d["description"], f"{d['amount']} {d['currency']}")
+        if whole:
+            total = sum(Decimal(d["amount"]) for d in whole)
+            table.add_row(code, "recurring, whole periods", f"{len(whole)} line(s)", f"{total} {whole[0]['currency']}")
+    from rich.console import Console
+
+    wide = Console(width=max(console.width, 150), file=console.file, force_terminal=console.is_terminal,
+                   no_color=console.no_color)
+    wide.print(table)
+    for d in docs:
+        if d["kind"] == "share_statement":
+            splits = "; ".join(f"{sp['charge']}: {sp['amount_split']} = "
+                               + " + ".join(f"{k} {v}" for k, v in sp["parties"].items()) for sp in d["splits"])
+            console.print(f"  revenue share {d.get('number') or 'draft'} to {d['party']} ({d['partner_code']}): "
+                          f"{d['total']} {d['currency']}  [{splits}]", highlight=False, markup=False)
+    for d in docs:
+        if d["kind"] == "statement":
+            who = {"partner": f"{d['partner_code']} pays us", "us": f"we pay {d['partner_code']}",
+                   "none": "nothing to pay"}[d["payer"]]
+            console.print(f"  settlement {d.get('number') or 'draft'} {d['partner_code']}: receivable {d['receivable']} "
+                          f"- payable {d['payable']} = net {d['net']} {d['currency']} ({who})", highlight=False,
+                          markup=False)

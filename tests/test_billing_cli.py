@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from decimal import Decimal
 
 import pytest
 from test_billing_store import PARTNER, V1_OPEN, march_traffic, write_csv
@@ -128,11 +129,32 @@ def test_demo_small_deterministic_and_resumable_after_a_kill(tmp_path):
     console = Console(file=open(os.devnull, "w"), width=150)  # noqa: SIM115
     assert run_demo(tmp_path / "clean", records=6000, seed=5, console=console) == 0
     clean = _documents(tmp_path / "clean")
-    assert sorted(clean) == ["INV-2026-000001.json", "INV-2026-000002.json", "INV-2026-000003.json",
-                             "INV-2026-000004.json", "STM-2026-000001.json", "STM-2026-000002.json"]
-    assert {d["partner_code"] for d in clean.values()} == {"LUMFR", "BRKGB", "CPX", "FLTX"}
-    brk = next(d for d in clean.values() if d["partner_code"] == "BRKGB" and d["kind"] == "invoice")
+    kinds = sorted((d["partner_code"], d["kind"], d["stream"]) for d in clean.values())
+    assert kinds == [("BRKGB", "invoice", "fees"), ("BRKGB", "invoice", "traffic"), ("BRKGB", "statement", "netting"),
+                     ("CPX", "invoice", "main"), ("CPX", "share_statement", "share-AGGR"),
+                     ("CPX", "share_statement", "share-CPX"), ("CPX", "share_statement", "share-us"),
+                     ("CPX", "statement", "netting"), ("FLTX", "invoice", "platform"), ("FLTX", "invoice", "usage"),
+                     ("LUMFR", "invoice", "fees"), ("LUMFR", "invoice", "traffic"), ("LUMFR", "statement", "netting")]
+    brk = next(d for d in clean.values() if d["partner_code"] == "BRKGB" and d["stream"] == "traffic")
     assert brk["currency"] == "GBP" and brk["tax_note"].startswith("Reverse charge") and brk["fx"][0]["rate"] == "0.8511"
+    # the charges: a prorated fee (E1 port activated on 10 March: 22/31 x 150.00), the events,
+    # a commitment shortfall, shares that add up, settlements that net exactly
+    lum = next(d for d in clean.values() if d["partner_code"] == "LUMFR" and d["stream"] == "fees")
+    assert {"E1 port rental", "106.45"} <= {x for ln in lum["lines"] if "E1-PAR-002" in ln["description"]
+                                             and "2026-03-01" in ln["description"]
+                                             for x in (ln["description"].split(":")[0], ln["amount"])}
+    assert any(ln["kind"] == "event" and ln["description"].startswith("Number porting") for ln in lum["lines"])
+    fltx = next(d for d in clean.values() if d["partner_code"] == "FLTX" and d["stream"] == "usage")
+    assert any(ln["kind"] == "commitment" for ln in fltx["lines"])  # the first stream: no stream selects it
+    for d in clean.values():
+        if d["kind"] == "statement":
+            assert Decimal(d["net"]) == Decimal(d["receivable"]) - Decimal(d["payable"])
+            assert sum(Decimal(i["amount"]) for i in d["receivable_items"]) == Decimal(d["receivable"])
+            assert sum(Decimal(i["amount"]) for i in d["payable_items"]) == Decimal(d["payable"])
+        if d["kind"] == "share_statement":
+            assert all(sp["adds_up"] for sp in d["splits"])
+            for sp in d["splits"]:
+                assert sum(Decimal(v) for v in sp["parties"].values()) == Decimal(sp["amount_split"])
     pdfs = {p.name: p.read_bytes() for p in (tmp_path / "clean" / "invoices").glob("*.pdf")}
     # killed while invoicing the third partner, then run again: the same documents, none twice
     res = subprocess.run([sys.executable, "-c", KILL, str(tmp_path / "killed"), "cycle:before_commit", "3"],
