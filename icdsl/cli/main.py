@@ -204,8 +204,9 @@ def explain(
 def rate(
     paths: list[Path] = typer.Argument(..., help="Rule files or folders (the agreements)."),
     cdrs: Path = typer.Option(..., "--cdrs", help="Traffic file: CSV or Parquet."),
-    out: Path = typer.Option(..., "--out", help="Output: a folder (rated.parquet, rejects.parquet, summary.json) "
-                             "or a file ending in .parquet or .csv (rejects and summary beside it)."),
+    out: Path = typer.Option(..., "--out", help="Output: a folder (rated.parquet, rejects.parquet, "
+                             "record_charges.parquet, summary.json) or a file ending in .parquet or .csv (rejects, "
+                             "record charges and summary beside it)."),
     layout: str | None = typer.Option(None, help="Records layout to read the traffic file with."),
     batch_rows: int = typer.Option(500_000, help="Records per batch: memory stays bounded by it (about 0.85 GiB peak at the default)."),
     reader: str | None = typer.Option(None, help="Record reader (e.g. asterisk_csv from a plugin); "
@@ -252,7 +253,8 @@ def rate(
             echo_err(f"error: {e}")
             raise typer.Exit(1) from None
     typer.echo(summary.text())
-    typer.echo(f"wrote {summary.outputs['rated']}, {summary.outputs['rejects']}, {summary.outputs['summary']}")
+    typer.echo(f"wrote {summary.outputs['rated']}, {summary.outputs['rejects']}, "
+               f"{summary.outputs['record_charges']} (per-record charges), {summary.outputs['summary']}")
     raise typer.Exit(0 if summary.reconciles() else 3)
 
 

@@ -37,6 +37,8 @@ class RateSummary:
     totals: dict[str, Decimal] = field(default_factory=dict)  # currency -> amount
     seconds: float = 0.0
     outputs: dict[str, str] = field(default_factory=dict)
+    record_charges: int = 0  # rows of the record charges output (record x surcharge that applies)
+    charge_totals: dict[str, Decimal] = field(default_factory=dict)  # "label (CUR)" -> exact sum of rounded amounts
 
     def reconciles(self) -> bool:
         return self.read == self.rated + self.rejected + self.duplicates
@@ -47,6 +49,8 @@ class RateSummary:
             "by_reason": dict(sorted(self.by_reason.items())),
             "totals": {k: str(v) for k, v in sorted(self.totals.items())},
             "reconciles": self.reconciles(), "seconds": round(self.seconds, 3), "outputs": self.outputs,
+            "record_charges": self.record_charges,
+            "charge_totals": {k: str(v) for k, v in sorted(self.charge_totals.items())},
         }
 
     def text(self) -> str:
@@ -55,7 +59,11 @@ class RateSummary:
         check = "counts reconcile" if self.reconciles() else "COUNTS DO NOT RECONCILE"
         return (f"read {self.read:,} = rated {self.rated:,} + rejected {self.rejected:,} + duplicates "
                 f"{self.duplicates:,} ({check})" + (f"\nrejects by reason: {reasons}" if reasons else "")
-                + f"\nrated amount: {totals}\n{self.rated / self.seconds if self.seconds else 0:,.0f} records/s")
+                + f"\nrated amount: {totals}"
+                + (f"\nrecord charges (surcharges, not in the rated amount): {self.record_charges:,} ("
+                   + ", ".join(f"{k} {v}" for k, v in sorted(self.charge_totals.items())) + ")"
+                   if self.record_charges else "")
+                + f"\n{self.rated / self.seconds if self.seconds else 0:,.0f} records/s")
 
 
 def choose_layout(plan: Plan, name: str | None) -> RecordLayout | None:
@@ -173,17 +181,33 @@ def output_paths(out: Path) -> tuple[Path, Path, Path]:
     return out / "rated.parquet", out / "rejects.parquet", out / "summary.json"
 
 
+def record_charges_path(out: Path) -> Path:
+    """Where ``rate_file`` writes the per-record charges (surcharges): OUT.charges.parquet /
+    OUT.charges.csv beside a file output, record_charges.parquet in a folder output."""
+    suffix = out.suffix.lower()
+    if suffix in (".parquet", ".csv"):
+        stem = out.with_suffix("")
+        return stem.with_name(stem.name + ".charges" + suffix)
+    return out / "record_charges.parquet"
+
+
+def _plain_strings(table: pa.Table) -> pa.Table:
+    return pa.table({n: (pc.cast(c, pa.string()) if pa.types.is_dictionary(c.type) else c)
+                     for n, c in zip(table.column_names, table.columns, strict=True)})
+
+
 def rate_file(plan: Plan, cdrs: Path, out: Path, *, layout: RecordLayout | None = None,
               batch_rows: int = 500_000, progress: Callable[[int, int], None] | None = None,
               reader: str | None = None, reader_options: dict[str, str] | None = None) -> RateSummary:
-    from icdsl.rating.batch import rate_batch
+    from icdsl.rating.batch import rate_batch_with_charges
     from icdsl.readers import open_reader
 
     t0 = time.perf_counter()
     rated_path, rejects_path, summary_path = output_paths(out)
+    charges_path = record_charges_path(out)
     summary = RateSummary()
     reader = open_reader(cdrs, layout, reader=reader, options=reader_options, batch_rows=batch_rows)
-    rated_sink, rejects_sink = _Sink(rated_path), _Sink(rejects_path)
+    rated_sink, rejects_sink, charges_sink = _Sink(rated_path), _Sink(rejects_path), _Sink(charges_path)
     writer = _WriteBehind()
     intake_reject_schema = None
     try:
@@ -192,7 +216,12 @@ def rate_file(plan: Plan, cdrs: Path, out: Path, *, layout: RecordLayout | None 
                 writer.put(rejects_sink, _reject_rows(batch.rejects))
             intake_reject_schema = batch.rejects.schema
             if batch.records.num_rows:
-                rated, rejects = rate_batch(plan, batch.records)
+                # the per-record charges too (cycle.* conditions are false here: no cycle totals)
+                rated, rejects, charges = rate_batch_with_charges(plan, batch.records)
+                if charges.num_rows:
+                    charges = _plain_strings(charges)
+                    writer.put(charges_sink, charges)
+                    _add_charges(summary, charges)
                 if rated.num_rows:
                     writer.put(rated_sink, rated)
                     _add_totals(summary, rated)
@@ -205,11 +234,12 @@ def rate_file(plan: Plan, cdrs: Path, out: Path, *, layout: RecordLayout | None 
             if progress is not None:
                 progress(batch.counts.read, reader.counts.read)
     finally:
-        from icdsl.rating.result import rated_schema
+        from icdsl.rating.result import rated_schema, record_charges_schema
 
         writer.close()
         rated_sink.close(rated_schema(pa.schema([]), plan_precision(plan)))
         rejects_sink.close(intake_reject_schema)
+        charges_sink.close(_plain_strings(record_charges_schema(pa.schema([]), plan_precision(plan)).empty_table()).schema)
     c = reader.counts
     summary.read = c.read
     summary.duplicates = c.duplicates
@@ -217,7 +247,8 @@ def rate_file(plan: Plan, cdrs: Path, out: Path, *, layout: RecordLayout | None 
     for reason, n in c.by_reason.items():
         summary.by_reason[reason] = summary.by_reason.get(reason, 0) + n
     summary.seconds = time.perf_counter() - t0
-    summary.outputs = {"rated": str(rated_path), "rejects": str(rejects_path), "summary": str(summary_path)}
+    summary.outputs = {"rated": str(rated_path), "rejects": str(rejects_path), "summary": str(summary_path),
+                       "record_charges": str(charges_path)}
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
     return summary
@@ -234,6 +265,15 @@ def _add_totals(summary: RateSummary, rated: pa.Table) -> None:
         part = rated.filter(pc.equal(rated.column("currency"), cur)) if len(currencies) > 1 else rated
         total = pc.sum(part.column("amount")).as_py() or Decimal(0)
         summary.totals[cur] = summary.totals.get(cur, Decimal(0)) + Decimal(total)
+
+
+def _add_charges(summary: RateSummary, charges: pa.Table) -> None:
+    summary.record_charges += charges.num_rows
+    g = charges.group_by(["charge", "currency"], use_threads=False).aggregate([("amount", "sum")])
+    for name, cur, total in zip(g.column("charge").to_pylist(), g.column("currency").to_pylist(),
+                                g.column("amount_sum").to_pylist(), strict=True):
+        key = f"{name} ({cur})"
+        summary.charge_totals[key] = summary.charge_totals.get(key, Decimal(0)) + Decimal(total or 0)
 
 
 def _count(rejects: pa.Table) -> dict[str, int]:
