@@ -577,3 +577,18 @@ def test_table_reader_through_the_hook(tmp_path):
     records, rejects, counts = read_all(p, pm=make_plugin_manager())
     assert (counts.passed, counts.rejected) == (1, 1)
     assert rejects.column("reason").to_pylist() == ["bad_timestamp"]
+
+
+def test_the_test_command_installs_and_tests_every_example_plugin():
+    import tomllib
+
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()[-1]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"```sh\n{ci}\n```" in readme, "the README's test command and .ci/run differ"
+    testpaths = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["pytest"][
+        "ini_options"]["testpaths"]
+    for pkg in sorted(p.parent for p in (ROOT / "plugins").glob("*/pyproject.toml")):
+        rel = pkg.relative_to(ROOT).as_posix()
+        assert f"-e {rel} " in ci, f"{rel} is not installed by the test command"
+        assert f"{rel}/tests" in testpaths, f"{rel}/tests is not in pyproject's testpaths"
+        assert (pkg / "README.md").is_file() and (pkg / "tests").is_dir()
