@@ -186,6 +186,8 @@ def snapshot(store, cycle_id: int) -> dict:
     with store.session() as s:
         files = sorted((f.kind, f.path, f.sha256, f.rows, str(f.amount_totals))
                        for f in s.scalars(sa.select(M.DataFile).where(M.DataFile.cycle_id == cycle_id)))
+        files += [("record_charges", f.path, f.sha256, f.rows, str(f.amount_totals))
+                  for f in s.scalars(sa.select(M.RecordChargeFile).where(M.RecordChargeFile.cycle_id == cycle_id))]
     return {"status": cyc.status, "counts": (cyc.records_in, cyc.rated_count, cyc.rejected_count),
             "totals": cyc.totals, "invoices": invoices, "files": files}
 

@@ -452,6 +452,7 @@ class Store:
         problems = []
         with self.reading() as s:
             files = list(s.scalars(select(M.DataFile).order_by(M.DataFile.id)))
+            files += list(s.scalars(select(M.RecordChargeFile).order_by(M.RecordChargeFile.id)))
         for f in files:
             try:
                 self.data.verify(f.path, f.sha256)
