@@ -198,6 +198,7 @@ def cycle_status(
             docs = [i.number or f"draft #{i.id} {present(i.total, i.currency)} {i.currency}"
                     for i in store.invoices(c.id)]
             docs += [st.number or f"statement #{st.id}" for st in store.statements(c.id)]
+            docs += [f"{sh.number or f'shr:{sh.id}'} ({sh.party})" for sh in store.share_statements(c.id)]
             totals = ", ".join(f"{Decimal(v).normalize():f} {k}" for k, v in sorted((c.totals or {}).items())
                                if not k.startswith("_"))
             table.add_row(c.partner_code, c.label, c.status, f"{c.records_in or 0:,}", f"{c.rated_count or 0:,}",
