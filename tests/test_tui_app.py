@@ -240,7 +240,7 @@ def test_picking_a_record_explains_its_rating_and_steps_open_their_rules(tutoria
 
 
 def test_keys_are_remappable_help_lists_them_and_the_palette_opens_files(tutorial):
-    app = IcdslApp(tutorial, keymap={"icdsl.help": "f12", "icdsl.screen.plan": "f9"})
+    app = IcdslApp(tutorial, keymap={"icdsl.help": "f12", "icdsl.screen.plan": "f11"})
 
     async def scenario(pilot):
         await pilot.press("f1")
@@ -250,7 +250,7 @@ def test_keys_are_remappable_help_lists_them_and_the_palette_opens_files(tutoria
         assert "f12" in plain(app.screen.table)
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
-        await pilot.press("f9")
+        await pilot.press("f11")
         assert app.current_mode == "plan"
 
         await pilot.press("ctrl+p")

@@ -9,7 +9,10 @@ and never touches a widget.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -44,6 +47,7 @@ class IcdslApp(App):
     analysis: reactive[Analysis | None] = reactive(None, always_update=True)
     checking: reactive[bool] = reactive(False)
     cursor: reactive[tuple[Path, int] | None] = reactive(None)
+    simulation = reactive(None, always_update=True)  # the last icdsl.tui.simulate.Simulation
 
     def __init__(self, folder: Path | str, *, keymap: Mapping[str, str] | None = None,
                  check_delay: float = 0.3, open_first: bool = True, cursor_blink: bool = True):
@@ -59,6 +63,7 @@ class IcdslApp(App):
         self._check_running = False
         self._views: dict[str, Screen] = {}
         self._quit_asked = 0.0
+        self._scratch: Path | None = None
 
     # ------------------------------------------------------------------ screens
     def view(self, screen_id: str) -> Screen:
@@ -95,6 +100,33 @@ class IcdslApp(App):
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
+
+    # ------------------------------------------------------------------ simulations
+    @property
+    def scratch(self) -> Path:
+        """The session's temporary folder (simulation stores, generated traffic); removed at exit."""
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="icdsl-tui-"))
+            weakref.finalize(self, shutil.rmtree, str(self._scratch), True)
+        return self._scratch
+
+    def set_simulation(self, simulation) -> None:
+        """Keep the new simulation (its store stays open for drill-down), close the previous one."""
+        old = self.simulation
+        self.simulation = simulation
+        if old is not None and old is not simulation:
+            old.close()
+
+    async def drill(self, partner: str, document: dict, line: dict) -> None:
+        """Show the records behind a line of the last simulation's invoices or statements."""
+        await self.switch_mode("drill")
+        self.view("drill").show_line(partner, document, line)
+
+    def on_unmount(self) -> None:
+        if self.simulation is not None:
+            self.simulation.close()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
     # ------------------------------------------------------------------ the live check
     def schedule_check(self) -> None:

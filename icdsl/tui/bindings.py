@@ -23,7 +23,7 @@ class Action:
     action: str  # the Textual action run
     description: str  # short, shown in the footer
     help: str  # one line, shown in the help screen and the command palette
-    scope: str = "app"  # app | workspace | plan | explain | problems | ... (a screen or widget)
+    scope: str = "app"  # app | workspace | plan | explain | simulate | whatif | drill | dashboard (a screen)
     show: bool = True  # shown in the footer
     palette: bool = True  # offered in the command palette (actions of the scope's screen)
     priority: bool = False
@@ -37,6 +37,14 @@ ACTIONS: tuple[Action, ...] = (
     Action("screen.plan", "f3", "app.show_screen('plan')", "Plan", "The compiled plan of the project", show=False),
     Action("screen.explain", "f4", "app.show_screen('explain')", "Explain",
            "Pick a traffic record and see its rating step by step", show=False),
+    Action("screen.simulate", "f5", "app.show_screen('simulate')", "Simulate",
+           "Simulated billing cycle: partners, period, traffic; invoices and statements", show=False, priority=True),
+    Action("screen.whatif", "f6", "app.show_screen('whatif')", "What-if",
+           "What-if: saved rules vs the editor's edits (or two files) over the same traffic", show=False, priority=True),
+    Action("screen.drill", "f7", "app.show_screen('drill')", "Drill",
+           "Drill-down: the records behind an invoice line and their rating", show=False, priority=True),
+    Action("screen.dashboard", "f9", "app.show_screen('dashboard')", "Dashboard",
+           "Dashboard: revenue and cost of the last simulation, validation findings", show=False, priority=True),
     Action("save", "ctrl+s", "app.save", "Save", "Save the file in the editor", show=True),
     Action("check", "ctrl+r", "app.check_now", "Check", "Re-read the folder and check it now", show=False),
     Action("next_problem", "f8", "app.next_problem(1)", "Next problem", "Go to the next problem"),
@@ -55,6 +63,27 @@ ACTIONS: tuple[Action, ...] = (
            "Show the next traffic file of the folder", scope="explain"),
     Action("explain.source_row", "o", "open_row", "Open row",
            "Open the selected record's line in the traffic file", scope="explain"),
+    # -- simulate screen
+    Action("simulate.run", "ctrl+g", "run", "Run", "Run the simulated billing cycle", scope="simulate",
+           priority=True),
+    Action("simulate.cancel", "escape", "cancel", "Cancel", "Cancel the running simulation", scope="simulate"),
+    Action("simulate.drill", "ctrl+d", "drill", "Drill", "Drill into the selected invoice line (or press enter on it)",
+           scope="simulate", priority=True),
+    # -- what-if screen
+    Action("whatif.run", "ctrl+g", "run", "Compare", "Rate the traffic with both versions and compare",
+           scope="whatif", priority=True),
+    Action("whatif.cancel", "escape", "cancel", "Cancel", "Cancel the running comparison", scope="whatif"),
+    Action("whatif.group", "ctrl+o", "group", "Group by", "Group the difference by partner, service, "
+           "destination, charge or all of them", scope="whatif", priority=True),
+    # -- drill-down screen
+    Action("drill.rule", "o", "open_rule", "Open rule", "Open the rule of the selected record (or the line) "
+           "in the editor", scope="drill"),
+    Action("drill.explain", "x", "explain", "In Explain", "Show the line's records in the Explain screen",
+           scope="drill"),
+    Action("drill.back", "escape", "back", "Back", "Back to the simulation's invoices", scope="drill"),
+    # -- dashboard screen
+    Action("dashboard.group", "g", "group", "Group by", "Chart by partner, charge type, service or agreement",
+           scope="dashboard"),
 )
 
 # Keys of the editor itself (Textual's TextArea): listed in the help screen, not remappable here.
@@ -67,6 +96,9 @@ EDITOR_KEYS: tuple[tuple[str, str], ...] = (
     ("ctrl+k / ctrl+shift+k", "delete to line end / delete line"),
     ("tab / shift+tab", "next / previous panel"),
 )
+
+# F6 and F7 are the editor's "select line" and "select all" (TextArea): the screen keys are
+# priority bindings so that they switch screens from the editor too (shift+arrows still select).
 
 PREFIX = "icdsl."
 

@@ -22,6 +22,11 @@ class ScreenSpec:
     id: str  # the mode name; the key's action is app.show_screen('<id>')
     title: str  # shown in the navigation bar
     factory: str  # "module:Class", a Screen subclass taking no arguments
+    short: str = ""  # the title in a narrow navigation bar (default: the title)
+
+    @property
+    def short_title(self) -> str:
+        return self.short or self.title
 
     def create(self) -> Screen:
         module, _, name = self.factory.partition(":")
@@ -31,7 +36,11 @@ class ScreenSpec:
 SCREENS: tuple[ScreenSpec, ...] = (
     ScreenSpec("workspace", "Rules", "icdsl.tui.components.workspace_screen:WorkspaceScreen"),
     ScreenSpec("plan", "Plan", "icdsl.tui.components.plan_screen:PlanScreen"),
-    ScreenSpec("explain", "Explain", "icdsl.tui.components.explain_screen:ExplainScreen"),
+    ScreenSpec("explain", "Explain", "icdsl.tui.components.explain_screen:ExplainScreen", "Expl"),
+    ScreenSpec("simulate", "Simulate", "icdsl.tui.components.simulate_screen:SimulateScreen", "Sim"),
+    ScreenSpec("whatif", "What-if", "icdsl.tui.components.whatif_screen:WhatIfScreen", "What"),
+    ScreenSpec("drill", "Drill", "icdsl.tui.components.drill_screen:DrillScreen"),
+    ScreenSpec("dashboard", "Dashboard", "icdsl.tui.components.dashboard_screen:DashboardScreen", "Dash"),
 )
 
 

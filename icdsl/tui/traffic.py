@@ -40,6 +40,7 @@ class TrafficTable:
     layout: str | None = None
     truncated: bool = False
     error: str | None = None
+    label: str | None = None  # shown instead of the path (records that are not a file's rows)
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,7 @@ class ExplainScreen(Screen):
         self.traffic_path: Path | None = None
         self._layouts: tuple = ()
         self._timer: Timer | None = None
+        self._fixed_plan: Plan | None = None  # records of a simulated line: rated with its plan
 
     def compose(self) -> ComposeResult:
         yield NavBar("explain")
@@ -83,10 +84,13 @@ class ExplainScreen(Screen):
     # ------------------------------------------------------------------ traffic
     @property
     def plan(self) -> Plan | None:
+        if self._fixed_plan is not None:
+            return self._fixed_plan
         good = self.app.good
         return good.plan if good is not None else None
 
     def show_file(self, path: Path) -> None:
+        self._fixed_plan = None
         self.traffic_path = path.resolve()
         plan = self.plan
         self._layouts = plan.layouts if plan is not None else ()
@@ -118,6 +122,22 @@ class ExplainScreen(Screen):
         self.query_one("#ex-records").border_title = title
         self._explain_selected()
 
+    def show_table(self, table: TrafficTable, index: int = 0, plan: Plan | None = None) -> None:
+        """Records that are not a file's rows (those behind a simulated line), explained with
+        ``plan`` (the one that billed them) until a traffic file is shown again."""
+        self.traffic_path = None
+        self._fixed_plan = plan
+        grid = self.query_one(TrafficGrid)
+        grid.table = None
+        grid.show(table)
+        if 0 <= index < len(table.rows):
+            grid.move_cursor(row=index)
+        n = len(table.rows)
+        self.query_one("#ex-records").border_title = (f"Records: {table.label or table.path.name} · {n}"
+                                                      f"{'+' if table.truncated else ''} row{'s' if n != 1 else ''}")
+        self._explain_selected()
+        grid.focus()
+
     # ------------------------------------------------------------------ explanation
     @on(DataTable.RowHighlighted)
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -138,7 +158,9 @@ class ExplainScreen(Screen):
             return
         analysis = self.app.analysis
         note = ""
-        if analysis is not None and analysis.plan is None:
+        if self._fixed_plan is not None:
+            note = "rated with the rules of the simulation"
+        elif analysis is not None and analysis.plan is None:
             note = f"rated with the last plan that compiled: the rules now have {analysis.errors} error(s)"
         self._explain(row, plan, note)
 

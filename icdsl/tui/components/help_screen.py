@@ -13,7 +13,9 @@ from textual.widgets import Static
 from icdsl.tui.bindings import EDITOR_KEYS, actions, keys_of
 from icdsl.tui.screens import SCREENS
 
-SCOPE_TITLES = {"app": "Everywhere", "workspace": "Rules (workspace)", "plan": "Plan", "explain": "Explain"}
+SCOPE_TITLES = {"app": "Everywhere", "workspace": "Rules (workspace)", "plan": "Plan", "explain": "Explain",
+                "simulate": "Simulate (billing cycle)", "whatif": "What-if", "drill": "Drill-down (records of a line)",
+                "dashboard": "Dashboard"}
 
 
 def help_table(keymap: dict[str, str] | None = None) -> Table:

@@ -52,18 +52,27 @@ class NavBar(Widget):
     def render(self) -> Content:
         app = self.app
         name = getattr(getattr(app, "project", None), "name", "")
-        left = Content.assemble((" icdsl", "bold"), (f" · {name} ", "dim"))
-        keymap = getattr(app, "_keymap", {})
-        for s in SCREENS:
-            action = next((a for a in ACTIONS if a.id == f"screen.{s.id}"), None)
-            key = keys_of(action, keymap).split(",")[0].upper() if action else ""
-            label = f" {key} {s.title} "
-            if s.id == self.current:
-                left += Content.styled(label, "bold reverse")
-            else:
-                left += Content.from_markup(f"[@click=app.show_screen('{s.id}')]$label[/]", label=label)
-            left += " "
         text, style = self.status
-        right = Content.styled(f"{text} ", style)
-        pad = max(1, self.size.width - left.cell_length - right.cell_length)
+        keymap = getattr(app, "_keymap", {})
+        width = self.size.width
+        # narrower terminals: leave the project out, then use short titles, then a short status
+        for with_name, short, status in ((True, False, text), (False, False, text), (False, True, text),
+                                         (False, True, text[:1])):
+            left = Content.styled(" icdsl", "bold")
+            if with_name:
+                left += Content.styled(f" · {name} ", "dim")
+            else:
+                left += " "
+            for s in SCREENS:
+                action = next((a for a in ACTIONS if a.id == f"screen.{s.id}"), None)
+                key = keys_of(action, keymap).split(",")[0].upper() if action else ""
+                label = f" {key} {s.short_title if short else s.title} "
+                if s.id == self.current:
+                    left += Content.styled(label, "bold reverse")
+                else:
+                    left += Content.from_markup(f"[@click=app.show_screen('{s.id}')]$label[/]", label=label)
+            right = Content.styled(f"{status} ", style)
+            if left.cell_length + right.cell_length + 1 <= width:
+                break
+        pad = max(1, width - left.cell_length - right.cell_length)
         return Content.assemble(left, " " * pad, right)

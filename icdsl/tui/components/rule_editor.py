@@ -151,6 +151,26 @@ class RuleEditor(TextArea):
         row = min(max(line - 1, 0), self.document.line_count - 1)
         col = min(max(col - 1, 0), len(self.document.get_line(row)))
         self.move_cursor((row, col), center=True)
+        self._pending_centre = (row, col)
+        self.call_after_refresh(self._centre)
+
+    def _centre(self) -> None:
+        """Centre the cursor's line once the editor has its size (a file opened from another
+        screen has none until the workspace is shown: then ``on_resize`` calls this again).
+        Centring scrolls sideways too: keep the start of the line in view when the column fits."""
+        pending = getattr(self, "_pending_centre", None)
+        width = self.scrollable_content_region.width - self.gutter_width
+        if pending is None or width <= 2 or self.scrollable_content_region.height <= 0:
+            return
+        self._pending_centre = None
+        if self.cursor_location != pending:
+            return
+        self.scroll_cursor_visible(center=True, animate=False)
+        if pending[1] < width - 2:
+            self.scroll_to(x=0, animate=False)
+
+    def on_resize(self) -> None:
+        self._centre()
 
     # ------------------------------------------------------------------ highlighting
     def _build_highlight_map(self) -> None:

@@ -94,6 +94,8 @@ class WorkspaceScreen(Screen):
             editor.go_to(line, col)
         if focus:
             editor.focus()
+            # opened from another screen: the workspace restores its own focus when it is shown
+            self.call_after_refresh(editor.focus)
         self.app.cursor = (path, editor.cursor_location[0] + 1)
         return True
 
