@@ -84,3 +84,99 @@ def test_plan(snap_compare, tutorial, size):
 def test_explain(snap_compare, tutorial, size):
     app = IcdslApp(tutorial, cursor_blink=False)
     assert snap_compare(app, terminal_size=size, run_before=explain(app))
+
+
+# ---------------------------------------------------------------- the billing screens (80x24)
+
+
+@pytest.fixture
+def interconnect(tmp_path):
+    shutil.copytree(ROOT / "examples" / "interconnect", tmp_path / "interconnect",
+                    ignore=shutil.ignore_patterns("tools"))
+    return tmp_path / "interconnect"
+
+
+async def simulated(pilot, app, records: int = 2000) -> None:
+    await settle(pilot, lambda: app.good is not None)
+    await pilot.press("f5")
+    await settle(pilot, lambda: len(app.screen.chosen_partners()) == 2)
+    app.screen.query_one("#sim-source").set_generated(records)
+    await pilot.press("ctrl+g")
+    await settle(pilot, lambda: app.simulation is not None, timeout=30)
+    app.simulation.seconds = 1.0  # the time a run took: not part of the look
+    app.view("simulate")._show(app.simulation)
+
+
+def simulate_screen(app):
+    async def run_before(pilot):
+        await simulated(pilot, app)
+        docs = app.screen.query_one("#sim-docs")
+        docs.move_cursor(row=1)  # LUMFR's traffic invoice
+        await pilot.pause()
+
+    return run_before
+
+
+def drill_screen(app):
+    async def run_before(pilot):
+        await simulated(pilot, app)
+        screen = app.screen
+        docs = screen.query_one("#sim-docs")
+        docs.move_cursor(row=1)
+        await pilot.pause()
+        lines = screen.query_one("#sim-lines")
+        lines.focus()
+        lines.move_cursor(row=2)
+        await pilot.press("enter")
+        drill = app.screen
+        await settle(pilot, lambda: drill.records is not None
+                     and drill.query_one(ExplanationView).explanation is not None)
+
+    return run_before
+
+
+def whatif_screen(app, folder):
+    async def run_before(pilot):
+        await simulated(pilot, app)
+        await app.workspace.open_file(folder / "lumiere.icd", 32)
+        editor = app.workspace.editor
+        line = editor.document.get_line(31)
+        editor.replace("0.0009", (31, len(line) - 6), (31, len(line)))
+        await pilot.press("f6")
+        screen = app.screen
+        await pilot.press("ctrl+g")
+        await settle(pilot, lambda: screen.result is not None, timeout=30)
+        screen.result.seconds = 0.5
+        screen.show_result()
+        await pilot.pause()
+
+    return run_before
+
+
+def dashboard_screen(app):
+    async def run_before(pilot):
+        await simulated(pilot, app)
+        await pilot.press("f9")
+        await pilot.pause(0.2)
+
+    return run_before
+
+
+def test_simulate(snap_compare, interconnect):
+    app = IcdslApp(interconnect, cursor_blink=False)
+    assert snap_compare(app, terminal_size=SMALL, run_before=simulate_screen(app))
+
+
+def test_drill(snap_compare, interconnect):
+    app = IcdslApp(interconnect, cursor_blink=False)
+    assert snap_compare(app, terminal_size=SMALL, run_before=drill_screen(app))
+
+
+def test_whatif(snap_compare, interconnect):
+    app = IcdslApp(interconnect, cursor_blink=False)
+    assert snap_compare(app, terminal_size=SMALL, run_before=whatif_screen(app, interconnect))
+
+
+def test_dashboard(snap_compare, interconnect):
+    app = IcdslApp(interconnect, cursor_blink=False)
+    assert snap_compare(app, terminal_size=SMALL, run_before=dashboard_screen(app))

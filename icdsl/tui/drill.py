@@ -36,12 +36,14 @@ class LineRecords:
     @property
     def title(self) -> str:
         d, ln = self.document, self.line
-        number = d.get("number") or f"draft {d['kind']} #{d['id']}"
-        return f"{self.partner} {number} line {ln.get('line_no')}: {ln.get('description')}"
+        return f"{self.partner} {document_label(d)} line {ln.get('line_no')}: {ln.get('description')}"
+
+
+PREFIXES = {"statement": "STM", "share_statement": "SHR", "credit_note": "CRN"}
 
 
 def document_label(d: dict[str, Any]) -> str:
-    return d.get("number") or f"draft {'STM' if d['kind'] == 'statement' else 'INV'} #{d['id']}"
+    return d.get("number") or f"draft {PREFIXES.get(d['kind'], 'INV')} #{d['id']}"
 
 
 def line_records(sim: Any, partner: str, document: dict[str, Any], line: dict[str, Any],

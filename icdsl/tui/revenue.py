@@ -1,8 +1,9 @@
 """Revenue and cost of a simulation, headless: the lines of its documents added up by partner,
 charge type (the line's kind), service or agreement.
 
-Revenue: lines of invoices (what partners owe us). Cost: the netted lines of settlement
-statements (what we owe them). Amounts are the lines' rounded amounts in the invoice currency,
+Revenue: lines of invoices and credit notes (what partners owe us). Cost: the netted lines of
+settlement statements and the partners' revenue-share statements (what we owe them); the share
+statement of what we keep (party ``us``) is part of the revenue already and is left out. Amounts are the lines' rounded amounts in the invoice currency,
 so sums add up to the documents' subtotals; different currencies are never added together.
 """
 
@@ -50,7 +51,9 @@ def breakdown(sim: Any, dim: str) -> list[Bar]:
                 agreements[a["hash"]] = f"{a['name']} v{a['version']}"
     for run in sim.runs if sim is not None else ():
         for doc in run.documents:
-            cost = doc["kind"] == "statement"
+            if doc["kind"] == "share_statement" and doc.get("party") == "us":
+                continue
+            cost = doc["kind"] not in ("invoice", "credit_note")
             for ln in doc["lines"]:
                 key = (_value(dim, run.partner, doc, ln, agreements), ln.get("currency") or doc["currency"])
                 bar = out.get(key)

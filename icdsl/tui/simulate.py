@@ -36,6 +36,7 @@ from icdsl.tui.project import Project
 from icdsl.tui.traffic_source import Cancelled, TrafficSource, prepare_traffic
 
 Progress = Callable[[str, int, int], None]
+INVOICE_KINDS = ("invoice", "credit_note")
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,13 @@ class PartnerRun:
 
     @property
     def invoices(self) -> list[dict[str, Any]]:
-        return [d for d in self.documents if d["kind"] != "statement"]
+        """Invoices and credit notes."""
+        return [d for d in self.documents if d["kind"] in INVOICE_KINDS]
 
     @property
     def statements(self) -> list[dict[str, Any]]:
-        return [d for d in self.documents if d["kind"] == "statement"]
+        """Settlement (netting) statements, revenue-share statements, and any later kind."""
+        return [d for d in self.documents if d["kind"] not in INVOICE_KINDS]
 
 
 @dataclass

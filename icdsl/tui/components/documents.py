@@ -59,7 +59,7 @@ class DocumentsTable(DataTable):
                 continue
             for d in run.documents:
                 self.entries.append((run.partner, d))
-                if d["kind"] == "statement":
+                if d["kind"] == "statement" and "payable" in d:
                     self.add_row(run.partner, document_label(d), "netting", str(len(d["lines"])),
                                  Text(f"-{d['payable']}", style="red"), "", money(d["net"]),
                                  d["currency"], d["status"])
