@@ -103,9 +103,10 @@ class ProjectFiles:
     rules: list[Path] = field(default_factory=list)
     decks: list[Path] = field(default_factory=list)
     traffic: list[Path] = field(default_factory=list)
+    inventory: list[Path] = field(default_factory=list)  # inventory*.csv: the partners' ports, trunks, SIMs
 
     def all(self) -> list[Path]:
-        return self.rules + self.decks + self.traffic
+        return self.rules + self.decks + self.traffic + self.inventory
 
 
 class Project:
@@ -120,7 +121,8 @@ class Project:
 
     # ------------------------------------------------------------------ files
     def files(self) -> ProjectFiles:
-        """Rule files, decks (CSV files under a ``decks`` folder) and traffic files, sorted."""
+        """Rule files, decks (CSV files under a ``decks`` folder), inventory files
+        (``inventory*.csv``, see ``icdsl inventory import``) and traffic files, sorted."""
         out = ProjectFiles()
         for dirpath, dirnames, filenames in os.walk(self.folder):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS)
@@ -135,6 +137,8 @@ class Project:
                     out.rules.append(p)
                 elif suffix == ".csv" and in_decks:
                     out.decks.append(p)
+                elif suffix == ".csv" and name.lower().startswith("inventory"):
+                    out.inventory.append(p)
                 elif suffix in TRAFFIC_SUFFIXES:
                     out.traffic.append(p)
         return out

@@ -9,7 +9,8 @@ included, ``overlay``):
    generated traffic written as Parquet chunks (cached in ``scratch`` for the session);
 3. open a new SQLite store in a temporary folder (``icdsl.billing.store.open_store`` with an
    explicit URL *and* data folder: never the analyst's ``icdsl.db`` nor ``$ICDSL_DB`` /
-   ``$ICDSL_DATA``), load the plan, ingest the chunks;
+   ``$ICDSL_DATA``), load the plan, import the folder's inventory files (``inventory*.csv``:
+   recurring fees bill them), ingest the chunks;
 4. run each partner's cycle (``Store.run_cycle``: rate, validate, invoice) and read back its
    documents (``Store.cycle_documents``: invoices with every line, whatever its kind, and
    settlement statements) and findings.
@@ -78,6 +79,7 @@ class Simulation:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     edited: bool = False  # billed with unsaved buffers
+    inventory: list[Any] = field(default_factory=list)  # import reports of the folder's inventory files
 
     @property
     def records(self) -> int:
@@ -189,6 +191,9 @@ def simulate(project: Project, request: SimulationRequest, overlay: Mapping[Path
     try:
         sim.store = open_store(f"sqlite:///{workdir / 'simulation.db'}", data_dir=workdir / "data")
         sim.store.load_plan(plan, program)
+        for f in project.files().inventory:  # recurring fees bill the partners' inventory
+            progress(f"importing {f.name}", 0, 1)
+            sim.inventory.append(sim.store.import_inventory(f))
         t = time.perf_counter()
         total = len(files)
         for i, f in enumerate(files):

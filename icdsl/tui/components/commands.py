@@ -28,7 +28,7 @@ class IcdslCommands(Provider):
             out.append((a.help, partial(app.run_action, action), f"{keys_of(a, keymap)}"))
         project = app.project
         files = project.files()
-        for p in files.rules + files.decks + files.traffic:
+        for p in files.rules + files.decks + files.traffic + files.inventory:
             out.append((f"Open {project.shown(p)}", partial(app.open_in_editor, p), "in the editor"))
         for p in files.traffic:
             out.append((f"Explain {project.shown(p)}", partial(app.explain_traffic, p), "records and their rating"))

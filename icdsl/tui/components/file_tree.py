@@ -9,7 +9,7 @@ from textual.widgets import Tree
 
 from icdsl.tui.project import Project, ProjectFiles
 
-GROUPS = (("rules", "Rules"), ("decks", "Decks"), ("traffic", "Traffic"))
+GROUPS = (("rules", "Rules"), ("decks", "Decks"), ("traffic", "Traffic"), ("inventory", "Inventory"))
 
 
 class FileTree(Tree[Path]):

@@ -162,13 +162,13 @@ class SimulateScreen(Screen):
     @work(thread=True, exclusive=True, group="simulate", exit_on_error=False)
     def _simulate(self, request: SimulationRequest, overlay: dict) -> None:
         worker = get_current_worker()
-        last = 0.0
+        last, last_stage = 0.0, ""
 
         def progress(stage: str, done: int, total: int) -> None:
-            nonlocal last
+            nonlocal last, last_stage
             now = time.monotonic()
-            if now - last >= PROGRESS_EVERY:
-                last = now
+            if now - last >= PROGRESS_EVERY or stage != last_stage:
+                last, last_stage = now, stage
                 self.post_message(SimProgress(stage, done, total))
 
         try:

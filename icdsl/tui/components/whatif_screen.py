@@ -175,13 +175,13 @@ class WhatIfScreen(Screen):
     @work(thread=True, exclusive=True, group="whatif", exit_on_error=False)
     def _compare(self, versions: Versions, buffers: dict, source, sim) -> None:
         worker = get_current_worker()
-        last = 0.0
+        last, last_stage = 0.0, ""
 
         def progress(stage: str, done: int, total: int) -> None:
-            nonlocal last
+            nonlocal last, last_stage
             now = time.monotonic()
-            if now - last >= 0.1:
-                last = now
+            if now - last >= 0.1 or stage != last_stage:
+                last, last_stage = now, stage
                 self.post_message(WhatIfProgress(stage, done))
 
         try:
