@@ -203,7 +203,8 @@ class SimulateScreen(Screen):
         bar = self.query_one(ProgressBar)
         if event.cancelled:
             bar.update(total=100, progress=0)
-            self._status("Cancelled: nothing kept.")
+            self._status("Cancelled: nothing kept" + (" (the results below are the previous run's)."
+                                                      if self.app.simulation is not None else "."))
             self.notify("Simulation cancelled.", timeout=2)
             return
         if event.error is not None:
