@@ -69,11 +69,21 @@ KIND_ALIASES = {
 
 
 def event_names(plan: Plan, partner: str) -> list[str]:
-    """Event types counted by the ``event`` charges of the partner's agreements that none of
-    them prices as a service."""
+    """Event types counted by the charges of the partner's agreements (the ``event`` charges'
+    event, and what a charge type's optional ``event_types(charge)`` returns: a plugin's
+    slice-hours) that none of them prices as a service."""
+    from icdsl.charges.evaluate import charge_type
+
     ags = plan.agreements_for(partner)
     services = {sp.service for a in ags for sp in a.services}
     names = {str(c.param("event")) for a in ags for c in a.charges if c.kind == "event" and c.param("event")}
+    for a in ags:
+        for c in a.charges:
+            try:
+                fn = getattr(charge_type(c.kind, None, c.span), "event_types", None)
+            except ChargeError:  # a charge type not installed: the evaluation reports it
+                continue
+            names.update(str(x) for x in (fn(c) if callable(fn) else ()))
     return sorted(names - services)
 
 
