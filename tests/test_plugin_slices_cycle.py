@@ -34,9 +34,6 @@ def run(*args: str) -> str:
     return res.output
 
 
-@pytest.mark.xfail(strict=True, reason="billing counts as events only the event types of 'event' charges "
-                                       "(icdsl/billing/charging.py event_names); it should add each charge "
-                                       "type's event_types(charge), as icdsl.testing.event_types does")
 def test_slice_charges_on_the_invoice(env):
     run("load", "rules")
     run("ingest", "march.csv", "--rules", "rules")
