@@ -470,7 +470,10 @@ def _summary(console: Any, intake: list, reports: dict, partners: list[str], doc
     console.print(f"  icdsl cycle status {db}", highlight=False, markup=False)
     if first is not None:
         console.print(f"  icdsl invoice show {first['number']} {db}", highlight=False, markup=False)
-        console.print(f"  icdsl trace {first['lines'][0]['line_id']} --records 5 {db}", highlight=False, markup=False)
+    traffic = next((ln for d in docs if d["kind"] == "invoice" for ln in d["lines"] if ln["kind"] == "traffic"), None)
+    if traffic is not None:
+        console.print(f"  icdsl trace {traffic['line_id']} --records 5 {db}   (a traffic line: its records, "
+                      "re-explained)", highlight=False, markup=False)
     fee = next((ln for d in docs if d["kind"] == "invoice" for ln in d["lines"] if ln["kind"] == "recurring"
                 and "days" in ln["description"]), None)
     if fee is not None:
@@ -487,6 +490,21 @@ def _summary(console: Any, intake: list, reports: dict, partners: list[str], doc
     console.print(f"  icdsl inventory list {db}", highlight=False, markup=False)
     console.print(f"  icdsl commitments FLTX --rules {folder / 'rules' / 'mvno'} --as-of 2026-03-15 {db}",
                   highlight=False, markup=False)
+    _plugins(console)
+
+
+def _plugins(console: Any) -> None:
+    """Which plugins this run had, and how to add the example ones."""
+    from icdsl.plugins import BUILTIN_PLUGINS, active_plugin_manager
+
+    pm = active_plugin_manager()
+    names = sorted(n for n, _ in pm.list_name_plugin() if n and n not in BUILTIN_PLUGINS)
+    console.print("\nPlugins:", highlight=False)
+    console.print(f"  loaded: {', '.join(names) if names else 'none besides the built-in charge types'} "
+                  "('icdsl plugins' lists them with their hooks)", highlight=False, markup=False)
+    console.print("  the examples: pip install plugins/icdsl-slices plugins/icdsl-mediation  (from a checkout) adds "
+                  "5G network-slice charges (charge network_slice ...) and Asterisk/FreeSWITCH CDR readers "
+                  "(icdsl rate --cdrs Master.csv); see docs/plugins.md", highlight=False, markup=False)
 
 
 def _charges(console: Any, charges: dict[str, list[dict]], docs: list[dict]) -> None:
