@@ -39,6 +39,11 @@ FAULTY = """
             if node.param("fail") is not None and node.param("fail").text == "check":
                 raise KeyError("fee")
 
+        def compile(self, node, compiler):
+            if node.param("fail") is not None and node.param("fail").text == "compile":
+                raise ValueError("no tariff for this slice")
+            return super().compile(node, compiler)
+
         def evaluate(self, charge, ctx):
             return [1 / 0]
 
@@ -118,6 +123,20 @@ def test_raising_while_checking_a_rule_is_a_located_diagnostic(faulty):
     core_still_works(faulty)
 
 
+def test_raising_while_compiling_a_rule_is_a_located_diagnostic(faulty, tmp_path):
+    from icdsl.lang.diagnostics import render_all
+    from icdsl.plan.compiler import build
+
+    (tmp_path / "rules.icd").write_text(RULES % 'charge flaky "Flaky" {\n    fail: compile\n  }', encoding="utf-8")
+    plan, program, diags = build([tmp_path / "rules.icd"], tmp_path, pm=faulty)
+    assert plan is None
+    assert [d.code for d in diags] == ["E122"]
+    text = render_all(diags, program.sources)
+    assert "rules.icd:10:3: error[E122]: " in text
+    assert "charge type 'flaky' of plugin 'icdsl_test_faulty' failed in compile(): ValueError: no tariff" in text
+    core_still_works(faulty)
+
+
 def test_raising_while_evaluating_a_cycle_names_the_plugin_and_the_rule(faulty):
     plan = build_plan(RULES % 'charge flaky "Flaky" {\n    fee: 1\n  }', faulty)
     ctx = ChargeContext(agreement=plan.agreements[0], partner=plan.partner("ORFR"), cycle=MARCH)
@@ -126,7 +145,7 @@ def test_raising_while_evaluating_a_cycle_names_the_plugin_and_the_rule(faulty):
     assert got.value.span.line == 10
     assert str(got.value) == (
         f"{got.value.span}: charge type 'flaky' of plugin 'icdsl_test_faulty' failed in evaluate(): "
-        "ZeroDivisionError: division by zero (at icdsl_test_faulty.py:16); a bug of the plugin: report it to its "
+        "ZeroDivisionError: division by zero (at icdsl_test_faulty.py:21); a bug of the plugin: report it to its "
         "authors with this message ('icdsl plugins' shows its version)")
     core_still_works(faulty)
 

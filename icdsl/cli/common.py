@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 from pathlib import Path
 
 import typer
@@ -20,17 +23,49 @@ def echo_err(text: str) -> None:
     typer.echo(text, err=True)
 
 
+class _PlainFormatter(logging.Formatter):
+    """``warning: message`` on stderr, without tracebacks (ICDSL_DEBUG=1 shows them)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"{record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info and os.environ.get("ICDSL_DEBUG"):
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to the current ``sys.stderr`` (not the one of the moment it was made)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # noqa: BLE001 - logging must never break a command
+            self.handleError(record)
+
+
+def _log_to_stderr() -> None:
+    """icdsl's own log messages (a plugin that fails to load or raises) as plain lines on stderr."""
+    logger = logging.getLogger("icdsl")
+    if not any(getattr(h, "_icdsl", False) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(_PlainFormatter())
+        handler._icdsl = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+
+
 @app.callback()
 def _root(
     plugin: list[str] = typer.Option([], "--plugin", metavar="MODULE",
                                       help="Load a plugin module (dotted name or .py path); repeatable."),
 ) -> None:
     """Interconnect billing as code: check, format, compile, rate and bill telecom agreements."""
+    _log_to_stderr()
     if plugin:
         from icdsl.plugins import add_default_modules
 
-        for problem in add_default_modules(plugin):
-            echo_err(f"warning: {problem}")
+        add_default_modules(plugin)  # problems are logged (a warning line on stderr) when found
 
 
 def existing(paths: list[Path]) -> list[Path]:

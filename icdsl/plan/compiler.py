@@ -408,4 +408,12 @@ def build(paths: list[Path | str], root: Path | str | None = None, pm=None):
     diags = diags + more
     if any(d.is_error for d in diags):
         return None, program, diags
-    return compile_checked(checked), program, diags
+    from icdsl.charges.lines import ChargeError
+    from icdsl.lang.diagnostics import Diagnostic
+
+    try:
+        return compile_checked(checked), program, diags
+    except ChargeError as exc:  # a charge type (a plugin's) could not compile a rule it had accepted
+        span = exc.span if exc.span is not None else m.NO_SPAN
+        return None, program, diags + [Diagnostic(
+            "E122", str(exc), span, "the rule passed the checks but its charge type could not compile it")]
