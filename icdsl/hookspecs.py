@@ -103,8 +103,8 @@ def icdsl_charge_types() -> list[type[ChargeType]]:
       batch executor; the executor rounds each amount once, and the two must agree to the last
       digit (``icdsl.testing.rate_both`` compares them).
 
-    Failures: a plugin type's ``check`` that raises becomes diagnostic E121 on the charge; an
-    exception from its other methods becomes a ``ChargeError`` naming the plugin, the type
+    Failures: a plugin type's ``check`` that raises becomes diagnostic E121 on the charge, its
+    ``compile`` diagnostic E122 (no plan is made); an exception from its other methods becomes a ``ChargeError`` naming the plugin, the type
     and the rule's place (billing reports it for the cycle).
 
     No parameters. Not firstresult: every plugin's list is used; the lists are concatenated;
