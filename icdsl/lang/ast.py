@@ -474,6 +474,93 @@ class ExampleDecl:
     span: Span
 
 
+@dataclass(frozen=True, slots=True)
+class CycleTrafficNode:
+    """``traffic outbound voice 650_000 minutes for 4_550.00 EUR in 12_000 calls``: a cycle's
+    rated traffic of one service, summed. ``options``: ``for`` (amount), ``in`` (records),
+    ``surcharges``, ``version``."""
+
+    direction: Ident
+    service: Ident
+    quantity: Quantity
+    options: tuple[Setting, ...]
+    span: Span
+
+    def option(self, key: str) -> Setting | None:
+        for o in self.options:
+            if o.key == key:
+                return o
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class CycleItemNode:
+    """``item e1_port "E1-PAR-002" active 2026-03-10 .. [2026-03-20] [quantity 2]``: an inventory
+    item; ``end`` is its last day active (included), None when still active."""
+
+    kind: Ident
+    item_id: Str
+    start: DateLit
+    end: DateLit | None
+    quantity: Num | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class CycleEventsNode:
+    """``events porting 12 [on 2026-03-10]``: event records of the cycle."""
+
+    event: Ident
+    count: Num
+    day: DateLit | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class CycleRefundNode:
+    """``refund outbound sms 120.00 EUR``: refunds and credits against the cycle's traffic."""
+
+    direction: Ident
+    service: Ident
+    amount: Money
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class CycleExpectation:
+    """``line "LABEL" [for SUBJECT] AMOUNT``, ``no line "LABEL"`` or ``total AMOUNT``. ``key``:
+    line | no_line | total; ``amount``'s number is negative for ``-5.00 EUR``; ``subject``: a
+    party (Ident) or an item id (Str)."""
+
+    key: str
+    label: Str | None
+    subject: Any
+    amount: Money | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class CycleExampleDecl:
+    """``example cycle "NAME" { ... }``: a billing cycle and the charge lines it must give.
+    ``settings``: partner, agreement, period (one DateLit ``2026-03`` for a month, or two for
+    the first and last days)."""
+
+    name: Str
+    settings: tuple[Setting, ...]
+    traffic: tuple[CycleTrafficNode, ...]
+    items: tuple[CycleItemNode, ...]
+    events: tuple[CycleEventsNode, ...]
+    refunds: tuple[CycleRefundNode, ...]
+    expectations: tuple[CycleExpectation, ...]
+    span: Span
+
+    def setting(self, key: str) -> Setting | None:
+        for s in self.settings:
+            if s.key == key:
+                return s
+        return None
+
+
 @dataclass(slots=True)
 class File:
     path: str

@@ -11,7 +11,8 @@ identical and in the same order, numbers and texts exactly as written. The layou
   a statement stays on one line, conditions and charge options (``, prorate daily``) included;
   the slots of ``slots { ... }`` get a line each, the comma at the end of the line;
 * tokens are separated by one space, except: none before ``,`` ``%`` ``:`` ``)`` ``]``, none
-  after ``(`` ``[``, none around ``/`` ``-`` ``.`` and none between a function and its ``(``;
+  after ``(`` ``[``, none around ``/`` ``-`` ``.`` (a minus sign, ``-5.00 EUR``, has one before
+  it) and none between a function and its ``(``;
 * inline rate tables get one row per line, one level deeper than their statement: the prefix
   padded to the widest prefix, the destination to the widest destination, then the row's
   words; ``}`` on its own line. Comment lines and blank lines (one at most) between rows are
@@ -176,7 +177,7 @@ class _Printer:
         """The next token starts a statement on its own line."""
         self.pending = (indent, first_blank)
 
-    def token(self, tok: Token, glue: bool = False, text: str | None = None) -> None:
+    def token(self, tok: Token, glue: bool = False, text: str | None = None, spaced: bool = False) -> None:
         gap = self._next(tok)
         if self.pending is not None:
             indent, first_blank = self.pending
@@ -189,7 +190,7 @@ class _Printer:
                 self.cur.append(comment)  # type: ignore[union-attr]
             self._newline(indent, False)
             self.broken = False
-        elif not self.fresh and not glue and self._spaced(self.prev_type, tok.type):
+        elif not self.fresh and not glue and (spaced or self._spaced(self.prev_type, tok.type)):
             self.cur.append(" ")  # type: ignore[union-attr]
         self.cur.append(tok.value if text is None else text)  # type: ignore[union-attr]
         self.fresh = False
@@ -418,7 +419,9 @@ class _Walker:
             elif c.type == "RATES_BLOCK":
                 self.p.table(c, indent)
             else:
-                self.p.token(c, glue=tree.data == "call" and c.type == "LPAR")
+                # a minus sign (`-5.00 EUR`) is spaced from the word before it, tight to its number
+                self.p.token(c, glue=tree.data == "call" and c.type == "LPAR",
+                             spaced=tree.data == "signed_money" and c.type == "MINUS")
             j += 1
 
 

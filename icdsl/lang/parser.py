@@ -73,6 +73,7 @@ TERMINAL_TEXT = {
     "STRING": 'a "quoted text"',
     "NUMBER": "a number",
     "DATE": "a date (YYYY-MM-DD)",
+    "MONTH": "a month (YYYY-MM)",
     "TIME": "a time (HH:MM)",
     "TZNAME": "a time zone (e.g. Europe/Paris)",
     "KEY": "a 'name:'",
@@ -901,6 +902,88 @@ class _ToAst(Transformer):
                 expects.extend(i[1])
         return ast.ExampleDecl(self._str(name), direction, service, number, tuple(options), tuple(fields),
                                tuple(expects), self.s.of_meta(meta))
+
+
+    # -- cycle examples
+    def period_month(self, meta, c):
+        return ast.Setting("period", (ast.DateLit(str(c[0]), self.s.of_token(c[0])),), self.s.of_meta(meta))
+
+    def period_days(self, meta, c):
+        return ast.Setting("period", tuple(ast.DateLit(str(t), self.s.of_token(t)) for t in c), self.s.of_meta(meta))
+
+    def cx_period(self, meta, c):
+        return ast.Setting("period", c[0].values, self.s.of_meta(meta))
+
+    def tr_amount(self, meta, c):
+        return ast.Setting("for", (c[0],), self.s.of_meta(meta))
+
+    def tr_records(self, meta, c):
+        return ast.Setting("in", (c[0],), self.s.of_meta(meta))
+
+    def tr_surcharges(self, meta, c):
+        return ast.Setting("surcharges", (c[0],), self.s.of_meta(meta))
+
+    def tr_version(self, meta, c):
+        return ast.Setting("version", (self._ident(c[0]),), self.s.of_meta(meta))
+
+    def cx_traffic(self, meta, c):
+        direction, service, q, *opts = c
+        return ast.CycleTrafficNode(self._ident(direction), self._ident(service), q, tuple(opts),
+                                    self.s.of_meta(meta))
+
+    def cx_item(self, meta, c):
+        kind, item_id, (start, end), *rest = c
+        qty = self._num(rest[0]) if rest else None
+        return ast.CycleItemNode(self._ident(kind), self._str(item_id), start, end, qty, self.s.of_meta(meta))
+
+    def cx_events(self, meta, c):
+        event, n, *day = c
+        d = ast.DateLit(str(day[0]), self.s.of_token(day[0])) if day else None
+        return ast.CycleEventsNode(self._ident(event), self._num(n), d, self.s.of_meta(meta))
+
+    def cx_refund(self, meta, c):
+        direction, service, money = c
+        return ast.CycleRefundNode(self._ident(direction), self._ident(service), money, self.s.of_meta(meta))
+
+    def signed_money(self, meta, c):
+        *sign, n, cur = c
+        num = self._num(n)
+        if sign:
+            num = ast.Num(-num.value, "-" + num.text, _join(self.s.of_token(sign[0]), num.span))
+        return ast.Money(num, self._ident(cur), self.s.of_meta(meta))
+
+    def line_subject(self, meta, c):
+        return self._leaf(c[0])
+
+    def expect_line(self, meta, c):
+        label, *rest = c
+        subject = rest[0] if len(rest) == 2 else None
+        return ast.CycleExpectation("line", self._str(label), subject, rest[-1], self.s.of_meta(meta))
+
+    def expect_no_line(self, meta, c):
+        return ast.CycleExpectation("no_line", self._str(c[0]), None, None, self.s.of_meta(meta))
+
+    def expect_total(self, meta, c):
+        return ast.CycleExpectation("total", None, None, c[0], self.s.of_meta(meta))
+
+    def cx_expect(self, meta, c):
+        return ("expect", tuple(c))
+
+    def cycle_example(self, meta, children):
+        name, *items = children
+        settings, expects = [], []
+        groups: dict[type, list] = {ast.CycleTrafficNode: [], ast.CycleItemNode: [], ast.CycleEventsNode: [],
+                                    ast.CycleRefundNode: []}
+        for i in items:
+            if isinstance(i, ast.Setting):
+                settings.append(i)
+            elif isinstance(i, tuple):
+                expects.extend(i[1])
+            else:
+                groups[type(i)].append(i)
+        return ast.CycleExampleDecl(self._str(name), tuple(settings), tuple(groups[ast.CycleTrafficNode]),
+                                    tuple(groups[ast.CycleItemNode]), tuple(groups[ast.CycleEventsNode]),
+                                    tuple(groups[ast.CycleRefundNode]), tuple(expects), self.s.of_meta(meta))
 
 
 # ---------------------------------------------------------------- entry points
