@@ -71,6 +71,23 @@ class AgreementInfo:
 
 
 @dataclass
+class CycleExampleInfo:
+    """What the checker resolved for an ``example cycle``, for the compiler: the partner, the
+    agreement (by name), the cycle's local days ``[start, end)`` and its label, and the kind
+    (time, count, volume) of each service its traffic names."""
+
+    node: ast.CycleExampleDecl
+    file: str
+    partner: str = ""
+    agreement: str = ""
+    start: date | None = None
+    end: date | None = None
+    label: str = ""
+    kinds: dict[tuple[str, str], str] = field(default_factory=dict)
+    currencies: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+@dataclass
 class Checked:
     program: Program
     partners: dict[str, ast.PartnerDecl] = field(default_factory=dict)
@@ -81,6 +98,7 @@ class Checked:
     layouts: dict[str, ast.RecordsDecl] = field(default_factory=dict)
     agreements: list[AgreementInfo] = field(default_factory=list)
     examples: list[tuple[str, ast.ExampleDecl]] = field(default_factory=list)
+    cycle_examples: list[CycleExampleInfo] = field(default_factory=list)
     charge_types: dict[str, Any] = field(default_factory=dict)
     file_of: dict[int, str] = field(default_factory=dict)
 
@@ -316,6 +334,8 @@ class Checker:
         self._overlaps()
         for _file, ex in self.out.examples:
             self._example(ex)
+        for cx in self.out.cycle_examples:
+            self._cycle_example(cx)
         return self.out, sorted(self.diags, key=Diagnostic.sort_key)
 
     def _collect(self) -> None:
@@ -357,6 +377,8 @@ class Checker:
                         self.out.agreements.append(AgreementInfo(item, f.path, None))
                 elif isinstance(item, ast.ExampleDecl):
                     self.out.examples.append((f.path, item))
+                elif isinstance(item, ast.CycleExampleDecl):
+                    self.out.cycle_examples.append(CycleExampleInfo(item, f.path))
 
     # ------------------------------------------------------------------ partners, calendars, fx, layouts
     def _partner(self, p: ast.PartnerDecl) -> None:
@@ -919,6 +941,288 @@ class Checker:
             elif e.key == "rejected" and e.values[0].text not in REJECT_CODES:
                 self.error("E201", f"unknown reject reason '{e.values[0].text}'", e.values[0].span,
                            did_you_mean(e.values[0].text, REJECT_CODES, "reasons"))
+
+    # ------------------------------------------------------------------ cycle examples
+    def _cycle_example(self, cx: CycleExampleInfo) -> None:
+        ex = cx.node
+        seen: dict[str, Span] = {}
+        for st in ex.settings:
+            if st.key in seen:
+                self.error("E103", f"'{st.key}' is set twice in this example", st.span, f"the first is at {seen[st.key]}")
+            seen[st.key] = st.span
+        period = ex.setting("period")
+        if period is None:
+            self.error("E117", "the cycle example has no period", ex.name.span,
+                       "say which billing cycle it describes, e.g. 'period 2026-03' (a month) or "
+                       "'period 2026-03-01 .. 2026-03-31'")
+        elif not self._cycle_days(cx, period):
+            period = None
+        if not ex.expectations:
+            self.error("E118", "the example expects nothing", ex.name.span,
+                       "add e.g. 'expect line \"E1 port rental\" 150.00 EUR' or 'expect total 150.00 EUR'")
+        for it in ex.items:
+            start, end = self.date(it.start), self.date(it.end)
+            if start and end and end < start:
+                self.error("E302", f"the item's last day ({it.end.text}) is before its first ({it.start.text})",
+                           it.end.span)
+            if it.quantity is not None and it.quantity.value <= 0:
+                self.error("E213", f"the quantity {it.quantity.text} must be positive", it.quantity.span)
+        for ev in ex.events:
+            self.date(ev.day)
+            self._whole(ev.count, "events are counted in whole numbers")
+        partner = self._cycle_partner(cx)
+        if partner is None or period is None:
+            return
+        infos = self._cycle_agreements(cx)
+        if not infos:
+            return
+        self._cycle_body(cx, infos)
+
+    def _whole(self, n: ast.Num, message: str) -> bool:
+        if n.value != int(n.value) or n.value < 0:
+            self.error("E215", f"{n.text}: {message}", n.span)
+            return False
+        return True
+
+    def _cycle_days(self, cx: CycleExampleInfo, period: ast.Setting) -> bool:
+        from datetime import timedelta
+
+        v = period.values
+        if len(v) == 1:
+            text = v[0].text
+            year, month = int(text[:4]), int(text[5:7])
+            if not 1 <= month <= 12:
+                self.error("E225", f"'{text}' is not a month", v[0].span, "months read YYYY-MM, e.g. 2026-03")
+                return False
+            cx.start = date(year, month, 1)
+            cx.end = date(year + (month == 12), month % 12 + 1, 1)
+            cx.label = text
+            return True
+        first, last = self.date(v[0]), self.date(v[1])
+        if first is None or last is None:
+            return False
+        if last < first:
+            self.error("E302", f"the period ends ({v[1].text}) before it starts ({v[0].text})", v[1].span)
+            return False
+        cx.start, cx.end = first, last + timedelta(days=1)
+        cx.label = f"{first.isoformat()}..{last.isoformat()}"
+        return True
+
+    def _in_force(self, info: AgreementInfo, cx: CycleExampleInfo) -> bool:
+        from datetime import timedelta
+
+        if info.start is None or cx.start is None or cx.end is None:
+            return False
+        return info.start < cx.end and (info.end is None or info.end + timedelta(days=1) > cx.start)
+
+    def _cycle_partner(self, cx: CycleExampleInfo) -> str | None:
+        ex = cx.node
+        st = ex.setting("partner")
+        if st is not None:
+            code = st.values[0]
+            if code.text not in self.out.partners:
+                self.error("E104", f"unknown partner '{code.text}'", code.span,
+                           did_you_mean(code.text, self.out.partners, "declared partners"))
+                return None
+            cx.partner = code.text
+            return cx.partner
+        named = ex.setting("agreement")
+        infos = [i for i in self.out.agreements if named is None or i.node.name.value == named.values[0].value]
+        codes = {i.node.partner.text for i in infos if i.node.partner is not None}
+        if len(codes) == 1:
+            cx.partner = codes.pop()
+        elif len(self.out.partners) == 1:
+            cx.partner = next(iter(self.out.partners))
+        else:
+            self.error("E125", "which partner's cycle is this?", ex.name.span,
+                       "add 'partner CODE' to the example" + (f" (one of {', '.join(sorted(codes))})" if codes else ""))
+            return None
+        return cx.partner
+
+    def _cycle_agreements(self, cx: CycleExampleInfo) -> list[AgreementInfo]:
+        """The versions of the example's agreement in force in its period (none: an error)."""
+        ex = cx.node
+        named = ex.setting("agreement")
+        mine = [i for i in self.out.agreements
+                if i.node.partner is None or i.node.partner.text == cx.partner]
+        if named is not None:
+            name = named.values[0]
+            names = {i.node.name.value for i in self.out.agreements}
+            if name.value not in names:
+                self.error("E116", f"no agreement named \"{name.value}\"", name.span,
+                           did_you_mean(name.value, names, "agreements"))
+                return []
+            mine = [i for i in mine if i.node.name.value == name.value]
+            if not mine:
+                self.error("E125", f"\"{name.value}\" is not an agreement with {cx.partner}", name.span,
+                           "name the partner the agreement is with")
+                return []
+        in_force = [i for i in mine if self._in_force(i, cx)]
+        names = sorted({i.node.name.value for i in in_force})
+        period = ex.setting("period")
+        if not names:
+            where = period.span if period is not None else ex.name.span
+            known = "; ".join(f"\"{i.node.name.value}\" {i.node.version.text} {i.node.start.text} .. "
+                              f"{i.node.end.text if i.node.end else ''}".rstrip() for i in mine)
+            self.error("E125", f"no agreement with {cx.partner} is in force in {cx.label}", where,
+                       f"agreements: {known}" if known else f"declare an agreement with {cx.partner}")
+            return []
+        if len(names) > 1:
+            self.error("E125", f"{len(names)} agreements with {cx.partner} are in force in {cx.label}", ex.name.span,
+                       "name one: " + ", ".join(f"'agreement \"{n}\"'" for n in names))
+            return []
+        cx.agreement = names[0]
+        return sorted(in_force, key=lambda i: i.node.version_number)
+
+    def _service_kind(self, si: ServiceInfo) -> str:
+        if si.unit in VOLUME_UNITS or si.node.setting("volume_rounding") or si.node.setting("volume_minimum"):
+            return "volume"
+        if si.unit in TIME_UNITS:
+            return "time"
+        return "count"
+
+    def _cycle_service(self, infos: list[AgreementInfo], d: ast.Ident, s: ast.Ident,
+                       version: ast.Ident | None = None) -> ServiceInfo | None:
+        key = (d.text, s.text)
+        chosen = [i for i in infos if version is None or i.node.version.text == version.text]
+        for info in reversed(chosen):
+            if key in info.services:
+                return info.services[key]
+        priced = sorted({" ".join(k) for i in chosen for k in i.services})
+        self.error("E110", f"'{d.text} {s.text}' is not priced by this agreement", _join_spans(d.span, s.span),
+                   did_you_mean(f"{d.text} {s.text}", priced, "priced services"))
+        return None
+
+    @staticmethod
+    def agreement_currency(infos: list[AgreementInfo]) -> str:
+        return infos[-1].currency
+
+    def _cycle_body(self, cx: CycleExampleInfo, infos: list[AgreementInfo]) -> None:
+        ex = cx.node
+        versions = {i.node.version.text: i for i in infos}
+        for t in ex.traffic:
+            opts: dict[str, Span] = {}
+            for o in t.options:
+                if o.key in opts:
+                    self.error("E103", f"'{o.key}' is given twice for this traffic", o.span, f"the first is at {opts[o.key]}")
+                opts[o.key] = o.span
+            v = t.option("version")
+            if v is not None and v.values[0].text not in versions:
+                self.error("E125", f"{v.values[0].text} of \"{cx.agreement}\" is not in force in {cx.label}",
+                           v.values[0].span, "versions in force: " + ", ".join(versions))
+                continue
+            si = self._cycle_service(infos, t.direction, t.service, v.values[0] if v is not None else None)
+            if si is None:
+                continue
+            kind = cx.kinds[(t.direction.text, t.service.text)] = self._service_kind(si)
+            cx.currencies[(t.direction.text, t.service.text)] = si.currency or self.agreement_currency(infos)
+            q = t.quantity
+            what = f"{t.direction.text} {t.service.text}"
+            if kind == "time":
+                if q.unit.text not in TIME_UNITS:
+                    self.error("E206", f"{what} is priced by time: give its traffic in minutes or seconds, "
+                                       f"not '{q.unit.text}'", q.unit.span, "e.g. 'traffic outbound voice 650_000 minutes'")
+                else:
+                    self.seconds(q)
+            elif kind == "volume":
+                if q.unit.text not in VOLUME_UNITS:
+                    self.error("E206", f"{what} is priced by volume: give its traffic in KB, MB or GB, "
+                                       f"not '{q.unit.text}'", q.unit.span, "e.g. 'traffic outbound data 2_500_000 MB'")
+                else:
+                    self.volume_bytes(q)
+            elif q.unit.text not in COUNTED:
+                self.error("E206", f"{what} is priced per {si.unit}: give its traffic in {si.unit}s, "
+                                   f"not '{q.unit.text}'", q.unit.span, did_you_mean(q.unit.text, COUNTED, "units"))
+            else:
+                self._whole(q.value, "a count of messages or events is a whole number")
+            for o in t.options:
+                if o.key in ("for", "surcharges"):
+                    m = o.values[0]
+                    if self.money(m) and si.currency and m.currency.text != si.currency:
+                        self.error("E318", f"{what} is priced in {si.currency}: its {'amount' if o.key == 'for' else 'surcharges'} "
+                                           f"must be in {si.currency} too", m.currency.span,
+                                   f"write e.g. '{m.amount.text} {si.currency}'")
+                elif o.key == "in":
+                    n = o.values[0]
+                    if n.unit.text not in RECORD_WORDS:
+                        self.error("E206", f"'{n.unit.text}' does not count records", n.unit.span,
+                                   did_you_mean(n.unit.text, RECORD_WORDS, "words"))
+                    self._whole(n.value, "records are counted in whole numbers")
+        for r in ex.refunds:
+            si = self._cycle_service(infos, r.direction, r.service)
+            if si is not None and self.money(r.amount) and si.currency and r.amount.currency.text != si.currency:
+                self.error("E318", f"{r.direction.text} {r.service.text} is priced in {si.currency}: its refunds "
+                                   f"must be in {si.currency} too", r.amount.currency.span)
+        charges = [(c, info) for info in infos for c, _ in info.charges]
+        self._cycle_inventory(ex, charges)
+        self._cycle_expectations(ex, charges)
+
+    def _cycle_inventory(self, ex: ast.CycleExampleDecl, charges) -> None:
+        any_kind = any(c.generic for c, _ in charges)
+        kinds = {c.param("per_inventory").text for c, _ in charges if isinstance(c.param("per_inventory"), ast.Ident)}
+        for it in ex.items:
+            if not any_kind and it.kind.text not in kinds:
+                self.error("E123", f"no charge of this agreement counts items of kind '{it.kind.text}'", it.kind.span,
+                           did_you_mean(it.kind.text, kinds, "kinds counted ('per inventory KIND')")
+                           or "no charge of this agreement is 'per inventory'")
+        any_event = any(c.generic or _measures_events(c) for c, _ in charges)
+        events = {c.param("event").text for c, _ in charges if c.kind == "event" and isinstance(c.param("event"), ast.Ident)}
+        for ev in ex.events:
+            if not any_event and ev.event.text not in events:
+                self.error("E124", f"no charge of this agreement counts '{ev.event.text}' events", ev.event.span,
+                           did_you_mean(ev.event.text, events, "events counted") or "no charge of this agreement counts events")
+
+    def _cycle_expectations(self, ex: ast.CycleExampleDecl, charges) -> None:
+        labels: dict[str, list[ast.ChargeNode]] = {}
+        for c, _ in charges:
+            labels.setdefault(c.label.value if c.label else c.kind, []).append(c)
+        items = {it.item_id.value for it in ex.items}
+        for e in ex.expectations:
+            if e.amount is not None:
+                self.currency(e.amount.currency)
+            if e.label is None:
+                continue
+            found = labels.get(e.label.value)
+            if found is None:
+                self.error("E112", f"no charge named \"{e.label.value}\" in this agreement", e.label.span,
+                           did_you_mean(e.label.value, labels, "charges"))
+                continue
+            ct = self.out.charge_types.get(found[0].kind)
+            if getattr(ct, "per_record", False):
+                self.error("E126", f"\"{e.label.value}\" is charged per record, not per cycle", e.label.span,
+                           "check it with a record example ('example \"...\" { ... }'); a cycle's traffic can "
+                           "give its total as 'surcharges AMOUNT'")
+                continue
+            if e.subject is not None:
+                parties = {p.party.text for c in found for p in _parties(c)}
+                subject = e.subject.value if isinstance(e.subject, ast.Str) else e.subject.text
+                if subject not in parties | items:
+                    self.error("E127", f"no line of \"{e.label.value}\" can be for '{subject}'", e.subject.span,
+                               did_you_mean(subject, parties | items, "its parties and the example's items")
+                               or "name a party of the revenue share or an item of the example")
+
+
+#: what a count service's traffic is given in, and the words that count records
+COUNTED = ("message", "messages", "event", "events", "unit", "units")
+RECORD_WORDS = ("call", "calls", "record", "records", "session", "sessions")
+
+
+def _join_spans(a: Span, b: Span) -> Span:
+    return Span(a.file, a.line, a.col, b.end_line, b.end_col)
+
+
+def _measures_events(c: ast.ChargeNode) -> bool:
+    on, amount = c.param("on"), c.param("amount")
+    return (isinstance(on, ast.Ident) and on.text == "events") or (
+        isinstance(amount, ast.Quantity) and amount.unit.text in ("event", "events"))
+
+
+def _parties(c: ast.ChargeNode) -> list[ast.SharePartyNode]:
+    out = list(c.param("parties") or ())
+    for t in c.param("tiers") or ():
+        if isinstance(t, ast.ShareTierNode):
+            out.extend(t.parties)
+    return out
 
 
 def _day_before(d: date) -> str:

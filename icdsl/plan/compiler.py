@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from icdsl.lang import ast
-from icdsl.lang.checker import AgreementInfo, Checked, ServiceInfo
+from icdsl.lang.checker import AgreementInfo, Checked, CycleExampleInfo, ServiceInfo
 from icdsl.lang.values import VOLUME_UNITS, WEEKDAYS, parse_date, parse_time
 from icdsl.plan import model as m
 
@@ -363,6 +363,45 @@ class Compiler:
                 expect.append((e.key, x.value if isinstance(x, ast.Str) else (x.text if hasattr(x, "text") else x)))
         return m.Example(ex.name.value, tuple(record), tuple(expect), agreement, ex.span)
 
+    def cycle_example(self, info: CycleExampleInfo) -> m.CycleExample:
+        from datetime import timedelta
+
+        from icdsl.lang.values import TIME_UNITS
+
+        ex = info.node
+        traffic = []
+        for t in ex.traffic:
+            kind = info.kinds[(t.direction.text, t.service.text)]
+            q = t.quantity
+            factor = TIME_UNITS.get(q.unit.text, 1) if kind == "time" else (
+                VOLUME_UNITS.get(q.unit.text, 1) if kind == "volume" else 1)
+            amount = t.option("for")
+            records = t.option("in")
+            surcharges = t.option("surcharges")
+            version = t.option("version")
+            traffic.append(m.CycleTraffic(
+                t.direction.text, t.service.text, kind, int(q.value.value * factor),
+                self.money(amount.values[0]) if amount else m.Money(Decimal(0), info.currencies[(t.direction.text,
+                                                                                     t.service.text)]),
+                int(records.values[0].value.value) if records else None,
+                surcharges.values[0].amount.value if surcharges else Decimal(0),
+                int(version.values[0].text[1:]) if version else None, t.span))
+        items = tuple(m.CycleItem(it.kind.text, it.item_id.value,
+                                  it.quantity.value if it.quantity is not None else Decimal(1),
+                                  parse_date(it.start.text),
+                                  parse_date(it.end.text) + timedelta(days=1) if it.end is not None else None, it.span)
+                      for it in ex.items)
+        events = tuple(m.CycleEvents(e.event.text, int(e.count.value), parse_date(e.day.text) if e.day else None,
+                                     e.span) for e in ex.events)
+        refunds = tuple(m.CycleRefund(r.direction.text, r.service.text, self.money(r.amount), r.span)
+                        for r in ex.refunds)
+        expect = tuple(m.CycleExpectation(
+            e.key, e.label.value if e.label else None,
+            None if e.subject is None else (e.subject.value if isinstance(e.subject, ast.Str) else e.subject.text),
+            self.money(e.amount) if e.amount is not None else None, e.span) for e in ex.expectations)
+        return m.CycleExample(ex.name.value, info.partner, info.agreement, info.start, info.end, info.label,
+                              tuple(traffic), items, events, refunds, expect, ex.span)
+
     def plan(self) -> m.Plan:
         c = self.c
         return m.Plan(
@@ -371,6 +410,7 @@ class Compiler:
             calendars=tuple(self.calendar(cal) for cal in c.calendars.values()),
             fx_sources=tuple(self.fx(f) for f in c.fx.values()),
             examples=tuple(self.example(f, ex) for f, ex in c.examples),
+            cycle_examples=tuple(self.cycle_example(i) for i in c.cycle_examples),
             layouts=tuple(self.layout(r) for r in c.layouts.values()),
             sources=tuple(sorted(c.program.hashes.items())),
         )

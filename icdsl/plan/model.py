@@ -508,6 +508,87 @@ class Example:
 
 
 @dataclass(frozen=True, slots=True)
+class CycleTraffic:
+    """A cycle example's traffic of one service, summed: ``quantity`` in billed seconds
+    (``kind`` time), units (count) or bytes (volume); ``amount`` the sum of the records'
+    amounts; ``records`` None when the example does not say; ``version`` None for the version
+    in force at the end of the cycle."""
+
+    direction: str
+    service: str
+    kind: str
+    quantity: int
+    amount: Money
+    records: int | None = None
+    surcharges: Decimal = Decimal(0)
+    version: int | None = None
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class CycleItem:
+    """An inventory item of a cycle example: active from ``activated`` (included) to
+    ``terminated`` (the first day no longer active; None: still active)."""
+
+    kind: str
+    item_id: str
+    quantity: Decimal
+    activated: date
+    terminated: date | None = None
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class CycleEvents:
+    """``units`` event records of type ``event`` on ``day`` (None: the first day of the cycle
+    on which the agreement is in force)."""
+
+    event: str
+    units: int
+    day: date | None = None
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class CycleRefund:
+    direction: str
+    service: str
+    amount: Money
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class CycleExpectation:
+    """``line`` (the sum of the lines of charge ``label``, of ``subject`` only if given: a
+    party or an item id), ``no_line`` (the charge gives no line) or ``total`` (all lines)."""
+
+    key: str
+    label: str | None = None
+    subject: str | None = None
+    amount: Money | None = None
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class CycleExample:
+    """An acceptance test of cycle-level charges: a partner's billing cycle ``[start, end)``
+    (local days) of one agreement, described by its totals, and the lines it must give."""
+
+    name: str
+    partner: str
+    agreement: str
+    start: date
+    end: date
+    label: str
+    traffic: tuple[CycleTraffic, ...] = ()
+    items: tuple[CycleItem, ...] = ()
+    events: tuple[CycleEvents, ...] = ()
+    refunds: tuple[CycleRefund, ...] = ()
+    expect: tuple[CycleExpectation, ...] = ()
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
 class RecordLayout:
     """How the columns of a traffic file map to icdsl's record fields.
 
@@ -538,6 +619,7 @@ class Plan:
     calendars: tuple[Calendar, ...] = ()
     fx_sources: tuple[FxSource, ...] = ()
     examples: tuple[Example, ...] = ()
+    cycle_examples: tuple[CycleExample, ...] = ()
     layouts: tuple[RecordLayout, ...] = ()
     sources: tuple[tuple[str, str], ...] = field(default=())  # (file, sha256)
 
