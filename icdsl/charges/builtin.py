@@ -152,8 +152,12 @@ class _Tiers(CycleChargeType):
             checker.price_unit(v.unit)
             if v.per_count is not None and (v.per_count.value <= 0 or v.per_count.value != int(v.per_count.value)):
                 checker.error("E215", "a package size must be a positive whole number", v.per_count.span)
+            if checker.agreement:
+                checker.currency_matches(v.money.currency, checker.agreement.currency, "the tier's price")
         elif isinstance(v, ast.Money):
             checker.money(v)
+            if checker.agreement:
+                checker.currency_matches(v.currency, checker.agreement.currency, "the tier's fee")
 
     def compile(self, node, compiler):
         return (
@@ -212,6 +216,8 @@ class RevenueShare(CycleChargeType):
             prev = None
             for t in tiers:
                 checker.money(t.start)
+                if checker.agreement:
+                    checker.currency_matches(t.start.currency, checker.agreement.currency, "the revenue share")
                 if prev is not None and t.start.amount.value <= prev.start.amount.value:
                     checker.error("E313", "revenue share tiers must increase", t.start.span)
                 prev = t
@@ -231,6 +237,8 @@ class RevenueShare(CycleChargeType):
             elif isinstance(p.value, ast.MoneyPer):
                 checker.money(p.value.money)
                 checker.price_unit(p.value.unit)
+                if checker.agreement:
+                    checker.currency_matches(p.value.money.currency, checker.agreement.currency, "the fixed share")
             else:
                 remainder += 1
         if remainder > 1:

@@ -30,9 +30,9 @@ from fractions import Fraction
 from typing import Any
 
 from icdsl.charges.context import ChargeContext, in_scope, scope_text
-from icdsl.charges.lines import ChargeHold, ChargeLine, exact_text
+from icdsl.charges.lines import ChargeHold, ChargeLine, exact_text, shown
 from icdsl.charges.periods import Days
-from icdsl.charges.tiers import measuring_period
+from icdsl.charges.tiers import MEASURE_UNIT, measuring_period
 from icdsl.lang.values import currencies
 from icdsl.plan.model import Charge
 
@@ -64,6 +64,50 @@ def _line_counts(line: ChargeLine, scope: tuple[tuple[str, str], ...]) -> bool:
     return bool(line.scope) and all(in_scope(scope, d, s) for d, s in line.scope)
 
 
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """What a commitment measured over its period so far: ``actual`` (money in the commitment's
+    currency, or the quantity), ``charges`` (the usage charges in ``currency``: what a quantity
+    shortfall's average price is taken from), the earlier cycles counted, the conversions."""
+
+    currency: str
+    actual: Fraction
+    charges: Fraction
+    cycles: int
+    fx: tuple[dict[str, str], ...] = ()
+
+
+def measure(charge: Charge, ctx: ChargeContext, period: Days) -> Measured:
+    """The commitment's scope over ``period`` up to this cycle (included): the earlier cycles
+    of the period (``ctx.history``) and this one. Usage charges = the records' amounts and
+    surcharges, plus the tiered-price lines, minus the volume-discount lines of its scope
+    (this cycle's: ``ctx.lines``). Amounts in other currencies than the commitment's (a money
+    commitment) or the agreement's (a quantity commitment, for its average price) are
+    converted with the agreement's fx source, each cycle's at the rate in force on that cycle's
+    last day, exactly (:meth:`ChargeContext.total_in`)."""
+    _value, unit, is_money = commitment_of(charge)
+    scope = charge.applies_to
+    earlier = ctx.history_in(period) if period != ctx.cycle else []
+    currency = unit if is_money else ctx.agreement.currency
+    amounts: list[tuple[date, str, Fraction]] = []
+    for h in earlier:
+        day = h.days.last
+        assert day is not None
+        amounts += [(day, u.currency, Fraction(u.amount) + Fraction(u.record_charges))
+                    for u in ctx.usage_of(scope, rows=h.usage)]
+        amounts += [(day, ln.currency, Fraction(ln.amount)) for ln in h.lines
+                    if ln.agreement_version == ctx.agreement.version and _line_counts(ln, scope)]
+    amounts += [(ctx.last_day, u.currency, Fraction(u.amount) + Fraction(u.record_charges)) for u in ctx.usage_of(scope)]
+    amounts += [(ctx.last_day, ln.currency, Fraction(ln.amount)) for ln in ctx.lines if _line_counts(ln, scope)]
+    charges, trail = ctx.total_in(charge, amounts, currency)
+    if is_money:
+        actual = charges
+    else:
+        actual = sum((ctx.measure(unit, scope, rows=h.usage, events=h.events) for h in earlier), Fraction(0)) + \
+            ctx.measure(unit, scope)
+    return Measured(currency, actual, charges, len(earlier) + 1, tuple(trail))
+
+
 def evaluate(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
     value, unit, is_money = commitment_of(charge)
     period = measuring_period(charge.param("period", "cycle"), ctx)
@@ -72,26 +116,16 @@ def evaluate(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
         return []  # not the cycle that closes the period
     committed, how = committed_for(charge, period, ctx.days)
     scope = charge.applies_to
-    earlier = ctx.history_in(period) if period != ctx.cycle else []
-    usage_rows = [u for h in earlier for u in ctx.usage_of(scope, rows=h.usage)] + ctx.usage_of(scope)
-    lines_in = [ln for h in earlier for ln in h.lines if ln.agreement_version == ctx.agreement.version] + \
-        [ln for ln in ctx.lines]
-    adjust = [ln for ln in lines_in if _line_counts(ln, scope)]
-    currency = unit if is_money else ctx.agreement.currency
-    traffic = sum((Fraction(u.amount) + Fraction(u.record_charges) for u in usage_rows if u.currency == currency),
-                  Fraction(0))
-    charges = traffic + sum((Fraction(ln.amount) for ln in adjust if ln.currency == currency), Fraction(0))
+    m = measure(charge, ctx, period)
+    currency, actual, charges = m.currency, m.actual, m.charges
     if is_money:
-        actual = charges
         shortfall = max(Fraction(0), committed - actual)
         exact = shortfall
         valued = ""
     else:
-        actual = sum((ctx.measure(unit, scope, rows=h.usage, events=h.events) for h in earlier), Fraction(0)) + \
-            ctx.measure(unit, scope)
         shortfall = max(Fraction(0), committed - actual)
         if shortfall and actual == 0:
-            raise ChargeHold(f"'{charge.name}': a shortfall of {exact_text(shortfall)} {unit} in {period.label} "
+            raise ChargeHold(f"'{charge.name}': a shortfall of {shown(shortfall, unit)} in {period.label} "
                              f"cannot be valued: there is no {unit} traffic ({scope_text(scope)}) to give an average "
                              "price; review the cycle", charge.span)
         avg = charges / actual if actual else Fraction(0)
@@ -104,12 +138,17 @@ def evaluate(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
         "period": period.label, "committed": exact_text(committed), "commitment": f"{value} {unit}",
         "proration": how, "actual": exact_text(actual), "shortfall": exact_text(shortfall),
         "scope": scope_text(scope), "measured_on": "usage charges after discounts" if is_money else unit,
-        "cycles": len(earlier) + 1, "waived": waived,
+        "cycles": m.cycles, "waived": waived,
     }
     if valued:
         details["valued"] = valued
-    desc = f"{charge.name}: shortfall {exact_text(shortfall)} {unit} of {exact_text(committed)} committed, " \
-           f"{period.label}"
+    if m.fx:
+        details["fx"] = list(m.fx)
+    desc = f"{charge.name}: shortfall {shown(shortfall, unit)} of {shown(committed, unit)} committed " \
+           f"({shown(actual, unit)} reached), {period.label}"
+    if valued:
+        desc += f", valued at the average price {format(_dec(avg, 6).normalize(), 'f')} {currency} " \
+                f"per {MEASURE_UNIT.get(unit, unit) or unit}"
     if waived:
         details["waived_amount"] = exact_text(exact)
         desc += " (waived)"

@@ -19,7 +19,7 @@ records of time services; ``events`` = units of event records.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -27,7 +27,7 @@ from fractions import Fraction
 from typing import Any
 
 from icdsl.charges.keys import application_key, correction_key
-from icdsl.charges.lines import ChargeLine, exact_text, minor_units, round_money
+from icdsl.charges.lines import ChargeError, ChargeLine, exact_text, minor_units, round_money
 from icdsl.charges.periods import Days
 from icdsl.inventory import InventoryItem
 from icdsl.plan.model import Agreement, Charge, Partner
@@ -116,13 +116,43 @@ class CycleUsage:
 @dataclass(frozen=True, slots=True)
 class Adjustment:
     """A refund, credit or adjustment recorded against traffic in the cycle (``net`` revenue
-    shares deduct them): positive ``amount`` is money given back."""
+    shares deduct them): positive ``amount`` is money given back.
+
+    ``kind``: ``refund`` (a refund record: ``id`` is its id, ``refers_to`` the purchase it
+    refunds, ``day`` its local day), ``adjustment`` (a correction of an earlier cycle's traffic
+    billed on this cycle) or ``credit``. ``agreement`` / ``agreement_version`` (when known:
+    the version that rated it) and ``partner`` limit it to that agreement version and partner;
+    left empty, it counts for any (a ``day`` then picks the version in force that day)."""
 
     direction: str
     service: str
     amount: Decimal
     currency: str
     description: str = ""
+    kind: str = "credit"
+    id: str = ""
+    refers_to: str = ""
+    day: date | None = None
+    partner: str = ""
+    agreement: str = ""
+    agreement_version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FxRate:
+    """An exchange rate given to charges: 1 ``base`` = ``rate`` ``quote``, the rate in force on
+    ``day`` (``text`` says where it comes from, for the audit trail)."""
+
+    base: str
+    quote: str
+    rate: Decimal
+    day: date
+    text: str = ""
+
+
+#: the exchange rates of the agreement's ``fx`` source: (base, quote, day) -> the rate in force
+#: that day, or None when the source has none
+Rates = Callable[[str, str, date], "FxRate | None"]
 
 
 def in_scope(scope: tuple[tuple[str, str], ...], direction: str, service: str) -> bool:
@@ -194,7 +224,10 @@ class ChargeContext:
     - ``terminated_on``: the agreement was terminated early; first day no longer in force;
     - ``reopen_from``: charge periods still running on or after this day are re-examined for
       changes (default: the cycle's start);
-    - ``lines``: the lines of earlier stages of this cycle (filled in by :func:`evaluate_cycle`).
+    - ``lines``: the lines of earlier stages of this cycle (filled in by :func:`evaluate_cycle`);
+    - ``fx``: the exchange rates of the agreement's ``fx`` source (:data:`Rates`), for charges
+      that count amounts in other currencies than their own (commitments, tiers and discounts
+      on revenue, revenue shares): see :meth:`total_in`.
     """
 
     agreement: Agreement
@@ -211,6 +244,7 @@ class ChargeContext:
     terminated_on: date | None = None
     reopen_from: date | None = None
     lines: tuple[ChargeLine, ...] = ()
+    fx: Rates | None = None
 
     def __post_init__(self) -> None:
         if self.cycle.end is None:
@@ -279,6 +313,73 @@ class ChargeContext:
         measuring period in which the cycle ends)."""
         return [h for h in self.history
                 if h.days.last is not None and h.days.last in period and h.days.start < self.cycle.start]
+
+    # ------------------------------------------------------------------ currencies
+
+    def rate(self, charge: Charge, base: str, quote: str, day: date) -> FxRate:
+        """The rate converting ``base`` amounts into ``quote`` for ``charge``, in force on ``day``
+        (from the agreement's ``fx`` source); a :class:`ChargeError` at the charge's rule when
+        there is none."""
+        ag = self.agreement
+        what = f"'{charge.name}' counts amounts in {base} in its currency {quote}"
+        if not ag.fx:
+            raise ChargeError(f"{what}, but agreement \"{ag.name}\" v{ag.version} names no fx source: add 'fx NAME' "
+                              f"to the agreement (an fx block with a {quote}/{base} rate), or price in {quote}",
+                              charge.span)
+        got = self.fx(base, quote, day) if self.fx is not None else None
+        if got is None:
+            raise ChargeError(f"{what}, but the fx source '{ag.fx}' has no rate between {base} and {quote} in force on "
+                              f"{day}" + ("" if self.fx is not None else " (no exchange rates were given)")
+                              + f": add one ('{quote}/{base} RATE from DATE')", charge.span)
+        return got
+
+    def total_in(self, charge: Charge, amounts: Iterable[tuple[date, str, Decimal | Fraction]], into: str
+                 ) -> tuple[Fraction, list[dict[str, str]]]:
+        """The exact sum of ``amounts`` (each: the last day of the cycle it belongs to, its
+        currency, the amount) in currency ``into``. An amount in another currency is converted
+        at the agreement's fx rate in force on that day, the cycle's last day (as billing
+        converts the cycle's traffic lines), exactly: nothing is rounded here. Returns the total
+        and the conversions made (for the line's details)."""
+        acc: dict[tuple[date, str], Fraction] = {}
+        for day, cur, amount in amounts:
+            acc[(day, cur)] = acc.get((day, cur), Fraction(0)) + Fraction(amount)
+        total = Fraction(0)
+        trail = []
+        for (day, cur), amount in sorted(acc.items()):
+            if cur == into:
+                total += amount
+                continue
+            if amount == 0:
+                continue
+            r = self.rate(charge, cur, into, day)
+            converted = amount * Fraction(r.rate)
+            total += converted
+            trail.append({"amount": exact_text(amount), "currency": cur, "rate": str(r.rate), "on": day.isoformat(),
+                          "converted": exact_text(converted), "into": into, "source": r.text})
+        return total, trail
+
+    @property
+    def last_day(self) -> date:
+        """The cycle's last day (the day whose fx rates convert its amounts)."""
+        assert self.cycle.last is not None
+        return self.cycle.last
+
+    def adjustments_of(self, scope: tuple[tuple[str, str], ...] = ()) -> list[Adjustment]:
+        """The refunds, credits and adjustments of the cycle against this version's traffic in
+        ``scope`` (see :class:`Adjustment`)."""
+        ag = self.agreement
+        out = []
+        for a in self.adjustments:
+            if a.partner and a.partner != self.partner.code:
+                continue
+            if not in_scope(scope, a.direction, a.service):
+                continue
+            if a.agreement and (a.agreement != ag.name or (a.agreement_version and a.agreement_version != ag.version)):
+                continue
+            if not a.agreement and a.day is not None and a.day not in self.days:
+                continue
+            out.append(a)
+        return out
 
     # ------------------------------------------------------------------ money and lines
 

@@ -110,6 +110,40 @@ def exact_text(value: Decimal | Fraction | int) -> str:
     return f"{f.numerator}/{f.denominator} (~{sign}{format(approx, 'f')})"
 
 
+#: how a measured quantity is named in a description
+MEASURE_WORDS = {"minutes": "minutes", "messages": "messages", "volume": "MB", "calls": "calls",
+                 "events": "events"}
+
+
+def shown(value: Decimal | Fraction | int, unit: str = "") -> str:
+    """A measured quantity or an amount for a line's *description* (never for computing: the
+    exact value stays in ``details``): thousands separated by commas, with its unit.
+
+    - an amount (``unit`` a currency code): at the currency's minor unit, half up
+      (``3,765.44 EUR``);
+    - a quantity (``unit`` a measure: ``minutes``, ``messages``, ``volume``, ``calls``,
+      ``events``, or a unit such as ``MB``): whole numbers as they are (``1,000,000
+      minutes``), others to 2 decimals, half up (``2,305,784.46 MB``); a non-zero value that
+      would show as 0.00 shows its first significant digits (``0.0004 MB``)."""
+    from icdsl.lang.values import currencies
+    from icdsl.money import round_decimal
+
+    f = Fraction(value)
+    word = MEASURE_WORDS.get(unit, unit)
+    if word in currencies():
+        d = round_decimal(Decimal(f.numerator) / Decimal(f.denominator), minor_units(word), "half_up")
+        return f"{d:,} {word}"
+    if f.denominator == 1:
+        text = f"{f.numerator:,}"
+    else:
+        d = round_decimal(Decimal(f.numerator) / Decimal(f.denominator), 2, "half_up")
+        if d == 0:
+            exact = Decimal(f.numerator) / Decimal(f.denominator)
+            d = round_decimal(exact, max(2, -exact.adjusted()), "half_up")
+        text = f"{d:,}"
+    return f"{text} {word}".strip()
+
+
 @dataclass(frozen=True, slots=True)
 class ChargeLine:
     """One invoice line produced by a charge.

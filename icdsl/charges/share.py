@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 
-from icdsl.charges.context import ChargeContext, scope_text
-from icdsl.charges.lines import ChargeError, ChargeLine, exact_sum, exact_text, minor_units
+from icdsl.charges.context import Adjustment, ChargeContext, scope_text
+from icdsl.charges.lines import ChargeError, ChargeLine, exact_sum, exact_text, minor_units, shown
 from icdsl.charges.tiers import UNIT_FACTORS
 from icdsl.plan.model import Charge, Price, Share, ShareTier
 
@@ -65,6 +65,11 @@ class ShareResult:
     amount: Decimal
     tier: str
     shares: tuple[PartyShare, ...]
+    gross_exact: str = ""
+    deducted_exact: str = ""
+    deductions: tuple[Adjustment, ...] = ()
+    fx: tuple[dict[str, str], ...] = ()
+    tier_shown: str = ""
 
     @property
     def total(self) -> Decimal:
@@ -161,53 +166,94 @@ def parse_scope(charge: Charge) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def share_currency(charge: Charge, ctx: ChargeContext) -> str:
+    """A revenue share's currency: that of its money (a tier's ``from``, a fixed share), else the
+    agreement's."""
+    found: list[str] = []
+    for t in charge.param("tiers", ()) or ():
+        found.append(t.start.currency)
+        found += [sh.fixed.currency for sh in t.shares if sh.fixed is not None]
+    found += [sh.fixed.currency for sh in charge.param("shares", ()) or () if sh.fixed is not None]
+    if len(set(found)) > 1:
+        raise ChargeError(f"'{charge.name}' mixes currencies ({', '.join(sorted(set(found)))}): a revenue share is "
+                          "split in one currency; write its tiers and fixed shares in the same one", charge.span)
+    return found[0] if found else ctx.agreement.currency
+
+
 def shares_of(charge: Charge, ctx: ChargeContext) -> list[ShareResult]:
-    """The splits of a revenue share charge for the cycle (one per currency with traffic)."""
+    """The split of a revenue share charge for the cycle, in the share's currency
+    (:func:`share_currency`): the records' amounts in scope (gross) less, ``on net``, the
+    refunds, credits and adjustments of the cycle against that traffic
+    (:meth:`ChargeContext.adjustments_of`), amounts in other currencies converted at the fx rate
+    in force on the cycle's last day, exactly; then rounded once to the minor unit and split.
+    No traffic and nothing deducted: no split."""
     basis = charge.param("basis", "gross")
     scope = parse_scope(charge)
+    currency = share_currency(charge, ctx)
     rows = ctx.usage_of(scope)
-    by_cur: dict[str, Fraction] = {}
-    for u in rows:
-        by_cur[u.currency] = by_cur.get(u.currency, Fraction(0)) + Fraction(u.amount)
-    out = []
+    day = ctx.last_day
+    gross, fx_gross = ctx.total_in(charge, [(day, u.currency, u.amount) for u in rows], currency)
+    deductions = ctx.adjustments_of(scope) if basis == "net" else []
+    deducted, fx_net = ctx.total_in(charge, [(day, a.currency, a.amount) for a in deductions], currency)
+    if not rows and not deductions:
+        return []
+    amount = ctx.round(gross - deducted, currency)
+    tier = tier_shown = ""
+    shares = charge.param("shares")
+    if charge.param("tiers"):
+        t = choose_tier(charge.param("tiers"), amount, charge.span)
+        shares, tier, tier_shown = t.shares, f"from {t.start}", f"tier from {shown(t.start.amount, t.start.currency)}"
+    if not shares:
+        raise ChargeError(f"'{charge.name}' has no parties", charge.span)
     measures = {m: ctx.measure(m, scope) for m in ("messages", "minutes", "volume", "calls", "events")}
-    for currency in sorted(by_cur):
-        gross = by_cur[currency]
-        deducted = Fraction(0)
-        if basis == "net":
-            deducted = sum((Fraction(a.amount) for a in ctx.adjustments
-                            if a.currency == currency and (not scope or (a.direction, a.service) in scope)),
-                           Fraction(0))
-        amount = ctx.round(gross - deducted, currency)
-        tier = ""
-        shares = charge.param("shares")
-        if charge.param("tiers"):
-            t = choose_tier(charge.param("tiers"), amount, charge.span)
-            shares, tier = t.shares, f"from {t.start}"
-        if not shares:
-            raise ChargeError(f"'{charge.name}' has no parties", charge.span)
-        parts = split(amount, shares, currency, measures, charge.span)
-        out.append(ShareResult(charge.name, basis, currency, ctx.round(gross, currency),
-                               ctx.round(deducted, currency), amount, tier, tuple(parts)))
-    return out
+    parts = split(amount, shares, currency, measures, charge.span)
+    return [ShareResult(charge.name, basis, currency, ctx.round(gross, currency), ctx.round(deducted, currency),
+                        amount, tier, tuple(parts), exact_text(gross), exact_text(deducted),
+                        tuple(deductions), tuple(fx_gross + fx_net), tier_shown)]
+
+
+#: at most this many deductions are listed one by one in a share line's details
+LISTED = 50
+
+
+def _deduction(a: Adjustment) -> dict[str, str]:
+    d = {"kind": a.kind, "amount": str(a.amount), "currency": a.currency, "scope": f"{a.direction} {a.service}"}
+    for k in ("id", "refers_to", "description"):
+        if getattr(a, k):
+            d[k] = getattr(a, k)
+    if a.day is not None:
+        d["day"] = a.day.isoformat()
+    return d
 
 
 def evaluate(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
     lines = []
     scope = parse_scope(charge)
     for res in shares_of(charge, ctx):
+        basis = res.basis
+        if res.basis == "net":
+            n = len(res.deductions)
+            basis = f"net of {shown(res.deducted, res.currency)} deducted ({n} refund(s), credit(s), adjustment(s))" \
+                if n else "net (nothing deducted)"
         for p in res.shares:
-            desc = f"{charge.name}: {p.party} {p.kind} share of {res.amount} {res.currency} {res.basis}" + \
-                   (f" ({res.tier})" if res.tier else "")
+            desc = f"{charge.name}: {p.party} {p.kind} share of {shown(res.amount, res.currency)} {basis}" + \
+                   (f" ({res.tier_shown})" if res.tier else "")
+            details = {"basis": res.basis, "gross": str(res.gross), "deducted": str(res.deducted),
+                       "amount_split": str(res.amount), "tier": res.tier, "scope": scope_text(scope),
+                       "exact_share": exact_text(p.exact), "how": p.how,
+                       "method": "largest remainder at the minor unit, ties to the party listed first"}
+            if res.basis == "net":
+                details["gross_exact"] = res.gross_exact
+                details["deducted_exact"] = res.deducted_exact
+                details["deductions_count"] = len(res.deductions)
+                details["deductions"] = [_deduction(a) for a in res.deductions[:LISTED]]
+            if res.fx:
+                details["fx"] = list(res.fx)
             lines.append(ctx.line(
                 charge, description=desc, exact=p.amount, currency=res.currency, quantity=Decimal(1), unit="share",
                 application=ctx.key(charge, f"party:{p.party}:{res.currency}", ctx.cycle_label),
                 dimensions={"party": p.party, "share_kind": p.kind, "tier": res.tier, "basis": res.basis},
-                details={"basis": res.basis, "gross": str(res.gross), "deducted": str(res.deducted),
-                         "amount_split": str(res.amount), "tier": res.tier, "scope": scope_text(scope),
-                         "exact_share": exact_text(p.exact), "how": p.how,
-                         "method": "largest remainder at the minor unit, ties to the party listed first"},
-                stage="share"))
+                details=details, stage="share"))
     return lines
 
 

@@ -40,7 +40,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from icdsl.charges.context import ChargeContext, scope_text
-from icdsl.charges.lines import ChargeError, ChargeLine, exact_text
+from icdsl.charges.lines import MEASURE_WORDS, ChargeError, ChargeLine, exact_text, shown
 from icdsl.charges.periods import Days, months_of, period_containing
 from icdsl.plan.model import Charge, Tier
 
@@ -190,23 +190,68 @@ def _quantity(q: Fraction) -> Decimal:
     return d if Fraction(d) == q else round_decimal(d, 8, "half_up")
 
 
-def _to_date(charge: Charge, ctx: ChargeContext, measure: str) -> tuple[Days, Fraction, Fraction, dict[str, Fraction],
-                                                                    dict[str, Fraction]]:
-    """(period, quantity before this cycle, quantity to date, amounts before by currency,
-    amounts to date by currency) of the charge's scope."""
+def tier_text(t: Tier, measure: str, currency: str = "") -> str:
+    """A tier for a description: its start with the measure's unit (``from 2,000,000 MB: 5%``,
+    ``from 10,000 EUR: 2%`` for revenue)."""
+    unit = currency if measure == "revenue" else MEASURE_WORDS.get(measure, measure)
+    start = shown(t.start, unit)
+    if t.percent is not None:
+        return f"from {start}: {format(t.percent.normalize(), 'f')}%"
+    if t.flat is not None:
+        return f"from {start}: {t.flat} flat"
+    return f"from {start}: {t.price}"
+
+
+@dataclass(frozen=True, slots=True)
+class ToDate:
+    """A charge's scope measured over its measuring period: the quantity before this cycle and
+    to date (revenue: converted into the charge's currency), the traffic amounts before and to
+    date by currency (never converted), and the conversions made."""
+
+    period: Days
+    before_q: Fraction
+    now_q: Fraction
+    before_a: dict[str, Fraction]
+    now_a: dict[str, Fraction]
+    fx: list[dict[str, str]]
+
+
+def _to_date(charge: Charge, ctx: ChargeContext, measure: str, currency: str) -> ToDate:
+    """The charge's scope over its period to date. A ``revenue`` quantity is the records'
+    amounts converted into ``currency``: each cycle's amounts at the fx rate in force on that
+    cycle's last day, exactly (:meth:`ChargeContext.total_in`)."""
     period = measuring_period(charge.param("period", "cycle"), ctx)
     scope = charge.applies_to
-    before_q = Fraction(0)
+    earlier = ctx.history_in(period) if charge.param("period", "cycle") != "cycle" else []
     before_a: dict[str, Fraction] = {}
-    for h in ctx.history_in(period) if charge.param("period", "cycle") != "cycle" else ():
-        before_q += ctx.measure(measure, scope, rows=h.usage, events=h.events)
+    for h in earlier:
         for u in ctx.usage_of(scope, rows=h.usage):
             before_a[u.currency] = before_a.get(u.currency, Fraction(0)) + Fraction(u.amount)
-    now_q = before_q + ctx.measure(measure, scope)
     now_a = dict(before_a)
     for u in ctx.usage_of(scope):
         now_a[u.currency] = now_a.get(u.currency, Fraction(0)) + Fraction(u.amount)
-    return period, before_q, now_q, before_a, now_a
+    trail: list[dict[str, str]] = []
+    if measure == "revenue":
+        past = [(h.days.last, u.currency, u.amount) for h in earlier for u in ctx.usage_of(scope, rows=h.usage)]
+        before_q, t1 = ctx.total_in(charge, past, currency)  # type: ignore[arg-type]
+        this, t2 = ctx.total_in(charge, [(ctx.last_day, u.currency, u.amount) for u in ctx.usage_of(scope)],
+                                currency)
+        now_q, trail = before_q + this, t1 + t2
+    else:
+        before_q = sum((ctx.measure(measure, scope, rows=h.usage, events=h.events) for h in earlier), Fraction(0))
+        now_q = before_q + ctx.measure(measure, scope)
+    return ToDate(period, before_q, now_q, before_a, now_a, trail)
+
+
+def tiers_currency(charge: Charge, ctx: ChargeContext) -> str:
+    """A tiered price's currency: its prices' (the first tier with a price or a flat fee), else
+    the agreement's."""
+    for t in charge.param("tiers", ()):
+        if t.price is not None:
+            return t.price.currency
+        if t.flat is not None:
+            return t.flat.currency
+    return ctx.agreement.currency
 
 
 def evaluate_tiered(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
@@ -216,9 +261,9 @@ def evaluate_tiered(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
     mode, measure = charge.param("mode"), charge.param("on")
     if ctx.active_in_cycle is None:
         return []
-    period, before_q, now_q, _, _ = _to_date(charge, ctx, measure)
-    currency = next((t.price.currency if t.price else t.flat.currency for t in tiers  # type: ignore[union-attr]
-                     if t.price or t.flat), ctx.agreement.currency)
+    currency = tiers_currency(charge, ctx)
+    td = _to_date(charge, ctx, measure, currency)
+    period, before_q, now_q = td.period, td.before_q, td.now_q
     now, parts = price_tiers(tiers, now_q, mode, measure, charge.span)
     before = Fraction(0)
     if period != ctx.cycle and ctx.history_in(period):
@@ -230,9 +275,14 @@ def evaluate_tiered(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
     if exact == 0 and now_q == before_q:
         return []  # nothing used and nothing due: no line
     reached = parts[-1].label if parts else "no tier reached"
+    i = tier_index(tiers, now_q)
+    reached_text = tier_text(tiers[i], measure, currency) if i is not None else "no tier reached"
+    unit = currency if measure == "revenue" else measure
     label = period.label
-    desc = f"{charge.name}: {exact_text(now_q - before_q)} {measure} ({scope_text(charge.applies_to)}), {mode}, " \
-           f"tier reached {reached}"
+    this = shown(now_q - before_q, unit)
+    desc = f"{charge.name}: {this} ({scope_text(charge.applies_to)}), {mode}, tier reached {reached_text}"
+    if period != ctx.cycle:
+        desc += f"; {shown(now_q, unit)} in {label} to date"
     details = {
         "mode": mode, "measure": measure, "period": label, "scope": scope_text(charge.applies_to),
         "quantity_to_date": exact_text(now_q), "quantity_before": exact_text(before_q),
@@ -240,26 +290,30 @@ def evaluate_tiered(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
                   for p in parts],
         "price_to_date": exact_text(now), "price_before": exact_text(before),
     }
+    if td.fx:
+        details["fx"] = td.fx
     return [ctx.line(charge, description=desc, exact=exact, currency=currency, quantity=_quantity(now_q - before_q),
-                     unit=MEASURE_UNIT.get(measure, measure), application=ctx.key(charge, "tiers", label + "@" +
-                                                                                   ctx.cycle_label),
+                     unit=MEASURE_UNIT.get(measure, measure) or currency,
+                     application=ctx.key(charge, "tiers", label + "@" + ctx.cycle_label),
                      dimensions={"tier": reached, "measure": measure, "period": label}, details=details)]
 
 
 def evaluate_discount(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
+    """A volume discount: the quantity (``revenue``: every currency's amounts converted into the
+    agreement's currency) chooses the tier; each currency's traffic amount is discounted in its
+    own currency (one line per currency, which billing converts like the traffic it discounts)."""
     tiers: tuple[Tier, ...] = charge.param("tiers", ())
     if not tiers:
         raise ChargeError(f"'{charge.name}' has no tiers", charge.span)
     mode, measure = charge.param("mode"), charge.param("on")
     if ctx.active_in_cycle is None:
         return []
-    period, before_q, now_q, before_a, now_a = _to_date(charge, ctx, measure)
-    if measure == "revenue" and len(now_a) > 1:
-        raise ChargeError(f"'{charge.name}' measures revenue in several currencies ({', '.join(sorted(now_a))}): "
-                          "scope it to services priced in one currency", charge.span)
+    td = _to_date(charge, ctx, measure, ctx.agreement.currency)
+    period, before_q, now_q = td.period, td.before_q, td.now_q
+    unit = ctx.agreement.currency if measure == "revenue" else measure
     lines = []
-    for currency in sorted(now_a):
-        amount_now, amount_before = now_a[currency], before_a.get(currency, Fraction(0))
+    for currency in sorted(td.now_a):
+        amount_now, amount_before = td.now_a[currency], td.before_a.get(currency, Fraction(0))
         d_now, parts = discount_tiers(tiers, now_q, amount_now, mode, charge.span)
         d_before, _ = discount_tiers(tiers, before_q, amount_before, mode, charge.span)
         if period != ctx.cycle and ctx.history_in(period):
@@ -270,8 +324,10 @@ def evaluate_discount(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
             continue
         i = tier_index(tiers, now_q)
         reached = tier_label(tiers[i]) if i is not None else "no tier reached"
-        desc = (f"{charge.name}: {mode} discount, {exact_text(now_q)} {measure} "
-                f"({scope_text(charge.applies_to)}), tier reached {reached}")
+        reached_text = tier_text(tiers[i], measure, ctx.agreement.currency) if i is not None else "no tier reached"
+        desc = (f"{charge.name}: {mode} discount of {shown(amount_now, currency)}, {shown(now_q, unit)} "
+                f"({scope_text(charge.applies_to)}{'' if period == ctx.cycle else ', ' + period.label + ' to date'}), "
+                f"tier reached {reached_text}")
         details = {
             "mode": mode, "measure": measure, "period": period.label, "scope": scope_text(charge.applies_to),
             "quantity_to_date": exact_text(now_q), "quantity_before": exact_text(before_q),
@@ -280,8 +336,10 @@ def evaluate_discount(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
                        "how": p.how} for p in parts],
             "discount_to_date": exact_text(d_now), "discount_before": exact_text(d_before),
         }
+        if td.fx:
+            details["fx"] = td.fx
         lines.append(ctx.line(charge, description=desc, exact=exact, currency=currency,
-                              quantity=_quantity(now_q), unit=MEASURE_UNIT.get(measure, measure),
+                              quantity=_quantity(now_q), unit=MEASURE_UNIT.get(measure, measure) or unit,
                               application=ctx.key(charge, f"discount:{currency}", period.label + "@" + ctx.cycle_label),
                               dimensions={"tier": reached, "measure": measure, "period": period.label},
                               details=details, stage="discount"))
@@ -289,4 +347,4 @@ def evaluate_discount(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
 
 
 __all__ = ["discount_tiers", "evaluate_discount", "evaluate_tiered", "measuring_period", "price_tiers",
-           "tier_index", "tier_label"]
+           "tier_index", "tier_label", "tier_text", "tiers_currency"]
