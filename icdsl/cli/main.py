@@ -105,7 +105,8 @@ def test_examples(
     root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="List passing examples too."),
 ) -> None:
-    """Run the example blocks of rule files: expected versus actual, with each example's location."""
+    """Run the example blocks of rule files (records and billing cycles): expected versus actual,
+    with each example's location and explanation."""
     from icdsl.rating.examples import report, run_examples
 
     p = build_or_exit(paths, root)

@@ -117,7 +117,9 @@ def _n(n: int, word: str) -> str:
 def render_plan(plan: m.Plan) -> str:
     out: list[str] = []
     out.append(f"Plan: {_n(len(plan.partners), 'partner')}, {_n(len(plan.agreements), 'agreement')}, "
-               f"{_n(len(plan.examples), 'example')}, from {_n(len(plan.sources), 'file')}")
+               f"{_n(len(plan.examples), 'example')}, "
+               + (f"{_n(len(plan.cycle_examples), 'cycle example')}, " if plan.cycle_examples else "")
+               + f"from {_n(len(plan.sources), 'file')}")
     for path, sha in plan.sources:
         out.append(f"  source {path} sha256 {sha[:12]}")
     for p in plan.partners:
@@ -155,4 +157,24 @@ def render_plan(plan: m.Plan) -> str:
         cols = ", ".join(f"{k}<-{v}" for k, v in lay.columns)
         consts = ", ".join(f"{k}={v}" for k, v in lay.constants)
         out.append(f"\nrecords {lay.name}: {cols}" + (f"; {consts}" if consts else "") + f"; times in {lay.timezone}")
+    for x in plan.cycle_examples:
+        out.append(f"\nexample cycle \"{x.name}\": {x.partner}, \"{x.agreement}\", days {x.start} .. {x.end} "
+                   f"(end excluded) [{x.span}]")
+        for t in x.traffic:
+            unit = {"time": "billed seconds", "count": "units", "volume": "bytes"}[t.kind]
+            out.append(f"  usage {t.direction} {t.service}: {t.quantity} {unit}, {t.amount}"
+                       + (f", {t.records} records" if t.records is not None else "")
+                       + (f", surcharges {t.surcharges}" if t.surcharges else "")
+                       + (f", version v{t.version}" if t.version is not None else ""))
+        for it in x.items:
+            out.append(f"  inventory {it.kind} {it.item_id} x {it.quantity}: {it.activated} .. "
+                       f"{it.terminated or 'open'} (end excluded)")
+        for e in x.events:
+            out.append(f"  events {e.event}: {e.units}" + (f" on {e.day}" if e.day else ""))
+        for r in x.refunds:
+            out.append(f"  refund {r.direction} {r.service}: {r.amount}")
+        for e in x.expect:
+            what = {"line": f"line \"{e.label}\"", "no_line": f"no line \"{e.label}\"", "total": "total"}[e.key]
+            out.append(f"  expect {what}" + (f" for {e.subject}" if e.subject else "")
+                       + (f" = {e.amount}" if e.amount is not None else ""))
     return "\n".join(out) + "\n"
