@@ -44,13 +44,23 @@ from icdsl.billing.errors import CycleError
 from icdsl.billing.invoicing import DEFAULT_STREAM, NETTING, DraftLine, fx_for
 from icdsl.billing.periods import Period
 from icdsl.billing.validation import Finding
-from icdsl.charges.context import ChargeContext, CycleUsage, EventRecord, Usage, agreement_days
+from icdsl.charges.context import (
+    Adjustment,
+    ChargeContext,
+    CycleUsage,
+    EventRecord,
+    FxRate,
+    Rates,
+    Usage,
+    agreement_days,
+)
 from icdsl.charges.keys import key_hash
 from icdsl.charges.lines import STAGES, ChargeError, ChargeHold, ChargeLine, billed_amounts
 from icdsl.charges.periods import Days
 from icdsl.plan.model import Agreement, Plan
 
 HOLD = "charge_hold"
+BAD_REFUND = "bad_refund"
 #: stream selectors naming several kinds of charge
 KIND_ALIASES = {
     "fees": ("recurring", "one_time", "event"),
@@ -104,15 +114,133 @@ def split_events(table: pa.Table, names: Sequence[str], timezone: str, partner: 
     return table.filter(pc.invert(mask)), events
 
 
+# --------------------------------------------------------------------------- refunds
+
+#: the ``event`` of a refund record
+REFUND = "refund"
+
+
+def split_refunds(table: pa.Table) -> tuple[pa.Table, pa.Table | None]:
+    """(the records to rate, the refund records) of a chunk: records whose ``event`` field is
+    ``refund``. A refund record is never rated as traffic (see :func:`refunds_of`)."""
+    if table.num_rows == 0 or "event" not in table.column_names:
+        return table, None
+    mask = pc.fill_null(pc.equal(pc.cast(table.column("event"), pa.string()), REFUND), False)
+    if not pc.any(mask).as_py():
+        return table, None
+    return table.filter(pc.invert(mask)), table.filter(mask)
+
+
+def _text(table: pa.Table, name: str) -> list[str]:
+    if name not in table.column_names:
+        return [""] * table.num_rows
+    return [("" if v is None else str(v).strip()) for v in pc.cast(table.column(name), pa.string()).to_pylist()]
+
+
+def refunds_of(plan: Plan, table: pa.Table, timezone: str, partner: str) -> tuple[list[Adjustment], list[tuple[str, str]]]:
+    """The refunds of a chunk of refund records, and a problem per refund that cannot be used.
+
+    A refund record is a record of the refunded traffic (its ``direction``, ``service``,
+    ``b_number``, ``units``... as the purchase had them) with ``event`` = ``refund``,
+    ``refund_of`` = the id of the purchase it refunds (required) and, for a partial refund,
+    ``refund_amount`` (a positive decimal; ``refund_currency``, default the currency the record
+    is priced in). The record is rated like a purchase by the agreement version in force on its
+    day: that says which agreement version and scope it is against, and, without
+    ``refund_amount``, how much is refunded (the full price). It counts in the cycle holding
+    its local day; it never changes the rated traffic or the invoice: ``on net`` revenue
+    shares deduct it."""
+    from icdsl.rating.batch import rate_batch
+    from icdsl.rating.calendar import zone
+
+    ids = _text(table, "id")
+    extra = {i: (r, a, c) for i, r, a, c in zip(ids, _text(table, "refund_of"), _text(table, "refund_amount"),
+                                                 _text(table, "refund_currency"), strict=True)}
+    rated, rejects = rate_batch(plan, table)
+    problems = []
+    if rejects.num_rows:
+        rid = _text(rejects, "id")
+        why = _text(rejects, "reason")
+        for i, r in zip(rid, why, strict=True):
+            problems.append((i, f"refund {i}: not priced by any agreement ({r}), so it is against no traffic"))
+    out = []
+    tz = zone(timezone)
+    cols = {k: rated.column(k).to_pylist() for k in ("id", "agreement", "agreement_version", "direction", "service",
+                                                       "currency", "amount", "start")}
+    for n in range(rated.num_rows):
+        rid = str(cols["id"][n])
+        refers, amount_text, cur = extra.get(rid, ("", "", ""))
+        if not refers:
+            problems.append((rid, f"refund {rid}: refund_of is empty: say which purchase (record id) it refunds"))
+            continue
+        amount = Decimal(cols["amount"][n])
+        if amount_text:
+            try:
+                amount = Decimal(amount_text)
+            except ArithmeticError:
+                problems.append((rid, f"refund {rid}: refund_amount '{amount_text}' is not a number"))
+                continue
+            if not amount.is_finite() or amount <= 0:
+                problems.append((rid, f"refund {rid}: refund_amount {amount_text} must be positive"))
+                continue
+        start = cols["start"][n]
+        day = start.astimezone(tz).date() if hasattr(start, "astimezone") else start
+        out.append(Adjustment(
+            direction=str(cols["direction"][n]), service=str(cols["service"][n]), amount=amount,
+            currency=cur.upper() if cur and amount_text else str(cols["currency"][n]),
+            description=f"refund of {refers}", kind="refund", id=rid, refers_to=refers, day=day, partner=partner,
+            agreement=str(cols["agreement"][n]), agreement_version=int(cols["agreement_version"][n])))
+    return out, problems
+
+
+def billed_adjustments(s: Session, plan: Plan, cycle_id: int) -> list[Adjustment]:
+    """The corrections of earlier cycles' traffic billed on this cycle (``adjustments`` rows),
+    as credits against that traffic: positive when money is given back (the records' change,
+    in their currency, with its sign reversed)."""
+    by_hash = {a.source_hash: a for a in plan.agreements}
+    out = []
+    for a in s.scalars(select(M.Adjustment).where(M.Adjustment.target_cycle_id == cycle_id).order_by(M.Adjustment.id)):
+        if a.source_delta == 0:
+            continue
+        ag = by_hash.get(a.agreement_hash or "")
+        out.append(Adjustment(
+            direction=a.direction, service=a.service, amount=-a.source_delta, currency=a.source_currency,
+            description=f"correction {a.correction_id} of an earlier cycle's traffic", kind="adjustment",
+            id=f"adjustment:{a.id}", agreement=ag.name if ag else "", agreement_version=ag.version if ag else 0))
+    return out
+
+
+def rates_of(fx: Any, agreement: Agreement) -> Rates | None:
+    """The charges' view of the store's fx table for ``agreement`` (its ``fx`` source)."""
+    if fx is None or not agreement.fx:
+        return None
+    source = agreement.fx
+
+    def rate(base: str, quote: str, day: date) -> FxRate | None:
+        q = fx.quote(source, base, quote, day)
+        return None if q is None else FxRate(base, quote, q.rate, day, str(q))
+
+    return rate
+
+
 # --------------------------------------------------------------------------- usage as JSON
 
 
-def usage_json(usage: Iterable[Usage], events: Iterable[EventRecord]) -> dict[str, Any]:
+def usage_json(usage: Iterable[Usage], events: Iterable[EventRecord], refunds: Iterable[Adjustment] = ()
+               ) -> dict[str, Any]:
     ev: dict[str, int] = defaultdict(int)
     for e in events:
         ev[e.event] += e.units
-    return {"usage": [{k: (str(v) if isinstance(v, Decimal) else v) for k, v in asdict(u).items()} for u in usage],
-            "events": dict(sorted(ev.items()))}
+    out: dict[str, Any] = {
+        "usage": [{k: (str(v) if isinstance(v, Decimal) else v) for k, v in asdict(u).items()} for u in usage],
+        "events": dict(sorted(ev.items()))}
+    rf: dict[str, Decimal] = defaultdict(Decimal)
+    n = 0
+    for a in refunds:
+        rf[a.currency] += a.amount
+        n += 1
+    if n:
+        out["refunds"] = {"records": n, "amounts": {k: str(v) for k, v in sorted(rf.items())}}
+    return out
 
 
 def usage_of_json(data: dict[str, Any] | None) -> tuple[list[Usage], int]:
@@ -171,13 +299,26 @@ def history_of(s: Session, prow: M.Partner, per: Period, others: list[tuple[M.Bi
 
 
 def evaluate(s: Session, prow: M.Partner, per: Period, cycle_id: int, plan: Plan, usage: list[Usage],
-             events: list[EventRecord], record_charges: pa.Table | None, accept: Iterable[str] = ()) -> Evaluated:
-    """Every charge of the partner's cycle (see the module's documentation)."""
+             events: list[EventRecord], record_charges: pa.Table | None, accept: Iterable[str] = (), *,
+             fx: Any = None, refunds: Sequence[Adjustment] = (), refund_problems: Sequence[tuple[str, str]] = ()) -> Evaluated:
+    """Every charge of the partner's cycle (see the module's documentation). ``fx``: the store's
+    :class:`~icdsl.billing.fx.FxTable`; ``refunds``: the cycle's refund records
+    (:func:`refunds_of`), deducted with the corrections billed on the cycle
+    (:func:`billed_adjustments`) by ``on net`` revenue shares; ``refund_problems``: refund
+    records that cannot be used (an error finding ``bad_refund``: accepted, they are left out)."""
     from icdsl.billing.inventory import partner_items
     from icdsl.charges.evaluate import evaluate_cycle, record_charge_lines
 
     accepted = set(accept)
     out = Evaluated()
+    if refund_problems:
+        ok = BAD_REFUND in accepted or "all" in accepted
+        out.findings.append(Finding(
+            BAD_REFUND, "error", f"{len(refund_problems)} refund record(s) cannot be deducted: "
+            f"{refund_problems[0][1]}" + (f" (and {len(refund_problems) - 1} more)" if len(refund_problems) > 1 else "")
+            + f"; fix them, or accept with --accept {BAD_REFUND} to leave them out", count=len(refund_problems),
+            samples=tuple(i for i, _ in refund_problems[:10]), validator="charges", accepted=ok,
+            details={"problems": [m for _, m in refund_problems[:50]]}))
     partner = plan.partner(prow.code)
     days = Days(per.local_start, per.local_end)
     if record_charges is not None and record_charges.num_rows:
@@ -192,13 +333,15 @@ def evaluate(s: Session, prow: M.Partner, per: Period, cycle_id: int, plan: Plan
     billed = billed_amounts(ln for _c, ln in others)
     history = history_of(s, prow, per, others)
     items = tuple(partner_items(s, prow.id, prow.code))
+    adjustments = tuple(refunds) + tuple(billed_adjustments(s, plan, cycle_id))
     for ag in ags:
         versions = tuple(a for a in plan.agreements_for(prow.code) if a.name == ag.name)
         current = ag
         while True:
             ctx = ChargeContext(agreement=current, partner=partner, cycle=days, cycle_label=per.label,
                                 usage=tuple(usage), inventory=items, events=tuple(events), history=history,
-                                billed=billed, versions=tuple(current if v is ag else v for v in versions))
+                                billed=billed, versions=tuple(current if v is ag else v for v in versions),
+                                adjustments=adjustments, fx=rates_of(fx, current))
             try:
                 out.lines += evaluate_cycle(ctx)
                 break

@@ -60,7 +60,7 @@ def _last_day(s, prow: M.Partner) -> date | None:
 def commitment_progress(store: Store, partner: str, plan: Plan, as_of: date | None = None) -> list[CommitmentStatus]:
     """Every commitment of the partner's agreements in force on ``as_of`` (default: the last
     local day with ingested records), as it stands through that day."""
-    from icdsl.billing.charging import _other_lines, event_names, history_of, split_events
+    from icdsl.billing.charging import _other_lines, event_names, history_of, split_events, split_refunds
     from icdsl.billing.cycles import _read_partner, partner_inputs
     from icdsl.billing.periods import local_midnight, parse_period
     from icdsl.charges.context import ChargeContext, agreement_days, merge_usage, usage_from_rated
@@ -84,6 +84,7 @@ def commitment_progress(store: Store, partner: str, plan: Plan, as_of: date | No
         names = event_names(plan, partner)
         for _b, path, _sha, _n in partner_inputs(s, partner, per.start, end):
             for chunk in _read_partner(str(store.data.abs(path)), partner, start=per.start, end=end):
+                chunk, _refunds = split_refunds(chunk)
                 chunk, ev = split_events(chunk, names, prow.timezone, partner)
                 events += ev
                 if chunk.num_rows:

@@ -187,6 +187,7 @@ class CycleReport:
     shares: list[ShareSummary] = field(default_factory=list)  # revenue-share statements
     charge_lines: int = 0  # lines of charges (surcharges, fees, tiers, commitments, shares...)
     events: int = 0  # event records counted (not rated)
+    refunds: int = 0  # refund records (not rated as traffic; ``on net`` revenue shares deduct them)
 
     @property
     def blocked(self) -> bool:
@@ -203,6 +204,7 @@ class CycleReport:
                         if self.rejects_by_reason else ""),
                f"  rated {totals}"
                + (f"; {self.events} event record(s)" if self.events else "")
+               + (f"; {self.refunds} refund record(s)" if self.refunds else "")
                + (f"; {self.charge_lines} charge line(s)" if self.charge_lines else "")]
         for f in self.findings:
             out.append(f"  {f}")
@@ -318,6 +320,8 @@ class Rater:
         self.timezone = timezone
         self.usage: list[Any] = []
         self.events: list[Any] = []
+        self.refunds: list[Any] = []  # refund records (icdsl.billing.charging.refunds_of)
+        self.refund_problems: list[tuple[str, str]] = []
         self.record_charges = 0
         self.plan = plan
         self.rated_w = rated_w
@@ -346,6 +350,14 @@ class Rater:
         from icdsl.billing import store as st
         from icdsl.rating.batch import rate_batch
 
+        if self.charges:  # refund records are never traffic: ``on net`` revenue shares deduct them
+            from icdsl.billing.charging import refunds_of, split_refunds
+
+            table, refund_rows = split_refunds(table)
+            if refund_rows is not None:
+                got, bad = refunds_of(self.plan, refund_rows, self.timezone, self.partner)
+                self.refunds += got
+                self.refund_problems += bad
         if self.event_types:
             from icdsl.billing.charging import split_events
 
@@ -579,6 +591,7 @@ def _report(s: Session, cycle: M.BillingCycle, period: Period, *, already: bool,
         rated_file=rated.path if rated else None, rated_sha256=rated.sha256 if rated else None,
         rejects_file=rejects.path if rejects else None, batches=batches, shares=shares,
         charge_lines=charge_lines or 0, events=int((cycle.totals or {}).get("_events", 0)),
+        refunds=int((cycle.totals or {}).get("_refunds", 0)),
     )
 
 
@@ -845,7 +858,9 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
     cyc.totals = dict(totals_json, _rejects_by_reason=dict(sorted(rater.by_reason.items())))
     if rater.events:
         cyc.totals["_events"] = len(rater.events)
-    cyc.charge_usage = charging.usage_json(rater.usage, rater.events)
+    if rater.refunds or rater.refund_problems:
+        cyc.totals["_refunds"] = len(rater.refunds) + len(rater.refund_problems)
+    cyc.charge_usage = charging.usage_json(rater.usage, rater.events, rater.refunds)
     _advance(s, cyc, "rated", f"rated {rater.rated} of {rater.records_in} records, rejected {rater.rejected}",
              {"rejects_by_reason": dict(rater.by_reason), "rated_sha256": rated_f.sha256})
 
@@ -872,12 +887,12 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
 
     # ---- charges: surcharges, fees, tiers, discounts, commitments, shares (icdsl.billing.charging)
     clock.stage("charges")
+    fx = FxTable.load(s, plan)
     evaluated = charging.evaluate(s, prow, per, cyc.id, plan, rater.usage, rater.events, record_charges,
-                                  accept)
+                                  accept, fx=fx, refunds=rater.refunds, refund_problems=rater.refund_problems)
     del record_charges
 
     # ---- validated
-    fx = FxTable.load(s, plan)
     rated_abs = store.data.abs(rated_f.path)
     context = ValidationContext(
         partner=prow.code, partner_name=prow.name, timezone=prow.timezone, invoice_currency=prow.currency,
