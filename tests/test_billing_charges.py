@@ -273,6 +273,10 @@ def test_cli_inventory_commitments_statements_trace(tmp_path, monkeypatch):
     assert "period 2026-03-01..2026-03-31, measured through 2026-03-10 (10 of 31 days)" in out
     assert "so far 0.702 of 100 EUR committed: 0.70%" in out and "behind" in out
     assert "is not a date" in run("commitments", "ACME", "--rules", "rules", "--as-of", "10/03", code=2)
+    # through 31 March the 120 minutes reach the volume discount's tier: progress counts the
+    # discount line as the cycle will (1.20 + 0.02 - 0.12 = 1.10), as the shortfall of 98.90 below
+    out = run("commitments", "ACME", "--rules", "rules", "--as-of", "2026-03-31")
+    assert "so far 1.1 of 100 EUR committed: 1.10%" in out and "shortfall if the period ended now: 98.90 EUR" in out
     out = run("cycle", "run", "ACME", "2026-03", "--rules", "rules")
     assert "10 charge line(s)" in out and "2 event record(s)" in out and "revenue share (draft)" in out
     run("cycle", "finalize", "ACME", "2026-03")

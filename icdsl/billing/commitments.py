@@ -7,24 +7,27 @@ earlier cycles of the commitment's period count with the usage they measured, an
 :func:`icdsl.charges.commitment.progress` compares the result with the commitment (percent
 reached, what a pro rata pace expects by that day, the shortfall if the period ended now).
 
-Money commitments count the records' amounts and their surcharges in the commitment's
-currency (tiered-price and discount lines are only known when the cycle is run); quantity
-commitments count the measure (minutes, messages...).
+They are measured exactly as the cycle measures them (:func:`icdsl.charges.commitment.measure`):
+money commitments count the records' amounts and surcharges, plus the tiered-price lines and
+minus the volume-discount lines of their scope as the cycle so far would bill them (the tiers
+and discounts of the agreement evaluated on the usage through that day: a discount whose tier
+the month has not reached yet counts nothing), amounts in other currencies converted with the
+agreement's fx source at the rate in force on the cycle's last day; quantity commitments count
+the measure (minutes, messages...).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import Decimal
-from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
 from icdsl.billing import models as M
 from icdsl.billing.errors import CycleError
-from icdsl.charges.commitment import CommitmentProgress, commitment_of, progress
+from icdsl.charges.commitment import CommitmentProgress, progress
 from icdsl.charges.periods import Days
 from icdsl.plan.model import Plan
 
@@ -60,10 +63,21 @@ def _last_day(s, prow: M.Partner) -> date | None:
 def commitment_progress(store: Store, partner: str, plan: Plan, as_of: date | None = None) -> list[CommitmentStatus]:
     """Every commitment of the partner's agreements in force on ``as_of`` (default: the last
     local day with ingested records), as it stands through that day."""
-    from icdsl.billing.charging import _other_lines, event_names, history_of, split_events, split_refunds
+    from icdsl.billing.charging import (
+        _other_lines,
+        event_names,
+        history_of,
+        rates_of,
+        split_events,
+        split_refunds,
+    )
     from icdsl.billing.cycles import _read_partner, partner_inputs
+    from icdsl.billing.fx import FxTable
     from icdsl.billing.periods import local_midnight, parse_period
+    from icdsl.charges.commitment import measure
     from icdsl.charges.context import ChargeContext, agreement_days, merge_usage, usage_from_rated
+    from icdsl.charges.evaluate import _when_holds, charge_type
+    from icdsl.charges.lines import ChargeError
     from icdsl.charges.tiers import measuring_period
     from icdsl.rating.batch import rate_batch_with_charges
 
@@ -91,25 +105,27 @@ def commitment_progress(store: Store, partner: str, plan: Plan, as_of: date | No
                     rated, _rejects, rc = rate_batch_with_charges(plan, chunk)
                     usage = merge_usage(usage, usage_from_rated(plan, rated, rc))
         history = history_of(s, prow, per, _other_lines(s, prow.id, -1))
+        fx = FxTable.load(s, plan)
     out = []
     for ag in ags:
         versions = tuple(a for a in plan.agreements_for(partner) if a.name == ag.name)
         ctx = ChargeContext(agreement=ag, partner=plan.partner(partner), cycle=cycle, cycle_label=per.label,
-                            usage=tuple(usage), events=tuple(events), history=history, versions=versions)
-        for c in ag.charges:
-            if c.kind != "commitment":
-                continue
-            _value, unit, is_money = commitment_of(c)
-            period = measuring_period(c.param("period", "cycle"), ctx)
-            earlier = ctx.history_in(period) if period != cycle else []
-            scope = c.applies_to
-            if is_money:
-                rows = [u for h in earlier for u in ctx.usage_of(scope, rows=h.usage)] + ctx.usage_of(scope)
-                so_far = sum((Fraction(u.amount) + Fraction(u.record_charges) for u in rows if u.currency == unit),
-                             Fraction(0))
-            else:
-                so_far = sum((ctx.measure(unit, scope, rows=h.usage, events=h.events) for h in earlier),
-                             Fraction(0)) + ctx.measure(unit, scope)
-            done = Decimal(so_far.numerator) / Decimal(so_far.denominator)
-            out.append(CommitmentStatus(partner, ag.key, c.name, str(c.span), progress(c, done, period, day)))
+                            usage=tuple(usage), events=tuple(events), history=history, versions=versions,
+                            fx=rates_of(fx, ag))
+        try:
+            # the tier and discount lines of the cycle so far, as the commitment stage sees them
+            lines = []
+            for c in ag.charges:
+                if c.kind in ("tiered_price", "volume_discount") and _when_holds(c, ctx):
+                    lines += charge_type(c.kind, None, c.span).evaluate(c, replace(ctx, lines=tuple(lines)))
+            ctx = replace(ctx, lines=tuple(lines))
+            for c in ag.charges:
+                if c.kind != "commitment":
+                    continue
+                period = measuring_period(c.param("period", "cycle"), ctx)
+                so_far = measure(c, ctx, period).actual
+                done = Decimal(so_far.numerator) / Decimal(so_far.denominator)
+                out.append(CommitmentStatus(partner, ag.key, c.name, str(c.span), progress(c, done, period, day)))
+        except ChargeError as e:
+            raise CycleError(f"commitments of {partner}, agreement {ag.key}: {e}") from None
     return out
