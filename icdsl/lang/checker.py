@@ -1058,6 +1058,9 @@ class Checker:
                            "name the partner the agreement is with")
                 return []
         in_force = [i for i in mine if self._in_force(i, cx)]
+        if named is None and any(i.node.partner is not None for i in in_force):
+            # an agreement with this partner comes before the agreements with any partner
+            in_force = [i for i in in_force if i.node.partner is not None]
         names = sorted({i.node.name.value for i in in_force})
         period = ex.setting("period")
         if not names:
