@@ -124,8 +124,8 @@ def test_net_shares_deduct_refunds_in_every_currency_to_the_cent(store, tmp_path
     assert det["gross_exact"] == "58.7059029" and det["deducted_exact"] == "8.22353229"
     assert [(x["id"], x["refers_to"], x["amount"], x["currency"]) for x in det["deductions"]] == [
         ("R002", "C001", "2.00", "GBP"), ("R003", "C002", "4.990000", "GBP")]  # the record as rated
-    assert cpx["description"] == ("Carrier billing: CPX percent share of 50.48 EUR net of 8.22 EUR deducted "
-                                  "(2 refund(s), credit(s), adjustment(s))")
+    assert cpx["description"] == ("Carrier billing: CPX percent share of 50.48 EUR net: 58.71 EUR gross less "
+                                  "8.22 EUR (2 refunds)")
     # the commitment counts the GBP traffic (refunds are not usage charges): 100.00 - 49.90 x
     # 1.176471 = 41.2940971 -> 41.29 EUR
     commit = next(ln for ln in lines if ln["kind"] == "commitment")

@@ -210,7 +210,7 @@ def test_net_share_deducts_refunds_and_still_adds_up():
     assert ln.details["deductions"][0] == {"kind": "refund", "amount": "1.50", "currency": "EUR",
                                            "scope": "outbound sms", "id": "R1", "refers_to": "S001",
                                            "day": "2026-03-09"}
-    assert ln.description.startswith("Premium SMS: AGGR fixed share of 32.58 EUR net of 3.43 EUR deducted (3 refund")
+    assert ln.description == "Premium SMS: AGGR fixed share of 32.58 EUR net: 36.00 EUR gross less 3.43 EUR (3 refunds)"
     # gross ignores them
     (g,) = share.shares_of(share_charge("gross"), x)
     assert g.amount == D("36.00") and g.deducted == D("0.00")

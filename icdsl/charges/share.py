@@ -226,15 +226,22 @@ def _deduction(a: Adjustment) -> dict[str, str]:
     return d
 
 
+def _counted(deductions: tuple[Adjustment, ...]) -> str:
+    """``2 refunds, 1 adjustment``."""
+    by: dict[str, int] = {}
+    for a in deductions:
+        by[a.kind] = by.get(a.kind, 0) + 1
+    return ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in sorted(by.items()))
+
+
 def evaluate(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
     lines = []
     scope = parse_scope(charge)
     for res in shares_of(charge, ctx):
         basis = res.basis
         if res.basis == "net":
-            n = len(res.deductions)
-            basis = f"net of {shown(res.deducted, res.currency)} deducted ({n} refund(s), credit(s), adjustment(s))" \
-                if n else "net (nothing deducted)"
+            basis = f"net: {shown(res.gross, res.currency)} gross less {shown(res.deducted, res.currency)} " \
+                    f"({_counted(res.deductions)})" if res.deductions else "net (nothing to deduct)"
         for p in res.shares:
             desc = f"{charge.name}: {p.party} {p.kind} share of {shown(res.amount, res.currency)} {basis}" + \
                    (f" ({res.tier_shown})" if res.tier else "")
