@@ -47,7 +47,7 @@ MONTH = date(2026, 3, 1)
 DAYS = 31
 OUTAGE = ("BRKGB", date(2026, 3, 18))  # Brookline sends nothing that day: validation warns
 COLUMNS = ("id", "partner", "direction", "service", "a_number", "b_number", "start", "duration_s", "volume", "units",
-           "route_class", "origin", "qos")
+           "route_class", "origin", "qos", "event", "refund_of", "refund_amount")
 SHARES = {"LUMFR": 0.45, "BRKGB": 0.22, "FLTX": 0.20, "CPX": 0.13}
 ZONES = {"LUMFR": "Europe/Paris", "BRKGB": "Europe/London", "FLTX": "Europe/Berlin", "CPX": "Europe/Dublin"}
 
@@ -79,7 +79,7 @@ def copy_examples(dest: Path) -> list[Path]:
     for name in EXAMPLES:
         for f in sorted((src / name).rglob("*")):
             rel = f.relative_to(src)
-            if not f.is_file() or "tools" in rel.parts or f.name == "traffic.csv":
+            if not f.is_file() or "tools" in rel.parts or f.name in ("traffic.csv", "refunds.csv"):
                 continue
             if f.suffix not in (".icd", ".csv", ".md"):
                 continue
@@ -223,6 +223,7 @@ def generate(rules: Path, records: int, seed: int) -> pa.Table:
     k = n["CPX"] - k
     add("CPX", "outbound", "carrier_billing", k, _choice(rng, ["9001", "9002", "9003", "9004"], [.4, .3, .2, .1], k),
         CONTENT_HOURS)
+    tables.append(_refunds(rng, tables[-1]))
     # Fleetrix: IoT data sessions, alarm SMS, a few hotline calls
     k = int(n["FLTX"] * .8)
     vol = np.round(rng.lognormal(10.2, 1.3, k)).astype(np.int64).clip(200, 50_000_000)
@@ -270,6 +271,25 @@ def generate(rules: Path, records: int, seed: int) -> pa.Table:
         parts.append(t)
     dups = good.take(pa.array(rng.integers(0, good.num_rows, bad_n * 2)))  # sent twice
     return pa.concat_tables([good, *parts, dups])
+
+
+def _refunds(rng: np.random.Generator, purchases: pa.Table) -> pa.Table:
+    """Refunds of about 2 % of the carrier-billing purchases (at least 2), two days after the
+    purchase (at the latest on 31 March, so that the month's net split deducts them): records of
+    the purchase with ``event`` = ``refund`` and ``refund_of`` its id; every other one is partial
+    (``refund_amount`` 1.00), the others refund the full price."""
+    k = max(2, purchases.num_rows // 50)
+    idx = np.sort(rng.choice(purchases.num_rows, min(k, purchases.num_rows), replace=False))
+    t = purchases.take(pa.array(idx))
+    last = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
+    starts = [min(datetime.fromisoformat(v.replace("Z", "+00:00")) + timedelta(days=2), last)
+              .strftime("%Y-%m-%dT%H:%M:%SZ") for v in t.column("start").to_pylist()]
+    n = t.num_rows
+    cols = {c: t.column(c) for c in t.column_names}
+    cols.update(id=pa.array([f"CPX-R{i:06d}" for i in range(n)]), start=pa.array(starts),
+                event=pa.array(["refund"] * n), refund_of=t.column("id"),
+                refund_amount=pa.array(["1.00" if i % 2 else "" for i in range(n)]))
+    return pa.table({c: cols[c] for c in COLUMNS})
 
 
 def write_weeks(table: pa.Table, folder: Path) -> list[Path]:
@@ -531,7 +551,9 @@ def _charges(console: Any, charges: dict[str, list[dict]], docs: list[dict]) -> 
     wide.print(table)
     for d in docs:
         if d["kind"] == "share_statement":
-            splits = "; ".join(f"{sp['charge']}: {sp['amount_split']} = "
+            splits = "; ".join(f"{sp['charge']} ({sp['basis']}"
+                               + (f": {sp['gross']} gross less {sp['deducted']} refunded" if sp.get("gross") else "")
+                               + f"): {sp['amount_split']} = "
                                + " + ".join(f"{k} {v}" for k, v in sp["parties"].items()) for sp in d["splits"])
             console.print(f"  revenue share {d.get('number') or 'draft'} to {d['party']} ({d['partner_code']}): "
                           f"{d['total']} {d['currency']}  [{splits}]", highlight=False, markup=False)

@@ -100,13 +100,11 @@ def event_names(plan: Plan, partner: str) -> list[str]:
 def split_events(table: pa.Table, names: Sequence[str], timezone: str, partner: str
                  ) -> tuple[pa.Table, list[EventRecord]]:
     """(the records to rate, the event records) of a chunk."""
-    from icdsl.charges.context import events_from_records
+    from icdsl.charges.context import event_or_service, events_from_records
 
     if not names or table.num_rows == 0:
         return table, []
-    which = pc.cast(table.column("service"), pa.string())
-    if "event" in table.column_names:
-        which = pc.coalesce(pc.cast(table.column("event"), pa.string()), which)
+    which = event_or_service(table)
     mask = pc.fill_null(pc.is_in(which, value_set=pa.array(list(names), pa.string())), False)
     if not pc.any(mask).as_py():
         return table, []
@@ -488,6 +486,9 @@ def write_share_statements(s: Session, cyc: M.BillingCycle, prow: M.Partner, lin
                                    "currency": ln.currency, "amount_split": ln.details.get("amount_split"),
                                    "basis": ln.details.get("basis"), "tier": ln.details.get("tier") or "",
                                    "parties": {}})
+        if ln.details.get("basis") == "net":  # what the net amount deducted from the gross
+            sp.update(gross=ln.details.get("gross"), deducted=ln.details.get("deducted"),
+                      deductions=ln.details.get("deductions_count", 0))
         sp["parties"][ln.dimensions.get("party")] = str(ln.amount)
     for sp in splits.values():
         total = exact_sum(Decimal(v) for v in sp["parties"].values())

@@ -511,6 +511,21 @@ def merge_usage(*chunks: Iterable[Usage]) -> list[Usage]:
     return [acc[k] for k in sorted(acc, key=lambda g: tuple(str(x) for x in g))]
 
 
+def event_or_service(table: Any) -> Any:
+    """Each record's event type: its ``event`` field, or where that is empty or absent its
+    ``service`` (a CSV's empty cell reads as an empty text, not a null)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    which = pc.cast(table.column("service"), pa.string()) if "service" in table.column_names else \
+        pa.nulls(table.num_rows, pa.string())
+    if "event" in table.column_names:
+        ev = pc.cast(table.column("event"), pa.string())
+        ev = pc.if_else(pc.equal(pc.utf8_trim_whitespace(ev), ""), pa.scalar(None, pa.string()), ev)
+        which = pc.coalesce(ev, which)
+    return which
+
+
 def events_from_records(table: Any, names: Iterable[str], timezone: str = "UTC", partner: str | None = None
                         ) -> list[EventRecord]:
     """Event records in a records table: rows whose ``event`` field (where it is empty or absent:
@@ -523,10 +538,7 @@ def events_from_records(table: Any, names: Iterable[str], timezone: str = "UTC",
     names = list(names)
     if not names or table.num_rows == 0:
         return []
-    which = pc.cast(table.column("service"), pa.string()) if "service" in table.column_names else \
-        pa.nulls(table.num_rows, pa.string())
-    if "event" in table.column_names:
-        which = pc.coalesce(pc.cast(table.column("event"), pa.string()), which)
+    which = event_or_service(table)
     mask = pc.fill_null(pc.is_in(which, value_set=pa.array(names, pa.string())), False)
     if partner is not None and "partner" in table.column_names:
         mask = pc.and_(mask, pc.fill_null(pc.equal(pc.cast(table.column("partner"), pa.string()), partner), False))

@@ -187,7 +187,8 @@ def _quantity(q: Fraction) -> Decimal:
     from icdsl.money import round_decimal
 
     d = Decimal(q.numerator) / Decimal(q.denominator)
-    return d if Fraction(d) == q else round_decimal(d, 8, "half_up")
+    exact = Fraction(d) == q and d.as_tuple().exponent >= -8  # type: ignore[operator]
+    return d if exact else round_decimal(d, 8, "half_up")
 
 
 def tier_text(t: Tier, measure: str, currency: str = "") -> str:

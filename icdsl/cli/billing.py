@@ -415,7 +415,9 @@ def invoice_show(
     elif doc["kind"] == "share_statement":
         for sp in doc.get("splits", []):
             parts = " + ".join(f"{k} {v}" for k, v in sp["parties"].items())
-            console.print(f"  split {sp['charge']} ({sp['agreement']}, {sp.get('basis')}"
+            net = f": {sp['gross']} gross less {sp['deducted']} ({sp.get('deductions', 0)} refund(s) and credit(s))" \
+                if sp.get("basis") == "net" and sp.get("gross") is not None else ""
+            console.print(f"  split {sp['charge']} ({sp['agreement']}, {sp.get('basis')}{net}"
                           + (f", {sp['tier']}" if sp.get("tier") else "")
                           + f"): amount split {sp['amount_split']} = {parts}"
                           + (" (adds up exactly)" if sp.get("adds_up") else " (DOES NOT ADD UP)"),
