@@ -257,3 +257,34 @@ def test_data_discount_description_from_the_demo():
     assert ln.description == ("Data volume discount: retroactive discount of 9,223.14 EUR, 2,305,784.46 MB "
                               "(outbound data), tier reached from 2,000,000 MB: 5%")
     assert ln.amount == D("-461.16") and ln.details["quantity_to_date"] == "2305784.45703125"  # exact stays exact
+
+
+# --------------------------------------------------------------------------- the checker
+
+
+def test_checker_asks_for_fx_on_share_money_and_tier_prices(tmp_path, monkeypatch):
+    from icdsl.plan.compiler import build
+
+    (tmp_path / "r.icd").write_text('''partner CPX "Pixel Forge" { kind content currency EUR timezone "Europe/Paris" billing monthly due 30 days tax none }
+agreement "Shares" v1 with CPX effective 2026-01-01 .. {
+  currency EUR
+  outbound sms {
+    price 1.5000 EUR per message
+  }
+  revenue share "Content" tiered on net {
+    from 0 USD {
+      CPX: 0.0200 USD per message
+      us: remainder
+    }
+  }
+  tiered "Platform" volume on revenue per cycle {
+    from 0: 100.00 GBP flat
+  }
+}
+''', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    plan, _program, diags = build(["r.icd"])
+    got = sorted((d.code, d.span.line) for d in diags)
+    assert got == [("E211", 8), ("E211", 9), ("E211", 14)], [str(d) for d in diags]
+    assert any("the revenue share is in USD but the agreement bills in EUR, and it names no FX source" in str(d)
+               for d in diags)
