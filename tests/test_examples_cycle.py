@@ -248,3 +248,19 @@ example cycle "March" {
     assert "1 cycle example" in text.splitlines()[0]
     assert "  usage outbound voice: 600 billed seconds, 0.07 EUR, 3 records" in text
     assert "  inventory e1_port P1 x 2: 2026-03-15 .. 2026-03-21 (end excluded)" in text
+
+
+def test_a_package_price_reads_in_the_plural(tmp_path):
+    """'10.00 EUR per 1_000 messages' is the same package price as '... per 1_000 message'."""
+    rules = '''
+agreement "SMS packages" v1 with ORFR effective 2026-01-01 .. {
+  outbound sms { price 0 EUR per message }
+  tiered volume on messages per cycle {
+    from 0: 10.00 EUR per 1_000 %s
+  }, of outbound sms
+}
+'''
+    plural = plan_of(tmp_path, rules % "messages").agreements[0].charges[0].param("tiers")
+    singular = plan_of(tmp_path, rules % "message").agreements[0].charges[0].param("tiers")
+    assert [t.price for t in plural] == [t.price for t in singular]
+    assert plural[0].price.unit == "message" and plural[0].price.per_count == 1000

@@ -16,6 +16,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from icdsl.lang import ast
 from icdsl.lang.diagnostics import Diagnostic
 from icdsl.lang.rates import read_rows
+from icdsl.lang.values import PRICE_UNITS
 from icdsl.plan.model import Span
 
 # ---------------------------------------------------------------- grammar loading
@@ -658,9 +659,12 @@ class _ToAst(Transformer):
         return ast.TierNode(self._num(start), value, flat, self.s.of_meta(meta))
 
     def tier_price(self, meta, c):
-        if len(c) == 3:
+        if len(c) == 3:  # a package price: "10.00 EUR per 1_000 messages" reads in the plural
             money, count, unit = c
-            return (ast.MoneyPer(money, self._ident(unit), self.s.of_meta(meta), self._num(count)), False)
+            ident = self._ident(unit)
+            if ident.text.endswith("s") and ident.text[:-1] in PRICE_UNITS:
+                ident = ast.Ident(ident.text[:-1], ident.span)
+            return (ast.MoneyPer(money, ident, self.s.of_meta(meta), self._num(count)), False)
         money, unit = c
         return (ast.MoneyPer(money, self._ident(unit), self.s.of_meta(meta)), False)
 
