@@ -277,6 +277,101 @@ def test_what_if_compares_two_files_over_generated_traffic(interconnect):
     asyncio.run(main())
 
 
+FEE_LINE = 45  # brookline.icd: `recurring "10G port" 750.00 GBP monthly per inventory port_10g, ...`
+# March 2026, a first cycle, in advance: P10G-LON-01 March and April in full; P10G-LON-02 (from
+# 16 March) 16/31 of March, then April. At 800.00 instead of 750.00 GBP:
+#   800 + 800 + 412.90 (800 x 16/31 = 412.903...) + 800 = 2,812.90
+#   750 + 750 + 387.10 (750 x 16/31 = 387.096...) + 750 = 2,637.10; the difference: 175.80 GBP
+PORT_FEE = "10G port (recurring)"
+
+
+def test_what_if_shows_the_difference_of_an_edited_recurring_fee_on_that_charge(interconnect):
+    app = IcdslApp(interconnect)
+
+    async def scenario(pilot):
+        await app.workspace.open_file(interconnect / "brookline.icd", FEE_LINE)
+        editor = app.workspace.editor
+        line = editor.document.get_line(FEE_LINE - 1)
+        col = line.index("750.00 GBP")
+        editor.replace("800", (FEE_LINE - 1, col), (FEE_LINE - 1, col + 3))  # 750.00 -> 800.00 GBP
+        assert editor.document.get_line(FEE_LINE - 1).strip().startswith('recurring "10G port" 800.00 GBP')
+        await wait_for(pilot, lambda: app.analysis is not None and not app.checking)
+        await pilot.press("f6")
+        screen = app.screen
+        assert screen.query_one("#wi-period").value == "2026-03"
+        screen.query_one("#wi-source").set_generated(1000)
+        await pilot.press("ctrl+g")
+        await wait_for(pilot, lambda: screen.result is not None)
+        r = screen.result
+        assert r.period == "2026-03" and r.changed and not r.notes
+        by_charge = {(x.value("partner"), x.value("side"), x.value("charge"), x.value("currency")): x
+                     for x in r.by(("partner", "side", "charge"))}
+        fee = by_charge[("BRKGB", "revenue", PORT_FEE, "GBP")]
+        assert (fee.a.amount, fee.b.amount, fee.diff) == (Decimal("2637.10"), Decimal("2812.90"), Decimal("175.80"))
+        assert fee.a.lines == fee.b.lines == 4 and fee.a.count == 0
+        assert all(x.diff == 0 for k, x in by_charge.items() if k[2] != PORT_FEE)
+        # the other cycle-level charges are there, the same in A and B
+        assert ("BRKGB", "revenue", "Monthly inbound commitment (commitment)", "EUR") in by_charge
+        assert ("LUMFR", "revenue", "SIP trunk (recurring)", "EUR") in by_charge
+        assert r.totals()[("revenue", "GBP")] == (Decimal("2637.10"), Decimal("2812.90"))
+        # on screen: grouped by charge, the largest change first
+        while "by charge" not in screen.query_one("#wi-table-box").border_title:
+            await pilot.press("ctrl+o")
+        table = screen.query_one("#wi-table")
+        first = [str(c) for c in table.get_row_at(0)]
+        assert first[:3] == ["BRKGB", "revenue", PORT_FEE]
+        assert first[3:6] == ["+175.80 GBP", "2,637.10", "2,812.90"]
+        assert "revenue GBP  2,637.10 → 2,812.90  +175.80" in str(screen.query_one("#wi-summary").render())
+        assert "2026-03 charges" in status(app, "#wi-status")
+
+    async def main():
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.good is not None)
+            await scenario(pilot)
+
+    asyncio.run(main())
+
+
+def test_what_if_cycle_charges_to_the_cent_and_as_the_simulated_cycle_bills_them(interconnect, tmp_path):
+    project = Project(interconnect)
+    brookline = interconnect / "brookline.icd"
+    saved = brookline.read_text(encoding="utf-8")
+    edited = saved.replace('"10G port" 750.00 GBP', '"10G port" 800.00 GBP').replace(
+        '"Monthly inbound commitment" 3_000 EUR', '"Monthly inbound commitment" 3_500 EUR')
+    assert edited.count("800.00 GBP") == 1 and edited.count("3_500 EUR") == 1
+    sim = simulate(project, SimulationRequest(("LUMFR", "BRKGB"), "2026-03", TrafficSource(records=2000)), {},
+                   tmp_path)
+    try:
+        w = compare(project, Versions(), {brookline: edited}, sim.traffic, ["LUMFR", "BRKGB"], period="2026-03")
+        assert w.period == "2026-03" and w.outside == 0 and w.notes == []
+        rows = {(x.value("partner"), x.value("charge"), x.value("currency")): x for x in w.by(("partner", "charge"))}
+        fee = rows[("BRKGB", PORT_FEE, "GBP")]
+        assert (fee.a.amount, fee.b.amount, fee.diff) == (Decimal("2637.10"), Decimal("2812.90"), Decimal("175.80"))
+        # the shortfall: the commitment less the inbound voice traffic (exact sum), rounded once
+        voice = sum(x.a.amount for x in w.rows if x.key[:4] == ("BRKGB", "revenue", "inbound", "voice")
+                    and x.value("charge") == "traffic" and x.value("currency") == "EUR")
+        commit = rows[("BRKGB", "Monthly inbound commitment (commitment)", "EUR")]
+        assert commit.a.amount == (Decimal(3000) - voice).quantize(Decimal("0.01"))
+        assert commit.diff == Decimal("500.00")
+        changed = {k for k, x in rows.items() if x.diff != 0}
+        assert changed == {("BRKGB", PORT_FEE, "GBP"), ("BRKGB", "Monthly inbound commitment (commitment)", "EUR")}
+        # version A's cycle-level charges are what the simulated cycle billed, line for line
+        billed: dict[tuple[str, str, str], Decimal] = {}
+        for run in sim.runs:
+            for d in run.documents:
+                for ln in d["lines"]:
+                    if ln["kind"] in ("traffic", "surcharge"):  # the batch executor's
+                        continue
+                    name = ln["description"].split(":")[0]
+                    k = (run.partner, name, ln["source_currency"] or ln["currency"])
+                    billed[k] = billed.get(k, Decimal(0)) + Decimal(str(ln["source_amount"]))
+        ours = {(p, c.rsplit(" (", 1)[0], cur): x.a.amount for (p, c, cur), x in rows.items()
+                if x.a.lines and x.a.amount}
+        assert billed and ours == billed
+    finally:
+        sim.close()
+
+
 # ---------------------------------------------------------------- dashboard, keys
 
 

@@ -1,6 +1,7 @@
 """What-if: the saved rules against the editor's unsaved edits (or one rule file in place of
-another) over the same traffic; the revenue and cost difference by partner, service, destination
-and charge (``icdsl.tui.whatif``: the batch executor, no store)."""
+another) over the same traffic and billing period; the revenue and cost difference by partner,
+service, destination and charge (``icdsl.tui.whatif``: the batch executor and the cycle's
+charges, no store)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Label, ProgressBar, Select, Static
+from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, Select, Static
 from textual.worker import Worker, get_current_worker
 
 from icdsl.tui.bindings import bindings
 from icdsl.tui.components.nav_bar import NavBar
+from icdsl.tui.components.simulate_screen import DEFAULT_PERIOD
 from icdsl.tui.components.source_picker import SourcePicker
 from icdsl.tui.simulate import billable_partners, build_plan
 from icdsl.tui.traffic_source import Cancelled, prepare_traffic
@@ -67,6 +69,7 @@ class WhatIfScreen(Screen):
         #wi-row > Label { padding: 0 1 0 0; color: $text-muted; }
         #wi-mode { width: 22; margin: 0 1 0 0; }
         #wi-old, #wi-new { width: 1fr; margin: 0 1 0 0; }
+        #wi-period { width: 9; margin: 0 1 0 0; }
         #wi-row > Button { width: auto; min-width: 10; }
         #wi-state { height: 1; }
         #wi-progress { width: auto; margin: 0 1 0 0; }
@@ -96,6 +99,10 @@ class WhatIfScreen(Screen):
                              allow_blank=False, compact=True, id="wi-mode")
                 yield Select(self._rule_files(), prompt="A: file", compact=True, id="wi-old")
                 yield Select(self._rule_files(), prompt="B: in A's place", compact=True, id="wi-new")
+                yield Label("period")
+                yield Input(DEFAULT_PERIOD, compact=True, id="wi-period",
+                            tooltip="The billing cycle whose charges are compared: 2026-03, 2026-Q1, "
+                                    "2026-03-01..2026-03-15")
                 yield Button("Compare", compact=True, variant="primary", id="wi-run")
             yield SourcePicker(last=True, id="wi-source")
             with Horizontal(id="wi-state"):
@@ -112,10 +119,11 @@ class WhatIfScreen(Screen):
         self.watch(self.app, "simulation", self._simulation_changed)
 
     def _simulation_changed(self, sim) -> None:
-        """Compare over the last simulation's traffic by default once there is one."""
+        """Compare over the last simulation's traffic and period by default once there is one."""
         kind = self.query_one(SourcePicker).query_one("#src-kind", Select)
         if sim is not None and kind.value == "generated" and self.result is None:
             kind.value = "last"
+            self.query_one("#wi-period", Input).value = sim.request.period
 
     def focus_main(self) -> None:
         self.query_one("#wi-table", DataTable).focus()
@@ -165,7 +173,8 @@ class WhatIfScreen(Screen):
         self.query_one("#wi-run", Button).disabled = True
         self.query_one("#wi-progress", ProgressBar).update(total=None)
         self._status("starting…")
-        self._worker = self._compare(versions, buffers, source, sim)
+        period = self.query_one("#wi-period", Input).value.strip() or DEFAULT_PERIOD
+        self._worker = self._compare(versions, buffers, source, sim, period)
 
     def action_cancel(self) -> None:
         if self.running:
@@ -173,7 +182,7 @@ class WhatIfScreen(Screen):
             self._status("cancelling…")
 
     @work(thread=True, exclusive=True, group="whatif", exit_on_error=False)
-    def _compare(self, versions: Versions, buffers: dict, source, sim) -> None:
+    def _compare(self, versions: Versions, buffers: dict, source, sim, period: str) -> None:
         worker = get_current_worker()
         last, last_stage = 0.0, ""
 
@@ -198,7 +207,7 @@ class WhatIfScreen(Screen):
                 partners = billable_partners(plan)
                 traffic = prepare_traffic(project, plan, source, partners, self.app.scratch,
                                           progress=progress, cancelled=lambda: worker.is_cancelled)
-            result = compare(project, versions, buffers, traffic, partners, progress=progress,
+            result = compare(project, versions, buffers, traffic, partners, period=period, progress=progress,
                              cancelled=lambda: worker.is_cancelled)
         except Cancelled:
             self.post_message(WhatIfDone(None, cancelled=True))
@@ -237,7 +246,8 @@ class WhatIfScreen(Screen):
         if r is None:
             return
         a, b = r.labels
-        self._status(f"A = {a}, B = {b}: {r.records:,} records rated twice in {r.seconds:.1f} s (batch executor)")
+        cycle = f", {r.period} charges" if r.period else ""
+        self._status(f"A = {a}, B = {b}: {r.records:,} records rated twice{cycle} in {r.seconds:.1f} s")
         summary = Text()
         for (side, ccy), (va, vb) in r.totals().items():
             summary.append(f"{side:<7} {ccy}  {plain(va)} → {plain(vb)}  ")
@@ -246,6 +256,12 @@ class WhatIfScreen(Screen):
         moved = [(k, v) for k, v in r.rejects.items() if v[0] != v[1]]
         for (partner, reason), (ra, rb) in moved[:2]:
             summary.append(f"rejected {partner} {reason}: {ra:,} → {rb:,}\n", style="yellow")
+        if r.outside:
+            summary.append(f"{r.outside:,} records outside {r.period} left out\n", style="dim")
+        for note in r.notes[:2]:
+            summary.append(f"{note}\n", style="yellow")
+        if len(r.notes) > 2:
+            summary.append(f"and {len(r.notes) - 2} more note(s)\n", style="yellow")
         if not r.changed:
             summary.append("No difference: both versions rate this traffic the same.", style="dim")
         summary.rstrip()
@@ -270,7 +286,10 @@ class WhatIfScreen(Screen):
                 if c == "service":
                     v = f"{row.value('direction')} {v}".strip()
                 values.append(v)
-            count = f"{row.a.count:,}" if row.a.count == row.b.count else f"{row.a.count:,} → {row.b.count:,}"
+            if row.a.count == row.b.count:
+                count = f"{row.a.count:,}" if row.a.count or not (row.a.lines or row.b.lines) else ""
+            else:
+                count = f"{row.a.count:,} → {row.b.count:,}"
             table.add_row(*values, signed(row.diff, row.value("currency")), plain(row.a.amount), plain(row.b.amount),
                           count)
         box = self.query_one("#wi-table-box")
