@@ -65,11 +65,11 @@ class WhatIfScreen(Screen):
     WhatIfScreen {
         layout: vertical;
         #wi-form { height: auto; padding: 0 1; }
-        #wi-row { height: 1; }
-        #wi-row > Label { padding: 0 1 0 0; color: $text-muted; }
+        #wi-row, #wi-row2 { height: 1; }
+        #wi-row > Label, #wi-row2 > Label { padding: 0 1 0 0; color: $text-muted; }
         #wi-mode { width: 22; margin: 0 1 0 0; }
         #wi-old, #wi-new { width: 1fr; margin: 0 1 0 0; }
-        #wi-period { width: 9; margin: 0 1 0 0; }
+        #wi-period { width: 9; }
         #wi-row > Button { width: auto; min-width: 10; }
         #wi-state { height: 1; }
         #wi-progress { width: auto; margin: 0 1 0 0; }
@@ -99,12 +99,13 @@ class WhatIfScreen(Screen):
                              allow_blank=False, compact=True, id="wi-mode")
                 yield Select(self._rule_files(), prompt="A: file", compact=True, id="wi-old")
                 yield Select(self._rule_files(), prompt="B: in A's place", compact=True, id="wi-new")
+                yield Button("Compare", compact=True, variant="primary", id="wi-run")
+            with Horizontal(id="wi-row2"):
+                yield SourcePicker(last=True, id="wi-source")
                 yield Label("period")
                 yield Input(DEFAULT_PERIOD, compact=True, id="wi-period",
                             tooltip="The billing cycle whose charges are compared: 2026-03, 2026-Q1, "
                                     "2026-03-01..2026-03-15")
-                yield Button("Compare", compact=True, variant="primary", id="wi-run")
-            yield SourcePicker(last=True, id="wi-source")
             with Horizontal(id="wi-state"):
                 yield ProgressBar(total=1, show_eta=False, show_percentage=False, id="wi-progress")
                 yield Static("Edit a rule (F2), then compare it with the saved files (ctrl+g).", id="wi-status")
@@ -247,7 +248,7 @@ class WhatIfScreen(Screen):
             return
         a, b = r.labels
         cycle = f", {r.period} charges" if r.period else ""
-        self._status(f"A = {a}, B = {b}: {r.records:,} records rated twice{cycle} in {r.seconds:.1f} s")
+        self._status(f"{r.records:,} records{cycle} in {r.seconds:.1f} s: A = {a}, B = {b}")
         summary = Text()
         for (side, ccy), (va, vb) in r.totals().items():
             summary.append(f"{side:<7} {ccy}  {plain(va)} → {plain(vb)}  ")
