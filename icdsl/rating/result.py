@@ -232,19 +232,29 @@ def amount_type(precision: int, digits: int = MAX_DIGITS) -> pa.DataType:
     return pa.decimal128(digits, precision)
 
 
-def rated_schema(input_schema: pa.Schema, precision: int) -> pa.Schema:
-    """The rated table's schema for a given input schema (pass-through columns keep their type)."""
+def _passthrough(input_schema: pa.Schema):
+    """The type of an input column carried to the output (``default`` when the input lacks it)."""
 
     def passthrough(name: str, default: pa.DataType) -> pa.DataType:
         idx = input_schema.get_field_index(name)
         return input_schema.field(idx).type if idx >= 0 else default
 
+    return passthrough
+
+
+def _identity(passthrough) -> list[tuple[str, pa.DataType]]:
+    """The columns saying which record it is: id, partner, direction, service (input types)."""
+    return [("id", passthrough("id", pa.int64())), ("partner", passthrough("partner", pa.string())),
+            ("direction", passthrough("direction", pa.string())), ("service", passthrough("service", pa.string()))]
+
+
+def rated_schema(input_schema: pa.Schema, precision: int) -> pa.Schema:
+    """The rated table's schema for a given input schema (pass-through columns keep their type)."""
+
+    passthrough = _passthrough(input_schema)
     return pa.schema(
         [
-            ("id", passthrough("id", pa.int64())),
-            ("partner", passthrough("partner", pa.string())),
-            ("direction", passthrough("direction", pa.string())),
-            ("service", passthrough("service", pa.string())),
+            *_identity(passthrough),
             ("agreement", DICT_STRING),
             ("agreement_version", pa.int64()),
             ("agreement_hash", DICT_STRING),
@@ -267,16 +277,9 @@ RECORD_CHARGE_COLUMNS = ("record", "id", "partner", "direction", "service", "agr
 
 
 def record_charges_schema(input_schema: pa.Schema, precision: int) -> pa.Schema:
-    def passthrough(name: str, default: pa.DataType) -> pa.DataType:
-        idx = input_schema.get_field_index(name)
-        return input_schema.field(idx).type if idx >= 0 else default
-
     return pa.schema([
         ("record", pa.int64()),
-        ("id", passthrough("id", pa.int64())),
-        ("partner", passthrough("partner", pa.string())),
-        ("direction", passthrough("direction", pa.string())),
-        ("service", passthrough("service", pa.string())),
+        *_identity(_passthrough(input_schema)),
         ("agreement", DICT_STRING),
         ("agreement_version", pa.int64()),
         ("agreement_hash", DICT_STRING),
