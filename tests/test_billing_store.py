@@ -689,3 +689,25 @@ def test_sqlite_readers_do_not_wait_for_a_writer(tmp_path):
             assert time.perf_counter() - t0 < 5
     finally:
         store.close()
+
+
+def test_a_changed_data_file_is_found_even_after_it_was_verified(tmp_path):
+    """verify() hashes a file once per process, but a file changed since (same size) is hashed
+    again and refused."""
+    import os
+
+    from icdsl.billing.files import DataDir, sha256_file
+
+    data = DataDir(tmp_path)
+    f = tmp_path / "records.parquet"
+    f.write_bytes(b"0123456789")
+    sha = sha256_file(f)
+    data.verify("records.parquet", sha)
+    data.verify("records.parquet", sha)  # the second time from what the process knows
+    f.write_bytes(b"0123456780")
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 1_000))
+    with pytest.raises(OSError, match="has changed"):
+        data.verify("records.parquet", sha)
+    f.unlink()
+    with pytest.raises(FileNotFoundError, match="is missing"):
+        data.verify("records.parquet", sha)
