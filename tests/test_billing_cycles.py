@@ -360,3 +360,21 @@ def test_route_defaults():
     assert route(a, "inbound", "sms") == ("traffic", False)  # not selected: the first stream
     assert route(a, "outbound", "voice") == ("netting", True)
     assert route(None, "inbound", "voice") == ("main", False)
+
+
+def test_unscaled_decimal_sums_are_exact():
+    """The cycle sums amounts as unscaled integers read from the decimal buffer: slices,
+    negative values and large values give the same as Decimal arithmetic."""
+    from decimal import Decimal
+
+    import pyarrow as pa
+
+    from icdsl.billing.cycles import _unscaled_int64
+
+    values = [Decimal("1.500000"), Decimal("-0.000001"), Decimal("123456789.123456"), Decimal("0")]
+    arr = pa.array(values, pa.decimal128(18, 6))
+    assert _unscaled_int64(arr).to_pylist() == [1500000, -1, 123456789123456, 0]
+    assert _unscaled_int64(arr.slice(1, 2)).to_pylist() == [-1, 123456789123456]
+    assert _unscaled_int64(pa.array([Decimal("1"), None], pa.decimal128(18, 6))) is None
+    huge = pa.array([Decimal("999999999999.999999")] * 10_000, pa.decimal128(18, 6))
+    assert _unscaled_int64(huge) is None  # the sum could leave int64: the Decimal path is used

@@ -40,7 +40,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -232,9 +232,12 @@ class CycleReport:
 # --------------------------------------------------------------------------- helpers
 
 
+_MONEY = Money()
+
+
 def money(value: Decimal) -> Decimal:
     """An amount at the store's money scale (8 decimals); raises rather than round."""
-    return Money()._exact(value)
+    return _MONEY._exact(value)
 
 
 def _safe(text: str) -> str:
@@ -433,28 +436,40 @@ class Rater:
         return pc.index_in(keys, value_set=pa.array(self.fine_keys, pa.string())).to_numpy(zero_copy_only=False)
 
     def _sums(self, rated: pa.Table, fine: pa.Array) -> None:
-        t = pa.table({"fine": fine, "units": rated.column("billed_units"), "amount": rated.column("amount"),
-                      "start": rated.column("start")})
+        """Add a chunk's records to their fine groups: count, billed units, exact amount, first
+        and last start. Amounts are summed as their unscaled integers and starts as epoch
+        microseconds (Arrow's Decimal and datetime objects cost more than the rest of the
+        cycle's bookkeeping); :meth:`groups` turns them back into Decimal and datetime."""
+        amount = rated.column("amount").combine_chunks()
+        unscaled = _unscaled_int64(amount)
+        scale = amount.type.scale if pa.types.is_decimal(amount.type) else 0
+        t = pa.table({"fine": fine, "units": rated.column("billed_units"),
+                      "amount": unscaled if unscaled is not None else amount,
+                      "start": pc.cast(pc.cast(rated.column("start"), pa.timestamp("us", tz="UTC")), pa.int64())})
         g = t.group_by("fine", use_threads=False).aggregate(
             [("fine", "count"), ("units", "sum"), ("amount", "sum"), ("start", "min"), ("start", "max")])
-        for key, count, units, amount, lo, hi in zip(
+        amounts = g.column("amount_sum").to_pylist()
+        if unscaled is not None:
+            amounts = [Decimal(a).scaleb(-scale) for a in amounts]
+        for key, count, units, amount_, lo, hi in zip(
             g.column("fine").to_pylist(), g.column("fine_count").to_pylist(), g.column("units_sum").to_pylist(),
-            g.column("amount_sum").to_pylist(), g.column("start_min").to_pylist(), g.column("start_max").to_pylist(),
+            amounts, g.column("start_min").to_pylist(), g.column("start_max").to_pylist(),
             strict=True,
         ):
             acc = self.fine.get(key)
             if acc is None:
-                self.fine[key] = [count, units or 0, amount, lo, hi]
+                self.fine[key] = [count, units or 0, amount_, lo, hi]
             else:
                 acc[0] += count
                 acc[1] += units or 0
-                acc[2] += amount
+                acc[2] += amount_
                 acc[3], acc[4] = min(acc[3], lo), max(acc[4], hi)
 
     def groups(self) -> list[Group]:
         """The lines: fine groups merged by the line dimensions (exact sums)."""
         out: dict[int, Group] = {}
-        for fk, (count, units, amount, lo, hi) in sorted(self.fine.items()):
+        for fk, (count, units, amount, lo_us, hi_us) in sorted(self.fine.items()):
+            lo, hi = _from_us(lo_us), _from_us(hi_us)
             v = dict(zip(FINE_DIMS, self.fine_keys[fk].split(SEP), strict=True))
             li = self.fine_line[fk]
             g = out.get(li)
@@ -487,6 +502,29 @@ class _Discard:
 
     def write(self, table: pa.Table) -> None:
         pass
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _from_us(us: int | None) -> datetime | None:
+    return None if us is None else _EPOCH + timedelta(microseconds=us)
+
+
+def _unscaled_int64(arr: pa.Array) -> pa.Array | None:
+    """A decimal128 column as its unscaled int64 values (``1.500000`` at scale 6 is 1500000),
+    read from its buffer; None when it is not decimal128, has nulls, or a value (or the sum of
+    the column) might not fit in int64."""
+    if not pa.types.is_decimal128(arr.type) or arr.null_count or len(arr) == 0:
+        return None
+    words = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset * 2:(arr.offset + len(arr)) * 2].reshape(-1, 2)
+    low, high = words[:, 0], words[:, 1]
+    if not (high == (low >> 63)).all():
+        return None
+    biggest = int(np.abs(low).max())
+    if biggest * len(arr) >= 2**62:
+        return None
+    return pa.array(low, pa.int64())
 
 
 def _value_counts(arr: pa.ChunkedArray | pa.Array) -> tuple[list[str], list[int]]:
