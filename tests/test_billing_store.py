@@ -16,6 +16,7 @@ from decimal import Decimal
 from functools import cache
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -351,6 +352,17 @@ def test_ingest_idempotent_reconciled_duplicates_across_batches(store, tmp_path)
     assert all(f"batch #{r1.batch_id} (a.csv)" in x["detail"] and '"b_number": "33' in x["raw"] for x in rejects)
     records = pq.read_table(store.data.abs(r2.records_file))
     assert sorted(records.column("id").to_pylist()) == ["B1", "B2"]
+
+    # earlier files whose id range cannot hold a batch's ids are not read at all
+    from icdsl.billing.intake import PreviousIds
+
+    with store.session() as s:
+        prev = PreviousIds(store, s)
+        seen, _ = prev.lookup(pa.array(["Z1", "Z2"]))
+        assert not seen.any() and prev._ids == {}
+        seen, owner = prev.lookup(pa.array(["A2", "Z1", "B1"]))
+        assert seen.tolist() == [True, False, True]
+        assert owner[0] == r1.batch_id and owner[2] == r2.batch_id
 
     # stored counts reconcile, and the database refuses counts that do not
     with store.session() as s:

@@ -40,27 +40,94 @@ if TYPE_CHECKING:
     from icdsl.billing.store import IngestReport, Store
 
 
-def previous_ids(store: Store, s: Session) -> tuple[pa.Array, np.ndarray, dict[int, str]]:
-    """Every id ingested so far (as strings), the batch of each, and the batches' file names."""
-    rows = s.execute(
-        select(M.DataFile.path, M.DataFile.batch_id, M.IntakeBatch.file_name)
-        .join(M.IntakeBatch, M.IntakeBatch.id == M.DataFile.batch_id)
-        .where(M.DataFile.kind == "intake_records")
-        .order_by(M.DataFile.batch_id)
-    ).all()
-    arrays: list[pa.Array] = []
-    owners: list[np.ndarray] = []
-    names: dict[int, str] = {}
-    for path, batch_id, file_name in rows:
-        ids = pq.read_table(store.data.abs(path), columns=["id"]).column("id")
-        ids = pc.cast(ids, pa.string()).combine_chunks() if ids.num_chunks else pa.array([], pa.string())
-        arrays.append(ids)
-        owners.append(np.full(len(ids), batch_id, dtype=np.int64))
-        names[batch_id] = file_name
-    if not arrays:
-        return pa.array([], pa.string()), np.zeros(0, np.int64), names
-    return pa.concat_arrays(arrays), np.concatenate(owners), names
+class PreviousIds:
+    """The ids ingested before, looked up batch by batch without loading them all.
 
+    Each earlier intake file's id range comes from its Parquet statistics; a batch's ids are
+    compared with the files whose range overlaps its own, and only those files' ids are read
+    (once, then kept). Traffic ids usually grow with time, so a new file overlaps few or none
+    of the earlier ones, and ingesting the N-th file no longer reads the N-1 before it. Ranges
+    are compared in the ids' own type (numbers as numbers, texts as texts); files whose type
+    differs from the batch's are always read. Matching itself is on the ids as text."""
+
+    def __init__(self, store: Store, s: Session):
+        rows = s.execute(
+            select(M.DataFile.path, M.DataFile.batch_id, M.IntakeBatch.file_name)
+            .join(M.IntakeBatch, M.IntakeBatch.id == M.DataFile.batch_id)
+            .where(M.DataFile.kind == "intake_records")
+            .order_by(M.DataFile.batch_id)
+        ).all()
+        self.store = store
+        self.names: dict[int, str] = {batch_id: name for _, batch_id, name in rows}
+        self.files = [(path, batch_id) for path, batch_id, _ in rows]
+        self._ranges: dict[str, tuple[pa.DataType, Any, Any] | None] = {}
+        self._ids: dict[str, pa.Array] = {}
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _range(self, path: str) -> tuple[pa.DataType, Any, Any] | None:
+        if path not in self._ranges:
+            got = None
+            try:
+                pf = pq.ParquetFile(self.store.data.abs(path))
+                i = pf.schema_arrow.get_field_index("id")
+                typ = pf.schema_arrow.field(i).type
+                lo = hi = None
+                for g in range(pf.metadata.num_row_groups):
+                    st = pf.metadata.row_group(g).column(i).statistics
+                    if st is None or not st.has_min_max:
+                        lo = hi = None
+                        break
+                    lo = st.min if lo is None else min(lo, st.min)
+                    hi = st.max if hi is None else max(hi, st.max)
+                if lo is not None or pf.metadata.num_rows == 0:
+                    got = (typ, lo, hi)
+            except (OSError, KeyError, ValueError, TypeError):
+                got = None
+            self._ranges[path] = got
+        return self._ranges[path]
+
+    def _ids_of(self, path: str) -> pa.Array:
+        got = self._ids.get(path)
+        if got is None:
+            ids = pq.read_table(self.store.data.abs(path), columns=["id"]).column("id")
+            got = pc.cast(ids, pa.string()).combine_chunks() if ids.num_chunks else pa.array([], pa.string())
+            self._ids[path] = got
+        return got
+
+    def _overlaps(self, path: str, ids: pa.Array) -> bool:
+        r = self._range(path)
+        if r is None:
+            return True
+        typ, lo, hi = r
+        if lo is None:  # an empty file
+            return False
+        same = (pa.types.is_integer(typ) and pa.types.is_integer(ids.type)) or (
+            pa.types.is_string(typ) and pa.types.is_string(ids.type))
+        if not same:
+            return True
+        mm = pc.min_max(ids)
+        blo, bhi = mm["min"].as_py(), mm["max"].as_py()
+        if blo is None:
+            return False
+        if isinstance(lo, bytes):
+            lo, hi = lo.decode("utf-8", "replace"), hi.decode("utf-8", "replace")
+        return not (bhi < lo or blo > hi)
+
+    def lookup(self, ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """(seen, owner): which of ``ids`` were ingested before, and the batch of each."""
+        text = pc.cast(ids, pa.string())
+        seen = np.zeros(len(ids), bool)
+        owner = np.zeros(len(ids), np.int64)
+        for path, batch_id in self.files:
+            if not self._overlaps(path, ids):
+                continue
+            found = pc.is_in(text, value_set=self._ids_of(path)).to_numpy(zero_copy_only=False)
+            new = found & ~seen
+            owner[new] = batch_id
+            seen |= found
+        return seen, owner
 
 
 RECORDS_ROW_GROUP = 1 << 16
@@ -206,7 +273,7 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
                 return store._report_of(s, existing, already=True)
             # Only this session writes under rel_dir now: anything there is left over.
             store.data.clean(rel_dir, set())
-            prev_ids, prev_owner, prev_names = previous_ids(store, s)
+            prev = PreviousIds(store, s)
             zones = partner_zones(s, plan)
             daily: dict[tuple[str, date], int] = defaultdict(int)
             try:
@@ -223,22 +290,20 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
                 try:
                     for batch in reader.batches():
                         records, rejects = batch.records, batch.rejects
-                        if len(prev_ids) and records.num_rows:
+                        if len(prev) and records.num_rows:
                             ids = pc.cast(records.column("id"), pa.string())
-                            found = pc.index_in(ids, value_set=prev_ids)
-                            seen = found.is_valid().to_numpy(zero_copy_only=False)
-                            idx = found.fill_null(-1).to_numpy(zero_copy_only=False)
+                            seen, owner = prev.lookup(records.column("id"))
                             if seen.any():
                                 pos = np.flatnonzero(seen)
                                 dup = records.take(pa.array(pos))
-                                owners = prev_owner[idx[pos].astype(np.int64)]
+                                owners = owner[pos]
                                 dup_ids = ids.take(pa.array(pos)).to_pylist()
                                 extra = pa.table({
                                     "row": pa.nulls(len(pos), pa.int64()),
                                     "id": pa.array(dup_ids, pa.string()),
                                     "reason": pa.array(["duplicate_id"] * len(pos), pa.string()),
                                     "detail": pa.array(
-                                        [f"id '{i}' was already ingested in batch #{b} ({prev_names[int(b)]})"
+                                        [f"id '{i}' was already ingested in batch #{b} ({prev.names[int(b)]})"
                                          for i, b in zip(dup_ids, owners, strict=True)], pa.string()),
                                     "raw": _raw_json(dup),
                                 }, schema=REJECTS_SCHEMA)
