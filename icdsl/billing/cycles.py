@@ -469,8 +469,8 @@ class Rater:
     def groups(self) -> list[Group]:
         """The lines: fine groups merged by the line dimensions (exact sums)."""
         out: dict[int, Group] = {}
-        for fk, (count, units, amount, lo_us, hi_us) in sorted(self.fine.items()):
-            lo, hi = _from_us(lo_us), _from_us(hi_us)
+        span: dict[int, list[int]] = {}  # line -> [first, last] start in epoch microseconds
+        for fk, (count, units, amount, lo, hi) in sorted(self.fine.items()):
             v = dict(zip(FINE_DIMS, self.fine_keys[fk].split(SEP), strict=True))
             li = self.fine_line[fk]
             g = out.get(li)
@@ -479,16 +479,21 @@ class Rater:
                     key=li, agreement_hash=v["agreement_hash"], agreement=v["agreement"],
                     agreement_version=int(v["agreement_version"]) if v["agreement_version"] else None,
                     direction=v["direction"], service=v["service"], currency=v["currency"],
-                    dims={d: v[d] for d in self.dims}, first=lo, last=hi)
+                    dims={d: v[d] for d in self.dims})
+                span[li] = [lo, hi]
             g.count += count
             g.units += units
-            g.amount += money(amount)
-            g.first, g.last = min(g.first, lo), max(g.last, hi)
+            g.amount += amount
+            sp = span[li]
+            sp[0], sp[1] = min(sp[0], lo), max(sp[1], hi)
             for c in DIMENSIONS:
                 if c not in self.dims:
                     vals = g.values.setdefault(c, set())
                     if len(vals) <= MAX_VALUES:
                         vals.add(v[c])
+        for li, g in out.items():
+            g.amount = money(g.amount)
+            g.first, g.last = _from_us(span[li][0]), _from_us(span[li][1])
         return [out[k] for k in sorted(out)]
 
     def daily_counts(self) -> dict[date, int]:
