@@ -158,8 +158,14 @@ class AtomicParquet:
         self.dir = data.abs(self.rel_dir) if self.rel_dir else data.root
         self.dir.mkdir(parents=True, exist_ok=True)
         self.tmp = self.dir / f"{TMP_PREFIX}{stem}-{os.getpid()}-{uuid.uuid4().hex}.parquet"
+        # dictionary pages only where values repeat (texts, versions, units): trying them on
+        # ids, times and amounts costs writing time for nothing
+        repeating = [f.name for f in schema
+                     if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+                     or pa.types.is_dictionary(f.type)
+                     or f.name in ("agreement_version", "billed_units", "duration_s", "batch_id")]
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
-            self.tmp, schema, compression=COMPRESSION, write_statistics=True
+            self.tmp, schema, compression=COMPRESSION, write_statistics=True, use_dictionary=repeating
         )
         self.rows = 0
         self.result: WrittenFile | None = None
