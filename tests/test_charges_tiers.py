@@ -83,6 +83,19 @@ def test_flat_fees_are_due_when_their_tier_is_reached():
     assert tiers.price_tiers(t, Fraction(1000), "volume", "messages")[0] == 80
 
 
+def test_a_price_per_unit_plus_a_flat_fee_in_each_tier():
+    # Stripe's tiers with a unit and a flat amount: 1-5 at 5.00 + 10.00 flat, 6+ at 4.00 + 5.00 flat
+    t = (Tier(D(0), price=price("5.00", "unit"), flat=fee("10.00")),
+         Tier(D(5), price=price("4.00", "unit"), flat=fee("5.00")))
+    # graduated, 8 units: 5 x 5.00 + 10.00 + 3 x 4.00 + 5.00 = 52.00
+    amount, parts = tiers.price_tiers(t, Fraction(8), "graduated", "messages")
+    assert amount == 52 and [p.amount for p in parts] == [35, 17]
+    assert "+ 10.00 EUR flat" in parts[0].how
+    # volume, 8 units: all at the tier reached, 8 x 4.00 + 5.00 = 37.00; nothing used: the base fee
+    assert tiers.price_tiers(t, Fraction(8), "volume", "messages")[0] == 37
+    assert tiers.price_tiers(t, Fraction(0), "graduated", "messages")[0] == 10
+
+
 def test_unit_conversion_between_the_measure_and_the_price():
     # volume is measured in MB; a price per GB counts MB / 1024: 1536 MB at 2.00 per GB = 3.00
     t = (Tier(D(0), price=price("2.00", "GB")),)

@@ -154,6 +154,13 @@ class _Tiers(CycleChargeType):
                 checker.error("E215", "a package size must be a positive whole number", v.per_count.span)
             if checker.agreement:
                 checker.currency_matches(v.money.currency, checker.agreement.currency, "the tier's price")
+            plus = getattr(t, "plus_flat", None)
+            if plus is not None:
+                checker.money(plus)
+                if plus.currency.text != v.money.currency.text:
+                    checker.error("E211", f"the tier's flat fee is in {plus.currency.text} but its price is in "
+                                          f"{v.money.currency.text}", plus.currency.span,
+                                  "give the price and the fee of a tier the same currency")
         elif isinstance(v, ast.Money):
             checker.money(v)
             if checker.agreement:

@@ -35,7 +35,7 @@ its total.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from fractions import Fraction
 
@@ -83,6 +83,8 @@ def tier_label(t: Tier) -> str:
     start = format(t.start, ",f").replace(",", "_")
     if t.percent is not None:
         return f"from {start}: {format(t.percent.normalize(), 'f')}%"
+    if t.flat is not None and t.price is not None:
+        return f"from {start}: {t.price} plus {t.flat} flat"
     if t.flat is not None:
         return f"from {start}: {t.flat} flat"
     return f"from {start}: {t.price}"
@@ -138,6 +140,9 @@ def price_tiers(tiers: tuple[Tier, ...], q: Fraction, mode: str, measure: str, s
 
 
 def _value(t: Tier, units: Fraction, measure: str, span) -> tuple[Fraction, str]:
+    if t.flat is not None and t.price is not None:  # a price per unit plus a flat fee
+        amount, how = _value(replace(t, flat=None), units, measure, span)
+        return amount + Fraction(t.flat.amount), f"{how} + {t.flat} flat"
     if t.flat is not None:
         return Fraction(t.flat.amount), f"{t.flat} flat"
     if t.price is None:
@@ -198,6 +203,8 @@ def tier_text(t: Tier, measure: str, currency: str = "") -> str:
     start = shown(t.start, unit)
     if t.percent is not None:
         return f"from {start}: {format(t.percent.normalize(), 'f')}%"
+    if t.flat is not None and t.price is not None:
+        return f"from {start}: {t.price} plus {t.flat} flat"
     if t.flat is not None:
         return f"from {start}: {t.flat} flat"
     return f"from {start}: {t.price}"

@@ -398,6 +398,7 @@ class TierNode:
     value: Any  # MoneyPer (per unit), Money (flat), Percent
     flat: bool
     span: Span
+    plus_flat: Any = None  # Money: a flat fee on top of the price per unit ("... plus 10.00 EUR flat")
 
 
 @dataclass(frozen=True, slots=True)

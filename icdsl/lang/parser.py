@@ -655,8 +655,17 @@ class _ToAst(Transformer):
         return self._tiers("volume_discount", 15, meta, children)
 
     def tier(self, meta, children):
-        start, (value, flat) = children
-        return ast.TierNode(self._num(start), value, flat, self.s.of_meta(meta))
+        start, value = children
+        plus = None
+        if len(value) == 3:  # a price per unit plus a flat fee
+            value, flat, plus = value
+        else:
+            value, flat = value
+        return ast.TierNode(self._num(start), value, flat, self.s.of_meta(meta), plus)
+
+    def tier_price_flat(self, meta, c):
+        (price, _flat) = self.tier_price(meta, c[:-1])
+        return (price, False, c[-1])
 
     def tier_price(self, meta, c):
         if len(c) == 3:  # a package price: "10.00 EUR per 1_000 messages" reads in the plural

@@ -93,7 +93,8 @@ class Compiler:
         if isinstance(v, ast.Percent):
             return m.Tier(t.start.value, percent=v.value.value, span=t.span)
         if isinstance(v, ast.MoneyPer):
-            return m.Tier(t.start.value, price=self.price(v), span=t.span)
+            plus = self.money(t.plus_flat) if t.plus_flat is not None else None
+            return m.Tier(t.start.value, price=self.price(v), flat=plus, span=t.span)
         return m.Tier(t.start.value, flat=self.money(v), span=t.span)
 
     def share(self, p: ast.SharePartyNode) -> m.Share:

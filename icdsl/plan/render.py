@@ -45,7 +45,7 @@ def _param(v) -> str:
     if isinstance(v, tuple):
         return "[" + ", ".join(_param(i) for i in v) + "]"
     if isinstance(v, m.Tier):
-        what = (f"{v.percent}%" if v.percent is not None else str(v.price) if v.price else f"{v.flat} flat")
+        what = (f"{v.percent}%" if v.percent is not None else f"{v.price} plus {v.flat} flat" if v.price and v.flat else str(v.price) if v.price else f"{v.flat} flat")
         return f"from {v.start}: {what}"
     if isinstance(v, m.Share):
         what = f"{v.percent}%" if v.percent is not None else str(v.fixed) if v.fixed else "remainder"
