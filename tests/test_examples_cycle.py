@@ -264,3 +264,23 @@ agreement "SMS packages" v1 with ORFR effective 2026-01-01 .. {
     singular = plan_of(tmp_path, rules % "message").agreements[0].charges[0].param("tiers")
     assert [t.price for t in plural] == [t.price for t in singular]
     assert plural[0].price.unit == "message" and plural[0].price.per_count == 1000
+
+
+def test_periods_from_the_agreements_start(tmp_path):
+    """', periods from start': a yearly fee's year runs from the agreement's first day (15 March
+    to 14 March), billed whole in advance on the first invoice; calendar quarters otherwise."""
+    results, text = run(tmp_path, '''
+agreement "Anchored" v1 with ORFR effective 2026-03-15 .. {
+  outbound voice { price 0.01 EUR per minute }
+  recurring "Platform licence" 1_200.00 EUR yearly flat, in advance, periods from start
+  recurring "Support" 300.00 EUR quarterly flat, prorate daily
+}
+
+example cycle "March" {
+  period 2026-03
+  # licence: 2026-03-15 .. 2027-03-14 in advance, whole: 1,200.00
+  # support: calendar Q1 in arrears, active 15-31 March = 17 of 90 days: 300 x 17/90 = 56.67
+  expect line "Platform licence" 1_200.00 EUR, line "Support" 56.67 EUR
+}
+''')
+    assert all(r.ok for r in results), text

@@ -4,8 +4,9 @@
 in advance|arrears, day count actual|thirty``. Plan parameters: ``amount`` (Money), ``period``,
 ``per_inventory`` (a kind, or absent for flat), ``option:prorate`` (default ``none``),
 ``option:in`` (default ``arrears``), ``option:day_count`` (default ``actual``) and
-``option:anchor`` (``calendar``, the default, or ``start``: periods counted from the
-agreement's first day; reserved for a future ``, periods from start`` option).
+``option:anchor`` (``, periods from calendar``, the default: calendar months, quarters and
+years; or ``, periods from start``: periods of 1, 3 or 12 months counted from the agreement
+version's first day, e.g. a yearly fee from 15 March to 14 March).
 
 Which periods a cycle bills (the cycle's local days ``[start, end)``, the agreement version's
 days ``V``):

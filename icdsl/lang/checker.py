@@ -883,6 +883,8 @@ class Checker:
             self.word(v[0], "shortfall")
         elif o.key == "day_count":
             self.word(v[0], "day count")
+        elif o.key == "anchor":
+            self.word(v[0], "periods from")
         elif o.key == "tax":
             self.word(v[0], "tax treatment")
         elif o.key == "of" and info is not None:

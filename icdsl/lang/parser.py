@@ -764,6 +764,9 @@ class _ToAst(Transformer):
     def opt_day_count(self, meta, c):
         return self._opt("day_count", meta, c)
 
+    def opt_anchor(self, meta, c):
+        return self._opt("anchor", meta, c)
+
     def opt_scope(self, meta, c):
         return self._opt("of", meta, c)
 

@@ -23,6 +23,7 @@ VOCAB: dict[str, tuple[str, ...]] = {
     "proration": ("daily", "none"),
     "billing timing": ("advance", "arrears"),
     "day count": ("actual", "thirty"),
+    "periods from": ("calendar", "start"),
     "one-time trigger": ("activation", "completion", "termination", "invoice"),
     "commitment period": ("month", "cycle", "quarter", "year", "contract_year"),
     "shortfall": ("charged", "waived"),
