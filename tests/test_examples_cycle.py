@@ -284,3 +284,41 @@ example cycle "March" {
 }
 ''')
     assert all(r.ok for r in results), text
+
+
+def test_one_time_fees_per_inventory_item(tmp_path):
+    """'one_time ... on activation per inventory port': once per item, on the cycle of its
+    activation (or of its last active day, for termination)."""
+    results, text = run(tmp_path, '''
+agreement "Ports" v1 with ORFR effective 2026-01-01 .. {
+  outbound voice { price 0.01 EUR per minute }
+  one_time "Port installation" 500.00 EUR on activation per inventory port
+  one_time "Port removal" 200.00 EUR on termination per inventory port
+}
+
+example cycle "March: one port installed, one removed" {
+  period 2026-03
+  item port "P-NEW" active 2026-03-10 ..
+  item port "P-OLD" active 2025-06-01 .. 2026-03-20
+  expect line "Port installation" 500.00 EUR, line "Port removal" 200.00 EUR
+}
+
+example cycle "April: nothing installed or removed" {
+  period 2026-04
+  item port "P-NEW" active 2026-03-10 ..
+  expect no line "Port installation", no line "Port removal"
+}
+''')
+    assert all(r.ok for r in results), text
+
+
+def test_a_per_inventory_fee_needs_an_item_trigger(tmp_path):
+    f = tmp_path / "rules.icd"
+    f.write_text(PARTNER + '''
+agreement "Ports" v1 with ORFR effective 2026-01-01 .. {
+  outbound voice { price 0.01 EUR per minute }
+  one_time "Port removal" 200.00 EUR on invoice per inventory port
+}
+''', encoding="utf-8")
+    plan, _program, diags = build([f], root=tmp_path)
+    assert plan is None and [d.code for d in diags] == ["E226"]

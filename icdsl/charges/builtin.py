@@ -76,6 +76,11 @@ class OneTime(CycleChargeType):
     def check(self, node, checker):
         checker.money(node.param("amount"))
         checker.word(node.param("on"), "one-time trigger")
+        kind, trigger = node.param("per_inventory"), node.param("on")
+        if kind is not None and trigger is not None and trigger.text not in ("activation", "termination"):
+            checker.error("E226", f"a fee per inventory item is due on an item's activation or termination, "
+                                  f"not on '{trigger.text}'", trigger.span,
+                          "write 'on activation' or 'on termination', or drop 'per inventory'")
         if checker.agreement:
             checker.currency_matches(node.param("amount").currency, checker.agreement.currency, "the fee")
 

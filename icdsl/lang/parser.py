@@ -615,9 +615,11 @@ class _ToAst(Transformer):
 
     def one_time(self, meta, children):
         rest, opts = self._split_options(children)
-        label, money, trigger = rest
+        label, money, trigger, *basis = rest
         params = [self._param("amount", money, money.span),
                   self._param("on", self._ident(trigger), self.s.of_token(trigger))]
+        if basis:  # ", per inventory KIND": once per item, on its activation or termination
+            params.append(self._param("per_inventory", basis[0][1], basis[0][1].span))
         return self._charge("one_time", self._kw_span(meta, 8), self._str(label), params, opts, meta)
 
     def event_charge(self, meta, children):
