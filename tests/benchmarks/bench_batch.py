@@ -10,7 +10,8 @@ conftest)::
 
     pytest tests/benchmarks --benchmark-only
 
-rates the 1M set (``ICDSL_BENCH_DIR``, default /tmp/bench1m, made by the shared ``gen.py``) and
+rates the 1M set (``ICDSL_BENCH_DIR``, default /tmp/icdsl-bench/n1000000, made by the shared ``gen.py``
+when missing, the same folder as bench_rate.py's) and
 checks every amount, prefix, band and billed second against the DuckDB reference's output
 (``ICDSL_BENCH_REF_OUT``, default: ref_duckdb.py from ``ICDSL_BENCH_REFS``, default
 /work/shared/bench, is run once into a temporary folder). Skipped when the data is missing.
@@ -57,7 +58,7 @@ from icdsl.plan.model import (
 )
 from icdsl.rating.batch import rate_batch
 
-BENCH_DIR = Path(os.environ.get("ICDSL_BENCH_DIR", "/tmp/bench1m"))
+BENCH_DIR = Path(os.environ.get("ICDSL_BENCH_DIR", "/tmp/icdsl-bench/n1000000"))
 REFS = Path(os.environ.get("ICDSL_BENCH_REFS", Path(__file__).resolve().parents[3] / "shared" / "bench"))
 
 
@@ -273,7 +274,9 @@ if pytest is not None:
     def workload():
         rates, cdrs = BENCH_DIR / "rates.csv", BENCH_DIR / "cdrs.parquet"
         if not (rates.exists() and cdrs.exists()):
-            pytest.skip(f"no benchmark data in {BENCH_DIR} (run the shared gen.py)")
+            if not (REFS / "gen.py").exists():
+                pytest.skip(f"no benchmark data in {BENCH_DIR}, and no shared generator at {REFS}")
+            subprocess.run([sys.executable, str(REFS / "gen.py"), str(BENCH_DIR), "--n", "1000000"], check=True)
         ref_out = os.environ.get("ICDSL_BENCH_REF_OUT")
         if ref_out is None:
             script = REFS / "ref_duckdb.py"
