@@ -18,6 +18,14 @@ from icdsl.plan.model import Span
 # --------------------------------------------------------------------------- leaves
 
 
+def _by_key(items: tuple[Any, ...], key: str) -> Any:
+    """The first of ``items`` (settings, options, parameters) whose ``key`` is ``key``, or None."""
+    for item in items:
+        if item.key == key:
+            return item
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Ident:
     text: str
@@ -203,10 +211,7 @@ class PartnerDecl:
     span: Span
 
     def setting(self, key: str) -> Setting | None:
-        for s in self.settings:
-            if s.key == key:
-                return s
-        return None
+        return _by_key(self.settings, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,10 +361,7 @@ class ServiceDecl:
     span: Span
 
     def setting(self, key: str) -> Setting | None:
-        for s in self.settings:
-            if s.key == key:
-                return s
-        return None
+        return _by_key(self.settings, key)
 
 
 # --------------------------------------------------------------------------- charges
@@ -386,10 +388,7 @@ class ChargeNode:
         return default
 
     def option(self, key: str) -> Setting | None:
-        for o in self.options:
-            if o.key == key:
-                return o
-        return None
+        return _by_key(self.options, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,10 +456,7 @@ class AgreementDecl:
         return int(self.version.text[1:])
 
     def setting(self, key: str) -> Setting | None:
-        for s in self.settings:
-            if s.key == key:
-                return s
-        return None
+        return _by_key(self.settings, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -488,10 +484,7 @@ class CycleTrafficNode:
     span: Span
 
     def option(self, key: str) -> Setting | None:
-        for o in self.options:
-            if o.key == key:
-                return o
-        return None
+        return _by_key(self.options, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -556,10 +549,7 @@ class CycleExampleDecl:
     span: Span
 
     def setting(self, key: str) -> Setting | None:
-        for s in self.settings:
-            if s.key == key:
-                return s
-        return None
+        return _by_key(self.settings, key)
 
 
 @dataclass(slots=True)
