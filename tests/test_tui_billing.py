@@ -504,3 +504,25 @@ def test_generated_traffic_is_cached_for_the_session(interconnect, tmp_path):
     assert again == first and again[0].stat().st_mtime_ns == stamp
     other = prepare_traffic(project, plan, TrafficSource(records=1000, seed=7), ["BRKGB"], tmp_path)
     assert other != first
+
+
+def test_stale_scratch_folders_of_dead_sessions_are_removed(tmp_path, monkeypatch):
+    """A terminal killed rather than quit leaves its icdsl-tui-PID-* folder; the next session
+    removes the folders whose process is gone and keeps those of running ones."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from icdsl.tui import app as tui_app
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = tmp_path / f"icdsl-tui-{gone.pid}-abc"
+    alive = tmp_path / f"icdsl-tui-{os.getppid()}-def"
+    other = tmp_path / "icdsl-tui-notapid-ghi"
+    for d in (dead, alive, other):
+        (d / "store").mkdir(parents=True)
+    tui_app._remove_stale_scratch()
+    assert not dead.exists() and alive.exists() and other.exists()

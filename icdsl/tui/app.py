@@ -106,7 +106,8 @@ class IcdslApp(App):
     def scratch(self) -> Path:
         """The session's temporary folder (simulation stores, generated traffic); removed at exit."""
         if self._scratch is None:
-            self._scratch = Path(tempfile.mkdtemp(prefix="icdsl-tui-"))
+            _remove_stale_scratch()
+            self._scratch = Path(tempfile.mkdtemp(prefix=f"icdsl-tui-{os.getpid()}-"))
             weakref.finalize(self, shutil.rmtree, str(self._scratch), True)
         return self._scratch
 
@@ -227,3 +228,18 @@ def run(folder: Path, keymap: Mapping[str, str] | None = None) -> None:
     keys = parse_keymap(os.environ.get(KEYMAP_ENV))
     keys.update(keymap or {})
     IcdslApp(folder, keymap=keys).run()
+
+
+def _remove_stale_scratch() -> None:
+    """Remove the temporary folders of earlier sessions whose process is gone (a terminal
+    closed or killed rather than quit): ``icdsl-tui-PID-*`` in the temporary folder."""
+    for d in Path(tempfile.gettempdir()).glob("icdsl-tui-*-*"):
+        pid = d.name.split("-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except (PermissionError, OSError):
+            continue
