@@ -118,7 +118,10 @@ def _numbers(rng: np.random.Generator, prefixes: np.ndarray, n: int, length: int
     digits = pc.utf8_lpad(pa.array(tails.astype(str)), 9, "0")
     full = pc.binary_join_element_wise(pa.array(picks.astype(str)), digits, "")
     lens = np.maximum(length, pc.utf8_length(pa.array(picks.astype(str))).to_numpy() + 4)
-    return pa.array([s[:m] for s, m in zip(full.to_pylist(), lens.tolist(), strict=True)], pa.string())
+    out = full
+    for m in np.unique(lens).tolist():  # a few distinct lengths: one slice each, no Python per number
+        out = pc.if_else(pa.array(lens == m), pc.utf8_slice_codeunits(full, 0, m), out)
+    return out
 
 
 def _starts(rng: np.random.Generator, n: int, tz: str, hours: list[float], skip: date | None = None) -> np.ndarray:
@@ -176,10 +179,11 @@ def generate(rules: Path, records: int, seed: int) -> pa.Table:
             return
         skip = OUTAGE[1] if partner == OUTAGE[0] else None
         us = _starts(rng, n, ZONES[partner], hours, skip)
-        ids = [f"{partner}-{i:07d}" for i in range(counter, counter + n)]
+        seq = pc.utf8_lpad(pa.array(np.arange(counter, counter + n).astype(str)), 7, "0")
+        ids = pc.binary_join_element_wise(pa.scalar(partner), seq, "-")
         counter += n
         cols = {c: _empty(n) for c in COLUMNS}
-        cols.update(id=pa.array(ids), partner=pa.array([partner] * n), direction=pa.array([direction] * n),
+        cols.update(id=ids, partner=pa.array([partner] * n), direction=pa.array([direction] * n),
                     service=pa.array([service] * n), start=_iso(us))
         cols["a_number"] = _numbers(rng, ours if direction == "outbound" else np.array(["44", "49", "33"]), n)
         if b is not None:
