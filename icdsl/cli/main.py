@@ -282,7 +282,8 @@ def plugins() -> None:
 
 @app.command()
 def tui(folder: Path = typer.Argument(Path("."), help="The project folder: rule files, decks, traffic.")) -> None:
-    """Open the analyst's terminal: edit rules with live diagnostics, see the plan, explain records."""
+    """Open the analyst's terminal: edit rules with live diagnostics, see the plan, explain records,
+    simulate billing cycles, compare versions (what-if), drill into lines, see the dashboard."""
     if not folder.is_dir():
         echo_err(f"error: {folder} is not a folder")
         raise typer.Exit(2)
