@@ -258,7 +258,7 @@ def resolve_period(s: Session, partner: str, period: Any, plan: Plan | None) -> 
     if row is None:
         known = list(s.scalars(select(M.Partner.code).order_by(M.Partner.code)))
         raise CycleError(f"partner {partner} is not in the store: load the rules that declare it first "
-                         "(store.load_plan(plan, program), `icdsl load`)"
+                         "with `icdsl load RULES`"
                          + (f"; partners in the store: {', '.join(known)}" if known else ""))
     if plan is not None:
         declared = plan.partner(partner)
@@ -266,7 +266,7 @@ def resolve_period(s: Session, partner: str, period: Any, plan: Plan | None) -> 
             raise CycleError(f"partner {partner} is not declared in the rules given")
         if partner_decl_hash(declared) != row.decl_hash:
             raise CycleError(f"the rules declare partner {partner} differently from the store: load them first "
-                             "(store.load_plan(plan, program), `icdsl load`)")
+                             "with `icdsl load RULES`")
     return row, parse_period(period, row.timezone, row.billing)
 
 

@@ -197,6 +197,7 @@ def test_cycle_end_to_end(benchmark, tmp_path, kind):
 
     benchmark.pedantic(once, rounds=1, iterations=1)
     print(json.dumps(results))
+    assert results["ingested"] == N and results["rated"] == N, results  # every record billed
     benchmark.extra_info.update(results)
 
 
