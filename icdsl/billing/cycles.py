@@ -324,6 +324,7 @@ class Rater:
         self.timezone = timezone
         self.usage: list[Any] = []
         self.events: list[Any] = []
+        self.read = 0
         self.refunds: list[Any] = []  # refund records (icdsl.billing.charging.refunds_of)
         self.refund_problems: list[tuple[str, str]] = []
         self.record_charges = 0
@@ -354,6 +355,7 @@ class Rater:
         from icdsl.billing import store as st
         from icdsl.rating.batch import rate_batch
 
+        self.read += table.num_rows  # every record read: rated, rejected, an event or a refund
         if self.charges:  # refund records are never traffic: ``on net`` revenue shares deduct them
             from icdsl.billing.charging import refunds_of, split_refunds
 
@@ -901,6 +903,10 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
     problems = []
     if rater.records_in != rater.rated + rater.rejected:
         problems.append(f"records {rater.records_in} != rated {rater.rated} + rejected {rater.rejected}")
+    set_aside = len(rater.events) + len(rater.refunds) + len(rater.refund_problems)
+    if rater.read != rater.records_in + set_aside:
+        problems.append(f"read {rater.read} != rated or rejected {rater.records_in} + events {len(rater.events)} "
+                        f"+ refunds {len(rater.refunds)} + unusable refunds {len(rater.refund_problems)}")
     if rated_f.rows != rater.rated or rejects_f.rows != rater.rejected:
         problems.append(f"files hold {rated_f.rows} rated and {rejects_f.rows} rejected records")
     back = pq.read_table(store.data.abs(rated_f.path), columns=["amount", "currency", "line"])
@@ -919,7 +925,7 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
         if g.agreement_hash not in versions:
             problems.append(f"agreement \"{g.agreement}\" v{g.agreement_version} "
                             f"(sha256 {g.agreement_hash[:12]}...) rated records but is not in the store: "
-                            "load the rules first (store.load_plan, `icdsl load`)")
+                            "load the rules first with `icdsl load RULES`")
             break
     if problems:
         raise ValidationError(f"cycle {prow.code} {per.label} failed its reconciliation; nothing was committed: "
