@@ -94,10 +94,16 @@ class WorkspaceScreen(Screen):
             editor.go_to(line, col)
         if focus:
             editor.focus()
-            # opened from another screen: the workspace restores its own focus when it is shown
-            self.call_after_refresh(editor.focus)
+            # opened from another screen: the workspace restores its own focus when it is shown;
+            # unless the user moved the focus meanwhile (ctrl+t right after opening, on a busy machine)
+            before = self.focused
+            self.call_after_refresh(self._refocus, editor, before)
         self.app.cursor = (path, editor.cursor_location[0] + 1)
         return True
+
+    def _refocus(self, editor: RuleEditor, before: object) -> None:
+        if self.focused is before or self.focused is None:
+            editor.focus()
 
     def overlay(self) -> dict[Path, str]:
         """The open rule files' texts (the live check reads them instead of the files)."""
