@@ -14,10 +14,15 @@ agreement, and the advice its message gives is refused too" (issue 10, item 4).
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, date, datetime
+import tempfile
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_billing_store import count, db_url, make_plan, store, write_csv  # noqa: F401 - the fixtures
 from test_rating_batch import assert_same
 from typer.testing import CliRunner
@@ -111,10 +116,28 @@ def test_both_executors_rate_each_record_under_the_version_in_force(tmp_path, am
         assert rejects["reason"].to_pylist() == ["outside_agreement_period"] * 2
 
 
+@settings(max_examples=25, deadline=None)
+@given(day=st.dates(date(2026, 1, 2), date(2026, 12, 31)),
+       offsets=st.lists(st.integers(-2 * 86400, 2 * 86400), min_size=1, max_size=6))
+def test_executors_agree_on_any_amendment_date(day, offsets):
+    """Whatever the amendment's date, both executors agree on every record, and a record is rated
+    by v1 exactly when its local (Paris) start date is before the amendment's first day."""
+    with tempfile.TemporaryDirectory() as d:
+        plan = plan_of(Path(d), V1 + V2_AMENDS.replace("2026-03-16", day.isoformat()))
+    paris = ZoneInfo("Europe/Paris")
+    midnight = datetime(day.year, day.month, day.day, tzinfo=paris).astimezone(UTC).replace(tzinfo=None)
+    records = [record(i, (midnight + timedelta(seconds=o)).isoformat()) for i, o in enumerate(offsets)]
+    rated, rejects = assert_same(plan, records)
+    for r in rated.to_pylist():
+        local = r["start"].astimezone(paris).date()
+        assert r["agreement_version"] == (1 if local < day else 2), (r["start"], day)
+    assert all(reason == "outside_agreement_period" for reason in rejects["reason"].to_pylist())
+
+
 def test_the_example_amendments_pass():
     from icdsl.rating.examples import report, run_examples
 
-    root = __import__("pathlib").Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent
     plan, _program, diags = build([root / "examples" / "charges" / "amendment.icd"])
     assert plan is not None, [str(d) for d in diags]
     results = run_examples(plan)
