@@ -335,3 +335,28 @@ def test_cycle_of_a_version_ended_early_to_the_cent(store, tmp_path):
         ("Early termination", Decimal("500.00")), ("Minimum spend", Decimal("29.70")),
         ("Port", Decimal("150.00")), ("outbound voice", Decimal("0.30"))]
     assert sum(a for _, a in got) == Decimal("680.00")
+
+
+def test_fee_billed_in_advance_before_an_amendment_is_corrected(store, tmp_path):
+    """March (finalized under v1) billed v1's April port in advance: 300.00. v2 amends v1 from 16
+    April (after the finalized days: it loads). April: v1 was due 300.00 x 15/30 = 150.00 of it, a
+    correction of -150.00; v2's port 600.00 x 15/30 = 300.00 for April and 600.00 for May in
+    advance: 750.00."""
+    fee = 'recurring "Port" {} EUR monthly flat, prorate daily, in advance\n}}\n'
+    v1 = ('agreement "ORFR voice" v1 with ORFR effective 2026-01-01 .. 2026-12-31 {\n'
+          '  outbound voice { price 0.0100 EUR per minute }\n  ' + fee.format("300.00"))
+    v2 = ('agreement "ORFR voice" v2 with ORFR effective 2026-04-16 .. 2026-12-31 amends v1 {\n'
+          '  outbound voice { price 0.0080 EUR per minute }\n  ' + fee.format("600.00"))
+    p1, g1 = make_plan(tmp_path, PARTNER + v1)
+    store.load_plan(p1, g1)
+    mar = store.run_cycle("ORFR", "2026-03", p1)
+    store.finalize_cycle("ORFR", "2026-03")
+    assert [a for _, a in lines_of(store, mar.cycle_id)] == [Decimal("300.00"), Decimal("300.00")]
+    p2, g2 = make_plan(tmp_path, PARTNER + v1 + v2)
+    store.load_plan(p2, g2)
+    apr = store.run_cycle("ORFR", "2026-04", p2)
+    assert lines_of(store, apr.cycle_id) == [
+        ("Port: the agreement, 2026-04-01..2026-04-30, 15/30 days (actual)", Decimal("300.00")),
+        ("Port: the agreement, 2026-05-01..2026-05-31", Decimal("600.00")),
+        ("correction of Port: the agreement, 2026-04-01..2026-04-30, 15/30 days (actual): 300.00 billed, "
+         "150.00 due", Decimal("-150.00"))]
