@@ -31,6 +31,7 @@ from icdsl.billing import models as M
 from icdsl.billing.errors import AgreementVersionConflict, RetroactiveChange
 from icdsl.cli.main import app
 from icdsl.plan.compiler import build
+from icdsl.rating.examples import report, run_examples
 
 PARTNER = """partner ORFR "Orange France" {
   currency EUR
@@ -135,8 +136,6 @@ def test_executors_agree_on_any_amendment_date(day, offsets):
 
 
 def test_the_example_amendments_pass():
-    from icdsl.rating.examples import report, run_examples
-
     root = Path(__file__).resolve().parent.parent
     plan, _program, diags = build([root / "examples" / "charges" / "amendment.icd"])
     assert plan is not None, [str(d) for d in diags]
