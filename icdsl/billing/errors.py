@@ -11,6 +11,10 @@ class AgreementVersionConflict(StoreError):
     """An agreement version already loaded with a different text."""
 
 
+class RetroactiveChange(AgreementVersionConflict):
+    """A new version that would change what a finalized cycle billed (`icdsl rerate` does it)."""
+
+
 class FxRateConflict(StoreError):
     """An FX rate already loaded with a different value."""
 

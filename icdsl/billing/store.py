@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from icdsl.billing import models as M
 from icdsl.billing.errors import (
     AgreementVersionConflict,
     FxRateConflict,
+    RetroactiveChange,
     StoreError,
 )
 from icdsl.billing.files import STORE_ID_FILE, DataDir, sha256_file
@@ -137,6 +138,65 @@ def _without_end(text: str) -> str:
     return _EFFECTIVE.sub(lambda m: m.group(1) + " ", text, count=1)
 
 
+def _change_advice(a: Agreement, last: M.AgreementVersion, text: str, decks: list[list[str]], plan: Plan) -> str:
+    """How to write a change of a loaded version: in a new version that amends or ends it (the
+    loaded text stays as it is)."""
+    nxt = max(v.version for v in plan.agreements if v.name == a.name) + 1
+    head = f"agreement \"{a.name}\" v{nxt} with {'any partner' if a.partner == '*' else a.partner}"
+    was = f"effective {last.effective_from} .. {last.effective_to or ''}".rstrip()
+    end = a.written_to
+    only_end = (_without_end(last.source_text) == _without_end(text) and last.decks == decks and end is not None
+                and last.effective_from == a.effective_from and (last.effective_to is None or end < last.effective_to))
+    if not only_end:
+        return (f"Agreement versions are immutable once loaded: put v{a.version} back as loaded and write the "
+                f"change in a new version (v{nxt}) that takes over from the day it applies, whatever "
+                f"v{a.version}'s end date: '{head} effective DATE .. amends v{a.version} {{ ... }}' "
+                f"(or '{head} ends v{a.version} on DATE' to end it early).")
+    assert end is not None
+    day = end + timedelta(days=1)
+    succ = next((v for v in plan.agreements if v.name == a.name and v.version > a.version and v.effective_from == day),
+                None)
+    if succ is not None:
+        period = f"{succ.effective_from} .. {succ.written_to or ''}".rstrip()
+        return (f"Agreement versions are immutable once loaded: to end v{a.version} on {end} and let "
+                f"v{succ.version} take over, put v{a.version} back as loaded ('{was}') and write 'amends "
+                f"v{a.version}' on v{succ.version}: 'effective {period} amends v{a.version}'.")
+    return (f"Agreement versions are immutable once loaded: put the change in a new version (v{nxt}). Put "
+            f"v{a.version} back as loaded ('{was}'); to end it on {end}, add '{head} ends v{a.version} on {end}'; "
+            f"to change its terms from {day}, write them in '{head} effective {day} .. amends v{a.version} {{ ... }}'.")
+
+
+def _finalized_over(s: Session, partner: str, first: date, last: date | None) -> list[tuple[str, M.BillingCycle]]:
+    """The finalized cycles (partner code, cycle) holding a day of ``first`` .. ``last``
+    (included; None: open) of ``partner`` (``*``: any partner), in date order."""
+    q = (select(M.Partner.code, M.BillingCycle).join(M.Partner, M.Partner.id == M.BillingCycle.partner_id)
+         .where(M.BillingCycle.status == "finalized", M.BillingCycle.local_end > first))
+    if last is not None:
+        q = q.where(M.BillingCycle.local_start <= last)
+    if partner != "*":
+        q = q.where(M.Partner.code == partner)
+    return [(code, c) for code, c in s.execute(q.order_by(M.BillingCycle.local_start, M.Partner.code))]
+
+
+def _refuse_retroactive(s: Session, plan: Plan, a: Agreement, first: date, last: date | None, change: str) -> None:
+    """Refuse a change of the days ``a`` is in force that reaches into a finalized cycle."""
+    hit = _finalized_over(s, a.partner, first, last)
+    if not hit:
+        return
+    files = sorted({v.source_file for v in plan.agreements} | {p.span.file for p in plan.partners} - {""})
+    rules = " ".join(f"--rules {f}" for f in files) or "--rules RULES"
+    code, cyc = hit[0]
+    end = cyc.local_end - timedelta(days=1)
+    after = max(c.local_end for _, c in hit)
+    upto = end if last is None else min(last, end)
+    raise RetroactiveChange(
+        f"{change}, but {code}'s cycle {cyc.label} ({cyc.local_start} .. {end}) is finalized and was billed "
+        f"under v{a.version} on those days" + (f" (and {len(hit) - 1} more finalized cycle(s))" if len(hit) > 1 else "")
+        + f": finalized cycles are never changed. To correct them, run `icdsl rerate --partner {code} --from "
+        f"{first} --to {upto} {rules}`: it loads the change and bills the differences as adjustments on "
+        f"the next open cycle. Or let the change start on {after}, after the last finalized day.")
+
+
 def partner_decl(p: PlanPartner) -> dict[str, Any]:
     """What the store records of a partner's declaration (JSON values)."""
     return {
@@ -180,6 +240,7 @@ class LoadReport:
     partners_changed: list[str] = field(default_factory=list)
     agreements_added: list[str] = field(default_factory=list)
     agreements_closed: list[str] = field(default_factory=list)
+    agreements_amended: list[str] = field(default_factory=list)
     agreements_unchanged: list[str] = field(default_factory=list)
     fx_added: int = 0
     sources_added: int = 0
@@ -187,7 +248,7 @@ class LoadReport:
     @property
     def changed(self) -> bool:
         return bool(self.partners_added or self.partners_changed or self.agreements_added
-                    or self.agreements_closed or self.fx_added or self.sources_added)
+                    or self.agreements_closed or self.agreements_amended or self.fx_added or self.sources_added)
 
     def __str__(self) -> str:
         if not self.changed:
@@ -201,6 +262,8 @@ class LoadReport:
             parts.append(f"agreement versions added: {', '.join(self.agreements_added)}")
         if self.agreements_closed:
             parts.append(f"periods closed: {', '.join(self.agreements_closed)}")
+        if self.agreements_amended:
+            parts.append(f"amended: {', '.join(self.agreements_amended)}")
         if self.agreements_unchanged:
             parts.append(f"{len(self.agreements_unchanged)} unchanged")
         if self.fx_added:
@@ -461,14 +524,19 @@ class Store:
         return problems
 
     # ------------------------------------------------------------------ partners and agreements
-    def load_plan(self, plan: Plan, program: Any) -> LoadReport:
+    def load_plan(self, plan: Plan, program: Any, *, retroactive: bool = False) -> LoadReport:
         """Record the plan's rule files, partners, agreement versions and FX rates.
 
         Idempotent: what is already there (same content hash) adds nothing. Agreement versions
         are immutable: a changed text under a loaded name and version raises
-        :class:`AgreementVersionConflict`, except for closing an open-ended period (the only
-        change a next version requires), which adds a revision row and leaves the loaded one
-        untouched.
+        :class:`AgreementVersionConflict`, except for closing an open-ended period, which adds a
+        revision row and leaves the loaded one untouched. A later version that amends an
+        earlier one (``amends vN``) or ends it (``ends vN on DATE``) is a new row whose
+        ``amends_id`` points at the row of the version it cuts short; that row is not rewritten.
+
+        A change of the days a loaded version is in force that reaches into a finalized cycle
+        raises :class:`RetroactiveChange`, unless ``retroactive`` (``icdsl rerate``, which then
+        bills the differences as adjustments).
         """
         texts: dict[str, str] = dict(getattr(program, "texts", {}) or {})
         hashes: dict[str, str] = dict(getattr(program, "hashes", {}) or {})
@@ -514,10 +582,16 @@ class Store:
                                {"before": before, "after": decl})
             # agreement versions
             by_hash = {a.content_hash: a for a in s.scalars(select(M.AgreementVersion))}
-            for a in plan.agreements:
+            loaded_before = set(by_hash)
+            amended = {(v.name, v.amendment.by): v for v in plan.agreements
+                       if v.amendment is not None and not v.amendment.ends}
+            # versions in order, so that the version an amendment cuts short has its row first
+            for a in sorted(plan.agreements, key=lambda a: a.version):
                 key = f"{a.name} v{a.version}"
+                target = amended.get((a.name, a.version))
                 if a.source_hash in by_hash:
                     report.agreements_unchanged.append(key)
+                    self._load_ending(s, a, by_hash, loaded_before, report, t, retroactive, texts, hashes, plan)
                     continue
                 text = agreement_text(a, texts)
                 if not text:
@@ -531,26 +605,41 @@ class Store:
                 ))
                 amends = None
                 revision = 0
+                written_to = a.written_to
                 if loaded:
                     last = loaded[0]
-                    closes = (last.effective_to is None and a.effective_to is not None
+                    closes = (last.effective_to is None and written_to is not None
                               and last.effective_from == a.effective_from
                               and _without_end(last.source_text) == _without_end(text) and last.decks == decks)
                     if not closes:
                         raise AgreementVersionConflict(
                             f"agreement \"{a.name}\" v{a.version} ({a.span}) differs from the version loaded on "
                             f"{last.loaded_at:%Y-%m-%d} (sha256 {last.content_hash[:12]}..., now "
-                            f"{a.source_hash[:12]}...). Agreement versions are immutable once loaded: "
-                            f"put the change in a new version (v{a.version + 1}) with its own effective date, "
-                            f"and end v{a.version} the day before it starts."
+                            f"{a.source_hash[:12]}...). " + _change_advice(a, last, text, decks, plan)
                         )
+                    if not retroactive:
+                        assert written_to is not None
+                        _refuse_retroactive(s, plan, a, written_to + timedelta(days=1), None,
+                                            f"agreement \"{a.name}\" v{a.version} ({a.span}) closes its open "
+                                            f"period on {written_to}")
                     amends, revision = last.id, last.revision + 1
-                    report.agreements_closed.append(f"{key} ends {a.effective_to}")
+                    report.agreements_closed.append(f"{key} ends {written_to}")
+                elif target is not None and target.amendment is not None:
+                    # this version amends an earlier one: its row points at the row it cuts short
+                    cut = target.amendment
+                    row_of_target = by_hash.get(target.source_hash)
+                    if row_of_target is not None:
+                        if target.source_hash in loaded_before and not retroactive:
+                            _refuse_retroactive(s, plan, target, cut.last_day + timedelta(days=1), cut.written_to,
+                                                f"agreement \"{a.name}\" v{a.version} ({a.span}) amends "
+                                                f"v{target.version} from {cut.last_day + timedelta(days=1)}")
+                        amends = row_of_target.id
+                    report.agreements_amended.append(f"{target.key} in force until {cut.last_day}, then {key}")
                 partner = partners.get(a.partner)
                 row = M.AgreementVersion(
                     name=a.name, version=a.version, revision=revision, partner_code=a.partner,
                     partner_id=partner.id if partner else None, effective_from=a.effective_from,
-                    effective_to=a.effective_to, currency=a.currency, timezone=a.timezone,
+                    effective_to=written_to, currency=a.currency, timezone=a.timezone,
                     source_file=a.source_file, source_file_hash=hashes.get(a.source_file, ""),
                     span=str(a.span), source_text=text, content_hash=a.source_hash, decks=decks,
                     amends_id=amends, loaded_at=t,
@@ -558,13 +647,17 @@ class Store:
                 s.add(row)
                 s.flush()
                 by_hash[a.source_hash] = row
-                if amends is None:
+                closed = revision > 0
+                if not closed:
                     report.agreements_added.append(key)
-                self.audit(s, "agreement_loaded" if amends is None else "agreement_period_closed",
+                self.audit(s, "agreement_period_closed" if closed else "agreement_loaded",
                            "agreement_version", row.id,
-                           f"{key}" + (f" revision {revision}: period closed at {a.effective_to}" if amends else
-                                       f" loaded ({a.effective_from} .. {a.effective_to or ''})"),
+                           f"{key}" + (f" revision {revision}: period closed at {written_to}" if closed else
+                                       f" loaded ({a.effective_from} .. {written_to or ''})"
+                                       + (f", amends {target.key} from {target.amendment.last_day + timedelta(days=1)}"
+                                          if target is not None and target.amendment is not None else "")),
                            {"hash": a.source_hash, "span": str(a.span)})
+                self._load_ending(s, a, by_hash, loaded_before, report, t, retroactive, texts, hashes, plan)
             # FX rates
             fx = {(r.source, r.base, r.quote, r.effective_from): r for r in s.scalars(select(M.FxRate))}
             for src in plan.fx_sources:
@@ -591,6 +684,36 @@ class Store:
     def partner(self, code: str) -> M.Partner | None:
         with self.reading() as s:
             return s.scalars(select(M.Partner).where(M.Partner.code == code)).first()
+
+    def _load_ending(self, s: Session, a: Agreement, by_hash: dict[str, M.AgreementVersion], loaded_before: set[str],
+                     report: LoadReport, t: datetime, retroactive: bool, texts: dict[str, str],
+                     hashes: dict[str, str], plan: Plan) -> None:
+        """The row of a version that ends ``a`` early (``ends vN on DATE``), once: it is in
+        force on no day (``effective_from`` the day after ``effective_to``, the ended version's
+        last day) and points at ``a``'s row."""
+        cut = a.amendment
+        if cut is None or not cut.ends or cut.source_hash in by_hash:
+            return
+        lines = texts.get(cut.span.file, "").splitlines()
+        text = "\n".join(lines[cut.span.line - 1 : cut.span.end_line]) if cut.span.line else ""
+        first = cut.last_day + timedelta(days=1)
+        if a.source_hash in loaded_before and not retroactive:
+            _refuse_retroactive(s, plan, a, first, cut.written_to,
+                                f"agreement \"{a.name}\" v{cut.by} ({cut.span}) ends v{a.version} on {cut.last_day}")
+        target = by_hash[a.source_hash]
+        row = M.AgreementVersion(
+            name=a.name, version=cut.by, revision=0, partner_code=a.partner, partner_id=target.partner_id,
+            effective_from=first, effective_to=cut.last_day, currency=a.currency, timezone=a.timezone,
+            source_file=cut.span.file, source_file_hash=hashes.get(cut.span.file, ""), span=str(cut.span), source_text=text,
+            content_hash=cut.source_hash, decks=[], amends_id=target.id, loaded_at=t)
+        s.add(row)
+        s.flush()
+        by_hash[cut.source_hash] = row
+        key = f"{a.name} v{cut.by}"
+        report.agreements_added.append(key)
+        report.agreements_amended.append(f"{a.key} ends on {cut.last_day} (by v{cut.by})")
+        self.audit(s, "agreement_loaded", "agreement_version", row.id,
+                   f"{key} loaded: ends v{a.version} on {cut.last_day}", {"hash": cut.source_hash, "span": str(cut.span)})
 
     def agreement_versions(self, name: str | None = None) -> list[M.AgreementVersion]:
         with self.reading() as s:

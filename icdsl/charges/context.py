@@ -221,7 +221,8 @@ class ChargeContext:
     - ``adjustments``: refunds and credits against the cycle's traffic (``net`` shares);
     - ``versions``: all versions of the agreement (default: this one), for charges due once per
       agreement and for ``prorate none`` across a version change;
-    - ``terminated_on``: the agreement was terminated early; first day no longer in force;
+    - ``terminated_on``: the agreement was terminated early; first day no longer in force
+      (default: the day after the last day of a version ended by ``ends vN on DATE``);
     - ``reopen_from``: charge periods still running on or after this day are re-examined for
       changes (default: the cycle's start);
     - ``lines``: the lines of earlier stages of this cycle (filled in by :func:`evaluate_cycle`);
@@ -253,6 +254,9 @@ class ChargeContext:
             object.__setattr__(self, "cycle_label", self.cycle.label)
         if not self.versions:
             object.__setattr__(self, "versions", (self.agreement,))
+        if self.terminated_on is None and self.agreement.terminated_on is not None:
+            # ended early by a later version (`ends vN on DATE`): its termination fees are due
+            object.__setattr__(self, "terminated_on", self.agreement.terminated_on)
 
     # ------------------------------------------------------------------ days
 

@@ -74,8 +74,8 @@ def _plan(rules: list[Path], root: Path | None):
     return build_with_program_or_exit(existing(rules), root)
 
 
-def _load_quietly(store: Any, plan: Any, program: Any) -> None:
-    report = store.load_plan(plan, program)
+def _load_quietly(store: Any, plan: Any, program: Any, retroactive: bool = False) -> None:
+    report = store.load_plan(plan, program, retroactive=retroactive)
     if report.changed:
         typer.echo(f"loaded: {report}")
 
@@ -265,7 +265,7 @@ def rerate_cmd(
     adjustment lines (credit or debit) on the partner's next cycle."""
     plan, program = _plan(rules, root)
     with opened(db, data) as store:
-        _load_quietly(store, plan, program)
+        _load_quietly(store, plan, program, retroactive=True)  # a change over finalized days: corrected here
         typer.echo(str(store.rerate(partner, first, last, plan, destination=destination, accept=accept)))
 
 

@@ -430,9 +430,11 @@ class _ToAst(Transformer):
         name, version, partner, period, *items = children
         start, end = period
         settings, services, charges, streams, netting, applies = [], [], [], [], [], []
-        rounding = None
+        rounding = amends = None
         for i in items:
-            if isinstance(i, ast.Setting):
+            if isinstance(i, tuple) and i[0] == "amends":
+                amends = i[1]
+            elif isinstance(i, ast.Setting):
                 settings.append(i)
             elif isinstance(i, ast.RoundingNode):
                 rounding = i
@@ -448,7 +450,15 @@ class _ToAst(Transformer):
                 applies.append(i[1])
         return ast.AgreementDecl(self._str(name), version, partner, start, end, tuple(settings), rounding,
                                  tuple(services), tuple(charges), tuple(streams), tuple(netting),
-                                 tuple(applies), self.s.of_meta(meta))
+                                 tuple(applies), self.s.of_meta(meta), amends)
+
+    def amends(self, meta, children):
+        return ("amends", self._ident(children[0]))
+
+    def agreement_end(self, meta, children):
+        name, version, partner, ends, day = children
+        return ast.AgreementEndDecl(self._str(name), version, partner, self._ident(ends),
+                                    ast.DateLit(str(day), self.s.of_token(day)), self.s.of_meta(meta))
 
     # -- services
     def flat_price(self, meta, children):

@@ -6,6 +6,7 @@ Nothing user-written is ever evaluated as Python: conditions become ``Expr`` tre
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date, time
 from decimal import Decimal
 from pathlib import Path
@@ -290,6 +291,21 @@ class Compiler:
         label = node.label.value if node.label else node.kind
         return m.Charge(node.kind, label, tuple(params), scope, node.span)
 
+    def amendment(self, info: AgreementInfo) -> m.Amendment | None:
+        """The later version that amends or ends this one (resolved by the checker)."""
+        by = info.amended_by
+        if by is None or info.last_day is None:
+            return None
+        texts = self.c.program.texts
+        if isinstance(by, ast.AgreementEndDecl):
+            file = next(e.file for e in self.c.endings if e.node is by)
+            h = hashlib.sha256(_own_text(texts.get(file, ""), by.span).encode("utf-8")).hexdigest()
+        else:
+            other = next(i for i in self.c.agreements if i.node is by)
+            h = _agreement_hash(texts.get(other.file, ""), by, other)
+        return m.Amendment(by=by.version_number, last_day=info.last_day, ends=isinstance(by, ast.AgreementEndDecl),
+                           written_to=info.end, source_hash=h, span=by.span)
+
     def agreement(self, info: AgreementInfo) -> m.Agreement:
         a = info.node
         streams = tuple(
@@ -306,7 +322,7 @@ class Compiler:
             version=a.version_number,
             partner=a.partner.text if a.partner else "*",
             effective_from=info.start,
-            effective_to=info.end,
+            effective_to=info.in_force_to,
             currency=info.currency,
             timezone=info.timezone,
             rounding=info.rounding,
@@ -318,6 +334,7 @@ class Compiler:
             source_file=info.file,
             source_hash=_agreement_hash(program.texts.get(info.file, ""), a, info),
             span=a.span,
+            amendment=self.amendment(info),
         )
 
     def example(self, file: str, ex: ast.ExampleDecl) -> m.Example:
@@ -415,6 +432,12 @@ class Compiler:
             layouts=tuple(self.layout(r) for r in c.layouts.values()),
             sources=tuple(sorted(c.program.hashes.items())),
         )
+
+
+def _own_text(text: str, span: m.Span) -> str:
+    """The lines of a file that a declaration spans (what its hash covers)."""
+    lines = text.splitlines()
+    return "\n".join(lines[span.line - 1 : span.end_line]) if span.line else ""
 
 
 def _agreement_hash(text: str, a: ast.AgreementDecl, info: AgreementInfo) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, time
+from datetime import date, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -464,9 +464,27 @@ class InvoiceStream:
 
 
 @dataclass(frozen=True, slots=True)
+class Amendment:
+    """A later version that ends this one before its written end: ``by`` (that version's number)
+    amends it from ``last_day`` + 1 (``amends vN``), or, with ``ends``, ends it on ``last_day``
+    (``ends vN on DATE``: an early termination, no version takes over). ``written_to``: the end
+    date written on this version (None: open ended); ``source_hash`` and ``span``: the amending
+    version's own text (what the store records)."""
+
+    by: int
+    last_day: date
+    ends: bool
+    written_to: date | None
+    source_hash: str = ""
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
 class Agreement:
     """One version of an agreement with a partner, in force from ``effective_from`` (inclusive)
-    to ``effective_to`` (inclusive, None for open-ended)."""
+    to ``effective_to`` (inclusive, None for open-ended). A later version that amends or ends
+    this one is in ``amendment``, and ``effective_to`` is then the last day in force (the end
+    date written on the version is ``written_to``)."""
 
     name: str
     version: int
@@ -484,10 +502,22 @@ class Agreement:
     source_file: str = ""
     source_hash: str = ""
     span: Span = NO_SPAN
+    amendment: Amendment | None = None
 
     @property
     def key(self) -> str:
         return f"{self.name} v{self.version}"
+
+    @property
+    def written_to(self) -> date | None:
+        """The end date written on this version (``effective_to`` before an amendment cut it)."""
+        return self.amendment.written_to if self.amendment is not None else self.effective_to
+
+    @property
+    def terminated_on(self) -> date | None:
+        """The first day no longer in force of a version ended early by ``ends vN on DATE``."""
+        a = self.amendment
+        return a.last_day + timedelta(days=1) if a is not None and a.ends else None
 
     def service(self, direction: str, service: str) -> ServicePlan | None:
         for s in self.services:

@@ -302,6 +302,8 @@ def rate_record(
     if steps is not None:
         rules = svc.rules
         until = ag.effective_to.isoformat() if ag.effective_to else "open"
+        if ag.amendment is not None:
+            until += f", {'ended' if ag.amendment.ends else 'amended'} by v{ag.amendment.by}"
         others = len(route) - 1
         steps.append(
             TraceStep(
