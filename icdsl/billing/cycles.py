@@ -864,10 +864,10 @@ def write_drafts(s: Session, store: Store, cyc: M.BillingCycle, prow: M.Partner,
         )
         s.add(inv)
         s.flush()
-        rows = []
+        plain: list[dict[str, Any]] = []
         for i, ln in enumerate(d.lines, 1):
             v = versions.get(ln.agreement_hash or "")
-            rows.append(M.InvoiceLine(
+            row = dict(
                 invoice_id=inv.id, line_no=i, kind=ln.kind, description=ln.description[:1000],
                 direction=ln.direction, service=ln.service, destination=ln.destination, prefix=ln.prefix,
                 band=ln.band, quantity=ln.quantity, unit=ln.unit, rate=ln.rate, rate_unit=ln.rate_unit,
@@ -879,10 +879,15 @@ def write_drafts(s: Session, store: Store, cyc: M.BillingCycle, prow: M.Partner,
                 source_amount=ln.source_amount, source_currency=ln.source_currency,
                 fx_rate=ln.fx.rate if ln.fx else None, fx_rate_id=ln.fx.rate_id if ln.fx else None,
                 rounding=ln.rounding, group_key=ln.group_key[:2000], adjustment_id=ln.adjustment_id,
-            ))
-            if ln.charge is not None:
-                made[id(ln.charge)] = rows[-1]
-        s.add_all(rows)
+            )
+            if ln.charge is not None:  # its id is needed: the charge line points at it
+                obj = M.InvoiceLine(**row)
+                s.add(obj)
+                made[id(ln.charge)] = obj
+            else:
+                plain.append(row)
+        if plain:  # one statement for the lines of traffic and adjustments (thousands per cycle)
+            s.execute(sa.insert(M.InvoiceLine), plain)
     if drafts.statement is not None:
         d = drafts.statement
         s.add(M.SettlementStatement(

@@ -13,6 +13,8 @@ a finding that is an error and not accepted blocks invoicing.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -60,7 +62,24 @@ class MemorySink:
         self.rows += table.num_rows
 
     def table(self) -> pa.Table | None:
-        return pa.concat_tables(self.tables, promote_options="permissive") if self.tables else None
+        """What was written, as the store's files hold it: plain strings instead of
+        dictionaries, amounts as decimal128(38, scale)."""
+        if not self.tables:
+            return None
+        return pa.concat_tables([_plain(t) for t in self.tables], promote_options="permissive")
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    fields = []
+    for f in table.schema:
+        t = f.type
+        if pa.types.is_dictionary(t):
+            t = t.value_type
+        if pa.types.is_decimal(t):
+            t = pa.decimal128(38, t.scale)
+        fields.append(pa.field(f.name, t))
+    schema = pa.schema(fields)
+    return table if schema == table.schema else table.cast(schema)
 
 
 class MemorySinks:
@@ -91,6 +110,42 @@ class MemorySinks:
 
     def read_record_charges(self) -> pa.Table | None:
         return self.record_charges.table()
+
+
+class WriteBehind:
+    """A sink written by a thread of its own while the next chunk is rated (Parquet encoding
+    releases the GIL); at most ``depth`` chunks wait, so memory stays bounded. :meth:`close`
+    waits for the writes and raises what a write raised."""
+
+    def __init__(self, sink: Any, depth: int = 2):
+        self.sink = sink
+        self._q: queue.Queue[pa.Table | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="icdsl-cycle-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            table = self._q.get()
+            if table is None:
+                return
+            if self._error is None:
+                try:
+                    self.sink.write(table)
+                except BaseException as e:  # noqa: BLE001 - raised in the caller's thread by close()
+                    self._error = e
+
+    def write(self, table: pa.Table) -> None:
+        if self._error is not None:
+            self.close()
+        self._q.put(table)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 # --------------------------------------------------------------------------- inputs
@@ -274,12 +329,16 @@ def run(inputs: CycleInputs) -> CycleResult:
 
     # ---- rate
     clock.stage("rate", inputs.expected)
-    rater = Rater(plan, sinks.rated, sinks.rejects, scale, dims, per, charges=True,
-                  charges_w=None if two_pass else sinks.record_charges, events=events, partner=code,
-                  timezone=per.timezone, on_chunk=inputs.on_chunk)
-    for batch_id, chunk in inputs.chunks():
-        rater.rate(chunk, batch_id)
-        clock.tick(rater.records_in, max(inputs.expected, rater.records_in))
+    rated_w = WriteBehind(sinks.rated)
+    try:
+        rater = Rater(plan, rated_w, sinks.rejects, scale, dims, per, charges=True,
+                      charges_w=None if two_pass else sinks.record_charges, events=events, partner=code,
+                      timezone=per.timezone, on_chunk=inputs.on_chunk)
+        for batch_id, chunk in inputs.chunks():
+            rater.rate(chunk, batch_id)
+            clock.tick(rater.records_in, max(inputs.expected, rater.records_in))
+    finally:
+        rated_w.close()
     if two_pass:  # `cycle.*` conditions: evaluate the record charges again with the cycle's totals
         totals = CycleTotals.from_usage(rater.usage, {code: sum(e.units for e in rater.events)},
                                         {code: [a.name for a in plan.agreements_for(code)]})
