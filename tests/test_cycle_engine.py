@@ -19,7 +19,7 @@ from helpers import ROOT
 from icdsl.cycle import CycleInputs, MemorySinks, day_edges, day_index, local_day, run
 from icdsl.cycle import rater as rater_mod
 from icdsl.cycle.invoicing import BASE_DIMS, DIMENSIONS
-from icdsl.cycle.periods import month, parse_period
+from icdsl.cycle.periods import local_days, month, parse_period
 from icdsl.cycle.rater import SEP, Rater, decimal_of_int64, unscaled_int64
 
 # --------------------------------------------------------------------------- local days
@@ -42,9 +42,12 @@ def test_day_edges_follow_the_zone_and_daylight_saving():
 def test_local_day_is_the_wall_clock_date(tz):
     rng = random.Random(7)
     zone = ZoneInfo(tz)
-    for _ in range(300):
-        t = datetime(2011, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(0, 20 * 365 * 86400))
+    instants = [datetime(2011, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(0, 20 * 365 * 86400))
+                for _ in range(300)]
+    for t in instants:
         assert local_day(t, tz) == t.astimezone(zone).date()
+    us = np.array([int(t.timestamp()) * 10**6 for t in instants], np.int64)
+    assert local_days(us, tz) == [t.astimezone(zone).date() for t in instants]
 
 
 # --------------------------------------------------------------------------- columnar line sums

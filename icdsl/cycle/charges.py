@@ -45,7 +45,6 @@ from icdsl.charges.context import (
     Usage,
     agreement_days,
     event_or_service,
-    events_from_records,
 )
 from icdsl.charges.evaluate import charge_type, evaluate_cycle, needs_cycle_totals, record_charge_lines
 from icdsl.charges.lines import STAGES, ChargeError, ChargeHold, ChargeLine
@@ -53,7 +52,7 @@ from icdsl.charges.periods import Days
 from icdsl.cycle.amounts import convert, exact_sum, round_line, rounding_text
 from icdsl.cycle.errors import CycleError
 from icdsl.cycle.invoicing import DEFAULT_STREAM, NETTING, DraftLine, fx_for
-from icdsl.cycle.periods import Period, zone
+from icdsl.cycle.periods import Period, local_days, to_us
 from icdsl.cycle.validation import Finding
 from icdsl.plan.model import Agreement, Partner, Plan
 from icdsl.rating.batch import rate_batch
@@ -96,14 +95,27 @@ def event_names(plan: Plan, partner: str) -> list[str]:
 
 def split_events(table: pa.Table, names: Sequence[str], timezone: str, partner: str
                  ) -> tuple[pa.Table, list[EventRecord]]:
-    """(the records to rate, the event records) of a chunk."""
+    """(the records to rate, the event records) of a chunk: records whose ``event`` field (where
+    it is empty or absent: whose ``service``) is one of ``names``, counted on their local day
+    in ``timezone`` with their ``units`` (empty: 1)."""
     if not names or table.num_rows == 0:
         return table, []
     which = event_or_service(table)
     mask = pc.fill_null(pc.is_in(which, value_set=pa.array(list(names), pa.string())), False)
     if not pc.any(mask).as_py():
         return table, []
-    events = events_from_records(table.filter(mask), names, timezone, partner)
+    sub = table.filter(mask)
+    kinds = which.filter(mask)
+    if "partner" in sub.column_names:  # another partner's record is not this partner's event
+        mine = pc.fill_null(pc.equal(pc.cast(sub.column("partner"), pa.string()), partner), False)
+        sub, kinds = sub.filter(mine), kinds.filter(mine)
+    n = sub.num_rows
+    ids = sub.column("id").to_pylist() if "id" in sub.column_names else [None] * n
+    units = sub.column("units").to_pylist() if "units" in sub.column_names else [None] * n
+    parts = sub.column("partner").to_pylist() if "partner" in sub.column_names else [""] * n
+    days = local_days(to_us(sub.column("start")), timezone)
+    events = [EventRecord(str(ids[i]), ev, days[i], 1 if units[i] is None else int(units[i]), parts[i] or "")
+              for i, ev in enumerate(kinds.to_pylist())]
     return table.filter(pc.invert(mask)), events
 
 
@@ -153,9 +165,9 @@ def refunds_of(plan: Plan, table: pa.Table, timezone: str, partner: str) -> tupl
         for i, r in zip(rid, why, strict=True):
             problems.append((i, f"refund {i}: not priced by any agreement ({r}), so it is against no traffic"))
     out = []
-    tz = zone(timezone)
     cols = {k: rated.column(k).to_pylist() for k in ("id", "agreement", "agreement_version", "direction", "service",
-                                                       "currency", "amount", "start")}
+                                                       "currency", "amount")}
+    days = local_days(to_us(rated.column("start")), timezone)
     for n in range(rated.num_rows):
         rid = str(cols["id"][n])
         refers, amount_text, cur = extra.get(rid, ("", "", ""))
@@ -172,8 +184,7 @@ def refunds_of(plan: Plan, table: pa.Table, timezone: str, partner: str) -> tupl
             if not amount.is_finite() or amount <= 0:
                 problems.append((rid, f"refund {rid}: refund_amount {amount_text} must be positive"))
                 continue
-        start = cols["start"][n]
-        day = start.astimezone(tz).date() if hasattr(start, "astimezone") else start
+        day = days[n]
         out.append(Adjustment(
             direction=str(cols["direction"][n]), service=str(cols["service"][n]), amount=amount,
             currency=cur.upper() if cur and amount_text else str(cols["currency"][n]),

@@ -32,6 +32,8 @@ from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 FREQUENCIES = ("monthly", "weekly", "quarterly", "adhoc")
 
@@ -86,6 +88,13 @@ def instant_us(instant: datetime) -> int:
     return (instant - _EPOCH) // _US
 
 
+def to_us(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Instants (a timestamp column) as int64 microseconds since the epoch (UTC)."""
+    if not pa.types.is_timestamp(col.type) or col.type.unit != "us":
+        col = pc.cast(col, pa.timestamp("us", tz="UTC"))
+    return pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False)
+
+
 def day_edges(period: Period) -> np.ndarray:
     """The UTC instants (int64 µs) at which the period's local days start, plus its end:
     ``edges[i] <= t < edges[i + 1]`` is local day ``i`` (``period.local_start + i``)."""
@@ -102,6 +111,18 @@ def day_index(us: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """The local day (index into the days of ``edges``, :func:`day_edges`) of each instant
     (int64 µs): -1 before the first day, ``len(edges) - 1`` from the end on."""
     return np.searchsorted(edges, np.asarray(us, dtype=np.int64), side="right") - 1
+
+
+def local_days(us: np.ndarray, tz: str) -> list[date]:
+    """The local date of each instant (int64 µs) in zone ``tz``: :func:`day_index` over the
+    midnights of the days the instants span."""
+    us = np.asarray(us, dtype=np.int64)
+    if not len(us):
+        return []
+    first = _EPOCH.date() + timedelta(days=int(us.min() // 86_400_000_000) - 1)
+    end = _EPOCH.date() + timedelta(days=int(us.max() // 86_400_000_000) + 2)
+    idx = day_index(us, _day_edges(first, end, tz))
+    return [first + timedelta(days=int(i)) for i in idx.tolist()]
 
 
 def local_day(instant: datetime, tz: str) -> date:

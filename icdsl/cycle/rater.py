@@ -37,7 +37,7 @@ from icdsl.charges.context import merge_usage, usage_from_rated
 from icdsl.cycle.charges import refunds_of, split_events, split_refunds
 from icdsl.cycle.errors import ReconciliationError
 from icdsl.cycle.invoicing import BASE_DIMS, DIMENSIONS, Group
-from icdsl.cycle.periods import Period, day_edges, day_index
+from icdsl.cycle.periods import Period, day_edges, day_index, to_us
 from icdsl.plan.model import Plan
 from icdsl.rating.batch import rate_batch, rate_batch_with_charges
 
@@ -106,13 +106,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def from_us(us: int | None) -> datetime | None:
     """An instant kept as integer microseconds, as a datetime (for documents)."""
     return None if us is None else _EPOCH + timedelta(microseconds=us)
-
-
-def to_us(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Instants as int64 microseconds since the epoch (UTC)."""
-    if not pa.types.is_timestamp(col.type) or col.type.unit != "us":
-        col = pc.cast(col, pa.timestamp("us", tz="UTC"))
-    return pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False)
 
 
 def unscaled_int64(arr: pa.Array) -> pa.Array | None:
