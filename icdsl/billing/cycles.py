@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -67,17 +68,24 @@ from icdsl.billing.inventory import partner_items
 from icdsl.billing.types import Money
 from icdsl.cycle import engine
 from icdsl.cycle import errors as engine_errors
-from icdsl.cycle.invoicing import (
+from icdsl.cycle.amounts import EXACT
+from icdsl.cycle.invoicing import (  # noqa: F401 - (compatibility)
+    BASE_DIMS,
+    DIMENSIONS,
     DraftLine,
     Drafts,
+    Group,
     check_dims,
     describe,
+    draft_documents,
     line_json,
 )
 from icdsl.cycle.periods import Period, day_edges, local_day, parse_period
-from icdsl.cycle.rater import (
+from icdsl.cycle.rater import (  # noqa: F401 - (compatibility)
     FINE_DIMS,
+    REJECT_COLUMNS,
     REJECTS_FILE_SCHEMA,
+    SEP,
     Discard,
     from_us,
     plan_scale,
@@ -98,6 +106,7 @@ CHUNK_ROWS = 1 << 20  # records rated at a time
 READ_ROWS = 1 << 18
 LINE_DIMS = FINE_DIMS  # (compatibility)
 HISTORY_DAYS = 28
+MAX_VALUES = 64  # (compatibility: a line now knows whether a column has one value or several)
 
 Progress = Callable[[str, int, int], None]
 
@@ -681,6 +690,21 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
     return _write_result(store, s, cyc, prow, per, plan, result, sinks.files)
 
 
+def _read_back(path: Any) -> tuple[dict[str, Decimal], set[int]]:
+    """The amounts by currency and the line keys of a rated file, read a row group at a time
+    (a big partner's records are never all in memory)."""
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    lines: set[int] = set()
+    for rb in pq.ParquetFile(path).iter_batches(columns=["amount", "currency", "line"], batch_size=READ_ROWS * 4,
+                                                use_threads=False):
+        t = pa.Table.from_batches([rb])
+        g = t.group_by("currency", use_threads=False).aggregate([("amount", "sum")])
+        for cur, amount in zip(g.column("currency").to_pylist(), g.column("amount_sum").to_pylist(), strict=True):
+            totals[cur] = EXACT.add(totals[cur], amount)
+        lines.update(pc.unique(t.column("line")).to_pylist())
+    return dict(totals), lines
+
+
 def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner, per: Period, plan: Plan,
                   result: engine.CycleResult, files: dict[str, Any]) -> CycleReport:
     """The engine's result as rows of the cycle (in the caller's transaction): counts, files,
@@ -694,16 +718,11 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
     problems = []
     if rated_f.rows != counts.rated or rejects_f.rows != counts.rejected:
         problems.append(f"files hold {rated_f.rows} rated and {rejects_f.rows} rejected records")
-    back = pq.read_table(store.data.abs(rated_f.path), columns=["amount", "currency", "line"])
-    file_totals: dict[str, Decimal] = {}
-    if back.num_rows:
-        g2 = back.group_by("currency").aggregate([("amount", "sum")])
-        file_totals = dict(zip(g2.column("currency").to_pylist(), g2.column("amount_sum").to_pylist(), strict=True))
+    file_totals, file_lines = _read_back(store.data.abs(rated_f.path))
     if {k: money(v) for k, v in file_totals.items()} != result.totals:
         problems.append(f"amounts in {rated_f.path} {file_totals} differ from the lines' {result.totals}")
-    if back.num_rows and set(pc.unique(back.column("line")).to_pylist()) != {g.key for g in groups}:
+    if rated_f.rows and file_lines != {g.key for g in groups}:
         problems.append("the rated file's line keys differ from the lines")
-    del back
     versions = {v.content_hash: v for v in s.scalars(select(M.AgreementVersion).where(
         M.AgreementVersion.content_hash.in_({g.agreement_hash for g in groups})))}
     for g in groups:
