@@ -220,3 +220,14 @@ def test_inputs_name_a_declared_partner(tmp_path):
     empty = run(CycleInputs.of(plan, "P001", "2026-03", sinks=MemorySinks()))
     assert empty.counts.read == 0 and empty.lines == [] and empty.drafts is not None
     assert parse_period("2026-03", "UTC").local_start == date(2026, 3, 1)
+
+
+def test_the_engine_imports_no_store_and_no_ui():
+    import subprocess
+    import sys
+
+    code = ("import sys, icdsl.cycle, icdsl.cycle.engine; "
+            "bad = sorted(m for m in sys.modules if m.startswith(('icdsl.billing', 'icdsl.tui', 'icdsl.cli', "
+            "'sqlalchemy', 'textual'))); print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
