@@ -63,6 +63,7 @@ from icdsl.billing.charging import (
     write_share_statements,
 )
 from icdsl.billing.errors import CycleBusy, CycleError, CycleStateError, StoreError, ValidationError
+from icdsl.billing.files import fsync_dir as sync_dir
 from icdsl.billing.fx import FxQuote, FxTable
 from icdsl.billing.inventory import partner_items
 from icdsl.billing.types import Money
@@ -589,8 +590,9 @@ class _FileSinks:
         for w in (self.rated, self.rejects, self.record_charges):
             w.close()
         st.checkpoint("cycle:files_written")
-        self.files = {"rated": self.rated.commit(), "rejects": self.rejects.commit(),
-                      "record_charges": self.record_charges.commit()}
+        self.files = {"rated": self.rated.commit(sync_dir=False), "rejects": self.rejects.commit(sync_dir=False),
+                      "record_charges": self.record_charges.commit(sync_dir=False)}
+        sync_dir(self.rated.dir)  # the three names are durable before anything refers to them
         st.checkpoint("cycle:files_committed")
 
     def _abs(self, kind: str) -> Any:
