@@ -601,6 +601,11 @@ class _FileSinks:
     def read_rated(self, columns: Iterable[str]) -> pa.Table:
         return pq.read_table(self._abs("rated"), columns=list(columns))
 
+    def read_rated_batches(self, columns: Iterable[str]) -> Iterator[pa.Table]:
+        for rb in pq.ParquetFile(self._abs("rated")).iter_batches(columns=list(columns), batch_size=READ_ROWS * 4,
+                                                                  use_threads=False):
+            yield pa.Table.from_batches([rb])
+
     def read_rejects(self) -> pa.Table:
         return pq.read_table(self._abs("rejects"))
 
