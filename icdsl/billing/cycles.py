@@ -103,7 +103,7 @@ from icdsl.plan.model import Plan, Tax
 if TYPE_CHECKING:
     from icdsl.billing.store import Store
 
-CHUNK_ROWS = 1 << 20  # records rated at a time
+CHUNK_ROWS = 1 << 18  # records rated at a time (several chunks: writing one overlaps rating the next)
 READ_ROWS = 1 << 18
 LINE_DIMS = FINE_DIMS  # (compatibility)
 HISTORY_DAYS = 28
