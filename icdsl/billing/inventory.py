@@ -61,7 +61,7 @@ def _content(row: dict[str, Any]) -> tuple:
 
 def import_inventory(store: Store, path: str | Path, *, strict: bool = False) -> InventoryReport:
     """Read an inventory CSV and store its good rows (see the module's documentation)."""
-    from icdsl.billing.store import now
+    from icdsl.billing.base import now
 
     with store.session() as s:
         partners = {p.code: p.id for p in s.scalars(select(M.Partner))}

@@ -27,15 +27,13 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-import json
 import os
 import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +44,11 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from icdsl.billing import models as M
+
+# what the store's parts share lives below it, in billing.base; re-exported for the store's callers
+from icdsl.billing.base import canonical_hash as _canonical_hash
+from icdsl.billing.base import checkpoint, now, partner_decl, partner_decl_hash, plan_hash
+from icdsl.billing.base import jsonable as _jsonable
 from icdsl.billing.errors import (
     AgreementVersionConflict,
     FxRateConflict,
@@ -53,22 +56,10 @@ from icdsl.billing.errors import (
 )
 from icdsl.billing.files import STORE_ID_FILE, DataDir, sha256_file
 from icdsl.plan.model import Agreement, Plan, RecordLayout
-from icdsl.plan.model import Partner as PlanPartner
 
 DEFAULT_URL = "sqlite:///icdsl.db"
 DATA_FOLDER = "icdsl-data"
 SQLITE_BUSY_S = 60
-
-
-def checkpoint(stage: str) -> None:
-    """Called at the points where a crash would matter (tests replace it to simulate one):
-    ``ingest:files_written``, ``ingest:before_commit``, ``cycle:rated``, ``cycle:files_written``,
-    ``cycle:files_committed``, ``cycle:before_commit``, ``cycle:locked``,
-    ``finalize:before_commit``, ``rerate:files_committed``, ``rerate:before_commit``."""
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def default_url() -> str:
@@ -88,27 +79,6 @@ def _actor() -> str:
         return os.environ.get("ICDSL_ACTOR") or getpass.getuser()
     except Exception:  # pragma: no cover - no user name available
         return "unknown"
-
-
-def _jsonable(v: Any) -> Any:
-    """Plan values (Decimal, date, Money, tuples) as JSON values (exact: decimals as text)."""
-    if v is None or isinstance(v, bool | int | str):
-        return v
-    if isinstance(v, Decimal):
-        return str(v)
-    if isinstance(v, date):
-        return v.isoformat()
-    if isinstance(v, tuple | list):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, float):
-        return repr(v)
-    return str(v)
-
-
-def _canonical_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def _lock_key(text: str) -> int:
@@ -135,24 +105,6 @@ _EFFECTIVE = re.compile(r"(effective\s+\d{4}-\d{2}-\d{2}\s*\.\.)\s*(?:\d{4}-\d{2
 def _without_end(text: str) -> str:
     """The agreement text with the end date of its period removed (first `effective` only)."""
     return _EFFECTIVE.sub(lambda m: m.group(1) + " ", text, count=1)
-
-
-def partner_decl(p: PlanPartner) -> dict[str, Any]:
-    """What the store records of a partner's declaration (JSON values)."""
-    return {
-        "name": p.name, "kind": p.kind, "currency": p.currency, "timezone": p.timezone,
-        "billing": p.billing, "due_days": p.due_days, "tax_kind": p.tax.kind,
-        "tax_rate": str(p.tax.rate), "country": p.country,
-        "attributes": {k: _jsonable(v) for k, v in p.attributes},
-    }
-
-
-def partner_decl_hash(p: PlanPartner) -> str:
-    return _canonical_hash(partner_decl(p))
-
-
-def plan_hash(plan: Plan) -> str:
-    return _canonical_hash(sorted(plan.sources))
 
 
 def _deck_texts(plan: Plan, known: set[tuple[str, str]]) -> Iterator[tuple[str, str, str]]:
@@ -784,6 +736,10 @@ __all__ = [
     "Store",
     "checkpoint",
     "default_url",
+    "now",
+    "partner_decl",
+    "partner_decl_hash",
+    "plan_hash",
     "open_store",
     "sha256_file",
 ]

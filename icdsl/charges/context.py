@@ -25,16 +25,16 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from icdsl.charges.keys import application_key, correction_key
 from icdsl.charges.lines import ChargeError, ChargeLine, exact_text, minor_units, round_money
 from icdsl.charges.periods import Days
 from icdsl.inventory import InventoryItem
-from icdsl.plan.model import Agreement, Charge, Partner
+from icdsl.plan.model import KIND_COUNT, KIND_TIME, KIND_VOLUME, Agreement, Charge, Partner
 
 MEASURES = ("minutes", "messages", "volume", "revenue", "calls", "events")
 MB = 1 << 20
-KIND_TIME, KIND_COUNT, KIND_VOLUME = "time", "count", "volume"
 ZERO = Decimal(0)
 
 
@@ -467,7 +467,6 @@ def usage_from_rated(plan: Any, rated: Any, record_charges: Any = None) -> list[
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from icdsl.rating.select import service_rules
 
     if rated.num_rows == 0:
         return []
@@ -478,7 +477,7 @@ def usage_from_rated(plan: Any, rated: Any, record_charges: Any = None) -> list[
     kinds: dict[tuple[str, int, str, str], str] = {}
     for ag in plan.agreements:
         for sp in ag.services:
-            kinds[(ag.name, ag.version, sp.direction, sp.service)] = service_rules(ag, sp).kind
+            kinds[(ag.name, ag.version, sp.direction, sp.service)] = sp.kind
     extra: dict[tuple, Decimal] = {}
     if record_charges is not None and record_charges.num_rows:
         rc = pa.table({k: pc.cast(record_charges.column(k), pa.string()) if k != "agreement_version"
@@ -533,7 +532,6 @@ def events_from_records(table: Any, names: Iterable[str], timezone: str = "UTC",
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from icdsl.rating.calendar import zone
 
     names = list(names)
     if not names or table.num_rows == 0:
@@ -543,7 +541,7 @@ def events_from_records(table: Any, names: Iterable[str], timezone: str = "UTC",
     if partner is not None and "partner" in table.column_names:
         mask = pc.and_(mask, pc.fill_null(pc.equal(pc.cast(table.column("partner"), pa.string()), partner), False))
     sub = table.filter(mask)
-    tz = zone(timezone)
+    tz = ZoneInfo(timezone)
     out = []
     ids = sub.column("id").to_pylist() if "id" in sub.column_names else [None] * sub.num_rows
     units = sub.column("units").to_pylist() if "units" in sub.column_names else [None] * sub.num_rows

@@ -24,7 +24,10 @@ from fractions import Fraction
 from functools import cache
 from typing import Any
 
-from icdsl.plan.model import NO_SPAN, Span
+# the charge errors live at the bottom (the plugin manager raises them for a failing plugin); re-exported
+from icdsl.errors import ChargeError as ChargeError
+from icdsl.errors import ChargeHold as ChargeHold
+from icdsl.spans import Span
 
 #: charge kind -> the invoice line kind of the billing store (``icdsl.billing.models.LINE_KINDS``)
 LINE_KIND = {
@@ -41,24 +44,6 @@ LINE_KIND = {
 #: the order in which an invoice adds up (docs/language.md, "How an invoice adds up"); a charge
 #: type's ``stage`` says where its lines go, and later stages see the lines of earlier ones
 STAGES = ("charge", "discount", "commitment", "share")
-
-
-class ChargeError(Exception):
-    """A charge cannot be evaluated as written (bad data, a missing plugin): the message says
-    what and what to do; ``span`` is the rule's place in the source."""
-
-    def __init__(self, message: str, span: Span = NO_SPAN):
-        super().__init__(message)
-        self.message = message
-        self.span = span
-
-    def __str__(self) -> str:
-        return f"{self.span}: {self.message}" if self.span != NO_SPAN else self.message
-
-
-class ChargeHold(ChargeError):
-    """The cycle cannot be invoiced without a person looking at it (a quantity shortfall with no
-    traffic to value it): billing holds the cycle for review."""
 
 
 #: sums of money are exact: a context that raises rather than rounds

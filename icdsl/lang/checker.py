@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from icdsl.lang import ast
-from icdsl.lang.decks import Deck, read_deck
+from icdsl.lang.decks import Deck, RateColumns, read_deck
 from icdsl.lang.diagnostics import Diagnostic, did_you_mean, suggest
 from icdsl.lang.loader import Program, display_path, resolve_project_path
 from icdsl.lang.values import (
@@ -35,7 +35,8 @@ from icdsl.lang.values import (
     parse_time,
     valid_timezone,
 )
-from icdsl.plan.model import RateColumns, Rounding, Span
+from icdsl.money import Rounding
+from icdsl.spans import Span
 
 DEFAULT_ROUNDING = Rounding(6, "half_up")
 MAX_PRECISION = 12

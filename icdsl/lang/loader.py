@@ -16,7 +16,7 @@ from pathlib import Path
 from icdsl.lang import ast
 from icdsl.lang.diagnostics import Diagnostic, SourceCache
 from icdsl.lang.parser import parse_file, parse_text
-from icdsl.plan.model import Span
+from icdsl.spans import Span
 
 RULE_SUFFIX = ".icd"
 

@@ -17,7 +17,7 @@ from icdsl.lang import ast
 from icdsl.lang.diagnostics import Diagnostic
 from icdsl.lang.rates import read_rows
 from icdsl.lang.values import PRICE_UNITS
-from icdsl.plan.model import Span
+from icdsl.spans import Span
 
 # ---------------------------------------------------------------- grammar loading
 

@@ -264,7 +264,7 @@ def rate_file(plan: Plan, cdrs: Path, out: Path, *, layout: RecordLayout | None 
               batch_rows: int = 500_000, progress: Callable[[int, int], None] | None = None,
               reader: str | None = None, reader_options: dict[str, str] | None = None) -> RateSummary:
     from icdsl.rating.batch import rate_batch_with_charges
-    from icdsl.readers import open_reader
+    from icdsl.rating.readers import open_reader
 
     t0 = time.perf_counter()
     rated_path, rejects_path, summary_path = output_paths(out)
