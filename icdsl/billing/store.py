@@ -40,6 +40,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -49,13 +53,20 @@ from icdsl.billing import models as M
 from icdsl.billing.base import canonical_hash as _canonical_hash
 from icdsl.billing.base import checkpoint, now, partner_decl, partner_decl_hash, plan_hash
 from icdsl.billing.base import jsonable as _jsonable
+from icdsl.billing.corrections import rerate
+from icdsl.billing.cycles import finalize_cycle, latest_findings, resolve_period, run_cycle
+from icdsl.billing.documents import cycle_documents, find_document
 from icdsl.billing.errors import (
     AgreementVersionConflict,
     FxRateConflict,
     StoreError,
 )
 from icdsl.billing.files import STORE_ID_FILE, DataDir, sha256_file
+from icdsl.billing.intake import ingest
+from icdsl.billing.inventory import import_inventory
+from icdsl.billing.trace import trace_line
 from icdsl.plan.model import Agreement, Plan, RecordLayout
+from icdsl.rating.rejects import REJECTS_SCHEMA
 
 DEFAULT_URL = "sqlite:///icdsl.db"
 DATA_FOLDER = "icdsl-data"
@@ -195,8 +206,6 @@ class IngestReport:
 
 
 def _migrations_config(connection: sa.Connection):
-    from alembic.config import Config
-
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).resolve().parent / "migrations"))
     cfg.attributes["connection"] = connection
@@ -204,8 +213,6 @@ def _migrations_config(connection: sa.Connection):
 
 
 def head_revision() -> str:
-    from alembic.script import ScriptDirectory
-
     cfg = _migrations_config(None)  # type: ignore[arg-type]
     return ScriptDirectory.from_config(cfg).get_current_head() or ""
 
@@ -309,7 +316,6 @@ class Store:
 
     def upgrade(self, revision: str = "head") -> None:
         """Run the migrations up to ``revision`` (one transaction; PostgreSQL: under a lock)."""
-        from alembic import command
 
         with self.engine.begin() as conn:
             if self.is_postgres:
@@ -317,8 +323,6 @@ class Store:
             command.upgrade(_migrations_config(conn), revision)
 
     def revision(self) -> str | None:
-        from alembic.migration import MigrationContext
-
         with self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 
@@ -556,7 +560,6 @@ class Store:
     def ingest(self, path: str | os.PathLike[str], layout: RecordLayout | str | None = None,
                plan: Plan | None = None, *, batch_rows: int = 1_000_000) -> IngestReport:
         """Ingest a traffic file as one intake batch (see :mod:`icdsl.billing.intake`)."""
-        from icdsl.billing.intake import ingest
 
         return ingest(self, path, layout, plan, batch_rows=batch_rows)
 
@@ -586,7 +589,6 @@ class Store:
 
     def rejects(self, batch_id: int) -> pa.Table:
         """The intake rejects of a batch (row, id, reason, detail, raw)."""
-        from icdsl.rating.rejects import REJECTS_SCHEMA
 
         with self.reading() as s:
             f = s.scalars(select(M.DataFile).where(M.DataFile.batch_id == batch_id,
@@ -600,26 +602,21 @@ class Store:
                   rerate: bool = False, **options: Any) -> Any:
         """Rate, validate and invoice (draft) one partner's cycle; see :func:`icdsl.billing.cycles.run_cycle`
         (options: ``dims``, ``accept``, ``policy``, ``validators``, ``progress``)."""
-        from icdsl.billing.cycles import run_cycle
 
         return run_cycle(self, partner, period, plan, program=program, rerate=rerate, **options)
 
     def finalize_cycle(self, partner: str, period: Any, *, issue_date: date | None = None) -> Any:
-        from icdsl.billing.cycles import finalize_cycle
-
         return finalize_cycle(self, partner, period, issue_date=issue_date)
 
     def rerate(self, partner: str, first: Any, last: Any, plan: Plan, *, destination: str | None = None,
                **options: Any) -> Any:
         """Rate a partner's records of local days ``first``..``last`` again with ``plan``; see
         :func:`icdsl.billing.corrections.rerate`."""
-        from icdsl.billing.corrections import rerate
 
         return rerate(self, partner, first, last, plan, destination=destination, **options)
 
     def findings(self, cycle_id: int, *, all_runs: bool = False) -> list[M.ValidationFinding]:
         """The validation findings of a cycle's latest run (or of every run)."""
-        from icdsl.billing.cycles import latest_findings
 
         with self.reading() as s:
             if all_runs:
@@ -651,7 +648,6 @@ class Store:
 
     def import_inventory(self, path: str | os.PathLike[str], *, strict: bool = False) -> Any:
         """Import an inventory CSV (see :mod:`icdsl.billing.inventory`)."""
-        from icdsl.billing.inventory import import_inventory
 
         return import_inventory(self, path, strict=strict)
 
@@ -668,14 +664,11 @@ class Store:
 
     def document(self, ref: str) -> dict[str, Any]:
         """An invoice or statement as a document (see :mod:`icdsl.billing.documents`)."""
-        from icdsl.billing.documents import find_document
 
         with self.reading() as s:
             return find_document(s, ref)
 
     def cycle_documents(self, cycle_id: int) -> list[dict[str, Any]]:
-        from icdsl.billing.documents import cycle_documents
-
         with self.reading() as s:
             return cycle_documents(s, cycle_id)
 
@@ -687,8 +680,6 @@ class Store:
             return list(s.scalars(q))
 
     def cycle(self, partner: str, period: Any) -> M.BillingCycle | None:
-        from icdsl.billing.cycles import resolve_period
-
         with self.reading() as s:
             prow, per = resolve_period(s, partner, period, None)
             return s.scalars(select(M.BillingCycle).where(
@@ -724,7 +715,6 @@ class Store:
 
     def trace(self, line_id: int, *, limit: int | None = None) -> Any:
         """The chain behind an invoice line: see :func:`icdsl.billing.trace.trace_line`."""
-        from icdsl.billing.trace import trace_line
 
         return trace_line(self, line_id, limit=limit)
 

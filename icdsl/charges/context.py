@@ -464,9 +464,9 @@ def usage_from_rated(plan: Any, rated: Any, record_charges: Any = None) -> list[
     """:class:`Usage` rows of a rated table (``icdsl.rating.batch`` output, or the cycle's rated
     Parquet), plus the per-record charges table of the same records if given. Call it per chunk
     and add the chunks up with :func:`merge_usage`."""
+    # lazy: pyarrow load only on this path (checking rules and loading plugins never need it)
     import pyarrow as pa
     import pyarrow.compute as pc
-
 
     if rated.num_rows == 0:
         return []
@@ -513,6 +513,7 @@ def merge_usage(*chunks: Iterable[Usage]) -> list[Usage]:
 def event_or_service(table: Any) -> Any:
     """Each record's event type: its ``event`` field, or where that is empty or absent its
     ``service`` (a CSV's empty cell reads as an empty text, not a null)."""
+    # lazy: pyarrow load only on this path (checking rules and loading plugins never need it)
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -529,9 +530,9 @@ def events_from_records(table: Any, names: Iterable[str], timezone: str = "UTC",
                         ) -> list[EventRecord]:
     """Event records in a records table: rows whose ``event`` field (where it is empty or absent:
     whose ``service``) is one of ``names``; their local day in ``timezone``; ``units`` (empty: 1)."""
+    # lazy: pyarrow load only on this path (checking rules and loading plugins never need it)
     import pyarrow as pa
     import pyarrow.compute as pc
-
 
     names = list(names)
     if not names or table.num_rows == 0:

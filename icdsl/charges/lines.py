@@ -27,6 +27,9 @@ from typing import Any
 # the charge errors live at the bottom (the plugin manager raises them for a failing plugin); re-exported
 from icdsl.errors import ChargeError as ChargeError
 from icdsl.errors import ChargeHold as ChargeHold
+from icdsl.lang.values import currencies
+from icdsl.money import round_decimal
+from icdsl.rounding import div_round_int
 from icdsl.spans import Span
 
 #: charge kind -> the invoice line kind of the billing store (``icdsl.billing.models.LINE_KINDS``)
@@ -60,6 +63,7 @@ def exact_sum(values: Any) -> Decimal:
 @cache
 def minor_units(currency: str) -> int:
     """Decimals of the currency's minor unit (ISO 4217 via Babel; 2 for an unknown code)."""
+    # lazy: babel load only on this path (checking rules and loading plugins never need it)
     from babel.numbers import get_currency_precision
 
     return int(get_currency_precision(currency.upper()))
@@ -67,7 +71,6 @@ def minor_units(currency: str) -> int:
 
 def round_money(value: Decimal | Fraction | int, currency: str, mode: str = "half_up") -> Decimal:
     """``value`` rounded once to the currency's minor unit with ``mode`` (any registered mode)."""
-    from icdsl.rounding import div_round_int
 
     f = Fraction(value)
     d = minor_units(currency)
@@ -110,8 +113,6 @@ def shown(value: Decimal | Fraction | int, unit: str = "") -> str:
       ``events``, or a unit such as ``MB``): whole numbers as they are (``1,000,000
       minutes``), others to 2 decimals, half up (``2,305,784.46 MB``); a non-zero value that
       would show as 0.00 shows its first significant digits (``0.0004 MB``)."""
-    from icdsl.lang.values import currencies
-    from icdsl.money import round_decimal
 
     f = Fraction(value)
     word = MEASURE_WORDS.get(unit, unit)

@@ -12,10 +12,11 @@ volumes are byte units, percentages lie between 0 and 100, counts are whole numb
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+from icdsl import plugins
 from icdsl.lang import ast
 from icdsl.lang.decks import Deck, RateColumns, read_deck
 from icdsl.lang.diagnostics import Diagnostic, did_you_mean, suggest
@@ -33,6 +34,7 @@ from icdsl.lang.values import (
     holiday_countries,
     parse_date,
     parse_time,
+    timezones,
     valid_timezone,
 )
 from icdsl.money import Rounding
@@ -106,8 +108,6 @@ class Checked:
 
 class Checker:
     def __init__(self, program: Program, charge_types: dict[str, Any] | None = None, pm: Any = None):
-        from icdsl import plugins
-
         pm = pm if pm is not None else plugins.active_plugin_manager()
         if charge_types is None:
             charge_types = plugins.charge_types(pm)
@@ -169,7 +169,6 @@ class Checker:
     def timezone(self, s: ast.Str) -> bool:
         if valid_timezone(s.value):
             return True
-        from icdsl.lang.values import timezones
 
         self.error("E203", f"unknown time zone '{s.value}'", s.span,
                    did_you_mean(s.value, timezones()) or "write an IANA zone such as \"Europe/Paris\"")
@@ -425,6 +424,7 @@ class Checker:
         self.rounding(p.rounding, DEFAULT_ROUNDING)
 
     def _country(self, ident: ast.Ident) -> bool:
+        # lazy: babel load only on this path (checking rules and loading plugins never need it)
         from babel import Locale
 
         territories = {k for k in Locale("en").territories if k.isalpha() and len(k) == 2}
@@ -988,8 +988,6 @@ class Checker:
         return True
 
     def _cycle_days(self, cx: CycleExampleInfo, period: ast.Setting) -> bool:
-        from datetime import timedelta
-
         v = period.values
         if len(v) == 1:
             text = v[0].text
@@ -1012,8 +1010,6 @@ class Checker:
         return True
 
     def _in_force(self, info: AgreementInfo, cx: CycleExampleInfo) -> bool:
-        from datetime import timedelta
-
         if info.start is None or cx.start is None or cx.end is None:
             return False
         return info.start < cx.end and (info.end is None or info.end + timedelta(days=1) > cx.start)
@@ -1232,8 +1228,6 @@ def _parties(c: ast.ChargeNode) -> list[ast.SharePartyNode]:
 
 
 def _day_before(d: date) -> str:
-    from datetime import timedelta
-
     return (d - timedelta(days=1)).isoformat()
 
 

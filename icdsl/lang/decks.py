@@ -22,7 +22,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from icdsl.lang import ast
-from icdsl.lang.diagnostics import Diagnostic, did_you_mean
+from icdsl.lang.diagnostics import Diagnostic, did_you_mean, suggest
 from icdsl.spans import NO_SPAN, Span
 
 # --------------------------------------------------------------------------- a deck's rows as values
@@ -345,6 +345,7 @@ def _columns(text: str, delim: str, header: list[str], cols: dict[str, int], ban
     same rules as :func:`_row`. None when any row needs the row-by-row reader: a row with a
     problem (which that reader reports at its line), blank lines or line breaks inside quotes
     (row numbers would no longer be line numbers), or a file Arrow reads differently."""
+    # lazy: pyarrow load only on this path (checking rules and loading plugins never need it)
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -516,8 +517,6 @@ def _increments(a: int, s: int) -> tuple[int, int]:
 
 
 def _best(name: str, header: list[str]) -> str | None:
-    from icdsl.lang.diagnostics import suggest
-
     return suggest(name, header)
 
 

@@ -90,6 +90,7 @@ _holiday_lock = threading.Lock()
 
 @cache
 def _holiday_calendar(country: str, subdivision: str | None) -> Any:
+    # lazy: holidays load only on this path (checking rules and loading plugins never need it)
     import holidays
 
     try:
