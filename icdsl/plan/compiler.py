@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from icdsl.charges.lines import ChargeError
+from icdsl.errors import ChargeError
 from icdsl.lang import ast
 from icdsl.lang.checker import DEFAULT_ROUNDING, AgreementInfo, Checked, CycleExampleInfo, ServiceInfo, check
 from icdsl.lang.diagnostics import Diagnostic
