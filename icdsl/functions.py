@@ -65,7 +65,7 @@ class ConditionFunction:
 
 
 def _text(arr: pa.Array | pa.Scalar) -> pa.Array | pa.Scalar:
-    # lazy: pyarrow load only on this path (checking rules and loading plugins never need it)
+    # lazy: pyarrow only when a condition runs on columns (registering the built-ins must not load it)
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -79,7 +79,7 @@ def _text(arr: pa.Array | pa.Scalar) -> pa.Array | pa.Scalar:
 
 
 def _local(arr: pa.Array, ctx: CallContext) -> pa.Array:
-    # lazy: pyarrow load only on this path (checking rules and loading plugins never need it)
+    # lazy: pyarrow only when a condition runs on columns (registering the built-ins must not load it)
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -104,7 +104,7 @@ class StartsWith(ConditionFunction):
         return str(text).startswith(str(prefix))
 
     def call_column(self, args, ctx):
-        # lazy: pyarrow load only on this path (checking rules and loading plugins never need it)
+        # lazy: pyarrow only when a condition runs on columns (registering the built-ins must not load it)
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -131,7 +131,7 @@ class Length(ConditionFunction):
         return None if text is None else len(str(text))
 
     def call_column(self, args, ctx):
-        # lazy: pyarrow load only on this path (checking rules and loading plugins never need it)
+        # lazy: pyarrow only when a condition runs on columns (registering the built-ins must not load it)
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -154,7 +154,7 @@ class Hour(ConditionFunction):
         return t.astimezone(ctx.tzinfo).hour
 
     def call_column(self, args, ctx):
-        # lazy: pyarrow load only on this path (checking rules and loading plugins never need it)
+        # lazy: pyarrow only when a condition runs on columns (registering the built-ins must not load it)
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -177,7 +177,7 @@ class Weekday(ConditionFunction):
         return WEEKDAY_NAMES[t.astimezone(ctx.tzinfo).weekday()]
 
     def call_column(self, args, ctx):
-        # lazy: pyarrow load only on this path (checking rules and loading plugins never need it)
+        # lazy: pyarrow only when a condition runs on columns (registering the built-ins must not load it)
         import pyarrow as pa
         import pyarrow.compute as pc
 

@@ -78,7 +78,7 @@ def div_round_int(n: int, d: int, mode: str) -> int:
 
 def div_round_array(n, d: int, mode: str):
     """Vectorized div_round_int over a NumPy int64 array ``n`` (any sign), scalar d > 0."""
-    # lazy: numpy load only on this path (checking rules and loading plugins never need it)
+    # lazy: numpy only for arrays (the language imports this module and never needs it)
     import numpy as np
 
     n = np.asarray(n, dtype=np.int64)

@@ -114,7 +114,7 @@ def div_round_int(n: int, d: int, name: str, pm: Any = None) -> int:
 
 def div_round_array(n: Any, d: int, name: str, pm: Any = None) -> Any:
     """``money.div_round_array`` for any registered mode."""
-    # lazy: numpy load only on this path (checking rules and loading plugins never need it)
+    # lazy: numpy only for arrays (registering the built-in modes must not load it)
     import numpy as np
 
     if name in BUILTIN_NAMES:

@@ -279,7 +279,7 @@ class Col:
 
     @classmethod
     def from_arrow(cls, arr: pa.Array) -> Col:
-        # lazy: pyarrow load only on this path (checking rules and loading plugins never need it)
+        # lazy: pyarrow only when charges run on columns (the checker loads charge types without it)
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -325,7 +325,7 @@ class Col:
 
     def to_arrow(self) -> Any:
         """An Arrow array (or a scalar for a constant): for function arguments."""
-        # lazy: pyarrow load only on this path (checking rules and loading plugins never need it)
+        # lazy: pyarrow only when charges run on columns (the checker loads charge types without it)
         import pyarrow as pa
 
         if self.arrow is not None:

@@ -464,7 +464,7 @@ def usage_from_rated(plan: Any, rated: Any, record_charges: Any = None) -> list[
     """:class:`Usage` rows of a rated table (``icdsl.rating.batch`` output, or the cycle's rated
     Parquet), plus the per-record charges table of the same records if given. Call it per chunk
     and add the chunks up with :func:`merge_usage`."""
-    # lazy: pyarrow load only on this path (checking rules and loading plugins never need it)
+    # lazy: pyarrow only when charges run on columns (the checker loads charge types without it)
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -513,7 +513,7 @@ def merge_usage(*chunks: Iterable[Usage]) -> list[Usage]:
 def event_or_service(table: Any) -> Any:
     """Each record's event type: its ``event`` field, or where that is empty or absent its
     ``service`` (a CSV's empty cell reads as an empty text, not a null)."""
-    # lazy: pyarrow load only on this path (checking rules and loading plugins never need it)
+    # lazy: pyarrow only when charges run on columns (the checker loads charge types without it)
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -530,7 +530,7 @@ def events_from_records(table: Any, names: Iterable[str], timezone: str = "UTC",
                         ) -> list[EventRecord]:
     """Event records in a records table: rows whose ``event`` field (where it is empty or absent:
     whose ``service``) is one of ``names``; their local day in ``timezone``; ``units`` (empty: 1)."""
-    # lazy: pyarrow load only on this path (checking rules and loading plugins never need it)
+    # lazy: pyarrow only when charges run on columns (the checker loads charge types without it)
     import pyarrow as pa
     import pyarrow.compute as pc
 

@@ -175,7 +175,7 @@ def record_charge_lines(plan: Plan, tables: Iterable[Any], cycle_label: str = ""
     :func:`icdsl.rating.batch.rate_batch_with_charges`, in one table or in chunks): one line per
     (partner, agreement version, charge, currency): the exact sum of the records' (rounded)
     amounts, rounded once to the minor unit. Its key is the charge's for the cycle."""
-    # lazy: pyarrow load only on this path (checking rules and loading plugins never need it)
+    # lazy: pyarrow only when charges run on columns (the checker loads charge types without it)
     import pyarrow as pa
     import pyarrow.compute as pc
 

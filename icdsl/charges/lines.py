@@ -63,7 +63,7 @@ def exact_sum(values: Any) -> Decimal:
 @cache
 def minor_units(currency: str) -> int:
     """Decimals of the currency's minor unit (ISO 4217 via Babel; 2 for an unknown code)."""
-    # lazy: babel load only on this path (checking rules and loading plugins never need it)
+    # lazy: babel's currency data loads on the first currency looked up
     from babel.numbers import get_currency_precision
 
     return int(get_currency_precision(currency.upper()))

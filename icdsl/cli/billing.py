@@ -65,7 +65,7 @@ def user_errors() -> Iterator[None]:
 
 @contextlib.contextmanager
 def opened(db: str | None, data: Path | None) -> Iterator[Any]:
-    # lazy: numpy, pyarrow, sqlalchemy load only when this command runs, not at every `icdsl` start
+    # lazy: this command needs numpy, pyarrow, sqlalchemy: loaded when it runs, not at every `icdsl` start
     from icdsl.billing.store import open_store
 
     with user_errors():
@@ -282,7 +282,7 @@ def trace_cmd(
     root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
 ) -> None:
     """The audit trail of an invoice line: invoice, agreement version, rule source, records."""
-    # lazy: numpy, pyarrow, sqlalchemy load only when this command runs, not at every `icdsl` start
+    # lazy: this command needs numpy, pyarrow, sqlalchemy: loaded when it runs, not at every `icdsl` start
     from icdsl.billing.trace import explain_record
 
     if records < 0:
@@ -293,7 +293,7 @@ def trace_cmd(
         raise typer.Exit(2)
     text = line.strip().lower()
     if text.startswith("charge:") and text[7:].isdigit():
-        # lazy: numpy, pyarrow, sqlalchemy load only when this command runs, not at every `icdsl` start
+        # lazy: this command needs numpy, pyarrow, sqlalchemy: loaded when it runs, not at every `icdsl` start
         from icdsl.billing.trace import trace_charge
 
         with opened(db, data) as store:
@@ -488,7 +488,7 @@ def demo_cmd(
 ) -> None:
     """Bill a month of synthetic traffic for the example partners, end to end: load the example
     agreements, generate and ingest traffic, rate, validate, invoice, finalize, write the invoices."""
-    # lazy: numpy, pyarrow load only when this command runs, not at every `icdsl` start
+    # lazy: this command needs numpy, pyarrow: loaded when it runs, not at every `icdsl` start
     from icdsl.demo import run_demo
 
     if records < 1_000:
@@ -515,7 +515,7 @@ def inventory_import(
 ) -> None:
     """Import inventory items: new items are added, changed ones get a new version (the old one
     is kept), unchanged ones add nothing. Bad rows are listed with their line and reason."""
-    # lazy: sqlalchemy load only when this command runs, not at every `icdsl` start
+    # lazy: this command needs sqlalchemy: loaded when it runs, not at every `icdsl` start
     from icdsl.billing.inventory import import_inventory
 
     if not file.is_file():
@@ -535,13 +535,13 @@ def inventory_list(
     data: Path | None = _data_option(),
 ) -> None:
     """The inventory: each item's kind, quantity, activation and termination, version."""
-    # lazy: sqlalchemy load only when this command runs, not at every `icdsl` start
+    # lazy: this command needs sqlalchemy: loaded when it runs, not at every `icdsl` start
     from sqlalchemy import select
 
-    # lazy: sqlalchemy load only when this command runs, not at every `icdsl` start
+    # lazy: this command needs sqlalchemy: loaded when it runs, not at every `icdsl` start
     from icdsl.billing import models as M
 
-    # lazy: sqlalchemy load only when this command runs, not at every `icdsl` start
+    # lazy: this command needs sqlalchemy: loaded when it runs, not at every `icdsl` start
     from icdsl.billing.inventory import inventory_rows
 
     with opened(db, data) as store, store.reading() as s:
@@ -579,7 +579,7 @@ def commitments_cmd(
     """Progress towards the partner's commitments, mid-cycle: the ingested records of the
     period so far are rated (nothing is stored) and compared with what is committed."""
 
-    # lazy: sqlalchemy load only when this command runs, not at every `icdsl` start
+    # lazy: this command needs sqlalchemy: loaded when it runs, not at every `icdsl` start
     from icdsl.billing.commitments import commitment_progress
 
     plan, program = _plan(rules, root)

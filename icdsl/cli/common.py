@@ -79,7 +79,7 @@ def existing(paths: list[Path]) -> list[Path]:
 
 def build_or_exit(paths: list[Path], root: Path | None):
     """Compile rule files, or print their diagnostics and exit 1."""
-    # lazy: lark load only when this command runs, not at every `icdsl` start
+    # lazy: this command needs lark: loaded when it runs, not at every `icdsl` start
     from icdsl.plan.compiler import build
 
     p, program, diags = build(existing(paths), root)
@@ -91,7 +91,7 @@ def build_or_exit(paths: list[Path], root: Path | None):
 
 
 def build_with_program_or_exit(paths: list[Path], root: Path | None):
-    # lazy: lark load only when this command runs, not at every `icdsl` start
+    # lazy: this command needs lark: loaded when it runs, not at every `icdsl` start
     from icdsl.plan.compiler import build
 
     p, program, diags = build(existing(paths), root)

@@ -33,7 +33,7 @@ def check(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing when there are no problems."),
 ) -> None:
     """Check rule files: report every problem at once, with its location and a hint."""
-    # lazy: lark load only when this command runs, not at every `icdsl` start
+    # lazy: this command needs lark: loaded when it runs, not at every `icdsl` start
     from icdsl.plan.compiler import build
 
     if fmt not in ("text", "json"):
@@ -58,7 +58,7 @@ def fmt(
     check_only: bool = typer.Option(False, "--check", help="Only report files that are not formatted; change nothing."),
 ) -> None:
     """Format rule files in the canonical layout (idempotent; keeps comments)."""
-    # lazy: lark load only when this command runs, not at every `icdsl` start
+    # lazy: this command needs lark: loaded when it runs, not at every `icdsl` start
     from icdsl.lang.formatter import format_file
     from icdsl.lang.loader import collect, display_path
 
@@ -93,7 +93,7 @@ def plan(
     root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
 ) -> None:
     """Compile rule files and print the evaluation plan, like a database's EXPLAIN."""
-    # lazy: lark load only when this command runs, not at every `icdsl` start
+    # lazy: this command needs lark: loaded when it runs, not at every `icdsl` start
     from icdsl.plan.compiler import build
 
     p, program, diags = build(existing(paths), root)
@@ -111,7 +111,7 @@ def test_examples(
 ) -> None:
     """Run the example blocks of rule files (records and billing cycles): expected versus actual,
     with each example's location and explanation."""
-    # lazy: numpy, pyarrow load only when this command runs, not at every `icdsl` start
+    # lazy: this command needs numpy, pyarrow: loaded when it runs, not at every `icdsl` start
     from icdsl.rating.examples import report, run_examples
 
     p = build_or_exit(paths, root)
@@ -154,7 +154,7 @@ def explain(
     root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
 ) -> None:
     """Rate one record and print every step: agreement, destination, band, increments, rate, rounding."""
-    # lazy: numpy, pyarrow load only when this command runs, not at every `icdsl` start
+    # lazy: this command needs numpy, pyarrow: loaded when it runs, not at every `icdsl` start
     from icdsl.rating.records import IntakeError, normalize_record, read_records
     from icdsl.rating.row import rate_record
     from icdsl.rating.run import LayoutError, choose_layout
@@ -182,7 +182,7 @@ def explain(
         except IntakeError as e:
             echo_err(f"error: {e}")
             raise typer.Exit(1) from None
-        # lazy: pyarrow load only when this command runs, not at every `icdsl` start
+        # lazy: this command needs pyarrow: loaded when it runs, not at every `icdsl` start
         import pyarrow.compute as pc
 
         ids = records.column("id")
@@ -223,7 +223,7 @@ def rate(
 ) -> None:
     """Rate a traffic file in bulk: rated records, rejects with reasons, counts that reconcile."""
 
-    # lazy: numpy, pyarrow load only when this command runs, not at every `icdsl` start
+    # lazy: this command needs numpy, pyarrow: loaded when it runs, not at every `icdsl` start
     from icdsl.rating.records import IntakeError
     from icdsl.rating.run import LayoutError, choose_layout, rate_file
 
@@ -267,7 +267,7 @@ def rate(
 def _count_rows(path: Path) -> int | None:
     if path.suffix.lower() == ".parquet":
         try:
-            # lazy: pyarrow load only when this command runs, not at every `icdsl` start
+            # lazy: this command needs pyarrow: loaded when it runs, not at every `icdsl` start
             import pyarrow.parquet as pq
 
             return pq.ParquetFile(path).metadata.num_rows
@@ -292,7 +292,7 @@ def tui(folder: Path = typer.Argument(Path("."), help="The project folder: rule 
     if not folder.is_dir():
         echo_err(f"error: {folder} is not a folder")
         raise typer.Exit(2)
-    # lazy: lark, textual load only when this command runs, not at every `icdsl` start
+    # lazy: this command needs lark, textual: loaded when it runs, not at every `icdsl` start
     from icdsl.tui.app import run
 
     run(folder)

@@ -424,7 +424,7 @@ class Checker:
         self.rounding(p.rounding, DEFAULT_ROUNDING)
 
     def _country(self, ident: ast.Ident) -> bool:
-        # lazy: babel load only on this path (checking rules and loading plugins never need it)
+        # lazy: babel's locale data loads only when a rule names a country
         from babel import Locale
 
         territories = {k for k in Locale("en").territories if k.isalpha() and len(k) == 2}

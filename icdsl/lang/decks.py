@@ -345,7 +345,7 @@ def _columns(text: str, delim: str, header: list[str], cols: dict[str, int], ban
     same rules as :func:`_row`. None when any row needs the row-by-row reader: a row with a
     problem (which that reader reports at its line), blank lines or line breaks inside quotes
     (row numbers would no longer be line numbers), or a file Arrow reads differently."""
-    # lazy: pyarrow load only on this path (checking rules and loading plugins never need it)
+    # lazy: pyarrow only when a deck is read (rules without decks never need it)
     import pyarrow as pa
     import pyarrow.csv as pacsv
 

@@ -61,7 +61,7 @@ def _date(d: date | None) -> str:
 
 
 def render(doc: Mapping[str, Any], *, view: str = "itemized") -> bytes:
-    # lazy: fpdf load only on this path (checking rules and loading plugins never need it)
+    # lazy: fpdf2 loads only when a PDF is written
     from fpdf import FPDF
 
     kind = doc.get("kind", "invoice")

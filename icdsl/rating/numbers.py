@@ -88,7 +88,7 @@ def number_plan(country: str | None, *, as_given: bool = False) -> NumberPlan:
         return AS_GIVEN
     if not country:
         return NO_COUNTRY
-    # lazy: phonenumbers load only on this path (checking rules and loading plugins never need it)
+    # lazy: phonenumbers' metadata loads on the first number normalized
     import phonenumbers
     from phonenumbers import PhoneMetadata
 
@@ -168,7 +168,7 @@ def to_e164(value: str, plan: NumberPlan = NO_COUNTRY) -> str:
 
 
 def _phonenumbers_e164(digits: str, plan: NumberPlan) -> str:
-    # lazy: phonenumbers load only on this path (checking rules and loading plugins never need it)
+    # lazy: phonenumbers' metadata loads on the first number normalized
     import phonenumbers
 
     try:

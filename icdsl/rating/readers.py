@@ -70,7 +70,7 @@ class Reader:
         numbers: str | None = None,
         options: Mapping[str, str] | None = None,
     ):
-        # lazy: numpy, pyarrow load only on this path (checking rules and loading plugins never need it)
+        # lazy: the intake (pyarrow, polars) loads when a file is read, not when the built-ins register
         from icdsl.rating.records import IntakeCounts, IntakeError, record_schema
 
         if batch_rows < 1:
@@ -112,7 +112,7 @@ class TableReader(Reader):
     patterns = ("*.csv", "*.csv.gz", "*.parquet", "*.pq")
 
     def __init__(self, path, layout=None, **kw):
-        # lazy: numpy, pyarrow load only on this path (checking rules and loading plugins never need it)
+        # lazy: the intake (pyarrow, polars) loads when a file is read, not when the built-ins register
         from icdsl.rating.records import RecordReader
 
         super().__init__(path, layout, **kw)
@@ -149,7 +149,7 @@ def icdsl_record_readers():
 
 
 def read_head(path: str | os.PathLike[str], size: int = HEAD_BYTES) -> bytes:
-    # lazy: numpy, pyarrow load only on this path (checking rules and loading plugins never need it)
+    # lazy: the intake (pyarrow, polars) loads when a file is read, not when the built-ins register
     from icdsl.rating.records import IntakeError
 
     try:
@@ -165,7 +165,7 @@ def read_head(path: str | os.PathLike[str], size: int = HEAD_BYTES) -> bytes:
 
 def choose_reader(path: str | os.PathLike[str], name: str | None = None, *, pm: Any = None) -> type[Reader]:
     """The reader class for ``path``: the one called ``name``, else the best claim (see module doc)."""
-    # lazy: numpy, pyarrow load only on this path (checking rules and loading plugins never need it)
+    # lazy: the intake (pyarrow, polars) loads when a file is read, not when the built-ins register
     from icdsl.rating.records import IntakeError
 
     pm = pm if pm is not None else active_plugin_manager()
@@ -205,7 +205,7 @@ def open_reader(
     """An instance of the chosen reader for ``path``. Keyword arguments go to the reader
     (``batch_rows``, ``dedupe``, ``numbers``). A reader that fails with anything but
     IntakeError raises :class:`icdsl.plugins.PluginError` naming its plugin."""
-    # lazy: numpy, pyarrow load only on this path (checking rules and loading plugins never need it)
+    # lazy: the intake (pyarrow, polars) loads when a file is read, not when the built-ins register
     from icdsl.rating.records import IntakeError
 
     pm = pm if pm is not None else active_plugin_manager()
@@ -225,10 +225,10 @@ def open_reader(
 def read_all(path: str | os.PathLike[str], layout: RecordLayout | None = None, **kw: Any
              ) -> tuple[pa.Table, pa.Table, IntakeCounts]:
     """Like :func:`icdsl.rating.records.read_records`, with any reader (keywords of :func:`open_reader`)."""
-    # lazy: pyarrow load only on this path (checking rules and loading plugins never need it)
+    # lazy: the intake (pyarrow, polars) loads when a file is read, not when the built-ins register
     import pyarrow as pa
 
-    # lazy: numpy, pyarrow load only on this path (checking rules and loading plugins never need it)
+    # lazy: the intake (pyarrow, polars) loads when a file is read, not when the built-ins register
     from icdsl.rating.records import REJECTS_SCHEMA
     rd = open_reader(path, layout, **kw)
     records: list[pa.Table] = []

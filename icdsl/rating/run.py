@@ -359,7 +359,7 @@ def _rating_rejects(rejects: pa.Table, batch) -> pa.Table:
 
 def _json_rows(table: pa.Table) -> pa.Array:
     """Each row as a JSON object (the record as it was given to rating), vectorized by polars."""
-    # lazy: polars load only on this path (checking rules and loading plugins never need it)
+    # lazy: polars only for the raw rows of rejects, which most runs never have
     import polars as pl
 
     df = pl.from_arrow(table)
