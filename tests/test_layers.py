@@ -146,6 +146,63 @@ def test_no_package_imports_another_in_a_circle():
     assert "icdsl.lang" in order and order.index("icdsl.lang") < order.index("icdsl.plan")
 
 
+#: TODO(merge): the store's parts owned by the engine, intake and corrections branches still call
+#: the store back (``st.checkpoint``, ``st.now``); once they use icdsl.billing.base this is empty
+MODULE_CYCLES_PENDING = [
+    ["icdsl.billing.corrections", "icdsl.billing.cycles", "icdsl.billing.intake", "icdsl.billing.store"],
+]
+
+
+def _strongly_connected(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's components of more than one node (the import cycles), iteratively."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+    for root in sorted(edges):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(edges[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(edges.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                comp = []
+                while True:
+                    top = stack.pop()
+                    on_stack.discard(top)
+                    comp.append(top)
+                    if top == node:
+                        break
+                if len(comp) > 1:
+                    found.append(sorted(comp))
+    return sorted(found)
+
+
+def test_no_module_imports_another_in_a_circle():
+    """Inside packages too: a cycle between two modules is a design message (move the shared
+    thing down, or pass it in), not a reason for an import inside a function."""
+    graph = grimp.build_graph("icdsl", exclude_type_checking_imports=True, cache_dir=None)
+    edges = {m: {i for i in graph.find_modules_directly_imported_by(m) if i != m} for m in graph.modules}
+    assert _strongly_connected(edges) == MODULE_CYCLES_PENDING
+
+
 def _is_import_line(line: str) -> bool:
     return bool(re.match(r"\s*(import\s|from\s+\S+\s+import\s)", line)) or line.strip().startswith(")") or \
         bool(re.match(r"\s+\w+(\s+as\s+\w+)?,?\s*$", line))
