@@ -27,25 +27,35 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-import json
 import os
 import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from icdsl.billing import models as M
+
+# what the store's parts share lives below it, in billing.base; re-exported for the store's callers
+from icdsl.billing.base import canonical_hash as _canonical_hash
+from icdsl.billing.base import checkpoint, now, partner_decl, partner_decl_hash, plan_hash
+from icdsl.billing.base import jsonable as _jsonable
+from icdsl.billing.corrections import rerate
+from icdsl.billing.cycles import finalize_cycle, latest_findings, resolve_period, run_cycle
+from icdsl.billing.documents import cycle_documents, find_document
 from icdsl.billing.errors import (
     AgreementVersionConflict,
     FxRateConflict,
@@ -53,23 +63,15 @@ from icdsl.billing.errors import (
     StoreError,
 )
 from icdsl.billing.files import STORE_ID_FILE, DataDir, sha256_file
+from icdsl.billing.intake import ingest
+from icdsl.billing.inventory import import_inventory
+from icdsl.billing.trace import trace_line
 from icdsl.plan.model import Agreement, Plan, RecordLayout
-from icdsl.plan.model import Partner as PlanPartner
+from icdsl.rating.rejects import REJECTS_SCHEMA
 
 DEFAULT_URL = "sqlite:///icdsl.db"
 DATA_FOLDER = "icdsl-data"
 SQLITE_BUSY_S = 60
-
-
-def checkpoint(stage: str) -> None:
-    """Called at the points where a crash would matter (tests replace it to simulate one):
-    ``ingest:files_written``, ``ingest:before_commit``, ``cycle:rated``, ``cycle:files_written``,
-    ``cycle:files_committed``, ``cycle:before_commit``, ``cycle:locked``,
-    ``finalize:before_commit``, ``rerate:files_committed``, ``rerate:before_commit``."""
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def default_url() -> str:
@@ -89,27 +91,6 @@ def _actor() -> str:
         return os.environ.get("ICDSL_ACTOR") or getpass.getuser()
     except Exception:  # pragma: no cover - no user name available
         return "unknown"
-
-
-def _jsonable(v: Any) -> Any:
-    """Plan values (Decimal, date, Money, tuples) as JSON values (exact: decimals as text)."""
-    if v is None or isinstance(v, bool | int | str):
-        return v
-    if isinstance(v, Decimal):
-        return str(v)
-    if isinstance(v, date):
-        return v.isoformat()
-    if isinstance(v, tuple | list):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, float):
-        return repr(v)
-    return str(v)
-
-
-def _canonical_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def _lock_key(text: str) -> int:
@@ -195,24 +176,6 @@ def _refuse_retroactive(s: Session, plan: Plan, a: Agreement, first: date, last:
         + f": finalized cycles are never changed. To correct them, run `icdsl rerate --partner {code} --from "
         f"{first} --to {upto} {rules}`: it loads the change and bills the differences as adjustments on "
         f"the next open cycle. Or let the change start on {after}, after the last finalized day.")
-
-
-def partner_decl(p: PlanPartner) -> dict[str, Any]:
-    """What the store records of a partner's declaration (JSON values)."""
-    return {
-        "name": p.name, "kind": p.kind, "currency": p.currency, "timezone": p.timezone,
-        "billing": p.billing, "due_days": p.due_days, "tax_kind": p.tax.kind,
-        "tax_rate": str(p.tax.rate), "country": p.country,
-        "attributes": {k: _jsonable(v) for k, v in p.attributes},
-    }
-
-
-def partner_decl_hash(p: PlanPartner) -> str:
-    return _canonical_hash(partner_decl(p))
-
-
-def plan_hash(plan: Plan) -> str:
-    return _canonical_hash(sorted(plan.sources))
 
 
 def _deck_texts(plan: Plan, known: set[tuple[str, str]]) -> Iterator[tuple[str, str, str]]:
@@ -306,8 +269,6 @@ class IngestReport:
 
 
 def _migrations_config(connection: sa.Connection):
-    from alembic.config import Config
-
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).resolve().parent / "migrations"))
     cfg.attributes["connection"] = connection
@@ -315,8 +276,6 @@ def _migrations_config(connection: sa.Connection):
 
 
 def head_revision() -> str:
-    from alembic.script import ScriptDirectory
-
     cfg = _migrations_config(None)  # type: ignore[arg-type]
     return ScriptDirectory.from_config(cfg).get_current_head() or ""
 
@@ -420,7 +379,6 @@ class Store:
 
     def upgrade(self, revision: str = "head") -> None:
         """Run the migrations up to ``revision`` (one transaction; PostgreSQL: under a lock)."""
-        from alembic import command
 
         with self.engine.begin() as conn:
             if self.is_postgres:
@@ -428,8 +386,6 @@ class Store:
             command.upgrade(_migrations_config(conn), revision)
 
     def revision(self) -> str | None:
-        from alembic.migration import MigrationContext
-
         with self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 
@@ -727,7 +683,6 @@ class Store:
     def ingest(self, path: str | os.PathLike[str], layout: RecordLayout | str | None = None,
                plan: Plan | None = None, *, batch_rows: int = 1_000_000) -> IngestReport:
         """Ingest a traffic file as one intake batch (see :mod:`icdsl.billing.intake`)."""
-        from icdsl.billing.intake import ingest
 
         return ingest(self, path, layout, plan, batch_rows=batch_rows)
 
@@ -757,7 +712,6 @@ class Store:
 
     def rejects(self, batch_id: int) -> pa.Table:
         """The intake rejects of a batch (row, id, reason, detail, raw)."""
-        from icdsl.rating.rejects import REJECTS_SCHEMA
 
         with self.reading() as s:
             f = s.scalars(select(M.DataFile).where(M.DataFile.batch_id == batch_id,
@@ -771,26 +725,21 @@ class Store:
                   rerate: bool = False, **options: Any) -> Any:
         """Rate, validate and invoice (draft) one partner's cycle; see :func:`icdsl.billing.cycles.run_cycle`
         (options: ``dims``, ``accept``, ``policy``, ``validators``, ``progress``)."""
-        from icdsl.billing.cycles import run_cycle
 
         return run_cycle(self, partner, period, plan, program=program, rerate=rerate, **options)
 
     def finalize_cycle(self, partner: str, period: Any, *, issue_date: date | None = None) -> Any:
-        from icdsl.billing.cycles import finalize_cycle
-
         return finalize_cycle(self, partner, period, issue_date=issue_date)
 
     def rerate(self, partner: str, first: Any, last: Any, plan: Plan, *, destination: str | None = None,
                **options: Any) -> Any:
         """Rate a partner's records of local days ``first``..``last`` again with ``plan``; see
         :func:`icdsl.billing.corrections.rerate`."""
-        from icdsl.billing.corrections import rerate
 
         return rerate(self, partner, first, last, plan, destination=destination, **options)
 
     def findings(self, cycle_id: int, *, all_runs: bool = False) -> list[M.ValidationFinding]:
         """The validation findings of a cycle's latest run (or of every run)."""
-        from icdsl.billing.cycles import latest_findings
 
         with self.reading() as s:
             if all_runs:
@@ -822,7 +771,6 @@ class Store:
 
     def import_inventory(self, path: str | os.PathLike[str], *, strict: bool = False) -> Any:
         """Import an inventory CSV (see :mod:`icdsl.billing.inventory`)."""
-        from icdsl.billing.inventory import import_inventory
 
         return import_inventory(self, path, strict=strict)
 
@@ -839,14 +787,11 @@ class Store:
 
     def document(self, ref: str) -> dict[str, Any]:
         """An invoice or statement as a document (see :mod:`icdsl.billing.documents`)."""
-        from icdsl.billing.documents import find_document
 
         with self.reading() as s:
             return find_document(s, ref)
 
     def cycle_documents(self, cycle_id: int) -> list[dict[str, Any]]:
-        from icdsl.billing.documents import cycle_documents
-
         with self.reading() as s:
             return cycle_documents(s, cycle_id)
 
@@ -858,8 +803,6 @@ class Store:
             return list(s.scalars(q))
 
     def cycle(self, partner: str, period: Any) -> M.BillingCycle | None:
-        from icdsl.billing.cycles import resolve_period
-
         with self.reading() as s:
             prow, per = resolve_period(s, partner, period, None)
             return s.scalars(select(M.BillingCycle).where(
@@ -895,7 +838,6 @@ class Store:
 
     def trace(self, line_id: int, *, limit: int | None = None) -> Any:
         """The chain behind an invoice line: see :func:`icdsl.billing.trace.trace_line`."""
-        from icdsl.billing.trace import trace_line
 
         return trace_line(self, line_id, limit=limit)
 
@@ -907,6 +849,10 @@ __all__ = [
     "Store",
     "checkpoint",
     "default_url",
+    "now",
+    "partner_decl",
+    "partner_decl_hash",
+    "plan_hash",
     "open_store",
     "sha256_file",
 ]

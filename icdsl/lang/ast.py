@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from icdsl.plan.model import Span
+from icdsl.spans import Span
 
 # --------------------------------------------------------------------------- leaves
 

@@ -16,8 +16,9 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+from icdsl import plugins
 from icdsl.lang import ast
-from icdsl.lang.decks import Deck, read_deck
+from icdsl.lang.decks import Deck, RateColumns, read_deck
 from icdsl.lang.diagnostics import Diagnostic, did_you_mean, suggest
 from icdsl.lang.loader import Program, display_path, resolve_project_path
 from icdsl.lang.values import (
@@ -33,9 +34,11 @@ from icdsl.lang.values import (
     holiday_countries,
     parse_date,
     parse_time,
+    timezones,
     valid_timezone,
 )
-from icdsl.plan.model import RateColumns, Rounding, Span
+from icdsl.money import Rounding
+from icdsl.spans import Span
 
 DEFAULT_ROUNDING = Rounding(6, "half_up")
 MAX_PRECISION = 12
@@ -124,8 +127,6 @@ class Checked:
 
 class Checker:
     def __init__(self, program: Program, charge_types: dict[str, Any] | None = None, pm: Any = None):
-        from icdsl import plugins
-
         pm = pm if pm is not None else plugins.active_plugin_manager()
         if charge_types is None:
             charge_types = plugins.charge_types(pm)
@@ -188,7 +189,6 @@ class Checker:
     def timezone(self, s: ast.Str) -> bool:
         if valid_timezone(s.value):
             return True
-        from icdsl.lang.values import timezones
 
         self.error("E203", f"unknown time zone '{s.value}'", s.span,
                    did_you_mean(s.value, timezones()) or "write an IANA zone such as \"Europe/Paris\"")
@@ -449,6 +449,7 @@ class Checker:
         self.rounding(p.rounding, DEFAULT_ROUNDING)
 
     def _country(self, ident: ast.Ident) -> bool:
+        # lazy: babel's locale data loads only when a rule names a country
         from babel import Locale
 
         territories = {k for k in Locale("en").territories if k.isalpha() and len(k) == 2}
@@ -1080,8 +1081,6 @@ class Checker:
         return True
 
     def _cycle_days(self, cx: CycleExampleInfo, period: ast.Setting) -> bool:
-        from datetime import timedelta
-
         v = period.values
         if len(v) == 1:
             text = v[0].text
@@ -1104,8 +1103,6 @@ class Checker:
         return True
 
     def _in_force(self, info: AgreementInfo, cx: CycleExampleInfo) -> bool:
-        from datetime import timedelta
-
         if info.start is None or cx.start is None or cx.end is None:
             return False
         return info.start < cx.end and (info.end is None or info.end + timedelta(days=1) > cx.start)
