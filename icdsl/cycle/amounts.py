@@ -31,13 +31,13 @@ EXACT = Context(prec=80, traps=[Inexact, Rounded])
 @cache
 def minor_units(currency: str) -> int:
     """Decimals of the currency's minor unit (ISO 4217 via Babel; 2 for an unknown code)."""
-    from babel.numbers import get_currency_precision
+    from babel.numbers import get_currency_precision  # lazy: babel's locale data, only for amounts
 
     return int(get_currency_precision(currency.upper()))
 
 
 def is_currency(code: str) -> bool:
-    from babel.numbers import is_currency as known
+    from babel.numbers import is_currency as known  # lazy: babel's locale data, only for amounts
 
     return bool(known(code.upper()))
 
