@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, ProgressBar, Static
-from textual.worker import Worker, get_current_worker
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from icdsl.tui.bindings import bindings
 from icdsl.tui.components.documents import DocumentsTable, LinesTable
@@ -128,7 +128,19 @@ class SimulateScreen(Screen):
     # ------------------------------------------------------------------ running
     @property
     def running(self) -> bool:
-        return self._worker is not None and not self._worker.is_finished
+        # until the screen has heard how it ended (SimFinished): the worker's thread ends first
+        return self._worker is not None
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # A simulation's worker posts SimFinished before it ends, so this comes after it; a worker
+        # still current here ended without one (cancelled before it started, or failed).
+        if event.worker is not self._worker or event.state not in (
+                WorkerState.SUCCESS, WorkerState.CANCELLED, WorkerState.ERROR):
+            return
+        if event.state == WorkerState.ERROR:
+            self._finished(SimFinished(None, f"{type(event.worker.error).__name__}: {event.worker.error}"))
+        else:
+            self._finished(SimFinished(None, None, cancelled=True))
 
     def action_run(self) -> None:
         if self.running:
