@@ -21,7 +21,7 @@ What each helper checks:
   compiled; errors fail the test with the rendered diagnostics (file:line:col, caret, help).
 - :func:`check_rules`: the diagnostics of a rule text (never fails): to test the mistakes a
   charge type reports, rendered exactly as ``icdsl check`` prints them.
-- :func:`rate_both`: the records are normalized (:func:`icdsl.rating.records.normalize_record`),
+- :func:`rate_both`: the records are normalized (:func:`icdsl.rating.intake.normalize_record`),
   rated one by one with :func:`icdsl.rating.row.rate_record` and as one batch with
   :func:`icdsl.rating.batch.rate_batch_with_charges`; :class:`Comparison` lists every
   difference: every column of the rated table, each reject's reason and detail, and every
@@ -205,7 +205,7 @@ class Comparison:
 
 
 def _normalized(records: Sequence[Mapping[str, Any]], layout: Any) -> list[dict[str, Any]]:
-    from icdsl.rating.records import Reject, normalize_record
+    from icdsl.rating.intake import Reject, normalize_record
 
     out = []
     for i, raw in enumerate(records):
@@ -235,7 +235,7 @@ def rate_both(plan: Any, records: Sequence[Mapping[str, Any]], *, pm: PluginMana
     rule...), the reason and detail of each reject, and every per-record charge (surcharges and
     plugins' per-record types: kind, label, amount, currency, rule) of each record."""
     from icdsl.rating.batch import rate_batch_with_charges
-    from icdsl.rating.records import records_table
+    from icdsl.rating.intake import records_table
     from icdsl.rating.result import RATED_COLUMNS
     from icdsl.rating.row import rate_record
 
@@ -352,7 +352,7 @@ def read_with(path: str | Path, pm: PluginManager, reader: str | None = None, *,
               options: Mapping[str, str] | None = None, layout: Any = None, **kw: Any) -> tuple[Any, Any, Any]:
     """Read a file with ``pm``'s readers and check the intake contract: the record and rejects
     schemas, and counts that reconcile. Returns (records, rejects, counts)."""
-    from icdsl.rating.records import FIELDS, REJECTS_SCHEMA, record_schema
+    from icdsl.rating.intake import FIELDS, REJECTS_SCHEMA, record_schema
     from icdsl.readers import read_all
 
     records, rejects, counts = read_all(path, layout, reader=reader, options=options, pm=pm, **kw)

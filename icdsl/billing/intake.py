@@ -4,7 +4,7 @@
   report says so (``already_ingested``), whatever its name.
 - **Duplicates across batches**: a record whose id was ingested in an earlier batch is a
   duplicate (``duplicate_id``, detail naming the earlier batch), exactly like a repeated id
-  within the file (which :class:`~icdsl.rating.records.RecordReader` finds).
+  within the file (which :class:`~icdsl.rating.intake.RecordReader` finds).
 - **Reconciled**: ``read == passed + rejected + duplicates`` and the reject counts by reason add
   up to ``rejected + duplicates``; checked here, stored, and a CHECK constraint of the table.
 - **Kept**: passed records and rejects (reason, detail, raw content) go to two Parquet files
@@ -254,7 +254,7 @@ def _raw_json(table: pa.Table) -> pa.Array:
 def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | str | None, plan: Plan | None,
            *, batch_rows: int = 1_000_000) -> IngestReport:
     from icdsl.billing import store as st
-    from icdsl.rating.records import IntakeError, RecordReader
+    from icdsl.rating.intake import IntakeError, RecordReader
     from icdsl.rating.rejects import REJECTS_SCHEMA
 
     p = Path(path)

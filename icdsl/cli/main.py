@@ -151,7 +151,7 @@ def explain(
     root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
 ) -> None:
     """Rate one record and print every step: agreement, destination, band, increments, rate, rounding."""
-    from icdsl.rating.records import IntakeError, normalize_record, read_records
+    from icdsl.rating.intake import IntakeError, normalize_record, read_records
     from icdsl.rating.row import rate_record
     from icdsl.rating.run import LayoutError, choose_layout
 
@@ -219,7 +219,7 @@ def rate(
     """Rate a traffic file in bulk: rated records, rejects with reasons, counts that reconcile."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from icdsl.rating.records import IntakeError
+    from icdsl.rating.intake import IntakeError
     from icdsl.rating.run import LayoutError, choose_layout, rate_file
 
     p = build_or_exit(paths, root)

@@ -2,7 +2,7 @@
 what it costs.
 
 ``read_traffic`` reads (the first ``limit`` rows of) a CSV or Parquet traffic file through the
-same intake as ``icdsl rate`` (``icdsl.rating.records``), keeping the file's row order: each
+same intake as ``icdsl rate`` (``icdsl.rating.intake``), keeping the file's row order: each
 :class:`TrafficRow` is either a normalized record, ready to rate, or a row rejected at intake
 with its reason. ``explain`` rates one record with the row executor's trace
 (``icdsl.rating.row.rate_record(..., trace=True)``) and resolves each step's rule to a file
@@ -70,7 +70,7 @@ def show_value(value: Any) -> str:
 
 def read_traffic(path: Path, plan: Plan | None, limit: int = DEFAULT_LIMIT) -> TrafficTable:
     """The first ``limit`` rows of a traffic file, records and intake rejects in file order."""
-    from icdsl.rating.records import IntakeError, RecordReader
+    from icdsl.rating.intake import IntakeError, RecordReader
     from icdsl.rating.run import LayoutError, choose_layout
 
     table = TrafficTable(path)

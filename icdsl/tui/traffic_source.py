@@ -243,7 +243,7 @@ def read_records(paths: list[Path], plan: Any, partners: list[str] | None = None
                  batch_rows: int = 250_000) -> Iterator[tuple[pa.Table, int]]:
     """The normalized records of traffic files (as intake would pass them), batch by batch, with
     the count of rows intake rejected; only ``partners``' records when given."""
-    from icdsl.rating.records import RecordReader
+    from icdsl.rating.intake import RecordReader
     from icdsl.rating.run import LayoutError, choose_layout
 
     try:
