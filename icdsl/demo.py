@@ -41,6 +41,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from icdsl.rating.intake.times import parse_instant, to_datetime
+
 EXAMPLES = ("interconnect", "content", "mvno")
 PERIOD = "2026-03"
 MONTH = date(2026, 3, 1)
@@ -286,7 +288,7 @@ def _refunds(rng: np.random.Generator, purchases: pa.Table) -> pa.Table:
     idx = np.sort(rng.choice(purchases.num_rows, min(k, purchases.num_rows), replace=False))
     t = purchases.take(pa.array(idx))
     last = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
-    starts = [min(datetime.fromisoformat(v.replace("Z", "+00:00")) + timedelta(days=2), last)
+    starts = [min(to_datetime(parse_instant(v)) + timedelta(days=2), last)
               .strftime("%Y-%m-%dT%H:%M:%SZ") for v in t.column("start").to_pylist()]
     n = t.num_rows
     cols = {c: t.column(c) for c in t.column_names}

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 from icdsl.lang.values import TIME_UNITS, VOLUME_UNITS
 from icdsl.plan.model import Agreement, CycleExample, Example, Plan
+from icdsl.rating.intake.times import TimestampError, parse_instant, to_datetime
 
 
 @dataclass
@@ -69,9 +70,8 @@ def example_record(plan: Plan, ex: Example) -> dict[str, Any]:
             break
     local = fields.pop("start_local", None)
     if local is not None:
-        day, clock, tz = local
-        start = datetime.fromisoformat(f"{day}T{clock}").replace(tzinfo=ZoneInfo(tz or tz_default))
-        fields["start"] = start.astimezone(ZoneInfo("UTC"))
+        day, clock, tz = local  # read as a traffic file's local time would be (a DST gap is refused)
+        fields["start"] = to_datetime(parse_instant(f"{day} {clock}", tz or tz_default, label="at"))
     else:
         first = min((a.effective_from for a in agreements), default=None)
         fields["start"] = datetime(first.year, first.month, first.day, 12, tzinfo=ZoneInfo("UTC")) if first else None
@@ -96,7 +96,11 @@ def run_example(plan: Plan, ex: Example, *, both_executors: bool = True) -> Exam
 
     res = ExampleResult(ex)
     sub = dataclasses.replace(plan, agreements=_agreements_for(plan, ex))
-    record = example_record(plan, ex)
+    try:
+        record = example_record(plan, ex)
+    except TimestampError as e:
+        res.error = e.detail
+        return res
     out = rate_record(sub, record, trace=True)
     res.outcome = out
     expect = dict(ex.expect)
