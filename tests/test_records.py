@@ -28,7 +28,7 @@ from icdsl.rating.intake import (
     records_table,
 )
 from icdsl.rating.intake.duplicates import Deduper
-from icdsl.rating.numbers import NumberError, number_plan, to_e164, to_e164_array
+from icdsl.rating.intake.numbers import NumberError, number_plan, to_e164, to_e164_array
 from icdsl.rating.rejects import REJECTS_SCHEMA
 
 DATA = ROOT / "tests" / "data" / "records"

@@ -20,6 +20,7 @@ The package, in the order data flows through it:
 ``layout``      a ``records`` layout compiled for intake (:func:`layout_rules`)
 ``binding``     which column or key each field is read from; the record schema
 ``fields``      the field rules, on columns (:func:`fields.normalize`)
+``numbers``     phone numbers to E.164 (a column; irregular spellings one by one)
 ``times``       the one timestamp parser (:func:`parse_instant`, :func:`times.instants`)
 ``duplicates``  ids seen in a run
 ``record``      one record as a mapping (:func:`normalize_record`): the same column rules
@@ -37,7 +38,7 @@ direction    string, trimmed and lower-cased (inbound, outbound, transit)
 service      string, trimmed and lower-cased (voice, sms, data, ...)
 a_number     string or null: E.164 digits when the value is a number, else the value as
              given (``anonymous``); never a reason to reject
-b_number     string, E.164 digits without ``+`` (see :mod:`icdsl.rating.numbers`; a
+b_number     string, E.164 digits without ``+`` (see :mod:`icdsl.rating.intake.numbers`; a
              national number without the layout's country is kept as written, 0...);
              null only for services other than voice and sms
 start        timestamp[us, tz=UTC]

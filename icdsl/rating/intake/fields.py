@@ -7,7 +7,7 @@ disagree): the normalized columns, and the problems of the rows that cannot be u
 
 - *Text*: leading/trailing spaces are removed; an empty value is a missing one; direction and
   service are lower-cased; an integer partner column is written in decimal.
-- *Numbers*: :mod:`icdsl.rating.numbers`; a b_number that is not a phone number is
+- *Numbers*: :mod:`icdsl.rating.intake.numbers`; a b_number that is not a phone number is
   ``invalid_number``, an a_number that is not one is kept as given (``anonymous``).
 - *Whole numbers*: ``61``, ``61.0`` and ``61.`` are 61; a fractional value (``61.5``) is refused
   (``bad_duration``) rather than rounded, since rounding would change the billed quantity
@@ -45,8 +45,8 @@ from icdsl.rating.intake.columns import (
     put,
 )
 from icdsl.rating.intake.counts import CALL_SERVICES, TS_TYPE, short
+from icdsl.rating.intake.numbers import to_e164_array
 from icdsl.rating.intake.times import instants
-from icdsl.rating.numbers import to_e164_array
 
 if TYPE_CHECKING:
     from icdsl.rating.intake.binding import Binding

@@ -14,8 +14,8 @@ from icdsl.plan.model import RecordLayout
 from icdsl.rating.intake.binding import bind_values
 from icdsl.rating.intake.counts import FIELDS, IntakeError
 from icdsl.rating.intake.fields import normalize
+from icdsl.rating.intake.numbers import NumberPlan, number_plan
 from icdsl.rating.intake.times import Clock, clock, one_value
-from icdsl.rating.numbers import NumberPlan, number_plan
 
 NUMBER_MODES = ("normalize", "e164")
 

@@ -59,7 +59,7 @@ class RecordReader:
     """Stream a CSV or Parquet traffic file as normalized :class:`IntakeBatch` es.
 
     ``batch_rows``: at most that many source rows per batch; ``dedupe``: reject repeated ids;
-    ``numbers``: ``normalize`` (the rules of :mod:`icdsl.rating.numbers`) or ``e164`` (the
+    ``numbers``: ``normalize`` (the rules of :mod:`icdsl.rating.intake.numbers`) or ``e164`` (the
     numbers are E.164 digits already: no prefix is interpreted, e.g. for the benchmark files);
     by default the layout's ``numbers`` setting (``numbers e164`` in a ``records`` block).
 
