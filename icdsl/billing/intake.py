@@ -422,7 +422,7 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
                 raise IngestError(f"{p.name}: {e}") from e
             # small row groups: records are sorted by partner, so a cycle reads only its partner's
             rec_w = store.data.writer(rel_dir, "records", reader.schema, row_group_size=RECORDS_ROW_GROUP,
-                                      unique=("id", "b_number", "start"))
+                                      unique=("id", "a_number", "b_number", "start"))
             rej_w = store.data.writer(rel_dir, "rejects", REJECTS_SCHEMA)
             behind = _Behind()
             with rec_w, rej_w:
