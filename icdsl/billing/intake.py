@@ -150,7 +150,7 @@ class ByPartner:
     """A batch of records in the order of partner, then start: each partner's rows ``bounds[k]``
     to ``bounds[k + 1]`` (its code ``codes[k]``) and the starts (integer microseconds), in
     that order. The order is found on integer keys (numpy); the table itself is put in that
-    order only by :meth:`table` (the writer thread's work: a gather of every column)."""
+    order by :meth:`table` (a gather of every column), once."""
 
     def __init__(self, records: pa.Table):
         self._records = records
@@ -440,6 +440,7 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
                         by_partner = ByPartner(records)
                         _partner_stats(by_partner, partner_stats)
                         count_days(by_partner, zones, daily)
+                        by_partner.table()  # gathered here while the previous batch is written
                         behind.submit(_write_batch, rec_w, rej_w, by_partner, rejects)
                     behind.wait()
                 except IntakeError as e:
