@@ -13,6 +13,11 @@
 
 One transaction, taken under the intake lock (one ingest at a time, so that two files sharing
 ids cannot both pass them); the Parquet files are durable before it commits.
+
+On columns, with no Python loop per record: the partner order is found on integer keys and
+each batch gathered once, the counts by partner and local day come from sorted starts and one
+search of each zone's midnights, and a batch's files are written in a second thread while the
+next batch is read and normalized.
 """
 
 from __future__ import annotations
