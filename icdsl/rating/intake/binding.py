@@ -3,7 +3,7 @@ read from, which fields are constants, the extra columns, and the schema of the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -27,7 +27,6 @@ class Binding:
     label_of: dict[str, str]  # field -> how reject details name it
     id_required: bool = True
     check_missing: bool = True  # report missing required fields (not for a layout's constants)
-    names: list[str] = field(default_factory=list)
 
 
 def _find(names: list[str], wanted: str) -> str | None:
@@ -95,7 +94,7 @@ def bind(names: list[str], types: dict[str, pa.DataType], rules: Rules, label: s
     id_type = types.get(source.get("id", ""), pa.string())
     id_int = not is_csv and pa.types.is_integer(id_type) and id_type != pa.uint64()
     label_of = {f: (c if c == f else f"{c} ({f})") for f, c in source.items()}
-    return Binding(source, const, extras, extra_constants, id_int, types, label_of, names=list(names))
+    return Binding(source, const, extras, extra_constants, id_int, types, label_of)
 
 
 def bind_values(names: list[str], types: dict[str, pa.DataType], rules: Rules, *, check_missing: bool = True
@@ -119,7 +118,7 @@ def bind_values(names: list[str], types: dict[str, pa.DataType], rules: Rules, *
     id_type = types.get(source.get("id", ""), pa.string())
     id_int = pa.types.is_integer(id_type) and id_type != pa.uint64()
     return Binding(source, const, [], [], id_int, types, label_of, id_required=False,
-                   check_missing=check_missing, names=list(names))
+                   check_missing=check_missing)
 
 
 def record_schema(*, int_ids: bool = False) -> pa.Schema:
