@@ -54,6 +54,7 @@ from icdsl.billing.store import open_store
 from icdsl.outputs import write
 from icdsl.plan.compiler import build
 from icdsl.plugins import BUILTIN_PLUGINS, active_plugin_manager
+from icdsl.rating.intake.times import parse_instant, to_datetime
 
 EXAMPLES = ("interconnect", "content", "mvno")
 PERIOD = "2026-03"
@@ -297,7 +298,7 @@ def _refunds(rng: np.random.Generator, purchases: pa.Table) -> pa.Table:
     idx = np.sort(rng.choice(purchases.num_rows, min(k, purchases.num_rows), replace=False))
     t = purchases.take(pa.array(idx))
     last = datetime(2026, 3, 31, 12, 0, tzinfo=UTC)
-    starts = [min(datetime.fromisoformat(v.replace("Z", "+00:00")) + timedelta(days=2), last)
+    starts = [min(to_datetime(parse_instant(v)) + timedelta(days=2), last)
               .strftime("%Y-%m-%dT%H:%M:%SZ") for v in t.column("start").to_pylist()]
     n = t.num_rows
     cols = {c: t.column(c) for c in t.column_names}

@@ -144,8 +144,8 @@ def icdsl_record_readers() -> list[type[Reader]]:
     mine) from the file's name and its first bytes (``head``, up to 64 KiB), and the highest
     score wins; the built-in ``table`` reader (CSV with a header, Parquet) answers 1 for
     anything. An instance is made with ``(path, layout, batch_rows=, dedupe=, numbers=,
-    options=)`` and ``batches()`` yields :class:`icdsl.rating.records.IntakeBatch` es whose
-    ``records`` and ``rejects`` have exactly the schemas of :mod:`icdsl.rating.records`
+    options=)`` and ``batches()`` yields :class:`icdsl.rating.intake.IntakeBatch` es whose
+    ``records`` and ``rejects`` have exactly the schemas of :mod:`icdsl.rating.intake`
     (``record_schema()`` plus extra columns, ``REJECTS_SCHEMA``), with counts that reconcile.
     ``options`` are the reader's own settings (``options`` class attribute: name -> meaning).
 

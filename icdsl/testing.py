@@ -21,7 +21,7 @@ What each helper checks:
   compiled; errors fail the test with the rendered diagnostics (file:line:col, caret, help).
 - :func:`check_rules`: the diagnostics of a rule text (never fails): to test the mistakes a
   charge type reports, rendered exactly as ``icdsl check`` prints them.
-- :func:`rate_both`: the records are normalized (:func:`icdsl.rating.records.normalize_record`),
+- :func:`rate_both`: the records are normalized (:func:`icdsl.rating.intake.normalize_record`),
   rated one by one with :func:`icdsl.rating.row.rate_record` and as one batch with
   :func:`icdsl.rating.batch.rate_batch_with_charges`; :class:`Comparison` lists every
   difference: every column of the rated table, each reject's reason and detail, and every
@@ -65,7 +65,7 @@ from icdsl.plugins import (
     use_plugin_manager,
 )
 from icdsl.rating.batch import rate_batch_with_charges
-from icdsl.rating.records import (
+from icdsl.rating.intake import (
     FIELDS,
     REJECTS_SCHEMA,
     Reject,

@@ -286,7 +286,7 @@ def test_a_plugin_charge_type_is_evaluated_like_a_builtin():
                for ln in lines)
     # the per-record plugin type: both executors, same amounts
     from icdsl.rating.batch import rate_batch_with_charges
-    from icdsl.rating.records import records_table
+    from icdsl.rating.intake import records_table
     from icdsl.rating.row import rate_record
 
     recs = [{"id": i, "partner": "ORFR", "direction": "outbound", "service": "voice", "b_number": "331",

@@ -153,7 +153,7 @@ def test_raising_while_evaluating_a_cycle_names_the_plugin_and_the_rule(faulty):
 @pytest.mark.parametrize("executor", ["row", "batch"])
 def test_raising_in_a_per_record_charge_in_either_executor(faulty, executor):
     from icdsl.rating.batch import rate_batch_with_charges
-    from icdsl.rating.records import normalize_record, records_table
+    from icdsl.rating.intake import normalize_record, records_table
     from icdsl.rating.row import rate_record
 
     plan = build_plan(RULES % 'charge per_call "Setup" {\n    fee: 1\n  }', faulty)

@@ -1,4 +1,4 @@
-"""Record intake (icdsl.rating.records): files to normalized records and rejects, with exact
+"""Record intake (icdsl.rating.intake): files to normalized records and rejects, with exact
 expectations for every reject code, the reconciliation of counts, and the awkward inputs (broken
 rows, bad bytes, BOM, huge fields, DST gaps, empty files, Parquet, layouts, number spellings)."""
 
@@ -16,17 +16,19 @@ import pytest
 from helpers import ROOT
 
 from icdsl.plan.model import RecordLayout
-from icdsl.rating import records as R
-from icdsl.rating.numbers import NumberError, number_plan, to_e164, to_e164_array
-from icdsl.rating.records import (
+from icdsl.rating.intake import (
+    FIELDS,
     REJECT_REASONS,
     IntakeError,
     RecordReader,
     Reject,
+    csvfile,
     normalize_record,
     read_records,
     records_table,
 )
+from icdsl.rating.intake.duplicates import Deduper
+from icdsl.rating.intake.numbers import NumberError, number_plan, to_e164, to_e164_array
 from icdsl.rating.rejects import REJECTS_SCHEMA
 
 DATA = ROOT / "tests" / "data" / "records"
@@ -205,7 +207,7 @@ def test_parquet_integer_ids_dedupe_across_batches(tmp_path):
 
 
 def test_seen_keys_cost_eight_bytes_an_id_and_handle_any_order():
-    d = R._Deduper()
+    d = Deduper()
     ids = np.arange(800_000, dtype=np.int64)
     for k in range(4):
         chunk = pa.array(ids[k * 200_000 : (k + 1) * 200_000])
@@ -220,7 +222,7 @@ def test_seen_keys_cost_eight_bytes_an_id_and_handle_any_order():
 
 
 def test_string_ids_hashed_and_canonical_integers(tmp_path):
-    d = R._Deduper()
+    d = Deduper()
     first = pa.array(["a-1", "17", "017", "b-2", "a-1"])
     assert d.duplicates(first, np.arange(5)).tolist() == [4]
     again = pa.array(["17", "a-1", "17.0", "b-3"])
@@ -309,7 +311,7 @@ def test_semicolon_csv_and_gzip(tmp_path):
 def test_empty_files(tmp_path, content):
     rec, rej, c = read_records(write(tmp_path, content))
     assert rec.num_rows == 0 and rej.num_rows == 0
-    assert rec.schema.names[:10] == list(R.FIELDS)
+    assert rec.schema.names[:10] == list(FIELDS)
     assert (c.read, c.passed, c.rejected, c.duplicates) == (0, 0, 0, 0) and c.reconciles()
 
 
@@ -386,7 +388,7 @@ def test_bench_layout_csv_and_parquet_agree(tmp_path):
     pq_rec, _, _ = read_records(tmp_path / "cdrs.parquet", BENCH)
     csv_rec, _, _ = read_records(tmp_path / "cdrs.csv", BENCH)
     assert pq_rec.schema.field("id").type == pa.int64() and csv_rec.schema.field("id").type == pa.string()
-    assert pq_rec.schema.names == list(R.FIELDS)  # mapped columns are not passed through
+    assert pq_rec.schema.names == list(FIELDS)  # mapped columns are not passed through
     assert pq_rec.drop_columns(["id"]).equals(csv_rec.drop_columns(["id"]))
     assert pq_rec.column("partner").to_pylist() == ["163", "179", "5"]
     assert pq_rec.column("direction").to_pylist() == ["outbound"] * 3
@@ -722,8 +724,8 @@ def test_rejects_table_row_numbers_point_at_the_lines(tmp_path):
 
 
 def test_a_line_too_long_is_a_malformed_row(tmp_path, monkeypatch):
-    monkeypatch.setattr(R, "BLOCK_BYTES", 1 << 12)
-    monkeypatch.setattr(R, "MAX_LINE_BYTES", 1 << 14)
+    monkeypatch.setattr(csvfile, "BLOCK_BYTES", 1 << 12)
+    monkeypatch.setattr(csvfile, "MAX_LINE_BYTES", 1 << 14)
     p = write(tmp_path, HEADER + row(1) + "2," + "x" * 50_000 + "\n" + row(3, dur="x") + row(4))
     rec, rej, c = read_records(p)
     assert rec.column("id").to_pylist() == ["1", "4"]
@@ -743,7 +745,7 @@ def test_a_header_that_is_not_text(tmp_path):
 def test_stopping_early_leaves_no_reader_behind(tmp_path, monkeypatch):
     import threading
 
-    monkeypatch.setattr(R, "BLOCK_BYTES", 1 << 14)
+    monkeypatch.setattr(csvfile, "BLOCK_BYTES", 1 << 14)
     p = write(tmp_path, HEADER + "".join(row(i) for i in range(20_000)))
     before = threading.active_count()
     it = RecordReader(p, batch_rows=100).batches()

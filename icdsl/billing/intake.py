@@ -4,7 +4,7 @@
   report says so (``already_ingested``), whatever its name.
 - **Duplicates across batches**: a record whose id was ingested in an earlier batch is a
   duplicate (``duplicate_id``, detail naming the earlier batch), exactly like a repeated id
-  within the file (which :class:`~icdsl.rating.records.RecordReader` finds).
+  within the file (which :class:`~icdsl.rating.intake.RecordReader` finds).
 - **Reconciled**: ``read == passed + rejected + duplicates`` and the reject counts by reason add
   up to ``rejected + duplicates``; checked here, stored, and a CHECK constraint of the table.
 - **Kept**: passed records and rejects (reason, detail, raw content) go to two Parquet files
@@ -13,6 +13,11 @@
 
 One transaction, taken under the intake lock (one ingest at a time, so that two files sharing
 ids cannot both pass them); the Parquet files are durable before it commits.
+
+On columns, with no Python loop per record: the partner order is found on integer keys and
+each batch gathered once, the counts by partner and local day come from sorted starts and one
+search of each zone's midnights, and a batch's files are written in a second thread while the
+next batch is read and normalized.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,13 +35,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from icdsl.billing import base
 from icdsl.billing import models as M
 from icdsl.billing.errors import IngestError, ReconciliationError
 from icdsl.billing.files import sha256_file
+from icdsl.billing.periods import PeriodError, local_midnight
 from icdsl.plan.model import Plan, RecordLayout
+from icdsl.rating.intake import IntakeError, RecordReader
+from icdsl.rating.intake.times import to_datetime
+from icdsl.rating.rejects import REJECTS_SCHEMA
 
 if TYPE_CHECKING:
     from icdsl.billing.store import IngestReport, Store
@@ -96,7 +108,7 @@ class PreviousIds:
             self._ids[path] = got
         return got
 
-    def _overlaps(self, path: str, ids: pa.Array) -> bool:
+    def _overlaps(self, path: str, ids: pa.Array, bounds: tuple[Any, Any]) -> bool:
         r = self._range(path)
         if r is None:
             return True
@@ -107,8 +119,7 @@ class PreviousIds:
             pa.types.is_string(typ) and pa.types.is_string(ids.type))
         if not same:
             return True
-        mm = pc.min_max(ids)
-        blo, bhi = mm["min"].as_py(), mm["max"].as_py()
+        blo, bhi = bounds
         if blo is None:
             return False
         if isinstance(lo, bytes):
@@ -117,12 +128,18 @@ class PreviousIds:
 
     def lookup(self, ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         """(seen, owner): which of ``ids`` were ingested before, and the batch of each."""
-        text = pc.cast(ids, pa.string())
         seen = np.zeros(len(ids), bool)
         owner = np.zeros(len(ids), np.int64)
+        if not self.files or not len(ids):
+            return seen, owner
+        mm = pc.min_max(ids)
+        bounds = (mm["min"].as_py(), mm["max"].as_py())
+        text = None  # the ids as text, made only if a file may hold some of them
         for path, batch_id in self.files:
-            if not self._overlaps(path, ids):
+            if not self._overlaps(path, ids, bounds):
                 continue
+            if text is None:
+                text = pc.cast(ids, pa.string())
             found = pc.is_in(text, value_set=self._ids_of(path)).to_numpy(zero_copy_only=False)
             new = found & ~seen
             owner[new] = batch_id
@@ -135,25 +152,94 @@ RECORDS_ROW_GROUP = 1 << 16
 PARTNER_ROW_GROUPS_MAX = 2_000
 
 
-def _write_by_partner(writer, records: pa.Table) -> None:
+class ByPartner:
+    """A batch of records in the order of partner, then start: each partner's rows ``bounds[k]``
+    to ``bounds[k + 1]`` (its code ``codes[k]``) and the starts (integer microseconds), in
+    that order. The order is found on integer keys (numpy); the table itself is put in that
+    order by :meth:`table` (a gather of every column), once."""
+
+    def __init__(self, records: pa.Table):
+        self._records = records
+        self._sorted: pa.Table | None = None
+        self.perm: np.ndarray | None = None  # None: the records are in that order already
+        n = records.num_rows
+        start = pc.cast(records.column("start"), pa.int64()).to_numpy(zero_copy_only=False)
+        part = records.column("partner")
+        if n == 0:
+            self.bounds, self.codes, self.starts = np.zeros(1, np.int64), [], start
+            return
+        if part.null_count:  # not from icdsl's readers (a partner is required): Arrow's sort
+            self._sorted = records = records.sort_by([("partner", "ascending"), ("start", "ascending")])
+            part = records.column("partner").combine_chunks()
+            start = pc.cast(records.column("start"), pa.int64()).to_numpy(zero_copy_only=False)
+            cuts = np.flatnonzero(pc.not_equal(part.slice(1), part.slice(0, n - 1)).fill_null(True)
+                                  .to_numpy(zero_copy_only=False)) + 1
+            self.bounds = np.array([0, *cuts.tolist(), n], np.int64)
+            self.codes = [part[int(i)].as_py() for i in self.bounds[:-1]]
+            self.starts = start
+            return
+        enc = pc.dictionary_encode(part)
+        enc = enc.combine_chunks() if isinstance(enc, pa.ChunkedArray) else enc
+        names = enc.dictionary.to_pylist()
+        order = sorted(range(len(names)), key=names.__getitem__)
+        rank = np.empty(len(names), np.int32)
+        rank[order] = np.arange(len(names), dtype=np.int32)
+        key = rank[enc.indices.to_numpy(zero_copy_only=False)]
+        if len(names) < 2**15:
+            key = key.astype(np.int16)  # numpy sorts small integers stably by radix, in linear time
+        step = np.diff(key)
+        if not bool(np.all((step > 0) | ((step == 0) & (np.diff(start) >= 0)))):
+            if bool(np.all(np.diff(start) >= 0)):  # traffic in time order (the usual case)
+                perm = np.argsort(key, kind="stable")
+            else:  # stable: equal (partner, start) keep the file's order
+                perm = np.lexsort((start, key))
+            key, start, self.perm = key[perm], start[perm], perm
+        cuts = np.flatnonzero(key[1:] != key[:-1]) + 1
+        self.bounds = np.array([0, *cuts.tolist(), n], np.int64)
+        self.codes = [names[order[int(k)]] for k in key[self.bounds[:-1]]]
+        self.starts = start
+
+    def table(self) -> pa.Table:
+        """The records in partner, start order."""
+        if self._sorted is None:
+            self._sorted = self._records if self.perm is None else _gather(self._records, pa.array(self.perm))
+        return self._sorted
+
+    def slices(self) -> list[pa.Table]:
+        t = self.table()
+        return [t.slice(a, b - a) for a, b in zip(self.bounds[:-1].tolist(), self.bounds[1:].tolist(), strict=True)]
+
+
+def _gather(table: pa.Table, perm: pa.Array) -> pa.Table:
+    """``table.take(perm)``, column by column: a text column with few distinct values (a
+    direction, a service) is gathered through its dictionary, four times faster than Arrow's
+    take of text."""
+    cols = []
+    for col in table.columns:
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+        if (pa.types.is_string(col.type) and len(col) > 4096
+                and pc.count_distinct(col.slice(0, 4096), mode="all").as_py() <= 1024):
+            enc = pc.dictionary_encode(col)
+            if len(enc.dictionary) * 16 <= len(col):
+                cols.append(pc.take(enc.dictionary, pc.take(enc.indices, perm)))
+                continue
+        cols.append(col.take(perm))
+    return pa.Table.from_arrays(cols, schema=table.schema)
+
+
+def _write_by_partner(writer, batch: ByPartner) -> None:
     """Write a batch sorted by partner so that each row group holds one partner's records: a
     cycle reads a partner's records from the row groups whose statistics name it, and no
     other partner's rows come along (with mixed row groups, a 200-partner month read each
     intake file about fifty times over). Batches with very many partners are written as
     they are (row groups of RECORDS_ROW_GROUP rows)."""
-    if records.num_rows == 0:
+    if not batch.codes:
         return
-    if records.column("partner").null_count:
-        writer.write(records)
+    if batch.table().column("partner").null_count or len(batch.codes) > PARTNER_ROW_GROUPS_MAX:
+        writer.write(batch.table())
         return
-    idx = pc.dictionary_encode(records.column("partner")).combine_chunks().indices.to_numpy(zero_copy_only=False)
-    cuts = np.flatnonzero(idx[1:] != idx[:-1]) + 1
-    if len(cuts) + 1 > PARTNER_ROW_GROUPS_MAX:
-        writer.write(records)
-        return
-    bounds = [0, *cuts.tolist(), records.num_rows]
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        writer.write(records.slice(a, b - a))
+    for part in batch.slices():
+        writer.write(part)
 
 
 def partner_zones(s: Session, plan: Plan | None) -> dict[str, str]:
@@ -163,37 +249,68 @@ def partner_zones(s: Session, plan: Plan | None) -> dict[str, str]:
     return zones
 
 
-def count_days(records: pa.Table, zones: dict[str, str], acc: dict[tuple[str, date], int]) -> None:
-    """Add the records of a table sorted by partner to ``acc[(partner, local day)]`` (the
-    partner's time zone, UTC for a partner not declared)."""
-    from icdsl.billing.periods import PeriodError, local_midnight
-
-    part = records.column("partner").combine_chunks()
-    n = len(part)
-    if not n:
+def count_days(records: pa.Table | ByPartner, zones: dict[str, str], acc: dict[tuple[str, date], int]) -> None:
+    """Add the records of a batch to ``acc[(partner, local day)]`` (the partner's time zone,
+    UTC for a partner not declared), on columns: one search of each zone's midnights."""
+    batch = records if isinstance(records, ByPartner) else ByPartner(records)
+    us = batch.starts
+    if not len(us):
         return
-    change = np.flatnonzero(pc.not_equal(part.slice(1), part.slice(0, n - 1)).fill_null(True)
-                            .to_numpy(zero_copy_only=False)) + 1
-    bounds = [0, *change.tolist(), n]
-    starts = pc.cast(records.column("start"), pa.int64()).to_numpy(zero_copy_only=False)
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        code = part[lo].as_py()
-        tz = zones.get(code, "UTC")
-        us = starts[lo:hi]
-        first = _utc_day(int(us.min())) - timedelta(days=1)
-        last = _utc_day(int(us.max())) + timedelta(days=2)
-        days = [first + timedelta(days=i) for i in range((last - first).days)]
-        try:
-            edges = np.array([int(local_midnight(d, tz).timestamp() * 1_000_000) for d in days], np.int64)
-        except PeriodError:
-            edges = np.array([int(local_midnight(d, "UTC").timestamp() * 1_000_000) for d in days], np.int64)
-        idx = np.searchsorted(edges, us, side="right") - 1
-        for i, c in zip(*np.unique(idx, return_counts=True), strict=True):
-            acc[(code, days[int(i)])] += int(c)
+    first = _utc_day(int(us.min())) - timedelta(days=1)
+    nd = (_utc_day(int(us.max())) - first).days + 2
+    sizes = np.diff(batch.bounds)
+    group_zone = [zones.get(c, "UTC") for c in batch.codes]
+    day = np.empty(len(us), np.int64)
+    for tz in set(group_zone):
+        edges = _midnights(tz, first, nd)
+        if len(set(group_zone)) == 1:
+            day[:] = np.searchsorted(edges, us, side="right") - 1
+        else:
+            rows = np.repeat(np.array([z == tz for z in group_zone]), sizes)
+            day[rows] = np.searchsorted(edges, us[rows], side="right") - 1
+    key = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes) * nd + day
+    counts = np.bincount(key, minlength=len(sizes) * nd)
+    for k in np.flatnonzero(counts).tolist():
+        acc[(batch.codes[k // nd], first + timedelta(days=k % nd))] += int(counts[k])
+
+
+@lru_cache(maxsize=256)
+def _midnights(tz: str, first: date, n: int) -> np.ndarray:
+    """The UTC instants (microseconds) at which the ``n`` days from ``first`` start in ``tz``."""
+    days = [first + timedelta(days=i) for i in range(n)]
+    try:
+        return np.array([int(local_midnight(d, tz).timestamp() * 1_000_000) for d in days], np.int64)
+    except PeriodError:
+        return np.array([int(local_midnight(d, "UTC").timestamp() * 1_000_000) for d in days], np.int64)
 
 
 def _utc_day(us: int) -> date:
     return date(1970, 1, 1) + timedelta(days=us // 86_400_000_000)
+
+
+class _Behind:
+    """Write files behind in one thread while the next batch is read (at most one write
+    waiting): pyarrow's Parquet writer lets the reading go on meanwhile."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="icdsl-ingest-writer")
+        self._pending: Future | None = None
+
+    def submit(self, fn: Any, *args: Any) -> None:
+        self.wait()
+        self._pending = self._pool.submit(fn, *args)
+
+    def wait(self) -> None:
+        """Wait for the pending write; its error, if any, is raised here."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def resolve_layout(layout: RecordLayout | str | None, plan: Plan | None) -> RecordLayout | None:
@@ -251,19 +368,46 @@ def _raw_json(table: pa.Table) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "}", "")
 
 
+def _cross_rejects(records: pa.Table, seen: np.ndarray, owner: np.ndarray, prev: PreviousIds) -> pa.Table:
+    """The rejects of records whose id an earlier batch ingested (their raw content as JSON)."""
+    pos = np.flatnonzero(seen)
+    dup = records.take(pa.array(pos))
+    dup_ids = pc.cast(dup.column("id"), pa.string()).to_pylist()
+    return pa.table({
+        "row": pa.nulls(len(pos), pa.int64()),
+        "id": pa.array(dup_ids, pa.string()),
+        "reason": pa.array(["duplicate_id"] * len(pos), pa.string()),
+        "detail": pa.array([f"id '{i}' was already ingested in batch #{b} ({prev.names[int(b)]})"
+                            for i, b in zip(dup_ids, owner[pos], strict=True)], pa.string()),
+        "raw": _raw_json(dup),
+    }, schema=REJECTS_SCHEMA)
+
+
+def _partner_stats(batch: ByPartner, acc: dict[str, list[Any]]) -> None:
+    """Add each partner's record count, first and last start (microseconds) to ``acc``."""
+    b, us = batch.bounds, batch.starts
+    for k, code in enumerate(batch.codes):
+        lo, hi = int(b[k]), int(b[k + 1])
+        n, first, last = hi - lo, int(us[lo:hi].min()), int(us[lo:hi].max())
+        got = acc.setdefault(code, [0, first, last])
+        got[0] += n
+        got[1], got[2] = min(got[1], first), max(got[2], last)
+
+
+def _write_batch(rec_w: Any, rej_w: Any, batch: ByPartner, rejects: pa.Table) -> None:
+    _write_by_partner(rec_w, batch)
+    rej_w.write(rejects)
+
+
 def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | str | None, plan: Plan | None,
            *, batch_rows: int = 1_000_000) -> IngestReport:
-    from icdsl.billing import store as st
-    from icdsl.rating.records import IntakeError, RecordReader
-    from icdsl.rating.rejects import REJECTS_SCHEMA
-
     p = Path(path)
     if not p.is_file():
         raise IngestError(f"no such file: {p}")
     lay = resolve_layout(layout, plan)
     sha = sha256_file(p)
     size = p.stat().st_size
-    started = st.now()
+    started = base.now()
     rel_dir = f"intake/{sha[:2]}/{sha}"
     try:
         with store.session() as s:
@@ -281,53 +425,35 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
             except IntakeError as e:
                 raise IngestError(f"{p.name}: {e}") from e
             # small row groups: records are sorted by partner, so a cycle reads only its partner's
-            rec_w = store.data.writer(rel_dir, "records", reader.schema, row_group_size=RECORDS_ROW_GROUP)
+            rec_w = store.data.writer(rel_dir, "records", reader.schema, row_group_size=RECORDS_ROW_GROUP,
+                                      unique=("id", "a_number", "b_number", "start"))
             rej_w = store.data.writer(rel_dir, "rejects", REJECTS_SCHEMA)
+            behind = _Behind()
             with rec_w, rej_w:
                 cross = 0
                 partner_stats: dict[str, list[Any]] = {}
-                min_start = max_start = None
                 try:
                     for batch in reader.batches():
                         records, rejects = batch.records, batch.rejects
                         if len(prev) and records.num_rows:
-                            ids = pc.cast(records.column("id"), pa.string())
                             seen, owner = prev.lookup(records.column("id"))
                             if seen.any():
-                                pos = np.flatnonzero(seen)
-                                dup = records.take(pa.array(pos))
-                                owners = owner[pos]
-                                dup_ids = ids.take(pa.array(pos)).to_pylist()
-                                extra = pa.table({
-                                    "row": pa.nulls(len(pos), pa.int64()),
-                                    "id": pa.array(dup_ids, pa.string()),
-                                    "reason": pa.array(["duplicate_id"] * len(pos), pa.string()),
-                                    "detail": pa.array(
-                                        [f"id '{i}' was already ingested in batch #{b} ({prev.names[int(b)]})"
-                                         for i, b in zip(dup_ids, owners, strict=True)], pa.string()),
-                                    "raw": _raw_json(dup),
-                                }, schema=REJECTS_SCHEMA)
-                                rejects = pa.concat_tables([rejects, extra])
+                                rejects = pa.concat_tables([rejects, _cross_rejects(records, seen, owner, prev)])
                                 records = records.filter(pa.array(~seen))
-                                cross += len(pos)
-                        if records.num_rows:
-                            records = records.sort_by([("partner", "ascending"), ("start", "ascending")])
-                            g = records.group_by("partner").aggregate(
-                                [("partner", "count"), ("start", "min"), ("start", "max")])
-                            for code, n, lo, hi in zip(g.column("partner").to_pylist(),
-                                                       g.column("partner_count").to_pylist(),
-                                                       g.column("start_min").to_pylist(),
-                                                       g.column("start_max").to_pylist(), strict=True):
-                                acc = partner_stats.setdefault(code, [0, lo, hi])
-                                acc[0] += n
-                                acc[1], acc[2] = min(acc[1], lo), max(acc[2], hi)
-                                min_start = lo if min_start is None else min(min_start, lo)
-                                max_start = hi if max_start is None else max(max_start, hi)
-                            count_days(records, zones, daily)
-                        _write_by_partner(rec_w, records)
-                        rej_w.write(rejects)
+                                cross += int(seen.sum())
+                        by_partner = ByPartner(records)
+                        _partner_stats(by_partner, partner_stats)
+                        count_days(by_partner, zones, daily)
+                        by_partner.table()  # gathered here while the previous batch is written
+                        behind.submit(_write_batch, rec_w, rej_w, by_partner, rejects)
+                    behind.wait()
                 except IntakeError as e:
                     raise IngestError(f"{p.name}: {e}") from e
+                finally:
+                    behind.close()
+                min_start = min((v[1] for v in partner_stats.values()), default=None)
+                max_start = max((v[2] for v in partner_stats.values()), default=None)
+                min_start, max_start = (None if v is None else to_datetime(v) for v in (min_start, max_start))
                 counts = reader.counts
                 passed = counts.passed - cross
                 duplicates = counts.duplicates + cross
@@ -349,24 +475,30 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
                     raise ReconciliationError(f"{p.name}: the counts do not reconcile: {'; '.join(problems)}")
                 rec_w.close()
                 rej_w.close()
-                st.checkpoint("ingest:files_written")
+                base.checkpoint("ingest:files_written")
                 rec_f = rec_w.commit()
                 rej_f = rej_w.commit()
             batch_row = M.IntakeBatch(
                 file_name=p.name, file_path=str(p.resolve()), sha256=sha, size_bytes=size, format=reader.format,
                 layout=lay.name if lay else None, status="complete", read_count=counts.read,
                 passed_count=passed, rejected_count=counts.rejected, duplicate_count=duplicates,
-                min_start=min_start, max_start=max_start, started_at=started, finished_at=st.now(),
+                min_start=min_start, max_start=max_start, started_at=started, finished_at=base.now(),
             )
             s.add(batch_row)
             s.flush()
-            for reason, n in sorted(by_reason.items()):
-                s.add(M.IntakeRejectCount(batch_id=batch_row.id, reason=reason, count=n))
-            for code, (n, lo, hi) in sorted(partner_stats.items()):
-                s.add(M.IntakePartnerStat(batch_id=batch_row.id, partner=code, records=n, min_start=lo, max_start=hi))
-            s.add_all(M.IntakeDailyCount(batch_id=batch_row.id, partner=code, day=day, records=n)
-                      for (code, day), n in sorted(daily.items()))
-            t = st.now()
+            # many rows (partners x days): one bulk insert each, not an ORM object per row
+            if by_reason:
+                s.connection().execute(insert(M.IntakeRejectCount.__table__), [
+                    {"batch_id": batch_row.id, "reason": reason, "count": n} for reason, n in sorted(by_reason.items())])
+            if partner_stats:
+                s.connection().execute(insert(M.IntakePartnerStat.__table__), [
+                    {"batch_id": batch_row.id, "partner": code, "records": n, "min_start": to_datetime(lo),
+                     "max_start": to_datetime(hi)} for code, (n, lo, hi) in sorted(partner_stats.items())])
+            if daily:
+                s.connection().execute(insert(M.IntakeDailyCount.__table__), [
+                    {"batch_id": batch_row.id, "partner": code, "day": day, "records": n}
+                    for (code, day), n in sorted(daily.items())])
+            t = base.now()
             for kind, f in (("intake_records", rec_f), ("intake_rejects", rej_f)):
                 s.add(M.DataFile(kind=kind, path=f.path, sha256=f.sha256, rows=f.rows, bytes=f.bytes,
                                  amount_totals=None, batch_id=batch_row.id, cycle_id=None, partner=None, created_at=t))
@@ -374,7 +506,7 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
             store.audit(s, "ingested", "intake_batch", batch_row.id,
                         f"{p.name}: read {counts.read}, passed {passed}, rejected {counts.rejected}, "
                         f"duplicates {duplicates}", {"sha256": sha, "by_reason": by_reason})
-            st.checkpoint("ingest:before_commit")
+            base.checkpoint("ingest:before_commit")
             s.flush()
             report = store._report_of(s, batch_row, already=False)
             report.unknown_partners = unknown

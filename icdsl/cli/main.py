@@ -155,7 +155,7 @@ def explain(
 ) -> None:
     """Rate one record and print every step: agreement, destination, band, increments, rate, rounding."""
     # lazy: this command needs numpy, pyarrow: loaded when it runs, not at every `icdsl` start
-    from icdsl.rating.records import IntakeError, normalize_record, read_records
+    from icdsl.rating.intake import IntakeError, normalize_record, read_records
     from icdsl.rating.row import rate_record
     from icdsl.rating.run import LayoutError, choose_layout
 
@@ -224,7 +224,7 @@ def rate(
     """Rate a traffic file in bulk: rated records, rejects with reasons, counts that reconcile."""
 
     # lazy: this command needs numpy, pyarrow: loaded when it runs, not at every `icdsl` start
-    from icdsl.rating.records import IntakeError
+    from icdsl.rating.intake import IntakeError
     from icdsl.rating.run import LayoutError, choose_layout, rate_file
 
     p = build_or_exit(paths, root)

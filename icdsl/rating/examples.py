@@ -31,6 +31,7 @@ from icdsl.inventory import InventoryItem
 from icdsl.lang.values import TIME_UNITS, VOLUME_UNITS
 from icdsl.plan.model import Agreement, CycleExample, Example, Plan
 from icdsl.rating.batch import rate_batch
+from icdsl.rating.intake.times import TimestampError, parse_instant, to_datetime
 from icdsl.rating.row import rate_record
 
 
@@ -78,9 +79,8 @@ def example_record(plan: Plan, ex: Example) -> dict[str, Any]:
             break
     local = fields.pop("start_local", None)
     if local is not None:
-        day, clock, tz = local
-        start = datetime.fromisoformat(f"{day}T{clock}").replace(tzinfo=ZoneInfo(tz or tz_default))
-        fields["start"] = start.astimezone(ZoneInfo("UTC"))
+        day, clock, tz = local  # read as a traffic file's local time would be (a DST gap is refused)
+        fields["start"] = to_datetime(parse_instant(f"{day} {clock}", tz or tz_default, label="at"))
     else:
         first = min((a.effective_from for a in agreements), default=None)
         fields["start"] = datetime(first.year, first.month, first.day, 12, tzinfo=ZoneInfo("UTC")) if first else None
@@ -103,7 +103,11 @@ def _billed_expected(value: Decimal, unit: str) -> Decimal:
 def run_example(plan: Plan, ex: Example, *, both_executors: bool = True) -> ExampleResult:
     res = ExampleResult(ex)
     sub = dataclasses.replace(plan, agreements=_agreements_for(plan, ex))
-    record = example_record(plan, ex)
+    try:
+        record = example_record(plan, ex)
+    except TimestampError as e:
+        res.error = e.detail
+        return res
     out = rate_record(sub, record, trace=True)
     res.outcome = out
     expect = dict(ex.expect)

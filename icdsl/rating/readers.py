@@ -1,12 +1,12 @@
 """Record readers: the contract of the ``icdsl_record_readers`` hook, the built-in ``table``
 reader, and how a reader is chosen for a file.
 
-A reader turns a traffic file into :class:`icdsl.rating.records.IntakeBatch` es: normalized
-``records`` with the record schema (``icdsl.rating.records.record_schema()`` plus any extra
+A reader turns a traffic file into :class:`icdsl.rating.intake.IntakeBatch` es: normalized
+``records`` with the record schema (``icdsl.rating.intake.record_schema()`` plus any extra
 columns) and the ``rejects`` of the same source rows (``REJECTS_SCHEMA``: row, id, reason,
-detail, raw), with :class:`~icdsl.rating.records.IntakeCounts` that reconcile
+detail, raw), with :class:`~icdsl.rating.intake.IntakeCounts` that reconcile
 (``read == passed + rejected + duplicates``). A bad row is a reject, never an exception; a
-file that cannot be read at all raises :class:`~icdsl.rating.records.IntakeError` from the
+file that cannot be read at all raises :class:`~icdsl.rating.intake.IntakeError` from the
 constructor.
 
 Choosing a reader (:func:`choose_reader`): by name when one is given (``icdsl rate --reader
@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # the intake (pyarrow) is imported when a file is read, not w
     import pyarrow as pa
 
     from icdsl.plan.model import RecordLayout
-    from icdsl.rating.records import IntakeBatch, IntakeCounts
+    from icdsl.rating.intake import IntakeBatch, IntakeCounts
 
 ICDSL_HOOK_API = 1
 
@@ -49,7 +49,7 @@ class Reader:
     (file name globs such as ``Master.csv``, matched case-insensitively by the default
     :meth:`claims`), ``options`` (option name -> meaning; the values come as text, from
     ``--reader-option KEY=VALUE``). The constructor takes the arguments of
-    :class:`icdsl.rating.records.RecordReader` plus ``options``; this base class stores them
+    :class:`icdsl.rating.intake.RecordReader` plus ``options``; this base class stores them
     (``self.path``, ``self.layout``, ``self.batch_rows``, ``self.dedupe``, ``self.numbers``: None
     for the layout's own ``numbers`` setting,
     ``self.options``) and refuses an unknown option.
@@ -71,7 +71,7 @@ class Reader:
         options: Mapping[str, str] | None = None,
     ):
         # lazy: the intake (pyarrow, polars) loads when a file is read, not when the built-ins register
-        from icdsl.rating.records import IntakeCounts, IntakeError, record_schema
+        from icdsl.rating.intake import IntakeCounts, IntakeError, record_schema
 
         if batch_rows < 1:
             raise ValueError("batch_rows must be at least 1")
@@ -105,7 +105,7 @@ class Reader:
 
 
 class TableReader(Reader):
-    """The built-in reader: :class:`icdsl.rating.records.RecordReader` (CSV with a header, Parquet)."""
+    """The built-in reader: :class:`icdsl.rating.intake.RecordReader` (CSV with a header, Parquet)."""
 
     name = "table"
     description = "CSV with a header line, or Parquet; columns mapped by a records layout"
@@ -113,7 +113,7 @@ class TableReader(Reader):
 
     def __init__(self, path, layout=None, **kw):
         # lazy: the intake (pyarrow, polars) loads when a file is read, not when the built-ins register
-        from icdsl.rating.records import RecordReader
+        from icdsl.rating.intake import RecordReader
 
         super().__init__(path, layout, **kw)
         self._reader = RecordReader(self.path, layout, batch_rows=self.batch_rows, dedupe=self.dedupe,
@@ -150,7 +150,7 @@ def icdsl_record_readers():
 
 def read_head(path: str | os.PathLike[str], size: int = HEAD_BYTES) -> bytes:
     # lazy: the intake (pyarrow, polars) loads when a file is read, not when the built-ins register
-    from icdsl.rating.records import IntakeError
+    from icdsl.rating.intake import IntakeError
 
     try:
         with open(path, "rb") as fh:
@@ -166,7 +166,7 @@ def read_head(path: str | os.PathLike[str], size: int = HEAD_BYTES) -> bytes:
 def choose_reader(path: str | os.PathLike[str], name: str | None = None, *, pm: Any = None) -> type[Reader]:
     """The reader class for ``path``: the one called ``name``, else the best claim (see module doc)."""
     # lazy: the intake (pyarrow, polars) loads when a file is read, not when the built-ins register
-    from icdsl.rating.records import IntakeError
+    from icdsl.rating.intake import IntakeError
 
     pm = pm if pm is not None else active_plugin_manager()
     readers = record_readers(pm)
@@ -206,7 +206,7 @@ def open_reader(
     (``batch_rows``, ``dedupe``, ``numbers``). A reader that fails with anything but
     IntakeError raises :class:`icdsl.plugins.PluginError` naming its plugin."""
     # lazy: the intake (pyarrow, polars) loads when a file is read, not when the built-ins register
-    from icdsl.rating.records import IntakeError
+    from icdsl.rating.intake import IntakeError
 
     pm = pm if pm is not None else active_plugin_manager()
     cls = choose_reader(path, reader, pm=pm)
@@ -224,12 +224,12 @@ def open_reader(
 
 def read_all(path: str | os.PathLike[str], layout: RecordLayout | None = None, **kw: Any
              ) -> tuple[pa.Table, pa.Table, IntakeCounts]:
-    """Like :func:`icdsl.rating.records.read_records`, with any reader (keywords of :func:`open_reader`)."""
+    """Like :func:`icdsl.rating.intake.read_records`, with any reader (keywords of :func:`open_reader`)."""
     # lazy: the intake (pyarrow, polars) loads when a file is read, not when the built-ins register
     import pyarrow as pa
 
     # lazy: the intake (pyarrow, polars) loads when a file is read, not when the built-ins register
-    from icdsl.rating.records import REJECTS_SCHEMA
+    from icdsl.rating.intake import REJECTS_SCHEMA
     rd = open_reader(path, layout, **kw)
     records: list[pa.Table] = []
     rejects: list[pa.Table] = []

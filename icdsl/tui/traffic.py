@@ -2,7 +2,7 @@
 what it costs.
 
 ``read_traffic`` reads (the first ``limit`` rows of) a CSV or Parquet traffic file through the
-same intake as ``icdsl rate`` (``icdsl.rating.records``), keeping the file's row order: each
+same intake as ``icdsl rate`` (``icdsl.rating.intake``), keeping the file's row order: each
 :class:`TrafficRow` is either a normalized record, ready to rate, or a row rejected at intake
 with its reason. ``explain`` rates one record with the row executor's trace
 (``icdsl.rating.row.rate_record(..., trace=True)``) and resolves each step's rule to a file
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from icdsl.plan.model import Plan
-from icdsl.rating.records import IntakeError, RecordReader
+from icdsl.rating.intake import IntakeError, RecordReader
 from icdsl.rating.row import rate_record
 from icdsl.rating.run import LayoutError, choose_layout
 from icdsl.tui.project import Location, Project

@@ -32,7 +32,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from icdsl import demo
-from icdsl.rating.records import RecordReader
+from icdsl.rating.intake import RecordReader
 from icdsl.rating.run import LayoutError, choose_layout
 from icdsl.tui.project import Project
 

@@ -15,7 +15,7 @@ from icdsl_mediation.freeswitch import FreeswitchCsv
 
 from icdsl.plan.model import RecordLayout
 from icdsl.plugins import reject_reasons
-from icdsl.rating.records import IntakeError
+from icdsl.rating.intake import IntakeError
 from icdsl.readers import choose_reader, open_reader
 from icdsl.testing import PluginKit
 

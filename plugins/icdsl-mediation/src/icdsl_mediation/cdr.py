@@ -9,7 +9,7 @@ A CDR line becomes a record in four steps, each of which may reject it (the firs
    ANSWERED); a FreeSWITCH call must have an ``answer_stamp`` (and a hangup cause the
    ``answered`` option lists, if given); and ``billsec`` must be above 0; else ``unanswered`` (a
    reason this plugin adds). ``duration`` is never billed: it includes the ring time;
-3. **normalization** by icdsl's own intake rules (:func:`icdsl.rating.records.normalize_record`):
+3. **normalization** by icdsl's own intake rules (:func:`icdsl.rating.intake.normalize_record`):
    ``missing_field``, ``bad_timestamp`` (also a local time that does not exist in the switch's
    time zone), ``bad_duration``, ``invalid_number``;
 4. **duplicates**: an id already passed earlier in the file is ``duplicate_id``.
@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from icdsl.plan.model import RecordLayout
-from icdsl.rating.records import (
+from icdsl.rating.intake import (
     REJECTS_SCHEMA,
     IntakeBatch,
     IntakeCounts,
@@ -39,6 +39,7 @@ from icdsl.rating.records import (
     normalize_record,
     record_schema,
 )
+from icdsl.rating.intake.times import TimestampError, parse_instant
 from icdsl.readers import CLAIM_CONTENT, Reader
 
 UNANSWERED = "unanswered"
@@ -54,7 +55,7 @@ REASONS = {
 EXTRAS = ("disposition", "accountcode", "context", "cdr_format")
 TOTAL_COLUMN = "total_s"  # the switch's duration (ring time included), int64, never billed
 
-_TS = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+CDR_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # how Asterisk and FreeSWITCH write their stamps
 _INT = re.compile(r"\d+")
 _CLID_NUMBER = re.compile(r"<([^<>]*)>\s*$")
 
@@ -316,7 +317,7 @@ class CdrReader(Reader):
 
     def _normalize(self, b: _Batch) -> pa.Table:
         """The answered calls, written as a CSV with a header (the CDR's own column names, so
-        that reject details name them), read by :class:`icdsl.rating.records.RecordReader`:
+        that reject details name them), read by :class:`icdsl.rating.intake.RecordReader`:
         timestamps, numbers and durations follow exactly the rules of any icdsl traffic file."""
         header = [self.sources.get(k, k) for k in self._fields]
         with tempfile.NamedTemporaryFile("w", suffix=".csv", encoding="utf-8", newline="", delete=False) as tmp:
@@ -387,4 +388,9 @@ def _pairs(text: str, reader: str) -> Mapping[str, str]:
 
 
 def is_timestamp(value: str) -> bool:
-    return bool(_TS.fullmatch(value.strip()))
+    """A switch's stamp (``YYYY-MM-DD HH:MM:SS``), read by icdsl's one timestamp parser."""
+    try:
+        parse_instant(value, "UTC", CDR_TIME_FORMAT)
+    except TimestampError:
+        return False
+    return True
