@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from icdsl.cli.main import app
 from icdsl.plan.compiler import build
-from icdsl.rating.examples import report, run_examples
+from icdsl.cycle.examples import report, run_examples
 
 PARTNER = 'partner ORFR "Orange France" { currency EUR timezone "Europe/Paris" }\n'
 

@@ -107,7 +107,7 @@ def test_examples(
 ) -> None:
     """Run the example blocks of rule files (records and billing cycles): expected versus actual,
     with each example's location and explanation."""
-    from icdsl.rating.examples import report, run_examples
+    from icdsl.cycle.examples import report, run_examples
 
     p = build_or_exit(paths, root)
     results = run_examples(p)
