@@ -231,3 +231,34 @@ def test_the_engine_imports_no_store_and_no_ui():
             "'sqlalchemy', 'textual'))); print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_rating_values_over_batches_finds_what_it_finds_over_the_whole_file():
+    from icdsl.cycle.validation import Policy, RatingValues, ValidationContext
+
+    n = 1000
+    rng = np.random.default_rng(5)
+    pick = rng.random(n)
+    t = pa.table({
+        "id": pa.array([f"r{i}" for i in range(n)]),
+        "rate": pa.array([None if p < .01 else " " if p < .02 else "0.1" for p in pick]),
+        "amount": pa.array([Decimal(0) if p > .97 else Decimal("1.5") for p in pick], pa.decimal128(38, 6)),
+        "currency": pa.array(["EUR"] * n), "agreement_hash": pa.array(["h"] * n),
+        "rule": pa.array([None if .5 < p < .51 else "r" for p in pick]),
+        "billed_units": pa.array(rng.integers(0, 3, n), pa.int64()),
+        "prefix": pa.array([str(33 + int(p * 5)) for p in pick]),
+        "destination": pa.array(["" if .3 < p < .4 else "France" for p in pick]),
+    })
+
+    def context(**read):
+        return ValidationContext(partner="P", partner_name="P", timezone="UTC", invoice_currency="EUR",
+                                 period=month(2026, 3, "UTC"), plan=None, records_in=n, rated_count=n,
+                                 rejected_count=0, rejects=pa.table({}), daily={}, history={}, last_data_day=None,
+                                 lines=[], fx=None, policy=Policy(), **read)
+
+    whole = RatingValues().validate(context(read_rated=lambda cols: t.select(list(cols))))
+    batches = RatingValues().validate(context(
+        read_rated_batches=lambda cols: [t.select(list(cols)).slice(i, 70) for i in range(0, n, 70)]))
+    assert [f.code for f in whole] == ["empty_rating_values", "unnamed_destination", "zero_amount"]
+    assert batches == whole
+    assert whole[0].count == int(((pick < .02) | ((pick > .5) & (pick < .51))).sum())

@@ -63,6 +63,7 @@ from icdsl.billing.charging import (
     write_share_statements,
 )
 from icdsl.billing.errors import CycleBusy, CycleError, CycleStateError, StoreError, ValidationError
+from icdsl.billing.files import fsync_dir as sync_dir
 from icdsl.billing.fx import FxQuote, FxTable
 from icdsl.billing.inventory import partner_items
 from icdsl.billing.types import Money
@@ -102,7 +103,7 @@ from icdsl.plan.model import Plan, Tax
 if TYPE_CHECKING:
     from icdsl.billing.store import Store
 
-CHUNK_ROWS = 1 << 20  # records rated at a time
+CHUNK_ROWS = 1 << 18  # records rated at a time (several chunks: writing one overlaps rating the next)
 READ_ROWS = 1 << 18
 LINE_DIMS = FINE_DIMS  # (compatibility)
 HISTORY_DAYS = 28
@@ -589,8 +590,9 @@ class _FileSinks:
         for w in (self.rated, self.rejects, self.record_charges):
             w.close()
         st.checkpoint("cycle:files_written")
-        self.files = {"rated": self.rated.commit(), "rejects": self.rejects.commit(),
-                      "record_charges": self.record_charges.commit()}
+        self.files = {"rated": self.rated.commit(sync_dir=False), "rejects": self.rejects.commit(sync_dir=False),
+                      "record_charges": self.record_charges.commit(sync_dir=False)}
+        sync_dir(self.rated.dir)  # the three names are durable before anything refers to them
         st.checkpoint("cycle:files_committed")
 
     def _abs(self, kind: str) -> Any:
@@ -598,6 +600,11 @@ class _FileSinks:
 
     def read_rated(self, columns: Iterable[str]) -> pa.Table:
         return pq.read_table(self._abs("rated"), columns=list(columns))
+
+    def read_rated_batches(self, columns: Iterable[str]) -> Iterator[pa.Table]:
+        for rb in pq.ParquetFile(self._abs("rated")).iter_batches(columns=list(columns), batch_size=READ_ROWS * 4,
+                                                                  use_threads=False):
+            yield pa.Table.from_batches([rb])
 
     def read_rejects(self) -> pa.Table:
         return pq.read_table(self._abs("rejects"))

@@ -379,7 +379,7 @@ def run(inputs: CycleInputs) -> CycleResult:
         period=per, plan=plan, records_in=rater.records_in, rated_count=rater.rated, rejected_count=rater.rejected,
         rejects=sinks.read_rejects(), daily=rater.daily_counts(), history=dict(hist.daily),
         last_data_day=hist.last_data_day, lines=groups, fx=fx, policy=inputs.policy or Policy(),
-        read_rated=sinks.read_rated,
+        read_rated=sinks.read_rated, read_rated_batches=getattr(sinks, "read_rated_batches", None),
     )
     findings = run_validators(context, inputs.validators, accept=accept) + evaluated.findings
     del context

@@ -38,7 +38,7 @@ an error finding naming it (a check that could not run must not let an invoice t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
@@ -151,12 +151,20 @@ class ValidationContext:
     fx: Any  # icdsl.billing.fx.FxTable
     policy: Policy = field(default_factory=Policy)
     read_rated: Callable[[Sequence[str]], pa.Table] | None = None
+    read_rated_batches: Callable[[Sequence[str]], Iterable[pa.Table]] | None = None
 
     def rated(self, columns: Sequence[str]) -> pa.Table:
-        """Columns of the cycle's rated records (read from its Parquet file)."""
+        """Columns of the cycle's rated records (read from its Parquet file), all at once."""
         if self.read_rated is None:
             return pa.table({c: pa.array([], pa.string()) for c in columns})
         return self.read_rated(columns)
+
+    def rated_batches(self, columns: Sequence[str]) -> Iterator[pa.Table]:
+        """Columns of the cycle's rated records, a batch at a time (bounded memory)."""
+        if self.read_rated_batches is not None:
+            yield from self.read_rated_batches(columns)
+        else:
+            yield self.rated(columns)
 
     def share(self, n: int) -> Decimal:
         return Decimal(n) / Decimal(self.records_in) if self.records_in else Decimal(0)
@@ -268,50 +276,77 @@ class RatingValues:
     name = "rating_values"
     description = "rated records with empty rating values (rate, amount, currency, agreement, rule)"
 
+    COLUMNS = ("id", "rate", "amount", "currency", "agreement_hash", "rule", "billed_units", "prefix", "destination")
+    REQUIRED = ("rate", "amount", "currency", "agreement_hash", "rule", "billed_units")
+
     def validate(self, context: ValidationContext) -> list[Finding]:
         if not context.rated_count:
             return []
-        cols = ["id", "rate", "amount", "currency", "agreement_hash", "rule", "billed_units", "prefix", "destination"]
-        t = context.rated(cols)
-        if not t.num_rows:
-            return []
-
-        def empty(name: str) -> pa.Array:
-            col = t.column(name)
-            if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-                return pc.or_(pc.is_null(col), pc.equal(pc.utf8_trim_whitespace(col), ""))
-            return pc.is_null(col)
-
+        limit = context.policy.samples
+        bad = _Found(limit)
+        unnamed = _Found(limit)
+        zero = _Found(limit)
+        which = dict.fromkeys(self.REQUIRED, 0)
+        prefixes: dict[str, int] = {}
+        for t in context.rated_batches(self.COLUMNS):  # a batch at a time: memory stays bounded
+            if not t.num_rows:
+                continue
+            masks = {name: _empty(t.column(name)) for name in self.REQUIRED}
+            any_empty = masks["rate"]
+            for m in masks.values():
+                any_empty = pc.or_(any_empty, m)
+            if bad.add(t.filter(any_empty)):
+                for k, v in masks.items():
+                    which[k] += int(pc.sum(pc.cast(v, pa.int64())).as_py() or 0)
+            sub = t.filter(pc.and_(pc.invert(_empty(t.column("prefix"))), _empty(t.column("destination"))))
+            if unnamed.add(sub):
+                for k, v in _counts(sub.column("prefix")).items():
+                    prefixes[k] = prefixes.get(k, 0) + v
+            amount = t.column("amount")
+            zero.add(t.filter(pc.and_(pc.fill_null(pc.equal(amount, pa.scalar(0).cast(amount.type)), False),
+                                      pc.fill_null(pc.greater(t.column("billed_units"), 0), False))))
         out = []
-        masks = {name: empty(name) for name in ("rate", "amount", "currency", "agreement_hash", "rule", "billed_units")}
-        any_empty = masks["rate"]
-        for m in masks.values():
-            any_empty = pc.or_(any_empty, m)
-        bad = t.filter(any_empty)
-        if bad.num_rows:
-            which = {k: int(pc.sum(pc.cast(v, pa.int64())).as_py() or 0) for k, v in masks.items()}
+        if bad.n:
             which = {k: v for k, v in which.items() if v}
             out.append(Finding(
                 "empty_rating_values", "error",
-                f"{bad.num_rows} rated record(s) with empty values: "
-                + ", ".join(f"{k} ({v})" for k, v in which.items()),
-                bad.num_rows, _samples(bad, context.policy.samples), {"columns": which}))
-        unnamed = t.filter(pc.and_(pc.invert(empty("prefix")), empty("destination")))
-        if unnamed.num_rows:
-            prefixes = _counts(unnamed.column("prefix"))
+                f"{bad.n} rated record(s) with empty values: " + ", ".join(f"{k} ({v})" for k, v in which.items()),
+                bad.n, bad.samples, {"columns": which}))
+        if unnamed.n:
             out.append(Finding(
                 "unnamed_destination", "warning",
-                f"{unnamed.num_rows} record(s) rated at prefixes without a destination name: "
+                f"{unnamed.n} record(s) rated at prefixes without a destination name: "
                 + ", ".join(sorted(prefixes)[:10]),
-                unnamed.num_rows, _samples(unnamed, context.policy.samples), {"prefixes": prefixes}))
-        zero = t.filter(pc.and_(pc.fill_null(pc.equal(t.column("amount"), pa.scalar(0).cast(t.column("amount").type)),
-                                             False),
-                                pc.fill_null(pc.greater(t.column("billed_units"), 0), False)))
-        if zero.num_rows:
+                unnamed.n, unnamed.samples, {"prefixes": prefixes}))
+        if zero.n:
             out.append(Finding(
-                "zero_amount", "info", f"{zero.num_rows} record(s) billed units at a zero amount (free destinations?)",
-                zero.num_rows, _samples(zero, context.policy.samples)))
+                "zero_amount", "info", f"{zero.n} record(s) billed units at a zero amount (free destinations?)",
+                zero.n, zero.samples))
         return out
+
+
+def _empty(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        # Kleene or: a null text is empty (plain or_ gives null for it, and the filter dropped it)
+        return pc.or_kleene(pc.is_null(col), pc.equal(pc.utf8_trim_whitespace(col), ""))
+    return pc.is_null(col)
+
+
+class _Found:
+    """Records found over several batches: how many, and the first few ids."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.n = 0
+        self.samples: tuple[str, ...] = ()
+
+    def add(self, table: pa.Table) -> bool:
+        if not table.num_rows:
+            return False
+        self.n += table.num_rows
+        if len(self.samples) < self.limit:
+            self.samples += _samples(table, self.limit - len(self.samples))
+        return True
 
 
 class TrafficProfile:
