@@ -18,8 +18,12 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pyarrow as pa
+
 from icdsl.lang.values import TIME_UNITS, VOLUME_UNITS
 from icdsl.plan.model import Agreement, Example, Plan
+from icdsl.rating.batch import rate_batch
+from icdsl.rating.row import rate_record
 
 
 @dataclass
@@ -89,8 +93,6 @@ def _billed_expected(value: Decimal, unit: str) -> Decimal:
 
 
 def run_example(plan: Plan, ex: Example, *, both_executors: bool = True) -> ExampleResult:
-    from icdsl.rating.row import rate_record
-
     res = ExampleResult(ex)
     sub = dataclasses.replace(plan, agreements=_agreements_for(plan, ex))
     record = example_record(plan, ex)
@@ -135,8 +137,6 @@ def run_example(plan: Plan, ex: Example, *, both_executors: bool = True) -> Exam
 
 
 def _compare_batch(plan: Plan, record: dict[str, Any], row_out, res: ExampleResult) -> None:
-    from icdsl.rating.batch import rate_batch
-
     table = records_table([record])
     rated, rejects = rate_batch(plan, table)
     if rated.num_rows != 1:
@@ -153,8 +153,6 @@ def _compare_batch(plan: Plan, record: dict[str, Any], row_out, res: ExampleResu
 
 def records_table(records: list[dict[str, Any]]):
     """Normalized records (as ``normalize_record`` gives them) as a batch for the batch executor."""
-    import pyarrow as pa
-
     base = {
         "id": pa.string(), "partner": pa.string(), "direction": pa.string(), "service": pa.string(),
         "a_number": pa.string(), "b_number": pa.string(), "start": pa.timestamp("us", tz="UTC"),
