@@ -379,7 +379,8 @@ def compare(project: Project, versions: Versions, buffers: Mapping[Path, str], t
                     key = (code, per.start, per.end)
                     if key not in split:
                         split[key] = period_records(records, code, per)
-                        out.outside += split[key][1]
+                        if v.which == "a":  # counted once, in A's periods
+                            out.outside += split[key][1]
                     if split[key][0].num_rows:
                         v.records[code].append((batch, split[key][0]))
         if cancelled():
