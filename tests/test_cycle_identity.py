@@ -8,7 +8,8 @@ Two months are billed on a fresh SQLite store, end to end (ingest, cycle, finali
   partners, 50,000 records, one deck of 2,000 nested prefixes).
 
 Everything a cycle writes is serialized as canonical JSON (row ids, timestamps of the run,
-file paths and hashes left out: they legitimately vary; amounts, quantities, line keys,
+file paths and hashes left out, the standard library's rule paths without the checkout's
+folder: they legitimately vary; amounts, quantities, line keys,
 descriptions, numbers and the records' line assignment kept) and compared with the golden file
 in ``tests/data/cycle_identity/``, made with the code before the engine existed.
 ``ICDSL_UPDATE_GOLDEN=1`` rewrites it (only when the change of output is intended).
@@ -21,6 +22,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -36,6 +38,7 @@ from icdsl.billing import models as M
 GOLDEN = Path(__file__).resolve().parent / "data" / "cycle_identity"
 VOLATILE = {"id", "created_at", "opened_at", "rated_at", "validated_at", "invoiced_at", "finalized_at", "path",
             "sha256", "bytes", "at"}
+STDLIB = re.compile(r"[^\s\"':]*stdlib_rules/")  # the standard library's files, wherever the checkout is
 
 
 def _plain(v):
@@ -47,6 +50,18 @@ def _plain(v):
         return {str(k): _plain(x) for k, x in v.items() if not _volatile(str(k))}
     if isinstance(v, list | tuple):
         return [_plain(x) for x in v]
+    return v
+
+
+def normalized(v):
+    """The checkout-independent form of a dump: the standard library's paths without the
+    checkout's folder, no plan hash (it hashes the rule files' paths)."""
+    if isinstance(v, str):
+        return STDLIB.sub("<stdlib>/", v)
+    if isinstance(v, dict):
+        return {k: normalized(x) for k, x in v.items() if k != "plan_hash"}
+    if isinstance(v, list):
+        return [normalized(x) for x in v]
     return v
 
 
@@ -134,7 +149,7 @@ def dump(url: str, data_dir: Path) -> str:
                 out[f"{cyc.partner_code} {cyc.label}"] = c
     finally:
         eng.dispose()
-    return json.dumps(out, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    return json.dumps(normalized(out), indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def test_demo_month_bills_as_before(tmp_path):
