@@ -26,9 +26,11 @@ What each helper checks:
   :func:`icdsl.rating.batch.rate_batch_with_charges`; :class:`Comparison` lists every
   difference: every column of the rated table, each reject's reason and detail, and every
   per-record charge (surcharges, plugins' per-record types) with its amount.
-- :func:`evaluate_charges`: the cycle-level charge lines of an agreement for a cycle
-  (:func:`icdsl.charges.evaluate.evaluate_cycle`), with event records given or read from a
-  traffic file (:func:`event_types` says which ones the charges read).
+- :func:`evaluate_charges`: the cycle-level charge lines of an agreement for a cycle, through
+  the cycle engine (:func:`icdsl.cycle.run` on the records of a traffic file or table: events
+  set apart, traffic rated and measured as billing does; stated events and usage through the
+  engine's charge evaluation, :func:`icdsl.cycle.charges.evaluate`); :func:`event_types`
+  says which event records the charges read.
 - :func:`read_with`: a reader's output has the intake schemas and counts that reconcile.
 - :func:`check_rounding_mode`, :func:`check_condition_function`: the two implementations of a
   mode (ints, int64 arrays, Decimals) or a function (row values, Arrow columns) agree.
@@ -39,7 +41,6 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -48,9 +49,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from icdsl.charges.context import ChargeContext, events_from_records
-from icdsl.charges.evaluate import charge_type, evaluate_cycle
+from icdsl.charges.context import merge_usage
+from icdsl.charges.evaluate import charge_type
+from icdsl.charges.lines import ChargeError, ChargeHold
 from icdsl.charges.periods import Days
+from icdsl.cycle import CycleError, CycleInputs, History, run
+from icdsl.cycle.charges import HOLD, evaluate
+from icdsl.cycle.offline import SummarySinks, period_of, period_records, plan_fx
 from icdsl.functions import CallContext
 from icdsl.lang.checker import check
 from icdsl.lang.diagnostics import Diagnostic, render_all
@@ -115,7 +120,6 @@ def _load_and_check(rules: str, pm: PluginManager, files: Mapping[str, str] | No
     """(program, checked or None, diagnostics, ``then(checked)`` when there is no error) of
     ``rules`` written as ``rules.icd``; ``then`` runs while the files exist (decks are read
     when the plan is compiled)."""
-
     with tempfile.TemporaryDirectory() if directory is None else _nullcontext(directory) as tmp:
         root = Path(tmp)
         path = _write_rules(root, rules, files)
@@ -135,7 +139,6 @@ def build_plan(rules: str, pm: PluginManager | None = None, *, files: Mapping[st
     """Compile ``rules`` (the text of one rule file, ``rules.icd``; ``files`` adds others, e.g.
     rate decks, by relative path) with ``pm``'s charge types. Returns the Plan; fails the
     test with the diagnostics if there is an error."""
-
     pm = pm if pm is not None else isolated_plugin_manager()
     program, _, diags, plan = _load_and_check(rules, pm, files, directory, compile_checked)
     if any(d.is_error for d in diags):
@@ -168,9 +171,7 @@ def check_rules(rules: str, pm: PluginManager | None = None, *, files: Mapping[s
                 ) -> Diagnostics:
     """Check ``rules`` with ``pm``'s charge types and return the diagnostics (never fails the
     test): to test the mistakes a charge type reports, with their places and help lines."""
-
     pm = pm if pm is not None else isolated_plugin_manager()
-
     program, _, diags, _ = _load_and_check(rules, pm, files, None)
     items = sorted(diags, key=Diagnostic.sort_key)
     text = render_all(items, program.sources)
@@ -256,7 +257,6 @@ def rate_both(plan: Any, records: Sequence[Mapping[str, Any]], *, pm: PluginMana
     agreement and version, prefix, destination, band, billed units, rate, amount, currency,
     rule...), the reason and detail of each reject, and every per-record charge (surcharges and
     plugins' per-record types: kind, label, amount, currency, rule) of each record."""
-
     normal = _normalized(records, layout)
     with use_plugin_manager(pm) if pm is not None else _nullcontext(None):
         row = [rate_record(plan, r) for r in normal]
@@ -308,7 +308,6 @@ def _hits_text(hits: Sequence[tuple[Any, ...]]) -> str:
 def event_types(plan: Any, pm: PluginManager | None = None, agreement: Any = None) -> list[str]:
     """The event record types the charges of ``plan`` (or of one ``agreement``) read: what each
     charge type's optional ``event_types(charge)`` returns."""
-
     pm = pm if pm is not None else isolated_plugin_manager()
     out: list[str] = []
     for ag in [agreement] if agreement is not None else plan.agreements:
@@ -320,19 +319,30 @@ def event_types(plan: Any, pm: PluginManager | None = None, agreement: Any = Non
     return out
 
 
+#: the stated inputs ``evaluate_charges`` takes besides events and records (ChargeContext names)
+KIT_INPUTS = ("usage", "inventory", "history", "billed", "adjustments")
+
+
 def evaluate_charges(plan: Any, cycle: Any, pm: PluginManager | None = None, *, agreement: str | None = None,
                      partner: str | None = None, events: Sequence[Any] = (), records: Any = None,
                      **context: Any) -> list[Any]:
     """The cycle-level charge lines of one agreement (the only one, or the one named
-    ``agreement``) for ``cycle`` (``"2026-03"``, or :class:`icdsl.charges.periods.Days`), as
-    :func:`icdsl.charges.evaluate.evaluate_cycle` gives them with ``pm``'s charge types.
+    ``agreement``) for ``cycle`` (``"2026-03"``, any period ``icdsl cycle run`` reads, or
+    :class:`icdsl.charges.periods.Days`), with ``pm``'s charge types, through the cycle engine:
 
-    ``events``: :class:`icdsl.charges.context.EventRecord` s; ``records``: a records table or
-    a traffic file (read with icdsl's intake) whose event records of the types the charges read
-    (:func:`event_types`) are added to ``events``; as billing does, only the events of the
-    partner whose local day is in the cycle are passed on; ``context``: any other field of
-    :class:`icdsl.charges.context.ChargeContext` (``usage``, ``inventory``, ``billed``...)."""
+    - ``records`` (a records table, or a traffic file read with icdsl's intake): the partner's
+      records of the cycle (its time zone) are a cycle's records for :func:`icdsl.cycle.run`:
+      event records of the types the charges read (:func:`event_types`) are set apart as events,
+      the rest is rated and measured as the cycle's usage, exactly as a billing cycle does;
+    - ``events`` (:class:`icdsl.charges.context.EventRecord` s) and ``usage``, ``inventory``,
+      ``history``, ``billed``, ``adjustments`` (as :class:`icdsl.charges.context.ChargeContext`
+      names them) are stated inputs: they are evaluated by the engine's charge evaluation
+      (:func:`icdsl.cycle.charges.evaluate`), added to what the records gave; as billing does,
+      only the stated events of the partner whose local day is in the cycle count.
 
+    Per-record charges are left out (:func:`rate_both` checks them). A charge held for review
+    raises :class:`~icdsl.charges.lines.ChargeHold`, one that cannot be evaluated its
+    :class:`~icdsl.charges.lines.ChargeError`."""
     pm = pm if pm is not None else isolated_plugin_manager()
     ags = [a for a in plan.agreements if agreement is None or a.name == agreement]
     if len(ags) != 1:
@@ -343,26 +353,58 @@ def evaluate_charges(plan: Any, cycle: Any, pm: PluginManager | None = None, *, 
     party = plan.partner(code)
     if party is None:
         pytest.fail(f"partner {code} is not in the plan; give partner=...", pytrace=False)
-    if isinstance(cycle, str):
-        y, m = (int(x) for x in cycle.split("-"))
-        cycle = Days(date(y, m, 1), date(y + (m == 12), m % 12 + 1, 1))
-    found = list(events)
-    if records is not None:
-        if isinstance(records, str | Path):
-            records, _, _ = read_all(records, None, pm=pm)
-        found += events_from_records(records, event_types(plan, pm, ag), party.timezone, partner=code)
-    # as billing does: the cycle's event records (their local day in the cycle) of the partner
-    found = [e for e in found if e.day in cycle and (not e.partner or e.partner == code)]
-    ctx = ChargeContext(agreement=ag, partner=party, cycle=cycle, events=tuple(found), **context)
+    unknown = sorted(set(context) - set(KIT_INPUTS))
+    if unknown:
+        pytest.fail(f"evaluate_charges does not take {', '.join(unknown)}: give records=, events= or "
+                    f"{', '.join(KIT_INPUTS)}", pytrace=False)
+    sub = replace(plan, agreements=(ag if ag.partner == code else replace(ag, partner=code),))
+    per = period_of(party, (cycle.start, cycle.end) if isinstance(cycle, Days) else cycle)
+    days = Days(per.local_start, per.local_end)
+    stated = [e for e in events if e.day in days and (not e.partner or e.partner == code)]
+    usage = list(context.get("usage", ()))
+    items = tuple(context.get("inventory", ()))
+    history = tuple(context.get("history", ()))
+    billed = dict(context.get("billed", {}))
+    credits = tuple(context.get("adjustments", ()))
+    fx = plan_fx(sub)
     with use_plugin_manager(pm):
-        return evaluate_cycle(ctx, pm)
+        lines = None
+        found: list[Any] = []
+        refunds: list[Any] = []
+        record_charges = None
+        if records is not None:
+            if isinstance(records, str | Path):
+                records, _, _ = read_all(records, None, pm=pm)
+            mine, _outside = period_records(records, code, per)
+            result = run(CycleInputs(plan=sub, partner=party, period=per, records=[(0, mine)], inventory=items,
+                                     history=History(cycles=history), fx=fx, validators=(), sinks=SummarySinks()))
+            _raise_held(result.findings)
+            if not (stated or usage or billed or credits):
+                lines = result.charge_lines
+            usage = merge_usage(result.usage, usage)
+            found, refunds = list(result.events), list(result.refunds)
+            record_charges = result.sinks.read_record_charges()
+        if lines is None:
+            try:
+                got = evaluate(sub, party, per, usage, found + stated, record_charges, fx=fx, refunds=refunds,
+                               history=history, billed=billed, items=items, credits=credits)
+            except CycleError as e:  # the charge's own error, at its rule
+                raise e.__cause__ if isinstance(e.__cause__, ChargeError) else e from None
+            _raise_held(got.findings)
+            lines = got.lines
+        return [ln for ln in lines if not getattr(charge_type(ln.kind, pm, ln.rule_span), "per_record", False)]
+
+
+def _raise_held(findings: Sequence[Any]) -> None:
+    held = [f for f in findings if f.code == HOLD and f.blocking]
+    if held:
+        raise ChargeHold(held[0].message)
 
 
 def read_with(path: str | Path, pm: PluginManager, reader: str | None = None, *,
               options: Mapping[str, str] | None = None, layout: Any = None, **kw: Any) -> tuple[Any, Any, Any]:
     """Read a file with ``pm``'s readers and check the intake contract: the record and rejects
     schemas, and counts that reconcile. Returns (records, rejects, counts)."""
-
     records, rejects, counts = read_all(path, layout, reader=reader, options=options, pm=pm, **kw)
     base = record_schema()
     for f in FIELDS:
@@ -384,7 +426,6 @@ def check_rounding_mode(mode: Any, *, divisors: Iterable[int] = (1, 2, 3, 7, 10,
                         span: int = 2500) -> None:
     """``round_int``, ``round_array`` and ``round_decimal`` of ``mode`` (an instance or class)
     agree on every n in [-span, span] for each divisor, and stay within 1 of the exact quotient."""
-
     m = mode() if isinstance(mode, type) else mode
     n = np.arange(-span, span + 1, dtype=np.int64)
     for d in divisors:
@@ -412,7 +453,6 @@ def check_condition_function(fn: Any, rows: Sequence[tuple[Any, ...]], *, timezo
     """``call`` on each row's arguments equals ``call_column`` on the columns of all rows.
     ``constant[i]`` passes argument i as a scalar (a constant in the rule; it must then be the
     same in every row). Returns the row results."""
-
     f = fn() if isinstance(fn, type) else fn
     ctx = CallContext(timezone)
     expected = [f.call(tuple(r), ctx) for r in rows]
@@ -442,7 +482,6 @@ class PluginKit:
 
     def add(self, *plugins: object) -> PluginKit:
         """Register more plugins (version and hook names checked); a problem fails the test."""
-
         before = len(self.pm.problems)
         for plugin in plugins:
             register_plugin(self.pm, plugin, getattr(plugin, "__name__", None))

@@ -309,3 +309,25 @@ def test_cli_inventory_commitments_statements_trace(tmp_path, monkeypatch):
     assert f"charge line {share_line} of ACME 2026-03 (finalized), on the revenue-share statements" in out
     assert "largest remainder" in out and "AGGR: 0.0200 EUR per message" not in out
     assert "is not a line id" in run("trace", "abc", code=2)
+
+
+def test_commitment_progress_is_the_engines_measure_before_and_after_the_cycle_runs(store, tmp_path):
+    """``icdsl commitments`` runs the engine on the store's inputs: on the cycle's last day it
+    measures what the cycle's shortfall line bills, and running the cycle first changes nothing
+    (the cycle's own lines are not "billed on another cycle")."""
+    from datetime import date
+
+    from icdsl.billing.commitments import commitment_progress
+
+    plan = setup(store, tmp_path)
+    (before,) = commitment_progress(store, "ACME", plan, date(2026, 3, 31))
+    rep = store.run_cycle("ACME", "2026-03", plan)
+    (after,) = commitment_progress(store, "ACME", plan, date(2026, 3, 31))
+    assert before.progress == after.progress and before.charge == "Monthly minimum"
+    with store.reading() as s:
+        billed = s.scalars(sa.select(M.ChargeLine.amount).where(M.ChargeLine.cycle_id == rep.cycle_id,
+                                                                M.ChargeLine.charge_name == "Monthly minimum")).all()
+    assert billed == [after.progress.shortfall_now] and billed[0] > 0
+    # mid-month, only the records through that day count
+    (mid,) = commitment_progress(store, "ACME", plan, date(2026, 3, 10))
+    assert mid.progress.so_far < after.progress.so_far and mid.progress.elapsed_days == 10

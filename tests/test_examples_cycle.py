@@ -1,5 +1,5 @@
 """``example cycle`` blocks: a billing cycle described by its totals and the charge lines it must
-give, run by ``icdsl test`` through ``evaluate_cycle`` (no database). Rules and expectations are
+give, run by ``icdsl test`` through the cycle engine's charge evaluation (no database). Rules and expectations are
 written as language text; amounts are worked out by hand."""
 
 from pathlib import Path
@@ -9,8 +9,8 @@ from helpers import ROOT
 from typer.testing import CliRunner
 
 from icdsl.cli.main import app
+from icdsl.cycle.examples import report, run_examples
 from icdsl.plan.compiler import build
-from icdsl.rating.examples import report, run_examples
 
 PARTNER = 'partner ORFR "Orange France" { currency EUR timezone "Europe/Paris" }\n'
 

@@ -62,6 +62,7 @@ HEAVY_MODULES = {
     "icdsl.plan.compiler": "lark",
     "icdsl.lang.formatter": "lark",
     "icdsl.lang.loader": "lark",
+    "icdsl.cycle.examples": "pyarrow",
     "icdsl.rating.examples": "pyarrow",
     "icdsl.rating.intake": "pyarrow",
     "icdsl.rating.row": "pyarrow",

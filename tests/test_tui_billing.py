@@ -526,3 +526,36 @@ def test_stale_scratch_folders_of_dead_sessions_are_removed(tmp_path, monkeypatc
         (d / "store").mkdir(parents=True)
     tui_app._remove_stale_scratch()
     assert not dead.exists() and alive.exists() and other.exists()
+
+
+def test_what_if_bills_each_version_as_the_simulated_cycle_does_invoices_included(interconnect, tmp_path):
+    """Both versions go through the cycle engine: each one's invoices (totals in the invoice
+    currency, after conversion, rounding and tax) and statements are the ones a simulated cycle
+    of that version issues, document for document."""
+    project = Project(interconnect)
+    brookline = interconnect / "brookline.icd"
+    edited = brookline.read_text(encoding="utf-8").replace('"10G port" 750.00 GBP', '"10G port" 800.00 GBP')
+    request = SimulationRequest(("LUMFR", "BRKGB"), "2026-03", TrafficSource(records=1500))
+    sims = [simulate(project, request, {}, tmp_path / "a"), simulate(project, request, {brookline: edited},
+                                                                      tmp_path / "b")]
+    try:
+        w = compare(project, Versions(), {brookline: edited}, sims[0].traffic, ["LUMFR", "BRKGB"], period="2026-03")
+        assert w.notes == [] and w.method.startswith("cycle engine")
+        for i, sim in enumerate(sims):
+            issued = {}
+            for run in sim.runs:
+                for d in run.invoices:
+                    issued[(run.partner, f"invoice {d['stream']}", d["currency"])] = Decimal(str(d["total"]))
+                for d in run.statements:
+                    if d["kind"] == "statement" and Decimal(str(d["payable"])):
+                        issued[(run.partner, "statement", d["currency"])] = Decimal(str(d["payable"]))
+            ours = {k: v[i] for k, v in w.documents.items() if v[i] is not None}
+            assert issued and ours == issued, (i, ours, issued)
+        # the fee is billed in GBP on Brookline's invoices; Lumière's documents do not move
+        moved = {k for k, (a, b) in w.documents.items() if a != b}
+        assert moved and {p for p, _doc, _cur in moved} == {"BRKGB"}
+        totals = w.document_totals()
+        assert totals[("invoices", "GBP")][1] > totals[("invoices", "GBP")][0]
+    finally:
+        for sim in sims:
+            sim.close()

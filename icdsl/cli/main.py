@@ -112,7 +112,7 @@ def test_examples(
     """Run the example blocks of rule files (records and billing cycles): expected versus actual,
     with each example's location and explanation."""
     # lazy: this command needs numpy, pyarrow: loaded when it runs, not at every `icdsl` start
-    from icdsl.rating.examples import report, run_examples
+    from icdsl.cycle.examples import report, run_examples
 
     p = build_or_exit(paths, root)
     results = run_examples(p)

@@ -26,7 +26,7 @@ history from the store and writes the lines (the recipe of ``docs/charges.md``).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from decimal import Decimal
@@ -280,27 +280,15 @@ def evaluate(plan: Plan, partner: Partner, period: Period, usage: Sequence[Usage
             + f"; fix them, or accept with --accept {BAD_REFUND} to leave them out", count=len(refund_problems),
             samples=tuple(i for i, _ in refund_problems[:10]), validator="charges", accepted=ok,
             details={"problems": [m for _, m in refund_problems[:50]]}))
-    days = Days(period.local_start, period.local_end)
     if record_charges is not None and record_charges.num_rows:
         try:
             out.lines += record_charge_lines(plan, [record_charges], period.label)
         except ChargeError as e:
             raise CycleError(f"cycle {partner.code} {period.label}: {e}") from None
-    ags = versions_in_force(plan, partner.code, days)
-    if not ags:
-        return out
-    billed = dict(billed or {})
-    history = tuple(history)
-    items = tuple(items)
-    adjustments = tuple(refunds) + tuple(credits)
-    for ag in ags:
-        versions = tuple(a for a in plan.agreements_for(partner.code) if a.name == ag.name)
+    for ag, ctx in charge_contexts(plan, partner, period, usage, events, fx=fx, refunds=refunds, history=history,
+                                   billed=billed, items=items, credits=credits):
         current = ag
         while True:
-            ctx = ChargeContext(agreement=current, partner=partner, cycle=days, cycle_label=period.label,
-                                usage=tuple(usage), inventory=items, events=tuple(events), history=history,
-                                billed=billed, versions=tuple(current if v is ag else v for v in versions),
-                                adjustments=adjustments, fx=rates_of(fx, current))
             try:
                 out.lines += evaluate_cycle(ctx)
                 break
@@ -316,9 +304,30 @@ def evaluate(plan: Plan, partner: Partner, period: Period, usage: Sequence[Usage
                 if len(left) == len(current.charges):
                     break
                 current = replace(current, charges=left)
+                ctx = replace(ctx, agreement=current, versions=tuple(current if v is ctx.agreement else v
+                                                                     for v in ctx.versions))
             except ChargeError as e:
-                raise CycleError(f"cycle {partner.code} {period.label}, agreement {ag.key}: {e}") from None
+                raise CycleError(f"cycle {partner.code} {period.label}, agreement {ag.key}: {e}") from e
     return out
+
+
+def charge_contexts(plan: Plan, partner: Partner, period: Period, usage: Sequence[Usage],
+                    events: Sequence[EventRecord], *, fx: Any = None, refunds: Sequence[Adjustment] = (),
+                    history: Sequence[CycleUsage] = (), billed: Mapping[str, Any] | None = None,
+                    items: Sequence[Any] = (), credits: Sequence[Adjustment] = ()
+                    ) -> Iterator[tuple[Agreement, ChargeContext]]:
+    """(agreement version, its :class:`ChargeContext`) of every version of the
+    partner's agreements in force during the period: the one place a cycle's charge context is
+    assembled (:func:`evaluate` evaluates them; ``icdsl commitments`` measures in them)."""
+    days = Days(period.local_start, period.local_end)
+    billed = dict(billed or {})
+    history, items = tuple(history), tuple(items)
+    adjustments = tuple(refunds) + tuple(credits)
+    for ag in versions_in_force(plan, partner.code, days):
+        versions = tuple(a for a in plan.agreements_for(partner.code) if a.name == ag.name)
+        yield ag, ChargeContext(agreement=ag, partner=partner, cycle=days, cycle_label=period.label,
+                                usage=tuple(usage), inventory=items, events=tuple(events), history=history,
+                                billed=billed, versions=versions, adjustments=adjustments, fx=rates_of(fx, ag))
 
 
 # --------------------------------------------------------------------------- placement

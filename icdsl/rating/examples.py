@@ -4,32 +4,24 @@ Each example describes one record and what rating it must give. It is rated by t
 executor (the specification) and, so that both executors stay honest, by the batch executor
 too; any difference between the two is a failure in itself.
 
-Each ``example cycle`` describes a partner's billing cycle by its totals (traffic per service,
-inventory items, event records, refunds) and the charge lines it must give. Its
-:class:`~icdsl.charges.context.ChargeContext` is built here, as billing builds it (no
-database): one per version of the agreement in force in the cycle, the traffic on the version
-in force at the end of the cycle unless it names one; the lines are those of
-:func:`~icdsl.charges.evaluate.evaluate_cycle`, compared to the cent.
+``example cycle`` blocks are run in the cycle layer, through the engine's charge evaluation
+(:mod:`icdsl.cycle.examples`); :func:`report` renders both kinds of result.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 
-from icdsl.charges.context import Adjustment, ChargeContext, EventRecord, Usage, agreement_days
-from icdsl.charges.evaluate import evaluate_cycle
-from icdsl.charges.lines import ChargeError, billed_amounts, exact_sum
-from icdsl.charges.periods import Days
-from icdsl.inventory import InventoryItem
 from icdsl.lang.values import TIME_UNITS, VOLUME_UNITS
-from icdsl.plan.model import Agreement, CycleExample, Example, Plan
+from icdsl.plan.model import Agreement, Example, Plan
 from icdsl.rating.batch import rate_batch
 from icdsl.rating.intake.times import TimestampError, parse_instant, to_datetime
 from icdsl.rating.row import rate_record
@@ -165,7 +157,6 @@ def _compare_batch(plan: Plan, record: dict[str, Any], row_out, res: ExampleResu
 
 def records_table(records: list[dict[str, Any]]):
     """Normalized records (as ``normalize_record`` gives them) as a batch for the batch executor."""
-
     base = {
         "id": pa.string(), "partner": pa.string(), "direction": pa.string(), "service": pa.string(),
         "a_number": pa.string(), "b_number": pa.string(), "start": pa.timestamp("us", tz="UTC"),
@@ -184,167 +175,21 @@ def records_table(records: list[dict[str, Any]]):
     return pa.table(cols)
 
 
-def run_examples(plan: Plan) -> list[ExampleResult | CycleExampleResult]:
-    """Every example of the plan, record examples then cycle examples."""
-    results: list[ExampleResult | CycleExampleResult] = []
+def run_record_examples(plan: Plan) -> list[ExampleResult]:
+    """Every record example of the plan (``example cycle`` blocks are run by the cycle layer:
+    :func:`icdsl.cycle.examples.run_examples` runs both kinds)."""
+    results: list[ExampleResult] = []
     for ex in plan.examples:
         try:
             results.append(run_example(plan, ex))
         except Exception as e:  # an example must never take the run down; report it at its location
-            r = ExampleResult(ex, error=f"{type(e).__name__}: {e}")
-            results.append(r)
-    for cx in plan.cycle_examples:
-        try:
-            results.append(run_cycle_example(plan, cx))
-        except Exception as e:  # as above
-            results.append(CycleExampleResult(cx, error=f"{type(e).__name__}: {e}"))
+            results.append(ExampleResult(ex, error=f"{type(e).__name__}: {e}"))
     return results
 
 
-# --------------------------------------------------------------------------- cycle examples
-
-
-@dataclass
-class CycleExampleResult:
-    example: CycleExample
-    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (what, expected, actual)
-    lines: list[Any] = field(default_factory=list)  # ChargeLine
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures and self.error is None
-
-    @property
-    def title(self) -> str:
-        return f'example cycle "{self.example.name}"'
-
-    def explanation(self) -> list[str]:
-        """Each line of the cycle: its description and amount, then its details."""
-        out = []
-        for ln in self.lines:
-            out.append(f"{ln.description}: {ln.amount} {ln.currency}")
-            for k, v in ln.details.items():
-                if isinstance(v, list | tuple):
-                    out.append(f"    {k}:")
-                    out.extend(f"      {_detail_text(x)}" for x in v)
-                else:
-                    out.append(f"    {k}: {_detail_text(v)}")
-        return out or ["(no lines)"]
-
-
-def _detail_text(v: Any) -> str:
-    if isinstance(v, dict):
-        return ", ".join(f"{a} {b}" for a, b in v.items())
-    return str(v)
-
-
-def cycle_contexts(plan: Plan, ex: CycleExample) -> list[Any]:
-    """The :class:`~icdsl.charges.context.ChargeContext` of each version of the example's
-    agreement in force in its cycle, as billing builds them."""
-
-    cycle = Days(ex.start, ex.end)
-    partner = plan.partner(ex.partner)
-    if partner is None:
-        raise ValueError(f"partner {ex.partner} is not declared")
-    versions = tuple(sorted((a for a in plan.agreements if a.name == ex.agreement and a.partner in (ex.partner, "*")),
-                            key=lambda a: a.version))
-    in_force = [a for a in versions if agreement_days(a).intersect(cycle) is not None]
-    if not in_force:
-        raise ValueError(f'no version of "{ex.agreement}" is in force in {ex.label}')
-    by_number = {a.version: a for a in in_force}
-    usage = []
-    for t in ex.traffic:
-        ag = by_number[t.version] if t.version is not None else in_force[-1]
-        count = t.quantity if t.kind == "count" else 0
-        usage.append(Usage(
-            ex.partner, ag.name, ag.version, t.direction, t.service, t.amount.currency, t.kind,
-            records=t.records if t.records is not None else (count or 1),
-            billed_seconds=t.quantity if t.kind == "time" else 0, units=count,
-            billed_bytes=t.quantity if t.kind == "volume" else 0,
-            amount=t.amount.amount, record_charges=t.surcharges))
-    first = max(ex.start, in_force[0].effective_from)
-    events = tuple(EventRecord(f"example:{e.event}:{i}", e.event, e.day or first, e.units, ex.partner)
-                   for i, e in enumerate(ex.events, 1))
-    items = tuple(InventoryItem(ex.partner, it.item_id, it.kind, it.quantity, it.activated, it.terminated)
-                  for it in ex.items)
-    refunds = tuple(Adjustment(r.direction, r.service, r.amount.amount, r.amount.currency, "refund")
-                    for r in ex.refunds)
-    billed = _billed_before(partner, versions, cycle, items)
-    return [ChargeContext(agreement=ag, partner=partner, cycle=cycle, cycle_label=ex.label, usage=tuple(usage),
-                          inventory=items, events=events, adjustments=refunds, versions=versions, billed=billed)
-            for ag in in_force]
-
-
-def _billed_before(partner: Any, versions: tuple[Agreement, ...], cycle: Any, items: tuple[Any, ...]
-                   ) -> dict[str, Any]:
-    """What the earlier monthly cycles of the agreement billed of its recurring fees (``in
-    advance`` fees bill a period before it starts), as billing would have: each earlier cycle
-    with the inventory known at its end (items activated by then; a later termination not yet
-    known). Up to 13 months back."""
-
-    first = min(agreement_days(v).start for v in versions)
-    start = cycle.start
-    y, m = start.year, start.month - 13
-    while m < 1:
-        y, m = y - 1, m + 12
-    month = max(date(y, m, 1), date(first.year, first.month, 1))
-    lines: list[Any] = []
-    while month < start:
-        nxt = date(month.year + (month.month == 12), month.month % 12 + 1, 1)
-        days = Days(month, min(nxt, start))
-        known = tuple(replace(it, terminated=None) if it.terminated is not None and it.terminated >= days.end else it
-                      for it in items if it.activated < days.end)
-        for ag in versions:
-            if agreement_days(ag).intersect(days) is None:
-                continue
-            fees = tuple(c for c in ag.charges if c.kind == "recurring")
-            if not fees:
-                continue
-            ctx = ChargeContext(agreement=replace(ag, charges=fees), partner=partner, cycle=days,
-                                inventory=known, versions=versions, billed=billed_amounts(lines))
-            lines.extend(evaluate_cycle(ctx))
-        month = nxt
-    return billed_amounts(lines)
-
-
-def run_cycle_example(plan: Plan, ex: CycleExample, pm: Any = None) -> CycleExampleResult:
-    """Evaluate the example's cycle and compare its lines with the expectations."""
-
-    res = CycleExampleResult(ex)
-    try:
-        for ctx in cycle_contexts(plan, ex):
-            res.lines.extend(evaluate_cycle(ctx, pm))
-    except ChargeError as e:
-        res.error = str(e)
-        return res
-    for e in ex.expect:
-        if e.key == "total":
-            what = "total"
-            chosen = res.lines
-        else:
-            what = f'line "{e.label}"' + (f" for {e.subject}" if e.subject else "")
-            chosen = [ln for ln in res.lines if ln.charge_name == e.label and (
-                e.subject is None or e.subject in (ln.dimensions.get("party"), ln.dimensions.get("item")))]
-        if e.key == "no_line":
-            if chosen:
-                res.failures.append((what, "no line", "; ".join(f"{ln.amount} {ln.currency}" for ln in chosen)))
-            continue
-        want = e.amount
-        assert want is not None
-        if not chosen and e.key == "line":
-            res.failures.append((what, f"{want.amount} {want.currency}", "no line"))
-            continue
-        got = exact_sum(ln.amount for ln in chosen if ln.currency == want.currency)
-        others = sorted({ln.currency for ln in chosen} - {want.currency})
-        if got != want.amount or others:
-            shown = f"{got} {want.currency}" + "".join(
-                f" and {exact_sum(ln.amount for ln in chosen if ln.currency == c)} {c}" for c in others)
-            res.failures.append((what, f"{want.amount} {want.currency}", shown))
-    return res
-
-
-def report(results: list[ExampleResult | CycleExampleResult], *, verbose: bool = False) -> str:
+def report(results: Sequence[Any], *, verbose: bool = False) -> str:
+    """The text ``icdsl test`` prints: every failure (and with ``verbose`` every pass) at its
+    place, then the counts. ``results``: record and cycle example results alike."""
     lines = []
     for r in results:
         where = str(r.example.span)

@@ -1,5 +1,5 @@
 """What-if, headless: two versions of the rules over the same traffic, difference by partner,
-service, destination and charge.
+service, destination and charge, and the invoices each version would issue.
 
 The two versions are overlays of the folder (see ``icdsl.lang.loader.load(overlay=)``):
 
@@ -8,38 +8,38 @@ The two versions are overlays of the folder (see ``icdsl.lang.loader.load(overla
   agreement written next to the current one); in both A and B ``new`` itself is left out
   (an empty text), so its agreements are not loaded twice.
 
-How it rates: **the batch executor** (``icdsl.rating.batch.rate_batch_with_charges``: traffic
-prices and per-record surcharges) on the records intake would pass (``traffic_source.read_records``),
-both versions on each batch, summed exactly per (partner, side, direction, service,
-destination, charge, currency) with Arrow's group-by. No store: it is several times faster than
-two simulated cycles, and the invoice lines are these sums rounded.
+With a ``period`` (``2026-03``), each version bills that period with **the cycle engine**
+(:func:`icdsl.cycle.run`, the function ``icdsl cycle run`` calls), without a database: per
+version and per partner chosen (with an agreement), a :class:`~icdsl.cycle.CycleInputs` with
 
-With a ``period`` (``2026-03``), each version is a billing cycle of that period, without a
-database, the way ``icdsl.billing.charging`` builds one:
+- the partner's records of the period (its time zone; records outside it are counted in
+  ``WhatIf.outside`` and left out), read as intake would pass them
+  (``traffic_source.read_records``);
+- the folder's inventory (``inventory*.csv`` read with ``icdsl.inventory.read_inventory``;
+  later files win for the same partner and item), the plan's fx sources
+  (:func:`icdsl.cycle.offline.plan_fx`), and the history ``history(partner, period)`` gives
+  (default: none, a first cycle, like the simulation's fresh store);
+- ``accept`` ``charge_hold`` and ``bad_refund``: a charge held for review is left out of the
+  cycle and said in ``notes``, as are refund records that cannot be used; no other validator
+  runs (the simulation shows the findings).
 
-- only each partner's records of the period (its time zone; records outside it are counted in
-  ``WhatIf.outside`` and left out); refund records (``split_refunds``/``refunds_of``) and event
-  records (``split_events`` with the version's ``event_names``) are not rated as traffic;
-- the rated tables give the cycle's :class:`~icdsl.charges.context.Usage`
-  (``usage_from_rated``, ``merge_usage``);
-- per partner and agreement version in force (``versions_in_force``), a
-  :class:`~icdsl.charges.context.ChargeContext` with that usage, the events, the refunds, the
-  folder's inventory (``inventory*.csv`` read with ``icdsl.inventory.read_inventory``; later
-  files win for the same partner and item) and the version's fx sources (``rates_of``), is
-  evaluated by ``evaluate_cycle``: recurring and one-time fees, events, tiers, discounts,
-  commitments, revenue shares. Like the simulation's fresh store, it is a first cycle: no
-  earlier cycles (``history``) and nothing billed before (``billed``). A charge held for review
-  (``ChargeHold``) is left out, as ``--accept charge_hold`` does, and said in ``notes``; a
-  charge that cannot be evaluated (``ChargeError``) leaves that agreement version's cycle
-  charges out, also said in ``notes``.
+The engine sets events and refunds apart, rates the rest, sums the lines, evaluates every
+charge (fees, events, tiers, discounts, commitments, shares, ``cycle.*`` conditions) and drafts
+the invoices. What is compared: each invoice line's exact sum (traffic, by destination), the
+per-record charges (by charge, with the records they apply to), every cycle-level charge line
+(a row per charge: charge = ``label (kind)``, its single (direction, service) if it has one,
+no destination, 0 records, its amount in its own currency), and each draft invoice's total in
+the invoice currency (``WhatIf.documents``: after conversion, rounding and tax). A cycle the
+engine refuses (a charge that cannot be evaluated) is said in ``notes``; its partner has no
+rows in that version.
 
-Each charge line is a row: charge = ``label (kind)``, its single (direction, service) if it has
-one, no destination, 0 records, its amount in its own currency (lines are rounded: sums are
-exact). Without a period, only traffic and per-record surcharges are compared.
+Without a period, there is no cycle: the traffic is rated with **the batch executor**
+(``icdsl.rating.batch.rate_batch_with_charges``: traffic prices and per-record surcharges),
+both versions on each batch, summed exactly with Arrow's group-by.
 
 *Side*: what a partner owes us is revenue; a service the agreement nets (``netting with ...``,
 on the settlement statement: what we owe) is cost. Charge lines follow
-``icdsl.billing.charging.placement``: invoice lines are revenue, payable statement lines and
+``icdsl.cycle.charges.placement``: invoice lines are revenue, payable statement lines and
 revenue shares due to a party other than us are cost; our own share (party ``us``) is part of
 the revenue already and left out, as the dashboard does.
 """
@@ -49,32 +49,18 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from icdsl.billing.charging import (
-    event_names,
-    needs_totals,
-    placement,
-    rates_of,
-    refunds_of,
-    split_events,
-    split_refunds,
-    versions_in_force,
-)
-from icdsl.billing.fx import FxTable
-from icdsl.billing.invoicing import route
-from icdsl.billing.periods import parse_period
-from icdsl.charges.context import ChargeContext, merge_usage, usage_from_rated
-from icdsl.charges.evaluate import evaluate_cycle
-from icdsl.charges.lines import ChargeError, ChargeHold
-from icdsl.charges.periods import Days
+from icdsl.cycle import CycleError, CycleInputs, CycleResult, History, Period, run
+from icdsl.cycle.charges import BAD_REFUND, HOLD, placement
+from icdsl.cycle.invoicing import route
+from icdsl.cycle.offline import SummarySinks, period_of, period_records, plan_fx
 from icdsl.inventory import read_inventory
 from icdsl.rating.batch import rate_batch_with_charges
 from icdsl.tui.project import Project
@@ -84,8 +70,10 @@ from icdsl.tui.traffic_source import Cancelled, read_records
 DIMENSIONS = ("partner", "side", "service", "destination", "charge")
 KEY = ("partner", "side", "direction", "service", "destination", "charge", "currency")
 METHOD_TRAFFIC = "batch executor (traffic and per-record surcharges), exact sums; no cycle-level charges"
-METHOD_CYCLE = ("batch executor (traffic and per-record surcharges) and evaluate_cycle (fees, events, tiers, "
-                "discounts, commitments, shares) as a first cycle of the period, exact sums")
+METHOD_CYCLE = ("cycle engine (icdsl.cycle.run: traffic, per-record and cycle-level charges, draft invoices) "
+                "for each partner's cycle of the period, exact sums")
+#: what a partner's cycle is billed against: its earlier cycles (default: none, a first cycle)
+HistoryOf = Callable[[str, Period], History]
 
 
 @dataclass(frozen=True)
@@ -144,6 +132,9 @@ class WhatIf:
     period: str = ""  # the cycle evaluated ("" : traffic only)
     outside: int = 0  # records of the partners compared outside the period (left out)
     notes: list[str] = field(default_factory=list)  # held charges, charges not evaluated, bad inventory rows
+    # (partner, document, currency) -> (A, B): each draft invoice's total in the invoice currency
+    # (document "invoice STREAM"), the settlement statement's payable ("statement"); None: not issued
+    documents: dict[tuple[str, str, str], tuple[Decimal | None, Decimal | None]] = field(default_factory=dict)
 
     @property
     def charge_rows(self) -> list[Row]:
@@ -174,15 +165,24 @@ class WhatIf:
             t[1] += r.b.amount
         return {k: (v[0], v[1]) for k, v in sorted(out.items())}
 
+    def document_totals(self) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
+        """(document kind, currency) -> (A, B) over the partners: ``invoices`` (their totals in
+        the invoice currency, tax included) and ``statements`` (payable)."""
+        out: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
+        for (_partner, doc, cur), (a, b) in self.documents.items():
+            t = out[("invoices" if doc.startswith("invoice") else "statements", cur)]
+            t[0] += a or 0
+            t[1] += b or 0
+        return {k: (v[0], v[1]) for k, v in sorted(out.items())}
+
     @property
     def changed(self) -> bool:
         return any(r.diff != 0 or r.a.count != r.b.count or r.a.lines != r.b.lines for r in self.rows) or any(
-            a != b for a, b in self.rejects.values())
+            a != b for a, b in self.rejects.values()) or any(a != b for a, b in self.documents.values())
 
 
 def _sides(plan: Any) -> dict[tuple[str, str, str], str]:
     """(agreement hash, direction, service) -> "revenue" | "cost"."""
-
     out = {}
     for ag in plan.agreements:
         for sp in ag.services:
@@ -191,8 +191,16 @@ def _sides(plan: Any) -> dict[tuple[str, str, str], str]:
     return out
 
 
-def _accumulate(acc: dict[tuple[str, ...], Row], which: str, plan: Any, sides: dict, rated: pa.Table,
-                charges: pa.Table) -> None:
+def _row(acc: dict[tuple[str, ...], Row], which: str, key: tuple[str, ...]) -> Cell:
+    r = acc.get(key)
+    if r is None:
+        r = acc[key] = Row(key)
+    return r.a if which == "a" else r.b
+
+
+def _accumulate(acc: dict[tuple[str, ...], Row], which: str, sides: dict, rated: pa.Table | None,
+                charges: pa.Table | None) -> None:
+    """Rated records (traffic, by destination) and per-record charges (by charge), summed exactly."""
     def add(table: pa.Table, charge_col: str | None) -> None:
         if not table.num_rows:
             return
@@ -215,60 +223,20 @@ def _accumulate(acc: dict[tuple[str, ...], Row], which: str, plan: Any, sides: d
         g = t.group_by(keys, use_threads=False).aggregate([("amount", "sum"), ("amount", "count")])
         for row in g.to_pylist():
             side = sides.get((row["agreement_hash"], row["direction"], row["service"]), "revenue")
-            key = (row["partner"], side, row["direction"], row["service"], row["destination"], row["charge"],
-                   row["currency"])
-            r = acc.get(key)
-            if r is None:
-                r = acc[key] = Row(key)
-            cell = r.a if which == "a" else r.b
+            cell = _row(acc, which, (row["partner"], side, row["direction"], row["service"], row["destination"],
+                                     row["charge"], row["currency"]))
             cell.count += row["amount_count"]
             cell.amount += row["amount_sum"] or Decimal(0)
 
-    add(rated, None)
+    if rated is not None:
+        add(rated, None)
     if charges is not None and charges.num_rows:
         add(charges, "charge")
-
-
-@dataclass
-class _Version:
-    """One version's plan and, with a period, its cycle per partner (usage, events, refunds)."""
-
-    which: str
-    plan: Any
-    sides: dict
-    periods: dict[str, Any] = field(default_factory=dict)  # partner -> Period
-    events: dict[str, list] = field(default_factory=dict)  # partner -> event types counted
-    usage: dict[str, list] = field(default_factory=lambda: defaultdict(list))
-    event_records: dict[str, list] = field(default_factory=lambda: defaultdict(list))
-    refunds: dict[str, list] = field(default_factory=lambda: defaultdict(list))
-    refund_problems: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-
-
-def _cycle_of(plan: Any, period: str, partners: list[str] | None) -> tuple[dict[str, Any], dict[str, list[str]]]:
-    """partner -> its period (its time zone and billing), and the event types its charges count."""
-
-    periods, events = {}, {}
-    for code in billable_partners(plan):
-        if partners is not None and code not in partners:
-            continue
-        p = plan.partner(code)
-        periods[code] = parse_period(period, p.timezone, p.billing)
-        events[code] = event_names(plan, code)
-    return periods, events
-
-
-def _in_period(table: pa.Table, per: Any) -> pa.Array:
-    start = table.column("start")
-    lo = pa.scalar(per.start, start.type)
-    hi = pa.scalar(per.end, start.type)
-    # a record without a start is left to the rater (it rejects it), as before
-    return pc.fill_null(pc.and_(pc.greater_equal(start, lo), pc.less(start, hi)), True)
 
 
 def inventory_items(project: Project) -> tuple[list[Any], list[str]]:
     """The items of the folder's ``inventory*.csv`` files (a later file wins for the same
     partner and item, as importing them in turn does) and a problem text per bad row."""
-
     items: dict[tuple[str, str], Any] = {}
     problems: list[str] = []
     for f in project.files().inventory:
@@ -279,52 +247,8 @@ def inventory_items(project: Project) -> tuple[list[Any], list[str]]:
     return list(items.values()), problems
 
 
-def fx_table(plan: Any) -> Any:
-    """The plan's fx sources as ``icdsl.billing.fx.FxTable`` (what a store loads, without one)."""
-
-    rows = [SimpleNamespace(source=src.name, base=r.base, quote=r.quote, rate=r.rate, effective_from=r.effective_from,
-                            id=n)
-            for src in plan.fx_sources for n, r in enumerate(src.rates, 1)]
-    return FxTable(rows, {src.name: src.rounding for src in plan.fx_sources})  # type: ignore[arg-type]
-
-
-def cycle_lines(plan: Any, partner: str, per: Any, usage: list, events: list, refunds: list, items: list,
-                fx: Any) -> tuple[list[Any], list[str]]:
-    """The cycle-level charge lines of ``partner``'s cycle ``per`` (every agreement version in
-    force), as ``icdsl.billing.charging.evaluate`` evaluates them but without a store: a first
-    cycle (no history, nothing billed before). Held charges are left out (and said); a version
-    whose charges cannot be evaluated gives no lines (and says why)."""
-
-    p = plan.partner(partner)
-    days = Days(per.local_start, per.local_end)
-    mine = tuple(it for it in items if it.partner == partner)
-    lines: list[Any] = []
-    notes: list[str] = []
-    for ag in versions_in_force(plan, partner, days):
-        versions = tuple(a for a in plan.agreements_for(partner) if a.name == ag.name)
-        current = ag
-        while True:
-            ctx = ChargeContext(agreement=current, partner=p, cycle=days, cycle_label=per.label, usage=tuple(usage),
-                                inventory=mine, events=tuple(events), adjustments=tuple(refunds),
-                                versions=tuple(current if v is ag else v for v in versions), fx=rates_of(fx, current))
-            try:
-                lines += evaluate_cycle(ctx)
-                break
-            except ChargeHold as h:
-                notes.append(f"{partner} {ag.key}: held for review, left out: {h}")
-                left = tuple(c for c in current.charges if c.span != h.span)
-                if len(left) == len(current.charges):
-                    break
-                current = replace(current, charges=left)
-            except ChargeError as e:
-                notes.append(f"{partner} {ag.key}: cycle charges not evaluated: {e}")
-                break
-    return lines, notes
-
-
 def _line_side(line: Any, agreement: Any, partner: str) -> str | None:
     """"revenue", "cost", or None (our own revenue share: in the revenue already)."""
-
     where, _stream, payable = placement(line, agreement, partner)
     if where == "share":
         return None if line.dimensions.get("party") == "us" else "cost"
@@ -335,29 +259,76 @@ def charge_label(name: str, kind: str) -> str:
     return f"{name} ({kind})"
 
 
-def _add_lines(acc: dict[tuple[str, ...], Row], which: str, plan: Any, partner: str, lines: list[Any]) -> None:
+def _add_cycle(acc: dict[tuple[str, ...], Row], which: str, plan: Any, sides: dict, code: str,
+               result: CycleResult) -> None:
+    """The engine's result as rows: the invoice lines' exact sums (traffic), the per-record
+    charges (from the records they apply to) and the cycle-level charge lines."""
+    for g in result.lines:
+        side = sides.get((g.agreement_hash, g.direction, g.service), "revenue")
+        cell = _row(acc, which, (code, side, g.direction, g.service, g.dims.get("destination") or "", "traffic",
+                                 g.currency))
+        cell.count += g.count
+        cell.amount += g.amount
+    record_charges = result.sinks.read_record_charges()
+    _accumulate(acc, which, sides, None, record_charges)
+    per_record = set()
+    if record_charges is not None and record_charges.num_rows:
+        per_record = {(r["agreement_hash"], r["kind"], r["charge"]) for r in record_charges.select(
+            ["agreement_hash", "kind", "charge"]).group_by(["agreement_hash", "kind", "charge"]).aggregate([]).to_pylist()}
     by_hash = {a.source_hash: a for a in plan.agreements}
-    for ln in lines:
-        side = _line_side(ln, by_hash.get(ln.agreement_hash), partner)
+    for ln in result.charge_lines:
+        if (ln.agreement_hash, ln.kind, ln.charge_name) in per_record:
+            continue  # a per-record charge's line: its records are compared above
+        side = _line_side(ln, by_hash.get(ln.agreement_hash), code)
         if side is None:
             continue
         direction, service = ln.scope[0] if len(ln.scope) == 1 else ("", "")
-        key = (partner, side, direction, service, "", charge_label(ln.charge_name, ln.kind), ln.currency)
-        r = acc.get(key)
-        if r is None:
-            r = acc[key] = Row(key)
-        cell = r.a if which == "a" else r.b
+        cell = _row(acc, which, (code, side, direction, service, "", charge_label(ln.charge_name, ln.kind),
+                                 ln.currency))
         cell.amount += ln.amount
         cell.lines += 1
+
+
+def _documents(result: CycleResult) -> dict[tuple[str, str, str], Decimal]:
+    code = result.partner.code
+    out: dict[tuple[str, str, str], Decimal] = {}
+    if result.drafts is None:
+        return out
+    for inv in result.drafts.invoices:
+        out[(code, f"invoice {inv.stream}", inv.currency)] = inv.total
+    st = result.drafts.statement
+    if st is not None and st.payable:
+        out[(code, "statement", st.currency)] = st.payable
+    return out
+
+
+def _rejected(rejects: dict[tuple[str, str], list[int]], which: str, table: pa.Table) -> None:
+    if not table.num_rows:
+        return
+    g = pa.table({"partner": pc.cast(table.column("partner"), pa.string()),
+                  "reason": pc.cast(table.column("reason"), pa.string())}).group_by(
+        ["partner", "reason"]).aggregate([("reason", "count")])
+    for row in g.to_pylist():
+        rejects[(row["partner"] or "", row["reason"])][0 if which == "a" else 1] += row["reason_count"]
+
+
+@dataclass
+class _Version:
+    """One version's plan and, with a period, each partner's period and records of it."""
+
+    which: str
+    plan: Any
+    sides: dict
+    periods: dict[str, Period] = field(default_factory=dict)  # partner -> its period
+    records: dict[str, list[tuple[int, pa.Table]]] = field(default_factory=lambda: defaultdict(list))
 
 
 def compare(project: Project, versions: Versions, buffers: Mapping[Path, str], traffic: list[Path],
             partners: list[str] | None = None, *, period: str | None = None,
             progress: Callable[[str, int, int], None] | None = None,
-            cancelled: Callable[[], bool] | None = None) -> WhatIf:
-    """Rate ``traffic`` with both versions and, with a ``period``, evaluate both versions' cycle
-    charges (see the module); line the sums up."""
-
+            cancelled: Callable[[], bool] | None = None, history: HistoryOf | None = None) -> WhatIf:
+    """Bill ``traffic`` with both versions: with a ``period``, each partner's cycle through the
+    cycle engine; without, the traffic rated (see the module); line the sums up."""
     progress = progress or (lambda *_: None)
     cancelled = cancelled or (lambda: False)
     t0 = time.perf_counter()
@@ -374,86 +345,83 @@ def compare(project: Project, versions: Versions, buffers: Mapping[Path, str], t
     if period:
         out.method = METHOD_CYCLE
         for v in both:
-            v.periods, v.events = _cycle_of(v.plan, period, partners)
+            v.periods = {code: period_of(v.plan.partner(code), period) for code in billable_partners(v.plan)
+                         if partners is None or code in partners}
     acc: dict[tuple[str, ...], Row] = {}
     rejects: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
     done = 0
 
-    def rate(v: _Version, table: pa.Table, partner: str | None) -> None:
-        if partner is not None and v.periods:
-            tz = v.plan.partner(partner).timezone
-            table, refund_rows = split_refunds(table)
-            if refund_rows is not None:
-                got, bad = refunds_of(v.plan, refund_rows, tz, partner)
-                v.refunds[partner] += got
-                v.refund_problems[partner] += len(bad)
-            table, events = split_events(table, v.events[partner], tz, partner)
-            v.event_records[partner] += events
-        if not table.num_rows:
-            return
-        rated, rej, charges = rate_batch_with_charges(v.plan, table)
-        _accumulate(acc, v.which, v.plan, v.sides, rated, charges)
-        if partner is not None and v.periods:
-            v.usage[partner] = merge_usage(v.usage[partner], usage_from_rated(v.plan, rated, charges))
-        if rej.num_rows:
-            g = pa.table({"partner": pc.cast(rej.column("partner"), pa.string()),
-                          "reason": pc.cast(rej.column("reason"), pa.string())}).group_by(
-                ["partner", "reason"]).aggregate([("reason", "count")])
-            for row in g.to_pylist():
-                rejects[(row["partner"] or "", row["reason"])][0 if v.which == "a" else 1] += row["reason_count"]
+    def rate(v: _Version, table: pa.Table) -> None:
+        """Records that belong to no cycle compared (no period, or a partner not billed): rated."""
+        if table.num_rows:
+            rated, rej, charges = rate_batch_with_charges(v.plan, table)
+            _accumulate(acc, v.which, v.sides, rated, charges)
+            _rejected(rejects, v.which, rej)
 
-    for records, rejected in read_records(traffic, plan_a, partners):
+    for batch, (records, rejected) in enumerate(read_records(traffic, plan_a, partners)):
         if cancelled():
             raise Cancelled()
         out.intake_rejected += rejected
         out.records += records.num_rows
-        pcol = pc.cast(records.column("partner"), pa.string()) if period else None
-        split: dict[Any, pa.Table] = {}  # the same partner and period in both versions: split once
-        for v in both:
-            if not v.periods:
-                rate(v, records, None)
-            else:  # each partner's records of its period (its time zone); the rest as they are
+        if not period:
+            for v in both:
+                rate(v, records)
+        else:
+            pcol = pc.cast(records.column("partner"), pa.string())
+            split: dict[Any, tuple[pa.Table, int]] = {}  # the same partner and period in both versions: split once
+            for v in both:
                 known = tuple(v.periods)
                 if known not in split:
-                    split[known] = records.filter(pc.invert(pc.fill_null(
-                        pc.is_in(pcol, value_set=pa.array(list(known), pa.string())), False)))
-                rate(v, split[known], None)
+                    split[known] = (records.filter(pc.invert(pc.fill_null(
+                        pc.is_in(pcol, value_set=pa.array(list(known), pa.string())), False))), 0)
+                rate(v, split[known][0])
                 for code, per in v.periods.items():
                     key = (code, per.start, per.end)
                     if key not in split:
-                        sub = records.filter(pc.fill_null(pc.equal(pcol, code), False))
-                        inside = _in_period(sub, per) if sub.num_rows else None
-                        if inside is not None and v.which == "a":
-                            out.outside += sub.num_rows - pc.sum(pc.cast(inside, pa.int64())).as_py()
-                        split[key] = sub.filter(inside) if inside is not None else sub
-                    if split[key].num_rows:
-                        rate(v, split[key], code)
-            if cancelled():
-                raise Cancelled()
+                        split[key] = period_records(records, code, per)
+                        if v.which == "a":  # counted once, in A's periods
+                            out.outside += split[key][1]
+                    if split[key][0].num_rows:
+                        v.records[code].append((batch, split[key][0]))
+        if cancelled():
+            raise Cancelled()
         done += records.num_rows
-        progress("rating both versions", done, 0)
+        progress("reading the traffic" if period else "rating both versions", done, 0)
     if period:
-        progress("evaluating the cycle charges", 0, 0)
         items, problems = inventory_items(project)
         out.notes += [f"inventory: {p}" for p in problems[:5]]
         if len(problems) > 5:
             out.notes.append(f"inventory: {len(problems) - 5} more bad row(s)")
+        documents: dict[tuple[str, str, str], list[Decimal | None]] = defaultdict(lambda: [None, None])
         for v in both:
-            fx = fx_table(v.plan)
-            label = out.labels[0 if v.which == "a" else 1]
+            fx = plan_fx(v.plan)
+            label = f"{v.which.upper()} ({out.labels[0 if v.which == 'a' else 1]})"
             for code, per in v.periods.items():
-                lines, notes = cycle_lines(v.plan, code, per, v.usage[code], v.event_records[code], v.refunds[code],
-                                           items, fx)
-                _add_lines(acc, v.which, v.plan, code, lines)
-                out.notes += [f"{v.which.upper()} ({label}): {n}" for n in notes]
-                if v.refund_problems[code]:
-                    out.notes.append(f"{v.which.upper()}: {code}: {v.refund_problems[code]} refund record(s) "
-                                     "cannot be used (left out)")
-                if needs_totals(v.plan, code):
-                    out.notes.append(f"{v.which.upper()}: {code}: per-record charges that read cycle.* are rated "
-                                     "without the cycle's totals")
-            if cancelled():
-                raise Cancelled()
+                def tick(stage: str, n: int, total: int, code: str = code, which: str = v.which) -> None:
+                    if cancelled():
+                        raise Cancelled()
+                    progress(f"{which.upper()}: {code} {stage}", n, total)
+
+                inputs = CycleInputs(
+                    plan=v.plan, partner=v.plan.partner(code), period=per, records=v.records.pop(code, []),
+                    inventory=tuple(it for it in items if it.partner == code),
+                    history=history(code, per) if history is not None else History(), fx=fx,
+                    accept=(HOLD, BAD_REFUND), validators=(), sinks=SummarySinks(), progress=tick)
+                try:
+                    result = run(inputs)
+                except CycleError as e:
+                    out.notes.append(f"{label}: {code}: the cycle cannot be billed, its rows are left out: {e}")
+                    continue
+                _add_cycle(acc, v.which, v.plan, v.sides, code, result)
+                _rejected(rejects, v.which, result.sinks.read_rejects())
+                for k, amount in _documents(result).items():
+                    documents[k][0 if v.which == "a" else 1] = amount
+                for f in result.findings:
+                    if f.code == HOLD:
+                        out.notes.append(f"{label}: {code}: held for review, left out: {f.message}")
+                    elif f.code == BAD_REFUND:
+                        out.notes.append(f"{label}: {code}: {f.count} refund record(s) cannot be used (left out)")
+        out.documents = {k: (a, b) for k, (a, b) in sorted(documents.items())}
     out.rows = sorted(acc.values(), key=lambda r: (-abs(r.diff), r.key))
     out.rejects = {k: (v[0], v[1]) for k, v in sorted(rejects.items())}
     out.seconds = time.perf_counter() - t0

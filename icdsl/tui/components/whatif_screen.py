@@ -75,7 +75,7 @@ class WhatIfScreen(Screen):
         #wi-progress { width: auto; margin: 0 1 0 0; }
         #wi-progress Bar { width: 16; }
         #wi-status { width: 1fr; color: $text-muted; }
-        #wi-summary { height: auto; max-height: 5; padding: 0 1; }
+        #wi-summary { height: auto; max-height: 8; padding: 0 1; }
         #wi-table-box { height: 1fr; }
         #wi-table { height: 1fr; border: none; background: $surface; }
     }
@@ -252,6 +252,10 @@ class WhatIfScreen(Screen):
         summary = Text()
         for (side, ccy), (va, vb) in r.totals().items():
             summary.append(f"{side:<7} {ccy}  {plain(va)} → {plain(vb)}  ")
+            summary.append_text(signed(vb - va))
+            summary.append("\n")
+        for (doc, ccy), (va, vb) in r.document_totals().items():  # as issued: converted, rounded, taxed
+            summary.append(f"{doc} {ccy}  {plain(va)} → {plain(vb)}  ")
             summary.append_text(signed(vb - va))
             summary.append("\n")
         moved = [(k, v) for k, v in r.rejects.items() if v[0] != v[1]]
