@@ -196,7 +196,13 @@ def billed_adjustments(s: Session, plan: Plan, cycle_id: int) -> list[Adjustment
     in their currency, with its sign reversed)."""
     by_hash = {a.source_hash: a for a in plan.agreements}
     out = []
-    for a in s.scalars(select(M.Adjustment).where(M.Adjustment.target_cycle_id == cycle_id).order_by(M.Adjustment.id)):
+    # a correction that evaluated the corrected cycle whole (it has a record charges file)
+    # corrected that cycle's revenue shares itself: its traffic is not deducted again here
+    whole = select(M.Correction.id).where(M.Correction.charges_path.is_not(None))
+    for a in s.scalars(select(M.Adjustment).where(M.Adjustment.target_cycle_id == cycle_id,
+                                                  M.Adjustment.charge_key.is_(None),
+                                                  M.Adjustment.correction_id.not_in(whole))
+                       .order_by(M.Adjustment.id)):
         if a.source_delta == 0:
             continue
         ag = by_hash.get(a.agreement_hash or "")
@@ -474,10 +480,12 @@ def share_lines(lines: Iterable[ChargeLine]) -> list[ChargeLine]:
 
 
 def write_share_statements(s: Session, cyc: M.BillingCycle, prow: M.Partner, lines: Sequence[ChargeLine],
-                           t: Any) -> list[M.ShareStatement]:
+                           t: Any, adjustments: Sequence[M.Adjustment] = ()) -> list[M.ShareStatement]:
     """One statement per party and currency of the cycle's revenue shares. Each lists the
     party's share lines and, per split, the amount split and every party's share: the shares
-    of a split add up to its amount exactly (largest remainder at the minor unit)."""
+    of a split add up to its amount exactly (largest remainder at the minor unit).
+    ``adjustments``: corrections of earlier cycles' shares billed on this cycle (``placement``
+    ``share``), listed on their party's statement after its share lines."""
     shares = share_lines(lines)
     splits: dict[tuple[str, str, str], dict[str, Any]] = {}
     for ln in shares:
@@ -497,6 +505,10 @@ def write_share_statements(s: Session, cyc: M.BillingCycle, prow: M.Partner, lin
     by_party: dict[tuple[str, str], list[ChargeLine]] = defaultdict(list)
     for ln in shares:
         by_party[(str(ln.dimensions.get("party")), ln.currency)].append(ln)
+    fixes: dict[tuple[str, str], list[M.Adjustment]] = defaultdict(list)
+    for a in adjustments:
+        fixes[(str(a.party), a.currency)].append(a)
+        by_party.setdefault((str(a.party), a.currency), [])
     out = []
     for (party, cur), ls in sorted(by_party.items()):
         items = [{"line_no": i, "kind": "revenue_share", "description": ln.description, "charge": ln.charge_name,
@@ -506,10 +518,15 @@ def write_share_statements(s: Session, cyc: M.BillingCycle, prow: M.Partner, lin
                   "exact_share": ln.details.get("exact_share"), "how": ln.details.get("how"), "rule": ln.rule,
                   "agreement_hash": ln.agreement_hash, "key": ln.key}
                  for i, ln in enumerate(ls, 1)]
+        items += [{"line_no": len(items) + i, "kind": "adjustment", "charge": a.charge_key, "quantity": "1",
+                   "unit": "share", "amount": str(a.amount), "currency": a.currency, "adjustment_id": a.id,
+                   "corrects_charge_line_id": a.charge_line_id, "corrects_line_id": a.corrects_line_id,
+                   "description": f"Adjustment of an earlier cycle's share (correction {a.correction_id})",
+                   "key": a.charge_key} for i, a in enumerate(fixes[(party, cur)], 1)]
         mine = [sp for (name, c, h), sp in sorted(splits.items()) if c == cur and
                 any(ln.charge_name == name and ln.agreement_hash == h for ln in ls)]
         row = M.ShareStatement(cycle_id=cyc.id, partner_id=prow.id, party=party[:64], currency=cur, status="draft",
-                               total=exact_sum(ln.amount for ln in ls),
+                               total=exact_sum([*(ln.amount for ln in ls), *(a.amount for a in fixes[(party, cur)])]),
                                details={"period": cyc.label, "lines": items, "splits": mine,
                                         "method": "largest remainder at the minor unit, ties to the party "
                                                   "listed first"},

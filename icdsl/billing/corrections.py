@@ -44,6 +44,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from icdsl.billing import charging
 from icdsl.billing import models as M
 from icdsl.billing.amounts import convert, round_line, rounding_text
 from icdsl.billing.cycles import (
@@ -54,18 +55,23 @@ from icdsl.billing.cycles import (
     _new_cycle,
     _read_partner,
     _scale,
+    adjustment_what,
     cycle_dir,
     money,
     partner_inputs,
     rated_file_schema,
+    record_charges_file_schema,
     resolve_period,
     run_cycle,
     run_locked,
 )
 from icdsl.billing.errors import CycleError
 from icdsl.billing.fx import FxTable
-from icdsl.billing.invoicing import DIMENSIONS, check_dims, describe, fx_for, quantity_unit, route
-from icdsl.billing.periods import Period, PeriodError, local_midnight, make_period, period_containing
+from icdsl.billing.invoicing import DIMENSIONS, check_dims, fx_for, quantity_unit, route
+from icdsl.billing.periods import Period, PeriodError, local_midnight, make_period, period_containing, zone
+from icdsl.billing.validation import Finding
+from icdsl.charges.context import usage_from_rated
+from icdsl.charges.lines import ChargeLine
 from icdsl.plan.model import Plan
 
 if TYPE_CHECKING:
@@ -130,37 +136,6 @@ def _sums(t: pa.Table, dims: tuple[str, ...]) -> dict[str, _State]:
         g.column("a_sum").to_pylist(), strict=True)}
 
 
-OLD_COLUMNS = ("id", "agreement_hash", "direction", "service", "currency", "destination", "band", "prefix", "rate",
-               "rule", "amount", "billed_units")
-
-
-def _old_state(store: Store, s: Session, cyc: M.BillingCycle, ids: pa.Array) -> pa.Table:
-    """The latest rating of each record of ``ids`` that counted in ``cyc``: the cycle's rated
-    file, overridden by earlier corrections (a record they rejected no longer counts)."""
-
-    def load(path: str, sha: str, extra: tuple[str, ...] = ()) -> pa.Table:
-        store.data.verify(path, sha)
-        t = pq.read_table(store.data.abs(path), columns=[*OLD_COLUMNS, *extra])
-        t = t.set_column(0, "id", pc.cast(t.column("id"), pa.string()))
-        return t.filter(pc.is_in(t.column("id"), value_set=ids))
-
-    f = s.scalars(select(M.DataFile).where(M.DataFile.cycle_id == cyc.id, M.DataFile.kind == "rated")).first()
-    old = load(f.path, f.sha256) if f is not None else None
-    for c in s.scalars(select(M.Correction).where(M.Correction.cycle_id == cyc.id).order_by(M.Correction.id)):
-        if not c.file_path:
-            continue
-        ct = load(c.file_path, c.file_sha256, ("reason",))
-        if not ct.num_rows:
-            continue
-        rated = ct.filter(pc.is_null(ct.column("reason"))).select(list(OLD_COLUMNS))
-        if old is not None:
-            old = old.filter(pc.invert(pc.is_in(old.column("id"), value_set=ct.column("id").combine_chunks())))
-            old = pa.concat_tables([old, rated], promote_options="permissive")
-        else:
-            old = rated
-    return old if old is not None else pa.table({c: pa.array([], pa.string()) for c in OLD_COLUMNS})
-
-
 @dataclass
 class _Billed:
     """What a cycle billed for one line key, corrections included."""
@@ -205,7 +180,8 @@ def _billed(s: Session, cyc: M.BillingCycle) -> dict[str, _Billed]:
                  source=Decimal(ln["source_amount"]), amount=Decimal(ln["amount"]),
                  fx_rate=Decimal(ln["fx_rate"]) if ln.get("fx_rate") else None, fx_rate_id=ln.get("fx_rate_id"),
                  rounding=ln.get("rounding"), stream="netting", netted=True)
-    for a in s.scalars(select(M.Adjustment).where(M.Adjustment.source_cycle_id == cyc.id).order_by(M.Adjustment.id)):
+    for a in s.scalars(select(M.Adjustment).where(M.Adjustment.source_cycle_id == cyc.id,
+                                                  M.Adjustment.charge_key.is_(None)).order_by(M.Adjustment.id)):
         take(f"{a.agreement_hash}{KEY_SEP}{a.group_key}", line_id=a.corrects_line_id, source=a.source_delta,
              amount=a.amount, fx_rate=a.fx_rate, fx_rate_id=a.fx_rate_id, rounding=a.rounding, stream=a.stream,
              netted=a.netted)
@@ -221,6 +197,7 @@ class AdjustmentSummary:
     corrects_line_id: int | None
     source_delta: Decimal
     source_currency: str
+    corrects_charge_line_id: int | None = None
 
 
 @dataclass
@@ -245,6 +222,8 @@ class CorrectionReport:
         for a in self.adjustments:
             kind = "credit" if a.amount < 0 else "debit"
             ref = f", corrects line {a.corrects_line_id}" if a.corrects_line_id else ""
+            if a.corrects_charge_line_id:
+                ref += f", corrects charge line {a.corrects_charge_line_id}"
             out.append(f"    {kind} {a.amount} {a.currency}: {a.description}{ref}")
         return "\n".join(out)
 
@@ -345,35 +324,35 @@ def _correct(store: Store, code: str, cycle_id: int, lo, hi, destination: str | 
         start, end = max(lo, per.start), min(hi, per.end)
         dims = check_dims(cyc.line_dims)
         scale = _scale(plan)
-        schema = correction_schema(scale)
         rel_dir = f"{cycle_dir(code, per)}/corrections"
         store.data.clean(rel_dir, store.referenced_files(s))
-        inputs = partner_inputs(s, code, start, end)
-        _id_type(store, inputs)  # verifies the files
-        selected: list[pa.Array] = []
-        w = store.data.writer(rel_dir, "rerated", schema)
-        with w:
-            rater = Rater(plan, _Into(w, schema, False), _Into(w, schema, True), scale, dims, None)
-            for batch_id, path, _sha, _n in inputs:
-                for chunk in _read_partner(str(store.data.abs(path)), code, start=start, end=end,
-                                           number_prefix=destination):
-                    selected.append(pc.cast(chunk.column("id"), pa.string()).combine_chunks())
-                    rater.rate(chunk, batch_id)
-            w.close()
-            written = w.commit()
+        window = _rate_window(store, s, prow, per, plan, start, end, destination, dims, scale, rel_dir)
+        written, charges_written, rater = window.written, window.charges_written, window.rater
         st.checkpoint("rerate:files_committed")
-        ids = pa.concat_arrays(selected) if selected else pa.array([], pa.string())
-        old = _old_state(store, s, cyc, ids)
+        ids = window.ids
         new = pq.read_table(store.data.abs(written.path))
         new_rated = new.filter(pc.is_null(new.column("reason")))
-        old_sums, new_sums = _sums(old, dims), _sums(new_rated, dims)
+        new_charges = pq.read_table(store.data.abs(charges_written.path))
+        # the period as billed (corrections included), and as corrected: the window's records
+        # replaced by their new ratings (records the cycle never billed, late ones, added)
+        latest, latest_charges = latest_state(store, s, cyc)
+        replaced = pc.cast(new.column("id"), pa.string()).combine_chunks()
+        corrected = _replace(latest, new_rated, replaced)
+        corrected_charges = _replace(latest_charges, new_charges, replaced)
+        fx = FxTable.load(s, plan)
+        result = evaluate_period(s, prow, per, cyc, plan, corrected, corrected_charges, window.events,
+                                 window.refunds, window.refund_problems, fx, accept, dims)
+        blocking = [f for f in result.findings if f.blocking]
+        if blocking:
+            raise CycleError(f"the corrected {code} {per.label} cannot be billed: "
+                             + "; ".join(f"error[{f.code}]: {f.message}" for f in blocking))
+        old_sums = _sums(latest, dims)
         new_line = {}
         if new_rated.num_rows:
             keys = _key_columns(new_rated, dims)
             pairs = pa.table({"k": keys, "line": new_rated.column("line")}).group_by(["k", "line"]).aggregate([])
             new_line = dict(zip(pairs.column("k").to_pylist(), pairs.column("line").to_pylist(), strict=True))
         billed = _billed(s, cyc)
-        fx = FxTable.load(s, plan)
         by_hash = {a.source_hash: a for a in plan.agreements}
         versions = {v.content_hash: v for v in s.scalars(select(M.AgreementVersion))}
         last_day = per.local_end - timedelta(days=1)
@@ -384,8 +363,8 @@ def _correct(store: Store, code: str, cycle_id: int, lo, hi, destination: str | 
             if b.line_id is not None:
                 line_of_group.setdefault(k.split(KEY_SEP, 1)[1], b.line_id)
         changes = []
-        for key in sorted(set(old_sums) | set(new_sums)):
-            o, n = old_sums.get(key, _State()), new_sums.get(key, _State())
+        for key in sorted(set(old_sums) | set(result.traffic)):
+            o, n = old_sums.get(key, _State()), result.traffic.get(key, _State())
             if (o.count, o.units, o.amount) == (n.count, n.units, n.amount):
                 continue
             ahash, gk = key.split(KEY_SEP, 1)
@@ -404,12 +383,13 @@ def _correct(store: Store, code: str, cycle_id: int, lo, hi, destination: str | 
                 rate, rate_id = (q.rate, q.rate_id) if q else (None, None)
                 mode = agreement.rounding.mode if agreement else "half_up"
                 stream, netted = route(agreement, direction, service)
-            corrected = round_line(convert(b.source - o.amount + n.amount, rate), prow.currency, mode)
-            amount = corrected - b.amount
+            corrected_amount = round_line(convert(b.source - o.amount + n.amount, rate), prow.currency, mode)
+            amount = corrected_amount - b.amount
             g = groups.get(new_line[key]) if key in new_line else None
             unit, _ = quantity_unit(agreement, direction, service)
             changes.append(dict(
-                corrects_line_id=b.line_id if b.line_id is not None else line_of_group.get(gk), netted=netted, stream=stream, direction=direction, service=service,
+                corrects_line_id=b.line_id if b.line_id is not None else line_of_group.get(gk), netted=netted,
+                stream=stream, direction=direction, service=service,
                 destination=dimvals.get("destination") or (g.only("destination") if g else None),
                 band=dimvals.get("band") or (g.only("band") if g else None),
                 prefix=dimvals.get("prefix") or (g.only("prefix") if g else None),
@@ -419,6 +399,7 @@ def _correct(store: Store, code: str, cycle_id: int, lo, hi, destination: str | 
                 source_delta=n.amount - o.amount, old_units=o.units, new_units=n.units, old_count=o.count,
                 new_count=n.count, currency=prow.currency, amount=amount, fx_rate=rate, fx_rate_id=rate_id,
                 rounding=rounding_text(prow.currency, mode)))
+        changes += charge_changes(s, prow, cyc, plan, result.charges, fx, last_day, versions)
         report = CorrectionReport(per.label, cyc.id, None, len(ids), rater.rated, rater.rejected)
         t = st.now()
         if not changes:
@@ -428,11 +409,13 @@ def _correct(store: Store, code: str, cycle_id: int, lo, hi, destination: str | 
             return report
         corr = M.Correction(
             partner_id=prow.id, partner_code=code, cycle_id=cyc.id,
-            local_from=start.astimezone(_zone(prow.timezone)).date(),
-            local_to=(end.astimezone(_zone(prow.timezone)) - timedelta(microseconds=1)).date(),
+            local_from=start.astimezone(zone(prow.timezone)).date(),
+            local_to=(end.astimezone(zone(prow.timezone)) - timedelta(microseconds=1)).date(),
             destination=destination, plan_hash=st.plan_hash(plan), records_in=len(ids), rated_count=rater.rated,
             rejected_count=rater.rejected, file_path=written.path, file_sha256=written.sha256,
-            file_rows=written.rows, file_bytes=written.bytes, actor=st._actor(), created_at=t)
+            file_rows=written.rows, file_bytes=written.bytes, actor=st._actor(), created_at=t,
+            charges_path=charges_written.path, charges_sha256=charges_written.sha256,
+            charges_rows=charges_written.rows)
         s.add(corr)
         s.flush()
         target = _next_cycle(s, prow, cyc)
@@ -442,8 +425,8 @@ def _correct(store: Store, code: str, cycle_id: int, lo, hi, destination: str | 
             s.add(a)
             s.flush()
             report.adjustments.append(AdjustmentSummary(
-                a.id, describe(a.direction, a.service, a.destination, a.band), a.amount, a.currency,
-                a.corrects_line_id, a.source_delta, a.source_currency))
+                a.id, adjustment_what(a), a.amount, a.currency, a.corrects_line_id, a.source_delta,
+                a.source_currency, a.charge_line_id))
         report.correction_id, report.target, report.target_cycle_id = corr.id, target.label, target.id
         total = sum((c["amount"] for c in changes), Decimal(0))
         s.add(M.CycleEvent(cycle_id=cyc.id, at=t, kind="progress", from_state=None, to_state=None,
@@ -454,7 +437,8 @@ def _correct(store: Store, code: str, cycle_id: int, lo, hi, destination: str | 
                     f"{total} {prow.currency} on {target.label}",
                     {"cycle_id": cyc.id, "target_cycle_id": target.id, "from": str(corr.local_from),
                      "to": str(corr.local_to), "destination": destination, "plan_hash": corr.plan_hash,
-                     "adjustments": [{"id": x.id, "amount": str(x.amount), "corrects_line_id": x.corrects_line_id}
+                     "adjustments": [{"id": x.id, "amount": str(x.amount), "corrects_line_id": x.corrects_line_id,
+                                      "corrects_charge_line_id": x.corrects_charge_line_id}
                                      for x in report.adjustments]})
         if target.status == "invoiced":
             tper = _cycle_period(target)
@@ -464,10 +448,257 @@ def _correct(store: Store, code: str, cycle_id: int, lo, hi, destination: str | 
         return report
 
 
-def _zone(name: str):
-    from icdsl.billing.periods import zone
+# --------------------------------------------------------------------------- the corrected period
 
-    return zone(name)
+
+@dataclass
+class _Window:
+    written: Any
+    charges_written: Any
+    rater: Rater
+    ids: pa.Array
+    events: list[Any]
+    refunds: list[Any]
+    refund_problems: list[tuple[str, str]]
+
+
+def _rate_window(store: Store, s: Session, prow: M.Partner, per: Period, plan: Plan, start, end,
+                 destination: str | None, dims: tuple[str, ...], scale: int, rel_dir: str) -> _Window:
+    """Read the partner's records of the whole period from every intake batch (late ones
+    included): the event and refund records of the period are set apart (the corrected period
+    counts them all), and the traffic records of the window (``start``..``end``, the
+    ``destination`` prefix) are rated again into the correction's files (rated and rejected
+    records; their per-record charges). Event and refund records are written to the correction
+    file too (``reason`` ``event`` / ``refund``, no amount): the correction has read them."""
+    schema = correction_schema(scale)
+    inputs = partner_inputs(s, prow.code, per.start, per.end)
+    _id_type(store, inputs)  # verifies the files
+    names = tuple(charging.event_names(plan, prow.code))
+    selected: list[pa.Array] = []
+    events: list[Any] = []
+    refunds: list[Any] = []
+    problems: list[tuple[str, str]] = []
+    lo = pa.scalar(start, pa.timestamp("us", tz="UTC"))
+    hi = pa.scalar(end, pa.timestamp("us", tz="UTC"))
+    w = store.data.writer(rel_dir, "rerated", schema)
+    cw = store.data.writer(rel_dir, "rerated-charges", record_charges_file_schema(pa.string(), scale))
+    with w, cw:
+        into = _Into(w, schema, False)
+        rater = Rater(plan, into, _Into(w, schema, True), scale, dims, None, charges=True,
+                      charges_w=_Into(cw, record_charges_file_schema(pa.string(), scale), False), partner=prow.code, timezone=prow.timezone)
+        for batch_id, path, _sha, _n in inputs:
+            for chunk in _read_partner(str(store.data.abs(path)), prow.code, per):
+                chunk, refund_rows = charging.split_refunds(chunk)
+                set_aside = []
+                if refund_rows is not None:
+                    got, bad = charging.refunds_of(plan, refund_rows, prow.timezone, prow.code)
+                    refunds += got
+                    problems += bad
+                    set_aside.append((refund_rows, "refund"))
+                if names:
+                    before = chunk
+                    chunk, evs = charging.split_events(chunk, names, prow.timezone, prow.code)
+                    if evs:
+                        events += evs
+                        set_aside.append((_not_in(before, chunk), "event"))
+                for rows, why in set_aside:
+                    into.write(pa.table({"id": pc.cast(rows.column("id"), pa.string()),
+                                         "partner": rows.column("partner"), "start": rows.column("start"),
+                                         "batch_id": pa.array([batch_id] * rows.num_rows, pa.int64()),
+                                         "reason": pa.array([why] * rows.num_rows, pa.string())}))
+                mask = pc.and_(pc.greater_equal(chunk.column("start"), lo), pc.less(chunk.column("start"), hi))
+                if destination:
+                    mask = pc.and_(mask, pc.fill_null(pc.starts_with(chunk.column("b_number"), destination), False))
+                chunk = chunk.filter(mask)
+                if chunk.num_rows:
+                    selected.append(pc.cast(chunk.column("id"), pa.string()).combine_chunks())
+                    rater.rate(chunk, batch_id)
+        w.close()
+        cw.close()
+        written = w.commit()
+        charges_written = cw.commit()
+    ids = pa.concat_arrays(selected) if selected else pa.array([], pa.string())
+    return _Window(written, charges_written, rater, ids, events, refunds, problems)
+
+
+def _not_in(table: pa.Table, kept: pa.Table) -> pa.Table:
+    """The rows of ``table`` whose id is not in ``kept`` (what a split set apart)."""
+    ids = pc.cast(kept.column("id"), pa.string()).combine_chunks()
+    return table.filter(pc.invert(pc.is_in(pc.cast(table.column("id"), pa.string()), value_set=ids)))
+
+
+def _replace(base: pa.Table | None, new: pa.Table, ids: pa.Array) -> pa.Table | None:
+    """``base`` without the rows of ``ids``, plus ``new`` (ids as text)."""
+    new = new.set_column(new.schema.get_field_index("id"), "id", pc.cast(new.column("id"), pa.string()))
+    if base is None or not base.num_rows:
+        return new
+    kept = base.filter(pc.invert(pc.is_in(base.column("id"), value_set=ids)))
+    cols = [c for c in kept.column_names if c in new.column_names]
+    return pa.concat_tables([kept.select(cols), new.select(cols)], promote_options="permissive")
+
+
+def latest_state(store: Store, s: Session, cyc: M.BillingCycle) -> tuple[pa.Table, pa.Table | None]:
+    """What a finalized cycle bills now, record by record: its rated records and their
+    per-record charges, each record's latest rating (the cycle's files, overridden by its
+    corrections in order; a record a correction rejected no longer counts). Ids as text."""
+
+    def load(path: str, sha: str) -> pa.Table:
+        store.data.verify(path, sha)
+        t = pq.read_table(store.data.abs(path))
+        return t.set_column(t.schema.get_field_index("id"), "id", pc.cast(t.column("id"), pa.string()))
+
+    f = s.scalars(select(M.DataFile).where(M.DataFile.cycle_id == cyc.id, M.DataFile.kind == "rated")).first()
+    rated = load(f.path, f.sha256) if f is not None else None
+    rc_row = s.scalars(select(M.RecordChargeFile).where(M.RecordChargeFile.cycle_id == cyc.id)).first()
+    charges = load(rc_row.path, rc_row.sha256) if rc_row is not None and rc_row.rows else None
+    for c in s.scalars(select(M.Correction).where(M.Correction.cycle_id == cyc.id).order_by(M.Correction.id)):
+        if not c.file_path:
+            continue
+        ct = load(c.file_path, c.file_sha256)
+        apart = pc.fill_null(pc.is_in(ct.column("reason"), value_set=pa.array(["event", "refund"])), False)
+        traffic = ct.filter(pc.invert(apart))
+        ids = traffic.column("id").combine_chunks()
+        good = traffic.filter(pc.is_null(traffic.column("reason"))).drop_columns(["reason", "detail"])
+        rated = _replace(rated, good, ids)
+        if c.charges_path:
+            charges = _replace(charges, load(c.charges_path, c.charges_sha256), ids)
+        elif charges is not None:  # a correction of before 0004: its records' surcharges are unknown
+            charges = charges.filter(pc.invert(pc.is_in(charges.column("id"), value_set=ids)))
+    if rated is None:
+        rated = rated_file_schema(pa.string(), 2).empty_table()
+    return rated, charges
+
+
+@dataclass
+class PeriodResult:
+    """Everything a period bills, as plain data: the exact sums of its traffic lines (line key
+    -> count, units, amount) and its charge lines, with the findings of the evaluation."""
+
+    traffic: dict[str, _State]
+    charges: list[ChargeLine]
+    findings: list[Finding]
+
+
+def evaluate_period(s: Session, prow: M.Partner, per: Period, cyc: M.BillingCycle, plan: Plan,
+                    rated: pa.Table, record_charges: pa.Table | None, events: list[Any], refunds: list[Any],
+                    refund_problems: list[tuple[str, str]], fx: FxTable, accept: tuple[str, ...],
+                    dims: tuple[str, ...]) -> PeriodResult:
+    """The corrected period evaluated whole, as a fresh run of it would: its traffic lines and
+    every charge (surcharges, fees, tiers and discounts, commitments, revenue shares) from the
+    corrected records, with the history and applications of the other cycles. This is the one
+    step to hand to the cycle engine (``icdsl.cycle.run``) once it is in."""
+    usage = usage_from_rated(plan, rated, record_charges) if rated.num_rows else []
+    evaluated = charging.evaluate(s, prow, per, cyc.id, plan, usage, events, record_charges, accept, fx=fx,
+                                  refunds=refunds, refund_problems=refund_problems)
+    return PeriodResult(_sums(rated, dims), list(evaluated.lines), list(evaluated.findings))
+
+
+# --------------------------------------------------------------------------- charge lines
+
+
+@dataclass
+class _Doc:
+    """A charge line as its document shows it: the line's amount in its currency (``source``)
+    and the document's amount (the invoice currency, or a share's currency)."""
+
+    source: Decimal
+    amount: Decimal
+    currency: str
+    placement: str  # invoice, statement (the partner's settlement statement), share (other parties)
+    stream: str
+    netted: bool
+    fx_rate: Decimal | None = None
+    fx_rate_id: int | None = None
+    rounding: str | None = None
+
+
+def _doc_of(line: ChargeLine, plan: Plan, prow: M.Partner, fx: FxTable, last_day: date) -> _Doc:
+    ag = next((a for a in plan.agreements if a.source_hash == line.agreement_hash), None)
+    where, stream, payable = charging.placement(line, ag, prow.code)
+    if where == "share" and not payable:
+        return _Doc(line.amount, line.amount, line.currency, "share", stream, False)
+    d = charging.draft_of(line, ag, prow.currency, fx, last_day, stream, payable)
+    return _Doc(line.amount, d.amount, d.currency, "statement" if payable else "invoice", stream, payable,
+                d.fx.rate if d.fx else None, d.fx.rate_id if d.fx else None, d.rounding)
+
+
+@dataclass
+class _BilledCharge:
+    row: M.ChargeLine | None
+    line: ChargeLine | None
+    source: Decimal = Decimal(0)
+    amount: Decimal = Decimal(0)
+    currency: str | None = None
+    invoice_line_id: int | None = None
+
+
+def _billed_charges(s: Session, cyc: M.BillingCycle, prow: M.Partner) -> dict[str, _BilledCharge]:
+    """Each charge line a cycle billed (by key) and what its documents say, with the
+    adjustments of earlier corrections of the cycle."""
+    statement: dict[str, dict[str, Any]] = {}
+    for stm in s.scalars(select(M.SettlementStatement).where(M.SettlementStatement.cycle_id == cyc.id)):
+        for ln in (stm.details or {}).get("lines", []):
+            if ln.get("key"):
+                statement[ln["key"]] = ln
+    out: dict[str, _BilledCharge] = {}
+    for row in s.scalars(select(M.ChargeLine).where(M.ChargeLine.cycle_id == cyc.id).order_by(M.ChargeLine.id)):
+        line = ChargeLine.from_dict(row.data)
+        b = out[row.key] = _BilledCharge(row, line, source=row.amount, invoice_line_id=row.invoice_line_id)
+        if row.invoice_line_id is not None:
+            il = s.get(M.InvoiceLine, row.invoice_line_id)
+            b.amount, b.currency = il.amount, il.currency
+        elif row.key in statement:
+            b.amount, b.currency = Decimal(statement[row.key]["amount"]), statement[row.key]["currency"]
+        else:
+            b.amount, b.currency = row.amount, row.currency
+    for a in s.scalars(select(M.Adjustment).where(M.Adjustment.source_cycle_id == cyc.id,
+                                                  M.Adjustment.charge_key.is_not(None)).order_by(M.Adjustment.id)):
+        b = out.setdefault(a.charge_key, _BilledCharge(None, None, currency=a.currency))
+        b.source += a.source_delta
+        b.amount += a.amount
+    return out
+
+
+def _unversioned(key: str) -> str:
+    """A charge line's key without its agreement version (``icdsl1|A|v2|...`` -> ``icdsl1|A|*|...``)."""
+    parts = key.split("|")
+    return "|".join([*parts[:2], "*", *parts[3:]]) if len(parts) > 3 else key
+
+
+def charge_changes(s: Session, prow: M.Partner, cyc: M.BillingCycle, plan: Plan, lines: list[ChargeLine],
+                   fx: FxTable, last_day: date, versions: dict[str, M.AgreementVersion]) -> list[dict[str, Any]]:
+    """The adjustments of the charge lines: the corrected period's lines compared with what the
+    cycle billed, key by key (a line no longer due is credited in full, a new one billed)."""
+    billed = _billed_charges(s, cyc, prow)
+    fresh = {ln.key: ln for ln in lines}
+    # a line of another agreement version corrects the line of the same charge, subject, period
+    same_charge = {_unversioned(k): b.row for k, b in sorted(billed.items()) if b.row is not None}
+    out = []
+    for key in sorted(set(billed) | set(fresh)):
+        b = billed.get(key) or _BilledCharge(None, None)
+        line = fresh.get(key) or b.line
+        if line is None:  # pragma: no cover - an adjustment's key always names a line
+            continue
+        doc = _doc_of(line, plan, prow, fx, last_day)
+        new_source = fresh[key].amount if key in fresh else Decimal(0)
+        new_amount = doc.amount if key in fresh else Decimal(0)
+        source_delta, amount = new_source - b.source, new_amount - b.amount
+        if source_delta == 0 and amount == 0:
+            continue
+        direction, service = line.scope[0] if len(line.scope) == 1 else ("", "")
+        v = versions.get(line.agreement_hash)
+        row = b.row if b.row is not None else same_charge.get(_unversioned(key))
+        out.append(dict(
+            corrects_line_id=row.invoice_line_id if row is not None else None, netted=doc.netted, stream=doc.stream, direction=direction,
+            service=service, destination=None, band=None, prefix=None, group_key=key[:2000], line_key=None,
+            agreement_version_id=v.id if v else None, agreement_hash=line.agreement_hash or None,
+            rule=line.rule[:1100], unit=(line.unit or "unit")[:32], source_currency=line.currency,
+            old_source=b.source, new_source=new_source, source_delta=source_delta, old_units=0, new_units=0,
+            old_count=0, new_count=0, currency=doc.currency, amount=amount, fx_rate=doc.fx_rate,
+            fx_rate_id=doc.fx_rate_id, rounding=doc.rounding or rounding_text(doc.currency, "half_up"),
+            charge_line_id=row.id if row is not None else None, charge_key=key, placement=doc.placement,
+            party=(str(line.dimensions.get("party"))[:64] if line.dimensions.get("party") is not None else None)))
+    return out
 
 
 __all__ = ["CorrectionReport", "RerateReport", "correction_schema", "rerate"]

@@ -67,9 +67,11 @@ from icdsl.billing.invoicing import (
     draft_documents,
     line_json,
 )
+from icdsl.billing.late import findings as late_findings
 from icdsl.billing.periods import Period, local_midnight, parse_period
 from icdsl.billing.types import Money
 from icdsl.billing.validation import Finding, Policy, ValidationContext, run_validators
+from icdsl.charges.keys import parse_key
 from icdsl.plan.model import Plan
 
 if TYPE_CHECKING:
@@ -978,7 +980,8 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
         last_data_day=last_data_day(s, per), lines=groups, fx=fx, policy=policy or Policy(),
         read_rated=lambda columns: pq.read_table(rated_abs, columns=list(columns)),
     )
-    findings = run_validators(context, validators, accept=accept) + evaluated.findings
+    findings = run_validators(context, validators, accept=accept) + evaluated.findings \
+        + late_findings(store, s, prow.code, per.start)
     for f in findings:
         s.add(M.ValidationFinding(
             cycle_id=cyc.id, attempt=cyc.attempts, validator=f.validator, code=f.code, severity=f.severity,
@@ -1008,8 +1011,9 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
 
     # ---- invoiced (drafts)
     clock.stage("invoice")
-    adjustments = [adjustment_line(s, a) for a in s.scalars(
-        select(M.Adjustment).where(M.Adjustment.target_cycle_id == cyc.id).order_by(M.Adjustment.id))]
+    billed_here = list(s.scalars(select(M.Adjustment).where(M.Adjustment.target_cycle_id == cyc.id)
+                                 .order_by(M.Adjustment.id)))  # corrections of earlier cycles
+    adjustments = [adjustment_line(s, a) for a in billed_here if a.placement != "share"]
     charge_drafts = charging.drafts_of(evaluated.lines, plan, prow.code, prow.currency, fx,
                                        per.local_end - timedelta(days=1))
     drafts = draft_documents(groups, [a for a in adjustments if a.amount != 0] + charge_drafts, plan=plan,
@@ -1018,7 +1022,8 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
     drafts.charges = list(evaluated.lines)
     made = write_drafts(s, store, cyc, prow, drafts, versions, rated_row.id, t)
     charging.store_lines(s, cyc, prow, evaluated.lines, plan, made, t)
-    shares = charging.write_share_statements(s, cyc, prow, evaluated.lines, t)
+    shares = charging.write_share_statements(s, cyc, prow, evaluated.lines, t,
+                                             [a for a in billed_here if a.placement == "share"])
     _advance(s, cyc, "invoiced", f"{len(drafts.invoices)} draft invoice(s), {len(groups)} traffic line(s), "
              f"{len(evaluated.lines)} charge line(s)"
              + (", a settlement statement" if drafts.statement else "")
@@ -1067,11 +1072,13 @@ def adjustment_line(s: Session, a: M.Adjustment) -> DraftLine:
     from icdsl.billing.fx import FxQuote
 
     src = s.get(M.BillingCycle, a.source_cycle_id)
-    what = describe(a.direction, a.service, a.destination, a.band, a.prefix)
+    what = adjustment_what(a)
     if a.corrects_line_id is not None:
         orig = s.get(M.InvoiceLine, a.corrects_line_id)
         inv = s.get(M.Invoice, orig.invoice_id) if orig is not None else None
         ref = f"{inv.number or f'invoice #{inv.id}'} line {orig.line_no}" if inv is not None and orig else ""
+    elif a.charge_line_id is not None:
+        ref = f"charge line {a.charge_line_id}"
     else:
         ref = "not billed before"
     desc = f"Adjustment {src.label if src else ''}: {what} ({ref})"
@@ -1090,6 +1097,14 @@ def adjustment_line(s: Session, a: M.Adjustment) -> DraftLine:
         group_key=a.group_key, stream=a.stream, netted=a.netted, corrects_line_id=a.corrects_line_id,
         adjustment_id=a.id,
     )
+
+
+def adjustment_what(a: M.Adjustment) -> str:
+    """What an adjustment corrects: a traffic line's dimensions, or a charge (and its party)."""
+    if a.charge_key:
+        parsed = parse_key(a.charge_key.split("|correction@")[0])
+        return (parsed[2] if parsed else a.charge_key[:200]) + (f" ({a.party})" if a.party else "")
+    return describe(a.direction, a.service, a.destination, a.band, a.prefix)
 
 
 def write_drafts(s: Session, store: Store, cyc: M.BillingCycle, prow: M.Partner, drafts: Drafts,

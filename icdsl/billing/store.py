@@ -52,6 +52,7 @@ from icdsl.billing.errors import (
     StoreError,
 )
 from icdsl.billing.files import STORE_ID_FILE, DataDir, sha256_file
+from icdsl.billing.late import pending as late_pending
 from icdsl.plan.model import Agreement, Plan, RecordLayout
 from icdsl.plan.model import Partner as PlanPartner
 
@@ -224,6 +225,7 @@ class IngestReport:
     partners: dict[str, int] = field(default_factory=dict)
     unknown_partners: list[str] = field(default_factory=list)
     ingested_at: datetime | None = None
+    late: dict[str, int] = field(default_factory=dict)  # "PARTNER PERIOD" of a finalized cycle -> records
 
     @property
     def reconciles(self) -> bool:
@@ -235,8 +237,11 @@ class IngestReport:
             return (f"{self.file_name}: already ingested as batch #{self.batch_id}{when} "
                     f"(same sha256 {self.sha256[:12]}...); nothing added")
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.by_reason.items()))
+        late_text = "".join(f"\n  {n} late record(s) of finalized {k}: kept, not billed; `icdsl rerate` bills them as "
+                       "a correction" for k, n in sorted(self.late.items()))
         return (f"{self.file_name}: batch #{self.batch_id}: read {self.read}, passed {self.passed}, "
-                f"rejected {self.rejected}, duplicates {self.duplicates}" + (f" ({reasons})" if reasons else ""))
+                f"rejected {self.rejected}, duplicates {self.duplicates}" + (f" ({reasons})" if reasons else "")
+                + late_text)
 
 
 # --------------------------------------------------------------------------- opening
@@ -438,6 +443,7 @@ class Store:
     def referenced_files(self, s: Session) -> set[str]:
         files = set(s.scalars(select(M.DataFile.path)))
         files.update(p for p in s.scalars(select(M.Correction.file_path)) if p)
+        files.update(p for p in s.scalars(select(M.Correction.charges_path)) if p)
         files.update(s.scalars(select(M.RecordChargeFile.path)))
         return files
 
@@ -709,6 +715,11 @@ class Store:
             if target_cycle_id is not None:
                 q = q.where(M.Adjustment.target_cycle_id == target_cycle_id)
             return list(s.scalars(q))
+
+    def late_records(self, partner: str | None = None) -> list[Any]:
+        """The late records of each finalized cycle (:func:`icdsl.billing.late.pending`)."""
+        with self.reading() as s:
+            return late_pending(self, s, partner)
 
     def corrections(self) -> list[M.Correction]:
         with self.reading() as s:
