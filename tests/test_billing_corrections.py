@@ -30,6 +30,7 @@ agreement "ACME deal" v1 with ACME effective 2026-02-01 .. {
   outbound voice {
     price by destination in EUR per minute from deck "decks/acme.csv"
     increments 60/60
+    surcharge "Heavy month" 0.0010 EUR per minute when cycle.revenue >= 50
   }
   inbound voice {
     price 0.0060 EUR per minute
@@ -144,9 +145,10 @@ def test_rerate_corrects_every_dependent_charge(store, db_url, tmp_path, via, mo
     before = billed(store, mar.cycle_id)
     lines0 = {c.key: c for c in store.charge_lines(mar.cycle_id)}
     kinds = {c.kind for c in lines0.values()}
-    assert {"commitment", "volume_discount", "revenue_share"} <= kinds
+    assert {"commitment", "volume_discount", "revenue_share", "surcharge"} <= kinds
     # from March, the deck's French mobile rate falls from 0.0200 to 0.0087 (v2): the revenue
-    # falls under the discount's 50 EUR tier, the shortfall grows, every share shrinks
+    # falls under the discount's 50 EUR tier and the surcharge's 50 EUR cycle total, the
+    # shortfall grows, every share shrinks
     plan2, prog2 = rules(tmp_path, "0.0087", "rules2")
     if via == "api":
         rep = store.rerate("ACME", "2026-03-01", "2026-03-31", plan2, program=prog2)
@@ -172,7 +174,7 @@ def test_rerate_corrects_every_dependent_charge(store, db_url, tmp_path, via, mo
         assert a.corrects_line_id == orig.invoice_line_id
         assert (a.placement == "invoice") == (orig.placement == "invoice")
     assert {by_line[a.charge_line_id].kind for a in by_charge.values()} == \
-        {"commitment", "volume_discount", "revenue_share"}
+        {"commitment", "volume_discount", "revenue_share", "surcharge"}
     traffic_adj = [a for a in adjustments if not a.charge_key]
     # (a netted line is a line of the settlement statement, which has no line rows to point at)
     assert traffic_adj and all(a.corrects_line_id is not None for a in traffic_adj if not a.netted)
@@ -222,7 +224,7 @@ def test_late_records_are_found_reported_and_billed_once(store, db_url, tmp_path
     before = billed(store, mar.cycle_id)
     # a file of April traffic with 40 records of March: found at ingest, kept, not billed
     batch = store.ingest(write(tmp_path / "in" / "april.csv", traffic(4, 100, "D") + late_rows), None, plan)
-    assert batch.passed == 140 and batch.late == {"ACME 2026-03": 40}, str(batch)
+    assert batch.reconciles and batch.passed == 140 and batch.late == {"ACME 2026-03": 40}, str(batch)
     assert "40 late record(s) of finalized ACME 2026-03" in str(batch)
     (late,) = store.late_records("ACME")
     assert (late.cycle, late.records, late.pending) == ("2026-03", 40, 40)

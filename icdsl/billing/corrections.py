@@ -5,29 +5,34 @@
 with the current rules, cycle by cycle:
 
 - a cycle **not finalized** is simply run again (its drafts are replaced);
-- a **finalized** cycle is never changed. The records of the window (from every intake batch,
-  so records that arrived after the cycle was billed are included) are rated again into a
-  correction file; for each of the cycle's line keys (agreement version and dimensions) the
-  difference with what was billed becomes an **adjustment** on the partner's **next** cycle
-  (the first one after it that is not finalized; created if needed):
+- a **finalized** cycle is never changed. Its whole period is evaluated again as a fresh run
+  would (:func:`evaluate_period`: the one step that the cycle engine, ``icdsl.cycle.run``, is
+  to take over): the period as billed (:func:`latest_state`: the cycle's rated records and
+  record charges, overridden by its earlier corrections) with the window's records replaced by
+  their new ratings (read from every intake batch, so records that arrived after the cycle was
+  billed are included), its event and refund records, the other cycles' history and
+  applications. What it produces is compared with what the cycle billed, line by line:
 
-  ``amount = round(convert(billed exact sum - old records + new records)) - billed amount``
+  - **traffic lines**, by line key (agreement version and dimensions):
+    ``amount = round(convert(billed exact sum - old records + new records)) - billed amount``
+    with the original line's FX rate and rounding. Lines are kept per agreement version, so
+    records that a new version now prices give a credit on the old version's line and a debit
+    at the new version's prices, both pointing at the line of the same dimensions they correct;
+  - **charge lines** (surcharges, fees, tiers and volume discounts, commitments and shortfalls,
+    revenue shares), by key (:func:`charge_changes`): the corrected line as its document shows
+    it (converted and rounded as ``cycle run`` does) minus what was billed for that key.
 
-  Lines are kept per agreement version, so records that a new version now prices give a
-  credit on the old version's line and a debit at the new version's prices, both pointing at
-  the line of the same dimensions they correct.
+  Each difference is an **adjustment** on the partner's **next** cycle (the first one after it
+  that is not finalized; created if needed). "Billed" includes the adjustments of earlier
+  corrections of the same cycle, so a rerun with the same rules finds no difference and adds
+  nothing, and after any number of corrections the amounts billed for the period equal what a
+  fresh run of the corrected period bills, to the cent.
 
-  where "billed" includes the adjustments of earlier corrections of the same cycle, and "old"
-  is each record's latest rating (the cycle's, or an earlier correction's). So a rerun with
-  the same rules finds no difference and adds nothing, and after any number of corrections the
-  amounts billed for a line equal what a fresh invoice of the corrected records would say, to
-  the cent. The FX rate and rounding are the original line's (the cycle's last day).
-
-Each adjustment points at the line it corrects (``corrects_line_id``; none for records that
-were not billed at all) and the correction and its records file; an audit entry records who
-reran what. One transaction per cycle, under the partner's cycle lock; the next cycle, if it is
-already invoiced (draft), is run again in the same transaction so that its drafts carry the
-adjustments.
+Each adjustment points at the line it corrects (``corrects_line_id``: the invoice line;
+``charge_line_id`` / ``charge_key``: the charge line) and the correction and its files; an
+audit entry records who reran what. One transaction per cycle, under the partner's cycle lock;
+the next cycle, if it is already invoiced (draft), is run again in the same transaction so that
+its drafts carry the adjustments. Late records (:mod:`icdsl.billing.late`) are billed this way.
 """
 
 from __future__ import annotations
@@ -70,7 +75,7 @@ from icdsl.billing.fx import FxTable
 from icdsl.billing.invoicing import DIMENSIONS, check_dims, fx_for, quantity_unit, route
 from icdsl.billing.periods import Period, PeriodError, local_midnight, make_period, period_containing, zone
 from icdsl.billing.validation import Finding
-from icdsl.charges.context import usage_from_rated
+from icdsl.charges.context import CycleTotals, usage_from_rated
 from icdsl.charges.lines import ChargeLine
 from icdsl.plan.model import Plan
 
@@ -326,19 +331,27 @@ def _correct(store: Store, code: str, cycle_id: int, lo, hi, destination: str | 
         scale = _scale(plan)
         rel_dir = f"{cycle_dir(code, per)}/corrections"
         store.data.clean(rel_dir, store.referenced_files(s))
-        window = _rate_window(store, s, prow, per, plan, start, end, destination, dims, scale, rel_dir)
-        written, charges_written, rater = window.written, window.charges_written, window.rater
-        st.checkpoint("rerate:files_committed")
-        ids = window.ids
-        new = pq.read_table(store.data.abs(written.path))
-        new_rated = new.filter(pc.is_null(new.column("reason")))
-        new_charges = pq.read_table(store.data.abs(charges_written.path))
         # the period as billed (corrections included), and as corrected: the window's records
         # replaced by their new ratings (records the cycle never billed, late ones, added)
         latest, latest_charges = latest_state(store, s, cyc)
-        replaced = pc.cast(new.column("id"), pa.string()).combine_chunks()
-        corrected = _replace(latest, new_rated, replaced)
-        corrected_charges = _replace(latest_charges, new_charges, replaced)
+        totals = None
+        for _pass in (1, 2):
+            window = _rate_window(store, s, prow, per, plan, start, end, destination, dims, scale, rel_dir, totals)
+            written, charges_written, rater = window.written, window.charges_written, window.rater
+            new = pq.read_table(store.data.abs(written.path))
+            new_rated = new.filter(pc.is_null(new.column("reason")))
+            new_charges = pq.read_table(store.data.abs(charges_written.path))
+            replaced = pc.cast(new.column("id"), pa.string()).combine_chunks()
+            corrected = _replace(latest, new_rated, replaced)
+            corrected_charges = _replace(latest_charges, new_charges, replaced)
+            if totals is not None or not charging.needs_totals(plan, code):
+                break
+            # `cycle.*` conditions: the window's record charges again, with the corrected totals
+            totals = CycleTotals.from_usage(usage_from_rated(plan, corrected, corrected_charges),
+                                            {code: sum(e.units for e in window.events)},
+                                            {code: [a.name for a in plan.agreements_for(code)]})
+        st.checkpoint("rerate:files_committed")
+        ids = window.ids
         fx = FxTable.load(s, plan)
         result = evaluate_period(s, prow, per, cyc, plan, corrected, corrected_charges, window.events,
                                  window.refunds, window.refund_problems, fx, accept, dims)
@@ -463,7 +476,8 @@ class _Window:
 
 
 def _rate_window(store: Store, s: Session, prow: M.Partner, per: Period, plan: Plan, start, end,
-                 destination: str | None, dims: tuple[str, ...], scale: int, rel_dir: str) -> _Window:
+                 destination: str | None, dims: tuple[str, ...], scale: int, rel_dir: str,
+                 cycle_totals: Any = None) -> _Window:
     """Read the partner's records of the whole period from every intake batch (late ones
     included): the event and refund records of the period are set apart (the corrected period
     counts them all), and the traffic records of the window (``start``..``end``, the
@@ -485,7 +499,8 @@ def _rate_window(store: Store, s: Session, prow: M.Partner, per: Period, plan: P
     with w, cw:
         into = _Into(w, schema, False)
         rater = Rater(plan, into, _Into(w, schema, True), scale, dims, None, charges=True,
-                      charges_w=_Into(cw, record_charges_file_schema(pa.string(), scale), False), partner=prow.code, timezone=prow.timezone)
+                      charges_w=_Into(cw, record_charges_file_schema(pa.string(), scale), False),
+                      partner=prow.code, timezone=prow.timezone, cycle_totals=cycle_totals)
         for batch_id, path, _sha, _n in inputs:
             for chunk in _read_partner(str(store.data.abs(path)), prow.code, per):
                 chunk, refund_rows = charging.split_refunds(chunk)
