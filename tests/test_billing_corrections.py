@@ -256,3 +256,22 @@ def test_late_records_are_found_reported_and_billed_once(store, db_url, tmp_path
     assert again.corrections[0].correction_id is None
     apr = store.run_cycle("ACME", "2026-04", plan, rerate=True)
     assert not [f for f in apr.findings if f.code == "late_records"]
+
+
+def test_records_ingested_between_the_run_and_finalization_are_late_records(store, tmp_path):
+    plan, prog = rules(tmp_path, None, "rules")
+    store.load_plan(plan, prog)
+    store.ingest(write(tmp_path / "in" / "march.csv", traffic(3, 300, "C")), None, plan)
+    mar = store.run_cycle("ACME", "2026-03", plan)
+    # more March records arrive while March is invoiced: finalizing without a rerun does not
+    # bill them, so they are late records, reported and billed by a rerate like any other
+    store.ingest(write(tmp_path / "in" / "more.csv", traffic(3, 12, "X")), None, plan)
+    fin = store.finalize_cycle("ACME", "2026-03")
+    assert fin.records_in == mar.records_in == 300
+    (late,) = store.late_records("ACME")
+    assert (late.cycle, late.records, late.pending) == ("2026-03", 12, 12)
+    store.rerate("ACME", "2026-03-01", "2026-03-31", plan)
+    (late,) = store.late_records("ACME")
+    assert late.pending == 0
+    adjusted = [a for a in store.adjustments() if not a.charge_key]
+    assert sum(a.new_count - a.old_count for a in adjusted) == 12

@@ -68,6 +68,7 @@ from icdsl.billing.invoicing import (
     line_json,
 )
 from icdsl.billing.late import findings as late_findings
+from icdsl.billing.late import record_unread
 from icdsl.billing.periods import Period, local_midnight, parse_period
 from icdsl.billing.types import Money
 from icdsl.billing.validation import Finding, Policy, ValidationContext, run_validators
@@ -1227,7 +1228,9 @@ def finalize_cycle(store: Store, partner: str, period: Any, *, issue_date: date 
             shr.details = dict(shr.details or {}, issue_date=issue.isoformat())
             shr.status = "finalized"
             shr.finalized_at = t
-        _advance(s, cyc, "finalized", f"invoices finalized, issued {issue}")
+        unread = record_unread(store, s, cyc, t)  # ingested after the last run: late records, reported
+        _advance(s, cyc, "finalized", f"invoices finalized, issued {issue}"
+                 + (f"; {unread} record(s) ingested after the last run are late records" if unread else ""))
         store.audit(s, "cycle_finalized", "billing_cycle", cyc.id, f"{partner} {per.label} finalized")
         s.flush()
         st.checkpoint("finalize:before_commit")

@@ -4,7 +4,9 @@ A finalized cycle is never changed, so a record of its period that arrives after
 billed into it; it must not be dropped either. At ingest (:func:`record_late`, called once per
 batch) such records are counted per partner and finalized cycle (a ``late_records`` row: how
 many, their first and last start, up to :data:`SAMPLES` ids) and stay in the batch's records
-file like any other. They are **reported**: a warning finding ``late_records`` on each later
+file like any other. Records of a cycle's period ingested after its last run and before it was
+finalized (never read by it) are recorded the same way when it is finalized
+(:func:`record_unread`). They are **reported**: a warning finding ``late_records`` on each later
 cycle of the partner that is run while some of them are not billed yet (:func:`findings`), and
 in ``icdsl cycle status`` (:func:`pending`). ``icdsl rerate`` of the finalized period bills them,
 once, as a correction: the correction reads every intake batch of the period, and a late record
@@ -63,6 +65,32 @@ def record_late(s: Session, batch: M.IntakeBatch, records_path: str, partners: d
                                 samples=late.column("id").slice(0, SAMPLES).to_pylist(), created_at=t))
             out.setdefault(code, {})[cyc.label] = late.num_rows
     return out
+
+
+def record_unread(store: Store, s: Session, cyc: M.BillingCycle, t: datetime) -> int:
+    """At finalization: records of the cycle's period in batches ingested after its last run
+    (so never read by it) are late records of the cycle too. Returns how many."""
+    prow = s.get(M.Partner, cyc.partner_id)
+    read = select(M.CycleInput.batch_id).where(M.CycleInput.cycle_id == cyc.id)
+    rows = s.execute(
+        select(M.IntakeBatch, M.DataFile.path)
+        .join(M.IntakePartnerStat, M.IntakePartnerStat.batch_id == M.IntakeBatch.id)
+        .join(M.DataFile, (M.DataFile.batch_id == M.IntakeBatch.id) & (M.DataFile.kind == "intake_records"))
+        .where(M.IntakePartnerStat.partner == prow.code, M.IntakePartnerStat.min_start < cyc.period_end,
+               M.IntakePartnerStat.max_start >= cyc.period_start, M.IntakeBatch.finished_at > cyc.rated_at,
+               M.IntakeBatch.id.not_in(read))
+        .order_by(M.IntakeBatch.id)).all()
+    found = 0
+    for batch, path in rows:
+        late = _records_of(str(store.data.abs(path)), prow.code, cyc.period_start, cyc.period_end)
+        if not late.num_rows:
+            continue
+        starts = late.column("start")
+        s.add(M.LateRecords(batch_id=batch.id, partner_id=prow.id, cycle_id=cyc.id, records=late.num_rows,
+                            first_start=pc.min(starts).as_py(), last_start=pc.max(starts).as_py(),
+                            samples=late.column("id").slice(0, SAMPLES).to_pylist(), created_at=t))
+        found += late.num_rows
+    return found
 
 
 @dataclass
@@ -153,4 +181,4 @@ def findings(store: Store, s: Session, partner: str, period_start: datetime) -> 
     return out
 
 
-__all__ = ["LATE", "LateSummary", "findings", "pending", "record_late"]
+__all__ = ["LATE", "LateSummary", "findings", "pending", "record_late", "record_unread"]
