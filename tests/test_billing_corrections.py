@@ -211,6 +211,15 @@ def test_rerate_corrects_every_dependent_charge(store, db_url, tmp_path, via, mo
                      for ln in sh.details["lines"] if ln["kind"] == "adjustment"]
     expected = [(a.id, a.corrects_line_id, a.amount) for a in adjustments if a.amount != 0]
     assert sorted(on_april, key=lambda x: x[0]) == sorted(expected, key=lambda x: x[0])
+    # the trail of an adjustment of the shortfall: the charge line and the invoice line it corrects
+    shortfall = next(a for a in adjustments if a.charge_key and "Monthly minimum" in a.charge_key
+                     and a.corrects_line_id == lines0[next(k for k in lines0 if "Monthly minimum" in k)].invoice_line_id
+                     and "|v1|" in a.charge_key)
+    (line,) = [ln for inv in store.invoices(apr.cycle_id) for ln in store.invoice_lines(inv.id)
+               if ln.adjustment_id == shortfall.id]
+    text = str(store.trace(line.id))
+    assert f"charge line {shortfall.charge_line_id}" in text and f"corrects line {shortfall.corrects_line_id}" in text
+    assert "Adjustment 2026-03: Monthly minimum" in line.description
 
 
 def test_late_records_are_found_reported_and_billed_once(store, db_url, tmp_path, monkeypatch):
