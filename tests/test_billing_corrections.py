@@ -190,6 +190,7 @@ def test_rerate_corrects_every_dependent_charge(store, db_url, tmp_path, via, mo
     for key, a in by_charge.items():
         c = lines0.get(key)
         assert (c.amount if c else 0) + a.source_delta == fresh_lines.get(key, 0), key
+    assert rep is None or not rep.corrections[0].warnings
     # rerating again adds nothing: nothing is adjusted twice
     n = count(store, M.Adjustment)
     again = store.rerate("ACME", "2026-03-01", "2026-03-31", plan2)
@@ -284,3 +285,16 @@ def test_records_ingested_between_the_run_and_finalization_are_late_records(stor
     assert late.pending == 0
     adjusted = [a for a in store.adjustments() if not a.charge_key]
     assert sum(a.new_count - a.old_count for a in adjusted) == 12
+
+
+def test_a_window_that_leaves_records_on_a_version_no_longer_in_force_says_so(store, tmp_path):
+    plan1, prog1 = rules(tmp_path, None, "rules")
+    store.load_plan(plan1, prog1)
+    store.ingest(write(tmp_path / "in" / "march.csv", traffic(3, 300, "C")), None, plan1)
+    store.run_cycle("ACME", "2026-03", plan1)
+    store.finalize_cycle("ACME", "2026-03")
+    plan2, prog2 = rules(tmp_path, "0.0087", "rules2")
+    rep = store.rerate("ACME", "2026-03-01", "2026-03-31", plan2, destination="336", program=prog2)
+    (warning,) = rep.corrections[0].warnings
+    assert 'stay rated by "ACME deal" v1' in warning and "--from 2026-03-01 --to 2026-03-31" in warning
+    assert "warning: " in str(rep)

@@ -77,6 +77,7 @@ from icdsl.billing.periods import Period, PeriodError, local_midnight, make_peri
 from icdsl.billing.validation import Finding
 from icdsl.charges.context import CycleTotals, usage_from_rated
 from icdsl.charges.lines import ChargeLine
+from icdsl.charges.periods import Days
 from icdsl.plan.model import Plan
 
 if TYPE_CHECKING:
@@ -216,11 +217,12 @@ class CorrectionReport:
     target: str | None = None
     target_cycle_id: int | None = None
     adjustments: list[AdjustmentSummary] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         if self.correction_id is None:
-            return (f"  {self.cycle} (finalized): {self.records} record(s) rated again, nothing changed; "
-                    "no adjustment")
+            return "\n".join([f"  {self.cycle} (finalized): {self.records} record(s) rated again, nothing changed; "
+                              "no adjustment", *(f"    warning: {w}" for w in self.warnings)])
         out = [f"  {self.cycle} (finalized): correction #{self.correction_id}: {self.records} record(s) rated again "
                f"({self.rated} rated, {self.rejected} rejected); {len(self.adjustments)} adjustment(s) on "
                f"{self.target}"]
@@ -230,6 +232,7 @@ class CorrectionReport:
             if a.corrects_charge_line_id:
                 ref += f", corrects charge line {a.corrects_charge_line_id}"
             out.append(f"    {kind} {a.amount} {a.currency}: {a.description}{ref}")
+        out += [f"    warning: {w}" for w in self.warnings]
         return "\n".join(out)
 
 
@@ -413,7 +416,8 @@ def _correct(store: Store, code: str, cycle_id: int, lo, hi, destination: str | 
                 new_count=n.count, currency=prow.currency, amount=amount, fx_rate=rate, fx_rate_id=rate_id,
                 rounding=rounding_text(prow.currency, mode)))
         changes += charge_changes(s, prow, cyc, plan, result.charges, fx, last_day, versions)
-        report = CorrectionReport(per.label, cyc.id, None, len(ids), rater.rated, rater.rejected)
+        report = CorrectionReport(per.label, cyc.id, None, len(ids), rater.rated, rater.rejected,
+                                  warnings=_stale_versions(latest, replaced, plan, prow, per))
         t = st.now()
         if not changes:
             store.audit(s, "rerate_unchanged", "billing_cycle", cyc.id,
@@ -534,6 +538,23 @@ def _rate_window(store: Store, s: Session, prow: M.Partner, per: Period, plan: P
         charges_written = cw.commit()
     ids = pa.concat_arrays(selected) if selected else pa.array([], pa.string())
     return _Window(written, charges_written, rater, ids, events, refunds, problems)
+
+
+def _stale_versions(latest: pa.Table, replaced: pa.Array, plan: Plan, prow: M.Partner, per: Period) -> list[str]:
+    """A warning when records outside the window stay rated by an agreement version that the
+    rules given do not put in force in the period: their charges are no longer evaluated."""
+    outside = latest.filter(pc.invert(pc.is_in(latest.column("id"), value_set=replaced)))
+    if not outside.num_rows:
+        return []
+    g = outside.group_by(["agreement", "agreement_version"]).aggregate([("id", "count")])
+    days = Days(per.local_start, per.local_end)
+    in_force = {(a.name, a.version) for a in charging.versions_in_force(plan, prow.code, days)}
+    stale = [(n, v, c) for n, v, c in zip(g.column("agreement").to_pylist(), g.column("agreement_version").to_pylist(),
+                                          g.column("id_count").to_pylist(), strict=True) if (n, v) not in in_force]
+    return [f"{c} record(s) outside the window stay rated by \"{n}\" v{v}, which the rules given do not put in force "
+            f"in {per.label}: that version's charges are no longer evaluated for the period; rerate the whole period "
+            f"(--from {per.local_start} --to {per.local_end - timedelta(days=1)}, no --destination) to bill them "
+            "under the version in force" for n, v, c in sorted(stale)]
 
 
 def _not_in(table: pa.Table, kept: pa.Table) -> pa.Table:
