@@ -598,8 +598,8 @@ def latest_state(store: Store, s: Session, cyc: M.BillingCycle) -> tuple[pa.Tabl
         rated = _replace(rated, good, ids)
         if c.charges_path:
             charges = _replace(charges, load(c.charges_path, c.charges_sha256), ids)
-        elif charges is not None:  # a correction of before 0004: its records' surcharges are unknown
-            charges = charges.filter(pc.invert(pc.is_in(charges.column("id"), value_set=ids)))
+        # (a correction made before 0004 kept no record charges and adjusted no charge: its
+        # records keep the ones the cycle billed)
     if rated is None:
         rated = rated_file_schema(pa.string(), 2).empty_table()
     return rated, charges
