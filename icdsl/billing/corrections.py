@@ -51,7 +51,7 @@ from sqlalchemy.orm import Session
 
 from icdsl.billing import charging
 from icdsl.billing import models as M
-from icdsl.billing.amounts import convert, round_line, rounding_text
+from icdsl.billing.amounts import convert, present, round_line, rounding_text
 from icdsl.billing.cycles import (
     CycleReport,
     Rater,
@@ -231,7 +231,7 @@ class CorrectionReport:
             ref = f", corrects line {a.corrects_line_id}" if a.corrects_line_id else ""
             if a.corrects_charge_line_id:
                 ref += f", corrects charge line {a.corrects_charge_line_id}"
-            out.append(f"    {kind} {a.amount} {a.currency}: {a.description}{ref}")
+            out.append(f"    {kind} {present(a.amount, a.currency)} {a.currency}: {a.description}{ref}")
         out += [f"    warning: {w}" for w in self.warnings]
         return "\n".join(out)
 
