@@ -298,3 +298,32 @@ def test_a_window_that_leaves_records_on_a_version_no_longer_in_force_says_so(st
     (warning,) = rep.corrections[0].warnings
     assert 'stay rated by "ACME deal" v1' in warning and "--from 2026-03-01 --to 2026-03-31" in warning
     assert "warning: " in str(rep)
+
+
+def test_corrections_of_corrections_add_up_to_a_fresh_run(store, tmp_path):
+    """A first, partial rerate (half the month, French mobiles) and then the whole month: the
+    second corrects the lines the first added too; all adjustments together are what a fresh
+    run of the corrected month bills minus what was billed, and a third changes nothing."""
+    plan1, prog1 = rules(tmp_path, None, "rules")
+    store.load_plan(plan1, prog1)
+    march = write(tmp_path / "in" / "march.csv", traffic(3, 900, "C"))
+    store.ingest(march, None, plan1)
+    mar = store.run_cycle("ACME", "2026-03", plan1)
+    store.finalize_cycle("ACME", "2026-03")
+    before = billed(store, mar.cycle_id)
+    plan2, prog2 = rules(tmp_path, "0.0087", "rules2")
+    first = store.rerate("ACME", "2026-03-01", "2026-03-15", plan2, destination="336", program=prog2)
+    assert first.corrections[0].adjustments
+    second = store.rerate("ACME", "2026-03-01", "2026-03-31", plan2)
+    (corr,) = second.corrections
+    assert corr.adjustments and not corr.warnings
+    new_keys = {a.charge_key for a in store.adjustments() if a.charge_key and a.correction_id == first.corrections[0].correction_id
+                and "|v2|" in a.charge_key}
+    assert new_keys and new_keys <= {a.charge_key for a in store.adjustments()
+                                     if a.correction_id == corr.correction_id}
+    fresh, _ = fresh_run(tmp_path, plan2, prog2, [march])
+    adj: dict[str, Decimal] = defaultdict(Decimal)
+    for a in store.adjustments():
+        adj[a.currency] += a.amount
+    assert {c: fresh[c] - before[c] for c in fresh} == dict(adj)
+    assert store.rerate("ACME", "2026-03-01", "2026-03-31", plan2).corrections[0].correction_id is None

@@ -72,7 +72,7 @@ from icdsl.billing.cycles import (
 )
 from icdsl.billing.errors import CycleError
 from icdsl.billing.fx import FxTable
-from icdsl.billing.invoicing import DIMENSIONS, check_dims, fx_for, quantity_unit, route
+from icdsl.billing.invoicing import DIMENSIONS, NETTING, check_dims, fx_for, quantity_unit, route
 from icdsl.billing.periods import Period, PeriodError, local_midnight, make_period, period_containing, zone
 from icdsl.billing.validation import Finding
 from icdsl.charges.context import CycleTotals, usage_from_rated
@@ -660,15 +660,28 @@ def _doc_of(line: ChargeLine, plan: Plan, prow: M.Partner, fx: FxTable, last_day
 
 @dataclass
 class _BilledCharge:
+    """What a cycle billed for one charge line key: the line's amount in its currency
+    (``source``) and its document's amount (``amount``), earlier adjustments included; where it
+    went (``doc``) and what it was (``fields``: the adjustment columns that describe it)."""
+
     row: M.ChargeLine | None
-    line: ChargeLine | None
+    doc: _Doc
+    fields: dict[str, Any]
     source: Decimal = Decimal(0)
     amount: Decimal = Decimal(0)
-    currency: str | None = None
-    invoice_line_id: int | None = None
 
 
-def _billed_charges(s: Session, cyc: M.BillingCycle, prow: M.Partner) -> dict[str, _BilledCharge]:
+def _fields_of(line: ChargeLine, versions: dict[str, M.AgreementVersion]) -> dict[str, Any]:
+    direction, service = line.scope[0] if len(line.scope) == 1 else ("", "")
+    v = versions.get(line.agreement_hash)
+    party = line.dimensions.get("party")
+    return dict(direction=direction, service=service, agreement_version_id=v.id if v else None,
+                agreement_hash=line.agreement_hash or None, rule=line.rule[:1100], unit=(line.unit or "unit")[:32],
+                source_currency=line.currency, party=None if party is None else str(party)[:64])
+
+
+def _billed_charges(s: Session, cyc: M.BillingCycle, prow: M.Partner, versions: dict[str, M.AgreementVersion]
+                    ) -> dict[str, _BilledCharge]:
     """Each charge line a cycle billed (by key) and what its documents say, with the
     adjustments of earlier corrections of the cycle."""
     statement: dict[str, dict[str, Any]] = {}
@@ -679,17 +692,28 @@ def _billed_charges(s: Session, cyc: M.BillingCycle, prow: M.Partner) -> dict[st
     out: dict[str, _BilledCharge] = {}
     for row in s.scalars(select(M.ChargeLine).where(M.ChargeLine.cycle_id == cyc.id).order_by(M.ChargeLine.id)):
         line = ChargeLine.from_dict(row.data)
-        b = out[row.key] = _BilledCharge(row, line, source=row.amount, invoice_line_id=row.invoice_line_id)
         if row.invoice_line_id is not None:
             il = s.get(M.InvoiceLine, row.invoice_line_id)
-            b.amount, b.currency = il.amount, il.currency
+            stream = s.get(M.Invoice, il.invoice_id).stream
+            doc = _Doc(row.amount, il.amount, il.currency, "invoice", stream, False, il.fx_rate, il.fx_rate_id,
+                       il.rounding)
         elif row.key in statement:
-            b.amount, b.currency = Decimal(statement[row.key]["amount"]), statement[row.key]["currency"]
+            ln = statement[row.key]
+            doc = _Doc(row.amount, Decimal(ln["amount"]), ln["currency"], "statement", NETTING, True,
+                       Decimal(ln["fx_rate"]) if ln.get("fx_rate") else None, ln.get("fx_rate_id"), ln.get("rounding"))
         else:
-            b.amount, b.currency = row.amount, row.currency
+            doc = _Doc(row.amount, row.amount, row.currency, "share", NETTING, False)
+        out[row.key] = _BilledCharge(row, doc, _fields_of(line, versions), row.amount, doc.amount)
     for a in s.scalars(select(M.Adjustment).where(M.Adjustment.source_cycle_id == cyc.id,
                                                   M.Adjustment.charge_key.is_not(None)).order_by(M.Adjustment.id)):
-        b = out.setdefault(a.charge_key, _BilledCharge(None, None, currency=a.currency))
+        b = out.get(a.charge_key)
+        if b is None:  # a line that an earlier correction billed for the first time
+            doc = _Doc(Decimal(0), Decimal(0), a.currency, a.placement or "invoice", a.stream, a.netted, a.fx_rate,
+                       a.fx_rate_id, a.rounding)
+            b = out[a.charge_key] = _BilledCharge(None, doc, dict(
+                direction=a.direction, service=a.service, agreement_version_id=a.agreement_version_id,
+                agreement_hash=a.agreement_hash, rule=a.rule, unit=a.unit, source_currency=a.source_currency,
+                party=a.party))
         b.source += a.source_delta
         b.amount += a.amount
     return out
@@ -704,36 +728,34 @@ def _unversioned(key: str) -> str:
 def charge_changes(s: Session, prow: M.Partner, cyc: M.BillingCycle, plan: Plan, lines: list[ChargeLine],
                    fx: FxTable, last_day: date, versions: dict[str, M.AgreementVersion]) -> list[dict[str, Any]]:
     """The adjustments of the charge lines: the corrected period's lines compared with what the
-    cycle billed, key by key (a line no longer due is credited in full, a new one billed)."""
-    billed = _billed_charges(s, cyc, prow)
+    cycle billed, key by key (a line no longer due is credited in full, with the document, rate
+    and rounding it was billed with; a new one is billed as a fresh run would bill it)."""
+    billed = _billed_charges(s, cyc, prow, versions)
     fresh = {ln.key: ln for ln in lines}
     # a line of another agreement version corrects the line of the same charge, subject, period
     same_charge = {_unversioned(k): b.row for k, b in sorted(billed.items()) if b.row is not None}
     out = []
     for key in sorted(set(billed) | set(fresh)):
-        b = billed.get(key) or _BilledCharge(None, None)
-        line = fresh.get(key) or b.line
-        if line is None:  # pragma: no cover - an adjustment's key always names a line
-            continue
-        doc = _doc_of(line, plan, prow, fx, last_day)
-        new_source = fresh[key].amount if key in fresh else Decimal(0)
-        new_amount = doc.amount if key in fresh else Decimal(0)
-        source_delta, amount = new_source - b.source, new_amount - b.amount
+        b = billed.get(key)
+        if key in fresh:
+            doc = _doc_of(fresh[key], plan, prow, fx, last_day)
+            fields = _fields_of(fresh[key], versions)
+            new_source, new_amount = fresh[key].amount, doc.amount
+        else:
+            assert b is not None
+            doc, fields, new_source, new_amount = b.doc, b.fields, Decimal(0), Decimal(0)
+        old_source, old_amount = (b.source, b.amount) if b is not None else (Decimal(0), Decimal(0))
+        source_delta, amount = new_source - old_source, new_amount - old_amount
         if source_delta == 0 and amount == 0:
             continue
-        direction, service = line.scope[0] if len(line.scope) == 1 else ("", "")
-        v = versions.get(line.agreement_hash)
-        row = b.row if b.row is not None else same_charge.get(_unversioned(key))
+        row = b.row if b is not None and b.row is not None else same_charge.get(_unversioned(key))
         out.append(dict(
-            corrects_line_id=row.invoice_line_id if row is not None else None, netted=doc.netted, stream=doc.stream, direction=direction,
-            service=service, destination=None, band=None, prefix=None, group_key=key[:2000], line_key=None,
-            agreement_version_id=v.id if v else None, agreement_hash=line.agreement_hash or None,
-            rule=line.rule[:1100], unit=(line.unit or "unit")[:32], source_currency=line.currency,
-            old_source=b.source, new_source=new_source, source_delta=source_delta, old_units=0, new_units=0,
+            fields, corrects_line_id=row.invoice_line_id if row is not None else None, netted=doc.netted,
+            stream=doc.stream, destination=None, band=None, prefix=None, group_key=key[:2000], line_key=None,
+            old_source=old_source, new_source=new_source, source_delta=source_delta, old_units=0, new_units=0,
             old_count=0, new_count=0, currency=doc.currency, amount=amount, fx_rate=doc.fx_rate,
             fx_rate_id=doc.fx_rate_id, rounding=doc.rounding or rounding_text(doc.currency, "half_up"),
-            charge_line_id=row.id if row is not None else None, charge_key=key, placement=doc.placement,
-            party=(str(line.dimensions.get("party"))[:64] if line.dimensions.get("party") is not None else None)))
+            charge_line_id=row.id if row is not None else None, charge_key=key, placement=doc.placement))
     return out
 
 
