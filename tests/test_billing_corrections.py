@@ -76,18 +76,18 @@ def write(path, rows):
     return path
 
 
-def rules(tmp_path, mobile: str | None = None, name: str = "rules"):
+def rules(tmp_path, mobile: str | None = None, name: str = "rules", extra: str = ""):
     """The rules; with ``mobile``, v1 ends in February and v2 prices French mobiles at
     ``mobile`` from March on (a version is immutable once loaded: a new deck is a new version)."""
     (tmp_path / name / "rules" / "decks").mkdir(parents=True, exist_ok=True)
     (tmp_path / name / "rules" / "decks" / "acme.csv").write_text(DECK.format(mobile="0.0200"), encoding="utf-8")
-    text = RULES
+    text = RULES.replace("  netting with", extra + "  netting with")
     if mobile is not None:
         (tmp_path / name / "rules" / "decks" / "acme-v2.csv").write_text(DECK.format(mobile=mobile), encoding="utf-8")
-        v1 = RULES[RULES.index("agreement"):]
+        v1 = text[text.index("agreement"):]
         v2 = v1.replace('"ACME deal" v1', '"ACME deal" v2').replace("2026-02-01 ..", "2026-03-01 ..") \
             .replace("decks/acme.csv", "decks/acme-v2.csv")
-        text = RULES.replace("2026-02-01 ..", "2026-02-01 .. 2026-02-28") + "\n" + v2
+        text = text.replace("2026-02-01 ..", "2026-02-01 .. 2026-02-28") + "\n" + v2
     return make_plan(tmp_path / name, text, "acme.icd")
 
 
@@ -327,3 +327,55 @@ def test_corrections_of_corrections_add_up_to_a_fresh_run(store, tmp_path):
         adj[a.currency] += a.amount
     assert {c: fresh[c] - before[c] for c in fresh} == dict(adj)
     assert store.rerate("ACME", "2026-03-01", "2026-03-31", plan2).corrections[0].correction_id is None
+
+
+YEARLY = """  tiered "Yearly minutes" graduated on minutes per year {
+    from 0: 0.0010 EUR per minute
+    from 1200: 0.0004 EUR per minute
+  }, of outbound voice
+"""
+
+
+def test_later_cycles_read_the_corrected_period_as_history(store, tmp_path):
+    """A tier per year: March's late records, billed by a correction, count in the year to date
+    of April as a fresh run of both months counts them (1,126 minutes billed in March, 1,274
+    with the late records: the 1,200 minutes tier is crossed in March, not in April)."""
+    plan, prog = rules(tmp_path, None, "rules", YEARLY)
+    store.load_plan(plan, prog)
+    march, late_rows = traffic(3, 300, "C"), traffic(3, 40, "L")
+    files = [write(tmp_path / "in" / "march.csv", march), write(tmp_path / "in" / "april.csv",
+                                                                traffic(4, 100, "D") + late_rows)]
+
+    def april_tier(st) -> Decimal:
+        apr = st.cycle("ACME", "2026-04")
+        return sum((c.amount for c in st.charge_lines(apr.id) if c.charge_name == "Yearly minutes"), Decimal(0))
+
+    def month_by_month(st, *, rerate: bool):
+        st.load_plan(plan, prog)
+        st.ingest(files[0], None, plan)
+        st.run_cycle("ACME", "2026-03", plan)
+        st.finalize_cycle("ACME", "2026-03")
+        st.ingest(files[1], None, plan)
+        if rerate:
+            st.rerate("ACME", "2026-03-01", "2026-03-31", plan)
+        st.run_cycle("ACME", "2026-04", plan)
+        return april_tier(st)
+
+    corrected = month_by_month(store, rerate=True)
+    uncorrected = open_store(f"sqlite:///{tmp_path / 'late.db'}", data_dir=tmp_path / "late-data")
+    try:
+        without = month_by_month(uncorrected, rerate=False)
+    finally:
+        uncorrected.close()
+    fresh = open_store(f"sqlite:///{tmp_path / 'fresh.db'}", data_dir=tmp_path / "fresh-data")
+    try:
+        fresh.load_plan(plan, prog)
+        fresh.ingest(write(tmp_path / "in" / "all-march.csv", march + late_rows), None, plan)
+        fresh.ingest(write(tmp_path / "in" / "only-april.csv", traffic(4, 100, "D")), None, plan)
+        fresh.run_cycle("ACME", "2026-03", plan)
+        fresh.run_cycle("ACME", "2026-04", plan)
+        expected = april_tier(fresh)
+    finally:
+        fresh.close()
+    assert corrected == expected != without
+    assert (expected, without) == (Decimal("0.14"), Decimal("0.18"))  # 1.37 - 1.23; 1.31 - 1.13

@@ -293,12 +293,17 @@ def history_of(s: Session, prow: M.Partner, per: Period, others: list[tuple[M.Bi
     lines_by_cycle: dict[int, list[ChargeLine]] = defaultdict(list)
     for c, ln in others:
         lines_by_cycle[c.id].append(ln)
+    # a finalized cycle corrected since (icdsl rerate): what its latest correction evaluated
+    corrected = {c.cycle_id: c for c in s.scalars(select(M.Correction).where(M.Correction.partner_id == prow.id)
+                                                  .order_by(M.Correction.id)) if c.charge_usage}
     out = []
     for c in s.scalars(select(M.BillingCycle).where(M.BillingCycle.partner_id == prow.id,
                                                     M.BillingCycle.local_end <= per.local_start)
                        .order_by(M.BillingCycle.local_start)):
-        usage, events = usage_of_json(c.charge_usage)
-        out.append(CycleUsage(Days(c.local_start, c.local_end), tuple(usage), events, tuple(lines_by_cycle[c.id])))
+        fix = corrected.get(c.id)
+        usage, events = usage_of_json(fix.charge_usage if fix else c.charge_usage)
+        lines = [ChargeLine.from_dict(d) for d in fix.charge_lines or ()] if fix else lines_by_cycle[c.id]
+        out.append(CycleUsage(Days(c.local_start, c.local_end), tuple(usage), events, tuple(lines)))
     return tuple(out)
 
 

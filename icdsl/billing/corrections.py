@@ -432,7 +432,9 @@ def _correct(store: Store, code: str, cycle_id: int, lo, hi, destination: str | 
             rejected_count=rater.rejected, file_path=written.path, file_sha256=written.sha256,
             file_rows=written.rows, file_bytes=written.bytes, actor=st._actor(), created_at=t,
             charges_path=charges_written.path, charges_sha256=charges_written.sha256,
-            charges_rows=charges_written.rows)
+            charges_rows=charges_written.rows,
+            charge_usage=charging.usage_json(result.usage, window.events, window.refunds),
+            charge_lines=[ln.to_dict() for ln in result.charges])
         s.add(corr)
         s.flush()
         target = _next_cycle(s, prow, cyc)
@@ -613,6 +615,7 @@ class PeriodResult:
     traffic: dict[str, _State]
     charges: list[ChargeLine]
     findings: list[Finding]
+    usage: list[Any] = field(default_factory=list)  # what the charges measured (icdsl.charges.context.Usage)
 
 
 def evaluate_period(s: Session, prow: M.Partner, per: Period, cyc: M.BillingCycle, plan: Plan,
@@ -626,7 +629,7 @@ def evaluate_period(s: Session, prow: M.Partner, per: Period, cyc: M.BillingCycl
     usage = usage_from_rated(plan, rated, record_charges) if rated.num_rows else []
     evaluated = charging.evaluate(s, prow, per, cyc.id, plan, usage, events, record_charges, accept, fx=fx,
                                   refunds=refunds, refund_problems=refund_problems)
-    return PeriodResult(_sums(rated, dims), list(evaluated.lines), list(evaluated.findings))
+    return PeriodResult(_sums(rated, dims), list(evaluated.lines), list(evaluated.findings), usage)
 
 
 # --------------------------------------------------------------------------- charge lines

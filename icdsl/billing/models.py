@@ -474,6 +474,9 @@ class Correction(Base):
     charges_path: Mapped[str | None] = mapped_column(sa.String(1000))
     charges_sha256: Mapped[str | None] = mapped_column(sa.String(64))
     charges_rows: Mapped[int | None] = mapped_column(sa.BigInteger)
+    # what the corrected period measured and charged: the history later cycles read (0004)
+    charge_usage: Mapped[dict[str, Any] | None]
+    charge_lines: Mapped[list[Any] | None]
 
 
 class Adjustment(Base):

@@ -9,7 +9,8 @@ Create Date: 2026-12-07
   (``charge_line_id``, ``charge_key``: the charge line's key; ``placement``: where the corrected
   line went, ``invoice``, ``statement`` or ``share``; ``party``: a revenue share's party);
 - ``corrections``: the Parquet file of the per-record charges of the records a correction rated
-  again (``charges_path``, ``charges_sha256``, ``charges_rows``);
+  again (``charges_path``, ``charges_sha256``, ``charges_rows``), and what the corrected period
+  measured and charged (``charge_usage``, ``charge_lines``: the history later cycles read);
 - ``late_records``: passed records of an intake batch whose start falls in a **finalized**
   cycle of their partner: counted and kept at ingest (never billed into the finalized cycle,
   never dropped), reported on the partner's next cycle and billed by ``icdsl rerate``.
@@ -38,6 +39,8 @@ def upgrade() -> None:
     op.add_column("corrections", sa.Column("charges_path", sa.String(length=1000), nullable=True))
     op.add_column("corrections", sa.Column("charges_sha256", sa.String(length=64), nullable=True))
     op.add_column("corrections", sa.Column("charges_rows", sa.BigInteger(), nullable=True))
+    op.add_column("corrections", sa.Column("charge_usage", sa.JSON(), nullable=True))
+    op.add_column("corrections", sa.Column("charge_lines", sa.JSON(), nullable=True))
     op.create_table(
         "late_records",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -62,7 +65,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(op.f("ix_late_records_cycle_id"), table_name="late_records")
     op.drop_table("late_records")
-    for column in ("charges_rows", "charges_sha256", "charges_path"):
+    for column in ("charge_lines", "charge_usage", "charges_rows", "charges_sha256", "charges_path"):
         op.drop_column("corrections", column)  # SQLite >= 3.35 drops a column in place
     for column in ("party", "placement", "charge_key", "charge_line_id"):
         op.drop_column("adjustments", column)
