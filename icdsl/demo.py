@@ -26,10 +26,12 @@ without either, the demo says so.
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -40,6 +42,18 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import icdsl
+from icdsl.billing.amounts import present
+from icdsl.billing.errors import StoreError
+from icdsl.billing.store import open_store
+from icdsl.outputs import write
+from icdsl.plan.compiler import build
+from icdsl.plugins import BUILTIN_PLUGINS, active_plugin_manager
 
 EXAMPLES = ("interconnect", "content", "mvno")
 PERIOD = "2026-03"
@@ -60,13 +74,11 @@ CONTENT_HOURS = [2, 1, .5, .3, .3, .4, 1, 2, 3, 4, 5, 6, 7, 6, 6, 6, 7, 8, 9, 10
 
 def examples_root() -> Path:
     """The folder holding the example projects (see the module's documentation)."""
-    import icdsl
 
     pkg = Path(icdsl.__file__).resolve().parent
     for candidate in (pkg.parent / "examples", pkg / "_examples"):
         if all((candidate / name).is_dir() for name in EXAMPLES):
             return candidate
-    from icdsl.billing.errors import StoreError
 
     raise StoreError("the example agreements are not installed: run the demo from a source checkout "
                      "(pip install -e . in the repository, as the README says)")
@@ -96,7 +108,6 @@ def copy_examples(dest: Path) -> list[Path]:
 
 def _deck(path: Path, sep: str, prefix_col: str, from_col: str, until_col: str | None) -> list[str]:
     """Prefixes of a deck in force during the demo month."""
-    import csv
 
     out = []
     with open(path, encoding="utf-8", newline="") as f:
@@ -299,7 +310,6 @@ def _refunds(rng: np.random.Generator, purchases: pa.Table) -> pa.Table:
 def write_weeks(table: pa.Table, folder: Path) -> list[Path]:
     """One CSV per week of the month (by the record's UTC start date; unreadable starts go to the
     first week), sorted by start; a few duplicates straddle two files."""
-    import pyarrow.csv as pcsv
 
     folder.mkdir(parents=True, exist_ok=True)
     day = pc.cast(pc.utf8_slice_codeunits(table.column("start"), 8, 10), pa.string())
@@ -329,14 +339,7 @@ def run_demo(directory: Path | None, *, records: int = 300_000, seed: int = 2026
              console: Any = None, formats: tuple[str, ...] = ("csv", "json", "pdf")) -> int:
     """Run the demo in ``directory`` (a new temporary folder if None); 0 when every cycle was
     invoiced and finalized, 1 when validation stopped one."""
-    import time
 
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from icdsl.billing.errors import StoreError
-    from icdsl.billing.store import open_store
-    from icdsl.plan.compiler import build
 
     console = console or Console()
     t0 = time.perf_counter()
@@ -407,7 +410,6 @@ def run_demo(directory: Path | None, *, records: int = 300_000, seed: int = 2026
                 progress.advance(task)
 
             # ---- documents
-            from icdsl.outputs import write
 
             docs = [d for code in partners for d in store.cycle_documents(reports[code].cycle_id)]
             task = progress.add_task("writing invoices (CSV, JSON, PDF)", total=len(docs) * len(formats))
@@ -428,9 +430,6 @@ def run_demo(directory: Path | None, *, records: int = 300_000, seed: int = 2026
 
 def _summary(console: Any, intake: list, reports: dict, partners: list[str], docs: list[dict], folder: Path,
              url: str, written: list[Path], elapsed: float, charges: dict[str, list[dict]] | None = None) -> None:
-    from rich.table import Table
-
-    from icdsl.billing.amounts import present
 
     read = sum(r.read for r in intake)
     passed = sum(r.passed for r in intake)
@@ -474,7 +473,6 @@ def _summary(console: Any, intake: list, reports: dict, partners: list[str], doc
             total("subtotal"), total("tax_amount") + (f"\n{', '.join(sorted(tax_notes))}" if tax_notes else ""),
             total("total"), total("payable", stms),
             "\n".join(f"{f.severity}: {f.code} ({f.count})" for f in warn) or "-")
-    from rich.console import Console
 
     wide = Console(width=max(console.width, 150), file=console.file, force_terminal=console.is_terminal,
                    no_color=console.no_color)
@@ -519,7 +517,6 @@ def _summary(console: Any, intake: list, reports: dict, partners: list[str], doc
 
 def _plugins(console: Any) -> None:
     """Which plugins this run had, and how to add the example ones."""
-    from icdsl.plugins import BUILTIN_PLUGINS, active_plugin_manager
 
     pm = active_plugin_manager()
     names = sorted(n for n, _ in pm.list_name_plugin() if n and n not in BUILTIN_PLUGINS)
@@ -534,7 +531,6 @@ def _plugins(console: Any) -> None:
 def _charges(console: Any, charges: dict[str, list[dict]], docs: list[dict]) -> None:
     """What the charges did: prorated recurring fees, one-time and event fees, discounts,
     commitment shortfalls, surcharges; then the revenue-share statements and the settlements."""
-    from rich.table import Table
 
     table = Table(title="March 2026: charges beyond traffic (each line rounded once; `icdsl trace` shows how)")
     for col in ("partner", "charge", "line", "amount"):
@@ -548,7 +544,6 @@ def _charges(console: Any, charges: dict[str, list[dict]], docs: list[dict]) -> 
         if whole:
             total = sum(Decimal(d["amount"]) for d in whole)
             table.add_row(code, "recurring, whole periods", f"{len(whole)} line(s)", f"{total} {whole[0]['currency']}")
-    from rich.console import Console
 
     wide = Console(width=max(console.width, 150), file=console.file, force_terminal=console.is_terminal,
                    no_color=console.no_color)

@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from icdsl.hookspecs import hookimpl
+from icdsl.lang.diagnostics import did_you_mean
+from icdsl.plugins import PluginError, active_plugin_manager, exporters, owner
 
 ICDSL_HOOK_API = 1
 
@@ -110,8 +112,6 @@ def export(fmt: str, documents: Sequence[Mapping[str, Any]], directory: str | Pa
            options: Mapping[str, str] | None = None, *, pm: Any = None) -> list[Path]:
     """Write ``documents`` with the exporter called ``fmt``; an unknown format or option is a
     ValueError, a failure inside a plugin's exporter a PluginError naming the plugin."""
-    from icdsl.lang.diagnostics import did_you_mean
-    from icdsl.plugins import PluginError, active_plugin_manager, exporters, owner
 
     pm = pm if pm is not None else active_plugin_manager()
     found = exporters(pm)

@@ -65,6 +65,7 @@ class ConditionFunction:
 
 
 def _text(arr: pa.Array | pa.Scalar) -> pa.Array | pa.Scalar:
+    # lazy: pyarrow only when a condition runs on columns (registering the built-ins must not load it)
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -78,6 +79,7 @@ def _text(arr: pa.Array | pa.Scalar) -> pa.Array | pa.Scalar:
 
 
 def _local(arr: pa.Array, ctx: CallContext) -> pa.Array:
+    # lazy: pyarrow only when a condition runs on columns (registering the built-ins must not load it)
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -102,6 +104,7 @@ class StartsWith(ConditionFunction):
         return str(text).startswith(str(prefix))
 
     def call_column(self, args, ctx):
+        # lazy: pyarrow only when a condition runs on columns (registering the built-ins must not load it)
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -128,6 +131,7 @@ class Length(ConditionFunction):
         return None if text is None else len(str(text))
 
     def call_column(self, args, ctx):
+        # lazy: pyarrow only when a condition runs on columns (registering the built-ins must not load it)
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -150,6 +154,7 @@ class Hour(ConditionFunction):
         return t.astimezone(ctx.tzinfo).hour
 
     def call_column(self, args, ctx):
+        # lazy: pyarrow only when a condition runs on columns (registering the built-ins must not load it)
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -172,6 +177,7 @@ class Weekday(ConditionFunction):
         return WEEKDAY_NAMES[t.astimezone(ctx.tzinfo).weekday()]
 
     def call_column(self, args, ctx):
+        # lazy: pyarrow only when a condition runs on columns (registering the built-ins must not load it)
         import pyarrow as pa
         import pyarrow.compute as pc
 

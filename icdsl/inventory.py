@@ -81,12 +81,6 @@ class InventoryItem:
     def active_on(self, day: date) -> bool:
         return self.activated <= day and (self.terminated is None or day < self.terminated)
 
-    @property
-    def days(self):
-        from icdsl.charges.periods import Days
-
-        return Days(self.activated, self.terminated)
-
 
 @dataclass(frozen=True, slots=True)
 class InventoryProblem:

@@ -13,7 +13,10 @@ int64 arrays, so that both executors round identically.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, ROUND_UP, Decimal
+
+from icdsl.spans import NO_SPAN, Span
 
 ROUNDING_MODES = {
     "half_up": ROUND_HALF_UP,
@@ -21,6 +24,15 @@ ROUNDING_MODES = {
     "up": ROUND_UP,
     "down": ROUND_DOWN,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Rounding:
+    """How an amount is rounded: ``mode`` one of half_up, half_even, up, down."""
+
+    precision: int = 6
+    mode: str = "half_up"
+    span: Span = NO_SPAN
 
 
 def quantum(precision: int) -> Decimal:
@@ -66,6 +78,7 @@ def div_round_int(n: int, d: int, mode: str) -> int:
 
 def div_round_array(n, d: int, mode: str):
     """Vectorized div_round_int over a NumPy int64 array ``n`` (any sign), scalar d > 0."""
+    # lazy: numpy only for arrays (the language imports this module and never needs it)
     import numpy as np
 
     n = np.asarray(n, dtype=np.int64)

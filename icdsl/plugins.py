@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import importlib
 import importlib.util
 import logging
@@ -37,13 +38,16 @@ import sys
 import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from importlib.metadata import entry_points as _entry_points
 from pathlib import Path
 from typing import Any
 
 import pluggy
 
 from icdsl import __version__, hookspecs
+from icdsl.errors import ChargeError
 from icdsl.hookspecs import HOOK_API_VERSION, HOOKS, PROJECT
+from icdsl.reasons import REJECT_REASONS
 
 BUILTIN_PLUGINS = (
     "icdsl.charges.builtin",
@@ -225,10 +229,8 @@ def register_plugin(pm: PluginManager, plugin: Any, name: str | None = None, *,
 
 def installed_plugins() -> list[InstalledPlugin]:
     """The ``icdsl`` entry points of the installed distributions, without importing them."""
-    from importlib.metadata import entry_points
-
     out = []
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    for ep in _entry_points(group=ENTRY_POINT_GROUP):
         dist = getattr(ep, "dist", None)
         out.append(InstalledPlugin(ep.name, ep.value, dist.metadata["Name"] if dist else None,
                                    dist.version if dist else None))
@@ -236,9 +238,7 @@ def installed_plugins() -> list[InstalledPlugin]:
 
 
 def _load_entry_points(pm: PluginManager) -> None:
-    from importlib.metadata import entry_points
-
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    for ep in sorted(_entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         if pm.has_plugin(ep.name) or pm.is_blocked(ep.name):
             continue
         dist = getattr(ep, "dist", None)
@@ -426,7 +426,7 @@ PLUGIN_CHECK_FAILED = "E121"
 def _guard_charge_type(obj: Any, name: str, plugin: str) -> None:
     """Make the exceptions escaping a plugin's charge type say which plugin failed, where (the
     rule's span) and what to do: ``check`` reports diagnostic E121 on the charge instead of
-    raising; the other methods raise :class:`icdsl.charges.lines.ChargeError` (what billing
+    raising; the other methods raise :class:`icdsl.errors.ChargeError` (what billing
     reports for a rule that cannot be evaluated). A ``ChargeError`` the type raises on purpose
     (bad data, with its own message) passes unchanged."""
     for meth in _CHARGE_METHODS:
@@ -439,12 +439,8 @@ def _guard_charge_type(obj: Any, name: str, plugin: str) -> None:
 
 
 def _guarded(fn: Any, meth: str, name: str, plugin: str) -> Any:
-    import functools
-
     @functools.wraps(fn)
     def call(*args: Any, **kw: Any) -> Any:
-        from icdsl.charges.lines import ChargeError
-
         try:
             return fn(*args, **kw)
         except (ChargeError, NotImplementedError):
@@ -562,8 +558,6 @@ def function_arities(pm: PluginManager) -> dict[str, int]:
 
 def reject_reasons(pm: PluginManager) -> dict[str, str]:
     """The core's reject reasons and the plugins' (a plugin cannot redefine a core code)."""
-    from icdsl.rating.rejects import REJECT_REASONS
-
     out = dict(REJECT_REASONS)
     found, owners = _collect(pm, "icdsl_reject_reasons")
     for code, text in found.items():

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from icdsl import money
 from icdsl.hookspecs import hookimpl
+from icdsl.plugins import active_plugin_manager, rounding_modes
 
 ICDSL_HOOK_API = 1
 
@@ -94,7 +95,6 @@ def icdsl_rounding_modes():
 
 def mode(name: str, pm: Any = None) -> RoundingMode:
     """The mode called ``name`` in ``pm`` (default: the active plugin manager); KeyError if none."""
-    from icdsl.plugins import active_plugin_manager, rounding_modes
 
     modes = rounding_modes(pm if pm is not None else active_plugin_manager())
     try:
@@ -114,6 +114,7 @@ def div_round_int(n: int, d: int, name: str, pm: Any = None) -> int:
 
 def div_round_array(n: Any, d: int, name: str, pm: Any = None) -> Any:
     """``money.div_round_array`` for any registered mode."""
+    # lazy: numpy only for arrays (registering the built-in modes must not load it)
     import numpy as np
 
     if name in BUILTIN_NAMES:

@@ -38,14 +38,44 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
-from icdsl.plugins import PluginError, PluginManager, charge_types, make_plugin_manager, use_plugin_manager
+from icdsl.charges.context import ChargeContext, events_from_records
+from icdsl.charges.evaluate import charge_type, evaluate_cycle
+from icdsl.charges.periods import Days
+from icdsl.functions import CallContext
+from icdsl.lang.checker import check
+from icdsl.lang.diagnostics import Diagnostic, render_all
+from icdsl.lang.loader import load
+from icdsl.plan.compiler import compile_checked
+from icdsl.plugins import (
+    PluginError,
+    PluginManager,
+    charge_types,
+    make_plugin_manager,
+    register_plugin,
+    use_plugin_manager,
+)
+from icdsl.rating.batch import rate_batch_with_charges
+from icdsl.rating.records import (
+    FIELDS,
+    REJECTS_SCHEMA,
+    Reject,
+    normalize_record,
+    record_schema,
+    records_table,
+)
+from icdsl.rating.result import RATED_COLUMNS
+from icdsl.rating.row import rate_record
+from icdsl.readers import read_all
 
 __all__ = [
     "Comparison",
@@ -85,8 +115,6 @@ def _load_and_check(rules: str, pm: PluginManager, files: Mapping[str, str] | No
     """(program, checked or None, diagnostics, ``then(checked)`` when there is no error) of
     ``rules`` written as ``rules.icd``; ``then`` runs while the files exist (decks are read
     when the plan is compiled)."""
-    from icdsl.lang.checker import check
-    from icdsl.lang.loader import load
 
     with tempfile.TemporaryDirectory() if directory is None else _nullcontext(directory) as tmp:
         root = Path(tmp)
@@ -107,8 +135,6 @@ def build_plan(rules: str, pm: PluginManager | None = None, *, files: Mapping[st
     """Compile ``rules`` (the text of one rule file, ``rules.icd``; ``files`` adds others, e.g.
     rate decks, by relative path) with ``pm``'s charge types. Returns the Plan; fails the
     test with the diagnostics if there is an error."""
-    from icdsl.lang.diagnostics import render_all
-    from icdsl.plan.compiler import compile_checked
 
     pm = pm if pm is not None else isolated_plugin_manager()
     program, _, diags, plan = _load_and_check(rules, pm, files, directory, compile_checked)
@@ -142,10 +168,8 @@ def check_rules(rules: str, pm: PluginManager | None = None, *, files: Mapping[s
                 ) -> Diagnostics:
     """Check ``rules`` with ``pm``'s charge types and return the diagnostics (never fails the
     test): to test the mistakes a charge type reports, with their places and help lines."""
-    from icdsl.lang.diagnostics import Diagnostic, render_all
 
     pm = pm if pm is not None else isolated_plugin_manager()
-    from dataclasses import replace
 
     program, _, diags, _ = _load_and_check(rules, pm, files, None)
     items = sorted(diags, key=Diagnostic.sort_key)
@@ -205,8 +229,6 @@ class Comparison:
 
 
 def _normalized(records: Sequence[Mapping[str, Any]], layout: Any) -> list[dict[str, Any]]:
-    from icdsl.rating.records import Reject, normalize_record
-
     out = []
     for i, raw in enumerate(records):
         got = normalize_record(raw, layout)
@@ -234,10 +256,6 @@ def rate_both(plan: Any, records: Sequence[Mapping[str, Any]], *, pm: PluginMana
     agreement and version, prefix, destination, band, billed units, rate, amount, currency,
     rule...), the reason and detail of each reject, and every per-record charge (surcharges and
     plugins' per-record types: kind, label, amount, currency, rule) of each record."""
-    from icdsl.rating.batch import rate_batch_with_charges
-    from icdsl.rating.records import records_table
-    from icdsl.rating.result import RATED_COLUMNS
-    from icdsl.rating.row import rate_record
 
     normal = _normalized(records, layout)
     with use_plugin_manager(pm) if pm is not None else _nullcontext(None):
@@ -290,7 +308,6 @@ def _hits_text(hits: Sequence[tuple[Any, ...]]) -> str:
 def event_types(plan: Any, pm: PluginManager | None = None, agreement: Any = None) -> list[str]:
     """The event record types the charges of ``plan`` (or of one ``agreement``) read: what each
     charge type's optional ``event_types(charge)`` returns."""
-    from icdsl.charges.evaluate import charge_type
 
     pm = pm if pm is not None else isolated_plugin_manager()
     out: list[str] = []
@@ -315,11 +332,6 @@ def evaluate_charges(plan: Any, cycle: Any, pm: PluginManager | None = None, *, 
     (:func:`event_types`) are added to ``events``; as billing does, only the events of the
     partner whose local day is in the cycle are passed on; ``context``: any other field of
     :class:`icdsl.charges.context.ChargeContext` (``usage``, ``inventory``, ``billed``...)."""
-    from datetime import date
-
-    from icdsl.charges.context import ChargeContext, events_from_records
-    from icdsl.charges.evaluate import evaluate_cycle
-    from icdsl.charges.periods import Days
 
     pm = pm if pm is not None else isolated_plugin_manager()
     ags = [a for a in plan.agreements if agreement is None or a.name == agreement]
@@ -337,8 +349,6 @@ def evaluate_charges(plan: Any, cycle: Any, pm: PluginManager | None = None, *, 
     found = list(events)
     if records is not None:
         if isinstance(records, str | Path):
-            from icdsl.readers import read_all
-
             records, _, _ = read_all(records, None, pm=pm)
         found += events_from_records(records, event_types(plan, pm, ag), party.timezone, partner=code)
     # as billing does: the cycle's event records (their local day in the cycle) of the partner
@@ -352,8 +362,6 @@ def read_with(path: str | Path, pm: PluginManager, reader: str | None = None, *,
               options: Mapping[str, str] | None = None, layout: Any = None, **kw: Any) -> tuple[Any, Any, Any]:
     """Read a file with ``pm``'s readers and check the intake contract: the record and rejects
     schemas, and counts that reconcile. Returns (records, rejects, counts)."""
-    from icdsl.rating.records import FIELDS, REJECTS_SCHEMA, record_schema
-    from icdsl.readers import read_all
 
     records, rejects, counts = read_all(path, layout, reader=reader, options=options, pm=pm, **kw)
     base = record_schema()
@@ -376,7 +384,6 @@ def check_rounding_mode(mode: Any, *, divisors: Iterable[int] = (1, 2, 3, 7, 10,
                         span: int = 2500) -> None:
     """``round_int``, ``round_array`` and ``round_decimal`` of ``mode`` (an instance or class)
     agree on every n in [-span, span] for each divisor, and stay within 1 of the exact quotient."""
-    import numpy as np
 
     m = mode() if isinstance(mode, type) else mode
     n = np.arange(-span, span + 1, dtype=np.int64)
@@ -405,9 +412,6 @@ def check_condition_function(fn: Any, rows: Sequence[tuple[Any, ...]], *, timezo
     """``call`` on each row's arguments equals ``call_column`` on the columns of all rows.
     ``constant[i]`` passes argument i as a scalar (a constant in the rule; it must then be the
     same in every row). Returns the row results."""
-    import pyarrow as pa
-
-    from icdsl.functions import CallContext
 
     f = fn() if isinstance(fn, type) else fn
     ctx = CallContext(timezone)
@@ -438,7 +442,6 @@ class PluginKit:
 
     def add(self, *plugins: object) -> PluginKit:
         """Register more plugins (version and hook names checked); a problem fails the test."""
-        from icdsl.plugins import register_plugin
 
         before = len(self.pm.problems)
         for plugin in plugins:

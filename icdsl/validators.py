@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from icdsl.hookspecs import hookimpl
+from icdsl.plugins import active_plugin_manager, invoice_validators, owner
 
 ICDSL_HOOK_API = 1
 
@@ -88,7 +89,6 @@ def icdsl_invoice_validators():
 def run_validators(documents: Sequence[Mapping[str, Any]], context: ValidationContext | None = None, *,
                    pm: Any = None) -> list[Finding]:
     """Every registered validator over ``documents``; errors first, then warnings."""
-    from icdsl.plugins import active_plugin_manager, invoice_validators, owner
 
     pm = pm if pm is not None else active_plugin_manager()
     context = context or ValidationContext()

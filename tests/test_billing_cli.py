@@ -113,6 +113,8 @@ KILL = textwrap.dedent("""
             if len(seen) == hits:
                 os._exit(137)
     st.checkpoint = die
+    import icdsl.billing.base
+    icdsl.billing.base.checkpoint = die  # where the store's parts call it
     sys.exit(run_demo(Path(sys.argv[1]), records=6000, seed=5))
 """)
 

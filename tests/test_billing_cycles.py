@@ -224,7 +224,7 @@ def test_rerate_before_and_after_finalization(store, tmp_path):
     v2 = V1_OPEN.replace('"ORFR voice" v1', '"ORFR voice" v2').replace("2026-01-01 ..", "2026-03-01 ..") \
         .replace("0.0200", "0.0180")
     plan2, prog2 = make_plan(tmp_path, PARTNER + v1_closed + v2, "rules.icd")
-    store.load_plan(plan2, prog2)
+    store.load_plan(plan2, prog2, retroactive=True)  # over finalized March: as `icdsl rerate` loads it
     rep = store.rerate("ORFR", "2026-03-10", "2026-03-20", plan2, destination="336")
     (corr,) = rep.corrections
     assert corr.target == "2026-04" and corr.records > 0

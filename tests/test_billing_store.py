@@ -523,6 +523,7 @@ def test_crash_half_way_then_rerun_gives_the_same_result(store, db_url, tmp_path
             raise Crash(at)
 
     monkeypatch.setattr("icdsl.billing.store.checkpoint", crash)
+    monkeypatch.setattr("icdsl.billing.base.checkpoint", crash)  # where the store's parts call it
     with pytest.raises(Crash):
         store.run_cycle("ORFR", "2026-03", plan, accept=ACCEPT)
     # no partial results: the cycle is open, with the error logged, and nothing else
@@ -554,6 +555,8 @@ KILL_SCRIPT = textwrap.dedent("""
         if at == stage:
             os._exit(137)
     st.checkpoint = die
+    import icdsl.billing.base
+    icdsl.billing.base.checkpoint = die  # where the store's parts call it
     os.chdir(os.path.dirname(rules))
     plan, program, _ = build([os.path.basename(rules)])
     store = st.open_store(url, data_dir=data)
@@ -661,6 +664,7 @@ def test_concurrent_cycle_start_on_postgres(pg_url, tmp_path, monkeypatch):
             real(at)
 
         monkeypatch.setattr("icdsl.billing.store.checkpoint", hold)
+        monkeypatch.setattr("icdsl.billing.base.checkpoint", hold)  # where the store's parts call it
         results: dict[str, object] = {}
 
         def run(name: str, store) -> None:

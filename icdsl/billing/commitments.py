@@ -26,10 +26,26 @@ from typing import TYPE_CHECKING
 from sqlalchemy import func, select
 
 from icdsl.billing import models as M
+from icdsl.billing.charging import (
+    _other_lines,
+    event_names,
+    history_of,
+    rates_of,
+    split_events,
+    split_refunds,
+)
+from icdsl.billing.cycles import _read_partner, partner_inputs
 from icdsl.billing.errors import CycleError
-from icdsl.charges.commitment import CommitmentProgress, progress
+from icdsl.billing.fx import FxTable
+from icdsl.billing.periods import local_midnight, parse_period, zone
+from icdsl.charges.commitment import CommitmentProgress, measure, progress
+from icdsl.charges.context import ChargeContext, agreement_days, merge_usage, usage_from_rated
+from icdsl.charges.evaluate import _when_holds, charge_type
+from icdsl.charges.lines import ChargeError
 from icdsl.charges.periods import Days
+from icdsl.charges.tiers import measuring_period
 from icdsl.plan.model import Plan
+from icdsl.rating.batch import rate_batch_with_charges
 
 if TYPE_CHECKING:
     from icdsl.billing.store import Store
@@ -54,8 +70,6 @@ class CommitmentStatus:
 
 
 def _last_day(s, prow: M.Partner) -> date | None:
-    from icdsl.billing.periods import zone
-
     latest = s.scalar(select(func.max(M.IntakePartnerStat.max_start)).where(M.IntakePartnerStat.partner == prow.code))
     return latest.astimezone(zone(prow.timezone)).date() if latest is not None else None
 
@@ -63,23 +77,6 @@ def _last_day(s, prow: M.Partner) -> date | None:
 def commitment_progress(store: Store, partner: str, plan: Plan, as_of: date | None = None) -> list[CommitmentStatus]:
     """Every commitment of the partner's agreements in force on ``as_of`` (default: the last
     local day with ingested records), as it stands through that day."""
-    from icdsl.billing.charging import (
-        _other_lines,
-        event_names,
-        history_of,
-        rates_of,
-        split_events,
-        split_refunds,
-    )
-    from icdsl.billing.cycles import _read_partner, partner_inputs
-    from icdsl.billing.fx import FxTable
-    from icdsl.billing.periods import local_midnight, parse_period
-    from icdsl.charges.commitment import measure
-    from icdsl.charges.context import ChargeContext, agreement_days, merge_usage, usage_from_rated
-    from icdsl.charges.evaluate import _when_holds, charge_type
-    from icdsl.charges.lines import ChargeError
-    from icdsl.charges.tiers import measuring_period
-    from icdsl.rating.batch import rate_batch_with_charges
 
     with store.reading() as s:
         prow = s.scalars(select(M.Partner).where(M.Partner.code == partner)).first()

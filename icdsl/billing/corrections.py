@@ -281,7 +281,7 @@ def rerate(store: Store, partner: str, first: Any, last: Any, plan: Plan, *, des
         if not destination.isdigit():
             raise CycleError(f"--destination '{destination}' is not a number prefix (digits, e.g. 33 or 447)")
     if program is not None:
-        store.load_plan(plan, program)
+        store.load_plan(plan, program, retroactive=True)  # what changed over finalized days is corrected below
     with store.reading() as s:
         prow, _ = resolve_period(s, partner, d1, plan)
         lo, hi = local_midnight(d1, prow.timezone), local_midnight(d2 + timedelta(days=1), prow.timezone)

@@ -37,15 +37,13 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -54,9 +52,29 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from icdsl.billing import models as M
-from icdsl.billing.charging import receivable_items
+from icdsl.billing.amounts import present
+from icdsl.billing.charging import (
+    billed_adjustments,
+    history_of,
+    other_lines,
+    receivable_items,
+    share_adjustments,
+    store_lines,
+    usage_json,
+    write_share_statements,
+)
 from icdsl.billing.errors import CycleBusy, CycleError, CycleStateError, StoreError, ValidationError
-from icdsl.billing.invoicing import (
+from icdsl.billing.files import fsync_dir as sync_dir
+from icdsl.billing.fx import FxQuote, FxTable
+from icdsl.billing.inventory import partner_items
+from icdsl.billing.late import findings as late_findings
+from icdsl.billing.late import record_unread
+from icdsl.billing.types import Money
+from icdsl.charges.keys import parse_key
+from icdsl.cycle import engine
+from icdsl.cycle import errors as engine_errors
+from icdsl.cycle.amounts import EXACT
+from icdsl.cycle.invoicing import (  # noqa: F401 - (compatibility)
     BASE_DIMS,
     DIMENSIONS,
     DraftLine,
@@ -67,64 +85,35 @@ from icdsl.billing.invoicing import (
     draft_documents,
     line_json,
 )
-from icdsl.billing.late import findings as late_findings
-from icdsl.billing.late import record_unread
-from icdsl.billing.periods import Period, local_midnight, parse_period
-from icdsl.billing.types import Money
-from icdsl.billing.validation import Finding, Policy, ValidationContext, run_validators
-from icdsl.charges.keys import parse_key
-from icdsl.plan.model import Plan
+from icdsl.cycle.periods import Period, day_edges, local_day, parse_period
+from icdsl.cycle.rater import (  # noqa: F401 - (compatibility)
+    FINE_DIMS,
+    REJECT_COLUMNS,
+    REJECTS_FILE_SCHEMA,
+    SEP,
+    Discard,
+    from_us,
+    plan_scale,
+    rated_file_schema,
+    record_charges_file_schema,
+    unscaled_int64,
+    value_counts,
+)
+from icdsl.cycle.rater import Rater as _EngineRater
+from icdsl.cycle.validation import Finding, Policy
+from icdsl.plan.model import Partner as PlanPartner
+from icdsl.plan.model import Plan, Tax
 
 if TYPE_CHECKING:
     from icdsl.billing.store import Store
 
-CHUNK_ROWS = 1 << 20  # records rated at a time
+CHUNK_ROWS = 1 << 18  # records rated at a time (several chunks: writing one overlaps rating the next)
 READ_ROWS = 1 << 18
-FINE_DIMS = ("agreement_hash", "agreement", "agreement_version", "direction", "service", "currency",
-             "destination", "band", "prefix", "rate", "rule")
 LINE_DIMS = FINE_DIMS  # (compatibility)
-SEP = "\x1f"
-MAX_VALUES = 64  # distinct values kept per line and column (beyond: "mixed")
-REJECT_COLUMNS = ("id", "reason", "detail", "partner", "direction", "service", "a_number", "b_number", "start",
-                  "duration_s", "volume", "units")
 HISTORY_DAYS = 28
+MAX_VALUES = 64  # (compatibility: a line now knows whether a column has one value or several)
 
 Progress = Callable[[str, int, int], None]
-
-
-def rated_file_schema(id_type: pa.DataType, scale: int) -> pa.Schema:
-    """The rated Parquet of a cycle: the rated table (plain strings instead of dictionaries,
-    amounts widened to decimal128(38, scale)) plus ``batch_id`` (the intake batch of the
-    record) and ``line`` (the invoice line's ``line_key``)."""
-    return pa.schema([
-        ("id", id_type), ("partner", pa.string()), ("direction", pa.string()), ("service", pa.string()),
-        ("agreement", pa.string()), ("agreement_version", pa.int64()), ("agreement_hash", pa.string()),
-        ("prefix", pa.string()), ("destination", pa.string()), ("band", pa.string()),
-        ("billed_units", pa.int64()), ("rate", pa.string()), ("amount", pa.decimal128(38, scale)),
-        ("currency", pa.string()), ("rule", pa.string()), ("start", pa.timestamp("us", tz="UTC")),
-        ("duration_s", pa.int64()), ("batch_id", pa.int64()), ("line", pa.int32()),
-    ])
-
-
-def record_charges_file_schema(id_type: pa.DataType, scale: int) -> pa.Schema:
-    """The record charges Parquet of a cycle: one row per rated record and per-record charge
-    (surcharge) that applies (``icdsl.rating.result.record_charges_schema`` with plain strings)
-    plus ``batch_id``."""
-    return pa.schema([
-        ("record", pa.int64()), ("id", id_type), ("partner", pa.string()), ("direction", pa.string()),
-        ("service", pa.string()), ("agreement", pa.string()), ("agreement_version", pa.int64()),
-        ("agreement_hash", pa.string()), ("kind", pa.string()), ("charge", pa.string()),
-        ("amount", pa.decimal128(38, scale)), ("currency", pa.string()), ("rule", pa.string()),
-        ("batch_id", pa.int64()),
-    ])
-
-
-REJECTS_FILE_SCHEMA = pa.schema([
-    ("id", pa.string()), ("reason", pa.string()), ("detail", pa.string()), ("partner", pa.string()),
-    ("direction", pa.string()), ("service", pa.string()), ("a_number", pa.string()), ("b_number", pa.string()),
-    ("start", pa.timestamp("us", tz="UTC")), ("duration_s", pa.int64()), ("volume", pa.int64()),
-    ("units", pa.int64()), ("batch_id", pa.int64()),
-])
 
 
 # --------------------------------------------------------------------------- reports
@@ -215,8 +204,6 @@ class CycleReport:
         if self.blocked:
             out.append("  invoicing stopped: fix the cause and run the cycle again, or accept the finding "
                        "(--accept CODE)")
-        from icdsl.billing.amounts import present
-
         for inv in self.invoices:
             c = inv.currency
             tax = f", tax {present(inv.tax_amount, c)}" if inv.tax_amount is not None else ""
@@ -289,258 +276,36 @@ def _advance(s: Session, cycle: M.BillingCycle, to: str, message: str, details: 
     setattr(cycle, f"{to}_at", now())
 
 
-def _scale(plan: Plan) -> int:
-    scale = 6
-    for a in plan.agreements:
-        scale = max(scale, a.rounding.precision, *(sv.rounding.precision for sv in a.services))
-    return scale
+_scale = plan_scale  # (compatibility)
 
 
-def day_bounds(period: Period) -> tuple[list[date], np.ndarray]:
-    """The local days of a period and the UTC instants (µs) at which they start, plus the end."""
+def day_bounds(period: Period) -> tuple[list[date], Any]:
+    """The local days of a period and the UTC instants (µs) at which they start, plus the end
+    (:func:`icdsl.cycle.periods.day_edges`)."""
     days = [period.local_start + timedelta(days=i) for i in range((period.local_end - period.local_start).days)]
-    edges = [local_midnight(d, period.timezone) for d in days] + [period.end]
-    return days, np.array([int(e.timestamp() * 1_000_000) for e in edges], dtype=np.int64)
+    return days, day_edges(period)
 
 
-def _ts_us(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    return pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False)
+class Rater(_EngineRater):
+    """The engine's rater (:class:`icdsl.cycle.rater.Rater`) with the store's kill-safety
+    checkpoint after each chunk rated (``cycle:rated``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("on_chunk", _rated_checkpoint)
+        super().__init__(*args, **kwargs)
 
 
-# --------------------------------------------------------------------------- rating
+def _rated_checkpoint() -> None:
+    from icdsl.billing import store as st
 
-
-class Rater:
-    """Rates chunks of records and streams them to files, keeping the exact sums of each
-    line (grouped by ``dims``) and the records per local day."""
-
-    def __init__(self, plan: Plan, rated_w: Any, rejects_w: Any, scale: int, dims: tuple[str, ...],
-                 period: Period | None = None, *, charges: bool = False, charges_w: Any = None,
-                 cycle_totals: Any = None, events: tuple[str, ...] = (), partner: str = "", timezone: str = "UTC"):
-        # charges: rate with the per-record charges and sum the usage (icdsl.billing.charging);
-        # charges_w: where the record charges go; events: event types counted, not rated
-        self.charges = charges
-        self.charges_w = charges_w
-        self.cycle_totals = cycle_totals
-        self.event_types = events
-        self.partner = partner
-        self.timezone = timezone
-        self.usage: list[Any] = []
-        self.events: list[Any] = []
-        self.read = 0
-        self.refunds: list[Any] = []  # refund records (icdsl.billing.charging.refunds_of)
-        self.refund_problems: list[tuple[str, str]] = []
-        self.record_charges = 0
-        self.plan = plan
-        self.rated_w = rated_w
-        self.rejects_w = rejects_w
-        self.scale = scale
-        self.dims = dims
-        self.fine_keys: list[str] = []
-        self.fine_index: dict[str, int] = {}
-        self.fine_line: list[int] = []
-        self.fine: dict[int, list[Any]] = {}  # fine group -> [count, units, amount, first, last]
-        self.line_keys: list[str] = []
-        self.line_index: dict[str, int] = {}
-        self.records_in = 0
-        self.rated = 0
-        self.rejected = 0
-        self.by_reason: dict[str, int] = defaultdict(int)
-        self.by_batch: dict[int, int] = defaultdict(int)
-        self.days: list[date] = []
-        self.daily = np.zeros(0, np.int64)
-        self._edges: np.ndarray | None = None
-        if period is not None:
-            self.days, self._edges = day_bounds(period)
-            self.daily = np.zeros(len(self.days), np.int64)
-
-    def rate(self, table: pa.Table, batch_id: int) -> None:
-        from icdsl.billing import store as st
-        from icdsl.rating.batch import rate_batch
-
-        self.read += table.num_rows  # every record read: rated, rejected, an event or a refund
-        if self.charges:  # refund records are never traffic: ``on net`` revenue shares deduct them
-            from icdsl.billing.charging import refunds_of, split_refunds
-
-            table, refund_rows = split_refunds(table)
-            if refund_rows is not None:
-                got, bad = refunds_of(self.plan, refund_rows, self.timezone, self.partner)
-                self.refunds += got
-                self.refund_problems += bad
-        if self.event_types:
-            from icdsl.billing.charging import split_events
-
-            table, events = split_events(table, self.event_types, self.timezone, self.partner)
-            self.events += events
-        n = table.num_rows
-        if not n:
-            return
-        self.records_in += n
-        self.by_batch[batch_id] += n
-        if self._edges is not None:
-            idx = np.searchsorted(self._edges, _ts_us(table.column("start")), side="right") - 1
-            idx = idx[(idx >= 0) & (idx < len(self.days))]
-            self.daily += np.bincount(idx, minlength=len(self.days))
-        if not self.charges:
-            rated, rejects = rate_batch(self.plan, table)
-        else:
-            from icdsl.charges.context import merge_usage, usage_from_rated
-            from icdsl.rating.batch import rate_batch_with_charges
-
-            rated, rejects, rc = rate_batch_with_charges(self.plan, table, cycle=self.cycle_totals)
-            self.usage = merge_usage(self.usage, usage_from_rated(self.plan, rated, rc))
-            if self.charges_w is not None and rc.num_rows:
-                self.charges_w.write(rc.append_column("batch_id", pa.array(np.full(rc.num_rows, batch_id, np.int64))))
-                self.record_charges += rc.num_rows
-        st.checkpoint("cycle:rated")
-        self.add(rated, rejects, batch_id)
-
-    def add(self, rated: pa.Table, rejects: pa.Table, batch_id: int) -> None:
-        """Write a rated chunk and its rejects (``rated``: the batch executor's table)."""
-        if rated.num_rows:
-            amount_type = rated.schema.field("amount").type
-            if amount_type.scale > self.scale:
-                raise ValidationError(f"amounts have {amount_type.scale} decimals, more than the {self.scale} "
-                                      "expected from the agreements' rounding")
-            rated = rated.append_column("batch_id", pa.array(np.full(rated.num_rows, batch_id, np.int64)))
-            fine = self._fine(rated)
-            line = pa.array(np.asarray(self.fine_line, np.int32)[fine], pa.int32())
-            rated = rated.append_column("line", line)
-            self.rated_w.write(rated)
-            self.rated += rated.num_rows
-            self._sums(rated, pa.array(fine, pa.int32()))
-        if rejects.num_rows:
-            cols = {}
-            for name in REJECT_COLUMNS:
-                typ = REJECTS_FILE_SCHEMA.field(name).type
-                if name in rejects.column_names:
-                    cols[name] = pc.cast(rejects.column(name), typ)
-                else:
-                    cols[name] = pa.nulls(rejects.num_rows, typ)
-            cols["batch_id"] = pa.array(np.full(rejects.num_rows, batch_id, np.int64))
-            self.rejects_w.write(pa.table(cols, schema=REJECTS_FILE_SCHEMA))
-            self.rejected += rejects.num_rows
-            for reason, count in zip(*_value_counts(rejects.column("reason")), strict=True):
-                self.by_reason[reason] += count
-
-    def line_of(self, values: dict[str, str]) -> str:
-        return SEP.join([values[c] for c in BASE_DIMS] + [values[c] for c in self.dims])
-
-    def _fine(self, rated: pa.Table) -> np.ndarray:
-        cols = [pc.fill_null(pc.cast(rated.column(c), pa.string()), "") for c in FINE_DIMS]
-        keys = pc.binary_join_element_wise(*cols, SEP)
-        for k in pc.unique(keys).to_pylist():
-            if k not in self.fine_index:
-                self.fine_index[k] = len(self.fine_keys)
-                self.fine_keys.append(k)
-                lk = self.line_of(dict(zip(FINE_DIMS, k.split(SEP), strict=True)))
-                li = self.line_index.get(lk)
-                if li is None:
-                    li = self.line_index[lk] = len(self.line_keys)
-                    self.line_keys.append(lk)
-                self.fine_line.append(li)
-        return pc.index_in(keys, value_set=pa.array(self.fine_keys, pa.string())).to_numpy(zero_copy_only=False)
-
-    def _sums(self, rated: pa.Table, fine: pa.Array) -> None:
-        """Add a chunk's records to their fine groups: count, billed units, exact amount, first
-        and last start. Amounts are summed as their unscaled integers and starts as epoch
-        microseconds (Arrow's Decimal and datetime objects cost more than the rest of the
-        cycle's bookkeeping); :meth:`groups` turns them back into Decimal and datetime."""
-        amount = rated.column("amount").combine_chunks()
-        unscaled = _unscaled_int64(amount)
-        scale = amount.type.scale if pa.types.is_decimal(amount.type) else 0
-        t = pa.table({"fine": fine, "units": rated.column("billed_units"),
-                      "amount": unscaled if unscaled is not None else amount,
-                      "start": pc.cast(pc.cast(rated.column("start"), pa.timestamp("us", tz="UTC")), pa.int64())})
-        g = t.group_by("fine", use_threads=False).aggregate(
-            [("fine", "count"), ("units", "sum"), ("amount", "sum"), ("start", "min"), ("start", "max")])
-        amounts = g.column("amount_sum").to_pylist()
-        if unscaled is not None:
-            amounts = [Decimal(a).scaleb(-scale) for a in amounts]
-        for key, count, units, amount_, lo, hi in zip(
-            g.column("fine").to_pylist(), g.column("fine_count").to_pylist(), g.column("units_sum").to_pylist(),
-            amounts, g.column("start_min").to_pylist(), g.column("start_max").to_pylist(),
-            strict=True,
-        ):
-            acc = self.fine.get(key)
-            if acc is None:
-                self.fine[key] = [count, units or 0, amount_, lo, hi]
-            else:
-                acc[0] += count
-                acc[1] += units or 0
-                acc[2] += amount_
-                acc[3], acc[4] = min(acc[3], lo), max(acc[4], hi)
-
-    def groups(self) -> list[Group]:
-        """The lines: fine groups merged by the line dimensions (exact sums)."""
-        out: dict[int, Group] = {}
-        span: dict[int, list[int]] = {}  # line -> [first, last] start in epoch microseconds
-        for fk, (count, units, amount, lo, hi) in sorted(self.fine.items()):
-            v = dict(zip(FINE_DIMS, self.fine_keys[fk].split(SEP), strict=True))
-            li = self.fine_line[fk]
-            g = out.get(li)
-            if g is None:
-                g = out[li] = Group(
-                    key=li, agreement_hash=v["agreement_hash"], agreement=v["agreement"],
-                    agreement_version=int(v["agreement_version"]) if v["agreement_version"] else None,
-                    direction=v["direction"], service=v["service"], currency=v["currency"],
-                    dims={d: v[d] for d in self.dims})
-                span[li] = [lo, hi]
-            g.count += count
-            g.units += units
-            g.amount += amount
-            sp = span[li]
-            sp[0], sp[1] = min(sp[0], lo), max(sp[1], hi)
-            for c in DIMENSIONS:
-                if c not in self.dims:
-                    vals = g.values.setdefault(c, set())
-                    if len(vals) <= MAX_VALUES:
-                        vals.add(v[c])
-        for li, g in out.items():
-            g.amount = money(g.amount)
-            g.first, g.last = _from_us(span[li][0]), _from_us(span[li][1])
-        return [out[k] for k in sorted(out)]
-
-    def daily_counts(self) -> dict[date, int]:
-        return {d: int(n) for d, n in zip(self.days, self.daily.tolist(), strict=True)}
+    st.checkpoint("cycle:rated")
 
 
 _Rater = Rater  # (compatibility)
-
-
-class _Discard:
-    """A writer that keeps nothing (the second rating pass only wants the record charges)."""
-
-    def write(self, table: pa.Table) -> None:
-        pass
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _from_us(us: int | None) -> datetime | None:
-    return None if us is None else _EPOCH + timedelta(microseconds=us)
-
-
-def _unscaled_int64(arr: pa.Array) -> pa.Array | None:
-    """A decimal128 column as its unscaled int64 values (``1.500000`` at scale 6 is 1500000),
-    read from its buffer; None when it is not decimal128, has nulls, or a value (or the sum of
-    the column) might not fit in int64."""
-    if not pa.types.is_decimal128(arr.type) or arr.null_count or len(arr) == 0:
-        return None
-    words = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset * 2:(arr.offset + len(arr)) * 2].reshape(-1, 2)
-    low, high = words[:, 0], words[:, 1]
-    if not (high == (low >> 63)).all():
-        return None
-    biggest = int(np.abs(low).max())
-    if biggest * len(arr) >= 2**62:
-        return None
-    return pa.array(low, pa.int64())
-
-
-def _value_counts(arr: pa.ChunkedArray | pa.Array) -> tuple[list[str], list[int]]:
-    vc = pc.value_counts(arr)
-    return vc.field("values").to_pylist(), vc.field("counts").to_pylist()
+_Discard = Discard
+_from_us = from_us
+_unscaled_int64 = unscaled_int64
+_value_counts = value_counts
 
 
 #: (path, size, mtime) -> (metadata, partner -> row groups, row groups of several or unknown partners)
@@ -802,35 +567,100 @@ def _new_cycle(s: Session, prow: M.Partner, per: Period, t: datetime) -> M.Billi
     return cyc
 
 
-class _Clock:
-    def __init__(self, progress: Progress | None):
-        self.progress = progress
-        self.timings: dict[str, float] = {}
-        self._stage: str | None = None
-        self._t0 = 0.0
+class _FileSinks:
+    """The engine's sinks for the store: the cycle's rated records, rating rejects and record
+    charges streamed to Parquet files in the data folder; made durable and content-addressed by
+    :meth:`finish` (with the kill-safety checkpoints), read back from the files."""
 
-    def stage(self, name: str | None, total: int = 0) -> None:
-        t = time.perf_counter()
-        if self._stage is not None:
-            self.timings[self._stage] = self.timings.get(self._stage, 0.0) + t - self._t0
-        self._stage, self._t0 = name, t
-        if name is not None and self.progress is not None:
-            self.progress(name, 0, total)
+    def __init__(self, store: Store, rel_dir: str, id_type: pa.DataType, scale: int):
+        self.store = store
+        self.rated = store.data.writer(rel_dir, "rated", rated_file_schema(id_type, scale))
+        self.rejects = store.data.writer(rel_dir, "rating-rejects", REJECTS_FILE_SCHEMA)
+        self.record_charges = store.data.writer(rel_dir, "record-charges", record_charges_file_schema(id_type, scale))
+        self.files: dict[str, Any] = {}
 
-    def tick(self, done: int, total: int) -> None:
-        if self.progress is not None and self._stage is not None:
-            self.progress(self._stage, done, total)
+    def __enter__(self) -> _FileSinks:
+        for w in (self.rated, self.rejects, self.record_charges):
+            w.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for w in (self.record_charges, self.rejects, self.rated):
+            w.__exit__(*exc)
+
+    def finish(self) -> None:
+        from icdsl.billing import store as st
+
+        for w in (self.rated, self.rejects, self.record_charges):
+            w.close()
+        st.checkpoint("cycle:files_written")
+        self.files = {"rated": self.rated.commit(sync_dir=False), "rejects": self.rejects.commit(sync_dir=False),
+                      "record_charges": self.record_charges.commit(sync_dir=False)}
+        sync_dir(self.rated.dir)  # the three names are durable before anything refers to them
+        st.checkpoint("cycle:files_committed")
+
+    def _abs(self, kind: str) -> Any:
+        return self.store.data.abs(self.files[kind].path)
+
+    def read_rated(self, columns: Iterable[str]) -> pa.Table:
+        return pq.read_table(self._abs("rated"), columns=list(columns))
+
+    def read_rated_batches(self, columns: Iterable[str]) -> Iterator[pa.Table]:
+        for rb in pq.ParquetFile(self._abs("rated")).iter_batches(columns=list(columns), batch_size=READ_ROWS * 4,
+                                                                  use_threads=False):
+            yield pa.Table.from_batches([rb])
+
+    def read_rejects(self) -> pa.Table:
+        return pq.read_table(self._abs("rejects"))
+
+    def read_record_charges(self) -> pa.Table | None:
+        return pq.read_table(self._abs("record_charges")) if self.files["record_charges"].rows else None
+
+
+def cycle_inputs(store: Store, s: Session, prow: M.Partner, per: Period, plan: Plan, cycle_id: int,
+                 batches: list[tuple[int, str, str, int]], **options: Any) -> engine.CycleInputs:
+    """The engine's inputs of a cycle, read from the store: the partner's records of the period
+    (from every intake batch in ``batches``), inventory, history, FX rates, traffic profile."""
+    data = store.data
+
+    def records() -> Iterator[tuple[int, pa.Table]]:
+        for batch_id, path, _sha, _n in batches:
+            for chunk in _read_partner(str(data.abs(path)), prow.code, per):
+                yield batch_id, chunk
+
+    others = other_lines(s, prow.id, cycle_id)
+    history = engine.History(
+        cycles=history_of(s, prow, per, others), billed_lines=tuple(ln for _c, ln in others),
+        credits=tuple(billed_adjustments(s, plan, cycle_id)),
+        adjustments=tuple(adjustment_line(s, a) for a in s.scalars(
+            select(M.Adjustment).where(M.Adjustment.target_cycle_id == cycle_id).order_by(M.Adjustment.id))
+            if a.placement != "share"),
+        share_adjustments=tuple(share_adjustments(s, cycle_id)),
+        daily=daily_history(s, prow.code, per.local_start - timedelta(days=HISTORY_DAYS), per.local_start),
+        last_data_day=last_data_day(s, per))
+    return engine.CycleInputs(plan=plan, partner=store_partner(prow, plan), period=per, records=records,
+                              inventory=tuple(partner_items(s, prow.id, prow.code)), history=history,
+                              fx=FxTable.load(s, plan), expected=sum(n for *_x, n in batches), **options)
+
+
+def store_partner(prow: M.Partner, plan: Plan | None = None) -> PlanPartner:
+    """The partner as the engine sees it: the plan's declaration (the store checked that it is
+    the one loaded), else the store's row."""
+    declared = plan.partner(prow.code) if plan is not None else None
+    if declared is not None:
+        return declared
+    return PlanPartner(code=prow.code, name=prow.name, currency=prow.currency, timezone=prow.timezone,
+                       billing=prow.billing, due_days=prow.due_days, tax=Tax(prow.tax_kind, prow.tax_rate))
 
 
 def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Plan, *, rerate: bool = False,
                dims: tuple[str, ...] | None = None, accept: tuple[str, ...] = (), policy: Policy | None = None,
                validators: Iterable[Any] | None = None, progress: Progress | None = None) -> CycleReport:
-    """The body of :func:`run_cycle`, inside the caller's transaction ``s``."""
+    """The body of :func:`run_cycle`, inside the caller's transaction ``s``: read the engine's
+    inputs from the store, :func:`icdsl.cycle.engine.run`, write the result."""
     from icdsl.billing import store as st
-    from icdsl.billing.fx import FxTable
 
     dims = check_dims(dims)
-    clock = _Clock(progress)
     cyc = _lock_cycle(store, s, prow, per)
     st.checkpoint("cycle:locked")
     if cyc is None:
@@ -852,76 +682,60 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
         _event(s, cyc, "progress", f"removed {len(removed)} file(s) left by an interrupted run",
                details={"files": removed})
 
-    inputs = partner_inputs(s, prow.code, per.start, per.end)
-    id_type = _id_type(store, inputs)
-    scale = _scale(plan)
-    expected = sum(n for *_x, n in inputs)
-    _event(s, cyc, "progress", f"rating records of {len(inputs)} intake batch(es)",
-           details={"batches": [b for b, *_x in inputs], "attempt": cyc.attempts})
+    batches = partner_inputs(s, prow.code, per.start, per.end)
+    id_type = _id_type(store, batches)
+    _event(s, cyc, "progress", f"rating records of {len(batches)} intake batch(es)",
+           details={"batches": [b for b, *_x in batches], "attempt": cyc.attempts})
+    sinks = _FileSinks(store, rel_dir, id_type, plan_scale(plan))
+    inputs = cycle_inputs(store, s, prow, per, plan, cyc.id, batches, dims=dims, accept=accept, policy=policy,
+                          validators=validators, progress=progress, sinks=sinks, on_chunk=_rated_checkpoint)
+    try:
+        with sinks:
+            result = engine.run(inputs)
+    except engine_errors.ReconciliationError as e:
+        if isinstance(e, StoreError):
+            raise
+        raise ValidationError(str(e)) from None
+    except engine_errors.CycleError as e:
+        if isinstance(e, StoreError):
+            raise
+        raise CycleError(str(e)) from None
+    return _write_result(store, s, cyc, prow, per, plan, result, sinks.files)
 
-    from icdsl.billing import charging
 
-    clock.stage("rate", expected)
-    events = tuple(charging.event_names(plan, prow.code))
-    two_pass = charging.needs_totals(plan, prow.code)
-    rated_w = store.data.writer(rel_dir, "rated", rated_file_schema(id_type, scale))
-    rejects_w = store.data.writer(rel_dir, "rating-rejects", REJECTS_FILE_SCHEMA)
-    charges_w = store.data.writer(rel_dir, "record-charges", record_charges_file_schema(id_type, scale))
-    with rated_w, rejects_w, charges_w:
-        rater = Rater(plan, rated_w, rejects_w, scale, dims, per, charges=True,
-                      charges_w=None if two_pass else charges_w, events=events, partner=prow.code,
-                      timezone=prow.timezone)
-        for batch_id, path, _sha, _n in inputs:
-            for chunk in _read_partner(str(store.data.abs(path)), prow.code, per):
-                rater.rate(chunk, batch_id)
-                clock.tick(rater.records_in, max(expected, rater.records_in))
-        if two_pass:  # `cycle.*` conditions: evaluate the record charges again with the cycle's totals
-            from icdsl.charges.context import CycleTotals
+def _read_back(path: Any) -> tuple[dict[str, Decimal], set[int]]:
+    """The amounts by currency and the line keys of a rated file, read a row group at a time
+    (a big partner's records are never all in memory)."""
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    lines: set[int] = set()
+    for rb in pq.ParquetFile(path).iter_batches(columns=["amount", "currency", "line"], batch_size=READ_ROWS * 4,
+                                                use_threads=False):
+        t = pa.Table.from_batches([rb])
+        g = t.group_by("currency", use_threads=False).aggregate([("amount", "sum")])
+        for cur, amount in zip(g.column("currency").to_pylist(), g.column("amount_sum").to_pylist(), strict=True):
+            totals[cur] = EXACT.add(totals[cur], amount)
+        lines.update(pc.unique(t.column("line")).to_pylist())
+    return dict(totals), lines
 
-            totals = CycleTotals.from_usage(rater.usage, {prow.code: sum(e.units for e in rater.events)},
-                                            {prow.code: [a.name for a in plan.agreements_for(prow.code)]})
-            again = Rater(plan, _Discard(), _Discard(), scale, dims, None, charges=True, charges_w=charges_w,
-                          cycle_totals=totals, events=events, partner=prow.code, timezone=prow.timezone)
-            for batch_id, path, _sha, _n in inputs:
-                for chunk in _read_partner(str(store.data.abs(path)), prow.code, per):
-                    again.rate(chunk, batch_id)
-            rater.usage, rater.record_charges = again.usage, again.record_charges
-        rated_w.close()
-        rejects_w.close()
-        charges_w.close()
-        st.checkpoint("cycle:files_written")
-        rated_f = rated_w.commit()
-        rejects_f = rejects_w.commit()
-        charges_f = charges_w.commit()
-    st.checkpoint("cycle:files_committed")
-    clock.tick(rater.records_in, rater.records_in)
 
-    # ---- rated: the counts and amounts must reconcile (a failure is a bug, nothing is committed)
-    clock.stage("validate")
-    groups = rater.groups()
-    cyc.records_in, cyc.rated_count, cyc.rejected_count = rater.records_in, rater.rated, rater.rejected
-    by_currency: dict[str, Decimal] = defaultdict(Decimal)
-    for g in groups:
-        by_currency[g.currency] += g.amount
+def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner, per: Period, plan: Plan,
+                  result: engine.CycleResult, files: dict[str, Any]) -> CycleReport:
+    """The engine's result as rows of the cycle (in the caller's transaction): counts, files,
+    findings, drafts, charge lines and statements, after the store's own reconciliation (the
+    files read back hold what the lines say)."""
+    from icdsl.billing import store as st
+
+    counts, groups = result.counts, result.lines
+    rated_f, rejects_f, charges_f = files["rated"], files["rejects"], files["record_charges"]
+    cyc.records_in, cyc.rated_count, cyc.rejected_count = counts.records_in, counts.rated, counts.rejected
     problems = []
-    if rater.records_in != rater.rated + rater.rejected:
-        problems.append(f"records {rater.records_in} != rated {rater.rated} + rejected {rater.rejected}")
-    set_aside = len(rater.events) + len(rater.refunds) + len(rater.refund_problems)
-    if rater.read != rater.records_in + set_aside:
-        problems.append(f"read {rater.read} != rated or rejected {rater.records_in} + events {len(rater.events)} "
-                        f"+ refunds {len(rater.refunds)} + unusable refunds {len(rater.refund_problems)}")
-    if rated_f.rows != rater.rated or rejects_f.rows != rater.rejected:
+    if rated_f.rows != counts.rated or rejects_f.rows != counts.rejected:
         problems.append(f"files hold {rated_f.rows} rated and {rejects_f.rows} rejected records")
-    back = pq.read_table(store.data.abs(rated_f.path), columns=["amount", "currency", "line"])
-    file_totals: dict[str, Decimal] = {}
-    if back.num_rows:
-        g2 = back.group_by("currency").aggregate([("amount", "sum")])
-        file_totals = dict(zip(g2.column("currency").to_pylist(), g2.column("amount_sum").to_pylist(), strict=True))
-    if {k: money(v) for k, v in file_totals.items()} != dict(by_currency):
-        problems.append(f"amounts in {rated_f.path} {file_totals} differ from the lines' {dict(by_currency)}")
-    if back.num_rows and set(pc.unique(back.column("line")).to_pylist()) != {g.key for g in groups}:
+    file_totals, file_lines = _read_back(store.data.abs(rated_f.path))
+    if {k: money(v) for k, v in file_totals.items()} != result.totals:
+        problems.append(f"amounts in {rated_f.path} {file_totals} differ from the lines' {result.totals}")
+    if rated_f.rows and file_lines != {g.key for g in groups}:
         problems.append("the rated file's line keys differ from the lines")
-    del back
     versions = {v.content_hash: v for v in s.scalars(select(M.AgreementVersion).where(
         M.AgreementVersion.content_hash.in_({g.agreement_hash for g in groups})))}
     for g in groups:
@@ -933,15 +747,15 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
     if problems:
         raise ValidationError(f"cycle {prow.code} {per.label} failed its reconciliation; nothing was committed: "
                               + "; ".join(problems))
-    totals_json = {k: str(v) for k, v in sorted(by_currency.items())}
-    cyc.totals = dict(totals_json, _rejects_by_reason=dict(sorted(rater.by_reason.items())))
-    if rater.events:
-        cyc.totals["_events"] = len(rater.events)
-    if rater.refunds or rater.refund_problems:
-        cyc.totals["_refunds"] = len(rater.refunds) + len(rater.refund_problems)
-    cyc.charge_usage = charging.usage_json(rater.usage, rater.events, rater.refunds)
-    _advance(s, cyc, "rated", f"rated {rater.rated} of {rater.records_in} records, rejected {rater.rejected}",
-             {"rejects_by_reason": dict(rater.by_reason), "rated_sha256": rated_f.sha256})
+    totals_json = {k: str(v) for k, v in sorted(result.totals.items())}
+    cyc.totals = dict(totals_json, _rejects_by_reason=dict(counts.by_reason))
+    if counts.events:
+        cyc.totals["_events"] = counts.events
+    if counts.refunds or counts.unusable_refunds:
+        cyc.totals["_refunds"] = counts.refunds + counts.unusable_refunds
+    cyc.charge_usage = usage_json(result.usage, result.events, result.refunds)
+    _advance(s, cyc, "rated", f"rated {counts.rated} of {counts.records_in} records, rejected {counts.rejected}",
+             {"rejects_by_reason": dict(counts.by_reason), "rated_sha256": rated_f.sha256})
 
     # ---- data files, inputs (kept also when validation stops the cycle)
     t = st.now()
@@ -952,43 +766,27 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
                              rows=rejects_f.rows, bytes=rejects_f.bytes, amount_totals=None, batch_id=None,
                              cycle_id=cyc.id, partner=prow.code, created_at=t)
     s.add_all([rated_row, rejects_row])
-    for batch_id, n in sorted(rater.by_batch.items()):
+    for batch_id, n in sorted(counts.by_batch.items()):
         s.add(M.CycleInput(cycle_id=cyc.id, batch_id=batch_id, records=n))
-    record_charges = pq.read_table(store.data.abs(charges_f.path)) if charges_f.rows else None
     rc_totals = None
-    if record_charges is not None:
-        g3 = record_charges.group_by("currency").aggregate([("amount", "sum")])
+    if charges_f.rows:
+        rc = pq.read_table(store.data.abs(charges_f.path), columns=["currency", "amount"])
+        g3 = rc.group_by("currency").aggregate([("amount", "sum")])
         rc_totals = {c: str(a) for c, a in zip(g3.column("currency").to_pylist(), g3.column("amount_sum").to_pylist(),
                                                 strict=True)}
+        del rc
     s.add(M.RecordChargeFile(cycle_id=cyc.id, path=charges_f.path, sha256=charges_f.sha256, rows=charges_f.rows,
                              bytes=charges_f.bytes, amount_totals=rc_totals, created_at=t))
     s.flush()
 
-    # ---- charges: surcharges, fees, tiers, discounts, commitments, shares (icdsl.billing.charging)
-    clock.stage("charges")
-    fx = FxTable.load(s, plan)
-    evaluated = charging.evaluate(s, prow, per, cyc.id, plan, rater.usage, rater.events, record_charges,
-                                  accept, fx=fx, refunds=rater.refunds, refund_problems=rater.refund_problems)
-    del record_charges
-
     # ---- validated
-    rated_abs = store.data.abs(rated_f.path)
-    context = ValidationContext(
-        partner=prow.code, partner_name=prow.name, timezone=prow.timezone, invoice_currency=prow.currency,
-        period=per, plan=plan, records_in=rater.records_in, rated_count=rater.rated, rejected_count=rater.rejected,
-        rejects=pq.read_table(store.data.abs(rejects_f.path)), daily=rater.daily_counts(),
-        history=daily_history(s, prow.code, per.local_start - timedelta(days=HISTORY_DAYS), per.local_start),
-        last_data_day=last_data_day(s, per), lines=groups, fx=fx, policy=policy or Policy(),
-        read_rated=lambda columns: pq.read_table(rated_abs, columns=list(columns)),
-    )
-    findings = run_validators(context, validators, accept=accept) + evaluated.findings \
-        + late_findings(store, s, prow.code, per.start)
+    findings = result.findings + late_findings(store, s, prow.code, per.start)
     for f in findings:
         s.add(M.ValidationFinding(
             cycle_id=cyc.id, attempt=cyc.attempts, validator=f.validator, code=f.code, severity=f.severity,
             accepted=f.accepted, message=f.message, count=f.count, samples=list(f.samples),
             details=_jsonable(f.details) if f.details else None, created_at=t))
-    counts = {sev: sum(1 for f in findings if f.severity == sev) for sev in ("error", "warning", "info")}
+    counts_by = {sev: sum(1 for f in findings if f.severity == sev) for sev in ("error", "warning", "info")}
     blocking = [f for f in findings if f.blocking]
     if blocking:
         _event(s, cyc, "error", f"validation: {len(blocking)} error(s) stop invoicing: "
@@ -997,45 +795,34 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
         store.audit(s, "cycle_blocked", "billing_cycle", cyc.id,
                     f"{prow.code} {per.label}: validation errors {', '.join(f.code for f in blocking)}")
         s.flush()
-        clock.stage(None)
         st.checkpoint("cycle:before_commit")
         report = _report(s, cyc, per, already=False, findings=findings)
-        report.timings = clock.timings
+        report.timings = result.timings
         return report
     accepted = [f for f in findings if f.severity == "error" and f.accepted]
     if accepted:
         store.audit(s, "findings_accepted", "billing_cycle", cyc.id,
                     f"{prow.code} {per.label}: accepted {', '.join(f.code for f in accepted)}",
                     {"findings": [f.as_dict() for f in accepted]})
-    _advance(s, cyc, "validated", f"validated: {counts['error']} error(s) ({len(accepted)} accepted), "
-             f"{counts['warning']} warning(s)", {"findings": counts})
+    _advance(s, cyc, "validated", f"validated: {counts_by['error']} error(s) ({len(accepted)} accepted), "
+             f"{counts_by['warning']} warning(s)", {"findings": counts_by})
 
     # ---- invoiced (drafts)
-    clock.stage("invoice")
-    billed_here = list(s.scalars(select(M.Adjustment).where(M.Adjustment.target_cycle_id == cyc.id)
-                                 .order_by(M.Adjustment.id)))  # corrections of earlier cycles
-    adjustments = [adjustment_line(s, a) for a in billed_here if a.placement != "share"]
-    charge_drafts = charging.drafts_of(evaluated.lines, plan, prow.code, prow.currency, fx,
-                                       per.local_end - timedelta(days=1))
-    drafts = draft_documents(groups, [a for a in adjustments if a.amount != 0] + charge_drafts, plan=plan,
-                             invoice_currency=prow.currency, tax_kind=prow.tax_kind, tax_rate=prow.tax_rate,
-                             fx=fx, last_day=per.local_end - timedelta(days=1))
-    drafts.charges = list(evaluated.lines)
+    drafts = result.drafts
+    assert drafts is not None  # not blocked
     made = write_drafts(s, store, cyc, prow, drafts, versions, rated_row.id, t)
-    charging.store_lines(s, cyc, prow, evaluated.lines, plan, made, t)
-    shares = charging.write_share_statements(s, cyc, prow, evaluated.lines, t,
-                                             [a for a in billed_here if a.placement == "share"])
+    store_lines(s, cyc, prow, result.charge_lines, plan, made, t)
+    shares = write_share_statements(s, cyc, prow, result.shares, t)
     _advance(s, cyc, "invoiced", f"{len(drafts.invoices)} draft invoice(s), {len(groups)} traffic line(s), "
-             f"{len(evaluated.lines)} charge line(s)"
+             f"{len(result.charge_lines)} charge line(s)"
              + (", a settlement statement" if drafts.statement else "")
              + (f", {len(shares)} revenue-share statement(s)" if shares else ""))
     store.audit(s, "cycle_invoiced", "billing_cycle", cyc.id,
-                f"{prow.code} {per.label}: {rater.rated} rated, totals {totals_json}")
+                f"{prow.code} {per.label}: {counts.rated} rated, totals {totals_json}")
     s.flush()
-    clock.stage(None)
     st.checkpoint("cycle:before_commit")
     report = _report(s, cyc, per, already=False, findings=findings)
-    report.timings = clock.timings
+    report.timings = result.timings
     return report
 
 
@@ -1056,21 +843,12 @@ def daily_history(s: Session, partner: str, first: date, end: date) -> dict[date
 
 def last_data_day(s: Session, period: Period) -> date | None:
     """The local day (in the period's zone) of the latest record ingested for any partner."""
-    from icdsl.billing.periods import zone
-
     latest = s.scalar(select(func.max(M.IntakeBatch.max_start)))
-    if latest is None:
-        return None
-    if latest.tzinfo is None:  # pragma: no cover - UTCDateTime always gives aware values
-        from datetime import UTC
-
-        latest = latest.replace(tzinfo=UTC)
-    return latest.astimezone(zone(period.timezone)).date()
+    return None if latest is None else local_day(latest, period.timezone)
 
 
 def adjustment_line(s: Session, a: M.Adjustment) -> DraftLine:
     """The invoice line billing an adjustment."""
-    from icdsl.billing.fx import FxQuote
 
     src = s.get(M.BillingCycle, a.source_cycle_id)
     what = adjustment_what(a)
@@ -1128,10 +906,10 @@ def write_drafts(s: Session, store: Store, cyc: M.BillingCycle, prow: M.Partner,
         )
         s.add(inv)
         s.flush()
-        rows = []
+        plain: list[dict[str, Any]] = []
         for i, ln in enumerate(d.lines, 1):
             v = versions.get(ln.agreement_hash or "")
-            rows.append(M.InvoiceLine(
+            row = dict(
                 invoice_id=inv.id, line_no=i, kind=ln.kind, description=ln.description[:1000],
                 direction=ln.direction, service=ln.service, destination=ln.destination, prefix=ln.prefix,
                 band=ln.band, quantity=ln.quantity, unit=ln.unit, rate=ln.rate, rate_unit=ln.rate_unit,
@@ -1143,10 +921,15 @@ def write_drafts(s: Session, store: Store, cyc: M.BillingCycle, prow: M.Partner,
                 source_amount=ln.source_amount, source_currency=ln.source_currency,
                 fx_rate=ln.fx.rate if ln.fx else None, fx_rate_id=ln.fx.rate_id if ln.fx else None,
                 rounding=ln.rounding, group_key=ln.group_key[:2000], adjustment_id=ln.adjustment_id,
-            ))
-            if ln.charge is not None:
-                made[id(ln.charge)] = rows[-1]
-        s.add_all(rows)
+            )
+            if ln.charge is not None:  # its id is needed: the charge line points at it
+                obj = M.InvoiceLine(**row)
+                s.add(obj)
+                made[id(ln.charge)] = obj
+            else:
+                plain.append(row)
+        if plain:  # one statement for the lines of traffic and adjustments (thousands per cycle)
+            s.execute(sa.insert(M.InvoiceLine), plain)
     if drafts.statement is not None:
         d = drafts.statement
         s.add(M.SettlementStatement(

@@ -12,7 +12,7 @@ Amounts are exact ``Decimal``; dates are ``date`` objects.
 from __future__ import annotations
 
 from collections import OrderedDict
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -201,8 +201,6 @@ def share_document(s: Session, shr: M.ShareStatement) -> dict[str, Any]:
 
 
 def _date(text: str | None):
-    from datetime import date
-
     return date.fromisoformat(text) if text else None
 
 

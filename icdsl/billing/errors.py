@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from icdsl.cycle import errors as engine
+
 
 class StoreError(Exception):
     """A problem with the store or with what was asked of it (the CLI exits with 1)."""
@@ -9,6 +11,10 @@ class StoreError(Exception):
 
 class AgreementVersionConflict(StoreError):
     """An agreement version already loaded with a different text."""
+
+
+class RetroactiveChange(AgreementVersionConflict):
+    """A new version that would change what a finalized cycle billed (`icdsl rerate` does it)."""
 
 
 class FxRateConflict(StoreError):
@@ -19,12 +25,13 @@ class IngestError(StoreError):
     """A traffic file that cannot be ingested as a whole."""
 
 
-class ReconciliationError(StoreError):
+class CycleError(StoreError, engine.CycleError):
+    """A billing cycle cannot be run or changed as asked (an error of the cycle engine,
+    :class:`icdsl.cycle.errors.CycleError`, leaves the store as this one)."""
+
+
+class ReconciliationError(StoreError, engine.ReconciliationError):
     """Counts or amounts that do not add up: a bug, never the user's data."""
-
-
-class CycleError(StoreError):
-    """A billing cycle cannot be run or changed as asked."""
 
 
 class CycleBusy(CycleError):

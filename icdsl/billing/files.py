@@ -43,6 +43,11 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+def fsync_dir(path: Path) -> None:
+    """Make the names in a folder durable (renames into it)."""
+    _fsync_dir(path)
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -187,7 +192,9 @@ class AtomicParquet:
                 os.fsync(f.fileno())
         return self.tmp
 
-    def commit(self) -> WrittenFile:
+    def commit(self, *, sync_dir: bool = True) -> WrittenFile:
+        """Give the file its content-addressed name; ``sync_dir=False``: the caller fsyncs the
+        folder itself (once for several files of the same folder) before relying on it."""
         if self.result is not None:
             return self.result
         self.close()
@@ -195,7 +202,8 @@ class AtomicParquet:
         final = self.dir / f"{self.stem}-{sha[:16]}.parquet"
         size = self.tmp.stat().st_size
         os.replace(self.tmp, final)
-        _fsync_dir(self.dir)
+        if sync_dir:
+            _fsync_dir(self.dir)
         self.result = WrittenFile(final.relative_to(self.data.root).as_posix(), sha, self.rows, size)
         return self.result
 

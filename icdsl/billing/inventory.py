@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from icdsl.billing import models as M
+from icdsl.billing.base import now
 from icdsl.inventory import InventoryImport, InventoryItem, items_from_rows, read_inventory, store_rows
 
 if TYPE_CHECKING:
@@ -61,7 +62,6 @@ def _content(row: dict[str, Any]) -> tuple:
 
 def import_inventory(store: Store, path: str | Path, *, strict: bool = False) -> InventoryReport:
     """Read an inventory CSV and store its good rows (see the module's documentation)."""
-    from icdsl.billing.store import now
 
     with store.session() as s:
         partners = {p.code: p.id for p in s.scalars(select(M.Partner))}

@@ -126,9 +126,12 @@ class Partner(Base):
 
 class AgreementVersion(Base):
     """One version of an agreement, immutable once loaded. ``revision`` > 0 only for the one
-    amendment allowed on a loaded version: closing its open-ended period (``effective A ..``
-    becomes ``effective A .. B``) so that a next version can start; ``amends_id`` points to the
-    row it closes, which is never rewritten."""
+    change allowed on a loaded version's own text: closing its open-ended period (``effective
+    A ..`` becomes ``effective A .. B``); ``amends_id`` points to the row it closes, which is
+    never rewritten. A later version that ``amends`` an earlier one, or ``ends`` it early, points
+    ``amends_id`` at the earlier version's row (an ``ends`` version is in force on no day:
+    ``effective_from`` is the day after ``effective_to``, the ended version's last day).
+    ``effective_to`` is the end date written on the version."""
 
     __tablename__ = "agreement_versions"
     __table_args__ = (sa.UniqueConstraint("name", "version", "revision"),)

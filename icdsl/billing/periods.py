@@ -1,164 +1,18 @@
-"""Billing periods: calendar boundaries in the partner's time zone, as UTC instants.
+"""Billing periods (moved to :mod:`icdsl.cycle.periods`; kept for the store's many callers)."""
 
-A monthly cycle of a partner in Europe/Paris runs from local midnight on the 1st to local
-midnight on the 1st of the next month: March 2026 is ``2026-02-28T23:00Z .. 2026-03-31T22:00Z``
-(one hour short of 31 days, since summer time starts on 29 March). The end is exclusive.
+from icdsl.cycle.periods import (
+    FREQUENCIES,
+    Period,
+    PeriodError,
+    iso_week,
+    local_midnight,
+    make_period,
+    month,
+    parse_period,
+    period_containing,
+    quarter,
+    zone,
+)
 
-Period specifications (:func:`parse_period`):
-
-===============================  ===========================================================
-``2026-03``                       the month (monthly)
-``2026-W10``                      the ISO week, Monday to Monday (weekly)
-``2026-Q1``                       the quarter (quarterly)
-``2026-03-01..2026-03-15``        ad hoc, both days included (the end is the 16th, 00:00)
-a ``date`` or ``2026-03-17``      the period of the partner's billing frequency holding that day
-===============================  ===========================================================
-
-A local midnight that does not exist (a zone whose clocks jump at midnight) is the first
-instant of the day, i.e. the end of the gap; an ambiguous one is its first occurrence.
-"""
-
-from __future__ import annotations
-
-import re
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-FREQUENCIES = ("monthly", "weekly", "quarterly", "adhoc")
-
-
-class PeriodError(ValueError):
-    """A period specification that cannot be read."""
-
-
-@dataclass(frozen=True, slots=True)
-class Period:
-    """A billing period: local days ``local_start`` (inclusive) to ``local_end`` (exclusive) in
-    ``timezone``, and the same as UTC instants ``start`` (inclusive) .. ``end`` (exclusive)."""
-
-    frequency: str
-    label: str
-    timezone: str
-    local_start: date
-    local_end: date
-    start: datetime
-    end: datetime
-
-    def __contains__(self, instant: datetime) -> bool:
-        return self.start <= instant < self.end
-
-    def __str__(self) -> str:
-        return (
-            f"{self.label} ({self.local_start} .. {self.local_end - timedelta(days=1)} {self.timezone}; "
-            f"UTC {self.start:%Y-%m-%dT%H:%M}Z .. {self.end:%Y-%m-%dT%H:%M}Z)"
-        )
-
-
-def zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as e:
-        raise PeriodError(f"unknown time zone '{name}'") from e
-
-
-def local_midnight(day: date, tz: str) -> datetime:
-    """The UTC instant at which ``day`` starts in ``tz``."""
-    # fold=0: an ambiguous midnight is its first occurrence; a midnight inside a gap takes the
-    # offset from before the transition, which lands exactly on the transition instant.
-    return datetime.combine(day, time(0), zone(tz)).astimezone(UTC)
-
-
-def _add_months(d: date, months: int) -> date:
-    m = d.month - 1 + months
-    return date(d.year + m // 12, m % 12 + 1, 1)
-
-
-def make_period(frequency: str, local_start: date, local_end: date, tz: str, label: str | None = None) -> Period:
-    if frequency not in FREQUENCIES:
-        raise PeriodError(f"unknown billing frequency '{frequency}': use one of {', '.join(FREQUENCIES)}")
-    if local_end <= local_start:
-        raise PeriodError(f"the period ends ({local_end}) before it starts ({local_start})")
-    if label is None:
-        label = f"{local_start}..{local_end - timedelta(days=1)}"
-    return Period(frequency, label, tz, local_start, local_end, local_midnight(local_start, tz),
-                  local_midnight(local_end, tz))
-
-
-def month(year: int, mon: int, tz: str) -> Period:
-    start = date(year, mon, 1)
-    return make_period("monthly", start, _add_months(start, 1), tz, f"{year:04d}-{mon:02d}")
-
-
-def quarter(year: int, q: int, tz: str) -> Period:
-    if not 1 <= q <= 4:
-        raise PeriodError(f"quarter {q} does not exist: use Q1 to Q4")
-    start = date(year, 3 * (q - 1) + 1, 1)
-    return make_period("quarterly", start, _add_months(start, 3), tz, f"{year:04d}-Q{q}")
-
-
-def iso_week(year: int, week: int, tz: str) -> Period:
-    try:
-        start = date.fromisocalendar(year, week, 1)
-    except ValueError as e:
-        raise PeriodError(f"week {week} of {year} does not exist") from e
-    return make_period("weekly", start, start + timedelta(days=7), tz, f"{year:04d}-W{week:02d}")
-
-
-def period_containing(day: date, frequency: str, tz: str) -> Period:
-    """The period of ``frequency`` (monthly, weekly, quarterly) holding the local ``day``."""
-    if frequency == "monthly":
-        return month(day.year, day.month, tz)
-    if frequency == "quarterly":
-        return quarter(day.year, (day.month - 1) // 3 + 1, tz)
-    if frequency == "weekly":
-        y, w, _ = day.isocalendar()
-        return iso_week(y, w, tz)
-    raise PeriodError(f"an ad hoc partner has no period 'containing' {day}: give FROM..TO")
-
-
-_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
-_WEEK = re.compile(r"^(\d{4})-W(\d{2})$", re.I)
-_QUARTER = re.compile(r"^(\d{4})-Q(\d)$", re.I)
-_RANGE = re.compile(r"^(\d{4}-\d{2}-\d{2})\s*\.\.\s*(\d{4}-\d{2}-\d{2})$")
-
-
-def _day(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError as e:
-        raise PeriodError(f"'{text}' is not a date (YYYY-MM-DD)") from e
-
-
-def parse_period(spec: str | date | Period, tz: str, frequency: str = "monthly") -> Period:
-    """Read a period specification (see the module's documentation) for a partner in ``tz``
-    whose billing ``frequency`` is used when ``spec`` is a single day."""
-    if isinstance(spec, Period):
-        if spec.timezone != tz:
-            return make_period(spec.frequency, spec.local_start, spec.local_end, tz, spec.label)
-        return spec
-    if isinstance(spec, datetime):
-        raise PeriodError("give a period as a day or a label, not a datetime")
-    if isinstance(spec, date):
-        return period_containing(spec, frequency, tz)
-    text = spec.strip()
-    if m := _MONTH.match(text):
-        y, mo = int(m.group(1)), int(m.group(2))
-        if not 1 <= mo <= 12:
-            raise PeriodError(f"month {mo} does not exist in '{text}'")
-        return month(y, mo, tz)
-    if m := _WEEK.match(text):
-        return iso_week(int(m.group(1)), int(m.group(2)), tz)
-    if m := _QUARTER.match(text):
-        return quarter(int(m.group(1)), int(m.group(2)), tz)
-    if m := _RANGE.match(text):
-        a, b = _day(m.group(1)), _day(m.group(2))
-        if b < a:
-            raise PeriodError(f"the period ends ({b}) before it starts ({a})")
-        return make_period("adhoc", a, b + timedelta(days=1), tz, f"{a}..{b}")
-    if re.match(r"^\d{4}-\d{2}-\d{2}$", text):
-        return period_containing(_day(text), frequency, tz)
-    raise PeriodError(
-        f"'{text}' is not a period: write 2026-03 (month), 2026-W10 (ISO week), 2026-Q1 (quarter), "
-        "2026-03-01..2026-03-15 (ad hoc, both days included) or a day"
-    )
+__all__ = ["FREQUENCIES", "Period", "PeriodError", "iso_week", "local_midnight", "make_period", "month",
+           "parse_period", "period_containing", "quarter", "zone"]

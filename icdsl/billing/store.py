@@ -27,49 +27,52 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-import json
 import os
 import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from icdsl.billing import models as M
+
+# what the store's parts share lives below it, in billing.base; re-exported for the store's callers
+from icdsl.billing.base import canonical_hash as _canonical_hash
+from icdsl.billing.base import checkpoint, now, partner_decl, partner_decl_hash, plan_hash
+from icdsl.billing.base import jsonable as _jsonable
+from icdsl.billing.corrections import rerate
+from icdsl.billing.cycles import finalize_cycle, latest_findings, resolve_period, run_cycle
+from icdsl.billing.documents import cycle_documents, find_document
 from icdsl.billing.errors import (
     AgreementVersionConflict,
     FxRateConflict,
+    RetroactiveChange,
     StoreError,
 )
 from icdsl.billing.files import STORE_ID_FILE, DataDir, sha256_file
+from icdsl.billing.intake import ingest
+from icdsl.billing.inventory import import_inventory
 from icdsl.billing.late import pending as late_pending
+from icdsl.billing.trace import trace_line
 from icdsl.plan.model import Agreement, Plan, RecordLayout
-from icdsl.plan.model import Partner as PlanPartner
+from icdsl.rating.rejects import REJECTS_SCHEMA
 
 DEFAULT_URL = "sqlite:///icdsl.db"
 DATA_FOLDER = "icdsl-data"
 SQLITE_BUSY_S = 60
-
-
-def checkpoint(stage: str) -> None:
-    """Called at the points where a crash would matter (tests replace it to simulate one):
-    ``ingest:files_written``, ``ingest:before_commit``, ``cycle:rated``, ``cycle:files_written``,
-    ``cycle:files_committed``, ``cycle:before_commit``, ``cycle:locked``,
-    ``finalize:before_commit``, ``rerate:files_committed``, ``rerate:before_commit``."""
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def default_url() -> str:
@@ -89,27 +92,6 @@ def _actor() -> str:
         return os.environ.get("ICDSL_ACTOR") or getpass.getuser()
     except Exception:  # pragma: no cover - no user name available
         return "unknown"
-
-
-def _jsonable(v: Any) -> Any:
-    """Plan values (Decimal, date, Money, tuples) as JSON values (exact: decimals as text)."""
-    if v is None or isinstance(v, bool | int | str):
-        return v
-    if isinstance(v, Decimal):
-        return str(v)
-    if isinstance(v, date):
-        return v.isoformat()
-    if isinstance(v, tuple | list):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, float):
-        return repr(v)
-    return str(v)
-
-
-def _canonical_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def _lock_key(text: str) -> int:
@@ -138,22 +120,63 @@ def _without_end(text: str) -> str:
     return _EFFECTIVE.sub(lambda m: m.group(1) + " ", text, count=1)
 
 
-def partner_decl(p: PlanPartner) -> dict[str, Any]:
-    """What the store records of a partner's declaration (JSON values)."""
-    return {
-        "name": p.name, "kind": p.kind, "currency": p.currency, "timezone": p.timezone,
-        "billing": p.billing, "due_days": p.due_days, "tax_kind": p.tax.kind,
-        "tax_rate": str(p.tax.rate), "country": p.country,
-        "attributes": {k: _jsonable(v) for k, v in p.attributes},
-    }
+def _change_advice(a: Agreement, last: M.AgreementVersion, text: str, decks: list[list[str]], plan: Plan) -> str:
+    """How to write a change of a loaded version: in a new version that amends or ends it (the
+    loaded text stays as it is)."""
+    nxt = max(v.version for v in plan.agreements if v.name == a.name) + 1
+    head = f"agreement \"{a.name}\" v{nxt} with {'any partner' if a.partner == '*' else a.partner}"
+    was = f"effective {last.effective_from} .. {last.effective_to or ''}".rstrip()
+    end = a.written_to
+    only_end = (_without_end(last.source_text) == _without_end(text) and last.decks == decks and end is not None
+                and last.effective_from == a.effective_from and (last.effective_to is None or end < last.effective_to))
+    if not only_end:
+        return (f"Agreement versions are immutable once loaded: put v{a.version} back as loaded and write the "
+                f"change in a new version (v{nxt}) that takes over from the day it applies, whatever "
+                f"v{a.version}'s end date: '{head} effective DATE .. amends v{a.version} {{ ... }}' "
+                f"(or '{head} ends v{a.version} on DATE' to end it early).")
+    assert end is not None
+    day = end + timedelta(days=1)
+    succ = next((v for v in plan.agreements if v.name == a.name and v.version > a.version and v.effective_from == day),
+                None)
+    if succ is not None:
+        period = f"{succ.effective_from} .. {succ.written_to or ''}".rstrip()
+        return (f"Agreement versions are immutable once loaded: to end v{a.version} on {end} and let "
+                f"v{succ.version} take over, put v{a.version} back as loaded ('{was}') and write 'amends "
+                f"v{a.version}' on v{succ.version}: 'effective {period} amends v{a.version}'.")
+    return (f"Agreement versions are immutable once loaded: put the change in a new version (v{nxt}). Put "
+            f"v{a.version} back as loaded ('{was}'); to end it on {end}, add '{head} ends v{a.version} on {end}'; "
+            f"to change its terms from {day}, write them in '{head} effective {day} .. amends v{a.version} {{ ... }}'.")
 
 
-def partner_decl_hash(p: PlanPartner) -> str:
-    return _canonical_hash(partner_decl(p))
+def _finalized_over(s: Session, partner: str, first: date, last: date | None) -> list[tuple[str, M.BillingCycle]]:
+    """The finalized cycles (partner code, cycle) holding a day of ``first`` .. ``last``
+    (included; None: open) of ``partner`` (``*``: any partner), in date order."""
+    q = (select(M.Partner.code, M.BillingCycle).join(M.Partner, M.Partner.id == M.BillingCycle.partner_id)
+         .where(M.BillingCycle.status == "finalized", M.BillingCycle.local_end > first))
+    if last is not None:
+        q = q.where(M.BillingCycle.local_start <= last)
+    if partner != "*":
+        q = q.where(M.Partner.code == partner)
+    return [(code, c) for code, c in s.execute(q.order_by(M.BillingCycle.local_start, M.Partner.code))]
 
 
-def plan_hash(plan: Plan) -> str:
-    return _canonical_hash(sorted(plan.sources))
+def _refuse_retroactive(s: Session, plan: Plan, a: Agreement, first: date, last: date | None, change: str) -> None:
+    """Refuse a change of the days ``a`` is in force that reaches into a finalized cycle."""
+    hit = _finalized_over(s, a.partner, first, last)
+    if not hit:
+        return
+    files = sorted({v.source_file for v in plan.agreements} | {p.span.file for p in plan.partners} - {""})
+    rules = " ".join(f"--rules {f}" for f in files) or "--rules RULES"
+    code, cyc = hit[0]
+    end = cyc.local_end - timedelta(days=1)
+    after = max(c.local_end for _, c in hit)
+    upto = end if last is None else min(last, end)
+    raise RetroactiveChange(
+        f"{change}, but {code}'s cycle {cyc.label} ({cyc.local_start} .. {end}) is finalized and was billed "
+        f"under v{a.version} on those days" + (f" (and {len(hit) - 1} more finalized cycle(s))" if len(hit) > 1 else "")
+        + f": finalized cycles are never changed. To correct them, run `icdsl rerate --partner {code} --from "
+        f"{first} --to {upto} {rules}`: it loads the change and bills the differences as adjustments on "
+        f"the next open cycle. Or let the change start on {after}, after the last finalized day.")
 
 
 def _deck_texts(plan: Plan, known: set[tuple[str, str]]) -> Iterator[tuple[str, str, str]]:
@@ -181,6 +204,7 @@ class LoadReport:
     partners_changed: list[str] = field(default_factory=list)
     agreements_added: list[str] = field(default_factory=list)
     agreements_closed: list[str] = field(default_factory=list)
+    agreements_amended: list[str] = field(default_factory=list)
     agreements_unchanged: list[str] = field(default_factory=list)
     fx_added: int = 0
     sources_added: int = 0
@@ -188,7 +212,7 @@ class LoadReport:
     @property
     def changed(self) -> bool:
         return bool(self.partners_added or self.partners_changed or self.agreements_added
-                    or self.agreements_closed or self.fx_added or self.sources_added)
+                    or self.agreements_closed or self.agreements_amended or self.fx_added or self.sources_added)
 
     def __str__(self) -> str:
         if not self.changed:
@@ -202,6 +226,8 @@ class LoadReport:
             parts.append(f"agreement versions added: {', '.join(self.agreements_added)}")
         if self.agreements_closed:
             parts.append(f"periods closed: {', '.join(self.agreements_closed)}")
+        if self.agreements_amended:
+            parts.append(f"amended: {', '.join(self.agreements_amended)}")
         if self.agreements_unchanged:
             parts.append(f"{len(self.agreements_unchanged)} unchanged")
         if self.fx_added:
@@ -248,8 +274,6 @@ class IngestReport:
 
 
 def _migrations_config(connection: sa.Connection):
-    from alembic.config import Config
-
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).resolve().parent / "migrations"))
     cfg.attributes["connection"] = connection
@@ -257,8 +281,6 @@ def _migrations_config(connection: sa.Connection):
 
 
 def head_revision() -> str:
-    from alembic.script import ScriptDirectory
-
     cfg = _migrations_config(None)  # type: ignore[arg-type]
     return ScriptDirectory.from_config(cfg).get_current_head() or ""
 
@@ -362,7 +384,6 @@ class Store:
 
     def upgrade(self, revision: str = "head") -> None:
         """Run the migrations up to ``revision`` (one transaction; PostgreSQL: under a lock)."""
-        from alembic import command
 
         with self.engine.begin() as conn:
             if self.is_postgres:
@@ -370,8 +391,6 @@ class Store:
             command.upgrade(_migrations_config(conn), revision)
 
     def revision(self) -> str | None:
-        from alembic.migration import MigrationContext
-
         with self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 
@@ -467,14 +486,19 @@ class Store:
         return problems
 
     # ------------------------------------------------------------------ partners and agreements
-    def load_plan(self, plan: Plan, program: Any) -> LoadReport:
+    def load_plan(self, plan: Plan, program: Any, *, retroactive: bool = False) -> LoadReport:
         """Record the plan's rule files, partners, agreement versions and FX rates.
 
         Idempotent: what is already there (same content hash) adds nothing. Agreement versions
         are immutable: a changed text under a loaded name and version raises
-        :class:`AgreementVersionConflict`, except for closing an open-ended period (the only
-        change a next version requires), which adds a revision row and leaves the loaded one
-        untouched.
+        :class:`AgreementVersionConflict`, except for closing an open-ended period, which adds a
+        revision row and leaves the loaded one untouched. A later version that amends an
+        earlier one (``amends vN``) or ends it (``ends vN on DATE``) is a new row whose
+        ``amends_id`` points at the row of the version it cuts short; that row is not rewritten.
+
+        A change of the days a loaded version is in force that reaches into a finalized cycle
+        raises :class:`RetroactiveChange`, unless ``retroactive`` (``icdsl rerate``, which then
+        bills the differences as adjustments).
         """
         texts: dict[str, str] = dict(getattr(program, "texts", {}) or {})
         hashes: dict[str, str] = dict(getattr(program, "hashes", {}) or {})
@@ -520,10 +544,16 @@ class Store:
                                {"before": before, "after": decl})
             # agreement versions
             by_hash = {a.content_hash: a for a in s.scalars(select(M.AgreementVersion))}
-            for a in plan.agreements:
+            loaded_before = set(by_hash)
+            amended = {(v.name, v.amendment.by): v for v in plan.agreements
+                       if v.amendment is not None and not v.amendment.ends}
+            # versions in order, so that the version an amendment cuts short has its row first
+            for a in sorted(plan.agreements, key=lambda a: a.version):
                 key = f"{a.name} v{a.version}"
+                target = amended.get((a.name, a.version))
                 if a.source_hash in by_hash:
                     report.agreements_unchanged.append(key)
+                    self._load_ending(s, a, by_hash, loaded_before, report, t, retroactive, texts, hashes, plan)
                     continue
                 text = agreement_text(a, texts)
                 if not text:
@@ -537,26 +567,41 @@ class Store:
                 ))
                 amends = None
                 revision = 0
+                written_to = a.written_to
                 if loaded:
                     last = loaded[0]
-                    closes = (last.effective_to is None and a.effective_to is not None
+                    closes = (last.effective_to is None and written_to is not None
                               and last.effective_from == a.effective_from
                               and _without_end(last.source_text) == _without_end(text) and last.decks == decks)
                     if not closes:
                         raise AgreementVersionConflict(
                             f"agreement \"{a.name}\" v{a.version} ({a.span}) differs from the version loaded on "
                             f"{last.loaded_at:%Y-%m-%d} (sha256 {last.content_hash[:12]}..., now "
-                            f"{a.source_hash[:12]}...). Agreement versions are immutable once loaded: "
-                            f"put the change in a new version (v{a.version + 1}) with its own effective date, "
-                            f"and end v{a.version} the day before it starts."
+                            f"{a.source_hash[:12]}...). " + _change_advice(a, last, text, decks, plan)
                         )
+                    if not retroactive:
+                        assert written_to is not None
+                        _refuse_retroactive(s, plan, a, written_to + timedelta(days=1), None,
+                                            f"agreement \"{a.name}\" v{a.version} ({a.span}) closes its open "
+                                            f"period on {written_to}")
                     amends, revision = last.id, last.revision + 1
-                    report.agreements_closed.append(f"{key} ends {a.effective_to}")
+                    report.agreements_closed.append(f"{key} ends {written_to}")
+                elif target is not None and target.amendment is not None:
+                    # this version amends an earlier one: its row points at the row it cuts short
+                    cut = target.amendment
+                    row_of_target = by_hash.get(target.source_hash)
+                    if row_of_target is not None:
+                        if target.source_hash in loaded_before and not retroactive:
+                            _refuse_retroactive(s, plan, target, cut.last_day + timedelta(days=1), cut.written_to,
+                                                f"agreement \"{a.name}\" v{a.version} ({a.span}) amends "
+                                                f"v{target.version} from {cut.last_day + timedelta(days=1)}")
+                        amends = row_of_target.id
+                    report.agreements_amended.append(f"{target.key} in force until {cut.last_day}, then {key}")
                 partner = partners.get(a.partner)
                 row = M.AgreementVersion(
                     name=a.name, version=a.version, revision=revision, partner_code=a.partner,
                     partner_id=partner.id if partner else None, effective_from=a.effective_from,
-                    effective_to=a.effective_to, currency=a.currency, timezone=a.timezone,
+                    effective_to=written_to, currency=a.currency, timezone=a.timezone,
                     source_file=a.source_file, source_file_hash=hashes.get(a.source_file, ""),
                     span=str(a.span), source_text=text, content_hash=a.source_hash, decks=decks,
                     amends_id=amends, loaded_at=t,
@@ -564,13 +609,17 @@ class Store:
                 s.add(row)
                 s.flush()
                 by_hash[a.source_hash] = row
-                if amends is None:
+                closed = revision > 0
+                if not closed:
                     report.agreements_added.append(key)
-                self.audit(s, "agreement_loaded" if amends is None else "agreement_period_closed",
+                self.audit(s, "agreement_period_closed" if closed else "agreement_loaded",
                            "agreement_version", row.id,
-                           f"{key}" + (f" revision {revision}: period closed at {a.effective_to}" if amends else
-                                       f" loaded ({a.effective_from} .. {a.effective_to or ''})"),
+                           f"{key}" + (f" revision {revision}: period closed at {written_to}" if closed else
+                                       f" loaded ({a.effective_from} .. {written_to or ''})"
+                                       + (f", amends {target.key} from {target.amendment.last_day + timedelta(days=1)}"
+                                          if target is not None and target.amendment is not None else "")),
                            {"hash": a.source_hash, "span": str(a.span)})
+                self._load_ending(s, a, by_hash, loaded_before, report, t, retroactive, texts, hashes, plan)
             # FX rates
             fx = {(r.source, r.base, r.quote, r.effective_from): r for r in s.scalars(select(M.FxRate))}
             for src in plan.fx_sources:
@@ -598,6 +647,36 @@ class Store:
         with self.reading() as s:
             return s.scalars(select(M.Partner).where(M.Partner.code == code)).first()
 
+    def _load_ending(self, s: Session, a: Agreement, by_hash: dict[str, M.AgreementVersion], loaded_before: set[str],
+                     report: LoadReport, t: datetime, retroactive: bool, texts: dict[str, str],
+                     hashes: dict[str, str], plan: Plan) -> None:
+        """The row of a version that ends ``a`` early (``ends vN on DATE``), once: it is in
+        force on no day (``effective_from`` the day after ``effective_to``, the ended version's
+        last day) and points at ``a``'s row."""
+        cut = a.amendment
+        if cut is None or not cut.ends or cut.source_hash in by_hash:
+            return
+        lines = texts.get(cut.span.file, "").splitlines()
+        text = "\n".join(lines[cut.span.line - 1 : cut.span.end_line]) if cut.span.line else ""
+        first = cut.last_day + timedelta(days=1)
+        if a.source_hash in loaded_before and not retroactive:
+            _refuse_retroactive(s, plan, a, first, cut.written_to,
+                                f"agreement \"{a.name}\" v{cut.by} ({cut.span}) ends v{a.version} on {cut.last_day}")
+        target = by_hash[a.source_hash]
+        row = M.AgreementVersion(
+            name=a.name, version=cut.by, revision=0, partner_code=a.partner, partner_id=target.partner_id,
+            effective_from=first, effective_to=cut.last_day, currency=a.currency, timezone=a.timezone,
+            source_file=cut.span.file, source_file_hash=hashes.get(cut.span.file, ""), span=str(cut.span), source_text=text,
+            content_hash=cut.source_hash, decks=[], amends_id=target.id, loaded_at=t)
+        s.add(row)
+        s.flush()
+        by_hash[cut.source_hash] = row
+        key = f"{a.name} v{cut.by}"
+        report.agreements_added.append(key)
+        report.agreements_amended.append(f"{a.key} ends on {cut.last_day} (by v{cut.by})")
+        self.audit(s, "agreement_loaded", "agreement_version", row.id,
+                   f"{key} loaded: ends v{a.version} on {cut.last_day}", {"hash": cut.source_hash, "span": str(cut.span)})
+
     def agreement_versions(self, name: str | None = None) -> list[M.AgreementVersion]:
         with self.reading() as s:
             q = select(M.AgreementVersion).order_by(M.AgreementVersion.name, M.AgreementVersion.version,
@@ -610,7 +689,6 @@ class Store:
     def ingest(self, path: str | os.PathLike[str], layout: RecordLayout | str | None = None,
                plan: Plan | None = None, *, batch_rows: int = 1_000_000) -> IngestReport:
         """Ingest a traffic file as one intake batch (see :mod:`icdsl.billing.intake`)."""
-        from icdsl.billing.intake import ingest
 
         return ingest(self, path, layout, plan, batch_rows=batch_rows)
 
@@ -640,7 +718,6 @@ class Store:
 
     def rejects(self, batch_id: int) -> pa.Table:
         """The intake rejects of a batch (row, id, reason, detail, raw)."""
-        from icdsl.rating.rejects import REJECTS_SCHEMA
 
         with self.reading() as s:
             f = s.scalars(select(M.DataFile).where(M.DataFile.batch_id == batch_id,
@@ -654,26 +731,21 @@ class Store:
                   rerate: bool = False, **options: Any) -> Any:
         """Rate, validate and invoice (draft) one partner's cycle; see :func:`icdsl.billing.cycles.run_cycle`
         (options: ``dims``, ``accept``, ``policy``, ``validators``, ``progress``)."""
-        from icdsl.billing.cycles import run_cycle
 
         return run_cycle(self, partner, period, plan, program=program, rerate=rerate, **options)
 
     def finalize_cycle(self, partner: str, period: Any, *, issue_date: date | None = None) -> Any:
-        from icdsl.billing.cycles import finalize_cycle
-
         return finalize_cycle(self, partner, period, issue_date=issue_date)
 
     def rerate(self, partner: str, first: Any, last: Any, plan: Plan, *, destination: str | None = None,
                **options: Any) -> Any:
         """Rate a partner's records of local days ``first``..``last`` again with ``plan``; see
         :func:`icdsl.billing.corrections.rerate`."""
-        from icdsl.billing.corrections import rerate
 
         return rerate(self, partner, first, last, plan, destination=destination, **options)
 
     def findings(self, cycle_id: int, *, all_runs: bool = False) -> list[M.ValidationFinding]:
         """The validation findings of a cycle's latest run (or of every run)."""
-        from icdsl.billing.cycles import latest_findings
 
         with self.reading() as s:
             if all_runs:
@@ -705,7 +777,6 @@ class Store:
 
     def import_inventory(self, path: str | os.PathLike[str], *, strict: bool = False) -> Any:
         """Import an inventory CSV (see :mod:`icdsl.billing.inventory`)."""
-        from icdsl.billing.inventory import import_inventory
 
         return import_inventory(self, path, strict=strict)
 
@@ -727,14 +798,11 @@ class Store:
 
     def document(self, ref: str) -> dict[str, Any]:
         """An invoice or statement as a document (see :mod:`icdsl.billing.documents`)."""
-        from icdsl.billing.documents import find_document
 
         with self.reading() as s:
             return find_document(s, ref)
 
     def cycle_documents(self, cycle_id: int) -> list[dict[str, Any]]:
-        from icdsl.billing.documents import cycle_documents
-
         with self.reading() as s:
             return cycle_documents(s, cycle_id)
 
@@ -746,8 +814,6 @@ class Store:
             return list(s.scalars(q))
 
     def cycle(self, partner: str, period: Any) -> M.BillingCycle | None:
-        from icdsl.billing.cycles import resolve_period
-
         with self.reading() as s:
             prow, per = resolve_period(s, partner, period, None)
             return s.scalars(select(M.BillingCycle).where(
@@ -783,7 +849,6 @@ class Store:
 
     def trace(self, line_id: int, *, limit: int | None = None) -> Any:
         """The chain behind an invoice line: see :func:`icdsl.billing.trace.trace_line`."""
-        from icdsl.billing.trace import trace_line
 
         return trace_line(self, line_id, limit=limit)
 
@@ -795,6 +860,10 @@ __all__ = [
     "Store",
     "checkpoint",
     "default_url",
+    "now",
+    "partner_decl",
+    "partner_decl_hash",
+    "plan_hash",
     "open_store",
     "sha256_file",
 ]

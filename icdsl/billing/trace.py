@@ -21,8 +21,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from icdsl.billing import models as M
+from icdsl.billing.amounts import plain_number, present
 from icdsl.billing.errors import StoreError
 from icdsl.plan.model import Plan
+from icdsl.rating.row import rate_record
 
 if TYPE_CHECKING:
     from icdsl.billing.store import Store
@@ -61,8 +63,6 @@ class LineTrace:
         return "\n".join(self.lines())
 
     def lines(self, records: int | None = None) -> list[str]:
-        from icdsl.billing.amounts import plain_number, present
-
         ln, inv = self.line, self.invoice
         number = inv.number or f"#{inv.id} (draft)"
         out = [f"invoice {number} ({inv.status}) {inv.partner_code} {inv.partner_name}"
@@ -250,7 +250,6 @@ class Explanation:
 
 def explain_record(store: Store, trace: LineTrace, record_id: str, plan: Plan) -> Explanation:
     """Rate record ``record_id`` of the line again with the row executor, explained."""
-    from icdsl.rating.row import rate_record
 
     recs = trace.records if trace.records.num_rows == trace.record_total else None
     if recs is None:

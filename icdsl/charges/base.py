@@ -45,6 +45,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from icdsl.lang import ast
+from icdsl.lang.diagnostics import did_you_mean
 
 
 class ChargeType:
@@ -72,8 +73,6 @@ class ChargeType:
                                   f"it takes: {', '.join(self.required + self.optional)}")
             for key, p in given.items():
                 if key not in self.required + self.optional:
-                    from icdsl.lang.diagnostics import did_you_mean
-
                     checker.error("E120", f"charge '{self.name}' has no parameter '{key}'", p.key.span,
                                   did_you_mean(key, self.required + self.optional, "its parameters"))
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from icdsl.charges.evaluate import CycleChargeType, RecordChargeType
+from icdsl.charges import commitment, fees, recurring, share, surcharge, tiers
+from icdsl.charges.contract import CycleChargeType, RecordChargeType
 from icdsl.hookspecs import hookimpl
 from icdsl.lang import ast
+from icdsl.lang.values import VOCAB, currencies
 
 ICDSL_HOOK_API = 1
 
@@ -25,13 +27,9 @@ class Surcharge(RecordChargeType):
     per_record = True
 
     def evaluate_record(self, charge, rec):
-        from icdsl.charges import surcharge
-
         return surcharge.row_amount(charge, rec)
 
     def evaluate_batch(self, charge, batch):
-        from icdsl.charges import surcharge
-
         return surcharge.batch_amounts(charge, batch)
 
     def check(self, node, checker):
@@ -53,8 +51,6 @@ class Recurring(CycleChargeType):
     description = "a fee every month, quarter or year, flat or per inventory item, prorated by day"
 
     def evaluate(self, charge, ctx):
-        from icdsl.charges import recurring
-
         return recurring.evaluate(charge, ctx)
 
     def check(self, node, checker):
@@ -69,8 +65,6 @@ class OneTime(CycleChargeType):
     description = "a fee charged once: on activation, completion, termination or at invoice time"
 
     def evaluate(self, charge, ctx):
-        from icdsl.charges import fees
-
         return fees.evaluate_one_time(charge, ctx)
 
     def check(self, node, checker):
@@ -90,8 +84,6 @@ class Event(CycleChargeType):
     description = "a fee per event record of a given type (a porting, a migration, an integration job)"
 
     def evaluate(self, charge, ctx):
-        from icdsl.charges import fees
-
         return fees.evaluate_event(charge, ctx)
 
     def check(self, node, checker):
@@ -106,14 +98,11 @@ class Commitment(CycleChargeType):
     stage = "commitment"
 
     def evaluate(self, charge, ctx):
-        from icdsl.charges import commitment
-
         return commitment.evaluate(charge, ctx)
 
     def check(self, node, checker):
         q: ast.Quantity = node.param("amount")
         unit = q.unit.text
-        from icdsl.lang.values import VOCAB, currencies
 
         if unit in currencies():
             if checker.agreement:
@@ -185,8 +174,6 @@ class TieredPrice(_Tiers):
     description = "graduated (each tier at its price) or volume (all at the tier reached) pricing per cycle"
 
     def evaluate(self, charge, ctx):
-        from icdsl.charges import tiers
-
         return tiers.evaluate_tiered(charge, ctx)
 
 
@@ -197,8 +184,6 @@ class VolumeDiscount(_Tiers):
     stage = "discount"
 
     def evaluate(self, charge, ctx):
-        from icdsl.charges import tiers
-
         return tiers.evaluate_discount(charge, ctx)
 
     def check_value(self, t, checker):
@@ -214,8 +199,6 @@ class RevenueShare(CycleChargeType):
     stage = "share"
 
     def evaluate(self, charge, ctx):
-        from icdsl.charges import share
-
         return share.evaluate(charge, ctx)
 
     def check(self, node, checker):

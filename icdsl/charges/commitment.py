@@ -34,6 +34,7 @@ from icdsl.charges.lines import ChargeHold, ChargeLine, exact_text, shown
 from icdsl.charges.periods import Days
 from icdsl.charges.tiers import MEASURE_UNIT, measuring_period
 from icdsl.lang.values import currencies
+from icdsl.money import round_decimal
 from icdsl.plan.model import Charge
 
 
@@ -181,8 +182,6 @@ class CommitmentProgress:
 
 
 def _dec(f: Fraction, places: int = 2) -> Decimal:
-    from icdsl.money import round_decimal
-
     return round_decimal(Decimal(f.numerator) / Decimal(f.denominator), places, "half_up") \
         if f.denominator != 1 else Decimal(f.numerator)
 

@@ -42,8 +42,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from icdsl import functions as F
 from icdsl.charges.lines import ChargeError
+from icdsl.functions import CallContext
 from icdsl.plan.model import Expr, Partner
+from icdsl.plugins import active_plugin_manager, condition_functions
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -121,12 +124,10 @@ def truthy(v: Any) -> bool:
 
 def function(name: str, span=None) -> Any:
     """The condition function called ``name``: a built-in, or a plugin's (active manager)."""
-    from icdsl import functions as F
 
     for cls in F.BUILTIN:
         if cls.name == name:
             return _builtin(cls)
-    from icdsl.plugins import active_plugin_manager, condition_functions
 
     fn = condition_functions(active_plugin_manager()).get(name)
     if fn is None:
@@ -154,7 +155,6 @@ class RecordEnv:
 
     def __init__(self, record: dict[str, Any], derived: dict[str, Any], partner: Partner | None,
                  partner_code: Any, cycle: Any, agreement: str, timezone: str):
-        from icdsl.functions import CallContext
 
         self.record = record
         self.derived = derived
@@ -279,6 +279,7 @@ class Col:
 
     @classmethod
     def from_arrow(cls, arr: pa.Array) -> Col:
+        # lazy: pyarrow only when charges run on columns (the checker loads charge types without it)
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -324,6 +325,7 @@ class Col:
 
     def to_arrow(self) -> Any:
         """An Arrow array (or a scalar for a constant): for function arguments."""
+        # lazy: pyarrow only when charges run on columns (the checker loads charge types without it)
         import pyarrow as pa
 
         if self.arrow is not None:
@@ -424,8 +426,6 @@ def evaluate_columns(expr: Expr, env: ColumnEnv) -> Col:
     if op == "const":
         return Col.const(expr.args[0], env.n)
     if op == "call":
-        from icdsl.functions import CallContext
-
         name, args = expr.args
         fn = function(name, expr.span)
         cols = [evaluate_columns(a, env) for a in args]

@@ -25,16 +25,16 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from icdsl.charges.keys import application_key, correction_key
 from icdsl.charges.lines import ChargeError, ChargeLine, exact_text, minor_units, round_money
 from icdsl.charges.periods import Days
 from icdsl.inventory import InventoryItem
-from icdsl.plan.model import Agreement, Charge, Partner
+from icdsl.plan.model import KIND_COUNT, KIND_TIME, KIND_VOLUME, Agreement, Charge, Partner
 
 MEASURES = ("minutes", "messages", "volume", "revenue", "calls", "events")
 MB = 1 << 20
-KIND_TIME, KIND_COUNT, KIND_VOLUME = "time", "count", "volume"
 ZERO = Decimal(0)
 
 
@@ -221,7 +221,8 @@ class ChargeContext:
     - ``adjustments``: refunds and credits against the cycle's traffic (``net`` shares);
     - ``versions``: all versions of the agreement (default: this one), for charges due once per
       agreement and for ``prorate none`` across a version change;
-    - ``terminated_on``: the agreement was terminated early; first day no longer in force;
+    - ``terminated_on``: the agreement was terminated early; first day no longer in force
+      (default: the day after the last day of a version ended by ``ends vN on DATE``);
     - ``reopen_from``: charge periods still running on or after this day are re-examined for
       changes (default: the cycle's start);
     - ``lines``: the lines of earlier stages of this cycle (filled in by :func:`evaluate_cycle`);
@@ -253,6 +254,9 @@ class ChargeContext:
             object.__setattr__(self, "cycle_label", self.cycle.label)
         if not self.versions:
             object.__setattr__(self, "versions", (self.agreement,))
+        if self.terminated_on is None and self.agreement.terminated_on is not None:
+            # ended early by a later version (`ends vN on DATE`): its termination fees are due
+            object.__setattr__(self, "terminated_on", self.agreement.terminated_on)
 
     # ------------------------------------------------------------------ days
 
@@ -464,10 +468,9 @@ def usage_from_rated(plan: Any, rated: Any, record_charges: Any = None) -> list[
     """:class:`Usage` rows of a rated table (``icdsl.rating.batch`` output, or the cycle's rated
     Parquet), plus the per-record charges table of the same records if given. Call it per chunk
     and add the chunks up with :func:`merge_usage`."""
+    # lazy: pyarrow only when charges run on columns (the checker loads charge types without it)
     import pyarrow as pa
     import pyarrow.compute as pc
-
-    from icdsl.rating.select import service_rules
 
     if rated.num_rows == 0:
         return []
@@ -478,7 +481,7 @@ def usage_from_rated(plan: Any, rated: Any, record_charges: Any = None) -> list[
     kinds: dict[tuple[str, int, str, str], str] = {}
     for ag in plan.agreements:
         for sp in ag.services:
-            kinds[(ag.name, ag.version, sp.direction, sp.service)] = service_rules(ag, sp).kind
+            kinds[(ag.name, ag.version, sp.direction, sp.service)] = sp.kind
     extra: dict[tuple, Decimal] = {}
     if record_charges is not None and record_charges.num_rows:
         rc = pa.table({k: pc.cast(record_charges.column(k), pa.string()) if k != "agreement_version"
@@ -514,6 +517,7 @@ def merge_usage(*chunks: Iterable[Usage]) -> list[Usage]:
 def event_or_service(table: Any) -> Any:
     """Each record's event type: its ``event`` field, or where that is empty or absent its
     ``service`` (a CSV's empty cell reads as an empty text, not a null)."""
+    # lazy: pyarrow only when charges run on columns (the checker loads charge types without it)
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -530,10 +534,9 @@ def events_from_records(table: Any, names: Iterable[str], timezone: str = "UTC",
                         ) -> list[EventRecord]:
     """Event records in a records table: rows whose ``event`` field (where it is empty or absent:
     whose ``service``) is one of ``names``; their local day in ``timezone``; ``units`` (empty: 1)."""
+    # lazy: pyarrow only when charges run on columns (the checker loads charge types without it)
     import pyarrow as pa
     import pyarrow.compute as pc
-
-    from icdsl.rating.calendar import zone
 
     names = list(names)
     if not names or table.num_rows == 0:
@@ -543,7 +546,7 @@ def events_from_records(table: Any, names: Iterable[str], timezone: str = "UTC",
     if partner is not None and "partner" in table.column_names:
         mask = pc.and_(mask, pc.fill_null(pc.equal(pc.cast(table.column("partner"), pa.string()), partner), False))
     sub = table.filter(mask)
-    tz = zone(timezone)
+    tz = ZoneInfo(timezone)
     out = []
     ids = sub.column("id").to_pylist() if "id" in sub.column_names else [None] * sub.num_rows
     units = sub.column("units").to_pylist() if "units" in sub.column_names else [None] * sub.num_rows

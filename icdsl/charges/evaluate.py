@@ -1,4 +1,5 @@
-"""The evaluation contract of charge types, and the cycle's dispatcher.
+"""The cycle's dispatcher of charge types, and (re-exported from :mod:`icdsl.charges.contract`) their
+evaluation contract.
 
 Every charge type, built-in or a plugin's, is registered through ``icdsl_charge_types`` (see
 :mod:`icdsl.charges.base` for ``check`` and ``compile``) and evaluates its charges in one of
@@ -42,133 +43,36 @@ built-in surcharge on random plans and records).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from decimal import Decimal
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from icdsl.charges.base import ChargeType
+from icdsl.charges import builtin
 from icdsl.charges.conditions import RecordEnv, fields_of, holds
 from icdsl.charges.context import ChargeContext, CycleTotals
-from icdsl.charges.lines import STAGES, ChargeError, ChargeLine
-from icdsl.plan.model import Agreement, Charge, Expr, Plan
+from icdsl.charges.contract import BatchAmounts as BatchAmounts
+from icdsl.charges.contract import BatchView as BatchView
+
+# the evaluation contract lives below the built-in types that implement it; re-exported
+from icdsl.charges.contract import CycleChargeType as CycleChargeType
+from icdsl.charges.contract import RecordAmount as RecordAmount
+from icdsl.charges.contract import RecordChargeType as RecordChargeType
+from icdsl.charges.contract import RecordView as RecordView
+from icdsl.charges.keys import application_key
+from icdsl.charges.lines import STAGES, ChargeError, ChargeLine, exact_text, round_money
+from icdsl.plan.model import Agreement, Charge, Expr, Plan, Span
+from icdsl.plugins import active_plugin_manager, charge_types
 
 if TYPE_CHECKING:
-    from icdsl.charges.conditions import Col, ColumnEnv
-
-
-class CycleChargeType(ChargeType):
-    """A charge evaluated once per cycle into invoice lines."""
-
-    per_record: ClassVar[bool] = False
-    #: where its lines go in the order of deductions: charge | discount | commitment | share
-    stage: ClassVar[str] = "charge"
-
-    def evaluate(self, charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
-        raise NotImplementedError(f"charge type '{self.name}' does not implement evaluate()")
-
-
-@dataclass(frozen=True, slots=True)
-class RecordAmount:
-    """A per-record charge's exact amount for one record (the executor rounds it)."""
-
-    exact: Fraction
-    currency: str
-    explanation: str
-
-
-@dataclass(slots=True)
-class RecordView:
-    """One rated record, for :meth:`RecordChargeType.evaluate_record`.
-
-    ``kind``: time | count | volume; ``billed``: billed seconds, units or bytes; ``per``: the
-    divisor of the service's unit (60 for a price per minute); ``traffic``: the record's exact
-    amount before its rounding; ``amount``: the rounded one; ``precision`` and ``mode``: the
-    service's rounding."""
-
-    env: RecordEnv
-    kind: str
-    billed: int
-    per: int
-    traffic: Fraction
-    amount: Any
-    currency: str
-    precision: int
-    mode: str
-
-    def holds(self, expr: Expr | None) -> bool:
-        return True if expr is None else holds(expr, self.env)
-
-    def value(self, name: str) -> Any:
-        return self.env.field(name)
-
-
-@dataclass(slots=True)
-class BatchView:
-    """The rated records of one agreement service in a batch, for
-    :meth:`RecordChargeType.evaluate_batch`: ``n`` records; ``kind``, ``per``, ``precision``,
-    ``mode``, ``currency`` as in :class:`RecordView`; ``billed`` (int64); ``traffic_num`` /
-    ``traffic_den``: each record's exact amount in units of 10**-precision; ``env`` reads
-    fields as columns."""
-
-    n: int
-    env: ColumnEnv
-    kind: str
-    billed: np.ndarray
-    per: int
-    traffic_num: np.ndarray
-    traffic_den: int
-    currency: str
-    precision: int
-    mode: str
-
-    def holds(self, expr: Expr | None) -> np.ndarray:
-        from icdsl.charges.conditions import holds_columns
-
-        return np.ones(self.n, dtype=bool) if expr is None else holds_columns(expr, self.env)
-
-    def column(self, name: str) -> Col:
-        return self.env.field(name)
-
-
-@dataclass(slots=True)
-class BatchAmounts:
-    """Which records a per-record charge applies to, and the exact amount of each:
-    ``num / den`` in units of 10**-precision (``num``: int64, or object for big values)."""
-
-    applies: np.ndarray
-    num: np.ndarray
-    den: int
-    currency: str
-
-
-class RecordChargeType(ChargeType):
-    """A charge evaluated on every rated record by both executors (see the module's documentation)."""
-
-    per_record: ClassVar[bool] = True
-    stage: ClassVar[str] = "charge"
-
-    def evaluate_record(self, charge: Charge, rec: RecordView) -> RecordAmount | None:
-        raise NotImplementedError(f"charge type '{self.name}' does not implement evaluate_record()")
-
-    def evaluate_batch(self, charge: Charge, batch: BatchView) -> BatchAmounts:
-        raise NotImplementedError(f"charge type '{self.name}' does not implement evaluate_batch()")
-
-
-# --------------------------------------------------------------------------- registry
+    pass
 
 
 def _types(pm: Any = None) -> dict[str, Any]:
-    from icdsl.plugins import active_plugin_manager, charge_types
-
     return charge_types(pm if pm is not None else active_plugin_manager())
 
 
 def _builtin_instance(kind: str) -> Any:
-    from icdsl.charges import builtin
-
     cache = _builtin_instance.__dict__.setdefault("cache", {})
     got = cache.get(kind)
     if got is None:
@@ -271,12 +175,9 @@ def record_charge_lines(plan: Plan, tables: Iterable[Any], cycle_label: str = ""
     :func:`icdsl.rating.batch.rate_batch_with_charges`, in one table or in chunks): one line per
     (partner, agreement version, charge, currency): the exact sum of the records' (rounded)
     amounts, rounded once to the minor unit. Its key is the charge's for the cycle."""
+    # lazy: pyarrow only when charges run on columns (the checker loads charge types without it)
     import pyarrow as pa
     import pyarrow.compute as pc
-
-    from icdsl.charges.keys import application_key
-    from icdsl.charges.lines import exact_text, round_money
-    from icdsl.plan.model import Span
 
     keys = ("partner", "agreement", "agreement_version", "agreement_hash", "kind", "charge", "rule", "currency")
     acc: dict[tuple, list] = {}

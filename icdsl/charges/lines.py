@@ -24,7 +24,13 @@ from fractions import Fraction
 from functools import cache
 from typing import Any
 
-from icdsl.plan.model import NO_SPAN, Span
+# the charge errors live at the bottom (the plugin manager raises them for a failing plugin); re-exported
+from icdsl.errors import ChargeError as ChargeError
+from icdsl.errors import ChargeHold as ChargeHold
+from icdsl.lang.values import currencies
+from icdsl.money import round_decimal
+from icdsl.rounding import div_round_int
+from icdsl.spans import Span
 
 #: charge kind -> the invoice line kind of the billing store (``icdsl.billing.models.LINE_KINDS``)
 LINE_KIND = {
@@ -43,24 +49,6 @@ LINE_KIND = {
 STAGES = ("charge", "discount", "commitment", "share")
 
 
-class ChargeError(Exception):
-    """A charge cannot be evaluated as written (bad data, a missing plugin): the message says
-    what and what to do; ``span`` is the rule's place in the source."""
-
-    def __init__(self, message: str, span: Span = NO_SPAN):
-        super().__init__(message)
-        self.message = message
-        self.span = span
-
-    def __str__(self) -> str:
-        return f"{self.span}: {self.message}" if self.span != NO_SPAN else self.message
-
-
-class ChargeHold(ChargeError):
-    """The cycle cannot be invoiced without a person looking at it (a quantity shortfall with no
-    traffic to value it): billing holds the cycle for review."""
-
-
 #: sums of money are exact: a context that raises rather than rounds
 EXACT = Context(prec=100, traps=[Inexact, Rounded])
 
@@ -75,6 +63,7 @@ def exact_sum(values: Any) -> Decimal:
 @cache
 def minor_units(currency: str) -> int:
     """Decimals of the currency's minor unit (ISO 4217 via Babel; 2 for an unknown code)."""
+    # lazy: babel's currency data loads on the first currency looked up
     from babel.numbers import get_currency_precision
 
     return int(get_currency_precision(currency.upper()))
@@ -82,7 +71,6 @@ def minor_units(currency: str) -> int:
 
 def round_money(value: Decimal | Fraction | int, currency: str, mode: str = "half_up") -> Decimal:
     """``value`` rounded once to the currency's minor unit with ``mode`` (any registered mode)."""
-    from icdsl.rounding import div_round_int
 
     f = Fraction(value)
     d = minor_units(currency)
@@ -125,8 +113,6 @@ def shown(value: Decimal | Fraction | int, unit: str = "") -> str:
       ``events``, or a unit such as ``MB``): whole numbers as they are (``1,000,000
       minutes``), others to 2 decimals, half up (``2,305,784.46 MB``); a non-zero value that
       would show as 0.00 shows its first significant digits (``0.0004 MB``)."""
-    from icdsl.lang.values import currencies
-    from icdsl.money import round_decimal
 
     f = Fraction(value)
     word = MEASURE_WORDS.get(unit, unit)

@@ -124,11 +124,12 @@ def _subjects(ctx: ChargeContext, kind: str | None, period: Days):
     for it in ctx.inventory:
         if it.partner != ctx.partner.code or it.kind != kind:
             continue
-        if not it.days.overlaps(period):
+        days = Days(it.activated, it.terminated)
+        if not days.overlaps(period):
             continue
         dims = {"item": it.item_id, "item_kind": it.kind}
         what = f"{it.kind} {it.item_id}" + (f" ({it.description})" if it.description else "")
-        yield f"item:{it.kind}:{it.item_id}", what, it.quantity, it.days, dims
+        yield f"item:{it.kind}:{it.item_id}", what, it.quantity, days, dims
 
 
 def _first_billable(active: Days, period: Days, ctx: ChargeContext) -> date | None:

@@ -28,7 +28,7 @@ from fractions import Fraction
 import numpy as np
 
 from icdsl.charges.conditions import INT64_MAX
-from icdsl.charges.evaluate import BatchAmounts, BatchView, RecordAmount, RecordView
+from icdsl.charges.contract import BatchAmounts, BatchView, RecordAmount, RecordView
 from icdsl.charges.lines import ChargeError, exact_text
 from icdsl.plan.model import Charge, Price
 

@@ -42,6 +42,7 @@ from fractions import Fraction
 from icdsl.charges.context import ChargeContext, scope_text
 from icdsl.charges.lines import MEASURE_WORDS, ChargeError, ChargeLine, exact_text, shown
 from icdsl.charges.periods import Days, months_of, period_containing
+from icdsl.money import round_decimal
 from icdsl.plan.model import Charge, Tier
 
 #: measure -> {price unit -> how many price units one unit of the measure is}
@@ -189,7 +190,6 @@ def discount_tiers(tiers: tuple[Tier, ...], q: Fraction, amount: Fraction, mode:
 def _quantity(q: Fraction) -> Decimal:
     """A measure for the line's quantity column: exact when it has at most 8 decimals, else
     rounded half up to 8 (the exact value is in the details)."""
-    from icdsl.money import round_decimal
 
     d = Decimal(q.numerator) / Decimal(q.denominator)
     exact = Fraction(d) == q and d.as_tuple().exponent >= -8  # type: ignore[operator]

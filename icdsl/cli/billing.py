@@ -12,13 +12,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
+from icdsl.billing.amounts import plain_number, present
+from icdsl.billing.errors import StoreError
+from icdsl.billing.periods import PeriodError
 from icdsl.cli.common import app, build_with_program_or_exit, echo_err, existing
+from icdsl.exporters import export
+from icdsl.outputs import FORMATS, VIEWS, view_lines, write
+from icdsl.outputs.pdf import quantity_text
 
 DB_HELP = "Database URL: sqlite:///FILE or postgresql://USER@HOST/DB (default: $ICDSL_DB, else sqlite:///icdsl.db)."
 DATA_HELP = "Folder of the store's Parquet files (default: $ICDSL_DATA, else icdsl-data next to the SQLite file)."
@@ -42,8 +52,6 @@ def _data_option() -> Any:
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """StoreError -> exit 1, PeriodError -> exit 2, with the message only."""
-    from icdsl.billing.errors import StoreError
-    from icdsl.billing.periods import PeriodError
 
     try:
         yield
@@ -57,6 +65,7 @@ def user_errors() -> Iterator[None]:
 
 @contextlib.contextmanager
 def opened(db: str | None, data: Path | None) -> Iterator[Any]:
+    # lazy: this command needs numpy, pyarrow, sqlalchemy: loaded when it runs, not at every `icdsl` start
     from icdsl.billing.store import open_store
 
     with user_errors():
@@ -74,8 +83,8 @@ def _plan(rules: list[Path], root: Path | None):
     return build_with_program_or_exit(existing(rules), root)
 
 
-def _load_quietly(store: Any, plan: Any, program: Any) -> None:
-    report = store.load_plan(plan, program)
+def _load_quietly(store: Any, plan: Any, program: Any, retroactive: bool = False) -> None:
+    report = store.load_plan(plan, program, retroactive=retroactive)
     if report.changed:
         typer.echo(f"loaded: {report}")
 
@@ -125,8 +134,6 @@ def ingest_cmd(
 
 
 def _progress_bar(enabled: bool):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f} records"),
                     TimeElapsedColumn(), transient=True, disable=not enabled)
 
@@ -172,10 +179,6 @@ def cycle_status(
     data: Path | None = _data_option(),
 ) -> None:
     """The cycles: state, counts, totals, invoices, validation findings (and events)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from icdsl.billing.amounts import present
 
     with opened(db, data) as store:
         cycles = store.cycles(partner)
@@ -236,9 +239,6 @@ def cycle_finalize(
     data: Path | None = _data_option(),
 ) -> None:
     """Number the cycle's invoices and make them immutable."""
-    from datetime import date
-
-    from icdsl.billing.periods import PeriodError
 
     with opened(db, data) as store, user_errors():
         day = None
@@ -271,7 +271,7 @@ def rerate_cmd(
     adjustment lines (credit or debit) on the partner's next cycle."""
     plan, program = _plan(rules, root)
     with opened(db, data) as store:
-        _load_quietly(store, plan, program)
+        _load_quietly(store, plan, program, retroactive=True)  # a change over finalized days: corrected here
         typer.echo(str(store.rerate(partner, first, last, plan, destination=destination, accept=accept)))
 
 
@@ -288,6 +288,7 @@ def trace_cmd(
     root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
 ) -> None:
     """The audit trail of an invoice line: invoice, agreement version, rule source, records."""
+    # lazy: this command needs numpy, pyarrow, sqlalchemy: loaded when it runs, not at every `icdsl` start
     from icdsl.billing.trace import explain_record
 
     if records < 0:
@@ -298,6 +299,7 @@ def trace_cmd(
         raise typer.Exit(2)
     text = line.strip().lower()
     if text.startswith("charge:") and text[7:].isdigit():
+        # lazy: this command needs numpy, pyarrow, sqlalchemy: loaded when it runs, not at every `icdsl` start
         from icdsl.billing.trace import trace_charge
 
         with opened(db, data) as store:
@@ -328,10 +330,6 @@ def invoice_list(
     data: Path | None = _data_option(),
 ) -> None:
     """Every invoice and settlement statement: number, partner, period, status, amounts."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from icdsl.billing.amounts import present
 
     with opened(db, data) as store:
         cycles = {c.id: c for c in store.cycles()}
@@ -369,11 +367,6 @@ def invoice_show(
     data: Path | None = _data_option(),
 ) -> None:
     """Show an invoice or statement: header, lines (with their ids for `icdsl trace`), totals."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from icdsl.outputs import VIEWS, view_lines
-    from icdsl.outputs.pdf import quantity_text
 
     if view not in VIEWS:
         echo_err(f"error: --view must be {' or '.join(VIEWS)}")
@@ -454,7 +447,6 @@ def invoice_export(
     data: Path | None = _data_option(),
 ) -> None:
     """Write invoices and statements as CSV, JSON or PDF files."""
-    from icdsl.outputs import FORMATS, VIEWS, write
 
     if (ref is None) == (cycle is None):
         echo_err("error: give a document number, or --cycle PARTNER PERIOD")
@@ -480,13 +472,6 @@ def invoice_export(
             written += write(docs, out, fmt, view=view)
             continue
         try:  # a format of an exporter plugin (icdsl_exporters)
-            from icdsl.exporters import export
-        except ImportError:  # pragma: no cover
-            export = None
-        if export is None:
-            echo_err(f"error: unknown format '{fmt}': use {', '.join(FORMATS)}")
-            raise typer.Exit(2)
-        try:
             written += export(fmt, docs, out)
         except ValueError as e:
             echo_err(f"error: {e}")
@@ -509,6 +494,7 @@ def demo_cmd(
 ) -> None:
     """Bill a month of synthetic traffic for the example partners, end to end: load the example
     agreements, generate and ingest traffic, rate, validate, invoice, finalize, write the invoices."""
+    # lazy: this command needs numpy, pyarrow: loaded when it runs, not at every `icdsl` start
     from icdsl.demo import run_demo
 
     if records < 1_000:
@@ -535,6 +521,7 @@ def inventory_import(
 ) -> None:
     """Import inventory items: new items are added, changed ones get a new version (the old one
     is kept), unchanged ones add nothing. Bad rows are listed with their line and reason."""
+    # lazy: this command needs sqlalchemy: loaded when it runs, not at every `icdsl` start
     from icdsl.billing.inventory import import_inventory
 
     if not file.is_file():
@@ -554,12 +541,13 @@ def inventory_list(
     data: Path | None = _data_option(),
 ) -> None:
     """The inventory: each item's kind, quantity, activation and termination, version."""
-    from rich.console import Console
-    from rich.table import Table
+    # lazy: this command needs sqlalchemy: loaded when it runs, not at every `icdsl` start
     from sqlalchemy import select
 
+    # lazy: this command needs sqlalchemy: loaded when it runs, not at every `icdsl` start
     from icdsl.billing import models as M
-    from icdsl.billing.amounts import plain_number
+
+    # lazy: this command needs sqlalchemy: loaded when it runs, not at every `icdsl` start
     from icdsl.billing.inventory import inventory_rows
 
     with opened(db, data) as store, store.reading() as s:
@@ -596,10 +584,9 @@ def commitments_cmd(
 ) -> None:
     """Progress towards the partner's commitments, mid-cycle: the ingested records of the
     period so far are rated (nothing is stored) and compared with what is committed."""
-    from datetime import date
 
+    # lazy: this command needs sqlalchemy: loaded when it runs, not at every `icdsl` start
     from icdsl.billing.commitments import commitment_progress
-    from icdsl.billing.periods import PeriodError
 
     plan, program = _plan(rules, root)
     with opened(db, data) as store, user_errors():

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import typer
 
+from icdsl.lang.diagnostics import render_all
+from icdsl.plugins import add_default_modules
+
 app = typer.Typer(
     name="icdsl",
     help="Interconnect billing as code: check, format, compile, rate and bill telecom agreements.",
@@ -63,8 +66,6 @@ def _root(
     """Interconnect billing as code: check, format, compile, rate and bill telecom agreements."""
     _log_to_stderr()
     if plugin:
-        from icdsl.plugins import add_default_modules
-
         add_default_modules(plugin)  # problems are logged (a warning line on stderr) when found
 
 
@@ -78,7 +79,7 @@ def existing(paths: list[Path]) -> list[Path]:
 
 def build_or_exit(paths: list[Path], root: Path | None):
     """Compile rule files, or print their diagnostics and exit 1."""
-    from icdsl.lang.diagnostics import render_all
+    # lazy: this command needs lark: loaded when it runs, not at every `icdsl` start
     from icdsl.plan.compiler import build
 
     p, program, diags = build(existing(paths), root)
@@ -90,7 +91,7 @@ def build_or_exit(paths: list[Path], root: Path | None):
 
 
 def build_with_program_or_exit(paths: list[Path], root: Path | None):
-    from icdsl.lang.diagnostics import render_all
+    # lazy: this command needs lark: loaded when it runs, not at every `icdsl` start
     from icdsl.plan.compiler import build
 
     p, program, diags = build(existing(paths), root)

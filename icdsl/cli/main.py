@@ -10,14 +10,19 @@ cycles and invoices); all register on the one ``app`` of ``common``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from pathlib import Path
 
 import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from icdsl import __version__
 from icdsl.cli.common import app, build_or_exit, echo_err, existing
+from icdsl.lang.diagnostics import SourceCache, render, render_all, summary, to_json
+from icdsl.plan.render import render_plan
+from icdsl.plugins import all_problems, default_plugin_manager, describe_plugins
 
 
 @app.command()
@@ -28,7 +33,7 @@ def check(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing when there are no problems."),
 ) -> None:
     """Check rule files: report every problem at once, with its location and a hint."""
-    from icdsl.lang.diagnostics import render_all, summary, to_json
+    # lazy: this command needs lark: loaded when it runs, not at every `icdsl` start
     from icdsl.plan.compiler import build
 
     if fmt not in ("text", "json"):
@@ -53,7 +58,7 @@ def fmt(
     check_only: bool = typer.Option(False, "--check", help="Only report files that are not formatted; change nothing."),
 ) -> None:
     """Format rule files in the canonical layout (idempotent; keeps comments)."""
-    from icdsl.lang.diagnostics import SourceCache, render
+    # lazy: this command needs lark: loaded when it runs, not at every `icdsl` start
     from icdsl.lang.formatter import format_file
     from icdsl.lang.loader import collect, display_path
 
@@ -88,9 +93,8 @@ def plan(
     root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
 ) -> None:
     """Compile rule files and print the evaluation plan, like a database's EXPLAIN."""
-    from icdsl.lang.diagnostics import render_all
+    # lazy: this command needs lark: loaded when it runs, not at every `icdsl` start
     from icdsl.plan.compiler import build
-    from icdsl.plan.render import render_plan
 
     p, program, diags = build(existing(paths), root)
     if p is None:
@@ -107,6 +111,7 @@ def test_examples(
 ) -> None:
     """Run the example blocks of rule files (records and billing cycles): expected versus actual,
     with each example's location and explanation."""
+    # lazy: this command needs numpy, pyarrow: loaded when it runs, not at every `icdsl` start
     from icdsl.rating.examples import report, run_examples
 
     p = build_or_exit(paths, root)
@@ -116,8 +121,6 @@ def test_examples(
 
 
 def _parse_record(text: str) -> dict:
-    import json
-
     text = text.strip()
     if text.startswith("{"):
         try:
@@ -151,6 +154,7 @@ def explain(
     root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
 ) -> None:
     """Rate one record and print every step: agreement, destination, band, increments, rate, rounding."""
+    # lazy: this command needs numpy, pyarrow: loaded when it runs, not at every `icdsl` start
     from icdsl.rating.records import IntakeError, normalize_record, read_records
     from icdsl.rating.row import rate_record
     from icdsl.rating.run import LayoutError, choose_layout
@@ -178,6 +182,7 @@ def explain(
         except IntakeError as e:
             echo_err(f"error: {e}")
             raise typer.Exit(1) from None
+        # lazy: this command needs pyarrow: loaded when it runs, not at every `icdsl` start
         import pyarrow.compute as pc
 
         ids = records.column("id")
@@ -217,8 +222,8 @@ def rate(
     root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
 ) -> None:
     """Rate a traffic file in bulk: rated records, rejects with reasons, counts that reconcile."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    # lazy: this command needs numpy, pyarrow: loaded when it runs, not at every `icdsl` start
     from icdsl.rating.records import IntakeError
     from icdsl.rating.run import LayoutError, choose_layout, rate_file
 
@@ -262,6 +267,7 @@ def rate(
 def _count_rows(path: Path) -> int | None:
     if path.suffix.lower() == ".parquet":
         try:
+            # lazy: this command needs pyarrow: loaded when it runs, not at every `icdsl` start
             import pyarrow.parquet as pq
 
             return pq.ParquetFile(path).metadata.num_rows
@@ -273,7 +279,6 @@ def _count_rows(path: Path) -> int | None:
 @app.command()
 def plugins() -> None:
     """List the plugins loaded (built-in and installed), their versions and what they provide."""
-    from icdsl.plugins import all_problems, default_plugin_manager, describe_plugins
 
     pm = default_plugin_manager()
     typer.echo(describe_plugins(pm), nl=False)
@@ -287,6 +292,7 @@ def tui(folder: Path = typer.Argument(Path("."), help="The project folder: rule 
     if not folder.is_dir():
         echo_err(f"error: {folder} is not a folder")
         raise typer.Exit(2)
+    # lazy: this command needs lark, textual: loaded when it runs, not at every `icdsl` start
     from icdsl.tui.app import run
 
     run(folder)

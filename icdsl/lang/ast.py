@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from icdsl.plan.model import Span
+from icdsl.spans import Span
 
 # --------------------------------------------------------------------------- leaves
 
@@ -450,6 +450,7 @@ class AgreementDecl:
     netting: tuple[tuple[Ident, Ident], ...]
     applies: tuple[Ident, ...]
     span: Span
+    amends: Ident | None = None  # `amends v1`: the earlier version this one replaces from its start
 
     @property
     def version_number(self) -> int:
@@ -457,6 +458,23 @@ class AgreementDecl:
 
     def setting(self, key: str) -> Setting | None:
         return _by_key(self.settings, key)
+
+
+@dataclass(frozen=True, slots=True)
+class AgreementEndDecl:
+    """``agreement "NAME" v2 with PARTNER ends v1 on 2026-03-15``: a version without terms of its
+    own that ends an earlier one early; ``last_day`` is the ended version's last day in force."""
+
+    name: Str
+    version: Ident
+    partner: Ident | None  # None: with any partner
+    ends: Ident  # the version it ends ("v1")
+    last_day: DateLit
+    span: Span
+
+    @property
+    def version_number(self) -> int:
+        return int(self.version.text[1:])
 
 
 @dataclass(frozen=True, slots=True)

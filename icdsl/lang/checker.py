@@ -12,12 +12,13 @@ volumes are byte units, percentages lie between 0 and 100, counts are whole numb
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+from icdsl import plugins
 from icdsl.lang import ast
-from icdsl.lang.decks import Deck, read_deck
+from icdsl.lang.decks import Deck, RateColumns, read_deck
 from icdsl.lang.diagnostics import Diagnostic, did_you_mean, suggest
 from icdsl.lang.loader import Program, display_path, resolve_project_path
 from icdsl.lang.values import (
@@ -33,9 +34,11 @@ from icdsl.lang.values import (
     holiday_countries,
     parse_date,
     parse_time,
+    timezones,
     valid_timezone,
 )
-from icdsl.plan.model import RateColumns, Rounding, Span
+from icdsl.money import Rounding
+from icdsl.spans import Span
 
 DEFAULT_ROUNDING = Rounding(6, "half_up")
 MAX_PRECISION = 12
@@ -68,6 +71,24 @@ class AgreementInfo:
     services: dict[tuple[str, str], ServiceInfo] = field(default_factory=dict)
     charges: list[tuple[ast.ChargeNode, tuple[tuple[str, str], ...]]] = field(default_factory=list)
     fx: ast.FxDecl | None = None
+    # a later version that amends (ast.AgreementDecl) or ends (ast.AgreementEndDecl) this one,
+    # and this version's last day in force then (whatever its written end)
+    amended_by: Any = None
+    last_day: date | None = None
+
+    @property
+    def in_force_to(self) -> date | None:
+        """The last day in force: the written end, or the day an amendment ends it."""
+        return self.last_day if self.amended_by is not None else self.end
+
+
+@dataclass
+class EndingInfo:
+    """An ``agreement "NAME" vN with P ends vM on DATE``: the version it ends, once resolved."""
+
+    node: ast.AgreementEndDecl
+    file: str
+    target: AgreementInfo | None = None
 
 
 @dataclass
@@ -97,6 +118,7 @@ class Checked:
     templates: dict[str, ast.TemplateDecl] = field(default_factory=dict)
     layouts: dict[str, ast.RecordsDecl] = field(default_factory=dict)
     agreements: list[AgreementInfo] = field(default_factory=list)
+    endings: list[EndingInfo] = field(default_factory=list)
     examples: list[tuple[str, ast.ExampleDecl]] = field(default_factory=list)
     cycle_examples: list[CycleExampleInfo] = field(default_factory=list)
     charge_types: dict[str, Any] = field(default_factory=dict)
@@ -105,8 +127,6 @@ class Checked:
 
 class Checker:
     def __init__(self, program: Program, charge_types: dict[str, Any] | None = None, pm: Any = None):
-        from icdsl import plugins
-
         pm = pm if pm is not None else plugins.active_plugin_manager()
         if charge_types is None:
             charge_types = plugins.charge_types(pm)
@@ -117,6 +137,7 @@ class Checker:
         self.out = Checked(program, charge_types=charge_types)
         self.diags: list[Diagnostic] = []
         self.agreement: AgreementInfo | None = None  # the agreement being checked (for charge types)
+        self._failed_amendments: set[int] = set()  # amending versions already reported as wrong
 
     # ------------------------------------------------------------------ reporting
     def error(self, code: str, message: str, span: Span, help: str | None = None) -> None:
@@ -168,7 +189,6 @@ class Checker:
     def timezone(self, s: ast.Str) -> bool:
         if valid_timezone(s.value):
             return True
-        from icdsl.lang.values import timezones
 
         self.error("E203", f"unknown time zone '{s.value}'", s.span,
                    did_you_mean(s.value, timezones()) or "write an IANA zone such as \"Europe/Paris\"")
@@ -331,6 +351,7 @@ class Checker:
                 self._charge(c, (), None)
         for info in self.out.agreements:
             self._agreement(info)
+        self._amendments()
         self._overlaps()
         for _file, ex in self.out.examples:
             self._example(ex)
@@ -375,6 +396,10 @@ class Checker:
                     key = f"{item.name.value} {item.version.text}"
                     if declare("agreement", key, item.version.span):
                         self.out.agreements.append(AgreementInfo(item, f.path, None))
+                elif isinstance(item, ast.AgreementEndDecl):
+                    key = f"{item.name.value} {item.version.text}"
+                    if declare("agreement", key, item.version.span):
+                        self.out.endings.append(EndingInfo(item, f.path))
                 elif isinstance(item, ast.ExampleDecl):
                     self.out.examples.append((f.path, item))
                 elif isinstance(item, ast.CycleExampleDecl):
@@ -424,6 +449,7 @@ class Checker:
         self.rounding(p.rounding, DEFAULT_ROUNDING)
 
     def _country(self, ident: ast.Ident) -> bool:
+        # lazy: babel's locale data loads only when a rule names a country
         from babel import Locale
 
         territories = {k for k in Locale("en").territories if k.isalpha() and len(k) == 2}
@@ -834,6 +860,74 @@ class Checker:
                                f"it is already on the stream at {placed[sel.text]}")
                 placed[sel.text] = st.span
 
+    def _amendments(self) -> None:
+        """Resolve ``amends vN`` and ``ends vN on DATE``: each cuts an earlier version of the same
+        agreement short, whatever end date it was written with (see docs/language.md, Amending)."""
+        by_key = {(i.node.name.value, i.node.version_number): i for i in self.out.agreements}
+        amenders: list[tuple[Any, ast.Ident, AgreementInfo | None]] = [
+            (i.node, i.node.amends, i) for i in self.out.agreements if i.node.amends is not None]
+        amenders += [(e.node, e.node.ends, None) for e in self.out.endings]
+        amenders.sort(key=lambda t: (t[0].name.value, t[0].version_number))
+        for node, ref, info in amenders:
+            self._failed_amendments.add(id(node))  # until it is resolved below
+            name, own = node.name.value, node.version.text
+            if node.version_number <= 0:
+                self.error("E224", "versions start at v1", node.version.span)
+                continue
+            target = by_key.get((name, int(ref.text[1:])))
+            others = sorted((v for n, v in by_key if n == name and v < node.version_number))
+            if int(ref.text[1:]) >= node.version_number:
+                self.error("E319", f"{own} can only amend or end an earlier version of \"{name}\", not {ref.text}",
+                           ref.span, f"earlier versions: {', '.join(f'v{v}' for v in others)}" if others else
+                           f"there is no earlier version of \"{name}\"")
+                continue
+            if target is None:
+                self.error("E319", f"\"{name}\" has no version {ref.text}", ref.span,
+                           f"its earlier versions: {', '.join(f'v{v}' for v in others)}" if others else
+                           f"there is no earlier version of \"{name}\" in these files")
+                continue
+            partner = node.partner.text if node.partner else "any partner"
+            theirs = target.node.partner.text if target.node.partner else "any partner"
+            if partner != theirs:
+                self.error("E319", f"{ref.text} of \"{name}\" is with {theirs}, not {partner}", ref.span,
+                           f"write 'with {theirs}' as {ref.text} does ({target.node.span})")
+                continue
+            if target.start is None:
+                continue
+            if isinstance(node, ast.AgreementEndDecl):
+                last = self.date(node.last_day)
+                what, at = f"'ends {ref.text} on {node.last_day.text}'", node.last_day.span
+            else:
+                assert info is not None
+                if info.start is None:
+                    continue
+                last = info.start - timedelta(days=1)
+                what, at = f"'amends {ref.text}'", ref.span
+            if last is None:
+                continue
+            if target.amended_by is not None:
+                first = target.amended_by
+                self.error("E321", f"{ref.text} of \"{name}\" is already "
+                           f"{'amended' if isinstance(first, ast.AgreementDecl) else 'ended'} by {first.version.text}",
+                           at, f"{first.version.text} is at {first.span}; a version is amended or ended once: "
+                           + (f"to change the terms again, write 'amends {first.version.text}'"
+                              if isinstance(first, ast.AgreementDecl) else
+                              f"change {first.version.text} itself if it is not loaded into a store yet"))
+                continue
+            if last < target.start:
+                self.error("E320", f"{what} leaves {ref.text} no day in force: {ref.text} starts on {target.start}",
+                           at, f"{own} must start after {ref.text}'s first day ({target.start})"
+                           if info is not None else f"the last day must be on or after {target.start}")
+                continue
+            if target.end is not None and last >= target.end:
+                self._failed_amendments.discard(id(node))  # nothing to do: not a failure
+                self.warning("W301", f"{what} changes nothing: {ref.text} already ends on {target.end}", at,
+                             f"remove {what}" if info is not None else
+                             f"{ref.text} ends on {target.end} as written: remove this version, or end it earlier")
+                continue
+            target.amended_by, target.last_day = node, last
+            self._failed_amendments.discard(id(node))
+
     def _overlaps(self) -> None:
         by_name: dict[str, list[AgreementInfo]] = {}
         for info in self.out.agreements:
@@ -845,13 +939,13 @@ class Checker:
                 for b in infos[i + 1 :]:
                     if None in (a.start, b.start):
                         continue
-                    if a.start <= (b.end or far) and b.start <= (a.end or far):
+                    a_end, b_end = a.in_force_to, b.in_force_to
+                    if id(b.node) in self._failed_amendments:
+                        continue  # its `amends` was reported: one error, not two
+                    if a.start <= (b_end or far) and b.start <= (a_end or far):
                         self.error("E303", f"versions {a.node.version.text} and {b.node.version.text} of "
                                            f"\"{a.node.name.value}\" are both in force on {max(a.start, b.start)}",
-                                   b.node.version.span,
-                                   f"{a.node.version.text} is at {a.node.span}; end it the day before "
-                                   f"{b.node.version.text} starts, e.g. 'effective {a.node.start.text} .. "
-                                   f"{_day_before(b.start)}'")
+                                   b.node.version.span, _overlap_help(a, b))
 
     # ------------------------------------------------------------------ charges
     def _charge(self, c: ast.ChargeNode, scope: tuple[tuple[str, str], ...], info: AgreementInfo | None) -> None:
@@ -987,8 +1081,6 @@ class Checker:
         return True
 
     def _cycle_days(self, cx: CycleExampleInfo, period: ast.Setting) -> bool:
-        from datetime import timedelta
-
         v = period.values
         if len(v) == 1:
             text = v[0].text
@@ -1011,8 +1103,6 @@ class Checker:
         return True
 
     def _in_force(self, info: AgreementInfo, cx: CycleExampleInfo) -> bool:
-        from datetime import timedelta
-
         if info.start is None or cx.start is None or cx.end is None:
             return False
         return info.start < cx.end and (info.end is None or info.end + timedelta(days=1) > cx.start)
@@ -1230,9 +1320,25 @@ def _parties(c: ast.ChargeNode) -> list[ast.SharePartyNode]:
     return out
 
 
-def _day_before(d: date) -> str:
-    from datetime import timedelta
+def _overlap_help(a: AgreementInfo, b: AgreementInfo) -> str:
+    """How to write it: the later version amends the earlier one from its own first day (the
+    earlier version's text, loaded or not, stays as it is)."""
+    va, vb = a.node.version.text, b.node.version.text
+    assert a.start is not None and b.start is not None
+    if b.start > a.start and b.node.amends is None:
+        period = f"{b.node.start.text} .. {b.node.end.text if b.node.end else ''}".rstrip()
+        return (f"{va} is at {a.node.span}; to replace {va} from {b.start} whatever its end date, write "
+                f"'effective {period} amends {va}' on {vb} ({va} stays as written, in force until "
+                f"{_day_before(b.start)})")
+    if b.start > a.start:
+        assert b.node.amends is not None
+        return (f"{va} is at {a.node.span}; {vb} amends {b.node.amends.text}, not {va}: a version amends the one "
+                f"in force on its first day ({va} here); end {va} before {b.start} with another version")
+    return (f"{va} is at {a.node.span}; a later version starts after the one it follows: "
+            f"give {vb} a first day after {a.start} (and 'amends {va}'), or end {vb} before {a.start}")
 
+
+def _day_before(d: date) -> str:
     return (d - timedelta(days=1)).isoformat()
 
 

@@ -4,6 +4,9 @@ Without a mapping the header names are looked up by their usual spellings (``pre
 ``destination``/``name``, ``rate``, ``rate_<band>`` or ``<band>_rate``, ``connect_fee``,
 ``increments`` or ``initial_increment``/``subsequent_increment``, ``effective``/``effective_from``,
 ``until``/``effective_to``). Problems in a deck are reported at their line in the CSV file.
+
+The values a deck is read into live here too (:class:`Increments`, :class:`RateRow`, and
+:class:`RateColumns`, a deck held as columns); the plan re-exports them for the executors.
 """
 
 from __future__ import annotations
@@ -12,13 +15,168 @@ import csv
 import hashlib
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from icdsl.lang import ast
-from icdsl.lang.diagnostics import Diagnostic, did_you_mean
-from icdsl.plan.model import Increments, RateColumns, Span
+from icdsl.lang.diagnostics import Diagnostic, did_you_mean, suggest
+from icdsl.spans import NO_SPAN, Span
+
+# --------------------------------------------------------------------------- a deck's rows as values
+
+
+@dataclass(frozen=True, slots=True)
+class Increments:
+    """Billing increments ``initial/subsequent`` in seconds (60/6: first 60 s, then blocks of 6 s)."""
+
+    initial: int = 60
+    subsequent: int = 60
+
+    def billed(self, seconds: int) -> int:
+        if seconds <= 0:
+            return 0
+        if seconds <= self.initial:
+            return self.initial
+        s = self.subsequent
+        return self.initial + -(-(seconds - self.initial) // s) * s
+
+    def __str__(self) -> str:
+        return f"{self.initial}/{self.subsequent}"
+
+
+@dataclass(frozen=True, slots=True)
+class RateRow:
+    """One destination: the price per unit by band (key ``"*"`` for every band)."""
+
+    prefix: str
+    destination: str
+    prices: tuple[tuple[str, Decimal], ...]
+    connect_fee: Decimal | None = None
+    increments: Increments | None = None
+    effective_from: date | None = None
+    effective_to: date | None = None  # exclusive
+    span: Span = NO_SPAN
+
+    def price_for(self, band: str) -> Decimal | None:
+        star = None
+        for b, p in self.prices:
+            if b == band:
+                return p
+            if b == "*":
+                star = p
+        return star
+
+
+class RateColumns(Sequence[RateRow]):
+    """The rows of a rate deck held as columns.
+
+    A 50,000-row A-Z deck is read, checked, compiled and turned into the batch executor's
+    arrays without building 50,000 objects: the columns are plain tuples (one per field), and a
+    :class:`RateRow` is built on demand (indexing, iterating) for the row executor, ``icdsl
+    plan`` and explanations. It is a sequence of RateRow like any other ``RateTable.rows``.
+
+    ``rate``: the price for every band (the ``*`` entry), or None per row; ``bands``: (band,
+    prices) per band column; ``effective_from``/``effective_to``: ISO dates (checked by the
+    checker); ``lines``: each row's line in the CSV file ``source``."""
+
+    __slots__ = ("source", "prefixes", "destinations", "rate", "bands", "connect_fees", "increments",
+                 "effective_from", "effective_to", "lines", "_built")
+
+    def __init__(self, source: str, prefixes: tuple[str, ...], destinations: tuple[str, ...],
+                 rate: tuple[Decimal | None, ...] | None, bands: tuple[tuple[str, tuple[Decimal | None, ...]], ...],
+                 connect_fees: tuple[Decimal | None, ...] | None, increments: tuple[Increments | None, ...] | None,
+                 effective_from: tuple[str | None, ...] | None, effective_to: tuple[str | None, ...] | None,
+                 lines: tuple[int, ...]):
+        self.source = source
+        self.prefixes = prefixes
+        self.destinations = destinations
+        self.rate = rate
+        self.bands = bands
+        self.connect_fees = connect_fees
+        self.increments = increments
+        self.effective_from = effective_from
+        self.effective_to = effective_to
+        self.lines = lines
+        self._built: list[RateRow | None] = [None] * len(prefixes)
+
+    def _fields(self) -> tuple:
+        return (self.source, self.prefixes, self.destinations, self.rate, self.bands, self.connect_fees,
+                self.increments, self.effective_from, self.effective_to, self.lines)
+
+    def __getstate__(self) -> tuple:
+        return self._fields()
+
+    def __setstate__(self, state: tuple) -> None:
+        self.__init__(*state)
+
+    def __reduce__(self):
+        return (RateColumns, self._fields())
+
+    def __len__(self) -> int:
+        return len(self.prefixes)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RateColumns):
+            return self._fields() == other._fields()
+        if isinstance(other, Sequence) and not isinstance(other, str):
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((self.source, len(self.prefixes), self.prefixes[:1], self.lines[-1:]))
+
+    def __repr__(self) -> str:
+        return f"RateColumns({self.source!r}, {len(self)} rows)"
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return tuple(self[j] for j in range(*i.indices(len(self))))
+        got = self._built[i]
+        if got is None:
+            got = self._built[i] = self._row(i if i >= 0 else i + len(self))
+        return got
+
+    def __iter__(self):
+        for i in range(len(self.prefixes)):
+            yield self[i]
+
+    def prices_of(self, i: int) -> tuple[tuple[str, Decimal], ...]:
+        prices = []
+        if self.rate is not None and self.rate[i] is not None:
+            prices.append(("*", self.rate[i]))
+        for band, col in self.bands:
+            if col[i] is not None:
+                prices.append((band, col[i]))
+        return tuple(prices)
+
+    def span_at(self, i: int) -> Span:
+        line = self.lines[i]
+        return Span(self.source, line, 1, line, 2)
+
+    def spans(self) -> list[str]:
+        """``str(span)`` of every row (the rule of a rated record), without building the rows."""
+        src = self.source
+        return [f"{src}:{line}:1" for line in self.lines]
+
+    def _row(self, i: int) -> RateRow:
+        start = self.effective_from[i] if self.effective_from is not None else None
+        until = self.effective_to[i] if self.effective_to is not None else None
+        return RateRow(
+            prefix=self.prefixes[i],
+            destination=self.destinations[i],
+            prices=self.prices_of(i),
+            connect_fee=self.connect_fees[i] if self.connect_fees is not None else None,
+            increments=self.increments[i] if self.increments is not None else None,
+            effective_from=date.fromisoformat(start) if start else None,
+            effective_to=date.fromisoformat(until) if until else None,
+            span=self.span_at(i),
+        )
+
+
+# --------------------------------------------------------------------------- reading a deck
 
 FIELDS = ("prefix", "destination", "rate", "connect_fee", "increments", "initial", "subsequent", "effective",
           "until")
@@ -187,6 +345,7 @@ def _columns(text: str, delim: str, header: list[str], cols: dict[str, int], ban
     same rules as :func:`_row`. None when any row needs the row-by-row reader: a row with a
     problem (which that reader reports at its line), blank lines or line breaks inside quotes
     (row numbers would no longer be line numbers), or a file Arrow reads differently."""
+    # lazy: pyarrow only when a deck is read (rules without decks never need it)
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -358,8 +517,6 @@ def _increments(a: int, s: int) -> tuple[int, int]:
 
 
 def _best(name: str, header: list[str]) -> str | None:
-    from icdsl.lang.diagnostics import suggest
-
     return suggest(name, header)
 
 

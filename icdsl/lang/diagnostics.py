@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from icdsl.plan.model import Span
+from icdsl.spans import Span
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ from lark.exceptions import UnexpectedInput
 from icdsl.lang.diagnostics import Diagnostic
 from icdsl.lang.parser import decode, parse_text, parse_tree
 from icdsl.lang.rates import read_rows
-from icdsl.plan.model import Span
+from icdsl.spans import Span
 
 INDENT = "  "
 CONTINUATION = 2  # levels added to a statement's indent when a comment breaks it

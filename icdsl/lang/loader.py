@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from icdsl.lang import ast
-from icdsl.lang.diagnostics import Diagnostic, SourceCache
+from icdsl.lang.diagnostics import Diagnostic, SourceCache, suggest
 from icdsl.lang.parser import parse_file, parse_text
-from icdsl.plan.model import Span
+from icdsl.spans import Span
 
 RULE_SUFFIX = ".icd"
 
@@ -148,7 +148,6 @@ def _use_help(use: ast.Use) -> str:
     if use.is_path:
         return "imports are paths relative to this file, inside the project folder"
     names = sorted(p.stem for p in stdlib_dir().glob(f"*{RULE_SUFFIX}"))
-    from icdsl.lang.diagnostics import suggest
 
     best = suggest(use.target.removeprefix("stdlib."), names)
     if best:

@@ -7,9 +7,13 @@ from the source checkout or, in an installed wheel, from the package data ``icds
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
+import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+import lark
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
@@ -17,7 +21,7 @@ from icdsl.lang import ast
 from icdsl.lang.diagnostics import Diagnostic
 from icdsl.lang.rates import read_rows
 from icdsl.lang.values import PRICE_UNITS
-from icdsl.plan.model import Span
+from icdsl.spans import Span
 
 # ---------------------------------------------------------------- grammar loading
 
@@ -35,11 +39,6 @@ def _cache_file(text: str, keep_all_tokens: bool) -> str | bool:
     in the user's own cache folder (``$XDG_CACHE_HOME/icdsl`` or ``~/.cache/icdsl``), named by
     the grammar's hash, Lark's and Python's versions. False (no cache) if the folder cannot be
     made; ``ICDSL_NO_CACHE=1`` turns it off."""
-    import hashlib
-    import os
-    import sys
-
-    import lark
 
     if os.environ.get("ICDSL_NO_CACHE"):
         return False
@@ -430,9 +429,11 @@ class _ToAst(Transformer):
         name, version, partner, period, *items = children
         start, end = period
         settings, services, charges, streams, netting, applies = [], [], [], [], [], []
-        rounding = None
+        rounding = amends = None
         for i in items:
-            if isinstance(i, ast.Setting):
+            if isinstance(i, tuple) and i[0] == "amends":
+                amends = i[1]
+            elif isinstance(i, ast.Setting):
                 settings.append(i)
             elif isinstance(i, ast.RoundingNode):
                 rounding = i
@@ -448,7 +449,15 @@ class _ToAst(Transformer):
                 applies.append(i[1])
         return ast.AgreementDecl(self._str(name), version, partner, start, end, tuple(settings), rounding,
                                  tuple(services), tuple(charges), tuple(streams), tuple(netting),
-                                 tuple(applies), self.s.of_meta(meta))
+                                 tuple(applies), self.s.of_meta(meta), amends)
+
+    def amends(self, meta, children):
+        return ("amends", self._ident(children[0]))
+
+    def agreement_end(self, meta, children):
+        name, version, partner, ends, day = children
+        return ast.AgreementEndDecl(self._str(name), version, partner, self._ident(ends),
+                                    ast.DateLit(str(day), self.s.of_token(day)), self.s.of_meta(meta))
 
     # -- services
     def flat_price(self, meta, children):
@@ -920,7 +929,6 @@ class _ToAst(Transformer):
                 expects.extend(i[1])
         return ast.ExampleDecl(self._str(name), direction, service, number, tuple(options), tuple(fields),
                                tuple(expects), self.s.of_meta(meta))
-
 
     # -- cycle examples
     def period_month(self, meta, c):

@@ -18,7 +18,7 @@ from decimal import Decimal, InvalidOperation
 
 from icdsl.lang import ast
 from icdsl.lang.diagnostics import Diagnostic
-from icdsl.plan.model import Span
+from icdsl.spans import Span
 
 _LINE = re.compile(r'[ \t]*(\d+|"[0-9]*")[ \t]+"([^"\\\n]*)"[ \t]+([^"#\n]*)(#[^\n]*)?\Z')
 _BLANK = re.compile(r"[ \t]*(#[^\n]*)?\Z")

@@ -61,12 +61,14 @@ FUNCTIONS = {"starts_with": 2, "length": 1, "hour": 1, "weekday": 1}
 @functools.cache
 def currencies() -> frozenset[str]:
     """ISO 4217 codes known to Babel (the source of minor units too)."""
+    # lazy: babel's currency data loads on the first currency looked up
     from babel.numbers import list_currencies
 
     return frozenset(list_currencies())
 
 
 def currency_digits(code: str) -> int:
+    # lazy: babel's currency data loads on the first currency looked up
     from babel.numbers import get_currency_precision
 
     return get_currency_precision(code)
@@ -89,6 +91,7 @@ def valid_timezone(name: str) -> bool:
 
 @functools.cache
 def holiday_countries() -> dict[str, tuple[str, ...]]:
+    # lazy: holidays loads its country list on first use
     import holidays
 
     return {code: tuple(subs) for code, subs in holidays.list_supported_countries().items()}

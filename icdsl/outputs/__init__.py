@@ -11,30 +11,18 @@ added up by service; the same subtotal). File names are the document numbers
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-FORMATS = ("csv", "json", "pdf")
-VIEWS = ("itemized", "summary")
-
-
-def file_stem(doc: Mapping[str, Any]) -> str:
-    raw = doc.get("number")
-    if not raw:
-        raw = f"draft-{doc.get('partner_code', 'x')}-{doc.get('period') or ''}-{doc.get('stream') or doc.get('kind')}"
-        if doc.get("kind") == "statement":
-            raw = f"draft-{doc.get('partner_code', 'x')}-{doc.get('period') or ''}-statement"
-        elif doc.get("kind") == "share_statement":
-            raw = f"draft-{doc.get('partner_code', 'x')}-{doc.get('period') or ''}-share-{doc.get('party')}"
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(raw)).strip("._") or "document"
-
-
-def view_lines(doc: Mapping[str, Any], view: str) -> list[Mapping[str, Any]]:
-    if view not in VIEWS:
-        raise ValueError(f"unknown view '{view}': use {' or '.join(VIEWS)}")
-    return list(doc["summary"] if view == "summary" else doc["lines"])
+# names and views of the documents live in outputs.views (the writers import them); re-exported
+from icdsl.outputs.csv import write_csv
+from icdsl.outputs.json import write_json
+from icdsl.outputs.pdf import write_pdf
+from icdsl.outputs.views import FORMATS as FORMATS
+from icdsl.outputs.views import VIEWS as VIEWS
+from icdsl.outputs.views import file_stem as file_stem
+from icdsl.outputs.views import view_lines as view_lines
 
 
 def write(documents: Sequence[Mapping[str, Any]], directory: str | Path, fmt: str, *,
@@ -43,15 +31,9 @@ def write(documents: Sequence[Mapping[str, Any]], directory: str | Path, fmt: st
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
-        from icdsl.outputs.csv import write_csv
-
         return [write_csv(d, directory, view=view) for d in documents]
     if fmt == "json":
-        from icdsl.outputs.json import write_json
-
         return [write_json(d, directory) for d in documents]
     if fmt == "pdf":
-        from icdsl.outputs.pdf import write_pdf
-
         return [write_pdf(d, directory, view=view) for d in documents]
     raise ValueError(f"unknown output format '{fmt}': use {', '.join(FORMATS)}")

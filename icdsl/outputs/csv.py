@@ -7,8 +7,11 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from icdsl.outputs.views import file_stem, view_lines
 
 COLUMNS = ("document", "kind_of_document", "partner", "period", "stream", "line_no", "kind", "description",
            "direction", "service", "destination", "band", "quantity", "unit", "rate", "rate_unit", "amount",
@@ -16,8 +19,6 @@ COLUMNS = ("document", "kind_of_document", "partner", "period", "stream", "line_
 
 
 def _text(v: Any) -> str:
-    from decimal import Decimal
-
     if v is None:
         return ""
     if isinstance(v, Decimal):
@@ -26,8 +27,6 @@ def _text(v: Any) -> str:
 
 
 def dumps(doc: Mapping[str, Any], *, view: str = "itemized") -> str:
-    from icdsl.outputs import view_lines
-
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(COLUMNS)
@@ -61,8 +60,6 @@ def dumps(doc: Mapping[str, Any], *, view: str = "itemized") -> str:
 
 
 def write_csv(doc: Mapping[str, Any], directory: Path, *, view: str = "itemized") -> Path:
-    from icdsl.outputs import file_stem
-
     suffix = "-summary" if view == "summary" else ""
     path = Path(directory) / f"{file_stem(doc)}{suffix}.csv"
     path.write_text(dumps(doc, view=view), encoding="utf-8")

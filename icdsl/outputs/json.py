@@ -9,6 +9,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from icdsl.outputs.views import file_stem
+
 
 def plain(value: Any) -> Any:
     if isinstance(value, Decimal):
@@ -27,8 +29,6 @@ def dumps(doc: Mapping[str, Any]) -> str:
 
 
 def write_json(doc: Mapping[str, Any], directory: Path) -> Path:
-    from icdsl.outputs import file_stem
-
     path = Path(directory) / f"{file_stem(doc)}.json"
     path.write_text(dumps(doc), encoding="utf-8")
     return path

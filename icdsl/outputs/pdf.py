@@ -18,6 +18,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from icdsl.outputs.views import file_stem, view_lines
+
 FONT = "Helvetica"
 REPLACE = {"\u2013": "-", "\u2014": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
            "\u2026": "...", "\u2192": "->", "\u00a0": " ", "\u20ac": "EUR"}
@@ -59,9 +61,8 @@ def _date(d: date | None) -> str:
 
 
 def render(doc: Mapping[str, Any], *, view: str = "itemized") -> bytes:
+    # lazy: fpdf2 loads only when a PDF is written
     from fpdf import FPDF
-
-    from icdsl.outputs import view_lines
 
     kind = doc.get("kind", "invoice")
     pdf = FPDF(orientation="P", unit="mm", format="A4")
@@ -263,8 +264,6 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized") -> bytes:
 
 
 def write_pdf(doc: Mapping[str, Any], directory: Path, *, view: str = "itemized") -> Path:
-    from icdsl.outputs import file_stem
-
     suffix = "-summary" if view == "summary" else ""
     path = Path(directory) / f"{file_stem(doc)}{suffix}.pdf"
     path.write_bytes(render(doc, view=view))

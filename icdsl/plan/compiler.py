@@ -6,14 +6,18 @@ Nothing user-written is ever evaluated as Python: conditions become ``Expr`` tre
 
 from __future__ import annotations
 
-from datetime import date, time
+import hashlib
+from datetime import date, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from icdsl.errors import ChargeError
 from icdsl.lang import ast
-from icdsl.lang.checker import AgreementInfo, Checked, CycleExampleInfo, ServiceInfo
-from icdsl.lang.values import VOLUME_UNITS, WEEKDAYS, parse_date, parse_time
+from icdsl.lang.checker import DEFAULT_ROUNDING, AgreementInfo, Checked, CycleExampleInfo, ServiceInfo, check
+from icdsl.lang.diagnostics import Diagnostic
+from icdsl.lang.loader import load
+from icdsl.lang.values import TIME_UNITS, VOLUME_UNITS, WEEKDAYS, parse_date, parse_time
 from icdsl.plan import model as m
 
 
@@ -121,8 +125,6 @@ class Compiler:
         due = get("due")
         rounding = None
         if p.rounding is not None:
-            from icdsl.lang.checker import DEFAULT_ROUNDING
-
             rounding = self._rounding(p.rounding, DEFAULT_ROUNDING)
         return m.Partner(
             code=p.code.text,
@@ -232,7 +234,6 @@ class Compiler:
         minimum = 0
         if "minimum" in settings:
             q = settings["minimum"].values[0]
-            from icdsl.lang.values import TIME_UNITS
 
             minimum = int(q.value.value * TIME_UNITS[q.unit.text])
         connect = Decimal(0)
@@ -242,8 +243,6 @@ class Compiler:
         for sl in s.slots:
             until = None
             if sl.first is not None:
-                from icdsl.lang.values import TIME_UNITS
-
                 until = int(sl.first.value.value * TIME_UNITS[sl.first.unit.text])
             per_minute = sl.price.amount.value * (60 if sl.unit.text == "second" else 1)
             slots.append(m.Slot(until, per_minute, sl.span))
@@ -290,6 +289,21 @@ class Compiler:
         label = node.label.value if node.label else node.kind
         return m.Charge(node.kind, label, tuple(params), scope, node.span)
 
+    def amendment(self, info: AgreementInfo) -> m.Amendment | None:
+        """The later version that amends or ends this one (resolved by the checker)."""
+        by = info.amended_by
+        if by is None or info.last_day is None:
+            return None
+        texts = self.c.program.texts
+        if isinstance(by, ast.AgreementEndDecl):
+            file = next(e.file for e in self.c.endings if e.node is by)
+            h = hashlib.sha256(_own_text(texts.get(file, ""), by.span).encode("utf-8")).hexdigest()
+        else:
+            other = next(i for i in self.c.agreements if i.node is by)
+            h = _agreement_hash(texts.get(other.file, ""), by, other)
+        return m.Amendment(by=by.version_number, last_day=info.last_day, ends=isinstance(by, ast.AgreementEndDecl),
+                           written_to=info.end, source_hash=h, span=by.span)
+
     def agreement(self, info: AgreementInfo) -> m.Agreement:
         a = info.node
         streams = tuple(
@@ -306,7 +320,7 @@ class Compiler:
             version=a.version_number,
             partner=a.partner.text if a.partner else "*",
             effective_from=info.start,
-            effective_to=info.end,
+            effective_to=info.in_force_to,
             currency=info.currency,
             timezone=info.timezone,
             rounding=info.rounding,
@@ -318,6 +332,7 @@ class Compiler:
             source_file=info.file,
             source_hash=_agreement_hash(program.texts.get(info.file, ""), a, info),
             span=a.span,
+            amendment=self.amendment(info),
         )
 
     def example(self, file: str, ex: ast.ExampleDecl) -> m.Example:
@@ -337,8 +352,6 @@ class Compiler:
                 tz = v[2].value if len(v) > 2 else None
                 record.append(("start_local", (v[0].text, v[1].text, tz)))
             elif o.key == "for":
-                from icdsl.lang.values import TIME_UNITS
-
                 q = v[0]
                 record.append(("duration_s", int(q.value.value * TIME_UNITS[q.unit.text])))
             elif o.key == "from":
@@ -365,9 +378,6 @@ class Compiler:
         return m.Example(ex.name.value, tuple(record), tuple(expect), agreement, ex.span)
 
     def cycle_example(self, info: CycleExampleInfo) -> m.CycleExample:
-        from datetime import timedelta
-
-        from icdsl.lang.values import TIME_UNITS
 
         ex = info.node
         traffic = []
@@ -417,10 +427,15 @@ class Compiler:
         )
 
 
+def _own_text(text: str, span: m.Span) -> str:
+    """The lines of a file that a declaration spans (what its hash covers)."""
+    lines = text.splitlines()
+    return "\n".join(lines[span.line - 1 : span.end_line]) if span.line else ""
+
+
 def _agreement_hash(text: str, a: ast.AgreementDecl, info: AgreementInfo) -> str:
     """SHA-256 of the agreement's own source text plus the decks it reads: a stable identity of
     exactly what was agreed, independent of other agreements in the same file."""
-    import hashlib
 
     lines = text.splitlines()
     own = "\n".join(lines[a.span.line - 1 : a.span.end_line]) if a.span.line else ""
@@ -439,8 +454,6 @@ def build(paths: list[Path | str], root: Path | str | None = None, pm=None):
     """Load, check and compile: returns (plan or None, program, diagnostics). ``pm``: the plugin
     manager whose charge types, rounding modes and functions the rule files may use (default:
     the active one)."""
-    from icdsl.lang.checker import check
-    from icdsl.lang.loader import load
 
     program, diags = load(paths, root)
     if any(d.is_error for d in diags):
@@ -449,8 +462,6 @@ def build(paths: list[Path | str], root: Path | str | None = None, pm=None):
     diags = diags + more
     if any(d.is_error for d in diags):
         return None, program, diags
-    from icdsl.charges.lines import ChargeError
-    from icdsl.lang.diagnostics import Diagnostic
 
     try:
         return compile_checked(checked), program, diags

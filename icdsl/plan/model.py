@@ -1,49 +1,47 @@
 """The evaluation plan: immutable, plain Python objects compiled from checked agreements.
 
-Nothing here knows Lark, storage or the UI. Every node carries the ``Span`` of the rule that
-produced it, so that a rated record, an invoice line or an error can point back to the source.
+Nothing here knows Lark, storage or the UI. Every node carries the ``Span`` (:mod:`icdsl.spans`)
+of the rule that produced it, so that a rated record, an invoice line or an error can point back to the source.
 
 Money values are ``Decimal``; the batch executor turns them into scaled integers once per plan.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, time
+from datetime import date, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-# --------------------------------------------------------------------------- spans
-
-
-@dataclass(frozen=True, slots=True)
-class Span:
-    """A region of a source file: 1-based lines and columns, end exclusive."""
-
-    file: str
-    line: int
-    col: int
-    end_line: int
-    end_col: int
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}"
-
-
-NO_SPAN = Span("<builtin>", 0, 0, 0, 0)
-
+# the plain values the plan shares with the layers below it (re-exported: the plan's vocabulary)
+from icdsl.lang.decks import Increments as Increments
+from icdsl.lang.decks import RateColumns as RateColumns
+from icdsl.lang.decks import RateRow as RateRow
+from icdsl.money import Rounding as Rounding
+from icdsl.spans import NO_SPAN as NO_SPAN
+from icdsl.spans import Span as Span
 
 # --------------------------------------------------------------------------- basics
 
+# unit -> seconds per priced unit; and bytes per priced unit when the compiler left
+# ServicePlan.volume unset. The same tables as icdsl.lang.values (data volumes are binary:
+# 1 KB = 1024 bytes, as operators bill them).
+TIME_UNITS = {
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "seconds": 1,
+    "min": 60,
+    "minute": 60,
+    "minutes": 60,
+    "h": 3600,
+    "hour": 3600,
+    "hours": 3600,
+}
+VOLUME_UNITS = {"B": 1, "byte": 1, "bytes": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
+#: what a service's records measure (:attr:`ServicePlan.kind`)
+KIND_TIME, KIND_COUNT, KIND_VOLUME = "time", "count", "volume"
 
-@dataclass(frozen=True, slots=True)
-class Rounding:
-    """How an amount is rounded: ``mode`` one of half_up, half_even, up, down."""
-
-    precision: int = 6
-    mode: str = "half_up"
-    span: Span = NO_SPAN
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,25 +66,6 @@ class Price:
     def __str__(self) -> str:
         n = f"{self.per_count} " if self.per_count != 1 else ""
         return f"{self.amount} {self.currency} per {n}{self.unit}"
-
-
-@dataclass(frozen=True, slots=True)
-class Increments:
-    """Billing increments ``initial/subsequent`` in seconds (60/6: first 60 s, then blocks of 6 s)."""
-
-    initial: int = 60
-    subsequent: int = 60
-
-    def billed(self, seconds: int) -> int:
-        if seconds <= 0:
-            return 0
-        if seconds <= self.initial:
-            return self.initial
-        s = self.subsequent
-        return self.initial + -(-(seconds - self.initial) // s) * s
-
-    def __str__(self) -> str:
-        return f"{self.initial}/{self.subsequent}"
 
 
 # --------------------------------------------------------------------------- calendars
@@ -139,135 +118,6 @@ class Calendar:
 
 
 # --------------------------------------------------------------------------- rates
-
-
-@dataclass(frozen=True, slots=True)
-class RateRow:
-    """One destination: the price per unit by band (key ``"*"`` for every band)."""
-
-    prefix: str
-    destination: str
-    prices: tuple[tuple[str, Decimal], ...]
-    connect_fee: Decimal | None = None
-    increments: Increments | None = None
-    effective_from: date | None = None
-    effective_to: date | None = None  # exclusive
-    span: Span = NO_SPAN
-
-    def price_for(self, band: str) -> Decimal | None:
-        star = None
-        for b, p in self.prices:
-            if b == band:
-                return p
-            if b == "*":
-                star = p
-        return star
-
-
-class RateColumns(Sequence[RateRow]):
-    """The rows of a rate deck held as columns.
-
-    A 50,000-row A-Z deck is read, checked, compiled and turned into the batch executor's
-    arrays without building 50,000 objects: the columns are plain tuples (one per field), and a
-    :class:`RateRow` is built on demand (indexing, iterating) for the row executor, ``icdsl
-    plan`` and explanations. It is a sequence of RateRow like any other ``RateTable.rows``.
-
-    ``rate``: the price for every band (the ``*`` entry), or None per row; ``bands``: (band,
-    prices) per band column; ``effective_from``/``effective_to``: ISO dates (checked by the
-    checker); ``lines``: each row's line in the CSV file ``source``."""
-
-    __slots__ = ("source", "prefixes", "destinations", "rate", "bands", "connect_fees", "increments",
-                 "effective_from", "effective_to", "lines", "_built")
-
-    def __init__(self, source: str, prefixes: tuple[str, ...], destinations: tuple[str, ...],
-                 rate: tuple[Decimal | None, ...] | None, bands: tuple[tuple[str, tuple[Decimal | None, ...]], ...],
-                 connect_fees: tuple[Decimal | None, ...] | None, increments: tuple[Increments | None, ...] | None,
-                 effective_from: tuple[str | None, ...] | None, effective_to: tuple[str | None, ...] | None,
-                 lines: tuple[int, ...]):
-        self.source = source
-        self.prefixes = prefixes
-        self.destinations = destinations
-        self.rate = rate
-        self.bands = bands
-        self.connect_fees = connect_fees
-        self.increments = increments
-        self.effective_from = effective_from
-        self.effective_to = effective_to
-        self.lines = lines
-        self._built: list[RateRow | None] = [None] * len(prefixes)
-
-    def _fields(self) -> tuple:
-        return (self.source, self.prefixes, self.destinations, self.rate, self.bands, self.connect_fees,
-                self.increments, self.effective_from, self.effective_to, self.lines)
-
-    def __getstate__(self) -> tuple:
-        return self._fields()
-
-    def __setstate__(self, state: tuple) -> None:
-        self.__init__(*state)
-
-    def __reduce__(self):
-        return (RateColumns, self._fields())
-
-    def __len__(self) -> int:
-        return len(self.prefixes)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, RateColumns):
-            return self._fields() == other._fields()
-        if isinstance(other, Sequence) and not isinstance(other, str):
-            return len(other) == len(self) and all(a == b for a, b in zip(self, other, strict=True))
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash((self.source, len(self.prefixes), self.prefixes[:1], self.lines[-1:]))
-
-    def __repr__(self) -> str:
-        return f"RateColumns({self.source!r}, {len(self)} rows)"
-
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return tuple(self[j] for j in range(*i.indices(len(self))))
-        got = self._built[i]
-        if got is None:
-            got = self._built[i] = self._row(i if i >= 0 else i + len(self))
-        return got
-
-    def __iter__(self):
-        for i in range(len(self.prefixes)):
-            yield self[i]
-
-    def prices_of(self, i: int) -> tuple[tuple[str, Decimal], ...]:
-        prices = []
-        if self.rate is not None and self.rate[i] is not None:
-            prices.append(("*", self.rate[i]))
-        for band, col in self.bands:
-            if col[i] is not None:
-                prices.append((band, col[i]))
-        return tuple(prices)
-
-    def span_at(self, i: int) -> Span:
-        line = self.lines[i]
-        return Span(self.source, line, 1, line, 2)
-
-    def spans(self) -> list[str]:
-        """``str(span)`` of every row (the rule of a rated record), without building the rows."""
-        src = self.source
-        return [f"{src}:{line}:1" for line in self.lines]
-
-    def _row(self, i: int) -> RateRow:
-        start = self.effective_from[i] if self.effective_from is not None else None
-        until = self.effective_to[i] if self.effective_to is not None else None
-        return RateRow(
-            prefix=self.prefixes[i],
-            destination=self.destinations[i],
-            prices=self.prices_of(i),
-            connect_fee=self.connect_fees[i] if self.connect_fees is not None else None,
-            increments=self.increments[i] if self.increments is not None else None,
-            effective_from=date.fromisoformat(start) if start else None,
-            effective_to=date.fromisoformat(until) if until else None,
-            span=self.span_at(i),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,6 +255,14 @@ class ServicePlan:
     rounding: Rounding = Rounding()
     span: Span = NO_SPAN
 
+    @property
+    def kind(self) -> str:
+        """What the service's records measure: ``time`` (seconds), ``volume`` (bytes) or
+        ``count`` (messages, events, any named unit): the one place that decides it."""
+        if self.volume is not None or self.unit in VOLUME_UNITS:
+            return KIND_VOLUME
+        return KIND_TIME if self.unit in TIME_UNITS else KIND_COUNT
+
 
 # --------------------------------------------------------------------------- partners and agreements
 
@@ -464,9 +322,27 @@ class InvoiceStream:
 
 
 @dataclass(frozen=True, slots=True)
+class Amendment:
+    """A later version that ends this one before its written end: ``by`` (that version's number)
+    amends it from ``last_day`` + 1 (``amends vN``), or, with ``ends``, ends it on ``last_day``
+    (``ends vN on DATE``: an early termination, no version takes over). ``written_to``: the end
+    date written on this version (None: open ended); ``source_hash`` and ``span``: the amending
+    version's own text (what the store records)."""
+
+    by: int
+    last_day: date
+    ends: bool
+    written_to: date | None
+    source_hash: str = ""
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
 class Agreement:
     """One version of an agreement with a partner, in force from ``effective_from`` (inclusive)
-    to ``effective_to`` (inclusive, None for open-ended)."""
+    to ``effective_to`` (inclusive, None for open-ended). A later version that amends or ends
+    this one is in ``amendment``, and ``effective_to`` is then the last day in force (the end
+    date written on the version is ``written_to``)."""
 
     name: str
     version: int
@@ -484,10 +360,22 @@ class Agreement:
     source_file: str = ""
     source_hash: str = ""
     span: Span = NO_SPAN
+    amendment: Amendment | None = None
 
     @property
     def key(self) -> str:
         return f"{self.name} v{self.version}"
+
+    @property
+    def written_to(self) -> date | None:
+        """The end date written on this version (``effective_to`` before an amendment cut it)."""
+        return self.amendment.written_to if self.amendment is not None else self.effective_to
+
+    @property
+    def terminated_on(self) -> date | None:
+        """The first day no longer in force of a version ended early by ``ends vN on DATE``."""
+        a = self.amendment
+        return a.last_day + timedelta(days=1) if a is not None and a.ends else None
 
     def service(self, direction: str, service: str) -> ServicePlan | None:
         for s in self.services:

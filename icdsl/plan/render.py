@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from icdsl.plan import model as m
 
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -133,6 +135,11 @@ def render_plan(plan: m.Plan) -> str:
         period = f"{a.effective_from} .. {a.effective_to or 'open'}"
         out.append(f"\nAgreement \"{a.name}\" v{a.version} with {'any partner' if a.partner == '*' else a.partner}, "
                    f"{period} [{a.span}]")
+        am = a.amendment
+        if am is not None:
+            how = (f"ended by v{am.by} on {am.last_day}" if am.ends else
+                   f"amended by v{am.by} from {am.last_day + timedelta(days=1)}")
+            out.append(f"  {how} [{am.span}] (written end: {am.written_to or 'open'})")
         out.append(f"  hash {a.source_hash[:16]}; currency {a.currency}; time zone {a.timezone}; "
                    f"rounding {a.rounding.mode} to {a.rounding.precision} decimals"
                    + (f"; fx {a.fx}" if a.fx else ""))

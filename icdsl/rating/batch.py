@@ -34,12 +34,15 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from icdsl.charges.conditions import Col, partner_value
+from icdsl.charges.evaluate import BatchView, record_charges
 from icdsl.money import div_round_int
 from icdsl.plan.model import Agreement, Plan, RateColumns, ServicePlan
 from icdsl.rating import result as R
@@ -55,6 +58,8 @@ from icdsl.rating.kernels import (
 )
 from icdsl.rating.row import rate_record, row_plan
 from icdsl.rating.select import FAR_FUTURE, FAR_PAST, KIND_COUNT, KIND_TIME, KIND_VOLUME, ordinal
+from icdsl.rounding import div_round_array
+from icdsl.rounding import div_round_int as round_int
 
 CHUNK = 1 << 15  # rows per chunk: the temporaries of a chunk stay in the L2 cache
 REASON_CODE = {r: i + 1 for i, r in enumerate(R.REJECT_REASONS)}
@@ -856,7 +861,6 @@ class _Batch:
         factor = np.power(10, shift, dtype=np.int64)
         if (np.abs(amount) < LIMIT // factor).all():
             return _decimal_array(amount * factor, precision)
-        from decimal import Decimal
 
         values = [
             Decimal(a).scaleb(-precs[gi]) for a, gi in zip(amount.tolist(), group.tolist(), strict=True)
@@ -948,8 +952,6 @@ class _GroupFields:
         self._partner_col: Any = None
 
     def _partners(self):
-        from icdsl.charges.conditions import Col
-
         if self._partner_col is None:
             arr = self.b.col("partner")
             self._partner_col = (
@@ -958,8 +960,6 @@ class _GroupFields:
         return self._partner_col
 
     def _by_partner(self, fn) -> Any:
-        from icdsl.charges.conditions import Col
-
         pc_ = self._partners()
         if pc_.kind == "const":
             return Col.const(fn(pc_.value), self.n)
@@ -974,8 +974,6 @@ class _GroupFields:
         return got
 
     def _field(self, name: str):
-        from icdsl.charges.conditions import Col, partner_value
-
         b, g, pos = self.b, self.g, self.pos
         rules = g.kernel.rules
         head, _, rest = name.partition(".")
@@ -1014,8 +1012,6 @@ class _GroupFields:
 
 def _round_units(num: np.ndarray, den: int, mode: str) -> np.ndarray:
     """round(num / den) exactly: int64 NumPy when ``num`` is int64, Python ints otherwise."""
-    from icdsl.rounding import div_round_array
-    from icdsl.rounding import div_round_int as round_int
 
     if num.dtype != object and den <= 1 << 62:  # 2 * remainder stays within int64
         if den == 1:
@@ -1029,9 +1025,6 @@ def _round_units(num: np.ndarray, den: int, mode: str) -> np.ndarray:
 
 def _record_charges(self: _Batch) -> pa.Table:
     """The per-record charges of the rated records (``rate_batch_with_charges``)."""
-    from decimal import Decimal
-
-    from icdsl.charges.evaluate import BatchView, record_charges
 
     ok = self.status == 0
     rated_index = np.cumsum(ok) - 1

@@ -90,6 +90,7 @@ _holiday_lock = threading.Lock()
 
 @cache
 def _holiday_calendar(country: str, subdivision: str | None) -> Any:
+    # lazy: holidays loads its country tables only when a calendar asks for a holiday
     import holidays
 
     try:

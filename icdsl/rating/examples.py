@@ -15,14 +15,23 @@ in force at the end of the cycle unless it names one; the lines are those of
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pyarrow as pa
+
+from icdsl.charges.context import Adjustment, ChargeContext, EventRecord, Usage, agreement_days
+from icdsl.charges.evaluate import evaluate_cycle
+from icdsl.charges.lines import ChargeError, billed_amounts, exact_sum
+from icdsl.charges.periods import Days
+from icdsl.inventory import InventoryItem
 from icdsl.lang.values import TIME_UNITS, VOLUME_UNITS
 from icdsl.plan.model import Agreement, CycleExample, Example, Plan
+from icdsl.rating.batch import rate_batch
+from icdsl.rating.row import rate_record
 
 
 @dataclass
@@ -92,8 +101,6 @@ def _billed_expected(value: Decimal, unit: str) -> Decimal:
 
 
 def run_example(plan: Plan, ex: Example, *, both_executors: bool = True) -> ExampleResult:
-    from icdsl.rating.row import rate_record
-
     res = ExampleResult(ex)
     sub = dataclasses.replace(plan, agreements=_agreements_for(plan, ex))
     record = example_record(plan, ex)
@@ -138,8 +145,6 @@ def run_example(plan: Plan, ex: Example, *, both_executors: bool = True) -> Exam
 
 
 def _compare_batch(plan: Plan, record: dict[str, Any], row_out, res: ExampleResult) -> None:
-    from icdsl.rating.batch import rate_batch
-
     table = records_table([record])
     rated, rejects = rate_batch(plan, table)
     if rated.num_rows != 1:
@@ -156,7 +161,6 @@ def _compare_batch(plan: Plan, record: dict[str, Any], row_out, res: ExampleResu
 
 def records_table(records: list[dict[str, Any]]):
     """Normalized records (as ``normalize_record`` gives them) as a batch for the batch executor."""
-    import pyarrow as pa
 
     base = {
         "id": pa.string(), "partner": pa.string(), "direction": pa.string(), "service": pa.string(),
@@ -234,9 +238,6 @@ def _detail_text(v: Any) -> str:
 def cycle_contexts(plan: Plan, ex: CycleExample) -> list[Any]:
     """The :class:`~icdsl.charges.context.ChargeContext` of each version of the example's
     agreement in force in its cycle, as billing builds them."""
-    from icdsl.charges.context import Adjustment, ChargeContext, EventRecord, Usage, agreement_days
-    from icdsl.charges.periods import Days
-    from icdsl.inventory import InventoryItem
 
     cycle = Days(ex.start, ex.end)
     partner = plan.partner(ex.partner)
@@ -277,13 +278,6 @@ def _billed_before(partner: Any, versions: tuple[Agreement, ...], cycle: Any, it
     advance`` fees bill a period before it starts), as billing would have: each earlier cycle
     with the inventory known at its end (items activated by then; a later termination not yet
     known). Up to 13 months back."""
-    from dataclasses import replace
-    from datetime import date
-
-    from icdsl.charges.context import ChargeContext, agreement_days
-    from icdsl.charges.evaluate import evaluate_cycle
-    from icdsl.charges.lines import billed_amounts
-    from icdsl.charges.periods import Days
 
     first = min(agreement_days(v).start for v in versions)
     start = cycle.start
@@ -312,8 +306,6 @@ def _billed_before(partner: Any, versions: tuple[Agreement, ...], cycle: Any, it
 
 def run_cycle_example(plan: Plan, ex: CycleExample, pm: Any = None) -> CycleExampleResult:
     """Evaluate the example's cycle and compare its lines with the expectations."""
-    from icdsl.charges.evaluate import evaluate_cycle
-    from icdsl.charges.lines import ChargeError, exact_sum
 
     res = CycleExampleResult(ex)
     try:

@@ -88,6 +88,7 @@ def number_plan(country: str | None, *, as_given: bool = False) -> NumberPlan:
         return AS_GIVEN
     if not country:
         return NO_COUNTRY
+    # lazy: phonenumbers' metadata loads on the first number normalized
     import phonenumbers
     from phonenumbers import PhoneMetadata
 
@@ -167,6 +168,7 @@ def to_e164(value: str, plan: NumberPlan = NO_COUNTRY) -> str:
 
 
 def _phonenumbers_e164(digits: str, plan: NumberPlan) -> str:
+    # lazy: phonenumbers' metadata loads on the first number normalized
     import phonenumbers
 
     try:

@@ -69,8 +69,11 @@ from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow, Round
 from fractions import Fraction
 from typing import Any
 
+from icdsl.charges.conditions import RecordEnv
+from icdsl.charges.evaluate import RecordView, record_charges
 from icdsl.money import div_round_int
 from icdsl.plan.model import NO_SPAN, Agreement, Partner, Plan, RateRow, ServicePlan, Span
+from icdsl.plan.render import expr_text
 from icdsl.rating import result as R
 from icdsl.rating.calendar import DAY_US, US, book, zone
 from icdsl.rating.result import RatedRecord, RecordChargeHit, RejectedRecord, TraceStep
@@ -87,6 +90,7 @@ from icdsl.rating.select import (
     ordinal,
     volume_bytes,
 )
+from icdsl.rounding import div_round_int as round_int
 
 # Exact arithmetic: any rounding in a product or sum would raise, not pass unnoticed.
 EXACT = Context(prec=400, traps=[Inexact, Rounded, InvalidOperation, Overflow])
@@ -143,8 +147,6 @@ class RowService:
         self.mode = rules.mode
         self.record_charges = ()
         if rules.agreement.charges:
-            from icdsl.charges.evaluate import record_charges
-
             self.record_charges = tuple(record_charges(rules.agreement, sp.direction, sp.service))
             if self.record_charges:
                 self.fast = False
@@ -302,6 +304,8 @@ def rate_record(
     if steps is not None:
         rules = svc.rules
         until = ag.effective_to.isoformat() if ag.effective_to else "open"
+        if ag.amendment is not None:
+            until += f", {'ended' if ag.amendment.ends else 'amended'} by v{ag.amendment.by}"
         others = len(route) - 1
         steps.append(
             TraceStep(
@@ -325,10 +329,6 @@ def rate_record(
 def _record_charges(rp: RowPlan, svc: RowService, rated: RatedRecord, record, start, steps, cycle,
                     traffic: Fraction) -> None:
     """Evaluate the per-record charges of ``rated`` (see the module's documentation)."""
-    from icdsl.charges.conditions import RecordEnv
-    from icdsl.charges.evaluate import RecordView
-    from icdsl.plan.render import expr_text
-    from icdsl.rounding import div_round_int as round_int
 
     rules = svc.rules
     kind = rules.kind

@@ -9,6 +9,8 @@ the rejects output with their reason and their original content.
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +24,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from icdsl.plan.model import Plan, RecordLayout
+from icdsl.rating.batch import rate_batch_with_charges
+from icdsl.rating.readers import open_reader
+from icdsl.rating.result import rated_schema, record_charges_schema
 
 
 class LayoutError(Exception):
@@ -163,9 +168,6 @@ class _WriteBehind:
     encoding releases the GIL); at most one table waits, so memory stays bounded."""
 
     def __init__(self):
-        import queue
-        import threading
-
         self.q: queue.Queue = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="icdsl-writer", daemon=True)
@@ -199,8 +201,6 @@ def read_ahead(batches: Iterator[Any]) -> Iterator[Any]:
     the current one (Arrow's reading and normalizing release the GIL). At most one batch
     waits, so memory stays bounded; an error of the reader is raised where it happened in the
     sequence."""
-    import queue
-    import threading
 
     q: queue.Queue = queue.Queue(maxsize=1)
     done = object()
@@ -263,8 +263,6 @@ def _plain_strings(table: pa.Table) -> pa.Table:
 def rate_file(plan: Plan, cdrs: Path, out: Path, *, layout: RecordLayout | None = None,
               batch_rows: int = 500_000, progress: Callable[[int, int], None] | None = None,
               reader: str | None = None, reader_options: dict[str, str] | None = None) -> RateSummary:
-    from icdsl.rating.batch import rate_batch_with_charges
-    from icdsl.readers import open_reader
 
     t0 = time.perf_counter()
     rated_path, rejects_path, summary_path = output_paths(out)
@@ -298,8 +296,6 @@ def rate_file(plan: Plan, cdrs: Path, out: Path, *, layout: RecordLayout | None 
             if progress is not None:
                 progress(batch.counts.read, reader.counts.read)
     finally:
-        from icdsl.rating.result import rated_schema, record_charges_schema
-
         writer.close()
         rated_sink.close(rated_schema(pa.schema([]), plan_precision(plan)))
         rejects_sink.close(intake_reject_schema)
@@ -347,7 +343,6 @@ def _count(rejects: pa.Table) -> dict[str, int]:
 
 def _rating_rejects(rejects: pa.Table, batch) -> pa.Table:
     """Rating rejects in the same layout as intake rejects: row, id, reason, detail, raw."""
-    import pyarrow as pa
 
     n = rejects.num_rows
     ids = rejects.column("id")
@@ -364,6 +359,7 @@ def _rating_rejects(rejects: pa.Table, batch) -> pa.Table:
 
 def _json_rows(table: pa.Table) -> pa.Array:
     """Each row as a JSON object (the record as it was given to rating), vectorized by polars."""
+    # lazy: polars only for the raw rows of rejects, which most runs never have
     import polars as pl
 
     df = pl.from_arrow(table)

@@ -36,29 +36,30 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from icdsl.plan.model import Agreement, Increments, Plan, RateColumns, RateRow, ServicePlan, Span, VolumeUnit
+from icdsl.plan.model import (
+    KIND_COUNT as KIND_COUNT,
+)
+from icdsl.plan.model import (
+    KIND_TIME,
+    TIME_UNITS,
+    VOLUME_UNITS,
+    Agreement,
+    Increments,
+    Plan,
+    RateColumns,
+    RateRow,
+    ServicePlan,
+    Span,
+    VolumeUnit,
+)
+from icdsl.plan.model import (
+    KIND_VOLUME as KIND_VOLUME,
+)
 from icdsl.rating.calendar import calendar_bands
 
-# unit -> seconds per priced unit; and bytes per priced unit when the compiler left
-# ServicePlan.volume unset. The same tables as icdsl.lang.values (data volumes are binary:
-# 1 KB = 1024 bytes, as operators bill them).
-TIME_UNITS = {
-    "s": 1,
-    "sec": 1,
-    "second": 1,
-    "seconds": 1,
-    "min": 60,
-    "minute": 60,
-    "minutes": 60,
-    "h": 3600,
-    "hour": 3600,
-    "hours": 3600,
-}
-VOLUME_UNITS = {"B": 1, "byte": 1, "bytes": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
 FAR_PAST = -(10**9)
 FAR_FUTURE = 10**9
 
-KIND_TIME, KIND_COUNT, KIND_VOLUME = "time", "count", "volume"
 
 
 def ordinal(d: date | None, default: int) -> int:
@@ -250,12 +251,8 @@ def service_rules(agreement: Agreement, sp: ServicePlan) -> ServiceRules:
     volume = sp.volume
     if volume is None and unit in VOLUME_UNITS:
         volume = VolumeUnit(unit, VOLUME_UNITS[unit])
-    if volume is not None:
-        kind, per = KIND_VOLUME, volume.unit_bytes
-    elif unit in TIME_UNITS:
-        kind, per = KIND_TIME, TIME_UNITS[unit]
-    else:
-        kind, per = KIND_COUNT, 1
+    kind = sp.kind
+    per = volume.unit_bytes if volume is not None else TIME_UNITS[unit] if kind == KIND_TIME else 1
     slots = []
     if kind == KIND_TIME:
         lo = 0

@@ -27,6 +27,7 @@ from icdsl.lang.diagnostics import Diagnostic
 from icdsl.plan.model import Span
 from icdsl.tui.bindings import bindings, parse_keymap
 from icdsl.tui.components.commands import IcdslCommands
+from icdsl.tui.components.file_tree import FileTree
 from icdsl.tui.components.help_screen import HelpScreen
 from icdsl.tui.messages import AnalysisReady, OpenLocation
 from icdsl.tui.project import Analysis, Problem, Project
@@ -171,8 +172,6 @@ class IcdslApp(App):
         self.analysis = analysis
 
     def action_check_now(self) -> None:
-        from icdsl.tui.components.file_tree import FileTree
-
         for tree in self.workspace.query(FileTree):
             tree.reload()
         self.run_check()

@@ -15,7 +15,9 @@ from typing import Any
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from sqlalchemy import select
 
+from icdsl.billing import models as M
 from icdsl.tui.traffic import TrafficRow, TrafficTable
 
 RECORD_LIMIT = 500
@@ -48,9 +50,6 @@ def document_label(d: dict[str, Any]) -> str:
 
 def line_records(sim: Any, partner: str, document: dict[str, Any], line: dict[str, Any],
                  limit: int = RECORD_LIMIT) -> LineRecords:
-    from sqlalchemy import select
-
-    from icdsl.billing import models as M
 
     table = TrafficTable(path=sim.workdir, label=f"line {line.get('line_no')} of {document_label(document)}")
     out = LineRecords(partner, document, line, table)

@@ -33,7 +33,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from icdsl.tui.project import Project
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from sqlalchemy import select
+
+from icdsl.billing import models as M
+from icdsl.billing.store import open_store
+from icdsl.lang.checker import check
+from icdsl.plan.compiler import compile_checked
+from icdsl.tui.project import Project, load_with_overlay
 from icdsl.tui.traffic_source import Cancelled, TrafficSource, prepare_traffic
 
 Progress = Callable[[str, int, int], None]
@@ -100,12 +109,6 @@ class Simulation:
 
     def intake_records(self, partner: str, ids: list[str]) -> dict[str, dict[str, Any]]:
         """The normalized records (as intake stored them) of ``partner`` with these ids."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
-        from sqlalchemy import select
-
-        from icdsl.billing import models as M
 
         out: dict[str, dict[str, Any]] = {}
         if not ids:
@@ -135,9 +138,6 @@ def _noop(*_: Any) -> None:
 
 def build_plan(project: Project, overlay: Mapping[Path, str] | None) -> tuple[Any, Any, str | None]:
     """(plan, program, None) or (None, program, why not) for the folder with ``overlay``."""
-    from icdsl.lang.checker import check
-    from icdsl.plan.compiler import compile_checked
-    from icdsl.tui.project import load_with_overlay
 
     program, diags = load_with_overlay(project.folder, overlay or {})
     if not any(d.is_error for d in diags):
@@ -159,7 +159,6 @@ def billable_partners(plan: Any) -> list[str]:
 def simulate(project: Project, request: SimulationRequest, overlay: Mapping[Path, str] | None, scratch: Path, *,
              progress: Progress | None = None, cancelled: Callable[[], bool] | None = None) -> Simulation:
     """Run the request's cycles on a new store in a folder under ``scratch`` (see the module)."""
-    from icdsl.billing.store import open_store
 
     progress = progress or _noop
     is_cancelled = cancelled or (lambda: False)

@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from icdsl.plan.model import Plan
+from icdsl.rating.records import IntakeError, RecordReader
+from icdsl.rating.row import rate_record
+from icdsl.rating.run import LayoutError, choose_layout
 from icdsl.tui.project import Location, Project
 
 DEFAULT_LIMIT = 1000
@@ -70,8 +73,6 @@ def show_value(value: Any) -> str:
 
 def read_traffic(path: Path, plan: Plan | None, limit: int = DEFAULT_LIMIT) -> TrafficTable:
     """The first ``limit`` rows of a traffic file, records and intake rejects in file order."""
-    from icdsl.rating.records import IntakeError, RecordReader
-    from icdsl.rating.run import LayoutError, choose_layout
 
     table = TrafficTable(path)
     layout = None
@@ -117,7 +118,6 @@ def explain(project: Project, plan: Plan, row: TrafficRow) -> Explanation:
     if row.record is None:
         reason, detail = row.reject or ("rejected", "")
         return Explanation(row.row, (), f"=> rejected at intake: {reason}: {detail}", False)
-    from icdsl.rating.row import rate_record
 
     res = rate_record(plan, row.record, trace=True)
     steps = []

@@ -28,7 +28,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 
+from icdsl import demo
+from icdsl.rating.records import RecordReader
+from icdsl.rating.run import LayoutError, choose_layout
 from icdsl.tui.project import Project
 
 CHUNK_ROWS = 250_000
@@ -148,8 +153,6 @@ def _chunks(table: pa.Table, rows: int) -> Iterator[pa.Table]:
 
 
 def _write_csv(table: pa.Table, path: Path) -> Path:
-    import pyarrow.csv as pcsv
-
     tmp = path.with_suffix(".tmp")
     pcsv.write_csv(table, tmp, pcsv.WriteOptions(quoting_style="needed"))
     tmp.replace(path)
@@ -158,7 +161,6 @@ def _write_csv(table: pa.Table, path: Path) -> Path:
 
 def generate_table(project: Project, source: TrafficSource, partners: list[str]) -> pa.Table:
     """The generated rows of ``partners`` (see the module), as text columns."""
-    from icdsl import demo
 
     mix = parse_mix(source.mix)
     with demo_root(project.folder) as root:
@@ -178,8 +180,6 @@ def generate_table(project: Project, source: TrafficSource, partners: list[str])
 
 def _resampled_files(project: Project, partners: list[str], records: int, seed: int) -> pa.Table:
     """Rows of the folder's traffic files drawn with replacement, with fresh ids."""
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
 
     tables = []
     for p in project.files().traffic:
@@ -243,8 +243,6 @@ def read_records(paths: list[Path], plan: Any, partners: list[str] | None = None
                  batch_rows: int = 250_000) -> Iterator[tuple[pa.Table, int]]:
     """The normalized records of traffic files (as intake would pass them), batch by batch, with
     the count of rows intake rejected; only ``partners``' records when given."""
-    from icdsl.rating.records import RecordReader
-    from icdsl.rating.run import LayoutError, choose_layout
 
     try:
         layout = choose_layout(plan, None)

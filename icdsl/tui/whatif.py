@@ -49,16 +49,36 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from icdsl.billing.charging import (
+    event_names,
+    needs_totals,
+    placement,
+    rates_of,
+    refunds_of,
+    split_events,
+    split_refunds,
+    versions_in_force,
+)
+from icdsl.billing.fx import FxTable
+from icdsl.billing.invoicing import route
+from icdsl.billing.periods import parse_period
+from icdsl.charges.context import ChargeContext, merge_usage, usage_from_rated
+from icdsl.charges.evaluate import evaluate_cycle
+from icdsl.charges.lines import ChargeError, ChargeHold
+from icdsl.charges.periods import Days
+from icdsl.inventory import read_inventory
+from icdsl.rating.batch import rate_batch_with_charges
 from icdsl.tui.project import Project
-from icdsl.tui.simulate import build_plan
+from icdsl.tui.simulate import billable_partners, build_plan
 from icdsl.tui.traffic_source import Cancelled, read_records
 
 DIMENSIONS = ("partner", "side", "service", "destination", "charge")
@@ -162,7 +182,6 @@ class WhatIf:
 
 def _sides(plan: Any) -> dict[tuple[str, str, str], str]:
     """(agreement hash, direction, service) -> "revenue" | "cost"."""
-    from icdsl.billing.invoicing import route
 
     out = {}
     for ag in plan.agreements:
@@ -227,9 +246,6 @@ class _Version:
 
 def _cycle_of(plan: Any, period: str, partners: list[str] | None) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """partner -> its period (its time zone and billing), and the event types its charges count."""
-    from icdsl.billing.charging import event_names
-    from icdsl.billing.periods import parse_period
-    from icdsl.tui.simulate import billable_partners
 
     periods, events = {}, {}
     for code in billable_partners(plan):
@@ -252,7 +268,6 @@ def _in_period(table: pa.Table, per: Any) -> pa.Array:
 def inventory_items(project: Project) -> tuple[list[Any], list[str]]:
     """The items of the folder's ``inventory*.csv`` files (a later file wins for the same
     partner and item, as importing them in turn does) and a problem text per bad row."""
-    from icdsl.inventory import read_inventory
 
     items: dict[tuple[str, str], Any] = {}
     problems: list[str] = []
@@ -266,9 +281,6 @@ def inventory_items(project: Project) -> tuple[list[Any], list[str]]:
 
 def fx_table(plan: Any) -> Any:
     """The plan's fx sources as ``icdsl.billing.fx.FxTable`` (what a store loads, without one)."""
-    from types import SimpleNamespace
-
-    from icdsl.billing.fx import FxTable
 
     rows = [SimpleNamespace(source=src.name, base=r.base, quote=r.quote, rate=r.rate, effective_from=r.effective_from,
                             id=n)
@@ -282,13 +294,6 @@ def cycle_lines(plan: Any, partner: str, per: Any, usage: list, events: list, re
     force), as ``icdsl.billing.charging.evaluate`` evaluates them but without a store: a first
     cycle (no history, nothing billed before). Held charges are left out (and said); a version
     whose charges cannot be evaluated gives no lines (and says why)."""
-    from dataclasses import replace
-
-    from icdsl.billing.charging import rates_of, versions_in_force
-    from icdsl.charges.context import ChargeContext
-    from icdsl.charges.evaluate import evaluate_cycle
-    from icdsl.charges.lines import ChargeError, ChargeHold
-    from icdsl.charges.periods import Days
 
     p = plan.partner(partner)
     days = Days(per.local_start, per.local_end)
@@ -319,7 +324,6 @@ def cycle_lines(plan: Any, partner: str, per: Any, usage: list, events: list, re
 
 def _line_side(line: Any, agreement: Any, partner: str) -> str | None:
     """"revenue", "cost", or None (our own revenue share: in the revenue already)."""
-    from icdsl.billing.charging import placement
 
     where, _stream, payable = placement(line, agreement, partner)
     if where == "share":
@@ -353,9 +357,6 @@ def compare(project: Project, versions: Versions, buffers: Mapping[Path, str], t
             cancelled: Callable[[], bool] | None = None) -> WhatIf:
     """Rate ``traffic`` with both versions and, with a ``period``, evaluate both versions' cycle
     charges (see the module); line the sums up."""
-    from icdsl.billing.charging import needs_totals, refunds_of, split_events, split_refunds
-    from icdsl.charges.context import merge_usage, usage_from_rated
-    from icdsl.rating.batch import rate_batch_with_charges
 
     progress = progress or (lambda *_: None)
     cancelled = cancelled or (lambda: False)

@@ -142,6 +142,7 @@ def run_end_to_end(url: str, work: Path, n: int, files: int) -> dict:
         assert plan is not None, [str(d) for d in diags]
         store = open_store(url, data_dir=work / "data")
         store.load_plan(plan, program)
+    rate_seconds = rate_baseline(plan, traffic, work / "rate-out")
     meter = Meter()
     t0 = time.perf_counter()
     try:
@@ -160,9 +161,28 @@ def run_end_to_end(url: str, work: Path, n: int, files: int) -> dict:
         meter.enter(None)
     finally:
         store.close()
+    total = time.perf_counter() - t0
     stages = meter.close()
+    rate_stage = stages.get("rate", {}).get("seconds", 0.0)
     return {"backend": url.split(":")[0], "records": n, "partners": PARTNERS, "files": files, "ingested": ingested,
-            "rated": rated, "total_seconds": round(time.perf_counter() - t0, 1), "stages": stages}
+            "rated": rated, "total_seconds": round(total, 1), "stages": stages,
+            "icdsl_rate_seconds": round(rate_seconds, 2),
+            "ratios": {"cycle_over_rate": round(total / rate_seconds, 2),
+                       "rate_stage_over_rate": round(rate_stage / rate_seconds, 2)}}
+
+
+def rate_baseline(plan, traffic: list[Path], out: Path) -> float:
+    """Seconds `icdsl rate` takes on the same records (every file, one after the other): the
+    yardstick of the targets (the whole cycle within 3x, its rate stage within 1.5x)."""
+    from icdsl.rating.run import rate_file
+
+    t0 = time.perf_counter()
+    rated = 0
+    for i, p in enumerate(traffic):
+        rated += rate_file(plan, p, out / f"{i:02d}" / "rated.parquet").rated
+    seconds = time.perf_counter() - t0
+    assert rated > 0
+    return seconds
 
 
 @contextlib.contextmanager

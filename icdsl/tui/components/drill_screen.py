@@ -12,6 +12,7 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
+from icdsl.plan.model import Span
 from icdsl.tui.bindings import bindings
 from icdsl.tui.components.explanation import ExplanationView
 from icdsl.tui.components.nav_bar import NavBar
@@ -145,7 +146,6 @@ class DrillScreen(Screen):
         parts = str(rule).rsplit(":", 2)
         if len(parts) != 3 or not parts[1].isdigit():
             return None
-        from icdsl.plan.model import Span
 
         col = int(parts[2]) if parts[2].isdigit() else 1
         return self.app.project.location(Span(parts[0], int(parts[1]), col, int(parts[1]), col))

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Input, Label, Select
 
-from icdsl.tui.traffic_source import TrafficSource
+from icdsl.tui.traffic_source import TrafficSource, parse_mix
 
 GENERATED = "generated"
 LAST = "last"  # the traffic of the last simulation (what-if)
@@ -87,7 +87,6 @@ class SourcePicker(Horizontal):
 
     def source(self) -> TrafficSource | None:
         """The chosen source (None: the last simulation's traffic); ValueError if invalid."""
-        from icdsl.tui.traffic_source import parse_mix
 
         kind = self.kind
         if kind == LAST:

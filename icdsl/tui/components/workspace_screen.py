@@ -93,11 +93,19 @@ class WorkspaceScreen(Screen):
         if line is not None:
             editor.go_to(line, col)
         if focus:
-            editor.focus()
-            # opened from another screen: the workspace restores its own focus when it is shown
-            self.call_after_refresh(editor.focus)
+            # Screen.set_focus at once (Widget.focus is deferred); a widget just mounted may not
+            # take it before its first refresh: then try again after it, unless the user moved
+            # the focus meanwhile (ctrl+t right after opening, on a busy machine). Opened from
+            # another screen, the workspace restores this focus when it is shown.
+            self.set_focus(editor)
+            if self.focused is not editor:
+                self.call_after_refresh(self._refocus, editor, self.focused)
         self.app.cursor = (path, editor.cursor_location[0] + 1)
         return True
+
+    def _refocus(self, editor: RuleEditor, before: object) -> None:
+        if self.focused is before:
+            self.set_focus(editor)
 
     def overlay(self) -> dict[Path, str]:
         """The open rule files' texts (the live check reads them instead of the files)."""

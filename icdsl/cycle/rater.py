@@ -1,0 +1,406 @@
+"""The cycle's rate stage on columns: chunks of records rated, each record given its invoice
+line, and the lines' exact sums kept as small partial tables.
+
+Per chunk (:meth:`Rater.rate`): refund and event records are set apart, the rest rated by the
+batch executor; then, with no Python per record or per group:
+
+1. **line of each record**: every line dimension is dictionary-encoded (the executor's
+   dictionary columns are used as they are), the codes are combined into one integer per
+   record, and the distinct combinations (``np.unique``) are the chunk's lines; their key text
+   (``agreement_hash``, ``direction``, ``service``, ``currency`` and the dimensions asked for,
+   joined by :data:`SEP`) is looked up among the keys seen so far (``pc.index_in``); a key seen
+   for the first time gets the next line number, in the order of its first record: the ``line``
+   column of the rated file;
+2. **partial sums**: the chunk is grouped by line (``Table.group_by``): records, billed units,
+   amount (as unscaled integers at the cycle's scale; exact), first and last start (int64 µs),
+   and, for the columns that are not dimensions, their smallest and largest value (a line shows
+   a value only when every record has the same one);
+3. **local days**: records by local day of the period (:func:`icdsl.cycle.periods.day_index`).
+
+:meth:`Rater.groups` merges the partials with one more ``group_by`` (decimal128 sums, exact)
+and only then builds one :class:`~icdsl.cycle.invoicing.Group` per line (Decimal, datetime).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from icdsl.charges.context import merge_usage, usage_from_rated
+from icdsl.cycle.charges import refunds_of, split_events, split_refunds
+from icdsl.cycle.errors import ReconciliationError
+from icdsl.cycle.invoicing import BASE_DIMS, DIMENSIONS, Group
+from icdsl.cycle.periods import Period, day_edges, day_index, to_us
+from icdsl.plan.model import Plan
+from icdsl.rating.batch import rate_batch, rate_batch_with_charges
+
+FINE_DIMS = ("agreement_hash", "agreement", "agreement_version", "direction", "service", "currency",
+             "destination", "band", "prefix", "rate", "rule")
+SEP = "\x1f"
+MONEY_SCALE = 8  # the store's money columns: line amounts are exact at 8 decimals
+REJECT_COLUMNS = ("id", "reason", "detail", "partner", "direction", "service", "a_number", "b_number", "start",
+                  "duration_s", "volume", "units")
+_LIMIT = 2**62
+
+
+def rated_file_schema(id_type: pa.DataType, scale: int) -> pa.Schema:
+    """The rated records of a cycle: the rated table (plain strings instead of dictionaries,
+    amounts widened to decimal128(38, scale)) plus ``batch_id`` (the intake batch of the
+    record) and ``line`` (the invoice line's ``line_key``)."""
+    return pa.schema([
+        ("id", id_type), ("partner", pa.string()), ("direction", pa.string()), ("service", pa.string()),
+        ("agreement", pa.string()), ("agreement_version", pa.int64()), ("agreement_hash", pa.string()),
+        ("prefix", pa.string()), ("destination", pa.string()), ("band", pa.string()),
+        ("billed_units", pa.int64()), ("rate", pa.string()), ("amount", pa.decimal128(38, scale)),
+        ("currency", pa.string()), ("rule", pa.string()), ("start", pa.timestamp("us", tz="UTC")),
+        ("duration_s", pa.int64()), ("batch_id", pa.int64()), ("line", pa.int32()),
+    ])
+
+
+def record_charges_file_schema(id_type: pa.DataType, scale: int) -> pa.Schema:
+    """The per-record charges of a cycle: one row per rated record and per-record charge
+    (surcharge) that applies (``icdsl.rating.result.record_charges_schema`` with plain strings)
+    plus ``batch_id``."""
+    return pa.schema([
+        ("record", pa.int64()), ("id", id_type), ("partner", pa.string()), ("direction", pa.string()),
+        ("service", pa.string()), ("agreement", pa.string()), ("agreement_version", pa.int64()),
+        ("agreement_hash", pa.string()), ("kind", pa.string()), ("charge", pa.string()),
+        ("amount", pa.decimal128(38, scale)), ("currency", pa.string()), ("rule", pa.string()),
+        ("batch_id", pa.int64()),
+    ])
+
+
+REJECTS_FILE_SCHEMA = pa.schema([
+    ("id", pa.string()), ("reason", pa.string()), ("detail", pa.string()), ("partner", pa.string()),
+    ("direction", pa.string()), ("service", pa.string()), ("a_number", pa.string()), ("b_number", pa.string()),
+    ("start", pa.timestamp("us", tz="UTC")), ("duration_s", pa.int64()), ("volume", pa.int64()),
+    ("units", pa.int64()), ("batch_id", pa.int64()),
+])
+
+
+def plan_scale(plan: Plan) -> int:
+    """The decimals of the cycle's amounts: 6, or more if an agreement rounds finer."""
+    scale = 6
+    for a in plan.agreements:
+        scale = max(scale, a.rounding.precision, *(sv.rounding.precision for sv in a.services))
+    return scale
+
+
+class Discard:
+    """A sink that keeps nothing (the second rating pass only wants the record charges)."""
+
+    def write(self, table: pa.Table) -> None:
+        pass
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def from_us(us: int | None) -> datetime | None:
+    """An instant kept as integer microseconds, as a datetime (for documents)."""
+    return None if us is None else _EPOCH + timedelta(microseconds=us)
+
+
+def unscaled_int64(arr: pa.Array) -> pa.Array | None:
+    """A decimal128 column as its unscaled int64 values (``1.500000`` at scale 6 is 1500000),
+    read from its buffer; None when it is not decimal128, has nulls, or a value (or the sum of
+    the column) might not fit in int64."""
+    if not pa.types.is_decimal128(arr.type) or arr.null_count or len(arr) == 0:
+        return None
+    words = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset * 2:(arr.offset + len(arr)) * 2].reshape(-1, 2)
+    low, high = words[:, 0], words[:, 1]
+    if not (high == (low >> 63)).all():
+        return None
+    biggest = int(np.abs(low).max())
+    if biggest * len(arr) >= _LIMIT:
+        return None
+    return pa.array(low, pa.int64())
+
+
+def decimal_of_int64(values: np.ndarray, scale: int) -> pa.Array:
+    """int64 unscaled values as a decimal128(38, scale) column (the inverse of
+    :func:`unscaled_int64`: the low word is the value, the high word its sign)."""
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    words = np.empty((len(values), 2), np.int64)
+    words[:, 0] = values
+    words[:, 1] = values >> 63
+    return pa.Array.from_buffers(pa.decimal128(38, scale), len(values), [None, pa.py_buffer(words.tobytes())])
+
+
+def money(value: Decimal) -> Decimal:
+    """An amount at the store's money scale (8 decimals); raises rather than round."""
+    q = value.quantize(Decimal(1).scaleb(-MONEY_SCALE))
+    if q != value:
+        raise ReconciliationError(f"{value} has more than {MONEY_SCALE} decimals: it would be rounded")
+    return q
+
+
+def value_counts(arr: pa.ChunkedArray | pa.Array) -> tuple[list[str], list[int]]:
+    vc = pc.value_counts(arr)
+    return vc.field("values").to_pylist(), vc.field("counts").to_pylist()
+
+
+def _codes(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """(the code of each value, the values by code) of a column; a null is a code of its own
+    (the value shown for it is an empty text, as in a line key)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if not pa.types.is_dictionary(arr.type):
+        arr = pc.dictionary_encode(arr)
+    dictionary = pc.cast(arr.dictionary, pa.string())
+    idx = arr.indices
+    if idx.null_count:
+        idx = pc.fill_null(idx, len(dictionary))
+        dictionary = pa.concat_arrays([dictionary, pa.array([""], pa.string())])
+    return idx.to_numpy(zero_copy_only=False).astype(np.int64), dictionary
+
+
+def _combine(columns: list[tuple[np.ndarray, int]]) -> np.ndarray:
+    """One integer per record for a tuple of codes (``(codes, number of distinct codes)``),
+    made dense again whenever the product of the sizes would leave int64."""
+    code = np.zeros(len(columns[0][0]) if columns else 0, np.int64)
+    size = 1
+    for c, n in columns:
+        n = max(n, 1)
+        if size * n >= _LIMIT:
+            _, code = np.unique(code, return_inverse=True)
+            code = code.astype(np.int64)
+            size = int(code.max()) + 1 if len(code) else 1
+        code = code * n + c
+        size *= n
+    return code
+
+
+class Rater:
+    """Rates chunks of records and streams them to sinks (objects with ``write(table)``),
+    keeping each line's exact sums as partial tables and the records per local day.
+
+    ``charges``: rate with the per-record charges and sum the usage; ``charges_w``: where the
+    record charges go; ``cycle_totals``: the cycle's totals for per-record charges that read
+    ``cycle.*`` (a second pass); ``events``: event types counted, not rated; ``on_chunk``:
+    called after each chunk is rated (the store's kill-safety checkpoint)."""
+
+    def __init__(self, plan: Plan, rated_w: Any, rejects_w: Any, scale: int, dims: tuple[str, ...],
+                 period: Period | None = None, *, charges: bool = False, charges_w: Any = None,
+                 cycle_totals: Any = None, events: tuple[str, ...] = (), partner: str = "", timezone: str = "UTC",
+                 on_chunk: Callable[[], None] | None = None):
+        self.charges = charges
+        self.charges_w = charges_w
+        self.cycle_totals = cycle_totals
+        self.event_types = events
+        self.partner = partner
+        self.timezone = timezone
+        self.on_chunk = on_chunk
+        self.usage: list[Any] = []
+        self.events: list[Any] = []
+        self.read = 0
+        self.refunds: list[Any] = []  # refund records (icdsl.cycle.charges.refunds_of)
+        self.refund_problems: list[tuple[str, str]] = []
+        self.record_charges = 0
+        self.plan = plan
+        self.rated_w = rated_w
+        self.rejects_w = rejects_w
+        self.scale = scale
+        self.dims = tuple(dims)
+        self.line_dims = BASE_DIMS + self.dims
+        self.other_dims = tuple(c for c in DIMENSIONS if c not in self.dims) + ("agreement", "agreement_version")
+        self.line_keys = pa.array([], pa.string())  # line number -> key text
+        self._partials: list[pa.Table] = []
+        self.records_in = 0
+        self.rated = 0
+        self.rejected = 0
+        self.by_reason: dict[str, int] = defaultdict(int)
+        self.by_batch: dict[int, int] = defaultdict(int)
+        self.days: list[date] = []
+        self.daily = np.zeros(0, np.int64)
+        self._edges: np.ndarray | None = None
+        if period is not None:
+            self.days = [period.local_start + timedelta(days=i)
+                         for i in range((period.local_end - period.local_start).days)]
+            self._edges = day_edges(period)
+            self.daily = np.zeros(len(self.days), np.int64)
+
+    # ------------------------------------------------------------------ rating
+    def rate(self, table: pa.Table, batch_id: int) -> None:
+        self.read += table.num_rows  # every record read: rated, rejected, an event or a refund
+        if self.charges:  # refund records are never traffic: ``on net`` revenue shares deduct them
+            table, refund_rows = split_refunds(table)
+            if refund_rows is not None:
+                got, bad = refunds_of(self.plan, refund_rows, self.timezone, self.partner)
+                self.refunds += got
+                self.refund_problems += bad
+        if self.event_types:
+            table, events = split_events(table, self.event_types, self.timezone, self.partner)
+            self.events += events
+        n = table.num_rows
+        if not n:
+            return
+        self.records_in += n
+        self.by_batch[batch_id] += n
+        if self._edges is not None:
+            idx = day_index(to_us(table.column("start")), self._edges)
+            self.daily += np.bincount(idx[idx >= 0], minlength=len(self.days))[:len(self.days)]
+        if not self.charges:
+            rated, rejects = rate_batch(self.plan, table)
+        else:
+            rated, rejects, rc = rate_batch_with_charges(self.plan, table, cycle=self.cycle_totals)
+            self.usage = merge_usage(self.usage, usage_from_rated(self.plan, rated, rc))
+            if self.charges_w is not None and rc.num_rows:
+                self.charges_w.write(rc.append_column("batch_id", pa.array(np.full(rc.num_rows, batch_id, np.int64))))
+                self.record_charges += rc.num_rows
+        if self.on_chunk is not None:
+            self.on_chunk()
+        self.add(rated, rejects, batch_id)
+
+    def add(self, rated: pa.Table, rejects: pa.Table, batch_id: int) -> None:
+        """Write a rated chunk and its rejects (``rated``: the batch executor's table)."""
+        if rated.num_rows:
+            amount_type = rated.schema.field("amount").type
+            if amount_type.scale > self.scale:
+                raise ReconciliationError(f"amounts have {amount_type.scale} decimals, more than the {self.scale} "
+                                          "expected from the agreements' rounding")
+            rated = rated.append_column("batch_id", pa.array(np.full(rated.num_rows, batch_id, np.int64)))
+            line = self._lines(rated)
+            rated = rated.append_column("line", pa.array(line, pa.int32()))
+            self.rated_w.write(rated)
+            self.rated += rated.num_rows
+            self._sums(rated, line)
+        if rejects.num_rows:
+            cols = {}
+            for name in REJECT_COLUMNS:
+                typ = REJECTS_FILE_SCHEMA.field(name).type
+                if name in rejects.column_names:
+                    cols[name] = pc.cast(rejects.column(name), typ)
+                else:
+                    cols[name] = pa.nulls(rejects.num_rows, typ)
+            cols["batch_id"] = pa.array(np.full(rejects.num_rows, batch_id, np.int64))
+            self.rejects_w.write(pa.table(cols, schema=REJECTS_FILE_SCHEMA))
+            self.rejected += rejects.num_rows
+            for reason, count in zip(*value_counts(rejects.column("reason")), strict=True):
+                self.by_reason[reason] += count
+
+    def line_of(self, values: dict[str, str]) -> str:
+        """The key text of the line of a record's values."""
+        return SEP.join(values[c] for c in self.line_dims)
+
+    def _lines(self, rated: pa.Table) -> np.ndarray:
+        """The line number of every record of a rated chunk (new lines numbered in the order of
+        their first record)."""
+        coded = [_codes(rated.column(c)) for c in self.line_dims]
+        combined = _combine([(codes, len(values)) for codes, values in coded])
+        _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+        # the key text of each distinct combination, from its first record
+        keys = pc.binary_join_element_wise(
+            *[values.take(pa.array(codes[first])) for codes, values in coded], SEP)
+        known = pc.index_in(keys, value_set=self.line_keys).to_numpy(zero_copy_only=False)
+        new = np.isnan(known) if known.dtype.kind == "f" else None
+        if new is None:  # no nulls: every key is known
+            numbers = known.astype(np.int64)
+        else:
+            order = np.argsort(first[new], kind="stable")
+            fresh = pc.unique(keys.filter(pa.array(new)).take(pa.array(order)))
+            self.line_keys = pa.concat_arrays([self.line_keys, fresh])
+            numbers = pc.index_in(keys, value_set=self.line_keys).to_numpy(zero_copy_only=False).astype(np.int64)
+        if len(self.line_keys) >= 2**31:  # pragma: no cover - the line column is int32
+            raise ReconciliationError("more than 2^31 invoice lines in one cycle")
+        return numbers[inverse.reshape(-1)].astype(np.int32)
+
+    def _sums(self, rated: pa.Table, line: np.ndarray) -> None:
+        """A chunk's partial sums by line: records, billed units, exact amount (decimal128 at the
+        cycle's scale), first and last start (µs), the smallest and largest value of the other
+        columns. Amounts are summed as int64 unscaled integers when they fit."""
+        amount = rated.column("amount").combine_chunks()
+        cols: dict[str, Any] = {"line": pa.array(line, pa.int32()), "units": rated.column("billed_units"),
+                                "start": pa.array(to_us(rated.column("start")), pa.int64())}
+        unscaled = _rescaled(amount, self.scale)
+        cols["amount"] = unscaled if unscaled is not None else pc.cast(amount, pa.decimal128(38, self.scale))
+        aggs: list[tuple[str, str]] = [("line", "count"), ("units", "sum"), ("amount", "sum"), ("start", "min"),
+                                       ("start", "max")]
+        for c in self.other_dims:
+            col = rated.column(c)
+            if c == "agreement_version":
+                cols[c] = col
+            else:  # min and max on the codes, then the codes' values (a few per line)
+                codes, values = _codes(col)
+                order = pc.array_sort_indices(values).to_numpy(zero_copy_only=False)
+                rank = np.empty(len(order), np.int64)
+                rank[order] = np.arange(len(order))
+                cols[c] = pa.array(rank[codes], pa.int64())
+                cols[f"{c}_values"] = values.take(pa.array(order))
+            aggs += [(c, "min"), (c, "max")]
+        t = pa.table({k: v for k, v in cols.items() if not k.endswith("_values")})
+        g = t.group_by("line", use_threads=False).aggregate(aggs)
+        amounts = g.column("amount_sum")
+        if pa.types.is_integer(amounts.type):
+            amounts = decimal_of_int64(amounts.to_numpy(), self.scale)
+        out = {"line": g.column("line"), "count": g.column("line_count"), "units": pc.fill_null(g.column("units_sum"), 0),
+               "amount": pc.cast(amounts, pa.decimal128(38, self.scale)), "first": g.column("start_min"),
+               "last": g.column("start_max")}
+        for c in self.other_dims:
+            if c == "agreement_version":
+                out[f"{c}_min"], out[f"{c}_max"] = g.column(f"{c}_min"), g.column(f"{c}_max")
+            else:
+                values = cols[f"{c}_values"]
+                out[f"{c}_min"] = values.take(g.column(f"{c}_min"))
+                out[f"{c}_max"] = values.take(g.column(f"{c}_max"))
+        self._partials.append(pa.table(out))
+
+    # ------------------------------------------------------------------ results
+    def merged(self) -> pa.Table:
+        """The lines' sums: the chunks' partials merged (one row per line, in line order)."""
+        if not self._partials:
+            return pa.table({"line": pa.array([], pa.int32())})
+        t = pa.concat_tables(self._partials)
+        aggs = [("count", "sum"), ("units", "sum"), ("amount", "sum"), ("first", "min"), ("last", "max")]
+        for c in self.other_dims:
+            aggs += [(f"{c}_min", "min"), (f"{c}_max", "max")]
+        return t.group_by("line", use_threads=False).aggregate(aggs).sort_by("line")
+
+    def groups(self) -> list[Group]:
+        """The lines (exact sums), in line order."""
+        m = self.merged()
+        if not m.num_rows:
+            return []
+        keys = self.line_keys.to_pylist()
+        cols = {name: m.column(name).to_pylist() for name in m.column_names}
+        out = []
+        for i, li in enumerate(cols["line"]):
+            v = dict(zip(self.line_dims, keys[li].split(SEP), strict=True))
+            lo_version = cols["agreement_version_min_min"][i]
+            g = Group(key=li, agreement_hash=v["agreement_hash"], agreement=cols["agreement_min_min"][i],
+                      agreement_version=lo_version, direction=v["direction"], service=v["service"],
+                      currency=v["currency"], dims={d: v[d] for d in self.dims})
+            g.count = cols["count_sum"][i]
+            g.units = cols["units_sum"][i] or 0
+            g.amount = money(cols["amount_sum"][i])
+            g.first, g.last = from_us(cols["first_min"][i]), from_us(cols["last_max"][i])
+            for c in DIMENSIONS:
+                if c not in self.dims:
+                    lo, hi = cols[f"{c}_min_min"][i], cols[f"{c}_max_max"][i]
+                    g.values[c] = {lo} if lo == hi else {lo, hi}
+            out.append(g)
+        return out
+
+    def daily_counts(self) -> dict[date, int]:
+        return {d: int(n) for d, n in zip(self.days, self.daily.tolist(), strict=True)}
+
+
+def _rescaled(amount: pa.Array, scale: int) -> pa.Array | None:
+    """Unscaled int64 amounts at ``scale`` (None when they might not fit: the decimal path)."""
+    unscaled = unscaled_int64(amount)
+    if unscaled is None:
+        return None
+    diff = scale - amount.type.scale
+    if diff == 0:
+        return unscaled
+    values = unscaled.to_numpy()
+    factor = 10**diff
+    if int(np.abs(values).max()) * factor * len(values) >= _LIMIT:
+        return None
+    return pa.array(values * factor, pa.int64())

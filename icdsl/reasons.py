@@ -1,0 +1,41 @@
+"""The core's reject reasons: code -> what it means, for intake and rating rejects.
+
+Plain data at the bottom of the house, so that the plugin manager can merge the plugins' own
+reasons (``icdsl_reject_reasons``) with these without importing the rating package, and the
+checker can name them all. :mod:`icdsl.rating.rejects` re-exports it with the rejects' table.
+"""
+
+from __future__ import annotations
+
+#: code -> one-line explanation. Intake sets the first nine, rating (icdsl.rating.result) the others.
+REJECT_REASONS: dict[str, str] = {
+    "missing_field": (
+        "a required field is empty: id, partner, direction, service, start; "
+        "b_number for voice and sms; duration_s for voice"
+    ),
+    "bad_timestamp": (
+        "start is not a timestamp (ISO 8601, the layout's format or epoch seconds), "
+        "or names a local time that does not exist in the layout's time zone (DST gap)"
+    ),
+    "bad_duration": "duration_s is not a whole number of seconds",
+    "negative_duration": "duration_s is negative",
+    "invalid_number": (
+        "b_number is not a dialable number once normalized to E.164: characters other than "
+        "digits, a national number without the layout's country, fewer than 3 or more than 15 digits"
+    ),
+    "bad_volume": "volume is not a whole, non-negative number of bytes",
+    "bad_units": "units is not a whole, non-negative number",
+    "malformed_row": (
+        "the row cannot be read: a different number of fields than the header, or bytes that are not UTF-8"
+    ),
+    "duplicate_id": (
+        "the id was already seen earlier in the run; the first occurrence is kept "
+        "(counted as a duplicate, not as a reject)"
+    ),
+    "unknown_partner": "the partner is not declared in the rules",
+    "no_agreement": "no agreement with the partner prices the record's direction and service",
+    "outside_agreement_period": "the record's start is outside the period of every agreement with the partner",
+    "no_rate": "no rate matches the called number (longest prefix) on the record's date",
+    "zero_duration": "a zero-second call, rejected because the service says `zero_duration reject`",
+    "amount_overflow": "the rounded amount does not fit the amount column (18 digits)",
+}
