@@ -8,17 +8,23 @@ reported, and billed once by ``icdsl rerate``."""
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from test_billing_store import count, db_url, make_plan, store  # noqa: F401 - fixtures
+from test_cycle_engine import _bench
 from typer.testing import CliRunner
 
 from icdsl.billing import models as M
 from icdsl.billing.store import open_store
 from icdsl.cli.main import app
+from icdsl.cycle import CycleInputs, run
+from icdsl.plan.compiler import build
 
 RULES = """partner ACME "Acme Telecom" {
   kind interconnect currency EUR timezone "Europe/Paris" billing monthly due 30 days tax vat 20%
@@ -379,3 +385,36 @@ def test_later_cycles_read_the_corrected_period_as_history(store, tmp_path):
         fresh.close()
     assert corrected == expected != without
     assert (expected, without) == (Decimal("0.14"), Decimal("0.18"))  # 1.37 - 1.23; 1.31 - 1.13
+
+
+def test_kept_records_are_summed_as_if_rated_now(tmp_path):
+    """The engine's input for a correction of part of a period: records kept with the rating
+    and record charges they were billed with (``CycleInputs.kept``) give the same lines, charge
+    lines, counts and drafts as rating them all now (the same rules: the same ratings)."""
+    bench = _bench()
+    project, prefixes = bench.make_project(tmp_path / "project")
+    (path,) = bench.make_traffic(tmp_path / "traffic", prefixes, 20_000, 1)
+    with contextlib.chdir(project):
+        plan, _program, diags = build(["bench.icd"])
+        assert plan is not None, [str(d) for d in diags]
+    records = pq.read_table(path)
+    mine = records.filter(pc.equal(records.column("partner"), "P003"))
+    half = mine.num_rows // 2
+    whole = run(CycleInputs.of(plan, "P003", "2026-03", [(7, mine.slice(0, half)), (8, mine.slice(half))]))
+    rated = whole.sinks.rated.table()
+    kept = rated.filter(pc.is_in(rated.column("id"), value_set=mine.slice(0, half).column("id")))
+    charges = whole.sinks.record_charges.table()
+    kept_charges = None if charges is None else \
+        charges.filter(pc.is_in(charges.column("id"), value_set=kept.column("id")))
+    part = run(CycleInputs.of(plan, "P003", "2026-03", [(8, mine.slice(half))], kept=kept,
+                              kept_charges=kept_charges))
+    assert kept.num_rows and part.counts.rated == whole.counts.rated and not part.counts.problems()
+    assert part.counts.by_batch == whole.counts.by_batch and part.daily == whole.daily
+
+    def lines(result):
+        return sorted((g.agreement_hash, g.group_key, g.count, g.units, g.amount) for g in result.lines)
+
+    assert lines(part) == lines(whole) and part.totals == whole.totals
+    assert sorted((c.key, c.amount) for c in part.charge_lines) == sorted((c.key, c.amount) for c in whole.charge_lines)
+    assert [i.total for i in part.drafts.invoices] == [i.total for i in whole.drafts.invoices]
+    assert part.sinks.rated.table().num_rows == rated.num_rows

@@ -29,7 +29,6 @@ NOT_YET = {
     "icdsl/billing/periods.py": "engine",
     "icdsl/billing/amounts.py": "engine",
     "icdsl/billing/fx.py": "engine",
-    "icdsl/billing/corrections.py": "corrections",
     "icdsl/billing/intake.py": "intake",
     "icdsl/rating/records.py": "intake",
 }

@@ -5,13 +5,14 @@
 with the current rules, cycle by cycle:
 
 - a cycle **not finalized** is simply run again (its drafts are replaced);
-- a **finalized** cycle is never changed. Its whole period is evaluated again as a fresh run
-  would (:func:`evaluate_period`: the one step that the cycle engine, ``icdsl.cycle.run``, is
-  to take over): the period as billed (:func:`latest_state`: the cycle's rated records and
-  record charges, overridden by its earlier corrections) with the window's records replaced by
-  their new ratings (read from every intake batch, so records that arrived after the cycle was
-  billed are included), its event and refund records, the other cycles' history and
-  applications. What it produces is compared with what the cycle billed, line by line:
+- a **finalized** cycle is never changed. Its whole period is run again through the cycle
+  engine (:func:`evaluate_period`: ``icdsl.cycle.run``), as a fresh run would bill it: the
+  window's records (read from every intake batch, so records that arrived after the cycle was
+  billed are included) rated with the current rules, the period's event and refund records,
+  the period's other records kept with the rating and record charges they were billed with
+  (:func:`latest_state`: the cycle's files, overridden by its earlier corrections), the other
+  cycles' history and applications. What the engine produces is compared with what the cycle
+  billed, line by line:
 
   - **traffic lines**, by line key (agreement version and dimensions):
     ``amount = round(convert(billed exact sum - old records + new records)) - billed amount``
@@ -38,7 +39,7 @@ its drafts carry the adjustments. Late records (:mod:`icdsl.billing.late`) are b
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -49,35 +50,34 @@ import pyarrow.parquet as pq
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from icdsl.billing import charging
+from icdsl.billing import base, charging
 from icdsl.billing import models as M
 from icdsl.billing.amounts import convert, present, round_line, rounding_text
 from icdsl.billing.cycles import (
     CycleReport,
-    Rater,
     _id_type,
     _lock_cycle,
     _new_cycle,
     _read_partner,
-    _scale,
     adjustment_what,
     cycle_dir,
+    cycle_inputs,
     money,
     partner_inputs,
-    rated_file_schema,
-    record_charges_file_schema,
     resolve_period,
     run_cycle,
     run_locked,
 )
-from icdsl.billing.errors import CycleError
+from icdsl.billing.errors import CycleError, StoreError
 from icdsl.billing.fx import FxTable
 from icdsl.billing.invoicing import DIMENSIONS, NETTING, check_dims, fx_for, quantity_unit, route
 from icdsl.billing.periods import Period, PeriodError, local_midnight, make_period, period_containing, zone
-from icdsl.billing.validation import Finding
-from icdsl.charges.context import CycleTotals, usage_from_rated
 from icdsl.charges.lines import ChargeLine
 from icdsl.charges.periods import Days
+from icdsl.cycle import engine
+from icdsl.cycle import errors as engine_errors
+from icdsl.cycle.engine import MemorySinks
+from icdsl.cycle.rater import plan_scale, rated_file_schema, record_charges_file_schema
 from icdsl.plan.model import Plan
 
 if TYPE_CHECKING:
@@ -91,25 +91,6 @@ def correction_schema(scale: int) -> pa.Schema:
     records that are now rejected (their amount and line are null)."""
     base = rated_file_schema(pa.string(), scale)
     return pa.schema([*base, pa.field("reason", pa.string()), pa.field("detail", pa.string())])
-
-
-class _Into:
-    """Adapts the rater's two outputs (rated, rejects) to one correction file."""
-
-    def __init__(self, writer: Any, schema: pa.Schema, rejects: bool):
-        self.w = writer
-        self.schema = schema
-        self.rejects = rejects
-
-    def write(self, table: pa.Table) -> None:
-        n = table.num_rows
-        cols = {}
-        for f in self.schema:
-            if f.name in table.column_names:
-                cols[f.name] = pc.cast(table.column(f.name), f.type)
-            else:
-                cols[f.name] = pa.nulls(n, f.type)
-        self.w.write(pa.table(cols, schema=self.schema))
 
 
 def _key_columns(t: pa.Table, dims: tuple[str, ...]) -> pa.Array:
@@ -301,8 +282,6 @@ def rerate(store: Store, partner: str, first: Any, last: Any, plan: Plan, *, des
 
 
 def _next_cycle(s: Session, prow: M.Partner, cyc: M.BillingCycle) -> M.BillingCycle:
-    from icdsl.billing import store as st
-
     nxt = s.scalars(select(M.BillingCycle).where(
         M.BillingCycle.partner_id == prow.id, M.BillingCycle.period_start >= cyc.period_end,
         M.BillingCycle.status != "finalized").order_by(M.BillingCycle.period_start)).first()
@@ -315,13 +294,11 @@ def _next_cycle(s: Session, prow: M.Partner, cyc: M.BillingCycle) -> M.BillingCy
     except PeriodError as e:
         raise CycleError(f"{prow.code} is billed ad hoc: open its next cycle first (`icdsl cycle run {prow.code} "
                          "FROM..TO`), then rerate; the adjustments go on it") from e
-    return _new_cycle(s, prow, per, st.now())
+    return _new_cycle(s, prow, per, base.now())
 
 
 def _correct(store: Store, code: str, cycle_id: int, lo, hi, destination: str | None,
              plan: Plan, accept: tuple[str, ...] = ()) -> CorrectionReport:
-    from icdsl.billing import store as st
-
     with store.session() as s:
         prow = s.scalars(select(M.Partner).where(M.Partner.code == code)).one()
         cyc0 = s.get(M.BillingCycle, cycle_id)
@@ -331,56 +308,39 @@ def _correct(store: Store, code: str, cycle_id: int, lo, hi, destination: str | 
             raise CycleError(f"cycle {code} {per.label} changed while it was being corrected: run rerate again")
         start, end = max(lo, per.start), min(hi, per.end)
         dims = check_dims(cyc.line_dims)
-        scale = _scale(plan)
         rel_dir = f"{cycle_dir(code, per)}/corrections"
         store.data.clean(rel_dir, store.referenced_files(s))
-        # the period as billed (corrections included), and as corrected: the window's records
-        # replaced by their new ratings (records the cycle never billed, late ones, added)
+        # the period as billed (corrections included), and as corrected: the engine run again
+        # over the window's records (records the cycle never billed, late ones, included) with
+        # the rest of the period's records kept as billed
         latest, latest_charges = latest_state(store, s, cyc)
-        totals = None
-        for _pass in (1, 2):
-            window = _rate_window(store, s, prow, per, plan, start, end, destination, dims, scale, rel_dir, totals)
-            written, charges_written, rater = window.written, window.charges_written, window.rater
-            new = pq.read_table(store.data.abs(written.path))
-            new_rated = new.filter(pc.is_null(new.column("reason")))
-            new_charges = pq.read_table(store.data.abs(charges_written.path))
-            replaced = pc.cast(new.column("id"), pa.string()).combine_chunks()
-            corrected = _replace(latest, new_rated, replaced)
-            corrected_charges = _replace(latest_charges, new_charges, replaced)
-            if totals is not None or not charging.needs_totals(plan, code):
-                break
-            # `cycle.*` conditions: the window's record charges again, with the corrected totals
-            totals = CycleTotals.from_usage(usage_from_rated(plan, corrected, corrected_charges),
-                                            {code: sum(e.units for e in window.events)},
-                                            {code: [a.name for a in plan.agreements_for(code)]})
-        st.checkpoint("rerate:files_committed")
-        ids = window.ids
-        fx = FxTable.load(s, plan)
-        result = evaluate_period(s, prow, per, cyc, plan, corrected, corrected_charges, window.events,
-                                 window.refunds, window.refund_problems, fx, accept, dims)
+        window = read_window(store, s, prow, per, plan, start, end, destination)
+        result, files = evaluate_period(store, s, prow, cyc, plan, window, latest, latest_charges, accept, dims,
+                                        rel_dir)
+        base.checkpoint("rerate:files_committed")
         blocking = [f for f in result.findings if f.blocking]
         if blocking:
             raise CycleError(f"the corrected {code} {per.label} cannot be billed: "
                              + "; ".join(f"error[{f.code}]: {f.message}" for f in blocking))
+        ids = window.ids
+        fx = FxTable.load(s, plan)
         old_sums = _sums(latest, dims)
-        new_line = {}
-        if new_rated.num_rows:
-            keys = _key_columns(new_rated, dims)
-            pairs = pa.table({"k": keys, "line": new_rated.column("line")}).group_by(["k", "line"]).aggregate([])
-            new_line = dict(zip(pairs.column("k").to_pylist(), pairs.column("line").to_pylist(), strict=True))
+        new_lines = {f"{g.agreement_hash}{KEY_SEP}{g.group_key}": g for g in result.lines}
+        new_sums = {k: _State(g.count, g.units, g.amount) for k, g in new_lines.items()}
+        # the lines that hold records of the window (the correction's file has their records)
+        new_line = {k: g.key for k, g in new_lines.items() if g.key in files.lines}
         billed = _billed(s, cyc)
         by_hash = {a.source_hash: a for a in plan.agreements}
         versions = {v.content_hash: v for v in s.scalars(select(M.AgreementVersion))}
         last_day = per.local_end - timedelta(days=1)
-        groups = {g.key: g for g in rater.groups()}
         # records that move to another agreement version correct the line of the same dimensions
         line_of_group: dict[str, int] = {}
         for k, b in sorted(billed.items()):
             if b.line_id is not None:
                 line_of_group.setdefault(k.split(KEY_SEP, 1)[1], b.line_id)
         changes = []
-        for key in sorted(set(old_sums) | set(result.traffic)):
-            o, n = old_sums.get(key, _State()), result.traffic.get(key, _State())
+        for key in sorted(set(old_sums) | set(new_sums)):
+            o, n = old_sums.get(key, _State()), new_sums.get(key, _State())
             if (o.count, o.units, o.amount) == (n.count, n.units, n.amount):
                 continue
             ahash, gk = key.split(KEY_SEP, 1)
@@ -401,7 +361,7 @@ def _correct(store: Store, code: str, cycle_id: int, lo, hi, destination: str | 
                 stream, netted = route(agreement, direction, service)
             corrected_amount = round_line(convert(b.source - o.amount + n.amount, rate), prow.currency, mode)
             amount = corrected_amount - b.amount
-            g = groups.get(new_line[key]) if key in new_line else None
+            g = new_lines.get(key) if key in new_line else None
             unit, _ = quantity_unit(agreement, direction, service)
             changes.append(dict(
                 corrects_line_id=b.line_id if b.line_id is not None else line_of_group.get(gk), netted=netted,
@@ -415,26 +375,29 @@ def _correct(store: Store, code: str, cycle_id: int, lo, hi, destination: str | 
                 source_delta=n.amount - o.amount, old_units=o.units, new_units=n.units, old_count=o.count,
                 new_count=n.count, currency=prow.currency, amount=amount, fx_rate=rate, fx_rate_id=rate_id,
                 rounding=rounding_text(prow.currency, mode)))
-        changes += charge_changes(s, prow, cyc, plan, result.charges, fx, last_day, versions)
-        report = CorrectionReport(per.label, cyc.id, None, len(ids), rater.rated, rater.rejected,
-                                  warnings=_stale_versions(latest, replaced, plan, prow, per))
-        t = st.now()
+        changes += charge_changes(s, prow, cyc, plan, result.charge_lines, fx, last_day, versions)
+        rated_now = result.counts.rated - files.kept  # the window's records rated (the kept ones are not)
+        report = CorrectionReport(per.label, cyc.id, None, len(ids), rated_now, result.counts.rejected,
+                                  warnings=_stale_versions(latest, ids, plan, prow, per))
+        t = base.now()
         if not changes:
             store.audit(s, "rerate_unchanged", "billing_cycle", cyc.id,
-                        f"{code} {per.label}: {len(ids)} record(s) rated again with rules {st.plan_hash(plan)[:12]}..., "
-                        "nothing changed", {"from": str(start), "to": str(end), "destination": destination})
+                        f"{code} {per.label}: {len(ids)} record(s) rated again with rules "
+                        f"{base.plan_hash(plan)[:12]}..., nothing changed",
+                        {"from": str(start), "to": str(end), "destination": destination})
             return report
+        written, charges_written = files.written, files.charges_written
         corr = M.Correction(
             partner_id=prow.id, partner_code=code, cycle_id=cyc.id,
             local_from=start.astimezone(zone(prow.timezone)).date(),
             local_to=(end.astimezone(zone(prow.timezone)) - timedelta(microseconds=1)).date(),
-            destination=destination, plan_hash=st.plan_hash(plan), records_in=len(ids), rated_count=rater.rated,
-            rejected_count=rater.rejected, file_path=written.path, file_sha256=written.sha256,
-            file_rows=written.rows, file_bytes=written.bytes, actor=st._actor(), created_at=t,
+            destination=destination, plan_hash=base.plan_hash(plan), records_in=len(ids), rated_count=rated_now,
+            rejected_count=result.counts.rejected, file_path=written.path, file_sha256=written.sha256,
+            file_rows=written.rows, file_bytes=written.bytes, actor=base.actor(), created_at=t,
             charges_path=charges_written.path, charges_sha256=charges_written.sha256,
             charges_rows=charges_written.rows,
-            charge_usage=charging.usage_json(result.usage, window.events, window.refunds),
-            charge_lines=[ln.to_dict() for ln in result.charges])
+            charge_usage=charging.usage_json(result.usage, result.events, result.refunds),
+            charge_lines=[ln.to_dict() for ln in result.charge_lines])
         s.add(corr)
         s.flush()
         target = _next_cycle(s, prow, cyc)
@@ -463,7 +426,7 @@ def _correct(store: Store, code: str, cycle_id: int, lo, hi, destination: str | 
             tper = _cycle_period(target)
             run_locked(store, s, prow, tper, plan, rerate=True, dims=check_dims(target.line_dims), accept=accept)
         s.flush()
-        st.checkpoint("rerate:before_commit")
+        base.checkpoint("rerate:before_commit")
         return report
 
 
@@ -471,75 +434,147 @@ def _correct(store: Store, code: str, cycle_id: int, lo, hi, destination: str | 
 
 
 @dataclass
-class _Window:
-    written: Any
-    charges_written: Any
-    rater: Rater
+class Window:
+    """What a correction reads from the intake files of a finalized period: ``chunks``, the
+    records the engine rates (the traffic records of the window, ``start``..``end`` and the
+    ``destination`` prefix, and every event and refund record of the period: the corrected
+    period counts them all); ``ids``: the window's traffic records (ids as text); ``apart``: the
+    event and refund records read (``id``, ``partner``, ``start``, ``batch_id``, ``reason``
+    ``event`` / ``refund``), written to the correction's file: the correction has read them."""
+
+    chunks: list[tuple[int, pa.Table]]
     ids: pa.Array
-    events: list[Any]
-    refunds: list[Any]
-    refund_problems: list[tuple[str, str]]
+    apart: list[pa.Table]
+    id_type: pa.DataType
 
 
-def _rate_window(store: Store, s: Session, prow: M.Partner, per: Period, plan: Plan, start, end,
-                 destination: str | None, dims: tuple[str, ...], scale: int, rel_dir: str,
-                 cycle_totals: Any = None) -> _Window:
-    """Read the partner's records of the whole period from every intake batch (late ones
-    included): the event and refund records of the period are set apart (the corrected period
-    counts them all), and the traffic records of the window (``start``..``end``, the
-    ``destination`` prefix) are rated again into the correction's files (rated and rejected
-    records; their per-record charges). Event and refund records are written to the correction
-    file too (``reason`` ``event`` / ``refund``, no amount): the correction has read them."""
-    schema = correction_schema(scale)
-    inputs = partner_inputs(s, prow.code, per.start, per.end)
-    _id_type(store, inputs)  # verifies the files
+def _text_ids(t: pa.Table) -> pa.Array:
+    return pc.cast(t.column("id"), pa.string()).combine_chunks()
+
+
+def read_window(store: Store, s: Session, prow: M.Partner, per: Period, plan: Plan, start, end,
+                destination: str | None) -> Window:
+    """The partner's records of the whole period from every intake batch (late ones included),
+    as :class:`Window` (the window's traffic and the period's events and refunds)."""
+    batches = partner_inputs(s, prow.code, per.start, per.end)
+    id_type = _id_type(store, batches)  # verifies the files
     names = tuple(charging.event_names(plan, prow.code))
-    selected: list[pa.Array] = []
-    events: list[Any] = []
-    refunds: list[Any] = []
-    problems: list[tuple[str, str]] = []
     lo = pa.scalar(start, pa.timestamp("us", tz="UTC"))
     hi = pa.scalar(end, pa.timestamp("us", tz="UTC"))
-    w = store.data.writer(rel_dir, "rerated", schema)
-    cw = store.data.writer(rel_dir, "rerated-charges", record_charges_file_schema(pa.string(), scale))
-    with w, cw:
-        into = _Into(w, schema, False)
-        rater = Rater(plan, into, _Into(w, schema, True), scale, dims, None, charges=True,
-                      charges_w=_Into(cw, record_charges_file_schema(pa.string(), scale), False),
-                      partner=prow.code, timezone=prow.timezone, cycle_totals=cycle_totals)
-        for batch_id, path, _sha, _n in inputs:
-            for chunk in _read_partner(str(store.data.abs(path)), prow.code, per):
-                chunk, refund_rows = charging.split_refunds(chunk)
-                set_aside = []
-                if refund_rows is not None:
-                    got, bad = charging.refunds_of(plan, refund_rows, prow.timezone, prow.code)
-                    refunds += got
-                    problems += bad
-                    set_aside.append((refund_rows, "refund"))
-                if names:
-                    before = chunk
-                    chunk, evs = charging.split_events(chunk, names, prow.timezone, prow.code)
-                    if evs:
-                        events += evs
-                        set_aside.append((_not_in(before, chunk), "event"))
-                for rows, why in set_aside:
-                    into.write(pa.table({"id": pc.cast(rows.column("id"), pa.string()),
-                                         "partner": rows.column("partner"), "start": rows.column("start"),
-                                         "batch_id": pa.array([batch_id] * rows.num_rows, pa.int64()),
-                                         "reason": pa.array([why] * rows.num_rows, pa.string())}))
-                mask = pc.and_(pc.greater_equal(chunk.column("start"), lo), pc.less(chunk.column("start"), hi))
-                if destination:
-                    mask = pc.and_(mask, pc.fill_null(pc.starts_with(chunk.column("b_number"), destination), False))
-                chunk = chunk.filter(mask)
-                if chunk.num_rows:
-                    selected.append(pc.cast(chunk.column("id"), pa.string()).combine_chunks())
-                    rater.rate(chunk, batch_id)
-        w.close()
-        cw.close()
-        written = w.commit()
-        charges_written = cw.commit()
+    chunks: list[tuple[int, pa.Table]] = []
+    selected: list[pa.Array] = []
+    apart: list[pa.Table] = []
+    for batch_id, path, _sha, _n in batches:
+        for chunk in _read_partner(str(store.data.abs(path)), prow.code, per):
+            traffic, refund_rows = charging.split_refunds(chunk)
+            traffic, _events = charging.split_events(traffic, names, prow.timezone, prow.code)
+            is_apart = pc.invert(pc.is_in(_text_ids(chunk), value_set=_text_ids(traffic)))
+            mask = pc.and_(pc.greater_equal(chunk.column("start"), lo), pc.less(chunk.column("start"), hi))
+            if destination:
+                mask = pc.and_(mask, pc.fill_null(pc.starts_with(chunk.column("b_number"), destination), False))
+            in_window = pc.and_(mask, pc.invert(is_apart))
+            if refund_rows is not None or pc.any(is_apart).as_py():
+                rows = chunk.filter(is_apart)
+                refunds = pa.array([], pa.string()) if refund_rows is None else _text_ids(refund_rows)
+                why = pc.if_else(pc.is_in(_text_ids(rows), value_set=refunds), "refund", "event")
+                apart.append(pa.table({"id": _text_ids(rows), "partner": rows.column("partner"),
+                                       "start": rows.column("start"),
+                                       "batch_id": pa.array([batch_id] * rows.num_rows, pa.int64()), "reason": why}))
+            selected.append(_text_ids(chunk.filter(in_window)))
+            feed = chunk.filter(pc.or_(is_apart, in_window))
+            if feed.num_rows:
+                chunks.append((batch_id, feed))
     ids = pa.concat_arrays(selected) if selected else pa.array([], pa.string())
-    return _Window(written, charges_written, rater, ids, events, refunds, problems)
+    return Window(chunks, ids, apart, id_type)
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with ``schema``'s columns (cast; the ones it lacks are null)."""
+    n = table.num_rows
+    cols = {}
+    for f in schema:
+        col = table.column(f.name) if f.name in table.column_names else None
+        if col is not None and pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        cols[f.name] = pc.cast(col, f.type) if col is not None else pa.nulls(n, f.type)
+    return pa.table(cols, schema=schema)
+
+
+class CorrectionSinks(MemorySinks):
+    """The engine's sinks for a correction: what the engine rates is kept in memory (its
+    validation and charges read it back), and :meth:`finish` writes the correction's files to
+    the data folder: the window's records as rated or rejected and the period's event and
+    refund records as read (:func:`correction_schema`), and the window's record charges. The
+    records kept as billed are not written again (``kept``: how many)."""
+
+    def __init__(self, store: Store, rel_dir: str, scale: int, window: Window, kept: int):
+        super().__init__()
+        self.store, self.rel_dir, self.scale, self.window, self.kept = store, rel_dir, scale, window, kept
+        self.written: Any = None
+        self.charges_written: Any = None
+        self.lines: set[int] = set()
+
+    def finish(self) -> None:
+        schema = correction_schema(self.scale)
+        charges_schema = record_charges_file_schema(pa.string(), self.scale)
+        ids = self.window.ids
+        w = self.store.data.writer(self.rel_dir, "rerated", schema)
+        cw = self.store.data.writer(self.rel_dir, "rerated-charges", charges_schema)
+        with w, cw:
+            for rows in self.window.apart:
+                w.write(_conform(rows, schema))
+            rated = self.rated.table()
+            if rated is not None:
+                mine = rated.filter(pc.is_in(pc.cast(rated.column("id"), pa.string()), value_set=ids))
+                self.lines = set(pc.unique(mine.column("line")).to_pylist())
+                w.write(_conform(mine, schema))
+            rejects = self.rejects.table()  # only records rated now are rejected
+            if rejects is not None:
+                w.write(_conform(rejects, schema))
+            charges = self.record_charges.table()
+            if charges is not None:
+                cw.write(_conform(charges.filter(pc.is_in(pc.cast(charges.column("id"), pa.string()),
+                                                          value_set=ids)), charges_schema))
+            w.close()
+            cw.close()
+            self.written = w.commit()
+            self.charges_written = cw.commit()
+
+
+def _kept(table: pa.Table | None, ids: pa.Array, id_type: pa.DataType) -> pa.Table | None:
+    """The rows of ``table`` (ids as text) that are not among ``ids``, with ids of ``id_type``."""
+    if table is None:
+        return None
+    kept = table.filter(pc.invert(pc.is_in(table.column("id"), value_set=ids)))
+    return kept.set_column(kept.schema.get_field_index("id"), "id", pc.cast(kept.column("id"), id_type))
+
+
+def evaluate_period(store: Store, s: Session, prow: M.Partner, cyc: M.BillingCycle, plan: Plan, window: Window,
+                    latest: pa.Table, latest_charges: pa.Table | None, accept: tuple[str, ...],
+                    dims: tuple[str, ...], rel_dir: str) -> tuple[engine.CycleResult, CorrectionSinks]:
+    """The corrected period run whole through the cycle engine (``icdsl.cycle.run``), as a
+    fresh run of it would bill it: the inputs a cycle run reads from the store (the plan given,
+    the history as it stands, inventory, FX), the window's records and the period's events and
+    refunds rated again, and the period's other records kept with the rating and record charges
+    they were billed with (``latest``: :func:`latest_state`). What the engine produces (traffic
+    lines, every charge line) is what the correction compares with what was billed. The
+    engine's validators are not run: a finalized period's traffic was checked when it was billed
+    (the charges' findings still stop a correction that cannot be billed)."""
+    per = _cycle_period(cyc)
+    kept = _kept(latest, window.ids, window.id_type)
+    kept_charges = _kept(latest_charges, window.ids, window.id_type)
+    sinks = CorrectionSinks(store, rel_dir, plan_scale(plan), window, kept.num_rows if kept is not None else 0)
+    inputs = cycle_inputs(store, s, prow, per, plan, cyc.id, [], dims=dims, accept=accept, validators=(),
+                          sinks=sinks)
+    inputs = replace(inputs, records=window.chunks, kept=kept, kept_charges=kept_charges,
+                     expected=sum(t.num_rows for _b, t in window.chunks))
+    try:
+        result = engine.run(inputs)
+    except engine_errors.CycleError as e:
+        if isinstance(e, StoreError):
+            raise
+        raise CycleError(str(e)) from None
+    return result, sinks
 
 
 def _stale_versions(latest: pa.Table, replaced: pa.Array, plan: Plan, prow: M.Partner, per: Period) -> list[str]:
@@ -557,12 +592,6 @@ def _stale_versions(latest: pa.Table, replaced: pa.Array, plan: Plan, prow: M.Pa
             f"in {per.label}: that version's charges are no longer evaluated for the period; rerate the whole period "
             f"(--from {per.local_start} --to {per.local_end - timedelta(days=1)}, no --destination) to bill them "
             "under the version in force" for n, v, c in sorted(stale)]
-
-
-def _not_in(table: pa.Table, kept: pa.Table) -> pa.Table:
-    """The rows of ``table`` whose id is not in ``kept`` (what a split set apart)."""
-    ids = pc.cast(kept.column("id"), pa.string()).combine_chunks()
-    return table.filter(pc.invert(pc.is_in(pc.cast(table.column("id"), pa.string()), value_set=ids)))
 
 
 def _replace(base: pa.Table | None, new: pa.Table, ids: pa.Array) -> pa.Table | None:
@@ -605,31 +634,6 @@ def latest_state(store: Store, s: Session, cyc: M.BillingCycle) -> tuple[pa.Tabl
     if rated is None:
         rated = rated_file_schema(pa.string(), 2).empty_table()
     return rated, charges
-
-
-@dataclass
-class PeriodResult:
-    """Everything a period bills, as plain data: the exact sums of its traffic lines (line key
-    -> count, units, amount) and its charge lines, with the findings of the evaluation."""
-
-    traffic: dict[str, _State]
-    charges: list[ChargeLine]
-    findings: list[Finding]
-    usage: list[Any] = field(default_factory=list)  # what the charges measured (icdsl.charges.context.Usage)
-
-
-def evaluate_period(s: Session, prow: M.Partner, per: Period, cyc: M.BillingCycle, plan: Plan,
-                    rated: pa.Table, record_charges: pa.Table | None, events: list[Any], refunds: list[Any],
-                    refund_problems: list[tuple[str, str]], fx: FxTable, accept: tuple[str, ...],
-                    dims: tuple[str, ...]) -> PeriodResult:
-    """The corrected period evaluated whole, as a fresh run of it would: its traffic lines and
-    every charge (surcharges, fees, tiers and discounts, commitments, revenue shares) from the
-    corrected records, with the history and applications of the other cycles. This is the one
-    step to hand to the cycle engine (``icdsl.cycle.run``) once it is in."""
-    usage = usage_from_rated(plan, rated, record_charges) if rated.num_rows else []
-    evaluated = charging.evaluate(s, prow, per, cyc.id, plan, usage, events, record_charges, accept, fx=fx,
-                                  refunds=refunds, refund_problems=refund_problems)
-    return PeriodResult(_sums(rated, dims), list(evaluated.lines), list(evaluated.findings), usage)
 
 
 # --------------------------------------------------------------------------- charge lines

@@ -25,7 +25,6 @@ starts with ``BEGIN IMMEDIATE`` (one writer at a time, the others wait up to 60 
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import os
 import re
@@ -50,6 +49,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from icdsl.billing import models as M
 
 # what the store's parts share lives below it, in billing.base; re-exported for the store's callers
+from icdsl.billing.base import actor as _actor
 from icdsl.billing.base import canonical_hash as _canonical_hash
 from icdsl.billing.base import checkpoint, now, partner_decl, partner_decl_hash, plan_hash
 from icdsl.billing.base import jsonable as _jsonable
@@ -85,13 +85,6 @@ def normalize_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
-
-
-def _actor() -> str:
-    try:
-        return os.environ.get("ICDSL_ACTOR") or getpass.getuser()
-    except Exception:  # pragma: no cover - no user name available
-        return "unknown"
 
 
 def _lock_key(text: str) -> int:

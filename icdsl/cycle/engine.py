@@ -190,6 +190,10 @@ class CycleInputs:
     ``dims``: the line dimensions (default ``destination``, ``band``); ``accept``: codes of
     error findings to accept (``all``: every one); ``validators``: None for the registered
     ones; ``sinks``: where rated records, rejects and record charges go (default: memory);
+    ``kept``: records rated before whose rating stands, with ``kept_charges``, their record
+    charges as billed (a correction of part of a finalized period re-rates the rest:
+    :meth:`icdsl.cycle.rater.Rater.keep`; they are counted, written and summed with the
+    records rated now);
     ``on_chunk``: called after each chunk is rated; ``expected``: records to expect (progress)."""
 
     plan: Plan
@@ -204,6 +208,8 @@ class CycleInputs:
     policy: Policy | None = None
     validators: Iterable[Any] | None = None
     sinks: Any = None
+    kept: pa.Table | None = None
+    kept_charges: pa.Table | None = None
     progress: Progress | None = None
     on_chunk: Callable[[], None] | None = None
     expected: int = 0
@@ -340,6 +346,7 @@ def run(inputs: CycleInputs) -> CycleResult:
         for batch_id, chunk in inputs.chunks():
             rater.rate(chunk, batch_id)
             clock.tick(rater.records_in, max(inputs.expected, rater.records_in))
+        rater.keep(inputs.kept, inputs.kept_charges)
     finally:
         rated_w.close()
     if two_pass:  # `cycle.*` conditions: evaluate the record charges again with the cycle's totals
@@ -349,6 +356,7 @@ def run(inputs: CycleInputs) -> CycleResult:
                       cycle_totals=totals, events=events, partner=code, timezone=per.timezone)
         for batch_id, chunk in inputs.chunks():
             again.rate(chunk, batch_id)
+        again.keep(inputs.kept, inputs.kept_charges)
         rater.usage, rater.record_charges = again.usage, again.record_charges
     sinks.finish()
     clock.tick(rater.records_in, rater.records_in)
