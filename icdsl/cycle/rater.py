@@ -321,8 +321,12 @@ class Rater:
         amount = table.column("amount")
         if amount.type == pa.decimal128(38, self.scale):
             return table
-        return table.set_column(table.schema.get_field_index("amount"), "amount",
-                                pc.cast(amount, pa.decimal128(38, self.scale)))
+        try:
+            amount = pc.cast(amount, pa.decimal128(38, self.scale))
+        except pa.ArrowInvalid:
+            raise ReconciliationError(f"records rated before have amounts with more than {self.scale} decimals, "
+                                      "the most the agreements given round to: they would be rounded") from None
+        return table.set_column(table.schema.get_field_index("amount"), "amount", amount)
 
     def line_of(self, values: dict[str, str]) -> str:
         """The key text of the line of a record's values."""
