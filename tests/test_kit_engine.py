@@ -6,12 +6,12 @@ from datetime import date
 from decimal import Decimal as D
 
 import pytest
-from icdsl.rating.intake import normalize_record, records_table
 
 from icdsl.charges.context import EventRecord, Usage
 from icdsl.charges.lines import ChargeHold
 from icdsl.cycle import CycleInputs, run
 from icdsl.cycle.offline import plan_fx
+from icdsl.rating.intake import normalize_record, records_table
 from icdsl.testing import PluginKit
 
 RULES = """partner ORFR "Orange France" {

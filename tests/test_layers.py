@@ -29,7 +29,6 @@ NOT_YET = {
     "icdsl/billing/periods.py": "engine",
     "icdsl/billing/amounts.py": "engine",
     "icdsl/billing/fx.py": "engine",
-    "icdsl/billing/corrections.py": "corrections",
 }
 
 #: the heavy or optional dependencies that may be imported on first use, and why

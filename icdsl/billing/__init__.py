@@ -5,7 +5,8 @@ Data flows: traffic files -> :mod:`intake` (batches, daily counts) -> :mod:`cycl
 the batch executor, reconcile) -> :mod:`validation` (findings; errors stop the cycle) ->
 :mod:`invoicing` (lines, streams, netting, :mod:`fx`, :mod:`amounts`: rounding and tax) ->
 drafts -> finalized documents (:mod:`documents`, written by :mod:`icdsl.outputs`);
-:mod:`corrections` rate finalized periods again into adjustments on the next cycle;
+:mod:`corrections` evaluate finalized periods again, whole, into adjustments on the next cycle
+(:mod:`late`: records of finalized periods that arrive afterwards);
 :mod:`trace` walks back from a line to its agreement, rules and records.
 
 - :mod:`~icdsl.billing.store`: :func:`~icdsl.billing.store.open_store` and the :class:`Store` API
@@ -15,7 +16,8 @@ drafts -> finalized documents (:mod:`documents`, written by :mod:`icdsl.outputs`
 - :mod:`~icdsl.billing.validation`: pre-invoice checks, findings as data, the validator registry
 - :mod:`~icdsl.billing.invoicing`: line groups to draft invoices and settlement statements
 - :mod:`~icdsl.billing.amounts`, :mod:`~icdsl.billing.fx`: minor units, rounding, tax; FX rates
-- :mod:`~icdsl.billing.corrections`: ``rerate`` and adjustments
+- :mod:`~icdsl.billing.corrections`: ``rerate`` and adjustments (traffic and charge lines)
+- :mod:`~icdsl.billing.late`: late records of finalized cycles (found, reported, billed once)
 - :mod:`~icdsl.billing.trace`: the audit trail of an invoice line
 - :mod:`~icdsl.billing.documents`: invoices and statements as plain mappings for the outputs
 - :mod:`~icdsl.billing.periods`: billing periods in the partner's time zone

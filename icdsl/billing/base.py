@@ -9,8 +9,10 @@ simulate a crash at a named point.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import json
+import os
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -23,6 +25,14 @@ def checkpoint(stage: str) -> None:
     ``ingest:files_written``, ``ingest:before_commit``, ``cycle:rated``, ``cycle:files_written``,
     ``cycle:files_committed``, ``cycle:before_commit``, ``cycle:locked``,
     ``finalize:before_commit``, ``rerate:files_committed``, ``rerate:before_commit``."""
+
+
+def actor() -> str:
+    """Who did it (audit entries, corrections): ``ICDSL_ACTOR`` or the user's login name."""
+    try:
+        return os.environ.get("ICDSL_ACTOR") or getpass.getuser()
+    except Exception:  # pragma: no cover - no user name available
+        return "unknown"
 
 
 def now() -> datetime:

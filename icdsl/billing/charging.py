@@ -36,6 +36,8 @@ from icdsl.cycle.charges import (
     KIND_ALIASES,
     REFUND,
     Evaluated,
+    ShareAdjustment,
+    ShareDraft,
     draft_of,
     drafts_of,
     event_names,
@@ -62,7 +64,13 @@ def billed_adjustments(s: Session, plan: Plan, cycle_id: int) -> list[Adjustment
     in their currency, with its sign reversed)."""
     by_hash = {a.source_hash: a for a in plan.agreements}
     out = []
-    for a in s.scalars(select(M.Adjustment).where(M.Adjustment.target_cycle_id == cycle_id).order_by(M.Adjustment.id)):
+    # a correction that evaluated the corrected cycle whole (it has a record charges file)
+    # corrected that cycle's revenue shares itself: its traffic is not deducted again here
+    whole = select(M.Correction.id).where(M.Correction.charges_path.is_not(None))
+    for a in s.scalars(select(M.Adjustment).where(M.Adjustment.target_cycle_id == cycle_id,
+                                                  M.Adjustment.charge_key.is_(None),
+                                                  M.Adjustment.correction_id.not_in(whole))
+                       .order_by(M.Adjustment.id)):
         if a.source_delta == 0:
             continue
         ag = by_hash.get(a.agreement_hash or "")
@@ -90,12 +98,17 @@ def history_of(s: Session, prow: M.Partner, per: Period, others: list[tuple[M.Bi
     lines_by_cycle: dict[int, list[ChargeLine]] = defaultdict(list)
     for c, ln in others:
         lines_by_cycle[c.id].append(ln)
+    # a finalized cycle corrected since (icdsl rerate): what its latest correction evaluated
+    corrected = {c.cycle_id: c for c in s.scalars(select(M.Correction).where(M.Correction.partner_id == prow.id)
+                                                  .order_by(M.Correction.id)) if c.charge_usage}
     out = []
     for c in s.scalars(select(M.BillingCycle).where(M.BillingCycle.partner_id == prow.id,
                                                     M.BillingCycle.local_end <= per.local_start)
                        .order_by(M.BillingCycle.local_start)):
-        usage, events = usage_of_json(c.charge_usage)
-        out.append(CycleUsage(Days(c.local_start, c.local_end), tuple(usage), events, tuple(lines_by_cycle[c.id])))
+        fix = corrected.get(c.id)
+        usage, events = usage_of_json(fix.charge_usage if fix else c.charge_usage)
+        lines = [ChargeLine.from_dict(d) for d in fix.charge_lines or ()] if fix else lines_by_cycle[c.id]
+        out.append(CycleUsage(Days(c.local_start, c.local_end), tuple(usage), events, tuple(lines)))
     return tuple(out)
 
 
@@ -162,12 +175,24 @@ def store_lines(s: Session, cyc: M.BillingCycle, prow: M.Partner, lines: Sequenc
         raise
 
 
-def write_share_statements(s: Session, cyc: M.BillingCycle, prow: M.Partner, lines: Sequence[ChargeLine],
-                           t: Any) -> list[M.ShareStatement]:
-    """One statement row per party and currency of the cycle's revenue shares
-    (:func:`icdsl.cycle.charges.share_statements`)."""
+def share_adjustments(s: Session, cycle_id: int) -> list[ShareAdjustment]:
+    """The corrections of earlier cycles' revenue shares owed to other parties that are billed
+    on the cycle (adjustments placed ``share``): lines of their party's statement."""
+    return [ShareAdjustment(str(a.party), a.currency, a.amount, {
+        "charge": a.charge_key, "adjustment_id": a.id, "corrects_charge_line_id": a.charge_line_id,
+        "corrects_line_id": a.corrects_line_id, "key": a.charge_key,
+        "description": f"Adjustment of an earlier cycle's share (correction {a.correction_id})"})
+        for a in s.scalars(select(M.Adjustment).where(M.Adjustment.target_cycle_id == cycle_id,
+                                                      M.Adjustment.placement == "share").order_by(M.Adjustment.id))]
+
+
+def write_share_statements(s: Session, cyc: M.BillingCycle, prow: M.Partner,
+                           shares: Sequence[ShareDraft], t: Any) -> list[M.ShareStatement]:
+    """One statement row per party and currency of the cycle's revenue shares, as the engine
+    drafted them (:func:`icdsl.cycle.charges.share_statements`, with the corrections of
+    earlier cycles' shares billed on the cycle: :func:`share_adjustments`)."""
     out = []
-    for d in share_statements(lines, cyc.label):
+    for d in shares:
         row = M.ShareStatement(cycle_id=cyc.id, partner_id=prow.id, party=d.party[:64], currency=d.currency,
                                status="draft", total=d.total, details=d.details, created_at=t)
         s.add(row)
@@ -182,5 +207,5 @@ def last_day(per: Period) -> date:
 
 __all__ = ["BAD_REFUND", "HOLD", "KIND_ALIASES", "REFUND", "Evaluated", "billed_adjustments", "draft_of", "drafts_of",
            "evaluate", "event_names", "history_of", "needs_totals", "other_lines", "placement", "rates_of",
-           "receivable_items", "refunds_of", "share_lines", "share_statements", "split_events", "split_refunds",
+           "receivable_items", "refunds_of", "share_adjustments", "share_lines", "share_statements", "split_events", "split_refunds",
            "store_lines", "usage_json", "usage_of_json", "versions_in_force", "write_share_statements"]

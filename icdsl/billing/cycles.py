@@ -58,6 +58,7 @@ from icdsl.billing.charging import (
     history_of,
     other_lines,
     receivable_items,
+    share_adjustments,
     store_lines,
     usage_json,
     write_share_statements,
@@ -66,7 +67,10 @@ from icdsl.billing.errors import CycleBusy, CycleError, CycleStateError, StoreEr
 from icdsl.billing.files import fsync_dir as sync_dir
 from icdsl.billing.fx import FxQuote, FxTable
 from icdsl.billing.inventory import partner_items
+from icdsl.billing.late import findings as late_findings
+from icdsl.billing.late import record_unread
 from icdsl.billing.types import Money
+from icdsl.charges.keys import parse_key
 from icdsl.cycle import engine
 from icdsl.cycle import errors as engine_errors
 from icdsl.cycle.amounts import EXACT
@@ -629,7 +633,9 @@ def cycle_inputs(store: Store, s: Session, prow: M.Partner, per: Period, plan: P
         cycles=history_of(s, prow, per, others), billed_lines=tuple(ln for _c, ln in others),
         credits=tuple(billed_adjustments(s, plan, cycle_id)),
         adjustments=tuple(adjustment_line(s, a) for a in s.scalars(
-            select(M.Adjustment).where(M.Adjustment.target_cycle_id == cycle_id).order_by(M.Adjustment.id))),
+            select(M.Adjustment).where(M.Adjustment.target_cycle_id == cycle_id).order_by(M.Adjustment.id))
+            if a.placement != "share"),
+        share_adjustments=tuple(share_adjustments(s, cycle_id)),
         daily=daily_history(s, prow.code, per.local_start - timedelta(days=HISTORY_DAYS), per.local_start),
         last_data_day=last_data_day(s, per))
     return engine.CycleInputs(plan=plan, partner=store_partner(prow, plan), period=per, records=records,
@@ -774,7 +780,7 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
     s.flush()
 
     # ---- validated
-    findings = result.findings
+    findings = result.findings + late_findings(store, s, prow.code, per.start)
     for f in findings:
         s.add(M.ValidationFinding(
             cycle_id=cyc.id, attempt=cyc.attempts, validator=f.validator, code=f.code, severity=f.severity,
@@ -806,7 +812,7 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
     assert drafts is not None  # not blocked
     made = write_drafts(s, store, cyc, prow, drafts, versions, rated_row.id, t)
     store_lines(s, cyc, prow, result.charge_lines, plan, made, t)
-    shares = write_share_statements(s, cyc, prow, result.charge_lines, t)
+    shares = write_share_statements(s, cyc, prow, result.shares, t)
     _advance(s, cyc, "invoiced", f"{len(drafts.invoices)} draft invoice(s), {len(groups)} traffic line(s), "
              f"{len(result.charge_lines)} charge line(s)"
              + (", a settlement statement" if drafts.statement else "")
@@ -845,11 +851,13 @@ def adjustment_line(s: Session, a: M.Adjustment) -> DraftLine:
     """The invoice line billing an adjustment."""
 
     src = s.get(M.BillingCycle, a.source_cycle_id)
-    what = describe(a.direction, a.service, a.destination, a.band, a.prefix)
+    what = adjustment_what(a)
     if a.corrects_line_id is not None:
         orig = s.get(M.InvoiceLine, a.corrects_line_id)
         inv = s.get(M.Invoice, orig.invoice_id) if orig is not None else None
         ref = f"{inv.number or f'invoice #{inv.id}'} line {orig.line_no}" if inv is not None and orig else ""
+    elif a.charge_line_id is not None:
+        ref = f"charge line {a.charge_line_id}"
     else:
         ref = "not billed before"
     desc = f"Adjustment {src.label if src else ''}: {what} ({ref})"
@@ -868,6 +876,14 @@ def adjustment_line(s: Session, a: M.Adjustment) -> DraftLine:
         group_key=a.group_key, stream=a.stream, netted=a.netted, corrects_line_id=a.corrects_line_id,
         adjustment_id=a.id,
     )
+
+
+def adjustment_what(a: M.Adjustment) -> str:
+    """What an adjustment corrects: a traffic line's dimensions, or a charge (and its party)."""
+    if a.charge_key:
+        parsed = parse_key(a.charge_key.split("|correction@")[0])
+        return (parsed[2] if parsed else a.charge_key[:200]) + (f" ({a.party})" if a.party else "")
+    return describe(a.direction, a.service, a.destination, a.band, a.prefix)
 
 
 def write_drafts(s: Session, store: Store, cyc: M.BillingCycle, prow: M.Partner, drafts: Drafts,
@@ -995,7 +1011,9 @@ def finalize_cycle(store: Store, partner: str, period: Any, *, issue_date: date 
             shr.details = dict(shr.details or {}, issue_date=issue.isoformat())
             shr.status = "finalized"
             shr.finalized_at = t
-        _advance(s, cyc, "finalized", f"invoices finalized, issued {issue}")
+        unread = record_unread(store, s, cyc, t)  # ingested after the last run: late records, reported
+        _advance(s, cyc, "finalized", f"invoices finalized, issued {issue}"
+                 + (f"; {unread} record(s) ingested after the last run are late records" if unread else ""))
         store.audit(s, "cycle_finalized", "billing_cycle", cyc.id, f"{partner} {per.label} finalized")
         s.flush()
         st.checkpoint("finalize:before_commit")

@@ -42,6 +42,7 @@ from icdsl.billing import base
 from icdsl.billing import models as M
 from icdsl.billing.errors import IngestError, ReconciliationError
 from icdsl.billing.files import sha256_file
+from icdsl.billing.late import record_late
 from icdsl.billing.periods import PeriodError, local_midnight
 from icdsl.plan.model import Plan, RecordLayout
 from icdsl.rating.intake import IntakeError, RecordReader
@@ -502,6 +503,8 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
             for kind, f in (("intake_records", rec_f), ("intake_rejects", rej_f)):
                 s.add(M.DataFile(kind=kind, path=f.path, sha256=f.sha256, rows=f.rows, bytes=f.bytes,
                                  amount_totals=None, batch_id=batch_row.id, cycle_id=None, partner=None, created_at=t))
+            late = record_late(s, batch_row, str(store.data.abs(rec_f.path)),
+                               {c: [n, to_datetime(lo), to_datetime(hi)] for c, (n, lo, hi) in partner_stats.items()}, t)
             unknown = sorted(c for c in partner_stats if plan is not None and plan.partner(c) is None)
             store.audit(s, "ingested", "intake_batch", batch_row.id,
                         f"{p.name}: read {counts.read}, passed {passed}, rejected {counts.rejected}, "
@@ -510,6 +513,7 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
             s.flush()
             report = store._report_of(s, batch_row, already=False)
             report.unknown_partners = unknown
+            report.late = {f"{c} {k}": n for c, ks in late.items() for k, n in ks.items()}
         return report
     except (IngestError, ReconciliationError) as e:
         store._audit_apart("ingest_failed", "intake_batch", str(e), {"file": str(p), "sha256": sha})

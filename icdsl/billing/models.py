@@ -473,6 +473,13 @@ class Correction(Base):
     file_bytes: Mapped[int | None] = mapped_column(sa.BigInteger)
     actor: Mapped[str] = mapped_column(sa.String(200))
     created_at: Mapped[datetime]
+    # the per-record charges of the records rated again (0004)
+    charges_path: Mapped[str | None] = mapped_column(sa.String(1000))
+    charges_sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    charges_rows: Mapped[int | None] = mapped_column(sa.BigInteger)
+    # what the corrected period measured and charged: the history later cycles read (0004)
+    charge_usage: Mapped[dict[str, Any] | None]
+    charge_lines: Mapped[list[Any] | None]
 
 
 class Adjustment(Base):
@@ -515,6 +522,32 @@ class Adjustment(Base):
     fx_rate: Mapped[Decimal | None] = mapped_column(Rate())
     fx_rate_id: Mapped[int | None] = mapped_column(sa.ForeignKey("fx_rates.id"))
     rounding: Mapped[str] = mapped_column(sa.String(32))
+    created_at: Mapped[datetime]
+    # an adjustment of a charge line (0004): the line corrected (its id and key), where the
+    # corrected line went (invoice, statement, share) and a revenue share's party
+    charge_line_id: Mapped[int | None]
+    charge_key: Mapped[str | None] = mapped_column(sa.Text())
+    placement: Mapped[str | None] = mapped_column(sa.String(16))
+    party: Mapped[str | None] = mapped_column(sa.String(64))
+
+
+class LateRecords(Base):
+    """Passed records of an intake batch whose start falls in a finalized cycle of their partner
+    (0004): counted at ingest and kept in the batch's records file, never billed into the
+    finalized cycle; a finding ``late_records`` on the partner's next cycle until ``icdsl
+    rerate`` bills them as a correction."""
+
+    __tablename__ = "late_records"
+    __table_args__ = (sa.UniqueConstraint("batch_id", "cycle_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[int] = mapped_column(sa.ForeignKey("intake_batches.id"))
+    partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partners.id"))
+    cycle_id: Mapped[int] = mapped_column(sa.ForeignKey("billing_cycles.id"), index=True)
+    records: Mapped[int] = mapped_column(sa.BigInteger)
+    first_start: Mapped[datetime]
+    last_start: Mapped[datetime]
+    samples: Mapped[list[Any]]
     created_at: Mapped[datetime]
 
 

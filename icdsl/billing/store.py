@@ -25,7 +25,6 @@ starts with ``BEGIN IMMEDIATE`` (one writer at a time, the others wait up to 60 
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import os
 import re
@@ -50,6 +49,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from icdsl.billing import models as M
 
 # what the store's parts share lives below it, in billing.base; re-exported for the store's callers
+from icdsl.billing.base import actor as _actor
 from icdsl.billing.base import canonical_hash as _canonical_hash
 from icdsl.billing.base import checkpoint, now, partner_decl, partner_decl_hash, plan_hash
 from icdsl.billing.base import jsonable as _jsonable
@@ -65,6 +65,7 @@ from icdsl.billing.errors import (
 from icdsl.billing.files import STORE_ID_FILE, DataDir, sha256_file
 from icdsl.billing.intake import ingest
 from icdsl.billing.inventory import import_inventory
+from icdsl.billing.late import pending as late_pending
 from icdsl.billing.trace import trace_line
 from icdsl.plan.model import Agreement, Plan, RecordLayout
 from icdsl.rating.rejects import REJECTS_SCHEMA
@@ -84,13 +85,6 @@ def normalize_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
-
-
-def _actor() -> str:
-    try:
-        return os.environ.get("ICDSL_ACTOR") or getpass.getuser()
-    except Exception:  # pragma: no cover - no user name available
-        return "unknown"
 
 
 def _lock_key(text: str) -> int:
@@ -250,6 +244,7 @@ class IngestReport:
     partners: dict[str, int] = field(default_factory=dict)
     unknown_partners: list[str] = field(default_factory=list)
     ingested_at: datetime | None = None
+    late: dict[str, int] = field(default_factory=dict)  # "PARTNER PERIOD" of a finalized cycle -> records
 
     @property
     def reconciles(self) -> bool:
@@ -261,8 +256,11 @@ class IngestReport:
             return (f"{self.file_name}: already ingested as batch #{self.batch_id}{when} "
                     f"(same sha256 {self.sha256[:12]}...); nothing added")
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.by_reason.items()))
+        late_text = "".join(f"\n  {n} late record(s) of finalized {k}: kept, not billed; `icdsl rerate` bills them as "
+                       "a correction" for k, n in sorted(self.late.items()))
         return (f"{self.file_name}: batch #{self.batch_id}: read {self.read}, passed {self.passed}, "
-                f"rejected {self.rejected}, duplicates {self.duplicates}" + (f" ({reasons})" if reasons else ""))
+                f"rejected {self.rejected}, duplicates {self.duplicates}" + (f" ({reasons})" if reasons else "")
+                + late_text)
 
 
 # --------------------------------------------------------------------------- opening
@@ -457,6 +455,7 @@ class Store:
     def referenced_files(self, s: Session) -> set[str]:
         files = set(s.scalars(select(M.DataFile.path)))
         files.update(p for p in s.scalars(select(M.Correction.file_path)) if p)
+        files.update(p for p in s.scalars(select(M.Correction.charges_path)) if p)
         files.update(s.scalars(select(M.RecordChargeFile.path)))
         return files
 
@@ -780,6 +779,11 @@ class Store:
             if target_cycle_id is not None:
                 q = q.where(M.Adjustment.target_cycle_id == target_cycle_id)
             return list(s.scalars(q))
+
+    def late_records(self, partner: str | None = None) -> list[Any]:
+        """The late records of each finalized cycle (:func:`icdsl.billing.late.pending`)."""
+        with self.reading() as s:
+            return late_pending(self, s, partner)
 
     def corrections(self) -> list[M.Correction]:
         with self.reading() as s:

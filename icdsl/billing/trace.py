@@ -82,8 +82,14 @@ class LineTrace:
             out.append(f"    amount: {how}, rounded {ln.rounding or ''} -> {amount} {ln.currency}")
         if self.adjustment is not None:
             a = self.adjustment
-            out.append(f"    adjustment #{a.id} of correction #{a.correction_id}: {a.old_count} record(s) "
-                       f"{a.old_source} -> {a.new_count} record(s) {a.new_source} {a.source_currency}")
+            if a.charge_key:
+                out.append(f"    adjustment #{a.id} of correction #{a.correction_id}: charge "
+                           + (f"line {a.charge_line_id} " if a.charge_line_id else "")
+                           + f"{a.charge_key}: {a.old_source} billed -> {a.new_source} {a.source_currency} due "
+                           "in the corrected period")
+            else:
+                out.append(f"    adjustment #{a.id} of correction #{a.correction_id}: {a.old_count} record(s) "
+                           f"{a.old_source} -> {a.new_count} record(s) {a.new_source} {a.source_currency}")
             if self.correction is not None:
                 c = self.correction
                 out.append(f"    correction #{c.id}: rerate of {c.partner_code} {c.local_from}..{c.local_to}"

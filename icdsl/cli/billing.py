@@ -209,6 +209,12 @@ def cycle_status(
             if findings or events:
                 details.append((c, findings))
         console.print(table)
+        late = store.late_records(partner)
+        if late:
+            console.print("\n[bold]late records[/bold] (records of finalized cycles that arrived afterwards)",
+                          highlight=False)
+            for lr in late:
+                console.print(f"  {lr}", highlight=False, markup=False)
         for c, findings in details:
             console.print(f"\n[bold]{c.partner_code} {c.label}[/bold] ({c.status}, attempt {c.attempts})",
                           highlight=False)

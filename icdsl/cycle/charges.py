@@ -412,10 +412,25 @@ class ShareDraft:
     details: dict[str, Any]
 
 
-def share_statements(lines: Sequence[ChargeLine], label: str) -> list[ShareDraft]:
+@dataclass(frozen=True)
+class ShareAdjustment:
+    """A correction of an earlier cycle's revenue share billed on this cycle: a line of its
+    party's statement in its currency. ``item``: the statement line's other fields (what it
+    corrects: ``charge``, ``adjustment_id``, ``corrects_charge_line_id``, ``description``...)."""
+
+    party: str
+    currency: str
+    amount: Decimal
+    item: Mapping[str, Any] = field(default_factory=dict)
+
+
+def share_statements(lines: Sequence[ChargeLine], label: str,
+                     adjustments: Sequence[ShareAdjustment] = ()) -> list[ShareDraft]:
     """One statement per party and currency of the cycle's revenue shares. Each lists the
     party's share lines and, per split, the amount split and every party's share: the shares
-    of a split add up to its amount exactly (largest remainder at the minor unit)."""
+    of a split add up to its amount exactly (largest remainder at the minor unit).
+    ``adjustments``: corrections of earlier cycles' shares billed on this cycle, listed on their
+    party's statement after its share lines (and in its total)."""
     shares = share_lines(lines)
     splits: dict[tuple[str, str, str], dict[str, Any]] = {}
     for ln in shares:
@@ -435,6 +450,10 @@ def share_statements(lines: Sequence[ChargeLine], label: str) -> list[ShareDraft
     by_party: dict[tuple[str, str], list[ChargeLine]] = defaultdict(list)
     for ln in shares:
         by_party[(str(ln.dimensions.get("party")), ln.currency)].append(ln)
+    fixes: dict[tuple[str, str], list[ShareAdjustment]] = defaultdict(list)
+    for a in adjustments:
+        fixes[(a.party, a.currency)].append(a)
+        by_party.setdefault((a.party, a.currency), [])
     out = []
     for (party, cur), ls in sorted(by_party.items()):
         items = [{"line_no": i, "kind": "revenue_share", "description": ln.description, "charge": ln.charge_name,
@@ -444,9 +463,12 @@ def share_statements(lines: Sequence[ChargeLine], label: str) -> list[ShareDraft
                   "exact_share": ln.details.get("exact_share"), "how": ln.details.get("how"), "rule": ln.rule,
                   "agreement_hash": ln.agreement_hash, "key": ln.key}
                  for i, ln in enumerate(ls, 1)]
+        items += [{**a.item, "line_no": len(items) + i, "kind": "adjustment", "quantity": "1", "unit": "share",
+                   "amount": str(a.amount), "currency": a.currency} for i, a in enumerate(fixes[(party, cur)], 1)]
         mine = [sp for (name, c, h), sp in sorted(splits.items()) if c == cur and
                 any(ln.charge_name == name and ln.agreement_hash == h for ln in ls)]
-        out.append(ShareDraft(party, cur, exact_sum(ln.amount for ln in ls),
+        out.append(ShareDraft(party, cur, exact_sum([*(ln.amount for ln in ls),
+                                                     *(a.amount for a in fixes[(party, cur)])]),
                               {"period": label, "lines": items, "splits": mine,
                                "method": "largest remainder at the minor unit, ties to the party listed first"}))
     return out

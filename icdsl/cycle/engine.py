@@ -28,6 +28,7 @@ import pyarrow as pa
 from icdsl.charges.context import Adjustment, CycleTotals, CycleUsage, EventRecord, Usage
 from icdsl.charges.lines import ChargeLine, billed_amounts
 from icdsl.cycle.charges import (
+    ShareAdjustment,
     ShareDraft,
     drafts_of,
     evaluate,
@@ -160,13 +161,15 @@ class History:
     other cycles (an application billed there is not billed again; a changed amount becomes a
     correction); ``credits``: corrections of earlier cycles' traffic billed on this cycle, as
     charge adjustments (``on net`` revenue shares deduct them); ``adjustments``: their invoice
-    lines; ``daily``: the partner's records by local day before the period and
+    lines; ``share_adjustments``: corrections of earlier cycles' revenue shares owed to other
+    parties, listed on their statements; ``daily``: the partner's records by local day before the period and
     ``last_data_day``: the latest local day with any traffic (the traffic profile check)."""
 
     cycles: tuple[CycleUsage, ...] = ()
     billed_lines: tuple[ChargeLine, ...] = ()
     credits: tuple[Adjustment, ...] = ()
     adjustments: tuple[DraftLine, ...] = ()
+    share_adjustments: tuple[ShareAdjustment, ...] = ()
     daily: Mapping[date, int] = field(default_factory=dict)
     last_data_day: date | None = None
 
@@ -187,6 +190,10 @@ class CycleInputs:
     ``dims``: the line dimensions (default ``destination``, ``band``); ``accept``: codes of
     error findings to accept (``all``: every one); ``validators``: None for the registered
     ones; ``sinks``: where rated records, rejects and record charges go (default: memory);
+    ``kept``: records rated before whose rating stands, with ``kept_charges``, their record
+    charges as billed (a correction of part of a finalized period re-rates the rest:
+    :meth:`icdsl.cycle.rater.Rater.keep`; they are counted, written and summed with the
+    records rated now);
     ``on_chunk``: called after each chunk is rated; ``expected``: records to expect (progress)."""
 
     plan: Plan
@@ -201,6 +208,8 @@ class CycleInputs:
     policy: Policy | None = None
     validators: Iterable[Any] | None = None
     sinks: Any = None
+    kept: pa.Table | None = None
+    kept_charges: pa.Table | None = None
     progress: Progress | None = None
     on_chunk: Callable[[], None] | None = None
     expected: int = 0
@@ -337,6 +346,7 @@ def run(inputs: CycleInputs) -> CycleResult:
         for batch_id, chunk in inputs.chunks():
             rater.rate(chunk, batch_id)
             clock.tick(rater.records_in, max(inputs.expected, rater.records_in))
+        rater.keep(inputs.kept, inputs.kept_charges)
     finally:
         rated_w.close()
     if two_pass:  # `cycle.*` conditions: evaluate the record charges again with the cycle's totals
@@ -346,6 +356,7 @@ def run(inputs: CycleInputs) -> CycleResult:
                       cycle_totals=totals, events=events, partner=code, timezone=per.timezone)
         for batch_id, chunk in inputs.chunks():
             again.rate(chunk, batch_id)
+        again.keep(inputs.kept, inputs.kept_charges)
         rater.usage, rater.record_charges = again.usage, again.record_charges
     sinks.finish()
     clock.tick(rater.records_in, rater.records_in)
@@ -401,7 +412,7 @@ def run(inputs: CycleInputs) -> CycleResult:
                              fx=fx, last_day=last_day)
     drafts.charges = list(evaluated.lines)
     result.drafts = drafts
-    result.shares = share_statements(evaluated.lines, per.label)
+    result.shares = share_statements(evaluated.lines, per.label, hist.share_adjustments)
     clock.stage(None)
     result.timings = clock.timings
     return result

@@ -285,6 +285,49 @@ class Rater:
             for reason, count in zip(*value_counts(rejects.column("reason")), strict=True):
                 self.by_reason[reason] += count
 
+    def keep(self, rated: pa.Table | None, record_charges: pa.Table | None = None) -> None:
+        """Records rated before whose rating stands (a correction of part of a period keeps the
+        rest as billed): ``rated`` has the rated file's columns (``batch_id``: the intake batch;
+        a ``line`` column is numbered again), ``record_charges`` their per-record charges as
+        billed. They count, are written and are summed with the records rated here, exactly as
+        if they had been rated now (their charges are not evaluated again)."""
+        if rated is None or not rated.num_rows:
+            return
+        if "line" in rated.column_names:
+            rated = rated.drop_columns(["line"])
+        rated = self._at_scale(rated)
+        record_charges = self._at_scale(record_charges) if record_charges is not None else None
+        n = rated.num_rows
+        self.read += n
+        self.records_in += n
+        for batch_id, count in zip(*value_counts(rated.column("batch_id")), strict=True):
+            self.by_batch[batch_id] += count
+        if self._edges is not None:
+            idx = day_index(to_us(rated.column("start")), self._edges)
+            self.daily += np.bincount(idx[idx >= 0], minlength=len(self.days))[:len(self.days)]
+        if self.charges:
+            self.usage = merge_usage(self.usage, usage_from_rated(self.plan, rated, record_charges))
+            if self.charges_w is not None and record_charges is not None and record_charges.num_rows:
+                self.charges_w.write(record_charges)
+                self.record_charges += record_charges.num_rows
+        line = self._lines(rated)
+        rated = rated.append_column("line", pa.array(line, pa.int32()))
+        self.rated_w.write(rated)
+        self.rated += n
+        self._sums(rated, line)
+
+    def _at_scale(self, table: pa.Table) -> pa.Table:
+        """``table``'s amounts at the cycle's scale (a safe cast: raises rather than round)."""
+        amount = table.column("amount")
+        if amount.type == pa.decimal128(38, self.scale):
+            return table
+        try:
+            amount = pc.cast(amount, pa.decimal128(38, self.scale))
+        except pa.ArrowInvalid:
+            raise ReconciliationError(f"records rated before have amounts with more than {self.scale} decimals, "
+                                      "the most the agreements given round to: they would be rounded") from None
+        return table.set_column(table.schema.get_field_index("amount"), "amount", amount)
+
     def line_of(self, values: dict[str, str]) -> str:
         """The key text of the line of a record's values."""
         return SEP.join(values[c] for c in self.line_dims)
