@@ -30,8 +30,8 @@ from typer.testing import CliRunner
 from icdsl.billing import models as M
 from icdsl.billing.errors import AgreementVersionConflict, RetroactiveChange
 from icdsl.cli.main import app
+from icdsl.cycle.examples import report, run_examples
 from icdsl.plan.compiler import build
-from icdsl.rating.examples import report, run_examples
 
 PARTNER = """partner ORFR "Orange France" {
   currency EUR
