@@ -581,9 +581,11 @@ class _FileSinks:
 
     def __init__(self, store: Store, rel_dir: str, id_type: pa.DataType, scale: int):
         self.store = store
-        self.rated = store.data.writer(rel_dir, "rated", rated_file_schema(id_type, scale))
+        # the executor's dictionary columns written as they are (read back as plain strings)
+        self.rated = store.data.writer(rel_dir, "rated", rated_file_schema(id_type, scale), dictionaries=True)
         self.rejects = store.data.writer(rel_dir, "rating-rejects", REJECTS_FILE_SCHEMA)
-        self.record_charges = store.data.writer(rel_dir, "record-charges", record_charges_file_schema(id_type, scale))
+        self.record_charges = store.data.writer(rel_dir, "record-charges", record_charges_file_schema(id_type, scale),
+                                                dictionaries=True)
         self.files: dict[str, Any] = {}
 
     def __enter__(self) -> _FileSinks:
