@@ -316,6 +316,15 @@ def _partner_groups(path: str, partner: str) -> tuple[pq.ParquetFile, list[int]]
     """The file, and the row groups that may hold ``partner``'s records, from the row groups'
     statistics, worked out once per file and process (a month of 200 partners opens each
     intake file 400 times; its footer has a row group per partner and batch)."""
+    meta, single, mixed = _file_groups(path)
+    groups = list(single.get(partner, ()))
+    groups += [i for i, lo, hi in mixed if lo is None or lo <= partner <= hi]
+    return pq.ParquetFile(path, metadata=meta), sorted(groups)
+
+
+def _file_groups(path: str) -> tuple[Any, dict[str, list[int]], list[tuple[int, Any, Any]]]:
+    """The file's footer, its row groups of one partner (by partner) and the others, read once
+    per file and process (while its size and modification time stay the same)."""
     st = os.stat(path)
     key = (str(path), st.st_size, st.st_mtime_ns)
     got = _ROW_GROUPS.get(key)
@@ -336,10 +345,7 @@ def _partner_groups(path: str, partner: str) -> tuple[pq.ParquetFile, list[int]]
         if len(_ROW_GROUPS) > 1000:
             _ROW_GROUPS.clear()
         got = _ROW_GROUPS[key] = (meta, single, mixed)
-    meta, single, mixed = got
-    groups = list(single.get(partner, ()))
-    groups += [i for i, lo, hi in mixed if lo is None or lo <= partner <= hi]
-    return pq.ParquetFile(path, metadata=meta), sorted(groups)
+    return got
 
 
 def _read_partner(path: str, partner: str, period: Period | None = None, *, start: datetime | None = None,
@@ -388,7 +394,9 @@ def _id_type(store: Store, inputs: Iterable[tuple[int, str, str, int]]) -> pa.Da
     id_types = set()
     for _batch, path, sha, _n in inputs:
         store.data.verify(path, sha)
-        id_types.add(pq.read_schema(store.data.abs(path)).field("id").type)
+        # the footer read once per file and process (cached with its row groups)
+        meta, _single, _mixed = _file_groups(str(store.data.abs(path)))
+        id_types.add(meta.schema.to_arrow_schema().field("id").type)
     return pa.int64() if id_types == {pa.int64()} else pa.string()
 
 
@@ -399,10 +407,13 @@ def _report(s: Session, cycle: M.BillingCycle, period: Period, *, already: bool,
             findings: list[Finding] | None = None) -> CycleReport:
     files = {f.kind: f for f in s.scalars(select(M.DataFile).where(M.DataFile.cycle_id == cycle.id))}
     invoices = []
+    line_counts = dict(s.execute(  # one query for every invoice's line count
+        select(M.InvoiceLine.invoice_id, func.count()).join(M.Invoice, M.Invoice.id == M.InvoiceLine.invoice_id)
+        .where(M.Invoice.cycle_id == cycle.id).group_by(M.InvoiceLine.invoice_id)).all())
     for inv in s.scalars(select(M.Invoice).where(M.Invoice.cycle_id == cycle.id).order_by(M.Invoice.id)):
-        n = s.scalar(select(func.count()).select_from(M.InvoiceLine).where(M.InvoiceLine.invoice_id == inv.id))
-        invoices.append(InvoiceSummary(inv.id, inv.stream, inv.currency, inv.status, inv.subtotal, n or 0, inv.number,
-                                       inv.tax_kind, inv.tax_amount, inv.total, inv.tax_note))
+        invoices.append(InvoiceSummary(inv.id, inv.stream, inv.currency, inv.status, inv.subtotal,
+                                       line_counts.get(inv.id, 0), inv.number, inv.tax_kind, inv.tax_amount,
+                                       inv.total, inv.tax_note))
     stm = s.scalars(select(M.SettlementStatement).where(M.SettlementStatement.cycle_id == cycle.id)
                     .order_by(M.SettlementStatement.id.desc())).first()
     statement = None
@@ -574,9 +585,11 @@ class _FileSinks:
 
     def __init__(self, store: Store, rel_dir: str, id_type: pa.DataType, scale: int):
         self.store = store
-        self.rated = store.data.writer(rel_dir, "rated", rated_file_schema(id_type, scale))
+        # the executor's dictionary columns written as they are (read back as plain strings)
+        self.rated = store.data.writer(rel_dir, "rated", rated_file_schema(id_type, scale), dictionaries=True)
         self.rejects = store.data.writer(rel_dir, "rating-rejects", REJECTS_FILE_SCHEMA)
-        self.record_charges = store.data.writer(rel_dir, "record-charges", record_charges_file_schema(id_type, scale))
+        self.record_charges = store.data.writer(rel_dir, "record-charges", record_charges_file_schema(id_type, scale),
+                                                dictionaries=True)
         self.files: dict[str, Any] = {}
 
     def __enter__(self) -> _FileSinks:
@@ -611,6 +624,8 @@ class _FileSinks:
             yield pa.Table.from_batches([rb])
 
     def read_rejects(self) -> pa.Table:
+        if not self.files["rejects"].rows:  # nothing rejected: no file to open
+            return REJECTS_FILE_SCHEMA.empty_table()
         return pq.read_table(self._abs("rejects"))
 
     def read_record_charges(self) -> pa.Table | None:
@@ -671,8 +686,11 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
         raise CycleStateError(f"cycle {prow.code} {per.label} is finalized: it cannot be rated again; "
                               f"corrections go on the next cycle (`icdsl rerate --partner {prow.code} ...`)")
     rel_dir = cycle_dir(prow.code, per)
-    # Under the lock, nobody else writes here: whatever no committed row references is left over.
-    removed = store.data.clean(rel_dir, store.referenced_files(s))
+    # Under the lock, nobody else writes here: whatever no committed row references is left over
+    # (a first run has no folder yet: no need to ask the store which files it references).
+    folder = store.data.abs(rel_dir)
+    removed = (store.data.clean(rel_dir, store.referenced_files(s))
+               if folder.is_dir() and any(folder.iterdir()) else [])
     if cyc.status != "open":
         _discard(store, s, cyc)
     cyc.attempts += 1

@@ -87,8 +87,9 @@ class DataDir:
         return p
 
     def writer(self, rel_dir: str, stem: str, schema: pa.Schema, *, row_group_size: int | None = None,
-               unique: tuple[str, ...] = ()) -> AtomicParquet:
-        return AtomicParquet(self, rel_dir, stem, schema, row_group_size=row_group_size, unique=unique)
+               unique: tuple[str, ...] = (), dictionaries: bool = False) -> AtomicParquet:
+        return AtomicParquet(self, rel_dir, stem, schema, row_group_size=row_group_size, unique=unique,
+                             dictionaries=dictionaries)
 
     def verify(self, rel: str, sha256: str) -> None:
         """Raise if the file is missing or its content is not the recorded one. A file is hashed
@@ -149,13 +150,24 @@ class DataDir:
 STORE_ID_FILE = "STORE_ID"
 
 
+def _native(t: pa.DataType) -> bool:
+    """A type that a Parquet file without an Arrow schema reads back as it is."""
+    return (pa.types.is_string(t) or pa.types.is_int64(t) or pa.types.is_int32(t) or pa.types.is_decimal(t)
+            or (pa.types.is_timestamp(t) and t.unit == "us" and t.tz == "UTC"))
+
+
 class AtomicParquet:
     """Stream tables into a temporary Parquet file; :meth:`commit` makes it durable and gives
     it its content-addressed name; :meth:`abort` (or leaving a ``with`` block by an exception)
-    removes it."""
+    removes it.
+
+    ``dictionaries``: text columns that arrive dictionary-encoded are written as they are (their
+    codes become the Parquet dictionary pages, with no cast to plain strings and no hashing of
+    the strings again); the file keeps no Arrow schema of its own, so that every reader sees the
+    plain ``schema`` (text as ``string``), exactly as a file written without the option."""
 
     def __init__(self, data: DataDir, rel_dir: str, stem: str, schema: pa.Schema, *,
-                 row_group_size: int | None = None, unique: tuple[str, ...] = ()):
+                 row_group_size: int | None = None, unique: tuple[str, ...] = (), dictionaries: bool = False):
         self.data = data
         self.row_group_size = row_group_size
         self.rel_dir = rel_dir.strip("/")
@@ -167,33 +179,52 @@ class AtomicParquet:
         # dictionary pages only where values repeat (texts, versions, units): trying them on
         # ids, times, amounts and the columns said ``unique`` (b_number) costs writing time for
         # nothing; integer ids and times of those are delta-encoded (smaller, faster)
-        repeating = [f.name for f in schema
-                     if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
-                         or pa.types.is_dictionary(f.type)
-                         or f.name in ("agreement_version", "billed_units", "duration_s", "batch_id"))
-                     and f.name not in unique]
-        delta = {f.name: "DELTA_BINARY_PACKED" for f in schema
-                 if f.name in unique and (pa.types.is_integer(f.type) or pa.types.is_timestamp(f.type))}
-        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
-            self.tmp, schema, compression=COMPRESSION, write_statistics=True, use_dictionary=repeating,
-            column_encoding=delta or None,
-        )
+        self._repeating = [f.name for f in schema
+                           if (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+                               or pa.types.is_dictionary(f.type)
+                               or f.name in ("agreement_version", "billed_units", "duration_s", "batch_id"))
+                           and f.name not in unique]
+        self._delta = {f.name: "DELTA_BINARY_PACKED" for f in schema
+                       if f.name in unique and (pa.types.is_integer(f.type) or pa.types.is_timestamp(f.type))}
+        # only where the plain types read back as they are without the Arrow schema in the file
+        self.dictionaries = dictionaries and all(_native(f.type) for f in schema)
+        self._writer: pq.ParquetWriter | None = None
+        self._write_schema = schema
+        self._closed = False
+        if not self.dictionaries:
+            self._open(schema)
         self.rows = 0
         self.result: WrittenFile | None = None
 
+    def _open(self, schema: pa.Schema) -> None:
+        self._write_schema = schema
+        self._writer = pq.ParquetWriter(self.tmp, schema, compression=COMPRESSION, write_statistics=True,
+                                        use_dictionary=self._repeating, column_encoding=self._delta or None,
+                                        **({"store_schema": False} if self.dictionaries else {}))
+
     def write(self, table: pa.Table) -> None:
-        if self._writer is None:
+        if self._closed:
             raise RuntimeError("the file is closed")
         if table.num_rows:
-            self._writer.write_table(table.select(self.schema.names).cast(self.schema),
-                                     row_group_size=self.row_group_size)
+            table = table.select(self.schema.names)
+            if self._writer is None:  # dictionaries: text columns as the first table has them
+                self._open(pa.schema([
+                    pa.field(f.name, t if pa.types.is_dictionary(t := table.schema.field(f.name).type)
+                             and pa.types.is_string(t.value_type) and pa.types.is_string(f.type) else f.type)
+                    for f in self.schema]))
+            assert self._writer is not None
+            self._writer.write_table(table.cast(self._write_schema), row_group_size=self.row_group_size)
             self.rows += table.num_rows
 
     def close(self) -> Path:
         """Finish and fsync the temporary file (no rename yet)."""
-        if self._writer is not None:
+        if not self._closed:
+            if self._writer is None:
+                self._open(self.schema)
+            assert self._writer is not None
             self._writer.close()
             self._writer = None
+            self._closed = True
             with open(self.tmp, "rb+") as f:
                 os.fsync(f.fileno())
         return self.tmp
@@ -218,6 +249,7 @@ class AtomicParquet:
             with contextlib.suppress(Exception):  # closing a broken writer
                 self._writer.close()
             self._writer = None
+        self._closed = True
         self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> AtomicParquet:
