@@ -19,18 +19,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "icdsl"
 
-#: files other engineers own while issue 10 is being merged: their function-local imports are
-#: still there (TODO(merge): remove each entry once its owner's branch is merged)
-NOT_YET = {
-    "icdsl/billing/cycles.py": "engine",
-    "icdsl/billing/charging.py": "engine",
-    "icdsl/billing/invoicing.py": "engine",
-    "icdsl/billing/validation.py": "engine",
-    "icdsl/billing/periods.py": "engine",
-    "icdsl/billing/amounts.py": "engine",
-    "icdsl/billing/fx.py": "engine",
-}
-
 #: the heavy or optional dependencies that may be imported on first use, and why
 HEAVY = {
     "pyarrow": "columns: the checker and the plugin listing do not need them",
@@ -144,12 +132,6 @@ def test_no_package_imports_another_in_a_circle():
     assert "icdsl.lang" in order and order.index("icdsl.lang") < order.index("icdsl.plan")
 
 
-#: TODO(merge): the store's parts owned by the engine, intake and corrections branches still call
-#: the store back (``st.checkpoint``, ``st.now``); once they use icdsl.billing.base this is empty
-MODULE_CYCLES_PENDING = [
-    ["icdsl.billing.corrections", "icdsl.billing.cycles", "icdsl.billing.store"],
-]
-
 
 def _strongly_connected(edges: dict[str, set[str]]) -> list[list[str]]:
     """Tarjan's components of more than one node (the import cycles), iteratively."""
@@ -198,7 +180,7 @@ def test_no_module_imports_another_in_a_circle():
     thing down, or pass it in), not a reason for an import inside a function."""
     graph = grimp.build_graph("icdsl", exclude_type_checking_imports=True, cache_dir=None)
     edges = {m: {i for i in graph.find_modules_directly_imported_by(m) if i != m} for m in graph.modules}
-    assert _strongly_connected(edges) == MODULE_CYCLES_PENDING
+    assert _strongly_connected(edges) == []
 
 
 def _is_import_line(line: str) -> bool:
@@ -247,8 +229,6 @@ def local_import_problems(root: Path) -> list[str]:
     problems = []
     for path in sorted((root / "icdsl").rglob("*.py")):
         rel = path.relative_to(root).as_posix()
-        if rel in NOT_YET:
-            continue
         parts = list(path.relative_to(root).with_suffix("").parts)
         is_package = parts[-1] == "__init__"
         module = ".".join(parts[:-1] if is_package else parts)

@@ -51,6 +51,7 @@ import sqlalchemy as sa
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from icdsl.billing import base
 from icdsl.billing import models as M
 from icdsl.billing.amounts import present
 from icdsl.billing.charging import (
@@ -63,6 +64,7 @@ from icdsl.billing.charging import (
     usage_json,
     write_share_statements,
 )
+from icdsl.billing.documents import invoice_document
 from icdsl.billing.errors import CycleBusy, CycleError, CycleStateError, StoreError, ValidationError
 from icdsl.billing.files import fsync_dir as sync_dir
 from icdsl.billing.fx import FxQuote, FxTable
@@ -103,6 +105,8 @@ from icdsl.cycle.rater import Rater as _EngineRater
 from icdsl.cycle.validation import Finding, Policy
 from icdsl.plan.model import Partner as PlanPartner
 from icdsl.plan.model import Plan, Tax
+from icdsl.validators import ValidationContext as DocumentContext
+from icdsl.validators import run_validators as run_document_validators
 
 if TYPE_CHECKING:
     from icdsl.billing.store import Store
@@ -242,7 +246,6 @@ def cycle_dir(partner: str, period: Period) -> str:
 def resolve_period(s: Session, partner: str, period: Any, plan: Plan | None) -> tuple[M.Partner, Period]:
     """The partner's row and the period in its time zone; refuses a plan whose declaration of
     the partner differs from the store's (load the plan first)."""
-    from icdsl.billing.store import partner_decl_hash
 
     row = s.scalars(select(M.Partner).where(M.Partner.code == partner)).first()
     if row is None:
@@ -254,7 +257,7 @@ def resolve_period(s: Session, partner: str, period: Any, plan: Plan | None) -> 
         declared = plan.partner(partner)
         if declared is None:
             raise CycleError(f"partner {partner} is not declared in the rules given")
-        if partner_decl_hash(declared) != row.decl_hash:
+        if base.partner_decl_hash(declared) != row.decl_hash:
             raise CycleError(f"the rules declare partner {partner} differently from the store: load them first "
                              "with `icdsl load RULES`")
     return row, parse_period(period, row.timezone, row.billing)
@@ -262,18 +265,16 @@ def resolve_period(s: Session, partner: str, period: Any, plan: Plan | None) -> 
 
 def _event(s: Session, cycle: M.BillingCycle, kind: str, message: str, *, to: str | None = None,
            details: dict[str, Any] | None = None) -> None:
-    from icdsl.billing.store import now
 
-    s.add(M.CycleEvent(cycle_id=cycle.id, at=now(), kind=kind, from_state=cycle.status if to else None,
+    s.add(M.CycleEvent(cycle_id=cycle.id, at=base.now(), kind=kind, from_state=cycle.status if to else None,
                        to_state=to, message=message, details=details))
 
 
 def _advance(s: Session, cycle: M.BillingCycle, to: str, message: str, details: dict[str, Any] | None = None) -> None:
-    from icdsl.billing.store import now
 
     _event(s, cycle, "state", message, to=to, details=details)
     cycle.status = to
-    setattr(cycle, f"{to}_at", now())
+    setattr(cycle, f"{to}_at", base.now())
 
 
 _scale = plan_scale  # (compatibility)
@@ -296,9 +297,8 @@ class Rater(_EngineRater):
 
 
 def _rated_checkpoint() -> None:
-    from icdsl.billing import store as st
 
-    st.checkpoint("cycle:rated")
+    base.checkpoint("cycle:rated")
 
 
 _Rater = Rater  # (compatibility)
@@ -536,7 +536,6 @@ def run_cycle(store: Store, partner: str, period: Any, plan: Plan, *, program: A
 
 def _open(store: Store, s: Session, prow: M.Partner, per: Period) -> M.BillingCycle:
     """The cycle's row, created (state ``open``) if needed: refused if it overlaps another."""
-    from icdsl.billing import store as st
 
     cyc = _lock_cycle(store, s, prow, per)
     if cyc is not None:
@@ -548,18 +547,17 @@ def _open(store: Store, s: Session, prow: M.Partner, per: Period) -> M.BillingCy
         raise CycleError(f"{prow.code} {per.label} overlaps cycle {overlap.label} "
                          f"({overlap.local_start} .. {overlap.local_end - timedelta(days=1)}): "
                          "a record must be billed once")
-    return _new_cycle(s, prow, per, st.now())
+    return _new_cycle(s, prow, per, base.now())
 
 
 def _log_failure(store: Store, cycle_id: int, e: Exception) -> None:
     """Record a failed run on the (open) cycle, in a transaction of its own."""
-    from icdsl.billing.store import now
 
     try:
         with store.session() as s:
             cyc = s.get(M.BillingCycle, cycle_id)
             if cyc is not None:
-                s.add(M.CycleEvent(cycle_id=cyc.id, at=now(), kind="error", from_state=None, to_state=None,
+                s.add(M.CycleEvent(cycle_id=cyc.id, at=base.now(), kind="error", from_state=None, to_state=None,
                                    message=f"{type(e).__name__}: {e}", details={"attempt": cyc.attempts + 1}))
     except Exception:  # pragma: no cover - the log must not hide the original error
         pass
@@ -602,15 +600,14 @@ class _FileSinks:
             w.__exit__(*exc)
 
     def finish(self) -> None:
-        from icdsl.billing import store as st
 
         for w in (self.rated, self.rejects, self.record_charges):
             w.close()
-        st.checkpoint("cycle:files_written")
+        base.checkpoint("cycle:files_written")
         self.files = {"rated": self.rated.commit(sync_dir=False), "rejects": self.rejects.commit(sync_dir=False),
                       "record_charges": self.record_charges.commit(sync_dir=False)}
         sync_dir(self.rated.dir)  # the three names are durable before anything refers to them
-        st.checkpoint("cycle:files_committed")
+        base.checkpoint("cycle:files_committed")
 
     def _abs(self, kind: str) -> Any:
         return self.store.data.abs(self.files[kind].path)
@@ -673,11 +670,10 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
                validators: Iterable[Any] | None = None, progress: Progress | None = None) -> CycleReport:
     """The body of :func:`run_cycle`, inside the caller's transaction ``s``: read the engine's
     inputs from the store, :func:`icdsl.cycle.engine.run`, write the result."""
-    from icdsl.billing import store as st
 
     dims = check_dims(dims)
     cyc = _lock_cycle(store, s, prow, per)
-    st.checkpoint("cycle:locked")
+    base.checkpoint("cycle:locked")
     if cyc is None:
         raise CycleStateError(f"the cycle {prow.code} {per.label} disappeared while it was being started")
     if cyc.status in ("invoiced", "finalized") and not rerate:
@@ -694,7 +690,7 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
     if cyc.status != "open":
         _discard(store, s, cyc)
     cyc.attempts += 1
-    cyc.plan_hash = st.plan_hash(plan)
+    cyc.plan_hash = base.plan_hash(plan)
     cyc.line_dims = list(dims)
     if removed:
         _event(s, cyc, "progress", f"removed {len(removed)} file(s) left by an interrupted run",
@@ -741,7 +737,6 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
     """The engine's result as rows of the cycle (in the caller's transaction): counts, files,
     findings, drafts, charge lines and statements, after the store's own reconciliation (the
     files read back hold what the lines say)."""
-    from icdsl.billing import store as st
 
     counts, groups = result.counts, result.lines
     rated_f, rejects_f, charges_f = files["rated"], files["rejects"], files["record_charges"]
@@ -776,7 +771,7 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
              {"rejects_by_reason": dict(counts.by_reason), "rated_sha256": rated_f.sha256})
 
     # ---- data files, inputs (kept also when validation stops the cycle)
-    t = st.now()
+    t = base.now()
     rated_row = M.DataFile(kind="rated", path=rated_f.path, sha256=rated_f.sha256, rows=rated_f.rows,
                            bytes=rated_f.bytes, amount_totals=totals_json, batch_id=None, cycle_id=cyc.id,
                            partner=prow.code, created_at=t)
@@ -813,7 +808,7 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
         store.audit(s, "cycle_blocked", "billing_cycle", cyc.id,
                     f"{prow.code} {per.label}: validation errors {', '.join(f.code for f in blocking)}")
         s.flush()
-        st.checkpoint("cycle:before_commit")
+        base.checkpoint("cycle:before_commit")
         report = _report(s, cyc, per, already=False, findings=findings)
         report.timings = result.timings
         return report
@@ -838,16 +833,14 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
     store.audit(s, "cycle_invoiced", "billing_cycle", cyc.id,
                 f"{prow.code} {per.label}: {counts.rated} rated, totals {totals_json}")
     s.flush()
-    st.checkpoint("cycle:before_commit")
+    base.checkpoint("cycle:before_commit")
     report = _report(s, cyc, per, already=False, findings=findings)
     report.timings = result.timings
     return report
 
 
 def _jsonable(v: Any) -> Any:
-    from icdsl.billing.store import _jsonable as plain
-
-    return plain(v)
+    return base.jsonable(v)
 
 
 def daily_history(s: Session, partner: str, first: date, end: date) -> dict[date, int]:
@@ -987,7 +980,6 @@ def finalize_cycle(store: Store, partner: str, period: Any, *, issue_date: date 
     (and the cycle) immutable. The issue date is the period's last day unless given; invoices
     are due ``due N days`` later. Checks registered on the drafts (the ``icdsl_invoice_validators``
     hook, :mod:`icdsl.validators`) run first: an error refuses finalization."""
-    from icdsl.billing import store as st
 
     with store.session() as s:
         prow, per = resolve_period(s, partner, period, None)
@@ -1000,7 +992,7 @@ def finalize_cycle(store: Store, partner: str, period: Any, *, issue_date: date 
             why = " (validation stopped it: see `icdsl cycle status`)" if cyc.status == "rated" else ""
             raise CycleStateError(f"cycle {partner} {per.label} is {cyc.status}{why}: it must be invoiced to be "
                                   "finalized")
-        t = st.now()
+        t = base.now()
         issue = issue_date or (per.local_end - timedelta(days=1))
         problems = _document_checks(store, s, cyc, per)
         if problems:
@@ -1034,34 +1026,18 @@ def finalize_cycle(store: Store, partner: str, period: Any, *, issue_date: date 
                  + (f"; {unread} record(s) ingested after the last run are late records" if unread else ""))
         store.audit(s, "cycle_finalized", "billing_cycle", cyc.id, f"{partner} {per.label} finalized")
         s.flush()
-        st.checkpoint("finalize:before_commit")
+        base.checkpoint("finalize:before_commit")
         return _report(s, cyc, per, already=False)
 
 
 def _document_checks(store: Store, s: Session, cyc: M.BillingCycle, per: Period) -> list[str]:
     """Errors of the document validators registered through the plugin hook, on the drafts."""
-    try:
-        from icdsl.validators import ValidationContext as DocumentContext
-        from icdsl.validators import run_validators as run_document_validators
-    except ImportError:  # pragma: no cover - the plugin API is not there
-        return []
-    from icdsl.billing.documents import invoice_document
-
     docs = [invoice_document(s, inv) for inv in s.scalars(
         select(M.Invoice).where(M.Invoice.cycle_id == cyc.id).order_by(M.Invoice.id))]
     if not docs:
         return []
     found = run_document_validators(docs, DocumentContext(partner=cyc.partner_code, period=per.label))
     return [str(f) for f in found if f.severity == "error"]
-
-
-# --------------------------------------------------------------------------- trace (compatibility)
-
-
-def trace_line(store: Store, line_id: int, **kw: Any) -> Any:
-    from icdsl.billing.trace import trace_line as trace
-
-    return trace(store, line_id, **kw)
 
 
 __all__ = [
