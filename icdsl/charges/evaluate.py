@@ -1,43 +1,8 @@
-"""The cycle's dispatcher of charge types, and (re-exported from :mod:`icdsl.charges.contract`) their
-evaluation contract.
+"""The cycle's dispatcher of charge types (:func:`evaluate_cycle`, :func:`record_charge_lines`).
 
-Every charge type, built-in or a plugin's, is registered through ``icdsl_charge_types`` (see
-:mod:`icdsl.charges.base` for ``check`` and ``compile``) and evaluates its charges in one of
-two ways, by subclassing one of the classes below instead of ``ChargeType`` directly:
-
-**Cycle-level** (:class:`CycleChargeType`): recurring and one-time fees, events, tiers,
-discounts, commitments, revenue shares, a plugin's slice-hours::
-
-    class SliceHours(CycleChargeType):
-        name = "slice_hours"
-        stage = "charge"            # charge | discount | commitment | share
-        def evaluate(self, charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
-            hours = ctx.event_units("slice_embb")
-            price = charge.param("embb")
-            return [ctx.line(charge, description=f"{hours} eMBB slice-hours", exact=price.amount * hours,
-                             currency=price.currency, quantity=hours, unit="hour",
-                             unit_price=price.amount, application=ctx.key(charge, "embb", ctx.cycle_label))]
-
-``evaluate`` is pure: the same context gives the same lines (same keys, same amounts). Use
-``ctx.line`` (one rounding to the minor unit, the rule's span, the key), ``ctx.measure`` and
-``ctx.usage_of`` (traffic in scope), ``ctx.event_units``, ``ctx.inventory``, ``ctx.billed``.
-Raise :class:`~icdsl.charges.lines.ChargeError` (with ``charge.span``) when a charge cannot be
-evaluated. Stages run in the order of deductions (``charge``, ``discount``, ``commitment``,
-``share``): a type sees the lines of the earlier stages in ``ctx.lines``.
-
-**Per record** (:class:`RecordChargeType`, ``per_record = True``): surcharges. Both executors
-evaluate them on the rated records, so the type implements the same amount twice:
-
-- ``evaluate_record(charge, rec: RecordView) -> RecordAmount | None``: the row executor's
-  (exact ``Fraction`` amount in the charge's currency, and a sentence for the trace);
-- ``evaluate_batch(charge, batch: BatchView) -> BatchAmounts``: the batch executor's, for the
-  records of one agreement service at once: which records it applies to and the exact amount
-  of each as ``num / den`` in units of 10**-precision (int64 NumPy arrays; ``object`` arrays of
-  Python ints where int64 could overflow).
-
-The executor rounds each amount once, at the service's precision and mode (like the record's
-amount); the two must agree to the last digit (``tests/test_charges_surcharge.py`` checks the
-built-in surcharge on random plans and records).
+The evaluation contract that charge types implement (:class:`CycleChargeType` for cycle-level
+charges, :class:`RecordChargeType` for per-record surcharges, with their views and amounts) is
+documented and defined in :mod:`icdsl.charges.contract`, and re-exported here.
 """
 
 from __future__ import annotations
@@ -46,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from decimal import Decimal
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from icdsl.charges import builtin
 from icdsl.charges.conditions import RecordEnv, fields_of, holds
@@ -63,9 +28,6 @@ from icdsl.charges.keys import application_key
 from icdsl.charges.lines import STAGES, ChargeError, ChargeLine, exact_text, round_money
 from icdsl.plan.model import Agreement, Charge, Expr, Plan, Span
 from icdsl.plugins import active_plugin_manager, charge_types
-
-if TYPE_CHECKING:
-    pass
 
 
 def _types(pm: Any = None) -> dict[str, Any]:
