@@ -13,23 +13,20 @@ applications (``key_hash`` unique: a double application is impossible), and
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import Any
 
-import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from icdsl.billing import models as M
 from icdsl.billing.errors import CycleError
-from icdsl.billing.inventory import partner_items
 from icdsl.charges.context import Adjustment, CycleUsage
 from icdsl.charges.keys import key_hash
-from icdsl.charges.lines import ChargeLine, billed_amounts
+from icdsl.charges.lines import ChargeLine
 from icdsl.charges.periods import Days
-from icdsl.cycle import charges as engine
 from icdsl.cycle.charges import (
     BAD_REFUND,
     HOLD,
@@ -112,30 +109,6 @@ def history_of(s: Session, prow: M.Partner, per: Period, others: list[tuple[M.Bi
     return tuple(out)
 
 
-def evaluate(s: Session, prow: M.Partner, per: Period, cycle_id: int, plan: Plan, usage: list[Any],
-             events: list[Any], record_charges: pa.Table | None, accept: Iterable[str] = (), *,
-             fx: Any = None, refunds: Sequence[Adjustment] = (), refund_problems: Sequence[tuple[str, str]] = ()
-             ) -> Evaluated:
-    """Every charge of the partner's cycle, against the history read from the store
-    (:func:`icdsl.cycle.charges.evaluate` with :func:`other_lines`, :func:`history_of`, the
-    partner's inventory and :func:`billed_adjustments`)."""
-    partner = plan.partner(prow.code)
-    days = Days(per.local_start, per.local_end)
-    history: tuple[CycleUsage, ...] = ()
-    billed: dict[str, Any] = {}
-    items: tuple[Any, ...] = ()
-    credits: tuple[Adjustment, ...] = ()
-    if versions_in_force(plan, prow.code, days):
-        others = other_lines(s, prow.id, cycle_id)
-        billed = billed_amounts(ln for _c, ln in others)
-        history = history_of(s, prow, per, others)
-        items = tuple(partner_items(s, prow.id, prow.code))
-        credits = tuple(billed_adjustments(s, plan, cycle_id))
-    return engine.evaluate(plan, partner, per, usage, events, record_charges, accept, fx=fx, refunds=refunds,
-                           refund_problems=refund_problems, history=history, billed=billed, items=items,
-                           credits=credits)
-
-
 # --------------------------------------------------------------------------- storing
 
 
@@ -206,6 +179,6 @@ def last_day(per: Period) -> date:
 
 
 __all__ = ["BAD_REFUND", "HOLD", "KIND_ALIASES", "REFUND", "Evaluated", "billed_adjustments", "draft_of", "drafts_of",
-           "evaluate", "event_names", "history_of", "needs_totals", "other_lines", "placement", "rates_of",
+           "event_names", "history_of", "needs_totals", "other_lines", "placement", "rates_of",
            "receivable_items", "refunds_of", "share_adjustments", "share_lines", "share_statements", "split_events", "split_refunds",
            "store_lines", "usage_json", "usage_of_json", "versions_in_force", "write_share_statements"]
