@@ -226,16 +226,6 @@ def read_all(path: str | os.PathLike[str], layout: RecordLayout | None = None, *
              ) -> tuple[pa.Table, pa.Table, IntakeCounts]:
     """Like :func:`icdsl.rating.intake.read_records`, with any reader (keywords of :func:`open_reader`)."""
     # lazy: the intake (pyarrow, polars) loads when a file is read, not when the built-ins register
-    import pyarrow as pa
+    from icdsl.rating.intake.reader import collect
 
-    # lazy: the intake (pyarrow, polars) loads when a file is read, not when the built-ins register
-    from icdsl.rating.intake import REJECTS_SCHEMA
-    rd = open_reader(path, layout, **kw)
-    records: list[pa.Table] = []
-    rejects: list[pa.Table] = []
-    for batch in rd.batches():
-        records.append(batch.records)
-        rejects.append(batch.rejects)
-    rec = pa.concat_tables(records) if records else rd.schema.empty_table()
-    rej = pa.concat_tables(rejects) if rejects else REJECTS_SCHEMA.empty_table()
-    return rec, rej, rd.counts
+    return collect(open_reader(path, layout, **kw))

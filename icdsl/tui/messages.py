@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from textual.message import Message
+from textual.worker import Worker, WorkerState
 
 from icdsl.tui.project import Analysis, Location
 
@@ -23,3 +24,16 @@ class AnalysisReady(Message):
     def __init__(self, analysis: Analysis) -> None:
         super().__init__()
         self.analysis = analysis
+
+
+def unheard_end(current: Worker | None, event: Worker.StateChanged) -> tuple[bool, str | None]:
+    """Whether ``current`` (a screen's long job) ended without its finishing message, and the
+    error if it failed. A job's worker posts its finishing message before it ends, so the state
+    change comes after it: a worker still current then ended unheard (cancelled before it
+    started, or failed)."""
+    if event.worker is not current or event.state not in (
+            WorkerState.SUCCESS, WorkerState.CANCELLED, WorkerState.ERROR):
+        return False, None
+    if event.state == WorkerState.ERROR:
+        return True, f"{type(event.worker.error).__name__}: {event.worker.error}"
+    return True, None

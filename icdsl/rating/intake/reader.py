@@ -248,7 +248,11 @@ def read_records(
 ) -> tuple[pa.Table, pa.Table, IntakeCounts]:
     """Read a whole file into memory: (records, rejects, counts). Keyword arguments go to
     :class:`RecordReader` (``batch_rows``, ``dedupe``, ``numbers``)."""
-    reader = RecordReader(path, layout, **kw)
+    return collect(RecordReader(path, layout, **kw))
+
+
+def collect(reader: Any) -> tuple[pa.Table, pa.Table, IntakeCounts]:
+    """All the batches of a reader (built-in or a plugin's) as (records, rejects, counts)."""
     records: list[pa.Table] = []
     rejects: list[pa.Table] = []
     for batch in reader.batches():

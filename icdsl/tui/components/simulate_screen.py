@@ -12,12 +12,13 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, ProgressBar, Static
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.worker import Worker, get_current_worker
 
 from icdsl.tui.bindings import bindings
 from icdsl.tui.components.documents import DocumentsTable, LinesTable
 from icdsl.tui.components.nav_bar import NavBar
 from icdsl.tui.components.source_picker import SourcePicker
+from icdsl.tui.messages import unheard_end
 from icdsl.tui.simulate import SimulationRequest, billable_partners, simulate
 from icdsl.tui.traffic_source import Cancelled
 
@@ -132,15 +133,9 @@ class SimulateScreen(Screen):
         return self._worker is not None
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        # A simulation's worker posts SimFinished before it ends, so this comes after it; a worker
-        # still current here ended without one (cancelled before it started, or failed).
-        if event.worker is not self._worker or event.state not in (
-                WorkerState.SUCCESS, WorkerState.CANCELLED, WorkerState.ERROR):
-            return
-        if event.state == WorkerState.ERROR:
-            self._finished(SimFinished(None, f"{type(event.worker.error).__name__}: {event.worker.error}"))
-        else:
-            self._finished(SimFinished(None, None, cancelled=True))
+        ended, error = unheard_end(self._worker, event)
+        if ended:
+            self._finished(SimFinished(None, error) if error else SimFinished(None, None, cancelled=True))
 
     def action_run(self) -> None:
         if self.running:

@@ -15,12 +15,13 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, Label, ProgressBar, Select, Static
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.worker import Worker, get_current_worker
 
 from icdsl.tui.bindings import bindings
 from icdsl.tui.components.nav_bar import NavBar
 from icdsl.tui.components.simulate_screen import DEFAULT_PERIOD
 from icdsl.tui.components.source_picker import SourcePicker
+from icdsl.tui.messages import unheard_end
 from icdsl.tui.simulate import billable_partners, build_plan
 from icdsl.tui.traffic_source import Cancelled, prepare_traffic
 from icdsl.tui.whatif import Versions, WhatIf, compare
@@ -146,15 +147,9 @@ class WhatIfScreen(Screen):
         return self._worker is not None
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        # The comparison's worker posts WhatIfDone before it ends, so this comes after it; a
-        # worker still current here ended without one (cancelled before it started, or failed).
-        if event.worker is not self._worker or event.state not in (
-                WorkerState.SUCCESS, WorkerState.CANCELLED, WorkerState.ERROR):
-            return
-        if event.state == WorkerState.ERROR:
-            self._done(WhatIfDone(None, f"{type(event.worker.error).__name__}: {event.worker.error}"))
-        else:
-            self._done(WhatIfDone(None, cancelled=True))
+        ended, error = unheard_end(self._worker, event)
+        if ended:
+            self._done(WhatIfDone(None, error) if error else WhatIfDone(None, cancelled=True))
 
     def versions(self) -> Versions:
         if self.query_one("#wi-mode", Select).value != "files":
