@@ -2,11 +2,18 @@
 
 - **Idempotent**: a file whose content (sha256) was already ingested adds nothing, and the
   report says so (``already_ingested``), whatever its name.
+- **Any record reader**: CSV and Parquet (the built-in ``table`` reader) or a plugin's switch
+  format (``--reader asterisk_csv``), its output checked (:mod:`icdsl.billing.sources`).
 - **Duplicates across batches**: a record whose id was ingested in an earlier batch is a
-  duplicate (``duplicate_id``, detail naming the earlier batch), exactly like a repeated id
-  within the file (which :class:`~icdsl.rating.intake.RecordReader` finds).
-- **Reconciled**: ``read == passed + rejected + duplicates`` and the reject counts by reason add
-  up to ``rejected + duplicates``; checked here, stored, and a CHECK constraint of the table.
+  duplicate, exactly like a repeated id within the file (which the reader finds). Each is
+  compared with the version ingested first (:mod:`icdsl.billing.conflicts`): the same content
+  is a repeat (``duplicate_id``, detail naming the earlier batch), other content a conflict
+  (``conflicting_duplicate``, a reject, both versions kept in ``intake_conflicts``).
+- **Suspects** (``fingerprint=True``): a new id with the numbers, start and duration of another
+  record is reported (:mod:`icdsl.billing.fingerprints`), and billed.
+- **Reconciled**: ``read == passed + rejected + duplicates`` (a conflict is in ``rejected``) and
+  the reject counts by reason add up to ``rejected + duplicates``; checked here, stored, and a
+  CHECK constraint of the table.
 - **Kept**: passed records and rejects (reason, detail, raw content) go to two Parquet files
   under ``intake/<sha256 of the file>/`` in the data folder; the batch row, its counts by reason
   and its record counts by partner (with the first and last start) are rows.
@@ -38,14 +45,14 @@ import pyarrow.parquet as pq
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from icdsl.billing import base
+from icdsl.billing import base, conflicts, fingerprints
 from icdsl.billing import models as M
 from icdsl.billing.errors import IngestError, ReconciliationError
 from icdsl.billing.files import sha256_file
 from icdsl.billing.late import record_late
 from icdsl.billing.periods import PeriodError, local_midnight
+from icdsl.billing.sources import Source
 from icdsl.plan.model import Plan, RecordLayout
-from icdsl.rating.intake import IntakeError, RecordReader
 from icdsl.rating.intake.times import to_datetime
 from icdsl.rating.rejects import REJECTS_SCHEMA
 
@@ -369,21 +376,6 @@ def _raw_json(table: pa.Table) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "}", "")
 
 
-def _cross_rejects(records: pa.Table, seen: np.ndarray, owner: np.ndarray, prev: PreviousIds) -> pa.Table:
-    """The rejects of records whose id an earlier batch ingested (their raw content as JSON)."""
-    pos = np.flatnonzero(seen)
-    dup = records.take(pa.array(pos))
-    dup_ids = pc.cast(dup.column("id"), pa.string()).to_pylist()
-    return pa.table({
-        "row": pa.nulls(len(pos), pa.int64()),
-        "id": pa.array(dup_ids, pa.string()),
-        "reason": pa.array(["duplicate_id"] * len(pos), pa.string()),
-        "detail": pa.array([f"id '{i}' was already ingested in batch #{b} ({prev.names[int(b)]})"
-                            for i, b in zip(dup_ids, owner[pos], strict=True)], pa.string()),
-        "raw": _raw_json(dup),
-    }, schema=REJECTS_SCHEMA)
-
-
 def _partner_stats(batch: ByPartner, acc: dict[str, list[Any]]) -> None:
     """Add each partner's record count, first and last start (microseconds) to ``acc``."""
     b, us = batch.bounds, batch.starts
@@ -401,7 +393,11 @@ def _write_batch(rec_w: Any, rej_w: Any, batch: ByPartner, rejects: pa.Table) ->
 
 
 def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | str | None, plan: Plan | None,
-           *, batch_rows: int = 1_000_000) -> IngestReport:
+           *, batch_rows: int = 1_000_000, reader: str | None = None, reader_options: dict[str, str] | None = None,
+           fingerprint: bool = False) -> IngestReport:
+    """``reader``/``reader_options``: the record reader (:mod:`icdsl.billing.sources`; by default
+    the one that claims the file); ``fingerprint``: also report suspected duplicates under new
+    ids (:mod:`icdsl.billing.fingerprints`)."""
     p = Path(path)
     if not p.is_file():
         raise IngestError(f"no such file: {p}")
@@ -421,25 +417,28 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
             prev = PreviousIds(store, s)
             zones = partner_zones(s, plan)
             daily: dict[tuple[str, date], int] = defaultdict(int)
-            try:
-                reader = RecordReader(p, lay, batch_rows=batch_rows)
-            except IntakeError as e:
-                raise IngestError(f"{p.name}: {e}") from e
+            source = Source(p, lay, reader=reader, options=reader_options, batch_rows=batch_rows)
             # small row groups: records are sorted by partner, so a cycle reads only its partner's
-            rec_w = store.data.writer(rel_dir, "records", reader.schema, row_group_size=RECORDS_ROW_GROUP,
+            rec_w = store.data.writer(rel_dir, "records", source.schema, row_group_size=RECORDS_ROW_GROUP,
                                       unique=("id", "a_number", "b_number", "start"))
             rej_w = store.data.writer(rel_dir, "rejects", REJECTS_SCHEMA)
+            # conflicts hook: duplicates set aside while the file is read, compared once it is written
+            earlier_files, earlier_names = conflicts.earlier_batches(s, store.data.abs)
+            dupes = conflicts.Duplicates(lambda stem, schema: store.data.writer(rel_dir, stem, schema), source.schema,
+                                         lookup=prev.lookup, files=earlier_files, names=earlier_names,
+                                         raw_json=_raw_json)
             behind = _Behind()
             with rec_w, rej_w:
                 cross = 0
                 partner_stats: dict[str, list[Any]] = {}
                 try:
-                    for batch in reader.batches():
-                        records, rejects = batch.records, batch.rejects
+                    for batch in source.batches():
+                        records = batch.records
+                        rejects = dupes.repeats(batch, batch.rejects)  # conflicts hook
                         if len(prev) and records.num_rows:
-                            seen, owner = prev.lookup(records.column("id"))
+                            seen, _owner = prev.lookup(records.column("id"))
                             if seen.any():
-                                rejects = pa.concat_tables([rejects, _cross_rejects(records, seen, owner, prev)])
+                                dupes.again(records.filter(pa.array(seen)))  # conflicts hook
                                 records = records.filter(pa.array(~seen))
                                 cross += int(seen.sum())
                         by_partner = ByPartner(records)
@@ -448,30 +447,41 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
                         by_partner.table()  # gathered here while the previous batch is written
                         behind.submit(_write_batch, rec_w, rej_w, by_partner, rejects)
                     behind.wait()
-                except IntakeError as e:
-                    raise IngestError(f"{p.name}: {e}") from e
                 finally:
                     behind.close()
+                # conflicts hook: each duplicate against its first version; their rejects written now
+                found = dupes.resolve(rec_w.close(), rej_w.write)
+                # fingerprints hook: the same call under a new id (reported, billed)
+                suspects = fingerprints.find(s, rec_w.close(), earlier_files, _raw_json) if fingerprint else None
                 min_start = min((v[1] for v in partner_stats.values()), default=None)
                 max_start = max((v[2] for v in partner_stats.values()), default=None)
                 min_start, max_start = (None if v is None else to_datetime(v) for v in (min_start, max_start))
-                counts = reader.counts
+                counts = source.counts
                 passed = counts.passed - cross
-                duplicates = counts.duplicates + cross
+                # a conflict is a reject (someone must look at it), a repeat a duplicate
+                rejected = counts.rejected + found.conflicts
+                duplicates = counts.duplicates + cross - found.conflicts
                 by_reason = dict(counts.by_reason)
                 if cross:
                     by_reason["duplicate_id"] = by_reason.get("duplicate_id", 0) + cross
+                if found.conflicts:
+                    by_reason["duplicate_id"] -= found.conflicts
+                    by_reason[conflicts.CONFLICT] = found.conflicts
+                    if not by_reason["duplicate_id"]:
+                        del by_reason["duplicate_id"]
                 problems = []
-                if counts.read != passed + counts.rejected + duplicates:
-                    problems.append(f"read {counts.read} != passed {passed} + rejected {counts.rejected} "
+                if counts.read != passed + rejected + duplicates:
+                    problems.append(f"read {counts.read} != passed {passed} + rejected {rejected} "
                                     f"+ duplicates {duplicates}")
-                if sum(by_reason.values()) != counts.rejected + duplicates:
+                if sum(by_reason.values()) != rejected + duplicates:
                     problems.append(f"rejects by reason add up to {sum(by_reason.values())}, "
-                                    f"not {counts.rejected + duplicates}")
+                                    f"not {rejected + duplicates}")
+                if found.repeats + found.conflicts != dupes.pending:
+                    problems.append(f"{dupes.pending} duplicates set aside, {found.repeats + found.conflicts} compared")
                 if rec_w.rows != passed:
                     problems.append(f"{rec_w.rows} records written, {passed} passed")
-                if rej_w.rows != counts.rejected + duplicates:
-                    problems.append(f"{rej_w.rows} rejects written, {counts.rejected + duplicates} counted")
+                if rej_w.rows != rejected + duplicates:
+                    problems.append(f"{rej_w.rows} rejects written, {rejected + duplicates} counted")
                 if problems:
                     raise ReconciliationError(f"{p.name}: the counts do not reconcile: {'; '.join(problems)}")
                 rec_w.close()
@@ -480,9 +490,9 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
                 rec_f = rec_w.commit()
                 rej_f = rej_w.commit()
             batch_row = M.IntakeBatch(
-                file_name=p.name, file_path=str(p.resolve()), sha256=sha, size_bytes=size, format=reader.format,
+                file_name=p.name, file_path=str(p.resolve()), sha256=sha, size_bytes=size, format=source.format,
                 layout=lay.name if lay else None, status="complete", read_count=counts.read,
-                passed_count=passed, rejected_count=counts.rejected, duplicate_count=duplicates,
+                passed_count=passed, rejected_count=rejected, duplicate_count=duplicates,
                 min_start=min_start, max_start=max_start, started_at=started, finished_at=base.now(),
             )
             s.add(batch_row)
@@ -505,14 +515,19 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
                                  amount_totals=None, batch_id=batch_row.id, cycle_id=None, partner=None, created_at=t))
             late = record_late(s, batch_row, str(store.data.abs(rec_f.path)),
                                {c: [n, to_datetime(lo), to_datetime(hi)] for c, (n, lo, hi) in partner_stats.items()}, t)
+            # conflicts and suspects: both versions kept for review (icdsl conflicts)
+            conflicts.store_rows(s, batch_row.id, found.rows + (suspects or []), t)
             unknown = sorted(c for c in partner_stats if plan is not None and plan.partner(c) is None)
             store.audit(s, "ingested", "intake_batch", batch_row.id,
-                        f"{p.name}: read {counts.read}, passed {passed}, rejected {counts.rejected}, "
-                        f"duplicates {duplicates}", {"sha256": sha, "by_reason": by_reason})
+                        f"{p.name}: read {counts.read}, passed {passed}, rejected {rejected}, "
+                        f"duplicates {duplicates}", {"sha256": sha, "by_reason": by_reason, "reader": source.name,
+                                                     "reader_options": dict(reader_options or {}),
+                                                     "fingerprint": fingerprint})
             base.checkpoint("ingest:before_commit")
             s.flush()
             report = store._report_of(s, batch_row, already=False)
             report.unknown_partners = unknown
+            report.fingerprinted = fingerprint
             report.late = {f"{c} {k}": n for c, ks in late.items() for k, n in ks.items()}
         return report
     except (IngestError, ReconciliationError) as e:

@@ -551,6 +551,36 @@ class LateRecords(Base):
     created_at: Mapped[datetime]
 
 
+CONFLICT_KINDS = ("conflict", "suspect")
+
+
+class IntakeConflict(Base):
+    """A record that arrived again (0005), both versions kept for review: ``conflict``, an id
+    already ingested with other content (the later version is rejected as
+    ``conflicting_duplicate``, the earlier one stays billed); ``suspect``, a new id with the
+    numbers, start and duration of a record ingested before (``icdsl ingest --fingerprint``:
+    both billed, the analyst decides). ``earlier``/``later`` are the two records as JSON,
+    ``differs`` the fields that differ (field -> [earlier, later]); ``row`` the later record's
+    line (CSV) or row (Parquet) in its file, when the reader knows it."""
+
+    __tablename__ = "intake_conflicts"
+    __table_args__ = (sa.CheckConstraint(_in("kind", CONFLICT_KINDS), name="kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[int] = mapped_column(sa.ForeignKey("intake_batches.id"), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    row: Mapped[int | None] = mapped_column(sa.BigInteger)
+    record_id: Mapped[str] = mapped_column(sa.Text)
+    partner: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    start: Mapped[datetime | None]
+    earlier_batch_id: Mapped[int] = mapped_column(sa.ForeignKey("intake_batches.id"))
+    earlier_id: Mapped[str] = mapped_column(sa.Text)
+    differs: Mapped[dict[str, Any] | None]
+    earlier: Mapped[dict[str, Any]]
+    later: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
 class SettlementStatement(Base):
     """Netting of what a partner owes us and what we owe it for a cycle and currency."""
 

@@ -53,6 +53,7 @@ from icdsl.billing.base import actor as _actor
 from icdsl.billing.base import canonical_hash as _canonical_hash
 from icdsl.billing.base import checkpoint, now, partner_decl, partner_decl_hash, plan_hash
 from icdsl.billing.base import jsonable as _jsonable
+from icdsl.billing.conflicts import REVIEW_SHOWN, conflict_counts, conflict_rows, review_text
 from icdsl.billing.corrections import rerate
 from icdsl.billing.cycles import finalize_cycle, latest_findings, resolve_period, run_cycle
 from icdsl.billing.documents import cycle_documents, find_document
@@ -245,6 +246,12 @@ class IngestReport:
     unknown_partners: list[str] = field(default_factory=list)
     ingested_at: datetime | None = None
     late: dict[str, int] = field(default_factory=dict)  # "PARTNER PERIOD" of a finalized cycle -> records
+    file_format: str = ""  # csv, parquet, or the reader's name (asterisk_csv, ...)
+    conflicts: list[Any] = field(default_factory=list)  # intake_conflicts rows of kind conflict (a few)
+    suspects: list[Any] = field(default_factory=list)  # ... of kind suspect (icdsl ingest --fingerprint)
+    conflict_count: int = 0
+    suspect_count: int = 0
+    fingerprinted: bool = False
 
     @property
     def reconciles(self) -> bool:
@@ -260,7 +267,7 @@ class IngestReport:
                        "a correction" for k, n in sorted(self.late.items()))
         return (f"{self.file_name}: batch #{self.batch_id}: read {self.read}, passed {self.passed}, "
                 f"rejected {self.rejected}, duplicates {self.duplicates}" + (f" ({reasons})" if reasons else "")
-                + late_text)
+                + late_text + review_text(self))
 
 
 # --------------------------------------------------------------------------- opening
@@ -680,10 +687,20 @@ class Store:
 
     # ------------------------------------------------------------------ intake
     def ingest(self, path: str | os.PathLike[str], layout: RecordLayout | str | None = None,
-               plan: Plan | None = None, *, batch_rows: int = 1_000_000) -> IngestReport:
-        """Ingest a traffic file as one intake batch (see :mod:`icdsl.billing.intake`)."""
+               plan: Plan | None = None, *, batch_rows: int = 1_000_000, reader: str | None = None,
+               reader_options: dict[str, str] | None = None, fingerprint: bool = False) -> IngestReport:
+        """Ingest a traffic file as one intake batch (see :mod:`icdsl.billing.intake`), read by
+        the record reader ``reader`` (default: the one that claims the file) with its options;
+        ``fingerprint``: report suspected duplicates under new ids too."""
 
-        return ingest(self, path, layout, plan, batch_rows=batch_rows)
+        return ingest(self, path, layout, plan, batch_rows=batch_rows, reader=reader,
+                      reader_options=reader_options, fingerprint=fingerprint)
+
+    def conflicts(self, *, batch_id: int | None = None, partner: str | None = None, kind: str | None = None,
+                  limit: int | None = None) -> list[M.IntakeConflict]:
+        """Conflicting and suspected duplicates of intake, both versions (``icdsl conflicts``)."""
+        with self.reading() as s:
+            return conflict_rows(s, batch_id=batch_id, partner=partner, kind=kind, limit=limit)
 
     def batches(self) -> list[M.IntakeBatch]:
         with self.reading() as s:
@@ -702,11 +719,15 @@ class Store:
         partners = {p.partner: p.records for p in s.scalars(
             select(M.IntakePartnerStat).where(M.IntakePartnerStat.batch_id == b.id))}
         files = {f.kind: f.path for f in s.scalars(select(M.DataFile).where(M.DataFile.batch_id == b.id))}
+        review = conflict_counts(s, b.id)
         return IngestReport(
             batch_id=b.id, file_name=b.file_name, sha256=b.sha256, already_ingested=already,
             read=b.read_count, passed=b.passed_count, rejected=b.rejected_count, duplicates=b.duplicate_count,
             by_reason=reasons, records_file=files.get("intake_records"), rejects_file=files.get("intake_rejects"),
-            partners=partners, ingested_at=b.finished_at,
+            partners=partners, ingested_at=b.finished_at, file_format=b.format,
+            conflicts=conflict_rows(s, batch_id=b.id, kind="conflict", limit=REVIEW_SHOWN),
+            suspects=conflict_rows(s, batch_id=b.id, kind="suspect", limit=REVIEW_SHOWN),
+            conflict_count=review.get("conflict", 0), suspect_count=review.get("suspect", 0),
         )
 
     def rejects(self, batch_id: int) -> pa.Table:

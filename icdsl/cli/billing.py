@@ -11,6 +11,7 @@ unreadable period or date is exit code 2; never a traceback.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
@@ -107,27 +108,99 @@ def load_cmd(
 
 @app.command("ingest")
 def ingest_cmd(
-    files: list[Path] = typer.Argument(..., help="Traffic files (CSV or Parquet)."),
+    files: list[Path] = typer.Argument(..., help="Traffic files: CSV, Parquet, or a reader's format (switch CDRs)."),
     rules: list[Path] = typer.Option([], "--rules", help=RULES_HELP),
     layout: str | None = typer.Option(None, help="Records layout (from the rules) to read the files with."),
+    reader: str | None = typer.Option(None, help="Record reader (e.g. asterisk_csv, freeswitch_csv from the "
+                                      "mediation plugin; `icdsl plugins` lists them); default: the reader that "
+                                      "recognizes the file."),
+    reader_option: list[str] = typer.Option([], "--reader-option", metavar="KEY=VALUE",
+                                            help="An option for the reader, e.g. timezone=Europe/Madrid (repeat)."),
+    fingerprint: bool = typer.Option(False, "--fingerprint", help="Also report suspected duplicates: the same "
+                                     "call (numbers, start, duration) under a new id (billed, listed for review)."),
     db: str | None = _db_option(),
     data: Path | None = _data_option(),
     root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
 ) -> None:
-    """Ingest traffic files: one intake batch per file (a file already ingested adds nothing)."""
+    """Ingest traffic files: one intake batch per file (a file already ingested adds nothing).
+    Repeated ids with other content are reported as conflicts (`icdsl conflicts` lists both versions)."""
     existing(files)
+    options = _reader_options(reader_option)
     plan, program = _plan(rules, root)
     with opened(db, data) as store:
         _load_quietly(store, plan, program)
         bad = False
         for f in files:
-            rep = store.ingest(f, layout, plan)
+            rep = store.ingest(f, layout, plan, reader=reader, reader_options=options, fingerprint=fingerprint)
             typer.echo(str(rep))
             if rep.unknown_partners:
                 typer.echo(f"  warning: partners not declared in the rules: {', '.join(rep.unknown_partners)} "
                            "(their records will not be billed)")
             bad |= not rep.reconciles
     raise typer.Exit(3 if bad else 0)
+
+
+def _reader_options(given: list[str]) -> dict[str, str]:
+    options = {}
+    for opt in given:
+        k, sep, v = opt.partition("=")
+        if not sep or not k.strip():
+            echo_err(f"error: --reader-option expects KEY=VALUE, not '{opt}'")
+            raise typer.Exit(2)
+        options[k.strip()] = v.strip()
+    return options
+
+
+@app.command("conflicts")
+def conflicts_cmd(
+    batch: int | None = typer.Option(None, "--batch", help="Only this intake batch's (its number in the ingest "
+                                     "report)."),
+    partner: str | None = typer.Option(None, "--partner", help="Only this partner's records."),
+    kind: str | None = typer.Option(None, "--kind", help="conflict (an id ingested again with other content) or "
+                                    "suspect (the same call under a new id, from --fingerprint); default both."),
+    fmt: str = typer.Option("text", "--format", help="text (both versions' differing fields) or json (both "
+                            "versions whole)."),
+    db: str | None = _db_option(),
+    data: Path | None = _data_option(),
+) -> None:
+    """Records that arrived again, both versions: conflicts (rejected, the earlier version stays
+    billed) and suspected duplicates (billed); for the analyst to review."""
+    # lazy: this command needs the store (sqlalchemy): loaded when it runs, not at every `icdsl` start
+    from icdsl.billing.conflicts import differs_text, where_text
+
+    if kind not in (None, "conflict", "suspect"):
+        echo_err(f"error: --kind is conflict or suspect, not '{kind}'")
+        raise typer.Exit(2)
+    if fmt not in ("text", "json"):
+        echo_err(f"error: --format is text or json, not '{fmt}'")
+        raise typer.Exit(2)
+    with opened(db, data) as store:
+        if batch is not None and batch not in {b.id for b in store.batches()}:
+            echo_err(f"error: there is no intake batch #{batch} ('icdsl conflicts' without --batch lists all)")
+            raise typer.Exit(1)
+        rows = store.conflicts(batch_id=batch, partner=partner, kind=kind)
+        names = {b.id: b.file_name for b in store.batches()}
+    if fmt == "json":
+        typer.echo(json.dumps([{
+            "kind": c.kind, "batch": c.batch_id, "file": names.get(c.batch_id), "row": c.row, "id": c.record_id,
+            "partner": c.partner, "earlier_batch": c.earlier_batch_id, "earlier_file": names.get(c.earlier_batch_id),
+            "earlier_id": c.earlier_id, "differs": c.differs, "earlier": c.earlier, "later": c.later,
+        } for c in rows], indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        typer.echo("no conflicts" + ("" if kind == "conflict" else " or suspected duplicates"))
+        return
+    for c in rows:
+        where = where_text(names.get(c.batch_id, "?"), c)
+        earlier = f"batch #{c.earlier_batch_id} ({names.get(c.earlier_batch_id, '?')})"
+        if c.kind == "conflict":
+            typer.echo(f"conflict  batch #{c.batch_id} {where}: id '{c.record_id}' ({c.partner}): {differs_text(c)}; "
+                       f"billed: the version of {earlier}; this one rejected")
+        else:
+            typer.echo(f"suspect   batch #{c.batch_id} {where}: id '{c.record_id}' ({c.partner}) is the same call "
+                       f"as id '{c.earlier_id}' of {earlier}; both billed")
+    typer.echo(f"{sum(c.kind == 'conflict' for c in rows)} conflict(s), {sum(c.kind == 'suspect' for c in rows)} "
+               "suspect(s); --format json shows both versions whole")
 
 
 # --------------------------------------------------------------------------- cycles

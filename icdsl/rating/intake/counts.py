@@ -68,12 +68,19 @@ class IntakeCounts:
 @dataclass
 class IntakeBatch:
     """Normalized ``records``, the ``rejects`` of the same source rows, the row number of
-    the first source row (same numbering as ``rejects.row``) and the batch's counts."""
+    the first source row (same numbering as ``rejects.row``) and the batch's counts.
+
+    ``duplicates`` (optional): the rows rejected as ``duplicate_id``, normalized like
+    ``records`` (same schema), in the order of their ``duplicate_id`` rejects. The billing
+    intake compares them with the record already ingested under the same id, so that a repeat
+    with other content is reported as a conflict (:mod:`icdsl.billing.conflicts`); a reader
+    that leaves it None has its duplicates counted as plain repeats."""
 
     records: pa.Table
     rejects: pa.Table
     first_row: int
     counts: IntakeCounts = field(default_factory=IntakeCounts)
+    duplicates: pa.Table | None = None
 
 
 def short(value: Any, limit: int = 80) -> str:

@@ -64,11 +64,13 @@ def merge(parts: list[IntakeBatch]) -> IntakeBatch:
     counts = IntakeCounts()
     for p in parts:
         counts.add(p.counts)
+    dups = [p.duplicates for p in parts if p.duplicates is not None]
     return IntakeBatch(
         pa.concat_tables([p.records for p in parts]),
         pa.concat_tables([p.rejects for p in parts]),
         min(p.first_row for p in parts),
         counts,
+        pa.concat_tables(dups) if dups else None,
     )
 
 

@@ -167,6 +167,9 @@ class RecordReader:
             cand = np.flatnonzero(~errors.bad) if errors.parts else np.arange(n)
             dup_pos = self._deduper.duplicates(ids, cand)
         table = pa.table(out, schema=self.schema) if n else self.schema.empty_table()
+        # conflicts hook: the duplicates' normalized rows go on, for the billing intake to
+        # compare with the record ingested first (icdsl.billing.conflicts)
+        dups = table.take(pa.array(dup_pos)) if len(dup_pos) else None
         if errors.parts or len(dup_pos):
             good = ~errors.bad
             good[dup_pos] = False
@@ -176,7 +179,7 @@ class RecordReader:
         self.counts.add(counts)
         starts = [int(piece.rows[0])] if len(piece.rows) else []
         first = min(starts + [p[0] for p in piece.pre]) if starts or piece.pre else 0
-        return IntakeBatch(table, rejects, first, counts)
+        return IntakeBatch(table, rejects, first, counts, dups)
 
     def _id_of_line(self, text: str) -> str | None:
         """The id field of a malformed CSV line, if the line has one."""

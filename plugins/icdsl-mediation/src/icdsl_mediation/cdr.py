@@ -282,20 +282,23 @@ class CdrReader(Reader):
     def _finish(self, b: _Batch, seen: set[str]) -> IntakeBatch:
         """Step 3 by icdsl's own (columnar) intake over the batch's answered calls, then step 4."""
         records = self.schema.empty_table()
+        duplicates = None
         if b.lines:
             records = self._normalize(b)
         if self.dedupe and records.num_rows:
-            keep = []
+            keep, again = [], []
             for i, key in enumerate(records.column("id").to_pylist()):
                 if key in seen:
                     pos = b.where[i]
                     b.reject(b.lines[pos][0], key, "duplicate_id", f"id '{key}' was already seen earlier in the file",
                              b.lines[pos][1])
                     b.duplicates += 1
+                    again.append(i)
                 else:
                     seen.add(key)
                     keep.append(i)
-            if len(keep) < records.num_rows:
+            if again:  # handed on with the batch: the billing intake tells a repeat from a conflict
+                duplicates = records.take(pa.array(again, pa.int64()))
                 records = records.take(pa.array(keep, pa.int64()))
         b.rejects.sort(key=lambda r: r[0])
         rejects = pa.table(
@@ -313,7 +316,7 @@ class CdrReader(Reader):
         for r in b.rejects:
             counts.by_reason[r[2]] = counts.by_reason.get(r[2], 0) + 1
         self.counts.add(counts)
-        return IntakeBatch(records, rejects, b.first_row, counts)
+        return IntakeBatch(records, rejects, b.first_row, counts, duplicates)
 
     def _normalize(self, b: _Batch) -> pa.Table:
         """The answered calls, written as a CSV with a header (the CDR's own column names, so
