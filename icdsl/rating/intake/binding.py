@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from icdsl.rating.intake.columns import is_numeric, is_text
-from icdsl.rating.intake.counts import CALL_SERVICES, FIELDS, TS_TYPE, IntakeError
+from icdsl.rating.intake.counts import CALL_SERVICES, FIELDS, TS_TYPE, IntakeError, short
 from icdsl.rating.intake.times import EPOCH_UNITS
 
 if TYPE_CHECKING:
@@ -45,7 +45,9 @@ def bind(names: list[str], types: dict[str, pa.DataType], rules: Rules, label: s
     layout's constants. Layout columns/constants naming other fields (``route_class``)
     rename/add extra columns; the other columns of the file are passed through under their own
     name (or ``<name>_source`` if that name is a field's)."""
-    listed = ", ".join(names) if names else "(none)"
+    # a binary or hostile "header" can be megabytes: the message names at most 40 columns, 60 characters each
+    listed = (", ".join(short(n, 60) for n in names[:40]) + (f", ... ({len(names)} columns)" if len(names) > 40 else "")
+              if names else "(none)")
     source: dict[str, str] = {}
     const: dict[str, Any] = {}
     service = rules.constants.get("service")

@@ -233,6 +233,8 @@ def _whole(value: Any, f: str, label: str) -> int | tuple[str, str]:
         sign, digits, frac = m.groups()
         if frac and frac.strip("0"):
             return bad, f"{label} '{shown}' is not a whole number{of}"
+        if len(digits.lstrip("0")) > 19:  # beyond int64 (and beyond what int() reads: hostile input)
+            return (negative, f"{label} '{shown}' is negative") if sign == "-" else (bad, f"{label} '{shown}' is too large")
         v = int(sign + digits)
     if v < 0:
         return negative, f"{label} '{shown}' is negative"

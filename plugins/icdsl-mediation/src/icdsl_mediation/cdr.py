@@ -82,6 +82,18 @@ def split_line(text: str) -> list[str] | None:
     return rows[0] if len(rows) == 1 else None
 
 
+def csv_problem(text: str) -> str:
+    """Why :func:`split_line` refused a line, in words (unbalanced quotes, a field too long...)."""
+    try:
+        rows = list(csv.reader([text], strict=True))
+    except csv.Error as exc:
+        msg = str(exc)
+        if "field larger than field limit" in msg:
+            return f"a field longer than {csv.field_size_limit()} characters"
+        return "unbalanced quotes" if "quote" in msg or "end of data" in msg or "expected" in msg else msg
+    return f"{len(rows)} lines in one"
+
+
 def whole(value: str) -> int | None:
     v = value.strip()
     return int(v) if _INT.fullmatch(v) else None
@@ -260,7 +272,7 @@ class CdrReader(Reader):
             return
         values = split_line(text)
         if values is None:
-            batch.reject(lineno, None, "malformed_row", "the line is not valid CSV (unbalanced quotes)", text)
+            batch.reject(lineno, None, "malformed_row", f"the line is not valid CSV ({csv_problem(text)})", text)
             return
         if len(values) not in self.field_counts:
             batch.reject(lineno, None, "malformed_row",
