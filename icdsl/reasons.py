@@ -7,7 +7,8 @@ checker can name them all. :mod:`icdsl.rating.rejects` re-exports it with the re
 
 from __future__ import annotations
 
-#: code -> one-line explanation. Intake sets the first nine, rating (icdsl.rating.result) the others.
+#: code -> one-line explanation. Intake sets the first nine, the billing store's intake
+#: conflicting_duplicate, rating (icdsl.rating.result) the others.
 REJECT_REASONS: dict[str, str] = {
     "missing_field": (
         "a required field is empty: id, partner, direction, service, start; "
@@ -31,6 +32,12 @@ REJECT_REASONS: dict[str, str] = {
     "duplicate_id": (
         "the id was already seen earlier in the run; the first occurrence is kept "
         "(counted as a duplicate, not as a reject)"
+    ),
+    # the billing store's intake (icdsl.billing.conflicts), not icdsl rate: it compares a
+    # repeated id with the version ingested first, in this file or an earlier batch
+    "conflicting_duplicate": (
+        "the id was already ingested with other content (a duration, a number, a start changed): "
+        "the earlier version stays billed; both are kept for review ('icdsl conflicts')"
     ),
     "unknown_partner": "the partner is not declared in the rules",
     "no_agreement": "no agreement with the partner prices the record's direction and service",

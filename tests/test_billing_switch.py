@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from helpers import GOLDEN, compare_golden
-from test_billing_store import db_url, make_plan, store  # noqa: F401 - fixtures
+from test_billing_store import db_url, make_plan  # noqa: F401 - fixtures
+from test_billing_store import store as store  # noqa: F401 - a fixture (its name is the tests' parameter)
 from typer.testing import CliRunner
 
 from icdsl.billing import conflicts
@@ -62,7 +63,7 @@ def planned(tmp_path):
 
 
 @pytest.fixture
-def plan(store, planned):
+def plan(store, planned):  # noqa: F811 - the store fixture
     store.load_plan(*planned)
     return planned[0]
 
@@ -74,19 +75,19 @@ def run(*args: str, code: int = 0) -> str:
     return res.output
 
 
-def rows_of(store, batch_id: int) -> tuple[pa.Table, pa.Table]:
-    rep = store.batch_report(batch_id)
-    records = pq.read_table(store.data.abs(rep.records_file))
-    return records, store.rejects(batch_id)
+def rows_of(st, batch_id: int) -> tuple[pa.Table, pa.Table]:
+    rep = st.batch_report(batch_id)
+    records = pq.read_table(st.data.abs(rep.records_file))
+    return records, st.rejects(batch_id)
 
 
-def reconciled(store, rep) -> None:
+def reconciled(st, rep) -> None:
     """Nothing lost: every line read is a record, a reject with a reason or a duplicate, and the
     files hold exactly what the counts say."""
     assert rep.read == rep.passed + rep.rejected + rep.duplicates
     assert sum(rep.by_reason.values()) == rep.rejected + rep.duplicates
     assert rep.by_reason.get("duplicate_id", 0) == rep.duplicates
-    records, rejects = rows_of(store, rep.batch_id)
+    records, rejects = rows_of(st, rep.batch_id)
     assert records.num_rows == rep.passed and rejects.num_rows == rep.rejected + rep.duplicates
     assert all(r["reason"] and r["detail"] and r["raw"] is not None for r in rejects.to_pylist())
 
@@ -290,7 +291,7 @@ def test_the_same_results_whatever_the_batches_and_the_spill(store, plan, planne
     counts and conflicts as one batch in memory."""
     rng = random.Random(7)
     lines = []
-    for k in range(60):
+    for _ in range(60):
         n = rng.randrange(25)
         lines.append(fs_line(uid(n), T0 + timedelta(minutes=n), 60 + 30 * rng.randrange(2)))
     f = tmp_path / "noisy.csv"
