@@ -50,11 +50,15 @@ from icdsl.rating.rejects import REJECTS_SCHEMA
 CONFLICT = "conflicting_duplicate"
 DUPLICATE = "duplicate_id"
 #: duplicates kept in memory before they are spilled to a temporary file
-PENDING_ROWS = 1 << 17
+PENDING_ROWS = 1 << 19
 #: fields named in a conflict's detail (all of them are in ``intake_conflicts.differs``)
 DETAIL_FIELDS = 4
 
-_ROW, _DETAIL, _RAW = "__reject_row", "__reject_detail", "__reject_raw"
+#: duplicates compared at a time (their first versions are read once per such chunk)
+RESOLVE_ROWS = 1 << 19
+
+_ROW, _DETAIL, _RAW, _OWNER = "__reject_row", "__reject_detail", "__reject_raw", "__earlier_batch"
+THIS_FILE, NOWHERE = -1, 0  # sources of a first version besides an earlier batch (ids from 1)
 
 
 @dataclass
@@ -80,8 +84,8 @@ class Duplicates:
                  files: dict[int, Path], names: dict[int, str], raw_json: Callable[[pa.Table], pa.Array]):
         self._writer = writer
         self.schema = schema
-        self.pending_schema = (schema.append(pa.field(_ROW, pa.int64()))
-                               .append(pa.field(_DETAIL, pa.string())).append(pa.field(_RAW, pa.string())))
+        self.pending_schema = (schema.append(pa.field(_ROW, pa.int64())).append(pa.field(_DETAIL, pa.string()))
+                               .append(pa.field(_RAW, pa.string())).append(pa.field(_OWNER, pa.int64())))
         self._lookup = lookup
         self._files = files
         self._names = names
@@ -107,15 +111,16 @@ class Duplicates:
         self._hold(dups, mine.column("row"), mine.column("detail"), mine.column("raw"))
         return rejects.filter(pc.invert(is_dup))
 
-    def again(self, records: pa.Table) -> None:
-        """Set aside records whose id an earlier batch ingested (their line is not known: the
-        raw content is the record as JSON)."""
+    def again(self, records: pa.Table, owner: np.ndarray) -> None:
+        """Set aside records whose id an earlier batch ingested, ``owner`` the batch of each
+        (their line is not known: the raw content is the record as JSON)."""
         if records.num_rows:
             self._hold(records, pa.nulls(records.num_rows, pa.int64()), pa.nulls(records.num_rows, pa.string()),
-                       self._raw_json(records))
+                       self._raw_json(records), pa.array(owner, pa.int64()))
 
-    def _hold(self, rows: pa.Table, row: Any, detail: Any, raw: Any) -> None:
-        t = pa.Table.from_arrays([*rows.select(self.schema.names).cast(self.schema).columns, row, detail, raw],
+    def _hold(self, rows: pa.Table, row: Any, detail: Any, raw: Any, owner: Any = None) -> None:
+        owner = owner if owner is not None else pa.nulls(rows.num_rows, pa.int64())
+        t = pa.Table.from_arrays([*rows.select(self.schema.names).cast(self.schema).columns, row, detail, raw, owner],
                                  schema=self.pending_schema)
         self._held.append(t)
         self._held_rows += t.num_rows
@@ -129,7 +134,7 @@ class Duplicates:
     def _chunks(self) -> Iterator[pa.Table]:
         if self._spill is not None:
             path = self._spill.close()
-            for rb in pq.ParquetFile(path).iter_batches(batch_size=PENDING_ROWS):
+            for rb in pq.ParquetFile(path).iter_batches(batch_size=RESOLVE_ROWS):
                 yield pa.Table.from_batches([rb], schema=self.pending_schema)
         if self._held:
             yield pa.concat_tables(self._held)
@@ -153,61 +158,73 @@ class Duplicates:
             self.discard()
         return found
 
+    def _sources(self, chunk: pa.Table, text: pa.Array, records_path: Path) -> tuple[np.ndarray, dict[int, pa.Table]]:
+        """Where the first version of each row's id is: ``src`` (``THIS_FILE``, an earlier
+        batch, or ``NOWHERE``) and the first versions of each source."""
+        src = pc.fill_null(chunk.column(_OWNER), NOWHERE).to_numpy().astype(np.int64)
+        tables: dict[int, pa.Table] = {}
+        within = src == NOWHERE  # repeats within the file: here, or (rarely) in an earlier batch
+        if within.any():
+            mask = pa.array(within)
+            here = _rows_with_ids(records_path, pc.unique(text.filter(mask)))
+            if here.num_rows:
+                tables[THIS_FILE] = here
+                hit = within & pc.is_in(text, value_set=_array(pc.cast(here.column("id"), pa.string()))) \
+                    .to_numpy(zero_copy_only=False)
+                src[hit] = THIS_FILE
+            left = src == NOWHERE
+            if left.any():
+                rows = np.flatnonzero(left)
+                seen, batch = self._lookup(_array(chunk.column("id").take(pa.array(rows))))
+                src[rows[seen]] = batch[seen]
+        for b in sorted(set(src[src > 0].tolist())):
+            tables[b] = _rows_with_ids(self._files[b], pc.unique(text.filter(pa.array(src == b))))
+        return src, tables
+
     def _resolve(self, chunk: pa.Table, records_path: Path, found: Found) -> pa.Table:
         n = chunk.num_rows
         text = _array(pc.cast(chunk.column("id"), pa.string()))
-        reason = np.array([DUPLICATE] * n, dtype=object)
-        detail = np.array(chunk.column(_DETAIL).to_pylist(), dtype=object)
-        located = np.zeros(n, bool)
-        wanted = pc.unique(text)
-        here = _rows_with_ids(records_path, wanted)
-        sources: list[tuple[int | None, pa.Table]] = [(None, here)] if here.num_rows else []
-        left = pc.filter(wanted, pc.invert(pc.is_in(wanted, value_set=_array(pc.cast(here.column("id"), pa.string())))))
-        if len(left):
-            ids = pc.unique(_array(pc.filter(chunk.column("id"), pc.is_in(text, value_set=left))))
-            seen, owner = self._lookup(ids)
-            for b in sorted(set(owner[seen].tolist())):
-                these = pc.cast(ids.filter(pa.array(owner == b)), pa.string())
-                sources.append((int(b), _rows_with_ids(self._files[b], these)))
-        for batch_id, earlier in sources:
-            e_ids = _array(pc.cast(earlier.column("id"), pa.string()))
-            pos = np.flatnonzero(pc.is_in(text, value_set=e_ids).to_numpy(zero_copy_only=False) & ~located)
+        detail = _array(chunk.column(_DETAIL))
+        src, tables = self._sources(chunk, text, records_path)
+        conflict = np.zeros(n, bool)
+        texts: dict[int, str] = {}  # conflicts' details, by position
+        for b, earlier in tables.items():
+            pos = np.flatnonzero(src == b)
             if not len(pos):
                 continue
-            located[pos] = True
+            e_ids = _array(pc.cast(earlier.column("id"), pa.string()))
             later = chunk.take(pa.array(pos))
-            index = pc.index_in(pc.cast(later.column("id"), pa.string()), value_set=e_ids)
-            first = earlier.take(index)
+            first = earlier.take(pc.index_in(text.take(pa.array(pos)), value_set=e_ids))
             names, masks = _differences(first, later.select(self.schema.names))
-            where = "earlier in the file" if batch_id is None else f"in batch #{batch_id} ({self._names[batch_id]})"
             odd = np.zeros(len(pos), bool)
             for m in masks:
                 odd |= m
-            if batch_id is not None:  # a repeat of another batch: say which one, as before
-                ids_here = later.column("id").to_pylist()
-                for k in np.flatnonzero(~odd).tolist():
-                    if detail[pos[k]] is None:
-                        detail[pos[k]] = f"id '{short(ids_here[k])}' was already ingested {where}"
-            if not odd.any():
-                continue
-            bad = np.flatnonzero(odd)
-            self._conflicts(found, first.take(pa.array(bad)), later.take(pa.array(bad)),
-                            [n for n, m in zip(names, masks, strict=True)],
-                            [m[bad] for m in masks], batch_id, where, pos[bad], reason, detail)
-        for k in np.flatnonzero(~located).tolist():  # the first version was not found (a reader's own rule)
-            if detail[k] is None:
-                detail[k] = f"id '{short(text[k].as_py())}' was already ingested"
-        found.repeats += int((reason == DUPLICATE).sum())
+            where = "earlier in the file" if b == THIS_FILE else f"in batch #{b} ({self._names[b]})"
+            if b != THIS_FILE:  # a repeat of another batch says which one (on columns: there may be millions)
+                says = pc.binary_join_element_wise("id '", text, f"' was already ingested {where}", "")
+                todo = (src == b) & pc.is_null(detail).to_numpy(zero_copy_only=False)
+                detail = pc.if_else(pa.array(todo), says, detail)
+            if odd.any():
+                bad = np.flatnonzero(odd)
+                conflict[pos[bad]] = True
+                self._conflicts(found, first.take(pa.array(bad)), later.take(pa.array(bad)), names,
+                                [m[bad] for m in masks], None if b == THIS_FILE else b, where, pos[bad], texts)
+        nowhere = pc.binary_join_element_wise("id '", text, "' was already ingested", "")
+        detail = pc.coalesce(detail, nowhere)  # the first version was not found (a reader's own rule)
+        if texts:
+            at = np.flatnonzero(conflict)
+            detail = pc.replace_with_mask(detail, pa.array(conflict), pa.array([texts[int(k)] for k in at], pa.string()))
+        found.repeats += int(n - conflict.sum())
         return pa.table({
             "row": chunk.column(_ROW),
             "id": text,
-            "reason": pa.array(reason.tolist(), pa.string()),
-            "detail": pa.array(detail.tolist(), pa.string()),
+            "reason": pc.if_else(pa.array(conflict), CONFLICT, DUPLICATE),
+            "detail": detail,
             "raw": chunk.column(_RAW),
         }, schema=REJECTS_SCHEMA)
 
     def _conflicts(self, found: Found, first: pa.Table, later: pa.Table, names: list[str], masks: list[np.ndarray],
-                   batch_id: int | None, where: str, pos: np.ndarray, reason: np.ndarray, detail: np.ndarray) -> None:
+                   batch_id: int | None, where: str, pos: np.ndarray, texts: dict[int, str]) -> None:
         earlier_json = self._raw_json(first).to_pylist()
         later_rows = later.select(self.schema.names)
         later_json = self._raw_json(later_rows).to_pylist()
@@ -223,10 +240,9 @@ class Duplicates:
             shown = ", ".join(f"{n} {short(v[0], 40)} -> {short(v[1], 40)}" for n, v in
                               list(differs.items())[:DETAIL_FIELDS])
             more = len(fields) - DETAIL_FIELDS
-            reason[pos[k]] = CONFLICT
-            detail[pos[k]] = (f"id '{short(ids[k])}' was already ingested {where} with other content: {shown}"
-                              + (f" (and {more} more field(s))" if more > 0 else "")
-                              + "; the earlier version stays billed (icdsl conflicts)")
+            texts[int(pos[k])] = (f"id '{short(ids[k])}' was already ingested {where} with other content: {shown}"
+                                  + (f" (and {more} more field(s))" if more > 0 else "")
+                                  + "; the earlier version stays billed (icdsl conflicts)")
             found.rows.append({
                 "kind": "conflict", "row": rows[k], "record_id": str(ids[k]), "partner": partners[k],
                 "start": starts[k], "earlier_batch_id": batch_id, "earlier_id": str(ids[k]), "differs": differs,
@@ -264,14 +280,21 @@ def _differences(earlier: pa.Table, later: pa.Table) -> tuple[list[str], list[np
 
 
 def _rows_with_ids(path: Path, ids: pa.Array) -> pa.Table:
-    """The rows of a records file whose id (as text) is among ``ids``: the id column read row
-    group by row group, and only the row groups that hold one of them read whole."""
+    """The rows of a records file whose id (as text) is among ``ids``: the id column read and
+    matched at once (the set of ``ids`` is hashed once), and only the row groups that hold one
+    of them read whole."""
     pf = pq.ParquetFile(path)
-    parts = []
+    if not len(ids) or not pf.metadata.num_rows:
+        return pf.schema_arrow.empty_table()
+    hit = pc.is_in(_array(pc.cast(pf.read(columns=["id"]).column("id"), pa.string())), value_set=ids)
+    hit = hit.to_numpy(zero_copy_only=False)
+    parts, at = [], 0
     for g in range(pf.metadata.num_row_groups):
-        got = pc.is_in(pc.cast(pf.read_row_group(g, columns=["id"]).column("id"), pa.string()), value_set=ids)
-        if pc.any(got).as_py():
-            parts.append(pf.read_row_group(g).filter(got))
+        size = pf.metadata.row_group(g).num_rows
+        mine = hit[at:at + size]
+        at += size
+        if mine.any():
+            parts.append(pf.read_row_group(g).filter(pa.array(mine)))
     if not parts:
         return pf.schema_arrow.empty_table()
     t = pa.concat_tables(parts)

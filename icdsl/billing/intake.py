@@ -436,9 +436,9 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
                         records = batch.records
                         rejects = dupes.repeats(batch, batch.rejects)  # conflicts hook
                         if len(prev) and records.num_rows:
-                            seen, _owner = prev.lookup(records.column("id"))
+                            seen, owner = prev.lookup(records.column("id"))
                             if seen.any():
-                                dupes.again(records.filter(pa.array(seen)))  # conflicts hook
+                                dupes.again(records.filter(pa.array(seen)), owner[seen])  # conflicts hook
                                 records = records.filter(pa.array(~seen))
                                 cross += int(seen.sum())
                         by_partner = ByPartner(records)
