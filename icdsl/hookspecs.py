@@ -148,10 +148,16 @@ def icdsl_record_readers() -> list[type[Reader]]:
     ``records`` and ``rejects`` have exactly the schemas of :mod:`icdsl.rating.intake`
     (``record_schema()`` plus extra columns, ``REJECTS_SCHEMA``), with counts that reconcile.
     ``options`` are the reader's own settings (``options`` class attribute: name -> meaning).
+    The same readers serve ``icdsl ingest --reader NAME`` (the billing store checks what they
+    hand on, :mod:`icdsl.billing.sources`). A batch may carry the normalized rows of its
+    ``duplicate_id`` rejects (``IntakeBatch.duplicates``, optional): the store then tells a
+    repeat from a conflict (an id ingested again with other content).
 
     No parameters. Not firstresult.
 
     .. versionadded:: 0.1 (hook API 1)
+    .. versionchanged:: 0.1 ``IntakeBatch.duplicates`` (optional, defaults to None: the API
+       version is unchanged); readers also serve ``icdsl ingest``.
     """
 
 

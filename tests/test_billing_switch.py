@@ -68,6 +68,17 @@ def plan(store, planned):  # noqa: F811 - the store fixture
     return planned[0]
 
 
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    """A folder with the rules, as the working folder of `icdsl` commands on its own store."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "partners.icd").write_text(RULES, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ICDSL_DB", f"sqlite:///{tmp_path / 'store.db'}")
+    monkeypatch.delenv("ICDSL_DATA", raising=False)
+    return tmp_path
+
+
 def run(*args: str, code: int = 0) -> str:
     res = CliRunner().invoke(app, list(args))
     assert res.exit_code == code, (res.output, res.exception)
@@ -122,14 +133,9 @@ def test_real_sample_lines_with_their_readers_then_a_cycle(store, plan):
     assert again.already_ingested and again.batch_id == fsw.batch_id and len(store.batches()) == 2
 
 
-def test_switch_files_billed_by_a_cycle(tmp_path, monkeypatch):
+def test_switch_files_billed_by_a_cycle(cli):
     """Files written in the switches' formats (the plugin's fixtures): the answered calls are
     rated by the partners' cycles, to the last digit."""
-    (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "partners.icd").write_text(RULES, encoding="utf-8")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ICDSL_DB", f"sqlite:///{tmp_path / 'store.db'}")
-    monkeypatch.delenv("ICDSL_DATA", raising=False)
     opts = [x for k, v in AST.items() for x in ("--reader-option", f"{k}={v}")]
     out = run("ingest", str(CDR / "asterisk_trunk_calls.csv"), "--rules", "rules", "--reader", "asterisk_csv", *opts)
     assert ("asterisk_trunk_calls.csv: batch #1: read 12, passed 3, rejected 8, duplicates 1 (bad_timestamp 1, "
@@ -167,11 +173,7 @@ class contextlib_closing:  # noqa: N801 - a context manager named like contextli
         self.store.close()
 
 
-def test_ingest_reader_mistakes_are_messages(tmp_path, monkeypatch):
-    (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "partners.icd").write_text(RULES, encoding="utf-8")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ICDSL_DB", f"sqlite:///{tmp_path / 'store.db'}")
+def test_ingest_reader_mistakes_are_messages(cli):
     fs = str(CDR / "freeswitch_calls.csv")
     out = run("ingest", fs, "--rules", "rules", code=1)
     assert "freeswitch_calls.csv: reader 'freeswitch_csv': the CDR times are local to the switch" in out
@@ -348,12 +350,8 @@ def test_fingerprints_report_the_same_call_under_new_ids(store, plan, tmp_path):
 # --------------------------------------------------------------------------- hostile input
 
 
-def test_hostile_input_gives_located_rejects_never_a_traceback(tmp_path, monkeypatch):
-    (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "partners.icd").write_text(RULES, encoding="utf-8")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ICDSL_DB", f"sqlite:///{tmp_path / 'store.db'}")
-    monkeypatch.delenv("ICDSL_DATA", raising=False)
+def test_hostile_input_gives_located_rejects_never_a_traceback(cli):
+    tmp_path = cli
     good = fs_line(uid(1), T0, 60)
     cdr = [
         good,  # 1
@@ -444,12 +442,8 @@ def test_a_plugins_reader_that_misbehaves_is_named(store, plan, tmp_path):
 # --------------------------------------------------------------------------- the texts
 
 
-def test_ingest_and_conflicts_texts_golden(tmp_path, monkeypatch):
-    (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "partners.icd").write_text(RULES, encoding="utf-8")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ICDSL_DB", f"sqlite:///{tmp_path / 'store.db'}")
-    monkeypatch.delenv("ICDSL_DATA", raising=False)
+def test_ingest_and_conflicts_texts_golden(cli):
+    tmp_path = cli
     opts = [x for k, v in FS.items() for x in ("--reader-option", f"{k}={v}")]
     (tmp_path / "day.csv").write_text(fs_line(uid(1), T0, 60) + fs_line(uid(2), T0 + timedelta(minutes=3), 120))
     (tmp_path / "again.csv").write_text(fs_line(uid(1), T0, 90) + fs_line(uid(2), T0 + timedelta(minutes=3), 120)
@@ -459,3 +453,8 @@ def test_ingest_and_conflicts_texts_golden(tmp_path, monkeypatch):
     text += run("ingest", "again.csv", "--rules", "rules", "--reader", "freeswitch_csv", *opts, "--fingerprint")
     text += run("conflicts")
     compare_golden(GOLDEN / "ingest" / "conflicts.txt", text)
+    status = run("cycle", "status")
+    assert "ORFR: 2 conflicting duplicate(s): rejected, the earlier versions billed (icdsl conflicts --partner ORFR " \
+           "--kind conflict)" in status
+    assert "ORFR: 1 suspected duplicate(s) under new ids: billed" in status
+    assert '"differs": {' in run("conflicts", "--partner", "ORFR", "--format", "json")

@@ -346,6 +346,16 @@ def conflict_rows(s: Session, *, batch_id: int | None = None, partner: str | Non
     return rows
 
 
+def conflict_summary(s: Session, partner: str | None = None) -> list[tuple[str | None, str, int]]:
+    """(partner, kind, how many) of every partner's conflicts and suspects (``icdsl cycle status``)."""
+    q = (select(M.IntakeConflict.partner, M.IntakeConflict.kind, func.count())
+         .group_by(M.IntakeConflict.partner, M.IntakeConflict.kind)
+         .order_by(M.IntakeConflict.partner, M.IntakeConflict.kind))
+    if partner is not None:
+        q = q.where(M.IntakeConflict.partner == partner)
+    return [(p, k, int(n)) for p, k, n in s.execute(q).all()]
+
+
 def conflict_counts(s: Session, batch_id: int) -> dict[str, int]:
     return dict(s.execute(select(M.IntakeConflict.kind, func.count()).where(M.IntakeConflict.batch_id == batch_id)
                           .group_by(M.IntakeConflict.kind)).all())

@@ -53,7 +53,13 @@ from icdsl.billing.base import actor as _actor
 from icdsl.billing.base import canonical_hash as _canonical_hash
 from icdsl.billing.base import checkpoint, now, partner_decl, partner_decl_hash, plan_hash
 from icdsl.billing.base import jsonable as _jsonable
-from icdsl.billing.conflicts import REVIEW_SHOWN, conflict_counts, conflict_rows, review_text
+from icdsl.billing.conflicts import (
+    REVIEW_SHOWN,
+    conflict_counts,
+    conflict_rows,
+    conflict_summary,
+    review_text,
+)
 from icdsl.billing.corrections import rerate
 from icdsl.billing.cycles import finalize_cycle, latest_findings, resolve_period, run_cycle
 from icdsl.billing.documents import cycle_documents, find_document
@@ -701,6 +707,11 @@ class Store:
         """Conflicting and suspected duplicates of intake, both versions (``icdsl conflicts``)."""
         with self.reading() as s:
             return conflict_rows(s, batch_id=batch_id, partner=partner, kind=kind, limit=limit)
+
+    def conflict_summary(self, partner: str | None = None) -> list[tuple[str | None, str, int]]:
+        """How many conflicts and suspects each partner has: (partner, kind, count)."""
+        with self.reading() as s:
+            return conflict_summary(s, partner)
 
     def batches(self) -> list[M.IntakeBatch]:
         with self.reading() as s:

@@ -288,6 +288,15 @@ def cycle_status(
                           highlight=False)
             for lr in late:
                 console.print(f"  {lr}", highlight=False, markup=False)
+        review = store.conflict_summary(partner)
+        if review:
+            console.print("\n[bold]intake conflicts[/bold] (records that arrived again; 'icdsl conflicts' shows both "
+                          "versions)", highlight=False)
+            for code, kind, n in review:
+                what = ("conflicting duplicate(s): rejected, the earlier versions billed" if kind == "conflict"
+                        else "suspected duplicate(s) under new ids: billed")
+                console.print(f"  {code}: {n} {what} (icdsl conflicts --partner {code} --kind {kind})",
+                              highlight=False, markup=False, soft_wrap=True)
         for c, findings in details:
             console.print(f"\n[bold]{c.partner_code} {c.label}[/bold] ({c.status}, attempt {c.attempts})",
                           highlight=False)
