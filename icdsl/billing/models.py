@@ -703,6 +703,7 @@ class ResubmittedReject(Base):
     record_id: Mapped[str | None] = mapped_column(sa.String(500))
     reason: Mapped[str] = mapped_column(sa.String(64))
     partner: Mapped[str | None] = mapped_column(sa.String(64))
+    start: Mapped[datetime | None]
     cycle_id: Mapped[int | None] = mapped_column(sa.ForeignKey("billing_cycles.id"))
     new_batch_id: Mapped[int | None] = mapped_column(sa.ForeignKey("intake_batches.id"))
     new_row: Mapped[int | None] = mapped_column(sa.BigInteger)

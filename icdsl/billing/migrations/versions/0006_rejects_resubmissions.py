@@ -10,7 +10,7 @@ Create Date: 2026-12-07
   batch whose rejects file holds it and its ``row``: unique, so a reject is re-ingested once;
   ``new_batch_id``/``new_row``: where the re-ingest put it), a **rating** reject of a cycle
   (``cycle_id``) or a record of a partner that was **unknown** at ingest (``batch_id``: the
-  intake batch that holds it, ``record_id``: its id).
+  intake batch that holds it, ``record_id``: its id, ``start``: its start, which finds its cycle).
 
 (Chained after 0004 when written; another migration 0005 was written in parallel: whoever
 merges second re-chains ``down_revision``.)
@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.Column("record_id", sa.String(length=500), nullable=True),
         sa.Column("reason", sa.String(length=64), nullable=False),
         sa.Column("partner", sa.String(length=64), nullable=True),
+        sa.Column("start", TS, nullable=True),
         sa.Column("cycle_id", sa.Integer(), nullable=True),
         sa.Column("new_batch_id", sa.Integer(), nullable=True),
         sa.Column("new_row", sa.BigInteger(), nullable=True),

@@ -1,0 +1,713 @@
+"""The quarantine: every record that was not billed, by reason, partner and file, and its
+resubmission once the rules are fixed (``icdsl rejects``).
+
+Three kinds of entries (``source``):
+
+- ``intake``: rejects of an intake batch (its ``intake_rejects`` file: bad timestamps,
+  numbers, missing fields, duplicates...), with their raw content;
+- ``rating``: records a cycle read but could not rate (the cycle's ``rating_rejects`` file as
+  of its latest run: no rate, no agreement, outside the agreement's period...);
+- ``unknown_partner``: passed records of a partner that was not declared when they were
+  ingested and that no cycle has read yet (they stay in the batch's records file; a cycle of
+  the partner reads them once the rules declare it).
+
+**Resubmitting** (:func:`resubmit`) takes the open entries a filter selects:
+
+- intake rejects are written back as a traffic file (a CSV file: the original header line and
+  the raw lines; a Parquet file: the raw rows) under ``resubmit/`` in the data folder and
+  ingested through :func:`icdsl.billing.intake.ingest` like any file: they pass (a cycle rates
+  them), are rejected again (a new intake reject, open in the quarantine with its new reason)
+  or are duplicates. An intake reject is resubmitted once (a unique row per batch and row);
+- rating rejects and records of a partner unknown at ingest are already in the store: a cycle
+  reads every passed record of its period. Resubmitting records them and **reopens** the
+  cycles that hold them (a cycle not finalized goes back to ``open``: its next ``icdsl cycle
+  run`` rates them with the rules loaded then); a finalized cycle is never changed, the report
+  gives the ``icdsl rerate`` command that bills them as a correction.
+
+Duplicates are never resubmittable (the first occurrence was kept). Resubmitting again adds
+nothing: a resubmitted entry is no longer open until a later cycle run rejects it again. Each
+resubmission is a row (who, when, filters, what it did) and an audit entry.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from icdsl.billing import base
+from icdsl.billing import models as M
+from icdsl.billing.cycles import reopen_cycle
+from icdsl.billing.errors import CycleBusy, StoreError
+from icdsl.billing.intake import ingest
+from icdsl.cycle.periods import PeriodError, parse_period
+from icdsl.plan.model import Plan
+from icdsl.rating.intake.times import parse_instant, to_datetime
+
+if TYPE_CHECKING:
+    from icdsl.billing.store import Store
+
+#: the columns of a listing and of an export, in order
+COLUMNS = ("state", "resubmission", "outcome", "source", "reason", "partner", "file", "batch", "row", "id",
+           "start", "b_number", "cycle", "detail", "raw")
+NOT_RESUBMITTABLE = ("duplicate_id",)
+RESUBMIT_MARK = "-resubmit-"  # a resubmitted file's name: the original's stem, this, its content's hash
+SOURCES = ("intake", "rating", "unknown_partner")
+
+
+class QuarantineError(StoreError):
+    """A resubmission that cannot be done as asked (the message says what to do)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Which entries: each ``None`` matches all. ``file``: the traffic file's name (or its
+    intake batch as ``#N``); ``period``: a period label (``2026-03``, ``2026-W10``...), matched on
+    the record's start in its partner's time zone (entries without a readable start do not
+    match a period)."""
+
+    reason: str | None = None
+    partner: str | None = None
+    file: str | None = None
+    period: str | None = None
+    source: str | None = None
+    state: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: v for k, v in (("reason", self.reason), ("partner", self.partner), ("file", self.file),
+                                  ("period", self.period), ("source", self.source), ("state", self.state))
+                if v is not None}
+
+
+@dataclass(slots=True)
+class Entry:
+    """One record of the quarantine. ``state``: ``open`` (still not billed) or ``resubmitted``
+    (``resubmission``: its number; ``outcome``: what became of it, or ``pending``)."""
+
+    source: str
+    reason: str
+    partner: str | None
+    file: str
+    batch: int
+    row: int | None
+    id: str | None
+    start: datetime | None
+    b_number: str | None
+    detail: str
+    raw: str | None = None
+    cycle: str | None = None
+    cycle_id: int | None = None
+    state: str = "open"
+    resubmission: int | None = None
+    outcome: str | None = None
+    start_text: str | None = None
+
+    def as_row(self) -> dict[str, Any]:
+        start = self.start.strftime("%Y-%m-%dT%H:%M:%SZ") if self.start else self.start_text
+        return {"state": self.state, "resubmission": self.resubmission, "outcome": self.outcome,
+                "source": self.source, "reason": self.reason, "partner": self.partner, "file": self.file,
+                "batch": self.batch, "row": self.row, "id": self.id, "start": start, "b_number": self.b_number,
+                "cycle": self.cycle, "detail": self.detail, "raw": self.raw}
+
+
+@dataclass(slots=True)
+class Quarantine:
+    """The entries a filter selects, and the checks that the counts reconcile: every intake
+    reject and every rating reject of the cycles' latest runs is an entry."""
+
+    entries: list[Entry]
+    intake_expected: int = 0   # rejected + duplicates of every intake batch
+    intake_found: int = 0      # rows of the intake rejects files
+    rating_expected: int = 0   # rejected_count of the cycles with a rejects file
+    rating_found: int = 0      # rows of those files
+
+    @property
+    def reconciles(self) -> bool:
+        return self.intake_expected == self.intake_found and self.rating_expected == self.rating_found
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Counts by reason, partner and file: open, resubmitted, total."""
+        acc: dict[tuple[str, str, str], Counter] = defaultdict(Counter)
+        for e in self.entries:
+            c = acc[(e.reason, e.partner or "", e.file)]
+            c[e.state] += 1
+            c["total"] += 1
+        return [{"reason": r, "partner": p, "file": f, "open": c["open"], "resubmitted": c["resubmitted"],
+                 "total": c["total"]} for (r, p, f), c in sorted(acc.items())]
+
+    def outcomes(self) -> dict[str, int]:
+        """The resubmitted entries by what became of them (``rated``, ``passed intake``,
+        ``rejected again``, ``duplicate``, ``pending``)."""
+        got: Counter = Counter()
+        for e in self.entries:
+            if e.state == "resubmitted":
+                got[(e.outcome or "pending").split(":")[0].split(" (")[0]] += 1
+        return dict(sorted(got.items()))
+
+    def table(self) -> pa.Table:
+        rows = [e.as_row() for e in self.entries]
+        schema = pa.schema([(c, pa.int64() if c in ("resubmission", "batch", "row") else pa.string())
+                            for c in COLUMNS])
+        return pa.Table.from_pylist(rows, schema=schema)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _text_of(v: Any) -> str | None:
+    if v is None:
+        return None
+    return str(v)
+
+
+def _fields_of(raw: str | None, header: list[str] | None, fmt: str) -> dict[str, Any]:
+    """A raw reject as a mapping of its columns (CSV: with the file's header)."""
+    if not raw:
+        return {}
+    if fmt == "parquet" or raw.startswith("{"):
+        try:
+            got = json.loads(raw)
+            return got if isinstance(got, dict) else {}
+        except ValueError:
+            return {}
+    if not header:
+        return {}
+    try:
+        values = next(csv.reader([raw], delimiter=_delimiter(",".join(header), raw)))
+    except (csv.Error, StopIteration):
+        return {}
+    return dict(zip(header, values, strict=False))
+
+
+def _delimiter(header: str, raw: str) -> str:
+    if "," in header:
+        return ","
+    counts = {d: raw.count(d) for d in (";", "\t", "|")}
+    return max(counts, key=counts.__getitem__)
+
+
+def _header_of(batch: M.IntakeBatch) -> list[str] | None:
+    line = _header_line(batch)
+    if line is None:
+        return None
+    text = line.decode("utf-8-sig", "replace").rstrip("\r\n")
+    delim = "," if "," in text else max((";", "\t", "|"), key=text.count)
+    try:
+        return next(csv.reader([text], delimiter=delim))
+    except (csv.Error, StopIteration):
+        return None
+
+
+def _header_line(batch: M.IntakeBatch) -> bytes | None:
+    """The header line of a CSV batch's original file, if that file is still where it was
+    ingested from, with the size it had."""
+    p = Path(batch.file_path)
+    try:
+        if batch.format != "csv" or p.stat().st_size != batch.size_bytes:
+            return None
+        with p.open("rb") as f:
+            return f.readline()
+    except OSError:
+        return None
+
+
+def _source_columns(plan: Plan | None, layout: str | None) -> dict[str, str]:
+    """field -> the file's column for partner, start and b_number (the batch's layout)."""
+    cols = {"partner": "partner", "start": "start", "b_number": "b_number"}
+    if plan is not None and layout:
+        for lay in plan.layouts:
+            if lay.name == layout:
+                cols.update({f: c for f, c in lay.columns if f in cols})
+    return cols
+
+
+def _instant(text: Any) -> datetime | None:
+    if text is None or text == "":
+        return None
+    try:
+        return to_datetime(parse_instant(text, "UTC"))
+    except Exception:  # noqa: BLE001 - an unreadable start is a reason to be here, not an error
+        return None
+
+
+def _intake_entries(store: Store, s: Session, plan: Plan | None, batches: dict[int, M.IntakeBatch],
+                    q: Quarantine) -> list[Entry]:
+    out: list[Entry] = []
+    for f in s.scalars(select(M.DataFile).where(M.DataFile.kind == "intake_rejects").order_by(M.DataFile.batch_id)):
+        b = batches[f.batch_id]
+        q.intake_found += f.rows
+        if not f.rows:
+            continue
+        t = pq.read_table(store.data.abs(f.path))
+        header = _header_of(b) if b.format == "csv" else None
+        cols = _source_columns(plan, b.layout)
+        for row, rid, reason, detail, raw in zip(*(t.column(c).to_pylist() for c in
+                                                   ("row", "id", "reason", "detail", "raw")), strict=True):
+            fields = _fields_of(raw, header, b.format)
+            start_text = _text_of(fields.get(cols["start"]))
+            out.append(Entry("intake", reason, _text_of(fields.get(cols["partner"])) or None, b.file_name, b.id, row,
+                             rid, _instant(start_text), _text_of(fields.get(cols["b_number"])), detail or "", raw,
+                             start_text=start_text))
+    return out
+
+
+def _rating_entries(store: Store, s: Session, batches: dict[int, M.IntakeBatch],
+                    cycles: dict[int, M.BillingCycle], q: Quarantine) -> list[Entry]:
+    out: list[Entry] = []
+    for f in s.scalars(select(M.DataFile).where(M.DataFile.kind == "rating_rejects").order_by(M.DataFile.cycle_id)):
+        cyc = cycles[f.cycle_id]
+        q.rating_expected += cyc.rejected_count or 0
+        q.rating_found += f.rows
+        if not f.rows:
+            continue
+        t = pq.read_table(store.data.abs(f.path))
+        for rid, reason, detail, partner, b_number, start, batch_id in zip(
+                *(t.column(c).to_pylist() for c in ("id", "reason", "detail", "partner", "b_number", "start",
+                                                     "batch_id")), strict=True):
+            b = batches.get(batch_id)
+            out.append(Entry("rating", reason, partner, b.file_name if b else f"#{batch_id}", batch_id, None,
+                             _text_of(rid), start, b_number, detail or "", None, f"{cyc.partner_code} {cyc.label}",
+                             cyc.id))
+    return out
+
+
+def _read_by(s: Session) -> dict[tuple[str, int], list[M.BillingCycle]]:
+    """(partner, batch) -> the cycles of the partner that read the batch."""
+    got: dict[tuple[str, int], list[M.BillingCycle]] = defaultdict(list)
+    for ci, cyc in s.execute(select(M.CycleInput, M.BillingCycle).join(
+            M.BillingCycle, M.BillingCycle.id == M.CycleInput.cycle_id)):
+        got[(cyc.partner_code, ci.batch_id)].append(cyc)
+    return got
+
+
+def _unknown_entries(store: Store, s: Session, batches: dict[int, M.IntakeBatch]) -> list[Entry]:
+    """Passed records of partners not declared when their batch was ingested, that no cycle read."""
+    declared = {p.code: p.created_at for p in s.scalars(select(M.Partner))}
+    read_by = _read_by(s)
+    out: list[Entry] = []
+    for st in s.scalars(select(M.IntakePartnerStat).order_by(M.IntakePartnerStat.batch_id, M.IntakePartnerStat.partner)):
+        b = batches[st.batch_id]
+        since = declared.get(st.partner)
+        if since is not None and since <= b.finished_at:
+            continue  # declared when ingested: its cycles bill it
+        f = s.scalars(select(M.DataFile).where(M.DataFile.batch_id == b.id,
+                                               M.DataFile.kind == "intake_records")).first()
+        if f is None:
+            continue
+        t = pq.read_table(store.data.abs(f.path), columns=["id", "partner", "b_number", "start"],
+                          filters=[("partner", "=", st.partner)])
+        windows = [(c.period_start, c.period_end) for c in read_by.get((st.partner, b.id), ())]
+        for rid, b_number, start in zip(*(t.column(c).to_pylist() for c in ("id", "b_number", "start")), strict=True):
+            if any(lo <= start < hi for lo, hi in windows):
+                continue  # a cycle of the partner read it: rated, or one of its rating rejects
+            detail = (f"partner '{st.partner}' was not declared in the rules when {b.file_name} was ingested"
+                      + ("" if since is None else " (declared since: resubmit it)"))
+            out.append(Entry("unknown_partner", "unknown_partner", st.partner, b.file_name, b.id, None,
+                             _text_of(rid), start, b_number, detail))
+    return out
+
+
+def _match_period(e: Entry, spec: str, zones: dict[str, str]) -> bool:
+    if e.start is None:
+        return False
+    try:
+        per = parse_period(spec, zones.get(e.partner or "", "UTC"))
+    except PeriodError:
+        raise
+    return per.start <= e.start < per.end
+
+
+def _matches(e: Entry, f: Filters, zones: dict[str, str]) -> bool:
+    if f.reason is not None and e.reason != f.reason:
+        return False
+    if f.partner is not None and e.partner != f.partner:
+        return False
+    if f.file is not None and f.file not in (e.file, f"#{e.batch}"):
+        return False
+    if f.source is not None and e.source != f.source:
+        return False
+    if f.state is not None and e.state != f.state:
+        return False
+    return f.period is None or _match_period(e, f.period, zones)
+
+
+def listing(store: Store, filters: Filters = Filters(), plan: Plan | None = None) -> Quarantine:
+    """The quarantine's entries (open and resubmitted) that ``filters`` select, in the order
+    of batch, row (intake), cycle (rating); the resubmitted ones with their outcome."""
+    if filters.period is not None:
+        parse_period(filters.period, "UTC")  # an unreadable period is the user's mistake: say so first
+    q = Quarantine([])
+    with store.reading() as s:
+        batches = {b.id: b for b in s.scalars(select(M.IntakeBatch))}
+        q.intake_expected = sum(b.rejected_count + b.duplicate_count for b in batches.values())
+        cycles = {c.id: c for c in s.scalars(select(M.BillingCycle))}
+        entries = (_intake_entries(store, s, plan, batches, q) + _rating_entries(store, s, batches, cycles, q)
+                   + _unknown_entries(store, s, batches))
+        history = _history(store, s, batches, cycles)
+        zones = {p.code: p.timezone for p in s.scalars(select(M.Partner))}
+    entries = _with_states(entries, history, batches)
+    q.entries = [e for e in entries if _matches(e, filters, zones)]
+    return q
+
+
+# --------------------------------------------------------------------------- states
+
+
+@dataclass(slots=True)
+class _Resubmitted:
+    row: M.ResubmittedReject
+    at: datetime
+    outcome: str
+
+
+def _ids_in(path: Path, ids: set[str], columns: tuple[str, ...] = ("id",)) -> dict[str, dict[str, Any]]:
+    """The rows of a Parquet file whose id (as text) is in ``ids``."""
+    if not ids:
+        return {}
+    t = pq.read_table(path, columns=list(dict.fromkeys(("id", *columns))))
+    text = pc.cast(t.column("id"), pa.string())
+    t = t.filter(pc.is_in(text, value_set=pa.array(sorted(ids), pa.string())))
+    return {str(r["id"]): r for r in t.to_pylist()}
+
+
+def _history(store: Store, s: Session, batches: dict[int, M.IntakeBatch],
+             cycles: dict[int, M.BillingCycle]) -> list[_Resubmitted]:
+    """Every resubmitted record with what became of it."""
+    rows = list(s.execute(select(M.ResubmittedReject, M.RejectResubmission.created_at).join(
+        M.RejectResubmission, M.RejectResubmission.id == M.ResubmittedReject.resubmission_id)
+        .order_by(M.ResubmittedReject.id)))
+    files = {(f.kind, f.batch_id or f.cycle_id): f for f in s.scalars(select(M.DataFile))}
+    new_rejects: dict[int, dict[int, tuple[str, str]]] = {}
+    by_cycle: dict[int, set[str]] = defaultdict(set)
+    for r, _at in rows:
+        if r.source == "intake" and r.new_batch_id is not None and r.new_batch_id not in new_rejects:
+            f = files.get(("intake_rejects", r.new_batch_id))
+            got: dict[int, tuple[str, str]] = {}
+            if f is not None and f.rows:
+                t = pq.read_table(store.data.abs(f.path), columns=["row", "reason", "detail"])
+                got = {row: (reason, detail) for row, reason, detail in zip(
+                    *(t.column(c).to_pylist() for c in ("row", "reason", "detail")), strict=True) if row is not None}
+            new_rejects[r.new_batch_id] = got
+        if r.source != "intake" and r.record_id is not None:
+            cyc = _cycle_of(s, r)
+            if cyc is not None:
+                by_cycle[cyc.id].add(r.record_id)
+    rated: dict[int, set[str]] = {}
+    rejected: dict[int, dict[str, dict[str, Any]]] = {}
+    for cid, ids in by_cycle.items():
+        rf, jf = files.get(("rated", cid)), files.get(("rating_rejects", cid))
+        rated[cid] = set(_ids_in(store.data.abs(rf.path), ids)) if rf is not None and rf.rows else set()
+        rejected[cid] = (_ids_in(store.data.abs(jf.path), ids, ("reason",)) if jf is not None and jf.rows else {})
+    out = []
+    for r, at in rows:
+        if r.source == "intake":
+            if r.new_batch_id is None:
+                outcome = "pending"
+            else:
+                hit = new_rejects.get(r.new_batch_id, {}).get(r.new_row)
+                if hit is None:
+                    outcome = f"passed intake (batch #{r.new_batch_id})"
+                elif hit[0] == "duplicate_id":
+                    outcome = f"duplicate (batch #{r.new_batch_id})"
+                else:
+                    outcome = f"rejected again: {hit[0]} (batch #{r.new_batch_id})"
+        else:
+            cyc = _cycle_of(s, r)
+            if cyc is None or cyc.rated_at is None or cyc.rated_at < at or cyc.status == "open":
+                outcome = "pending" + (f": run `icdsl cycle run {r.partner} {cyc.label}`" if cyc is not None else "")
+                if cyc is not None and cyc.status == "finalized":
+                    outcome = "pending: finalized cycle, bill it with `icdsl rerate`"
+            elif r.record_id in rated.get(cyc.id, set()):
+                outcome = f"rated ({cyc.partner_code} {cyc.label})"
+            elif r.record_id in rejected.get(cyc.id, {}):
+                outcome = f"rejected again: {rejected[cyc.id][r.record_id]['reason']} ({cyc.partner_code} {cyc.label})"
+            else:
+                outcome = f"read by {cyc.partner_code} {cyc.label}"
+        out.append(_Resubmitted(r, at, outcome))
+    return out
+
+
+def _cycle_of(s: Session, r: M.ResubmittedReject) -> M.BillingCycle | None:
+    """The cycle that rejected the record, else (a partner unknown at ingest) its partner's
+    cycle whose period holds the record's start, if one was opened."""
+    if r.cycle_id is not None:
+        return s.get(M.BillingCycle, r.cycle_id)
+    if r.start is None or r.partner is None:
+        return None
+    return s.scalars(select(M.BillingCycle).where(M.BillingCycle.partner_code == r.partner,
+                                                  M.BillingCycle.period_start <= r.start,
+                                                  M.BillingCycle.period_end > r.start)).first()
+
+
+def _with_states(entries: list[Entry], history: list[_Resubmitted],
+                 batches: dict[int, M.IntakeBatch]) -> list[Entry]:
+    """Each entry's state, and the resubmitted records that are no longer entries (rated,
+    passed intake, rejected again) as entries of state ``resubmitted`` with their outcome."""
+    intake = {(h.row.batch_id, h.row.row): h for h in history if h.row.source == "intake"}
+    latest: dict[tuple[str, int, str | None], _Resubmitted] = {}
+    for h in history:
+        if h.row.source != "intake":
+            key = (h.row.source, h.row.batch_id, h.row.record_id)
+            if key in latest:  # resubmitted once more after a cycle rejected it again
+                latest[key].outcome = f"rejected again, resubmitted again in #{h.row.resubmission_id}"
+            latest[key] = h
+    out: list[Entry] = []
+    shown: set[int] = set()
+    for e in entries:
+        h = intake.get((e.batch, e.row)) if e.source == "intake" else latest.get((e.source, e.batch, e.id))
+        if h is not None and (e.source == "intake" or h.outcome.startswith("pending")):
+            e.state, e.resubmission, e.outcome = "resubmitted", h.row.resubmission_id, h.outcome
+            shown.add(h.row.id)
+        out.append(e)
+    for h in history:  # resubmitted, then rated, rejected again or read: shown with their outcome
+        if h.row.id in shown:
+            continue
+        r = h.row
+        b = batches.get(r.batch_id)
+        out.append(Entry(r.source, r.reason, r.partner, b.file_name if b else f"#{r.batch_id}", r.batch_id, r.row,
+                         r.record_id, r.start, None, "", state="resubmitted", resubmission=r.resubmission_id,
+                         outcome=h.outcome))
+    return out
+
+
+# --------------------------------------------------------------------------- resubmitting
+
+
+@dataclass(slots=True)
+class ResubmitReport:
+    """What a resubmission did: ``resubmission`` its number (None: nothing to resubmit)."""
+
+    resubmission: int | None = None
+    intake: int = 0
+    rating: int = 0
+    unknown: int = 0
+    already: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+    ingests: list[str] = field(default_factory=list)
+    cycles: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def records(self) -> int:
+        return self.intake + self.rating + self.unknown
+
+    def __str__(self) -> str:
+        out = []
+        if self.resubmission is None:
+            out.append("nothing to resubmit" + ("" if self.refused else ": no open entry matches")
+                       + (f" ({self.already} already resubmitted, waiting for their cycle)" if self.already else ""))
+        else:
+            out.append(f"resubmission #{self.resubmission}: {self.records} record(s) "
+                       f"(intake rejects {self.intake}, rating rejects {self.rating}, "
+                       f"records of partners unknown at ingest {self.unknown})")
+            if self.already:
+                out.append(f"  {self.already} matching record(s) were resubmitted already and wait for their cycle")
+        out += [f"  ingested: {text}" for text in self.ingests]
+        for c in self.cycles:
+            out.append(f"  {c['partner']} {c['period']}: {c['action']}")
+        for why, n in sorted(self.refused.items()):
+            out.append(f"  not resubmitted: {n} record(s): {why}")
+        return "\n".join(out)
+
+
+def _csv_file(b: M.IntakeBatch, group: list[Entry]) -> tuple[bytes, list[int]]:
+    head = _header_line(b)
+    if head is None:
+        raise QuarantineError(
+            f"cannot resubmit the rejects of {b.file_name} (batch #{b.id}): the original file, whose header line "
+            f"the rejected lines need, is no longer at {b.file_path} as it was ingested; put it back there, "
+            f"or leave these rejects out (--file)")
+    if not head.endswith(b"\n"):
+        head += b"\n"
+    parts, rows, line = [head], [], 2
+    for e in group:
+        text = (e.raw or "").rstrip("\r\n")
+        parts.append(text.encode("utf-8") + b"\n")
+        rows.append(line)
+        line += text.count("\n") + 1
+    return b"".join(parts), rows
+
+
+def _parquet_file(group: list[Entry]) -> tuple[bytes, list[int]]:
+    records = [json.loads(e.raw or "{}") for e in group]
+    names = list(dict.fromkeys(k for r in records for k in r))
+    try:
+        t = pa.Table.from_pylist(records)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types in a column: all as text, as in the raw
+        t = pa.table({n: pa.array([None if r.get(n) is None else str(r[n]) for r in records], pa.string())
+                      for n in names})
+    sink = io.BytesIO()
+    pq.write_table(t, sink)
+    return sink.getvalue(), list(range(1, len(records) + 1))
+
+
+def _write_resubmission(store: Store, b: M.IntakeBatch, group: list[Entry]) -> tuple[Path, list[int]]:
+    """The rejects of one batch as a traffic file under ``resubmit/`` (named by its content, so
+    resubmitting the same records again after a kill ingests the same file: nothing twice)."""
+    content, rows = _csv_file(b, group) if b.format == "csv" else _parquet_file(group)
+    digest = hashlib.sha256(content).hexdigest()
+    ext = "csv" if b.format == "csv" else "parquet"
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(b.file_name).stem.split(RESUBMIT_MARK)[0])[:80] or "traffic"
+    path = store.data.abs(f"resubmit/{stem}{RESUBMIT_MARK}{digest[:16]}.{ext}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(content)
+        tmp.replace(path)
+    return path, rows
+
+
+def _rerate_command(cyc: M.BillingCycle) -> str:
+    last = cyc.local_end.toordinal() - 1
+    return (f"finalized: never changed; bill them as a correction with `icdsl rerate --partner {cyc.partner_code} "
+            f"--from {cyc.local_start.isoformat()} --to {date.fromordinal(last).isoformat()} --rules ...`")
+
+
+def _cycle_action(store: Store, s: Session, cyc: M.BillingCycle, n: int) -> str:
+    if cyc.status == "finalized":
+        return _rerate_command(cyc)
+    try:
+        reopened = reopen_cycle(store, s, cyc, f"reopened by a resubmission of {n} rejected record(s)")
+    except CycleBusy as e:
+        raise QuarantineError(f"{e}; nothing was resubmitted: try again when it is done") from None
+    run = f"`icdsl cycle run {cyc.partner_code} {cyc.label} --rules ...`"
+    return (f"reopened (was rated before): its next run rates them: {run}" if reopened
+            else f"open: its next run rates them: {run}")
+
+
+def _was_resubmitted(store: Store, batch_id: int) -> bool:
+    """Whether an intake batch is the re-ingest of a resubmission already recorded."""
+    with store.reading() as s:
+        return s.scalars(select(M.ResubmittedReject.id).where(M.ResubmittedReject.new_batch_id == batch_id)
+                         .limit(1)).first() is not None
+
+
+def resubmit(store: Store, plan: Plan | None, filters: Filters = Filters(), *,
+             layout: str | None = None) -> ResubmitReport:
+    """Resubmit the open entries ``filters`` select (see the module's documentation)."""
+    q = listing(store, filters, plan)
+    rep = ResubmitReport()
+    rep.already = sum(1 for e in q.entries if e.state == "resubmitted" and (e.outcome or "").startswith("pending"))
+    with store.reading() as s:
+        declared = set(s.scalars(select(M.Partner.code)))
+        batches = {b.id: b for b in s.scalars(select(M.IntakeBatch))}
+    refused: Counter = Counter()
+    take: list[Entry] = []
+    for e in q.entries:
+        if e.state != "open":
+            continue
+        if e.reason in NOT_RESUBMITTABLE:
+            refused["duplicates are not resubmittable (the first record with the id was kept)"] += 1
+        elif e.source == "unknown_partner" and e.partner not in declared:
+            refused[f"partner {e.partner} is still not declared: add it to the rules and `icdsl load` them"] += 1
+        elif e.source == "intake" and not e.raw:
+            refused["an intake reject without its raw content"] += 1
+        else:
+            take.append(e)
+    rep.refused = dict(refused)
+    if not take:
+        return rep
+
+    # intake rejects: one traffic file per batch, ingested like any file (its own transactions)
+    placed: dict[tuple[int, int | None], tuple[int, int]] = {}
+    by_batch: dict[int, list[Entry]] = defaultdict(list)
+    for e in take:
+        if e.source == "intake":
+            by_batch[e.batch].append(e)
+    new_batches: list[int] = []
+    for batch_id, group in sorted(by_batch.items()):
+        path, rows = _write_resubmission(store, batches[batch_id], group)
+        got = ingest(store, path, layout or batches[batch_id].layout, plan)
+        if got.already_ingested and _was_resubmitted(store, got.batch_id):
+            # the same lines were resubmitted before and gave this batch: nothing would change
+            why = (f"the same lines were resubmitted before as batch #{got.batch_id} ({got.file_name}), with the "
+                   "result shown; intake is idempotent by content: fix the data at the source and ingest it")
+            refused[why] += len(group)
+            continue
+        rep.ingests.append(str(got).splitlines()[0])
+        new_batches.append(got.batch_id)
+        for e, row in zip(group, rows, strict=True):
+            placed[(e.batch, e.row)] = (got.batch_id, row)
+    rep.refused = dict(refused)
+    take = [e for e in take if e.source != "intake" or (e.batch, e.row) in placed]
+    if not take:
+        return rep
+
+    with store.session() as s:
+        store.lock(s, "quarantine", wait=True)
+        done = {(r.batch_id, r.row) for r in s.scalars(select(M.ResubmittedReject).where(
+            M.ResubmittedReject.source == "intake"))}
+        res = M.RejectResubmission(created_at=base.now(), actor=base.actor(), filters=filters.as_dict(), records=0,
+                                   batches=new_batches, cycles=[], message="")
+        s.add(res)
+        s.flush()
+        to_cycles: dict[int, int] = Counter()
+        rows = []
+        for e in take:
+            cycle_id = e.cycle_id
+            if e.source == "intake":
+                if (e.batch, e.row) in done:
+                    continue  # resubmitted by another session meanwhile
+                new_batch, new_row = placed[(e.batch, e.row)]
+                rep.intake += 1
+            else:
+                new_batch = new_row = None
+                if e.source == "rating":
+                    rep.rating += 1
+                else:
+                    rep.unknown += 1
+                    cyc = _cycle_of(s, M.ResubmittedReject(partner=e.partner, start=e.start))
+                    cycle_id = cyc.id if cyc is not None else None
+                if cycle_id is not None:
+                    to_cycles[cycle_id] += 1
+                else:
+                    rep.cycles.append({"partner": e.partner or "", "period": "(no cycle yet)",
+                                       "action": f"the first cycle of the period rates them: `icdsl cycle run "
+                                                 f"{e.partner} PERIOD --rules ...`"})
+            rows.append({"resubmission_id": res.id, "source": e.source, "batch_id": e.batch, "row": e.row,
+                         "record_id": e.id, "reason": e.reason, "partner": e.partner, "start": e.start,
+                         "cycle_id": None if e.source == "intake" else e.cycle_id, "new_batch_id": new_batch,
+                         "new_row": new_row})
+        if rows:
+            s.execute(M.ResubmittedReject.__table__.insert(), rows)
+        # the passed records of the re-ingested files go to their partners' cycles too
+        for st in s.scalars(select(M.IntakePartnerStat).where(M.IntakePartnerStat.batch_id.in_(new_batches))):
+            for cyc in s.scalars(select(M.BillingCycle).where(M.BillingCycle.partner_code == st.partner,
+                                                              M.BillingCycle.period_start <= st.max_start,
+                                                              M.BillingCycle.period_end > st.min_start)):
+                to_cycles[cyc.id] += st.records
+        seen_cycles = []
+        for cid, n in sorted(to_cycles.items()):
+            cyc = s.get(M.BillingCycle, cid)
+            seen_cycles.append({"partner": cyc.partner_code, "period": cyc.label, "action": _cycle_action(store, s, cyc, n)})
+        rep.cycles = seen_cycles + [c for c in rep.cycles if c not in seen_cycles]
+        rep.cycles = [dict(t) for t in dict.fromkeys(tuple(sorted(c.items())) for c in rep.cycles)]
+        res.records = rep.records
+        res.cycles = rep.cycles
+        res.message = str(ResubmitReport(res.id, rep.intake, rep.rating, rep.unknown, 0, {}, [], []))
+        rep.resubmission = res.id
+        store.audit(s, "rejects_resubmitted", "reject_resubmission", res.id,
+                    f"resubmission #{res.id}: {rep.records} record(s): intake {rep.intake}, rating {rep.rating}, "
+                    f"unknown partner {rep.unknown}",
+                    {"filters": filters.as_dict(), "batches": new_batches, "cycles": rep.cycles,
+                     "refused": rep.refused})
+    return rep
+
+
+def resubmissions(store: Store) -> list[M.RejectResubmission]:
+    """Every resubmission, oldest first."""
+    with store.reading() as s:
+        return list(s.scalars(select(M.RejectResubmission).order_by(M.RejectResubmission.id)))
+
