@@ -426,10 +426,10 @@ def _history(store: Store, s: Session, batches: dict[int, M.IntakeBatch],
                     outcome = f"rejected again: {hit[0]} (batch #{r.new_batch_id})"
         else:
             cyc = _cycle_of(s, r)
-            if cyc is None or cyc.rated_at is None or cyc.rated_at < at or cyc.status == "open":
+            if cyc is not None and cyc.status == "finalized" and (cyc.finalized_at or at) <= at:
+                outcome = _corrected(store, s, cyc, r.record_id, at)
+            elif cyc is None or cyc.rated_at is None or cyc.rated_at < at or cyc.status == "open":
                 outcome = "pending" + (f": run `icdsl cycle run {r.partner} {cyc.label}`" if cyc is not None else "")
-                if cyc is not None and cyc.status == "finalized":
-                    outcome = "pending: finalized cycle, bill it with `icdsl rerate`"
             elif r.record_id in rated.get(cyc.id, set()):
                 outcome = f"rated ({cyc.partner_code} {cyc.label})"
             elif r.record_id in rejected.get(cyc.id, {}):
@@ -438,6 +438,22 @@ def _history(store: Store, s: Session, batches: dict[int, M.IntakeBatch],
                 outcome = f"read by {cyc.partner_code} {cyc.label}"
         out.append(_Resubmitted(r, at, outcome))
     return out
+
+
+def _corrected(store: Store, s: Session, cyc: M.BillingCycle, record_id: str | None, at: datetime) -> str:
+    """What the corrections of a finalized cycle made after ``at`` did with the record."""
+    for c in s.scalars(select(M.Correction).where(M.Correction.cycle_id == cyc.id, M.Correction.created_at >= at)
+                       .order_by(M.Correction.id.desc())):
+        if not c.file_path or record_id is None:
+            continue
+        hit = _ids_in(store.data.abs(c.file_path), {record_id}, ("reason",)).get(record_id)
+        if hit is not None:
+            if hit["reason"] is None:
+                return f"rated by correction #{c.id} ({cyc.partner_code} {cyc.label}, billed on the next cycle)"
+            return f"rejected again: {hit['reason']} (correction #{c.id})"
+    last = date.fromordinal(cyc.local_end.toordinal() - 1)
+    return (f"pending: finalized cycle, bill it with `icdsl rerate --partner {cyc.partner_code} "
+            f"--from {cyc.local_start.isoformat()} --to {last.isoformat()} --rules ...`")
 
 
 def _cycle_of(s: Session, r: M.ResubmittedReject) -> M.BillingCycle | None:
@@ -468,7 +484,9 @@ def _with_states(entries: list[Entry], history: list[_Resubmitted],
     shown: set[int] = set()
     for e in entries:
         h = intake.get((e.batch, e.row)) if e.source == "intake" else latest.get((e.source, e.batch, e.id))
-        if h is not None and (e.source == "intake" or h.outcome.startswith("pending")):
+        # a record a cycle rejected again is open again (with its new reason); a finalized
+        # cycle's rejects file never changes: what a correction made of it is the outcome
+        if h is not None and (e.source == "intake" or not h.outcome.startswith("rejected again")):
             e.state, e.resubmission, e.outcome = "resubmitted", h.row.resubmission_id, h.outcome
             shown.add(h.row.id)
         out.append(e)
@@ -587,6 +605,28 @@ def _cycle_action(store: Store, s: Session, cyc: M.BillingCycle, n: int) -> str:
             else f"open: its next run rates them: {run}")
 
 
+def _layout_hash(plan: Plan | None, name: str | None) -> str | None:
+    """What reads a file (a layout's definition, not where it is written): intake rejects read
+    again with the same definition are rejected again, so they are not resubmitted twice."""
+    if name is None:
+        return base.canonical_hash(None)
+    for lay in plan.layouts if plan is not None else ():
+        if lay.name == name:
+            return base.canonical_hash([list(lay.columns), list(lay.constants), lay.timestamp_format, lay.timezone,
+                                        lay.country, lay.numbers])
+    return None
+
+
+def _read_with(store: Store) -> dict[int, tuple[int, str | None, str | None]]:
+    """batch made by a resubmission -> (resubmission, layout name, layout hash) it was read with."""
+    got = {}
+    for r in resubmissions(store):
+        for b in r.batches:
+            if isinstance(b, dict):
+                got[b["batch"]] = (r.id, b.get("layout"), b.get("layout_hash"))
+    return got
+
+
 def _was_resubmitted(store: Store, batch_id: int) -> bool:
     """Whether an intake batch is the re-ingest of a resubmission already recorded."""
     with store.reading() as s:
@@ -605,15 +645,22 @@ def resubmit(store: Store, plan: Plan | None, filters: Filters = Filters(), *,
         batches = {b.id: b for b in s.scalars(select(M.IntakeBatch))}
     refused: Counter = Counter()
     take: list[Entry] = []
+    read_with = _read_with(store)
     for e in q.entries:
         if e.state != "open":
             continue
+        lay = (layout or batches[e.batch].layout) if e.source == "intake" else None
+        before = read_with.get(e.batch) if e.source == "intake" else None
         if e.reason in NOT_RESUBMITTABLE:
             refused["duplicates are not resubmittable (the first record with the id was kept)"] += 1
         elif e.source == "unknown_partner" and e.partner not in declared:
             refused[f"partner {e.partner} is still not declared: add it to the rules and `icdsl load` them"] += 1
         elif e.source == "intake" and not e.raw:
             refused["an intake reject without its raw content"] += 1
+        elif before is not None and before[2] is not None and before[2] == _layout_hash(plan, lay):
+            refused[f"rejected again when resubmitted in #{before[0]}, read with the same layout "
+                    f"({before[1] or 'the default'}): fix the layout in the rules (--layout), or the data at the "
+                    "source"] += 1
         else:
             take.append(e)
     rep.refused = dict(refused)
@@ -626,10 +673,11 @@ def resubmit(store: Store, plan: Plan | None, filters: Filters = Filters(), *,
     for e in take:
         if e.source == "intake":
             by_batch[e.batch].append(e)
-    new_batches: list[int] = []
+    new_batches: list[dict[str, Any]] = []
     for batch_id, group in sorted(by_batch.items()):
         path, rows = _write_resubmission(store, batches[batch_id], group)
-        got = ingest(store, path, layout or batches[batch_id].layout, plan)
+        lay = layout or batches[batch_id].layout
+        got = ingest(store, path, lay, plan)
         if got.already_ingested and _was_resubmitted(store, got.batch_id):
             # the same lines were resubmitted before and gave this batch: nothing would change
             why = (f"the same lines were resubmitted before as batch #{got.batch_id} ({got.file_name}), with the "
@@ -637,7 +685,8 @@ def resubmit(store: Store, plan: Plan | None, filters: Filters = Filters(), *,
             refused[why] += len(group)
             continue
         rep.ingests.append(str(got).splitlines()[0])
-        new_batches.append(got.batch_id)
+        new_batches.append({"batch": got.batch_id, "from_batch": batch_id, "layout": lay,
+                            "layout_hash": _layout_hash(plan, lay)})
         for e, row in zip(group, rows, strict=True):
             placed[(e.batch, e.row)] = (got.batch_id, row)
     rep.refused = dict(refused)
@@ -683,7 +732,8 @@ def resubmit(store: Store, plan: Plan | None, filters: Filters = Filters(), *,
         if rows:
             s.execute(M.ResubmittedReject.__table__.insert(), rows)
         # the passed records of the re-ingested files go to their partners' cycles too
-        for st in s.scalars(select(M.IntakePartnerStat).where(M.IntakePartnerStat.batch_id.in_(new_batches))):
+        made = [b["batch"] for b in new_batches]
+        for st in s.scalars(select(M.IntakePartnerStat).where(M.IntakePartnerStat.batch_id.in_(made))):
             for cyc in s.scalars(select(M.BillingCycle).where(M.BillingCycle.partner_code == st.partner,
                                                               M.BillingCycle.period_start <= st.max_start,
                                                               M.BillingCycle.period_end > st.min_start)):
