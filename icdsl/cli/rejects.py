@@ -18,6 +18,7 @@ from rich.table import Table
 from icdsl.cli.billing import _data_option, _db_option, _load_quietly, _plan, opened, user_errors
 from icdsl.cli.common import app, echo_err
 from icdsl.outputs.cells import neutralize
+from icdsl.outputs.rejects import export_format, write_rejects
 
 rejects_app = typer.Typer(help="The quarantine: rejected records by reason, partner and file; export; resubmit.",
                           invoke_without_command=True)
@@ -198,7 +199,6 @@ def rejects_export(
     spreadsheet would read as formulas are neutralized) or Parquet."""
     # lazy: the quarantine needs pyarrow and sqlalchemy: loaded when the command runs
     from icdsl.billing.quarantine import COLUMNS, listing
-    from icdsl.outputs.rejects import export_format, write_rejects
 
     try:
         export_format(out)

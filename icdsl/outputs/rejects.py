@@ -6,12 +6,12 @@ from __future__ import annotations
 import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any
 
 from icdsl.outputs.cells import neutralize
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 EXPORT_FORMATS = ("csv", "parquet")
 
@@ -31,6 +31,10 @@ def write_rejects(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], pat
     fmt = export_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
+        # lazy: pyarrow only for a Parquet export (the CLI imports this module at its start)
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         pq.write_table(pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows], schema=schema), path)
         return path
     with path.open("w", encoding="utf-8", newline="") as f:
