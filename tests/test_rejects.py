@@ -153,7 +153,7 @@ def test_rejects_listed_fixed_resubmitted_and_billed_once(env):
 
     # resubmitting again adds nothing: the rest waits for its cycle, C6 was read with this layout
     out = run("rejects", "resubmit", "--rules", "rules", "--layout", "fr_local")
-    assert "nothing to resubmit" in out and "3 already resubmitted, waiting for their cycle" in out
+    assert "nothing to resubmit" in out and "4 already resubmitted, waiting for their cycle" in out
     assert "rejected again when resubmitted in #1, read with the same layout (fr_local)" in out
     assert summary()["resubmitted"] == 5
 
@@ -165,11 +165,11 @@ def test_rejects_listed_fixed_resubmitted_and_billed_once(env):
     assert "records 1: rated 1, rejected 0" in out and "subtotal 0.02" in out  # 90 s in whole minutes
     s = summary()
     assert s["open"] == 2 and s["resubmitted"] == 5 and s["reconciles"]
-    assert s["outcomes"] == {"passed intake": 1, "rated": 3, "rejected again": 1}
+    assert s["outcomes"] == {"rated": 4, "rejected again": 1}
     rows = {r["id"]: r for r in listed("--state", "resubmitted")}
     assert rows["C3"]["outcome"] == rows["C4"]["outcome"] == "rated (ORFR 2026-03)"
     assert rows["C5"]["outcome"] == "rated (NEWP 2026-03)"
-    assert rows["C7"]["outcome"].startswith("passed intake (batch #2)")
+    assert rows["C7"]["outcome"] == "passed intake (batch #2), rated (ORFR 2026-03)"
     assert rows["C6"]["outcome"].startswith("rejected again: bad_timestamp (batch #2)")
     open_rows = listed("--state", "open")
     assert {(r["id"], r["reason"], r["file"].split("-resubmit-")[0]) for r in open_rows} == {

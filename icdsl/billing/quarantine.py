@@ -64,6 +64,8 @@ if TYPE_CHECKING:
 COLUMNS = ("state", "resubmission", "outcome", "source", "reason", "partner", "file", "batch", "row", "id",
            "start", "b_number", "cycle", "detail", "raw")
 NOT_RESUBMITTABLE = ("duplicate_id",)
+#: what became of a resubmitted record
+OUTCOMES = ("pending", "passed intake", "rated", "rejected again", "duplicate", "read")
 RESUBMIT_MARK = "-resubmit-"  # a resubmitted file's name: the original's stem, this, its content's hash
 SOURCES = ("intake", "rating", "unknown_partner")
 
@@ -113,6 +115,7 @@ class Entry:
     state: str = "open"
     resubmission: int | None = None
     outcome: str | None = None
+    outcome_kind: str | None = None  # one of OUTCOMES
     start_text: str | None = None
 
     def as_row(self) -> dict[str, Any]:
@@ -149,12 +152,8 @@ class Quarantine:
                  "total": c["total"]} for (r, p, f), c in sorted(acc.items())]
 
     def outcomes(self) -> dict[str, int]:
-        """The resubmitted entries by what became of them (``rated``, ``passed intake``,
-        ``rejected again``, ``duplicate``, ``pending``)."""
-        got: Counter = Counter()
-        for e in self.entries:
-            if e.state == "resubmitted":
-                got[(e.outcome or "pending").split(":")[0].split(" (")[0]] += 1
+        """The resubmitted entries by what became of them (:data:`OUTCOMES`)."""
+        got: Counter = Counter(e.outcome_kind or "pending" for e in self.entries if e.state == "resubmitted")
         return dict(sorted(got.items()))
 
     def table(self) -> pa.Table:
@@ -356,7 +355,7 @@ def listing(store: Store, filters: Filters = Filters(), plan: Plan | None = None
         cycles = {c.id: c for c in s.scalars(select(M.BillingCycle))}
         entries = (_intake_entries(store, s, plan, batches, q) + _rating_entries(store, s, batches, cycles, q)
                    + _unknown_entries(store, s, batches))
-        history = _history(store, s, batches, cycles)
+        history = _history(store, s)
         zones = {p.code: p.timezone for p in s.scalars(select(M.Partner))}
     entries = _with_states(entries, history, batches)
     q.entries = [e for e in entries if _matches(e, filters, zones)]
@@ -370,6 +369,7 @@ def listing(store: Store, filters: Filters = Filters(), plan: Plan | None = None
 class _Resubmitted:
     row: M.ResubmittedReject
     at: datetime
+    kind: str  # one of OUTCOMES
     outcome: str
 
 
@@ -383,64 +383,89 @@ def _ids_in(path: Path, ids: set[str], columns: tuple[str, ...] = ("id",)) -> di
     return {str(r["id"]): r for r in t.to_pylist()}
 
 
-def _history(store: Store, s: Session, batches: dict[int, M.IntakeBatch],
-             cycles: dict[int, M.BillingCycle]) -> list[_Resubmitted]:
+def _history(store: Store, s: Session) -> list[_Resubmitted]:
     """Every resubmitted record with what became of it."""
-    rows = list(s.execute(select(M.ResubmittedReject, M.RejectResubmission.created_at).join(
+    rows = [(r, at) for r, at in s.execute(select(M.ResubmittedReject, M.RejectResubmission.created_at).join(
         M.RejectResubmission, M.RejectResubmission.id == M.ResubmittedReject.resubmission_id)
-        .order_by(M.ResubmittedReject.id)))
+        .order_by(M.ResubmittedReject.id))]
     files = {(f.kind, f.batch_id or f.cycle_id): f for f in s.scalars(select(M.DataFile))}
-    new_rejects: dict[int, dict[int, tuple[str, str]]] = {}
-    by_cycle: dict[int, set[str]] = defaultdict(set)
-    for r, _at in rows:
-        if r.source == "intake" and r.new_batch_id is not None and r.new_batch_id not in new_rejects:
-            f = files.get(("intake_rejects", r.new_batch_id))
-            got: dict[int, tuple[str, str]] = {}
-            if f is not None and f.rows:
-                t = pq.read_table(store.data.abs(f.path), columns=["row", "reason", "detail"])
-                got = {row: (reason, detail) for row, reason, detail in zip(
-                    *(t.column(c).to_pylist() for c in ("row", "reason", "detail")), strict=True) if row is not None}
-            new_rejects[r.new_batch_id] = got
-        if r.source != "intake" and r.record_id is not None:
-            cyc = _cycle_of(s, r)
-            if cyc is not None:
-                by_cycle[cyc.id].add(r.record_id)
-    rated: dict[int, set[str]] = {}
-    rejected: dict[int, dict[str, dict[str, Any]]] = {}
-    for cid, ids in by_cycle.items():
-        rf, jf = files.get(("rated", cid)), files.get(("rating_rejects", cid))
-        rated[cid] = set(_ids_in(store.data.abs(rf.path), ids)) if rf is not None and rf.rows else set()
-        rejected[cid] = (_ids_in(store.data.abs(jf.path), ids, ("reason",)) if jf is not None and jf.rows else {})
+    verdicts = _Verdicts(store, s, files)
     out = []
     for r, at in rows:
         if r.source == "intake":
-            if r.new_batch_id is None:
-                outcome = "pending"
-            else:
-                hit = new_rejects.get(r.new_batch_id, {}).get(r.new_row)
-                if hit is None:
-                    outcome = f"passed intake (batch #{r.new_batch_id})"
-                elif hit[0] == "duplicate_id":
-                    outcome = f"duplicate (batch #{r.new_batch_id})"
-                else:
-                    outcome = f"rejected again: {hit[0]} (batch #{r.new_batch_id})"
+            kind, text = _intake_outcome(store, r, files, verdicts, at)
         else:
-            cyc = _cycle_of(s, r)
-            if cyc is not None and cyc.status == "finalized" and (cyc.finalized_at or at) <= at:
-                outcome = _corrected(store, s, cyc, r.record_id, at)
-            elif cyc is None or cyc.rated_at is None or cyc.rated_at < at or cyc.status == "open":
-                outcome = "pending" + (f": run `icdsl cycle run {r.partner} {cyc.label}`" if cyc is not None else "")
-            elif r.record_id in rated.get(cyc.id, set()):
-                outcome = f"rated ({cyc.partner_code} {cyc.label})"
-            elif r.record_id in rejected.get(cyc.id, {}):
-                outcome = f"rejected again: {rejected[cyc.id][r.record_id]['reason']} ({cyc.partner_code} {cyc.label})"
-            else:
-                outcome = f"read by {cyc.partner_code} {cyc.label}"
-        out.append(_Resubmitted(r, at, outcome))
+            kind, text = verdicts.of(_cycle_of(s, r), r.partner, r.record_id, at)
+        out.append(_Resubmitted(r, at, kind, text))
     return out
 
 
-def _corrected(store: Store, s: Session, cyc: M.BillingCycle, record_id: str | None, at: datetime) -> str:
+class _Verdicts:
+    """What the cycles said of records (rated or rejected), their files read once per cycle."""
+
+    def __init__(self, store: Store, s: Session, files: dict[tuple[str, int | None], M.DataFile]):
+        self.store, self.s, self.files = store, s, files
+        self._rated: dict[int, set[str]] = {}
+        self._rejected: dict[int, dict[str, dict[str, Any]]] = {}
+
+    def _load(self, cid: int) -> None:
+        if cid in self._rated:
+            return
+        rf, jf = self.files.get(("rated", cid)), self.files.get(("rating_rejects", cid))
+        self._rated[cid] = set()
+        self._rejected[cid] = {}
+        if rf is not None and rf.rows:
+            t = pq.read_table(self.store.data.abs(rf.path), columns=["id"])
+            self._rated[cid] = set(pc.cast(t.column("id"), pa.string()).to_pylist())
+        if jf is not None and jf.rows:
+            t = pq.read_table(self.store.data.abs(jf.path), columns=["id", "reason"])
+            self._rejected[cid] = {str(i): {"reason": why} for i, why in zip(
+                t.column("id").to_pylist(), t.column("reason").to_pylist(), strict=True)}
+
+    def of(self, cyc: M.BillingCycle | None, partner: str | None, record_id: str | None,
+           at: datetime) -> tuple[str, str]:
+        if cyc is not None and cyc.status == "finalized" and (cyc.finalized_at or at) <= at:
+            return _corrected(self.store, self.s, cyc, record_id, at)
+        if cyc is None or cyc.rated_at is None or cyc.rated_at < at or cyc.status == "open":
+            where = cyc.label if cyc is not None else "PERIOD"
+            return "pending", f"pending: run `icdsl cycle run {partner} {where}`"
+        self._load(cyc.id)
+        label = f"{cyc.partner_code} {cyc.label}"
+        if record_id in self._rated[cyc.id]:
+            return "rated", f"rated ({label})"
+        if record_id in self._rejected[cyc.id]:
+            return "rejected again", f"rejected again: {self._rejected[cyc.id][record_id]['reason']} ({label})"
+        return "read", f"read by {label}"
+
+
+def _intake_outcome(store: Store, r: M.ResubmittedReject, files: dict[tuple[str, int | None], M.DataFile],
+                    verdicts: _Verdicts, at: datetime) -> tuple[str, str]:
+    """An intake reject re-ingested: rejected again, a duplicate, or passed, and then what its
+    cycle made of it."""
+    if r.new_batch_id is None:
+        return "pending", "pending"
+    f = files.get(("intake_rejects", r.new_batch_id))
+    if f is not None and f.rows:
+        t = pq.read_table(store.data.abs(f.path), columns=["row", "reason"], filters=[("row", "=", r.new_row)])
+        if t.num_rows:
+            why = t.column("reason")[0].as_py()
+            if why == "duplicate_id":
+                return "duplicate", f"duplicate (batch #{r.new_batch_id})"
+            return "rejected again", f"rejected again: {why} (batch #{r.new_batch_id})"
+    passed = f"passed intake (batch #{r.new_batch_id})"
+    rec = files.get(("intake_records", r.new_batch_id))
+    if rec is None or r.record_id is None:
+        return "passed intake", passed
+    got = _ids_in(store.data.abs(rec.path), {r.record_id}, ("partner", "start")).get(r.record_id)
+    if got is None:
+        return "passed intake", passed
+    cyc = _cycle_of(verdicts.s, M.ResubmittedReject(partner=got["partner"], start=got["start"]))
+    kind, text = verdicts.of(cyc, got["partner"], r.record_id, at)
+    return ("passed intake", passed) if kind == "pending" else (kind, f"{passed}, {text}")
+
+
+def _corrected(store: Store, s: Session, cyc: M.BillingCycle, record_id: str | None,
+               at: datetime) -> tuple[str, str]:
     """What the corrections of a finalized cycle made after ``at`` did with the record."""
     for c in s.scalars(select(M.Correction).where(M.Correction.cycle_id == cyc.id, M.Correction.created_at >= at)
                        .order_by(M.Correction.id.desc())):
@@ -449,11 +474,11 @@ def _corrected(store: Store, s: Session, cyc: M.BillingCycle, record_id: str | N
         hit = _ids_in(store.data.abs(c.file_path), {record_id}, ("reason",)).get(record_id)
         if hit is not None:
             if hit["reason"] is None:
-                return f"rated by correction #{c.id} ({cyc.partner_code} {cyc.label}, billed on the next cycle)"
-            return f"rejected again: {hit['reason']} (correction #{c.id})"
+                return "rated", f"rated by correction #{c.id} ({cyc.partner_code} {cyc.label}, billed on the next cycle)"
+            return "rejected again", f"rejected again: {hit['reason']} (correction #{c.id})"
     last = date.fromordinal(cyc.local_end.toordinal() - 1)
-    return (f"pending: finalized cycle, bill it with `icdsl rerate --partner {cyc.partner_code} "
-            f"--from {cyc.local_start.isoformat()} --to {last.isoformat()} --rules ...`")
+    return "pending", (f"pending: finalized cycle, bill it with `icdsl rerate --partner {cyc.partner_code} "
+                       f"--from {cyc.local_start.isoformat()} --to {last.isoformat()} --rules ...`")
 
 
 def _cycle_of(s: Session, r: M.ResubmittedReject) -> M.BillingCycle | None:
@@ -478,6 +503,7 @@ def _with_states(entries: list[Entry], history: list[_Resubmitted],
         if h.row.source != "intake":
             key = (h.row.source, h.row.batch_id, h.row.record_id)
             if key in latest:  # resubmitted once more after a cycle rejected it again
+                latest[key].kind = "rejected again"
                 latest[key].outcome = f"rejected again, resubmitted again in #{h.row.resubmission_id}"
             latest[key] = h
     out: list[Entry] = []
@@ -486,8 +512,8 @@ def _with_states(entries: list[Entry], history: list[_Resubmitted],
         h = intake.get((e.batch, e.row)) if e.source == "intake" else latest.get((e.source, e.batch, e.id))
         # a record a cycle rejected again is open again (with its new reason); a finalized
         # cycle's rejects file never changes: what a correction made of it is the outcome
-        if h is not None and (e.source == "intake" or not h.outcome.startswith("rejected again")):
-            e.state, e.resubmission, e.outcome = "resubmitted", h.row.resubmission_id, h.outcome
+        if h is not None and (e.source == "intake" or h.kind != "rejected again"):
+            e.state, e.resubmission, e.outcome, e.outcome_kind = "resubmitted", h.row.resubmission_id, h.outcome, h.kind
             shown.add(h.row.id)
         out.append(e)
     for h in history:  # resubmitted, then rated, rejected again or read: shown with their outcome
@@ -497,7 +523,7 @@ def _with_states(entries: list[Entry], history: list[_Resubmitted],
         b = batches.get(r.batch_id)
         out.append(Entry(r.source, r.reason, r.partner, b.file_name if b else f"#{r.batch_id}", r.batch_id, r.row,
                          r.record_id, r.start, None, "", state="resubmitted", resubmission=r.resubmission_id,
-                         outcome=h.outcome))
+                         outcome=h.outcome, outcome_kind=h.kind))
     return out
 
 
@@ -634,22 +660,17 @@ def _was_resubmitted(store: Store, batch_id: int) -> bool:
                          .limit(1)).first() is not None
 
 
-def resubmit(store: Store, plan: Plan | None, filters: Filters = Filters(), *,
-             layout: str | None = None) -> ResubmitReport:
-    """Resubmit the open entries ``filters`` select (see the module's documentation)."""
-    q = listing(store, filters, plan)
-    rep = ResubmitReport()
-    rep.already = sum(1 for e in q.entries if e.state == "resubmitted" and (e.outcome or "").startswith("pending"))
+def _select(q: Quarantine, store: Store, plan: Plan | None, layout: str | None,
+            batches: dict[int, M.IntakeBatch]) -> tuple[list[Entry], Counter]:
+    """The open entries that can be resubmitted, and why the others cannot."""
     with store.reading() as s:
         declared = set(s.scalars(select(M.Partner.code)))
-        batches = {b.id: b for b in s.scalars(select(M.IntakeBatch))}
+    read_with = _read_with(store)
     refused: Counter = Counter()
     take: list[Entry] = []
-    read_with = _read_with(store)
     for e in q.entries:
         if e.state != "open":
             continue
-        lay = (layout or batches[e.batch].layout) if e.source == "intake" else None
         before = read_with.get(e.batch) if e.source == "intake" else None
         if e.reason in NOT_RESUBMITTABLE:
             refused["duplicates are not resubmittable (the first record with the id was kept)"] += 1
@@ -657,102 +678,114 @@ def resubmit(store: Store, plan: Plan | None, filters: Filters = Filters(), *,
             refused[f"partner {e.partner} is still not declared: add it to the rules and `icdsl load` them"] += 1
         elif e.source == "intake" and not e.raw:
             refused["an intake reject without its raw content"] += 1
-        elif before is not None and before[2] is not None and before[2] == _layout_hash(plan, lay):
+        elif (before is not None and before[2] is not None
+              and before[2] == _layout_hash(plan, layout or batches[e.batch].layout)):
             refused[f"rejected again when resubmitted in #{before[0]}, read with the same layout "
                     f"({before[1] or 'the default'}): fix the layout in the rules (--layout), or the data at the "
                     "source"] += 1
         else:
             take.append(e)
-    rep.refused = dict(refused)
-    if not take:
-        return rep
+    return take, refused
 
-    # intake rejects: one traffic file per batch, ingested like any file (its own transactions)
+
+def _reingest(store: Store, plan: Plan | None, layout: str | None, batches: dict[int, M.IntakeBatch],
+              take: list[Entry], refused: Counter, rep: ResubmitReport) -> tuple[dict, list[dict[str, Any]]]:
+    """Intake rejects: one traffic file per batch, ingested like any file (its own
+    transactions). Returns where each went ((batch, row) -> (new batch, new row)) and the batches."""
     placed: dict[tuple[int, int | None], tuple[int, int]] = {}
     by_batch: dict[int, list[Entry]] = defaultdict(list)
     for e in take:
         if e.source == "intake":
             by_batch[e.batch].append(e)
-    new_batches: list[dict[str, Any]] = []
+    made: list[dict[str, Any]] = []
     for batch_id, group in sorted(by_batch.items()):
         path, rows = _write_resubmission(store, batches[batch_id], group)
         lay = layout or batches[batch_id].layout
         got = ingest(store, path, lay, plan)
         if got.already_ingested and _was_resubmitted(store, got.batch_id):
             # the same lines were resubmitted before and gave this batch: nothing would change
-            why = (f"the same lines were resubmitted before as batch #{got.batch_id} ({got.file_name}), with the "
-                   "result shown; intake is idempotent by content: fix the data at the source and ingest it")
-            refused[why] += len(group)
+            refused[f"the same lines were resubmitted before as batch #{got.batch_id} ({got.file_name}), with the "
+                    "result shown; intake is idempotent by content: fix the data at the source and ingest it"] \
+                += len(group)
             continue
         rep.ingests.append(str(got).splitlines()[0])
-        new_batches.append({"batch": got.batch_id, "from_batch": batch_id, "layout": lay,
-                            "layout_hash": _layout_hash(plan, lay)})
+        made.append({"batch": got.batch_id, "from_batch": batch_id, "layout": lay,
+                     "layout_hash": _layout_hash(plan, lay)})
         for e, row in zip(group, rows, strict=True):
             placed[(e.batch, e.row)] = (got.batch_id, row)
+    return placed, made
+
+
+def _cycles_to_reopen(s: Session, take: list[Entry], made: list[dict[str, Any]],
+                      rep: ResubmitReport) -> Counter:
+    """cycle id -> records of the resubmission it holds (a rating reject's cycle, the cycle of
+    a record of a partner unknown at ingest, the cycles the re-ingested batches' records fall in)."""
+    to_cycles: Counter = Counter()
+    for e in take:
+        if e.source == "intake":
+            continue
+        cyc = s.get(M.BillingCycle, e.cycle_id) if e.cycle_id is not None else _cycle_of(
+            s, M.ResubmittedReject(partner=e.partner, start=e.start))
+        if cyc is not None:
+            to_cycles[cyc.id] += 1
+        else:
+            rep.cycles.append({"partner": e.partner or "", "period": "(no cycle yet)",
+                               "action": f"the first cycle of the period rates them: `icdsl cycle run "
+                                         f"{e.partner} PERIOD --rules ...`"})
+    batch_ids = [b["batch"] for b in made]
+    for st in s.scalars(select(M.IntakePartnerStat).where(M.IntakePartnerStat.batch_id.in_(batch_ids))):
+        for cyc in s.scalars(select(M.BillingCycle).where(M.BillingCycle.partner_code == st.partner,
+                                                          M.BillingCycle.period_start <= st.max_start,
+                                                          M.BillingCycle.period_end > st.min_start)):
+            to_cycles[cyc.id] += st.records
+    return to_cycles
+
+
+def resubmit(store: Store, plan: Plan | None, filters: Filters = Filters(), *,
+             layout: str | None = None) -> ResubmitReport:
+    """Resubmit the open entries ``filters`` select (see the module's documentation)."""
+    q = listing(store, filters, plan)
+    rep = ResubmitReport()
+    rep.already = sum(1 for e in q.entries if e.state == "resubmitted" and e.outcome_kind in ("pending", "passed intake"))
+    with store.reading() as s:
+        batches = {b.id: b for b in s.scalars(select(M.IntakeBatch))}
+    take, refused = _select(q, store, plan, layout, batches)
+    placed, made = _reingest(store, plan, layout, batches, take, refused, rep) if take else ({}, [])
     rep.refused = dict(refused)
     take = [e for e in take if e.source != "intake" or (e.batch, e.row) in placed]
     if not take:
         return rep
-
     with store.session() as s:
         store.lock(s, "quarantine", wait=True)
         done = {(r.batch_id, r.row) for r in s.scalars(select(M.ResubmittedReject).where(
             M.ResubmittedReject.source == "intake"))}
+        take = [e for e in take if e.source != "intake" or (e.batch, e.row) not in done]  # another session's
         res = M.RejectResubmission(created_at=base.now(), actor=base.actor(), filters=filters.as_dict(), records=0,
-                                   batches=new_batches, cycles=[], message="")
+                                   batches=made, cycles=[], message="")
         s.add(res)
         s.flush()
-        to_cycles: dict[int, int] = Counter()
-        rows = []
-        for e in take:
-            cycle_id = e.cycle_id
-            if e.source == "intake":
-                if (e.batch, e.row) in done:
-                    continue  # resubmitted by another session meanwhile
-                new_batch, new_row = placed[(e.batch, e.row)]
-                rep.intake += 1
-            else:
-                new_batch = new_row = None
-                if e.source == "rating":
-                    rep.rating += 1
-                else:
-                    rep.unknown += 1
-                    cyc = _cycle_of(s, M.ResubmittedReject(partner=e.partner, start=e.start))
-                    cycle_id = cyc.id if cyc is not None else None
-                if cycle_id is not None:
-                    to_cycles[cycle_id] += 1
-                else:
-                    rep.cycles.append({"partner": e.partner or "", "period": "(no cycle yet)",
-                                       "action": f"the first cycle of the period rates them: `icdsl cycle run "
-                                                 f"{e.partner} PERIOD --rules ...`"})
-            rows.append({"resubmission_id": res.id, "source": e.source, "batch_id": e.batch, "row": e.row,
-                         "record_id": e.id, "reason": e.reason, "partner": e.partner, "start": e.start,
-                         "cycle_id": None if e.source == "intake" else e.cycle_id, "new_batch_id": new_batch,
-                         "new_row": new_row})
-        if rows:
-            s.execute(M.ResubmittedReject.__table__.insert(), rows)
-        # the passed records of the re-ingested files go to their partners' cycles too
-        made = [b["batch"] for b in new_batches]
-        for st in s.scalars(select(M.IntakePartnerStat).where(M.IntakePartnerStat.batch_id.in_(made))):
-            for cyc in s.scalars(select(M.BillingCycle).where(M.BillingCycle.partner_code == st.partner,
-                                                              M.BillingCycle.period_start <= st.max_start,
-                                                              M.BillingCycle.period_end > st.min_start)):
-                to_cycles[cyc.id] += st.records
-        seen_cycles = []
-        for cid, n in sorted(to_cycles.items()):
+        s.execute(M.ResubmittedReject.__table__.insert(), [
+            {"resubmission_id": res.id, "source": e.source, "batch_id": e.batch, "row": e.row, "record_id": e.id,
+             "reason": e.reason, "partner": e.partner, "start": e.start,
+             "cycle_id": None if e.source == "intake" else e.cycle_id,
+             "new_batch_id": placed[(e.batch, e.row)][0] if e.source == "intake" else None,
+             "new_row": placed[(e.batch, e.row)][1] if e.source == "intake" else None} for e in take])
+        counts = Counter(e.source for e in take)
+        rep.intake, rep.rating, rep.unknown = counts["intake"], counts["rating"], counts["unknown_partner"]
+        reopened = []
+        for cid, n in sorted(_cycles_to_reopen(s, take, made, rep).items()):
             cyc = s.get(M.BillingCycle, cid)
-            seen_cycles.append({"partner": cyc.partner_code, "period": cyc.label, "action": _cycle_action(store, s, cyc, n)})
-        rep.cycles = seen_cycles + [c for c in rep.cycles if c not in seen_cycles]
-        rep.cycles = [dict(t) for t in dict.fromkeys(tuple(sorted(c.items())) for c in rep.cycles)]
-        res.records = rep.records
-        res.cycles = rep.cycles
-        res.message = str(ResubmitReport(res.id, rep.intake, rep.rating, rep.unknown, 0, {}, [], []))
+            reopened.append({"partner": cyc.partner_code, "period": cyc.label,
+                             "action": _cycle_action(store, s, cyc, n)})
+        rep.cycles = reopened + rep.cycles
+        rep.cycles = [dict(t) for t in dict.fromkeys(tuple(c.items()) for c in rep.cycles)]
+        res.records, res.cycles = rep.records, rep.cycles
+        res.message = str(ResubmitReport(res.id, rep.intake, rep.rating, rep.unknown))
         rep.resubmission = res.id
         store.audit(s, "rejects_resubmitted", "reject_resubmission", res.id,
                     f"resubmission #{res.id}: {rep.records} record(s): intake {rep.intake}, rating {rep.rating}, "
                     f"unknown partner {rep.unknown}",
-                    {"filters": filters.as_dict(), "batches": new_batches, "cycles": rep.cycles,
-                     "refused": rep.refused})
+                    {"filters": filters.as_dict(), "batches": made, "cycles": rep.cycles, "refused": rep.refused})
     return rep
 
 
