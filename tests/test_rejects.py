@@ -16,6 +16,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
+from test_billing_store import db_url  # noqa: F401 - the fixture: SQLite, and PostgreSQL when it is there
 from typer.testing import CliRunner
 
 from icdsl.cli.main import app
@@ -91,12 +93,21 @@ def listed(*filters: str) -> list[dict]:
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
+    return _env(tmp_path, monkeypatch, f"sqlite:///{tmp_path / 'store.db'}")
+
+
+@pytest.fixture
+def env_db(tmp_path, monkeypatch, db_url):  # noqa: F811 - the fixture imported above
+    return _env(tmp_path, monkeypatch, db_url)
+
+
+def _env(tmp_path, monkeypatch, url):
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "orfr.icd").write_text(PARTNER + V1, encoding="utf-8")
     (tmp_path / "march.csv").write_text(TRAFFIC, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("ICDSL_DB", f"sqlite:///{tmp_path / 'store.db'}")
-    monkeypatch.delenv("ICDSL_DATA", raising=False)
+    monkeypatch.setenv("ICDSL_DB", url)
+    monkeypatch.setenv("ICDSL_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("COLUMNS", "80")  # rich's tables at the width the golden files were written at
     return tmp_path
 
@@ -106,7 +117,8 @@ def fix_rules(root: Path) -> None:
     (root / "rules" / "newp.icd").write_text(NEWP, encoding="utf-8")
 
 
-def test_rejects_listed_fixed_resubmitted_and_billed_once(env):
+def test_rejects_listed_fixed_resubmitted_and_billed_once(env_db):
+    env = env_db
     run("load", "rules")
     out = run("ingest", "march.csv", "--rules", "rules")
     assert "read 8, passed 5, rejected 2, duplicates 1" in out and "NEWP" in out
@@ -186,9 +198,7 @@ def test_rejects_listed_fixed_resubmitted_and_billed_once(env):
     originals = [r for r in listed() if r["file"] == "march.csv"]
     assert len(originals) == 6 and {r["state"] for r in originals} == {"open", "resubmitted"}
     # the audit log has one entry per resubmission
-    import sqlalchemy as sa
-
-    eng = sa.create_engine(f"sqlite:///{env / 'store.db'}")
+    eng = sa.create_engine(os.environ["ICDSL_DB"])
     with eng.connect() as c:
         audit = c.execute(sa.text("SELECT message FROM audit_log WHERE action = 'rejects_resubmitted'")).all()
         resubmissions = c.execute(sa.text("SELECT id, records FROM reject_resubmissions")).all()
