@@ -280,6 +280,20 @@ def test_resubmitted_parquet_rejects_are_read_from_their_raw_rows(env):
     assert [r["outcome"].split(" (")[0] for r in listed()] == ["passed intake", "passed intake"]
 
 
+def test_a_layout_names_the_columns_of_intake_rejects(env):
+    (env / "rules" / "switch.icd").write_text('records switch {\n  partner = column "carrier"\n'
+                                              '  b_number = column "dst"\n}\n', encoding="utf-8")
+    (env / "switch.csv").write_text("id,carrier,direction,service,a_number,dst,start,duration_s\n"
+                                    "S1,ORFR,outbound,voice,33170000001,33612345678,never,60\n", encoding="utf-8")
+    run("load", "rules")
+    assert "rejected 1" in run("ingest", "switch.csv", "--layout", "switch", "--rules", "rules")
+    assert [(r["partner"], r["b_number"]) for r in listed()] == [(None, None)]  # which columns? the rules say
+    got = json.loads(run("rejects", "list", "--format", "json", "--rules", "rules"))
+    assert [(r["partner"], r["b_number"], r["reason"]) for r in got] == [("ORFR", "33612345678", "bad_timestamp")]
+    assert [r["id"] for r in json.loads(run("rejects", "list", "--format", "json", "--rules", "rules",
+                                            "--partner", "ORFR"))] == ["S1"]
+
+
 def test_user_mistakes(env):
     run("load", "rules")
     assert "is not a period" in run("rejects", "--period", "March", code=2)

@@ -53,7 +53,7 @@ from icdsl.billing import models as M
 from icdsl.billing.cycles import reopen_cycle
 from icdsl.billing.errors import CycleBusy, StoreError
 from icdsl.billing.intake import ingest
-from icdsl.cycle.periods import PeriodError, parse_period
+from icdsl.cycle.periods import parse_period
 from icdsl.plan.model import Plan
 from icdsl.rating.intake.times import parse_instant, to_datetime
 
@@ -319,17 +319,16 @@ def _unknown_entries(store: Store, s: Session, batches: dict[int, M.IntakeBatch]
     return out
 
 
-def _match_period(e: Entry, spec: str, zones: dict[str, str]) -> bool:
+def _match_period(e: Entry, spec: str, zones: dict[str, str], periods: dict[str, Any]) -> bool:
     if e.start is None:
         return False
-    try:
-        per = parse_period(spec, zones.get(e.partner or "", "UTC"))
-    except PeriodError:
-        raise
-    return per.start <= e.start < per.end
+    tz = zones.get(e.partner or "", "UTC")
+    if tz not in periods:
+        periods[tz] = parse_period(spec, tz)
+    return periods[tz].start <= e.start < periods[tz].end
 
 
-def _matches(e: Entry, f: Filters, zones: dict[str, str]) -> bool:
+def _matches(e: Entry, f: Filters, zones: dict[str, str], periods: dict[str, Any]) -> bool:
     if f.reason is not None and e.reason != f.reason:
         return False
     if f.partner is not None and e.partner != f.partner:
@@ -340,7 +339,7 @@ def _matches(e: Entry, f: Filters, zones: dict[str, str]) -> bool:
         return False
     if f.state is not None and e.state != f.state:
         return False
-    return f.period is None or _match_period(e, f.period, zones)
+    return f.period is None or _match_period(e, f.period, zones, periods)
 
 
 def listing(store: Store, filters: Filters = Filters(), plan: Plan | None = None) -> Quarantine:
@@ -358,7 +357,8 @@ def listing(store: Store, filters: Filters = Filters(), plan: Plan | None = None
         history = _history(store, s)
         zones = {p.code: p.timezone for p in s.scalars(select(M.Partner))}
     entries = _with_states(entries, history, batches)
-    q.entries = [e for e in entries if _matches(e, filters, zones)]
+    periods: dict[str, Any] = {}  # the period in each partner time zone, read once
+    q.entries = [e for e in entries if _matches(e, filters, zones, periods)]
     return q
 
 

@@ -45,6 +45,15 @@ def _period() -> Any:
                         "in their partner's time zone.")
 
 
+def _rules() -> Any:
+    return typer.Option([], "--rules", help="Rule files or folders: their records layouts name the columns of "
+                        "partner, start and b_number in intake rejects (default: the columns of those names).")
+
+
+def _plan_if(rules: list[Path]) -> Any:
+    return _plan(rules, None)[0] if rules else None
+
+
 def _state() -> Any:
     return typer.Option(None, "--state", help="Only 'open' or 'resubmitted' entries.")
 
@@ -87,6 +96,7 @@ def rejects_summary(
     period: str | None = _period(),
     state: str | None = _state(),
     fmt: str = typer.Option("table", "--format", help="table, csv or json."),
+    rules: list[Path] = _rules(),
     db: str | None = _db_option(),
     data: Path | None = _data_option(),
 ) -> None:
@@ -100,7 +110,7 @@ def rejects_summary(
 
     filters = _filters(reason, partner, file, period, state)
     with opened(db, data) as store, user_errors():
-        q = listing(store, filters)
+        q = listing(store, filters, _plan_if(rules))
     rows = q.summary()
     if fmt == "json":
         typer.echo(json.dumps({"summary": rows, "open": sum(r["open"] for r in rows),
@@ -146,6 +156,7 @@ def rejects_list(
     state: str | None = _state(),
     limit: int = typer.Option(50, "--limit", help="At most this many records in a table (0: all)."),
     fmt: str = typer.Option("table", "--format", help="table, csv or json."),
+    rules: list[Path] = _rules(),
     db: str | None = _db_option(),
     data: Path | None = _data_option(),
 ) -> None:
@@ -156,7 +167,7 @@ def rejects_list(
 
     filters = _filters(reason, partner, file, period, state)
     with opened(db, data) as store, user_errors():
-        q = listing(store, filters)
+        q = listing(store, filters, _plan_if(rules))
     rows = [e.as_row() for e in q.entries]
     if fmt == "json":
         typer.echo(json.dumps(rows, indent=2, default=str))
@@ -192,6 +203,7 @@ def rejects_export(
     file: str | None = _file(),
     period: str | None = _period(),
     state: str | None = _state(),
+    rules: list[Path] = _rules(),
     db: str | None = _db_option(),
     data: Path | None = _data_option(),
 ) -> None:
@@ -207,7 +219,7 @@ def rejects_export(
         raise typer.Exit(2) from None
     filters = _filters(reason, partner, file, period, state)
     with opened(db, data) as store, user_errors():
-        q = listing(store, filters)
+        q = listing(store, filters, _plan_if(rules))
     t = q.table()
     path = write_rejects(t.to_pylist(), COLUMNS, out, schema=t.schema)
     typer.echo(f"wrote {t.num_rows} rejected record(s) to {path}")
