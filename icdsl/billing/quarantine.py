@@ -390,40 +390,64 @@ def _history(store: Store, s: Session) -> list[_Resubmitted]:
         .order_by(M.ResubmittedReject.id))]
     files = {(f.kind, f.batch_id or f.cycle_id): f for f in s.scalars(select(M.DataFile))}
     verdicts = _Verdicts(store, s, files)
+    wanted: dict[int, set[str]] = defaultdict(set)  # re-ingested batch -> the ids to follow to their cycle
+    for r, _at in rows:
+        if r.source == "intake" and r.new_batch_id is not None and r.record_id is not None:
+            wanted[r.new_batch_id].add(r.record_id)
+    verdicts.follow(wanted)
     out = []
     for r, at in rows:
         if r.source == "intake":
-            kind, text = _intake_outcome(store, r, files, verdicts, at)
+            kind, text = verdicts.of_intake(r, at)
         else:
-            kind, text = verdicts.of(_cycle_of(s, r), r.partner, r.record_id, at)
+            cyc = verdicts.cycles.get(r.cycle_id) if r.cycle_id is not None else verdicts.holding(r.partner, r.start)
+            kind, text = verdicts.of(cyc, r.partner, r.record_id, at)
         out.append(_Resubmitted(r, at, kind, text))
     return out
 
 
 class _Verdicts:
-    """What the cycles said of records (rated or rejected), their files read once per cycle."""
+    """What intake and the cycles said of resubmitted records: each file read once."""
 
     def __init__(self, store: Store, s: Session, files: dict[tuple[str, int | None], M.DataFile]):
         self.store, self.s, self.files = store, s, files
+        self.cycles = {c.id: c for c in s.scalars(select(M.BillingCycle))}
+        self._by_partner: dict[str, list[M.BillingCycle]] = defaultdict(list)
+        for c in self.cycles.values():
+            self._by_partner[c.partner_code].append(c)
         self._rated: dict[int, set[str]] = {}
-        self._rejected: dict[int, dict[str, dict[str, Any]]] = {}
+        self._rejected: dict[int, dict[str, str]] = {}
+        self._intake_rejects: dict[int, dict[int, str]] = {}
+        self._passed: dict[int, dict[str, tuple[str, datetime]]] = {}
+
+    def holding(self, partner: str | None, start: datetime | None) -> M.BillingCycle | None:
+        """The partner's cycle whose period holds ``start``."""
+        if partner is None or start is None:
+            return None
+        return next((c for c in self._by_partner.get(partner, ()) if c.period_start <= start < c.period_end), None)
+
+    def follow(self, wanted: dict[int, set[str]]) -> None:
+        """Read the partner and start of these re-ingested records (batch -> ids), once per batch."""
+        for batch_id, ids in wanted.items():
+            rec = self.files.get(("intake_records", batch_id))
+            got = _ids_in(self.store.data.abs(rec.path), ids, ("partner", "start")) if rec is not None else {}
+            self._passed[batch_id] = {i: (r["partner"], r["start"]) for i, r in got.items()}
 
     def _load(self, cid: int) -> None:
         if cid in self._rated:
             return
         rf, jf = self.files.get(("rated", cid)), self.files.get(("rating_rejects", cid))
-        self._rated[cid] = set()
-        self._rejected[cid] = {}
+        self._rated[cid], self._rejected[cid] = set(), {}
         if rf is not None and rf.rows:
             t = pq.read_table(self.store.data.abs(rf.path), columns=["id"])
             self._rated[cid] = set(pc.cast(t.column("id"), pa.string()).to_pylist())
         if jf is not None and jf.rows:
             t = pq.read_table(self.store.data.abs(jf.path), columns=["id", "reason"])
-            self._rejected[cid] = {str(i): {"reason": why} for i, why in zip(
-                t.column("id").to_pylist(), t.column("reason").to_pylist(), strict=True)}
+            self._rejected[cid] = dict(zip(t.column("id").to_pylist(), t.column("reason").to_pylist(), strict=True))
 
     def of(self, cyc: M.BillingCycle | None, partner: str | None, record_id: str | None,
            at: datetime) -> tuple[str, str]:
+        """What a cycle made of a record resubmitted at ``at``."""
         if cyc is not None and cyc.status == "finalized" and (cyc.finalized_at or at) <= at:
             return _corrected(self.store, self.s, cyc, record_id, at)
         if cyc is None or cyc.rated_at is None or cyc.rated_at < at or cyc.status == "open":
@@ -434,34 +458,33 @@ class _Verdicts:
         if record_id in self._rated[cyc.id]:
             return "rated", f"rated ({label})"
         if record_id in self._rejected[cyc.id]:
-            return "rejected again", f"rejected again: {self._rejected[cyc.id][record_id]['reason']} ({label})"
+            return "rejected again", f"rejected again: {self._rejected[cyc.id][record_id]} ({label})"
         return "read", f"read by {label}"
 
-
-def _intake_outcome(store: Store, r: M.ResubmittedReject, files: dict[tuple[str, int | None], M.DataFile],
-                    verdicts: _Verdicts, at: datetime) -> tuple[str, str]:
-    """An intake reject re-ingested: rejected again, a duplicate, or passed, and then what its
-    cycle made of it."""
-    if r.new_batch_id is None:
-        return "pending", "pending"
-    f = files.get(("intake_rejects", r.new_batch_id))
-    if f is not None and f.rows:
-        t = pq.read_table(store.data.abs(f.path), columns=["row", "reason"], filters=[("row", "=", r.new_row)])
-        if t.num_rows:
-            why = t.column("reason")[0].as_py()
-            if why == "duplicate_id":
-                return "duplicate", f"duplicate (batch #{r.new_batch_id})"
+    def of_intake(self, r: M.ResubmittedReject, at: datetime) -> tuple[str, str]:
+        """An intake reject re-ingested: rejected again, a duplicate, or passed, and then what
+        its cycle made of it."""
+        if r.new_batch_id is None:
+            return "pending", "pending"
+        if r.new_batch_id not in self._intake_rejects:
+            f = self.files.get(("intake_rejects", r.new_batch_id))
+            got: dict[int, str] = {}
+            if f is not None and f.rows:
+                t = pq.read_table(self.store.data.abs(f.path), columns=["row", "reason"])
+                got = {row: why for row, why in zip(t.column("row").to_pylist(), t.column("reason").to_pylist(),
+                                                    strict=True) if row is not None}
+            self._intake_rejects[r.new_batch_id] = got
+        why = self._intake_rejects[r.new_batch_id].get(r.new_row)
+        if why == "duplicate_id":
+            return "duplicate", f"duplicate (batch #{r.new_batch_id})"
+        if why is not None:
             return "rejected again", f"rejected again: {why} (batch #{r.new_batch_id})"
-    passed = f"passed intake (batch #{r.new_batch_id})"
-    rec = files.get(("intake_records", r.new_batch_id))
-    if rec is None or r.record_id is None:
-        return "passed intake", passed
-    got = _ids_in(store.data.abs(rec.path), {r.record_id}, ("partner", "start")).get(r.record_id)
-    if got is None:
-        return "passed intake", passed
-    cyc = _cycle_of(verdicts.s, M.ResubmittedReject(partner=got["partner"], start=got["start"]))
-    kind, text = verdicts.of(cyc, got["partner"], r.record_id, at)
-    return ("passed intake", passed) if kind == "pending" else (kind, f"{passed}, {text}")
+        passed = f"passed intake (batch #{r.new_batch_id})"
+        where = self._passed.get(r.new_batch_id, {}).get(r.record_id or "")
+        if where is None:
+            return "passed intake", passed
+        kind, text = self.of(self.holding(*where), where[0], r.record_id, at)
+        return ("passed intake", passed) if kind == "pending" else (kind, f"{passed}, {text}")
 
 
 def _corrected(store: Store, s: Session, cyc: M.BillingCycle, record_id: str | None,
