@@ -100,8 +100,7 @@ def rejects_summary(
     db: str | None = _db_option(),
     data: Path | None = _data_option(),
 ) -> None:
-    """The quarantine by reason, partner and file: open and resubmitted records (subcommands: list, export,
-    resubmit)."""
+    """The quarantine by reason, partner and file: open and resubmitted records (then: list, export, resubmit)."""
     if ctx.invoked_subcommand is not None:
         return
     _check_format(fmt)
@@ -207,8 +206,7 @@ def rejects_export(
     db: str | None = _db_option(),
     data: Path | None = _data_option(),
 ) -> None:
-    """Export the rejected records (every column, raw content included) to CSV (cells that a
-    spreadsheet would read as formulas are neutralized) or Parquet."""
+    """Export the rejected records, every column and their raw content: CSV (formulas neutralized) or Parquet."""
     # lazy: the quarantine needs pyarrow and sqlalchemy: loaded when the command runs
     from icdsl.billing.quarantine import COLUMNS, listing
 
@@ -238,9 +236,7 @@ def rejects_resubmit(
     data: Path | None = _data_option(),
     root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
 ) -> None:
-    """Resubmit the open rejected records (after the rules were fixed): intake rejects are
-    ingested again; the cycles holding rating rejects and records of partners unknown at ingest
-    are reopened, so that their next run rates them. Duplicates are not resubmittable."""
+    """Resubmit open rejects once the rules are fixed: intake rejects are ingested again, cycles holding the others reopened."""
     # lazy: the quarantine needs pyarrow and sqlalchemy: loaded when the command runs
     from icdsl.billing.quarantine import resubmit
 
