@@ -294,6 +294,22 @@ def test_a_layout_names_the_columns_of_intake_rejects(env):
                                             "--partner", "ORFR"))] == ["S1"]
 
 
+def test_a_rejects_file_that_lost_rows_does_not_reconcile(env):
+    run("load", "rules")
+    run("ingest", "march.csv", "--rules", "rules")
+    rejects = next((env / "data" / "intake").rglob("rejects-*.parquet"))
+    t = pq.read_table(rejects)
+    rejects.chmod(0o644)
+    pq.write_table(t.slice(0, 1), rejects)  # behind the store's back
+    out = run("rejects", code=3)
+    assert "intake rejects: 1 in the rejects files, 3 counted by the intake batches  MISMATCH" in out
+    assert not summary_of(run("rejects", "--format", "json", code=3))["reconciles"]
+
+
+def summary_of(text: str) -> dict:
+    return json.loads(text)
+
+
 def test_user_mistakes(env):
     run("load", "rules")
     assert "is not a period" in run("rejects", "--period", "March", code=2)

@@ -247,10 +247,8 @@ def _intake_entries(store: Store, s: Session, plan: Plan | None, batches: dict[i
     out: list[Entry] = []
     for f in s.scalars(select(M.DataFile).where(M.DataFile.kind == "intake_rejects").order_by(M.DataFile.batch_id)):
         b = batches[f.batch_id]
-        q.intake_found += f.rows
-        if not f.rows:
-            continue
         t = pq.read_table(store.data.abs(f.path))
+        q.intake_found += t.num_rows  # what the file holds, checked against the batch's counts
         header = _header_of(b) if b.format == "csv" else None
         cols = _source_columns(plan, b.layout)
         for row, rid, reason, detail, raw in zip(*(t.column(c).to_pylist() for c in
@@ -269,10 +267,10 @@ def _rating_entries(store: Store, s: Session, batches: dict[int, M.IntakeBatch],
     for f in s.scalars(select(M.DataFile).where(M.DataFile.kind == "rating_rejects").order_by(M.DataFile.cycle_id)):
         cyc = cycles[f.cycle_id]
         q.rating_expected += cyc.rejected_count or 0
-        q.rating_found += f.rows
-        if not f.rows:
+        if not f.rows:  # nothing rejected: no file was written
             continue
         t = pq.read_table(store.data.abs(f.path))
+        q.rating_found += t.num_rows  # what the file holds, checked against the cycle's counts
         for rid, reason, detail, partner, b_number, start, batch_id in zip(
                 *(t.column(c).to_pylist() for c in ("id", "reason", "detail", "partner", "b_number", "start",
                                                      "batch_id")), strict=True):

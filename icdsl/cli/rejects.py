@@ -115,7 +115,7 @@ def rejects_summary(
         typer.echo(json.dumps({"summary": rows, "open": sum(r["open"] for r in rows),
                                "resubmitted": sum(r["resubmitted"] for r in rows), "outcomes": q.outcomes(),
                                "reconciles": q.reconciles}, indent=2))
-        return
+        raise typer.Exit(0 if q.reconciles else 3)
     if fmt == "csv":
         _echo_csv(rows, ("reason", "partner", "file", "open", "resubmitted", "total"))
         return
@@ -131,10 +131,16 @@ def rejects_summary(
     outcomes = ", ".join(f"{k} {v}" for k, v in q.outcomes().items())
     console.print(f"open {n_open}, resubmitted {n_res}" + (f" ({outcomes})" if outcomes else ""), highlight=False,
                   markup=False)
+    dups = sum(r["open"] for r in rows if r["reason"] == "duplicate_id")
+    if dups:
+        console.print(f"of which duplicates {dups}: not resubmittable (the first record with the id was kept)",
+                      highlight=False, markup=False)
     for line in _reconciliation(q):
         console.print(line, highlight=False, markup=False)
     if not rows:
         console.print("no rejected records" + (" match" if filters.as_dict() else ""), highlight=False)
+    if not q.reconciles:  # a file that does not hold what its row says: a bug or a damaged data folder
+        raise typer.Exit(3)
 
 
 def _echo_csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
