@@ -55,7 +55,8 @@ from icdsl.billing.errors import CycleBusy, StoreError
 from icdsl.billing.intake import ingest
 from icdsl.cycle.periods import parse_period
 from icdsl.plan.model import Plan
-from icdsl.rating.intake.times import parse_instant, to_datetime
+from icdsl.rating.intake.columns import Problems, clean_text
+from icdsl.rating.intake.times import clock, instants
 
 if TYPE_CHECKING:
     from icdsl.billing.store import Store
@@ -233,13 +234,29 @@ def _source_columns(plan: Plan | None, layout: str | None) -> dict[str, str]:
     return cols
 
 
-def _instant(text: Any) -> datetime | None:
-    if text is None or text == "":
-        return None
+#: intake reasons whose start cannot be read (or was not looked at): not parsed again
+_NO_START = ("bad_timestamp", "missing_field", "malformed_row")
+
+
+def _instants(texts: list[str | None], reasons: list[str], plan: Plan | None,
+              layout: str | None) -> list[datetime | None]:
+    """The starts of a batch's intake rejects, read on a column by intake's own rule
+    (:func:`icdsl.rating.intake.times.instants`, in the layout's zone and format); None where
+    there is none to read."""
+    lay = next((x for x in plan.layouts if x.name == layout), None) if plan is not None and layout else None
+    keep = [i for i, (t, why) in enumerate(zip(texts, reasons, strict=True)) if t and why not in _NO_START]
+    out: list[datetime | None] = [None] * len(texts)
+    if not keep:
+        return out
     try:
-        return to_datetime(parse_instant(text, "UTC"))
-    except Exception:  # noqa: BLE001 - an unreadable start is a reason to be here, not an error
-        return None
+        c = clock(lay.timezone if lay else "UTC", lay.timestamp_format if lay else None)
+    except ValueError:
+        return out
+    arr = clean_text(pa.array([texts[i] for i in keep], pa.string()))
+    got = instants(arr, c, "start", Problems(len(keep))).to_pylist()
+    for i, v in zip(keep, got, strict=True):
+        out[i] = v
+    return out
 
 
 def _intake_entries(store: Store, s: Session, plan: Plan | None, batches: dict[int, M.IntakeBatch],
@@ -251,13 +268,14 @@ def _intake_entries(store: Store, s: Session, plan: Plan | None, batches: dict[i
         q.intake_found += t.num_rows  # what the file holds, checked against the batch's counts
         header = _header_of(b) if b.format == "csv" else None
         cols = _source_columns(plan, b.layout)
-        for row, rid, reason, detail, raw in zip(*(t.column(c).to_pylist() for c in
-                                                   ("row", "id", "reason", "detail", "raw")), strict=True):
-            fields = _fields_of(raw, header, b.format)
-            start_text = _text_of(fields.get(cols["start"]))
-            out.append(Entry("intake", reason, _text_of(fields.get(cols["partner"])) or None, b.file_name, b.id, row,
-                             rid, _instant(start_text), _text_of(fields.get(cols["b_number"])), detail or "", raw,
-                             start_text=start_text))
+        rows, ids, reasons, details, raws = (t.column(c).to_pylist() for c in ("row", "id", "reason", "detail", "raw"))
+        fields = [_fields_of(raw, header, b.format) for raw in raws]
+        texts = [_text_of(x.get(cols["start"])) for x in fields]
+        starts = _instants(texts, reasons, plan, b.layout)
+        for i, x in enumerate(fields):
+            out.append(Entry("intake", reasons[i], _text_of(x.get(cols["partner"])) or None, b.file_name, b.id,
+                             rows[i], ids[i], starts[i], _text_of(x.get(cols["b_number"])), details[i] or "",
+                             raws[i], start_text=texts[i]))
     return out
 
 
