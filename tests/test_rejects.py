@@ -310,6 +310,19 @@ def summary_of(text: str) -> dict:
     return json.loads(text)
 
 
+def test_csv_rejects_need_their_original_file_for_its_header(env):
+    run("load", "rules")
+    run("ingest", "march.csv", "--rules", "rules")
+    (env / "march.csv").rename(env / "moved.csv")
+    out = run("rejects", "resubmit", "--reason", "bad_timestamp", "--rules", "rules")
+    assert "nothing to resubmit" in out
+    assert f"not resubmitted: 2 record(s): the original file of march.csv (batch #1), whose header line the " \
+           f"rejected lines need, is no longer at {env / 'march.csv'} as it was ingested: put it back there" in out
+    (env / "moved.csv").rename(env / "march.csv")
+    assert "resubmission #1: 2 record(s)" in run("rejects", "resubmit", "--reason", "bad_timestamp",
+                                                 "--rules", "rules")
+
+
 def test_user_mistakes(env):
     run("load", "rules")
     assert "is not a period" in run("rejects", "--period", "March", code=2)

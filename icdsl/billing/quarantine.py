@@ -699,12 +699,20 @@ def _was_resubmitted(store: Store, batch_id: int) -> bool:
                          .limit(1)).first() is not None
 
 
+def _has_header(b: M.IntakeBatch, known: dict[int, bool]) -> bool:
+    """Whether a batch's rejects can be written back as a file (a CSV file needs its header)."""
+    if b.id not in known:
+        known[b.id] = b.format != "csv" or _header_line(b) is not None
+    return known[b.id]
+
+
 def _select(q: Quarantine, store: Store, plan: Plan | None, layout: str | None,
             batches: dict[int, M.IntakeBatch]) -> tuple[list[Entry], Counter]:
     """The open entries that can be resubmitted, and why the others cannot."""
     with store.reading() as s:
         declared = set(s.scalars(select(M.Partner.code)))
     read_with = _read_with(store)
+    headers: dict[int, bool] = {}
     refused: Counter = Counter()
     take: list[Entry] = []
     for e in q.entries:
@@ -717,6 +725,10 @@ def _select(q: Quarantine, store: Store, plan: Plan | None, layout: str | None,
             refused[f"partner {e.partner} is still not declared: add it to the rules and `icdsl load` them"] += 1
         elif e.source == "intake" and not e.raw:
             refused["an intake reject without its raw content"] += 1
+        elif e.source == "intake" and not _has_header(batches[e.batch], headers):
+            b = batches[e.batch]
+            refused[f"the original file of {b.file_name} (batch #{b.id}), whose header line the rejected lines need, "
+                    f"is no longer at {b.file_path} as it was ingested: put it back there"] += 1
         elif (before is not None and before[2] is not None
               and before[2] == _layout_hash(plan, layout or batches[e.batch].layout)):
             refused[f"rejected again when resubmitted in #{before[0]}, read with the same layout "
