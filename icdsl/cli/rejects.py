@@ -1,7 +1,7 @@
 """``icdsl rejects``: the quarantine of records that were not billed (intake rejects, a cycle's
 rating rejects, records of partners unknown at ingest): a summary by reason, partner and file,
 the records themselves, an export, and their resubmission once the rules are fixed. A thin
-face over :mod:`icdsl.billing.quarantine` (the logic) and :mod:`icdsl.outputs.rejects` (files)."""
+face over :mod:`icdsl.billing.quarantine` and :mod:`icdsl.billing.resubmit` (the logic) and :mod:`icdsl.outputs.rejects` (files)."""
 
 from __future__ import annotations
 
@@ -244,7 +244,7 @@ def rejects_resubmit(
 ) -> None:
     """Resubmit open rejects once the rules are fixed: intake rejects are ingested again, cycles holding the others reopened."""
     # lazy: the quarantine needs pyarrow and sqlalchemy: loaded when the command runs
-    from icdsl.billing.quarantine import resubmit
+    from icdsl.billing.resubmit import resubmit
 
     plan, program = _plan(rules, root)
     filters = _filters(reason, partner, file, period)
