@@ -181,7 +181,7 @@ def rejects_list(
         _echo_csv(rows, COLUMNS)
         return
     shown = rows if limit <= 0 else rows[:limit]
-    table = Table(title=f"rejected records ({len(rows)})")
+    table = Table(title=f"rejected records ({len(rows)}; starts in UTC)")
     widest = {"file": 22, "id": 16}  # the detail takes the rest, wrapped
     for col in DETAIL_COLUMNS:
         table.add_column(col, justify="right" if col == "row" else "left", max_width=widest.get(col),
@@ -190,7 +190,7 @@ def rejects_list(
         state = "open" if r["resubmission"] is None else f"resub. #{r['resubmission']}"
         detail = r["detail"] if r["resubmission"] is None else f"-> {r['outcome']}" + (
             f"; {r['detail']}" if r["detail"] else "")
-        start = (r["start"] or "-").replace("T", " ").removesuffix(":00Z") if r["start"] else "-"
+        start = r["start"].replace("T", " ").removesuffix("Z") if r["start"] else "-"  # UTC, as the title says
         table.add_row(state, r["reason"], r["partner"] or "-", r["file"], "-" if r["row"] is None else str(r["row"]),
                       r["id"] or "-", start, detail)
     console = _console(160)
