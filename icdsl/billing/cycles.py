@@ -502,6 +502,22 @@ def _discard(store: Store, s: Session, cycle: M.BillingCycle) -> None:
     s.flush()
 
 
+def reopen_cycle(store: Store, s: Session, cycle: M.BillingCycle, why: str) -> bool:
+    """Put a cycle that is not finalized back to ``open`` under its partner's lock (its drafts
+    discarded, as a rerun does), so that its next run rates its records again with the rules
+    then loaded (used by ``icdsl rejects resubmit``). False if it is open already; raises
+    :class:`CycleStateError` for a finalized cycle and :class:`CycleBusy` if it is being run."""
+    if cycle.status == "finalized":
+        raise CycleStateError(f"cycle {cycle.partner_code} {cycle.label} is finalized: it is never changed")
+    if not store.lock(s, f"cycle:{cycle.partner_code}", wait=False):
+        raise CycleBusy(f"a billing cycle of partner {cycle.partner_code} is being run by another session right now")
+    if cycle.status == "open":
+        return False
+    _discard(store, s, cycle)
+    _event(s, cycle, "progress", why)
+    return True
+
+
 def run_cycle(store: Store, partner: str, period: Any, plan: Plan, *, program: Any = None,
               rerate: bool = False, dims: Iterable[str] | None = None, accept: Iterable[str] = (),
               policy: Policy | None = None, validators: Iterable[Any] | None = None,

@@ -691,6 +691,54 @@ class ShareStatement(Base):
     finalized_at: Mapped[datetime | None]
 
 
+# --------------------------------------------------------------------------- the quarantine
+
+
+RESUBMIT_SOURCES = ("intake", "rating", "unknown_partner")
+
+
+class RejectResubmission(Base):
+    """One ``icdsl rejects resubmit`` (0006): the filters, the records, the intake batches its
+    re-ingested files became and the cycles it reopened (``{partner, period, action}``)."""
+
+    __tablename__ = "reject_resubmissions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(sa.String(200))
+    filters: Mapped[dict[str, Any]]
+    records: Mapped[int] = mapped_column(sa.BigInteger)
+    batches: Mapped[list[Any]]
+    cycles: Mapped[list[Any]]
+    message: Mapped[str] = mapped_column(sa.Text)
+
+
+class ResubmittedReject(Base):
+    """A rejected record a resubmission took (0006): an intake reject (``batch_id``, ``row``:
+    unique, so it is re-ingested once; ``new_batch_id``, ``new_row``: where), a cycle's rating
+    reject (``cycle_id``) or a record of a partner unknown at ingest (``batch_id`` holds it)."""
+
+    __tablename__ = "resubmitted_rejects"
+    __table_args__ = (
+        sa.CheckConstraint(_in("source", RESUBMIT_SOURCES), name="source"),
+        sa.UniqueConstraint("source", "batch_id", "row"),
+        sa.Index("ix_resubmitted_rejects_batch_id_record_id", "batch_id", "record_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    resubmission_id: Mapped[int] = mapped_column(sa.ForeignKey("reject_resubmissions.id"), index=True)
+    source: Mapped[str] = mapped_column(sa.String(16))
+    batch_id: Mapped[int] = mapped_column(sa.ForeignKey("intake_batches.id"))
+    row: Mapped[int | None] = mapped_column(sa.BigInteger)
+    record_id: Mapped[str | None] = mapped_column(sa.String(500))
+    reason: Mapped[str] = mapped_column(sa.String(64))
+    partner: Mapped[str | None] = mapped_column(sa.String(64))
+    start: Mapped[datetime | None]
+    cycle_id: Mapped[int | None] = mapped_column(sa.ForeignKey("billing_cycles.id"))
+    new_batch_id: Mapped[int | None] = mapped_column(sa.ForeignKey("intake_batches.id"))
+    new_row: Mapped[int | None] = mapped_column(sa.BigInteger)
+
+
 # --------------------------------------------------------------------------- audit
 
 
