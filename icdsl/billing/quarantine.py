@@ -265,7 +265,9 @@ def _intake_entries(store: Store, s: Session, plan: Plan | None, batches: dict[i
         fields = [_fields_of(raw, header, b.format) for raw in raws]
         texts = [_text_of(x.get(cols["start"])) for x in fields]
         starts = _instants(texts, reasons, plan, b.layout)
-        for i, x in enumerate(fields):
+        # in the order of the file's rows (a file's duplicates and conflicts are written after its other rejects)
+        for i in sorted(range(len(fields)), key=lambda i: (rows[i] is None, rows[i] or 0)):
+            x = fields[i]
             out.append(Entry("intake", reasons[i], _text_of(x.get(cols["partner"])) or None, b.file_name, b.id,
                              rows[i], ids[i], starts[i], _text_of(x.get(cols["b_number"])), details[i] or "",
                              raws[i], start_text=texts[i]))
