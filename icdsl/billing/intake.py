@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, timedelta
 from functools import lru_cache
@@ -151,17 +152,22 @@ class PreviousIds:
 RECORDS_ROW_GROUP = 1 << 16
 #: a batch with at most this many partners gets row groups of one partner each
 PARTNER_ROW_GROUPS_MAX = 2_000
+#: a batch is gathered into partner order and written this many rows at a time (whole partners),
+#: so that one piece is written while the next is gathered
+PIECE_ROWS = 1 << 17
 
 
 class ByPartner:
     """A batch of records in the order of partner, then start: each partner's rows ``bounds[k]``
     to ``bounds[k + 1]`` (its code ``codes[k]``) and the starts (integer microseconds), in
     that order. The order is found on integer keys (numpy); the table itself is put in that
-    order by :meth:`table` (a gather of every column), once."""
+    order by :meth:`table` (a gather of every column, once) or piece by piece by :meth:`pieces`."""
 
     def __init__(self, records: pa.Table):
         self._records = records
         self._sorted: pa.Table | None = None
+        self._gather: _Gather | None = None
+        self._partner: tuple[pa.Array, np.ndarray] | None = None  # (codes in order, each row's code index)
         self.perm: np.ndarray | None = None  # None: the records are in that order already
         n = records.num_rows
         start = pc.cast(records.column("start"), pa.int64()).to_numpy(zero_copy_only=False)
@@ -199,48 +205,130 @@ class ByPartner:
         self.bounds = np.array([0, *cuts.tolist(), n], np.int64)
         self.codes = [names[order[int(k)]] for k in key[self.bounds[:-1]]]
         self.starts = start
+        # the partner column in this order comes from the keys: no gather of its text
+        self._partner = (pa.array([names[i] for i in order], pa.string()), key)
+
+    def _gatherer(self) -> _Gather:
+        if self._gather is None:
+            self._gather = _Gather(self._records, self.perm, self._partner)
+        return self._gather
 
     def table(self) -> pa.Table:
         """The records in partner, start order."""
         if self._sorted is None:
-            self._sorted = self._records if self.perm is None else _gather(self._records, pa.array(self.perm))
+            self._sorted = self._records if self.perm is None else self._gatherer().rows(0, self._records.num_rows)
         return self._sorted
 
     def slices(self) -> list[pa.Table]:
         t = self.table()
         return [t.slice(a, b - a) for a, b in zip(self.bounds[:-1].tolist(), self.bounds[1:].tolist(), strict=True)]
 
+    def pieces(self, rows: int = PIECE_ROWS) -> Iterator[tuple[pa.Table, np.ndarray]]:
+        """The records in partner, start order, about ``rows`` at a time and never cutting a
+        partner: (piece, its partners' bounds within the piece). Each piece is gathered when
+        asked for, so that the previous one can be written meanwhile."""
+        b = self.bounds
+        if len(b) < 2:
+            return
+        k = 0
+        while k < len(b) - 1:
+            # whole partners from k: as many as fit in ``rows`` (at least one)
+            j = max(int(np.searchsorted(b, b[k] + rows, side="right")) - 1, k + 1)
+            lo, hi = int(b[k]), int(b[j])
+            if self._sorted is not None or self.perm is None:
+                piece = self.table().slice(lo, hi - lo)
+            else:
+                piece = self._gatherer().rows(lo, hi)
+            yield piece, b[k:j + 1] - lo
+            k = j
 
-def _gather(table: pa.Table, perm: pa.Array) -> pa.Table:
-    """``table.take(perm)``, column by column: a text column with few distinct values (a
-    direction, a service) is gathered through its dictionary, four times faster than Arrow's
-    take of text."""
-    cols = []
-    for col in table.columns:
-        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-        if (pa.types.is_string(col.type) and len(col) > 4096
-                and pc.count_distinct(col.slice(0, 4096), mode="all").as_py() <= 1024):
-            enc = pc.dictionary_encode(col)
-            if len(enc.dictionary) * 16 <= len(col):
-                cols.append(pc.take(enc.dictionary, pc.take(enc.indices, perm)))
-                continue
-        cols.append(col.take(perm))
-    return pa.Table.from_arrays(cols, schema=table.schema)
+
+class _Gather:
+    """Put a table's rows in the order ``perm`` (None: as they are), a range of that order at a
+    time, deciding once per column how: a column holding one value (a direction, a service, a
+    column of nulls) is not gathered at all; the partner column is made from the sort keys; a
+    text column with few distinct values (a direction, a service) is gathered through its
+    dictionary, four times faster than Arrow's take of text; others by Arrow's take."""
+
+    def __init__(self, table: pa.Table, perm: np.ndarray | None, partner: tuple[pa.Array, np.ndarray] | None):
+        self.perm = perm
+        self.schema = table.schema
+        self.how: list[tuple[str, Any, Any]] = []
+        for name, col in zip(table.column_names, table.columns, strict=True):
+            col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+            if perm is None or _one_value(col):
+                self.how.append(("same", col, None))
+            elif name == "partner" and partner is not None:
+                self.how.append(("keys", partner[0], partner[1]))
+            else:
+                enc = _few_values(col)
+                self.how.append(("take", col, None) if enc is None else ("dict", enc.dictionary, enc.indices))
+
+    def rows(self, lo: int, hi: int) -> pa.Table:
+        """Rows ``lo`` to ``hi`` of the order."""
+        idx = None if self.perm is None else pa.array(self.perm[lo:hi])
+        cols = []
+        for how, a, b in self.how:
+            if how == "same":  # in order already, or one value: any slice is the rows
+                cols.append(a.slice(lo, hi - lo))
+            elif how == "keys":
+                cols.append(pc.take(a, pa.array(b[lo:hi])))
+            elif how == "dict":
+                cols.append(pc.take(a, pc.take(b, idx)))
+            else:
+                cols.append(a.take(idx))
+        return pa.Table.from_arrays(cols, schema=self.schema)
 
 
-def _write_by_partner(writer, batch: ByPartner) -> None:
-    """Write a batch sorted by partner so that each row group holds one partner's records: a
-    cycle reads a partner's records from the row groups whose statistics name it, and no
-    other partner's rows come along (with mixed row groups, a 200-partner month read each
-    intake file about fifty times over). Batches with very many partners are written as
-    they are (row groups of RECORDS_ROW_GROUP rows)."""
-    if not batch.codes:
+def _few_values(col: pa.Array) -> pa.DictionaryArray | None:
+    """A text column worth gathering through its dictionary (few distinct values in its first
+    rows, and overall): the column dictionary-encoded; else None."""
+    if not pa.types.is_string(col.type) or len(col) <= 4096:
+        return None
+    if pc.count_distinct(col.slice(0, 4096), mode="all").as_py() > 1024:
+        return None
+    enc = pc.dictionary_encode(col)
+    return enc if len(enc.dictionary) * 16 <= len(col) else None
+
+
+def _one_value(col: pa.Array) -> bool:
+    """Whether every row holds the same value (all null, or one text without nulls): a column
+    that any order leaves as it is. Only nulls and texts are looked at (a take of numbers is
+    cheap); texts on their buffers, with a look at the first rows first."""
+    n = len(col)
+    if col.null_count == n:
+        return True
+    if col.null_count or not pa.types.is_string(col.type):
+        return False
+    bufs = col.buffers()
+    off = np.frombuffer(bufs[1], np.int32, count=n + 1, offset=col.offset * 4)
+    lens = np.diff(off)
+    width = int(lens[0])
+    if not bool((lens[:4096] == width).all()) or not bool((lens == width).all()):
+        return False
+    if width == 0:
+        return True
+    data = np.frombuffer(bufs[2], np.uint8)[off[0]:off[-1]].reshape(n, width)
+    return bool((data[:4096] == data[0]).all()) and bool((data == data[0]).all())
+
+
+def _partner_row_groups(batch: ByPartner) -> bool:
+    """Whether a batch is written so that each row group holds one partner's records: a cycle
+    reads a partner's records from the row groups whose statistics name it, and no other
+    partner's rows come along (with mixed row groups, a 200-partner month read each intake
+    file about fifty times over). Batches with very many partners are written as they are
+    (row groups of RECORDS_ROW_GROUP rows, in partner order)."""
+    return len(batch.codes) <= PARTNER_ROW_GROUPS_MAX and None not in batch.codes
+
+
+def _write_piece(writer: Any, piece: pa.Table, bounds: np.ndarray, by_partner: bool) -> None:
+    """Write one piece of a batch in partner order (its partners' ``bounds``): a row group (or
+    more, for a large partner) per partner if ``by_partner``."""
+    if not by_partner:
+        writer.write(piece)
         return
-    if batch.table().column("partner").null_count or len(batch.codes) > PARTNER_ROW_GROUPS_MAX:
-        writer.write(batch.table())
-        return
-    for part in batch.slices():
-        writer.write(part)
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        writer.write(piece.slice(a, b - a))
 
 
 def partner_zones(s: Session, plan: Plan | None) -> dict[str, str]:
@@ -395,11 +483,6 @@ def _partner_stats(batch: ByPartner, acc: dict[str, list[Any]]) -> None:
         got[1], got[2] = min(got[1], first), max(got[2], last)
 
 
-def _write_batch(rec_w: Any, rej_w: Any, batch: ByPartner, rejects: pa.Table) -> None:
-    _write_by_partner(rec_w, batch)
-    rej_w.write(rejects)
-
-
 def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | str | None, plan: Plan | None,
            *, batch_rows: int = 1_000_000) -> IngestReport:
     p = Path(path)
@@ -443,10 +526,13 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
                                 records = records.filter(pa.array(~seen))
                                 cross += int(seen.sum())
                         by_partner = ByPartner(records)
+                        grouped = _partner_row_groups(by_partner)
+                        # each piece is gathered here while the previous one is written
+                        for piece, bounds in by_partner.pieces():
+                            behind.submit(_write_piece, rec_w, piece, bounds, grouped)
+                        behind.submit(rej_w.write, rejects)
                         _partner_stats(by_partner, partner_stats)
                         count_days(by_partner, zones, daily)
-                        by_partner.table()  # gathered here while the previous batch is written
-                        behind.submit(_write_batch, rec_w, rej_w, by_partner, rejects)
                     behind.wait()
                 except IntakeError as e:
                     raise IngestError(f"{p.name}: {e}") from e

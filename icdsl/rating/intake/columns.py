@@ -8,8 +8,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+# a first or last byte that may be (part of) whitespace: ASCII spaces, and any non-ASCII byte
+# (U+00A0 and other Unicode spaces, which utf8_trim_whitespace removes too: the fast path must not
+# keep what the slow one removes, or a value's outcome would depend on its neighbours)
 _WS = np.zeros(256, bool)
 _WS[[9, 10, 11, 12, 13, 32]] = True
+_WS[128:] = True
 
 
 def combine(col: pa.ChunkedArray | pa.Array) -> pa.Array:
