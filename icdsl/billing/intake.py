@@ -294,22 +294,14 @@ def _few_values(col: pa.Array) -> pa.DictionaryArray | None:
 def _one_value(col: pa.Array) -> bool:
     """Whether every row holds the same value (all null, or one text without nulls): a column
     that any order leaves as it is. Only nulls and texts are looked at (a take of numbers is
-    cheap); texts on their buffers, with a look at the first rows first."""
+    cheap); the first rows first."""
     n = len(col)
     if col.null_count == n:
         return True
     if col.null_count or not pa.types.is_string(col.type):
         return False
-    bufs = col.buffers()
-    off = np.frombuffer(bufs[1], np.int32, count=n + 1, offset=col.offset * 4)
-    lens = np.diff(off)
-    width = int(lens[0])
-    if not bool((lens[:4096] == width).all()) or not bool((lens == width).all()):
-        return False
-    if width == 0:
-        return True
-    data = np.frombuffer(bufs[2], np.uint8)[off[0]:off[-1]].reshape(n, width)
-    return bool((data[:4096] == data[0]).all()) and bool((data == data[0]).all())
+    first = col[0]
+    return bool(pc.all(pc.equal(col.slice(0, 4096), first)).as_py()) and bool(pc.all(pc.equal(col, first)).as_py())
 
 
 def _partner_row_groups(batch: ByPartner) -> bool:

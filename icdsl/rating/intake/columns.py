@@ -66,7 +66,10 @@ def map_small(arr: pa.Array, fn: Callable[[pa.Array], pa.Array]) -> pa.Array:
     d = pc.dictionary_encode(arr)
     if len(d.dictionary) * 4 > len(arr):
         return fn(arr)
-    return pc.take(fn(d.dictionary), d.indices)
+    values = fn(d.dictionary)
+    if values.equals(d.dictionary):  # nothing to change (lower-case already): no new column
+        return arr
+    return pc.take(values, d.indices)
 
 
 def null_positions(arr: pa.Array) -> np.ndarray:
