@@ -82,24 +82,7 @@ class PreviousIds:
 
     def _range(self, path: str) -> tuple[pa.DataType, Any, Any] | None:
         if path not in self._ranges:
-            got = None
-            try:
-                pf = pq.ParquetFile(self.store.data.abs(path))
-                i = pf.schema_arrow.get_field_index("id")
-                typ = pf.schema_arrow.field(i).type
-                lo = hi = None
-                for g in range(pf.metadata.num_row_groups):
-                    st = pf.metadata.row_group(g).column(i).statistics
-                    if st is None or not st.has_min_max:
-                        lo = hi = None
-                        break
-                    lo = st.min if lo is None else min(lo, st.min)
-                    hi = st.max if hi is None else max(hi, st.max)
-                if lo is not None or pf.metadata.num_rows == 0:
-                    got = (typ, lo, hi)
-            except (OSError, KeyError, ValueError, TypeError):
-                got = None
-            self._ranges[path] = got
+            self._ranges[path] = _id_range(str(self.store.data.abs(path)))
         return self._ranges[path]
 
     def _ids_of(self, path: str) -> pa.Array:
@@ -147,6 +130,44 @@ class PreviousIds:
             owner[new] = batch_id
             seen |= found
         return seen, owner
+
+
+#: (path, size, mtime, inode) -> the id range of an intake records file (they never change: the
+#: files are named by their content), so that ingesting the N-th file does not read the
+#: statistics of the N-1 before it again
+_RANGES: dict[tuple[str, int, int, int], tuple[pa.DataType, Any, Any] | None] = {}
+
+
+def _id_range(path: str) -> tuple[pa.DataType, Any, Any] | None:
+    """(type, min, max) of the ids of a records file from its statistics; None if unknown."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (path, st.st_size, st.st_mtime_ns, st.st_ino)
+    if key in _RANGES:
+        return _RANGES[key]
+    got = None
+    try:
+        pf = pq.ParquetFile(path)
+        i = pf.schema_arrow.get_field_index("id")
+        typ = pf.schema_arrow.field(i).type
+        lo = hi = None
+        for g in range(pf.metadata.num_row_groups):
+            st_ = pf.metadata.row_group(g).column(i).statistics
+            if st_ is None or not st_.has_min_max:
+                lo = hi = None
+                break
+            lo = st_.min if lo is None else min(lo, st_.min)
+            hi = st_.max if hi is None else max(hi, st_.max)
+        if lo is not None or pf.metadata.num_rows == 0:
+            got = (typ, lo, hi)
+    except (OSError, KeyError, ValueError, TypeError):
+        got = None
+    if len(_RANGES) > 10_000:
+        _RANGES.clear()
+    _RANGES[key] = got
+    return got
 
 
 RECORDS_ROW_GROUP = 1 << 16
