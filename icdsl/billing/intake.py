@@ -171,6 +171,8 @@ def _id_range(path: str) -> tuple[pa.DataType, Any, Any] | None:
 
 
 RECORDS_ROW_GROUP = 1 << 16
+#: the columns of a records file whose values hardly repeat (no dictionary pages)
+RECORDS_UNIQUE = ("id", "a_number", "b_number", "start")
 #: a batch with at most this many partners gets row groups of one partner each
 PARTNER_ROW_GROUPS_MAX = 2_000
 #: a batch is gathered into partner order and written this many rows at a time (whole partners),
@@ -229,9 +231,9 @@ class ByPartner:
         # the partner column in this order comes from the keys: no gather of its text
         self._partner = (pa.array([names[i] for i in order], pa.string()), key)
 
-    def _gatherer(self) -> _Gather:
-        if self._gather is None:
-            self._gather = _Gather(self._records, self.perm, self._partner)
+    def _gatherer(self, coded: frozenset[str] = frozenset()) -> _Gather:
+        if self._gather is None or self._gather.coded != coded:
+            self._gather = _Gather(self._records, self.perm, self._partner, coded)
         return self._gather
 
     def table(self) -> pa.Table:
@@ -244,10 +246,12 @@ class ByPartner:
         t = self.table()
         return [t.slice(a, b - a) for a, b in zip(self.bounds[:-1].tolist(), self.bounds[1:].tolist(), strict=True)]
 
-    def pieces(self, rows: int = PIECE_ROWS) -> Iterator[tuple[pa.Table, np.ndarray]]:
+    def pieces(self, rows: int = PIECE_ROWS, *, coded: frozenset[str] = frozenset()
+               ) -> Iterator[tuple[pa.Table, np.ndarray]]:
         """The records in partner, start order, about ``rows`` at a time and never cutting a
         partner: (piece, its partners' bounds within the piece). Each piece is gathered when
-        asked for, so that the previous one can be written meanwhile."""
+        asked for, so that the previous one can be written meanwhile. ``coded``: text columns
+        given dictionary-encoded where they are already (see :class:`_Gather`)."""
         b = self.bounds
         if len(b) < 2:
             return
@@ -259,7 +263,7 @@ class ByPartner:
             if self._sorted is not None or self.perm is None:
                 piece = self.table().slice(lo, hi - lo)
             else:
-                piece = self._gatherer().rows(lo, hi)
+                piece = self._gatherer(coded).rows(lo, hi, coded=bool(coded))
             yield piece, b[k:j + 1] - lo
             k = j
 
@@ -269,15 +273,26 @@ class _Gather:
     time, deciding once per column how: a column holding one value (a direction, a service, a
     column of nulls) is not gathered at all; the partner column is made from the sort keys; a
     text column with few distinct values (a direction, a service) is gathered through its
-    dictionary, four times faster than Arrow's take of text; others by Arrow's take."""
+    dictionary, four times faster than Arrow's take of text; others by Arrow's take.
 
-    def __init__(self, table: pa.Table, perm: np.ndarray | None, partner: tuple[pa.Array, np.ndarray] | None):
+    ``coded``: the text columns to give dictionary-encoded where they are already (one value,
+    the partner, few values), so that the Parquet writer takes their codes as they are instead
+    of hashing every value again."""
+
+    def __init__(self, table: pa.Table, perm: np.ndarray | None, partner: tuple[pa.Array, np.ndarray] | None,
+                 coded: frozenset[str] = frozenset()):
         self.perm = perm
+        self.names = table.column_names
         self.schema = table.schema
+        self.coded = coded
+        self._zeros: pa.Array | None = None
         self.how: list[tuple[str, Any, Any]] = []
         for name, col in zip(table.column_names, table.columns, strict=True):
             col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-            if perm is None or _one_value(col):
+            one = len(col) > 0 and _one_value(col)
+            if one and name in coded and not col.null_count:
+                self.how.append(("one", col, col.slice(0, 1)))
+            elif perm is None or one:
                 self.how.append(("same", col, None))
             elif name == "partner" and partner is not None:
                 self.how.append(("keys", partner[0], partner[1]))
@@ -285,19 +300,28 @@ class _Gather:
                 enc = _few_values(col)
                 self.how.append(("take", col, None) if enc is None else ("dict", enc.dictionary, enc.indices))
 
-    def rows(self, lo: int, hi: int) -> pa.Table:
-        """Rows ``lo`` to ``hi`` of the order."""
+    def rows(self, lo: int, hi: int, *, coded: bool = False) -> pa.Table:
+        """Rows ``lo`` to ``hi`` of the order (``coded``: with the coded columns as dictionaries)."""
         idx = None if self.perm is None else pa.array(self.perm[lo:hi])
         cols = []
-        for how, a, b in self.how:
-            if how == "same":  # in order already, or one value: any slice is the rows
+        for name, (how, a, b) in zip(self.names, self.how, strict=True):
+            code = coded and name in self.coded
+            if how == "one" and code:
+                if self._zeros is None:
+                    self._zeros = pa.array(np.zeros(len(a), np.int32))
+                cols.append(pa.DictionaryArray.from_arrays(self._zeros.slice(0, hi - lo), b))
+            elif how in ("one", "same"):  # in order already, or one value: any slice is the rows
                 cols.append(a.slice(lo, hi - lo))
             elif how == "keys":
-                cols.append(pc.take(a, pa.array(b[lo:hi])))
+                keys = pa.array(b[lo:hi].astype(np.int32))
+                cols.append(pa.DictionaryArray.from_arrays(keys, a) if code else pc.take(a, keys))
             elif how == "dict":
-                cols.append(pc.take(a, pc.take(b, idx)))
+                keys = pc.take(b, idx)
+                cols.append(pa.DictionaryArray.from_arrays(keys, a) if code else pc.take(a, keys))
             else:
                 cols.append(a.take(idx))
+        if coded:
+            return pa.Table.from_arrays(cols, names=self.names)
         return pa.Table.from_arrays(cols, schema=self.schema)
 
 
@@ -523,7 +547,10 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
                 raise IngestError(f"{p.name}: {e}") from e
             # small row groups: records are sorted by partner, so a cycle reads only its partner's
             rec_w = store.data.writer(rel_dir, "records", reader.schema, row_group_size=RECORDS_ROW_GROUP,
-                                      unique=("id", "a_number", "b_number", "start"))
+                                      unique=RECORDS_UNIQUE, dictionaries=True)
+            # the texts the writer dictionary-encodes come to it encoded where they are already
+            coded = frozenset(f.name for f in reader.schema if pa.types.is_string(f.type)
+                              and f.name not in RECORDS_UNIQUE) if rec_w.dictionaries else frozenset()
             rej_w = store.data.writer(rel_dir, "rejects", REJECTS_SCHEMA)
             behind = _Behind()
             with rec_w, rej_w:
@@ -541,7 +568,7 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
                         by_partner = ByPartner(records)
                         grouped = _partner_row_groups(by_partner)
                         # each piece is gathered here while the previous one is written
-                        for piece, bounds in by_partner.pieces():
+                        for piece, bounds in by_partner.pieces(coded=coded):
                             behind.submit(_write_piece, rec_w, piece, bounds, grouped)
                         behind.submit(rej_w.write, rejects)
                         _partner_stats(by_partner, partner_stats)
