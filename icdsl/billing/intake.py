@@ -14,10 +14,14 @@
 One transaction, taken under the intake lock (one ingest at a time, so that two files sharing
 ids cannot both pass them); the Parquet files are durable before it commits.
 
-On columns, with no Python loop per record: the partner order is found on integer keys and
-each batch gathered once, the counts by partner and local day come from sorted starts and one
-search of each zone's midnights, and a batch's files are written in a second thread while the
-next batch is read and normalized.
+On columns, with no Python loop per record: the partner order is found on integer keys; each
+batch is gathered into that order a piece (a few whole partners) at a time while a second thread
+writes the previous piece, columns holding one value are not gathered at all and the partner
+column comes from the sort keys; texts the writer dictionary-encodes reach it as dictionaries;
+the counts by partner and local day come from sorted starts and one search of each zone's
+midnights, computed while the last piece is written. Earlier files' id ranges are read from
+their statistics once per process, and late records cost one query unless a finalized cycle
+overlaps the batch.
 """
 
 from __future__ import annotations
@@ -603,8 +607,8 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
                 rec_w.close()
                 rej_w.close()
                 base.checkpoint("ingest:files_written")
-                rec_f = rec_w.commit()
-                rej_f = rej_w.commit()
+                rec_f = rec_w.commit(sync_dir=False)
+                rej_f = rej_w.commit()  # the same folder: one fsync of it for both names
             batch_row = M.IntakeBatch(
                 file_name=p.name, file_path=str(p.resolve()), sha256=sha, size_bytes=size, format=reader.format,
                 layout=lay.name if lay else None, status="complete", read_count=counts.read,
