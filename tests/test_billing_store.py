@@ -383,6 +383,53 @@ def test_ingest_idempotent_reconciled_duplicates_across_batches(store, tmp_path)
     assert store.verify_files() == []
 
 
+@pytest.mark.parametrize("many", [False, True], ids=["row_group_per_partner", "many_partners"])
+def test_ingest_writes_records_in_partner_then_start_order(store, tmp_path, monkeypatch, many):
+    """The records file holds the passed records in partner, then start order (equal starts in file
+    order), gathered and written piece by piece; with few partners each row group holds one
+    partner's records. Columns holding one value, and a column of nulls, come through as they are."""
+    from icdsl.billing import intake
+
+    monkeypatch.setattr(intake, "PIECE_ROWS", 7)  # many pieces, a partner never cut
+    if many:
+        monkeypatch.setattr(intake, "PARTNER_ROW_GROUPS_MAX", 2)
+    plan, program = make_plan(tmp_path, PARTNER + V1_OPEN)
+    store.load_plan(plan, program)
+    n = 300
+    partners = [f"P{(i * 7) % 5}" for i in range(n)]
+    starts = [datetime(2026, 3, 1, tzinfo=UTC) + timedelta(minutes=(i * 37) % 101) for i in range(n)]
+    src = pa.table({
+        "id": pa.array(range(n), pa.int64()),
+        "partner": partners,
+        "direction": ["outbound"] * n,
+        "service": ["voice"] * n,
+        "a_number": ["33170000001"] * n,
+        "b_number": [f"3361234{i:04d}" for i in range(n)],
+        "start": pa.array(starts, pa.timestamp("us", tz="UTC")),
+        "duration_s": pa.array([i % 90 for i in range(n)], pa.int64()),
+        "note": pa.nulls(n, pa.string()),
+    })
+    path = tmp_path / "in" / "t.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(src, path)
+    rep = store.ingest(path, None, plan)
+    assert (rep.read, rep.passed) == (n, n) and rep.reconciles
+    got = pq.read_table(store.data.abs(rep.records_file))
+    order = sorted(range(n), key=lambda i: (partners[i], starts[i], i))
+    assert got.column("id").to_pylist() == order
+    for name in ("partner", "b_number", "start", "duration_s", "direction", "a_number"):
+        assert got.column(name).to_pylist() == [src.column(name)[i].as_py() for i in order], name
+    meta = pq.ParquetFile(store.data.abs(rep.records_file)).metadata
+    k = got.schema.get_field_index("partner")
+    stats = [(meta.row_group(g).column(k).statistics.min, meta.row_group(g).column(k).statistics.max)
+             for g in range(meta.num_row_groups)]
+    if many:
+        assert any(lo != hi for lo, hi in stats)
+    else:
+        assert [lo for lo, hi in stats] == sorted(set(partners)) and all(lo == hi for lo, hi in stats)
+    assert rep.partners == {p: partners.count(p) for p in set(partners)}
+
+
 # --------------------------------------------------------------------------- periods
 
 

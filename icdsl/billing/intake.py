@@ -21,10 +21,14 @@
 One transaction, taken under the intake lock (one ingest at a time, so that two files sharing
 ids cannot both pass them); the Parquet files are durable before it commits.
 
-On columns, with no Python loop per record: the partner order is found on integer keys and
-each batch gathered once, the counts by partner and local day come from sorted starts and one
-search of each zone's midnights, and a batch's files are written in a second thread while the
-next batch is read and normalized.
+On columns, with no Python loop per record: the partner order is found on integer keys; each
+batch is gathered into that order a piece (a few whole partners) at a time while a second thread
+writes the previous piece, columns holding one value are not gathered at all and the partner
+column comes from the sort keys; texts the writer dictionary-encodes reach it as dictionaries;
+the counts by partner and local day come from sorted starts and one search of each zone's
+midnights, computed while the last piece is written. Earlier files' id ranges are read from
+their statistics once per process, and late records cost one query unless a finalized cycle
+overlaps the batch.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, timedelta
 from functools import lru_cache
@@ -88,24 +93,7 @@ class PreviousIds:
 
     def _range(self, path: str) -> tuple[pa.DataType, Any, Any] | None:
         if path not in self._ranges:
-            got = None
-            try:
-                pf = pq.ParquetFile(self.store.data.abs(path))
-                i = pf.schema_arrow.get_field_index("id")
-                typ = pf.schema_arrow.field(i).type
-                lo = hi = None
-                for g in range(pf.metadata.num_row_groups):
-                    st = pf.metadata.row_group(g).column(i).statistics
-                    if st is None or not st.has_min_max:
-                        lo = hi = None
-                        break
-                    lo = st.min if lo is None else min(lo, st.min)
-                    hi = st.max if hi is None else max(hi, st.max)
-                if lo is not None or pf.metadata.num_rows == 0:
-                    got = (typ, lo, hi)
-            except (OSError, KeyError, ValueError, TypeError):
-                got = None
-            self._ranges[path] = got
+            self._ranges[path] = _id_range(str(self.store.data.abs(path)))
         return self._ranges[path]
 
     def _ids_of(self, path: str) -> pa.Array:
@@ -155,20 +143,65 @@ class PreviousIds:
         return seen, owner
 
 
+#: (path, size, mtime, inode) -> the id range of an intake records file (they never change: the
+#: files are named by their content), so that ingesting the N-th file does not read the
+#: statistics of the N-1 before it again
+_RANGES: dict[tuple[str, int, int, int], tuple[pa.DataType, Any, Any] | None] = {}
+
+
+def _id_range(path: str) -> tuple[pa.DataType, Any, Any] | None:
+    """(type, min, max) of the ids of a records file from its statistics; None if unknown."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (path, st.st_size, st.st_mtime_ns, st.st_ino)
+    if key in _RANGES:
+        return _RANGES[key]
+    got = None
+    try:
+        pf = pq.ParquetFile(path)
+        i = pf.schema_arrow.get_field_index("id")
+        typ = pf.schema_arrow.field(i).type
+        lo = hi = None
+        for g in range(pf.metadata.num_row_groups):
+            st_ = pf.metadata.row_group(g).column(i).statistics
+            if st_ is None or not st_.has_min_max:
+                lo = hi = None
+                break
+            lo = st_.min if lo is None else min(lo, st_.min)
+            hi = st_.max if hi is None else max(hi, st_.max)
+        if lo is not None or pf.metadata.num_rows == 0:
+            got = (typ, lo, hi)
+    except (OSError, KeyError, ValueError, TypeError):
+        got = None
+    if len(_RANGES) > 10_000:
+        _RANGES.clear()
+    _RANGES[key] = got
+    return got
+
+
 RECORDS_ROW_GROUP = 1 << 16
+#: the columns of a records file whose values hardly repeat (no dictionary pages)
+RECORDS_UNIQUE = ("id", "a_number", "b_number", "start")
 #: a batch with at most this many partners gets row groups of one partner each
 PARTNER_ROW_GROUPS_MAX = 2_000
+#: a batch is gathered into partner order and written this many rows at a time (whole partners),
+#: so that one piece is written while the next is gathered
+PIECE_ROWS = 1 << 17
 
 
 class ByPartner:
     """A batch of records in the order of partner, then start: each partner's rows ``bounds[k]``
     to ``bounds[k + 1]`` (its code ``codes[k]``) and the starts (integer microseconds), in
     that order. The order is found on integer keys (numpy); the table itself is put in that
-    order by :meth:`table` (a gather of every column), once."""
+    order by :meth:`table` (a gather of every column, once) or piece by piece by :meth:`pieces`."""
 
     def __init__(self, records: pa.Table):
         self._records = records
         self._sorted: pa.Table | None = None
+        self._gather: _Gather | None = None
+        self._partner: tuple[pa.Array, np.ndarray] | None = None  # (codes in order, each row's code index)
         self.perm: np.ndarray | None = None  # None: the records are in that order already
         n = records.num_rows
         start = pc.cast(records.column("start"), pa.int64()).to_numpy(zero_copy_only=False)
@@ -206,48 +239,144 @@ class ByPartner:
         self.bounds = np.array([0, *cuts.tolist(), n], np.int64)
         self.codes = [names[order[int(k)]] for k in key[self.bounds[:-1]]]
         self.starts = start
+        # the partner column in this order comes from the keys: no gather of its text
+        self._partner = (pa.array([names[i] for i in order], pa.string()), key)
+
+    def _gatherer(self, coded: frozenset[str] = frozenset()) -> _Gather:
+        if self._gather is None or self._gather.coded != coded:
+            self._gather = _Gather(self._records, self.perm, self._partner, coded)
+        return self._gather
 
     def table(self) -> pa.Table:
         """The records in partner, start order."""
         if self._sorted is None:
-            self._sorted = self._records if self.perm is None else _gather(self._records, pa.array(self.perm))
+            self._sorted = self._records if self.perm is None else self._gatherer().rows(0, self._records.num_rows)
         return self._sorted
 
     def slices(self) -> list[pa.Table]:
         t = self.table()
         return [t.slice(a, b - a) for a, b in zip(self.bounds[:-1].tolist(), self.bounds[1:].tolist(), strict=True)]
 
+    def pieces(self, rows: int = PIECE_ROWS, *, coded: frozenset[str] = frozenset()
+               ) -> Iterator[tuple[pa.Table, np.ndarray]]:
+        """The records in partner, start order, about ``rows`` at a time and never cutting a
+        partner: (piece, its partners' bounds within the piece). Each piece is gathered when
+        asked for, so that the previous one can be written meanwhile. ``coded``: text columns
+        given dictionary-encoded where they are already (see :class:`_Gather`)."""
+        b = self.bounds
+        if len(b) < 2:
+            return
+        k = 0
+        while k < len(b) - 1:
+            # whole partners from k: as many as fit in ``rows`` (at least one)
+            j = max(int(np.searchsorted(b, b[k] + rows, side="right")) - 1, k + 1)
+            lo, hi = int(b[k]), int(b[j])
+            if self._sorted is not None or self.perm is None:
+                piece = self.table().slice(lo, hi - lo)
+            else:
+                piece = self._gatherer(coded).rows(lo, hi, coded=bool(coded))
+            yield piece, b[k:j + 1] - lo
+            k = j
 
-def _gather(table: pa.Table, perm: pa.Array) -> pa.Table:
-    """``table.take(perm)``, column by column: a text column with few distinct values (a
-    direction, a service) is gathered through its dictionary, four times faster than Arrow's
-    take of text."""
-    cols = []
-    for col in table.columns:
-        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-        if (pa.types.is_string(col.type) and len(col) > 4096
-                and pc.count_distinct(col.slice(0, 4096), mode="all").as_py() <= 1024):
-            enc = pc.dictionary_encode(col)
-            if len(enc.dictionary) * 16 <= len(col):
-                cols.append(pc.take(enc.dictionary, pc.take(enc.indices, perm)))
-                continue
-        cols.append(col.take(perm))
-    return pa.Table.from_arrays(cols, schema=table.schema)
+
+class _Gather:
+    """Put a table's rows in the order ``perm`` (None: as they are), a range of that order at a
+    time, deciding once per column how: a column holding one value (a direction, a service, a
+    column of nulls) is not gathered at all; the partner column is made from the sort keys; a
+    text column with few distinct values (a direction, a service) is gathered through its
+    dictionary, four times faster than Arrow's take of text; others by Arrow's take.
+
+    ``coded``: the text columns to give dictionary-encoded where they are already (one value,
+    the partner, few values), so that the Parquet writer takes their codes as they are instead
+    of hashing every value again."""
+
+    def __init__(self, table: pa.Table, perm: np.ndarray | None, partner: tuple[pa.Array, np.ndarray] | None,
+                 coded: frozenset[str] = frozenset()):
+        self.perm = perm
+        self.names = table.column_names
+        self.schema = table.schema
+        self.coded = coded
+        self._zeros: pa.Array | None = None
+        self.how: list[tuple[str, Any, Any]] = []
+        for name, col in zip(table.column_names, table.columns, strict=True):
+            col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+            one = len(col) > 0 and _one_value(col)
+            if one and name in coded and not col.null_count:
+                self.how.append(("one", col, col.slice(0, 1)))
+            elif perm is None or one:
+                self.how.append(("same", col, None))
+            elif name == "partner" and partner is not None:
+                self.how.append(("keys", partner[0], partner[1]))
+            else:
+                enc = _few_values(col)
+                self.how.append(("take", col, None) if enc is None else ("dict", enc.dictionary, enc.indices))
+
+    def rows(self, lo: int, hi: int, *, coded: bool = False) -> pa.Table:
+        """Rows ``lo`` to ``hi`` of the order (``coded``: with the coded columns as dictionaries)."""
+        idx = None if self.perm is None else pa.array(self.perm[lo:hi])
+        cols = []
+        for name, (how, a, b) in zip(self.names, self.how, strict=True):
+            code = coded and name in self.coded
+            if how == "one" and code:
+                if self._zeros is None:
+                    self._zeros = pa.array(np.zeros(len(a), np.int32))
+                cols.append(pa.DictionaryArray.from_arrays(self._zeros.slice(0, hi - lo), b))
+            elif how in ("one", "same"):  # in order already, or one value: any slice is the rows
+                cols.append(a.slice(lo, hi - lo))
+            elif how == "keys":
+                keys = pa.array(b[lo:hi].astype(np.int32))
+                cols.append(pa.DictionaryArray.from_arrays(keys, a) if code else pc.take(a, keys))
+            elif how == "dict":
+                keys = pc.take(b, idx)
+                cols.append(pa.DictionaryArray.from_arrays(keys, a) if code else pc.take(a, keys))
+            else:
+                cols.append(a.take(idx))
+        if coded:
+            return pa.Table.from_arrays(cols, names=self.names)
+        return pa.Table.from_arrays(cols, schema=self.schema)
 
 
-def _write_by_partner(writer, batch: ByPartner) -> None:
-    """Write a batch sorted by partner so that each row group holds one partner's records: a
-    cycle reads a partner's records from the row groups whose statistics name it, and no
-    other partner's rows come along (with mixed row groups, a 200-partner month read each
-    intake file about fifty times over). Batches with very many partners are written as
-    they are (row groups of RECORDS_ROW_GROUP rows)."""
-    if not batch.codes:
+def _few_values(col: pa.Array) -> pa.DictionaryArray | None:
+    """A text column worth gathering through its dictionary (few distinct values in its first
+    rows, and overall): the column dictionary-encoded; else None."""
+    if not pa.types.is_string(col.type) or len(col) <= 4096:
+        return None
+    if pc.count_distinct(col.slice(0, 4096), mode="all").as_py() > 1024:
+        return None
+    enc = pc.dictionary_encode(col)
+    return enc if len(enc.dictionary) * 16 <= len(col) else None
+
+
+def _one_value(col: pa.Array) -> bool:
+    """Whether every row holds the same value (all null, or one text without nulls): a column
+    that any order leaves as it is. Only nulls and texts are looked at (a take of numbers is
+    cheap); the first rows first."""
+    n = len(col)
+    if col.null_count == n:
+        return True
+    if col.null_count or not pa.types.is_string(col.type):
+        return False
+    first = col[0]
+    return bool(pc.all(pc.equal(col.slice(0, 4096), first)).as_py()) and bool(pc.all(pc.equal(col, first)).as_py())
+
+
+def _partner_row_groups(batch: ByPartner) -> bool:
+    """Whether a batch is written so that each row group holds one partner's records: a cycle
+    reads a partner's records from the row groups whose statistics name it, and no other
+    partner's rows come along (with mixed row groups, a 200-partner month read each intake
+    file about fifty times over). Batches with very many partners are written as they are
+    (row groups of RECORDS_ROW_GROUP rows, in partner order)."""
+    return len(batch.codes) <= PARTNER_ROW_GROUPS_MAX and None not in batch.codes
+
+
+def _write_piece(writer: Any, piece: pa.Table, bounds: np.ndarray, by_partner: bool) -> None:
+    """Write one piece of a batch in partner order (its partners' ``bounds``): a row group (or
+    more, for a large partner) per partner if ``by_partner``."""
+    if not by_partner:
+        writer.write(piece)
         return
-    if batch.table().column("partner").null_count or len(batch.codes) > PARTNER_ROW_GROUPS_MAX:
-        writer.write(batch.table())
-        return
-    for part in batch.slices():
-        writer.write(part)
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        writer.write(piece.slice(a, b - a))
 
 
 def partner_zones(s: Session, plan: Plan | None) -> dict[str, str]:
@@ -387,11 +516,6 @@ def _partner_stats(batch: ByPartner, acc: dict[str, list[Any]]) -> None:
         got[1], got[2] = min(got[1], first), max(got[2], last)
 
 
-def _write_batch(rec_w: Any, rej_w: Any, batch: ByPartner, rejects: pa.Table) -> None:
-    _write_by_partner(rec_w, batch)
-    rej_w.write(rejects)
-
-
 def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | str | None, plan: Plan | None,
            *, batch_rows: int = 1_000_000, reader: str | None = None, reader_options: dict[str, str] | None = None,
            fingerprint: bool = False) -> IngestReport:
@@ -420,7 +544,10 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
             source = Source(p, lay, reader=reader, options=reader_options, batch_rows=batch_rows)
             # small row groups: records are sorted by partner, so a cycle reads only its partner's
             rec_w = store.data.writer(rel_dir, "records", source.schema, row_group_size=RECORDS_ROW_GROUP,
-                                      unique=("id", "a_number", "b_number", "start"))
+                                      unique=RECORDS_UNIQUE, dictionaries=True)
+            # the texts the writer dictionary-encodes come to it encoded where they are already
+            coded = frozenset(f.name for f in source.schema if pa.types.is_string(f.type)
+                              and f.name not in RECORDS_UNIQUE) if rec_w.dictionaries else frozenset()
             rej_w = store.data.writer(rel_dir, "rejects", REJECTS_SCHEMA)
             # conflicts hook: duplicates set aside while the file is read, compared once it is written
             earlier_files, earlier_names = conflicts.earlier_batches(s, store.data.abs)
@@ -442,10 +569,13 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
                                 records = records.filter(pa.array(~seen))
                                 cross += int(seen.sum())
                         by_partner = ByPartner(records)
+                        grouped = _partner_row_groups(by_partner)
+                        # each piece is gathered here while the previous one is written
+                        for piece, bounds in by_partner.pieces(coded=coded):
+                            behind.submit(_write_piece, rec_w, piece, bounds, grouped)
+                        behind.submit(rej_w.write, rejects)
                         _partner_stats(by_partner, partner_stats)
                         count_days(by_partner, zones, daily)
-                        by_partner.table()  # gathered here while the previous batch is written
-                        behind.submit(_write_batch, rec_w, rej_w, by_partner, rejects)
                     behind.wait()
                 finally:
                     behind.close()
@@ -487,8 +617,8 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
                 rec_w.close()
                 rej_w.close()
                 base.checkpoint("ingest:files_written")
-                rec_f = rec_w.commit()
-                rej_f = rej_w.commit()
+                rec_f = rec_w.commit(sync_dir=False)
+                rej_f = rej_w.commit()  # the same folder: one fsync of it for both names
             batch_row = M.IntakeBatch(
                 file_name=p.name, file_path=str(p.resolve()), sha256=sha, size_bytes=size, format=source.format,
                 layout=lay.name if lay else None, status="complete", read_count=counts.read,

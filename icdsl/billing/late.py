@@ -48,7 +48,19 @@ def record_late(s: Session, batch: M.IntakeBatch, records_path: str, partners: d
     (``partners``: partner -> [records, first start, last start] of the batch). Returns partner
     -> cycle label -> late records."""
     out: dict[str, dict[str, int]] = {}
+    if not partners:
+        return out
+    # one query first: the partners with a finalized cycle overlapping the batch at all (usually
+    # none), so that a batch of many partners does not cost two queries per partner
+    lo_all = min(v[1] for v in partners.values())
+    hi_all = max(v[2] for v in partners.values())
+    maybe = set(s.scalars(
+        select(M.Partner.code).join(M.BillingCycle, M.BillingCycle.partner_id == M.Partner.id)
+        .where(M.BillingCycle.status == "finalized", M.BillingCycle.period_start <= hi_all,
+               M.BillingCycle.period_end > lo_all)))
     for code, (_n, lo, hi) in sorted(partners.items()):
+        if code not in maybe:
+            continue
         prow = s.scalars(select(M.Partner).where(M.Partner.code == code)).first()
         if prow is None:
             continue

@@ -8,8 +8,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+# a first or last byte that may be (part of) whitespace: ASCII spaces, and any non-ASCII byte
+# (U+00A0 and other Unicode spaces, which utf8_trim_whitespace removes too: the fast path must not
+# keep what the slow one removes, or a value's outcome would depend on its neighbours)
 _WS = np.zeros(256, bool)
 _WS[[9, 10, 11, 12, 13, 32]] = True
+_WS[128:] = True
 
 
 def combine(col: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -62,7 +66,10 @@ def map_small(arr: pa.Array, fn: Callable[[pa.Array], pa.Array]) -> pa.Array:
     d = pc.dictionary_encode(arr)
     if len(d.dictionary) * 4 > len(arr):
         return fn(arr)
-    return pc.take(fn(d.dictionary), d.indices)
+    values = fn(d.dictionary)
+    if values.equals(d.dictionary):  # nothing to change (lower-case already): no new column
+        return arr
+    return pc.take(values, d.indices)
 
 
 def null_positions(arr: pa.Array) -> np.ndarray:
