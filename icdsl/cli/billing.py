@@ -280,8 +280,8 @@ def _fleet_summary(outcomes: list[Any]) -> None:
                           "run the cycle again, or accept the finding (--accept CODE); `icdsl cycle status "
                           f"{o.planned.partner}` shows them", highlight=False, markup=False)
         elif o.message and o.state != "already":
-            console.print(f"{o.planned.partner} {o.planned.label}: {o.state}: {o.message}", highlight=False,
-                          markup=False)
+            where = o.planned.partner + (f" {o.planned.label}" if o.planned.period is not None else "")
+            console.print(f"{where}: {o.state}: {o.message}", highlight=False, markup=False)
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.state] = counts.get(o.state, 0) + 1
