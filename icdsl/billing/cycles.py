@@ -721,10 +721,12 @@ def begin_attempt(store: Store, s: Session, cyc: M.BillingCycle, per: Period, pl
     the files of the result about to be written), earlier results discarded, attempt counted."""
     rel_dir = cycle_dir(cyc.partner_code, per)
     # Under the lock, nobody else writes here: whatever no committed row references is left over
-    # (a first run has no folder yet: no need to ask the store which files it references).
+    # (a first run has no folder yet, or only the files produced: no need to ask the store
+    # which files it references).
     folder = store.data.abs(rel_dir)
-    removed = (store.data.clean(rel_dir, store.referenced_files(s) | set(produced))
-               if folder.is_dir() and any(folder.iterdir()) else [])
+    keep = set(produced)
+    removed = (store.data.clean(rel_dir, store.referenced_files(s) | keep)
+               if folder.is_dir() and any(f"{rel_dir}/{p.name}" not in keep for p in folder.iterdir()) else [])
     if cyc.status != "open":
         _discard(store, s, cyc)
     cyc.attempts += 1

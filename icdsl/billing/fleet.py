@@ -36,6 +36,7 @@ and a rerun bills the rest (cycles already invoiced are reported, not billed aga
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -252,13 +253,37 @@ class Prepared:
     claim: tuple[int, int, str]
 
 
+def open_cycles(store: Store, plan: Plan, wave: Sequence[PlannedCycle], *,
+                rerate: bool) -> dict[int, CycleReport | StoreError | None]:
+    """The wave's cycles opened (rows created, state ``open``) in one transaction, in order (the
+    same ids as in a run in this process). By ``id(planned)``: None (to run), the report of a
+    cycle already invoiced or finalized (not ``rerate``), or the error that refuses it."""
+    out: dict[int, CycleReport | StoreError | None] = {}
+    with store.session() as s:
+        for c in wave:
+            try:
+                prow, per = resolve_period(s, c.partner, c.period, plan)
+                cyc = _open(store, s, prow, per)
+                if cyc.status in ("invoiced", "finalized") and not rerate:
+                    out[id(c)] = _report(s, cyc, per, already=True)
+                    continue
+                refuse_finalized(cyc, prow, per)
+                out[id(c)] = None
+            except StoreError as e:  # raised before this cycle wrote anything: the others go on
+                out[id(c)] = e
+    return out
+
+
 def prepare(store: Store, plan: Plan, c: PlannedCycle, *, rerate: bool, dims: tuple[str, ...],
             accept: tuple[str, ...]) -> Prepared | CycleReport:
-    """Step 1 in the coordinator, in a transaction of its own: open and lock the cycle, read
-    its job. A cycle already invoiced or finalized (and not ``rerate``): its report instead."""
-    with store.session() as s:
+    """Step 1 in the coordinator, in a reading transaction (on SQLite it neither waits for nor
+    blocks a writer): lock the (opened) cycle, read its job. A cycle already invoiced or
+    finalized (and not ``rerate``): its report instead."""
+    with store.reading() as s:
         prow, per = resolve_period(s, c.partner, c.period, plan)
-        cyc = _open(store, s, prow, per)
+        cyc = _lock_cycle(store, s, prow, per)
+        if cyc is None:
+            raise CycleStateError(f"the cycle {prow.code} {per.label} disappeared while it was being started")
         if cyc.status in ("invoiced", "finalized") and not rerate:
             return _report(s, cyc, per, already=True)
         refuse_finalized(cyc, prow, per)
@@ -302,43 +327,56 @@ def _run_wave(store: Store, plan: Plan, wave: list[PlannedCycle], client: Any, r
               dims: tuple[str, ...], accept: tuple[str, ...],
               listener: Listener) -> Iterator[tuple[PlannedCycle, Outcome]]:
     plan_f = client.scatter(plan, broadcast=True, hash=False)
-    submitted: list[tuple[Prepared, Any]] = []
+    opened = open_cycles(store, plan, wave, rerate=rerate)
+    submitted: deque[tuple[Prepared, Any]] = deque()
+
+    def settled(c: PlannedCycle, out: Outcome) -> tuple[PlannedCycle, Outcome]:
+        listener.finished(out)
+        return c, out
+
     for c in wave:
         listener.started(c)
+        got = opened[id(c)]
         try:
-            prep = prepare(store, plan, c, rerate=rerate, dims=dims, accept=accept)
+            if isinstance(got, StoreError):
+                raise got
+            prep = got if isinstance(got, CycleReport) else prepare(store, plan, c, rerate=rerate, dims=dims,
+                                                                     accept=accept)
         except StoreError as e:
-            out = Outcome(c, "error", message=str(e))
-            listener.finished(out)
-            yield c, out
+            yield settled(c, Outcome(c, "error", message=str(e)))
             continue
         if isinstance(prep, CycleReport):
-            out = outcome_of(c, prep)
-            listener.finished(out)
-            yield c, out
+            yield settled(c, outcome_of(c, prep))
             continue
         light = replace(prep.job, inputs=replace(prep.job.inputs, plan=None))  # the plan goes once per worker
         fut = client.submit(work, light, plan_f, pure=False,
                             key=f"icdsl-cycle-{c.partner}-{c.label}-{os.urandom(4).hex()}")
         submitted.append((prep, fut))
-    # written in the order submitted (the rows' ids as in a run in this process), while the
-    # workers go on with the next tasks
-    for prep, fut in submitted:
-        c = prep.planned
-        try:
-            result, files = fut.result()
-            out = outcome_of(c, write_job(store, plan, prep, result, files, rerate=rerate, dims=dims))
-        except StoreError as e:
-            _log_failure(store, prep.claim[0], e)
-            out = Outcome(c, "error", message=str(e))
-        except Exception as e:  # a worker's error, or tasks lost with too many workers: this cycle only
-            _log_failure(store, prep.claim[0], e)
-            out = Outcome(c, "error", message=f"{type(e).__name__}: {e}")
-        finally:
-            fut.release()
-        listener.finished(out)
-        yield c, out
+        # results are written in the order submitted (rows get the ids of a run in this process);
+        # those ready are written between two submissions, while the workers go on
+        while submitted and submitted[0][1].done():
+            prep, fut = submitted.popleft()
+            yield settled(prep.planned, _written(store, plan, prep, fut, rerate=rerate, dims=dims))
+    while submitted:
+        prep, fut = submitted.popleft()
+        yield settled(prep.planned, _written(store, plan, prep, fut, rerate=rerate, dims=dims))
     plan_f.release()
+
+
+def _written(store: Store, plan: Plan, prep: Prepared, fut: Any, *, rerate: bool, dims: tuple[str, ...]) -> Outcome:
+    """The task's result written (step 3), or why not."""
+    c = prep.planned
+    try:
+        result, files = fut.result()
+        return outcome_of(c, write_job(store, plan, prep, result, files, rerate=rerate, dims=dims))
+    except StoreError as e:
+        _log_failure(store, prep.claim[0], e)
+        return Outcome(c, "error", message=str(e))
+    except Exception as e:  # a worker's error, or a task lost with too many workers: this cycle only
+        _log_failure(store, prep.claim[0], e)
+        return Outcome(c, "error", message=f"{type(e).__name__}: {e}")
+    finally:
+        fut.release()
 
 
 # --------------------------------------------------------------------------- the cluster
