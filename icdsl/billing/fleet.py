@@ -402,6 +402,7 @@ def dask_client(*, workers: int | None = None, scheduler: str | None = None) -> 
         return
     if workers is None or workers < 1:
         raise CycleError("--workers must be 1 or more")
-    with LocalCluster(n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=None,
+    # the dashboard on a free port: a fixed one clashes with another cluster on the machine
+    with LocalCluster(n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=":0",
                       silence_logs=40) as cluster, Client(cluster) as client:
         yield client
