@@ -257,13 +257,14 @@ def test_on_dask_with_a_worker_killed_mid_run_bills_as_alone(demo, alone, client
         (marks / "go").touch()
         th.join()
         client.run(_release, str(marks), on_error="ignore")  # the killed worker may still be restarting
-    assert killed and killed[0] in pids.values()
-    assert [(o.planned.partner, o.state) for o in outcomes] == [(p, "invoiced") for p in partners]
+    assert killed and killed[0] in pids.values(), (killed, pids)
+    assert [(o.planned.partner, o.state) for o in outcomes] == [(p, "invoiced") for p in partners], [
+        (o.planned.partner, o.state, o.message) for o in outcomes]
     _finalize_all(store, partners, demo[3])
     store.close()
     assert dump(url, data) == alone
     leftovers = [p for p in (data / "cycles").rglob("*") if p.is_file() and p.name.startswith(".")]
-    assert leftovers == []  # the killed worker's half-written files were removed with the result written
+    assert leftovers == [], leftovers  # the killed worker's half-written files were removed with the result written
 
 
 class Crash(BaseException):
@@ -343,3 +344,28 @@ def test_cycle_run_all_killed_by_a_signal_then_rerun(six):
         for i in store.invoices():
             per_cycle[i.cycle_id] = per_cycle.get(i.cycle_id, 0) + 1
         assert len(per_cycle) == 10 and set(per_cycle.values()) == {1}  # one invoice per cycle: none twice
+
+
+def test_rate_on_dask_writes_the_same_outputs_as_in_one_process(demo, client, tmp_path):
+    from icdsl.rating.run import rate_file
+
+    folder, projects, files, _period = demo
+    with contextlib.chdir(folder):
+        plan, _program, diags = build([p.relative_to(folder) if p.is_absolute() else p for p in projects],
+                                      Path("rules"))
+    assert plan is not None, [str(d) for d in diags]
+    here = rate_file(plan, files[1], tmp_path / "here", batch_rows=400)
+    there = rate_file(plan, files[1], tmp_path / "there", batch_rows=400, client=client)  # several batches in flight
+    assert here.read > 1200 and here.rejected and here.record_charges  # batches, rejects and surcharges
+    assert {k: v for k, v in there.to_dict().items() if k not in ("seconds", "outputs")} == {
+        k: v for k, v in here.to_dict().items() if k not in ("seconds", "outputs")}
+    for name in ("rated.parquet", "rejects.parquet", "record_charges.parquet"):
+        assert (tmp_path / "there" / name).read_bytes() == (tmp_path / "here" / name).read_bytes(), name
+
+
+def test_rate_and_cycle_run_refuse_a_bad_worker_count(six):
+    out = CliRunner().invoke(app, ["rate", "bench.icd", "--cdrs", str(next((six / "traffic").glob("*.parquet"))),
+                                   "--out", str(six / "out"), "--workers", "0"])
+    assert out.exit_code == 2 and "--workers must be 1 or more" in out.output
+    out = CliRunner().invoke(app, ["cycle", "run", "--all", "2026-03", "--rules", "bench.icd", "--workers", "0"])
+    assert out.exit_code == 2 and "--workers must be 1 or more" in out.output

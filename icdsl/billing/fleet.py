@@ -38,7 +38,6 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -65,6 +64,7 @@ from icdsl.cycle.engine import CycleResult
 from icdsl.cycle.invoicing import check_dims
 from icdsl.cycle.periods import Period, period_containing
 from icdsl.plan.model import Plan
+from icdsl.rating.cluster import ClusterError, dask_client  # noqa: F401 - (the fleet's client)
 
 if TYPE_CHECKING:
     from icdsl.billing.store import Store
@@ -377,32 +377,3 @@ def _written(store: Store, plan: Plan, prep: Prepared, fut: Any, *, rerate: bool
         return Outcome(c, "error", message=f"{type(e).__name__}: {e}")
     finally:
         fut.release()
-
-
-# --------------------------------------------------------------------------- the cluster
-
-
-@contextmanager
-def dask_client(*, workers: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
-    """A Dask client: of a new local cluster of ``workers`` worker processes (one thread each),
-    or of the running cluster at ``scheduler`` (``tcp://HOST:PORT``)."""
-    # lazy: dask.distributed is heavy (tornado, the scheduler) and needed only when a cluster is asked for
-    from distributed import Client, LocalCluster
-
-    if scheduler:
-        try:
-            client = Client(scheduler, timeout="20s")
-        except OSError as e:
-            raise CycleError(f"cannot reach the Dask scheduler at {scheduler}: {e}; start one with "
-                             "`dask scheduler` and its workers with `dask worker " + scheduler + "`") from None
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    if workers is None or workers < 1:
-        raise CycleError("--workers must be 1 or more")
-    # the dashboard on a free port: a fixed one clashes with another cluster on the machine
-    with LocalCluster(n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=":0",
-                      silence_logs=40) as cluster, Client(cluster) as client:
-        yield client

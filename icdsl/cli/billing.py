@@ -181,7 +181,7 @@ def cycle_run(
     plan, program = _plan(rules, root)
     dims = [d for d in by.split(",")] if by else None
     # lazy: the fleet brings the store (numpy, pyarrow, sqlalchemy): loaded when the command runs
-    from icdsl.billing.fleet import dask_client, plan_cycles, run_fleet
+    from icdsl.billing.fleet import ClusterError, dask_client, plan_cycles, run_fleet
 
     with opened(db, data) as store:
         _load_quietly(store, plan, program)
@@ -204,9 +204,13 @@ def cycle_run(
             raise typer.Exit(1 if rep.blocked else 0)
         with _fleet_bar(cycles) as listener:
             if distributed:
-                with dask_client(workers=workers, scheduler=scheduler) as client:
-                    outcomes = run_fleet(store, plan, cycles, client=client, rerate=rerate, dims=dims,
-                                         accept=accept, listener=listener)
+                try:
+                    with dask_client(workers=workers, scheduler=scheduler) as client:
+                        outcomes = run_fleet(store, plan, cycles, client=client, rerate=rerate, dims=dims,
+                                             accept=accept, listener=listener)
+                except ClusterError as e:
+                    echo_err(f"error: {e}")
+                    raise typer.Exit(1) from None
             else:
                 outcomes = run_fleet(store, plan, cycles, rerate=rerate, dims=dims, accept=accept, listener=listener)
         _fleet_summary(outcomes)
