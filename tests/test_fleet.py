@@ -369,3 +369,22 @@ def test_rate_and_cycle_run_refuse_a_bad_worker_count(six):
     assert out.exit_code == 2 and "--workers must be 1 or more" in out.output
     out = CliRunner().invoke(app, ["cycle", "run", "--all", "2026-03", "--rules", "bench.icd", "--workers", "0"])
     assert out.exit_code == 2 and "--workers must be 1 or more" in out.output
+
+
+def test_a_cycle_job_and_its_result_are_plain_picklable_data(six):
+    import pickle
+
+    from icdsl.billing.fleet import open_cycles, plan_cycles, prepare, work
+
+    with contextlib.chdir(six / "project"):
+        plan, _program, _diags = build(["bench.icd"])
+    with open_store() as store:
+        (c,) = [c for c in plan_cycles(store, plan, "2026-03", ["P001"])]
+        assert open_cycles(store, plan, [c], rerate=False) == {id(c): None}
+        prep = prepare(store, plan, c, rerate=False, dims=("destination", "band"), accept=())
+        job = pickle.loads(pickle.dumps(prep.job))  # what a worker receives: no session, file or closure
+        assert job.inputs.records.files == prep.job.inputs.records.files and job.batches == (1,)
+        result, files = pickle.loads(pickle.dumps(work(job, plan)))  # and what it sends back
+    assert result.sinks is None and result.counts.rated == files["rated"].rows > 0
+    assert result.drafts is not None and sum(ln.amount for ln in result.drafts.invoices[0].lines) == \
+        result.drafts.invoices[0].subtotal
