@@ -25,7 +25,7 @@ import contextlib
 import importlib.util
 import json
 import os
-import resource
+import sys
 import tempfile
 import time
 from decimal import Decimal
@@ -38,9 +38,33 @@ _spec.loader.exec_module(bench_cycle)
 PERIOD = "2026-03"
 
 
+def _sample_rss(dask_worker) -> int:
+    """Runs in each worker: a thread that keeps the process's peak RSS (sampled every 20 ms).
+    Not ``ru_maxrss``: a worker forked from the coordinator inherits the coordinator's peak."""
+    import threading
+
+    peak = dask_worker._icdsl_rss_peak = [0]
+
+    def loop() -> None:  # self-contained: the worker knows nothing of this file's modules
+        page = os.sysconf("SC_PAGE_SIZE")
+        while True:
+            with open("/proc/self/statm") as f:
+                peak[0] = max(peak[0], int(f.read().split()[1]) * page)
+            time.sleep(0.02)
+
+    threading.Thread(target=loop, name="icdsl-bench-rss", daemon=True).start()
+    return os.getpid()
+
+
+def _rss_peak(dask_worker) -> int:
+    return dask_worker._icdsl_rss_peak[0]
+
+
 def run_setting(url: str, work: Path, traffic: list[Path], workers: int) -> dict:
     """A fresh store: ingest, every cycle (in this process when ``workers`` is 0, else as tasks
     of a local cluster of ``workers`` processes), finalize. Figures and invoice totals."""
+    import cloudpickle
+
     from icdsl.billing import fleet
     from icdsl.billing.fleet import dask_client, plan_cycles, run_fleet
     from icdsl.billing.store import open_store
@@ -76,12 +100,12 @@ def run_setting(url: str, work: Path, traffic: list[Path], workers: int) -> dict
             fleet.prepare, fleet.write_job = timed("prepare", fleet.prepare), timed("write", fleet.write_job)
             with contextlib.ExitStack() as undo, dask_client(workers=workers) as client:
                 undo.callback(lambda: setattr(fleet, "prepare", real[0]) or setattr(fleet, "write_job", real[1]))
+                cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this file
+                client.run(_sample_rss)
                 t1 = time.perf_counter()
                 outcomes = run_fleet(store, plan, cycles, client=client)
                 cycles_s = time.perf_counter() - t1
-                # each worker process's peak over its life (the cluster started just before)
-                workers_rss = {addr: round(kib / 1024) for addr, kib in client.run(
-                    lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss).items()}
+                workers_rss = {addr: round(peak / 2**20) for addr, peak in client.run(_rss_peak).items()}
         else:
             t1 = time.perf_counter()
             outcomes = run_fleet(store, plan, cycles)
