@@ -257,6 +257,9 @@ def test_on_dask_with_a_worker_killed_mid_run_bills_as_alone(demo, alone, client
         (marks / "go").touch()
         th.join()
         client.run(_release, str(marks), on_error="ignore")  # the killed worker may still be restarting
+    end = time.monotonic() + 120  # a task of the killed worker run again, if any, is over before looking
+    while any(client.processing().values()) and time.monotonic() < end:
+        time.sleep(0.05)
     assert killed and killed[0] in pids.values(), (killed, pids)
     assert [(o.planned.partner, o.state) for o in outcomes] == [(p, "invoiced") for p in partners], [
         (o.planned.partner, o.state, o.message) for o in outcomes]

@@ -15,7 +15,8 @@ quarterly partner's Q1; an ad hoc partner is skipped (its cycles are opened by h
 cycle of a weekly partner is refused (it would bill the records of its weeks a second time).
 
 **One partner cycle is one task.** The coordinator (this process, the only one that talks to the
-database) opens and locks the cycle and reads its inputs (:func:`icdsl.billing.cycles.read_job`:
+database) opens the cycles (:func:`open_cycles`, one transaction), then for each one locks it and
+reads its inputs in a reading transaction (:func:`prepare`, :func:`icdsl.billing.cycles.read_job`:
 the intake files' paths, history, inventory, FX, options: small, picklable); a worker runs the
 engine (:func:`icdsl.billing.cycles.run_job`), reading the intake Parquet files by path and
 writing the cycle's rated records, rejects and record charges as content-addressed files of the
@@ -368,6 +369,9 @@ def _written(store: Store, plan: Plan, prep: Prepared, fut: Any, *, rerate: bool
     c = prep.planned
     try:
         result, files = fut.result()
+        # released before writing: should the worker holding it die now, the scheduler must not
+        # run the task again (rewriting the cycle's files) while its result is being written
+        fut.release()
         return outcome_of(c, write_job(store, plan, prep, result, files, rerate=rerate, dims=dims))
     except StoreError as e:
         _log_failure(store, prep.claim[0], e)
