@@ -23,6 +23,7 @@ from icdsl.cli.common import app, build_or_exit, echo_err, existing
 from icdsl.lang.diagnostics import SourceCache, render, render_all, summary, to_json
 from icdsl.plan.render import render_plan
 from icdsl.plugins import all_problems, default_plugin_manager, describe_plugins
+from icdsl.rating.cluster import ClusterError, dask_client
 
 
 @app.command()
@@ -228,7 +229,6 @@ def rate(
     """Rate a traffic file in bulk: rated records, rejects with reasons, counts that reconcile."""
 
     # lazy: this command needs numpy, pyarrow: loaded when it runs, not at every `icdsl` start
-    from icdsl.rating.cluster import ClusterError, dask_client
     from icdsl.rating.intake import IntakeError
     from icdsl.rating.run import LayoutError, choose_layout, rate_file
 
