@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from helpers import ROOT
+from test_billing_cli import run
 from test_cycle_identity import dump
 from typer.testing import CliRunner
 
@@ -87,13 +88,6 @@ def six(tmp_path, monkeypatch):
     monkeypatch.delenv("ICDSL_DATA", raising=False)
     run("ingest", str(traffic), "--rules", "bench.icd")
     return tmp_path
-
-
-def run(*args: str, code: int = 0) -> str:
-    res = CliRunner().invoke(app, list(args))
-    assert res.exit_code == code, (res.output, res.exception)
-    assert "Traceback" not in res.output
-    return res.output
 
 
 def test_all_partners_each_in_its_own_cycles(six):

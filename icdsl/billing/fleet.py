@@ -281,15 +281,26 @@ def prepare(store: Store, plan: Plan, c: PlannedCycle, *, rerate: bool, dims: tu
     blocks a writer): lock the (opened) cycle, read its job. A cycle already invoiced or
     finalized (and not ``rerate``): its report instead."""
     with store.reading() as s:
-        prow, per = resolve_period(s, c.partner, c.period, plan)
-        cyc = _lock_cycle(store, s, prow, per)
-        if cyc is None:
-            raise CycleStateError(f"the cycle {prow.code} {per.label} disappeared while it was being started")
-        if cyc.status in ("invoiced", "finalized") and not rerate:
-            return _report(s, cyc, per, already=True)
-        refuse_finalized(cyc, prow, per)
+        got = _locked(store, s, plan, c, rerate=rerate, doing="started")
+        if isinstance(got, CycleReport):
+            return got
+        prow, per, cyc = got
         job = read_job(store, s, cyc, prow, per, plan, dims=dims, accept=accept)
         return Prepared(c, job, (cyc.id, cyc.attempts, cyc.status))
+
+
+def _locked(store: Store, s: Any, plan: Plan, c: PlannedCycle, *, rerate: bool,
+            doing: str) -> tuple[Any, Period, Any] | CycleReport:
+    """The planned cycle's partner row, period and cycle row, locked (``s``'s transaction); the
+    cycle's report instead when it is already invoiced or finalized (and not ``rerate``)."""
+    prow, per = resolve_period(s, c.partner, c.period, plan)
+    cyc = _lock_cycle(store, s, prow, per)
+    if cyc is None:
+        raise CycleStateError(f"the cycle {prow.code} {per.label} disappeared while it was being {doing}")
+    if cyc.status in ("invoiced", "finalized") and not rerate:
+        return _report(s, cyc, per, already=True)  # another session finished it meanwhile
+    refuse_finalized(cyc, prow, per)
+    return prow, per, cyc
 
 
 def write_job(store: Store, plan: Plan, prep: Prepared, result: CycleResult, files: dict[str, Any], *,
@@ -297,15 +308,11 @@ def write_job(store: Store, plan: Plan, prep: Prepared, result: CycleResult, fil
     """Step 3 in the coordinator, one transaction: under the cycle's lock, check that the cycle
     is as it was read (same attempt and state, same intake batches), then write the result as
     :func:`icdsl.billing.cycles.run_locked` does."""
-    c = prep.planned
     with store.session() as s:
-        prow, per = resolve_period(s, c.partner, c.period, plan)
-        cyc = _lock_cycle(store, s, prow, per)
-        if cyc is None:
-            raise CycleStateError(f"the cycle {prow.code} {per.label} disappeared while it was being run")
-        if cyc.status in ("invoiced", "finalized") and not rerate:
-            return _report(s, cyc, per, already=True)  # another session finished it meanwhile
-        refuse_finalized(cyc, prow, per)
+        got = _locked(store, s, plan, prep.planned, rerate=rerate, doing="run")
+        if isinstance(got, CycleReport):
+            return got
+        prow, per, cyc = got
         batches = tuple(b for b, *_x in partner_inputs(s, prow.code, per.start, per.end))
         if (cyc.id, cyc.attempts, cyc.status) != prep.claim or batches != prep.job.batches:
             raise CycleStateError(f"the cycle {prow.code} {per.label} changed while its task ran (another run of "
