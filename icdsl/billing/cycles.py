@@ -39,7 +39,7 @@ import os
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -66,6 +66,7 @@ from icdsl.billing.charging import (
 )
 from icdsl.billing.documents import invoice_document
 from icdsl.billing.errors import CycleBusy, CycleError, CycleStateError, StoreError, ValidationError
+from icdsl.billing.files import DataDir, WrittenFile
 from icdsl.billing.files import fsync_dir as sync_dir
 from icdsl.billing.fx import FxQuote, FxTable
 from icdsl.billing.inventory import partner_items
@@ -377,6 +378,32 @@ def _read_partner(path: str, partner: str, period: Period | None = None, *, star
         yield pa.concat_tables(acc).combine_chunks()
 
 
+@dataclass(frozen=True)
+class IntakeRecords:
+    """A partner's records of a period in intake files, as the engine's ``records``: a function
+    returning fresh chunks, made of plain data so that a worker process (another machine, see
+    :mod:`icdsl.billing.fleet`) reads the same files by path. ``root``: the data folder
+    (``$ICDSL_WORKER_DATA`` overrides it where the folder is mounted elsewhere); ``files``:
+    (intake batch id, records file relative to the data folder)."""
+
+    root: str
+    files: tuple[tuple[int, str], ...]
+    partner: str
+    period: Period
+
+    def __call__(self) -> Iterator[tuple[int, pa.Table]]:
+        data = DataDir(worker_root(self.root))
+        for batch_id, path in self.files:
+            for chunk in _read_partner(str(data.abs(path)), self.partner, self.period):
+                yield batch_id, chunk
+
+
+def worker_root(root: str) -> str:
+    """The data folder as this process sees it: ``$ICDSL_WORKER_DATA`` if set (a worker on a
+    machine that mounts the folder elsewhere), else the coordinator's path."""
+    return os.environ.get("ICDSL_WORKER_DATA") or root
+
+
 def partner_inputs(s: Session, partner: str, start: datetime, end: datetime) -> list[tuple[int, str, str, int]]:
     """(batch id, records file, its sha256, records of the partner) of every intake batch with
     records of ``partner`` starting in ``start``..``end``."""
@@ -649,13 +676,7 @@ def cycle_inputs(store: Store, s: Session, prow: M.Partner, per: Period, plan: P
                  batches: list[tuple[int, str, str, int]], **options: Any) -> engine.CycleInputs:
     """The engine's inputs of a cycle, read from the store: the partner's records of the period
     (from every intake batch in ``batches``), inventory, history, FX rates, traffic profile."""
-    data = store.data
-
-    def records() -> Iterator[tuple[int, pa.Table]]:
-        for batch_id, path, _sha, _n in batches:
-            for chunk in _read_partner(str(data.abs(path)), prow.code, per):
-                yield batch_id, chunk
-
+    records = IntakeRecords(str(store.data.root), tuple((b, path) for b, path, _sha, _n in batches), prow.code, per)
     others = other_lines(s, prow.id, cycle_id)
     history = engine.History(
         cycles=history_of(s, prow, per, others), billed_lines=tuple(ln for _c, ln in others),
@@ -684,8 +705,10 @@ def store_partner(prow: M.Partner, plan: Plan | None = None) -> PlanPartner:
 def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Plan, *, rerate: bool = False,
                dims: tuple[str, ...] | None = None, accept: tuple[str, ...] = (), policy: Policy | None = None,
                validators: Iterable[Any] | None = None, progress: Progress | None = None) -> CycleReport:
-    """The body of :func:`run_cycle`, inside the caller's transaction ``s``: read the engine's
-    inputs from the store, :func:`icdsl.cycle.engine.run`, write the result."""
+    """The body of :func:`run_cycle`, inside the caller's transaction ``s``, in three steps: read
+    the engine's inputs from the store (:func:`read_job`), run the engine (:func:`run_job`),
+    write the result (:func:`_write_result`). :mod:`icdsl.billing.fleet` runs the middle step
+    on a Dask worker and the other two in the coordinator."""
 
     dims = check_dims(dims)
     cyc = _lock_cycle(store, s, prow, per)
@@ -694,15 +717,32 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
         raise CycleStateError(f"the cycle {prow.code} {per.label} disappeared while it was being started")
     if cyc.status in ("invoiced", "finalized") and not rerate:
         return _report(s, cyc, per, already=True)  # another session finished it meanwhile
+    refuse_finalized(cyc, prow, per)
+    begin_attempt(store, s, cyc, per, plan, dims)
+    job = read_job(store, s, cyc, prow, per, plan, dims=dims, accept=accept, policy=policy, validators=validators)
+    job_event(s, cyc, job)
+    result, files = run_job(job, progress=progress)
+    return _write_result(store, s, cyc, prow, per, plan, result, files)
+
+
+def refuse_finalized(cyc: M.BillingCycle, prow: M.Partner, per: Period) -> None:
     if cyc.status == "finalized":
         raise CycleStateError(f"cycle {prow.code} {per.label} is finalized: it cannot be rated again; "
                               f"corrections go on the next cycle (`icdsl rerate --partner {prow.code} ...`)")
-    rel_dir = cycle_dir(prow.code, per)
+
+
+def begin_attempt(store: Store, s: Session, cyc: M.BillingCycle, per: Period, plan: Plan, dims: tuple[str, ...],
+                  produced: Iterable[str] = ()) -> None:
+    """A new attempt of the locked cycle: files of interrupted runs removed (except ``produced``:
+    the files of the result about to be written), earlier results discarded, attempt counted."""
+    rel_dir = cycle_dir(cyc.partner_code, per)
     # Under the lock, nobody else writes here: whatever no committed row references is left over
-    # (a first run has no folder yet: no need to ask the store which files it references).
+    # (a first run has no folder yet, or only the files produced: no need to ask the store
+    # which files it references).
     folder = store.data.abs(rel_dir)
-    removed = (store.data.clean(rel_dir, store.referenced_files(s))
-               if folder.is_dir() and any(folder.iterdir()) else [])
+    keep = set(produced)
+    removed = (store.data.clean(rel_dir, store.referenced_files(s) | keep)
+               if folder.is_dir() and any(f"{rel_dir}/{p.name}" not in keep for p in folder.iterdir()) else [])
     if cyc.status != "open":
         _discard(store, s, cyc)
     cyc.attempts += 1
@@ -712,13 +752,54 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
         _event(s, cyc, "progress", f"removed {len(removed)} file(s) left by an interrupted run",
                details={"files": removed})
 
+
+@dataclass
+class CycleJob:
+    """One cycle's work for the engine, read from the store: plain data, picklable (no session,
+    no open file, no closure), so that a worker process runs it (:func:`run_job`) while only the
+    coordinator talks to the database. ``inputs.records`` is an :class:`IntakeRecords`;
+    ``batches``: the intake batches read (the fleet checks before writing that they are still
+    the cycle's)."""
+
+    partner: str
+    label: str
+    root: str
+    rel_dir: str
+    id_type: pa.DataType
+    scale: int
+    batches: tuple[int, ...]
+    inputs: engine.CycleInputs
+
+
+def read_job(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner, per: Period, plan: Plan,
+             **options: Any) -> CycleJob:
+    """Step 1: the cycle's inputs read from the store (``options``: the engine's ``dims``,
+    ``accept``, ``policy``, ``validators``)."""
     batches = partner_inputs(s, prow.code, per.start, per.end)
     id_type = _id_type(store, batches)
-    _event(s, cyc, "progress", f"rating records of {len(batches)} intake batch(es)",
-           details={"batches": [b for b, *_x in batches], "attempt": cyc.attempts})
-    sinks = _FileSinks(store, rel_dir, id_type, plan_scale(plan))
-    inputs = cycle_inputs(store, s, prow, per, plan, cyc.id, batches, dims=dims, accept=accept, policy=policy,
-                          validators=validators, progress=progress, sinks=sinks, on_chunk=_rated_checkpoint)
+    inputs = cycle_inputs(store, s, prow, per, plan, cyc.id, batches, on_chunk=_rated_checkpoint, **options)
+    return CycleJob(prow.code, per.label, str(store.data.root), cycle_dir(prow.code, per), id_type,
+                    plan_scale(plan), tuple(b for b, *_x in batches), inputs)
+
+
+def job_event(s: Session, cyc: M.BillingCycle, job: CycleJob) -> None:
+    _event(s, cyc, "progress", f"rating records of {len(job.batches)} intake batch(es)",
+           details={"batches": list(job.batches), "attempt": cyc.attempts})
+
+
+@dataclass
+class _Folder:
+    """What the file sinks use of a store: its data folder (a worker has no store)."""
+
+    data: DataDir
+
+
+def run_job(job: CycleJob, *, progress: Progress | None = None) -> tuple[engine.CycleResult, dict[str, WrittenFile]]:
+    """Step 2, without the database: the engine run on the job's inputs, its rated records,
+    rejects and record charges written to content-addressed files of the cycle's folder (durable
+    before the result is returned). Returns the result and the files."""
+    sinks = _FileSinks(_Folder(DataDir(worker_root(job.root))), job.rel_dir, job.id_type, job.scale)  # type: ignore[arg-type]
+    inputs = replace(job.inputs, sinks=sinks, progress=progress)
     try:
         with sinks:
             result = engine.run(inputs)
@@ -730,7 +811,7 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
         if isinstance(e, StoreError):
             raise
         raise CycleError(str(e)) from None
-    return _write_result(store, s, cyc, prow, per, plan, result, sinks.files)
+    return result, sinks.files
 
 
 def _read_back(path: Any) -> tuple[dict[str, Decimal], set[int]]:

@@ -213,8 +213,15 @@ def _progress_bar(enabled: bool):
 
 @cycle_app.command("run")
 def cycle_run(
-    partner: str = typer.Argument(..., help="Partner code (or 'all': every partner of the rules)."),
-    period: str = typer.Argument(..., help="2026-03 (month), 2026-W10, 2026-Q1, 2026-03-01..2026-03-15, or a day."),
+    args: list[str] = typer.Argument(..., metavar="[PARTNER]... PERIOD",
+                                     help="Partner codes ('all': every partner) and the period: 2026-03 (month), "
+                                     "2026-W10, 2026-Q1, 2026-03-01..2026-03-15, or a day."),
+    every: bool = typer.Option(False, "--all", help="Every partner of the rules, each in its own cycles ending in "
+                               "PERIOD (a weekly partner's weeks, a quarterly partner's quarter)."),
+    workers: int | None = typer.Option(None, "--workers", help="Run the cycles as tasks of a local Dask cluster "
+                                       "of N worker processes."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="Run the cycles as tasks of a running Dask "
+                                         "cluster: tcp://HOST:PORT (docs/fleet.md)."),
     rules: list[Path] = typer.Option([], "--rules", help=RULES_HELP),
     rerate: bool = typer.Option(False, "--rerate", help="Rate an invoiced (not finalized) cycle again."),
     by: str | None = typer.Option(None, "--by", help="Line dimensions, comma-separated, among destination, band, "
@@ -224,24 +231,138 @@ def cycle_run(
     data: Path | None = _data_option(),
     root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
 ) -> None:
-    """Run a partner's billing cycle: rate, validate, draft the invoices (one transaction)."""
+    """Run billing cycles: rate, validate, draft the invoices (one transaction per cycle).
+
+    One partner: its cycle of PERIOD. Several partners, 'all' or --all: each partner's cycles
+    (a summary table at the end); exit 1 if any cycle stopped on a finding, was refused or failed."""
+    partners, period = args[:-1], args[-1]
+    if every or partners == ["all"]:
+        if partners and partners != ["all"]:
+            echo_err("error: give either --all or partner codes, not both")
+            raise typer.Exit(2)
+        partners = []
+        every = True
+    elif not partners:
+        echo_err("error: give the partners and the period (`icdsl cycle run ORFR 2026-03`), or --all PERIOD")
+        raise typer.Exit(2)
+    if workers is not None and scheduler is not None:
+        echo_err("error: give either --workers N (a local cluster) or --scheduler tcp://HOST:PORT, not both")
+        raise typer.Exit(2)
+    if workers is not None and workers < 1:
+        echo_err("error: --workers must be 1 or more")
+        raise typer.Exit(2)
     plan, program = _plan(rules, root)
     dims = [d for d in by.split(",")] if by else None
+    # lazy: the fleet brings the store (numpy, pyarrow, sqlalchemy): loaded when the command runs
+    from icdsl.billing.fleet import ClusterError, dask_client, plan_cycles, run_fleet
+
     with opened(db, data) as store:
         _load_quietly(store, plan, program)
-        codes = [p.code for p in plan.partners] if partner == "all" else [partner]
-        blocked = False
-        for code in codes:
+        cycles = plan_cycles(store, plan, period, None if every else partners)
+        distributed = workers is not None or scheduler is not None
+        if not every and len(cycles) == 1 and not distributed:  # one partner: its report, as always
+            c = cycles[0]
+            if c.period is None:
+                echo_err(f"error: {c.note}")
+                raise typer.Exit(1)
             with _progress_bar(True) as bar:
-                task = bar.add_task(f"{code} rating", total=None)
+                task = bar.add_task(f"{c.partner} rating", total=None)
 
-                def progress(stage: str, done: int, total: int, task=task, bar=bar, code=code) -> None:
-                    bar.update(task, description=f"{code} {stage}", completed=done or 0, total=total or None)
+                def progress(stage: str, done: int, total: int) -> None:
+                    bar.update(task, description=f"{c.partner} {stage}", completed=done or 0, total=total or None)
 
-                rep = store.run_cycle(code, period, plan, rerate=rerate, dims=dims, accept=accept, progress=progress)
+                rep = store.run_cycle(c.partner, c.period, plan, rerate=rerate, dims=dims, accept=accept,
+                                      progress=progress)
             typer.echo(str(rep))
-            blocked |= rep.blocked
-    raise typer.Exit(1 if blocked else 0)
+            raise typer.Exit(1 if rep.blocked else 0)
+        with _fleet_bar(cycles) as listener:
+            if distributed:
+                try:
+                    with dask_client(workers=workers, scheduler=scheduler) as client:
+                        outcomes = run_fleet(store, plan, cycles, client=client, rerate=rerate, dims=dims,
+                                             accept=accept, listener=listener)
+                except ClusterError as e:
+                    echo_err(f"error: {e}")
+                    raise typer.Exit(1) from None
+            else:
+                outcomes = run_fleet(store, plan, cycles, rerate=rerate, dims=dims, accept=accept, listener=listener)
+        _fleet_summary(outcomes)
+    raise typer.Exit(1 if any(o.failed for o in outcomes) else 0)
+
+
+@contextlib.contextmanager
+def _fleet_bar(cycles: list[Any]) -> Iterator[Any]:
+    """Two bars, over partners' cycles and over records, fed by the fleet's listener."""
+    # lazy: the fleet brings the store (numpy, pyarrow, sqlalchemy): loaded when the command runs
+    from icdsl.billing.fleet import Listener
+
+    runnable = [c for c in cycles if c.period is not None]
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+                   TimeElapsedColumn(), transient=True, console=Console(stderr=True))
+    t_cycles = bar.add_task("cycles", total=len(runnable))
+    t_records = bar.add_task("records", total=sum(c.expected for c in runnable) or None)
+
+    class Bars(Listener):
+        def __init__(self) -> None:
+            self.base = 0  # records of the cycles finished
+            self.current: dict[str, int] = {}
+
+        def _records(self) -> None:
+            bar.update(t_records, completed=self.base + sum(self.current.values()))
+
+        def started(self, planned: Any) -> None:
+            bar.update(t_cycles, description=f"cycles ({planned.partner} {planned.label})")
+
+        def rated(self, planned: Any, done: int) -> None:
+            self.current[f"{planned.partner} {planned.label}"] = done
+            self._records()
+
+        def finished(self, outcome: Any) -> None:
+            if outcome.planned.period is None:
+                return
+            self.current.pop(f"{outcome.planned.partner} {outcome.planned.label}", None)
+            self.base += outcome.report.records_in + outcome.report.events + outcome.report.refunds \
+                if outcome.report is not None else outcome.planned.expected
+            bar.advance(t_cycles)
+            self._records()
+
+    with bar:
+        yield Bars()
+
+
+def _fleet_summary(outcomes: list[Any]) -> None:
+    """The table of a run of several cycles, then the messages of those that need attention."""
+    console = Console(width=max(120, Console().width))
+    table = Table(title="billing cycles run", show_lines=False)
+    for col in ("partner", "period", "records", "rated", "rejected", "amounts", "findings", "state"):
+        table.add_column(col, justify="right" if col in ("records", "rated", "rejected") else "left")
+    for o in outcomes:
+        r = o.report
+        if r is None:
+            table.add_row(o.planned.partner, o.planned.label, "-", "-", "-", "-", "-", o.state)
+            continue
+        amounts = ", ".join(f"{present(v, k)} {k}" for k, v in sorted(r.totals.items())) or "-"
+        errors = sum(1 for f in r.findings if f.severity == "error" and not f.accepted)
+        warnings = sum(1 for f in r.findings if f.severity == "warning")
+        findings = ", ".join(x for x in (f"{errors} error(s)" if errors else "",
+                                         f"{warnings} warning(s)" if warnings else "") if x) or "-"
+        state = {"already": f"already {r.status}", "stopped": "stopped (rated)"}.get(o.state, o.state)
+        table.add_row(o.planned.partner, o.planned.label, f"{r.records_in:,}", f"{r.rated:,}", f"{r.rejected:,}",
+                      amounts, findings, state)
+    console.print(table)
+    for o in outcomes:
+        if o.state == "stopped" and o.report is not None:
+            codes = ", ".join(sorted({f.code for f in o.report.findings if f.blocking}))
+            console.print(f"{o.planned.partner} {o.planned.label}: invoicing stopped on {codes}: fix the cause and "
+                          "run the cycle again, or accept the finding (--accept CODE); `icdsl cycle status "
+                          f"{o.planned.partner}` shows them", highlight=False, markup=False)
+        elif o.message and o.state != "already":
+            where = o.planned.partner + (f" {o.planned.label}" if o.planned.period is not None else "")
+            console.print(f"{where}: {o.state}: {o.message}", highlight=False, markup=False)
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.state] = counts.get(o.state, 0) + 1
+    console.print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())), highlight=False, markup=False)
 
 
 @cycle_app.command("status")

@@ -23,6 +23,7 @@ from icdsl.cli.common import app, build_or_exit, echo_err, existing
 from icdsl.lang.diagnostics import SourceCache, render, render_all, summary, to_json
 from icdsl.plan.render import render_plan
 from icdsl.plugins import all_problems, default_plugin_manager, describe_plugins
+from icdsl.rating.cluster import ClusterError, dask_client
 
 
 @app.command()
@@ -219,6 +220,10 @@ def rate(
                                       "default: the reader that recognizes the file."),
     reader_option: list[str] = typer.Option([], "--reader-option", metavar="KEY=VALUE",
                                             help="An option for the reader, e.g. timezone=Europe/Paris."),
+    workers: int | None = typer.Option(None, "--workers", help="Rate the batches on a local Dask cluster of N "
+                                       "worker processes (reading and writing stay here: the same outputs)."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="Rate the batches on a running Dask cluster: "
+                                         "tcp://HOST:PORT (docs/fleet.md)."),
     root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
 ) -> None:
     """Rate a traffic file in bulk: rated records, rejects with reasons, counts that reconcile."""
@@ -235,6 +240,9 @@ def rate(
         raise typer.Exit(2) from None
     if batch_rows <= 0:
         echo_err("error: --batch-rows must be positive")
+        raise typer.Exit(2)
+    if workers is not None and (workers < 1 or scheduler is not None):
+        echo_err("error: --workers must be 1 or more, and not given with --scheduler")
         raise typer.Exit(2)
     options = {}
     for opt in reader_option:
@@ -253,9 +261,12 @@ def rate(
             bar.update(task, completed=read_so_far)
 
         try:
-            summary = rate_file(p, cdrs, out, layout=lay, batch_rows=batch_rows, progress=progress,
-                                reader=reader, reader_options=options)
-        except IntakeError as e:
+            with contextlib.ExitStack() as stack:
+                client = (stack.enter_context(dask_client(workers=workers, scheduler=scheduler))
+                          if workers is not None or scheduler is not None else None)
+                summary = rate_file(p, cdrs, out, layout=lay, batch_rows=batch_rows, progress=progress,
+                                    reader=reader, reader_options=options, client=client)
+        except (IntakeError, ClusterError) as e:
             echo_err(f"error: {e}")
             raise typer.Exit(1) from None
     typer.echo(summary.text())

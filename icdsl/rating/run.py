@@ -12,6 +12,7 @@ import json
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -260,9 +261,50 @@ def _plain_strings(table: pa.Table) -> pa.Table:
                      for n, c in zip(table.column_names, table.columns, strict=True)})
 
 
+def rated_batches(plan: Plan, batches: Iterator[Any], client: Any = None) -> Iterator[tuple[Any, Any]]:
+    """Each intake batch with its rating (rated, rejects, record charges; None without
+    records), in the order read: here, or as tasks of a Dask ``client`` (the plan sent once to
+    every worker; at most two batches per worker in flight, so memory stays bounded). Reading,
+    deduplicating and writing stay in this process, so the outputs are those of a run without
+    workers, byte for byte."""
+    if client is None:
+        for batch in batches:
+            yield batch, rate_batch_with_charges(plan, batch.records) if batch.records.num_rows else None
+        return
+    plan_f = client.scatter(plan, broadcast=True, hash=False)
+    depth = 2 * max(1, len(client.scheduler_info().get("workers", {})))
+    pending: deque[tuple[Any, Any]] = deque()
+
+    def take() -> tuple[Any, Any]:
+        batch, fut = pending.popleft()
+        if fut is None:
+            return batch, None
+        try:
+            return batch, fut.result()
+        finally:
+            fut.release()
+
+    try:
+        for batch in batches:
+            fut = (client.submit(rate_batch_with_charges, plan_f, batch.records, pure=False)
+                   if batch.records.num_rows else None)
+            pending.append((batch, fut))
+            while len(pending) > depth:
+                yield take()
+        while pending:
+            yield take()
+    finally:
+        for _batch, fut in pending:
+            if fut is not None:
+                fut.release()
+        plan_f.release()
+
+
 def rate_file(plan: Plan, cdrs: Path, out: Path, *, layout: RecordLayout | None = None,
               batch_rows: int = 500_000, progress: Callable[[int, int], None] | None = None,
-              reader: str | None = None, reader_options: dict[str, str] | None = None) -> RateSummary:
+              reader: str | None = None, reader_options: dict[str, str] | None = None,
+              client: Any = None) -> RateSummary:
+    """``client``: a Dask client whose workers rate the batches (:func:`rated_batches`)."""
 
     t0 = time.perf_counter()
     rated_path, rejects_path, summary_path = output_paths(out)
@@ -273,13 +315,13 @@ def rate_file(plan: Plan, cdrs: Path, out: Path, *, layout: RecordLayout | None 
     writer = _WriteBehind()
     intake_reject_schema = None
     try:
-        for batch in read_ahead(reader.batches()):
+        # the per-record charges too (cycle.* conditions are false here: no cycle totals)
+        for batch, rating in rated_batches(plan, read_ahead(reader.batches()), client):
             if batch.rejects.num_rows:
                 writer.put(rejects_sink, _reject_rows(batch.rejects))
             intake_reject_schema = batch.rejects.schema
-            if batch.records.num_rows:
-                # the per-record charges too (cycle.* conditions are false here: no cycle totals)
-                rated, rejects, charges = rate_batch_with_charges(plan, batch.records)
+            if rating is not None:
+                rated, rejects, charges = rating
                 if charges.num_rows:
                     charges = _plain_strings(charges)
                     writer.put(charges_sink, charges)
