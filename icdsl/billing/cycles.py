@@ -247,7 +247,7 @@ def resolve_period(s: Session, partner: str, period: Any, plan: Plan | None) -> 
     """The partner's row and the period in its time zone; refuses a plan whose declaration of
     the partner differs from the store's (load the plan first)."""
 
-    row = s.scalars(select(M.Partner).where(M.Partner.code == partner)).first()
+    row = s.scalars(_PARTNER_BY_CODE, {"code": partner}).first()
     if row is None:
         known = list(s.scalars(select(M.Partner.code).order_by(M.Partner.code)))
         raise CycleError(f"partner {partner} is not in the store: load the rules that declare it first "
@@ -286,14 +286,55 @@ _VERSIONS = M.AgreementVersion.__table__
 
 def _insert(s: Session, model: type[M.Base], rows: list[dict[str, Any]]) -> None:
     """Rows of ``model`` in one statement (an executemany of the table's INSERT: no ORM objects
-    to build, flush and track). Every row has the same keys, those its ORM object was given."""
+    to build, flush and track). Every row has the same keys, those its ORM object was given.
+    On the session's connection: the session is not flushed first (the caller flushes what the
+    rows depend on), so that the cycle's row is updated once, not at every insert."""
     if rows:
-        s.execute(model.__table__.insert(), rows)
+        s.connection().execute(model.__table__.insert(), rows)
 
 
 def _insert_one(s: Session, model: type[M.Base], **values: Any) -> int:
-    """One row of ``model``; returns its id."""
-    return s.execute(model.__table__.insert().values(**values)).inserted_primary_key[0]
+    """One row of ``model`` (as :func:`_insert`); returns its id."""
+    return s.connection().execute(model.__table__.insert(), values).inserted_primary_key[0]
+
+
+# The statements a cycle runs for every partner, built once (building a statement and its
+# cache key costs more than SQLite takes to run it). ``bindparam``s take the column's type.
+_B = sa.bindparam
+_PARTNER_BY_CODE = select(M.Partner).where(M.Partner.code == _B("code"))
+_CYCLE_OF = select(M.BillingCycle).where(M.BillingCycle.partner_id == _B("partner_id"),
+                                         M.BillingCycle.period_start == _B("start"),
+                                         M.BillingCycle.period_end == _B("end"))
+_CYCLE_OF_LOCKED = _CYCLE_OF.with_for_update(nowait=True, key_share=True)
+_INVOICES_OF = select(M.Invoice).where(M.Invoice.cycle_id == _B("cycle_id")).order_by(M.Invoice.id)
+_STATEMENTS_OF = (select(M.SettlementStatement).where(M.SettlementStatement.cycle_id == _B("cycle_id"))
+                  .order_by(M.SettlementStatement.id))
+_SHARES_OF = select(M.ShareStatement).where(M.ShareStatement.cycle_id == _B("cycle_id")).order_by(M.ShareStatement.id)
+_LINES_OF = (select(_LINES).where(_LINES.c.invoice_id.in_(_B("ids", expanding=True)))
+             .order_by(_LINES.c.invoice_id, _LINES.c.line_no))
+_LINE_COUNTS = (select(_LINES.c.invoice_id, func.count()).where(_LINES.c.invoice_id.in_(_B("ids", expanding=True)))
+                .group_by(_LINES.c.invoice_id))
+_FILES_OF = select(_DATA_FILES.c.kind, _DATA_FILES.c.path, _DATA_FILES.c.sha256).where(
+    _DATA_FILES.c.cycle_id == _B("cycle_id"))
+_BATCHES_OF = select(_INPUTS.c.batch_id).where(_INPUTS.c.cycle_id == _B("cycle_id")).order_by(_INPUTS.c.batch_id)
+_CHARGE_COUNT = select(func.count()).select_from(_CHARGE_LINES).where(_CHARGE_LINES.c.cycle_id == _B("cycle_id"))
+_LATEST_FINDINGS = (select(M.ValidationFinding).where(
+    M.ValidationFinding.cycle_id == _B("cycle_id"),
+    M.ValidationFinding.attempt == select(func.max(M.ValidationFinding.attempt))
+    .where(M.ValidationFinding.cycle_id == _B("cycle_id")).scalar_subquery())
+    .order_by(M.ValidationFinding.id))
+_VERSION_IDS = select(_VERSIONS.c.content_hash, _VERSIONS.c.id).where(
+    _VERSIONS.c.content_hash.in_(_B("hashes", expanding=True)))
+_SEQUENCE = select(M.NumberSequence).where(M.NumberSequence.name == _B("name"))
+_SEQUENCE_LOCKED = _SEQUENCE.with_for_update()
+_DAILY = (select(M.IntakeDailyCount.day, func.sum(M.IntakeDailyCount.records))
+          .where(M.IntakeDailyCount.partner == _B("partner"), M.IntakeDailyCount.day >= _B("first"),
+                 M.IntakeDailyCount.day < _B("end"))
+          .group_by(M.IntakeDailyCount.day))
+_LATEST_START = select(func.max(M.IntakeBatch.max_start))
+_OVERLAP = (select(M.BillingCycle.label, M.BillingCycle.local_start, M.BillingCycle.local_end)
+            .where(M.BillingCycle.partner_id == _B("partner_id"), M.BillingCycle.period_start < _B("end"),
+                   M.BillingCycle.period_end > _B("start")).limit(1))
 
 
 @dataclass
@@ -467,24 +508,18 @@ def _report(s: Session, cycle: M.BillingCycle, period: Period, *, already: bool,
             shares: list[M.ShareStatement] | None = None) -> CycleReport:
     """The cycle's report, read from the store; a caller that holds the cycle's invoices (with
     ``line_counts``), statements or shares passes them instead."""
-    files = {k: (path, sha) for k, path, sha in s.execute(
-        select(_DATA_FILES.c.kind, _DATA_FILES.c.path, _DATA_FILES.c.sha256).where(_DATA_FILES.c.cycle_id == cycle.id))}
+    of = {"cycle_id": cycle.id}
+    files = {k: (path, sha) for k, path, sha in s.execute(_FILES_OF, of)}
     if invoices is None:
-        invoices = list(s.scalars(select(M.Invoice).where(M.Invoice.cycle_id == cycle.id).order_by(M.Invoice.id)))
-    if line_counts is None:
-        line_counts = dict(s.execute(  # one query for every invoice's line count
-            select(_LINES.c.invoice_id, func.count()).where(_LINES.c.invoice_id.in_([i.id for i in invoices]))
-            .group_by(_LINES.c.invoice_id)).all()) if invoices else {}
+        invoices = list(s.scalars(_INVOICES_OF, of))
+    if line_counts is None:  # one query for every invoice's line count
+        line_counts = dict(s.execute(_LINE_COUNTS, {"ids": [i.id for i in invoices]}).all()) if invoices else {}
     if statements is None:
-        statements = list(s.scalars(select(M.SettlementStatement).where(M.SettlementStatement.cycle_id == cycle.id)
-                                    .order_by(M.SettlementStatement.id)))
+        statements = list(s.scalars(_STATEMENTS_OF, of))
     if shares is None:
-        shares = list(s.scalars(select(M.ShareStatement).where(M.ShareStatement.cycle_id == cycle.id)
-                                .order_by(M.ShareStatement.id)))
-    batches = list(s.scalars(select(_INPUTS.c.batch_id).where(_INPUTS.c.cycle_id == cycle.id)
-                             .order_by(_INPUTS.c.batch_id)))
-    charge_lines = s.scalar(select(func.count()).select_from(_CHARGE_LINES)
-                            .where(_CHARGE_LINES.c.cycle_id == cycle.id)) or 0
+        shares = list(s.scalars(_SHARES_OF, of))
+    batches = list(s.scalars(_BATCHES_OF, of))
+    charge_lines = s.scalar(_CHARGE_COUNT, of) or 0
     if findings is None:
         findings = [finding_of(r) for r in latest_findings(s, cycle)]
     rated, rejects = files.get("rated"), files.get("rating_rejects")
@@ -532,11 +567,7 @@ def _report_of(cycle: M.BillingCycle, period: Period, *, already: bool, findings
 
 def latest_findings(s: Session, cycle: M.BillingCycle) -> list[M.ValidationFinding]:
     """The findings of the cycle's latest validated run."""
-    latest = (select(func.max(M.ValidationFinding.attempt)).where(M.ValidationFinding.cycle_id == cycle.id)
-              .scalar_subquery())
-    return list(s.scalars(select(M.ValidationFinding).where(M.ValidationFinding.cycle_id == cycle.id,
-                                                            M.ValidationFinding.attempt == latest)
-                          .order_by(M.ValidationFinding.id)))
+    return list(s.scalars(_LATEST_FINDINGS, {"cycle_id": cycle.id}))
 
 
 def finding_of(r: M.ValidationFinding) -> Finding:
@@ -550,13 +581,9 @@ def _lock_cycle(store: Store, s: Session, partner: M.Partner, period: Period) ->
             f"a billing cycle of partner {partner.code} is being run by another session right now; "
             f"{period.label} was not started. Wait for it to finish (`icdsl cycle status {partner.code}`)."
         )
-    q = select(M.BillingCycle).where(M.BillingCycle.partner_id == partner.id,
-                                     M.BillingCycle.period_start == period.start,
-                                     M.BillingCycle.period_end == period.end)
-    if store.is_postgres:
-        q = q.with_for_update(nowait=True, key_share=True)
+    q = _CYCLE_OF_LOCKED if store.is_postgres else _CYCLE_OF
     try:
-        return s.scalars(q).first()
+        return s.scalars(q, {"partner_id": partner.id, "start": period.start, "end": period.end}).first()
     except sa.exc.OperationalError as e:  # LockNotAvailable: someone holds the row (by hand?)
         raise CycleBusy(f"the cycle {partner.code} {period.label} is locked by another session") from e
 
@@ -623,9 +650,7 @@ def _open(store: Store, s: Session, prow: M.Partner, per: Period) -> M.BillingCy
     cyc = _lock_cycle(store, s, prow, per)
     if cyc is not None:
         return cyc
-    overlap = s.scalars(select(M.BillingCycle).where(
-        M.BillingCycle.partner_id == prow.id, M.BillingCycle.period_start < per.end,
-        M.BillingCycle.period_end > per.start)).first()
+    overlap = s.execute(_OVERLAP, {"partner_id": prow.id, "start": per.start, "end": per.end}).first()
     if overlap is not None:
         raise CycleError(f"{prow.code} {per.label} overlaps cycle {overlap.label} "
                          f"({overlap.local_start} .. {overlap.local_end - timedelta(days=1)}): "
@@ -654,8 +679,8 @@ def _new_cycle(s: Session, prow: M.Partner, per: Period, t: datetime) -> M.Billi
     )
     s.add(cyc)
     s.flush()
-    s.add(M.CycleEvent(cycle_id=cyc.id, at=t, kind="state", from_state=None, to_state="open",
-                       message=f"opened {per}", details=None))
+    _insert(s, M.CycleEvent, [dict(cycle_id=cyc.id, at=t, kind="state", from_state=None, to_state="open",
+                                   message=f"opened {per}", details=None)])
     return cyc
 
 
@@ -826,8 +851,7 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
     counts, groups = result.counts, result.lines
     rated_f, rejects_f, charges_f = files["rated"], files["rejects"], files["record_charges"]
     late = late_findings(store, s, prow.code, per.start)
-    versions = dict(s.execute(select(_VERSIONS.c.content_hash, _VERSIONS.c.id).where(
-        _VERSIONS.c.content_hash.in_({g.agreement_hash for g in groups}))).all())
+    versions = dict(s.execute(_VERSION_IDS, {"hashes": sorted({g.agreement_hash for g in groups})}).all())
     cyc.records_in, cyc.rated_count, cyc.rejected_count = counts.records_in, counts.rated, counts.rejected
     problems = []
     if rated_f.rows != counts.rated or rejects_f.rows != counts.rejected:
@@ -936,16 +960,13 @@ def _jsonable(v: Any) -> Any:
 
 def daily_history(s: Session, partner: str, first: date, end: date) -> dict[date, int]:
     """The partner's passed records by local day, ``first`` <= day < ``end`` (intake statistics)."""
-    rows = s.execute(select(M.IntakeDailyCount.day, func.sum(M.IntakeDailyCount.records))
-                     .where(M.IntakeDailyCount.partner == partner, M.IntakeDailyCount.day >= first,
-                            M.IntakeDailyCount.day < end)
-                     .group_by(M.IntakeDailyCount.day)).all()
+    rows = s.execute(_DAILY, {"partner": partner, "first": first, "end": end}).all()
     return {d: int(n) for d, n in rows}
 
 
 def last_data_day(s: Session, period: Period) -> date | None:
     """The local day (in the period's zone) of the latest record ingested for any partner."""
-    latest = s.scalar(select(func.max(M.IntakeBatch.max_start)))
+    latest = s.scalar(_LATEST_START)
     return None if latest is None else local_day(latest, period.timezone)
 
 
@@ -1006,8 +1027,7 @@ def write_drafts(s: Session, cyc: M.BillingCycle, prow: M.Partner, drafts: Draft
     missing = {ln.agreement_hash for ln in drafts.lines if ln.agreement_hash and ln.agreement_hash not in versions}
     if missing:
         versions = dict(versions)
-        versions.update(s.execute(select(_VERSIONS.c.content_hash, _VERSIONS.c.id)
-                                  .where(_VERSIONS.c.content_hash.in_(missing))).all())
+        versions.update(s.execute(_VERSION_IDS, {"hashes": sorted(missing)}).all())
     for d in drafts.invoices:
         inv_id = _insert_one(
             s, M.Invoice, partner_id=prow.id, partner_code=prow.code, partner_name=prow.name, cycle_id=cyc.id,
@@ -1066,10 +1086,7 @@ def next_numbers(store: Store, s: Session, name: str, n: int) -> list[int]:
     if n <= 0:
         return []
     store.lock(s, f"sequence:{name}", wait=True)
-    q = select(M.NumberSequence).where(M.NumberSequence.name == name)
-    if store.is_postgres:
-        q = q.with_for_update()
-    row = s.scalars(q).first()
+    row = s.scalars(_SEQUENCE_LOCKED if store.is_postgres else _SEQUENCE, {"name": name}).first()
     if row is None:
         row = M.NumberSequence(name=name, last=0)
         s.add(row)
@@ -1099,7 +1116,7 @@ def finalize_cycle(store: Store, partner: str, period: Any, *, issue_date: date 
         t = base.now()
         issue = issue_date or (per.local_end - timedelta(days=1))
         # the cycle's documents, read once: checked, numbered, reported
-        invoices = list(s.scalars(select(M.Invoice).where(M.Invoice.cycle_id == cyc.id).order_by(M.Invoice.id)))
+        invoices = list(s.scalars(_INVOICES_OF, {"cycle_id": cyc.id}))
         lines = _invoice_lines(s, [inv.id for inv in invoices])
         problems = _document_checks(store, s, cyc, per, invoices=invoices, lines=lines)
         if problems:
@@ -1112,8 +1129,7 @@ def finalize_cycle(store: Store, partner: str, period: Any, *, issue_date: date 
             inv.status = "finalized"
             inv.finalized_at = t
         # the statements in the order of their ids (the order their numbers were always taken in)
-        statements = list(s.scalars(select(M.SettlementStatement).where(M.SettlementStatement.cycle_id == cyc.id)
-                                    .order_by(M.SettlementStatement.id)))
+        statements = list(s.scalars(_STATEMENTS_OF, {"cycle_id": cyc.id}))
         drafts_s = [stm for stm in statements if stm.status == "draft"]
         for stm, n in zip(drafts_s, next_numbers(store, s, f"statement-{issue.year}", len(drafts_s)), strict=True):
             stm.number = f"STM-{issue.year}-{n:06d}"
@@ -1121,8 +1137,7 @@ def finalize_cycle(store: Store, partner: str, period: Any, *, issue_date: date 
                                due_date=(issue + timedelta(days=prow.due_days)).isoformat())
             stm.status = "finalized"
             stm.finalized_at = t
-        shares = list(s.scalars(select(M.ShareStatement).where(M.ShareStatement.cycle_id == cyc.id)
-                                .order_by(M.ShareStatement.id)))
+        shares = list(s.scalars(_SHARES_OF, {"cycle_id": cyc.id}))
         drafts_h = [shr for shr in shares if shr.status == "draft"]
         for shr, n in zip(drafts_h, next_numbers(store, s, f"share-{issue.year}", len(drafts_h)), strict=True):
             shr.number = f"SHR-{issue.year}-{n:06d}"
@@ -1148,8 +1163,7 @@ def _invoice_lines(s: Session, invoice_ids: list[int]) -> list[Any]:
     """The lines of the invoices, as rows (not ORM objects), by invoice and line number."""
     if not invoice_ids:
         return []
-    return list(s.execute(select(_LINES).where(_LINES.c.invoice_id.in_(invoice_ids))
-                          .order_by(_LINES.c.invoice_id, _LINES.c.line_no)))
+    return list(s.execute(_LINES_OF, {"ids": invoice_ids}))
 
 
 def _document_checks(store: Store, s: Session, cyc: M.BillingCycle, per: Period, *,
@@ -1157,7 +1171,7 @@ def _document_checks(store: Store, s: Session, cyc: M.BillingCycle, per: Period,
     """Errors of the document validators registered through the plugin hook, on the drafts
     (``invoices`` and their ``lines``, when the caller has read them)."""
     if invoices is None:
-        invoices = list(s.scalars(select(M.Invoice).where(M.Invoice.cycle_id == cyc.id).order_by(M.Invoice.id)))
+        invoices = list(s.scalars(_INVOICES_OF, {"cycle_id": cyc.id}))
     if not invoices:
         return []
     if lines is None:
