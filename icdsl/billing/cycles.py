@@ -616,8 +616,8 @@ def run_cycle(store: Store, partner: str, period: Any, plan: Plan, *, program: A
               rerate: bool = False, dims: Iterable[str] | None = None, accept: Iterable[str] = (),
               policy: Policy | None = None, validators: Iterable[Any] | None = None,
               progress: Progress | None = None) -> CycleReport:
-    """Open the cycle (its own short transaction), then rate, validate and invoice (draft)
-    ``partner``'s ``period`` in one transaction.
+    """Open the cycle, rate, validate and invoice (draft) ``partner``'s ``period``, all in one
+    transaction (one commit: a cycle is in the store whole or not at all, its opening included).
 
     A cycle already invoiced or finalized is left as it is (``already=True``) unless
     ``rerate`` (refused once finalized: corrections go on the next cycle, see
@@ -627,20 +627,21 @@ def run_cycle(store: Store, partner: str, period: Any, plan: Plan, *, program: A
     dims_t = check_dims(dims)
     if program is not None:
         store.load_plan(plan, program)
-    with store.session() as s:
-        prow, per = resolve_period(s, partner, period, plan)
-        cyc = _open(store, s, prow, per)
-        if cyc.status in ("invoiced", "finalized") and not rerate:
-            return _report(s, cyc, per, already=True)
-        cycle_id = cyc.id
+    opened: tuple[int, Period] | None = None  # (partner id, period) once the cycle is open
     try:
         with store.session() as s:
+            prow, per = resolve_period(s, partner, period, plan)
+            cyc = _open(store, s, prow, per)
+            if cyc.status in ("invoiced", "finalized") and not rerate:
+                return _report(s, cyc, per, already=True)
+            opened = (prow.id, per)
             return run_locked(store, s, prow, per, plan, rerate=rerate, dims=dims_t, accept=tuple(accept),
                               policy=policy, validators=validators, progress=progress)
     except CycleBusy:
         raise
     except Exception as e:
-        _log_failure(store, cycle_id, e)
+        if opened is not None:
+            _log_failed_run(store, *opened, e)
         raise
 
 
@@ -667,6 +668,25 @@ def _log_failure(store: Store, cycle_id: int, e: Exception) -> None:
             if cyc is not None:
                 s.add(M.CycleEvent(cycle_id=cyc.id, at=base.now(), kind="error", from_state=None, to_state=None,
                                    message=f"{type(e).__name__}: {e}", details={"attempt": cyc.attempts + 1}))
+    except Exception:  # pragma: no cover - the log must not hide the original error
+        pass
+
+
+def _log_failed_run(store: Store, partner_id: int, per: Period, e: Exception) -> None:
+    """Record a failed run (rolled back, its opening with it) on the cycle, opened for it if it
+    was new, in a transaction of its own."""
+
+    try:
+        with store.session() as s:
+            prow = s.get(M.Partner, partner_id)
+            if prow is None:  # pragma: no cover - partners are never removed
+                return
+            cyc = s.scalars(_CYCLE_OF, {"partner_id": prow.id, "start": per.start, "end": per.end}).first()
+            if cyc is None:
+                cyc = _new_cycle(s, prow, per, base.now())
+            _insert(s, M.CycleEvent, [dict(cycle_id=cyc.id, at=base.now(), kind="error", from_state=None,
+                                           to_state=None, message=f"{type(e).__name__}: {e}",
+                                           details={"attempt": cyc.attempts + 1})])
     except Exception:  # pragma: no cover - the log must not hide the original error
         pass
 
