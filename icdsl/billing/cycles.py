@@ -24,10 +24,17 @@ cycle row and an event in ``cycle_events`` (the progress and exception log).
    currency, lines converted and rounded once, tax) and the settlement statement of netted
    services, add the adjustments that corrections of earlier cycles put on this one, and commit.
 
-Killed at any point before the commit, the run leaves no row behind (only files no row
-references, removed by the next run); rerun, it writes the same bytes under the same names
-and the same rows. A failed run (an exception) is rolled back and logged as an ``error``
-event on the (open) cycle.
+The cycle's row is opened in that same transaction. Killed at any point before the commit,
+the run leaves no row behind (only files no row references, removed by the next run); rerun,
+it writes the same bytes under the same names and the same rows. A failed run (an exception)
+is rolled back and logged as an ``error`` event on the cycle (opened, in the log's own
+transaction, if the run was its first).
+
+A run's fixed cost per partner is kept small (a month is hundreds of partners): what it writes
+takes one statement per table where the rows' ids are not needed (an executemany of the table's
+INSERT: invoice lines, findings, inputs, events, audit entries), its report is made from what it
+wrote, and the statements every run executes are built once with bound parameters (SQLAlchemy
+builds and keys a statement in more time than SQLite takes to run it).
 
 :func:`finalize_cycle` numbers the drafts (gapless ``INV-YYYY-NNNNNN``, ``STM-YYYY-NNNNNN``),
 dates them (the period's last day unless told otherwise) and makes them immutable.
