@@ -16,7 +16,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from icdsl.billing import models as M
@@ -71,6 +71,12 @@ def _line(ln: M.InvoiceLine) -> dict[str, Any]:
     }
 
 
+_V = M.AgreementVersion
+# built once: every invoice document asks it (finalizing a month builds hundreds)
+_AGREEMENTS = (select(_V.name, _V.version, _V.content_hash, _V.id)
+               .where(_V.content_hash.in_(bindparam("hashes", expanding=True))).order_by(_V.name, _V.version))
+
+
 def _agreements(s: Session, hashes: set[str],
                 cache: dict[frozenset[str], list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
     if not hashes:
@@ -78,9 +84,7 @@ def _agreements(s: Session, hashes: set[str],
     key = frozenset(hashes)
     if cache is not None and key in cache:
         return [dict(a) for a in cache[key]]
-    v = M.AgreementVersion
-    rows = s.execute(select(v.name, v.version, v.content_hash, v.id).where(v.content_hash.in_(hashes))
-                     .order_by(v.name, v.version))
+    rows = s.execute(_AGREEMENTS, {"hashes": sorted(hashes)})
     out = [{"name": name, "version": version, "hash": h, "id": i} for name, version, h, i in rows]
     if cache is not None:
         cache[key] = [dict(a) for a in out]
