@@ -24,10 +24,17 @@ cycle row and an event in ``cycle_events`` (the progress and exception log).
    currency, lines converted and rounded once, tax) and the settlement statement of netted
    services, add the adjustments that corrections of earlier cycles put on this one, and commit.
 
-Killed at any point before the commit, the run leaves no row behind (only files no row
-references, removed by the next run); rerun, it writes the same bytes under the same names
-and the same rows. A failed run (an exception) is rolled back and logged as an ``error``
-event on the (open) cycle.
+The cycle's row is opened in that same transaction. Killed at any point before the commit,
+the run leaves no row behind (only files no row references, removed by the next run); rerun,
+it writes the same bytes under the same names and the same rows. A failed run (an exception)
+is rolled back and logged as an ``error`` event on the cycle (opened, in the log's own
+transaction, if the run was its first).
+
+A run's fixed cost per partner is kept small (a month is hundreds of partners): what it writes
+takes one statement per table where the rows' ids are not needed (an executemany of the table's
+INSERT: invoice lines, findings, inputs, events, audit entries), its report is made from what it
+wrote, and the statements every run executes are built once with bound parameters (SQLAlchemy
+builds and keys a statement in more time than SQLite takes to run it).
 
 :func:`finalize_cycle` numbers the drafts (gapless ``INV-YYYY-NNNNNN``, ``STM-YYYY-NNNNNN``),
 dates them (the period's last day unless told otherwise) and makes them immutable.
@@ -248,7 +255,7 @@ def resolve_period(s: Session, partner: str, period: Any, plan: Plan | None) -> 
     """The partner's row and the period in its time zone; refuses a plan whose declaration of
     the partner differs from the store's (load the plan first)."""
 
-    row = s.scalars(select(M.Partner).where(M.Partner.code == partner)).first()
+    row = s.scalars(_PARTNER_BY_CODE, {"code": partner}).first()
     if row is None:
         known = list(s.scalars(select(M.Partner.code).order_by(M.Partner.code)))
         raise CycleError(f"partner {partner} is not in the store: load the rules that declare it first "
@@ -276,6 +283,105 @@ def _advance(s: Session, cycle: M.BillingCycle, to: str, message: str, details: 
     _event(s, cycle, "state", message, to=to, details=details)
     cycle.status = to
     setattr(cycle, f"{to}_at", base.now())
+
+
+_DATA_FILES = M.DataFile.__table__
+_LINES = M.InvoiceLine.__table__
+_INPUTS = M.CycleInput.__table__
+_CHARGE_LINES = M.ChargeLine.__table__
+_VERSIONS = M.AgreementVersion.__table__
+
+
+def _insert(s: Session, model: type[M.Base], rows: list[dict[str, Any]]) -> None:
+    """Rows of ``model`` in one statement (an executemany of the table's INSERT: no ORM objects
+    to build, flush and track). Every row has the same keys, those its ORM object was given.
+    On the session's connection: the session is not flushed first (the caller flushes what the
+    rows depend on), so that the cycle's row is updated once, not at every insert."""
+    if rows:
+        s.connection().execute(model.__table__.insert(), rows)
+
+
+def _insert_one(s: Session, model: type[M.Base], **values: Any) -> int:
+    """One row of ``model`` (as :func:`_insert`); returns its id."""
+    return s.connection().execute(model.__table__.insert(), values).inserted_primary_key[0]
+
+
+# The statements a cycle runs for every partner, built once (building a statement and its
+# cache key costs more than SQLite takes to run it). ``bindparam``s take the column's type.
+_B = sa.bindparam
+_PARTNER_BY_CODE = select(M.Partner).where(M.Partner.code == _B("code"))
+_CYCLE_OF = select(M.BillingCycle).where(M.BillingCycle.partner_id == _B("partner_id"),
+                                         M.BillingCycle.period_start == _B("start"),
+                                         M.BillingCycle.period_end == _B("end"))
+_CYCLE_OF_LOCKED = _CYCLE_OF.with_for_update(nowait=True, key_share=True)
+_INVOICES_OF = select(M.Invoice).where(M.Invoice.cycle_id == _B("cycle_id")).order_by(M.Invoice.id)
+_STATEMENTS_OF = (select(M.SettlementStatement).where(M.SettlementStatement.cycle_id == _B("cycle_id"))
+                  .order_by(M.SettlementStatement.id))
+_SHARES_OF = select(M.ShareStatement).where(M.ShareStatement.cycle_id == _B("cycle_id")).order_by(M.ShareStatement.id)
+_LINES_OF = (select(_LINES).where(_LINES.c.invoice_id.in_(_B("ids", expanding=True)))
+             .order_by(_LINES.c.invoice_id, _LINES.c.line_no))
+_LINE_COUNTS = (select(_LINES.c.invoice_id, func.count()).where(_LINES.c.invoice_id.in_(_B("ids", expanding=True)))
+                .group_by(_LINES.c.invoice_id))
+_FILES_OF = select(_DATA_FILES.c.kind, _DATA_FILES.c.path, _DATA_FILES.c.sha256).where(
+    _DATA_FILES.c.cycle_id == _B("cycle_id"))
+_BATCHES_OF = select(_INPUTS.c.batch_id).where(_INPUTS.c.cycle_id == _B("cycle_id")).order_by(_INPUTS.c.batch_id)
+_CHARGE_COUNT = select(func.count()).select_from(_CHARGE_LINES).where(_CHARGE_LINES.c.cycle_id == _B("cycle_id"))
+_LATEST_FINDINGS = (select(M.ValidationFinding).where(
+    M.ValidationFinding.cycle_id == _B("cycle_id"),
+    M.ValidationFinding.attempt == select(func.max(M.ValidationFinding.attempt))
+    .where(M.ValidationFinding.cycle_id == _B("cycle_id")).scalar_subquery())
+    .order_by(M.ValidationFinding.id))
+_VERSION_IDS = select(_VERSIONS.c.content_hash, _VERSIONS.c.id).where(
+    _VERSIONS.c.content_hash.in_(_B("hashes", expanding=True)))
+_SEQUENCE = select(M.NumberSequence).where(M.NumberSequence.name == _B("name"))
+_SEQUENCE_LOCKED = _SEQUENCE.with_for_update()
+_DAILY = (select(M.IntakeDailyCount.day, func.sum(M.IntakeDailyCount.records))
+          .where(M.IntakeDailyCount.partner == _B("partner"), M.IntakeDailyCount.day >= _B("first"),
+                 M.IntakeDailyCount.day < _B("end"))
+          .group_by(M.IntakeDailyCount.day))
+_LATEST_START = select(func.max(M.IntakeBatch.max_start))
+_OVERLAP = (select(M.BillingCycle.label, M.BillingCycle.local_start, M.BillingCycle.local_end)
+            .where(M.BillingCycle.partner_id == _B("partner_id"), M.BillingCycle.period_start < _B("end"),
+                   M.BillingCycle.period_end > _B("start")).limit(1))
+
+
+@dataclass
+class _Inserted:
+    """A row written with :func:`_insert_one` where an ORM object was expected (its ``id``)."""
+
+    id: int
+
+
+class _Log:
+    """The events of a cycle and the audit entries of one transaction, kept in the order they
+    happen and written at the end, one statement per table (:meth:`write`)."""
+
+    def __init__(self, cycle: M.BillingCycle):
+        self.cycle = cycle
+        self.events: list[dict[str, Any]] = []
+        self.audits: list[dict[str, Any]] = []
+
+    def event(self, kind: str, message: str, *, to: str | None = None, details: dict[str, Any] | None = None) -> None:
+        self.events.append(dict(cycle_id=self.cycle.id, at=base.now(), kind=kind,
+                                from_state=self.cycle.status if to else None, to_state=to, message=message,
+                                details=details))
+
+    def advance(self, to: str, message: str, details: dict[str, Any] | None = None) -> None:
+        """:func:`_advance`, logged here."""
+        self.event("state", message, to=to, details=details)
+        self.cycle.status = to
+        setattr(self.cycle, f"{to}_at", base.now())
+
+    def audit(self, action: str, entity: str, entity_id: int | None, message: str,
+              details: dict[str, Any] | None = None) -> None:
+        """:meth:`icdsl.billing.store.Store.audit`, logged here."""
+        self.audits.append(dict(at=base.now(), actor=base.actor(), action=action, entity=entity, entity_id=entity_id,
+                                message=message, details=details))
+
+    def write(self, s: Session) -> None:
+        _insert(s, M.CycleEvent, self.events)
+        _insert(s, M.AuditEntry, self.audits)
+        self.events, self.audits = [], []
 
 
 _scale = plan_scale  # (compatibility)
@@ -431,56 +537,71 @@ def _id_type(store: Store, inputs: Iterable[tuple[int, str, str, int]]) -> pa.Da
 
 
 def _report(s: Session, cycle: M.BillingCycle, period: Period, *, already: bool,
-            findings: list[Finding] | None = None) -> CycleReport:
-    files = {f.kind: f for f in s.scalars(select(M.DataFile).where(M.DataFile.cycle_id == cycle.id))}
-    invoices = []
-    line_counts = dict(s.execute(  # one query for every invoice's line count
-        select(M.InvoiceLine.invoice_id, func.count()).join(M.Invoice, M.Invoice.id == M.InvoiceLine.invoice_id)
-        .where(M.Invoice.cycle_id == cycle.id).group_by(M.InvoiceLine.invoice_id)).all())
-    for inv in s.scalars(select(M.Invoice).where(M.Invoice.cycle_id == cycle.id).order_by(M.Invoice.id)):
-        invoices.append(InvoiceSummary(inv.id, inv.stream, inv.currency, inv.status, inv.subtotal,
-                                       line_counts.get(inv.id, 0), inv.number, inv.tax_kind, inv.tax_amount,
-                                       inv.total, inv.tax_note))
-    stm = s.scalars(select(M.SettlementStatement).where(M.SettlementStatement.cycle_id == cycle.id)
-                    .order_by(M.SettlementStatement.id.desc())).first()
-    statement = None
-    if stm is not None:
-        statement = StatementSummary(stm.id, stm.currency, stm.status, stm.receivable, stm.payable, stm.net,
-                                     len((stm.details or {}).get("lines", [])), stm.number)
-    shares = [ShareSummary(r.id, r.party, r.currency, r.status, r.total, len((r.details or {}).get("lines", [])),
-                           r.number)
-              for r in s.scalars(select(M.ShareStatement).where(M.ShareStatement.cycle_id == cycle.id)
-                                 .order_by(M.ShareStatement.id))]
-    charge_lines = s.scalar(select(func.count()).select_from(M.ChargeLine).where(M.ChargeLine.cycle_id == cycle.id))
-    rated = files.get("rated")
-    rejects = files.get("rating_rejects")
+            findings: list[Finding] | None = None, invoices: list[M.Invoice] | None = None,
+            line_counts: dict[int, int] | None = None, statements: list[M.SettlementStatement] | None = None,
+            shares: list[M.ShareStatement] | None = None) -> CycleReport:
+    """The cycle's report, read from the store; a caller that holds the cycle's invoices (with
+    ``line_counts``), statements or shares passes them instead."""
+    of = {"cycle_id": cycle.id}
+    files = {k: (path, sha) for k, path, sha in s.execute(_FILES_OF, of)}
+    if invoices is None:
+        invoices = list(s.scalars(_INVOICES_OF, of))
+    if line_counts is None:  # one query for every invoice's line count
+        line_counts = dict(s.execute(_LINE_COUNTS, {"ids": [i.id for i in invoices]}).all()) if invoices else {}
+    if statements is None:
+        statements = list(s.scalars(_STATEMENTS_OF, of))
+    if shares is None:
+        shares = list(s.scalars(_SHARES_OF, of))
+    batches = list(s.scalars(_BATCHES_OF, of))
+    charge_lines = s.scalar(_CHARGE_COUNT, of) or 0
+    if findings is None:
+        findings = [finding_of(r) for r in latest_findings(s, cycle)]
+    rated, rejects = files.get("rated"), files.get("rating_rejects")
+    stm = max(statements, key=lambda x: x.id) if statements else None
+    return _report_of(cycle, period, already=already, findings=findings,
+                      invoices=[_invoice_summary(inv, line_counts.get(inv.id, 0)) for inv in invoices],
+                      statement=_statement_summary(stm, len((stm.details or {}).get("lines", []))) if stm else None,
+                      shares=[_share_summary(r) for r in shares], rated=rated,
+                      rejects_file=rejects[0] if rejects else None, batches=batches, charge_lines=charge_lines)
+
+
+def _invoice_summary(inv: Any, lines: int) -> InvoiceSummary:
+    return InvoiceSummary(inv.id, inv.stream, inv.currency, inv.status, inv.subtotal, lines, inv.number, inv.tax_kind,
+                          inv.tax_amount, inv.total, inv.tax_note)
+
+
+def _statement_summary(stm: Any, lines: int) -> StatementSummary:
+    return StatementSummary(stm.id, stm.currency, stm.status, stm.receivable, stm.payable, stm.net, lines, stm.number)
+
+
+def _share_summary(r: M.ShareStatement) -> ShareSummary:
+    return ShareSummary(r.id, r.party, r.currency, r.status, r.total, len((r.details or {}).get("lines", [])),
+                        r.number)
+
+
+def _report_of(cycle: M.BillingCycle, period: Period, *, already: bool, findings: list[Finding],
+               invoices: list[InvoiceSummary], statement: StatementSummary | None, shares: list[ShareSummary],
+               rated: tuple[str, str] | None, rejects_file: str | None, batches: list[int],
+               charge_lines: int) -> CycleReport:
+    """The report of a cycle from what the caller holds: the cycle's row, its documents' summaries,
+    its files (``rated``: path and sha256), the intake batches it read."""
     by_reason: dict[str, int] = {}
     if cycle.totals and "_rejects_by_reason" in cycle.totals:
         by_reason = dict(cycle.totals["_rejects_by_reason"])
     totals = {k: Decimal(v) for k, v in (cycle.totals or {}).items() if not k.startswith("_")}
-    batches = list(s.scalars(select(M.CycleInput.batch_id).where(M.CycleInput.cycle_id == cycle.id)
-                             .order_by(M.CycleInput.batch_id)))
-    if findings is None:
-        findings = [finding_of(r) for r in latest_findings(s, cycle)]
     return CycleReport(
         cycle_id=cycle.id, partner=cycle.partner_code, period=period, status=cycle.status, already=already,
         records_in=cycle.records_in or 0, rated=cycle.rated_count or 0, rejected=cycle.rejected_count or 0,
         rejects_by_reason=by_reason, totals=totals, invoices=invoices, statement=statement, findings=findings,
-        rated_file=rated.path if rated else None, rated_sha256=rated.sha256 if rated else None,
-        rejects_file=rejects.path if rejects else None, batches=batches, shares=shares,
-        charge_lines=charge_lines or 0, events=int((cycle.totals or {}).get("_events", 0)),
+        rated_file=rated[0] if rated else None, rated_sha256=rated[1] if rated else None, rejects_file=rejects_file,
+        batches=batches, shares=shares, charge_lines=charge_lines, events=int((cycle.totals or {}).get("_events", 0)),
         refunds=int((cycle.totals or {}).get("_refunds", 0)),
     )
 
 
 def latest_findings(s: Session, cycle: M.BillingCycle) -> list[M.ValidationFinding]:
     """The findings of the cycle's latest validated run."""
-    attempt = s.scalar(select(func.max(M.ValidationFinding.attempt)).where(M.ValidationFinding.cycle_id == cycle.id))
-    if attempt is None:
-        return []
-    return list(s.scalars(select(M.ValidationFinding).where(M.ValidationFinding.cycle_id == cycle.id,
-                                                            M.ValidationFinding.attempt == attempt)
-                          .order_by(M.ValidationFinding.id)))
+    return list(s.scalars(_LATEST_FINDINGS, {"cycle_id": cycle.id}))
 
 
 def finding_of(r: M.ValidationFinding) -> Finding:
@@ -494,13 +615,9 @@ def _lock_cycle(store: Store, s: Session, partner: M.Partner, period: Period) ->
             f"a billing cycle of partner {partner.code} is being run by another session right now; "
             f"{period.label} was not started. Wait for it to finish (`icdsl cycle status {partner.code}`)."
         )
-    q = select(M.BillingCycle).where(M.BillingCycle.partner_id == partner.id,
-                                     M.BillingCycle.period_start == period.start,
-                                     M.BillingCycle.period_end == period.end)
-    if store.is_postgres:
-        q = q.with_for_update(nowait=True, key_share=True)
+    q = _CYCLE_OF_LOCKED if store.is_postgres else _CYCLE_OF
     try:
-        return s.scalars(q).first()
+        return s.scalars(q, {"partner_id": partner.id, "start": period.start, "end": period.end}).first()
     except sa.exc.OperationalError as e:  # LockNotAvailable: someone holds the row (by hand?)
         raise CycleBusy(f"the cycle {partner.code} {period.label} is locked by another session") from e
 
@@ -549,8 +666,8 @@ def run_cycle(store: Store, partner: str, period: Any, plan: Plan, *, program: A
               rerate: bool = False, dims: Iterable[str] | None = None, accept: Iterable[str] = (),
               policy: Policy | None = None, validators: Iterable[Any] | None = None,
               progress: Progress | None = None) -> CycleReport:
-    """Open the cycle (its own short transaction), then rate, validate and invoice (draft)
-    ``partner``'s ``period`` in one transaction.
+    """Open the cycle, rate, validate and invoice (draft) ``partner``'s ``period``, all in one
+    transaction (one commit: a cycle is in the store whole or not at all, its opening included).
 
     A cycle already invoiced or finalized is left as it is (``already=True``) unless
     ``rerate`` (refused once finalized: corrections go on the next cycle, see
@@ -560,20 +677,21 @@ def run_cycle(store: Store, partner: str, period: Any, plan: Plan, *, program: A
     dims_t = check_dims(dims)
     if program is not None:
         store.load_plan(plan, program)
-    with store.session() as s:
-        prow, per = resolve_period(s, partner, period, plan)
-        cyc = _open(store, s, prow, per)
-        if cyc.status in ("invoiced", "finalized") and not rerate:
-            return _report(s, cyc, per, already=True)
-        cycle_id = cyc.id
+    opened: tuple[int, Period] | None = None  # (partner id, period) once the cycle is open
     try:
         with store.session() as s:
+            prow, per = resolve_period(s, partner, period, plan)
+            cyc = _open(store, s, prow, per)
+            if cyc.status in ("invoiced", "finalized") and not rerate:
+                return _report(s, cyc, per, already=True)
+            opened = (prow.id, per)
             return run_locked(store, s, prow, per, plan, rerate=rerate, dims=dims_t, accept=tuple(accept),
                               policy=policy, validators=validators, progress=progress)
     except CycleBusy:
         raise
     except Exception as e:
-        _log_failure(store, cycle_id, e)
+        if opened is not None:
+            _log_failed_run(store, *opened, e)
         raise
 
 
@@ -583,9 +701,7 @@ def _open(store: Store, s: Session, prow: M.Partner, per: Period) -> M.BillingCy
     cyc = _lock_cycle(store, s, prow, per)
     if cyc is not None:
         return cyc
-    overlap = s.scalars(select(M.BillingCycle).where(
-        M.BillingCycle.partner_id == prow.id, M.BillingCycle.period_start < per.end,
-        M.BillingCycle.period_end > per.start)).first()
+    overlap = s.execute(_OVERLAP, {"partner_id": prow.id, "start": per.start, "end": per.end}).first()
     if overlap is not None:
         raise CycleError(f"{prow.code} {per.label} overlaps cycle {overlap.label} "
                          f"({overlap.local_start} .. {overlap.local_end - timedelta(days=1)}): "
@@ -606,6 +722,25 @@ def _log_failure(store: Store, cycle_id: int, e: Exception) -> None:
         pass
 
 
+def _log_failed_run(store: Store, partner_id: int, per: Period, e: Exception) -> None:
+    """Record a failed run (rolled back, its opening with it) on the cycle, opened for it if it
+    was new, in a transaction of its own."""
+
+    try:
+        with store.session() as s:
+            prow = s.get(M.Partner, partner_id)
+            if prow is None:  # pragma: no cover - partners are never removed
+                return
+            cyc = s.scalars(_CYCLE_OF, {"partner_id": prow.id, "start": per.start, "end": per.end}).first()
+            if cyc is None:
+                cyc = _new_cycle(s, prow, per, base.now())
+            _insert(s, M.CycleEvent, [dict(cycle_id=cyc.id, at=base.now(), kind="error", from_state=None,
+                                           to_state=None, message=f"{type(e).__name__}: {e}",
+                                           details={"attempt": cyc.attempts + 1})])
+    except Exception:  # pragma: no cover - the log must not hide the original error
+        pass
+
+
 def _new_cycle(s: Session, prow: M.Partner, per: Period, t: datetime) -> M.BillingCycle:
     cyc = M.BillingCycle(
         partner_id=prow.id, partner_code=prow.code, frequency=per.frequency, label=per.label,
@@ -614,8 +749,8 @@ def _new_cycle(s: Session, prow: M.Partner, per: Period, t: datetime) -> M.Billi
     )
     s.add(cyc)
     s.flush()
-    s.add(M.CycleEvent(cycle_id=cyc.id, at=t, kind="state", from_state=None, to_state="open",
-                       message=f"opened {per}", details=None))
+    _insert(s, M.CycleEvent, [dict(cycle_id=cyc.id, at=t, kind="state", from_state=None, to_state="open",
+                                   message=f"opened {per}", details=None)])
     return cyc
 
 
@@ -833,10 +968,14 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
                   result: engine.CycleResult, files: dict[str, Any]) -> CycleReport:
     """The engine's result as rows of the cycle (in the caller's transaction): counts, files,
     findings, drafts, charge lines and statements, after the store's own reconciliation (the
-    files read back hold what the lines say)."""
+    files read back hold what the lines say). Rows are written with one statement per table
+    where ids are not needed, and the report is made from what was written (no reading back)."""
 
+    s.flush()  # whatever the caller changed goes first (events keep their order)
     counts, groups = result.counts, result.lines
     rated_f, rejects_f, charges_f = files["rated"], files["rejects"], files["record_charges"]
+    late = late_findings(store, s, prow.code, per.start)
+    versions = dict(s.execute(_VERSION_IDS, {"hashes": sorted({g.agreement_hash for g in groups})}).all())
     cyc.records_in, cyc.rated_count, cyc.rejected_count = counts.records_in, counts.rated, counts.rejected
     problems = []
     if rated_f.rows != counts.rated or rejects_f.rows != counts.rejected:
@@ -846,8 +985,6 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
         problems.append(f"amounts in {rated_f.path} {file_totals} differ from the lines' {result.totals}")
     if rated_f.rows and file_lines != {g.key for g in groups}:
         problems.append("the rated file's line keys differ from the lines")
-    versions = {v.content_hash: v for v in s.scalars(select(M.AgreementVersion).where(
-        M.AgreementVersion.content_hash.in_({g.agreement_hash for g in groups})))}
     for g in groups:
         if g.agreement_hash not in versions:
             problems.append(f"agreement \"{g.agreement}\" v{g.agreement_version} "
@@ -857,6 +994,7 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
     if problems:
         raise ValidationError(f"cycle {prow.code} {per.label} failed its reconciliation; nothing was committed: "
                               + "; ".join(problems))
+    log = _Log(cyc)
     totals_json = {k: str(v) for k, v in sorted(result.totals.items())}
     cyc.totals = dict(totals_json, _rejects_by_reason=dict(counts.by_reason))
     if counts.events:
@@ -864,20 +1002,19 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
     if counts.refunds or counts.unusable_refunds:
         cyc.totals["_refunds"] = counts.refunds + counts.unusable_refunds
     cyc.charge_usage = usage_json(result.usage, result.events, result.refunds)
-    _advance(s, cyc, "rated", f"rated {counts.rated} of {counts.records_in} records, rejected {counts.rejected}",
-             {"rejects_by_reason": dict(counts.by_reason), "rated_sha256": rated_f.sha256})
+    log.advance("rated", f"rated {counts.rated} of {counts.records_in} records, rejected {counts.rejected}",
+                {"rejects_by_reason": dict(counts.by_reason), "rated_sha256": rated_f.sha256})
 
     # ---- data files, inputs (kept also when validation stops the cycle)
     t = base.now()
-    rated_row = M.DataFile(kind="rated", path=rated_f.path, sha256=rated_f.sha256, rows=rated_f.rows,
+    rated_id = _insert_one(s, M.DataFile, kind="rated", path=rated_f.path, sha256=rated_f.sha256, rows=rated_f.rows,
                            bytes=rated_f.bytes, amount_totals=totals_json, batch_id=None, cycle_id=cyc.id,
                            partner=prow.code, created_at=t)
-    rejects_row = M.DataFile(kind="rating_rejects", path=rejects_f.path, sha256=rejects_f.sha256,
-                             rows=rejects_f.rows, bytes=rejects_f.bytes, amount_totals=None, batch_id=None,
-                             cycle_id=cyc.id, partner=prow.code, created_at=t)
-    s.add_all([rated_row, rejects_row])
-    for batch_id, n in sorted(counts.by_batch.items()):
-        s.add(M.CycleInput(cycle_id=cyc.id, batch_id=batch_id, records=n))
+    _insert_one(s, M.DataFile, kind="rating_rejects", path=rejects_f.path, sha256=rejects_f.sha256,
+                rows=rejects_f.rows, bytes=rejects_f.bytes, amount_totals=None, batch_id=None, cycle_id=cyc.id,
+                partner=prow.code, created_at=t)
+    batches = sorted(counts.by_batch)
+    _insert(s, M.CycleInput, [dict(cycle_id=cyc.id, batch_id=b, records=counts.by_batch[b]) for b in batches])
     rc_totals = None
     if charges_f.rows:
         rc = pq.read_table(store.data.abs(charges_f.path), columns=["currency", "amount"])
@@ -885,53 +1022,58 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
         rc_totals = {c: str(a) for c, a in zip(g3.column("currency").to_pylist(), g3.column("amount_sum").to_pylist(),
                                                 strict=True)}
         del rc
-    s.add(M.RecordChargeFile(cycle_id=cyc.id, path=charges_f.path, sha256=charges_f.sha256, rows=charges_f.rows,
-                             bytes=charges_f.bytes, amount_totals=rc_totals, created_at=t))
-    s.flush()
+    _insert_one(s, M.RecordChargeFile, cycle_id=cyc.id, path=charges_f.path, sha256=charges_f.sha256,
+                rows=charges_f.rows, bytes=charges_f.bytes, amount_totals=rc_totals, created_at=t)
 
     # ---- validated
-    findings = result.findings + late_findings(store, s, prow.code, per.start)
-    for f in findings:
-        s.add(M.ValidationFinding(
-            cycle_id=cyc.id, attempt=cyc.attempts, validator=f.validator, code=f.code, severity=f.severity,
-            accepted=f.accepted, message=f.message, count=f.count, samples=list(f.samples),
-            details=_jsonable(f.details) if f.details else None, created_at=t))
+    findings = result.findings + late
+    _insert(s, M.ValidationFinding, [dict(
+        cycle_id=cyc.id, attempt=cyc.attempts, validator=f.validator, code=f.code, severity=f.severity,
+        accepted=f.accepted, message=f.message, count=f.count, samples=list(f.samples),
+        details=_jsonable(f.details) if f.details else None, created_at=t) for f in findings])
     counts_by = {sev: sum(1 for f in findings if f.severity == sev) for sev in ("error", "warning", "info")}
+    written = dict(rated=(rated_f.path, rated_f.sha256), rejects_file=rejects_f.path, batches=batches)
     blocking = [f for f in findings if f.blocking]
     if blocking:
-        _event(s, cyc, "error", f"validation: {len(blocking)} error(s) stop invoicing: "
-               + "; ".join(f"{f.code} ({f.count})" for f in blocking),
-               details={"findings": [f.as_dict() for f in blocking]})
-        store.audit(s, "cycle_blocked", "billing_cycle", cyc.id,
-                    f"{prow.code} {per.label}: validation errors {', '.join(f.code for f in blocking)}")
+        log.event("error", f"validation: {len(blocking)} error(s) stop invoicing: "
+                  + "; ".join(f"{f.code} ({f.count})" for f in blocking),
+                  details={"findings": [f.as_dict() for f in blocking]})
+        log.audit("cycle_blocked", "billing_cycle", cyc.id,
+                  f"{prow.code} {per.label}: validation errors {', '.join(f.code for f in blocking)}")
+        log.write(s)
         s.flush()
         base.checkpoint("cycle:before_commit")
-        report = _report(s, cyc, per, already=False, findings=findings)
+        report = _report_of(cyc, per, already=False, findings=findings, invoices=[], statement=None, shares=[],
+                            charge_lines=0, **written)
         report.timings = result.timings
         return report
     accepted = [f for f in findings if f.severity == "error" and f.accepted]
     if accepted:
-        store.audit(s, "findings_accepted", "billing_cycle", cyc.id,
-                    f"{prow.code} {per.label}: accepted {', '.join(f.code for f in accepted)}",
-                    {"findings": [f.as_dict() for f in accepted]})
-    _advance(s, cyc, "validated", f"validated: {counts_by['error']} error(s) ({len(accepted)} accepted), "
-             f"{counts_by['warning']} warning(s)", {"findings": counts_by})
+        log.audit("findings_accepted", "billing_cycle", cyc.id,
+                  f"{prow.code} {per.label}: accepted {', '.join(f.code for f in accepted)}",
+                  {"findings": [f.as_dict() for f in accepted]})
+    log.advance("validated", f"validated: {counts_by['error']} error(s) ({len(accepted)} accepted), "
+                f"{counts_by['warning']} warning(s)", {"findings": counts_by})
 
     # ---- invoiced (drafts)
     drafts = result.drafts
     assert drafts is not None  # not blocked
-    made = write_drafts(s, store, cyc, prow, drafts, versions, rated_row.id, t)
-    store_lines(s, cyc, prow, result.charge_lines, plan, made, t)
+    # the cycle's row is changed before the lines are written: one UPDATE, with their flush
+    log.advance("invoiced", f"{len(drafts.invoices)} draft invoice(s), {len(groups)} traffic line(s), "
+                f"{len(result.charge_lines)} charge line(s)"
+                + (", a settlement statement" if drafts.statement else "")
+                + (f", {len(result.shares)} revenue-share statement(s)" if result.shares else ""))
+    written_drafts = write_drafts(s, cyc, prow, drafts, versions, rated_id, t)
+    store_lines(s, cyc, prow, result.charge_lines, plan, written_drafts.made, t)
     shares = write_share_statements(s, cyc, prow, result.shares, t)
-    _advance(s, cyc, "invoiced", f"{len(drafts.invoices)} draft invoice(s), {len(groups)} traffic line(s), "
-             f"{len(result.charge_lines)} charge line(s)"
-             + (", a settlement statement" if drafts.statement else "")
-             + (f", {len(shares)} revenue-share statement(s)" if shares else ""))
-    store.audit(s, "cycle_invoiced", "billing_cycle", cyc.id,
-                f"{prow.code} {per.label}: {counts.rated} rated, totals {totals_json}")
+    log.audit("cycle_invoiced", "billing_cycle", cyc.id,
+              f"{prow.code} {per.label}: {counts.rated} rated, totals {totals_json}")
+    log.write(s)
     s.flush()
     base.checkpoint("cycle:before_commit")
-    report = _report(s, cyc, per, already=False, findings=findings)
+    report = _report_of(cyc, per, already=False, findings=findings, invoices=written_drafts.invoices,
+                        statement=written_drafts.statement, shares=[_share_summary(r) for r in shares],
+                        charge_lines=len(result.charge_lines), **written)
     report.timings = result.timings
     return report
 
@@ -942,16 +1084,13 @@ def _jsonable(v: Any) -> Any:
 
 def daily_history(s: Session, partner: str, first: date, end: date) -> dict[date, int]:
     """The partner's passed records by local day, ``first`` <= day < ``end`` (intake statistics)."""
-    rows = s.execute(select(M.IntakeDailyCount.day, func.sum(M.IntakeDailyCount.records))
-                     .where(M.IntakeDailyCount.partner == partner, M.IntakeDailyCount.day >= first,
-                            M.IntakeDailyCount.day < end)
-                     .group_by(M.IntakeDailyCount.day)).all()
+    rows = s.execute(_DAILY, {"partner": partner, "first": first, "end": end}).all()
     return {d: int(n) for d, n in rows}
 
 
 def last_data_day(s: Session, period: Period) -> date | None:
     """The local day (in the period's zone) of the latest record ingested for any partner."""
-    latest = s.scalar(select(func.max(M.IntakeBatch.max_start)))
+    latest = s.scalar(_LATEST_START)
     return None if latest is None else local_day(latest, period.timezone)
 
 
@@ -994,34 +1133,40 @@ def adjustment_what(a: M.Adjustment) -> str:
     return describe(a.direction, a.service, a.destination, a.band, a.prefix)
 
 
-def write_drafts(s: Session, store: Store, cyc: M.BillingCycle, prow: M.Partner, drafts: Drafts,
-                 versions: dict[str, M.AgreementVersion], rated_file_id: int | None,
-                 t: datetime) -> dict[int, M.InvoiceLine]:
-    """The draft invoices, their lines and the settlement statement, as rows. Returns the
-    invoice lines of charge lines (``id(charge line)`` -> row)."""
-    made: dict[int, M.InvoiceLine] = {}
-    if any(ln.agreement_hash and ln.agreement_hash not in versions for ln in drafts.lines):
+@dataclass
+class WrittenDrafts:
+    """What :func:`write_drafts` wrote: the invoices' and statement's summaries, and the invoice
+    lines of charge lines (``id(charge line)`` -> the row, with its ``id``)."""
+
+    invoices: list[InvoiceSummary] = field(default_factory=list)
+    statement: StatementSummary | None = None
+    made: dict[int, Any] = field(default_factory=dict)
+
+
+def write_drafts(s: Session, cyc: M.BillingCycle, prow: M.Partner, drafts: Drafts, versions: dict[str, int],
+                 rated_file_id: int | None, t: datetime) -> WrittenDrafts:
+    """The draft invoices, their lines and the settlement statement, as rows (``versions``:
+    agreement content hash -> version id; the lines' other versions are looked up)."""
+    out = WrittenDrafts()
+    missing = {ln.agreement_hash for ln in drafts.lines if ln.agreement_hash and ln.agreement_hash not in versions}
+    if missing:
         versions = dict(versions)
-        missing = {ln.agreement_hash for ln in drafts.lines if ln.agreement_hash and ln.agreement_hash not in versions}
-        for v in s.scalars(select(M.AgreementVersion).where(M.AgreementVersion.content_hash.in_(missing))):
-            versions[v.content_hash] = v
+        versions.update(s.execute(_VERSION_IDS, {"hashes": sorted(missing)}).all())
     for d in drafts.invoices:
-        inv = M.Invoice(
-            partner_id=prow.id, partner_code=prow.code, partner_name=prow.name, cycle_id=cyc.id, stream=d.stream,
-            currency=d.currency, status="draft", subtotal=d.subtotal, tax_kind=d.tax.kind, tax_rate=prow.tax_rate,
-            tax_amount=d.tax.amount, total=d.total, taxable_amount=d.tax.taxable, tax_note=d.tax.note,
-            fx_rate_id=d.fx_rate_id, created_at=t,
-        )
-        s.add(inv)
-        s.flush()
+        inv_id = _insert_one(
+            s, M.Invoice, partner_id=prow.id, partner_code=prow.code, partner_name=prow.name, cycle_id=cyc.id,
+            stream=d.stream, currency=d.currency, status="draft", subtotal=d.subtotal, tax_kind=d.tax.kind,
+            tax_rate=prow.tax_rate, tax_amount=d.tax.amount, total=d.total, taxable_amount=d.tax.taxable,
+            tax_note=d.tax.note, fx_rate_id=d.fx_rate_id, created_at=t)
+        out.invoices.append(InvoiceSummary(inv_id, d.stream, d.currency, "draft", d.subtotal, len(d.lines), None,
+                                           d.tax.kind, d.tax.amount, d.total, d.tax.note))
         plain: list[dict[str, Any]] = []
         for i, ln in enumerate(d.lines, 1):
-            v = versions.get(ln.agreement_hash or "")
             row = dict(
-                invoice_id=inv.id, line_no=i, kind=ln.kind, description=ln.description[:1000],
+                invoice_id=inv_id, line_no=i, kind=ln.kind, description=ln.description[:1000],
                 direction=ln.direction, service=ln.service, destination=ln.destination, prefix=ln.prefix,
                 band=ln.band, quantity=ln.quantity, unit=ln.unit, rate=ln.rate, rate_unit=ln.rate_unit,
-                amount=ln.amount, currency=ln.currency, agreement_version_id=v.id if v else None,
+                amount=ln.amount, currency=ln.currency, agreement_version_id=versions.get(ln.agreement_hash or ""),
                 agreement_hash=ln.agreement_hash, rule=ln.rule,
                 data_file_id=rated_file_id if ln.kind == "traffic" else None,
                 line_key=ln.line_key, record_count=ln.record_count, first_start=ln.first_start,
@@ -1031,27 +1176,25 @@ def write_drafts(s: Session, store: Store, cyc: M.BillingCycle, prow: M.Partner,
                 rounding=ln.rounding, group_key=ln.group_key[:2000], adjustment_id=ln.adjustment_id,
             )
             if ln.charge is not None:  # its id is needed: the charge line points at it
-                obj = M.InvoiceLine(**row)
-                s.add(obj)
-                made[id(ln.charge)] = obj
+                out.made[id(ln.charge)] = _Inserted(_insert_one(s, M.InvoiceLine, **row))
             else:
                 plain.append(row)
-        if plain:  # one statement for the lines of traffic and adjustments (thousands per cycle)
-            s.execute(sa.insert(M.InvoiceLine), plain)
+        # one statement for the lines of traffic and adjustments (thousands per cycle), after
+        # the lines of charges (the order their ids always had)
+        _insert(s, M.InvoiceLine, plain)
     if drafts.statement is not None:
         d = drafts.statement
-        s.add(M.SettlementStatement(
-            partner_id=prow.id, cycle_id=cyc.id, currency=d.currency, status="draft", receivable=d.receivable,
-            payable=d.payable, net=d.net, created_at=t,
+        stm_id = _insert_one(
+            s, M.SettlementStatement, partner_id=prow.id, cycle_id=cyc.id, currency=d.currency, status="draft",
+            receivable=d.receivable, payable=d.payable, net=d.net, created_at=t,
             details={"period": cyc.label, "rated_file_id": rated_file_id,
                      "lines": [dict(line_json(ln, i), key=ln.charge.key if ln.charge is not None else None)
                                for i, ln in enumerate(d.lines, 1)],
                      "receivable_items": receivable_items(drafts.invoices),
                      "payable_items": [{"kind": ln.kind, "description": ln.description, "amount": str(ln.amount),
-                                        "currency": ln.currency} for ln in d.lines]},
-        ))
-    s.flush()
-    return made
+                                        "currency": ln.currency} for ln in d.lines]})
+        out.statement = StatementSummary(stm_id, d.currency, "draft", d.receivable, d.payable, d.net, len(d.lines))
+    return out
 
 
 # --------------------------------------------------------------------------- finalization
@@ -1059,17 +1202,22 @@ def write_drafts(s: Session, store: Store, cyc: M.BillingCycle, prow: M.Partner,
 
 def next_number(store: Store, s: Session, name: str) -> int:
     """The next value of a gapless counter (taken under a lock, committed with the caller)."""
+    return next_numbers(store, s, name, 1)[0]
+
+
+def next_numbers(store: Store, s: Session, name: str, n: int) -> list[int]:
+    """The next ``n`` values of a gapless counter, in order (one lock, one read, one write)."""
+    if n <= 0:
+        return []
     store.lock(s, f"sequence:{name}", wait=True)
-    q = select(M.NumberSequence).where(M.NumberSequence.name == name)
-    if store.is_postgres:
-        q = q.with_for_update()
-    row = s.scalars(q).first()
+    row = s.scalars(_SEQUENCE_LOCKED if store.is_postgres else _SEQUENCE, {"name": name}).first()
     if row is None:
         row = M.NumberSequence(name=name, last=0)
         s.add(row)
-    row.last += 1
+    first = row.last + 1
+    row.last += n
     s.flush()
-    return row.last
+    return list(range(first, first + n))
 
 
 def finalize_cycle(store: Store, partner: str, period: Any, *, issue_date: date | None = None) -> CycleReport:
@@ -1091,48 +1239,72 @@ def finalize_cycle(store: Store, partner: str, period: Any, *, issue_date: date 
                                   "finalized")
         t = base.now()
         issue = issue_date or (per.local_end - timedelta(days=1))
-        problems = _document_checks(store, s, cyc, per)
+        # the cycle's documents, read once: checked, numbered, reported
+        invoices = list(s.scalars(_INVOICES_OF, {"cycle_id": cyc.id}))
+        lines = _invoice_lines(s, [inv.id for inv in invoices])
+        problems = _document_checks(store, s, cyc, per, invoices=invoices, lines=lines)
         if problems:
             raise CycleStateError(f"cycle {partner} {per.label} cannot be finalized: " + "; ".join(problems))
-        for inv in s.scalars(select(M.Invoice).where(M.Invoice.cycle_id == cyc.id, M.Invoice.status == "draft")
-                             .order_by(M.Invoice.id)):
-            n = next_number(store, s, f"invoice-{issue.year}")
+        drafts = [inv for inv in invoices if inv.status == "draft"]
+        for inv, n in zip(drafts, next_numbers(store, s, f"invoice-{issue.year}", len(drafts)), strict=True):
             inv.number = f"INV-{issue.year}-{n:06d}"
             inv.issue_date = issue
             inv.due_date = issue + timedelta(days=prow.due_days)
             inv.status = "finalized"
             inv.finalized_at = t
-        for stm in s.scalars(select(M.SettlementStatement).where(M.SettlementStatement.cycle_id == cyc.id,
-                                                                 M.SettlementStatement.status == "draft")):
-            n = next_number(store, s, f"statement-{issue.year}")
+        # the statements in the order of their ids (the order their numbers were always taken in)
+        statements = list(s.scalars(_STATEMENTS_OF, {"cycle_id": cyc.id}))
+        drafts_s = [stm for stm in statements if stm.status == "draft"]
+        for stm, n in zip(drafts_s, next_numbers(store, s, f"statement-{issue.year}", len(drafts_s)), strict=True):
             stm.number = f"STM-{issue.year}-{n:06d}"
             stm.details = dict(stm.details or {}, issue_date=issue.isoformat(),
                                due_date=(issue + timedelta(days=prow.due_days)).isoformat())
             stm.status = "finalized"
             stm.finalized_at = t
-        for shr in s.scalars(select(M.ShareStatement).where(M.ShareStatement.cycle_id == cyc.id,
-                                                            M.ShareStatement.status == "draft")
-                             .order_by(M.ShareStatement.id)):
-            n = next_number(store, s, f"share-{issue.year}")
+        shares = list(s.scalars(_SHARES_OF, {"cycle_id": cyc.id}))
+        drafts_h = [shr for shr in shares if shr.status == "draft"]
+        for shr, n in zip(drafts_h, next_numbers(store, s, f"share-{issue.year}", len(drafts_h)), strict=True):
             shr.number = f"SHR-{issue.year}-{n:06d}"
             shr.details = dict(shr.details or {}, issue_date=issue.isoformat())
             shr.status = "finalized"
             shr.finalized_at = t
         unread = record_unread(store, s, cyc, t)  # ingested after the last run: late records, reported
-        _advance(s, cyc, "finalized", f"invoices finalized, issued {issue}"
-                 + (f"; {unread} record(s) ingested after the last run are late records" if unread else ""))
-        store.audit(s, "cycle_finalized", "billing_cycle", cyc.id, f"{partner} {per.label} finalized")
-        s.flush()
+        log = _Log(cyc)
+        log.advance("finalized", f"invoices finalized, issued {issue}"
+                    + (f"; {unread} record(s) ingested after the last run are late records" if unread else ""))
+        log.audit("cycle_finalized", "billing_cycle", cyc.id, f"{partner} {per.label} finalized")
+        s.flush()  # the documents, then the cycle (finalized last)
+        log.write(s)
         base.checkpoint("finalize:before_commit")
-        return _report(s, cyc, per, already=False)
+        counts: dict[int, int] = defaultdict(int)
+        for ln in lines:
+            counts[ln.invoice_id] += 1
+        return _report(s, cyc, per, already=False, invoices=invoices, line_counts=counts, statements=statements,
+                       shares=shares)
 
 
-def _document_checks(store: Store, s: Session, cyc: M.BillingCycle, per: Period) -> list[str]:
-    """Errors of the document validators registered through the plugin hook, on the drafts."""
-    docs = [invoice_document(s, inv) for inv in s.scalars(
-        select(M.Invoice).where(M.Invoice.cycle_id == cyc.id).order_by(M.Invoice.id))]
-    if not docs:
+def _invoice_lines(s: Session, invoice_ids: list[int]) -> list[Any]:
+    """The lines of the invoices, as rows (not ORM objects), by invoice and line number."""
+    if not invoice_ids:
         return []
+    return list(s.execute(_LINES_OF, {"ids": invoice_ids}))
+
+
+def _document_checks(store: Store, s: Session, cyc: M.BillingCycle, per: Period, *,
+                     invoices: list[M.Invoice] | None = None, lines: list[Any] | None = None) -> list[str]:
+    """Errors of the document validators registered through the plugin hook, on the drafts
+    (``invoices`` and their ``lines``, when the caller has read them)."""
+    if invoices is None:
+        invoices = list(s.scalars(_INVOICES_OF, {"cycle_id": cyc.id}))
+    if not invoices:
+        return []
+    if lines is None:
+        lines = _invoice_lines(s, [inv.id for inv in invoices])
+    by_invoice: dict[int, list[Any]] = defaultdict(list)
+    for ln in lines:
+        by_invoice[ln.invoice_id].append(ln)
+    agreements: dict[frozenset[str], list[dict[str, Any]]] = {}
+    docs = [invoice_document(s, inv, by_invoice[inv.id], agreements) for inv in invoices]
     found = run_document_validators(docs, DocumentContext(partner=cyc.partner_code, period=per.label))
     return [str(f) for f in found if f.severity == "error"]
 

@@ -16,7 +16,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from icdsl.billing import models as M
@@ -71,12 +71,24 @@ def _line(ln: M.InvoiceLine) -> dict[str, Any]:
     }
 
 
-def _agreements(s: Session, hashes: set[str]) -> list[dict[str, Any]]:
+_V = M.AgreementVersion
+# built once: every invoice document asks it (finalizing a month builds hundreds)
+_AGREEMENTS = (select(_V.name, _V.version, _V.content_hash, _V.id)
+               .where(_V.content_hash.in_(bindparam("hashes", expanding=True))).order_by(_V.name, _V.version))
+
+
+def _agreements(s: Session, hashes: set[str],
+                cache: dict[frozenset[str], list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
     if not hashes:
         return []
-    rows = s.scalars(select(M.AgreementVersion).where(M.AgreementVersion.content_hash.in_(hashes))
-                     .order_by(M.AgreementVersion.name, M.AgreementVersion.version))
-    return [{"name": v.name, "version": v.version, "hash": v.content_hash, "id": v.id} for v in rows]
+    key = frozenset(hashes)
+    if cache is not None and key in cache:
+        return [dict(a) for a in cache[key]]
+    rows = s.execute(_AGREEMENTS, {"hashes": sorted(hashes)})
+    out = [{"name": name, "version": version, "hash": h, "id": i} for name, version, h, i in rows]
+    if cache is not None:
+        cache[key] = [dict(a) for a in out]
+    return out
 
 
 def _fx(s: Session, ids: set[int], lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -91,9 +103,14 @@ def _fx(s: Session, ids: set[int], lines: list[dict[str, Any]]) -> list[dict[str
     return out
 
 
-def invoice_document(s: Session, inv: M.Invoice) -> dict[str, Any]:
-    rows = list(s.scalars(select(M.InvoiceLine).where(M.InvoiceLine.invoice_id == inv.id)
-                          .order_by(M.InvoiceLine.line_no)))
+def invoice_document(s: Session, inv: M.Invoice, rows: list[Any] | None = None,
+                     agreements: dict[frozenset[str], list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """The invoice as a document. ``rows``: its lines by line number when the caller read them
+    (ORM objects or rows of ``invoice_lines``); ``agreements``: a cache of the agreements'
+    descriptions shared by the documents of one call."""
+    if rows is None:
+        rows = list(s.scalars(select(M.InvoiceLine).where(M.InvoiceLine.invoice_id == inv.id)
+                              .order_by(M.InvoiceLine.line_no)))
     lines = [_line(ln) for ln in rows]
     for ln, row in zip(lines, rows, strict=True):
         ln["fx_rate_id"] = row.fx_rate_id
@@ -109,7 +126,7 @@ def invoice_document(s: Session, inv: M.Invoice) -> dict[str, Any]:
         "tax_amount": present(inv.tax_amount, inv.currency), "total": present(inv.total, inv.currency),
         "taxable_amount": present(tax.taxable, inv.currency), "tax_label": tax.label, "tax_note": inv.tax_note,
         "lines": lines, "summary": summarize(lines),
-        "agreements": _agreements(s, {ln.agreement_hash for ln in rows if ln.agreement_hash}),
+        "agreements": _agreements(s, {ln.agreement_hash for ln in rows if ln.agreement_hash}, agreements),
         "fx": _fx(s, {ln.fx_rate_id for ln in rows if ln.fx_rate_id}, lines),
         "rounding": (f"each line rounded once to {minor_units(inv.currency)} decimals "
                      f"({', '.join(modes) or 'half_up'}); subtotal = sum of the lines; tax rounded half_up "

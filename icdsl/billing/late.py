@@ -15,6 +15,7 @@ is billed as soon as a correction of its cycle has read it (its id is in the cor
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import sqlalchemy as sa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -79,26 +81,32 @@ def record_late(s: Session, batch: M.IntakeBatch, records_path: str, partners: d
     return out
 
 
+# built once: finalizing a month runs it for every partner
+_UNREAD = (select(M.IntakeBatch.id, M.DataFile.path)
+           .join(M.IntakePartnerStat, M.IntakePartnerStat.batch_id == M.IntakeBatch.id)
+           .join(M.DataFile, (M.DataFile.batch_id == M.IntakeBatch.id) & (M.DataFile.kind == "intake_records"))
+           .where(M.IntakePartnerStat.partner == sa.bindparam("partner"),
+                  M.IntakePartnerStat.min_start < sa.bindparam("end"),
+                  M.IntakePartnerStat.max_start >= sa.bindparam("start"),
+                  M.IntakeBatch.finished_at > sa.bindparam("rated_at"),
+                  M.IntakeBatch.id.not_in(select(M.CycleInput.batch_id)
+                                          .where(M.CycleInput.cycle_id == sa.bindparam("cycle_id"))))
+           .order_by(M.IntakeBatch.id))
+
+
 def record_unread(store: Store, s: Session, cyc: M.BillingCycle, t: datetime) -> int:
     """At finalization: records of the cycle's period in batches ingested after its last run
     (so never read by it) are late records of the cycle too. Returns how many."""
     prow = s.get(M.Partner, cyc.partner_id)
-    read = select(M.CycleInput.batch_id).where(M.CycleInput.cycle_id == cyc.id)
-    rows = s.execute(
-        select(M.IntakeBatch, M.DataFile.path)
-        .join(M.IntakePartnerStat, M.IntakePartnerStat.batch_id == M.IntakeBatch.id)
-        .join(M.DataFile, (M.DataFile.batch_id == M.IntakeBatch.id) & (M.DataFile.kind == "intake_records"))
-        .where(M.IntakePartnerStat.partner == prow.code, M.IntakePartnerStat.min_start < cyc.period_end,
-               M.IntakePartnerStat.max_start >= cyc.period_start, M.IntakeBatch.finished_at > cyc.rated_at,
-               M.IntakeBatch.id.not_in(read))
-        .order_by(M.IntakeBatch.id)).all()
+    rows = s.execute(_UNREAD, {"partner": prow.code, "end": cyc.period_end, "start": cyc.period_start,
+                               "rated_at": cyc.rated_at, "cycle_id": cyc.id}).all()
     found = 0
-    for batch, path in rows:
+    for batch_id, path in rows:
         late = _records_of(str(store.data.abs(path)), prow.code, cyc.period_start, cyc.period_end)
         if not late.num_rows:
             continue
         starts = late.column("start")
-        s.add(M.LateRecords(batch_id=batch.id, partner_id=prow.id, cycle_id=cyc.id, records=late.num_rows,
+        s.add(M.LateRecords(batch_id=batch_id, partner_id=prow.id, cycle_id=cyc.id, records=late.num_rows,
                             first_start=pc.min(starts).as_py(), last_start=pc.max(starts).as_py(),
                             samples=late.column("id").slice(0, SAMPLES).to_pylist(), created_at=t))
         found += late.num_rows
@@ -142,20 +150,29 @@ def _corrected_ids(store: Store, s: Session, cycle_id: int) -> pa.Array:
     return pa.concat_arrays(ids) if ids else pa.array([], pa.string())
 
 
-def pending(store: Store, s: Session, partner: str | None = None, *, before: datetime | None = None
-            ) -> list[LateSummary]:
-    """The late records of each finalized cycle (of ``partner``), with how many no correction
-    has billed yet; ``before``: only cycles that end on or before it."""
+@functools.cache
+def _pending_query(by_partner: bool, before: bool) -> sa.Select[Any]:
+    """The late records with their cycle and partner (``partner``, ``before`` bound when asked),
+    built once per shape: every cycle run asks it."""
     q = (select(M.LateRecords, M.BillingCycle, M.Partner)
          .join(M.BillingCycle, M.BillingCycle.id == M.LateRecords.cycle_id)
          .join(M.Partner, M.Partner.id == M.LateRecords.partner_id)
          .order_by(M.Partner.code, M.BillingCycle.period_start, M.LateRecords.batch_id))
-    if partner is not None:
-        q = q.where(M.Partner.code == partner)
-    if before is not None:
-        q = q.where(M.BillingCycle.period_end <= before)
+    if by_partner:
+        q = q.where(M.Partner.code == sa.bindparam("partner"))
+    if before:
+        q = q.where(M.BillingCycle.period_end <= sa.bindparam("before"))
+    return q
+
+
+def pending(store: Store, s: Session, partner: str | None = None, *, before: datetime | None = None
+            ) -> list[LateSummary]:
+    """The late records of each finalized cycle (of ``partner``), with how many no correction
+    has billed yet; ``before``: only cycles that end on or before it."""
+    q = _pending_query(partner is not None, before is not None)
     by_cycle: dict[int, tuple[M.BillingCycle, M.Partner, list[M.LateRecords]]] = {}
-    for late, cyc, prow in s.execute(q).all():
+    params = {k: v for k, v in (("partner", partner), ("before", before)) if v is not None}
+    for late, cyc, prow in s.execute(q, params).all():
         by_cycle.setdefault(cyc.id, (cyc, prow, []))[2].append(late)
     out = []
     for cyc, prow, rows in by_cycle.values():
