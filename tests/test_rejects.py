@@ -352,3 +352,21 @@ def test_listing_golden(env):
             path.write_text(text, encoding="utf-8")
         assert path.exists(), f"{path} is missing: ICDSL_UPDATE_GOLDEN=1 pytest tests/test_rejects.py -k golden"
         assert text == path.read_text(encoding="utf-8"), f"{name} differs from {path}"
+
+
+def test_invoice_csv_neutralizes_formula_text_but_not_amounts():
+    """An invoice's CSV carries text from partners' decks (destination names): a cell that a
+    spreadsheet would run as a formula is written as text; negative amounts stay numbers."""
+    import csv as _csv
+    from decimal import Decimal
+
+    from icdsl.outputs.csv import dumps
+
+    doc = {"number": "INV-1", "kind": "invoice", "partner_code": "ORFR", "period": "2026-03", "currency": "EUR",
+           "lines": [{"line_no": 1, "kind": "traffic", "description": "=HYPERLINK(\"http://x\")",
+                      "destination": "@SUM(A1)", "amount": Decimal("-1.50"), "quantity": 3}],
+           "subtotal": Decimal("-1.50"), "tax_amount": Decimal("0"), "total": Decimal("-1.50"), "tax_label": "VAT"}
+    rows = list(_csv.DictReader(dumps(doc).splitlines()))
+    line = rows[0]
+    assert line["description"] == "'=HYPERLINK(\"http://x\")" and line["destination"] == "'@SUM(A1)"
+    assert line["amount"] == "-1.50" and rows[-1]["amount"] == "-1.50"

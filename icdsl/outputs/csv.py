@@ -1,6 +1,8 @@
 """A document's lines as CSV (one row per line, then ``subtotal``, ``tax`` and ``total`` rows
 whose ``kind`` says what they are), with the document's number, partner, period and currency
-on every row so that files can be concatenated. Amounts are exact decimal text."""
+on every row so that files can be concatenated. Amounts are exact decimal text; text cells
+that a spreadsheet would read as a formula (a destination name from a partner's deck, say) are
+written with a leading apostrophe (:mod:`icdsl.outputs.cells`)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from icdsl.outputs.cells import neutralize
 from icdsl.outputs.views import file_stem, view_lines
 
 COLUMNS = ("document", "kind_of_document", "partner", "period", "stream", "line_no", "kind", "description",
@@ -23,6 +26,8 @@ def _text(v: Any) -> str:
         return ""
     if isinstance(v, Decimal):
         return format(v, "f")
+    if isinstance(v, str):
+        return neutralize(v)
     return str(v)
 
 
