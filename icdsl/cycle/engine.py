@@ -41,7 +41,14 @@ from icdsl.cycle.fx import FxTable
 from icdsl.cycle.invoicing import DraftLine, Drafts, Group, check_dims, draft_documents
 from icdsl.cycle.periods import Period, parse_period
 from icdsl.cycle.rater import REJECTS_FILE_SCHEMA, Discard, Rater, plan_scale
-from icdsl.cycle.validation import Finding, Policy, ValidationContext, run_validators
+from icdsl.cycle.validation import (
+    Finding,
+    Policy,
+    RatedValuesScan,
+    ValidationContext,
+    run_validators,
+    scans_rated,
+)
 from icdsl.plan.model import Partner, Plan
 
 Chunk = tuple[int, pa.Table]  # (the intake batch a chunk of records comes from, the records)
@@ -338,14 +345,18 @@ def run(inputs: CycleInputs) -> CycleResult:
 
     # ---- rate
     clock.stage("rate", inputs.expected)
+    chosen = list(inputs.validators) if inputs.validators is not None else None
+    # the checks of the rated values are made on the chunks as they are written (no second read)
+    scan = RatedValuesScan((inputs.policy or Policy()).samples) if scans_rated(chosen) else None
     rated_w = WriteBehind(sinks.rated)
     try:
         rater = Rater(plan, rated_w, sinks.rejects, scale, dims, per, charges=True,
                       charges_w=None if two_pass else sinks.record_charges, events=events, partner=code,
-                      timezone=per.timezone, on_chunk=inputs.on_chunk)
+                      timezone=per.timezone, on_chunk=inputs.on_chunk, scan=scan)
         for batch_id, chunk in inputs.chunks():
-            rater.rate(chunk, batch_id)
+            rater.feed(chunk, batch_id)
             clock.tick(rater.records_in, max(inputs.expected, rater.records_in))
+        rater.flush()
         rater.keep(inputs.kept, inputs.kept_charges)
     finally:
         rated_w.close()
@@ -355,7 +366,8 @@ def run(inputs: CycleInputs) -> CycleResult:
         again = Rater(plan, Discard(), Discard(), scale, dims, None, charges=True, charges_w=sinks.record_charges,
                       cycle_totals=totals, events=events, partner=code, timezone=per.timezone)
         for batch_id, chunk in inputs.chunks():
-            again.rate(chunk, batch_id)
+            again.feed(chunk, batch_id)
+        again.flush()
         again.keep(inputs.kept, inputs.kept_charges)
         rater.usage, rater.record_charges = again.usage, again.record_charges
     sinks.finish()
@@ -391,8 +403,9 @@ def run(inputs: CycleInputs) -> CycleResult:
         rejects=sinks.read_rejects(), daily=rater.daily_counts(), history=dict(hist.daily),
         last_data_day=hist.last_data_day, lines=groups, fx=fx, policy=inputs.policy or Policy(),
         read_rated=sinks.read_rated, read_rated_batches=getattr(sinks, "read_rated_batches", None),
+        rated_values=scan,
     )
-    findings = run_validators(context, inputs.validators, accept=accept) + evaluated.findings
+    findings = run_validators(context, chosen, accept=accept) + evaluated.findings
     del context
     result = CycleResult(partner=partner, period=per, dims=dims, counts=counts, lines=groups,
                          totals=dict(sorted(by_currency.items())), daily=rater.daily_counts(), usage=rater.usage,
