@@ -17,7 +17,7 @@ import pytest
 from helpers import ROOT
 
 from icdsl.cycle import CycleInputs, MemorySinks, day_edges, day_index, local_day, run
-from icdsl.cycle import rater as rater_mod
+from icdsl.charges import groups as groups_mod
 from icdsl.cycle.invoicing import BASE_DIMS, DIMENSIONS
 from icdsl.cycle.periods import local_days, month, parse_period
 from icdsl.cycle.rater import SEP, Rater, decimal_of_int64, unscaled_int64
@@ -137,7 +137,7 @@ def test_line_sums_on_columns_equal_the_record_by_record_sums(dims, huge):
 def test_line_codes_are_made_dense_when_their_product_would_overflow(monkeypatch):
     rng = np.random.default_rng(3)
     chunks = [_rated_chunk(rng, 500, 6) for _ in range(2)]
-    monkeypatch.setattr(rater_mod, "_LIMIT", 7)  # every product of sizes "overflows"
+    monkeypatch.setattr(groups_mod, "LIMIT", 7)  # every product of sizes "overflows"
     r = Rater(None, _Keep(), _Keep(), 8, DIMENSIONS)
     for i, t in enumerate(chunks):
         r.add(t, pa.table({"reason": pa.array([], pa.string())}), i)

@@ -312,14 +312,14 @@ _value_counts = value_counts
 _ROW_GROUPS: dict[tuple[str, int, int], tuple[Any, dict[str, list[int]], list[tuple[int, Any, Any]]]] = {}
 
 
-def _partner_groups(path: str, partner: str) -> tuple[pq.ParquetFile, list[int]]:
-    """The file, and the row groups that may hold ``partner``'s records, from the row groups'
-    statistics, worked out once per file and process (a month of 200 partners opens each
-    intake file 400 times; its footer has a row group per partner and batch)."""
+def _partner_groups(path: str, partner: str) -> tuple[Any, list[int]]:
+    """The file's footer, and the row groups that may hold ``partner``'s records, from the row
+    groups' statistics, worked out once per file and process (a month of 200 partners opens
+    each intake file 400 times; its footer has a row group per partner and batch)."""
     meta, single, mixed = _file_groups(path)
     groups = list(single.get(partner, ()))
     groups += [i for i, lo, hi in mixed if lo is None or lo <= partner <= hi]
-    return pq.ParquetFile(path, metadata=meta), sorted(groups)
+    return meta, sorted(groups)
 
 
 def _file_groups(path: str) -> tuple[Any, dict[str, list[int]], list[tuple[int, Any, Any]]]:
@@ -348,25 +348,39 @@ def _file_groups(path: str) -> tuple[Any, dict[str, list[int]], list[tuple[int, 
     return got
 
 
+#: text columns of intake records read dictionary-encoded by a cycle (few distinct values; the
+#: rated file keeps them so, and rating takes a dictionary's codes as they are)
+DICTIONARY_COLUMNS = ("partner", "direction", "service")
+
+
 def _read_partner(path: str, partner: str, period: Period | None = None, *, start: datetime | None = None,
-                  end: datetime | None = None, number_prefix: str | None = None) -> Iterator[pa.Table]:
+                  end: datetime | None = None, number_prefix: str | None = None,
+                  dictionaries: bool = False) -> Iterator[pa.Table]:
     """The records of ``partner`` in ``period`` (or ``start``..``end``) from an intake records
     file, in file order, in tables of about CHUNK_ROWS rows (row groups without the partner
-    are skipped); ``number_prefix``: only b_numbers starting with it."""
-    pf, groups = _partner_groups(path, partner)
+    are skipped; a batch of the partner's own row groups wholly in the period is taken as it
+    is, without a filter); ``number_prefix``: only b_numbers starting with it;
+    ``dictionaries``: :data:`DICTIONARY_COLUMNS` read as dictionaries (else plain strings)."""
+    meta, groups = _partner_groups(path, partner)
     if not groups:
         return
-    lo = pa.scalar(period.start if period else start, pa.timestamp("us", tz="UTC"))
-    hi = pa.scalar(period.end if period else end, pa.timestamp("us", tz="UTC"))
+    names = meta.schema.to_arrow_schema().names
+    as_dict = [c for c in DICTIONARY_COLUMNS if c in names] if dictionaries else []
+    pf = pq.ParquetFile(path, metadata=meta, read_dictionary=as_dict or None)
+    lo_dt, hi_dt = (period.start, period.end) if period else (start, end)
+    lo = pa.scalar(lo_dt, pa.timestamp("us", tz="UTC"))
+    hi = pa.scalar(hi_dt, pa.timestamp("us", tz="UTC"))
+    lo_us, hi_us = lo.value, hi.value
     acc: list[pa.Table] = []
     size = 0
     for rb in pf.iter_batches(batch_size=READ_ROWS, row_groups=groups, use_threads=False):
         t = pa.Table.from_batches([rb])
-        mask = pc.and_(pc.equal(t.column("partner"), partner),
-                       pc.and_(pc.greater_equal(t.column("start"), lo), pc.less(t.column("start"), hi)))
-        if number_prefix:
-            mask = pc.and_(mask, pc.fill_null(pc.starts_with(t.column("b_number"), number_prefix), False))
-        t = t.filter(mask)
+        if number_prefix or not _all_of(t, partner, lo_us, hi_us):
+            mask = pc.and_(pc.equal(t.column("partner"), partner),
+                           pc.and_(pc.greater_equal(t.column("start"), lo), pc.less(t.column("start"), hi)))
+            if number_prefix:
+                mask = pc.and_(mask, pc.fill_null(pc.starts_with(t.column("b_number"), number_prefix), False))
+            t = t.filter(mask)
         if t.num_rows:
             acc.append(t)
             size += t.num_rows
@@ -375,6 +389,22 @@ def _read_partner(path: str, partner: str, period: Period | None = None, *, star
             acc, size = [], 0
     if acc:
         yield pa.concat_tables(acc).combine_chunks()
+
+
+def _all_of(t: pa.Table, partner: str, lo_us: int, hi_us: int) -> bool:
+    """Whether every record of ``t`` is ``partner``'s and starts in ``lo_us``..``hi_us``
+    (µs): a dictionary column of that one value without nulls, instants within the bounds."""
+    col = t.column("partner")
+    start = t.column("start")
+    if col.null_count or start.null_count or not pa.types.is_dictionary(col.type):
+        return False
+    for chunk in col.chunks:
+        if len(chunk) and (len(chunk.dictionary) != 1 or chunk.dictionary[0].as_py() != partner):
+            return False
+    if start.type != pa.timestamp("us", tz="UTC"):
+        return False
+    bounds = pc.min_max(start.cast(pa.int64())).as_py()
+    return bounds["min"] is None or (bounds["min"] >= lo_us and bounds["max"] < hi_us)
 
 
 def partner_inputs(s: Session, partner: str, start: datetime, end: datetime) -> list[tuple[int, str, str, int]]:
@@ -637,7 +667,7 @@ def cycle_inputs(store: Store, s: Session, prow: M.Partner, per: Period, plan: P
 
     def records() -> Iterator[tuple[int, pa.Table]]:
         for batch_id, path, _sha, _n in batches:
-            for chunk in _read_partner(str(data.abs(path)), prow.code, per):
+            for chunk in _read_partner(str(data.abs(path)), prow.code, per, dictionaries=True):
                 yield batch_id, chunk
 
     others = other_lines(s, prow.id, cycle_id)

@@ -42,6 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from icdsl.charges import groups
 from icdsl.charges.context import merge_usage, usage_from_rated
 from icdsl.cycle.charges import refunds_of, split_events, split_refunds
 from icdsl.cycle.errors import ReconciliationError
@@ -121,17 +122,9 @@ def from_us(us: int | None) -> datetime | None:
 def unscaled_int64(arr: pa.Array) -> pa.Array | None:
     """A decimal128 column as its unscaled int64 values (``1.500000`` at scale 6 is 1500000),
     read from its buffer; None when it is not decimal128, has nulls, or a value (or the sum of
-    the column) might not fit in int64."""
-    if not pa.types.is_decimal128(arr.type) or arr.null_count or len(arr) == 0:
-        return None
-    words = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset * 2:(arr.offset + len(arr)) * 2].reshape(-1, 2)
-    low, high = words[:, 0], words[:, 1]
-    if not (high == (low >> 63)).all():
-        return None
-    biggest = int(np.abs(low).max())
-    if biggest * len(arr) >= _LIMIT:
-        return None
-    return pa.array(low, pa.int64())
+    the column) might not fit in int64 (:func:`icdsl.charges.groups.unscaled`)."""
+    low = groups.unscaled(arr)
+    return None if low is None else pa.array(low, pa.int64())
 
 
 def decimal_of_int64(values: np.ndarray, scale: int) -> pa.Array:
@@ -158,98 +151,13 @@ def value_counts(arr: pa.ChunkedArray | pa.Array) -> tuple[list[str], list[int]]
 
 
 def _codes(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """(the code of each value, the values by code) of a column; a null is a code of its own
-    (the value shown for it is an empty text, as in a line key)."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if not pa.types.is_dictionary(arr.type):
-        arr = pc.dictionary_encode(arr)
-    dictionary = pc.cast(arr.dictionary, pa.string())
-    idx = arr.indices
-    if idx.null_count:
-        idx = pc.fill_null(idx, len(dictionary))
-        dictionary = pa.concat_arrays([dictionary, pa.array([""], pa.string())])
-    return idx.to_numpy(zero_copy_only=False).astype(np.int64), dictionary
+    """(the code of each value, the values by code as text) of a column; a null is a code of
+    its own, shown as an empty text (as in a line key)."""
+    c, values = groups.codes(col)
+    return c, pc.fill_null(pc.cast(values, pa.string()), "")
 
 
-def _present(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(the codes that occur, sorted; the index of each record's code among them) of codes in
-    ``0..size-1``: a ``np.bincount`` when ``size`` is small next to the records, else
-    ``np.unique`` (a sort)."""
-    if size <= max(4 * len(codes), 1 << 16):
-        present = np.flatnonzero(np.bincount(codes, minlength=size))
-        lut = np.zeros(max(size, 1), np.int64)
-        lut[present] = np.arange(len(present))
-        return present, lut[codes]
-    present, inverse = np.unique(codes, return_inverse=True)
-    return present, inverse.reshape(-1).astype(np.int64, copy=False)
-
-
-def _combine(columns: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, int]:
-    """One integer per record for a tuple of codes (``(codes, number of distinct codes)``) and
-    the number of integers it may take; a column with more codes than records, or a product of
-    sizes that would leave int64, is made dense first."""
-    code = np.zeros(len(columns[0][0]) if columns else 0, np.int64)
-    size = 1
-    for c, n in columns:
-        n = max(n, 1)
-        if n > 1 and n > len(c):  # a big dictionary, few records: only the codes that occur
-            present, c = _present(c, n)
-            n = max(len(present), 1)
-        if size * n >= _LIMIT:
-            present, code = _present(code, size)
-            size = max(len(present), 1)
-        code = code * n + c
-        size *= n
-    return code, size
-
-
-class _Groups:
-    """The records of a chunk grouped by a tuple of columns' codes: ``index`` (the group of each
-    record, ``0..n-1``), ``n``, a ``member`` of each group (any record of it: they all have the
-    same codes) and :meth:`first` (the first record of each group)."""
-
-    def __init__(self, coded: list[tuple[np.ndarray, pa.Array]], rows: int):
-        combined, size = _combine([(codes, len(values)) for codes, values in coded])
-        present, self.index = _present(combined, size) if rows else (np.zeros(0, np.int64), combined)
-        self.n = len(present)
-        self.rows = rows
-        self.member = np.zeros(self.n, np.int64)
-        self.member[self.index] = np.arange(rows)
-
-    def first(self) -> np.ndarray:
-        first = np.full(self.n, self.rows, np.int64)
-        np.minimum.at(first, self.index, np.arange(self.rows))
-        return first
-
-    def sum(self, values: np.ndarray) -> np.ndarray:
-        out = np.zeros(self.n, np.int64)
-        np.add.at(out, self.index, values)
-        return out
-
-    def min_max(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The smallest and largest int64 value of each group (the extremes of int64 for a
-        group without records)."""
-        lo = np.full(self.n, _BIG, np.int64)
-        hi = np.full(self.n, -_BIG - 1, np.int64)
-        np.minimum.at(lo, self.index, values)
-        np.maximum.at(hi, self.index, values)
-        return lo, hi
-
-
-_BIG = np.iinfo(np.int64).max
 _PIECE = "__icdsl_piece__"  # the chunk of each record of chunks rated together (no record field is named so)
-
-
-def _ints_exact(col: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
-    """An integer column as int64 (nulls as 0) whose sum stays within int64; None when it
-    might not."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if arr.null_count:
-        arr = pc.fill_null(arr, 0)
-    values = arr.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-    if len(values) and int(np.abs(values).max()) * len(values) >= _LIMIT:
-        return None
-    return values
 
 
 class Rater:
@@ -461,65 +369,63 @@ class Rater:
         their first record), and the chunk's partial sums by line (kept for :meth:`merged`)."""
         n = rated.num_rows
         coded = [_codes(rated.column(c)) for c in self.line_dims]
-        groups = _Groups(coded, n)
+        grouped = groups.Groups(coded, n)
         # the key text of each group, from any of its records (they all have the same values)
         keys = pc.binary_join_element_wise(
-            *[values.take(pa.array(codes[groups.member])) for codes, values in coded], SEP)
+            *[grouped.values(c) for c in coded], SEP)
         known = pc.index_in(keys, value_set=self.line_keys).to_numpy(zero_copy_only=False)
         new = np.isnan(known) if known.dtype.kind == "f" else None
         if new is None:  # no nulls: every key is known
             numbers = known.astype(np.int64)
         else:
-            order = np.argsort(groups.first()[new], kind="stable")
+            order = np.argsort(grouped.first()[new], kind="stable")
             fresh = pc.unique(keys.filter(pa.array(new)).take(pa.array(order)))
             self.line_keys = pa.concat_arrays([self.line_keys, fresh])
             numbers = pc.index_in(keys, value_set=self.line_keys).to_numpy(zero_copy_only=False).astype(np.int64)
         if len(self.line_keys) >= 2**31:  # pragma: no cover - the line column is int32
             raise ReconciliationError("more than 2^31 invoice lines in one cycle")
-        self._sums(rated, groups, numbers)
-        return numbers[groups.index].astype(np.int32)
+        self._sums(rated, grouped, numbers)
+        return numbers[grouped.index].astype(np.int32)
 
-    def _sums(self, rated: pa.Table, groups: _Groups, numbers: np.ndarray) -> None:
+    def _sums(self, rated: pa.Table, grouped: groups.Groups, numbers: np.ndarray) -> None:
         """A chunk's partial sums by group (``numbers``: the line of each group): records,
         billed units, exact amount (decimal128 at the cycle's scale), first and last start (µs),
         the smallest and largest value of the other columns. Amounts are summed as int64
         unscaled integers when they fit, else as decimal128."""
-        k = groups.n
-        out: dict[str, Any] = {"line": pa.array(numbers, pa.int32()),
-                               "count": pa.array(np.bincount(groups.index, minlength=k), pa.int64())}
-        units = _ints_exact(rated.column("billed_units"))
-        out["units"] = (pa.array(groups.sum(units), pa.int64()) if units is not None
-                        else self._decimal_sums(groups, rated.column("billed_units"), 0))
+        out: dict[str, Any] = {"line": pa.array(numbers, pa.int32()), "count": pa.array(grouped.counts, pa.int64())}
+        units = groups.exact_ints(rated.column("billed_units"))
+        out["units"] = (pa.array(grouped.sum(units), pa.int64()) if units is not None
+                        else self._decimal_sums(grouped, rated.column("billed_units"), 0))
         amount = rated.column("amount").combine_chunks()
         unscaled = _rescaled(amount, self.scale)
-        out["amount"] = (decimal_of_int64(groups.sum(unscaled.to_numpy()), self.scale) if unscaled is not None
-                         else self._decimal_sums(groups, amount, self.scale))
+        out["amount"] = (decimal_of_int64(grouped.sum(unscaled), self.scale) if unscaled is not None
+                         else self._decimal_sums(grouped, amount, self.scale))
         start = rated.column("start")
         if start.null_count:
             raise ReconciliationError("rated records without a start: they cannot be placed in the period")
-        out["first"], out["last"] = (pa.array(a, pa.int64()) for a in groups.min_max(to_us(start)))
+        out["first"], out["last"] = (pa.array(a, pa.int64()) for a in grouped.min_max(to_us(start)))
         for c in self.other_dims:
             col = rated.column(c)
             if c == "agreement_version":
                 if col.null_count:
                     raise ReconciliationError("rated records without an agreement version")
-                lo, hi = groups.min_max(col.to_numpy().astype(np.int64, copy=False))
+                lo, hi = grouped.min_max(col.to_numpy().astype(np.int64, copy=False))
                 out[f"{c}_min"], out[f"{c}_max"] = pa.array(lo, pa.int64()), pa.array(hi, pa.int64())
             else:  # min and max on the codes ranked as their values sort, then the values
                 codes, values = _codes(col)
                 order = pc.array_sort_indices(values).to_numpy(zero_copy_only=False)
                 rank = np.empty(len(order), np.int64)
                 rank[order] = np.arange(len(order))
-                lo, hi = groups.min_max(rank[codes])
+                lo, hi = grouped.min_max(rank[codes])
                 ranked = values.take(pa.array(order))
                 out[f"{c}_min"], out[f"{c}_max"] = ranked.take(pa.array(lo)), ranked.take(pa.array(hi))
         self._partials.append(pa.table(out))
 
-    def _decimal_sums(self, groups: _Groups, values: pa.ChunkedArray | pa.Array, scale: int) -> pa.Array:
+    def _decimal_sums(self, grouped: groups.Groups, values: pa.ChunkedArray | pa.Array, scale: int) -> pa.Array:
         """Exact sums by group as decimal128(38, scale) (values that int64 might not hold)."""
-        t = pa.table({"g": pa.array(groups.index), "v": pc.cast(values, pa.decimal128(38, scale))})
+        t = pa.table({"g": pa.array(grouped.index), "v": pc.cast(values, pa.decimal128(38, scale))})
         g = t.group_by("g", use_threads=False).aggregate([("v", "sum")])
-        where = np.empty(groups.n, np.int64)
+        where = np.empty(grouped.n, np.int64)
         where[g.column("g").to_numpy()] = np.arange(g.num_rows)
         return pc.fill_null(g.column("v_sum").combine_chunks().take(pa.array(where)), pa.scalar(0, pa.decimal128(38, scale)))
 
@@ -590,16 +496,15 @@ def _own_records(rc: pa.Table, rated_piece: pa.ChunkedArray | pa.Array, batches:
     return rc.append_column("batch_id", pa.array(batches[mine], pa.int64()))
 
 
-def _rescaled(amount: pa.Array, scale: int) -> pa.Array | None:
+def _rescaled(amount: pa.Array, scale: int) -> np.ndarray | None:
     """Unscaled int64 amounts at ``scale`` (None when they might not fit: the decimal path)."""
-    unscaled = unscaled_int64(amount)
-    if unscaled is None:
+    values = groups.unscaled(amount)
+    if values is None:
         return None
     diff = scale - amount.type.scale
     if diff == 0:
-        return unscaled
-    values = unscaled.to_numpy()
+        return values
     factor = 10**diff
     if int(np.abs(values).max()) * factor * len(values) >= _LIMIT:
         return None
-    return pa.array(values * factor, pa.int64())
+    return values * factor
