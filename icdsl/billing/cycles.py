@@ -606,6 +606,11 @@ def _new_cycle(s: Session, prow: M.Partner, per: Period, t: datetime) -> M.Billi
     return cyc
 
 
+#: the rated file's columns with row-group statistics: those readers select row groups by
+#: (``icdsl trace`` and the drill-down read a line's records, the simulator a partner's)
+RATED_STATISTICS = ("id", "partner", "start", "batch_id", "line")
+
+
 class _FileSinks:
     """The engine's sinks for the store: the cycle's rated records, rating rejects and record
     charges streamed to Parquet files in the data folder; made durable and content-addressed by
@@ -614,7 +619,8 @@ class _FileSinks:
     def __init__(self, store: Store, rel_dir: str, id_type: pa.DataType, scale: int):
         self.store = store
         # the executor's dictionary columns written as they are (read back as plain strings)
-        self.rated = store.data.writer(rel_dir, "rated", rated_file_schema(id_type, scale), dictionaries=True)
+        self.rated = store.data.writer(rel_dir, "rated", rated_file_schema(id_type, scale), dictionaries=True,
+                                       statistics=RATED_STATISTICS)
         self.rejects = store.data.writer(rel_dir, "rating-rejects", REJECTS_FILE_SCHEMA)
         self.record_charges = store.data.writer(rel_dir, "record-charges", record_charges_file_schema(id_type, scale),
                                                 dictionaries=True)

@@ -87,9 +87,10 @@ class DataDir:
         return p
 
     def writer(self, rel_dir: str, stem: str, schema: pa.Schema, *, row_group_size: int | None = None,
-               unique: tuple[str, ...] = (), dictionaries: bool = False) -> AtomicParquet:
+               unique: tuple[str, ...] = (), dictionaries: bool = False,
+               statistics: tuple[str, ...] | None = None) -> AtomicParquet:
         return AtomicParquet(self, rel_dir, stem, schema, row_group_size=row_group_size, unique=unique,
-                             dictionaries=dictionaries)
+                             dictionaries=dictionaries, statistics=statistics)
 
     def verify(self, rel: str, sha256: str) -> None:
         """Raise if the file is missing or its content is not the recorded one. A file is hashed
@@ -164,10 +165,16 @@ class AtomicParquet:
     ``dictionaries``: text columns that arrive dictionary-encoded are written as they are (their
     codes become the Parquet dictionary pages, with no cast to plain strings and no hashing of
     the strings again); the file keeps no Arrow schema of its own, so that every reader sees the
-    plain ``schema`` (text as ``string``), exactly as a file written without the option."""
+    plain ``schema`` (text as ``string``), exactly as a file written without the option.
+
+    ``statistics``: the columns whose row groups get min/max statistics (None: every column).
+    Readers use them only to skip row groups (``filters=``), so a file read by a few keys
+    needs them for those only; computing them for every column (texts, decimals) costs as much
+    as encoding the file."""
 
     def __init__(self, data: DataDir, rel_dir: str, stem: str, schema: pa.Schema, *,
-                 row_group_size: int | None = None, unique: tuple[str, ...] = (), dictionaries: bool = False):
+                 row_group_size: int | None = None, unique: tuple[str, ...] = (), dictionaries: bool = False,
+                 statistics: tuple[str, ...] | None = None):
         self.data = data
         self.row_group_size = row_group_size
         self.rel_dir = rel_dir.strip("/")
@@ -188,6 +195,8 @@ class AtomicParquet:
                        if f.name in unique and (pa.types.is_integer(f.type) or pa.types.is_timestamp(f.type))}
         # only where the plain types read back as they are without the Arrow schema in the file
         self.dictionaries = dictionaries and all(_native(f.type) for f in schema)
+        self.statistics: bool | list[str] = True if statistics is None else [c for c in statistics
+                                                                            if c in schema.names]
         self._writer: pq.ParquetWriter | None = None
         self._write_schema = schema
         self._closed = False
@@ -198,7 +207,7 @@ class AtomicParquet:
 
     def _open(self, schema: pa.Schema) -> None:
         self._write_schema = schema
-        self._writer = pq.ParquetWriter(self.tmp, schema, compression=COMPRESSION, write_statistics=True,
+        self._writer = pq.ParquetWriter(self.tmp, schema, compression=COMPRESSION, write_statistics=self.statistics,
                                         use_dictionary=self._repeating, column_encoding=self._delta or None,
                                         **({"store_schema": False} if self.dictionaries else {}))
 

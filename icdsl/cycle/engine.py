@@ -123,14 +123,16 @@ class MemorySinks:
 class WriteBehind:
     """A sink written by a thread of its own while the next chunk is rated (Parquet encoding
     releases the GIL); at most ``depth`` chunks wait, so memory stays bounded. :meth:`close`
-    waits for the writes and raises what a write raised."""
+    waits for the writes and raises what a write raised. The thread starts with the first
+    table of at least ``behind_rows`` rows; smaller tables before it are written at once (a
+    small partner's month is one small chunk: a thread would only cost its start)."""
 
-    def __init__(self, sink: Any, depth: int = 2):
+    def __init__(self, sink: Any, depth: int = 2, behind_rows: int = 1 << 15):
         self.sink = sink
+        self.behind_rows = behind_rows
         self._q: queue.Queue[pa.Table | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="icdsl-cycle-writer", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
 
     def _run(self) -> None:
         while True:
@@ -146,10 +148,16 @@ class WriteBehind:
     def write(self, table: pa.Table) -> None:
         if self._error is not None:
             self.close()
+        if self._thread is None:
+            if table.num_rows < self.behind_rows:
+                self.sink.write(table)
+                return
+            self._thread = threading.Thread(target=self._run, name="icdsl-cycle-writer", daemon=True)
+            self._thread.start()
         self._q.put(table)
 
     def close(self) -> None:
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._q.put(None)
             self._thread.join()
         if self._error is not None:
