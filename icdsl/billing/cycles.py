@@ -44,6 +44,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -72,6 +73,7 @@ from icdsl.billing.inventory import partner_items
 from icdsl.billing.late import findings as late_findings
 from icdsl.billing.late import record_unread
 from icdsl.billing.types import Money
+from icdsl.charges import groups as grouping
 from icdsl.charges.keys import parse_key
 from icdsl.cycle import engine
 from icdsl.cycle import errors as engine_errors
@@ -361,8 +363,8 @@ def _read_partner(path: str, partner: str, period: Period | None = None, *, star
     are skipped; a batch of the partner's own row groups wholly in the period is taken as it
     is, without a filter); ``number_prefix``: only b_numbers starting with it;
     ``dictionaries``: :data:`DICTIONARY_COLUMNS` read as dictionaries (else plain strings)."""
-    meta, groups = _partner_groups(path, partner)
-    if not groups:
+    meta, wanted = _partner_groups(path, partner)
+    if not wanted:
         return
     names = meta.schema.to_arrow_schema().names
     as_dict = [c for c in DICTIONARY_COLUMNS if c in names] if dictionaries else []
@@ -373,7 +375,7 @@ def _read_partner(path: str, partner: str, period: Period | None = None, *, star
     lo_us, hi_us = lo.value, hi.value
     acc: list[pa.Table] = []
     size = 0
-    for rb in pf.iter_batches(batch_size=READ_ROWS, row_groups=groups, use_threads=False):
+    for rb in pf.iter_batches(batch_size=READ_ROWS, row_groups=wanted, use_threads=False):
         t = pa.Table.from_batches([rb])
         if number_prefix or not _all_of(t, partner, lo_us, hi_us):
             mask = pc.and_(pc.equal(t.column("partner"), partner),
@@ -755,17 +757,40 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
 
 def _read_back(path: Any) -> tuple[dict[str, Decimal], set[int]]:
     """The amounts by currency and the line keys of a rated file, read a row group at a time
-    (a big partner's records are never all in memory)."""
+    (a big partner's records are never all in memory); amounts summed as unscaled int64 by
+    currency code (exact; Arrow's decimal sums when they might not fit)."""
     totals: dict[str, Decimal] = defaultdict(Decimal)
-    lines: set[int] = set()
-    for rb in pq.ParquetFile(path).iter_batches(columns=["amount", "currency", "line"], batch_size=READ_ROWS * 4,
-                                                use_threads=False):
-        t = pa.Table.from_batches([rb])
-        g = t.group_by("currency", use_threads=False).aggregate([("amount", "sum")])
-        for cur, amount in zip(g.column("currency").to_pylist(), g.column("amount_sum").to_pylist(), strict=True):
-            totals[cur] = EXACT.add(totals[cur], amount)
-        lines.update(pc.unique(t.column("line")).to_pylist())
-    return dict(totals), lines
+    seen = np.zeros(0, bool)
+    others: set[int] = set()
+    pf = pq.ParquetFile(path, read_dictionary=["currency"])
+    for rb in pf.iter_batches(columns=["amount", "currency", "line"], batch_size=READ_ROWS * 4, use_threads=False):
+        codes, currencies = grouping.codes(rb.column("currency"))
+        amount = rb.column("amount")
+        low = grouping.unscaled(amount)
+        if low is not None:
+            sums = np.zeros(len(currencies), np.int64)
+            np.add.at(sums, codes, low)
+            present = np.bincount(codes, minlength=len(currencies)) > 0
+            for cur, total, here in zip(currencies.to_pylist(), sums.tolist(), present.tolist(), strict=True):
+                if here:
+                    totals[cur] = EXACT.add(totals[cur], Decimal(total).scaleb(-amount.type.scale))
+        else:
+            t = pa.table({"currency": pc.cast(rb.column("currency"), pa.string()), "amount": amount})
+            g = t.group_by("currency", use_threads=False).aggregate([("amount", "sum")])
+            for cur, total in zip(g.column("currency").to_pylist(), g.column("amount_sum").to_pylist(), strict=True):
+                totals[cur] = EXACT.add(totals[cur], total)
+        line = rb.column("line")
+        if not len(line):
+            continue
+        if line.null_count or pc.min(line).as_py() < 0:
+            others.update(pc.unique(line).to_pylist())
+            continue
+        keys = line.to_numpy()
+        top = int(keys.max()) + 1
+        if top > len(seen):
+            seen = np.concatenate([seen, np.zeros(top - len(seen), bool)])
+        seen[keys] = True
+    return dict(totals), others | set(np.flatnonzero(seen).tolist())
 
 
 def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner, per: Period, plan: Plan,

@@ -470,27 +470,27 @@ def usage_from_rated(plan: Any, rated: Any, record_charges: Any = None) -> list[
     and add the chunks up with :func:`merge_usage`. The records are grouped on columns
     (:mod:`icdsl.charges.groups`: exact int64 sums; Arrow's decimal sums when the amounts
     might not fit)."""
-    # lazy: pyarrow, NumPy (and groups, built on them) only when charges run on columns (the checker does not)
+    # lazy: pyarrow and NumPy only when charges run on columns (the checker loads charge types without them)
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from icdsl.charges import groups
+    from icdsl.charges.groups import Groups, codes, exact_ints, unscaled  # lazy: built on pyarrow and NumPy
 
     if rated.num_rows == 0:
         return []
     keys = ["partner", "agreement", "agreement_version", "direction", "service", "currency"]
-    coded = [groups.codes(rated.column(k)) for k in keys]
-    grouped = groups.Groups(coded, rated.num_rows)
+    coded = [codes(rated.column(k)) for k in keys]
+    grouped = Groups(coded, rated.num_rows)
     values = [grouped.values(c).to_pylist() for c in coded]
-    billed = groups.exact_ints(rated.column("billed_units"))
+    billed = exact_ints(rated.column("billed_units"))
     billed_sums = (grouped.sum(billed).tolist() if billed is not None
                    else _sums_by(pa, grouped, pc.cast(rated.column("billed_units"), pa.decimal128(38, 0))))
     amount = rated.column("amount")
-    unscaled = groups.unscaled(amount)
-    if unscaled is not None:
+    low = unscaled(amount)
+    if low is not None:
         scale = amount.type.scale
-        amounts = [Decimal(a).scaleb(-scale) for a in grouped.sum(unscaled).tolist()]
+        amounts = [Decimal(a).scaleb(-scale) for a in grouped.sum(low).tolist()]
     else:
         amounts = _sums_by(pa, grouped, amount)
     kinds: dict[tuple[str, int, str, str], str] = {}
