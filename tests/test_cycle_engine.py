@@ -262,3 +262,21 @@ def test_rating_values_over_batches_finds_what_it_finds_over_the_whole_file():
     assert [f.code for f in whole] == ["empty_rating_values", "unnamed_destination", "zero_amount"]
     assert batches == whole
     assert whole[0].count == int(((pick < .02) | ((pick > .5) & (pick < .51))).sum())
+
+    # seen while rating: the executor's dictionary columns and narrower amounts, chunk by chunk
+    from icdsl.cycle.validation import RatedValuesScan
+
+    def executor_like(part: pa.Table) -> pa.Table:
+        cols = {c: (pc.dictionary_encode(part.column(c)) if pa.types.is_string(part.column(c).type) and c != "id"
+                    else part.column(c)) for c in part.column_names}
+        cols["amount"] = pc.cast(part.column("amount"), pa.decimal128(18, 6))
+        return pa.table(cols)
+
+    scan = RatedValuesScan(Policy().samples)
+    for i in range(0, n, 130):
+        scan.add(executor_like(t.slice(i, 130)))
+    assert RatingValues().validate(context(rated_values=scan)) == whole
+    clean = RatedValuesScan()
+    clean.add(executor_like(t.filter(pc.field("rate") == "0.1").filter(pc.field("destination") == "France")
+                            .filter(pc.field("rule") == "r").filter(pc.field("billed_units") == 0)))
+    assert clean.findings() == []

@@ -309,19 +309,22 @@ class RatedValuesScan:
     def add(self, t: pa.Table) -> None:
         if not t.num_rows:
             return
-        masks = {name: _empty(t.column(name)) for name in RatingValues.REQUIRED}
-        any_empty = masks["rate"]
-        for m in masks.values():
-            any_empty = pc.or_(any_empty, m)
-        if pc.any(any_empty).as_py() and self.bad.add(t.filter(any_empty)):
-            for k, v in masks.items():
-                self.which[k] += int(pc.sum(pc.cast(v, pa.int64())).as_py() or 0)
-        named = pc.and_(pc.invert(_empty(t.column("prefix"))), _empty(t.column("destination")))
-        if pc.any(named).as_py():
-            sub = t.filter(named)
-            if self.unnamed.add(sub):
-                for k, v in _counts(sub.column("prefix")).items():
-                    self.prefixes[k] = self.prefixes.get(k, 0) + v
+        masks = {name: m for name in RatingValues.REQUIRED if (m := _empty_where(t.column(name))) is not None}
+        if masks:
+            any_empty = None
+            for m in masks.values():
+                any_empty = m if any_empty is None else pc.or_(any_empty, m)
+            if self.bad.add(t.filter(any_empty)):
+                for k, v in masks.items():
+                    self.which[k] += int(pc.sum(pc.cast(v, pa.int64())).as_py() or 0)
+        no_name = _empty_where(t.column("destination"))
+        if no_name is not None:
+            named = pc.and_(pc.invert(_empty(t.column("prefix"))), no_name)
+            if pc.any(named).as_py():
+                sub = t.filter(named)
+                if self.unnamed.add(sub):
+                    for k, v in _counts(sub.column("prefix")).items():
+                        self.prefixes[k] = self.prefixes.get(k, 0) + v
         amount = t.column("amount")
         nothing = (pa.scalar(Decimal(0), amount.type) if pa.types.is_decimal(amount.type)
                    else pa.scalar(0).cast(amount.type))
@@ -356,6 +359,19 @@ def scans_rated(chosen: Iterable[Any] | None) -> bool:
     """Whether the validators that will run (None: :func:`validators`) include
     :class:`RatingValues`, whose checks the engine then makes while rating."""
     return any(isinstance(v, RatingValues) for v in (validators() if chosen is None else chosen))
+
+
+def _empty_where(col: pa.ChunkedArray | pa.Array) -> pa.Array | None:
+    """:func:`_empty` of a column, or None when no value is empty (known from a dictionary's
+    values and null count without looking at every record)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_dictionary(arr.type) and not arr.null_count and not pc.any(_empty(arr.dictionary)).as_py():
+        return None
+    if not pa.types.is_dictionary(arr.type) and not arr.null_count and not (
+            pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return None  # a number or an amount is empty only when null
+    mask = _empty(arr)
+    return mask if pc.any(mask).as_py() else None
 
 
 def _empty(col: pa.ChunkedArray | pa.Array) -> pa.Array:
