@@ -68,6 +68,7 @@ from icdsl.billing.charging import (
 from icdsl.billing.documents import invoice_document
 from icdsl.billing.errors import CycleBusy, CycleError, CycleStateError, StoreError, ValidationError
 from icdsl.billing.files import fsync_dir as sync_dir
+from icdsl.billing.files import fsync_files
 from icdsl.billing.fx import FxQuote, FxTable
 from icdsl.billing.inventory import partner_items
 from icdsl.billing.late import findings as late_findings
@@ -639,8 +640,8 @@ class _FileSinks:
 
     def finish(self) -> None:
 
-        for w in (self.rated, self.rejects, self.record_charges):
-            w.close()
+        writers = (self.rated, self.rejects, self.record_charges)
+        fsync_files([w.close(sync=False) for w in writers])  # the three made durable at once
         base.checkpoint("cycle:files_written")
         self.files = {"rated": self.rated.commit(sync_dir=False), "rejects": self.rejects.commit(sync_dir=False),
                       "record_charges": self.record_charges.commit(sync_dir=False)}

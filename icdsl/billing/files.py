@@ -20,6 +20,7 @@ import hashlib
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,28 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         while block := f.read(HASH_BLOCK):
             h.update(block)
     return h.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+_SYNC_POOL: ThreadPoolExecutor | None = None
+
+
+def fsync_files(paths: list[Path]) -> None:
+    """fsync several files at once (threads: their waits overlap, and the file system can
+    make them durable in one journal commit); returns when every one is durable."""
+    global _SYNC_POOL
+    if len(paths) <= 1:
+        for p in paths:
+            _fsync_file(p)
+        return
+    if _SYNC_POOL is None:
+        _SYNC_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="icdsl-fsync")
+    for done in [_SYNC_POOL.submit(_fsync_file, p) for p in paths]:
+        done.result()
 
 
 def fsync_dir(path: Path) -> None:
@@ -225,8 +248,9 @@ class AtomicParquet:
             self._writer.write_table(table.cast(self._write_schema), row_group_size=self.row_group_size)
             self.rows += table.num_rows
 
-    def close(self) -> Path:
-        """Finish and fsync the temporary file (no rename yet)."""
+    def close(self, *, sync: bool = True) -> Path:
+        """Finish and fsync the temporary file (no rename yet); ``sync=False``: the caller
+        fsyncs it (:func:`fsync_files`, several files at once) before :meth:`commit`."""
         if not self._closed:
             if self._writer is None:
                 self._open(self.schema)
@@ -234,8 +258,8 @@ class AtomicParquet:
             self._writer.close()
             self._writer = None
             self._closed = True
-            with open(self.tmp, "rb+") as f:
-                os.fsync(f.fileno())
+            if sync:
+                _fsync_file(self.tmp)
         return self.tmp
 
     def commit(self, *, sync_dir: bool = True) -> WrittenFile:
