@@ -16,8 +16,8 @@ import pyarrow.compute as pc
 import pytest
 from helpers import ROOT
 
-from icdsl.cycle import CycleInputs, MemorySinks, day_edges, day_index, local_day, run
 from icdsl.charges import groups as groups_mod
+from icdsl.cycle import CycleInputs, MemorySinks, day_edges, day_index, local_day, run
 from icdsl.cycle.invoicing import BASE_DIMS, DIMENSIONS
 from icdsl.cycle.periods import local_days, month, parse_period
 from icdsl.cycle.rater import SEP, Rater, decimal_of_int64, unscaled_int64
