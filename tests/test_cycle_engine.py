@@ -16,8 +16,8 @@ import pyarrow.compute as pc
 import pytest
 from helpers import ROOT
 
+from icdsl.charges import groups as groups_mod
 from icdsl.cycle import CycleInputs, MemorySinks, day_edges, day_index, local_day, run
-from icdsl.cycle import rater as rater_mod
 from icdsl.cycle.invoicing import BASE_DIMS, DIMENSIONS
 from icdsl.cycle.periods import local_days, month, parse_period
 from icdsl.cycle.rater import SEP, Rater, decimal_of_int64, unscaled_int64
@@ -137,7 +137,7 @@ def test_line_sums_on_columns_equal_the_record_by_record_sums(dims, huge):
 def test_line_codes_are_made_dense_when_their_product_would_overflow(monkeypatch):
     rng = np.random.default_rng(3)
     chunks = [_rated_chunk(rng, 500, 6) for _ in range(2)]
-    monkeypatch.setattr(rater_mod, "_LIMIT", 7)  # every product of sizes "overflows"
+    monkeypatch.setattr(groups_mod, "LIMIT", 7)  # every product of sizes "overflows"
     r = Rater(None, _Keep(), _Keep(), 8, DIMENSIONS)
     for i, t in enumerate(chunks):
         r.add(t, pa.table({"reason": pa.array([], pa.string())}), i)
@@ -262,3 +262,21 @@ def test_rating_values_over_batches_finds_what_it_finds_over_the_whole_file():
     assert [f.code for f in whole] == ["empty_rating_values", "unnamed_destination", "zero_amount"]
     assert batches == whole
     assert whole[0].count == int(((pick < .02) | ((pick > .5) & (pick < .51))).sum())
+
+    # seen while rating: the executor's dictionary columns and narrower amounts, chunk by chunk
+    from icdsl.cycle.validation import RatedValuesScan
+
+    def executor_like(part: pa.Table) -> pa.Table:
+        cols = {c: (pc.dictionary_encode(part.column(c)) if pa.types.is_string(part.column(c).type) and c != "id"
+                    else part.column(c)) for c in part.column_names}
+        cols["amount"] = pc.cast(part.column("amount"), pa.decimal128(18, 6))
+        return pa.table(cols)
+
+    scan = RatedValuesScan(Policy().samples)
+    for i in range(0, n, 130):
+        scan.add(executor_like(t.slice(i, 130)))
+    assert RatingValues().validate(context(rated_values=scan)) == whole
+    clean = RatedValuesScan()
+    clean.add(executor_like(t.filter(pc.field("rate") == "0.1").filter(pc.field("destination") == "France")
+                            .filter(pc.field("rule") == "r").filter(pc.field("billed_units") == 0)))
+    assert clean.findings() == []

@@ -44,6 +44,7 @@ HEAVY = {
 #: dependency with them (checked below: each does import it)
 HEAVY_MODULES = {
     "icdsl.billing": "sqlalchemy",
+    "icdsl.charges.groups": "pyarrow",
     "icdsl.demo": "sqlalchemy",
     "icdsl.tui": "textual",
     "icdsl.plan.compiler": "lark",

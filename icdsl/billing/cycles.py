@@ -51,6 +51,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -75,11 +76,13 @@ from icdsl.billing.documents import invoice_document
 from icdsl.billing.errors import CycleBusy, CycleError, CycleStateError, StoreError, ValidationError
 from icdsl.billing.files import DataDir, WrittenFile
 from icdsl.billing.files import fsync_dir as sync_dir
+from icdsl.billing.files import fsync_files
 from icdsl.billing.fx import FxQuote, FxTable
 from icdsl.billing.inventory import partner_items
 from icdsl.billing.late import findings as late_findings
 from icdsl.billing.late import record_unread
 from icdsl.billing.types import Money
+from icdsl.charges import groups as grouping
 from icdsl.charges.keys import parse_key
 from icdsl.cycle import engine
 from icdsl.cycle import errors as engine_errors
@@ -419,14 +422,14 @@ _value_counts = value_counts
 _ROW_GROUPS: dict[tuple[str, int, int], tuple[Any, dict[str, list[int]], list[tuple[int, Any, Any]]]] = {}
 
 
-def _partner_groups(path: str, partner: str) -> tuple[pq.ParquetFile, list[int]]:
-    """The file, and the row groups that may hold ``partner``'s records, from the row groups'
-    statistics, worked out once per file and process (a month of 200 partners opens each
-    intake file 400 times; its footer has a row group per partner and batch)."""
+def _partner_groups(path: str, partner: str) -> tuple[Any, list[int]]:
+    """The file's footer, and the row groups that may hold ``partner``'s records, from the row
+    groups' statistics, worked out once per file and process (a month of 200 partners opens
+    each intake file 400 times; its footer has a row group per partner and batch)."""
     meta, single, mixed = _file_groups(path)
     groups = list(single.get(partner, ()))
     groups += [i for i, lo, hi in mixed if lo is None or lo <= partner <= hi]
-    return pq.ParquetFile(path, metadata=meta), sorted(groups)
+    return meta, sorted(groups)
 
 
 def _file_groups(path: str) -> tuple[Any, dict[str, list[int]], list[tuple[int, Any, Any]]]:
@@ -455,25 +458,39 @@ def _file_groups(path: str) -> tuple[Any, dict[str, list[int]], list[tuple[int, 
     return got
 
 
+#: text columns of intake records read dictionary-encoded by a cycle (few distinct values; the
+#: rated file keeps them so, and rating takes a dictionary's codes as they are)
+DICTIONARY_COLUMNS = ("partner", "direction", "service")
+
+
 def _read_partner(path: str, partner: str, period: Period | None = None, *, start: datetime | None = None,
-                  end: datetime | None = None, number_prefix: str | None = None) -> Iterator[pa.Table]:
+                  end: datetime | None = None, number_prefix: str | None = None,
+                  dictionaries: bool = False) -> Iterator[pa.Table]:
     """The records of ``partner`` in ``period`` (or ``start``..``end``) from an intake records
     file, in file order, in tables of about CHUNK_ROWS rows (row groups without the partner
-    are skipped); ``number_prefix``: only b_numbers starting with it."""
-    pf, groups = _partner_groups(path, partner)
-    if not groups:
+    are skipped; a batch of the partner's own row groups wholly in the period is taken as it
+    is, without a filter); ``number_prefix``: only b_numbers starting with it;
+    ``dictionaries``: :data:`DICTIONARY_COLUMNS` read as dictionaries (else plain strings)."""
+    meta, wanted = _partner_groups(path, partner)
+    if not wanted:
         return
-    lo = pa.scalar(period.start if period else start, pa.timestamp("us", tz="UTC"))
-    hi = pa.scalar(period.end if period else end, pa.timestamp("us", tz="UTC"))
+    names = meta.schema.to_arrow_schema().names
+    as_dict = [c for c in DICTIONARY_COLUMNS if c in names] if dictionaries else []
+    pf = pq.ParquetFile(path, metadata=meta, read_dictionary=as_dict or None)
+    lo_dt, hi_dt = (period.start, period.end) if period else (start, end)
+    lo = pa.scalar(lo_dt, pa.timestamp("us", tz="UTC"))
+    hi = pa.scalar(hi_dt, pa.timestamp("us", tz="UTC"))
+    lo_us, hi_us = lo.value, hi.value
     acc: list[pa.Table] = []
     size = 0
-    for rb in pf.iter_batches(batch_size=READ_ROWS, row_groups=groups, use_threads=False):
+    for rb in pf.iter_batches(batch_size=READ_ROWS, row_groups=wanted, use_threads=False):
         t = pa.Table.from_batches([rb])
-        mask = pc.and_(pc.equal(t.column("partner"), partner),
-                       pc.and_(pc.greater_equal(t.column("start"), lo), pc.less(t.column("start"), hi)))
-        if number_prefix:
-            mask = pc.and_(mask, pc.fill_null(pc.starts_with(t.column("b_number"), number_prefix), False))
-        t = t.filter(mask)
+        if number_prefix or not _all_of(t, partner, lo_us, hi_us):
+            mask = pc.and_(pc.equal(t.column("partner"), partner),
+                           pc.and_(pc.greater_equal(t.column("start"), lo), pc.less(t.column("start"), hi)))
+            if number_prefix:
+                mask = pc.and_(mask, pc.fill_null(pc.starts_with(t.column("b_number"), number_prefix), False))
+            t = t.filter(mask)
         if t.num_rows:
             acc.append(t)
             size += t.num_rows
@@ -482,6 +499,22 @@ def _read_partner(path: str, partner: str, period: Period | None = None, *, star
             acc, size = [], 0
     if acc:
         yield pa.concat_tables(acc).combine_chunks()
+
+
+def _all_of(t: pa.Table, partner: str, lo_us: int, hi_us: int) -> bool:
+    """Whether every record of ``t`` is ``partner``'s and starts in ``lo_us``..``hi_us``
+    (µs): a dictionary column of that one value without nulls, instants within the bounds."""
+    col = t.column("partner")
+    start = t.column("start")
+    if col.null_count or start.null_count or not pa.types.is_dictionary(col.type):
+        return False
+    for chunk in col.chunks:
+        if len(chunk) and (len(chunk.dictionary) != 1 or chunk.dictionary[0].as_py() != partner):
+            return False
+    if start.type != pa.timestamp("us", tz="UTC"):
+        return False
+    bounds = pc.min_max(start.cast(pa.int64())).as_py()
+    return bounds["min"] is None or (bounds["min"] >= lo_us and bounds["max"] < hi_us)
 
 
 @dataclass(frozen=True)
@@ -500,7 +533,7 @@ class IntakeRecords:
     def __call__(self) -> Iterator[tuple[int, pa.Table]]:
         data = DataDir(worker_root(self.root))
         for batch_id, path in self.files:
-            for chunk in _read_partner(str(data.abs(path)), self.partner, self.period):
+            for chunk in _read_partner(str(data.abs(path)), self.partner, self.period, dictionaries=True):
                 yield batch_id, chunk
 
 
@@ -754,6 +787,11 @@ def _new_cycle(s: Session, prow: M.Partner, per: Period, t: datetime) -> M.Billi
     return cyc
 
 
+#: the rated file's columns with row-group statistics: those readers select row groups by
+#: (``icdsl trace`` and the drill-down read a line's records, the simulator a partner's)
+RATED_STATISTICS = ("id", "partner", "start", "batch_id", "line")
+
+
 class _FileSinks:
     """The engine's sinks for the store: the cycle's rated records, rating rejects and record
     charges streamed to Parquet files in the data folder; made durable and content-addressed by
@@ -762,7 +800,8 @@ class _FileSinks:
     def __init__(self, store: Store, rel_dir: str, id_type: pa.DataType, scale: int):
         self.store = store
         # the executor's dictionary columns written as they are (read back as plain strings)
-        self.rated = store.data.writer(rel_dir, "rated", rated_file_schema(id_type, scale), dictionaries=True)
+        self.rated = store.data.writer(rel_dir, "rated", rated_file_schema(id_type, scale), dictionaries=True,
+                                       statistics=RATED_STATISTICS)
         self.rejects = store.data.writer(rel_dir, "rating-rejects", REJECTS_FILE_SCHEMA)
         self.record_charges = store.data.writer(rel_dir, "record-charges", record_charges_file_schema(id_type, scale),
                                                 dictionaries=True)
@@ -779,8 +818,8 @@ class _FileSinks:
 
     def finish(self) -> None:
 
-        for w in (self.rated, self.rejects, self.record_charges):
-            w.close()
+        writers = (self.rated, self.rejects, self.record_charges)
+        fsync_files([w.close(sync=False) for w in writers])  # the three made durable at once
         base.checkpoint("cycle:files_written")
         self.files = {"rated": self.rated.commit(sync_dir=False), "rejects": self.rejects.commit(sync_dir=False),
                       "record_charges": self.record_charges.commit(sync_dir=False)}
@@ -951,17 +990,40 @@ def run_job(job: CycleJob, *, progress: Progress | None = None) -> tuple[engine.
 
 def _read_back(path: Any) -> tuple[dict[str, Decimal], set[int]]:
     """The amounts by currency and the line keys of a rated file, read a row group at a time
-    (a big partner's records are never all in memory)."""
+    (a big partner's records are never all in memory); amounts summed as unscaled int64 by
+    currency code (exact; Arrow's decimal sums when they might not fit)."""
     totals: dict[str, Decimal] = defaultdict(Decimal)
-    lines: set[int] = set()
-    for rb in pq.ParquetFile(path).iter_batches(columns=["amount", "currency", "line"], batch_size=READ_ROWS * 4,
-                                                use_threads=False):
-        t = pa.Table.from_batches([rb])
-        g = t.group_by("currency", use_threads=False).aggregate([("amount", "sum")])
-        for cur, amount in zip(g.column("currency").to_pylist(), g.column("amount_sum").to_pylist(), strict=True):
-            totals[cur] = EXACT.add(totals[cur], amount)
-        lines.update(pc.unique(t.column("line")).to_pylist())
-    return dict(totals), lines
+    seen = np.zeros(0, bool)
+    others: set[int] = set()
+    pf = pq.ParquetFile(path, read_dictionary=["currency"])
+    for rb in pf.iter_batches(columns=["amount", "currency", "line"], batch_size=READ_ROWS * 4, use_threads=False):
+        codes, currencies = grouping.codes(rb.column("currency"))
+        amount = rb.column("amount")
+        low = grouping.unscaled(amount)
+        if low is not None:
+            sums = np.zeros(len(currencies), np.int64)
+            np.add.at(sums, codes, low)
+            present = np.bincount(codes, minlength=len(currencies)) > 0
+            for cur, total, here in zip(currencies.to_pylist(), sums.tolist(), present.tolist(), strict=True):
+                if here:
+                    totals[cur] = EXACT.add(totals[cur], Decimal(total).scaleb(-amount.type.scale))
+        else:
+            t = pa.table({"currency": pc.cast(rb.column("currency"), pa.string()), "amount": amount})
+            g = t.group_by("currency", use_threads=False).aggregate([("amount", "sum")])
+            for cur, total in zip(g.column("currency").to_pylist(), g.column("amount_sum").to_pylist(), strict=True):
+                totals[cur] = EXACT.add(totals[cur], total)
+        line = rb.column("line")
+        if not len(line):
+            continue
+        if line.null_count or pc.min(line).as_py() < 0:
+            others.update(pc.unique(line).to_pylist())
+            continue
+        keys = line.to_numpy()
+        top = int(keys.max()) + 1
+        if top > len(seen):
+            seen = np.concatenate([seen, np.zeros(top - len(seen), bool)])
+        seen[keys] = True
+    return dict(totals), others | set(np.flatnonzero(seen).tolist())
 
 
 def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner, per: Period, plan: Plan,

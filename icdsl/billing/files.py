@@ -20,6 +20,7 @@ import hashlib
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,28 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         while block := f.read(HASH_BLOCK):
             h.update(block)
     return h.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+_SYNC_POOL: ThreadPoolExecutor | None = None
+
+
+def fsync_files(paths: list[Path]) -> None:
+    """fsync several files at once (threads: their waits overlap, and the file system can
+    make them durable in one journal commit); returns when every one is durable."""
+    global _SYNC_POOL
+    if len(paths) <= 1:
+        for p in paths:
+            _fsync_file(p)
+        return
+    if _SYNC_POOL is None:
+        _SYNC_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="icdsl-fsync")
+    for done in [_SYNC_POOL.submit(_fsync_file, p) for p in paths]:
+        done.result()
 
 
 def fsync_dir(path: Path) -> None:
@@ -87,9 +110,10 @@ class DataDir:
         return p
 
     def writer(self, rel_dir: str, stem: str, schema: pa.Schema, *, row_group_size: int | None = None,
-               unique: tuple[str, ...] = (), dictionaries: bool = False) -> AtomicParquet:
+               unique: tuple[str, ...] = (), dictionaries: bool = False,
+               statistics: tuple[str, ...] | None = None) -> AtomicParquet:
         return AtomicParquet(self, rel_dir, stem, schema, row_group_size=row_group_size, unique=unique,
-                             dictionaries=dictionaries)
+                             dictionaries=dictionaries, statistics=statistics)
 
     def verify(self, rel: str, sha256: str) -> None:
         """Raise if the file is missing or its content is not the recorded one. A file is hashed
@@ -164,10 +188,16 @@ class AtomicParquet:
     ``dictionaries``: text columns that arrive dictionary-encoded are written as they are (their
     codes become the Parquet dictionary pages, with no cast to plain strings and no hashing of
     the strings again); the file keeps no Arrow schema of its own, so that every reader sees the
-    plain ``schema`` (text as ``string``), exactly as a file written without the option."""
+    plain ``schema`` (text as ``string``), exactly as a file written without the option.
+
+    ``statistics``: the columns whose row groups get min/max statistics (None: every column).
+    Readers use them only to skip row groups (``filters=``), so a file read by a few keys
+    needs them for those only; computing them for every column (texts, decimals) costs as much
+    as encoding the file."""
 
     def __init__(self, data: DataDir, rel_dir: str, stem: str, schema: pa.Schema, *,
-                 row_group_size: int | None = None, unique: tuple[str, ...] = (), dictionaries: bool = False):
+                 row_group_size: int | None = None, unique: tuple[str, ...] = (), dictionaries: bool = False,
+                 statistics: tuple[str, ...] | None = None):
         self.data = data
         self.row_group_size = row_group_size
         self.rel_dir = rel_dir.strip("/")
@@ -188,6 +218,8 @@ class AtomicParquet:
                        if f.name in unique and (pa.types.is_integer(f.type) or pa.types.is_timestamp(f.type))}
         # only where the plain types read back as they are without the Arrow schema in the file
         self.dictionaries = dictionaries and all(_native(f.type) for f in schema)
+        self.statistics: bool | list[str] = True if statistics is None else [c for c in statistics
+                                                                            if c in schema.names]
         self._writer: pq.ParquetWriter | None = None
         self._write_schema = schema
         self._closed = False
@@ -198,7 +230,7 @@ class AtomicParquet:
 
     def _open(self, schema: pa.Schema) -> None:
         self._write_schema = schema
-        self._writer = pq.ParquetWriter(self.tmp, schema, compression=COMPRESSION, write_statistics=True,
+        self._writer = pq.ParquetWriter(self.tmp, schema, compression=COMPRESSION, write_statistics=self.statistics,
                                         use_dictionary=self._repeating, column_encoding=self._delta or None,
                                         **({"store_schema": False} if self.dictionaries else {}))
 
@@ -216,8 +248,9 @@ class AtomicParquet:
             self._writer.write_table(table.cast(self._write_schema), row_group_size=self.row_group_size)
             self.rows += table.num_rows
 
-    def close(self) -> Path:
-        """Finish and fsync the temporary file (no rename yet)."""
+    def close(self, *, sync: bool = True) -> Path:
+        """Finish and fsync the temporary file (no rename yet); ``sync=False``: the caller
+        fsyncs it (:func:`fsync_files`, several files at once) before :meth:`commit`."""
         if not self._closed:
             if self._writer is None:
                 self._open(self.schema)
@@ -225,8 +258,8 @@ class AtomicParquet:
             self._writer.close()
             self._writer = None
             self._closed = True
-            with open(self.tmp, "rb+") as f:
-                os.fsync(f.fileno())
+            if sync:
+                _fsync_file(self.tmp)
         return self.tmp
 
     def commit(self, *, sync_dir: bool = True) -> WrittenFile:

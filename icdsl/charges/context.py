@@ -467,17 +467,32 @@ class ChargeContext:
 def usage_from_rated(plan: Any, rated: Any, record_charges: Any = None) -> list[Usage]:
     """:class:`Usage` rows of a rated table (``icdsl.rating.batch`` output, or the cycle's rated
     Parquet), plus the per-record charges table of the same records if given. Call it per chunk
-    and add the chunks up with :func:`merge_usage`."""
-    # lazy: pyarrow only when charges run on columns (the checker loads charge types without it)
+    and add the chunks up with :func:`merge_usage`. The records are grouped on columns
+    (:mod:`icdsl.charges.groups`: exact int64 sums; Arrow's decimal sums when the amounts
+    might not fit)."""
+    # lazy: pyarrow and NumPy only when charges run on columns (the checker loads charge types without them)
+    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
+
+    from icdsl.charges.groups import Groups, codes, exact_ints, unscaled  # lazy: built on pyarrow and NumPy
 
     if rated.num_rows == 0:
         return []
     keys = ["partner", "agreement", "agreement_version", "direction", "service", "currency"]
-    cols = {k: pc.cast(rated.column(k), pa.string()) if k != "agreement_version" else rated.column(k) for k in keys}
-    t = pa.table({**cols, "billed": rated.column("billed_units"), "amount": rated.column("amount")})
-    g = t.group_by(keys, use_threads=False).aggregate([("billed", "sum"), ("billed", "count"), ("amount", "sum")])
+    coded = [codes(rated.column(k)) for k in keys]
+    grouped = Groups(coded, rated.num_rows)
+    values = [grouped.values(c).to_pylist() for c in coded]
+    billed = exact_ints(rated.column("billed_units"))
+    billed_sums = (grouped.sum(billed).tolist() if billed is not None
+                   else _sums_by(pa, grouped, pc.cast(rated.column("billed_units"), pa.decimal128(38, 0))))
+    amount = rated.column("amount")
+    low = unscaled(amount)
+    if low is not None:
+        scale = amount.type.scale
+        amounts = [Decimal(a).scaleb(-scale) for a in grouped.sum(low).tolist()]
+    else:
+        amounts = _sums_by(pa, grouped, amount)
     kinds: dict[tuple[str, int, str, str], str] = {}
     for ag in plan.agreements:
         for sp in ag.services:
@@ -490,19 +505,28 @@ def usage_from_rated(plan: Any, rated: Any, record_charges: Any = None) -> list[
         for row in rg.to_pylist():
             extra[tuple(row[k] for k in keys)] = row["amount_sum"]
     out = []
-    for row in g.to_pylist():
-        group = tuple(row[k] for k in keys)
-        kind = kinds.get((row["agreement"], row["agreement_version"], row["direction"], row["service"]), KIND_COUNT)
-        billed = int(row["billed_sum"] or 0)
+    counts = np.asarray(grouped.counts).tolist()
+    for i in range(grouped.n):
+        partner, agreement, version, direction, service, currency = (v[i] for v in values)
+        group = (partner, agreement, version, direction, service, currency)
+        kind = kinds.get((agreement, version, direction, service), KIND_COUNT)
+        billed_i = int(billed_sums[i] or 0)
         out.append(Usage(
-            row["partner"], row["agreement"], int(row["agreement_version"]), row["direction"], row["service"],
-            row["currency"], kind, records=int(row["billed_count"]),
-            billed_seconds=billed if kind == KIND_TIME else 0,
-            units=billed if kind == KIND_COUNT else 0,
-            billed_bytes=billed if kind == KIND_VOLUME else 0,
-            amount=Decimal(row["amount_sum"]), record_charges=Decimal(extra.pop(group, ZERO)),
+            partner, agreement, int(version), direction, service, currency, kind, records=int(counts[i]),
+            billed_seconds=billed_i if kind == KIND_TIME else 0,
+            units=billed_i if kind == KIND_COUNT else 0,
+            billed_bytes=billed_i if kind == KIND_VOLUME else 0,
+            amount=Decimal(amounts[i]), record_charges=Decimal(extra.pop(group, ZERO)),
         ))
     return out
+
+
+def _sums_by(pa: Any, grouped: Any, values: Any) -> list[Any]:
+    """Exact sums by group of a decimal column (Arrow's decimal128 sums), in group order."""
+    t = pa.table({"g": pa.array(grouped.index), "v": values})
+    g = t.group_by("g", use_threads=False).aggregate([("v", "sum")])
+    by_group = dict(zip(g.column("g").to_pylist(), g.column("v_sum").to_pylist(), strict=True))
+    return [by_group.get(i) for i in range(grouped.n)]
 
 
 def merge_usage(*chunks: Iterable[Usage]) -> list[Usage]:

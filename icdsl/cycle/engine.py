@@ -41,7 +41,14 @@ from icdsl.cycle.fx import FxTable
 from icdsl.cycle.invoicing import DraftLine, Drafts, Group, check_dims, draft_documents
 from icdsl.cycle.periods import Period, parse_period
 from icdsl.cycle.rater import REJECTS_FILE_SCHEMA, Discard, Rater, plan_scale
-from icdsl.cycle.validation import Finding, Policy, ValidationContext, run_validators
+from icdsl.cycle.validation import (
+    Finding,
+    Policy,
+    RatedValuesScan,
+    ValidationContext,
+    run_validators,
+    scans_rated,
+)
 from icdsl.plan.model import Partner, Plan
 
 Chunk = tuple[int, pa.Table]  # (the intake batch a chunk of records comes from, the records)
@@ -116,14 +123,16 @@ class MemorySinks:
 class WriteBehind:
     """A sink written by a thread of its own while the next chunk is rated (Parquet encoding
     releases the GIL); at most ``depth`` chunks wait, so memory stays bounded. :meth:`close`
-    waits for the writes and raises what a write raised."""
+    waits for the writes and raises what a write raised. The thread starts with the first
+    table of at least ``behind_rows`` rows; smaller tables before it are written at once (a
+    small partner's month is one small chunk: a thread would only cost its start)."""
 
-    def __init__(self, sink: Any, depth: int = 2):
+    def __init__(self, sink: Any, depth: int = 2, behind_rows: int = 1 << 15):
         self.sink = sink
+        self.behind_rows = behind_rows
         self._q: queue.Queue[pa.Table | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="icdsl-cycle-writer", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
 
     def _run(self) -> None:
         while True:
@@ -139,10 +148,16 @@ class WriteBehind:
     def write(self, table: pa.Table) -> None:
         if self._error is not None:
             self.close()
+        if self._thread is None:
+            if table.num_rows < self.behind_rows:
+                self.sink.write(table)
+                return
+            self._thread = threading.Thread(target=self._run, name="icdsl-cycle-writer", daemon=True)
+            self._thread.start()
         self._q.put(table)
 
     def close(self) -> None:
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._q.put(None)
             self._thread.join()
         if self._error is not None:
@@ -338,14 +353,18 @@ def run(inputs: CycleInputs) -> CycleResult:
 
     # ---- rate
     clock.stage("rate", inputs.expected)
+    chosen = list(inputs.validators) if inputs.validators is not None else None
+    # the checks of the rated values are made on the chunks as they are written (no second read)
+    scan = RatedValuesScan((inputs.policy or Policy()).samples) if scans_rated(chosen) else None
     rated_w = WriteBehind(sinks.rated)
     try:
         rater = Rater(plan, rated_w, sinks.rejects, scale, dims, per, charges=True,
                       charges_w=None if two_pass else sinks.record_charges, events=events, partner=code,
-                      timezone=per.timezone, on_chunk=inputs.on_chunk)
+                      timezone=per.timezone, on_chunk=inputs.on_chunk, scan=scan)
         for batch_id, chunk in inputs.chunks():
-            rater.rate(chunk, batch_id)
+            rater.feed(chunk, batch_id)
             clock.tick(rater.records_in, max(inputs.expected, rater.records_in))
+        rater.flush()
         rater.keep(inputs.kept, inputs.kept_charges)
     finally:
         rated_w.close()
@@ -355,7 +374,8 @@ def run(inputs: CycleInputs) -> CycleResult:
         again = Rater(plan, Discard(), Discard(), scale, dims, None, charges=True, charges_w=sinks.record_charges,
                       cycle_totals=totals, events=events, partner=code, timezone=per.timezone)
         for batch_id, chunk in inputs.chunks():
-            again.rate(chunk, batch_id)
+            again.feed(chunk, batch_id)
+        again.flush()
         again.keep(inputs.kept, inputs.kept_charges)
         rater.usage, rater.record_charges = again.usage, again.record_charges
     sinks.finish()
@@ -391,8 +411,9 @@ def run(inputs: CycleInputs) -> CycleResult:
         rejects=sinks.read_rejects(), daily=rater.daily_counts(), history=dict(hist.daily),
         last_data_day=hist.last_data_day, lines=groups, fx=fx, policy=inputs.policy or Policy(),
         read_rated=sinks.read_rated, read_rated_batches=getattr(sinks, "read_rated_batches", None),
+        rated_values=scan,
     )
-    findings = run_validators(context, inputs.validators, accept=accept) + evaluated.findings
+    findings = run_validators(context, chosen, accept=accept) + evaluated.findings
     del context
     result = CycleResult(partner=partner, period=per, dims=dims, counts=counts, lines=groups,
                          totals=dict(sorted(by_currency.items())), daily=rater.daily_counts(), usage=rater.usage,

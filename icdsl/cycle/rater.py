@@ -1,21 +1,30 @@
 """The cycle's rate stage on columns: chunks of records rated, each record given its invoice
 line, and the lines' exact sums kept as small partial tables.
 
-Per chunk (:meth:`Rater.rate`): refund and event records are set apart, the rest rated by the
-batch executor; then, with no Python per record or per group:
+Chunks smaller than :data:`CHUNK_ROWS` (a small partner's records of one intake batch) are
+put together before they are rated (:meth:`Rater.feed`, :meth:`Rater.flush`; each record keeps
+its intake batch in a column), so that a partner's month is rated in a few large calls whatever
+the number of intake batches. Per chunk (:meth:`Rater.rate`): refund and event records are set
+apart, the rest rated by the batch executor; then, with no Python per record or per group:
 
 1. **line of each record**: every line dimension is dictionary-encoded (the executor's
    dictionary columns are used as they are), the codes are combined into one integer per
-   record, and the distinct combinations (``np.unique``) are the chunk's lines; their key text
+   record, and the distinct combinations (a ``np.bincount`` over the combined codes, or
+   ``np.unique`` when they are sparse) are the chunk's groups; their key text
    (``agreement_hash``, ``direction``, ``service``, ``currency`` and the dimensions asked for,
    joined by :data:`SEP`) is looked up among the keys seen so far (``pc.index_in``); a key seen
    for the first time gets the next line number, in the order of its first record: the ``line``
    column of the rated file;
-2. **partial sums**: the chunk is grouped by line (``Table.group_by``): records, billed units,
-   amount (as unscaled integers at the cycle's scale; exact), first and last start (int64 µs),
-   and, for the columns that are not dimensions, their smallest and largest value (a line shows
-   a value only when every record has the same one);
+2. **partial sums**: by group, in NumPy on the group of each record (``np.add.at``,
+   ``np.minimum.at``, ``np.maximum.at``; exact int64): records, billed units, amount (unscaled
+   integers at the cycle's scale; decimal128 sums when they might not fit), first and last
+   start (int64 µs), and, for the columns that are not dimensions, their smallest and largest
+   value (a line shows a value only when every record has the same one);
 3. **local days**: records by local day of the period (:func:`icdsl.cycle.periods.day_index`).
+
+An optional ``scan`` (``add(table)``) sees every rated chunk as it is written: validation's
+checks of the rated values are made there (:class:`icdsl.cycle.validation.RatedValuesScan`)
+instead of reading the rated file again.
 
 :meth:`Rater.groups` merges the partials with one more ``group_by`` (decimal128 sums, exact)
 and only then builds one :class:`~icdsl.cycle.invoicing.Group` per line (Decimal, datetime).
@@ -33,6 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from icdsl.charges import groups
 from icdsl.charges.context import merge_usage, usage_from_rated
 from icdsl.cycle.charges import refunds_of, split_events, split_refunds
 from icdsl.cycle.errors import ReconciliationError
@@ -48,6 +58,7 @@ MONEY_SCALE = 8  # the store's money columns: line amounts are exact at 8 decima
 REJECT_COLUMNS = ("id", "reason", "detail", "partner", "direction", "service", "a_number", "b_number", "start",
                   "duration_s", "volume", "units")
 _LIMIT = 2**62
+CHUNK_ROWS = 1 << 18  # records rated at a time: smaller chunks are put together (Rater.feed)
 
 
 def rated_file_schema(id_type: pa.DataType, scale: int) -> pa.Schema:
@@ -111,17 +122,9 @@ def from_us(us: int | None) -> datetime | None:
 def unscaled_int64(arr: pa.Array) -> pa.Array | None:
     """A decimal128 column as its unscaled int64 values (``1.500000`` at scale 6 is 1500000),
     read from its buffer; None when it is not decimal128, has nulls, or a value (or the sum of
-    the column) might not fit in int64."""
-    if not pa.types.is_decimal128(arr.type) or arr.null_count or len(arr) == 0:
-        return None
-    words = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset * 2:(arr.offset + len(arr)) * 2].reshape(-1, 2)
-    low, high = words[:, 0], words[:, 1]
-    if not (high == (low >> 63)).all():
-        return None
-    biggest = int(np.abs(low).max())
-    if biggest * len(arr) >= _LIMIT:
-        return None
-    return pa.array(low, pa.int64())
+    the column) might not fit in int64 (:func:`icdsl.charges.groups.unscaled`)."""
+    low = groups.unscaled(arr)
+    return None if low is None else pa.array(low, pa.int64())
 
 
 def decimal_of_int64(values: np.ndarray, scale: int) -> pa.Array:
@@ -148,33 +151,13 @@ def value_counts(arr: pa.ChunkedArray | pa.Array) -> tuple[list[str], list[int]]
 
 
 def _codes(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """(the code of each value, the values by code) of a column; a null is a code of its own
-    (the value shown for it is an empty text, as in a line key)."""
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    if not pa.types.is_dictionary(arr.type):
-        arr = pc.dictionary_encode(arr)
-    dictionary = pc.cast(arr.dictionary, pa.string())
-    idx = arr.indices
-    if idx.null_count:
-        idx = pc.fill_null(idx, len(dictionary))
-        dictionary = pa.concat_arrays([dictionary, pa.array([""], pa.string())])
-    return idx.to_numpy(zero_copy_only=False).astype(np.int64), dictionary
+    """(the code of each value, the values by code as text) of a column; a null is a code of
+    its own, shown as an empty text (as in a line key)."""
+    c, values = groups.codes(col)
+    return c, pc.fill_null(pc.cast(values, pa.string()), "")
 
 
-def _combine(columns: list[tuple[np.ndarray, int]]) -> np.ndarray:
-    """One integer per record for a tuple of codes (``(codes, number of distinct codes)``),
-    made dense again whenever the product of the sizes would leave int64."""
-    code = np.zeros(len(columns[0][0]) if columns else 0, np.int64)
-    size = 1
-    for c, n in columns:
-        n = max(n, 1)
-        if size * n >= _LIMIT:
-            _, code = np.unique(code, return_inverse=True)
-            code = code.astype(np.int64)
-            size = int(code.max()) + 1 if len(code) else 1
-        code = code * n + c
-        size *= n
-    return code
+_PIECE = "__icdsl_piece__"  # the chunk of each record of chunks rated together (no record field is named so)
 
 
 class Rater:
@@ -184,13 +167,19 @@ class Rater:
     ``charges``: rate with the per-record charges and sum the usage; ``charges_w``: where the
     record charges go; ``cycle_totals``: the cycle's totals for per-record charges that read
     ``cycle.*`` (a second pass); ``events``: event types counted, not rated; ``on_chunk``:
-    called after each chunk is rated (the store's kill-safety checkpoint)."""
+    called after each chunk is rated (the store's kill-safety checkpoint); ``scan``: sees
+    every rated table written (``add(table)``: validation's checks of the rated values);
+    ``chunk_rows``: chunks given to :meth:`feed` are put together up to this many records."""
 
     def __init__(self, plan: Plan, rated_w: Any, rejects_w: Any, scale: int, dims: tuple[str, ...],
                  period: Period | None = None, *, charges: bool = False, charges_w: Any = None,
                  cycle_totals: Any = None, events: tuple[str, ...] = (), partner: str = "", timezone: str = "UTC",
-                 on_chunk: Callable[[], None] | None = None):
+                 on_chunk: Callable[[], None] | None = None, scan: Any = None, chunk_rows: int = CHUNK_ROWS):
         self.charges = charges
+        self.scan = scan
+        self.chunk_rows = chunk_rows
+        self._pending: list[tuple[int, pa.Table]] = []
+        self._pending_rows = 0
         self.charges_w = charges_w
         self.cycle_totals = cycle_totals
         self.event_types = events
@@ -227,12 +216,46 @@ class Rater:
             self.daily = np.zeros(len(self.days), np.int64)
 
     # ------------------------------------------------------------------ rating
+    def feed(self, table: pa.Table, batch_id: int) -> None:
+        """Rate ``table`` (records of intake batch ``batch_id``) now or with the next chunks:
+        chunks are put together until they hold :attr:`chunk_rows` records (call :meth:`flush`
+        after the last one). The outcome is the same as rating each chunk on its own, in order."""
+        if not table.num_rows:
+            return
+        if self._pending and table.schema != self._pending[0][1].schema:
+            self.flush()  # columns of another kind (another intake layout): rated on their own
+        self._pending.append((batch_id, table))
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= self.chunk_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        """Rate the chunks :meth:`feed` keeps."""
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        if pending:
+            self._rate(pending)
+
     def rate(self, table: pa.Table, batch_id: int) -> None:
+        """Rate one chunk of records of intake batch ``batch_id``."""
+        if table.num_rows:
+            self._rate([(batch_id, table)])
+
+    def _rate(self, pieces: list[tuple[int, pa.Table]]) -> None:
+        """Rate chunks (``(intake batch, records)``) in one call of the batch executor: each
+        record carries the number of its chunk (its *piece*: column :data:`_PIECE`), which
+        gives its batch and, for the per-record charges, its rated record's position in its
+        own chunk (``record``), as if each chunk had been rated on its own."""
+        batches = np.array([b for b, _t in pieces], np.int64)
+        piece = pa.array(np.repeat(np.arange(len(pieces), dtype=np.int32), [t.num_rows for _b, t in pieces]))
+        table = pieces[0][1] if len(pieces) == 1 else pa.concat_tables([t for _b, t in pieces])
+        if _PIECE in table.column_names:  # pragma: no cover - a records field of that name
+            table = table.drop_columns([_PIECE])
+        table = table.append_column(_PIECE, piece)
         self.read += table.num_rows  # every record read: rated, rejected, an event or a refund
         if self.charges:  # refund records are never traffic: ``on net`` revenue shares deduct them
             table, refund_rows = split_refunds(table)
             if refund_rows is not None:
-                got, bad = refunds_of(self.plan, refund_rows, self.timezone, self.partner)
+                got, bad = refunds_of(self.plan, refund_rows.drop_columns([_PIECE]), self.timezone, self.partner)
                 self.refunds += got
                 self.refund_problems += bad
         if self.event_types:
@@ -242,48 +265,60 @@ class Rater:
         if not n:
             return
         self.records_in += n
-        self.by_batch[batch_id] += n
+        by_piece = np.bincount(table.column(_PIECE).to_numpy(), minlength=len(pieces))
+        for b, count in zip(batches.tolist(), by_piece.tolist(), strict=True):
+            if count:
+                self.by_batch[b] += count
         if self._edges is not None:
             idx = day_index(to_us(table.column("start")), self._edges)
             self.daily += np.bincount(idx[idx >= 0], minlength=len(self.days))[:len(self.days)]
         if not self.charges:
-            rated, rejects = rate_batch(self.plan, table)
+            rated, rejects = rate_batch(self.plan, table, carry=(_PIECE,))
         else:
-            rated, rejects, rc = rate_batch_with_charges(self.plan, table, cycle=self.cycle_totals)
+            rated, rejects, rc = rate_batch_with_charges(self.plan, table, cycle=self.cycle_totals, carry=(_PIECE,))
             self.usage = merge_usage(self.usage, usage_from_rated(self.plan, rated, rc))
             if self.charges_w is not None and rc.num_rows:
-                self.charges_w.write(rc.append_column("batch_id", pa.array(np.full(rc.num_rows, batch_id, np.int64))))
+                self.charges_w.write(_own_records(rc, rated.column(_PIECE), batches))
                 self.record_charges += rc.num_rows
         if self.on_chunk is not None:
             self.on_chunk()
-        self.add(rated, rejects, batch_id)
+        self._add(_batch_of(rated, batches), _batch_of(rejects, batches))
 
     def add(self, rated: pa.Table, rejects: pa.Table, batch_id: int) -> None:
-        """Write a rated chunk and its rejects (``rated``: the batch executor's table)."""
+        """Write a rated chunk of intake batch ``batch_id`` and its rejects (``rated``: the
+        batch executor's table)."""
+        self._add(_with_batch(rated, batch_id), _with_batch(rejects, batch_id))
+
+    def _add(self, rated: pa.Table, rejects: pa.Table) -> None:
+        """Write rated records and rejects that have their ``batch_id``."""
         if rated.num_rows:
             amount_type = rated.schema.field("amount").type
             if amount_type.scale > self.scale:
                 raise ReconciliationError(f"amounts have {amount_type.scale} decimals, more than the {self.scale} "
                                           "expected from the agreements' rounding")
-            rated = rated.append_column("batch_id", pa.array(np.full(rated.num_rows, batch_id, np.int64)))
-            line = self._lines(rated)
-            rated = rated.append_column("line", pa.array(line, pa.int32()))
-            self.rated_w.write(rated)
-            self.rated += rated.num_rows
-            self._sums(rated, line)
+            self._written(rated)
         if rejects.num_rows:
             cols = {}
-            for name in REJECT_COLUMNS:
+            for name in REJECTS_FILE_SCHEMA.names:
                 typ = REJECTS_FILE_SCHEMA.field(name).type
                 if name in rejects.column_names:
                     cols[name] = pc.cast(rejects.column(name), typ)
                 else:
                     cols[name] = pa.nulls(rejects.num_rows, typ)
-            cols["batch_id"] = pa.array(np.full(rejects.num_rows, batch_id, np.int64))
             self.rejects_w.write(pa.table(cols, schema=REJECTS_FILE_SCHEMA))
             self.rejected += rejects.num_rows
             for reason, count in zip(*value_counts(rejects.column("reason")), strict=True):
                 self.by_reason[reason] += count
+
+    def _written(self, rated: pa.Table) -> None:
+        """Number the lines of rated records (``batch_id`` column, no ``line``), sum them, show
+        them to the scan and write them."""
+        line = self._lines_and_sums(rated)
+        rated = rated.append_column("line", pa.array(line, pa.int32()))
+        if self.scan is not None:
+            self.scan.add(rated)
+        self.rated_w.write(rated)
+        self.rated += rated.num_rows
 
     def keep(self, rated: pa.Table | None, record_charges: pa.Table | None = None) -> None:
         """Records rated before whose rating stands (a correction of part of a period keeps the
@@ -291,6 +326,7 @@ class Rater:
         a ``line`` column is numbered again), ``record_charges`` their per-record charges as
         billed. They count, are written and are summed with the records rated here, exactly as
         if they had been rated now (their charges are not evaluated again)."""
+        self.flush()
         if rated is None or not rated.num_rows:
             return
         if "line" in rated.column_names:
@@ -310,11 +346,7 @@ class Rater:
             if self.charges_w is not None and record_charges is not None and record_charges.num_rows:
                 self.charges_w.write(record_charges)
                 self.record_charges += record_charges.num_rows
-        line = self._lines(rated)
-        rated = rated.append_column("line", pa.array(line, pa.int32()))
-        self.rated_w.write(rated)
-        self.rated += n
-        self._sums(rated, line)
+        self._written(rated)
 
     def _at_scale(self, table: pa.Table) -> pa.Table:
         """``table``'s amounts at the cycle's scale (a safe cast: raises rather than round)."""
@@ -332,67 +364,70 @@ class Rater:
         """The key text of the line of a record's values."""
         return SEP.join(values[c] for c in self.line_dims)
 
-    def _lines(self, rated: pa.Table) -> np.ndarray:
+    def _lines_and_sums(self, rated: pa.Table) -> np.ndarray:
         """The line number of every record of a rated chunk (new lines numbered in the order of
-        their first record)."""
+        their first record), and the chunk's partial sums by line (kept for :meth:`merged`)."""
+        n = rated.num_rows
         coded = [_codes(rated.column(c)) for c in self.line_dims]
-        combined = _combine([(codes, len(values)) for codes, values in coded])
-        _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
-        # the key text of each distinct combination, from its first record
+        grouped = groups.Groups(coded, n)
+        # the key text of each group, from any of its records (they all have the same values)
         keys = pc.binary_join_element_wise(
-            *[values.take(pa.array(codes[first])) for codes, values in coded], SEP)
+            *[grouped.values(c) for c in coded], SEP)
         known = pc.index_in(keys, value_set=self.line_keys).to_numpy(zero_copy_only=False)
         new = np.isnan(known) if known.dtype.kind == "f" else None
         if new is None:  # no nulls: every key is known
             numbers = known.astype(np.int64)
         else:
-            order = np.argsort(first[new], kind="stable")
+            order = np.argsort(grouped.first()[new], kind="stable")
             fresh = pc.unique(keys.filter(pa.array(new)).take(pa.array(order)))
             self.line_keys = pa.concat_arrays([self.line_keys, fresh])
             numbers = pc.index_in(keys, value_set=self.line_keys).to_numpy(zero_copy_only=False).astype(np.int64)
         if len(self.line_keys) >= 2**31:  # pragma: no cover - the line column is int32
             raise ReconciliationError("more than 2^31 invoice lines in one cycle")
-        return numbers[inverse.reshape(-1)].astype(np.int32)
+        self._sums(rated, grouped, numbers)
+        return numbers[grouped.index].astype(np.int32)
 
-    def _sums(self, rated: pa.Table, line: np.ndarray) -> None:
-        """A chunk's partial sums by line: records, billed units, exact amount (decimal128 at the
-        cycle's scale), first and last start (µs), the smallest and largest value of the other
-        columns. Amounts are summed as int64 unscaled integers when they fit."""
+    def _sums(self, rated: pa.Table, grouped: groups.Groups, numbers: np.ndarray) -> None:
+        """A chunk's partial sums by group (``numbers``: the line of each group): records,
+        billed units, exact amount (decimal128 at the cycle's scale), first and last start (µs),
+        the smallest and largest value of the other columns. Amounts are summed as int64
+        unscaled integers when they fit, else as decimal128."""
+        out: dict[str, Any] = {"line": pa.array(numbers, pa.int32()), "count": pa.array(grouped.counts, pa.int64())}
+        units = groups.exact_ints(rated.column("billed_units"))
+        out["units"] = (pa.array(grouped.sum(units), pa.int64()) if units is not None
+                        else self._decimal_sums(grouped, rated.column("billed_units"), 0))
         amount = rated.column("amount").combine_chunks()
-        cols: dict[str, Any] = {"line": pa.array(line, pa.int32()), "units": rated.column("billed_units"),
-                                "start": pa.array(to_us(rated.column("start")), pa.int64())}
         unscaled = _rescaled(amount, self.scale)
-        cols["amount"] = unscaled if unscaled is not None else pc.cast(amount, pa.decimal128(38, self.scale))
-        aggs: list[tuple[str, str]] = [("line", "count"), ("units", "sum"), ("amount", "sum"), ("start", "min"),
-                                       ("start", "max")]
+        out["amount"] = (decimal_of_int64(grouped.sum(unscaled), self.scale) if unscaled is not None
+                         else self._decimal_sums(grouped, amount, self.scale))
+        start = rated.column("start")
+        if start.null_count:
+            raise ReconciliationError("rated records without a start: they cannot be placed in the period")
+        out["first"], out["last"] = (pa.array(a, pa.int64()) for a in grouped.min_max(to_us(start)))
         for c in self.other_dims:
             col = rated.column(c)
             if c == "agreement_version":
-                cols[c] = col
-            else:  # min and max on the codes, then the codes' values (a few per line)
+                if col.null_count:
+                    raise ReconciliationError("rated records without an agreement version")
+                lo, hi = grouped.min_max(col.to_numpy().astype(np.int64, copy=False))
+                out[f"{c}_min"], out[f"{c}_max"] = pa.array(lo, pa.int64()), pa.array(hi, pa.int64())
+            else:  # min and max on the codes ranked as their values sort, then the values
                 codes, values = _codes(col)
                 order = pc.array_sort_indices(values).to_numpy(zero_copy_only=False)
                 rank = np.empty(len(order), np.int64)
                 rank[order] = np.arange(len(order))
-                cols[c] = pa.array(rank[codes], pa.int64())
-                cols[f"{c}_values"] = values.take(pa.array(order))
-            aggs += [(c, "min"), (c, "max")]
-        t = pa.table({k: v for k, v in cols.items() if not k.endswith("_values")})
-        g = t.group_by("line", use_threads=False).aggregate(aggs)
-        amounts = g.column("amount_sum")
-        if pa.types.is_integer(amounts.type):
-            amounts = decimal_of_int64(amounts.to_numpy(), self.scale)
-        out = {"line": g.column("line"), "count": g.column("line_count"), "units": pc.fill_null(g.column("units_sum"), 0),
-               "amount": pc.cast(amounts, pa.decimal128(38, self.scale)), "first": g.column("start_min"),
-               "last": g.column("start_max")}
-        for c in self.other_dims:
-            if c == "agreement_version":
-                out[f"{c}_min"], out[f"{c}_max"] = g.column(f"{c}_min"), g.column(f"{c}_max")
-            else:
-                values = cols[f"{c}_values"]
-                out[f"{c}_min"] = values.take(g.column(f"{c}_min"))
-                out[f"{c}_max"] = values.take(g.column(f"{c}_max"))
+                lo, hi = grouped.min_max(rank[codes])
+                ranked = values.take(pa.array(order))
+                out[f"{c}_min"], out[f"{c}_max"] = ranked.take(pa.array(lo)), ranked.take(pa.array(hi))
         self._partials.append(pa.table(out))
+
+    def _decimal_sums(self, grouped: groups.Groups, values: pa.ChunkedArray | pa.Array, scale: int) -> pa.Array:
+        """Exact sums by group as decimal128(38, scale) (values that int64 might not hold)."""
+        t = pa.table({"g": pa.array(grouped.index), "v": pc.cast(values, pa.decimal128(38, scale))})
+        g = t.group_by("g", use_threads=False).aggregate([("v", "sum")])
+        where = np.empty(grouped.n, np.int64)
+        where[g.column("g").to_numpy()] = np.arange(g.num_rows)
+        return pc.fill_null(g.column("v_sum").combine_chunks().take(pa.array(where)), pa.scalar(0, pa.decimal128(38, scale)))
 
     # ------------------------------------------------------------------ results
     def merged(self) -> pa.Table:
@@ -434,16 +469,42 @@ class Rater:
         return {d: int(n) for d, n in zip(self.days, self.daily.tolist(), strict=True)}
 
 
-def _rescaled(amount: pa.Array, scale: int) -> pa.Array | None:
+def _with_batch(table: pa.Table, batch_id: int) -> pa.Table:
+    """``table`` with a ``batch_id`` column of ``batch_id``."""
+    if "batch_id" in table.column_names:
+        table = table.drop_columns(["batch_id"])
+    return table.append_column("batch_id", pa.array(np.full(table.num_rows, batch_id, np.int64)))
+
+
+def _batch_of(table: pa.Table, batches: np.ndarray) -> pa.Table:
+    """``table`` (records carrying their piece, :data:`_PIECE`) with a ``batch_id`` column
+    instead: the intake batch of the piece."""
+    piece = table.column(_PIECE).to_numpy() if table.num_rows else np.zeros(0, np.int32)
+    table = table.drop_columns([c for c in (_PIECE, "batch_id") if c in table.column_names])
+    return table.append_column("batch_id", pa.array(batches[piece], pa.int64()))
+
+
+def _own_records(rc: pa.Table, rated_piece: pa.ChunkedArray | pa.Array, batches: np.ndarray) -> pa.Table:
+    """Per-record charges of pieces rated together (``record``: the position of the rated
+    record among the rated records of the call) as if each piece had been rated on its own:
+    ``record`` counted in the rated records of its piece, and its ``batch_id``."""
+    piece = rated_piece.to_numpy()
+    record = rc.column("record").to_numpy()
+    mine = piece[record]
+    first = np.searchsorted(piece, np.arange(len(batches)), side="left")  # pieces are in order
+    rc = rc.set_column(rc.schema.get_field_index("record"), "record", pa.array(record - first[mine], pa.int64()))
+    return rc.append_column("batch_id", pa.array(batches[mine], pa.int64()))
+
+
+def _rescaled(amount: pa.Array, scale: int) -> np.ndarray | None:
     """Unscaled int64 amounts at ``scale`` (None when they might not fit: the decimal path)."""
-    unscaled = unscaled_int64(amount)
-    if unscaled is None:
+    values = groups.unscaled(amount)
+    if values is None:
         return None
     diff = scale - amount.type.scale
     if diff == 0:
-        return unscaled
-    values = unscaled.to_numpy()
+        return values
     factor = 10**diff
     if int(np.abs(values).max()) * factor * len(values) >= _LIMIT:
         return None
-    return pa.array(values * factor, pa.int64())
+    return values * factor

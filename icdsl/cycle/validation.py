@@ -152,6 +152,8 @@ class ValidationContext:
     policy: Policy = field(default_factory=Policy)
     read_rated: Callable[[Sequence[str]], pa.Table] | None = None
     read_rated_batches: Callable[[Sequence[str]], Iterable[pa.Table]] | None = None
+    # RatingValues' checks made while the records were rated (:class:`RatedValuesScan`), or None
+    rated_values: Any = None
 
     def rated(self, columns: Sequence[str]) -> pa.Table:
         """Columns of the cycle's rated records (read from its Parquet file), all at once."""
@@ -282,32 +284,60 @@ class RatingValues:
     def validate(self, context: ValidationContext) -> list[Finding]:
         if not context.rated_count:
             return []
-        limit = context.policy.samples
-        bad = _Found(limit)
-        unnamed = _Found(limit)
-        zero = _Found(limit)
-        which = dict.fromkeys(self.REQUIRED, 0)
-        prefixes: dict[str, int] = {}
-        for t in context.rated_batches(self.COLUMNS):  # a batch at a time: memory stays bounded
-            if not t.num_rows:
-                continue
-            masks = {name: _empty(t.column(name)) for name in self.REQUIRED}
-            any_empty = masks["rate"]
+        scan = context.rated_values
+        if scan is None:  # not seen while rating: the rated file, a batch at a time (bounded memory)
+            scan = RatedValuesScan(context.policy.samples)
+            for t in context.rated_batches(self.COLUMNS):
+                scan.add(t)
+        return scan.findings()
+
+
+class RatedValuesScan:
+    """The checks of :class:`RatingValues` over rated records given a table at a time, in the
+    order of the rated file: the cycle engine shows it every rated chunk as it is written
+    (``ValidationContext.rated_values``), so that validation does not read the file again.
+    Text columns may be dictionary-encoded (the batch executor's) or plain (the file's): the
+    emptiness of a dictionary column is decided on its values, then spread by its indices."""
+
+    def __init__(self, samples: int = 5):
+        self.bad = _Found(samples)
+        self.unnamed = _Found(samples)
+        self.zero = _Found(samples)
+        self.which = dict.fromkeys(RatingValues.REQUIRED, 0)
+        self.prefixes: dict[str, int] = {}
+
+    def add(self, t: pa.Table) -> None:
+        if not t.num_rows:
+            return
+        masks = {name: m for name in RatingValues.REQUIRED if (m := _empty_where(t.column(name))) is not None}
+        if masks:
+            any_empty = None
             for m in masks.values():
-                any_empty = pc.or_(any_empty, m)
-            if bad.add(t.filter(any_empty)):
+                any_empty = m if any_empty is None else pc.or_(any_empty, m)
+            if self.bad.add(t.filter(any_empty)):
                 for k, v in masks.items():
-                    which[k] += int(pc.sum(pc.cast(v, pa.int64())).as_py() or 0)
-            sub = t.filter(pc.and_(pc.invert(_empty(t.column("prefix"))), _empty(t.column("destination"))))
-            if unnamed.add(sub):
-                for k, v in _counts(sub.column("prefix")).items():
-                    prefixes[k] = prefixes.get(k, 0) + v
-            amount = t.column("amount")
-            zero.add(t.filter(pc.and_(pc.fill_null(pc.equal(amount, pa.scalar(0).cast(amount.type)), False),
-                                      pc.fill_null(pc.greater(t.column("billed_units"), 0), False))))
+                    self.which[k] += int(pc.sum(pc.cast(v, pa.int64())).as_py() or 0)
+        no_name = _empty_where(t.column("destination"))
+        if no_name is not None:
+            named = pc.and_(pc.invert(_empty(t.column("prefix"))), no_name)
+            if pc.any(named).as_py():
+                sub = t.filter(named)
+                if self.unnamed.add(sub):
+                    for k, v in _counts(sub.column("prefix")).items():
+                        self.prefixes[k] = self.prefixes.get(k, 0) + v
+        amount = t.column("amount")
+        nothing = (pa.scalar(Decimal(0), amount.type) if pa.types.is_decimal(amount.type)
+                   else pa.scalar(0).cast(amount.type))
+        zero = pc.and_(pc.fill_null(pc.equal(amount, nothing), False),
+                       pc.fill_null(pc.greater(t.column("billed_units"), 0), False))
+        if pc.any(zero).as_py():
+            self.zero.add(t.filter(zero))
+
+    def findings(self) -> list[Finding]:
         out = []
+        bad, unnamed, zero = self.bad, self.unnamed, self.zero
         if bad.n:
-            which = {k: v for k, v in which.items() if v}
+            which = {k: v for k, v in self.which.items() if v}
             out.append(Finding(
                 "empty_rating_values", "error",
                 f"{bad.n} rated record(s) with empty values: " + ", ".join(f"{k} ({v})" for k, v in which.items()),
@@ -316,8 +346,8 @@ class RatingValues:
             out.append(Finding(
                 "unnamed_destination", "warning",
                 f"{unnamed.n} record(s) rated at prefixes without a destination name: "
-                + ", ".join(sorted(prefixes)[:10]),
-                unnamed.n, unnamed.samples, {"prefixes": prefixes}))
+                + ", ".join(sorted(self.prefixes)[:10]),
+                unnamed.n, unnamed.samples, {"prefixes": self.prefixes}))
         if zero.n:
             out.append(Finding(
                 "zero_amount", "info", f"{zero.n} record(s) billed units at a zero amount (free destinations?)",
@@ -325,7 +355,34 @@ class RatingValues:
         return out
 
 
+def scans_rated(chosen: Iterable[Any] | None) -> bool:
+    """Whether the validators that will run (None: :func:`validators`) include
+    :class:`RatingValues`, whose checks the engine then makes while rating."""
+    return any(isinstance(v, RatingValues) for v in (validators() if chosen is None else chosen))
+
+
+def _empty_where(col: pa.ChunkedArray | pa.Array) -> pa.Array | None:
+    """:func:`_empty` of a column, or None when no value is empty (known from a dictionary's
+    values and null count without looking at every record)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if pa.types.is_dictionary(arr.type) and not arr.null_count and not pc.any(_empty(arr.dictionary)).as_py():
+        return None
+    if not pa.types.is_dictionary(arr.type) and not arr.null_count and not (
+            pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        return None  # a number or an amount is empty only when null
+    mask = _empty(arr)
+    return mask if pc.any(mask).as_py() else None
+
+
 def _empty(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Whether each value is empty: null, or a text of white space only (decided once per
+    distinct value of a dictionary column)."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    if pa.types.is_dictionary(col.type) and (pa.types.is_string(col.type.value_type)
+                                             or pa.types.is_large_string(col.type.value_type)):
+        by_value = _empty(col.dictionary)
+        return pc.fill_null(by_value.take(col.indices), True)  # a null index: a null value
     if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
         # Kleene or: a null text is empty (plain or_ gives null for it, and the filter dropped it)
         return pc.or_kleene(pc.is_null(col), pc.equal(pc.utf8_trim_whitespace(col), ""))

@@ -131,16 +131,20 @@ def batch_plan(plan: Plan) -> BatchPlan:
     return got
 
 
-def rate_batch(plan: Plan, table: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """Rate a normalized record batch; returns (rated, rejects) as described in ``result``."""
-    return _Batch(batch_plan(plan), table).run()
+def rate_batch(plan: Plan, table: pa.Table, *, carry: tuple[str, ...] = ()) -> tuple[pa.Table, pa.Table]:
+    """Rate a normalized record batch; returns (rated, rejects) as described in ``result``.
+    ``carry``: columns of ``table`` that the rated table keeps too, after its own (rejects
+    keep every column); rating never reads them."""
+    return _Batch(batch_plan(plan), table, carry=carry).run()
 
 
-def rate_batch_with_charges(plan: Plan, table: pa.Table, *, cycle: Any = None) -> tuple[pa.Table, pa.Table, pa.Table]:
+def rate_batch_with_charges(plan: Plan, table: pa.Table, *, cycle: Any = None,
+                            carry: tuple[str, ...] = ()) -> tuple[pa.Table, pa.Table, pa.Table]:
     """``rate_batch`` plus the per-record charges (surcharges) of the rated records: (rated,
     rejects, record charges) as described in ``result``. ``cycle``: the cycle's totals
-    (``icdsl.charges.context.CycleTotals``) for conditions that read ``cycle.*``."""
-    b = _Batch(batch_plan(plan), table, charges=True, cycle=cycle)
+    (``icdsl.charges.context.CycleTotals``) for conditions that read ``cycle.*``; ``carry``: as
+    for ``rate_batch``."""
+    b = _Batch(batch_plan(plan), table, charges=True, cycle=cycle, carry=carry)
     rated, rejects = b.run()
     return rated, rejects, b.record_charges()
 
@@ -257,9 +261,14 @@ class _Group:
 
 
 class _Batch:
-    def __init__(self, bp: BatchPlan, table: pa.Table, *, charges: bool = False, cycle: Any = None):
+    def __init__(self, bp: BatchPlan, table: pa.Table, *, charges: bool = False, cycle: Any = None,
+                 carry: tuple[str, ...] = ()):
         self.bp = bp
         self.table = table
+        missing = [c for c in carry if c not in table.column_names]
+        if missing:
+            raise ValueError(f"carried column(s) {missing} are not in the records")
+        self.carry = tuple(carry)  # passed through to the rated table, never read as a record field
         self.n = n = table.num_rows
         self.cycle = cycle
         # exact traffic numerators (units of 10**-precision times kern.div) for per-record charges
@@ -283,6 +292,8 @@ class _Batch:
     # ---------------------------------------------------------------- helpers
 
     def col(self, name: str) -> pa.Array | None:
+        if name in self.carry:
+            return None
         if name not in self._cols:
             self._cols[name] = _column(self.table, name)
         return self._cols[name]
@@ -844,6 +855,8 @@ class _Batch:
             "start": lambda: passthrough("start", pa.timestamp("us", tz="UTC")),
             "duration_s": lambda: passthrough("duration_s", pa.int64()),
         }
+        for name in self.carry:
+            builders[name] = lambda name=name: _pick_column(_column(self.table, name), sel)
         if n_ok >= 4 * CHUNK and _threads() > 1:
             built = list(_executor().map(lambda f: f(), builders.values()))
         else:
