@@ -65,7 +65,7 @@ from icdsl.cycle.engine import CycleResult
 from icdsl.cycle.invoicing import check_dims
 from icdsl.cycle.periods import Period, period_containing
 from icdsl.plan.model import Plan
-from icdsl.rating.cluster import ClusterError, dask_client  # noqa: F401 - (the fleet's client)
+from icdsl.rating.cluster import ClusterError, dask_client, shared  # noqa: F401 - (the fleet's client)
 
 if TYPE_CHECKING:
     from icdsl.billing.store import Store
@@ -334,7 +334,7 @@ def work(job: CycleJob, plan: Plan) -> tuple[CycleResult, dict[str, Any]]:
 def _run_wave(store: Store, plan: Plan, wave: list[PlannedCycle], client: Any, rerate: bool,
               dims: tuple[str, ...], accept: tuple[str, ...],
               listener: Listener) -> Iterator[tuple[PlannedCycle, Outcome]]:
-    plan_f = client.scatter(plan, broadcast=True, hash=False)
+    plan_f = shared(client, plan, "plan")
     opened = open_cycles(store, plan, wave, rerate=rerate)
     submitted: deque[tuple[Prepared, Any]] = deque()
 

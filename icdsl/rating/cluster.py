@@ -4,6 +4,7 @@ processes, or a running cluster (``dask scheduler`` / ``dask worker``; docs/flee
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -38,3 +39,17 @@ def dask_client(*, workers: int | None = None, scheduler: str | None = None) -> 
     with LocalCluster(n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=":0",
                       silence_logs=40) as cluster, Client(cluster) as client:
         yield client
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def shared(client: Any, value: Any, name: str) -> Any:
+    """A future of ``value`` (the plan) that the tasks of a run take as an argument, so it
+    travels to each worker once, not with every task. Not ``client.scatter``: scattered data
+    cannot be computed again, and the scheduler keeps one copy of it (its active memory manager
+    drops the extra replicas of a broadcast), so a worker lost with that copy would cancel every
+    task still waiting for it. This is a task whose result is ``value``: if the worker holding it
+    dies, the scheduler computes it again elsewhere and the run goes on."""
+    return client.submit(_same, value, pure=False, key=f"icdsl-{name}-{uuid.uuid4().hex[:12]}")

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from icdsl.plan.model import Plan, RecordLayout
 from icdsl.rating.batch import rate_batch_with_charges
+from icdsl.rating.cluster import shared
 from icdsl.rating.readers import open_reader
 from icdsl.rating.result import rated_schema, record_charges_schema
 
@@ -271,7 +272,7 @@ def rated_batches(plan: Plan, batches: Iterator[Any], client: Any = None) -> Ite
         for batch in batches:
             yield batch, rate_batch_with_charges(plan, batch.records) if batch.records.num_rows else None
         return
-    plan_f = client.scatter(plan, broadcast=True, hash=False)
+    plan_f = shared(client, plan, "plan")
     depth = 2 * max(1, len(client.scheduler_info().get("workers", {})))
     pending: deque[tuple[Any, Any]] = deque()
 
