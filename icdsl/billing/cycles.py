@@ -74,9 +74,8 @@ from icdsl.billing.charging import (
 )
 from icdsl.billing.documents import invoice_document
 from icdsl.billing.errors import CycleBusy, CycleError, CycleStateError, StoreError, ValidationError
-from icdsl.billing.files import DataDir, WrittenFile
+from icdsl.billing.files import DataDir, WrittenFile, fsync_files
 from icdsl.billing.files import fsync_dir as sync_dir
-from icdsl.billing.files import fsync_files
 from icdsl.billing.fx import FxQuote, FxTable
 from icdsl.billing.inventory import partner_items
 from icdsl.billing.late import findings as late_findings
