@@ -35,6 +35,7 @@ from test_billing_cli import run
 from test_cycle_identity import dump
 from typer.testing import CliRunner
 
+from icdsl.billing.errors import CycleError
 from icdsl.billing.store import open_store
 from icdsl.cli.main import app
 from icdsl.cycle.periods import parse_period
@@ -132,6 +133,12 @@ def test_a_monthly_cycle_of_a_weekly_partner_is_refused(six):
     assert "P005 2026-W10: invoiced" in run("cycle", "run", "P005", "2026-W10", "--rules", "bench.icd")
     with open_store() as store:
         assert sorted((c.partner_code, c.label) for c in store.cycles()) == [("P001", "2026-03"), ("P005", "2026-W10")]
+        # the library refuses it too (the store's run_cycle, as the TUI and scripts call it), and opens nothing
+        with contextlib.chdir(six):
+            plan, _program, _diags = build(["bench.icd"])
+        with pytest.raises(CycleError, match=r"P005 is billed weekly .* a monthly cycle 2026-03 is refused"):
+            store.run_cycle("P005", "2026-03", plan)
+        assert len(store.cycles()) == 2
     out = CliRunner().invoke(app, ["cycle", "run", "--all", "P001", "2026-03", "--rules", "bench.icd"])
     assert out.exit_code == 2 and "either --all or partner codes" in out.output
     out = CliRunner().invoke(app, ["cycle", "run", "--all", "2026-13", "--rules", "bench.icd"])

@@ -97,7 +97,7 @@ from icdsl.cycle.invoicing import (  # noqa: F401 - (compatibility)
     draft_documents,
     line_json,
 )
-from icdsl.cycle.periods import Period, day_edges, local_day, parse_period
+from icdsl.cycle.periods import Period, day_edges, local_day, parse_period, period_containing
 from icdsl.cycle.rater import (  # noqa: F401 - (compatibility)
     FINE_DIMS,
     REJECT_COLUMNS,
@@ -271,6 +271,34 @@ def resolve_period(s: Session, partner: str, period: Any, plan: Plan | None) -> 
             raise CycleError(f"the rules declare partner {partner} differently from the store: load them first "
                              "with `icdsl load RULES`")
     return row, parse_period(period, row.timezone, row.billing)
+
+
+def cycles_ending_in(span: Period, billing: str, tz: str) -> list[Period]:
+    """The periods of frequency ``billing`` (in zone ``tz``) whose last day falls in ``span``."""
+    if billing == span.frequency:
+        return [span]
+    out = []
+    p = period_containing(span.local_start, billing, tz)
+    while p.local_start < span.local_end:
+        if span.local_start <= p.local_end - timedelta(days=1) < span.local_end:
+            out.append(p)
+        p = period_containing(p.local_end, billing, tz)
+    return out
+
+
+def frequency_refusal(code: str, billing: str, span: Period, tz: str, spec: str | None = None) -> str | None:
+    """Why a cycle ``span`` of a partner billed ``billing`` is refused (None when it is not): a
+    period of another frequency than the partner's (an ad hoc range is always allowed) would
+    bill the records of its own cycles a second time."""
+    if span.frequency in ("adhoc", billing):
+        return None
+    found = cycles_ending_in(span, billing, tz)
+    example = found[0].label if found else period_containing(span.local_start, billing, tz).label
+    return (f"{code} is billed {billing} (`billing {billing}` in its declaration): a {span.frequency} "
+            f"cycle {span.label} is refused, since its records are billed in {billing} cycles and "
+            f"would be billed twice; run its {billing} cycles (for example "
+            f"`icdsl cycle run {code} {example}`) or "
+            f"`icdsl cycle run --all {spec or span.label}` for every cycle ending in {span.label}")
 
 
 def _event(s: Session, cycle: M.BillingCycle, kind: str, message: str, *, to: str | None = None,
@@ -713,6 +741,9 @@ def run_cycle(store: Store, partner: str, period: Any, plan: Plan, *, program: A
     try:
         with store.session() as s:
             prow, per = resolve_period(s, partner, period, plan)
+            why = frequency_refusal(prow.code, prow.billing, per, prow.timezone)
+            if why is not None:
+                raise CycleError(why)
             cyc = _open(store, s, prow, per)
             if cyc.status in ("invoiced", "finalized") and not rerate:
                 return _report(s, cyc, per, already=True)

@@ -40,7 +40,6 @@ import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from icdsl.billing.cycles import (
@@ -52,6 +51,8 @@ from icdsl.billing.cycles import (
     _report,
     _write_result,
     begin_attempt,
+    cycles_ending_in,
+    frequency_refusal,
     job_event,
     partner_inputs,
     read_job,
@@ -63,7 +64,7 @@ from icdsl.billing.cycles import (
 from icdsl.billing.errors import CycleError, CycleStateError, StoreError
 from icdsl.cycle.engine import CycleResult
 from icdsl.cycle.invoicing import check_dims
-from icdsl.cycle.periods import Period, period_containing
+from icdsl.cycle.periods import Period
 from icdsl.plan.model import Plan
 from icdsl.rating.cluster import ClusterError, dask_client, shared  # noqa: F401 - (the fleet's client)
 
@@ -95,24 +96,6 @@ class PlannedCycle:
         return self.period.label if self.period is not None else "-"
 
 
-def cycles_ending_in(span: Period, billing: str, tz: str) -> list[Period]:
-    """The periods of frequency ``billing`` (in zone ``tz``) whose last day falls in ``span``."""
-    if billing == span.frequency:
-        return [span]
-    out = []
-    p = period_containing(span.local_start, billing, tz)
-    while p.local_start < span.local_end:
-        if span.local_start <= p.local_end - timedelta(days=1) < span.local_end:
-            out.append(p)
-        p = period_containing(p.local_end, billing, tz)
-    return out
-
-
-def _example(span: Period, billing: str, tz: str) -> str:
-    found = cycles_ending_in(span, billing, tz)
-    return found[0].label if found else period_containing(span.local_start, billing, tz).label
-
-
 def plan_cycles(store: Store, plan: Plan, spec: str, partners: Sequence[str] | None = None) -> list[PlannedCycle]:
     """The cycles to run for ``spec``: with ``partners`` None, every partner of ``plan``'s cycles
     ending in the period; else the named partners' period ``spec`` (refused for a partner
@@ -139,13 +122,9 @@ def plan_cycles(store: Store, plan: Plan, spec: str, partners: Sequence[str] | N
                     out.append(PlannedCycle(code, None, note=f"billed {billing}: no {billing} cycle ends in "
                                             f"{span.label}"))
             else:
-                if span.frequency not in ("adhoc", billing):
-                    out.append(PlannedCycle(code, None, refused=True, note=(
-                        f"{code} is billed {billing} (`billing {billing}` in its declaration): a {span.frequency} "
-                        f"cycle {span.label} is refused, since its records are billed in {billing} cycles and "
-                        f"would be billed twice; run its {billing} cycles (for example "
-                        f"`icdsl cycle run {code} {_example(span, billing, tz)}`) or "
-                        f"`icdsl cycle run --all {spec}` for every cycle ending in {span.label}")))
+                why = frequency_refusal(code, billing, span, tz, spec)
+                if why is not None:
+                    out.append(PlannedCycle(code, None, refused=True, note=why))
                     continue
                 periods = [span]
             for i, per in enumerate(periods):
