@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -118,6 +119,29 @@ def test_all_partners_each_in_its_own_cycles(six):
     with open_store() as store:
         assert len(store.cycles()) == 10 and all(c.status == "invoiced" for c in store.cycles())
         assert len(store.invoices()) == 10
+
+
+def test_the_summary_fits_an_80_column_terminal(six, monkeypatch):
+    """In a terminal of 80 columns the summary drops its frame and the `rated` count (records -
+    rejected), and wraps cells between words: no line is wider, no amount is cut."""
+    import io
+
+    from rich.console import Console
+
+    import icdsl.cli.billing as cli_billing
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli_billing, "table_console",
+                        lambda width=120: Console(file=screen, width=80, force_terminal=True, color_system=None))
+    run("cycle", "run", "--all", "2026-03", "--rules", "bench.icd", code=1)  # P004 stops on a finding
+    lines = screen.getvalue().splitlines()
+    assert lines and all(len(line) <= 80 for line in lines), lines
+    head = next(line for line in lines if "partner" in line)
+    assert head.split() == ["partner", "period", "records", "rejected", "amounts", "findings", "state"]
+    rows = [line for line in lines if line.startswith(" P")]
+    assert len(rows) == 10  # one line per cycle: 3 monthly, P004 stopped, P005's 5 weeks, P006's quarter
+    for line in rows:  # the amount of each cycle whole, with its currency, on the cycle's line
+        assert re.search(r" \d+\.\d+ EUR ", line), line
 
 
 def test_a_monthly_cycle_of_a_weekly_partner_is_refused(six):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -26,7 +27,7 @@ from rich.table import Table
 from icdsl.billing.amounts import plain_number, present
 from icdsl.billing.errors import StoreError
 from icdsl.billing.periods import PeriodError
-from icdsl.cli.common import app, build_with_program_or_exit, echo_err, existing
+from icdsl.cli.common import app, build_with_program_or_exit, echo_err, existing, table_console
 from icdsl.exporters import export
 from icdsl.outputs import FORMATS, VIEWS, view_lines, write
 from icdsl.outputs.pdf import quantity_text
@@ -332,14 +333,21 @@ def _fleet_bar(cycles: list[Any]) -> Iterator[Any]:
 
 def _fleet_summary(outcomes: list[Any]) -> None:
     """The table of a run of several cycles, then the messages of those that need attention."""
-    console = Console(width=max(120, Console().width))
-    table = Table(title="billing cycles run", show_lines=False)
-    for col in ("partner", "period", "records", "rated", "rejected", "amounts", "findings", "state"):
-        table.add_column(col, justify="right" if col in ("records", "rated", "rejected") else "left")
+    console = table_console()
+    narrow = console.width < 110  # an 80-column terminal: no frame, counts without `rated` (records - rejected)
+    cols = ("partner", "period", "records", "rejected", "amounts", "findings", "state") if narrow else (
+        "partner", "period", "records", "rated", "rejected", "amounts", "findings", "state")
+    table = Table(title="billing cycles run", show_lines=False, **({"box": box.SIMPLE_HEAD, "padding": (0, 0),
+                                                                       "pad_edge": False} if narrow else {}))
+    for col in cols:
+        # codes and counts keep their width; the other cells wrap between words
+        table.add_column(col, justify="right" if col in ("records", "rated", "rejected") else "left",
+                         no_wrap=col in ("partner", "period", "records", "rated", "rejected"), overflow="fold",
+                         min_width=16 if col == "amounts" else None)  # an amount and its currency on one line
     for o in outcomes:
         r = o.report
         if r is None:
-            table.add_row(o.planned.partner, o.planned.label, "-", "-", "-", "-", "-", o.state)
+            table.add_row(o.planned.partner, o.planned.label, *["-"] * (len(cols) - 3), o.state)
             continue
         amounts = ", ".join(f"{present(v, k)} {k}" for k, v in sorted(r.totals.items())) or "-"
         errors = sum(1 for f in r.findings if f.severity == "error" and not f.accepted)
@@ -347,8 +355,10 @@ def _fleet_summary(outcomes: list[Any]) -> None:
         findings = ", ".join(x for x in (f"{errors} error(s)" if errors else "",
                                          f"{warnings} warning(s)" if warnings else "") if x) or "-"
         state = {"already": f"already {r.status}", "stopped": "stopped (rated)"}.get(o.state, o.state)
-        table.add_row(o.planned.partner, o.planned.label, f"{r.records_in:,}", f"{r.rated:,}", f"{r.rejected:,}",
-                      amounts, findings, state)
+        values = {"partner": o.planned.partner, "period": o.planned.label, "records": f"{r.records_in:,}",
+                  "rated": f"{r.rated:,}", "rejected": f"{r.rejected:,}", "amounts": amounts, "findings": findings,
+                  "state": state}
+        table.add_row(*(values[c] for c in cols))
     console.print(table)
     for o in outcomes:
         if o.state == "stopped" and o.report is not None:
@@ -379,11 +389,11 @@ def cycle_status(
         if partner is not None and not cycles and store.partner(partner) is None:
             echo_err(f"error: partner {partner} is not in the store")
             raise typer.Exit(1)
-        console = Console(width=max(120, Console().width))
+        console = table_console()
         table = Table(title="billing cycles", show_lines=False)
         for col in ("partner", "period", "status", "records", "rated", "rejected", "rated totals", "findings",
                     "documents"):
-            table.add_column(col, justify="right" if col in ("records", "rated", "rejected") else "left")
+            table.add_column(col, justify="right" if col in ("records", "rated", "rejected") else "left", overflow="fold")
         details = []
         for c in cycles:
             findings = store.findings(c.id)
@@ -538,7 +548,7 @@ def invoice_list(
         cycles = {c.id: c for c in store.cycles()}
         table = Table(title="documents")
         for col in ("id", "number", "partner", "period", "stream", "status", "subtotal", "tax", "total", "currency"):
-            table.add_column(col, justify="right" if col in ("subtotal", "tax", "total", "id") else "left")
+            table.add_column(col, justify="right" if col in ("subtotal", "tax", "total", "id") else "left", overflow="fold")
         for inv in store.invoices():
             if partner and inv.partner_code != partner:
                 continue
@@ -559,7 +569,7 @@ def invoice_list(
                 continue
             table.add_row(f"shr:{sh.id}", sh.number or "(draft)", c.partner_code if c else "", c.label if c else "",
                           f"share: {sh.party}", sh.status, "", "", str(present(sh.total, sh.currency)), sh.currency)
-        Console(width=max(120, Console().width)).print(table)
+        table_console().print(table)
 
 
 @invoice_app.command("show")
@@ -576,7 +586,7 @@ def invoice_show(
         raise typer.Exit(2)
     with opened(db, data) as store:
         doc = store.document(ref)
-    console = Console(width=max(120, Console().width))
+    console = table_console()
     title = {"invoice": "Invoice", "credit_note": "Credit note", "statement": "Settlement statement",
              "share_statement": "Revenue-share statement"}[doc["kind"]]
     who = f"{doc['partner_name']} ({doc['partner_code']})"
@@ -592,7 +602,7 @@ def invoice_show(
     cols = (["line id", "#", "description", "quantity", "rate", "amount"] if itemized
             else ["description", "lines", "records", "quantity", "amount"])
     for c in cols:
-        table.add_column(c, justify="left" if c == "description" else "right")
+        table.add_column(c, justify="left" if c == "description" else "right", overflow="fold")
     for ln in view_lines(doc, view):
         q = quantity_text(ln.get("quantity"), ln.get("unit"))
         if itemized:
@@ -761,13 +771,13 @@ def inventory_list(
         rows = inventory_rows(s, partner, history=history)
     table = Table(title="inventory" + (" (with history)" if history else ""))
     for col in ("partner", "item", "kind", "quantity", "activated", "terminated", "version", "description"):
-        table.add_column(col, justify="right" if col in ("quantity", "version") else "left")
+        table.add_column(col, justify="right" if col in ("quantity", "version") else "left", overflow="fold")
     for r in rows:
         table.add_row(codes.get(r.partner_id, "?"), r.reference, r.kind, str(plain_number(r.quantity)),
                       str(r.activation_date), str(r.termination_date or "-"),
                       f"v{r.version}" + (" (superseded)" if r.superseded_by_id else ""),
                       str((r.attributes or {}).get("description", "")))
-    Console(width=max(120, Console().width)).print(table)
+    table_console().print(table)
     if not rows:
         typer.echo("no inventory items" + (f" for {partner}" if partner else "") + ": `icdsl inventory import FILE`")
 

@@ -6,8 +6,10 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.console import Console
 
 from icdsl.lang.diagnostics import render_all
 from icdsl.plugins import add_default_modules
@@ -100,3 +102,11 @@ def build_with_program_or_exit(paths: list[Path], root: Path | None):
         typer.echo("\nthe rule files have errors: fix them first ('icdsl check' lists them)")
         raise typer.Exit(1)
     return p, program
+
+
+def table_console(width: int = 120) -> Any:
+    """The console of a command's tables: in a terminal, the terminal's width (rich wraps the
+    cells of an 80-column window); written to a file or a pipe, at least ``width`` columns, so
+    that a report saved or read by a program keeps one row per line."""
+    here = Console()
+    return here if here.is_terminal else Console(width=max(width, here.width))

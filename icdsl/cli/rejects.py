@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from icdsl.cli.billing import _data_option, _db_option, _load_quietly, _plan, opened, user_errors
-from icdsl.cli.common import app, echo_err
+from icdsl.cli.common import app, echo_err, table_console
 from icdsl.outputs.cells import neutralize
 from icdsl.outputs.rejects import export_format, write_rejects
 
@@ -76,7 +76,7 @@ def _check_format(fmt: str) -> None:
 
 
 def _console(width: int = 120) -> Console:
-    return Console(width=max(width, Console().width))
+    return table_console(width)
 
 
 def _reconciliation(q: Any) -> list[str]:
