@@ -17,13 +17,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from helpers import GOLDEN, compare_golden
+from test_billing_cli import run  # the CLI run, its exit code and no traceback
 from test_billing_store import db_url, make_plan  # noqa: F401 - fixtures
 from test_billing_store import store as store  # noqa: F401 - a fixture (its name is the tests' parameter)
-from typer.testing import CliRunner
 
 from icdsl.billing import conflicts
 from icdsl.billing.errors import IngestError
-from icdsl.cli.main import app
 from icdsl.hookspecs import hookimpl
 from icdsl.plugins import make_plugin_manager, use_plugin_manager
 from icdsl.rating.intake import IntakeBatch, IntakeCounts
@@ -77,13 +76,6 @@ def cli(tmp_path, monkeypatch):
     monkeypatch.setenv("ICDSL_DB", f"sqlite:///{tmp_path / 'store.db'}")
     monkeypatch.delenv("ICDSL_DATA", raising=False)
     return tmp_path
-
-
-def run(*args: str, code: int = 0) -> str:
-    res = CliRunner().invoke(app, list(args))
-    assert res.exit_code == code, (res.output, res.exception)
-    assert "Traceback" not in res.output
-    return res.output
 
 
 def rows_of(st, batch_id: int) -> tuple[pa.Table, pa.Table]:

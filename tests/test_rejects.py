@@ -17,10 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from test_billing_cli import run  # the CLI run, its exit code and no traceback
 from test_billing_store import db_url  # noqa: F401 - the fixture: SQLite, and PostgreSQL when it is there
-from typer.testing import CliRunner
 
-from icdsl.cli.main import app
 from icdsl.outputs.cells import FORMULA_STARTS, neutralize
 
 GOLDEN = Path(__file__).parent / "golden" / "rejects"
@@ -74,13 +73,6 @@ C6,ORFR,outbound,voice,33170000001,33612345678,not-a-time,60
 C1,ORFR,outbound,voice,33170000001,33612345678,2026-03-02T09:00:00Z,60
 C7,ORFR,outbound,voice,33170000001,33612345678,07/03/2026 10:00,60
 """
-
-
-def run(*args: str, code: int = 0) -> str:
-    res = CliRunner().invoke(app, list(args))
-    assert res.exit_code == code, (res.output, res.exception)
-    assert "Traceback" not in res.output
-    return res.output
 
 
 def summary() -> dict:
