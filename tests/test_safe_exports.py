@@ -140,3 +140,16 @@ def test_arrow_tables_are_neutralized_column_by_column():
     assert got.column("code").to_pylist() == ["'@a", "b", "'@a", "'+1"]
     assert got.column("rate").to_pylist() == ["-0.5", "0.1", "'=1", None]
     assert got.column("amount").equals(t.column("amount"))
+
+
+def test_a_share_statement_with_hostile_names_is_safe_and_keeps_its_amounts():
+    from icdsl.outputs.csv import dumps
+
+    doc = {"number": "SHR-1", "kind": "share_statement", "partner_code": "CPX", "period": "2026-03",
+           "stream": "share-AGGR", "currency": "EUR", "party": "@AGGR", "lines": [], "total": Decimal("-2.50"),
+           "splits": [{"charge": "=Premium SMS", "amount_split": Decimal("-10.00"),
+                       "parties": {"@AGGR": Decimal("-2.50"), "+CPX": Decimal("-7.50")}}]}
+    rows = cells(dumps(doc))
+    assert [(r["kind"], r["description"], r["amount"]) for r in rows] == [
+        ("split", "'=Premium SMS: @AGGR of -10.00", "-2.50"), ("split", "'=Premium SMS: +CPX of -10.00", "-7.50"),
+        ("total", "total", "-2.50")]
