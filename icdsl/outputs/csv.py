@@ -34,14 +34,16 @@ def dumps(doc: Mapping[str, Any], *, view: str = "itemized") -> str:
         w.writerow([row.get(c) for c in COLUMNS])
     if doc.get("kind") == "statement":
         for item in doc.get("receivable_items", []):
-            w.writerow([(dict(head, kind="receivable", stream=item.get("stream"), description=item.get("description"),
-                                   amount=item.get("amount")).get(c)) for c in COLUMNS])
+            row = dict(head, kind="receivable", stream=item.get("stream"), description=item.get("description"),
+                       amount=item.get("amount"))
+            w.writerow([row.get(c) for c in COLUMNS])
         totals = [("receivable", doc.get("receivable")), ("payable", doc.get("payable")), ("net", doc.get("net"))]
     elif doc.get("kind") == "share_statement":
         for sp in doc.get("splits", []):
             for party, amount in sp["parties"].items():
-                w.writerow([(dict(head, kind="split", description=f"{sp['charge']}: {party} of "
-                                       f"{sp.get('amount_split')}", amount=amount).get(c)) for c in COLUMNS])
+                row = dict(head, kind="split", description=f"{sp['charge']}: {party} of {sp.get('amount_split')}",
+                           amount=amount)
+                w.writerow([row.get(c) for c in COLUMNS])
         totals = [("total", doc.get("total"))]
     else:
         totals = [("subtotal", doc.get("subtotal")), ("tax", doc.get("tax_amount")), ("total", doc.get("total"))]
@@ -49,7 +51,8 @@ def dumps(doc: Mapping[str, Any], *, view: str = "itemized") -> str:
         desc = doc.get("tax_label") if kind == "tax" else kind
         if kind == "tax" and doc.get("tax_note"):
             desc = f"{desc}: {doc['tax_note']}"
-        w.writerow([(dict(head, kind=kind, description=desc, amount=amount).get(c)) for c in COLUMNS])
+        row = dict(head, kind=kind, description=desc, amount=amount)
+        w.writerow([row.get(c) for c in COLUMNS])
     return out.getvalue()
 
 
