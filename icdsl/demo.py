@@ -43,6 +43,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -444,49 +445,23 @@ def _summary(console: Any, intake: list, reports: dict, partners: list[str], doc
     console.print(f"\nintake: {read:,} records read, {passed:,} passed, {rejected:,} rejected, {dups:,} duplicates "
                   f"({', '.join(f'{k} {v:,}' for k, v in sorted(reasons.items()))})"
                   + (f"; partners nobody declared: {', '.join(unknown)}" if unknown else ""), highlight=False)
-    table = Table(title="March 2026, per partner (lines rounded once to the currency's minor unit; totals = sums "
-                        "of lines)")
-    for col in ("partner", "records", "rated", "rejected", "documents", "subtotal", "tax", "total", "netted (we owe)",
-                "findings"):
-        table.add_column(col, justify="left" if col in ("partner", "documents", "findings") else "right")
-    by_partner: dict[str, list[dict]] = {}
-    for d in docs:
-        by_partner.setdefault(d["partner_code"], []).append(d)
-    for code in partners:
-        r = reports[code]
-        ds = by_partner.get(code, [])
-        invs = [d for d in ds if d["kind"] != "statement"]
-        stms = [d for d in ds if d["kind"] == "statement"]
-
-        def total(key: str, ds=invs) -> str:
-            sums: dict[str, Any] = {}
-            for d in ds:
-                if d.get(key) is not None:
-                    sums[d["currency"]] = sums.get(d["currency"], 0) + d[key]
-            return "\n".join(f"{present(v, c)} {c}" for c, v in sorted(sums.items())) or "-"
-
-        names = [f"{d.get('number') or 'draft'} ({d['stream']})" for d in invs] + [d.get("number") or "draft"
-                                                                                  for d in stms]
-        tax_notes = {d["tax_label"] for d in invs if d.get("tax_label")}
-        warn = [f for f in r.findings if f.severity in ("error", "warning")]
-        table.add_row(
-            code, f"{r.records_in:,}", f"{r.rated:,}", f"{r.rejected:,}", "\n".join(names) or r.status,
-            total("subtotal"), total("tax_amount") + (f"\n{', '.join(sorted(tax_notes))}" if tax_notes else ""),
-            total("total"), total("payable", stms),
-            "\n".join(f"{f.severity}: {f.code} ({f.count})" for f in warn) or "-")
-
-    wide = Console(width=max(console.width, 150), file=console.file, force_terminal=console.is_terminal,
-                   no_color=console.no_color)
-    wide.print(table)
+    console.print()
+    console.print(_traffic_table(reports, partners))
     for code in partners:
         for f in reports[code].findings:
             if f.severity in ("error", "warning"):
                 console.print(f"  {code}: {f}", highlight=False, markup=False)
+    console.print()
+    console.print(_invoices_table(docs, partners))
     if charges is not None:
         console.print()
-        _charges(console, charges, docs)
-    console.print(f"\n{len(written)} files in {folder / 'invoices'} (CSV, JSON, itemized and summary PDF); "
-                  f"done in {elapsed:.1f} s.", highlight=False)
+        _charges(console, charges)
+    console.print()
+    console.print(_statements_table(docs, partners))
+    _statement_details(console, docs)
+    kinds = ", ".join(sorted({p.suffix.lstrip(".").upper() for p in written}))
+    console.print(f"\n{len(written)} files in {folder / 'invoices'} ({kinds}); done in {elapsed:.1f} s.",
+                  highlight=False)
     first = next((d for d in docs if d["kind"] != "statement" and d.get("lines")), None)
     db = f"--db {url}"
     console.print("\nLook closer:", highlight=False)
@@ -529,38 +504,122 @@ def _plugins(console: Any) -> None:
                   "(icdsl rate --cdrs Master.csv); see docs/plugins.md", highlight=False, markup=False)
 
 
-def _charges(console: Any, charges: dict[str, list[dict]], docs: list[dict]) -> None:
-    """What the charges did: prorated recurring fees, one-time and event fees, discounts,
-    commitment shortfalls, surcharges; then the revenue-share statements and the settlements."""
+# The summary's tables fit 80 columns: a frame of spaces (box.SIMPLE_HEAD), amounts without
+# their currency (a column of its own), long texts wrapped in their cell.
 
-    table = Table(title="March 2026: charges beyond traffic (each line rounded once; `icdsl trace` shows how)")
-    for col in ("partner", "charge", "line", "amount"):
+
+def _table(title: str) -> Table:
+    return Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, collapse_padding=True)
+
+
+def _money(amount: Any, currency: str) -> str:
+    return "-" if amount is None else f"{present(Decimal(amount), currency)}"
+
+
+def _traffic_table(reports: dict, partners: list[str]) -> Table:
+    """Per partner: the records of its cycle and what validation found."""
+
+    table = _table("March 2026: traffic per partner")
+    for col in ("partner", "records", "rated", "rejected", "cycle", "findings"):
+        table.add_column(col, justify="right" if col in ("records", "rated", "rejected") else "left")
+    for code in partners:
+        r = reports[code]
+        warn = [f for f in r.findings if f.severity in ("error", "warning")]
+        table.add_row(code, f"{r.records_in:,}", f"{r.rated:,}", f"{r.rejected:,}", r.status,
+                      "\n".join(f"{f.code} ({f.count})" for f in warn) or "-")
+    return table
+
+
+def _invoices_table(docs: list[dict], partners: list[str]) -> Table:
+    """The invoices (and credit notes), partner by partner: what each partner pays us (what a
+    credit note pays back), with the partner's total when it has several."""
+
+    table = _table("Invoices: what each partner pays us (lines rounded once; totals = sums of lines)")
+    for col in ("partner", "document", "stream", "subtotal", "tax", "total", ""):
+        table.add_column(col, justify="right" if col in ("subtotal", "tax", "total") else "left")
+    taxes: dict[str, set[str]] = {}
+    for code in partners:
+        invs = [d for d in docs if d["partner_code"] == code and d["kind"] in ("invoice", "credit_note")]
+        sums: dict[str, list[Decimal]] = {}
+        for d in invs:
+            cur, sign = d["currency"], (-1 if d["kind"] == "credit_note" else 1)
+            name = d.get("number") or "draft"
+            table.add_row(code, name + (" (credit)" if sign < 0 else ""), d["stream"], _money(d["subtotal"], cur),
+                          _money(d.get("tax_amount"), cur), _money(d.get("total"), cur), cur)
+            if d.get("tax_label"):
+                taxes.setdefault(d["tax_label"], set()).add(code)
+            acc = sums.setdefault(cur, [Decimal(0), Decimal(0), Decimal(0)])
+            for i, key in enumerate(("subtotal", "tax_amount", "total")):
+                acc[i] += sign * Decimal(d.get(key) or 0)
+        if len(invs) > 1:
+            for cur, (sub, tax, tot) in sorted(sums.items()):
+                table.add_row("", f"{code} pays", "", _money(sub, cur), _money(tax, cur), _money(tot, cur), cur,
+                              style="bold")
+        if not invs:
+            table.add_row(code, "none", "", "-", "-", "-", "")
+        table.add_section()
+    table.caption = "tax: " + "; ".join(f"{label} ({', '.join(c for c in partners if c in codes)})"
+                                        for label, codes in sorted(taxes.items())) if taxes else None
+    table.caption_justify = "left"
+    return table
+
+
+def _statements_table(docs: list[dict], partners: list[str]) -> Table:
+    """Revenue-share statements (one to each party of a share: a partner, an aggregator, our
+    own) and settlement statements (what remains to pay after netting), each with the party it
+    is addressed to. They are not invoices: their amounts are not added to anyone's."""
+
+    table = _table("Revenue-share and settlement statements")
+    for col in ("statement", "partner", "to", "what", "amount", ""):
         table.add_column(col, justify="right" if col == "amount" else "left")
+    for code in partners:  # a partner's shares, then its settlement (which nets its share)
+        for d in sorted((d for d in docs if d["partner_code"] == code), key=lambda d: d["kind"] != "share_statement"):
+            cur, name = d["currency"], d.get("number") or "draft"
+            if d["kind"] == "share_statement":
+                party = d["party"]
+                what = "our own share (kept)" if party == "us" else "revenue share to pay"
+                table.add_row(name, code, party, what, _money(d["total"], cur), cur)
+            elif d["kind"] == "statement":
+                what = {"partner": f"net: {code} pays us", "us": f"net: we pay {code}",
+                        "none": "net: nothing to pay"}[d["payer"]]
+                table.add_row(name, code, code, what, _money(d["net"], cur), cur)
+    return table
+
+
+def _charges(console: Any, charges: dict[str, list[dict]]) -> None:
+    """What the charges did: prorated recurring fees, one-time and event fees, discounts,
+    commitment shortfalls, surcharges."""
+
+    table = _table("March 2026: charges beyond traffic (each line rounded once; `icdsl trace` shows how)")
+    for col in ("partner", "charge", "line", "amount", ""):
+        table.add_column(col, justify="right" if col == "amount" else "left", overflow="fold")
     for code, lines in charges.items():
         whole = [d for d in lines if d["kind"] == "recurring" and d.get("details", {}).get("factor") in (None, "1")]
         for d in lines:
             if d in whole or d["kind"] == "revenue_share":
                 continue
-            table.add_row(code, f"{d['kind']}: {d['charge_name']}", d["description"], f"{d['amount']} {d['currency']}")
+            table.add_row(code, d["kind"].replace("_", " "), d["description"], _money(d["amount"], d["currency"]),
+                          d["currency"])
         if whole:
             total = sum(Decimal(d["amount"]) for d in whole)
-            table.add_row(code, "recurring, whole periods", f"{len(whole)} line(s)", f"{total} {whole[0]['currency']}")
+            table.add_row(code, "recurring", f"whole periods: {len(whole)} line(s)", _money(total, whole[0]["currency"]),
+                          whole[0]["currency"])
+    console.print(table)
 
-    wide = Console(width=max(console.width, 150), file=console.file, force_terminal=console.is_terminal,
-                   no_color=console.no_color)
-    wide.print(table)
+
+def _statement_details(console: Any, docs: list[dict]) -> None:
+    """How each share was split and how each settlement nets."""
+
     for d in docs:
         if d["kind"] == "share_statement":
             splits = "; ".join(f"{sp['charge']} ({sp['basis']}"
                                + (f": {sp['gross']} gross less {sp['deducted']} refunded" if sp.get("gross") else "")
                                + f"): {sp['amount_split']} = "
                                + " + ".join(f"{k} {v}" for k, v in sp["parties"].items()) for sp in d["splits"])
-            console.print(f"  revenue share {d.get('number') or 'draft'} to {d['party']} ({d['partner_code']}): "
-                          f"{d['total']} {d['currency']}  [{splits}]", highlight=False, markup=False)
+            console.print(f"  {d.get('number') or 'draft'} to {d['party']}: {d['total']} {d['currency']} of "
+                          f"{splits}", highlight=False, markup=False)
     for d in docs:
         if d["kind"] == "statement":
-            who = {"partner": f"{d['partner_code']} pays us", "us": f"we pay {d['partner_code']}",
-                   "none": "nothing to pay"}[d["payer"]]
-            console.print(f"  settlement {d.get('number') or 'draft'} {d['partner_code']}: receivable {d['receivable']} "
-                          f"- payable {d['payable']} = net {d['net']} {d['currency']} ({who})", highlight=False,
+            console.print(f"  {d.get('number') or 'draft'} {d['partner_code']}: receivable {d['receivable']} "
+                          f"- payable {d['payable']} = net {d['net']} {d['currency']}", highlight=False,
                           markup=False)

@@ -4,8 +4,10 @@ invoice show/export), their error messages and exit codes, the outputs, and `icd
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -123,14 +125,48 @@ def _documents(folder):
     return {p.name: json.loads(p.read_text()) for p in sorted((folder / "invoices").glob("*.json"))}
 
 
+def _summary_tells_the_truth(out: str, docs: dict) -> None:
+    """The demo's summary, in 80 columns: invoices per partner (what each pays us), and the
+    revenue-share and settlement statements in a table of their own, each with the party it is
+    addressed to; no statement is added to a partner's invoices."""
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+    def row(*cells: str) -> bool:
+        return re.search(r"\s+".join(re.escape(c) for c in cells), out) is not None
+
+    invoices = out[out.index("Invoices: what each partner pays us"):out.index("March 2026: charges beyond traffic")]
+    assert row("LUMFR", "INV-2026-000001", "fees", "1778.22", "355.64", "2133.86", "EUR")
+    assert row("LUMFR", "INV-2026-000002", "traffic", "8.23", "1.65", "9.88", "EUR")
+    assert row("LUMFR pays", "1786.45", "357.29", "2143.74", "EUR")
+    assert row("BRKGB pays", "5190.40", "0.00", "5190.40", "GBP")
+    assert row("CPX", "INV-2026-000005", "main", "2904.90", "0.00", "2904.90", "EUR")
+    assert row("FLTX pays", "28393.09", "0.00", "28393.09", "EUR")
+    assert "CPX pays" not in invoices and "SHR-" not in invoices and "STM-" not in invoices
+    # each invoice row is its document's subtotal, tax and total
+    for d in docs.values():
+        if d["kind"] == "invoice":
+            assert row(d["number"], d["stream"], d["subtotal"], d["tax_amount"], d["total"], d["currency"])
+    statements = out[out.index("Revenue-share and settlement statements"):]
+    assert row("SHR-2026-000001", "CPX", "AGGR", "revenue share to pay", "11.56", "EUR")
+    assert row("SHR-2026-000002", "CPX", "CPX", "revenue share to pay", "1100.79", "EUR")
+    assert row("SHR-2026-000003", "CPX", "us", "our own share (kept)", "318.83", "EUR")
+    assert row("STM-2026-000001", "LUMFR", "LUMFR", "net: LUMFR pays us", "1486.52", "EUR")
+    assert row("STM-2026-000002", "BRKGB", "BRKGB", "net: BRKGB pays us", "5153.64", "GBP")
+    assert row("STM-2026-000003", "CPX", "CPX", "net: CPX pays us", "1804.11", "EUR")
+    assert row("STM-2026-000003 CPX: receivable 2904.90 - payable 1100.79 = net 1804.11 EUR")
+    assert statements.index("SHR-2026-000002") < statements.index("STM-2026-000003")
+
+
 def test_demo_small_deterministic_and_resumable_after_a_kill(tmp_path):
     from rich.console import Console
 
     from icdsl.demo import run_demo
 
     console = Console(file=open(os.devnull, "w"), width=150)  # noqa: SIM115
-    assert run_demo(tmp_path / "clean", records=6000, seed=5, console=console) == 0
+    screen = io.StringIO()
+    assert run_demo(tmp_path / "clean", records=6000, seed=5, console=Console(file=screen, width=80)) == 0
     clean = _documents(tmp_path / "clean")
+    _summary_tells_the_truth(screen.getvalue(), clean)
     kinds = sorted((d["partner_code"], d["kind"], d["stream"]) for d in clean.values())
     assert kinds == [("BRKGB", "invoice", "fees"), ("BRKGB", "invoice", "traffic"), ("BRKGB", "statement", "netting"),
                      ("CPX", "invoice", "main"), ("CPX", "share_statement", "share-AGGR"),

@@ -1,6 +1,5 @@
-"""The shared benchmark's hand-computed golden case: both executors reproduce it exactly.
-
-The data is a copy in tests/data/bench_golden (see its README): the suite never reads ../shared.
+"""The rating benchmark's hand-computed golden case (tests/benchmarks/workload/SPEC.md section 5):
+both executors reproduce it exactly. The data is in tests/data/bench_golden (see its README).
 """
 
 from __future__ import annotations

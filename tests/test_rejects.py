@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from test_billing_cli import run  # the CLI run, its exit code and no traceback
 from test_billing_store import db_url  # noqa: F401 - the fixture: SQLite, and PostgreSQL when it is there
 
-from icdsl.outputs.cells import FORMULA_STARTS, neutralize
+from icdsl.safecsv import FORMULA_STARTS, neutralize
 
 GOLDEN = Path(__file__).parent / "golden" / "rejects"
 

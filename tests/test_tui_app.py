@@ -8,7 +8,7 @@ import io
 import shutil
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, wait_for
 from rich.console import Console
 from textual.command import CommandList
 from textual.widgets import OptionList
@@ -39,15 +39,6 @@ def run(app: IcdslApp, scenario, size=SIZE) -> None:
     asyncio.run(main())
 
 
-async def wait_for(pilot, predicate, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("timed out waiting for the app")
-        await pilot.pause(0.02)
-
-
 def plain(renderable, width: int = 400) -> str:
     """The text of a Rich renderable (an option's prompt), lines without trailing spaces."""
     console = Console(width=width, record=True, file=io.StringIO())
@@ -66,7 +57,8 @@ def editor_of(app: IcdslApp) -> RuleEditor:
 
 
 async def type_at(pilot, editor: RuleEditor, line: int, col: int, text: str) -> None:
-    editor.focus()
+    editor.focus()  # deferred: the keys must not reach the widget focused before
+    await wait_for(pilot, lambda: pilot.app.focused is editor)
     editor.move_cursor((line - 1, col - 1))
     await pilot.press(*["enter" if c == "\n" else c for c in text])
 
@@ -91,19 +83,20 @@ def test_the_tree_lists_the_files_and_opening_one_shows_it_highlighted(tutorial)
         assert app.analysis.problems == ()
         assert option_texts(app.workspace.query_one(ProblemsList)) == ["No problems: the rules check."]
 
+        # the editor took the focus when the file opened (at once, or after its first refresh)
+        await wait_for(pilot, lambda: app.focused is editor)
         await pilot.press("ctrl+t")
-        assert app.focused is tree
+        await wait_for(pilot, lambda: app.focused is tree)
         deck = next(n for g in tree.root.children for n in g.children if str(n.label) == "decks/acme-a-z.csv")
         tree.move_cursor(deck)
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.workspace.current == tutorial / "decks" / "acme-a-z.csv")
         assert editor_of(app).text.startswith("prefix,destination,")
-        assert app.focused is editor_of(app)
+        await wait_for(pilot, lambda: app.focused is editor_of(app))
 
         assert editor_of(app).theme == "icdsl-dark"
         app.theme = "textual-light"  # the editor's colours follow the app's theme
-        await pilot.pause()
-        assert editor_of(app).theme == "icdsl-light"
+        await wait_for(pilot, lambda: editor_of(app).theme == "icdsl-light")
 
     run(app, scenario)
 
@@ -116,7 +109,7 @@ def test_typing_an_error_shows_the_problem_live_and_selecting_it_moves_the_curso
         editor = editor_of(app)
         await type_at(pilot, editor, 5, 15, "O")  # currency EUR -> EURO
         assert "currency EURO" in editor.text
-        await wait_for(pilot, lambda: app.analysis.errors > 0, timeout=3)  # debounce + check
+        await wait_for(pilot, lambda: app.analysis.errors > 0)  # debounce + check
         problems = app.workspace.query_one(ProblemsList)
         texts = option_texts(problems)
         assert texts[0].startswith("error[E202] acme.icd:5:12 'EURO' is not a currency code")
@@ -127,19 +120,17 @@ def test_typing_an_error_shows_the_problem_live_and_selecting_it_moves_the_curso
 
         editor.move_cursor((0, 0))
         await pilot.press("ctrl+l")
-        assert app.focused is problems
+        await wait_for(pilot, lambda: app.focused is problems)
         problems.highlighted = 0
         await pilot.press("enter")
-        await pilot.pause()
-        assert app.focused is editor
-        assert editor.cursor_location == (4, 11)
+        await wait_for(pilot, lambda: app.focused is editor and editor.cursor_location == (4, 11))
 
         editor.move_cursor((0, 0))
         await pilot.press("f8")  # next problem
-        assert editor.cursor_location == (4, 11)
+        await wait_for(pilot, lambda: editor.cursor_location == (4, 11))
 
         await pilot.press("ctrl+z")  # undo: the problem goes away
-        await wait_for(pilot, lambda: app.analysis.errors == 0, timeout=3)
+        await wait_for(pilot, lambda: app.analysis.errors == 0)
         assert editor._problem_lines == {}
 
     run(app, scenario)
@@ -154,16 +145,16 @@ def test_saving_writes_the_file_and_quitting_unsaved_asks_again(tutorial):
         await type_at(pilot, editor, 1, 1, "# hello\n")
         assert editor.modified and "●" in str(box.border_title)
         await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: not editor.modified and str(box.border_title) == "acme.icd")
         assert (tutorial / "acme.icd").read_text().startswith("# hello\nuse stdlib.calendars")
-        assert not editor.modified and str(box.border_title) == "acme.icd"
 
         await pilot.press("x")
+        await wait_for(pilot, lambda: editor.modified)
         await pilot.press("ctrl+q")
         await pilot.pause()
         assert app.is_running  # unsaved: asks again
         await pilot.press("ctrl+q")
-        await pilot.pause()
-        assert not app.is_running
+        await wait_for(pilot, lambda: not app.is_running)
 
     run(app, scenario)
 
@@ -177,25 +168,25 @@ def test_the_plan_marks_the_agreement_under_the_cursor_and_goes_stale_on_errors(
     async def scenario(pilot):
         editor_of(app).move_cursor((17, 4))  # inside the agreement
         await pilot.press("f3")
-        assert app.current_mode == "plan"
+        await wait_for(pilot, lambda: app.current_mode == "plan")
         view = app.screen.query_one(PlanView)
         texts = option_texts(view)
         assert texts[0].startswith("  Plan: 1 partner, 1 agreement, 1 example, from 2 files")
         assert texts[view.highlighted].startswith('▶ Agreement "Acme voice" v1 with ACME')
         await pilot.press("f")  # only this agreement
+        await wait_for(pilot, lambda: view.option_count == 1)
         assert [t.split("\n")[0] for t in option_texts(view)] == [
             '▶ Agreement "Acme voice" v1 with ACME, 2026-01-01 .. open [acme.icd:13:1]']
         view.focus()
         view.highlighted = 0
         await pilot.press("enter")  # show its rule
-        await pilot.pause()
-        assert app.current_mode == "workspace"
-        assert editor_of(app).cursor_location == (12, 0)
+        await wait_for(pilot, lambda: app.current_mode == "workspace" and editor_of(app).cursor_location == (12, 0))
 
         await type_at(pilot, editor_of(app), 5, 15, "O")
-        await wait_for(pilot, lambda: app.analysis.errors > 0, timeout=3)
+        await wait_for(pilot, lambda: app.analysis.errors > 0)
         await pilot.press("f3")
-        assert "Showing the last plan that compiled" in str(app.screen.query_one("#plan-status").render())
+        await wait_for(pilot, lambda: app.current_mode == "plan" and "Showing the last plan that compiled"
+                       in str(app.screen.query_one("#plan-status").render()))
         assert view.option_count > 0
 
     run(app, scenario)
@@ -206,6 +197,7 @@ def test_picking_a_record_explains_its_rating_and_steps_open_their_rules(tutoria
 
     async def scenario(pilot):
         await pilot.press("f4")
+        await wait_for(pilot, lambda: app.current_mode == "explain")
         view = app.screen.query_one(ExplanationView)
         await wait_for(pilot, lambda: view.explanation is not None)
         texts = option_texts(view)
@@ -222,16 +214,18 @@ def test_picking_a_record_explains_its_rating_and_steps_open_their_rules(tutoria
         view.focus()
         view.highlighted = step
         await pilot.press("enter")
-        await pilot.pause()
-        assert app.current_mode == "workspace"
-        assert app.workspace.current == tutorial / "decks" / "acme-a-z.csv"
-        assert editor_of(app).cursor_location[0] == 9  # line 10 of the deck
+        await wait_for(pilot, lambda: app.current_mode == "workspace"
+                       and app.workspace.current == tutorial / "decks" / "acme-a-z.csv")
+        await wait_for(pilot, lambda: editor_of(app).cursor_location[0] == 9)  # line 10 of the deck
 
         # back to the records: "o" opens the record's own line in the traffic file
-        await pilot.press("f4", "f4", "down", "o")
-        await pilot.pause()
-        assert app.workspace.current == tutorial / "traffic.csv"
-        assert editor_of(app).cursor_location[0] == 3
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: app.current_mode == "explain")
+        await pilot.press("f4", "down")  # f4 again: the records; the third one
+        await wait_for(pilot, lambda: view.explanation is not None and view.explanation.row == 4)
+        await pilot.press("o")
+        await wait_for(pilot, lambda: app.current_mode == "workspace" and app.workspace.current == tutorial / "traffic.csv")
+        await wait_for(pilot, lambda: editor_of(app).cursor_location[0] == 3)
 
     run(app, scenario)
 
@@ -244,23 +238,24 @@ def test_keys_are_remappable_help_lists_them_and_the_palette_opens_files(tutoria
 
     async def scenario(pilot):
         await pilot.press("f1")
+        await pilot.pause()
         assert not isinstance(app.screen, HelpScreen)
         await pilot.press("f12")
-        assert isinstance(app.screen, HelpScreen)
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
         assert "f12" in plain(app.screen.table)
         await pilot.press("escape")
-        assert not isinstance(app.screen, HelpScreen)
+        await wait_for(pilot, lambda: not isinstance(app.screen, HelpScreen))
         await pilot.press("f11")
-        assert app.current_mode == "plan"
+        await wait_for(pilot, lambda: app.current_mode == "plan")
 
         await pilot.press("ctrl+p")
-        await pilot.pause()
+        await wait_for(pilot, lambda: bool(app.screen.query(CommandList)))
         await pilot.press(*"open traffic")
         commands = app.screen.query_one(CommandList)
-        await wait_for(pilot, lambda: commands.option_count > 0, timeout=3)
+        await wait_for(pilot, lambda: commands.option_count > 0)
         assert plain(commands.get_option_at_index(0).prompt).startswith("Open traffic.csv")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.workspace.current == tutorial / "traffic.csv", timeout=3)
+        await wait_for(pilot, lambda: app.workspace.current == tutorial / "traffic.csv")
         assert app.current_mode == "workspace"
 
     run(app, scenario)

@@ -9,7 +9,7 @@ import shutil
 from decimal import Decimal
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, wait_for
 
 from icdsl.tui.app import IcdslApp
 from icdsl.tui.components.documents import DocumentsTable, LinesTable
@@ -45,18 +45,9 @@ def run(app: IcdslApp, scenario, size=SIZE) -> None:
     asyncio.run(main())
 
 
-async def wait_for(pilot, predicate, timeout: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("timed out waiting for the app")
-        await pilot.pause(0.02)
-
-
 async def simulated(pilot, app: IcdslApp, records: int = RECORDS) -> None:
     await pilot.press("f5")
-    await wait_for(pilot, lambda: len(app.screen.chosen_partners()) == 2)
+    await wait_for(pilot, lambda: app.current_mode == "simulate" and len(app.screen.chosen_partners()) == 2)
     app.screen.query_one("#sim-source").set_generated(records)
     await pilot.press("ctrl+g")
     await wait_for(pilot, lambda: app.simulation is not None)
@@ -106,10 +97,10 @@ def test_cancel_stops_the_simulation_and_keeps_nothing(interconnect):
 
     async def scenario(pilot):
         await pilot.press("f5")
-        await wait_for(pilot, lambda: len(app.screen.chosen_partners()) == 2)
+        await wait_for(pilot, lambda: app.current_mode == "simulate" and len(app.screen.chosen_partners()) == 2)
         app.screen.query_one("#sim-source").set_generated("200k")
         await pilot.press("ctrl+g")
-        assert app.screen.running
+        await wait_for(pilot, lambda: app.screen.running)
         await pilot.press("escape")
         await wait_for(pilot, lambda: not app.screen.running)
         assert app.simulation is None
@@ -127,10 +118,11 @@ def test_a_simulation_with_rule_errors_says_so_and_partners_can_be_left_out(inte
 
     async def scenario(pilot):
         await pilot.press("f5")
-        await wait_for(pilot, lambda: len(app.screen.chosen_partners()) == 2)
+        await wait_for(pilot, lambda: app.current_mode == "simulate" and len(app.screen.chosen_partners()) == 2)
         app.screen.set_partners(set())
         await pilot.press("ctrl+g")
-        assert not app.screen.running  # nobody chosen: refused at once
+        await wait_for(pilot, lambda: any("at least one partner" in str(n.message) for n in app._notifications))
+        assert not app.screen.running  # nobody chosen: refused at once, with a notice
         app.screen.set_partners({"BRKGB"})
         app.screen.query_one("#sim-source").set_generated(1000, "voice=1")
         await pilot.press("ctrl+g")
@@ -153,14 +145,15 @@ def test_drill_down_reaches_the_records_of_a_line_their_explanation_and_the_rule
                      if p == "LUMFR" and d and d["kind"] == "invoice" and d["stream"] == "traffic")
         docs.focus()
         docs.move_cursor(row=index)
-        await pilot.pause()
         lines = app.screen.query_one(LinesTable)
+        await wait_for(pilot, lambda: lines.document is docs.entries[index][1])
         row = next(i for i, ln in enumerate(lines.document["lines"])
                    if ln["kind"] == "traffic" and "Arcadia fixed" in ln["description"])
         lines.focus()
+        await wait_for(pilot, lambda: app.focused is lines)
         lines.move_cursor(row=row)
         await pilot.press("enter")
-        assert app.current_mode == "drill"
+        await wait_for(pilot, lambda: app.current_mode == "drill")
         drill = app.screen
         await wait_for(pilot, lambda: drill.records is not None)
         line = lines.document["lines"][row]
@@ -183,8 +176,9 @@ def test_drill_down_reaches_the_records_of_a_line_their_explanation_and_the_rule
         assert editor.cursor_location[0] + 1 == RATE_LINE
         # x: the same records in the Explain screen, rated with the simulation's rules
         await pilot.press("f7")
+        await wait_for(pilot, lambda: app.current_mode == "drill")
         await pilot.press("x")
-        assert app.current_mode == "explain"
+        await wait_for(pilot, lambda: app.current_mode == "explain")
         ex = app.screen
         await wait_for(pilot, lambda: ex.query_one(ExplanationView).explanation is not None)
         assert ex.query_one(TrafficGrid).cursor_row == 1
@@ -198,9 +192,10 @@ def test_drill_down_without_a_simulation_explains_what_to_do(interconnect):
 
     async def scenario(pilot):
         await pilot.press("f7")
-        assert "run a simulation" in status(app, "#dr-line")
+        await wait_for(pilot, lambda: app.current_mode == "drill" and "run a simulation" in status(app, "#dr-line"))
         await pilot.press("o")  # nothing to open: a notice, no crash
         await pilot.press("x")
+        await pilot.pause()
         assert app.current_mode == "drill"
 
     run(app, scenario)
@@ -215,14 +210,15 @@ def test_what_if_shows_the_difference_after_editing_a_rate(interconnect):
     async def scenario(pilot):
         await simulated(pilot, app, 2000)
         await app.on_open_location(OpenLocation(Location(interconnect / "lumiere.icd", RATE_LINE)))
-        await pilot.pause()
-        assert app.current_mode == "workspace"
+        await wait_for(pilot, lambda: app.current_mode == "workspace")
         editor = app.workspace.editor
+        await wait_for(pilot, lambda: app.focused is editor)
         assert editor.document.get_line(RATE_LINE - 1).rstrip().endswith("0.0007")
         editor.move_cursor((RATE_LINE - 1, len(editor.document.get_line(RATE_LINE - 1))))
         await pilot.press("backspace", "9")  # 0.0007 -> 0.0009 EUR
         await wait_for(pilot, lambda: app.analysis is not None and not app.checking)
         await pilot.press("f6")
+        await wait_for(pilot, lambda: app.current_mode == "whatif")
         screen = app.screen
         assert screen.query_one("#wi-source").kind == "last"  # the last simulation's traffic
         await pilot.press("ctrl+g")
@@ -242,7 +238,7 @@ def test_what_if_shows_the_difference_after_editing_a_rate(interconnect):
         table = screen.query_one("#wi-table")
         assert table.row_count == len(r.by(("partner", "side")))
         await pilot.press("ctrl+o")
-        assert "service" in screen.query_one("#wi-table-box").border_title
+        await wait_for(pilot, lambda: "service" in screen.query_one("#wi-table-box").border_title)
         assert "revenue EUR" in str(screen.query_one("#wi-summary").render())
 
     run(app, scenario)
@@ -258,6 +254,7 @@ def test_what_if_compares_two_files_over_generated_traffic(interconnect):
         await wait_for(pilot, lambda: app.analysis is not None)
         assert app.analysis.errors  # both versions in the folder: the folder alone does not check
         await pilot.press("f6")
+        await wait_for(pilot, lambda: app.current_mode == "whatif")
         screen = app.screen
         screen.query_one("#wi-mode").value = "files"
         screen.query_one("#wi-old").value = str(interconnect / "lumiere.icd")
@@ -297,6 +294,7 @@ def test_what_if_shows_the_difference_of_an_edited_recurring_fee_on_that_charge(
         assert editor.document.get_line(FEE_LINE - 1).strip().startswith('recurring "10G port" 800.00 GBP')
         await wait_for(pilot, lambda: app.analysis is not None and not app.checking)
         await pilot.press("f6")
+        await wait_for(pilot, lambda: app.current_mode == "whatif")
         screen = app.screen
         assert screen.query_one("#wi-period").value == "2026-03"
         screen.query_one("#wi-source").set_generated(1000)
@@ -315,8 +313,13 @@ def test_what_if_shows_the_difference_of_an_edited_recurring_fee_on_that_charge(
         assert ("LUMFR", "revenue", "SIP trunk (recurring)", "EUR") in by_charge
         assert r.totals()[("revenue", "GBP")] == (Decimal("2637.10"), Decimal("2812.90"))
         # on screen: grouped by charge, the largest change first
-        while "by charge" not in screen.query_one("#wi-table-box").border_title:
+        for _ in range(5):  # ctrl+o steps through the groupings
+            if "by charge" in screen.query_one("#wi-table-box").border_title:
+                break
+            before = screen.query_one("#wi-table-box").border_title
             await pilot.press("ctrl+o")
+            await wait_for(pilot, lambda before=before: screen.query_one("#wi-table-box").border_title != before)
+        assert "by charge" in screen.query_one("#wi-table-box").border_title
         table = screen.query_one("#wi-table")
         first = [str(c) for c in table.get_row_at(0)]
         assert first[:3] == ["BRKGB", "revenue", PORT_FEE]
@@ -380,9 +383,11 @@ def test_dashboard_charts_revenue_and_cost_and_lists_the_findings(interconnect):
 
     async def scenario(pilot):
         await pilot.press("f9")
+        await wait_for(pilot, lambda: app.current_mode == "dashboard")
         assert "No simulation yet" in status(app, "#db-totals")
         await simulated(pilot, app)
         await pilot.press("f9")
+        await wait_for(pilot, lambda: app.current_mode == "dashboard" and "EUR revenue" in status(app, "#db-totals"))
         screen = app.screen
         head = status(app, "#db-totals")
         assert "EUR revenue" in head and "GBP revenue" in head
@@ -394,7 +399,7 @@ def test_dashboard_charts_revenue_and_cost_and_lists_the_findings(interconnect):
         assert findings.row_count == len(app.simulation.findings())
         for dim in ("charge type", "service", "agreement", "partner"):
             await pilot.press("g")
-            assert dim in screen.query_one("#db-chart-box").border_title
+            await wait_for(pilot, lambda dim=dim: dim in screen.query_one("#db-chart-box").border_title)
 
     run(app, scenario)
 
@@ -404,19 +409,21 @@ def test_the_new_screens_have_keys_help_and_palette_entries_and_fit_80_columns(i
 
     async def scenario(pilot):
         for key, mode in (("f5", "simulate"), ("f6", "whatif"), ("f7", "drill"), ("f9", "dashboard")):
-            app.workspace.editor.focus()  # the editor's own f6/f7 must not win
             await pilot.press("f2")
+            await wait_for(pilot, lambda: app.current_mode == "workspace")
+            app.workspace.editor.focus()  # the editor's own f6/f7 must not win
+            await wait_for(pilot, lambda: app.focused is app.workspace.editor)
             await pilot.press(key)
-            assert app.current_mode == mode
+            await wait_for(pilot, lambda mode=mode: app.current_mode == mode)
             nav = str(app.screen.query_one("NavBar").render())
             assert len(nav) <= SIZE[0] and "F9" in nav
         await pilot.press("ctrl+p")
-        await pilot.pause()
+        await wait_for(pilot, lambda: bool(app.screen.query("CommandList")))
         await pilot.press(*"simulated billing")
         from textual.command import CommandList
 
         commands = app.screen.query_one(CommandList)
-        await wait_for(pilot, lambda: commands.option_count > 0, timeout=3)
+        await wait_for(pilot, lambda: commands.option_count > 0)
 
     run(app, scenario)
 

@@ -4,11 +4,10 @@ Update them after a deliberate change with ``pytest tests/test_tui_snapshots.py 
 and look at the SVGs under ``tests/__snapshots__/test_tui_snapshots/`` before committing.
 """
 
-import asyncio
 import shutil
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, wait_for
 
 from icdsl.tui.app import IcdslApp
 from icdsl.tui.components.explanation import ExplanationView
@@ -23,13 +22,9 @@ def tutorial(tmp_path):
     return tmp_path / "tutorial"
 
 
-async def settle(pilot, predicate, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError("timed out waiting for the app")
-        await pilot.pause(0.02)
+async def settle(pilot, predicate, timeout: float = 30.0) -> None:
+    """Wait for ``predicate`` (the state the snapshot shows), then for the app to go idle."""
+    await wait_for(pilot, predicate, timeout)
     await pilot.pause()
 
 
@@ -50,6 +45,7 @@ def plan(app):
         await settle(pilot, lambda: app.analysis is not None)
         app.workspace.editor.move_cursor((17, 4))  # inside the agreement: marked in the plan
         await pilot.press("f3")
+        await settle(pilot, lambda: app.current_mode == "plan")
 
     return run_before
 
@@ -58,7 +54,8 @@ def explain(app):
     async def run_before(pilot):
         await settle(pilot, lambda: app.analysis is not None)
         await pilot.press("f4")
-        await settle(pilot, lambda: app.screen.query_one(ExplanationView).explanation is not None)
+        await settle(pilot, lambda: app.current_mode == "explain"
+                     and app.screen.query_one(ExplanationView).explanation is not None)
 
     return run_before
 
@@ -99,10 +96,10 @@ def interconnect(tmp_path):
 async def simulated(pilot, app, records: int = 2000) -> None:
     await settle(pilot, lambda: app.good is not None)
     await pilot.press("f5")
-    await settle(pilot, lambda: len(app.screen.chosen_partners()) == 2)
+    await settle(pilot, lambda: app.current_mode == "simulate" and len(app.screen.chosen_partners()) == 2)
     app.screen.query_one("#sim-source").set_generated(records)
     await pilot.press("ctrl+g")
-    await settle(pilot, lambda: app.simulation is not None, timeout=30)
+    await settle(pilot, lambda: app.simulation is not None)
     app.simulation.seconds = 1.0  # the time a run took: not part of the look
     app.view("simulate")._show(app.simulation)
 
@@ -112,7 +109,8 @@ def simulate_screen(app):
         await simulated(pilot, app)
         docs = app.screen.query_one("#sim-docs")
         docs.move_cursor(row=1)  # LUMFR's traffic invoice
-        await pilot.pause()
+        lines = app.screen.query_one("#sim-lines")
+        await settle(pilot, lambda: lines.document is docs.entries[1][1])
 
     return run_before
 
@@ -123,11 +121,13 @@ def drill_screen(app):
         screen = app.screen
         docs = screen.query_one("#sim-docs")
         docs.move_cursor(row=1)
-        await pilot.pause()
         lines = screen.query_one("#sim-lines")
+        await settle(pilot, lambda: lines.document is docs.entries[1][1])
         lines.focus()
+        await settle(pilot, lambda: app.focused is lines)
         lines.move_cursor(row=2)
         await pilot.press("enter")
+        await settle(pilot, lambda: app.current_mode == "drill")
         drill = app.screen
         await settle(pilot, lambda: drill.records is not None
                      and drill.query_one(ExplanationView).explanation is not None)
@@ -143,9 +143,10 @@ def whatif_screen(app, folder):
         line = editor.document.get_line(31)
         editor.replace("0.0009", (31, len(line) - 6), (31, len(line)))
         await pilot.press("f6")
+        await settle(pilot, lambda: app.current_mode == "whatif")
         screen = app.screen
         await pilot.press("ctrl+g")
-        await settle(pilot, lambda: screen.result is not None, timeout=30)
+        await settle(pilot, lambda: screen.result is not None)
         screen.result.seconds = 0.5
         screen.show_result()
         await pilot.pause()
@@ -157,7 +158,8 @@ def dashboard_screen(app):
     async def run_before(pilot):
         await simulated(pilot, app)
         await pilot.press("f9")
-        await pilot.pause(0.2)
+        await settle(pilot, lambda: app.current_mode == "dashboard"
+                     and "EUR revenue" in str(app.screen.query_one("#db-totals").render()))
 
     return run_before
 

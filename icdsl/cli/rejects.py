@@ -5,7 +5,6 @@ face over :mod:`icdsl.billing.quarantine` and :mod:`icdsl.billing.resubmit` (the
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from pathlib import Path
@@ -17,8 +16,8 @@ from rich.table import Table
 
 from icdsl.cli.billing import _data_option, _db_option, _load_quietly, _plan, opened, user_errors
 from icdsl.cli.common import app, echo_err, table_console
-from icdsl.outputs.cells import neutralize
 from icdsl.outputs.rejects import export_format, write_rejects
+from icdsl.safecsv import Writer
 
 rejects_app = typer.Typer(help="The quarantine: rejected records by reason, partner and file; export; resubmit.",
                           invoke_without_command=True)
@@ -145,10 +144,9 @@ def rejects_summary(
 
 def _echo_csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = Writer(buf)
     w.writerow(columns)
-    for r in rows:
-        w.writerow(["" if r.get(c) is None else neutralize(str(r.get(c))) for c in columns])
+    w.writerows([r.get(c) for c in columns] for r in rows)
     typer.echo(buf.getvalue(), nl=False)
 
 

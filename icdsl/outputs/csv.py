@@ -2,38 +2,27 @@
 whose ``kind`` says what they are), with the document's number, partner, period and currency
 on every row so that files can be concatenated. Amounts are exact decimal text; text cells
 that a spreadsheet would read as a formula (a destination name from a partner's deck, say) are
-written with a leading apostrophe (:mod:`icdsl.outputs.cells`)."""
+written with a leading apostrophe, numbers as they are (:mod:`icdsl.safecsv`)."""
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Mapping
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from icdsl.outputs.cells import neutralize
 from icdsl.outputs.views import file_stem, view_lines
+from icdsl.safecsv import Writer
 
 COLUMNS = ("document", "kind_of_document", "partner", "period", "stream", "line_no", "kind", "description",
            "direction", "service", "destination", "band", "quantity", "unit", "rate", "rate_unit", "amount",
            "currency", "record_count", "corrects_line_id")
-
-
-def _text(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, Decimal):
-        return format(v, "f")
-    if isinstance(v, str):
-        return neutralize(v)
-    return str(v)
+NUMERIC = ("line_no", "quantity", "rate", "amount", "record_count", "corrects_line_id")
 
 
 def dumps(doc: Mapping[str, Any], *, view: str = "itemized") -> str:
     out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
+    w = Writer(out, numeric=[COLUMNS.index(c) for c in NUMERIC])
     w.writerow(COLUMNS)
     head = {"document": doc.get("number") or f"draft #{doc.get('id')}", "kind_of_document": doc.get("kind"),
             "partner": doc.get("partner_code"), "period": doc.get("period"), "stream": doc.get("stream"),
@@ -42,17 +31,19 @@ def dumps(doc: Mapping[str, Any], *, view: str = "itemized") -> str:
         row = dict(head, **{k: ln.get(k) for k in COLUMNS if k in ln})
         row["line_no"] = ln.get("line_no", i)
         row["currency"] = ln.get("currency") or doc.get("currency")
-        w.writerow([_text(row.get(c)) for c in COLUMNS])
+        w.writerow([row.get(c) for c in COLUMNS])
     if doc.get("kind") == "statement":
         for item in doc.get("receivable_items", []):
-            w.writerow([_text(dict(head, kind="receivable", stream=item.get("stream"), description=item.get("description"),
-                                   amount=item.get("amount")).get(c)) for c in COLUMNS])
+            row = dict(head, kind="receivable", stream=item.get("stream"), description=item.get("description"),
+                       amount=item.get("amount"))
+            w.writerow([row.get(c) for c in COLUMNS])
         totals = [("receivable", doc.get("receivable")), ("payable", doc.get("payable")), ("net", doc.get("net"))]
     elif doc.get("kind") == "share_statement":
         for sp in doc.get("splits", []):
             for party, amount in sp["parties"].items():
-                w.writerow([_text(dict(head, kind="split", description=f"{sp['charge']}: {party} of "
-                                       f"{sp.get('amount_split')}", amount=amount).get(c)) for c in COLUMNS])
+                row = dict(head, kind="split", description=f"{sp['charge']}: {party} of {sp.get('amount_split')}",
+                           amount=amount)
+                w.writerow([row.get(c) for c in COLUMNS])
         totals = [("total", doc.get("total"))]
     else:
         totals = [("subtotal", doc.get("subtotal")), ("tax", doc.get("tax_amount")), ("total", doc.get("total"))]
@@ -60,7 +51,8 @@ def dumps(doc: Mapping[str, Any], *, view: str = "itemized") -> str:
         desc = doc.get("tax_label") if kind == "tax" else kind
         if kind == "tax" and doc.get("tax_note"):
             desc = f"{desc}: {doc['tax_note']}"
-        w.writerow([_text(dict(head, kind=kind, description=desc, amount=amount).get(c)) for c in COLUMNS])
+        row = dict(head, kind=kind, description=desc, amount=amount)
+        w.writerow([row.get(c) for c in COLUMNS])
     return out.getvalue()
 
 

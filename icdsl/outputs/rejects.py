@@ -1,14 +1,13 @@
 """The quarantine's entries as a file: CSV (every text cell neutralized against spreadsheet
-formulas, :mod:`icdsl.outputs.cells`) or Parquet (the values as they are, for tools)."""
+formulas, :mod:`icdsl.safecsv`) or Parquet (the values as they are, for tools)."""
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from icdsl.outputs.cells import neutralize
+from icdsl.safecsv import write_rows
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -37,9 +36,4 @@ def write_rejects(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], pat
 
         pq.write_table(pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows], schema=schema), path)
         return path
-    with path.open("w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(columns)
-        for r in rows:
-            w.writerow(["" if r.get(c) is None else neutralize(str(r.get(c))) for c in columns])
-    return path
+    return write_rows(path, columns, rows)

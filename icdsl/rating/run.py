@@ -21,7 +21,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from icdsl.plan.model import Plan, RecordLayout
@@ -29,6 +28,7 @@ from icdsl.rating.batch import rate_batch_with_charges
 from icdsl.rating.cluster import shared
 from icdsl.rating.readers import open_reader
 from icdsl.rating.result import rated_schema, record_charges_schema
+from icdsl.safecsv import ArrowWriter
 
 
 class LayoutError(Exception):
@@ -105,8 +105,8 @@ class _Sink:
         if self.schema is None:
             self.schema = table.schema
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            if self.csv:
-                self.writer = pacsv.CSVWriter(str(self.path), self.schema)
+            if self.csv:  # a file people open: text cells neutralized against spreadsheet formulas
+                self.writer = ArrowWriter(self.path, self.schema, numeric=("rate",))
             else:
                 # statistics cost as much as the encoding and nothing reads them back here;
                 # dictionary pages only where values repeat (trying them on ids, times and
@@ -116,10 +116,7 @@ class _Sink:
                                                column_encoding=_delta_columns(self.schema))
         else:
             table = _conform(table, self.schema)
-        if self.csv:
-            self.writer.write_table(table)
-        else:
-            self.writer.write_table(table)
+        self.writer.write_table(table)
         self.rows += table.num_rows
 
     def close(self, empty_schema: pa.Schema | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Batch executor on the shared rating benchmark (see /work/shared/bench/SPEC.md).
+"""Batch executor on the rating benchmark's workload (see tests/benchmarks/workload/SPEC.md).
 
 The Agreement equivalent to the workload is built directly from dataclasses (the deck is read
 from rates.csv): one ServicePlan outbound voice per minute, 50,000 rows with peak/offpeak
@@ -10,11 +10,11 @@ conftest)::
 
     pytest tests/benchmarks --benchmark-only
 
-rates the 1M set (``ICDSL_BENCH_DIR``, default /tmp/icdsl-bench/n1000000, made by the shared ``gen.py``
-when missing, the same folder as bench_rate.py's) and
-checks every amount, prefix, band and billed second against the DuckDB reference's output
-(``ICDSL_BENCH_REF_OUT``, default: ref_duckdb.py from ``ICDSL_BENCH_REFS``, default
-/work/shared/bench, is run once into a temporary folder). Skipped when the data is missing.
+rates ``ICDSL_BENCH_N`` records (default 1,000,000; ``ICDSL_BENCH_DIR``, default
+/tmp/icdsl-bench/nN, the same folder as bench_rate.py's, made by ``workload/gen.py`` when
+missing) and checks every amount, prefix, band and billed second against the DuckDB
+reference's output (``ICDSL_BENCH_REF_OUT``, default: ``workload/ref_duckdb.py`` run once into
+the cache folder's ``ref_duckdb``, as bench_rate.py does).
 
 As a script, the end-to-end run to compare with ``ref_duckdb.py`` under ``/usr/bin/time -v``::
 
@@ -22,7 +22,7 @@ As a script, the end-to-end run to compare with ``ref_duckdb.py`` under ``/usr/b
 
 streams the Parquet row groups (about 1M rows each) through ``rate_batch`` and writes
 OUT_DIR/rated.parquet (the reference's columns, or all rated columns), rejects.parquet,
-partners.csv and summary.json in the shared benchmark's format.
+partners.csv and summary.json in the workload's format (``workload/SPEC.md``).
 """
 
 from __future__ import annotations
@@ -58,8 +58,10 @@ from icdsl.plan.model import (
 )
 from icdsl.rating.batch import rate_batch
 
-BENCH_DIR = Path(os.environ.get("ICDSL_BENCH_DIR", "/tmp/icdsl-bench/n1000000"))
-REFS = Path(os.environ.get("ICDSL_BENCH_REFS", Path(__file__).resolve().parents[3] / "shared" / "bench"))
+N = int(os.environ.get("ICDSL_BENCH_N", "1000000"))
+BENCH_DIR = Path(os.environ.get("ICDSL_BENCH_DIR", Path(os.environ.get("ICDSL_BENCH_CACHE", "/tmp/icdsl-bench"))
+                                / f"n{N}"))
+WORKLOAD = Path(__file__).resolve().parent / "workload"
 
 
 def bench_plan(rates_csv: str | Path) -> Plan:
@@ -154,7 +156,7 @@ REF_SCHEMA = pa.schema(
 
 
 def reference_layout(rated: pa.Table, rejects: pa.Table) -> pa.Table:
-    """The shared benchmark's rated.parquet: every CDR, rejected ones with nulls and their status."""
+    """The workload's rated.parquet: every CDR, rejected ones with nulls and their status."""
     ok = pa.DictionaryArray.from_arrays(np.zeros(rated.num_rows, dtype=np.int32), pa.array(["ok"]))
     out = pa.table(
         [rated["id"], rated["prefix"], rated["band"], rated["billed_units"], rated["amount"], ok],
@@ -182,7 +184,7 @@ def rate_file(rates_csv: str, cdrs_path: str, out_dir: str, columns: str = "ref"
 
     One thread reads the next row group and one writes the previous outputs while the main
     thread rates (Parquet I/O releases the GIL); at most one batch waits on each side.
-    ``columns="ref"`` writes the shared benchmark's rated.parquet layout (check.py compares it),
+    ``columns="ref"`` writes the workload's rated.parquet layout (check.py compares it),
     ``"all"`` the full rated table plus rejects.parquet.
     """
     t0 = time.perf_counter()
@@ -274,24 +276,20 @@ if pytest is not None:
     def workload():
         rates, cdrs = BENCH_DIR / "rates.csv", BENCH_DIR / "cdrs.parquet"
         if not (rates.exists() and cdrs.exists()):
-            if not (REFS / "gen.py").exists():
-                pytest.skip(f"no benchmark data in {BENCH_DIR}, and no shared generator at {REFS}")
-            subprocess.run([sys.executable, str(REFS / "gen.py"), str(BENCH_DIR), "--n", "1000000"], check=True)
+            subprocess.run([sys.executable, str(WORKLOAD / "gen.py"), str(BENCH_DIR), "--n", str(N)], check=True)
         ref_out = os.environ.get("ICDSL_BENCH_REF_OUT")
         if ref_out is None:
-            script = REFS / "ref_duckdb.py"
-            if not script.exists():
-                pytest.skip(f"no DuckDB reference at {script}")
-            ref_out = f"/tmp/icdsl_bench_ref_{BENCH_DIR.name}"
+            ref_out = str(BENCH_DIR / "ref_duckdb")
             if not Path(ref_out, "rated.parquet").exists():
-                subprocess.run([sys.executable, str(script), str(rates), str(cdrs), ref_out], check=True)
+                subprocess.run([sys.executable, str(WORKLOAD / "ref_duckdb.py"), str(rates), str(cdrs), ref_out],
+                               check=True)
         plan = bench_plan(rates)
         table = records(pq.read_table(cdrs, columns=COLUMNS))
         rate_batch(plan, table.slice(0, 1000))  # build the per-plan tables outside the timing
         ref = pq.read_table(Path(ref_out, "rated.parquet")).sort_by("id")
         return plan, table, ref
 
-    def test_batch_1m_matches_duckdb(benchmark, workload):
+    def test_batch_matches_duckdb(benchmark, workload):
         plan, table, ref = workload
         rated, rejects = benchmark.pedantic(rate_batch, args=(plan, table), rounds=5, iterations=1)
         ok = ref.filter(pc.equal(ref["status"], "ok"))

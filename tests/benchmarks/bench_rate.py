@@ -1,11 +1,13 @@
-"""``icdsl rate examples/bench`` end to end on the shared workload, checked against DuckDB.
+"""``icdsl rate examples/bench`` end to end on the benchmark workload, checked against DuckDB.
 
 Compiles ``examples/bench/bench.icd`` with the generated 50,000-prefix deck, streams the
 generated CDRs through intake and the batch executor (``icdsl.rating.run.rate_file``, what the
 ``icdsl rate`` command runs) and checks that every amount equals the hand-written DuckDB
 reference's, record by record. Data: ``ICDSL_BENCH_N`` records (default 1,000,000) made by
-``../shared/bench/gen.py`` into a cache folder (``ICDSL_BENCH_CACHE``, default
-``/tmp/icdsl-bench``). Run with ``pytest tests/benchmarks/bench_rate.py --benchmark-only``.
+``tests/benchmarks/workload/gen.py`` into a cache folder (``ICDSL_BENCH_CACHE``, default
+``/tmp/icdsl-bench``), the reference by ``workload/ref_duckdb.py`` beside them (see
+``workload/README.md``). Run with ``pytest tests/benchmarks/bench_rate.py --benchmark-only``
+(``ICDSL_BENCH_N=20000`` for a quick run).
 """
 
 from __future__ import annotations
@@ -22,20 +24,18 @@ import pyarrow.parquet as pq
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("ICDSL_BENCH_REFS", ROOT.parent / "shared" / "bench"))
+WORKLOAD = Path(__file__).resolve().parent / "workload"
 N = int(os.environ.get("ICDSL_BENCH_N", "1000000"))
 CACHE = Path(os.environ.get("ICDSL_BENCH_CACHE", "/tmp/icdsl-bench")) / f"n{N}"
 
 
 @pytest.fixture(scope="module")
 def workload(tmp_path_factory):
-    if not (SHARED / "gen.py").exists():
-        pytest.skip(f"the shared benchmark is not beside the checkout ({SHARED})")
     if not (CACHE / "cdrs.parquet").exists():
-        subprocess.run([sys.executable, str(SHARED / "gen.py"), str(CACHE), "--n", str(N)], check=True)
+        subprocess.run([sys.executable, str(WORKLOAD / "gen.py"), str(CACHE), "--n", str(N)], check=True)
     ref = CACHE / "ref_duckdb"
     if not (ref / "rated.parquet").exists():
-        subprocess.run([sys.executable, str(SHARED / "ref_duckdb.py"), str(CACHE / "rates.csv"),
+        subprocess.run([sys.executable, str(WORKLOAD / "ref_duckdb.py"), str(CACHE / "rates.csv"),
                         str(CACHE / "cdrs.parquet"), str(ref)], check=True)
     project = tmp_path_factory.mktemp("bench")
     shutil.copy(ROOT / "examples" / "bench" / "bench.icd", project / "bench.icd")
