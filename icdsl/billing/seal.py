@@ -70,10 +70,12 @@ class SealBroken(StoreError):
 
 
 def money(v: Any) -> str | None:
+    """Money in the canonical form: 8 decimals (the money columns' scale)."""
     return None if v is None else format(Decimal(v).quantize(_MONEY), "f")
 
 
 def rate(v: Any) -> str | None:
+    """A rate (prices per unit, FX and tax rates) in the canonical form: 12 decimals."""
     return None if v is None else format(Decimal(v).quantize(_RATE), "f")
 
 
@@ -110,33 +112,73 @@ _LINE_COLS = (_L.id, _L.line_no, _L.kind, _L.description, _L.direction, _L.servi
               _L.agreement_hash, _L.rule, _L.data_file_id, _L.line_key, _L.record_count, _L.first_start,
               _L.last_start, _L.corrects_line_id, _L.source_amount, _L.source_currency, _L.fx_rate, _L.fx_rate_id,
               _L.rounding, _L.group_key, _L.adjustment_id)
-_MONEY_COLS = {"quantity", "amount", "source_amount", "subtotal", "taxable_amount", "tax_amount", "total",
-               "receivable", "payable", "net"}
 _RATE_COLS = {"rate", "fx_rate", "tax_rate"}
 
 
-def _value(name: str, v: Any) -> Any:
-    if v is None or isinstance(v, bool | int | str):
-        return v
-    if isinstance(v, Decimal):
-        return rate(v) if name in _RATE_COLS else money(v) if name in _MONEY_COLS else format(v, "f")
-    if isinstance(v, datetime):
-        return instant(v)
-    if isinstance(v, date):
-        return day(v)
-    return v  # JSON values (lists, mappings) as the database returns them
-
-
 def _row(row: Any) -> dict[str, Any]:
-    return {k: _value(k, v) for k, v in row._mapping.items()}
+    """A row as JSON values: money and rates at their fixed scales, days and instants in ISO form
+    (JSON columns as the database returns them). The hot loop of sealing: by type, not isinstance."""
+    out = {}
+    for k, v in zip(row._fields, row, strict=True):
+        t = type(v)
+        if t is Decimal:  # at the column's scale; a value the column could not hold keeps its digits
+            q = v.quantize(_RATE if k in _RATE_COLS else _MONEY)
+            v = format(q if q == v else v, "f")
+        elif t is datetime:
+            v = instant(v)
+        elif t is date:
+            v = v.isoformat()
+        out[k] = v
+    return out
+
+
+_B = sa.bindparam
+_DF, _IB, _CI, _RC, _X, _V, _CL = (M.DataFile, M.IntakeBatch, M.CycleInput, M.RecordChargeFile, M.FxRate,
+                                   M.AgreementVersion, M.ChargeLine)
+_SS, _SH = M.SettlementStatement, M.ShareStatement
+# built once (finalizing a month seals hundreds of documents): SQLAlchemy caches their compiled form
+_Q_CYCLE = select(_C.partner_code, _C.frequency, _C.label, _C.timezone, _C.local_start, _C.local_end, _C.period_start,
+                  _C.period_end, _C.status, _C.plan_hash, _C.records_in, _C.rated_count,
+                  _C.rejected_count).where(_C.id == _B("id"))
+_Q_INPUTS = (select(_CI.batch_id, _CI.records, _IB.sha256, _IB.size_bytes, _IB.passed_count)
+             .join(_IB, _IB.id == _CI.batch_id, isouter=True).where(_CI.cycle_id == _B("id")))
+_Q_INTAKE_FILES = select(_DF.batch_id, _DF.kind, _DF.path, _DF.sha256, _DF.rows).where(
+    _DF.batch_id.in_(_B("ids", expanding=True)), _DF.cycle_id.is_(None))
+_Q_CYCLE_FILES = select(_DF.kind, _DF.path, _DF.sha256, _DF.rows).where(_DF.cycle_id == _B("id"))
+_Q_CHARGE_FILES = select(_RC.path, _RC.sha256, _RC.rows).where(_RC.cycle_id == _B("id"))
+_Q_FX = select(_X.id, _X.source, _X.base, _X.quote, _X.rate, _X.effective_from).where(
+    _X.id.in_(_B("ids", expanding=True))).order_by(_X.id)
+_Q_AGREEMENTS = select(_V.id, _V.name, _V.version, _V.revision, _V.partner_code, _V.effective_from, _V.effective_to,
+                       _V.currency, _V.source_file_hash, _V.content_hash, _V.decks).where(
+    sa.or_(_V.id.in_(_B("ids", expanding=True)), _V.content_hash.in_(_B("hashes", expanding=True)))).order_by(_V.id)
+_Q_INVOICE = select(*_INVOICE_COLS).where(_I.id == _B("id"))
+_Q_LINES = select(*_LINE_COLS).where(_L.invoice_id == _B("id")).order_by(_L.line_no, _L.id)
+_Q_LINE_CHARGES = select(_CL.invoice_line_id, _CL.key_hash, _CL.kind, _CL.stage, _CL.amount, _CL.currency).where(
+    _CL.invoice_line_id.in_(_B("ids", expanding=True)))
+_Q_FILE_HASHES = select(_DF.id, _DF.sha256).where(_DF.id.in_(_B("ids", expanding=True)))
+_Q_NUMBER = select(_I.number).where(_I.id == _B("id"))
+_Q_SETTLEMENT = select(_SS.number, _SS.status, _SS.partner_id, _SS.cycle_id, _SS.currency, _SS.receivable, _SS.payable,
+                       _SS.net, _SS.finalized_at, _SS.details).where(_SS.id == _B("id"))
+_Q_SHARE = select(_SH.number, _SH.status, _SH.partner_id, _SH.cycle_id, _SH.party, _SH.currency, _SH.total,
+                  _SH.finalized_at, _SH.details).where(_SH.id == _B("id"))
+
+
+def _connection(c: Conn) -> sa.Connection:
+    """The session's connection (its pending changes flushed): Core statements, no ORM overhead."""
+    if isinstance(c, Session):
+        c.flush()
+        return c.connection()
+    return c
 
 
 class _Reader:
-    """Reads documents' contents, each cycle's part once."""
+    """Reads documents' contents; each cycle's part, FX rates and agreements once."""
 
     def __init__(self, c: Conn):
-        self.c = c
+        self.c = _connection(c)
         self._cycles: dict[int, dict[str, Any] | None] = {}
+        self._fx: dict[tuple[int, ...], list[dict[str, Any]]] = {}
+        self._agreements: dict[tuple[tuple[int, ...], tuple[str, ...]], list[dict[str, Any]]] = {}
 
     def cycle(self, cycle_id: int | None) -> dict[str, Any] | None:
         if cycle_id is None:
@@ -147,74 +189,59 @@ class _Reader:
 
     def _cycle(self, cycle_id: int) -> dict[str, Any] | None:
         c = self.c
-        row = c.execute(select(_C.partner_code, _C.frequency, _C.label, _C.timezone, _C.local_start, _C.local_end,
-                               _C.period_start, _C.period_end, _C.status, _C.plan_hash, _C.records_in,
-                               _C.rated_count, _C.rejected_count).where(_C.id == cycle_id)).first()
+        row = c.execute(_Q_CYCLE, {"id": cycle_id}).first()
         if row is None:
             return None
-        DF, B, CI = M.DataFile, M.IntakeBatch, M.CycleInput
         intake_files: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        inputs = [_row(r) for r in c.execute(
-            select(CI.batch_id, CI.records, B.sha256, B.size_bytes, B.passed_count)
-            .join(B, B.id == CI.batch_id, isouter=True).where(CI.cycle_id == cycle_id))]
+        inputs = [_row(r) for r in c.execute(_Q_INPUTS, {"id": cycle_id})]
         batch_ids = [i["batch_id"] for i in inputs]
         if batch_ids:
-            for r in c.execute(select(DF.batch_id, DF.kind, DF.path, DF.sha256, DF.rows)
-                               .where(DF.batch_id.in_(batch_ids), DF.cycle_id.is_(None))):
+            for r in c.execute(_Q_INTAKE_FILES, {"ids": batch_ids}):
                 intake_files[r.batch_id].append({"kind": r.kind, "path": r.path, "sha256": r.sha256, "rows": r.rows})
         for i in inputs:
             i["files"] = sorted(intake_files.get(i["batch_id"], []), key=lambda f: (f["kind"], f["path"]))
-        files = [_row(r) for r in c.execute(select(DF.kind, DF.path, DF.sha256, DF.rows).where(DF.cycle_id == cycle_id))]
-        RC = M.RecordChargeFile
-        files += [dict(_row(r), kind="record_charges") for r in c.execute(
-            select(RC.path, RC.sha256, RC.rows).where(RC.cycle_id == cycle_id))]
+        files = [_row(r) for r in c.execute(_Q_CYCLE_FILES, {"id": cycle_id})]
+        files += [dict(_row(r), kind="record_charges") for r in c.execute(_Q_CHARGE_FILES, {"id": cycle_id})]
         return {**_row(row), "inputs": sorted(inputs, key=lambda i: (i["sha256"] or "", i["batch_id"])),
                 "files": sorted(files, key=lambda f: (f["kind"], f["path"]))}
 
     def fx(self, ids: Iterable[int | None]) -> list[dict[str, Any]]:
-        wanted = sorted({i for i in ids if i is not None})
+        wanted = tuple(sorted({i for i in ids if i is not None}))
         if not wanted:
             return []
-        X = M.FxRate
-        rows = self.c.execute(select(X.id, X.source, X.base, X.quote, X.rate, X.effective_from)
-                              .where(X.id.in_(wanted)).order_by(X.id))
-        got = [_row(r) for r in rows]
-        missing = set(wanted) - {r["id"] for r in got}
-        return got + [{"id": i, "missing": True} for i in sorted(missing)]
+        if wanted not in self._fx:
+            got = [_row(r) for r in self.c.execute(_Q_FX, {"ids": list(wanted)})]
+            missing = set(wanted) - {r["id"] for r in got}
+            self._fx[wanted] = got + [{"id": i, "missing": True} for i in sorted(missing)]
+        return [dict(r) for r in self._fx[wanted]]
 
     def agreements(self, ids: Iterable[int | None], hashes: Iterable[str | None]) -> list[dict[str, Any]]:
-        ids_ = sorted({i for i in ids if i is not None})
-        hashes_ = sorted({h for h in hashes if h})
-        if not ids_ and not hashes_:
+        key = (tuple(sorted({i for i in ids if i is not None})), tuple(sorted({h for h in hashes if h})))
+        if not key[0] and not key[1]:
             return []
-        V = M.AgreementVersion
-        rows = self.c.execute(select(V.id, V.name, V.version, V.revision, V.partner_code, V.effective_from,
-                                     V.effective_to, V.currency, V.source_file_hash, V.content_hash, V.decks)
-                              .where(sa.or_(V.id.in_(ids_), V.content_hash.in_(hashes_))).order_by(V.id))
-        got = [_row(r) for r in rows]
-        missing = (set(ids_) - {r["id"] for r in got}, set(hashes_) - {r["content_hash"] for r in got})
-        return got + [{"id": i, "missing": True} for i in sorted(missing[0])] \
-            + [{"content_hash": h, "missing": True} for h in sorted(missing[1])]
+        if key not in self._agreements:
+            got = [_row(r) for r in self.c.execute(_Q_AGREEMENTS, {"ids": list(key[0]), "hashes": list(key[1])})]
+            missing = (set(key[0]) - {r["id"] for r in got}, set(key[1]) - {r["content_hash"] for r in got})
+            self._agreements[key] = (got + [{"id": i, "missing": True} for i in sorted(missing[0])]
+                                     + [{"content_hash": h, "missing": True} for h in sorted(missing[1])])
+        return [dict(r) for r in self._agreements[key]]
 
     def invoice(self, invoice_id: int) -> dict[str, Any] | None:
         c = self.c
-        row = c.execute(select(*_INVOICE_COLS).where(_I.id == invoice_id)).first()
+        row = c.execute(_Q_INVOICE, {"id": invoice_id}).first()
         if row is None:
             return None
         head = _row(row)
-        raw = list(c.execute(select(*_LINE_COLS).where(_L.invoice_id == invoice_id).order_by(_L.line_no, _L.id)))
-        CL = M.ChargeLine
+        raw = list(c.execute(_Q_LINES, {"id": invoice_id}))
         charges: dict[int, list[dict[str, Any]]] = defaultdict(list)
         if raw:
-            for r in c.execute(select(CL.invoice_line_id, CL.key_hash, CL.kind, CL.stage, CL.amount, CL.currency)
-                               .where(CL.invoice_line_id.in_([ln.id for ln in raw]))):
+            for r in c.execute(_Q_LINE_CHARGES, {"ids": [ln.id for ln in raw]}):
                 d = _row(r)
                 charges[d.pop("invoice_line_id")].append(d)
         files = {}
-        file_ids = {ln.data_file_id for ln in raw if ln.data_file_id is not None}
+        file_ids = sorted({ln.data_file_id for ln in raw if ln.data_file_id is not None})
         if file_ids:
-            DF = M.DataFile
-            files = {r.id: r.sha256 for r in c.execute(select(DF.id, DF.sha256).where(DF.id.in_(file_ids)))}
+            files = {r.id: r.sha256 for r in c.execute(_Q_FILE_HASHES, {"ids": file_ids})}
         lines = []
         for ln in raw:
             d = _row(ln)
@@ -223,7 +250,7 @@ class _Reader:
             lines.append(d)
         corrects = None
         if head["corrects_invoice_id"] is not None:
-            corrects = c.execute(select(_I.number).where(_I.id == head["corrects_invoice_id"])).scalar()
+            corrects = c.execute(_Q_NUMBER, {"id": head["corrects_invoice_id"]}).scalar()
         return {
             "kind": "invoice", "id": invoice_id, **head, "corrects_number": corrects, "lines": lines,
             "fx": self.fx([head["fx_rate_id"], *(ln.fx_rate_id for ln in raw)]),
@@ -231,33 +258,24 @@ class _Reader:
             "cycle": self.cycle(head["cycle_id"]),
         }
 
-    def _statement(self, kind: str, doc_id: int, head: dict[str, Any], details: dict[str, Any] | None,
-                   cycle_id: int | None) -> dict[str, Any]:
+    def _statement(self, kind: str, doc_id: int, row: Any) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        head = _row(row)
+        details = head.pop("details")
         lines = (details or {}).get("lines") or []
         return {
             "kind": kind, "id": doc_id, **head, "details": details,
             "fx": self.fx(ln.get("fx_rate_id") for ln in lines if isinstance(ln, dict)),
             "agreements": self.agreements((), (ln.get("agreement_hash") for ln in lines if isinstance(ln, dict))),
-            "cycle": self.cycle(cycle_id),
+            "cycle": self.cycle(head["cycle_id"]),
         }
 
     def settlement(self, stm_id: int) -> dict[str, Any] | None:
-        S = M.SettlementStatement
-        row = self.c.execute(select(S.number, S.status, S.partner_id, S.cycle_id, S.currency, S.receivable, S.payable,
-                                    S.net, S.finalized_at, S.details).where(S.id == stm_id)).first()
-        if row is None:
-            return None
-        head = _row(row)
-        return self._statement("settlement", stm_id, head, head.pop("details"), head["cycle_id"])
+        return self._statement("settlement", stm_id, self.c.execute(_Q_SETTLEMENT, {"id": stm_id}).first())
 
     def share(self, shr_id: int) -> dict[str, Any] | None:
-        H = M.ShareStatement
-        row = self.c.execute(select(H.number, H.status, H.partner_id, H.cycle_id, H.party, H.currency, H.total,
-                                    H.finalized_at, H.details).where(H.id == shr_id)).first()
-        if row is None:
-            return None
-        head = _row(row)
-        return self._statement("share", shr_id, head, head.pop("details"), head["cycle_id"])
+        return self._statement("share", shr_id, self.c.execute(_Q_SHARE, {"id": shr_id}).first())
 
     def content(self, kind: str, doc_id: int) -> dict[str, Any] | None:
         return {"invoice": self.invoice, "settlement": self.settlement, "share": self.share}[kind](doc_id)
@@ -276,46 +294,54 @@ _SEAL_COLS = (_S.position, _S.kind, _S.document_id, _S.number, _S.cycle_id, _S.v
               _S.content_hash, _S.previous, _S.seal)
 
 
-def _lock_chain(c: Conn) -> None:
+def _lock_chain(c: sa.Connection) -> None:
     """One finalization at a time appends to the chain (PostgreSQL: an advisory lock of this
     schema; SQLite: the transaction already holds the write lock)."""
-    dialect = c.get_bind().dialect if isinstance(c, Session) else c.dialect
-    if dialect.name == "postgresql":
+    if c.dialect.name == "postgresql":
         c.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':icdsl:seals', 0))"))
 
 
-def _unsealed(c: Conn, cycle_id: int | None) -> list[tuple[Any, str, int, str, int | None]]:
+_ORDER = {"invoice": 0, "settlement": 1, "share": 2}
+
+
+def _unsealed_query(kind: str, T: Any, one_cycle: bool) -> sa.Select[Any]:
+    q = (select(T.finalized_at, T.id, T.number, T.cycle_id)
+         .outerjoin(_S, sa.and_(_S.kind == kind, _S.document_id == T.id))
+         .where(T.status == "finalized", _S.position.is_(None)))
+    return q.where(T.cycle_id == _B("cycle_id")) if one_cycle else q
+
+
+_Q_UNSEALED = {one: [(kind, _unsealed_query(kind, T, one)) for kind, T in
+                     (("invoice", M.Invoice), ("settlement", M.SettlementStatement), ("share", M.ShareStatement))]
+               for one in (False, True)}
+_Q_HEAD = select(_S.position, _S.seal).order_by(_S.position.desc()).limit(1)
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+def _unsealed(c: sa.Connection, cycle_id: int | None) -> list[tuple[Any, str, int, str, int | None]]:
     """Finalized documents without a seal: (finalized_at, kind, id, number, cycle_id), in the order
     they are sealed (finalization, then invoices, settlement, shares, each by id)."""
     out = []
-    order = {"invoice": 0, "settlement": 1, "share": 2}
-    for kind, T in (("invoice", M.Invoice), ("settlement", M.SettlementStatement), ("share", M.ShareStatement)):
-        q = (select(T.finalized_at, T.id, T.number, T.cycle_id)
-             .outerjoin(_S, sa.and_(_S.kind == kind, _S.document_id == T.id))
-             .where(T.status == "finalized", _S.position.is_(None)))
-        if cycle_id is not None:
-            q = q.where(T.cycle_id == cycle_id)
-        out += [(r.finalized_at, kind, r.id, r.number, r.cycle_id) for r in c.execute(q)]
-    epoch = datetime.min.replace(tzinfo=UTC)
-    return sorted(out, key=lambda d: (d[0] or epoch, order[d[1]], d[2]))
+    for kind, q in _Q_UNSEALED[cycle_id is not None]:
+        out += [(r.finalized_at, kind, r.id, r.number, r.cycle_id) for r in c.execute(q, {"cycle_id": cycle_id})]
+    return sorted(out, key=lambda d: (d[0] or _EPOCH, _ORDER[d[1]], d[2]))
 
 
-def _head(c: Conn) -> tuple[int, str]:
-    row = c.execute(select(_S.position, _S.seal).order_by(_S.position.desc()).limit(1)).first()
+def _head(c: sa.Connection) -> tuple[int, str]:
+    row = c.execute(_Q_HEAD).first()
     return (0, GENESIS) if row is None else (row.position, row.seal)
 
 
 def seal_unsealed(c: Conn, cycle_id: int | None = None) -> int:
     """Seal the finalized documents that have no seal yet (of one cycle, or all: migration 0007
     seals the documents finalized before it), appended to the chain. Returns how many."""
-    if isinstance(c, Session):
-        c.flush()
-    _lock_chain(c)
-    docs = _unsealed(c, cycle_id)
+    conn = _connection(c)
+    _lock_chain(conn)
+    docs = _unsealed(conn, cycle_id)
     if not docs:
         return 0
-    position, previous = _head(c)
-    reader = _Reader(c)
+    position, previous = _head(conn)
+    reader = _Reader(conn)
     t = base.now()
     rows = []
     for _at, kind, doc_id, number, cyc in docs:
@@ -327,7 +353,7 @@ def seal_unsealed(c: Conn, cycle_id: int | None = None) -> int:
                      "version": VERSION, "content": content, "content_hash": h, "previous": previous, "seal": seal,
                      "sealed_at": t})
         previous = seal
-    c.execute(insert(M.DocumentSeal.__table__), rows)
+    conn.execute(insert(M.DocumentSeal.__table__), rows)
     return len(rows)
 
 
@@ -454,6 +480,7 @@ def verify(c: Conn, *, head: str | None = None) -> Verification:
     """Every seal recomputed from the store, the chain walked from genesis to its head, and
     every finalized document checked to have a seal. ``head``: a chain head recorded earlier,
     which must still be in the chain."""
+    c = _connection(c)
     reader = _Reader(c)
     v = Verification(anchor=head)
     before = None
@@ -478,13 +505,15 @@ def verify(c: Conn, *, head: str | None = None) -> Verification:
     return v
 
 
-def _finalized_count(c: Conn) -> int:
+def _finalized_count(c: sa.Connection) -> int:
     n = 0
     for T in (M.Invoice, M.SettlementStatement, M.ShareStatement):
         n += c.execute(select(sa.func.count()).select_from(T).where(T.status == "finalized")).scalar() or 0
     return n
 
 
+_Q_SEAL_OF = select(*_SEAL_COLS).where(_S.kind == _B("kind"), _S.document_id == _B("id"))
+_Q_SEAL_AT = select(*_SEAL_COLS).where(_S.position == _B("position"))
 _DOC_KINDS = {"invoice": "invoice", "credit_note": "invoice", "statement": "settlement", "share_statement": "share"}
 
 
@@ -492,20 +521,21 @@ def check_documents(c: Conn, docs: Iterable[dict[str, Any]]) -> None:
     """Raise :class:`SealBroken` for the first document (a mapping of :mod:`icdsl.billing.documents`)
     whose seal does not hold: its content, its seal row and its link to the seal before it are
     checked (``icdsl verify`` walks the whole chain). A draft has no seal to check."""
+    c = _connection(c)
     reader = _Reader(c)
     for doc in docs:
         kind = _DOC_KINDS.get(doc.get("kind", ""))
         if kind is None or doc.get("id") is None:
             continue
         label = _label(kind, doc.get("number"), doc["id"])
-        row = c.execute(select(*_SEAL_COLS).where(_S.kind == kind, _S.document_id == doc["id"])).first()
+        row = c.execute(_Q_SEAL_OF, {"kind": kind, "id": doc["id"]}).first()
         if row is None:
             if doc.get("status") == "finalized":
                 _refuse(SealProblem("unsealed", label, "finalized, but it has no seal (its seal was removed)"))
             continue
         before = None
         if row.position > 1:
-            before = c.execute(select(*_SEAL_COLS).where(_S.position == row.position - 1)).first()
+            before = c.execute(_Q_SEAL_AT, {"position": row.position - 1}).first()
         for p in (_content_problem(row, reader.content(kind, doc["id"]), label), _seal_problem(row, label),
                   _link_problem(row, label, before)):
             if p is not None:
