@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - tests take the imported fixtures as parameters
 """Tamper evidence (icdsl.billing.seal, migration 0007): finalizing seals every document and
 chains the seals; `icdsl verify` finds a document changed behind the store's back (its triggers
 dropped) or a broken chain; `invoice show` and `invoice export` refuse such a document; and the
@@ -14,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from helpers import GOLDEN, compare_golden
+from test_billing_charges import setup as charges_setup  # its month has every kind of document
 from test_billing_store import ACCEPT, _pg_drop, _pg_schema_url, db_url, load_and_ingest, store  # noqa: F401 - the fixtures
 from typer.testing import CliRunner
 
@@ -311,3 +313,29 @@ def test_a_sequence_reset_is_refused_and_the_next_finalize_numbers_on(store, tmp
     report = store.finalize_cycle("ORFR", "2026-04", issue_date=date(2026, 5, 2))
     assert "INV-2026-000002" in str(report)
     assert store.verify().ok
+
+
+# --------------------------------------------------------------------------- every kind of document
+
+
+def test_statements_and_revenue_shares_are_sealed_and_checked_too(store, tmp_path):
+    plan = charges_setup(store, tmp_path)
+    rep = store.run_cycle("ACME", "2026-03", plan)
+    assert rep.status == "invoiced", str(rep)
+    store.finalize_cycle("ACME", "2026-03")
+    rows = seals(store)
+    assert sorted({r.kind for r in rows}) == ["invoice", "settlement", "share"]
+    assert [r.position for r in rows] == list(range(1, len(rows) + 1))
+    assert store.verify().ok
+    stm = next(r for r in rows if r.kind == "settlement")
+    shr = next(r for r in rows if r.kind == "share")
+    assert json.loads(stm.content)["details"]["lines"]  # the statement's lines, as stored
+    tamper(store, f"UPDATE settlement_statements SET net = net + 1 WHERE id = {stm.document_id}",
+           f"UPDATE share_statements SET finalized_at = '2030-01-01 00:00:00' WHERE id = {shr.document_id}")
+    v = store.verify()
+    assert sorted((p.what, p.document) for p in v.problems) == [("content", shr.number), ("content", stm.number)]
+    for number in (stm.number, shr.number):
+        with pytest.raises(SealBroken, match=f"{number} fails its seal"):
+            store.document(number)
+    with pytest.raises(SealBroken):
+        store.cycle_documents(rep.cycle_id)
