@@ -183,6 +183,23 @@ def test_a_line_changed_behind_the_stores_back_is_named_and_refused(store, tmp_p
         store.document("INV-2026-000001")
 
 
+def test_a_value_that_can_no_longer_be_read_is_named_not_a_traceback(tmp_path):
+    """SQLite stores money as text: a hand-written value that is not a number at all."""
+    store = open_store(f"sqlite:///{tmp_path / 'db' / 'icdsl.db'}", data_dir=tmp_path / "data")
+    try:
+        finalized_store(store, tmp_path)
+        tamper(store, "UPDATE invoice_lines SET amount = 'abc' WHERE line_no = 1 AND invoice_id = "
+                      "(SELECT id FROM invoices WHERE number = 'INV-2026-000001')")
+        v = store.verify()
+        assert [(p.what, p.document) for p in v.problems] == [("content", "INV-2026-000001")]
+        assert "can no longer be read" in v.problems[0].detail
+        out = cli(f"sqlite:///{tmp_path / 'db' / 'icdsl.db'}", tmp_path / "data", "invoice", "show",
+                  "INV-2026-000001", code=1)
+        assert out.startswith("error: INV-2026-000001 cannot be read from the store") and "icdsl verify" in out
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("change", ["header", "fx", "cycle_input", "intake_file", "agreement", "status"])
 def test_every_part_of_the_content_is_covered(store, tmp_path, change):
     finalized_store(store, tmp_path)
@@ -220,6 +237,17 @@ def test_a_broken_chain_is_named(store, tmp_path, db_url):
     with pytest.raises(SealBroken, match="INV-2026-000001 fails its seal: finalized, but it has no seal"):
         store.document("INV-2026-000001")
     with pytest.raises(SealBroken, match="INV-2026-000002 fails its seal: the seal before it \\(#1\\) is missing"):
+        store.document("INV-2026-000002")
+
+
+def test_the_last_seal_removed_with_its_documents_finalization_is_named(store, tmp_path):
+    finalized_store(store, tmp_path)
+    tamper(store, "DELETE FROM document_seals WHERE position = 2",
+           "UPDATE invoices SET status = 'draft' WHERE number = 'INV-2026-000002'")
+    v = store.verify()
+    assert [(p.what, p.document) for p in v.problems] == [("unsealed", "INV-2026-000002")]
+    assert "draft but numbered or of a finalized cycle" in v.problems[0].detail
+    with pytest.raises(SealBroken, match="INV-2026-000002 fails its seal"):
         store.document("INV-2026-000002")
 
 

@@ -93,7 +93,7 @@ def canonical(content: Any) -> str:
 
 
 def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("ascii")).hexdigest()
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()  # the canonical text is ASCII: the same bytes
 
 
 def seal_of(position: int, kind: str, number: str, content_hash: str, previous: str) -> str:
@@ -318,6 +318,20 @@ _Q_HEAD = select(_S.position, _S.seal).order_by(_S.position.desc()).limit(1)
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
+def _missing_query(kind: str, T: Any) -> sa.Select[Any]:
+    """Documents without a seal that were finalized by the look of anything left: their status,
+    a number (given only by finalization), or their cycle's status."""
+    return (select(T.id, T.number, T.status)
+            .outerjoin(_S, sa.and_(_S.kind == kind, _S.document_id == T.id))
+            .outerjoin(_C, _C.id == T.cycle_id)
+            .where(_S.position.is_(None),
+                   sa.or_(T.status == "finalized", T.number.is_not(None), _C.status == "finalized")))
+
+
+_Q_MISSING = [(kind, _missing_query(kind, T)) for kind, T in
+              (("invoice", M.Invoice), ("settlement", M.SettlementStatement), ("share", M.ShareStatement))]
+
+
 def _unsealed(c: sa.Connection, cycle_id: int | None) -> list[tuple[Any, str, int, str, int | None]]:
     """Finalized documents without a seal: (finalized_at, kind, id, number, cycle_id), in the order
     they are sealed (finalization, then invoices, settlement, shares, each by id)."""
@@ -438,7 +452,21 @@ def _diff(before: Any, after: Any, path: str = "", out: list[str] | None = None)
     return out
 
 
-def _content_problem(row: Any, current: dict[str, Any] | None, label: str) -> SealProblem | None:
+# what reading a value changed outside icdsl can raise (text in a money column, a bad date...)
+UNREADABLE = (ArithmeticError, ValueError, TypeError, sa.exc.StatementError)
+
+
+def _current(reader: _Reader, kind: str, doc_id: int) -> dict[str, Any] | str | None:
+    """A document's content now; the error as text if a value of it can no longer be read."""
+    try:
+        return reader.content(kind, doc_id)
+    except UNREADABLE as e:
+        return f"a value of it can no longer be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r})"
+
+
+def _content_problem(row: Any, current: dict[str, Any] | str | None, label: str) -> SealProblem | None:
+    if isinstance(current, str):
+        return SealProblem("content", label, current, row.position)
     if current is None:
         return SealProblem("missing", label, f"the sealed {row.kind} #{row.document_id} is no longer in the store",
                            row.position)
@@ -490,14 +518,17 @@ def verify(c: Conn, *, head: str | None = None) -> Verification:
         label = _label(row.kind, row.number, row.document_id)
         expected = before if before is not None and before.position == row.position - 1 else None
         for p in (_link_problem(row, label, expected), _seal_problem(row, label),
-                  _content_problem(row, reader.content(row.kind, row.document_id), label)):
+                  _content_problem(row, _current(reader, row.kind, row.document_id), label)):
             if p is not None:
                 v.problems.append(p)
         anchored = anchored or (head is not None and row.seal == head.strip().lower())
         before = row
         v.head_position, v.head = row.position, row.seal
-    for _at, kind, doc_id, number, _cyc in _unsealed(c, None):
-        v.problems.append(SealProblem("unsealed", _label(kind, number, doc_id), "finalized, but it has no seal (its seal was removed)"))
+    for kind, q in _Q_MISSING:
+        for r in c.execute(q):
+            why = "finalized" if r.status == "finalized" else f"{r.status} but numbered or of a finalized cycle"
+            v.problems.append(SealProblem("unsealed", _label(kind, r.number, r.id),
+                                          f"{why}, but it has no seal (its seal was removed)"))
     v.documents = _finalized_count(c)
     if head is not None and not anchored:
         v.problems.append(SealProblem("anchor", "the chain", f"the recorded head {head.strip()} is not one of its "
@@ -530,16 +561,23 @@ def check_documents(c: Conn, docs: Iterable[dict[str, Any]]) -> None:
         label = _label(kind, doc.get("number"), doc["id"])
         row = c.execute(_Q_SEAL_OF, {"kind": kind, "id": doc["id"]}).first()
         if row is None:
-            if doc.get("status") == "finalized":
+            if doc.get("status") == "finalized" or doc.get("number"):
                 _refuse(SealProblem("unsealed", label, "finalized, but it has no seal (its seal was removed)"))
             continue
         before = None
         if row.position > 1:
             before = c.execute(_Q_SEAL_AT, {"position": row.position - 1}).first()
-        for p in (_content_problem(row, reader.content(kind, doc["id"]), label), _seal_problem(row, label),
+        for p in (_content_problem(row, _current(reader, kind, doc["id"]), label), _seal_problem(row, label),
                   _link_problem(row, label, before)):
             if p is not None:
                 _refuse(p)
+
+
+def unreadable(ref: str, e: Exception) -> SealBroken:
+    """The error for a document a face cannot even read (a value changed outside icdsl)."""
+    return SealBroken(f"{ref} cannot be read from the store: a value of it was changed outside icdsl "
+                      f"({type(e).__name__}). Run `icdsl verify` to check every finalized document and the chain "
+                      "of seals")
 
 
 def _refuse(p: SealProblem) -> None:
@@ -552,11 +590,13 @@ __all__ = [
     "VERSION",
     "SealBroken",
     "SealProblem",
+    "UNREADABLE",
     "Verification",
     "canonical",
     "check_documents",
     "document_content",
     "seal_cycle",
     "seal_unsealed",
+    "unreadable",
     "verify",
 ]

@@ -73,7 +73,7 @@ from icdsl.billing.files import STORE_ID_FILE, DataDir, sha256_file
 from icdsl.billing.intake import ingest
 from icdsl.billing.inventory import import_inventory
 from icdsl.billing.late import pending as late_pending
-from icdsl.billing.seal import Verification, check_documents
+from icdsl.billing.seal import UNREADABLE, Verification, check_documents, unreadable
 from icdsl.billing.seal import verify as verify_seals
 from icdsl.billing.trace import trace_line
 from icdsl.plan.model import Agreement, Plan, RecordLayout
@@ -828,14 +828,20 @@ class Store:
         finalized document whose seal fails is refused (:class:`~icdsl.billing.seal.SealBroken`)."""
 
         with self.reading() as s:
-            doc = find_document(s, ref)
+            try:
+                doc = find_document(s, ref)
+            except UNREADABLE as e:
+                raise unreadable(ref, e) from e
             check_documents(s, [doc])
             return doc
 
     def cycle_documents(self, cycle_id: int) -> list[dict[str, Any]]:
         """A cycle's documents; refused if a finalized one fails its seal (as :meth:`document`)."""
         with self.reading() as s:
-            docs = cycle_documents(s, cycle_id)
+            try:
+                docs = cycle_documents(s, cycle_id)
+            except UNREADABLE as e:
+                raise unreadable(f"a document of cycle #{cycle_id}", e) from e
             check_documents(s, docs)
             return docs
 
