@@ -140,22 +140,27 @@ _SS, _SH = M.SettlementStatement, M.ShareStatement
 _Q_CYCLE = select(_C.partner_code, _C.frequency, _C.label, _C.timezone, _C.local_start, _C.local_end, _C.period_start,
                   _C.period_end, _C.status, _C.plan_hash, _C.records_in, _C.rated_count,
                   _C.rejected_count).where(_C.id == _B("id"))
-_Q_INPUTS = (select(_CI.batch_id, _CI.records, _IB.sha256, _IB.size_bytes, _IB.passed_count)
-             .join(_IB, _IB.id == _CI.batch_id, isouter=True).where(_CI.cycle_id == _B("id")))
-_Q_INTAKE_FILES = select(_DF.batch_id, _DF.kind, _DF.path, _DF.sha256, _DF.rows).where(
-    _DF.batch_id.in_(_B("ids", expanding=True)), _DF.cycle_id.is_(None))
-_Q_CYCLE_FILES = select(_DF.kind, _DF.path, _DF.sha256, _DF.rows).where(_DF.cycle_id == _B("id"))
-_Q_CHARGE_FILES = select(_RC.path, _RC.sha256, _RC.rows).where(_RC.cycle_id == _B("id"))
+_Q_INPUTS = (select(_CI.batch_id, _CI.records, _IB.sha256, _IB.size_bytes, _IB.passed_count,
+                    _DF.kind.label("file_kind"), _DF.path.label("file_path"), _DF.sha256.label("file_sha256"),
+                    _DF.rows.label("file_rows"))
+             .join(_IB, _IB.id == _CI.batch_id, isouter=True)
+             .join(_DF, sa.and_(_DF.batch_id == _CI.batch_id, _DF.cycle_id.is_(None)), isouter=True)
+             .where(_CI.cycle_id == _B("id")))
+_Q_CYCLE_FILES = sa.union_all(
+    select(_DF.kind, _DF.path, _DF.sha256, _DF.rows).where(_DF.cycle_id == _B("id")),
+    select(sa.literal("record_charges", sa.String()).label("kind"), _RC.path, _RC.sha256, _RC.rows)
+    .where(_RC.cycle_id == _B("id")))
 _Q_FX = select(_X.id, _X.source, _X.base, _X.quote, _X.rate, _X.effective_from).where(
     _X.id.in_(_B("ids", expanding=True))).order_by(_X.id)
 _Q_AGREEMENTS = select(_V.id, _V.name, _V.version, _V.revision, _V.partner_code, _V.effective_from, _V.effective_to,
                        _V.currency, _V.source_file_hash, _V.content_hash, _V.decks).where(
     sa.or_(_V.id.in_(_B("ids", expanding=True)), _V.content_hash.in_(_B("hashes", expanding=True)))).order_by(_V.id)
 _Q_INVOICE = select(*_INVOICE_COLS).where(_I.id == _B("id"))
-_Q_LINES = select(*_LINE_COLS).where(_L.invoice_id == _B("id")).order_by(_L.line_no, _L.id)
-_Q_LINE_CHARGES = select(_CL.invoice_line_id, _CL.key_hash, _CL.kind, _CL.stage, _CL.amount, _CL.currency).where(
-    _CL.invoice_line_id.in_(_B("ids", expanding=True)))
-_Q_FILE_HASHES = select(_DF.id, _DF.sha256).where(_DF.id.in_(_B("ids", expanding=True)))
+_Q_LINES = (select(*_LINE_COLS, _DF.sha256.label("data_file_sha256"))
+            .join(_DF, _DF.id == _L.data_file_id, isouter=True)
+            .where(_L.invoice_id == _B("id")).order_by(_L.line_no, _L.id))
+_Q_LINE_CHARGES = (select(_CL.invoice_line_id, _CL.key_hash, _CL.kind, _CL.stage, _CL.amount, _CL.currency)
+                   .join(_L, _L.id == _CL.invoice_line_id).where(_L.invoice_id == _B("id")))
 _Q_NUMBER = select(_I.number).where(_I.id == _B("id"))
 _Q_SETTLEMENT = select(_SS.number, _SS.status, _SS.partner_id, _SS.cycle_id, _SS.currency, _SS.receivable, _SS.payable,
                        _SS.net, _SS.finalized_at, _SS.details).where(_SS.id == _B("id"))
@@ -192,17 +197,19 @@ class _Reader:
         row = c.execute(_Q_CYCLE, {"id": cycle_id}).first()
         if row is None:
             return None
-        intake_files: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        inputs = [_row(r) for r in c.execute(_Q_INPUTS, {"id": cycle_id})]
-        batch_ids = [i["batch_id"] for i in inputs]
-        if batch_ids:
-            for r in c.execute(_Q_INTAKE_FILES, {"ids": batch_ids}):
-                intake_files[r.batch_id].append({"kind": r.kind, "path": r.path, "sha256": r.sha256, "rows": r.rows})
-        for i in inputs:
-            i["files"] = sorted(intake_files.get(i["batch_id"], []), key=lambda f: (f["kind"], f["path"]))
+        inputs: dict[int, dict[str, Any]] = {}
+        for r in c.execute(_Q_INPUTS, {"id": cycle_id}):
+            i = inputs.get(r.batch_id)
+            if i is None:
+                i = inputs[r.batch_id] = {"batch_id": r.batch_id, "records": r.records, "sha256": r.sha256,
+                                          "size_bytes": r.size_bytes, "passed_count": r.passed_count, "files": []}
+            if r.file_path is not None:
+                i["files"].append({"kind": r.file_kind, "path": r.file_path, "sha256": r.file_sha256,
+                                   "rows": r.file_rows})
+        for i in inputs.values():
+            i["files"].sort(key=lambda f: (f["kind"], f["path"]))
         files = [_row(r) for r in c.execute(_Q_CYCLE_FILES, {"id": cycle_id})]
-        files += [dict(_row(r), kind="record_charges") for r in c.execute(_Q_CHARGE_FILES, {"id": cycle_id})]
-        return {**_row(row), "inputs": sorted(inputs, key=lambda i: (i["sha256"] or "", i["batch_id"])),
+        return {**_row(row), "inputs": sorted(inputs.values(), key=lambda i: (i["sha256"] or "", i["batch_id"])),
                 "files": sorted(files, key=lambda f: (f["kind"], f["path"]))}
 
     def fx(self, ids: Iterable[int | None]) -> list[dict[str, Any]]:
@@ -235,18 +242,13 @@ class _Reader:
         raw = list(c.execute(_Q_LINES, {"id": invoice_id}))
         charges: dict[int, list[dict[str, Any]]] = defaultdict(list)
         if raw:
-            for r in c.execute(_Q_LINE_CHARGES, {"ids": [ln.id for ln in raw]}):
+            for r in c.execute(_Q_LINE_CHARGES, {"id": invoice_id}):
                 d = _row(r)
                 charges[d.pop("invoice_line_id")].append(d)
-        files = {}
-        file_ids = sorted({ln.data_file_id for ln in raw if ln.data_file_id is not None})
-        if file_ids:
-            files = {r.id: r.sha256 for r in c.execute(_Q_FILE_HASHES, {"ids": file_ids})}
         lines = []
         for ln in raw:
             d = _row(ln)
             d["charges"] = sorted(charges.get(ln.id, []), key=lambda x: x["key_hash"])
-            d["data_file_sha256"] = files.get(ln.data_file_id)
             lines.append(d)
         corrects = None
         if head["corrects_invoice_id"] is not None:
@@ -304,16 +306,17 @@ def _lock_chain(c: sa.Connection) -> None:
 _ORDER = {"invoice": 0, "settlement": 1, "share": 2}
 
 
-def _unsealed_query(kind: str, T: Any, one_cycle: bool) -> sa.Select[Any]:
-    q = (select(T.finalized_at, T.id, T.number, T.cycle_id)
-         .outerjoin(_S, sa.and_(_S.kind == kind, _S.document_id == T.id))
-         .where(T.status == "finalized", _S.position.is_(None)))
-    return q.where(T.cycle_id == _B("cycle_id")) if one_cycle else q
+def _unsealed_query(one_cycle: bool) -> sa.CompoundSelect:
+    parts = []
+    for kind, T in (("invoice", M.Invoice), ("settlement", M.SettlementStatement), ("share", M.ShareStatement)):
+        q = (select(T.finalized_at, sa.literal(kind, sa.String()).label("kind"), T.id, T.number, T.cycle_id)
+             .outerjoin(_S, sa.and_(_S.kind == kind, _S.document_id == T.id))
+             .where(T.status == "finalized", _S.position.is_(None)))
+        parts.append(q.where(T.cycle_id == _B("cycle_id")) if one_cycle else q)
+    return sa.union_all(*parts)
 
 
-_Q_UNSEALED = {one: [(kind, _unsealed_query(kind, T, one)) for kind, T in
-                     (("invoice", M.Invoice), ("settlement", M.SettlementStatement), ("share", M.ShareStatement))]
-               for one in (False, True)}
+_Q_UNSEALED = {one: _unsealed_query(one) for one in (False, True)}
 _Q_HEAD = select(_S.position, _S.seal).order_by(_S.position.desc()).limit(1)
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
@@ -335,9 +338,8 @@ _Q_MISSING = [(kind, _missing_query(kind, T)) for kind, T in
 def _unsealed(c: sa.Connection, cycle_id: int | None) -> list[tuple[Any, str, int, str, int | None]]:
     """Finalized documents without a seal: (finalized_at, kind, id, number, cycle_id), in the order
     they are sealed (finalization, then invoices, settlement, shares, each by id)."""
-    out = []
-    for kind, q in _Q_UNSEALED[cycle_id is not None]:
-        out += [(r.finalized_at, kind, r.id, r.number, r.cycle_id) for r in c.execute(q, {"cycle_id": cycle_id})]
+    out = [(r.finalized_at, r.kind, r.id, r.number, r.cycle_id)
+           for r in c.execute(_Q_UNSEALED[cycle_id is not None], {"cycle_id": cycle_id})]
     return sorted(out, key=lambda d: (d[0] or _EPOCH, _ORDER[d[1]], d[2]))
 
 
