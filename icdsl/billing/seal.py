@@ -422,9 +422,11 @@ class Verification:
             out.append(f"FAILS {p}")
         if self.ok:
             out.append("every document matches its seal and every seal links to the one before it")
-        else:
-            docs = len({p.document for p in self.problems})
-            out.append(f"{docs} document(s) fail: a document that fails is not shown or exported")
+        docs = {p.document for p in self.problems if p.what != "anchor"}
+        if docs:
+            out.append(f"{len(docs)} document(s) fail: a document that fails is not shown or exported")
+        if any(p.what == "anchor" for p in self.problems):
+            out.append("the chain does not lead to the recorded head: seals were rewritten after it was recorded")
         out.append(f"chain head: #{self.head_position} {self.head}")
         out.append("(record the head elsewhere; `icdsl verify --head HASH` checks the chain still leads to it)")
         return out
