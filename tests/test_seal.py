@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -16,7 +18,20 @@ import sqlalchemy as sa
 from alembic import command
 from helpers import GOLDEN, compare_golden
 from test_billing_charges import setup as charges_setup  # its month has every kind of document
-from test_billing_store import ACCEPT, _pg_drop, _pg_schema_url, db_url, load_and_ingest, store  # noqa: F401 - the fixtures
+from test_billing_store import (  # noqa: F401 - the fixtures
+    ACCEPT,
+    PARTNER,
+    V1_OPEN,
+    _pg_drop,
+    _pg_schema_url,
+    db_url,
+    load_and_ingest,
+    make_plan,
+    march_traffic,
+    pg_url,
+    store,
+    write_csv,
+)
 from typer.testing import CliRunner
 
 import icdsl.billing.base as billing_base
@@ -368,3 +383,47 @@ def test_statements_and_revenue_shares_are_sealed_and_checked_too(store, tmp_pat
             store.document(number)
     with pytest.raises(SealBroken):
         store.cycle_documents(rep.cycle_id)
+
+
+@pytest.mark.postgres
+def test_finalizations_at_the_same_time_append_to_one_chain_on_postgresql(pg_url, tmp_path, monkeypatch):
+    """Two partners finalized by two sessions at once: the second waits for the chain (an
+    advisory lock) instead of forking it."""
+    rules = PARTNER + V1_OPEN
+    rules += (PARTNER + V1_OPEN).replace("ORFR", "ORFS").replace("Orange France", "Orange Sud")
+    plan, program = make_plan(tmp_path, rules)
+    rows = march_traffic() + [(r[0] + "S", "ORFS", *r[2:]) for r in march_traffic()]
+    store = open_store(pg_url, data_dir=tmp_path / "data")
+    try:
+        store.load_plan(plan, program)
+        store.ingest(write_csv(tmp_path / "in" / "march.csv", rows), None, plan)
+        for code in ("ORFR", "ORFS"):
+            assert store.run_cycle(code, "2026-03", plan, accept=ACCEPT).status == "invoiced"
+        both_in = threading.Barrier(2, timeout=30)
+
+        def hold(stage):  # each finalization holds its transaction open once it sealed
+            if stage == "finalize:before_commit":
+                time.sleep(0.5)
+
+        monkeypatch.setattr(billing_base, "checkpoint", hold)
+        errors = []
+
+        def finalize(code):
+            try:
+                both_in.wait()
+                # invoices of two years: two number sequences, so nothing but the chain is shared
+                store.finalize_cycle(code, "2026-03", issue_date=date(2026 if code == "ORFR" else 2027, 4, 2))
+            except Exception as e:  # noqa: BLE001 - reported by the assertion below
+                errors.append(e)
+
+        threads = [threading.Thread(target=finalize, args=(code,)) for code in ("ORFR", "ORFS")]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert errors == []
+        chain = seals(store)
+        assert [r.position for r in chain] == [1, 2] and chain[1].previous == chain[0].seal
+        assert store.verify().ok
+    finally:
+        store.close()
