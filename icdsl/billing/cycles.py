@@ -80,6 +80,7 @@ from icdsl.billing.fx import FxQuote, FxTable
 from icdsl.billing.inventory import partner_items
 from icdsl.billing.late import findings as late_findings
 from icdsl.billing.late import record_unread
+from icdsl.billing.seal import seal_cycle
 from icdsl.billing.types import Money
 from icdsl.charges import groups as grouping
 from icdsl.charges.keys import parse_key
@@ -1367,6 +1368,7 @@ def finalize_cycle(store: Store, partner: str, period: Any, *, issue_date: date 
         log.audit("cycle_finalized", "billing_cycle", cyc.id, f"{partner} {per.label} finalized")
         s.flush()  # the documents, then the cycle (finalized last)
         log.write(s)
+        seal_cycle(s, cyc.id)  # tamper evidence: the finalized documents sealed and chained (billing.seal)
         base.checkpoint("finalize:before_commit")
         counts: dict[int, int] = defaultdict(int)
         for ln in lines:

@@ -13,7 +13,9 @@ rated records) is Parquet under the store's data folder, referenced by :class:`D
 Immutability is enforced by the database (triggers created by the migrations): a finalized
 invoice, its lines, a finalized cycle (and the data files it references), a finalized
 settlement statement, agreement versions, the event/audit logs, validation findings,
-corrections and adjustments refuse UPDATE and DELETE.
+corrections and adjustments refuse UPDATE and DELETE; so do (0007) the rows a finalized document
+depends on (the FX rates in force in a finalized period, number sequences going back, a finalized
+cycle's inputs, the intake files and batches it read) and the documents' seals.
 """
 
 from __future__ import annotations
@@ -737,6 +739,37 @@ class ResubmittedReject(Base):
     cycle_id: Mapped[int | None] = mapped_column(sa.ForeignKey("billing_cycles.id"))
     new_batch_id: Mapped[int | None] = mapped_column(sa.ForeignKey("intake_batches.id"))
     new_row: Mapped[int | None] = mapped_column(sa.BigInteger)
+
+
+# --------------------------------------------------------------------------- seals
+
+
+SEAL_KINDS = ("invoice", "settlement", "share")
+
+
+class DocumentSeal(Base):
+    """The seal of one finalized document (:mod:`icdsl.billing.seal`): the SHA-256 of its
+    canonical content (``content``, kept so that ``icdsl verify`` can say what changed), chained
+    to the seal before it (``previous``; the first to the genesis value). ``position``: the
+    chain's order, the order of finalization. Immutable (triggers of migration 0007)."""
+
+    __tablename__ = "document_seals"
+    __table_args__ = (
+        sa.UniqueConstraint("kind", "document_id"),
+        sa.CheckConstraint(_in("kind", SEAL_KINDS), name="kind"),
+    )
+
+    position: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    document_id: Mapped[int]
+    number: Mapped[str] = mapped_column(sa.String(64))
+    cycle_id: Mapped[int | None] = mapped_column(sa.ForeignKey("billing_cycles.id"), index=True)
+    version: Mapped[int]
+    content: Mapped[str] = mapped_column(sa.Text)
+    content_hash: Mapped[str] = mapped_column(sa.String(64))
+    previous: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    seal: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    sealed_at: Mapped[datetime]
 
 
 # --------------------------------------------------------------------------- audit

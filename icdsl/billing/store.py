@@ -73,6 +73,8 @@ from icdsl.billing.files import STORE_ID_FILE, DataDir, sha256_file
 from icdsl.billing.intake import ingest
 from icdsl.billing.inventory import import_inventory
 from icdsl.billing.late import pending as late_pending
+from icdsl.billing.seal import UNREADABLE, Verification, check_documents, unreadable
+from icdsl.billing.seal import verify as verify_seals
 from icdsl.billing.trace import trace_line
 from icdsl.plan.model import Agreement, Plan, RecordLayout
 from icdsl.rating.rejects import REJECTS_SCHEMA
@@ -822,14 +824,32 @@ class Store:
             return list(s.scalars(select(M.Correction).order_by(M.Correction.id)))
 
     def document(self, ref: str) -> dict[str, Any]:
-        """An invoice or statement as a document (see :mod:`icdsl.billing.documents`)."""
+        """An invoice or statement as a document (see :mod:`icdsl.billing.documents`). A
+        finalized document whose seal fails is refused (:class:`~icdsl.billing.seal.SealBroken`)."""
 
         with self.reading() as s:
-            return find_document(s, ref)
+            try:
+                doc = find_document(s, ref)
+            except UNREADABLE as e:
+                raise unreadable(ref, e) from e
+            check_documents(s, [doc])
+            return doc
 
     def cycle_documents(self, cycle_id: int) -> list[dict[str, Any]]:
+        """A cycle's documents; refused if a finalized one fails its seal (as :meth:`document`)."""
         with self.reading() as s:
-            return cycle_documents(s, cycle_id)
+            try:
+                docs = cycle_documents(s, cycle_id)
+            except UNREADABLE as e:
+                raise unreadable(f"a document of cycle #{cycle_id}", e) from e
+            check_documents(s, docs)
+            return docs
+
+    def verify(self, *, head: str | None = None) -> Verification:
+        """Every finalized document's seal recomputed from the store and the chain of seals
+        walked (``icdsl verify``); ``head``: a chain head recorded earlier, still to be found."""
+        with self.reading() as s:
+            return verify_seals(s, head=head)
 
     def cycles(self, partner: str | None = None) -> list[M.BillingCycle]:
         with self.reading() as s:

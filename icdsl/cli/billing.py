@@ -693,6 +693,23 @@ def invoice_export(
         typer.echo(str(p))
 
 
+@app.command("verify")
+def verify_cmd(
+    head: str | None = typer.Option(None, "--head", help="A chain head recorded earlier (the hash `icdsl verify` "
+                                    "printed): the chain must still lead to it."),
+    db: str | None = _db_option(),
+    data: Path | None = _data_option(),
+) -> None:
+    """Check every finalized document against its seal, and the chain of seals: exit 1 if one fails."""
+
+    with opened(db, data) as store:
+        result = store.verify(head=head)
+    for line in result.lines():
+        typer.echo(line)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 # --------------------------------------------------------------------------- demo
 
 
