@@ -20,9 +20,12 @@ from icdsl import plugins
 from icdsl.lang import ast
 from icdsl.lang.decks import Deck, RateColumns, read_deck
 from icdsl.lang.diagnostics import Diagnostic, did_you_mean, suggest
-from icdsl.lang.loader import Program, display_path, resolve_project_path
+from icdsl.lang.loader import Program, display_path, is_file, resolve_project_path
 from icdsl.lang.values import (
     CYCLE_FIELDS,
+    DATE_HELP,
+    FIRST_DAY,
+    LAST_DAY,
     PARTNER_FIELDS,
     PRICE_UNITS,
     RECORD_DERIVED,
@@ -31,9 +34,11 @@ from icdsl.lang.values import (
     VOLUME_UNITS,
     WEEKDAYS,
     currencies,
+    date_problem,
     holiday_countries,
     parse_date,
     parse_time,
+    short_text,
     timezones,
     valid_timezone,
 )
@@ -199,7 +204,8 @@ class Checker:
             return None
         v = parse_date(d.text)
         if v is None:
-            self.error("E204", f"'{d.text}' is not a date", d.span, "dates read YYYY-MM-DD and must exist")
+            code, message, hint = date_problem(d.text)
+            self.error(code, message, d.span, hint)
         return v
 
     def seconds(self, q: ast.Quantity) -> int | None:
@@ -650,9 +656,9 @@ class Checker:
             if problem:
                 self.error("E401", problem, dp.deck.span, "rate decks live inside the project folder")
                 return
-            if not path.is_file():
-                self.error("E402", f"cannot find the rate deck '{dp.deck.value}'", dp.deck.span,
-                           f"looked for {display_path(path)}; the path is relative to this rule file")
+            if not is_file(path):
+                self.error("E402", f"cannot find the rate deck '{short_text(dp.deck.value)}'", dp.deck.span,
+                           f"looked for {short_text(display_path(path), 80)}; the path is relative to this rule file")
                 return
             deck, diags = read_deck(path, display_path(path), dp.columns,
                                     dp.delimiter.value if dp.delimiter else None, dp.deck.span)
@@ -702,7 +708,8 @@ class Checker:
         for d in sorted({d for d in starts + until if d}):
             if parse_date(d) is None:
                 i = starts.index(d) if d in starts else until.index(d)
-                self.error("E204", f"'{d}' is not a date", span(i))
+                code, message, hint = date_problem(d)
+                self.error(code, message, span(i), hint)
         if deck.effective_from is not None and deck.effective_to is not None:
             for i, (a, b) in enumerate(zip(starts, until, strict=True)):
                 if a and b:
@@ -782,7 +789,8 @@ class Checker:
                     self.error("E302", f"prefix {r.prefix} ends ({r.until}) before it starts ({r.start})", r.span)
             for d in (r.start, r.until):
                 if d and parse_date(d) is None:
-                    self.error("E204", f"'{d}' is not a date", r.span)
+                    code, message, hint = date_problem(d)
+                    self.error(code, message, r.span, hint)
         if missing:
             row, bs = first_missing
             more = f" (and {missing - 1} more rows)" if missing > 1 else ""
@@ -1087,6 +1095,9 @@ class Checker:
             year, month = int(text[:4]), int(text[5:7])
             if not 1 <= month <= 12:
                 self.error("E225", f"'{text}' is not a month", v[0].span, "months read YYYY-MM, e.g. 2026-03")
+                return False
+            if not FIRST_DAY.year <= year <= LAST_DAY.year:
+                self.error("E228", f"the month {text} is out of range", v[0].span, DATE_HELP)
                 return False
             cx.start = date(year, month, 1)
             cx.end = date(year + (month == 12), month % 12 + 1, 1)

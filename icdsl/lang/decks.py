@@ -23,6 +23,7 @@ from pathlib import Path
 
 from icdsl.lang import ast
 from icdsl.lang.diagnostics import Diagnostic, did_you_mean, suggest
+from icdsl.lang.values import NUMBER_HELP, number_problem
 from icdsl.spans import NO_SPAN, Span
 
 # --------------------------------------------------------------------------- a deck's rows as values
@@ -225,14 +226,25 @@ def _decimal(text: str) -> Decimal | None:
         d = Decimal(t) if t else None
     except InvalidOperation:
         d = None
-    if d is not None and not d.is_finite():
-        d = None
+    if d is not None and number_problem(d) is not None:
+        d = None  # infinite, NaN, too large or too precise: the row reader says which
     if len(_DECIMALS) < 1_000_000:
         _DECIMALS[text] = d
     return d
 
 
 _MISSING = object()
+
+
+def _bad_value(text: str, what: str, message: str) -> tuple[str, str | None]:
+    """The message and help for a deck value that :func:`_decimal` refused: a number out of
+    range says so (``what: why``), anything else gets ``message``."""
+    try:
+        d = Decimal(text.strip())
+    except InvalidOperation:
+        return message, None
+    problem = number_problem(d, text.strip())
+    return (f"{what}: {problem}", NUMBER_HELP) if problem else (message, None)
 
 
 def read_deck(path: Path, shown: str, mapping: tuple[ast.DeckColumn, ...], delimiter: str | None,
@@ -465,14 +477,16 @@ def _row(rec, lineno, width, header, p_i, d_i, r_i, c_i, inc_i, ini_i, sub_i, e_
     if r_i is not None and rec[r_i].strip():
         price = _decimal(rec[r_i])
         if price is None or price < 0:
-            return f"rate '{rec[r_i]}' in column '{header[r_i]}' is not a non-negative number", None
+            return _bad_value(rec[r_i], f"the rate in column '{header[r_i]}'",
+                              f"rate '{rec[r_i]}' in column '{header[r_i]}' is not a non-negative number")
     for b, i in band_items:
         text = rec[i]
         if not text.strip():
             continue
         v = _decimal(text)
         if v is None or v < 0:
-            return f"rate '{text}' in column '{header[i]}' is not a non-negative number", None
+            return _bad_value(text, f"the rate in column '{header[i]}'",
+                              f"rate '{text}' in column '{header[i]}' is not a non-negative number")
         bands.append((b, v))
     if price is None and not bands:
         return f"no rate for prefix {prefix}", "every row needs a rate (or a rate per band)"
@@ -480,7 +494,8 @@ def _row(rec, lineno, width, header, p_i, d_i, r_i, c_i, inc_i, ini_i, sub_i, e_
     if c_i is not None and rec[c_i].strip():
         connect = _decimal(rec[c_i])
         if connect is None or connect < 0:
-            return f"connect fee '{rec[c_i]}' is not a non-negative number", None
+            return _bad_value(rec[c_i], "the connect fee",
+                              f"connect fee '{rec[c_i]}' is not a non-negative number")
     incr = None
     if inc_i is not None and rec[inc_i].strip():
         m = _INCR.match(rec[inc_i])

@@ -18,13 +18,16 @@ from decimal import Decimal, InvalidOperation
 
 from icdsl.lang import ast
 from icdsl.lang.diagnostics import Diagnostic
+from icdsl.lang.values import number_problem
 from icdsl.spans import Span
 
 _LINE = re.compile(r'[ \t]*(\d+|"[0-9]*")[ \t]+"([^"\\\n]*)"[ \t]+([^"#\n]*)(#[^\n]*)?\Z')
 _BLANK = re.compile(r"[ \t]*(#[^\n]*)?\Z")
-_NUMBER = re.compile(r"\d+(?:\.\d+)?\Z")
+# at most 15 digits before the point and 12 after (values.number_problem): a longer number goes
+# to the exact reader, which says what is wrong with it
+_NUMBER = re.compile(r"\d{1,15}(?:\.\d{1,12})?\Z")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
-_INCR = re.compile(r"(\d+)/(\d+)\Z")
+_INCR = re.compile(r"(\d{1,9})/(\d{1,9})\Z")
 _TOKEN = re.compile(
     r'(?P<ws>\s+)|(?P<comment>#[^\n]*)|(?P<date>\d{4}-\d{2}-\d{2})(?![\d_.])'
     r'|(?P<num>\d[\d_]*(?:\.\d[\d_]*)?)|(?P<str>"(?:[^"\\\n]|\\.)*")'
@@ -152,9 +155,13 @@ def _number(text: str, span: Span) -> Decimal:
         raise _RowError(Diagnostic("E004", f"'{text}' is not a valid number", span,
                                    "write digits with single '_' between groups, e.g. 1_000_000 or 0.0070"))
     try:
-        return Decimal(text.replace("_", ""))
+        value = Decimal(text.replace("_", ""))
     except InvalidOperation:
         raise _RowError(Diagnostic("E004", f"'{text}' is not a valid number", span)) from None
+    problem = number_problem(value, text)
+    if problem:
+        raise _RowError(Diagnostic("E227", problem, span, "check the number: one this large or this precise is a typing mistake; round it or correct it"))
+    return value
 
 
 def _slow(body: str, path: str, line: int, col: int):
