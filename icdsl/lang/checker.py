@@ -20,7 +20,7 @@ from icdsl import plugins
 from icdsl.lang import ast
 from icdsl.lang.decks import Deck, RateColumns, read_deck
 from icdsl.lang.diagnostics import Diagnostic, did_you_mean, suggest
-from icdsl.lang.loader import Program, display_path, is_file, resolve_project_path
+from icdsl.lang.loader import Program, display_path, is_file, path_help, resolve_project_path
 from icdsl.lang.values import (
     CYCLE_FIELDS,
     DATE_HELP,
@@ -654,7 +654,8 @@ class Checker:
             base = self.program.path_of(info.file).parent
             path, problem = resolve_project_path(dp.deck.value, base, self.program.root)
             if problem:
-                self.error("E401", problem, dp.deck.span, "rate decks live inside the project folder")
+                self.error("E401", problem, dp.deck.span,
+                           path_help(dp.deck.value, "rate decks live inside the project folder"))
                 return
             if not is_file(path):
                 self.error("E402", f"cannot find the rate deck '{short_text(dp.deck.value)}'", dp.deck.span,

@@ -91,6 +91,13 @@ def path_problem(name: str) -> str | None:
     return None
 
 
+def path_help(name: str, usual: str) -> str:
+    """The help line of an unusable path: ``usual`` unless the path itself is malformed."""
+    if path_problem(name) is None or not name:
+        return usual
+    return "rename the file (or folder) so that its path is short plain text, and write that path here"
+
+
 def is_file(p: Path) -> bool:
     """``p.is_file()``, False for a path the system cannot look up (too long, a loop of links)."""
     try:
@@ -170,7 +177,8 @@ def load(paths: list[Path | str], root: Path | str | None = None,
         for use in f.uses:
             target, problem = _resolve_use(use, path, root_path)
             if problem:
-                diags.append(Diagnostic("E401" if use.is_path else "E101", problem, use.span, _use_help(use)))
+                diags.append(Diagnostic("E401" if use.is_path else "E101", problem, use.span,
+                                        path_help(use.target, _use_help(use)) if use.is_path else _use_help(use)))
             elif target is not None:
                 queue.append((target, False))
     return prog, diags

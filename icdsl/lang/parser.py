@@ -1110,12 +1110,36 @@ def parse_text(text: str, path: str = "<text>") -> tuple[ast.File | None, list[D
         return None, [_syntax_diag(e, text, path)]
     except RecursionError:
         return None, [Diagnostic("E013", "the file is nested too deeply to read", Span(path, 1, 1, 1, 2))]
+    too_deep = _too_deep(tree, path)
+    if too_deep is not None:
+        return None, [too_deep]
     try:
         return _ToAst(path).transform(tree), []
     except VisitError as e:
         if isinstance(e.orig_exc, _Error):
             return None, [e.orig_exc.diag]
         raise
+
+
+# Deeper than this, the tree is refused before it is read: every later stage (the transformer,
+# the checker, the compiler, the condition evaluator) walks it recursively. Real conditions nest
+# a few levels; the file's own structure takes about ten.
+MAX_NESTING = 100
+
+
+def _too_deep(tree: Tree, path: str) -> Diagnostic | None:
+    """E013 at the first place where ``tree`` nests deeper than MAX_NESTING, or None."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            span = _SpanMaker(path).of_meta(node.meta)
+            if span.line < 1:
+                span = Span(path, 1, 1, 1, 2)
+            return Diagnostic("E013", f"this is nested more than {MAX_NESTING} levels deep", span,
+                              "split the condition into simpler ones, or remove the extra parentheses and 'not's")
+        stack.extend((c, depth + 1) for c in node.children if isinstance(c, Tree))
+    return None
 
 
 def parse_tree(text: str) -> Tree:
