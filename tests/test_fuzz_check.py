@@ -99,3 +99,22 @@ def test_the_command_on_mutated_projects():
         for n in range(12):
             name, done, found = case(12, n, Path(tmp))
             assert found == [], (name, done, found)
+
+
+@pytest.mark.parametrize(("number", "code"), [
+    ("999_999_999_999_999", None), ("1_000_000_000_000_000", "E227"), ("0.000000000001", None),
+    ("0.0000000000001", "E227"), ("1.100000000000000000", None), ("0.00000000000000", None),
+    ("123456789012345.123456789012", None), ("9" * 5000, "E227"),
+])
+def test_the_limits_of_numbers(tmp_path, number, code):
+    """15 digits before the decimal point, 12 after it (trailing zeros do not count), in the
+    grammar's numbers and in inline rate tables alike."""
+    for text in (f'partner P "P" {{ currency EUR }}\nagreement "a" v1 with P effective 2026-01-01 .. '
+                 f'{{ outbound voice {{ price {number} EUR per minute }} }}\n',
+                 f'partner P "P" {{ currency EUR }}\nagreement "a" v1 with P effective 2026-01-01 .. '
+                 f'{{ outbound voice {{ price by destination in EUR {{\n  33 "France" {number}\n}} }} }}\n'):
+        (tmp_path / "x.icd").write_text(text, encoding="utf-8")
+        plan, program, diags = build([tmp_path / "x.icd"], root=tmp_path)
+        assert [d.code for d in diags] == ([code] if code else []), [d.message for d in diags]
+        if code:
+            assert diags[0].span.line >= 2 and diags[0].span.col > 1

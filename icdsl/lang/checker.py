@@ -363,7 +363,8 @@ class Checker:
             self._example(ex)
         for cx in self.out.cycle_examples:
             self._cycle_example(cx)
-        return self.out, sorted(self.diags, key=Diagnostic.sort_key)
+        # a deck named by two versions is read twice: its problems are reported once
+        return self.out, sorted(dict.fromkeys(self.diags), key=Diagnostic.sort_key)
 
     def _collect(self) -> None:
         seen: dict[tuple[str, str], Span] = {}

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from icdsl.lang import ast
 from icdsl.lang.diagnostics import Diagnostic, did_you_mean, suggest
-from icdsl.lang.values import NUMBER_HELP, number_problem
+from icdsl.lang.values import number_problem
 from icdsl.spans import NO_SPAN, Span
 
 # --------------------------------------------------------------------------- a deck's rows as values
@@ -244,7 +244,8 @@ def _bad_value(text: str, what: str, message: str) -> tuple[str, str | None]:
     except InvalidOperation:
         return message, None
     problem = number_problem(d, text.strip())
-    return (f"{what}: {problem}", NUMBER_HELP) if problem else (message, None)
+    return (f"{what}: {problem}", "correct it in the deck: a rate this large or this precise is a typing mistake"
+            ) if problem else (message, None)
 
 
 def read_deck(path: Path, shown: str, mapping: tuple[ast.DeckColumn, ...], delimiter: str | None,

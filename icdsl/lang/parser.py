@@ -20,7 +20,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from icdsl.lang import ast
 from icdsl.lang.diagnostics import Diagnostic
 from icdsl.lang.rates import read_rows
-from icdsl.lang.values import PRICE_UNITS, number_problem
+from icdsl.lang.values import NUMBER_FIX, PRICE_UNITS, number_problem
 from icdsl.spans import Span
 
 # ---------------------------------------------------------------- grammar loading
@@ -192,7 +192,7 @@ class _ToAst(Transformer):
             raise _Error(Diagnostic("E004", f"'{text}' is not a valid number", span)) from None
         problem = number_problem(value, text)
         if problem:
-            raise _Error(Diagnostic("E227", problem, span, "check the number: one this large or this precise is a typing mistake; round it or correct it"))
+            raise _Error(Diagnostic("E227", problem, span, NUMBER_FIX))
         return ast.Num(value, text, span)
 
     def _leaf(self, tok):

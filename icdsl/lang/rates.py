@@ -18,7 +18,7 @@ from decimal import Decimal, InvalidOperation
 
 from icdsl.lang import ast
 from icdsl.lang.diagnostics import Diagnostic
-from icdsl.lang.values import number_problem
+from icdsl.lang.values import NUMBER_FIX, number_problem
 from icdsl.spans import Span
 
 _LINE = re.compile(r'[ \t]*(\d+|"[0-9]*")[ \t]+"([^"\\\n]*)"[ \t]+([^"#\n]*)(#[^\n]*)?\Z')
@@ -160,7 +160,7 @@ def _number(text: str, span: Span) -> Decimal:
         raise _RowError(Diagnostic("E004", f"'{text}' is not a valid number", span)) from None
     problem = number_problem(value, text)
     if problem:
-        raise _RowError(Diagnostic("E227", problem, span, "check the number: one this large or this precise is a typing mistake; round it or correct it"))
+        raise _RowError(Diagnostic("E227", problem, span, NUMBER_FIX))
     return value
 
 

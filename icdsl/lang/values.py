@@ -104,6 +104,7 @@ MAX_WHOLE_DIGITS = 15
 MAX_DECIMAL_PLACES = 12
 NUMBER_HELP = (f"numbers have at most {MAX_WHOLE_DIGITS} digits before the decimal point and "
                f"{MAX_DECIMAL_PLACES} after it")
+NUMBER_FIX = "correct the number: one this large or this precise is a typing mistake (round it if it is a rate)"
 # Dates: a period's end is exclusive (the day after the last day) and cycles reach a year past
 # their start, so the last day must leave room after it.
 FIRST_DAY = date(1900, 1, 1)
@@ -125,7 +126,9 @@ def number_problem(value: Decimal, text: str | None = None) -> str | None:
     _, digits, exp = value.as_tuple()
     if len(digits) > MAX_WHOLE_DIGITS + MAX_DECIMAL_PLACES + 40:
         return f"'{shown}' has {len(digits)} digits; {NUMBER_HELP}"
-    if not value.is_zero() and value.adjusted() >= MAX_WHOLE_DIGITS:
+    if value.is_zero():
+        return None
+    if value.adjusted() >= MAX_WHOLE_DIGITS:
         return f"'{shown}' is too large: {NUMBER_HELP}"
     if exp < 0:
         zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
