@@ -20,7 +20,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from icdsl.lang import ast
 from icdsl.lang.diagnostics import Diagnostic
 from icdsl.lang.rates import read_rows
-from icdsl.lang.values import NUMBER_FIX, PRICE_UNITS, number_problem
+from icdsl.lang.values import NUMBER_FIX, PRICE_UNITS, number_problem, short_text
 from icdsl.spans import Span
 
 # ---------------------------------------------------------------- grammar loading
@@ -167,6 +167,9 @@ def _unquote(s: str) -> str:
     return "".join(out)
 
 
+MAX_VERSION_DIGITS = 6
+
+
 @v_args(meta=True)
 class _ToAst(Transformer):
     def __init__(self, path: str):
@@ -175,6 +178,9 @@ class _ToAst(Transformer):
 
     # -- tokens to leaves
     def _ident(self, tok: Token) -> ast.Ident:
+        if tok.type == "VERSION" and len(tok) > MAX_VERSION_DIGITS + 1:
+            raise _Error(Diagnostic("E227", f"the version '{short_text(str(tok))}' is too large", self.s.of_token(tok),
+                                    f"versions are v1, v2, ... up to v{'9' * MAX_VERSION_DIGITS}"))
         return ast.Ident(str(tok), self.s.of_token(tok))
 
     def _str(self, tok: Token) -> ast.Str:
