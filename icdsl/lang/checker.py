@@ -26,6 +26,8 @@ from icdsl.lang.values import (
     DATE_HELP,
     FIRST_DAY,
     LAST_DAY,
+    MAX_COUNT,
+    NUMBER_FIX,
     PARTNER_FIELDS,
     PRICE_UNITS,
     RECORD_DERIVED,
@@ -218,7 +220,15 @@ class Checker:
         if secs != int(secs) or secs < 0:
             self.error("E215", f"{q.value.text} {q.unit.text} is not a whole number of seconds", q.span)
             return None
-        return int(secs)
+        return self._countable(int(secs), q, "seconds")
+
+    def _countable(self, n: int, q: ast.Quantity, what: str) -> int | None:
+        """``n`` if the engine can count it (its int64 columns, with room for sums), else E227."""
+        if n > MAX_COUNT:
+            self.error("E227", f"{short_text(q.value.text)} {q.unit.text} is too large: at most {MAX_COUNT:,} {what}",
+                       q.span, NUMBER_FIX)
+            return None
+        return n
 
     def volume_bytes(self, q: ast.Quantity) -> int | None:
         factor = VOLUME_UNITS.get(q.unit.text)
@@ -230,7 +240,7 @@ class Checker:
         if b != int(b) or b < 0:
             self.error("E215", f"{q.value.text} {q.unit.text} is not a whole number of bytes", q.span)
             return None
-        return int(b)
+        return self._countable(int(b), q, "bytes")
 
     def price_unit(self, ident: ast.Ident | None) -> bool:
         if ident is None:
