@@ -8,6 +8,7 @@ Bounded to stay a few seconds; ``tests/fuzz/`` has the fuzzers that run for minu
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -99,6 +100,28 @@ def test_the_command_on_mutated_projects():
         for n in range(12):
             name, done, found = case(12, n, Path(tmp))
             assert found == [], (name, done, found)
+
+
+DECK_RULES = ('partner P "P" { currency EUR }\nagreement "a" v1 with P effective 2026-01-01 .. '
+              '{ outbound voice { price by destination from deck "d.csv" } }\n')
+DECKS = [
+    ("a field of 200 KB", "prefix,destination,rate\n33,France," + "9" * 200_000 + "\n"),
+    ("increments of 5000 digits", "prefix,destination,rate,increments\n33,France,0.01,60/" + "7" * 5000 + "\n"),
+    ("a superscript digit", "prefix,destination,rate,initial,subsequent\n33,France,0.01,6\u00b2,6\n"),
+    ("Arabic-Indic digits in a prefix", "prefix,destination,rate\n\u0663\u0663,France,0.01\n"),
+    ("a rate of 1e400", "prefix,destination,rate\n33,France,1e400\n"),
+]
+
+
+@pytest.mark.parametrize(("what", "deck"), DECKS, ids=[d[0] for d in DECKS])
+def test_decks_out_of_range_are_located_errors(tmp_path, what, deck):
+    """Found by tests/fuzz/mutate_check.py: each was an internal error (or a prefix that never matches)."""
+    (tmp_path / "x.icd").write_text(DECK_RULES, encoding="utf-8")
+    (tmp_path / "d.csv").write_text(deck, encoding="utf-8")
+    code, out, err = run_cli(["check", "--format", "json", str(tmp_path)])
+    assert code == 1, (what, err[:500])
+    assert problems_of(code, out, err) == []
+    assert any(d["file"].endswith("d.csv") and d["line"] == 2 for d in json.loads(out)), out[:500]
 
 
 @pytest.mark.parametrize(("number", "code"), [

@@ -338,7 +338,16 @@ def read_deck(path: Path, shown: str, mapping: tuple[ast.DeckColumn, ...], delim
     band_items = list(band_cols.items())
     lineno = 1
     problems: list[tuple[int, str, str | None]] = []
-    for rec in reader:
+    while True:
+        try:
+            rec = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:  # a field past csv's size limit (128 KB), a NUL: the rest cannot be read
+            errors += 1
+            problems.append((reader.line_num, f"this row cannot be read: {e}; the rows after it were not read",
+                             "a deck row is a short line of text: prefix, destination, rates"))
+            break
         lineno = reader.line_num
         problem = _row(rec, lineno, width, header, p_i, d_i, r_i, c_i, inc_i, ini_i, sub_i, e_i, u_i, band_items,
                        shown, rows)
