@@ -195,22 +195,14 @@ def assert_intake(path: Path, batch_rows: int) -> None:
     assert all(r for r in reasons), "a reject without a reason"
 
 
+@pytest.mark.parametrize(("suffix", "mutate"), [(".csv", mutate_csv), (".parquet", mutate_parquet)],
+                         ids=["csv", "parquet"])
 @FAST
 @given(source=st.sampled_from(TRAFFIC), rng=st.randoms(use_true_random=False),
        batch_rows=st.sampled_from([1, 3, 1_000_000]))
-def test_broken_csv_is_rejected_with_reasons_or_refused(tmp_path_factory, source, rng, batch_rows):
-    data, _ = mutate_csv(rng, source.read_bytes())
-    path = tmp_path_factory.mktemp("csv") / "traffic.csv"
-    path.write_bytes(data)
-    assert_intake(path, batch_rows)
-
-
-@FAST
-@given(source=st.sampled_from(TRAFFIC), rng=st.randoms(use_true_random=False),
-       batch_rows=st.sampled_from([1, 5, 1_000_000]))
-def test_broken_parquet_is_rejected_with_reasons_or_refused(tmp_path_factory, source, rng, batch_rows):
-    data, _ = mutate_parquet(rng, source.read_bytes())
-    path = tmp_path_factory.mktemp("pq") / "traffic.parquet"
+def test_broken_files_are_rejected_with_reasons_or_refused(tmp_path_factory, suffix, mutate, source, rng, batch_rows):
+    data, _ = mutate(rng, source.read_bytes())
+    path = tmp_path_factory.mktemp("in") / f"traffic{suffix}"
     path.write_bytes(data)
     assert_intake(path, batch_rows)
 
