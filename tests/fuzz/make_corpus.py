@@ -3,7 +3,8 @@ not kept in git: made again from the examples, which change):
 
 - ``check/``: every rule file of examples/ and stdlib_rules/, prefixed by the byte that puts it
   back in its own project (see ``fuzz_check.py``);
-- ``intake/``: the traffic files of examples/ and tests/data/records, cut to their first 60 lines.
+- ``intake/``: the traffic files of examples/ and tests/data/records, cut to their first 60 lines,
+  and the examples' traffic as Parquet.
 
     python tests/fuzz/make_corpus.py
 """
@@ -11,6 +12,7 @@ not kept in git: made again from the examples, which change):
 from __future__ import annotations
 
 import hashlib
+import io
 import sys
 from pathlib import Path
 
@@ -26,6 +28,16 @@ def _put(folder: Path, data: bytes) -> None:
     (folder / hashlib.sha1(data).hexdigest()).write_bytes(data)
 
 
+def _parquet(data: bytes) -> bytes:
+    # lazy: pyarrow is needed only to write the Parquet seeds
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    out = io.BytesIO()
+    pq.write_table(pacsv.read_csv(io.BytesIO(data)), out, row_group_size=7)
+    return out.getvalue()
+
+
 def main() -> None:
     n = 0
     for i, project in enumerate(PROJECTS):
@@ -37,6 +49,9 @@ def main() -> None:
         lines = f.read_bytes().splitlines(keepends=True)
         _put(CORPUS / "intake", b"".join(lines[:60]))
         n += 1
+        if f.name == "traffic.csv":
+            _put(CORPUS / "intake", _parquet(b"".join(lines[:20])))
+            n += 1
     print(f"{n} seeds written under {CORPUS}")
 
 
