@@ -27,6 +27,7 @@ from icdsl.lang.values import (
     FIRST_DAY,
     LAST_DAY,
     MAX_COUNT,
+    MAX_DUE_DAYS,
     NUMBER_FIX,
     PARTNER_FIELDS,
     PRICE_UNITS,
@@ -450,6 +451,9 @@ class Checker:
                                "write e.g. 'due 30 days'")
                 if n.value != int(n.value):
                     self.error("E215", "due terms must be a whole number of days", n.span)
+                elif n.value > MAX_DUE_DAYS:  # the due date must be a date: no due terms past year 9999
+                    self.error("E227", f"due terms of {short_text(n.text)} days are too long: at most {MAX_DUE_DAYS} "
+                                       "days (ten years)", n.span, "write the partner's payment terms, e.g. 'due 30 days'")
             elif s.key == "tax":
                 kind = v[0]
                 if self.word(kind, "tax treatment"):

@@ -107,6 +107,7 @@ NUMBER_HELP = (f"numbers have at most {MAX_WHOLE_DIGITS} digits before the decim
 # seconds and bytes written in rule files (2^53, about 8 PB or 285 million years): the engine's
 # int64 columns hold them and their sums over billions of records
 MAX_COUNT = 2**53
+MAX_DUE_DAYS = 3650
 NUMBER_FIX = "correct the number: one this large or this precise is a typing mistake (round it if it is a rate)"
 # Dates: a period's end is exclusive (the day after the last day) and cycles reach a year past
 # their start, so the last day must leave room after it.
