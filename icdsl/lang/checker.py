@@ -20,9 +20,15 @@ from icdsl import plugins
 from icdsl.lang import ast
 from icdsl.lang.decks import Deck, RateColumns, read_deck
 from icdsl.lang.diagnostics import Diagnostic, did_you_mean, suggest
-from icdsl.lang.loader import Program, display_path, resolve_project_path
+from icdsl.lang.loader import Program, display_path, is_file, path_help, resolve_project_path
 from icdsl.lang.values import (
     CYCLE_FIELDS,
+    DATE_HELP,
+    FIRST_DAY,
+    LAST_DAY,
+    MAX_COUNT,
+    MAX_DUE_DAYS,
+    NUMBER_FIX,
     PARTNER_FIELDS,
     PRICE_UNITS,
     RECORD_DERIVED,
@@ -31,9 +37,11 @@ from icdsl.lang.values import (
     VOLUME_UNITS,
     WEEKDAYS,
     currencies,
+    date_problem,
     holiday_countries,
     parse_date,
     parse_time,
+    short_text,
     timezones,
     valid_timezone,
 )
@@ -199,7 +207,8 @@ class Checker:
             return None
         v = parse_date(d.text)
         if v is None:
-            self.error("E204", f"'{d.text}' is not a date", d.span, "dates read YYYY-MM-DD and must exist")
+            code, message, hint = date_problem(d.text)
+            self.error(code, message, d.span, hint)
         return v
 
     def seconds(self, q: ast.Quantity) -> int | None:
@@ -212,7 +221,15 @@ class Checker:
         if secs != int(secs) or secs < 0:
             self.error("E215", f"{q.value.text} {q.unit.text} is not a whole number of seconds", q.span)
             return None
-        return int(secs)
+        return self._countable(int(secs), q, "seconds")
+
+    def _countable(self, n: int, q: ast.Quantity, what: str) -> int | None:
+        """``n`` if the engine can count it (its int64 columns, with room for sums), else E227."""
+        if n > MAX_COUNT:
+            self.error("E227", f"{short_text(q.value.text)} {q.unit.text} is too large: at most {MAX_COUNT:,} {what}",
+                       q.span, NUMBER_FIX)
+            return None
+        return n
 
     def volume_bytes(self, q: ast.Quantity) -> int | None:
         factor = VOLUME_UNITS.get(q.unit.text)
@@ -224,7 +241,7 @@ class Checker:
         if b != int(b) or b < 0:
             self.error("E215", f"{q.value.text} {q.unit.text} is not a whole number of bytes", q.span)
             return None
-        return int(b)
+        return self._countable(int(b), q, "bytes")
 
     def price_unit(self, ident: ast.Ident | None) -> bool:
         if ident is None:
@@ -357,7 +374,8 @@ class Checker:
             self._example(ex)
         for cx in self.out.cycle_examples:
             self._cycle_example(cx)
-        return self.out, sorted(self.diags, key=Diagnostic.sort_key)
+        # a deck named by two versions is read twice: its problems are reported once
+        return self.out, sorted(dict.fromkeys(self.diags), key=Diagnostic.sort_key)
 
     def _collect(self) -> None:
         seen: dict[tuple[str, str], Span] = {}
@@ -433,6 +451,9 @@ class Checker:
                                "write e.g. 'due 30 days'")
                 if n.value != int(n.value):
                     self.error("E215", "due terms must be a whole number of days", n.span)
+                elif n.value > MAX_DUE_DAYS:  # the due date must be a date: no due terms past year 9999
+                    self.error("E227", f"due terms of {short_text(n.text)} days are too long: at most {MAX_DUE_DAYS} "
+                                       "days (ten years)", n.span, "write the partner's payment terms, e.g. 'due 30 days'")
             elif s.key == "tax":
                 kind = v[0]
                 if self.word(kind, "tax treatment"):
@@ -648,11 +669,12 @@ class Checker:
             base = self.program.path_of(info.file).parent
             path, problem = resolve_project_path(dp.deck.value, base, self.program.root)
             if problem:
-                self.error("E401", problem, dp.deck.span, "rate decks live inside the project folder")
+                self.error("E401", problem, dp.deck.span,
+                           path_help(dp.deck.value, "rate decks live inside the project folder"))
                 return
-            if not path.is_file():
-                self.error("E402", f"cannot find the rate deck '{dp.deck.value}'", dp.deck.span,
-                           f"looked for {display_path(path)}; the path is relative to this rule file")
+            if not is_file(path):
+                self.error("E402", f"cannot find the rate deck '{short_text(dp.deck.value)}'", dp.deck.span,
+                           f"looked for {short_text(display_path(path), 80)}; the path is relative to this rule file")
                 return
             deck, diags = read_deck(path, display_path(path), dp.columns,
                                     dp.delimiter.value if dp.delimiter else None, dp.deck.span)
@@ -702,7 +724,8 @@ class Checker:
         for d in sorted({d for d in starts + until if d}):
             if parse_date(d) is None:
                 i = starts.index(d) if d in starts else until.index(d)
-                self.error("E204", f"'{d}' is not a date", span(i))
+                code, message, hint = date_problem(d)
+                self.error(code, message, span(i), hint)
         if deck.effective_from is not None and deck.effective_to is not None:
             for i, (a, b) in enumerate(zip(starts, until, strict=True)):
                 if a and b:
@@ -782,7 +805,8 @@ class Checker:
                     self.error("E302", f"prefix {r.prefix} ends ({r.until}) before it starts ({r.start})", r.span)
             for d in (r.start, r.until):
                 if d and parse_date(d) is None:
-                    self.error("E204", f"'{d}' is not a date", r.span)
+                    code, message, hint = date_problem(d)
+                    self.error(code, message, r.span, hint)
         if missing:
             row, bs = first_missing
             more = f" (and {missing - 1} more rows)" if missing > 1 else ""
@@ -1087,6 +1111,9 @@ class Checker:
             year, month = int(text[:4]), int(text[5:7])
             if not 1 <= month <= 12:
                 self.error("E225", f"'{text}' is not a month", v[0].span, "months read YYYY-MM, e.g. 2026-03")
+                return False
+            if not FIRST_DAY.year <= year <= LAST_DAY.year:
+                self.error("E228", f"the month {text} is out of range", v[0].span, DATE_HELP)
                 return False
             cx.start = date(year, month, 1)
             cx.end = date(year + (month == 12), month % 12 + 1, 1)

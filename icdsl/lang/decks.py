@@ -23,6 +23,7 @@ from pathlib import Path
 
 from icdsl.lang import ast
 from icdsl.lang.diagnostics import Diagnostic, did_you_mean, suggest
+from icdsl.lang.values import number_problem, short_text
 from icdsl.spans import NO_SPAN, Span
 
 # --------------------------------------------------------------------------- a deck's rows as values
@@ -195,7 +196,11 @@ MAX_ROW_ERRORS = 20
 #: read decks as columns when they allow it (tests turn it off to compare with the row reader)
 COLUMNAR = True
 _BAND_COL = re.compile(r"(?:rate_(\w+)|(\w+)_rate)\Z", re.I)
-_INCR = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*\Z")
+# ASCII digits only (str.isdigit and \d accept "²" and "٣"), at most 9 for seconds: a longer
+# number is a mistake reported on its row, never an int() of a million digits
+_INCR = re.compile(r"\s*([0-9]{1,9})\s*/\s*([0-9]{1,9})\s*\Z")
+_DIGITS = re.compile(r"[0-9]+\Z")
+_SECONDS = re.compile(r"[0-9]{1,9}\Z")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 
 
@@ -225,14 +230,26 @@ def _decimal(text: str) -> Decimal | None:
         d = Decimal(t) if t else None
     except InvalidOperation:
         d = None
-    if d is not None and not d.is_finite():
-        d = None
+    if d is not None and number_problem(d) is not None:
+        d = None  # infinite, NaN, too large or too precise: the row reader says which
     if len(_DECIMALS) < 1_000_000:
         _DECIMALS[text] = d
     return d
 
 
 _MISSING = object()
+
+
+def _bad_value(text: str, what: str, message: str) -> tuple[str, str | None]:
+    """The message and help for a deck value that :func:`_decimal` refused: a number out of
+    range says so (``what: why``), anything else gets ``message``."""
+    try:
+        d = Decimal(text.strip())
+    except InvalidOperation:
+        return message, None
+    problem = number_problem(d, text.strip())
+    return (f"{what}: {problem}", "correct it in the deck: a rate this large or this precise is a typing mistake"
+            ) if problem else (message, None)
 
 
 def read_deck(path: Path, shown: str, mapping: tuple[ast.DeckColumn, ...], delimiter: str | None,
@@ -321,7 +338,16 @@ def read_deck(path: Path, shown: str, mapping: tuple[ast.DeckColumn, ...], delim
     band_items = list(band_cols.items())
     lineno = 1
     problems: list[tuple[int, str, str | None]] = []
-    for rec in reader:
+    while True:
+        try:
+            rec = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:  # a field past csv's size limit (128 KB), a NUL: the rest cannot be read
+            errors += 1
+            problems.append((reader.line_num, f"this row cannot be read: {e}; the rows after it were not read",
+                             "a deck row is a short line of text: prefix, destination, rates"))
+            break
         lineno = reader.line_num
         problem = _row(rec, lineno, width, header, p_i, d_i, r_i, c_i, inc_i, ini_i, sub_i, e_i, u_i, band_items,
                        shown, rows)
@@ -377,7 +403,7 @@ def _columns(text: str, delim: str, header: list[str], cols: dict[str, int], ban
 
     def prefix(v: str):
         p = v.strip().lstrip("+")
-        if not p.isdigit():
+        if not _DIGITS.match(p):
             raise _Slow
         return p
 
@@ -399,7 +425,7 @@ def _columns(text: str, delim: str, header: list[str], cols: dict[str, int], ban
 
     def seconds(v: str):
         t = v.strip()
-        if t and (not t.isdigit() or int(t) <= 0):
+        if t and (not _SECONDS.match(t) or int(t) <= 0):
             raise _Slow
         return int(t) if t else None
 
@@ -458,50 +484,53 @@ def _row(rec, lineno, width, header, p_i, d_i, r_i, c_i, inc_i, ini_i, sub_i, e_
         return (f"this row has {len(rec)} fields but the header has {width}",
                 "check for an unquoted delimiter inside a destination name")
     prefix = rec[p_i].strip().lstrip("+")
-    if not prefix.isdigit():
-        return f"prefix '{rec[p_i]}' is not a string of digits", "prefixes are E.164 digits, e.g. 336"
+    if not _DIGITS.match(prefix):
+        return f"prefix '{short_text(rec[p_i])}' is not a string of digits", "prefixes are E.164 digits, e.g. 336"
     price = None
     bands = []
     if r_i is not None and rec[r_i].strip():
         price = _decimal(rec[r_i])
         if price is None or price < 0:
-            return f"rate '{rec[r_i]}' in column '{header[r_i]}' is not a non-negative number", None
+            return _bad_value(rec[r_i], f"the rate in column '{header[r_i]}'",
+                              f"rate '{short_text(rec[r_i])}' in column '{header[r_i]}' is not a non-negative number")
     for b, i in band_items:
         text = rec[i]
         if not text.strip():
             continue
         v = _decimal(text)
         if v is None or v < 0:
-            return f"rate '{text}' in column '{header[i]}' is not a non-negative number", None
+            return _bad_value(text, f"the rate in column '{header[i]}'",
+                              f"rate '{short_text(text)}' in column '{header[i]}' is not a non-negative number")
         bands.append((b, v))
     if price is None and not bands:
-        return f"no rate for prefix {prefix}", "every row needs a rate (or a rate per band)"
+        return f"no rate for prefix {short_text(prefix)}", "every row needs a rate (or a rate per band)"
     connect = None
     if c_i is not None and rec[c_i].strip():
         connect = _decimal(rec[c_i])
         if connect is None or connect < 0:
-            return f"connect fee '{rec[c_i]}' is not a non-negative number", None
+            return _bad_value(rec[c_i], "the connect fee",
+                              f"connect fee '{short_text(rec[c_i])}' is not a non-negative number")
     incr = None
     if inc_i is not None and rec[inc_i].strip():
         m = _INCR.match(rec[inc_i])
         if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
-            return f"increments '{rec[inc_i]}' must read INITIAL/SUBSEQUENT, e.g. 60/6", None
+            return f"increments '{short_text(rec[inc_i])}' must read INITIAL/SUBSEQUENT, e.g. 60/6", None
         incr = _increments(int(m.group(1)), int(m.group(2)))
     elif ini_i is not None and sub_i is not None:
         a, s = rec[ini_i].strip(), rec[sub_i].strip()
         if a or s:
-            if not (a.isdigit() and s.isdigit()) or int(a) <= 0 or int(s) <= 0:
-                return f"increments '{a}'/'{s}' must be positive whole seconds", None
+            if not (_SECONDS.match(a) and _SECONDS.match(s)) or int(a) <= 0 or int(s) <= 0:
+                return f"increments '{short_text(a)}'/'{short_text(s)}' must be positive whole seconds", None
             incr = _increments(int(a), int(s))
     start = until = None
     if e_i is not None and rec[e_i].strip():
         start = rec[e_i].strip()
         if not _DATE.match(start):
-            return f"effective date '{start}' is not a date (YYYY-MM-DD)", None
+            return f"effective date '{short_text(start)}' is not a date (YYYY-MM-DD)", None
     if u_i is not None and rec[u_i].strip():
         until = rec[u_i].strip()
         if not _DATE.match(until):
-            return f"end date '{until}' is not a date (YYYY-MM-DD)", None
+            return f"end date '{short_text(until)}' is not a date (YYYY-MM-DD)", None
     dest = rec[d_i].strip() if d_i is not None else ""
     rows.append(ast.RateRowNode(prefix, dest, price, tuple(bands), connect, incr, start, until,
                                 Span(shown, lineno, 1, lineno, 2)))

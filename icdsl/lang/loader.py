@@ -16,6 +16,7 @@ from pathlib import Path
 from icdsl.lang import ast
 from icdsl.lang.diagnostics import Diagnostic, SourceCache, suggest
 from icdsl.lang.parser import parse_file, parse_text
+from icdsl.lang.values import short_text
 from icdsl.spans import Span
 
 RULE_SUFFIX = ".icd"
@@ -68,15 +69,53 @@ def _show_folder(root: Path) -> str:
     return "the current folder" if str(rel) == "." else str(rel)
 
 
+# What file systems accept (Linux, macOS, Windows): a name of at most 255 bytes, a path of at
+# most 4096; rule files keep well inside.
+MAX_NAME_BYTES = 255
+MAX_PATH_CHARS = 1024
+
+
+def path_problem(name: str) -> str | None:
+    """Why a path written in a rule file cannot name a file on any system, or None."""
+    if not name:
+        return "the path is empty"
+    odd = next((c for c in name if ord(c) < 32 or 0x7F <= ord(c) < 0xA0 or 0xD800 <= ord(c) < 0xE000), None)
+    if odd is not None:
+        return f"the path '{short_text(name)}' contains the control character U+{ord(odd):04X}"
+    if len(name) > MAX_PATH_CHARS:
+        return f"the path '{short_text(name)}' is too long: paths have at most {MAX_PATH_CHARS} characters"
+    for part in name.replace("\\", "/").split("/"):
+        if len(part.encode("utf-8")) > MAX_NAME_BYTES:
+            return (f"the name '{short_text(part)}' in this path is too long: a file or folder name has at most "
+                    f"{MAX_NAME_BYTES} bytes")
+    return None
+
+
+def path_help(name: str, usual: str) -> str:
+    """The help line of an unusable path: ``usual`` unless the path itself is malformed."""
+    if path_problem(name) is None or not name:
+        return usual
+    return "rename the file (or folder) so that its path is short plain text, and write that path here"
+
+
+def is_file(p: Path) -> bool:
+    """``p.is_file()``, False for a path the system cannot look up (too long, a loop of links)."""
+    try:
+        return p.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def resolve_project_path(name: str, base: Path, root: Path) -> tuple[Path | None, str | None]:
     """Resolve a path written in a rule file. Returns (path, None) or (None, reason)."""
-    if not name:
-        return None, "the path is empty"
+    problem = path_problem(name)
+    if problem:
+        return None, problem
     if name.startswith("/") or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
         return None, "absolute paths are not allowed in rule files; write the path relative to this file"
     p = (base / name)
     if not inside(p, root) and not inside(p, stdlib_dir()):
-        return None, f"'{name}' is outside the project folder ({_show_folder(root)})"
+        return None, f"'{short_text(name)}' is outside the project folder ({_show_folder(root)})"
     return p, None
 
 
@@ -138,7 +177,8 @@ def load(paths: list[Path | str], root: Path | str | None = None,
         for use in f.uses:
             target, problem = _resolve_use(use, path, root_path)
             if problem:
-                diags.append(Diagnostic("E401" if use.is_path else "E101", problem, use.span, _use_help(use)))
+                diags.append(Diagnostic("E401" if use.is_path else "E101", problem, use.span,
+                                        path_help(use.target, _use_help(use)) if use.is_path else _use_help(use)))
             elif target is not None:
                 queue.append((target, False))
     return prog, diags
@@ -160,13 +200,13 @@ def _resolve_use(use: ast.Use, importer: Path, root: Path) -> tuple[Path | None,
         p, problem = resolve_project_path(use.target, importer.parent, root)
         if problem:
             return None, problem
-        if not p.is_file():
-            return None, f"cannot find '{use.target}' (looked for {display_path(p)})"
+        if not is_file(p):
+            return None, f"cannot find '{short_text(use.target)}' (looked for {short_text(display_path(p), 80)})"
         return p, None
     parts = use.target.split(".")
     if parts[0] != "stdlib" or len(parts) != 2:
-        return None, f"unknown library '{use.target}': write 'use stdlib.NAME' or 'use \"path/to/file.icd\"'"
+        return None, f"unknown library '{short_text(use.target)}': write 'use stdlib.NAME' or 'use \"path/to/file.icd\"'"
     p = stdlib_dir() / f"{parts[1]}{RULE_SUFFIX}"
-    if not p.is_file():
-        return None, f"the standard library has no '{parts[1]}'"
+    if not is_file(p):
+        return None, f"the standard library has no '{short_text(parts[1])}'"
     return p, None

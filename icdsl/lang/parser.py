@@ -20,7 +20,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from icdsl.lang import ast
 from icdsl.lang.diagnostics import Diagnostic
 from icdsl.lang.rates import read_rows
-from icdsl.lang.values import PRICE_UNITS
+from icdsl.lang.values import NUMBER_FIX, PRICE_UNITS, number_problem, short_text
 from icdsl.spans import Span
 
 # ---------------------------------------------------------------- grammar loading
@@ -167,6 +167,9 @@ def _unquote(s: str) -> str:
     return "".join(out)
 
 
+MAX_VERSION_DIGITS = 6
+
+
 @v_args(meta=True)
 class _ToAst(Transformer):
     def __init__(self, path: str):
@@ -175,6 +178,9 @@ class _ToAst(Transformer):
 
     # -- tokens to leaves
     def _ident(self, tok: Token) -> ast.Ident:
+        if tok.type == "VERSION" and len(tok) > MAX_VERSION_DIGITS + 1:
+            raise _Error(Diagnostic("E227", f"the version '{short_text(str(tok))}' is too large", self.s.of_token(tok),
+                                    f"versions are v1, v2, ... up to v{'9' * MAX_VERSION_DIGITS}"))
         return ast.Ident(str(tok), self.s.of_token(tok))
 
     def _str(self, tok: Token) -> ast.Str:
@@ -190,6 +196,9 @@ class _ToAst(Transformer):
             value = Decimal(text.replace("_", ""))
         except InvalidOperation:
             raise _Error(Diagnostic("E004", f"'{text}' is not a valid number", span)) from None
+        problem = number_problem(value, text)
+        if problem:
+            raise _Error(Diagnostic("E227", problem, span, NUMBER_FIX))
         return ast.Num(value, text, span)
 
     def _leaf(self, tok):
@@ -1107,12 +1116,36 @@ def parse_text(text: str, path: str = "<text>") -> tuple[ast.File | None, list[D
         return None, [_syntax_diag(e, text, path)]
     except RecursionError:
         return None, [Diagnostic("E013", "the file is nested too deeply to read", Span(path, 1, 1, 1, 2))]
+    too_deep = _too_deep(tree, path)
+    if too_deep is not None:
+        return None, [too_deep]
     try:
         return _ToAst(path).transform(tree), []
     except VisitError as e:
         if isinstance(e.orig_exc, _Error):
             return None, [e.orig_exc.diag]
         raise
+
+
+# Deeper than this, the tree is refused before it is read: every later stage (the transformer,
+# the checker, the compiler, the condition evaluator) walks it recursively. Real conditions nest
+# a few levels; the file's own structure takes about ten.
+MAX_NESTING = 100
+
+
+def _too_deep(tree: Tree, path: str) -> Diagnostic | None:
+    """E013 at the first place where ``tree`` nests deeper than MAX_NESTING, or None."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            span = _SpanMaker(path).of_meta(node.meta)
+            if span.line < 1:
+                span = Span(path, 1, 1, 1, 2)
+            return Diagnostic("E013", f"this is nested more than {MAX_NESTING} levels deep", span,
+                              "split the condition into simpler ones, or remove the extra parentheses and 'not's")
+        stack.extend((c, depth + 1) for c in node.children if isinstance(c, Tree))
+    return None
 
 
 def parse_tree(text: str) -> Tree:

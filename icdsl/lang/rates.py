@@ -18,18 +18,22 @@ from decimal import Decimal, InvalidOperation
 
 from icdsl.lang import ast
 from icdsl.lang.diagnostics import Diagnostic
+from icdsl.lang.values import NUMBER_FIX, number_problem, short_text
 from icdsl.spans import Span
 
-_LINE = re.compile(r'[ \t]*(\d+|"[0-9]*")[ \t]+"([^"\\\n]*)"[ \t]+([^"#\n]*)(#[^\n]*)?\Z')
+# re.ASCII throughout: digits are 0-9 (\d would take "٣" and "߃" for digits of a prefix)
+_LINE = re.compile(r'[ \t]*(\d+|"[0-9]*")[ \t]+"([^"\\\n]*)"[ \t]+([^"#\n]*)(#[^\n]*)?\Z', re.ASCII)
 _BLANK = re.compile(r"[ \t]*(#[^\n]*)?\Z")
-_NUMBER = re.compile(r"\d+(?:\.\d+)?\Z")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
-_INCR = re.compile(r"(\d+)/(\d+)\Z")
+# at most 15 digits before the point and 12 after (values.number_problem): a longer number goes
+# to the exact reader, which says what is wrong with it
+_NUMBER = re.compile(r"\d{1,15}(?:\.\d{1,12})?\Z", re.ASCII)
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z", re.ASCII)
+_INCR = re.compile(r"(\d{1,9})/(\d{1,9})\Z", re.ASCII)
 _TOKEN = re.compile(
     r'(?P<ws>\s+)|(?P<comment>#[^\n]*)|(?P<date>\d{4}-\d{2}-\d{2})(?![\d_.])'
     r'|(?P<num>\d[\d_]*(?:\.\d[\d_]*)?)|(?P<str>"(?:[^"\\\n]|\\.)*")'
     r"|(?P<name>[A-Za-z_]\w*)|(?P<slash>/)|(?P<other>.)",
-    re.S,
+    re.S | re.ASCII,
 )
 _OPTION_WORDS = frozenset(("connect", "increments", "from", "until"))
 ROW_HELP = 'a row reads: PREFIX "Destination" PRICE (or BAND PRICE ...), then optional connect, increments, from, until'
@@ -152,9 +156,13 @@ def _number(text: str, span: Span) -> Decimal:
         raise _RowError(Diagnostic("E004", f"'{text}' is not a valid number", span,
                                    "write digits with single '_' between groups, e.g. 1_000_000 or 0.0070"))
     try:
-        return Decimal(text.replace("_", ""))
+        value = Decimal(text.replace("_", ""))
     except InvalidOperation:
         raise _RowError(Diagnostic("E004", f"'{text}' is not a valid number", span)) from None
+    problem = number_problem(value, text)
+    if problem:
+        raise _RowError(Diagnostic("E227", problem, span, NUMBER_FIX))
+    return value
 
 
 def _slow(body: str, path: str, line: int, col: int):
@@ -177,6 +185,9 @@ def _slow(body: str, path: str, line: int, col: int):
                 prefix, quoted = text, False
             elif kind == "str":
                 prefix, quoted = text[1:-1], True
+                if prefix and not (prefix.isascii() and prefix.isdigit()):
+                    raise _RowError(Diagnostic("E020", f"prefix {short_text(text)} must be digits only", span,
+                                               "prefixes are E.164 digits without '+', e.g. \"336\""))
             else:
                 raise _RowError(Diagnostic("E012", f"unexpected '{text}' where a rate row should start", span,
                                            ROW_HELP))

@@ -97,11 +97,68 @@ def holiday_countries() -> dict[str, tuple[str, ...]]:
     return {code: tuple(subs) for code, subs in holidays.list_supported_countries().items()}
 
 
+# The numbers and dates icdsl computes with exactly. Amounts are stored as NUMERIC(24, 8) and
+# rates as NUMERIC(24, 12): a number in a rule file or deck has at most 15 digits before the
+# decimal point and 12 after it, so that every product and sum of the engine stays exact.
+MAX_WHOLE_DIGITS = 15
+MAX_DECIMAL_PLACES = 12
+NUMBER_HELP = (f"numbers have at most {MAX_WHOLE_DIGITS} digits before the decimal point and "
+               f"{MAX_DECIMAL_PLACES} after it")
+# seconds and bytes written in rule files (2^53, about 8 PB or 285 million years): the engine's
+# int64 columns hold them and their sums over billions of records
+MAX_COUNT = 2**53
+MAX_DUE_DAYS = 3650
+NUMBER_FIX = "correct the number: one this large or this precise is a typing mistake (round it if it is a rate)"
+# Dates: a period's end is exclusive (the day after the last day) and cycles reach a year past
+# their start, so the last day must leave room after it.
+FIRST_DAY = date(1900, 1, 1)
+LAST_DAY = date(9998, 12, 31)
+DATE_HELP = (f"dates lie between {FIRST_DAY} and {LAST_DAY}; for an open end write the period "
+             "without an end date, e.g. 2026-01-01 ..")
+
+
+def short_text(text: str, limit: int = 40) -> str:
+    """``text`` cut to ``limit`` characters for a message, with what was cut said."""
+    return text if len(text) <= limit else f"{text[:limit - 10]}...{text[-6:]} ({len(text)} characters)"
+
+
+def number_problem(value: Decimal, text: str | None = None) -> str | None:
+    """Why a number written in a rule file or deck is outside what icdsl computes exactly, or None."""
+    shown = short_text(text if text is not None else str(value))
+    if not value.is_finite():
+        return f"'{shown}' is not a finite number"
+    _, digits, exp = value.as_tuple()
+    if len(digits) > MAX_WHOLE_DIGITS + MAX_DECIMAL_PLACES + 40:
+        return f"'{shown}' has {len(digits)} digits; {NUMBER_HELP}"
+    if value.is_zero():
+        return None
+    if value.adjusted() >= MAX_WHOLE_DIGITS:
+        return f"'{shown}' is too large: {NUMBER_HELP}"
+    if exp < 0:
+        zeros = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+        places = -exp - min(zeros, -exp)
+        if places > MAX_DECIMAL_PLACES:
+            return f"'{shown}' has {places} decimal places: {NUMBER_HELP}"
+    return None
+
+
 def parse_date(text: str) -> date | None:
+    """A date written YYYY-MM-DD that exists and lies in [FIRST_DAY, LAST_DAY], or None."""
     try:
-        return date.fromisoformat(text)
+        d = date.fromisoformat(text)
     except ValueError:
         return None
+    return d if FIRST_DAY <= d <= LAST_DAY else None
+
+
+def date_problem(text: str) -> tuple[str, str, str]:
+    """The code, message and help for a date that :func:`parse_date` refused: E204 not a date,
+    E228 a date out of range."""
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return "E204", f"'{short_text(text)}' is not a date", "dates read YYYY-MM-DD and must exist"
+    return "E228", f"the date {text} is out of range", DATE_HELP
 
 
 def parse_time(text: str) -> time | None:

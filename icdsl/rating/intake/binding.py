@@ -83,6 +83,11 @@ def bind(names: list[str], types: dict[str, pa.DataType], rules: Rules, label: s
             out = n if n not in taken else f"{n}_source"
             extras.append((n, out))
     extra_constants = [(k, v) for k, v in rules.constants.items() if k not in FIELDS and k not in source]
+    for f, col in source.items():  # a list, struct or map in a field's column is no value of it
+        t = types.get(col, pa.string())
+        if pa.types.is_nested(t) or (pa.types.is_dictionary(t) and pa.types.is_nested(t.value_type)):
+            raise IntakeError(f"column '{col}' of {label} has type {t}, which cannot hold {f}: "
+                              "write it as text (or a number)")
     if "start" in source:
         t = types.get(source["start"], pa.string())
         numeric = is_numeric(t)

@@ -40,7 +40,17 @@ def as_string(arr: pa.Array) -> pa.StringArray:
         return arr
     if pa.types.is_dictionary(arr.type):
         arr = arr.cast(arr.type.value_type)
-    return arr.cast(pa.string())
+    try:
+        return arr.cast(pa.string())
+    except pa.ArrowInvalid:
+        t = arr.type
+        if not (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)):
+            raise
+        # a binary Parquet column with bytes that are not UTF-8: those values are kept as
+        # escaped text (b"\xff" -> "\\xff"), so that the row's field rules reject it with a
+        # reason instead of the file failing (found by tests/test_fuzz_intake.py)
+        return pa.array([None if v is None else v.decode("utf-8", "backslashreplace") for v in arr.to_pylist()],
+                        pa.string())
 
 
 def clean_text(arr: pa.Array) -> pa.StringArray:

@@ -56,9 +56,18 @@ class ParquetSource:
                 yield Piece(table, rows, json_rows(table), [])
 
 
+def _temporal(t: pa.DataType) -> bool:
+    return pa.types.is_temporal(t) or (pa.types.is_dictionary(t) and pa.types.is_temporal(t.value_type))
+
+
 def json_rows(table: pa.Table) -> Callable[[np.ndarray], list[str]]:
     def raw(pos: np.ndarray) -> list[str]:
-        rows = table.take(pa.array(np.asarray(pos, np.int64))).to_pylist()
+        part = table.take(pa.array(np.asarray(pos, np.int64)))
+        try:
+            rows = part.to_pylist()
+        except (OverflowError, ValueError):  # a date or time Python cannot hold (year 0, 10000, ...)
+            rows = pa.table([c.cast(pa.string()) if _temporal(c.type) else c for c in part.columns],
+                            names=part.column_names).to_pylist()
         return [json.dumps(r, default=str, ensure_ascii=False) for r in rows]
 
     return raw
