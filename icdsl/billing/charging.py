@@ -87,11 +87,21 @@ def billed_adjustments(s: Session, plan: Plan, cycle_id: int,
     return out
 
 
+# the statements every cycle runs, built once (building and keying one costs more than running it)
+_OTHER_LINES = (select(M.BillingCycle, M.ChargeLine).join(M.ChargeLine, M.ChargeLine.cycle_id == M.BillingCycle.id)
+                .where(M.ChargeLine.partner_id == sa.bindparam("partner_id"),
+                       M.ChargeLine.cycle_id != sa.bindparam("cycle_id"))
+                .order_by(M.ChargeLine.id))
+_CORRECTIONS_OF = (select(M.Correction).where(M.Correction.partner_id == sa.bindparam("partner_id"))
+                   .order_by(M.Correction.id))
+_CYCLES_BEFORE = (select(M.BillingCycle).where(M.BillingCycle.partner_id == sa.bindparam("partner_id"),
+                                               M.BillingCycle.local_end <= sa.bindparam("start"))
+                  .order_by(M.BillingCycle.local_start))
+
+
 def other_lines(s: Session, partner_id: int, cycle_id: int) -> list[tuple[M.BillingCycle, ChargeLine]]:
     """The partner's charge lines billed on other cycles than ``cycle_id``, with their cycle."""
-    rows = s.execute(select(M.BillingCycle, M.ChargeLine).join(M.ChargeLine, M.ChargeLine.cycle_id == M.BillingCycle.id)
-                     .where(M.ChargeLine.partner_id == partner_id, M.ChargeLine.cycle_id != cycle_id)
-                     .order_by(M.ChargeLine.id)).all()
+    rows = s.execute(_OTHER_LINES, {"partner_id": partner_id, "cycle_id": cycle_id}).all()
     return [(c, ChargeLine.from_dict(ln.data)) for c, ln in rows]
 
 
@@ -105,12 +115,9 @@ def history_of(s: Session, prow: M.Partner, per: Period, others: list[tuple[M.Bi
     for c, ln in others:
         lines_by_cycle[c.id].append(ln)
     # a finalized cycle corrected since (icdsl rerate): what its latest correction evaluated
-    corrected = {c.cycle_id: c for c in s.scalars(select(M.Correction).where(M.Correction.partner_id == prow.id)
-                                                  .order_by(M.Correction.id)) if c.charge_usage}
+    corrected = {c.cycle_id: c for c in s.scalars(_CORRECTIONS_OF, {"partner_id": prow.id}) if c.charge_usage}
     out = []
-    for c in s.scalars(select(M.BillingCycle).where(M.BillingCycle.partner_id == prow.id,
-                                                    M.BillingCycle.local_end <= per.local_start)
-                       .order_by(M.BillingCycle.local_start)):
+    for c in s.scalars(_CYCLES_BEFORE, {"partner_id": prow.id, "start": per.local_start}):
         fix = corrected.get(c.id)
         usage, events = usage_of_json(fix.charge_usage if fix else c.charge_usage)
         lines = [ChargeLine.from_dict(d) for d in fix.charge_lines or ()] if fix else lines_by_cycle[c.id]

@@ -307,11 +307,32 @@ def frequency_refusal(code: str, billing: str, span: Period, tz: str, spec: str 
 
 def _event(s: Session, cycle: M.BillingCycle, kind: str, message: str, *, to: str | None = None,
            details: dict[str, Any] | None = None) -> None:
-    """An event of the cycle, written at once (in order with the events a :class:`_Log` writes
-    later, and without flushing the session: see :func:`run_locked`)."""
-    _insert(s, M.CycleEvent, [dict(cycle_id=cycle.id, at=base.now(), kind=kind,
-                                   from_state=cycle.status if to else None, to_state=to, message=message,
-                                   details=details)])
+    """An event of the cycle, written at once (after the events put off before it, and without
+    flushing the session: see :func:`run_locked`)."""
+    _insert(s, M.CycleEvent, s.info.pop(_PENDING_EVENTS, []) + [_event_row(cycle, kind, message, to, details)])
+
+
+def _event_row(cycle: M.BillingCycle, kind: str, message: str, to: str | None = None,
+               details: dict[str, Any] | None = None, at: datetime | None = None) -> dict[str, Any]:
+    return dict(cycle_id=cycle.id, at=at or base.now(), kind=kind, from_state=cycle.status if to else None,
+                to_state=to, message=message, details=details)
+
+
+#: ``Session.info`` key of the cycle events put off (:func:`_put_off`) until the next event
+#: written, a :class:`_Log` written, or the transaction's end (:func:`write_put_off`)
+_PENDING_EVENTS = "icdsl_pending_cycle_events"
+
+
+def _put_off(s: Session, row: dict[str, Any]) -> None:
+    """A cycle event written with the next ones (one statement for a run's events, in order)."""
+    s.info.setdefault(_PENDING_EVENTS, []).append(row)
+
+
+def write_put_off(s: Session) -> None:
+    """The events put off and not written yet (the store calls it before every commit)."""
+    rows = s.info.pop(_PENDING_EVENTS, None)
+    if rows:
+        _insert(s, M.CycleEvent, rows)
 
 
 def _advance(s: Session, cycle: M.BillingCycle, to: str, message: str, details: dict[str, Any] | None = None) -> None:
@@ -481,7 +502,7 @@ class _Log:
                                 message=message, details=details))
 
     def write(self, s: Session) -> None:
-        _insert(s, M.CycleEvent, self.events)
+        _insert(s, M.CycleEvent, s.info.pop(_PENDING_EVENTS, []) + self.events)
         _insert(s, M.AuditEntry, self.audits)
         self.events, self.audits = [], []
 
@@ -645,14 +666,15 @@ def worker_root(root: str) -> str:
 def partner_inputs(s: Session, partner: str, start: datetime, end: datetime) -> list[tuple[int, str, str, int]]:
     """(batch id, records file, its sha256, records of the partner) of every intake batch with
     records of ``partner`` starting in ``start``..``end``."""
-    return [tuple(r) for r in s.execute(
-        select(M.IntakePartnerStat.batch_id, M.DataFile.path, M.DataFile.sha256, M.IntakePartnerStat.records)
-        .join(M.DataFile, sa.and_(M.DataFile.batch_id == M.IntakePartnerStat.batch_id,
-                                  M.DataFile.kind == "intake_records"))
-        .where(M.IntakePartnerStat.partner == partner, M.IntakePartnerStat.min_start < end,
-               M.IntakePartnerStat.max_start >= start)
-        .order_by(M.IntakePartnerStat.batch_id)
-    ).all()]
+    return [tuple(r) for r in s.execute(_PARTNER_INPUTS, {"partner": partner, "start": start, "end": end}).all()]
+
+
+_PARTNER_INPUTS = (  # built once: every cycle asks it
+    select(M.IntakePartnerStat.batch_id, M.DataFile.path, M.DataFile.sha256, M.IntakePartnerStat.records)
+    .join(M.DataFile, sa.and_(M.DataFile.batch_id == M.IntakePartnerStat.batch_id, M.DataFile.kind == "intake_records"))
+    .where(M.IntakePartnerStat.partner == _B("partner"), M.IntakePartnerStat.min_start < _B("end"),
+           M.IntakePartnerStat.max_start >= _B("start"))
+    .order_by(M.IntakePartnerStat.batch_id))
 
 
 def _id_type(store: Store, inputs: Iterable[tuple[int, str, str, int]]) -> pa.DataType:
@@ -852,7 +874,7 @@ def _open(store: Store, s: Session, prow: M.Partner, per: Period) -> M.BillingCy
         raise CycleError(f"{prow.code} {per.label} overlaps cycle {overlap.label} "
                          f"({overlap.local_start} .. {overlap.local_end - timedelta(days=1)}): "
                          "a record must be billed once")
-    return _new_cycle(s, prow, per, base.now())
+    return _new_cycle(s, prow, per, base.now(), put_off=True)
 
 
 def _log_failure(store: Store, cycle_id: int, e: Exception) -> None:
@@ -887,7 +909,8 @@ def _log_failed_run(store: Store, partner_id: int, per: Period, e: Exception) ->
         pass
 
 
-def _new_cycle(s: Session, prow: M.Partner, per: Period, t: datetime) -> M.BillingCycle:
+def _new_cycle(s: Session, prow: M.Partner, per: Period, t: datetime, *, put_off: bool = False) -> M.BillingCycle:
+    """The cycle's row, opened (``put_off``: its first event written with the next ones)."""
     cyc = M.BillingCycle(
         partner_id=prow.id, partner_code=prow.code, frequency=per.frequency, label=per.label,
         timezone=per.timezone, local_start=per.local_start, local_end=per.local_end, period_start=per.start,
@@ -895,8 +918,12 @@ def _new_cycle(s: Session, prow: M.Partner, per: Period, t: datetime) -> M.Billi
     )
     s.add(cyc)
     s.flush()
-    _insert(s, M.CycleEvent, [dict(cycle_id=cyc.id, at=t, kind="state", from_state=None, to_state="open",
-                                   message=f"opened {per}", details=None)])
+    row = dict(cycle_id=cyc.id, at=t, kind="state", from_state=None, to_state="open", message=f"opened {per}",
+               details=None)
+    if put_off:
+        _put_off(s, row)
+    else:
+        _insert(s, M.CycleEvent, [row])
     return cyc
 
 
@@ -1083,8 +1110,9 @@ def read_job(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner, per
 
 
 def job_event(s: Session, cyc: M.BillingCycle, job: CycleJob) -> None:
-    _event(s, cyc, "progress", f"rating records of {len(job.batches)} intake batch(es)",
-           details={"batches": list(job.batches), "attempt": cyc.attempts})
+    """The run's first event, written with the result's (put off)."""
+    _put_off(s, _event_row(cyc, "progress", f"rating records of {len(job.batches)} intake batch(es)",
+                           details={"batches": list(job.batches), "attempt": cyc.attempts}))
 
 
 @dataclass
@@ -1162,7 +1190,7 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
     counts, groups = result.counts, result.lines
     rated_f, rejects_f, charges_f = files["rated"], files["rejects"], files["record_charges"]
     late = late_findings(store, s, prow.code, per.start)
-    versions = dict(s.execute(_VERSION_IDS, {"hashes": sorted({g.agreement_hash for g in groups})}).all())
+    versions = version_ids(store, s, {g.agreement_hash for g in groups})
     cyc.records_in, cyc.rated_count, cyc.rejected_count = counts.records_in, counts.rated, counts.rejected
     problems = []
     if rated_f.rows != counts.rated or rejects_f.rows != counts.rejected:
@@ -1328,6 +1356,23 @@ class WrittenDrafts:
     invoices: list[InvoiceSummary] = field(default_factory=list)
     statement: StatementSummary | None = None
     made: dict[int, Any] = field(default_factory=dict)
+
+
+#: store id -> agreement content hash -> version id (versions are immutable, their hashes unique)
+_VERSION_IDS_SEEN: dict[str, dict[str, int]] = {}
+
+
+def version_ids(store: Store, s: Session, hashes: Iterable[str]) -> dict[str, int]:
+    """The ids of the agreement versions with these content hashes (those in the store), looked
+    up once per store and process."""
+    seen = _VERSION_IDS_SEEN.setdefault(store.store_id, {}) if store.store_id else {}
+    wanted = set(hashes)
+    missing = sorted(wanted - seen.keys())
+    if missing:
+        if len(seen) > 10_000:
+            seen.clear()
+        seen.update(s.execute(_VERSION_IDS, {"hashes": missing}).all())
+    return {h: seen[h] for h in wanted if h in seen}
 
 
 def write_drafts(s: Session, cyc: M.BillingCycle, prow: M.Partner, drafts: Drafts, versions: dict[str, int],
@@ -1542,7 +1587,7 @@ def _document_checks(store: Store, s: Session, cyc: M.BillingCycle, per: Period,
     for ln in lines:
         by_invoice[ln.invoice_id].append(ln)
     # agreement versions are immutable and their hashes unique: described once per store and process
-    agreements = _AGREEMENTS_SEEN.setdefault(store.store_id or "", {})
+    agreements = _AGREEMENTS_SEEN.setdefault(store.store_id, {}) if store.store_id else {}
     if len(agreements) > 1000:
         agreements.clear()
     docs = [invoice_document(s, inv, by_invoice[inv.id], agreements) for inv in invoices]
