@@ -370,10 +370,28 @@ def _insert(s: Session, model: type[M.Base], rows: list[dict[str, Any]]) -> None
     for name in names:
         values = [r[name] for r in rows]
         proc = processors.get(name)
-        columns.append([proc(v) for v in values] if proc is not None else values)
+        columns.append(_converted(proc, values) if proc is not None else values)
     params: list[Any] = (list(zip(*columns, strict=True)) if positional
                          else [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)])
     conn.exec_driver_sql(sql, params)
+
+
+def _converted(proc: Callable[[Any], Any], values: list[Any]) -> list[Any]:
+    """``values`` converted by ``proc``, each distinct value once (a column often repeats one:
+    the time of writing, a rate, None)."""
+    memo: dict[tuple[type, Any], Any] = {}
+    out = []
+    for v in values:
+        try:
+            key = (type(v), v)
+            got = memo.get(key, memo)
+        except TypeError:  # not hashable (a JSON document)
+            out.append(proc(v))
+            continue
+        if got is memo:
+            got = memo[key] = proc(v)
+        out.append(got)
+    return out
 
 
 #: (table, keys, dialect) -> the INSERT's SQL, its parameters in order, their converters, positional?
