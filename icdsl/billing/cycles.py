@@ -472,6 +472,12 @@ _LATEST_FINDINGS = (select(M.ValidationFinding).where(
     M.ValidationFinding.attempt == select(func.max(M.ValidationFinding.attempt))
     .where(M.ValidationFinding.cycle_id == _B("cycle_id")).scalar_subquery())
     .order_by(M.ValidationFinding.id))
+_FINDINGS = M.ValidationFinding.__table__
+_LATEST_FINDING_ROWS = (select(_FINDINGS).where(  # as rows (a report reads them, nothing changes them)
+    _FINDINGS.c.cycle_id == _B("cycle_id"),
+    _FINDINGS.c.attempt == select(func.max(_FINDINGS.c.attempt)).where(_FINDINGS.c.cycle_id == _B("cycle_id"))
+    .scalar_subquery())
+    .order_by(_FINDINGS.c.id))
 _VERSION_IDS = select(_VERSIONS.c.content_hash, _VERSIONS.c.id).where(
     _VERSIONS.c.content_hash.in_(_B("hashes", expanding=True)))
 _SEQUENCE = select(M.NumberSequence).where(M.NumberSequence.name == _B("name"))
@@ -739,7 +745,7 @@ def _report(s: Session, cycle: M.BillingCycle, period: Period, *, already: bool,
     if shares is None:
         shares = list(s.scalars(_SHARES_OF, of))
     if findings is None:
-        findings = [finding_of(r) for r in latest_findings(s, cycle)]
+        findings = [finding_of(r) for r in s.execute(_LATEST_FINDING_ROWS, of)]
     rated, rejects = files.get("rated"), files.get("rating_rejects")
     stm = max(statements, key=lambda x: x.id) if statements else None
     return _report_of(cycle, period, already=already, findings=findings, invoices=summaries,
@@ -787,7 +793,8 @@ def latest_findings(s: Session, cycle: M.BillingCycle) -> list[M.ValidationFindi
     return list(s.scalars(_LATEST_FINDINGS, {"cycle_id": cycle.id}))
 
 
-def finding_of(r: M.ValidationFinding) -> Finding:
+def finding_of(r: Any) -> Finding:
+    """A finding of a ``validation_findings`` row (an ORM object or a row)."""
     return Finding(r.code, r.severity, r.message, r.count, tuple(r.samples or ()), r.details, r.validator,
                    r.accepted)
 
