@@ -1470,7 +1470,7 @@ def next_numbers(store: Store, s: Session, name: str, n: int) -> list[int]:
     taken one transaction at a time and a rolled-back one gives its numbers back."""
     if n <= 0:
         return []
-    if _UPSERT_SEQUENCE is None or (not store.is_postgres and not _SQLITE_RETURNING):
+    if not store.is_postgres and not _SQLITE_RETURNING:
         return _next_numbers_locked(store, s, name, n)
     last = s.connection().execute(_UPSERT_SEQUENCE[store.is_postgres], {"name": name, "last": n}).scalar_one()
     return list(range(last - n + 1, last + 1))
