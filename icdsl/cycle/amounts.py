@@ -29,10 +29,8 @@ EXACT = Context(prec=80, traps=[Inexact, Rounded])
 
 
 @cache
-@cache
 def minor_units(currency: str) -> int:
-    """Decimals of the currency's minor unit (ISO 4217 via Babel; 2 for an unknown code);
-    asked once per code and process (every line shown asks it)."""
+    """Decimals of the currency's minor unit (ISO 4217 via Babel; 2 for an unknown code)."""
     from babel.numbers import get_currency_precision  # lazy: babel's locale data, only for amounts
 
     return int(get_currency_precision(currency.upper()))
