@@ -44,12 +44,12 @@ from __future__ import annotations
 
 import os
 import re
-import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from sqlite3 import sqlite_version_info
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -1499,7 +1499,7 @@ def _upsert_sequence(dialect: Any) -> Any:
 _SEQUENCES = M.NumberSequence.__table__
 # (by is_postgres) the statement taking a counter's next values; SQLite needs RETURNING (3.35)
 _UPSERT_SEQUENCE = {False: _upsert_sequence(sqlite_dialect), True: _upsert_sequence(pg_dialect)}
-_SQLITE_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
+_SQLITE_RETURNING = sqlite_version_info >= (3, 35)
 
 
 @dataclass
