@@ -54,21 +54,30 @@ from icdsl.cycle.charges import (
 from icdsl.cycle.periods import Period
 from icdsl.plan.model import Plan
 
+# a correction that evaluated the corrected cycle whole (it has a record charges file)
+# corrected that cycle's revenue shares itself: its traffic is not deducted again on the cycle
+_WHOLE = select(M.Correction.id).where(M.Correction.charges_path.is_not(None))
+# the adjustments billed on a cycle, each with whether it is traffic to deduct (see above)
+_TARGETED = (select(M.Adjustment, sa.and_(M.Adjustment.charge_key.is_(None),
+                                          M.Adjustment.correction_id.not_in(_WHOLE)).label("deduct"))
+             .where(M.Adjustment.target_cycle_id == sa.bindparam("cycle_id")).order_by(M.Adjustment.id))
 
-def billed_adjustments(s: Session, plan: Plan, cycle_id: int) -> list[Adjustment]:
+
+def targeted(s: Session, cycle_id: int) -> list[tuple[M.Adjustment, bool]]:
+    """The adjustments billed on the cycle (corrections of earlier cycles), by id, each with
+    whether :func:`billed_adjustments` deducts it: read once for the cycle's inputs."""
+    return [(a, bool(deduct)) for a, deduct in s.execute(_TARGETED, {"cycle_id": cycle_id}).all()]
+
+
+def billed_adjustments(s: Session, plan: Plan, cycle_id: int,
+                       rows: list[tuple[M.Adjustment, bool]] | None = None) -> list[Adjustment]:
     """The corrections of earlier cycles' traffic billed on this cycle (``adjustments`` rows),
     as credits against that traffic: positive when money is given back (the records' change,
-    in their currency, with its sign reversed)."""
+    in their currency, with its sign reversed). ``rows``: :func:`targeted`, when read."""
     by_hash = {a.source_hash: a for a in plan.agreements}
     out = []
-    # a correction that evaluated the corrected cycle whole (it has a record charges file)
-    # corrected that cycle's revenue shares itself: its traffic is not deducted again here
-    whole = select(M.Correction.id).where(M.Correction.charges_path.is_not(None))
-    for a in s.scalars(select(M.Adjustment).where(M.Adjustment.target_cycle_id == cycle_id,
-                                                  M.Adjustment.charge_key.is_(None),
-                                                  M.Adjustment.correction_id.not_in(whole))
-                       .order_by(M.Adjustment.id)):
-        if a.source_delta == 0:
+    for a, deduct in (rows if rows is not None else targeted(s, cycle_id)):
+        if not deduct or a.source_delta == 0:
             continue
         ag = by_hash.get(a.agreement_hash or "")
         out.append(Adjustment(
@@ -78,11 +87,21 @@ def billed_adjustments(s: Session, plan: Plan, cycle_id: int) -> list[Adjustment
     return out
 
 
+# the statements every cycle runs, built once (building and keying one costs more than running it)
+_OTHER_LINES = (select(M.BillingCycle, M.ChargeLine).join(M.ChargeLine, M.ChargeLine.cycle_id == M.BillingCycle.id)
+                .where(M.ChargeLine.partner_id == sa.bindparam("partner_id"),
+                       M.ChargeLine.cycle_id != sa.bindparam("cycle_id"))
+                .order_by(M.ChargeLine.id))
+_CORRECTIONS_OF = (select(M.Correction).where(M.Correction.partner_id == sa.bindparam("partner_id"))
+                   .order_by(M.Correction.id))
+_CYCLES_BEFORE = (select(M.BillingCycle).where(M.BillingCycle.partner_id == sa.bindparam("partner_id"),
+                                               M.BillingCycle.local_end <= sa.bindparam("start"))
+                  .order_by(M.BillingCycle.local_start))
+
+
 def other_lines(s: Session, partner_id: int, cycle_id: int) -> list[tuple[M.BillingCycle, ChargeLine]]:
     """The partner's charge lines billed on other cycles than ``cycle_id``, with their cycle."""
-    rows = s.execute(select(M.BillingCycle, M.ChargeLine).join(M.ChargeLine, M.ChargeLine.cycle_id == M.BillingCycle.id)
-                     .where(M.ChargeLine.partner_id == partner_id, M.ChargeLine.cycle_id != cycle_id)
-                     .order_by(M.ChargeLine.id)).all()
+    rows = s.execute(_OTHER_LINES, {"partner_id": partner_id, "cycle_id": cycle_id}).all()
     return [(c, ChargeLine.from_dict(ln.data)) for c, ln in rows]
 
 
@@ -96,12 +115,9 @@ def history_of(s: Session, prow: M.Partner, per: Period, others: list[tuple[M.Bi
     for c, ln in others:
         lines_by_cycle[c.id].append(ln)
     # a finalized cycle corrected since (icdsl rerate): what its latest correction evaluated
-    corrected = {c.cycle_id: c for c in s.scalars(select(M.Correction).where(M.Correction.partner_id == prow.id)
-                                                  .order_by(M.Correction.id)) if c.charge_usage}
+    corrected = {c.cycle_id: c for c in s.scalars(_CORRECTIONS_OF, {"partner_id": prow.id}) if c.charge_usage}
     out = []
-    for c in s.scalars(select(M.BillingCycle).where(M.BillingCycle.partner_id == prow.id,
-                                                    M.BillingCycle.local_end <= per.local_start)
-                       .order_by(M.BillingCycle.local_start)):
+    for c in s.scalars(_CYCLES_BEFORE, {"partner_id": prow.id, "start": per.local_start}):
         fix = corrected.get(c.id)
         usage, events = usage_of_json(fix.charge_usage if fix else c.charge_usage)
         lines = [ChargeLine.from_dict(d) for d in fix.charge_lines or ()] if fix else lines_by_cycle[c.id]
@@ -139,6 +155,8 @@ def store_lines(s: Session, cyc: M.BillingCycle, prow: M.Partner, lines: Sequenc
                 continue  # a correction amends an application; it bills none for the first time
             s.add(M.ChargeApplication(key_hash=key_hash(app), key=app, charge_line_id=row.id, cycle_id=cyc.id,
                                       amount=amount, currency=ln.currency, created_at=t))
+    if not lines:
+        return  # nothing to write (the cycle's row is written with the rest of the result)
     try:
         s.flush()
     except Exception as e:  # the unique key of an application: billed on another cycle already
@@ -148,15 +166,16 @@ def store_lines(s: Session, cyc: M.BillingCycle, prow: M.Partner, lines: Sequenc
         raise
 
 
-def share_adjustments(s: Session, cycle_id: int) -> list[ShareAdjustment]:
+def share_adjustments(s: Session, cycle_id: int,
+                      rows: list[tuple[M.Adjustment, bool]] | None = None) -> list[ShareAdjustment]:
     """The corrections of earlier cycles' revenue shares owed to other parties that are billed
-    on the cycle (adjustments placed ``share``): lines of their party's statement."""
+    on the cycle (adjustments placed ``share``): lines of their party's statement. ``rows``:
+    :func:`targeted`, when read."""
     return [ShareAdjustment(str(a.party), a.currency, a.amount, {
         "charge": a.charge_key, "adjustment_id": a.id, "corrects_charge_line_id": a.charge_line_id,
         "corrects_line_id": a.corrects_line_id, "key": a.charge_key,
         "description": f"Adjustment of an earlier cycle's share (correction {a.correction_id})"})
-        for a in s.scalars(select(M.Adjustment).where(M.Adjustment.target_cycle_id == cycle_id,
-                                                      M.Adjustment.placement == "share").order_by(M.Adjustment.id))]
+        for a, _deduct in (rows if rows is not None else targeted(s, cycle_id)) if a.placement == "share"]
 
 
 def write_share_statements(s: Session, cyc: M.BillingCycle, prow: M.Partner,
@@ -170,7 +189,8 @@ def write_share_statements(s: Session, cyc: M.BillingCycle, prow: M.Partner,
                                status="draft", total=d.total, details=d.details, created_at=t)
         s.add(row)
         out.append(row)
-    s.flush()
+    if out:
+        s.flush()
     return out
 
 
@@ -181,4 +201,4 @@ def last_day(per: Period) -> date:
 __all__ = ["BAD_REFUND", "HOLD", "KIND_ALIASES", "REFUND", "Evaluated", "billed_adjustments", "draft_of", "drafts_of",
            "event_names", "history_of", "needs_totals", "other_lines", "placement", "rates_of",
            "receivable_items", "refunds_of", "share_adjustments", "share_lines", "share_statements", "split_events", "split_refunds",
-           "store_lines", "usage_json", "usage_of_json", "versions_in_force", "write_share_statements"]
+           "store_lines", "targeted", "usage_json", "usage_of_json", "versions_in_force", "write_share_statements"]

@@ -49,6 +49,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from sqlite3 import sqlite_version_info
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -57,6 +58,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy import delete, func, select
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.orm import Session
 
 from icdsl.billing import base
@@ -69,6 +72,7 @@ from icdsl.billing.charging import (
     receivable_items,
     share_adjustments,
     store_lines,
+    targeted,
     usage_json,
     write_share_statements,
 )
@@ -304,9 +308,32 @@ def frequency_refusal(code: str, billing: str, span: Period, tz: str, spec: str 
 
 def _event(s: Session, cycle: M.BillingCycle, kind: str, message: str, *, to: str | None = None,
            details: dict[str, Any] | None = None) -> None:
+    """An event of the cycle, written at once (after the events put off before it, and without
+    flushing the session: see :func:`run_locked`)."""
+    _insert(s, M.CycleEvent, s.info.pop(_PENDING_EVENTS, []) + [_event_row(cycle, kind, message, to, details)])
 
-    s.add(M.CycleEvent(cycle_id=cycle.id, at=base.now(), kind=kind, from_state=cycle.status if to else None,
-                       to_state=to, message=message, details=details))
+
+def _event_row(cycle: M.BillingCycle, kind: str, message: str, to: str | None = None,
+               details: dict[str, Any] | None = None, at: datetime | None = None) -> dict[str, Any]:
+    return dict(cycle_id=cycle.id, at=at or base.now(), kind=kind, from_state=cycle.status if to else None,
+                to_state=to, message=message, details=details)
+
+
+#: ``Session.info`` key of the cycle events put off (:func:`_put_off`) until the next event
+#: written, a :class:`_Log` written, or the transaction's end (:func:`write_put_off`)
+_PENDING_EVENTS = "icdsl_pending_cycle_events"
+
+
+def _put_off(s: Session, row: dict[str, Any]) -> None:
+    """A cycle event written with the next ones (one statement for a run's events, in order)."""
+    s.info.setdefault(_PENDING_EVENTS, []).append(row)
+
+
+def write_put_off(s: Session) -> None:
+    """The events put off and not written yet (the store calls it before every commit)."""
+    rows = s.info.pop(_PENDING_EVENTS, None)
+    if rows:
+        _insert(s, M.CycleEvent, rows)
 
 
 def _advance(s: Session, cycle: M.BillingCycle, to: str, message: str, details: dict[str, Any] | None = None) -> None:
@@ -328,8 +355,67 @@ def _insert(s: Session, model: type[M.Base], rows: list[dict[str, Any]]) -> None
     to build, flush and track). Every row has the same keys, those its ORM object was given.
     On the session's connection: the session is not flushed first (the caller flushes what the
     rows depend on), so that the cycle's row is updated once, not at every insert."""
-    if rows:
-        s.connection().execute(model.__table__.insert(), rows)
+    if not rows:
+        return
+    conn = s.connection()
+    keys = tuple(rows[0])
+    plan = _insert_plan(model.__table__, keys, conn.dialect)
+    if plan is None:
+        conn.execute(model.__table__.insert(), rows)
+        return
+    sql, names, processors, positional = plan
+    # the values converted column by column by the columns' own types (exact money, UTC
+    # instants...), then handed to the driver: SQLAlchemy's work per row and value is what a
+    # month of hundreds of cycles would otherwise spend most of its writing time on
+    columns = []
+    for name in names:
+        values = [r[name] for r in rows]
+        proc = processors.get(name)
+        columns.append(_converted(proc, values) if proc is not None else values)
+    params: list[Any] = (list(zip(*columns, strict=True)) if positional
+                         else [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)])
+    conn.exec_driver_sql(sql, params)
+
+
+def _converted(proc: Callable[[Any], Any], values: list[Any]) -> list[Any]:
+    """``values`` converted by ``proc``, each distinct value once (a column often repeats one:
+    the time of writing, a rate, None)."""
+    memo: dict[tuple[type, Any], Any] = {}
+    out = []
+    for v in values:
+        try:
+            key = (type(v), v)
+            got = memo.get(key, memo)
+        except TypeError:  # not hashable (a JSON document)
+            out.append(proc(v))
+            continue
+        if got is memo:
+            got = memo[key] = proc(v)
+        out.append(got)
+    return out
+
+
+#: (table, keys, dialect) -> the INSERT's SQL, its parameters in order, their converters, positional?
+_INSERT_PLANS: dict[tuple[str, tuple[str, ...], str, str, str], Any] = {}
+
+
+def _insert_plan(table: sa.Table, keys: tuple[str, ...], dialect: sa.Dialect) -> Any:
+    """How :func:`_insert` writes rows with ``keys`` into ``table`` on ``dialect``: the statement
+    compiled once, with the bind processors of its columns; None when SQLAlchemy must execute it
+    (a column default to compute, keys that are not columns)."""
+    key = (table.name, keys, dialect.name, dialect.driver, str(dialect.paramstyle))
+    if key in _INSERT_PLANS:
+        return _INSERT_PLANS[key]
+    plan = None
+    if all(k in table.c for k in keys):
+        compiled = table.insert().compile(dialect=dialect, column_keys=list(keys))
+        names = list(compiled.positiontup) if compiled.positional else list(compiled.binds)
+        if sorted(names) == sorted(keys) and not compiled.insert_prefetch and not compiled.postfetch:
+            processors = {k: table.c[k].type._cached_bind_processor(dialect) for k in keys}
+            plan = (compiled.string, names, {k: p for k, p in processors.items() if p is not None},
+                    compiled.positional)
+    _INSERT_PLANS[key] = plan
+    return plan
 
 
 def _insert_one(s: Session, model: type[M.Base], **values: Any) -> int:
@@ -349,8 +435,33 @@ _INVOICES_OF = select(M.Invoice).where(M.Invoice.cycle_id == _B("cycle_id")).ord
 _STATEMENTS_OF = (select(M.SettlementStatement).where(M.SettlementStatement.cycle_id == _B("cycle_id"))
                   .order_by(M.SettlementStatement.id))
 _SHARES_OF = select(M.ShareStatement).where(M.ShareStatement.cycle_id == _B("cycle_id")).order_by(M.ShareStatement.id)
-_LINES_OF = (select(_LINES).where(_LINES.c.invoice_id.in_(_B("ids", expanding=True)))
+_INVOICES = M.Invoice.__table__
+_INVOICE_ROWS = select(_INVOICES).where(_INVOICES.c.cycle_id == _B("cycle_id")).order_by(_INVOICES.c.id)
+# the columns of invoice lines a document shows (icdsl.billing.documents), and what a report counts
+_DOCUMENT_LINE_COLUMNS = ("id", "invoice_id", "line_no", "kind", "description", "direction", "service", "destination",
+                          "prefix", "band", "quantity", "unit", "rate", "rate_unit", "amount", "currency", "rule",
+                          "record_count", "source_amount", "source_currency", "fx_rate", "fx_rate_id", "rounding",
+                          "corrects_line_id", "agreement_hash")
+_LINES_OF = (select(*(_LINES.c[c] for c in _DOCUMENT_LINE_COLUMNS))
+             .where(_LINES.c.invoice_id.in_(_B("ids", expanding=True)))
              .order_by(_LINES.c.invoice_id, _LINES.c.line_no))
+# one executemany numbering a cycle's invoices (the keys of each row: the columns set)
+_FINALIZE_INVOICE = sa.update(_INVOICES).where(_INVOICES.c.id == _B("b_id")).values(status="finalized")
+_STATEMENTS = M.SettlementStatement.__table__
+_SHARES = M.ShareStatement.__table__
+# a cycle's settlement and revenue-share statements (kind, id): most cycles have none
+_OTHER_DOCUMENTS = sa.union_all(
+    select(sa.literal("statement").label("kind"), _STATEMENTS.c.id).where(_STATEMENTS.c.cycle_id == _B("cycle_id")),
+    select(sa.literal("share").label("kind"), _SHARES.c.id).where(_SHARES.c.cycle_id == _B("cycle_id")))
+# what a report lists besides documents, in one query: (what, a value, another) rows of the
+# cycle's files (kind, path, sha256), its input batches ("batch", id) and its charge lines' count
+_REPORT_FACTS = sa.union_all(
+    select(_DATA_FILES.c.kind.label("what"), _DATA_FILES.c.path.label("value"), _DATA_FILES.c.sha256.label("other"))
+    .where(_DATA_FILES.c.cycle_id == _B("cycle_id")),
+    select(sa.literal("batch"), sa.cast(_INPUTS.c.batch_id, sa.String), sa.null())
+    .where(_INPUTS.c.cycle_id == _B("cycle_id")),
+    select(sa.literal("charge_lines"), sa.cast(func.count(), sa.String), sa.null()).select_from(_CHARGE_LINES)
+    .where(_CHARGE_LINES.c.cycle_id == _B("cycle_id")))
 _LINE_COUNTS = (select(_LINES.c.invoice_id, func.count()).where(_LINES.c.invoice_id.in_(_B("ids", expanding=True)))
                 .group_by(_LINES.c.invoice_id))
 _FILES_OF = select(_DATA_FILES.c.kind, _DATA_FILES.c.path, _DATA_FILES.c.sha256).where(
@@ -362,6 +473,12 @@ _LATEST_FINDINGS = (select(M.ValidationFinding).where(
     M.ValidationFinding.attempt == select(func.max(M.ValidationFinding.attempt))
     .where(M.ValidationFinding.cycle_id == _B("cycle_id")).scalar_subquery())
     .order_by(M.ValidationFinding.id))
+_FINDINGS = M.ValidationFinding.__table__
+_LATEST_FINDING_ROWS = (select(_FINDINGS).where(  # as rows (a report reads them, nothing changes them)
+    _FINDINGS.c.cycle_id == _B("cycle_id"),
+    _FINDINGS.c.attempt == select(func.max(_FINDINGS.c.attempt)).where(_FINDINGS.c.cycle_id == _B("cycle_id"))
+    .scalar_subquery())
+    .order_by(_FINDINGS.c.id))
 _VERSION_IDS = select(_VERSIONS.c.content_hash, _VERSIONS.c.id).where(
     _VERSIONS.c.content_hash.in_(_B("hashes", expanding=True)))
 _SEQUENCE = select(M.NumberSequence).where(M.NumberSequence.name == _B("name"))
@@ -410,7 +527,7 @@ class _Log:
                                 message=message, details=details))
 
     def write(self, s: Session) -> None:
-        _insert(s, M.CycleEvent, self.events)
+        _insert(s, M.CycleEvent, s.info.pop(_PENDING_EVENTS, []) + self.events)
         _insert(s, M.AuditEntry, self.audits)
         self.events, self.audits = [], []
 
@@ -574,14 +691,15 @@ def worker_root(root: str) -> str:
 def partner_inputs(s: Session, partner: str, start: datetime, end: datetime) -> list[tuple[int, str, str, int]]:
     """(batch id, records file, its sha256, records of the partner) of every intake batch with
     records of ``partner`` starting in ``start``..``end``."""
-    return [tuple(r) for r in s.execute(
-        select(M.IntakePartnerStat.batch_id, M.DataFile.path, M.DataFile.sha256, M.IntakePartnerStat.records)
-        .join(M.DataFile, sa.and_(M.DataFile.batch_id == M.IntakePartnerStat.batch_id,
-                                  M.DataFile.kind == "intake_records"))
-        .where(M.IntakePartnerStat.partner == partner, M.IntakePartnerStat.min_start < end,
-               M.IntakePartnerStat.max_start >= start)
-        .order_by(M.IntakePartnerStat.batch_id)
-    ).all()]
+    return [tuple(r) for r in s.execute(_PARTNER_INPUTS, {"partner": partner, "start": start, "end": end}).all()]
+
+
+_PARTNER_INPUTS = (  # built once: every cycle asks it
+    select(M.IntakePartnerStat.batch_id, M.DataFile.path, M.DataFile.sha256, M.IntakePartnerStat.records)
+    .join(M.DataFile, sa.and_(M.DataFile.batch_id == M.IntakePartnerStat.batch_id, M.DataFile.kind == "intake_records"))
+    .where(M.IntakePartnerStat.partner == _B("partner"), M.IntakePartnerStat.min_start < _B("end"),
+           M.IntakePartnerStat.max_start >= _B("start"))
+    .order_by(M.IntakePartnerStat.batch_id))
 
 
 def _id_type(store: Store, inputs: Iterable[tuple[int, str, str, int]]) -> pa.DataType:
@@ -598,29 +716,40 @@ def _id_type(store: Store, inputs: Iterable[tuple[int, str, str, int]]) -> pa.Da
 
 
 def _report(s: Session, cycle: M.BillingCycle, period: Period, *, already: bool,
-            findings: list[Finding] | None = None, invoices: list[M.Invoice] | None = None,
+            findings: list[Finding] | None = None, invoices: list[Any] | None = None,
             line_counts: dict[int, int] | None = None, statements: list[M.SettlementStatement] | None = None,
             shares: list[M.ShareStatement] | None = None) -> CycleReport:
-    """The cycle's report, read from the store; a caller that holds the cycle's invoices (with
-    ``line_counts``), statements or shares passes them instead."""
+    """The cycle's report, read from the store; a caller that holds the cycle's invoices (rows,
+    with ``line_counts``, or their :class:`InvoiceSummary`), statements or shares passes them
+    instead. Its files, input batches and charge line count are read in one query."""
     of = {"cycle_id": cycle.id}
-    files = {k: (path, sha) for k, path, sha in s.execute(_FILES_OF, of)}
+    files: dict[str, tuple[str, str]] = {}
+    batches: list[int] = []
+    charge_lines = 0
+    for what, value, other in s.execute(_REPORT_FACTS, of):
+        if what == "batch":
+            batches.append(int(value))
+        elif what == "charge_lines":
+            charge_lines = int(value)
+        else:
+            files[what] = (value, other)
+    batches.sort()
     if invoices is None:
-        invoices = list(s.scalars(_INVOICES_OF, of))
-    if line_counts is None:  # one query for every invoice's line count
-        line_counts = dict(s.execute(_LINE_COUNTS, {"ids": [i.id for i in invoices]}).all()) if invoices else {}
+        invoices = s.execute(_INVOICE_ROWS, of).all()
+    summaries = [inv for inv in invoices if isinstance(inv, InvoiceSummary)]
+    if len(summaries) != len(invoices):
+        if line_counts is None:  # one query for every invoice's line count
+            line_counts = dict(s.execute(_LINE_COUNTS, {"ids": [i.id for i in invoices]}).all()) if invoices else {}
+        summaries = [_invoice_summary(inv, line_counts.get(inv.id, 0)) for inv in invoices]
     if statements is None:
         statements = list(s.scalars(_STATEMENTS_OF, of))
     if shares is None:
         shares = list(s.scalars(_SHARES_OF, of))
-    batches = list(s.scalars(_BATCHES_OF, of))
-    charge_lines = s.scalar(_CHARGE_COUNT, of) or 0
     if findings is None:
-        findings = [finding_of(r) for r in latest_findings(s, cycle)]
+        findings = [finding_of(r) for r in s.execute(_LATEST_FINDING_ROWS, of)]
     rated, rejects = files.get("rated"), files.get("rating_rejects")
     stm = max(statements, key=lambda x: x.id) if statements else None
-    return _report_of(cycle, period, already=already, findings=findings,
-                      invoices=[_invoice_summary(inv, line_counts.get(inv.id, 0)) for inv in invoices],
+    return _report_of(cycle, period, already=already, findings=findings, invoices=summaries,
                       statement=_statement_summary(stm, len((stm.details or {}).get("lines", []))) if stm else None,
                       shares=[_share_summary(r) for r in shares], rated=rated,
                       rejects_file=rejects[0] if rejects else None, batches=batches, charge_lines=charge_lines)
@@ -665,7 +794,8 @@ def latest_findings(s: Session, cycle: M.BillingCycle) -> list[M.ValidationFindi
     return list(s.scalars(_LATEST_FINDINGS, {"cycle_id": cycle.id}))
 
 
-def finding_of(r: M.ValidationFinding) -> Finding:
+def finding_of(r: Any) -> Finding:
+    """A finding of a ``validation_findings`` row (an ORM object or a row)."""
     return Finding(r.code, r.severity, r.message, r.count, tuple(r.samples or ()), r.details, r.validator,
                    r.accepted)
 
@@ -750,7 +880,7 @@ def run_cycle(store: Store, partner: str, period: Any, plan: Plan, *, program: A
                 return _report(s, cyc, per, already=True)
             opened = (prow.id, per)
             return run_locked(store, s, prow, per, plan, rerate=rerate, dims=dims_t, accept=tuple(accept),
-                              policy=policy, validators=validators, progress=progress)
+                              policy=policy, validators=validators, progress=progress, cycle=cyc)
     except CycleBusy:
         raise
     except Exception as e:
@@ -770,7 +900,7 @@ def _open(store: Store, s: Session, prow: M.Partner, per: Period) -> M.BillingCy
         raise CycleError(f"{prow.code} {per.label} overlaps cycle {overlap.label} "
                          f"({overlap.local_start} .. {overlap.local_end - timedelta(days=1)}): "
                          "a record must be billed once")
-    return _new_cycle(s, prow, per, base.now())
+    return _new_cycle(s, prow, per, base.now(), put_off=True)
 
 
 def _log_failure(store: Store, cycle_id: int, e: Exception) -> None:
@@ -805,7 +935,8 @@ def _log_failed_run(store: Store, partner_id: int, per: Period, e: Exception) ->
         pass
 
 
-def _new_cycle(s: Session, prow: M.Partner, per: Period, t: datetime) -> M.BillingCycle:
+def _new_cycle(s: Session, prow: M.Partner, per: Period, t: datetime, *, put_off: bool = False) -> M.BillingCycle:
+    """The cycle's row, opened (``put_off``: its first event written with the next ones)."""
     cyc = M.BillingCycle(
         partner_id=prow.id, partner_code=prow.code, frequency=per.frequency, label=per.label,
         timezone=per.timezone, local_start=per.local_start, local_end=per.local_end, period_start=per.start,
@@ -813,8 +944,12 @@ def _new_cycle(s: Session, prow: M.Partner, per: Period, t: datetime) -> M.Billi
     )
     s.add(cyc)
     s.flush()
-    _insert(s, M.CycleEvent, [dict(cycle_id=cyc.id, at=t, kind="state", from_state=None, to_state="open",
-                                   message=f"opened {per}", details=None)])
+    row = dict(cycle_id=cyc.id, at=t, kind="state", from_state=None, to_state="open", message=f"opened {per}",
+               details=None)
+    if put_off:
+        _put_off(s, row)
+    else:
+        _insert(s, M.CycleEvent, [row])
     return cyc
 
 
@@ -883,13 +1018,12 @@ def cycle_inputs(store: Store, s: Session, prow: M.Partner, per: Period, plan: P
     (from every intake batch in ``batches``), inventory, history, FX rates, traffic profile."""
     records = IntakeRecords(str(store.data.root), tuple((b, path) for b, path, _sha, _n in batches), prow.code, per)
     others = other_lines(s, prow.id, cycle_id)
+    billed_here = targeted(s, cycle_id)  # the adjustments billed on the cycle, read once
     history = engine.History(
         cycles=history_of(s, prow, per, others), billed_lines=tuple(ln for _c, ln in others),
-        credits=tuple(billed_adjustments(s, plan, cycle_id)),
-        adjustments=tuple(adjustment_line(s, a) for a in s.scalars(
-            select(M.Adjustment).where(M.Adjustment.target_cycle_id == cycle_id).order_by(M.Adjustment.id))
-            if a.placement != "share"),
-        share_adjustments=tuple(share_adjustments(s, cycle_id)),
+        credits=tuple(billed_adjustments(s, plan, cycle_id, billed_here)),
+        adjustments=tuple(adjustment_line(s, a) for a, _deduct in billed_here if a.placement != "share"),
+        share_adjustments=tuple(share_adjustments(s, cycle_id, billed_here)),
         daily=daily_history(s, prow.code, per.local_start - timedelta(days=HISTORY_DAYS), per.local_start),
         last_data_day=last_data_day(s, per))
     return engine.CycleInputs(plan=plan, partner=store_partner(prow, plan), period=per, records=records,
@@ -909,14 +1043,28 @@ def store_partner(prow: M.Partner, plan: Plan | None = None) -> PlanPartner:
 
 def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Plan, *, rerate: bool = False,
                dims: tuple[str, ...] | None = None, accept: tuple[str, ...] = (), policy: Policy | None = None,
-               validators: Iterable[Any] | None = None, progress: Progress | None = None) -> CycleReport:
+               validators: Iterable[Any] | None = None, progress: Progress | None = None,
+               cycle: M.BillingCycle | None = None) -> CycleReport:
     """The body of :func:`run_cycle`, inside the caller's transaction ``s``, in three steps: read
     the engine's inputs from the store (:func:`read_job`), run the engine (:func:`run_job`),
     write the result (:func:`_write_result`). :mod:`icdsl.billing.fleet` runs the middle step
-    on a Dask worker and the other two in the coordinator."""
+    on a Dask worker and the other two in the coordinator. ``cycle``: the cycle's row when the
+    caller has locked it in ``s`` already (:func:`run_cycle` opens it so).
+
+    The session does not flush on its own meanwhile: the cycle's row, changed at each step, is
+    written once, with the result (a month is hundreds of cycles: each statement counts)."""
 
     dims = check_dims(dims)
-    cyc = _lock_cycle(store, s, prow, per)
+    with s.no_autoflush:
+        return _run_locked(store, s, prow, per, plan, rerate=rerate, dims=dims, accept=accept, policy=policy,
+                           validators=validators, progress=progress, cycle=cycle)
+
+
+def _run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Plan, *, rerate: bool,
+                dims: tuple[str, ...], accept: tuple[str, ...], policy: Policy | None,
+                validators: Iterable[Any] | None, progress: Progress | None,
+                cycle: M.BillingCycle | None) -> CycleReport:
+    cyc = cycle if cycle is not None else _lock_cycle(store, s, prow, per)
     base.checkpoint("cycle:locked")
     if cyc is None:
         raise CycleStateError(f"the cycle {prow.code} {per.label} disappeared while it was being started")
@@ -988,8 +1136,9 @@ def read_job(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner, per
 
 
 def job_event(s: Session, cyc: M.BillingCycle, job: CycleJob) -> None:
-    _event(s, cyc, "progress", f"rating records of {len(job.batches)} intake batch(es)",
-           details={"batches": list(job.batches), "attempt": cyc.attempts})
+    """The run's first event, written with the result's (put off)."""
+    _put_off(s, _event_row(cyc, "progress", f"rating records of {len(job.batches)} intake batch(es)",
+                           details={"batches": list(job.batches), "attempt": cyc.attempts}))
 
 
 @dataclass
@@ -1064,11 +1213,10 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
     files read back hold what the lines say). Rows are written with one statement per table
     where ids are not needed, and the report is made from what was written (no reading back)."""
 
-    s.flush()  # whatever the caller changed goes first (events keep their order)
     counts, groups = result.counts, result.lines
     rated_f, rejects_f, charges_f = files["rated"], files["rejects"], files["record_charges"]
     late = late_findings(store, s, prow.code, per.start)
-    versions = dict(s.execute(_VERSION_IDS, {"hashes": sorted({g.agreement_hash for g in groups})}).all())
+    versions = version_ids(store, s, {g.agreement_hash for g in groups})
     cyc.records_in, cyc.rated_count, cyc.rejected_count = counts.records_in, counts.rated, counts.rejected
     problems = []
     if rated_f.rows != counts.rated or rejects_f.rows != counts.rejected:
@@ -1236,6 +1384,23 @@ class WrittenDrafts:
     made: dict[int, Any] = field(default_factory=dict)
 
 
+#: store id -> agreement content hash -> version id (versions are immutable, their hashes unique)
+_VERSION_IDS_SEEN: dict[str, dict[str, int]] = {}
+
+
+def version_ids(store: Store, s: Session, hashes: Iterable[str]) -> dict[str, int]:
+    """The ids of the agreement versions with these content hashes (those in the store), looked
+    up once per store and process."""
+    seen = _VERSION_IDS_SEEN.setdefault(store.store_id, {}) if store.store_id else {}
+    wanted = set(hashes)
+    missing = sorted(wanted - seen.keys())
+    if missing:
+        if len(seen) > 10_000:
+            seen.clear()
+        seen.update(s.execute(_VERSION_IDS, {"hashes": missing}).all())
+    return {h: seen[h] for h in wanted if h in seen}
+
+
 def write_drafts(s: Session, cyc: M.BillingCycle, prow: M.Partner, drafts: Drafts, versions: dict[str, int],
                  rated_file_id: int | None, t: datetime) -> WrittenDrafts:
     """The draft invoices, their lines and the settlement statement, as rows (``versions``:
@@ -1299,9 +1464,22 @@ def next_number(store: Store, s: Session, name: str) -> int:
 
 
 def next_numbers(store: Store, s: Session, name: str, n: int) -> list[int]:
-    """The next ``n`` values of a gapless counter, in order (one lock, one read, one write)."""
+    """The next ``n`` values of a gapless counter, in order, in one statement: an upsert of the
+    counter's row returning its new value (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING``,
+    PostgreSQL and SQLite >= 3.35). The row stays locked until the caller's transaction ends
+    (PostgreSQL: the upsert's row lock; SQLite: the transaction's write lock), so numbers are
+    taken one transaction at a time and a rolled-back one gives its numbers back."""
     if n <= 0:
         return []
+    if not store.is_postgres and not _SQLITE_RETURNING:
+        return _next_numbers_locked(store, s, name, n)
+    last = s.connection().execute(_UPSERT_SEQUENCE[store.is_postgres], {"name": name, "last": n}).scalar_one()
+    return list(range(last - n + 1, last + 1))
+
+
+def _next_numbers_locked(store: Store, s: Session, name: str, n: int) -> list[int]:
+    """:func:`next_numbers` without ``RETURNING`` (SQLite before 3.35): under a named lock, one
+    read, one write."""
     store.lock(s, f"sequence:{name}", wait=True)
     row = s.scalars(_SEQUENCE_LOCKED if store.is_postgres else _SEQUENCE, {"name": name}).first()
     if row is None:
@@ -1313,11 +1491,37 @@ def next_numbers(store: Store, s: Session, name: str, n: int) -> list[int]:
     return list(range(first, first + n))
 
 
+def _upsert_sequence(dialect: Any) -> Any:
+    stmt = dialect.insert(_SEQUENCES).values(name=_B("name"), last=_B("last"))
+    return stmt.on_conflict_do_update(index_elements=[_SEQUENCES.c.name],
+                                      set_={"last": _SEQUENCES.c.last + stmt.excluded.last}).returning(_SEQUENCES.c.last)
+
+
+_SEQUENCES = M.NumberSequence.__table__
+# (by is_postgres) the statement taking a counter's next values; SQLite needs RETURNING (3.35)
+_UPSERT_SEQUENCE = {False: _upsert_sequence(sqlite_dialect), True: _upsert_sequence(pg_dialect)}
+_SQLITE_RETURNING = sqlite_version_info >= (3, 35)
+
+
+@dataclass
+class _Document:
+    """A draft of the cycle being finalized: what :func:`finalize_cycle` numbered."""
+
+    kind: str  # invoice, statement, share
+    id: int
+    number: str
+
+
 def finalize_cycle(store: Store, partner: str, period: Any, *, issue_date: date | None = None) -> CycleReport:
     """Number the cycle's draft invoices (and settlement statement), date them and make them
     (and the cycle) immutable. The issue date is the period's last day unless given; invoices
     are due ``due N days`` later. Checks registered on the drafts (the ``icdsl_invoice_validators``
-    hook, :mod:`icdsl.validators`) run first: an error refuses finalization."""
+    hook, :mod:`icdsl.validators`) run first: an error refuses finalization.
+
+    A month finalizes hundreds of cycles, so the fixed cost of one is kept to a few statements:
+    the drafts are read once as rows (checked, numbered and reported from them), the numbers of
+    each counter are taken in one statement, and each table's documents are updated in one
+    (an executemany); the store's triggers then refuse any change to them."""
 
     with store.session() as s:
         prow, per = resolve_period(s, partner, period, None)
@@ -1332,35 +1536,41 @@ def finalize_cycle(store: Store, partner: str, period: Any, *, issue_date: date 
                                   "finalized")
         t = base.now()
         issue = issue_date or (per.local_end - timedelta(days=1))
-        # the cycle's documents, read once: checked, numbered, reported
-        invoices = list(s.scalars(_INVOICES_OF, {"cycle_id": cyc.id}))
+        due = issue + timedelta(days=prow.due_days)
+        # the cycle's documents, read once as rows: checked, numbered, reported
+        of = {"cycle_id": cyc.id}
+        invoices = s.execute(_INVOICE_ROWS, of).all()
         lines = _invoice_lines(s, [inv.id for inv in invoices])
         problems = _document_checks(store, s, cyc, per, invoices=invoices, lines=lines)
         if problems:
             raise CycleStateError(f"cycle {partner} {per.label} cannot be finalized: " + "; ".join(problems))
+        conn = s.connection()
+        finalized: list[_Document] = []
         drafts = [inv for inv in invoices if inv.status == "draft"]
-        for inv, n in zip(drafts, next_numbers(store, s, f"invoice-{issue.year}", len(drafts)), strict=True):
-            inv.number = f"INV-{issue.year}-{n:06d}"
-            inv.issue_date = issue
-            inv.due_date = issue + timedelta(days=prow.due_days)
-            inv.status = "finalized"
-            inv.finalized_at = t
-        # the statements in the order of their ids (the order their numbers were always taken in)
-        statements = list(s.scalars(_STATEMENTS_OF, {"cycle_id": cyc.id}))
+        numbers = next_numbers(store, s, f"invoice-{issue.year}", len(drafts))
+        finalized += [_Document("invoice", inv.id, f"INV-{issue.year}-{n:06d}") for inv, n in zip(drafts, numbers, strict=True)]
+        if drafts:
+            conn.execute(_FINALIZE_INVOICE, [dict(b_id=d.id, number=d.number, issue_date=issue, due_date=due,
+                                                  finalized_at=t) for d in finalized])
+        # statements and revenue shares (most cycles have none: one query to know), numbered in
+        # the order of their ids (the order their numbers were always taken in)
+        others = s.execute(_OTHER_DOCUMENTS, of).all()
+        statements = list(s.scalars(_STATEMENTS_OF, of)) if any(k == "statement" for k, _i in others) else []
         drafts_s = [stm for stm in statements if stm.status == "draft"]
         for stm, n in zip(drafts_s, next_numbers(store, s, f"statement-{issue.year}", len(drafts_s)), strict=True):
             stm.number = f"STM-{issue.year}-{n:06d}"
-            stm.details = dict(stm.details or {}, issue_date=issue.isoformat(),
-                               due_date=(issue + timedelta(days=prow.due_days)).isoformat())
+            stm.details = dict(stm.details or {}, issue_date=issue.isoformat(), due_date=due.isoformat())
             stm.status = "finalized"
             stm.finalized_at = t
-        shares = list(s.scalars(_SHARES_OF, {"cycle_id": cyc.id}))
+            finalized.append(_Document("statement", stm.id, stm.number))
+        shares = list(s.scalars(_SHARES_OF, of)) if any(k == "share" for k, _i in others) else []
         drafts_h = [shr for shr in shares if shr.status == "draft"]
         for shr, n in zip(drafts_h, next_numbers(store, s, f"share-{issue.year}", len(drafts_h)), strict=True):
             shr.number = f"SHR-{issue.year}-{n:06d}"
             shr.details = dict(shr.details or {}, issue_date=issue.isoformat())
             shr.status = "finalized"
             shr.finalized_at = t
+            finalized.append(_Document("share", shr.id, shr.number))
         unread = record_unread(store, s, cyc, t)  # ingested after the last run: late records, reported
         log = _Log(cyc)
         log.advance("finalized", f"invoices finalized, issued {issue}"
@@ -1373,8 +1583,10 @@ def finalize_cycle(store: Store, partner: str, period: Any, *, issue_date: date 
         counts: dict[int, int] = defaultdict(int)
         for ln in lines:
             counts[ln.invoice_id] += 1
-        return _report(s, cyc, per, already=False, invoices=invoices, line_counts=counts, statements=statements,
-                       shares=shares)
+        numbered = {d.id: d.number for d in finalized if d.kind == "invoice"}
+        summaries = [replace(_invoice_summary(inv, counts[inv.id]), number=numbered[inv.id], status="finalized")
+                     if inv.id in numbered else _invoice_summary(inv, counts[inv.id]) for inv in invoices]
+        return _report(s, cyc, per, already=False, invoices=summaries, statements=statements, shares=shares)
 
 
 def _invoice_lines(s: Session, invoice_ids: list[int]) -> list[Any]:
@@ -1382,6 +1594,10 @@ def _invoice_lines(s: Session, invoice_ids: list[int]) -> list[Any]:
     if not invoice_ids:
         return []
     return list(s.execute(_LINES_OF, {"ids": invoice_ids}))
+
+
+#: store id -> the agreements of invoice documents, by their hashes (documents._agreements)
+_AGREEMENTS_SEEN: dict[str, dict[frozenset[str], list[dict[str, Any]]]] = {}
 
 
 def _document_checks(store: Store, s: Session, cyc: M.BillingCycle, per: Period, *,
@@ -1397,7 +1613,10 @@ def _document_checks(store: Store, s: Session, cyc: M.BillingCycle, per: Period,
     by_invoice: dict[int, list[Any]] = defaultdict(list)
     for ln in lines:
         by_invoice[ln.invoice_id].append(ln)
-    agreements: dict[frozenset[str], list[dict[str, Any]]] = {}
+    # agreement versions are immutable and their hashes unique: described once per store and process
+    agreements = _AGREEMENTS_SEEN.setdefault(store.store_id, {}) if store.store_id else {}
+    if len(agreements) > 1000:
+        agreements.clear()
     docs = [invoice_document(s, inv, by_invoice[inv.id], agreements) for inv in invoices]
     found = run_document_validators(docs, DocumentContext(partner=cyc.partner_code, period=per.label))
     return [str(f) for f in found if f.severity == "error"]

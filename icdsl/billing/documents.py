@@ -86,7 +86,7 @@ def _agreements(s: Session, hashes: set[str],
         return [dict(a) for a in cache[key]]
     rows = s.execute(_AGREEMENTS, {"hashes": sorted(hashes)})
     out = [{"name": name, "version": version, "hash": h, "id": i} for name, version, h, i in rows]
-    if cache is not None:
+    if cache is not None and len(out) == len(hashes):  # every one found (a hash names one version, for good)
         cache[key] = [dict(a) for a in out]
     return out
 

@@ -11,13 +11,15 @@ from icdsl.cycle import fx as _fx
 from icdsl.cycle.fx import DEFAULT_INVERSE_ROUNDING, FxQuote, FxRow
 from icdsl.plan.model import Plan
 
+_RATES = select(M.FxRate)  # built once: every cycle reads the rates
+
 
 class FxTable(_fx.FxTable):
     """The store's rates by source and pair (load once per transaction)."""
 
     @classmethod
     def load(cls, s: Session, plan: Plan | None = None) -> FxTable:
-        return cls.of_plan(s.scalars(select(M.FxRate)), plan)
+        return cls.of_plan(s.scalars(_RATES), plan)
 
 
 __all__ = ["DEFAULT_INVERSE_ROUNDING", "FxQuote", "FxRow", "FxTable"]

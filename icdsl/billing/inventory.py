@@ -22,7 +22,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from icdsl.billing import models as M
@@ -110,14 +110,18 @@ def inventory_rows(s: Session, partner: str | None = None, *, history: bool = Fa
     return list(s.scalars(q))
 
 
+# built once: every cycle asks it
+_CURRENT_ITEMS = (select(M.InventoryItem).where(M.InventoryItem.partner_id == bindparam("partner_id"),
+                                                M.InventoryItem.superseded_by_id.is_(None))
+                  .order_by(M.InventoryItem.reference))
+
+
 def partner_items(s: Session, partner_id: int, code: str) -> list[InventoryItem]:
     """The partner's current items, as :class:`icdsl.inventory.InventoryItem` (for charges)."""
     rows = [{"partner_id": r.partner_id, "reference": r.reference, "kind": r.kind, "quantity": _plain(r.quantity),
              "activation_date": r.activation_date, "termination_date": r.termination_date,
              "attributes": r.attributes}
-            for r in s.scalars(select(M.InventoryItem).where(M.InventoryItem.partner_id == partner_id,
-                                                             M.InventoryItem.superseded_by_id.is_(None))
-                               .order_by(M.InventoryItem.reference))]
+            for r in s.scalars(_CURRENT_ITEMS, {"partner_id": partner_id})]
     return items_from_rows(rows, {partner_id: code})
 
 

@@ -61,7 +61,7 @@ from icdsl.billing.conflicts import (
     review_text,
 )
 from icdsl.billing.corrections import rerate
-from icdsl.billing.cycles import finalize_cycle, latest_findings, resolve_period, run_cycle
+from icdsl.billing.cycles import finalize_cycle, latest_findings, resolve_period, run_cycle, write_put_off
 from icdsl.billing.documents import cycle_documents, find_document
 from icdsl.billing.errors import (
     AgreementVersionConflict,
@@ -427,6 +427,7 @@ class Store:
         """A session inside one transaction: committed at the end, rolled back on error."""
         with self._sessions() as s, s.begin():
             yield s
+            write_put_off(s)  # cycle events put off to be written with others (billing.cycles)
 
     @contextmanager
     def reading(self) -> Iterator[Session]:

@@ -34,6 +34,9 @@ def rate_ddl() -> sa.types.TypeEngine[Any]:
     return sa.Numeric(RATE_PRECISION, RATE_SCALE).with_variant(sa.String(40), "sqlite")
 
 
+_QUANTUM = {scale: Decimal(1).scaleb(-scale) for scale in (MONEY_SCALE, RATE_SCALE)}
+
+
 class _ExactDecimal(TypeDecorator[Decimal]):
     impl = sa.Numeric
     cache_ok = True
@@ -50,12 +53,13 @@ class _ExactDecimal(TypeDecorator[Decimal]):
             raise TypeError(f"money must be a Decimal or an int, not a float ({value!r})")
         d = value if isinstance(value, Decimal) else Decimal(value)
         try:
-            q = d.quantize(Decimal(1).scaleb(-self.scale))
+            q = d.quantize(_QUANTUM[self.scale])
         except InvalidOperation as e:
             raise ValueError(f"{value} does not fit NUMERIC({self.precision}, {self.scale})") from e
         if q != d:
             raise ValueError(f"{value} has more than {self.scale} decimals: it would be rounded")
-        if len(q.as_tuple().digits) > self.precision:
+        # digits of q (exponent -scale): adjusted() + 1 + scale (1 for zero)
+        if q.adjusted() + 1 + self.scale > self.precision:
             raise ValueError(f"{value} has more than {self.precision} digits")
         return q
 

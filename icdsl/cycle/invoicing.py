@@ -223,29 +223,56 @@ def fx_for(fx: FxTable, agreement: Agreement | None, currency: str, invoice_curr
     return q
 
 
-def traffic_line(g: Group, agreement: Agreement | None, invoice_currency: str, fx: FxTable,
-                 last_day: date) -> DraftLine:
-    """One group's line: exact sum -> converted -> rounded once."""
+@dataclass(frozen=True)
+class _Terms:
+    """What the lines of one agreement version, direction, service and currency share."""
+
+    mode: str
+    fx: FxQuote | None
+    unit: str
+    rate_unit: str | None
+    stream: str
+    netted: bool
+    rounding: str
+
+
+def _terms(agreement: Agreement | None, direction: str, service: str, currency: str, invoice_currency: str,
+           fx: FxTable, last_day: date) -> _Terms:
     mode = agreement.rounding.mode if agreement is not None else "half_up"
-    q = fx_for(fx, agreement, g.currency, invoice_currency, last_day)
-    amount = round_line(convert(g.amount, q.rate if q else None), invoice_currency, mode)
-    unit, rate_unit = quantity_unit(agreement, g.direction, g.service)
+    unit, rate_unit = quantity_unit(agreement, direction, service)
+    stream, netted = route(agreement, direction, service)
+    return _Terms(mode, fx_for(fx, agreement, currency, invoice_currency, last_day), unit, rate_unit, stream, netted,
+                  rounding_text(invoice_currency, mode))
+
+
+def traffic_line(g: Group, agreement: Agreement | None, invoice_currency: str, fx: FxTable,
+                 last_day: date, terms: dict[tuple[str, str, str, str], _Terms] | None = None) -> DraftLine:
+    """One group's line: exact sum -> converted -> rounded once. ``terms``: what the lines of
+    an agreement version, direction, service and currency share, worked out once per call of
+    :func:`draft_documents` (a cycle has thousands of lines and a few such combinations)."""
+    key = (g.agreement_hash, g.direction, g.service, g.currency)
+    k = terms.get(key) if terms is not None else None
+    if k is None:
+        k = _terms(agreement, g.direction, g.service, g.currency, invoice_currency, fx, last_day)
+        if terms is not None:
+            terms[key] = k
+    q = k.fx
+    amount = round_line(convert(g.amount, q.rate if q else None), invoice_currency, k.mode)
     rate_text = g.only("rate")
     try:
         rate = Decimal(rate_text) if rate_text else None
     except ArithmeticError:
         rate = None
-    stream, netted = route(agreement, g.direction, g.service)
     destination, band, prefix = g.only("destination"), g.only("band"), g.only("prefix")
     return DraftLine(
         kind="traffic", description=describe(g.direction, g.service, destination, band,
                                              prefix if "prefix" in g.dims else None),
         direction=g.direction, service=g.service, destination=destination, prefix=prefix, band=band,
-        quantity=Decimal(g.units), unit=unit, rate=rate, rate_unit=rate_unit, amount=amount,
+        quantity=Decimal(g.units), unit=k.unit, rate=rate, rate_unit=k.rate_unit, amount=amount,
         currency=invoice_currency, source_amount=g.amount, source_currency=g.currency, fx=q,
-        rounding=rounding_text(invoice_currency, mode), agreement_hash=g.agreement_hash, rule=g.only("rule"),
+        rounding=k.rounding, agreement_hash=g.agreement_hash, rule=g.only("rule"),
         line_key=g.key, record_count=g.count, first_start=g.first, last_start=g.last, group_key=g.group_key,
-        stream=stream, netted=netted,
+        stream=k.stream, netted=k.netted,
     )
 
 
@@ -254,7 +281,8 @@ def draft_documents(groups: Sequence[Group], adjustments: Sequence[DraftLine], *
                     last_day: date) -> Drafts:
     """The cycle's draft invoices (one per stream) and settlement statement (netted lines)."""
     by_hash = {a.source_hash: a for a in plan.agreements}
-    lines = [traffic_line(g, by_hash.get(g.agreement_hash), invoice_currency, fx, last_day) for g in groups]
+    terms: dict[tuple[str, str, str, str], _Terms] = {}
+    lines = [traffic_line(g, by_hash.get(g.agreement_hash), invoice_currency, fx, last_day, terms) for g in groups]
     lines += list(adjustments)
     by_stream: dict[str, list[DraftLine]] = defaultdict(list)
     netted: list[DraftLine] = []
