@@ -89,6 +89,7 @@ from icdsl.charges.keys import parse_key
 from icdsl.cycle import engine
 from icdsl.cycle import errors as engine_errors
 from icdsl.cycle.amounts import EXACT
+from icdsl.cycle.charges import event_names
 from icdsl.cycle.invoicing import (  # noqa: F401 - (compatibility)
     BASE_DIMS,
     DIMENSIONS,
@@ -107,6 +108,7 @@ from icdsl.cycle.rater import (  # noqa: F401 - (compatibility)
     REJECTS_FILE_SCHEMA,
     SEP,
     Discard,
+    RatedPiece,
     from_us,
     plan_scale,
     rated_file_schema,
@@ -662,6 +664,111 @@ class IntakeRecords:
 
 def _read_piece(batch_id: int, path: str, r: PartnerRead) -> tuple[int, pa.Table]:
     return batch_id, r.read(path, dictionaries=True)
+
+
+#: a partner with more records than this in a period is rated in pieces of about this many
+#: records on several workers (``cycle run --all --workers``; :mod:`icdsl.billing.fleet`)
+SPLIT_ROWS = 2_000_000
+
+
+@dataclass(frozen=True)
+class PartFiles:
+    """The files a piece rated on its own wrote (temporary names in the cycle's folder, paths
+    relative to the data folder ``root``; removed with the cycle's other leftovers when its
+    result is written): what :meth:`icdsl.cycle.rater.Rater.absorb` reads, a table at a time."""
+
+    root: str
+    rated_path: str
+    rejects_path: str
+    charges_path: str
+
+    def _tables(self, rel: str) -> Iterator[pa.Table]:
+        pf = pq.ParquetFile(DataDir(worker_root(self.root)).abs(rel))
+        for rb in pf.iter_batches(batch_size=READ_ROWS, use_threads=True):
+            yield pa.Table.from_batches([rb])
+
+    def rated(self) -> Iterator[pa.Table]:
+        return self._tables(self.rated_path)
+
+    def rejects(self) -> Iterator[pa.Table]:
+        return self._tables(self.rejects_path)
+
+    def record_charges(self) -> Iterator[pa.Table]:
+        return self._tables(self.charges_path)
+
+
+@dataclass(frozen=True)
+class PieceJob:
+    """A piece of a partner's records of a cycle, to rate on its own (:func:`rate_piece`): the
+    reads (intake batch, records file relative to the data folder, :class:`PartnerRead`), in
+    order; ``index``: its rank among the cycle's pieces. Plain data, for a worker."""
+
+    partner: str
+    period: Period
+    root: str
+    rel_dir: str
+    id_type: pa.DataType
+    scale: int
+    dims: tuple[str, ...]
+    index: int
+    reads: tuple[tuple[int, str, PartnerRead], ...]
+
+    @property
+    def records(self) -> int:
+        return sum(r.rows for _b, _p, r in self.reads)
+
+
+def piece_jobs(job: CycleJob, rows: int = SPLIT_ROWS) -> list[PieceJob]:
+    """The cycle's reads of intake records cut into pieces of about ``rows`` records, in order
+    (one piece when the partner has ``rows`` records or fewer)."""
+    records = job.inputs.records
+    assert isinstance(records, IntakeRecords)
+    data = DataDir(worker_root(records.root))
+    reads: list[tuple[int, str, PartnerRead]] = []
+    for batch_id, path in records.files:
+        reads += [(batch_id, path, r) for r in partner_reads(str(data.abs(path)), records.partner,
+                                                                records.period.start, records.period.end)]
+    pieces: list[list[tuple[int, str, PartnerRead]]] = []
+    size = 0
+    for r in reads:
+        if not pieces or size >= rows:
+            pieces.append([])
+            size = 0
+        pieces[-1].append(r)
+        size += r[2].rows
+    dims = check_dims(job.inputs.dims)
+    return [PieceJob(job.partner, records.period, records.root, job.rel_dir, job.id_type, job.scale, dims, i,
+                     tuple(p)) for i, p in enumerate(pieces)]
+
+
+def rate_piece(piece: PieceJob, plan: Plan) -> RatedPiece:
+    """Rate a piece of a cycle's records on its own (a worker's task): read its intake row
+    groups by path, rate them, write the rated records, rejects and record charges to temporary
+    files of the cycle's folder (never committed: :meth:`icdsl.cycle.rater.Rater.absorb`
+    copies them into the cycle's files), and return the piece (counts, lines, partial sums)."""
+    data = DataDir(worker_root(piece.root))
+    tag = f"part{piece.index:04d}"
+    writers = (data.writer(piece.rel_dir, f"{tag}-rated", rated_file_schema(piece.id_type, piece.scale),
+                           dictionaries=True, statistics=()),
+               data.writer(piece.rel_dir, f"{tag}-rating-rejects", REJECTS_FILE_SCHEMA, statistics=()),
+               data.writer(piece.rel_dir, f"{tag}-record-charges",
+                           record_charges_file_schema(piece.id_type, piece.scale), dictionaries=True, statistics=()))
+    code = piece.partner
+    try:
+        rater = Rater(plan, writers[0], writers[1], piece.scale, piece.dims, piece.period, charges=True,
+                      charges_w=writers[2], events=tuple(event_names(plan, code)), partner=code,
+                      timezone=piece.period.timezone)
+        reads = [functools.partial(_read_piece, b, str(data.abs(path)), r) for b, path, r in piece.reads]
+        for batch_id, chunk in read_ahead(reads):
+            if chunk.num_rows:
+                rater.feed(chunk, batch_id)
+        rater.flush()
+        paths = [w.close(sync=False).relative_to(data.root).as_posix() for w in writers]
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+    return rater.piece(PartFiles(piece.root, *paths))
 
 
 def worker_root(root: str) -> str:

@@ -38,7 +38,7 @@ from icdsl.cycle.errors import CycleError, ReconciliationError
 from icdsl.cycle.fx import FxTable
 from icdsl.cycle.invoicing import DraftLine, Drafts, Group, check_dims, draft_documents
 from icdsl.cycle.periods import Period, parse_period
-from icdsl.cycle.rater import REJECTS_FILE_SCHEMA, Discard, Rater, plan_scale
+from icdsl.cycle.rater import REJECTS_FILE_SCHEMA, Discard, RatedPiece, Rater, plan_scale
 from icdsl.cycle.validation import (
     Finding,
     Policy,
@@ -164,7 +164,11 @@ class CycleInputs:
     charges as billed (a correction of part of a finalized period re-rates the rest:
     :meth:`icdsl.cycle.rater.Rater.keep`; they are counted, written and summed with the
     records rated now);
-    ``on_chunk``: called after each chunk is rated; ``expected``: records to expect (progress)."""
+    ``on_chunk``: called after each chunk is rated; ``expected``: records to expect (progress);
+    ``pieces``: the period's records rated already, piece by piece on their own
+    (:class:`icdsl.cycle.rater.RatedPiece`, in the order of the records: workers rate a large
+    partner's pieces at once), merged in that order instead of rating ``records``; not with
+    per-record charges that read ``cycle.*`` (they need the cycle's totals first)."""
 
     plan: Plan
     partner: Partner
@@ -183,6 +187,7 @@ class CycleInputs:
     progress: Progress | None = None
     on_chunk: Callable[[], None] | None = None
     expected: int = 0
+    pieces: Sequence[RatedPiece] = ()
 
     @classmethod
     def of(cls, plan: Plan, partner: str, period: str | date | Period, records: pa.Table | Sequence[Chunk] = (),
@@ -314,9 +319,17 @@ def run(inputs: CycleInputs) -> CycleResult:
     rater = Rater(plan, sinks.rated, sinks.rejects, scale, dims, per, charges=True,
                   charges_w=None if two_pass else sinks.record_charges, events=events, partner=code,
                   timezone=per.timezone, on_chunk=inputs.on_chunk, scan=scan)
-    for batch_id, chunk in inputs.chunks():
-        rater.feed(chunk, batch_id)
-        clock.tick(rater.records_in, max(inputs.expected, rater.records_in))
+    if inputs.pieces:
+        if two_pass:
+            raise CycleError(f"the cycle {code} {per.label} has per-record charges that read cycle.*: its records "
+                             "cannot be rated in pieces on their own (they need the cycle's totals first)")
+        for piece in inputs.pieces:
+            rater.absorb(piece)
+            clock.tick(rater.records_in, max(inputs.expected, rater.records_in))
+    else:
+        for batch_id, chunk in inputs.chunks():
+            rater.feed(chunk, batch_id)
+            clock.tick(rater.records_in, max(inputs.expected, rater.records_in))
     rater.flush()
     rater.keep(inputs.kept, inputs.kept_charges)
     if two_pass:  # `cycle.*` conditions: evaluate the record charges again with the cycle's totals
