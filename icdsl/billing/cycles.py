@@ -1286,6 +1286,8 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
     job = read_job(store, s, cyc, prow, per, plan, dims=dims, accept=accept, policy=policy, validators=validators)
     job_event(s, cyc, job)
     result, files = run_job(job, progress=progress)
+    if progress is not None:
+        progress("write", 0, 0)  # the result written to the store (its own stage in benchmarks)
     return _write_result(store, s, cyc, prow, per, plan, result, files)
 
 
