@@ -1029,6 +1029,26 @@ def _new_cycle(s: Session, prow: M.Partner, per: Period, t: datetime) -> M.Billi
 RATED_STATISTICS = ("id", "partner", "start", "batch_id", "line")
 
 
+class CycleFiles(dict):
+    """A cycle's files by kind (``rated``, ``rejects``, ``record_charges``: :class:`WrittenFile`),
+    named; :meth:`durable` waits until they and their names are durable (a run in this process
+    writes the result to the store meanwhile, and waits just before its commit). Pickled as
+    durable files (a worker waits before sending them)."""
+
+    def __init__(self, files: dict[str, WrittenFile], wait: Callable[[], None] | None = None):
+        super().__init__(files)
+        self._wait = wait
+
+    def durable(self) -> None:
+        if self._wait is not None:
+            self._wait()
+            self._wait = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        self.durable()
+        return (CycleFiles, (dict(self),))
+
+
 #: rejects and record charges of a cycle kept in memory (as well as written) for the engine's
 #: reading, up to this many rows; beyond, it reads them from their files
 KEEP_ROWS = 1 << 20
@@ -1142,6 +1162,7 @@ class _FileSinks:
         self._pending: deque[Any] = deque()
         self._error: BaseException | None = None
         self._files: dict[str, WrittenFile] | None = None
+        self._named = threading.Event()
 
     def __enter__(self) -> _FileSinks:
         for w in (self._rated, self._rejects, self._charges):
@@ -1149,6 +1170,8 @@ class _FileSinks:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None and self._named.is_set():
+            return  # named: their durability is waited for by whoever holds them (CycleFiles.durable)
         try:
             self._drain()
         except BaseException:  # noqa: BLE001 - the writers are aborted below; the first error stands
@@ -1190,26 +1213,41 @@ class _FileSinks:
             raise self._error
 
     def finish(self) -> None:
-        self.submit(self._finish)
+        self.submit(self._name)
+        self.submit(self._sync)
 
-    def _finish(self) -> None:
-        writers = (self._rated, self._rejects, self._charges)
-        fsync_files([w.close(sync=False) for w in writers])  # the three made durable at once
+    def _name(self) -> None:
+        """The three files closed and named (content-addressed), not yet durable."""
+        files = {"rated": self._rated.name(), "rejects": self._rejects.name(), "record_charges": self._charges.name()}
         base.checkpoint("cycle:files_written")
-        files = {"rated": self._rated.commit(sync_dir=False), "rejects": self._rejects.commit(sync_dir=False),
-                 "record_charges": self._charges.commit(sync_dir=False)}
-        sync_dir(self._rated.dir)  # the three names are durable before anything refers to them
-        base.checkpoint("cycle:files_committed")
         files["rated"] = replace(files["rated"], check=self._check.result())
         self._files = files
+        self._named.set()
+
+    def _sync(self) -> None:
+        """The three files and their names made durable (at once)."""
+        fsync_files([w.synced for w in (self._rated, self._rejects, self._charges)])
+        sync_dir(self._rated.dir)
+        base.checkpoint("cycle:files_committed")
+
+    def named(self) -> CycleFiles:
+        """The files, once named (waits for that, not for their durability): their
+        :meth:`CycleFiles.durable` waits for the rest of :meth:`finish`'s work."""
+        while not self._named.wait(0.05):
+            if self._error is not None or not self._pending:
+                self._drain()  # raises what failed
+                break
+        if self._files is None:
+            raise RuntimeError("the cycle's files were not finished")
+        return CycleFiles(self._files, self._drain)
 
     @property
-    def files(self) -> dict[str, WrittenFile]:
-        """The files, once durable and named (waits for :meth:`finish`'s work)."""
+    def files(self) -> CycleFiles:
+        """The files, once named and durable (waits for :meth:`finish`'s work)."""
         self._drain()
         if self._files is None:
             raise RuntimeError("the cycle's files were not finished")
-        return self._files
+        return CycleFiles(self._files)
 
     # ------------------------------------------------------------------ reading
     def _abs(self, kind: str) -> Any:
@@ -1285,7 +1323,7 @@ def run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pla
     begin_attempt(store, s, cyc, per, plan, dims)
     job = read_job(store, s, cyc, prow, per, plan, dims=dims, accept=accept, policy=policy, validators=validators)
     job_event(s, cyc, job)
-    result, files = run_job(job, progress=progress)
+    result, files = run_job(job, progress=progress, durable=False)  # made durable while the result is written
     if progress is not None:
         progress("write", 0, 0)  # the result written to the store (its own stage in benchmarks)
     return _write_result(store, s, cyc, prow, per, plan, result, files)
@@ -1360,11 +1398,14 @@ class _Folder:
     data: DataDir
 
 
-def run_job(job: CycleJob, *, progress: Progress | None = None) -> tuple[engine.CycleResult, dict[str, WrittenFile]]:
+def run_job(job: CycleJob, *, progress: Progress | None = None,
+            durable: bool = True) -> tuple[engine.CycleResult, CycleFiles]:
     """Step 2, without the database: the engine run on the job's inputs, its rated records,
     rejects and record charges written to content-addressed files of the cycle's folder (durable
     before the result is returned; the wait for them after the engine's stages is reported as
-    stage ``files``). Returns the result and the files."""
+    stage ``files``). ``durable=False``: returned once named, still being made durable (the
+    caller calls ``files.durable()`` before it commits anything that refers to them). Returns
+    the result and the files."""
     sinks = _FileSinks(_Folder(DataDir(worker_root(job.root))), job.rel_dir, job.id_type, job.scale)  # type: ignore[arg-type]
     inputs = replace(job.inputs, sinks=sinks, progress=progress)
     try:
@@ -1374,7 +1415,7 @@ def run_job(job: CycleJob, *, progress: Progress | None = None) -> tuple[engine.
             # on: what is left to wait for is a stage of its own (benchmarks show it)
             if progress is not None:
                 progress("files", 0, 0)
-            files = sinks.files
+            files = sinks.files if durable else sinks.named()
     except engine_errors.ReconciliationError as e:
         if isinstance(e, StoreError):
             raise
@@ -1477,6 +1518,7 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
                   f"{prow.code} {per.label}: validation errors {', '.join(f.code for f in blocking)}")
         log.write(s)
         s.flush()
+        _durable(files)
         base.checkpoint("cycle:before_commit")
         report = _report_of(cyc, per, already=False, findings=findings, invoices=[], statement=None, shares=[],
                             charge_lines=0, **written)
@@ -1505,12 +1547,20 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
               f"{prow.code} {per.label}: {counts.rated} rated, totals {totals_json}")
     log.write(s)
     s.flush()
+    _durable(files)
     base.checkpoint("cycle:before_commit")
     report = _report_of(cyc, per, already=False, findings=findings, invoices=written_drafts.invoices,
                         statement=written_drafts.statement, shares=[_share_summary(r) for r in shares],
                         charge_lines=len(result.charge_lines), **written)
     report.timings = result.timings
     return report
+
+
+def _durable(files: dict[str, Any]) -> None:
+    """Wait until the cycle's files are durable (names included) before the transaction that
+    refers to them commits (they are made durable while it is written: :class:`CycleFiles`)."""
+    if isinstance(files, CycleFiles):
+        files.durable()
 
 
 def _jsonable(v: Any) -> Any:

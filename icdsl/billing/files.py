@@ -267,8 +267,9 @@ class AtomicParquet:
         try:
             fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
-            if final.read_bytes() != data:
+            if final.read_bytes() != data:  # a write cut short: replaced by durable bytes
                 self.tmp.write_bytes(data)
+                _fsync_file(self.tmp)
                 os.replace(self.tmp, final)
             return final
         with os.fdopen(fd, "wb") as f:
@@ -325,6 +326,33 @@ class AtomicParquet:
             _fsync_dir(self.dir)
         self.result = WrittenFile(final.relative_to(self.data.root).as_posix(), sha, self.rows, size)
         return self.result
+
+    def name(self) -> WrittenFile:
+        """Close the file and give it its content-addressed name before it is durable: the
+        caller fsyncs :attr:`synced` and the folder before anything refers to the name (an
+        unreferenced file lost in a crash is an orphan, as any other). A file of that name there
+        already (an orphan, or a committed file of the same content) is replaced only by bytes
+        made durable first."""
+        if self.result is not None:
+            return self.result
+        self.close(sync=False)
+        if self._empty is not None:  # written under its name already
+            self.result = self._empty
+            return self.result
+        sha = sha256_file(self.tmp)
+        final = self.dir / f"{self.stem}-{sha[:16]}.parquet"
+        size = self.tmp.stat().st_size
+        if final.exists():
+            _fsync_file(self.tmp)
+        os.replace(self.tmp, final)
+        self._synced = final
+        self.result = WrittenFile(final.relative_to(self.data.root).as_posix(), sha, self.rows, size)
+        return self.result
+
+    @property
+    def synced(self) -> Path:
+        """The file to fsync once closed (its temporary name, or its own once named)."""
+        return self._synced
 
     def abort(self) -> None:
         if self._writer is not None:
