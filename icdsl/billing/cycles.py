@@ -1051,7 +1051,7 @@ class CycleFiles(dict):
 
 #: rejects and record charges of a cycle kept in memory (as well as written) for the engine's
 #: reading, up to this many rows; beyond, it reads them from their files
-KEEP_ROWS = 1 << 20
+KEEP_ROWS = 1 << 18
 #: writes of a cycle's files waiting for the file thread at most
 WRITES_BEHIND = 3
 
