@@ -42,10 +42,13 @@ dates them (the period's last day unless told otherwise) and makes them immutabl
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from collections import defaultdict
+import threading
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -91,6 +94,7 @@ from icdsl.charges.keys import parse_key
 from icdsl.cycle import engine
 from icdsl.cycle import errors as engine_errors
 from icdsl.cycle.amounts import EXACT
+from icdsl.cycle.charges import event_names
 from icdsl.cycle.invoicing import (  # noqa: F401 - (compatibility)
     BASE_DIMS,
     DIMENSIONS,
@@ -109,6 +113,7 @@ from icdsl.cycle.rater import (  # noqa: F401 - (compatibility)
     REJECTS_FILE_SCHEMA,
     SEP,
     Discard,
+    RatedPiece,
     from_us,
     plan_scale,
     rated_file_schema,
@@ -563,43 +568,75 @@ _unscaled_int64 = unscaled_int64
 _value_counts = value_counts
 
 
-#: (path, size, mtime) -> (metadata, partner -> row groups, row groups of several or unknown partners)
-_ROW_GROUPS: dict[tuple[str, int, int], tuple[Any, dict[str, list[int]], list[tuple[int, Any, Any]]]] = {}
+_US_UTC = pa.timestamp("us", tz="UTC")
+
+#: (path, size, mtime) -> the file's row groups (:class:`_FileGroups`), worked out once per file and process
+_ROW_GROUPS: dict[tuple[str, int, int], _FileGroups] = {}
+
+
+@dataclass(frozen=True)
+class _FileGroups:
+    """An intake records file's footer and, from its row groups' statistics: the row groups of
+    one partner (by partner), the others (``mixed``: (row group, smallest, largest partner),
+    None where unknown), the rows of each, and the starts (µs, smallest and largest) of each
+    row group wholly of one partner without a null start (None for the others)."""
+
+    meta: Any
+    single: dict[str, list[int]]
+    mixed: list[tuple[int, Any, Any]]
+    rows: list[int]
+    starts: list[tuple[int, int] | None]
+
+    def __iter__(self) -> Iterator[Any]:  # (compatibility: meta, single, mixed = _file_groups(path))
+        return iter((self.meta, self.single, self.mixed))
 
 
 def _partner_groups(path: str, partner: str) -> tuple[Any, list[int]]:
     """The file's footer, and the row groups that may hold ``partner``'s records, from the row
     groups' statistics, worked out once per file and process (a month of 200 partners opens
     each intake file 400 times; its footer has a row group per partner and batch)."""
-    meta, single, mixed = _file_groups(path)
-    groups = list(single.get(partner, ()))
-    groups += [i for i, lo, hi in mixed if lo is None or lo <= partner <= hi]
-    return meta, sorted(groups)
+    fg = _file_groups(path)
+    groups = list(fg.single.get(partner, ()))
+    groups += [i for i, lo, hi in fg.mixed if lo is None or lo <= partner <= hi]
+    return fg.meta, sorted(groups)
 
 
-def _file_groups(path: str) -> tuple[Any, dict[str, list[int]], list[tuple[int, Any, Any]]]:
-    """The file's footer, its row groups of one partner (by partner) and the others, read once
-    per file and process (while its size and modification time stay the same)."""
+def _file_groups(path: str) -> _FileGroups:
+    """The file's row groups (:class:`_FileGroups`), read once per file and process (while its
+    size and modification time stay the same)."""
     st = os.stat(path)
     key = (str(path), st.st_size, st.st_mtime_ns)
     got = _ROW_GROUPS.get(key)
     if got is None:
         meta = pq.read_metadata(path)
-        names = meta.schema.to_arrow_schema().names
+        schema = meta.schema.to_arrow_schema()
+        names = schema.names
         pi = names.index("partner") if "partner" in names else -1
+        # starts read from the statistics only where they are the instants themselves (µs, UTC)
+        si = names.index("start") if "start" in names and schema.field("start").type == _US_UTC else -1
         single: dict[str, list[int]] = {}
         mixed: list[tuple[int, Any, Any]] = []
+        rows: list[int] = []
+        starts: list[tuple[int, int] | None] = []
         for i in range(meta.num_row_groups):
-            stats = meta.row_group(i).column(pi).statistics if pi >= 0 else None
+            rg = meta.row_group(i)
+            rows.append(rg.num_rows)
+            stats = rg.column(pi).statistics if pi >= 0 else None
+            span = None
             if stats is not None and stats.has_min_max and stats.min == stats.max:
                 single.setdefault(stats.min, []).append(i)
+                ss = rg.column(si).statistics if si >= 0 else None
+                if (stats.has_null_count and not stats.null_count and ss is not None and ss.has_min_max
+                        and ss.has_null_count and not ss.null_count and isinstance(ss.min_raw, int)):
+                    span = (ss.min_raw, ss.max_raw)
             elif stats is not None and stats.has_min_max:
                 mixed.append((i, stats.min, stats.max))
             else:
                 mixed.append((i, None, None))
+            starts.append(span)
         if len(_ROW_GROUPS) > 1000:
             _ROW_GROUPS.clear()
-        got = _ROW_GROUPS[key] = (meta, single, mixed)
+        got = _ROW_GROUPS[key] = _FileGroups(meta, single, mixed, rows, starts)
     return got
 
 
@@ -612,54 +649,104 @@ def _read_partner(path: str, partner: str, period: Period | None = None, *, star
                   end: datetime | None = None, number_prefix: str | None = None,
                   dictionaries: bool = False) -> Iterator[pa.Table]:
     """The records of ``partner`` in ``period`` (or ``start``..``end``) from an intake records
-    file, in file order, in tables of about CHUNK_ROWS rows (row groups without the partner
-    are skipped; a batch of the partner's own row groups wholly in the period is taken as it
-    is, without a filter); ``number_prefix``: only b_numbers starting with it;
+    file, in file order, in tables of at most about CHUNK_ROWS rows (:func:`partner_reads`,
+    :meth:`PartnerRead.read`); ``number_prefix``: only b_numbers starting with it;
     ``dictionaries``: :data:`DICTIONARY_COLUMNS` read as dictionaries (else plain strings)."""
-    meta, wanted = _partner_groups(path, partner)
-    if not wanted:
-        return
-    names = meta.schema.to_arrow_schema().names
-    as_dict = [c for c in DICTIONARY_COLUMNS if c in names] if dictionaries else []
-    pf = pq.ParquetFile(path, metadata=meta, read_dictionary=as_dict or None)
     lo_dt, hi_dt = (period.start, period.end) if period else (start, end)
-    lo = pa.scalar(lo_dt, pa.timestamp("us", tz="UTC"))
-    hi = pa.scalar(hi_dt, pa.timestamp("us", tz="UTC"))
-    lo_us, hi_us = lo.value, hi.value
-    acc: list[pa.Table] = []
-    size = 0
-    for rb in pf.iter_batches(batch_size=READ_ROWS, row_groups=wanted, use_threads=False):
-        t = pa.Table.from_batches([rb])
-        if number_prefix or not _all_of(t, partner, lo_us, hi_us):
-            mask = pc.and_(pc.equal(t.column("partner"), partner),
+    for r in partner_reads(path, partner, lo_dt, hi_dt):
+        t = r.read(path, number_prefix=number_prefix, dictionaries=dictionaries)
+        if t.num_rows:
+            yield t
+
+
+@dataclass(frozen=True)
+class PartnerRead:
+    """One read of a partner's records of a period: row groups of an intake file read together
+    (``whole``: their statistics show them wholly the partner's and in the period, so they are
+    taken without a filter). Plain data: a worker makes the read by path."""
+
+    partner: str
+    groups: tuple[int, ...]
+    rows: int  # the row groups' rows (the partner's records in them, or more)
+    lo_us: int
+    hi_us: int
+    whole: bool
+
+    def read(self, path: str, *, number_prefix: str | None = None, dictionaries: bool = False) -> pa.Table:
+        """The partner's records of the period in the row groups (columns decoded on Arrow's
+        threads), in file order."""
+        meta = _file_groups(path).meta
+        names = meta.schema.to_arrow_schema().names
+        as_dict = [c for c in DICTIONARY_COLUMNS if c in names] if dictionaries else []
+        pf = pq.ParquetFile(path, metadata=meta, read_dictionary=as_dict or None)
+        t = pf.read_row_groups(list(self.groups), use_threads=True)
+        if number_prefix or not self.whole:
+            lo, hi = pa.scalar(self.lo_us, _US_UTC), pa.scalar(self.hi_us, _US_UTC)
+            mask = pc.and_(pc.equal(t.column("partner"), self.partner),
                            pc.and_(pc.greater_equal(t.column("start"), lo), pc.less(t.column("start"), hi)))
             if number_prefix:
                 mask = pc.and_(mask, pc.fill_null(pc.starts_with(t.column("b_number"), number_prefix), False))
             t = t.filter(mask)
-        if t.num_rows:
-            acc.append(t)
-            size += t.num_rows
-        if size >= CHUNK_ROWS:
-            yield pa.concat_tables(acc).combine_chunks()
-            acc, size = [], 0
-    if acc:
-        yield pa.concat_tables(acc).combine_chunks()
+        return t.combine_chunks()
 
 
-def _all_of(t: pa.Table, partner: str, lo_us: int, hi_us: int) -> bool:
-    """Whether every record of ``t`` is ``partner``'s and starts in ``lo_us``..``hi_us``
-    (µs): a dictionary column of that one value without nulls, instants within the bounds."""
-    col = t.column("partner")
-    start = t.column("start")
-    if col.null_count or start.null_count or not pa.types.is_dictionary(col.type):
-        return False
-    for chunk in col.chunks:
-        if len(chunk) and (len(chunk.dictionary) != 1 or chunk.dictionary[0].as_py() != partner):
-            return False
-    if start.type != pa.timestamp("us", tz="UTC"):
-        return False
-    bounds = pc.min_max(start.cast(pa.int64())).as_py()
-    return bounds["min"] is None or (bounds["min"] >= lo_us and bounds["max"] < hi_us)
+def partner_reads(path: str, partner: str, start: datetime, end: datetime,
+                  rows: int = CHUNK_ROWS) -> list[PartnerRead]:
+    """The reads of ``partner``'s records starting in ``start``..``end`` in an intake records
+    file: its row groups that may hold them (from their statistics), in file order, grouped
+    into reads of at most ``rows`` rows (a row group larger than that is a read of its own)."""
+    fg = _file_groups(path)
+    _meta, wanted = _partner_groups(path, partner)
+    lo_us = pa.scalar(start, _US_UTC).value
+    hi_us = pa.scalar(end, _US_UTC).value
+    own = set(fg.single.get(partner, ()))
+
+    def whole(i: int) -> bool:
+        span = fg.starts[i]
+        return span is not None and i in own and span[0] >= lo_us and span[1] < hi_us
+
+    runs: list[list[int]] = []
+    size = 0
+    for i in wanted:
+        if not runs or size + fg.rows[i] > rows:
+            runs.append([])
+            size = 0
+        runs[-1].append(i)
+        size += fg.rows[i]
+    return [PartnerRead(partner, tuple(g), sum(fg.rows[i] for i in g), lo_us, hi_us, all(whole(i) for i in g))
+            for g in runs]
+
+
+#: threads that read intake row groups ahead of the rating (Arrow's reading releases the GIL)
+READ_AHEAD = 2
+_READ_POOL: ThreadPoolExecutor | None = None
+_READ_POOL_LOCK = threading.Lock()
+
+
+def _read_pool() -> ThreadPoolExecutor:
+    global _READ_POOL
+    with _READ_POOL_LOCK:
+        if _READ_POOL is None:
+            _READ_POOL = ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="icdsl-intake-read")
+        return _READ_POOL
+
+
+def read_ahead(reads: Iterable[Callable[[], Any]], depth: int = READ_AHEAD) -> Iterator[Any]:
+    """The results of ``reads`` (functions of no argument), in order, the next ``depth`` of them
+    made on the read threads while the caller works on the current one (at most ``depth``
+    results wait, so memory stays bounded). An error is raised where it happened in the order."""
+    pending: deque[Any] = deque()
+    it = iter(reads)
+    try:
+        for fn in it:
+            pending.append(_read_pool().submit(fn))
+            if len(pending) > depth:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for f in pending:
+            f.cancel()
 
 
 @dataclass(frozen=True)
@@ -668,18 +755,138 @@ class IntakeRecords:
     returning fresh chunks, made of plain data so that a worker process (another machine, see
     :mod:`icdsl.billing.fleet`) reads the same files by path. ``root``: the data folder
     (``$ICDSL_WORKER_DATA`` overrides it where the folder is mounted elsewhere); ``files``:
-    (intake batch id, records file relative to the data folder)."""
+    (intake batch id, records file relative to the data folder). The files' row groups are read
+    ahead on threads (:func:`read_ahead`) while the chunks before them are rated."""
 
     root: str
     files: tuple[tuple[int, str], ...]
     partner: str
     period: Period
 
-    def __call__(self) -> Iterator[tuple[int, pa.Table]]:
+    def pieces(self) -> list[tuple[int, str, PartnerRead]]:
+        """(intake batch, absolute path, read) of every read of the partner's records, in order."""
         data = DataDir(worker_root(self.root))
+        out = []
         for batch_id, path in self.files:
-            for chunk in _read_partner(str(data.abs(path)), self.partner, self.period, dictionaries=True):
+            p = str(data.abs(path))
+            out += [(batch_id, p, r) for r in partner_reads(p, self.partner, self.period.start, self.period.end)]
+        return out
+
+    def __call__(self) -> Iterator[tuple[int, pa.Table]]:
+        pieces = self.pieces()
+        reads = [functools.partial(_read_piece, batch_id, path, r) for batch_id, path, r in pieces]
+        for batch_id, chunk in read_ahead(reads):
+            if chunk.num_rows:
                 yield batch_id, chunk
+
+
+def _read_piece(batch_id: int, path: str, r: PartnerRead) -> tuple[int, pa.Table]:
+    return batch_id, r.read(path, dictionaries=True)
+
+
+#: a partner with more records than this in a period is rated in pieces of about this many
+#: records on several workers (``cycle run --all --workers``; :mod:`icdsl.billing.fleet`)
+SPLIT_ROWS = 2_000_000
+
+
+@dataclass(frozen=True)
+class PartFiles:
+    """The files a piece rated on its own wrote (temporary names in the cycle's folder, paths
+    relative to the data folder ``root``; removed with the cycle's other leftovers when its
+    result is written): what :meth:`icdsl.cycle.rater.Rater.absorb` reads, a table at a time."""
+
+    root: str
+    rated_path: str
+    rejects_path: str
+    charges_path: str
+
+    def _tables(self, rel: str) -> Iterator[pa.Table]:
+        pf = pq.ParquetFile(DataDir(worker_root(self.root)).abs(rel))
+        for rb in pf.iter_batches(batch_size=READ_ROWS, use_threads=True):
+            yield pa.Table.from_batches([rb])
+
+    def rated(self) -> Iterator[pa.Table]:
+        return self._tables(self.rated_path)
+
+    def rejects(self) -> Iterator[pa.Table]:
+        return self._tables(self.rejects_path)
+
+    def record_charges(self) -> Iterator[pa.Table]:
+        return self._tables(self.charges_path)
+
+
+@dataclass(frozen=True)
+class PieceJob:
+    """A piece of a partner's records of a cycle, to rate on its own (:func:`rate_piece`): the
+    reads (intake batch, records file relative to the data folder, :class:`PartnerRead`), in
+    order; ``index``: its rank among the cycle's pieces. Plain data, for a worker."""
+
+    partner: str
+    period: Period
+    root: str
+    rel_dir: str
+    id_type: pa.DataType
+    scale: int
+    dims: tuple[str, ...]
+    index: int
+    reads: tuple[tuple[int, str, PartnerRead], ...]
+
+    @property
+    def records(self) -> int:
+        return sum(r.rows for _b, _p, r in self.reads)
+
+
+def piece_jobs(job: CycleJob, rows: int = SPLIT_ROWS) -> list[PieceJob]:
+    """The cycle's reads of intake records cut into pieces of about ``rows`` records, in order
+    (one piece when the partner has ``rows`` records or fewer)."""
+    records = job.inputs.records
+    assert isinstance(records, IntakeRecords)
+    data = DataDir(worker_root(records.root))
+    reads: list[tuple[int, str, PartnerRead]] = []
+    for batch_id, path in records.files:
+        reads += [(batch_id, path, r) for r in partner_reads(str(data.abs(path)), records.partner,
+                                                                records.period.start, records.period.end)]
+    pieces: list[list[tuple[int, str, PartnerRead]]] = []
+    size = 0
+    for r in reads:
+        if not pieces or size >= rows:
+            pieces.append([])
+            size = 0
+        pieces[-1].append(r)
+        size += r[2].rows
+    dims = check_dims(job.inputs.dims)
+    return [PieceJob(job.partner, records.period, records.root, job.rel_dir, job.id_type, job.scale, dims, i,
+                     tuple(p)) for i, p in enumerate(pieces)]
+
+
+def rate_piece(piece: PieceJob, plan: Plan) -> RatedPiece:
+    """Rate a piece of a cycle's records on its own (a worker's task): read its intake row
+    groups by path, rate them, write the rated records, rejects and record charges to temporary
+    files of the cycle's folder (never committed: :meth:`icdsl.cycle.rater.Rater.absorb`
+    copies them into the cycle's files), and return the piece (counts, lines, partial sums)."""
+    data = DataDir(worker_root(piece.root))
+    tag = f"part{piece.index:04d}"
+    writers = (data.writer(piece.rel_dir, f"{tag}-rated", rated_file_schema(piece.id_type, piece.scale),
+                           dictionaries=True, statistics=()),
+               data.writer(piece.rel_dir, f"{tag}-rating-rejects", REJECTS_FILE_SCHEMA, statistics=()),
+               data.writer(piece.rel_dir, f"{tag}-record-charges",
+                           record_charges_file_schema(piece.id_type, piece.scale), dictionaries=True, statistics=()))
+    code = piece.partner
+    try:
+        rater = Rater(plan, writers[0], writers[1], piece.scale, piece.dims, piece.period, charges=True,
+                      charges_w=writers[2], events=tuple(event_names(plan, code)), partner=code,
+                      timezone=piece.period.timezone)
+        reads = [functools.partial(_read_piece, b, str(data.abs(path)), r) for b, path, r in piece.reads]
+        for batch_id, chunk in read_ahead(reads):
+            if chunk.num_rows:
+                rater.feed(chunk, batch_id)
+        rater.flush()
+        paths = [w.close(sync=False).relative_to(data.root).as_posix() for w in writers]
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
+    return rater.piece(PartFiles(piece.root, *paths))
 
 
 def worker_root(root: str) -> str:
@@ -958,40 +1165,227 @@ def _new_cycle(s: Session, prow: M.Partner, per: Period, t: datetime, *, put_off
 RATED_STATISTICS = ("id", "partner", "start", "batch_id", "line")
 
 
+class CycleFiles(dict):
+    """A cycle's files by kind (``rated``, ``rejects``, ``record_charges``: :class:`WrittenFile`),
+    named; :meth:`durable` waits until they and their names are durable (a run in this process
+    writes the result to the store meanwhile, and waits just before its commit). Pickled as
+    durable files (a worker waits before sending them)."""
+
+    def __init__(self, files: dict[str, WrittenFile], wait: Callable[[], None] | None = None):
+        super().__init__(files)
+        self._wait = wait
+
+    def durable(self) -> None:
+        if self._wait is not None:
+            self._wait()
+            self._wait = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        self.durable()
+        return (CycleFiles, (dict(self),))
+
+
+#: rejects and record charges of a cycle kept in memory (as well as written) for the engine's
+#: reading, up to this many rows; beyond, it reads them from their files
+KEEP_ROWS = 1 << 18
+#: writes of a cycle's files waiting for the file thread at most
+WRITES_BEHIND = 3
+
+
+class _Behind:
+    """A file of the sinks whose writes are made on the sinks' file thread (:class:`_FileSinks`);
+    ``keep``: its tables are kept in memory too, up to :data:`KEEP_ROWS` rows (as the file reads
+    back: ``schema``); ``check``: sees every table once written (:class:`_RatedCheck`)."""
+
+    def __init__(self, sinks: _FileSinks, writer: Any, *, keep: pa.Schema | None = None, check: Any = None):
+        self.sinks = sinks
+        self.writer = writer
+        self.keep = keep
+        self.kept: list[pa.Table] | None = [] if keep is not None else None
+        self.check = check
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if not table.num_rows:
+            return
+        self.rows += table.num_rows
+        if self.kept is not None and self.keep is not None:
+            self.kept = self.kept + [table.select(self.keep.names).cast(self.keep)] if self.rows <= KEEP_ROWS else None
+        self.sinks.submit(self._write, table)
+
+    def _write(self, table: pa.Table) -> None:
+        self.writer.write(table)
+        if self.check is not None:
+            self.check.add(table)
+
+    def table(self) -> pa.Table | None:
+        """What was written, if it was kept (None else)."""
+        if self.kept is None or self.keep is None:
+            return None
+        return pa.concat_tables(self.kept) if self.kept else self.keep.empty_table()
+
+
+class _RatedCheck:
+    """The amounts by currency and the line numbers of rated records, added up table by table
+    (exact: unscaled int64 by currency code, or Arrow's decimal sums when they might not fit):
+    what the store's reconciliation compares with the lines (:func:`_write_result`)."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, Decimal] = defaultdict(Decimal)
+        self.seen = np.zeros(0, bool)
+        self.others: set[int] = set()
+
+    def add(self, rb: pa.Table | pa.RecordBatch) -> None:
+        codes, currencies = grouping.codes(rb.column("currency"))
+        amount = rb.column("amount")
+        if isinstance(amount, pa.ChunkedArray):
+            amount = amount.combine_chunks()
+        low = grouping.unscaled(amount)
+        if low is not None:
+            sums = np.zeros(len(currencies), np.int64)
+            np.add.at(sums, codes, low)
+            present = np.bincount(codes, minlength=len(currencies)) > 0
+            for cur, total, here in zip(currencies.to_pylist(), sums.tolist(), present.tolist(), strict=True):
+                if here:
+                    self.totals[cur] = EXACT.add(self.totals[cur], Decimal(total).scaleb(-amount.type.scale))
+        else:
+            t = pa.table({"currency": pc.cast(rb.column("currency"), pa.string()), "amount": amount})
+            g = t.group_by("currency", use_threads=False).aggregate([("amount", "sum")])
+            for cur, total in zip(g.column("currency").to_pylist(), g.column("amount_sum").to_pylist(), strict=True):
+                self.totals[cur] = EXACT.add(self.totals[cur], total)
+        line = rb.column("line")
+        if not len(line):
+            return
+        if line.null_count or pc.min(line).as_py() < 0:
+            self.others.update(pc.unique(line).to_pylist())
+            return
+        keys = np.asarray(line.to_numpy() if isinstance(line, pa.Array) else line.to_numpy())
+        top = int(keys.max()) + 1
+        if top > len(self.seen):
+            self.seen = np.concatenate([self.seen, np.zeros(top - len(self.seen), bool)])
+        self.seen[keys] = True
+
+    def result(self) -> tuple[dict[str, Decimal], frozenset[int]]:
+        return dict(self.totals), frozenset(self.others | set(np.flatnonzero(self.seen).tolist()))
+
+
 class _FileSinks:
     """The engine's sinks for the store: the cycle's rated records, rating rejects and record
-    charges streamed to Parquet files in the data folder; made durable and content-addressed by
-    :meth:`finish` (with the kill-safety checkpoints), read back from the files."""
+    charges streamed to Parquet files in the data folder.
+
+    Every write is made on a thread of the sinks (Parquet encoding releases the GIL: the next
+    chunk is read and rated meanwhile; at most :data:`WRITES_BEHIND` writes wait), and so is
+    :meth:`finish` (close, fsync, content-addressed names, with the kill-safety checkpoints):
+    it returns at once, and the engine validates and drafts while the files are made durable.
+    :attr:`files` waits for them (and raises what a write raised). The rejects and record
+    charges the engine reads are kept in memory as they are written (up to :data:`KEEP_ROWS`);
+    the rated records' amounts and lines are added up as written (``WrittenFile.check``), which
+    the store reconciles with the lines instead of reading the file back."""
 
     def __init__(self, store: Store, rel_dir: str, id_type: pa.DataType, scale: int):
         self.store = store
         # the executor's dictionary columns written as they are (read back as plain strings)
-        self.rated = store.data.writer(rel_dir, "rated", rated_file_schema(id_type, scale), dictionaries=True,
-                                       statistics=RATED_STATISTICS)
-        self.rejects = store.data.writer(rel_dir, "rating-rejects", REJECTS_FILE_SCHEMA)
-        self.record_charges = store.data.writer(rel_dir, "record-charges", record_charges_file_schema(id_type, scale),
-                                                dictionaries=True)
-        self.files: dict[str, Any] = {}
+        self._rated = store.data.writer(rel_dir, "rated", rated_file_schema(id_type, scale), dictionaries=True,
+                                        statistics=RATED_STATISTICS)
+        self._rejects = store.data.writer(rel_dir, "rating-rejects", REJECTS_FILE_SCHEMA)
+        charges_schema = record_charges_file_schema(id_type, scale)
+        self._charges = store.data.writer(rel_dir, "record-charges", charges_schema, dictionaries=True)
+        self._check = _RatedCheck()
+        self.rated = _Behind(self, self._rated, check=self._check)
+        self.rejects = _Behind(self, self._rejects, keep=REJECTS_FILE_SCHEMA)
+        self.record_charges = _Behind(self, self._charges, keep=charges_schema)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque[Any] = deque()
+        self._error: BaseException | None = None
+        self._files: dict[str, WrittenFile] | None = None
+        self._named = threading.Event()
 
     def __enter__(self) -> _FileSinks:
-        for w in (self.rated, self.rejects, self.record_charges):
+        for w in (self._rated, self._rejects, self._charges):
             w.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for w in (self.record_charges, self.rejects, self.rated):
-            w.__exit__(*exc)
+        if exc[0] is None and self._named.is_set():
+            return  # named: their durability is waited for by whoever holds them (CycleFiles.durable)
+        try:
+            self._drain()
+        except BaseException:  # noqa: BLE001 - the writers are aborted below; the first error stands
+            if exc[0] is None:
+                raise
+        finally:
+            for w in (self._charges, self._rejects, self._rated):
+                w.__exit__(*exc)
+
+    # ------------------------------------------------------------------ the file thread
+    def submit(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on the file thread after what was submitted before; a write that
+        failed is raised here (by a later write) or by :attr:`files`."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="icdsl-cycle-files")
+        self._pending.append(self._pool.submit(self._guarded, fn, *args))
+        while self._pending and (len(self._pending) > WRITES_BEHIND or self._pending[0].done()):
+            self._pending.popleft().result()
+
+    def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
+        if self._error is not None:
+            return  # raised once, by the task that failed
+        try:
+            fn(*args)
+        except BaseException as e:
+            self._error = e
+            raise
+
+    def _drain(self) -> None:
+        """Wait for everything submitted; raise the first error."""
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            if not self._pending and self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+        if self._error is not None:
+            raise self._error
 
     def finish(self) -> None:
+        self.submit(self._name)
+        self.submit(self._sync)
 
-        writers = (self.rated, self.rejects, self.record_charges)
-        fsync_files([w.close(sync=False) for w in writers])  # the three made durable at once
+    def _name(self) -> None:
+        """The three files closed and named (content-addressed), not yet durable."""
+        files = {"rated": self._rated.name(), "rejects": self._rejects.name(), "record_charges": self._charges.name()}
         base.checkpoint("cycle:files_written")
-        self.files = {"rated": self.rated.commit(sync_dir=False), "rejects": self.rejects.commit(sync_dir=False),
-                      "record_charges": self.record_charges.commit(sync_dir=False)}
-        sync_dir(self.rated.dir)  # the three names are durable before anything refers to them
+        files["rated"] = replace(files["rated"], check=self._check.result())
+        self._files = files
+        self._named.set()
+
+    def _sync(self) -> None:
+        """The three files and their names made durable (at once)."""
+        fsync_files([w.synced for w in (self._rated, self._rejects, self._charges)])
+        sync_dir(self._rated.dir)
         base.checkpoint("cycle:files_committed")
 
+    def named(self) -> CycleFiles:
+        """The files, once named (waits for that, not for their durability): their
+        :meth:`CycleFiles.durable` waits for the rest of :meth:`finish`'s work."""
+        while not self._named.wait(0.05):
+            if self._error is not None or not self._pending:
+                self._drain()  # raises what failed
+                break
+        if self._files is None:
+            raise RuntimeError("the cycle's files were not finished")
+        return CycleFiles(self._files, self._drain)
+
+    @property
+    def files(self) -> CycleFiles:
+        """The files, once named and durable (waits for :meth:`finish`'s work)."""
+        self._drain()
+        if self._files is None:
+            raise RuntimeError("the cycle's files were not finished")
+        return CycleFiles(self._files)
+
+    # ------------------------------------------------------------------ reading
     def _abs(self, kind: str) -> Any:
         return self.store.data.abs(self.files[kind].path)
 
@@ -1004,12 +1398,16 @@ class _FileSinks:
             yield pa.Table.from_batches([rb])
 
     def read_rejects(self) -> pa.Table:
-        if not self.files["rejects"].rows:  # nothing rejected: no file to open
-            return REJECTS_FILE_SCHEMA.empty_table()
+        kept = self.rejects.table()
+        if kept is not None:
+            return kept
         return pq.read_table(self._abs("rejects"))
 
     def read_record_charges(self) -> pa.Table | None:
-        return pq.read_table(self._abs("record_charges")) if self.files["record_charges"].rows else None
+        if not self.record_charges.rows:
+            return None
+        kept = self.record_charges.table()
+        return kept if kept is not None else pq.read_table(self._abs("record_charges"))
 
 
 def cycle_inputs(store: Store, s: Session, prow: M.Partner, per: Period, plan: Plan, cycle_id: int,
@@ -1074,7 +1472,9 @@ def _run_locked(store: Store, s: Session, prow: M.Partner, per: Period, plan: Pl
     begin_attempt(store, s, cyc, per, plan, dims)
     job = read_job(store, s, cyc, prow, per, plan, dims=dims, accept=accept, policy=policy, validators=validators)
     job_event(s, cyc, job)
-    result, files = run_job(job, progress=progress)
+    result, files = run_job(job, progress=progress, durable=False)  # made durable while the result is written
+    if progress is not None:
+        progress("write", 0, 0)  # the result written to the store (its own stage in benchmarks)
     return _write_result(store, s, cyc, prow, per, plan, result, files)
 
 
@@ -1148,15 +1548,24 @@ class _Folder:
     data: DataDir
 
 
-def run_job(job: CycleJob, *, progress: Progress | None = None) -> tuple[engine.CycleResult, dict[str, WrittenFile]]:
+def run_job(job: CycleJob, *, progress: Progress | None = None,
+            durable: bool = True) -> tuple[engine.CycleResult, CycleFiles]:
     """Step 2, without the database: the engine run on the job's inputs, its rated records,
     rejects and record charges written to content-addressed files of the cycle's folder (durable
-    before the result is returned). Returns the result and the files."""
+    before the result is returned; the wait for them after the engine's stages is reported as
+    stage ``files``). ``durable=False``: returned once named, still being made durable (the
+    caller calls ``files.durable()`` before it commits anything that refers to them). Returns
+    the result and the files."""
     sinks = _FileSinks(_Folder(DataDir(worker_root(job.root))), job.rel_dir, job.id_type, job.scale)  # type: ignore[arg-type]
     inputs = replace(job.inputs, sinks=sinks, progress=progress)
     try:
         with sinks:
             result = engine.run(inputs)
+            # the files were written and made durable on the sinks' thread while the engine went
+            # on: what is left to wait for is a stage of its own (benchmarks show it)
+            if progress is not None:
+                progress("files", 0, 0)
+            files = sinks.files if durable else sinks.named()
     except engine_errors.ReconciliationError as e:
         if isinstance(e, StoreError):
             raise
@@ -1165,45 +1574,17 @@ def run_job(job: CycleJob, *, progress: Progress | None = None) -> tuple[engine.
         if isinstance(e, StoreError):
             raise
         raise CycleError(str(e)) from None
-    return result, sinks.files
+    return result, files
 
 
-def _read_back(path: Any) -> tuple[dict[str, Decimal], set[int]]:
+def _read_back(path: Any) -> tuple[dict[str, Decimal], frozenset[int]]:
     """The amounts by currency and the line keys of a rated file, read a row group at a time
-    (a big partner's records are never all in memory); amounts summed as unscaled int64 by
-    currency code (exact; Arrow's decimal sums when they might not fit)."""
-    totals: dict[str, Decimal] = defaultdict(Decimal)
-    seen = np.zeros(0, bool)
-    others: set[int] = set()
+    (a big partner's records are never all in memory; :class:`_RatedCheck`)."""
+    check = _RatedCheck()
     pf = pq.ParquetFile(path, read_dictionary=["currency"])
     for rb in pf.iter_batches(columns=["amount", "currency", "line"], batch_size=READ_ROWS * 4, use_threads=False):
-        codes, currencies = grouping.codes(rb.column("currency"))
-        amount = rb.column("amount")
-        low = grouping.unscaled(amount)
-        if low is not None:
-            sums = np.zeros(len(currencies), np.int64)
-            np.add.at(sums, codes, low)
-            present = np.bincount(codes, minlength=len(currencies)) > 0
-            for cur, total, here in zip(currencies.to_pylist(), sums.tolist(), present.tolist(), strict=True):
-                if here:
-                    totals[cur] = EXACT.add(totals[cur], Decimal(total).scaleb(-amount.type.scale))
-        else:
-            t = pa.table({"currency": pc.cast(rb.column("currency"), pa.string()), "amount": amount})
-            g = t.group_by("currency", use_threads=False).aggregate([("amount", "sum")])
-            for cur, total in zip(g.column("currency").to_pylist(), g.column("amount_sum").to_pylist(), strict=True):
-                totals[cur] = EXACT.add(totals[cur], total)
-        line = rb.column("line")
-        if not len(line):
-            continue
-        if line.null_count or pc.min(line).as_py() < 0:
-            others.update(pc.unique(line).to_pylist())
-            continue
-        keys = line.to_numpy()
-        top = int(keys.max()) + 1
-        if top > len(seen):
-            seen = np.concatenate([seen, np.zeros(top - len(seen), bool)])
-        seen[keys] = True
-    return dict(totals), others | set(np.flatnonzero(seen).tolist())
+        check.add(rb)
+    return check.result()
 
 
 def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner, per: Period, plan: Plan,
@@ -1221,7 +1602,10 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
     problems = []
     if rated_f.rows != counts.rated or rejects_f.rows != counts.rejected:
         problems.append(f"files hold {rated_f.rows} rated and {rejects_f.rows} rejected records")
-    file_totals, file_lines = _read_back(store.data.abs(rated_f.path))
+    # the rated records' amounts and lines as they were written (the file is not read again),
+    # else (files made by an older version) read back from the file
+    file_totals, file_lines = (rated_f.check if rated_f.check is not None
+                               else _read_back(store.data.abs(rated_f.path)))
     if {k: money(v) for k, v in file_totals.items()} != result.totals:
         problems.append(f"amounts in {rated_f.path} {file_totals} differ from the lines' {result.totals}")
     if rated_f.rows and file_lines != {g.key for g in groups}:
@@ -1283,6 +1667,7 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
                   f"{prow.code} {per.label}: validation errors {', '.join(f.code for f in blocking)}")
         log.write(s)
         s.flush()
+        _durable(files)
         base.checkpoint("cycle:before_commit")
         report = _report_of(cyc, per, already=False, findings=findings, invoices=[], statement=None, shares=[],
                             charge_lines=0, **written)
@@ -1311,12 +1696,20 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
               f"{prow.code} {per.label}: {counts.rated} rated, totals {totals_json}")
     log.write(s)
     s.flush()
+    _durable(files)
     base.checkpoint("cycle:before_commit")
     report = _report_of(cyc, per, already=False, findings=findings, invoices=written_drafts.invoices,
                         statement=written_drafts.statement, shares=[_share_summary(r) for r in shares],
                         charge_lines=len(result.charge_lines), **written)
     report.timings = result.timings
     return report
+
+
+def _durable(files: dict[str, Any]) -> None:
+    """Wait until the cycle's files are durable (names included) before the transaction that
+    refers to them commits (they are made durable while it is written: :class:`CycleFiles`)."""
+    if isinstance(files, CycleFiles):
+        files.durable()
 
 
 def _jsonable(v: Any) -> Any:

@@ -10,6 +10,11 @@ folder fsync'ed. Only then does the database transaction that references it comm
 - a rerun writes the same bytes (Parquet output is deterministic for the same input), hence the
   same name: renaming over an orphan replaces it with identical content.
 
+A file of no rows (most cycles' rejects and record charges) has bytes known in advance, hence
+its name: it is written under that name directly (no temporary file, no rename) and fsync'ed
+with the others; a file of that name already there is kept if it holds those bytes, else
+replaced atomically (:meth:`AtomicParquet._write_empty`).
+
 Paths stored in the database are relative to the data folder, so the folder can move.
 """
 
@@ -23,6 +28,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -92,6 +98,8 @@ class WrittenFile:
     sha256: str
     rows: int
     bytes: int
+    #: rated records only: (amounts by currency, line numbers) added up as they were written
+    check: tuple[dict[str, Any], frozenset[int]] | None = None
 
 
 class DataDir:
@@ -173,6 +181,9 @@ class DataDir:
 
 STORE_ID_FILE = "STORE_ID"
 
+#: (schema, writer options) -> the bytes of a Parquet file of no rows
+_EMPTY: dict[tuple[pa.Schema, str], tuple[bytes, str]] = {}  # (bytes, sha256)
+
 
 def _native(t: pa.DataType) -> bool:
     """A type that a Parquet file without an Arrow schema reads back as it is."""
@@ -220,26 +231,59 @@ class AtomicParquet:
         self.dictionaries = dictionaries and all(_native(f.type) for f in schema)
         self.statistics: bool | list[str] = True if statistics is None else [c for c in statistics
                                                                             if c in schema.names]
-        self._writer: pq.ParquetWriter | None = None
+        self._writer: pq.ParquetWriter | None = None  # opened by the first write
         self._write_schema = schema
         self._closed = False
-        if not self.dictionaries:
-            self._open(schema)
+        self._synced = self.tmp  # the file close() made (the temporary one, or an empty file's own)
+        self._empty: WrittenFile | None = None
         self.rows = 0
         self.result: WrittenFile | None = None
 
+    def _options(self) -> dict[str, Any]:
+        return dict(compression=COMPRESSION, write_statistics=self.statistics, use_dictionary=self._repeating,
+                    column_encoding=self._delta or None, **({"store_schema": False} if self.dictionaries else {}))
+
     def _open(self, schema: pa.Schema) -> None:
         self._write_schema = schema
-        self._writer = pq.ParquetWriter(self.tmp, schema, compression=COMPRESSION, write_statistics=self.statistics,
-                                        use_dictionary=self._repeating, column_encoding=self._delta or None,
-                                        **({"store_schema": False} if self.dictionaries else {}))
+        self._writer = pq.ParquetWriter(self.tmp, schema, **self._options())
+
+    def _write_empty(self) -> Path:
+        """The file of no rows: the bytes the writer makes for it, made once per schema and
+        options (most cycles reject nothing and have no record charges: no writer to set up for
+        those). Its name is known before it is written, so it is written under that name (no
+        temporary file to rename) unless a file of that name is there already: one with those
+        very bytes is kept as it is, any other (a write cut short) is replaced atomically.
+        Returns the file to fsync."""
+        key = (self.schema, repr(sorted(self._options().items())))
+        got = _EMPTY.get(key)
+        if got is None:
+            buf = pa.BufferOutputStream()
+            pq.ParquetWriter(buf, self.schema, **self._options()).close()
+            data = buf.getvalue().to_pybytes()
+            got = _EMPTY[key] = (data, hashlib.sha256(data).hexdigest())
+        data, sha = got
+        final = self.dir / f"{self.stem}-{sha[:16]}.parquet"
+        self._empty = WrittenFile(final.relative_to(self.data.root).as_posix(), sha, 0, len(data))
+        try:
+            fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            if final.read_bytes() != data:  # a write cut short: replaced by durable bytes
+                self.tmp.write_bytes(data)
+                _fsync_file(self.tmp)
+                os.replace(self.tmp, final)
+            return final
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return final
 
     def write(self, table: pa.Table) -> None:
         if self._closed:
             raise RuntimeError("the file is closed")
         if table.num_rows:
             table = table.select(self.schema.names)
-            if self._writer is None:  # dictionaries: text columns as the first table has them
+            if self._writer is None and not self.dictionaries:
+                self._open(self.schema)
+            elif self._writer is None:  # dictionaries: text columns as the first table has them
                 self._open(pa.schema([
                     pa.field(f.name, t if pa.types.is_dictionary(t := table.schema.field(f.name).type)
                              and pa.types.is_string(t.value_type) and pa.types.is_string(f.type) else f.type)
@@ -252,15 +296,16 @@ class AtomicParquet:
         """Finish and fsync the temporary file (no rename yet); ``sync=False``: the caller
         fsyncs it (:func:`fsync_files`, several files at once) before :meth:`commit`."""
         if not self._closed:
-            if self._writer is None:
-                self._open(self.schema)
-            assert self._writer is not None
-            self._writer.close()
-            self._writer = None
             self._closed = True
+            if self._writer is None:
+                self._synced = self._write_empty()
+            else:
+                self._writer.close()
+                self._synced = self.tmp
+            self._writer = None
             if sync:
-                _fsync_file(self.tmp)
-        return self.tmp
+                _fsync_file(self._synced)
+        return self._synced
 
     def commit(self, *, sync_dir: bool = True) -> WrittenFile:
         """Give the file its content-addressed name; ``sync_dir=False``: the caller fsyncs the
@@ -268,6 +313,11 @@ class AtomicParquet:
         if self.result is not None:
             return self.result
         self.close()
+        if self._empty is not None:  # written under its name already
+            if sync_dir:
+                _fsync_dir(self.dir)
+            self.result = self._empty
+            return self.result
         sha = sha256_file(self.tmp)
         final = self.dir / f"{self.stem}-{sha[:16]}.parquet"
         size = self.tmp.stat().st_size
@@ -276,6 +326,33 @@ class AtomicParquet:
             _fsync_dir(self.dir)
         self.result = WrittenFile(final.relative_to(self.data.root).as_posix(), sha, self.rows, size)
         return self.result
+
+    def name(self) -> WrittenFile:
+        """Close the file and give it its content-addressed name before it is durable: the
+        caller fsyncs :attr:`synced` and the folder before anything refers to the name (an
+        unreferenced file lost in a crash is an orphan, as any other). A file of that name there
+        already (an orphan, or a committed file of the same content) is replaced only by bytes
+        made durable first."""
+        if self.result is not None:
+            return self.result
+        self.close(sync=False)
+        if self._empty is not None:  # written under its name already
+            self.result = self._empty
+            return self.result
+        sha = sha256_file(self.tmp)
+        final = self.dir / f"{self.stem}-{sha[:16]}.parquet"
+        size = self.tmp.stat().st_size
+        if final.exists():
+            _fsync_file(self.tmp)
+        os.replace(self.tmp, final)
+        self._synced = final
+        self.result = WrittenFile(final.relative_to(self.data.root).as_posix(), sha, self.rows, size)
+        return self.result
+
+    @property
+    def synced(self) -> Path:
+        """The file to fsync once closed (its temporary name, or its own once named)."""
+        return self._synced
 
     def abort(self) -> None:
         if self._writer is not None:

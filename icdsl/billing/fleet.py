@@ -43,8 +43,10 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from icdsl.billing.cycles import (
+    SPLIT_ROWS,
     CycleJob,
     CycleReport,
+    PieceJob,
     _lock_cycle,  # the cycle's lock and row, as run_locked takes them
     _log_failure,
     _open,
@@ -55,6 +57,8 @@ from icdsl.billing.cycles import (
     frequency_refusal,
     job_event,
     partner_inputs,
+    piece_jobs,
+    rate_piece,
     read_job,
     refuse_finalized,
     resolve_period,
@@ -62,9 +66,11 @@ from icdsl.billing.cycles import (
     run_job,
 )
 from icdsl.billing.errors import CycleError, CycleStateError, StoreError
+from icdsl.cycle.charges import needs_totals
 from icdsl.cycle.engine import CycleResult
 from icdsl.cycle.invoicing import check_dims
 from icdsl.cycle.periods import Period
+from icdsl.cycle.rater import RatedPiece
 from icdsl.plan.model import Plan
 from icdsl.rating.cluster import ClusterError, dask_client, shared  # noqa: F401 - (the fleet's client)
 
@@ -184,10 +190,12 @@ def _waves(cycles: Sequence[PlannedCycle]) -> list[list[PlannedCycle]]:
 
 def run_fleet(store: Store, plan: Plan, cycles: Sequence[PlannedCycle], *, client: Any = None,
               rerate: bool = False, dims: Sequence[str] | None = None, accept: Sequence[str] = (),
-              listener: Listener | None = None) -> list[Outcome]:
+              listener: Listener | None = None, split_rows: int | None = None) -> list[Outcome]:
     """Run the planned cycles: in this process (``client`` None: :func:`run_cycle` each, as
-    ``icdsl cycle run PARTNER PERIOD`` does) or as tasks of a Dask ``client``. A cycle that
-    fails is reported and the others go on. Outcomes in the order of ``cycles``."""
+    ``icdsl cycle run PARTNER PERIOD`` does) or as tasks of a Dask ``client``, a partner with
+    more than ``split_rows`` records (None: :data:`icdsl.billing.cycles.SPLIT_ROWS`) rated in
+    pieces on several workers (:func:`split`). A cycle that fails is reported and the others go
+    on. Outcomes in the order of ``cycles``."""
     listener = listener or Listener()
     dims_t = check_dims(dims)
     done: dict[int, Outcome] = {}
@@ -201,7 +209,7 @@ def run_fleet(store: Store, plan: Plan, cycles: Sequence[PlannedCycle], *, clien
             for c in wave:
                 done[index[id(c)]] = _run_here(store, plan, c, rerate, dims_t, tuple(accept), listener)
         else:
-            for c, out in _run_wave(store, plan, wave, client, rerate, dims_t, tuple(accept), listener):
+            for c, out in _run_wave(store, plan, wave, client, rerate, dims_t, tuple(accept), listener, split_rows):
                 done[index[id(c)]] = out
     return [done[i] for i in range(len(cycles))]
 
@@ -302,17 +310,33 @@ def write_job(store: Store, plan: Plan, prep: Prepared, result: CycleResult, fil
         return _write_result(store, s, cyc, prow, per, plan, result, files)
 
 
-def work(job: CycleJob, plan: Plan) -> tuple[CycleResult, dict[str, Any]]:
+def work(job: CycleJob, plan: Plan, *pieces: RatedPiece) -> tuple[CycleResult, dict[str, Any]]:
     """Step 2, the task a worker runs: the engine on the job (the plan is sent once to every
-    worker, not with each job). Returns plain data: the result without its sinks, the files."""
-    result, files = run_job(replace(job, inputs=replace(job.inputs, plan=plan)))
+    worker, not with each job); ``pieces``: the cycle's records rated already, piece by piece on
+    other tasks (:func:`icdsl.billing.cycles.rate_piece`), merged in the order given (which is
+    the order of the records, whatever order their tasks finished in). Returns plain data: the
+    result without its sinks, the files."""
+    inputs = replace(job.inputs, plan=plan, pieces=tuple(pieces)) if pieces else replace(job.inputs, plan=plan)
+    result, files = run_job(replace(job, inputs=inputs))
     result.sinks = None  # the files stay on disk; the coordinator reads them back by path
     return result, files
 
 
+def split(job: CycleJob, plan: Plan, rows: int | None) -> list[PieceJob]:
+    """The pieces a large partner's cycle is rated in on several workers: its intake row groups
+    in pieces of about ``rows`` records (:data:`icdsl.billing.cycles.SPLIT_ROWS`; None: that),
+    in order. None (one task for the whole cycle) for a partner with no more records than
+    that, or whose per-record charges read ``cycle.*`` (they need the cycle's totals first)."""
+    rows = SPLIT_ROWS if rows is None else rows
+    if job.inputs.expected <= rows or needs_totals(plan, job.partner):
+        return []
+    pieces = piece_jobs(job, rows)
+    return pieces if len(pieces) > 1 else []
+
+
 def _run_wave(store: Store, plan: Plan, wave: list[PlannedCycle], client: Any, rerate: bool,
-              dims: tuple[str, ...], accept: tuple[str, ...],
-              listener: Listener) -> Iterator[tuple[PlannedCycle, Outcome]]:
+              dims: tuple[str, ...], accept: tuple[str, ...], listener: Listener,
+              split_rows: int | None = None) -> Iterator[tuple[PlannedCycle, Outcome]]:
     plan_f = shared(client, plan, "plan")
     opened = open_cycles(store, plan, wave, rerate=rerate)
     submitted: deque[tuple[Prepared, Any]] = deque()
@@ -336,8 +360,13 @@ def _run_wave(store: Store, plan: Plan, wave: list[PlannedCycle], client: Any, r
             yield settled(c, outcome_of(c, prep))
             continue
         light = replace(prep.job, inputs=replace(prep.job.inputs, plan=None))  # the plan goes once per worker
-        fut = client.submit(work, light, plan_f, pure=False,
-                            key=f"icdsl-cycle-{c.partner}-{c.label}-{os.urandom(4).hex()}")
+        tag = f"{c.partner}-{c.label}-{os.urandom(4).hex()}"
+        # a large partner: its pieces rated at once on the workers, merged in order by the cycle's task
+        pieces = [client.submit(rate_piece, p, plan_f, pure=False, key=f"icdsl-piece-{tag}-{p.index}")
+                  for p in split(prep.job, plan, split_rows)]
+        fut = client.submit(work, light, plan_f, *pieces, pure=False, key=f"icdsl-cycle-{tag}")
+        for p in pieces:
+            p.release()  # held by the cycle's task from now on
         submitted.append((prep, fut))
         # results are written in the order submitted (rows get the ids of a run in this process);
         # those ready are written between two submissions, while the workers go on

@@ -13,8 +13,6 @@ a finding that is an error and not accepted blocks invoicing.
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,7 +38,7 @@ from icdsl.cycle.errors import CycleError, ReconciliationError
 from icdsl.cycle.fx import FxTable
 from icdsl.cycle.invoicing import DraftLine, Drafts, Group, check_dims, draft_documents
 from icdsl.cycle.periods import Period, parse_period
-from icdsl.cycle.rater import REJECTS_FILE_SCHEMA, Discard, Rater, plan_scale
+from icdsl.cycle.rater import REJECTS_FILE_SCHEMA, Discard, RatedPiece, Rater, plan_scale
 from icdsl.cycle.validation import (
     Finding,
     Policy,
@@ -94,7 +92,8 @@ class MemorySinks:
     """Where a cycle's rated records, rating rejects and per-record charges go, kept in memory.
 
     A sink set has ``rated``, ``rejects`` and ``record_charges`` (each with ``write(table)``),
-    ``finish()`` (called once everything is written; the store makes its files durable there)
+    ``finish()`` (called once everything is written; the store makes its files durable there,
+    on a thread of its own while the engine goes on: its sinks write behind the rating too)
     and ``read_rated(columns)``, ``read_rejects()`` and ``read_record_charges()`` (read after
     ``finish``: what validation and the charges need)."""
 
@@ -118,50 +117,6 @@ class MemorySinks:
 
     def read_record_charges(self) -> pa.Table | None:
         return self.record_charges.table()
-
-
-class WriteBehind:
-    """A sink written by a thread of its own while the next chunk is rated (Parquet encoding
-    releases the GIL); at most ``depth`` chunks wait, so memory stays bounded. :meth:`close`
-    waits for the writes and raises what a write raised. The thread starts with the first
-    table of at least ``behind_rows`` rows; smaller tables before it are written at once (a
-    small partner's month is one small chunk: a thread would only cost its start)."""
-
-    def __init__(self, sink: Any, depth: int = 2, behind_rows: int = 1 << 15):
-        self.sink = sink
-        self.behind_rows = behind_rows
-        self._q: queue.Queue[pa.Table | None] = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-
-    def _run(self) -> None:
-        while True:
-            table = self._q.get()
-            if table is None:
-                return
-            if self._error is None:
-                try:
-                    self.sink.write(table)
-                except BaseException as e:  # noqa: BLE001 - raised in the caller's thread by close()
-                    self._error = e
-
-    def write(self, table: pa.Table) -> None:
-        if self._error is not None:
-            self.close()
-        if self._thread is None:
-            if table.num_rows < self.behind_rows:
-                self.sink.write(table)
-                return
-            self._thread = threading.Thread(target=self._run, name="icdsl-cycle-writer", daemon=True)
-            self._thread.start()
-        self._q.put(table)
-
-    def close(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            self._q.put(None)
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
 
 
 # --------------------------------------------------------------------------- inputs
@@ -209,7 +164,11 @@ class CycleInputs:
     charges as billed (a correction of part of a finalized period re-rates the rest:
     :meth:`icdsl.cycle.rater.Rater.keep`; they are counted, written and summed with the
     records rated now);
-    ``on_chunk``: called after each chunk is rated; ``expected``: records to expect (progress)."""
+    ``on_chunk``: called after each chunk is rated; ``expected``: records to expect (progress);
+    ``pieces``: the period's records rated already, piece by piece on their own
+    (:class:`icdsl.cycle.rater.RatedPiece`, in the order of the records: workers rate a large
+    partner's pieces at once), merged in that order instead of rating ``records``; not with
+    per-record charges that read ``cycle.*`` (they need the cycle's totals first)."""
 
     plan: Plan
     partner: Partner
@@ -228,6 +187,7 @@ class CycleInputs:
     progress: Progress | None = None
     on_chunk: Callable[[], None] | None = None
     expected: int = 0
+    pieces: Sequence[RatedPiece] = ()
 
     @classmethod
     def of(cls, plan: Plan, partner: str, period: str | date | Period, records: pa.Table | Sequence[Chunk] = (),
@@ -356,18 +316,22 @@ def run(inputs: CycleInputs) -> CycleResult:
     chosen = list(inputs.validators) if inputs.validators is not None else None
     # the checks of the rated values are made on the chunks as they are written (no second read)
     scan = RatedValuesScan((inputs.policy or Policy()).samples) if scans_rated(chosen) else None
-    rated_w = WriteBehind(sinks.rated)
-    try:
-        rater = Rater(plan, rated_w, sinks.rejects, scale, dims, per, charges=True,
-                      charges_w=None if two_pass else sinks.record_charges, events=events, partner=code,
-                      timezone=per.timezone, on_chunk=inputs.on_chunk, scan=scan)
+    rater = Rater(plan, sinks.rated, sinks.rejects, scale, dims, per, charges=True,
+                  charges_w=None if two_pass else sinks.record_charges, events=events, partner=code,
+                  timezone=per.timezone, on_chunk=inputs.on_chunk, scan=scan)
+    if inputs.pieces:
+        if two_pass:
+            raise CycleError(f"the cycle {code} {per.label} has per-record charges that read cycle.*: its records "
+                             "cannot be rated in pieces on their own (they need the cycle's totals first)")
+        for piece in inputs.pieces:
+            rater.absorb(piece)
+            clock.tick(rater.records_in, max(inputs.expected, rater.records_in))
+    else:
         for batch_id, chunk in inputs.chunks():
             rater.feed(chunk, batch_id)
             clock.tick(rater.records_in, max(inputs.expected, rater.records_in))
-        rater.flush()
-        rater.keep(inputs.kept, inputs.kept_charges)
-    finally:
-        rated_w.close()
+    rater.flush()
+    rater.keep(inputs.kept, inputs.kept_charges)
     if two_pass:  # `cycle.*` conditions: evaluate the record charges again with the cycle's totals
         totals = CycleTotals.from_usage(rater.usage, {code: sum(e.units for e in rater.events)},
                                         {code: [a.name for a in plan.agreements_for(code)]})

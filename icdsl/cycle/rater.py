@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -158,6 +159,35 @@ def _codes(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
 
 
 _PIECE = "__icdsl_piece__"  # the chunk of each record of chunks rated together (no record field is named so)
+
+
+@dataclass
+class RatedPiece:
+    """A piece of a cycle's records rated on its own (by :meth:`Rater.piece`: a worker's task,
+    see :mod:`icdsl.billing.fleet`), to be merged into the cycle in order by :meth:`Rater.absorb`.
+
+    Its lines are numbered in the piece (``line_keys``: the key text of each, in the order of
+    their first record) and its partial sums (``partials``) and rated records (``parts``) carry
+    those numbers; the merge numbers them again in the cycle. ``parts``: an object with
+    ``rated()``, ``rejects()`` and ``record_charges()``, each giving the piece's tables (the rated
+    records with ``batch_id`` and ``line``) in the order written; ``rated``, ``rejected``,
+    ``record_charges``: how many rows each holds (the merge checks them)."""
+
+    read: int
+    records_in: int
+    rated: int
+    rejected: int
+    record_charges: int
+    by_reason: dict[str, int]
+    by_batch: dict[int, int]
+    daily: np.ndarray
+    usage: list[Any]
+    events: list[Any]
+    refunds: list[Any]
+    refund_problems: list[tuple[str, str]]
+    line_keys: pa.Array
+    partials: list[pa.Table]
+    parts: Any
 
 
 class Rater:
@@ -428,6 +458,79 @@ class Rater:
         where = np.empty(grouped.n, np.int64)
         where[g.column("g").to_numpy()] = np.arange(g.num_rows)
         return pc.fill_null(g.column("v_sum").combine_chunks().take(pa.array(where)), pa.scalar(0, pa.decimal128(38, scale)))
+
+    # ------------------------------------------------------------------ pieces
+    def piece(self, parts: Any) -> RatedPiece:
+        """What this rater rated (every chunk flushed), as a piece of a larger cycle whose
+        records ``parts`` holds (:class:`RatedPiece`)."""
+        self.flush()
+        return RatedPiece(read=self.read, records_in=self.records_in, rated=self.rated, rejected=self.rejected,
+                          record_charges=self.record_charges, by_reason=dict(self.by_reason),
+                          by_batch=dict(self.by_batch), daily=self.daily.copy(), usage=list(self.usage),
+                          events=list(self.events), refunds=list(self.refunds),
+                          refund_problems=list(self.refund_problems), line_keys=self.line_keys,
+                          partials=list(self._partials), parts=parts)
+
+    def absorb(self, piece: RatedPiece) -> None:
+        """Merge a piece rated on its own, as if its records had been rated here now: its lines
+        numbered in this cycle (a line first seen in the piece gets the next number, in the order
+        of the piece's numbering, which is the order of their first record), its rated records
+        written with those numbers (and shown to the scan), its rejects and record charges
+        written, its counts, usage, events and refunds added. Pieces absorbed in the order of
+        their records give what rating those records here gives, whatever order they were
+        rated in."""
+        self.flush()
+        keys = piece.line_keys
+        mapping = np.zeros(0, np.int64)
+        if len(keys):
+            known = pc.index_in(keys, value_set=self.line_keys).to_numpy(zero_copy_only=False)
+            if known.dtype.kind == "f":  # some keys are new here: numbered in the piece's order
+                self.line_keys = pa.concat_arrays([self.line_keys, keys.filter(pa.array(np.isnan(known)))])
+                known = pc.index_in(keys, value_set=self.line_keys).to_numpy(zero_copy_only=False)
+            mapping = known.astype(np.int64)
+        if len(self.line_keys) >= 2**31:  # pragma: no cover - the line column is int32
+            raise ReconciliationError("more than 2^31 invoice lines in one cycle")
+
+        def renumbered(t: pa.Table) -> pa.Table:
+            i = t.schema.get_field_index("line")
+            return t.set_column(i, "line", pa.array(mapping[t.column(i).to_numpy()], pa.int32()))
+
+        self._partials += [renumbered(t) for t in piece.partials]
+        rated = rejected = charges = 0
+        for t in piece.parts.rated():
+            t = renumbered(t)
+            if self.scan is not None:
+                self.scan.add(t)
+            self.rated_w.write(t)
+            rated += t.num_rows
+        for t in piece.parts.rejects():
+            self.rejects_w.write(t)
+            rejected += t.num_rows
+        for t in piece.parts.record_charges():
+            if self.charges_w is not None:
+                self.charges_w.write(t)
+            charges += t.num_rows
+        if (rated, rejected, charges) != (piece.rated, piece.rejected, piece.record_charges):
+            raise ReconciliationError(f"a piece rated on its own holds {rated} rated, {rejected} rejected records and "
+                                      f"{charges} record charges, but counted {piece.rated}, {piece.rejected} and "
+                                      f"{piece.record_charges}")
+        self.read += piece.read
+        self.records_in += piece.records_in
+        self.rated += rated
+        self.rejected += rejected
+        self.record_charges += charges
+        for reason, n in piece.by_reason.items():
+            self.by_reason[reason] += n
+        for b, n in piece.by_batch.items():
+            self.by_batch[b] += n
+        if len(self.daily):
+            if len(piece.daily) != len(self.daily):
+                raise ReconciliationError("a piece rated on its own counted records over another period")
+            self.daily += piece.daily
+        self.usage = merge_usage(self.usage, piece.usage)
+        self.events += piece.events
+        self.refunds += piece.refunds
+        self.refund_problems += piece.refund_problems
 
     # ------------------------------------------------------------------ results
     def merged(self) -> pa.Table:

@@ -60,9 +60,10 @@ def _rss_peak(dask_worker) -> int:
     return dask_worker._icdsl_rss_peak[0]
 
 
-def run_setting(url: str, work: Path, traffic: list[Path], workers: int) -> dict:
+def run_setting(url: str, work: Path, traffic: list[Path], workers: int, split_rows: int | None = None) -> dict:
     """A fresh store: ingest, every cycle (in this process when ``workers`` is 0, else as tasks
-    of a local cluster of ``workers`` processes), finalize. Figures and invoice totals."""
+    of a local cluster of ``workers`` processes; a partner with more than ``split_rows`` records,
+    None: ``SPLIT_ROWS``, rated in pieces on the workers), finalize. Figures and invoice totals."""
     import cloudpickle
 
     from icdsl.billing import fleet
@@ -103,7 +104,7 @@ def run_setting(url: str, work: Path, traffic: list[Path], workers: int) -> dict
                 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this file
                 client.run(_sample_rss)
                 t1 = time.perf_counter()
-                outcomes = run_fleet(store, plan, cycles, client=client)
+                outcomes = run_fleet(store, plan, cycles, client=client, split_rows=split_rows)
                 cycles_s = time.perf_counter() - t1
                 workers_rss = {addr: round(peak / 2**20) for addr, peak in client.run(_rss_peak).items()}
         else:
@@ -125,6 +126,7 @@ def run_setting(url: str, work: Path, traffic: list[Path], workers: int) -> dict
     stages = meter.close()
     return {
         "setting": f"--workers {workers}" if workers else "in process",
+        "split_rows": split_rows,
         "backend": url.split(":")[0], "records": ingested, "rated": rated, "partners": len(cycles),
         "files": len(traffic), "total_seconds": round(total_s, 1),
         "records_per_s": round(ingested / total_s),
@@ -143,13 +145,13 @@ def _digest(totals: dict[str, Decimal]) -> str:
     return hashlib.sha256(json.dumps({k: str(v) for k, v in sorted(totals.items())}).encode()).hexdigest()[:16]
 
 
-def run_all(work: Path, n: int, files: int, settings: list[int], db: str) -> list[dict]:
+def run_all(work: Path, n: int, files: int, settings: list[int], db: str, split_rows: int | None = None) -> list[dict]:
     _project, prefixes = bench_cycle.make_project(work / "project")
     traffic = bench_cycle.make_traffic(work / "traffic", prefixes, n, files)
     out = []
     for w in settings:
         with bench_cycle.database(db, work / f"db-{w}" if db == "sqlite" else work) as url:
-            out.append(run_setting(url, work, traffic, w))
+            out.append(run_setting(url, work, traffic, w, split_rows))
             print(json.dumps(out[-1]), flush=True)
     digests = {r["invoice_totals_sha"] for r in out}
     assert len(digests) == 1, f"the settings billed different invoices: {[r['invoice_totals_sha'] for r in out]}"
@@ -182,10 +184,12 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=0, help="Parquet files of traffic (default: one per million).")
     ap.add_argument("--workers", default="1,2", help="Settings, comma-separated (0: in this process, no Dask).")
     ap.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    ap.add_argument("--split-rows", type=int, default=None,
+                    help="Rate a partner with more records than this in pieces on the workers (default: SPLIT_ROWS).")
     args = ap.parse_args()
     settings = [int(x) for x in args.workers.split(",")]
     with tempfile.TemporaryDirectory() as d:
-        run_all(Path(d), args.n, args.files or max(1, args.n // 1_000_000), settings, args.db)
+        run_all(Path(d), args.n, args.files or max(1, args.n // 1_000_000), settings, args.db, args.split_rows)
 
 
 if __name__ == "__main__":
