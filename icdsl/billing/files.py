@@ -111,9 +111,9 @@ class DataDir:
 
     def writer(self, rel_dir: str, stem: str, schema: pa.Schema, *, row_group_size: int | None = None,
                unique: tuple[str, ...] = (), dictionaries: bool = False,
-               statistics: tuple[str, ...] | None = None) -> AtomicParquet:
+               statistics: tuple[str, ...] | None = None, compression: str = COMPRESSION) -> AtomicParquet:
         return AtomicParquet(self, rel_dir, stem, schema, row_group_size=row_group_size, unique=unique,
-                             dictionaries=dictionaries, statistics=statistics)
+                             dictionaries=dictionaries, statistics=statistics, compression=compression)
 
     def verify(self, rel: str, sha256: str) -> None:
         """Raise if the file is missing or its content is not the recorded one. A file is hashed
@@ -193,12 +193,16 @@ class AtomicParquet:
     ``statistics``: the columns whose row groups get min/max statistics (None: every column).
     Readers use them only to skip row groups (``filters=``), so a file read by a few keys
     needs them for those only; computing them for every column (texts, decimals) costs as much
-    as encoding the file."""
+    as encoding the file.
+
+    ``compression``: the codec (zstd by default; ``lz4`` where writing speed matters more than
+    size, e.g. intake records: half the encoding time, files about 45% larger)."""
 
     def __init__(self, data: DataDir, rel_dir: str, stem: str, schema: pa.Schema, *,
                  row_group_size: int | None = None, unique: tuple[str, ...] = (), dictionaries: bool = False,
-                 statistics: tuple[str, ...] | None = None):
+                 statistics: tuple[str, ...] | None = None, compression: str = COMPRESSION):
         self.data = data
+        self.compression = compression
         self.row_group_size = row_group_size
         self.rel_dir = rel_dir.strip("/")
         self.stem = stem
@@ -230,7 +234,7 @@ class AtomicParquet:
 
     def _open(self, schema: pa.Schema) -> None:
         self._write_schema = schema
-        self._writer = pq.ParquetWriter(self.tmp, schema, compression=COMPRESSION, write_statistics=self.statistics,
+        self._writer = pq.ParquetWriter(self.tmp, schema, compression=self.compression, write_statistics=self.statistics,
                                         use_dictionary=self._repeating, column_encoding=self._delta or None,
                                         **({"store_schema": False} if self.dictionaries else {}))
 
