@@ -40,6 +40,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, timedelta
 from functools import lru_cache
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +54,7 @@ from sqlalchemy.orm import Session
 from icdsl.billing import base, conflicts, fingerprints
 from icdsl.billing import models as M
 from icdsl.billing.errors import IngestError, ReconciliationError
-from icdsl.billing.files import sha256_file
+from icdsl.billing.files import DataDir, WrittenFile, sha256_file
 from icdsl.billing.late import record_late
 from icdsl.billing.periods import PeriodError, local_midnight
 from icdsl.billing.sources import Source
@@ -63,6 +64,37 @@ from icdsl.rating.rejects import REJECTS_SCHEMA
 
 if TYPE_CHECKING:
     from icdsl.billing.store import IngestReport, Store
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """The intake batches ingested before a file, as its duplicate checks see them: each one's
+    records file (relative to the data folder) and file name, in batch order. Plain data, so
+    that a worker of a cluster can check a file against them without the database."""
+
+    files: tuple[tuple[str, int], ...] = ()  # (records file, batch id)
+    names: tuple[tuple[int, str], ...] = ()  # (batch id, file name)
+    shas: frozenset[str] = frozenset()  # the files ingested (sha256): a worker skips them
+
+    @property
+    def last(self) -> int:
+        """The last batch seen (0: none)."""
+        return max((b for _, b in self.files), default=0)
+
+    @classmethod
+    def of(cls, s: Session, *, shas: bool = False) -> Earlier:
+        rows = s.execute(
+            select(M.DataFile.path, M.DataFile.batch_id, M.IntakeBatch.file_name)
+            .join(M.IntakeBatch, M.IntakeBatch.id == M.DataFile.batch_id)
+            .where(M.DataFile.kind == "intake_records")
+            .order_by(M.DataFile.batch_id)
+        ).all()
+        known = frozenset(s.scalars(select(M.IntakeBatch.sha256))) if shas else frozenset()
+        return cls(tuple((path, b) for path, b, _ in rows), tuple((b, name) for _, b, name in rows), known)
+
+    def paths(self, data: DataDir) -> dict[int, Path]:
+        """Each batch's records file, absolute."""
+        return {b: data.abs(path) for path, b in self.files}
 
 
 class PreviousIds:
@@ -75,16 +107,10 @@ class PreviousIds:
     are compared in the ids' own type (numbers as numbers, texts as texts); files whose type
     differs from the batch's are always read. Matching itself is on the ids as text."""
 
-    def __init__(self, store: Store, s: Session):
-        rows = s.execute(
-            select(M.DataFile.path, M.DataFile.batch_id, M.IntakeBatch.file_name)
-            .join(M.IntakeBatch, M.IntakeBatch.id == M.DataFile.batch_id)
-            .where(M.DataFile.kind == "intake_records")
-            .order_by(M.DataFile.batch_id)
-        ).all()
-        self.store = store
-        self.names: dict[int, str] = {batch_id: name for _, batch_id, name in rows}
-        self.files = [(path, batch_id) for path, batch_id, _ in rows]
+    def __init__(self, data: DataDir, earlier: Earlier):
+        self.data = data
+        self.names: dict[int, str] = dict(earlier.names)
+        self.files = list(earlier.files)
         self._ranges: dict[str, tuple[pa.DataType, Any, Any] | None] = {}
         self._ids: dict[str, pa.Array] = {}
 
@@ -93,13 +119,13 @@ class PreviousIds:
 
     def _range(self, path: str) -> tuple[pa.DataType, Any, Any] | None:
         if path not in self._ranges:
-            self._ranges[path] = _id_range(str(self.store.data.abs(path)))
+            self._ranges[path] = _id_range(str(self.data.abs(path)))
         return self._ranges[path]
 
     def _ids_of(self, path: str) -> pa.Array:
         got = self._ids.get(path)
         if got is None:
-            ids = pq.read_table(self.store.data.abs(path), columns=["id"]).column("id")
+            ids = pq.read_table(self.data.abs(path), columns=["id"]).column("id")
             got = pc.cast(ids, pa.string()).combine_chunks() if ids.num_chunks else pa.array([], pa.string())
             self._ids[path] = got
         return got
@@ -520,6 +546,120 @@ def _partner_stats(batch: ByPartner, acc: dict[str, list[Any]]) -> None:
         got[1], got[2] = min(got[1], first), max(got[2], last)
 
 
+@dataclass
+class Split:
+    """A traffic file read, checked and split by partner into its batch's files (on a worker of
+    a cluster, or here): the files written (durable, named by their content) and everything
+    the database part needs. ``skipped``: the file was ingested before (nothing was read)."""
+
+    sha: str
+    size: int
+    format: str = ""
+    reader: str = ""
+    skipped: bool = False
+    records: WrittenFile | None = None
+    rejects: WrittenFile | None = None
+    read: int = 0
+    passed: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+    found: conflicts.Found = field(default_factory=conflicts.Found)
+    partner_stats: dict[str, list[Any]] = field(default_factory=dict)  # code -> [records, first, last start (us)]
+    daily: dict[tuple[str, date], int] = field(default_factory=dict)
+    earlier_last: int = 0  # the last batch the duplicate checks saw
+
+
+def split_file(data: DataDir, path: str | os.PathLike[str], layout: RecordLayout | None, *, sha: str, size: int,
+               zones: dict[str, str], earlier: Earlier, batch_rows: int = 1_000_000, reader: str | None = None,
+               reader_options: dict[str, str] | None = None) -> Split:
+    """Read, check and split one traffic file into its batch's records and rejects files under
+    ``intake/<sha256>/`` of the data folder: field rules, duplicates within the file and against
+    the ``earlier`` batches (conflicts compared), records in partner order, counts reconciled.
+    Needs no database: the intake calls it under its lock, a cluster's worker for
+    :func:`ingest_files`. Raises :class:`IngestError` for a file that cannot be ingested."""
+    p = Path(path)
+    rel_dir = f"intake/{sha[:2]}/{sha}"
+    prev = PreviousIds(data, earlier)
+    daily: dict[tuple[str, date], int] = defaultdict(int)
+    source = Source(p, layout, reader=reader, options=reader_options, batch_rows=batch_rows)
+    # small row groups: records are sorted by partner, so a cycle reads only its partner's
+    rec_w = data.writer(rel_dir, "records", source.schema, row_group_size=RECORDS_ROW_GROUP,
+                        unique=RECORDS_UNIQUE, dictionaries=True, statistics=RECORDS_STATISTICS,
+                        compression=RECORDS_COMPRESSION)
+    # the texts the writer dictionary-encodes come to it encoded where they are already
+    coded = frozenset(f.name for f in source.schema if pa.types.is_string(f.type)
+                      and f.name not in RECORDS_UNIQUE) if rec_w.dictionaries else frozenset()
+    rej_w = data.writer(rel_dir, "rejects", REJECTS_SCHEMA)
+    # conflicts hook: duplicates set aside while the file is read, compared once it is written
+    earlier_files, earlier_names = earlier.paths(data), dict(earlier.names)
+    dupes = conflicts.Duplicates(lambda stem, schema: data.writer(rel_dir, stem, schema), source.schema,
+                                 lookup=prev.lookup, files=earlier_files, names=earlier_names, raw_json=_raw_json)
+    behind = _Behind()
+    with rec_w, rej_w:
+        cross = 0
+        partner_stats: dict[str, list[Any]] = {}
+        try:
+            for batch in source.batches():
+                records = batch.records
+                rejects = dupes.repeats(batch, batch.rejects)  # conflicts hook
+                if len(prev) and records.num_rows:
+                    seen, owner = prev.lookup(records.column("id"))
+                    if seen.any():
+                        dupes.again(records.filter(pa.array(seen)), owner[seen])  # conflicts hook
+                        records = records.filter(pa.array(~seen))
+                        cross += int(seen.sum())
+                by_partner = ByPartner(records)
+                grouped = _partner_row_groups(by_partner)
+                # each piece is gathered here while the previous one is written
+                for piece, bounds in by_partner.pieces(coded=coded):
+                    behind.submit(_write_piece, rec_w, piece, bounds, grouped)
+                behind.submit(rej_w.write, rejects)
+                _partner_stats(by_partner, partner_stats)
+                count_days(by_partner, zones, daily)
+            behind.wait()
+        finally:
+            behind.close()
+        # conflicts hook: each duplicate against its first version; their rejects written now
+        found = dupes.resolve(rec_w.close(), rej_w.write)
+        counts = source.counts
+        passed = counts.passed - cross
+        # a conflict is a reject (someone must look at it), a repeat a duplicate
+        rejected = counts.rejected + found.conflicts
+        duplicates = counts.duplicates + cross - found.conflicts
+        by_reason = dict(counts.by_reason)
+        if cross:
+            by_reason["duplicate_id"] = by_reason.get("duplicate_id", 0) + cross
+        if found.conflicts:
+            by_reason["duplicate_id"] -= found.conflicts
+            by_reason[conflicts.CONFLICT] = found.conflicts
+            if not by_reason["duplicate_id"]:
+                del by_reason["duplicate_id"]
+        problems = []
+        if counts.read != passed + rejected + duplicates:
+            problems.append(f"read {counts.read} != passed {passed} + rejected {rejected} "
+                            f"+ duplicates {duplicates}")
+        if sum(by_reason.values()) != rejected + duplicates:
+            problems.append(f"rejects by reason add up to {sum(by_reason.values())}, "
+                            f"not {rejected + duplicates}")
+        if found.repeats + found.conflicts != dupes.pending:
+            problems.append(f"{dupes.pending} duplicates set aside, {found.repeats + found.conflicts} compared")
+        if rec_w.rows != passed:
+            problems.append(f"{rec_w.rows} records written, {passed} passed")
+        if rej_w.rows != rejected + duplicates:
+            problems.append(f"{rej_w.rows} rejects written, {rejected + duplicates} counted")
+        if problems:
+            raise ReconciliationError(f"{p.name}: the counts do not reconcile: {'; '.join(problems)}")
+        rec_w.close()
+        rej_w.close()
+        base.checkpoint("ingest:files_written")
+        rec_f = rec_w.commit(sync_dir=False)
+        rej_f = rej_w.commit()  # the same folder: one fsync of it for both names
+    return Split(sha=sha, size=size, format=source.format, reader=source.name, records=rec_f, rejects=rej_f,
+                 read=counts.read, passed=passed, rejected=rejected, duplicates=duplicates, by_reason=by_reason,
+                 found=found, partner_stats=partner_stats, daily=dict(daily), earlier_last=earlier.last)
+
+
 def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | str | None, plan: Plan | None,
            *, batch_rows: int = 1_000_000, reader: str | None = None, reader_options: dict[str, str] | None = None,
            fingerprint: bool = False) -> IngestReport:
@@ -533,138 +673,81 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
     sha = sha256_file(p)
     size = p.stat().st_size
     started = base.now()
-    rel_dir = f"intake/{sha[:2]}/{sha}"
     try:
         with store.session() as s:
             store.lock(s, "intake", wait=True)
             existing = s.scalars(select(M.IntakeBatch).where(M.IntakeBatch.sha256 == sha)).first()
             if existing is not None:
                 return store._report_of(s, existing, already=True)
-            # Only this session writes under rel_dir now: anything there is left over.
-            store.data.clean(rel_dir, set())
-            prev = PreviousIds(store, s)
-            zones = partner_zones(s, plan)
-            daily: dict[tuple[str, date], int] = defaultdict(int)
-            source = Source(p, lay, reader=reader, options=reader_options, batch_rows=batch_rows)
-            # small row groups: records are sorted by partner, so a cycle reads only its partner's
-            rec_w = store.data.writer(rel_dir, "records", source.schema, row_group_size=RECORDS_ROW_GROUP,
-                                      unique=RECORDS_UNIQUE, dictionaries=True, statistics=RECORDS_STATISTICS,
-                                      compression=RECORDS_COMPRESSION)
-            # the texts the writer dictionary-encodes come to it encoded where they are already
-            coded = frozenset(f.name for f in source.schema if pa.types.is_string(f.type)
-                              and f.name not in RECORDS_UNIQUE) if rec_w.dictionaries else frozenset()
-            rej_w = store.data.writer(rel_dir, "rejects", REJECTS_SCHEMA)
-            # conflicts hook: duplicates set aside while the file is read, compared once it is written
-            earlier_files, earlier_names = conflicts.earlier_batches(s, store.data.abs)
-            dupes = conflicts.Duplicates(lambda stem, schema: store.data.writer(rel_dir, stem, schema), source.schema,
-                                         lookup=prev.lookup, files=earlier_files, names=earlier_names,
-                                         raw_json=_raw_json)
-            behind = _Behind()
-            with rec_w, rej_w:
-                cross = 0
-                partner_stats: dict[str, list[Any]] = {}
-                try:
-                    for batch in source.batches():
-                        records = batch.records
-                        rejects = dupes.repeats(batch, batch.rejects)  # conflicts hook
-                        if len(prev) and records.num_rows:
-                            seen, owner = prev.lookup(records.column("id"))
-                            if seen.any():
-                                dupes.again(records.filter(pa.array(seen)), owner[seen])  # conflicts hook
-                                records = records.filter(pa.array(~seen))
-                                cross += int(seen.sum())
-                        by_partner = ByPartner(records)
-                        grouped = _partner_row_groups(by_partner)
-                        # each piece is gathered here while the previous one is written
-                        for piece, bounds in by_partner.pieces(coded=coded):
-                            behind.submit(_write_piece, rec_w, piece, bounds, grouped)
-                        behind.submit(rej_w.write, rejects)
-                        _partner_stats(by_partner, partner_stats)
-                        count_days(by_partner, zones, daily)
-                    behind.wait()
-                finally:
-                    behind.close()
-                # conflicts hook: each duplicate against its first version; their rejects written now
-                found = dupes.resolve(rec_w.close(), rej_w.write)
-                # fingerprints hook: the same call under a new id (reported, billed)
-                suspects = fingerprints.find(s, rec_w.close(), earlier_files, _raw_json) if fingerprint else None
-                min_start = min((v[1] for v in partner_stats.values()), default=None)
-                max_start = max((v[2] for v in partner_stats.values()), default=None)
-                min_start, max_start = (None if v is None else to_datetime(v) for v in (min_start, max_start))
-                counts = source.counts
-                passed = counts.passed - cross
-                # a conflict is a reject (someone must look at it), a repeat a duplicate
-                rejected = counts.rejected + found.conflicts
-                duplicates = counts.duplicates + cross - found.conflicts
-                by_reason = dict(counts.by_reason)
-                if cross:
-                    by_reason["duplicate_id"] = by_reason.get("duplicate_id", 0) + cross
-                if found.conflicts:
-                    by_reason["duplicate_id"] -= found.conflicts
-                    by_reason[conflicts.CONFLICT] = found.conflicts
-                    if not by_reason["duplicate_id"]:
-                        del by_reason["duplicate_id"]
-                problems = []
-                if counts.read != passed + rejected + duplicates:
-                    problems.append(f"read {counts.read} != passed {passed} + rejected {rejected} "
-                                    f"+ duplicates {duplicates}")
-                if sum(by_reason.values()) != rejected + duplicates:
-                    problems.append(f"rejects by reason add up to {sum(by_reason.values())}, "
-                                    f"not {rejected + duplicates}")
-                if found.repeats + found.conflicts != dupes.pending:
-                    problems.append(f"{dupes.pending} duplicates set aside, {found.repeats + found.conflicts} compared")
-                if rec_w.rows != passed:
-                    problems.append(f"{rec_w.rows} records written, {passed} passed")
-                if rej_w.rows != rejected + duplicates:
-                    problems.append(f"{rej_w.rows} rejects written, {rejected + duplicates} counted")
-                if problems:
-                    raise ReconciliationError(f"{p.name}: the counts do not reconcile: {'; '.join(problems)}")
-                rec_w.close()
-                rej_w.close()
-                base.checkpoint("ingest:files_written")
-                rec_f = rec_w.commit(sync_dir=False)
-                rej_f = rej_w.commit()  # the same folder: one fsync of it for both names
-            batch_row = M.IntakeBatch(
-                file_name=p.name, file_path=str(p.resolve()), sha256=sha, size_bytes=size, format=source.format,
-                layout=lay.name if lay else None, status="complete", read_count=counts.read,
-                passed_count=passed, rejected_count=rejected, duplicate_count=duplicates,
-                min_start=min_start, max_start=max_start, started_at=started, finished_at=base.now(),
-            )
-            s.add(batch_row)
-            s.flush()
-            # many rows (partners x days): one bulk insert each, not an ORM object per row
-            if by_reason:
-                s.connection().execute(insert(M.IntakeRejectCount.__table__), [
-                    {"batch_id": batch_row.id, "reason": reason, "count": n} for reason, n in sorted(by_reason.items())])
-            if partner_stats:
-                s.connection().execute(insert(M.IntakePartnerStat.__table__), [
-                    {"batch_id": batch_row.id, "partner": code, "records": n, "min_start": to_datetime(lo),
-                     "max_start": to_datetime(hi)} for code, (n, lo, hi) in sorted(partner_stats.items())])
-            if daily:
-                s.connection().execute(insert(M.IntakeDailyCount.__table__), [
-                    {"batch_id": batch_row.id, "partner": code, "day": day, "records": n}
-                    for (code, day), n in sorted(daily.items())])
-            t = base.now()
-            for kind, f in (("intake_records", rec_f), ("intake_rejects", rej_f)):
-                s.add(M.DataFile(kind=kind, path=f.path, sha256=f.sha256, rows=f.rows, bytes=f.bytes,
-                                 amount_totals=None, batch_id=batch_row.id, cycle_id=None, partner=None, created_at=t))
-            late = record_late(s, batch_row, str(store.data.abs(rec_f.path)),
-                               {c: [n, to_datetime(lo), to_datetime(hi)] for c, (n, lo, hi) in partner_stats.items()}, t)
-            # conflicts and suspects: both versions kept for review (icdsl conflicts)
-            conflicts.store_rows(s, batch_row.id, found.rows + (suspects or []), t)
-            unknown = sorted(c for c in partner_stats if plan is not None and plan.partner(c) is None)
-            store.audit(s, "ingested", "intake_batch", batch_row.id,
-                        f"{p.name}: read {counts.read}, passed {passed}, rejected {rejected}, "
-                        f"duplicates {duplicates}", {"sha256": sha, "by_reason": by_reason, "reader": source.name,
-                                                     "reader_options": dict(reader_options or {}),
-                                                     "fingerprint": fingerprint})
-            base.checkpoint("ingest:before_commit")
-            s.flush()
-            report = store._report_of(s, batch_row, already=False)
-            report.unknown_partners = unknown
-            report.fingerprinted = fingerprint
-            report.late = {f"{c} {k}": n for c, ks in late.items() for k, n in ks.items()}
-        return report
+            # Only this session writes under the batch's folder now: anything there is left over.
+            store.data.clean(_batch_dir(sha), set())
+            split = split_file(store.data, p, lay, sha=sha, size=size, zones=partner_zones(s, plan),
+                               earlier=Earlier.of(s), batch_rows=batch_rows, reader=reader,
+                               reader_options=reader_options)
+            return _record(store, s, p, lay, plan, split, started, fingerprint=fingerprint,
+                           reader_options=reader_options)
     except (IngestError, ReconciliationError) as e:
         store._audit_apart("ingest_failed", "intake_batch", str(e), {"file": str(p), "sha256": sha})
         raise
+
+
+def _batch_dir(sha: str) -> str:
+    return f"intake/{sha[:2]}/{sha}"
+
+
+def _record(store: Store, s: Session, p: Path, lay: RecordLayout | None, plan: Plan | None, split: Split,
+            started: Any, *, fingerprint: bool, reader_options: dict[str, str] | None) -> IngestReport:
+    """The database part of an ingest, in the intake lock's transaction: the batch row, its counts
+    by reason, partner and day, its files, late records, conflicts (and suspects)."""
+    rec_f, rej_f = split.records, split.rejects
+    assert rec_f is not None and rej_f is not None
+    rec_path = store.data.abs(rec_f.path)
+    # fingerprints hook: the same call under a new id (reported, billed)
+    suspects = fingerprints.find(s, rec_path, conflicts.earlier_batches(s, store.data.abs)[0], _raw_json) \
+        if fingerprint else None
+    stats = split.partner_stats
+    min_start = min((v[1] for v in stats.values()), default=None)
+    max_start = max((v[2] for v in stats.values()), default=None)
+    min_start, max_start = (None if v is None else to_datetime(v) for v in (min_start, max_start))
+    batch_row = M.IntakeBatch(
+        file_name=p.name, file_path=str(p.resolve()), sha256=split.sha, size_bytes=split.size, format=split.format,
+        layout=lay.name if lay else None, status="complete", read_count=split.read,
+        passed_count=split.passed, rejected_count=split.rejected, duplicate_count=split.duplicates,
+        min_start=min_start, max_start=max_start, started_at=started, finished_at=base.now(),
+    )
+    s.add(batch_row)
+    s.flush()
+    by_reason = split.by_reason
+    # many rows (partners x days): one bulk insert each, not an ORM object per row
+    if by_reason:
+        s.connection().execute(insert(M.IntakeRejectCount.__table__), [
+            {"batch_id": batch_row.id, "reason": reason, "count": n} for reason, n in sorted(by_reason.items())])
+    if stats:
+        s.connection().execute(insert(M.IntakePartnerStat.__table__), [
+            {"batch_id": batch_row.id, "partner": code, "records": n, "min_start": to_datetime(lo),
+             "max_start": to_datetime(hi)} for code, (n, lo, hi) in sorted(stats.items())])
+    if split.daily:
+        s.connection().execute(insert(M.IntakeDailyCount.__table__), [
+            {"batch_id": batch_row.id, "partner": code, "day": day, "records": n}
+            for (code, day), n in sorted(split.daily.items())])
+    t = base.now()
+    for kind, f in (("intake_records", rec_f), ("intake_rejects", rej_f)):
+        s.add(M.DataFile(kind=kind, path=f.path, sha256=f.sha256, rows=f.rows, bytes=f.bytes,
+                         amount_totals=None, batch_id=batch_row.id, cycle_id=None, partner=None, created_at=t))
+    late = record_late(s, batch_row, str(rec_path),
+                       {c: [n, to_datetime(lo), to_datetime(hi)] for c, (n, lo, hi) in stats.items()}, t)
+    # conflicts and suspects: both versions kept for review (icdsl conflicts)
+    conflicts.store_rows(s, batch_row.id, split.found.rows + (suspects or []), t)
+    unknown = sorted(c for c in stats if plan is not None and plan.partner(c) is None)
+    store.audit(s, "ingested", "intake_batch", batch_row.id,
+                f"{p.name}: read {split.read}, passed {split.passed}, rejected {split.rejected}, "
+                f"duplicates {split.duplicates}", {"sha256": split.sha, "by_reason": by_reason, "reader": split.reader,
+                                                   "reader_options": dict(reader_options or {}),
+                                                   "fingerprint": fingerprint})
+    base.checkpoint("ingest:before_commit")
+    s.flush()
+    report = store._report_of(s, batch_row, already=False)
+    report.unknown_partners = unknown
+    report.fingerprinted = fingerprint
+    report.late = {f"{c} {k}": n for c, ks in late.items() for k, n in ks.items()}
+    return report
