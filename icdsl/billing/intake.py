@@ -38,9 +38,9 @@ import os
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import lru_cache
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +54,7 @@ from sqlalchemy.orm import Session
 from icdsl.billing import base, conflicts, fingerprints
 from icdsl.billing import models as M
 from icdsl.billing.errors import IngestError, ReconciliationError
-from icdsl.billing.files import DataDir, WrittenFile, sha256_file
+from icdsl.billing.files import TMP_PREFIX, DataDir, WrittenFile, sha256_file
 from icdsl.billing.late import record_late
 from icdsl.billing.periods import PeriodError, local_midnight
 from icdsl.billing.sources import Source
@@ -82,11 +82,13 @@ class Earlier:
         return max((b for _, b in self.files), default=0)
 
     @classmethod
-    def of(cls, s: Session, *, shas: bool = False) -> Earlier:
+    def of(cls, s: Session, *, shas: bool = False, after: int = 0) -> Earlier:
+        """The batches in the store (``after``: only those after that batch); ``shas``: with
+        the files ingested."""
         rows = s.execute(
             select(M.DataFile.path, M.DataFile.batch_id, M.IntakeBatch.file_name)
             .join(M.IntakeBatch, M.IntakeBatch.id == M.DataFile.batch_id)
-            .where(M.DataFile.kind == "intake_records")
+            .where(M.DataFile.kind == "intake_records", M.DataFile.batch_id > after)
             .order_by(M.DataFile.batch_id)
         ).all()
         known = frozenset(s.scalars(select(M.IntakeBatch.sha256))) if shas else frozenset()
@@ -751,3 +753,123 @@ def _record(store: Store, s: Session, p: Path, lay: RecordLayout | None, plan: P
     report.fingerprinted = fingerprint
     report.late = {f"{c} {k}": n for c, ks in late.items() for k, n in ks.items()}
     return report
+
+
+# --------------------------------------------------------------------------- on a cluster
+
+
+def _split_task(root: str, path: str, layout: RecordLayout | None, zones: dict[str, str], earlier: Earlier,
+                batch_rows: int, reader: str | None, reader_options: dict[str, str] | None) -> Split:
+    """A worker's part of :func:`ingest_files`: hash the file, then read, check and split it
+    into the data folder (``root``: the same path on every machine), unless it was ingested."""
+    p = Path(path)
+    if not p.is_file():
+        raise IngestError(f"{p.name}: no such file on the worker: {p} (every worker reads the files by path: "
+                          "give paths that each machine of the cluster can read)")
+    sha = sha256_file(p)
+    size = p.stat().st_size
+    if sha in earlier.shas:
+        return Split(sha=sha, size=size, skipped=True)
+    try:
+        data = DataDir(root)
+    except OSError as e:
+        raise IngestError(f"{p.name}: the worker cannot use the data folder {root}: {e}") from None
+    return split_file(data, p, layout, sha=sha, size=size, zones=zones, earlier=earlier, batch_rows=batch_rows,
+                      reader=reader, reader_options=reader_options)
+
+
+def ingest_files(store: Store, paths: list[str | os.PathLike[str]], layout: RecordLayout | str | None,
+                 plan: Plan | None, *, client: Any, batch_rows: int = 1_000_000, reader: str | None = None,
+                 reader_options: dict[str, str] | None = None, fingerprint: bool = False) -> Iterator[IngestReport]:
+    """Ingest files on the workers of a Dask cluster (``client``, e.g.
+    :func:`icdsl.rating.cluster.dask_client`), one report per file, in the order given; the
+    same batches, files, duplicates and counts as :func:`ingest` of each file in that order.
+
+    Each worker reads a file by its path, checks it and splits it into the batch's records and
+    rejects files in the data folder (:func:`split_file`, against the batches ingested when the
+    run began), and returns their manifest (:class:`Split`: counts, partners, days, conflicts).
+    Only this process touches the database: one transaction per file under the intake lock,
+    as :func:`ingest`. A file whose records share ids with a batch committed after its worker
+    began (another file of the same run, another ingest meanwhile) is read again here, against
+    every batch: rare (ids usually grow from file to file), and exact."""
+    lay = resolve_layout(layout, plan)
+    files = [Path(p) for p in paths]
+    for p in files:
+        if not p.is_file():
+            raise IngestError(f"no such file: {p}")
+    with store.session() as s:
+        earlier = Earlier.of(s, shas=True)
+        zones = partner_zones(s, plan)
+    root = str(store.data.root)
+    tag = os.urandom(6).hex()
+    futures = [client.submit(_split_task, root, str(p.resolve()), lay, zones, earlier, batch_rows, reader,
+                             reader_options, pure=False, key=f"icdsl-ingest-{tag}-{i}")
+               for i, p in enumerate(files)]
+    try:
+        for p, fut in zip(files, futures, strict=True):
+            started = base.now()
+            try:
+                split = fut.result()
+            except (IngestError, ReconciliationError) as e:  # the file's own fault: as without a cluster
+                store._audit_apart("ingest_failed", "intake_batch", str(e), {"file": str(p)})
+                raise
+            except Exception:  # the worker's (lost, out of disk, ...): the file is ingested here
+                yield ingest(store, p, lay, plan, batch_rows=batch_rows, reader=reader,
+                             reader_options=reader_options, fingerprint=fingerprint)
+                continue
+            yield _commit_split(store, p, lay, plan, split, started, batch_rows=batch_rows, reader=reader,
+                                reader_options=reader_options, fingerprint=fingerprint)
+    finally:
+        for fut in futures:
+            fut.cancel()
+
+
+def _commit_split(store: Store, p: Path, lay: RecordLayout | None, plan: Plan | None, split: Split, started: Any,
+                  *, batch_rows: int, reader: str | None, reader_options: dict[str, str] | None,
+                  fingerprint: bool) -> IngestReport:
+    """The database part of a file split on a worker; the file is ingested here instead if the
+    worker's split no longer holds (see :func:`ingest_files`)."""
+    try:
+        with store.session() as s:
+            store.lock(s, "intake", wait=True)
+            existing = s.scalars(select(M.IntakeBatch).where(M.IntakeBatch.sha256 == split.sha)).first()
+            if existing is not None:  # ingested before, or earlier in this run under another name
+                _tidy(store, s, split.sha)
+                return store._report_of(s, existing, already=True)
+            if not split.skipped and _still_new(store, s, split):
+                assert split.records is not None and split.rejects is not None
+                _tidy(store, s, split.sha, mine=(split.records.path, split.rejects.path))
+                return _record(store, s, p, lay, plan, split, started, fingerprint=fingerprint,
+                               reader_options=reader_options)
+    except (IngestError, ReconciliationError) as e:
+        store._audit_apart("ingest_failed", "intake_batch", str(e), {"file": str(p), "sha256": split.sha})
+        raise
+    return ingest(store, p, lay, plan, batch_rows=batch_rows, reader=reader, reader_options=reader_options,
+                  fingerprint=fingerprint)
+
+
+def _still_new(store: Store, s: Session, split: Split) -> bool:
+    """Whether a worker's split stands: its files are there, and none of its records' ids is in a
+    batch committed after the ones its worker checked against."""
+    assert split.records is not None and split.rejects is not None
+    if not all(store.data.abs(f.path).is_file() for f in (split.records, split.rejects)):
+        return False
+    since = Earlier.of(s, after=split.earlier_last)
+    if not since.files or not split.passed:
+        return True
+    ids = pq.read_table(store.data.abs(split.records.path), columns=["id"]).column("id")
+    seen, _ = PreviousIds(store.data, since).lookup(ids.combine_chunks())
+    return not seen.any()
+
+
+def _tidy(store: Store, s: Session, sha: str, mine: tuple[str, ...] = ()) -> None:
+    """Remove what the store does not reference in a batch's folder, except the files ``mine``
+    (about to be) and files being written (``.tmp-``: another worker's, of a file with the
+    same content)."""
+    rel_dir = _batch_dir(sha)
+    folder = store.data.abs(rel_dir)
+    if not folder.is_dir():
+        return
+    keep = set(mine) | set(s.scalars(select(M.DataFile.path).where(M.DataFile.path.like(f"{rel_dir}/%"))))
+    keep |= {f"{rel_dir}/{name}" for name in os.listdir(folder) if name.startswith(TMP_PREFIX)}
+    store.data.clean(rel_dir, keep)
