@@ -54,7 +54,7 @@ from sqlalchemy.orm import Session
 from icdsl.billing import base, conflicts, fingerprints
 from icdsl.billing import models as M
 from icdsl.billing.errors import IngestError, ReconciliationError
-from icdsl.billing.files import TMP_PREFIX, DataDir, WrittenFile, sha256_file
+from icdsl.billing.files import TMP_PREFIX, DataDir, WrittenFile, fsync_files, sha256_file
 from icdsl.billing.late import record_late
 from icdsl.billing.periods import PeriodError, local_midnight
 from icdsl.billing.sources import Source
@@ -623,7 +623,7 @@ def split_file(data: DataDir, path: str | os.PathLike[str], layout: RecordLayout
         finally:
             behind.close()
         # conflicts hook: each duplicate against its first version; their rejects written now
-        found = dupes.resolve(rec_w.close(), rej_w.write)
+        found = dupes.resolve(rec_w.close(sync=False), rej_w.write)
         counts = source.counts
         passed = counts.passed - cross
         # a conflict is a reject (someone must look at it), a repeat a duplicate
@@ -652,8 +652,8 @@ def split_file(data: DataDir, path: str | os.PathLike[str], layout: RecordLayout
             problems.append(f"{rej_w.rows} rejects written, {rejected + duplicates} counted")
         if problems:
             raise ReconciliationError(f"{p.name}: the counts do not reconcile: {'; '.join(problems)}")
-        rec_w.close()
-        rej_w.close()
+        rej_w.close(sync=False)
+        fsync_files([rec_w.tmp, rej_w.tmp])  # both at once: their waits overlap
         base.checkpoint("ingest:files_written")
         rec_f = rec_w.commit(sync_dir=False)
         rej_f = rej_w.commit()  # the same folder: one fsync of it for both names
