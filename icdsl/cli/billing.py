@@ -134,12 +134,7 @@ def ingest_cmd(
     batches are the same as without."""
     existing(files)
     options = _reader_options(reader_option)
-    if workers is not None and scheduler is not None:
-        echo_err("error: give either --workers N (a local cluster) or --scheduler tcp://HOST:PORT, not both")
-        raise typer.Exit(2)
-    if workers is not None and workers < 1:
-        echo_err("error: --workers must be 1 or more")
-        raise typer.Exit(2)
+    _check_cluster_options(workers, scheduler)
     plan, program = _plan(rules, root)
     with opened(db, data) as store, contextlib.ExitStack() as stack:
         _load_quietly(store, plan, program)
@@ -162,6 +157,16 @@ def ingest_cmd(
                            "(their records will not be billed)")
             bad |= not rep.reconciles
     raise typer.Exit(3 if bad else 0)
+
+
+def _check_cluster_options(workers: int | None, scheduler: str | None) -> None:
+    """--workers N or --scheduler tcp://HOST:PORT (a command that spreads its work on Dask), not both."""
+    if workers is not None and scheduler is not None:
+        echo_err("error: give either --workers N (a local cluster) or --scheduler tcp://HOST:PORT, not both")
+        raise typer.Exit(2)
+    if workers is not None and workers < 1:
+        echo_err("error: --workers must be 1 or more")
+        raise typer.Exit(2)
 
 
 def _reader_options(given: list[str]) -> dict[str, str]:
@@ -269,12 +274,7 @@ def cycle_run(
     elif not partners:
         echo_err("error: give the partners and the period (`icdsl cycle run ORFR 2026-03`), or --all PERIOD")
         raise typer.Exit(2)
-    if workers is not None and scheduler is not None:
-        echo_err("error: give either --workers N (a local cluster) or --scheduler tcp://HOST:PORT, not both")
-        raise typer.Exit(2)
-    if workers is not None and workers < 1:
-        echo_err("error: --workers must be 1 or more")
-        raise typer.Exit(2)
+    _check_cluster_options(workers, scheduler)
     plan, program = _plan(rules, root)
     dims = [d for d in by.split(",")] if by else None
     # lazy: the fleet brings the store (numpy, pyarrow, sqlalchemy): loaded when the command runs
