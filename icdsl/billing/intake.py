@@ -729,9 +729,8 @@ def _record(store: Store, s: Session, p: Path, lay: RecordLayout | None, plan: P
             {"batch_id": batch_row.id, "partner": code, "records": n, "min_start": to_datetime(lo),
              "max_start": to_datetime(hi)} for code, (n, lo, hi) in sorted(stats.items())])
     if split.daily:
-        s.connection().execute(insert(M.IntakeDailyCount.__table__), [
-            {"batch_id": batch_row.id, "partner": code, "day": day, "records": n}
-            for (code, day), n in sorted(split.daily.items())])
+        _insert_many(s, M.IntakeDailyCount.__table__, ("batch_id", "partner", "day", "records"),
+                     [(batch_row.id, code, day, n) for (code, day), n in sorted(split.daily.items())])
     t = base.now()
     for kind, f in (("intake_records", rec_f), ("intake_rejects", rej_f)):
         s.add(M.DataFile(kind=kind, path=f.path, sha256=f.sha256, rows=f.rows, bytes=f.bytes,
@@ -753,6 +752,28 @@ def _record(store: Store, s: Session, p: Path, lay: RecordLayout | None, plan: P
     report.fingerprinted = fingerprint
     report.late = {f"{c} {k}": n for c, ks in late.items() for k, n in ks.items()}
     return report
+
+
+def _insert_many(s: Session, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """Insert many rows (thousands: partners x days) through the driver's executemany: the
+    per-row parameter handling of a Core insert costs more than the insert itself. Each value is
+    converted by its column type's bind processor for the dialect (a date for SQLite), once per
+    distinct value; a driver of another parameter style gets a Core insert."""
+    conn = s.connection()
+    style = conn.dialect.paramstyle
+    if style not in ("qmark", "format", "pyformat"):
+        conn.execute(insert(table), [dict(zip(columns, r, strict=True)) for r in rows])
+        return
+    mark = "?" if style == "qmark" else "%s"
+    for i, c in enumerate(columns):
+        proc = table.c[c].type.bind_processor(conn.dialect)
+        if proc is not None:
+            done: dict[Any, Any] = {}
+            rows = [(*r[:i], done[r[i]] if r[i] in done else done.setdefault(r[i], proc(r[i])), *r[i + 1:])
+                    for r in rows]
+    q = conn.dialect.identifier_preparer
+    conn.exec_driver_sql(f"INSERT INTO {q.format_table(table)} ({', '.join(q.quote(c) for c in columns)}) "
+                         f"VALUES ({', '.join([mark] * len(columns))})", rows)
 
 
 # --------------------------------------------------------------------------- on a cluster
