@@ -791,11 +791,7 @@ def _split_task(root: str, path: str, layout: RecordLayout | None, zones: dict[s
     size = p.stat().st_size
     if sha in earlier.shas:
         return Split(sha=sha, size=size, skipped=True)
-    try:
-        data = DataDir(root)
-    except OSError as e:
-        raise IngestError(f"{p.name}: the worker cannot use the data folder {root}: {e}") from None
-    return split_file(data, p, layout, sha=sha, size=size, zones=zones, earlier=earlier, batch_rows=batch_rows,
+    return split_file(DataDir(root), p, layout, sha=sha, size=size, zones=zones, earlier=earlier, batch_rows=batch_rows,
                       reader=reader, reader_options=reader_options)
 
 
@@ -818,7 +814,7 @@ def ingest_files(store: Store, paths: list[str | os.PathLike[str]], layout: Reco
     for p in files:
         if not p.is_file():
             raise IngestError(f"no such file: {p}")
-    with store.session() as s:
+    with store.reading() as s:
         earlier = Earlier.of(s, shas=True)
         zones = partner_zones(s, plan)
     root = str(store.data.root)
