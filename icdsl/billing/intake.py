@@ -19,7 +19,10 @@
   and its record counts by partner (with the first and last start) are rows.
 
 One transaction, taken under the intake lock (one ingest at a time, so that two files sharing
-ids cannot both pass them); the Parquet files are durable before it commits.
+ids cannot both pass them); the Parquet files are durable before it commits. The file's side
+(:func:`split_file`: read, check, split by partner, write, reconcile) needs no database, so
+:func:`ingest_files` runs it on the workers of a Dask cluster and keeps the database side here
+(docs/ingest.md).
 
 On columns, with no Python loop per record: the partner order is found on integer keys; each
 batch is gathered into that order a piece (a few whole partners) at a time while a second thread
