@@ -5,8 +5,9 @@ real local Dask cluster (2 worker processes), the database part in this process.
   and day, conflicts and duplicates as ingesting each file here in turn, including a file that
   repeats ids of another file of the same run (its worker could not see them: read again here)
   and a file given twice under two names;
-- a file that a worker refuses (not Parquet inside) is reported with its located reason, the
-  files before it ingested, no traceback.
+- a file that a worker refuses (not Parquet inside, no id column) is reported with its located
+  reason (the same message as without a cluster), the files before it ingested, no traceback;
+- the command with `--workers N` and with `--scheduler` (a running cluster's address).
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def test_a_file_refused_on_a_worker_is_reported_with_its_reason(tmp_path, client
         store.close()
 
 
-def test_cli_ingest_on_workers(tmp_path, monkeypatch):
+def test_cli_ingest_on_workers(tmp_path, monkeypatch, client):
     plan_dir = tmp_path / "rules"
     plan_dir.mkdir()
     (plan_dir / "rules.icd").write_text(PARTNER + V1_OPEN, encoding="utf-8")
@@ -185,5 +186,8 @@ def test_cli_ingest_on_workers(tmp_path, monkeypatch):
     assert "error: bad.parquet" in out and "Parquet" in out
     out = run("ingest", str(good), "--rules", "rules", "--workers", "1")
     assert "good.csv: already ingested as batch #1" in out
+    other = write_csv(tmp_path / "other.csv", [("O1", *ROW, "33142685300", "2026-03-03T08:00:00Z", 5)])
+    out = run("ingest", str(other), "--rules", "rules", "--scheduler", client.scheduler.address)
+    assert "other.csv: batch #2: read 1, passed 1" in out
     out = run("ingest", str(good), "--rules", "rules", "--workers", "0", code=2)
     assert "--workers must be 1 or more" in out
