@@ -355,10 +355,10 @@ def test_ingest_idempotent_reconciled_duplicates_across_batches(store, tmp_path)
     assert sorted(records.column("id").to_pylist()) == ["B1", "B2"]
 
     # earlier files whose id range cannot hold a batch's ids are not read at all
-    from icdsl.billing.intake import PreviousIds
+    from icdsl.billing.intake import Earlier, PreviousIds
 
     with store.session() as s:
-        prev = PreviousIds(store, s)
+        prev = PreviousIds(store.data, Earlier.of(s))
         seen, _ = prev.lookup(pa.array(["Z1", "Z2"]))
         assert not seen.any() and prev._ids == {}
         seen, owner = prev.lookup(pa.array(["A2", "Z1", "B1"]))

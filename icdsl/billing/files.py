@@ -119,9 +119,9 @@ class DataDir:
 
     def writer(self, rel_dir: str, stem: str, schema: pa.Schema, *, row_group_size: int | None = None,
                unique: tuple[str, ...] = (), dictionaries: bool = False,
-               statistics: tuple[str, ...] | None = None) -> AtomicParquet:
+               statistics: tuple[str, ...] | None = None, compression: str = COMPRESSION) -> AtomicParquet:
         return AtomicParquet(self, rel_dir, stem, schema, row_group_size=row_group_size, unique=unique,
-                             dictionaries=dictionaries, statistics=statistics)
+                             dictionaries=dictionaries, statistics=statistics, compression=compression)
 
     def verify(self, rel: str, sha256: str) -> None:
         """Raise if the file is missing or its content is not the recorded one. A file is hashed
@@ -204,12 +204,16 @@ class AtomicParquet:
     ``statistics``: the columns whose row groups get min/max statistics (None: every column).
     Readers use them only to skip row groups (``filters=``), so a file read by a few keys
     needs them for those only; computing them for every column (texts, decimals) costs as much
-    as encoding the file."""
+    as encoding the file.
+
+    ``compression``: the codec (zstd by default; ``lz4`` where writing speed matters more than
+    size, e.g. intake records: half the encoding time, files about 45% larger)."""
 
     def __init__(self, data: DataDir, rel_dir: str, stem: str, schema: pa.Schema, *,
                  row_group_size: int | None = None, unique: tuple[str, ...] = (), dictionaries: bool = False,
-                 statistics: tuple[str, ...] | None = None):
+                 statistics: tuple[str, ...] | None = None, compression: str = COMPRESSION):
         self.data = data
+        self.compression = compression
         self.row_group_size = row_group_size
         self.rel_dir = rel_dir.strip("/")
         self.stem = stem
@@ -240,7 +244,7 @@ class AtomicParquet:
         self.result: WrittenFile | None = None
 
     def _options(self) -> dict[str, Any]:
-        return dict(compression=COMPRESSION, write_statistics=self.statistics, use_dictionary=self._repeating,
+        return dict(compression=self.compression, write_statistics=self.statistics, use_dictionary=self._repeating,
                     column_encoding=self._delta or None, **({"store_schema": False} if self.dictionaries else {}))
 
     def _open(self, schema: pa.Schema) -> None:

@@ -19,7 +19,10 @@
   and its record counts by partner (with the first and last start) are rows.
 
 One transaction, taken under the intake lock (one ingest at a time, so that two files sharing
-ids cannot both pass them); the Parquet files are durable before it commits.
+ids cannot both pass them); the Parquet files are durable before it commits. The file's side
+(:func:`split_file`: read, check, split by partner, write, reconcile) needs no database, so
+:func:`ingest_files` runs it on the workers of a Dask cluster and keeps the database side here
+(docs/ingest.md).
 
 On columns, with no Python loop per record: the partner order is found on integer keys; each
 batch is gathered into that order a piece (a few whole partners) at a time while a second thread
@@ -38,6 +41,7 @@ import os
 from collections import defaultdict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -53,7 +57,7 @@ from sqlalchemy.orm import Session
 from icdsl.billing import base, conflicts, fingerprints
 from icdsl.billing import models as M
 from icdsl.billing.errors import IngestError, ReconciliationError
-from icdsl.billing.files import sha256_file
+from icdsl.billing.files import TMP_PREFIX, DataDir, WrittenFile, fsync_files, sha256_file
 from icdsl.billing.late import record_late
 from icdsl.billing.periods import PeriodError, local_midnight
 from icdsl.billing.sources import Source
@@ -63,6 +67,39 @@ from icdsl.rating.rejects import REJECTS_SCHEMA
 
 if TYPE_CHECKING:
     from icdsl.billing.store import IngestReport, Store
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """The intake batches ingested before a file, as its duplicate checks see them: each one's
+    records file (relative to the data folder) and file name, in batch order. Plain data, so
+    that a worker of a cluster can check a file against them without the database."""
+
+    files: tuple[tuple[str, int], ...] = ()  # (records file, batch id)
+    names: tuple[tuple[int, str], ...] = ()  # (batch id, file name)
+    shas: frozenset[str] = frozenset()  # the files ingested (sha256): a worker skips them
+
+    @property
+    def last(self) -> int:
+        """The last batch seen (0: none)."""
+        return max((b for _, b in self.files), default=0)
+
+    @classmethod
+    def of(cls, s: Session, *, shas: bool = False, after: int = 0) -> Earlier:
+        """The batches in the store (``after``: only those after that batch); ``shas``: with
+        the files ingested."""
+        rows = s.execute(
+            select(M.DataFile.path, M.DataFile.batch_id, M.IntakeBatch.file_name)
+            .join(M.IntakeBatch, M.IntakeBatch.id == M.DataFile.batch_id)
+            .where(M.DataFile.kind == "intake_records", M.DataFile.batch_id > after)
+            .order_by(M.DataFile.batch_id)
+        ).all()
+        known = frozenset(s.scalars(select(M.IntakeBatch.sha256))) if shas else frozenset()
+        return cls(tuple((path, b) for path, b, _ in rows), tuple((b, name) for _, b, name in rows), known)
+
+    def paths(self, data: DataDir) -> dict[int, Path]:
+        """Each batch's records file, absolute."""
+        return {b: data.abs(path) for path, b in self.files}
 
 
 class PreviousIds:
@@ -75,16 +112,10 @@ class PreviousIds:
     are compared in the ids' own type (numbers as numbers, texts as texts); files whose type
     differs from the batch's are always read. Matching itself is on the ids as text."""
 
-    def __init__(self, store: Store, s: Session):
-        rows = s.execute(
-            select(M.DataFile.path, M.DataFile.batch_id, M.IntakeBatch.file_name)
-            .join(M.IntakeBatch, M.IntakeBatch.id == M.DataFile.batch_id)
-            .where(M.DataFile.kind == "intake_records")
-            .order_by(M.DataFile.batch_id)
-        ).all()
-        self.store = store
-        self.names: dict[int, str] = {batch_id: name for _, batch_id, name in rows}
-        self.files = [(path, batch_id) for path, batch_id, _ in rows]
+    def __init__(self, data: DataDir, earlier: Earlier):
+        self.data = data
+        self.names: dict[int, str] = dict(earlier.names)
+        self.files = list(earlier.files)
         self._ranges: dict[str, tuple[pa.DataType, Any, Any] | None] = {}
         self._ids: dict[str, pa.Array] = {}
 
@@ -93,13 +124,13 @@ class PreviousIds:
 
     def _range(self, path: str) -> tuple[pa.DataType, Any, Any] | None:
         if path not in self._ranges:
-            self._ranges[path] = _id_range(str(self.store.data.abs(path)))
+            self._ranges[path] = _id_range(str(self.data.abs(path)))
         return self._ranges[path]
 
     def _ids_of(self, path: str) -> pa.Array:
         got = self._ids.get(path)
         if got is None:
-            ids = pq.read_table(self.store.data.abs(path), columns=["id"]).column("id")
+            ids = pq.read_table(self.data.abs(path), columns=["id"]).column("id")
             got = pc.cast(ids, pa.string()).combine_chunks() if ids.num_chunks else pa.array([], pa.string())
             self._ids[path] = got
         return got
@@ -184,6 +215,13 @@ def _id_range(path: str) -> tuple[pa.DataType, Any, Any] | None:
 RECORDS_ROW_GROUP = 1 << 16
 #: the columns of a records file whose values hardly repeat (no dictionary pages)
 RECORDS_UNIQUE = ("id", "a_number", "b_number", "start")
+#: the columns of a records file whose row groups get min/max statistics: the ones readers
+#: select row groups by (a cycle by partner and start, late records by start, duplicates by id);
+#: statistics of the others cost writing time and nothing reads them
+RECORDS_STATISTICS = ("id", "partner", "start")
+#: the codec of records files: lz4 encodes (and decodes, for every cycle that reads the file)
+#: in about half the time of zstd, for files about 45% larger
+RECORDS_COMPRESSION = "lz4"
 #: a batch with at most this many partners gets row groups of one partner each
 PARTNER_ROW_GROUPS_MAX = 2_000
 #: a batch is gathered into partner order and written this many rows at a time (whole partners),
@@ -388,27 +426,23 @@ def partner_zones(s: Session, plan: Plan | None) -> dict[str, str]:
 
 def count_days(records: pa.Table | ByPartner, zones: dict[str, str], acc: dict[tuple[str, date], int]) -> None:
     """Add the records of a batch to ``acc[(partner, local day)]`` (the partner's time zone,
-    UTC for a partner not declared), on columns: one search of each zone's midnights."""
+    UTC for a partner not declared), on columns: each partner's starts are sorted, so its
+    count of a day is the distance between two searches of the day's midnights in them."""
     batch = records if isinstance(records, ByPartner) else ByPartner(records)
     us = batch.starts
     if not len(us):
         return
     first = _utc_day(int(us.min())) - timedelta(days=1)
     nd = (_utc_day(int(us.max())) - first).days + 2
-    sizes = np.diff(batch.bounds)
-    group_zone = [zones.get(c, "UTC") for c in batch.codes]
-    day = np.empty(len(us), np.int64)
-    for tz in set(group_zone):
-        edges = _midnights(tz, first, nd)
-        if len(set(group_zone)) == 1:
-            day[:] = np.searchsorted(edges, us, side="right") - 1
-        else:
-            rows = np.repeat(np.array([z == tz for z in group_zone]), sizes)
-            day[rows] = np.searchsorted(edges, us[rows], side="right") - 1
-    key = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes) * nd + day
-    counts = np.bincount(key, minlength=len(sizes) * nd)
-    for k in np.flatnonzero(counts).tolist():
-        acc[(batch.codes[k // nd], first + timedelta(days=k % nd))] += int(counts[k])
+    b = batch.bounds.tolist()
+    days = [first + timedelta(days=d) for d in range(nd)]
+    for k, code in enumerate(batch.codes):
+        edges = _midnights(zones.get(code, "UTC"), first, nd)
+        # rows lo..hi hold the partner's starts, ascending: the day of each row is found by
+        # where the midnights fall among them (every start lies after the first midnight)
+        counts = np.diff(np.searchsorted(us[b[k]:b[k + 1]], edges, side="left"), append=b[k + 1] - b[k])
+        for d, n in zip(np.flatnonzero(counts).tolist(), counts[counts > 0].tolist(), strict=True):
+            acc[(code, days[d])] += n
 
 
 @lru_cache(maxsize=256)
@@ -506,14 +540,129 @@ def _raw_json(table: pa.Table) -> pa.Array:
 
 
 def _partner_stats(batch: ByPartner, acc: dict[str, list[Any]]) -> None:
-    """Add each partner's record count, first and last start (microseconds) to ``acc``."""
-    b, us = batch.bounds, batch.starts
+    """Add each partner's record count, first and last start (microseconds) to ``acc`` (each
+    partner's starts are in ascending order)."""
+    b, us = batch.bounds.tolist(), batch.starts
     for k, code in enumerate(batch.codes):
-        lo, hi = int(b[k]), int(b[k + 1])
-        n, first, last = hi - lo, int(us[lo:hi].min()), int(us[lo:hi].max())
+        lo, hi = b[k], b[k + 1]
+        n, first, last = hi - lo, int(us[lo]), int(us[hi - 1])
         got = acc.setdefault(code, [0, first, last])
         got[0] += n
         got[1], got[2] = min(got[1], first), max(got[2], last)
+
+
+@dataclass
+class Split:
+    """A traffic file read, checked and split by partner into its batch's files (on a worker of
+    a cluster, or here): the files written (durable, named by their content) and everything
+    the database part needs. ``skipped``: the file was ingested before (nothing was read)."""
+
+    sha: str
+    size: int
+    format: str = ""
+    reader: str = ""
+    skipped: bool = False
+    records: WrittenFile | None = None
+    rejects: WrittenFile | None = None
+    read: int = 0
+    passed: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    by_reason: dict[str, int] = field(default_factory=dict)
+    found: conflicts.Found = field(default_factory=conflicts.Found)
+    partner_stats: dict[str, list[Any]] = field(default_factory=dict)  # code -> [records, first, last start (us)]
+    daily: dict[tuple[str, date], int] = field(default_factory=dict)
+    earlier_last: int = 0  # the last batch the duplicate checks saw
+
+
+def split_file(data: DataDir, path: str | os.PathLike[str], layout: RecordLayout | None, *, sha: str, size: int,
+               zones: dict[str, str], earlier: Earlier, batch_rows: int = 1_000_000, reader: str | None = None,
+               reader_options: dict[str, str] | None = None) -> Split:
+    """Read, check and split one traffic file into its batch's records and rejects files under
+    ``intake/<sha256>/`` of the data folder: field rules, duplicates within the file and against
+    the ``earlier`` batches (conflicts compared), records in partner order, counts reconciled.
+    Needs no database: the intake calls it under its lock, a cluster's worker for
+    :func:`ingest_files`. Raises :class:`IngestError` for a file that cannot be ingested."""
+    p = Path(path)
+    rel_dir = f"intake/{sha[:2]}/{sha}"
+    prev = PreviousIds(data, earlier)
+    daily: dict[tuple[str, date], int] = defaultdict(int)
+    source = Source(p, layout, reader=reader, options=reader_options, batch_rows=batch_rows)
+    # small row groups: records are sorted by partner, so a cycle reads only its partner's
+    rec_w = data.writer(rel_dir, "records", source.schema, row_group_size=RECORDS_ROW_GROUP,
+                        unique=RECORDS_UNIQUE, dictionaries=True, statistics=RECORDS_STATISTICS,
+                        compression=RECORDS_COMPRESSION)
+    # the texts the writer dictionary-encodes come to it encoded where they are already
+    coded = frozenset(f.name for f in source.schema if pa.types.is_string(f.type)
+                      and f.name not in RECORDS_UNIQUE) if rec_w.dictionaries else frozenset()
+    rej_w = data.writer(rel_dir, "rejects", REJECTS_SCHEMA)
+    # conflicts hook: duplicates set aside while the file is read, compared once it is written
+    earlier_files, earlier_names = earlier.paths(data), dict(earlier.names)
+    dupes = conflicts.Duplicates(lambda stem, schema: data.writer(rel_dir, stem, schema), source.schema,
+                                 lookup=prev.lookup, files=earlier_files, names=earlier_names, raw_json=_raw_json)
+    behind = _Behind()
+    with rec_w, rej_w:
+        cross = 0
+        partner_stats: dict[str, list[Any]] = {}
+        try:
+            for batch in source.batches():
+                records = batch.records
+                rejects = dupes.repeats(batch, batch.rejects)  # conflicts hook
+                if len(prev) and records.num_rows:
+                    seen, owner = prev.lookup(records.column("id"))
+                    if seen.any():
+                        dupes.again(records.filter(pa.array(seen)), owner[seen])  # conflicts hook
+                        records = records.filter(pa.array(~seen))
+                        cross += int(seen.sum())
+                by_partner = ByPartner(records)
+                grouped = _partner_row_groups(by_partner)
+                # each piece is gathered here while the previous one is written
+                for piece, bounds in by_partner.pieces(coded=coded):
+                    behind.submit(_write_piece, rec_w, piece, bounds, grouped)
+                behind.submit(rej_w.write, rejects)
+                _partner_stats(by_partner, partner_stats)
+                count_days(by_partner, zones, daily)
+            behind.wait()
+        finally:
+            behind.close()
+        # conflicts hook: each duplicate against its first version; their rejects written now
+        found = dupes.resolve(rec_w.close(sync=False), rej_w.write)
+        counts = source.counts
+        passed = counts.passed - cross
+        # a conflict is a reject (someone must look at it), a repeat a duplicate
+        rejected = counts.rejected + found.conflicts
+        duplicates = counts.duplicates + cross - found.conflicts
+        by_reason = dict(counts.by_reason)
+        if cross:
+            by_reason["duplicate_id"] = by_reason.get("duplicate_id", 0) + cross
+        if found.conflicts:
+            by_reason["duplicate_id"] -= found.conflicts
+            by_reason[conflicts.CONFLICT] = found.conflicts
+            if not by_reason["duplicate_id"]:
+                del by_reason["duplicate_id"]
+        problems = []
+        if counts.read != passed + rejected + duplicates:
+            problems.append(f"read {counts.read} != passed {passed} + rejected {rejected} "
+                            f"+ duplicates {duplicates}")
+        if sum(by_reason.values()) != rejected + duplicates:
+            problems.append(f"rejects by reason add up to {sum(by_reason.values())}, "
+                            f"not {rejected + duplicates}")
+        if found.repeats + found.conflicts != dupes.pending:
+            problems.append(f"{dupes.pending} duplicates set aside, {found.repeats + found.conflicts} compared")
+        if rec_w.rows != passed:
+            problems.append(f"{rec_w.rows} records written, {passed} passed")
+        if rej_w.rows != rejected + duplicates:
+            problems.append(f"{rej_w.rows} rejects written, {rejected + duplicates} counted")
+        if problems:
+            raise ReconciliationError(f"{p.name}: the counts do not reconcile: {'; '.join(problems)}")
+        rej_w.close(sync=False)
+        fsync_files([rec_w.tmp, rej_w.tmp])  # both at once: their waits overlap
+        base.checkpoint("ingest:files_written")
+        rec_f = rec_w.commit(sync_dir=False)
+        rej_f = rej_w.commit()  # the same folder: one fsync of it for both names
+    return Split(sha=sha, size=size, format=source.format, reader=source.name, records=rec_f, rejects=rej_f,
+                 read=counts.read, passed=passed, rejected=rejected, duplicates=duplicates, by_reason=by_reason,
+                 found=found, partner_stats=partner_stats, daily=dict(daily), earlier_last=earlier.last)
 
 
 def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | str | None, plan: Plan | None,
@@ -529,137 +678,218 @@ def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | st
     sha = sha256_file(p)
     size = p.stat().st_size
     started = base.now()
-    rel_dir = f"intake/{sha[:2]}/{sha}"
     try:
         with store.session() as s:
             store.lock(s, "intake", wait=True)
             existing = s.scalars(select(M.IntakeBatch).where(M.IntakeBatch.sha256 == sha)).first()
             if existing is not None:
                 return store._report_of(s, existing, already=True)
-            # Only this session writes under rel_dir now: anything there is left over.
-            store.data.clean(rel_dir, set())
-            prev = PreviousIds(store, s)
-            zones = partner_zones(s, plan)
-            daily: dict[tuple[str, date], int] = defaultdict(int)
-            source = Source(p, lay, reader=reader, options=reader_options, batch_rows=batch_rows)
-            # small row groups: records are sorted by partner, so a cycle reads only its partner's
-            rec_w = store.data.writer(rel_dir, "records", source.schema, row_group_size=RECORDS_ROW_GROUP,
-                                      unique=RECORDS_UNIQUE, dictionaries=True)
-            # the texts the writer dictionary-encodes come to it encoded where they are already
-            coded = frozenset(f.name for f in source.schema if pa.types.is_string(f.type)
-                              and f.name not in RECORDS_UNIQUE) if rec_w.dictionaries else frozenset()
-            rej_w = store.data.writer(rel_dir, "rejects", REJECTS_SCHEMA)
-            # conflicts hook: duplicates set aside while the file is read, compared once it is written
-            earlier_files, earlier_names = conflicts.earlier_batches(s, store.data.abs)
-            dupes = conflicts.Duplicates(lambda stem, schema: store.data.writer(rel_dir, stem, schema), source.schema,
-                                         lookup=prev.lookup, files=earlier_files, names=earlier_names,
-                                         raw_json=_raw_json)
-            behind = _Behind()
-            with rec_w, rej_w:
-                cross = 0
-                partner_stats: dict[str, list[Any]] = {}
-                try:
-                    for batch in source.batches():
-                        records = batch.records
-                        rejects = dupes.repeats(batch, batch.rejects)  # conflicts hook
-                        if len(prev) and records.num_rows:
-                            seen, owner = prev.lookup(records.column("id"))
-                            if seen.any():
-                                dupes.again(records.filter(pa.array(seen)), owner[seen])  # conflicts hook
-                                records = records.filter(pa.array(~seen))
-                                cross += int(seen.sum())
-                        by_partner = ByPartner(records)
-                        grouped = _partner_row_groups(by_partner)
-                        # each piece is gathered here while the previous one is written
-                        for piece, bounds in by_partner.pieces(coded=coded):
-                            behind.submit(_write_piece, rec_w, piece, bounds, grouped)
-                        behind.submit(rej_w.write, rejects)
-                        _partner_stats(by_partner, partner_stats)
-                        count_days(by_partner, zones, daily)
-                    behind.wait()
-                finally:
-                    behind.close()
-                # conflicts hook: each duplicate against its first version; their rejects written now
-                found = dupes.resolve(rec_w.close(), rej_w.write)
-                # fingerprints hook: the same call under a new id (reported, billed)
-                suspects = fingerprints.find(s, rec_w.close(), earlier_files, _raw_json) if fingerprint else None
-                min_start = min((v[1] for v in partner_stats.values()), default=None)
-                max_start = max((v[2] for v in partner_stats.values()), default=None)
-                min_start, max_start = (None if v is None else to_datetime(v) for v in (min_start, max_start))
-                counts = source.counts
-                passed = counts.passed - cross
-                # a conflict is a reject (someone must look at it), a repeat a duplicate
-                rejected = counts.rejected + found.conflicts
-                duplicates = counts.duplicates + cross - found.conflicts
-                by_reason = dict(counts.by_reason)
-                if cross:
-                    by_reason["duplicate_id"] = by_reason.get("duplicate_id", 0) + cross
-                if found.conflicts:
-                    by_reason["duplicate_id"] -= found.conflicts
-                    by_reason[conflicts.CONFLICT] = found.conflicts
-                    if not by_reason["duplicate_id"]:
-                        del by_reason["duplicate_id"]
-                problems = []
-                if counts.read != passed + rejected + duplicates:
-                    problems.append(f"read {counts.read} != passed {passed} + rejected {rejected} "
-                                    f"+ duplicates {duplicates}")
-                if sum(by_reason.values()) != rejected + duplicates:
-                    problems.append(f"rejects by reason add up to {sum(by_reason.values())}, "
-                                    f"not {rejected + duplicates}")
-                if found.repeats + found.conflicts != dupes.pending:
-                    problems.append(f"{dupes.pending} duplicates set aside, {found.repeats + found.conflicts} compared")
-                if rec_w.rows != passed:
-                    problems.append(f"{rec_w.rows} records written, {passed} passed")
-                if rej_w.rows != rejected + duplicates:
-                    problems.append(f"{rej_w.rows} rejects written, {rejected + duplicates} counted")
-                if problems:
-                    raise ReconciliationError(f"{p.name}: the counts do not reconcile: {'; '.join(problems)}")
-                rec_w.close()
-                rej_w.close()
-                base.checkpoint("ingest:files_written")
-                rec_f = rec_w.commit(sync_dir=False)
-                rej_f = rej_w.commit()  # the same folder: one fsync of it for both names
-            batch_row = M.IntakeBatch(
-                file_name=p.name, file_path=str(p.resolve()), sha256=sha, size_bytes=size, format=source.format,
-                layout=lay.name if lay else None, status="complete", read_count=counts.read,
-                passed_count=passed, rejected_count=rejected, duplicate_count=duplicates,
-                min_start=min_start, max_start=max_start, started_at=started, finished_at=base.now(),
-            )
-            s.add(batch_row)
-            s.flush()
-            # many rows (partners x days): one bulk insert each, not an ORM object per row
-            if by_reason:
-                s.connection().execute(insert(M.IntakeRejectCount.__table__), [
-                    {"batch_id": batch_row.id, "reason": reason, "count": n} for reason, n in sorted(by_reason.items())])
-            if partner_stats:
-                s.connection().execute(insert(M.IntakePartnerStat.__table__), [
-                    {"batch_id": batch_row.id, "partner": code, "records": n, "min_start": to_datetime(lo),
-                     "max_start": to_datetime(hi)} for code, (n, lo, hi) in sorted(partner_stats.items())])
-            if daily:
-                s.connection().execute(insert(M.IntakeDailyCount.__table__), [
-                    {"batch_id": batch_row.id, "partner": code, "day": day, "records": n}
-                    for (code, day), n in sorted(daily.items())])
-            t = base.now()
-            for kind, f in (("intake_records", rec_f), ("intake_rejects", rej_f)):
-                s.add(M.DataFile(kind=kind, path=f.path, sha256=f.sha256, rows=f.rows, bytes=f.bytes,
-                                 amount_totals=None, batch_id=batch_row.id, cycle_id=None, partner=None, created_at=t))
-            late = record_late(s, batch_row, str(store.data.abs(rec_f.path)),
-                               {c: [n, to_datetime(lo), to_datetime(hi)] for c, (n, lo, hi) in partner_stats.items()}, t)
-            # conflicts and suspects: both versions kept for review (icdsl conflicts)
-            conflicts.store_rows(s, batch_row.id, found.rows + (suspects or []), t)
-            unknown = sorted(c for c in partner_stats if plan is not None and plan.partner(c) is None)
-            store.audit(s, "ingested", "intake_batch", batch_row.id,
-                        f"{p.name}: read {counts.read}, passed {passed}, rejected {rejected}, "
-                        f"duplicates {duplicates}", {"sha256": sha, "by_reason": by_reason, "reader": source.name,
-                                                     "reader_options": dict(reader_options or {}),
-                                                     "fingerprint": fingerprint})
-            base.checkpoint("ingest:before_commit")
-            s.flush()
-            report = store._report_of(s, batch_row, already=False)
-            report.unknown_partners = unknown
-            report.fingerprinted = fingerprint
-            report.late = {f"{c} {k}": n for c, ks in late.items() for k, n in ks.items()}
-        return report
+            # Only this session writes under the batch's folder now: anything there is left over.
+            store.data.clean(_batch_dir(sha), set())
+            split = split_file(store.data, p, lay, sha=sha, size=size, zones=partner_zones(s, plan),
+                               earlier=Earlier.of(s), batch_rows=batch_rows, reader=reader,
+                               reader_options=reader_options)
+            return _record(store, s, p, lay, plan, split, started, fingerprint=fingerprint,
+                           reader_options=reader_options)
     except (IngestError, ReconciliationError) as e:
         store._audit_apart("ingest_failed", "intake_batch", str(e), {"file": str(p), "sha256": sha})
         raise
+
+
+def _batch_dir(sha: str) -> str:
+    return f"intake/{sha[:2]}/{sha}"
+
+
+def _record(store: Store, s: Session, p: Path, lay: RecordLayout | None, plan: Plan | None, split: Split,
+            started: Any, *, fingerprint: bool, reader_options: dict[str, str] | None) -> IngestReport:
+    """The database part of an ingest, in the intake lock's transaction: the batch row, its counts
+    by reason, partner and day, its files, late records, conflicts (and suspects)."""
+    rec_f, rej_f = split.records, split.rejects
+    assert rec_f is not None and rej_f is not None
+    rec_path = store.data.abs(rec_f.path)
+    # fingerprints hook: the same call under a new id (reported, billed)
+    suspects = fingerprints.find(s, rec_path, conflicts.earlier_batches(s, store.data.abs)[0], _raw_json) \
+        if fingerprint else None
+    stats = split.partner_stats
+    min_start = min((v[1] for v in stats.values()), default=None)
+    max_start = max((v[2] for v in stats.values()), default=None)
+    min_start, max_start = (None if v is None else to_datetime(v) for v in (min_start, max_start))
+    batch_row = M.IntakeBatch(
+        file_name=p.name, file_path=str(p.resolve()), sha256=split.sha, size_bytes=split.size, format=split.format,
+        layout=lay.name if lay else None, status="complete", read_count=split.read,
+        passed_count=split.passed, rejected_count=split.rejected, duplicate_count=split.duplicates,
+        min_start=min_start, max_start=max_start, started_at=started, finished_at=base.now(),
+    )
+    s.add(batch_row)
+    s.flush()
+    by_reason = split.by_reason
+    # many rows (partners x days): one bulk insert each, not an ORM object per row
+    if by_reason:
+        s.connection().execute(insert(M.IntakeRejectCount.__table__), [
+            {"batch_id": batch_row.id, "reason": reason, "count": n} for reason, n in sorted(by_reason.items())])
+    if stats:
+        s.connection().execute(insert(M.IntakePartnerStat.__table__), [
+            {"batch_id": batch_row.id, "partner": code, "records": n, "min_start": to_datetime(lo),
+             "max_start": to_datetime(hi)} for code, (n, lo, hi) in sorted(stats.items())])
+    if split.daily:
+        _insert_many(s, M.IntakeDailyCount.__table__, ("batch_id", "partner", "day", "records"),
+                     [(batch_row.id, code, day, n) for (code, day), n in sorted(split.daily.items())])
+    t = base.now()
+    for kind, f in (("intake_records", rec_f), ("intake_rejects", rej_f)):
+        s.add(M.DataFile(kind=kind, path=f.path, sha256=f.sha256, rows=f.rows, bytes=f.bytes,
+                         amount_totals=None, batch_id=batch_row.id, cycle_id=None, partner=None, created_at=t))
+    late = record_late(s, batch_row, str(rec_path),
+                       {c: [n, to_datetime(lo), to_datetime(hi)] for c, (n, lo, hi) in stats.items()}, t)
+    # conflicts and suspects: both versions kept for review (icdsl conflicts)
+    conflicts.store_rows(s, batch_row.id, split.found.rows + (suspects or []), t)
+    unknown = sorted(c for c in stats if plan is not None and plan.partner(c) is None)
+    store.audit(s, "ingested", "intake_batch", batch_row.id,
+                f"{p.name}: read {split.read}, passed {split.passed}, rejected {split.rejected}, "
+                f"duplicates {split.duplicates}", {"sha256": split.sha, "by_reason": by_reason, "reader": split.reader,
+                                                   "reader_options": dict(reader_options or {}),
+                                                   "fingerprint": fingerprint})
+    base.checkpoint("ingest:before_commit")
+    s.flush()
+    report = store._report_of(s, batch_row, already=False)
+    report.unknown_partners = unknown
+    report.fingerprinted = fingerprint
+    report.late = {f"{c} {k}": n for c, ks in late.items() for k, n in ks.items()}
+    return report
+
+
+def _insert_many(s: Session, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """Insert many rows (thousands: partners x days) through the driver's executemany: the
+    per-row parameter handling of a Core insert costs more than the insert itself. Each value is
+    converted by its column type's bind processor for the dialect (a date for SQLite), once per
+    distinct value; a driver of another parameter style gets a Core insert."""
+    conn = s.connection()
+    style = conn.dialect.paramstyle
+    if style not in ("qmark", "format", "pyformat"):
+        conn.execute(insert(table), [dict(zip(columns, r, strict=True)) for r in rows])
+        return
+    mark = "?" if style == "qmark" else "%s"
+    for i, c in enumerate(columns):
+        proc = table.c[c].type.bind_processor(conn.dialect)
+        if proc is not None:
+            done: dict[Any, Any] = {}
+            rows = [(*r[:i], done[r[i]] if r[i] in done else done.setdefault(r[i], proc(r[i])), *r[i + 1:])
+                    for r in rows]
+    q = conn.dialect.identifier_preparer
+    conn.exec_driver_sql(f"INSERT INTO {q.format_table(table)} ({', '.join(q.quote(c) for c in columns)}) "
+                         f"VALUES ({', '.join([mark] * len(columns))})", rows)
+
+
+# --------------------------------------------------------------------------- on a cluster
+
+
+def _split_task(root: str, path: str, layout: RecordLayout | None, zones: dict[str, str], earlier: Earlier,
+                batch_rows: int, reader: str | None, reader_options: dict[str, str] | None) -> Split:
+    """A worker's part of :func:`ingest_files`: hash the file, then read, check and split it
+    into the data folder (``root``: the same path on every machine), unless it was ingested."""
+    p = Path(path)
+    if not p.is_file():
+        raise IngestError(f"{p.name}: no such file on the worker: {p} (every worker reads the files by path: "
+                          "give paths that each machine of the cluster can read)")
+    sha = sha256_file(p)
+    size = p.stat().st_size
+    if sha in earlier.shas:
+        return Split(sha=sha, size=size, skipped=True)
+    return split_file(DataDir(root), p, layout, sha=sha, size=size, zones=zones, earlier=earlier, batch_rows=batch_rows,
+                      reader=reader, reader_options=reader_options)
+
+
+def ingest_files(store: Store, paths: list[str | os.PathLike[str]], layout: RecordLayout | str | None,
+                 plan: Plan | None, *, client: Any, batch_rows: int = 1_000_000, reader: str | None = None,
+                 reader_options: dict[str, str] | None = None, fingerprint: bool = False) -> Iterator[IngestReport]:
+    """Ingest files on the workers of a Dask cluster (``client``, e.g.
+    :func:`icdsl.rating.cluster.dask_client`), one report per file, in the order given; the
+    same batches, files, duplicates and counts as :func:`ingest` of each file in that order.
+
+    Each worker reads a file by its path, checks it and splits it into the batch's records and
+    rejects files in the data folder (:func:`split_file`, against the batches ingested when the
+    run began), and returns their manifest (:class:`Split`: counts, partners, days, conflicts).
+    Only this process touches the database: one transaction per file under the intake lock,
+    as :func:`ingest`. A file whose records share ids with a batch committed after its worker
+    began (another file of the same run, another ingest meanwhile) is read again here, against
+    every batch: rare (ids usually grow from file to file), and exact."""
+    lay = resolve_layout(layout, plan)
+    files = [Path(p) for p in paths]
+    for p in files:
+        if not p.is_file():
+            raise IngestError(f"no such file: {p}")
+    with store.reading() as s:
+        earlier = Earlier.of(s, shas=True)
+        zones = partner_zones(s, plan)
+    root = str(store.data.root)
+    tag = os.urandom(6).hex()
+    futures = [client.submit(_split_task, root, str(p.resolve()), lay, zones, earlier, batch_rows, reader,
+                             reader_options, pure=False, key=f"icdsl-ingest-{tag}-{i}")
+               for i, p in enumerate(files)]
+    try:
+        for p, fut in zip(files, futures, strict=True):
+            started = base.now()
+            try:
+                split = fut.result()
+            except (IngestError, ReconciliationError) as e:  # the file's own fault: as without a cluster
+                store._audit_apart("ingest_failed", "intake_batch", str(e), {"file": str(p)})
+                raise
+            except Exception:  # the worker's (lost, out of disk, ...): the file is ingested here
+                yield ingest(store, p, lay, plan, batch_rows=batch_rows, reader=reader,
+                             reader_options=reader_options, fingerprint=fingerprint)
+                continue
+            yield _commit_split(store, p, lay, plan, split, started, batch_rows=batch_rows, reader=reader,
+                                reader_options=reader_options, fingerprint=fingerprint)
+    finally:
+        for fut in futures:
+            fut.cancel()
+
+
+def _commit_split(store: Store, p: Path, lay: RecordLayout | None, plan: Plan | None, split: Split, started: Any,
+                  *, batch_rows: int, reader: str | None, reader_options: dict[str, str] | None,
+                  fingerprint: bool) -> IngestReport:
+    """The database part of a file split on a worker; the file is ingested here instead if the
+    worker's split no longer holds (see :func:`ingest_files`)."""
+    try:
+        with store.session() as s:
+            store.lock(s, "intake", wait=True)
+            existing = s.scalars(select(M.IntakeBatch).where(M.IntakeBatch.sha256 == split.sha)).first()
+            if existing is not None:  # ingested before, or earlier in this run under another name
+                _tidy(store, s, split.sha)
+                return store._report_of(s, existing, already=True)
+            if not split.skipped and _still_new(store, s, split):
+                assert split.records is not None and split.rejects is not None
+                _tidy(store, s, split.sha, mine=(split.records.path, split.rejects.path))
+                return _record(store, s, p, lay, plan, split, started, fingerprint=fingerprint,
+                               reader_options=reader_options)
+    except (IngestError, ReconciliationError) as e:
+        store._audit_apart("ingest_failed", "intake_batch", str(e), {"file": str(p), "sha256": split.sha})
+        raise
+    return ingest(store, p, lay, plan, batch_rows=batch_rows, reader=reader, reader_options=reader_options,
+                  fingerprint=fingerprint)
+
+
+def _still_new(store: Store, s: Session, split: Split) -> bool:
+    """Whether a worker's split stands: its files are there, and none of its records' ids is in a
+    batch committed after the ones its worker checked against."""
+    assert split.records is not None and split.rejects is not None
+    if not all(store.data.abs(f.path).is_file() for f in (split.records, split.rejects)):
+        return False
+    since = Earlier.of(s, after=split.earlier_last)
+    if not since.files or not split.passed:
+        return True
+    ids = pq.read_table(store.data.abs(split.records.path), columns=["id"]).column("id")
+    seen, _ = PreviousIds(store.data, since).lookup(ids.combine_chunks())
+    return not seen.any()
+
+
+def _tidy(store: Store, s: Session, sha: str, mine: tuple[str, ...] = ()) -> None:
+    """Remove what the store does not reference in a batch's folder, except the files ``mine``
+    (about to be) and files being written (``.tmp-``: another worker's, of a file with the
+    same content)."""
+    rel_dir = _batch_dir(sha)
+    folder = store.data.abs(rel_dir)
+    if not folder.is_dir():
+        return
+    keep = set(mine) | set(s.scalars(select(M.DataFile.path).where(M.DataFile.path.like(f"{rel_dir}/%"))))
+    keep |= {f"{rel_dir}/{name}" for name in os.listdir(folder) if name.startswith(TMP_PREFIX)}
+    store.data.clean(rel_dir, keep)

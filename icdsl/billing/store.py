@@ -29,7 +29,7 @@ import hashlib
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -70,7 +70,7 @@ from icdsl.billing.errors import (
     StoreError,
 )
 from icdsl.billing.files import STORE_ID_FILE, DataDir, sha256_file
-from icdsl.billing.intake import ingest
+from icdsl.billing.intake import ingest, ingest_files
 from icdsl.billing.inventory import import_inventory
 from icdsl.billing.late import pending as late_pending
 from icdsl.billing.seal import UNREADABLE, Verification, check_documents, unreadable
@@ -704,6 +704,15 @@ class Store:
 
         return ingest(self, path, layout, plan, batch_rows=batch_rows, reader=reader,
                       reader_options=reader_options, fingerprint=fingerprint)
+
+    def ingest_files(self, paths: Sequence[str | os.PathLike[str]], layout: RecordLayout | str | None = None,
+                     plan: Plan | None = None, *, client: Any, batch_rows: int = 1_000_000, reader: str | None = None,
+                     reader_options: dict[str, str] | None = None, fingerprint: bool = False) -> Iterator[IngestReport]:
+        """Ingest files with the workers of a Dask cluster reading and splitting them (see
+        :func:`icdsl.billing.intake.ingest_files`): the same batches as :meth:`ingest` of each
+        file in turn; one report per file, in order, as each is committed."""
+        return ingest_files(self, list(paths), layout, plan, client=client, batch_rows=batch_rows, reader=reader,
+                            reader_options=reader_options, fingerprint=fingerprint)
 
     def conflicts(self, *, batch_id: int | None = None, partner: str | None = None, kind: str | None = None,
                   limit: int | None = None) -> list[M.IntakeConflict]:

@@ -31,6 +31,7 @@ from icdsl.cli.common import app, build_with_program_or_exit, echo_err, existing
 from icdsl.exporters import export
 from icdsl.outputs import FORMATS, VIEWS, view_lines, write
 from icdsl.outputs.pdf import quantity_text
+from icdsl.rating.cluster import ClusterError, dask_client
 
 DB_HELP = "Database URL: sqlite:///FILE or postgresql://USER@HOST/DB (default: $ICDSL_DB, else sqlite:///icdsl.db)."
 DATA_HELP = "Folder of the store's Parquet files (default: $ICDSL_DATA, else icdsl-data next to the SQLite file)."
@@ -119,26 +120,53 @@ def ingest_cmd(
                                             help="An option for the reader, e.g. timezone=Europe/Madrid (repeat)."),
     fingerprint: bool = typer.Option(False, "--fingerprint", help="Also report suspected duplicates: the same "
                                      "call (numbers, start, duration) under a new id (billed, listed for review)."),
+    workers: int | None = typer.Option(None, "--workers", help="Read and split the files on a local Dask cluster "
+                                       "of N worker processes (the database part stays here)."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="Read and split the files on a running Dask "
+                                         "cluster: tcp://HOST:PORT (docs/ingest.md)."),
     db: str | None = _db_option(),
     data: Path | None = _data_option(),
     root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
 ) -> None:
     """Ingest traffic files: one intake batch per file (a file already ingested adds nothing).
-    Repeated ids with other content are reported as conflicts (`icdsl conflicts` lists both versions)."""
+    Repeated ids with other content are reported as conflicts (`icdsl conflicts` lists both versions).
+    With --workers or --scheduler, workers read the files and write their batches' files; the
+    batches are the same as without."""
     existing(files)
     options = _reader_options(reader_option)
+    _check_cluster_options(workers, scheduler)
     plan, program = _plan(rules, root)
-    with opened(db, data) as store:
+    with opened(db, data) as store, contextlib.ExitStack() as stack:
         _load_quietly(store, plan, program)
+        if workers is not None or scheduler is not None:
+            try:
+                client = stack.enter_context(dask_client(workers=workers, scheduler=scheduler))
+            except ClusterError as e:
+                echo_err(f"error: {e}")
+                raise typer.Exit(1) from None
+            reports = store.ingest_files(files, layout, plan, client=client, reader=reader, reader_options=options,
+                                         fingerprint=fingerprint)
+        else:
+            reports = (store.ingest(f, layout, plan, reader=reader, reader_options=options, fingerprint=fingerprint)
+                       for f in files)
         bad = False
-        for f in files:
-            rep = store.ingest(f, layout, plan, reader=reader, reader_options=options, fingerprint=fingerprint)
+        for rep in reports:
             typer.echo(str(rep))
             if rep.unknown_partners:
                 typer.echo(f"  warning: partners not declared in the rules: {', '.join(rep.unknown_partners)} "
                            "(their records will not be billed)")
             bad |= not rep.reconciles
     raise typer.Exit(3 if bad else 0)
+
+
+def _check_cluster_options(workers: int | None, scheduler: str | None) -> None:
+    """--workers N or --scheduler tcp://HOST:PORT (a command that spreads its work on Dask), not both."""
+    if workers is not None and scheduler is not None:
+        echo_err("error: give either --workers N (a local cluster) or --scheduler tcp://HOST:PORT, not both")
+        raise typer.Exit(2)
+    if workers is not None and workers < 1:
+        echo_err("error: --workers must be 1 or more")
+        raise typer.Exit(2)
 
 
 def _reader_options(given: list[str]) -> dict[str, str]:
@@ -246,12 +274,7 @@ def cycle_run(
     elif not partners:
         echo_err("error: give the partners and the period (`icdsl cycle run ORFR 2026-03`), or --all PERIOD")
         raise typer.Exit(2)
-    if workers is not None and scheduler is not None:
-        echo_err("error: give either --workers N (a local cluster) or --scheduler tcp://HOST:PORT, not both")
-        raise typer.Exit(2)
-    if workers is not None and workers < 1:
-        echo_err("error: --workers must be 1 or more")
-        raise typer.Exit(2)
+    _check_cluster_options(workers, scheduler)
     plan, program = _plan(rules, root)
     dims = [d for d in by.split(",")] if by else None
     # lazy: the fleet brings the store (numpy, pyarrow, sqlalchemy): loaded when the command runs

@@ -55,6 +55,11 @@ def open_source(path: str) -> CsvSource | ParquetSource:
     return CsvSource(path, label, compression)
 
 
+#: constant columns kept between readers (value, type) -> array: a file after another makes
+#: its columns of one value (a layout's constants, the absent optional fields) as slices of these
+_CONSTS: dict[tuple[Any, str], pa.Array] = {}
+
+
 class RecordReader:
     """Stream a CSV or Parquet traffic file as normalized :class:`IntakeBatch` es.
 
@@ -141,9 +146,14 @@ class RecordReader:
         """A constant column of length ``n`` (slices of one cached array: no copy per batch)."""
         key = (value, str(typ))
         arr = self._consts.get(key)
+        if arr is None:
+            arr = _CONSTS.get(key)
         if arr is None or len(arr) < n:
             arr = pa.repeat(pa.scalar(value, typ), max(n, self.batch_rows if n else 0, 1))
-            self._consts[key] = arr
+            if len(_CONSTS) >= 8:
+                _CONSTS.clear()
+            _CONSTS[key] = arr
+        self._consts[key] = arr
         return arr.slice(0, n)
 
     def _batch(self, piece: Piece) -> IntakeBatch:
