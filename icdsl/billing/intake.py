@@ -656,7 +656,7 @@ def split_file(data: DataDir, path: str | os.PathLike[str], layout: RecordLayout
         if problems:
             raise ReconciliationError(f"{p.name}: the counts do not reconcile: {'; '.join(problems)}")
         rej_w.close(sync=False)
-        fsync_files([rec_w.tmp, rej_w.tmp])  # both at once: their waits overlap
+        fsync_files([rec_w.synced, rej_w.synced])  # both at once: their waits overlap
         base.checkpoint("ingest:files_written")
         rec_f = rec_w.commit(sync_dir=False)
         rej_f = rej_w.commit()  # the same folder: one fsync of it for both names
