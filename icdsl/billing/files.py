@@ -103,18 +103,27 @@ class WrittenFile:
 
 
 class DataDir:
-    """The folder holding the store's Parquet files."""
+    """The folder holding the store's Parquet files. :meth:`abs` remembers the paths it
+    resolved (a cycle asks for the same few folders and intake files again and again: resolving
+    one walks every component with ``lstat``); :func:`data_dir` gives one per folder."""
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root).resolve()
+        self._resolved: dict[str, Path] = {}
 
     def __repr__(self) -> str:
         return f"DataDir({str(self.root)!r})"
 
     def abs(self, rel: str) -> Path:
+        p = self._resolved.get(rel)
+        if p is not None:
+            return p
         p = (self.root / rel).resolve()
         if self.root not in p.parents:
             raise ValueError(f"{rel!r} is outside the data folder {self.root}")
+        if len(self._resolved) >= RESOLVED_PATHS:
+            self._resolved.clear()
+        self._resolved[rel] = p
         return p
 
     def writer(self, rel_dir: str, stem: str, schema: pa.Schema, *, row_group_size: int | None = None,
@@ -177,6 +186,21 @@ class DataDir:
                 p.unlink(missing_ok=True)
                 removed.append(rel)
         return removed
+
+
+#: paths a :class:`DataDir` remembers resolved at most
+RESOLVED_PATHS = 4096
+_DATA_DIRS: dict[str, DataDir] = {}
+
+
+def data_dir(root: str) -> DataDir:
+    """The :class:`DataDir` of ``root``, made once per process (its resolved paths are kept)."""
+    d = _DATA_DIRS.get(root)
+    if d is None:
+        if len(_DATA_DIRS) >= 64:
+            _DATA_DIRS.clear()
+        d = _DATA_DIRS[root] = DataDir(root)
+    return d
 
 
 STORE_ID_FILE = "STORE_ID"
