@@ -537,10 +537,17 @@ class Rater:
         """The lines' sums: the chunks' partials merged (one row per line, in line order)."""
         if not self._partials:
             return pa.table({"line": pa.array([], pa.int32())})
-        t = pa.concat_tables(self._partials)
         aggs = [("count", "sum"), ("units", "sum"), ("amount", "sum"), ("first", "min"), ("last", "max")]
         for c in self.other_dims:
             aggs += [(f"{c}_min", "min"), (f"{c}_max", "max")]
+        if len(self._partials) == 1:  # one chunk (most partners): its partials are the sums when
+            t = self._partials[0]  # every line has one row (else two groups' keys read the same)
+            line = t.column("line").to_numpy()
+            if not len(line) or int(np.bincount(line).max()) == 1:
+                t = t.take(pa.array(np.argsort(line, kind="stable")))
+                return pa.table([t.column("line")] + [t.column(c) for c, _op in aggs],
+                                names=["line"] + [f"{c}_{op}" for c, op in aggs])
+        t = pa.concat_tables(self._partials)
         return t.group_by("line", use_threads=False).aggregate(aggs).sort_by("line")
 
     def groups(self) -> list[Group]:
