@@ -81,7 +81,7 @@ from icdsl.billing.charging import (
 )
 from icdsl.billing.documents import invoice_document
 from icdsl.billing.errors import CycleBusy, CycleError, CycleStateError, StoreError, ValidationError
-from icdsl.billing.files import DataDir, WrittenFile, data_dir, fsync_files
+from icdsl.billing.files import SMALL_ROWS, DataDir, WrittenFile, data_dir, fsync_files
 from icdsl.billing.files import fsync_dir as sync_dir
 from icdsl.billing.fx import FxQuote, FxTable
 from icdsl.billing.inventory import partner_items
@@ -1305,11 +1305,13 @@ class _FileSinks:
     the rated records' amounts and lines are added up as written (``WrittenFile.check``), which
     the store reconciles with the lines instead of reading the file back."""
 
-    def __init__(self, store: Store, rel_dir: str, id_type: pa.DataType, scale: int):
+    def __init__(self, store: Store, rel_dir: str, id_type: pa.DataType, scale: int, expected: int | None = None):
         self.store = store
-        # the executor's dictionary columns written as they are (read back as plain strings)
+        # the executor's dictionary columns written as they are (read back as plain strings);
+        # ``expected``: the records to rate, when known (few: a cheaper compression, SMALL_ROWS)
         self._rated = store.data.writer(rel_dir, "rated", rated_file_schema(id_type, scale), dictionaries=True,
-                                        statistics=RATED_STATISTICS)
+                                        statistics=RATED_STATISTICS,
+                                        small=expected is not None and expected < SMALL_ROWS)
         self._rejects = store.data.writer(rel_dir, "rating-rejects", REJECTS_FILE_SCHEMA)
         charges_schema = record_charges_file_schema(id_type, scale)
         self._charges = store.data.writer(rel_dir, "record-charges", charges_schema, dictionaries=True)
@@ -1576,7 +1578,9 @@ def run_job(job: CycleJob, *, progress: Progress | None = None,
     stage ``files``). ``durable=False``: returned once named, still being made durable (the
     caller calls ``files.durable()`` before it commits anything that refers to them). Returns
     the result and the files."""
-    sinks = _FileSinks(_Folder(data_dir(worker_root(job.root))), job.rel_dir, job.id_type, job.scale)  # type: ignore[arg-type]
+    sinks = _FileSinks(_Folder(data_dir(worker_root(job.root))), job.rel_dir, job.id_type, job.scale,  # type: ignore[arg-type]
+                       expected=None if job.inputs.pieces else job.inputs.expected + (
+                           job.inputs.kept.num_rows if job.inputs.kept is not None else 0))
     inputs = replace(job.inputs, sinks=sinks, progress=progress)
     try:
         with sinks:
