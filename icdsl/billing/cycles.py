@@ -719,16 +719,25 @@ def partner_reads(path: str, partner: str, start: datetime, end: datetime,
 
 #: threads that read intake row groups ahead of the rating (Arrow's reading releases the GIL)
 READ_AHEAD = 2
-_READ_POOL: ThreadPoolExecutor | None = None
-_READ_POOL_LOCK = threading.Lock()
+#: the process's pools of threads by name (made on first use; forgotten in a forked child,
+#: where the parent's threads do not exist)
+_POOLS: dict[str, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _shared_pool(name: str, workers: int) -> ThreadPoolExecutor:
+    with _POOLS_LOCK:
+        pool = _POOLS.get(name)
+        if pool is None:
+            pool = _POOLS[name] = ThreadPoolExecutor(workers, thread_name_prefix=name)
+        return pool
+
+
+os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 def _read_pool() -> ThreadPoolExecutor:
-    global _READ_POOL
-    with _READ_POOL_LOCK:
-        if _READ_POOL is None:
-            _READ_POOL = ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="icdsl-intake-read")
-        return _READ_POOL
+    return _shared_pool("icdsl-intake-read", READ_AHEAD)
 
 
 def read_ahead(reads: Iterable[Callable[[], Any]], depth: int = READ_AHEAD) -> Iterator[Any]:
@@ -1188,24 +1197,10 @@ class CycleFiles(dict):
 #: threads that write cycles' files (made once per process, as the read threads; a cycle's
 #: writes run one after the other on them, :meth:`_FileSinks.submit`)
 FILE_THREADS = 2
-_FILE_POOL: ThreadPoolExecutor | None = None
 
 
 def _file_pool() -> ThreadPoolExecutor:
-    global _FILE_POOL
-    with _READ_POOL_LOCK:
-        if _FILE_POOL is None:
-            _FILE_POOL = ThreadPoolExecutor(FILE_THREADS, thread_name_prefix="icdsl-cycle-files")
-        return _FILE_POOL
-
-
-def _forget_pools() -> None:
-    """In a forked child: the parent's pool threads do not exist there (new ones are made)."""
-    global _READ_POOL, _FILE_POOL
-    _READ_POOL = _FILE_POOL = None
-
-
-os.register_at_fork(after_in_child=_forget_pools)
+    return _shared_pool("icdsl-cycle-files", FILE_THREADS)
 
 #: rejects and record charges of a cycle kept in memory (as well as written) for the engine's
 #: reading, up to this many rows; beyond, it reads them from their files
