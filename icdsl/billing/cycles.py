@@ -81,7 +81,7 @@ from icdsl.billing.charging import (
 )
 from icdsl.billing.documents import invoice_document
 from icdsl.billing.errors import CycleBusy, CycleError, CycleStateError, StoreError, ValidationError
-from icdsl.billing.files import DataDir, WrittenFile, fsync_files
+from icdsl.billing.files import SMALL_ROWS, DataDir, WrittenFile, data_dir, fsync_files
 from icdsl.billing.files import fsync_dir as sync_dir
 from icdsl.billing.fx import FxQuote, FxTable
 from icdsl.billing.inventory import partner_items
@@ -719,16 +719,25 @@ def partner_reads(path: str, partner: str, start: datetime, end: datetime,
 
 #: threads that read intake row groups ahead of the rating (Arrow's reading releases the GIL)
 READ_AHEAD = 2
-_READ_POOL: ThreadPoolExecutor | None = None
-_READ_POOL_LOCK = threading.Lock()
+#: the process's pools of threads by name (made on first use; forgotten in a forked child,
+#: where the parent's threads do not exist)
+_POOLS: dict[str, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _shared_pool(name: str, workers: int) -> ThreadPoolExecutor:
+    with _POOLS_LOCK:
+        pool = _POOLS.get(name)
+        if pool is None:
+            pool = _POOLS[name] = ThreadPoolExecutor(workers, thread_name_prefix=name)
+        return pool
+
+
+os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 def _read_pool() -> ThreadPoolExecutor:
-    global _READ_POOL
-    with _READ_POOL_LOCK:
-        if _READ_POOL is None:
-            _READ_POOL = ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="icdsl-intake-read")
-        return _READ_POOL
+    return _shared_pool("icdsl-intake-read", READ_AHEAD)
 
 
 def read_ahead(reads: Iterable[Callable[[], Any]], depth: int = READ_AHEAD) -> Iterator[Any]:
@@ -765,7 +774,7 @@ class IntakeRecords:
 
     def pieces(self) -> list[tuple[int, str, PartnerRead]]:
         """(intake batch, absolute path, read) of every read of the partner's records, in order."""
-        data = DataDir(worker_root(self.root))
+        data = data_dir(worker_root(self.root))
         out = []
         for batch_id, path in self.files:
             p = str(data.abs(path))
@@ -801,7 +810,7 @@ class PartFiles:
     charges_path: str
 
     def _tables(self, rel: str) -> Iterator[pa.Table]:
-        pf = pq.ParquetFile(DataDir(worker_root(self.root)).abs(rel))
+        pf = pq.ParquetFile(data_dir(worker_root(self.root)).abs(rel))
         for rb in pf.iter_batches(batch_size=READ_ROWS, use_threads=True):
             yield pa.Table.from_batches([rb])
 
@@ -841,7 +850,7 @@ def piece_jobs(job: CycleJob, rows: int = SPLIT_ROWS) -> list[PieceJob]:
     (one piece when the partner has ``rows`` records or fewer)."""
     records = job.inputs.records
     assert isinstance(records, IntakeRecords)
-    data = DataDir(worker_root(records.root))
+    data = data_dir(worker_root(records.root))
     reads: list[tuple[int, str, PartnerRead]] = []
     for batch_id, path in records.files:
         reads += [(batch_id, path, r) for r in partner_reads(str(data.abs(path)), records.partner,
@@ -864,7 +873,7 @@ def rate_piece(piece: PieceJob, plan: Plan) -> RatedPiece:
     groups by path, rate them, write the rated records, rejects and record charges to temporary
     files of the cycle's folder (never committed: :meth:`icdsl.cycle.rater.Rater.absorb`
     copies them into the cycle's files), and return the piece (counts, lines, partial sums)."""
-    data = DataDir(worker_root(piece.root))
+    data = data_dir(worker_root(piece.root))
     tag = f"part{piece.index:04d}"
     writers = (data.writer(piece.rel_dir, f"{tag}-rated", rated_file_schema(piece.id_type, piece.scale),
                            dictionaries=True, statistics=()),
@@ -1185,6 +1194,14 @@ class CycleFiles(dict):
         return (CycleFiles, (dict(self),))
 
 
+#: threads that write cycles' files (made once per process, as the read threads; a cycle's
+#: writes run one after the other on them, :meth:`_FileSinks.submit`)
+FILE_THREADS = 2
+
+
+def _file_pool() -> ThreadPoolExecutor:
+    return _shared_pool("icdsl-cycle-files", FILE_THREADS)
+
 #: rejects and record charges of a cycle kept in memory (as well as written) for the engine's
 #: reading, up to this many rows; beyond, it reads them from their files
 KEEP_ROWS = 1 << 18
@@ -1273,8 +1290,9 @@ class _FileSinks:
     """The engine's sinks for the store: the cycle's rated records, rating rejects and record
     charges streamed to Parquet files in the data folder.
 
-    Every write is made on a thread of the sinks (Parquet encoding releases the GIL: the next
-    chunk is read and rated meanwhile; at most :data:`WRITES_BEHIND` writes wait), and so is
+    Every write is made on a file thread (Parquet encoding releases the GIL: the next chunk is
+    read and rated meanwhile; at most :data:`WRITES_BEHIND` writes wait; the threads are the
+    process's, :func:`_file_pool`, and a cycle's writes run one after the other), and so is
     :meth:`finish` (close, fsync, content-addressed names, with the kill-safety checkpoints):
     it returns at once, and the engine validates and drafts while the files are made durable.
     :attr:`files` waits for them (and raises what a write raised). The rejects and record
@@ -1282,11 +1300,13 @@ class _FileSinks:
     the rated records' amounts and lines are added up as written (``WrittenFile.check``), which
     the store reconciles with the lines instead of reading the file back."""
 
-    def __init__(self, store: Store, rel_dir: str, id_type: pa.DataType, scale: int):
+    def __init__(self, store: Store, rel_dir: str, id_type: pa.DataType, scale: int, expected: int | None = None):
         self.store = store
-        # the executor's dictionary columns written as they are (read back as plain strings)
+        # the executor's dictionary columns written as they are (read back as plain strings);
+        # ``expected``: the records to rate, when known (few: a cheaper compression, SMALL_ROWS)
         self._rated = store.data.writer(rel_dir, "rated", rated_file_schema(id_type, scale), dictionaries=True,
-                                        statistics=RATED_STATISTICS)
+                                        statistics=RATED_STATISTICS,
+                                        small=expected is not None and expected < SMALL_ROWS)
         self._rejects = store.data.writer(rel_dir, "rating-rejects", REJECTS_FILE_SCHEMA)
         charges_schema = record_charges_file_schema(id_type, scale)
         self._charges = store.data.writer(rel_dir, "record-charges", charges_schema, dictionaries=True)
@@ -1294,7 +1314,7 @@ class _FileSinks:
         self.rated = _Behind(self, self._rated, check=self._check)
         self.rejects = _Behind(self, self._rejects, keep=REJECTS_FILE_SCHEMA)
         self.record_charges = _Behind(self, self._charges, keep=charges_schema)
-        self._pool: ThreadPoolExecutor | None = None
+        self._last: Any = None  # the future of the last task submitted
         self._pending: deque[Any] = deque()
         self._error: BaseException | None = None
         self._files: dict[str, WrittenFile] | None = None
@@ -1319,15 +1339,17 @@ class _FileSinks:
 
     # ------------------------------------------------------------------ the file thread
     def submit(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run ``fn(*args)`` on the file thread after what was submitted before; a write that
-        failed is raised here (by a later write) or by :attr:`files`."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="icdsl-cycle-files")
-        self._pending.append(self._pool.submit(self._guarded, fn, *args))
+        """Run ``fn(*args)`` on a file thread after what was submitted before (each task waits
+        for the one before it: the pool takes tasks in order, so that one is running or done);
+        a write that failed is raised here (by a later write) or by :attr:`files`."""
+        self._last = _file_pool().submit(self._guarded, self._last, fn, *args)
+        self._pending.append(self._last)
         while self._pending and (len(self._pending) > WRITES_BEHIND or self._pending[0].done()):
             self._pending.popleft().result()
 
-    def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
+    def _guarded(self, before: Any, fn: Callable[..., None], *args: Any) -> None:
+        if before is not None:
+            before.exception()  # waits for it (what it raised is in self._error)
         if self._error is not None:
             return  # raised once, by the task that failed
         try:
@@ -1338,13 +1360,8 @@ class _FileSinks:
 
     def _drain(self) -> None:
         """Wait for everything submitted; raise the first error."""
-        try:
-            while self._pending:
-                self._pending.popleft().result()
-        finally:
-            if not self._pending and self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
+        while self._pending:
+            self._pending.popleft().result()
         if self._error is not None:
             raise self._error
 
@@ -1556,7 +1573,9 @@ def run_job(job: CycleJob, *, progress: Progress | None = None,
     stage ``files``). ``durable=False``: returned once named, still being made durable (the
     caller calls ``files.durable()`` before it commits anything that refers to them). Returns
     the result and the files."""
-    sinks = _FileSinks(_Folder(DataDir(worker_root(job.root))), job.rel_dir, job.id_type, job.scale)  # type: ignore[arg-type]
+    sinks = _FileSinks(_Folder(data_dir(worker_root(job.root))), job.rel_dir, job.id_type, job.scale,  # type: ignore[arg-type]
+                       expected=None if job.inputs.pieces else job.inputs.expected + (
+                           job.inputs.kept.num_rows if job.inputs.kept is not None else 0))
     inputs = replace(job.inputs, sinks=sinks, progress=progress)
     try:
         with sinks:

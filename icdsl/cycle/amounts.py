@@ -36,6 +36,7 @@ def minor_units(currency: str) -> int:
     return int(get_currency_precision(currency.upper()))
 
 
+@cache
 def is_currency(code: str) -> bool:
     from babel.numbers import is_currency as known  # lazy: babel's locale data, only for amounts
 

@@ -537,10 +537,17 @@ class Rater:
         """The lines' sums: the chunks' partials merged (one row per line, in line order)."""
         if not self._partials:
             return pa.table({"line": pa.array([], pa.int32())})
-        t = pa.concat_tables(self._partials)
         aggs = [("count", "sum"), ("units", "sum"), ("amount", "sum"), ("first", "min"), ("last", "max")]
         for c in self.other_dims:
             aggs += [(f"{c}_min", "min"), (f"{c}_max", "max")]
+        if len(self._partials) == 1:  # one chunk (most partners): its partials are the sums when
+            t = self._partials[0]  # every line has one row (else two groups' keys read the same)
+            line = t.column("line").to_numpy()
+            if not len(line) or int(np.bincount(line).max()) == 1:
+                t = t.take(pa.array(np.argsort(line, kind="stable")))
+                return pa.table([t.column("line")] + [t.column(c) for c, _op in aggs],
+                                names=["line"] + [f"{c}_{op}" for c, op in aggs])
+        t = pa.concat_tables(self._partials)
         return t.group_by("line", use_threads=False).aggregate(aggs).sort_by("line")
 
     def groups(self) -> list[Group]:
@@ -549,7 +556,14 @@ class Rater:
         if not m.num_rows:
             return []
         keys = self.line_keys.to_pylist()
-        cols = {name: m.column(name).to_pylist() for name in m.column_names}
+        amount = m.column("amount_sum")
+        exact = None  # the sums at the store's money scale, cast on the column (exact: raises rather than round)
+        if pa.types.is_decimal(amount.type) and amount.type.scale <= MONEY_SCALE:
+            try:
+                exact = pc.cast(amount, pa.decimal128(38, MONEY_SCALE)).to_pylist()
+            except pa.ArrowInvalid:  # too many digits for 38 at that scale: money() says why
+                exact = None
+        cols = {name: m.column(name).to_pylist() for name in m.column_names if name != "amount_sum" or exact is None}
         out = []
         for i, li in enumerate(cols["line"]):
             v = dict(zip(self.line_dims, keys[li].split(SEP), strict=True))
@@ -559,7 +573,7 @@ class Rater:
                       currency=v["currency"], dims={d: v[d] for d in self.dims})
             g.count = cols["count_sum"][i]
             g.units = cols["units_sum"][i] or 0
-            g.amount = money(cols["amount_sum"][i])
+            g.amount = exact[i] if exact is not None else money(cols["amount_sum"][i])
             g.first, g.last = from_us(cols["first_min"][i]), from_us(cols["last_max"][i])
             for c in DIMENSIONS:
                 if c not in self.dims:
