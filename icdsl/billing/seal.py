@@ -679,7 +679,7 @@ def _link_problem(row: Any, label: str, before: Any | None) -> SealProblem | Non
     return None
 
 
-_Q_SEALS = select(*_SEAL_COLS).where(_S.position > _B("after")).order_by(_S.position).limit(_CHUNK)
+_Q_SEALS = select(*_SEAL_COLS).where(_S.position > _B("after")).order_by(_S.position).limit(_B("page"))
 
 
 def verify(c: Conn, *, head: str | None = None) -> Verification:
@@ -692,7 +692,7 @@ def verify(c: Conn, *, head: str | None = None) -> Verification:
     before = None
     anchored = False
     after = 0
-    while page := c.execute(_Q_SEALS, {"after": after}).all():
+    while page := c.execute(_Q_SEALS, {"after": after, "page": _CHUNK}).all():
         after = page[-1].position
         current = reader.contents_or_errors((row.kind, row.document_id) for row in page)
         for row in page:
