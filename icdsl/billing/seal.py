@@ -24,6 +24,13 @@ added later does not change what a seal of version 1 means.
 chain; :func:`check_documents` does it for the documents a face is about to present (``invoice
 show``, ``invoice export``), which refuse a document that fails (:class:`SealBroken`).
 
+Reading is by table, not by document (:class:`_Reader`): sealing a cycle is a few statements
+whatever the number of its documents (on PostgreSQL the chain's lock; the unsealed documents with
+the chain's head; the invoices joined to their lines and charge lines; the statements; the cycle
+with its inputs and files in one ``UNION ALL``; the agreement versions and FX rates they used; one
+insert), and ``verify`` reads the chain by pages of :data:`_CHUNK` seals, the same few statements
+a page. IN lists hold at most :data:`_CHUNK` values (SQLite's bound-parameter limit).
+
 What it protects against, and what not: a change made behind the store's back (the triggers
 dropped, a row edited) is found, and so is a seal removed or altered (the chain breaks). Someone who
 owns the database can still recompute every seal after the change they made: that is found only
