@@ -196,17 +196,34 @@ _DF, _IB, _CI, _RC, _X, _V, _CL = (M.DataFile, M.IntakeBatch, M.CycleInput, M.Re
                                    M.AgreementVersion, M.ChargeLine)
 _SS, _SH = M.SettlementStatement, M.ShareStatement
 _CORRECTED = aliased(M.Invoice)
-# an invoice, its lines (with their data file's hash) and their charge lines: one row per charge line
-_Q_INVOICES = (select(_I.id.label("doc"), _CORRECTED.number.label("corrects_number"),
-                      *_labelled("i_", _INVOICE_COLS), *_labelled("l_", _LINE_COLS),
-                      _DF.sha256.label("l_data_file_sha256"),
-                      *_labelled("c_", (_CL.key_hash, _CL.kind, _CL.stage, _CL.amount, _CL.currency)))
-               .outerjoin(_CORRECTED, _CORRECTED.id == _I.corrects_invoice_id)
-               .outerjoin(_L, _L.invoice_id == _I.id)
-               .outerjoin(_DF, _DF.id == _L.data_file_id)
-               .outerjoin(_CL, _CL.invoice_line_id == _L.id)
-               .where(_I.id.in_(_B("ids", expanding=True)))
-               .order_by(_I.id, _L.line_no, _L.id, _CL.key_hash))
+# invoices, then each invoice's lines (with their data file's hash) and charge lines (a row per
+# charge line): one UNION ALL, the invoice's own row first (``part`` 0: its columns typed, so that
+# every part's values are read by their column's type; each row carries only its part's values)
+_CHARGE_COLS = (_CL.key_hash, _CL.kind, _CL.stage, _CL.amount, _CL.currency)
+
+
+def _nulls(prefix: str, cols: Iterable[Any]) -> list[Any]:
+    return [sa.null().label(prefix + c.key) for c in cols]
+
+
+def _typed_nulls(prefix: str, cols: Iterable[Any]) -> list[Any]:
+    return [sa.type_coerce(sa.null(), c.type).label(prefix + c.key) for c in cols]
+
+
+_INVOICE_IDS = _B("ids", expanding=True)
+_Q_INVOICES_U = sa.union_all(
+    select(_I.id.label("doc"), sa.literal_column("0").label("part"), _CORRECTED.number.label("corrects_number"),
+           *_labelled("i_", _INVOICE_COLS), *_typed_nulls("l_", _LINE_COLS),
+           sa.type_coerce(sa.null(), _DF.sha256.type).label("l_data_file_sha256"), *_typed_nulls("c_", _CHARGE_COLS))
+    .outerjoin(_CORRECTED, _CORRECTED.id == _I.corrects_invoice_id)
+    .where(_I.id.in_(_INVOICE_IDS)),
+    select(_L.invoice_id, sa.literal_column("1"), sa.null(), *_nulls("i_", _INVOICE_COLS), *_LINE_COLS, _DF.sha256,
+           *_CHARGE_COLS)
+    .outerjoin(_DF, _DF.id == _L.data_file_id)
+    .outerjoin(_CL, _CL.invoice_line_id == _L.id)
+    .where(_L.invoice_id.in_(_INVOICE_IDS)))
+_U = _Q_INVOICES_U.selected_columns
+_Q_INVOICES = _Q_INVOICES_U.order_by(_U.doc, _U.part, _U.l_line_no, _U.l_id, _U.c_key_hash)
 _INVOICE_FIELDS, _LINE_FIELDS, _CHARGE_FIELDS = (_fields(_Q_INVOICES, p) for p in ("i_", "l_", "c_"))
 _LINE_ID, _LINE_FX, _LINE_AGREEMENT, _LINE_HASH, _CHARGE = (_index(_Q_INVOICES, k) for k in (
     "l_id", "l_fx_rate_id", "l_agreement_version_id", "l_agreement_hash", "c_key_hash"))
@@ -215,10 +232,6 @@ _Q_SETTLEMENTS = select(_SS.id.label("doc"), _SS.number, _SS.status, _SS.partner
                         _SS.details).where(_SS.id.in_(_B("ids", expanding=True)))
 _Q_SHARES = select(_SH.id.label("doc"), _SH.number, _SH.status, _SH.partner_id, _SH.cycle_id, _SH.party,
                    _SH.currency, _SH.total, _SH.finalized_at, _SH.details).where(_SH.id.in_(_B("ids", expanding=True)))
-
-
-def _nulls(prefix: str, cols: Iterable[Any]) -> list[Any]:
-    return [sa.null().label(prefix + c.key) for c in cols]
 
 
 # a cycle, the intake batches it read (with their files) and its own files: one UNION ALL, told
@@ -354,23 +367,21 @@ class _Reader:
     def _invoices(self, ids: list[int]) -> dict[DocRef, dict[str, Any]]:
         out: dict[DocRef, dict[str, Any]] = {}
         uses: dict[int, tuple[set[int], set[int], set[str]]] = {}  # fx ids, agreement ids, hashes
-        doc: dict[str, Any] = {}
         line: dict[str, Any] | None = None
         lines: list[dict[str, Any]] = []
         fx: set[int] = set()
         agreement_ids: set[int] = set()
         hashes: set[str] = set()
         for r in self._rows(_Q_INVOICES, ids):  # by invoice, line, charge line (rows by index: the hot loop)
-            if r[0] != doc.get("id"):
+            if r[1] == 0:  # the invoice's own row, before its lines
                 head = _part(r, _INVOICE_FIELDS)
                 lines, fx, agreement_ids, hashes = [], {head["fx_rate_id"]} - {None}, set(), set()
-                doc = out["invoice", r[0]] = {"kind": "invoice", "id": r[0], **head, "corrects_number": r[1],
-                                              "lines": lines}
+                out["invoice", r[0]] = {"kind": "invoice", "id": r[0], **head, "corrects_number": r[2],
+                                        "lines": lines}
                 uses[r[0]] = (fx, agreement_ids, hashes)
                 line = None
-            line_id = r[_LINE_ID]
-            if line_id is None:
                 continue
+            line_id = r[_LINE_ID]
             if line is None or line["id"] != line_id:
                 line = _part(r, _LINE_FIELDS)
                 line["charges"] = []
