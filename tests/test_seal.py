@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from alembic import command
 from helpers import GOLDEN, compare_golden
 from test_billing_charges import setup as charges_setup  # its month has every kind of document
+from test_billing_cycles import setup_brk  # its month converts with FX and nets a statement
 from test_billing_store import (  # noqa: F401 - the fixtures
     ACCEPT,
     PARTNER,
@@ -35,6 +36,8 @@ from test_billing_store import (  # noqa: F401 - the fixtures
 from typer.testing import CliRunner
 
 import icdsl.billing.base as billing_base
+import icdsl.billing.cycles as billing_cycles
+import icdsl.billing.store as billing_store
 from icdsl.billing import models as M
 from icdsl.billing import seal
 from icdsl.billing.seal import GENESIS, SealBroken
@@ -159,6 +162,37 @@ def test_the_same_documents_have_the_same_seals_on_sqlite_and_postgresql(tmp_pat
     assert got["sqlite"] == got["postgres"] and len(got["sqlite"]) == 2
 
 
+def test_the_canonical_contents_are_the_same_bytes_as_when_they_were_sealed(tmp_path, fixed_clock, monkeypatch):
+    """Every kind of document (invoices with every kind of line, FX-converted lines, settlement and
+    revenue-share statements, two cycles of a partner) in the canonical form of version 1: the
+    golden was written by the first (per-document) reader, so a seal made then still verifies.
+    The data files' hashes are hidden (they follow the Parquet writer's bytes)."""
+    out = []
+    for name in ("charges", "brk", "orfr"):
+        folder = tmp_path / name
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        store = open_store(f"sqlite:///{folder / 'db' / 'icdsl.db'}", data_dir=folder / "data")
+        try:
+            if name == "charges":
+                store.run_cycle("ACME", "2026-03", charges_setup(store, folder))
+                store.finalize_cycle("ACME", "2026-03")
+            elif name == "brk":
+                store.run_cycle("BRK", "2026-03", setup_brk(store, folder))
+                store.finalize_cycle("BRK", "2026-03")
+            else:
+                finalized_store(store, folder)
+            rows = seals(store)
+            assert store.verify().ok
+            with store.engine.connect() as c:  # one document read alone reads the same content
+                for r in rows:
+                    assert seal.canonical(seal.document_content(c, r.kind, r.document_id)) == r.content
+            out += [f"{name} #{r.position} {r.kind} {r.number}\n{r.content}\n" for r in rows]
+        finally:
+            store.close()
+    compare_golden(GOLDEN_SEAL / "contents.txt", re.sub(r"[0-9a-f]{64}", "<sha256>", "".join(out)))
+
+
 def test_documents_finalized_before_the_seals_are_sealed_by_the_migration(store, tmp_path):
     finalized_store(store, tmp_path)
     before = [(r.kind, r.number, r.content_hash) for r in seals(store)]
@@ -168,6 +202,67 @@ def test_documents_finalized_before_the_seals_are_sealed_by_the_migration(store,
     store.upgrade()
     assert [(r.kind, r.number, r.content_hash) for r in seals(store)] == before
     assert store.verify().ok
+
+
+def statements_during(engine, monkeypatch, target, name):
+    """Wrap ``target.name`` and count the SQL statements run on ``engine`` during its calls."""
+    counts = []
+    inner = getattr(target, name)
+
+    def counted(*args, **kwargs):
+        n = [0]
+
+        def one(*_a):
+            n[0] += 1
+
+        sa.event.listen(engine, "before_cursor_execute", one)
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", one)
+            counts.append(n[0])
+
+    monkeypatch.setattr(target, name, counted)
+    return counts
+
+
+def test_sealing_and_verifying_read_by_table_not_by_document(store, tmp_path, monkeypatch):
+    """A few statements per cycle sealed and per verification, however many documents: a cycle
+    of 6 documents (invoices, a settlement statement, revenue-share statements) is sealed in as many
+    statements as a cycle of one."""
+    counts = statements_during(store.engine, monkeypatch, billing_cycles, "seal_cycle")  # finalize_cycle's name
+    plan = charges_setup(store, tmp_path)
+    store.run_cycle("ACME", "2026-03", plan)
+    store.finalize_cycle("ACME", "2026-03")
+    rows = seals(store)
+    assert len(rows) >= 6 and {r.kind for r in rows} == {"invoice", "settlement", "share"}
+    # the lock (PostgreSQL), the documents and the head, invoices with lines and charge lines,
+    # settlements, shares, the cycle with its inputs and files, agreements, FX rates, one insert
+    assert counts == [counts[0]] and counts[0] <= 9, counts
+    checked = statements_during(store.engine, monkeypatch, billing_store, "verify_seals")  # Store.verify's name
+    assert store.verify().ok and checked[0] <= 10, checked  # one page, then an empty one
+
+
+def test_pages_and_chunks_smaller_than_the_documents_read_the_same(store, tmp_path, monkeypatch, fixed_clock):
+    """Sealing, verifying and checking by pages of 2 documents (IN lists of 2 ids): the same seals
+    as one page, and a document changed on a later page is still named."""
+    plan = charges_setup(store, tmp_path)
+    store.run_cycle("ACME", "2026-03", plan)
+    monkeypatch.setattr(seal, "_CHUNK", 2)
+    store.finalize_cycle("ACME", "2026-03")
+    rows = seals(store)
+    assert len(rows) > 4
+    with store.engine.connect() as c:
+        for r in rows:
+            assert seal.canonical(seal.document_content(c, r.kind, r.document_id)) == r.content
+    assert store.verify().ok
+    store.cycle_documents(rows[0].cycle_id)  # checked, all at once: they hold
+    last = rows[-1]
+    table = {"invoice": "invoices", "settlement": "settlement_statements", "share": "share_statements"}[last.kind]
+    tamper(store, f"UPDATE {table} SET finalized_at = '2030-01-01 00:00:00' WHERE id = {last.document_id}")
+    assert [(p.what, p.document) for p in store.verify().problems] == [("content", last.number)]
+    with pytest.raises(SealBroken, match=f"{last.number} fails its seal"):
+        store.cycle_documents(rows[0].cycle_id)
 
 
 # --------------------------------------------------------------------------- tampering

@@ -24,6 +24,13 @@ added later does not change what a seal of version 1 means.
 chain; :func:`check_documents` does it for the documents a face is about to present (``invoice
 show``, ``invoice export``), which refuse a document that fails (:class:`SealBroken`).
 
+Reading is by table, not by document (:class:`_Reader`): sealing a cycle is a few statements
+whatever the number of its documents (on PostgreSQL the chain's lock; the unsealed documents with
+the chain's head; the invoices joined to their lines and charge lines; the statements; the cycle
+with its inputs and files in one ``UNION ALL``; the agreement versions and FX rates they used; one
+insert), and ``verify`` reads the chain by pages of :data:`_CHUNK` seals, the same few statements
+a page. IN lists hold at most :data:`_CHUNK` values (SQLite's bound-parameter limit).
+
 What it protects against, and what not: a change made behind the store's back (the triggers
 dropped, a row edited) is found, and so is a seal removed or altered (the chain breaks). Someone who
 owns the database can still recompute every seal after the change they made: that is found only
@@ -45,7 +52,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from icdsl.billing import base
 from icdsl.billing import models as M
@@ -84,7 +91,12 @@ def day(v: date | None) -> str | None:
 
 
 def instant(v: datetime | None) -> str | None:
-    return None if v is None else v.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if v is None:
+        return None
+    u = v.astimezone(UTC)
+    if u.year < 1000:  # strftime's year, as the canonical form always wrote it
+        return u.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return u.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"  # the same text, faster
 
 
 def canonical(content: Any) -> str:
@@ -115,14 +127,38 @@ _LINE_COLS = (_L.id, _L.line_no, _L.kind, _L.description, _L.direction, _L.servi
 _RATE_COLS = {"rate", "fx_rate", "tax_rate"}
 
 
+def _value(k: str, v: Any) -> Any:
+    """A column's value as a JSON value: money and rates at their fixed scales, days and instants
+    in ISO form (JSON columns as the database returns them). The hot loop of sealing: by type,
+    not isinstance."""
+    t = type(v)
+    if t is Decimal:  # at the column's scale; a value the column could not hold keeps its digits
+        q = v.quantize(_RATE if k in _RATE_COLS else _MONEY)
+        return format(q if q == v else v, "f")
+    if t is datetime:
+        return instant(v)
+    if t is date:
+        return v.isoformat()
+    return v
+
+
 def _row(row: Any) -> dict[str, Any]:
-    """A row as JSON values: money and rates at their fixed scales, days and instants in ISO form
-    (JSON columns as the database returns them). The hot loop of sealing: by type, not isinstance."""
+    """A row as JSON values (:func:`_value`)."""
+    return {k: _value(k, v) for k, v in zip(row._fields, row, strict=True)}
+
+
+Fields = tuple[tuple[str, int, Decimal], ...]
+
+
+def _part(row: Any, fields: Fields) -> dict[str, Any]:
+    """Some columns of a row (see :func:`_fields`) as JSON values: :func:`_value` inlined (the
+    hot loop: every line of every document)."""
     out = {}
-    for k, v in zip(row._fields, row, strict=True):
+    for k, i, unit in fields:
+        v = row[i]
         t = type(v)
-        if t is Decimal:  # at the column's scale; a value the column could not hold keeps its digits
-            q = v.quantize(_RATE if k in _RATE_COLS else _MONEY)
+        if t is Decimal:
+            q = v.quantize(unit)
             v = format(q if q == v else v, "f")
         elif t is datetime:
             v = instant(v)
@@ -132,40 +168,98 @@ def _row(row: Any) -> dict[str, Any]:
     return out
 
 
+def _fields(q: Any, prefix: str) -> Fields:
+    """The columns of a query labelled ``prefix`` + name: (name, index, a Decimal's unit), to
+    read one table's part of a joined row."""
+    out = []
+    for i, c in enumerate(q.selected_columns):
+        if c.key.startswith(prefix):
+            k = c.key[len(prefix):]
+            out.append((k, i, _RATE if k in _RATE_COLS else _MONEY))
+    return tuple(out)
+
+
+def _index(q: Any, key: str) -> int:
+    return [c.key for c in q.selected_columns].index(key)
+
+
+def _labelled(prefix: str, cols: Iterable[Any]) -> list[Any]:
+    return [c.label(prefix + c.key) for c in cols]
+
+
+# Documents are read in bulk: one query per table for all the documents of a cycle (sealing) or of
+# a page of the chain (verifying), by IN lists of at most _CHUNK ids (under SQLite's bound-parameter
+# limit). Built once: SQLAlchemy caches their compiled form.
+_CHUNK = 400
 _B = sa.bindparam
 _DF, _IB, _CI, _RC, _X, _V, _CL = (M.DataFile, M.IntakeBatch, M.CycleInput, M.RecordChargeFile, M.FxRate,
                                    M.AgreementVersion, M.ChargeLine)
 _SS, _SH = M.SettlementStatement, M.ShareStatement
-# built once (finalizing a month seals hundreds of documents): SQLAlchemy caches their compiled form
-_Q_CYCLE = select(_C.partner_code, _C.frequency, _C.label, _C.timezone, _C.local_start, _C.local_end, _C.period_start,
-                  _C.period_end, _C.status, _C.plan_hash, _C.records_in, _C.rated_count,
-                  _C.rejected_count).where(_C.id == _B("id"))
-_Q_INPUTS = (select(_CI.batch_id, _CI.records, _IB.sha256, _IB.size_bytes, _IB.passed_count,
-                    _DF.kind.label("file_kind"), _DF.path.label("file_path"), _DF.sha256.label("file_sha256"),
-                    _DF.rows.label("file_rows"))
-             .join(_IB, _IB.id == _CI.batch_id, isouter=True)
-             .join(_DF, sa.and_(_DF.batch_id == _CI.batch_id, _DF.cycle_id.is_(None)), isouter=True)
-             .where(_CI.cycle_id == _B("id")))
-_Q_CYCLE_FILES = sa.union_all(
-    select(_DF.kind, _DF.path, _DF.sha256, _DF.rows).where(_DF.cycle_id == _B("id")),
-    select(sa.literal("record_charges", sa.String()).label("kind"), _RC.path, _RC.sha256, _RC.rows)
-    .where(_RC.cycle_id == _B("id")))
+_CORRECTED = aliased(M.Invoice)
+# invoices, then each invoice's lines (with their data file's hash) and charge lines (a row per
+# charge line): one UNION ALL, the invoice's own row first (``part`` 0: its columns typed, so that
+# every part's values are read by their column's type; each row carries only its part's values)
+_CHARGE_COLS = (_CL.key_hash, _CL.kind, _CL.stage, _CL.amount, _CL.currency)
+
+
+def _nulls(prefix: str, cols: Iterable[Any]) -> list[Any]:
+    return [sa.null().label(prefix + c.key) for c in cols]
+
+
+def _typed_nulls(prefix: str, cols: Iterable[Any]) -> list[Any]:
+    return [sa.type_coerce(sa.null(), c.type).label(prefix + c.key) for c in cols]
+
+
+_INVOICE_IDS = _B("ids", expanding=True)
+_Q_INVOICES_U = sa.union_all(
+    select(_I.id.label("doc"), sa.literal_column("0").label("part"), _CORRECTED.number.label("corrects_number"),
+           *_labelled("i_", _INVOICE_COLS), *_typed_nulls("l_", _LINE_COLS),
+           sa.type_coerce(sa.null(), _DF.sha256.type).label("l_data_file_sha256"), *_typed_nulls("c_", _CHARGE_COLS))
+    .outerjoin(_CORRECTED, _CORRECTED.id == _I.corrects_invoice_id)
+    .where(_I.id.in_(_INVOICE_IDS)),
+    select(_L.invoice_id, sa.literal_column("1"), sa.null(), *_nulls("i_", _INVOICE_COLS), *_LINE_COLS, _DF.sha256,
+           *_CHARGE_COLS)
+    .outerjoin(_DF, _DF.id == _L.data_file_id)
+    .outerjoin(_CL, _CL.invoice_line_id == _L.id)
+    .where(_L.invoice_id.in_(_INVOICE_IDS)))
+_U = _Q_INVOICES_U.selected_columns
+_Q_INVOICES = _Q_INVOICES_U.order_by(_U.doc, _U.part, _U.l_line_no, _U.l_id, _U.c_key_hash)
+_INVOICE_FIELDS, _LINE_FIELDS, _CHARGE_FIELDS = (_fields(_Q_INVOICES, p) for p in ("i_", "l_", "c_"))
+_LINE_ID, _LINE_FX, _LINE_AGREEMENT, _LINE_HASH, _CHARGE = (_index(_Q_INVOICES, k) for k in (
+    "l_id", "l_fx_rate_id", "l_agreement_version_id", "l_agreement_hash", "c_key_hash"))
+_Q_SETTLEMENTS = select(_SS.id.label("doc"), _SS.number, _SS.status, _SS.partner_id, _SS.cycle_id, _SS.currency,
+                        _SS.receivable, _SS.payable, _SS.net, _SS.finalized_at,
+                        _SS.details).where(_SS.id.in_(_B("ids", expanding=True)))
+_Q_SHARES = select(_SH.id.label("doc"), _SH.number, _SH.status, _SH.partner_id, _SH.cycle_id, _SH.party,
+                   _SH.currency, _SH.total, _SH.finalized_at, _SH.details).where(_SH.id.in_(_B("ids", expanding=True)))
+
+
+# a cycle, the intake batches it read (with their files) and its own files: one UNION ALL, told
+# apart by ``part`` (the cycle's row first: its columns' types read the result)
+_CYCLE_COLS = (_C.partner_code, _C.frequency, _C.label, _C.timezone, _C.local_start, _C.local_end, _C.period_start,
+               _C.period_end, _C.status, _C.plan_hash, _C.records_in, _C.rated_count, _C.rejected_count)
+_INPUT_COLS = (_CI.batch_id, _CI.records, _IB.sha256, _IB.size_bytes, _IB.passed_count)
+_FILE_COLS = (_DF.kind, _DF.path, _DF.sha256, _DF.rows)
+_CYCLE_IDS = _B("ids", expanding=True)
+_Q_CYCLES = sa.union_all(
+    select(_C.id.label("cycle"), sa.literal("cycle", sa.String()).label("part"), *_labelled("y_", _CYCLE_COLS),
+           *_nulls("n_", _INPUT_COLS), *_nulls("f_", _FILE_COLS)).where(_C.id.in_(_CYCLE_IDS)),
+    select(_CI.cycle_id, sa.literal("input", sa.String()), *_nulls("y_", _CYCLE_COLS), *_INPUT_COLS, *_FILE_COLS)
+    .join(_IB, _IB.id == _CI.batch_id, isouter=True)
+    .join(_DF, sa.and_(_DF.batch_id == _CI.batch_id, _DF.cycle_id.is_(None)), isouter=True)
+    .where(_CI.cycle_id.in_(_CYCLE_IDS)),
+    select(_DF.cycle_id, sa.literal("file", sa.String()), *_nulls("y_", _CYCLE_COLS), *_nulls("n_", _INPUT_COLS),
+           *_FILE_COLS).where(_DF.cycle_id.in_(_CYCLE_IDS)),
+    select(_RC.cycle_id, sa.literal("file", sa.String()), *_nulls("y_", _CYCLE_COLS), *_nulls("n_", _INPUT_COLS),
+           sa.literal("record_charges", sa.String()), _RC.path, _RC.sha256, _RC.rows).where(_RC.cycle_id.in_(_CYCLE_IDS)))
+_CYCLE_FIELDS = _fields(_Q_CYCLES, "y_")
+_N = len(_CYCLE_FIELDS) + 2  # where the input columns start, then the files'
 _Q_FX = select(_X.id, _X.source, _X.base, _X.quote, _X.rate, _X.effective_from).where(
-    _X.id.in_(_B("ids", expanding=True))).order_by(_X.id)
-_Q_AGREEMENTS = select(_V.id, _V.name, _V.version, _V.revision, _V.partner_code, _V.effective_from, _V.effective_to,
-                       _V.currency, _V.source_file_hash, _V.content_hash, _V.decks).where(
-    sa.or_(_V.id.in_(_B("ids", expanding=True)), _V.content_hash.in_(_B("hashes", expanding=True)))).order_by(_V.id)
-_Q_INVOICE = select(*_INVOICE_COLS).where(_I.id == _B("id"))
-_Q_LINES = (select(*_LINE_COLS, _DF.sha256.label("data_file_sha256"))
-            .join(_DF, _DF.id == _L.data_file_id, isouter=True)
-            .where(_L.invoice_id == _B("id")).order_by(_L.line_no, _L.id))
-_Q_LINE_CHARGES = (select(_CL.invoice_line_id, _CL.key_hash, _CL.kind, _CL.stage, _CL.amount, _CL.currency)
-                   .join(_L, _L.id == _CL.invoice_line_id).where(_L.invoice_id == _B("id")))
-_Q_NUMBER = select(_I.number).where(_I.id == _B("id"))
-_Q_SETTLEMENT = select(_SS.number, _SS.status, _SS.partner_id, _SS.cycle_id, _SS.currency, _SS.receivable, _SS.payable,
-                       _SS.net, _SS.finalized_at, _SS.details).where(_SS.id == _B("id"))
-_Q_SHARE = select(_SH.number, _SH.status, _SH.partner_id, _SH.cycle_id, _SH.party, _SH.currency, _SH.total,
-                  _SH.finalized_at, _SH.details).where(_SH.id == _B("id"))
+    _X.id.in_(_B("ids", expanding=True)))
+_AGREEMENT_COLS = (_V.id, _V.name, _V.version, _V.revision, _V.partner_code, _V.effective_from, _V.effective_to,
+                   _V.currency, _V.source_file_hash, _V.content_hash, _V.decks)
+_Q_AGREEMENTS = select(*_AGREEMENT_COLS).where(
+    sa.or_(_V.id.in_(_B("ids", expanding=True)), _V.content_hash.in_(_B("hashes", expanding=True))))
 
 
 def _connection(c: Conn) -> sa.Connection:
@@ -176,116 +270,202 @@ def _connection(c: Conn) -> sa.Connection:
     return c
 
 
+def _chunks(values: Iterable[Any]) -> Iterable[list[Any]]:
+    items = sorted(set(values))
+    for i in range(0, len(items), _CHUNK):
+        yield items[i:i + _CHUNK]
+
+
 class _Reader:
-    """Reads documents' contents; each cycle's part, FX rates and agreements once."""
+    """Reads documents' contents in bulk (:meth:`contents`); cycles, FX rates and agreements
+    read once per reader."""
 
     def __init__(self, c: Conn):
         self.c = _connection(c)
         self._cycles: dict[int, dict[str, Any] | None] = {}
-        self._fx: dict[tuple[int, ...], list[dict[str, Any]]] = {}
-        self._agreements: dict[tuple[tuple[int, ...], tuple[str, ...]], list[dict[str, Any]]] = {}
+        self._fx: dict[int, dict[str, Any] | None] = {}
+        self._by_id: dict[int, dict[str, Any] | None] = {}
+        self._by_hash: dict[str, list[dict[str, Any]]] = {}
 
-    def cycle(self, cycle_id: int | None) -> dict[str, Any] | None:
-        if cycle_id is None:
-            return None
-        if cycle_id not in self._cycles:
-            self._cycles[cycle_id] = self._cycle(cycle_id)
-        return self._cycles[cycle_id]
+    def _rows(self, q: Any, ids: Iterable[Any]) -> Iterable[Any]:
+        for chunk in _chunks(ids):
+            yield from self.c.execute(q, {"ids": chunk}).all()
 
-    def _cycle(self, cycle_id: int) -> dict[str, Any] | None:
-        c = self.c
-        row = c.execute(_Q_CYCLE, {"id": cycle_id}).first()
-        if row is None:
-            return None
-        inputs: dict[int, dict[str, Any]] = {}
-        for r in c.execute(_Q_INPUTS, {"id": cycle_id}):
-            i = inputs.get(r.batch_id)
-            if i is None:
-                i = inputs[r.batch_id] = {"batch_id": r.batch_id, "records": r.records, "sha256": r.sha256,
-                                          "size_bytes": r.size_bytes, "passed_count": r.passed_count, "files": []}
-            if r.file_path is not None:
-                i["files"].append({"kind": r.file_kind, "path": r.file_path, "sha256": r.file_sha256,
-                                   "rows": r.file_rows})
-        for i in inputs.values():
-            i["files"].sort(key=lambda f: (f["kind"], f["path"]))
-        files = [_row(r) for r in c.execute(_Q_CYCLE_FILES, {"id": cycle_id})]
-        return {**_row(row), "inputs": sorted(inputs.values(), key=lambda i: (i["sha256"] or "", i["batch_id"])),
-                "files": sorted(files, key=lambda f: (f["kind"], f["path"]))}
+    # ----------------------------------------------------------------- what documents share
 
-    def fx(self, ids: Iterable[int | None]) -> list[dict[str, Any]]:
-        wanted = tuple(sorted({i for i in ids if i is not None}))
+    def _load_cycles(self, ids: Iterable[int | None]) -> None:
+        wanted = {i for i in ids if i is not None and i not in self._cycles}
         if not wanted:
-            return []
-        if wanted not in self._fx:
-            got = [_row(r) for r in self.c.execute(_Q_FX, {"ids": list(wanted)})]
-            missing = set(wanted) - {r["id"] for r in got}
-            self._fx[wanted] = got + [{"id": i, "missing": True} for i in sorted(missing)]
-        return [dict(r) for r in self._fx[wanted]]
+            return
+        heads: dict[int, dict[str, Any]] = {}
+        inputs: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
+        files: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for r in self._rows(_Q_CYCLES, wanted):
+            cid, part = r[0], r[1]
+            if part == "cycle":
+                heads[cid] = _part(r, _CYCLE_FIELDS)
+                continue
+            kind, path, sha, rows = r[_N + 5], r[_N + 6], r[_N + 7], r[_N + 8]
+            if part == "file":
+                files[cid].append({"kind": kind, "path": path, "sha256": sha, "rows": rows})
+                continue
+            batch_id, records, batch_sha, size, passed = r[_N:_N + 5]
+            i = inputs[cid].get(batch_id)
+            if i is None:
+                i = inputs[cid][batch_id] = {"batch_id": batch_id, "records": records, "sha256": batch_sha,
+                                             "size_bytes": size, "passed_count": passed, "files": []}
+            if path is not None:
+                i["files"].append({"kind": kind, "path": path, "sha256": sha, "rows": rows})
+        for cid in wanted:
+            head = heads.get(cid)
+            if head is None:
+                self._cycles[cid] = None
+                continue
+            ins = list(inputs[cid].values())
+            for i in ins:
+                i["files"].sort(key=lambda f: (f["kind"], f["path"]))
+            self._cycles[cid] = {**head, "inputs": sorted(ins, key=lambda i: (i["sha256"] or "", i["batch_id"])),
+                                 "files": sorted(files[cid], key=lambda f: (f["kind"], f["path"]))}
 
-    def agreements(self, ids: Iterable[int | None], hashes: Iterable[str | None]) -> list[dict[str, Any]]:
-        key = (tuple(sorted({i for i in ids if i is not None})), tuple(sorted({h for h in hashes if h})))
-        if not key[0] and not key[1]:
-            return []
-        if key not in self._agreements:
-            got = [_row(r) for r in self.c.execute(_Q_AGREEMENTS, {"ids": list(key[0]), "hashes": list(key[1])})]
-            missing = (set(key[0]) - {r["id"] for r in got}, set(key[1]) - {r["content_hash"] for r in got})
-            self._agreements[key] = (got + [{"id": i, "missing": True} for i in sorted(missing[0])]
-                                     + [{"content_hash": h, "missing": True} for h in sorted(missing[1])])
-        return [dict(r) for r in self._agreements[key]]
+    def _load_fx(self, ids: Iterable[int]) -> None:
+        wanted = {i for i in ids if i not in self._fx}
+        if wanted:
+            got = {r.id: _row(r) for r in self._rows(_Q_FX, wanted)}
+            self._fx.update({i: got.get(i) for i in wanted})
 
-    def invoice(self, invoice_id: int) -> dict[str, Any] | None:
-        c = self.c
-        row = c.execute(_Q_INVOICE, {"id": invoice_id}).first()
-        if row is None:
-            return None
-        head = _row(row)
-        raw = list(c.execute(_Q_LINES, {"id": invoice_id}))
-        charges: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        if raw:
-            for r in c.execute(_Q_LINE_CHARGES, {"id": invoice_id}):
-                d = _row(r)
-                charges[d.pop("invoice_line_id")].append(d)
-        lines = []
-        for ln in raw:
-            d = _row(ln)
-            d["charges"] = sorted(charges.get(ln.id, []), key=lambda x: x["key_hash"])
-            lines.append(d)
-        corrects = None
-        if head["corrects_invoice_id"] is not None:
-            corrects = c.execute(_Q_NUMBER, {"id": head["corrects_invoice_id"]}).scalar()
-        return {
-            "kind": "invoice", "id": invoice_id, **head, "corrects_number": corrects, "lines": lines,
-            "fx": self.fx([head["fx_rate_id"], *(ln.fx_rate_id for ln in raw)]),
-            "agreements": self.agreements((ln.agreement_version_id for ln in raw), (ln.agreement_hash for ln in raw)),
-            "cycle": self.cycle(head["cycle_id"]),
-        }
+    def _load_agreements(self, ids: Iterable[int], hashes: Iterable[str]) -> None:
+        """The agreement versions of these ids, and those of these content hashes (one query for
+        both, by chunks of each)."""
+        ids = sorted({i for i in ids if i not in self._by_id})
+        hashes = sorted({h for h in hashes if h not in self._by_hash})
+        got: dict[int, dict[str, Any]] = {}
+        found: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for i in range(0, max(len(ids), len(hashes)), _CHUNK):
+            for r in self.c.execute(_Q_AGREEMENTS, {"ids": ids[i:i + _CHUNK], "hashes": hashes[i:i + _CHUNK]}):
+                a = _row(r)
+                got[a["id"]] = a
+        for a in got.values():
+            found[a["content_hash"]].append(a)
+        self._by_id.update({i: got.get(i) for i in ids})
+        self._by_hash.update({h: sorted(found.get(h, []), key=lambda a: a["id"]) for h in hashes})
 
-    def _statement(self, kind: str, doc_id: int, row: Any) -> dict[str, Any] | None:
-        if row is None:
-            return None
-        head = _row(row)
-        details = head.pop("details")
-        lines = (details or {}).get("lines") or []
-        return {
-            "kind": kind, "id": doc_id, **head, "details": details,
-            "fx": self.fx(ln.get("fx_rate_id") for ln in lines if isinstance(ln, dict)),
-            "agreements": self.agreements((), (ln.get("agreement_hash") for ln in lines if isinstance(ln, dict))),
-            "cycle": self.cycle(head["cycle_id"]),
-        }
+    def _fx_of(self, ids: set[int]) -> list[dict[str, Any]]:
+        got = [self._fx[i] for i in sorted(ids) if self._fx[i] is not None]
+        return got + [{"id": i, "missing": True} for i in sorted(ids) if self._fx[i] is None]
 
-    def settlement(self, stm_id: int) -> dict[str, Any] | None:
-        return self._statement("settlement", stm_id, self.c.execute(_Q_SETTLEMENT, {"id": stm_id}).first())
+    def _agreements_of(self, ids: set[int], hashes: set[str]) -> list[dict[str, Any]]:
+        got = {i: self._by_id[i] for i in ids if self._by_id[i] is not None}
+        for h in hashes:
+            got.update((a["id"], a) for a in self._by_hash[h])
+        rows = [got[i] for i in sorted(got)]
+        have_ids, have_hashes = set(got), {a["content_hash"] for a in rows}
+        return (rows + [{"id": i, "missing": True} for i in sorted(ids - have_ids)]
+                + [{"content_hash": h, "missing": True} for h in sorted(hashes - have_hashes)])
 
-    def share(self, shr_id: int) -> dict[str, Any] | None:
-        return self._statement("share", shr_id, self.c.execute(_Q_SHARE, {"id": shr_id}).first())
+    # ----------------------------------------------------------------- the documents
 
-    def content(self, kind: str, doc_id: int) -> dict[str, Any] | None:
-        return {"invoice": self.invoice, "settlement": self.settlement, "share": self.share}[kind](doc_id)
+    def _invoices(self, ids: list[int]) -> dict[DocRef, dict[str, Any]]:
+        out: dict[DocRef, dict[str, Any]] = {}
+        uses: dict[int, tuple[set[int], set[int], set[str]]] = {}  # fx ids, agreement ids, hashes
+        line: dict[str, Any] | None = None
+        lines: list[dict[str, Any]] = []
+        fx: set[int] = set()
+        agreement_ids: set[int] = set()
+        hashes: set[str] = set()
+        for r in self._rows(_Q_INVOICES, ids):  # by invoice, line, charge line (rows by index: the hot loop)
+            if r[1] == 0:  # the invoice's own row, before its lines
+                head = _part(r, _INVOICE_FIELDS)
+                lines, fx, agreement_ids, hashes = [], {head["fx_rate_id"]} - {None}, set(), set()
+                out["invoice", r[0]] = {"kind": "invoice", "id": r[0], **head, "corrects_number": r[2],
+                                        "lines": lines}
+                uses[r[0]] = (fx, agreement_ids, hashes)
+                line = None
+                continue
+            line_id = r[_LINE_ID]
+            if line is None or line["id"] != line_id:
+                line = _part(r, _LINE_FIELDS)
+                line["charges"] = []
+                lines.append(line)
+                if r[_LINE_FX] is not None:
+                    fx.add(r[_LINE_FX])
+                if r[_LINE_AGREEMENT] is not None:
+                    agreement_ids.add(r[_LINE_AGREEMENT])
+                if r[_LINE_HASH]:
+                    hashes.add(r[_LINE_HASH])
+            if r[_CHARGE] is not None:
+                line["charges"].append(_part(r, _CHARGE_FIELDS))
+        for d in out.values():
+            for ln in d["lines"]:
+                ln["charges"].sort(key=lambda x: x["key_hash"])
+        self._finish(out, uses)
+        return out
+
+    def _statements(self, kind: str, q: Any, ids: list[int]) -> dict[DocRef, dict[str, Any]]:
+        out: dict[DocRef, dict[str, Any]] = {}
+        uses: dict[int, tuple[set[int], set[int], set[str]]] = {}
+        for r in self._rows(q, ids):
+            head = _row(r)
+            doc_id = head.pop("doc")
+            details = head.pop("details")
+            lines = [ln for ln in ((details or {}).get("lines") or []) if isinstance(ln, dict)]
+            out[kind, doc_id] = {"kind": kind, "id": doc_id, **head, "details": details}
+            uses[doc_id] = ({ln.get("fx_rate_id") for ln in lines} - {None}, set(),
+                            {h for h in (ln.get("agreement_hash") for ln in lines) if h})
+        self._finish(out, uses)
+        return out
+
+    def _finish(self, docs: dict[DocRef, dict[str, Any]], uses: dict[int, tuple[set[int], set[int], set[str]]]) -> None:
+        """What the documents refer to (their cycles, FX rates, agreements), read at once."""
+        self._load_cycles(d["cycle_id"] for d in docs.values())
+        self._load_fx(i for u in uses.values() for i in u[0])
+        self._load_agreements((i for u in uses.values() for i in u[1]), (h for u in uses.values() for h in u[2]))
+        for (_kind, doc_id), d in docs.items():
+            fx, ids, hashes = uses[doc_id]
+            d["fx"] = self._fx_of(fx)
+            d["agreements"] = self._agreements_of(ids, hashes)
+            d["cycle"] = None if d["cycle_id"] is None else self._cycles[d["cycle_id"]]
+
+    def _read(self, refs: list[DocRef]) -> dict[DocRef, dict[str, Any] | None]:
+        by_kind: dict[str, list[int]] = defaultdict(list)
+        for kind, doc_id in refs:
+            by_kind[kind].append(doc_id)
+        out: dict[DocRef, dict[str, Any] | None] = {}
+        if by_kind["invoice"]:
+            out.update(self._invoices(by_kind["invoice"]))
+        if by_kind["settlement"]:
+            out.update(self._statements("settlement", _Q_SETTLEMENTS, by_kind["settlement"]))
+        if by_kind["share"]:
+            out.update(self._statements("share", _Q_SHARES, by_kind["share"]))
+        return {ref: out.get(ref) for ref in refs}
+
+    def contents(self, refs: Iterable[DocRef]) -> dict[DocRef, dict[str, Any] | None]:
+        """The documents' contents (None: no such document), a few queries for all of them."""
+        return self._read(list(refs))
+
+    def contents_or_errors(self, refs: Iterable[DocRef]) -> dict[DocRef, dict[str, Any] | None | Exception]:
+        """As :meth:`contents`; a document with a value that can no longer be read gets the error
+        (read again one by one to know which)."""
+        refs = list(refs)
+        try:
+            return dict(self._read(refs))
+        except UNREADABLE:
+            pass
+        out: dict[DocRef, dict[str, Any] | None | Exception] = {}
+        for ref in refs:
+            try:
+                out[ref] = self._read([ref])[ref]
+            except UNREADABLE as e:
+                out[ref] = e
+        return out
+
+
+# what reading a value changed outside icdsl can raise (text in a money column, a bad date...)
+UNREADABLE = (ArithmeticError, ValueError, TypeError, sa.exc.StatementError)
 
 
 def document_content(c: Conn, kind: str, doc_id: int) -> dict[str, Any] | None:
     """What the seal of a document covers, as JSON values (None: no such document)."""
-    return _Reader(c).content(kind, doc_id)
+    return _Reader(c).contents([(kind, doc_id)])[kind, doc_id]
 
 
 # --------------------------------------------------------------------------- sealing
@@ -316,61 +496,73 @@ def _unsealed_query(one_cycle: bool) -> sa.CompoundSelect:
     return sa.union_all(*parts)
 
 
-_Q_UNSEALED = {one: _unsealed_query(one) for one in (False, True)}
-_Q_HEAD = select(_S.position, _S.seal).order_by(_S.position.desc()).limit(1)
+def _unsealed_with_head(one_cycle: bool) -> sa.Select[Any]:
+    """The unsealed documents, each with the chain's head (one query: after the lock)."""
+    u = _unsealed_query(one_cycle).subquery()
+    h = select(_S.position, _S.seal).order_by(_S.position.desc()).limit(1).subquery()
+    return select(*u.c, h.c.position.label("head_position"), h.c.seal.label("head_seal")).select_from(
+        u.outerjoin(h, sa.true()))
+
+
+_Q_UNSEALED = {one: _unsealed_with_head(one) for one in (False, True)}
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
-def _missing_query(kind: str, T: Any) -> sa.Select[Any]:
+def _missing_query() -> sa.Select[Any]:
     """Documents without a seal that were finalized by the look of anything left: their status,
     a number (given only by finalization), or their cycle's status."""
-    return (select(T.id, T.number, T.status)
-            .outerjoin(_S, sa.and_(_S.kind == kind, _S.document_id == T.id))
-            .outerjoin(_C, _C.id == T.cycle_id)
-            .where(_S.position.is_(None),
-                   sa.or_(T.status == "finalized", T.number.is_not(None), _C.status == "finalized")))
+    parts = [select(sa.literal(kind, sa.String()).label("kind"), sa.literal(_ORDER[kind]).label("o"), T.id, T.number,
+                    T.status)
+             .outerjoin(_S, sa.and_(_S.kind == kind, _S.document_id == T.id))
+             .outerjoin(_C, _C.id == T.cycle_id)
+             .where(_S.position.is_(None),
+                    sa.or_(T.status == "finalized", T.number.is_not(None), _C.status == "finalized"))
+             for kind, T in (("invoice", M.Invoice), ("settlement", M.SettlementStatement),
+                             ("share", M.ShareStatement))]
+    u = sa.union_all(*parts).subquery()
+    return select(u.c.kind, u.c.id, u.c.number, u.c.status).order_by(u.c.o, u.c.id)
 
 
-_Q_MISSING = [(kind, _missing_query(kind, T)) for kind, T in
-              (("invoice", M.Invoice), ("settlement", M.SettlementStatement), ("share", M.ShareStatement))]
+_Q_MISSING = _missing_query()
 
 
-def _unsealed(c: sa.Connection, cycle_id: int | None) -> list[tuple[Any, str, int, str, int | None]]:
+def _unsealed(c: sa.Connection, cycle_id: int | None) -> tuple[list[tuple[Any, str, int, str, int | None]],
+                                                                tuple[int, str]]:
     """Finalized documents without a seal: (finalized_at, kind, id, number, cycle_id), in the order
-    they are sealed (finalization, then invoices, settlement, shares, each by id)."""
-    out = [(r.finalized_at, r.kind, r.id, r.number, r.cycle_id)
-           for r in c.execute(_Q_UNSEALED[cycle_id is not None], {"cycle_id": cycle_id})]
-    return sorted(out, key=lambda d: (d[0] or _EPOCH, _ORDER[d[1]], d[2]))
-
-
-def _head(c: sa.Connection) -> tuple[int, str]:
-    row = c.execute(_Q_HEAD).first()
-    return (0, GENESIS) if row is None else (row.position, row.seal)
+    they are sealed (finalization, then invoices, settlement, shares, each by id); and the chain's
+    head (position, seal)."""
+    rows = c.execute(_Q_UNSEALED[cycle_id is not None], {"cycle_id": cycle_id}).all()
+    out = [(r.finalized_at, r.kind, r.id, r.number, r.cycle_id) for r in rows]
+    head = (0, GENESIS) if not rows or rows[0].head_position is None else (rows[0].head_position, rows[0].head_seal)
+    return sorted(out, key=lambda d: (d[0] or _EPOCH, _ORDER[d[1]], d[2])), head
 
 
 def seal_unsealed(c: Conn, cycle_id: int | None = None) -> int:
     """Seal the finalized documents that have no seal yet (of one cycle, or all: migration 0007
-    seals the documents finalized before it), appended to the chain. Returns how many."""
+    seals the documents finalized before it), appended to the chain. Returns how many.
+
+    A few queries whatever the number of documents: the lock, the documents with the chain's
+    head, their contents (:meth:`_Reader.contents`, by pages) and one insert per page."""
     conn = _connection(c)
     _lock_chain(conn)
-    docs = _unsealed(conn, cycle_id)
-    if not docs:
-        return 0
-    position, previous = _head(conn)
+    docs, (position, previous) = _unsealed(conn, cycle_id)
     reader = _Reader(conn)
     t = base.now()
-    rows = []
-    for _at, kind, doc_id, number, cyc in docs:
-        content = canonical(reader.content(kind, doc_id))
-        position += 1
-        h = sha256(content)
-        seal = seal_of(position, kind, number, h, previous)
-        rows.append({"position": position, "kind": kind, "document_id": doc_id, "number": number, "cycle_id": cyc,
-                     "version": VERSION, "content": content, "content_hash": h, "previous": previous, "seal": seal,
-                     "sealed_at": t})
-        previous = seal
-    conn.execute(insert(M.DocumentSeal.__table__), rows)
-    return len(rows)
+    for start in range(0, len(docs), _CHUNK):
+        page = docs[start:start + _CHUNK]
+        contents = reader.contents((kind, doc_id) for _at, kind, doc_id, _n, _c in page)
+        rows = []
+        for _at, kind, doc_id, number, cyc in page:
+            content = canonical(contents[kind, doc_id])
+            position += 1
+            h = sha256(content)
+            seal = seal_of(position, kind, number, h, previous)
+            rows.append({"position": position, "kind": kind, "document_id": doc_id, "number": number,
+                         "cycle_id": cyc, "version": VERSION, "content": content, "content_hash": h,
+                         "previous": previous, "seal": seal, "sealed_at": t})
+            previous = seal
+        conn.execute(insert(M.DocumentSeal.__table__), rows)
+    return len(docs)
 
 
 def seal_cycle(c: Conn, cycle_id: int) -> int:
@@ -456,16 +648,13 @@ def _diff(before: Any, after: Any, path: str = "", out: list[str] | None = None)
     return out
 
 
-# what reading a value changed outside icdsl can raise (text in a money column, a bad date...)
-UNREADABLE = (ArithmeticError, ValueError, TypeError, sa.exc.StatementError)
-
-
-def _current(reader: _Reader, kind: str, doc_id: int) -> dict[str, Any] | str | None:
-    """A document's content now; the error as text if a value of it can no longer be read."""
-    try:
-        return reader.content(kind, doc_id)
-    except UNREADABLE as e:
+def _current(got: dict[str, Any] | None | Exception) -> dict[str, Any] | str | None:
+    """A document's content now (:meth:`_Reader.contents_or_errors`); the error as text if a
+    value of it can no longer be read."""
+    if isinstance(got, Exception):
+        e = got
         return f"a value of it can no longer be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r})"
+    return got
 
 
 def _content_problem(row: Any, current: dict[str, Any] | str | None, label: str) -> SealProblem | None:
@@ -508,71 +697,81 @@ def _link_problem(row: Any, label: str, before: Any | None) -> SealProblem | Non
     return None
 
 
+_Q_SEALS = select(*_SEAL_COLS).where(_S.position > _B("after")).order_by(_S.position).limit(_B("page"))
+
+
 def verify(c: Conn, *, head: str | None = None) -> Verification:
     """Every seal recomputed from the store, the chain walked from genesis to its head, and
     every finalized document checked to have a seal. ``head``: a chain head recorded earlier,
-    which must still be in the chain."""
+    which must still be in the chain. The chain is read by pages: a few queries a page."""
     c = _connection(c)
     reader = _Reader(c)
     v = Verification(anchor=head)
     before = None
     anchored = False
-    for row in c.execute(select(*_SEAL_COLS).order_by(_S.position)):
-        v.seals += 1
-        label = _label(row.kind, row.number, row.document_id)
-        expected = before if before is not None and before.position == row.position - 1 else None
-        for p in (_link_problem(row, label, expected), _seal_problem(row, label),
-                  _content_problem(row, _current(reader, row.kind, row.document_id), label)):
-            if p is not None:
-                v.problems.append(p)
-        anchored = anchored or (head is not None and row.seal == head.strip().lower())
-        before = row
-        v.head_position, v.head = row.position, row.seal
-    for kind, q in _Q_MISSING:
-        for r in c.execute(q):
-            why = "finalized" if r.status == "finalized" else f"{r.status} but numbered or of a finalized cycle"
-            v.problems.append(SealProblem("unsealed", _label(kind, r.number, r.id),
-                                          f"{why}, but it has no seal (its seal was removed)"))
-    v.documents = _finalized_count(c)
+    after = 0
+    while page := c.execute(_Q_SEALS, {"after": after, "page": _CHUNK}).all():
+        after = page[-1].position
+        current = reader.contents_or_errors((row.kind, row.document_id) for row in page)
+        for row in page:
+            v.seals += 1
+            label = _label(row.kind, row.number, row.document_id)
+            expected = before if before is not None and before.position == row.position - 1 else None
+            for p in (_link_problem(row, label, expected), _seal_problem(row, label),
+                      _content_problem(row, _current(current[row.kind, row.document_id]), label)):
+                if p is not None:
+                    v.problems.append(p)
+            anchored = anchored or (head is not None and row.seal == head.strip().lower())
+            before = row
+            v.head_position, v.head = row.position, row.seal
+    for r in c.execute(_Q_MISSING):
+        why = "finalized" if r.status == "finalized" else f"{r.status} but numbered or of a finalized cycle"
+        v.problems.append(SealProblem("unsealed", _label(r.kind, r.number, r.id),
+                                      f"{why}, but it has no seal (its seal was removed)"))
+    v.documents = c.execute(_Q_FINALIZED).scalar() or 0
     if head is not None and not anchored:
         v.problems.append(SealProblem("anchor", "the chain", f"the recorded head {head.strip()} is not one of its "
                                                              "seals: seals were rewritten or removed"))
     return v
 
 
-def _finalized_count(c: sa.Connection) -> int:
-    n = 0
-    for T in (M.Invoice, M.SettlementStatement, M.ShareStatement):
-        n += c.execute(select(sa.func.count()).select_from(T).where(T.status == "finalized")).scalar() or 0
-    return n
-
-
-_Q_SEAL_OF = select(*_SEAL_COLS).where(_S.kind == _B("kind"), _S.document_id == _B("id"))
-_Q_SEAL_AT = select(*_SEAL_COLS).where(_S.position == _B("position"))
+_Q_FINALIZED = select(sum((select(sa.func.count()).select_from(T).where(T.status == "finalized").scalar_subquery()
+                           for T in (M.Invoice, M.SettlementStatement, M.ShareStatement)), sa.literal(0)))
+_Q_SEALS_OF = select(*_SEAL_COLS).where(sa.or_(*(sa.and_(_S.kind == kind, _S.document_id.in_(_B(kind, expanding=True)))
+                                               for kind in _ORDER)))
+_Q_SEALS_AT = select(*_SEAL_COLS).where(_S.position.in_(_B("ids", expanding=True)))
 _DOC_KINDS = {"invoice": "invoice", "credit_note": "invoice", "statement": "settlement", "share_statement": "share"}
 
 
 def check_documents(c: Conn, docs: Iterable[dict[str, Any]]) -> None:
     """Raise :class:`SealBroken` for the first document (a mapping of :mod:`icdsl.billing.documents`)
     whose seal does not hold: its content, its seal row and its link to the seal before it are
-    checked (``icdsl verify`` walks the whole chain). A draft has no seal to check."""
+    checked (``icdsl verify`` walks the whole chain). A draft has no seal to check. A few queries
+    for all the documents."""
     c = _connection(c)
     reader = _Reader(c)
-    for doc in docs:
-        kind = _DOC_KINDS.get(doc.get("kind", ""))
-        if kind is None or doc.get("id") is None:
-            continue
+    wanted = [(kind, doc) for doc in docs if (kind := _DOC_KINDS.get(doc.get("kind", ""))) is not None
+              and doc.get("id") is not None]
+    if not wanted:
+        return
+    seals: dict[DocRef, Any] = {}
+    for start in range(0, len(wanted), _CHUNK):
+        ids: dict[str, list[int]] = {kind: [] for kind in _ORDER}
+        for kind, doc in wanted[start:start + _CHUNK]:
+            ids[kind].append(doc["id"])
+        seals.update(((r.kind, r.document_id), r) for r in c.execute(_Q_SEALS_OF, ids))
+    befores = {r.position: r for r in reader._rows(_Q_SEALS_AT, (r.position - 1 for r in seals.values()
+                                                                  if r.position > 1))}
+    current = reader.contents_or_errors(seals)
+    for kind, doc in wanted:
         label = _label(kind, doc.get("number"), doc["id"])
-        row = c.execute(_Q_SEAL_OF, {"kind": kind, "id": doc["id"]}).first()
+        row = seals.get((kind, doc["id"]))
         if row is None:
             if doc.get("status") == "finalized" or doc.get("number"):
                 _refuse(SealProblem("unsealed", label, "finalized, but it has no seal (its seal was removed)"))
             continue
-        before = None
-        if row.position > 1:
-            before = c.execute(_Q_SEAL_AT, {"position": row.position - 1}).first()
-        for p in (_content_problem(row, _current(reader, kind, doc["id"]), label), _seal_problem(row, label),
-                  _link_problem(row, label, before)):
+        for p in (_content_problem(row, _current(current[kind, doc["id"]]), label), _seal_problem(row, label),
+                  _link_problem(row, label, befores.get(row.position - 1))):
             if p is not None:
                 _refuse(p)
 
