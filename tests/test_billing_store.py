@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from alembic import command
 
 from icdsl.billing import models as M
 from icdsl.billing.errors import (
@@ -31,7 +32,7 @@ from icdsl.billing.errors import (
     StoreError,
 )
 from icdsl.billing.periods import iso_week, month, parse_period, quarter
-from icdsl.billing.store import head_revision, open_store
+from icdsl.billing.store import _migrations_config, head_revision, open_store
 from icdsl.plan.compiler import build
 
 PG_URL = os.environ.get("ICDSL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -650,13 +651,19 @@ def test_process_killed_then_rerun(store, db_url, tmp_path):
 # --------------------------------------------------------------------------- immutability
 
 
-def test_finalized_invoice_refuses_raw_sql(store, tmp_path):
+def finalized_and_draft(store, tmp_path):
+    """March finalized, April a draft: (plan, March's invoice, April's)."""
     plan, _ = load_and_ingest(store, tmp_path)
     store.run_cycle("ORFR", "2026-03", plan, accept=ACCEPT)
     store.run_cycle("ORFR", "2026-04", plan, accept=ACCEPT)  # stays a draft
     store.finalize_cycle("ORFR", "2026-03", issue_date=date(2026, 4, 2))
     fin = next(i for i in store.invoices() if i.status == "finalized")
     draft = next(i for i in store.invoices() if i.status == "draft")
+    return plan, fin, draft
+
+
+def test_finalized_invoice_refuses_raw_sql(store, tmp_path):
+    _plan, fin, draft = finalized_and_draft(store, tmp_path)
     line = store.invoice_lines(fin.id)[0]
     cyc = store.cycle("ORFR", "2026-03")
     refused = [
@@ -730,16 +737,7 @@ def _bulk_refusals(store, fin_id: int, draft_id: int, cycle_id: int, draft_cycle
 
 
 def test_bulk_inserts_into_a_finalized_invoice_or_cycle_are_refused(store, tmp_path):
-    from alembic import command
-
-    from icdsl.billing.store import _migrations_config
-
-    plan, _ = load_and_ingest(store, tmp_path)
-    store.run_cycle("ORFR", "2026-03", plan, accept=ACCEPT)
-    store.run_cycle("ORFR", "2026-04", plan, accept=ACCEPT)  # stays a draft
-    store.finalize_cycle("ORFR", "2026-03", issue_date=date(2026, 4, 2))
-    fin = next(i for i in store.invoices() if i.status == "finalized")
-    draft = next(i for i in store.invoices() if i.status == "draft")
+    plan, fin, draft = finalized_and_draft(store, tmp_path)
     cyc = store.cycle("ORFR", "2026-03")
     # a batch the finalized cycle did not read (an input row of it would be new, not a duplicate)
     store.ingest(write_csv(tmp_path / "in" / "again.csv", march_traffic(3)), None, plan)

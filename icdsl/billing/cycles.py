@@ -1650,13 +1650,17 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
     # PostgreSQL; SQLite runs in process, where a statement is no round trip)
     t = base.now()
     conn = s.connection()
-    written_files = conn.execute(_INSERT_CYCLE_FILES, [
+    file_rows = [
         dict(kind="rated", path=rated_f.path, sha256=rated_f.sha256, rows=rated_f.rows, bytes=rated_f.bytes,
              amount_totals=totals_json, batch_id=None, cycle_id=cyc.id, partner=prow.code, created_at=t),
         dict(kind="rating_rejects", path=rejects_f.path, sha256=rejects_f.sha256, rows=rejects_f.rows,
              bytes=rejects_f.bytes, amount_totals=None, batch_id=None, cycle_id=cyc.id, partner=prow.code,
-             created_at=t)]).all()
-    rated_id = next(i for i, kind in written_files if kind == "rated")
+             created_at=t)]
+    if store.is_postgres or _SQLITE_RETURNING:
+        rated_id = next(i for i, kind in conn.execute(_INSERT_CYCLE_FILES, file_rows) if kind == "rated")
+    else:  # SQLite before 3.35: no RETURNING
+        rated_id = _insert_one(s, M.DataFile, **file_rows[0])
+        _insert_one(s, M.DataFile, **file_rows[1])
     batches = sorted(counts.by_batch)
     rc_totals = None
     if charges_f.rows:
