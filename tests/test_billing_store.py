@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from alembic import command
 
 from icdsl.billing import models as M
 from icdsl.billing.errors import (
@@ -31,7 +32,7 @@ from icdsl.billing.errors import (
     StoreError,
 )
 from icdsl.billing.periods import iso_week, month, parse_period, quarter
-from icdsl.billing.store import head_revision, open_store
+from icdsl.billing.store import _migrations_config, head_revision, open_store
 from icdsl.plan.compiler import build
 
 PG_URL = os.environ.get("ICDSL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -212,7 +213,7 @@ def test_migrations_to_head_on_empty_database(db_url, tmp_path):
 
     store = open_store(db_url, data_dir=tmp_path / "data")
     try:
-        assert store.revision() == head_revision() == "0007"
+        assert store.revision() == head_revision() == "0008"
         names = set(sa.inspect(store.engine).get_table_names())
         for table in ("partners", "agreement_versions", "source_files", "intake_batches", "intake_reject_counts",
                       "intake_partner_stats", "data_files", "billing_cycles", "cycle_events", "cycle_inputs",
@@ -232,7 +233,7 @@ def test_migrations_to_head_on_empty_database(db_url, tmp_path):
     # reopening: nothing to migrate, same store
     again = open_store(db_url, data_dir=tmp_path / "data")
     try:
-        assert again.revision() == "0007" and again.store_id == store_id
+        assert again.revision() == "0008" and again.store_id == store_id
     finally:
         again.close()
     # a data folder belongs to one store
@@ -650,13 +651,19 @@ def test_process_killed_then_rerun(store, db_url, tmp_path):
 # --------------------------------------------------------------------------- immutability
 
 
-def test_finalized_invoice_refuses_raw_sql(store, tmp_path):
+def finalized_and_draft(store, tmp_path):
+    """March finalized, April a draft: (plan, March's invoice, April's)."""
     plan, _ = load_and_ingest(store, tmp_path)
     store.run_cycle("ORFR", "2026-03", plan, accept=ACCEPT)
     store.run_cycle("ORFR", "2026-04", plan, accept=ACCEPT)  # stays a draft
     store.finalize_cycle("ORFR", "2026-03", issue_date=date(2026, 4, 2))
     fin = next(i for i in store.invoices() if i.status == "finalized")
     draft = next(i for i in store.invoices() if i.status == "draft")
+    return plan, fin, draft
+
+
+def test_finalized_invoice_refuses_raw_sql(store, tmp_path):
+    _plan, fin, draft = finalized_and_draft(store, tmp_path)
     line = store.invoice_lines(fin.id)[0]
     cyc = store.cycle("ORFR", "2026-03")
     refused = [
@@ -690,6 +697,62 @@ def test_finalized_invoice_refuses_raw_sql(store, tmp_path):
         c.execute(sa.text(f"UPDATE invoice_lines SET description = 'edited' WHERE invoice_id = {draft.id}"))
         c.execute(sa.text(f"UPDATE invoices SET tax_amount = '0.5' WHERE id = {draft.id}"))
     assert store.invoice_lines(draft.id)[0].description == "edited"
+
+
+def _line_values(invoice_id: int, line_no: int) -> str:
+    return (f"({invoice_id}, {line_no}, 'adjustment', 'bulk', '1', 'unit', '1', 'EUR', CURRENT_TIMESTAMP)")
+
+
+def _bulk_refusals(store, fin_id: int, draft_id: int, cycle_id: int, draft_cycle_id: int, batch_id: int) -> None:
+    """Inserts of several rows at once into a finalized invoice or cycle: refused as a whole."""
+    head = "INSERT INTO invoice_lines (invoice_id, line_no, kind, description, quantity, unit, amount, currency, created_at) "
+    lines_before = {i: len(store.invoice_lines(i)) for i in (fin_id, draft_id)}
+    refused = [
+        head + "VALUES " + ", ".join(_line_values(fin_id, n) for n in (97, 98, 99)),
+        # one line of a draft among them: the statement is refused, the draft's line too
+        head + "VALUES " + ", ".join([_line_values(draft_id, 97), _line_values(fin_id, 98), _line_values(draft_id, 99)]),
+        head + f"SELECT invoice_id, line_no + 1000, kind, description, quantity, unit, amount, currency, created_at "
+               f"FROM invoice_lines WHERE invoice_id = {fin_id}",
+    ]
+    for sql in refused:
+        with pytest.raises(sa.exc.IntegrityError, match="finalized invoice"), store.engine.begin() as c:
+            c.execute(sa.text(sql))
+    # the same through the store's own bulk path (an executemany of the table's INSERT)
+    t = datetime.now(UTC)
+    rows = [dict(invoice_id=fin_id, line_no=n, kind="adjustment", description="bulk", quantity=Decimal(1), unit="unit",
+                 amount=Decimal(1), currency="EUR", created_at=t) for n in (97, 98)]
+    with pytest.raises(sa.exc.IntegrityError, match="finalized invoice"), store.engine.begin() as c:
+        c.execute(M.InvoiceLine.__table__.insert(), rows)
+    inputs = (f"INSERT INTO cycle_inputs (cycle_id, batch_id, records) SELECT {cycle_id}, id, 1 FROM intake_batches "
+              f"WHERE id = {batch_id} UNION ALL SELECT {draft_cycle_id}, id, 1 FROM intake_batches WHERE id = {batch_id}")
+    with pytest.raises(sa.exc.IntegrityError, match="finalized billing cycle"), store.engine.begin() as c:
+        c.execute(sa.text(inputs))
+    assert {i: len(store.invoice_lines(i)) for i in (fin_id, draft_id)} == lines_before
+    # a bulk insert into drafts only is taken
+    with store.engine.begin() as c:
+        c.execute(sa.text(head + "VALUES " + ", ".join(_line_values(draft_id, n) for n in (97, 98))))
+    assert len(store.invoice_lines(draft_id)) == lines_before[draft_id] + 2
+    with store.engine.begin() as c:
+        c.execute(sa.text(f"DELETE FROM invoice_lines WHERE invoice_id = {draft_id} AND line_no IN (97, 98)"))
+
+
+def test_bulk_inserts_into_a_finalized_invoice_or_cycle_are_refused(store, tmp_path):
+    plan, fin, draft = finalized_and_draft(store, tmp_path)
+    cyc = store.cycle("ORFR", "2026-03")
+    # a batch the finalized cycle did not read (an input row of it would be new, not a duplicate)
+    store.ingest(write_csv(tmp_path / "in" / "again.csv", march_traffic(3)), None, plan)
+    with store.session() as s:
+        read = set(s.scalars(sa.select(M.CycleInput.batch_id).where(M.CycleInput.cycle_id == cyc.id)))
+        batch_id = max(set(s.scalars(sa.select(M.IntakeBatch.id))) - read)
+    _bulk_refusals(store, fin.id, draft.id, cyc.id, draft.cycle_id, batch_id)
+    # 0008's downgrade gives back 0007's row triggers, which refuse the same
+    with store.engine.begin() as conn:
+        command.downgrade(_migrations_config(conn), "0007")
+    assert store.revision() == "0007"
+    _bulk_refusals(store, fin.id, draft.id, cyc.id, draft.cycle_id, batch_id)
+    store.upgrade()
+    assert store.revision() == head_revision()
+    _bulk_refusals(store, fin.id, draft.id, cyc.id, draft.cycle_id, batch_id)
 
 
 # --------------------------------------------------------------------------- concurrency

@@ -1606,6 +1606,21 @@ def _read_back(path: Any) -> tuple[dict[str, Decimal], frozenset[int]]:
     return check.result()
 
 
+_RECORD_CHARGE_FILES = M.RecordChargeFile.__table__
+# the statements of :func:`_write_result`: a cycle's two data files in one (an executemany
+# SQLAlchemy sends as one multi-row INSERT, ids and kinds returned), ...
+_INSERT_CYCLE_FILES = sa.insert(_DATA_FILES).returning(_DATA_FILES.c.id, _DATA_FILES.c.kind)
+_INSERT_CHARGES_FILE = sa.insert(_RECORD_CHARGE_FILES)
+# ... and on PostgreSQL its inputs (arrays of batch ids and counts, unnested) with its record
+# charges file in another (the inputs' INSERT in a WITH clause)
+_INPUT_ROWS = func.unnest(sa.bindparam("in_batches", type_=pg_dialect.ARRAY(sa.Integer)),
+                          sa.bindparam("in_records", type_=pg_dialect.ARRAY(sa.BigInteger))
+                          ).table_valued("batch_id", "records").render_derived()
+_INSERT_INPUTS_AND_CHARGES_PG = _INSERT_CHARGES_FILE.add_cte(sa.insert(_INPUTS).from_select(
+    ["cycle_id", "batch_id", "records"],
+    select(sa.bindparam("in_cycle", type_=sa.Integer), _INPUT_ROWS.c.batch_id, _INPUT_ROWS.c.records)).cte("inputs"))
+
+
 def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner, per: Period, plan: Plan,
                   result: engine.CycleResult, files: dict[str, Any]) -> CycleReport:
     """The engine's result as rows of the cycle (in the caller's transaction): counts, files,
@@ -1649,16 +1664,23 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
     log.advance("rated", f"rated {counts.rated} of {counts.records_in} records, rejected {counts.rejected}",
                 {"rejects_by_reason": dict(counts.by_reason), "rated_sha256": rated_f.sha256})
 
-    # ---- data files, inputs (kept also when validation stops the cycle)
+    # ---- data files, inputs (kept also when validation stops the cycle): two statements, the
+    # files (their ids returned), then the inputs and the record charges file (one statement on
+    # PostgreSQL; SQLite runs in process, where a statement is no round trip)
     t = base.now()
-    rated_id = _insert_one(s, M.DataFile, kind="rated", path=rated_f.path, sha256=rated_f.sha256, rows=rated_f.rows,
-                           bytes=rated_f.bytes, amount_totals=totals_json, batch_id=None, cycle_id=cyc.id,
-                           partner=prow.code, created_at=t)
-    _insert_one(s, M.DataFile, kind="rating_rejects", path=rejects_f.path, sha256=rejects_f.sha256,
-                rows=rejects_f.rows, bytes=rejects_f.bytes, amount_totals=None, batch_id=None, cycle_id=cyc.id,
-                partner=prow.code, created_at=t)
+    conn = s.connection()
+    file_rows = [
+        dict(kind="rated", path=rated_f.path, sha256=rated_f.sha256, rows=rated_f.rows, bytes=rated_f.bytes,
+             amount_totals=totals_json, batch_id=None, cycle_id=cyc.id, partner=prow.code, created_at=t),
+        dict(kind="rating_rejects", path=rejects_f.path, sha256=rejects_f.sha256, rows=rejects_f.rows,
+             bytes=rejects_f.bytes, amount_totals=None, batch_id=None, cycle_id=cyc.id, partner=prow.code,
+             created_at=t)]
+    if store.is_postgres or _SQLITE_RETURNING:
+        rated_id = next(i for i, kind in conn.execute(_INSERT_CYCLE_FILES, file_rows) if kind == "rated")
+    else:  # SQLite before 3.35: no RETURNING
+        rated_id = _insert_one(s, M.DataFile, **file_rows[0])
+        _insert_one(s, M.DataFile, **file_rows[1])
     batches = sorted(counts.by_batch)
-    _insert(s, M.CycleInput, [dict(cycle_id=cyc.id, batch_id=b, records=counts.by_batch[b]) for b in batches])
     rc_totals = None
     if charges_f.rows:
         rc = pq.read_table(store.data.abs(charges_f.path), columns=["currency", "amount"])
@@ -1666,8 +1688,14 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
         rc_totals = {c: str(a) for c, a in zip(g3.column("currency").to_pylist(), g3.column("amount_sum").to_pylist(),
                                                 strict=True)}
         del rc
-    _insert_one(s, M.RecordChargeFile, cycle_id=cyc.id, path=charges_f.path, sha256=charges_f.sha256,
-                rows=charges_f.rows, bytes=charges_f.bytes, amount_totals=rc_totals, created_at=t)
+    charges_row = dict(cycle_id=cyc.id, path=charges_f.path, sha256=charges_f.sha256, rows=charges_f.rows,
+                       bytes=charges_f.bytes, amount_totals=rc_totals, created_at=t)
+    if store.is_postgres:
+        conn.execute(_INSERT_INPUTS_AND_CHARGES_PG, dict(charges_row, in_cycle=cyc.id, in_batches=batches,
+                                                         in_records=[counts.by_batch[b] for b in batches]))
+    else:
+        _insert(s, M.CycleInput, [dict(cycle_id=cyc.id, batch_id=b, records=counts.by_batch[b]) for b in batches])
+        conn.execute(_INSERT_CHARGES_FILE, charges_row)
 
     # ---- validated
     findings = result.findings + late
