@@ -190,7 +190,10 @@ def test_the_canonical_contents_are_the_same_bytes_as_when_they_were_sealed(tmp_
             out += [f"{name} #{r.position} {r.kind} {r.number}\n{r.content}\n" for r in rows]
         finally:
             store.close()
-    compare_golden(GOLDEN_SEAL / "contents.txt", re.sub(r"[0-9a-f]{64}", "<sha256>", "".join(out)))
+    # file hashes and the content-addressed names made of them depend on the Parquet writer's
+    # encoding, not on the canonical form this golden pins down
+    masked = re.sub(r"-[0-9a-f]{16}\.parquet", "-<sha16>.parquet", re.sub(r"[0-9a-f]{64}", "<sha256>", "".join(out)))
+    compare_golden(GOLDEN_SEAL / "contents.txt", masked)
 
 
 def test_documents_finalized_before_the_seals_are_sealed_by_the_migration(store, tmp_path):
