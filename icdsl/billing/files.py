@@ -1,7 +1,7 @@
 """The data folder: Parquet files written atomically and named by their content.
 
-A file is written under a temporary name (``.tmp-...``) in its final folder, flushed and
-fsync'ed, hashed, then renamed to ``<stem>-<first 16 hex digits of its sha256>.parquet`` and the
+A file is written under a temporary name (``.tmp-...``) in its final folder (hashed as it is
+written: no second read), flushed and fsync'ed, then renamed to ``<stem>-<first 16 hex digits of its sha256>.parquet`` and the
 folder fsync'ed. Only then does the database transaction that references it commit. So:
 
 - a crash before the rename leaves a ``.tmp-`` file (ignored, removed by the next run);
@@ -53,6 +53,42 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         while block := f.read(HASH_BLOCK):
             h.update(block)
     return h.hexdigest()
+
+
+class _HashingFile:
+    """The temporary file as the Parquet writer's sink: the bytes are hashed as they are
+    written, so naming the file needs no second read of it (:meth:`AtomicParquet.name`). The
+    writer only appends (and asks :meth:`tell`), so the hash is the file's."""
+
+    def __init__(self, path: Path):
+        self._f = open(path, "wb")  # noqa: SIM115 - closed by AtomicParquet.close/abort
+        self.sha = hashlib.sha256()
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.sha.update(view)
+        return self._f.write(view)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._f.close()
 
 
 def _fsync_file(path: Path) -> None:
@@ -270,6 +306,8 @@ class AtomicParquet:
         self.statistics: bool | list[str] = True if statistics is None else [c for c in statistics
                                                                             if c in schema.names]
         self._writer: pq.ParquetWriter | None = None  # opened by the first write
+        self._sink: _HashingFile | None = None  # the writer's file (hashing what it writes)
+        self._sha: str | None = None  # the closed temporary file's sha256 (hashed as written)
         self._write_schema = schema
         self._closed = False
         self._synced = self.tmp  # the file close() made (the temporary one, or an empty file's own)
@@ -283,7 +321,8 @@ class AtomicParquet:
 
     def _open(self, schema: pa.Schema) -> None:
         self._write_schema = schema
-        self._writer = pq.ParquetWriter(self.tmp, schema, **self._options())
+        self._sink = _HashingFile(self.tmp)
+        self._writer = pq.ParquetWriter(self._sink, schema, **self._options())
 
     def _write_empty(self) -> Path:
         """The file of no rows: the bytes the writer makes for it, made once per schema and
@@ -339,6 +378,9 @@ class AtomicParquet:
                 self._synced = self._write_empty()
             else:
                 self._writer.close()
+                assert self._sink is not None
+                self._sink.close()
+                self._sha = self._sink.sha.hexdigest()
                 self._synced = self.tmp
             self._writer = None
             if sync:
@@ -356,7 +398,7 @@ class AtomicParquet:
                 _fsync_dir(self.dir)
             self.result = self._empty
             return self.result
-        sha = sha256_file(self.tmp)
+        sha = self._sha or sha256_file(self.tmp)
         final = self.dir / f"{self.stem}-{sha[:16]}.parquet"
         size = self.tmp.stat().st_size
         os.replace(self.tmp, final)
@@ -377,7 +419,7 @@ class AtomicParquet:
         if self._empty is not None:  # written under its name already
             self.result = self._empty
             return self.result
-        sha = sha256_file(self.tmp)
+        sha = self._sha or sha256_file(self.tmp)
         final = self.dir / f"{self.stem}-{sha[:16]}.parquet"
         size = self.tmp.stat().st_size
         if final.exists():
@@ -397,6 +439,8 @@ class AtomicParquet:
             with contextlib.suppress(Exception):  # closing a broken writer
                 self._writer.close()
             self._writer = None
+        if self._sink is not None:
+            self._sink.close()
         self._closed = True
         self.tmp.unlink(missing_ok=True)
 
