@@ -60,10 +60,13 @@ def _rss_peak(dask_worker) -> int:
     return dask_worker._icdsl_rss_peak[0]
 
 
-def run_setting(url: str, work: Path, traffic: list[Path], workers: int, split_rows: int | None = None) -> dict:
+def run_setting(url: str, work: Path, traffic: list[Path], workers: int, split_rows: int | None = None,
+                ingest_on_workers: bool = False) -> dict:
     """A fresh store: ingest, every cycle (in this process when ``workers`` is 0, else as tasks
     of a local cluster of ``workers`` processes; a partner with more than ``split_rows`` records,
-    None: ``SPLIT_ROWS``, rated in pieces on the workers), finalize. Figures and invoice totals."""
+    None: ``SPLIT_ROWS``, rated in pieces on the workers), finalize. Figures and invoice totals.
+    ``ingest_on_workers``: the files are read and split on the cluster's workers too
+    (``Store.ingest_files``; the coordinator records the batches), else ingested here."""
     import cloudpickle
 
     from icdsl.billing import fleet
@@ -91,26 +94,31 @@ def run_setting(url: str, work: Path, traffic: list[Path], workers: int, split_r
     try:
         store.load_plan(plan, program)
         t0 = time.perf_counter()
-        meter.enter("ingest")
-        ingested = sum(store.ingest(p, None, plan).passed for p in traffic)
-        meter.enter("cycles")
-        cycles = plan_cycles(store, plan, PERIOD)
         workers_rss: dict[str, int] = {}
-        if workers:
-            real = fleet.prepare, fleet.write_job
-            fleet.prepare, fleet.write_job = timed("prepare", fleet.prepare), timed("write", fleet.write_job)
-            with contextlib.ExitStack() as undo, dask_client(workers=workers) as client:
-                undo.callback(lambda: setattr(fleet, "prepare", real[0]) or setattr(fleet, "write_job", real[1]))
+        with contextlib.ExitStack() as undo:
+            client = undo.enter_context(dask_client(workers=workers)) if workers else None
+            if client is not None:
                 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this file
                 client.run(_sample_rss)
+            meter.enter("ingest")
+            if client is not None and ingest_on_workers:
+                ingested = sum(r.passed for r in store.ingest_files(traffic, None, plan, client=client))
+            else:
+                ingested = sum(store.ingest(p, None, plan).passed for p in traffic)
+            meter.enter("cycles")
+            cycles = plan_cycles(store, plan, PERIOD)
+            if client is not None:
+                real = fleet.prepare, fleet.write_job
+                fleet.prepare, fleet.write_job = timed("prepare", fleet.prepare), timed("write", fleet.write_job)
+                undo.callback(lambda: setattr(fleet, "prepare", real[0]) or setattr(fleet, "write_job", real[1]))
                 t1 = time.perf_counter()
                 outcomes = run_fleet(store, plan, cycles, client=client, split_rows=split_rows)
                 cycles_s = time.perf_counter() - t1
                 workers_rss = {addr: round(peak / 2**20) for addr, peak in client.run(_rss_peak).items()}
-        else:
-            t1 = time.perf_counter()
-            outcomes = run_fleet(store, plan, cycles)
-            cycles_s = time.perf_counter() - t1
+            else:
+                t1 = time.perf_counter()
+                outcomes = run_fleet(store, plan, cycles)
+                cycles_s = time.perf_counter() - t1
         bad = [f"{o.planned.partner}: {o.state} {o.message or ''}" for o in outcomes if o.state != "invoiced"]
         assert not bad, bad
         rated = sum(o.report.rated for o in outcomes)
@@ -126,6 +134,7 @@ def run_setting(url: str, work: Path, traffic: list[Path], workers: int, split_r
     stages = meter.close()
     return {
         "setting": f"--workers {workers}" if workers else "in process",
+        "ingest_on": "workers" if workers and ingest_on_workers else "coordinator",
         "split_rows": split_rows,
         "backend": url.split(":")[0], "records": ingested, "rated": rated, "partners": len(cycles),
         "files": len(traffic), "total_seconds": round(total_s, 1),
@@ -145,13 +154,14 @@ def _digest(totals: dict[str, Decimal]) -> str:
     return hashlib.sha256(json.dumps({k: str(v) for k, v in sorted(totals.items())}).encode()).hexdigest()[:16]
 
 
-def run_all(work: Path, n: int, files: int, settings: list[int], db: str, split_rows: int | None = None) -> list[dict]:
+def run_all(work: Path, n: int, files: int, settings: list[int], db: str, split_rows: int | None = None,
+            ingest_on_workers: bool = False) -> list[dict]:
     _project, prefixes = bench_cycle.make_project(work / "project")
     traffic = bench_cycle.make_traffic(work / "traffic", prefixes, n, files)
     out = []
     for w in settings:
         with bench_cycle.database(db, work / f"db-{w}" if db == "sqlite" else work) as url:
-            out.append(run_setting(url, work, traffic, w, split_rows))
+            out.append(run_setting(url, work, traffic, w, split_rows, ingest_on_workers))
             print(json.dumps(out[-1]), flush=True)
     digests = {r["invoice_totals_sha"] for r in out}
     assert len(digests) == 1, f"the settings billed different invoices: {[r['invoice_totals_sha'] for r in out]}"
@@ -186,10 +196,13 @@ def main() -> None:
     ap.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     ap.add_argument("--split-rows", type=int, default=None,
                     help="Rate a partner with more records than this in pieces on the workers (default: SPLIT_ROWS).")
+    ap.add_argument("--ingest-on-workers", action="store_true",
+                    help="Read and split the traffic files on the workers too (icdsl ingest --workers).")
     args = ap.parse_args()
     settings = [int(x) for x in args.workers.split(",")]
     with tempfile.TemporaryDirectory() as d:
-        run_all(Path(d), args.n, args.files or max(1, args.n // 1_000_000), settings, args.db, args.split_rows)
+        run_all(Path(d), args.n, args.files or max(1, args.n // 1_000_000), settings, args.db, args.split_rows,
+                args.ingest_on_workers)
 
 
 if __name__ == "__main__":
