@@ -525,3 +525,13 @@ def test_finalizations_at_the_same_time_append_to_one_chain_on_postgresql(pg_url
         assert store.verify().ok
     finally:
         store.close()
+
+
+def test_a_partner_renamed_after_finalizing_keeps_its_name_on_issued_invoices(store, tmp_path):
+    finalized_store(store, tmp_path)
+    number = store.cycle_documents(store.cycle("ORFR", "2026-03").id)[0]["number"]
+    with store.engine.begin() as c:  # the partner's name changes (a later load of its rules)
+        c.execute(sa.text("UPDATE partners SET name = 'Orange Wholesale France' WHERE code = 'ORFR'"))
+    doc = store.document(number)
+    assert (doc["partner_code"], doc["partner_name"]) == ("ORFR", "Orange France")
+    assert store.verify().ok
