@@ -25,6 +25,7 @@ from icdsl.lang.values import (
     CYCLE_FIELDS,
     DATE_HELP,
     FIRST_DAY,
+    FORMAT_HELP,
     LAST_DAY,
     MAX_COUNT,
     MAX_DUE_DAYS,
@@ -42,6 +43,7 @@ from icdsl.lang.values import (
     parse_date,
     parse_time,
     short_text,
+    timestamp_format_problem,
     timezones,
     valid_timezone,
 )
@@ -549,6 +551,10 @@ class Checker:
                 self._country(s.values[0])
             elif s.key == "numbers":
                 self.word(s.values[0], "number format")
+            elif s.key == "format":
+                problem = timestamp_format_problem(s.values[0].value)
+                if problem:
+                    self.error("E229", problem, s.values[0].span, FORMAT_HELP)
 
     # ------------------------------------------------------------------ agreements
     def _agreement(self, info: AgreementInfo) -> None:
