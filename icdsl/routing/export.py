@@ -80,6 +80,8 @@ def excluded_frame(table: LcrTable) -> pl.DataFrame:
 
 
 def _csv_text(frame: pl.DataFrame, numeric: tuple[str, ...]) -> str:
+    frame = frame.with_columns(pl.when(pl.col(c) == "").then(None).otherwise(pl.col(c)).alias(c)
+                               for c, t in frame.schema.items() if t == pl.Utf8)
     arrow = neutralize_table(frame.to_arrow(), numeric=[c for c in numeric if c in frame.columns])
     buf = io.StringIO()
     buf.write(pl.from_arrow(arrow).write_csv(quote_style="necessary", line_terminator="\n"))

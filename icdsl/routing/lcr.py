@@ -47,6 +47,7 @@ from icdsl.plan.model import (
     Span,
 )
 from icdsl.rating.select import in_force, ordinal
+from icdsl.routing.quality import measure
 
 SCALE = 10**9  # costs in 10^-9 of a currency unit
 KEY_BITS = 16  # key = digits * 16 + length
@@ -480,9 +481,11 @@ QUALITY_COLUMNS = {"calls": pl.Int64, "answered": pl.Int64, "billsec": pl.Int64,
                    "pdd_n": pl.Int64}
 
 
-def build_table(plan: Plan, policy: LcrPolicy, day: date, quality: pl.DataFrame | None = None) -> LcrTable:
+def build_table(plan: Plan, policy: LcrPolicy, day: date, quality: pl.DataFrame | None = None,
+                records=None) -> LcrTable:
     """The routing table of ``policy`` on ``day``. ``quality``: per (supplier, prefix) the
-    measurement of a recent period (:func:`icdsl.routing.quality.measure`), or None."""
+    measurement of a recent period (:func:`icdsl.routing.quality.measure`); or ``records``:
+    outbound call records (Arrow or polars) measured here over the policy's quality window."""
     notes: list[str] = []
     # the decks: suppliers (outbound) and the sell side (inbound with the sell partner)
     sources: list[tuple[str, Agreement, ServicePlan]] = []
@@ -584,6 +587,8 @@ def build_table(plan: Plan, policy: LcrPolicy, day: date, quality: pl.DataFrame 
                               "currency": [s.currency for s in suppliers]})
     long = long.join(deck_info, on="deck").join(prefix_of, on="u")
     # quality measurements of the recent period
+    if quality is None and records is not None:
+        quality = measure(records, u_prefix.tolist(), day, policy.window_days)
     if quality is not None and len(quality):
         q = quality.select("supplier", "prefix", *QUALITY_COLUMNS).cast(QUALITY_COLUMNS)
         long = long.join(q, on=["supplier", "prefix"], how="left")
