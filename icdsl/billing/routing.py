@@ -8,7 +8,7 @@ columns), and only outbound records in the window are kept.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -23,7 +23,7 @@ QUALITY_COLUMNS = ("partner", "direction", "b_number", "start", "duration_s", "a
 
 def window(day: date, days: int) -> tuple[datetime, datetime]:
     """The ``days`` whole UTC days before ``day``: [start, end)."""
-    hi = datetime.combine(day, time(0), tzinfo=timezone.utc)
+    hi = datetime.combine(day, time(0), tzinfo=UTC)
     return hi - timedelta(days=days), hi
 
 

@@ -426,9 +426,8 @@ class Checker:
                     self.out.examples.append((f.path, item))
                 elif isinstance(item, ast.CycleExampleDecl):
                     self.out.cycle_examples.append(CycleExampleInfo(item, f.path))
-                elif isinstance(item, ast.LcrDecl):
-                    if declare("lcr policy", item.name.text, item.name.span):
-                        self.out.lcr_policies[item.name.text] = item
+                elif isinstance(item, ast.LcrDecl) and declare("lcr policy", item.name.text, item.name.span):
+                    self.out.lcr_policies[item.name.text] = item
 
     # ------------------------------------------------------------------ partners, calendars, fx, layouts
     def _partner(self, p: ast.PartnerDecl) -> None:

@@ -20,7 +20,7 @@ calls, ACD = billsec / answered, PDD = pdd_ms / pdd_n.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 import numpy as np
 import polars as pl
@@ -32,7 +32,7 @@ COLUMNS = ("supplier", "prefix", "calls", "answered", "billsec", "pdd_ms", "pdd_
 def _window(frame: pl.DataFrame, day: date, days: int) -> pl.DataFrame:
     if "start" not in frame.columns:
         return frame
-    hi = datetime.combine(day, time(0), tzinfo=timezone.utc)
+    hi = datetime.combine(day, time(0), tzinfo=UTC)
     lo = hi - timedelta(days=days)
     start = pl.col("start")
     if frame.schema["start"] == pl.Utf8:
