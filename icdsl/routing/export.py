@@ -32,6 +32,10 @@ def _ratio(num: str, den: str, factor: int, places: int) -> pl.Expr:
     return pl.when(pl.col(den).fill_null(0) > 0).then(value.round(places).cast(pl.Utf8)).otherwise(pl.lit(""))
 
 
+def _judges_quality(table: LcrTable) -> bool:
+    return any(lim.measure in ("asr", "acd", "pdd") for lim in table.policy.limits)
+
+
 def display_frame(table: LcrTable) -> pl.DataFrame:
     """The routes as texts, in the order and with the columns of :data:`CSV_COLUMNS`."""
     R = table.policy.reference_s
@@ -45,7 +49,7 @@ def display_frame(table: LcrTable) -> pl.DataFrame:
     note = pl.concat_str(
         [pl.when(pl.col("share").is_not_null()).then(pl.lit("split")),
          pl.when(pl.col("preferred")).then(pl.lit("preferred")),
-         pl.when(~pl.col("measured")).then(pl.lit("unmeasured"))],
+         pl.when(~pl.col("measured") & pl.lit(_judges_quality(table))).then(pl.lit("unmeasured"))],
         separator=" ", ignore_nulls=True)
     pdd = pl.when(pl.col("pdd_n").fill_null(0) > 0).then(
         (pl.col("pdd_ms").cast(pl.Float64) / pl.col("pdd_n").cast(pl.Float64) / 1000).round(2).cast(pl.Utf8)
