@@ -33,7 +33,7 @@ from typer.testing import CliRunner
 from icdsl.cli.main import app
 from icdsl.plan.compiler import build
 from icdsl.routing import export
-from icdsl.routing.diff import compare, read_previous, summary
+from icdsl.routing.diff import compare, read_previous
 from icdsl.routing.lcr import LcrError, build_table, reference_table
 from icdsl.routing.quality import measure
 
