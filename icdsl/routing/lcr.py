@@ -330,148 +330,180 @@ def _convert(cost: np.ndarray, factor: Fraction) -> np.ndarray:
 # --------------------------------------------------------------------------- the longest-prefix match
 
 
-def _prefix_ints(prefixes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    s = pl.Series(prefixes, dtype=pl.Utf8)
+def _prefix_ints(prefixes) -> tuple[np.ndarray, np.ndarray]:
+    s = prefixes if isinstance(prefixes, pl.Series) else pl.Series(prefixes, dtype=pl.Utf8)
     lens = s.str.len_chars().to_numpy().astype(np.int64)
     nums = s.replace("", "0").cast(pl.Int64).to_numpy()
     return nums, lens
 
 
-def _match(union_nums: np.ndarray, union_lens: np.ndarray, deck_keys: pl.DataFrame) -> pl.DataFrame:
-    """For every destination (index ``u``) and deck: the row of the deck's longest prefix that
-    begins the destination. ``deck_keys``: (key, deck, row). Returns (u, deck, row)."""
-    us, keys, lens = [], [], []
+def _match(union_nums: np.ndarray, union_lens: np.ndarray, deck_keys: np.ndarray, n_rows: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """For every destination ``u`` and deck: the deck's row (a global row number) of its longest
+    prefix that begins the destination. ``deck_keys``: the key of every row of every deck, the
+    rows of deck i after those of deck i - 1. Returns (u, row) sorted by u, then row."""
+    us, keys = [], []
     for L in range(0, int(union_lens.max(initial=0)) + 1):
         sel = np.nonzero(union_lens >= L)[0]
         if len(sel) == 0:
             continue
-        cut = union_nums[sel] // POW10[union_lens[sel] - L]
         us.append(sel)
-        keys.append(cut * KEY_BITS + L)
-        lens.append(np.full(len(sel), L, dtype=np.int8))
-    cuts = pl.DataFrame({"u": np.concatenate(us), "key": np.concatenate(keys), "L": np.concatenate(lens)})
-    hits = cuts.join(deck_keys, on="key", how="inner")
-    return (hits.sort("L").group_by(["u", "deck"]).agg(pl.col("row").last(), pl.col("L").last()))
+        keys.append((union_nums[sel] // POW10[union_lens[sel] - L]) * KEY_BITS + L)
+    cuts = pl.DataFrame({"u": np.concatenate(us), "key": np.concatenate(keys)})
+    rows = pl.DataFrame({"key": deck_keys, "row": np.arange(n_rows, dtype=np.int64)})
+    hits = cuts.join(rows, on="key", how="inner")
+    return hits["u"].to_numpy(), hits["row"].to_numpy()
+
+
+def _longest(u: np.ndarray, deck: np.ndarray, length: np.ndarray, row: np.ndarray, n_decks: int):
+    """Of the hits (u, deck, prefix length, row): the longest per (u, deck), sorted by u, deck."""
+    comp = (u * n_decks + deck) * KEY_BITS + length
+    order = pl.Series(comp).arg_sort().to_numpy()
+    comp = comp[order]
+    group = comp // KEY_BITS
+    last = np.ones(len(group), dtype=bool)
+    last[:-1] = group[1:] != group[:-1]
+    keep = order[last]
+    return u[keep], deck[keep], row[keep]
 
 
 # --------------------------------------------------------------------------- the policy on columns
 
 
-def _scoped(rules: list[tuple[str, object]], default: object, dtype) -> pl.Expr:
-    """The value of the rule whose scope prefix is the longest that begins the destination."""
-    expr = pl.lit(default, dtype=dtype)
-    for scope, value in sorted(rules, key=lambda r: len(r[0])):
-        cond = pl.col("prefix").str.starts_with(scope) if scope else pl.lit(True)
-        expr = pl.when(cond).then(pl.lit(value, dtype=dtype)).otherwise(expr)
-    return expr
+def _starts(prefixes: pl.Series, scope: str) -> np.ndarray:
+    return prefixes.str.starts_with(scope).to_numpy() if scope else np.ones(len(prefixes), dtype=bool)
 
 
-def _in_scope(prefixes: tuple[str, ...]) -> pl.Expr:
-    if not prefixes:
-        return pl.lit(True)
-    expr = pl.lit(False)
-    for p in prefixes:
-        expr = expr | pl.col("prefix").str.starts_with(p)
-    return expr
-
-
-def _limits(policy: LcrPolicy, measure: str) -> list[tuple[str, object]]:
-    out = []
-    for lim in policy.limits:
-        if lim.measure == measure:
-            for scope in lim.prefixes or ("",):
-                out.append((scope, lim))
+def _in_scope(prefixes: pl.Series, scopes: tuple[str, ...]) -> np.ndarray:
+    if not scopes:
+        return np.ones(len(prefixes), dtype=bool)
+    out = np.zeros(len(prefixes), dtype=bool)
+    for p in scopes:
+        out |= _starts(prefixes, p)
     return out
 
 
-def _apply_policy(rows: pl.DataFrame, policy: LcrPolicy) -> pl.DataFrame:
-    """Flags and reasons on (prefix, band, supplier, cost_n, sell_n, quality) rows."""
-    R = policy.reference_s
-    blocked = pl.lit(False)
-    preferred = pl.lit(False)
-    for rule in policy.rules:
-        hit = pl.col("supplier").is_in(list(rule.suppliers)) & _in_scope(rule.prefixes)
-        if rule.kind == "block":
-            blocked = blocked | hit
-        else:
-            preferred = preferred | hit
-    min_calls = [(s, int(lim.value)) for s, lim in _limits(policy, "calls")]
-    rows = rows.with_columns(blocked.alias("blocked"), preferred.alias("preferred"),
-                             _scoped(min_calls, 1, pl.Int64).alias("_min_calls"))
-    rows = rows.with_columns((pl.col("calls").fill_null(0) >= pl.col("_min_calls")).alias("measured"))
-    checks: dict[str, pl.Expr] = {}
+def _scoped(prefixes: pl.Series, rules: list[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Per destination: (has a rule, the value of the rule with the longest matching scope)."""
+    has = np.zeros(len(prefixes), dtype=bool)
+    value = np.zeros(len(prefixes), dtype=np.int64)
+    for scope, v in sorted(rules, key=lambda r: len(r[0])):
+        hit = _starts(prefixes, scope)
+        has |= hit
+        value[hit] = v
+    return has, value
 
-    def limit_expr(measure: str, scale, build) -> None:
-        lims = _limits(policy, measure)
+
+def _limits(policy: LcrPolicy, measure: str, scale) -> list[tuple[str, int, str]]:
+    out = []
+    for lim in policy.limits:
+        if lim.measure == measure:
+            factor = 10**4 if lim.unit == "%" else scale
+            for scope in lim.prefixes or ("",):
+                out.append((scope, int(lim.value * factor), lim.unit))
+    return out
+
+
+@dataclass
+class _Rows:
+    """The candidate routes as NumPy columns: destination ``u``, ``band`` index, ``deck`` index
+    (suppliers in code order), the deck's global ``row``, costs, sell price (-1: none) and the
+    quality sums."""
+
+    u: np.ndarray
+    band: np.ndarray
+    deck: np.ndarray
+    row: np.ndarray
+    price: np.ndarray
+    cost: np.ndarray
+    sell: np.ndarray
+    calls: np.ndarray
+    answered: np.ndarray
+    billsec: np.ndarray
+    pdd_ms: np.ndarray
+    pdd_n: np.ndarray
+
+    def take(self, idx: np.ndarray) -> _Rows:
+        return _Rows(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+
+
+def _apply_policy(r: _Rows, policy: LcrPolicy, prefixes: pl.Series, deck_of: dict[str, int]) -> tuple:
+    """(reason code per row: 0 kept, else 1 + index in REASONS; preferred; measured)."""
+    R = policy.reference_s
+    blocked = np.zeros(len(r.u), dtype=bool)
+    preferred = np.zeros(len(r.u), dtype=bool)
+    for rule in policy.rules:
+        decks = [deck_of[c] for c in rule.suppliers if c in deck_of]
+        if not decks:
+            continue
+        hit = _in_scope(prefixes, rule.prefixes)[r.u] & np.isin(r.deck, decks)
+        if rule.kind == "block":
+            blocked |= hit
+        else:
+            preferred |= hit
+    has_calls, min_calls = _scoped(prefixes, [(s, v) for s, v, _ in _limits(policy, "calls", 1)])
+    need = np.where(has_calls, min_calls, 1)[r.u]
+    measured = r.calls >= np.maximum(need, 1)
+    fails: dict[str, np.ndarray] = {"blocked": blocked,
+                                    "unmeasured": ~measured & (policy.unmeasured == "block")}
+
+    def judged(measure: str, scale, test) -> None:
+        lims = _limits(policy, measure, scale)
         if not lims:
             return
-        # one column per distinct limit: the value of the longest scope, then the test
-        col = f"_{measure}"
-        nonnull = [(s, int(lim.value * (10**4 if lim.unit == "%" else scale))) for s, lim in lims]
-        unit = [(s, lim.unit) for s, lim in lims]
-        nonlocal rows
-        rows = rows.with_columns(_scoped(nonnull, None, pl.Int64).alias(col),
-                                 _scoped(unit, None, pl.Utf8).alias(col + "_unit"))
-        checks[measure] = build(pl.col(col), pl.col(col + "_unit"))
+        has, value = _scoped(prefixes, [(s, v) for s, v, _ in lims])
+        _, pct = _scoped(prefixes, [(s, int(unit == "%")) for s, _, unit in lims])
+        ok = test(value[r.u], pct[r.u].astype(bool))
+        fails[measure] = has[r.u] & ~ok
 
-    # asr: answered / calls >= pct / 100  <=>  answered * 10^6 >= (pct * 10^4) * calls
-    limit_expr("asr", 10**4, lambda v, u: pl.col("answered") * 10**6 >= v * pl.col("calls"))
-    limit_expr("acd", 1, lambda v, u: pl.col("billsec") >= v * pl.col("answered"))
-    limit_expr("pdd", 1000, lambda v, u: (pl.col("pdd_n").fill_null(0) == 0)
-               | (pl.col("pdd_ms") <= v * pl.col("pdd_n")))
+    # asr: answered / calls >= pct / 100 (pct x 10^4 in v): answered x 10^6 >= v x calls
+    judged("asr", 1, lambda v, _: ~measured | (r.answered * 10**6 >= v * r.calls))
+    judged("acd", 1, lambda v, _: ~measured | (r.billsec >= v * r.answered))
+    judged("pdd", 1000, lambda v, _: ~measured | (r.pdd_n == 0) | (r.pdd_ms <= v * r.pdd_n))
     # cost per minute = cost x 60 / R <= max
-    limit_expr("cost", SCALE, lambda v, u: pl.col("cost_n") * 60 <= v * R)
-    # margin: (sell - cost) / sell >= pct / 100 (pct x 10^4 in v), or (sell - cost) x 60 / R >= amount
-    limit_expr("margin", SCALE, lambda v, u: pl.col("sell_n").is_null() | pl.when(u == "%").then(
-        (pl.col("sell_n") - pl.col("cost_n")) * 10**6 >= (v * pl.col("sell_n"))).otherwise(
-        (pl.col("sell_n") - pl.col("cost_n")) * 60 >= v * R))
-    reason = pl.lit(None, dtype=pl.Utf8)
-    quality = {"asr", "acd", "pdd"}
-    for name in reversed(REASONS):
-        if name == "blocked":
-            fail = pl.col("blocked")
-        elif name == "unmeasured":
-            fail = ~pl.col("measured") & pl.lit(policy.unmeasured == "block")
-        elif name in checks:
-            ok = checks[name]
-            if name in quality:  # only what was measured is judged
-                ok = ~pl.col("measured") | ok.fill_null(True)
-            else:
-                ok = ok.fill_null(True)
-            fail = ~ok
-        else:
-            continue
-        reason = pl.when(fail).then(pl.lit(name)).otherwise(reason)
-    return rows.with_columns(reason.alias("reason"))
+    judged("cost", SCALE, lambda v, _: r.cost * 60 <= v * R)
+    # margin: (sell - cost) / sell >= pct / 100, or (sell - cost) x 60 / R >= amount per minute
+    judged("margin", SCALE, lambda v, pct: (r.sell < 0) | np.where(
+        pct, (r.sell - r.cost) * 10**6 >= v * r.sell, (r.sell - r.cost) * 60 >= v * R))
+    reason = np.zeros(len(r.u), dtype=np.int8)
+    for i, name in reversed(list(enumerate(REASONS))):
+        if name in fails:
+            reason[fails[name]] = i + 1
+    return reason, preferred, measured
 
 
-def _rank(kept: pl.DataFrame, policy: LcrPolicy) -> pl.DataFrame:
+def _rank(r: _Rows, preferred: np.ndarray, measured: np.ndarray, policy: LcrPolicy, prefixes: pl.Series,
+          deck_of: dict[str, int], n_bands: int) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """(order of the rows, their rank, the share texts by split and deck) of the routes kept."""
     splits = sorted(policy.splits, key=lambda s: len(s.prefix))
-    split_of = pl.lit(None, dtype=pl.Utf8)
-    for s in splits:
-        split_of = pl.when(pl.col("prefix").str.starts_with(s.prefix)).then(pl.lit(s.prefix)).otherwise(split_of)
-    share = pl.lit(None, dtype=pl.Utf8)
-    for s in splits:
+    has_split, split_id = _scoped(prefixes, [(s.prefix, i) for i, s in enumerate(splits)])
+    n_decks = max(deck_of.values(), default=0) + 1
+    shares: list[str | None] = [None] * (max(len(splits), 1) * n_decks)
+    for i, s in enumerate(splits):
         for who, pct in s.shares:
-            share = pl.when((pl.col("_split") == s.prefix) & (pl.col("supplier") == who)).then(
-                pl.lit(f"{pct.normalize():f}")).otherwise(share)
-    kept = kept.with_columns(split_of.alias("_split")).with_columns(share.alias("share"))
-    last = policy.unmeasured == "last"
-    group = (pl.when(pl.col("share").is_not_null()).then(0)
-             .when(pl.col("preferred")).then(1)
-             .when(pl.lit(last) & ~pl.col("measured")).then(3)
-             .otherwise(2))
-    kept = kept.with_columns(group.alias("_group")).sort(["prefix", "band", "_group", "cost_n", "supplier"])
-    kept = kept.with_columns(
-        (pl.int_range(pl.len(), dtype=pl.Int64).over(["prefix", "band"]) + 1).alias("_pos"),
-        (pl.col("_group") == 0).cast(pl.Int64).sum().over(["prefix", "band"]).alias("_nsplit"),
-    )
-    rank = pl.when(pl.col("_group") == 0).then(1).otherwise(
-        pl.col("_pos") - pl.max_horizontal(pl.col("_nsplit") - 1, pl.lit(0)))
-    kept = kept.with_columns(rank.cast(pl.Int64).alias("rank"))
-    if policy.routes is not None:
-        kept = kept.filter(pl.col("rank") <= policy.routes)
-    return kept
+            if who in deck_of:
+                shares[i * n_decks + deck_of[who]] = f"{pct.normalize():f}"
+    share_known = np.array([x is not None for x in shares], dtype=bool)
+    member = has_split[r.u] & share_known[split_id[r.u] * n_decks + r.deck]
+    group = np.full(len(r.u), 2, dtype=np.int64)
+    if policy.unmeasured == "last":
+        group[~measured] = 3
+    group[preferred] = 1
+    group[member] = 0
+    order = np.lexsort((r.deck, r.cost, group, r.band, r.u))
+    run = (r.u * n_bands + r.band)[order]
+    starts = np.ones(len(run), dtype=bool)
+    starts[1:] = run[1:] != run[:-1]
+    start_idx = np.nonzero(starts)[0]
+    run_no = np.cumsum(starts) - 1
+    pos = np.arange(len(run)) - start_idx[run_no] + 1
+    g = group[order]
+    nsplit = np.add.reduceat((g == 0).astype(np.int64), start_idx) if len(start_idx) else np.zeros(0, np.int64)
+    rank = np.where(g == 0, 1, pos - np.maximum(nsplit[run_no] - 1, 0)) if len(run) else pos
+    rank_of = np.empty(len(r.u), dtype=np.int64)
+    rank_of[order] = rank
+    share_idx = np.where(member, split_id[r.u] * n_decks + r.deck, -1)
+    return rank_of, share_idx, shares
 
 
 # --------------------------------------------------------------------------- the table
@@ -481,13 +513,7 @@ QUALITY_COLUMNS = {"calls": pl.Int64, "answered": pl.Int64, "billsec": pl.Int64,
                    "pdd_n": pl.Int64}
 
 
-def build_table(plan: Plan, policy: LcrPolicy, day: date, quality: pl.DataFrame | None = None,
-                records=None) -> LcrTable:
-    """The routing table of ``policy`` on ``day``. ``quality``: per (supplier, prefix) the
-    measurement of a recent period (:func:`icdsl.routing.quality.measure`); or ``records``:
-    outbound call records (Arrow or polars) measured here over the policy's quality window."""
-    notes: list[str] = []
-    # the decks: suppliers (outbound) and the sell side (inbound with the sell partner)
+def _sources(plan: Plan, policy: LcrPolicy, day: date, notes: list[str]):
     sources: list[tuple[str, Agreement, ServicePlan]] = []
     wanted = set(policy.suppliers)
     for code in sorted({a.partner for a in plan.agreements if a.partner != "*"}):
@@ -513,109 +539,156 @@ def build_table(plan: Plan, policy: LcrPolicy, day: date, quality: pl.DataFrame 
     if not sources:
         raise LcrError(f"no supplier: no agreement has an outbound {policy.service} in force on {day}", policy.span,
                        "suppliers are the partners whose agreements price an outbound service")
+    return sources, sell_src
+
+
+def _quality_arrays(quality: pl.DataFrame | None, prefixes: pl.Series, deck_of: dict[str, int],
+                    u: np.ndarray, deck: np.ndarray) -> list[np.ndarray]:
+    n = len(u)
+    out = [np.zeros(n, dtype=np.int64) for _ in QUALITY_COLUMNS]
+    if quality is None or not len(quality):
+        return out
+    n_decks = max(deck_of.values(), default=0) + 1
+    q = quality.select("supplier", "prefix", *QUALITY_COLUMNS).cast(QUALITY_COLUMNS)
+    q = q.join(pl.DataFrame({"supplier": list(deck_of), "deck": list(deck_of.values())}), on="supplier")
+    q = q.join(pl.DataFrame({"prefix": prefixes, "u": np.arange(len(prefixes))}), on="prefix")
+    if not len(q):
+        return out
+    qkey = q["u"].to_numpy() * n_decks + q["deck"].to_numpy()
+    order = np.argsort(qkey)
+    qkey = qkey[order]
+    key = u * n_decks + deck
+    at = np.searchsorted(qkey, key)
+    at_c = np.minimum(at, len(qkey) - 1)
+    found = qkey[at_c] == key
+    for i, c in enumerate(QUALITY_COLUMNS):
+        col = q[c].fill_null(0).to_numpy()[order]
+        out[i][found] = col[at_c[found]]
+    return out
+
+
+def build_table(plan: Plan, policy: LcrPolicy, day: date, quality: pl.DataFrame | None = None,
+                records=None) -> LcrTable:
+    """The routing table of ``policy`` on ``day``. ``quality``: per (supplier, prefix) the
+    measurement of a recent period (:func:`icdsl.routing.quality.measure`); or ``records``:
+    outbound call records (Arrow or polars) measured here over the policy's quality window."""
+    notes: list[str] = []
+    sources, sell_src = _sources(plan, policy, day, notes)
     all_src = ([sell_src] if sell_src else []) + sources
     band_set = {b for _, _, sp in all_src for b in _service_bands(sp)}
     bands = tuple(sorted(band_set)) if band_set else (ALL_BANDS,)
     if any(sp.calendar is None for _, _, sp in all_src) and band_set:
         notes.append("decks without a calendar price every band alike")
-
+    n_sell = 1 if sell_src else 0
     decks: list[_Deck] = []
-    suppliers: list[Supplier] = []
-    sell_info = None
-    for i, (code, a, sp) in enumerate(all_src):
+    infos: list[Supplier] = []
+    for code, a, sp in all_src:
         d = _deck(code, sp, day, bands, policy.reference_s)
         factor, how = _fx_factor(plan, policy, sp.currency, day, a.span)
         for b in bands:
             d.cost[b] = _convert(d.cost[b], factor)
         decks.append(d)
-        info = Supplier(code, a.key, sp.currency, how, a.span)
-        if sell_src is not None and i == 0:
-            sell_info = info
-        else:
-            suppliers.append(info)
+        infos.append(Supplier(code, a.key, sp.currency, how, a.span))
+    suppliers = tuple(infos[n_sell:])
+    deck_of = {s.code: i + n_sell for i, s in enumerate(suppliers)}
 
-    # the destinations: every prefix of every deck
-    all_prefixes = np.concatenate([d.prefixes for d in decks])
-    union = pl.Series(all_prefixes, dtype=pl.Utf8).unique().sort()
-    union = union.filter(union != "")
-    u_prefix = union.to_numpy().astype(object)
-    u_num, u_len = _prefix_ints(u_prefix)
-    key_frames = []
-    for i, d in enumerate(decks):
-        num, ln = _prefix_ints(d.prefixes)
-        key_frames.append(pl.DataFrame({"key": num * KEY_BITS + ln, "deck": np.full(len(num), i, dtype=np.int32),
-                                        "row": np.arange(len(num), dtype=np.int64)}))
-    matched = _match(u_num, u_len, pl.concat(key_frames))
+    # every deck's rows, one after the other (global row numbers)
+    all_prefix = pl.Series(np.concatenate([d.prefixes for d in decks]), dtype=pl.Utf8)
+    all_dest = pl.Series(np.concatenate([d.destinations for d in decks]), dtype=pl.Utf8)
+    row_deck = np.concatenate([np.full(len(d.prefixes), i, dtype=np.int64) for i, d in enumerate(decks)])
+    price = np.stack([np.concatenate([d.price[b] for d in decks]) for b in bands])
+    cost = np.stack([np.concatenate([d.cost[b] for d in decks]) for b in bands])
+    nums, lens = _prefix_ints(all_prefix)
 
-    # per (destination, deck): the matched row's prices and costs per band
-    parts = []
-    for i, d in enumerate(decks):
-        m = matched.filter(pl.col("deck") == i)
-        rows = m["row"].to_numpy()
-        cols = {"u": m["u"], "deck": m["deck"], "L": m["L"],
-                "supplier_prefix": pl.Series(d.prefixes[rows], dtype=pl.Utf8),
-                "dest": pl.Series(d.destinations[rows], dtype=pl.Utf8)}
-        for j, b in enumerate(bands):
-            cols[f"p{j}"] = d.price[b][rows]
-            cols[f"c{j}"] = d.cost[b][rows]
-        parts.append(pl.DataFrame(cols))
-    wide = pl.concat(parts)
-    n_sell = 1 if sell_src else 0
-    # destination names: the sell deck's, else the deck that has the prefix itself, else any
-    u_lens = pl.DataFrame({"u": np.arange(len(u_len)), "ulen": u_len})
-    names = (wide.join(u_lens, on="u")
-             .with_columns(pl.when(pl.col("deck") < n_sell).then(0).when(pl.col("L") == pl.col("ulen")).then(1)
-                           .otherwise(2).alias("_prio"))
-             .sort(["u", "_prio", "deck"]).group_by("u", maintain_order=True).agg(pl.col("dest").first()))
-    prefix_of = pl.DataFrame({"u": np.arange(len(u_prefix)), "prefix": pl.Series(u_prefix, dtype=pl.Utf8)})
-    long = pl.concat([
-        wide.select("u", "deck", "supplier_prefix", pl.lit(b).alias("band"), pl.col(f"p{j}").alias("price_n"),
-                    pl.col(f"c{j}").alias("cost_n"))
-        for j, b in enumerate(bands)
-    ]).filter(pl.col("cost_n") >= 0)
-    if sell_src:
-        sell = long.filter(pl.col("deck") == 0).select("u", "band", pl.col("cost_n").alias("sell_n"),
-                                                       pl.col("supplier_prefix").alias("sell_prefix"))
-        long = long.filter(pl.col("deck") > 0).join(sell, on=["u", "band"], how="left")
-    else:
-        sell = None
-        long = long.with_columns(pl.lit(None, dtype=pl.Int64).alias("sell_n"), pl.lit(None, dtype=pl.Utf8)
-                                 .alias("sell_prefix"))
-    deck_info = pl.DataFrame({"deck": np.arange(n_sell, len(decks), dtype=np.int32),
-                              "supplier": [s.code for s in suppliers],
-                              "agreement": [s.agreement for s in suppliers],
-                              "currency": [s.currency for s in suppliers]})
-    long = long.join(deck_info, on="deck").join(prefix_of, on="u")
-    # quality measurements of the recent period
+    # the destinations: every prefix of every deck; each matched in each deck
+    prefixes = all_prefix.filter(all_prefix != "").unique().sort()
+    u_num, u_len = _prefix_ints(prefixes)
+    hu, hrow = _match(u_num, u_len, nums * KEY_BITS + lens, len(nums))
+    mu, mdeck, mrow = _longest(hu, row_deck[hrow], lens[hrow], hrow, len(decks))
+    # destination names: the sell deck's, else a deck that has the prefix itself, else any
+    prio = np.where(mdeck < n_sell, 0, np.where(lens[mrow] == u_len[mu], 1, 2)) * len(decks) + mdeck
+    first = np.lexsort((prio, mu))
+    new = np.ones(len(first), dtype=bool)
+    new[1:] = mu[first][1:] != mu[first][:-1]
+    names = all_dest.gather(mrow[first][new])
+
+    # one candidate per (destination, band, deck) priced in that band
+    nb = len(bands)
+    u = np.tile(mu, nb)
+    band = np.repeat(np.arange(nb), len(mu))
+    deck = np.tile(mdeck, nb)
+    row = np.tile(mrow, nb)
+    pr = price[band, row]
+    co = cost[band, row]
+    priced = co >= 0
+    sell = np.full((nb, len(prefixes)), -1, dtype=np.int64)
+    sell_row = np.full((nb, len(prefixes)), -1, dtype=np.int64)
+    if n_sell:
+        s = priced & (deck == 0)
+        sell[band[s], u[s]] = co[s]
+        sell_row[band[s], u[s]] = row[s]
+        priced &= deck > 0
+    idx = np.nonzero(priced)[0]
+    u, band, deck, row, pr, co = u[idx], band[idx], deck[idx], row[idx], pr[idx], co[idx]
     if quality is None and records is not None:
-        quality = measure(records, u_prefix.tolist(), day, policy.window_days)
-    if quality is not None and len(quality):
-        q = quality.select("supplier", "prefix", *QUALITY_COLUMNS).cast(QUALITY_COLUMNS)
-        long = long.join(q, on=["supplier", "prefix"], how="left")
-    else:
-        long = long.with_columns(*(pl.lit(None, dtype=t).alias(c) for c, t in QUALITY_COLUMNS.items()))
-    long = _apply_policy(long, policy)
-    excluded = long.filter(pl.col("reason").is_not_null())
-    kept = _rank(long.filter(pl.col("reason").is_null()), policy)
-    out_cols = ["prefix", "band", "rank", "supplier", "agreement", "supplier_prefix", "currency", "price_n",
-                "cost_n", "sell_n", "share", "preferred", "measured", "calls", "answered", "billsec", "pdd_ms", "pdd_n"]
-    routes = kept.join(prefix_of.join(names, on="u").rename({"dest": "destination"}).drop("u"), on="prefix",
-                       how="left").select("prefix", "destination", *out_cols[1:])
-    excluded = excluded.sort(["prefix", "band", "cost_n", "supplier"]).select(
-        "prefix", "band", "supplier", "agreement", "supplier_prefix", "cost_n", "sell_n", "reason", "calls",
-        "answered", "billsec", "pdd_ms", "pdd_n")
-    destinations = prefix_of.join(names, on="u").rename({"dest": "destination"}).drop("u")
-    if sell is not None:
-        destinations = destinations.join(
-            sell.join(prefix_of, on="u").select("prefix", "band", "sell_n", "sell_prefix"), on="prefix", how="left")
-    unmeasured = long.filter(~pl.col("measured"))["supplier"].unique().sort().to_list()
-    if policy.limits and any(lim.measure in ("asr", "acd", "pdd") for lim in policy.limits) and unmeasured:
+        quality = measure(records, prefixes.to_list(), day, policy.window_days)
+    q = _quality_arrays(quality, prefixes, deck_of, u, deck)
+    rows = _Rows(u, band, deck, row, pr, co, sell[band, u], *q)
+
+    reason, preferred, measured = _apply_policy(rows, policy, prefixes, deck_of)
+    kept = np.nonzero(reason == 0)[0]
+    k = rows.take(kept)
+    rank, share_idx, shares = _rank(k, preferred[kept], measured[kept], policy, prefixes, deck_of, nb)
+    if policy.routes is not None:
+        keep = rank <= policy.routes
+        k, rank, share_idx, kept = k.take(keep), rank[keep], share_idx[keep], kept[keep]
+    order = np.lexsort((k.deck, rank, k.band, k.u))
+    k, rank, share_idx, kept = k.take(order), rank[order], share_idx[order], kept[order]
+    share_col = pl.Series("share", shares, dtype=pl.Utf8).gather(np.maximum(share_idx, 0))
+    share_col = pl.select(pl.when(pl.Series(share_idx >= 0)).then(share_col).otherwise(None)).to_series()
+    routes = _frame(k, prefixes, names, bands, infos, all_prefix).with_columns(
+        pl.Series("rank", rank), share_col.alias("share"), pl.Series("preferred", preferred[kept]),
+        pl.Series("measured", measured[kept]))
+    routes = routes.select("prefix", "destination", "band", "rank", "supplier", "agreement", "supplier_prefix",
+                           "currency", "price_n", "cost_n", "sell_n", "share", "preferred", "measured",
+                           *QUALITY_COLUMNS)
+    out = np.nonzero(reason > 0)[0]
+    x = rows.take(out)
+    xo = np.lexsort((x.deck, x.cost, x.band, x.u))
+    x, xr = x.take(xo), reason[out][xo]
+    excluded = _frame(x, prefixes, names, bands, infos, all_prefix).with_columns(
+        pl.Series("reason", np.array(REASONS, dtype=object)[xr.astype(np.int64) - 1], dtype=pl.Utf8)
+    ).select("prefix", "band", "supplier", "agreement", "supplier_prefix", "cost_n", "sell_n", "reason",
+             *QUALITY_COLUMNS)
+    destinations = pl.DataFrame({"prefix": prefixes, "destination": names})
+    if n_sell:
+        sb, su = np.nonzero(sell >= 0)
+        sells = pl.DataFrame({"prefix": prefixes.gather(su), "band": pl.Series(bands).gather(sb),
+                              "sell_n": sell[sb, su], "sell_prefix": all_prefix.gather(sell_row[sb, su])})
+        destinations = destinations.join(sells, on="prefix", how="left", maintain_order="left")
+    unmeasured = sorted({suppliers[i - n_sell].code for i in np.unique(rows.deck[~measured])})
+    if unmeasured and any(lim.measure in ("asr", "acd", "pdd") for lim in policy.limits):
         rule = {"allow": "kept, as if measured", "last": "ranked after the measured ones",
                 "block": "left out"}[policy.unmeasured]
         notes.append(f"no quality measurement for some destinations of {', '.join(unmeasured)}: {rule} "
                      f"('unmeasured {policy.unmeasured}')")
-    return LcrTable(policy, day, bands, tuple(suppliers), routes.sort(["prefix", "band", "rank", "supplier"]),
-                    excluded, destinations.sort("prefix"), sell_info, notes)
+    return LcrTable(policy, day, bands, suppliers, routes, excluded, destinations,
+                    infos[0] if n_sell else None, notes)
+
+
+def _frame(r: _Rows, prefixes: pl.Series, names: pl.Series, bands, infos, all_prefix: pl.Series) -> pl.DataFrame:
+    codes = pl.Series([s.code for s in infos], dtype=pl.Utf8)
+    keys = pl.Series([s.agreement for s in infos], dtype=pl.Utf8)
+    curs = pl.Series([s.currency for s in infos], dtype=pl.Utf8)
+    return pl.DataFrame({
+        "prefix": prefixes.gather(r.u), "destination": names.gather(r.u),
+        "band": pl.Series(bands, dtype=pl.Utf8).gather(r.band),
+        "supplier": codes.gather(r.deck), "agreement": keys.gather(r.deck), "currency": curs.gather(r.deck),
+        "supplier_prefix": all_prefix.gather(r.row),
+        "price_n": r.price, "cost_n": r.cost,
+        "sell_n": pl.Series(r.sell).set(pl.Series(r.sell < 0), None) if len(r.sell) else pl.Series([], dtype=pl.Int64),
+        **{c: pl.Series(c, getattr(r, c), dtype=pl.Int64) for c in QUALITY_COLUMNS},
+    }).with_columns(pl.when(pl.col("calls") > 0).then(pl.col(c)).otherwise(None).alias(c) for c in QUALITY_COLUMNS)
 
 
 def default_policy(name: str = "default") -> LcrPolicy:
