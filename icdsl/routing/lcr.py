@@ -225,21 +225,32 @@ def _deck(code: str, sp: ServicePlan, day: date, bands: tuple[str, ...], referen
     pref = np.asarray(prefixes, dtype=object)[idx]
     dest = np.asarray(destinations, dtype=object)[idx]
     n = len(idx)
-    own = {b: to_nano([col[i] for i in idx]) for b, col in prices.items()}
+    whole = len(idx) == len(prefixes)
+
+    def nano_of(col) -> tuple[np.ndarray, np.ndarray]:
+        # converted whole (Arrow reads the tuple in C), then the rows in force picked
+        v, miss = to_nano(col)
+        return (v, miss) if whole else (v[idx], miss[idx])
+
+    own = {b: nano_of(col) for b, col in prices.items()}
     # fees and increments: the row's own, else the service's
+    service_fee = to_nano([sp.connect_fee])[0][0]
     if fees is not None:
-        fee_n, fee_missing = to_nano([fees[i] for i in idx])
-        fee_n[fee_missing] = to_nano([sp.connect_fee])[0][0]
+        fee_n, fee_missing = nano_of(fees)
+        fee_n[fee_missing] = service_fee
     else:
-        fee_n = np.full(n, to_nano([sp.connect_fee])[0][0], dtype=np.int64)
+        fee_n = np.full(n, service_fee, dtype=np.int64)
     first = np.full(n, sp.increments.initial, dtype=np.int64)
     nxt = np.full(n, sp.increments.subsequent, dtype=np.int64)
     if incs is not None:
-        picked = [incs[i] for i in idx]
-        has = np.fromiter((x is not None for x in picked), dtype=bool, count=n)
-        if has.any():
-            first[has] = np.fromiter((x.initial for x in picked if x is not None), dtype=np.int64)
-            nxt[has] = np.fromiter((x.subsequent for x in picked if x is not None), dtype=np.int64)
+        every = len(incs)
+        a = np.fromiter((-1 if x is None else x.initial for x in incs), dtype=np.int64, count=every)
+        b = np.fromiter((-1 if x is None else x.subsequent for x in incs), dtype=np.int64, count=every)
+        if not whole:
+            a, b = a[idx], b[idx]
+        has = a >= 0
+        first[has] = a[has]
+        nxt[has] = b[has]
     if sp.kind == KIND_TIME:
         unit_s = TIME_UNITS[sp.unit]
         eff = max(reference_s, sp.minimum_s)
