@@ -8,7 +8,9 @@ from typing import Any
 
 import typer
 
+from icdsl.cli.billing import opened
 from icdsl.cli.common import app, build_or_exit, echo_err
+from icdsl.lang.diagnostics import did_you_mean
 
 FORMATS = ("table", "csv", "freeswitch", "kamailio")
 
@@ -22,7 +24,7 @@ def _day(text: str) -> date:
 
 
 def _policy(plan: Any, name: str | None) -> Any:
-    # lazy: the routing engine brings polars
+    # lazy: the routing engine brings polars and pyarrow
     from icdsl.routing.lcr import default_policy
 
     policies = {p.name: p for p in plan.lcr_policies}
@@ -33,9 +35,6 @@ def _policy(plan: Any, name: str | None) -> Any:
             raise typer.Exit(2)
         return next(iter(policies.values())) if policies else default_policy()
     if name not in policies:
-        # lazy: difflib's suggestion only on this error
-        from icdsl.lang.diagnostics import did_you_mean
-
         hint = did_you_mean(name, policies, "lcr policies") or "declare one with 'lcr NAME { ... }'"
         echo_err(f"error: no lcr policy '{name}': {hint}")
         raise typer.Exit(2)
@@ -43,8 +42,7 @@ def _policy(plan: Any, name: str | None) -> Any:
 
 
 def _records(path: Path) -> Any:
-    # lazy: polars only when call records are read
-    import polars as pl
+    import polars as pl  # lazy: columns only when call records are read
 
     try:
         if path.suffix.lower() == ".parquet":
@@ -57,7 +55,7 @@ def _records(path: Path) -> Any:
 
 def _numbers(frame: Any) -> Any:
     """Durations and delays of a CSV read as text, as numbers (a bad value is a located error)."""
-    import polars as pl
+    import polars as pl  # lazy: columns only when call records are read
 
     for col in ("duration_s", "pdd_ms"):
         if col in frame.columns and frame.schema[col] == pl.Utf8:
@@ -98,17 +96,15 @@ def lcr(
     when = _day(day)
     plan = build_or_exit(list(paths or [Path(".")]), root)
     chosen = _policy(plan, policy)
-    # lazy: the routing engine brings polars and pyarrow
-    from icdsl.routing import export
-    from icdsl.routing.diff import compare, read_previous, summary
-    from icdsl.routing.lcr import LcrError, build_table
+    from icdsl.routing import export  # lazy: the routing engine brings polars and pyarrow
+    from icdsl.routing.diff import compare, read_previous, summary  # lazy: polars
+    from icdsl.routing.lcr import LcrError, build_table  # lazy: polars, numpy and pyarrow
 
     calls = None
     if records is not None:
         calls = _numbers(_records(records))
     elif from_store:
-        from icdsl.billing.routing import outbound_records
-        from icdsl.cli.billing import opened
+        from icdsl.billing.routing import outbound_records  # lazy: the store brings sqlalchemy
 
         with opened(db, data) as store:
             calls = outbound_records(store, when, chosen.window_days)
