@@ -28,6 +28,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from test_billing_store import db_url  # noqa: F401 - the fixture (SQLite, and PostgreSQL when reachable)
 from typer.testing import CliRunner
 
 from icdsl.cli.main import app
@@ -515,3 +516,55 @@ agreement "S{s}" v1 with S{s} effective 2026-01-01 .. {{
     for (p, band), want in slow.items():
         got = [(s, c) for _, s, c, _ in fast.ranked(p, band)]
         assert got == [(s, f"{c.quantize(Decimal('0.000001'))}") for s, c in want], p
+
+
+# --------------------------------------------------------------------------- quality from the store
+
+
+def test_quality_from_the_stores_intake(tmp_path, db_url):
+    """Outbound CDRs ingested with `answered` and `pdd_ms` extra columns are read back for the
+    window and measured: ALFA 2 answered of 3 to 33 (PDD 1.5 s over 2), BETA none."""
+    from icdsl.billing.routing import outbound_records
+    from icdsl.billing.store import open_store
+
+    traffic = tmp_path / "cdrs.csv"
+    traffic.write_text(
+        "id,partner,direction,service,a_number,b_number,start,duration_s,answered,pdd_ms\n"
+        "c1,ALFA,outbound,voice,33170000001,33142685300,2026-02-20T10:00:00Z,61,ANSWERED,1000\n"
+        "c2,ALFA,outbound,voice,33170000001,33142685301,2026-02-20T10:05:00Z,30,ANSWERED,2000\n"
+        "c3,ALFA,outbound,voice,33170000001,33142685302,2026-02-20T10:06:00Z,0,BUSY,\n"
+        "c4,BETA,outbound,voice,33170000001,33142685303,2026-02-20T10:07:00Z,0,NO ANSWER,\n"
+        "c5,ALFA,outbound,voice,33170000001,33142685304,2025-11-20T10:07:00Z,99,ANSWERED,500\n"
+        "c6,ALFA,inbound,voice,33142685300,33170000001,2026-02-20T10:07:00Z,99,ANSWERED,500\n",
+        encoding="utf-8")
+    plan, _, _ = build([project(tmp_path)])
+    store = open_store(db_url, data_dir=tmp_path / "data")
+    try:
+        store.ingest(traffic, None, plan)
+        records = outbound_records(store, DAY, 30)
+    finally:
+        store.close()
+    assert records is not None and records.num_rows == 4
+    got = measure(records, ["33", "331"], DAY, 30)
+    assert got.rows() == [("ALFA", "33", 3, 2, 91, 3000, 2), ("ALFA", "331", 3, 2, 91, 3000, 2),
+                          ("BETA", "33", 1, 0, 0, 0, 0), ("BETA", "331", 1, 0, 0, 0, 0)]
+    t = build_table(plan, plan.lcr_policies[0], DAY, records=records)
+    # ALFA 2/3 = 66.7% passes the 40% floor but has 3 calls < minimum calls 5: unmeasured, allowed
+    assert t.ranked("33", "peak") == [(1, "BETA", "0.003200", None), (2, "ALFA", "0.005000", None)]
+    shown = export.display_frame(t).filter(pl.col("prefix") == "33")
+    assert shown.select("supplier", "calls", "asr", "pdd", "note").rows()[:2] == [
+        ("BETA", "1", "0.0", "", "unmeasured"), ("ALFA", "3", "66.7", "1.5", "unmeasured")]
+
+
+def test_the_benchmark_runs_at_a_small_size(tmp_path):
+    """tests/benchmarks/bench_lcr.py's workload, small: the table is checked against the slow
+    reference on a sample of destinations before it would be timed."""
+    import importlib.util
+
+    path = Path(__file__).parent / "benchmarks" / "bench_lcr.py"
+    spec = importlib.util.spec_from_file_location("bench_lcr", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    got = bench.run(sell=400, suppliers=3, deck=200, folder=tmp_path)
+    assert got["checked_against_reference"] == 40
+    assert got["routes"] > 0 and got["excluded"] > 0 and got["bands"] == ["offpeak", "peak"]

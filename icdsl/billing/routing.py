@@ -36,8 +36,8 @@ def outbound_records(store: Any, day: date, days: int) -> pa.Table | None:
             sa.select(M.DataFile.path)
             .join(M.IntakeBatch, M.IntakeBatch.id == M.DataFile.batch_id)
             .where(M.DataFile.kind == "intake_records")
-            .where(sa.or_(M.IntakeBatch.max_start.is_(None), M.IntakeBatch.max_start >= lo.replace(tzinfo=None)))
-            .where(sa.or_(M.IntakeBatch.min_start.is_(None), M.IntakeBatch.min_start < hi.replace(tzinfo=None)))
+            .where(sa.or_(M.IntakeBatch.max_start.is_(None), M.IntakeBatch.max_start >= lo))
+            .where(sa.or_(M.IntakeBatch.min_start.is_(None), M.IntakeBatch.min_start < hi))
             .order_by(M.DataFile.id)
         ).scalars().all()
     tables = []
