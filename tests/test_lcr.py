@@ -521,7 +521,7 @@ agreement "S{s}" v1 with S{s} effective 2026-01-01 .. {{
 # --------------------------------------------------------------------------- quality from the store
 
 
-def test_quality_from_the_stores_intake(tmp_path, db_url):
+def test_quality_from_the_stores_intake(tmp_path, db_url):  # noqa: F811 - the fixture
     """Outbound CDRs ingested with `answered` and `pdd_ms` extra columns are read back for the
     window and measured: ALFA 2 answered of 3 to 33 (PDD 1.5 s over 2), BETA none."""
     from icdsl.billing.routing import outbound_records
