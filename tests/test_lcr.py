@@ -568,3 +568,50 @@ def test_the_benchmark_runs_at_a_small_size(tmp_path):
     got = bench.run(sell=400, suppliers=3, deck=200, folder=tmp_path)
     assert got["checked_against_reference"] == 40
     assert got["routes"] > 0 and got["excluded"] > 0 and got["bands"] == ["offpeak", "peak"]
+
+
+KAMAILIO_SCHEMA = Path("/usr/share/kamailio/db_sqlite/lcr-create.sql")  # Debian's kamailio-sqlite-modules
+
+
+@pytest.mark.skipif(not KAMAILIO_SCHEMA.exists(), reason="Kamailio's lcr schema is not installed "
+                    "(apt-get install kamailio-sqlite-modules)")
+def test_kamailio_export_loads_into_kamailios_own_tables(tmp_path):
+    """The export runs against the lcr tables as Kamailio's package creates them (their unique
+    keys included), and Kamailio's order (the longest prefix with a stopper rule, then priority)
+    gives the hand-worked lists back."""
+    import sqlite3
+
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE version (table_name VARCHAR(32) NOT NULL, table_version INTEGER DEFAULT 0 NOT NULL)")
+    db.executescript(KAMAILIO_SCHEMA.read_text())
+    db.executescript(export.to_kamailio(table_of(tmp_path)))
+
+    def route(number: str, lcr_id: int) -> list[int]:
+        rule = db.execute("SELECT id FROM lcr_rule WHERE lcr_id = ? AND ? LIKE prefix || '%' AND enabled = 1 "
+                          "ORDER BY length(prefix) DESC LIMIT 1", (lcr_id, number)).fetchone()
+        return [gw for (gw,) in db.execute("SELECT gw_id FROM lcr_rule_target WHERE rule_id = ? "
+                                            "ORDER BY priority, gw_id", rule)]
+
+    # lcr_id 2 = peak, gateways 1 ALFA, 2 BETA, 3 GAMA
+    assert route("447712345678", 2) == [1, 3, 2]  # 4477: ALFA, GAMA, BETA
+    assert route("447912345678", 2) == [2, 1, 3]  # 447: BETA, ALFA, GAMA
+    assert route("442012345678", 1) == [1, 3, 2]  # 44 off-peak: ALFA, GAMA, BETA
+    assert db.execute("SELECT count(*) FROM lcr_rule_target").fetchone() == (20,)
+
+
+def test_a_split_member_left_out_and_routes(tmp_path):
+    policy = """
+lcr hand {
+  sell CUST
+  reference call 45 s
+  routes 2
+  split 44 between GAMA 70%, BETA 30%
+  block BETA for 4477
+}
+"""
+    t = table_of(tmp_path, policy)
+    # 4477: BETA blocked, GAMA keeps the first place alone with its weight; two routes at most
+    assert t.ranked("4477", "peak") == [(1, "GAMA", "0.018750", "70"), (2, "ALFA", "0.010000", None)]
+    # 44: the two split members at rank 1, then ALFA at rank 2
+    assert [r[:2] for r in t.ranked("44", "peak")] == [(1, "BETA"), (1, "GAMA"), (2, "ALFA")]
+    assert t.excluded.filter(pl.col("prefix") == "4477")["reason"].unique().to_list() == ["blocked"]
