@@ -615,3 +615,22 @@ lcr hand {
     # 44: the two split members at rank 1, then ALFA at rank 2
     assert [r[:2] for r in t.ranked("44", "peak")] == [(1, "BETA"), (1, "GAMA"), (2, "ALFA")]
     assert t.excluded.filter(pl.col("prefix") == "4477")["reason"].unique().to_list() == ["blocked"]
+
+
+def test_bad_call_records_are_located_errors(tmp_path, monkeypatch):
+    project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.csv").write_text("partner,direction,b_number,start,duration_s\n"
+                                      "ALFA,outbound,3314,2026-02-20T10:00:00Z,10\n"
+                                      "ALFA,outbound,3315,yesterday,10\n", encoding="utf-8")
+    (tmp_path / "nocol.csv").write_text("partner,direction,number,start,duration_s\n", encoding="utf-8")
+    (tmp_path / "dur.csv").write_text("partner,direction,b_number,start,duration_s\n"
+                                      "ALFA,outbound,3314,2026-02-20T10:00:00Z,ten\n", encoding="utf-8")
+    runner = CliRunner()
+    res = runner.invoke(app, ["lcr", "--date", "2026-03-02", "--records", "bad.csv"])
+    assert res.exit_code == 1
+    assert "error: the call records bad.csv: line 3: start 'yesterday' is not a timestamp (1 such records)" in res.output
+    res = runner.invoke(app, ["lcr", "--date", "2026-03-02", "--records", "nocol.csv"])
+    assert res.exit_code == 1 and "have no column b_number" in res.output
+    res = runner.invoke(app, ["lcr", "--date", "2026-03-02", "--records", "dur.csv"])
+    assert res.exit_code == 1 and "error: line 2: duration_s 'ten' is not a whole number" in res.output

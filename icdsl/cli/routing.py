@@ -99,6 +99,7 @@ def lcr(
     from icdsl.routing import export  # lazy: the routing engine brings polars and pyarrow
     from icdsl.routing.diff import compare, read_previous, summary  # lazy: polars
     from icdsl.routing.lcr import LcrError, build_table  # lazy: polars, numpy and pyarrow
+    from icdsl.routing.quality import QualityError  # lazy: polars
 
     calls = None
     if records is not None:
@@ -113,6 +114,9 @@ def lcr(
         before = read_previous(previous) if previous is not None else None
     except LcrError as e:
         echo_err(f"error: {e}")
+        raise typer.Exit(1) from None
+    except QualityError as e:
+        echo_err(f"error: the call records{f' {records}' if records else ''}: {e}")
         raise typer.Exit(1) from None
     if calls is None and any(lim.measure in ("asr", "acd", "pdd") for lim in chosen.limits):
         echo_err("note: no call records given (--records or --from-store): every route is unmeasured")

@@ -26,6 +26,11 @@ import numpy as np
 import polars as pl
 
 ANSWERED_WORDS = ("1", "true", "t", "yes", "y", "answered", "answer")
+
+
+class QualityError(Exception):
+    """Call records that cannot be measured: the first bad row (line = row + 2 in a CSV file with
+    a header) and what is wrong with it."""
 COLUMNS = ("supplier", "prefix", "calls", "answered", "billsec", "pdd_ms", "pdd_n")
 
 
@@ -37,6 +42,12 @@ def _window(frame: pl.DataFrame, day: date, days: int) -> pl.DataFrame:
     start = pl.col("start")
     if frame.schema["start"] == pl.Utf8:
         start = start.str.to_datetime(time_zone="UTC", strict=False)
+        parsed = frame.select(start.alias("s"), pl.col("start").alias("raw")).with_row_index("row")
+        bad = parsed.filter(pl.col("s").is_null() & pl.col("raw").is_not_null())
+        if len(bad):
+            row = bad.row(0, named=True)
+            raise QualityError(f"line {row['row'] + 2}: start {row['raw']!r} is not a timestamp "
+                               f"({len(bad)} such records); write ISO 8601 with an offset, e.g. 2026-02-20T10:00:00Z")
     elif getattr(frame.schema["start"], "time_zone", None) is None:
         start = start.dt.replace_time_zone("UTC")
     return frame.filter((start >= lo) & (start < hi))
@@ -52,10 +63,11 @@ def measure(records, prefixes: Sequence[str], day: date | None = None, days: int
     outbound ``records`` (an Arrow table or polars frame) that started in the ``days`` days
     before ``day`` (UTC), when they have a ``start``."""
     frame = records if isinstance(records, pl.DataFrame) else pl.from_arrow(records)
-    if not isinstance(frame, pl.DataFrame) or not len(frame) or not len(prefixes):
-        return empty()
     missing = [c for c in ("partner", "b_number", "duration_s") if c not in frame.columns]
     if missing:
+        raise QualityError(f"the call records have no column {', '.join(missing)} (their columns: "
+                           f"{', '.join(frame.columns[:40])}); quality needs partner, b_number and duration_s")
+    if not len(frame) or not len(prefixes):
         return empty()
     if "direction" in frame.columns:
         frame = frame.filter(pl.col("direction").cast(pl.Utf8) == "outbound")
