@@ -21,6 +21,7 @@ own 4477 row (0.0240) overrides its 44 row (which would have made it the cheapes
 
 from __future__ import annotations
 
+import contextlib
 import random
 from datetime import date
 from decimal import Decimal
@@ -130,7 +131,8 @@ def project(tmp_path: Path, policy: str = POLICY, extra: str = "") -> Path:
 
 
 def table_of(tmp_path: Path, policy: str = POLICY, extra: str = "", records=None, day: date = DAY):
-    plan, program, diags = build([project(tmp_path, policy, extra)])
+    with contextlib.chdir(tmp_path):  # spans name files relative to the working folder
+        plan, program, diags = build([project(tmp_path, policy, extra)])
     assert plan is not None, diags
     return build_table(plan, plan.lcr_policies[0], day, records=calls() if records is None else records)
 
@@ -173,25 +175,25 @@ def test_hand_worked_ranked_lists(tmp_path):
 def test_hand_worked_excluded_and_quality(tmp_path):
     t = table_of(tmp_path)
     assert export.excluded_csv(t) == (
-        "prefix,band,supplier,agreement,supplier_prefix,cost,reason,calls,asr,acd,pdd\n"
-        "33,offpeak,GAMA,Gamma termination v1,33,0.002250,blocked,,,,\n"
-        "33,offpeak,BETA,Beta termination v1,33,0.003200,asr,10,30.0,50.0,\n"
-        "33,peak,GAMA,Gamma termination v1,33,0.002250,blocked,,,,\n"
-        "33,peak,BETA,Beta termination v1,33,0.003200,asr,10,30.0,50.0,\n"
+        "prefix,band,supplier,agreement,supplier_prefix,rule,cost,reason,calls,asr,acd,pdd\n"
+        "33,offpeak,GAMA,Gamma termination v1,33,routes.icd:52:7,0.002250,blocked,,,,\n"
+        "33,offpeak,BETA,Beta termination v1,33,routes.icd:40:7,0.003200,asr,10,30.0,50.0,\n"
+        "33,peak,GAMA,Gamma termination v1,33,routes.icd:52:7,0.002250,blocked,,,,\n"
+        "33,peak,BETA,Beta termination v1,33,routes.icd:40:7,0.003200,asr,10,30.0,50.0,\n"
     )
     assert any("no quality measurement" in n and "'unmeasured allow'" in n for n in t.notes)
 
 
 EXPECTED_CSV = """\
-prefix,destination,band,rank,supplier,agreement,supplier_prefix,currency,rate,cost,cost_per_minute,sell,margin,margin_pct,share,calls,asr,acd,pdd,note
-33,France,offpeak,1,ALFA,Alfa termination v1,33,EUR,0.005000,0.005000,0.006667,0.007500,0.002500,33.33,,10,50.0,120.0,2.0,
-33,France,peak,1,ALFA,Alfa termination v1,33,EUR,0.005000,0.005000,0.006667,0.007500,0.002500,33.33,,10,50.0,120.0,2.0,
-44,United Kingdom,offpeak,1,ALFA,Alfa termination v1,44,EUR,0.004000,0.004000,0.005333,0.015000,0.011000,73.33,,,,,,unmeasured
-44,United Kingdom,offpeak,2,GAMA,Gamma termination v1,44,EUR,0.007000,0.005250,0.007000,0.015000,0.009750,65.0,,,,,,unmeasured
-44,United Kingdom,offpeak,3,BETA,Beta termination v1,44,EUR,0.008000,0.007400,0.009867,0.015000,0.007600,50.67,,,,,,unmeasured
-44,United Kingdom,peak,1,GAMA,Gamma termination v1,44,EUR,0.007000,0.005250,0.007000,0.015000,0.009750,65.0,,,,,,unmeasured
-44,United Kingdom,peak,2,BETA,Beta termination v1,44,EUR,0.008500,0.007800,0.010400,0.015000,0.007200,48.0,,,,,,unmeasured
-44,United Kingdom,peak,3,ALFA,Alfa termination v1,44,EUR,0.010000,0.010000,0.013333,0.015000,0.005000,33.33,,,,,,unmeasured
+prefix,destination,band,rank,supplier,agreement,supplier_prefix,rule,currency,rate,cost,cost_per_minute,sell,margin,margin_pct,share,calls,asr,acd,pdd,note
+33,France,offpeak,1,ALFA,Alfa termination v1,33,routes.icd:29:7,EUR,0.005000,0.005000,0.006667,0.007500,0.002500,33.33,,10,50.0,120.0,2.0,
+33,France,peak,1,ALFA,Alfa termination v1,33,routes.icd:29:7,EUR,0.005000,0.005000,0.006667,0.007500,0.002500,33.33,,10,50.0,120.0,2.0,
+44,United Kingdom,offpeak,1,ALFA,Alfa termination v1,44,routes.icd:30:7,EUR,0.004000,0.004000,0.005333,0.015000,0.011000,73.33,,,,,,unmeasured
+44,United Kingdom,offpeak,2,GAMA,Gamma termination v1,44,routes.icd:53:7,EUR,0.007000,0.005250,0.007000,0.015000,0.009750,65.0,,,,,,unmeasured
+44,United Kingdom,offpeak,3,BETA,Beta termination v1,44,routes.icd:41:7,EUR,0.008000,0.007400,0.009867,0.015000,0.007600,50.67,,,,,,unmeasured
+44,United Kingdom,peak,1,GAMA,Gamma termination v1,44,routes.icd:53:7,EUR,0.007000,0.005250,0.007000,0.015000,0.009750,65.0,,,,,,unmeasured
+44,United Kingdom,peak,2,BETA,Beta termination v1,44,routes.icd:41:7,EUR,0.008500,0.007800,0.010400,0.015000,0.007200,48.0,,,,,,unmeasured
+44,United Kingdom,peak,3,ALFA,Alfa termination v1,44,routes.icd:30:7,EUR,0.010000,0.010000,0.013333,0.015000,0.005000,33.33,,,,,,unmeasured
 """
 
 
@@ -200,7 +202,8 @@ def test_hand_worked_csv(tmp_path):
     head = "".join(text.splitlines(keepends=True)[:9])
     assert head == EXPECTED_CSV
     # 4477: sold by the sell deck's 447 row (0.0375); BETA's margin 0.0375 - 0.0240 = 0.0135, 36%
-    assert ("4477,United Kingdom mobile,peak,3,BETA,Beta termination v1,4477,EUR,0.030000,0.024000,0.032000,"
+    assert ("4477,United Kingdom mobile,peak,3,BETA,Beta termination v1,4477,routes.icd:42:7,EUR,0.030000,0.024000,"
+            "0.032000,"
             "0.037500,0.013500,36.0,,,,,,unmeasured\n") in text
 
 

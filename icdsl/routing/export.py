@@ -16,12 +16,12 @@ import polars as pl
 from icdsl.routing.lcr import SCALE, LcrTable, money_col
 from icdsl.safecsv import neutralize_table
 
-CSV_COLUMNS = ("prefix", "destination", "band", "rank", "supplier", "agreement", "supplier_prefix", "currency",
+CSV_COLUMNS = ("prefix", "destination", "band", "rank", "supplier", "agreement", "supplier_prefix", "rule", "currency",
                "rate", "cost", "cost_per_minute", "sell", "margin", "margin_pct", "share", "calls", "asr", "acd",
                "pdd", "note")
 NUMERIC = ("rank", "rate", "cost", "cost_per_minute", "sell", "margin", "margin_pct", "share", "calls", "asr",
            "acd", "pdd")
-EXCLUDED_COLUMNS = ("prefix", "band", "supplier", "agreement", "supplier_prefix", "cost", "reason", "calls", "asr",
+EXCLUDED_COLUMNS = ("prefix", "band", "supplier", "agreement", "supplier_prefix", "rule", "cost", "reason", "calls", "asr",
                     "acd", "pdd")
 #: the end of validity written on switch rows: valid until the next table replaces them
 OPEN_END = "9999-12-31 23:59:59"
@@ -59,7 +59,7 @@ def display_frame(table: LcrTable) -> pl.DataFrame:
     ).otherwise(pl.lit(""))
     return r.select(
         "prefix", pl.col("destination").fill_null(""), "band", pl.col("rank").cast(pl.Utf8), "supplier", "agreement",
-        "supplier_prefix", "currency",
+        "supplier_prefix", "rule", "currency",
         money_col("price_n").alias("rate"), money_col("cost_n").alias("cost"), money_col("_pm").alias("cost_per_minute"),
         money_col("sell_n").alias("sell"), money_col("_margin_n").alias("margin"), margin_pct.alias("margin_pct"),
         pl.col("share").fill_null(""),
@@ -73,7 +73,8 @@ def display_frame(table: LcrTable) -> pl.DataFrame:
 
 def excluded_frame(table: LcrTable) -> pl.DataFrame:
     return table.excluded.select(
-        "prefix", "band", "supplier", "agreement", "supplier_prefix", money_col("cost_n").alias("cost"), "reason",
+        "prefix", "band", "supplier", "agreement", "supplier_prefix", "rule", money_col("cost_n").alias("cost"),
+        "reason",
         pl.col("calls").cast(pl.Utf8).fill_null(""),
         _ratio("answered", "calls", 100, 1).alias("asr"),
         _ratio("billsec", "answered", 1, 1).alias("acd"),

@@ -169,6 +169,7 @@ class _Deck:
     destinations: np.ndarray  # object (str)
     price: dict[str, np.ndarray]  # band -> int64 (missing: -1)
     cost: dict[str, np.ndarray]  # band -> int64 (missing: -1)
+    rules: np.ndarray  # object (str): where each row is written ("decks/x.csv:12:1", "a.icd:30:7")
 
 
 def _service_bands(sp: ServicePlan) -> tuple[str, ...]:
@@ -194,6 +195,16 @@ def _columns_of(sp: ServicePlan) -> tuple:
             [r.increments for r in rows],
             [r.effective_from.isoformat() if r.effective_from else None for r in rows],
             [r.effective_to.isoformat() if r.effective_to else None for r in rows])
+
+
+def _rules_of(sp: ServicePlan) -> list[str]:
+    """Where each rate row is written (the row's deck line or rule span; the service's if flat)."""
+    rows = sp.rates.rows if sp.rates is not None else None
+    if rows is None:
+        return [str(sp.span)]
+    if isinstance(rows, RateColumns):
+        return rows.spans()
+    return [str(r.span) for r in rows]
 
 
 def _in_force_rows(prefixes, starts, stops, day: date) -> np.ndarray:
@@ -284,7 +295,7 @@ def _deck(code: str, sp: ServicePlan, day: date, bands: tuple[str, ...], referen
         c[miss] = -1
         price[b] = p
         cost[b] = c
-    return _Deck(code, pref, dest, price, cost)
+    return _Deck(code, pref, dest, price, cost, np.asarray(_rules_of(sp), dtype=object)[idx])
 
 
 # --------------------------------------------------------------------------- agreements in force
@@ -606,6 +617,7 @@ def build_table(plan: Plan, policy: LcrPolicy, day: date, quality: pl.DataFrame 
     # every deck's rows, one after the other (global row numbers)
     all_prefix = pl.Series(np.concatenate([d.prefixes for d in decks]), dtype=pl.Utf8)
     all_dest = pl.Series(np.concatenate([d.destinations for d in decks]), dtype=pl.Utf8)
+    all_rule = pl.Series(np.concatenate([d.rules for d in decks]), dtype=pl.Utf8)
     row_deck = np.concatenate([np.full(len(d.prefixes), i, dtype=np.int64) for i, d in enumerate(decks)])
     price = np.stack([np.concatenate([d.price[b] for d in decks]) for b in bands])
     cost = np.stack([np.concatenate([d.cost[b] for d in decks]) for b in bands])
@@ -657,19 +669,19 @@ def build_table(plan: Plan, policy: LcrPolicy, day: date, quality: pl.DataFrame 
     k, rank, share_idx, kept = k.take(order), rank[order], share_idx[order], kept[order]
     share_col = pl.Series("share", shares, dtype=pl.Utf8).gather(np.maximum(share_idx, 0))
     share_col = pl.select(pl.when(pl.Series(share_idx >= 0)).then(share_col).otherwise(None)).to_series()
-    routes = _frame(k, prefixes, names, bands, infos, all_prefix).with_columns(
+    routes = _frame(k, prefixes, names, bands, infos, all_prefix, all_rule).with_columns(
         pl.Series("rank", rank), share_col.alias("share"), pl.Series("preferred", preferred[kept]),
         pl.Series("measured", measured[kept]))
     routes = routes.select("prefix", "destination", "band", "rank", "supplier", "agreement", "supplier_prefix",
-                           "currency", "price_n", "cost_n", "sell_n", "share", "preferred", "measured",
+                           "rule", "currency", "price_n", "cost_n", "sell_n", "share", "preferred", "measured",
                            *QUALITY_COLUMNS)
     out = np.nonzero(reason > 0)[0]
     x = rows.take(out)
     xo = np.lexsort((x.deck, x.cost, x.band, x.u))
     x, xr = x.take(xo), reason[out][xo]
-    excluded = _frame(x, prefixes, names, bands, infos, all_prefix).with_columns(
+    excluded = _frame(x, prefixes, names, bands, infos, all_prefix, all_rule).with_columns(
         pl.Series("reason", np.array(REASONS, dtype=object)[xr.astype(np.int64) - 1], dtype=pl.Utf8)
-    ).select("prefix", "band", "supplier", "agreement", "supplier_prefix", "cost_n", "sell_n", "reason",
+    ).select("prefix", "band", "supplier", "agreement", "supplier_prefix", "rule", "cost_n", "sell_n", "reason",
              *QUALITY_COLUMNS)
     destinations = pl.DataFrame({"prefix": prefixes, "destination": names})
     if n_sell:
@@ -687,7 +699,8 @@ def build_table(plan: Plan, policy: LcrPolicy, day: date, quality: pl.DataFrame 
                     infos[0] if n_sell else None, notes)
 
 
-def _frame(r: _Rows, prefixes: pl.Series, names: pl.Series, bands, infos, all_prefix: pl.Series) -> pl.DataFrame:
+def _frame(r: _Rows, prefixes: pl.Series, names: pl.Series, bands, infos, all_prefix: pl.Series,
+           all_rule: pl.Series) -> pl.DataFrame:
     codes = pl.Series([s.code for s in infos], dtype=pl.Utf8)
     keys = pl.Series([s.agreement for s in infos], dtype=pl.Utf8)
     curs = pl.Series([s.currency for s in infos], dtype=pl.Utf8)
@@ -695,7 +708,7 @@ def _frame(r: _Rows, prefixes: pl.Series, names: pl.Series, bands, infos, all_pr
         "prefix": prefixes.gather(r.u), "destination": names.gather(r.u),
         "band": pl.Series(bands, dtype=pl.Utf8).gather(r.band),
         "supplier": codes.gather(r.deck), "agreement": keys.gather(r.deck), "currency": curs.gather(r.deck),
-        "supplier_prefix": all_prefix.gather(r.row),
+        "supplier_prefix": all_prefix.gather(r.row), "rule": all_rule.gather(r.row),
         "price_n": r.price, "cost_n": r.cost,
         "sell_n": pl.Series(r.sell).set(pl.Series(r.sell < 0), None) if len(r.sell) else pl.Series([], dtype=pl.Int64),
         **{c: pl.Series(c, getattr(r, c), dtype=pl.Int64) for c in QUALITY_COLUMNS},
