@@ -53,6 +53,11 @@ def check_policy(ck: Any, decl: ast.LcrDecl) -> None:
         elif isinstance(item, ast.LcrSplit):
             _split(ck, item)
     _conflicts(ck, decl)
+    if "sell" not in seen:
+        for item in decl.items:
+            if isinstance(item, ast.LcrLimit) and item.measure.text == "margin":
+                ck.warning("W381", "a minimum margin without a sell deck is never judged", item.span,
+                           "name the partner we sell to: 'sell CODE' (our inbound service with it)")
 
 
 def _partner(ck: Any, ident: ast.Ident) -> bool:
