@@ -637,3 +637,25 @@ def test_bad_call_records_are_located_errors(tmp_path, monkeypatch):
     assert res.exit_code == 1 and "have no column b_number" in res.output
     res = runner.invoke(app, ["lcr", "--date", "2026-03-02", "--records", "dur.csv"])
     assert res.exit_code == 1 and "error: line 2: duration_s 'ten' is not a whole number" in res.output
+
+
+def test_a_flat_priced_supplier_and_the_suppliers_list(tmp_path):
+    extra = """
+partner FLAT "Flat Carrier" { currency EUR }
+agreement "Flat termination" v1 with FLAT effective 2026-01-01 .. {
+  currency EUR
+  outbound voice {
+    price 0.0045 EUR per minute
+    connect fee 0.0010 EUR
+  }
+}
+"""
+    policy = "lcr only { reference call 45 s\n  suppliers ALFA, FLAT }\n"
+    t = table_of(tmp_path, policy, extra)
+    assert [s.code for s in t.suppliers] == ["ALFA", "FLAT"]
+    # FLAT covers every destination (the empty prefix): 0.0010 + 0.0045 x 60/60 = 0.0055
+    assert t.ranked("44", "offpeak") == [(1, "ALFA", "0.004000", None), (2, "FLAT", "0.005500", None)]
+    assert t.ranked("44", "peak") == [(1, "FLAT", "0.005500", None), (2, "ALFA", "0.010000", None)]
+    assert t.ranked("33", "peak") == [(1, "ALFA", "0.005000", None), (2, "FLAT", "0.005500", None)]
+    # no sell deck, BETA and GAMA not suppliers: the destinations are ALFA's prefixes alone
+    assert t.destinations["prefix"].to_list() == ["33", "44"]
