@@ -676,3 +676,17 @@ agreement "Flat termination" v1 with FLAT effective 2026-01-01 .. {
     assert t.ranked("33", "peak") == [(1, "ALFA", "0.005000", None), (2, "FLAT", "0.005500", None)]
     # no sell deck, BETA and GAMA not suppliers: the destinations are ALFA's prefixes alone
     assert t.destinations["prefix"].to_list() == ["33", "44"]
+
+
+def test_a_price_too_large_to_route_is_a_located_error(tmp_path):
+    extra = """
+partner HUGE "Huge Carrier" { currency EUR }
+agreement "Huge" v1 with HUGE effective 2026-01-01 .. {
+  currency EUR
+  outbound voice { price by destination { 44 "UK" 99999999999999 } }
+}
+"""
+    with pytest.raises(LcrError) as err:
+        table_of(tmp_path, POLICY, extra)
+    assert "HUGE: a price of 99999999999999 per minute cannot be routed" in str(err.value)
+    assert "routes.icd:" in str(err.value)

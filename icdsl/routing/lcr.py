@@ -55,6 +55,7 @@ MAX_DIGITS = 15
 POW10 = np.array([10**i for i in range(MAX_DIGITS + 1)], dtype=np.int64)
 ALL_BANDS = "all"  # the band of a service without a calendar, as the row executor names it
 SELL = "(sell)"
+MAX_PRICE_N = 10**13  # 10,000 currency units per unit: beyond, int64 costs could overflow
 
 #: why a supplier is not in a destination's list, in the order they are checked
 REASONS = ("blocked", "unmeasured", "asr", "acd", "pdd", "cost", "margin")
@@ -128,7 +129,10 @@ def to_nano(values: Sequence[Decimal | None]) -> tuple[np.ndarray, np.ndarray]:
         arr = pa.array([None if v is None else v.quantize(Decimal("1e-9"), ROUND_HALF_EVEN) for v in values],
                        type=pa.decimal128(38, 9))
     n = len(arr)
-    words = np.frombuffer(arr.buffers()[1], dtype="<i8").reshape(-1, 2)[arr.offset: arr.offset + n, 0].copy()
+    both = np.frombuffer(arr.buffers()[1], dtype="<i8").reshape(-1, 2)[arr.offset: arr.offset + n]
+    words = both[:, 0].copy()
+    if not np.array_equal(both[:, 1], words >> 63):  # beyond int64: no price a route can have
+        words[both[:, 1] != (words >> 63)] = np.iinfo(np.int64).max
     missing = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else np.zeros(n, dtype=bool)
     words[missing] = 0
     return words, missing
@@ -197,6 +201,13 @@ def _columns_of(sp: ServicePlan) -> tuple:
             [r.effective_to.isoformat() if r.effective_to else None for r in rows])
 
 
+def _span_of(sp: ServicePlan, i: int) -> Span:
+    rows = sp.rates.rows if sp.rates is not None else None
+    if rows is None:
+        return sp.span
+    return rows.span_at(i) if isinstance(rows, RateColumns) else rows[i].span
+
+
 def _rules_of(sp: ServicePlan) -> list[str]:
     """Where each rate row is written (the row's deck line or rule span; the service's if flat)."""
     rows = sp.rates.rows if sp.rates is not None else None
@@ -244,6 +255,12 @@ def _deck(code: str, sp: ServicePlan, day: date, bands: tuple[str, ...], referen
         return (v, miss) if whole else (v[idx], miss[idx])
 
     own = {b: nano_of(col) for b, col in prices.items()}
+    for b, (v, miss) in own.items():
+        big = np.nonzero(~miss & ((v > MAX_PRICE_N) | (v < 0)))[0]
+        if len(big):
+            raise LcrError(f"{code}: a price of {prices[b][idx[big[0]]]} per {sp.unit} cannot be routed",
+                           _span_of(sp, idx[big[0]]),
+                           f"prices up to {MAX_PRICE_N // SCALE:,} per unit are compared; check the deck's row")
     # fees and increments: the row's own, else the service's
     service_fee = to_nano([sp.connect_fee])[0][0]
     if fees is not None:
