@@ -56,6 +56,7 @@ POW10 = np.array([10**i for i in range(MAX_DIGITS + 1)], dtype=np.int64)
 ALL_BANDS = "all"  # the band of a service without a calendar, as the row executor names it
 SELL = "(sell)"
 MAX_PRICE_N = 10**13  # 10,000 currency units per unit: beyond, int64 costs could overflow
+MAX_COST_N = 10**17  # a converted cost (the margin and limit tests multiply it by at most 60)
 
 #: why a supplier is not in a destination's list, in the order they are checked
 REASONS = ("blocked", "unmeasured", "asr", "acd", "pdd", "cost", "margin")
@@ -266,6 +267,10 @@ def _deck(code: str, sp: ServicePlan, day: date, bands: tuple[str, ...], referen
     if fees is not None:
         fee_n, fee_missing = nano_of(fees)
         fee_n[fee_missing] = service_fee
+        big = np.nonzero((fee_n > MAX_PRICE_N) | (fee_n < 0))[0]
+        if len(big):
+            raise LcrError(f"{code}: a connect fee of {fees[idx[big[0]]]} cannot be routed", _span_of(sp, idx[big[0]]),
+                           f"fees up to {MAX_PRICE_N // SCALE:,} are compared; check the deck's row")
     else:
         fee_n = np.full(n, service_fee, dtype=np.int64)
     first = np.full(n, sp.increments.initial, dtype=np.int64)
@@ -362,6 +367,8 @@ def _convert(cost: np.ndarray, factor: Fraction) -> np.ndarray:
         q, r = divmod(x.numerator, x.denominator)
         if 2 * r > x.denominator or (2 * r == x.denominator and q % 2):
             q += 1
+        if q > MAX_COST_N:
+            raise LcrError(f"a cost of {Decimal(v) / SCALE} converted at {factor} is too large to compare")
         out[i] = q
     return out[inverse.reshape(-1)]
 
