@@ -509,8 +509,14 @@ def _apply_policy(r: _Rows, policy: LcrPolicy, prefixes: pl.Series, deck_of: dic
     # cost per minute = cost x 60 / R <= max
     judged("cost", SCALE, lambda v, _: r.cost * 60 <= v * R)
     # margin: (sell - cost) / sell >= pct / 100, or (sell - cost) x 60 / R >= amount per minute
-    judged("margin", SCALE, lambda v, pct: (r.sell < 0) | np.where(
-        pct, (r.sell - r.cost) * 10**6 >= v * r.sell, (r.sell - r.cost) * 60 >= v * R))
+    def margin_ok(v: np.ndarray, pct: np.ndarray) -> np.ndarray:
+        sell, cost = r.sell, r.cost
+        if len(sell) and max(int(sell.max()), int(cost.max())) > 9 * 10**12:  # x 10^6 could pass int64
+            sell, cost, v = sell.astype(object), cost.astype(object), v.astype(object)
+        ok = np.where(pct, (sell - cost) * 10**6 >= v * sell, (sell - cost) * 60 >= v * R)
+        return (r.sell < 0) | ok.astype(bool)
+
+    judged("margin", SCALE, margin_ok)
     reason = np.zeros(len(r.u), dtype=np.int8)
     for i, name in reversed(list(enumerate(REASONS))):
         if name in fails:
