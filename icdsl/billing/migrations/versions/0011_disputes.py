@@ -281,40 +281,48 @@ def _audit_insert(d: str, when: str) -> str:
     reason, details = _audit_values(d, "NEW")
     why = f"COALESCE(': ' || {reason}, '')"
     if when == "INSERT":
-        message = ("NEW.number || ': opened on invoice ' || NEW.invoice_number || ' of ' || NEW.partner_code || ', ' "
-                   f"|| NEW.amount || ' ' || NEW.currency || ' disputed' || {why}")
+        message = f"NEW.number || ': opened on invoice ' || NEW.invoice_number || ' of ' || NEW.partner_code || {why}"
         action, old = "'dispute_opened'", "NULL"
     else:
         message = f"NEW.number || ': ' || OLD.state || ' -> ' || NEW.state || {why}"
         action, old = "'dispute_' || NEW.state", "OLD.state"
-    if d != "sqlite":
-        message = message.replace("NEW.amount ||", "NEW.amount::text ||")
     return (f"INSERT INTO audit_log {_AUDIT_COLUMNS} VALUES (NEW.changed_at, NEW.changed_by, {action}, 'dispute', "
             f"NEW.id, {message}, {details.format(old=old)})")
 
 
+def _groups(d: str) -> list[tuple[str, str, str, list[tuple[str | None, str]]]]:
+    """The refusals by table and operation, in order: (trigger name, table, operation, [(condition,
+    message)]). One trigger each, whose checks run in the order written (the first that holds
+    refuses): the message is the same on both back ends whatever their order of triggers."""
+    out: dict[tuple[str, str], list[tuple[str | None, str]]] = {}
+    for _name, table, o, when, message in _rules(d):
+        out.setdefault((table, o), []).append((when, message))
+    return [(f"icdsl_{table}_check_{o.lower()}", table, o, checks) for (table, o), checks in out.items()]
+
+
 def _create_triggers() -> None:
     d = op.get_bind().dialect.name
-    rules = _rules(d)
     if d == "sqlite":
-        for name, table, o, when, message in rules:
-            cond = f" WHEN {when}" if when else ""
-            op.execute(f"CREATE TRIGGER {name} BEFORE {o} ON {table} FOR EACH ROW{cond} "
-                       f"BEGIN SELECT RAISE(ABORT, '{_q(message)}'); END")
+        for name, table, o, checks in _groups(d):
+            body = " ".join(f"SELECT RAISE(ABORT, '{_q(message)}')" + (f" WHERE {when}" if when else "") + ";"
+                            for when, message in checks)
+            op.execute(f"CREATE TRIGGER {name} BEFORE {o} ON {table} FOR EACH ROW BEGIN {body} END")
         for o in ("INSERT", "UPDATE"):
             op.execute(f"CREATE TRIGGER icdsl_disputes_audit_{o.lower()} AFTER {o} ON disputes FOR EACH ROW "
                        f"BEGIN {_audit_insert(d, o)}; END")
         return
-    for name, table, o, when, message in rules:
+    for name, table, o, checks in _groups(d):
         row = "OLD" if o == "DELETE" else "NEW"
-        when = (when or "").replace(" IS NOT 'open'", " IS DISTINCT FROM 'open'")
-        test = f"IF {when} THEN " if when else ""
-        end = " END IF;" if when else ""
+        body = []
+        for when, message in checks:
+            when = (when or "TRUE").replace(" IS NOT 'open'", " IS DISTINCT FROM 'open'")
+            body.append(f"IF {when} THEN RAISE EXCEPTION '{_q(message)}' USING ERRCODE = "
+                        "'integrity_constraint_violation', DETAIL = format('%s on %s', TG_OP, TG_TABLE_NAME); END IF;")
+        newline = "\n    "
         op.execute(f"""
 CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    {test}RAISE EXCEPTION '{_q(message)}' USING ERRCODE = 'integrity_constraint_violation',
-        DETAIL = format('%s on %s', TG_OP, TG_TABLE_NAME);{end}
+    {newline.join(body)}
     RETURN {row};
 END
 $$""")
@@ -340,12 +348,12 @@ $$""")
 def _drop_triggers() -> None:
     d = op.get_bind().dialect.name
     if d == "sqlite":
-        for name, *_ in _rules(d):
+        for name, *_ in _groups(d):
             op.execute(f"DROP TRIGGER IF EXISTS {name}")
         for o in ("insert", "update"):
             op.execute(f"DROP TRIGGER IF EXISTS icdsl_disputes_audit_{o}")
         return
-    for name, table, *_ in _rules(d):
+    for name, table, *_ in _groups(d):
         op.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}")
         op.execute(f"DROP FUNCTION IF EXISTS {name}()")
     op.execute("DROP TRIGGER IF EXISTS icdsl_disputes_audit ON disputes")
