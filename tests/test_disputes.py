@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import re
+import sys
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -22,6 +23,8 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 from helpers import GOLDEN, compare_golden
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_billing_cycles import setup_brk
 from test_billing_store import PARTNER, V1_OPEN, db_url, make_plan, store  # noqa: F401 - the fixtures
 from typer.testing import CliRunner
@@ -504,7 +507,7 @@ def test_opening_and_accepting_on_the_command_line(orfr, monkeypatch):
     """The command line gets the reconciliation and the credit note from their parts through one
     seam each (stubbed here: those parts are built beside this one)."""
     store = orfr
-    monkeypatch.setattr(cli_disputes, "reconcile", lambda st, partner, period, invoice=None: reconciliation())
+    monkeypatch.setattr(cli_disputes, "reconcile", lambda st, partner, period, invoice=None, plan=None: reconciliation())
     notes = {"CN-9": credit_note("CN-9", "2.25")}
     monkeypatch.setattr(cli_disputes, "credit_note", lambda st, partner, number: notes[number])
     out = numbered(cli(store, "dispute", "open", "ORFR", "2026-03", "--line", "1", "--reason", "fixed overbilled",
@@ -517,6 +520,15 @@ def test_opening_and_accepting_on_the_command_line(orfr, monkeypatch):
     assert "within the agreement's tolerances" in out
 
 
+def test_without_the_reconciliation_engine_opening_is_explained(orfr, monkeypatch):
+    monkeypatch.setitem(sys.modules, "icdsl.billing.reconcile", None)  # an installation without it
+    monkeypatch.setitem(sys.modules, "icdsl.billing.partner_invoices", None)
+    out = cli(orfr, "dispute", "open", "ORFR", "2026-03", code=1)
+    assert "reconciling partners' invoices is not part of this installation" in out
+    # the position counts no imported invoice then, and says so by counting the disputes' own
+    assert D.partner_invoices_of(orfr, "ORFR") == []
+
+
 def test_the_clock_standing_still_still_gives_each_change_its_instant(orfr, monkeypatch):
     store = orfr
     monkeypatch.setattr(billing_base, "now", lambda: datetime(2026, 4, 2, 12, 0, tzinfo=UTC))
@@ -525,3 +537,81 @@ def test_the_clock_standing_still_still_gives_each_change_its_instant(orfr, monk
     D.change_state(store, n, "withdraw")
     times = [e.at for e in audit(store, 1)]
     assert len(set(times)) == 3 and times == sorted(times)
+
+
+def test_the_database_makes_a_disputes_lines_add_up_to_its_amount(orfr):
+    """A dispute and its lines written around the code: the last line must make the lines add up."""
+    store = orfr
+    t = datetime(2026, 4, 10, 9, 30, tzinfo=UTC)
+    with store.reading() as s:
+        pid = s.scalars(sa.select(M.Partner.id).where(M.Partner.code == "ORFR")).one()
+    head = dict(number="DSP-2026-999999", partner_id=pid, partner_code="ORFR", period_start=date(2026, 3, 1),
+                period_end=date(2026, 3, 31), currency="EUR", invoice_number="X", invoice_total=Decimal(10),
+                their_amount=Decimal("3.00"), our_amount=Decimal(0), amount=Decimal("3.00"), line_count=2,
+                evidence_rows=0, tolerances={}, content_hash="x", opened_at=t, opened_by="mallory", state="open",
+                accepted_amount=Decimal(0), changed_at=t, changed_by="mallory")
+
+    def line_row(dispute_id: int, no: int, amount: str) -> dict:
+        return dict(dispute_id=dispute_id, line_no=no, service="voice", status="differs", their_lines=[],
+                    our_lines=[], their_calls=0, our_calls=0, their_quantity="0", our_quantity="0",
+                    their_amount=Decimal(amount), our_amount=Decimal(0), amount=Decimal(amount), currency="EUR",
+                    evidence_records=0)
+
+    for bad in (dict(state="sent"), dict(amount=Decimal("2.00")), dict(accepted_amount=Decimal(1)),
+                dict(their_amount=Decimal(0), amount=Decimal(0))):
+        with pytest.raises(sa.exc.IntegrityError, match="is opened in state open"), store.session() as s:
+            s.execute(sa.insert(M.Dispute), [dict(head, **bad)])
+    with store.session() as s:
+        did = s.execute(sa.insert(M.Dispute).returning(M.Dispute.id), [head]).scalar_one()
+        s.execute(sa.insert(M.DisputeLine), [line_row(did, 1, "1.00")])
+    with pytest.raises(sa.exc.IntegrityError, match="adding up to its amount"), store.session() as s:
+        s.execute(sa.insert(M.DisputeLine), [line_row(did, 2, "1.00")])  # 1.00 + 1.00 is not 3.00
+    # with a line missing it cannot be sent
+    with pytest.raises(sa.exc.IntegrityError, match="lines are incomplete"), store.engine.begin() as c:
+        c.execute(sa.text(f"UPDATE disputes SET state = 'sent', changed_by = 'm', changed_at = "
+                          f"{'CURRENT_TIMESTAMP' if store.is_postgres else chr(39) + '2099-01-01 00:00:00' + chr(39)} "
+                          f"WHERE id = {did}"))
+    with store.session() as s:
+        s.execute(sa.insert(M.DisputeLine), [line_row(did, 2, "2.00")])  # adds up
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.decimals(min_value=0, max_value=10_000, places=4),
+                          st.decimals(min_value=0, max_value=10_000, places=4)), min_size=1, max_size=8),
+       st.decimals(min_value=0, max_value=50_000, places=2))
+def test_any_dispute_totals_its_lines_and_any_position_adds_up(orfr, sides, credit):
+    """Property: a dispute's amount is the sum of their - ours over its lines (those billed over
+    ours), and invoiced = payable + held + credited whatever is credited."""
+    store = orfr
+    n = len(D.list_disputes(store)) + 1
+    inv = invoice(f"PROP-{n}")
+    rec = reconciliation(inv, detail=False)
+    rec.lines = [line(LINE_DIFFERS if t != o else LINE_MATCHED, (i,), (f"k{i}",), str(t), str(o))
+                 for i, (t, o) in enumerate(sides, 1)]
+    over = [t - o for t, o in sides if t > o]
+    if not over:
+        with pytest.raises(D.DisputeError, match="nothing to dispute"):
+            D.open_dispute(store, rec)
+        return
+    doc = D.open_dispute(store, rec)
+    assert doc["amount"] == sum(over) == sum(ln["amount"] for ln in doc["lines"])
+    D.change_state(store, doc["number"], "send")
+    if credit > 0:
+        got = D.accept_dispute(store, doc["number"], credit_note(f"PROP-CN-{n}", str(credit)))
+        assert got["accepted_amount"] == min(credit, sum(over))
+        assert got["state"] == ("accepted" if credit >= sum(over) else "partially_accepted")
+    with store.reading() as s:
+        (p,) = [x for x in D.positions(s, "ORFR", date(2026, 3, 1), date(2026, 3, 31)) if x.currency == "EUR"]
+    assert p.invoiced == p.payable + p.held + p.credited
+
+
+def test_an_evidence_file_changed_on_disk_is_refused(orfr, tmp_path):
+    store = orfr
+    doc = D.open_dispute(store, reconciliation())
+    path = store.data.abs(doc["evidence"]["path"])
+    pq.write_table(pq.read_table(path).slice(0, 1), path)
+    with pytest.raises(D.DisputeBroken, match="evidence cannot be presented"):
+        D.document(store, doc["number"])
+    out = cli(store, "dispute", "export", doc["number"], "--format", "json", "-o", str(tmp_path / "d.json"), code=1)
+    assert "has changed" in out and not (tmp_path / "d.json").exists()
+    assert any("has changed" in p for p in store.verify_files())

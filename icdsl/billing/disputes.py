@@ -602,27 +602,44 @@ def positions(s: Session, partner: str, first: date, last: date,
                            "accepted": d.accepted_amount,
                            "held": d.amount - d.accepted_amount if d.state in HELD else Decimal(0)})
     for inv in invoices:
-        if inv.kind == "invoice" and inv.partner == partner:
+        if (inv.kind == "invoice" and inv.partner == partner and inv.period_start >= first
+                and inv.period_end <= last):
             of(inv.currency).invoices.setdefault(inv.number, inv.total)
     return [out[k] for k in sorted(out)]
 
 
-def position(store: Store, partner: str, period: Any, invoices: Iterable[PartnerInvoice] = ()) -> list[Position]:
-    """:func:`positions` of a partner's billing period (``2026-03``, in the partner's calendar)."""
+def partner_invoices_of(store: Store, partner: str) -> list[PartnerInvoice]:
+    """The partner's imported invoices and credit notes: the one place disputes read the
+    partner-invoice import (built beside this part); none when it is not installed."""
+    try:
+        # lazy: optional until the partner-invoice import (icdsl.billing.partner_invoices) is installed
+        from icdsl.billing.partner_invoices import partner_invoices
+    except ImportError:
+        return []
+    return list(partner_invoices(store, partner))
+
+
+def position(store: Store, partner: str, period: Any,
+             invoices: Iterable[PartnerInvoice] | None = None) -> list[Position]:
+    """:func:`positions` of a partner's billing period (``2026-03``, in the partner's calendar);
+    ``invoices``: their invoices (default: those imported, :func:`partner_invoices_of`)."""
     with store.reading() as s:
         _prow, per = resolve_period(s, partner, period, None)
-        return positions(s, partner, per.local_start, per.local_end - timedelta(days=1), invoices)
+    got = partner_invoices_of(store, partner) if invoices is None else list(invoices)
+    with store.reading() as s:
+        return positions(s, partner, per.local_start, per.local_end - timedelta(days=1), got)
 
 
-def attach_positions(s: Session, docs: Iterable[dict[str, Any]]) -> None:
+def attach_positions(store: Store, s: Session, docs: Iterable[dict[str, Any]]) -> None:
     """Add to each settlement statement document its ``dispute_position`` (computed now, never
     written into the sealed statement): the position in the statement's currency, with the
     statement's own payable (our view) beside it; ``dispute_positions_other``: those in other
-    currencies. Nothing is added when the period has no dispute."""
+    currencies. Nothing is added when the period has neither a dispute nor an imported invoice."""
     for doc in docs:
         if doc.get("kind") != "statement" or doc.get("period_start") is None:
             continue
-        found = positions(s, doc["partner_code"], doc["period_start"], doc["period_end"])
+        found = positions(s, doc["partner_code"], doc["period_start"], doc["period_end"],
+                          partner_invoices_of(store, doc["partner_code"]))
         if not found:
             continue
         mine = [p for p in found if p.currency == doc.get("currency")]

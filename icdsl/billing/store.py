@@ -846,7 +846,7 @@ class Store:
             except UNREADABLE as e:
                 raise unreadable(ref, e) from e
             check_documents(s, [doc])
-            attach_positions(s, [doc])  # a statement's dispute position: computed now, not sealed
+            attach_positions(self, s, [doc])  # a statement's dispute position: computed now, not sealed
             return doc
 
     def cycle_documents(self, cycle_id: int) -> list[dict[str, Any]]:
@@ -857,7 +857,7 @@ class Store:
             except UNREADABLE as e:
                 raise unreadable(f"a document of cycle #{cycle_id}", e) from e
             check_documents(s, docs)
-            attach_positions(s, docs)  # statements' dispute positions: computed now, not sealed
+            attach_positions(self, s, docs)  # statements' dispute positions: computed now, not sealed
             return docs
 
     def verify(self, *, head: str | None = None) -> Verification:

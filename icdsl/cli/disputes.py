@@ -16,7 +16,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from icdsl.cli.billing import _data_option, _db_option, opened, user_errors
+from icdsl.cli.billing import _data_option, _db_option, _load_quietly, _plan, opened, user_errors
 from icdsl.cli.common import app, echo_err, table_console
 from icdsl.outputs.disputes import DISPUTE_FORMATS, write_dispute
 from icdsl.outputs.views import position_rows
@@ -31,9 +31,10 @@ STATES = ("open", "sent", "partially_accepted", "accepted", "rejected", "withdra
 # --------------------------------------------------------------------------- the seams
 
 
-def reconcile(store: Any, partner: str, period: str, invoice: str | None = None) -> Any:
-    """The partner's invoice of the period reconciled against our view of the same traffic: the
-    one place the command line calls the reconciliation engine."""
+def reconcile(store: Any, partner: str, period: str, invoice: str | None = None, plan: Any = None) -> Any:
+    """The partner's invoice of the period reconciled against our view of the same traffic
+    (``plan``: the rules, whose agreements say how they bill us and the tolerances): the one
+    place the command line calls the reconciliation engine."""
     try:
         # lazy: the engine brings pyarrow and the store's tables; optional until it is installed
         from icdsl.billing.reconcile import reconcile_partner
@@ -42,7 +43,7 @@ def reconcile(store: Any, partner: str, period: str, invoice: str | None = None)
 
         raise DisputeError("reconciling partners' invoices is not part of this installation "
                            "(icdsl.billing.reconcile): a dispute can be opened from a reconciliation only") from None
-    return reconcile_partner(store, partner, period, invoice=invoice)
+    return reconcile_partner(store, partner, period, invoice, plan=plan)
 
 
 def credit_note(store: Any, partner: str, number: str) -> Any:
@@ -56,11 +57,7 @@ def credit_note(store: Any, partner: str, number: str) -> Any:
     except ImportError:
         raise DisputeError("partners' credit notes cannot be read in this installation "
                            "(icdsl.billing.partner_invoices): import them with `icdsl partner-invoice import`") from None
-    found = load_partner_invoice(store, number, partner=partner)
-    if found is None:
-        raise DisputeError(f"no credit note numbered '{number}' of {partner} in the store: import it first "
-                           f"(`icdsl partner-invoice import FILE --partner {partner}`)")
-    return found
+    return load_partner_invoice(store, number, partner=partner)  # refuses a number it does not know
 
 
 # --------------------------------------------------------------------------- commands
@@ -79,6 +76,9 @@ def open_cmd(
     line: list[int] = typer.Option([], "--line", help="A line of their invoice to dispute, by its number on their "
                                    "invoice (repeat; default: every line outside the tolerances billed over ours)."),
     reason: str | None = _reason(),
+    rules: list[Path] = typer.Option([], "--rules", help="Rule files or folders (the agreements: how they bill us, "
+                                     "the tolerances)."),
+    root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
     db: str | None = _db_option(),
     data: Path | None = _data_option(),
 ) -> None:
@@ -86,8 +86,11 @@ def open_cmd(
     # lazy: the store's tables and pyarrow
     from icdsl.billing.disputes import open_dispute
 
+    plan, program = _plan(rules, root) if rules else (None, None)
     with opened(db, data) as store, user_errors():
-        rec = reconcile(store, partner, period, invoice)
+        if plan is not None:
+            _load_quietly(store, plan, program)
+        rec = reconcile(store, partner, period, invoice, plan)
         doc = open_dispute(store, rec, lines=line or None, reason=reason)
     ev = doc["evidence"]
     typer.echo(f"opened {doc['number']}: {len(doc['lines'])} line(s) of invoice {doc['invoice']['number']} of "
