@@ -384,7 +384,7 @@ def accept_dispute(store: Store, number: str, credit_note: PartnerInvoice, *, re
                               .order_by(M.DisputeCredit.id)))
         left_note = total - sum((a for a, _n in used), Decimal(0))
         if left_note <= 0:
-            on = "; ".join(f"{n} {a}" for a, n in used)
+            on = "; ".join(f"{n} {present(a, cn.currency)}" for a, n in used)
             raise DisputeRefused(f"cannot accept {d.number} with {label}: the credit note ({total} {cn.currency}) is "
                                  + (f"used up (applied: {on})" if used else "of nothing")
                                  + ". Give another credit note of the partner")

@@ -648,8 +648,10 @@ def invoice_show(
         payer = {"partner": "the partner pays us", "us": "we pay the partner", "none": "nothing to pay"}[doc["payer"]]
         console.print(f"receivable {doc['receivable']}  payable {doc['payable']}  net {doc['net']} {doc['currency']} "
                       f"({payer}; net = receivable - payable exactly)", highlight=False)
-        if doc.get("dispute_position"):  # partners' disputes of the period: computed now, apart from the sealed totals
-            _print_position(console, doc["dispute_position"])
+        # partners' invoices and disputes of the period: computed now, apart from the sealed totals
+        for pos in ([doc["dispute_position"]] if doc.get("dispute_position") else []) + doc.get(
+                "dispute_positions_other", []):
+            _print_position(console, pos)
     elif doc["kind"] == "share_statement":
         for sp in doc.get("splits", []):
             parts = " + ".join(f"{k} {v}" for k, v in sp["parties"].items())
@@ -676,7 +678,7 @@ def invoice_show(
 
 def _print_position(console: Any, pos: dict[str, Any]) -> None:
     """A statement's dispute position (billing.disputes), a section apart from its sealed totals."""
-    console.print(f"[bold]{POSITION_TITLE}[/bold]", highlight=False)
+    console.print(f"[bold]{POSITION_TITLE}, {pos['currency']}[/bold]", highlight=False)
     for _key, label, amount in position_rows(pos):
         console.print(f"  {label.lower()} {amount} {pos['currency']}", highlight=False, markup=False)
     held = [d["number"] for d in pos.get("disputes", []) if d.get("held")]
