@@ -518,27 +518,29 @@ def test_the_dispute_document_as_pdf_csv_and_json(orfr, tmp_path, fixed_clock):
     compare_golden(GOLDEN_DISPUTES / "list.txt", listed)
 
 
-def test_opening_and_accepting_on_the_command_line(orfr, monkeypatch):
+def test_opening_and_accepting_on_the_command_line(orfr, monkeypatch, tmp_path):
     """The command line gets the reconciliation and the credit note from their parts through one
     seam each (stubbed here: those parts are built beside this one)."""
     store = orfr
-    monkeypatch.setattr(cli_disputes, "reconcile", lambda st, partner, period, invoice=None, plan=None: reconciliation())
+    monkeypatch.setattr(cli_disputes, "reconcile", lambda st, partner, period, invoice, plan: reconciliation())
     notes = {"CN-9": credit_note("CN-9", "2.25")}
     monkeypatch.setattr(cli_disputes, "credit_note", lambda st, partner, number: notes[number])
-    out = numbered(cli(store, "dispute", "open", "ORFR", "2026-03", "--line", "1", "--reason", "fixed overbilled",
-                       code=0))
+    rules = ["--rules", str(tmp_path / "rules" / "rules.icd")]
+    out = numbered(cli(store, "dispute", "open", "ORFR", "2026-03", *rules, "--line", "1", "--reason",
+                       "fixed overbilled", code=0))
     assert "opened DSP-YYYY-000001" in out and "2.25 EUR" in out
     cli(store, "dispute", "send", f"DSP-{YEAR}-000001", code=0)
     out = numbered(cli(store, "dispute", "accept", f"DSP-{YEAR}-000001", "--credit-note", "CN-9", code=0))
     assert "accepted" in out
-    out = numbered(cli(store, "dispute", "open", "ORFR", "2026-03", "--line", "2", code=1))
+    out = numbered(cli(store, "dispute", "open", "ORFR", "2026-03", *rules, "--line", "2", code=1))
     assert "within the agreement's tolerances" in out
 
 
-def test_without_the_reconciliation_engine_opening_is_explained(orfr, monkeypatch):
+def test_without_the_reconciliation_engine_opening_is_explained(orfr, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "icdsl.billing.reconcile", None)  # an installation without it
     monkeypatch.setitem(sys.modules, "icdsl.billing.partner_invoices", None)
-    out = cli(orfr, "dispute", "open", "ORFR", "2026-03", code=1)
+    assert "give the rule files with --rules" in cli(orfr, "dispute", "open", "ORFR", "2026-03", code=2)
+    out = cli(orfr, "dispute", "open", "ORFR", "2026-03", "--rules", str(tmp_path / "rules" / "rules.icd"), code=1)
     assert "reconciling partners' invoices is not part of this installation" in out
     # the position counts no imported invoice then, and says so by counting the disputes' own
     assert D.partner_invoices_of(orfr, "ORFR") == []

@@ -31,7 +31,7 @@ STATES = ("open", "sent", "partially_accepted", "accepted", "rejected", "withdra
 # --------------------------------------------------------------------------- the seams
 
 
-def reconcile(store: Any, partner: str, period: str, invoice: str | None = None, plan: Any = None) -> Any:
+def reconcile(store: Any, partner: str, period: str, invoice: str | None, plan: Any) -> Any:
     """The partner's invoice of the period reconciled against our view of the same traffic
     (``plan``: the rules, whose agreements say how they bill us and the tolerances): the one
     place the command line calls the reconciliation engine."""
@@ -76,8 +76,8 @@ def open_cmd(
     line: list[int] = typer.Option([], "--line", help="A line of their invoice to dispute, by its number on their "
                                    "invoice (repeat; default: every line outside the tolerances billed over ours)."),
     reason: str | None = _reason(),
-    rules: list[Path] = typer.Option([], "--rules", help="Rule files or folders (the agreements: how they bill us, "
-                                     "the tolerances)."),
+    rules: list[Path] = typer.Option([], "--rules", help="Rule files or folders (required: the agreements say how "
+                                     "they bill us and the tolerances)."),
     root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
     db: str | None = _db_option(),
     data: Path | None = _data_option(),
@@ -86,10 +86,9 @@ def open_cmd(
     # lazy: the store's tables and pyarrow
     from icdsl.billing.disputes import open_dispute
 
-    plan, program = _plan(rules, root) if rules else (None, None)
+    plan, program = _plan(rules, root)
     with opened(db, data) as store, user_errors():
-        if plan is not None:
-            _load_quietly(store, plan, program)
+        _load_quietly(store, plan, program)
         rec = reconcile(store, partner, period, invoice, plan)
         doc = open_dispute(store, rec, lines=line or None, reason=reason)
     ev = doc["evidence"]
