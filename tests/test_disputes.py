@@ -199,6 +199,8 @@ def test_a_dispute_opened_from_a_reconciliation_totals_exactly_the_differences(o
     assert store.verify_files() == []
     with store.reading() as s:  # kept by the store's gc
         assert ev["path"] in store.referenced_files(s)
+    store.gc(min_age_s=0)
+    store.data.verify(ev["path"], ev["sha256"])
 
 
 def test_chosen_lines_and_what_cannot_be_disputed(orfr):

@@ -262,6 +262,8 @@ def open_dispute(store: Store, rec: Reconciliation, *, lines: Sequence[int] | No
         if prow is None:
             raise DisputeError(f"partner {rec.partner} is not in the store: load the rules that declare it first "
                                "with `icdsl load RULES`")
+        # one opening per invoice at a time: two could otherwise both find its lines free
+        store.lock(s, f"dispute-invoice:{inv.partner}:{inv.number}", wait=True)
         _already(s, inv, chosen)
         (n,) = next_numbers(store, s, f"dispute-{t.year}", 1)
         number = f"DSP-{t.year}-{n:06d}"
