@@ -634,3 +634,16 @@ def test_an_evidence_file_changed_on_disk_is_refused(orfr, tmp_path):
     out = cli(store, "dispute", "export", doc["number"], "--format", "json", "-o", str(tmp_path / "d.json"), code=1)
     assert "has changed" in out and not (tmp_path / "d.json").exists()
     assert any("has changed" in p for p in store.verify_files())
+
+
+def test_the_migration_goes_down_and_up_again(orfr):
+    from alembic import command
+
+    from icdsl.billing.store import _migrations_config
+
+    store = orfr
+    with store.engine.begin() as conn:
+        command.downgrade(_migrations_config(conn), "-1")
+    assert "disputes" not in sa.inspect(store.engine).get_table_names()
+    store.upgrade()
+    assert D.open_dispute(store, reconciliation())["amount"] == Decimal("15.2422")
