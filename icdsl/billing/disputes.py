@@ -202,17 +202,18 @@ def _already(s: Session, inv: PartnerInvoice, lines: list[LineComparison]) -> No
 
 
 def _evidence(rec: Reconciliation, lines: list[LineComparison], every: bool) -> tuple[pa.Table | None, list[int]]:
-    """The differing records of the disputed lines, with the dispute line each belongs to;
-    records of no line (``line`` null) go with the dispute when it takes every disputable line.
-    Returns (table or None when the reconciliation has no record detail, records per line)."""
-    counts = [0] * len(lines)
+    """The differing records of the disputed lines, with the dispute line each belongs to (by
+    ``line``, our line key, else ``their_line``, their invoice's line number, when the engine
+    gives it); records of no line go with the dispute when it takes every disputable line.
+    On columns (a month's detail can hold a hundred thousand differing records). Returns (table,
+    or None when the reconciliation has no record detail; records per line)."""
     t = rec.records
     if t is None:
-        return None, counts
+        return None, [0] * len(lines)
     assert isinstance(t, pa.Table)
     if "class" not in t.column_names or t.num_rows == 0:
-        return t.slice(0, 0).append_column(DISPUTE_LINE, pa.array([], pa.int32())), counts
-    t = t.filter(pc.not_equal(t["class"], MATCHED))
+        return t.slice(0, 0).append_column(DISPUTE_LINE, pa.array([], pa.int32())), [0] * len(lines)
+    t = t.filter(pc.not_equal(t["class"], MATCHED)).combine_chunks()
     owner: dict[str, int] = {}
     their: dict[int, int] = {}
     for i, c in enumerate(lines, 1):
@@ -220,20 +221,23 @@ def _evidence(rec: Reconciliation, lines: list[LineComparison], every: bool) -> 
             owner.setdefault(str(k), i)
         for n in c.their_lines:
             their.setdefault(int(n), i)
-    ours = t["line"].cast(pa.string()).to_pylist() if "line" in t.column_names else [None] * t.num_rows
-    theirs = t["their_line"].to_pylist() if "their_line" in t.column_names else [None] * t.num_rows
-    keep, which = [], []
-    for row, (o, n) in enumerate(zip(ours, theirs, strict=True)):
-        i = owner.get(o) if o is not None else None
-        if i is None and n is not None:
-            i = their.get(int(n))
-        if i is not None or (o is None and n is None and every):
-            keep.append(row)
-            which.append(i)
-            if i is not None:
-                counts[i - 1] += 1
-    out = t.take(pa.array(keep, pa.int64())).append_column(DISPUTE_LINE, pa.array(which, pa.int32()))
-    return out, counts
+    none = pa.nulls(t.num_rows, pa.int32())
+    no_line = pa.array([True] * t.num_rows, pa.bool_())
+    which = none
+    for col, table, typ in (("line", owner, pa.string()), ("their_line", their, pa.int64())):
+        if col not in t.column_names:
+            continue
+        values = pc.cast(t[col], typ)
+        no_line = pc.and_(no_line, pc.is_null(values))
+        if table:
+            at = pc.index_in(values, value_set=pa.array(list(table), typ))
+            which = pc.coalesce(which, pc.take(pa.array(list(table.values()), pa.int32()), at))
+    keep = pc.is_valid(which)
+    if every:
+        keep = pc.or_(keep, no_line)
+    out = t.filter(keep).append_column(DISPUTE_LINE, pc.filter(which, keep))
+    found = {r["values"]: r["counts"] for r in pc.value_counts(pc.drop_null(which)).to_pylist()}
+    return out, [int(found.get(i, 0)) for i in range(1, len(lines) + 1)]
 
 
 def open_dispute(store: Store, rec: Reconciliation, *, lines: Sequence[int] | None = None,
