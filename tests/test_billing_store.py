@@ -221,7 +221,7 @@ def test_migrations_to_head_on_empty_database(db_url, tmp_path):
                       "number_sequences", "audit_log", "store_meta", "alembic_version", "intake_daily_counts",
                       "validation_findings", "corrections", "adjustments", "charge_lines", "charge_applications",
                       "record_charge_files", "share_statements", "late_records", "reject_resubmissions",
-                      "resubmitted_rejects", "document_seals"):
+                      "resubmitted_rejects", "document_seals", "disputes", "dispute_lines", "dispute_credits"):
             assert table in names
         # the models describe exactly what the migrations create
         with store.engine.connect() as conn:

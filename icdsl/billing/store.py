@@ -62,6 +62,7 @@ from icdsl.billing.conflicts import (
 )
 from icdsl.billing.corrections import rerate
 from icdsl.billing.cycles import finalize_cycle, latest_findings, resolve_period, run_cycle, write_put_off
+from icdsl.billing.disputes import attach_positions, evidence_files, evidence_paths
 from icdsl.billing.documents import cycle_documents, find_document
 from icdsl.billing.errors import (
     AgreementVersionConflict,
@@ -473,6 +474,7 @@ class Store:
         files.update(p for p in s.scalars(select(M.Correction.file_path)) if p)
         files.update(p for p in s.scalars(select(M.Correction.charges_path)) if p)
         files.update(s.scalars(select(M.RecordChargeFile.path)))
+        files.update(evidence_paths(s))  # disputes' evidence (billing.disputes)
         return files
 
     def gc(self, min_age_s: float = 3600.0) -> list[str]:
@@ -487,9 +489,10 @@ class Store:
         with self.reading() as s:
             files = list(s.scalars(select(M.DataFile).order_by(M.DataFile.id)))
             files += list(s.scalars(select(M.RecordChargeFile).order_by(M.RecordChargeFile.id)))
-        for f in files:
+            pairs = [(f.path, f.sha256) for f in files] + evidence_files(s)  # disputes' evidence too
+        for path, sha in pairs:
             try:
-                self.data.verify(f.path, f.sha256)
+                self.data.verify(path, sha)
             except OSError as e:
                 problems.append(str(e))
         return problems
@@ -853,6 +856,7 @@ class Store:
             except UNREADABLE as e:
                 raise unreadable(ref, e) from e
             check_documents(s, [doc])
+            attach_positions(self, s, [doc])  # a statement's dispute position: computed now, not sealed
             return doc
 
     def cycle_documents(self, cycle_id: int) -> list[dict[str, Any]]:
@@ -863,6 +867,7 @@ class Store:
             except UNREADABLE as e:
                 raise unreadable(f"a document of cycle #{cycle_id}", e) from e
             check_documents(s, docs)
+            attach_positions(self, s, docs)  # statements' dispute positions: computed now, not sealed
             return docs
 
     def verify(self, *, head: str | None = None) -> Verification:
