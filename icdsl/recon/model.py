@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
+# The tolerances are the agreement's (`reconcile { ... }`): plain data of the plan, named here too.
+# A line is within tolerance when |theirs - ours| <= max(line_amount, |ours| * line_percent / 100).
+from icdsl.plan.model import Tolerances as Tolerances
+
 # How a record of either side is classed by the record-level reconciliation.
 MATCHED = "matched"
 DIFFERS_DURATION = "differs_duration"
@@ -68,17 +72,6 @@ class PartnerInvoice:
     source_name: str = ""
     id: int | None = None  # the store's id once imported
     detail_batches: tuple[int, ...] = ()  # intake batches of their CDR detail, when sent
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    """How far the two sides may differ and still match, as the agreement states them."""
-
-    line_percent: Decimal = Decimal(0)  # of our amount, per line
-    line_amount: Decimal = Decimal(0)  # absolute, in the invoice currency, per line
-    start_seconds: int = 0  # record start times
-    duration_seconds: int = 0  # record durations
-    # A line is within tolerance when |theirs - ours| <= max(line_amount, ours * line_percent / 100).
 
 
 @dataclass(frozen=True)
