@@ -91,10 +91,19 @@ class LineComparison:
     their_amount: Decimal = Decimal(0)
     our_amount: Decimal = Decimal(0)
     currency: str = ""
+    unit: str = ""  # of both quantities: the service's base unit ("second", "byte", "message", ...)
 
     @property
     def amount_difference(self) -> Decimal:
         return self.their_amount - self.our_amount
+
+    @property
+    def calls_difference(self) -> int:
+        return self.their_calls - self.our_calls
+
+    @property
+    def quantity_difference(self) -> Decimal:
+        return self.their_quantity - self.our_quantity
 
 
 @dataclass
@@ -115,6 +124,18 @@ class Reconciliation:
     their_total: Decimal = Decimal(0)
     our_total: Decimal = Decimal(0)
     currency: str = ""
+    their_stated_total: Decimal | None = None  # the total their invoice states (their_total: its lines' sum)
+    problems: list[str] = field(default_factory=list)  # what could not be compared, and why
+    agreement: str = ""  # the agreement version whose tolerances apply ("" for the defaults)
+
+    @property
+    def difference(self) -> Decimal:
+        return self.their_total - self.our_total
+
+    @property
+    def differing(self) -> list[LineComparison]:
+        """Every comparison outside the tolerances or on one side only."""
+        return [c for c in self.lines if c.status != LINE_MATCHED]
 
     @property
     def disputable(self) -> list[LineComparison]:

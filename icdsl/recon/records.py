@@ -1,0 +1,288 @@
+"""The record-level reconciliation: the partner's CDR detail against our rated records, on
+columns (polars joins; no Python per record).
+
+Pairing, each record of either side in at most one pair:
+
+1. **by id**: their record carries the id of one of ours and the same called number (a
+   partner's ids that happen to equal ours on other calls do not pair);
+2. **by numbers and start**: the rest, by calling and called number, their start the nearest to
+   ours within the agreement's ``start within`` (a ``join_asof`` by number pair); when two of
+   theirs find the same one of ours, the nearer keeps it and the other tries again with what
+   is left (a few rounds).
+
+Each pair is then classed, in this order: ``differs_duration`` when the durations are further
+apart than ``duration within``; ``differs_rate`` when they state a rate and it is not ours;
+``differs_amount`` when they state an amount and it is not ours at the precision they bill
+(more than half a unit of their last decimal apart: 0.01234 against our 0.012344 matches,
+against 0.012346 it differs); else ``matched``. Records of theirs in no pair are
+``only_theirs``, ours in none ``only_ours``.
+
+Their detail (the partner-invoice import's table) has ``id``, ``a_number``, ``b_number``,
+``start`` (int64 µs UTC, or a timestamp), ``duration_s`` (or ``duration``: whole seconds) and,
+when they send them, ``amount`` (decimal, or text of a decimal) and ``rate``. Amounts are
+compared as scaled int64, never float.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from decimal import Decimal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from icdsl.plan.model import Tolerances
+from icdsl.recon.errors import ReconcileError
+from icdsl.recon.model import (
+    DIFFERS_AMOUNT,
+    DIFFERS_DURATION,
+    DIFFERS_RATE,
+    MATCHED,
+    ONLY_OURS,
+    ONLY_THEIRS,
+    RECORD_CLASSES,
+)
+
+ROUNDS = 4  # rounds of pairing by numbers and start (two of theirs on one of ours: the nearer wins)
+RATE_SCALE = 12
+MAX_SCALE = 12
+
+
+def detail_problems(detail: pa.Table) -> list[str]:
+    """What their detail lacks to be compared (empty: it can be)."""
+    names = set(detail.column_names)
+    missing = [c for c in ("id", "a_number", "b_number", "start") if c not in names]
+    if "duration_s" not in names and "duration" not in names:
+        missing.append("duration_s")
+    return missing
+
+
+def _decimal_scale(t: pa.DataType) -> int | None:
+    return t.scale if pa.types.is_decimal(t) else None
+
+
+def normalize_detail(detail: pa.Table) -> tuple[pa.Table, int]:
+    """Their detail in the comparison's columns and types; (table, scale of their amounts)."""
+    missing = detail_problems(detail)
+    if missing:
+        raise ReconcileError(f"their CDR detail has no {', '.join(missing)} column",
+                             help=f"the detail's columns are: {', '.join(detail.column_names)}; import it again "
+                                  "with a layout that names them")
+    start = detail.column("start")
+    if pa.types.is_timestamp(start.type):
+        start = pc.cast(pc.cast(start, pa.timestamp("us", tz="UTC")), pa.int64())
+    elif not pa.types.is_integer(start.type):
+        raise ReconcileError(f"their detail's start is {start.type}, not instants",
+                             help="starts are integer microseconds since the epoch, UTC, or timestamps")
+    duration = detail.column("duration_s" if "duration_s" in detail.column_names else "duration")
+    if not pa.types.is_integer(duration.type):
+        raise ReconcileError(f"their detail's durations are {duration.type}, not whole seconds",
+                             help="durations are whole seconds")
+    cols = {"their_id": detail.column("id"), "a_number": pc.cast(detail.column("a_number"), pa.string()),
+            "b_number": pc.cast(detail.column("b_number"), pa.string()), "their_start": pc.cast(start, pa.int64()),
+            "their_duration": pc.cast(duration, pa.int64())}
+    scale = 0
+    if "amount" in detail.column_names:
+        amount = _decimal_column(detail.column("amount"), "amount")
+        scale = _decimal_scale(amount.type) or 0
+        if scale > MAX_SCALE:
+            raise ReconcileError(f"their amounts have {scale} decimals, more than the {MAX_SCALE} compared")
+        cols["their_amount"] = amount
+    else:
+        cols["their_amount"] = pa.nulls(detail.num_rows, pa.decimal128(38, 0))
+    if "rate" in detail.column_names:
+        cols["their_rate"] = pc.cast(_decimal_column(detail.column("rate"), "rate"), pa.string())
+    else:
+        cols["their_rate"] = pa.nulls(detail.num_rows, pa.string())
+    return pa.table(cols), scale
+
+
+def _decimal_column(col: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
+    if pa.types.is_floating(col.type):
+        raise ReconcileError(f"their detail's {name}s are floating-point numbers, which are not exact",
+                             help=f"import the {name}s as decimals (text such as 0.0123)")
+    if pa.types.is_decimal(col.type) or pa.types.is_integer(col.type):
+        return col if pa.types.is_decimal(col.type) else pc.cast(col, pa.decimal128(38, 0))
+    text = pc.cast(col, pa.string())
+    scale = 0
+    for v in pc.unique(text).to_pylist():
+        if v is None:
+            continue
+        try:
+            d = Decimal(v.strip())
+        except ArithmeticError:
+            raise ReconcileError(f"their detail has the {name} '{v[:40]}', which is not a number") from None
+        if not d.is_finite():
+            raise ReconcileError(f"their detail has the {name} '{v[:40]}', which is not a number")
+        scale = max(scale, -d.as_tuple().exponent)  # type: ignore[operator]
+    scale = min(max(scale, 0), MAX_SCALE + 1)
+    return pc.cast(pc.utf8_trim_whitespace(text), pa.decimal128(38, scale))
+
+
+def _unscaled(col: pa.ChunkedArray | pa.Array, scale: int) -> np.ndarray:
+    """A decimal128 column as int64 at ``scale`` (nulls as 0), checked to fit."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    arr = pc.cast(pc.fill_null(arr, pa.scalar(Decimal(0), arr.type)), pa.decimal128(38, scale))
+    words = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=2 * len(arr), offset=arr.offset * 16).reshape(-1, 2)
+    low, high = words[:, 0], words[:, 1]
+    if not np.array_equal(high, low >> 63):
+        raise ReconcileError("amounts too large to compare")
+    return low.copy()
+
+
+def _decimal(values: np.ndarray, valid: np.ndarray | None, scale: int) -> pa.Array:
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    words = np.empty((len(values), 2), np.int64)
+    words[:, 0] = values
+    words[:, 1] = values >> 63
+    buffers = [None, pa.py_buffer(words.tobytes())]
+    if valid is not None and not valid.all():
+        buffers[0] = pa.py_buffer(np.packbits(valid, bitorder="little").tobytes())
+    return pa.Array.from_buffers(pa.decimal128(38, scale), len(values), buffers)
+
+
+RECORDS_SCHEMA_NAMES = ("class", "their_id", "our_id", "a_number", "b_number", "their_start_us", "our_start_us",
+                        "their_duration", "our_duration", "their_amount", "our_amount", "line", "service",
+                        "their_rate", "our_rate")
+
+
+def compare_records(ours: pa.Table, theirs: pa.Table, tolerances: Tolerances, our_scale: int,
+                    line_keys: dict[int, str]) -> tuple[pa.Table, dict[str, int]]:
+    """(one row per record of either side, records by class). ``ours``: the kept rated records
+    with their numbers (:mod:`icdsl.recon.ours`); ``theirs``: their detail as imported."""
+    import polars as pl  # lazy: polars only where records are compared
+
+    their, their_scale = normalize_detail(theirs)
+    scale = max(our_scale, their_scale)
+    o = pl.from_arrow(ours.select(["id", "a_number", "b_number", "start", "duration_s", "rate", "line", "service",
+                                   "amount"])
+                      .rename_columns(["our_id", "a_number", "b_number", "our_start", "our_duration", "our_rate",
+                                       "line", "service", "our_amount"]))
+    o = o.with_row_index("orow")
+    t_amount_valid = their.column("their_amount").is_valid().to_numpy(zero_copy_only=False)
+    t = pl.from_arrow(their.drop_columns(["their_amount"]))
+    t = t.with_columns(pl.Series("their_amount", _unscaled(their.column("their_amount"), their_scale)),
+                       pl.Series("their_amount_given", t_amount_valid)).with_row_index("trow")
+
+    pairs: list[pl.DataFrame] = []
+    # 1. by id, with the same called number
+    if _comparable_ids(o.schema["our_id"], t.schema["their_id"]):
+        left = t.select("trow", "their_id", "b_number")
+        right = o.select("orow", "our_id", pl.col("b_number").alias("b_o"))
+        if left.schema["their_id"] != right.schema["our_id"]:
+            left = left.with_columns(pl.col("their_id").cast(pl.String))
+            right = right.with_columns(pl.col("our_id").cast(pl.String))
+        by_id = (left.join(right, left_on="their_id", right_on="our_id", how="inner")
+                 .filter(pl.col("b_number") == pl.col("b_o"))
+                 .unique(subset=["orow"], keep="first", maintain_order=True)
+                 .unique(subset=["trow"], keep="first", maintain_order=True)
+                 .select("trow", "orow"))
+        pairs.append(by_id)
+    # 2. by numbers, nearest start within the tolerance
+    t_left = t.select("trow", "a_number", "b_number", "their_start")
+    o_left = o.select("orow", "a_number", "b_number", "our_start")
+    if pairs and pairs[0].height:
+        t_left = t_left.join(pairs[0], on="trow", how="anti")
+        o_left = o_left.join(pairs[0], on="orow", how="anti")
+    tol_us = tolerances.start_seconds * 1_000_000
+    for _ in range(ROUNDS):
+        if not t_left.height or not o_left.height:
+            break
+        m = (t_left.sort("their_start")
+             .join_asof(o_left.sort("our_start"), left_on="their_start", right_on="our_start",
+                        by=["a_number", "b_number"], strategy="nearest", tolerance=tol_us,
+                        check_sortedness=False)
+             .filter(pl.col("orow").is_not_null())
+             .with_columns((pl.col("their_start") - pl.col("our_start")).abs().alias("gap"))
+             .sort(["orow", "gap", "trow"])
+             .unique(subset=["orow"], keep="first", maintain_order=True)
+             .select("trow", "orow"))
+        if not m.height:
+            break
+        pairs.append(m)
+        t_left = t_left.join(m, on="trow", how="anti")
+        o_left = o_left.join(m, on="orow", how="anti")
+    paired = (pl.concat(pairs) if pairs else pl.DataFrame({"trow": [], "orow": []},
+                                                           schema={"trow": pl.UInt32, "orow": pl.UInt32}))
+
+    # 3. the pairs classed
+    both = (paired.join(t.drop("a_number", "b_number"), on="trow", how="left")
+            .join(o, on="orow", how="left"))
+    up_t = 10 ** (scale - their_scale)
+    up_o = 10 ** (scale - our_scale)
+    half = 10 ** (scale - their_scale)  # twice the difference may be at most one unit of their last decimal
+    their_rate = pl.col("their_rate").cast(pl.Decimal(38, RATE_SCALE), strict=False)
+    our_rate = pl.col("our_rate").cast(pl.Decimal(38, RATE_SCALE), strict=False)
+    cls = (pl.when((pl.col("their_duration") - pl.col("our_duration")).abs() > tolerances.duration_seconds)
+           .then(pl.lit(DIFFERS_DURATION))
+           .when(their_rate.is_not_null() & our_rate.is_not_null() & (their_rate != our_rate))
+           .then(pl.lit(DIFFERS_RATE))
+           .when(pl.col("their_amount_given")
+                 & ((pl.col("their_amount") * up_t - pl.col("our_amount") * up_o).abs() * 2 > half))
+           .then(pl.lit(DIFFERS_AMOUNT))
+           .otherwise(pl.lit(MATCHED)))
+    both = both.with_columns(cls.alias("class"))
+    only_t = t.join(paired, on="trow", how="anti").with_columns(pl.lit(ONLY_THEIRS).alias("class"))
+    only_o = o.join(paired, on="orow", how="anti").with_columns(pl.lit(ONLY_OURS).alias("class"))
+    table = pl.concat([both, only_t, only_o], how="diagonal_relaxed")
+    counts = {c: 0 for c in RECORD_CLASSES}
+    for c, n in table.group_by("class").len().iter_rows():
+        counts[c] = n
+    return _arrow(table, their, ours, their_scale, our_scale, scale, line_keys), counts
+
+
+def _comparable_ids(a, b) -> bool:
+    """Ids of both sides can be compared: integers with integers, or either as text."""
+    import polars as pl  # lazy: polars only where records are compared
+
+    text = (pl.String, pl.Categorical)
+    return (a.is_integer() and b.is_integer()) or a in text or b in text
+
+
+def _arrow(table, their: pa.Table, ours: pa.Table, their_scale: int, our_scale: int, scale: int,
+           line_keys: dict[int, str]) -> pa.Table:
+    import polars as pl  # lazy: polars only where records are compared
+
+    n = table.height
+    cls = table.get_column("class").to_arrow()
+    dictionary = pa.array(list(RECORD_CLASSES), pa.string())
+    index = pc.index_in(cls, value_set=dictionary)
+    klass = pa.DictionaryArray.from_arrays(pc.cast(index, pa.int8()), dictionary)
+
+    def ints(name: str) -> pa.Array:
+        return table.get_column(name).cast(pl.Int64).to_arrow() if name in table.columns else pa.nulls(n, pa.int64())
+
+    t_amount = table.get_column("their_amount").fill_null(0).cast(pl.Int64).to_numpy() * 10 ** (scale - their_scale)
+    t_valid = table.get_column("their_amount_given").fill_null(False).to_numpy()
+    o_amount = table.get_column("our_amount").fill_null(0).cast(pl.Int64).to_numpy() * 10 ** (scale - our_scale)
+    o_valid = table.get_column("orow").is_not_null().to_numpy()
+    lines = table.get_column("line")
+    keys = pl.DataFrame({"line": list(line_keys.keys()), "key": list(line_keys.values())},
+                        schema={"line": lines.dtype, "key": pl.String})
+    line_text = table.select("line").join(keys, on="line", how="left", maintain_order="left").get_column("key")
+    return pa.table({
+        "class": klass,
+        "their_id": _ids(table, "their_id", their.schema.field("their_id").type),
+        "our_id": _ids(table, "our_id", ours.schema.field("id").type),
+        "a_number": table.get_column("a_number").to_arrow(),
+        "b_number": table.get_column("b_number").to_arrow(),
+        "their_start_us": ints("their_start"),
+        "our_start_us": ints("our_start"),
+        "their_duration": ints("their_duration"),
+        "our_duration": ints("our_duration"),
+        "their_amount": _decimal(t_amount, t_valid, scale),
+        "our_amount": _decimal(o_amount, o_valid, scale),
+        "line": pc.cast(line_text.to_arrow(), pa.string()),
+        "service": pc.cast(table.get_column("service").to_arrow(), pa.string()),
+        "their_rate": pc.cast(table.get_column("their_rate").to_arrow(), pa.string()),
+        "our_rate": pc.cast(table.get_column("our_rate").to_arrow(), pa.string()),
+    })
+
+
+def _ids(table, name: str, typ: pa.DataType) -> pa.Array:
+    arr = table.get_column(name).to_arrow()
+    if arr.type != typ:
+        with contextlib.suppress(pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            arr = pc.cast(arr, typ)
+    return arr
