@@ -13,8 +13,8 @@ Pairing, each record of either side in at most one pair:
 Each pair is then classed, in this order: ``differs_duration`` when the durations are further
 apart than ``duration within``; ``differs_rate`` when they state a rate and it is not ours;
 ``differs_amount`` when they state an amount and it is not ours at the precision they bill
-(more than half a unit of their last decimal apart: 0.01234 against our 0.012344 matches,
-against 0.012346 it differs); else ``matched``. Records of theirs in no pair are
+(more than half a unit of the last decimal they wrote apart: their 0.01234 against our
+0.012344 matches, against our 0.012346 it differs); else ``matched``. Records of theirs in no pair are
 ``only_theirs``, ours in none ``only_ours``.
 
 Their detail (the partner-invoice import's table) has ``id``, ``a_number``, ``b_number``,
@@ -84,21 +84,35 @@ def normalize_detail(detail: pa.Table) -> tuple[pa.Table, int]:
             "their_duration": pc.cast(duration, pa.int64())}
     scale = 0
     if "amount" in detail.column_names:
-        amount = _decimal_column(detail.column("amount"), "amount")
+        amount = _decimal_column(detail.column("amount"), "amount", detail.column("id"))
         scale = _decimal_scale(amount.type) or 0
         if scale > MAX_SCALE:
             raise ReconcileError(f"their amounts have {scale} decimals, more than the {MAX_SCALE} compared")
         cols["their_amount"] = amount
+        cols["their_decimals"] = _decimals_written(detail.column("amount"), scale)
     else:
         cols["their_amount"] = pa.nulls(detail.num_rows, pa.decimal128(38, 0))
+        cols["their_decimals"] = pa.array(np.zeros(detail.num_rows, np.int64))
     if "rate" in detail.column_names:
-        cols["their_rate"] = pc.cast(_decimal_column(detail.column("rate"), "rate"), pa.string())
+        cols["their_rate"] = pc.cast(_decimal_column(detail.column("rate"), "rate", detail.column("id")), pa.string())
     else:
         cols["their_rate"] = pa.nulls(detail.num_rows, pa.string())
     return pa.table(cols), scale
 
 
-def _decimal_column(col: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
+def _decimals_written(col: pa.ChunkedArray, scale: int) -> pa.Array:
+    """The decimals each amount was written with (text: as written, ``0.0100`` has 4; a decimal
+    column: its scale)."""
+    if pa.types.is_decimal(col.type) or pa.types.is_integer(col.type):
+        return pa.array(np.full(len(col), scale, np.int64))
+    text = pc.fill_null(pc.utf8_trim_whitespace(pc.cast(col, pa.string())), "")
+    dot = pc.find_substring(text, ".")
+    written = pc.if_else(pc.less(dot, 0), 0, pc.subtract(pc.subtract(pc.utf8_length(text), dot), 1))
+    return pc.cast(written, pa.int64()).combine_chunks() if isinstance(written, pa.ChunkedArray) else \
+        pc.cast(written, pa.int64())
+
+
+def _decimal_column(col: pa.ChunkedArray, name: str, ids: pa.ChunkedArray | None = None) -> pa.ChunkedArray:
     if pa.types.is_floating(col.type):
         raise ReconcileError(f"their detail's {name}s are floating-point numbers, which are not exact",
                              help=f"import the {name}s as decimals (text such as 0.0123)")
@@ -112,9 +126,14 @@ def _decimal_column(col: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
         try:
             d = Decimal(v.strip())
         except ArithmeticError:
-            raise ReconcileError(f"their detail has the {name} '{v[:40]}', which is not a number") from None
-        if not d.is_finite():
-            raise ReconcileError(f"their detail has the {name} '{v[:40]}', which is not a number")
+            d = None
+        if d is None or not d.is_finite():
+            where = ""
+            if ids is not None:
+                at = pc.index(text, v).as_py()
+                where = f" of record {str(ids[at].as_py())[:40]} (row {at + 1})"
+            raise ReconcileError(f"their detail has the {name} '{v[:40]}'{where}, which is not a number",
+                                 help=f"{name}s are decimals written with a point, such as 0.0125")
         scale = max(scale, -d.as_tuple().exponent)  # type: ignore[operator]
     scale = min(max(scale, 0), MAX_SCALE + 1)
     return pc.cast(pc.utf8_trim_whitespace(text), pa.decimal128(38, scale))
@@ -162,8 +181,13 @@ def compare_records(ours: pa.Table, theirs: pa.Table, tolerances: Tolerances, ou
     o = o.with_row_index("orow")
     t_amount_valid = their.column("their_amount").is_valid().to_numpy(zero_copy_only=False)
     t = pl.from_arrow(their.drop_columns(["their_amount"]))
-    t = t.with_columns(pl.Series("their_amount", _unscaled(their.column("their_amount"), their_scale)),
-                       pl.Series("their_amount_given", t_amount_valid)).with_row_index("trow")
+    decimals = np.minimum(their.column("their_decimals").to_numpy(), their_scale)
+    scale_up = max(our_scale, their_scale)
+    t = t.drop("their_decimals").with_columns(
+        pl.Series("their_amount", _unscaled(their.column("their_amount"), their_scale)),
+        pl.Series("their_amount_given", t_amount_valid),
+        # one unit of the last decimal they wrote, at the comparison's scale
+        pl.Series("their_unit", np.power(10, scale_up - decimals).astype(np.int64))).with_row_index("trow")
 
     pairs: list[pl.DataFrame] = []
     # 1. by id, with the same called number
@@ -211,7 +235,6 @@ def compare_records(ours: pa.Table, theirs: pa.Table, tolerances: Tolerances, ou
             .join(o, on="orow", how="left"))
     up_t = 10 ** (scale - their_scale)
     up_o = 10 ** (scale - our_scale)
-    half = 10 ** (scale - their_scale)  # twice the difference may be at most one unit of their last decimal
     their_rate = pl.col("their_rate").cast(pl.Decimal(38, RATE_SCALE), strict=False)
     our_rate = pl.col("our_rate").cast(pl.Decimal(38, RATE_SCALE), strict=False)
     cls = (pl.when((pl.col("their_duration") - pl.col("our_duration")).abs() > tolerances.duration_seconds)
@@ -219,7 +242,7 @@ def compare_records(ours: pa.Table, theirs: pa.Table, tolerances: Tolerances, ou
            .when(their_rate.is_not_null() & our_rate.is_not_null() & (their_rate != our_rate))
            .then(pl.lit(DIFFERS_RATE))
            .when(pl.col("their_amount_given")
-                 & ((pl.col("their_amount") * up_t - pl.col("our_amount") * up_o).abs() * 2 > half))
+                 & ((pl.col("their_amount") * up_t - pl.col("our_amount") * up_o).abs() * 2 > pl.col("their_unit")))
            .then(pl.lit(DIFFERS_AMOUNT))
            .otherwise(pl.lit(MATCHED)))
     both = both.with_columns(cls.alias("class"))
