@@ -446,3 +446,44 @@ def test_outputs_csv_json_pdf(tmp_path):
     recs = write_reconciliation(r, tmp_path / "records.csv", "csv", records=True)
     assert len(recs.read_text(encoding="utf-8").splitlines()) == 1 + sum(1 for x in r.records.to_pylist()
                                                                           if x["class"] != MATCHED)
+
+
+def test_the_command(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import icdsl.billing.reconcile as store_side
+    from icdsl.cli.main import app
+
+    plan, _ = make_plan(tmp_path)
+    rows = our_rows()
+    detail, _expected = their_detail(rows)
+    ours = our_view(plan, "ACME", "2026-03", table_of(rows), "EUR", keep_records=False)
+    src = StubSource(invoice(their_lines_from(ours)), detail)
+    monkeypatch.setattr(store_side, "default_source", lambda store: src)
+    _csv(tmp_path / "march.csv", rows)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ICDSL_DB", f"sqlite:///{tmp_path / 'store.db'}")
+    monkeypatch.delenv("ICDSL_DATA", raising=False)
+
+    def run(*args: str, code: int = 0) -> str:
+        res = CliRunner().invoke(app, list(args))
+        assert res.exit_code == code, (res.output, res.exception)
+        assert "Traceback" not in res.output
+        return res.output
+
+    run("ingest", "march.csv", "--rules", "rules")
+    out = run("reconcile", "ACME", "2026-03", "--rules", "rules", "--records", code=1)  # differences: exit 1
+    assert "DIFFERS" in out and "only theirs" in out and "records that differ" in out
+    assert "differs_rate" in out and "ACME deal v1" in out
+    data = json.loads(run("reconcile", "ACME", "2026-03", "--rules", "rules", "--format", "json", code=1))
+    assert data["invoice"]["number"] == "AC-2026-03" and len(data["lines"]) == 7
+    out = run("reconcile", "ACME", "2026-03", "--rules", "rules", "--format", "csv", "--records", code=1)
+    assert out.splitlines()[0].startswith("class,their_id,our_id")
+    out = run("reconcile", "ACME", "2026-03", "--rules", "rules", "--format", "pdf", code=1)
+    assert "wrote reconciliation-ACME-AC-2026-03.pdf" in out
+    assert (tmp_path / "reconciliation-ACME-AC-2026-03.pdf").read_bytes().startswith(b"%PDF")
+    errors = [run("reconcile", "ACME", "2026-03", "--rules", "rules", "--invoice", "NOPE", code=1),
+              run("reconcile", "ZZZ", "2026-03", "--rules", "rules", code=1),
+              run("reconcile", "ACME", "2026-03", "--rules", "rules", "--format", "xml", code=2),
+              run("reconcile", "ACME", "2026-13", "--rules", "rules", code=2)]
+    compare_golden(GOLDEN / "reconcile" / "cli.errors", "".join(errors))

@@ -170,13 +170,15 @@ def rich_tables(r: Reconciliation, *, records: bool = False, limit: int = 200) -
     out: list[Any] = [t]
     if records and r.records is not None:
         rt = Table(title="records that differ", box=box.SIMPLE_HEAD, title_justify="left")
-        for name in ("class", "their id", "our id", "a", "b", "their start", "dur theirs/ours", "theirs", "ours"):
+        for name in ("class", "their id", "our id", "a", "b", "their start", "dur theirs/ours", "rate theirs/ours",
+                     "theirs", "ours"):
             rt.add_column(name)
         for x in record_rows(r, limit=limit):
             rt.add_row(x["class"], str(x["their_id"] or ""), str(x["our_id"] or ""), x["a_number"] or "",
                        x["b_number"] or "", x["their_start"] or x["our_start"] or "",
                        f"{x['their_duration'] if x['their_duration'] is not None else '-'}/"
                        f"{x['our_duration'] if x['our_duration'] is not None else '-'}",
+                       f"{x['their_rate'] or '-'}/{x['our_rate'] or '-'}",
                        money_text(x["their_amount"]), money_text(x["our_amount"]))
         out.append(rt)
     out.append(summary_text(r))
