@@ -280,7 +280,12 @@ def check_records(r, expected: dict[str, str]) -> None:
     assert {k: v for k, v in r.record_counts.items() if v} == counts
 
 
-def test_every_record_difference_found_and_classed(tmp_path):
+@pytest.mark.parametrize("part_rows", [1_000_000, 40])
+def test_every_record_difference_found_and_classed(tmp_path, monkeypatch, part_rows):
+    """(``part_rows``: compared in one piece, and by partitions of the called numbers.)"""
+    from icdsl.recon import records as records_mod
+
+    monkeypatch.setattr(records_mod, "PART_ROWS", part_rows)
     plan, _ = make_plan(tmp_path)
     rows = our_rows()
     detail, expected = their_detail(rows)
@@ -398,10 +403,13 @@ def test_store_side_with_and_without_a_cycle(db_url, tmp_path):  # noqa: F811 - 
     with open_store(db_url, data_dir=tmp_path / "data") as store:
         store.load_plan(plan, program)
         store.ingest(_csv(tmp_path / "march.csv", rows), None, plan)
-        before = reconcile_partner(store, "ACME", "2026-03", plan=plan, source=src)
+        before = reconcile_partner(store, "ACME", "2026-03", plan=plan, source=src, all_records=True)
         assert "no cycle has run" in before.problems[0]
         store.run_cycle("ACME", "2026-03", plan, accept=("all",))
-        after = reconcile_partner(store, "ACME", "2026-03", "AC-2026-03", plan=plan, source=src)
+        after = reconcile_partner(store, "ACME", "2026-03", "AC-2026-03", plan=plan, source=src, all_records=True)
+        differing = reconcile_partner(store, "ACME", "2026-03", plan=plan, source=src)  # the default
+        assert differing.record_counts == after.record_counts and not differing.records_matched_kept
+        assert differing.records.num_rows == after.records.num_rows - after.record_counts[MATCHED]
         assert "cycle #" in after.problems[0]
         for r in (before, after):
             check_records(r, expected)

@@ -41,7 +41,7 @@ from icdsl.recon.engine import reconcile
 from icdsl.recon.errors import ReconcileError
 from icdsl.recon.model import PartnerInvoice, Reconciliation
 from icdsl.recon.ours import (
-    NUMBER_COLUMNS,
+    NumberKeeper,
     OurView,
     billed_by_partner,
     kept_columns,
@@ -100,10 +100,12 @@ def default_source(store: Store) -> InvoiceSource:
 
 
 def reconcile_partner(store: Store, partner: str, period: Any, invoice: PartnerInvoice | str | None = None, *,
-                      plan: Plan, source: InvoiceSource | None = None, records: bool = True) -> Reconciliation:
+                      plan: Plan, source: InvoiceSource | None = None, records: bool = True,
+                      all_records: bool = False) -> Reconciliation:
     """The partner's invoice for ``period`` (``invoice``: the invoice itself, its number, or
     None for the latest imported one of the period) against our view of the same traffic.
-    ``records``: compare record by record when their detail exists."""
+    ``records``: compare record by record when their detail exists; the reconciliation's
+    ``records`` then hold the records that differ (``all_records``: every record)."""
     with store.reading() as s:
         try:
             prow, per = resolve_period(s, partner, period, plan)
@@ -145,7 +147,7 @@ def reconcile_partner(store: Store, partner: str, period: Any, invoice: PartnerI
                 inputs = cycle_inputs(store, s, prow, per, plan, -1, batches, accept=("all",), validators=())
                 ours = run_ours(inputs, inv.currency, records=detail is not None)
                 note = f"our view: {partner}'s ingested records of {per.label} rated now (no cycle has run)"
-            out = reconcile(inv, ours, plan, detail=detail)
+            out = reconcile(inv, ours, plan, detail=detail, keep_matched=all_records)
         except ReconcileError as e:
             raise ReconcileStoreError(str(e)) from None
     out.problems.insert(0, note)
@@ -173,13 +175,12 @@ def _from_cycle(store: Store, rated_file: M.DataFile, plan: Plan, partner: str, 
     if keep:
         kept = kept_columns(rated, scale) if rated.num_rows else None
         if kept is not None:
-            numbers = []
+            numbers = NumberKeeper(services)
             for _batch, path, sha, _n in batches:
                 store.data.verify(path, sha)
                 for chunk in _read_partner(str(store.data.abs(path)), partner, per):
-                    numbers.append(chunk.select(list(NUMBER_COLUMNS)).cast(pa.schema([
-                        chunk.schema.field("id"), ("a_number", pa.string()), ("b_number", pa.string())])))
-            records = with_numbers(kept, pa.concat_tables(numbers) if numbers else None)
+                    numbers.keep(chunk)
+            records = with_numbers(kept, numbers.table())
     return OurView(partner=partner, period=per, currency=currency, lines=lines, records=records, scale=scale,
                    services=services)
 

@@ -55,8 +55,9 @@ def tolerances_for(plan: Plan, partner: str, first: date, last: date) -> Toleran
 
 
 def reconcile(invoice: PartnerInvoice, ours: OurView, plan: Plan, *, detail: pa.Table | None = None,
-              tolerances: Tolerances | None = None) -> Reconciliation:
-    """The reconciliation of ``invoice`` with ``ours`` (and ``detail``, their records)."""
+              tolerances: Tolerances | None = None, keep_matched: bool = True) -> Reconciliation:
+    """The reconciliation of ``invoice`` with ``ours`` (and ``detail``, their records);
+    ``keep_matched``: False keeps only the records that differ in ``records`` (all are counted)."""
     per = ours.period
     first, last = per.local_start, per.local_end - timedelta(days=1)
     tol = tolerances if tolerances is not None else tolerances_for(plan, ours.partner, first, last)
@@ -85,15 +86,18 @@ def reconcile(invoice: PartnerInvoice, ours: OurView, plan: Plan, *, detail: pa.
             raise ReconcileError("their CDR detail was given but our records were not kept",
                                  help="run with our records (keep_records=True)")
         keys = {ln.line: ln.key for ln in ours.lines}
-        out.records, out.record_counts = compare_records(ours.records, detail, tol, ours.scale, keys)
+        out.records, out.record_counts = compare_records(ours.records, detail, tol, ours.scale, keys,
+                                                         keep_matched=keep_matched)
+        out.records_matched_kept = keep_matched
     return out
 
 
 def reconcile_traffic(plan: Plan, invoice: PartnerInvoice, records: pa.Table | Sequence[Any], *,
                       detail: pa.Table | None = None, period: str | date | Period | None = None,
-                      fx: FxTable | None = None, tolerances: Tolerances | None = None) -> Reconciliation:
+                      fx: FxTable | None = None, tolerances: Tolerances | None = None,
+                      keep_matched: bool = True) -> Reconciliation:
     """Reconcile ``invoice`` with our ``records`` of its period (or ``period``), rated here by
     the cycle engine with the plan's agreements; ``detail``: their CDR detail."""
     ours = our_view(plan, invoice.partner, period if period is not None else invoice.period_start, records,
                     invoice.currency, fx=fx, keep_records=detail is not None)
-    return reconcile(invoice, ours, plan, detail=detail, tolerances=tolerances)
+    return reconcile(invoice, ours, plan, detail=detail, tolerances=tolerances, keep_matched=keep_matched)

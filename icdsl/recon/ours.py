@@ -113,9 +113,23 @@ class RecordKeeper:
     def table(self) -> pa.Table | None:
         if not self.tables:
             return None
-        t = pa.concat_tables(self.tables)
+        t = _concat(self.tables)
         self.tables = [t]
         return t
+
+
+_DICT = pa.dictionary(pa.int32(), pa.string())
+
+
+def _dictionary(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A text column as a dictionary (a rate or a service repeats on millions of records)."""
+    return col if col.type == _DICT else pc.cast(pc.cast(col, pa.string()) if pa.types.is_dictionary(col.type)
+                                                 else col, _DICT)
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    """Tables of kept columns as one, every column in one chunk (dictionaries unified)."""
+    return pa.concat_tables(tables).unify_dictionaries().combine_chunks()
 
 
 def kept_columns(rated: pa.Table, scale: int) -> pa.Table:
@@ -133,11 +147,11 @@ def kept_columns(rated: pa.Table, scale: int) -> pa.Table:
         start = pc.cast(pc.cast(start, pa.timestamp("us", tz="UTC")), pa.int64())
     return pa.table({
         "id": rated.column("id"),
-        "service": pc.cast(rated.column("service"), pa.string()),
+        "service": _dictionary(rated.column("service")),
         "start": pc.cast(start, pa.int64()),
         "duration_s": pc.cast(rated.column("duration_s"), pa.int64()),
         "amount": low,
-        "rate": pc.cast(rated.column("rate"), pa.string()),
+        "rate": _dictionary(rated.column("rate")),
         "line": pc.cast(rated.column("line"), pa.int32()),
     })
 
@@ -220,11 +234,29 @@ class NumberKeeper:
             if mask is None:
                 return
             table = table.filter(pc.fill_null(mask, False))
-        self.tables.append(pa.table({c: pc.cast(table.column(c), pa.string()) if c != "id" else table.column(c)
+        self.tables.append(pa.table({c: number_column(table.column(c)) if c != "id" else table.column(c)
                                      for c in NUMBER_COLUMNS}))
 
     def table(self) -> pa.Table | None:
-        return pa.concat_tables(self.tables) if self.tables else None
+        if not self.tables:
+            return None
+        types = {t.schema.field(c).type for t in self.tables for c in ("a_number", "b_number")}
+        if len(types) > 1:  # some chunks' numbers were not all digits: text for all
+            self.tables = [t.cast(pa.schema([t.schema.field("id"), ("a_number", pa.string()),
+                                             ("b_number", pa.string())])) for t in self.tables]
+        return pa.concat_tables(self.tables).combine_chunks()
+
+
+def number_column(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Phone numbers as int64 when every one is digits without a leading zero (E.164 digits fit:
+    a third of the memory of text, and faster joins), else as text."""
+    text = pc.cast(col, pa.string())
+    if pc.any(pc.starts_with(text, "0")).as_py():
+        return text
+    try:
+        return pc.cast(text, pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return text
 
 
 def run_ours(inputs: engine.CycleInputs, invoice_currency: str, *, records: bool = True) -> OurView:

@@ -45,6 +45,7 @@ from icdsl.recon.model import (
 )
 
 ROUNDS = 4  # rounds of pairing by numbers and start (two of theirs on one of ours: the nearer wins)
+PART_ROWS = 1_000_000  # records of a side compared at a time (partitions by called number)
 RATE_SCALE = 12
 MAX_SCALE = 12
 
@@ -94,9 +95,11 @@ def normalize_detail(detail: pa.Table) -> tuple[pa.Table, int]:
         cols["their_amount"] = pa.nulls(detail.num_rows, pa.decimal128(38, 0))
         cols["their_decimals"] = pa.array(np.zeros(detail.num_rows, np.int64))
     if "rate" in detail.column_names:
-        cols["their_rate"] = pc.cast(_decimal_column(detail.column("rate"), "rate", detail.column("id")), pa.string())
+        rate = _decimal_column(detail.column("rate"), "rate", detail.column("id"))
+        cols["their_rate"], cols["their_rate_i"] = rate_ints(pc.cast(rate, pa.string()))
     else:
         cols["their_rate"] = pa.nulls(detail.num_rows, pa.string())
+        cols["their_rate_i"] = pa.nulls(detail.num_rows, pa.int64())
     return pa.table(cols), scale
 
 
@@ -166,32 +169,109 @@ RECORDS_SCHEMA_NAMES = ("class", "their_id", "our_id", "a_number", "b_number", "
                         "their_rate", "our_rate")
 
 
+def rate_ints(text: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(the rates as a dictionary column, the rates as int64 at :data:`RATE_SCALE`, nulls kept):
+    each distinct rate converted once."""
+    arr = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
+    if pa.types.is_dictionary(arr.type):
+        d = arr
+    else:
+        d = pc.dictionary_encode(pc.cast(arr, pa.string()))
+    values = []
+    for v in d.dictionary.to_pylist():
+        try:
+            q = Decimal(v).scaleb(RATE_SCALE) if v not in (None, "") else None
+            values.append(int(q) if q is not None and q.is_finite() and abs(q) < 2**62 else None)
+        except ArithmeticError:
+            values.append(None)
+    ints = pc.take(pa.array(values, pa.int64()), d.indices)
+    return d, ints
+
+
 def compare_records(ours: pa.Table, theirs: pa.Table, tolerances: Tolerances, our_scale: int,
-                    line_keys: dict[int, str]) -> tuple[pa.Table, dict[str, int]]:
+                    line_keys: dict[int, str], *, keep_matched: bool = True) -> tuple[pa.Table, dict[str, int]]:
     """(one row per record of either side, records by class). ``ours``: the kept rated records
-    with their numbers (:mod:`icdsl.recon.ours`); ``theirs``: their detail as imported."""
+    with their numbers (:mod:`icdsl.recon.ours`); ``theirs``: their detail as imported.
+    ``keep_matched``: False leaves the matched records out of the table (they are counted): a
+    month of 10M records has a few thousand that differ.
+
+    Both sides are compared by partitions of their called numbers (:data:`PART_ROWS` records at
+    a time): a pair always has the same called number, so no pair crosses partitions."""
     import polars as pl  # lazy: polars only where records are compared
 
     their, their_scale = normalize_detail(theirs)
     scale = max(our_scale, their_scale)
-    o = pl.from_arrow(ours.select(["id", "a_number", "b_number", "start", "duration_s", "rate", "line", "service",
-                                   "amount"])
-                      .rename_columns(["our_id", "a_number", "b_number", "our_start", "our_duration", "our_rate",
-                                       "line", "service", "our_amount"]))
-    o = o.with_row_index("orow")
-    t_amount_valid = their.column("their_amount").is_valid().to_numpy(zero_copy_only=False)
-    t = pl.from_arrow(their.drop_columns(["their_amount"]))
+    o = pl.from_arrow(ours.select(["id", "a_number", "b_number", "start", "duration_s", "amount", "line"])
+                      .rename_columns(["our_id", "a_number", "b_number", "our_start", "our_duration", "our_amount",
+                                       "line"]))
+    our_rate, our_rate_i = rate_ints(ours.column("rate"))
+    o = o.with_columns(pl.from_arrow(our_rate_i).alias("our_rate_i"),
+                       pl.from_arrow(pc.cast(ours.column("service"), pa.string())).cast(pl.Categorical).alias("service"),
+                       pl.Series("our_rate_code", pc.fill_null(our_rate.indices, 0).to_numpy(zero_copy_only=False)))
     decimals = np.minimum(their.column("their_decimals").to_numpy(), their_scale)
-    scale_up = max(our_scale, their_scale)
-    t = t.drop("their_decimals").with_columns(
+    their_rate = their.column("their_rate").combine_chunks()
+    their_coded = pa.types.is_dictionary(their_rate.type)
+    t_valid = their.column("their_amount").is_valid().to_numpy(zero_copy_only=False)
+    t = pl.from_arrow(their.drop_columns(["their_amount", "their_decimals", "their_rate"]))
+    t = t.with_columns(
         pl.Series("their_amount", _unscaled(their.column("their_amount"), their_scale)),
-        pl.Series("their_amount_given", t_amount_valid),
+        pl.Series("their_amount_given", t_valid),
         # one unit of the last decimal they wrote, at the comparison's scale
-        pl.Series("their_unit", np.power(10, scale_up - decimals).astype(np.int64))).with_row_index("trow")
+        pl.Series("their_unit", np.power(10, scale - decimals).astype(np.int64)),
+        pl.Series("their_rate_code", pc.fill_null(their_rate.indices, 0).to_numpy(zero_copy_only=False)
+                  if their_coded else np.zeros(their.num_rows, np.int32)))
+    their_rates = their_rate.dictionary if their_coded else pa.array([None], pa.string())
+    o, t, as_int = _number_keys(o, t)
+    o, t = o.with_row_index("orow"), t.with_row_index("trow")
+    same_ids = _comparable_ids(o.schema["our_id"], t.schema["their_id"])
+    parts = max(1, -(-max(o.height, t.height) // PART_ROWS))
+    counts = {c: 0 for c in RECORD_CLASSES}
+    kept = []
+    for k in range(parts):
+        if parts > 1:
+            ok = o.filter(pl.col("b_number").hash(seed=7) % parts == k)
+            tk = t.filter(pl.col("b_number").hash(seed=7) % parts == k)
+        else:
+            ok, tk = o, t
+        part = _classed(ok, tk, tolerances, their_scale, our_scale, scale, same_ids)
+        for c, n in part.group_by("class").len().iter_rows():
+            counts[c] += n
+        kept.append(part if keep_matched else part.filter(pl.col("class") != MATCHED))
+        del ok, tk, part
+    table = pl.concat(kept, how="diagonal_relaxed") if kept else None
+    return _arrow(table, their, ours, their_scale, our_scale, scale, line_keys, our_rate.dictionary, their_rates,
+                  as_int), counts
 
-    pairs: list[pl.DataFrame] = []
-    # 1. by id, with the same called number
-    if _comparable_ids(o.schema["our_id"], t.schema["their_id"]):
+
+def _number_keys(o, t):
+    """Both sides' numbers as Int64 when every one is digits without a leading zero (faster,
+    smaller joins), else text on both sides."""
+    import polars as pl  # lazy, as above
+
+    ints = {}
+    for side, frame in (("o", o), ("t", t)):
+        for col in ("a_number", "b_number"):
+            s = frame.get_column(col)
+            if s.dtype.is_integer():
+                ints[(side, col)] = s.cast(pl.Int64)
+                continue
+            s = s.cast(pl.String)
+            n = s.str.to_integer(strict=False)
+            if n.null_count() != s.null_count() or s.str.starts_with("0").any() or s.str.starts_with("+").any():
+                return (o.with_columns(pl.col("a_number").cast(pl.String), pl.col("b_number").cast(pl.String)),
+                        t.with_columns(pl.col("a_number").cast(pl.String), pl.col("b_number").cast(pl.String)), False)
+            ints[(side, col)] = n
+    o = o.with_columns(ints[("o", "a_number")].alias("a_number"), ints[("o", "b_number")].alias("b_number"))
+    t = t.with_columns(ints[("t", "a_number")].alias("a_number"), ints[("t", "b_number")].alias("b_number"))
+    return o, t, True
+
+
+def _classed(o, t, tolerances: Tolerances, their_scale: int, our_scale: int, scale: int, same_ids: bool):
+    """One partition's records of both sides, paired and classed (the module's documentation)."""
+    import polars as pl  # lazy, as above
+
+    pairs = []
+    if same_ids:  # 1. by id, with the same called number
         left = t.select("trow", "their_id", "b_number")
         right = o.select("orow", "our_id", pl.col("b_number").alias("b_o"))
         if left.schema["their_id"] != right.schema["our_id"]:
@@ -203,7 +283,7 @@ def compare_records(ours: pa.Table, theirs: pa.Table, tolerances: Tolerances, ou
                  .unique(subset=["trow"], keep="first", maintain_order=True)
                  .select("trow", "orow"))
         pairs.append(by_id)
-    # 2. by numbers, nearest start within the tolerance
+    # 2. by numbers, the nearest start within the tolerance
     t_left = t.select("trow", "a_number", "b_number", "their_start")
     o_left = o.select("orow", "a_number", "b_number", "our_start")
     if pairs and pairs[0].height:
@@ -215,8 +295,7 @@ def compare_records(ours: pa.Table, theirs: pa.Table, tolerances: Tolerances, ou
             break
         m = (t_left.sort("their_start")
              .join_asof(o_left.sort("our_start"), left_on="their_start", right_on="our_start",
-                        by=["a_number", "b_number"], strategy="nearest", tolerance=tol_us,
-                        check_sortedness=False)
+                        by=["a_number", "b_number"], strategy="nearest", tolerance=tol_us, check_sortedness=False)
              .filter(pl.col("orow").is_not_null())
              .with_columns((pl.col("their_start") - pl.col("our_start")).abs().alias("gap"))
              .sort(["orow", "gap", "trow"])
@@ -227,19 +306,16 @@ def compare_records(ours: pa.Table, theirs: pa.Table, tolerances: Tolerances, ou
         pairs.append(m)
         t_left = t_left.join(m, on="trow", how="anti")
         o_left = o_left.join(m, on="orow", how="anti")
+    del t_left, o_left
     paired = (pl.concat(pairs) if pairs else pl.DataFrame({"trow": [], "orow": []},
                                                            schema={"trow": pl.UInt32, "orow": pl.UInt32}))
-
     # 3. the pairs classed
-    both = (paired.join(t.drop("a_number", "b_number"), on="trow", how="left")
-            .join(o, on="orow", how="left"))
-    up_t = 10 ** (scale - their_scale)
-    up_o = 10 ** (scale - our_scale)
-    their_rate = pl.col("their_rate").cast(pl.Decimal(38, RATE_SCALE), strict=False)
-    our_rate = pl.col("our_rate").cast(pl.Decimal(38, RATE_SCALE), strict=False)
+    both = paired.join(t.drop("a_number", "b_number"), on="trow", how="left").join(o, on="orow", how="left")
+    up_t, up_o = 10 ** (scale - their_scale), 10 ** (scale - our_scale)
     cls = (pl.when((pl.col("their_duration") - pl.col("our_duration")).abs() > tolerances.duration_seconds)
            .then(pl.lit(DIFFERS_DURATION))
-           .when(their_rate.is_not_null() & our_rate.is_not_null() & (their_rate != our_rate))
+           .when(pl.col("their_rate_i").is_not_null() & pl.col("our_rate_i").is_not_null()
+                 & (pl.col("their_rate_i") != pl.col("our_rate_i")))
            .then(pl.lit(DIFFERS_RATE))
            .when(pl.col("their_amount_given")
                  & ((pl.col("their_amount") * up_t - pl.col("our_amount") * up_o).abs() * 2 > pl.col("their_unit")))
@@ -248,11 +324,7 @@ def compare_records(ours: pa.Table, theirs: pa.Table, tolerances: Tolerances, ou
     both = both.with_columns(cls.alias("class"))
     only_t = t.join(paired, on="trow", how="anti").with_columns(pl.lit(ONLY_THEIRS).alias("class"))
     only_o = o.join(paired, on="orow", how="anti").with_columns(pl.lit(ONLY_OURS).alias("class"))
-    table = pl.concat([both, only_t, only_o], how="diagonal_relaxed")
-    counts = {c: 0 for c in RECORD_CLASSES}
-    for c, n in table.group_by("class").len().iter_rows():
-        counts[c] = n
-    return _arrow(table, their, ours, their_scale, our_scale, scale, line_keys), counts
+    return pl.concat([both, only_t, only_o], how="diagonal_relaxed")
 
 
 def _comparable_ids(a, b) -> bool:
@@ -264,42 +336,60 @@ def _comparable_ids(a, b) -> bool:
 
 
 def _arrow(table, their: pa.Table, ours: pa.Table, their_scale: int, our_scale: int, scale: int,
-           line_keys: dict[int, str]) -> pa.Table:
+           line_keys: dict[int, str], our_rates: pa.Array, their_rates: pa.Array, as_int: bool) -> pa.Table:
+    """The classed records as the Arrow table of :attr:`Reconciliation.records`."""
     import polars as pl  # lazy: polars only where records are compared
 
-    n = table.height
-    cls = table.get_column("class").to_arrow()
     dictionary = pa.array(list(RECORD_CLASSES), pa.string())
-    index = pc.index_in(cls, value_set=dictionary)
+    if table is None or not table.height:
+        empty = {n: pa.array([], pa.string()) for n in RECORDS_SCHEMA_NAMES}
+        empty["class"] = pa.DictionaryArray.from_arrays(pa.array([], pa.int8()), dictionary)
+        table = None
+        return pa.table(empty)
+    n = table.height
+    index = pc.index_in(table.get_column("class").to_arrow(), value_set=dictionary)
     klass = pa.DictionaryArray.from_arrays(pc.cast(index, pa.int8()), dictionary)
 
     def ints(name: str) -> pa.Array:
         return table.get_column(name).cast(pl.Int64).to_arrow() if name in table.columns else pa.nulls(n, pa.int64())
 
+    def numbers(name: str) -> pa.Array:
+        col = table.get_column(name)
+        return col.cast(pl.String).to_arrow() if as_int else col.to_arrow()
+
+    def coded(name: str, values: pa.Array, present: str) -> pa.Array:
+        codes = table.get_column(name).fill_null(0).cast(pl.Int32).to_arrow()
+        valid = table.get_column(present).is_not_null().to_arrow()
+        if present == "our_rate_code":
+            valid = table.get_column("orow").is_not_null().to_arrow()
+        codes = pc.if_else(valid, codes, pa.scalar(None, pa.int32()))
+        return pc.cast(pa.DictionaryArray.from_arrays(codes, values), pa.string()) if len(values) else \
+            pa.nulls(n, pa.string())
+
     t_amount = table.get_column("their_amount").fill_null(0).cast(pl.Int64).to_numpy() * 10 ** (scale - their_scale)
     t_valid = table.get_column("their_amount_given").fill_null(False).to_numpy()
     o_amount = table.get_column("our_amount").fill_null(0).cast(pl.Int64).to_numpy() * 10 ** (scale - our_scale)
     o_valid = table.get_column("orow").is_not_null().to_numpy()
-    lines = table.get_column("line")
-    keys = pl.DataFrame({"line": list(line_keys.keys()), "key": list(line_keys.values())},
-                        schema={"line": lines.dtype, "key": pl.String})
-    line_text = table.select("line").join(keys, on="line", how="left", maintain_order="left").get_column("key")
+    line_codes = table.get_column("line").to_arrow()
+    keys = sorted(line_keys)
+    pos = pc.index_in(pc.cast(line_codes, pa.int64()), value_set=pa.array(keys, pa.int64()))
+    line = pa.DictionaryArray.from_arrays(pc.cast(pos, pa.int32()), pa.array([line_keys[k] for k in keys], pa.string()))
     return pa.table({
         "class": klass,
         "their_id": _ids(table, "their_id", their.schema.field("their_id").type),
         "our_id": _ids(table, "our_id", ours.schema.field("id").type),
-        "a_number": table.get_column("a_number").to_arrow(),
-        "b_number": table.get_column("b_number").to_arrow(),
+        "a_number": numbers("a_number"),
+        "b_number": numbers("b_number"),
         "their_start_us": ints("their_start"),
         "our_start_us": ints("our_start"),
         "their_duration": ints("their_duration"),
         "our_duration": ints("our_duration"),
         "their_amount": _decimal(t_amount, t_valid, scale),
         "our_amount": _decimal(o_amount, o_valid, scale),
-        "line": pc.cast(line_text.to_arrow(), pa.string()),
-        "service": pc.cast(table.get_column("service").to_arrow(), pa.string()),
-        "their_rate": pc.cast(table.get_column("their_rate").to_arrow(), pa.string()),
-        "our_rate": pc.cast(table.get_column("our_rate").to_arrow(), pa.string()),
+        "line": line,
+        "service": pc.cast(table.get_column("service").cast(pl.String).to_arrow(), pa.string()),
+        "their_rate": coded("their_rate_code", their_rates, "their_rate_i"),
+        "our_rate": coded("our_rate_code", our_rates, "our_rate_code"),
     })
 
 
