@@ -495,3 +495,59 @@ def test_the_command(tmp_path, monkeypatch):
               run("reconcile", "ACME", "2026-03", "--rules", "rules", "--format", "xml", code=2),
               run("reconcile", "ACME", "2026-13", "--rules", "rules", code=2)]
     compare_golden(GOLDEN / "reconcile" / "cli.errors", "".join(errors))
+
+
+# --------------------------------------------------------------------------- properties
+
+
+def _ours_table(n: int, a: list[int], durations: list[int]) -> pa.Table:
+    from icdsl.recon.ours import kept_columns
+
+    rated = pa.table({
+        "id": [f"O{i}" for i in range(n)], "service": ["voice"] * n,
+        "start": pa.array([i * 10_000_000 for i in range(n)], pa.timestamp("us", tz="UTC")),
+        "duration_s": pa.array(durations, pa.int64()), "amount": pa.array([Decimal(d) / 100 for d in durations],
+                                                                         pa.decimal128(20, 6)),
+        "rate": ["0.0100"] * n, "line": pa.array([1] * n, pa.int32())})
+    kept = kept_columns(rated, 6)
+    return kept.append_column("a_number", pa.array([str(3310000000 + x) for x in a])).append_column(
+        "b_number", pa.array(["33142685300"] * n))
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_pairs_are_one_to_one_and_every_record_is_classed_once(seed):
+    """Random records, their detail shifted within the tolerances with some dropped and some
+    added: every record of either side is in exactly one row; inside the tolerances it matches."""
+    import random
+
+    from icdsl.recon.records import compare_records
+
+    rng = random.Random(seed)
+    n = rng.randint(1, 60)
+    a = [rng.randint(0, 3) for _ in range(n)]
+    durations = [rng.randint(1, 600) for _ in range(n)]
+    ours = _ours_table(n, a, durations)
+    dropped = {i for i in range(n) if rng.random() < 0.2}
+    rows = []
+    for i in range(n):
+        if i in dropped:
+            continue
+        rows.append((f"T{i}", str(3310000000 + a[i]), "33142685300", i * 10_000_000 + rng.randint(-2, 2) * 10**6,
+                     durations[i] + rng.randint(-1, 1), str(Decimal(durations[i]) / 100)))
+    extra = rng.randint(0, 3)
+    for j in range(extra):
+        rows.append((f"X{j}", "3319999999", "33142685300", j * 10_000_000, 60, None))
+    cols = list(zip(*rows, strict=True)) if rows else [[]] * 6
+    detail = pa.table({"id": pa.array(list(cols[0]), pa.string()), "a_number": pa.array(list(cols[1]), pa.string()),
+                       "b_number": pa.array(list(cols[2]), pa.string()), "start": pa.array(list(cols[3]), pa.int64()),
+                       "duration_s": pa.array(list(cols[4]), pa.int64()),
+                       "amount": pa.array(list(cols[5]), pa.string())})
+    tol = Tolerances(start_seconds=2, duration_seconds=1)
+    table, counts = compare_records(ours, detail, tol, 6, {1: "line 1"})
+    recs = table.to_pylist()
+    ours_seen = [x["our_id"] for x in recs if x["our_id"] is not None]
+    theirs_seen = [x["their_id"] for x in recs if x["their_id"] is not None]
+    assert sorted(ours_seen) == sorted(f"O{i}" for i in range(n))
+    assert sorted(theirs_seen) == sorted(r[0] for r in rows)
+    assert counts[ONLY_OURS] == len(dropped) and counts[ONLY_THEIRS] == extra
+    assert counts[MATCHED] == n - len(dropped) and sum(counts.values()) == len(recs)

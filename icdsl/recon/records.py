@@ -121,25 +121,26 @@ def _decimal_column(col: pa.ChunkedArray, name: str, ids: pa.ChunkedArray | None
                              help=f"import the {name}s as decimals (text such as 0.0123)")
     if pa.types.is_decimal(col.type) or pa.types.is_integer(col.type):
         return col if pa.types.is_decimal(col.type) else pc.cast(col, pa.decimal128(38, 0))
-    text = pc.cast(col, pa.string())
-    scale = 0
-    for v in pc.unique(text).to_pylist():
-        if v is None:
-            continue
-        try:
-            d = Decimal(v.strip())
-        except ArithmeticError:
-            d = None
-        if d is None or not d.is_finite():
-            where = ""
-            if ids is not None:
-                at = pc.index(text, v).as_py()
-                where = f" of record {str(ids[at].as_py())[:40]} (row {at + 1})"
-            raise ReconcileError(f"their detail has the {name} '{v[:40]}'{where}, which is not a number",
-                                 help=f"{name}s are decimals written with a point, such as 0.0125")
-        scale = max(scale, -d.as_tuple().exponent)  # type: ignore[operator]
-    scale = min(max(scale, 0), MAX_SCALE + 1)
-    return pc.cast(pc.utf8_trim_whitespace(text), pa.decimal128(38, scale))
+    text = pc.utf8_trim_whitespace(pc.cast(col, pa.string()))
+    ok = pc.fill_null(pc.match_substring_regex(text, _DECIMAL), True)
+    if not pc.all(ok).as_py():  # the first that is not a number, located
+        at = pc.index(ok, False).as_py()
+        v = str(text[at].as_py())
+        where = f" of record {str(ids[at].as_py())[:40]} (row {at + 1})" if ids is not None else f" (row {at + 1})"
+        raise ReconcileError(f"their detail has the {name} '{v[:40]}'{where}, which is not a number",
+                             help=f"{name}s are decimals written with a point, such as 0.0125")
+    written = _decimals_written(text, 0)
+    scale = int(pc.max(written).as_py() or 0) if len(written) else 0
+    if scale > MAX_SCALE:
+        raise ReconcileError(f"their detail has {name}s with {scale} decimals, more than the {MAX_SCALE} compared")
+    digits = pc.subtract(pc.utf8_length(pc.replace_substring(pc.replace_substring(text, "-", ""), ".", "")),
+                         written)
+    if (pc.max(digits).as_py() or 0) > 38 - MAX_SCALE:
+        raise ReconcileError(f"their detail has {name}s too large to be amounts")
+    return pc.cast(text, pa.decimal128(38, scale))
+
+
+_DECIMAL = r"^-?[0-9]+(\.[0-9]+)?$"
 
 
 def _unscaled(col: pa.ChunkedArray | pa.Array, scale: int) -> np.ndarray:
