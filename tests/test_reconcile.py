@@ -61,6 +61,9 @@ agreement "ACME deal" v1 with ACME effective 2026-01-01 .. {
     }
     increments 1/1
   }
+  outbound sms {
+    price 0.0100 EUR per message
+  }
   inbound voice {
     price 0.0060 EUR per minute
   }
@@ -151,7 +154,7 @@ def test_the_agreement_states_the_tolerances_and_defaults_are_exact(tmp_path):
     t = tolerances_for(plan, "ACME", dt.date(2026, 3, 1), dt.date(2026, 3, 31))
     assert (t.line_percent, t.line_amount, t.start_seconds, t.duration_seconds) == (Decimal("0.5"), Decimal("0.05"),
                                                                                     2, 1)
-    assert t.agreement == "ACME deal v1" and t.span.line == 24
+    assert t.agreement == "ACME deal v1" and t.span.line == 27
     # the larger of the two bounds: 0.5 % of 20.00 is 0.10, more than 0.05
     assert t.within(Decimal("20.10"), Decimal("20.00")) and not t.within(Decimal("20.11"), Decimal("20.00"))
     assert t.within(Decimal("1.05"), Decimal("1.00")) and not t.within(Decimal("1.06"), Decimal("1.00"))
@@ -192,6 +195,25 @@ def test_every_line_difference_found_and_nothing_else(tmp_path):
     assert sorted(n for c in r.lines for n in c.their_lines) == [ln.number for ln in theirs]
     assert [c.destination for c in r.disputable] == ["Germany", "UK"]
     assert r.problems == []
+
+
+def test_a_line_without_band_takes_every_band_and_a_flat_service_has_no_destination(tmp_path):
+    plan, _ = make_plan(tmp_path)
+    at = dt.datetime(2026, 3, 4, 10, 0, tzinfo=dt.UTC)  # a Wednesday: 10:00 peak, 22:00 off-peak
+    rows = [("P1", "ACME", "outbound", "voice", "331", NUMBERS["France"], at, 120),  # 0.0200
+            ("P2", "ACME", "outbound", "voice", "331", NUMBERS["France"], at + dt.timedelta(hours=12), 60),  # 0.0080
+            ("S1", "ACME", "outbound", "sms", "331", "33612345678", at, 0),
+            ("S2", "ACME", "outbound", "sms", "331", "447700900123", at, 0)]
+    lines = [PartnerInvoiceLine(1, "voice", destination="France", calls=2, quantity=Decimal(3), unit="min",
+                                amount=Decimal("0.03"), currency="EUR"),
+             PartnerInvoiceLine(2, "sms", description="SMS termination", calls=2, quantity=Decimal(2),
+                                unit="messages", amount=Decimal("0.02"), currency="EUR")]
+    r = reconcile_traffic(plan, invoice(lines), table_of(rows), tolerances=Tolerances())
+    got = {(c.service, c.destination, c.band): (c.status, c.our_amount, c.their_amount, c.our_lines.__len__(),
+                                                c.our_quantity, c.their_quantity) for c in r.lines}
+    assert got == {("voice", "France", None): (LINE_MATCHED, Decimal("0.03"), Decimal("0.03"), 2, Decimal(180),
+                                               Decimal(180)),
+                   ("sms", None, None): (LINE_MATCHED, Decimal("0.02"), Decimal("0.02"), 1, Decimal(2), Decimal(2))}
 
 
 def test_a_worked_example_to_the_cent(tmp_path):
