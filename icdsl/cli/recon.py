@@ -14,6 +14,13 @@ import typer
 
 from icdsl.cli.billing import RULES_HELP, _data_option, _db_option, _plan, opened, user_errors
 from icdsl.cli.common import app, echo_err, table_console
+from icdsl.outputs.reconciliation import (
+    default_name,
+    dumps_csv,
+    dumps_json,
+    rich_tables,
+    write_reconciliation,
+)
 
 FORMATS = ("table", "csv", "json", "pdf")
 
@@ -41,15 +48,8 @@ def reconcile_cmd(
     if fmt not in FORMATS:
         echo_err(f"error: unknown format '{fmt}': use {', '.join(FORMATS)}")
         raise typer.Exit(2)
-    # lazy: the store, the engine and fpdf2 load when the command runs, not at every `icdsl` start
+    # lazy: the store (sqlalchemy) loads when the command runs, not at every `icdsl` start
     from icdsl.billing.reconcile import reconcile_partner
-    from icdsl.outputs.reconciliation import (
-        default_name,
-        dumps_csv,
-        dumps_json,
-        rich_tables,
-        write_reconciliation,
-    )
 
     plan, program = _plan(rules, root)
     with opened(db, data) as store, user_errors():

@@ -26,6 +26,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from rich import box
+from rich.table import Table
+
 from icdsl.outputs.json import plain
 from icdsl.outputs.pdf import FONT, latin1, money_text, quantity_text
 from icdsl.recon.model import LINE_MATCHED, MATCHED, LineComparison, Reconciliation
@@ -149,9 +152,6 @@ def default_name(r: Reconciliation, fmt: str) -> str:
 
 def rich_tables(r: Reconciliation, *, records: bool = False, limit: int = 200) -> list[Any]:
     """Rich renderables: the lines (and the differing records), then the totals."""
-    from rich import box  # lazy: rich only for the screen
-    from rich.table import Table
-
     inv = r.invoice
     title = (f"{r.partner} invoice {inv.number} ({inv.period_start} .. {inv.period_end}) against our view of "
              f"{r.period_start} .. {r.period_end}, {r.currency}")
