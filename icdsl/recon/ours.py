@@ -98,15 +98,8 @@ class RecordKeeper:
 
     def write(self, table: pa.Table) -> None:
         self.rows += table.num_rows
-        mask = None
-        for direction, service in self.services:
-            m = pc.and_(pc.equal(pc.cast(table.column("direction"), pa.string()), direction),
-                        pc.equal(pc.cast(table.column("service"), pa.string()), service))
-            mask = m if mask is None else pc.or_(mask, m)
-        if mask is None:
-            return
-        kept = table.filter(pc.fill_null(mask, False))
-        if not kept.num_rows:
+        kept = billed_rows(table, self.services)
+        if kept is None or not kept.num_rows:
             return
         self.tables.append(kept_columns(kept, self.scale))
 
@@ -119,6 +112,46 @@ class RecordKeeper:
 
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
+
+
+def _equal(col: pa.ChunkedArray, value: str) -> pa.ChunkedArray:
+    """``col == value`` for text or dictionary columns (a dictionary compared on its values)."""
+    if not pa.types.is_dictionary(col.type):
+        return pc.equal(col, value)
+    return pa.chunked_array([pc.take(pc.equal(c.dictionary, value), c.indices) for c in col.chunks],
+                            type=pa.bool_())
+
+
+def _values(col: pa.ChunkedArray) -> set[str]:
+    """The distinct values of a text or dictionary column (a dictionary's used values only)."""
+    if not pa.types.is_dictionary(col.type):
+        return set(pc.unique(col).to_pylist())
+    out: set[str] = set()
+    for c in col.chunks:
+        used = pc.drop_null(pc.unique(c.indices))
+        out.update(pc.take(c.dictionary, used).to_pylist())
+        if c.null_count:
+            out.add(None)  # type: ignore[arg-type]
+    return out
+
+
+def billed_rows(table: pa.Table, services: set[tuple[str, str]]) -> pa.Table | None:
+    """The rows of ``table`` of the billed (direction, service) pairs (None: none of them); a
+    table with only such rows is returned as it is (no filter: the common case)."""
+    if "direction" not in table.column_names or "service" not in table.column_names:
+        return table
+    directions, kinds = _values(table.column("direction")), _values(table.column("service"))
+    present = {(d, k) for d in directions for k in kinds}
+    if present <= services:
+        return table
+    wanted = present & services
+    if not wanted:
+        return None
+    mask = None
+    for direction, service in wanted:
+        m = pc.and_(_equal(table.column("direction"), direction), _equal(table.column("service"), service))
+        mask = m if mask is None else pc.or_(mask, m)
+    return table.filter(pc.fill_null(mask, False))
 
 
 def _dictionary(col: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -173,12 +206,13 @@ def our_lines(groups: Sequence[Group], plan: Plan, services: set[tuple[str, str]
     last_day = period.local_end - timedelta(days=1)
     table = fx if fx is not None else FxTable(())
     out = []
+    terms: dict[Any, Any] = {}  # what lines of one agreement, service and currency share: worked out once
     for g in groups:
         if (g.direction, g.service) not in services:
             continue
         agreement = by_hash.get(g.agreement_hash)
         try:
-            d = traffic_line(g, agreement, invoice_currency, table, last_day)
+            d = traffic_line(g, agreement, invoice_currency, table, last_day, terms)
         except CycleError as e:
             raise ReconcileError(f"our {g.direction} {g.service} lines cannot be put in the invoice's currency: {e}",
                                  help="add the rate to the agreement's fx source, or check the invoice's currency"
@@ -201,8 +235,11 @@ def with_numbers(records: pa.Table, numbers: pa.Table | None) -> pa.Table:
     right = pl.from_arrow(numbers.select(list(NUMBER_COLUMNS)))
     if left.schema["id"] != right.schema["id"]:
         right = right.with_columns(pl.col("id").cast(left.schema["id"]))
-    right = right.unique(subset=["id"], keep="first")
-    return left.join(right, on="id", how="left").to_arrow()
+    try:  # ids are unique (intake sees to it); validated while the join builds its table
+        return left.join(right, on="id", how="left", validate="m:1").to_arrow()
+    except pl.exceptions.ComputeError:
+        right = right.unique(subset=["id"], keep="first")
+        return left.join(right, on="id", how="left").to_arrow()
 
 
 class NumberKeeper:
@@ -225,15 +262,11 @@ class NumberKeeper:
     def keep(self, table: pa.Table) -> None:
         if not all(c in table.column_names for c in NUMBER_COLUMNS):
             return
-        if "direction" in table.column_names and "service" in table.column_names:
-            mask = None
-            for direction, service in self.services:
-                m = pc.and_(pc.equal(pc.cast(table.column("direction"), pa.string()), direction),
-                            pc.equal(pc.cast(table.column("service"), pa.string()), service))
-                mask = m if mask is None else pc.or_(mask, m)
-            if mask is None:
-                return
-            table = table.filter(pc.fill_null(mask, False))
+        billed = billed_rows(table.select([c for c in (*NUMBER_COLUMNS, "direction", "service")
+                                           if c in table.column_names]), self.services)
+        if billed is None:
+            return
+        table = billed
         self.tables.append(pa.table({c: number_column(table.column(c)) if c != "id" else table.column(c)
                                      for c in NUMBER_COLUMNS}))
 
