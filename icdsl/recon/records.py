@@ -225,6 +225,8 @@ def compare_records(ours: pa.Table, theirs: pa.Table, tolerances: Tolerances, ou
     o, t, as_int = _number_keys(o, t)
     o, t = o.with_row_index("orow"), t.with_row_index("trow")
     same_ids = _comparable_ids(o.schema["our_id"], t.schema["their_id"])
+    if same_ids:
+        o, t = _id_keys(o, t)
     parts = max(1, -(-max(o.height, t.height) // PART_ROWS))
     counts = {c: 0 for c in RECORD_CLASSES}
     kept = []
@@ -273,12 +275,9 @@ def _classed(o, t, tolerances: Tolerances, their_scale: int, our_scale: int, sca
 
     pairs = []
     if same_ids:  # 1. by id, with the same called number
-        left = t.select("trow", "their_id", "b_number")
-        right = o.select("orow", "our_id", pl.col("b_number").alias("b_o"))
-        if left.schema["their_id"] != right.schema["our_id"]:
-            left = left.with_columns(pl.col("their_id").cast(pl.String))
-            right = right.with_columns(pl.col("our_id").cast(pl.String))
-        by_id = (left.join(right, left_on="their_id", right_on="our_id", how="inner")
+        left = t.select("trow", "id_key", "b_number")
+        right = o.select("orow", "id_key", pl.col("b_number").alias("b_o"))
+        by_id = (left.join(right, on="id_key", how="inner")
                  .filter(pl.col("b_number") == pl.col("b_o"))
                  .unique(subset=["orow"], keep="first", maintain_order=True)
                  .unique(subset=["trow"], keep="first", maintain_order=True)
@@ -326,6 +325,22 @@ def _classed(o, t, tolerances: Tolerances, their_scale: int, our_scale: int, sca
     only_t = t.join(paired, on="trow", how="anti").with_columns(pl.lit(ONLY_THEIRS).alias("class"))
     only_o = o.join(paired, on="orow", how="anti").with_columns(pl.lit(ONLY_OURS).alias("class"))
     return pl.concat([both, only_t, only_o], how="diagonal_relaxed")
+
+
+def _id_keys(o, t):
+    """Both sides with an ``id_key`` column of one type: integers when our ids are (their text
+    ids read as integers; one that is not a number pairs with none of ours by id), else text."""
+    import polars as pl  # lazy, as above
+
+    ours, theirs = o.schema["our_id"], t.schema["their_id"]
+    if ours.is_integer() and theirs.is_integer():
+        return o.with_columns(pl.col("our_id").cast(pl.Int64).alias("id_key")), \
+            t.with_columns(pl.col("their_id").cast(pl.Int64).alias("id_key"))
+    if ours.is_integer() and theirs == pl.String:
+        return o.with_columns(pl.col("our_id").cast(pl.Int64).alias("id_key")), \
+            t.with_columns(pl.col("their_id").str.to_integer(strict=False).alias("id_key"))
+    return o.with_columns(pl.col("our_id").cast(pl.String).alias("id_key")), \
+        t.with_columns(pl.col("their_id").cast(pl.String).alias("id_key"))
 
 
 def _comparable_ids(a, b) -> bool:
