@@ -17,6 +17,12 @@ apart than ``duration within``; ``differs_rate`` when they state a rate and it i
 0.012344 matches, against our 0.012346 it differs); else ``matched``. Records of theirs in no pair are
 ``only_theirs``, ours in none ``only_ours``.
 
+The comparison works by partitions of the called numbers (:data:`PART_ROWS` records of a side
+at a time; a pair never crosses them), on integer keys where it can: numbers that are all
+digits without a leading zero as int64 (else text on both sides), their text ids read as
+integers when our ids are integers. Only the records that differ need be kept
+(``keep_matched=False``: every record is still classed and counted).
+
 Their detail (the partner-invoice import's table) has ``id``, ``a_number``, ``b_number``,
 ``start`` (int64 µs UTC, or a timestamp), ``duration_s`` (or ``duration``: whole seconds) and,
 when they send them, ``amount`` (decimal, or text of a decimal) and ``rate``. Amounts are
@@ -270,47 +276,51 @@ def _number_keys(o, t):
 
 
 def _classed(o, t, tolerances: Tolerances, their_scale: int, our_scale: int, scale: int, same_ids: bool):
-    """One partition's records of both sides, paired and classed (the module's documentation)."""
+    """One partition's records of both sides, paired and classed (the module's documentation).
+    Pairs are kept as row positions (NumPy), records are gathered by position: no join but the
+    pairing ones."""
     import polars as pl  # lazy, as above
 
-    pairs = []
-    if same_ids:  # 1. by id, with the same called number
-        left = t.select("trow", "id_key", "b_number")
-        right = o.select("orow", "id_key", pl.col("b_number").alias("b_o"))
-        by_id = (left.join(right, on="id_key", how="inner")
-                 .filter(pl.col("b_number") == pl.col("b_o"))
-                 .unique(subset=["orow"], keep="first", maintain_order=True)
-                 .unique(subset=["trow"], keep="first", maintain_order=True)
-                 .select("trow", "orow"))
-        pairs.append(by_id)
+    t, o = t.with_row_index("ti"), o.with_row_index("oi")
+    free_t, free_o = np.ones(t.height, bool), np.ones(o.height, bool)
+    pt: list[np.ndarray] = []
+    po: list[np.ndarray] = []
+
+    def take(pairs) -> None:
+        ti, oi = pairs.get_column("ti").to_numpy(), pairs.get_column("oi").to_numpy()
+        pt.append(ti)
+        po.append(oi)
+        free_t[ti] = False
+        free_o[oi] = False
+
+    if same_ids and t.height and o.height:  # 1. by id, with the same called number
+        right = o.select("oi", "id_key", pl.col("b_number").alias("b_o"))
+        take(t.select("ti", "id_key", "b_number").join(right, on="id_key", how="inner")
+             .filter(pl.col("b_number") == pl.col("b_o"))
+             .unique(subset=["oi"], keep="first", maintain_order=True)
+             .unique(subset=["ti"], keep="first", maintain_order=True))
     # 2. by numbers, the nearest start within the tolerance
-    t_left = t.select("trow", "a_number", "b_number", "their_start")
-    o_left = o.select("orow", "a_number", "b_number", "our_start")
-    if pairs and pairs[0].height:
-        t_left = t_left.join(pairs[0], on="trow", how="anti")
-        o_left = o_left.join(pairs[0], on="orow", how="anti")
     tol_us = tolerances.start_seconds * 1_000_000
     for _ in range(ROUNDS):
+        t_left = t.select("ti", "a_number", "b_number", "their_start").filter(pl.Series(free_t))
+        o_left = o.select("oi", "a_number", "b_number", "our_start").filter(pl.Series(free_o))
         if not t_left.height or not o_left.height:
             break
         m = (t_left.sort("their_start")
              .join_asof(o_left.sort("our_start"), left_on="their_start", right_on="our_start",
                         by=["a_number", "b_number"], strategy="nearest", tolerance=tol_us, check_sortedness=False)
-             .filter(pl.col("orow").is_not_null())
+             .filter(pl.col("oi").is_not_null())
              .with_columns((pl.col("their_start") - pl.col("our_start")).abs().alias("gap"))
-             .sort(["orow", "gap", "trow"])
-             .unique(subset=["orow"], keep="first", maintain_order=True)
-             .select("trow", "orow"))
+             .sort(["oi", "gap", "ti"])
+             .unique(subset=["oi"], keep="first", maintain_order=True))
         if not m.height:
             break
-        pairs.append(m)
-        t_left = t_left.join(m, on="trow", how="anti")
-        o_left = o_left.join(m, on="orow", how="anti")
-    del t_left, o_left
-    paired = (pl.concat(pairs) if pairs else pl.DataFrame({"trow": [], "orow": []},
-                                                           schema={"trow": pl.UInt32, "orow": pl.UInt32}))
+        take(m)
+    ti = np.concatenate(pt) if pt else np.zeros(0, np.int64)
+    oi = np.concatenate(po) if po else np.zeros(0, np.int64)
     # 3. the pairs classed
-    both = paired.join(t.drop("a_number", "b_number"), on="trow", how="left").join(o, on="orow", how="left")
+    both = pl.concat([t[ti].drop("id_key", strict=False),
+                      o[oi].drop("a_number", "b_number", "id_key", strict=False)], how="horizontal")
     up_t, up_o = 10 ** (scale - their_scale), 10 ** (scale - our_scale)
     cls = (pl.when((pl.col("their_duration") - pl.col("our_duration")).abs() > tolerances.duration_seconds)
            .then(pl.lit(DIFFERS_DURATION))
@@ -322,8 +332,8 @@ def _classed(o, t, tolerances: Tolerances, their_scale: int, our_scale: int, sca
            .then(pl.lit(DIFFERS_AMOUNT))
            .otherwise(pl.lit(MATCHED)))
     both = both.with_columns(cls.alias("class"))
-    only_t = t.join(paired, on="trow", how="anti").with_columns(pl.lit(ONLY_THEIRS).alias("class"))
-    only_o = o.join(paired, on="orow", how="anti").with_columns(pl.lit(ONLY_OURS).alias("class"))
+    only_t = t.filter(pl.Series(free_t)).drop("id_key", strict=False).with_columns(pl.lit(ONLY_THEIRS).alias("class"))
+    only_o = o.filter(pl.Series(free_o)).drop("id_key", strict=False).with_columns(pl.lit(ONLY_OURS).alias("class"))
     return pl.concat([both, only_t, only_o], how="diagonal_relaxed")
 
 
