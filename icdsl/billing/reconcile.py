@@ -138,18 +138,21 @@ def reconcile_partner(store: Store, partner: str, period: Any, invoice: PartnerI
                               .order_by(M.DataFile.id.desc())).first()
         batches = partner_inputs(s, partner, per.start, per.end)
         fx = FxTable.load(s, plan)
-        try:
-            if rated is not None:
-                ours = _from_cycle(store, rated, plan, partner, per, inv.currency, fx, batches,
-                                   keep=detail is not None)
-                note = f"our view: cycle #{cycle.id} ({cycle.status}) as rated"
-            else:
-                inputs = cycle_inputs(store, s, prow, per, plan, -1, batches, accept=("all",), validators=())
-                ours = run_ours(inputs, inv.currency, records=detail is not None)
-                note = f"our view: {partner}'s ingested records of {per.label} rated now (no cycle has run)"
-            out = reconcile(inv, ours, plan, detail=detail, keep_matched=all_records)
-        except ReconcileError as e:
-            raise ReconcileStoreError(str(e)) from None
+        inputs = None
+        if rated is not None:
+            note = f"our view: cycle #{cycle.id} ({cycle.status}) as rated"
+        else:
+            inputs = cycle_inputs(store, s, prow, per, plan, -1, batches, accept=("all",), validators=())
+            note = f"our view: {partner}'s ingested records of {per.label} rated now (no cycle has run)"
+    # the inputs are plain data (files by path): the rating and the comparison run outside the transaction
+    try:
+        if inputs is None:
+            ours = _from_cycle(store, rated, plan, partner, per, inv.currency, fx, batches, keep=detail is not None)
+        else:
+            ours = run_ours(inputs, inv.currency, records=detail is not None)
+        out = reconcile(inv, ours, plan, detail=detail, keep_matched=all_records)
+    except ReconcileError as e:
+        raise ReconcileStoreError(str(e)) from None
     out.problems.insert(0, note)
     return out
 
