@@ -94,8 +94,9 @@ def default_source(store: Store) -> InvoiceSource:
         # lazy: the import part of partners' invoices is a sibling module of the store, optional here
         from icdsl.billing import partner_invoices  # type: ignore[attr-defined]
     except ImportError:
-        raise ReconcileStoreError("this store cannot import partners' invoices yet: give the invoice to reconcile "
-                                  "as an object (reconcile_partner(..., invoice=PartnerInvoice(...)))") from None
+        raise ReconcileStoreError("this version of icdsl cannot import partners' invoices (no `icdsl "
+                                  "partner-invoice import`): there is no invoice of theirs to reconcile; from code, "
+                                  "pass the invoice (reconcile_partner(..., invoice=PartnerInvoice(...)))") from None
     return _ImportedInvoices(store, partner_invoices)
 
 

@@ -306,6 +306,3 @@ def _head(pdf: Any, cols: list[tuple[str, float, str]], width: float) -> None:
         pdf.cell(width * w, 6, latin1(name), align=align, fill=True)
     pdf.ln(6)
 
-
-def as_mapping(r: Reconciliation) -> Mapping[str, Any]:
-    return plain(document(r))
