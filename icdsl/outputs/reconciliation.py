@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
