@@ -631,11 +631,21 @@ class Store:
                 self._load_ending(s, a, by_hash, loaded_before, report, t, retroactive, texts, hashes, plan)
             # FX rates
             fx = {(r.source, r.base, r.quote, r.effective_from): r for r in s.scalars(select(M.FxRate))}
+            # the first day a new rate may take effect: after every finalized period (0013)
+            sealed_until = s.scalar(select(sa.func.max(M.BillingCycle.local_end))
+                                    .where(M.BillingCycle.status == "finalized"))
             for src in plan.fx_sources:
                 for r in src.rates:
                     k = (src.name, r.base, r.quote, r.effective_from)
                     row = fx.get(k)
                     if row is None:
+                        if sealed_until is not None and r.effective_from < sealed_until:
+                            raise FxRateConflict(
+                                f"FX rate {src.name} {r.base}/{r.quote} from {r.effective_from} ({r.span}) would take "
+                                f"effect during a finalized billing cycle (finalized periods run to "
+                                f"{sealed_until - timedelta(days=1)}): finalized invoices keep the rates they were "
+                                f"converted with; give the rate an effective date of {sealed_until} or later"
+                            )
                         row = M.FxRate(source=src.name, base=r.base, quote=r.quote, rate=r.rate,
                                        effective_from=r.effective_from, origin=str(r.span), loaded_at=t)
                         s.add(row)

@@ -335,6 +335,7 @@ def main() -> None:
 from icdsl.cli import billing as _billing  # noqa: E402,F401
 from icdsl.cli import recon as _recon  # noqa: E402,F401
 from icdsl.cli import rejects as _rejects  # noqa: E402,F401
+from icdsl.cli import routing as _routing  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()
