@@ -47,6 +47,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from icdsl.billing import models as M
+from icdsl.billing import partner_invoices
 
 # what the store's parts share lives below it, in billing.base; re-exported for the store's callers
 from icdsl.billing.base import actor as _actor
@@ -473,6 +474,7 @@ class Store:
         files.update(p for p in s.scalars(select(M.Correction.file_path)) if p)
         files.update(p for p in s.scalars(select(M.Correction.charges_path)) if p)
         files.update(s.scalars(select(M.RecordChargeFile.path)))
+        files.update(partner_invoices.referenced_files(s))
         return files
 
     def gc(self, min_age_s: float = 3600.0) -> list[str]:
@@ -487,9 +489,10 @@ class Store:
         with self.reading() as s:
             files = list(s.scalars(select(M.DataFile).order_by(M.DataFile.id)))
             files += list(s.scalars(select(M.RecordChargeFile).order_by(M.RecordChargeFile.id)))
-        for f in files:
+            checks = [(f.path, f.sha256) for f in files] + partner_invoices.file_checks(s)
+        for path, sha in checks:
             try:
-                self.data.verify(f.path, f.sha256)
+                self.data.verify(path, sha)
             except OSError as e:
                 problems.append(str(e))
         return problems

@@ -333,6 +333,7 @@ def main() -> None:
 
 # the other command modules register on the same app
 from icdsl.cli import billing as _billing  # noqa: E402,F401
+from icdsl.cli import partner_invoices as _partner_invoices  # noqa: E402,F401
 from icdsl.cli import rejects as _rejects  # noqa: E402,F401
 
 if __name__ == "__main__":
