@@ -84,17 +84,16 @@ def list_cmd(
     if not rows:
         typer.echo("no partner invoices imported" + (f" for {partner}" if partner else ""))
         return
-    t = Table(box=box.SIMPLE_HEAD)
-    for col, just in (("id", "right"), ("partner", "left"), ("number", "left"), ("issued", "left"),
-                      ("period", "left"), ("lines", "right"), ("total", "right"), ("tax", "right"), ("", "left"),
-                      ("findings", "right"), ("detail files", "right")):
-        t.add_column(col, justify=just, no_wrap=True)  # type: ignore[arg-type]
-    for inv in rows:
-        t.add_row(str(inv.id), inv.partner, inv.number + (" (credit note)" if inv.kind == "credit_note" else ""),
-                  str(inv.issue_date or ""), f"{inv.period_start}..{inv.period_end}", str(len(inv.lines)),
-                  money(inv.total), money(inv.tax_total), inv.currency, str(len(inv.findings)),
-                  str(len(inv.detail_batches)))
-    table_console().print(t)
+    head = ("id", "partner", "number", "issued", "period", "lines", "total", "tax", "cur", "findings", "detail")
+    body = [(str(inv.id), inv.partner, inv.number + (" (credit note)" if inv.kind == "credit_note" else ""),
+             str(inv.issue_date or "-"), f"{inv.period_start}..{inv.period_end}", str(len(inv.lines)),
+             money(inv.total), money(inv.tax_total), inv.currency, str(len(inv.findings)),
+             str(len(inv.detail_batches))) for inv in rows]
+    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
+    right = {0, 5, 6, 7, 9, 10}
+    for r in [head, *body]:
+        typer.echo("  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+                   .rstrip())
 
 
 def money(v: Decimal) -> str:

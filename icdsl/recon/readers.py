@@ -110,6 +110,8 @@ class _Problems:
 
     def raise_any(self) -> None:
         if self.items:
+            # in the order of the file (an element's problems are found after its children's)
+            self.items.sort(key=lambda x: int(m.group(1)) if (m := re.match(r"line ([0-9]+)", x.where)) else 0)
             raise InvoiceFileError(self.items, self.more)
 
 
@@ -170,8 +172,11 @@ def map_service(word: str, services: Mapping[str, str]) -> tuple[str, bool]:
 
 
 def looks_like_xml(data: bytes) -> bool:
-    head = data[:512].lstrip(b"\xef\xbb\xbf").lstrip()
-    return head.startswith(b"<") or data[:2] in (b"\xff\xfe", b"\xfe\xff")
+    """XML (UTF-8, or UTF-16 with its byte order mark) starts with '<' after blanks."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return data[2:512].decode("utf-16-le" if data[:2] == b"\xff\xfe" else "utf-16-be", "ignore") \
+            .lstrip().startswith("<")
+    return data[:512].lstrip(b"\xef\xbb\xbf").lstrip().startswith(b"<")
 
 
 def read_invoice(data: bytes, name: str, partner: str, *, layout: InvoiceLayout | None = None,
@@ -512,12 +517,16 @@ def read_csv_invoice(data: bytes, name: str, partner: str, layout: InvoiceLayout
     names = [h.strip() for h in header]
     columns = dict(layout.columns)
     index: dict[str, int] = {}
-    for field_name, col in columns.items():
-        if col in names:
-            index[field_name] = names.index(col)
-        else:
+    missing = [(f, c) for f, c in columns.items() if c not in names]
+    index = {f: names.index(c) for f, c in columns.items() if c in names}
+    listed = ", ".join(f'"{n}"' for n in names[:20]) + (", ..." if len(names) > 20 else "")
+    if len(missing) > 3:  # most of the layout's columns: the wrong layout or the wrong file, said once
+        cols = ", ".join(f'"{c}"' for _, c in missing)
+        p.add("line 1", "", f"the file has none of the columns {cols} of layout {layout.name}",
+              f"is this the right layout for this file? the file's columns are: {listed}")
+    else:
+        for field_name, col in missing:
             hint = _did_you_mean(col, names)
-            listed = ", ".join(f'"{n}"' for n in names[:20])
             p.add("line 1", field_name, f"the file has no column \"{col}\" (layout {layout.name})",
                   (hint + " " if hint else "") + f"the columns are: {listed}")
     if len(names) == 1 and layout.delimiter not in header[0] and any(d in header[0] for d in ";,\t|"):
