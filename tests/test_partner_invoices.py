@@ -328,3 +328,25 @@ def test_cli_import_list_show(db_url, tmp_path):  # noqa: F811 - the fixture
     r = runner.invoke(app, ["partner-invoice", "import", str(tmp_path / "missing.xml"), "--partner", "LUMFR",
                             "--rules", str(rules), *base])
     assert r.exit_code == 2
+
+
+def test_detail_sent_later_repeats_and_bad_amounts(loaded, plan, tmp_path):
+    inv = import_partner_invoice(loaded, UBL, "LUMFR", plan, details=[DETAIL],
+                                 detail_layout="lumiere_detail").invoice
+    later = tmp_path / "lumiere-2026-03-detail-2.csv"
+    later.write_text("call_ref,calling,called,setup_time,duration,charge\n"
+                     "IC-0001,33170000001,33142685300,2026-03-02 09:59:12,61,0.007700\n"  # in the first file
+                     "LUM-90001,33170000050,0612345678,2026-03-20 11:00:00,30,0.005350\n"  # national number
+                     "LUM-90002,33170000051,33612345678,2026-03-20 11:05:00,30,abc\n", encoding="utf-8")
+    rep = import_partner_invoice(loaded, UBL, "LUMFR", plan, details=[later], detail_layout="lumiere_detail")
+    assert rep.already and rep.invoice.id == inv.id
+    (d,) = rep.details
+    assert (d.read, d.passed, d.rejected, d.duplicates) == (3, 1, 1, 1)
+    assert d.by_reason == {"duplicate_id": 1, "bad_amount": 1}
+    t = detail_table(loaded, inv.id)
+    assert t.num_rows == 10 and t.column("id").to_pylist().count("IC-0001") == 1
+    row = [r for r in t.to_pylist() if r["id"] == "LUM-90001"][0]
+    assert row["b_number"] == "33612345678" and row["amount"] == Decimal("0.005350")  # E.164 as our intake does
+    rej = detail_rejects(loaded, d.id).to_pylist()
+    assert [(r["id"], r["reason"]) for r in rej] == [("IC-0001", "duplicate_id"), ("LUM-90002", "bad_amount")]
+    assert rej[0]["detail"] == "also in their detail file lumiere-2026-03-detail.csv"

@@ -13,7 +13,7 @@ UBL 2.1 or CSV in an ``invoice layout``), then, in one transaction under the
   their findings) are written and an audit entry says who imported what;
 - **their CDR detail** (``--detail FILE``) is read through the record readers and the same
   intake normalization as our own traffic (E.164 numbers, UTC starts, rejects with reasons,
-  duplicates by id) into Parquet next to the invoice's file: never an intake batch, so no
+  duplicates by id, within a file and across the invoice's detail files) into Parquet next to the invoice's file: never an intake batch, so no
   billing cycle ever reads a partner's records. Their ``amount`` and ``rate`` columns, when a
   records layout maps them, are read as exact decimals (a value that is not a number is a
   reject, ``bad_amount``).
@@ -262,7 +262,8 @@ def _add_details(store: Store, s: Session, inv: M.PartnerInvoice, details: list 
             reports.append(DetailReport(dp.name, dsha, found.read_count, found.passed_count, found.rejected_count,
                                         found.duplicate_count, dict(found.by_reason or {}), already=True, id=found.id))
             continue
-        rep, rec_f, rej_f, reader_name = _read_detail(store, inv, dp, dsha, layout, reader, options)
+        earlier = _earlier_ids(store, s, inv.id)
+        rep, rec_f, rej_f, reader_name = _read_detail(store, inv, dp, dsha, layout, reader, options, earlier)
         row = M.PartnerInvoiceDetail(
             invoice_id=inv.id, file_name=dp.name[:500], sha256=dsha, size_bytes=dp.stat().st_size,
             reader=reader_name[:64], layout=layout.name,
@@ -328,28 +329,65 @@ def _decimals(records: pa.Table, schema: pa.Schema) -> tuple[pa.Table, pa.Table]
     return records.filter(pc.invert(mask)).cast(schema), rejects
 
 
+def _earlier_ids(store: Store, s: Session, invoice_id: int) -> dict[str, str]:
+    """The record ids of the invoice's detail files imported before, and the file of each."""
+    ids: dict[str, str] = {}
+    for d in s.scalars(select(M.PartnerInvoiceDetail).where(M.PartnerInvoiceDetail.invoice_id == invoice_id)
+                       .order_by(M.PartnerInvoiceDetail.id)):
+        store.data.verify(d.records_path, d.records_sha256)
+        col = pq.read_table(store.data.abs(d.records_path), columns=["id"]).column("id")
+        for x in pc.cast(col, pa.string()).to_pylist():
+            ids.setdefault(x, d.file_name)
+    return ids
+
+
+def _repeats(records: pa.Table, earlier: dict[str, str]) -> tuple[pa.Table, pa.Table]:
+    """The records whose id an earlier detail file of the invoice has: rejects (``duplicate_id``)."""
+    if not earlier or not records.num_rows:
+        return records, REJECTS_SCHEMA.empty_table()
+    ids = pc.cast(records.column("id"), pa.string()).to_pylist()
+    again = [x in earlier for x in ids]
+    if not any(again):
+        return records, REJECTS_SCHEMA.empty_table()
+    mask = pa.array(again)
+    dup = records.filter(mask)
+    raw = [json.dumps({k: (None if v is None else str(v)) for k, v in r.items()}, ensure_ascii=False)
+           for r in dup.to_pylist()]
+    dup_ids = [x for x, a in zip(ids, again, strict=True) if a]
+    rejects = pa.table({"row": pa.array([None] * dup.num_rows, pa.int64()), "id": pa.array(dup_ids, pa.string()),
+                        "reason": pa.array(["duplicate_id"] * dup.num_rows, pa.string()),
+                        "detail": pa.array([f"also in their detail file {earlier[x]}" for x in dup_ids], pa.string()),
+                        "raw": pa.array(raw, pa.string())}, schema=REJECTS_SCHEMA)
+    return records.filter(pc.invert(mask)), rejects
+
+
 def _read_detail(store: Store, inv: M.PartnerInvoice, path: Path, dsha: str, layout: RecordLayout,
-                 reader: str | None, options: dict[str, str] | None) -> tuple[DetailReport, Any, Any, str]:
+                 reader: str | None, options: dict[str, str] | None,
+                 earlier: dict[str, str]) -> tuple[DetailReport, Any, Any, str]:
     rel_dir = f"{FOLDER}/{inv.partner_code}/{inv.sha256[:2]}/{inv.sha256}/detail-{dsha[:16]}"
     source = Source(path, layout, reader=reader, options=options)
     schema = _detail_schema(source.schema)
     rec_w = store.data.writer(rel_dir, "records", schema)
     rej_w = store.data.writer(rel_dir, "rejects", REJECTS_SCHEMA)
-    bad_amounts = 0
+    bad_amounts = repeats = 0
     with rec_w, rej_w:
         for batch in source.batches():
-            records, bad = _decimals(batch.records, schema)
+            records, again = _repeats(batch.records, earlier)
+            records, bad = _decimals(records, schema)
             bad_amounts += bad.num_rows
+            repeats += again.num_rows
             rec_w.write(records)
             rej_w.write(batch.rejects)
-            if bad.num_rows:
-                rej_w.write(bad)
+            for extra in (again, bad):
+                if extra.num_rows:
+                    rej_w.write(extra)
         c = source.counts
         by_reason = dict(c.by_reason)
-        if bad_amounts:
-            by_reason[BAD_AMOUNT] = by_reason.get(BAD_AMOUNT, 0) + bad_amounts
-        rep = DetailReport(path.name, dsha, c.read, c.passed - bad_amounts, c.rejected + bad_amounts, c.duplicates,
-                           by_reason)
+        for reason, n in ((BAD_AMOUNT, bad_amounts), ("duplicate_id", repeats)):
+            if n:
+                by_reason[reason] = by_reason.get(reason, 0) + n
+        rep = DetailReport(path.name, dsha, c.read, c.passed - bad_amounts - repeats, c.rejected + bad_amounts,
+                           c.duplicates + repeats, by_reason)
         if not rep.reconciles or rec_w.rows != rep.passed or rej_w.rows != rep.rejected + rep.duplicates:
             raise IngestError(f"{path.name}: the counts of their detail do not reconcile: read {rep.read}, passed "
                               f"{rep.passed}, rejected {rep.rejected}, duplicates {rep.duplicates}")
