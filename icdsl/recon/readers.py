@@ -188,6 +188,9 @@ def read_invoice(data: bytes, name: str, partner: str, *, layout: InvoiceLayout 
     if len(data) > MAX_BYTES:
         raise InvoiceFileError([Problem(name, "", "", f"the file is larger than {MAX_BYTES // (1024 * 1024)} MiB",
                                         "a partner's invoice is a few MB at most: check that this is the invoice")])
+    if not data.lstrip(b"\xef\xbb\xbf").strip():
+        raise InvoiceFileError([Problem(name, "", "", "the file is empty",
+                                        "check that the partner's file was saved or downloaded whole")])
     if looks_like_xml(data):
         return read_ubl(data, name, partner, services=dict(layout.services) if layout else {})
     if layout is None:
@@ -234,6 +237,8 @@ def parse_xml(data: bytes, name: str) -> Any:
     except etree.XMLSyntaxError as e:
         line = e.lineno or (e.position[0] if e.position else 0)
         msg = str(e.msg if hasattr(e, "msg") else e).split(", line ")[0]
+        if "Excessive depth" in msg:
+            msg = "elements nested more than 256 deep (an invoice needs a dozen)"
         raise InvoiceFileError([Problem(name, f"line {line}", "", f"not well-formed XML: {msg}",
                                         "the file is damaged or not XML: ask the partner to send it again")]) from None
     tree = root.getroottree()
@@ -316,7 +321,8 @@ def read_ubl(data: bytes, name: str, partner: str, *, services: Mapping[str, str
     local = etree.QName(root).localname
     if (ns, local) not in ((UBL_INVOICE, "Invoice"), (UBL_CREDIT_NOTE, "CreditNote")):
         raise InvoiceFileError([Problem(
-            name, f"line {root.sourceline}", "", f"the document is a {{{ns}}}{local}, not a UBL 2.1 Invoice or CreditNote",
+            name, f"line {root.sourceline}", "", f"the document is {f'a {{{ns}}}{local}' if ns else f'an {local} in no namespace'}"
+            ", not a UBL 2.1 Invoice or CreditNote",
             f"the root element must be Invoice in {UBL_INVOICE} (or CreditNote in {UBL_CREDIT_NOTE})")])
     p = _Problems(name)
     u = _Ubl(root, name, p)
