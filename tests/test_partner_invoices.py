@@ -253,6 +253,11 @@ def test_import_keep_reimport_detail(loaded, plan):
     assert again.already and again.invoice.id == inv.id and again.details[0].already
     assert "already imported as LUMFR invoice LUM-2026-000318" in str(again)
     assert len(partner_invoices(loaded, "LUMFR")) == 1
+    from datetime import date
+
+    assert [i.number for i in partner_invoices(loaded, "LUMFR", first=date(2026, 3, 31), last=date(2026, 4, 30))] \
+        == ["LUM-2026-000318"]
+    assert partner_invoices(loaded, "LUMFR", first=date(2026, 4, 1)) == []
     assert load_partner_invoice(loaded, "LUM-2026-000318") == load_partner_invoice(loaded, inv.id)
     assert loaded.verify_files() == []
     # the detail for the reconciliation: normalized like our records

@@ -31,6 +31,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -453,12 +454,18 @@ def load_partner_invoice(store: Store, ref: str | int, partner: str | None = Non
         return _model(s, find_partner_invoice(s, ref, partner))
 
 
-def partner_invoices(store: Store, partner: str | None = None) -> list[PartnerInvoice]:
-    """The imported partner invoices (of ``partner``), in the order they were imported."""
+def partner_invoices(store: Store, partner: str | None = None, *, first: date | None = None,
+                     last: date | None = None) -> list[PartnerInvoice]:
+    """The imported partner invoices and credit notes (of ``partner``; whose period overlaps the
+    days ``first`` .. ``last``, inclusive, when given), in the order they were imported."""
     with store.reading() as s:
         q = select(M.PartnerInvoice).order_by(M.PartnerInvoice.id)
         if partner is not None:
             q = q.where(M.PartnerInvoice.partner_code == partner)
+        if first is not None:
+            q = q.where(M.PartnerInvoice.period_end >= first)
+        if last is not None:
+            q = q.where(M.PartnerInvoice.period_start <= last)
         return [_model(s, r) for r in s.scalars(q)]
 
 
