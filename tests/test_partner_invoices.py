@@ -345,6 +345,7 @@ def test_detail_sent_later_repeats_and_bad_amounts(loaded, plan, tmp_path):
                      "LUM-90002,33170000051,33612345678,2026-03-20 11:05:00,30,abc\n", encoding="utf-8")
     rep = import_partner_invoice(loaded, UBL, "LUMFR", plan, details=[later], detail_layout="lumiere_detail")
     assert rep.already and rep.invoice.id == inv.id
+    assert "already imported as LUMFR invoice LUM-2026-000318 (id 1); 1 new detail file(s) added to it" in str(rep)
     (d,) = rep.details
     assert (d.read, d.passed, d.rejected, d.duplicates) == (3, 1, 1, 1)
     assert d.by_reason == {"duplicate_id": 1, "bad_amount": 1}

@@ -105,8 +105,9 @@ class ImportReport:
         inv = self.invoice
         what = "credit note" if inv.kind == "credit_note" else "invoice"
         if self.already:
+            added = [d for d in self.details if not d.already]
             head = (f"{inv.source_name}: already imported as {inv.partner} {what} {inv.number} (id {inv.id}); "
-                    "nothing changed")
+                    + (f"{len(added)} new detail file(s) added to it" if added else "nothing changed"))
         else:
             head = (f"imported {inv.partner} {what} {inv.number} (id {inv.id}): {len(inv.lines)} lines, "
                     f"{inv.period_start} .. {inv.period_end}, total {inv.total} {inv.currency} before tax, "
