@@ -9,6 +9,7 @@ rewrites them when a change of message is intended.
 from __future__ import annotations
 
 import http.server
+import json
 import shutil
 import threading
 from decimal import Decimal
@@ -328,6 +329,11 @@ def test_cli_import_list_show(db_url, tmp_path):  # noqa: F811 - the fixture
     assert r.exit_code == 0, r.output
     assert "sha256 " in r.output and "detail 1: lumiere-2026-03-detail.csv" in r.output
     assert "total before tax (as stated): 1295.42 EUR" in r.output
+    r = runner.invoke(app, ["partner-invoice", "show", "1", "--format", "json", *base])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["total"] == "1295.42" and len(doc["lines"]) == 6 and doc["detail_files"][0]["passed_count"] == 9
+    assert Path(doc["kept_as"]).read_bytes() == UBL.read_bytes()
     r = runner.invoke(app, ["partner-invoice", "show", "NOPE", *base])
     assert r.exit_code == 1 and "no partner invoice 'NOPE'" in r.output
     r = runner.invoke(app, ["partner-invoice", "import", str(tmp_path / "missing.xml"), "--partner", "LUMFR",

@@ -470,6 +470,15 @@ def partner_invoices(store: Store, partner: str | None = None, *, first: date | 
         return [_model(s, r) for r in s.scalars(q)]
 
 
+def kept_file(store: Store, ref: str | int, partner: str | None = None) -> Path:
+    """Where the file as received is kept (in the data folder), checked against its sha256."""
+    with store.reading() as s:
+        row = find_partner_invoice(s, ref, partner)
+        rel, sha = row.file_path, row.sha256
+    store.data.verify(rel, sha)
+    return store.data.abs(rel)
+
+
 def details(store: Store, ref: str | int, partner: str | None = None) -> list[M.PartnerInvoiceDetail]:
     with store.reading() as s:
         inv = find_partner_invoice(s, ref, partner)

@@ -8,6 +8,8 @@ other commands); never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from rich import box
 from rich.table import Table
 
 from icdsl.cli.billing import DATA_HELP, DB_HELP, RULES_HELP, _load_quietly, _plan, _reader_options, opened
-from icdsl.cli.common import app, existing, table_console
+from icdsl.cli.common import app, echo_err, existing, table_console
 
 partner_invoice_app = typer.Typer(help="Partners' invoices to us: import (UBL 2.1 or CSV, with their CDR detail), "
                                   "list, show. Imported invoices are kept as received and never altered.",
@@ -105,21 +107,30 @@ def money(v: Decimal) -> str:
 def show_cmd(
     ref: str = typer.Argument(..., help="The invoice's id (from `list`) or the partner's invoice number."),
     partner: str | None = typer.Option(None, "--partner", help="The partner, when a number is not unique."),
+    fmt: str = typer.Option("text", "--format", help="text, or json (the invoice, its lines and detail files)."),
     db: str | None = _db(),
     data: Path | None = _data(),
 ) -> None:
     """A partner's invoice: its lines, totals, findings, the file as received (sha256) and its detail."""
     # lazy: the store (sqlalchemy, pyarrow) loads when the command runs
-    from icdsl.billing.partner_invoices import details, load_partner_invoice
+    from icdsl.billing.base import jsonable
+    from icdsl.billing.partner_invoices import details, kept_file, load_partner_invoice
 
+    if fmt not in ("text", "json"):
+        echo_err(f"error: --format is text or json, not '{fmt}'")
+        raise typer.Exit(2)
     with opened(db, data) as store:
         inv = load_partner_invoice(store, ref, partner)
         dets = details(store, inv.id or ref)
-        with store.reading() as s:
-            from icdsl.billing import models as M  # lazy: the models load sqlalchemy
-
-            row = s.get(M.PartnerInvoice, inv.id)
-            kept = str(store.data.abs(row.file_path)) if row else ""
+        kept = kept_file(store, inv.id or ref)
+    if fmt == "json":
+        doc = dataclasses.asdict(inv)
+        doc["kept_as"] = str(kept)
+        doc["detail_files"] = [{k: getattr(d, k) for k in (
+            "id", "file_name", "sha256", "reader", "layout", "read_count", "passed_count", "rejected_count",
+            "duplicate_count", "by_reason", "records_path", "rejects_path")} for d in dets]
+        typer.echo(json.dumps(jsonable(doc), indent=2, ensure_ascii=False))
+        return
     what = "credit note" if inv.kind == "credit_note" else "invoice"
     typer.echo(f"{inv.partner} {what} {inv.number} (id {inv.id}), issued {inv.issue_date or '-'}, "
                f"period {inv.period_start} .. {inv.period_end}, {inv.format.upper()}")
