@@ -42,6 +42,20 @@ GOLDEN = Path(__file__).parent / "golden" / "partner_invoices"
 UBL = SAMPLES / "lumiere-2026-03.xml"
 CSV = SAMPLES / "lumiere-2026-02.csv"
 DETAIL = SAMPLES / "lumiere-2026-03-detail.csv"
+DETAIL_LAYOUT = """
+records lumiere_detail {
+  id = column "call_ref"
+  a_number = column "calling"
+  b_number = column "called"
+  start = column "setup_time"
+  duration_s = column "duration"
+  amount = column "charge"
+  service = voice
+  timezone "Europe/Paris"
+  country FR
+  format "%Y-%m-%d %H:%M:%S"
+}
+"""
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +247,7 @@ def test_csv_problems_located_golden(plan):
 
 
 def test_import_keep_reimport_detail(loaded, plan):
-    rep = import_partner_invoice(loaded, UBL, "LUMFR", plan, details=[DETAIL], detail_layout="lumiere_detail")
+    rep = import_partner_invoice(loaded, UBL, "LUMFR", plan, details=[DETAIL])
     inv = rep.invoice
     assert not rep.already and inv.id is not None and len(inv.lines) == 6
     assert inv.sha256 and inv.total == Decimal("1295.42") and inv.lines[0].amount == Decimal("288.61")
@@ -250,7 +264,7 @@ def test_import_keep_reimport_detail(loaded, plan):
     (d,) = rep.details
     assert (d.read, d.passed, d.rejected, d.duplicates) == (10, 9, 1, 0) and d.by_reason == {"negative_duration": 1}
     # again: recognized, nothing added
-    again = import_partner_invoice(loaded, UBL, "LUMFR", plan, details=[DETAIL], detail_layout="lumiere_detail")
+    again = import_partner_invoice(loaded, UBL, "LUMFR", plan, details=[DETAIL])
     assert again.already and again.invoice.id == inv.id and again.details[0].already
     assert "already imported as LUMFR invoice LUM-2026-000318" in str(again)
     assert len(partner_invoices(loaded, "LUMFR")) == 1
@@ -287,8 +301,7 @@ def test_same_number_other_content_refused(loaded, plan, tmp_path):
 
 
 def test_imported_rows_are_immutable(loaded, plan):
-    inv = import_partner_invoice(loaded, UBL, "LUMFR", plan, details=[DETAIL],
-                                 detail_layout="lumiere_detail").invoice
+    inv = import_partner_invoice(loaded, UBL, "LUMFR", plan, details=[DETAIL]).invoice
     for stmt in ("UPDATE partner_invoices SET total = 0", "DELETE FROM partner_invoices",
                  "UPDATE partner_invoice_lines SET amount = 0", "DELETE FROM partner_invoice_lines",
                  "UPDATE partner_invoice_details SET passed_count = 0", "DELETE FROM partner_invoice_details"):
@@ -316,7 +329,7 @@ def test_cli_import_list_show(db_url, tmp_path):  # noqa: F811 - the fixture
     shutil.copytree(EXAMPLES, rules, ignore=shutil.ignore_patterns("tools"))
     base = ["--db", db_url, "--data", str(tmp_path / "data")]
     r = runner.invoke(app, ["partner-invoice", "import", str(UBL), "--partner", "LUMFR", "--rules", str(rules),
-                            "--detail", str(DETAIL), "--detail-layout", "lumiere_detail", *base])
+                            "--detail", str(DETAIL), *base])
     assert r.exit_code == 0, r.output
     assert "imported LUMFR invoice LUM-2026-000318 (id 1): 6 lines" in r.output
     r = runner.invoke(app, ["partner-invoice", "import", str(CSV), "--partner", "LUMFR", "--rules", str(rules),
@@ -342,14 +355,19 @@ def test_cli_import_list_show(db_url, tmp_path):  # noqa: F811 - the fixture
 
 
 def test_detail_sent_later_repeats_and_bad_amounts(loaded, plan, tmp_path):
-    inv = import_partner_invoice(loaded, UBL, "LUMFR", plan, details=[DETAIL],
-                                 detail_layout="lumiere_detail").invoice
+    inv = import_partner_invoice(loaded, UBL, "LUMFR", plan, details=[DETAIL]).invoice
+    # their second file in their own layout, described in the rules by a records layout
+    rules = tmp_path / "rules"
+    shutil.copytree(EXAMPLES, rules, ignore=shutil.ignore_patterns("tools", "partner-invoices"))
+    (rules / "detail.icd").write_text(DETAIL_LAYOUT, encoding="utf-8")
+    plan2, _program, diags = build([rules])
+    assert plan2 is not None, [str(d) for d in diags]
     later = tmp_path / "lumiere-2026-03-detail-2.csv"
     later.write_text("call_ref,calling,called,setup_time,duration,charge\n"
                      "IC-0001,33170000001,33142685300,2026-03-02 09:59:12,61,0.007700\n"  # in the first file
                      "LUM-90001,33170000050,0612345678,2026-03-20 11:00:00,30,0.005350\n"  # national number
                      "LUM-90002,33170000051,33612345678,2026-03-20 11:05:00,30,abc\n", encoding="utf-8")
-    rep = import_partner_invoice(loaded, UBL, "LUMFR", plan, details=[later], detail_layout="lumiere_detail")
+    rep = import_partner_invoice(loaded, UBL, "LUMFR", plan2, details=[later], detail_layout="lumiere_detail")
     assert rep.already and rep.invoice.id == inv.id
     assert "already imported as LUMFR invoice LUM-2026-000318 (id 1); 1 new detail file(s) added to it" in str(rep)
     (d,) = rep.details
