@@ -788,3 +788,28 @@ class AuditEntry(Base):
     entity_id: Mapped[int | None]
     message: Mapped[str] = mapped_column(sa.Text)
     details: Mapped[dict[str, Any] | None]
+
+
+# --------------------------------------------------------------------------- revenue assurance
+
+
+class TrafficDaily(Base):
+    """A cycle's rated records by local day (in the partner's time zone), direction, service,
+    destination and currency (:class:`icdsl.cycle.daily.DailyRow`), written with the cycle's
+    result and replaced when the cycle runs again: the compact history revenue assurance learns
+    a partner's daily baseline from (``icdsl assure``) without reading the rated files."""
+
+    __tablename__ = "traffic_daily"
+    __table_args__ = (sa.Index("ix_traffic_daily_partner_day", "partner_code", "day"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cycle_id: Mapped[int] = mapped_column(sa.ForeignKey("billing_cycles.id"), index=True)
+    partner_code: Mapped[str] = mapped_column(sa.String(64))
+    day: Mapped[date]
+    direction: Mapped[str] = mapped_column(sa.String(32))
+    service: Mapped[str] = mapped_column(sa.String(100))
+    destination: Mapped[str] = mapped_column(sa.String(300))
+    currency: Mapped[str] = mapped_column(sa.String(8))
+    records: Mapped[int] = mapped_column(sa.BigInteger)
+    units: Mapped[int] = mapped_column(sa.BigInteger)
+    amount: Mapped[Decimal] = mapped_column(Rate())
