@@ -337,3 +337,4 @@ from icdsl.cli import rejects as _rejects  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()
+from icdsl.cli import assure as _assure  # noqa: E402,F401

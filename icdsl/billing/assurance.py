@@ -1,0 +1,355 @@
+"""Revenue assurance on the store's side: what the checks of :mod:`icdsl.assure` need, read
+from the database and the data folder; the daily traffic aggregate written with each cycle.
+
+- :func:`write_traffic`: a cycle's rated traffic by local day and destination
+  (:class:`icdsl.cycle.daily.DailyRow`, computed by the engine while it rated) as rows of
+  ``traffic_daily``, replacing an earlier run's (called from the cycle's write);
+- :func:`read_inputs`: the period's :class:`icdsl.assure.Inputs` for every partner (or one):
+  current inventory, recurring fees billed per item (net of corrections), the cycles run,
+  rating rejects for want of an agreement (the cycles' rejects files, read only for cycles that
+  have some), ingested records by day (intake statistics, undeclared partners included), and
+  the daily series of the history and the period (``traffic_daily``: one indexed query);
+- :func:`assure`: the checks over them (``icdsl assure``); :func:`cycle_findings`: the same
+  checks of one cycle, as validation findings before it is invoiced (warnings; a fee billed
+  after an item's termination is an error, a billing error).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from icdsl import assure as A
+from icdsl.billing import models as M
+from icdsl.billing.errors import StoreError
+from icdsl.billing.inventory import _plain
+from icdsl.charges.keys import parse_key
+from icdsl.cycle.daily import DailyRow
+from icdsl.cycle.periods import local_days, parse_period, to_us
+from icdsl.cycle.validation import ACCEPT_ALL
+from icdsl.cycle.validation import Finding as ValidationFinding
+from icdsl.inventory import items_from_rows
+from icdsl.plan.model import Plan
+
+if TYPE_CHECKING:
+    from icdsl.billing.store import Store
+
+NO_AGREEMENT = ("no_agreement", "outside_agreement_period")
+#: checks run as validation findings of a cycle (the others are about the rules or intake:
+#: ``rating_rejects`` already reports records outside any agreement)
+CYCLE_CHECKS = ("inventory", "termination", "expiry", "traffic")
+#: the codes that stay errors before invoicing (billing errors); the others warn
+CYCLE_ERRORS = ("billed_after_termination",)
+
+_TD = M.TrafficDaily.__table__
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_traffic(s: Session, cycle_id: int, partner: str, rows: Sequence[DailyRow]) -> None:
+    """The cycle's daily traffic rows, replacing those of its earlier runs (two statements)."""
+    conn = s.connection()
+    conn.execute(_TD.delete().where(_TD.c.cycle_id == cycle_id))
+    if rows:
+        conn.execute(_TD.insert(), [
+            {"cycle_id": cycle_id, "partner_code": partner, "day": r.day, "direction": r.direction,
+             "service": r.service, "destination": r.destination, "currency": r.currency, "records": r.records,
+             "units": r.units, "amount": r.amount} for r in rows])
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Report:
+    """What ``icdsl assure`` found, and over what."""
+
+    period: str
+    start: date
+    end: date
+    partners: list[str]
+    findings: list[A.Finding]
+    history_from: date
+    series: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        by_sev = {sev: sum(1 for f in self.findings if f.severity == sev) for sev in A.SEVERITIES}
+        return {"period": self.period, "start": self.start.isoformat(),
+                "end": (self.end - timedelta(days=1)).isoformat(), "partners": self.partners,
+                "history_from": self.history_from.isoformat(), "series": self.series, "counts": by_sev,
+                "findings": [f.as_dict() for f in self.findings]}
+
+
+def _period_days(period: str) -> tuple[str, date, date]:
+    per = parse_period(period, "UTC")
+    return per.label, per.local_start, per.local_end
+
+
+def _partners(s: Session, plan: Plan, partner: str | None) -> list[str]:
+    declared = set(s.scalars(select(M.Partner.code)))
+    billed = [p.code for p in plan.partners if plan.agreements_for(p.code)]
+    if partner is not None:
+        if partner not in declared and plan.partner(partner) is None:
+            known = ", ".join(sorted(declared)) or "none"
+            raise StoreError(f"unknown partner '{partner}' (partners in the store: {known})")
+        return [partner]
+    return [p for p in billed if p in declared] or billed
+
+
+def _items(s: Session, partners: Iterable[str]) -> list[Any]:
+    codes = {pid: code for pid, code in s.execute(select(M.Partner.id, M.Partner.code))}
+    wanted = set(partners)
+    rows = [{"partner_id": r.partner_id, "reference": r.reference, "kind": r.kind, "quantity": _plain(r.quantity),
+             "activation_date": r.activation_date, "termination_date": r.termination_date, "attributes": r.attributes}
+            for r in s.scalars(select(M.InventoryItem).where(M.InventoryItem.superseded_by_id.is_(None)))
+            if codes.get(r.partner_id) in wanted]
+    return items_from_rows(rows, codes)
+
+
+def _fees(lines: Iterable[tuple[str, str, dict[str, Any], Decimal]]) -> list[A.BilledFee]:
+    """Recurring fees per item application, net of corrections, from charge lines given as
+    (partner, cycle label, data, amount)."""
+    net: dict[str, Decimal] = defaultdict(Decimal)
+    info: dict[str, tuple[str, dict[str, Any]]] = {}
+    cycles: dict[str, list[str]] = defaultdict(list)
+    for partner, label, data, amount in lines:
+        if data.get("kind") != "recurring":
+            continue
+        if data.get("corrects"):
+            net[data["corrects"]] += Decimal(amount)
+            cycles[data["corrects"]].append(label)
+            continue
+        apps = data.get("applications") or []
+        per = (data.get("details") or {}).get("per_application", {})
+        for app in apps:
+            net[app] += Decimal(amount) if len(apps) == 1 else Decimal(per.get(app, "0"))
+            cycles[app].append(label)
+            info.setdefault(app, (partner, data))
+    out = []
+    for app, (partner, data) in info.items():
+        dims = data.get("dimensions") or {}
+        det = data.get("details") or {}
+        if "item" not in dims or "period_start" not in dims:
+            continue
+        parts = parse_key(app)
+        price, qty = data.get("unit_price"), data.get("quantity")
+        full = Decimal(price) * Decimal(qty) if price is not None and qty is not None else None
+        prorate = det.get("prorate", "none") if det.get("day_count", "actual") == "actual" else "other"
+        days = det.get("days_in_period")
+        out.append(A.BilledFee(
+            partner, data.get("charge_name", ""), f"{data.get('agreement')} v{data.get('agreement_version')}",
+            str(dims["item"]), str(dims.get("item_kind", "")), date.fromisoformat(dims["period_start"]),
+            date.fromisoformat(dims["period_end"]), net[app], data.get("currency", ""), full, prorate,
+            int(days) if days not in (None, "") and str(days).isdigit() else None, app,
+            tuple(cycles[app]) if parts is not None else ()))
+    return out
+
+
+_LINES = (select(M.BillingCycle.partner_code, M.BillingCycle.label, M.ChargeLine.data, M.ChargeLine.amount)
+          .join(M.BillingCycle, M.BillingCycle.id == M.ChargeLine.cycle_id)
+          .where(M.ChargeLine.kind == "recurring"))
+
+
+def _cycles(s: Session, partners: Sequence[str]) -> dict[str, dict[str, tuple[date, date]]]:
+    out: dict[str, dict[str, tuple[date, date]]] = defaultdict(dict)
+    q = select(M.BillingCycle.partner_code, M.BillingCycle.label, M.BillingCycle.local_start, M.BillingCycle.local_end)
+    for code, label, start, end in s.execute(q.where(M.BillingCycle.partner_code.in_(partners))):
+        out[code][label] = (start, end)
+    return out
+
+
+def _unplaced(store: Store, s: Session, partners: Sequence[str], start: date, end: date) -> list[A.Unplaced]:
+    """Rating rejects for want of an agreement of the cycles overlapping the period (read from
+    their latest rejects file, only for cycles whose counts show some)."""
+    out: list[A.Unplaced] = []
+    q = (select(M.BillingCycle.id, M.BillingCycle.partner_code, M.BillingCycle.timezone, M.BillingCycle.totals)
+         .where(M.BillingCycle.partner_code.in_(partners), M.BillingCycle.local_start < end,
+                M.BillingCycle.local_end > start))
+    for cid, code, tz, totals in s.execute(q):
+        by_reason = (totals or {}).get("_rejects_by_reason") or {}
+        if not any(by_reason.get(r) for r in NO_AGREEMENT):
+            continue
+        path = s.scalar(select(M.DataFile.path).where(M.DataFile.cycle_id == cid, M.DataFile.kind == "rating_rejects")
+                        .order_by(M.DataFile.id.desc()).limit(1))
+        if path is None:
+            continue
+        t = pq.read_table(store.data.abs(path), columns=["id", "reason", "direction", "service", "start"])
+        t = t.filter(pc.is_in(t.column("reason"), value_set=pa.array(NO_AGREEMENT)))
+        if not t.num_rows:
+            continue
+        days = local_days(to_us(t.column("start")), tz)
+        groups: dict[tuple[str, str, str, date], list[str]] = defaultdict(list)
+        for rid, reason, direction, service, day in zip(t.column("id").to_pylist(), t.column("reason").to_pylist(),
+                                                        t.column("direction").to_pylist(),
+                                                        t.column("service").to_pylist(), days, strict=True):
+            if start <= day < end:
+                groups[(str(direction), str(service), str(reason), day)].append(str(rid))
+        for (direction, service, reason, day), ids in sorted(groups.items()):
+            out.append(A.Unplaced(code, direction, service, reason, day, len(ids), tuple(ids[:5])))
+    return out
+
+
+def _ingested(s: Session, start: date, end: date) -> tuple[dict[str, dict[date, int]], date | None]:
+    out: dict[str, dict[date, int]] = defaultdict(lambda: defaultdict(int))
+    q = (select(M.IntakeDailyCount.partner, M.IntakeDailyCount.day, sa.func.sum(M.IntakeDailyCount.records))
+         .where(M.IntakeDailyCount.day >= start, M.IntakeDailyCount.day < end)
+         .group_by(M.IntakeDailyCount.partner, M.IntakeDailyCount.day))
+    for partner, day, n in s.execute(q):
+        out[partner][day] += int(n)
+    last = s.scalar(select(sa.func.max(M.IntakeDailyCount.day)))
+    return {k: dict(v) for k, v in out.items()}, last
+
+
+def series_of(rows: Iterable[tuple[str, str, str, str, date, int]], first: date, days: int) -> A.Series:
+    """Daily records per (partner, direction, service, destination) as a matrix from ``first``
+    (rows: partner, direction, service, destination, day, records; days outside are dropped)."""
+    index: dict[tuple[str, str, str, str], int] = {}
+    ks: list[int] = []
+    ds: list[int] = []
+    ns: list[int] = []
+    for partner, direction, service, destination, day, n in rows:
+        j = (day - first).days
+        if not 0 <= j < days:
+            continue
+        key = (partner, direction, service, destination)
+        i = index.get(key)
+        if i is None:
+            i = index[key] = len(index)
+        ks.append(i)
+        ds.append(j)
+        ns.append(n)
+    counts = np.zeros((len(index), days), np.int64)
+    if ks:
+        np.add.at(counts, (np.array(ks, np.int64), np.array(ds, np.int64)), np.array(ns, np.int64))
+    return A.Series(list(index), first, counts)
+
+
+def _history_rows(s: Session, partners: Sequence[str], first: date, end: date,
+                  exclude_cycle: int | None = None) -> list[tuple]:
+    q = (select(_TD.c.partner_code, _TD.c.direction, _TD.c.service, _TD.c.destination, _TD.c.day, _TD.c.records)
+         .where(_TD.c.day >= first, _TD.c.day < end))
+    if len(partners) < 500:
+        q = q.where(_TD.c.partner_code.in_(list(partners)))
+    if exclude_cycle is not None:
+        q = q.where(_TD.c.cycle_id != exclude_cycle)
+    wanted = set(partners)
+    return [r for r in s.execute(q).tuples() if r[0] in wanted]
+
+
+def _period_traffic(rows: Iterable[tuple[str, DailyRow]], inputs: A.Inputs) -> None:
+    """The period's amounts, billed units and rated records per service from its daily rows."""
+    amounts: dict[tuple[str, str, str, str], list] = defaultdict(lambda: [Decimal(0), 0, ""])
+    volumes: dict[tuple[str, str, str, str], int] = defaultdict(int)
+    rated: dict[tuple[str, str, str], dict[date, int]] = defaultdict(lambda: defaultdict(int))
+    for partner, r in rows:
+        key = (partner, r.direction, r.service, r.destination)
+        acc = amounts[key]
+        acc[0] += r.amount
+        acc[1] += r.records
+        acc[2] = r.currency
+        volumes[key] += r.units
+        rated[(partner, r.direction, r.service)][r.day] += r.records
+    if inputs.series is not None:
+        inputs.series.amounts = {k: (v[0], v[1], v[2]) for k, v in amounts.items()}
+    inputs.volumes = dict(volumes)
+    inputs.rated = {k: dict(v) for k, v in rated.items()}
+
+
+_PERIOD_ROWS = select(_TD.c.partner_code, _TD.c.day, _TD.c.direction, _TD.c.service, _TD.c.destination,
+                      _TD.c.currency, _TD.c.records, _TD.c.units, _TD.c.amount)
+
+
+def read_inputs(store: Store, s: Session, plan: Plan, period: str, *, partner: str | None = None,
+                policy: A.Policy | None = None) -> A.Inputs:
+    """The checks' inputs over ``period`` (a month, week, quarter or range of local days)."""
+    policy = policy or A.Policy()
+    label, start, end = _period_days(period)
+    partners = _partners(s, plan, partner)
+    first = start - timedelta(days=policy.history_days)
+    ingested, last = _ingested(s, start, end)
+    declared = set(s.scalars(select(M.Partner.code)))
+    unknown = {p: days for p, days in ingested.items() if p not in declared and plan.partner(p) is None}
+    if partner is not None:
+        unknown = {}
+    inputs = A.Inputs(
+        plan=plan, period=label, start=start, end=end, partners=partners, as_of=end, items=_items(s, partners),
+        fees=_fees(r for r in s.execute(_LINES.where(M.BillingCycle.partner_code.in_(partners))).tuples()),
+        cycles=_cycles(s, partners), unplaced=_unplaced(store, s, partners, start, end), unknown=unknown,
+        ingested=ingested, last_data_day=last)
+    rows = _history_rows(s, partners, first, end)
+    inputs.series = series_of(rows, first, (end - first).days)
+    wanted = set(partners)
+    period_rows = [(p, DailyRow(day, d, sv, dest, cur, int(n), int(u), Decimal(a)))
+                   for p, day, d, sv, dest, cur, n, u, a in s.execute(
+                       _PERIOD_ROWS.where(_TD.c.day >= start, _TD.c.day < end)).tuples() if p in wanted]
+    _period_traffic(period_rows, inputs)
+    return inputs
+
+
+def assure(store: Store, plan: Plan, period: str, *, partner: str | None = None,
+           policy: A.Policy | None = None) -> Report:
+    """``icdsl assure``: every check over the period (see the module's documentation)."""
+    policy = policy or A.Policy()
+    t0 = time.perf_counter()
+    with store.session() as s:
+        inputs = read_inputs(store, s, plan, period, partner=partner, policy=policy)
+    t1 = time.perf_counter()
+    found = A.check(inputs, policy)
+    t2 = time.perf_counter()
+    return Report(inputs.period, inputs.start, inputs.end, list(inputs.partners), found,
+                  inputs.start - timedelta(days=policy.history_days),
+                  len(inputs.series.keys) if inputs.series is not None else 0, {"read": t1 - t0, "check": t2 - t1})
+
+
+# --------------------------------------------------------------------------- validation of a cycle
+
+
+def cycle_findings(store: Store, s: Session, cycle: M.BillingCycle, plan: Plan, result: Any,
+                   policy: A.Policy | None = None) -> list[ValidationFinding]:
+    """The assurance checks of one cycle before it is invoiced, as validation findings: its
+    partner's inventory and fees (this run's charge lines in place of the cycle's earlier
+    ones), agreements and commitments, and its traffic against the partner's baseline. All
+    warnings, but a fee billed after an item's termination (a billing error: an error, which
+    ``--accept billed_after_termination`` lets through)."""
+    policy = policy or A.Policy()
+    code = cycle.partner_code
+    start, end = cycle.local_start, cycle.local_end
+    first = start - timedelta(days=policy.history_days)
+    lines = [r for r in s.execute(_LINES.where(M.BillingCycle.partner_code == code,
+                                               M.ChargeLine.cycle_id != cycle.id)).tuples()]
+    lines += [(code, cycle.label, ln.to_dict(), ln.amount) for ln in result.charge_lines]
+    cycles = _cycles(s, [code])
+    cycles[code][cycle.label] = (start, end)
+    last = s.scalar(select(sa.func.max(M.IntakeDailyCount.day)).where(M.IntakeDailyCount.partner == code))
+    inputs = A.Inputs(plan=plan, period=cycle.label, start=start, end=end, partners=[code], as_of=end,
+                      items=_items(s, [code]), fees=_fees(lines), cycles=cycles, last_data_day=last)
+    rows = _history_rows(s, [code], first, start, exclude_cycle=cycle.id)
+    rows += [(code, r.direction, r.service, r.destination, r.day, r.records) for r in result.traffic]
+    inputs.series = series_of(rows, first, (end - first).days)
+    _period_traffic(((code, r) for r in result.traffic), inputs)
+    accept = set(getattr(result, "accept", ()))
+    out = []
+    for f in A.check(inputs, policy, only=CYCLE_CHECKS):
+        if f.code == "traffic_missing_day":
+            continue  # validation's traffic_profile reports days without traffic already
+        severity = f.severity if f.code in CYCLE_ERRORS else "warning" if f.severity == "error" else f.severity
+        out.append(ValidationFinding(
+            f.code, severity, f"{f.subject}: {f.message}; what to do: {f.action}", f.count, (),
+            f.as_dict(), validator="assurance",
+            accepted=severity == "error" and (f.code in accept or ACCEPT_ALL in accept)))
+    return out
