@@ -73,11 +73,12 @@ class _Stats:
             self.share[ok, w] = pos[ok]
 
 
-def _runs(flags: list[tuple[int, float, int, int]]) -> list[list[tuple[int, float, int, int]]]:
-    """Consecutive day indices grouped: [(day, z, expected, actual), ...] per run."""
-    runs: list[list[tuple[int, float, int, int]]] = []
+def _runs(flags: list[tuple], skip: set[int] = frozenset()) -> list[list[tuple]]:  # type: ignore[assignment]
+    """Consecutive day indices grouped: [(day, z, expected, actual, ...), ...] per run; days in
+    ``skip`` (not judged) do not break a run."""
+    runs: list[list[tuple]] = []
     for f in flags:
-        if runs and runs[-1][-1][0] == f[0] - 1:
+        if runs and all(j in skip for j in range(runs[-1][-1][0] + 1, f[0])):
             runs[-1].append(f)
         else:
             runs.append([f])
@@ -141,7 +142,7 @@ def traffic(inputs: Inputs, policy: Policy) -> list[Finding]:
     for i, key in enumerate(s.keys):
         if key[0] not in wanted:
             continue
-        drops, spikes = [], []
+        drops, spikes = [], []  # (day, z, expected, actual, strong)
         for j, d in enumerate(days):
             if (int(rows[i]), j) in missing:
                 continue
@@ -151,14 +152,22 @@ def traffic(inputs: Inputs, policy: Policy) -> list[Finding]:
                 continue
             actual = int(counts[i, n_hist + j])
             z = (actual - med) / stats.spread[i, w]
-            if med >= policy.min_daily and z <= -threshold and actual <= med * drop_share:
-                drops.append((j, z, int(round(med)), actual))
-            elif actual >= policy.min_daily and z >= threshold and actual >= med * spike_share:
-                spikes.append((j, z, int(round(med)), actual))
+            if med >= policy.min_daily and z <= -threshold / 2 and actual <= med * (1 - float(policy.min_drop) / 2):
+                strong = z <= -threshold and actual <= med * drop_share
+                drops.append((j, z, int(round(med)), actual, strong))
+            elif actual >= policy.min_daily and z >= threshold / 2 and actual >= med * (1 + float(policy.min_spike) / 2):
+                strong = z >= threshold and actual >= med * spike_share
+                spikes.append((j, z, int(round(med)), actual, strong))
         amounts = s.amounts.get(key)
+        skip = {j for (r, j) in missing if r == int(rows[i])}
         for code, flags in (("traffic_drop", drops), ("traffic_spike", spikes)):
-            for run in _runs(flags):
-                out.append(_finding(inputs, code, key, run, amounts))
+            for run in _runs(flags, skip):
+                # hysteresis: a run holds at least one day past the threshold; days past half of
+                # it continue a run (a weekend's lower volume does not cut a week-long drop in
+                # pieces) but neither start nor end one
+                strong = [k for k, f in enumerate(run) if f[4]]
+                if strong:
+                    out.append(_finding(inputs, code, key, [f[:4] for f in run[strong[0]:strong[-1] + 1]], amounts))
     return out
 
 
