@@ -248,7 +248,7 @@ def _history_rows(s: Session, partners: Sequence[str], first: date, end: date,
     if exclude_cycle is not None:
         q = q.where(_TD.c.cycle_id != exclude_cycle)
     wanted = set(partners)
-    return [r for r in s.execute(q).tuples() if r[0] in wanted]
+    return [r for r in s.execute(q) if r[0] in wanted]
 
 
 def _period_traffic(rows: Iterable[tuple[str, DailyRow]], inputs: A.Inputs) -> None:
@@ -288,7 +288,7 @@ def read_inputs(store: Store, s: Session, plan: Plan, period: str, *, partner: s
         unknown = {}
     inputs = A.Inputs(
         plan=plan, period=label, start=start, end=end, partners=partners, as_of=end, items=_items(s, partners),
-        fees=_fees(r for r in s.execute(_LINES.where(M.BillingCycle.partner_code.in_(partners))).tuples()),
+        fees=_fees(r for r in s.execute(_LINES.where(M.BillingCycle.partner_code.in_(partners)))),
         cycles=_cycles(s, partners), unplaced=_unplaced(store, s, partners, start, end), unknown=unknown,
         ingested=ingested, last_data_day=last)
     rows = _history_rows(s, partners, first, end)
@@ -296,7 +296,7 @@ def read_inputs(store: Store, s: Session, plan: Plan, period: str, *, partner: s
     wanted = set(partners)
     period_rows = [(p, DailyRow(day, d, sv, dest, cur, int(n), int(u), Decimal(a)))
                    for p, day, d, sv, dest, cur, n, u, a in s.execute(
-                       _PERIOD_ROWS.where(_TD.c.day >= start, _TD.c.day < end)).tuples() if p in wanted]
+                       _PERIOD_ROWS.where(_TD.c.day >= start, _TD.c.day < end)) if p in wanted]
     _period_traffic(period_rows, inputs)
     return inputs
 
@@ -331,7 +331,7 @@ def cycle_findings(store: Store, s: Session, cycle: M.BillingCycle, plan: Plan, 
     start, end = cycle.local_start, cycle.local_end
     first = start - timedelta(days=policy.history_days)
     lines = [r for r in s.execute(_LINES.where(M.BillingCycle.partner_code == code,
-                                               M.ChargeLine.cycle_id != cycle.id)).tuples()]
+                                               M.ChargeLine.cycle_id != cycle.id))]
     lines += [(code, cycle.label, ln.to_dict(), ln.amount) for ln in result.charge_lines]
     cycles = _cycles(s, [code])
     cycles[code][cycle.label] = (start, end)

@@ -17,7 +17,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from icdsl.cli.billing import RULES_HELP, _data_option, _db_option, _load_quietly, _plan, opened, user_errors
+from icdsl.cli.billing import RULES_HELP, _data_option, _db_option, _plan, opened, user_errors
 from icdsl.cli.common import app, echo_err, table_console
 from icdsl.safecsv import Writer
 
@@ -56,7 +56,9 @@ def assure_cmd(
 
     policy = Policy(within=within, own_prefixes=tuple(p.lstrip("+") for p in own_prefix))
     with opened(db, data) as store, user_errors():
-        _load_quietly(store, plan, program)
+        loaded = store.load_plan(plan, program)
+        if loaded.changed:  # on stderr: stdout is the report (JSON or CSV read by programs)
+            echo_err(f"loaded: {loaded}")
         report = assure(store, plan, period, partner=partner, policy=policy)
     errors = sum(1 for f in report.findings if f.severity == "error")
     if fmt == "json":

@@ -91,7 +91,9 @@ def seed_history(store, series: dict[str, list[tuple[str, str, str, float]]], fi
         for code, keys in series.items():
             for m0, m1 in _months(first, end):
                 lo, hi = max(m0, first), min(m1, end)
-                cyc = M.BillingCycle(
+                cyc = s.scalar(sa.select(M.BillingCycle).where(M.BillingCycle.partner_code == code,
+                                                               M.BillingCycle.local_start == m0))
+                cyc = cyc or M.BillingCycle(
                     partner_id=ids[code], partner_code=code, frequency="monthly", label=f"{m0:%Y-%m}",
                     timezone="Europe/Paris", local_start=m0, local_end=m1,
                     period_start=datetime(m0.year, m0.month, 1, tzinfo=UTC) - timedelta(hours=1),
