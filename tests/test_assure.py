@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from test_billing_store import count, db_url, make_plan, store  # noqa: F401 - the fixtures
 from typer.testing import CliRunner
 
 from icdsl import assure as A
@@ -21,7 +22,6 @@ from icdsl.billing import models as M
 from icdsl.billing.assurance import assure, series_of
 from icdsl.cli.main import app
 from icdsl.inventory import InventoryItem
-from test_billing_store import count, db_url, make_plan, store  # noqa: F401 - the fixtures
 
 sys.path.insert(0, str(Path(__file__).parent / "benchmarks"))
 from bench_assure import seed_history  # noqa: E402 - the benchmark's generator of history
@@ -71,12 +71,12 @@ def march_csv(path: Path) -> Path:
     return path
 
 
-def seed(store) -> None:
+def seed(st) -> None:
     """12 weeks of history before March, exact: France fixed 60 a day and France mobile 200,
     +1 and -1 on alternate fortnights in opposite directions (each weekday's median is the
     base, the service's day always 260)."""
     first = MARCH - timedelta(days=84)
-    seed_history(store, {"ACX": [("outbound", "voice", "France fixed", 60), ("outbound", "voice", "France mobile", 200)]},
+    seed_history(st, {"ACX": [("outbound", "voice", "France fixed", 60), ("outbound", "voice", "France mobile", 200)]},
                  first, MARCH, noise="fixed",
                  shape=lambda code, key, day, n: 400 - n if key[2] == "France mobile" else n)  # 200 -/+ 1
 

@@ -117,57 +117,54 @@ def traffic(inputs: Inputs, policy: Policy) -> list[Finding]:
         acc[1] += records
         acc[2] = currency
     out: list[Finding] = []
-    missing: set[tuple[int, int]] = set()
-    for i, key in enumerate(svc_keys):
+    weekday = np.array([d.weekday() for d in days], np.int64)
+    period = slice(n_hist, n_hist + judged)
+    # every (series, day) judged at once, on columns; Python only for the series flagged
+    smed = svc_stats.median[:, weekday]
+    with np.errstate(invalid="ignore"):
+        usual = (smed >= policy.min_daily) & (svc_stats.share[:, weekday] >= float(policy.active_share))
+    gaps = usual & (svc[:, period] == 0)
+    sz = np.where(gaps, -smed / svc_stats.spread[:, weekday], 0.0)
+    for i in np.flatnonzero(gaps.any(axis=1)).tolist():
+        key = svc_keys[i]
         if key[0] not in wanted:
             continue
-        flags = []
-        for j, d in enumerate(days):
-            w = d.weekday()
-            med = svc_stats.median[i, w]
-            if np.isnan(med) or med < policy.min_daily or svc_stats.share[i, w] < float(policy.active_share):
-                continue
-            actual = int(svc[i, n_hist + j])
-            if actual == 0:
-                flags.append((j, (0 - med) / svc_stats.spread[i, w], int(round(med)), 0))
-                missing.add((i, j))
+        flags = [(j, float(sz[i, j]), int(round(smed[i, j])), 0) for j in np.flatnonzero(gaps[i]).tolist()]
         for run in _runs(flags):
             out.append(_finding(inputs, "traffic_missing_day", key, run, tuple(svc_amounts[key[:3]])
                                 if key[:3] in svc_amounts else None))
     # ---- per destination: drops and spikes
     stats = _Stats(counts, s.first, n_hist, policy)
-    drop_share = 1 - float(policy.min_drop)
-    spike_share = 1 + float(policy.min_spike)
+    med = stats.median[:, weekday]
+    actual = counts[:, period].astype(np.float64)
     threshold = float(policy.threshold)
-    for i, key in enumerate(s.keys):
+    off = gaps[rows]  # days missing for the whole service: left to the finding above
+    with np.errstate(invalid="ignore"):
+        z = (actual - med) / stats.spread[:, weekday]
+        judge = ~np.isnan(med) & ~off
+        drop_weak = judge & (med >= policy.min_daily) & (z <= -threshold / 2) & (
+            actual <= med * (1 - float(policy.min_drop) / 2))
+        drop_strong = drop_weak & (z <= -threshold) & (actual <= med * (1 - float(policy.min_drop)))
+        spike_weak = judge & ~drop_weak & (actual >= policy.min_daily) & (z >= threshold / 2) & (
+            actual >= med * (1 + float(policy.min_spike) / 2))
+        spike_strong = spike_weak & (z >= threshold) & (actual >= med * (1 + float(policy.min_spike)))
+    flagged = drop_strong.any(axis=1) | spike_strong.any(axis=1)
+    for i in np.flatnonzero(flagged).tolist():
+        key = s.keys[i]
         if key[0] not in wanted:
             continue
-        drops, spikes = [], []  # (day, z, expected, actual, strong)
-        for j, d in enumerate(days):
-            if (int(rows[i]), j) in missing:
-                continue
-            w = d.weekday()
-            med = stats.median[i, w]
-            if np.isnan(med):
-                continue
-            actual = int(counts[i, n_hist + j])
-            z = (actual - med) / stats.spread[i, w]
-            if med >= policy.min_daily and z <= -threshold / 2 and actual <= med * (1 - float(policy.min_drop) / 2):
-                strong = z <= -threshold and actual <= med * drop_share
-                drops.append((j, z, int(round(med)), actual, strong))
-            elif actual >= policy.min_daily and z >= threshold / 2 and actual >= med * (1 + float(policy.min_spike) / 2):
-                strong = z >= threshold and actual >= med * spike_share
-                spikes.append((j, z, int(round(med)), actual, strong))
         amounts = s.amounts.get(key)
-        skip = {j for (r, j) in missing if r == int(rows[i])}
-        for code, flags in (("traffic_drop", drops), ("traffic_spike", spikes)):
+        skip = set(np.flatnonzero(off[i]).tolist())
+        for code, weak, strong in (("traffic_drop", drop_weak, drop_strong), ("traffic_spike", spike_weak, spike_strong)):
+            flags = [(j, float(z[i, j]), int(round(med[i, j])), int(actual[i, j]), bool(strong[i, j]))
+                     for j in np.flatnonzero(weak[i]).tolist()]
             for run in _runs(flags, skip):
                 # hysteresis: a run holds at least one day past the threshold; days past half of
                 # it continue a run (a weekend's lower volume does not cut a week-long drop in
                 # pieces) but neither start nor end one
-                strong = [k for k, f in enumerate(run) if f[4]]
-                if strong:
-                    out.append(_finding(inputs, code, key, [f[:4] for f in run[strong[0]:strong[-1] + 1]], amounts))
+                firm = [k for k, f in enumerate(run) if f[4]]
+                if firm:
+                    out.append(_finding(inputs, code, key, [f[:4] for f in run[firm[0]:firm[-1] + 1]], amounts))
     return out
 
 

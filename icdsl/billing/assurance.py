@@ -215,40 +215,43 @@ def _ingested(s: Session, start: date, end: date) -> tuple[dict[str, dict[date, 
     return {k: dict(v) for k, v in out.items()}, last
 
 
-def series_of(rows: Iterable[tuple[str, str, str, str, date, int]], first: date, days: int) -> A.Series:
+def series_of(rows: Iterable[tuple[str, str, str, str, Any, int]], first: date, days: int) -> A.Series:
     """Daily records per (partner, direction, service, destination) as a matrix from ``first``
-    (rows: partner, direction, service, destination, day, records; days outside are dropped)."""
+    (rows: partner, direction, service, destination, day (a date or ISO text), records; days
+    outside are dropped). On columns: the keys numbered by one dict pass, the days converted
+    by NumPy, the counts summed by ``np.add.at``."""
+    rows = rows if isinstance(rows, list) else list(rows)
+    if not rows:
+        return A.Series([], first, np.zeros((0, days), np.int64))
+    partner, direction, service, destination, day, records = zip(*rows, strict=True)
     index: dict[tuple[str, str, str, str], int] = {}
-    ks: list[int] = []
-    ds: list[int] = []
-    ns: list[int] = []
-    for partner, direction, service, destination, day, n in rows:
-        j = (day - first).days
-        if not 0 <= j < days:
-            continue
-        key = (partner, direction, service, destination)
-        i = index.get(key)
-        if i is None:
-            i = index[key] = len(index)
-        ks.append(i)
-        ds.append(j)
-        ns.append(n)
+    ks = np.fromiter((index.setdefault(k, len(index)) for k in zip(partner, direction, service, destination,
+                                                                    strict=True)), np.int64, len(partner))
+    ds = np.array(day, dtype="datetime64[D]").astype(np.int64) - (first - date(1970, 1, 1)).days
+    ns = np.asarray(records, np.int64)
+    keep = (ds >= 0) & (ds < days)
     counts = np.zeros((len(index), days), np.int64)
-    if ks:
-        np.add.at(counts, (np.array(ks, np.int64), np.array(ds, np.int64)), np.array(ns, np.int64))
+    np.add.at(counts, (ks[keep], ds[keep]), ns[keep])
     return A.Series(list(index), first, counts)
 
 
 def _history_rows(s: Session, partners: Sequence[str], first: date, end: date,
                   exclude_cycle: int | None = None) -> list[tuple]:
-    q = (select(_TD.c.partner_code, _TD.c.direction, _TD.c.service, _TD.c.destination, _TD.c.day, _TD.c.records)
+    """(partner, direction, service, destination, day, records) of the partners' daily traffic
+    from ``first`` to ``end``: the day as the driver gives it (no per-row date conversion: NumPy
+    reads ISO text and dates alike)."""
+    q = (select(_TD.c.partner_code, _TD.c.direction, _TD.c.service, _TD.c.destination,
+                sa.type_coerce(_TD.c.day, sa.String), _TD.c.records)
          .where(_TD.c.day >= first, _TD.c.day < end))
     if len(partners) < 500:
         q = q.where(_TD.c.partner_code.in_(list(partners)))
     if exclude_cycle is not None:
         q = q.where(_TD.c.cycle_id != exclude_cycle)
-    wanted = set(partners)
-    return [r for r in s.execute(q) if r[0] in wanted]
+    rows = s.execute(q).all()
+    if len(partners) >= 500:
+        wanted = set(partners)
+        rows = [r for r in rows if r[0] in wanted]
+    return rows
 
 
 def _period_traffic(rows: Iterable[tuple[str, DailyRow]], inputs: A.Inputs) -> None:
@@ -339,7 +342,8 @@ def cycle_findings(store: Store, s: Session, cycle: M.BillingCycle, plan: Plan, 
     inputs = A.Inputs(plan=plan, period=cycle.label, start=start, end=end, partners=[code], as_of=end,
                       items=_items(s, [code]), fees=_fees(lines), cycles=cycles, last_data_day=last)
     rows = _history_rows(s, [code], first, start, exclude_cycle=cycle.id)
-    rows += [(code, r.direction, r.service, r.destination, r.day, r.records) for r in result.traffic]
+    rows = [*rows, *[(code, r.direction, r.service, r.destination, r.day.isoformat(), r.records)
+                     for r in result.traffic]]
     inputs.series = series_of(rows, first, (end - first).days)
     _period_traffic(((code, r) for r in result.traffic), inputs)
     accept = set(getattr(result, "accept", ()))
