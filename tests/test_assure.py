@@ -111,12 +111,12 @@ def test_worked_month_on_the_store(store, tmp_path):  # noqa: F811 - the fixture
                                                           .where(M.ValidationFinding.validator == "assurance"))}
     assert stored == {("unbilled_item_kind", "warning"), ("agreement_expiring", "warning"),
                       ("commitment_expiring", "warning"), ("traffic_drop", "warning")}
-    # the engine wrote the month's daily traffic: 6,200 records on 30 days, 2 destinations
+    # the engine wrote the month's daily traffic: 6,200 records of 2 destinations, day by day
     with store.session() as s:
         cyc = s.scalar(sa.select(M.BillingCycle.id).where(M.BillingCycle.label == "2026-03"))
         n, records = s.execute(sa.select(sa.func.count(), sa.func.sum(M.TrafficDaily.records))
                                .where(M.TrafficDaily.cycle_id == cyc)).one()
-    assert (n, records) == (60, 6200)
+    assert (n, records) == (2, 6200)
 
     found = by_code(assure(store, plan, "2026-03").findings)
     assert sorted(found) == ["agreement_expiring", "commitment_expiring", "traffic_drop", "traffic_missing_day",
@@ -165,7 +165,7 @@ def test_rerun_replaces_the_daily_traffic(store, tmp_path):  # noqa: F811
     store.ingest(march_csv(tmp_path / "in" / "march.csv"), None, plan)
     store.run_cycle("ACX", "2026-03", plan)
     store.run_cycle("ACX", "2026-03", plan, rerate=True)
-    assert count(store, M.TrafficDaily) == 60
+    assert count(store, M.TrafficDaily) == 2
 
 
 # --------------------------------------------------------------------------- plain data
@@ -244,13 +244,25 @@ def test_baseline_spike_and_what_is_not_judged(plan):
     assert A.check(inputs(plan, series=s, last_data_day=date(2026, 3, 9)), only=["traffic"]) == []
 
 
-def test_series_of_sums_rows_per_key_and_day():
-    rows = [("ACX", "outbound", "voice", "X", MARCH, 3), ("ACX", "outbound", "voice", "X", MARCH, 4),
-            ("ACX", "outbound", "voice", "Y", MARCH + timedelta(days=1), 5),
-            ("ACX", "outbound", "voice", "Y", MARCH + timedelta(days=9), 1)]  # outside: dropped
-    s = series_of(rows, MARCH, 2)
+def test_pack_and_series_of_round_trip():
+    from icdsl.billing.assurance import pack, unpack
+    from icdsl.cycle.daily import DailyRow
+
+    rows = [DailyRow(MARCH, "outbound", "voice", "X", "EUR", 3, 180, Decimal("0.030")),
+            DailyRow(MARCH + timedelta(days=2), "outbound", "voice", "X", "EUR", 4, 240, Decimal("0.04")),
+            DailyRow(MARCH + timedelta(days=1), "outbound", "voice", "Y", "EUR", 5, 300, Decimal("0.1"))]
+    packed = pack("ACX", MARCH, 3, rows)
+    assert [(p["destination"], p["records"], p["amount"], p["daily_records"], p["daily_amounts"]) for p in packed] == [
+        ("X", 7, Decimal("0.070"), "3,0,4", "0.030,0,0.04"), ("Y", 5, Decimal("0.1"), "0,5,0", "0,0.1,0")]
+    back = [d for p in packed for d in unpack((p["direction"], p["service"], p["destination"], p["currency"],
+                                               p["first_day"], p["daily_records"], p["daily_units"],
+                                               p["daily_amounts"]), MARCH, MARCH + timedelta(days=3))]
+    assert sorted(back, key=lambda d: (d.destination, d.day)) == sorted(rows, key=lambda d: (d.destination, d.day))
+    # the series from a day before March for 3 days: day 0 is empty, the last day of X is outside
+    s = series_of([("ACX", p["direction"], p["service"], p["destination"], p["first_day"].isoformat(),
+                    p["daily_records"]) for p in packed], MARCH - timedelta(days=1), 3)
     assert s.keys == [("ACX", "outbound", "voice", "X"), ("ACX", "outbound", "voice", "Y")]
-    assert s.counts.tolist() == [[7, 0], [0, 5]]
+    assert s.counts.tolist() == [[0, 3, 0], [0, 0, 5]]
 
 
 TRANSIT = """partner TRN "Transit Co" { kind wholesale currency EUR timezone "UTC" billing monthly due 30 days }

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
@@ -60,15 +60,36 @@ _TD = M.TrafficDaily.__table__
 # --------------------------------------------------------------------------- writing
 
 
-def write_traffic(s: Session, cycle_id: int, partner: str, rows: Sequence[DailyRow]) -> None:
-    """The cycle's daily traffic rows, replacing those of its earlier runs (two statements)."""
+def pack(partner: str, first_day: date, days: int, rows: Iterable[DailyRow]) -> list[dict[str, Any]]:
+    """Daily rows as ``traffic_daily`` rows: one per direction, service, destination and
+    currency, the days as comma-separated vectors from ``first_day`` and their exact totals."""
+    series: dict[tuple[str, str, str, str], tuple[list[int], list[int], list[Decimal]]] = {}
+    for r in rows:
+        j = (r.day - first_day).days
+        if not 0 <= j < days:
+            raise StoreError(f"daily traffic of {r.day} is outside the cycle's days ({first_day}, {days} days)")
+        v = series.get((r.direction, r.service, r.destination, r.currency))
+        if v is None:
+            v = series[(r.direction, r.service, r.destination, r.currency)] = (
+                [0] * days, [0] * days, [Decimal(0)] * days)
+        v[0][j] += r.records
+        v[1][j] += r.units
+        v[2][j] += r.amount
+    return [{"partner_code": partner, "direction": d, "service": sv, "destination": dest, "currency": cur,
+             "first_day": first_day, "days": days, "records": sum(rec), "units": sum(units),
+             "amount": sum(amounts, Decimal(0)), "daily_records": ",".join(map(str, rec)),
+             "daily_units": ",".join(map(str, units)),
+             "daily_amounts": ",".join(format(a, "f") if a else "0" for a in amounts)}
+            for (d, sv, dest, cur), (rec, units, amounts) in sorted(series.items())]
+
+
+def write_traffic(s: Session, cycle: M.BillingCycle, rows: Sequence[DailyRow]) -> None:
+    """The cycle's daily traffic, replacing that of its earlier runs (two statements)."""
     conn = s.connection()
-    conn.execute(_TD.delete().where(_TD.c.cycle_id == cycle_id))
-    if rows:
-        conn.execute(_TD.insert(), [
-            {"cycle_id": cycle_id, "partner_code": partner, "day": r.day, "direction": r.direction,
-             "service": r.service, "destination": r.destination, "currency": r.currency, "records": r.records,
-             "units": r.units, "amount": r.amount} for r in rows])
+    conn.execute(_TD.delete().where(_TD.c.cycle_id == cycle.id))
+    packed = pack(cycle.partner_code, cycle.local_start, (cycle.local_end - cycle.local_start).days, rows)
+    if packed:
+        conn.execute(_TD.insert(), [dict(r, cycle_id=cycle.id) for r in packed])
 
 
 # --------------------------------------------------------------------------- reading
@@ -215,34 +236,42 @@ def _ingested(s: Session, start: date, end: date) -> tuple[dict[str, dict[date, 
     return {k: dict(v) for k, v in out.items()}, last
 
 
-def series_of(rows: Iterable[tuple[str, str, str, str, Any, int]], first: date, days: int) -> A.Series:
+#: the longest cycle (a quarter): a row starting this long before a window may reach into it
+LONGEST_CYCLE = 93
+
+
+def series_of(rows: Iterable[tuple[str, str, str, str, Any, str]], first: date, days: int) -> A.Series:
     """Daily records per (partner, direction, service, destination) as a matrix from ``first``
-    (rows: partner, direction, service, destination, day (a date or ISO text), records; days
-    outside are dropped). On columns: the keys numbered by one dict pass, the days converted
-    by NumPy, the counts summed by ``np.add.at``."""
+    (rows: partner, direction, service, destination, first day (a date or ISO text), the
+    comma-separated records from that day; days outside are dropped). On columns: the keys
+    numbered by one dict pass, every vector parsed by one NumPy call, summed by ``np.add.at``."""
     rows = rows if isinstance(rows, list) else list(rows)
     if not rows:
         return A.Series([], first, np.zeros((0, days), np.int64))
-    partner, direction, service, destination, day, records = zip(*rows, strict=True)
+    partner, direction, service, destination, first_days, texts = zip(*rows, strict=True)
     index: dict[tuple[str, str, str, str], int] = {}
     ks = np.fromiter((index.setdefault(k, len(index)) for k in zip(partner, direction, service, destination,
                                                                     strict=True)), np.int64, len(partner))
-    ds = np.array(day, dtype="datetime64[D]").astype(np.int64) - (first - date(1970, 1, 1)).days
-    ns = np.asarray(records, np.int64)
-    keep = (ds >= 0) & (ds < days)
+    starts = np.array(first_days, dtype="datetime64[D]").astype(np.int64) - (first - date(1970, 1, 1)).days
+    lengths = np.fromiter((t.count(",") + 1 for t in texts), np.int64, len(texts))
+    values = np.array(",".join(texts).split(","), dtype=np.int64)
+    row_of = np.repeat(np.arange(len(texts)), lengths)
+    offset = np.arange(len(values)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    day = starts[row_of] + offset
+    keep = (day >= 0) & (day < days) & (values != 0)
     counts = np.zeros((len(index), days), np.int64)
-    np.add.at(counts, (ks[keep], ds[keep]), ns[keep])
+    np.add.at(counts, (ks[row_of][keep], day[keep]), values[keep])
     return A.Series(list(index), first, counts)
 
 
 def _history_rows(s: Session, partners: Sequence[str], first: date, end: date,
                   exclude_cycle: int | None = None) -> list[tuple]:
-    """(partner, direction, service, destination, day, records) of the partners' daily traffic
-    from ``first`` to ``end``: the day as the driver gives it (no per-row date conversion: NumPy
-    reads ISO text and dates alike)."""
+    """(partner, direction, service, destination, first day, daily records) of the partners'
+    rows that may hold days from ``first`` to ``end`` (the first day as the driver gives it: no
+    per-row date conversion, NumPy reads ISO text and dates alike)."""
     q = (select(_TD.c.partner_code, _TD.c.direction, _TD.c.service, _TD.c.destination,
-                sa.type_coerce(_TD.c.day, sa.String), _TD.c.records)
-         .where(_TD.c.day >= first, _TD.c.day < end))
+                sa.type_coerce(_TD.c.first_day, sa.String), _TD.c.daily_records)
+         .where(_TD.c.first_day >= first - timedelta(days=LONGEST_CYCLE), _TD.c.first_day < end))
     if len(partners) < 500:
         q = q.where(_TD.c.partner_code.in_(list(partners)))
     if exclude_cycle is not None:
@@ -252,6 +281,21 @@ def _history_rows(s: Session, partners: Sequence[str], first: date, end: date,
         wanted = set(partners)
         rows = [r for r in rows if r[0] in wanted]
     return rows
+
+
+_PERIOD_ROWS = select(_TD.c.partner_code, _TD.c.direction, _TD.c.service, _TD.c.destination, _TD.c.currency,
+                      _TD.c.first_day, _TD.c.daily_records, _TD.c.daily_units, _TD.c.daily_amounts)
+
+
+def unpack(row: Any, start: date, end: date) -> Iterator[DailyRow]:
+    """The days from ``start`` to ``end`` (exclusive) with traffic of a ``traffic_daily`` row
+    (direction, service, destination, currency, first day, the three vectors)."""
+    direction, service, destination, currency, first_day, records, units, amounts = row
+    rec, uni, amo = records.split(","), units.split(","), amounts.split(",")
+    for j in range(max(0, (start - first_day).days), min(len(rec), (end - first_day).days)):
+        if rec[j] != "0":
+            yield DailyRow(first_day + timedelta(days=j), direction, service, destination, currency, int(rec[j]),
+                           int(uni[j]), Decimal(amo[j]))
 
 
 def _period_traffic(rows: Iterable[tuple[str, DailyRow]], inputs: A.Inputs) -> None:
@@ -273,10 +317,6 @@ def _period_traffic(rows: Iterable[tuple[str, DailyRow]], inputs: A.Inputs) -> N
     inputs.rated = {k: dict(v) for k, v in rated.items()}
 
 
-_PERIOD_ROWS = select(_TD.c.partner_code, _TD.c.day, _TD.c.direction, _TD.c.service, _TD.c.destination,
-                      _TD.c.currency, _TD.c.records, _TD.c.units, _TD.c.amount)
-
-
 def read_inputs(store: Store, s: Session, plan: Plan, period: str, *, partner: str | None = None,
                 policy: A.Policy | None = None) -> A.Inputs:
     """The checks' inputs over ``period`` (a month, week, quarter or range of local days)."""
@@ -296,11 +336,9 @@ def read_inputs(store: Store, s: Session, plan: Plan, period: str, *, partner: s
         ingested=ingested, last_data_day=last)
     rows = _history_rows(s, partners, first, end)
     inputs.series = series_of(rows, first, (end - first).days)
-    wanted = set(partners)
-    period_rows = [(p, DailyRow(day, d, sv, dest, cur, int(n), int(u), Decimal(a)))
-                   for p, day, d, sv, dest, cur, n, u, a in s.execute(
-                       _PERIOD_ROWS.where(_TD.c.day >= start, _TD.c.day < end)) if p in wanted]
-    _period_traffic(period_rows, inputs)
+    q = _PERIOD_ROWS.where(_TD.c.first_day >= start - timedelta(days=LONGEST_CYCLE), _TD.c.first_day < end,
+                           _TD.c.partner_code.in_(list(partners)))
+    _period_traffic(((r[0], d) for r in s.execute(q) for d in unpack(r[1:], start, end)), inputs)
     return inputs
 
 
@@ -342,8 +380,8 @@ def cycle_findings(store: Store, s: Session, cycle: M.BillingCycle, plan: Plan, 
     inputs = A.Inputs(plan=plan, period=cycle.label, start=start, end=end, partners=[code], as_of=end,
                       items=_items(s, [code]), fees=_fees(lines), cycles=cycles, last_data_day=last)
     rows = _history_rows(s, [code], first, start, exclude_cycle=cycle.id)
-    rows = [*rows, *[(code, r.direction, r.service, r.destination, r.day.isoformat(), r.records)
-                     for r in result.traffic]]
+    rows = [*rows, *[(code, r["direction"], r["service"], r["destination"], r["first_day"], r["daily_records"])
+                     for r in pack(code, start, (end - start).days, result.traffic)]]
     inputs.series = series_of(rows, first, (end - first).days)
     _period_traffic(((code, r) for r in result.traffic), inputs)
     accept = set(getattr(result, "accept", ()))

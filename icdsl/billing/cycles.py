@@ -1699,7 +1699,7 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
 
     # ---- validated
     findings = result.findings + late + assurance.cycle_findings(store, s, cyc, plan, result)
-    assurance.write_traffic(s, cyc.id, prow.code, result.traffic)
+    assurance.write_traffic(s, cyc, result.traffic)
     _insert(s, M.ValidationFinding, [dict(
         cycle_id=cyc.id, attempt=cyc.attempts, validator=f.validator, code=f.code, severity=f.severity,
         accepted=f.accepted, message=f.message, count=f.count, samples=list(f.samples),

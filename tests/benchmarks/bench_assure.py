@@ -74,7 +74,8 @@ def _months(first: date, end: date):
 
 def seed_history(store, series: dict[str, list[tuple[str, str, str, float]]], first: date, end: date, *,
                  noise: str = "poisson", seed: int = 7, shape=None) -> int:
-    """Daily aggregate rows from ``first`` to ``end`` (exclusive) for each partner's series
+    """Daily aggregate rows (one per series and month, the days as vectors, as a cycle writes
+    them) from ``first`` to ``end`` (exclusive) for each partner's series
     ``(direction, service, destination, records a day)``, on one billing cycle row per partner
     and month (status ``invoiced``). ``noise``: ``poisson`` (random, seeded) or ``fixed``
     (exact: the base, +1 every fourth week and -1 two weeks later, so that each weekday's
@@ -102,21 +103,27 @@ def seed_history(store, series: dict[str, list[tuple[str, str, str, float]]], fi
                 s.add(cyc)
                 s.flush()
                 rows = []
-                days = (hi - lo).days
+                days = (m1 - m0).days
                 for direction, service, destination, base in keys:
-                    for k in range(days):
-                        d = lo + timedelta(days=k)
+                    vec = [0] * days
+                    for k in range((lo - m0).days, (hi - m0).days):
+                        d = m0 + timedelta(days=k)
                         if noise == "fixed":
                             week = (d - first).days // 7
                             n = int(base) + (1 if week % 4 == 0 else -1 if week % 4 == 2 else 0)
                         else:
                             n = int(rng.poisson(base * WEEKLY[d.weekday()]))
-                        if shape is not None:
-                            n = shape(code, (direction, service, destination), d, n)
-                        if n:
-                            rows.append({"cycle_id": cyc.id, "partner_code": code, "day": d, "direction": direction,
-                                         "service": service, "destination": destination, "currency": "EUR",
-                                         "records": n, "units": n * 60, "amount": Decimal(n) * Decimal("0.01")})
+                        vec[k] = shape(code, (direction, service, destination), d, n) if shape is not None else n
+                    if any(vec):
+                        total = sum(vec)
+                        rows.append({"cycle_id": cyc.id, "partner_code": code, "direction": direction,
+                                     "service": service, "destination": destination, "currency": "EUR",
+                                     "first_day": m0, "days": days, "records": total, "units": total * 60,
+                                     "amount": Decimal(total) * Decimal("0.01"),
+                                     "daily_records": ",".join(map(str, vec)),
+                                     "daily_units": ",".join(str(n * 60) for n in vec),
+                                     "daily_amounts": ",".join(format(Decimal(n) * Decimal("0.01"), "f") if n else "0"
+                                                               for n in vec)})
                 if rows:
                     conn.execute(td.insert(), rows)
                     written += len(rows)
