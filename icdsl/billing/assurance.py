@@ -55,6 +55,7 @@ CYCLE_CHECKS = ("inventory", "termination", "expiry", "traffic")
 CYCLE_ERRORS = ("billed_after_termination",)
 
 _TD = M.TrafficDaily.__table__
+Policy = A.Policy  # the checks' thresholds, for the store's callers (the command line)
 
 
 # --------------------------------------------------------------------------- writing
@@ -284,7 +285,8 @@ def _history_rows(s: Session, partners: Sequence[str], first: date, end: date,
 
 
 _PERIOD_ROWS = select(_TD.c.partner_code, _TD.c.direction, _TD.c.service, _TD.c.destination, _TD.c.currency,
-                      _TD.c.first_day, _TD.c.daily_records, _TD.c.daily_units, _TD.c.daily_amounts)
+                      _TD.c.first_day, _TD.c.daily_records, _TD.c.daily_units, _TD.c.daily_amounts, _TD.c.units,
+                      _TD.c.amount)
 
 
 def unpack(row: Any, start: date, end: date) -> Iterator[DailyRow]:
@@ -298,11 +300,16 @@ def unpack(row: Any, start: date, end: date) -> Iterator[DailyRow]:
                            int(uni[j]), Decimal(amo[j]))
 
 
-def _period_traffic(rows: Iterable[tuple[str, DailyRow]], inputs: A.Inputs) -> None:
-    """The period's amounts, billed units and rated records per service from its daily rows."""
+def _period_traffic(rows: Iterable[tuple[str, DailyRow]], inputs: A.Inputs,
+                    whole: Iterable[Any] = ()) -> None:
+    """The period's amounts, billed units and rated records per series and service, from daily
+    rows, and from ``whole``: ``traffic_daily`` rows lying wholly inside the period (partner,
+    direction, service, destination, currency, first day, daily records, units, amount), whose
+    totals are used as they are (only their records are read day by day, by NumPy)."""
     amounts: dict[tuple[str, str, str, str], list] = defaultdict(lambda: [Decimal(0), 0, ""])
     volumes: dict[tuple[str, str, str, str], int] = defaultdict(int)
-    rated: dict[tuple[str, str, str], dict[date, int]] = defaultdict(lambda: defaultdict(int))
+    n = (inputs.end - inputs.start).days
+    rated: dict[tuple[str, str, str], np.ndarray] = defaultdict(lambda: np.zeros(n, np.int64))
     for partner, r in rows:
         key = (partner, r.direction, r.service, r.destination)
         acc = amounts[key]
@@ -310,11 +317,22 @@ def _period_traffic(rows: Iterable[tuple[str, DailyRow]], inputs: A.Inputs) -> N
         acc[1] += r.records
         acc[2] = r.currency
         volumes[key] += r.units
-        rated[(partner, r.direction, r.service)][r.day] += r.records
+        rated[key[:3]][(r.day - inputs.start).days] += r.records
+    for partner, direction, service, destination, currency, first_day, daily, units, amount in whole:
+        key = (partner, direction, service, destination)
+        vec = np.array(daily.split(","), np.int64)
+        acc = amounts[key]
+        acc[0] += Decimal(amount)
+        acc[1] += int(vec.sum())
+        acc[2] = currency
+        volumes[key] += int(units)
+        j = (first_day - inputs.start).days
+        rated[key[:3]][j:j + len(vec)] += vec
     if inputs.series is not None:
         inputs.series.amounts = {k: (v[0], v[1], v[2]) for k, v in amounts.items()}
     inputs.volumes = dict(volumes)
-    inputs.rated = {k: dict(v) for k, v in rated.items()}
+    inputs.rated = {k: {inputs.start + timedelta(days=j): int(v[j]) for j in np.flatnonzero(v).tolist()}
+                    for k, v in rated.items()}
 
 
 def read_inputs(store: Store, s: Session, plan: Plan, period: str, *, partner: str | None = None,
@@ -338,7 +356,14 @@ def read_inputs(store: Store, s: Session, plan: Plan, period: str, *, partner: s
     inputs.series = series_of(rows, first, (end - first).days)
     q = _PERIOD_ROWS.where(_TD.c.first_day >= start - timedelta(days=LONGEST_CYCLE), _TD.c.first_day < end,
                            _TD.c.partner_code.in_(list(partners)))
-    _period_traffic(((r[0], d) for r in s.execute(q) for d in unpack(r[1:], start, end)), inputs)
+    whole, parts = [], []
+    for r in s.execute(q):
+        # (partner, direction, service, destination, currency, first day, records, units, amounts, totals)
+        if r[5] >= start and r[5] + timedelta(days=r[6].count(",") + 1) <= end:
+            whole.append((*r[:7], r[9], r[10]))  # wholly in the period: its exact totals as stored
+        else:
+            parts.append(r)
+    _period_traffic(((r[0], d) for r in parts for d in unpack(r[1:9], start, end)), inputs, whole)
     return inputs
 
 

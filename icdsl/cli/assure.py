@@ -51,8 +51,7 @@ def assure_cmd(
         raise typer.Exit(2)
     plan, program = _plan(rules, root)
     # lazy: the checks' store side needs numpy, pyarrow, sqlalchemy: loaded when the command runs
-    from icdsl.assure import Policy
-    from icdsl.billing.assurance import assure
+    from icdsl.billing.assurance import Policy, assure
 
     policy = Policy(within=within, own_prefixes=tuple(p.lstrip("+") for p in own_prefix))
     with opened(db, data) as store, user_errors():
