@@ -25,6 +25,10 @@ from icdsl.inventory import InventoryItem
 
 sys.path.insert(0, str(Path(__file__).parent / "benchmarks"))
 from bench_assure import seed_history  # noqa: E402 - the benchmark's generator of history
+from helpers import GOLDEN as GOLDEN_ROOT  # noqa: E402
+from helpers import compare_golden  # noqa: E402
+
+GOLDEN = GOLDEN_ROOT / "assure"
 
 RULES = """partner ACX "Acme Carrier" {
   kind interconnect currency EUR timezone "Europe/Paris" billing monthly due 30 days tax vat 20%
@@ -322,7 +326,8 @@ def test_every_code_has_a_severity_and_an_action():
 # --------------------------------------------------------------------------- command line and the demo
 
 
-def test_cli_formats_and_usage_errors(tmp_path):
+def test_cli_formats_golden_and_usage_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "160")  # rich's tables at the width the golden file was written at
     url = f"sqlite:///{tmp_path / 'db' / 'icdsl.db'}"
     from icdsl.billing.store import open_store
 
@@ -331,6 +336,7 @@ def test_cli_formats_and_usage_errors(tmp_path):
     try:
         st.load_plan(plan, program)
         st.import_inventory(inventory(tmp_path), strict=True)
+        seed(st)
         st.ingest(march_csv(tmp_path / "in" / "march.csv"), None, plan)
         st.run_cycle("ACX", "2026-03", plan)
     finally:
@@ -340,20 +346,28 @@ def test_cli_formats_and_usage_errors(tmp_path):
     r = runner.invoke(app, [*base, "--format", "json"])
     assert r.exit_code == 0, r.output  # warnings only
     doc = json.loads(r.stdout)
-    assert {f["code"] for f in doc["findings"]} == {"unbilled_item_kind", "agreement_expiring", "commitment_expiring"}
-    assert doc["counts"] == {"error": 0, "warning": 3, "info": 0}
+    assert [f["code"] for f in doc["findings"]] == ["agreement_expiring", "commitment_expiring", "traffic_drop",
+                                                    "traffic_missing_day", "unbilled_item_kind"]
+    assert doc["counts"] == {"error": 0, "warning": 5, "info": 0}
+    drop = doc["findings"][2]
+    assert (drop["amount"], drop["currency"], drop["expected"], drop["actual"], drop["deviation"]) == (
+        "32.00", "EUR", 3200, 1600, "-7.1")
     r = runner.invoke(app, [*base, "--format", "json", "--within", "30"])
-    assert {f["code"] for f in json.loads(r.stdout)["findings"]} == {"unbilled_item_kind"}
+    assert "agreement_expiring" not in {f["code"] for f in json.loads(r.stdout)["findings"]}
     r = runner.invoke(app, [*base, "--format", "csv"])
     lines = r.stdout.splitlines()
-    assert lines[0].startswith("severity,code,partner,subject,day,until,count,amount")
-    assert len(lines) == 4
-    r = runner.invoke(app, [*base])
-    assert "unbilled_item_kind" in r.output and "->" in r.output
-    assert runner.invoke(app, [*base, "--format", "xml"]).exit_code == 2
-    assert runner.invoke(app, [*base, "--within", "-1"]).exit_code == 2
-    r = runner.invoke(app, [*base, "--partner", "NOPE"])
-    assert r.exit_code == 1 and "unknown partner 'NOPE'" in r.output
+    assert lines[0] == ("severity,code,partner,subject,day,until,count,amount,currency,expected,actual,deviation,"
+                        "message,action")
+    assert len(lines) == 6
+    r = runner.invoke(app, base)
+    compare_golden(GOLDEN / "table.txt", r.stdout)
+    errors = []
+    for args in (["--format", "xml"], ["--within", "-1"], ["--partner", "NOPE"]):
+        r = runner.invoke(app, [*base, *args])
+        errors.append(f"$ icdsl assure 2026-03 {' '.join(args)}\nexit {r.exit_code}\n{r.stderr}")
+    r = runner.invoke(app, ["assure", "2026-13", *base[2:]])
+    errors.append(f"$ icdsl assure 2026-13\nexit {r.exit_code}\n{r.stderr}")
+    compare_golden(GOLDEN / "errors.txt", "\n".join(errors))
 
 
 def test_the_demo_month_is_clean_but_for_its_undeclared_partner(tmp_path):
