@@ -134,12 +134,13 @@ def _partners(s: Session, plan: Plan, partner: str | None) -> list[str]:
 
 
 def _items(s: Session, partners: Iterable[str]) -> list[Any]:
-    codes = {pid: code for pid, code in s.execute(select(M.Partner.id, M.Partner.code))}
-    wanted = set(partners)
+    """The partners' current inventory items."""
+    codes = {pid: code for pid, code in s.execute(select(M.Partner.id, M.Partner.code)
+                                                  .where(M.Partner.code.in_(list(partners))))}
     rows = [{"partner_id": r.partner_id, "reference": r.reference, "kind": r.kind, "quantity": _plain(r.quantity),
              "activation_date": r.activation_date, "termination_date": r.termination_date, "attributes": r.attributes}
-            for r in s.scalars(select(M.InventoryItem).where(M.InventoryItem.superseded_by_id.is_(None)))
-            if codes.get(r.partner_id) in wanted]
+            for r in s.scalars(select(M.InventoryItem).where(M.InventoryItem.superseded_by_id.is_(None),
+                                                             M.InventoryItem.partner_id.in_(list(codes))))]
     return items_from_rows(rows, codes)
 
 
