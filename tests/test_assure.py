@@ -230,6 +230,21 @@ def test_inventory_checks(plan):
     assert got == []
 
 
+def test_an_item_is_unbilled_only_once_its_fee_was_due(tmp_path):
+    text = RULES.replace('recurring "Port rental" 100.00 EUR monthly per inventory port, prorate daily, in arrears',
+                         'recurring "Rack" 300.00 EUR quarterly per inventory port, prorate daily, in arrears')
+    qplan = make_plan(tmp_path, text)[0]
+    rack = [item("R1", start=date(2026, 1, 10))]
+    for month, end, flagged in (("2026-01", date(2026, 2, 1), False), ("2026-02", MARCH, False),
+                                ("2026-03", date(2026, 4, 1), True)):
+        start = date(end.year, end.month, 1) - timedelta(days=1)
+        start = start.replace(day=1)
+        cycles = {"ACX": {month: (start, end)}}
+        got = A.check(A.Inputs(plan=qplan, period=month, start=start, end=end, partners=["ACX"], items=rack,
+                               cycles=cycles), only=["inventory"])
+        assert [f.code for f in got] == (["unbilled_item"] if flagged else []), month
+
+
 def _series(values: dict[str, list[int]], first: date) -> A.Series:
     keys = [("ACX", "outbound", "voice", k) for k in values]
     return A.Series(keys, first, np.array([values[k] for k in values], np.int64))

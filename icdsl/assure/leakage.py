@@ -15,7 +15,9 @@ from fractions import Fraction
 
 from icdsl.assure.model import CODES, Finding, Inputs, Policy, action
 from icdsl.charges.lines import round_money
-from icdsl.plan.model import Agreement
+from icdsl.charges.periods import months_of, period_containing
+from icdsl.inventory import InventoryItem
+from icdsl.plan.model import Agreement, Charge
 
 ONE_DAY = timedelta(days=1)
 NO_AGREEMENT = ("no_agreement", "outside_agreement_period")
@@ -45,18 +47,31 @@ def _money(amount: Decimal, currency: str) -> str:
 # --------------------------------------------------------------------------- inventory
 
 
-def billed_kinds(inputs: Inputs, partner: str) -> dict[str, list[str]]:
-    """Inventory kind -> the charges (``agreement vN: charge``) in force during the period
-    that bill it (any charge with ``per inventory KIND``)."""
-    out: dict[str, list[str]] = defaultdict(list)
+def billed_kinds(inputs: Inputs, partner: str) -> dict[str, list[tuple[str, Charge]]]:
+    """Inventory kind -> the charges (``agreement vN: charge``, the charge) in force during the
+    period that bill it (any charge with ``per inventory KIND``)."""
+    out: dict[str, list[tuple[str, Charge]]] = defaultdict(list)
     for a in inputs.plan.agreements_for(partner):
         if not in_force(a, inputs.start, inputs.last):
             continue
         for c in a.charges:
             kind = c.param("per_inventory")
             if kind:
-                out[str(kind)].append(f"{a.key}: {c.name}")
+                out[str(kind)].append((f"{a.key}: {c.name}", c))
     return out
+
+
+def _due_by(item: InventoryItem, charge: Charge, end: date) -> bool:
+    """Whether a charge billing the item's kind has had a billing day by ``end`` (exclusive):
+    in advance, from its first day; in arrears, once the charge period holding its first day
+    is over (a quarterly fee in arrears bills an item of January at the end of March)."""
+    if charge.kind != "recurring" or charge.param("option:in", "arrears") == "advance":
+        return True
+    try:
+        months = months_of(str(charge.param("period", "monthly")))
+    except ValueError:
+        return True
+    return period_containing(item.activated, months).end <= end
 
 
 def inventory(inputs: Inputs, policy: Policy) -> list[Finding]:
@@ -72,15 +87,16 @@ def inventory(inputs: Inputs, policy: Policy) -> list[Finding]:
         for it in active:
             if it.kind not in kinds:
                 unbilled[it.kind].append(it)
-            elif (partner, it.item_id) not in billed_items and inputs.cycles.get(partner):
+            elif ((partner, it.item_id) not in billed_items and inputs.cycles.get(partner)
+                  and any(_due_by(it, c, inputs.end) for _name, c in kinds[it.kind])):
                 first = max(it.activated, inputs.start)
                 out.append(Finding(
                     "unbilled_item", _sev("unbilled_item"), partner, f"{it.kind} {it.item_id}",
                     f"{it.kind} {it.item_id} (quantity {it.quantity}, active from {it.activated}"
                     + (f" to {it.terminated - ONE_DAY}" if it.terminated else "")
-                    + f") has never been billed, although {', '.join(kinds[it.kind])} bills its kind",
+                    + f") has never been billed, although {', '.join(n for n, _c in kinds[it.kind])} bills its kind",
                     action("unbilled_item"), inputs.period, first, None, 1,
-                    details={"item": it.item_id, "kind": it.kind, "charges": kinds[it.kind],
+                    details={"item": it.item_id, "kind": it.kind, "charges": [n for n, _c in kinds[it.kind]],
                              "activated": it.activated, "terminated": it.terminated}))
         for kind, items in sorted(unbilled.items()):
             qty = sum((it.quantity for it in items), Decimal(0))
