@@ -107,7 +107,13 @@ def test_worked_month_on_the_store(store, tmp_path):  # noqa: F811 - the fixture
     store.import_inventory(inventory(tmp_path), strict=True)
     seed(store)
     store.ingest(march_csv(tmp_path / "in" / "march.csv"), None, plan)
-    rep = store.run_cycle("ACX", "2026-03", plan)
+    # three transit calls on 5 March: no agreement with ACX prices transit (validation's
+    # outside_agreement error, accepted here: the records stay unbilled)
+    transit = "".join(f"T{i},ACX,transit,voice,33170000001,447700900{i:03d},2026-03-05T09:0{i}:00Z,60\n"
+                      for i in range(3))
+    (tmp_path / "in" / "transit.csv").write_text(HEADER + transit, encoding="utf-8")
+    store.ingest(tmp_path / "in" / "transit.csv", None, plan)
+    rep = store.run_cycle("ACX", "2026-03", plan, accept=("outside_agreement",))
     assert not rep.blocked, str(rep)
     # before invoicing, the cycle's validation carries the assurance checks, as warnings
     with store.session() as s:
@@ -124,7 +130,11 @@ def test_worked_month_on_the_store(store, tmp_path):  # noqa: F811 - the fixture
 
     found = by_code(assure(store, plan, "2026-03").findings)
     assert sorted(found) == ["agreement_expiring", "commitment_expiring", "traffic_drop", "traffic_missing_day",
-                             "unbilled_item_kind"]
+                             "traffic_no_agreement", "unbilled_item_kind"]
+    lost, = found["traffic_no_agreement"]
+    assert (lost.severity, lost.subject, lost.day, lost.count, lost.details["reason"]) == (
+        "error", "transit voice", date(2026, 3, 5), 3, "no_agreement")
+    assert lost.details["samples"] == ["T0", "T1", "T2"]
     kind, = found["unbilled_item_kind"]
     assert (kind.partner, kind.subject, kind.count, kind.details["quantity"]) == ("ACX", "dark_fibre", 1, Decimal(2))
     ends, = found["agreement_expiring"]
@@ -156,7 +166,7 @@ def test_worked_month_on_the_store(store, tmp_path):  # noqa: F811 - the fixture
     assert (late.amount, late.currency, late.details["billed"], late.details["due"]) == (
         Decimal("70.97"), "EUR", Decimal("100.00"), Decimal("29.03"))
     assert sorted(found) == ["agreement_expiring", "billed_after_termination", "commitment_expiring", "traffic_drop",
-                             "traffic_missing_day", "unbilled_item_kind"]
+                             "traffic_missing_day", "traffic_no_agreement", "unbilled_item_kind"]
     # one partner, and a partner nobody knows
     assert assure(store, plan, "2026-03", partner="ACX").partners == ["ACX"]
     with pytest.raises(Exception, match="unknown partner 'NOPE'"):
@@ -243,6 +253,27 @@ def test_an_item_is_unbilled_only_once_its_fee_was_due(tmp_path):
         got = A.check(A.Inputs(plan=qplan, period=month, start=start, end=end, partners=["ACX"], items=rack,
                                cycles=cycles), only=["inventory"])
         assert [f.code for f in got] == (["unbilled_item"] if flagged else []), month
+
+
+def test_ended_agreements_and_commitments_with_traffic_still_flowing(tmp_path):
+    text = RULES.replace("effective 2025-01-01 .. 2026-05-15", "effective 2025-01-01 .. 2026-03-20")
+    ended = make_plan(tmp_path, text)[0]
+    late = [A.Unplaced("ACX", "outbound", "voice", "outside_agreement_period", date(2026, 3, d), 10)
+            for d in (21, 22, 30)]
+    got = A.check(inputs(ended, unplaced=late), only=["expiry"])
+    assert [(f.code, f.day, f.until, f.count) for f in got] == [
+        ("agreement_expired_traffic", date(2026, 3, 21), date(2026, 3, 30), 30)]
+    # renewed on the 21st without the commitment: the traffic is billed, the commitment lapsed
+    (tmp_path / "v2").mkdir()
+    renewed = make_plan(tmp_path / "v2", text + """
+agreement "ACX voice" v2 with ACX effective 2026-03-21 .. {
+  outbound voice { price 0.0100 EUR per minute increments 60/60 }
+}
+""")[0]
+    rated = {("ACX", "outbound", "voice"): {date(2026, 3, 20): 50, date(2026, 3, 21): 40, date(2026, 3, 31): 2}}
+    got = A.check(inputs(renewed, rated=rated), only=["expiry"])
+    assert [(f.code, f.subject, f.day, f.until, f.count) for f in got] == [
+        ("commitment_expired_traffic", "ACX voice v1: Monthly minimum", date(2026, 3, 21), date(2026, 3, 31), 42)]
 
 
 def _series(values: dict[str, list[int]], first: date) -> A.Series:
