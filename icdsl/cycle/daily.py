@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from icdsl.charges import groups
 from icdsl.cycle.periods import Period, day_edges, day_index, to_us
 
 KEYS = ("day", "direction", "service", "destination", "currency")
@@ -46,53 +47,78 @@ class DailyTraffic:
         self.first = period.local_start
         self.days = (period.local_end - period.local_start).days
         self._edges = day_edges(period)
-        self._partials: list[pa.Table] = []
+        self._partials: list[tuple[pa.Table, int]] = []  # (partial sums, the scale of their unscaled amounts)
 
     def add(self, rated: pa.Table) -> None:
-        if not rated.num_rows:
+        """Sum a rated chunk by local day and the key columns: grouped on the columns'
+        dictionary codes in NumPy (:mod:`icdsl.charges.groups`: no text compared, exact int64
+        sums of the amounts' unscaled integers; Arrow's decimal sums when they could overflow
+        or hold nulls)."""
+        n = rated.num_rows
+        if not n:
             return
         idx = day_index(to_us(rated.column("start")), self._edges)
-        idx = np.clip(idx, 0, max(self.days - 1, 0)).astype(np.int32)
-        t = pa.table({
-            "day": pa.array(idx),
-            "direction": _text(rated.column("direction")),
-            "service": _text(rated.column("service")),
-            "destination": _text(rated.column("destination")),
-            "currency": _text(rated.column("currency")),
-            "units": pc.fill_null(pc.cast(rated.column("billed_units"), pa.int64()), 0),
-            "amount": pc.fill_null(rated.column("amount"), pa.scalar(Decimal(0), rated.schema.field("amount").type)),
-        })
-        self._partials.append(_grouped(t))
+        idx = np.clip(idx, 0, max(self.days - 1, 0)).astype(np.int64)
+        units = groups.exact_ints(rated.column("billed_units"))
+        amount = rated.column("amount")
+        raw = groups.unscaled(amount)
+        if units is None or raw is None:  # rare: sums that might not fit int64, or null amounts
+            self._partials.append(_grouped(rated, idx))
+            return
+        coded = [(idx, pa.array(np.arange(max(self.days, 1), dtype=np.int32)))]
+        coded += [groups.codes(rated.column(c)) for c in KEYS[1:]]
+        g = groups.Groups(coded, n)
+        cols = {k: (g.values(c) if k == "day" else pc.fill_null(pc.cast(g.values(c), pa.string()), ""))
+                for k, c in zip(KEYS, coded, strict=True)}
+        cols["records"] = pa.array(g.counts.astype(np.int64))
+        cols["units"] = pa.array(g.sum(units))
+        sc = amount.type.scale  # the groups' sums as decimals (few: one per day and destination)
+        cols["amount"] = pa.array([Decimal(v).scaleb(-sc) for v in g.sum(raw).tolist()], pa.decimal128(38, sc))
+        self._partials.append((pa.table(cols), sc))
 
     def rows(self) -> list[DailyRow]:
         """The merged sums, sorted by day, direction, service, destination, currency."""
         if not self._partials:
             return []
-        t = self._partials[0]
-        if len(self._partials) > 1:
-            scale = max(p.schema.field("amount").type.scale for p in self._partials)
-            t = pa.concat_tables([p.set_column(p.schema.get_field_index("amount"), "amount",
-                                               pc.cast(p.column("amount"), pa.decimal128(38, scale)))
-                                  for p in self._partials])
-            t = t.group_by(list(KEYS), use_threads=False).aggregate(
+        scale = max(sc for _t, sc in self._partials)
+        tables = []
+        for t, sc in self._partials:  # amounts brought to one scale (exact: more decimals)
+            if sc != scale:
+                t = t.set_column(t.schema.get_field_index("amount"), "amount",
+                                 pc.cast(t.column("amount"), pa.decimal128(38, scale)))
+            tables.append(t)
+        t = tables[0]
+        if len(tables) > 1:
+            t = pa.concat_tables(tables).group_by(list(KEYS), use_threads=False).aggregate(
                 [("records", "sum"), ("units", "sum"), ("amount", "sum")])
             t = t.rename_columns([c.removesuffix("_sum") for c in t.column_names])
         t = t.sort_by([(k, "ascending") for k in KEYS])
-        out = []
         cols = {c: t.column(c).to_pylist() for c in (*KEYS, "records", "units", "amount")}
-        for i in range(t.num_rows):
-            out.append(DailyRow(self.first + timedelta(days=int(cols["day"][i])), cols["direction"][i],
-                                cols["service"][i], cols["destination"][i], cols["currency"][i],
-                                int(cols["records"][i]), int(cols["units"][i]), Decimal(cols["amount"][i])))
-        return out
+        return [DailyRow(self.first + timedelta(days=int(cols["day"][i])), cols["direction"][i], cols["service"][i],
+                         cols["destination"][i], cols["currency"][i], int(cols["records"][i]), int(cols["units"][i]),
+                         cols["amount"][i])
+                for i in range(t.num_rows)]
 
 
-def _grouped(t: pa.Table) -> pa.Table:
-    g = t.group_by(list(KEYS), use_threads=False).aggregate(
-        [("units", "count"), ("units", "sum"), ("amount", "sum")])
+def _grouped(rated: pa.Table, idx: np.ndarray) -> tuple[pa.Table, int]:
+    """The general way (Arrow's ``group_by`` on decoded text, decimal sums), for chunks whose
+    sums might not fit int64 or that hold nulls."""
+    amount = rated.column("amount")
+    scale = amount.type.scale
+    t = pa.table({
+        "day": pa.array(idx.astype(np.int32)),
+        "direction": _text(rated.column("direction")),
+        "service": _text(rated.column("service")),
+        "destination": _text(rated.column("destination")),
+        "currency": _text(rated.column("currency")),
+        "units": pc.fill_null(pc.cast(rated.column("billed_units"), pa.int64()), 0),
+        "amount": pc.fill_null(amount, pa.scalar(Decimal(0), amount.type)),
+    })
+    g = t.group_by(list(KEYS), use_threads=False).aggregate([("units", "count"), ("units", "sum"), ("amount", "sum")])
     g = g.rename_columns([{"units_count": "records", "units_sum": "units", "amount_sum": "amount"}.get(c, c)
                           for c in g.column_names])
-    return g.select([*KEYS, "records", "units", "amount"])
+    g = g.set_column(g.schema.get_field_index("amount"), "amount", pc.cast(g.column("amount"), pa.decimal128(38, scale)))
+    return g.select([*KEYS, "records", "units", "amount"]), scale
 
 
 def _text(col: pa.ChunkedArray | pa.Array) -> pa.Array:
