@@ -65,7 +65,7 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.orm import Session
 
-from icdsl.billing import base
+from icdsl.billing import assurance, base
 from icdsl.billing import models as M
 from icdsl.billing.amounts import present
 from icdsl.billing.charging import (
@@ -1698,7 +1698,8 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
         conn.execute(_INSERT_CHARGES_FILE, charges_row)
 
     # ---- validated
-    findings = result.findings + late
+    findings = result.findings + late + assurance.cycle_findings(store, s, cyc, plan, result)
+    assurance.write_traffic(s, cyc, result.traffic)
     _insert(s, M.ValidationFinding, [dict(
         cycle_id=cyc.id, attempt=cyc.attempts, validator=f.validator, code=f.code, severity=f.severity,
         accepted=f.accepted, message=f.message, count=f.count, samples=list(f.samples),

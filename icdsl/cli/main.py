@@ -341,3 +341,4 @@ from icdsl.cli import routing as _routing  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()
+from icdsl.cli import assure as _assure  # noqa: E402,F401
