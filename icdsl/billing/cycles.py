@@ -368,7 +368,7 @@ def _insert(s: Session, model: type[M.Base], rows: list[dict[str, Any]]) -> None
     if plan is None:
         conn.execute(model.__table__.insert(), rows)
         return
-    sql, names, processors, positional, values_sql = plan
+    sql, names, processors, positional = plan
     # the values converted column by column by the columns' own types (exact money, UTC
     # instants...), then handed to the driver: SQLAlchemy's work per row and value is what a
     # month of hundreds of cycles would otherwise spend most of its writing time on
@@ -377,36 +377,9 @@ def _insert(s: Session, model: type[M.Base], rows: list[dict[str, Any]]) -> None
         values = [r[name] for r in rows]
         proc = processors.get(name)
         columns.append(_converted(proc, values) if proc is not None else values)
-    if values_sql is not None and len(rows) > 1:
-        _insert_values(conn, values_sql, columns)
-        return
     params: list[Any] = (list(zip(*columns, strict=True)) if positional
                          else [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)])
     conn.exec_driver_sql(sql, params)
-
-
-#: the bound values of one multi-row INSERT at most (PostgreSQL takes 65,535)
-VALUES_PARAMS = 30_000
-#: the rows of one multi-row INSERT at most
-VALUES_ROWS = 1_000
-
-
-def _insert_values(conn: sa.Connection, values_sql: tuple[str, str], columns: list[list[Any]]) -> None:
-    """Rows as multi-row ``INSERT ... VALUES (...), (...)`` statements (PostgreSQL): psycopg's
-    executemany sends and the server runs one INSERT per row (pipelined, but a row's cost is
-    that of a statement); a cycle writes thousands of invoice lines. The values are those the
-    executemany had (converted by the columns' types, each cast as the dialect casts it)."""
-    head, row = values_sql
-    per = max(1, min(VALUES_ROWS, VALUES_PARAMS // max(1, len(columns))))
-    n = len(columns[0])
-    statements: dict[int, str] = {}
-    for i in range(0, n, per):
-        m = min(per, n - i)
-        sql = statements.get(m)
-        if sql is None:
-            sql = statements[m] = head + ", ".join([row] * m)
-        params = tuple(v for r in zip(*(c[i:i + m] for c in columns), strict=True) for v in r)
-        conn.exec_driver_sql(sql, params)
 
 
 def _converted(proc: Callable[[Any], Any], values: list[Any]) -> list[Any]:
@@ -445,30 +418,9 @@ def _insert_plan(table: sa.Table, keys: tuple[str, ...], dialect: sa.Dialect) ->
         if sorted(names) == sorted(keys) and not compiled.insert_prefetch and not compiled.postfetch:
             processors = {k: table.c[k].type._cached_bind_processor(dialect) for k in keys}
             plan = (compiled.string, names, {k: p for k, p in processors.items() if p is not None},
-                    compiled.positional, _values_sql(compiled.string, names, dialect))
+                    compiled.positional)
     _INSERT_PLANS[key] = plan
     return plan
-
-
-_NAMED_PARAM = re.compile(r"%\((\w+)\)s")
-
-
-def _values_sql(sql: str, names: list[str], dialect: sa.Dialect) -> tuple[str, str] | None:
-    """The compiled INSERT as the head of a multi-row INSERT and one row's ``(...)`` with
-    positional placeholders, the row's values in the order of ``names``: PostgreSQL (psycopg's
-    named ``pyformat``) only, and only for a plain ``VALUES (...)`` of one placeholder per
-    column, in that order (else None: an executemany)."""
-    if dialect.name != "postgresql" or dialect.paramstyle != "pyformat":
-        return None
-    head, sep, rest = sql.partition(" VALUES ")
-    if not sep:
-        return None
-    row, _sep, _returning = rest.partition(" RETURNING ")  # the ids of an executemany are not read
-    if not (row.startswith("(") and row.endswith(")")) or row.count("(") - row.count("%(") != 1:
-        return None
-    if _NAMED_PARAM.findall(row) != names:
-        return None
-    return head + " VALUES ", _NAMED_PARAM.sub("%s", row)
 
 
 def _insert_one(s: Session, model: type[M.Base], **values: Any) -> int:
