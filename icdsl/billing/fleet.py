@@ -297,7 +297,9 @@ class ThreadClient:
         def progress(stage: str, done: int, _total: int) -> None:
             if stage == "rate":
                 self.listener.rated(planned, done)
-        return _Done(self._pool.submit(self._call, work, (job, plan), {"progress": progress}))
+        # the files handed over once named: the writer waits for their durability just before
+        # it commits (CycleFiles.durable), while this thread goes on with the next cycle
+        return _Done(self._pool.submit(self._call, work, (job, plan), {"progress": progress, "durable": False}))
 
 
 @dataclass
@@ -379,15 +381,16 @@ def write_job(store: Store, plan: Plan, prep: Prepared, result: CycleResult, fil
         return _write_result(store, s, cyc, prow, per, plan, result, files)
 
 
-def work(job: CycleJob, plan: Plan, *pieces: RatedPiece,
-         progress: Callable[[str, int, int], None] | None = None) -> tuple[CycleResult, dict[str, Any]]:
+def work(job: CycleJob, plan: Plan, *pieces: RatedPiece, progress: Callable[[str, int, int], None] | None = None,
+         durable: bool = True) -> tuple[CycleResult, dict[str, Any]]:
     """Step 2, the task a worker runs: the engine on the job (the plan is sent once to every
     worker, not with each job); ``pieces``: the cycle's records rated already, piece by piece on
     other tasks (:func:`icdsl.billing.cycles.rate_piece`), merged in the order given (which is
     the order of the records, whatever order their tasks finished in). Returns plain data: the
-    result without its sinks, the files."""
+    result without its sinks, the files (``durable=False``, a task of this process: returned
+    once named, :meth:`icdsl.billing.cycles.CycleFiles.durable` waits for the rest)."""
     inputs = replace(job.inputs, plan=plan, pieces=tuple(pieces)) if pieces else replace(job.inputs, plan=plan)
-    result, files = run_job(replace(job, inputs=inputs), progress=progress)
+    result, files = run_job(replace(job, inputs=inputs), progress=progress, durable=durable)
     result.sinks = None  # the files stay on disk; the coordinator reads them back by path
     return result, files
 
