@@ -184,14 +184,7 @@ def test_benchmark_month_bills_as_before_on_postgresql(tmp_path, pg_url):  # noq
     _bench_month(tmp_path, pg_url)
 
 
-def test_benchmark_month_bills_as_before_pipelined(tmp_path):
-    """The same month as `icdsl cycle run --all` runs it: each cycle's engine on a thread while
-    the results before it are written (:func:`icdsl.billing.fleet.run_fleet`, ``pipeline``)."""
-    _bench_month(tmp_path, f"sqlite:///{tmp_path / 'bench.db'}", pipeline=True)
-
-
-def _bench_month(tmp_path, url, *, pipeline=False):
-    from icdsl.billing.fleet import plan_cycles, run_fleet
+def _bench_month(tmp_path, url):
     from icdsl.billing.store import open_store
     from icdsl.plan.compiler import build
 
@@ -205,12 +198,8 @@ def _bench_month(tmp_path, url, *, pipeline=False):
     with open_store(url, data_dir=tmp_path / "data") as store:
         store.load_plan(plan, program)
         assert sum(store.ingest(p, None, plan).passed for p in traffic) == 50_000
-        if pipeline:
-            outcomes = run_fleet(store, plan, plan_cycles(store, plan, "2026-03"), pipeline=True)
-            assert [o.state for o in outcomes] == ["invoiced"] * bench.PARTNERS, [o.message for o in outcomes]
         for i in range(1, bench.PARTNERS + 1):
-            if not pipeline:
-                rep = store.run_cycle(f"P{i:03d}", "2026-03", plan)
-                assert rep.status == "invoiced", str(rep)
+            rep = store.run_cycle(f"P{i:03d}", "2026-03", plan)
+            assert rep.status == "invoiced", str(rep)
             store.finalize_cycle(f"P{i:03d}", "2026-03")
     compare_golden(GOLDEN / "bench.json", dump(url, tmp_path / "data"))

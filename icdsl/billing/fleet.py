@@ -38,8 +38,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -191,23 +190,14 @@ def _waves(cycles: Sequence[PlannedCycle]) -> list[list[PlannedCycle]]:
 
 def run_fleet(store: Store, plan: Plan, cycles: Sequence[PlannedCycle], *, client: Any = None,
               rerate: bool = False, dims: Sequence[str] | None = None, accept: Sequence[str] = (),
-              listener: Listener | None = None, split_rows: int | None = None,
-              pipeline: bool = False) -> list[Outcome]:
+              listener: Listener | None = None, split_rows: int | None = None) -> list[Outcome]:
     """Run the planned cycles: in this process (``client`` None: :func:`run_cycle` each, as
     ``icdsl cycle run PARTNER PERIOD`` does) or as tasks of a Dask ``client``, a partner with
     more than ``split_rows`` records (None: :data:`icdsl.billing.cycles.SPLIT_ROWS`) rated in
-    pieces on several workers (:func:`split`). ``pipeline`` (no ``client``): in this process
-    still, but as a cluster of one worker thread runs them (:class:`ThreadClient`): the next
-    cycles' engines run on that thread while this one writes the results before them (the
-    database's work and the engine's overlap; ``icdsl cycle run --all`` runs so). A cycle
-    that fails is reported and the others go on. Outcomes in the order of ``cycles``."""
+    pieces on several workers (:func:`split`). A cycle that fails is reported and the others go
+    on. Outcomes in the order of ``cycles``."""
     listener = listener or Listener()
     dims_t = check_dims(dims)
-    if client is None and pipeline:
-        with ThreadClient(listener) as local:
-            # one worker: a large partner gains nothing from being rated in pieces
-            return run_fleet(store, plan, cycles, client=local, rerate=rerate, dims=dims, accept=accept,
-                             listener=listener, split_rows=NO_SPLIT)
     done: dict[int, Outcome] = {}
     for i, c in enumerate(cycles):
         if c.period is None:
@@ -239,67 +229,6 @@ def _run_here(store: Store, plan: Plan, c: PlannedCycle, rerate: bool, dims: tup
         out = Outcome(c, "error", message=str(e))
     listener.finished(out)
     return out
-
-
-#: ``split_rows`` that never splits a cycle into pieces
-NO_SPLIT = 2**62
-
-
-class _Done:
-    """A :class:`ThreadClient` task's future, as :func:`_run_wave` uses Dask's."""
-
-    def __init__(self, fut: Future[Any]):
-        self.fut = fut
-
-    def done(self) -> bool:
-        return self.fut.done()
-
-    def result(self) -> Any:
-        return self.fut.result()
-
-    def release(self) -> None:
-        """(Dask's futures free their result on the cluster; here the result is the object.)"""
-
-    def cancel(self) -> None:
-        self.fut.cancel()
-
-
-class ThreadClient:
-    """What :func:`_run_wave` needs of a Dask client, on one thread of this process: tasks run
-    there in the order submitted; an argument that is a task's future is its result. The
-    engine's Arrow and Parquet work releases the GIL, and the database waits (commits, fsync)
-    for nothing else, so the next cycles' engines run while the results before them are
-    written. The cycle tasks report the records rated to ``listener`` (from the thread)."""
-
-    def __init__(self, listener: Listener | None = None):
-        self.listener = listener or Listener()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="icdsl-cycle")
-
-    def __enter__(self) -> ThreadClient:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def submit(self, fn: Callable[..., Any], *args: Any, pure: bool = True, key: str | None = None) -> _Done:
-        del pure, key  # (Dask's options)
-        return _Done(self._pool.submit(self._call, fn, args, {}))
-
-    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return fn(*(a.result() if isinstance(a, _Done) else a for a in args), **kwargs)
-
-    def submit_work(self, planned: PlannedCycle, job: CycleJob, plan: Any) -> _Done:
-        """The cycle's task (:func:`work`), its records rated reported to the listener."""
-
-        def progress(stage: str, done: int, _total: int) -> None:
-            if stage == "rate":
-                self.listener.rated(planned, done)
-        # the files handed over once named: the writer waits for their durability just before
-        # it commits (CycleFiles.durable), while this thread goes on with the next cycle
-        return _Done(self._pool.submit(self._call, work, (job, plan), {"progress": progress, "durable": False}))
 
 
 @dataclass
@@ -381,16 +310,14 @@ def write_job(store: Store, plan: Plan, prep: Prepared, result: CycleResult, fil
         return _write_result(store, s, cyc, prow, per, plan, result, files)
 
 
-def work(job: CycleJob, plan: Plan, *pieces: RatedPiece, progress: Callable[[str, int, int], None] | None = None,
-         durable: bool = True) -> tuple[CycleResult, dict[str, Any]]:
+def work(job: CycleJob, plan: Plan, *pieces: RatedPiece) -> tuple[CycleResult, dict[str, Any]]:
     """Step 2, the task a worker runs: the engine on the job (the plan is sent once to every
     worker, not with each job); ``pieces``: the cycle's records rated already, piece by piece on
     other tasks (:func:`icdsl.billing.cycles.rate_piece`), merged in the order given (which is
     the order of the records, whatever order their tasks finished in). Returns plain data: the
-    result without its sinks, the files (``durable=False``, a task of this process: returned
-    once named, :meth:`icdsl.billing.cycles.CycleFiles.durable` waits for the rest)."""
+    result without its sinks, the files."""
     inputs = replace(job.inputs, plan=plan, pieces=tuple(pieces)) if pieces else replace(job.inputs, plan=plan)
-    result, files = run_job(replace(job, inputs=inputs), progress=progress, durable=durable)
+    result, files = run_job(replace(job, inputs=inputs))
     result.sinks = None  # the files stay on disk; the coordinator reads them back by path
     return result, files
 
@@ -437,8 +364,7 @@ def _run_wave(store: Store, plan: Plan, wave: list[PlannedCycle], client: Any, r
         # a large partner: its pieces rated at once on the workers, merged in order by the cycle's task
         pieces = [client.submit(rate_piece, p, plan_f, pure=False, key=f"icdsl-piece-{tag}-{p.index}")
                   for p in split(prep.job, plan, split_rows)]
-        fut = (client.submit_work(c, light, plan_f) if isinstance(client, ThreadClient) and not pieces
-               else client.submit(work, light, plan_f, *pieces, pure=False, key=f"icdsl-cycle-{tag}"))
+        fut = client.submit(work, light, plan_f, *pieces, pure=False, key=f"icdsl-cycle-{tag}")
         for p in pieces:
             p.release()  # held by the cycle's task from now on
         submitted.append((prep, fut))

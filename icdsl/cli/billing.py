@@ -309,8 +309,7 @@ def cycle_run(
                     echo_err(f"error: {e}")
                     raise typer.Exit(1) from None
             else:
-                outcomes = run_fleet(store, plan, cycles, rerate=rerate, dims=dims, accept=accept, listener=listener,
-                                     pipeline=True)
+                outcomes = run_fleet(store, plan, cycles, rerate=rerate, dims=dims, accept=accept, listener=listener)
         _fleet_summary(outcomes)
     raise typer.Exit(1 if any(o.failed for o in outcomes) else 0)
 

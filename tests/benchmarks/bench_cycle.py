@@ -1,18 +1,9 @@
 """End-to-end billing benchmark: 200 partners, N records (default 1M; ICDSL_BENCH_CYCLE_N=10000000
-for the 10M target), on SQLite and on PostgreSQL: wall time and peak memory (RSS) per stage.
-
-By default the month is billed as ``icdsl cycle run --all 2026-03`` bills it: stages ingest,
-``cycles`` (every partner's cycle, pipelined: each cycle's engine runs on a thread while the
-results before it are written, :func:`icdsl.billing.fleet.run_fleet`), finalize; the engine's
-stages (rate, validate, charges, invoice) summed over the cycles are given apart
-(``engine_stages``: they overlap the writing, so they do not add up to the wall time).
-
-With ``--each`` the partners' cycles are run one after the other by ``Store.run_cycle`` and
-every stage is timed in this process: ingest, then per cycle the engine's rate, validate,
-charges, invoice, then ``files`` (what is left to wait for the cycle's rated files to be
-named: they are written on a thread of their own while the engine goes on) and ``write`` (the
-result written to the store), then finalize; the rate stage's ratio to `icdsl rate` is given
-alone and with the ``files`` wait.
+for the 10M target), on SQLite and on PostgreSQL: wall time and peak memory (RSS) per stage:
+ingest, then per cycle the engine's rate, validate, charges, invoice, then ``files`` (what is
+left to wait for the cycle's rated files to be durable: they are written on a thread of their
+own while the engine goes on) and ``write`` (the result written to the store), then finalize.
+The rate stage's ratio to `icdsl rate` is given alone and with the ``files`` wait.
 
 As a pytest-benchmark module (skipped by the default options; collected by this folder's
 conftest)::
@@ -21,7 +12,7 @@ conftest)::
 
 As a script (prints one JSON line per back end)::
 
-    python tests/benchmarks/bench_cycle.py --n 1000000 [--db sqlite|postgres|both] [--files 10] [--each]
+    python tests/benchmarks/bench_cycle.py --n 1000000 [--db sqlite|postgres|both] [--files 10]
 
 The workload: one "any partner" agreement pricing outbound voice by destination from a deck of
 2,000 nested prefixes (60/6 increments), 200 partners billed monthly in EUR with VAT, records of
@@ -143,13 +134,7 @@ def make_traffic(folder: Path, prefixes: np.ndarray, n: int, files: int, seed: i
     return out
 
 
-def run_end_to_end(url: str, work: Path, n: int, files: int, each: bool = False) -> dict:
-    """``each``: every partner's cycle run by ``Store.run_cycle`` one after the other, with the
-    stages of each (rate, validate, charges, invoice, files, write) timed in this process;
-    else as ``icdsl cycle run --all`` runs them (``run_fleet(pipeline=True)``: each cycle's
-    engine on a thread while the results before it are written; stage ``cycles``, and the
-    engine's stages summed over the cycles in ``engine_stages``: they overlap the writing)."""
-    from icdsl.billing.fleet import plan_cycles, run_fleet
+def run_end_to_end(url: str, work: Path, n: int, files: int) -> dict:
     from icdsl.billing.store import open_store
     from icdsl.plan.compiler import build
 
@@ -167,23 +152,12 @@ def run_end_to_end(url: str, work: Path, n: int, files: int, each: bool = False)
         meter.enter("ingest")
         ingested = sum(store.ingest(p, None, plan).passed for p in traffic)
         rated = 0
-        engine_stages: dict[str, float] = {}
-        if each:
-            for i in range(1, PARTNERS + 1):
-                code = f"P{i:03d}"
-                rep = store.run_cycle(code, "2026-03", plan, progress=lambda stage, _d, _t: meter.enter(stage))
-                meter.enter(None)
-                assert rep.status == "invoiced", str(rep)
-                rated += rep.rated
-        else:
-            meter.enter("cycles")
-            outcomes = run_fleet(store, plan, plan_cycles(store, plan, "2026-03"), pipeline=True)
+        for i in range(1, PARTNERS + 1):
+            code = f"P{i:03d}"
+            rep = store.run_cycle(code, "2026-03", plan, progress=lambda stage, _d, _t: meter.enter(stage))
             meter.enter(None)
-            for o in outcomes:
-                assert o.state == "invoiced" and o.report is not None, (o.state, o.message)
-                rated += o.report.rated
-                for k, v in o.report.timings.items():
-                    engine_stages[k] = engine_stages.get(k, 0.0) + v
+            assert rep.status == "invoiced", str(rep)
+            rated += rep.rated
         meter.enter("finalize")
         for i in range(1, PARTNERS + 1):
             store.finalize_cycle(f"P{i:03d}", "2026-03")
@@ -192,18 +166,14 @@ def run_end_to_end(url: str, work: Path, n: int, files: int, each: bool = False)
         store.close()
     total = time.perf_counter() - t0
     stages = meter.close()
-    rate_stage = stages.get("rate", {}).get("seconds", engine_stages.get("rate", 0.0))
+    rate_stage = stages.get("rate", {}).get("seconds", 0.0)
     files_wait = stages.get("files", {}).get("seconds", 0.0)
-    out = {"backend": url.split(":")[0], "run": "each" if each else "pipeline", "records": n, "partners": PARTNERS,
-           "files": files, "ingested": ingested, "rated": rated, "total_seconds": round(total, 1), "stages": stages,
-           "icdsl_rate_seconds": round(rate_seconds, 2),
-           "ratios": {"cycle_over_rate": round(total / rate_seconds, 2),
-                      "rate_stage_over_rate": round(rate_stage / rate_seconds, 2)}}
-    if each:
-        out["ratios"]["rate_stage_and_files_over_rate"] = round((rate_stage + files_wait) / rate_seconds, 2)
-    else:
-        out["engine_stages"] = {k: round(v, 2) for k, v in engine_stages.items()}
-    return out
+    return {"backend": url.split(":")[0], "records": n, "partners": PARTNERS, "files": files, "ingested": ingested,
+            "rated": rated, "total_seconds": round(total, 1), "stages": stages,
+            "icdsl_rate_seconds": round(rate_seconds, 2),
+            "ratios": {"cycle_over_rate": round(total / rate_seconds, 2),
+                       "rate_stage_over_rate": round(rate_stage / rate_seconds, 2),
+                       "rate_stage_and_files_over_rate": round((rate_stage + files_wait) / rate_seconds, 2)}}
 
 
 def rate_baseline(plan, traffic: list[Path], out: Path) -> float:
@@ -261,13 +231,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--files", type=int, default=0)
     ap.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
-    ap.add_argument("--each", action="store_true", help="run the partners' cycles one by one (Store.run_cycle), "
-                    "each stage timed, instead of as `icdsl cycle run --all` does")
     args = ap.parse_args()
     for kind in (("sqlite", "postgres") if args.db == "both" else (args.db,)):
         with tempfile.TemporaryDirectory() as d, database(kind, Path(d)) as url:
-            print(json.dumps(run_end_to_end(url, Path(d), args.n, args.files or max(1, args.n // 1_000_000),
-                                            each=args.each)), flush=True)
+            print(json.dumps(run_end_to_end(url, Path(d), args.n, args.files or max(1, args.n // 1_000_000))),
+                  flush=True)
 
 
 if __name__ == "__main__":
