@@ -179,8 +179,8 @@ def test_benchmark_month_bills_as_before(tmp_path):
 
 @pytest.mark.postgres
 def test_benchmark_month_bills_as_before_on_postgresql(tmp_path, pg_url):  # noqa: F811 - the fixture
-    """The same month on PostgreSQL, where rows are written by other statements (multi-row
-    INSERTs, arrays): the same golden file."""
+    """The same month on PostgreSQL, where rows are written by other statements (arrays
+    unnested, upserts returning, the dialect's types and triggers): the same golden file."""
     _bench_month(tmp_path, pg_url)
 
 
