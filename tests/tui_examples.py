@@ -82,3 +82,28 @@ def findings() -> list:
              "message": "inventory item E1-LYS-001 (e1_port) is billed by no charge",
              "what_to_do": "add a recurring fee for e1_port to the agreement", "amount": "150.00",
              "currency": "EUR"}]
+
+
+def billed_store(folder, workdir, records: int = 2000):
+    """A real store (SQLite under ``workdir``) with the folder's rules, inventory and generated
+    March traffic: LUMFR's February cycle finalized (fees only: no traffic in February),
+    LUMFR's and BRKGB's March cycles invoiced as drafts. Returns (store, plan)."""
+    from icdsl.billing.store import open_store
+    from icdsl.tui.project import Project
+    from icdsl.tui.simulate import build_plan
+    from icdsl.tui.traffic_source import TrafficSource, prepare_traffic
+
+    project = Project(folder)
+    plan, program, why = build_plan(project, None)
+    assert plan is not None, why
+    store = open_store(f"sqlite:///{workdir / 'billing.db'}", data_dir=workdir / "data")
+    store.load_plan(plan, program)
+    for f in project.files().inventory:
+        store.import_inventory(f)
+    for f in prepare_traffic(project, plan, TrafficSource(records=records), ["LUMFR", "BRKGB"], workdir):
+        store.ingest(f, None, plan)
+    store.run_cycle("LUMFR", "2026-02", plan)
+    store.finalize_cycle("LUMFR", "2026-02")
+    store.run_cycle("LUMFR", "2026-03", plan)
+    store.run_cycle("BRKGB", "2026-03", plan)
+    return store, plan

@@ -66,7 +66,7 @@ class Ledger:
     def describe(self) -> str:
         span = f"{self.months[0]}..{self.months[-1]}" if len(self.months) > 1 else (self.months or ("no cycle",))[0]
         return (f"store {self.url} · {len(self.runs)} cycle(s) {span} · {self.finalized} finalized, "
-                f"{self.drafts} draft document(s)")
+                f"{self.drafts} draft doc(s)")
 
 
 def _neg(period: str) -> tuple[int, ...]:
@@ -119,4 +119,8 @@ def read_ledger(store: Store, *, partners: Iterable[str] | None = None, months: 
 
 
 def _shown_url(store: Store) -> str:
-    return store.engine.url.render_as_string(hide_password=True)
+    """The store as said on screen: a SQLite file's name, a server's database without password."""
+    url = store.engine.url
+    if url.get_backend_name() == "sqlite":
+        return Path(url.database or "memory").name
+    return url.render_as_string(hide_password=True)
