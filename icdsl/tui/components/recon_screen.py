@@ -88,7 +88,7 @@ class ReconScreen(Screen):
         self.query_one("#rc-lines", DataTable).add_columns(
             "status", "service", "destination", "ccy", "difference", "theirs", "ours", "calls", "quantity", "band")
         self.query_one("#rc-records", DataTable).add_columns(
-            "class", "Δ amount", "theirs", "ours", "Δ dur", "dur theirs/ours", "Δ start", "their id", "our id",
+            "class", "Δ amount", "theirs", "ours", "Δ dur", "durations", "Δ start", "their id", "our id",
             "A number", "B number", "start (UTC)")
         self.watch(self.app, "analysis", self._partners)
         if self.reconciliation is not None:
