@@ -172,6 +172,9 @@ def test_the_panels_list_reconciliations_disputes_and_findings_and_enter_walks_o
         tabs.active = "db-p-assurance"
         await pilot.pause()
         assert row_of(app, "unbilled_item").split()[:2] == ["error", "unbilled_item"]  # errors first
+        # the highlighted finding in full, with what to do
+        assert "what to do: add a recurring fee for e1_port to the agreement" in screen_text(app)
+        assert "150.00 EUR at stake" in screen_text(app)
         # enter on a reconciliation walks it
         tabs.active = "db-p-recon"
         table = screen.query_one("#db-recon")

@@ -60,6 +60,7 @@ class DashboardScreen(Screen):
         #db-tabs TabPane { padding: 0; }
         #db-tabs DataTable { height: 1fr; border: none; background: $surface; }
         .db-empty { padding: 0 1; color: $text-muted; height: auto; }
+        .db-detail { padding: 0 1; height: auto; max-height: 3; background: $panel; }
     }
     """
 
@@ -72,6 +73,7 @@ class DashboardScreen(Screen):
         self.feed_data: dict[str, tuple[list | None, str | None]] = {}
         self.shown_currency: str | None = None
         self.recon_shown: list = []  # the reconciliations of the Recon panel, in its order
+        self.assurance_shown: list = []  # the assurance findings (FindingRow), in the panel's order
 
     def compose(self) -> ComposeResult:
         yield NavBar("dashboard")
@@ -85,6 +87,8 @@ class DashboardScreen(Screen):
                 with TabPane(title, id=f"db-p-{name}"):
                     yield Static("", id=f"db-{name}-empty", classes="db-empty")
                     yield DataTable(id=f"db-{name}", cursor_type="row", zebra_stripes=True)
+                    if name == "assurance":  # the selected finding in full: what, and what to do
+                        yield Static("", id="db-assurance-detail", classes="db-detail")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -195,7 +199,10 @@ class DashboardScreen(Screen):
 
     def _fill_assurance(self, table: DataTable, rows: list) -> None:
         order = {"error": 0, "warning": 1, "info": 2}
-        for f in sorted((finding_row(x) for x in rows), key=lambda f: (order.get(f.severity, 3), f.code, f.partner)):
+        self.assurance_shown = sorted((finding_row(x) for x in rows),
+                                      key=lambda f: (order.get(f.severity, 3), f.code, f.partner))
+        self._assurance_detail(0)
+        for f in self.assurance_shown:
             table.add_row(Text(f.severity, style=SEVERITY_STYLE.get(f.severity, "")), f.code, f.partner, f.currency,
                           amount(f.amount) if f.amount is not None else "",
                           f.message + (f" ({f.subject})" if f.subject and f.subject not in f.message else ""),
@@ -299,6 +306,26 @@ class DashboardScreen(Screen):
             f"Findings {errors}✖ {warnings}▲" if errors or warnings else "Findings")
         if not found and not any(r.error for r in source.runs):
             self._empty("findings", "No validation finding.")
+
+    def _assurance_detail(self, row: int) -> None:
+        detail = self.query_one("#db-assurance-detail", Static)
+        shown = self.assurance_shown
+        detail.display = bool(shown)
+        if not 0 <= row < len(shown):
+            detail.update("")
+            return
+        f = shown[row]
+        text = Text.assemble((f"{f.code} ", SEVERITY_STYLE.get(f.severity, "")), f"{f.partner}: {f.message}")
+        if f.amount is not None:
+            text.append(f" ({money(f.amount, f.currency or None)} at stake)")
+        if f.action:
+            text.append(f"\nwhat to do: {f.action}", style="italic")
+        detail.update(text)
+
+    @on(DataTable.RowHighlighted, "#db-assurance")
+    def _assurance_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        self._assurance_detail(event.cursor_row)
 
     @on(DataTable.RowSelected, "#db-recon")
     async def _recon_selected(self, event: DataTable.RowSelected) -> None:
