@@ -207,3 +207,22 @@ def test_a_failing_feed_is_said_in_its_panel(billed):
         assert "No assurance finding" in screen_text(app)
 
     run(app, scenario)
+
+
+def test_a_cycle_whose_seal_fails_is_listed_as_failed_never_added_up(billed, monkeypatch):
+    from icdsl.billing.seal import SealBroken
+
+    _, store = billed
+    real = store.cycle_documents
+    feb = next(c.id for c in store.cycles() if c.label == "2026-02")
+
+    def documents(cycle_id):
+        if cycle_id == feb:
+            raise SealBroken("INV-2026-000001 fails its seal: run `icdsl verify`")
+        return real(cycle_id)
+
+    monkeypatch.setattr(store, "cycle_documents", documents)
+    ledger = read_ledger(store)
+    broken = next(r for r in ledger.runs if r.period == "2026-02")
+    assert broken.documents == [] and "fails its seal" in broken.error
+    assert {b.label for b in breakdown(ledger, "month")} == {"2026-03"}
