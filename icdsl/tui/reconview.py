@@ -16,6 +16,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from icdsl.recon.model import (
     DIFFERS_AMOUNT,
     DIFFERS_DURATION,
@@ -111,9 +114,6 @@ def records(rec: Reconciliation, line: LineComparison | None = None, *, only_dif
     table = rec.records
     if table is None or not getattr(table, "num_rows", 0):
         return [], 0
-    import pyarrow as pa  # lazy: only a reconciliation with record detail needs Arrow here
-    import pyarrow.compute as pc
-
     if line is not None:
         if not line.our_lines:
             return [], 0

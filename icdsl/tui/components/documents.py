@@ -96,17 +96,17 @@ class DocumentsTable(DataTable):
         self.entries = []
         if sim is None:
             return
-        blank = [""] * (len(DOC_COLUMNS) - 3)
+        blank = [""] * (len(DOC_COLUMNS) - 4)  # a partner without documents: why, in the last column
         for run in sim.runs:
             if run.error or run.report is None:
                 self.entries.append((run.partner, None))
-                self.add_row(Text("failed", style="bold red"), run.partner,
-                             Text((run.error or "")[:60], style="red"), *blank)
+                self.add_row("", run.partner, Text("failed", style="bold red"), *blank,
+                             Text((run.error or "")[:60], style="red"))
                 continue
             if not run.documents:
                 self.entries.append((run.partner, None))
                 why = "stopped by validation" if run.report.blocked else run.report.status
-                self.add_row(Text("no invoice", style="yellow"), run.partner, Text(why, style="yellow"), *blank)
+                self.add_row("", run.partner, Text("no invoice", style="yellow"), *blank, Text(why, style="yellow"))
                 continue
             for d in run.documents:
                 self.entries.append((run.partner, d))
