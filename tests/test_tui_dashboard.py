@@ -60,6 +60,8 @@ def test_the_ledger_reads_finalized_and_draft_cycles_by_month(billed):
     # the month's revenue is the sum of the lines of its invoices, exactly, per currency
     months = {(b.label, b.currency): b for b in breakdown(ledger, "month")}
     assert months[("2026-02", "EUR")].revenue == feb[0]["subtotal"]
+    assert (months[("2026-02", "EUR")].documents, months[("2026-02", "EUR")].drafts) == (1, 0)
+    assert months[("2026-03", "GBP")].drafts == months[("2026-03", "GBP")].documents > 0
     mar = [d for r in ledger.runs[1:] for d in r.documents if d["kind"] in ("invoice", "credit_note")]
     for ccy in ("EUR", "GBP"):
         assert months[("2026-03", ccy)].revenue == sum(d["subtotal"] for d in mar if d["currency"] == ccy)

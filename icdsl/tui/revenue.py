@@ -38,7 +38,8 @@ class Bar:
     currency: str
     revenue: Decimal = Decimal(0)
     cost: Decimal = Decimal(0)
-    documents: int = 0
+    documents: int = 0  # documents with lines in this bar
+    drafts: int = 0  # of them, drafts (the others are finalized)
 
     def __post_init__(self) -> None:
         if self.currency:
@@ -108,6 +109,7 @@ def breakdown(source: Any, dim: str, state: str = "all") -> list[Bar]:
                 if key not in seen:
                     seen.add(key)
                     bar.documents += 1
+                    bar.drafts += doc.get("status") == "draft"
                 amount = Decimal(str(ln.get("amount") or 0))
                 if cost:
                     bar.cost += amount

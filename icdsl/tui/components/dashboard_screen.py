@@ -94,7 +94,7 @@ class DashboardScreen(Screen):
     def on_mount(self) -> None:
         cols = {
             "numbers": ("", "ccy", "revenue", "cost", "net", "docs"),
-            "months": ("month", "ccy", "revenue", "cost", "net", "docs"),
+            "months": ("month", "ccy", "revenue", "cost", "net", "final", "draft"),
             "findings": ("where", "severity", "code", "count", "message"),
             "recon": ("partner", "period", "ccy", "difference", "theirs", "ours", "lines ≠", "disputable", "invoice"),
             "disputes": ("number", "partner", "state", "ccy", "disputed", "accepted", "period", "invoice"),
@@ -272,9 +272,10 @@ class DashboardScreen(Screen):
         if not bars:
             self._empty("numbers", f"No {state} document." if state != "all" else "No document.")
         months = self.query_one("#db-months", DataTable)
-        for b in breakdown(source, "month", state):
+        for b in breakdown(source, "month", state):  # documents finalized and drafts, per month
             months.add_row(b.label, b.currency, amount(b.revenue), amount(b.cost), signed(b.net),
-                           Text(str(b.documents), justify="right"))
+                           Text(str(b.documents - b.drafts), justify="right"),
+                           Text(str(b.drafts), justify="right", style="dim" if not b.drafts else ""))
         self._show_findings(source)
 
     def _head(self, source, state: str) -> Text:
