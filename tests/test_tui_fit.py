@@ -64,10 +64,10 @@ def test_the_editor_has_the_width_and_the_file_tree_comes_on_ctrl_t(interconnect
         line = row_of(app, "# Wholesale voice exchange")
         shown = line[column_of(line, "# Wholesale"):].rstrip("│ ▆▄▂")
         assert len(shown) >= 70 and first.startswith(shown.rstrip())
-        assert "Rules (4)" not in screen_text(app)  # no file tree beside it at 80 columns
+        assert "Rules (" not in screen_text(app)  # no file tree beside it at 80 columns
         await pilot.press("ctrl+t")
         await wait_for(pilot, lambda: app.focused is app.workspace.query_one("FileTree"))
-        assert "Rules (4)" in screen_text(app)
+        assert "Rules (" in screen_text(app)
         tree = app.workspace.query_one("FileTree")
         target = (interconnect / "lumiere.icd")
         for _ in range(12):  # down the tree to lumiere.icd
@@ -77,7 +77,7 @@ def test_the_editor_has_the_width_and_the_file_tree_comes_on_ctrl_t(interconnect
             await pilot.press("down")
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.workspace.current == (interconnect / "lumiere.icd").resolve())
-        await wait_for(pilot, lambda: "Rules (4)" not in screen_text(app))  # hidden again once a file is open
+        await wait_for(pilot, lambda: "Rules (" not in screen_text(app))  # hidden again once a file is open
 
     run(app, scenario)
 
