@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pytest
 from helpers import ROOT, wait_for
+from test_billing_store import pg_url  # noqa: F401 - the fixture
 from tui_examples import billed_store, disputes, findings, reconciliation
 from tui_screen import row_of, screen_text
 from typer.testing import CliRunner
@@ -228,3 +229,19 @@ def test_a_cycle_whose_seal_fails_is_listed_as_failed_never_added_up(billed, mon
     broken = next(r for r in ledger.runs if r.period == "2026-02")
     assert broken.documents == [] and "fails its seal" in broken.error
     assert {b.label for b in breakdown(ledger, "month")} == {"2026-03"}
+
+
+@pytest.mark.postgres
+def test_the_ledger_reads_a_postgresql_store(pg_url, tmp_path):  # noqa: F811 - the fixture
+    folder = tmp_path / "interconnect"
+    shutil.copytree(ROOT / "examples" / "interconnect", folder, ignore=shutil.ignore_patterns("tools"))
+    store, _ = billed_store(folder, tmp_path / "store", records=500, url=pg_url)
+    store.close()
+    reader = open_ledger_store(pg_url, str(tmp_path / "store" / "data"))  # as icdsl tui --db URL opens it
+    try:
+        ledger = read_ledger(reader)
+        assert ledger.months == ("2026-02", "2026-03") and ledger.finalized == 1
+        assert ledger.url.startswith("postgresql")  # said without a password (hide_password)
+        assert {b.label for b in breakdown(ledger, "month", "finalized")} == {"2026-02"}
+    finally:
+        reader.close()

@@ -84,7 +84,7 @@ def findings() -> list:
              "currency": "EUR"}]
 
 
-def billed_store(folder, workdir, records: int = 2000):
+def billed_store(folder, workdir, records: int = 2000, url: str | None = None):
     """A real store (SQLite under ``workdir``) with the folder's rules, inventory and generated
     March traffic: LUMFR's February cycle finalized (fees only: no traffic in February),
     LUMFR's and BRKGB's March cycles invoiced as drafts. Returns (store, plan)."""
@@ -96,7 +96,7 @@ def billed_store(folder, workdir, records: int = 2000):
     project = Project(folder)
     plan, program, why = build_plan(project, None)
     assert plan is not None, why
-    store = open_store(f"sqlite:///{workdir / 'billing.db'}", data_dir=workdir / "data")
+    store = open_store(url or f"sqlite:///{workdir / 'billing.db'}", data_dir=workdir / "data")
     store.load_plan(plan, program)
     for f in project.files().inventory:
         store.import_inventory(f)
