@@ -245,3 +245,38 @@ def test_the_ledger_reads_a_postgresql_store(pg_url, tmp_path):  # noqa: F811 - 
         assert {b.label for b in breakdown(ledger, "month", "finalized")} == {"2026-02"}
     finally:
         reader.close()
+
+
+def test_the_store_feeds_read_the_stores_own_reconciliations_disputes_and_findings(tmp_path):
+    """``icdsl tui FOLDER --db``: the feeds are the store-side modules themselves (a partner's
+    invoice imported, reconciled line by line; the disputes still open; the latest month's
+    assurance findings), with the folder's rules."""
+    from icdsl.billing import disputes as D
+    from icdsl.billing.partner_invoices import import_partner_invoice
+    from icdsl.billing.reconcile import reconcile_partner
+    from icdsl.tui.feeds import store_feeds
+
+    folder = tmp_path / "interconnect"
+    shutil.copytree(ROOT / "examples" / "interconnect", folder, ignore=shutil.ignore_patterns("tools"))
+    store, plan = billed_store(folder, tmp_path / "store", records=300)
+    try:
+        feeds = store_feeds(store, folder)
+        assert feeds.reconciliations() == [] and feeds.disputes() == []
+        import_partner_invoice(store, folder / "partner-invoices" / "lumiere-2026-03.xml", "LUMFR", plan)
+        [inv] = feeds.partner_invoices()
+        [rec] = feeds.reconciliations()
+        assert (rec.partner, rec.invoice.number, rec.records) == ("LUMFR", inv.number, None)
+        assert rec.their_total == inv.total
+        full = feeds.reconcile("LUMFR", "2026-03")
+        assert [c.status for c in full.lines] == [c.status for c in rec.lines]
+        direct = reconcile_partner(store, "LUMFR", "2026-03", plan=plan)
+        assert (full.their_total, full.our_total) == (direct.their_total, direct.our_total)
+        assert direct.disputable  # generated traffic, their invoice of the example: they differ
+        number = D.open_dispute(store, direct)["number"]
+        [row] = feeds.disputes()
+        assert (row["number"], row["partner"], row["state"]) == (number, "LUMFR", "open")
+        assert row["amount"] == sum((c.amount_difference for c in direct.disputable), Decimal(0))
+        found = feeds.assurance()
+        assert all(f.code and f.action for f in found)
+    finally:
+        store.close()

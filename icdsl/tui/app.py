@@ -277,7 +277,7 @@ def run(folder: Path, keymap: Mapping[str, str] | None = None, *, db: str | None
         except StoreError as e:
             raise SystemExit(f"error: {e}") from None
     try:
-        IcdslApp(folder, keymap=keys, store=store, feeds=store_feeds(store) if store is not None else None,
+        IcdslApp(folder, keymap=keys, store=store, feeds=store_feeds(store, folder) if store is not None else None,
                  months=months).run()
     finally:
         if store is not None:

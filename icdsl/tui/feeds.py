@@ -144,18 +144,67 @@ def call(feed: Callable[[], Sequence[Any]] | None) -> tuple[list[Any] | None, st
         return None, f"{type(e).__name__}: {e}"
 
 
-def store_feeds(store: Any) -> Feeds:
-    """The feeds of a store, for ``icdsl tui --db URL``.
+OPEN_DISPUTE_STATES = ("open", "sent", "partially_accepted")
 
-    THE WIRING POINT (for the merge of issue 13): each feed is one function of the store-side
-    module that computes it. Until those modules are on main, the feeds stay ``None`` and the
-    panels say what is not connected. At merge::
 
-        from icdsl.billing.reconcile import reconcile_partner
-        feeds.reconcile = lambda partner, period: reconcile_partner(store, partner, period)
-        feeds.reconciliations = lambda: <the latest reconciliation per partner invoice>
-        feeds.disputes = lambda: <disputes.list_disputes(store, open_only=True)>
-        feeds.assurance = lambda: <assurance.findings(store, <the current period>)>
-        feeds.partner_invoices = lambda: <partner_invoices.list_invoices(store)>
+def store_feeds(store: Any, folder: Any) -> Feeds:
+    """The feeds of a store, for ``icdsl tui FOLDER --db URL``: each one function of the
+    store-side module that computes it, with the plan of the project folder's rules (built when a
+    feed is first read, so that a rule file being edited does not stop the terminal starting; a
+    folder whose rules do not compile makes those panels show the checker's first error).
+
+    - ``reconcile``: :func:`icdsl.billing.reconcile.reconcile_partner` (the latest imported invoice
+      of the partner and period, record by record when their detail was imported);
+    - ``reconciliations``: the latest imported invoice of each partner, reconciled line by line;
+    - ``disputes``: :func:`icdsl.billing.disputes.list_disputes`, those still open;
+    - ``assurance``: :func:`icdsl.billing.assurance.assure` over the latest month a cycle bills;
+    - ``partner_invoices``: :func:`icdsl.billing.partner_invoices.partner_invoices`.
     """
-    return Feeds()
+    # lazy: the store's modules bring SQLAlchemy, pyarrow and the engine; only `--db` needs them
+    from icdsl.billing import assurance, disputes, partner_invoices, reconcile
+    from icdsl.plan.compiler import build
+
+    built: dict[str, Any] = {}
+
+    def plan() -> Any:
+        if "plan" not in built:
+            p, _program, diags = build([folder])
+            if p is None:
+                first = next((d for d in diags if d.is_error), None)
+                raise ValueError(f"the rules of {folder} do not compile: {first}" if first else
+                                 f"no rules in {folder}")
+            built["plan"] = p
+        return built["plan"]
+
+    def latest_invoices() -> list[PartnerInvoice]:
+        latest: dict[str, PartnerInvoice] = {}
+        for inv in partner_invoices.partner_invoices(store):
+            if inv.kind == "invoice":
+                latest[inv.partner] = inv  # imported in order: the last one wins
+        return list(latest.values())
+
+    def reconciliations() -> list[Reconciliation]:
+        return [reconcile.reconcile_partner(store, inv.partner, period_label(inv.period_start, inv.period_end),
+                                            inv, plan=plan(), records=False)
+                for inv in latest_invoices()]
+
+    def open_disputes() -> list[dict[str, Any]]:
+        return [{"number": d.number, "partner": d.partner, "state": d.state, "amount": d.amount,
+                 "currency": d.currency, "period": period_label(d.period_start, d.period_end),
+                 "invoice": d.invoice_number, "opened": d.changed_at, "accepted": d.accepted_amount}
+                for d in disputes.list_disputes(store) if d.state in OPEN_DISPUTE_STATES]
+
+    def findings() -> list[Any]:
+        cycles = store.cycles()
+        if not cycles:
+            return []
+        latest = max(cycles, key=lambda c: (c.period_start, c.id))
+        return list(assurance.assure(store, plan(), f"{latest.local_start:%Y-%m}").findings)
+
+    return Feeds(
+        reconcile=lambda partner, period: reconcile.reconcile_partner(store, partner, period, plan=plan()),
+        reconciliations=reconciliations,
+        disputes=open_disputes,
+        assurance=findings,
+        partner_invoices=lambda: partner_invoices.partner_invoices(store),
+    )
