@@ -434,12 +434,12 @@ class InvoiceLine(Base):
     agreement_version_id: Mapped[int | None] = mapped_column(sa.ForeignKey("agreement_versions.id"))
     agreement_hash: Mapped[str | None] = mapped_column(sa.String(64))
     rule: Mapped[str | None] = mapped_column(sa.String(1100))
-    data_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("data_files.id"))
+    data_file_id: Mapped[int | None] = mapped_column(sa.ForeignKey("data_files.id"), index=True)
     line_key: Mapped[int | None]
     record_count: Mapped[int | None] = mapped_column(sa.BigInteger)
     first_start: Mapped[datetime | None]
     last_start: Mapped[datetime | None]
-    corrects_line_id: Mapped[int | None] = mapped_column(sa.ForeignKey("invoice_lines.id"))
+    corrects_line_id: Mapped[int | None] = mapped_column(sa.ForeignKey("invoice_lines.id"), index=True)
     created_at: Mapped[datetime]
     # the exact sum of the records in their own currency, and how it became ``amount``
     source_amount: Mapped[Decimal | None]
@@ -497,7 +497,7 @@ class Adjustment(Base):
     partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partners.id"))
     source_cycle_id: Mapped[int] = mapped_column(sa.ForeignKey("billing_cycles.id"))
     target_cycle_id: Mapped[int] = mapped_column(sa.ForeignKey("billing_cycles.id"), index=True)
-    corrects_line_id: Mapped[int | None] = mapped_column(sa.ForeignKey("invoice_lines.id"))
+    corrects_line_id: Mapped[int | None] = mapped_column(sa.ForeignKey("invoice_lines.id"), index=True)
     netted: Mapped[bool] = mapped_column(sa.Boolean())
     stream: Mapped[str] = mapped_column(sa.String(100))
     direction: Mapped[str] = mapped_column(sa.String(16))
