@@ -93,6 +93,13 @@ def test_files_are_grouped(tutorial):
     assert [p.name for p in files.traffic] == ["traffic.csv"]
 
 
+def test_partners_invoices_are_not_traffic():
+    files = Project(ROOT / "examples" / "interconnect").files()
+    assert [p.name for p in files.traffic] == ["traffic.csv"]
+    assert sorted(p.name for p in files.partner_invoices) == [
+        "lumiere-2026-02.csv", "lumiere-2026-03-detail.csv", "lumiere-2026-03.xml"]
+
+
 def test_an_unsaved_buffer_is_checked_instead_of_the_file(tutorial):
     project = Project(tutorial)
     acme = tutorial / "acme.icd"

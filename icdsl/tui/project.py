@@ -30,6 +30,7 @@ from icdsl.plan.render import render_plan
 
 RULE_SUFFIX = loader.RULE_SUFFIX
 TRAFFIC_SUFFIXES = (".csv", ".parquet", ".pq")
+PARTNER_INVOICES_DIR = "partner-invoices"  # partners' invoices and their CDR detail: not traffic
 # Folders never listed: tools' and outputs' folders.
 SKIP_DIRS = frozenset(("__pycache__", "node_modules", ".git", ".venv", "venv"))
 
@@ -104,9 +105,12 @@ class ProjectFiles:
     decks: list[Path] = field(default_factory=list)
     traffic: list[Path] = field(default_factory=list)
     inventory: list[Path] = field(default_factory=list)  # inventory*.csv: the partners' ports, trunks, SIMs
+    # files under a partner-invoices folder: partners' invoices and their CDR detail
+    # (`icdsl partner-invoice import`), never our traffic
+    partner_invoices: list[Path] = field(default_factory=list)
 
     def all(self) -> list[Path]:
-        return self.rules + self.decks + self.traffic + self.inventory
+        return self.rules + self.decks + self.traffic + self.inventory + self.partner_invoices
 
 
 class Project:
@@ -122,12 +126,15 @@ class Project:
     # ------------------------------------------------------------------ files
     def files(self) -> ProjectFiles:
         """Rule files, decks (CSV files under a ``decks`` folder), inventory files
-        (``inventory*.csv``, see ``icdsl inventory import``) and traffic files, sorted."""
+        (``inventory*.csv``, see ``icdsl inventory import``), partners' invoices (any file under a
+        ``partner-invoices`` folder) and traffic files, sorted."""
         out = ProjectFiles()
         for dirpath, dirnames, filenames in os.walk(self.folder):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS)
             here = Path(dirpath)
-            in_decks = "decks" in here.relative_to(self.folder).parts
+            parts = here.relative_to(self.folder).parts
+            in_decks = "decks" in parts
+            in_invoices = PARTNER_INVOICES_DIR in parts
             for name in sorted(filenames):
                 if name.startswith("."):
                     continue
@@ -135,6 +142,8 @@ class Project:
                 suffix = p.suffix.lower()
                 if suffix == RULE_SUFFIX:
                     out.rules.append(p)
+                elif in_invoices:
+                    out.partner_invoices.append(p)
                 elif suffix == ".csv" and in_decks:
                     out.decks.append(p)
                 elif suffix == ".csv" and name.lower().startswith("inventory"):
