@@ -17,6 +17,7 @@ from icdsl.lang import ast
 from icdsl.lang.checker import DEFAULT_ROUNDING, AgreementInfo, Checked, CycleExampleInfo, ServiceInfo, check
 from icdsl.lang.diagnostics import Diagnostic
 from icdsl.lang.loader import load
+from icdsl.lang.origins import calling_code
 from icdsl.lang.values import TIME_UNITS, VOLUME_UNITS, WEEKDAYS, parse_date, parse_time
 from icdsl.plan import model as m
 
@@ -199,7 +200,8 @@ class Compiler:
         if dp is None:
             return None
         if isinstance(si.rows, m.RateColumns):  # a deck read as columns is already the plan's rows
-            return m.RateTable(si.rows, si.currency, si.unit, si.deck.path, si.deck.sha256, dp.span)
+            keys = self.cell_keys([si.rows.origin_of(i) for i in range(len(si.rows))]) if si.rows.origins else None
+            return m.RateTable(si.rows, si.currency, si.unit, si.deck.path, si.deck.sha256, dp.span, keys)
         rows = []
         for r in si.rows:
             prices = list(r.band_prices)
@@ -214,13 +216,45 @@ class Compiler:
                 effective_from=date.fromisoformat(r.start) if r.start else None,
                 effective_to=date.fromisoformat(r.until) if r.until else None,
                 span=r.span,
+                origin=r.origin,
             ))
         source = "inline"
         sha = None
         if si.deck is not None:
             source = si.deck.path
             sha = si.deck.sha256
-        return m.RateTable(tuple(rows), si.currency, si.unit, source, sha, dp.span)
+        keys = self.cell_keys([r.origin for r in rows]) if any(r.origin for r in rows) else None
+        return m.RateTable(tuple(rows), si.currency, si.unit, source, sha, dp.span, keys)
+
+    def cell_keys(self, origins: list[tuple[tuple[str, str], ...]]) -> tuple[m.CellKey, ...]:
+        """Each row's origin key, zones and countries resolved to their prefixes (one CellKey
+        per distinct key)."""
+        made: dict[tuple[tuple[str, str], ...], m.CellKey] = {}
+        out = []
+        for key in origins:
+            got = made.get(key)
+            if got is None:
+                got = made[key] = self.cell_key(key)
+            out.append(got)
+        return tuple(out)
+
+    def cell_key(self, key: tuple[tuple[str, str], ...]) -> m.CellKey:
+        if not key:
+            return m.EMPTY_KEY
+        f = dict(key)
+        country = f.get("origin_country")
+        zone = f.get("origin_zone")
+        return m.CellKey(
+            origin=f.get("origin"),
+            country=country,
+            country_prefixes=(calling_code(country)[0],) if country else (),
+            zone=zone,
+            zone_prefixes=self.c.zones[zone].prefixes if zone else (),
+            operator=f.get("origin_operator"),
+            circle=f.get("origin_circle"),
+            d_operator=f.get("destination_operator"),
+            d_circle=f.get("destination_circle"),
+        )
 
     def service(self, info: AgreementInfo, si: ServiceInfo) -> m.ServicePlan:
         s = si.node
@@ -274,6 +308,8 @@ class Compiler:
             volume=volume,
             rounding=si.rounding,
             span=s.span,
+            numbers=si.numbers.table if si.numbers is not None else None,
+            numbers_name=si.numbers.node.name.text if si.numbers is not None else None,
         )
 
     def charge(self, node: ast.ChargeNode, scope: tuple[tuple[str, str], ...]) -> m.Charge:
@@ -300,7 +336,7 @@ class Compiler:
             h = hashlib.sha256(_own_text(texts.get(file, ""), by.span).encode("utf-8")).hexdigest()
         else:
             other = next(i for i in self.c.agreements if i.node is by)
-            h = _agreement_hash(texts.get(other.file, ""), by, other)
+            h = _agreement_hash(texts.get(other.file, ""), by, other, self.c.zones)
         return m.Amendment(by=by.version_number, last_day=info.last_day, ends=isinstance(by, ast.AgreementEndDecl),
                            written_to=info.end, source_hash=h, span=by.span)
 
@@ -330,7 +366,7 @@ class Compiler:
             netting=tuple((d.text, s.text) for d, s in a.netting),
             fx=info.fx.name.text if info.fx else None,
             source_file=info.file,
-            source_hash=_agreement_hash(program.texts.get(info.file, ""), a, info),
+            source_hash=_agreement_hash(program.texts.get(info.file, ""), a, info, self.c.zones),
             span=a.span,
             amendment=self.amendment(info),
         )
@@ -433,17 +469,32 @@ def _own_text(text: str, span: m.Span) -> str:
     return "\n".join(lines[span.line - 1 : span.end_line]) if span.line else ""
 
 
-def _agreement_hash(text: str, a: ast.AgreementDecl, info: AgreementInfo) -> str:
+def _agreement_hash(text: str, a: ast.AgreementDecl, info: AgreementInfo, zones: dict | None = None) -> str:
     """SHA-256 of the agreement's own source text plus the decks it reads: a stable identity of
     exactly what was agreed, independent of other agreements in the same file."""
 
     lines = text.splitlines()
     own = "\n".join(lines[a.span.line - 1 : a.span.end_line]) if a.span.line else ""
     h = hashlib.sha256(own.encode("utf-8"))
+    zones = zones or {}
     for si in info.services.values():
         if si.deck is not None:
             h.update(si.deck.sha256.encode())
+        if si.numbers is not None and si.numbers.table is not None:  # the ranges and ported numbers it reads
+            t = si.numbers.table
+            h.update(t.sha256.encode())
+            h.update((t.ported_sha256 or "").encode())
+        for zone in sorted(_zones_named(si)):  # the zones its rows name, as they are defined
+            z = zones.get(zone)
+            h.update(f"zone {zone}: {' '.join(z.prefixes) if z is not None else ''}\n".encode())
     return h.hexdigest()
+
+
+def _zones_named(si: ServiceInfo) -> set[str]:
+    rows = si.rows
+    if isinstance(rows, m.RateColumns):
+        return {v for f, col in rows.origins if f == "origin_zone" for v in col if v is not None}
+    return {v for r in rows for f, v in r.origin if f == "origin_zone"}
 
 
 def compile_checked(checked: Checked) -> m.Plan:

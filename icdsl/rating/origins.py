@@ -1,0 +1,420 @@
+"""Rates by origin: which cell of a rate table keyed by origin prices a record.
+
+A rate table's rows may carry a :class:`~icdsl.plan.model.CellKey` (an A-number prefix, an
+origin country or zone, an origin operator and circle, a destination operator and circle).
+A row *holds* for a record when its destination prefix is a prefix of b_number, it is in force
+on the record's local date, and every part of its key holds:
+
+- ``origin`` (A-number prefix), ``country``, ``zone``: a_number starts with the prefix (one of
+  the country's calling codes, one of the zone's prefixes);
+- ``operator``, ``circle``: the a_number's operator and circle in the service's number-range
+  table (the longest range prefix; a ported number's operator, and its circle if the ported
+  line gives one, override the range's);
+- ``d_operator``, ``d_circle``: the same for b_number.
+
+Among the rows that hold, the chosen row is the greatest by, in this order: the length of its
+destination prefix (the destination comes first), its key's rank (``CellKey.rank``: destination
+operator and circle, then origin operator and circle 6, operator 5, circle 4, A-number prefix 3
+(longer first), country 2, zone 1, any origin 0), its effective_from (later first), its position
+in the table (later first). A record without a_number is priced only by rows whose key sets no
+origin part. No row holds: ``no_rate``.
+
+Both executors call this module: the row executor record by record (:meth:`OriginMatcher.match`),
+the batch executor on columns (:meth:`OriginMatcher.lookup`), which computes the same thing: a
+number's *class* (its longest prefix among every prefix any key or range names, and its ported
+line) decides which keys hold, so the keys are worked out once per class, and each cell's rows
+are looked up with the same multi-level prefix tables as a table without origins.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import date
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from icdsl.plan.model import CellKey, NumberRanges, RateRow, ServicePlan
+from icdsl.rating.kernels import PrefixTable, StringBytes
+from icdsl.rating.select import Destinations
+
+# --------------------------------------------------------------------------- number ranges
+
+
+class NumberLookup:
+    """A number-range table as lookups: the range of a number (longest prefix) and its port."""
+
+    def __init__(self, table: NumberRanges):
+        self.table = table
+        self.index = {p: i for i, p in enumerate(table.prefixes)}
+        self.maxlen = max((len(p) for p in table.prefixes), default=0)
+        self.ported = {row[0]: j for j, row in enumerate(table.ported)}
+
+    def range_of(self, number: str) -> int:
+        """Index of the longest range prefix of ``number`` (-1: none)."""
+        index = self.index
+        for n in range(min(len(number), self.maxlen), -1, -1):
+            i = index.get(number[:n])
+            if i is not None:
+                return i
+        return -1
+
+    def port_of(self, number: str) -> int:
+        return self.ported.get(number, -1)
+
+    def operator(self, r: int, j: int) -> str | None:
+        if j >= 0:
+            return self.table.ported[j][1]
+        return self.table.operators[r] if r >= 0 else None
+
+    def circle(self, r: int, j: int) -> str | None:
+        if j >= 0 and self.table.ported[j][2] is not None:
+            return self.table.ported[j][2]
+        return self.table.circles[r] if r >= 0 else None
+
+    def explain(self, what: str, number: str) -> str:
+        """``a_number 9198...: range 919820 (AIRTEL, circle MH, IN) at ranges.csv:2; ported ...``"""
+        t = self.table
+        r = self.range_of(number)
+        j = self.port_of(number)
+        if r < 0:
+            text = f"{what} {number}: in no range of {t.source}"
+        else:
+            extra = "".join(f", {x}" for x in (f"circle {t.circles[r]}" if t.circles[r] else None, t.countries[r])
+                            if x)
+            text = f"{what} {number}: range {t.prefixes[r]} ({t.operators[r]}{extra}) at {t.source}:{t.lines[r]}"
+        if j >= 0:
+            num, op, circle, line = t.ported[j]
+            text += f"; ported to {op}{f' circle {circle}' if circle else ''} at {t.ported_source}:{line}"
+        return text + f" -> operator {self.operator(r, j) or '-'}, circle {self.circle(r, j) or '-'}"
+
+
+_lookups: dict[int, tuple[NumberRanges, NumberLookup]] = {}
+_lookups_lock = threading.Lock()
+
+
+def number_lookup(table: NumberRanges) -> NumberLookup:
+    got = _lookups.get(id(table))
+    if got is None or got[0] is not table:
+        with _lookups_lock:
+            if len(_lookups) > 64:
+                _lookups.clear()
+            got = (table, NumberLookup(table))
+            _lookups[id(table)] = got
+    return got[1]
+
+
+# --------------------------------------------------------------------------- the matcher
+
+
+class OriginMatcher:
+    """One rate table keyed by origin: its cells (distinct keys), their rows, and the classes of
+    numbers (see the module's documentation)."""
+
+    def __init__(self, rows: Sequence[RateRow], keys: Sequence[CellKey], dest: Destinations,
+                 numbers: NumberRanges | None):
+        self.rows = rows
+        self.dest = dest
+        self.numbers = number_lookup(numbers) if numbers is not None else None
+        cells: dict[CellKey, list[int]] = {}
+        for i, k in enumerate(keys):
+            cells.setdefault(k, []).append(i)
+        self.cells = list(cells)
+        self.members = [np.array(ix, dtype=np.int64) for ix in cells.values()]
+        self.cell_of = np.zeros(len(keys), dtype=np.int32)
+        for c, ix in enumerate(self.members):
+            self.cell_of[ix] = c
+        # a Destinations per cell over its own rows (sub-index -> table row)
+        self.sub = [Destinations([rows[i] for i in ix.tolist()]) for ix in self.members]
+        # the preference of every row: (destination prefix length, key rank, start, position)
+        prefixes = dest.prefixes
+        order = sorted(range(len(keys)), key=lambda i: (len(prefixes[i]), keys[i].rank, dest.start[i], i))
+        self.rank = np.empty(len(keys), dtype=np.int64)
+        self.rank[np.array(order, dtype=np.int64)] = np.arange(len(keys), dtype=np.int64)
+        self.rank_list = self.rank.tolist()
+        # every prefix an origin part names (and the ranges when an operator or circle is asked)
+        universe: set[str] = set()
+        self.origin_numbers = any(k.operator is not None or k.circle is not None for k in self.cells)
+        self.dest_numbers = any(k.d_operator is not None or k.d_circle is not None for k in self.cells)
+        for k in self.cells:
+            if k.origin is not None:
+                universe.add(k.origin)
+            universe.update(k.country_prefixes)
+            universe.update(k.zone_prefixes)
+        if self.origin_numbers and self.numbers is not None:
+            universe.update(self.numbers.table.prefixes)
+        self.universe = sorted(universe)
+        self.u_index = {p: i for i, p in enumerate(self.universe)}
+        self.u_maxlen = max((len(p) for p in self.universe), default=0)
+        self._holds: dict[tuple[int, int, int, int], tuple[int, ...]] = {}
+        self._tables: dict[tuple[int, int], PrefixTable | None] = {}
+        self._u_table: PrefixTable | None | bool = False
+        self._r_table: PrefixTable | None | bool = False
+        self._tlock = threading.Lock()
+
+    # ---------------------------------------------------------------- classes of numbers
+
+    def origin_class(self, a_number: str | None) -> tuple[int, int]:
+        """(index of the longest universe prefix of a_number or -1, its ported line or -1);
+        (-2, -1) for no a_number."""
+        if a_number is None:
+            return -2, -1
+        index = self.u_index
+        u = -1
+        for n in range(min(len(a_number), self.u_maxlen), -1, -1):
+            i = index.get(a_number[:n])
+            if i is not None:
+                u = i
+                break
+        j = self.numbers.port_of(a_number) if self.origin_numbers and self.numbers is not None else -1
+        return u, j
+
+    def dest_class(self, b_number: str) -> tuple[int, int]:
+        if not self.dest_numbers or self.numbers is None:
+            return -1, -1
+        return self.numbers.range_of(b_number), self.numbers.port_of(b_number)
+
+    def holding(self, u: int, j: int, dr: int, dj: int) -> tuple[int, ...]:
+        """The cells whose key holds for a record of origin class (u, j) and destination class
+        (dr, dj)."""
+        got = self._holds.get((u, j, dr, dj))
+        if got is None:
+            got = self._holds[(u, j, dr, dj)] = tuple(
+                c for c, k in enumerate(self.cells) if self._holds_key(k, u, j, dr, dj))
+        return got
+
+    def _holds_key(self, k: CellKey, u: int, j: int, dr: int, dj: int) -> bool:
+        if u == -2 and (k.origin is not None or k.country is not None or k.zone is not None
+                        or k.operator is not None or k.circle is not None):
+            return False  # no a_number: only keys without an origin part
+        p = self.universe[u] if u >= 0 else ""
+        if k.origin is not None and not p.startswith(k.origin):
+            return False
+        if k.country is not None and not any(p.startswith(c) for c in k.country_prefixes):
+            return False
+        if k.zone is not None and not any(p.startswith(z) for z in k.zone_prefixes):
+            return False
+        nl = self.numbers
+        if k.operator is not None or k.circle is not None:
+            r = nl.range_of(p) if nl is not None and u >= 0 else -1
+            if k.operator is not None and (nl is None or nl.operator(r, j) != k.operator):
+                return False
+            if k.circle is not None and (nl is None or nl.circle(r, j) != k.circle):
+                return False
+        if k.d_operator is not None and (nl is None or nl.operator(dr, dj) != k.d_operator):
+            return False
+        return not (k.d_circle is not None and (nl is None or nl.circle(dr, dj) != k.d_circle))
+
+    # ---------------------------------------------------------------- one record (row executor)
+
+    def candidates(self, b_number: str, a_number: str | None, day: int) -> list[tuple[int, int]]:
+        """(cell, row) of every cell that holds and has a row for b_number on ``day``."""
+        u, j = self.origin_class(a_number)
+        dr, dj = self.dest_class(b_number)
+        out = []
+        for c in self.holding(u, j, dr, dj):
+            i = self.sub[c].match(b_number, day)
+            if i >= 0:
+                out.append((c, int(self.members[c][i])))
+        return out
+
+    def match(self, b_number: str, a_number: str | None, day: int) -> int:
+        """The row that prices the record (-1: none)."""
+        best, best_rank = -1, -1
+        rank = self.rank_list
+        for _c, row in self.candidates(b_number, a_number, day):
+            if rank[row] > best_rank:
+                best, best_rank = row, rank[row]
+        return best
+
+    def explain(self, b_number: str, a_number: str | None, day: int) -> list[str]:
+        """The lines of the trace that say how the origin cell was chosen."""
+        lines = []
+        nl = self.numbers
+        if a_number is None:
+            lines.append("no a_number: only rows without an origin key can price the record")
+        elif self.origin_numbers and nl is not None:
+            lines.append(nl.explain("a_number", a_number))
+        else:
+            u, _ = self.origin_class(a_number)
+            lines.append(f"a_number {a_number}: longest origin prefix {self.universe[u]}" if u >= 0
+                         else f"a_number {a_number}: no origin prefix of the table matches")
+        if self.dest_numbers and nl is not None:
+            lines.append(nl.explain("b_number", b_number))
+        cands = self.candidates(b_number, a_number, day)
+        rank = self.rank_list
+        cands.sort(key=lambda t: rank[t[1]], reverse=True)
+        if cands:
+            others = "; ".join(f"{self.cells[c].text()}: prefix {self.rows[r].prefix} ({_line(self.rows[r])})"
+                               for c, r in cands[1:])
+            c, r = cands[0]
+            row = self.rows[r]
+            text = (f"origin cell: {self.cells[c].text()}, prefix {row.prefix} ({row.destination}) at "
+                    f"{_line(row)}: the longest destination prefix, then the most specific origin")
+            if others:
+                text += f"; also holding: {others}"
+            lines.append(text)
+        return lines
+
+    # ---------------------------------------------------------------- columns (batch executor)
+
+    def lookup(self, keys: np.ndarray, key_digits: int, b_arr: pa.Array, a_arr: pa.Array | None,
+               days: np.ndarray | None, epoch_cuts: np.ndarray) -> np.ndarray:
+        """Row of each record (-1: none): ``keys`` the first ``key_digits`` digits of b_number
+        (valid keys only: the caller sends the others to :meth:`match`), ``b_arr``/``a_arr`` the
+        numbers, ``days`` the local day ordinals (None: the table has no dates)."""
+        n = len(keys)
+        u, j = self._origin_classes(a_arr, n)
+        dr, dj = self._dest_classes(b_arr, n)
+        nu, nj = len(self.universe) + 2, len(self.numbers.table.ported) + 1 if self.numbers is not None else 1
+        nr = len(self.numbers.table.prefixes) + 1 if self.numbers is not None else 1
+        code = (((u + 2) * nj + (j + 1)) * nr + (dr + 1)) * nj + (dj + 1)
+        classes, inverse = np.unique(code, return_inverse=True)
+        holds = np.zeros((len(classes), len(self.cells)), dtype=bool)
+        for x, cl in enumerate(classes.tolist()):
+            rest, dj_ = divmod(cl, nj)
+            rest, dr_ = divmod(rest, nr)
+            u_, j_ = divmod(rest, nj)
+            holds[x, list(self.holding(u_ - 2, j_ - 1, dr_ - 1, dj_ - 1))] = True
+        epochs = np.searchsorted(epoch_cuts, days, side="right") if days is not None else None
+        best = np.full(n, -1, dtype=np.int64)
+        best_rank = np.full(n, -1, dtype=np.int64)
+        for c in np.flatnonzero(holds.any(axis=0)).tolist():
+            sel = np.flatnonzero(holds[inverse, c])
+            if not len(sel):
+                continue
+            rows = np.full(len(sel), -1, dtype=np.int64)
+            if epochs is None:
+                table = self._table(c, 0, key_digits, None)
+                if table is not None:
+                    rows = table.lookup(keys[sel]).astype(np.int64)
+            else:
+                ep = epochs[sel]
+                for e in np.unique(ep).tolist():
+                    table = self._table(c, e, key_digits, epoch_cuts)
+                    if table is None:
+                        continue
+                    at = np.flatnonzero(ep == e)
+                    rows[at] = table.lookup(keys[sel[at]])
+            found = rows >= 0
+            r = np.where(found, self.rank[np.maximum(rows, 0)], -1)
+            better = r > best_rank[sel]
+            best[sel[better]] = rows[better]
+            best_rank[sel[better]] = r[better]
+        return best.astype(np.int32)
+
+    def _origin_classes(self, a_arr: pa.Array | None, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if a_arr is None:
+            return np.full(n, -2, dtype=np.int64), np.full(n, -1, dtype=np.int64)
+        sb = StringBytes(a_arr)
+        k = self.u_maxlen
+        u = np.full(n, -1, dtype=np.int64)
+        if k <= 16 and self.universe:
+            table = self._universe_table()
+            digits, ok = sb.digit_keys(k, 0, n)
+            if table is not None and ok.any():
+                u[ok] = table.lookup(digits[ok])
+            slow = np.flatnonzero(~ok)
+        else:
+            slow = np.arange(n)
+        if len(slow):
+            values = a_arr.take(pa.array(slow)).to_pylist()
+            u[slow] = [self.origin_class(v)[0] for v in values]
+        nulls = ~sb.valid
+        u[nulls] = -2
+        j = np.full(n, -1, dtype=np.int64)
+        if self.origin_numbers and self.numbers is not None and self.numbers.table.ported:
+            j = _ported(a_arr, self.numbers)
+            j[nulls] = -1
+        return u, j
+
+    def _dest_classes(self, b_arr: pa.Array, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if not self.dest_numbers or self.numbers is None:
+            return np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
+        nl = self.numbers
+        r = np.full(n, -1, dtype=np.int64)
+        sb = StringBytes(b_arr)
+        k = nl.maxlen
+        table = self._range_table()
+        if k <= 16 and table is not None:
+            digits, ok = sb.digit_keys(k, 0, n)
+            r[ok] = table.lookup(digits[ok])
+            slow = np.flatnonzero(~ok)
+        else:
+            slow = np.arange(n)
+        if len(slow):
+            r[slow] = [nl.range_of(v) if v is not None else -1 for v in b_arr.take(pa.array(slow)).to_pylist()]
+        j = _ported(b_arr, nl) if nl.table.ported else np.full(n, -1, dtype=np.int64)
+        return r, j
+
+    def _universe_table(self) -> PrefixTable | None:
+        if self._u_table is False:
+            with self._tlock:
+                if self._u_table is False:
+                    self._u_table = PrefixTable(self.universe, list(range(len(self.universe))), self.u_maxlen)
+        return self._u_table
+
+    def _range_table(self) -> PrefixTable | None:
+        if self._r_table is False:
+            with self._tlock:
+                if self._r_table is False:
+                    t = self.numbers.table
+                    self._r_table = (PrefixTable(list(t.prefixes), list(range(len(t.prefixes))), self.numbers.maxlen)
+                                     if t.prefixes else None)
+        return self._r_table
+
+    def _table(self, c: int, epoch: int, key_digits: int, cuts: np.ndarray | None) -> PrefixTable | None:
+        got = self._tables.get((c, epoch), False)
+        if got is not False:
+            return got
+        with self._tlock:
+            if (c, epoch) in self._tables:
+                return self._tables[(c, epoch)]
+            dest = self.dest
+            members = self.members[c].tolist()
+            if cuts is not None and len(cuts):
+                day = int(cuts[epoch - 1]) if epoch > 0 else int(cuts[0]) - 1
+                members = [i for i in members if dest.start[i] <= day < dest.stop[i]]
+            # same-prefix rows in one cell: the preferred one is written last
+            members.sort(key=lambda i: (dest.start[i], i))
+            table = PrefixTable([dest.prefixes[i] for i in members], members, key_digits) if members else None
+            self._tables[(c, epoch)] = table
+            return table
+
+
+def _ported(arr: pa.Array, nl: NumberLookup) -> np.ndarray:
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.cast(arr.type.value_type)
+    values = pa.array([p[0] for p in nl.table.ported], type=pa.string())
+    got = pc.index_in(arr.cast(pa.string()), value_set=values)
+    return np.asarray(pc.fill_null(got, -1).to_numpy(zero_copy_only=False)).astype(np.int64)
+
+
+def _line(row: RateRow) -> str:
+    return str(row.span)
+
+
+_matchers: dict[int, tuple[ServicePlan, OriginMatcher]] = {}
+_matchers_lock = threading.Lock()
+
+
+def origin_matcher(sp: ServicePlan, dest: Destinations | None) -> OriginMatcher | None:
+    """The matcher of a service whose rate table is keyed by origin (None otherwise), shared by
+    both executors."""
+    rates = sp.rates
+    if rates is None or rates.keys is None or dest is None:
+        return None
+    got = _matchers.get(id(sp))
+    if got is None or got[0] is not sp:
+        with _matchers_lock:
+            if len(_matchers) > 256:
+                _matchers.clear()
+            got = (sp, OriginMatcher(rates.rows, rates.keys, dest, sp.numbers))
+            _matchers[id(sp)] = got
+    return got[1]
+
+
+def day_text(day: int) -> str:
+    return date.fromordinal(day).isoformat()
