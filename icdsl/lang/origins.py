@@ -61,48 +61,36 @@ def calling_code(country: str) -> tuple[str | None, str | None]:
 
 
 def check_zones(ch: Any, zones: dict[str, ZoneInfo]) -> None:
-    """Resolve every zone to its prefixes; report bad countries, prefixes, includes, circles."""
-    done: dict[str, tuple[str, ...]] = {}
+    """Resolve every zone to its prefixes; report bad countries, prefixes, includes, circles
+    (a problem met again through an include is the same diagnostic, reported once)."""
 
     def resolve(name: str, stack: tuple[str, ...]) -> tuple[str, ...]:
-        if name in done:
-            return done[name]
-        info = zones[name]
-        z = info.node
+        z = zones[name].node
         out: set[str] = set()
-        if stack.count(name) == 0 and name not in stack:
-            for c in z.countries:
-                code, problem = calling_code(c.text)
-                if code is None:
-                    if not stack:
-                        ch.error("E421", f"zone {name}: {problem}", c.span,
-                                 "countries are ISO 3166 codes such as FR, DE, IN")
-                    continue
-                out.add(code)
-            for p in z.prefixes:
-                digits = p.value.lstrip("+")
-                if not digits.isascii() or not digits.isdigit() or len(digits) > 16:
-                    if not stack:
-                        ch.error("E421", f"zone {name}: prefix '{short_text(p.value)}' is not a string of digits",
-                                 p.span, "write E.164 digits, e.g. \"3519\"")
-                    continue
-                out.add(digits)
-            for inc in z.includes:
-                if inc.text not in zones:
-                    if not stack:
-                        ch.error("E422", f"unknown zone '{inc.text}'", inc.span,
-                                 did_you_mean(inc.text, zones, "zones") or "declare it with 'zone NAME { ... }'")
-                    continue
-                if inc.text in stack + (name,):
-                    if not stack:
-                        ch.error("E423", f"zone {name} includes itself through zone {inc.text}", inc.span,
-                                 "remove the include that closes the circle")
-                    continue
-                out.update(resolve(inc.text, stack + (name,)))
-        got = tuple(sorted(out))
-        if not stack:
-            done[name] = got
-        return got
+        for c in z.countries:
+            code, problem = calling_code(c.text)
+            if code is None:
+                ch.error("E421", f"zone {name}: {problem}", c.span, "countries are ISO 3166 codes such as FR, DE, IN")
+                continue
+            out.add(code)
+        for p in z.prefixes:
+            digits = p.value.lstrip("+")
+            if not digits.isascii() or not digits.isdigit() or len(digits) > 16:
+                ch.error("E421", f"zone {name}: prefix '{short_text(p.value)}' is not a string of digits", p.span,
+                         "write E.164 digits, e.g. \"3519\"")
+                continue
+            out.add(digits)
+        for inc in z.includes:
+            if inc.text not in zones:
+                ch.error("E422", f"unknown zone '{inc.text}'", inc.span,
+                         did_you_mean(inc.text, zones, "zones") or "declare it with 'zone NAME { ... }'")
+                continue
+            if inc.text in stack + (name,):
+                how = "itself" if inc.text == name else f"itself through zone {inc.text}"
+                ch.error("E423", f"zone {name} includes {how}", inc.span, "remove the include that closes the circle")
+                continue
+            out.update(resolve(inc.text, stack + (name,)))
+        return tuple(sorted(out))
 
     for name, info in zones.items():
         info.prefixes = resolve(name, ())

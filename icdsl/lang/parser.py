@@ -370,8 +370,12 @@ class _ToAst(Transformer):
     def zone_include(self, meta, c):
         return ("zone", self._ident(c[0]))
 
+    def zone_members(self, meta, children):
+        return list(children)
+
     def zone(self, meta, children):
-        name, *members = children
+        name, *rest = children
+        members = rest[0] if rest else []
         pick = lambda kind: tuple(m[1] for m in members if m[0] == kind)  # noqa: E731
         return ast.ZoneDecl(self._ident(name), pick("country"), pick("prefix"), pick("zone"), self.s.of_meta(meta))
 

@@ -91,6 +91,20 @@ class NumberLookup:
         return text + f" -> operator {self.operator(r, j) or '-'}, circle {self.circle(r, j) or '-'}"
 
 
+#: the record fields a number-range table answers (conditions: ``when origin_operator == "JIO"``)
+NUMBER_FIELDS = ("origin_operator", "origin_circle", "destination_operator", "destination_circle")
+
+
+def number_field(table: NumberRanges | None, record_number: str | None, name: str) -> str | None:
+    """``origin_operator`` and the like: the operator or circle of a number (a_number for
+    ``origin_*``, b_number for ``destination_*``); None without a table, number or range."""
+    if table is None or record_number is None:
+        return None
+    nl = number_lookup(table)
+    r, j = nl.range_of(record_number), nl.port_of(record_number)
+    return nl.operator(r, j) if name.endswith("operator") else nl.circle(r, j)
+
+
 _lookups: dict[int, tuple[NumberRanges, NumberLookup]] = {}
 _lookups_lock = threading.Lock()
 

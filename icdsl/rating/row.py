@@ -76,7 +76,7 @@ from icdsl.plan.model import NO_SPAN, Agreement, Partner, Plan, RateRow, Service
 from icdsl.plan.render import expr_text
 from icdsl.rating import result as R
 from icdsl.rating.calendar import DAY_US, US, book, zone
-from icdsl.rating.origins import origin_matcher
+from icdsl.rating.origins import NUMBER_FIELDS, number_field, origin_matcher
 from icdsl.rating.result import RatedRecord, RecordChargeHit, RejectedRecord, TraceStep
 from icdsl.rating.select import (
     FAR_FUTURE,
@@ -345,6 +345,10 @@ def _record_charges(rp: RowPlan, svc: RowService, rated: RatedRecord, record, st
         "amount": rated.amount,
         "start": start,
     }
+    numbers = rules.plan.numbers
+    if numbers is not None:  # operators and circles of both numbers (icdsl.rating.origins)
+        for name in NUMBER_FIELDS:
+            derived[name] = number_field(numbers, record.get("a_number" if name[0] == "o" else "b_number"), name)
     ag = rules.agreement
     partner = record.get("partner")
     env = RecordEnv(record, derived, rp.partner(partner), partner, cycle, ag.name, ag.timezone)
