@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from test_rating_batch import assert_same
 
 from icdsl.plan.model import (
-    Agreement,
     EMPTY_KEY,
+    Agreement,
     BandRule,
     Calendar,
     CellKey,

@@ -166,8 +166,8 @@ def check_origin_keys(ch: Any, numbers: NumbersInfo | None, service_span: Span,
                 ch.error("E432", f"operator '{value}' is not in the number-range table '{numbers.node.name.text}'",
                          span, did_you_mean(value, sorted(numbers.operators), "its operators")
                          or "operators are those of the ranges and ported numbers")
-        elif f in ("origin_circle", "destination_circle") and numbers is not None and numbers.table is not None:
-            if value not in numbers.circles:
+        elif (f in ("origin_circle", "destination_circle") and numbers is not None and numbers.table is not None
+              and value not in numbers.circles):
                 ch.error("E432", f"circle '{value}' is not in the number-range table '{numbers.node.name.text}'",
                          span, did_you_mean(value, sorted(numbers.circles), "its circles")
                          or "circles are those of the ranges and ported numbers")

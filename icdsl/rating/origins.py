@@ -34,9 +34,8 @@ from datetime import date
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from icdsl.plan.model import CellKey, NumberRanges, RateRow, ServicePlan
+from icdsl.plan.model import CellKey, NumberRanges, RateRow, ServicePlan, Span
 from icdsl.rating.kernels import PrefixTable, StringBytes
 from icdsl.rating.select import Destinations
 
@@ -51,6 +50,16 @@ class NumberLookup:
         self.index = {p: i for i, p in enumerate(table.prefixes)}
         self.maxlen = max((len(p) for p in table.prefixes), default=0)
         self.ported = {row[0]: j for j, row in enumerate(table.ported)}
+        self._ported_keys: tuple[np.ndarray, np.ndarray] | None = None
+
+    def ported_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """The ported numbers as sorted int64 keys (``value * 32 + length``) and their lines."""
+        if self._ported_keys is None:
+            nums = [p[0] for p in self.table.ported]
+            keys = np.array([int(x) * 32 + len(x) for x in nums], dtype=np.int64)
+            order = np.argsort(keys, kind="stable")
+            self._ported_keys = (keys[order], order.astype(np.int64))
+        return self._ported_keys
 
     def range_of(self, number: str) -> int:
         """Index of the longest range prefix of ``number`` (-1: none)."""
@@ -73,6 +82,16 @@ class NumberLookup:
         if j >= 0 and self.table.ported[j][2] is not None:
             return self.table.ported[j][2]
         return self.table.circles[r] if r >= 0 else None
+
+    def where(self, number: str) -> Span | None:
+        """The CSV line that decided a number's operator: its ported line, else its range's."""
+        t = self.table
+        j = self.port_of(number)
+        if j >= 0:
+            line = t.ported[j][3]
+            return Span(t.ported_source or t.source, line, 1, line, 2)
+        r = self.range_of(number)
+        return Span(t.source, t.lines[r], 1, t.lines[r], 2) if r >= 0 else None
 
     def explain(self, what: str, number: str) -> str:
         """``a_number 9198...: range 919820 (AIRTEL, circle MH, IN) at ranges.csv:2; ported ...``"""
@@ -243,20 +262,21 @@ class OriginMatcher:
                 best, best_rank = row, rank[row]
         return best
 
-    def explain(self, b_number: str, a_number: str | None, day: int) -> list[str]:
-        """The lines of the trace that say how the origin cell was chosen."""
-        lines = []
+    def explain(self, b_number: str, a_number: str | None, day: int) -> list[tuple[str, Span | None]]:
+        """The lines of the trace that say how the origin cell was chosen, each with the place
+        that decided it (a range's or ported number's CSV line, the chosen row; None: the table)."""
+        lines: list[tuple[str, Span | None]] = []
         nl = self.numbers
         if a_number is None:
-            lines.append("no a_number: only rows without an origin key can price the record")
+            lines.append(("no a_number: only rows without an origin key can price the record", None))
         elif self.origin_numbers and nl is not None:
-            lines.append(nl.explain("a_number", a_number))
+            lines.append((nl.explain("a_number", a_number), nl.where(a_number)))
         else:
             u, _ = self.origin_class(a_number)
-            lines.append(f"a_number {a_number}: longest origin prefix {self.universe[u]}" if u >= 0
-                         else f"a_number {a_number}: no origin prefix of the table matches")
+            lines.append((f"a_number {a_number}: longest origin prefix {self.universe[u]}" if u >= 0
+                          else f"a_number {a_number}: no origin prefix of the table matches", None))
         if self.dest_numbers and nl is not None:
-            lines.append(nl.explain("b_number", b_number))
+            lines.append((nl.explain("b_number", b_number), nl.where(b_number)))
         cands = self.candidates(b_number, a_number, day)
         rank = self.rank_list
         cands.sort(key=lambda t: rank[t[1]], reverse=True)
@@ -269,7 +289,9 @@ class OriginMatcher:
                     f"{_line(row)}: the longest destination prefix, then the most specific origin")
             if others:
                 text += f"; also holding: {others}"
-            lines.append(text)
+            lines.append((text, row.span))
+        else:
+            lines.append((f"no origin cell that holds for this record has a row for b_number {b_number}", None))
         return lines
 
     # ---------------------------------------------------------------- columns (batch executor)
@@ -282,15 +304,17 @@ class OriginMatcher:
         n = len(keys)
         u, j = self._origin_classes(a_arr, n)
         dr, dj = self._dest_classes(b_arr, n)
-        nu, nj = len(self.universe) + 2, len(self.numbers.table.ported) + 1 if self.numbers is not None else 1
-        nr = len(self.numbers.table.prefixes) + 1 if self.numbers is not None else 1
-        code = (((u + 2) * nj + (j + 1)) * nr + (dr + 1)) * nj + (dj + 1)
-        classes, inverse = np.unique(code, return_inverse=True)
+        # classes: (u, j) and (dr, dj) each factorized (every code fits int64), then combined
+        nj = len(self.numbers.table.ported) + 1 if self.numbers is not None else 1
+        o_classes, o_inv = np.unique((u + 2) * nj + (j + 1), return_inverse=True)
+        d_classes, d_inv = np.unique((dr + 1) * nj + (dj + 1), return_inverse=True)
+        classes, inverse = np.unique(o_inv.ravel() * len(d_classes) + d_inv.ravel(), return_inverse=True)
+        inverse = inverse.ravel()
         holds = np.zeros((len(classes), len(self.cells)), dtype=bool)
         for x, cl in enumerate(classes.tolist()):
-            rest, dj_ = divmod(cl, nj)
-            rest, dr_ = divmod(rest, nr)
-            u_, j_ = divmod(rest, nj)
+            oc, dc = divmod(cl, len(d_classes))
+            u_, j_ = divmod(int(o_classes[oc]), nj)
+            dr_, dj_ = divmod(int(d_classes[dc]), nj)
             holds[x, list(self.holding(u_ - 2, j_ - 1, dr_ - 1, dj_ - 1))] = True
         epochs = np.searchsorted(epoch_cuts, days, side="right") if days is not None else None
         best = np.full(n, -1, dtype=np.int64)
@@ -399,11 +423,27 @@ class OriginMatcher:
 
 
 def _ported(arr: pa.Array, nl: NumberLookup) -> np.ndarray:
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.cast(arr.type.value_type)
-    values = pa.array([p[0] for p in nl.table.ported], type=pa.string())
-    got = pc.index_in(arr.cast(pa.string()), value_set=values)
-    return np.asarray(pc.fill_null(got, -1).to_numpy(zero_copy_only=False)).astype(np.int64)
+    """The ported line of every number (-1: not ported). A number of L digits is the key
+    ``value * 32 + L`` (exact in int64 for L <= 16), searched in the sorted keys of the ported
+    numbers: no hash set of a national porting database rebuilt per batch."""
+    keys, order = nl.ported_keys()
+    n = len(arr)
+    out = np.full(n, -1, dtype=np.int64)
+    if not len(keys):
+        return out
+    sb = StringBytes(arr)
+    lengths = np.diff(sb.offsets)
+    for length in np.unique(lengths[sb.valid]).tolist():
+        if not 1 <= length <= 16:
+            continue
+        pos = np.flatnonzero((lengths == length) & sb.valid)
+        value, ok = sb.digit_keys_at(int(length), pos)
+        pos, value = pos[ok], value[ok]
+        k = value * 32 + length
+        at = np.minimum(np.searchsorted(keys, k), len(keys) - 1)
+        hit = keys[at] == k
+        out[pos[hit]] = order[at[hit]]
+    return out
 
 
 def _line(row: RateRow) -> str:

@@ -468,12 +468,13 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
         ri = svc.match(number, day) if origin is None else origin.match(number, record.get("a_number"), day)
         if ri < 0:
             if steps is not None and origin is not None:
-                steps.extend(TraceStep(t, sp.rates.span) for t in origin.explain(number, record.get("a_number"), day))
+                steps.extend(TraceStep(t, where or sp.rates.span)
+                             for t, where in origin.explain(number, record.get("a_number"), day))
             return _reject(record, steps, R.NO_RATE, R.detail_no_destination(number), sp.rates.span)
         row = svc.rows[ri]
         if steps is not None and origin is not None:
-            for text in origin.explain(number, record.get("a_number"), day):
-                steps.append(TraceStep(text, row.span if text.startswith("origin cell") else sp.rates.span))
+            for text, where in origin.explain(number, record.get("a_number"), day):
+                steps.append(TraceStep(text, where or sp.rates.span))
         elif steps is not None:
             dated = " in force on " + date.fromordinal(day).isoformat() if rules.destinations.dated else ""
             steps.append(
