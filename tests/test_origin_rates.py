@@ -284,3 +284,12 @@ def test_hostile_tables_are_refused_at_their_line(tmp_path):
 def test_the_rated_table_keeps_its_schema(plan):
     rated, _ = rate_batch(plan, table([rec(0, "DESHI", "919820123456", "919886001122")]))
     assert rated.schema.field("amount").type == pa.decimal128(18, 6)
+
+
+def test_the_record_examples_of_the_rule_files_pass(plan):
+    """``icdsl test`` on examples/origins: every record example through both executors."""
+    from icdsl.cycle.examples import run_examples
+
+    results = run_examples(plan)
+    assert len(results) >= 9
+    assert all(r.ok for r in results), [r for r in results if not r.ok]
