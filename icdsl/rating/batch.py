@@ -311,6 +311,13 @@ class _Batch:
             self._cols["#b"] = StringBytes(arr if arr is not None else pa.nulls(self.n, pa.string()))
         return self._cols["#b"]
 
+    def callers(self) -> StringBytes | None:
+        """a_number as string bytes (tables keyed by origin), once per batch; None without it."""
+        if "#a" not in self._cols:
+            arr = self.col("a_number")
+            self._cols["#a"] = StringBytes(arr) if arr is not None else None
+        return self._cols["#a"]
+
     def reject(self, where, reason: str, aux: int | np.ndarray = 0) -> None:
         """Reject rows ``where`` (bool mask or index array) that are still pending."""
         code = REASON_CODE[reason]
@@ -516,6 +523,7 @@ class _Batch:
         slow: list[np.ndarray] = []
         lock = threading.Lock()
         origin = origin_matcher(sp, dest)  # a table keyed by origin (icdsl.rating.origins), else None
+        callers = self.callers() if origin is not None else None
 
         def chunk(lo: int, hi: int) -> None:
             pos = positions[lo:hi]
@@ -528,7 +536,9 @@ class _Batch:
                     if origin is None:
                         row = self._lookup(kern, keys, tz_days, pos)
                     else:
-                        row = self._lookup_origin(origin, kern, keys, tz_days, pos, lo, hi, idx is None)
+                        at = np.arange(lo, hi) if idx is None else pos
+                        days = tz_days[at] + EPOCH_ORDINAL if tz_days is not None else None
+                        row = origin.lookup(keys, kern.key_digits, sb, callers, at, days, kern.epoch_cuts)
                     bad = ~ok
                     if bad.any():
                         row[bad] = -1
@@ -595,22 +605,6 @@ class _Batch:
             sel = np.flatnonzero(epochs == e)
             out[sel] = table.lookup(keys[sel])
         return out
-
-    def _lookup_origin(self, origin, kern: ServiceKernel, keys: np.ndarray, tz_days, pos: np.ndarray, lo: int,
-                       hi: int, contiguous: bool) -> np.ndarray:
-        """Rows of a table keyed by origin (``icdsl.rating.origins``): the records' numbers at
-        ``pos`` (rows lo..hi of the batch when ``contiguous``)."""
-        def part(name: str) -> pa.Array | None:
-            arr = self.col(name)
-            if arr is None:
-                return None
-            return arr.slice(lo, hi - lo) if contiguous else arr.take(pa.array(pos))
-
-        days = tz_days[pos] + EPOCH_ORDINAL if tz_days is not None else None
-        b = part("b_number")
-        if b is None:
-            return np.full(len(pos), -1, dtype=np.int32)
-        return origin.lookup(keys, kern.key_digits, b, part("a_number"), days, kern.epoch_cuts)
 
     def _price_rows(self, g: _Group, pos, row: np.ndarray, qty, steps) -> None:
         """Band, billed units and amount of records ``pos`` (a slice of contiguous records or an
@@ -967,7 +961,10 @@ class _Batch:
                 out.append(R.detail_outside_period(*who, _utc(field("start")[i])))
             elif reason == R.NO_RATE:
                 if a == NO_DESTINATION:
-                    out.append(R.detail_no_destination(field("b_number")[i]))
+                    if g is not None and g.sp.rates is not None and g.sp.rates.keys is not None:
+                        out.append(R.detail_no_origin_cell(field("b_number")[i], field("a_number")[i]))
+                    else:
+                        out.append(R.detail_no_destination(field("b_number")[i]))
                 elif a == NO_PRICE_RULE:
                     out.append(R.detail_no_price_rule())
                 else:

@@ -296,14 +296,15 @@ class OriginMatcher:
 
     # ---------------------------------------------------------------- columns (batch executor)
 
-    def lookup(self, keys: np.ndarray, key_digits: int, b_arr: pa.Array, a_arr: pa.Array | None,
-               days: np.ndarray | None, epoch_cuts: np.ndarray) -> np.ndarray:
-        """Row of each record (-1: none): ``keys`` the first ``key_digits`` digits of b_number
-        (valid keys only: the caller sends the others to :meth:`match`), ``b_arr``/``a_arr`` the
-        numbers, ``days`` the local day ordinals (None: the table has no dates)."""
+    def lookup(self, keys: np.ndarray, key_digits: int, called: StringBytes, callers: StringBytes | None,
+               pos: np.ndarray, days: np.ndarray | None, epoch_cuts: np.ndarray) -> np.ndarray:
+        """Row of each record at ``pos`` (-1: none). ``keys``: the first ``key_digits`` digits of
+        their b_number (the caller sends records whose key is not exact to :meth:`match`);
+        ``called``/``callers``: the batch's b_number and a_number columns as string bytes (no
+        a_number column: None); ``days``: their local day ordinals (None: no dated rows)."""
         n = len(keys)
-        u, j = self._origin_classes(a_arr, n)
-        dr, dj = self._dest_classes(b_arr, n)
+        u, j = self._origin_classes(callers, pos)
+        dr, dj = self._dest_classes(called, pos)
         # classes: (u, j) and (dr, dj) each factorized (every code fits int64), then combined
         nj = len(self.numbers.table.ported) + 1 if self.numbers is not None else 1
         o_classes, o_inv = np.unique((u + 2) * nj + (j + 1), return_inverse=True)
@@ -336,55 +337,54 @@ class OriginMatcher:
                         continue
                     at = np.flatnonzero(ep == e)
                     rows[at] = table.lookup(keys[sel[at]])
-            found = rows >= 0
-            r = np.where(found, self.rank[np.maximum(rows, 0)], -1)
+            r = np.where(rows >= 0, self.rank[np.maximum(rows, 0)], -1)
             better = r > best_rank[sel]
             best[sel[better]] = rows[better]
             best_rank[sel[better]] = r[better]
         return best.astype(np.int32)
 
-    def _origin_classes(self, a_arr: pa.Array | None, n: int) -> tuple[np.ndarray, np.ndarray]:
-        if a_arr is None:
+    def _origin_classes(self, callers: StringBytes | None, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = len(pos)
+        if callers is None:
             return np.full(n, -2, dtype=np.int64), np.full(n, -1, dtype=np.int64)
-        sb = StringBytes(a_arr)
         k = self.u_maxlen
         u = np.full(n, -1, dtype=np.int64)
         if k <= 16 and self.universe:
             table = self._universe_table()
-            digits, ok = sb.digit_keys(k, 0, n)
+            digits, ok = callers.digit_keys_at(k, pos)
             if table is not None and ok.any():
                 u[ok] = table.lookup(digits[ok])
             slow = np.flatnonzero(~ok)
         else:
             slow = np.arange(n)
         if len(slow):
-            values = a_arr.take(pa.array(slow)).to_pylist()
+            values = callers.array.take(pa.array(pos[slow])).to_pylist()
             u[slow] = [self.origin_class(v)[0] for v in values]
-        nulls = ~sb.valid
+        nulls = ~callers.valid[pos]
         u[nulls] = -2
         j = np.full(n, -1, dtype=np.int64)
         if self.origin_numbers and self.numbers is not None and self.numbers.table.ported:
-            j = _ported(a_arr, self.numbers)
+            j = _ported(callers, pos, self.numbers)
             j[nulls] = -1
         return u, j
 
-    def _dest_classes(self, b_arr: pa.Array, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _dest_classes(self, called: StringBytes, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = len(pos)
         if not self.dest_numbers or self.numbers is None:
             return np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
         nl = self.numbers
         r = np.full(n, -1, dtype=np.int64)
-        sb = StringBytes(b_arr)
-        k = nl.maxlen
         table = self._range_table()
-        if k <= 16 and table is not None:
-            digits, ok = sb.digit_keys(k, 0, n)
+        if nl.maxlen <= 16 and table is not None:
+            digits, ok = called.digit_keys_at(nl.maxlen, pos)
             r[ok] = table.lookup(digits[ok])
             slow = np.flatnonzero(~ok)
         else:
             slow = np.arange(n)
         if len(slow):
-            r[slow] = [nl.range_of(v) if v is not None else -1 for v in b_arr.take(pa.array(slow)).to_pylist()]
-        j = _ported(b_arr, nl) if nl.table.ported else np.full(n, -1, dtype=np.int64)
+            values = called.array.take(pa.array(pos[slow])).to_pylist()
+            r[slow] = [nl.range_of(v) if v is not None else -1 for v in values]
+        j = _ported(called, pos, nl) if nl.table.ported else np.full(n, -1, dtype=np.int64)
         return r, j
 
     def _universe_table(self) -> PrefixTable | None:
@@ -422,27 +422,26 @@ class OriginMatcher:
             return table
 
 
-def _ported(arr: pa.Array, nl: NumberLookup) -> np.ndarray:
-    """The ported line of every number (-1: not ported). A number of L digits is the key
-    ``value * 32 + L`` (exact in int64 for L <= 16), searched in the sorted keys of the ported
-    numbers: no hash set of a national porting database rebuilt per batch."""
+def _ported(numbers: StringBytes, pos: np.ndarray, nl: NumberLookup) -> np.ndarray:
+    """The ported line of the numbers at ``pos`` (-1: not ported). A number of L digits is the
+    key ``value * 32 + L`` (exact in int64 for L <= 16), searched in the sorted keys of the
+    ported numbers: no hash set of a national porting database rebuilt per batch."""
     keys, order = nl.ported_keys()
-    n = len(arr)
-    out = np.full(n, -1, dtype=np.int64)
+    out = np.full(len(pos), -1, dtype=np.int64)
     if not len(keys):
         return out
-    sb = StringBytes(arr)
-    lengths = np.diff(sb.offsets)
-    for length in np.unique(lengths[sb.valid]).tolist():
+    valid = numbers.valid[pos]
+    lengths = numbers.offsets[pos + 1] - numbers.offsets[pos]
+    for length in np.unique(lengths[valid]).tolist():
         if not 1 <= length <= 16:
             continue
-        pos = np.flatnonzero((lengths == length) & sb.valid)
-        value, ok = sb.digit_keys_at(int(length), pos)
-        pos, value = pos[ok], value[ok]
+        sub = np.flatnonzero((lengths == length) & valid)
+        value, ok = numbers.digit_keys_at(int(length), pos[sub])
+        sub, value = sub[ok], value[ok]
         k = value * 32 + length
         at = np.minimum(np.searchsorted(keys, k), len(keys) - 1)
         hit = keys[at] == k
-        out[pos[hit]] = order[at[hit]]
+        out[sub[hit]] = order[at[hit]]
     return out
 
 

@@ -470,7 +470,9 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
             if steps is not None and origin is not None:
                 steps.extend(TraceStep(t, where or sp.rates.span)
                              for t, where in origin.explain(number, record.get("a_number"), day))
-            return _reject(record, steps, R.NO_RATE, R.detail_no_destination(number), sp.rates.span)
+            detail = (R.detail_no_destination(number) if origin is None
+                      else R.detail_no_origin_cell(number, record.get("a_number")))
+            return _reject(record, steps, R.NO_RATE, detail, sp.rates.span)
         row = svc.rows[ri]
         if steps is not None and origin is not None:
             for text, where in origin.explain(number, record.get("a_number"), day):
