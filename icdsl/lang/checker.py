@@ -21,7 +21,14 @@ from icdsl.lang import ast
 from icdsl.lang.decks import Deck, RateColumns, read_deck
 from icdsl.lang.diagnostics import Diagnostic, did_you_mean, suggest
 from icdsl.lang.loader import Program, display_path, is_file, path_help, resolve_project_path
-from icdsl.lang.origins import NumbersInfo, ZoneInfo, check_numbers, check_origin_keys, check_zones
+from icdsl.lang.origins import (
+    NumbersInfo,
+    ZoneInfo,
+    check_number_fields,
+    check_numbers,
+    check_origin_keys,
+    check_zones,
+)
 from icdsl.lang.origins import cell_text as _cell_text
 from icdsl.lang.values import (
     CYCLE_FIELDS,
@@ -623,6 +630,7 @@ class Checker:
                 self.error("E110", f"netting names '{d.text} {s.text}', which this agreement does not price", d.span,
                            did_you_mean(f"{d.text} {s.text}", [" ".join(k) for k in info.services], "priced services"))
         self._streams(info)
+        check_number_fields(self, info)
         self.agreement = None
 
     def _calendar_ref(self, ident: ast.Ident) -> ast.CalendarDecl | None:

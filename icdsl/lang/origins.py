@@ -173,6 +173,37 @@ def check_origin_keys(ch: Any, numbers: NumbersInfo | None, service_span: Span,
                          or "circles are those of the ranges and ported numbers")
 
 
+NUMBER_FIELDS = NEEDS_NUMBERS  # the condition fields a number-range table answers
+
+
+def _field_refs(node: Any):
+    """Every FieldRef in a charge's conditions (params and options)."""
+    if isinstance(node, ast.FieldRef):
+        yield node
+    elif isinstance(node, (list, tuple)):
+        for x in node:
+            yield from _field_refs(x)
+    elif hasattr(node, "__dataclass_fields__") and not isinstance(node, (ast.Ident, ast.Str, ast.Num)):
+        for name in node.__dataclass_fields__:
+            if name != "span":
+                yield from _field_refs(getattr(node, name))
+
+
+def check_number_fields(ch: Any, info: Any) -> None:
+    """W431: a condition reads ``origin_operator`` (or the like) for records of a service that
+    names no number-range table: the field is always empty there, the condition never true."""
+    for c, scope in info.charges:
+        refs = [f for f in _field_refs((c.params, c.options)) if len(f.path) == 1 and f.path[0] in NUMBER_FIELDS]
+        if not refs:
+            continue
+        keys = [k for k in info.services if not scope or k in scope]
+        without = [" ".join(k) for k in keys if info.services[k].numbers is None]
+        if without:
+            ch.warning("W431", f"'{refs[0].path[0]}' is always empty for {', '.join(without)}: the service names no "
+                               "number-range table", refs[0].span,
+                       "add 'numbers NAME' to the service (and 'numbers NAME from \"ranges.csv\"' to the rules)")
+
+
 def cell_text(key: tuple[tuple[str, str], ...]) -> str:
     """A row's origin key for messages: `` (origin zone EEA)``; empty for no key."""
     if not key:
