@@ -8,6 +8,7 @@ are those of examples/origins (run by ``icdsl test`` as well).
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -293,3 +294,49 @@ def test_the_record_examples_of_the_rule_files_pass(plan):
     results = run_examples(plan)
     assert len(results) >= 9
     assert all(r.ok for r in results), [r for r in results if not r.ok]
+
+
+INLINE = """
+use stdlib.zones
+partner P "P" { currency EUR }
+numbers india from "ranges.csv"
+agreement "inline" v1 with P effective 2026-01-01 .. {
+  currency EUR
+  inbound voice {
+    numbers india
+    price by destination in EUR {
+      33  "France"         0.09
+      33  "France"         0.01 origin_zone EEA
+      336 "France mobile"  0.2 origin 4420
+      91  "India"          0.05 origin_operator "AIRTEL" origin_circle MH
+      91  "India"          0.06 increments 60/6 origin_operator JIO
+    }
+  }
+}
+"""
+
+
+def test_an_inline_table_keyed_by_origin(tmp_path, monkeypatch):
+    shutil.copy(ORIGINS / "numbers" / "india-ranges.csv", tmp_path / "ranges.csv")
+    (tmp_path / "rules.icd").write_text(INLINE, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    p, _, diags = build([tmp_path / "rules.icd"], root=tmp_path)
+    assert p is not None, [str(d) for d in diags]
+    cases = [("4930123456", "33145678901", "0.01"), ("12125550100", "33145678901", "0.09"),
+             ("442071234567", "33612345678", "0.2"), ("919820111111", "911145678901", "0.05"),
+             ("919821000001", "911145678901", "0.06"), ("919810000001", "911145678901", None)]
+    records = [rec(i, "P", a, b) for i, (a, b, _) in enumerate(cases)]
+    rated, rejects = assert_same(p, records)
+    got = {r["id"]: r["rate"] for r in rated.to_pylist()}
+    assert [got.get(i) for i in range(len(cases))] == [c[2] for c in cases]
+    assert rejects.to_pylist()[0]["detail"] == "no row for b_number 911145678901 holds for a_number 919810000001"
+
+
+def test_a_bad_origin_word_in_an_inline_row_is_located(tmp_path, monkeypatch):
+    (tmp_path / "rules.icd").write_text(INLINE.replace("origin 4420", "origin 44x0").replace(
+        'numbers india from "ranges.csv"', ""), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    p, _, diags = build([tmp_path / "rules.icd"], root=tmp_path)
+    assert p is None
+    assert [(d.code, d.span.line, d.message) for d in diags] == [
+        ("E012", 12, "unexpected 'x0' in a rate row")]
