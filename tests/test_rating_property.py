@@ -329,3 +329,22 @@ def test_agree_with_origins_in_bulk(p, data):
     bulk = [r | {"id": k * 100 + r["id"], "start": r["start"] + timedelta(minutes=k * 17)}
             for k in range(900) for r in recs]
     assert_same(p, bulk)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(keys=st.lists(cell_keys(), min_size=1, max_size=12), ranges=st.one_of(st.none(), number_ranges()),
+       callers=st.lists(st.one_of(st.none(), st.text(DIGITS, max_size=7), st.sampled_from(PORTED_POOL)), max_size=12),
+       called=st.lists(st.one_of(st.text(DIGITS, max_size=7), st.sampled_from(PORTED_POOL)), min_size=1, max_size=4))
+def test_the_cells_that_hold_are_those_of_the_plain_definition(keys, ranges, callers, called):
+    """OriginMatcher.holding (worked out per signature) == the key-by-key definition."""
+    from icdsl.rating.origins import OriginMatcher
+    from icdsl.rating.select import Destinations
+
+    rows = tuple(RateRow("1", "d", (("*", Decimal(1)),), span=Span("g", i + 1, 1, i + 1, 2)) for i in range(len(keys)))
+    m = OriginMatcher(rows, keys, Destinations(rows), ranges)
+    for a in callers:
+        u, j = m.origin_class(a)
+        for b in called:
+            dr, dj = m.dest_class(b)
+            want = tuple(c for c, k in enumerate(m.cells) if m.holds_plainly(k, u, j, dr, dj))
+            assert m.holding(u, j, dr, dj) == want, (a, b, m.cells)

@@ -182,6 +182,16 @@ class OriginMatcher:
         self.u_index = {p: i for i, p in enumerate(self.universe)}
         self.u_maxlen = max((len(p) for p in self.universe), default=0)
         self._holds: dict[tuple[int, int, int, int], tuple[int, ...]] = {}
+        self._by_signature: dict[tuple, tuple[int, ...]] = {}
+        # the prefix conditions of the keys: ("o", A-prefix), ("c", country), ("z", zone), by prefix
+        self._pconds: dict[str, list[tuple]] = {}
+        for k in self.cells:
+            if k.origin is not None:
+                self._pconds.setdefault(k.origin, []).append(("o", k.origin))
+            for p in k.country_prefixes:
+                self._pconds.setdefault(p, []).append(("c", k.country, k.country_prefixes))
+            for p in k.zone_prefixes:
+                self._pconds.setdefault(p, []).append(("z", k.zone, k.zone_prefixes))
         self._tables: dict[tuple[int, int], PrefixTable | None] = {}
         self._u_table: PrefixTable | None | bool = False
         self._r_table: PrefixTable | None | bool = False
@@ -211,12 +221,57 @@ class OriginMatcher:
 
     def holding(self, u: int, j: int, dr: int, dj: int) -> tuple[int, ...]:
         """The cells whose key holds for a record of origin class (u, j) and destination class
-        (dr, dj)."""
+        (dr, dj): worked out once per *signature* (the prefix conditions the caller meets, its
+        operator and circle, the called number's), which many classes share (every range of
+        one operator in one circle)."""
         got = self._holds.get((u, j, dr, dj))
         if got is None:
-            got = self._holds[(u, j, dr, dj)] = tuple(
-                c for c, k in enumerate(self.cells) if self._holds_key(k, u, j, dr, dj))
+            sig = self._signature(u, j, dr, dj)
+            got = self._by_signature.get(sig)
+            if got is None:
+                got = self._by_signature[sig] = tuple(
+                    c for c, k in enumerate(self.cells) if self._holds_signature(k, sig))
+            self._holds[(u, j, dr, dj)] = got
         return got
+
+    def _signature(self, u: int, j: int, dr: int, dj: int) -> tuple:
+        nl = self.numbers
+        if u == -2:
+            conds: frozenset = frozenset()
+            op = circle = None
+        else:
+            p = self.universe[u] if u >= 0 else ""
+            found = set()
+            for n in range(1, len(p) + 1):
+                found.update(self._pconds.get(p[:n], ()))
+            conds = frozenset(found)
+            op = circle = None
+            if self.origin_numbers and nl is not None:
+                r = nl.range_of(p) if u >= 0 else -1
+                op, circle = nl.operator(r, j), nl.circle(r, j)
+        d_op = d_circle = None
+        if self.dest_numbers and nl is not None:
+            d_op, d_circle = nl.operator(dr, dj), nl.circle(dr, dj)
+        return u == -2, conds, op, circle, d_op, d_circle
+
+    @staticmethod
+    def _holds_signature(k: CellKey, sig: tuple) -> bool:
+        no_caller, conds, op, circle, d_op, d_circle = sig
+        if no_caller and (k.origin is not None or k.country is not None or k.zone is not None
+                          or k.operator is not None or k.circle is not None):
+            return False
+        return ((k.origin is None or ("o", k.origin) in conds)
+                and (k.country is None or ("c", k.country, k.country_prefixes) in conds)
+                and (k.zone is None or ("z", k.zone, k.zone_prefixes) in conds)
+                and (k.operator is None or op == k.operator)
+                and (k.circle is None or circle == k.circle)
+                and (k.d_operator is None or d_op == k.d_operator)
+                and (k.d_circle is None or d_circle == k.d_circle))
+
+    def holds_plainly(self, k: CellKey, u: int, j: int, dr: int, dj: int) -> bool:
+        """The definition of "a key holds", written plainly (tests check :meth:`holding`
+        against it)."""
+        return self._holds_key(k, u, j, dr, dj)
 
     def _holds_key(self, k: CellKey, u: int, j: int, dr: int, dj: int) -> bool:
         if u == -2 and (k.origin is not None or k.country is not None or k.zone is not None
