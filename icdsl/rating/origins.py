@@ -183,6 +183,7 @@ class OriginMatcher:
         self.u_maxlen = max((len(p) for p in self.universe), default=0)
         self._holds: dict[tuple[int, int, int, int], tuple[int, ...]] = {}
         self._by_signature: dict[tuple, tuple[int, ...]] = {}
+        self._sig_arrays: dict | None = None
         # the prefix conditions of the keys: ("o", A-prefix), ("c", country), ("z", zone), by prefix
         self._pconds: dict[str, list[tuple]] = {}
         for k in self.cells:
@@ -360,23 +361,26 @@ class OriginMatcher:
         n = len(keys)
         u, j = self._origin_classes(callers, pos)
         dr, dj = self._dest_classes(called, pos)
-        # classes: (u, j) and (dr, dj) each factorized (every code fits int64), then combined
-        nj = len(self.numbers.table.ported) + 1 if self.numbers is not None else 1
-        o_classes, o_inv = np.unique((u + 2) * nj + (j + 1), return_inverse=True)
-        d_classes, d_inv = np.unique((dr + 1) * nj + (dj + 1), return_inverse=True)
-        classes, inverse = np.unique(o_inv.ravel() * len(d_classes) + d_inv.ravel(), return_inverse=True)
-        inverse = inverse.ravel()
-        holds = np.zeros((len(classes), len(self.cells)), dtype=bool)
-        for x, cl in enumerate(classes.tolist()):
-            oc, dc = divmod(cl, len(d_classes))
-            u_, j_ = divmod(int(o_classes[oc]), nj)
-            dr_, dj_ = divmod(int(d_classes[dc]), nj)
-            holds[x, list(self.holding(u_ - 2, j_ - 1, dr_ - 1, dj_ - 1))] = True
+        sigs, inverse = self._signatures(u, j, dr, dj)
+        holds = np.zeros((len(sigs), len(self.cells)), dtype=bool)
+        for x, sig in enumerate(sigs):
+            got = self._by_signature.get(sig)
+            if got is None:
+                got = self._by_signature[sig] = tuple(
+                    c for c, k in enumerate(self.cells) if self._holds_signature(k, sig))
+            holds[x, list(got)] = True
+        # the records of each signature, to visit only the records a cell holds for
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(len(sigs) + 1))
         epochs = np.searchsorted(epoch_cuts, days, side="right") if days is not None else None
         best = np.full(n, -1, dtype=np.int64)
         best_rank = np.full(n, -1, dtype=np.int64)
         for c in np.flatnonzero(holds.any(axis=0)).tolist():
-            sel = np.flatnonzero(holds[inverse, c])
+            members = np.flatnonzero(holds[:, c])
+            if len(members) == len(sigs):
+                sel = np.arange(n)
+            else:
+                sel = np.sort(np.concatenate([order[bounds[x]:bounds[x + 1]] for x in members.tolist()]))
             if not len(sel):
                 continue
             rows = np.full(len(sel), -1, dtype=np.int64)
@@ -397,6 +401,84 @@ class OriginMatcher:
             best[sel[better]] = rows[better]
             best_rank[sel[better]] = r[better]
         return best.astype(np.int32)
+
+    def _signature_arrays(self) -> dict[str, np.ndarray | list]:
+        """Per universe prefix, ported line and range: ids of what a signature is made of (the
+        prefix conditions met, operators and circles), so that a batch's signatures are
+        computed on columns. Built once per matcher."""
+        got = self._sig_arrays
+        if got is not None:
+            return got
+        with self._tlock:
+            if self._sig_arrays is not None:
+                return self._sig_arrays
+            names: dict[str | None, int] = {None: 0}
+            conds: dict[frozenset, int] = {}
+            nl = self.numbers
+
+            def name_id(v: str | None) -> int:
+                return names.setdefault(v, len(names))
+
+            u_cond, u_op, u_circle = [], [], []
+            for p in self.universe + [""]:  # the last entry: a caller in no universe prefix
+                sig = self._signature(self.u_index.get(p, -1) if p else -1, -1, -1, -1)
+                u_cond.append(conds.setdefault(sig[1], len(conds)))
+                u_op.append(name_id(sig[2]))
+                u_circle.append(name_id(sig[3]))
+            ported = nl.table.ported if nl is not None else ()
+            j_op = [name_id(x[1]) for x in ported] or [0]
+            j_circle = [name_id(x[2]) for x in ported] or [0]  # 0 (None): the range's circle
+            ranges = nl.table if nl is not None else None
+            r_op = [name_id(o) for o in ranges.operators] + [0] if ranges is not None else [0]
+            r_circle = [name_id(c) for c in ranges.circles] + [0] if ranges is not None else [0]
+            arr = lambda x: np.array(x, dtype=np.int64)  # noqa: E731
+            self._sig_arrays = {
+                "u_cond": arr(u_cond), "u_op": arr(u_op), "u_circle": arr(u_circle), "j_op": arr(j_op),
+                "j_circle": arr(j_circle), "r_op": arr(r_op), "r_circle": arr(r_circle),
+                "names": list(names), "conds": list(conds),
+            }
+            return self._sig_arrays
+
+    def _signatures(self, u: np.ndarray, j: np.ndarray, dr: np.ndarray, dj: np.ndarray) -> tuple[list, np.ndarray]:
+        """The distinct signatures (as :meth:`_signature` makes them) of records of origin
+        classes (u, j) and destination classes (dr, dj), and the index of each record's."""
+        a = self._signature_arrays()
+        names, conds = a["names"], a["conds"]
+        no_caller = u == -2
+        uu = np.where(u < 0, len(self.universe), u)
+        cond = np.where(no_caller, -1, a["u_cond"][uu])
+        op = np.zeros(len(u), dtype=np.int64)
+        circle = np.zeros(len(u), dtype=np.int64)
+        if self.origin_numbers and self.numbers is not None:
+            jj = np.maximum(j, 0)
+            ported = j >= 0
+            op = np.where(ported, a["j_op"][jj], a["u_op"][uu])
+            own = ported & (a["j_circle"][jj] > 0)
+            circle = np.where(own, a["j_circle"][jj], a["u_circle"][uu])
+            op[no_caller] = 0
+            circle[no_caller] = 0
+        d_op = np.zeros(len(u), dtype=np.int64)
+        d_circle = np.zeros(len(u), dtype=np.int64)
+        if self.dest_numbers and self.numbers is not None:
+            rr = np.where(dr < 0, len(a["r_op"]) - 1, dr)
+            jj = np.maximum(dj, 0)
+            ported = dj >= 0
+            d_op = np.where(ported, a["j_op"][jj], a["r_op"][rr])
+            own = ported & (a["j_circle"][jj] > 0)
+            d_circle = np.where(own, a["j_circle"][jj], a["r_circle"][rr])
+        k = len(names)
+        o_codes, o_inv = np.unique(((cond + 1) * k + op) * k + circle, return_inverse=True)
+        d_codes, d_inv = np.unique(d_op * k + d_circle, return_inverse=True)
+        codes, inverse = np.unique(o_inv.ravel() * len(d_codes) + d_inv.ravel(), return_inverse=True)
+        sigs = []
+        for code in codes.tolist():
+            oc, dc = divmod(code, len(d_codes))
+            rest, circle_ = divmod(int(o_codes[oc]), k)
+            cond_, op_ = divmod(rest, k)
+            d_op_, d_circle_ = divmod(int(d_codes[dc]), k)
+            sigs.append((cond_ == 0, conds[cond_ - 1] if cond_ > 0 else frozenset(), names[op_], names[circle_],
+                         names[d_op_], names[d_circle_]))
+        return sigs, inverse.ravel()
 
     def _origin_classes(self, callers: StringBytes | None, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = len(pos)
