@@ -239,7 +239,9 @@ def origin_problem(fname: str, text: str) -> str | None:
     return None if _ORIGIN_NAME.match(text) else f"{fname.replace('_', ' ')} '{short_text(text)}' is not a name"
 
 
-def _origin_value(fname: str, text: str) -> str:
+def origin_value(fname: str, text: str) -> str:
+    """A cell of origin column ``fname`` as the plan keeps it: trimmed, ``+`` dropped from a
+    prefix, a country in capitals (empty: no key)."""
     t = text.strip()
     if fname == "origin":
         return t.lstrip("+")
@@ -512,7 +514,7 @@ def _columns(text: str, delim: str, header: list[str], cols: dict[str, int], ban
 
 
 def _origin(fname: str, v: str) -> str | None:
-    t = _origin_value(fname, v)
+    t = origin_value(fname, v)
     if not t:
         return None
     if origin_problem(fname, t) is not None:
@@ -592,7 +594,7 @@ def _row(rec, lineno, width, header, p_i, d_i, r_i, c_i, inc_i, ini_i, sub_i, e_
             return f"end date '{short_text(until)}' is not a date (YYYY-MM-DD)", None
     origin = []
     for fname, i in origin_items:
-        value = _origin_value(fname, rec[i])
+        value = origin_value(fname, rec[i])
         if value:
             problem = origin_problem(fname, value)
             if problem is not None:

@@ -168,9 +168,9 @@ def check_origin_keys(ch: Any, numbers: NumbersInfo | None, service_span: Span,
                          or "operators are those of the ranges and ported numbers")
         elif (f in ("origin_circle", "destination_circle") and numbers is not None and numbers.table is not None
               and value not in numbers.circles):
-                ch.error("E432", f"circle '{value}' is not in the number-range table '{numbers.node.name.text}'",
-                         span, did_you_mean(value, sorted(numbers.circles), "its circles")
-                         or "circles are those of the ranges and ported numbers")
+            ch.error("E432", f"circle '{value}' is not in the number-range table '{numbers.node.name.text}'",
+                     span, did_you_mean(value, sorted(numbers.circles), "its circles")
+                     or "circles are those of the ranges and ported numbers")
 
 
 NUMBER_FIELDS = NEEDS_NUMBERS  # the condition fields a number-range table answers

@@ -22,7 +22,7 @@ import re
 from decimal import Decimal, InvalidOperation
 
 from icdsl.lang import ast
-from icdsl.lang.decks import ORIGIN_FIELDS, _origin_value, origin_problem
+from icdsl.lang.decks import ORIGIN_FIELDS, origin_problem, origin_value
 from icdsl.lang.diagnostics import Diagnostic
 from icdsl.lang.values import NUMBER_FIX, number_problem, short_text
 from icdsl.spans import Span
@@ -79,7 +79,7 @@ def _fast_words(words: list[str]):
             return None
         v = words[i + 1]
         if w in ORIGIN_FIELDS:
-            value = _origin_value(w, v)
+            value = origin_value(w, v)
             if origin_problem(w, value) is not None or any(f == w for f, _ in origin):
                 return None
             origin.append((w, value))
@@ -241,7 +241,7 @@ def _slow(body: str, path: str, line: int, col: int):
                         raise _RowError(Diagnostic("E012", f"expected a value after '{word}'", wspan,
                                                    "e.g. origin_zone EEA, origin_operator AIRTEL, origin 4420"))
                     raw = toks[i][1][1:-1] if toks[i][0] == "str" else toks[i][1]
-                    value = _origin_value(word, raw)
+                    value = origin_value(word, raw)
                     problem = origin_problem(word, value)
                     if problem is not None:
                         raise _RowError(Diagnostic("E012", problem, toks[i][2],
