@@ -340,3 +340,35 @@ def test_a_bad_origin_word_in_an_inline_row_is_located(tmp_path, monkeypatch):
     assert p is None
     assert [(d.code, d.span.line, d.message) for d in diags] == [
         ("E012", 12, "unexpected 'x0' in a rate row")]
+
+
+def test_the_store_keeps_the_number_tables_as_loaded(tmp_path, monkeypatch):
+    """Reference data behind prices is kept by hash (source_files), outside the version's identity."""
+    import sqlalchemy as sa
+
+    from icdsl.billing.store import open_store
+
+    monkeypatch.chdir(ROOT)
+    p, program, diags = build([ORIGINS], root=ROOT)
+    assert p is not None, diags
+    store = open_store(f"sqlite:///{tmp_path / 'icdsl.db'}", data_dir=tmp_path / "data")
+    try:
+        store.load_plan(p, program)
+        with store.engine.connect() as c:
+            paths = {r[0] for r in c.execute(sa.text("SELECT path FROM source_files"))}
+    finally:
+        store.close()
+    assert {"examples/origins/numbers/india-ranges.csv", "examples/origins/numbers/india-ported.csv",
+            "examples/origins/decks/india-termination.csv"} <= paths
+
+
+def test_a_porting_update_is_no_new_agreement_version(tmp_path, monkeypatch):
+    shutil.copytree(ORIGINS, tmp_path / "origins")
+    monkeypatch.chdir(tmp_path)
+    p1, _, _ = build([tmp_path / "origins"], root=tmp_path)
+    with open(tmp_path / "origins" / "numbers" / "india-ported.csv", "a", encoding="utf-8") as f:
+        f.write("919820000002,VI,\n")
+    p2, _, _ = build([tmp_path / "origins"], root=tmp_path)
+    assert [a.source_hash for a in p1.agreements] == [a.source_hash for a in p2.agreements]
+    deshi = next(a for a in p2.agreements if a.partner == "DESHI")
+    assert len(deshi.services[0].numbers.ported) == 3

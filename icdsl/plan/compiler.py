@@ -336,7 +336,7 @@ class Compiler:
             h = hashlib.sha256(_own_text(texts.get(file, ""), by.span).encode("utf-8")).hexdigest()
         else:
             other = next(i for i in self.c.agreements if i.node is by)
-            h = _agreement_hash(texts.get(other.file, ""), by, other, self.c.zones)
+            h = _agreement_hash(texts.get(other.file, ""), by, other)
         return m.Amendment(by=by.version_number, last_day=info.last_day, ends=isinstance(by, ast.AgreementEndDecl),
                            written_to=info.end, source_hash=h, span=by.span)
 
@@ -366,7 +366,7 @@ class Compiler:
             netting=tuple((d.text, s.text) for d, s in a.netting),
             fx=info.fx.name.text if info.fx else None,
             source_file=info.file,
-            source_hash=_agreement_hash(program.texts.get(info.file, ""), a, info, self.c.zones),
+            source_hash=_agreement_hash(program.texts.get(info.file, ""), a, info),
             span=a.span,
             amendment=self.amendment(info),
         )
@@ -469,32 +469,19 @@ def _own_text(text: str, span: m.Span) -> str:
     return "\n".join(lines[span.line - 1 : span.end_line]) if span.line else ""
 
 
-def _agreement_hash(text: str, a: ast.AgreementDecl, info: AgreementInfo, zones: dict | None = None) -> str:
+def _agreement_hash(text: str, a: ast.AgreementDecl, info: AgreementInfo) -> str:
     """SHA-256 of the agreement's own source text plus the decks it reads: a stable identity of
     exactly what was agreed, independent of other agreements in the same file."""
 
     lines = text.splitlines()
     own = "\n".join(lines[a.span.line - 1 : a.span.end_line]) if a.span.line else ""
     h = hashlib.sha256(own.encode("utf-8"))
-    zones = zones or {}
     for si in info.services.values():
         if si.deck is not None:
             h.update(si.deck.sha256.encode())
-        if si.numbers is not None and si.numbers.table is not None:  # the ranges and ported numbers it reads
-            t = si.numbers.table
-            h.update(t.sha256.encode())
-            h.update((t.ported_sha256 or "").encode())
-        for zone in sorted(_zones_named(si)):  # the zones its rows name, as they are defined
-            z = zones.get(zone)
-            h.update(f"zone {zone}: {' '.join(z.prefixes) if z is not None else ''}\n".encode())
+        # number-range tables and zones are reference data, not terms: like calendars they are
+        # outside the hash (a daily porting update is no new agreement version)
     return h.hexdigest()
-
-
-def _zones_named(si: ServiceInfo) -> set[str]:
-    rows = si.rows
-    if isinstance(rows, m.RateColumns):
-        return {v for f, col in rows.origins if f == "origin_zone" for v in col if v is not None}
-    return {v for r in rows for f, v in r.origin if f == "origin_zone"}
 
 
 def compile_checked(checked: Checked) -> m.Plan:
