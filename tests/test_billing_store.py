@@ -213,7 +213,7 @@ def test_migrations_to_head_on_empty_database(db_url, tmp_path):
 
     store = open_store(db_url, data_dir=tmp_path / "data")
     try:
-        assert store.revision() == head_revision() == "0008"
+        assert store.revision() == head_revision() == "0013"
         names = set(sa.inspect(store.engine).get_table_names())
         for table in ("partners", "agreement_versions", "source_files", "intake_batches", "intake_reject_counts",
                       "intake_partner_stats", "data_files", "billing_cycles", "cycle_events", "cycle_inputs",
@@ -221,7 +221,7 @@ def test_migrations_to_head_on_empty_database(db_url, tmp_path):
                       "number_sequences", "audit_log", "store_meta", "alembic_version", "intake_daily_counts",
                       "validation_findings", "corrections", "adjustments", "charge_lines", "charge_applications",
                       "record_charge_files", "share_statements", "late_records", "reject_resubmissions",
-                      "resubmitted_rejects", "document_seals"):
+                      "resubmitted_rejects", "document_seals", "disputes", "dispute_lines", "dispute_credits"):
             assert table in names
         # the models describe exactly what the migrations create
         with store.engine.connect() as conn:
@@ -233,7 +233,7 @@ def test_migrations_to_head_on_empty_database(db_url, tmp_path):
     # reopening: nothing to migrate, same store
     again = open_store(db_url, data_dir=tmp_path / "data")
     try:
-        assert again.revision() == "0008" and again.store_id == store_id
+        assert again.revision() == "0013" and again.store_id == store_id
     finally:
         again.close()
     # a data folder belongs to one store

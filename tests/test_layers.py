@@ -55,6 +55,7 @@ HEAVY_MODULES = {
     "icdsl.rating.intake": "pyarrow",
     "icdsl.rating.row": "pyarrow",
     "icdsl.rating.run": "pyarrow",
+    "icdsl.routing": "polars",
 }
 
 

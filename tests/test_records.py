@@ -260,6 +260,28 @@ def test_non_utf8_bytes_are_a_malformed_row(tmp_path):
     assert rec.column("id").to_pylist() == ["1"] and c.reconciles()
 
 
+def test_a_non_utf8_row_with_wrong_fields_prints_nothing_and_hooks_nothing(tmp_path):
+    """pyarrow decodes a malformed row before calling the invalid-row handler; a row that is not
+    UTF-8 must not make it print an "Exception ignored" traceback, and reading records must not
+    replace the interpreter's global hooks to hide one."""
+    import subprocess
+    import sys
+
+    data = (HEADER + row(1)).encode() + b"2,FR\xff01,outbound\n" + row(3).encode()
+    p = write(tmp_path, data)
+    script = (
+        "import sys; hook = sys.unraisablehook\n"
+        "from icdsl.rating.intake import read_records\n"
+        f"rec, rej, c = read_records({str(p)!r})\n"
+        "assert sys.unraisablehook is hook, 'a global hook was replaced'\n"
+        "print(rec.num_rows, rej.num_rows, rej.column('detail')[0].as_py())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "2 1 line is not UTF-8 (byte 0xff at position 5)"
+    assert out.stderr == ""
+
+
 def test_bom_crlf_and_blank_lines(tmp_path):
     text = "\ufeff" + HEADER + row(1) + "\n" + row(2, dur="x") + "\n\n" + row(3)
     p = write(tmp_path, text.replace("\n", "\r\n"))

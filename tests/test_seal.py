@@ -398,12 +398,14 @@ def test_seals_rewritten_consistently_are_found_only_against_a_recorded_head(sto
 
 
 def test_every_row_a_finalized_document_depends_on_refuses_change(store, tmp_path):
+    with store.session() as s:  # in force in March, loaded before it was finalized
+        s.add(M.FxRate(source="ecb", base="EUR", quote="USD", rate=Decimal("1.1"), effective_from=date(2026, 1, 1),
+                       origin="manual", loaded_at=datetime.now(UTC)))
     finalized_store(store, tmp_path)
     cyc = store.cycle("ORFR", "2026-03")
-    with store.session() as s:
-        for day in (date(2026, 1, 1), date(2027, 1, 1)):  # in force in March / after every finalized cycle
-            s.add(M.FxRate(source="ecb", base="EUR", quote="USD", rate=Decimal("1.1"), effective_from=day,
-                           origin="manual", loaded_at=datetime.now(UTC)))
+    with store.session() as s:  # in force after every finalized cycle
+        s.add(M.FxRate(source="ecb", base="EUR", quote="USD", rate=Decimal("1.1"), effective_from=date(2027, 1, 1),
+                       origin="manual", loaded_at=datetime.now(UTC)))
     with store.reading() as s:
         used = s.scalars(sa.select(M.FxRate.id).where(M.FxRate.effective_from == date(2026, 1, 1))).one()
         later = s.scalars(sa.select(M.FxRate.id).where(M.FxRate.effective_from == date(2027, 1, 1))).one()
@@ -430,6 +432,9 @@ def test_every_row_a_finalized_document_depends_on_refuses_change(store, tmp_pat
         ("UPDATE document_seals SET seal = 'x'", "seals are immutable"),
         ("DELETE FROM document_seals", "seals are immutable"),
         ("UPDATE invoice_lines SET amount = '0.01'", "finalized invoice"),
+        ("INSERT INTO fx_rates (source, base, quote, rate, effective_from, origin, loaded_at) "
+         "VALUES ('ecb', 'EUR', 'USD', '1.2', '2026-04-15', 'manual', '2026-06-01 00:00:00')",
+         "take effect during a finalized billing cycle"),
     ]
     if store.is_postgres:
         refused += [(f"TRUNCATE {t} CASCADE", "cannot be truncated")
@@ -525,3 +530,27 @@ def test_finalizations_at_the_same_time_append_to_one_chain_on_postgresql(pg_url
         assert store.verify().ok
     finally:
         store.close()
+
+
+def test_a_partner_renamed_after_finalizing_keeps_its_name_on_issued_invoices(store, tmp_path):
+    finalized_store(store, tmp_path)
+    number = store.cycle_documents(store.cycle("ORFR", "2026-03").id)[0]["number"]
+    with store.engine.begin() as c:  # the partner's name changes (a later load of its rules)
+        c.execute(sa.text("UPDATE partners SET name = 'Orange Wholesale France' WHERE code = 'ORFR'"))
+    doc = store.document(number)
+    assert (doc["partner_code"], doc["partner_name"]) == ("ORFR", "Orange France")
+    assert store.verify().ok
+
+
+def test_loading_a_rate_that_would_take_effect_in_a_finalized_period_is_refused(store, tmp_path):
+    finalized_store(store, tmp_path)  # March and April 2026 finalized
+    late, late_program = make_plan(tmp_path, "fx ecb {\n  EUR/USD 1.0850 from 2026-04-20\n}\n", "fx_late.icd")
+    with pytest.raises(billing_store.FxRateConflict) as e:
+        store.load_plan(late, late_program)
+    assert str(e.value) == (
+        "FX rate ecb EUR/USD from 2026-04-20 (fx_late.icd:2:3) would take effect during a finalized billing "
+        "cycle (finalized periods run to 2026-04-30): finalized invoices keep the rates they were converted "
+        "with; give the rate an effective date of 2026-05-01 or later")
+    nxt, nxt_program = make_plan(tmp_path, "fx ecb {\n  EUR/USD 1.0850 from 2026-05-01\n}\n", "fx_next.icd")
+    assert store.load_plan(nxt, nxt_program).fx_added == 1
+    assert store.verify().ok

@@ -120,6 +120,8 @@ def invoice_document(s: Session, inv: M.Invoice, rows: list[Any] | None = None,
     doc = {
         "kind": "credit_note" if inv.total is not None and inv.total < 0 else "invoice",
         "id": inv.id, "number": inv.number, "status": inv.status, **_partner(s, inv.partner_id),
+        # the partner as the invoice was issued to (sealed with it), not as renamed since
+        "partner_code": inv.partner_code, "partner_name": inv.partner_name,
         "currency": inv.currency, "issue_date": inv.issue_date, "due_date": inv.due_date,
         **_period(s, inv.cycle_id), "stream": inv.stream, "subtotal": present(inv.subtotal, inv.currency),
         "tax_kind": inv.tax_kind, "tax_rate": plain_number(inv.tax_rate),

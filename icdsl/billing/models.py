@@ -788,3 +788,97 @@ class AuditEntry(Base):
     entity_id: Mapped[int | None]
     message: Mapped[str] = mapped_column(sa.Text)
     details: Mapped[dict[str, Any] | None]
+
+
+# --------------------------------------------------------------------------- disputes (0011)
+
+
+DISPUTE_STATES = ("open", "sent", "partially_accepted", "accepted", "rejected", "withdrawn")
+
+
+class Dispute(Base):
+    """A dispute of a partner's invoice (:mod:`icdsl.billing.disputes`, migration 0011): numbered
+    ``DSP-YYYY-NNNNNN``; the partner invoice by its store id, number and sha256 (plain columns);
+    the amounts (disputed = theirs - ours, exact), its evidence (Parquet of the differing
+    records: path, sha256, rows) and its content hash, fixed at opening; then its state, the
+    amount accepted (credit notes) and the last change (who, when, why). The database refuses
+    changes of what is fixed and changes of state that are not transitions (triggers)."""
+
+    __tablename__ = "disputes"
+    __table_args__ = (sa.CheckConstraint(_in("state", DISPUTE_STATES), name="state"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partners.id"), index=True)
+    partner_code: Mapped[str] = mapped_column(sa.String(64))
+    period_start: Mapped[date]
+    period_end: Mapped[date]
+    currency: Mapped[str] = mapped_column(sa.String(8))
+    invoice_id: Mapped[int | None]
+    invoice_number: Mapped[str] = mapped_column(sa.String(200))
+    invoice_sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    invoice_total: Mapped[Decimal]
+    their_amount: Mapped[Decimal]
+    our_amount: Mapped[Decimal]
+    amount: Mapped[Decimal]
+    line_count: Mapped[int]
+    evidence_path: Mapped[str | None] = mapped_column(sa.String(1000))
+    evidence_sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    evidence_rows: Mapped[int] = mapped_column(sa.BigInteger)
+    tolerances: Mapped[dict[str, Any]]
+    content_hash: Mapped[str] = mapped_column(sa.String(64))
+    opened_at: Mapped[datetime]
+    opened_by: Mapped[str] = mapped_column(sa.String(200))
+    opened_reason: Mapped[str | None] = mapped_column(sa.Text)
+    state: Mapped[str] = mapped_column(sa.String(24))
+    accepted_amount: Mapped[Decimal]
+    changed_at: Mapped[datetime]
+    changed_by: Mapped[str] = mapped_column(sa.String(200))
+    change_reason: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class DisputeLine(Base):
+    """A disputed line: both sides of the reconciliation's line and the amount disputed
+    (theirs - ours). Written once, with its dispute; never changed (triggers)."""
+
+    __tablename__ = "dispute_lines"
+    __table_args__ = (sa.UniqueConstraint("dispute_id", "line_no"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dispute_id: Mapped[int] = mapped_column(sa.ForeignKey("disputes.id"), index=True)
+    line_no: Mapped[int]
+    service: Mapped[str] = mapped_column(sa.String(64))
+    destination: Mapped[str | None] = mapped_column(sa.String(300))
+    band: Mapped[str | None] = mapped_column(sa.String(64))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    their_lines: Mapped[list[Any]]
+    our_lines: Mapped[list[Any]]
+    their_calls: Mapped[int] = mapped_column(sa.BigInteger)
+    our_calls: Mapped[int] = mapped_column(sa.BigInteger)
+    their_quantity: Mapped[str] = mapped_column(sa.String(60))  # decimal text, exact whatever its digits
+    our_quantity: Mapped[str] = mapped_column(sa.String(60))
+    their_amount: Mapped[Decimal]
+    our_amount: Mapped[Decimal]
+    amount: Mapped[Decimal]
+    currency: Mapped[str] = mapped_column(sa.String(8))
+    evidence_records: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class DisputeCredit(Base):
+    """A partner's credit note applied to a dispute (its number, sha256 and total; the amount
+    applied). Append-only (triggers)."""
+
+    __tablename__ = "dispute_credits"
+    __table_args__ = (sa.Index("ix_dispute_credits_partner_code_credit_note_number", "partner_code",
+                               "credit_note_number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dispute_id: Mapped[int] = mapped_column(sa.ForeignKey("disputes.id"), index=True)
+    partner_code: Mapped[str] = mapped_column(sa.String(64))
+    credit_note_id: Mapped[int | None]
+    credit_note_number: Mapped[str] = mapped_column(sa.String(200))
+    credit_note_sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    credit_note_total: Mapped[Decimal]
+    amount: Mapped[Decimal]
+    applied_at: Mapped[datetime]
+    applied_by: Mapped[str] = mapped_column(sa.String(200))

@@ -62,6 +62,7 @@ from icdsl.billing.conflicts import (
 )
 from icdsl.billing.corrections import rerate
 from icdsl.billing.cycles import finalize_cycle, latest_findings, resolve_period, run_cycle, write_put_off
+from icdsl.billing.disputes import attach_positions, evidence_files, evidence_paths
 from icdsl.billing.documents import cycle_documents, find_document
 from icdsl.billing.errors import (
     AgreementVersionConflict,
@@ -486,6 +487,7 @@ class Store:
         files.update(p for p in s.scalars(select(M.Correction.file_path)) if p)
         files.update(p for p in s.scalars(select(M.Correction.charges_path)) if p)
         files.update(s.scalars(select(M.RecordChargeFile.path)))
+        files.update(evidence_paths(s))  # disputes' evidence (billing.disputes)
         return files
 
     def gc(self, min_age_s: float = 3600.0) -> list[str]:
@@ -500,9 +502,10 @@ class Store:
         with self.reading() as s:
             files = list(s.scalars(select(M.DataFile).order_by(M.DataFile.id)))
             files += list(s.scalars(select(M.RecordChargeFile).order_by(M.RecordChargeFile.id)))
-        for f in files:
+            pairs = [(f.path, f.sha256) for f in files] + evidence_files(s)  # disputes' evidence too
+        for path, sha in pairs:
             try:
-                self.data.verify(f.path, f.sha256)
+                self.data.verify(path, sha)
             except OSError as e:
                 problems.append(str(e))
         return problems
@@ -644,11 +647,21 @@ class Store:
                 self._load_ending(s, a, by_hash, loaded_before, report, t, retroactive, texts, hashes, plan)
             # FX rates
             fx = {(r.source, r.base, r.quote, r.effective_from): r for r in s.scalars(select(M.FxRate))}
+            # the first day a new rate may take effect: after every finalized period (0013)
+            sealed_until = s.scalar(select(sa.func.max(M.BillingCycle.local_end))
+                                    .where(M.BillingCycle.status == "finalized"))
             for src in plan.fx_sources:
                 for r in src.rates:
                     k = (src.name, r.base, r.quote, r.effective_from)
                     row = fx.get(k)
                     if row is None:
+                        if sealed_until is not None and r.effective_from < sealed_until:
+                            raise FxRateConflict(
+                                f"FX rate {src.name} {r.base}/{r.quote} from {r.effective_from} ({r.span}) would take "
+                                f"effect during a finalized billing cycle (finalized periods run to "
+                                f"{sealed_until - timedelta(days=1)}): finalized invoices keep the rates they were "
+                                f"converted with; give the rate an effective date of {sealed_until} or later"
+                            )
                         row = M.FxRate(source=src.name, base=r.base, quote=r.quote, rate=r.rate,
                                        effective_from=r.effective_from, origin=str(r.span), loaded_at=t)
                         s.add(row)
@@ -856,6 +869,7 @@ class Store:
             except UNREADABLE as e:
                 raise unreadable(ref, e) from e
             check_documents(s, [doc])
+            attach_positions(self, s, [doc])  # a statement's dispute position: computed now, not sealed
             return doc
 
     def cycle_documents(self, cycle_id: int) -> list[dict[str, Any]]:
@@ -866,6 +880,7 @@ class Store:
             except UNREADABLE as e:
                 raise unreadable(f"a document of cycle #{cycle_id}", e) from e
             check_documents(s, docs)
+            attach_positions(self, s, docs)  # statements' dispute positions: computed now, not sealed
             return docs
 
     def verify(self, *, head: str | None = None) -> Verification:

@@ -31,6 +31,7 @@ from icdsl.cli.common import app, build_with_program_or_exit, echo_err, existing
 from icdsl.exporters import export
 from icdsl.outputs import FORMATS, VIEWS, view_lines, write
 from icdsl.outputs.pdf import quantity_text
+from icdsl.outputs.views import POSITION_TITLE, position_rows
 from icdsl.rating.cluster import ClusterError, dask_client
 
 DB_HELP = "Database URL: sqlite:///FILE or postgresql://USER@HOST/DB (default: $ICDSL_DB, else sqlite:///icdsl.db)."
@@ -647,6 +648,10 @@ def invoice_show(
         payer = {"partner": "the partner pays us", "us": "we pay the partner", "none": "nothing to pay"}[doc["payer"]]
         console.print(f"receivable {doc['receivable']}  payable {doc['payable']}  net {doc['net']} {doc['currency']} "
                       f"({payer}; net = receivable - payable exactly)", highlight=False)
+        # partners' invoices and disputes of the period: computed now, apart from the sealed totals
+        for pos in ([doc["dispute_position"]] if doc.get("dispute_position") else []) + doc.get(
+                "dispute_positions_other", []):
+            _print_position(console, pos)
     elif doc["kind"] == "share_statement":
         for sp in doc.get("splits", []):
             parts = " + ".join(f"{k} {v}" for k, v in sp["parties"].items())
@@ -669,6 +674,16 @@ def invoice_show(
     for fx in doc.get("fx", []):
         console.print(f"FX {fx['from']}->{fx['to']} {fx['rate']} ({fx['source']} {fx['listed']} from "
                       f"{fx['effective_from']})", highlight=False, markup=False)
+
+
+def _print_position(console: Any, pos: dict[str, Any]) -> None:
+    """A statement's dispute position (billing.disputes), a section apart from its sealed totals."""
+    console.print(f"[bold]{POSITION_TITLE}, {pos['currency']}[/bold]", highlight=False)
+    for _key, label, amount in position_rows(pos):
+        console.print(f"  {label.lower()} {amount} {pos['currency']}", highlight=False, markup=False)
+    held = [d["number"] for d in pos.get("disputes", []) if d.get("held")]
+    if held:
+        console.print(f"  held by {', '.join(held)}", highlight=False, markup=False)
 
 
 @invoice_app.command("export")

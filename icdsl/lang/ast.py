@@ -593,6 +593,62 @@ class CycleExampleDecl:
         return _by_key(self.settings, key)
 
 
+# --------------------------------------------------------------------------- least-cost routing policies
+
+
+@dataclass(frozen=True, slots=True)
+class LcrLimit:
+    """``minimum asr 40%``, ``maximum cost 0.05 EUR per minute for 44``: ``bound`` is
+    ``minimum`` or ``maximum``; ``value`` a Percent, a Num (a count) or an LcrMeasure."""
+
+    bound: str
+    measure: Ident
+    value: Any
+    scope: tuple[Any, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class LcrMeasure:
+    """A number with a unit, and ``per UNIT`` for prices: ``60 s``, ``0.05 EUR per minute``."""
+
+    amount: Num
+    unit: Ident
+    per: Ident | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class LcrSuppliers:
+    """``block A, B for 44`` / ``prefer A`` / ``suppliers A, B`` (``scope``: prefixes, empty = all)."""
+
+    kind: str
+    partners: tuple[Ident, ...]
+    scope: tuple[Any, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class LcrSplit:
+    """``split 336 between LUMFR 70%, BRKGB 30%``."""
+
+    prefix: Any
+    shares: tuple[tuple[Ident, Percent], ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class LcrDecl:
+    """``lcr NAME { ... }``: settings (``Setting``), limits, supplier rules and splits, in order."""
+
+    name: Ident
+    items: tuple[Any, ...]
+    span: Span
+
+    def setting(self, key: str) -> Setting | None:
+        return next((i for i in self.items if isinstance(i, Setting) and i.key == key), None)
+
+
 @dataclass(slots=True)
 class File:
     path: str

@@ -20,6 +20,7 @@ from icdsl import plugins
 from icdsl.lang import ast
 from icdsl.lang.decks import Deck, RateColumns, read_deck
 from icdsl.lang.diagnostics import Diagnostic, did_you_mean, suggest
+from icdsl.lang.lcr import check_policy
 from icdsl.lang.loader import Program, display_path, is_file, path_help, resolve_project_path
 from icdsl.lang.origins import (
     NumbersInfo,
@@ -34,6 +35,7 @@ from icdsl.lang.values import (
     CYCLE_FIELDS,
     DATE_HELP,
     FIRST_DAY,
+    FORMAT_HELP,
     LAST_DAY,
     MAX_COUNT,
     MAX_DUE_DAYS,
@@ -51,6 +53,7 @@ from icdsl.lang.values import (
     parse_date,
     parse_time,
     short_text,
+    timestamp_format_problem,
     timezones,
     valid_timezone,
 )
@@ -143,6 +146,7 @@ class Checked:
     file_of: dict[int, str] = field(default_factory=dict)
     zones: dict[str, ZoneInfo] = field(default_factory=dict)
     numbers: dict[str, NumbersInfo] = field(default_factory=dict)
+    lcr_policies: dict[str, ast.LcrDecl] = field(default_factory=dict)
 
 
 class Checker:
@@ -389,6 +393,8 @@ class Checker:
             self._example(ex)
         for cx in self.out.cycle_examples:
             self._cycle_example(cx)
+        for policy in self.out.lcr_policies.values():
+            check_policy(self, policy)
         # a deck named by two versions is read twice: its problems are reported once
         return self.out, sorted(dict.fromkeys(self.diags), key=Diagnostic.sort_key)
 
@@ -443,6 +449,8 @@ class Checker:
                     self.out.examples.append((f.path, item))
                 elif isinstance(item, ast.CycleExampleDecl):
                     self.out.cycle_examples.append(CycleExampleInfo(item, f.path))
+                elif isinstance(item, ast.LcrDecl) and declare("lcr policy", item.name.text, item.name.span):
+                    self.out.lcr_policies[item.name.text] = item
 
     # ------------------------------------------------------------------ partners, calendars, fx, layouts
     def _partner(self, p: ast.PartnerDecl) -> None:
@@ -570,6 +578,10 @@ class Checker:
                 self._country(s.values[0])
             elif s.key == "numbers":
                 self.word(s.values[0], "number format")
+            elif s.key == "format":
+                problem = timestamp_format_problem(s.values[0].value)
+                if problem:
+                    self.error("E229", problem, s.values[0].span, FORMAT_HELP)
 
     # ------------------------------------------------------------------ agreements
     def _agreement(self, info: AgreementInfo) -> None:

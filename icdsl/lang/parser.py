@@ -415,6 +415,81 @@ class _ToAst(Transformer):
         settings = tuple(i for i in items if isinstance(i, ast.Setting))
         return ast.RecordsDecl(self._ident(name), cols, consts, settings, self.s.of_meta(meta))
 
+
+    # -- least-cost routing policies
+    def l_description(self, meta, c):
+        return self._setting("description", meta, c)
+
+    def l_service(self, meta, c):
+        return self._setting("service", meta, c)
+
+    def l_currency(self, meta, c):
+        return self._setting("currency", meta, c)
+
+    def l_fx(self, meta, c):
+        return self._setting("fx", meta, c)
+
+    def l_sell(self, meta, c):
+        return self._setting("sell", meta, c)
+
+    def l_reference(self, meta, c):
+        return self._setting("reference", meta, c)
+
+    def l_routes(self, meta, c):
+        return self._setting("routes", meta, c)
+
+    def l_window(self, meta, c):
+        return self._setting("quality", meta, c)
+
+    def l_unmeasured(self, meta, c):
+        return self._setting("unmeasured", meta, c)
+
+    def lcr_measure(self, meta, c):
+        per = self._ident(c[2]) if len(c) > 2 else None
+        return ast.LcrMeasure(self._num(c[0]), self._ident(c[1]), per, self.s.of_meta(meta))
+
+    def lcr_count(self, meta, c):
+        return self._num(c[0])
+
+    def lcr_scope(self, meta, c):
+        return ("scope", tuple(self._leaf(x) for x in c))
+
+    def lcr_share(self, meta, c):
+        return (self._ident(c[0]), c[1])
+
+    def _limit(self, bound, meta, c):
+        measure, value, *rest = c
+        scope = rest[0][1] if rest else ()
+        return ast.LcrLimit(bound, self._ident(measure), self._leaf(value), scope, self.s.of_meta(meta))
+
+    def l_minimum(self, meta, c):
+        return self._limit("minimum", meta, c)
+
+    def l_maximum(self, meta, c):
+        return self._limit("maximum", meta, c)
+
+    def _suppliers(self, kind, meta, c):
+        names = tuple(self._ident(x) for x in c if isinstance(x, Token))
+        scope = next((x[1] for x in c if isinstance(x, tuple)), ())
+        return ast.LcrSuppliers(kind, names, scope, self.s.of_meta(meta))
+
+    def l_block(self, meta, c):
+        return self._suppliers("block", meta, c)
+
+    def l_prefer(self, meta, c):
+        return self._suppliers("prefer", meta, c)
+
+    def l_suppliers(self, meta, c):
+        return self._suppliers("suppliers", meta, c)
+
+    def l_split(self, meta, c):
+        prefix, *shares = c
+        return ast.LcrSplit(self._leaf(prefix), tuple(shares), self.s.of_meta(meta))
+
+    def lcr(self, meta, c):
+        name, *items = c
+        return ast.LcrDecl(self._ident(name), tuple(items), self.s.of_meta(meta))
+
     # -- agreements
     def version(self, meta, children):
         return self._ident(children[0])
@@ -1074,7 +1149,7 @@ def decode(data: bytes, path: str) -> tuple[str | None, list[Diagnostic]]:
                                  "save the file as UTF-8 (most editors have an 'encoding' option)")]
 
 
-_TOP_LEVEL = frozenset(("agreement", "partner", "calendar", "fx", "template", "records", "example", "use"))
+_TOP_LEVEL = frozenset(("agreement", "partner", "calendar", "fx", "template", "records", "example", "use", "lcr"))
 
 
 def _syntax_diag(e: UnexpectedInput, text: str, path: str) -> Diagnostic:

@@ -162,6 +162,41 @@ def date_problem(text: str) -> tuple[str, str, str]:
     return "E228", f"the date {text} is out of range", DATE_HELP
 
 
+EPOCH_FORMATS = ("epoch", "epoch_s", "epoch_ms", "epoch_us")
+# the strptime directives a traffic file's timestamps may be written with
+STRPTIME_DIRECTIVES = frozenset("aAbBdfHIjmMpSyYzZ%")
+FORMAT_HELP = ("write a strptime format such as \"%d/%m/%Y %H:%M:%S\" (%Y year, %m month, %d day, %H hour, "
+               "%M minute, %S second, %f fraction, %z offset, %% a percent sign), or epoch, epoch_ms, epoch_us")
+
+
+def timestamp_format_problem(text: str) -> str | None:
+    """Why a records layout's ``format`` cannot read timestamps, or None: a directive strptime
+    does not know (``%Q``), a ``%`` at the end, no ``%`` at all, or no year, month and day."""
+    if text.strip().lower() in EPOCH_FORMATS:
+        return None
+    shown = short_text(text)
+    if "%" not in text:
+        return f"the timestamp format '{shown}' has no % directive, so no part of a timestamp is read"
+    seen = set()
+    i = 0
+    while i < len(text):
+        if text[i] == "%":
+            if i + 1 >= len(text):
+                return f"the timestamp format '{shown}' ends with a lone %"
+            d = text[i + 1]
+            if d not in STRPTIME_DIRECTIVES:
+                return f"the timestamp format '{shown}' has an unknown directive %{d}"
+            seen.add(d)
+            i += 2
+        else:
+            i += 1
+    parts = (("year", "Yy"),) if "j" in seen else (("year", "Yy"), ("month", "mbB"), ("day", "d"))
+    missing = [n for n, ds in parts if not seen & set(ds)]
+    if missing:
+        return f"the timestamp format '{shown}' reads no {' and no '.join(missing)}"
+    return None
+
+
 def parse_time(text: str) -> time | None:
     """'08:00' -> time(8); '24:00' -> time(0) (midnight at the end of the day)."""
     if text in ("24:00", "24:00:00"):

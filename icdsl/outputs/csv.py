@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from icdsl.outputs.views import file_stem, view_lines
+from icdsl.outputs.views import file_stem, position_rows, view_lines
 from icdsl.safecsv import Writer
 
 COLUMNS = ("document", "kind_of_document", "partner", "period", "stream", "line_no", "kind", "description",
@@ -47,6 +47,9 @@ def dumps(doc: Mapping[str, Any], *, view: str = "itemized") -> str:
         totals = [("total", doc.get("total"))]
     else:
         totals = [("subtotal", doc.get("subtotal")), ("tax", doc.get("tax_amount")), ("total", doc.get("total"))]
+    pos = doc.get("dispute_position")
+    if pos:  # computed when shown (partners' disputes), beside the statement's own totals
+        totals += [(f"dispute_{k}", amount) for k, _label, amount in position_rows(pos)]
     for kind, amount in totals:
         desc = doc.get("tax_label") if kind == "tax" else kind
         if kind == "tax" and doc.get("tax_note"):

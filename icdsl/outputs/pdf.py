@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from icdsl.outputs.views import file_stem, view_lines
+from icdsl.outputs.views import POSITION_TITLE, file_stem, position_rows, view_lines
 
 FONT = "Helvetica"
 REPLACE = {"\u2013": "-", "\u2014": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
@@ -235,6 +235,24 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized") -> bytes:
         if invs:
             pdf.set_x(pdf.l_margin + width * 0.55)
             pdf.cell(width * 0.45, 5, latin1(f"Invoices: {', '.join(invs)}"), new_x="LMARGIN", new_y="NEXT")
+    pos = doc.get("dispute_position")
+    if pos:  # a separate section: computed when shown, not part of the sealed statement
+        need(12 + 6 * 5)
+        pdf.ln(4)
+        pdf.set_x(pdf.l_margin + width * 0.55)
+        pdf.set_font(FONT, "B", 9)
+        pdf.multi_cell(width * 0.45, 5, latin1(POSITION_TITLE), new_x="LMARGIN", new_y="NEXT")
+        for key, label, amount in position_rows(pos):
+            pdf.set_x(pdf.l_margin + width * 0.55)
+            pdf.set_font(FONT, "B" if key == "undisputed_payable" else "", 9)
+            pdf.cell(width * 0.25, 6, latin1(label))
+            pdf.cell(width * 0.20, 6, latin1(f"{money_text(amount)} {pos.get('currency') or ccy}"), align="R",
+                     new_x="LMARGIN", new_y="NEXT")
+        held = [d["number"] for d in pos.get("disputes", []) if d.get("held")]
+        if held:
+            pdf.set_font(FONT, "", 8)
+            pdf.set_x(pdf.l_margin + width * 0.55)
+            pdf.multi_cell(width * 0.45, 4, latin1(f"Held by {', '.join(held)}"), new_x="LMARGIN", new_y="NEXT")
     if doc.get("tax_note"):
         pdf.ln(3)
         pdf.set_font(FONT, "B", 9)

@@ -20,6 +20,7 @@ from icdsl.lang.loader import load
 from icdsl.lang.origins import calling_code
 from icdsl.lang.values import TIME_UNITS, VOLUME_UNITS, WEEKDAYS, parse_date, parse_time
 from icdsl.plan import model as m
+from icdsl.plan.lcr import compile_policy
 
 
 class Compiler:
@@ -460,6 +461,7 @@ class Compiler:
             cycle_examples=tuple(self.cycle_example(i) for i in c.cycle_examples),
             layouts=tuple(self.layout(r) for r in c.layouts.values()),
             sources=tuple(sorted(c.program.hashes.items())),
+            lcr_policies=tuple(compile_policy(d) for d in c.lcr_policies.values()),
         )
 
 

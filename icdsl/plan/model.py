@@ -578,6 +578,66 @@ class RecordLayout:
     span: Span = NO_SPAN
 
 
+# --------------------------------------------------------------------------- least-cost routing policies
+
+
+@dataclass(frozen=True, slots=True)
+class LcrLimit:
+    """A bound on a supplier's route: ``measure`` is ``asr`` (percent), ``acd`` and ``pdd``
+    (seconds), ``calls`` (the fewest calls that make a measurement), ``cost`` (per minute, in the
+    policy's currency) or ``margin`` (``unit`` ``%`` or the policy's currency per minute);
+    ``bound`` is ``minimum`` or ``maximum``; ``prefixes``: the destinations it applies to (empty:
+    all; for a prefix, the limit of the longest matching scope wins)."""
+
+    measure: str
+    bound: str
+    value: Decimal
+    unit: str
+    prefixes: tuple[str, ...] = ()
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class LcrRule:
+    """``block`` or ``prefer`` the ``suppliers`` (partner codes) for ``prefixes`` (empty: all)."""
+
+    kind: str
+    suppliers: tuple[str, ...]
+    prefixes: tuple[str, ...] = ()
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class LcrSplit:
+    """Destinations under ``prefix`` go to the ``shares`` (supplier, percent; summing to 100)
+    together, as the first route."""
+
+    prefix: str
+    shares: tuple[tuple[str, Decimal], ...]
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class LcrPolicy:
+    """An ``lcr NAME { ... }`` policy: how ``icdsl lcr`` ranks suppliers (see docs/routing.md)."""
+
+    name: str
+    service: str = "voice"
+    currency: str = "EUR"
+    fx: str | None = None
+    sell: str | None = None
+    suppliers: tuple[str, ...] = ()
+    reference_s: int = 60
+    routes: int | None = None
+    window_days: int = 30
+    unmeasured: str = "allow"  # allow | last | block
+    limits: tuple[LcrLimit, ...] = ()
+    rules: tuple[LcrRule, ...] = ()
+    splits: tuple[LcrSplit, ...] = ()
+    description: str = ""
+    span: Span = NO_SPAN
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """Everything the executors and billing need, compiled from a set of rule files."""
@@ -590,6 +650,7 @@ class Plan:
     cycle_examples: tuple[CycleExample, ...] = ()
     layouts: tuple[RecordLayout, ...] = ()
     sources: tuple[tuple[str, str], ...] = field(default=())  # (file, sha256)
+    lcr_policies: tuple[LcrPolicy, ...] = ()
 
     def partner(self, code: str) -> Partner | None:
         for p in self.partners:

@@ -192,4 +192,27 @@ def render_plan(plan: m.Plan) -> str:
             what = {"line": f"line \"{e.label}\"", "no_line": f"no line \"{e.label}\"", "total": "total"}[e.key]
             out.append(f"  expect {what}" + (f" for {e.subject}" if e.subject else "")
                        + (f" = {e.amount}" if e.amount is not None else ""))
+    for pol in plan.lcr_policies:
+        out.extend(_lcr_lines(pol))
     return "\n".join(out) + "\n"
+
+
+def _lcr_lines(pol) -> list[str]:
+    """An lcr policy as the plan holds it (docs/routing.md)."""
+    sell = f", margins against inbound {pol.service} of {pol.sell}" if pol.sell else ", no sell deck"
+    out = [f"\nlcr {pol.name}: outbound {pol.service}, costs in {pol.currency}"
+           + (f" (fx {pol.fx})" if pol.fx else "") + f" of a {pol.reference_s} s call{sell} [{pol.span}]"]
+    if pol.suppliers:
+        out.append(f"  suppliers {', '.join(pol.suppliers)}")
+    if pol.routes is not None:
+        out.append(f"  at most {pol.routes} routes per destination")
+    out.append(f"  quality over {pol.window_days} days; unmeasured routes: {pol.unmeasured}")
+    for lim in pol.limits:
+        scope = f" for {', '.join(lim.prefixes)}" if lim.prefixes else ""
+        out.append(f"  {lim.bound} {lim.measure} {lim.value} {lim.unit}{scope} [{lim.span}]")
+    for rule in pol.rules:
+        scope = f" for {', '.join(rule.prefixes)}" if rule.prefixes else ""
+        out.append(f"  {rule.kind} {', '.join(rule.suppliers)}{scope} [{rule.span}]")
+    for sp in pol.splits:
+        out.append(f"  split {sp.prefix}: " + ", ".join(f"{w} {p}%" for w, p in sp.shares) + f" [{sp.span}]")
+    return out

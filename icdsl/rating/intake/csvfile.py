@@ -14,9 +14,9 @@ by line with Python's csv module.
 from __future__ import annotations
 
 import bz2
+import codecs
 import csv
 import gzip
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,19 +34,18 @@ MAX_LINE_BYTES = 256 << 20  # a longer CSV line is a malformed row
 PREFETCH = True  # parse the next block in a thread while normalizing (False: for profiling)
 
 
-def _quiet_row_handler_errors(unraisable: Any, _previous: Callable[[Any], None] = sys.unraisablehook) -> None:
-    """pyarrow decodes a malformed row's text before it calls our invalid-row handler; when the
-    row is not UTF-8 that fails inside pyarrow, which reports it as an "Exception ignored"
-    traceback on stderr and fails the block, which is then read line by line (the row becomes a
-    ``malformed_row``, "line is not UTF-8"). Nothing is lost: only the traceback is dropped
-    (found by tests/test_fuzz_intake.py)."""
-    if isinstance(unraisable.exc_value, UnicodeDecodeError) and "_parse_block" in getattr(
-            unraisable.object, "__qualname__", ""):
-        return
-    _previous(unraisable)
+def _is_utf8(buf: bytearray, end: int) -> bool:
+    """Whether ``buf[:end]`` is UTF-8 text (about a millisecond for a block of ASCII).
 
-
-sys.unraisablehook = _quiet_row_handler_errors
+    Checked before pyarrow parses a block: pyarrow decodes a malformed row's text before it calls
+    our invalid-row handler, and when that row is not UTF-8 the decoding fails inside pyarrow,
+    which prints an "Exception ignored" traceback. Such a block goes to the line-by-line reader,
+    where the row becomes a ``malformed_row`` ("line is not UTF-8")."""
+    try:
+        codecs.utf_8_decode(memoryview(buf)[:end], "strict", True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class CsvSource:
@@ -221,6 +220,9 @@ class CsvSource:
         block = pa.py_buffer(buf)[:end]
         lines = BlockLines(buf, end)
         invalid: list[Any] = []
+        if not _is_utf8(buf, end):
+            return self._python_block(bytes(buf[:end]), first), (
+                nlines if nlines >= 0 else buf.count(b"\n", 0, end) + (0 if buf[end - 1] == 10 else 1))
         try:
             table = self._read(block, not PREFETCH, lambda r: invalid.append(r) or "skip")
             if simple:
