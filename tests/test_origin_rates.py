@@ -9,7 +9,7 @@ are those of examples/origins (run by ``icdsl test`` as well).
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -372,3 +372,48 @@ def test_a_porting_update_is_no_new_agreement_version(tmp_path, monkeypatch):
     assert [a.source_hash for a in p1.agreements] == [a.source_hash for a in p2.agreements]
     deshi = next(a for a in p2.agreements if a.partner == "DESHI")
     assert len(deshi.services[0].numbers.ported) == 3
+
+
+LCR = """
+use stdlib.zones
+partner CUST "Customer" { currency EUR }
+partner DELTA "Delta Carrier" { currency EUR }
+agreement "Customer" v1 with CUST effective 2026-01-01 .. {
+  currency EUR
+  inbound voice {
+    price by destination {
+      33 "France" 0.0100
+    }
+  }
+}
+agreement "Delta termination" v1 with DELTA effective 2026-01-01 .. {
+  currency EUR
+  outbound voice {
+    price by destination {
+      33 "France" 0.0040
+      33 "France" 0.0010 origin_zone EEA
+    }
+    increments 1/1
+  }
+}
+lcr plain {
+  sell CUST
+  unmeasured allow
+}
+"""
+
+
+def test_least_cost_routing_costs_a_deck_keyed_by_origin_by_its_rows_for_every_origin(tmp_path, monkeypatch):
+    import polars as pl
+
+    from icdsl.routing.lcr import build_table
+
+    (tmp_path / "routes.icd").write_text(LCR, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    p, _, diags = build([tmp_path / "routes.icd"], root=tmp_path)
+    assert p is not None, [str(d) for d in diags]
+    empty = pl.DataFrame(schema={"partner": pl.Utf8, "b_number": pl.Utf8, "start": pl.Utf8, "duration_s": pl.Int64,
+                                 "pdd_ms": pl.Int64, "direction": pl.Utf8})
+    table = build_table(p, p.lcr_policies[0], date(2026, 3, 2), records=empty)
+    ranked = table.ranked("33", table.bands[0])
+    assert ranked == [(1, "DELTA", "0.004000", None)]  # the row for every origin, not the EEA cell
