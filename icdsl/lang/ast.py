@@ -455,6 +455,29 @@ class StreamNode:
     span: Span
 
 
+@dataclass(frozen=True, slots=True)
+class ReconcileItem:
+    """One statement of a ``reconcile { ... }`` block: ``key`` is ``tolerance`` (``values``: the
+    Percent and Money bounds, ``or`` between them), ``start`` or ``duration`` (``values``: one
+    Quantity)."""
+
+    key: str
+    values: tuple[Any, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileNode:
+    """``reconcile { tolerance 0.5 % or 1.00 EUR per line  start within 2 seconds ... }``: how far
+    a partner's invoice may differ from our view of the same traffic and still match."""
+
+    items: tuple[ReconcileItem, ...]
+    span: Span
+
+    def item(self, key: str) -> ReconcileItem | None:
+        return _by_key(self.items, key)
+
+
 # --------------------------------------------------------------------------- agreements, examples, files
 
 
@@ -474,6 +497,7 @@ class AgreementDecl:
     applies: tuple[Ident, ...]
     span: Span
     amends: Ident | None = None  # `amends v1`: the earlier version this one replaces from its start
+    reconcile: tuple[ReconcileNode, ...] = ()  # `reconcile { ... }` blocks (the checker allows one)
 
     @property
     def version_number(self) -> int:

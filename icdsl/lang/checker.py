@@ -96,6 +96,8 @@ class AgreementInfo:
     # and this version's last day in force then (whatever its written end)
     amended_by: Any = None
     last_day: date | None = None
+    # `reconcile { ... }`: (line percent, line amount, start seconds, duration seconds), checked
+    tolerances: tuple[Decimal, Decimal, int, int] | None = None
 
     @property
     def in_force_to(self) -> date | None:
@@ -643,7 +645,57 @@ class Checker:
                            did_you_mean(f"{d.text} {s.text}", [" ".join(k) for k in info.services], "priced services"))
         self._streams(info)
         check_number_fields(self, info)
+        self._reconcile(info)
         self.agreement = None
+
+    def _reconcile(self, info: AgreementInfo) -> None:
+        """``reconcile { ... }``: the tolerances of `icdsl reconcile` for the partner's invoices."""
+        a = info.node
+        if not a.reconcile:
+            return
+        first = a.reconcile[0]
+        for extra in a.reconcile[1:]:
+            self.error("E330", "the agreement has two reconcile blocks", extra.span,
+                       f"merge them into the first one, at {first.span}")
+        percent, amount, start, duration = Decimal(0), Decimal(0), 0, 0
+        seen: dict[str, ast.ReconcileItem] = {}
+        for it in first.items:
+            if it.key in seen:
+                words = {"tolerance": "tolerance ... per line", "start": "start within", "duration": "duration within"}
+                self.error("E330", f"'{words[it.key]}' is stated twice in the reconcile block", it.span,
+                           f"keep one: the first is at {seen[it.key].span}")
+                continue
+            seen[it.key] = it
+            if it.key == "tolerance":
+                percents = [v for v in it.values if isinstance(v, ast.Percent)]
+                amounts = [v for v in it.values if isinstance(v, ast.Money)]
+                for extra in percents[1:] + amounts[1:]:
+                    self.error("E331", "a line tolerance is at most one percentage and one amount", extra.span,
+                               "write e.g. 'tolerance 0.5 % or 1.00 EUR per line': whichever is larger applies")
+                if percents and self.percent(percents[0]):
+                    percent = percents[0].value.value
+                if amounts and self.money(amounts[0]):
+                    m = amounts[0]
+                    if info.currency and m.currency.text != info.currency:
+                        self.error("E332", f"the tolerance is in {m.currency.text}, the agreement's currency is "
+                                   f"{info.currency}", m.currency.span,
+                                   f"write the amount in {info.currency}: partners invoice this agreement's traffic "
+                                   "in its currency")
+                    else:
+                        amount = m.amount.value
+            else:
+                n = self.seconds(it.values[0])
+                if n is not None:
+                    if it.key == "start":
+                        start = n
+                    else:
+                        duration = n
+        if not any(d == "outbound" for d, _s in info.services) and not a.netting:
+            self.warning("W330", "this agreement prices no traffic we send the partner, so no invoice of theirs is "
+                         "reconciled with it", first.span,
+                         "tolerances apply to the partner's invoices for our outbound services: move the block to "
+                         "the agreement that prices them")
+        info.tolerances = (percent, amount, start, duration)
 
     def _calendar_ref(self, ident: ast.Ident) -> ast.CalendarDecl | None:
         cal = self.out.calendars.get(ident.text)

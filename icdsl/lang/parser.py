@@ -534,10 +534,22 @@ class _ToAst(Transformer):
     def select_charge(self, meta, children):
         return ast.Selector((), self._str(children[0]), self.s.of_meta(meta))
 
+    def reconcile(self, meta, children):
+        return ast.ReconcileNode(tuple(children), self.s.of_meta(meta))
+
+    def rc_tolerance(self, meta, children):
+        return ast.ReconcileItem("tolerance", tuple(children), self.s.of_meta(meta))
+
+    def rc_start(self, meta, children):
+        return ast.ReconcileItem("start", tuple(children), self.s.of_meta(meta))
+
+    def rc_duration(self, meta, children):
+        return ast.ReconcileItem("duration", tuple(children), self.s.of_meta(meta))
+
     def agreement(self, meta, children):
         name, version, partner, period, *items = children
         start, end = period
-        settings, services, charges, streams, netting, applies = [], [], [], [], [], []
+        settings, services, charges, streams, netting, applies, reconcile = [], [], [], [], [], [], []
         rounding = amends = None
         for i in items:
             if isinstance(i, tuple) and i[0] == "amends":
@@ -556,9 +568,11 @@ class _ToAst(Transformer):
                 netting.append(i[1])
             elif isinstance(i, tuple) and i[0] == "apply":
                 applies.append(i[1])
+            elif isinstance(i, ast.ReconcileNode):
+                reconcile.append(i)
         return ast.AgreementDecl(self._str(name), version, partner, start, end, tuple(settings), rounding,
                                  tuple(services), tuple(charges), tuple(streams), tuple(netting),
-                                 tuple(applies), self.s.of_meta(meta), amends)
+                                 tuple(applies), self.s.of_meta(meta), amends, tuple(reconcile))
 
     def amends(self, meta, children):
         return ("amends", self._ident(children[0]))

@@ -370,7 +370,16 @@ class Compiler:
             source_hash=_agreement_hash(program.texts.get(info.file, ""), a, info),
             span=a.span,
             amendment=self.amendment(info),
+            reconcile=self.tolerances(info),
         )
+
+    def tolerances(self, info: AgreementInfo) -> m.Tolerances | None:
+        if info.tolerances is None:
+            return None
+        percent, amount, start, duration = info.tolerances
+        a = info.node
+        return m.Tolerances(line_percent=percent, line_amount=amount, start_seconds=start, duration_seconds=duration,
+                            span=a.reconcile[0].span, agreement=f"{a.name.value} {a.version.text}")
 
     def example(self, file: str, ex: ast.ExampleDecl) -> m.Example:
         record: list[tuple[str, Any]] = []

@@ -417,6 +417,32 @@ class Amendment:
     span: Span = NO_SPAN
 
 
+@dataclass(frozen=True)
+class Tolerances:
+    """How far a partner's invoice may differ from our view of the same traffic and still match,
+    as the agreement states them (``reconcile { ... }``; ``icdsl reconcile``). Without the block
+    every field is 0: amounts must be equal to the cent, starts and durations to the second.
+
+    A line is within tolerance when ``|theirs - ours| <= max(line_amount, |ours| * line_percent
+    / 100)``; a record of theirs pairs with one of ours when their numbers are the same and their
+    starts at most ``start_seconds`` apart, and its duration matches when at most
+    ``duration_seconds`` from ours. (``icdsl.recon.model`` re-exports this class.)"""
+
+    line_percent: Decimal = Decimal(0)  # of our amount, per line
+    line_amount: Decimal = Decimal(0)  # absolute, in the invoice currency, per line
+    start_seconds: int = 0  # record start times
+    duration_seconds: int = 0  # record durations
+    span: Span = NO_SPAN  # the agreement's reconcile block (NO_SPAN: the defaults)
+    agreement: str = ""  # the agreement version stating them ("Bilateral v2"), "" for the defaults
+
+    def allowance(self, ours: Decimal) -> Decimal:
+        """The difference a line of ours of ``ours`` allows: the larger of the two bounds."""
+        return max(self.line_amount, abs(ours) * self.line_percent / 100)
+
+    def within(self, theirs: Decimal, ours: Decimal) -> bool:
+        return abs(theirs - ours) <= self.allowance(ours)
+
+
 @dataclass(frozen=True, slots=True)
 class Agreement:
     """One version of an agreement with a partner, in force from ``effective_from`` (inclusive)
@@ -441,6 +467,7 @@ class Agreement:
     source_hash: str = ""
     span: Span = NO_SPAN
     amendment: Amendment | None = None
+    reconcile: Tolerances | None = None  # `reconcile { ... }`, None when the agreement states none
 
     @property
     def key(self) -> str:

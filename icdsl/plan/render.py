@@ -164,6 +164,10 @@ def render_plan(plan: m.Plan) -> str:
             out.append(f"  invoice stream {st.name}: {sels}")
         for d, s in a.netting:
             out.append(f"  netting with {d} {s}")
+        if a.reconcile is not None:
+            t = a.reconcile
+            out.append(f"  reconcile: lines within {t.line_percent}% or {t.line_amount} {a.currency} (the larger); "
+                       f"starts within {t.start_seconds} s, durations within {t.duration_seconds} s [{t.span}]")
     for c in plan.calendars:
         out.append(f"\n{calendar_text(c)} [{c.span}]")
     for f in plan.fx_sources:

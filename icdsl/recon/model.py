@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
+# The tolerances are the agreement's (`reconcile { ... }`): plain data of the plan, named here too.
+# A line is within tolerance when |theirs - ours| <= max(line_amount, |ours| * line_percent / 100).
+from icdsl.plan.model import Tolerances as Tolerances
+
 # How a record of either side is classed by the record-level reconciliation.
 MATCHED = "matched"
 DIFFERS_DURATION = "differs_duration"
@@ -71,17 +75,6 @@ class PartnerInvoice:
 
 
 @dataclass(frozen=True)
-class Tolerances:
-    """How far the two sides may differ and still match, as the agreement states them."""
-
-    line_percent: Decimal = Decimal(0)  # of our amount, per line
-    line_amount: Decimal = Decimal(0)  # absolute, in the invoice currency, per line
-    start_seconds: int = 0  # record start times
-    duration_seconds: int = 0  # record durations
-    # A line is within tolerance when |theirs - ours| <= max(line_amount, ours * line_percent / 100).
-
-
-@dataclass(frozen=True)
 class LineComparison:
     """One line of the line-level reconciliation: both sides and their differences."""
 
@@ -98,10 +91,19 @@ class LineComparison:
     their_amount: Decimal = Decimal(0)
     our_amount: Decimal = Decimal(0)
     currency: str = ""
+    unit: str = ""  # of both quantities: the service's base unit ("second", "byte", "message", ...)
 
     @property
     def amount_difference(self) -> Decimal:
         return self.their_amount - self.our_amount
+
+    @property
+    def calls_difference(self) -> int:
+        return self.their_calls - self.our_calls
+
+    @property
+    def quantity_difference(self) -> Decimal:
+        return self.their_quantity - self.our_quantity
 
 
 @dataclass
@@ -118,10 +120,23 @@ class Reconciliation:
     # class (RECORD_CLASSES), their_id, our_id, a_number, b_number, their_start_us, our_start_us,
     # their_duration, our_duration, their_amount, our_amount (decimal128), line (our line key).
     records: object | None = None  # pyarrow.Table
+    records_matched_kept: bool = True  # False: `records` holds only the records that differ (all are counted)
     record_counts: dict[str, int] = field(default_factory=dict)  # class -> records
     their_total: Decimal = Decimal(0)
     our_total: Decimal = Decimal(0)
     currency: str = ""
+    their_stated_total: Decimal | None = None  # the total their invoice states (their_total: its lines' sum)
+    problems: list[str] = field(default_factory=list)  # what could not be compared, and why
+    agreement: str = ""  # the agreement version whose tolerances apply ("" for the defaults)
+
+    @property
+    def difference(self) -> Decimal:
+        return self.their_total - self.our_total
+
+    @property
+    def differing(self) -> list[LineComparison]:
+        """Every comparison outside the tolerances or on one side only."""
+        return [c for c in self.lines if c.status != LINE_MATCHED]
 
     @property
     def disputable(self) -> list[LineComparison]:
