@@ -538,13 +538,11 @@ def test_opening_and_accepting_on_the_command_line(orfr, monkeypatch, tmp_path):
     assert "within the agreement's tolerances" in out
 
 
-def test_without_the_reconciliation_engine_opening_is_explained(orfr, monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "icdsl.billing.reconcile", None)  # an installation without it
-    monkeypatch.setitem(sys.modules, "icdsl.billing.partner_invoices", None)
+def test_opening_without_rules_or_an_imported_invoice_is_explained(orfr, tmp_path):
     assert "give the rule files with --rules" in cli(orfr, "dispute", "open", "ORFR", "2026-03", code=2)
     out = cli(orfr, "dispute", "open", "ORFR", "2026-03", "--rules", str(tmp_path / "rules" / "rules.icd"), code=1)
-    assert "reconciling partners' invoices is not part of this installation" in out
-    # the position counts no imported invoice then, and says so by counting the disputes' own
+    assert "no invoice for 2026-03 of ORFR is imported: import it first with " \
+           "`icdsl partner-invoice import FILE --partner ORFR`" in " ".join(out.split())
     assert D.partner_invoices_of(orfr, "ORFR") == []
 
 

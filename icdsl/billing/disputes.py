@@ -54,6 +54,7 @@ from icdsl.billing import models as M
 from icdsl.billing.amounts import present
 from icdsl.billing.cycles import next_numbers, resolve_period
 from icdsl.billing.errors import StoreError
+from icdsl.billing.partner_invoices import partner_invoices
 from icdsl.billing.seal import canonical, day, instant, money, sha256
 from icdsl.recon.model import LINE_MATCHED, MATCHED, LineComparison, PartnerInvoice, Reconciliation
 
@@ -616,12 +617,7 @@ def positions(s: Session, partner: str, first: date, last: date,
 
 def partner_invoices_of(store: Store, partner: str) -> list[PartnerInvoice]:
     """The partner's imported invoices and credit notes: the one place disputes read the
-    partner-invoice import (built beside this part); none when it is not installed."""
-    try:
-        # lazy: optional until the partner-invoice import (icdsl.billing.partner_invoices) is installed
-        from icdsl.billing.partner_invoices import partner_invoices
-    except ImportError:
-        return []
+    partner-invoice import (:mod:`icdsl.billing.partner_invoices`)."""
     return list(partner_invoices(store, partner))
 
 

@@ -775,6 +775,98 @@ class DocumentSeal(Base):
 # --------------------------------------------------------------------------- audit
 
 
+# --------------------------------------------------------------------------- partners' invoices (0009)
+
+
+class PartnerInvoice(Base):
+    """A partner's invoice or credit note as received (:mod:`icdsl.billing.partner_invoices`):
+    the file kept in the data folder (``file_path``, ``sha256``), never altered (triggers)."""
+
+    __tablename__ = "partner_invoices"
+    __table_args__ = (
+        sa.CheckConstraint("kind IN ('invoice', 'credit_note')", name="kind"),
+        sa.CheckConstraint("format IN ('ubl', 'csv')", name="format"),
+        sa.CheckConstraint("period_end >= period_start", name="period"),
+        sa.UniqueConstraint("partner_code", "kind", "number"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partners.id"), index=True)
+    partner_code: Mapped[str] = mapped_column(sa.String(64))
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    number: Mapped[str] = mapped_column(sa.String(200))
+    issue_date: Mapped[date | None]
+    period_start: Mapped[date]
+    period_end: Mapped[date]
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    total: Mapped[Decimal]
+    tax_total: Mapped[Decimal]
+    lines_total: Mapped[Decimal]
+    line_count: Mapped[int]
+    format: Mapped[str] = mapped_column(sa.String(8))
+    layout: Mapped[str | None] = mapped_column(sa.String(200))
+    file_name: Mapped[str] = mapped_column(sa.String(500))
+    file_path: Mapped[str] = mapped_column(sa.String(1000), unique=True)
+    sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    findings: Mapped[list[Any] | None]
+    imported_at: Mapped[datetime]
+    imported_by: Mapped[str] = mapped_column(sa.String(200))
+
+
+class PartnerInvoiceLine(Base):
+    """One line of a partner's invoice, as they wrote it."""
+
+    __tablename__ = "partner_invoice_lines"
+    __table_args__ = (sa.UniqueConstraint("invoice_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(sa.ForeignKey("partner_invoices.id"))
+    number: Mapped[int]
+    service: Mapped[str] = mapped_column(sa.String(200))
+    destination: Mapped[str | None] = mapped_column(sa.String(300))
+    prefix: Mapped[str | None] = mapped_column(sa.String(64))
+    band: Mapped[str | None] = mapped_column(sa.String(64))
+    period_start: Mapped[date | None]
+    period_end: Mapped[date | None]
+    calls: Mapped[int | None] = mapped_column(sa.BigInteger)
+    quantity: Mapped[Decimal | None] = mapped_column(Rate())
+    unit: Mapped[str | None] = mapped_column(sa.String(64))
+    rate: Mapped[Decimal | None] = mapped_column(Rate())
+    amount: Mapped[Decimal]
+    currency: Mapped[str] = mapped_column(sa.String(3))
+    description: Mapped[str] = mapped_column(sa.Text)
+
+
+class PartnerInvoiceDetail(Base):
+    """A CDR detail file sent with a partner's invoice, read into Parquet (records, rejects)
+    under ``partner-invoices/`` of the data folder; never an intake batch (no cycle reads it)."""
+
+    __tablename__ = "partner_invoice_details"
+    __table_args__ = (
+        sa.CheckConstraint("read_count = passed_count + rejected_count + duplicate_count", name="reconciles"),
+        sa.UniqueConstraint("invoice_id", "sha256"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    invoice_id: Mapped[int] = mapped_column(sa.ForeignKey("partner_invoices.id"), index=True)
+    file_name: Mapped[str] = mapped_column(sa.String(500))
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    size_bytes: Mapped[int] = mapped_column(sa.BigInteger)
+    reader: Mapped[str] = mapped_column(sa.String(64))
+    layout: Mapped[str | None] = mapped_column(sa.String(200))
+    records_path: Mapped[str] = mapped_column(sa.String(1000))
+    records_sha256: Mapped[str] = mapped_column(sa.String(64))
+    rejects_path: Mapped[str] = mapped_column(sa.String(1000))
+    rejects_sha256: Mapped[str] = mapped_column(sa.String(64))
+    read_count: Mapped[int] = mapped_column(sa.BigInteger)
+    passed_count: Mapped[int] = mapped_column(sa.BigInteger)
+    rejected_count: Mapped[int] = mapped_column(sa.BigInteger)
+    duplicate_count: Mapped[int] = mapped_column(sa.BigInteger)
+    by_reason: Mapped[dict[str, Any] | None]
+    imported_at: Mapped[datetime]
+
+
 class AuditEntry(Base):
     """Who did what to the store, when (append-only)."""
 

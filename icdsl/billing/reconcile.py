@@ -30,9 +30,11 @@ import pyarrow.parquet as pq
 from sqlalchemy import select
 
 from icdsl.billing import models as M
+from icdsl.billing import partner_invoices
 from icdsl.billing.cycles import _read_partner, cycle_inputs, partner_inputs, resolve_period
 from icdsl.billing.errors import StoreError
 from icdsl.billing.fx import FxTable
+from icdsl.billing.partner_invoices import PartnerInvoiceError
 from icdsl.cycle.invoicing import Group
 from icdsl.cycle.periods import Period
 from icdsl.cycle.rater import plan_scale
@@ -75,29 +77,31 @@ class InvoiceSource(Protocol):
 
 
 class _ImportedInvoices:
-    """The store's imported invoices (``icdsl.billing.partner_invoices``), once that part exists."""
+    """The store's imported invoices (``icdsl partner-invoice import``, :mod:`icdsl.billing.partner_invoices`)."""
 
-    def __init__(self, store: Store, module: Any):
-        self.store, self.module = store, module
+    def __init__(self, store: Store):
+        self.store = store
 
     def invoice(self, partner: str, number: str | None, first: Any, last: Any) -> PartnerInvoice | None:
-        return self.module.load_partner_invoice(self.store, partner, number, first, last)
+        if number:
+            try:
+                return partner_invoices.load_partner_invoice(self.store, number, partner)
+            except PartnerInvoiceError as e:
+                raise ReconcileStoreError(str(e)) from None
+        # the latest invoice (not a credit note) whose period overlaps the days reconciled
+        found = [inv for inv in partner_invoices.partner_invoices(self.store, partner, first=first, last=last)
+                 if inv.kind == "invoice"]
+        return found[-1] if found else None
 
     def detail(self, invoice: PartnerInvoice) -> pa.Table | None:
-        loader = getattr(self.module, "load_partner_detail", None)
-        return loader(self.store, invoice) if loader is not None else None
+        if invoice.id is None or not partner_invoices.details(self.store, invoice.id):
+            return None
+        return partner_invoices.detail_table(self.store, invoice.id)
 
 
 def default_source(store: Store) -> InvoiceSource:
     """The store's partner-invoice import as an :class:`InvoiceSource`."""
-    try:
-        # lazy: the import part of partners' invoices is a sibling module of the store, optional here
-        from icdsl.billing import partner_invoices  # type: ignore[attr-defined]
-    except ImportError:
-        raise ReconcileStoreError("this version of icdsl cannot import partners' invoices (no `icdsl "
-                                  "partner-invoice import`): there is no invoice of theirs to reconcile; from code, "
-                                  "pass the invoice (reconcile_partner(..., invoice=PartnerInvoice(...)))") from None
-    return _ImportedInvoices(store, partner_invoices)
+    return _ImportedInvoices(store)
 
 
 def reconcile_partner(store: Store, partner: str, period: Any, invoice: PartnerInvoice | str | None = None, *,

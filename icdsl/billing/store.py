@@ -47,6 +47,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from icdsl.billing import models as M
+from icdsl.billing import partner_invoices
 
 # what the store's parts share lives below it, in billing.base; re-exported for the store's callers
 from icdsl.billing.base import actor as _actor
@@ -488,6 +489,7 @@ class Store:
         files.update(p for p in s.scalars(select(M.Correction.charges_path)) if p)
         files.update(s.scalars(select(M.RecordChargeFile.path)))
         files.update(evidence_paths(s))  # disputes' evidence (billing.disputes)
+        files.update(partner_invoices.referenced_files(s))
         return files
 
     def gc(self, min_age_s: float = 3600.0) -> list[str]:
@@ -502,7 +504,8 @@ class Store:
         with self.reading() as s:
             files = list(s.scalars(select(M.DataFile).order_by(M.DataFile.id)))
             files += list(s.scalars(select(M.RecordChargeFile).order_by(M.RecordChargeFile.id)))
-            pairs = [(f.path, f.sha256) for f in files] + evidence_files(s)  # disputes' evidence too
+            pairs = ([(f.path, f.sha256) for f in files] + evidence_files(s)  # disputes' evidence too
+                     + partner_invoices.file_checks(s))  # partners' invoices and their detail
         for path, sha in pairs:
             try:
                 self.data.verify(path, sha)

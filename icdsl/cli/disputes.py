@@ -35,28 +35,16 @@ def reconcile(store: Any, partner: str, period: str, invoice: str | None, plan: 
     """The partner's invoice of the period reconciled against our view of the same traffic
     (``plan``: the rules, whose agreements say how they bill us and the tolerances): the one
     place the command line calls the reconciliation engine."""
-    try:
-        # lazy: the engine brings pyarrow and the store's tables; optional until it is installed
-        from icdsl.billing.reconcile import reconcile_partner
-    except ImportError:
-        from icdsl.billing.disputes import DisputeError  # lazy: the store's tables
+    from icdsl.billing.reconcile import reconcile_partner  # lazy: the engine brings pyarrow and the store
 
-        raise DisputeError("reconciling partners' invoices is not part of this installation "
-                           "(icdsl.billing.reconcile): a dispute can be opened from a reconciliation only") from None
     return reconcile_partner(store, partner, period, invoice, plan=plan)
 
 
 def credit_note(store: Any, partner: str, number: str) -> Any:
     """A partner's credit note as imported (``icdsl partner-invoice import``), as a
     :class:`~icdsl.recon.model.PartnerInvoice`: the one place the command line reads one."""
-    from icdsl.billing.disputes import DisputeError  # lazy: the store's tables
+    from icdsl.billing.partner_invoices import load_partner_invoice  # lazy: lxml and the store's tables
 
-    try:
-        # lazy: the import's module brings lxml and the store's tables; optional until it is installed
-        from icdsl.billing.partner_invoices import load_partner_invoice
-    except ImportError:
-        raise DisputeError("partners' credit notes cannot be read in this installation "
-                           "(icdsl.billing.partner_invoices): import them with `icdsl partner-invoice import`") from None
     return load_partner_invoice(store, number, partner=partner)  # refuses a number it does not know
 
 

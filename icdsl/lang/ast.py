@@ -312,6 +312,23 @@ class RecordsDecl:
     span: Span
 
 
+@dataclass(frozen=True, slots=True)
+class InvoiceLayoutDecl:
+    """``invoice layout NAME { ... }``: how a partner's CSV invoice maps to invoice lines.
+    ``services``: (their word, our service) pairs; ``settings``: ``date_format``, ``decimal``,
+    ``delimiter``, ``encoding`` (one text value each)."""
+
+    name: Ident
+    columns: tuple[tuple[Ident, Str], ...]
+    constants: tuple[tuple[Ident, Any], ...]
+    services: tuple[tuple[Str, Ident], ...]
+    settings: tuple[Setting, ...]
+    span: Span
+
+    def setting(self, key: str) -> Setting | None:
+        return _by_key(self.settings, key)
+
+
 # --------------------------------------------------------------------------- rates and services
 
 

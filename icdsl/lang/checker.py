@@ -11,8 +11,9 @@ volumes are byte units, percentages lie between 0 and 100, counts are whole numb
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -36,6 +37,7 @@ from icdsl.lang.values import (
     DATE_HELP,
     FIRST_DAY,
     FORMAT_HELP,
+    INVOICE_FIELDS,
     LAST_DAY,
     MAX_COUNT,
     MAX_DUE_DAYS,
@@ -140,6 +142,7 @@ class Checked:
     presets: dict[str, ast.RoundingPreset] = field(default_factory=dict)
     templates: dict[str, ast.TemplateDecl] = field(default_factory=dict)
     layouts: dict[str, ast.RecordsDecl] = field(default_factory=dict)
+    invoice_layouts: dict[str, ast.InvoiceLayoutDecl] = field(default_factory=dict)
     agreements: list[AgreementInfo] = field(default_factory=list)
     endings: list[EndingInfo] = field(default_factory=list)
     examples: list[tuple[str, ast.ExampleDecl]] = field(default_factory=list)
@@ -391,6 +394,8 @@ class Checker:
             self._agreement(info)
         self._amendments()
         self._overlaps()
+        for il in self.out.invoice_layouts.values():
+            self._invoice_layout(il)
         for _file, ex in self.out.examples:
             self._example(ex)
         for cx in self.out.cycle_examples:
@@ -439,6 +444,9 @@ class Checker:
                 elif isinstance(item, ast.NumbersDecl):
                     if declare("number-range table", item.name.text, item.name.span):
                         self.out.numbers[item.name.text] = NumbersInfo(item, f.path)
+                elif isinstance(item, ast.InvoiceLayoutDecl):
+                    if declare("invoice layout", item.name.text, item.name.span):
+                        self.out.invoice_layouts[item.name.text] = item
                 elif isinstance(item, ast.AgreementDecl):
                     key = f"{item.name.value} {item.version.text}"
                     if declare("agreement", key, item.version.span):
@@ -584,6 +592,72 @@ class Checker:
                 problem = timestamp_format_problem(s.values[0].value)
                 if problem:
                     self.error("E229", problem, s.values[0].span, FORMAT_HELP)
+
+    def _invoice_layout(self, layout: ast.InvoiceLayoutDecl) -> None:
+        """``invoice layout``: known fields, each mapped once, the fields an invoice line needs,
+        constants that make sense, services that an agreement prices, settings that can apply."""
+        seen: dict[str, Span] = {}
+        for name, _ in list(layout.columns) + list(layout.constants):
+            if name.text not in INVOICE_FIELDS:
+                self.error("E501", f"'{name.text}' is not a field of an invoice line", name.span,
+                           did_you_mean(name.text, INVOICE_FIELDS, "fields"))
+            elif name.text in seen:
+                self.error("E103", f"field '{name.text}' is mapped twice", name.span,
+                           f"the first is at {seen[name.text]}")
+            seen.setdefault(name.text, name.span)
+        for name, val in layout.constants:
+            if name.text in INVOICE_COLUMN_ONLY:
+                self.error("E502", f"'{name.text}' differs from line to line: read it from a column", name.span,
+                           f"write '{name.text} = column \"...\"' with the column's name in their file")
+            elif name.text == "currency" and isinstance(val, ast.Ident):
+                self.currency(val)
+            elif name.text == "currency":
+                self.error("E202", "write the currency as an ISO code without quotes", name.span,
+                           "for example: currency = EUR")
+            elif name.text == "kind" and isinstance(val, ast.Ident):
+                self.word(val, "invoice kind")
+        for needed, how in (("amount", 'amount = column "..."'), ("number", 'number = column "..."'),
+                            ("service", 'service = column "..."'), ("currency", 'currency = EUR or a column')):
+            if needed not in seen:
+                self.error("E503", f"invoice layout {layout.name.text} does not say where the {needed} is",
+                           layout.name.span, f"add '{how}' to the layout")
+        ours = {svc.service.text for info in self.out.agreements for svc in info.node.services} | set(STANDARD_SERVICES)
+        words: dict[str, Span] = {}
+        for word, service in layout.services:
+            if word.value in words:
+                self.error("E103", f"'{word.value}' is mapped twice", word.span, f"the first is at {words[word.value]}")
+            words.setdefault(word.value, word.span)
+            if service.text not in ours:
+                self.warning("W501", f"no agreement prices a service '{service.text}'", service.span,
+                             did_you_mean(service.text, ours, "services"))
+        settings: dict[str, Span] = {}
+        for st in layout.settings:
+            if st.key in settings:
+                self.error("E103", f"'{st.key.replace('_', ' ')}' is set twice", st.span,
+                           f"the first is at {settings[st.key]}")
+            settings.setdefault(st.key, st.span)
+            v = st.values[0]
+            if st.key == "date_format":
+                problem = date_format_problem(v.value)
+                if problem:
+                    self.error("E504", f"'{v.value}' is not a date format: {problem}", v.span,
+                               'use strptime directives, e.g. "%d/%m/%Y" for 31/03/2026 or "%Y-%m-%d"')
+            elif st.key == "decimal" and v.value not in (".", ","):
+                self.error("E505", f"the decimal mark must be '.' or ',', not {v.value!r}", v.span)
+            elif st.key == "delimiter" and (len(v.value) != 1 or v.value in "\"\r\n"):
+                self.error("E505", f"the delimiter must be one character, not {v.value!r}", v.span,
+                           'for example: delimiter ";" (or "\\t" for tabs)')
+            elif st.key == "encoding":
+                try:
+                    codecs.lookup(v.value)
+                except LookupError:
+                    self.error("E505", f"unknown text encoding {v.value!r}", v.span,
+                               did_you_mean(v.value, ENCODINGS, "encodings") or "for example: utf-8, latin-1, cp1252")
+        dec = layout.setting("decimal")
+        delim = layout.setting("delimiter")
+        if dec is not None and delim is not None and dec.values[0].value == delim.values[0].value:
+            self.error("E505", "the decimal mark and the delimiter are the same character", delim.span,
+                       'a file with decimal commas is usually delimited by ";"')
 
     # ------------------------------------------------------------------ agreements
     def _agreement(self, info: AgreementInfo) -> None:
@@ -1475,3 +1549,27 @@ def _day_before(d: date) -> str:
 def check(program: Program, charge_types: dict[str, Any] | None = None, pm: Any = None
           ) -> tuple[Checked, list[Diagnostic]]:
     return Checker(program, charge_types, pm).run()
+
+
+#: invoice fields that differ from line to line: never a layout's constant
+INVOICE_COLUMN_ONLY = ("amount", "quantity", "calls", "rate", "line", "destination", "prefix")
+#: the services every project knows, whether or not an agreement prices them
+STANDARD_SERVICES = ("voice", "sms", "mms", "data")
+ENCODINGS = ("utf-8", "utf-8-sig", "latin-1", "cp1252", "iso-8859-15", "utf-16")
+
+
+def date_format_problem(fmt: str) -> str | None:
+    """Why ``fmt`` cannot read a day (None when it can): it must name the year, month and day
+    and read back what it writes."""
+    if not any(d in fmt for d in ("%d", "%j")) or not any(y in fmt for y in ("%Y", "%y")) \
+            or not any(m in fmt for m in ("%m", "%b", "%B", "%j")):
+        return "it must give the year (%Y), the month (%m) and the day (%d)"
+    sample = datetime(2026, 3, 31)
+    try:
+        text = sample.strftime(fmt)
+        back = datetime.strptime(text, fmt)
+    except (ValueError, TypeError) as e:
+        return str(e)
+    if back.date() != sample.date():
+        return "it does not read back the day it writes"
+    return None

@@ -489,6 +489,41 @@ class _ToAst(Transformer):
     def lcr(self, meta, c):
         name, *items = c
         return ast.LcrDecl(self._ident(name), tuple(items), self.s.of_meta(meta))
+    # -- invoice layouts (partners' CSV invoices)
+    def invoice_field(self, meta, c):
+        return self._ident(c[0])
+
+    def il_column(self, meta, c):
+        return ("column", c[0], self._str(c[1]))
+
+    def il_constant(self, meta, c):
+        return ("constant", c[0], self._leaf(c[1]))
+
+    def il_service(self, meta, c):
+        return ("service", self._str(c[0]), self._ident(c[1]))
+
+    def il_date_format(self, meta, c):
+        return self._setting("date_format", meta, c)
+
+    def il_decimal(self, meta, c):
+        return self._setting("decimal", meta, c)
+
+    def il_delimiter(self, meta, c):
+        return self._setting("delimiter", meta, c)
+
+    def il_encoding(self, meta, c):
+        return self._setting("encoding", meta, c)
+
+    def invoice_layout(self, meta, children):
+        name, *items = children
+        pairs = [i for i in items if isinstance(i, tuple)]
+        return ast.InvoiceLayoutDecl(
+            self._ident(name),
+            tuple((i[1], i[2]) for i in pairs if i[0] == "column"),
+            tuple((i[1], i[2]) for i in pairs if i[0] == "constant"),
+            tuple((i[1], i[2]) for i in pairs if i[0] == "service"),
+            tuple(i for i in items if isinstance(i, ast.Setting)),
+            self.s.of_meta(meta))
 
     # -- agreements
     def version(self, meta, children):
@@ -1163,7 +1198,8 @@ def decode(data: bytes, path: str) -> tuple[str | None, list[Diagnostic]]:
                                  "save the file as UTF-8 (most editors have an 'encoding' option)")]
 
 
-_TOP_LEVEL = frozenset(("agreement", "partner", "calendar", "fx", "template", "records", "example", "use", "lcr"))
+_TOP_LEVEL = frozenset(("agreement", "partner", "calendar", "fx", "template", "records", "invoice", "example",
+                        "use", "lcr"))
 
 
 def _syntax_diag(e: UnexpectedInput, text: str, path: str) -> Diagnostic:

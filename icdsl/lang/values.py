@@ -12,6 +12,12 @@ from datetime import date, time
 from decimal import Decimal
 from zoneinfo import ZoneInfo, available_timezones
 
+#: the fields of a partner's invoice line that an ``invoice layout`` can map (what they mean:
+#: :class:`icdsl.recon.model.PartnerInvoiceLine` and docs/language.md)
+INVOICE_FIELDS = ("number", "kind", "issue_date", "period_start", "period_end", "currency", "total", "tax_total",
+                  "line", "service", "destination", "prefix", "band", "calls", "quantity", "unit", "rate", "amount",
+                  "description")
+
 VOCAB: dict[str, tuple[str, ...]] = {
     "partner kind": ("interconnect", "mvno", "roaming", "content", "iot", "wholesale", "enterprise"),
     "billing cycle": ("monthly", "weekly", "quarterly", "adhoc"),
@@ -38,6 +44,7 @@ VOCAB: dict[str, tuple[str, ...]] = {
     "decimals": ("decimals", "decimal", "places"),
     "days": ("days", "day"),
     "number format": ("normalize", "e164"),
+    "invoice kind": ("invoice", "credit_note"),
 }
 
 KNOWN_SERVICES = ("voice", "sms", "mms", "data")

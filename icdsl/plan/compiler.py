@@ -195,6 +195,20 @@ class Compiler:
             span=r.span,
         )
 
+    def invoice_layout(self, r: ast.InvoiceLayoutDecl) -> m.InvoiceLayout:
+        settings = {s.key: s.values[0].value for s in r.settings}
+        return m.InvoiceLayout(
+            name=r.name.text,
+            columns=tuple((f.text, col.value) for f, col in r.columns),
+            constants=tuple((f.text, v.text if isinstance(v, ast.Ident) else str(v.value)) for f, v in r.constants),
+            services=tuple((word.value, ours.text) for word, ours in r.services),
+            date_format=settings.get("date_format", "%Y-%m-%d"),
+            decimal=settings.get("decimal", "."),
+            delimiter=settings.get("delimiter", ","),
+            encoding=settings.get("encoding", "utf-8"),
+            span=r.span,
+        )
+
     # ------------------------------------------------------------------ agreements
     def rate_table(self, si: ServiceInfo) -> m.RateTable | None:
         dp = si.node.destination_price
@@ -469,6 +483,7 @@ class Compiler:
             examples=tuple(self.example(f, ex) for f, ex in c.examples),
             cycle_examples=tuple(self.cycle_example(i) for i in c.cycle_examples),
             layouts=tuple(self.layout(r) for r in c.layouts.values()),
+            invoice_layouts=tuple(self.invoice_layout(r) for r in c.invoice_layouts.values()),
             sources=tuple(sorted(c.program.hashes.items())),
             lcr_policies=tuple(compile_policy(d) for d in c.lcr_policies.values()),
         )

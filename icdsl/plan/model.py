@@ -666,6 +666,33 @@ class LcrPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class InvoiceLayout:
+    """How a partner's CSV invoice maps to invoice lines (``invoice layout NAME { ... }``).
+
+    ``columns``: (field, column) pairs; ``constants``: (field, value) pairs for fields the file
+    does not carry (``currency = EUR``); ``services``: (their word, our service) pairs;
+    ``date_format``: a ``strptime`` format; ``decimal``: the decimal mark (``.`` or ``,``);
+    ``delimiter``: the field separator; ``encoding``: the file's text encoding.
+    """
+
+    name: str
+    columns: tuple[tuple[str, str], ...] = ()
+    constants: tuple[tuple[str, str], ...] = ()
+    services: tuple[tuple[str, str], ...] = ()
+    date_format: str = "%Y-%m-%d"
+    decimal: str = "."
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    span: Span = NO_SPAN
+
+    def column(self, field_name: str) -> str | None:
+        return dict(self.columns).get(field_name)
+
+    def constant(self, field_name: str) -> str | None:
+        return dict(self.constants).get(field_name)
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """Everything the executors and billing need, compiled from a set of rule files."""
 
@@ -678,6 +705,13 @@ class Plan:
     layouts: tuple[RecordLayout, ...] = ()
     sources: tuple[tuple[str, str], ...] = field(default=())  # (file, sha256)
     lcr_policies: tuple[LcrPolicy, ...] = ()
+    invoice_layouts: tuple[InvoiceLayout, ...] = ()
+
+    def invoice_layout(self, name: str) -> InvoiceLayout | None:
+        for lay in self.invoice_layouts:
+            if lay.name == name:
+                return lay
+        return None
 
     def partner(self, code: str) -> Partner | None:
         for p in self.partners:

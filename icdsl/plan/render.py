@@ -176,6 +176,13 @@ def render_plan(plan: m.Plan) -> str:
         cols = ", ".join(f"{k}<-{v}" for k, v in lay.columns)
         consts = ", ".join(f"{k}={v}" for k, v in lay.constants)
         out.append(f"\nrecords {lay.name}: {cols}" + (f"; {consts}" if consts else "") + f"; times in {lay.timezone}")
+    for il in plan.invoice_layouts:
+        cols = ", ".join(f"{k}<-{v}" for k, v in il.columns)
+        consts = ", ".join(f"{k}={v}" for k, v in il.constants)
+        words = ", ".join(f"\"{w}\"->{o}" for w, o in il.services)
+        out.append(f"\ninvoice layout {il.name}: {cols}" + (f"; {consts}" if consts else "")
+                   + (f"; services {words}" if words else "")
+                   + f"; dates {il.date_format!r}, decimal {il.decimal!r}, delimiter {il.delimiter!r}, {il.encoding}")
     for x in plan.cycle_examples:
         out.append(f"\nexample cycle \"{x.name}\": {x.partner}, \"{x.agreement}\", days {x.start} .. {x.end} "
                    f"(end excluded) [{x.span}]")

@@ -72,6 +72,10 @@ class PartnerInvoice:
     source_name: str = ""
     id: int | None = None  # the store's id once imported
     detail_batches: tuple[int, ...] = ()  # intake batches of their CDR detail, when sent
+    # what does not add up on their document (their stated totals against the sum of their
+    # lines...), found on import: one message each; the invoice is imported as they sent it
+    findings: tuple[str, ...] = ()
+    format: str = ""  # "ubl" or "csv"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ not kept in git: made again from the examples, which change):
 
 - ``check/``: every rule file of examples/ and stdlib_rules/, prefixed by the byte that puts it
   back in its own project (see ``fuzz_check.py``);
+- ``partner_invoices/``: the partners' invoice samples (UBL and CSV) of examples/interconnect;
 - ``intake/``: the traffic files of examples/ and tests/data/records, cut to their first 60 lines,
   and the examples' traffic as Parquet.
 
@@ -51,6 +52,10 @@ def main() -> None:
         n += 1
         if f.name == "traffic.csv":
             _put(CORPUS / "intake", _parquet(b"".join(lines[:20])))
+            n += 1
+    for f in sorted((ROOT / "examples" / "interconnect" / "partner-invoices").glob("lumiere-*")):
+        if "detail" not in f.name:  # partners' invoices: the UBL and CSV samples
+            _put(CORPUS / "partner_invoices", f.read_bytes())
             n += 1
     print(f"{n} seeds written under {CORPUS}")
 

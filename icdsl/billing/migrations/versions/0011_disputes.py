@@ -1,7 +1,7 @@
 """Disputes of partners' invoices: the dispute, its lines, the credit notes that settle it.
 
 Revision ID: 0011
-Revises: 0010
+Revises: 0009
 Create Date: 2026-12-07
 
 - ``disputes``: one row per dispute (``DSP-YYYY-NNNNNN``, gap-free from ``number_sequences``),
@@ -51,7 +51,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011"
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
