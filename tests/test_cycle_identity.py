@@ -1,6 +1,7 @@
 """Identical invoices, charge lines and statements before and after the cycle engine.
 
-Two months are billed on a fresh SQLite store, end to end (ingest, cycle, finalize):
+Two months are billed on a fresh SQLite store (the second also on PostgreSQL), end to end (ingest,
+cycle, finalize):
 
 - the ``icdsl demo`` month (6,000 records, seed 5: four partners, every kind of charge,
   netting, revenue shares, refunds, events, FX, validation findings);
@@ -30,8 +31,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 import sqlalchemy as sa
 from helpers import ROOT, compare_golden
+from test_billing_store import pg_url  # noqa: F401 - the fixture
 
 from icdsl.billing import models as M
 
@@ -171,6 +174,17 @@ def _bench_module():
 
 
 def test_benchmark_month_bills_as_before(tmp_path):
+    _bench_month(tmp_path, f"sqlite:///{tmp_path / 'bench.db'}")
+
+
+@pytest.mark.postgres
+def test_benchmark_month_bills_as_before_on_postgresql(tmp_path, pg_url):  # noqa: F811 - the fixture
+    """The same month on PostgreSQL, where rows are written by other statements (arrays
+    unnested, upserts returning, the dialect's types and triggers): the same golden file."""
+    _bench_month(tmp_path, pg_url)
+
+
+def _bench_month(tmp_path, url):
     from icdsl.billing.store import open_store
     from icdsl.plan.compiler import build
 
@@ -178,7 +192,6 @@ def test_benchmark_month_bills_as_before(tmp_path):
     bench.PARTNERS = 20  # read by make_project and make_traffic
     project, prefixes = bench.make_project(tmp_path / "project")
     traffic = bench.make_traffic(tmp_path / "traffic", prefixes, 50_000, 1)
-    url = f"sqlite:///{tmp_path / 'bench.db'}"
     with contextlib.chdir(project):
         plan, program, diags = build(["bench.icd"])
         assert plan is not None, [str(d) for d in diags]

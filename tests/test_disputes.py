@@ -14,7 +14,6 @@ import csv
 import io
 import json
 import re
-import sys
 from datetime import UTC, date, datetime
 from decimal import Decimal
 

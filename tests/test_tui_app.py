@@ -112,7 +112,7 @@ def test_typing_an_error_shows_the_problem_live_and_selecting_it_moves_the_curso
         await wait_for(pilot, lambda: app.analysis.errors > 0)  # debounce + check
         problems = app.workspace.query_one(ProblemsList)
         texts = option_texts(problems)
-        assert texts[0].startswith("error[E202] acme.icd:5:12 'EURO' is not a currency code")
+        assert texts[0].startswith("E202 acme.icd:5:12 'EURO' is not a currency code")
         assert "= help: did you mean 'EUR'?" in texts[0]
         assert editor._problem_lines[4] == "error"  # gutter mark
         assert any(name == PROBLEM_ERROR for _, _, name in editor._highlights[4])  # the span

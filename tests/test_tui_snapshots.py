@@ -8,9 +8,11 @@ import shutil
 
 import pytest
 from helpers import ROOT, wait_for
+from tui_examples import reconciliation
 
 from icdsl.tui.app import IcdslApp
 from icdsl.tui.components.explanation import ExplanationView
+from icdsl.tui.feeds import Feeds
 
 SMALL, LARGE = (80, 24), (120, 40)
 
@@ -159,7 +161,24 @@ def dashboard_screen(app):
         await simulated(pilot, app)
         await pilot.press("f9")
         await settle(pilot, lambda: app.current_mode == "dashboard"
-                     and "EUR revenue" in str(app.screen.query_one("#db-totals").render()))
+                     and "EUR revenue" in str(app.screen.query_one("#db-head").render()))
+
+    return run_before
+
+
+def recon_screen(app):
+    async def run_before(pilot):
+        await settle(pilot, lambda: app.good is not None)
+        await pilot.press("f10")
+        await settle(pilot, lambda: app.current_mode == "recon" and bool(app.screen._codes))
+        screen = app.screen
+        screen.query_one("#rc-partner").value = "LUMFR"
+        await pilot.press("ctrl+g")
+        await settle(pilot, lambda: screen.reconciliation is not None)
+        lines = screen.query_one("#rc-lines")
+        lines.move_cursor(row=0)
+        await pilot.press("enter")
+        await settle(pilot, lambda: screen.showing_records)
 
     return run_before
 
@@ -177,6 +196,12 @@ def test_drill(snap_compare, interconnect):
 def test_whatif(snap_compare, interconnect):
     app = IcdslApp(interconnect, cursor_blink=False)
     assert snap_compare(app, terminal_size=SMALL, run_before=whatif_screen(app, interconnect))
+
+
+def test_recon(snap_compare, interconnect):
+    rec = reconciliation()
+    app = IcdslApp(interconnect, cursor_blink=False, feeds=Feeds(reconcile=lambda partner, period: rec))
+    assert snap_compare(app, terminal_size=SMALL, run_before=recon_screen(app))
 
 
 def test_dashboard(snap_compare, interconnect):

@@ -35,9 +35,10 @@ import pyarrow.parquet as pq
 
 TMP_PREFIX = ".tmp-"
 COMPRESSION = "zstd"
-#: the compression of files said to be small (``small=True``: a cycle of fewer than
-#: :data:`SMALL_ROWS` records): zstd sets up a context per column chunk, a fixed cost that
-#: is a fifth of writing a file of a few thousand rows; LZ4 makes such files about 40% bigger
+#: the compression of files said to be small (``small=True``: fewer than :data:`SMALL_ROWS`
+#: rows): zstd sets up a context per column chunk, a fixed cost that is a fifth of writing a
+#: file of a few thousand rows; LZ4 makes such files about 40% bigger (a cycle's rated file is
+#: LZ4 whatever its size: ``RATED_COMPRESSION`` in :mod:`icdsl.billing.cycles`)
 SMALL_COMPRESSION = "lz4"
 SMALL_ROWS = 1 << 16
 HASH_BLOCK = 1 << 20

@@ -974,3 +974,36 @@ class DisputeCredit(Base):
     amount: Mapped[Decimal]
     applied_at: Mapped[datetime]
     applied_by: Mapped[str] = mapped_column(sa.String(200))
+
+
+# --------------------------------------------------------------------------- revenue assurance
+
+
+class TrafficDaily(Base):
+    """A cycle's rated traffic of one direction, service, destination and currency by local day
+    (in the partner's time zone): the day-by-day records, billed units and amounts
+    (:class:`icdsl.cycle.daily.DailyRow`) kept as one row per series and cycle, the days as
+    comma-separated vectors from ``first_day`` (``days`` of them: the cycle's), with their exact
+    totals. Written with the cycle's result, replaced when the cycle runs again: the compact
+    history revenue assurance learns each partner's baseline from (``icdsl assure``): a year of
+    200 partners is some 100,000 rows rather than millions, and no rated file is read."""
+
+    __tablename__ = "traffic_daily"
+    __table_args__ = (sa.UniqueConstraint("cycle_id", "direction", "service", "destination", "currency"),
+                      sa.Index("ix_traffic_daily_partner_first_day", "partner_code", "first_day"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cycle_id: Mapped[int] = mapped_column(sa.ForeignKey("billing_cycles.id"), index=True)
+    partner_code: Mapped[str] = mapped_column(sa.String(64))
+    direction: Mapped[str] = mapped_column(sa.String(32))
+    service: Mapped[str] = mapped_column(sa.String(100))
+    destination: Mapped[str] = mapped_column(sa.String(300))
+    currency: Mapped[str] = mapped_column(sa.String(8))
+    first_day: Mapped[date]
+    days: Mapped[int]
+    records: Mapped[int] = mapped_column(sa.BigInteger)
+    units: Mapped[int] = mapped_column(sa.BigInteger)
+    amount: Mapped[Decimal] = mapped_column(Rate())
+    daily_records: Mapped[str] = mapped_column(sa.Text)
+    daily_units: Mapped[str] = mapped_column(sa.Text)
+    daily_amounts: Mapped[str] = mapped_column(sa.Text)

@@ -297,16 +297,23 @@ def plugins() -> None:
 
 
 @app.command()
-def tui(folder: Path = typer.Argument(Path("."), help="The project folder: rule files, decks, traffic.")) -> None:
+def tui(folder: Path = typer.Argument(Path("."), help="The project folder: rule files, decks, traffic."),
+        db: str | None = typer.Option(None, "--db", "--store",
+                                      help="A billing store (database URL or SQLite file) whose finalized and "
+                                           "draft cycles the dashboard shows; read, never created or upgraded."),
+        data: str | None = typer.Option(None, "--data", help="The store's Parquet folder (default: $ICDSL_DATA, "
+                                                             "else icdsl-data next to the SQLite file)."),
+        months: int = typer.Option(12, "--months", min=1, help="Months of the store's cycles to read.")) -> None:
     """Open the analyst's terminal: edit rules with live diagnostics, see the plan, explain records,
-    simulate billing cycles, compare versions (what-if), drill into lines, see the dashboard."""
+    simulate billing cycles, compare versions (what-if), drill into lines, see the dashboard
+    (of a store with --db) and reconcile partners' invoices."""
     if not folder.is_dir():
         echo_err(f"error: {folder} is not a folder")
         raise typer.Exit(2)
     # lazy: this command needs lark, textual: loaded when it runs, not at every `icdsl` start
     from icdsl.tui.app import run
 
-    run(folder)
+    run(folder, db=db, data_dir=data, months=months)
 
 
 @app.command()
@@ -341,3 +348,4 @@ from icdsl.cli import routing as _routing  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()
+from icdsl.cli import assure as _assure  # noqa: E402,F401

@@ -34,6 +34,7 @@ from icdsl.cycle.charges import (
     needs_totals,
     share_statements,
 )
+from icdsl.cycle.daily import DailyRow, DailyTraffic, Scans
 from icdsl.cycle.errors import CycleError, ReconciliationError
 from icdsl.cycle.fx import FxTable
 from icdsl.cycle.invoicing import DraftLine, Drafts, Group, check_dims, draft_documents
@@ -262,6 +263,8 @@ class CycleResult:
     shares: list[ShareDraft]
     sinks: Any
     timings: dict[str, float] = field(default_factory=dict)
+    traffic: list[DailyRow] = field(default_factory=list)  # rated traffic by local day and destination
+    accept: tuple[str, ...] = ()  # the codes of error findings accepted (for findings the store adds)
 
     @property
     def blocked(self) -> bool:
@@ -316,9 +319,10 @@ def run(inputs: CycleInputs) -> CycleResult:
     chosen = list(inputs.validators) if inputs.validators is not None else None
     # the checks of the rated values are made on the chunks as they are written (no second read)
     scan = RatedValuesScan((inputs.policy or Policy()).samples) if scans_rated(chosen) else None
+    daily = DailyTraffic(per)  # the rated traffic by local day and destination (revenue assurance's baseline)
     rater = Rater(plan, sinks.rated, sinks.rejects, scale, dims, per, charges=True,
                   charges_w=None if two_pass else sinks.record_charges, events=events, partner=code,
-                  timezone=per.timezone, on_chunk=inputs.on_chunk, scan=scan)
+                  timezone=per.timezone, on_chunk=inputs.on_chunk, scan=Scans(scan, daily))
     if inputs.pieces:
         if two_pass:
             raise CycleError(f"the cycle {code} {per.label} has per-record charges that read cycle.*: its records "
@@ -382,7 +386,8 @@ def run(inputs: CycleInputs) -> CycleResult:
     result = CycleResult(partner=partner, period=per, dims=dims, counts=counts, lines=groups,
                          totals=dict(sorted(by_currency.items())), daily=rater.daily_counts(), usage=rater.usage,
                          events=rater.events, refunds=rater.refunds, refund_problems=rater.refund_problems,
-                         charge_lines=list(evaluated.lines), findings=findings, drafts=None, shares=[], sinks=sinks)
+                         charge_lines=list(evaluated.lines), findings=findings, drafts=None, shares=[], sinks=sinks,
+                         traffic=daily.rows(), accept=accept)
     if result.blocked:
         clock.stage(None)
         result.timings = clock.timings

@@ -15,7 +15,9 @@ Headless modules (no Textual, testable alone): ``highlight`` (spans from the lex
 explaining one record), ``simulate`` (a billing cycle on a throw-away store),
 ``traffic_source`` (a traffic file or generated traffic), ``whatif`` (two versions of the rules
 over the same traffic, each billed by the cycle engine), ``drill`` (the records behind a line), ``revenue``
-(revenue and cost of a simulation). Analysts' guide: ``docs/tui.md``. Textual modules: ``app`` (state, workers, navigation), ``bindings`` (the
+(revenue and cost of a simulation or a store's cycles), ``ledger`` (a real store's finalized and
+draft cycles, ``icdsl tui --db``), ``feeds`` (reconciliations, disputes and assurance findings as
+functions handed to the app), ``reconview`` (a reconciliation walked down to its records). Analysts' guide: ``docs/tui.md``. Textual modules: ``app`` (state, workers, navigation), ``bindings`` (the
 one table of keys, with ids for remapping), ``screens`` (the list of screens; later screens
 register there), ``messages``, and ``components/`` (one widget or screen per module).
 """

@@ -23,12 +23,15 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import get_current_worker
 
+from icdsl.billing.errors import StoreError
 from icdsl.lang.diagnostics import Diagnostic
 from icdsl.plan.model import Span
 from icdsl.tui.bindings import bindings, parse_keymap
 from icdsl.tui.components.commands import IcdslCommands
 from icdsl.tui.components.file_tree import FileTree
 from icdsl.tui.components.help_screen import HelpScreen
+from icdsl.tui.feeds import Feeds, store_feeds
+from icdsl.tui.ledger import DEFAULT_MONTHS, open_ledger_store, read_ledger
 from icdsl.tui.messages import AnalysisReady, OpenLocation
 from icdsl.tui.project import Analysis, Problem, Project
 from icdsl.tui.screens import SCREENS, spec
@@ -49,11 +52,20 @@ class IcdslApp(App):
     checking: reactive[bool] = reactive(False)
     cursor: reactive[tuple[Path, int] | None] = reactive(None)
     simulation = reactive(None, always_update=True)  # the last icdsl.tui.simulate.Simulation
+    ledger = reactive(None, always_update=True)  # the store's cycles (icdsl.tui.ledger.Ledger), with a store
+    ledger_state: reactive[str] = reactive("")  # "reading…", or why the store could not be read
 
     def __init__(self, folder: Path | str, *, keymap: Mapping[str, str] | None = None,
-                 check_delay: float = 0.3, open_first: bool = True, cursor_blink: bool = True):
+                 check_delay: float = 0.3, open_first: bool = True, cursor_blink: bool = True,
+                 store=None, feeds: Feeds | None = None, months: int | None = DEFAULT_MONTHS):
+        """``store``: an open :class:`icdsl.billing.store.Store` whose cycles the dashboard shows
+        (``icdsl tui --db URL``); ``feeds``: reconciliation, disputes and assurance
+        (:mod:`icdsl.tui.feeds`); ``months``: how many months of cycles to read."""
         super().__init__()
         self.project = Project(folder)
+        self.store = store
+        self.feeds = feeds or Feeds()
+        self.months = months
         self.good: Analysis | None = None  # the last analysis with a plan
         self.check_delay = check_delay
         self.open_first = open_first
@@ -83,6 +95,8 @@ class IcdslApp(App):
         for s in SCREENS:
             self.add_mode(s.id, lambda sid=s.id: self.view(sid))
         await self.switch_mode("workspace")
+        if self.store is not None:
+            self.load_ledger()
         if self.open_first:
             rules = self.project.files().rules
             if rules:
@@ -124,11 +138,38 @@ class IcdslApp(App):
         await self.switch_mode("drill")
         self.view("drill").show_line(partner, document, line)
 
+    async def show_reconciliation(self, reconciliation) -> None:
+        """Walk a reconciliation (icdsl.recon.model.Reconciliation) in the reconciliation screen."""
+        await self.switch_mode("recon")
+        self.view("recon").show(reconciliation)
+
     def on_unmount(self) -> None:
         if self.simulation is not None:
             self.simulation.close()
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
+
+    # ------------------------------------------------------------------ the store
+    def load_ledger(self) -> None:
+        """Read the store's cycles again, in a worker (the dashboard shows them when done)."""
+        if self.store is None:
+            return
+        self.ledger_state = "reading the store…"
+        self._read_ledger()
+
+    @work(thread=True, exclusive=True, group="ledger", exit_on_error=False)
+    def _read_ledger(self) -> None:
+        try:
+            ledger = read_ledger(self.store, months=self.months)
+        except Exception as e:  # a store that cannot be read is said on the dashboard
+            self.call_from_thread(self._ledger_read, None, f"cannot read the store: {type(e).__name__}: {e}")
+            return
+        self.call_from_thread(self._ledger_read, ledger, "")
+
+    def _ledger_read(self, ledger, state: str) -> None:
+        self.ledger_state = state
+        if ledger is not None:
+            self.ledger = ledger
 
     # ------------------------------------------------------------------ the live check
     def schedule_check(self) -> None:
@@ -216,9 +257,12 @@ class IcdslApp(App):
         self.exit()
 
 
-def run(folder: Path, keymap: Mapping[str, str] | None = None) -> None:
-    """Run the terminal on a project folder (``icdsl tui [FOLDER]``).
+def run(folder: Path, keymap: Mapping[str, str] | None = None, *, db: str | None = None,
+        data_dir: str | None = None, months: int | None = DEFAULT_MONTHS) -> None:
+    """Run the terminal on a project folder (``icdsl tui [FOLDER] [--db URL]``).
 
+    ``db``: a store (database URL or SQLite file) whose finalized and draft cycles the dashboard
+    shows, with its reconciliations, disputes and assurance findings (:func:`store_feeds`).
     Keys are remapped with ``keymap`` (binding id -> keys) or the ``ICDSL_TUI_KEYS`` environment
     variable, e.g. ``ICDSL_TUI_KEYS="save=ctrl+w,help=f12"``."""
     folder = Path(folder)
@@ -226,7 +270,18 @@ def run(folder: Path, keymap: Mapping[str, str] | None = None) -> None:
         raise SystemExit(f"error: not a folder: {folder}")
     keys = parse_keymap(os.environ.get(KEYMAP_ENV))
     keys.update(keymap or {})
-    IcdslApp(folder, keymap=keys).run()
+    store = None
+    if db is not None:
+        try:
+            store = open_ledger_store(db, data_dir)
+        except StoreError as e:
+            raise SystemExit(f"error: {e}") from None
+    try:
+        IcdslApp(folder, keymap=keys, store=store, feeds=store_feeds(store) if store is not None else None,
+                 months=months).run()
+    finally:
+        if store is not None:
+            store.close()
 
 
 def _remove_stale_scratch() -> None:

@@ -23,7 +23,7 @@ class Action:
     action: str  # the Textual action run
     description: str  # short, shown in the footer
     help: str  # one line, shown in the help screen and the command palette
-    scope: str = "app"  # app | workspace | plan | explain | simulate | whatif | drill | dashboard (a screen)
+    scope: str = "app"  # app | workspace | plan | explain | simulate | whatif | drill | dashboard | recon
     show: bool = True  # shown in the footer
     palette: bool = True  # offered in the command palette (actions of the scope's screen)
     priority: bool = False
@@ -44,7 +44,11 @@ ACTIONS: tuple[Action, ...] = (
     Action("screen.drill", "f7", "app.show_screen('drill')", "Drill",
            "Drill-down: the records behind an invoice line and their rating", show=False, priority=True),
     Action("screen.dashboard", "f9", "app.show_screen('dashboard')", "Dashboard",
-           "Dashboard: revenue and cost of the last simulation, validation findings", show=False, priority=True),
+           "Dashboard: revenue and cost of the store's cycles or the last simulation, findings, "
+           "reconciliations, disputes", show=False, priority=True),
+    Action("screen.recon", "f10", "app.show_screen('recon')", "Reconcile",
+           "Reconciliation: a partner's invoice against our view of the traffic, down to the records",
+           show=False, priority=True),
     Action("save", "ctrl+s", "app.save", "Save", "Save the file in the editor", show=True),
     Action("check", "ctrl+r", "app.check_now", "Check", "Re-read the folder and check it now", show=False),
     Action("next_problem", "f8", "app.next_problem(1)", "Next problem", "Go to the next problem"),
@@ -82,8 +86,26 @@ ACTIONS: tuple[Action, ...] = (
            scope="drill"),
     Action("drill.back", "escape", "back", "Back", "Back to the simulation's invoices", scope="drill"),
     # -- dashboard screen
-    Action("dashboard.group", "g", "group", "Group by", "Chart by partner, charge type, service or agreement",
+    Action("dashboard.group", "g", "group", "Group by", "Chart by partner, charge type, service, agreement or month",
            scope="dashboard"),
+    Action("dashboard.currency", "c", "currency", "Currency", "Chart the next currency (one chart per currency: "
+           "amounts are never converted)", scope="dashboard"),
+    Action("dashboard.state", "s", "state", "Final/draft", "Count every document, only finalized ones or only drafts",
+           scope="dashboard"),
+    Action("dashboard.source", "o", "source", "Store/sim", "Show the store's cycles or the last simulation",
+           scope="dashboard"),
+    Action("dashboard.panel", "n", "next_panel", "Next panel", "Next panel: numbers, months, findings, "
+           "reconciliations, disputes, assurance", scope="dashboard"),
+    Action("dashboard.reload", "r", "reload", "Reload", "Read the store again (cycles, reconciliations, disputes, "
+           "findings)", scope="dashboard"),
+    # -- reconciliation screen
+    Action("recon.run", "ctrl+g", "run", "Reconcile", "Reconcile the partner's invoice of the period",
+           scope="recon", priority=True),
+    Action("recon.filter", "ctrl+o", "filter", "Differences", "Show every line, or only the lines that differ "
+           "(records: every class or only the differing ones)", scope="recon", priority=True),
+    Action("recon.all", "a", "all_records", "All records", "Every record of the invoice (theirs and ours, "
+           "classed), not only one line's", scope="recon"),
+    Action("recon.back", "escape", "back", "Back", "From the records back to the lines", scope="recon"),
 )
 
 # Keys of the editor itself (Textual's TextArea): listed in the help screen, not remappable here.

@@ -178,7 +178,7 @@ class Project:
         real = dict(program.real_paths)
         problems = tuple(
             Problem(d, self.shown(real.get(d.span.file) or self.resolve(d.span.file)), self.location(d.span, real))
-            for d in sorted(diags, key=Diagnostic.sort_key)
+            for d in sorted(diags, key=root_cause_key)
         )
         blocks: tuple[PlanBlock, ...] = ()
         spans: tuple[tuple[Path, int, int], ...] = ()
@@ -224,6 +224,21 @@ class Project:
             return loader.stdlib_dir().resolve() / shown.removeprefix("stdlib/")
         p = Path(shown)
         return p if p.is_absolute() else self.folder / p
+
+
+def root_cause_key(d: Diagnostic) -> tuple:
+    """Problems in the order to fix them, root causes first.
+
+    An error in a rule file (an unknown calendar) makes the decks and files that depend on it
+    fail too (a deck's banded prices then have "no calendar"): those follow-on errors sort
+    after it, whatever the file names. Order: errors before warnings; syntax and input errors
+    (E0xx, anywhere: nothing after them is reliable); then errors in rule files before errors
+    reported in other files (decks, inventory); then by phase (names E1xx, values E2xx,
+    consistency E3xx, files E4xx); then in source order."""
+    code = d.code or ""
+    syntax = code.startswith("E0")
+    in_rules = d.span.file.endswith(RULE_SUFFIX) or d.span.file.startswith("<")
+    return (not d.is_error, not syntax, not in_rules, code[:2], *d.sort_key())
 
 
 _TAG = re.compile(r"\[([^\[\]]+):(\d+):(\d+)\]\s*$")

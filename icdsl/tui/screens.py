@@ -41,6 +41,7 @@ SCREENS: tuple[ScreenSpec, ...] = (
     ScreenSpec("whatif", "What-if", "icdsl.tui.components.whatif_screen:WhatIfScreen", "What"),
     ScreenSpec("drill", "Drill", "icdsl.tui.components.drill_screen:DrillScreen"),
     ScreenSpec("dashboard", "Dashboard", "icdsl.tui.components.dashboard_screen:DashboardScreen", "Dash"),
+    ScreenSpec("recon", "Reconcile", "icdsl.tui.components.recon_screen:ReconScreen", "Rec"),
 )
 
 

@@ -55,18 +55,21 @@ class NavBar(Widget):
         text, style = self.status
         keymap = getattr(app, "_keymap", {})
         width = self.size.width
-        # narrower terminals: leave the project out, then use short titles, then a short status
+        # narrower terminals: leave the project out, then use short titles, then a short status,
+        # then leave "icdsl" out, then only the keys of the screens not shown
         for with_name, short, status in ((True, False, text), (False, False, text), (False, True, text),
-                                         (False, True, text[:1])):
-            left = Content.styled(" icdsl", "bold")
+                                         (False, True, text[:1]), (None, True, text[:1]), (None, None, text[:1])):
+            left = Content.styled(" icdsl", "bold") if with_name is not None else Content("")
             if with_name:
                 left += Content.styled(f" · {name} ", "dim")
-            else:
+            elif with_name is not None:
                 left += " "
             for s in SCREENS:
                 action = next((a for a in ACTIONS if a.id == f"screen.{s.id}"), None)
                 key = keys_of(action, keymap).split(",")[0].upper() if action else ""
                 label = f" {key} {s.short_title if short else s.title} "
+                if short is None and s.id != self.current:
+                    label = f" {key} "
                 if s.id == self.current:
                     left += Content.styled(label, "bold reverse")
                 else:

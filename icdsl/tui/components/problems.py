@@ -12,21 +12,23 @@ from icdsl.tui.messages import OpenLocation
 from icdsl.tui.project import Analysis, Problem
 
 
-def problem_text(p: Problem) -> Group:
-    """``error[E111] acme.icd:14:12 message`` and, indented under it, ``= help: ...``."""
+def problem_text(p: Problem, full: bool = False) -> Group:
+    """``E111 acme.icd:14:12 message`` (the code says it: E an error in red, W a warning in
+    yellow) and, indented under it, ``= help: ...``: in full for the highlighted problem
+    (``full``), on one line cut with an ellipsis for the others, so that several fit."""
     d = p.diag
     color = "red" if d.is_error else "yellow"
-    head = Text.assemble(
-        (f"{d.severity}[{d.code}]", f"bold {color}"), " ", (p.where, "bold"), " ", d.message,
-    )
+    head = Text.assemble((d.code, f"bold {color}"), " ", (p.where, "bold"), " ", d.message)
     if not d.help:
         return Group(head)
     help_ = Text.assemble(("= help: ", "dim"), (d.help, "italic"))
+    if not full:
+        help_.no_wrap, help_.overflow = True, "ellipsis"
     return Group(head, Padding(help_, (0, 0, 0, 2)))
 
 
 class ProblemsList(OptionList):
-    """The problems of the last check, in source order."""
+    """The problems of the last check, root causes first (``project.root_cause_key``)."""
 
     DEFAULT_CSS = """
     ProblemsList {
@@ -42,6 +44,7 @@ class ProblemsList(OptionList):
     def __init__(self, *, id: str | None = None):
         super().__init__(id=id)
         self.problems: tuple[Problem, ...] | None = None
+        self._full: int | None = None  # the problem shown with its help in full
 
     def show(self, analysis: Analysis) -> None:
         if analysis.problems == self.problems:
@@ -52,9 +55,18 @@ class ProblemsList(OptionList):
         if not self.problems:
             self.add_option(Option(Text("No problems: the rules check.", style="green"), disabled=True))
             return
+        self._full = None
         self.add_options(Option(problem_text(p)) for p in self.problems)
-        if keep is not None and keep < len(self.problems):
-            self.highlighted = keep
+        self.highlighted = keep if keep is not None and keep < len(self.problems) else 0
+
+    def watch_highlighted(self, highlighted: int | None) -> None:
+        problems = self.problems or ()
+        if highlighted != self._full and highlighted is not None and highlighted < len(problems):
+            if self._full is not None and self._full < len(problems):
+                self.replace_option_prompt_at_index(self._full, problem_text(problems[self._full]))
+            self._full = highlighted
+            self.replace_option_prompt_at_index(highlighted, problem_text(problems[highlighted], full=True))
+        super().watch_highlighted(highlighted)
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()

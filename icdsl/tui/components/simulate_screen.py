@@ -15,7 +15,7 @@ from textual.widgets import Button, Checkbox, DataTable, Footer, Input, Label, P
 from textual.worker import Worker, get_current_worker
 
 from icdsl.tui.bindings import bindings
-from icdsl.tui.components.documents import DocumentsTable, LinesTable
+from icdsl.tui.components.documents import DocumentsTable, LinesTable, document_summary, table_label
 from icdsl.tui.components.nav_bar import NavBar
 from icdsl.tui.components.source_picker import SourcePicker
 from icdsl.tui.messages import unheard_end
@@ -255,10 +255,12 @@ class SimulateScreen(Screen):
         if sel is None or sel[1] is None:
             lines.show(None, None)
             box.border_title = "Lines"
+            box.border_subtitle = "enter: the records behind a line"
             return
         partner, doc = sel
         lines.show(partner, doc)
-        box.border_title = f"Lines of {partner} {doc.get('number') or 'draft'} ({doc['stream']}, {len(doc['lines'])})"
+        box.border_title = f"Lines of {partner} {table_label(doc)} ({doc['stream']}, {len(doc['lines'])})"
+        box.border_subtitle = document_summary(doc)
 
     @on(DataTable.RowHighlighted, "#sim-docs")
     def _doc_highlighted(self, event: DataTable.RowHighlighted) -> None:

@@ -49,14 +49,19 @@ class WhatIfDone(Message):
 
 
 def signed(value, currency: str = "") -> Text:
+    """``+1,234.50`` (green) / ``-0.20`` (red) / ``0.00`` (dim), with the currency if given."""
+    suffix = f" {currency}" if currency else ""
     if value == 0:
-        return Text("0", style="dim")
-    text = f"{value:+,.2f}" + (f" {currency}" if currency else "")
-    return Text(text, style="green" if value > 0 else "red")
+        return Text(f"{0:.2f}{suffix}", style="dim", justify="right")
+    return Text(f"{value:+,.2f}{suffix}", style="green" if value > 0 else "red", justify="right")
 
 
 def plain(value) -> str:
     return f"{value:,.2f}"
+
+
+def right(value) -> Text:
+    return Text(plain(value), justify="right")
 
 
 class WhatIfScreen(Screen):
@@ -285,25 +290,25 @@ class WhatIfScreen(Screen):
         table = self.query_one("#wi-table", DataTable)
         name, dims = GROUPS[self.group]
         table.clear(columns=True)
-        cols = [d for d in ("partner", "side", "service", "destination", "charge") if d in dims]
-        for c in cols:
-            table.add_column(c, key=c)
-        for c in ("B - A", "A", "B", "records"):
+        # the short keys, then the currency and the amounts (on screen at 80 columns), then the
+        # long keys (destination, charge)
+        short = [d for d in ("partner", "side", "service") if d in dims]
+        long = [d for d in ("destination", "charge") if d in dims]
+        for c in (*short, "ccy", "B - A", "A", "B", "records", *long):  # every row says its currency
             table.add_column(c, key=c)
         rows = r.by(dims) if r is not None else []
+
+        def key(row, c):
+            v = row.value(c)
+            return f"{row.value('direction')} {v}".strip() if c == "service" else v
+
         for row in rows[:2000]:
-            values = []
-            for c in cols:
-                v = row.value(c)
-                if c == "service":
-                    v = f"{row.value('direction')} {v}".strip()
-                values.append(v)
             if row.a.count == row.b.count:
                 count = f"{row.a.count:,}" if row.a.count or not (row.a.lines or row.b.lines) else ""
             else:
                 count = f"{row.a.count:,} → {row.b.count:,}"
-            table.add_row(*values, signed(row.diff, row.value("currency")), plain(row.a.amount), plain(row.b.amount),
-                          count)
+            table.add_row(*(key(row, c) for c in short), row.value("currency") or "", signed(row.diff),
+                          right(row.a.amount), right(row.b.amount), count, *(key(row, c) for c in long))
         box = self.query_one("#wi-table-box")
         box.border_title = f"Difference (B - A) by {name}" + (f" · {len(rows):,} rows" if r is not None else "")
 

@@ -17,13 +17,18 @@ from icdsl.tui.components.problems import ProblemsList
 from icdsl.tui.components.rule_editor import RuleEditor
 from icdsl.tui.project import Analysis, Location, read_text
 
+WIDE = 100  # columns from which the file tree stays beside the editor
 EMPTY_HINT = "Open a file from the tree (enter), or with the command palette (ctrl+p)."
 
 
 class WorkspaceScreen(Screen):
-    """Files on the left; the editor over the problems on the right."""
+    """Files on the left; the editor over the problems on the right.
+
+    Narrower than 100 columns (an 80x24 terminal) the file tree is hidden so that the editor has
+    the width (about 72 columns of text at 80): ctrl+t shows it, opening a file hides it again."""
 
     BINDINGS = bindings("workspace")
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE, "-wide")]
 
     DEFAULT_CSS = """
     WorkspaceScreen {
@@ -32,7 +37,11 @@ class WorkspaceScreen(Screen):
         #ws-files { width: 22; }
         #ws-main { width: 1fr; }
         #ws-editors { height: 1fr; }
-        #ws-problems-box { height: 30%; min-height: 5; max-height: 14; }
+        #ws-problems-box { height: auto; min-height: 3; max-height: 40%; }
+        #ws-problems-box.-none { max-height: 3; }
+        #ws-problems { height: auto; max-height: 100%; }
+        &.-narrow #ws-files { display: none; }
+        &.-narrow.-files-shown #ws-files { display: block; }
         #ws-empty { padding: 1 2; color: $text-muted; }
     }
     """
@@ -148,6 +157,7 @@ class WorkspaceScreen(Screen):
     # ------------------------------------------------------------------ events
     @on(FileTree.FileSelected)
     async def _file_selected(self, event: FileTree.FileSelected) -> None:
+        self.remove_class("-files-shown")
         if event.group == "traffic":
             self.app.explain_traffic(event.path)
         else:
@@ -175,6 +185,7 @@ class WorkspaceScreen(Screen):
         for path, editor in self.editors.items():
             editor.show_problems(analysis.problems_in(path))
         box = self.query_one("#ws-problems-box")
+        box.set_class(not analysis.problems, "-none")
         if analysis.problems:
             parts = []
             if analysis.errors:
@@ -197,6 +208,15 @@ class WorkspaceScreen(Screen):
             self.query_one(FileTree).focus()
 
     def action_focus_files(self) -> None:
+        """Focus the file tree (shown first on a narrow screen; again: hide it)."""
+        if self.has_class("-narrow"):
+            if self.has_class("-files-shown") and self.focused is self.query_one(FileTree):
+                self.remove_class("-files-shown")
+                self.focus_main()
+                return
+            self.add_class("-files-shown")
+            self.call_after_refresh(self.query_one(FileTree).focus)  # focusable once displayed
+            return
         self.query_one(FileTree).focus()
 
     def action_focus_problems(self) -> None:

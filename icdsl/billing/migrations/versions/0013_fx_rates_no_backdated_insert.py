@@ -1,7 +1,7 @@
 """A new FX rate may not take effect inside a finalized billing cycle.
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-07
 
 0007 refuses UPDATE and DELETE of an ``fx_rates`` row in force during a finalized cycle. A new
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0013"
-down_revision: str | None = "0011"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
