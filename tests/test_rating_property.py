@@ -9,6 +9,7 @@ missing fields. Every rated field and every reject reason and detail must be ide
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
@@ -17,11 +18,14 @@ from hypothesis import strategies as st
 from test_rating_batch import assert_same
 
 from icdsl.plan.model import (
+    EMPTY_KEY,
     Agreement,
     BandRule,
     Calendar,
+    CellKey,
     HolidayRule,
     Increments,
+    NumberRanges,
     Partner,
     Plan,
     RateRow,
@@ -231,3 +235,116 @@ def test_agree_on_single_service_bulk(p, data):
         for r in recs:
             bulk.append(r | {"id": k * 100 + r["id"], "start": r["start"] + timedelta(minutes=k * 17)})
     assert_same(p, bulk)
+
+
+# --------------------------------------------------------------------------- rates by origin
+
+OPERATORS = ["OPA", "OPB", "OPC"]
+CIRCLES = ["C1", "C2"]
+PORTED_POOL = ["1234", "12341", "2143", "3", "41", "1111"]
+
+
+@st.composite
+def number_ranges(draw):
+    """A number-range table over DIGITS: distinct prefixes, operators, circles, ported numbers."""
+    prefixes = sorted(draw(st.sets(st.text(DIGITS, min_size=1, max_size=4), min_size=0, max_size=6)))
+    ported = []
+    for num in draw(st.lists(st.sampled_from(PORTED_POOL), unique=True, max_size=3)):
+        ported.append((num, draw(st.sampled_from(OPERATORS)), draw(st.sampled_from(CIRCLES + [None])), 2))
+    return NumberRanges(
+        "ranges.csv", "h", tuple(prefixes),
+        tuple(draw(st.sampled_from(OPERATORS)) for _ in prefixes),
+        tuple(draw(st.sampled_from(CIRCLES + [None])) for _ in prefixes),
+        tuple("IN" for _ in prefixes), tuple(range(2, len(prefixes) + 2)),
+        tuple(ported), "ported.csv" if ported else None, "p" if ported else None)
+
+
+@st.composite
+def cell_keys(draw):
+    kind = draw(st.sampled_from(["any", "any", "prefix", "zone", "country", "op", "circle", "op_circle", "dest",
+                                 "mixed"]))
+    if kind == "any":
+        return EMPTY_KEY
+    if kind == "prefix":
+        return CellKey(origin=draw(st.text(DIGITS, min_size=1, max_size=3)))
+    if kind in ("zone", "country"):
+        ps = tuple(sorted(draw(st.sets(st.text(DIGITS, min_size=1, max_size=2), min_size=1, max_size=3))))
+        return CellKey(zone="Z", zone_prefixes=ps) if kind == "zone" else CellKey(country="XX", country_prefixes=ps)
+    if kind == "op":
+        return CellKey(operator=draw(st.sampled_from(OPERATORS)))
+    if kind == "circle":
+        return CellKey(circle=draw(st.sampled_from(CIRCLES)))
+    if kind == "op_circle":
+        return CellKey(operator=draw(st.sampled_from(OPERATORS)), circle=draw(st.sampled_from(CIRCLES)))
+    if kind == "dest":
+        return CellKey(d_operator=draw(st.sampled_from(OPERATORS + [None])), d_circle=draw(st.sampled_from(CIRCLES)))
+    return CellKey(origin=draw(st.text(DIGITS, min_size=1, max_size=2)), operator=draw(st.sampled_from(OPERATORS)),
+                   d_circle=draw(st.sampled_from(CIRCLES + [None])))
+
+
+@st.composite
+def origin_plans(draw):
+    """Plans whose rate tables are keyed by origin: the same destination prefix in several cells."""
+    base = draw(plans())
+    agreements = []
+    for a in base.agreements:
+        svc = a.services[0]
+        if svc.rates is None:
+            agreements.append(a)
+            continue
+        rows = list(svc.rates.rows)
+        keys = [draw(cell_keys()) for _ in rows]
+        for _ in range(draw(st.integers(1, 8))):  # more cells on the same prefixes
+            r = draw(st.sampled_from(rows))
+            rows.append(RateRow(r.prefix, r.destination, tuple((b, draw(prices)) for b, _ in r.prices), r.connect_fee,
+                                r.increments, r.effective_from, r.effective_to, draw(spans())))
+            keys.append(draw(cell_keys()))
+        rates = RateTable(tuple(rows), "EUR", keys=tuple(keys))
+        svc = replace(svc, rates=rates, numbers=draw(st.one_of(st.none(), number_ranges(), number_ranges())))
+        agreements.append(replace(a, services=(svc,)))
+    return replace(base, agreements=tuple(agreements))
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(p=origin_plans(), data=st.data())
+def test_row_and_batch_agree_with_origins(p, data):
+    recs = data.draw(records(data.draw(st.integers(1, 40))))
+    callers = st.one_of(st.text(DIGITS, max_size=8), st.none(), st.sampled_from(PORTED_POOL), st.just("1x"))
+    for r in recs:
+        r["a_number"] = data.draw(callers)
+        if data.draw(st.booleans()):
+            r["b_number"] = data.draw(st.sampled_from(PORTED_POOL))
+    assert_same(p, recs)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(p=origin_plans(), data=st.data())
+def test_agree_with_origins_in_bulk(p, data):
+    """Many records on tables keyed by origin: several chunks on the thread pool."""
+    recs = data.draw(records(40))
+    callers = st.one_of(st.text(DIGITS, max_size=8), st.none(), st.sampled_from(PORTED_POOL))
+    for r in recs:
+        r["a_number"] = data.draw(callers)
+    bulk = [r | {"id": k * 100 + r["id"], "start": r["start"] + timedelta(minutes=k * 17)}
+            for k in range(900) for r in recs]
+    assert_same(p, bulk)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(keys=st.lists(cell_keys(), min_size=1, max_size=12), ranges=st.one_of(st.none(), number_ranges()),
+       callers=st.lists(st.one_of(st.none(), st.text(DIGITS, max_size=7), st.sampled_from(PORTED_POOL)), max_size=12),
+       called=st.lists(st.one_of(st.text(DIGITS, max_size=7), st.sampled_from(PORTED_POOL)), min_size=1, max_size=4))
+def test_the_cells_that_hold_are_those_of_the_plain_definition(keys, ranges, callers, called):
+    """OriginMatcher.holding (worked out per signature) == the key-by-key definition."""
+    from icdsl.rating.origins import OriginMatcher
+    from icdsl.rating.select import Destinations
+
+    rows = tuple(RateRow("1", "d", (("*", Decimal(1)),), span=Span("g", i + 1, 1, i + 1, 2)) for i in range(len(keys)))
+    m = OriginMatcher(rows, keys, Destinations(rows), ranges)
+    for a in callers:
+        u, j = m.origin_class(a)
+        for b in called:
+            dr, dj = m.dest_class(b)
+            want = tuple(c for c, k in enumerate(m.cells) if m.holds_plainly(k, u, j, dr, dj))
+            assert m.holding(u, j, dr, dj) == want, (a, b, m.cells)

@@ -183,10 +183,23 @@ def _refuse_retroactive(s: Session, plan: Plan, a: Agreement, first: date, last:
         f"the next open cycle. Or let the change start on {after}, after the last finalized day.")
 
 
+def _reference_tables(a: Agreement) -> list[list[str]]:
+    """The number-range tables (ranges, ported numbers) an agreement's services read: kept as
+    source files (by hash) like decks, but not part of the agreement version's identity."""
+    out = []
+    for s in a.services:
+        n = s.numbers
+        if n is not None:
+            out.append([n.source, n.sha256])
+            if n.ported_source:
+                out.append([n.ported_source, n.ported_sha256 or ""])
+    return out
+
+
 def _deck_texts(plan: Plan, known: set[tuple[str, str]]) -> Iterator[tuple[str, str, str]]:
     seen = set()
     for a in plan.agreements:
-        for path, sha in agreement_decks(a):
+        for path, sha in agreement_decks(a) + _reference_tables(a):
             if not sha or (path, sha) in known or (path, sha) in seen:
                 continue
             seen.add((path, sha))

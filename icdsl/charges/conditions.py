@@ -55,7 +55,8 @@ OPS: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
 }
 FLIP = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
-DERIVED = ("band", "destination", "prefix", "billed_s", "amount")
+DERIVED = ("band", "destination", "prefix", "billed_s", "amount", "origin_operator", "origin_circle",
+           "destination_operator", "destination_circle")
 PARTNER_FIELDS = ("code", "name", "kind", "currency", "country", "timezone", "billing")
 _NUMBER = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)\s*")
 INT64_MAX = 2**63 - 1

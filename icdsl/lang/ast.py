@@ -275,6 +275,28 @@ class FxDecl:
 
 
 @dataclass(frozen=True, slots=True)
+class ZoneDecl:
+    """``zone EEA { AT BE "3519" zone NORDICS }``: countries (ISO codes), prefixes (strings of
+    digits) and other zones included."""
+
+    name: Ident
+    countries: tuple[Ident, ...]
+    prefixes: tuple[Str, ...]
+    includes: tuple[Ident, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class NumbersDecl:
+    """``numbers NAME from "ranges.csv" [ported "ported.csv"]``: a number-range table."""
+
+    name: Ident
+    ranges: Str
+    ported: Str | None
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class TemplateDecl:
     name: Ident
     charges: tuple[ChargeNode, ...]
@@ -327,6 +349,7 @@ class RateRowNode:
     span: Span
     prefix_quoted: bool = False
     words: tuple[str, ...] = ()
+    origin: tuple[tuple[str, str], ...] = ()  # a deck row's origin key (lang.decks.ORIGIN_FIELDS)
 
     @property
     def prefix_text(self) -> str:

@@ -23,6 +23,15 @@ from icdsl.lang.decks import Deck, RateColumns, read_deck
 from icdsl.lang.diagnostics import Diagnostic, did_you_mean, suggest
 from icdsl.lang.lcr import check_policy
 from icdsl.lang.loader import Program, display_path, is_file, path_help, resolve_project_path
+from icdsl.lang.origins import (
+    NumbersInfo,
+    ZoneInfo,
+    check_number_fields,
+    check_numbers,
+    check_origin_keys,
+    check_zones,
+)
+from icdsl.lang.origins import cell_text as _cell_text
 from icdsl.lang.values import (
     CYCLE_FIELDS,
     DATE_HELP,
@@ -68,6 +77,7 @@ class ServiceInfo:
     unit: str = "minute"
     calendar: ast.CalendarDecl | None = None
     rounding: Rounding = DEFAULT_ROUNDING
+    numbers: NumbersInfo | None = None  # the number-range table of ``numbers NAME``
 
 
 @dataclass
@@ -139,6 +149,8 @@ class Checked:
     cycle_examples: list[CycleExampleInfo] = field(default_factory=list)
     charge_types: dict[str, Any] = field(default_factory=dict)
     file_of: dict[int, str] = field(default_factory=dict)
+    zones: dict[str, ZoneInfo] = field(default_factory=dict)
+    numbers: dict[str, NumbersInfo] = field(default_factory=dict)
     lcr_policies: dict[str, ast.LcrDecl] = field(default_factory=dict)
 
 
@@ -372,6 +384,9 @@ class Checker:
                            preset.precision.span)
         for layout in self.out.layouts.values():
             self._layout(layout)
+        check_zones(self, self.out.zones)
+        for numbers in self.out.numbers.values():
+            check_numbers(self, numbers)
         for t in self.out.templates.values():
             for c in t.charges:
                 self._charge(c, (), None)
@@ -423,6 +438,12 @@ class Checker:
                 elif isinstance(item, ast.RecordsDecl):
                     if declare("records layout", item.name.text, item.name.span):
                         self.out.layouts[item.name.text] = item
+                elif isinstance(item, ast.ZoneDecl):
+                    if declare("zone", item.name.text, item.name.span):
+                        self.out.zones[item.name.text] = ZoneInfo(item)
+                elif isinstance(item, ast.NumbersDecl):
+                    if declare("number-range table", item.name.text, item.name.span):
+                        self.out.numbers[item.name.text] = NumbersInfo(item, f.path)
                 elif isinstance(item, ast.InvoiceLayoutDecl):
                     if declare("invoice layout", item.name.text, item.name.span):
                         self.out.invoice_layouts[item.name.text] = item
@@ -697,6 +718,7 @@ class Checker:
                 self.error("E110", f"netting names '{d.text} {s.text}', which this agreement does not price", d.span,
                            did_you_mean(f"{d.text} {s.text}", [" ".join(k) for k in info.services], "priced services"))
         self._streams(info)
+        check_number_fields(self, info)
         self._reconcile(info)
         self.agreement = None
 
@@ -780,6 +802,14 @@ class Checker:
             self.error("E305", f"'{s.direction.text} {s.service.text}' has no price", s.span,
                        "add 'price 0.0100 EUR per minute' or 'price by destination from deck \"...\"'")
         si.currency = info.currency
+        numbers = s.setting("numbers")
+        if numbers is not None:
+            ref = numbers.values[0]
+            si.numbers = self.out.numbers.get(ref.text)
+            if si.numbers is None:
+                self.error("E424", f"unknown number-range table '{ref.text}'", ref.span,
+                           did_you_mean(ref.text, self.out.numbers, "number-range tables")
+                           or "declare it with 'numbers NAME from \"ranges.csv\"'")
         if s.flat_price is not None:
             fp = s.flat_price
             if self.money(fp.money):
@@ -871,17 +901,23 @@ class Checker:
                     if da and db and db <= da:
                         self.error("E302", f"prefix {deck.prefixes[i]} ends ({b}) before it starts ({a})",
                                    span(i))
-        seen: dict[tuple[str, str | None], int] = {}
+        seen: dict[tuple, int] = {}
         setdefault = seen.setdefault
-        for i, key in enumerate(zip(deck.prefixes, starts, strict=True)):
+        keys = zip(deck.prefixes, starts, strict=True)
+        if deck.origins:  # the same prefix once per origin cell
+            keys = ((p, st, deck.origin_of(i)) for i, (p, st) in enumerate(zip(deck.prefixes, starts, strict=True)))
+        for i, key in enumerate(keys):
             first = setdefault(key, i)
             if first != i:
+                cell = _cell_text(key[2]) if len(key) > 2 else ""
                 if self._same_rates(deck, first, i):
-                    self.warning("W302", f"prefix {key[0]} is listed twice with the same rates", span(i),
+                    self.warning("W302", f"prefix {key[0]}{cell} is listed twice with the same rates", span(i),
                                  f"the first is at {span(first)}")
                 else:
-                    self.error("E306", f"prefix {key[0]} is listed twice with different rates", span(i),
+                    self.error("E306", f"prefix {key[0]}{cell} is listed twice with different rates", span(i),
                                f"the first is at {span(first)}; keep one, or give the new one a 'from' date")
+        if deck.origins:
+            check_origin_keys(self, si.numbers, si.node.span, [(deck.origin_of(i), span(i)) for i in range(len(deck))])
 
     @staticmethod
     def _same_rates(deck: RateColumns, a: int, b: int) -> bool:
@@ -904,16 +940,17 @@ class Checker:
         missing = 0
         first_missing = None
         for r in si.rows:
-            key = (r.prefix, r.start)
+            key = (r.prefix, r.start, r.origin)
             prev = seen.get(key)
             if prev is not None:
                 same = (prev.price, prev.band_prices, prev.connect, prev.increments) == (
                     r.price, r.band_prices, r.connect, r.increments)
                 if same:
-                    self.warning("W302", f"prefix {r.prefix} is listed twice with the same rates", r.span,
-                                 f"the first is at {prev.span}")
+                    self.warning("W302", f"prefix {r.prefix}{_cell_text(r.origin)} is listed twice with the same rates",
+                                 r.span, f"the first is at {prev.span}")
                 else:
-                    self.error("E306", f"prefix {r.prefix} is listed twice with different rates", r.span,
+                    self.error("E306", f"prefix {r.prefix}{_cell_text(r.origin)} is listed twice with different rates",
+                               r.span,
                                f"the first is at {prev.span}; keep one, or give the new one a 'from' date")
             else:
                 seen[key] = r
@@ -945,6 +982,8 @@ class Checker:
                 if d and parse_date(d) is None:
                     code, message, hint = date_problem(d)
                     self.error(code, message, r.span, hint)
+        if any(r.origin for r in si.rows):
+            check_origin_keys(self, si.numbers, si.node.span, [(r.origin, r.span) for r in si.rows])
         if missing:
             row, bs = first_missing
             more = f" (and {missing - 1} more rows)" if missing > 1 else ""

@@ -60,6 +60,9 @@ class RateRow:
     effective_from: date | None = None
     effective_to: date | None = None  # exclusive
     span: Span = NO_SPAN
+    # the row's origin (and destination operator/circle) key as written: (field, value) pairs,
+    # fields from ORIGIN_FIELDS; empty for a row that prices every origin
+    origin: tuple[tuple[str, str], ...] = ()
 
     def price_for(self, band: str) -> Decimal | None:
         star = None
@@ -84,13 +87,13 @@ class RateColumns(Sequence[RateRow]):
     checker); ``lines``: each row's line in the CSV file ``source``."""
 
     __slots__ = ("source", "prefixes", "destinations", "rate", "bands", "connect_fees", "increments",
-                 "effective_from", "effective_to", "lines", "_built")
+                 "effective_from", "effective_to", "lines", "origins", "_built")
 
     def __init__(self, source: str, prefixes: tuple[str, ...], destinations: tuple[str, ...],
                  rate: tuple[Decimal | None, ...] | None, bands: tuple[tuple[str, tuple[Decimal | None, ...]], ...],
                  connect_fees: tuple[Decimal | None, ...] | None, increments: tuple[Increments | None, ...] | None,
                  effective_from: tuple[str | None, ...] | None, effective_to: tuple[str | None, ...] | None,
-                 lines: tuple[int, ...]):
+                 lines: tuple[int, ...], origins: tuple[tuple[str, tuple[str | None, ...]], ...] = ()):
         self.source = source
         self.prefixes = prefixes
         self.destinations = destinations
@@ -101,11 +104,12 @@ class RateColumns(Sequence[RateRow]):
         self.effective_from = effective_from
         self.effective_to = effective_to
         self.lines = lines
+        self.origins = origins  # (field, values) per origin column of the deck (ORIGIN_FIELDS)
         self._built: list[RateRow | None] = [None] * len(prefixes)
 
     def _fields(self) -> tuple:
         return (self.source, self.prefixes, self.destinations, self.rate, self.bands, self.connect_fees,
-                self.increments, self.effective_from, self.effective_to, self.lines)
+                self.increments, self.effective_from, self.effective_to, self.lines, self.origins)
 
     def __getstate__(self) -> tuple:
         return self._fields()
@@ -153,6 +157,10 @@ class RateColumns(Sequence[RateRow]):
                 prices.append((band, col[i]))
         return tuple(prices)
 
+    def origin_of(self, i: int) -> tuple[tuple[str, str], ...]:
+        """Row ``i``'s origin key: the (field, value) pairs of its non-empty origin columns."""
+        return tuple((f, col[i]) for f, col in self.origins if col[i] is not None)
+
     def span_at(self, i: int) -> Span:
         line = self.lines[i]
         return Span(self.source, line, 1, line, 2)
@@ -174,13 +182,18 @@ class RateColumns(Sequence[RateRow]):
             effective_from=date.fromisoformat(start) if start else None,
             effective_to=date.fromisoformat(until) if until else None,
             span=self.span_at(i),
+            origin=self.origin_of(i) if self.origins else (),
         )
 
 
 # --------------------------------------------------------------------------- reading a deck
 
+#: the columns that key a row by origin (A-number prefix, country, zone, operator, circle) or by
+#: the destination's operator and circle (from the service's number-range table)
+ORIGIN_FIELDS = ("origin", "origin_country", "origin_zone", "origin_operator", "origin_circle",
+                 "destination_operator", "destination_circle")
 FIELDS = ("prefix", "destination", "rate", "connect_fee", "increments", "initial", "subsequent", "effective",
-          "until")
+          "until") + ORIGIN_FIELDS
 DEFAULT_NAMES = {
     "prefix": ("prefix", "code", "dial_code", "dialcode"),
     "destination": ("destination", "name", "description"),
@@ -191,6 +204,13 @@ DEFAULT_NAMES = {
     "subsequent": ("subsequent_increment", "subsequent"),
     "effective": ("effective", "effective_from", "effective_date", "valid_from"),
     "until": ("until", "effective_to", "valid_to"),
+    "origin": ("origin", "origin_prefix", "a_prefix", "a_number_prefix"),
+    "origin_country": ("origin_country", "from_country"),
+    "origin_zone": ("origin_zone", "from_zone"),
+    "origin_operator": ("origin_operator", "from_operator"),
+    "origin_circle": ("origin_circle", "from_circle", "origin_region"),
+    "destination_operator": ("destination_operator", "to_operator", "b_operator"),
+    "destination_circle": ("destination_circle", "to_circle", "destination_region"),
 }
 MAX_ROW_ERRORS = 20
 #: read decks as columns when they allow it (tests turn it off to compare with the row reader)
@@ -202,6 +222,32 @@ _INCR = re.compile(r"\s*([0-9]{1,9})\s*/\s*([0-9]{1,9})\s*\Z")
 _DIGITS = re.compile(r"[0-9]+\Z")
 _SECONDS = re.compile(r"[0-9]{1,9}\Z")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
+_ORIGIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.&'()/-]{0,63}\Z")
+
+
+def origin_problem(fname: str, text: str) -> str | None:
+    """What is wrong with a value of origin column ``fname`` (None: nothing)."""
+    if fname == "origin":
+        return None if _DIGITS.match(text) and len(text) <= 16 else (
+            f"origin prefix '{short_text(text)}' is not a string of at most 16 digits")
+    if fname == "origin_country":
+        return None if re.fullmatch(r"[A-Za-z]{2}", text) else (
+            f"origin country '{short_text(text)}' is not an ISO 3166 code (two letters)")
+    if fname == "origin_zone":
+        return None if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text) else (
+            f"origin zone '{short_text(text)}' is not a zone name")
+    return None if _ORIGIN_NAME.match(text) else f"{fname.replace('_', ' ')} '{short_text(text)}' is not a name"
+
+
+def origin_value(fname: str, text: str) -> str:
+    """A cell of origin column ``fname`` as the plan keeps it: trimmed, ``+`` dropped from a
+    prefix, a country in capitals (empty: no key)."""
+    t = text.strip()
+    if fname == "origin":
+        return t.lstrip("+")
+    if fname == "origin_country":
+        return t.upper()
+    return t
 
 
 @dataclass
@@ -336,6 +382,7 @@ def read_deck(path: Path, shown: str, mapping: tuple[ast.DeckColumn, ...], delim
     ini_i, sub_i = cols.get("initial"), cols.get("subsequent")
     e_i, u_i = cols.get("effective"), cols.get("until")
     band_items = list(band_cols.items())
+    origin_items = [(f, cols[f]) for f in ORIGIN_FIELDS if f in cols]
     lineno = 1
     problems: list[tuple[int, str, str | None]] = []
     while True:
@@ -350,7 +397,7 @@ def read_deck(path: Path, shown: str, mapping: tuple[ast.DeckColumn, ...], delim
             break
         lineno = reader.line_num
         problem = _row(rec, lineno, width, header, p_i, d_i, r_i, c_i, inc_i, ini_i, sub_i, e_i, u_i, band_items,
-                       shown, rows)
+                       shown, rows, origin_items)
         if problem is not None:
             errors += 1
             if errors <= MAX_ROW_ERRORS:
@@ -453,13 +500,26 @@ def _columns(text: str, delim: str, header: list[str], cols: dict[str, int], ban
             incs = tuple(_increment_obj(x, y) if x is not None else None for x, y in zip(a, b, strict=True))
         start = column(cols.get("effective"), date_text)
         until = column(cols.get("until"), date_text)
+        origins = []
+        for fname in ORIGIN_FIELDS:
+            if cols.get(fname) is not None:
+                origins.append((fname, column(cols[fname], lambda v, f=fname: _origin(f, v))))
     except _Slow:
         return None
     priced = ([rate] if rate is not None else []) + [c for _, c in bands]
     if not priced or any(all(c[i] is None for c in priced) for i in range(n)):
         return None  # a row without any rate: the row-by-row reader reports it
     return RateColumns(shown, prefixes, destinations, rate, bands, connect, incs, start, until,
-                       tuple(range(2, n + 2)))
+                       tuple(range(2, n + 2)), tuple(origins))
+
+
+def _origin(fname: str, v: str) -> str | None:
+    t = origin_value(fname, v)
+    if not t:
+        return None
+    if origin_problem(fname, t) is not None:
+        raise _Slow
+    return t
 
 
 class _Slow(Exception):
@@ -476,7 +536,8 @@ def _increment_obj(a: int, s: int) -> Increments:
     return got
 
 
-def _row(rec, lineno, width, header, p_i, d_i, r_i, c_i, inc_i, ini_i, sub_i, e_i, u_i, band_items, shown, rows):
+def _row(rec, lineno, width, header, p_i, d_i, r_i, c_i, inc_i, ini_i, sub_i, e_i, u_i, band_items, shown, rows,
+         origin_items=()):
     """Read one deck row into ``rows``; return (message, help) when it is wrong, else None."""
     if not rec or (len(rec) == 1 and not rec[0].strip()):
         return None
@@ -531,9 +592,17 @@ def _row(rec, lineno, width, header, p_i, d_i, r_i, c_i, inc_i, ini_i, sub_i, e_
         until = rec[u_i].strip()
         if not _DATE.match(until):
             return f"end date '{short_text(until)}' is not a date (YYYY-MM-DD)", None
+    origin = []
+    for fname, i in origin_items:
+        value = origin_value(fname, rec[i])
+        if value:
+            problem = origin_problem(fname, value)
+            if problem is not None:
+                return problem, "leave the cell empty for a row that prices every origin"
+            origin.append((fname, value))
     dest = rec[d_i].strip() if d_i is not None else ""
     rows.append(ast.RateRowNode(prefix, dest, price, tuple(bands), connect, incr, start, until,
-                                Span(shown, lineno, 1, lineno, 2)))
+                                Span(shown, lineno, 1, lineno, 2), origin=tuple(origin)))
     return None
 
 

@@ -361,6 +361,31 @@ class _ToAst(Transformer):
         rounding = next((i for i in items if isinstance(i, ast.RoundingNode)), None)
         return ast.FxDecl(self._ident(name), rates, rounding, self.s.of_meta(meta))
 
+    def zone_country(self, meta, c):
+        return ("country", self._ident(c[0]))
+
+    def zone_prefix(self, meta, c):
+        return ("prefix", self._str(c[0]))
+
+    def zone_include(self, meta, c):
+        return ("zone", self._ident(c[0]))
+
+    def zone_members(self, meta, children):
+        return list(children)
+
+    def zone(self, meta, children):
+        name, *rest = children
+        members = rest[0] if rest else []
+        pick = lambda kind: tuple(m[1] for m in members if m[0] == kind)  # noqa: E731
+        return ast.ZoneDecl(self._ident(name), pick("country"), pick("prefix"), pick("zone"), self.s.of_meta(meta))
+
+    def ported(self, meta, c):
+        return self._str(c[0])
+
+    def numbers(self, meta, children):
+        name, path, *rest = children
+        return ast.NumbersDecl(self._ident(name), self._str(path), rest[0] if rest else None, self.s.of_meta(meta))
+
     def template(self, meta, children):
         name, *charges = children
         return ast.TemplateDecl(self._ident(name), tuple(charges), self.s.of_meta(meta))
@@ -681,6 +706,9 @@ class _ToAst(Transformer):
 
     def s_volume_rounding(self, meta, c):
         return ast.Setting("volume_rounding", (c[0],), self.s.of_meta(meta))
+
+    def s_numbers(self, meta, c):
+        return ast.Setting("numbers", (self._ident(c[0]),), self.s.of_meta(meta))
 
     def s_volume_minimum(self, meta, c):
         return ast.Setting("volume_minimum", (c[0],), self.s.of_meta(meta))

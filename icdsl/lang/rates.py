@@ -5,6 +5,11 @@ building trees for them. The grammar therefore reads the whole ``{ ... }`` body 
 table as one token and this module reads its rows. A row reads::
 
     PREFIX "Destination" PRICE | (BAND PRICE)+  [connect FEE] [increments I/S] [from DATE] [until DATE]
+                                                 [ORIGIN_FIELD VALUE]...
+
+where ORIGIN_FIELD is one of the origin columns of a deck (``origin 4420``, ``origin_zone EEA``,
+``origin_country FR``, ``origin_operator AIRTEL``, ``origin_circle MH``,
+``destination_operator JIO``, ``destination_circle MH``; a value with spaces in double quotes).
 
 The common layout, one row per line, is read with one regular expression per line. Anything
 else (rows spread over lines, several rows on a line, mistakes) goes through a token-by-token
@@ -17,6 +22,7 @@ import re
 from decimal import Decimal, InvalidOperation
 
 from icdsl.lang import ast
+from icdsl.lang.decks import ORIGIN_FIELDS, origin_problem, origin_value
 from icdsl.lang.diagnostics import Diagnostic
 from icdsl.lang.values import NUMBER_FIX, number_problem, short_text
 from icdsl.spans import Span
@@ -35,8 +41,9 @@ _TOKEN = re.compile(
     r"|(?P<name>[A-Za-z_]\w*)|(?P<slash>/)|(?P<other>.)",
     re.S | re.ASCII,
 )
-_OPTION_WORDS = frozenset(("connect", "increments", "from", "until"))
-ROW_HELP = 'a row reads: PREFIX "Destination" PRICE (or BAND PRICE ...), then optional connect, increments, from, until'
+_OPTION_WORDS = frozenset(("connect", "increments", "from", "until") + ORIGIN_FIELDS)
+ROW_HELP = ('a row reads: PREFIX "Destination" PRICE (or BAND PRICE ...), then optional connect, increments, from, '
+            'until, and origin keys (origin_zone EEA, origin_operator AIRTEL ...)')
 
 
 class _RowError(Exception):
@@ -65,12 +72,18 @@ def _fast_words(words: list[str]):
         if not bands:
             return None
     connect = incr = start = until = None
+    origin: list[tuple[str, str]] = []
     while i < n:
         w = words[i]
         if i + 1 >= n:
             return None
         v = words[i + 1]
-        if w == "connect" and _NUMBER.match(v):
+        if w in ORIGIN_FIELDS:
+            value = origin_value(w, v)
+            if origin_problem(w, value) is not None or any(f == w for f, _ in origin):
+                return None
+            origin.append((w, value))
+        elif w == "connect" and _NUMBER.match(v):
             connect = Decimal(v)
         elif w == "increments" and (m := _INCR.match(v)):
             incr = (int(m.group(1)), int(m.group(2)))
@@ -81,7 +94,7 @@ def _fast_words(words: list[str]):
         else:
             return None
         i += 2
-    return price, tuple(bands), connect, incr, start, until
+    return price, tuple(bands), connect, incr, start, until, tuple(origin)
 
 
 def read_rows(block: str, path: str, line: int, col: int):
@@ -112,9 +125,9 @@ def read_rows(block: str, path: str, line: int, col: int):
             return _rest_slowly(rows, comments, lines, k, path, line, col)
         quoted = prefix.startswith('"')
         c0 = base + m.start(1)
-        rows.append(ast.RateRowNode(prefix[1:-1] if quoted else prefix, dest, *parsed,
+        rows.append(ast.RateRowNode(prefix[1:-1] if quoted else prefix, dest, *parsed[:6],
                                     Span(path, lineno, c0, lineno, base + m.start(3) + len(rest.rstrip())), quoted,
-                                    tuple(words)))
+                                    tuple(words), parsed[6]))
         if comment:
             c = base + m.start(4)
             comments.append((Span(path, lineno, c, lineno, c + len(comment)), comment))
@@ -219,10 +232,25 @@ def _slow(body: str, path: str, line: int, col: int):
                     where = toks[i][2] if i < n else dest_span
                     raise _RowError(Diagnostic("E012", f"expected the price of '{dest}'", where, ROW_HELP))
             connect = increments = start = until = None
+            origin: list[tuple[str, str]] = []
             while i < n and toks[i][0] == "name" and toks[i][1] in _OPTION_WORDS:
                 word, wspan = toks[i][1], toks[i][2]
                 i += 1
-                if word == "connect":
+                if word in ORIGIN_FIELDS:
+                    if i >= n or toks[i][0] not in ("name", "num", "str"):
+                        raise _RowError(Diagnostic("E012", f"expected a value after '{word}'", wspan,
+                                                   "e.g. origin_zone EEA, origin_operator AIRTEL, origin 4420"))
+                    raw = toks[i][1][1:-1] if toks[i][0] == "str" else toks[i][1]
+                    value = origin_value(word, raw)
+                    problem = origin_problem(word, value)
+                    if problem is not None:
+                        raise _RowError(Diagnostic("E012", problem, toks[i][2],
+                                                   "leave it out for a row that prices every origin"))
+                    if any(f == word for f, _ in origin):
+                        raise _RowError(Diagnostic("E012", f"'{word}' is given twice in this row", wspan))
+                    origin.append((word, value))
+                    i += 1
+                elif word == "connect":
                     if i >= n or toks[i][0] != "num":
                         raise _RowError(Diagnostic("E012", "expected the connect fee after 'connect'", wspan,
                                                    "e.g. connect 0.0100"))
@@ -255,7 +283,7 @@ def _slow(body: str, path: str, line: int, col: int):
                     words.append(t[1])
             rows.append(ast.RateRowNode(prefix, dest, price, tuple(bands), connect, increments, start, until,
                                         Span(path, row_start.line, row_start.col, last.end_line, last.end_col),
-                                        quoted, tuple(words)))
+                                        quoted, tuple(words), tuple(origin)))
     except _RowError as e:
         return rows, comments, [e.diag]
     return rows, comments, []

@@ -61,7 +61,8 @@ PRICE_UNITS = ("minute", "second", "message", "event", "call", "KB", "MB", "GB",
 # Conditions may read these cycle quantities and partner fields besides the partner's own attributes.
 CYCLE_FIELDS = ("minutes", "messages", "volume", "revenue", "calls", "events")
 PARTNER_FIELDS = ("code", "name", "kind", "currency", "country", "timezone", "billing")
-RECORD_DERIVED = ("band", "destination", "prefix", "billed_s", "amount")
+RECORD_DERIVED = ("band", "destination", "prefix", "billed_s", "amount", "origin_operator", "origin_circle",
+                  "destination_operator", "destination_circle")
 FUNCTIONS = {"starts_with": 2, "length": 1, "hour": 1, "weekday": 1}
 
 

@@ -17,6 +17,7 @@ from icdsl.lang import ast
 from icdsl.lang.checker import DEFAULT_ROUNDING, AgreementInfo, Checked, CycleExampleInfo, ServiceInfo, check
 from icdsl.lang.diagnostics import Diagnostic
 from icdsl.lang.loader import load
+from icdsl.lang.origins import calling_code
 from icdsl.lang.values import TIME_UNITS, VOLUME_UNITS, WEEKDAYS, parse_date, parse_time
 from icdsl.plan import model as m
 from icdsl.plan.lcr import compile_policy
@@ -214,7 +215,8 @@ class Compiler:
         if dp is None:
             return None
         if isinstance(si.rows, m.RateColumns):  # a deck read as columns is already the plan's rows
-            return m.RateTable(si.rows, si.currency, si.unit, si.deck.path, si.deck.sha256, dp.span)
+            keys = self.cell_keys([si.rows.origin_of(i) for i in range(len(si.rows))]) if si.rows.origins else None
+            return m.RateTable(si.rows, si.currency, si.unit, si.deck.path, si.deck.sha256, dp.span, keys)
         rows = []
         for r in si.rows:
             prices = list(r.band_prices)
@@ -229,13 +231,45 @@ class Compiler:
                 effective_from=date.fromisoformat(r.start) if r.start else None,
                 effective_to=date.fromisoformat(r.until) if r.until else None,
                 span=r.span,
+                origin=r.origin,
             ))
         source = "inline"
         sha = None
         if si.deck is not None:
             source = si.deck.path
             sha = si.deck.sha256
-        return m.RateTable(tuple(rows), si.currency, si.unit, source, sha, dp.span)
+        keys = self.cell_keys([r.origin for r in rows]) if any(r.origin for r in rows) else None
+        return m.RateTable(tuple(rows), si.currency, si.unit, source, sha, dp.span, keys)
+
+    def cell_keys(self, origins: list[tuple[tuple[str, str], ...]]) -> tuple[m.CellKey, ...]:
+        """Each row's origin key, zones and countries resolved to their prefixes (one CellKey
+        per distinct key)."""
+        made: dict[tuple[tuple[str, str], ...], m.CellKey] = {}
+        out = []
+        for key in origins:
+            got = made.get(key)
+            if got is None:
+                got = made[key] = self.cell_key(key)
+            out.append(got)
+        return tuple(out)
+
+    def cell_key(self, key: tuple[tuple[str, str], ...]) -> m.CellKey:
+        if not key:
+            return m.EMPTY_KEY
+        f = dict(key)
+        country = f.get("origin_country")
+        zone = f.get("origin_zone")
+        return m.CellKey(
+            origin=f.get("origin"),
+            country=country,
+            country_prefixes=(calling_code(country)[0],) if country else (),
+            zone=zone,
+            zone_prefixes=self.c.zones[zone].prefixes if zone else (),
+            operator=f.get("origin_operator"),
+            circle=f.get("origin_circle"),
+            d_operator=f.get("destination_operator"),
+            d_circle=f.get("destination_circle"),
+        )
 
     def service(self, info: AgreementInfo, si: ServiceInfo) -> m.ServicePlan:
         s = si.node
@@ -289,6 +323,8 @@ class Compiler:
             volume=volume,
             rounding=si.rounding,
             span=s.span,
+            numbers=si.numbers.table if si.numbers is not None else None,
+            numbers_name=si.numbers.node.name.text if si.numbers is not None else None,
         )
 
     def charge(self, node: ast.ChargeNode, scope: tuple[tuple[str, str], ...]) -> m.Charge:
@@ -469,6 +505,8 @@ def _agreement_hash(text: str, a: ast.AgreementDecl, info: AgreementInfo) -> str
     for si in info.services.values():
         if si.deck is not None:
             h.update(si.deck.sha256.encode())
+        # number-range tables and zones are reference data, not terms: like calendars they are
+        # outside the hash (a daily porting update is no new agreement version)
     return h.hexdigest()
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from icdsl.lang.decks import Increments as Increments
 from icdsl.lang.decks import RateColumns as RateColumns
 from icdsl.lang.decks import RateRow as RateRow
+from icdsl.lang.numbers import NumberRanges as NumberRanges
 from icdsl.money import Rounding as Rounding
 from icdsl.spans import NO_SPAN as NO_SPAN
 from icdsl.spans import Span as Span
@@ -120,10 +121,85 @@ class Calendar:
 # --------------------------------------------------------------------------- rates
 
 
+#: origin ranks of a cell key (higher: more specific; see CellKey.rank)
+ORIGIN_RANKS = {"any": 0, "zone": 1, "country": 2, "prefix": 3, "circle": 4, "operator": 5, "operator_circle": 6}
+
+
+@dataclass(frozen=True, slots=True)
+class CellKey:
+    """What a rate row asks of a record besides the destination prefix: the origin (A-number
+    prefix ``origin``; ``country`` and ``zone`` resolved to their prefixes; ``operator`` and
+    ``circle`` from the service's number-range table) and the destination's operator and circle.
+    Every part that is set must hold. The empty key prices every origin."""
+
+    origin: str | None = None
+    country: str | None = None
+    country_prefixes: tuple[str, ...] = ()
+    zone: str | None = None
+    zone_prefixes: tuple[str, ...] = ()
+    operator: str | None = None
+    circle: str | None = None
+    d_operator: str | None = None
+    d_circle: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self == EMPTY_KEY
+
+    @property
+    def rank(self) -> tuple[int, int, int]:
+        """(destination rank, origin rank, A-prefix length): the higher, the more specific. The
+        destination's operator and circle: 3 both, 2 operator, 1 circle; the origin:
+        operator and circle 6, operator 5, circle 4, A-number prefix 3, country 2, zone 1, any 0."""
+        d = 2 * (self.d_operator is not None) + (self.d_circle is not None)
+        if self.operator is not None and self.circle is not None:
+            o = ORIGIN_RANKS["operator_circle"]
+        elif self.operator is not None:
+            o = ORIGIN_RANKS["operator"]
+        elif self.circle is not None:
+            o = ORIGIN_RANKS["circle"]
+        elif self.origin is not None:
+            o = ORIGIN_RANKS["prefix"]
+        elif self.country is not None:
+            o = ORIGIN_RANKS["country"]
+        elif self.zone is not None:
+            o = ORIGIN_RANKS["zone"]
+        else:
+            o = 0
+        return d, o, len(self.origin or "")
+
+    @property
+    def needs_numbers(self) -> bool:
+        return any(v is not None for v in (self.operator, self.circle, self.d_operator, self.d_circle))
+
+    def text(self) -> str:
+        """``origin operator AIRTEL circle MH``, ``origin zone EEA``, ``any origin``."""
+        parts = []
+        if self.operator is not None:
+            parts.append(f"operator {self.operator}")
+        if self.circle is not None:
+            parts.append(f"circle {self.circle}")
+        if self.origin is not None:
+            parts.append(f"A-number prefix {self.origin}")
+        if self.country is not None:
+            parts.append(f"country {self.country}")
+        if self.zone is not None:
+            parts.append(f"zone {self.zone}")
+        out = "origin " + " ".join(parts) if parts else "any origin"
+        dest = [f"operator {self.d_operator}"] if self.d_operator is not None else []
+        dest += [f"circle {self.d_circle}"] if self.d_circle is not None else []
+        return out + (", destination " + " ".join(dest) if dest else "")
+
+
+EMPTY_KEY = CellKey()
+
+
 @dataclass(frozen=True, slots=True)
 class RateTable:
     """Destinations matched by the longest prefix of the called number. ``source`` is a deck path
-    (relative to the project) or ``"inline"``; ``source_hash`` the SHA-256 of the deck file."""
+    (relative to the project) or ``"inline"``; ``source_hash`` the SHA-256 of the deck file.
+    ``keys``: one CellKey per row when the table is keyed by origin (or by the destination's
+    operator and circle), else None."""
 
     rows: tuple[RateRow, ...]
     currency: str
@@ -131,6 +207,7 @@ class RateTable:
     source: str = "inline"
     source_hash: str | None = None
     span: Span = NO_SPAN
+    keys: tuple[CellKey, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +331,9 @@ class ServicePlan:
     volume: VolumeUnit | None = None
     rounding: Rounding = Rounding()
     span: Span = NO_SPAN
+    # the number-range table of ``numbers NAME`` (operators and circles of both numbers)
+    numbers: NumberRanges | None = None
+    numbers_name: str | None = None
 
     @property
     def kind(self) -> str:

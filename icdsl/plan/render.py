@@ -87,6 +87,14 @@ def service_lines(s: m.ServicePlan) -> list[str]:
         src = f"deck {t.source} sha256 {t.source_hash[:12]}" if t.source_hash else "inline table"
         out.append(f"price by destination: {len(t.rows)} prefixes ({src}), lengths {lens[0]}-{lens[-1]}, "
                    f"{t.currency} per {t.unit}; longest-prefix match, rates in force at call start")
+        if t.keys is not None:
+            cells = sorted({k.text() for k in t.keys})
+            out.append(f"by origin: {len(cells)} cells ({', '.join(cells[:8])}{', ...' if len(cells) > 8 else ''}); "
+                       "the longest destination prefix, then the most specific origin key")
+        if s.numbers is not None:
+            n = s.numbers
+            ported = f", {len(n.ported)} ported numbers ({n.ported_source})" if n.ported else ""
+            out.append(f"numbers {s.numbers_name}: {len(n.prefixes)} range prefixes ({n.source}){ported}")
     elif s.slots:
         slots = []
         prev = 0

@@ -56,6 +56,7 @@ from icdsl.rating.kernels import (
     billed_increments,
     div_round,
 )
+from icdsl.rating.origins import NUMBER_FIELDS, number_field, origin_matcher
 from icdsl.rating.row import rate_record, row_plan
 from icdsl.rating.select import FAR_FUTURE, FAR_PAST, KIND_COUNT, KIND_TIME, KIND_VOLUME, ordinal
 from icdsl.rounding import div_round_array
@@ -310,6 +311,13 @@ class _Batch:
             self._cols["#b"] = StringBytes(arr if arr is not None else pa.nulls(self.n, pa.string()))
         return self._cols["#b"]
 
+    def callers(self) -> StringBytes | None:
+        """a_number as string bytes (tables keyed by origin), once per batch; None without it."""
+        if "#a" not in self._cols:
+            arr = self.col("a_number")
+            self._cols["#a"] = StringBytes(arr) if arr is not None else None
+        return self._cols["#a"]
+
     def reject(self, where, reason: str, aux: int | np.ndarray = 0) -> None:
         """Reject rows ``where`` (bool mask or index array) that are still pending."""
         code = REASON_CODE[reason]
@@ -514,6 +522,8 @@ class _Batch:
             steps = book(sp.calendar).steps(self.day_lo, end // DAY_US)
         slow: list[np.ndarray] = []
         lock = threading.Lock()
+        origin = origin_matcher(sp, dest)  # a table keyed by origin (icdsl.rating.origins), else None
+        callers = self.callers() if origin is not None else None
 
         def chunk(lo: int, hi: int) -> None:
             pos = positions[lo:hi]
@@ -523,7 +533,12 @@ class _Batch:
                         keys, ok = sb.digit_keys(kern.key_digits, lo, hi)
                     else:
                         keys, ok = sb.digit_keys_at(kern.key_digits, pos)
-                    row = self._lookup(kern, keys, tz_days, pos)
+                    if origin is None:
+                        row = self._lookup(kern, keys, tz_days, pos)
+                    else:
+                        at = np.arange(lo, hi) if idx is None else pos
+                        days = tz_days[at] + EPOCH_ORDINAL if tz_days is not None else None
+                        row = origin.lookup(keys, kern.key_digits, sb, callers, at, days, kern.epoch_cuts)
                     bad = ~ok
                     if bad.any():
                         row[bad] = -1
@@ -549,13 +564,24 @@ class _Batch:
                     if tz_days is not None
                     else np.zeros(len(rows_slow), dtype=np.int64)
                 )
-                found = np.array(
-                    [
-                        dest.match(num, int(day)) if num is not None else -1
-                        for num, day in zip(numbers, days.tolist(), strict=True)
-                    ],
-                    dtype=np.int32,
-                )
+                if origin is None:
+                    found = np.array(
+                        [
+                            dest.match(num, int(day)) if num is not None else -1
+                            for num, day in zip(numbers, days.tolist(), strict=True)
+                        ],
+                        dtype=np.int32,
+                    )
+                else:
+                    a_col = self.col("a_number")
+                    callers = a_col.take(pa.array(rows_slow)).to_pylist() if a_col is not None else [None] * len(numbers)
+                    found = np.array(
+                        [
+                            origin.match(num, a, int(day)) if num is not None else -1
+                            for num, a, day in zip(numbers, callers, days.tolist(), strict=True)
+                        ],
+                        dtype=np.int32,
+                    )
                 q = None
                 if qty is not None:
                     q = qty[np.searchsorted(positions, rows_slow)] if idx is not None else qty[rows_slow]
@@ -935,7 +961,10 @@ class _Batch:
                 out.append(R.detail_outside_period(*who, _utc(field("start")[i])))
             elif reason == R.NO_RATE:
                 if a == NO_DESTINATION:
-                    out.append(R.detail_no_destination(field("b_number")[i]))
+                    if g is not None and g.sp.rates is not None and g.sp.rates.keys is not None:
+                        out.append(R.detail_no_origin_cell(field("b_number")[i], field("a_number")[i]))
+                    else:
+                        out.append(R.detail_no_destination(field("b_number")[i]))
                 elif a == NO_PRICE_RULE:
                     out.append(R.detail_no_price_rule())
                 else:
@@ -1011,6 +1040,8 @@ class _GroupFields:
             else:
                 values = [r.destination for r in dest.rows]
             return Col.keyed(np.maximum(b.row[pos], 0), values)
+        if name in NUMBER_FIELDS:
+            return self._number_field(name)
         if name == "billed_s":
             if rules.kind != KIND_TIME:
                 return Col.const(None, self.n)
@@ -1021,6 +1052,21 @@ class _GroupFields:
         if arr is None:
             return Col.const(None, self.n)
         return Col.from_arrow(_pick_column(arr, pos))
+
+
+    def _number_field(self, name: str):
+        """``origin_operator`` and the like, once per distinct number (``icdsl.rating.origins``)."""
+        table = self.g.kernel.rules.plan.numbers
+        arr = self.b.col("a_number" if name[0] == "o" else "b_number")
+        if table is None or arr is None:
+            return Col.const(None, self.n)
+        picked = _pick_column(arr, self.pos)
+        enc = picked if pa.types.is_dictionary(picked.type) else picked.dictionary_encode()
+        found = [number_field(table, v, name) for v in enc.dictionary.to_pylist()]
+        d = Dictionary()
+        remap = np.array([d.code(v) if v is not None else -1 for v in found] + [-1], dtype=np.int32)
+        idx = np.asarray(pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False)).astype(np.int64)
+        return Col.keyed(remap[idx], d.values)
 
 
 def _round_units(num: np.ndarray, den: int, mode: str) -> np.ndarray:

@@ -208,6 +208,11 @@ def detail_no_destination(number: str) -> str:
     return f"no destination matches b_number {number}"
 
 
+def detail_no_origin_cell(number: str, caller: str | None) -> str:
+    """A table keyed by origin where no row holds for this caller (``icdsl.rating.origins``)."""
+    return f"no row for b_number {number} holds for a_number {caller if caller is not None else '(none)'}"
+
+
 def detail_no_price(band: str, prefix: str) -> str:
     where = f" at prefix {prefix}" if prefix else ""
     return f"no price for band {band}{where}"

@@ -76,6 +76,7 @@ from icdsl.plan.model import NO_SPAN, Agreement, Partner, Plan, RateRow, Service
 from icdsl.plan.render import expr_text
 from icdsl.rating import result as R
 from icdsl.rating.calendar import DAY_US, US, book, zone
+from icdsl.rating.origins import NUMBER_FIELDS, number_field, origin_matcher
 from icdsl.rating.result import RatedRecord, RecordChargeHit, RejectedRecord, TraceStep
 from icdsl.rating.select import (
     FAR_FUTURE,
@@ -121,6 +122,7 @@ class RowService:
         "mode",
         "precision",
         "record_charges",
+        "origin",
     )
 
     def __init__(self, rules: ServiceRules):
@@ -134,9 +136,12 @@ class RowService:
         dest = rules.destinations
         self.rows = dest.rows if dest is not None else ()
         self.match = dest.match if dest is not None else None
+        # a rate table keyed by origin: its cells (icdsl.rating.origins), never the fast path
+        self.origin = origin_matcher(sp, dest)
         # the common case, priced by _fast: a time unit with a rate table, no slots, no split
         self.fast = (
             rules.kind == KIND_TIME and dest is not None and not rules.slots and not sp.split_at_band_boundary
+            and self.origin is None
         )
         self.fee = sp.connect_fee
         self.inc = sp.increments
@@ -340,6 +345,10 @@ def _record_charges(rp: RowPlan, svc: RowService, rated: RatedRecord, record, st
         "amount": rated.amount,
         "start": start,
     }
+    numbers = rules.plan.numbers
+    if numbers is not None:  # operators and circles of both numbers (icdsl.rating.origins)
+        for name in NUMBER_FIELDS:
+            derived[name] = number_field(numbers, record.get("a_number" if name[0] == "o" else "b_number"), name)
     ag = rules.agreement
     partner = record.get("partner")
     env = RecordEnv(record, derived, rp.partner(partner), partner, cycle, ag.name, ag.timezone)
@@ -455,11 +464,20 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
         number = record.get("b_number")
         if number is None:
             return _reject(record, steps, R.MISSING_FIELD, R.detail_missing("b_number"))
-        ri = svc.match(number, day)
+        origin = svc.origin
+        ri = svc.match(number, day) if origin is None else origin.match(number, record.get("a_number"), day)
         if ri < 0:
-            return _reject(record, steps, R.NO_RATE, R.detail_no_destination(number), sp.rates.span)
+            if steps is not None and origin is not None:
+                steps.extend(TraceStep(t, where or sp.rates.span)
+                             for t, where in origin.explain(number, record.get("a_number"), day))
+            detail = (R.detail_no_destination(number) if origin is None
+                      else R.detail_no_origin_cell(number, record.get("a_number")))
+            return _reject(record, steps, R.NO_RATE, detail, sp.rates.span)
         row = svc.rows[ri]
-        if steps is not None:
+        if steps is not None and origin is not None:
+            for text, where in origin.explain(number, record.get("a_number"), day):
+                steps.append(TraceStep(text, where or sp.rates.span))
+        elif steps is not None:
             dated = " in force on " + date.fromordinal(day).isoformat() if rules.destinations.dated else ""
             steps.append(
                 TraceStep(

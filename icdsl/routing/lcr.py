@@ -219,9 +219,10 @@ def _rules_of(sp: ServicePlan) -> list[str]:
     return [str(r.span) for r in rows]
 
 
-def _in_force_rows(prefixes, starts, stops, day: date) -> np.ndarray:
+def _in_force_rows(prefixes, starts, stops, day: date, only: np.ndarray | None = None) -> np.ndarray:
     """Indices of the rows in force on ``day`` (from <= day < until), one per prefix: the later
-    ``from`` wins, then the later row (as the executors choose)."""
+    ``from`` wins, then the later row (as the executors choose). ``only``: a mask of the rows
+    that may count (a deck keyed by origin: its rows for every origin)."""
     n = len(prefixes)
     if not (starts and any(starts)) and not (stops and any(stops)):
         idx = np.arange(n)
@@ -232,6 +233,8 @@ def _in_force_rows(prefixes, starts, stops, day: date) -> np.ndarray:
         ok = df.select(((pl.col("f").is_null() | (pl.col("f") <= iso))
                         & (pl.col("t").is_null() | (pl.col("t") > iso))).alias("ok"))["ok"].to_numpy()
         idx = np.nonzero(ok)[0]
+    if only is not None:
+        idx = idx[only[idx]]
     if len(idx) == 0:
         return idx
     frame = pl.DataFrame({"p": pl.Series(np.asarray(prefixes, dtype=object)[idx], dtype=pl.Utf8),
@@ -244,7 +247,10 @@ def _in_force_rows(prefixes, starts, stops, day: date) -> np.ndarray:
 
 def _deck(code: str, sp: ServicePlan, day: date, bands: tuple[str, ...], reference_s: int) -> _Deck:
     prefixes, destinations, prices, fees, incs, starts, stops = _columns_of(sp)
-    idx = _in_force_rows(prefixes, starts, stops, day)
+    # a deck keyed by origin (icdsl.rating.origins): routes cost what the rows for every origin say
+    keys = sp.rates.keys if sp.rates is not None else None
+    only = np.array([k.empty for k in keys], dtype=bool) if keys is not None else None
+    idx = _in_force_rows(prefixes, starts, stops, day, only)
     pref = np.asarray(prefixes, dtype=object)[idx]
     dest = np.asarray(destinations, dtype=object)[idx]
     n = len(idx)
