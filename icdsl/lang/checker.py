@@ -363,7 +363,9 @@ class Checker:
             known = VOCAB["record field"] + RECORD_DERIVED
             if head not in known:
                 best = suggest(head, known)
-                if best and best != head:
+                # a typo is close to a field; a word a field only extends (`origin`, `origin_circle`)
+                # is a column of its own
+                if best and best != head and not best.startswith(head + "_"):
                     self.warning("W201", f"'{head}' is not a standard record field (a column of the traffic file?)",
                                  f.span, f"did you mean '{best}'?")
 

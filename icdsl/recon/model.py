@@ -124,7 +124,6 @@ class Reconciliation:
     # class (RECORD_CLASSES), their_id, our_id, a_number, b_number, their_start_us, our_start_us,
     # their_duration, our_duration, their_amount, our_amount (decimal128), line (our line key).
     records: object | None = None  # pyarrow.Table
-    records_matched_kept: bool = True  # False: `records` holds only the records that differ (all are counted)
     record_counts: dict[str, int] = field(default_factory=dict)  # class -> records
     their_total: Decimal = Decimal(0)
     our_total: Decimal = Decimal(0)
@@ -132,6 +131,7 @@ class Reconciliation:
     their_stated_total: Decimal | None = None  # the total their invoice states (their_total: its lines' sum)
     problems: list[str] = field(default_factory=list)  # what could not be compared, and why
     agreement: str = ""  # the agreement version whose tolerances apply ("" for the defaults)
+    records_matched_kept: bool = True  # False: `records` holds only the records that differ (all are counted)
 
     @property
     def difference(self) -> Decimal:
