@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from icdsl.billing import models as M
 from icdsl.billing.amounts import Tax, minor_units, plain_number, present
 from icdsl.billing.errors import StoreError
+from icdsl.parties import Party
 
 
 def _period(s: Session, cycle_id: int | None) -> dict[str, Any]:
@@ -35,7 +36,21 @@ def _period(s: Session, cycle_id: int | None) -> dict[str, Any]:
 def _partner(s: Session, partner_id: int) -> dict[str, Any]:
     p = s.get(M.Partner, partner_id)
     return {"partner_code": p.code, "partner_name": p.name, "partner_country": p.country,
-            "partner_kind": p.kind, "due_days": p.due_days}
+            "partner_kind": p.kind, "due_days": p.due_days, "buyer": buyer_party(p)}
+
+
+def buyer_party(p: M.Partner) -> dict[str, Any]:
+    """The partner's legal details (:mod:`icdsl.parties`, as JSON); its name and country when it
+    declares nothing more."""
+    d = dict(p.party) if p.party else Party(p.code, p.name, p.country).as_json()
+    d.update(code=p.code, name=p.name, country=p.country)
+    return d
+
+
+def seller_party(s: Session) -> dict[str, Any] | None:
+    """Our company as declared (``company``), or None when the rules declare none."""
+    row = s.scalars(select(M.Company).order_by(M.Company.id).limit(1)).first()
+    return None if row is None else dict(row.party, code=row.code, name=row.name)
 
 
 def summarize(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -121,7 +136,7 @@ def invoice_document(s: Session, inv: M.Invoice, rows: list[Any] | None = None,
         "kind": "credit_note" if inv.total is not None and inv.total < 0 else "invoice",
         "id": inv.id, "number": inv.number, "status": inv.status, **_partner(s, inv.partner_id),
         # the partner as the invoice was issued to (sealed with it), not as renamed since
-        "partner_code": inv.partner_code, "partner_name": inv.partner_name,
+        "partner_code": inv.partner_code, "partner_name": inv.partner_name, "seller": seller_party(s),
         "currency": inv.currency, "issue_date": inv.issue_date, "due_date": inv.due_date,
         **_period(s, inv.cycle_id), "stream": inv.stream, "subtotal": present(inv.subtotal, inv.currency),
         "tax_kind": inv.tax_kind, "tax_rate": plain_number(inv.tax_rate),
@@ -134,6 +149,7 @@ def invoice_document(s: Session, inv: M.Invoice, rows: list[Any] | None = None,
                      f"({', '.join(modes) or 'half_up'}); subtotal = sum of the lines; tax rounded half_up "
                      "on the subtotal"),
     }
+    doc["buyer"] = dict(doc["buyer"], name=inv.partner_name or doc["buyer"]["name"])
     return doc
 
 

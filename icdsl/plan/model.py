@@ -18,6 +18,7 @@ from icdsl.lang.decks import Increments as Increments
 from icdsl.lang.decks import RateColumns as RateColumns
 from icdsl.lang.decks import RateRow as RateRow
 from icdsl.money import Rounding as Rounding
+from icdsl.parties import Party as Party
 from icdsl.spans import NO_SPAN as NO_SPAN
 from icdsl.spans import Span as Span
 
@@ -292,6 +293,7 @@ class Partner:
     rounding: Rounding | None = None
     attributes: tuple[tuple[str, Any], ...] = ()
     span: Span = NO_SPAN
+    party: Party | None = None  # legal details (address, VAT identifier, Peppol endpoint, contacts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -571,6 +573,7 @@ class Plan:
     layouts: tuple[RecordLayout, ...] = ()
     sources: tuple[tuple[str, str], ...] = field(default=())  # (file, sha256)
     lcr_policies: tuple[LcrPolicy, ...] = ()
+    company: Party | None = None  # who we are: the seller of our invoices (``company`` block)
 
     def partner(self, code: str) -> Partner | None:
         for p in self.partners:
