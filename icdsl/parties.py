@@ -1,5 +1,5 @@
 """Who is who on a document: our company (the seller, declared once with ``company``) and each
-partner's legal details (``address``, ``postcode``, ``city``, ``vat``, ``registration``, ``iban``,
+partner's legal details (``address``, ``postcode``, ``city``, ``tax id``, ``registration``, ``iban``,
 ``bic``, ``peppol``, ``contact`` in its ``partner`` block).
 
 - :class:`Party` holds the declared details (plain text, as written, except the IBAN and VAT
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: EU member states (VAT identifiers use EL for Greece) and the ones stdnum also checks
-EU_COUNTRIES = frozenset("AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK".split())
+EU_COUNTRIES = frozenset(["AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR", "HU", "IE", "IT", "LT", "LU", "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK"])
 
 _BIC = re.compile(r"^[A-Z]{4}[A-Z]{2}[A-Z0-9]{2}([A-Z0-9]{3})?$")
 _PEPPOL = re.compile(r"^[0-9]{4}:[^\s:]{1,125}$")
@@ -180,7 +180,7 @@ def missing_for_invoice(seller: Party | None, buyer: Party | None, *, reverse_ch
         if not seller.country:
             out.append(Gap("seller", "country", f"{where} as `country XX`"))
         if not seller.vat and (taxed or reverse_charge):
-            out.append(Gap("seller", "VAT identifier", f"{where} as `vat \"...\"`"))
+            out.append(Gap("seller", "VAT identifier", f"{where} as `tax id \"...\"`"))
         if not seller.iban:
             out.append(Gap("seller", "bank account (IBAN) for payment", f"{where} as `iban \"...\"`"))
     if buyer is not None:
@@ -193,5 +193,5 @@ def missing_for_invoice(seller: Party | None, buyer: Party | None, *, reverse_ch
             out.append(Gap("buyer", "country", f"{where} as `country XX`"))
         if reverse_charge and not buyer.vat:
             out.append(Gap("buyer", "VAT identifier (required on a reverse-charge invoice)",
-                           f"{where} as `vat \"...\"`"))
+                           f"{where} as `tax id \"...\"`"))
     return out

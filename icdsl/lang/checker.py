@@ -127,7 +127,7 @@ def _company_words(c: ast.CompanyDecl) -> tuple:
 
 _PARTY_HELP = {
     "iban": 'write the account as printed by the bank, e.g. iban "FR76 3000 6000 0112 3456 7890 189"',
-    "vat": 'write the country prefix then the number, e.g. vat "FR40303265045" (Greece: EL)',
+    "vat": 'write the country prefix then the number, e.g. tax id "FR40303265045" (Greece: EL)',
     "bic": 'e.g. bic "AGRIFRPP" or "AGRIFRPP882"',
     "peppol": 'e.g. peppol "0009:30326504500017"',
     "email": 'e.g. contact "Accounts payable" email "ap@example.com"',
@@ -553,7 +553,7 @@ class Checker:
         if tax is not None and tax.values[0].text == "reverse_charge" and "vat" not in keys:
             self.warning("W261", f"invoices to {p.code.text} are reverse-charged and must show its VAT identifier: "
                                  "finalizing them is refused until it is declared", p.code.span,
-                         'add e.g. vat "DE136695976" to the partner')
+                         'add e.g. tax id "DE136695976" to the partner')
         if self.out.company is not None and not {"address", "city"} <= keys:
             lacking = ", ".join(k for k in ("address", "city") if k not in keys)
             self.warning("W262", f"partner {p.code.text} has no {lacking}: its invoices cannot be finalized "
