@@ -150,6 +150,11 @@ def invoice_document(s: Session, inv: M.Invoice, rows: list[Any] | None = None,
                      "on the subtotal"),
     }
     doc["buyer"] = dict(doc["buyer"], name=inv.partner_name or doc["buyer"]["name"])
+    corrected = {ln.corrects_line_id for ln in rows if getattr(ln, "corrects_line_id", None)}
+    if corrected:  # the invoices whose lines this one corrects (a credit note's BT-25)
+        doc["corrects"] = sorted(n for n in s.scalars(
+            select(M.Invoice.number).join(M.InvoiceLine, M.InvoiceLine.invoice_id == M.Invoice.id)
+            .where(M.InvoiceLine.id.in_(sorted(corrected)), M.Invoice.id != inv.id).distinct()) if n)
     return doc
 
 

@@ -333,6 +333,7 @@ def main() -> None:
 
 # the other command modules register on the same app
 from icdsl.cli import billing as _billing  # noqa: E402,F401
+from icdsl.cli import einvoice as _einvoice  # noqa: E402,F401
 from icdsl.cli import rejects as _rejects  # noqa: E402,F401
 from icdsl.cli import routing as _routing  # noqa: E402,F401
 

@@ -193,8 +193,8 @@ def ubl_xml(doc: Mapping[str, Any], *, corrects: str | None = None) -> bytes:
         per = x.cac(root, "InvoicePeriod")
         x.cbc(per, "StartDate", doc["period_start"].isoformat())
         x.cbc(per, "EndDate", doc["period_end"].isoformat())
-    if corrects:
-        x.cbc(x.cac(x.cac(root, "BillingReference"), "InvoiceDocumentReference"), "ID", corrects)
+    for ref in _corrects(doc, corrects):
+        x.cbc(x.cac(x.cac(root, "BillingReference"), "InvoiceDocumentReference"), "ID", ref)
     with_vat = cat != "O"
     _party(x, x.cac(root, "AccountingSupplierParty"), seller, with_vat=with_vat, seller=True)
     _party(x, x.cac(root, "AccountingCustomerParty"), buyer or {}, with_vat=with_vat, seller=False)
@@ -246,6 +246,11 @@ def ubl_xml(doc: Mapping[str, Any], *, corrects: str | None = None) -> bytes:
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
+def _corrects(doc: Mapping[str, Any], corrects: str | None) -> list[str]:
+    """The invoices a document corrects (BT-25): given, or those of its lines' corrected lines."""
+    return [corrects] if corrects else list(doc.get("corrects") or ())
+
+
 def _tax_category(x: _X, tc: etree._Element, cat: str, rate: Decimal, reason_code: str | None,
                   reason: str | None) -> None:
     x.cbc(tc, "ID", cat)
@@ -280,4 +285,164 @@ def line_text(ln: Mapping[str, Any]) -> str:
 def write_ubl(doc: Mapping[str, Any], directory: str | Path, *, corrects: str | None = None) -> Path:
     path = Path(directory) / f"{file_stem(doc)}.xml"
     path.write_bytes(ubl_xml(doc, corrects=corrects))
+    return path
+
+
+# ---------------------------------------------------------------------------------------- CII
+RSM = "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100"
+RAM = "urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100"
+UDT = "urn:un:unece:uncefact:data:standard:UnqualifiedDataType:100"
+QDT = "urn:un:unece:uncefact:data:standard:QualifiedDataType:100"
+
+
+def _ram(parent, tag, text=None, **attrs):
+    return _X.el(parent, RAM, tag, text, **attrs)
+
+
+def _when(parent, tag, d) -> None:
+    _X.el(_ram(parent, tag), UDT, "DateTimeString", d.strftime("%Y%m%d"), format="102")
+
+
+def _cii_party(parent, tag: str, p: Mapping[str, Any], *, with_vat: bool) -> None:
+    party = _ram(parent, tag)
+    _ram(party, "Name", p.get("name"))
+    if p.get("registration"):
+        _ram(_ram(party, "SpecifiedLegalOrganization"), "ID", p["registration"])
+    contacts = p.get("contacts") or ()
+    if contacts:
+        c = contacts[0]
+        ce = _ram(party, "DefinedTradeContact")
+        _ram(ce, "PersonName", c.get("name"))
+        if c.get("phone"):
+            _ram(_ram(ce, "TelephoneUniversalCommunication"), "CompleteNumber", c["phone"])
+        if c.get("email"):
+            _ram(_ram(ce, "EmailURIUniversalCommunication"), "URIID", c["email"])
+    addr = _ram(party, "PostalTradeAddress")
+    if p.get("postcode"):
+        _ram(addr, "PostcodeCode", p["postcode"])
+    street = list(p.get("address") or ())
+    if street:
+        _ram(addr, "LineOne", street[0])
+    if len(street) > 1:
+        _ram(addr, "LineTwo", ", ".join(street[1:]))
+    if p.get("city"):
+        _ram(addr, "CityName", p["city"])
+    _ram(addr, "CountryID", p.get("country") or "")
+    ep = _endpoint(p.get("peppol"))
+    if ep:
+        _ram(_ram(party, "URIUniversalCommunication"), "URIID", ep[1], schemeID=ep[0])
+    if with_vat and p.get("vat"):
+        _ram(_ram(party, "SpecifiedTaxRegistration"), "ID", p["vat"], schemeID="VA")
+
+
+def cii_xml(doc: Mapping[str, Any], *, corrects: str | None = None) -> bytes:
+    """The document as a UN/CEFACT CII D16B CrossIndustryInvoice, EN 16931 profile (the XML a
+    Factur-X PDF carries)."""
+    ubl_xml(doc, corrects=corrects)  # the same refusals (not an invoice, not finalized, no company)
+    seller, buyer = doc["seller"], doc.get("buyer") or {}
+    kind, ccy, sign = doc["kind"], doc["currency"], _sign(doc)
+    cat, rate, reason_code, reason = tax_category(doc)
+    root = etree.Element(f"{{{RSM}}}CrossIndustryInvoice", nsmap={"rsm": RSM, "ram": RAM, "udt": UDT, "qdt": QDT})
+    ctx = _X.el(root, RSM, "ExchangedDocumentContext")
+    _ram(_ram(ctx, "GuidelineSpecifiedDocumentContextParameter"), "ID", EN16931)
+    ed = _X.el(root, RSM, "ExchangedDocument")
+    _ram(ed, "ID", doc["number"])
+    _ram(ed, "TypeCode", "380" if kind == "invoice" else "381")
+    _when(ed, "IssueDateTime", doc["issue_date"])
+    if doc.get("tax_note"):
+        _ram(_ram(ed, "IncludedNote"), "Content", doc["tax_note"])
+    tx = _X.el(root, RSM, "SupplyChainTradeTransaction")
+    for i, ln in enumerate(doc.get("lines") or (), start=1):
+        amount = sign * Decimal(ln["amount"])
+        qty, price = line_quantity_price(ln.get("quantity"), amount)
+        item = _ram(tx, "IncludedSupplyChainTradeLineItem")
+        _ram(_ram(item, "AssociatedDocumentLineDocument"), "LineID", str(ln.get("line_no") or i))
+        prod = _ram(item, "SpecifiedTradeProduct")
+        _ram(prod, "Name", (ln.get("description") or ln.get("kind") or "line")[:200])
+        _ram(prod, "Description", line_text(ln))
+        _ram(_ram(_ram(item, "SpecifiedLineTradeAgreement"), "NetPriceProductTradePrice"), "ChargeAmount", _dec(price))
+        _ram(_ram(item, "SpecifiedLineTradeDelivery"), "BilledQuantity", _dec(qty),
+             unitCode=unit_code(ln.get("unit")) if ln.get("quantity") else "C62")
+        lts = _ram(item, "SpecifiedLineTradeSettlement")
+        tax = _ram(lts, "ApplicableTradeTax")
+        _ram(tax, "TypeCode", "VAT")
+        _ram(tax, "CategoryCode", cat)
+        if cat != "O":
+            _ram(tax, "RateApplicablePercent", _dec(rate, 2))
+        _ram(_ram(lts, "SpecifiedTradeSettlementLineMonetarySummation"), "LineTotalAmount", money(amount, ccy))
+    agr = _ram(tx, "ApplicableHeaderTradeAgreement")
+    _ram(agr, "BuyerReference", doc.get("partner_code"))
+    with_vat = cat != "O"
+    _cii_party(agr, "SellerTradeParty", seller, with_vat=with_vat)
+    _cii_party(agr, "BuyerTradeParty", buyer, with_vat=with_vat)
+    delivery = _ram(tx, "ApplicableHeaderTradeDelivery")
+    if doc.get("period_end"):  # BT-72: the service was delivered over the period, to its last day
+        _when(_ram(delivery, "ActualDeliverySupplyChainEvent"), "OccurrenceDateTime", doc["period_end"])
+    st = _ram(tx, "ApplicableHeaderTradeSettlement")
+    _ram(st, "PaymentReference", doc["number"])
+    _ram(st, "InvoiceCurrencyCode", ccy)
+    if seller.get("iban"):
+        pm = _ram(st, "SpecifiedTradeSettlementPaymentMeans")
+        _ram(pm, "TypeCode", "30")
+        acct = _ram(pm, "PayeePartyCreditorFinancialAccount")
+        _ram(acct, "IBANID", seller["iban"])
+        if seller.get("bic"):
+            _ram(_ram(pm, "PayeeSpecifiedCreditorFinancialInstitution"), "BICID", seller["bic"])
+    subtotal = sign * Decimal(doc["subtotal"])
+    tax_amount = sign * Decimal(doc.get("tax_amount") or 0)
+    total = sign * Decimal(doc["total"])
+    tt = _ram(st, "ApplicableTradeTax")
+    _ram(tt, "CalculatedAmount", money(tax_amount, ccy))
+    _ram(tt, "TypeCode", "VAT")
+    if reason:
+        _ram(tt, "ExemptionReason", reason)
+    _ram(tt, "BasisAmount", money(subtotal, ccy))
+    _ram(tt, "CategoryCode", cat)
+    if reason_code:
+        _ram(tt, "ExemptionReasonCode", reason_code)
+    if cat != "O":
+        _ram(tt, "RateApplicablePercent", _dec(rate, 2))
+    if doc.get("period_start") and doc.get("period_end"):
+        per = _ram(st, "BillingSpecifiedPeriod")
+        _when(per, "StartDateTime", doc["period_start"])
+        _when(per, "EndDateTime", doc["period_end"])
+    if doc.get("due_date"):
+        terms = _ram(st, "SpecifiedTradePaymentTerms")
+        if doc.get("due_days") is not None:
+            _ram(terms, "Description", f"Due {doc['due_days']} days from the issue date")
+        _when(terms, "DueDateDateTime", doc["due_date"])
+    sm = _ram(st, "SpecifiedTradeSettlementHeaderMonetarySummation")
+    _ram(sm, "LineTotalAmount", money(subtotal, ccy))
+    _ram(sm, "TaxBasisTotalAmount", money(subtotal, ccy))
+    _ram(sm, "TaxTotalAmount", money(tax_amount, ccy), currencyID=ccy)
+    _ram(sm, "GrandTotalAmount", money(total, ccy))
+    _ram(sm, "DuePayableAmount", money(total, ccy))
+    for ref in _corrects(doc, corrects):
+        _ram(_ram(st, "InvoiceReferencedDocument"), "IssuerAssignedID", ref)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def write_facturx(doc: Mapping[str, Any], directory: str | Path, *, corrects: str | None = None,
+                  view: str = "itemized") -> Path:
+    """The invoice's PDF (:mod:`icdsl.outputs.pdf`) with its CII XML embedded as Factur-X
+    (EN 16931 profile) by the ``factur-x`` package, which also checks the XML against its XSD."""
+    import tempfile
+
+    # lazy: factur-x (pypdf, its XSDs) loads only when a Factur-X file is written
+    from facturx import generate_from_binary
+
+    from icdsl.outputs.pdf import write_pdf
+
+    xml = cii_xml(doc, corrects=corrects)
+    with tempfile.TemporaryDirectory() as tmp:
+        pdf = write_pdf(doc, tmp, view=view).read_bytes()
+    meta = {"author": doc["seller"].get("name"), "keywords": "Factur-X, EN 16931",
+            "title": f"{doc['seller'].get('name')}: {'Invoice' if doc['kind'] == 'invoice' else 'Credit note'} "
+                     f"{doc['number']}",
+            "subject": f"{'Invoice' if doc['kind'] == 'invoice' else 'Credit note'} {doc['number']} dated "
+                       f"{doc['issue_date'].isoformat()} issued by {doc['seller'].get('name')}"}
+    out = generate_from_binary(pdf, xml, flavor="factur-x", level="en16931", check_xsd=True, pdf_metadata=meta,
+                               lang="en-GB")
+    path = Path(directory) / f"{file_stem(doc)}.facturx.pdf"
+    path.write_bytes(out)
     return path
