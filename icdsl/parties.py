@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from stdnum.exceptions import ValidationError
+
 #: EU member states (VAT identifiers use EL for Greece) and the ones stdnum also checks
 EU_COUNTRIES = frozenset(["AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR", "HU", "IE", "IT", "LT", "LU", "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK"])
 
@@ -98,7 +100,6 @@ def check_field(key: str, text: str, country: str | None = None) -> str | None:
         return f"the {key} is empty"
     if key == "iban":
         from stdnum import iban  # lazy: stdnum loads its country registry on first use
-        from stdnum.exceptions import ValidationError
 
         try:
             iban.validate(value)
@@ -106,8 +107,6 @@ def check_field(key: str, text: str, country: str | None = None) -> str | None:
             return f"'{text}' is not a valid IBAN: {_reason(exc, 'the mod-97 check digits do not match')}"
         return None
     if key == "vat":
-        from stdnum.exceptions import ValidationError
-
         prefix = vat_country(value)
         module = _vat_module(prefix)
         if module is None:

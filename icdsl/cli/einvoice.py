@@ -1,19 +1,28 @@
-"""``icdsl invoice validate``: an e-invoice checked against the UBL/CII schema and the EN 16931
+"""``icdsl invoice validate`` and ``icdsl journal``.
+
+``invoice validate``: an e-invoice checked against the UBL/CII schema and the EN 16931
 business rules (:mod:`icdsl.outputs.einvoice_check`), offline.
 
 DOC is a file (a UBL or CII ``.xml``, a Factur-X ``.pdf``) or the number of a finalized invoice or
 credit note in the store, which is then written as UBL and as CII and both are checked.
+
+``journal``: the entries of a period's finalized invoices and credit notes
+(:mod:`icdsl.outputs.journal`), with the ledger accounts of the rules.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import typer
 
-from icdsl.cli.billing import _data_option, _db_option, invoice_app, opened, user_errors
-from icdsl.cli.common import echo_err
+from icdsl.cli.billing import _data_option, _db_option, _plan, invoice_app, opened, user_errors
+from icdsl.cli.common import app, echo_err
+from icdsl.outputs import journal
+from icdsl.outputs.einvoice import cii_xml, ubl_xml
+from icdsl.outputs.einvoice_check import artefacts, syntax_of, validate_xml
 
 
 def _from_pdf(data: bytes) -> bytes:
@@ -34,9 +43,6 @@ def invoice_validate(
     data: Path | None = _data_option(),
 ) -> None:
     """Check an e-invoice against the UBL 2.1 / CII XSD and the official EN 16931 schematron: exit 1 on an error."""
-
-    from icdsl.outputs.einvoice import cii_xml, ubl_xml
-    from icdsl.outputs.einvoice_check import artefacts, syntax_of, validate_xml
 
     if fmt not in ("text", "json"):
         echo_err(f"error: --format is text or json, not '{fmt}'")
@@ -73,3 +79,52 @@ def invoice_validate(
             for p in probs:
                 typer.echo(f"  {p}")
     raise typer.Exit(1 if errors else 0)
+
+
+@app.command("journal")
+def journal_cmd(
+    period: str = typer.Option(..., "--period", help="The period to book, e.g. 2026-03 (every partner's cycle of it)."),
+    rules: list[Path] = typer.Option([], "--rules", help="Rule files or folders declaring the `accounts`."),
+    fmt: str = typer.Option("csv", "--format", help="csv or json"),
+    out: Path | None = typer.Option(None, "--out", help="File to write (default: standard output)."),
+    partner: str | None = typer.Option(None, "--partner", help="Only this partner's documents."),
+    db: str | None = _db_option(),
+    data: Path | None = _data_option(),
+) -> None:
+    """Journal entries (date, account, debit, credit, currency, document, partner) of the finalized
+    invoices and credit notes of a period, with the ledger accounts of the rules' `accounts` block."""
+
+    if fmt not in ("csv", "json"):
+        echo_err(f"error: --format is csv or json, not '{fmt}'")
+        raise typer.Exit(2)
+    plan, _program = _plan(rules, None)
+    if plan.accounts is None:
+        echo_err("error: the rules declare no ledger accounts: add an `accounts { receivable \"411000\" revenue "
+                 "\"706000\" tax vat \"445710\" }` block (docs/billing.md, Journal)")
+        raise typer.Exit(1)
+    with opened(db, data) as store, user_errors():
+        cycles = [c for c in store.cycles(partner) if c.label == period]
+        docs = [d for c in cycles for d in store.cycle_documents(c.id)]
+    if not docs:
+        echo_err(f"error: no documents for {period}" + (f" of {partner}" if partner else ""))
+        raise typer.Exit(1)
+    try:
+        lines = journal.entries(docs, plan.accounts)
+    except journal.JournalError as e:
+        echo_err(f"error: {e}")
+        raise typer.Exit(1) from None
+    unbalanced = {c: b for c, b in journal.balances(lines).items() if b[0] != b[1]}
+    if unbalanced:  # never expected: every entry balances by construction; refuse rather than export
+        echo_err(f"error: the journal does not balance: {unbalanced}")
+        raise typer.Exit(3)
+    if out is None:
+        if fmt == "json":
+            typer.echo(journal.to_json(lines))
+        else:
+            buf = io.StringIO()
+            journal.write_csv_to(lines, buf)
+            typer.echo(buf.getvalue(), nl=False)
+    else:
+        (journal.write_json if fmt == "json" else journal.write_csv)(lines, out)
+        typer.echo(f"{out}: {len(lines)} lines; balanced per currency: " + ", ".join(
+            f"{c} {d}" for c, (d, _k) in journal.balances(lines).items()))

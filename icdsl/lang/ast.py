@@ -227,6 +227,16 @@ class PartyField:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountsDecl:
+    """``accounts { receivable "411000" revenue "706000" revenue kind fee "706300" ... }``:
+    ``entries`` are (what, key or None, account) with what in receivable, revenue, revenue_kind,
+    revenue_service, tax."""
+
+    entries: tuple[tuple[str, Ident | None, Str, Span], ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class CompanyDecl:
     """``company CODE "Legal name" { ... }``: who we are, on every document we issue."""
 

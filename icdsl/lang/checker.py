@@ -49,6 +49,7 @@ from icdsl.lang.values import (
     valid_timezone,
 )
 from icdsl.money import Rounding
+from icdsl.parties import check_field, compact, vat_country
 from icdsl.spans import Span
 
 DEFAULT_ROUNDING = Rounding(6, "half_up")
@@ -119,6 +120,10 @@ class CycleExampleInfo:
     currencies: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
+def _accounts_words(a: ast.AccountsDecl) -> tuple:
+    return tuple((w, k.text if k else None, acc.value) for w, k, acc, _s in a.entries)
+
+
 def _company_words(c: ast.CompanyDecl) -> tuple:
     return (c.code.text, c.name.value, tuple((s.key, tuple(getattr(v, "text", None) for v in s.values))
                                              for s in c.settings),
@@ -149,6 +154,7 @@ class Checked:
     cycle_examples: list[CycleExampleInfo] = field(default_factory=list)
     charge_types: dict[str, Any] = field(default_factory=dict)
     company: ast.CompanyDecl | None = None
+    accounts: ast.AccountsDecl | None = None
     file_of: dict[int, str] = field(default_factory=dict)
     lcr_policies: dict[str, ast.LcrDecl] = field(default_factory=dict)
 
@@ -375,6 +381,8 @@ class Checker:
             self._party_needs(p)
         if self.out.company is not None:
             self._company(self.out.company)
+        if self.out.accounts is not None:
+            self._accounts(self.out.accounts)
         for c in self.out.calendars.values():
             self._calendar(c)
         for fx in self.out.fx.values():
@@ -421,6 +429,13 @@ class Checker:
                 if isinstance(item, ast.PartnerDecl):
                     if declare("partner", item.code.text, item.code.span):
                         self.out.partners[item.code.text] = item
+                elif isinstance(item, ast.AccountsDecl):
+                    if self.out.accounts is None:
+                        self.out.accounts = item
+                    elif _accounts_words(item) != _accounts_words(self.out.accounts):
+                        self.error("E263", "the ledger accounts are declared twice, differently", item.span,
+                                   f"the first declaration is at {self.out.accounts.span}: declare them once "
+                                   "(or the same in every project)")
                 elif isinstance(item, ast.CompanyDecl):
                     # projects billed together may each declare the company: the same words are one
                     # declaration; different ones are a conflict
@@ -506,6 +521,25 @@ class Checker:
                        "add e.g. 'currency EUR': invoices to this partner are in that currency")
         self.rounding(p.rounding, DEFAULT_ROUNDING)
 
+    def _accounts(self, a: ast.AccountsDecl) -> None:
+        seen: dict[tuple[str, str], Span] = {}
+        for what, key, account, span in a.entries:
+            k = (what, key.text if key else "")
+            if k in seen:
+                self.error("E103", f"'{' '.join(x for x in k if x)}' is mapped twice", span, f"the first is at {seen[k]}")
+            seen[k] = span
+            if not account.value.strip():
+                self.error("E264", "the account is empty", account.span, 'write the ledger account, e.g. "706000"')
+            if what == "tax" and key is not None:
+                self.word(key, "tax treatment")
+        for need, example in (("receivable", 'receivable "411000"'), ("revenue", 'revenue "706000"')):
+            if (need, "") not in seen:
+                self.error("E264", f"the ledger accounts have no {need} account", a.span,
+                           f"add e.g. {example}: every invoice's entry needs it")
+        if ("tax", "vat") not in seen:
+            self.error("E264", "the ledger accounts have no account for VAT collected", a.span,
+                       'add e.g. tax vat "445710"')
+
     def _company(self, c: ast.CompanyDecl) -> None:
         seen: dict[str, Span] = {}
         for s in c.settings:
@@ -523,9 +557,6 @@ class Checker:
     def _party(self, who: str, fields: tuple[ast.PartyField, ...], country: ast.Setting | None) -> None:
         """The legal details of a company or partner: each once (contacts may repeat), each valid
         offline (IBAN checksum, VAT identifier of its country, BIC, Peppol endpoint, email)."""
-        # lazy: python-stdnum's checks load only when rules declare legal details
-        from icdsl.parties import check_field, compact, vat_country
-
         cc = country.values[0].text if country is not None else None
         seen: dict[str, Span] = {}
         for f in fields:

@@ -340,6 +340,28 @@ class _ToAst(Transformer):
     def pa_peppol(self, meta, c):
         return self._party("peppol", meta, c)
 
+    def accounts(self, meta, children):
+        return ast.AccountsDecl(tuple(children), self.s.of_meta(meta))
+
+    def _acc(self, what, meta, c):
+        key = self._ident(c[0]) if len(c) > 1 else None
+        return (what, key, self._str(c[-1]), self.s.of_meta(meta))
+
+    def acc_receivable(self, meta, c):
+        return self._acc("receivable", meta, c)
+
+    def acc_revenue(self, meta, c):
+        return self._acc("revenue", meta, c)
+
+    def acc_revenue_kind(self, meta, c):
+        return self._acc("revenue_kind", meta, c)
+
+    def acc_revenue_service(self, meta, c):
+        return self._acc("revenue_service", meta, c)
+
+    def acc_tax(self, meta, c):
+        return self._acc("tax", meta, c)
+
     def contact_email(self, meta, c):
         return ("email", self._str(c[0]))
 

@@ -23,6 +23,7 @@ Amounts are Decimal, written with the currency's minor units; nothing is a float
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any
 
 from lxml import etree
 
+from icdsl.outputs.pdf import write_pdf
 from icdsl.outputs.views import file_stem
 
 UBL_NS = {
@@ -426,12 +428,8 @@ def write_facturx(doc: Mapping[str, Any], directory: str | Path, *, corrects: st
                   view: str = "itemized") -> Path:
     """The invoice's PDF (:mod:`icdsl.outputs.pdf`) with its CII XML embedded as Factur-X
     (EN 16931 profile) by the ``factur-x`` package, which also checks the XML against its XSD."""
-    import tempfile
-
     # lazy: factur-x (pypdf, its XSDs) loads only when a Factur-X file is written
     from facturx import generate_from_binary
-
-    from icdsl.outputs.pdf import write_pdf
 
     xml = cii_xml(doc, corrects=corrects)
     with tempfile.TemporaryDirectory() as tmp:

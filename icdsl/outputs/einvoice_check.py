@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,6 @@ def _root() -> Path:
 
 def artefacts(syntax: str) -> dict[str, Any]:
     """The files used for ``syntax`` (``ubl`` or ``cii``) and the versions they state."""
-    from importlib.metadata import version
-
     root = _root()
     if syntax == "ubl":
         xslt = root / "ubl-2.1" / "EN16931-UBL-validation.xslt"

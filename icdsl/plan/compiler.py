@@ -145,6 +145,17 @@ class Compiler:
             if p.party else None,
         )
 
+    def accounts(self, a: ast.AccountsDecl) -> m.Accounts:
+        by: dict[str, list[tuple[str, str]]] = {"revenue_kind": [], "revenue_service": [], "tax": []}
+        one: dict[str, str] = {}
+        for what, key, account, _span in a.entries:
+            if key is None:
+                one[what] = account.value.strip()
+            else:
+                by[what].append((key.text, account.value.strip()))
+        return m.Accounts(one.get("receivable", ""), one.get("revenue", ""), tuple(by["revenue_kind"]),
+                          tuple(by["revenue_service"]), tuple(by["tax"]))
+
     def party(self, code: str, name: str, country: str | None, fields: tuple[ast.PartyField, ...]) -> m.Party:
         by: dict[str, Any] = {}
         contacts = []
@@ -442,6 +453,7 @@ class Compiler:
             layouts=tuple(self.layout(r) for r in c.layouts.values()),
             sources=tuple(sorted(c.program.hashes.items())),
             lcr_policies=tuple(compile_policy(d) for d in c.lcr_policies.values()),
+            accounts=self.accounts(c.accounts) if c.accounts is not None else None,
             company=(self.party(c.company.code.text, c.company.name.value,
                                 c.company.setting("country").values[0].text if c.company.setting("country") else None,
                                 c.company.party) if c.company is not None else None),

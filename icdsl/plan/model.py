@@ -297,6 +297,30 @@ class Partner:
 
 
 @dataclass(frozen=True, slots=True)
+class Accounts:
+    """The ledger accounts of the journal (``accounts`` block): revenue by service, else by
+    charge kind, else the default; tax by treatment."""
+
+    receivable: str
+    revenue: str
+    by_kind: tuple[tuple[str, str], ...] = ()
+    by_service: tuple[tuple[str, str], ...] = ()
+    tax: tuple[tuple[str, str], ...] = ()
+
+    def revenue_for(self, kind: str | None, service: str | None) -> str:
+        for s, acc in self.by_service:
+            if s == service:
+                return acc
+        for k, acc in self.by_kind:
+            if k == kind:
+                return acc
+        return self.revenue
+
+    def tax_for(self, treatment: str) -> str | None:
+        return dict(self.tax).get(treatment)
+
+
+@dataclass(frozen=True, slots=True)
 class FxRate:
     base: str
     quote: str
@@ -574,6 +598,7 @@ class Plan:
     sources: tuple[tuple[str, str], ...] = field(default=())  # (file, sha256)
     lcr_policies: tuple[LcrPolicy, ...] = ()
     company: Party | None = None  # who we are: the seller of our invoices (``company`` block)
+    accounts: Accounts | None = None  # the ledger accounts of the journal (``accounts`` block)
 
     def partner(self, code: str) -> Partner | None:
         for p in self.partners:
