@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from stdnum import get_cc_module, iban
 from stdnum.exceptions import ValidationError
 
 #: EU member states (VAT identifiers use EL for Greece) and the ones stdnum also checks
@@ -99,10 +100,9 @@ def check_field(key: str, text: str, country: str | None = None) -> str | None:
     if not value:
         return f"the {key} is empty"
     if key == "iban":
-        from stdnum import iban  # lazy: stdnum loads its country registry on first use
 
         try:
-            iban.validate(value)
+            iban.validate(value)  # ISO 13616: country length and mod-97
         except ValidationError as exc:
             return f"'{text}' is not a valid IBAN: {_reason(exc, 'the mod-97 check digits do not match')}"
         return None
@@ -142,9 +142,6 @@ def _reason(exc: Exception, default: str) -> str:
 def _vat_module(prefix: str) -> Any:
     """stdnum's VAT module of a country (EU members, GB, CH), or None."""
     if prefix in EU_COUNTRIES or prefix in ("GB", "CH"):
-        # lazy: each country's module is imported only for identifiers of that country
-        from stdnum import get_cc_module
-
         return get_cc_module(prefix.lower(), "vat")
     return None
 
