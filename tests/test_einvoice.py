@@ -205,3 +205,56 @@ def test_every_demo_invoice_exports_as_ubl_and_facturx_with_no_error(demo_store,
     # a statement is not an e-invoice: said, exit 1
     r = runner.invoke(app, ["invoice", "export", "STM-2026-000001", "--format", "ubl", "--out", str(out), "--db", db])
     assert r.exit_code == 1 and "only invoices and credit notes are e-invoices" in r.output
+
+
+def test_a_rerate_after_finalization_gives_a_credit_note_that_references_the_invoice(demo_store, tmp_path):
+    """Inbound SMS repriced from 0.0100 to 0.0080 EUR for March (v3 amends v1) after March was
+    finalized: the credit is billed on April's traffic invoice, whose total is negative, so it is
+    a UBL CreditNote referencing March's traffic invoice, for exactly the credit, and it validates."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from icdsl.cli.main import app
+
+    folder = tmp_path / "demo"
+    shutil.copytree(demo_store, folder)
+    db, data = f"sqlite:///{folder / 'icdsl.db'}", str(folder / "icdsl-data")
+    lum = folder / "rules" / "interconnect" / "lumiere.icd"
+    lines = lum.read_text(encoding="utf-8").split("\n")
+    start = next(i for i, ln in enumerate(lines) if ln.startswith('agreement "Lumière bilateral" v1 '))
+    end = next(i for i in range(start, len(lines)) if lines[i] == "}")
+    v3 = "\n".join(lines[start:end + 1]).replace(
+        "v1 with LUMFR effective 2026-01-01 .. 2026-06-30 {", "v3 with LUMFR effective 2026-03-01 .. 2026-06-30 amends v1 {")
+    v3 = v3.replace("  inbound sms {\n    price 0.0100 EUR per message", "  inbound sms {\n    price 0.0080 EUR per message")
+    assert "0.0080" in v3 and "amends v1" in v3
+    lum.write_text("\n".join(lines) + "\n" + v3 + "\n", encoding="utf-8")
+    rules = [a for p in ("interconnect", "content", "mvno") for a in ("--rules", str(folder / "rules" / p))]
+    runner = CliRunner()
+    store = ["--db", db, "--data", data]
+    r = runner.invoke(app, ["rerate", "--partner", "LUMFR", "--from", "2026-03-01", "--to", "2026-03-31", *rules, *store])
+    assert r.exit_code == 0, r.output
+    for args in (["cycle", "run", "LUMFR", "2026-04", *rules], ["cycle", "finalize", "LUMFR", "2026-04"]):
+        r = runner.invoke(app, [*args, *store])
+        assert r.exit_code == 0, r.output
+    from icdsl.billing.store import open_store
+
+    s = open_store(db, data_dir=data)
+    try:
+        march = {i.stream: i.number for i in s.invoices() if i.partner_code == "LUMFR" and i.status == "finalized"
+                 and i.issue_date == date(2026, 3, 31)}
+        credit = next(i for i in s.invoices() if i.partner_code == "LUMFR" and i.issue_date == date(2026, 4, 30)
+                      and i.stream == "traffic")
+        doc = s.document(credit.number)
+    finally:
+        s.close()
+    assert doc["kind"] == "credit_note" and doc["total"] < 0
+    assert doc["corrects"] == [march["traffic"]]
+    assert doc["subtotal"] == sum(D(ln["amount"]) for ln in doc["lines"])
+    xml = ubl_xml(doc)
+    root = etree.fromstring(xml)
+    assert etree.QName(root).localname == "CreditNote"
+    assert root.xpath("cac:BillingReference/cac:InvoiceDocumentReference/cbc:ID/text()", namespaces=NS) == [
+        march["traffic"]]
+    assert D(root.findtext("cac:LegalMonetaryTotal/cbc:PayableAmount", namespaces=NS)) == -doc["total"]
+    assert errors(xml) == [] and errors(cii_xml(doc)) == []
