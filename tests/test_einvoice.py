@@ -258,3 +258,33 @@ def test_a_rerate_after_finalization_gives_a_credit_note_that_references_the_inv
         march["traffic"]]
     assert D(root.findtext("cac:LegalMonetaryTotal/cbc:PayableAmount", namespaces=NS)) == -doc["total"]
     assert errors(xml) == [] and errors(cii_xml(doc)) == []
+
+
+def _pdf_text(doc):
+    import io
+
+    from pypdf import PdfReader
+
+    from icdsl.outputs.pdf import render
+
+    return " ".join(p.extract_text() for p in PdfReader(io.BytesIO(render(doc))).pages)
+
+
+def test_the_pdf_names_both_parties_wraps_long_texts_and_says_who_owes_whom():
+    long = ("Carrier billing: CPX percent share of 713,420.17 EUR net: 719,660.00 EUR gross less 6,239.83 EUR "
+            "(4 refunds), tier 3 of the content agreement, end of the description")
+    doc = invoice(lines=[dict(invoice()["lines"][0], description=long, amount=D("100.05"))], partner_name="Fleetrix")
+    doc["lines"][0]["line_no"] = 1
+    text = " ".join(_pdf_text(doc).split())
+    assert "end of the description" in text  # wrapped, never cut
+    assert "Arcadia Telecom SAS" in text and "VAT FR44732829320" in text and "VAT DE136695976" in text
+    assert "Fleetrix owes Arcadia Telecom SAS 100.05 EUR." in text
+    assert "IBAN FR7630006000011234567890189, BIC AGRIFRPP, reference INV-2026-000042" in text
+    share = {"kind": "share_statement", "number": "SHR-2026-000002", "party": "CPX", "party_name": "Pixel Forge",
+             "partner_code": "CPX", "currency": "EUR", "total": D("1100.79"), "seller": SELLER, "lines": [],
+             "summary": [], "issue_date": date(2026, 3, 31)}
+    text = " ".join(_pdf_text(share).split())
+    assert "Payable to" in text and "Bill to" not in text
+    assert "Arcadia Telecom SAS owes Pixel Forge 1,100.79 EUR." in text
+    text = " ".join(_pdf_text(dict(share, party="us", party_name="us (what we keep)")).split())
+    assert "Internal: our share" in text and "Kept by Arcadia Telecom SAS: 1,100.79 EUR (our own share; nothing to pay)." in text

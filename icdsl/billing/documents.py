@@ -181,7 +181,7 @@ def statement_document(s: Session, stm: M.SettlementStatement) -> dict[str, Any]
     invoices = list(s.scalars(select(M.Invoice).where(M.Invoice.cycle_id == stm.cycle_id).order_by(M.Invoice.id)))
     return {
         "kind": "statement", "id": stm.id, "number": stm.number, "status": stm.status,
-        **_partner(s, stm.partner_id), "currency": stm.currency,
+        **_partner(s, stm.partner_id), "seller": seller_party(s), "currency": stm.currency,
         "issue_date": _date(details.get("issue_date")), "due_date": _date(details.get("due_date")),
         **_period(s, stm.cycle_id), "stream": "netting",
         "receivable": present(stm.receivable, stm.currency), "payable": present(stm.payable, stm.currency),
@@ -228,7 +228,7 @@ def share_document(s: Session, shr: M.ShareStatement) -> dict[str, Any]:
     total = present(shr.total, shr.currency)
     return {
         "kind": "share_statement", "id": shr.id, "number": shr.number, "status": shr.status,
-        **_partner(s, shr.partner_id), "party": party, "party_name": name, "currency": shr.currency,
+        **_partner(s, shr.partner_id), "seller": seller_party(s), "party": party, "party_name": name, "currency": shr.currency,
         "issue_date": _date(details.get("issue_date")), "due_date": None, **_period(s, shr.cycle_id),
         "stream": f"share-{party}", "subtotal": total, "total": total, "tax_kind": "none", "tax_rate": Decimal(0),
         "tax_amount": None, "tax_label": None, "tax_note": None, "lines": lines, "summary": summarize(lines),
