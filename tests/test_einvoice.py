@@ -288,3 +288,32 @@ def test_the_pdf_names_both_parties_wraps_long_texts_and_says_who_owes_whom():
     assert "Arcadia Telecom SAS owes Pixel Forge 1,100.79 EUR." in text
     text = " ".join(_pdf_text(dict(share, party="us", party_name="us (what we keep)")).split())
     assert "Internal: our share" in text and "Kept by Arcadia Telecom SAS: 1,100.79 EUR (our own share; nothing to pay)." in text
+
+
+def test_finalizing_an_invoice_that_lacks_a_mandatory_detail_is_refused_with_the_list(tmp_path):
+    """The mvno example without Fleetrix's VAT identifier (its invoices are reverse-charged):
+    `icdsl check` warns (W261), `cycle finalize` refuses with what is missing and where."""
+    import shutil
+    from pathlib import Path
+
+    from helpers import GOLDEN, compare_golden
+    from typer.testing import CliRunner
+
+    from icdsl.cli.main import app
+
+    rules = tmp_path / "mvno"
+    shutil.copytree(Path(__file__).parent.parent / "examples" / "mvno", rules)
+    partners = rules / "partners.icd"
+    partners.write_text(partners.read_text(encoding="utf-8").replace('  tax id "DE136695976"\n', ""),
+                        encoding="utf-8")
+    db = ["--db", f"sqlite:///{tmp_path / 's.db'}", "--data", str(tmp_path / "data")]
+    runner = CliRunner()
+    for args in (["load", str(rules)], ["inventory", "import", str(rules / "inventory.csv")],
+                 ["ingest", str(rules / "traffic.csv"), "--rules", str(rules)],
+                 ["cycle", "run", "FLTX", "2026-03", "--rules", str(rules), "--accept", "outside_agreement",
+                  "--accept", "invalid_record"]):
+        r = runner.invoke(app, [*args, *db])
+        assert r.exit_code == 0, (args, r.output)
+    r = runner.invoke(app, ["cycle", "finalize", "FLTX", "2026-03", *db])
+    assert r.exit_code == 1
+    compare_golden(GOLDEN / "finalize" / "missing_parties.txt", r.output)
