@@ -317,3 +317,23 @@ def test_finalizing_an_invoice_that_lacks_a_mandatory_detail_is_refused_with_the
     r = runner.invoke(app, ["cycle", "finalize", "FLTX", "2026-03", *db])
     assert r.exit_code == 1
     compare_golden(GOLDEN / "finalize" / "missing_parties.txt", r.output)
+
+
+def test_hostile_files_get_a_located_reason_never_a_traceback(tmp_path):
+    from typer.testing import CliRunner
+
+    from icdsl.cli.main import app
+
+    cases = {
+        "bad.pdf": (b"%PDF-1.4 garbage", "error: cannot read the PDF: "),
+        "bad.xml": (b"<a><b>", "error: not well-formed XML: "),
+        "other.xml": (b"<a/>", "error: the root element a is neither a UBL Invoice/CreditNote nor a CII"),
+        "xxe.xml": (b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+                    b'<Invoice xmlns="urn:oasis:names:specification:ubl:schema:xsd:Invoice-2">&e;</Invoice>',
+                    "error: the XML has a DOCTYPE: e-invoices have none"),
+    }
+    for name, (data, expected) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        r = CliRunner().invoke(app, ["invoice", "validate", str(tmp_path / name)])
+        assert r.exit_code == 1 and r.output.startswith(expected), (name, r.output)
+        assert "Traceback" not in r.output

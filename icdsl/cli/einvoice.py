@@ -29,7 +29,10 @@ def _from_pdf(data: bytes) -> bytes:
     # lazy: factur-x (pypdf) only to read a Factur-X PDF
     from facturx import get_xml_from_pdf
 
-    _name, xml = get_xml_from_pdf(data, check_xsd=False)
+    try:
+        _name, xml = get_xml_from_pdf(data, check_xsd=False)
+    except Exception as exc:  # a hostile or broken PDF: pypdf raises many kinds; say what, never a traceback
+        raise ValueError(f"cannot read the PDF: {type(exc).__name__}: {exc}") from None
     if not xml:
         raise ValueError("the PDF carries no Factur-X/ZUGFeRD XML")
     return xml

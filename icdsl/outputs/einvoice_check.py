@@ -103,6 +103,10 @@ def syntax_of(xml: bytes) -> str:
         root = etree.fromstring(xml, _parser())
     except etree.XMLSyntaxError as exc:
         raise ValueError(f"not well-formed XML: {exc}") from None
+    if root.getroottree().docinfo.doctype:
+        # hostile input: a DTD can pull files or expand entities in the XSLT processor; no
+        # e-invoice has one
+        raise ValueError("the XML has a DOCTYPE: e-invoices have none (refused: it could read local files)")
     ns = etree.QName(root).namespace or ""
     if ns.startswith("urn:oasis:names:specification:ubl:schema:xsd:"):
         return "ubl"
@@ -114,7 +118,8 @@ def syntax_of(xml: bytes) -> str:
 
 def validate_xml(xml: bytes, syntax: str | None = None) -> list[Problem]:
     """Every problem the XSD and the EN 16931 schematron find in ``xml`` (errors first)."""
-    syntax = syntax or syntax_of(xml)
+    found = syntax_of(xml)  # well-formed, no DOCTYPE, a UBL or CII root: checked before anything runs
+    syntax = syntax or found
     a = artefacts(syntax)
     doc = etree.fromstring(xml, _parser())
     local = etree.QName(doc).localname
