@@ -5,7 +5,10 @@ The keys follow the document format of :mod:`icdsl.exporters` (``kind``, ``numbe
 ``stream``, ``subtotal``, ``tax_kind``, ``tax_rate``, ``tax_amount``, ``total``, ``lines``;
 statements: ``receivable``, ``payable``, ``net``) so that any exporter plugin can write them,
 plus what icdsl's own outputs show: ``summary`` (the lines added up by service), ``tax_label``,
-``tax_note``, ``agreements`` (name, version, hash), ``fx`` (the rates used) and ``rounding``.
+``tax_note``, ``agreements`` (name, version, hash), ``fx`` (the rates used) and ``rounding``;
+``seller`` (our company as the rules declare it, or None) and ``buyer`` (the partner's legal
+details), as :meth:`icdsl.parties.Party.as_json` mappings; on an invoice that corrects others,
+``corrects`` (their numbers).
 Amounts are exact ``Decimal``; dates are ``date`` objects.
 """
 
