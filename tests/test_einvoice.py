@@ -337,3 +337,13 @@ def test_hostile_files_get_a_located_reason_never_a_traceback(tmp_path):
         r = CliRunner().invoke(app, ["invoice", "validate", str(tmp_path / name)])
         assert r.exit_code == 1 and r.output.startswith(expected), (name, r.output)
         assert "Traceback" not in r.output
+
+
+def test_a_statement_line_priced_at_several_rates_shows_its_average_rate():
+    from icdsl.outputs.pdf import average_rate_text
+
+    ln = {"kind": "traffic", "quantity": D("60"), "unit": "second", "rate_unit": "minute", "source_amount": D("0.105"),
+          "record_count": 2}
+    assert average_rate_text(ln, "") == "avg 0.1050 /minute"
+    assert average_rate_text(dict(ln, quantity=D("90")), "EUR") == "avg 0.0700 EUR/minute"
+    assert average_rate_text(dict(ln, unit="MB", rate_unit="GB"), "") == "mixed rates"

@@ -60,6 +60,28 @@ def _date(d: date | None) -> str:
     return d.isoformat() if d else "-"
 
 
+#: seconds in a unit of time (to state an average rate per the unit the line is priced in)
+_SECONDS = {"second": Decimal(1), "minute": Decimal(60), "hour": Decimal(3600)}
+
+
+def average_rate_text(ln: Mapping[str, Any], ccy: str) -> str:
+    """A line whose records were priced at several rates (a destination's prefixes priced
+    differently) has no single rate: its average, exact sum / quantity in the unit it is priced
+    in, to 4 decimals, marked ``avg``; ``mixed`` when the units do not convert."""
+    exact, q = ln.get("source_amount"), ln.get("quantity")
+    unit, per = ln.get("unit"), ln.get("rate_unit")
+    if exact is None or not q or not per:
+        return "mixed rates" if ln.get("record_count") else ""
+    if unit == per:
+        factor = Decimal(1)
+    elif unit in _SECONDS and per in _SECONDS:
+        factor = _SECONDS[unit] / _SECONDS[per]
+    else:
+        return "mixed rates"
+    avg = (Decimal(exact) / (Decimal(q) * factor)).quantize(Decimal("0.0001"))
+    return f"avg {avg:f} {ccy}/{per}".replace("  ", " ")
+
+
 def party_lines(p: Mapping[str, Any]) -> list[str]:
     """A party's address and identifiers as printed under its name."""
     out = list(p.get("address") or ())
@@ -242,6 +264,8 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized") -> bytes:
             ccy = ln.get("source_currency") if ln.get("source_currency") not in (None, doc.get("currency")) else ""
             unit = ln.get("rate_unit") or ln.get("unit")
             rate_text = f"{rate.normalize():f} {ccy}/{unit}".replace("  ", " ") if rate is not None else ""
+            if rate is None and ln.get("kind") == "traffic":
+                rate_text = average_rate_text(ln, ccy)
             values = [str(ln.get("line_no", i)), ln.get("description"), quantity_text(ln.get("quantity"), ln.get("unit")),
                       rate_text, money_text(ln.get("amount"))]
         # long texts wrap onto more lines of the row, never cut: the row is as tall as its
