@@ -38,6 +38,9 @@ HEAVY = {
     "phonenumbers": "number plans: loaded on the first number normalized",
     "holidays": "holiday calendars: loaded on the first holiday asked for",
     "babel": "locale data: loaded on the first currency or locale looked up",
+    "facturx": "Factur-X (pypdf, its XSDs): only when a Factur-X file is written or read",
+    "saxonche": "Saxon, a large native library: only when a schematron runs",
+    "stdnum": "identifier checks: only when rules declare legal details",
 }
 
 #: icdsl modules that the CLI and the readers import on first use because they bring a heavy

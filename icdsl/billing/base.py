@@ -67,6 +67,8 @@ def partner_decl(p: Partner) -> dict[str, Any]:
         "billing": p.billing, "due_days": p.due_days, "tax_kind": p.tax.kind,
         "tax_rate": str(p.tax.rate), "country": p.country,
         "attributes": {k: jsonable(v) for k, v in p.attributes},
+        # legal details only when declared: a partner without them keeps the hash it always had
+        **({"party": p.party.as_json()} if getattr(p, "party", None) is not None else {}),
     }
 
 

@@ -5,7 +5,10 @@ The keys follow the document format of :mod:`icdsl.exporters` (``kind``, ``numbe
 ``stream``, ``subtotal``, ``tax_kind``, ``tax_rate``, ``tax_amount``, ``total``, ``lines``;
 statements: ``receivable``, ``payable``, ``net``) so that any exporter plugin can write them,
 plus what icdsl's own outputs show: ``summary`` (the lines added up by service), ``tax_label``,
-``tax_note``, ``agreements`` (name, version, hash), ``fx`` (the rates used) and ``rounding``.
+``tax_note``, ``agreements`` (name, version, hash), ``fx`` (the rates used) and ``rounding``;
+``seller`` (our company as the rules declare it, or None) and ``buyer`` (the partner's legal
+details), as :meth:`icdsl.parties.Party.as_json` mappings; on an invoice that corrects others,
+``corrects`` (their numbers).
 Amounts are exact ``Decimal``; dates are ``date`` objects.
 """
 
@@ -22,6 +25,7 @@ from sqlalchemy.orm import Session
 from icdsl.billing import models as M
 from icdsl.billing.amounts import Tax, minor_units, plain_number, present
 from icdsl.billing.errors import StoreError
+from icdsl.parties import Party
 
 
 def _period(s: Session, cycle_id: int | None) -> dict[str, Any]:
@@ -35,7 +39,21 @@ def _period(s: Session, cycle_id: int | None) -> dict[str, Any]:
 def _partner(s: Session, partner_id: int) -> dict[str, Any]:
     p = s.get(M.Partner, partner_id)
     return {"partner_code": p.code, "partner_name": p.name, "partner_country": p.country,
-            "partner_kind": p.kind, "due_days": p.due_days}
+            "partner_kind": p.kind, "due_days": p.due_days, "buyer": buyer_party(p)}
+
+
+def buyer_party(p: M.Partner) -> dict[str, Any]:
+    """The partner's legal details (:mod:`icdsl.parties`, as JSON); its name and country when it
+    declares nothing more."""
+    d = dict(p.party) if p.party else Party(p.code, p.name, p.country).as_json()
+    d.update(code=p.code, name=p.name, country=p.country)
+    return d
+
+
+def seller_party(s: Session) -> dict[str, Any] | None:
+    """Our company as declared (``company``), or None when the rules declare none."""
+    row = s.scalars(select(M.Company).order_by(M.Company.id).limit(1)).first()
+    return None if row is None else dict(row.party, code=row.code, name=row.name)
 
 
 def summarize(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -121,7 +139,7 @@ def invoice_document(s: Session, inv: M.Invoice, rows: list[Any] | None = None,
         "kind": "credit_note" if inv.total is not None and inv.total < 0 else "invoice",
         "id": inv.id, "number": inv.number, "status": inv.status, **_partner(s, inv.partner_id),
         # the partner as the invoice was issued to (sealed with it), not as renamed since
-        "partner_code": inv.partner_code, "partner_name": inv.partner_name,
+        "partner_code": inv.partner_code, "partner_name": inv.partner_name, "seller": seller_party(s),
         "currency": inv.currency, "issue_date": inv.issue_date, "due_date": inv.due_date,
         **_period(s, inv.cycle_id), "stream": inv.stream, "subtotal": present(inv.subtotal, inv.currency),
         "tax_kind": inv.tax_kind, "tax_rate": plain_number(inv.tax_rate),
@@ -134,6 +152,12 @@ def invoice_document(s: Session, inv: M.Invoice, rows: list[Any] | None = None,
                      f"({', '.join(modes) or 'half_up'}); subtotal = sum of the lines; tax rounded half_up "
                      "on the subtotal"),
     }
+    doc["buyer"] = dict(doc["buyer"], name=inv.partner_name or doc["buyer"]["name"])
+    corrected = {ln.corrects_line_id for ln in rows if getattr(ln, "corrects_line_id", None)}
+    if corrected:  # the invoices whose lines this one corrects (a credit note's BT-25)
+        doc["corrects"] = sorted(n for n in s.scalars(
+            select(M.Invoice.number).join(M.InvoiceLine, M.InvoiceLine.invoice_id == M.Invoice.id)
+            .where(M.InvoiceLine.id.in_(sorted(corrected)), M.Invoice.id != inv.id).distinct()) if n)
     return doc
 
 
@@ -160,7 +184,7 @@ def statement_document(s: Session, stm: M.SettlementStatement) -> dict[str, Any]
     invoices = list(s.scalars(select(M.Invoice).where(M.Invoice.cycle_id == stm.cycle_id).order_by(M.Invoice.id)))
     return {
         "kind": "statement", "id": stm.id, "number": stm.number, "status": stm.status,
-        **_partner(s, stm.partner_id), "currency": stm.currency,
+        **_partner(s, stm.partner_id), "seller": seller_party(s), "currency": stm.currency,
         "issue_date": _date(details.get("issue_date")), "due_date": _date(details.get("due_date")),
         **_period(s, stm.cycle_id), "stream": "netting",
         "receivable": present(stm.receivable, stm.currency), "payable": present(stm.payable, stm.currency),
@@ -207,7 +231,7 @@ def share_document(s: Session, shr: M.ShareStatement) -> dict[str, Any]:
     total = present(shr.total, shr.currency)
     return {
         "kind": "share_statement", "id": shr.id, "number": shr.number, "status": shr.status,
-        **_partner(s, shr.partner_id), "party": party, "party_name": name, "currency": shr.currency,
+        **_partner(s, shr.partner_id), "seller": seller_party(s), "party": party, "party_name": name, "currency": shr.currency,
         "issue_date": _date(details.get("issue_date")), "due_date": None, **_period(s, shr.cycle_id),
         "stream": f"share-{party}", "subtotal": total, "total": total, "tax_kind": "none", "tax_rate": Decimal(0),
         "tax_amount": None, "tax_label": None, "tax_note": None, "lines": lines, "summary": summarize(lines),

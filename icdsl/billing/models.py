@@ -124,6 +124,23 @@ class Partner(Base):
     span: Mapped[str] = mapped_column(sa.String(1100))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    party: Mapped[dict[str, Any] | None] = mapped_column(default=None)  # legal details (icdsl.parties), 0014
+
+
+class Company(Base):
+    """Our company as the rules declare it (``company``): the seller on every document (0014)."""
+
+    __tablename__ = "companies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(300))
+    party: Mapped[dict[str, Any]]
+    decl_hash: Mapped[str] = mapped_column(sa.String(64))
+    source_file: Mapped[str] = mapped_column(sa.String(1000))
+    span: Mapped[str] = mapped_column(sa.String(1100))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
 
 
 class AgreementVersion(Base):

@@ -555,6 +555,7 @@ class Store:
                 h = _canonical_hash(decl)
                 row = partners.get(p.code)
                 values = dict(decl, tax_rate=p.tax.rate, decl_hash=h, source_file=p.span.file, span=str(p.span))
+                values.setdefault("party", None)
                 if row is None:
                     row = M.Partner(code=p.code, created_at=t, updated_at=t, **values)
                     s.add(row)
@@ -570,6 +571,7 @@ class Store:
                     report.partners_changed.append(p.code)
                     self.audit(s, "partner_changed", "partner", row.id, f"partner {p.code} changed",
                                {"before": before, "after": decl})
+            self._load_company(s, plan, t)
             # agreement versions
             by_hash = {a.content_hash: a for a in s.scalars(select(M.AgreementVersion))}
             loaded_before = set(by_hash)
@@ -799,6 +801,28 @@ class Store:
         (options: ``dims``, ``accept``, ``policy``, ``validators``, ``progress``)."""
 
         return run_cycle(self, partner, period, plan, program=program, rerate=rerate, **options)
+
+    def _load_company(self, s: Any, plan: Any, t: Any) -> None:
+        """Our company as declared (``company``): added, or changed and audited; kept when the
+        rules loaded now do not declare it (a partial load does not erase who we are)."""
+        company = getattr(plan, "company", None)
+        if company is None:
+            return
+        decl = company.as_json()
+        h = _canonical_hash(decl)
+        row = s.scalars(select(M.Company).where(M.Company.code == company.code)).first()
+        if row is None:
+            row = M.Company(code=company.code, name=company.name, party=decl, decl_hash=h,
+                            source_file="", span="",
+                            created_at=t, updated_at=t)
+            s.add(row)
+            s.flush()
+            self.audit(s, "company_added", "company", row.id, f"company {company.code} added", decl)
+        elif row.decl_hash != h:
+            before = row.party
+            row.name, row.party, row.decl_hash, row.updated_at = company.name, decl, h, t
+            self.audit(s, "company_changed", "company", row.id, f"company {company.code} changed",
+                       {"before": before, "after": decl})
 
     def finalize_cycle(self, partner: str, period: Any, *, issue_date: date | None = None) -> Any:
         return finalize_cycle(self, partner, period, issue_date=issue_date)

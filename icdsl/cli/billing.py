@@ -690,7 +690,7 @@ def _print_position(console: Any, pos: dict[str, Any]) -> None:
 def invoice_export(
     ref: str | None = typer.Argument(None, help="Invoice or statement number (or give --cycle)."),
     cycle: tuple[str, str] | None = typer.Option(None, "--cycle", help="PARTNER PERIOD: every document of a cycle."),
-    formats: list[str] = typer.Option(["pdf"], "--format", help="csv, json or pdf (repeat for several), or a "
+    formats: list[str] = typer.Option(["pdf"], "--format", help="csv, json, pdf, ubl or facturx (repeat for several), or a "
                                       "format of an exporter plugin."),
     out: Path = typer.Option(..., "--out", help="Folder to write the files into."),
     view: str = typer.Option("itemized", "--view", help="itemized or summary."),
@@ -720,7 +720,11 @@ def invoice_export(
     written = []
     for fmt in formats:
         if fmt in FORMATS:
-            written += write(docs, out, fmt, view=view)
+            try:
+                written += write(docs, out, fmt, view=view)
+            except ValueError as e:  # an e-invoice refused (a statement, a draft, no company): why
+                echo_err(f"error: {e}")
+                raise typer.Exit(1) from None
             continue
         try:  # a format of an exporter plugin (icdsl_exporters)
             written += export(fmt, docs, out)

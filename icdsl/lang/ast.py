@@ -209,6 +209,42 @@ class PartnerDecl:
     rounding: RoundingNode | None
     attributes: tuple[Param, ...]
     span: Span
+    party: tuple[PartyField, ...] = ()
+
+    def setting(self, key: str) -> Setting | None:
+        return _by_key(self.settings, key)
+
+
+@dataclass(frozen=True, slots=True)
+class PartyField:
+    """One legal detail of a party: ``address "1 rue X", "Bât. B"``, ``vat "FR40303265045"``,
+    ``contact "Billing" email "b@x.example" phone "+33 1 00"`` (``values`` in order; a contact's
+    missing email or phone is None)."""
+
+    key: str
+    values: tuple[Str | None, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class AccountsDecl:
+    """``accounts { receivable "411000" revenue "706000" revenue kind fee "706300" ... }``:
+    ``entries`` are (what, key or None, account) with what in receivable, revenue, revenue_kind,
+    revenue_service, tax."""
+
+    entries: tuple[tuple[str, Ident | None, Str, Span], ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class CompanyDecl:
+    """``company CODE "Legal name" { ... }``: who we are, on every document we issue."""
+
+    code: Ident
+    name: Str
+    settings: tuple[Setting, ...]
+    party: tuple[PartyField, ...]
+    span: Span
 
     def setting(self, key: str) -> Setting | None:
         return _by_key(self.settings, key)

@@ -60,6 +60,7 @@ from icdsl.lang.values import (
     valid_timezone,
 )
 from icdsl.money import Rounding
+from icdsl.parties import check_field, compact, vat_country
 from icdsl.spans import Span
 
 DEFAULT_ROUNDING = Rounding(6, "half_up")
@@ -133,6 +134,25 @@ class CycleExampleInfo:
     currencies: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
+def _accounts_words(a: ast.AccountsDecl) -> tuple:
+    return tuple((w, k.text if k else None, acc.value) for w, k, acc, _s in a.entries)
+
+
+def _company_words(c: ast.CompanyDecl) -> tuple:
+    return (c.code.text, c.name.value, tuple((s.key, tuple(getattr(v, "text", None) for v in s.values))
+                                             for s in c.settings),
+            tuple((f.key, tuple(v.value if v is not None else None for v in f.values)) for f in c.party))
+
+
+_PARTY_HELP = {
+    "iban": 'write the account as printed by the bank, e.g. iban "FR76 3000 6000 0112 3456 7890 189"',
+    "vat": 'write the country prefix then the number, e.g. tax id "FR40303265045" (Greece: EL)',
+    "bic": 'e.g. bic "AGRIFRPP" or "AGRIFRPP882"',
+    "peppol": 'e.g. peppol "0009:30326504500017"',
+    "email": 'e.g. contact "Accounts payable" email "ap@example.com"',
+}
+
+
 @dataclass
 class Checked:
     program: Program
@@ -148,6 +168,8 @@ class Checked:
     examples: list[tuple[str, ast.ExampleDecl]] = field(default_factory=list)
     cycle_examples: list[CycleExampleInfo] = field(default_factory=list)
     charge_types: dict[str, Any] = field(default_factory=dict)
+    company: ast.CompanyDecl | None = None
+    accounts: ast.AccountsDecl | None = None
     file_of: dict[int, str] = field(default_factory=dict)
     zones: dict[str, ZoneInfo] = field(default_factory=dict)
     numbers: dict[str, NumbersInfo] = field(default_factory=dict)
@@ -374,6 +396,12 @@ class Checker:
         self._collect()
         for p in self.out.partners.values():
             self._partner(p)
+            self._party(f"partner {p.code.text}", p.party, p.setting("country"))
+            self._party_needs(p)
+        if self.out.company is not None:
+            self._company(self.out.company)
+        if self.out.accounts is not None:
+            self._accounts(self.out.accounts)
         for c in self.out.calendars.values():
             self._calendar(c)
         for fx in self.out.fx.values():
@@ -425,6 +453,22 @@ class Checker:
                 if isinstance(item, ast.PartnerDecl):
                     if declare("partner", item.code.text, item.code.span):
                         self.out.partners[item.code.text] = item
+                elif isinstance(item, ast.AccountsDecl):
+                    if self.out.accounts is None:
+                        self.out.accounts = item
+                    elif _accounts_words(item) != _accounts_words(self.out.accounts):
+                        self.error("E263", "the ledger accounts are declared twice, differently", item.span,
+                                   f"the first declaration is at {self.out.accounts.span}: declare them once "
+                                   "(or the same in every project)")
+                elif isinstance(item, ast.CompanyDecl):
+                    # projects billed together may each declare the company: the same words are one
+                    # declaration; different ones are a conflict
+                    if self.out.company is None:
+                        self.out.company = item
+                    elif _company_words(item) != _company_words(self.out.company):
+                        self.error("E260", "our company is declared twice, differently", item.code.span,
+                                   f"the first declaration is at {self.out.company.code.span}: declare it once "
+                                   "(or the same in every project)")
                 elif isinstance(item, ast.CalendarDecl):
                     if declare("calendar", item.name.text, item.name.span):
                         self.out.calendars[item.name.text] = item
@@ -509,6 +553,76 @@ class Checker:
             self.error("E220", f"partner {p.code.text} has no currency", p.code.span,
                        "add e.g. 'currency EUR': invoices to this partner are in that currency")
         self.rounding(p.rounding, DEFAULT_ROUNDING)
+
+    def _accounts(self, a: ast.AccountsDecl) -> None:
+        seen: dict[tuple[str, str], Span] = {}
+        for what, key, account, span in a.entries:
+            k = (what, key.text if key else "")
+            if k in seen:
+                self.error("E103", f"'{' '.join(x for x in k if x)}' is mapped twice", span, f"the first is at {seen[k]}")
+            seen[k] = span
+            if not account.value.strip():
+                self.error("E264", "the account is empty", account.span, 'write the ledger account, e.g. "706000"')
+            if what == "tax" and key is not None:
+                self.word(key, "tax treatment")
+        for need, example in (("receivable", 'receivable "411000"'), ("revenue", 'revenue "706000"')):
+            if (need, "") not in seen:
+                self.error("E264", f"the ledger accounts have no {need} account", a.span,
+                           f"add e.g. {example}: every invoice's entry needs it")
+        if ("tax", "vat") not in seen:
+            self.error("E264", "the ledger accounts have no account for VAT collected", a.span,
+                       'add e.g. tax vat "445710"')
+
+    def _company(self, c: ast.CompanyDecl) -> None:
+        seen: dict[str, Span] = {}
+        for s in c.settings:
+            if s.key in seen:
+                self.error("E103", f"'{s.key}' is set twice for company {c.code.text}", s.span,
+                           f"the first is at {seen[s.key]}")
+            seen[s.key] = s.span
+            if s.key == "country":
+                self._country(s.values[0])
+        if "country" not in seen:
+            self.error("E262", f"company {c.code.text} has no country", c.code.span,
+                       "add e.g. 'country FR': every invoice states the seller's country")
+        self._party(f"company {c.code.text}", c.party, c.setting("country"))
+
+    def _party(self, who: str, fields: tuple[ast.PartyField, ...], country: ast.Setting | None) -> None:
+        """The legal details of a company or partner: each once (contacts may repeat), each valid
+        offline (IBAN checksum, VAT identifier of its country, BIC, Peppol endpoint, email)."""
+        cc = country.values[0].text if country is not None else None
+        seen: dict[str, Span] = {}
+        for f in fields:
+            if f.key != "contact":
+                if f.key in seen:
+                    self.error("E103", f"'{f.key}' is set twice for {who}", f.span, f"the first is at {seen[f.key]}")
+                seen[f.key] = f.span
+            for i, v in enumerate(f.values):
+                if v is None:
+                    continue
+                key = "email" if f.key == "contact" and i == 1 else f.key
+                problem = check_field(key, v.value, cc) if key in ("iban", "vat", "bic", "peppol", "email") else (
+                    f"the {f.key} is empty" if not v.value.strip() else None)
+                if problem:
+                    self.error("E261", problem, v.span, _PARTY_HELP.get(key))
+                elif key == "vat" and cc and vat_country(compact("vat", v.value)) != cc:
+                    self.warning("W260", f"the VAT identifier is of {vat_country(compact('vat', v.value))}, "
+                                         f"{who} is in {cc}", v.span,
+                                 "fine for a company registered for VAT abroad; otherwise check the identifier")
+
+    def _party_needs(self, p: ast.PartnerDecl) -> None:
+        """Say before a document needs it what its invoices will lack."""
+        keys = {f.key for f in p.party}
+        tax = p.setting("tax")
+        if tax is not None and tax.values[0].text == "reverse_charge" and "vat" not in keys:
+            self.warning("W261", f"invoices to {p.code.text} are reverse-charged and must show its VAT identifier: "
+                                 "finalizing them is refused until it is declared", p.code.span,
+                         'add e.g. tax id "DE136695976" to the partner')
+        if self.out.company is not None and not {"address", "city"} <= keys:
+            lacking = ", ".join(k for k in ("address", "city") if k not in keys)
+            self.warning("W262", f"partner {p.code.text} has no {lacking}: its invoices cannot be finalized "
+                                 "without the buyer's postal address", p.code.span,
+                         'add e.g. address "12 rue de la Paix" and city "Paris"')
 
     def _country(self, ident: ast.Ident) -> bool:
         # lazy: babel's locale data loads only when a rule names a country

@@ -302,7 +302,77 @@ class _ToAst(Transformer):
         settings = tuple(i for i in items if isinstance(i, ast.Setting))
         rounding = next((i for i in items if isinstance(i, ast.RoundingNode)), None)
         attrs = tuple(i for i in items if isinstance(i, ast.Param))
-        return ast.PartnerDecl(self._ident(code), self._str(name), settings, rounding, attrs, self.s.of_meta(meta))
+        party = tuple(i for i in items if isinstance(i, ast.PartyField))
+        return ast.PartnerDecl(self._ident(code), self._str(name), settings, rounding, attrs, self.s.of_meta(meta),
+                               party)
+
+    def company(self, meta, children):
+        code, name, *items = children
+        settings = tuple(i for i in items if isinstance(i, ast.Setting))
+        party = tuple(i for i in items if isinstance(i, ast.PartyField))
+        return ast.CompanyDecl(self._ident(code), self._str(name), settings, party, self.s.of_meta(meta))
+
+    def _party(self, key, meta, children):
+        return ast.PartyField(key, tuple(self._str(c) for c in children if isinstance(c, Token)),
+                              self.s.of_meta(meta))
+
+    def pa_address(self, meta, c):
+        return self._party("address", meta, c)
+
+    def pa_postcode(self, meta, c):
+        return self._party("postcode", meta, c)
+
+    def pa_city(self, meta, c):
+        return self._party("city", meta, c)
+
+    def pa_vat(self, meta, c):
+        return self._party("vat", meta, c)
+
+    def pa_registration(self, meta, c):
+        return self._party("registration", meta, c)
+
+    def pa_iban(self, meta, c):
+        return self._party("iban", meta, c)
+
+    def pa_bic(self, meta, c):
+        return self._party("bic", meta, c)
+
+    def pa_peppol(self, meta, c):
+        return self._party("peppol", meta, c)
+
+    def accounts(self, meta, children):
+        return ast.AccountsDecl(tuple(children), self.s.of_meta(meta))
+
+    def _acc(self, what, meta, c):
+        key = self._ident(c[0]) if len(c) > 1 else None
+        return (what, key, self._str(c[-1]), self.s.of_meta(meta))
+
+    def acc_receivable(self, meta, c):
+        return self._acc("receivable", meta, c)
+
+    def acc_revenue(self, meta, c):
+        return self._acc("revenue", meta, c)
+
+    def acc_revenue_kind(self, meta, c):
+        return self._acc("revenue_kind", meta, c)
+
+    def acc_revenue_service(self, meta, c):
+        return self._acc("revenue_service", meta, c)
+
+    def acc_tax(self, meta, c):
+        return self._acc("tax", meta, c)
+
+    def contact_email(self, meta, c):
+        return ("email", self._str(c[0]))
+
+    def contact_phone(self, meta, c):
+        return ("phone", self._str(c[0]))
+
+    def pa_contact(self, meta, c):
+        """``contact NAME [email E] [phone P]``: values (name, email or None, phone or None)."""
+        extra = dict(x for x in c[1:] if isinstance(x, tuple))
+        return ast.PartyField("contact", (self._str(c[0]), extra.get("email"), extra.get("phone")),
+                              self.s.of_meta(meta))
 
     # -- definitions
     def rounding_preset(self, meta, children):

@@ -17,6 +17,7 @@ from typing import Any
 
 # names and views of the documents live in outputs.views (the writers import them); re-exported
 from icdsl.outputs.csv import write_csv
+from icdsl.outputs.einvoice import EInvoiceError, is_einvoice, write_facturx, write_ubl
 from icdsl.outputs.json import write_json
 from icdsl.outputs.pdf import write_pdf
 from icdsl.outputs.views import FORMATS as FORMATS
@@ -27,7 +28,8 @@ from icdsl.outputs.views import view_lines as view_lines
 
 def write(documents: Sequence[Mapping[str, Any]], directory: str | Path, fmt: str, *,
           view: str = "itemized") -> list[Path]:
-    """Write ``documents`` in format ``fmt`` (csv, json, pdf) into ``directory``."""
+    """Write ``documents`` in format ``fmt`` (csv, json, pdf; ubl, facturx: the invoices and credit
+    notes as e-invoices, :mod:`~icdsl.outputs.einvoice`) into ``directory``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
@@ -36,4 +38,14 @@ def write(documents: Sequence[Mapping[str, Any]], directory: str | Path, fmt: st
         return [write_json(d, directory) for d in documents]
     if fmt == "pdf":
         return [write_pdf(d, directory, view=view) for d in documents]
+    if fmt in ("ubl", "facturx"):
+        # e-invoices: the invoices and credit notes (statements are not e-invoices)
+        invoices = [d for d in documents if is_einvoice(d)]
+        if not invoices:
+            raise EInvoiceError("only invoices and credit notes are e-invoices: "
+                                + ", ".join(str(d.get("number") or d.get("kind")) for d in documents)
+                                + " is not one; export it as pdf, csv or json")
+        if fmt == "ubl":
+            return [write_ubl(d, directory) for d in invoices]
+        return [write_facturx(d, directory, view=view) for d in invoices]
     raise ValueError(f"unknown output format '{fmt}': use {', '.join(FORMATS)}")

@@ -60,6 +60,84 @@ def _date(d: date | None) -> str:
     return d.isoformat() if d else "-"
 
 
+#: seconds in a unit of time (to state an average rate per the unit the line is priced in)
+_SECONDS = {"second": Decimal(1), "minute": Decimal(60), "hour": Decimal(3600)}
+
+
+def average_rate_text(ln: Mapping[str, Any], ccy: str) -> str:
+    """A line whose records were priced at several rates (a destination's prefixes priced
+    differently) has no single rate: its average, exact sum / quantity in the unit it is priced
+    in, to 4 decimals, marked ``avg``; ``mixed`` when the units do not convert."""
+    exact, q = ln.get("source_amount"), ln.get("quantity")
+    unit, per = ln.get("unit"), ln.get("rate_unit")
+    if exact is None or not q or not per:
+        return "mixed rates" if ln.get("record_count") else ""
+    if unit == per:
+        factor = Decimal(1)
+    elif unit in _SECONDS and per in _SECONDS:
+        factor = _SECONDS[unit] / _SECONDS[per]
+    else:
+        return "mixed rates"
+    avg = (Decimal(exact) / (Decimal(q) * factor)).quantize(Decimal("0.0001"))
+    return f"avg {avg:f} {ccy}/{per}".replace("  ", " ")
+
+
+def party_lines(p: Mapping[str, Any]) -> list[str]:
+    """A party's address and identifiers as printed under its name."""
+    out = list(p.get("address") or ())
+    town = " ".join(x for x in (p.get("postcode"), p.get("city")) if x)
+    if town or p.get("country"):
+        out.append(", ".join(x for x in (town, p.get("country")) if x))
+    ids = []
+    if p.get("vat"):
+        ids.append(f"VAT {p['vat']}")
+    if p.get("registration"):
+        ids.append(f"Reg. {p['registration']}")
+    if ids:
+        out.append(", ".join(ids))
+    contacts = p.get("contacts") or ()
+    if contacts:
+        c = contacts[0]
+        out.append(", ".join(x for x in (c.get("name"), c.get("email"), c.get("phone")) if x))
+    return out
+
+
+def addressee_label(doc: Mapping[str, Any]) -> str:
+    """Who the document is addressed to, and in what role (never "Bill to" someone we pay)."""
+    kind = doc.get("kind", "invoice")
+    if kind == "credit_note":
+        return "Credit to"
+    if kind == "statement":
+        return "Counterparty"
+    if kind == "share_statement":
+        return "Internal: our share" if doc.get("party") == "us" else "Payable to"
+    return "Bill to"
+
+
+def who_owes_whom(doc: Mapping[str, Any]) -> str:
+    """One sentence: who owes whom how much (the document's direction of money)."""
+    kind, ccy = doc.get("kind", "invoice"), doc.get("currency") or ""
+    us = (doc.get("seller") or {}).get("name") or "We"
+    them = doc.get("partner_name") or doc.get("partner_code") or "the partner"
+    total = doc.get("total")
+    if kind in ("invoice", "credit_note") and total is not None:
+        if total >= 0:
+            return f"{them} owes {us} {money_text(total)} {ccy}."
+        return f"{us} owes {them} {money_text(-total)} {ccy} (a credit: deduct it from a payment or it is refunded)."
+    if kind == "statement" and doc.get("net") is not None:
+        net = doc["net"]
+        if net > 0:
+            return f"{them} owes {us} {money_text(net)} {ccy} net."
+        if net < 0:
+            return f"{us} owes {them} {money_text(-net)} {ccy} net."
+        return "Nothing is owed: the period nets to zero."
+    if kind == "share_statement" and total is not None:
+        if doc.get("party") == "us":
+            return f"Kept by {us}: {money_text(total)} {ccy} (our own share; nothing to pay)."
+        return f"{us} owes {doc.get('party_name') or doc.get('party')} {money_text(total)} {ccy}."
+    return ""
+
+
 def render(doc: Mapping[str, Any], *, view: str = "itemized") -> bytes:
     # lazy: fpdf2 loads only when a PDF is written
     from fpdf import FPDF
@@ -104,9 +182,17 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized") -> bytes:
     if kind not in ("statement", "share_statement") and doc.get("stream") and doc.get("stream") != "main":
         facts.append(("Invoice stream", doc.get("stream")))
     pdf.ln(11)
+    seller = doc.get("seller")
+    if seller:  # who we are, as the rules declare it (company)
+        pdf.set_font(FONT, "B", 9)
+        pdf.cell(width * 0.5, 5, latin1(seller.get("name")), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font(FONT, "", 8)
+        for text in party_lines(seller):
+            pdf.multi_cell(width * 0.5, 3.8, latin1(text), new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(3)
     top = pdf.get_y()
     pdf.set_font(FONT, "B", 9)
-    pdf.cell(width * 0.5, 5, "Bill to" if kind != "statement" else "Counterparty", new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(width * 0.5, 5, latin1(addressee_label(doc)), new_x="LMARGIN", new_y="NEXT")
     pdf.set_font(FONT, "", 10)
     pdf.multi_cell(width * 0.5, 5, latin1(doc.get("party_name") if kind == "share_statement"
                                           else doc.get("partner_name")), new_x="LMARGIN", new_y="NEXT")
@@ -116,7 +202,12 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized") -> bytes:
         who = f"Party {doc.get('party')}, shares of the revenue of {doc.get('partner_code')}"
     if doc.get("partner_country"):
         who += f", {doc.get('partner_country')}"
-    pdf.cell(width * 0.5, 5, latin1(who), new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(width * 0.5, 5, latin1(who), new_x="LMARGIN", new_y="NEXT")
+    buyer = doc.get("buyer") if kind != "share_statement" else None
+    if buyer and buyer.get("address"):
+        pdf.set_font(FONT, "", 8)
+        for text in party_lines(buyer):
+            pdf.multi_cell(width * 0.5, 3.8, latin1(text), new_x="LMARGIN", new_y="NEXT")
     left_bottom = pdf.get_y()
     pdf.set_xy(pdf.l_margin + width * 0.55, top)
     for label, value in facts:
@@ -124,7 +215,7 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized") -> bytes:
         pdf.set_font(FONT, "B", 9)
         pdf.cell(width * 0.17, 5, latin1(label))
         pdf.set_font(FONT, "", 9)
-        pdf.cell(width * 0.28, 5, latin1(value), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(width * 0.28, 5, latin1(value), new_x="LMARGIN", new_y="NEXT")
     pdf.set_y(max(pdf.get_y(), left_bottom) + 6)
 
     # ---- lines
@@ -173,15 +264,23 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized") -> bytes:
             ccy = ln.get("source_currency") if ln.get("source_currency") not in (None, doc.get("currency")) else ""
             unit = ln.get("rate_unit") or ln.get("unit")
             rate_text = f"{rate.normalize():f} {ccy}/{unit}".replace("  ", " ") if rate is not None else ""
+            if rate is None and ln.get("kind") == "traffic":
+                rate_text = average_rate_text(ln, ccy)
             values = [str(ln.get("line_no", i)), ln.get("description"), quantity_text(ln.get("quantity"), ln.get("unit")),
                       rate_text, money_text(ln.get("amount"))]
+        # long texts wrap onto more lines of the row, never cut: the row is as tall as its
+        # tallest cell
+        heights = [len(pdf.multi_cell(width * w - 1, 4, latin1(v), dry_run=True, output="LINES")) or 1
+                   for (_n, w, _a), v in zip(cols, values, strict=True)]
+        h = max(row_h, 4 * max(heights) + 1)
+        need(h)
+        y = pdf.get_y()
+        x = pdf.l_margin
         for (_name, w, align), value in zip(cols, values, strict=True):
-            text = latin1(value)
-            cw = width * w
-            while text and pdf.get_string_width(text) > cw - 1.5:
-                text = text[:-2] + "."
-            pdf.cell(cw, row_h, text, align=align)
-        pdf.ln(row_h)
+            pdf.set_xy(x, y)
+            pdf.multi_cell(width * w - 1, 4 if h > row_h else row_h, latin1(value), align=align)
+            x += width * w
+        pdf.set_xy(pdf.l_margin, y + h)
     if not lines:
         pdf.set_font(FONT, "I", 9)
         pdf.cell(width, 6, "No lines.", new_x="LMARGIN", new_y="NEXT")
@@ -253,6 +352,22 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized") -> bytes:
             pdf.set_font(FONT, "", 8)
             pdf.set_x(pdf.l_margin + width * 0.55)
             pdf.multi_cell(width * 0.45, 4, latin1(f"Held by {', '.join(held)}"), new_x="LMARGIN", new_y="NEXT")
+    owes = who_owes_whom(doc)
+    if owes:
+        pdf.ln(2)
+        pdf.set_font(FONT, "B", 9)
+        pdf.multi_cell(width, 5, latin1(owes), new_x="LMARGIN", new_y="NEXT")
+    if kind in ("invoice", "credit_note") and seller and seller.get("iban") and (doc.get("total") or 0) > 0:
+        pdf.set_font(FONT, "", 8.5)
+        pdf.multi_cell(width, 4.5, latin1(
+            f"Payment by credit transfer to {seller.get('name')}, IBAN {seller['iban']}"
+            + (f", BIC {seller['bic']}" if seller.get("bic") else "") + f", reference {number or 'to follow'}"
+            + (f", by {_date(doc.get('due_date'))}" if doc.get("due_date") else "") + "."),
+            new_x="LMARGIN", new_y="NEXT")
+    if doc.get("corrects"):
+        pdf.set_font(FONT, "", 8.5)
+        pdf.multi_cell(width, 4.5, latin1("Corrects invoice(s) " + ", ".join(doc["corrects"]) + "."),
+                       new_x="LMARGIN", new_y="NEXT")
     if doc.get("tax_note"):
         pdf.ln(3)
         pdf.set_font(FONT, "B", 9)

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-FORMATS = ("csv", "json", "pdf")
+FORMATS = ("csv", "json", "pdf", "ubl", "facturx")
 VIEWS = ("itemized", "summary")
 
 

@@ -19,6 +19,7 @@ from icdsl.lang.diagnostics import Diagnostic
 from icdsl.lang.loader import load
 from icdsl.lang.origins import calling_code
 from icdsl.lang.values import TIME_UNITS, VOLUME_UNITS, WEEKDAYS, parse_date, parse_time
+from icdsl.parties import Contact, compact
 from icdsl.plan import model as m
 from icdsl.plan.lcr import compile_policy
 
@@ -141,7 +142,33 @@ class Compiler:
             rounding=rounding,
             attributes=tuple((a.key.text, self.value(a.value)) for a in p.attributes),
             span=p.span,
+            party=self.party(p.code.text, p.name.value, get("country")[0].text if get("country") else None, p.party)
+            if p.party else None,
         )
+
+    def accounts(self, a: ast.AccountsDecl) -> m.Accounts:
+        by: dict[str, list[tuple[str, str]]] = {"revenue_kind": [], "revenue_service": [], "tax": []}
+        one: dict[str, str] = {}
+        for what, key, account, _span in a.entries:
+            if key is None:
+                one[what] = account.value.strip()
+            else:
+                by[what].append((key.text, account.value.strip()))
+        return m.Accounts(one.get("receivable", ""), one.get("revenue", ""), tuple(by["revenue_kind"]),
+                          tuple(by["revenue_service"]), tuple(by["tax"]))
+
+    def party(self, code: str, name: str, country: str | None, fields: tuple[ast.PartyField, ...]) -> m.Party:
+        by: dict[str, Any] = {}
+        contacts = []
+        for f in fields:
+            vals = [v.value if v is not None else None for v in f.values]
+            if f.key == "contact":
+                contacts.append(Contact(vals[0], vals[1], vals[2]))
+            elif f.key == "address":
+                by["address"] = tuple(v.strip() for v in vals if v)
+            else:
+                by[f.key] = compact(f.key, vals[0])
+        return m.Party(code=code, name=name, country=country, contacts=tuple(contacts), **by)
 
     def _rounding(self, node: ast.RoundingNode, fallback: m.Rounding) -> m.Rounding:
         if node.preset is not None:
@@ -486,6 +513,10 @@ class Compiler:
             invoice_layouts=tuple(self.invoice_layout(r) for r in c.invoice_layouts.values()),
             sources=tuple(sorted(c.program.hashes.items())),
             lcr_policies=tuple(compile_policy(d) for d in c.lcr_policies.values()),
+            accounts=self.accounts(c.accounts) if c.accounts is not None else None,
+            company=(self.party(c.company.code.text, c.company.name.value,
+                                c.company.setting("country").values[0].text if c.company.setting("country") else None,
+                                c.company.party) if c.company is not None else None),
         )
 
 

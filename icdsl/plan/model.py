@@ -19,6 +19,7 @@ from icdsl.lang.decks import RateColumns as RateColumns
 from icdsl.lang.decks import RateRow as RateRow
 from icdsl.lang.numbers import NumberRanges as NumberRanges
 from icdsl.money import Rounding as Rounding
+from icdsl.parties import Party as Party
 from icdsl.spans import NO_SPAN as NO_SPAN
 from icdsl.spans import Span as Span
 
@@ -372,6 +373,31 @@ class Partner:
     rounding: Rounding | None = None
     attributes: tuple[tuple[str, Any], ...] = ()
     span: Span = NO_SPAN
+    party: Party | None = None  # legal details (address, VAT identifier, Peppol endpoint, contacts)
+
+
+@dataclass(frozen=True, slots=True)
+class Accounts:
+    """The ledger accounts of the journal (``accounts`` block): revenue by service, else by
+    charge kind, else the default; tax by treatment."""
+
+    receivable: str
+    revenue: str
+    by_kind: tuple[tuple[str, str], ...] = ()
+    by_service: tuple[tuple[str, str], ...] = ()
+    tax: tuple[tuple[str, str], ...] = ()
+
+    def revenue_for(self, kind: str | None, service: str | None) -> str:
+        for s, acc in self.by_service:
+            if s == service:
+                return acc
+        for k, acc in self.by_kind:
+            if k == kind:
+                return acc
+        return self.revenue
+
+    def tax_for(self, treatment: str) -> str | None:
+        return dict(self.tax).get(treatment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -712,6 +738,8 @@ class Plan:
             if lay.name == name:
                 return lay
         return None
+    company: Party | None = None  # who we are: the seller of our invoices (``company`` block)
+    accounts: Accounts | None = None  # the ledger accounts of the journal (``accounts`` block)
 
     def partner(self, code: str) -> Partner | None:
         for p in self.partners:

@@ -1,7 +1,7 @@
 """Indexes on the columns that point at invoice lines and rated files.
 
 Revision ID: 0015
-Revises: 0013 (0014 once the e-invoicing migration lands)
+Revises: 0014
 Create Date: 2026-12-07
 
 Deleting a draft's invoice lines (a cycle run again, ``run_cycle(..., rerate=True)``) makes the
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0015"
-down_revision: str | None = "0013"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
