@@ -1,0 +1,392 @@
+"""Margins: on each record we sold, the cost of carrying it, and revenue minus cost.
+
+The input is the **sold** records: rated records of the services we bill (``inbound`` and
+``transit`` records as the batch executor or a cycle rates them: ``id``, ``partner``,
+``service``, ``prefix``, ``destination``, ``band``, ``amount``, ``currency``, ``start``,
+``duration_s``), joined by ``id`` with the traffic they were rated from for the two things a
+rated record does not keep: the called number (``b_number``; without it the sold ``prefix``
+stands for the number) and the supplier the call was handed to (the first of the columns
+:data:`SUPPLIER_COLUMNS` the records have; empty or missing: not said).
+
+The cost of a record is what its supplier's **outbound** agreement in force at the record's
+start charges for it: the record is rated again by the batch executor
+(:func:`icdsl.rating.batch.rate_batch`) as an ``outbound`` record of that partner, so longest
+prefix, bands, increments, minimums, connect fees and the agreement's rounding are exactly the
+rating's. A record that does not name its supplier is costed with the **LCR choice**: the
+first-ranked supplier of the ``icdsl lcr`` table (:func:`icdsl.routing.lcr.build_table`) of the
+record's UTC day, for the longest table prefix that begins the number, in the record's band
+(the table's first band when the table has no band of that name).
+
+Money is exact: amounts are integers in 10^-9 of the report's currency (the policy's), converted
+with the policy's ``fx`` source as the LCR converts (exact, half even at 10^-9, per record).
+Margin = revenue - cost per record; every total is the sum of its records. A record that
+cannot be costed (no agreement of the supplier, no LCR route) keeps its revenue, has no cost,
+and is counted and reported as ``uncosted`` with the rating's reason: never dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from icdsl.plan.model import LcrPolicy, Plan
+from icdsl.rating.batch import rate_batch
+from icdsl.rating.calendar import book, calendar_bands
+from icdsl.routing.lcr import (
+    LcrError,
+    _convert,
+    _fx_factor,
+    build_table,
+    money_col,
+    money_text,
+)
+
+SUPPLIER_COLUMNS = ("supplier", "route", "out_trunk")
+SOLD_DIRECTIONS = ("inbound", "transit")
+BY = ("partner", "destination", "supplier", "day")
+LCR = "lcr"  # how a cost was chosen: the record's supplier ("record") or the LCR's first choice
+RECORD = "record"
+
+
+class MarginError(Exception):
+    """Margins that cannot be worked out as asked (a clear, located message)."""
+
+
+@dataclass
+class Finding:
+    code: str  # negative-margin | uncosted
+    subject: str
+    size_n: int  # 10^-9 of the currency (negative margin), or a record count (uncosted)
+    records: int
+    message: str
+    help: str
+
+    def text(self, currency: str) -> str:
+        size = f"{money_text(self.size_n)} {currency}" if self.code == "negative-margin" else f"{self.size_n} records"
+        return f"{self.code}: {self.subject}: {size} ({self.records} records): {self.message}\n  help: {self.help}"
+
+
+@dataclass
+class Margins:
+    """Per record (``records``): the sale, the supplier, how it was chosen, the cost and the
+    margin in 10^-9 of ``currency`` (``revenue_n``, ``cost_n`` null when uncosted,
+    ``margin_n``); ``uncosted``: the records without a cost and why."""
+
+    currency: str
+    records: pl.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+    def report(self, by: str) -> pl.DataFrame:
+        """Totals by partner, destination, supplier or day; each the exact sum of its records."""
+        if by not in BY:
+            raise MarginError(f"--by {by!r}: choose one of {', '.join(BY)}")
+        key = {"destination": ["destination"], "day": ["day"], "partner": ["partner"], "supplier": ["supplier"]}[by]
+        r = self.records
+        return (r.group_by(key).agg(
+            pl.len().alias("records"), pl.col("duration_s").sum().alias("seconds"),
+            pl.col("revenue_n").sum().alias("revenue_n"), pl.col("cost_n").sum().alias("cost_n"),
+            pl.col("cost_n").is_null().sum().alias("uncosted"),
+            pl.col("margin_n").sum().alias("margin_n"))
+            .sort(key))
+
+    def totals(self) -> dict[str, int]:
+        r = self.records
+        return {"records": r.height, "revenue_n": int(r["revenue_n"].sum() or 0),
+                "cost_n": int(r["cost_n"].sum() or 0), "margin_n": int(r["margin_n"].sum() or 0),
+                "uncosted": int(r["cost_n"].is_null().sum())}
+
+    def findings(self) -> list[Finding]:
+        out = []
+        dest = self.report("destination").filter(pl.col("margin_n") < 0).sort("margin_n")
+        for row in dest.iter_rows(named=True):
+            out.append(Finding(
+                "negative-margin", row["destination"] or "(no destination)", row["margin_n"], row["records"],
+                f"costs {money_text(row['cost_n'])} against a revenue of {money_text(row['revenue_n'])} "
+                f"{self.currency}",
+                "route it to a cheaper supplier (icdsl lcr), renegotiate the supplier's deck (what-if with "
+                "--supplier-deck) or raise the sell price of this destination"))
+        un = self.records.filter(pl.col("cost_n").is_null())
+        if un.height:
+            for row in un.group_by("supplier", "uncosted").agg(pl.len().alias("n")).sort("n", descending=True) \
+                    .iter_rows(named=True):
+                out.append(Finding(
+                    "uncosted", row["supplier"] or "(no supplier)", row["n"], row["n"], row["uncosted"] or "",
+                    "give the supplier an outbound agreement in force for these calls, or correct the "
+                    "records' supplier column; their margin counts the revenue only"))
+        return out
+
+
+# --------------------------------------------------------------------------- exact amounts
+
+
+def nano(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Decimal amounts as int64 in 10^-9 (exact: amounts have at most 9 decimals here)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks else pa.array([], type=arr.type)
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if not pa.types.is_decimal(arr.type):
+        arr = pa.array(arr.to_pylist(), type=pa.decimal128(38, 9))
+    if arr.type.scale > 9:
+        raise MarginError(f"amounts with {arr.type.scale} decimals: at most 9 are supported")
+    arr = arr.cast(pa.decimal128(38, 9))
+    n = len(arr)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    both = np.frombuffer(arr.buffers()[1], dtype="<i8").reshape(-1, 2)[arr.offset: arr.offset + n]
+    words = both[:, 0].copy()
+    if not np.array_equal(both[:, 1], words >> 63):
+        raise MarginError("an amount beyond 9,223,372,036 units cannot be reported")
+    return words
+
+
+def _convert_col(values: np.ndarray, currencies: np.ndarray, days: np.ndarray, plan: Plan,
+                 policy: LcrPolicy) -> np.ndarray:
+    """Each amount into the policy's currency at the rate in force on its day (exact, half even)."""
+    out = values.copy()
+    frame = pl.DataFrame({"c": currencies, "d": days})
+    for c, d in frame.unique().iter_rows():
+        if c == policy.currency or c is None:
+            continue
+        try:
+            factor, _ = _fx_factor(plan, policy, c, d, policy.span)
+        except LcrError as e:
+            raise MarginError(str(e)) from None
+        sel = np.nonzero((currencies == c) & (days == d))[0]
+        neg = values[sel] < 0
+        mag = _convert(np.abs(values[sel]), Fraction(factor))
+        out[sel] = np.where(neg, -mag, mag)
+    return out
+
+
+# --------------------------------------------------------------------------- the LCR choice
+
+
+def lcr_choice(plan: Plan, policy: LcrPolicy, numbers: pl.Series, starts: pl.Series, days: pl.Series,
+               bands: pl.Series, notes: list[str]) -> pl.Series:
+    """The first-ranked supplier of the LCR table of each record's day for its number (longest
+    table prefix) and band; null where the table has no route."""
+    out = pl.Series("supplier", [None] * len(numbers), dtype=pl.Utf8)
+    frame = pl.DataFrame({"n": numbers, "t": starts, "d": days, "b": bands}).with_row_index("i")
+    for (day,) in frame.select("d").unique().iter_rows():
+        part = frame.filter(pl.col("d") == day)
+        try:
+            table = build_table(plan, policy, day)
+        except LcrError as e:
+            notes.append(f"{day}: no LCR table ({str(e).splitlines()[0]}): its records without a supplier "
+                         "are uncosted")
+            continue
+        first = table.routes.filter(pl.col("rank") == 1).sort("supplier").unique(
+            ["prefix", "band"], keep="first").select("prefix", "band", "supplier")
+        part = _bands_of(plan, table.bands, part, notes)
+        lens = sorted(first["prefix"].str.len_chars().unique().to_list(), reverse=True)
+        got = part.with_columns(pl.lit(None, dtype=pl.Utf8).alias("s"))
+        for L in lens:
+            cut = got.with_columns(pl.col("n").str.slice(0, L).alias("prefix")).filter(
+                pl.col("s").is_null() & (pl.col("n").str.len_chars() >= L))
+            hit = cut.join(first.filter(pl.col("prefix").str.len_chars() == L),
+                           left_on=["prefix", "b"], right_on=["prefix", "band"], how="inner")
+            if hit.height:
+                got = got.join(hit.select("i", pl.col("supplier").alias("s2")), on="i", how="left") \
+                    .with_columns(pl.coalesce("s", "s2").alias("s")).drop("s2")
+        idx = got["i"].to_numpy()
+        out = out.scatter(idx, got["s"])
+    return out
+
+
+def _bands_of(plan: Plan, bands: tuple[str, ...], part: pl.DataFrame, notes: list[str]) -> pl.DataFrame:
+    """The LCR band of each record: its sold band when the table has a band of that name, else
+    the band of its start in the first calendar of the rules whose bands are the table's (by the
+    minute), else the table's first band."""
+    known = pl.col("b").is_in(list(bands))
+    if part.filter(~known).height == 0:
+        return part
+    cal = next((c for c in plan.calendars if set(calendar_bands(c)) >= set(bands)), None)
+    if cal is None:
+        if len(bands) > 1:
+            notes.append(f"no calendar has the LCR bands {', '.join(bands)}: records without a supplier use "
+                         f"the {bands[0]} list")
+        return part.with_columns(pl.when(known).then(pl.col("b")).otherwise(pl.lit(bands[0])).alias("b"))
+    bb = book(cal)
+    minute = pl.col("t").dt.truncate("1m")
+    mins = part.filter(~known).select(minute.alias("m")).unique()
+    table = mins.with_columns(pl.Series("cb", [bb.piece_at(bb.local(m)).band for m in mins["m"].to_list()],
+                                        dtype=pl.Utf8))
+    return part.with_columns(minute.alias("m")).join(table, on="m", how="left", maintain_order="left") \
+        .with_columns(pl.when(known).then(pl.col("b")).otherwise(pl.col("cb")).alias("b")).drop("m", "cb")
+
+
+# --------------------------------------------------------------------------- the margins
+
+
+def _text(table: pa.Table, name: str) -> pl.Series | None:
+    if name not in table.column_names:
+        return None
+    col = table.column(name)
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(pa.string())
+    return pl.from_arrow(col).cast(pl.Utf8)
+
+
+def sold(rated: pa.Table, traffic: pa.Table | None = None) -> pa.Table:
+    """The sold records of a rated table (directions :data:`SOLD_DIRECTIONS`), with the called
+    number and supplier of ``traffic`` joined by ``id`` when given."""
+    missing = [c for c in ("id", "partner", "service", "amount", "currency", "start", "duration_s")
+               if c not in rated.column_names]
+    if missing:
+        raise MarginError(f"the rated records lack the column(s) {', '.join(missing)}: give the rated file of "
+                          "'icdsl rate' or of a cycle")
+    frame = pl.from_arrow(rated.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_dictionary(f.type) else f
+                                                for f in rated.schema])))
+    if "direction" in frame.columns:
+        frame = frame.filter(pl.col("direction").is_in(list(SOLD_DIRECTIONS)))
+    if traffic is not None:
+        if "id" not in traffic.column_names:
+            raise MarginError("the traffic file has no 'id' column to join with the rated records")
+        keep = [c for c in ("b_number", "a_number", *SUPPLIER_COLUMNS) if c in traffic.column_names
+                and c not in frame.columns]
+        t = pl.from_arrow(traffic.select(["id", *keep])).with_columns(pl.col("id").cast(pl.Utf8))
+        frame = frame.with_columns(pl.col("id").cast(pl.Utf8)).join(t.unique("id", keep="first"), on="id",
+                                                                     how="left", maintain_order="left")
+    return frame.to_arrow()
+
+
+def margins(plan: Plan, records: pa.Table, policy: LcrPolicy,
+            decks: dict[str, object] | None = None) -> Margins:
+    """The margin of every sold record of ``records`` (see the module's docs). ``decks``: what-if
+    supplier decks ({partner: rate table}) that replace the rates of that partner's outbound
+    service in force (see :func:`with_decks`)."""
+    notes: list[str] = []
+    if decks:
+        plan = with_decks(plan, policy, decks, records)
+    n = records.num_rows
+    ids = _text(records, "id")
+    partner = _text(records, "partner")
+    service = _text(records, "service")
+    number = _text(records, "b_number")
+    prefix = _text(records, "prefix")
+    if number is None:
+        if prefix is None:
+            raise MarginError("the records have neither a called number (b_number) nor a sold prefix")
+        notes.append("the records do not carry the called number: each is costed by its sold prefix "
+                     "(join the traffic file with --cdrs for longest-prefix costing on the number)")
+        number = prefix
+    elif prefix is not None:
+        number = pl.select(pl.coalesce(number, prefix)).to_series()
+    sup_col = next((c for c in SUPPLIER_COLUMNS if c in records.column_names), None)
+    supplier = _text(records, sup_col) if sup_col else pl.Series([None] * n, dtype=pl.Utf8)
+    supplier = supplier.replace("", None)
+    start = pl.from_arrow(records.column("start"))
+    if start.dtype == pl.Utf8:
+        start = start.str.to_datetime(time_zone="UTC")
+    days = start.dt.convert_time_zone("UTC").dt.date() if start.dtype.time_zone else start.dt.date()
+    band = _text(records, "band")
+    band = band if band is not None else pl.Series([""] * n, dtype=pl.Utf8)
+    how = pl.select(pl.when(supplier.is_null()).then(pl.lit(LCR)).otherwise(pl.lit(RECORD))).to_series()
+    if supplier.null_count():
+        gaps = np.nonzero(supplier.is_null().to_numpy())[0]
+        chosen = lcr_choice(plan, policy, number.gather(gaps), start.gather(gaps), days.gather(gaps),
+                            band.gather(gaps), notes)
+        supplier = supplier.scatter(gaps, chosen)
+
+    # the cost: the same record rated again as an outbound call of its supplier
+    pos = pl.Series("_pos", np.arange(n, dtype=np.int64))
+    has = supplier.is_not_null().to_numpy()
+    sel = np.nonzero(has)[0]
+    cols = {"id": pa.array(pos.gather(sel).cast(pl.Utf8).to_list() if len(sel) else [], type=pa.string()),
+            "partner": supplier.gather(sel).to_arrow(),
+            "direction": pa.array(["outbound"] * len(sel), type=pa.string()),
+            "service": service.gather(sel).to_arrow(),
+            "b_number": number.gather(sel).to_arrow(),
+            "start": start.gather(sel).to_arrow(),
+            "duration_s": pl.from_arrow(records.column("duration_s")).cast(pl.Int64).gather(sel).to_arrow()}
+    a_number = _text(records, "a_number")
+    if a_number is not None:
+        cols["a_number"] = a_number.gather(sel).to_arrow()
+    cost_n = np.zeros(n, dtype=np.int64)
+    costed = np.zeros(n, dtype=bool)
+    cost_cur = np.full(n, None, dtype=object)
+    cost_rule = np.full(n, None, dtype=object)
+    supplier_prefix = np.full(n, None, dtype=object)
+    why = np.full(n, None, dtype=object)
+    why[~has] = "no supplier: the record names none and the LCR table has no route for its number"
+    if len(sel):
+        rated, rejects = rate_batch(plan, pa.table(cols))
+        at = np.asarray(rated.column("id").to_pylist(), dtype=np.int64) if rated.num_rows else np.zeros(0, np.int64)
+        cost_n[at] = nano(rated.column("amount"))
+        costed[at] = True
+        cost_cur[at] = np.asarray(_text(rated, "currency").to_list(), dtype=object)
+        cost_rule[at] = np.asarray(_text(rated, "rule").to_list(), dtype=object)
+        supplier_prefix[at] = np.asarray(_text(rated, "prefix").to_list(), dtype=object)
+        if rejects.num_rows:
+            rj = np.asarray(rejects.column("id").to_pylist(), dtype=np.int64)
+            why[rj] = [f"{r}: {d}" for r, d in zip(rejects.column("reason").to_pylist(),
+                                                      rejects.column("detail").to_pylist(), strict=True)]
+    day_arr = days.to_numpy()
+    revenue = _convert_col(nano(records.column("amount")), np.asarray(_text(records, "currency").to_list(), dtype=object),
+                           day_arr, plan, policy)
+    cost = _convert_col(cost_n, cost_cur, day_arr, plan, policy)
+    cost_s = pl.Series("cost_n", cost).set(pl.Series(~costed), None)
+    frame = pl.DataFrame({
+        "id": ids, "partner": partner, "service": service, "day": days,
+        "destination": _text(records, "destination") if "destination" in records.column_names else prefix,
+        "prefix": prefix if prefix is not None else number, "band": band, "number": number,
+        "duration_s": pl.from_arrow(records.column("duration_s")).cast(pl.Int64),
+        "supplier": supplier, "chosen_by": how, "supplier_prefix": pl.Series(supplier_prefix.tolist(), dtype=pl.Utf8),
+        "cost_rule": pl.Series(cost_rule.tolist(), dtype=pl.Utf8),
+        "revenue_n": revenue, "cost_n": cost_s,
+        "uncosted": pl.Series(np.where(costed, None, why).tolist(), dtype=pl.Utf8),
+    }).with_columns((pl.col("revenue_n") - pl.col("cost_n").fill_null(0)).alias("margin_n"))
+    return Margins(policy.currency, frame, notes)
+
+
+def with_decks(plan: Plan, policy: LcrPolicy, decks: dict[str, object], records: pa.Table | None = None) -> Plan:
+    """``plan`` with the rates of each named partner's outbound service (of ``policy.service``)
+    replaced by a new deck (a ``RateTable``), in every agreement version of that partner that has
+    the service: the what-if of a deck before it is signed."""
+    agreements = list(plan.agreements)
+    for code, rates in decks.items():
+        hit = False
+        for i, a in enumerate(agreements):
+            if a.partner != code:
+                continue
+            services = list(a.services)
+            for j, sp in enumerate(services):
+                if sp.direction == "outbound" and sp.service == policy.service:
+                    services[j] = replace(sp, rates=rates)
+                    hit = True
+            agreements[i] = replace(a, services=tuple(services))
+        if not hit:
+            raise MarginError(f"--supplier-deck {code}: no agreement with {code} has an outbound {policy.service} "
+                              "service whose deck could be replaced")
+    return replace(plan, agreements=tuple(agreements))
+
+
+def compare(before: Margins, after: Margins) -> pl.DataFrame:
+    """Per destination: the cost and margin now and with the new deck, and the difference."""
+    a = before.report("destination").select("destination", "records", pl.col("cost_n").alias("cost_before_n"),
+                                            pl.col("margin_n").alias("margin_before_n"))
+    b = after.report("destination").select("destination", pl.col("cost_n").alias("cost_after_n"),
+                                           pl.col("margin_n").alias("margin_after_n"))
+    return a.join(b, on="destination", how="full", coalesce=True).with_columns(
+        (pl.col("margin_after_n") - pl.col("margin_before_n")).alias("difference_n")).sort("destination")
+
+
+def money_columns(frame: pl.DataFrame, names: Sequence[str] | None = None) -> pl.DataFrame:
+    """The ``*_n`` columns as decimal texts (6 places when exact at 6, else 9), renamed without ``_n``."""
+    names = names or [c for c in frame.columns if c.endswith("_n")]
+    out = []
+    for c in names:
+        vals = frame[c].drop_nulls()
+        places = 6 if (vals % 1000 == 0).all() else 9
+        out.append(money_col(c, places).alias(c[:-2]))
+    return frame.with_columns(out).drop(names)
+
+
+__all__ = ["BY", "Finding", "MarginError", "Margins", "SUPPLIER_COLUMNS", "compare", "lcr_choice", "margins",
+           "money_columns", "nano", "sold", "with_decks"]

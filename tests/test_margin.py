@@ -1,0 +1,171 @@
+"""Margins (``icdsl margin``): the cost of carrying each record sold, worked out by hand.
+
+The project is the hand-worked one of test_lcr.py (we sell to CUST by the second; ALFA 60/60,
+BETA 30/6 with a 4477 row and connect fees on 44, GAMA 1/1) plus CHEAP, a customer who buys
+France at 0.0010. A month of four sold calls of 45 s (2026-03-02 10:00 UTC is peak in Paris):
+
+====  =======  ===========  ========  ====================================  =====================================  =========
+id    partner  number       supplier  revenue                               cost                                   margin
+====  =======  ===========  ========  ====================================  =====================================  =========
+r1    CUST     33142685300  ALFA      33 0.0100 x 45/60 = 0.0075            ALFA 33, 60/60: 0.0050 x 60/60 = 0.005  0.0025
+r2    CUST     4477123456   BETA      447 0.0500 x 45/60 = 0.0375           BETA 4477, 30/6 -> 48 s: 0.024          0.0135
+r3    CUST     4420123456   (none)    44 0.0200 x 45/60 = 0.015             LCR peak for 44: GAMA 0.0070 x 45/60    0.00975
+                                                                            = 0.00525
+r4    CHEAP    33142685301  ALFA      33 0.0010 x 45/60 = 0.00075           ALFA 33: 0.005                         -0.00425
+====  =======  ===========  ========  ====================================  =====================================  =========
+
+Revenue 0.06075, cost 0.03925, margin 0.0215 EUR. France: 0.0025 - 0.00425 = -0.00175: a
+negative-margin destination.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_lcr import POLICY, PROJECT
+from typer.testing import CliRunner
+
+from icdsl.cli.main import app
+from icdsl.plan.compiler import build
+from icdsl.rating.batch import rate_batch
+from icdsl.routing.lcr import money_text
+from icdsl.routing.margin import MarginError, margins, sold
+
+CHEAP = """
+partner CHEAP "Cheap Customer" { currency EUR }
+agreement "Cheap A-Z" v1 with CHEAP effective 2026-01-01 .. {
+  currency EUR
+  inbound voice {
+    price by destination {
+      33 "France" 0.0010
+    }
+    increments 1/1
+  }
+}
+"""
+
+AT = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+
+def traffic() -> pa.Table:
+    return pa.table({
+        "id": ["r1", "r2", "r3", "r4"],
+        "partner": ["CUST", "CUST", "CUST", "CHEAP"],
+        "direction": ["inbound"] * 4,
+        "service": ["voice"] * 4,
+        "a_number": ["4930111", "4930112", "4930113", "4930114"],
+        "b_number": ["33142685300", "4477123456", "4420123456", "33142685301"],
+        "supplier": ["ALFA", "BETA", "", "ALFA"],
+        "start": pa.array([AT] * 4, type=pa.timestamp("us", tz="UTC")),
+        "duration_s": [45] * 4,
+    })
+
+
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "routes.icd").write_text(PROJECT + CHEAP + POLICY, encoding="utf-8")
+    return tmp_path
+
+
+def plan_of(tmp_path: Path):
+    with contextlib.chdir(tmp_path):
+        plan, _, diags = build([project(tmp_path)])
+    assert plan is not None, diags
+    return plan
+
+
+def sold_month(plan) -> pa.Table:
+    rated, rejects = rate_batch(plan, traffic().drop_columns(["supplier"]))
+    assert rejects.num_rows == 0
+    return sold(rated, traffic())
+
+
+def dec(n) -> Decimal:
+    return Decimal(int(n)) / 10**9
+
+
+def test_hand_worked_month(tmp_path):
+    plan = plan_of(tmp_path)
+    m = margins(plan, sold_month(plan), plan.lcr_policies[0])
+    rows = {r["id"]: r for r in m.records.iter_rows(named=True)}
+    assert {k: (r["supplier"], r["chosen_by"], dec(r["revenue_n"]), dec(r["cost_n"]), dec(r["margin_n"]))
+            for k, r in rows.items()} == {
+        "r1": ("ALFA", "record", Decimal("0.0075"), Decimal("0.005"), Decimal("0.0025")),
+        "r2": ("BETA", "record", Decimal("0.0375"), Decimal("0.024"), Decimal("0.0135")),
+        "r3": ("GAMA", "lcr", Decimal("0.015"), Decimal("0.00525"), Decimal("0.00975")),
+        "r4": ("ALFA", "record", Decimal("0.00075"), Decimal("0.005"), Decimal("-0.00425")),
+    }
+    assert rows["r2"]["supplier_prefix"] == "4477"  # BETA's longer prefix overrides its 44
+    t = m.totals()
+    assert (dec(t["revenue_n"]), dec(t["cost_n"]), dec(t["margin_n"]), t["uncosted"]) == (
+        Decimal("0.06075"), Decimal("0.03925"), Decimal("0.0215"), 0)
+    for by in ("partner", "destination", "supplier", "day"):
+        rep = m.report(by)
+        assert rep["margin_n"].sum() == t["margin_n"]  # every report adds up to the same total
+        assert rep["records"].sum() == 4
+    by_partner = {r["partner"]: dec(r["margin_n"]) for r in m.report("partner").iter_rows(named=True)}
+    assert by_partner == {"CUST": Decimal("0.02575"), "CHEAP": Decimal("-0.00425")}
+    by_supplier = {r["supplier"]: dec(r["cost_n"]) for r in m.report("supplier").iter_rows(named=True)}
+    assert by_supplier == {"ALFA": Decimal("0.01"), "BETA": Decimal("0.024"), "GAMA": Decimal("0.00525")}
+    (f,) = m.findings()
+    assert (f.code, f.subject, dec(f.size_n), f.records) == ("negative-margin", "France", Decimal("-0.00175"), 2)
+    assert money_text(f.size_n) == "-0.001750"
+
+
+def test_a_supplier_without_an_agreement_is_uncosted_not_dropped(tmp_path):
+    plan = plan_of(tmp_path)
+    t = traffic()
+    t = t.set_column(t.schema.get_field_index("supplier"), "supplier", pa.array(["NOPE", "BETA", "", "ALFA"]))
+    rated, _ = rate_batch(plan, t.drop_columns(["supplier"]))
+    m = margins(plan, sold(rated, t), plan.lcr_policies[0])
+    r1 = m.records.filter(m.records["id"] == "r1").row(0, named=True)
+    assert r1["cost_n"] is None and dec(r1["margin_n"]) == Decimal("0.0075")
+    assert "NOPE" in r1["uncosted"] or "agreement" in r1["uncosted"]
+    codes = [(f.code, f.subject, f.records) for f in m.findings()]
+    assert ("uncosted", "NOPE", 1) in codes
+    assert m.totals()["records"] == 4 and m.totals()["uncosted"] == 1
+
+
+def test_rated_records_lacking_columns_are_a_clear_error():
+    with pytest.raises(MarginError, match="lack the column"):
+        sold(pa.table({"id": ["1"]}))
+
+
+def run(args, cwd):
+    with contextlib.chdir(cwd):
+        return CliRunner().invoke(app, args)
+
+
+def test_command_by_destination_and_formats(tmp_path):
+    plan = plan_of(tmp_path)
+    rated, _ = rate_batch(plan, traffic().drop_columns(["supplier"]))
+    pq.write_table(rated, tmp_path / "rated.parquet")
+    pq.write_table(traffic(), tmp_path / "cdrs.parquet")
+    base = ["margin", "2026-03", ".", "--rated", "rated.parquet", "--cdrs", "cdrs.parquet"]
+    out = run(base + ["--by", "destination", "--format", "csv"], tmp_path)
+    assert out.exit_code == 0, out.output
+    lines = out.stdout.splitlines()
+    assert lines[0] == "destination,records,seconds,revenue,cost,uncosted,margin,currency"
+    assert "France,2,90,0.008250,0.010000,0,-0.001750,EUR" in lines
+    got = run(base + ["--by", "supplier", "--format", "json"], tmp_path)
+    assert got.exit_code == 0, got.output
+    data = json.loads(got.stdout)
+    assert data["totals"]["margin"] == "0.021500"
+    assert [f["code"] for f in data["findings"]] == ["negative-margin"]
+    table = run(base, tmp_path)
+    assert table.exit_code == 0 and "negative-margin: France" in table.output
+
+
+def test_period_filters_the_records(tmp_path):
+    plan = plan_of(tmp_path)
+    rated, _ = rate_batch(plan, traffic().drop_columns(["supplier"]))
+    pq.write_table(rated, tmp_path / "rated.parquet")
+    out = run(["margin", "2026-04", ".", "--rated", "rated.parquet", "--format", "json"], tmp_path)
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["totals"]["records"] == 0
