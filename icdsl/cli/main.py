@@ -341,6 +341,7 @@ def main() -> None:
 # the other command modules register on the same app
 from icdsl.cli import billing as _billing  # noqa: E402,F401
 from icdsl.cli import disputes as _disputes  # noqa: E402,F401
+from icdsl.cli import margin as _margin  # noqa: E402,F401
 from icdsl.cli import partner_invoices as _partner_invoices  # noqa: E402,F401
 from icdsl.cli import recon as _recon  # noqa: E402,F401
 from icdsl.cli import rejects as _rejects  # noqa: E402,F401

@@ -28,13 +28,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import date
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from icdsl.plan.model import LcrPolicy, Plan
+from icdsl.lang.decks import read_deck
+from icdsl.plan.model import Increments, LcrPolicy, Plan, RateRow, RateTable, Span
 from icdsl.rating.batch import rate_batch
 from icdsl.rating.calendar import book, calendar_bands
 from icdsl.routing.lcr import (
@@ -367,6 +370,54 @@ def with_decks(plan: Plan, policy: LcrPolicy, decks: dict[str, object], records:
     return replace(plan, agreements=tuple(agreements))
 
 
+def read_supplier_deck(plan: Plan, policy: LcrPolicy, code: str, path: Path) -> RateTable:
+    """A supplier's new deck (CSV, the columns of any deck: prefix, destination, rate or band
+    prices, connect, increments, from, until), read as hostile input by the deck reader of the
+    rule files, priced in the currency and unit of the partner's outbound service it replaces.
+    Every problem is a :class:`MarginError` naming the deck's line and how to fix it."""
+    current = [(a, sp) for a in plan.agreements if a.partner == code for sp in a.services
+               if sp.direction == "outbound" and sp.service == policy.service]
+    if not current:
+        known = sorted({a.partner for a in plan.agreements
+                        if any(sp.direction == "outbound" for sp in a.services)})
+        raise MarginError(f"--supplier-deck {code}: no agreement with {code} has an outbound {policy.service} service"
+                          f" (suppliers: {', '.join(known) or 'none'})")
+    a, sp = current[-1]
+    shown = str(path)
+    deck, diags = read_deck(path, shown, (), None, Span(shown, 1, 1, 1, 1))
+    errors = [d for d in diags if d.is_error]
+    if deck is None or errors:
+        lines = [f"{d.span.file}:{d.span.line}:{d.span.col}: {d.message}" + (f"\n  help: {d.help}" if d.help else "")
+                 for d in errors[:10]]
+        more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
+        raise MarginError(f"the deck {shown} cannot be read:\n" + "\n".join(lines) + more)
+    bands = set(calendar_bands(sp.calendar)) if sp.calendar is not None else set()
+    used = set(deck.bands) if deck.columns is None else {b for b, _ in deck.columns.bands}
+    stray = sorted(used - bands)
+    if stray:
+        raise MarginError(f"{shown}:1:1: band(s) {', '.join(stray)} are not bands of {code}'s outbound "
+                          f"{policy.service} ({', '.join(sorted(bands)) or 'no calendar'})\n"
+                          "  help: name the columns after the bands of the supplier's calendar, or give one rate")
+    if deck.columns is not None:
+        if deck.columns.origins:
+            raise MarginError(f"{shown}:1:1: a deck keyed by origin cannot be tried with --supplier-deck\n"
+                              "  help: reference it from the agreement and use the rule files' what-if")
+        rows = deck.columns
+    else:
+        rows = tuple(RateRow(
+            prefix=r.prefix, destination=r.destination,
+            prices=((("*", r.price),) if r.price is not None else ()) + tuple(r.band_prices),
+            connect_fee=r.connect, increments=Increments(*r.increments) if r.increments else None,
+            effective_from=date.fromisoformat(r.start) if r.start else None,
+            effective_to=date.fromisoformat(r.until) if r.until else None, span=r.span)
+            for r in deck.rows)
+        if any(r.origin for r in deck.rows):
+            raise MarginError(f"{shown}:1:1: a deck keyed by origin cannot be tried with --supplier-deck")
+    base = sp.rates
+    return RateTable(rows, base.currency if base else sp.currency, base.unit if base else sp.unit, shown,
+                     deck.sha256, Span(shown, 1, 1, 1, 1))
+
+
 def compare(before: Margins, after: Margins) -> pl.DataFrame:
     """Per destination: the cost and margin now and with the new deck, and the difference."""
     a = before.report("destination").select("destination", "records", pl.col("cost_n").alias("cost_before_n"),
@@ -377,16 +428,56 @@ def compare(before: Margins, after: Margins) -> pl.DataFrame:
         (pl.col("margin_after_n") - pl.col("margin_before_n")).alias("difference_n")).sort("destination")
 
 
+def in_period(records: pa.Table, first: date, last: date) -> pa.Table:
+    """The records whose start falls on a UTC day from ``first`` to ``last``."""
+    if records.num_rows == 0:
+        return records
+    start = pl.from_arrow(records.column("start"))
+    if start.dtype == pl.Utf8:
+        start = start.str.to_datetime(time_zone="UTC")
+    day = start.dt.convert_time_zone("UTC").dt.date() if start.dtype.time_zone else start.dt.date()
+    keep = ((day >= first) & (day <= last)).fill_null(False)
+    return records.filter(pa.array(keep.to_numpy()))
+
+
+def to_text(report: pl.DataFrame, totals: dict[str, int], currency: str, findings: list[Finding],
+            whatif: pl.DataFrame | None, period: str, by: str, decks: Sequence[str] = ()) -> str:
+    """The report as aligned text: the rows, the totals, the what-if and the findings."""
+    def table(frame: pl.DataFrame) -> list[str]:
+        cols = frame.columns
+        cells = [[("" if v is None else str(v)) for v in row] for row in frame.iter_rows()]
+        width = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(cols, width, strict=True))]
+        lines += ["  ".join(v.rjust(w) if v[:1].isdigit() or v[:1] == "-" else v.ljust(w)
+                            for v, w in zip(r, width, strict=True)) for r in cells]
+        return [line.rstrip() for line in lines]
+
+    out = [f"margins {period} by {by}, in {currency}"]
+    out += table(report.drop("currency"))
+    out.append(f"total: {totals['records']} records, revenue {money_text(totals['revenue_n'])}, cost "
+               f"{money_text(totals['cost_n'])}, margin {money_text(totals['margin_n'])} {currency}"
+               + (f" ({totals['uncosted']} uncosted)" if totals["uncosted"] else ""))
+    if whatif is not None:
+        out.append(f"what-if with {', '.join(decks)}: margin per destination, now and with the new deck(s)")
+        out += table(whatif)
+    for f in findings:
+        out.append(f.text(currency))
+    return "\n".join(out) + "\n"
+
+
 def money_columns(frame: pl.DataFrame, names: Sequence[str] | None = None) -> pl.DataFrame:
     """The ``*_n`` columns as decimal texts (6 places when exact at 6, else 9), renamed without ``_n``."""
-    names = names or [c for c in frame.columns if c.endswith("_n")]
+    names = set(names or [c for c in frame.columns if c.endswith("_n")])
     out = []
-    for c in names:
+    for c in frame.columns:
+        if c not in names:
+            out.append(pl.col(c))
+            continue
         vals = frame[c].drop_nulls()
         places = 6 if (vals % 1000 == 0).all() else 9
         out.append(money_col(c, places).alias(c[:-2]))
-    return frame.with_columns(out).drop(names)
+    return frame.select(out)
 
 
-__all__ = ["BY", "Finding", "MarginError", "Margins", "SUPPLIER_COLUMNS", "compare", "lcr_choice", "margins",
-           "money_columns", "nano", "sold", "with_decks"]
+__all__ = ["BY", "Finding", "MarginError", "Margins", "SUPPLIER_COLUMNS", "compare", "in_period", "lcr_choice", "margins",
+           "money_columns", "money_text", "nano", "read_supplier_deck", "sold", "to_text", "with_decks"]
