@@ -169,3 +169,54 @@ def test_period_filters_the_records(tmp_path):
     out = run(["margin", "2026-04", ".", "--rated", "rated.parquet", "--format", "json"], tmp_path)
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout)["totals"]["records"] == 0
+
+
+NEW_BETA = "prefix,destination,rate\n33,France,0.0010\n44,UK,0.0060\n4477,UK Vodafone,0.0100\n"
+
+
+def test_what_if_a_new_supplier_deck(tmp_path):
+    """BETA offers 44 at 0.0060 without connect fee and 4477 at 0.0100 (30/6: 45 s -> 48 s).
+    r2 (4477, BETA) costs 0.0100 x 48/60 = 0.008 instead of 0.024: +0.016. r3 (44, no supplier):
+    the LCR's peak choice becomes BETA, 0.0060 x 48/60 = 0.0048 < GAMA's 0.00525: +0.00045.
+    France (ALFA) does not change."""
+    plan = plan_of(tmp_path)
+    (tmp_path / "beta-new.csv").write_text(NEW_BETA, encoding="utf-8")
+    rated, _ = rate_batch(plan, traffic().drop_columns(["supplier"]))
+    pq.write_table(rated, tmp_path / "rated.parquet")
+    pq.write_table(traffic(), tmp_path / "cdrs.parquet")
+    out = run(["margin", "2026-03", ".", "--rated", "rated.parquet", "--cdrs", "cdrs.parquet", "--format", "csv",
+               "--supplier-deck", "BETA=beta-new.csv"], tmp_path)
+    assert out.exit_code == 0, out.output
+    assert out.stdout.splitlines() == [
+        "destination,records,cost_before,margin_before,cost_after,margin_after,difference",
+        "France,2,0.010000,-0.001750,0.010000,-0.001750,0.000000",
+        "United Kingdom,1,0.005250,0.009750,0.004800,0.010200,0.000450",
+        "United Kingdom mobile,1,0.024000,0.013500,0.008000,0.029500,0.016000",
+    ]
+    text = run(["margin", "2026-03", ".", "--rated", "rated.parquet", "--cdrs", "cdrs.parquet",
+                "--supplier-deck", "BETA=beta-new.csv"], tmp_path)
+    assert text.exit_code == 0 and "what-if with BETA=beta-new.csv" in text.output
+
+
+@pytest.mark.parametrize(("deck", "message"), [
+    ("prefix,destination,rate\n33,France,abc\n", "beta-new.csv:2:"),
+    ("", "empty"),
+    ("prefix,destination,rate_weekend\n33,France,0.001\n", "weekend"),
+])
+def test_what_if_deck_is_hostile_input(tmp_path, deck, message):
+    plan_of(tmp_path)
+    (tmp_path / "beta-new.csv").write_text(deck, encoding="utf-8")
+    (tmp_path / "rated.csv").write_text("id,partner,service,amount,currency,start,duration_s,prefix\n", encoding="utf-8")
+    out = run(["margin", "2026-03", ".", "--rated", "rated.parquet", "--supplier-deck", "BETA=beta-new.csv"], tmp_path)
+    assert out.exit_code == 1, out.output
+    assert message in out.output and "Traceback" not in out.output
+    assert out.output.startswith("error: ")
+
+
+def test_what_if_unknown_supplier_and_bad_spec(tmp_path):
+    plan_of(tmp_path)
+    (tmp_path / "d.csv").write_text(NEW_BETA, encoding="utf-8")
+    out = run(["margin", "2026-03", ".", "--rated", "r.parquet", "--supplier-deck", "ZETA=d.csv"], tmp_path)
+    assert out.exit_code == 1 and "no agreement with ZETA has an outbound voice" in out.output
+    out = run(["margin", "2026-03", ".", "--rated", "r.parquet", "--supplier-deck", "BETA"], tmp_path)
+    assert out.exit_code == 2 and "PARTNER=path" in out.output
