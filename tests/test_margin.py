@@ -32,6 +32,8 @@ import pytest
 from test_lcr import POLICY, PROJECT
 from typer.testing import CliRunner
 
+from test_billing_store import db_url  # noqa: F401 - the fixture (SQLite, and PostgreSQL when reachable)
+
 from icdsl.cli.main import app
 from icdsl.plan.compiler import build
 from icdsl.rating.batch import rate_batch
@@ -220,3 +222,42 @@ def test_what_if_unknown_supplier_and_bad_spec(tmp_path):
     assert out.exit_code == 1 and "no agreement with ZETA has an outbound voice" in out.output
     out = run(["margin", "2026-03", ".", "--rated", "r.parquet", "--supplier-deck", "BETA"], tmp_path)
     assert out.exit_code == 2 and "PARTNER=path" in out.output
+
+
+def test_from_the_stores_cycles(tmp_path, db_url):  # noqa: F811 - the fixture
+    """The same month ingested into a store and billed by the cycles of CUST and CHEAP: the
+    margins read from the cycles' rated files (joined with the intake's supplier column) are
+    the hand-worked ones; `icdsl margin --db` shows them."""
+    from icdsl.billing.margin import sold_records
+    from icdsl.billing.store import open_store
+
+    with contextlib.chdir(tmp_path):
+        plan, program, _ = build([project(tmp_path)])
+    t = traffic()
+    lines = ["id,partner,direction,service,a_number,b_number,supplier,start,duration_s"]
+    for r in t.to_pylist():
+        lines.append(f"{r['id']},{r['partner']},inbound,voice,{r['a_number']},{r['b_number']},{r['supplier']},"
+                     f"2026-03-02T10:00:00Z,45")
+    lines.append("o1,ALFA,outbound,voice,4930111,33142685300,,2026-03-02T10:00:00Z,45")  # bought, not sold
+    (tmp_path / "cdrs.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    store = open_store(db_url, data_dir=tmp_path / "data")
+    try:
+        with contextlib.chdir(tmp_path):
+            store.load_plan(plan, program)
+        store.ingest(tmp_path / "cdrs.csv", None, plan)
+        for partner in ("CUST", "CHEAP", "ALFA"):
+            store.run_cycle(partner, "2026-03", plan)
+        records = sold_records(store, datetime(2026, 3, 1).date(), datetime(2026, 3, 31).date())
+    finally:
+        store.close()
+    assert sorted(records.column("id").to_pylist()) == ["r1", "r2", "r3", "r4"]
+    m = margins(plan, records, plan.lcr_policies[0])
+    got = {r["id"]: (r["supplier"], dec(r["margin_n"])) for r in m.records.iter_rows(named=True)}
+    assert got == {"r1": ("ALFA", Decimal("0.0025")), "r2": ("BETA", Decimal("0.0135")),
+                   "r3": ("GAMA", Decimal("0.00975")), "r4": ("ALFA", Decimal("-0.00425"))}
+    assert m.totals()["margin_n"] == 21_500_000
+    out = run(["margin", "2026-03", ".", "--db", db_url, "--data", str(tmp_path / "data"), "--by", "partner",
+               "--format", "csv"], tmp_path)
+    assert out.exit_code == 0, out.output
+    assert out.stdout.splitlines()[1:] == ["CHEAP,1,45,0.000750,0.005000,0,-0.004250,EUR",
+                                           "CUST,3,135,0.060000,0.034250,0,0.025750,EUR"]
