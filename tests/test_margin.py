@@ -29,10 +29,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_billing_store import db_url  # noqa: F401 - the fixture (SQLite, and PostgreSQL when reachable)
 from test_lcr import POLICY, PROJECT
 from typer.testing import CliRunner
-
-from test_billing_store import db_url  # noqa: F401 - the fixture (SQLite, and PostgreSQL when reachable)
 
 from icdsl.cli.main import app
 from icdsl.plan.compiler import build
