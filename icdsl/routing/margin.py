@@ -176,10 +176,14 @@ def lcr_choice(plan: Plan, policy: LcrPolicy, numbers: pl.Series, starts: pl.Ser
     table prefix) and band; null where the table has no route."""
     out = pl.Series("supplier", [None] * len(numbers), dtype=pl.Utf8)
     frame = pl.DataFrame({"n": numbers, "t": starts, "d": days, "b": bands}).with_row_index("i")
-    for (day,) in frame.select("d").unique().iter_rows():
-        part = frame.filter(pl.col("d") == day)
+    cuts = change_days(plan)
+    seg = pl.Series("g", np.searchsorted(np.asarray(cuts, dtype="datetime64[D]"),
+                                         frame["d"].to_numpy().astype("datetime64[D]"), side="right"))
+    frame = frame.with_columns(seg)
+    for (group, day) in frame.group_by("g").agg(pl.col("d").min()).sort("g").iter_rows():
+        part = frame.filter(pl.col("g") == group)
         try:
-            table = build_table(plan, policy, day)
+            table = build_table(plan, policy, day)  # the same table on every day of the segment
         except LcrError as e:
             notes.append(f"{day}: no LCR table ({str(e).splitlines()[0]}): its records without a supplier "
                          "are uncosted")
@@ -200,6 +204,36 @@ def lcr_choice(plan: Plan, policy: LcrPolicy, numbers: pl.Series, starts: pl.Ser
         idx = got["i"].to_numpy()
         out = out.scatter(idx, got["s"])
     return out
+
+
+def change_days(plan: Plan) -> list[date]:
+    """The days on which an LCR table can change: an agreement version starts or ends, a rate row
+    or an FX rate comes into force or stops. Between two of them, every day's table is the same."""
+    out: set[date] = set()
+
+    def add(values) -> None:
+        for v in set(values):
+            if v is None:
+                continue
+            out.add(v if isinstance(v, date) else date.fromisoformat(str(v)[:10]))
+
+    for a in plan.agreements:
+        out.add(a.effective_from)
+        if a.effective_to is not None:
+            out.add(a.effective_to.fromordinal(a.effective_to.toordinal() + 1))  # inclusive end
+        for sp in a.services:
+            rows = sp.rates.rows if sp.rates is not None else None
+            if rows is None:
+                continue
+            if hasattr(rows, "effective_from") and not isinstance(rows, tuple):
+                add(rows.effective_from or ())
+                add(rows.effective_to or ())
+            else:
+                add(r.effective_from for r in rows)
+                add(r.effective_to for r in rows)
+    for src in plan.fx_sources:
+        add(r.effective_from for r in src.rates)
+    return sorted(out)
 
 
 def _bands_of(plan: Plan, bands: tuple[str, ...], part: pl.DataFrame, notes: list[str]) -> pl.DataFrame:
