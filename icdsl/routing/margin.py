@@ -148,19 +148,18 @@ def nano(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return words
 
 
-def _convert_col(values: np.ndarray, currencies: np.ndarray, days: np.ndarray, plan: Plan,
+def _convert_col(values: np.ndarray, currencies: pl.Series, days: pl.Series, plan: Plan,
                  policy: LcrPolicy) -> np.ndarray:
     """Each amount into the policy's currency at the rate in force on its day (exact, half even)."""
     out = values.copy()
     frame = pl.DataFrame({"c": currencies, "d": days})
-    for c, d in frame.unique().iter_rows():
-        if c == policy.currency or c is None:
-            continue
+    other = frame.filter(pl.col("c").is_not_null() & (pl.col("c") != policy.currency))
+    for c, d in other.unique().iter_rows():
         try:
             factor, _ = _fx_factor(plan, policy, c, d, policy.span)
         except LcrError as e:
             raise MarginError(str(e)) from None
-        sel = np.nonzero((currencies == c) & (days == d))[0]
+        sel = np.nonzero(((currencies == c) & (days == d)).fill_null(False).to_numpy())[0]
         neg = values[sel] < 0
         mag = _convert(np.abs(values[sel]), Fraction(factor))
         out[sel] = np.where(neg, -mag, mag)
@@ -332,13 +331,13 @@ def margins(plan: Plan, records: pa.Table, policy: LcrPolicy,
         supplier = supplier.scatter(gaps, chosen)
 
     # the cost: the same record rated again as an outbound call of its supplier
-    pos = pl.Series("_pos", np.arange(n, dtype=np.int64))
     has = supplier.is_not_null().to_numpy()
     sel = np.nonzero(has)[0]
-    cols = {"id": pa.array(pos.gather(sel).cast(pl.Utf8).to_list() if len(sel) else [], type=pa.string()),
-            "partner": supplier.gather(sel).to_arrow(),
-            "direction": pa.array(["outbound"] * len(sel), type=pa.string()),
-            "service": service.gather(sel).to_arrow(),
+    cols = {"id": pa.array(sel.astype(np.int64)),  # the record's position: the costs come back by it
+            "partner": supplier.gather(sel).cast(pl.Categorical).to_arrow(),
+            "direction": pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(sel), dtype=np.int32)),
+                                                        pa.array(["outbound"])),
+            "service": service.gather(sel).cast(pl.Categorical).to_arrow(),
             "b_number": number.gather(sel).to_arrow(),
             "start": start.gather(sel).to_arrow(),
             "duration_s": pl.from_arrow(records.column("duration_s")).cast(pl.Int64).gather(sel).to_arrow()}
@@ -347,37 +346,32 @@ def margins(plan: Plan, records: pa.Table, policy: LcrPolicy,
         cols["a_number"] = a_number.gather(sel).to_arrow()
     cost_n = np.zeros(n, dtype=np.int64)
     costed = np.zeros(n, dtype=bool)
-    cost_cur = np.full(n, None, dtype=object)
-    cost_rule = np.full(n, None, dtype=object)
-    supplier_prefix = np.full(n, None, dtype=object)
-    why = np.full(n, None, dtype=object)
-    why[~has] = "no supplier: the record names none and the LCR table has no route for its number"
+    none = pl.Series([None], dtype=pl.Utf8).extend_constant(None, n - 1) if n else pl.Series([], dtype=pl.Utf8)
+    cost_cur, cost_rule, supplier_prefix = none.clone(), none.clone(), none.clone()  # scatter writes in place
+    why = pl.select(pl.when(pl.Series(has)).then(pl.lit(None, dtype=pl.Utf8)).otherwise(
+        pl.lit("no supplier: the record names none and the LCR table has no route for its number"))).to_series() \
+        if n else none
     if len(sel):
         rated, rejects = rate_batch(plan, pa.table(cols))
-        at = np.asarray(rated.column("id").to_pylist(), dtype=np.int64) if rated.num_rows else np.zeros(0, np.int64)
+        at = pl.from_arrow(rated.column("id")).cast(pl.Int64).to_numpy() if rated.num_rows else np.zeros(0, np.int64)
         cost_n[at] = nano(rated.column("amount"))
         costed[at] = True
-        cost_cur[at] = np.asarray(_text(rated, "currency").to_list(), dtype=object)
-        cost_rule[at] = np.asarray(_text(rated, "rule").to_list(), dtype=object)
-        supplier_prefix[at] = np.asarray(_text(rated, "prefix").to_list(), dtype=object)
+        cost_cur = cost_cur.scatter(at, _text(rated, "currency"))
+        cost_rule = cost_rule.scatter(at, _text(rated, "rule"))
+        supplier_prefix = supplier_prefix.scatter(at, _text(rated, "prefix"))
         if rejects.num_rows:
-            rj = np.asarray(rejects.column("id").to_pylist(), dtype=np.int64)
-            why[rj] = [f"{r}: {d}" for r, d in zip(rejects.column("reason").to_pylist(),
-                                                      rejects.column("detail").to_pylist(), strict=True)]
-    day_arr = days.to_numpy()
-    revenue = _convert_col(nano(records.column("amount")), np.asarray(_text(records, "currency").to_list(), dtype=object),
-                           day_arr, plan, policy)
-    cost = _convert_col(cost_n, cost_cur, day_arr, plan, policy)
+            rj = pl.from_arrow(rejects.column("id")).cast(pl.Int64).to_numpy()
+            why = why.scatter(rj, _text(rejects, "reason") + ": " + _text(rejects, "detail"))
+    revenue = _convert_col(nano(records.column("amount")), _text(records, "currency"), days, plan, policy)
+    cost = _convert_col(cost_n, cost_cur, days, plan, policy)
     cost_s = pl.Series("cost_n", cost).set(pl.Series(~costed), None)
     frame = pl.DataFrame({
         "id": ids, "partner": partner, "service": service, "day": days,
         "destination": _text(records, "destination") if "destination" in records.column_names else prefix,
         "prefix": prefix if prefix is not None else number, "band": band, "number": number,
         "duration_s": pl.from_arrow(records.column("duration_s")).cast(pl.Int64),
-        "supplier": supplier, "chosen_by": how, "supplier_prefix": pl.Series(supplier_prefix.tolist(), dtype=pl.Utf8),
-        "cost_rule": pl.Series(cost_rule.tolist(), dtype=pl.Utf8),
-        "revenue_n": revenue, "cost_n": cost_s,
-        "uncosted": pl.Series(np.where(costed, None, why).tolist(), dtype=pl.Utf8),
+        "supplier": supplier, "chosen_by": how, "supplier_prefix": supplier_prefix.alias("supplier_prefix"),
+        "cost_rule": cost_rule, "revenue_n": revenue, "cost_n": cost_s, "uncosted": why,
     }).with_columns((pl.col("revenue_n") - pl.col("cost_n").fill_null(0)).alias("margin_n"))
     return Margins(policy.currency, frame, notes)
 
