@@ -277,19 +277,29 @@ def sold(rated: pa.Table, traffic: pa.Table | None = None) -> pa.Table:
     if missing:
         raise MarginError(f"the rated records lack the column(s) {', '.join(missing)}: give the rated file of "
                           "'icdsl rate' or of a cycle")
-    frame = pl.from_arrow(rated.cast(pa.schema([f.with_type(pa.string()) if pa.types.is_dictionary(f.type) else f
-                                                for f in rated.schema])))
-    if "direction" in frame.columns:
-        frame = frame.filter(pl.col("direction").is_in(list(SOLD_DIRECTIONS)))
-    if traffic is not None:
-        if "id" not in traffic.column_names:
-            raise MarginError("the traffic file has no 'id' column to join with the rated records")
-        keep = [c for c in ("b_number", "a_number", *SUPPLIER_COLUMNS) if c in traffic.column_names
-                and c not in frame.columns]
-        t = pl.from_arrow(traffic.select(["id", *keep])).with_columns(pl.col("id").cast(pl.Utf8))
-        frame = frame.with_columns(pl.col("id").cast(pl.Utf8)).join(t.unique("id", keep="first"), on="id",
-                                                                     how="left", maintain_order="left")
-    return frame.to_arrow()
+    if "direction" in rated.column_names:
+        direction = pl.from_arrow(rated.column("direction")).cast(pl.Utf8)
+        keep = direction.is_in(list(SOLD_DIRECTIONS)).fill_null(False)
+        if not keep.all():
+            rated = rated.filter(pa.array(keep.to_numpy()))
+    if traffic is None:
+        return rated
+    if "id" not in traffic.column_names:
+        raise MarginError("the traffic file has no 'id' column to join with the rated records")
+    extra = [c for c in ("b_number", "a_number", *SUPPLIER_COLUMNS) if c in traffic.column_names
+             and c not in rated.column_names]
+    if not extra:
+        return rated
+    # the traffic row of each rated record, by id (the first of a repeated id), then its columns taken
+    left = pl.DataFrame({"id": pl.from_arrow(rated.column("id")).cast(pl.Utf8)})
+    right = pl.DataFrame({"id": pl.from_arrow(traffic.column("id")).cast(pl.Utf8)}).with_row_index("_row") \
+        .unique("id", keep="first")
+    rows = left.join(right, on="id", how="left", maintain_order="left")["_row"]
+    taken = traffic.select(extra).take(pa.array(rows.to_arrow()))
+    for c in extra:
+        col = taken.column(c)
+        rated = rated.append_column(c, col.cast(pa.string()) if not pa.types.is_string(col.type) else col)
+    return rated
 
 
 def margins(plan: Plan, records: pa.Table, policy: LcrPolicy,
