@@ -260,3 +260,33 @@ def test_from_the_stores_cycles(tmp_path, db_url):  # noqa: F811 - the fixture
     assert out.exit_code == 0, out.output
     assert out.stdout.splitlines()[1:] == ["CHEAP,1,45,0.000750,0.005000,0,-0.004250,EUR",
                                            "CUST,3,135,0.060000,0.034250,0,0.025750,EUR"]
+
+
+def test_the_benchmark_runs_at_a_small_size_and_costs_agree_with_the_row_executor(tmp_path):
+    """tests/benchmarks/bench_margin.py's workload, small; and on a sample of its records the
+    cost equals what the row executor (``icdsl explain``'s) charges the same call."""
+    import importlib.util
+    import random
+    import sys
+
+    from icdsl.rating.row import rate_record
+
+    path = Path(__file__).parent / "benchmarks" / "bench_margin.py"
+    sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location("bench_margin", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    got = bench.run(records=3000, days=3, sell=300, suppliers=3, deck=200)
+    assert got["rated"] == 3000 and got["ratio_cpu"] is not None
+
+    root = bench.write_project(tmp_path, 300, 3, 200)
+    plan, _, _ = build([root / "bench.icd"])
+    t = bench.traffic(root, 500, 3, 3)
+    rated, _ = rate_batch(plan, t)
+    m = margins(plan, sold(rated, t), plan.lcr_policies[0])
+    costed = m.records.filter(m.records["cost_n"].is_not_null())
+    by_id = {r["id"]: r for r in t.to_pylist()}
+    for row in random.Random(4).sample(costed.to_dicts(), 40):
+        rec = dict(by_id[row["id"]], partner=row["supplier"], direction="outbound")
+        out = rate_record(plan, rec)
+        assert out.ok and dec(row["cost_n"]) == out.amount, (row, out)
