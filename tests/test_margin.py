@@ -290,3 +290,13 @@ def test_the_benchmark_runs_at_a_small_size_and_costs_agree_with_the_row_executo
         rec = dict(by_id[row["id"]], partner=row["supplier"], direction="outbound")
         out = rate_record(plan, rec)
         assert out.ok and dec(row["cost_n"]) == out.amount, (row, out)
+
+
+def test_traffic_in_another_order_and_with_extra_records_is_joined_by_id(tmp_path):
+    plan = plan_of(tmp_path)
+    rated, _ = rate_batch(plan, traffic().drop_columns(["supplier"]))
+    t = traffic()
+    shuffled = pa.concat_tables([t.take([3, 1]), t.take([0]).set_column(0, "id", pa.array(["x9"])), t.take([2, 0])])
+    a = margins(plan, sold(rated, shuffled), plan.lcr_policies[0])
+    b = margins(plan, sold_month(plan), plan.lcr_policies[0])
+    assert a.records.sort("id").equals(b.records.sort("id"))

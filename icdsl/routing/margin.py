@@ -291,11 +291,14 @@ def sold(rated: pa.Table, traffic: pa.Table | None = None) -> pa.Table:
     if not extra:
         return rated
     # the traffic row of each rated record, by id (the first of a repeated id), then its columns taken
-    left = pl.DataFrame({"id": pl.from_arrow(rated.column("id")).cast(pl.Utf8)})
-    right = pl.DataFrame({"id": pl.from_arrow(traffic.column("id")).cast(pl.Utf8)}).with_row_index("_row") \
-        .unique("id", keep="first")
-    rows = left.join(right, on="id", how="left", maintain_order="left")["_row"]
-    taken = traffic.select(extra).take(pa.array(rows.to_arrow()))
+    left_id = pl.from_arrow(rated.column("id")).cast(pl.Utf8)
+    right_id = pl.from_arrow(traffic.column("id")).cast(pl.Utf8)
+    if len(left_id) == len(right_id) and (left_id == right_id).all() and right_id.is_unique().all():
+        taken = traffic.select(extra)  # the rated file is the traffic in its order: nothing to look up
+    else:
+        right = pl.DataFrame({"id": right_id}).with_row_index("_row").unique("id", keep="first")
+        rows = pl.DataFrame({"id": left_id}).join(right, on="id", how="left", maintain_order="left")["_row"]
+        taken = traffic.select(extra).take(pa.array(rows.to_arrow()))
     for c in extra:
         col = taken.column(c)
         rated = rated.append_column(c, col.cast(pa.string()) if not pa.types.is_string(col.type) else col)
