@@ -300,3 +300,31 @@ def test_traffic_in_another_order_and_with_extra_records_is_joined_by_id(tmp_pat
     a = margins(plan, sold(rated, shuffled), plan.lcr_policies[0])
     b = margins(plan, sold_month(plan), plan.lcr_policies[0])
     assert a.records.sort("id").equals(b.records.sort("id"))
+
+
+def test_error_messages_golden(tmp_path):
+    """The user-facing errors of `icdsl margin`, word for word."""
+    from helpers import GOLDEN, compare_golden
+
+    plan_of(tmp_path)
+    (tmp_path / "bad.csv").write_text("prefix,destination,rate\n33,France,abc\n44,UK,0.01\n", encoding="utf-8")
+    (tmp_path / "banded.csv").write_text("prefix,destination,rate_weekend\n33,France,0.001\n", encoding="utf-8")
+    (tmp_path / "rated.csv").write_text("id,partner\n1,CUST\n", encoding="utf-8")
+    cases = [
+        (["margin", "2026-13", ".", "--rated", "rated.csv"], 2),
+        (["margin", "2026-03", "."], 2),
+        (["margin", "2026-03", ".", "--rated", "rated.csv", "--by", "week"], 2),
+        (["margin", "2026-03", ".", "--rated", "rated.csv", "--format", "xml"], 2),
+        (["margin", "2026-03", ".", "--rated", "rated.csv"], 1),
+        (["margin", "2026-03", ".", "--rated", "missing.parquet"], 1),
+        (["margin", "2026-03", ".", "--rated", "rated.csv", "--supplier-deck", "BETA=bad.csv"], 1),
+        (["margin", "2026-03", ".", "--rated", "rated.csv", "--supplier-deck", "BETA=banded.csv"], 1),
+        (["margin", "2026-03", ".", "--rated", "rated.csv", "--supplier-deck", "BETA=nowhere.csv"], 2),
+    ]
+    errors = []
+    for args, code in cases:
+        res = run(args, tmp_path)
+        assert res.exit_code == code, (args, res.output)
+        assert "Traceback" not in res.output
+        errors.append(f"$ icdsl {' '.join(args)}\n{res.output}")
+    compare_golden(GOLDEN / "margin" / "cli.errors", "".join(errors))

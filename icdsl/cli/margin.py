@@ -43,6 +43,9 @@ def _read(path: Path, what: str) -> Any:
     import pyarrow.csv as pacsv  # lazy: columns only when records are read
     import pyarrow.parquet as pq
 
+    if not path.is_file():
+        echo_err(f"error: cannot find the {what} {path}")
+        raise typer.Exit(1)
     try:
         if path.suffix.lower() == ".parquet":
             return pq.read_table(path)
