@@ -17,6 +17,7 @@ from typing import Any
 
 import typer
 
+from icdsl.cli.billing import opened
 from icdsl.cli.common import app, build_or_exit, echo_err
 from icdsl.cli.routing import _policy
 
@@ -41,7 +42,7 @@ def period_days(text: str) -> tuple[date, date]:
 
 def _read(path: Path, what: str) -> Any:
     import pyarrow.csv as pacsv  # lazy: columns only when records are read
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # lazy: columns only when records are read
 
     if not path.is_file():
         echo_err(f"error: cannot find the {what} {path}")
@@ -124,7 +125,6 @@ def margin_cmd(
             table = M.sold(_read(rated, "rated records"), _read(cdrs, "traffic file") if cdrs else None)
         else:
             from icdsl.billing.margin import sold_records  # lazy: the store brings sqlalchemy
-            from icdsl.cli.billing import opened
 
             with opened(db, data) as store:
                 table = sold_records(store, first, last)
