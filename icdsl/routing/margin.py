@@ -312,7 +312,7 @@ def margins(plan: Plan, records: pa.Table, policy: LcrPolicy,
     service in force (see :func:`with_decks`)."""
     notes: list[str] = []
     if decks:
-        plan = with_decks(plan, policy, decks, records)
+        plan = with_decks(plan, policy, decks)
     n = records.num_rows
     ids = _text(records, "id")
     partner = _text(records, "partner")
@@ -389,7 +389,7 @@ def margins(plan: Plan, records: pa.Table, policy: LcrPolicy,
     return Margins(policy.currency, frame, notes)
 
 
-def with_decks(plan: Plan, policy: LcrPolicy, decks: dict[str, object], records: pa.Table | None = None) -> Plan:
+def with_decks(plan: Plan, policy: LcrPolicy, decks: dict[str, object]) -> Plan:
     """``plan`` with the rates of each named partner's outbound service (of ``policy.service``)
     replaced by a new deck (a ``RateTable``), in every agreement version of that partner that has
     the service: the what-if of a deck before it is signed."""
