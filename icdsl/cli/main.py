@@ -342,6 +342,7 @@ def main() -> None:
 from icdsl.cli import billing as _billing  # noqa: E402,F401
 from icdsl.cli import disputes as _disputes  # noqa: E402,F401
 from icdsl.cli import einvoice as _einvoice  # noqa: E402,F401
+from icdsl.cli import margin as _margin  # noqa: E402,F401
 from icdsl.cli import partner_invoices as _partner_invoices  # noqa: E402,F401
 from icdsl.cli import recon as _recon  # noqa: E402,F401
 from icdsl.cli import rejects as _rejects  # noqa: E402,F401
