@@ -1,0 +1,165 @@
+"""Both sides of transit: one record carried from one partner to another is billed on each side
+(the originating partner's `transit` service, the terminating partner's `outbound` service),
+on the store (SQLite and PostgreSQL), with counts that reconcile per side and a margin that adds
+up exactly."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+
+from icdsl.billing import models as M
+from icdsl.rating.intake import read_records
+from icdsl.rating.intake.transit import sides, termination_of
+from tests.test_billing_store import db_url, make_plan, store  # noqa: F401 (fixtures)
+
+RULES = """partner HUBA "Hub A" {
+  kind interconnect currency EUR timezone "UTC" billing monthly due 30 days
+}
+partner TERMB "Terminator B" {
+  kind interconnect currency EUR timezone "UTC" billing monthly due 30 days
+}
+
+agreement "HUBA transit" v1 with HUBA effective 2026-01-01 .. {
+  transit voice {
+    price by destination in EUR {
+      44  "United Kingdom"         0.0150
+      447 "United Kingdom mobile"  0.0300
+    }
+    increments 60/60
+  }
+}
+
+agreement "TERMB termination" v1 with TERMB effective 2026-01-01 .. {
+  outbound voice {
+    price by destination in EUR {
+      44  "United Kingdom"         0.0100
+      447 "United Kingdom mobile"  0.0220
+    }
+    increments 60/60
+  }
+  netting with outbound voice
+}
+"""
+
+HEADER = "id,from_partner,to_partner,direction,service,a_number,b_number,start,duration_s\n"
+ROWS = [
+    # id, from, to, direction, service, a, b, start, seconds
+    ("T1", "HUBA", "TERMB", "transit", "voice", "33612345678", "442071234567", "2026-03-02T10:00:00Z", 60),
+    ("T2", "HUBA", "TERMB", "transit", "voice", "33612345678", "447700900123", "2026-03-05T11:00:00Z", 61),
+    ("T3", "HUBA", "TERMB", "transit", "voice", "33612345678", "442071234567", "2026-03-17T12:00:00Z", 600),
+    ("T4", "HUBA", "TERMB", "transit", "voice", "33612345678", "447700900999", "2026-03-31T23:00:00Z", 179),
+    # a transit record that does not say where it went: rejected, located, never half-billed
+    ("T5", "HUBA", "", "transit", "voice", "33612345678", "442071234567", "2026-03-10T10:00:00Z", 60),
+    # nor one that goes back where it came from
+    ("T6", "HUBA", "HUBA", "transit", "voice", "33612345678", "442071234567", "2026-03-10T10:00:00Z", 60),
+]
+
+
+def write(tmp_path, rows=ROWS):
+    p = tmp_path / "in" / "transit.csv"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(HEADER + "".join(",".join(str(x) for x in r) + "\n" for r in rows), encoding="utf-8")
+    return p
+
+
+def test_a_transit_file_reads_its_origin_as_partner_and_rejects_half_named_transit(tmp_path):
+    records, rejects, counts = read_records(write(tmp_path))
+    assert counts.read == 6 and counts.passed == 4 and counts.rejected == 2 and counts.reconciles()
+    assert records.column("partner").to_pylist() == ["HUBA"] * 4
+    assert records.column("to_partner").to_pylist() == ["TERMB"] * 4
+    got = sorted(zip(rejects.column("id").to_pylist(), rejects.column("reason").to_pylist(),
+                     rejects.column("detail").to_pylist(), strict=True))
+    assert got == [
+        ("T5", "missing_field", "to_partner is empty: a transit record names the partner it went to"),
+        ("T6", "missing_field", "to_partner 'HUBA' is the partner the record came from: "
+                                "a transit record goes to another partner"),
+    ]
+
+
+def test_each_transit_record_has_a_termination_side_with_the_same_id(tmp_path):
+    records, _, _ = read_records(write(tmp_path))
+    both, added = sides(records)
+    assert added == 4 and both.num_rows == 8
+    term = termination_of(records)
+    assert term.column("partner").to_pylist() == ["TERMB"] * 4
+    assert term.column("direction").to_pylist() == ["outbound"] * 4
+    assert term.column("id").to_pylist() == records.column("id").to_pylist()
+    # plain records (no to_partner column, or not transit) have no second side
+    plain = pa.table({"id": ["X"], "partner": ["HUBA"], "direction": ["inbound"], "to_partner": ["TERMB"]})
+    assert sides(plain) == (plain, 0)
+    assert sides(plain.drop_columns(["to_partner"]))[1] == 0
+
+
+def minutes(seconds: int) -> int:
+    return -(-seconds // 60)  # increments 60/60
+
+
+def test_a_transit_month_invoice_cost_and_margin_add_up(store, tmp_path):  # noqa: F811 (fixture)
+    plan, program = make_plan(tmp_path, RULES)
+    store.load_plan(plan, program)
+    rep = store.ingest(write(tmp_path), None, plan)
+    # counts reconcile: 6 read = 4 passed + 2 rejected; 4 transit records, each on both sides
+    assert (rep.read, rep.passed, rep.rejected, rep.duplicates) == (6, 4, 2, 0)
+
+    orig = store.run_cycle("HUBA", "2026-03", plan)
+    term = store.run_cycle("TERMB", "2026-03", plan)
+    assert (orig.records_in, orig.rated, orig.rejected) == (4, 4, 0)
+    assert (term.records_in, term.rated, term.rejected) == (4, 4, 0)
+
+    # the same intake records on both sides, each side priced by its own agreement
+    r_orig, r_term = store.rated(orig.cycle_id), store.rated(term.cycle_id)
+    ids = ["T1", "T2", "T3", "T4"]
+    assert sorted(r_orig.column("id").to_pylist()) == ids == sorted(r_term.column("id").to_pylist())
+    assert set(r_orig.column("direction").to_pylist()) == {"transit"}
+    assert set(r_term.column("direction").to_pylist()) == {"outbound"}
+
+    # worked by hand: minutes 1, 2, 10, 3 at UK fixed, UK mobile, UK fixed, UK mobile
+    sell = {"T1": 1 * Decimal("0.0150"), "T2": 2 * Decimal("0.0300"), "T3": 10 * Decimal("0.0150"),
+            "T4": 3 * Decimal("0.0300")}
+    buy = {"T1": 1 * Decimal("0.0100"), "T2": 2 * Decimal("0.0220"), "T3": 10 * Decimal("0.0100"),
+           "T4": 3 * Decimal("0.0220")}
+    assert dict(zip(r_orig.column("id").to_pylist(), r_orig.column("amount").to_pylist(), strict=True)) == sell
+    assert dict(zip(r_term.column("id").to_pylist(), r_term.column("amount").to_pylist(), strict=True)) == buy
+    assert sum(sell.values()) == Decimal("0.3150") and sum(buy.values()) == Decimal("0.2200")
+
+    # the originating partner's invoice
+    (inv,) = store.invoices(orig.cycle_id)
+    lines = store.invoice_lines(inv.id)
+    assert sum(ln.source_amount for ln in lines) == Decimal("0.3150")
+    assert inv.subtotal == sum(ln.amount for ln in lines) == Decimal("0.32")
+    # the terminating partner's cost: what we owe it on its settlement statement
+    (st,) = store.statements(term.cycle_id)
+    assert (st.receivable, st.payable, st.net) == (Decimal("0.00"), Decimal("0.22"), Decimal("-0.22"))
+    # the margin: record by record, and in total, exactly the difference
+    margin = {i: sell[i] - buy[i] for i in ids}
+    assert sum(margin.values()) == Decimal("0.0950") == sum(sell.values()) - sum(buy.values())
+    assert inv.subtotal - st.payable == Decimal("0.10")
+    # counts per side: the batch wrote each transit record once per side, and each side's cycle
+    # read its own (nothing lost, nothing twice on one side)
+    with store.session() as s:
+        stats = dict(s.execute(sa.select(M.IntakePartnerStat.partner, M.IntakePartnerStat.records)).all())
+        (rec_file,) = s.scalars(sa.select(M.DataFile).where(M.DataFile.kind == "intake_records")).all()
+    assert stats == {"HUBA": 4, "TERMB": 4} and rec_file.rows == rep.passed + 4
+    written = pq.read_table(store.data.abs(rec_file.path))
+    for code, direction in (("HUBA", "transit"), ("TERMB", "outbound")):
+        side = written.filter(pc.equal(written.column("partner"), code))
+        assert sorted(side.column("id").to_pylist()) == ids
+        assert set(side.column("direction").to_pylist()) == {direction}
+        assert set(side.column("from_partner").to_pylist()) == {"HUBA"}
+        assert set(side.column("to_partner").to_pylist()) == {"TERMB"}
+    # traceable: the originating side's invoice lines lead to the intake batch of the record
+    for ln in lines:
+        assert [b.file_name for b in store.trace(ln.id).batches] == ["transit.csv"]
+
+
+@pytest.mark.parametrize("direction", ["inbound", "outbound"])
+def test_records_not_in_transit_are_billed_once(tmp_path, direction):
+    rows = [("P1", "HUBA", "TERMB", direction, "voice", "3361", "442071234567", "2026-03-02T10:00:00Z", 60)]
+    records, _, counts = read_records(write(tmp_path, rows))
+    assert counts.passed == 1 and sides(records)[1] == 0
