@@ -163,3 +163,77 @@ def test_records_not_in_transit_are_billed_once(tmp_path, direction):
     rows = [("P1", "HUBA", "TERMB", direction, "voice", "3361", "442071234567", "2026-03-02T10:00:00Z", 60)]
     records, _, counts = read_records(write(tmp_path, rows))
     assert counts.passed == 1 and sides(records)[1] == 0
+
+
+REFILE_RULES = "use stdlib.zones\n" + RULES.replace(
+    '''    increments 60/60
+  }
+}
+
+agreement "TERMB''', '''    increments 60/60
+    refile origin EEA surcharge 0.0500 EUR per minute
+  }
+}
+
+agreement "TERMB''')
+
+
+def test_a_refiled_record_is_found_and_priced_as_the_agreement_says(store, tmp_path):  # noqa: F811 (fixture)
+    assert "refile origin EEA" in REFILE_RULES
+    plan, program = make_plan(tmp_path, REFILE_RULES)
+    store.load_plan(plan, program)
+    rows = [*ROWS[:4],
+            # a US caller on the EEA route: refiled
+            ("T7", "HUBA", "TERMB", "transit", "voice", "12125550100", "442071234567", "2026-03-20T08:00:00Z", 90)]
+    store.ingest(write(tmp_path, rows), None, plan)
+    orig = store.run_cycle("HUBA", "2026-03", plan)
+    term = store.run_cycle("TERMB", "2026-03", plan)
+    assert (orig.rated, term.rated) == (5, 5)
+    (inv,) = store.invoices(orig.cycle_id)
+    lines = {ln.description: ln for ln in store.invoice_lines(inv.id)}
+    refile = next(ln for d, ln in lines.items() if "Refile" in d)
+    # T7 alone: 2 minutes (90 s in 60/60) at 0.0500
+    assert refile.record_count == 1 and refile.source_amount == Decimal("0.1000")
+    # the traffic lines: T1-T4 as before plus T7 at 2 minutes of UK fixed
+    traffic = sum(ln.source_amount for d, ln in lines.items() if "Refile" not in d)
+    assert traffic == Decimal("0.3150") + 2 * Decimal("0.0150")
+    assert inv.subtotal == sum(ln.amount for ln in lines.values())
+    # the terminating side is not refiled (its agreement says nothing of it): cost, margin exact
+    (st,) = store.statements(term.cycle_id)
+    assert st.payable == (Decimal("0.2200") + 2 * Decimal("0.0100")).quantize(Decimal("0.01"))
+    assert sum(ln.source_amount for ln in lines.values()) - (Decimal("0.2200") + Decimal("0.0200")) == Decimal("0.2050")
+
+
+def test_refile_agrees_in_both_executors_with_or_without_a_number(tmp_path):
+    from datetime import UTC, datetime
+
+    from icdsl.rating.batch import rate_batch_with_charges
+    from icdsl.rating.row import rate_record
+    from tests.test_rating_batch import table
+
+    plan, _ = make_plan(tmp_path, REFILE_RULES)
+    start = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    records = [{"id": i, "partner": "HUBA", "direction": "transit", "service": "voice", "a_number": a,
+                "b_number": "442071234567", "start": start, "duration_s": 61}
+               for i, a in enumerate(["33612345678", "12125550100", "4915112345678", None, "41791234567"])]
+    row = [[(h.charge, h.amount) for h in rate_record(plan, r).surcharges] for r in records]
+    refile = ("Refile (origin outside EEA)", Decimal("0.100000"))
+    # France and Germany are EEA; the US and Switzerland are not; no a_number: the origin cannot
+    # be shown to be in the zone, so it is refiled too (CLI hidden on an EEA route)
+    assert row == [[], [refile], [], [refile], [refile]]
+    _rated, _rejects, charges = rate_batch_with_charges(plan, table(records))
+    assert charges.select(["record", "charge", "amount"]).to_pylist() == [
+        {"record": i, "charge": refile[0], "amount": refile[1]} for i in (1, 3, 4)]
+
+
+def test_refile_names_an_unknown_zone(tmp_path):
+    from icdsl.plan.compiler import build
+
+    d = tmp_path / "rules"
+    d.mkdir()
+    (d / "r.icd").write_text(REFILE_RULES.replace("refile origin EEA", "refile origin EAA"), encoding="utf-8")
+    import contextlib
+    with contextlib.chdir(d):
+        plan, _program, diags = build(["r.icd"])
+    assert plan is None
+    assert [(x.code, x.message) for x in diags if x.code == "E422"] == [("E422", "unknown zone 'EAA'")]
