@@ -237,3 +237,37 @@ def test_refile_names_an_unknown_zone(tmp_path):
         plan, _program, diags = build(["r.icd"])
     assert plan is None
     assert [(x.code, x.message) for x in diags if x.code == "E422"] == [("E422", "unknown zone 'EAA'")]
+
+
+def test_a_records_layout_maps_trunk_columns_to_both_partners(tmp_path):
+    from icdsl.rating.intake import layout_rules
+
+    layout_text = """records switch_transit {
+  id = column "call_id"
+  from_partner = column "in_carrier"
+  to_partner = column "out_carrier"
+  b_number = column "dst"
+  a_number = column "src"
+  start = column "start_time"
+  duration_s = column "billsec"
+  direction = transit
+  service = voice
+}
+"""
+    plan, _ = make_plan(tmp_path, RULES + layout_text)
+    p = tmp_path / "switch.csv"
+    p.write_text("call_id,in_carrier,out_carrier,src,dst,start_time,billsec\n"
+                 "S1,HUBA,TERMB,33612345678,442071234567,2026-03-02T10:00:00Z,60\n"
+                 "S2,,TERMB,33612345678,442071234567,2026-03-02T10:01:00Z,60\n"
+                 "S3,HUBA,,33612345678,442071234567,2026-03-02T10:02:00Z,60\n", encoding="utf-8")
+    (layout,) = [lay for lay in plan.layouts if lay.name == "switch_transit"]
+    assert layout_rules(layout).source_of("from_partner") == "in_carrier"
+    records, rejects, counts = read_records(p, layout=layout)
+    assert counts.read == 3 and counts.passed == 1 and counts.reconciles()
+    assert (records.column("partner").to_pylist(), records.column("to_partner").to_pylist()) == (["HUBA"], ["TERMB"])
+    both, added = sides(records)
+    assert added == 1 and both.column("partner").to_pylist() == ["HUBA", "TERMB"]
+    assert sorted(zip(rejects.column("id").to_pylist(), rejects.column("detail").to_pylist(), strict=True)) == [
+        ("S2", "in_carrier (partner) is empty"),
+        ("S3", "to_partner is empty: a transit record names the partner it went to"),
+    ]
