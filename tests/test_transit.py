@@ -271,3 +271,17 @@ def test_a_records_layout_maps_trunk_columns_to_both_partners(tmp_path):
         ("S2", "in_carrier (partner) is empty"),
         ("S3", "to_partner is empty: a transit record names the partner it went to"),
     ]
+
+
+def test_icdsl_rate_rates_both_sides_and_its_counts_reconcile(tmp_path):
+    from icdsl.rating.run import rate_file
+
+    plan, _ = make_plan(tmp_path, RULES)
+    summary = rate_file(plan, write(tmp_path), tmp_path / "out" / "rated.parquet")
+    assert (summary.read, summary.transit_sides, summary.rated, summary.rejected) == (6, 4, 8, 2)
+    assert summary.reconciles() and "read 6 + transit sides 4 = rated 8" in summary.text()
+    rated = pq.read_table(tmp_path / "out" / "rated.parquet")
+    by_partner = {}
+    for r in rated.select(["partner", "amount"]).to_pylist():
+        by_partner[r["partner"]] = by_partner.get(r["partner"], Decimal(0)) + r["amount"]
+    assert by_partner == {"HUBA": Decimal("0.3150"), "TERMB": Decimal("0.2200")}
