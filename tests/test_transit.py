@@ -285,3 +285,20 @@ def test_icdsl_rate_rates_both_sides_and_its_counts_reconcile(tmp_path):
     for r in rated.select(["partner", "amount"]).to_pylist():
         by_partner[r["partner"]] = by_partner.get(r["partner"], Decimal(0)) + r["amount"]
     assert by_partner == {"HUBA": Decimal("0.3150"), "TERMB": Decimal("0.2200")}
+
+
+@pytest.mark.parametrize("origin, termination", [("HUBA", "TERMB"), ("TERMB", "HUBA")])
+def test_a_resent_transit_record_is_one_duplicate_and_a_changed_one_one_conflict(store, tmp_path, origin,  # noqa: F811
+                                                                              termination):
+    plan, program = make_plan(tmp_path, RULES)
+    store.load_plan(plan, program)
+    first = [(r[0], origin, termination, *r[3:]) for r in ROWS[:4]]
+    store.ingest(write(tmp_path, first), None, plan)
+    # T1 sent again with another duration, T2 sent again as it was: whichever partner's code sorts
+    # first, each is compared with the record as read (its origination side)
+    again = [(*first[0][:8], 999), first[1]]
+    rep = store.ingest(write(tmp_path / "again", again), None, plan)
+    assert (rep.read, rep.passed, rep.rejected, rep.duplicates) == (2, 0, 1, 1)
+    with store.session() as s:
+        (c,) = s.scalars(sa.select(M.IntakeConflict)).all()
+    assert (c.record_id, c.partner, c.differs) == ("T1", origin, {"duration_s": ["60", "999"]})

@@ -54,3 +54,15 @@ def sides(records: pa.Table) -> tuple[pa.Table, int]:
     if term.num_rows == 0:
         return records, 0
     return pa.concat_tables([records, term]), term.num_rows
+
+
+def termination_mask(records: pa.Table) -> pa.Array | None:
+    """Which rows of a written records file are termination sides (direction ``outbound``,
+    partner its ``to_partner``); None when the file names no ``to_partner``. Readers that want
+    a record as it was read (the earlier version of a duplicate) prefer the other rows."""
+    if "to_partner" not in records.column_names:
+        return None
+    to = pc.utf8_trim_whitespace(records.column("to_partner").cast(pa.string()))
+    partner = records.column("partner").cast(pa.string())
+    return pc.and_(pc.equal(records.column("direction").cast(pa.string()), TERMINATION_DIRECTION),
+                   pc.equal(partner, to)).fill_null(False)
