@@ -12,7 +12,8 @@ from __future__ import annotations
 REJECT_REASONS: dict[str, str] = {
     "missing_field": (
         "a required field is empty: id, partner, direction, service, start; "
-        "b_number for voice and sms; duration_s for voice"
+        "b_number for voice and sms; duration_s for voice; to_partner (another partner than the one it "
+        "came from) for a transit record of a file that names where records went"
     ),
     "bad_timestamp": (
         "start is not a timestamp (ISO 8601, the layout's format or epoch seconds), "

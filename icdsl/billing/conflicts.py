@@ -43,7 +43,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from icdsl.billing import models as M
-from icdsl.rating.intake import IntakeBatch
+from icdsl.rating.intake import IntakeBatch, transit
 from icdsl.rating.intake.counts import short
 from icdsl.rating.rejects import REJECTS_SCHEMA
 
@@ -298,7 +298,11 @@ def _rows_with_ids(path: Path, ids: pa.Array) -> pa.Table:
     if not parts:
         return pf.schema_arrow.empty_table()
     t = pa.concat_tables(parts)
-    # the first version of an id only (a file holds each id once; be safe all the same)
+    # a transit record is written once per side: its version is the side as read (origination)
+    side = transit.termination_mask(t)
+    if side is not None and pc.any(side).as_py():
+        t = pa.concat_tables([t.filter(pc.invert(side)), t.filter(side)])
+    # the first version of an id only (a file holds each id once, a transit record once per side)
     text = _array(pc.cast(t.column("id"), pa.string()))
     first = pc.index_in(pc.unique(text), value_set=text)
     return t.take(first)

@@ -62,6 +62,7 @@ from icdsl.billing.late import record_late
 from icdsl.billing.periods import PeriodError, local_midnight
 from icdsl.billing.sources import Source
 from icdsl.plan.model import Plan, RecordLayout
+from icdsl.rating.intake import transit
 from icdsl.rating.intake.times import to_datetime
 from icdsl.rating.rejects import REJECTS_SCHEMA
 
@@ -573,6 +574,7 @@ class Split:
     partner_stats: dict[str, list[Any]] = field(default_factory=dict)  # code -> [records, first, last start (us)]
     daily: dict[tuple[str, date], int] = field(default_factory=dict)
     earlier_last: int = 0  # the last batch the duplicate checks saw
+    transit_sides: int = 0  # records written besides the passed ones: transit records' termination sides
 
 
 def split_file(data: DataDir, path: str | os.PathLike[str], layout: RecordLayout | None, *, sha: str, size: int,
@@ -603,6 +605,7 @@ def split_file(data: DataDir, path: str | os.PathLike[str], layout: RecordLayout
     behind = _Behind()
     with rec_w, rej_w:
         cross = 0
+        sides = 0  # termination sides of transit records (each also passed as its origination)
         partner_stats: dict[str, list[Any]] = {}
         try:
             for batch in source.batches():
@@ -614,6 +617,9 @@ def split_file(data: DataDir, path: str | os.PathLike[str], layout: RecordLayout
                         dupes.again(records.filter(pa.array(seen)), owner[seen])  # conflicts hook
                         records = records.filter(pa.array(~seen))
                         cross += int(seen.sum())
+                # a transit record is billed on both sides: its termination side joins the batch
+                records, added = transit.sides(records)
+                sides += added
                 by_partner = ByPartner(records)
                 grouped = _partner_row_groups(by_partner)
                 # each piece is gathered here while the previous one is written
@@ -649,8 +655,8 @@ def split_file(data: DataDir, path: str | os.PathLike[str], layout: RecordLayout
                             f"not {rejected + duplicates}")
         if found.repeats + found.conflicts != dupes.pending:
             problems.append(f"{dupes.pending} duplicates set aside, {found.repeats + found.conflicts} compared")
-        if rec_w.rows != passed:
-            problems.append(f"{rec_w.rows} records written, {passed} passed")
+        if rec_w.rows != passed + sides:
+            problems.append(f"{rec_w.rows} records written, {passed} passed + {sides} transit sides")
         if rej_w.rows != rejected + duplicates:
             problems.append(f"{rej_w.rows} rejects written, {rejected + duplicates} counted")
         if problems:
@@ -662,7 +668,8 @@ def split_file(data: DataDir, path: str | os.PathLike[str], layout: RecordLayout
         rej_f = rej_w.commit()  # the same folder: one fsync of it for both names
     return Split(sha=sha, size=size, format=source.format, reader=source.name, records=rec_f, rejects=rej_f,
                  read=counts.read, passed=passed, rejected=rejected, duplicates=duplicates, by_reason=by_reason,
-                 found=found, partner_stats=partner_stats, daily=dict(daily), earlier_last=earlier.last)
+                 found=found, partner_stats=partner_stats, daily=dict(daily), earlier_last=earlier.last,
+                 transit_sides=sides)
 
 
 def ingest(store: Store, path: str | os.PathLike[str], layout: RecordLayout | str | None, plan: Plan | None,
@@ -745,7 +752,8 @@ def _record(store: Store, s: Session, p: Path, lay: RecordLayout | None, plan: P
     unknown = sorted(c for c in stats if plan is not None and plan.partner(c) is None)
     store.audit(s, "ingested", "intake_batch", batch_row.id,
                 f"{p.name}: read {split.read}, passed {split.passed}, rejected {split.rejected}, "
-                f"duplicates {split.duplicates}", {"sha256": split.sha, "by_reason": by_reason, "reader": split.reader,
+                f"duplicates {split.duplicates}" + (f", transit sides {split.transit_sides}" if split.transit_sides else ""),
+                {"sha256": split.sha, "by_reason": by_reason, "reader": split.reader, "transit_sides": split.transit_sides,
                                                    "reader_options": dict(reader_options or {}),
                                                    "fingerprint": fingerprint})
     base.checkpoint("ingest:before_commit")

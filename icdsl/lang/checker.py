@@ -941,6 +941,32 @@ class Checker:
             self._slots(si, s.slots)
         for c in s.charges:
             self._charge(c, (key,), info)
+        refile = s.setting("refile")
+        if refile is not None:
+            c = self._refile_surcharge(refile)
+            if c is not None:
+                self._charge(c, (key,), info)
+
+    def _refile_surcharge(self, st: ast.Setting) -> ast.ChargeNode | None:
+        """``refile origin ZONE surcharge AMOUNT``: the route is declared for callers of ZONE; a
+        record whose a_number is outside it was refiled and bears the surcharge (a surcharge
+        labelled ``Refile (origin outside ZONE)`` whose condition is the zone's prefixes)."""
+        zone, amount = st.values
+        info = self.out.zones.get(zone.text)
+        if info is None:
+            self.error("E422", f"unknown zone '{zone.text}'", zone.span,
+                       did_you_mean(zone.text, self.out.zones, "zones")
+                       or "declare it with 'zone NAME { FR DE \"44\" }' or 'use stdlib.zones' for EEA and EU")
+            return None
+        if not info.prefixes:
+            return None  # W421 (an empty zone) was reported: no condition to write
+        sp = st.span
+        inside = tuple(ast.Call(ast.Ident("starts_with", sp), (ast.FieldRef(("a_number",), sp), ast.Literal(p, sp)), sp)
+                       for p in info.prefixes)
+        when = ast.Not(ast.BoolOp("or", inside, sp) if len(inside) > 1 else inside[0], sp)
+        params = (ast.Param(ast.Ident("amount", sp), amount, sp), ast.Param(ast.Ident("when", sp), when, sp))
+        label = ast.Str(f"Refile (origin outside {zone.text})", sp)
+        return ast.ChargeNode("surcharge", sp, label, params, (), sp, False)
 
     def _destination_price(self, info: AgreementInfo, si: ServiceInfo, dp: ast.DestinationPrice) -> None:
         if dp.currency is not None and self.currency(dp.currency):

@@ -780,6 +780,9 @@ class _ToAst(Transformer):
     def s_numbers(self, meta, c):
         return ast.Setting("numbers", (self._ident(c[0]),), self.s.of_meta(meta))
 
+    def s_refile(self, meta, c):
+        return ast.Setting("refile", (self._ident(c[0]), c[1]), self.s.of_meta(meta))
+
     def s_volume_minimum(self, meta, c):
         return ast.Setting("volume_minimum", (c[0],), self.s.of_meta(meta))
 

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from icdsl.plan.model import Plan, RecordLayout
 from icdsl.rating.batch import rate_batch_with_charges
 from icdsl.rating.cluster import shared
+from icdsl.rating.intake import transit
 from icdsl.rating.readers import open_reader
 from icdsl.rating.result import rated_schema, record_charges_schema
 from icdsl.safecsv import ArrowWriter
@@ -45,15 +46,16 @@ class RateSummary:
     totals: dict[str, Decimal] = field(default_factory=dict)  # currency -> amount
     seconds: float = 0.0
     outputs: dict[str, str] = field(default_factory=dict)
+    transit_sides: int = 0  # termination sides of transit records, rated besides the records read
     record_charges: int = 0  # rows of the record charges output (record x surcharge that applies)
     charge_totals: dict[str, Decimal] = field(default_factory=dict)  # "label (CUR)" -> exact sum of rounded amounts
 
     def reconciles(self) -> bool:
-        return self.read == self.rated + self.rejected + self.duplicates
+        return self.read + self.transit_sides == self.rated + self.rejected + self.duplicates
 
     def to_dict(self) -> dict:
         return {
-            "read": self.read, "rated": self.rated, "rejected": self.rejected, "duplicates": self.duplicates,
+            "read": self.read, "transit_sides": self.transit_sides, "rated": self.rated, "rejected": self.rejected, "duplicates": self.duplicates,
             "by_reason": dict(sorted(self.by_reason.items())),
             "totals": {k: str(v) for k, v in sorted(self.totals.items())},
             "reconciles": self.reconciles(), "seconds": round(self.seconds, 3), "outputs": self.outputs,
@@ -65,7 +67,8 @@ class RateSummary:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.by_reason.items()))
         totals = ", ".join(f"{v} {k}" for k, v in sorted(self.totals.items())) or "nothing"
         check = "counts reconcile" if self.reconciles() else "COUNTS DO NOT RECONCILE"
-        return (f"read {self.read:,} = rated {self.rated:,} + rejected {self.rejected:,} + duplicates "
+        sides = f" + transit sides {self.transit_sides:,}" if self.transit_sides else ""
+        return (f"read {self.read:,}{sides} = rated {self.rated:,} + rejected {self.rejected:,} + duplicates "
                 f"{self.duplicates:,} ({check})" + (f"\nrejects by reason: {reasons}" if reasons else "")
                 + f"\nrated amount: {totals}"
                 + (f"\nrecord charges (surcharges, not in the rated amount): {self.record_charges:,} ("
@@ -267,7 +270,7 @@ def rated_batches(plan: Plan, batches: Iterator[Any], client: Any = None) -> Ite
     workers, byte for byte."""
     if client is None:
         for batch in batches:
-            yield batch, rate_batch_with_charges(plan, batch.records) if batch.records.num_rows else None
+            yield batch, rate_batch_with_charges(plan, _both_sides(batch)) if batch.records.num_rows else None
         return
     plan_f = shared(client, plan, "plan")
     depth = 2 * max(1, len(client.scheduler_info().get("workers", {})))
@@ -284,7 +287,7 @@ def rated_batches(plan: Plan, batches: Iterator[Any], client: Any = None) -> Ite
 
     try:
         for batch in batches:
-            fut = (client.submit(rate_batch_with_charges, plan_f, batch.records, pure=False)
+            fut = (client.submit(rate_batch_with_charges, plan_f, _both_sides(batch), pure=False)
                    if batch.records.num_rows else None)
             pending.append((batch, fut))
             while len(pending) > depth:
@@ -296,6 +299,11 @@ def rated_batches(plan: Plan, batches: Iterator[Any], client: Any = None) -> Ite
             if fut is not None:
                 fut.release()
         plan_f.release()
+
+
+def _both_sides(batch: Any) -> pa.Table:
+    """The batch's records with the termination side of each transit record (both are rated)."""
+    return transit.sides(batch.records)[0]
 
 
 def rate_file(plan: Plan, cdrs: Path, out: Path, *, layout: RecordLayout | None = None,
@@ -333,6 +341,7 @@ def rate_file(plan: Plan, cdrs: Path, out: Path, *, layout: RecordLayout | None 
                         summary.by_reason[reason] = summary.by_reason.get(reason, 0) + n
                 summary.rated += rated.num_rows
                 summary.rejected += rejects.num_rows
+                summary.transit_sides += transit.termination_of(batch.records).num_rows
             if progress is not None:
                 progress(batch.counts.read, reader.counts.read)
     finally:

@@ -26,6 +26,7 @@ The package, in the order data flows through it:
 ``record``      one record as a mapping (:func:`normalize_record`): the same column rules
 ``columns``     column helpers and the problems of a batch's rows
 ``counts``      :class:`IntakeBatch`, :class:`IntakeCounts`, :class:`IntakeError`, the fields
+``transit``     both sides of a transit record (``from_partner``, ``to_partner``)
 ==============  ==========================================================================
 
 Normalized schema (pyarrow)

@@ -36,6 +36,11 @@ def _find(names: list[str], wanted: str) -> str | None:
     return folded[0] if len(folded) == 1 else None
 
 
+def _from_partner(names: list[str], rules: Rules) -> str | None:
+    """The column of ``from_partner`` (a transit record's originating partner), if the file has one."""
+    return _find(names, rules.source_of("from_partner"))
+
+
 def bind(names: list[str], types: dict[str, pa.DataType], rules: Rules, label: str, is_csv: bool) -> Binding:
     """Bind a file's columns; IntakeError when a required field has no column nor constant, or
     a column cannot hold what it is mapped to.
@@ -62,6 +67,8 @@ def bind(names: list[str], types: dict[str, pa.DataType], rules: Rules, label: s
             source[f] = col
             continue
         col = _find(names, f)
+        if col is None and f == "partner" and "partner" not in rules.constants:
+            col = _from_partner(names, rules)  # a transit file: its partner is the one it came from
         if col is not None:
             source[f] = col
         elif f in rules.constants and f in FIELDS:
@@ -76,6 +83,8 @@ def bind(names: list[str], types: dict[str, pa.DataType], rules: Rules, label: s
                 + (" (or give it a constant)" if f in ("direction", "service", "partner") else "")
             )
     used = set(source.values())
+    if "partner" in source and source["partner"] == _from_partner(names, rules):
+        used.discard(source["partner"])  # kept as from_partner too
     taken = set(FIELDS) | set(source)
     extras = []
     for n in names:
@@ -119,6 +128,8 @@ def bind_values(names: list[str], types: dict[str, pa.DataType], rules: Rules, *
             source[f] = src
         elif f in names:
             source[f] = f
+        elif f == "partner" and "partner" not in rules.constants and rules.source_of("from_partner") in names:
+            source[f] = rules.source_of("from_partner")
         else:
             const[f] = rules.constants.get(f)
         label_of[f] = src if src in names else f

@@ -84,6 +84,7 @@ def normalize(
     for f in ("partner", "direction", "service"):
         out[f] = a = _text(col(f), f) if f in b.source else const(f, pa.string())
         missing(f, null_positions(a))
+    _transit_needs_to_partner(table, b, out["direction"], problems)
     calls, voice = _needs(out["service"], b, n)
     out["a_number"] = _a_number(col("a_number"), rules) if "a_number" in b.source else const("a_number", pa.string())
     if "b_number" in b.source:
@@ -125,6 +126,35 @@ def normalize(
             a = a.fill_null(0)  # rows still null here are bad ones (dropped) or non-voice ones
         out[f] = a
     return out, problems
+
+
+def to_partner_column(b: Binding) -> str | None:
+    """The source column read as ``to_partner`` (a transit record's terminating partner), if any."""
+    if "to_partner" in b.source:
+        return b.source["to_partner"]
+    return next((col for col, out in b.extras if out == "to_partner"), None)
+
+
+def _transit_needs_to_partner(table: pa.Table, b: Binding, direction: pa.Array, problems: Problems) -> None:
+    """A file that names the partners a record went to (``to_partner``): a transit record must
+    name one, other than the partner it came from (``missing_field``): it is billed on both sides."""
+    col = to_partner_column(b)
+    if col is None or not len(direction):
+        return
+    to = clean_text(as_string(combine(table.column(col))))
+    transit = pc.equal(direction, "transit").fill_null(False)
+    empty = pc.and_(transit, to.is_null())
+    at = positions(empty)
+    if len(at):
+        problems.add(at, "missing_field", ["to_partner is empty: a transit record names the partner it went to"] * len(at))
+    if "partner" in b.source:
+        partner = clean_text(as_string(combine(table.column(b.source["partner"]))))
+        same = pc.and_(transit, pc.equal(partner, to).fill_null(False))
+        at = positions(same)
+        if len(at):
+            problems.add(at, "missing_field", [
+                f"to_partner '{short(v)}' is the partner the record came from: a transit record goes to another partner"
+                for v in to.take(pa.array(at)).to_pylist()])
 
 
 def _text(a: pa.Array, f: str) -> pa.Array:
