@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from icdsl.billing import models as M
 
 SOLD = ("inbound", "transit")
-JOINED = ("b_number", "a_number", "supplier", "route", "out_trunk")
+JOINED = ("b_number", "a_number", "to_partner", "supplier", "route", "out_trunk")
 
 
 def sold_records(store: Any, first: date, last: date) -> pa.Table:

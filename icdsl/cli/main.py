@@ -339,6 +339,7 @@ def main() -> None:
 
 
 # the other command modules register on the same app
+from icdsl.cli import assure as _assure  # noqa: E402,F401
 from icdsl.cli import billing as _billing  # noqa: E402,F401
 from icdsl.cli import disputes as _disputes  # noqa: E402,F401
 from icdsl.cli import einvoice as _einvoice  # noqa: E402,F401
@@ -350,4 +351,3 @@ from icdsl.cli import routing as _routing  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()
-from icdsl.cli import assure as _assure  # noqa: E402,F401

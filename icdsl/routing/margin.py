@@ -49,7 +49,7 @@ from icdsl.routing.lcr import (
     money_text,
 )
 
-SUPPLIER_COLUMNS = ("supplier", "route", "out_trunk")
+SUPPLIER_COLUMNS = ("to_partner", "supplier", "route", "out_trunk")  # to_partner: a transit record's terminating side
 SOLD_DIRECTIONS = ("inbound", "transit")
 BY = ("partner", "destination", "supplier", "day")
 LCR = "lcr"  # how a cost was chosen: the record's supplier ("record") or the LCR's first choice
