@@ -155,7 +155,13 @@ def _retype(rng: random.Random, col: pa.Array) -> pa.Array:
     if kind == "date":
         return pa.array([rng.randint(-10**6, 10**6) for _ in range(n)], pa.date32())
     if kind == "dict":
-        return col.cast(pa.string()).dictionary_encode()
+        # a column retyped before (random bytes, a list, a struct) may have no text form
+        if pa.types.is_binary(col.type) or pa.types.is_string(col.type):
+            return col.dictionary_encode()
+        try:
+            return col.cast(pa.string()).dictionary_encode()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return col.dictionary_encode() if pa.types.is_primitive(col.type) else col
     return col
 
 
