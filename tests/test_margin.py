@@ -260,6 +260,13 @@ def test_from_the_stores_cycles(tmp_path, db_url):  # noqa: F811 - the fixture
     assert out.exit_code == 0, out.output
     assert out.stdout.splitlines()[1:] == ["CHEAP,1,45,0.000750,0.005000,0,-0.004250,EUR",
                                            "CUST,3,135,0.060000,0.034250,0,0.025750,EUR"]
+    # a rated file gone from the data folder: said, with what to do, never an internal error
+    rated = next((tmp_path / "data" / "cycles").rglob("rated-*.parquet"))
+    rated.rename(rated.with_suffix(".moved"))
+    out = run(["margin", "2026-03", ".", "--db", db_url, "--data", str(tmp_path / "data")], tmp_path)
+    assert out.exit_code == 1 and "internal error" not in out.output
+    assert f"data file {rated} is missing (recorded in the store); give the store's own data folder with --data" \
+        in " ".join(out.output.split())
 
 
 def test_the_benchmark_runs_at_a_small_size_and_costs_agree_with_the_row_executor(tmp_path):

@@ -37,10 +37,11 @@ def sold_records(store: Any, first: date, last: date) -> pa.Table:
                    M.BillingCycle.period_start < hi,
                    M.BillingCycle.period_end > lo)
             .group_by(M.DataFile.cycle_id)).all()
-        paths = s.execute(sa.select(M.DataFile.path).where(M.DataFile.id.in_([f for _, f in files]))
-                          .order_by(M.DataFile.id)).scalars().all() if files else []
+        paths = s.execute(sa.select(M.DataFile.path, M.DataFile.sha256).where(M.DataFile.id.in_([f for _, f in files]))
+                          .order_by(M.DataFile.id)).all() if files else []
     tables = []
-    for rel in paths:
+    for rel, sha in paths:
+        store.data.verify(rel, sha)  # missing or changed: an OSError that names the file
         t = pq.read_table(store.data.abs(rel))
         t = t.filter(pc.is_in(pc.cast(t.column("direction"), pa.string()), pa.array(SOLD)))
         if t.num_rows:
@@ -60,10 +61,11 @@ def _with_traffic(store: Any, rated: pa.Table) -> pa.Table:
         return rated
     batches = pc.unique(rated.column("batch_id")).drop_null().to_pylist()
     with store.session() as s:
-        paths = s.execute(sa.select(M.DataFile.batch_id, M.DataFile.path)
+        paths = s.execute(sa.select(M.DataFile.batch_id, M.DataFile.path, M.DataFile.sha256)
                           .where(M.DataFile.kind == "intake_records", M.DataFile.batch_id.in_(batches))).all()
     parts = []
-    for batch, rel in paths:
+    for batch, rel, sha in paths:
+        store.data.verify(rel, sha)
         path = store.data.abs(rel)
         names = pq.read_schema(path).names
         cols = [c for c in JOINED if c in names]

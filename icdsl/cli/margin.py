@@ -134,6 +134,9 @@ def margin_cmd(
     except M.MarginError as e:
         echo_err(f"error: {e}")
         raise typer.Exit(1) from None
+    except OSError as e:  # a data file of the store missing or changed
+        echo_err(f"error: {e}; give the store's own data folder with --data (by default: beside the database)")
+        raise typer.Exit(1) from None
     for note in result.notes:
         echo_err(f"note: {note}")
     shown = after if after is not None else result
