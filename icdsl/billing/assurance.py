@@ -84,11 +84,14 @@ def pack(partner: str, first_day: date, days: int, rows: Iterable[DailyRow]) -> 
             for (d, sv, dest, cur), (rec, units, amounts) in sorted(series.items())]
 
 
-def write_traffic(s: Session, cycle: M.BillingCycle, rows: Sequence[DailyRow]) -> None:
-    """The cycle's daily traffic, replacing that of its earlier runs (two statements)."""
+def write_traffic(s: Session, cycle: M.BillingCycle, rows: Sequence[DailyRow],
+                  packed: list[dict[str, Any]] | None = None) -> None:
+    """The cycle's daily traffic, replacing that of its earlier runs (two statements);
+    ``packed``: :func:`pack` of ``rows`` when the caller has it already."""
     conn = s.connection()
     conn.execute(_TD.delete().where(_TD.c.cycle_id == cycle.id))
-    packed = pack(cycle.partner_code, cycle.local_start, (cycle.local_end - cycle.local_start).days, rows)
+    if packed is None:
+        packed = pack(cycle.partner_code, cycle.local_start, (cycle.local_end - cycle.local_start).days, rows)
     if packed:
         conn.execute(_TD.insert(), [dict(r, cycle_id=cycle.id) for r in packed])
 
@@ -387,12 +390,14 @@ def assure(store: Store, plan: Plan, period: str, *, partner: str | None = None,
 
 
 def cycle_findings(store: Store, s: Session, cycle: M.BillingCycle, plan: Plan, result: Any,
-                   policy: A.Policy | None = None) -> list[ValidationFinding]:
+                   policy: A.Policy | None = None,
+                   packed: list[dict[str, Any]] | None = None) -> list[ValidationFinding]:
     """The assurance checks of one cycle before it is invoiced, as validation findings: its
     partner's inventory and fees (this run's charge lines in place of the cycle's earlier
     ones), agreements and commitments, and its traffic against the partner's baseline. All
     warnings, but a fee billed after an item's termination (a billing error: an error, which
-    ``--accept billed_after_termination`` lets through)."""
+    ``--accept billed_after_termination`` lets through). ``packed``: :func:`pack` of the
+    cycle's daily traffic when the caller has it already."""
     policy = policy or A.Policy()
     code = cycle.partner_code
     start, end = cycle.local_start, cycle.local_end
@@ -406,8 +411,10 @@ def cycle_findings(store: Store, s: Session, cycle: M.BillingCycle, plan: Plan, 
     inputs = A.Inputs(plan=plan, period=cycle.label, start=start, end=end, partners=[code], as_of=end,
                       items=_items(s, [code]), fees=_fees(lines), cycles=cycles, last_data_day=last)
     rows = _history_rows(s, [code], first, start, exclude_cycle=cycle.id)
+    if packed is None:
+        packed = pack(code, start, (end - start).days, result.traffic)
     rows = [*rows, *[(code, r["direction"], r["service"], r["destination"], r["first_day"], r["daily_records"])
-                     for r in pack(code, start, (end - start).days, result.traffic)]]
+                     for r in packed]]
     inputs.series = series_of(rows, first, (end - first).days)
     _period_traffic(((code, r) for r in result.traffic), inputs)
     accept = set(getattr(result, "accept", ()))

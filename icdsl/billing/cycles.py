@@ -1704,8 +1704,10 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
         conn.execute(_INSERT_CHARGES_FILE, charges_row)
 
     # ---- validated
-    findings = result.findings + late + assurance.cycle_findings(store, s, cyc, plan, result)
-    assurance.write_traffic(s, cyc, result.traffic)
+    # the daily traffic packed once: written, and the baseline's last days for the findings
+    packed = assurance.pack(cyc.partner_code, cyc.local_start, (cyc.local_end - cyc.local_start).days, result.traffic)
+    findings = result.findings + late + assurance.cycle_findings(store, s, cyc, plan, result, packed=packed)
+    assurance.write_traffic(s, cyc, result.traffic, packed=packed)
     _insert(s, M.ValidationFinding, [dict(
         cycle_id=cyc.id, attempt=cyc.attempts, validator=f.validator, code=f.code, severity=f.severity,
         accepted=f.accepted, message=f.message, count=f.count, samples=list(f.samples),
