@@ -37,8 +37,9 @@ from icdsl.billing import models as M
 from icdsl.billing.errors import StoreError
 from icdsl.billing.inventory import _plain
 from icdsl.charges.keys import parse_key
-from icdsl.cycle.daily import DailyRow
+from icdsl.cycle.daily import Daily, DailyRow
 from icdsl.cycle.periods import local_days, parse_period, to_us
+from icdsl.cycle.rater import decimal_of_int64
 from icdsl.cycle.validation import ACCEPT_ALL
 from icdsl.cycle.validation import Finding as ValidationFinding
 from icdsl.inventory import items_from_rows
@@ -63,7 +64,9 @@ Policy = A.Policy  # the checks' thresholds, for the store's callers (the comman
 
 def pack(partner: str, first_day: date, days: int, rows: Iterable[DailyRow]) -> list[dict[str, Any]]:
     """Daily rows as ``traffic_daily`` rows: one per direction, service, destination and
-    currency, the days as comma-separated vectors from ``first_day`` and their exact totals."""
+    currency, the days as comma-separated vectors from ``first_day`` and their exact totals
+    (rows given one by one, each amount written with its own decimals; a cycle's traffic is
+    packed on columns by :func:`pack_daily`)."""
     series: dict[tuple[str, str, str, str], tuple[list[int], list[int], list[Decimal]]] = {}
     for r in rows:
         j = (r.day - first_day).days
@@ -84,14 +87,46 @@ def pack(partner: str, first_day: date, days: int, rows: Iterable[DailyRow]) -> 
             for (d, sv, dest, cur), (rec, units, amounts) in sorted(series.items())]
 
 
-def write_traffic(s: Session, cycle: M.BillingCycle, rows: Sequence[DailyRow],
-                  packed: list[dict[str, Any]] | None = None) -> None:
-    """The cycle's daily traffic, replacing that of its earlier runs (two statements);
-    ``packed``: :func:`pack` of ``rows`` when the caller has it already."""
+def pack_daily(partner: str, daily: Daily) -> list[dict[str, Any]]:
+    """A cycle's daily traffic (:class:`icdsl.cycle.daily.Daily`) as ``traffic_daily`` rows, as
+    :func:`pack` makes them from its rows, on columns: each matrix made text cell by cell by
+    one Arrow cast and joined series by series by one ``binary_join`` (Python per series only:
+    the row's dictionary and its totals)."""
+    n = len(daily)
+    if not n:
+        return []
+    records, units, amounts = (_joined(m, 0 if m is not daily.amounts else daily.scale)
+                               for m in (daily.records, daily.units, daily.amounts))
+    rec_sums, unit_sums, amount_sums = (m.sum(axis=1).tolist() for m in (daily.records, daily.units, daily.amounts))
+    return [{"partner_code": partner, "direction": d, "service": sv, "destination": dest, "currency": cur,
+             "first_day": daily.first, "days": daily.days, "records": int(rec_sums[i]), "units": int(unit_sums[i]),
+             "amount": daily.amount(amount_sums[i]), "daily_records": records[i], "daily_units": units[i],
+             "daily_amounts": amounts[i]}
+            for i, (d, sv, dest, cur) in enumerate(daily.keys)]
+
+
+def _joined(matrix: np.ndarray, scale: int) -> list[str]:
+    """Each row of a matrix of (unscaled) integers as comma-separated text: a value as
+    ``format(Decimal, "f")`` writes it at ``scale`` decimals, a zero as ``0``."""
+    rows, days = matrix.shape
+    flat = matrix.reshape(-1)
+    if flat.dtype == object:  # sums beyond int64 (rare): Python integers, made text one by one
+        cells = pa.array([format(Decimal(int(v)).scaleb(-scale), "f") if v else "0" for v in flat.tolist()],
+                         pa.string())
+    else:
+        values = pa.array(flat, pa.int64())
+        cells = pc.cast(decimal_of_int64(flat, scale) if scale else values, pa.string())
+        if scale:
+            cells = pc.if_else(pc.equal(values, 0), pa.scalar("0"), cells)
+    lists = pa.ListArray.from_arrays(pa.array(np.arange(0, rows * days + 1, days, dtype=np.int32)), cells)
+    return pc.binary_join(lists, ",").to_pylist()
+
+
+def write_traffic(s: Session, cycle: M.BillingCycle, packed: list[dict[str, Any]]) -> None:
+    """The cycle's daily traffic (``packed``: :func:`pack_daily` or :func:`pack` of it),
+    replacing that of its earlier runs (two statements)."""
     conn = s.connection()
     conn.execute(_TD.delete().where(_TD.c.cycle_id == cycle.id))
-    if packed is None:
-        packed = pack(cycle.partner_code, cycle.local_start, (cycle.local_end - cycle.local_start).days, rows)
     if packed:
         conn.execute(_TD.insert(), [dict(r, cycle_id=cycle.id) for r in packed])
 
@@ -245,16 +280,37 @@ def _ingested(s: Session, start: date, end: date) -> tuple[dict[str, dict[date, 
 LONGEST_CYCLE = 93
 
 
-def series_of(rows: Iterable[tuple[str, str, str, str, Any, str]], first: date, days: int) -> A.Series:
+def series_of(rows: Iterable[tuple[str, str, str, str, Any, str]], first: date, days: int,
+              extra: tuple[str, Daily] | None = None) -> A.Series:
     """Daily records per (partner, direction, service, destination) as a matrix from ``first``
     (rows: partner, direction, service, destination, first day (a date or ISO text), the
     comma-separated records from that day; days outside are dropped). On columns: the keys
-    numbered by one dict pass, every vector parsed by one NumPy call, summed by ``np.add.at``."""
+    numbered by one dict pass, every vector parsed by one NumPy call, summed by ``np.add.at``.
+    ``extra``: a partner's daily traffic (a cycle's, not yet written), after the rows."""
     rows = rows if isinstance(rows, list) else list(rows)
-    if not rows:
+    if not rows and (extra is None or not len(extra[1])):
         return A.Series([], first, np.zeros((0, days), np.int64))
-    partner, direction, service, destination, first_days, texts = zip(*rows, strict=True)
     index: dict[tuple[str, str, str, str], int] = {}
+    counts = _series_rows(rows, index, first, days)
+    if extra is not None and len(extra[1]):
+        code, daily = extra
+        ks = np.fromiter((index.setdefault((code, *k[:3]), len(index)) for k in daily.keys), np.int64, len(daily))
+        lo = (daily.first - first).days  # the days of the matrix that fall from ``first`` to ``days``
+        a, b = max(0, -lo), min(daily.days, days - lo)
+        grown = np.zeros((len(index), days), np.int64)
+        grown[:len(counts)] = counts
+        if a < b:
+            np.add.at(grown[:, lo + a:lo + b], ks, daily.records[:, a:b])
+        counts = grown
+    return A.Series(list(index), first, counts)
+
+
+def _series_rows(rows: list[tuple[str, str, str, str, Any, str]], index: dict[tuple[str, str, str, str], int],
+                 first: date, days: int) -> np.ndarray:
+    """:func:`series_of`'s matrix of ``rows``, their keys numbered in ``index``."""
+    if not rows:
+        return np.zeros((0, days), np.int64)
+    partner, direction, service, destination, first_days, texts = zip(*rows, strict=True)
     ks = np.fromiter((index.setdefault(k, len(index)) for k in zip(partner, direction, service, destination,
                                                                     strict=True)), np.int64, len(partner))
     starts = np.array(first_days, dtype="datetime64[D]").astype(np.int64) - (first - date(1970, 1, 1)).days
@@ -266,7 +322,7 @@ def series_of(rows: Iterable[tuple[str, str, str, str, Any, str]], first: date, 
     keep = (day >= 0) & (day < days) & (values != 0)
     counts = np.zeros((len(index), days), np.int64)
     np.add.at(counts, (ks[row_of][keep], day[keep]), values[keep])
-    return A.Series(list(index), first, counts)
+    return counts
 
 
 def _history_rows(s: Session, partners: Sequence[str], first: date, end: date,
@@ -390,14 +446,13 @@ def assure(store: Store, plan: Plan, period: str, *, partner: str | None = None,
 
 
 def cycle_findings(store: Store, s: Session, cycle: M.BillingCycle, plan: Plan, result: Any,
-                   policy: A.Policy | None = None,
-                   packed: list[dict[str, Any]] | None = None) -> list[ValidationFinding]:
+                   policy: A.Policy | None = None) -> list[ValidationFinding]:
     """The assurance checks of one cycle before it is invoiced, as validation findings: its
     partner's inventory and fees (this run's charge lines in place of the cycle's earlier
-    ones), agreements and commitments, and its traffic against the partner's baseline. All
-    warnings, but a fee billed after an item's termination (a billing error: an error, which
-    ``--accept billed_after_termination`` lets through). ``packed``: :func:`pack` of the
-    cycle's daily traffic when the caller has it already."""
+    ones), agreements and commitments, and its traffic (``result.traffic``, a
+    :class:`~icdsl.cycle.daily.Daily`, read on its matrices) against the partner's baseline.
+    All warnings, but a fee billed after an item's termination (a billing error: an error,
+    which ``--accept billed_after_termination`` lets through)."""
     policy = policy or A.Policy()
     code = cycle.partner_code
     start, end = cycle.local_start, cycle.local_end
@@ -411,12 +466,9 @@ def cycle_findings(store: Store, s: Session, cycle: M.BillingCycle, plan: Plan, 
     inputs = A.Inputs(plan=plan, period=cycle.label, start=start, end=end, partners=[code], as_of=end,
                       items=_items(s, [code]), fees=_fees(lines), cycles=cycles, last_data_day=last)
     rows = _history_rows(s, [code], first, start, exclude_cycle=cycle.id)
-    if packed is None:
-        packed = pack(code, start, (end - start).days, result.traffic)
-    rows = [*rows, *[(code, r["direction"], r["service"], r["destination"], r["first_day"], r["daily_records"])
-                     for r in packed]]
-    inputs.series = series_of(rows, first, (end - first).days)
-    _period_traffic(((code, r) for r in result.traffic), inputs)
+    daily = result.traffic if result.traffic is not None else Daily.empty(start, (end - start).days)
+    inputs.series = series_of(rows, first, (end - first).days, extra=(code, daily))
+    _cycle_traffic(code, daily, inputs)
     accept = set(getattr(result, "accept", ()))
     out = []
     for f in A.check(inputs, policy, only=CYCLE_CHECKS):
@@ -428,3 +480,38 @@ def cycle_findings(store: Store, s: Session, cycle: M.BillingCycle, plan: Plan, 
             f.as_dict(), validator="assurance",
             accepted=severity == "error" and (f.code in accept or ACCEPT_ALL in accept)))
     return out
+
+
+def _cycle_traffic(code: str, daily: Daily, inputs: A.Inputs) -> None:
+    """What :func:`_period_traffic` makes of a cycle's daily rows, from its matrices: amounts,
+    records and currency per series, billed units, rated records per service and day. Keyed in
+    the order the rows would give (by the first day of each key, then the key), a key's
+    currency the one of its last row (its latest day, then the greatest currency)."""
+    n = (inputs.end - inputs.start).days
+    lo = (daily.first - inputs.start).days
+    has = daily.records != 0
+    firsts = np.where(has.any(axis=1), has.argmax(axis=1), daily.days).tolist()
+    lasts = (daily.days - 1 - has[:, ::-1].argmax(axis=1)).tolist()
+    records, units, amounts = (m.sum(axis=1).tolist() for m in (daily.records, daily.units, daily.amounts))
+    by_key: dict[tuple[str, str, str, str], list[int]] = {}
+    by_service: dict[tuple[str, str, str], list[int]] = {}
+    for i, k in enumerate(daily.keys):
+        by_key.setdefault((code, *k[:3]), []).append(i)
+        by_service.setdefault((code, *k[:2]), []).append(i)
+    order = sorted(by_key, key=lambda k: (min(firsts[i] for i in by_key[k]), k[1:]))
+    if inputs.series is not None:
+        out = {}
+        for k in order:
+            ii = by_key[k]
+            cur = max(ii, key=lambda i: (lasts[i], daily.keys[i][3]))
+            out[k] = (daily.amount(sum(amounts[i] for i in ii)), int(sum(records[i] for i in ii)), daily.keys[cur][3])
+        inputs.series.amounts = out
+    inputs.volumes = {k: int(sum(units[i] for i in by_key[k])) for k in order}
+    rated = {}
+    for k in sorted(by_service, key=lambda k: (min(firsts[i] for i in by_service[k]), k[1:])):
+        vec = np.zeros(n, np.int64)
+        a, b = max(0, -lo), min(daily.days, n - lo)
+        if a < b:
+            vec[lo + a:lo + b] = daily.records[by_service[k], a:b].sum(axis=0)
+        rated[k] = {inputs.start + timedelta(days=j): int(vec[j]) for j in np.flatnonzero(vec).tolist()}
+    inputs.rated = rated

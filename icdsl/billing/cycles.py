@@ -1704,10 +1704,10 @@ def _write_result(store: Store, s: Session, cyc: M.BillingCycle, prow: M.Partner
         conn.execute(_INSERT_CHARGES_FILE, charges_row)
 
     # ---- validated
-    # the daily traffic packed once: written, and the baseline's last days for the findings
-    packed = assurance.pack(cyc.partner_code, cyc.local_start, (cyc.local_end - cyc.local_start).days, result.traffic)
-    findings = result.findings + late + assurance.cycle_findings(store, s, cyc, plan, result, packed=packed)
-    assurance.write_traffic(s, cyc, result.traffic, packed=packed)
+    # the daily traffic (matrices): read by the findings, written as one row per series
+    findings = result.findings + late + assurance.cycle_findings(store, s, cyc, plan, result)
+    assurance.write_traffic(s, cyc, assurance.pack_daily(cyc.partner_code, result.traffic)
+                            if result.traffic is not None else [])
     _insert(s, M.ValidationFinding, [dict(
         cycle_id=cyc.id, attempt=cyc.attempts, validator=f.validator, code=f.code, severity=f.severity,
         accepted=f.accepted, message=f.message, count=f.count, samples=list(f.samples),

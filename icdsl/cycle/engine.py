@@ -34,7 +34,7 @@ from icdsl.cycle.charges import (
     needs_totals,
     share_statements,
 )
-from icdsl.cycle.daily import DailyRow, DailyTraffic, Scans
+from icdsl.cycle.daily import Daily, DailyTraffic, Scans
 from icdsl.cycle.errors import CycleError, ReconciliationError
 from icdsl.cycle.fx import FxTable
 from icdsl.cycle.invoicing import DraftLine, Drafts, Group, check_dims, draft_documents
@@ -263,7 +263,7 @@ class CycleResult:
     shares: list[ShareDraft]
     sinks: Any
     timings: dict[str, float] = field(default_factory=dict)
-    traffic: list[DailyRow] = field(default_factory=list)  # rated traffic by local day and destination
+    traffic: Daily | None = None  # rated traffic by local day and series (direction, service, destination, currency)
     accept: tuple[str, ...] = ()  # the codes of error findings accepted (for findings the store adds)
 
     @property
@@ -387,7 +387,7 @@ def run(inputs: CycleInputs) -> CycleResult:
                          totals=dict(sorted(by_currency.items())), daily=rater.daily_counts(), usage=rater.usage,
                          events=rater.events, refunds=rater.refunds, refund_problems=rater.refund_problems,
                          charge_lines=list(evaluated.lines), findings=findings, drafts=None, shares=[], sinks=sinks,
-                         traffic=daily.rows(), accept=accept)
+                         traffic=daily.daily(), accept=accept)
     if result.blocked:
         clock.stage(None)
         result.timings = clock.timings

@@ -47,11 +47,14 @@ def _rss() -> int:
 
 
 class Meter:
-    """Wall time and peak RSS per stage (RSS sampled every 20 ms by a thread)."""
+    """Wall time, CPU time (the process's, every thread) and peak RSS per stage (RSS sampled
+    every 20 ms by a thread). CPU time is the figure to compare on a shared machine."""
 
     def __init__(self) -> None:
         self.stage: str | None = None
         self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self._c = 0.0
         self.peak: dict[str, int] = {}
         self._t = 0.0
         self._stop = threading.Event()
@@ -64,16 +67,18 @@ class Meter:
                 self.peak[self.stage] = max(self.peak.get(self.stage, 0), _rss())
 
     def enter(self, stage: str | None) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         if self.stage is not None:
             self.wall[self.stage] = self.wall.get(self.stage, 0.0) + now - self._t
+            self.cpu[self.stage] = self.cpu.get(self.stage, 0.0) + cpu - self._c
             self.peak[self.stage] = max(self.peak.get(self.stage, 0), _rss())
-        self.stage, self._t = stage, now
+        self.stage, self._t, self._c = stage, now, cpu
 
     def close(self) -> dict:
         self.enter(None)
         self._stop.set()
-        return {k: {"seconds": round(self.wall[k], 2), "peak_rss_mb": round(self.peak.get(k, 0) / 2**20)}
+        return {k: {"seconds": round(self.wall[k], 2), "cpu_seconds": round(self.cpu[k], 2),
+                    "peak_rss_mb": round(self.peak.get(k, 0) / 2**20)}
                 for k in self.wall}
 
 
@@ -145,9 +150,9 @@ def run_end_to_end(url: str, work: Path, n: int, files: int) -> dict:
         assert plan is not None, [str(d) for d in diags]
         store = open_store(url, data_dir=work / "data")
         store.load_plan(plan, program)
-    rate_seconds = rate_baseline(plan, traffic, work / "rate-out")
+    rate_seconds, rate_cpu = rate_baseline(plan, traffic, work / "rate-out")
     meter = Meter()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         meter.enter("ingest")
         ingested = sum(store.ingest(p, None, plan).passed for p in traffic)
@@ -164,30 +169,33 @@ def run_end_to_end(url: str, work: Path, n: int, files: int) -> dict:
         meter.enter(None)
     finally:
         store.close()
-    total = time.perf_counter() - t0
+    total, total_cpu = time.perf_counter() - t0, time.process_time() - c0
     stages = meter.close()
     rate_stage = stages.get("rate", {}).get("seconds", 0.0)
     files_wait = stages.get("files", {}).get("seconds", 0.0)
     return {"backend": url.split(":")[0], "records": n, "partners": PARTNERS, "files": files, "ingested": ingested,
             "rated": rated, "total_seconds": round(total, 1), "stages": stages,
-            "icdsl_rate_seconds": round(rate_seconds, 2),
+            "total_cpu_seconds": round(total_cpu, 1),
+            "icdsl_rate_seconds": round(rate_seconds, 2), "icdsl_rate_cpu_seconds": round(rate_cpu, 2),
+            "cpu_ratios": {"cycle_over_rate": round(total_cpu / rate_cpu, 2),
+                           **{k: round(v["cpu_seconds"] / rate_cpu, 3) for k, v in stages.items()}},
             "ratios": {"cycle_over_rate": round(total / rate_seconds, 2),
                        "rate_stage_over_rate": round(rate_stage / rate_seconds, 2),
                        "rate_stage_and_files_over_rate": round((rate_stage + files_wait) / rate_seconds, 2)}}
 
 
-def rate_baseline(plan, traffic: list[Path], out: Path) -> float:
-    """Seconds `icdsl rate` takes on the same records (every file, one after the other): the
-    yardstick of the targets (the whole cycle within 3x, its rate stage within 1.5x)."""
+def rate_baseline(plan, traffic: list[Path], out: Path) -> tuple[float, float]:
+    """Seconds (wall, CPU) `icdsl rate` takes on the same records (every file, one after the
+    other): the yardstick of the targets (the whole cycle within 3x, its rate stage within 1.5x)."""
     from icdsl.rating.run import rate_file
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rated = 0
     for i, p in enumerate(traffic):
         rated += rate_file(plan, p, out / f"{i:02d}" / "rated.parquet").rated
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert rated > 0
-    return seconds
+    return seconds, cpu
 
 
 @contextlib.contextmanager
