@@ -303,9 +303,10 @@ class Rater:
             idx = day_index(to_us(table.column("start")), self._edges)
             self.daily += np.bincount(idx[idx >= 0], minlength=len(self.days))[:len(self.days)]
         if not self.charges:
-            rated, rejects = rate_batch(self.plan, table, carry=(_PIECE,))
+            rated, rejects = _encoded_pair(rate_batch(self.plan, table, carry=(_PIECE,)))
         else:
             rated, rejects, rc = rate_batch_with_charges(self.plan, table, cycle=self.cycle_totals, carry=(_PIECE,))
+            rated = _encoded(rated)
             self.usage = merge_usage(self.usage, usage_from_rated(self.plan, rated, rc))
             if self.charges_w is not None and rc.num_rows:
                 self.charges_w.write(_own_records(rc, rated.column(_PIECE), batches))
@@ -361,7 +362,7 @@ class Rater:
             return
         if "line" in rated.column_names:
             rated = rated.drop_columns(["line"])
-        rated = self._at_scale(rated)
+        rated = _encoded(self._at_scale(rated))
         record_charges = self._at_scale(record_charges) if record_charges is not None else None
         n = rated.num_rows
         self.read += n
@@ -584,6 +585,24 @@ class Rater:
 
     def daily_counts(self) -> dict[date, int]:
         return {d: int(n) for d, n in zip(self.days, self.daily.tolist(), strict=True)}
+
+
+#: text columns of rated records that the usage, the lines and the daily traffic each group by
+ENCODED = ("partner", "direction", "service")
+
+
+def _encoded(rated: pa.Table) -> pa.Table:
+    """``rated`` with its :data:`ENCODED` text columns dictionary-encoded, once for the groupings
+    that read them (the batch executor passes them on as plain text; the sinks write text)."""
+    for name in ENCODED:
+        i = rated.schema.get_field_index(name)
+        if i >= 0 and not pa.types.is_dictionary(rated.schema.field(i).type):
+            rated = rated.set_column(i, name, pc.dictionary_encode(rated.column(i).combine_chunks()))
+    return rated
+
+
+def _encoded_pair(pair: tuple[pa.Table, pa.Table]) -> tuple[pa.Table, pa.Table]:
+    return _encoded(pair[0]), pair[1]
 
 
 def _with_batch(table: pa.Table, batch_id: int) -> pa.Table:
