@@ -315,6 +315,57 @@ def test_pack_and_series_of_round_trip():
     assert s.counts.tolist() == [[0, 3, 0], [0, 0, 5]]
 
 
+def test_cycle_daily_matrices_give_what_its_rows_give():
+    """The cycle's daily traffic on columns (matrices by series and day) packs, feeds the
+    baseline and sums the period exactly as its rows one by one do: several currencies for a
+    destination, nulls, chunks of different scales, and sums beyond int64 (Python integers)."""
+    import pyarrow as pa
+
+    from icdsl.billing.assurance import _cycle_traffic, _period_traffic, pack, pack_daily
+    from icdsl.cycle.daily import DailyTraffic
+    from icdsl.cycle.periods import parse_period
+
+    per = parse_period("2026-03", "Europe/Paris")
+    rng = np.random.default_rng(5)
+    span = int((per.end - per.start).total_seconds())
+    first = MARCH - timedelta(days=14)
+    hist = [("ACX", "outbound", "voice", "D1", (MARCH - timedelta(days=9)).isoformat(), ",".join(["3"] * 31))]
+    for big in (False, True):
+        d = DailyTraffic(per)
+        for scale in (4, 6):
+            n = 400
+            amounts = [Decimal(int(x) * (10**15 if big else 1)).scaleb(-scale) for x in rng.integers(-10**4, 10**6, n)]
+            amounts[0] = None
+            d.add(pa.table({
+                "start": pa.array([per.start + timedelta(seconds=int(x)) for x in rng.integers(0, span, n)],
+                                  pa.timestamp("us", tz="UTC")),
+                "direction": pa.array(rng.choice(["outbound", "inbound"], n).tolist()).dictionary_encode(),
+                "service": pa.array(["voice"] * n),
+                "destination": pa.array([f"D{x}" if x else None for x in rng.integers(0, 4, n)]),
+                "currency": pa.array(rng.choice(["EUR", "USD"], n).tolist()),
+                "billed_units": pa.array(rng.integers(0, 300, n), pa.int64()),
+                "amount": pa.array(amounts, pa.decimal128(38, scale))}))
+        daily = d.daily()
+        assert (daily.amounts.dtype == object) == big
+        rows = daily.rows()
+        assert pack_daily("ACX", daily) == pack("ACX", MARCH, 31, rows)
+        packed = [("ACX", p["direction"], p["service"], p["destination"], p["first_day"], p["daily_records"])
+                  for p in pack("ACX", MARCH, 31, rows)]
+        by_rows, by_columns = series_of(hist + packed, first, 45), series_of(hist, first, 45, extra=("ACX", daily))
+        assert by_rows.keys == by_columns.keys and by_rows.counts.tolist() == by_columns.counts.tolist()
+        got = []
+        for series in (by_rows, by_columns):
+            i = A.Inputs(plan=None, period="2026-03", start=MARCH, end=date(2026, 4, 1), partners=["ACX"])
+            i.series = series
+            if series is by_rows:
+                _period_traffic((("ACX", r) for r in rows), i)
+            else:
+                _cycle_traffic("ACX", daily, i)
+            got.append((list(i.series.amounts.items()), list(i.volumes.items()),
+                        [(k, list(v.items())) for k, v in i.rated.items()]))
+        assert got[0] == got[1]
+
+
 TRANSIT = """partner TRN "Transit Co" { kind wholesale currency EUR timezone "UTC" billing monthly due 30 days }
 partner SUP "Supplier" { kind wholesale currency EUR timezone "UTC" billing monthly due 30 days }
 partner SUQ "Supplier two" { kind wholesale currency EUR timezone "UTC" billing monthly due 30 days }
