@@ -171,14 +171,19 @@ def _partners(s: Session, plan: Plan, partner: str | None) -> list[str]:
     return [p for p in billed if p in declared] or billed
 
 
+#: current inventory items as rows (no ORM objects: read at every cycle's validation)
+_ITEMS = select(M.InventoryItem.partner_id, M.InventoryItem.reference, M.InventoryItem.kind,
+                M.InventoryItem.quantity, M.InventoryItem.activation_date, M.InventoryItem.termination_date,
+                M.InventoryItem.attributes).where(M.InventoryItem.superseded_by_id.is_(None))
+
+
 def _items(s: Session, partners: Iterable[str]) -> list[Any]:
     """The partners' current inventory items."""
     codes = {pid: code for pid, code in s.execute(select(M.Partner.id, M.Partner.code)
                                                   .where(M.Partner.code.in_(list(partners))))}
     rows = [{"partner_id": r.partner_id, "reference": r.reference, "kind": r.kind, "quantity": _plain(r.quantity),
              "activation_date": r.activation_date, "termination_date": r.termination_date, "attributes": r.attributes}
-            for r in s.scalars(select(M.InventoryItem).where(M.InventoryItem.superseded_by_id.is_(None),
-                                                             M.InventoryItem.partner_id.in_(list(codes))))]
+            for r in s.execute(_ITEMS.where(M.InventoryItem.partner_id.in_(list(codes))))]
     return items_from_rows(rows, codes)
 
 

@@ -440,10 +440,16 @@ class Rater:
             if c == "agreement_version":
                 if col.null_count:
                     raise ReconciliationError("rated records without an agreement version")
-                lo, hi = grouped.min_max(col.to_numpy().astype(np.int64, copy=False))
+                version = col.to_numpy().astype(np.int64, copy=False)
+                lo = _constant(grouped, version)
+                lo, hi = (lo, lo) if lo is not None else grouped.min_max(version)
                 out[f"{c}_min"], out[f"{c}_max"] = pa.array(lo, pa.int64()), pa.array(hi, pa.int64())
             else:  # min and max on the codes ranked as their values sort, then the values
                 codes, values = _codes(col)
+                same = _constant(grouped, codes)
+                if same is not None:  # one value per group (most columns of most lines): no sort
+                    out[f"{c}_min"] = out[f"{c}_max"] = values.take(pa.array(same))
+                    continue
                 order = pc.array_sort_indices(values).to_numpy(zero_copy_only=False)
                 rank = np.empty(len(order), np.int64)
                 rank[order] = np.arange(len(order))
@@ -599,6 +605,13 @@ def _encoded(rated: pa.Table) -> pa.Table:
         if i >= 0 and not pa.types.is_dictionary(rated.schema.field(i).type):
             rated = rated.set_column(i, name, pc.dictionary_encode(rated.column(i).combine_chunks()))
     return rated
+
+
+def _constant(grouped: groups.Groups, values: np.ndarray) -> np.ndarray | None:
+    """Each group's value when every row of the group has the same one, else None (then the
+    smallest and largest are :meth:`~icdsl.charges.groups.Groups.min_max`'s)."""
+    at = values[grouped.member]
+    return at if np.array_equal(values, at[grouped.index]) else None
 
 
 def _encoded_pair(pair: tuple[pa.Table, pa.Table]) -> tuple[pa.Table, pa.Table]:
