@@ -440,7 +440,7 @@ def write_facturx(doc: Mapping[str, Any], directory: str | Path, *, corrects: st
 
     xml = cii_xml(doc, corrects=corrects)
     with tempfile.TemporaryDirectory() as tmp:
-        pdf = write_pdf(doc, tmp, view=view).read_bytes()
+        pdf = write_pdf(doc, tmp, view=view, pdfa=True).read_bytes()
     title = TITLES[doc["kind"]]
     meta = {"author": doc["seller"].get("name"), "keywords": "Factur-X, EN 16931",
             "title": f"{doc['seller'].get('name')}: {title} {doc['number']}",
