@@ -95,7 +95,7 @@ def copy_examples(dest: Path) -> list[Path]:
             rel = f.relative_to(src)
             if not f.is_file() or "tools" in rel.parts or f.name in ("traffic.csv", "refunds.csv"):
                 continue
-            if f.suffix not in (".icd", ".csv", ".md"):
+            if f.suffix not in (".icd", ".csv", ".md", ".toml"):  # .toml: document layouts
                 continue
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)

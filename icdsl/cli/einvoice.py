@@ -6,6 +6,9 @@ business rules (:mod:`icdsl.outputs.einvoice_check`), offline.
 DOC is a file (a UBL or CII ``.xml``, a Factur-X ``.pdf``) or the number of a finalized invoice or
 credit note in the store, which is then written as UBL and as CII and both are checked.
 
+``invoice template``: the default document layout (:mod:`icdsl.layouts`) copied into the project
+to start a layout of one's own from (``--copy FILE``), or a layout file checked (``--check FILE``).
+
 ``journal``: the entries of a period's finalized invoices and credit notes
 (:mod:`icdsl.outputs.journal`), with the ledger accounts of the rules.
 """
@@ -20,6 +23,8 @@ import typer
 
 from icdsl.cli.billing import _data_option, _db_option, _plan, invoice_app, opened, user_errors
 from icdsl.cli.common import app, echo_err
+from icdsl.layouts import DEFAULT_PATH, LayoutError, default_text
+from icdsl.layouts import parse as parse_layout
 from icdsl.outputs import journal
 from icdsl.outputs.einvoice import cii_xml, ubl_xml
 from icdsl.outputs.einvoice_check import artefacts, syntax_of, validate_xml
@@ -36,6 +41,44 @@ def _from_pdf(data: bytes) -> bytes:
     if not xml:
         raise ValueError("the PDF carries no Factur-X/ZUGFeRD XML")
     return xml
+
+
+@invoice_app.command("template")
+def invoice_template(
+    copy: Path | None = typer.Option(None, "--copy", help="Write the default layout to this file (inside your "
+                                     "project), to change it."),
+    check: Path | None = typer.Option(None, "--check", help="Check a layout file: say where it is wrong."),
+    force: bool = typer.Option(False, "--force", help="With --copy: replace the file if it exists."),
+) -> None:
+    """The documents' layout: copy the default (every key documented in it) or check a layout file."""
+
+    if (copy is None) == (check is None):
+        echo_err(f"error: give --copy FILE or --check FILE (the default layout is {DEFAULT_PATH})")
+        raise typer.Exit(2)
+    if check is not None:
+        try:
+            parse_layout(check.read_bytes().decode("utf-8"), str(check))
+        except (OSError, UnicodeDecodeError) as e:
+            echo_err(f"error: cannot read {check}: {getattr(e, 'strerror', None) or e}")
+            raise typer.Exit(1) from None
+        except LayoutError as e:
+            echo_err(f"error: {e}")
+            raise typer.Exit(1) from None
+        typer.echo(f"{check}: a valid layout")
+        return
+    assert copy is not None
+    if copy.exists() and not force:
+        echo_err(f"error: {copy} exists: give another file, or --force to replace it")
+        raise typer.Exit(1)
+    try:
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(default_text(), encoding="utf-8")
+    except OSError as e:
+        echo_err(f"error: cannot write {copy}: {e.strerror}")
+        raise typer.Exit(1) from None
+    typer.echo(f"{copy}: the default layout, to change. Name it in the rules, in a partner block "
+               f'(or the company block, for every document): template "{copy.as_posix()}" '
+               "(the path relative to the rule file; add `stream NAME` for one invoice stream only)")
 
 
 @invoice_app.command("validate")
