@@ -169,3 +169,30 @@ def test_an_issued_invoice_keeps_the_parties_it_was_finalized_with(tmp_path):
     finally:
         s.close()
     assert "Am Hafen 3" in pdf_text(render(issued[0]))
+    # a partner's dispute of the invoice accepted: a credit note issued against it (CN- series),
+    # taxed as the invoice, referencing it, sealed; never more than the invoice's subtotal
+    from test_einvoice import errors
+
+    from icdsl.outputs.einvoice import cii_xml, ubl_xml
+
+    first = issued[0]
+    r = runner.invoke(app, ["invoice", "credit", first["number"], "--amount", "1.50", "--line", "1", "--reason",
+                            "dispute accepted: 3 sessions billed twice", *db])
+    assert r.exit_code == 0, r.output
+    number = r.output.split(":")[0]
+    assert number.startswith("CN-2026-")
+    r = runner.invoke(app, ["invoice", "credit", first["number"], "--amount", str(first["subtotal"]), "--reason",
+                            "too much", *db])
+    assert r.exit_code == 1 and "can be credited" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["invoice", "credit", first["number"], "--amount", "1.505", "--reason", "x", *db])
+    assert r.exit_code == 1 and "at most 2 decimals" in r.output
+    s = open_store(db[1], data_dir=db[3])
+    try:
+        cn = s.document(number)
+        assert s.verify().ok
+    finally:
+        s.close()
+    assert cn["kind"] == "credit_note" and cn["subtotal"] == D("-1.50") and cn["corrects"] == [first["number"]]
+    assert cn["tax_kind"] == first["tax_kind"] and cn["total"] == cn["subtotal"] + (cn["tax_amount"] or 0)
+    assert "dispute accepted: 3 sessions billed twice" in cn["lines"][0]["description"]
+    assert errors(ubl_xml(cn)) == [] and errors(cii_xml(cn)) == []

@@ -183,10 +183,17 @@ def invoice_document(s: Session, inv: M.Invoice, rows: list[Any] | None = None,
     doc["buyer"] = dict(doc["buyer"], name=inv.partner_name or doc["buyer"]["name"])
     _sealed_parties(doc, getattr(inv, "seller", None), getattr(inv, "buyer", None), inv.status == "finalized")
     corrected = {ln.corrects_line_id for ln in rows if getattr(ln, "corrects_line_id", None)}
+    numbers: set[str] = set()
     if corrected:  # the invoices whose lines this one corrects (a credit note's BT-25)
-        doc["corrects"] = sorted(n for n in s.scalars(
+        numbers.update(n for n in s.scalars(
             select(M.Invoice.number).join(M.InvoiceLine, M.InvoiceLine.invoice_id == M.Invoice.id)
             .where(M.InvoiceLine.id.in_(sorted(corrected)), M.Invoice.id != inv.id).distinct()) if n)
+    if inv.corrects_invoice_id is not None:  # a credit note issued against an invoice
+        corrected_inv = s.get(M.Invoice, inv.corrects_invoice_id)
+        if corrected_inv is not None and corrected_inv.number:
+            numbers.add(corrected_inv.number)
+    if numbers:
+        doc["corrects"] = sorted(numbers)
     return doc
 
 

@@ -6,6 +6,9 @@ business rules (:mod:`icdsl.outputs.einvoice_check`), offline.
 DOC is a file (a UBL or CII ``.xml``, a Factur-X ``.pdf``) or the number of a finalized invoice or
 credit note in the store, which is then written as UBL and as CII and both are checked.
 
+``invoice credit``: a credit note issued against a finalized invoice (an accepted dispute of
+our invoice, a commercial gesture): :func:`icdsl.billing.corrections.credit_invoice`.
+
 ``invoice template``: the default document layout (:mod:`icdsl.layouts`) copied into the project
 to start a layout of one's own from (``--copy FILE``), or a layout file checked (``--check FILE``).
 
@@ -41,6 +44,28 @@ def _from_pdf(data: bytes) -> bytes:
     if not xml:
         raise ValueError("the PDF carries no Factur-X/ZUGFeRD XML")
     return xml
+
+
+@invoice_app.command("credit")
+def invoice_credit(
+    number: str = typer.Argument(..., help="The finalized invoice to credit (INV-YYYY-NNNNNN)."),
+    amount: str = typer.Option(..., "--amount", help="The net amount credited, in the invoice's currency (tax is "
+                               "added as the invoice was taxed)."),
+    reason: str = typer.Option(..., "--reason", help="Why (printed on the credit note), e.g. 'dispute DSP-2026-000004 "
+                               "accepted: 12 calls billed twice'."),
+    line: int | None = typer.Option(None, "--line", help="The invoice line credited (its number)."),
+    db: str | None = _db_option(),
+    data: Path | None = _data_option(),
+) -> None:
+    """Issue a credit note against a finalized invoice (an accepted dispute, a gesture): numbered CN-, sealed."""
+
+    from icdsl.billing.corrections import credit_invoice
+
+    with opened(db, data) as store, user_errors():
+        cn = credit_invoice(store, number, amount, reason, line_no=line)
+        doc = store.document(cn)
+    typer.echo(f"{cn}: credit note of {doc['total']} {doc['currency']} (net {doc['subtotal']}) on {number}; "
+               f"`icdsl invoice export {cn} --format pdf --format ubl --out DIR` writes it")
 
 
 @invoice_app.command("template")
