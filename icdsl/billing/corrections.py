@@ -72,15 +72,15 @@ from icdsl.billing.cycles import (
 )
 from icdsl.billing.documents import buyer_party, seller_party
 from icdsl.billing.errors import CycleError, StoreError
-from icdsl.billing.seal import seal_unsealed
 from icdsl.billing.fx import FxTable
 from icdsl.billing.invoicing import DIMENSIONS, NETTING, check_dims, fx_for, quantity_unit, route
 from icdsl.billing.periods import Period, PeriodError, local_midnight, make_period, period_containing, zone
+from icdsl.billing.seal import seal_unsealed
 from icdsl.charges.lines import ChargeLine
 from icdsl.charges.periods import Days
 from icdsl.cycle import engine
-from icdsl.cycle.amounts import compute_tax
 from icdsl.cycle import errors as engine_errors
+from icdsl.cycle.amounts import compute_tax
 from icdsl.cycle.engine import MemorySinks
 from icdsl.cycle.rater import plan_scale, rated_file_schema, record_charges_file_schema
 from icdsl.plan.model import Plan
