@@ -196,3 +196,8 @@ def test_an_issued_invoice_keeps_the_parties_it_was_finalized_with(tmp_path):
     assert cn["tax_kind"] == first["tax_kind"] and cn["total"] == cn["subtotal"] + (cn["tax_amount"] or 0)
     assert "dispute accepted: 3 sessions billed twice" in cn["lines"][0]["description"]
     assert errors(ubl_xml(cn)) == [] and errors(cii_xml(cn)) == []
+    # booked in the journal of the month it was issued, balanced
+    r = runner.invoke(app, ["journal", "--period", cn["issue_date"].strftime("%Y-%m"), "--rules", str(rules),
+                            "--format", "json", *db])
+    assert r.exit_code == 0, r.output
+    assert number in r.output

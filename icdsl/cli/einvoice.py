@@ -176,6 +176,10 @@ def journal_cmd(
     with opened(db, data) as store, user_errors():
         cycles = [c for c in store.cycles(partner) if c.label == period]
         docs = [d for c in cycles for d in store.cycle_documents(c.id)]
+        # credit notes issued by hand (`invoice credit`: of no cycle), booked in the month of their issue
+        docs += [store.document(i.number) for i in store.invoices() if i.cycle_id is None and i.number
+                 and i.status == "finalized" and i.issue_date is not None
+                 and i.issue_date.strftime("%Y-%m") == period and (partner is None or i.partner_code == partner)]
     if not docs:
         echo_err(f"error: no documents for {period}" + (f" of {partner}" if partner else ""))
         raise typer.Exit(1)
