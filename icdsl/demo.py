@@ -95,7 +95,7 @@ def copy_examples(dest: Path) -> list[Path]:
             rel = f.relative_to(src)
             if not f.is_file() or "tools" in rel.parts or f.name in ("traffic.csv", "refunds.csv"):
                 continue
-            if f.suffix not in (".icd", ".csv", ".md"):
+            if f.suffix not in (".icd", ".csv", ".md", ".toml"):  # .toml: document layouts
                 continue
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -539,12 +539,12 @@ def _invoices_table(docs: list[dict], partners: list[str]) -> Table:
         table.add_column(col, justify="right" if col in ("subtotal", "tax", "total") else "left")
     taxes: dict[str, set[str]] = {}
     for code in partners:
-        invs = [d for d in docs if d["partner_code"] == code and d["kind"] in ("invoice", "credit_note")]
+        invs = [d for d in docs if d["partner_code"] == code and d["kind"] in ("invoice", "credit_note", "debit_note")]
         sums: dict[str, list[Decimal]] = {}
         for d in invs:
             cur, sign = d["currency"], (-1 if d["kind"] == "credit_note" else 1)
             name = d.get("number") or "draft"
-            table.add_row(code, name + (" (credit)" if sign < 0 else ""), d["stream"], _money(d["subtotal"], cur),
+            table.add_row(code, name + (" (credit)" if sign < 0 else " (debit note)" if d["kind"] == "debit_note" else ""), d["stream"], _money(d["subtotal"], cur),
                           _money(d.get("tax_amount"), cur), _money(d.get("total"), cur), cur)
             if d.get("tax_label"):
                 taxes.setdefault(d["tax_label"], set()).add(code)

@@ -46,7 +46,7 @@ from icdsl.plugins import PluginError, active_plugin_manager, exporters, owner
 
 ICDSL_HOOK_API = 1
 
-DOCUMENT_KINDS = ("invoice", "credit_note", "statement")
+DOCUMENT_KINDS = ("invoice", "credit_note", "debit_note", "statement")
 
 
 class Exporter:

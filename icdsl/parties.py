@@ -1,6 +1,7 @@
 """Who is who on a document: our company (the seller, declared once with ``company``) and each
 partner's legal details (``address``, ``postcode``, ``city``, ``tax id``, ``registration``, ``iban``,
-``bic``, ``peppol``, ``contact`` in its ``partner`` block).
+``bic``, ``peppol``, ``contact`` in its ``partner`` block), and how its documents are written
+(``locale``, ``template``: :mod:`icdsl.layouts`).
 
 - :class:`Party` holds the declared details (plain text, as written, except the IBAN and VAT
   identifier, kept compact: no spaces, upper case).
@@ -40,6 +41,16 @@ class Contact:
 
 
 @dataclass(frozen=True, slots=True)
+class Template:
+    """A document layout a party names (``template "FILE" [stream NAME]``): the file's text as
+    the rules were loaded with it (a TOML layout, :mod:`icdsl.layouts`)."""
+
+    stream: str | None
+    name: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Party:
     """A seller or buyer as a document names it."""
 
@@ -55,12 +66,20 @@ class Party:
     bic: str | None = None
     peppol: str | None = None
     contacts: tuple[Contact, ...] = field(default=())
+    locale: str | None = None  # how numbers and dates are written on its documents (babel: de_DE)
+    templates: tuple[Template, ...] = ()  # its documents' layouts (icdsl.layouts), per stream
 
     def as_json(self) -> dict[str, Any]:
-        return {"code": self.code, "name": self.name, "country": self.country, "address": list(self.address),
-                "postcode": self.postcode, "city": self.city, "vat": self.vat, "registration": self.registration,
-                "iban": self.iban, "bic": self.bic, "peppol": self.peppol,
-                "contacts": [{"name": c.name, "email": c.email, "phone": c.phone} for c in self.contacts]}
+        out = {"code": self.code, "name": self.name, "country": self.country, "address": list(self.address),
+               "postcode": self.postcode, "city": self.city, "vat": self.vat, "registration": self.registration,
+               "iban": self.iban, "bic": self.bic, "peppol": self.peppol,
+               "contacts": [{"name": c.name, "email": c.email, "phone": c.phone} for c in self.contacts]}
+        # (only when declared: the details of a party that declares neither stay as they were stored)
+        if self.locale:
+            out["locale"] = self.locale
+        if self.templates:
+            out["templates"] = [{"stream": t.stream, "name": t.name, "text": t.text} for t in self.templates]
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any] | None) -> Party | None:
@@ -71,7 +90,10 @@ class Party:
                    vat=d.get("vat"), registration=d.get("registration"), iban=d.get("iban"), bic=d.get("bic"),
                    peppol=d.get("peppol"),
                    contacts=tuple(Contact(c.get("name") or "", c.get("email"), c.get("phone"))
-                                  for c in d.get("contacts") or ()))
+                                  for c in d.get("contacts") or ()),
+                   locale=d.get("locale"),
+                   templates=tuple(Template(t.get("stream"), t.get("name") or "", t.get("text") or "")
+                                   for t in d.get("templates") or ()))
 
     @property
     def has_details(self) -> bool:

@@ -90,7 +90,7 @@ class Parties(InvoiceValidator):
 
     def validate(self, documents, context):
         for i, doc in enumerate(documents):
-            if "seller" not in doc or doc.get("kind") not in ("invoice", "credit_note"):
+            if "seller" not in doc or doc.get("kind") not in ("invoice", "credit_note", "debit_note"):
                 continue  # a document built without the store's parties (a plugin's, a test's)
             seller = Party.from_json(doc.get("seller"))
             buyer = Party.from_json(doc.get("buyer"))

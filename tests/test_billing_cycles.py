@@ -259,9 +259,14 @@ def test_rerate_before_and_after_finalization(store, tmp_path):
     # the same rerate again changes nothing: nothing is billed twice
     again = store.rerate("ORFR", "2026-03-10", "2026-03-20", plan2, destination="336")
     assert again.corrections[0].correction_id is None and count(store, M.Adjustment) == 4
-    # the adjustments are billed on April's invoice, pointing at the line they correct
+    # the adjustments are billed with April, on a credit note of their own (April's traffic on its
+    # invoice), pointing at the line they correct
     apr = store.run_cycle("ORFR", "2026-04", plan2, accept=ACCEPT)
-    (inv,) = store.invoices(apr.cycle_id)
+    invoices = store.invoices(apr.cycle_id)
+    assert [i.doc_type for i in invoices] == ["invoice", "credit_note"]
+    assert all(ln.kind != "adjustment" for ln in store.invoice_lines(invoices[0].id))
+    inv = invoices[1]
+    assert inv.total < 0 and all(ln.kind == "adjustment" for ln in store.invoice_lines(inv.id))
     adj_lines = sorted((ln for ln in store.invoice_lines(inv.id) if ln.kind == "adjustment"
                         and ln.destination == "France mobile"), key=lambda x: x.amount)
     assert [(ln.corrects_line_id, ln.amount, ln.adjustment_id) for ln in adj_lines] == [

@@ -209,8 +209,10 @@ def test_every_demo_invoice_exports_as_ubl_and_facturx_with_no_error(demo_store,
 
 def test_a_rerate_after_finalization_gives_a_credit_note_that_references_the_invoice(demo_store, tmp_path):
     """Inbound SMS repriced from 0.0100 to 0.0080 EUR for March (v3 amends v1) after March was
-    finalized: the credit is billed on April's traffic invoice, whose total is negative, so it is
-    a UBL CreditNote referencing March's traffic invoice, for exactly the credit, and it validates."""
+    finalized: the credit is a credit note of its own, finalized with April's cycle and numbered in
+    the credit notes' series (CN-), a UBL CreditNote referencing March's traffic invoice, for
+    exactly the credit, sealed, and it validates. Repriced again, up to 0.0120 (v4): a debit note
+    (DN-), a UBL Invoice of type 383 referencing the same invoice."""
     import shutil
 
     from typer.testing import CliRunner
@@ -249,6 +251,8 @@ def test_a_rerate_after_finalization_gives_a_credit_note_that_references_the_inv
     finally:
         s.close()
     assert doc["kind"] == "credit_note" and doc["total"] < 0
+    assert doc["number"] == "CN-2026-000001" and doc["parties"] == "sealed"
+    assert all(ln["kind"] == "adjustment" for ln in doc["lines"])
     assert doc["corrects"] == [march["traffic"]]
     assert doc["subtotal"] == sum(D(ln["amount"]) for ln in doc["lines"])
     xml = ubl_xml(doc)
@@ -258,6 +262,29 @@ def test_a_rerate_after_finalization_gives_a_credit_note_that_references_the_inv
         march["traffic"]]
     assert D(root.findtext("cac:LegalMonetaryTotal/cbc:PayableAmount", namespaces=NS)) == -doc["total"]
     assert errors(xml) == [] and errors(cii_xml(doc)) == []
+    # repriced up to 0.0120 from March 2 (v4): a debit note in its own series
+    v4 = v3.replace("v3 with LUMFR effective 2026-03-01 .. 2026-06-30 amends v1 {",
+                    "v4 with LUMFR effective 2026-03-02 .. 2026-06-30 amends v3 {").replace("0.0080 EUR", "0.0120 EUR")
+    lum.write_text(lum.read_text(encoding="utf-8") + v4 + "\n", encoding="utf-8")
+    r = runner.invoke(app, ["rerate", "--partner", "LUMFR", "--from", "2026-03-01", "--to", "2026-03-31", *rules, *store])
+    assert r.exit_code == 0, r.output
+    for args in (["cycle", "run", "LUMFR", "2026-05", *rules], ["cycle", "finalize", "LUMFR", "2026-05"]):
+        r = runner.invoke(app, [*args, *store])
+        assert r.exit_code == 0, r.output
+    s = open_store(db, data_dir=data)
+    try:
+        debit = next(i for i in s.invoices() if i.partner_code == "LUMFR" and i.issue_date == date(2026, 5, 31)
+                     and i.stream == "traffic")
+        dn = s.document(debit.number)
+        assert s.verify().ok  # credit and debit notes sealed in the chain
+    finally:
+        s.close()
+    assert dn["kind"] == "debit_note" and dn["number"].startswith("DN-2026-") and dn["total"] > 0
+    assert dn["corrects"] == [march["traffic"]]
+    xml = ubl_xml(dn)
+    root = etree.fromstring(xml)
+    assert etree.QName(root).localname == "Invoice" and root.findtext("cbc:InvoiceTypeCode", namespaces=NS) == "383"
+    assert errors(xml) == [] and errors(cii_xml(dn)) == []
 
 
 def _pdf_text(doc):

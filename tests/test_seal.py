@@ -198,7 +198,13 @@ def test_the_canonical_contents_are_the_same_bytes_as_when_they_were_sealed(tmp_
 
 def test_documents_finalized_before_the_seals_are_sealed_by_the_migration(store, tmp_path):
     finalized_store(store, tmp_path)
-    before = [(r.kind, r.number, r.content_hash) for r in seals(store)]
+    rows = seals(store)
+    # the documents as a store of 0006 holds them: without what later migrations added (0016: the
+    # document's kind and the parties it was finalized with, dropped by the downgrade)
+    with store.engine.connect() as c:
+        old = seal._Reader(c, schema_0007=True).contents((r.kind, r.document_id) for r in rows)
+    before = [(r.kind, r.number, seal.sha256(seal.canonical(old[r.kind, r.document_id]))) for r in rows]
+    assert any(b[2] != r.content_hash for b, r in zip(before, rows, strict=True))  # 0016's columns were sealed
     with store.engine.begin() as conn:  # back to a store of 0006: no seals
         command.downgrade(_migrations_config(conn), "0006")
     assert "document_seals" not in sa.inspect(store.engine).get_table_names()

@@ -79,7 +79,7 @@ from icdsl.billing.charging import (
     usage_json,
     write_share_statements,
 )
-from icdsl.billing.documents import invoice_document
+from icdsl.billing.documents import buyer_party, invoice_document, seller_party, share_party
 from icdsl.billing.errors import CycleBusy, CycleError, CycleStateError, StoreError, ValidationError
 from icdsl.billing.files import DataDir, WrittenFile, data_dir, fsync_files
 from icdsl.billing.files import fsync_dir as sync_dir
@@ -1864,7 +1864,7 @@ def write_drafts(s: Session, cyc: M.BillingCycle, prow: M.Partner, drafts: Draft
             s, M.Invoice, partner_id=prow.id, partner_code=prow.code, partner_name=prow.name, cycle_id=cyc.id,
             stream=d.stream, currency=d.currency, status="draft", subtotal=d.subtotal, tax_kind=d.tax.kind,
             tax_rate=prow.tax_rate, tax_amount=d.tax.amount, total=d.total, taxable_amount=d.tax.taxable,
-            tax_note=d.tax.note, fx_rate_id=d.fx_rate_id, created_at=t)
+            tax_note=d.tax.note, fx_rate_id=d.fx_rate_id, created_at=t, doc_type=d.kind)
         out.invoices.append(InvoiceSummary(inv_id, d.stream, d.currency, "draft", d.subtotal, len(d.lines), None,
                                            d.tax.kind, d.tax.amount, d.total, d.tax.note))
         plain: list[dict[str, Any]] = []
@@ -1952,6 +1952,11 @@ _UPSERT_SEQUENCE = {False: _upsert_sequence(sqlite_dialect), True: _upsert_seque
 _SQLITE_RETURNING = sqlite_version_info >= (3, 35)
 
 
+# a document kind's gap-free counter and number prefix (counter-YYYY, PREFIX-YYYY-NNNNNN)
+DOCUMENT_SERIES = {"invoice": ("invoice", "INV"), "credit_note": ("credit-note", "CN"),
+                   "debit_note": ("debit-note", "DN")}
+
+
 @dataclass
 class _Document:
     """A draft of the cycle being finalized: what :func:`finalize_cycle` numbered."""
@@ -1996,11 +2001,18 @@ def finalize_cycle(store: Store, partner: str, period: Any, *, issue_date: date 
         conn = s.connection()
         finalized: list[_Document] = []
         drafts = [inv for inv in invoices if inv.status == "draft"]
-        numbers = next_numbers(store, s, f"invoice-{issue.year}", len(drafts))
-        finalized += [_Document("invoice", inv.id, f"INV-{issue.year}-{n:06d}") for inv, n in zip(drafts, numbers, strict=True)]
+        # each kind in its own gap-free series (invoices, credit notes, debit notes), in id order
+        for doc_type, (counter, prefix) in DOCUMENT_SERIES.items():
+            of_type = [inv for inv in drafts if (inv.doc_type or "invoice") == doc_type]
+            numbers = next_numbers(store, s, f"{counter}-{issue.year}", len(of_type)) if of_type else []
+            finalized += [_Document("invoice", inv.id, f"{prefix}-{issue.year}-{n:06d}")
+                          for inv, n in zip(of_type, numbers, strict=True)]
         if drafts:
+            # the parties as they are now, sealed with the documents (a later change of the rules
+            # does not change an issued document)
+            seller, buyer = seller_party(s), buyer_party(prow)
             conn.execute(_FINALIZE_INVOICE, [dict(b_id=d.id, number=d.number, issue_date=issue, due_date=due,
-                                                  finalized_at=t) for d in finalized])
+                                                  finalized_at=t, seller=seller, buyer=buyer) for d in finalized])
         # statements and revenue shares (most cycles have none: one query to know), numbered in
         # the order of their ids (the order their numbers were always taken in)
         others = s.execute(_OTHER_DOCUMENTS, of).all()
@@ -2008,7 +2020,8 @@ def finalize_cycle(store: Store, partner: str, period: Any, *, issue_date: date 
         drafts_s = [stm for stm in statements if stm.status == "draft"]
         for stm, n in zip(drafts_s, next_numbers(store, s, f"statement-{issue.year}", len(drafts_s)), strict=True):
             stm.number = f"STM-{issue.year}-{n:06d}"
-            stm.details = dict(stm.details or {}, issue_date=issue.isoformat(), due_date=due.isoformat())
+            stm.details = dict(stm.details or {}, issue_date=issue.isoformat(), due_date=due.isoformat(),
+                               seller=seller_party(s), buyer=buyer_party(prow))
             stm.status = "finalized"
             stm.finalized_at = t
             finalized.append(_Document("statement", stm.id, stm.number))
@@ -2016,7 +2029,8 @@ def finalize_cycle(store: Store, partner: str, period: Any, *, issue_date: date 
         drafts_h = [shr for shr in shares if shr.status == "draft"]
         for shr, n in zip(drafts_h, next_numbers(store, s, f"share-{issue.year}", len(drafts_h)), strict=True):
             shr.number = f"SHR-{issue.year}-{n:06d}"
-            shr.details = dict(shr.details or {}, issue_date=issue.isoformat())
+            shr.details = dict(shr.details or {}, issue_date=issue.isoformat(), seller=seller_party(s),
+                               buyer=share_party(s, shr.party))
             shr.status = "finalized"
             shr.finalized_at = t
             finalized.append(_Document("share", shr.id, shr.number))

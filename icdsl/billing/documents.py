@@ -56,6 +56,34 @@ def seller_party(s: Session) -> dict[str, Any] | None:
     return None if row is None else dict(row.party, code=row.code, name=row.name)
 
 
+def share_party(s: Session, party: str) -> dict[str, Any] | None:
+    """The party a revenue-share statement is for (a partner's legal details; None for ``us``
+    or a party the store does not know)."""
+    if party == "us":
+        return None
+    p = s.scalars(select(M.Partner).where(M.Partner.code == party)).first()
+    return None if p is None else buyer_party(p)
+
+
+def doc_type(inv: M.Invoice) -> str:
+    """``invoice``, ``credit_note`` or ``debit_note``: as drafted (0016), else (documents written
+    before) a credit note when the total is negative."""
+    if getattr(inv, "doc_type", None):
+        return inv.doc_type
+    return "credit_note" if inv.total is not None and inv.total < 0 else "invoice"
+
+
+def _sealed_parties(doc: dict[str, Any], seller: dict[str, Any] | None, buyer: dict[str, Any] | None,
+                    finalized: bool) -> None:
+    """The parties as the document was finalized with them (0016), in place of the rules' current
+    ones; ``parties`` says which (``sealed``, or ``current`` on drafts and older documents)."""
+    if buyer is not None:
+        doc["buyer"] = dict(buyer)
+    if seller is not None or (finalized and buyer is not None):
+        doc["seller"] = None if seller is None else dict(seller)
+    doc["parties"] = "sealed" if buyer is not None else "current"
+
+
 def summarize(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The summary view: lines added up by kind, direction and service (sums of rounded lines,
     so the summary adds up to the same subtotal)."""
@@ -136,7 +164,7 @@ def invoice_document(s: Session, inv: M.Invoice, rows: list[Any] | None = None,
               inv.tax_amount if inv.tax_amount is not None else Decimal(0), inv.tax_note)
     modes = sorted({(ln.rounding or "").split(" to ")[0] for ln in rows if ln.rounding})
     doc = {
-        "kind": "credit_note" if inv.total is not None and inv.total < 0 else "invoice",
+        "kind": doc_type(inv),
         "id": inv.id, "number": inv.number, "status": inv.status, **_partner(s, inv.partner_id),
         # the partner as the invoice was issued to (sealed with it), not as renamed since
         "partner_code": inv.partner_code, "partner_name": inv.partner_name, "seller": seller_party(s),
@@ -153,11 +181,19 @@ def invoice_document(s: Session, inv: M.Invoice, rows: list[Any] | None = None,
                      "on the subtotal"),
     }
     doc["buyer"] = dict(doc["buyer"], name=inv.partner_name or doc["buyer"]["name"])
+    _sealed_parties(doc, getattr(inv, "seller", None), getattr(inv, "buyer", None), inv.status == "finalized")
     corrected = {ln.corrects_line_id for ln in rows if getattr(ln, "corrects_line_id", None)}
+    numbers: set[str] = set()
     if corrected:  # the invoices whose lines this one corrects (a credit note's BT-25)
-        doc["corrects"] = sorted(n for n in s.scalars(
+        numbers.update(n for n in s.scalars(
             select(M.Invoice.number).join(M.InvoiceLine, M.InvoiceLine.invoice_id == M.Invoice.id)
             .where(M.InvoiceLine.id.in_(sorted(corrected)), M.Invoice.id != inv.id).distinct()) if n)
+    if inv.corrects_invoice_id is not None:  # a credit note issued against an invoice
+        corrected_inv = s.get(M.Invoice, inv.corrects_invoice_id)
+        if corrected_inv is not None and corrected_inv.number:
+            numbers.add(corrected_inv.number)
+    if numbers:
+        doc["corrects"] = sorted(numbers)
     return doc
 
 
@@ -182,7 +218,7 @@ def statement_document(s: Session, stm: M.SettlementStatement) -> dict[str, Any]
         d["amount"] = present(Decimal(d["amount"]), d.get("currency") or stm.currency)
         lines.append(d)
     invoices = list(s.scalars(select(M.Invoice).where(M.Invoice.cycle_id == stm.cycle_id).order_by(M.Invoice.id)))
-    return {
+    out = {
         "kind": "statement", "id": stm.id, "number": stm.number, "status": stm.status,
         **_partner(s, stm.partner_id), "seller": seller_party(s), "currency": stm.currency,
         "issue_date": _date(details.get("issue_date")), "due_date": _date(details.get("due_date")),
@@ -202,6 +238,9 @@ def statement_document(s: Session, stm: M.SettlementStatement) -> dict[str, Any]
         "rounding": f"each line rounded once to {minor_units(stm.currency)} decimals; net = receivable - payable",
         "payer": "partner" if stm.net > 0 else "us" if stm.net < 0 else "none",
     }
+    if "buyer" in details:  # the parties as finalized (0016)
+        _sealed_parties(out, details.get("seller"), details["buyer"], stm.status == "finalized")
+    return out
 
 
 def share_document(s: Session, shr: M.ShareStatement) -> dict[str, Any]:
@@ -229,7 +268,7 @@ def share_document(s: Session, shr: M.ShareStatement) -> dict[str, Any]:
                            total_of_shares=present(Decimal(sp["total_of_shares"]), sp["currency"]),
                            parties={k: present(Decimal(v), sp["currency"]) for k, v in sp["parties"].items()}))
     total = present(shr.total, shr.currency)
-    return {
+    out = {
         "kind": "share_statement", "id": shr.id, "number": shr.number, "status": shr.status,
         **_partner(s, shr.partner_id), "seller": seller_party(s), "party": party, "party_name": name, "currency": shr.currency,
         "issue_date": _date(details.get("issue_date")), "due_date": None, **_period(s, shr.cycle_id),
@@ -241,6 +280,12 @@ def share_document(s: Session, shr: M.ShareStatement) -> dict[str, Any]:
                      "largest remainders (ties to the party listed first): the shares of a split add up to the "
                      "amount split exactly"),
     }
+    if "seller" in details:  # the parties as finalized (0016)
+        out["seller"] = details["seller"]
+        if details.get("buyer") is not None:
+            out["recipient"] = details["buyer"]
+        out["parties"] = "sealed"
+    return out
 
 
 def _date(text: str | None):

@@ -420,6 +420,11 @@ class Invoice(Base):
     finalized_at: Mapped[datetime | None]
     taxable_amount: Mapped[Decimal | None]
     tax_note: Mapped[str | None] = mapped_column(sa.String(300))
+    # 0016: invoice | credit_note | debit_note (null before: by the total's sign); the parties as
+    # finalized (icdsl.parties JSON; null on drafts and on documents finalized before 0016)
+    doc_type: Mapped[str | None] = mapped_column(sa.String(16))
+    seller: Mapped[dict[str, Any] | None]
+    buyer: Mapped[dict[str, Any] | None]
 
 
 class InvoiceLine(Base):

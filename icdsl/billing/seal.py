@@ -1,7 +1,7 @@
 """Tamper evidence: every finalized document sealed, the seals chained (``icdsl verify``).
 
 Finalizing a cycle seals each document it finalizes (invoices and credit notes, the settlement
-statement, revenue-share statements) in the same transaction (:func:`seal_cycle`):
+statement, revenue-share statements; credit and debit notes in their own series) in the same transaction (:func:`seal_cycle`):
 
 - the document's **content** is read back from the store and written in a canonical form
   (:func:`document_content`, :func:`canonical`): its header (number, partner, period, currency,
@@ -18,7 +18,11 @@ The canonical form (version :data:`VERSION`) is the same bytes on SQLite and Pos
 sorted keys, no spaces, ASCII only; money as decimal text with 8 decimals and rates with 12 (the
 columns' scales), days ``YYYY-MM-DD``, instants ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC, lists in a
 fixed order (lines by number, the rest sorted). Only the columns named here are covered: a column
-added later does not change what a seal of version 1 means.
+added later does not change what a seal of version 1 means. An invoice's kind (``doc_type``:
+invoice, credit note, debit note) and the parties it was finalized with (``seller``, ``buyer``:
+names, addresses, VAT identifiers, bank account; migration 0016) are covered when set, and left
+out of the content of documents finalized before 0016 (so their seals still hold); a
+statement's parties are in its ``details``, covered whole.
 
 :func:`verify` recomputes every document's content and every seal from the store and walks the
 chain; :func:`check_documents` does it for the documents a face is about to present (``invoice
@@ -116,9 +120,13 @@ def seal_of(position: int, kind: str, number: str, content_hash: str, previous: 
 # --------------------------------------------------------------------------- a document's content
 
 _C, _I, _L = M.BillingCycle, M.Invoice, M.InvoiceLine
-_INVOICE_COLS = (_I.number, _I.status, _I.partner_code, _I.partner_name, _I.cycle_id, _I.stream, _I.currency,
-                 _I.issue_date, _I.due_date, _I.subtotal, _I.taxable_amount, _I.tax_kind, _I.tax_rate,
-                 _I.tax_amount, _I.total, _I.tax_note, _I.fx_rate_id, _I.corrects_invoice_id, _I.finalized_at)
+_INVOICE_COLS_0007 = (_I.number, _I.status, _I.partner_code, _I.partner_name, _I.cycle_id, _I.stream, _I.currency,
+                      _I.issue_date, _I.due_date, _I.subtotal, _I.taxable_amount, _I.tax_kind, _I.tax_rate,
+                      _I.tax_amount, _I.total, _I.tax_note, _I.fx_rate_id, _I.corrects_invoice_id, _I.finalized_at)
+# columns added later (0016): in the content only when set, so that a document sealed before keeps
+# its hash (and not read at all by migration 0007, which runs before they exist)
+_LATER_COLS = ("doc_type", "seller", "buyer")
+_INVOICE_COLS = (*_INVOICE_COLS_0007, _I.doc_type, _I.seller, _I.buyer)
 _LINE_COLS = (_L.id, _L.line_no, _L.kind, _L.description, _L.direction, _L.service, _L.destination, _L.prefix,
               _L.band, _L.quantity, _L.unit, _L.rate, _L.rate_unit, _L.amount, _L.currency, _L.agreement_version_id,
               _L.agreement_hash, _L.rule, _L.data_file_id, _L.line_key, _L.record_count, _L.first_start,
@@ -211,22 +219,44 @@ def _typed_nulls(prefix: str, cols: Iterable[Any]) -> list[Any]:
 
 
 _INVOICE_IDS = _B("ids", expanding=True)
-_Q_INVOICES_U = sa.union_all(
-    select(_I.id.label("doc"), sa.literal_column("0").label("part"), _CORRECTED.number.label("corrects_number"),
-           *_labelled("i_", _INVOICE_COLS), *_typed_nulls("l_", _LINE_COLS),
-           sa.type_coerce(sa.null(), _DF.sha256.type).label("l_data_file_sha256"), *_typed_nulls("c_", _CHARGE_COLS))
-    .outerjoin(_CORRECTED, _CORRECTED.id == _I.corrects_invoice_id)
-    .where(_I.id.in_(_INVOICE_IDS)),
-    select(_L.invoice_id, sa.literal_column("1"), sa.null(), *_nulls("i_", _INVOICE_COLS), *_LINE_COLS, _DF.sha256,
-           *_CHARGE_COLS)
-    .outerjoin(_DF, _DF.id == _L.data_file_id)
-    .outerjoin(_CL, _CL.invoice_line_id == _L.id)
-    .where(_L.invoice_id.in_(_INVOICE_IDS)))
-_U = _Q_INVOICES_U.selected_columns
-_Q_INVOICES = _Q_INVOICES_U.order_by(_U.doc, _U.part, _U.l_line_no, _U.l_id, _U.c_key_hash)
-_INVOICE_FIELDS, _LINE_FIELDS, _CHARGE_FIELDS = (_fields(_Q_INVOICES, p) for p in ("i_", "l_", "c_"))
-_LINE_ID, _LINE_FX, _LINE_AGREEMENT, _LINE_HASH, _CHARGE = (_index(_Q_INVOICES, k) for k in (
-    "l_id", "l_fx_rate_id", "l_agreement_version_id", "l_agreement_hash", "c_key_hash"))
+
+
+@dataclass(frozen=True)
+class _InvoiceQuery:
+    """The invoices-and-lines query of a schema (its invoice columns), and where its parts are."""
+
+    q: Any
+    invoice: Fields
+    line: Fields
+    charge: Fields
+    line_id: int
+    line_fx: int
+    line_agreement: int
+    line_hash: int
+    charge_key: int
+
+
+def _invoice_query(cols: tuple[Any, ...]) -> _InvoiceQuery:
+    u = sa.union_all(
+        select(_I.id.label("doc"), sa.literal_column("0").label("part"), _CORRECTED.number.label("corrects_number"),
+               *_labelled("i_", cols), *_typed_nulls("l_", _LINE_COLS),
+               sa.type_coerce(sa.null(), _DF.sha256.type).label("l_data_file_sha256"),
+               *_typed_nulls("c_", _CHARGE_COLS))
+        .outerjoin(_CORRECTED, _CORRECTED.id == _I.corrects_invoice_id)
+        .where(_I.id.in_(_INVOICE_IDS)),
+        select(_L.invoice_id, sa.literal_column("1"), sa.null(), *_nulls("i_", cols), *_LINE_COLS, _DF.sha256,
+               *_CHARGE_COLS)
+        .outerjoin(_DF, _DF.id == _L.data_file_id)
+        .outerjoin(_CL, _CL.invoice_line_id == _L.id)
+        .where(_L.invoice_id.in_(_INVOICE_IDS)))
+    c = u.selected_columns
+    q = u.order_by(c.doc, c.part, c.l_line_no, c.l_id, c.c_key_hash)
+    return _InvoiceQuery(q, *(_fields(q, p) for p in ("i_", "l_", "c_")), *(_index(q, k) for k in (
+        "l_id", "l_fx_rate_id", "l_agreement_version_id", "l_agreement_hash", "c_key_hash")))
+
+
+_Q_INVOICES = _invoice_query(_INVOICE_COLS)
+_Q_INVOICES_0007 = _invoice_query(_INVOICE_COLS_0007)  # the schema migration 0007 seals in
 _Q_SETTLEMENTS = select(_SS.id.label("doc"), _SS.number, _SS.status, _SS.partner_id, _SS.cycle_id, _SS.currency,
                         _SS.receivable, _SS.payable, _SS.net, _SS.finalized_at,
                         _SS.details).where(_SS.id.in_(_B("ids", expanding=True)))
@@ -280,8 +310,9 @@ class _Reader:
     """Reads documents' contents in bulk (:meth:`contents`); cycles, FX rates and agreements
     read once per reader."""
 
-    def __init__(self, c: Conn):
+    def __init__(self, c: Conn, *, schema_0007: bool = False):
         self.c = _connection(c)
+        self.iq = _Q_INVOICES_0007 if schema_0007 else _Q_INVOICES
         self._cycles: dict[int, dict[str, Any] | None] = {}
         self._fx: dict[int, dict[str, Any] | None] = {}
         self._by_id: dict[int, dict[str, Any] | None] = {}
@@ -372,28 +403,33 @@ class _Reader:
         fx: set[int] = set()
         agreement_ids: set[int] = set()
         hashes: set[str] = set()
-        for r in self._rows(_Q_INVOICES, ids):  # by invoice, line, charge line (rows by index: the hot loop)
+        iq = self.iq
+        later = [k for k in _LATER_COLS if any(f[0] == k for f in iq.invoice)]
+        for r in self._rows(iq.q, ids):  # by invoice, line, charge line (rows by index: the hot loop)
             if r[1] == 0:  # the invoice's own row, before its lines
-                head = _part(r, _INVOICE_FIELDS)
+                head = _part(r, iq.invoice)
+                for k in later:
+                    if head[k] is None:
+                        del head[k]
                 lines, fx, agreement_ids, hashes = [], {head["fx_rate_id"]} - {None}, set(), set()
                 out["invoice", r[0]] = {"kind": "invoice", "id": r[0], **head, "corrects_number": r[2],
                                         "lines": lines}
                 uses[r[0]] = (fx, agreement_ids, hashes)
                 line = None
                 continue
-            line_id = r[_LINE_ID]
+            line_id = r[iq.line_id]
             if line is None or line["id"] != line_id:
-                line = _part(r, _LINE_FIELDS)
+                line = _part(r, iq.line)
                 line["charges"] = []
                 lines.append(line)
-                if r[_LINE_FX] is not None:
-                    fx.add(r[_LINE_FX])
-                if r[_LINE_AGREEMENT] is not None:
-                    agreement_ids.add(r[_LINE_AGREEMENT])
-                if r[_LINE_HASH]:
-                    hashes.add(r[_LINE_HASH])
-            if r[_CHARGE] is not None:
-                line["charges"].append(_part(r, _CHARGE_FIELDS))
+                if r[iq.line_fx] is not None:
+                    fx.add(r[iq.line_fx])
+                if r[iq.line_agreement] is not None:
+                    agreement_ids.add(r[iq.line_agreement])
+                if r[iq.line_hash]:
+                    hashes.add(r[iq.line_hash])
+            if r[iq.charge_key] is not None:
+                line["charges"].append(_part(r, iq.charge))
         for d in out.values():
             for ln in d["lines"]:
                 ln["charges"].sort(key=lambda x: x["key_hash"])
@@ -537,16 +573,17 @@ def _unsealed(c: sa.Connection, cycle_id: int | None) -> tuple[list[tuple[Any, s
     return sorted(out, key=lambda d: (d[0] or _EPOCH, _ORDER[d[1]], d[2])), head
 
 
-def seal_unsealed(c: Conn, cycle_id: int | None = None) -> int:
+def seal_unsealed(c: Conn, cycle_id: int | None = None, *, schema_0007: bool = False) -> int:
     """Seal the finalized documents that have no seal yet (of one cycle, or all: migration 0007
-    seals the documents finalized before it), appended to the chain. Returns how many.
+    seals the documents finalized before it, ``schema_0007``: reading only the columns that
+    exist then), appended to the chain. Returns how many.
 
     A few queries whatever the number of documents: the lock, the documents with the chain's
     head, their contents (:meth:`_Reader.contents`, by pages) and one insert per page."""
     conn = _connection(c)
     _lock_chain(conn)
     docs, (position, previous) = _unsealed(conn, cycle_id)
-    reader = _Reader(conn)
+    reader = _Reader(conn, schema_0007=schema_0007)
     t = base.now()
     for start in range(0, len(docs), _CHUNK):
         page = docs[start:start + _CHUNK]
@@ -740,7 +777,7 @@ _Q_FINALIZED = select(sum((select(sa.func.count()).select_from(T).where(T.status
 _Q_SEALS_OF = select(*_SEAL_COLS).where(sa.or_(*(sa.and_(_S.kind == kind, _S.document_id.in_(_B(kind, expanding=True)))
                                                for kind in _ORDER)))
 _Q_SEALS_AT = select(*_SEAL_COLS).where(_S.position.in_(_B("ids", expanding=True)))
-_DOC_KINDS = {"invoice": "invoice", "credit_note": "invoice", "statement": "settlement", "share_statement": "share"}
+_DOC_KINDS = {"invoice": "invoice", "credit_note": "invoice", "debit_note": "invoice", "statement": "settlement", "share_statement": "share"}
 
 
 def check_documents(c: Conn, docs: Iterable[dict[str, Any]]) -> None:

@@ -611,7 +611,8 @@ def invoice_show(
     with opened(db, data) as store:
         doc = store.document(ref)
     console = table_console()
-    title = {"invoice": "Invoice", "credit_note": "Credit note", "statement": "Settlement statement",
+    title = {"invoice": "Invoice", "credit_note": "Credit note", "debit_note": "Debit note",
+             "statement": "Settlement statement",
              "share_statement": "Revenue-share statement"}[doc["kind"]]
     who = f"{doc['partner_name']} ({doc['partner_code']})"
     if doc["kind"] == "share_statement":

@@ -6,6 +6,12 @@ business rules (:mod:`icdsl.outputs.einvoice_check`), offline.
 DOC is a file (a UBL or CII ``.xml``, a Factur-X ``.pdf``) or the number of a finalized invoice or
 credit note in the store, which is then written as UBL and as CII and both are checked.
 
+``invoice credit``: a credit note issued against a finalized invoice (an accepted dispute of
+our invoice, a commercial gesture): :func:`icdsl.billing.corrections.credit_invoice`.
+
+``invoice template``: the default document layout (:mod:`icdsl.layouts`) copied into the project
+to start a layout of one's own from (``--copy FILE``), or a layout file checked (``--check FILE``).
+
 ``journal``: the entries of a period's finalized invoices and credit notes
 (:mod:`icdsl.outputs.journal`), with the ledger accounts of the rules.
 """
@@ -20,6 +26,8 @@ import typer
 
 from icdsl.cli.billing import _data_option, _db_option, _plan, invoice_app, opened, user_errors
 from icdsl.cli.common import app, echo_err
+from icdsl.layouts import DEFAULT_PATH, LayoutError, default_text
+from icdsl.layouts import parse as parse_layout
 from icdsl.outputs import journal
 from icdsl.outputs.einvoice import cii_xml, ubl_xml
 from icdsl.outputs.einvoice_check import artefacts, syntax_of, validate_xml
@@ -36,6 +44,66 @@ def _from_pdf(data: bytes) -> bytes:
     if not xml:
         raise ValueError("the PDF carries no Factur-X/ZUGFeRD XML")
     return xml
+
+
+@invoice_app.command("credit")
+def invoice_credit(
+    number: str = typer.Argument(..., help="The finalized invoice to credit (INV-YYYY-NNNNNN)."),
+    amount: str = typer.Option(..., "--amount", help="The net amount credited, in the invoice's currency (tax is "
+                               "added as the invoice was taxed)."),
+    reason: str = typer.Option(..., "--reason", help="Why (printed on the credit note), e.g. 'dispute DSP-2026-000004 "
+                               "accepted: 12 calls billed twice'."),
+    line: int | None = typer.Option(None, "--line", help="The invoice line credited (its number)."),
+    db: str | None = _db_option(),
+    data: Path | None = _data_option(),
+) -> None:
+    """Issue a credit note against a finalized invoice (an accepted dispute, a gesture): numbered CN-, sealed."""
+
+    from icdsl.billing.corrections import credit_invoice
+
+    with opened(db, data) as store, user_errors():
+        cn = credit_invoice(store, number, amount, reason, line_no=line)
+        doc = store.document(cn)
+    typer.echo(f"{cn}: credit note of {doc['total']} {doc['currency']} (net {doc['subtotal']}) on {number}; "
+               f"`icdsl invoice export {cn} --format pdf --format ubl --out DIR` writes it")
+
+
+@invoice_app.command("template")
+def invoice_template(
+    copy: Path | None = typer.Option(None, "--copy", help="Write the default layout to this file (inside your "
+                                     "project), to change it."),
+    check: Path | None = typer.Option(None, "--check", help="Check a layout file: say where it is wrong."),
+    force: bool = typer.Option(False, "--force", help="With --copy: replace the file if it exists."),
+) -> None:
+    """The documents' layout: copy the default (every key documented in it) or check a layout file."""
+
+    if (copy is None) == (check is None):
+        echo_err(f"error: give --copy FILE or --check FILE (the default layout is {DEFAULT_PATH})")
+        raise typer.Exit(2)
+    if check is not None:
+        try:
+            parse_layout(check.read_bytes().decode("utf-8"), str(check))
+        except (OSError, UnicodeDecodeError) as e:
+            echo_err(f"error: cannot read {check}: {getattr(e, 'strerror', None) or e}")
+            raise typer.Exit(1) from None
+        except LayoutError as e:
+            echo_err(f"error: {e}")
+            raise typer.Exit(1) from None
+        typer.echo(f"{check}: a valid layout")
+        return
+    assert copy is not None
+    if copy.exists() and not force:
+        echo_err(f"error: {copy} exists: give another file, or --force to replace it")
+        raise typer.Exit(1)
+    try:
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(default_text(), encoding="utf-8")
+    except OSError as e:
+        echo_err(f"error: cannot write {copy}: {e.strerror}")
+        raise typer.Exit(1) from None
+    typer.echo(f"{copy}: the default layout, to change. Name it in the rules, in a partner block "
+               f'(or the company block, for every document): template "{copy.as_posix()}" '
+               "(the path relative to the rule file; add `stream NAME` for one invoice stream only)")
 
 
 @invoice_app.command("validate")
@@ -108,6 +176,10 @@ def journal_cmd(
     with opened(db, data) as store, user_errors():
         cycles = [c for c in store.cycles(partner) if c.label == period]
         docs = [d for c in cycles for d in store.cycle_documents(c.id)]
+        # credit notes issued by hand (`invoice credit`: of no cycle), booked in the month of their issue
+        docs += [store.document(i.number) for i in store.invoices() if i.cycle_id is None and i.number
+                 and i.status == "finalized" and i.issue_date is not None
+                 and i.issue_date.strftime("%Y-%m") == period and (partner is None or i.partner_code == partner)]
     if not docs:
         echo_err(f"error: no documents for {period}" + (f" of {partner}" if partner else ""))
         raise typer.Exit(1)

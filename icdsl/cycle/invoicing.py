@@ -14,7 +14,10 @@ minor unit with the agreement's rounding mode (:mod:`icdsl.cycle.amounts`).
 **Streams.** An agreement's ``invoice streams`` put each service on its stream (a
 ``traffic`` selector takes every service); a service no stream selects goes on the first
 stream; without streams everything is on one invoice (stream ``main``). One invoice per stream
-(in the partner's currency), numbered at finalization.
+(in the partner's currency), numbered at finalization. The adjustments of corrections (of a
+finalized cycle, billed on the next one) are not mixed into it: they make a document of their
+own per stream, a **credit note** when they add up to a credit, a **debit note** when they add
+(``DraftInvoice.kind``), each numbered in its own series at finalization.
 
 **Netting.** Services the agreement nets (``netting with DIRECTION SERVICE``) are what we owe
 the partner: they are not invoiced but listed on the cycle's settlement statement, which offsets
@@ -184,6 +187,7 @@ class DraftInvoice:
     tax: Tax
     total: Decimal
     fx_rate_id: int | None
+    kind: str = "invoice"  # invoice | credit_note | debit_note (the adjustments of corrections)
 
 
 @dataclass
@@ -292,14 +296,20 @@ def draft_documents(groups: Sequence[Group], adjustments: Sequence[DraftLine], *
         (netted if ln.netted else by_stream[ln.stream]).append(ln)
     invoices = []
     for stream in sorted(by_stream):
-        ls = sorted(by_stream[stream], key=DraftLine.sort_key)
-        if ls and all(ln.kind == "adjustment" and ln.amount == 0 for ln in ls):
-            continue
-        subtotal = exact_sum(ln.amount for ln in ls)
-        tax = compute_tax(tax_kind, tax_rate, subtotal, invoice_currency)
-        rates = {ln.fx.rate_id for ln in ls if ln.fx is not None}
-        invoices.append(DraftInvoice(stream, invoice_currency, ls, subtotal, tax, subtotal + tax.amount,
-                                     rates.pop() if len(rates) == 1 else None))
+        # the adjustments of corrections go on a document of their own: a credit note when they
+        # give back, a debit note when they add (each referencing the invoices it corrects)
+        billed = [ln for ln in by_stream[stream] if ln.kind != "adjustment"]
+        adjusted = [ln for ln in by_stream[stream] if ln.kind == "adjustment"]
+        for ls, kind in ((billed, "invoice"), (adjusted, None)):
+            ls = sorted(ls, key=DraftLine.sort_key)
+            if not ls or (kind is None and all(ln.amount == 0 for ln in ls)):
+                continue
+            subtotal = exact_sum(ln.amount for ln in ls)
+            tax = compute_tax(tax_kind, tax_rate, subtotal, invoice_currency)
+            rates = {ln.fx.rate_id for ln in ls if ln.fx is not None}
+            invoices.append(DraftInvoice(stream, invoice_currency, ls, subtotal, tax, subtotal + tax.amount,
+                                         rates.pop() if len(rates) == 1 else None,
+                                         kind or ("credit_note" if subtotal < 0 else "debit_note")))
     statement = None
     if netted:
         netted.sort(key=DraftLine.sort_key)

@@ -59,6 +59,9 @@ from icdsl.lang.values import (
     timezones,
     valid_timezone,
 )
+from icdsl.layouts import MAX_BYTES as MAX_LAYOUT_BYTES
+from icdsl.layouts import LayoutError, check_locale
+from icdsl.layouts import parse as parse_layout
 from icdsl.money import Rounding
 from icdsl.parties import check_field, compact, vat_country
 from icdsl.spans import Span
@@ -169,6 +172,9 @@ class Checked:
     cycle_examples: list[CycleExampleInfo] = field(default_factory=list)
     charge_types: dict[str, Any] = field(default_factory=dict)
     company: ast.CompanyDecl | None = None
+    # the document layouts the parties name (``template``), read by the checker: (file, line, col)
+    # of the template's path -> (its name as written, the file's text)
+    party_templates: dict[tuple[str, int, int], tuple[str, str]] = field(default_factory=dict)
     accounts: ast.AccountsDecl | None = None
     file_of: dict[int, str] = field(default_factory=dict)
     zones: dict[str, ZoneInfo] = field(default_factory=dict)
@@ -593,10 +599,25 @@ class Checker:
         cc = country.values[0].text if country is not None else None
         seen: dict[str, Span] = {}
         for f in fields:
-            if f.key != "contact":
+            if f.key == "template":  # one per stream (and one for every stream)
+                stream = f.values[1].value if f.values[1] is not None else None
+                key = f"template stream {stream}" if stream else "template"
+                if key in seen:
+                    self.error("E103", f"'{key}' is set twice for {who}", f.span, f"the first is at {seen[key]}")
+                seen[key] = f.span
+            elif f.key != "contact":
                 if f.key in seen:
                     self.error("E103", f"'{f.key}' is set twice for {who}", f.span, f"the first is at {seen[f.key]}")
                 seen[f.key] = f.span
+            if f.key == "template":
+                self._template(who, f)
+                continue
+            if f.key == "locale":
+                problem = check_locale(f.values[0].value)
+                if problem:
+                    self.error("E265", problem, f.values[0].span, 'e.g. locale "de_DE": numbers and dates on its '
+                                                                   "documents are written for it")
+                continue
             for i, v in enumerate(f.values):
                 if v is None:
                     continue
@@ -609,6 +630,38 @@ class Checker:
                     self.warning("W260", f"the VAT identifier is of {vat_country(compact('vat', v.value))}, "
                                          f"{who} is in {cc}", v.span,
                                  "fine for a company registered for VAT abroad; otherwise check the identifier")
+
+    def _template(self, who: str, f: ast.PartyField) -> None:
+        """A document layout a party names: a file inside the project that reads as a layout
+        (:mod:`icdsl.layouts`); its text is kept for the plan."""
+        name = f.values[0]
+        base = self.program.path_of(name.span.file).parent
+        path, problem = resolve_project_path(name.value, base, self.program.root)
+        if problem:
+            self.error("E266", problem, name.span, path_help(name.value, "layouts live inside the project folder"))
+            return
+        if not is_file(path):
+            self.error("E266", f"cannot find the document layout '{short_text(name.value)}' of {who}", name.span,
+                       f"looked for {short_text(display_path(path), 80)} (relative to this rule file); "
+                       "`icdsl invoice template --copy FILE` writes the default layout to start from")
+            return
+        try:
+            if path.stat().st_size > MAX_LAYOUT_BYTES:
+                raise LayoutError(f"the file is larger than {MAX_LAYOUT_BYTES // 1024} KiB: a layout is a short text")
+            text = path.read_bytes().decode("utf-8")
+            parse_layout(text, display_path(path))
+        except UnicodeDecodeError:
+            self.error("E267", f"the layout '{short_text(name.value)}' is not UTF-8 text", name.span,
+                       "save the file as UTF-8")
+            return
+        except OSError as e:
+            self.error("E266", f"cannot read the layout '{short_text(name.value)}': {e.strerror}", name.span)
+            return
+        except LayoutError as e:
+            self.error("E267", f"the layout is wrong: {e}", name.span,
+                       "compare with the default (`icdsl invoice template --copy FILE`), which documents every key")
+            return
+        self.out.party_templates[(name.span.file, name.span.line, name.span.col)] = (name.value, text)
 
     def _party_needs(self, p: ast.PartnerDecl) -> None:
         """Say before a document needs it what its invoices will lack."""

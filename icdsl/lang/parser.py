@@ -368,6 +368,14 @@ class _ToAst(Transformer):
     def contact_phone(self, meta, c):
         return ("phone", self._str(c[0]))
 
+    def pa_locale(self, meta, c):
+        return self._party("locale", meta, c)
+
+    def pa_template(self, meta, c):
+        """``template "FILE" [stream NAME]``: values (the file, the stream or None)."""
+        stream = ast.Str(str(c[1]), self.s.of_token(c[1])) if len(c) > 1 else None
+        return ast.PartyField("template", (self._str(c[0]), stream), self.s.of_meta(meta))
+
     def pa_contact(self, meta, c):
         """``contact NAME [email E] [phone P]``: values (name, email or None, phone or None)."""
         extra = dict(x for x in c[1:] if isinstance(x, tuple))

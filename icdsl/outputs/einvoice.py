@@ -4,9 +4,11 @@ when the buyer has a Peppol endpoint) and as Factur-X (PDF/A-3 with the CII XML 
 The input is the invoice document of :mod:`icdsl.billing.documents` (with its ``seller`` and
 ``buyer``, :mod:`icdsl.parties`). How icdsl's invoice maps to EN 16931:
 
-- an invoice whose total is negative (a credit note: ``kind`` ``credit_note``) is a UBL
-  ``CreditNote`` (type 381) and a CII document of type 381, its amounts written positive
-  (BR-CO: a credit note states what is credited);
+- a credit note (``kind`` ``credit_note``: its own CN- series, or before 0016 an invoice whose
+  total is negative) is a UBL ``CreditNote`` (type 381) and a CII document of type 381, its
+  amounts written positive (BR-CO: a credit note states what is credited); a debit note
+  (``debit_note``, DN- series: a correction that adds) is a UBL ``Invoice`` of type 383 and a
+  CII document of type 383; both reference the invoices they correct (BT-25);
 - each line is an invoice line (BG-25): quantity with its UN/ECE Rec. 20 unit, net amount (the
   line's amount, already rounded to the currency's minor unit), item name (the line's
   description), net price = |amount| / |quantity| to 6 decimals (informative: icdsl rates per
@@ -56,8 +58,13 @@ class EInvoiceError(ValueError):
     """A document that cannot be written as an e-invoice (a statement, a draft): says why."""
 
 
+#: document kind -> UNTDID 1001 type code (BT-3)
+TYPE_CODES = {"invoice": "380", "credit_note": "381", "debit_note": "383"}
+TITLES = {"invoice": "Invoice", "credit_note": "Credit note", "debit_note": "Debit note"}
+
+
 def is_einvoice(doc: Mapping[str, Any]) -> bool:
-    return doc.get("kind") in ("invoice", "credit_note")
+    return doc.get("kind") in TYPE_CODES
 
 
 def unit_code(unit: str | None) -> str:
@@ -171,7 +178,7 @@ def ubl_xml(doc: Mapping[str, Any], *, corrects: str | None = None) -> bytes:
     if not seller:
         raise EInvoiceError("no company is declared: add a `company CODE \"Legal name\" { ... }` block to the rules "
                             "(our address, VAT identifier and IBAN), then `icdsl load`")
-    kind = doc["kind"]
+    kind = "credit_note" if doc["kind"] == "credit_note" else "invoice"  # UBL's two document types
     ccy = doc["currency"]
     sign = _sign(doc)
     cat, rate, reason_code, reason = tax_category(doc)
@@ -186,7 +193,7 @@ def ubl_xml(doc: Mapping[str, Any], *, corrects: str | None = None) -> bytes:
     x.cbc(root, "IssueDate", doc["issue_date"].isoformat())
     if kind == "invoice" and doc.get("due_date"):
         x.cbc(root, "DueDate", doc["due_date"].isoformat())
-    x.cbc(root, "InvoiceTypeCode" if kind == "invoice" else "CreditNoteTypeCode", "380" if kind == "invoice" else "381")
+    x.cbc(root, "InvoiceTypeCode" if kind == "invoice" else "CreditNoteTypeCode", TYPE_CODES[doc["kind"]])
     if doc.get("tax_note"):
         x.cbc(root, "Note", doc["tax_note"])
     x.cbc(root, "DocumentCurrencyCode", ccy)
@@ -349,7 +356,7 @@ def cii_xml(doc: Mapping[str, Any], *, corrects: str | None = None) -> bytes:
     _ram(_ram(ctx, "GuidelineSpecifiedDocumentContextParameter"), "ID", EN16931)
     ed = _X.el(root, RSM, "ExchangedDocument")
     _ram(ed, "ID", doc["number"])
-    _ram(ed, "TypeCode", "380" if kind == "invoice" else "381")
+    _ram(ed, "TypeCode", TYPE_CODES[kind])
     _when(ed, "IssueDateTime", doc["issue_date"])
     if doc.get("tax_note"):
         _ram(_ram(ed, "IncludedNote"), "Content", doc["tax_note"])
@@ -433,11 +440,11 @@ def write_facturx(doc: Mapping[str, Any], directory: str | Path, *, corrects: st
 
     xml = cii_xml(doc, corrects=corrects)
     with tempfile.TemporaryDirectory() as tmp:
-        pdf = write_pdf(doc, tmp, view=view).read_bytes()
+        pdf = write_pdf(doc, tmp, view=view, pdfa=True).read_bytes()
+    title = TITLES[doc["kind"]]
     meta = {"author": doc["seller"].get("name"), "keywords": "Factur-X, EN 16931",
-            "title": f"{doc['seller'].get('name')}: {'Invoice' if doc['kind'] == 'invoice' else 'Credit note'} "
-                     f"{doc['number']}",
-            "subject": f"{'Invoice' if doc['kind'] == 'invoice' else 'Credit note'} {doc['number']} dated "
+            "title": f"{doc['seller'].get('name')}: {title} {doc['number']}",
+            "subject": f"{title} {doc['number']} dated "
                        f"{doc['issue_date'].isoformat()} issued by {doc['seller'].get('name')}"}
     out = generate_from_binary(pdf, xml, flavor="factur-x", level="en16931", check_xsd=True, pdf_metadata=meta,
                                lang="en-GB")

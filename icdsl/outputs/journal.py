@@ -61,13 +61,13 @@ def entries(documents: Iterable[Mapping[str, Any]], accounts: Any, *, journal: s
     """The journal lines of the finalized invoices and credit notes among ``documents``."""
     out: list[JournalLine] = []
     for doc in documents:
-        if doc.get("kind") not in ("invoice", "credit_note"):
+        if doc.get("kind") not in ("invoice", "credit_note", "debit_note"):
             continue
         if doc.get("status") != "finalized" or not doc.get("number"):
             raise JournalError(f"{doc.get('number') or 'a draft'} is not finalized: only finalized documents are booked")
         ccy, number, partner = doc["currency"], doc["number"], doc.get("partner_code") or ""
         day = doc["issue_date"].isoformat()
-        label = "Credit note" if doc["kind"] == "credit_note" else "Invoice"
+        label = {"credit_note": "Credit note", "debit_note": "Debit note"}.get(doc["kind"], "Invoice")
         total = Decimal(doc["total"])
         debit, credit = _side(-total)
         out.append(JournalLine(day, journal, number, partner, accounts.receivable, debit, credit, ccy,

@@ -1,12 +1,20 @@
-"""A document as a readable PDF (fpdf2, core Helvetica font: nothing to install).
+"""A document as a readable PDF (fpdf2), laid out by a layout file (:mod:`icdsl.layouts`).
 
-Header (partner, period, number, issue and due dates, stream), the lines (itemized: one per
-destination and band; summary: one per service), subtotal, tax (its label, and the legal note of
-a reverse charge or an exemption), total; for a settlement statement the netted lines, what each
-side owes and the balance. The footer names the agreement versions (and their hashes), the FX
-rates used and how amounts are rounded. Core fonts know Latin-1 only: other characters are
-replaced by their closest Latin-1 spelling. The output is deterministic (the creation date is the
-issue date), so the same document gives the same bytes.
+Header (our company, the addressee in its role, number, issue and due dates, period, stream), the
+lines (itemized: one per destination and band; summary: one per service; the columns the layout
+names), subtotal, tax (its label, and the legal note of a reverse charge or an exemption), total;
+for a settlement statement the netted lines, what each side owes and the balance; who owes whom;
+the payment instructions and the invoices a credit or debit note corrects. The footer names the
+agreement versions (and their hashes), the FX rates used and how amounts are rounded.
+
+The layout is the one the rules choose for the document (its partner's, for its stream, or our
+company's; sealed with the document's parties when it was finalized), else the default; numbers
+and dates are written for the partner's ``locale`` (babel). The text is set in DejaVu Sans
+Condensed, embedded (the glyphs used), so that any Unicode text the font covers prints as written
+and a Factur-X file is PDF/A-3 with embedded fonts; a layout may ask for a PDF core font instead
+(Helvetica: Latin-1 only, other characters replaced by their closest Latin-1 spelling). Long texts
+wrap onto more lines, never cut. The output is deterministic (the creation date is the issue
+date), so the same document gives the same bytes.
 """
 
 from __future__ import annotations
@@ -18,13 +26,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from icdsl.layouts import Layout, Local, choose, locale_of
 from icdsl.outputs.views import POSITION_TITLE, file_stem, position_rows, view_lines
 
-FONT = "Helvetica"
+FONT = "Helvetica"  # the core font of the other PDFs (disputes, reconciliations)
+FONTS_DIR = Path(__file__).with_name("fonts")
+#: the embedded font's files (regular, bold): DejaVu Sans Condensed 2.37, fonts/LICENSE-DejaVu.txt
+FONT_FILES = {"": FONTS_DIR / "DejaVuSansCondensed.ttf", "B": FONTS_DIR / "DejaVuSansCondensed-Bold.ttf"}
 REPLACE = {"\u2013": "-", "\u2014": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
            "\u2026": "...", "\u2192": "->", "\u00a0": " ", "\u20ac": "EUR"}
-TITLES = {"invoice": "INVOICE", "credit_note": "CREDIT NOTE", "statement": "SETTLEMENT STATEMENT",
-          "share_statement": "REVENUE-SHARE STATEMENT"}
+TITLES = {"invoice": "INVOICE", "credit_note": "CREDIT NOTE", "debit_note": "DEBIT NOTE",
+          "statement": "SETTLEMENT STATEMENT", "share_statement": "REVENUE-SHARE STATEMENT"}
 
 
 def latin1(text: Any) -> str:
@@ -45,9 +57,16 @@ def money_text(v: Decimal | None) -> str:
     return "" if v is None else f"{v:,f}"
 
 
-def quantity_text(q: Decimal | None, unit: str | None) -> str:
+def quantity_text(q: Decimal | None, unit: str | None, local: Local | None = None) -> str:
     if q is None:
         return ""
+    if local is not None and local.locale:
+        if unit == "second":
+            return f"{local.number((q / 60).quantize(Decimal('0.01')))} min"
+        if unit == "byte":
+            return f"{local.number((q / 1_048_576).quantize(Decimal('0.001')))} MB"
+        n = local.number(q.normalize() if q == q.to_integral_value() else q, 0 if q == q.to_integral_value() else None)
+        return f"{n} {unit or ''}".strip()
     if unit == "second":
         return f"{(q / 60).quantize(Decimal('0.01')):,f} min"
     if unit == "byte":
@@ -102,66 +121,144 @@ def party_lines(p: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def addressee_label(doc: Mapping[str, Any]) -> str:
+def addressee_label(doc: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> str:
     """Who the document is addressed to, and in what role (never "Bill to" someone we pay)."""
+    lb = {"credit_to": "Credit to", "counterparty": "Counterparty", "our_share": "Internal: our share",
+          "payable_to": "Payable to", "bill_to": "Bill to", **(labels or {})}
     kind = doc.get("kind", "invoice")
     if kind == "credit_note":
-        return "Credit to"
+        return lb["credit_to"]
     if kind == "statement":
-        return "Counterparty"
+        return lb["counterparty"]
     if kind == "share_statement":
-        return "Internal: our share" if doc.get("party") == "us" else "Payable to"
-    return "Bill to"
+        return lb["our_share"] if doc.get("party") == "us" else lb["payable_to"]
+    return lb["bill_to"]
 
 
-def who_owes_whom(doc: Mapping[str, Any]) -> str:
+def who_owes_whom(doc: Mapping[str, Any], local: Local | None = None) -> str:
     """One sentence: who owes whom how much (the document's direction of money)."""
+    amount = money_text if local is None else (lambda v: "" if v is None else local.number(v))
     kind, ccy = doc.get("kind", "invoice"), doc.get("currency") or ""
     us = (doc.get("seller") or {}).get("name") or "We"
     them = doc.get("partner_name") or doc.get("partner_code") or "the partner"
     total = doc.get("total")
-    if kind in ("invoice", "credit_note") and total is not None:
+    if kind in ("invoice", "credit_note", "debit_note") and total is not None:
         if total >= 0:
-            return f"{them} owes {us} {money_text(total)} {ccy}."
-        return f"{us} owes {them} {money_text(-total)} {ccy} (a credit: deduct it from a payment or it is refunded)."
+            return f"{them} owes {us} {amount(total)} {ccy}."
+        return f"{us} owes {them} {amount(-total)} {ccy} (a credit: deduct it from a payment or it is refunded)."
     if kind == "statement" and doc.get("net") is not None:
         net = doc["net"]
         if net > 0:
-            return f"{them} owes {us} {money_text(net)} {ccy} net."
+            return f"{them} owes {us} {amount(net)} {ccy} net."
         if net < 0:
-            return f"{us} owes {them} {money_text(-net)} {ccy} net."
+            return f"{us} owes {them} {amount(-net)} {ccy} net."
         return "Nothing is owed: the period nets to zero."
     if kind == "share_statement" and total is not None:
         if doc.get("party") == "us":
-            return f"Kept by {us}: {money_text(total)} {ccy} (our own share; nothing to pay)."
-        return f"{us} owes {doc.get('party_name') or doc.get('party')} {money_text(total)} {ccy}."
+            return f"Kept by {us}: {amount(total)} {ccy} (our own share; nothing to pay)."
+        return f"{us} owes {doc.get('party_name') or doc.get('party')} {amount(total)} {ccy}."
     return ""
 
 
-def render(doc: Mapping[str, Any], *, view: str = "itemized") -> bytes:
+def _setup_fonts(pdf: Any, layout: Layout) -> tuple[str, Any]:
+    """The layout's font on ``pdf``: its family name, and how a text is made printable in it."""
+    if layout.core_font:
+        return layout.page["font"], latin1
+    for style, path in FONT_FILES.items():
+        pdf.add_font("DejaVu", style, str(path))
+    return "DejaVu", lambda text: "" if text is None else str(text)
+
+
+def _cell_value(ln: Mapping[str, Any], field: str, i: int, doc: Mapping[str, Any], local: Local, view: str) -> str:
+    """The text of one column of a line."""
+    if field == "line_no":
+        return str(ln.get("line_no", i))
+    if field == "description":
+        return str(ln.get("description") or "")
+    if field == "quantity":
+        return quantity_text(ln.get("quantity"), ln.get("unit"), local)
+    if field == "amount":
+        return local.number(ln.get("amount")) if ln.get("amount") is not None else ""
+    if field == "lines":
+        return str(ln.get("lines", ""))
+    if field == "records":
+        return local.number(ln.get("record_count") or 0, 0)
+    if field == "rate":
+        if view == "summary":
+            return ""
+        rate = ln.get("rate")
+        ccy = ln.get("source_currency") if ln.get("source_currency") not in (None, doc.get("currency")) else ""
+        unit = ln.get("rate_unit") or ln.get("unit")
+        if rate is not None:
+            return f"{local.number(rate.normalize())} {ccy}/{unit}".replace("  ", " ")
+        return average_rate_text(ln, ccy) if ln.get("kind") == "traffic" else ""
+    return str(ln.get(field) or "")
+
+
+def _output_intent(pdf: Any) -> None:
+    """The sRGB output intent PDF/A asks for (the ICC profile fpdf2 ships: sRGB2014)."""
+    from importlib.resources import files
+
+    from fpdf.enums import OutputIntentSubType
+    from fpdf.output import PDFICCProfile
+
+    icc = files("fpdf").joinpath("data/color_profiles/sRGB2014.icc").read_bytes()
+    pdf.add_output_intent(OutputIntentSubType.PDFA, output_condition_identifier="sRGB",
+                          output_condition="IEC 61966-2-1:1999", registry_name="http://www.color.org",
+                          dest_output_profile=PDFICCProfile(contents=icc, n=3, alternate="DeviceRGB"),
+                          info="sRGB2014 (v2)")
+
+
+def render(doc: Mapping[str, Any], *, view: str = "itemized", layout: Layout | None = None,
+           pdfa: bool = False) -> bytes:
+    """The document as PDF bytes, laid out by ``layout`` (default: the one the rules chose for it,
+    :func:`icdsl.layouts.choose`). ``pdfa``: with the sRGB output intent of PDF/A (Factur-X adds
+    the rest: XMP metadata, the embedded XML); the fonts are embedded unless the layout asks for
+    a core font (then it is not PDF/A)."""
     # lazy: fpdf2 loads only when a PDF is written
     from fpdf import FPDF
 
+    lay = layout if layout is not None else choose(doc)
+    local = Local(locale_of(doc, lay), lay.format["date"])
+    labels, page = lay.labels, lay.page
+    base = float(page["font_size"])
     kind = doc.get("kind", "invoice")
-    pdf = FPDF(orientation="P", unit="mm", format="A4")
-    pdf.set_margins(15, 15, 15)
+    pdf = FPDF(orientation="P", unit="mm", format=page["size"] if page["size"] in ("A4", "A5") else page["size"].lower())
+    margin = float(page["margin"])
+    pdf.set_margins(margin, margin, margin)
     pdf.set_auto_page_break(False)
+    font, text = _setup_fonts(pdf, lay)
+    if pdfa:
+        _output_intent(pdf)
     when = doc.get("issue_date") or doc.get("period_end") or date(2000, 1, 1)
     pdf.set_creation_date(datetime(when.year, when.month, when.day, tzinfo=UTC))
     pdf.set_producer("icdsl")
-    pdf.set_title(latin1(f"{TITLES.get(kind, kind)} {doc.get('number') or 'draft'}"))
+    title = lay.titles.get(kind) or TITLES.get(kind, kind.upper())
+    pdf.set_title(text(f"{title} {doc.get('number') or 'draft'}"))
     pdf.set_author("icdsl")
     pdf.alias_nb_pages()
     width = pdf.w - pdf.l_margin - pdf.r_margin
     number = doc.get("number")
+    seller = doc.get("seller")
+    ccy = doc.get("currency") or ""
+    values = {"kind": kind, "title": title, "number": number, "issue_date": local.date(doc.get("issue_date"))
+              if doc.get("issue_date") else None, "due_date": local.date(doc.get("due_date"))
+              if doc.get("due_date") else None, "period": doc.get("period"), "currency": ccy,
+              "total": local.number(doc.get("total")) if doc.get("total") is not None else None,
+              "subtotal": local.number(doc.get("subtotal")) if doc.get("subtotal") is not None else None,
+              "stream": doc.get("stream"), "partner_code": doc.get("partner_code"),
+              "partner_name": doc.get("partner_name"), "corrects": list(doc.get("corrects") or ()),
+              "seller": seller or {}, "buyer": doc.get("buyer") or {}}
+
+    def money(v: Any) -> str:
+        return "" if v is None else local.number(v)
 
     def footer_line() -> None:
         pdf.set_y(-12)
-        pdf.set_font(FONT, "", 7)
+        pdf.set_font(font, "", base - 2)
         pdf.set_text_color(110)
-        pdf.cell(width / 2, 4, latin1(f"{doc.get('partner_code')} {doc.get('period') or ''} "
-                                      f"{number or 'DRAFT'}"))
-        pdf.cell(width / 2, 4, f"page {pdf.page_no()} of {{nb}}", align="R")
+        pdf.cell(width / 2, 4, text(lay.text("footer", values)))
+        pdf.cell(width / 2, 4, text(f"{labels['page']} {pdf.page_no()} {labels['of']} {{nb}}"), align="R")
         pdf.set_text_color(0)
 
     def new_page() -> None:
@@ -169,121 +266,102 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized") -> bytes:
             footer_line()
         pdf.add_page()
 
+    def paragraph(body: str, size: float, style: str = "", h: float = 4.5) -> None:
+        if body:
+            pdf.set_font(font, style, size)
+            pdf.multi_cell(width, h, text(body), new_x="LMARGIN", new_y="NEXT")
+
     new_page()
     # ---- header
-    pdf.set_font(FONT, "B", 18)
-    title = TITLES.get(kind, kind.upper())
-    pdf.cell(width * 0.6, 9, latin1(title + ("" if number else " (DRAFT)")))
-    pdf.set_font(FONT, "", 9)
-    facts = [("Number", number or "draft, not yet numbered"), ("Issue date", _date(doc.get("issue_date"))),
-             ("Due date", _date(doc.get("due_date"))),
-             ("Period", f"{doc.get('period') or ''} ({_date(doc.get('period_start'))} to {_date(doc.get('period_end'))})"),
-             ("Currency", doc.get("currency"))]
+    pdf.set_font(font, "B", base * 2)
+    pdf.cell(width * 0.6, 9, text(title + ("" if number else f" ({labels['draft']})")))
+    period = f"{doc.get('period') or ''} ({local.date(doc.get('period_start'))} - {local.date(doc.get('period_end'))})"
+    facts = [(labels["number"], number or "draft, not yet numbered"),
+             (labels["issue_date"], local.date(doc.get("issue_date"))),
+             (labels["due_date"], local.date(doc.get("due_date"))), (labels["period"], period),
+             (labels["currency"], ccy)]
     if kind not in ("statement", "share_statement") and doc.get("stream") and doc.get("stream") != "main":
-        facts.append(("Invoice stream", doc.get("stream")))
+        facts.append((labels["stream"], doc.get("stream")))
     pdf.ln(11)
-    seller = doc.get("seller")
     if seller:  # who we are, as the rules declare it (company)
-        pdf.set_font(FONT, "B", 9)
-        pdf.cell(width * 0.5, 5, latin1(seller.get("name")), new_x="LMARGIN", new_y="NEXT")
-        pdf.set_font(FONT, "", 8)
-        for text in party_lines(seller):
-            pdf.multi_cell(width * 0.5, 3.8, latin1(text), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font(font, "B", base)
+        pdf.multi_cell(width * 0.5, 5, text(seller.get("name")), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font(font, "", base - 1)
+        for t in party_lines(seller):
+            pdf.multi_cell(width * 0.5, 3.8, text(t), new_x="LMARGIN", new_y="NEXT")
         pdf.ln(3)
     top = pdf.get_y()
-    pdf.set_font(FONT, "B", 9)
-    pdf.cell(width * 0.5, 5, latin1(addressee_label(doc)), new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font(FONT, "", 10)
-    pdf.multi_cell(width * 0.5, 5, latin1(doc.get("party_name") if kind == "share_statement"
-                                          else doc.get("partner_name")), new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font(FONT, "", 9)
+    pdf.set_font(font, "B", base)
+    pdf.cell(width * 0.5, 5, text(addressee_label(doc, labels)), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font(font, "", base + 1)
+    pdf.multi_cell(width * 0.5, 5, text(doc.get("party_name") if kind == "share_statement"
+                                        else doc.get("partner_name")), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font(font, "", base)
     who = f"Partner code {doc.get('partner_code')}"
     if kind == "share_statement":
         who = f"Party {doc.get('party')}, shares of the revenue of {doc.get('partner_code')}"
     if doc.get("partner_country"):
         who += f", {doc.get('partner_country')}"
-    pdf.multi_cell(width * 0.5, 5, latin1(who), new_x="LMARGIN", new_y="NEXT")
-    buyer = doc.get("buyer") if kind != "share_statement" else None
+    pdf.multi_cell(width * 0.5, 5, text(who), new_x="LMARGIN", new_y="NEXT")
+    buyer = doc.get("buyer") if kind != "share_statement" else doc.get("recipient")
     if buyer and buyer.get("address"):
-        pdf.set_font(FONT, "", 8)
-        for text in party_lines(buyer):
-            pdf.multi_cell(width * 0.5, 3.8, latin1(text), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font(font, "", base - 1)
+        for t in party_lines(buyer):
+            pdf.multi_cell(width * 0.5, 3.8, text(t), new_x="LMARGIN", new_y="NEXT")
     left_bottom = pdf.get_y()
     pdf.set_xy(pdf.l_margin + width * 0.55, top)
     for label, value in facts:
         pdf.set_x(pdf.l_margin + width * 0.55)
-        pdf.set_font(FONT, "B", 9)
-        pdf.cell(width * 0.17, 5, latin1(label))
-        pdf.set_font(FONT, "", 9)
-        pdf.multi_cell(width * 0.28, 5, latin1(value), new_x="LMARGIN", new_y="NEXT")
+        y = pdf.get_y()
+        pdf.set_font(font, "B", base)
+        pdf.multi_cell(width * 0.17, 5, text(label), new_x="RIGHT", new_y="TOP")
+        pdf.set_font(font, "", base)
+        pdf.multi_cell(width * 0.28, 5, text(value), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_y(max(pdf.get_y(), y + 5))
     pdf.set_y(max(pdf.get_y(), left_bottom) + 6)
 
     # ---- lines
     lines = view_lines(doc, view)
-    if view == "summary":
-        cols = [("Description", 0.46, "L"), ("Lines", 0.08, "R"), ("Records", 0.12, "R"), ("Quantity", 0.16, "R"),
-                ("Amount", 0.18, "R")]
-    else:
-        cols = [("#", 0.05, "R"), ("Description", 0.45, "L"), ("Quantity", 0.16, "R"), ("Rate", 0.16, "R"),
-                ("Amount", 0.18, "R")]
+    cols = lay.columns[view]
+    r, g, b = (int(page["header_fill"][i:i + 2], 16) for i in (1, 3, 5))
 
     def table_head() -> None:
-        pdf.set_font(FONT, "B", 8.5)
-        pdf.set_fill_color(230, 233, 238)
-        for name, w, align in cols:
-            pdf.cell(width * w, 6, name, border="B", align=align, fill=True)
+        pdf.set_font(font, "B", base - 0.5)
+        pdf.set_fill_color(r, g, b)
+        for c in cols:
+            pdf.cell(width * float(c.width) / 100, 6, text(c.title), border="B", align=c.align, fill=True)
         pdf.ln(6)
-        pdf.set_font(FONT, "", 8.5)
+        pdf.set_font(font, "", base - 0.5)
 
     def need(h: float) -> None:
         if pdf.get_y() + h > pdf.h - 20:
             new_page()
             table_head()
 
-    if kind == "statement":
-        pdf.set_font(FONT, "", 9)
-        pdf.multi_cell(width, 4.5, latin1(
-            "What we owe you for the netted services of the period (the amounts your own invoice should "
-            "show), offset against our invoices of the same period."), new_x="LMARGIN", new_y="NEXT")
-        pdf.ln(2)
-    if kind == "share_statement":
-        pdf.set_font(FONT, "", 9)
-        pdf.multi_cell(width, 4.5, latin1(
-            "Your shares of the period's revenue. Below the lines, each split: the amount split and every "
-            "party's share; the shares add up to the amount split exactly."), new_x="LMARGIN", new_y="NEXT")
+    intro = lay.text(f"{kind}_intro", values) if f"{kind}_intro" in lay.texts else ""
+    if intro:
+        paragraph(intro, base)
         pdf.ln(2)
     table_head()
     row_h = 5
     for i, ln in enumerate(lines, 1):
-        need(row_h)
-        if view == "summary":
-            values = [ln.get("description"), str(ln.get("lines", "")), f"{ln.get('record_count') or 0:,}",
-                      quantity_text(ln.get("quantity"), ln.get("unit")), money_text(ln.get("amount"))]
-        else:
-            rate = ln.get("rate")
-            ccy = ln.get("source_currency") if ln.get("source_currency") not in (None, doc.get("currency")) else ""
-            unit = ln.get("rate_unit") or ln.get("unit")
-            rate_text = f"{rate.normalize():f} {ccy}/{unit}".replace("  ", " ") if rate is not None else ""
-            if rate is None and ln.get("kind") == "traffic":
-                rate_text = average_rate_text(ln, ccy)
-            values = [str(ln.get("line_no", i)), ln.get("description"), quantity_text(ln.get("quantity"), ln.get("unit")),
-                      rate_text, money_text(ln.get("amount"))]
+        cells = [_cell_value(ln, c.field, i, doc, local, view) for c in cols]
         # long texts wrap onto more lines of the row, never cut: the row is as tall as its
         # tallest cell
-        heights = [len(pdf.multi_cell(width * w - 1, 4, latin1(v), dry_run=True, output="LINES")) or 1
-                   for (_n, w, _a), v in zip(cols, values, strict=True)]
+        heights = [len(pdf.multi_cell(width * float(c.width) / 100 - 1, 4, text(v), dry_run=True, output="LINES"))
+                   or 1 for c, v in zip(cols, cells, strict=True)]
         h = max(row_h, 4 * max(heights) + 1)
         need(h)
         y = pdf.get_y()
         x = pdf.l_margin
-        for (_name, w, align), value in zip(cols, values, strict=True):
+        for c, value in zip(cols, cells, strict=True):
             pdf.set_xy(x, y)
-            pdf.multi_cell(width * w - 1, 4 if h > row_h else row_h, latin1(value), align=align)
-            x += width * w
+            pdf.multi_cell(width * float(c.width) / 100 - 1, 4 if h > row_h else row_h, text(value), align=c.align)
+            x += width * float(c.width) / 100
         pdf.set_xy(pdf.l_margin, y + h)
     if not lines:
-        pdf.set_font(FONT, "I", 9)
-        pdf.cell(width, 6, "No lines.", new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font(font, "", base)
+        pdf.cell(width, 6, text(labels["no_lines"]), new_x="LMARGIN", new_y="NEXT")
 
     # ---- totals
     need(30)
@@ -291,24 +369,23 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized") -> bytes:
     pdf.set_draw_color(150)
     pdf.line(pdf.l_margin + width * 0.55, pdf.get_y(), pdf.l_margin + width, pdf.get_y())
     pdf.ln(1)
-    ccy = doc.get("currency") or ""
     if kind == "statement" and doc.get("receivable_items"):
-        pdf.set_font(FONT, "B", 8.5)
-        pdf.cell(width, 5, "Receivable: our invoices of the period", new_x="LMARGIN", new_y="NEXT")
-        pdf.set_font(FONT, "", 8.5)
+        pdf.set_font(font, "B", base - 0.5)
+        pdf.cell(width, 5, text("Receivable: our invoices of the period"), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font(font, "", base - 0.5)
         for item in doc["receivable_items"]:
             need(5)
-            pdf.cell(width * 0.82, 5, latin1(f"{item.get('stream')}: {item.get('description')}"))
-            pdf.cell(width * 0.18, 5, latin1(money_text(item.get("amount"))), align="R", new_x="LMARGIN",
-                     new_y="NEXT")
+            pdf.multi_cell(width * 0.82, 5, text(f"{item.get('stream')}: {item.get('description')}"),
+                           new_x="RIGHT", new_y="TOP")
+            pdf.cell(width * 0.18, 5, text(money(item.get("amount"))), align="R", new_x="LMARGIN", new_y="NEXT")
     if kind == "share_statement":
-        pdf.set_font(FONT, "", 8.5)
+        pdf.set_font(font, "", base - 0.5)
         for sp in doc.get("splits", []):
             need(10)
-            parts = " + ".join(f"{k} {money_text(v)}" for k, v in sp["parties"].items())
-            pdf.multi_cell(width, 4.5, latin1(
+            parts = " + ".join(f"{k} {money(v)}" for k, v in sp["parties"].items())
+            pdf.multi_cell(width, 4.5, text(
                 f"{sp['charge']} ({sp['agreement']}, {sp.get('basis')}{', ' + sp['tier'] if sp.get('tier') else ''}): "
-                f"amount split {money_text(sp.get('amount_split'))} {sp['currency']} = {parts}"
+                f"amount split {money(sp.get('amount_split'))} {sp['currency']} = {parts}"
                 + (" (adds up)" if sp.get("adds_up") else "")), new_x="LMARGIN", new_y="NEXT")
     if kind == "statement":
         rows = [("Receivable (our invoices)", doc.get("receivable"), False),
@@ -316,62 +393,57 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized") -> bytes:
     elif kind == "share_statement":
         rows = [("Total of your shares", doc.get("total"), True)]
     else:
-        tax_label = doc.get("tax_label") or "Tax"
-        rows = [("Subtotal", doc.get("subtotal"), False), (tax_label, doc.get("tax_amount"), False),
-                ("Total", doc.get("total"), True)]
+        tax_label = doc.get("tax_label") or labels["tax"]
+        rows = [(labels["subtotal"], doc.get("subtotal"), False), (tax_label, doc.get("tax_amount"), False),
+                (labels["total"], doc.get("total"), True)]
     for label, amount, strong in rows:
         pdf.set_x(pdf.l_margin + width * 0.55)
-        pdf.set_font(FONT, "B" if strong else "", 10 if strong else 9)
-        pdf.cell(width * 0.25, 6, latin1(label))
-        pdf.cell(width * 0.20, 6, latin1(f"{money_text(amount)} {ccy}"), align="R", new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font(font, "B" if strong else "", base + 1 if strong else base)
+        pdf.cell(width * 0.25, 6, text(label))
+        pdf.cell(width * 0.20, 6, text(f"{money(amount)} {ccy}"), align="R", new_x="LMARGIN", new_y="NEXT")
     if kind == "statement" and doc.get("net") is not None:
-        pdf.set_font(FONT, "", 8.5)
-        who = "you owe us" if doc["net"] >= 0 else "we owe you"
+        pdf.set_font(font, "", base - 0.5)
+        owed = "you owe us" if doc["net"] >= 0 else "we owe you"
         pdf.set_x(pdf.l_margin + width * 0.55)
-        pdf.cell(width * 0.45, 5, latin1(f"Balance: {who} {money_text(abs(doc['net']))} {ccy}"),
+        pdf.cell(width * 0.45, 5, text(f"Balance: {owed} {money(abs(doc['net']))} {ccy}"),
                  new_x="LMARGIN", new_y="NEXT")
         invs = [i.get("number") or f"#{i.get('id')}" for i in doc.get("invoices", [])]
         if invs:
             pdf.set_x(pdf.l_margin + width * 0.55)
-            pdf.cell(width * 0.45, 5, latin1(f"Invoices: {', '.join(invs)}"), new_x="LMARGIN", new_y="NEXT")
+            pdf.multi_cell(width * 0.45, 5, text(f"Invoices: {', '.join(invs)}"), new_x="LMARGIN", new_y="NEXT")
     pos = doc.get("dispute_position")
     if pos:  # a separate section: computed when shown, not part of the sealed statement
         need(12 + 6 * 5)
         pdf.ln(4)
         pdf.set_x(pdf.l_margin + width * 0.55)
-        pdf.set_font(FONT, "B", 9)
-        pdf.multi_cell(width * 0.45, 5, latin1(POSITION_TITLE), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font(font, "B", base)
+        pdf.multi_cell(width * 0.45, 5, text(POSITION_TITLE), new_x="LMARGIN", new_y="NEXT")
         for key, label, amount in position_rows(pos):
             pdf.set_x(pdf.l_margin + width * 0.55)
-            pdf.set_font(FONT, "B" if key == "undisputed_payable" else "", 9)
-            pdf.cell(width * 0.25, 6, latin1(label))
-            pdf.cell(width * 0.20, 6, latin1(f"{money_text(amount)} {pos.get('currency') or ccy}"), align="R",
+            pdf.set_font(font, "B" if key == "undisputed_payable" else "", base)
+            pdf.cell(width * 0.25, 6, text(label))
+            pdf.cell(width * 0.20, 6, text(f"{money(amount)} {pos.get('currency') or ccy}"), align="R",
                      new_x="LMARGIN", new_y="NEXT")
         held = [d["number"] for d in pos.get("disputes", []) if d.get("held")]
         if held:
-            pdf.set_font(FONT, "", 8)
+            pdf.set_font(font, "", base - 1)
             pdf.set_x(pdf.l_margin + width * 0.55)
-            pdf.multi_cell(width * 0.45, 4, latin1(f"Held by {', '.join(held)}"), new_x="LMARGIN", new_y="NEXT")
-    owes = who_owes_whom(doc)
+            pdf.multi_cell(width * 0.45, 4, text(f"Held by {', '.join(held)}"), new_x="LMARGIN", new_y="NEXT")
+    owes = who_owes_whom(doc, local)
     if owes:
         pdf.ln(2)
-        pdf.set_font(FONT, "B", 9)
-        pdf.multi_cell(width, 5, latin1(owes), new_x="LMARGIN", new_y="NEXT")
-    if kind in ("invoice", "credit_note") and seller and seller.get("iban") and (doc.get("total") or 0) > 0:
-        pdf.set_font(FONT, "", 8.5)
-        pdf.multi_cell(width, 4.5, latin1(
-            f"Payment by credit transfer to {seller.get('name')}, IBAN {seller['iban']}"
-            + (f", BIC {seller['bic']}" if seller.get("bic") else "") + f", reference {number or 'to follow'}"
-            + (f", by {_date(doc.get('due_date'))}" if doc.get("due_date") else "") + "."),
-            new_x="LMARGIN", new_y="NEXT")
+        paragraph(owes, base, "B", 5)
+    if kind in ("invoice", "credit_note", "debit_note") and seller and seller.get("iban") and (doc.get("total") or 0) > 0:
+        paragraph(lay.text("payment", values), base - 0.5)
     if doc.get("corrects"):
-        pdf.set_font(FONT, "", 8.5)
-        pdf.multi_cell(width, 4.5, latin1("Corrects invoice(s) " + ", ".join(doc["corrects"]) + "."),
-                       new_x="LMARGIN", new_y="NEXT")
+        paragraph(lay.text("corrects", values), base - 0.5)
     if doc.get("tax_note"):
         pdf.ln(3)
-        pdf.set_font(FONT, "B", 9)
-        pdf.multi_cell(width, 5, latin1(doc["tax_note"]), new_x="LMARGIN", new_y="NEXT")
+        paragraph(doc["tax_note"], base, "B", 5)
+    closing = lay.text("closing", values)
+    if closing:
+        pdf.ln(2)
+        paragraph(closing, base)
 
     # ---- provenance
     notes = []
@@ -387,17 +459,16 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized") -> bytes:
     if notes:
         need(6 + 4 * len(notes))
         pdf.ln(4)
-        pdf.set_font(FONT, "", 7.5)
         pdf.set_text_color(90)
         for n in notes:
-            pdf.multi_cell(width, 3.8, latin1(n), new_x="LMARGIN", new_y="NEXT")
+            paragraph(n, base - 1.5, "", 3.8)
         pdf.set_text_color(0)
     footer_line()
     return bytes(pdf.output())
 
 
-def write_pdf(doc: Mapping[str, Any], directory: Path, *, view: str = "itemized") -> Path:
+def write_pdf(doc: Mapping[str, Any], directory: Path, *, view: str = "itemized", pdfa: bool = False) -> Path:
     suffix = "-summary" if view == "summary" else ""
     path = Path(directory) / f"{file_stem(doc)}{suffix}.pdf"
-    path.write_bytes(render(doc, view=view))
+    path.write_bytes(render(doc, view=view, pdfa=pdfa))
     return path

@@ -19,7 +19,7 @@ from icdsl.lang.diagnostics import Diagnostic
 from icdsl.lang.loader import load
 from icdsl.lang.origins import calling_code
 from icdsl.lang.values import TIME_UNITS, VOLUME_UNITS, WEEKDAYS, parse_date, parse_time
-from icdsl.parties import Contact, compact
+from icdsl.parties import Contact, Template, compact
 from icdsl.plan import model as m
 from icdsl.plan.lcr import compile_policy
 
@@ -160,15 +160,24 @@ class Compiler:
     def party(self, code: str, name: str, country: str | None, fields: tuple[ast.PartyField, ...]) -> m.Party:
         by: dict[str, Any] = {}
         contacts = []
+        templates: list[Template] = []
         for f in fields:
             vals = [v.value if v is not None else None for v in f.values]
             if f.key == "contact":
                 contacts.append(Contact(vals[0], vals[1], vals[2]))
+            elif f.key == "template":
+                sp = f.values[0].span
+                got = self.c.party_templates.get((sp.file, sp.line, sp.col))
+                if got is not None:  # (read by the checker)
+                    templates.append(Template(vals[1], got[0], got[1]))
+            elif f.key == "locale":
+                by["locale"] = vals[0].strip().replace("-", "_")
             elif f.key == "address":
                 by["address"] = tuple(v.strip() for v in vals if v)
             else:
                 by[f.key] = compact(f.key, vals[0])
-        return m.Party(code=code, name=name, country=country, contacts=tuple(contacts), **by)
+        return m.Party(code=code, name=name, country=country, contacts=tuple(contacts),
+                       templates=tuple(sorted(templates, key=lambda t: t.stream or "")), **by)
 
     def _rounding(self, node: ast.RoundingNode, fallback: m.Rounding) -> m.Rounding:
         if node.preset is not None:

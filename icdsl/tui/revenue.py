@@ -99,7 +99,7 @@ def breakdown(source: Any, dim: str, state: str = "all") -> list[Bar]:
         for doc in run.documents:
             if not _counted(doc, state):
                 continue
-            cost = doc["kind"] not in ("invoice", "credit_note")
+            cost = doc["kind"] not in ("invoice", "credit_note", "debit_note")
             seen: set[tuple[str, str]] = set()
             for ln in doc["lines"]:
                 key = (_value(dim, run.partner, doc, ln, agreements), ln.get("currency") or doc["currency"])

@@ -46,7 +46,7 @@ from icdsl.tui.project import Project, load_with_overlay
 from icdsl.tui.traffic_source import Cancelled, TrafficSource, prepare_traffic
 
 Progress = Callable[[str, int, int], None]
-INVOICE_KINDS = ("invoice", "credit_note")
+INVOICE_KINDS = ("invoice", "credit_note", "debit_note")
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ def upgrade() -> None:
     # (the canonical form is versioned: seal.VERSION 1 reads only columns that exist at 0007)
     from icdsl.billing import seal  # lazy: the seal module loads the models, needed only here
 
-    seal.seal_unsealed(op.get_bind())
+    seal.seal_unsealed(op.get_bind(), schema_0007=True)
     _create_triggers()
 
 
