@@ -337,6 +337,29 @@ class TemplateDecl:
     name: Ident
     charges: tuple[ChargeNode, ...]
     span: Span
+    params: tuple[Ident, ...] = ()  # `template port_rental(price, kind)`: bound by each `apply`
+
+
+@dataclass(frozen=True, slots=True)
+class ParamRef:
+    """A template parameter written where an amount is expected (``price`` in ``recurring "Port"
+    price monthly``); ``expects``: ``money`` or ``percent``. Each ``apply`` replaces it with its
+    argument (checked to be of that kind)."""
+
+    name: Ident
+    expects: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyNode:
+    """``apply NAME`` or ``apply NAME(ARG, ...)``: a template's charges, its parameters bound to the
+    arguments (Money, Percent, Num, Ident, Str)."""
+
+    name: Ident
+    args: tuple[Any, ...]
+    span: Span
+    has_args: bool = False  # written with parentheses
 
 
 @dataclass(frozen=True, slots=True)
@@ -551,6 +574,7 @@ class AgreementDecl:
     span: Span
     amends: Ident | None = None  # `amends v1`: the earlier version this one replaces from its start
     reconcile: tuple[ReconcileNode, ...] = ()  # `reconcile { ... }` blocks (the checker allows one)
+    apply_args: tuple[ApplyNode, ...] = ()  # each `apply`, with its arguments (`applies` holds the names)
 
     @property
     def version_number(self) -> int:

@@ -22,6 +22,7 @@ from icdsl.lang import ast
 from icdsl.lang.decks import Deck, RateColumns, read_deck
 from icdsl.lang.diagnostics import Diagnostic, did_you_mean, suggest
 from icdsl.lang.lcr import check_policy
+from icdsl.lang.templates import check_template, instantiate, unbound
 from icdsl.lang.loader import Program, display_path, is_file, path_help, resolve_project_path
 from icdsl.lang.origins import (
     NumbersInfo,
@@ -418,6 +419,9 @@ class Checker:
         for numbers in self.out.numbers.values():
             check_numbers(self, numbers)
         for t in self.out.templates.values():
+            if t.params:  # its charges are checked at each apply, with the arguments
+                check_template(self, t)
+                continue
             for c in t.charges:
                 self._charge(c, (), None)
         for info in self.out.agreements:
@@ -820,11 +824,14 @@ class Checker:
             self._service(info, svc)
         for c in a.charges:
             self._charge(c, (), info)
-        for t in a.applies:
+        for t, at in zip(a.applies, a.apply_args or [ast.ApplyNode(t, (), t.span) for t in a.applies], strict=True):
             tmpl = self.out.templates.get(t.text)
             if tmpl is None:
                 self.error("E105", f"unknown template '{t.text}'", t.span,
                            did_you_mean(t.text, self.out.templates, "templates") or "define it with 'template NAME { ... }'")
+            elif tmpl.params or at.args:
+                for c in instantiate(self, tmpl, at) or ():
+                    self._charge(c, (), info)
             else:
                 for c in tmpl.charges:
                     info.charges.append((c, ()))
@@ -1297,6 +1304,8 @@ class Checker:
             self.error("E114", f"unknown charge type '{c.kind}'", c.kind_span,
                        did_you_mean(c.kind, self.out.charge_types, "installed charge types")
                        or "is the plugin that provides it installed? ('icdsl plugins' lists them)")
+            return
+        if unbound(self, c):
             return
         if info is not None:
             info.charges.append((c, scope))

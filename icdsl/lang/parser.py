@@ -458,7 +458,35 @@ class _ToAst(Transformer):
 
     def template(self, meta, children):
         name, *charges = children
-        return ast.TemplateDecl(self._ident(name), tuple(charges), self.s.of_meta(meta))
+        params: tuple[ast.Ident, ...] = ()
+        if charges and isinstance(charges[0], tuple) and charges[0][0] == "params":
+            params = charges.pop(0)[1]
+        return ast.TemplateDecl(self._ident(name), tuple(charges), self.s.of_meta(meta), params)
+
+    def template_params(self, meta, c):
+        return ("params", tuple(self._ident(n) for n in c))
+
+    def template_args(self, meta, c):
+        return ("args", tuple(a for a in c if a is not None))
+
+    def arg_number(self, meta, c):
+        return self._num(c[0])
+
+    def arg_name(self, meta, c):
+        return self._ident(c[0])
+
+    def arg_string(self, meta, c):
+        return self._str(c[0])
+
+    def param_money(self, meta, c):
+        return ast.ParamRef(self._ident(c[0]), "money", self.s.of_meta(meta))
+
+    def param_percent(self, meta, c):
+        return ast.ParamRef(self._ident(c[0]), "percent", self.s.of_meta(meta))
+
+    def param_amount_per(self, meta, c):
+        ref = ast.ParamRef(self._ident(c[0]), "money", self.s.of_token(c[0]))
+        return ast.MoneyPer(ref, self._ident(c[1]), self.s.of_meta(meta))  # type: ignore[arg-type]
 
     def rec_column(self, meta, c):
         return ("column", self._ident(c[0]), self._str(c[1]))
@@ -621,7 +649,8 @@ class _ToAst(Transformer):
         return self._setting("calendar", meta, c)
 
     def apply_template(self, meta, c):
-        return ("apply", self._ident(c[0]))
+        args = c[1][1] if len(c) > 1 else ()
+        return ("apply", self._ident(c[0]), ast.ApplyNode(self._ident(c[0]), args, self.s.of_meta(meta), len(c) > 1))
 
     def netting(self, meta, c):
         return ("netting", (self._ident(c[0]), self._ident(c[1])))
@@ -655,6 +684,7 @@ class _ToAst(Transformer):
         name, version, partner, period, *items = children
         start, end = period
         settings, services, charges, streams, netting, applies, reconcile = [], [], [], [], [], [], []
+        apply_nodes = []
         rounding = amends = None
         for i in items:
             if isinstance(i, tuple) and i[0] == "amends":
@@ -673,11 +703,12 @@ class _ToAst(Transformer):
                 netting.append(i[1])
             elif isinstance(i, tuple) and i[0] == "apply":
                 applies.append(i[1])
+                apply_nodes.append(i[2])
             elif isinstance(i, ast.ReconcileNode):
                 reconcile.append(i)
         return ast.AgreementDecl(self._str(name), version, partner, start, end, tuple(settings), rounding,
                                  tuple(services), tuple(charges), tuple(streams), tuple(netting),
-                                 tuple(applies), self.s.of_meta(meta), amends, tuple(reconcile))
+                                 tuple(applies), self.s.of_meta(meta), amends, tuple(reconcile), tuple(apply_nodes))
 
     def amends(self, meta, children):
         return ("amends", self._ident(children[0]))
