@@ -22,7 +22,6 @@ from icdsl.lang import ast
 from icdsl.lang.decks import Deck, RateColumns, read_deck
 from icdsl.lang.diagnostics import Diagnostic, did_you_mean, suggest
 from icdsl.lang.lcr import check_policy
-from icdsl.lang.templates import check_template, instantiate, unbound
 from icdsl.lang.loader import Program, display_path, is_file, path_help, resolve_project_path
 from icdsl.lang.origins import (
     NumbersInfo,
@@ -33,6 +32,7 @@ from icdsl.lang.origins import (
     check_zones,
 )
 from icdsl.lang.origins import cell_text as _cell_text
+from icdsl.lang.templates import check_template, instantiate, unbound
 from icdsl.lang.values import (
     CYCLE_FIELDS,
     DATE_HELP,
