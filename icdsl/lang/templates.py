@@ -18,8 +18,11 @@ from typing import Any
 from icdsl.lang import ast
 
 #: the words for what a parameter stands for, in messages
-_EXPECTS = {"money": "an amount of money (e.g. 12.00 EUR)", "percent": "a percentage (e.g. 2.5%)",
-            "name": "a name (e.g. e1)"}
+_EXPECTS = {
+    "money": "an amount of money (e.g. 12.00 EUR)",
+    "percent": "a percentage (e.g. 2.5%)",
+    "name": "a name (e.g. e1)",
+}
 _KIND_OF = {ast.Money: "money", ast.Percent: "percent", ast.Ident: "name", ast.Num: "number", ast.Str: "text"}
 _SKIP_FIELDS = frozenset(("span", "kind_span", "key", "kind", "generic", "currency"))
 
@@ -67,8 +70,12 @@ def check_template(checker: Any, t: ast.TemplateDecl) -> None:
     seen: dict[str, ast.Ident] = {}
     for p in t.params:
         if p.text in seen:
-            checker.error("E140", f"template '{t.name.text}' has two parameters named '{p.text}'", p.span,
-                          f"the first is at {seen[p.text].span}: rename one")
+            checker.error(
+                "E140",
+                f"template '{t.name.text}' has two parameters named '{p.text}'",
+                p.span,
+                f"the first is at {seen[p.text].span}: rename one",
+            )
         seen[p.text] = p
     used: set[str] = set()
     for c in t.charges:
@@ -79,20 +86,30 @@ def check_template(checker: Any, t: ast.TemplateDecl) -> None:
             if isinstance(f, ast.ParamRef):
                 used.add(f.name.text)
                 if f.name.text not in seen:
-                    checker.error("E141", f"'{f.name.text}' is not a parameter of template '{t.name.text}'",
-                                  f.name.span, _declare_help(t, f))
+                    checker.error(
+                        "E141",
+                        f"'{f.name.text}' is not a parameter of template '{t.name.text}'",
+                        f.name.span,
+                        _declare_help(t, f),
+                    )
             elif f.text in seen:
                 used.add(f.text)
     for p in t.params:
         if p.text not in used:
-            checker.warning("W140", f"template parameter '{p.text}' is not used", p.span,
-                            f"use it in the template's charges, or remove it from 'template {t.name.text}(...)'")
+            checker.warning(
+                "W140",
+                f"template parameter '{p.text}' is not used",
+                p.span,
+                f"use it in the template's charges, or remove it from 'template {t.name.text}(...)'",
+            )
 
 
 def _declare_help(t: ast.TemplateDecl, f: ast.ParamRef) -> str:
     names = ", ".join([p.text for p in t.params] + [f.name.text])
-    return (f"write {_EXPECTS[f.expects]} here, or declare the parameter: "
-            f"'template {t.name.text}({names}) {{ ... }}'")
+    return (
+        f"write {_EXPECTS[f.expects]} here, or declare the parameter: "
+        f"'template {t.name.text}({names}) {{ ... }}'"
+    )
 
 
 def unbound(checker: Any, charge: ast.ChargeNode) -> bool:
@@ -100,9 +117,13 @@ def unbound(checker: Any, charge: ast.ChargeNode) -> bool:
     them (True: the charge has such names and cannot be checked further)."""
     refs = param_refs(charge)
     for r in refs:
-        checker.error("E141", f"'{r.name.text}' is not {_EXPECTS[r.expects]}", r.name.span,
-                      f"write an amount here; a name stands for a value only in a template that declares it, "
-                      f"e.g. 'template NAME({r.name.text}) {{ ... }}' and 'apply NAME(...)'")
+        checker.error(
+            "E141",
+            f"'{r.name.text}' is not {_EXPECTS[r.expects]}",
+            r.name.span,
+            f"write an amount here; a name stands for a value only in a template that declares it, "
+            f"e.g. 'template NAME({r.name.text}) {{ ... }}' and 'apply NAME(...)'",
+        )
     return bool(refs)
 
 
@@ -112,12 +133,19 @@ def instantiate(checker: Any, t: ast.TemplateDecl, at: ast.ApplyNode) -> list[as
     names = ", ".join(p.text for p in t.params)
     if len(at.args) != len(t.params):
         if not t.params:
-            checker.error("E142", f"template '{t.name.text}' takes no arguments, {len(at.args)} given", at.span,
-                          f"write 'apply {t.name.text}'")
+            checker.error(
+                "E142",
+                f"template '{t.name.text}' takes no arguments, {len(at.args)} given",
+                at.span,
+                f"write 'apply {t.name.text}'",
+            )
         else:
-            checker.error("E142", f"template '{t.name.text}' takes {len(t.params)} argument(s) ({names}), "
-                                  f"{len(at.args)} given", at.span,
-                          f"write 'apply {t.name.text}(...)' with a value for each of: {names} (template at {t.span})")
+            checker.error(
+                "E142",
+                f"template '{t.name.text}' takes {len(t.params)} argument(s) ({names}), {len(at.args)} given",
+                at.span,
+                f"write 'apply {t.name.text}(...)' with a value for each of: {names} (template at {t.span})",
+            )
         return None
     if t.params and not at.has_args:
         return None  # unreachable: no parentheses means no arguments, reported above
@@ -145,17 +173,24 @@ def instantiate(checker: Any, t: ast.TemplateDecl, at: ast.ApplyNode) -> list[as
         if isinstance(value, tuple):
             return tuple(sub(v) for v in value)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            changes = {f.name: sub(getattr(value, f.name)) for f in dataclasses.fields(value)
-                       if f.name not in _SKIP_FIELDS}
+            changes = {
+                f.name: sub(getattr(value, f.name))
+                for f in dataclasses.fields(value)
+                if f.name not in _SKIP_FIELDS
+            }
             return dataclasses.replace(value, **changes)
         return value
 
     charges = [dataclasses.replace(c, params=sub(c.params), options=sub(c.options)) for c in t.charges]
     for p, arg in zip(t.params, at.args, strict=True):
         if p.text in bad and p.text:
-            checker.error("E143", f"argument '{p.text}' of template '{t.name.text}' must be "
-                                  f"{_EXPECTS[bad[p.text]]}, not {arg_kind(arg)} '{arg_text(arg)}'",
-                          getattr(arg, "span", at.span), f"the template uses '{p.text}' as {_EXPECTS[bad[p.text]]}")
+            checker.error(
+                "E143",
+                f"argument '{p.text}' of template '{t.name.text}' must be "
+                f"{_EXPECTS[bad[p.text]]}, not {arg_kind(arg)} '{arg_text(arg)}'",
+                getattr(arg, "span", at.span),
+                f"the template uses '{p.text}' as {_EXPECTS[bad[p.text]]}",
+            )
     return None if bad else charges
 
 
