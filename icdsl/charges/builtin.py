@@ -9,6 +9,7 @@ lives in one module per kind: :mod:`~icdsl.charges.surcharge`, :mod:`~icdsl.char
 
 from __future__ import annotations
 
+from dataclasses import replace as dataclass_replace
 from decimal import Decimal
 from typing import Any
 
@@ -115,6 +116,20 @@ class Commitment(CycleChargeType):
         checker.word(node.param("period"), "commitment period")
 
 
+def compile_tiers(nodes, compiler) -> tuple:
+    """The plan's tiers. Tiers written by their ends (`up to 10`, `up to 20`, `above 20`) become
+    tiers that start *after* the end of the one before (the first after 0), ``exclusive``."""
+    if all(t.bound == "from" for t in nodes):
+        return tuple(compiler.tier(t) for t in nodes)
+    out, lo = [], Decimal(0)
+    for t in nodes:
+        up_to = t.start.value if t.bound == "up_to" else None
+        start = lo if t.bound == "up_to" else t.start.value
+        out.append(dataclass_replace(compiler.tier(t), start=start, exclusive=True, up_to=up_to))
+        lo = t.start.value
+    return tuple(out)
+
+
 class _Tiers(CycleChargeType):
     mode_vocab = "tier mode"
 
@@ -123,6 +138,11 @@ class _Tiers(CycleChargeType):
         checker.word(node.param("on"), "measure")
         checker.word(node.param("period"), "tier period")
         tiers: tuple[ast.TierNode, ...] = node.param("tiers")
+        if any(t.bound != "from" for t in tiers):
+            self.check_upper_bounds(tiers, checker)
+            for t in tiers:
+                self.check_value(t, checker)
+            return
         prev = None
         for t in tiers:
             if t.start.value < 0:
@@ -135,6 +155,39 @@ class _Tiers(CycleChargeType):
         if tiers and tiers[0].start.value != 0 and self.name == "tiered_price":
             checker.error("E314", f"the first tier starts at {tiers[0].start.text}: quantities below it have no price",
                           tiers[0].start.span, "start the first tier 'from 0'")
+
+    def check_upper_bounds(self, tiers, checker):
+        """Tiers written by their ends (`up to 10`, `up to 20`, `above 20`): one convention per
+        charge, ends increasing, the last tier `above` the end of the one before."""
+        prev = None
+        for i, t in enumerate(tiers):
+            if t.bound == "from":
+                checker.error("E340", "tiers written 'from' and 'up to' in one charge", t.span,
+                              "write every tier by its end ('up to 10: ...', then 'above 10: ...'), or every "
+                              "tier by its start ('from 0: ...')")
+                return
+            if t.bound == "above" and i != len(tiers) - 1:
+                checker.error("E341", f"'above {t.start.text}' is not the last tier", t.span,
+                              "the tier above the last end comes last; the tiers before it are 'up to N'")
+            if t.start.value < 0 or (t.bound == "up_to" and t.start.value == 0):
+                checker.error("E213", f"a tier's end must be above zero, not {t.start.text}", t.start.span)
+            if prev is not None and t.bound == "up_to" and t.start.value <= prev.start.value:
+                checker.error("E313", f"tiers must increase: {t.start.text} comes after {prev.start.text}",
+                              t.start.span, "list tiers from the smallest 'up to' to the largest")
+            if t.bound == "above":
+                if prev is not None and t.start.value != prev.start.value:
+                    checker.error("E341", f"the last tier is above {t.start.text}, but the tier before it ends "
+                                          f"at {prev.start.text}", t.start.span,
+                                  f"write 'above {prev.start.text}': the last tier starts where the one before "
+                                  "ends")
+                elif prev is None and t.start.value != 0 and self.name == "tiered_price":
+                    checker.error("E314", f"the first tier is above {t.start.text}: quantities up to it have no price",
+                                  t.start.span, "write 'above 0', or add 'up to N' tiers before it")
+            prev = t
+        if tiers and tiers[-1].bound != "above":
+            last = tiers[-1].start.text
+            checker.error("E314", f"the last tier ends at {last}: quantities above it have no tier", tiers[-1].span,
+                          f"add a last tier 'above {last}: ...'")
 
     def check_value(self, t, checker):
         v = t.value
@@ -165,7 +218,7 @@ class _Tiers(CycleChargeType):
             ("mode", node.param("mode").text),
             ("on", node.param("on").text),
             ("period", node.param("period").text),
-            ("tiers", tuple(compiler.tier(t) for t in node.param("tiers"))),
+            ("tiers", compile_tiers(node.param("tiers"), compiler)),
         )
 
 

@@ -69,26 +69,41 @@ def measuring_period(period: str, ctx: ChargeContext) -> Days:
     return period_containing(last, months_of(period), None)
 
 
+def reached(t: Tier, q: Fraction) -> bool:
+    """Whether quantity ``q`` reaches tier ``t``: at least its start (``from N``), or above the
+    end of the tier before (tiers written ``up to N``: the first tier is reached above 0)."""
+    return q > Fraction(t.start) if t.exclusive else q >= Fraction(t.start)
+
+
 def tier_index(tiers: tuple[Tier, ...], q: Fraction) -> int | None:
-    """The tier a quantity falls in: the last whose start it reaches (None: below the first)."""
+    """The tier a quantity falls in: the last it reaches (None: below the first)."""
     found = None
     for i, t in enumerate(tiers):
-        if q >= Fraction(t.start):
+        if reached(t, q):
             found = i
         else:
             break
     return found
 
 
+def _bound_text(t: Tier) -> str:
+    def num(d) -> str:
+        return format(d, ",f").replace(",", "_")
+
+    if not t.exclusive:
+        return f"from {num(t.start)}"
+    return f"up to {num(t.up_to)}" if t.up_to is not None else f"above {num(t.start)}"
+
+
 def tier_label(t: Tier) -> str:
-    start = format(t.start, ",f").replace(",", "_")
+    head = _bound_text(t)
     if t.percent is not None:
-        return f"from {start}: {format(t.percent.normalize(), 'f')}%"
+        return f"{head}: {format(t.percent.normalize(), 'f')}%"
     if t.flat is not None and t.price is not None:
-        return f"from {start}: {t.price} plus {t.flat} flat"
+        return f"{head}: {t.price} plus {t.flat} flat"
     if t.flat is not None:
-        return f"from {start}: {t.flat} flat"
-    return f"from {start}: {t.price}"
+        return f"{head}: {t.flat} flat"
+    return f"{head}: {t.price}"
 
 
 def _factor(measure: str, unit: str, span) -> Fraction:
@@ -130,7 +145,7 @@ def price_tiers(tiers: tuple[Tier, ...], q: Fraction, mode: str, measure: str, s
     total = Fraction(0)
     for i, t in enumerate(tiers):
         lo = Fraction(t.start)
-        if q < lo:
+        if not reached(t, q):
             break
         hi = Fraction(tiers[i + 1].start) if i + 1 < len(tiers) else None
         part = (q if hi is None else min(q, hi)) - lo
@@ -200,6 +215,10 @@ def tier_text(t: Tier, measure: str, currency: str = "") -> str:
     """A tier for a description: its start with the measure's unit (``from 2,000,000 MB: 5%``,
     ``from 10,000 EUR: 2%`` for revenue)."""
     unit = currency if measure == "revenue" else MEASURE_WORDS.get(measure, measure)
+    if t.exclusive:
+        head = f"up to {shown(t.up_to, unit)}" if t.up_to is not None else f"above {shown(t.start, unit)}"
+        value = tier_label(t).split(": ", 1)[1]
+        return f"{head}: {value}"
     start = shown(t.start, unit)
     if t.percent is not None:
         return f"from {start}: {format(t.percent.normalize(), 'f')}%"

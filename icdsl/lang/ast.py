@@ -497,6 +497,9 @@ class TierNode:
     flat: bool
     span: Span
     plus_flat: Any = None  # Money: a flat fee on top of the price per unit ("... plus 10.00 EUR flat")
+    # how the tier's number bounds it: "from" (its start, included), "up_to" (its end, included:
+    # `up to 10`, the tier after 10 starts above 10), "above" (the last tier, above its number)
+    bound: str = "from"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ import functools
 import hashlib
 import os
 import sys
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -938,6 +939,12 @@ class _ToAst(Transformer):
         else:
             value, flat = value
         return ast.TierNode(self._num(start), value, flat, self.s.of_meta(meta), plus)
+
+    def tier_up_to(self, meta, children):
+        return replace(self.tier(meta, children), bound="up_to")
+
+    def tier_above(self, meta, children):
+        return replace(self.tier(meta, children), bound="above")
 
     def tier_price_flat(self, meta, c):
         (price, _flat) = self.tier_price(meta, c[:-1])
