@@ -156,6 +156,12 @@ def price_tiers(tiers: tuple[Tier, ...], q: Fraction, mode: str, measure: str, s
 
 
 def _value(t: Tier, units: Fraction, measure: str, span) -> tuple[Fraction, str]:
+    if t.percent is not None:  # a percentage of the money in the tier (measured on revenue), plus its flat fee
+        pct = Fraction(t.percent)
+        amount, how = units * pct / 100, f"{exact_text(pct)}% of {exact_text(units)}"
+        if t.flat is not None:
+            return amount + Fraction(t.flat.amount), f"{how} + {t.flat} flat"
+        return amount, how
     if t.flat is not None and t.price is not None:  # a price per unit plus a flat fee
         amount, how = _value(replace(t, flat=None), units, measure, span)
         return amount + Fraction(t.flat.amount), f"{how} + {t.flat} flat"

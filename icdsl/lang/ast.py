@@ -653,6 +653,7 @@ class CycleEventsNode:
     count: Num
     day: DateLit | None
     span: Span
+    worth: Money | None = None  # `worth 40.00 EUR`: each event's value (a percentage charge's transactions)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1616,8 +1616,11 @@ class Checker:
                            did_you_mean(it.kind.text, kinds, "kinds counted ('per inventory KIND')")
                            or "no charge of this agreement is 'per inventory'")
         any_event = any(c.generic or _measures_events(c) for c, _ in charges)
-        events = {c.param("event").text for c, _ in charges if c.kind == "event" and isinstance(c.param("event"), ast.Ident)}
+        events = {c.param("event").text for c, _ in charges
+                  if c.kind in ("event", "percentage") and isinstance(c.param("event"), ast.Ident)}
         for ev in ex.events:
+            if ev.worth is not None:
+                self.money(ev.worth)
             if not any_event and ev.event.text not in events:
                 self.error("E124", f"no charge of this agreement counts '{ev.event.text}' events", ev.event.span,
                            did_you_mean(ev.event.text, events, "events counted") or "no charge of this agreement counts events")

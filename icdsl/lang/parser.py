@@ -966,6 +966,34 @@ class _ToAst(Transformer):
     def tier_percent(self, meta, c):
         return (c[0], False)
 
+    def tier_percent_flat(self, meta, c):
+        return (c[0], False, c[1])
+
+    def percentage_charge(self, meta, children):
+        rest, opts = self._split_options(children)
+        label, rate, event, *body = rest
+        params = [self._param("rate", rate, rate.span),
+                  self._param("event", self._ident(event), self.s.of_token(event))]
+        for key, value, unit in body[0] if body else ():
+            params.append(self._param(key, (value, unit) if unit is not None else value,
+                                      getattr(value, "span", None) or self.s.of_meta(meta)))
+        return self._charge("percentage", self._kw_span(meta, 10), self._str(label), params, opts, meta)
+
+    def pct_body(self, meta, c):
+        return list(c)
+
+    def pct_fixed(self, meta, c):
+        return ("fixed", c[0], self._ident(c[1]))
+
+    def pct_minimum(self, meta, c):
+        return ("minimum", c[0], self._ident(c[1]))
+
+    def pct_maximum(self, meta, c):
+        return ("maximum", c[0], self._ident(c[1]))
+
+    def pct_free(self, meta, c):
+        return ("free", tuple(c), None)
+
     def share_mode(self, meta, c):
         return ("mode", "tiered")
 
@@ -1235,9 +1263,10 @@ class _ToAst(Transformer):
         return ast.CycleItemNode(self._ident(kind), self._str(item_id), start, end, qty, self.s.of_meta(meta))
 
     def cx_events(self, meta, c):
-        event, n, *day = c
-        d = ast.DateLit(str(day[0]), self.s.of_token(day[0])) if day else None
-        return ast.CycleEventsNode(self._ident(event), self._num(n), d, self.s.of_meta(meta))
+        event, n, *rest = c
+        worth = rest.pop() if rest and isinstance(rest[-1], ast.Money) else None
+        d = ast.DateLit(str(rest[0]), self.s.of_token(rest[0])) if rest else None
+        return ast.CycleEventsNode(self._ident(event), self._num(n), d, self.s.of_meta(meta), worth)
 
     def cx_refund(self, meta, c):
         direction, service, money = c

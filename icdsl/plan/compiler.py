@@ -97,8 +97,9 @@ class Compiler:
 
     def tier(self, t: ast.TierNode) -> m.Tier:
         v = t.value
-        if isinstance(v, ast.Percent):
-            return m.Tier(t.start.value, percent=v.value.value, span=t.span)
+        if isinstance(v, ast.Percent):  # a percentage, with a flat fee on top ("2% plus 10.00 EUR flat")
+            plus = self.money(t.plus_flat) if t.plus_flat is not None else None
+            return m.Tier(t.start.value, percent=v.value.value, flat=plus, span=t.span)
         if isinstance(v, ast.MoneyPer):
             plus = self.money(t.plus_flat) if t.plus_flat is not None else None
             return m.Tier(t.start.value, price=self.price(v), flat=plus, span=t.span)
@@ -490,7 +491,8 @@ class Compiler:
                                   parse_date(it.end.text) + timedelta(days=1) if it.end is not None else None, it.span)
                       for it in ex.items)
         events = tuple(m.CycleEvents(e.event.text, int(e.count.value), parse_date(e.day.text) if e.day else None,
-                                     e.span) for e in ex.events)
+                                     e.span, self.money(e.worth) if e.worth is not None else None)
+                       for e in ex.events)
         refunds = tuple(m.CycleRefund(r.direction.text, r.service.text, self.money(r.amount), r.span)
                         for r in ex.refunds)
         expect = tuple(m.CycleExpectation(

@@ -573,6 +573,7 @@ class CycleEvents:
     units: int
     day: date | None = None
     span: Span = NO_SPAN
+    worth: Money | None = None  # `worth 40.00 EUR`: ``units`` records, each a transaction of this value
 
 
 @dataclass(frozen=True, slots=True)
