@@ -28,9 +28,10 @@ allowance has ended: 10.00 gives 0.59, 300.00 gives 8.70 + 0.30 = 9.00 -> 5.00 (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
+from typing import Any
 
 from icdsl.charges.context import ChargeContext, EventRecord
 from icdsl.charges.keys import line_key
@@ -71,8 +72,14 @@ def terms_of(charge: Charge) -> Terms:
         return None if m is None else Fraction(m.amount)
 
     free_count = charge.param("free_count")
-    return Terms(Fraction(charge.param("rate")), amount("fixed") or Fraction(0), amount("minimum"),
-                 amount("maximum"), None if free_count is None else int(free_count), amount("free_value"))
+    return Terms(
+        Fraction(charge.param("rate")),
+        amount("fixed") or Fraction(0),
+        amount("minimum"),
+        amount("maximum"),
+        None if free_count is None else int(free_count),
+        amount("free_value"),
+    )
 
 
 def price_transactions(terms: Terms, values: list[Fraction]) -> list[Priced]:
@@ -109,24 +116,27 @@ def price_transactions(terms: Terms, values: list[Fraction]) -> list[Priced]:
 
 
 def charge_currency(charge: Charge, ctx: ChargeContext) -> str:
-    for key in ("fixed", "minimum", "maximum", "free_value"):
-        m: Money | None = charge.param(key)
-        if m is not None:
-            return m.currency
-    return ctx.agreement.currency
+    """The currency of a percentage charge: that of its amounts, else the agreement's."""
+    return charge_currency_of(charge, ctx.agreement)
 
 
 def _value(e: EventRecord, charge: Charge) -> Fraction:
     if e.value is None:
-        raise ChargeHold(f"'{charge.name}': transaction {e.id} ({e.event}, {e.day}) has no value: its record "
-                         f"needs a 'value' field (the amount the percentage applies to)", charge.span)
+        raise ChargeHold(
+            f"'{charge.name}': transaction {e.id} ({e.event}, {e.day}) has no value: its record "
+            f"needs a 'value' field (the amount the percentage applies to)",
+            charge.span,
+        )
     try:
         d = Decimal(e.value.replace("_", ""))
     except InvalidOperation:
         d = Decimal("NaN")
     if not d.is_finite():
-        raise ChargeHold(f"'{charge.name}': transaction {e.id} ({e.event}, {e.day}) has the value '{e.value}', "
-                         f"which is not a decimal number", charge.span)
+        raise ChargeHold(
+            f"'{charge.name}': transaction {e.id} ({e.event}, {e.day}) has the value '{e.value}', "
+            f"which is not a decimal number",
+            charge.span,
+        )
     return Fraction(d)
 
 
@@ -154,29 +164,113 @@ def evaluate(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
     total_value = sum((p.value for p in priced), Fraction(0))
     free = sum(1 for p in priced if p.free)
     n = len(priced)
-    desc = (f"{charge.name}: {exact_text(terms.rate)}% of {n} {name} transaction(s) worth "
-            f"{shown(total_value, currency)}, {ctx.cycle_label}")
+    desc = (
+        f"{charge.name}: {exact_text(terms.rate)}% of {n} {name} transaction(s) worth "
+        f"{shown(total_value, currency)}, {ctx.cycle_label}"
+    )
     if free:
         desc += f", {free} free"
     details = {
-        "event": name, "rate_percent": exact_text(terms.rate), "transactions": n, "free": free,
+        "event": name,
+        "rate_percent": exact_text(terms.rate),
+        "transactions": n,
+        "free": free,
         "value": exact_text(total_value),
         "charged_value": exact_text(sum((p.charged for p in priced), Fraction(0))),
-        "per_transaction": [{"id": e.id, "day": e.day.isoformat(), "value": exact_text(p.value),
-                             "amount": exact_text(p.amount), "how": p.how}
-                            for e, p in list(zip(events, priced, strict=True))[:DETAIL_LIMIT]],
+        "per_transaction": [
+            {
+                "id": e.id,
+                "day": e.day.isoformat(),
+                "value": exact_text(p.value),
+                "amount": exact_text(p.amount),
+                "how": p.how,
+            }
+            for e, p in list(zip(events, priced, strict=True))[:DETAIL_LIMIT]
+        ],
     }
-    for key, v in (("fixed", terms.fixed or None), ("minimum", terms.minimum), ("maximum", terms.maximum),
-                   ("free_value", terms.free_value)):
+    for key, v in (
+        ("fixed", terms.fixed or None),
+        ("minimum", terms.minimum),
+        ("maximum", terms.maximum),
+        ("free_value", terms.free_value),
+    ):
         if v is not None:
             details[key] = exact_text(v)
     if terms.free_count is not None:
         details["free_count"] = terms.free_count
-    return [ctx.line(
-        charge, description=desc, exact=exact, currency=currency, quantity=n, unit="transaction",
-        key=line_key(ctx.agreement.name, ctx.agreement.version, charge.name, f"percentage:{name}", ctx.cycle_label),
-        applications=tuple(apps), dimensions={"event": name}, details=details,
-    )]
+    return [
+        ctx.line(
+            charge,
+            description=desc,
+            exact=exact,
+            currency=currency,
+            quantity=n,
+            unit="transaction",
+            key=line_key(
+                ctx.agreement.name, ctx.agreement.version, charge.name, f"percentage:{name}", ctx.cycle_label
+            ),
+            applications=tuple(apps),
+            dimensions={"event": name},
+            details=details,
+        )
+    ]
 
 
-__all__ = ["Priced", "Terms", "charge_currency", "evaluate", "price_transactions", "terms_of"]
+def explain_event_record(agreements: Any, record: dict[str, Any]) -> list[str]:
+    """How the charges of ``agreements`` (the partner's) count one event record (``icdsl
+    explain``): an event fee's fee, a percentage charge's amount for this transaction alone (the
+    cycle's free allowances apply in the cycle, in order). Empty: no charge counts it."""
+    which = str(record.get("event") or record.get("service") or "")
+    out: list[str] = []
+    for ag in agreements:
+        for c in ag.charges:
+            if c.param("event") != which or c.kind not in ("event", "percentage"):
+                continue
+            where = f"{ag.name} v{ag.version}, {c.span}"
+            if c.kind == "event":
+                fee: Money = c.param("amount")
+                out.append(
+                    f"event record '{which}': not rated; counted by event fee '{c.name}' ({where}): "
+                    f"{fee.amount} {fee.currency} x {record.get('units') or 1} unit(s), on the cycle holding "
+                    f"its day"
+                )
+                continue
+            terms = terms_of(c)
+            value = record.get("value")
+            head = f"transaction '{which}': not rated; counted by percentage charge '{c.name}' ({where})"
+            try:
+                v = Fraction(Decimal(str(value).replace("_", "")))
+            except (InvalidOperation, ValueError):
+                out.append(
+                    f"{head}: its value '{value}' is not a decimal number: the cycle would be held for review"
+                )
+                continue
+            alone = price_transactions(replace(terms, free_count=None, free_value=None), [v])[0]
+            currency = charge_currency_of(c, ag)
+            line = f"{head}: {alone.how} = {exact_text(alone.amount)} {currency}"
+            free = [f"the first {terms.free_count} transactions"] if terms.free_count is not None else []
+            if terms.free_value is not None:
+                free.append(f"the first {exact_text(terms.free_value)} {currency}")
+            if free:
+                line += f"; free in each cycle: {' or '.join(free)} (whichever ends first), in the order of the cycle"
+            out.append(line)
+    return out
+
+
+def charge_currency_of(charge: Charge, agreement: Any) -> str:
+    for key in ("fixed", "minimum", "maximum", "free_value"):
+        m = charge.param(key)
+        if m is not None:
+            return m.currency
+    return agreement.currency
+
+
+__all__ = [
+    "Priced",
+    "Terms",
+    "charge_currency",
+    "evaluate",
+    "explain_event_record",
+    "price_transactions",
+    "terms_of",
+]

@@ -197,6 +197,20 @@ def explain(
             echo_err(f"error: no record with id {record_id} in {cdrs}")
             raise typer.Exit(1)
         rec = hit.to_pylist()[0]
+    if not rec.get("partner") or not p.agreements_for(str(rec["partner"])):
+        counted = []
+    else:  # an event record (a porting, a payment) is counted by its charges, not rated
+        from icdsl.charges.percentage import explain_event_record
+        from icdsl.cycle.charges import event_names
+
+        which = str(rec.get("event") or rec.get("service") or "")
+        names = event_names(p, str(rec["partner"]))
+        counted = explain_event_record(p.agreements_for(str(rec["partner"])), rec) if which in names else []
+    if counted:
+        for step in counted:
+            typer.echo(step)
+        typer.echo("=> an event record: counted by the cycle's charges, not rated")
+        return
     out = rate_record(p, rec, trace=True)
     for step in out.trace:
         typer.echo(str(step))
