@@ -114,6 +114,10 @@ class Commitment(CycleChargeType):
         if q.value.value <= 0:
             checker.error("E213", "a commitment must be positive", q.value.span)
         checker.word(node.param("period"), "commitment period")
+        counts = node.option("counts")
+        if counts is not None and unit not in currencies():
+            checker.error("E343", f"only a money commitment chooses which charges count; this one counts {unit}",
+                          counts.span, "drop ', counts ...', or commit an amount of money")
 
 
 def compile_tiers(nodes, compiler) -> tuple:

@@ -533,6 +533,14 @@ class Checker:
                 self._country(v[0])
             elif s.key == "billing":
                 self.word(v[0], "billing cycle")
+                if len(v) > 1:  # `billing monthly from day 15`: cycles from the 15th to the 14th
+                    if v[0].text != "monthly":
+                        self.error("E344", f"a {v[0].text} billing cycle has no day of the month to start from",
+                                   v[1].span, "write 'billing monthly from day 15', or drop 'from day ...'")
+                    elif v[1].value != int(v[1].value) or not 1 <= v[1].value <= 28:
+                        self.error("E344", f"a billing cycle starts on a day from 1 to 28, not {v[1].text}",
+                                   v[1].span, "every month has that day: a cycle from the 29th, 30th or 31st "
+                                   "would not start in February")
             elif s.key == "due":
                 n, unit = v
                 if unit.text not in VOCAB["days"]:
@@ -1311,6 +1319,9 @@ class Checker:
             info.charges.append((c, scope))
         for o in c.options:
             self._option(o, info)
+            if o.key == "counts" and c.kind != "commitment":
+                self.error("E343", "only a commitment chooses which charges count", o.span,
+                           "drop ', counts ...' here; write it on a 'commit ...'")
         ct.check(c, self)
 
     def _charge_currency(self, c: ast.ChargeNode, info: AgreementInfo) -> None:
@@ -1327,6 +1338,8 @@ class Checker:
             self.word(v[0], "billing timing")
         elif o.key == "shortfall":
             self.word(v[0], "shortfall")
+        elif o.key == "counts":
+            self.word(v[0], "commitment count")
         elif o.key == "day_count":
             self.word(v[0], "day count")
         elif o.key == "anchor":

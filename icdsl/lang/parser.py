@@ -1069,6 +1069,9 @@ class _ToAst(Transformer):
     def opt_shortfall(self, meta, c):
         return self._opt("shortfall", meta, c)
 
+    def opt_counts(self, meta, c):
+        return self._opt("counts", meta, c)
+
     def opt_stream(self, meta, c):
         return self._opt("stream", meta, c)
 

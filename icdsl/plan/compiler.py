@@ -136,7 +136,7 @@ class Compiler:
             kind=get("kind", (ast.Ident("interconnect", p.span),))[0].text,
             currency=get("currency")[0].text,
             timezone=get("timezone", (ast.Str("UTC", p.span),))[0].value,
-            billing=get("billing", (ast.Ident("monthly", p.span),))[0].text,
+            billing=_billing(get("billing", (ast.Ident("monthly", p.span),))),
             due_days=int(due[0].value) if due else 30,
             tax=tax,
             country=get("country")[0].text if get("country") else None,
@@ -566,3 +566,11 @@ def build(paths: list[Path | str], root: Path | str | None = None, pm=None):
         span = exc.span if exc.span is not None else m.NO_SPAN
         return None, program, diags + [Diagnostic(
             "E122", str(exc), span, "the rule passed the checks but its charge type could not compile it")]
+
+
+def _billing(values: tuple) -> str:
+    """A partner's billing frequency: ``monthly``, or ``monthly@15`` for cycles from the 15th
+    (`billing monthly from day 15`; day 1 is the calendar month)."""
+    if len(values) > 1 and int(values[1].value) != 1:
+        return f"{values[0].text}@{int(values[1].value)}"
+    return values[0].text
