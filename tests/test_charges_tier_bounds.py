@@ -105,3 +105,28 @@ def test_labels_say_the_ends():
     assert tiers.tier_label(LAGO[0]) == "up to 10: 1.00 EUR per unit plus 5.00 EUR flat"
     assert tiers.tier_label(LAGO[2]).startswith("above 20: ")
     assert tiers.tier_text(LAGO[1], "messages").startswith("up to 20 messages: ")
+
+
+# ------------------------------------------------------------------ tiers prorated over a partial period
+
+LINEAR = (
+    Tier(D(0), price=price("0.05", "unit")),
+    Tier(D(1000), price=price("0.02", "unit")),
+    Tier(D(5000), price=price("0.01", "unit")),
+)
+
+
+@settings(max_examples=200)
+@given(q=st.fractions(min_value=0, max_value=20_000, max_denominator=7), days=st.integers(1, 31))
+def test_prorated_bounds_scale_the_price_of_linear_tiers(q, days):
+    """Bounds x f (f = days in force / days in the period): for prices per unit, the price of q is
+    f x the price of q / f with the full bounds (the whole curve shrinks with the period)."""
+    f = Fraction(days, 31)
+    scaled = tiers.price_tiers(LINEAR, q, "graduated", "messages", None, f)[0]
+    assert scaled == f * tiers.price_tiers(LINEAR, q / f, "graduated", "messages")[0]
+
+
+def test_prorated_bounds_worked_example():
+    # in force 15 of 31 days: 1,000 messages, the second tier from 15000/31: 1070/31
+    got = tiers.price_tiers(LINEAR[:2], Fraction(1000), "graduated", "messages", None, Fraction(15, 31))[0]
+    assert got == Fraction(1070, 31)
