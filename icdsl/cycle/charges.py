@@ -62,7 +62,7 @@ HOLD = "charge_hold"
 BAD_REFUND = "bad_refund"
 #: stream selectors naming several kinds of charge
 KIND_ALIASES = {
-    "fees": ("recurring", "one_time", "event"),
+    "fees": ("recurring", "one_time", "event", "percentage"),
     "discount": ("volume_discount",),
     "discounts": ("volume_discount",),
     "tiered": ("tiered_price",),
