@@ -72,12 +72,13 @@ def test_free_count_matches_the_aggregate_formula(vs, n):
 @given(vs=values, free=st.decimals(1, 2000, places=2))
 def test_free_value_matches_the_aggregate_formula(vs, free):
     """Value allowance only, no minimum/maximum: rate x max(0, total - free) + fixed x the
-    transactions not wholly free (Lago's aggregate formula)."""
+    transactions not wholly free (Lago's aggregate formula; once the free value is used up, even
+    a transaction of 0 is charged its fixed amount)."""
     t = terms(rate="2.5", fixed="0.10", minimum=None, maximum=None, free_value=str(free))
     running, not_free = F(0), 0
-    for v in vs:
-        running += F(v)
-        if running > F(free):
+    for v in vs:  # not wholly free: the free value was used up before it, or it goes beyond it
+        before, running = running, running + F(v)
+        if before >= F(free) or running > F(free):
             not_free += 1
     expected = max(F(0), sum((F(v) for v in vs), F(0)) - F(free)) * F(25, 1000) + F(1, 10) * not_free
     assert sum(amounts(t, vs), F(0)) == expected

@@ -100,7 +100,7 @@ class EventRecord:
     units: int = 1
     partner: str = ""
     value: str | None = None  # the record's `value` field as written (a percentage charge's transaction value)
-    at: int = 0  # its start, microseconds since the epoch (orders the transactions of a day)
+    at: int = field(default=0, compare=False)  # its start, microseconds since the epoch (orders a day's transactions)
 
 
 @dataclass(frozen=True, slots=True)

@@ -222,6 +222,8 @@ def explain_event_record(agreements: Any, record: dict[str, Any]) -> list[str]:
     cycle's free allowances apply in the cycle, in order). Empty: no charge counts it."""
     which = str(record.get("event") or record.get("service") or "")
     out: list[str] = []
+    if any(sp.service == which for ag in agreements for sp in ag.services):
+        return out  # a service some agreement prices: rated, not an event (as billing splits them)
     for ag in agreements:
         for c in ag.charges:
             if c.param("event") != which or c.kind not in ("event", "percentage"):

@@ -19,6 +19,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from icdsl import __version__
+from icdsl.charges.percentage import explain_event_record
 from icdsl.cli.common import app, build_or_exit, echo_err, existing
 from icdsl.lang.diagnostics import SourceCache, render, render_all, summary, to_json
 from icdsl.plan.render import render_plan
@@ -197,15 +198,8 @@ def explain(
             echo_err(f"error: no record with id {record_id} in {cdrs}")
             raise typer.Exit(1)
         rec = hit.to_pylist()[0]
-    if not rec.get("partner") or not p.agreements_for(str(rec["partner"])):
-        counted = []
-    else:  # an event record (a porting, a payment) is counted by its charges, not rated
-        from icdsl.charges.percentage import explain_event_record
-        from icdsl.cycle.charges import event_names
-
-        which = str(rec.get("event") or rec.get("service") or "")
-        names = event_names(p, str(rec["partner"]))
-        counted = explain_event_record(p.agreements_for(str(rec["partner"])), rec) if which in names else []
+    # an event record (a porting, a payment) is counted by its charges, not rated
+    counted = explain_event_record(p.agreements_for(str(rec["partner"])), rec) if rec.get("partner") else []
     if counted:
         for step in counted:
             typer.echo(step)
