@@ -113,3 +113,15 @@ def test_fmt_glues_the_parentheses_and_is_idempotent():
     assert out is not None and not diags
     assert "template port_rental(price, kind, pct) {" in out and "apply port_rental(12.00 EUR, e1, 2%)" in out
     assert format_text(out)[0] == out
+
+
+def test_a_label_names_a_parameter_so_a_template_applies_twice(tmp_path):
+    text = """
+template port_rental(price, kind) {
+  recurring "Port rental {kind}" price monthly per inventory kind
+}
+""" + agreement("apply port_rental(150.00 EUR, e1_port)\n  apply port_rental(300.00 EUR, stm1_port)")
+    plan, found = codes(tmp_path, text)
+    assert plan is not None and found == []
+    names = {c.name: c.param("amount").amount for c in plan.agreements[0].charges}
+    assert names == {"Port rental e1_port": Decimal("150.00"), "Port rental stm1_port": Decimal("300.00")}

@@ -6,7 +6,9 @@ expected (``recurring "Port rental" price monthly``: a :class:`~icdsl.lang.ast.P
 expects money, or a percentage for ``surcharge "X" pct``), or a name anywhere a name is written
 (``per inventory kind``, ``, stream kind``). Each ``apply`` binds the arguments in order and makes
 the template's charges with them; the checker then checks those charges like any other statement
-of the agreement (a wrong currency is reported at the argument). The substitution is purely
+of the agreement (a wrong currency is reported at the argument). A label may name a parameter in
+braces (``recurring "Port rental {kind}" ...``): each ``apply`` writes its value there, so a
+template applied twice gives charges with labels of their own. The substitution is purely
 syntactic (values for names, nothing is evaluated): the language never executes anything.
 """
 
@@ -56,6 +58,25 @@ def _walk(value: Any, found: list[Any]) -> None:
                 _walk(getattr(value, f.name), found)
 
 
+def _strings(charge: ast.ChargeNode) -> list[ast.Str]:
+    """The texts of a charge (its label, text values) where a parameter may be named in braces."""
+    out = [charge.label] if charge.label is not None else []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, ast.Str):
+            out.append(value)
+        elif isinstance(value, tuple | list):
+            for v in value:
+                walk(v)
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for f in dataclasses.fields(value):
+                if f.name not in _SKIP_FIELDS:
+                    walk(getattr(value, f.name))
+
+    walk(charge.params)
+    return out
+
+
 def param_refs(charge: ast.ChargeNode) -> list[ast.ParamRef]:
     found: list[Any] = []
     _walk(charge.params, found)
@@ -94,6 +115,8 @@ def check_template(checker: Any, t: ast.TemplateDecl) -> None:
                     )
             elif f.text in seen:
                 used.add(f.text)
+        found_text = " ".join(x.value for x in _strings(c))
+        used |= {name for name in seen if "{" + name + "}" in found_text}
     for p in t.params:
         if p.text not in used:
             checker.warning(
@@ -170,6 +193,13 @@ def instantiate(checker: Any, t: ast.TemplateDecl, at: ast.ApplyNode) -> list[as
                 bad.setdefault(value.text, "name")
                 return value
             return arg
+        if isinstance(value, ast.Str) and "{" in value.value:  # a label naming a parameter: "Port {kind}"
+            text = value.value
+            for name, arg in binding.items():
+                text = text.replace(
+                    "{" + name + "}", arg.value if isinstance(arg, ast.Str) else arg_text(arg)
+                )
+            return dataclasses.replace(value, value=text)
         if isinstance(value, tuple):
             return tuple(sub(v) for v in value)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -181,7 +211,10 @@ def instantiate(checker: Any, t: ast.TemplateDecl, at: ast.ApplyNode) -> list[as
             return dataclasses.replace(value, **changes)
         return value
 
-    charges = [dataclasses.replace(c, params=sub(c.params), options=sub(c.options)) for c in t.charges]
+    charges = [
+        dataclasses.replace(c, label=sub(c.label), params=sub(c.params), options=sub(c.options))
+        for c in t.charges
+    ]
     for p, arg in zip(t.params, at.args, strict=True):
         if p.text in bad and p.text:
             checker.error(
