@@ -302,6 +302,8 @@ def frequency_refusal(code: str, billing: str, span: Period, tz: str, spec: str 
     bill the records of its own cycles a second time."""
     if span.frequency in ("adhoc", billing):
         return None
+    if "@" in billing and period_containing(span.local_start, billing, tz) == span:
+        return None  # one of the cycles of a partner billed monthly from a day of the month
     found = cycles_ending_in(span, billing, tz)
     example = found[0].label if found else period_containing(span.local_start, billing, tz).label
     return (f"{code} is billed {billing} (`billing {billing}` in its declaration): a {span.frequency} "

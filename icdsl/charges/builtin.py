@@ -9,10 +9,11 @@ lives in one module per kind: :mod:`~icdsl.charges.surcharge`, :mod:`~icdsl.char
 
 from __future__ import annotations
 
+from dataclasses import replace as dataclass_replace
 from decimal import Decimal
 from typing import Any
 
-from icdsl.charges import commitment, fees, recurring, share, surcharge, tiers
+from icdsl.charges import commitment, fees, percentage, recurring, share, surcharge, tiers
 from icdsl.charges.contract import CycleChargeType, RecordChargeType
 from icdsl.hookspecs import hookimpl
 from icdsl.lang import ast
@@ -113,6 +114,24 @@ class Commitment(CycleChargeType):
         if q.value.value <= 0:
             checker.error("E213", "a commitment must be positive", q.value.span)
         checker.word(node.param("period"), "commitment period")
+        counts = node.option("counts")
+        if counts is not None and unit not in currencies():
+            checker.error("E343", f"only a money commitment chooses which charges count; this one counts {unit}",
+                          counts.span, "drop ', counts ...', or commit an amount of money")
+
+
+def compile_tiers(nodes, compiler) -> tuple:
+    """The plan's tiers. Tiers written by their ends (`up to 10`, `up to 20`, `above 20`) become
+    tiers that start *after* the end of the one before (the first after 0), ``exclusive``."""
+    if all(t.bound == "from" for t in nodes):
+        return tuple(compiler.tier(t) for t in nodes)
+    out, lo = [], Decimal(0)
+    for t in nodes:
+        up_to = t.start.value if t.bound == "up_to" else None
+        start = lo if t.bound == "up_to" else t.start.value
+        out.append(dataclass_replace(compiler.tier(t), start=start, exclusive=True, up_to=up_to))
+        lo = t.start.value
+    return tuple(out)
 
 
 class _Tiers(CycleChargeType):
@@ -123,6 +142,19 @@ class _Tiers(CycleChargeType):
         checker.word(node.param("on"), "measure")
         checker.word(node.param("period"), "tier period")
         tiers: tuple[ast.TierNode, ...] = node.param("tiers")
+        measure = node.param("on")
+        if self.name == "tiered_price" and isinstance(measure, ast.Ident) and measure.text != "revenue":
+            for t in tiers:
+                if isinstance(t.value, ast.Percent):
+                    checker.error("E315", f"a percentage tier prices an amount of money, but this one measures "
+                                          f"{measure.text}", t.value.span,
+                                  "measure 'on revenue' (a percentage of the revenue in each tier), or give the "
+                                  "tier a price per unit; a discount is a 'volume discount ...'")
+        if any(t.bound != "from" for t in tiers):
+            self.check_upper_bounds(tiers, checker)
+            for t in tiers:
+                self.check_value(t, checker)
+            return
         prev = None
         for t in tiers:
             if t.start.value < 0:
@@ -136,11 +168,46 @@ class _Tiers(CycleChargeType):
             checker.error("E314", f"the first tier starts at {tiers[0].start.text}: quantities below it have no price",
                           tiers[0].start.span, "start the first tier 'from 0'")
 
+    def check_upper_bounds(self, tiers, checker):
+        """Tiers written by their ends (`up to 10`, `up to 20`, `above 20`): one convention per
+        charge, ends increasing, the last tier `above` the end of the one before."""
+        prev = None
+        for i, t in enumerate(tiers):
+            if t.bound == "from":
+                checker.error("E340", "tiers written 'from' and 'up to' in one charge", t.span,
+                              "write every tier by its end ('up to 10: ...', then 'above 10: ...'), or every "
+                              "tier by its start ('from 0: ...')")
+                return
+            if t.bound == "above" and i != len(tiers) - 1:
+                checker.error("E341", f"'above {t.start.text}' is not the last tier", t.span,
+                              "the tier above the last end comes last; the tiers before it are 'up to N'")
+            if t.start.value < 0 or (t.bound == "up_to" and t.start.value == 0):
+                checker.error("E213", f"a tier's end must be above zero, not {t.start.text}", t.start.span)
+            if prev is not None and t.bound == "up_to" and t.start.value <= prev.start.value:
+                checker.error("E313", f"tiers must increase: {t.start.text} comes after {prev.start.text}",
+                              t.start.span, "list tiers from the smallest 'up to' to the largest")
+            if t.bound == "above":
+                if prev is not None and t.start.value != prev.start.value:
+                    checker.error("E341", f"the last tier is above {t.start.text}, but the tier before it ends "
+                                          f"at {prev.start.text}", t.start.span,
+                                  f"write 'above {prev.start.text}': the last tier starts where the one before "
+                                  "ends")
+                elif prev is None and t.start.value != 0 and self.name == "tiered_price":
+                    checker.error("E314", f"the first tier is above {t.start.text}: quantities up to it have no price",
+                                  t.start.span, "write 'above 0', or add 'up to N' tiers before it")
+            prev = t
+        if tiers and tiers[-1].bound != "above":
+            last = tiers[-1].start.text
+            checker.error("E314", f"the last tier ends at {last}: quantities above it have no tier", tiers[-1].span,
+                          f"add a last tier 'above {last}: ...'")
+
     def check_value(self, t, checker):
         v = t.value
-        if isinstance(v, ast.Percent):
-            checker.error("E315", "a tiered price needs a price per unit or a flat fee, not a percentage", v.span,
-                          "use 'volume discount ...' for percentage discounts")
+        if isinstance(v, ast.Percent):  # a percentage of the revenue in the tier (measured `on revenue`)
+            checker.percent(v)
+            plus = getattr(t, "plus_flat", None)
+            if plus is not None and checker.money(plus) and checker.agreement:
+                checker.currency_matches(plus.currency, checker.agreement.currency, "the tier's fee")
         elif isinstance(v, ast.MoneyPer):
             checker.money(v.money)
             checker.price_unit(v.unit)
@@ -165,7 +232,7 @@ class _Tiers(CycleChargeType):
             ("mode", node.param("mode").text),
             ("on", node.param("on").text),
             ("period", node.param("period").text),
-            ("tiers", tuple(compiler.tier(t) for t in node.param("tiers"))),
+            ("tiers", compile_tiers(node.param("tiers"), compiler)),
         )
 
 
@@ -187,7 +254,7 @@ class VolumeDiscount(_Tiers):
         return tiers.evaluate_discount(charge, ctx)
 
     def check_value(self, t, checker):
-        if not isinstance(t.value, ast.Percent):
+        if not isinstance(t.value, ast.Percent) or t.plus_flat is not None:
             checker.error("E315", "a volume discount tier is a percentage", t.span, "write e.g. 'from 1_000_000: 3%'")
         else:
             checker.percent(t.value)
@@ -257,11 +324,100 @@ class RevenueShare(CycleChargeType):
         return tuple(out)
 
 
+#: the words a percentage charge's amounts are counted per (besides the charge's own event)
+PER_TRANSACTION = ("transaction", "transactions", "event", "events")
+
+
+class Percentage(CycleChargeType):
+    name = "percentage"
+    description = ("a percentage of each transaction's value, with a fixed amount, a minimum and a maximum per "
+                   "transaction and free allowances")
+
+    def evaluate(self, charge, ctx):
+        return percentage.evaluate(charge, ctx)
+
+    def event_types(self, charge):
+        event = charge.param("event")
+        return (str(event),) if event else ()
+
+    def check(self, node, checker):
+        rate = node.param("rate")
+        if isinstance(rate, ast.Percent):
+            checker.percent(rate)
+        event = node.param("event")
+        keys = [p.key.text for p in node.params]
+        for key in ("fixed", "minimum", "maximum", "free"):
+            if keys.count(key) > 1:
+                second = [p for p in node.params if p.key.text == key][1]
+                checker.error("E103", f"'{key}' is stated twice in this percentage charge", second.span)
+        currency = None
+        for key in ("fixed", "minimum", "maximum"):
+            given = node.param(key)
+            if given is None:
+                continue
+            money, per = given
+            if isinstance(money, ast.Money) and checker.money(money):
+                if checker.agreement:
+                    checker.currency_matches(money.currency, checker.agreement.currency, f"the {key} amount")
+                if currency is not None and money.currency.text != currency:
+                    checker.error("E211", f"the {key} amount is in {money.currency.text}, the charge's other "
+                                          f"amounts in {currency}", money.currency.span,
+                                  "give a percentage charge's amounts one currency")
+                currency = currency or money.currency.text
+            if per.text not in PER_TRANSACTION and (event is None or per.text != event.text):
+                checker.error("E206", f"a percentage charge's {key} is per transaction, not per '{per.text}'",
+                              per.span, f"write '{key} ... per transaction'")
+        lo, hi = node.param("minimum"), node.param("maximum")
+        if (lo and hi and isinstance(lo[0], ast.Money) and isinstance(hi[0], ast.Money)
+                and lo[0].amount.value > hi[0].amount.value):
+            checker.error("E342", f"the minimum per transaction ({lo[0].amount.text}) is above the maximum "
+                                  f"({hi[0].amount.text})", lo[0].span, "swap them, or drop one")
+        free = node.param("free")
+        if free is not None:
+            kinds: set[str] = set()
+            for q in free:
+                unit = q.unit.text
+                kind = "value" if unit in currencies() else "count"
+                if kind == "count" and unit not in PER_TRANSACTION and (event is None or unit != event.text):
+                    checker.error("E206", f"a free allowance is a number of transactions or an amount of money, "
+                                          f"not '{unit}'", q.unit.span,
+                                  "write e.g. 'free 3 transactions', 'free 100.00 EUR' or 'free 3 transactions or "
+                                  "100.00 EUR'")
+                    continue
+                if kind in kinds:
+                    checker.error("E342", f"the free allowance gives two {'amounts' if kind == 'value' else 'counts'}",
+                                  q.span, "give one number of transactions and/or one amount")
+                kinds.add(kind)
+                if q.value.value <= 0:
+                    checker.error("E213", "a free allowance must be positive", q.value.span)
+                elif kind == "count" and q.value.value != int(q.value.value):
+                    checker.error("E215", "transactions are counted in whole numbers", q.value.span)
+                elif kind == "value":
+                    if checker.agreement:
+                        checker.currency_matches(q.unit, checker.agreement.currency, "the free allowance")
+                    if currency is not None and unit != currency:
+                        checker.error("E211", f"the free allowance is in {unit}, the charge's other amounts in "
+                                              f"{currency}", q.unit.span, "give a percentage charge's amounts one currency")
+
+    def compile(self, node, compiler):
+        out: list[tuple[str, Any]] = [("rate", node.param("rate").value.value), ("event", node.param("event").text)]
+        for key in ("fixed", "minimum", "maximum"):
+            given = node.param(key)
+            if given is not None:
+                out.append((key, compiler.money(given[0])))
+        for q in node.param("free") or ():
+            if q.unit.text in currencies():
+                out.append(("free_value", compiler.money(ast.Money(q.value, q.unit, q.span))))
+            else:
+                out.append(("free_count", int(q.value.value)))
+        return tuple(out)
+
+
 def _fmt(d: Decimal) -> str:
     return format(d.normalize(), "f")
 
 
-BUILTIN = (Surcharge, Recurring, OneTime, Event, Commitment, TieredPrice, VolumeDiscount, RevenueShare)
+BUILTIN = (Surcharge, Recurring, OneTime, Event, Commitment, TieredPrice, VolumeDiscount, RevenueShare, Percentage)
 
 
 @hookimpl

@@ -57,8 +57,24 @@ def committed_for(charge: Charge, period: Days, version_days: Days) -> tuple[Fra
     return Fraction(value) * n / d, f"{n}/{d} days"
 
 
-def _line_counts(line: ChargeLine, scope: tuple[tuple[str, str], ...]) -> bool:
-    if line.kind not in ("tiered_price", "volume_discount"):
+#: the charges that are fees (not usage): what ``, counts fees|all`` adds to a money commitment
+FEE_KINDS = ("recurring", "one_time", "event", "percentage")
+#: ``, counts ...`` -> (usage counts, fees count)
+COUNTS = {"usage": (True, False), "fees": (False, True), "all": (True, True)}
+
+
+def counts_of(charge: Charge) -> tuple[bool, bool]:
+    """(usage counts, fees count) for a money commitment: ``, counts usage`` (the default),
+    ``fees`` or ``all``."""
+    return COUNTS[charge.param("option:counts", "usage")]
+
+
+def _line_counts(line: ChargeLine, scope: tuple[tuple[str, str], ...], counts: tuple[bool, bool] = (True, False)
+                 ) -> bool:
+    usage, fees = counts
+    if line.kind in FEE_KINDS:
+        return fees  # a fee belongs to no service: a scoped commitment that counts fees counts them all
+    if line.kind not in ("tiered_price", "volume_discount") or not usage:
         return False
     if not scope:
         return True
@@ -90,16 +106,21 @@ def measure(charge: Charge, ctx: ChargeContext, period: Days) -> Measured:
     scope = charge.applies_to
     earlier = ctx.history_in(period) if period != ctx.cycle else []
     currency = unit if is_money else ctx.agreement.currency
+    counts = counts_of(charge) if is_money else (True, False)
+    usage = counts[0]
     amounts: list[tuple[date, str, Fraction]] = []
     for h in earlier:
         day = h.days.last
         assert day is not None
-        amounts += [(day, u.currency, Fraction(u.amount) + Fraction(u.record_charges))
-                    for u in ctx.usage_of(scope, rows=h.usage)]
+        if usage:
+            amounts += [(day, u.currency, Fraction(u.amount) + Fraction(u.record_charges))
+                        for u in ctx.usage_of(scope, rows=h.usage)]
         amounts += [(day, ln.currency, Fraction(ln.amount)) for ln in h.lines
-                    if ln.agreement_version == ctx.agreement.version and _line_counts(ln, scope)]
-    amounts += [(ctx.last_day, u.currency, Fraction(u.amount) + Fraction(u.record_charges)) for u in ctx.usage_of(scope)]
-    amounts += [(ctx.last_day, ln.currency, Fraction(ln.amount)) for ln in ctx.lines if _line_counts(ln, scope)]
+                    if ln.agreement_version == ctx.agreement.version and _line_counts(ln, scope, counts)]
+    if usage:
+        amounts += [(ctx.last_day, u.currency, Fraction(u.amount) + Fraction(u.record_charges))
+                    for u in ctx.usage_of(scope)]
+    amounts += [(ctx.last_day, ln.currency, Fraction(ln.amount)) for ln in ctx.lines if _line_counts(ln, scope, counts)]
     charges, trail = ctx.total_in(charge, amounts, currency)
     if is_money:
         actual = charges
@@ -138,7 +159,7 @@ def evaluate(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
     details: dict[str, Any] = {
         "period": period.label, "committed": exact_text(committed), "commitment": f"{value} {unit}",
         "proration": how, "actual": exact_text(actual), "shortfall": exact_text(shortfall),
-        "scope": scope_text(scope), "measured_on": "usage charges after discounts" if is_money else unit,
+        "scope": scope_text(scope), "measured_on": _measured_on(charge) if is_money else unit,
         "cycles": m.cycles, "waived": waived,
     }
     if valued:
@@ -157,6 +178,13 @@ def evaluate(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
     return [ctx.line(charge, description=desc, exact=exact, currency=currency, quantity=Decimal(1), unit="shortfall",
                      application=ctx.key(charge, "shortfall", period.label),
                      dimensions={"period": period.label, "waived": waived}, details=details, stage="commitment")]
+
+
+def _measured_on(charge: Charge) -> str:
+    usage, fees = counts_of(charge)
+    if usage and fees:
+        return "usage charges after discounts, and fees (recurring, one-time, event, percentage)"
+    return "fees (recurring, one-time, event, percentage)" if fees else "usage charges after discounts"
 
 
 @dataclass(frozen=True, slots=True)

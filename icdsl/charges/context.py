@@ -99,6 +99,8 @@ class EventRecord:
     day: date
     units: int = 1
     partner: str = ""
+    value: str | None = None  # the record's `value` field as written (a percentage charge's transaction value)
+    at: int = field(default=0, compare=False)  # its start, microseconds since the epoch (orders a day's transactions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -554,6 +556,13 @@ def event_or_service(table: Any) -> Any:
     return which
 
 
+def event_values(table: Any) -> list[str | None]:
+    """The ``value`` field of event records, as written (None where absent or empty)."""
+    if "value" not in table.column_names:
+        return [None] * table.num_rows
+    return [None if v is None or str(v).strip() == "" else str(v).strip() for v in table.column("value").to_pylist()]
+
+
 def events_from_records(table: Any, names: Iterable[str], timezone: str = "UTC", partner: str | None = None
                         ) -> list[EventRecord]:
     """Event records in a records table: rows whose ``event`` field (where it is empty or absent:
@@ -575,8 +584,11 @@ def events_from_records(table: Any, names: Iterable[str], timezone: str = "UTC",
     ids = sub.column("id").to_pylist() if "id" in sub.column_names else [None] * sub.num_rows
     units = sub.column("units").to_pylist() if "units" in sub.column_names else [None] * sub.num_rows
     parts = sub.column("partner").to_pylist() if "partner" in sub.column_names else [""] * sub.num_rows
+    values = event_values(sub)
     for i, (ev, start) in enumerate(zip(which.filter(mask).to_pylist(), sub.column("start").to_pylist(),
                                         strict=True)):
         day = start.astimezone(tz).date() if isinstance(start, datetime) else start
-        out.append(EventRecord(str(ids[i]), ev, day, 1 if units[i] is None else int(units[i]), parts[i] or ""))
+        at = int(start.timestamp() * 1_000_000) if isinstance(start, datetime) else 0
+        out.append(EventRecord(str(ids[i]), ev, day, 1 if units[i] is None else int(units[i]), parts[i] or "",
+                               values[i], at))
     return out

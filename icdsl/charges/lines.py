@@ -42,6 +42,7 @@ LINE_KIND = {
     "tiered_price": "tiered",
     "commitment": "commitment",
     "revenue_share": "revenue_share",
+    "percentage": "event",  # a percentage of event records' values: a fee per event record
 }
 
 #: the order in which an invoice adds up (docs/language.md, "How an invoice adds up"); a charge

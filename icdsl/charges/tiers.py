@@ -69,26 +69,42 @@ def measuring_period(period: str, ctx: ChargeContext) -> Days:
     return period_containing(last, months_of(period), None)
 
 
-def tier_index(tiers: tuple[Tier, ...], q: Fraction) -> int | None:
-    """The tier a quantity falls in: the last whose start it reaches (None: below the first)."""
+def reached(t: Tier, q: Fraction, scale: Fraction = Fraction(1)) -> bool:
+    """Whether quantity ``q`` reaches tier ``t``: at least its start (``from N``), or above the
+    end of the tier before (tiers written ``up to N``: the first tier is reached above 0). Bounds
+    are multiplied by ``scale`` (tiers prorated over a partial period)."""
+    return q > Fraction(t.start) * scale if t.exclusive else q >= Fraction(t.start) * scale
+
+
+def tier_index(tiers: tuple[Tier, ...], q: Fraction, scale: Fraction = Fraction(1)) -> int | None:
+    """The tier a quantity falls in: the last it reaches (None: below the first)."""
     found = None
     for i, t in enumerate(tiers):
-        if q >= Fraction(t.start):
+        if reached(t, q, scale):
             found = i
         else:
             break
     return found
 
 
+def _bound_text(t: Tier) -> str:
+    def num(d) -> str:
+        return format(d, ",f").replace(",", "_")
+
+    if not t.exclusive:
+        return f"from {num(t.start)}"
+    return f"up to {num(t.up_to)}" if t.up_to is not None else f"above {num(t.start)}"
+
+
 def tier_label(t: Tier) -> str:
-    start = format(t.start, ",f").replace(",", "_")
+    head = _bound_text(t)
     if t.percent is not None:
-        return f"from {start}: {format(t.percent.normalize(), 'f')}%"
+        return f"{head}: {format(t.percent.normalize(), 'f')}%"
     if t.flat is not None and t.price is not None:
-        return f"from {start}: {t.price} plus {t.flat} flat"
+        return f"{head}: {t.price} plus {t.flat} flat"
     if t.flat is not None:
-        return f"from {start}: {t.flat} flat"
-    return f"from {start}: {t.price}"
+        return f"{head}: {t.flat} flat"
+    return f"{head}: {t.price}"
 
 
 def _factor(measure: str, unit: str, span) -> Fraction:
@@ -113,14 +129,15 @@ class TierPart:
     how: str
 
 
-def price_tiers(tiers: tuple[Tier, ...], q: Fraction, mode: str, measure: str, span=None
-                ) -> tuple[Fraction, list[TierPart]]:
-    """The exact price of quantity ``q`` by ``tiers``: (amount, the part of each tier)."""
+def price_tiers(tiers: tuple[Tier, ...], q: Fraction, mode: str, measure: str, span=None,
+                scale: Fraction = Fraction(1)) -> tuple[Fraction, list[TierPart]]:
+    """The exact price of quantity ``q`` by ``tiers``: (amount, the part of each tier). ``scale``
+    multiplies every bound (tiers prorated over a partial period; prices and fees unchanged)."""
     if mode not in ("graduated", "volume"):
         raise ChargeError(f"tier mode '{mode}' is not graduated or volume", span)
     parts: list[TierPart] = []
     if mode == "volume":
-        i = tier_index(tiers, q)
+        i = tier_index(tiers, q, scale)
         if i is None:
             return Fraction(0), parts
         t = tiers[i]
@@ -129,10 +146,10 @@ def price_tiers(tiers: tuple[Tier, ...], q: Fraction, mode: str, measure: str, s
         return amount, parts
     total = Fraction(0)
     for i, t in enumerate(tiers):
-        lo = Fraction(t.start)
-        if q < lo:
+        lo = Fraction(t.start) * scale
+        if not reached(t, q, scale):
             break
-        hi = Fraction(tiers[i + 1].start) if i + 1 < len(tiers) else None
+        hi = Fraction(tiers[i + 1].start) * scale if i + 1 < len(tiers) else None
         part = (q if hi is None else min(q, hi)) - lo
         amount, how = _value(t, part, measure, span)
         parts.append(TierPart(i, tier_label(t), part, amount, how))
@@ -141,6 +158,12 @@ def price_tiers(tiers: tuple[Tier, ...], q: Fraction, mode: str, measure: str, s
 
 
 def _value(t: Tier, units: Fraction, measure: str, span) -> tuple[Fraction, str]:
+    if t.percent is not None:  # a percentage of the money in the tier (measured on revenue), plus its flat fee
+        pct = Fraction(t.percent)
+        amount, how = units * pct / 100, f"{exact_text(pct)}% of {exact_text(units)}"
+        if t.flat is not None:
+            return amount + Fraction(t.flat.amount), f"{how} + {t.flat} flat"
+        return amount, how
     if t.flat is not None and t.price is not None:  # a price per unit plus a flat fee
         amount, how = _value(replace(t, flat=None), units, measure, span)
         return amount + Fraction(t.flat.amount), f"{how} + {t.flat} flat"
@@ -200,6 +223,10 @@ def tier_text(t: Tier, measure: str, currency: str = "") -> str:
     """A tier for a description: its start with the measure's unit (``from 2,000,000 MB: 5%``,
     ``from 10,000 EUR: 2%`` for revenue)."""
     unit = currency if measure == "revenue" else MEASURE_WORDS.get(measure, measure)
+    if t.exclusive:
+        head = f"up to {shown(t.up_to, unit)}" if t.up_to is not None else f"above {shown(t.start, unit)}"
+        value = tier_label(t).split(": ", 1)[1]
+        return f"{head}: {value}"
     start = shown(t.start, unit)
     if t.percent is not None:
         return f"from {start}: {format(t.percent.normalize(), 'f')}%"
@@ -262,6 +289,19 @@ def tiers_currency(charge: Charge, ctx: ChargeContext) -> str:
     return ctx.agreement.currency
 
 
+def tier_scale(charge: Charge, ctx: ChargeContext, period: Days) -> tuple[Fraction, str]:
+    """With ``, prorate daily``, the factor of a measuring period the agreement is in force only
+    part of (its first or last): days in force / days in the period (actual days), which
+    multiplies every tier bound; 1 otherwise."""
+    if charge.param("option:prorate", "none") != "daily" or period.end is None:
+        return Fraction(1), ""
+    inside = period.intersect(ctx.all_days)
+    if inside is None or inside.end is None or (inside.start, inside.end) == (period.start, period.end):
+        return Fraction(1), ""
+    n, d = (inside.end - inside.start).days, (period.end - period.start).days
+    return Fraction(n, d), f"{n}/{d} days"
+
+
 def evaluate_tiered(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
     tiers: tuple[Tier, ...] = charge.param("tiers", ())
     if not tiers:
@@ -272,18 +312,19 @@ def evaluate_tiered(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
     currency = tiers_currency(charge, ctx)
     td = _to_date(charge, ctx, measure, currency)
     period, before_q, now_q = td.period, td.before_q, td.now_q
-    now, parts = price_tiers(tiers, now_q, mode, measure, charge.span)
+    scale, prorated = tier_scale(charge, ctx, period)
+    now, parts = price_tiers(tiers, now_q, mode, measure, charge.span, scale)
     before = Fraction(0)
     if period != ctx.cycle and ctx.history_in(period):
         # the period to date minus what its earlier cycles were billed, each rounded
-        before, _ = price_tiers(tiers, before_q, mode, measure, charge.span)
+        before, _ = price_tiers(tiers, before_q, mode, measure, charge.span, scale)
         exact = Fraction(ctx.round(now, currency)) - Fraction(ctx.round(before, currency))
     else:
         exact = now
     if exact == 0 and now_q == before_q:
         return []  # nothing used and nothing due: no line
     reached = parts[-1].label if parts else "no tier reached"
-    i = tier_index(tiers, now_q)
+    i = tier_index(tiers, now_q, scale)
     reached_text = tier_text(tiers[i], measure, currency) if i is not None else "no tier reached"
     unit = currency if measure == "revenue" else measure
     label = period.label
@@ -300,6 +341,9 @@ def evaluate_tiered(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
     }
     if td.fx:
         details["fx"] = td.fx
+    if prorated:
+        details["tier_bounds_prorated"] = f"{prorated}: every bound x {exact_text(scale)}"
+        desc += f"; tier bounds prorated {prorated}"
     return [ctx.line(charge, description=desc, exact=exact, currency=currency, quantity=_quantity(now_q - before_q),
                      unit=MEASURE_UNIT.get(measure, measure) or currency,
                      application=ctx.key(charge, "tiers", label + "@" + ctx.cycle_label),

@@ -19,6 +19,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from icdsl import __version__
+from icdsl.charges.percentage import explain_event_record
 from icdsl.cli.common import app, build_or_exit, echo_err, existing
 from icdsl.lang.diagnostics import SourceCache, render, render_all, summary, to_json
 from icdsl.plan.render import render_plan
@@ -197,6 +198,13 @@ def explain(
             echo_err(f"error: no record with id {record_id} in {cdrs}")
             raise typer.Exit(1)
         rec = hit.to_pylist()[0]
+    # an event record (a porting, a payment) is counted by its charges, not rated
+    counted = explain_event_record(p.agreements_for(str(rec["partner"])), rec) if rec.get("partner") else []
+    if counted:
+        for step in counted:
+            typer.echo(step)
+        typer.echo("=> an event record: counted by the cycle's charges, not rated")
+        return
     out = rate_record(p, rec, trace=True)
     for step in out.trace:
         typer.echo(str(step))

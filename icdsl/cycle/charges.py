@@ -45,6 +45,7 @@ from icdsl.charges.context import (
     Usage,
     agreement_days,
     event_or_service,
+    event_values,
 )
 from icdsl.charges.evaluate import charge_type, evaluate_cycle, needs_cycle_totals, record_charge_lines
 from icdsl.charges.lines import STAGES, ChargeError, ChargeHold, ChargeLine
@@ -61,7 +62,7 @@ HOLD = "charge_hold"
 BAD_REFUND = "bad_refund"
 #: stream selectors naming several kinds of charge
 KIND_ALIASES = {
-    "fees": ("recurring", "one_time", "event"),
+    "fees": ("recurring", "one_time", "event", "percentage"),
     "discount": ("volume_discount",),
     "discounts": ("volume_discount",),
     "tiered": ("tiered_price",),
@@ -113,8 +114,11 @@ def split_events(table: pa.Table, names: Sequence[str], timezone: str, partner: 
     ids = sub.column("id").to_pylist() if "id" in sub.column_names else [None] * n
     units = sub.column("units").to_pylist() if "units" in sub.column_names else [None] * n
     parts = sub.column("partner").to_pylist() if "partner" in sub.column_names else [""] * n
-    days = local_days(to_us(sub.column("start")), timezone)
-    events = [EventRecord(str(ids[i]), ev, days[i], 1 if units[i] is None else int(units[i]), parts[i] or "")
+    starts = to_us(sub.column("start"))
+    days = local_days(starts, timezone)
+    values, ats = event_values(sub), starts.tolist()
+    events = [EventRecord(str(ids[i]), ev, days[i], 1 if units[i] is None else int(units[i]), parts[i] or "",
+                          values[i], int(ats[i] or 0))
               for i, ev in enumerate(kinds.to_pylist())]
     return table.filter(pc.invert(mask)), events
 

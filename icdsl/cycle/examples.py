@@ -124,7 +124,11 @@ def run_cycle_example(plan: Plan, ex: CycleExample, pm: Any = None) -> CycleExam
             amount=t.amount.amount, record_charges=t.surcharges))
     first = max(ex.start, in_force[0].effective_from)
     events = [EventRecord(f"example:{e.event}:{i}", e.event, e.day or first, e.units, ex.partner)
-              for i, e in enumerate(ex.events, 1)]
+              for i, e in enumerate(ex.events, 1) if e.worth is None]
+    # `events payment 3 worth 40.00 EUR`: three transactions of 40.00 each, in the order written
+    events += [EventRecord(f"example:{e.event}:{i}:{j}", e.event, e.day or first, 1, ex.partner, str(e.worth.amount),
+                           i * 1_000_000 + j)
+               for i, e in enumerate(ex.events, 1) if e.worth is not None for j in range(e.units)]
     items = tuple(InventoryItem(ex.partner, it.item_id, it.kind, it.quantity, it.activated, it.terminated)
                   for it in ex.items)
     refunds = [Adjustment(r.direction, r.service, r.amount.amount, r.amount.currency, "refund") for r in ex.refunds]

@@ -36,6 +36,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 FREQUENCIES = ("monthly", "weekly", "quarterly", "adhoc")
+# A partner's billing may add the day its monthly cycles start on: ``monthly@15``
+# (:func:`split_billing`); its cycles are monthly periods from the 15th to the 14th.
 
 
 class PeriodError(ValueError):
@@ -172,8 +174,34 @@ def iso_week(year: int, week: int, tz: str) -> Period:
     return make_period("weekly", start, start + timedelta(days=7), tz, f"{year:04d}-W{week:02d}")
 
 
+def split_billing(frequency: str) -> tuple[str, int]:
+    """A partner's billing frequency and the day of the month its cycles start on:
+    ``monthly@15`` (`billing monthly from day 15`) -> (``monthly``, 15); others start on the 1st."""
+    base, _, day = frequency.partition("@")
+    return base, int(day) if day else 1
+
+
+def anchored_month(day: date, anchor: int, tz: str) -> Period:
+    """The monthly cycle starting on day ``anchor`` (1-28) of a month that holds the local
+    ``day``: from the 15th to the 14th of the next month, both included (the end excluded:
+    the next 15th). Its label is its days, ``2026-03-15..2026-04-14``."""
+    start = date(day.year, day.month, anchor)
+    if day < start:
+        start = date(*_prev_month(day.year, day.month), anchor)
+    end = _add_months(start, 1).replace(day=anchor)
+    return make_period("monthly", start, end, tz, f"{start}..{end - timedelta(days=1)}")
+
+
+def _prev_month(year: int, mon: int) -> tuple[int, int]:
+    return (year - 1, 12) if mon == 1 else (year, mon - 1)
+
+
 def period_containing(day: date, frequency: str, tz: str) -> Period:
-    """The period of ``frequency`` (monthly, weekly, quarterly) holding the local ``day``."""
+    """The period of ``frequency`` (monthly, weekly, quarterly; ``monthly@15``: monthly from the
+    15th) holding the local ``day``."""
+    frequency, anchor = split_billing(frequency)
+    if frequency == "monthly" and anchor != 1:
+        return anchored_month(day, anchor, tz)
     if frequency == "monthly":
         return month(day.year, day.month, tz)
     if frequency == "quarterly":
@@ -209,11 +237,19 @@ def parse_period(spec: str | date | Period, tz: str, frequency: str = "monthly")
     if isinstance(spec, date):
         return period_containing(spec, frequency, tz)
     text = spec.strip()
+    base, anchor = split_billing(frequency)
     if m := _MONTH.match(text):
         y, mo = int(m.group(1)), int(m.group(2))
         if not 1 <= mo <= 12:
             raise PeriodError(f"month {mo} does not exist in '{text}'")
+        if base == "monthly" and anchor != 1:  # the cycle that starts in that month
+            return anchored_month(date(y, mo, anchor), anchor, tz)
         return month(y, mo, tz)
+    if base == "monthly" and anchor != 1 and (m := _RANGE.match(text)):
+        a, b = _day(m.group(1)), _day(m.group(2))
+        cyc = anchored_month(a, anchor, tz)
+        if (cyc.local_start, cyc.local_end) == (a, b + timedelta(days=1)):
+            return cyc  # the days of one of the partner's cycles: that cycle
     if m := _WEEK.match(text):
         return iso_week(int(m.group(1)), int(m.group(2)), tz)
     if m := _QUARTER.match(text):

@@ -337,6 +337,29 @@ class TemplateDecl:
     name: Ident
     charges: tuple[ChargeNode, ...]
     span: Span
+    params: tuple[Ident, ...] = ()  # `template port_rental(price, kind)`: bound by each `apply`
+
+
+@dataclass(frozen=True, slots=True)
+class ParamRef:
+    """A template parameter written where an amount is expected (``price`` in ``recurring "Port"
+    price monthly``); ``expects``: ``money`` or ``percent``. Each ``apply`` replaces it with its
+    argument (checked to be of that kind)."""
+
+    name: Ident
+    expects: str
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyNode:
+    """``apply NAME`` or ``apply NAME(ARG, ...)``: a template's charges, its parameters bound to the
+    arguments (Money, Percent, Num, Ident, Str)."""
+
+    name: Ident
+    args: tuple[Any, ...]
+    span: Span
+    has_args: bool = False  # written with parentheses
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,6 +497,9 @@ class TierNode:
     flat: bool
     span: Span
     plus_flat: Any = None  # Money: a flat fee on top of the price per unit ("... plus 10.00 EUR flat")
+    # how the tier's number bounds it: "from" (its start, included), "up_to" (its end, included:
+    # `up to 10`, the tier after 10 starts above 10), "above" (the last tier, above its number)
+    bound: str = "from"
 
 
 @dataclass(frozen=True, slots=True)
@@ -551,6 +577,7 @@ class AgreementDecl:
     span: Span
     amends: Ident | None = None  # `amends v1`: the earlier version this one replaces from its start
     reconcile: tuple[ReconcileNode, ...] = ()  # `reconcile { ... }` blocks (the checker allows one)
+    apply_args: tuple[ApplyNode, ...] = ()  # each `apply`, with its arguments (`applies` holds the names)
 
     @property
     def version_number(self) -> int:
@@ -626,6 +653,7 @@ class CycleEventsNode:
     count: Num
     day: DateLit | None
     span: Span
+    worth: Money | None = None  # `worth 40.00 EUR`: each event's value (a percentage charge's transactions)
 
 
 @dataclass(frozen=True, slots=True)

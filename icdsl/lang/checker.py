@@ -32,6 +32,7 @@ from icdsl.lang.origins import (
     check_zones,
 )
 from icdsl.lang.origins import cell_text as _cell_text
+from icdsl.lang.templates import check_template, instantiate, unbound
 from icdsl.lang.values import (
     CYCLE_FIELDS,
     DATE_HELP,
@@ -424,6 +425,9 @@ class Checker:
         for numbers in self.out.numbers.values():
             check_numbers(self, numbers)
         for t in self.out.templates.values():
+            if t.params:  # its charges are checked at each apply, with the arguments
+                check_template(self, t)
+                continue
             for c in t.charges:
                 self._charge(c, (), None)
         for info in self.out.agreements:
@@ -535,6 +539,14 @@ class Checker:
                 self._country(v[0])
             elif s.key == "billing":
                 self.word(v[0], "billing cycle")
+                if len(v) > 1:  # `billing monthly from day 15`: cycles from the 15th to the 14th
+                    if v[0].text != "monthly":
+                        self.error("E344", f"a {v[0].text} billing cycle has no day of the month to start from",
+                                   v[1].span, "write 'billing monthly from day 15', or drop 'from day ...'")
+                    elif v[1].value != int(v[1].value) or not 1 <= v[1].value <= 28:
+                        self.error("E344", f"a billing cycle starts on a day from 1 to 28, not {v[1].text}",
+                                   v[1].span, "every month has that day: a cycle from the 29th, 30th or 31st "
+                                   "would not start in February")
             elif s.key == "due":
                 n, unit = v
                 if unit.text not in VOCAB["days"]:
@@ -873,11 +885,14 @@ class Checker:
             self._service(info, svc)
         for c in a.charges:
             self._charge(c, (), info)
-        for t in a.applies:
+        for t, at in zip(a.applies, a.apply_args or [ast.ApplyNode(t, (), t.span) for t in a.applies], strict=True):
             tmpl = self.out.templates.get(t.text)
             if tmpl is None:
                 self.error("E105", f"unknown template '{t.text}'", t.span,
                            did_you_mean(t.text, self.out.templates, "templates") or "define it with 'template NAME { ... }'")
+            elif tmpl.params or at.args:
+                for c in instantiate(self, tmpl, at) or ():
+                    self._charge(c, (), info)
             else:
                 for c in tmpl.charges:
                     info.charges.append((c, ()))
@@ -1351,10 +1366,15 @@ class Checker:
                        did_you_mean(c.kind, self.out.charge_types, "installed charge types")
                        or "is the plugin that provides it installed? ('icdsl plugins' lists them)")
             return
+        if unbound(self, c):
+            return
         if info is not None:
             info.charges.append((c, scope))
         for o in c.options:
             self._option(o, info)
+            if o.key == "counts" and c.kind != "commitment":
+                self.error("E343", "only a commitment chooses which charges count", o.span,
+                           "drop ', counts ...' here; write it on a 'commit ...'")
         ct.check(c, self)
 
     def _charge_currency(self, c: ast.ChargeNode, info: AgreementInfo) -> None:
@@ -1371,6 +1391,8 @@ class Checker:
             self.word(v[0], "billing timing")
         elif o.key == "shortfall":
             self.word(v[0], "shortfall")
+        elif o.key == "counts":
+            self.word(v[0], "commitment count")
         elif o.key == "day_count":
             self.word(v[0], "day count")
         elif o.key == "anchor":
@@ -1660,8 +1682,11 @@ class Checker:
                            did_you_mean(it.kind.text, kinds, "kinds counted ('per inventory KIND')")
                            or "no charge of this agreement is 'per inventory'")
         any_event = any(c.generic or _measures_events(c) for c, _ in charges)
-        events = {c.param("event").text for c, _ in charges if c.kind == "event" and isinstance(c.param("event"), ast.Ident)}
+        events = {c.param("event").text for c, _ in charges
+                  if c.kind in ("event", "percentage") and isinstance(c.param("event"), ast.Ident)}
         for ev in ex.events:
+            if ev.worth is not None:
+                self.money(ev.worth)
             if not any_event and ev.event.text not in events:
                 self.error("E124", f"no charge of this agreement counts '{ev.event.text}' events", ev.event.span,
                            did_you_mean(ev.event.text, events, "events counted") or "no charge of this agreement counts events")

@@ -50,6 +50,7 @@ _COMMENT = re.compile(r"#[^\n]*")
 _NO_SPACE_BEFORE = frozenset(("COMMA", "PERCENT", "COLON", "RPAR", "RSQB"))
 _NO_SPACE_AFTER = frozenset(("LPAR", "LSQB"))
 _TIGHT = frozenset(("SLASH", "MINUS", "DOT"))  # no space on either side
+_GLUED_PARENS = frozenset(("call", "template_params", "template_args"))  # `f(x)`, `template t(a)`, `apply t(1)`
 _FLATTENED = frozenset(("share_parties", "share_tiers"))  # wrappers whose children are the statements
 _STATEMENT_KEYWORDS = frozenset(("PRECISION", "MODE"))  # rounding presets: `precision 4` / `mode half_even`
 # The pieces of a rate row, to lay out rows that a comment interrupts.
@@ -420,7 +421,7 @@ class _Walker:
                 self.p.table(c, indent)
             else:
                 # a minus sign (`-5.00 EUR`) is spaced from the word before it, tight to its number
-                self.p.token(c, glue=tree.data == "call" and c.type == "LPAR",
+                self.p.token(c, glue=tree.data in _GLUED_PARENS and c.type == "LPAR",
                              spaced=tree.data == "signed_money" and c.type == "MINUS")
             j += 1
 

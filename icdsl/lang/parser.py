@@ -10,6 +10,7 @@ import functools
 import hashlib
 import os
 import sys
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -466,7 +467,35 @@ class _ToAst(Transformer):
 
     def template(self, meta, children):
         name, *charges = children
-        return ast.TemplateDecl(self._ident(name), tuple(charges), self.s.of_meta(meta))
+        params: tuple[ast.Ident, ...] = ()
+        if charges and isinstance(charges[0], tuple) and charges[0][0] == "params":
+            params = charges.pop(0)[1]
+        return ast.TemplateDecl(self._ident(name), tuple(charges), self.s.of_meta(meta), params)
+
+    def template_params(self, meta, c):
+        return ("params", tuple(self._ident(n) for n in c))
+
+    def template_args(self, meta, c):
+        return ("args", tuple(a for a in c if a is not None))
+
+    def arg_number(self, meta, c):
+        return self._num(c[0])
+
+    def arg_name(self, meta, c):
+        return self._ident(c[0])
+
+    def arg_string(self, meta, c):
+        return self._str(c[0])
+
+    def param_money(self, meta, c):
+        return ast.ParamRef(self._ident(c[0]), "money", self.s.of_meta(meta))
+
+    def param_percent(self, meta, c):
+        return ast.ParamRef(self._ident(c[0]), "percent", self.s.of_meta(meta))
+
+    def param_amount_per(self, meta, c):
+        ref = ast.ParamRef(self._ident(c[0]), "money", self.s.of_token(c[0]))
+        return ast.MoneyPer(ref, self._ident(c[1]), self.s.of_meta(meta))  # type: ignore[arg-type]
 
     def rec_column(self, meta, c):
         return ("column", self._ident(c[0]), self._str(c[1]))
@@ -629,7 +658,8 @@ class _ToAst(Transformer):
         return self._setting("calendar", meta, c)
 
     def apply_template(self, meta, c):
-        return ("apply", self._ident(c[0]))
+        args = c[1][1] if len(c) > 1 else ()
+        return ("apply", self._ident(c[0]), ast.ApplyNode(self._ident(c[0]), args, self.s.of_meta(meta), len(c) > 1))
 
     def netting(self, meta, c):
         return ("netting", (self._ident(c[0]), self._ident(c[1])))
@@ -663,6 +693,7 @@ class _ToAst(Transformer):
         name, version, partner, period, *items = children
         start, end = period
         settings, services, charges, streams, netting, applies, reconcile = [], [], [], [], [], [], []
+        apply_nodes = []
         rounding = amends = None
         for i in items:
             if isinstance(i, tuple) and i[0] == "amends":
@@ -681,11 +712,12 @@ class _ToAst(Transformer):
                 netting.append(i[1])
             elif isinstance(i, tuple) and i[0] == "apply":
                 applies.append(i[1])
+                apply_nodes.append(i[2])
             elif isinstance(i, ast.ReconcileNode):
                 reconcile.append(i)
         return ast.AgreementDecl(self._str(name), version, partner, start, end, tuple(settings), rounding,
                                  tuple(services), tuple(charges), tuple(streams), tuple(netting),
-                                 tuple(applies), self.s.of_meta(meta), amends, tuple(reconcile))
+                                 tuple(applies), self.s.of_meta(meta), amends, tuple(reconcile), tuple(apply_nodes))
 
     def amends(self, meta, children):
         return ("amends", self._ident(children[0]))
@@ -916,6 +948,12 @@ class _ToAst(Transformer):
             value, flat = value
         return ast.TierNode(self._num(start), value, flat, self.s.of_meta(meta), plus)
 
+    def tier_up_to(self, meta, children):
+        return replace(self.tier(meta, children), bound="up_to")
+
+    def tier_above(self, meta, children):
+        return replace(self.tier(meta, children), bound="above")
+
     def tier_price_flat(self, meta, c):
         (price, _flat) = self.tier_price(meta, c[:-1])
         return (price, False, c[-1])
@@ -935,6 +973,34 @@ class _ToAst(Transformer):
 
     def tier_percent(self, meta, c):
         return (c[0], False)
+
+    def tier_percent_flat(self, meta, c):
+        return (c[0], False, c[1])
+
+    def percentage_charge(self, meta, children):
+        rest, opts = self._split_options(children)
+        label, rate, event, *body = rest
+        params = [self._param("rate", rate, rate.span),
+                  self._param("event", self._ident(event), self.s.of_token(event))]
+        for key, value, unit in body[0] if body else ():
+            params.append(self._param(key, (value, unit) if unit is not None else value,
+                                      getattr(value, "span", None) or self.s.of_meta(meta)))
+        return self._charge("percentage", self._kw_span(meta, 10), self._str(label), params, opts, meta)
+
+    def pct_body(self, meta, c):
+        return list(c)
+
+    def pct_fixed(self, meta, c):
+        return ("fixed", c[0], self._ident(c[1]))
+
+    def pct_minimum(self, meta, c):
+        return ("minimum", c[0], self._ident(c[1]))
+
+    def pct_maximum(self, meta, c):
+        return ("maximum", c[0], self._ident(c[1]))
+
+    def pct_free(self, meta, c):
+        return ("free", tuple(c), None)
 
     def share_mode(self, meta, c):
         return ("mode", "tiered")
@@ -1010,6 +1076,9 @@ class _ToAst(Transformer):
 
     def opt_shortfall(self, meta, c):
         return self._opt("shortfall", meta, c)
+
+    def opt_counts(self, meta, c):
+        return self._opt("counts", meta, c)
 
     def opt_stream(self, meta, c):
         return self._opt("stream", meta, c)
@@ -1205,9 +1274,10 @@ class _ToAst(Transformer):
         return ast.CycleItemNode(self._ident(kind), self._str(item_id), start, end, qty, self.s.of_meta(meta))
 
     def cx_events(self, meta, c):
-        event, n, *day = c
-        d = ast.DateLit(str(day[0]), self.s.of_token(day[0])) if day else None
-        return ast.CycleEventsNode(self._ident(event), self._num(n), d, self.s.of_meta(meta))
+        event, n, *rest = c
+        worth = rest.pop() if rest and isinstance(rest[-1], ast.Money) else None
+        d = ast.DateLit(str(rest[0]), self.s.of_token(rest[0])) if rest else None
+        return ast.CycleEventsNode(self._ident(event), self._num(n), d, self.s.of_meta(meta), worth)
 
     def cx_refund(self, meta, c):
         direction, service, money = c

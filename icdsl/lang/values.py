@@ -33,6 +33,7 @@ VOCAB: dict[str, tuple[str, ...]] = {
     "one-time trigger": ("activation", "completion", "termination", "invoice"),
     "commitment period": ("month", "cycle", "quarter", "year", "contract_year"),
     "shortfall": ("charged", "waived"),
+    "commitment count": ("usage", "fees", "all"),
     "tier mode": ("graduated", "volume"),
     "discount mode": ("retroactive", "incremental"),
     "measure": ("minutes", "messages", "volume", "revenue", "calls", "events"),

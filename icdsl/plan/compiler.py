@@ -97,8 +97,9 @@ class Compiler:
 
     def tier(self, t: ast.TierNode) -> m.Tier:
         v = t.value
-        if isinstance(v, ast.Percent):
-            return m.Tier(t.start.value, percent=v.value.value, span=t.span)
+        if isinstance(v, ast.Percent):  # a percentage, with a flat fee on top ("2% plus 10.00 EUR flat")
+            plus = self.money(t.plus_flat) if t.plus_flat is not None else None
+            return m.Tier(t.start.value, percent=v.value.value, flat=plus, span=t.span)
         if isinstance(v, ast.MoneyPer):
             plus = self.money(t.plus_flat) if t.plus_flat is not None else None
             return m.Tier(t.start.value, price=self.price(v), flat=plus, span=t.span)
@@ -135,7 +136,7 @@ class Compiler:
             kind=get("kind", (ast.Ident("interconnect", p.span),))[0].text,
             currency=get("currency")[0].text,
             timezone=get("timezone", (ast.Str("UTC", p.span),))[0].value,
-            billing=get("billing", (ast.Ident("monthly", p.span),))[0].text,
+            billing=_billing(get("billing", (ast.Ident("monthly", p.span),))),
             due_days=int(due[0].value) if due else 30,
             tax=tax,
             country=get("country")[0].text if get("country") else None,
@@ -499,7 +500,8 @@ class Compiler:
                                   parse_date(it.end.text) + timedelta(days=1) if it.end is not None else None, it.span)
                       for it in ex.items)
         events = tuple(m.CycleEvents(e.event.text, int(e.count.value), parse_date(e.day.text) if e.day else None,
-                                     e.span) for e in ex.events)
+                                     e.span, self.money(e.worth) if e.worth is not None else None)
+                       for e in ex.events)
         refunds = tuple(m.CycleRefund(r.direction.text, r.service.text, self.money(r.amount), r.span)
                         for r in ex.refunds)
         expect = tuple(m.CycleExpectation(
@@ -573,3 +575,11 @@ def build(paths: list[Path | str], root: Path | str | None = None, pm=None):
         span = exc.span if exc.span is not None else m.NO_SPAN
         return None, program, diags + [Diagnostic(
             "E122", str(exc), span, "the rule passed the checks but its charge type could not compile it")]
+
+
+def _billing(values: tuple) -> str:
+    """A partner's billing frequency: ``monthly``, or ``monthly@15`` for cycles from the 15th
+    (`billing monthly from day 15`; day 1 is the calendar month)."""
+    if len(values) > 1 and int(values[1].value) != 1:
+        return f"{values[0].text}@{int(values[1].value)}"
+    return values[0].text

@@ -262,6 +262,11 @@ class Tier:
     percent: Decimal | None = None
     flat: Money | None = None
     span: Span = NO_SPAN
+    # bounds written `up to N` (as Lago, Stripe, Kill Bill write them): the tier is reached once
+    # the quantity is *above* ``start`` (the previous tier's end; the first: above 0), and ends at
+    # ``up_to`` included (None: the last tier, `above N`)
+    exclusive: bool = False
+    up_to: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -568,6 +573,7 @@ class CycleEvents:
     units: int
     day: date | None = None
     span: Span = NO_SPAN
+    worth: Money | None = None  # `worth 40.00 EUR`: ``units`` records, each a transaction of this value
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,7 +135,7 @@ def render_plan(plan: m.Plan) -> str:
     for p in plan.partners:
         tax = p.tax.kind + (f" {p.tax.rate}%" if p.tax.kind == "vat" else "")
         out.append(f"\nPartner {p.code} \"{p.name}\" [{p.span}]")
-        out.append(f"  {p.kind}, invoices in {p.currency}, time zone {p.timezone}, billing {p.billing}, "
+        out.append(f"  {p.kind}, invoices in {p.currency}, time zone {p.timezone}, billing {p.billing.replace('@', ' from day ')}, "
                    f"due {p.due_days} days, tax {tax}" + (f", country {p.country}" if p.country else ""))
         if p.attributes:
             out.append("  attributes: " + ", ".join(f"{k}={v}" for k, v in p.attributes))
