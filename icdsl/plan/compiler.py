@@ -352,6 +352,7 @@ class Compiler:
             span=s.span,
             numbers=si.numbers.table if si.numbers is not None else None,
             numbers_name=si.numbers.node.name.text if si.numbers is not None else None,
+            refile_reject=si.refile_reject,
         )
 
     def charge(self, node: ast.ChargeNode, scope: tuple[tuple[str, str], ...]) -> m.Charge:
