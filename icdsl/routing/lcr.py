@@ -35,6 +35,7 @@ import polars as pl
 import pyarrow as pa
 
 from icdsl.cycle.fx import FxRow, FxTable
+from icdsl.lang.diagnostics import did_you_mean
 from icdsl.plan.model import (
     KIND_TIME,
     TIME_UNITS,
@@ -649,6 +650,26 @@ def default_policy(name: str = "default") -> LcrPolicy:
     """The policy of ``icdsl lcr`` without ``--policy`` when the rules declare none: every
     supplier, ranked by the cost of a 60 s call, in EUR."""
     return LcrPolicy(name)
+
+
+class PolicyChoiceError(LcrError):
+    """No one policy can be chosen: several declared and none named, or the name is unknown."""
+
+
+def choose_policy(plan: Plan, name: str | None = None) -> LcrPolicy:
+    """The ``lcr`` policy named ``name``; without a name the only policy of the rules, else
+    :func:`default_policy` when they declare none. :class:`PolicyChoiceError` (saying what to
+    name) when the rules declare several and none is named, or none has that name."""
+    policies = {p.name: p for p in plan.lcr_policies}
+    if name is None:
+        if len(policies) > 1:
+            raise PolicyChoiceError(f"the rules declare several lcr policies: name one "
+                                    f"({', '.join(sorted(policies))})")
+        return next(iter(policies.values())) if policies else default_policy()
+    if name not in policies:
+        hint = did_you_mean(name, policies, "lcr policies") or "declare one with 'lcr NAME { ... }'"
+        raise PolicyChoiceError(f"no lcr policy '{name}': {hint}")
+    return policies[name]
 
 
 # --------------------------------------------------------------------------- the slow, obvious reference
