@@ -163,3 +163,36 @@ def test_the_refile_example_of_docs_routing_passes_icdsl_test(tmp_path):
     res = CliRunner().invoke(app, ["test", str(tmp_path / "refile.icd")])
     assert res.exit_code == 0, res.output
     assert "3 passed, 0 failed" in res.output
+
+
+def test_a_ported_numbers_update_changes_the_plans_sources_not_the_agreements_hash(tmp_path):
+    import contextlib
+    import shutil
+
+    from icdsl.billing.base import plan_hash
+    from icdsl.plan.compiler import build
+    from tests.test_origin_rates import ORIGINS
+
+    root = tmp_path / "origins"
+    shutil.copytree(ORIGINS, root)
+
+    def built():
+        with contextlib.chdir(root):
+            plan, _, diags = build(["."])
+        assert plan is not None, [str(d) for d in diags]
+        return plan
+
+    before = built()
+    ported = root / "numbers" / "india-ported.csv"
+    ported.write_text(
+        ported.read_text(encoding="utf-8").rstrip("\n") + "\n919820000099,JIO,\n", encoding="utf-8"
+    )
+    after = built()
+    files = dict(after.sources)
+    assert "numbers/india-ported.csv" in files and "numbers/india-ranges.csv" in files
+    assert files["numbers/india-ported.csv"] != dict(before.sources)["numbers/india-ported.csv"]
+    # the cycle's identity of the rules changes; the agreement version's does not (reference data)
+    assert plan_hash(after) != plan_hash(before)
+    assert {a.key: a.source_hash for a in after.agreements} == {
+        a.key: a.source_hash for a in before.agreements
+    }
