@@ -7,13 +7,17 @@ checker can name them all. :mod:`icdsl.rating.rejects` re-exports it with the re
 
 from __future__ import annotations
 
-#: code -> one-line explanation. Intake sets the first nine, the billing store's intake
+#: code -> one-line explanation. Intake sets the first ten, the billing store's intake
 #: conflicting_duplicate, rating (icdsl.rating.result) the others.
 REJECT_REASONS: dict[str, str] = {
     "missing_field": (
         "a required field is empty: id, partner, direction, service, start; "
         "b_number for voice and sms; duration_s for voice; to_partner (another partner than the one it "
         "came from) for a transit record of a file that names where records went"
+    ),
+    "partner_mismatch": (
+        "the file names both the record's partner and the partner it came from (from_partner), and they "
+        "differ: which partner to bill is not known"
     ),
     "bad_timestamp": (
         "start is not a timestamp (ISO 8601, the layout's format or epoch seconds), "
@@ -43,6 +47,10 @@ REJECT_REASONS: dict[str, str] = {
     "unknown_partner": "the partner is not declared in the rules",
     "no_agreement": "no agreement with the partner prices the record's direction and service",
     "outside_agreement_period": "the record's start is outside the period of every agreement with the partner",
+    "refiled": (
+        "the calling number (a_number) is outside the zone the route is declared for, or empty, and the "
+        "agreement says `refile origin ZONE reject`"
+    ),
     "no_rate": "no rate matches the called number (longest prefix) on the record's date",
     "zero_duration": "a zero-second call, rejected because the service says `zero_duration reject`",
     "amount_overflow": "the rounded amount does not fit the amount column (18 digits)",

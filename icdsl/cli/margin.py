@@ -19,7 +19,7 @@ import typer
 
 from icdsl.cli.billing import opened
 from icdsl.cli.common import app, build_or_exit, echo_err
-from icdsl.cli.routing import _policy
+from icdsl.cli.routing import policy_or_exit
 
 FORMATS = ("table", "csv", "json")
 BY = ("partner", "destination", "supplier", "day")
@@ -114,7 +114,7 @@ def margin_cmd(
         raise typer.Exit(2)
     first, last = period_days(period)
     plan = build_or_exit(list(paths or [Path(".")]), root)
-    chosen = _policy(plan, policy)
+    chosen = policy_or_exit(plan, policy)
     import polars as pl  # lazy: the margins run on columns
 
     from icdsl.routing import margin as M  # lazy: polars, numpy and pyarrow

@@ -10,7 +10,6 @@ import typer
 
 from icdsl.cli.billing import opened
 from icdsl.cli.common import app, build_or_exit, echo_err
-from icdsl.lang.diagnostics import did_you_mean
 
 FORMATS = ("table", "csv", "freeswitch", "kamailio")
 
@@ -23,22 +22,17 @@ def _day(text: str) -> date:
         raise typer.Exit(2) from None
 
 
-def _policy(plan: Any, name: str | None) -> Any:
+def policy_or_exit(plan: Any, name: str | None) -> Any:
+    """The lcr policy of ``--policy NAME`` (:func:`icdsl.routing.lcr.choose_policy`); a wrong or
+    missing name is a usage error (exit 2) saying what to give."""
     # lazy: the routing engine brings polars and pyarrow
-    from icdsl.routing.lcr import default_policy
+    from icdsl.routing.lcr import PolicyChoiceError, choose_policy
 
-    policies = {p.name: p for p in plan.lcr_policies}
-    if name is None:
-        if len(policies) > 1:
-            echo_err(f"error: the rules declare several lcr policies: give one with --policy "
-                     f"({', '.join(sorted(policies))})")
-            raise typer.Exit(2)
-        return next(iter(policies.values())) if policies else default_policy()
-    if name not in policies:
-        hint = did_you_mean(name, policies, "lcr policies") or "declare one with 'lcr NAME { ... }'"
-        echo_err(f"error: no lcr policy '{name}': {hint}")
-        raise typer.Exit(2)
-    return policies[name]
+    try:
+        return choose_policy(plan, name)
+    except PolicyChoiceError as e:
+        echo_err(f"error: {e.args[0].replace('name one', 'give one with --policy')}")
+        raise typer.Exit(2) from None
 
 
 def _records(path: Path) -> Any:
@@ -95,7 +89,7 @@ def lcr(
         raise typer.Exit(2)
     when = _day(day)
     plan = build_or_exit(list(paths or [Path(".")]), root)
-    chosen = _policy(plan, policy)
+    chosen = policy_or_exit(plan, policy)
     from icdsl.routing import export  # lazy: the routing engine brings polars and pyarrow
     from icdsl.routing.diff import compare, read_previous, summary  # lazy: polars
     from icdsl.routing.lcr import LcrError, build_table  # lazy: polars, numpy and pyarrow

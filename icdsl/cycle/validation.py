@@ -213,6 +213,7 @@ class RatingRejects:
         "outside_agreement": ("no_agreement", "outside_agreement_period", "unknown_partner"),
         "invalid_record": ("missing_field", "negative_duration", "bad_volume", "bad_units"),
         "zero_duration": ("zero_duration",),
+        "refiled": ("refiled",),
         "amount_overflow": ("amount_overflow",),
     }
     WHAT = {
@@ -221,6 +222,7 @@ class RatingRejects:
         "outside_agreement": "record(s) outside any agreement",
         "invalid_record": "record(s) with fields rating cannot use",
         "zero_duration": "zero-second call(s) rejected by the zero_duration policy",
+        "refiled": "refiled record(s) rejected: calling number outside the route's declared origin",
         "amount_overflow": "record(s) whose amount does not fit the amount column",
     }
 

@@ -83,6 +83,8 @@ class ServiceInfo:
     calendar: ast.CalendarDecl | None = None
     rounding: Rounding = DEFAULT_ROUNDING
     numbers: NumbersInfo | None = None  # the number-range table of ``numbers NAME``
+    # ``refile origin ZONE reject``: (zone, its prefixes) of a route whose refiled records are rejected
+    refile_reject: tuple[str, tuple[str, ...]] | None = None
 
 
 @dataclass
@@ -1009,17 +1011,28 @@ class Checker:
             self._slots(si, s.slots)
         for c in s.charges:
             self._charge(c, (key,), info)
-        refile = s.setting("refile")
-        if refile is not None:
-            c = self._refile_surcharge(refile)
+        refiles = [st for st in s.settings if st.key == "refile"]
+        for extra in refiles[1:]:
+            self.error("E426", "a service declares its route's origin once", extra.span,
+                       f"the first 'refile' is at {refiles[0].span}; keep one policy (surcharge, reject or flag)")
+        if refiles:
+            c = self._refile(refiles[0], si)
             if c is not None:
                 self._charge(c, (key,), info)
 
-    def _refile_surcharge(self, st: ast.Setting) -> ast.ChargeNode | None:
-        """``refile origin ZONE surcharge AMOUNT``: the route is declared for callers of ZONE; a
-        record whose a_number is outside it was refiled and bears the surcharge (a surcharge
-        labelled ``Refile (origin outside ZONE)`` whose condition is the zone's prefixes)."""
-        zone, amount = st.values
+    def _refile(self, st: ast.Setting, si: ServiceInfo) -> ast.ChargeNode | None:
+        """``refile origin ZONE POLICY``: the route is declared for callers of ZONE; a record whose
+        a_number is outside it (or empty) was refiled. ``surcharge AMOUNT``: it bears a surcharge
+        labelled ``Refile (origin outside ZONE)`` whose condition is the zone's prefixes;
+        ``flag``: it is rated as usual and marked by a zero surcharge ``Refile flag (origin
+        outside ZONE)`` (listed with the record's charges, counted on its own invoice line);
+        ``reject``: the executors reject it (reason ``refiled``, ``si.refile_reject``)."""
+        zone, policy = st.values
+        if isinstance(policy, ast.Ident) and policy.text not in ("reject", "flag"):
+            self.error("E426", f"unknown refile policy '{policy.text}'", policy.span,
+                       "a refiled record is priced ('surcharge 0.0500 EUR per minute'), rejected ('reject') "
+                       "or rated and marked ('flag')")
+            return None
         info = self.out.zones.get(zone.text)
         if info is None:
             self.error("E422", f"unknown zone '{zone.text}'", zone.span,
@@ -1029,11 +1042,18 @@ class Checker:
         if not info.prefixes:
             return None  # W421 (an empty zone) was reported: no condition to write
         sp = st.span
+        if isinstance(policy, ast.Ident) and policy.text == "reject":
+            si.refile_reject = (zone.text, info.prefixes)
+            return None
         inside = tuple(ast.Call(ast.Ident("starts_with", sp), (ast.FieldRef(("a_number",), sp), ast.Literal(p, sp)), sp)
                        for p in info.prefixes)
         when = ast.Not(ast.BoolOp("or", inside, sp) if len(inside) > 1 else inside[0], sp)
-        params = (ast.Param(ast.Ident("amount", sp), amount, sp), ast.Param(ast.Ident("when", sp), when, sp))
         label = ast.Str(f"Refile (origin outside {zone.text})", sp)
+        amount = policy
+        if isinstance(policy, ast.Ident):  # flag: a zero surcharge marks the record
+            amount = ast.Percent(ast.Num(Decimal(0), "0", sp), sp)
+            label = ast.Str(f"Refile flag (origin outside {zone.text})", sp)
+        params = (ast.Param(ast.Ident("amount", sp), amount, sp), ast.Param(ast.Ident("when", sp), when, sp))
         return ast.ChargeNode("surcharge", sp, label, params, (), sp, False)
 
     def _destination_price(self, info: AgreementInfo, si: ServiceInfo, dp: ast.DestinationPrice) -> None:

@@ -823,6 +823,10 @@ class _ToAst(Transformer):
     def s_refile(self, meta, c):
         return ast.Setting("refile", (self._ident(c[0]), c[1]), self.s.of_meta(meta))
 
+    def s_refile_policy(self, meta, c):
+        # refile origin ZONE reject|flag (the word is checked: E426)
+        return ast.Setting("refile", (self._ident(c[0]), self._ident(c[1])), self.s.of_meta(meta))
+
     def s_volume_minimum(self, meta, c):
         return ast.Setting("volume_minimum", (c[0],), self.s.of_meta(meta))
 

@@ -362,6 +362,7 @@ class Compiler:
             span=s.span,
             numbers=si.numbers.table if si.numbers is not None else None,
             numbers_name=si.numbers.node.name.text if si.numbers is not None else None,
+            refile_reject=si.refile_reject,
         )
 
     def charge(self, node: ast.ChargeNode, scope: tuple[tuple[str, str], ...]) -> m.Charge:
@@ -522,7 +523,7 @@ class Compiler:
             cycle_examples=tuple(self.cycle_example(i) for i in c.cycle_examples),
             layouts=tuple(self.layout(r) for r in c.layouts.values()),
             invoice_layouts=tuple(self.invoice_layout(r) for r in c.invoice_layouts.values()),
-            sources=tuple(sorted(c.program.hashes.items())),
+            sources=_sources(c),
             lcr_policies=tuple(compile_policy(d) for d in c.lcr_policies.values()),
             accounts=self.accounts(c.accounts) if c.accounts is not None else None,
             company=(self.party(c.company.code.text, c.company.name.value,
@@ -537,6 +538,23 @@ def _own_text(text: str, span: m.Span) -> str:
     return "\n".join(lines[span.line - 1 : span.end_line]) if span.line else ""
 
 
+def _sources(c: Checked) -> tuple[tuple[str, str], ...]:
+    """The files the plan was built from, with their SHA-256: the rule files, and the
+    number-range tables (ranges, ported numbers) the rules read. The tables are reference
+    data outside every agreement's hash (a porting update is no new version), so they are
+    here: a cycle's ``plan_hash`` (and ``icdsl plan``) changes with them, and says which
+    tables rated it."""
+    out = dict(c.program.hashes)
+    for info in c.numbers.values():
+        t = info.table
+        if t is None:
+            continue
+        out[t.source] = t.sha256
+        if t.ported_source:
+            out[t.ported_source] = t.ported_sha256 or ""
+    return tuple(sorted(out.items()))
+
+
 def _agreement_hash(text: str, a: ast.AgreementDecl, info: AgreementInfo) -> str:
     """SHA-256 of the agreement's own source text plus the decks it reads: a stable identity of
     exactly what was agreed, independent of other agreements in the same file."""
@@ -548,7 +566,9 @@ def _agreement_hash(text: str, a: ast.AgreementDecl, info: AgreementInfo) -> str
         if si.deck is not None:
             h.update(si.deck.sha256.encode())
         # number-range tables and zones are reference data, not terms: like calendars they are
-        # outside the hash (a daily porting update is no new agreement version)
+        # outside the hash (a daily porting update is no new agreement version); the tables'
+        # files are among the plan's sources (_sources: the cycle's plan_hash), the zones' text
+        # is in the rule files there
     return h.hexdigest()
 
 

@@ -340,6 +340,9 @@ class ServicePlan:
     # the number-range table of ``numbers NAME`` (operators and circles of both numbers)
     numbers: NumberRanges | None = None
     numbers_name: str | None = None
+    # ``refile origin ZONE reject``: (ZONE, its prefixes): a record whose a_number starts with
+    # none of them (or is empty) is rejected ``refiled``
+    refile_reject: tuple[str, tuple[str, ...]] | None = None
 
     @property
     def kind(self) -> str:

@@ -501,6 +501,8 @@ class _Batch:
                 u = np.where(at(unull), 1, u)
             self.reject(positions[u < 0], R.BAD_UNITS)
             qty = u
+        if sp.refile_reject is not None:
+            self._refiled(positions, sp.refile_reject[1])
         if not rules.priced:
             self.reject(positions, R.NO_RATE, NO_PRICE_RULE)
             return
@@ -591,6 +593,23 @@ class _Batch:
             self.reject(nomatch, R.NO_RATE, NO_DESTINATION)
         if sp.split_at_band_boundary and rules.kind == KIND_TIME and steps is not None:
             self._split(g, positions, steps)
+
+    def _refiled(self, positions: np.ndarray, prefixes: tuple[str, ...]) -> None:
+        """Reject ``refiled`` the records at ``positions`` whose a_number is empty or starts with
+        none of ``prefixes`` (the zone of ``refile origin ZONE reject``), on columns."""
+        arr = self.col("a_number")
+        if arr is None or not len(positions):
+            self.reject(positions, R.REFILED)
+            return
+        a = arr if len(positions) == self.n else arr.take(pa.array(positions))
+        if not pa.types.is_string(a.type) and not pa.types.is_large_string(a.type):
+            a = pc.cast(a, pa.string())
+        inside = None
+        for p in prefixes:
+            hit = pc.starts_with(a, pattern=p)
+            inside = hit if inside is None else pc.or_(inside, hit)
+        ok = pc.fill_null(inside, False).to_numpy(zero_copy_only=False)
+        self.reject(positions[~ok], R.REFILED)
 
     def _lookup(self, kern: ServiceKernel, keys: np.ndarray, tz_days, pos: np.ndarray) -> np.ndarray:
         if tz_days is None:
@@ -972,6 +991,8 @@ class _Batch:
                     dest = g.kernel.rules.destinations
                     prefix = dest.rows[row[i]].prefix if dest is not None and row[i] >= 0 else ""
                     out.append(R.detail_no_price(band, prefix))
+            elif reason == R.REFILED:
+                out.append(R.detail_refiled(field("a_number")[i], g.sp.refile_reject[0]))
             elif reason == R.ZERO_DURATION:
                 out.append(R.detail_zero_duration())
             elif reason == R.AMOUNT_OVERFLOW:

@@ -9,9 +9,10 @@ import pyarrow as pa
 # the codes and their explanations: plain data below the plugin manager, re-exported here
 from icdsl.reasons import REJECT_REASONS as REJECT_REASONS
 
-#: Intake sets these nine reasons, rating (icdsl.rating.result) the others.
+#: Intake sets these reasons, rating (icdsl.rating.result) the others.
 INTAKE_REASONS = (
     "missing_field",
+    "partner_mismatch",
     "bad_timestamp",
     "bad_duration",
     "negative_duration",

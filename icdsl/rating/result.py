@@ -67,6 +67,7 @@ BAD_UNITS = "bad_units"  # negative units on a count service
 UNKNOWN_PARTNER = "unknown_partner"
 NO_AGREEMENT = "no_agreement"
 OUTSIDE_AGREEMENT_PERIOD = "outside_agreement_period"
+REFILED = "refiled"  # refile origin ZONE reject: the a_number is outside ZONE
 NO_RATE = "no_rate"
 ZERO_DURATION = "zero_duration"
 AMOUNT_OVERFLOW = "amount_overflow"  # the rounded amount does not fit decimal(18, P)
@@ -79,6 +80,7 @@ REJECT_REASONS = (
     UNKNOWN_PARTNER,
     NO_AGREEMENT,
     OUTSIDE_AGREEMENT_PERIOD,
+    REFILED,
     NO_RATE,
     ZERO_DURATION,
     AMOUNT_OVERFLOW,
@@ -220,6 +222,11 @@ def detail_no_price(band: str, prefix: str) -> str:
 
 def detail_no_price_rule() -> str:
     return "the service has neither rates, a flat price nor slots"
+
+
+def detail_refiled(a_number: Any, zone: str) -> str:
+    who = f"calling number {a_number}" if a_number else "no calling number (a_number)"
+    return f"{who}: outside {zone}, the origin the route is declared for (refile origin {zone} reject)"
 
 
 def detail_zero_duration() -> str:

@@ -16,6 +16,8 @@ Checks, in order (the first failure is the reject reason):
    prefix, see ``select``); the matched row (or flat price) has no price for the record's band,
    or, for a split call, for one of its parts' bands. With slots the slots give the price and the
    row's band prices are not consulted.
+   ``refiled``: the service says ``refile origin ZONE reject`` and a_number is empty or starts
+   with none of ZONE's prefixes (checked before the price).
 5. ``zero_duration``: a 0-second call under the ``reject`` policy.
 6. ``amount_overflow``: the rounded amount does not fit decimal(18, P).
 
@@ -123,6 +125,7 @@ class RowService:
         "precision",
         "record_charges",
         "origin",
+        "refile",
     )
 
     def __init__(self, rules: ServiceRules):
@@ -150,6 +153,10 @@ class RowService:
         self.precision = rules.precision
         self.pow = 10**rules.precision if rules.precision >= 0 else 0
         self.mode = rules.mode
+        # refile origin ZONE reject: (ZONE, its prefixes); checked by _price, never the fast path
+        self.refile = sp.refile_reject
+        if self.refile is not None:
+            self.fast = False
         self.record_charges = ()
         if rules.agreement.charges:
             self.record_charges = tuple(record_charges(rules.agreement, sp.direction, sp.service))
@@ -454,6 +461,14 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
         if units is not None and units < 0:
             return _reject(record, steps, R.BAD_UNITS, R.detail_negative("units", units))
         qty = 1 if units is None else units
+    # 3b. the route's declared origin (refile origin ZONE reject)
+    if svc.refile is not None:
+        zone_name, prefixes = svc.refile
+        caller = record.get("a_number")
+        if not caller or not str(caller).startswith(prefixes):
+            return _reject(record, steps, R.REFILED, R.detail_refiled(caller, zone_name), sp.span)
+        if steps is not None:
+            steps.append(TraceStep(f"calling number {caller} is in {zone_name}: not refiled", sp.span))
     if not rules.priced:
         return _reject(record, steps, R.NO_RATE, R.detail_no_price_rule(), sp.span)
 

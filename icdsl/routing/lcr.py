@@ -35,6 +35,7 @@ import polars as pl
 import pyarrow as pa
 
 from icdsl.cycle.fx import FxRow, FxTable
+from icdsl.lang.diagnostics import did_you_mean
 from icdsl.plan.model import (
     KIND_TIME,
     TIME_UNITS,
@@ -344,7 +345,12 @@ def _agreement_on(plan: Plan, partner: str, direction: str, service: str, day: d
     return found[0][1], found[0][2]
 
 
-def _fx_factor(plan: Plan, policy: LcrPolicy, currency: str, day: date, span) -> tuple[Fraction, str]:
+def fx_factor(plan: Plan, policy: LcrPolicy, currency: str, day: date, span=None) -> tuple[Fraction, str]:
+    """The exact rate that turns ``currency`` into the policy's currency on ``day`` (the policy's
+    ``fx`` source, the rate in force that day), and how it was found (the quote as text; "" for
+    the policy's own currency). :class:`LcrError` at ``span`` (default: the policy's) when the
+    policy names no source or the source has no rate in force."""
+    span = span if span is not None else policy.span
     if currency == policy.currency:
         return Fraction(1), ""
     if policy.fx is None:
@@ -359,8 +365,10 @@ def _fx_factor(plan: Plan, policy: LcrPolicy, currency: str, day: date, span) ->
     return Fraction(q.rate), str(q)
 
 
-def _convert(cost: np.ndarray, factor: Fraction) -> np.ndarray:
-    """Costs times an FX rate, half even, exact (on the distinct values)."""
+def convert(cost: np.ndarray, factor: Fraction) -> np.ndarray:
+    """Non-negative amounts in 10^-9 (int64; -1 stays -1: no price) times an FX rate, half even
+    at 10^-9, exact (computed once per distinct value). :class:`LcrError` when a result would
+    not fit the costs compared."""
     if factor == 1:
         return cost
     uniq, inverse = np.unique(cost, return_inverse=True)
@@ -405,6 +413,38 @@ def _match(union_nums: np.ndarray, union_lens: np.ndarray, deck_keys: np.ndarray
     rows = pl.DataFrame({"key": deck_keys, "row": np.arange(n_rows, dtype=np.int64)})
     hits = cuts.join(rows, on="key", how="inner")
     return hits["u"].to_numpy(), hits["row"].to_numpy()
+
+
+def _number_ints(numbers: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Numbers as (digits as int64, length, usable): a number that is not 1 to 15 digits is
+    not usable (it matches no prefix)."""
+    s = numbers.cast(pl.Utf8)
+    lens = s.str.len_chars().fill_null(0).to_numpy().astype(np.int64)
+    ok = s.str.contains(r"^[0-9]{1,15}$").fill_null(False).to_numpy()
+    nums = s.cast(pl.Int64, strict=False).fill_null(0).to_numpy()
+    return np.where(ok, nums, 0), np.where(ok, lens, 0), ok
+
+
+def longest_match(numbers: pl.Series, prefixes: pl.Series) -> np.ndarray:
+    """For each number, the position in ``prefixes`` of the longest prefix that begins it; -1
+    where none does. On columns: one sorted lookup per prefix length, longest first."""
+    out = np.full(len(numbers), -1, dtype=np.int64)
+    if not len(prefixes) or not len(numbers):
+        return out
+    p_num, p_len = _prefix_ints(prefixes)
+    keys = p_num * KEY_BITS + p_len
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    n_num, n_len, ok = _number_ints(numbers)
+    for L in sorted(set(p_len.tolist()), reverse=True):
+        sel = np.nonzero((out < 0) & ok & (n_len >= L))[0]
+        if not len(sel):
+            continue
+        k = (n_num[sel] // POW10[n_len[sel] - L]) * KEY_BITS + L
+        at = np.minimum(np.searchsorted(sorted_keys, k), len(sorted_keys) - 1)
+        hit = sorted_keys[at] == k
+        out[sel[hit]] = order[at[hit]]
+    return out
 
 
 def _longest(u: np.ndarray, deck: np.ndarray, length: np.ndarray, row: np.ndarray, n_decks: int):
@@ -497,9 +537,9 @@ def build_table(plan: Plan, policy: LcrPolicy, day: date, quality: pl.DataFrame 
     infos: list[Supplier] = []
     for code, a, sp in all_src:
         d = _deck(code, sp, day, bands, policy.reference_s)
-        factor, how = _fx_factor(plan, policy, sp.currency, day, a.span)
+        factor, how = fx_factor(plan, policy, sp.currency, day, a.span)
         for b in bands:
-            d.cost[b] = _convert(d.cost[b], factor)
+            d.cost[b] = convert(d.cost[b], factor)
         decks.append(d)
         infos.append(Supplier(code, a.key, sp.currency, how, a.span))
     suppliers = tuple(infos[n_sell:])
@@ -610,6 +650,26 @@ def default_policy(name: str = "default") -> LcrPolicy:
     """The policy of ``icdsl lcr`` without ``--policy`` when the rules declare none: every
     supplier, ranked by the cost of a 60 s call, in EUR."""
     return LcrPolicy(name)
+
+
+class PolicyChoiceError(LcrError):
+    """No one policy can be chosen: several declared and none named, or the name is unknown."""
+
+
+def choose_policy(plan: Plan, name: str | None = None) -> LcrPolicy:
+    """The ``lcr`` policy named ``name``; without a name the only policy of the rules, else
+    :func:`default_policy` when they declare none. :class:`PolicyChoiceError` (saying what to
+    name) when the rules declare several and none is named, or none has that name."""
+    policies = {p.name: p for p in plan.lcr_policies}
+    if name is None:
+        if len(policies) > 1:
+            raise PolicyChoiceError(f"the rules declare several lcr policies: name one "
+                                    f"({', '.join(sorted(policies))})")
+        return next(iter(policies.values())) if policies else default_policy()
+    if name not in policies:
+        hint = did_you_mean(name, policies, "lcr policies") or "declare one with 'lcr NAME { ... }'"
+        raise PolicyChoiceError(f"no lcr policy '{name}': {hint}")
+    return policies[name]
 
 
 # --------------------------------------------------------------------------- the slow, obvious reference

@@ -42,9 +42,10 @@ from icdsl.rating.batch import rate_batch
 from icdsl.rating.calendar import book, calendar_bands
 from icdsl.routing.lcr import (
     LcrError,
-    _convert,
-    _fx_factor,
     build_table,
+    convert,
+    fx_factor,
+    longest_match,
     money_col,
     money_text,
 )
@@ -156,12 +157,12 @@ def _convert_col(values: np.ndarray, currencies: pl.Series, days: pl.Series, pla
     other = frame.filter(pl.col("c").is_not_null() & (pl.col("c") != policy.currency))
     for c, d in other.unique().iter_rows():
         try:
-            factor, _ = _fx_factor(plan, policy, c, d, policy.span)
+            factor, _ = fx_factor(plan, policy, c, d)
         except LcrError as e:
             raise MarginError(str(e)) from None
         sel = np.nonzero(((currencies == c) & (days == d)).fill_null(False).to_numpy())[0]
         neg = values[sel] < 0
-        mag = _convert(np.abs(values[sel]), Fraction(factor))
+        mag = convert(np.abs(values[sel]), Fraction(factor))
         out[sel] = np.where(neg, -mag, mag)
     return out
 
@@ -172,8 +173,10 @@ def _convert_col(values: np.ndarray, currencies: pl.Series, days: pl.Series, pla
 def lcr_choice(plan: Plan, policy: LcrPolicy, numbers: pl.Series, starts: pl.Series, days: pl.Series,
                bands: pl.Series, notes: list[str]) -> pl.Series:
     """The first-ranked supplier of the LCR table of each record's day for its number (longest
-    table prefix) and band; null where the table has no route."""
-    out = pl.Series("supplier", [None] * len(numbers), dtype=pl.Utf8)
+    table prefix with a route in the record's band) and band; null where the table has no route.
+    On columns: one table per stretch of days, and each band's first choices found by one sorted
+    lookup per prefix length (:func:`icdsl.routing.lcr.longest_match`)."""
+    out = np.full(len(numbers), None, dtype=object)
     frame = pl.DataFrame({"n": numbers, "t": starts, "d": days, "b": bands}).with_row_index("i")
     cuts = change_days(plan)
     seg = pl.Series("g", np.searchsorted(np.asarray(cuts, dtype="datetime64[D]"),
@@ -181,8 +184,8 @@ def lcr_choice(plan: Plan, policy: LcrPolicy, numbers: pl.Series, starts: pl.Ser
     frame = frame.with_columns(seg)
     for (group, day) in frame.group_by("g").agg(pl.col("d").min()).sort("g").iter_rows():
         part = frame.filter(pl.col("g") == group)
-        try:
-            table = build_table(plan, policy, day)  # the same table on every day of the segment
+        try:  # the same table on every day of the segment
+            table = build_table(plan, policy, day)
         except LcrError as e:
             notes.append(f"{day}: no LCR table ({str(e).splitlines()[0]}): its records without a supplier "
                          "are uncosted")
@@ -190,19 +193,14 @@ def lcr_choice(plan: Plan, policy: LcrPolicy, numbers: pl.Series, starts: pl.Ser
         first = table.routes.filter(pl.col("rank") == 1).sort("supplier").unique(
             ["prefix", "band"], keep="first").select("prefix", "band", "supplier")
         part = _bands_of(plan, table.bands, part, notes)
-        lens = sorted(first["prefix"].str.len_chars().unique().to_list(), reverse=True)
-        got = part.with_columns(pl.lit(None, dtype=pl.Utf8).alias("s"))
-        for L in lens:
-            cut = got.with_columns(pl.col("n").str.slice(0, L).alias("prefix")).filter(
-                pl.col("s").is_null() & (pl.col("n").str.len_chars() >= L))
-            hit = cut.join(first.filter(pl.col("prefix").str.len_chars() == L),
-                           left_on=["prefix", "b"], right_on=["prefix", "band"], how="inner")
-            if hit.height:
-                got = got.join(hit.select("i", pl.col("supplier").alias("s2")), on="i", how="left") \
-                    .with_columns(pl.coalesce("s", "s2").alias("s")).drop("s2")
-        idx = got["i"].to_numpy()
-        out = out.scatter(idx, got["s"])
-    return out
+        for (band,), routes in first.partition_by("band", as_dict=True).items():
+            mine = part.filter(pl.col("b") == band)
+            if not mine.height:
+                continue
+            hit = longest_match(mine["n"], routes["prefix"])
+            found = hit >= 0
+            out[mine["i"].to_numpy()[found]] = routes["supplier"].to_numpy()[hit[found]]
+    return pl.Series("supplier", out, dtype=pl.Utf8)
 
 
 def change_days(plan: Plan) -> list[date]:
@@ -267,6 +265,20 @@ def _text(table: pa.Table, name: str) -> pl.Series | None:
     if pa.types.is_dictionary(col.type):
         col = col.cast(pa.string())
     return pl.from_arrow(col).cast(pl.Utf8)
+
+
+def _spread(col: pa.ChunkedArray | pa.Array, at: np.ndarray, n: int) -> pl.Series:
+    """A text column of ``n`` rows: ``col``'s values at positions ``at``, null elsewhere; built on
+    the dictionary's codes (the batch executor's text columns are dictionaries), never per row."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks else pa.array([], type=col.type)
+    if not pa.types.is_dictionary(col.type):
+        col = col.cast(pa.string()).dictionary_encode()
+    codes = np.full(n, -1, dtype=np.int32)
+    codes[at] = col.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    arr = pa.DictionaryArray.from_arrays(pa.array(np.maximum(codes, 0), mask=codes < 0),
+                                         col.dictionary.cast(pa.string()))
+    return pl.from_arrow(arr)  # Categorical: the texts once per distinct value
 
 
 def sold(rated: pa.Table, traffic: pa.Table | None = None) -> pa.Table:
@@ -369,9 +381,9 @@ def margins(plan: Plan, records: pa.Table, policy: LcrPolicy,
         at = pl.from_arrow(rated.column("id")).cast(pl.Int64).to_numpy() if rated.num_rows else np.zeros(0, np.int64)
         cost_n[at] = nano(rated.column("amount"))
         costed[at] = True
-        cost_cur = cost_cur.scatter(at, _text(rated, "currency"))
-        cost_rule = cost_rule.scatter(at, _text(rated, "rule"))
-        supplier_prefix = supplier_prefix.scatter(at, _text(rated, "prefix"))
+        cost_cur = _spread(rated.column("currency"), at, n)
+        cost_rule = _spread(rated.column("rule"), at, n)
+        supplier_prefix = _spread(rated.column("prefix"), at, n)
         if rejects.num_rows:
             rj = pl.from_arrow(rejects.column("id")).cast(pl.Int64).to_numpy()
             why = why.scatter(rj, _text(rejects, "reason") + ": " + _text(rejects, "detail"))

@@ -23,7 +23,7 @@ class Action:
     action: str  # the Textual action run
     description: str  # short, shown in the footer
     help: str  # one line, shown in the help screen and the command palette
-    scope: str = "app"  # app | workspace | plan | explain | simulate | whatif | drill | dashboard | recon
+    scope: str = "app"  # app | workspace | plan | explain | simulate | whatif | drill | dashboard | recon | routing
     show: bool = True  # shown in the footer
     palette: bool = True  # offered in the command palette (actions of the scope's screen)
     priority: bool = False
@@ -48,6 +48,9 @@ ACTIONS: tuple[Action, ...] = (
            "reconciliations, disputes", show=False, priority=True),
     Action("screen.recon", "f10", "app.show_screen('recon')", "Reconcile",
            "Reconciliation: a partner's invoice against our view of the traffic, down to the records",
+           show=False, priority=True),
+    Action("screen.routing", "f11", "app.show_screen('routing')", "Routing",
+           "Routing: the least-cost routing table of a day and the margins of a period, down to the records",
            show=False, priority=True),
     Action("save", "ctrl+s", "app.save", "Save", "Save the file in the editor", show=True),
     Action("check", "ctrl+r", "app.check_now", "Check", "Re-read the folder and check it now", show=False),
@@ -106,6 +109,13 @@ ACTIONS: tuple[Action, ...] = (
     Action("recon.all", "a", "all_records", "All records", "Every record of the invoice (theirs and ours, "
            "classed), not only one line's", scope="recon"),
     Action("recon.back", "escape", "back", "Back", "From the records back to the lines", scope="recon"),
+    # -- routing screen
+    Action("routing.run", "ctrl+g", "run", "Build", "Build the LCR table of the day and the margins of the period",
+           scope="routing", priority=True),
+    Action("routing.toggle", "n", "toggle", "LCR/margins", "Show the LCR table or the margins", scope="routing"),
+    Action("routing.group", "g", "group", "Group by", "Margins by destination, partner, supplier or day",
+           scope="routing"),
+    Action("routing.back", "escape", "back", "Back", "From the records back to the margins", scope="routing"),
 )
 
 # Keys of the editor itself (Textual's TextArea): listed in the help screen, not remappable here.

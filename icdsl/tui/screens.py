@@ -42,6 +42,7 @@ SCREENS: tuple[ScreenSpec, ...] = (
     ScreenSpec("drill", "Drill", "icdsl.tui.components.drill_screen:DrillScreen"),
     ScreenSpec("dashboard", "Dashboard", "icdsl.tui.components.dashboard_screen:DashboardScreen", "Dash"),
     ScreenSpec("recon", "Reconcile", "icdsl.tui.components.recon_screen:ReconScreen", "Rec"),
+    ScreenSpec("routing", "Routing", "icdsl.tui.components.routing_screen:RoutingScreen", "Route"),
 )
 
 

@@ -84,6 +84,7 @@ def normalize(
     for f in ("partner", "direction", "service"):
         out[f] = a = _text(col(f), f) if f in b.source else const(f, pa.string())
         missing(f, null_positions(a))
+    _partner_is_from_partner(table, b, out["partner"], problems)
     _transit_needs_to_partner(table, b, out["direction"], problems)
     calls, voice = _needs(out["service"], b, n)
     out["a_number"] = _a_number(col("a_number"), rules) if "a_number" in b.source else const("a_number", pa.string())
@@ -133,6 +134,22 @@ def to_partner_column(b: Binding) -> str | None:
     if "to_partner" in b.source:
         return b.source["to_partner"]
     return next((col for col, out in b.extras if out == "to_partner"), None)
+
+
+def _partner_is_from_partner(table: pa.Table, b: Binding, partner: pa.Array, problems: Problems) -> None:
+    """A file with both a ``partner`` and a ``from_partner`` column: a record whose two values
+    differ (both given) is ``partner_mismatch``: billing either partner could bill the wrong one."""
+    col = b.source.get("from_partner") or next((c for c, out in b.extras if out == "from_partner"), None)
+    if col is None or col == b.source.get("partner") or not len(partner):
+        return
+    came = clean_text(as_string(combine(table.column(col))))
+    differ = pc.and_(pc.not_equal(partner, came), pc.is_valid(came)).fill_null(False)
+    at = positions(differ)
+    if len(at):
+        ours, theirs = partner.take(pa.array(at)).to_pylist(), came.take(pa.array(at)).to_pylist()
+        problems.add(at, "partner_mismatch", [
+            f"partner '{short(p)}' but from_partner '{short(f)}': the record came from one partner"
+            for p, f in zip(ours, theirs, strict=True)])
 
 
 def _transit_needs_to_partner(table: pa.Table, b: Binding, direction: pa.Array, problems: Problems) -> None:
