@@ -9,10 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 
 from icdsl.lang.diagnostics import render_all
-from icdsl.plugins import add_default_modules
 
 app = typer.Typer(
     name="icdsl",
@@ -66,6 +64,9 @@ def _root(
                                       help="Load a plugin module (dotted name or .py path); repeatable."),
 ) -> None:
     """Interconnect billing as code: check, format, compile, rate and bill telecom agreements."""
+    # lazy: the plugins: loaded when this command runs, not at every `icdsl` start
+    from icdsl.plugins import add_default_modules
+
     _log_to_stderr()
     if plugin:
         add_default_modules(plugin)  # problems are logged (a warning line on stderr) when found
@@ -108,5 +109,8 @@ def table_console(width: int = 120) -> Any:
     """The console of a command's tables: in a terminal, the terminal's width (rich wraps the
     cells of an 80-column window); written to a file or a pipe, at least ``width`` columns, so
     that a report saved or read by a program keeps one row per line."""
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
+    from rich.console import Console
+
     here = Console()
     return here if here.is_terminal else Console(width=max(width, here.width))

@@ -16,14 +16,10 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from icdsl import __version__
 from icdsl.cli.common import app, build_or_exit, echo_err, existing
 from icdsl.lang.diagnostics import SourceCache, render, render_all, summary, to_json
-from icdsl.plan.render import render_plan
-from icdsl.plugins import all_problems, default_plugin_manager, describe_plugins
-from icdsl.rating.cluster import ClusterError, dask_client
 
 
 @app.command()
@@ -96,6 +92,7 @@ def plan(
     """Compile rule files and print the evaluation plan, like a database's EXPLAIN."""
     # lazy: this command needs lark: loaded when it runs, not at every `icdsl` start
     from icdsl.plan.compiler import build
+    from icdsl.plan.render import render_plan
 
     p, program, diags = build(existing(paths), root)
     if p is None:
@@ -228,7 +225,10 @@ def rate(
 ) -> None:
     """Rate a traffic file in bulk: rated records, rejects with reasons, counts that reconcile."""
 
-    # lazy: this command needs numpy, pyarrow: loaded when it runs, not at every `icdsl` start
+    # lazy: this command needs numpy, pyarrow, rich's progress bar: loaded when it runs, not at every `icdsl` start
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from icdsl.rating.cluster import ClusterError, dask_client
     from icdsl.rating.intake import IntakeError
     from icdsl.rating.run import LayoutError, choose_layout, rate_file
 
@@ -290,6 +290,8 @@ def _count_rows(path: Path) -> int | None:
 @app.command()
 def plugins() -> None:
     """List the plugins loaded (built-in and installed), their versions and what they provide."""
+    # lazy: making the manager imports every plugin: only this command needs them at start
+    from icdsl.plugins import all_problems, default_plugin_manager, describe_plugins
 
     pm = default_plugin_manager()
     typer.echo(describe_plugins(pm), nl=False)
