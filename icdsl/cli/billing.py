@@ -356,10 +356,11 @@ def _fleet_bar(cycles: list[Any]) -> Iterator[Any]:
 
 def _fleet_summary(outcomes: list[Any]) -> None:
     """The table of a run of several cycles, then the messages of those that need attention."""
-    # lazy: rich, the store: loaded when this command runs, not at every `icdsl` start
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
     from rich import box
     from rich.table import Table
 
+    # lazy: the store's package brings sqlalchemy: loaded when this command runs
     from icdsl.billing.amounts import present
 
     console = table_console()
@@ -412,9 +413,10 @@ def cycle_status(
     data: Path | None = _data_option(),
 ) -> None:
     """The cycles: state, counts, totals, invoices, validation findings (and events)."""
-    # lazy: rich, the store: loaded when this command runs, not at every `icdsl` start
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
     from rich.table import Table
 
+    # lazy: the store's package brings sqlalchemy: loaded when this command runs
     from icdsl.billing.amounts import present
 
     with opened(db, data) as store:
@@ -578,9 +580,10 @@ def invoice_list(
     data: Path | None = _data_option(),
 ) -> None:
     """Every invoice and settlement statement: number, partner, period, status, amounts."""
-    # lazy: rich, the store: loaded when this command runs, not at every `icdsl` start
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
     from rich.table import Table
 
+    # lazy: the store's package brings sqlalchemy: loaded when this command runs
     from icdsl.billing.amounts import present
 
     with opened(db, data) as store:
@@ -619,9 +622,10 @@ def invoice_show(
     data: Path | None = _data_option(),
 ) -> None:
     """Show an invoice or statement: header, lines (with their ids for `icdsl trace`), totals."""
-    # lazy: lxml (outputs), rich: loaded when this command runs, not at every `icdsl` start
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
     from rich.table import Table
 
+    # lazy: the outputs bring lxml: loaded when this command runs
     from icdsl.outputs import VIEWS, view_lines
     from icdsl.outputs.pdf import quantity_text
 
@@ -839,7 +843,7 @@ def inventory_list(
     data: Path | None = _data_option(),
 ) -> None:
     """The inventory: each item's kind, quantity, activation and termination, version."""
-    # lazy: rich, the store: loaded when this command runs, not at every `icdsl` start
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
     from rich.table import Table
 
     # lazy: this command needs sqlalchemy: loaded when it runs, not at every `icdsl` start

@@ -11,6 +11,7 @@ from typing import Any
 import typer
 
 from icdsl.lang.diagnostics import render_all
+from icdsl.plan.cache import build_cached
 
 app = typer.Typer(
     name="icdsl",
@@ -64,11 +65,11 @@ def _root(
                                       help="Load a plugin module (dotted name or .py path); repeatable."),
 ) -> None:
     """Interconnect billing as code: check, format, compile, rate and bill telecom agreements."""
-    # lazy: the plugins: loaded when this command runs, not at every `icdsl` start
-    from icdsl.plugins import add_default_modules
-
     _log_to_stderr()
     if plugin:
+        # lazy: the plugin manager imports pluggy: only when --plugin is given
+        from icdsl.plugins import add_default_modules
+
         add_default_modules(plugin)  # problems are logged (a warning line on stderr) when found
 
 
@@ -81,16 +82,14 @@ def existing(paths: list[Path]) -> list[Path]:
 
 
 def build_or_exit(paths: list[Path], root: Path | None):
-    """Compile rule files, or print their diagnostics and exit 1."""
-    # lazy: this command needs lark: loaded when it runs, not at every `icdsl` start
-    from icdsl.plan.compiler import build
-
-    p, program, diags = build(existing(paths), root)
-    if p is None:
-        typer.echo(render_all(diags, program.sources))
+    """Compile rule files (or take their plan from the cache: icdsl.plan.cache), or print their
+    diagnostics and exit 1."""
+    built = build_cached(existing(paths), root)
+    if not built.ok:
+        typer.echo(render_all(built.diagnostics, built.sources))
         typer.echo("\nthe rule files have errors: fix them first ('icdsl check' lists them)")
         raise typer.Exit(1)
-    return p
+    return built.get_plan()
 
 
 def build_with_program_or_exit(paths: list[Path], root: Path | None):

@@ -20,6 +20,8 @@ import typer
 from icdsl import __version__
 from icdsl.cli.common import app, build_or_exit, echo_err, existing
 from icdsl.lang.diagnostics import SourceCache, render, render_all, summary, to_json
+from icdsl.plan.cache import build_cached
+from icdsl.rating.cluster import ClusterError, dask_client
 
 
 @app.command()
@@ -30,23 +32,21 @@ def check(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing when there are no problems."),
 ) -> None:
     """Check rule files: report every problem at once, with its location and a hint."""
-    # lazy: this command needs lark: loaded when it runs, not at every `icdsl` start
-    from icdsl.plan.compiler import build
-
     if fmt not in ("text", "json"):
         echo_err("error: --format must be text or json")
         raise typer.Exit(2)
-    plan, program, diags = build(existing(paths), root)
+    built = build_cached(existing(paths), root)
+    diags = built.diagnostics
     if fmt == "json":
         typer.echo(to_json(diags))
     else:
         if diags:
-            typer.echo(render_all(diags, program.sources))
+            typer.echo(render_all(diags, built.sources))
         if diags or not quiet:
-            n = len(program.entry)
-            status = "ok" if plan is not None else "failed"
+            n = built.entry_count
+            status = "ok" if built.ok else "failed"
             typer.echo(f"{'' if not diags else chr(10)}{status}: {n} file{'s' * (n != 1)} checked, {summary(diags)}")
-    raise typer.Exit(0 if plan is not None else 1)
+    raise typer.Exit(0 if built.ok else 1)
 
 
 @app.command()
@@ -92,7 +92,7 @@ def plan(
     """Compile rule files and print the evaluation plan, like a database's EXPLAIN."""
     # lazy: this command needs lark: loaded when it runs, not at every `icdsl` start
     from icdsl.plan.compiler import build
-    from icdsl.plan.render import render_plan
+    from icdsl.plan.render import render_plan  # lazy: the plan's model brings stdnum
 
     p, program, diags = build(existing(paths), root)
     if p is None:
@@ -225,10 +225,10 @@ def rate(
 ) -> None:
     """Rate a traffic file in bulk: rated records, rejects with reasons, counts that reconcile."""
 
-    # lazy: this command needs numpy, pyarrow, rich's progress bar: loaded when it runs, not at every `icdsl` start
+    # lazy: rich's progress bar: loaded when it runs, not at every `icdsl` start
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from icdsl.rating.cluster import ClusterError, dask_client
+    # lazy: this command needs numpy, pyarrow: loaded when it runs, not at every `icdsl` start
     from icdsl.rating.intake import IntakeError
     from icdsl.rating.run import LayoutError, choose_layout, rate_file
 
