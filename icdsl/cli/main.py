@@ -319,6 +319,16 @@ def tui(folder: Path = typer.Argument(Path("."), help="The project folder: rule 
 
 
 @app.command()
+def lsp() -> None:
+    """Run the language server over stdio, for editors: diagnostics as you type, hover, completion,
+    definitions and references, formatting, fixes (docs/editors.md)."""
+    # lazy: this command needs pygls and lark: loaded when it runs, not at every `icdsl` start
+    from icdsl.lsp.server import run
+
+    run()
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     typer.echo(f"icdsl {__version__}")
