@@ -28,6 +28,7 @@ from icdsl.lang.values import (
     timezones,
 )
 from icdsl.lsp.analysis import DECLARES, Analysis, Symbol
+from icdsl.lsp.textmate import grammar_words
 from icdsl.spans import Span
 
 
@@ -235,9 +236,9 @@ def _unit_hover(unit: str) -> str:
 
 @functools.cache
 def keywords() -> tuple[str, ...]:
-    """The words of the grammar (its quoted literals that are words)."""
-    text = grammar_path().read_text(encoding="utf-8")
-    return tuple(sorted({w for w in re.findall(r'"([a-z_][a-z0-9_]*)"i?', text)}))
+    """The words of the grammar (the ones its TextMate grammar highlights too)."""
+    declarations, others = grammar_words(grammar_path().read_text(encoding="utf-8"))
+    return tuple(sorted(declarations + others))
 
 
 def completions(a: Analysis | None, shown: str, text: str, line: int, col: int) -> list[tuple[str, str, str]]:
