@@ -225,3 +225,33 @@ def test_document_symbols_outline_agreements_and_their_services(session):
     assert "Lumière bilateral v1" in names and "Lumière bilateral v2" in names
     v1 = syms[names.index("Lumière bilateral v1")]
     assert [c.name for c in v1.children] == ["outbound voice", "inbound voice", "outbound sms", "inbound sms"]
+
+
+def test_decks_are_kept_by_content_between_checks_and_read_again_when_changed(tmp_path):
+    """What keeps an edit fast on a 50,000-row deck (lang.decks.keep_decks), without ever
+    answering with an old deck."""
+    from icdsl.lang import decks
+    from icdsl.lsp.analysis import analyse
+
+    root = tmp_path / "p"
+    shutil.copytree(EXAMPLE.parent / "tutorial", root)
+    deck_file = root / "decks" / "acme-a-z.csv"
+
+    def deck_of(a):
+        (si,) = [s for info in a.checked.agreements for s in info.services.values() if s.deck is not None]
+        return si.deck
+
+    decks.keep_decks(4)
+    try:
+        first = deck_of(analyse(root))
+        again = deck_of(analyse(root, {root / "acme.icd": (root / "acme.icd").read_text() + "\n# edited\n"}))
+        assert again is first  # not read again
+        deck_file.write_text(deck_file.read_text().replace("0.0070", "0.0071", 1))
+        changed = deck_of(analyse(root))
+        assert changed is not first and changed.sha256 != first.sha256
+        deck_file.write_text(deck_file.read_text() + "not,a,valid,row,x,y,z,w\n")
+        broken = analyse(root)
+        assert any(d.code.startswith("E") for d in broken.diagnostics)
+        assert analyse(root).diagnostics == broken.diagnostics  # a deck with problems is never kept
+    finally:
+        decks.keep_decks(0)
