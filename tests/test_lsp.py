@@ -255,3 +255,21 @@ def test_decks_are_kept_by_content_between_checks_and_read_again_when_changed(tm
         assert analyse(root).diagnostics == broken.diagnostics  # a deck with problems is never kept
     finally:
         decks.keep_decks(0)
+
+
+def test_related_locations_and_fixes_are_read_from_the_diagnostic_itself():
+    from icdsl.lang.diagnostics import Diagnostic
+    from icdsl.lsp.analysis import related_locations
+    from icdsl.lsp.features import suggested_fix
+    from icdsl.spans import Span
+
+    twice = Diagnostic("E104", "partner 'LUMFR' is declared twice", Span("b.icd", 3, 9, 3, 14),
+                       "the first declaration is at partners.icd:31:9; keep one")
+    assert related_locations(twice) == [("partners.icd", 31, 9)]
+    text = 'use stdlib.calendarz\ncalendar x timezone "Europe/Pariss" {\n'
+    word = Diagnostic("E101", "x", Span("a.icd", 1, 5, 1, 21), "did you mean 'stdlib.calendars'?")
+    assert suggested_fix(word, text) == (word.span, "stdlib.calendars")
+    quoted = Diagnostic("E204", "x", Span("a.icd", 2, 21, 2, 36), "did you mean 'Europe/Paris'?")
+    assert suggested_fix(quoted, text) == (quoted.span, '"Europe/Paris"')
+    whole_line = Diagnostic("E101", "x", Span("a.icd", 1, 1, 1, 21), "did you mean 'stdlib.calendars'?")
+    assert suggested_fix(whole_line, text) is None  # more than a word: no blind replacement
