@@ -15,7 +15,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from icdsl.cli.billing import RULES_HELP, _data_option, _db_option, _plan, opened, user_errors
 from icdsl.cli.common import app, echo_err, table_console
@@ -76,6 +75,9 @@ def assure_cmd(
 
 
 def _table(report) -> None:
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
+    from rich.table import Table
+
     console = table_console(160)
     console.print(f"revenue assurance {report.period} ({report.start} .. {report.end - timedelta(days=1)}): "
                   f"{len(report.partners)} partner(s), {report.series} traffic series, history from "

@@ -19,19 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from icdsl.billing.amounts import plain_number, present
-from icdsl.billing.errors import StoreError
-from icdsl.billing.periods import PeriodError
 from icdsl.cli.common import app, build_with_program_or_exit, echo_err, existing, table_console
-from icdsl.exporters import export
-from icdsl.outputs import FORMATS, VIEWS, view_lines, write
-from icdsl.outputs.pdf import quantity_text
-from icdsl.outputs.views import POSITION_TITLE, position_rows
 from icdsl.rating.cluster import ClusterError, dask_client
 
 DB_HELP = "Database URL: sqlite:///FILE or postgresql://USER@HOST/DB (default: $ICDSL_DB, else sqlite:///icdsl.db)."
@@ -56,6 +45,9 @@ def _data_option() -> Any:
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """StoreError -> exit 1, PeriodError -> exit 2, with the message only."""
+    # lazy: the store: loaded when this command runs, not at every `icdsl` start
+    from icdsl.billing.errors import StoreError
+    from icdsl.billing.periods import PeriodError
 
     try:
         yield
@@ -237,6 +229,9 @@ def conflicts_cmd(
 
 
 def _progress_bar(enabled: bool):
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f} records"),
                     TimeElapsedColumn(), transient=True, disable=not enabled)
 
@@ -318,6 +313,10 @@ def cycle_run(
 @contextlib.contextmanager
 def _fleet_bar(cycles: list[Any]) -> Iterator[Any]:
     """Two bars, over partners' cycles and over records, fed by the fleet's listener."""
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     # lazy: the fleet brings the store (numpy, pyarrow, sqlalchemy): loaded when the command runs
     from icdsl.billing.fleet import Listener
 
@@ -357,6 +356,13 @@ def _fleet_bar(cycles: list[Any]) -> Iterator[Any]:
 
 def _fleet_summary(outcomes: list[Any]) -> None:
     """The table of a run of several cycles, then the messages of those that need attention."""
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
+    from rich import box
+    from rich.table import Table
+
+    # lazy: the store's package brings sqlalchemy: loaded when this command runs
+    from icdsl.billing.amounts import present
+
     console = table_console()
     narrow = console.width < 110  # an 80-column terminal: no frame, counts without `rated` (records - rejected)
     cols = ("partner", "period", "records", "rejected", "amounts", "findings", "state") if narrow else (
@@ -407,6 +413,11 @@ def cycle_status(
     data: Path | None = _data_option(),
 ) -> None:
     """The cycles: state, counts, totals, invoices, validation findings (and events)."""
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
+    from rich.table import Table
+
+    # lazy: the store's package brings sqlalchemy: loaded when this command runs
+    from icdsl.billing.amounts import present
 
     with opened(db, data) as store:
         cycles = store.cycles(partner)
@@ -476,6 +487,8 @@ def cycle_finalize(
     data: Path | None = _data_option(),
 ) -> None:
     """Number the cycle's invoices and make them immutable."""
+    # lazy: the store: loaded when this command runs, not at every `icdsl` start
+    from icdsl.billing.periods import PeriodError
 
     with opened(db, data) as store, user_errors():
         day = None
@@ -567,6 +580,11 @@ def invoice_list(
     data: Path | None = _data_option(),
 ) -> None:
     """Every invoice and settlement statement: number, partner, period, status, amounts."""
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
+    from rich.table import Table
+
+    # lazy: the store's package brings sqlalchemy: loaded when this command runs
+    from icdsl.billing.amounts import present
 
     with opened(db, data) as store:
         cycles = {c.id: c for c in store.cycles()}
@@ -604,6 +622,12 @@ def invoice_show(
     data: Path | None = _data_option(),
 ) -> None:
     """Show an invoice or statement: header, lines (with their ids for `icdsl trace`), totals."""
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
+    from rich.table import Table
+
+    # lazy: the outputs bring lxml: loaded when this command runs
+    from icdsl.outputs import VIEWS, view_lines
+    from icdsl.outputs.pdf import quantity_text
 
     if view not in VIEWS:
         echo_err(f"error: --view must be {' or '.join(VIEWS)}")
@@ -679,6 +703,9 @@ def invoice_show(
 
 def _print_position(console: Any, pos: dict[str, Any]) -> None:
     """A statement's dispute position (billing.disputes), a section apart from its sealed totals."""
+    # lazy: lxml (outputs): loaded when this command runs, not at every `icdsl` start
+    from icdsl.outputs.views import POSITION_TITLE, position_rows
+
     console.print(f"[bold]{POSITION_TITLE}, {pos['currency']}[/bold]", highlight=False)
     for _key, label, amount in position_rows(pos):
         console.print(f"  {label.lower()} {amount} {pos['currency']}", highlight=False, markup=False)
@@ -699,6 +726,9 @@ def invoice_export(
     data: Path | None = _data_option(),
 ) -> None:
     """Write invoices and statements as CSV, JSON or PDF files."""
+    # lazy: lxml (outputs): loaded when this command runs, not at every `icdsl` start
+    from icdsl.exporters import export
+    from icdsl.outputs import FORMATS, VIEWS, write
 
     if (ref is None) == (cycle is None):
         echo_err("error: give a document number, or --cycle PARTNER PERIOD")
@@ -814,11 +844,15 @@ def inventory_list(
     data: Path | None = _data_option(),
 ) -> None:
     """The inventory: each item's kind, quantity, activation and termination, version."""
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
+    from rich.table import Table
+
     # lazy: this command needs sqlalchemy: loaded when it runs, not at every `icdsl` start
     from sqlalchemy import select
 
     # lazy: this command needs sqlalchemy: loaded when it runs, not at every `icdsl` start
     from icdsl.billing import models as M
+    from icdsl.billing.amounts import plain_number
 
     # lazy: this command needs sqlalchemy: loaded when it runs, not at every `icdsl` start
     from icdsl.billing.inventory import inventory_rows
@@ -857,9 +891,10 @@ def commitments_cmd(
 ) -> None:
     """Progress towards the partner's commitments, mid-cycle: the ingested records of the
     period so far are rated (nothing is stored) and compared with what is committed."""
-
+    # lazy: the store: loaded when this command runs, not at every `icdsl` start
     # lazy: this command needs sqlalchemy: loaded when it runs, not at every `icdsl` start
     from icdsl.billing.commitments import commitment_progress
+    from icdsl.billing.periods import PeriodError
 
     plan, program = _plan(rules, root)
     with opened(db, data) as store, user_errors():

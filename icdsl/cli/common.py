@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 
 from icdsl.lang.diagnostics import render_all
-from icdsl.plugins import add_default_modules
+from icdsl.plan.cache import build_cached
 
 app = typer.Typer(
     name="icdsl",
@@ -68,6 +67,9 @@ def _root(
     """Interconnect billing as code: check, format, compile, rate and bill telecom agreements."""
     _log_to_stderr()
     if plugin:
+        # lazy: the plugin manager imports pluggy: only when --plugin is given
+        from icdsl.plugins import add_default_modules
+
         add_default_modules(plugin)  # problems are logged (a warning line on stderr) when found
 
 
@@ -80,16 +82,14 @@ def existing(paths: list[Path]) -> list[Path]:
 
 
 def build_or_exit(paths: list[Path], root: Path | None):
-    """Compile rule files, or print their diagnostics and exit 1."""
-    # lazy: this command needs lark: loaded when it runs, not at every `icdsl` start
-    from icdsl.plan.compiler import build
-
-    p, program, diags = build(existing(paths), root)
-    if p is None:
-        typer.echo(render_all(diags, program.sources))
+    """Compile rule files (or take their plan from the cache: icdsl.plan.cache), or print their
+    diagnostics and exit 1."""
+    built = build_cached(existing(paths), root)
+    if not built.ok:
+        typer.echo(render_all(built.diagnostics, built.sources))
         typer.echo("\nthe rule files have errors: fix them first ('icdsl check' lists them)")
         raise typer.Exit(1)
-    return p
+    return built.get_plan()
 
 
 def build_with_program_or_exit(paths: list[Path], root: Path | None):
@@ -108,5 +108,8 @@ def table_console(width: int = 120) -> Any:
     """The console of a command's tables: in a terminal, the terminal's width (rich wraps the
     cells of an 80-column window); written to a file or a pipe, at least ``width`` columns, so
     that a report saved or read by a program keeps one row per line."""
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
+    from rich.console import Console
+
     here = Console()
     return here if here.is_terminal else Console(width=max(width, here.width))

@@ -14,12 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from icdsl.cli.billing import _data_option, _db_option, _load_quietly, _plan, opened, user_errors
 from icdsl.cli.common import app, echo_err, table_console
-from icdsl.outputs.disputes import DISPUTE_FORMATS, write_dispute
-from icdsl.outputs.views import position_rows
 
 dispute_app = typer.Typer(help="Disputes of partners' invoices: open (from a reconciliation), send, accept, reject, "
                           "withdraw; list, show, export; the dispute position of a period.", no_args_is_help=True)
@@ -97,6 +94,9 @@ def list_cmd(
     data: Path | None = _data_option(),
 ) -> None:
     """Every dispute: number, partner, period, invoice, state, amounts disputed, accepted and held."""
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
+    from rich.table import Table
+
     # lazy: the store's tables
     from icdsl.billing.disputes import list_disputes
 
@@ -129,6 +129,9 @@ def show_cmd(
     data: Path | None = _data_option(),
 ) -> None:
     """Show a dispute: its invoice, lines, amounts, credit notes, evidence and history."""
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
+    from rich.table import Table
+
     # lazy: the store's tables
     from icdsl.billing.disputes import document
 
@@ -225,6 +228,9 @@ def export_cmd(
     data: Path | None = _data_option(),
 ) -> None:
     """Write the dispute, its lines and its evidence records as a file to send the partner."""
+    # lazy: lxml (outputs): loaded when this command runs, not at every `icdsl` start
+    from icdsl.outputs.disputes import DISPUTE_FORMATS, write_dispute
+
     if fmt not in DISPUTE_FORMATS:
         echo_err(f"error: --format must be {', '.join(DISPUTE_FORMATS)}")
         raise typer.Exit(2)
@@ -244,8 +250,10 @@ def position_cmd(
     data: Path | None = _data_option(),
 ) -> None:
     """The dispute position of a partner's period: invoiced, disputed, credited, held, undisputed payable."""
+    # lazy: lxml (outputs): loaded when this command runs, not at every `icdsl` start
     # lazy: the store's tables
     from icdsl.billing.disputes import position
+    from icdsl.outputs.views import position_rows
 
     with opened(db, data) as store, user_errors():
         found = [p.as_dict() for p in position(store, partner, period)]

@@ -26,11 +26,6 @@ import typer
 
 from icdsl.cli.billing import _data_option, _db_option, _plan, invoice_app, opened, user_errors
 from icdsl.cli.common import app, echo_err
-from icdsl.layouts import DEFAULT_PATH, LayoutError, default_text
-from icdsl.layouts import parse as parse_layout
-from icdsl.outputs import journal
-from icdsl.outputs.einvoice import cii_xml, ubl_xml
-from icdsl.outputs.einvoice_check import artefacts, syntax_of, validate_xml
 
 
 def _from_pdf(data: bytes) -> bytes:
@@ -76,6 +71,8 @@ def invoice_template(
     force: bool = typer.Option(False, "--force", help="With --copy: replace the file if it exists."),
 ) -> None:
     """The documents' layout: copy the default (every key documented in it) or check a layout file."""
+    from icdsl.layouts import DEFAULT_PATH, LayoutError, default_text
+    from icdsl.layouts import parse as parse_layout
 
     if (copy is None) == (check is None):
         echo_err(f"error: give --copy FILE or --check FILE (the default layout is {DEFAULT_PATH})")
@@ -114,6 +111,9 @@ def invoice_validate(
     data: Path | None = _data_option(),
 ) -> None:
     """Check an e-invoice against the UBL 2.1 / CII XSD and the official EN 16931 schematron: exit 1 on an error."""
+    # lazy: lxml (outputs): loaded when this command runs, not at every `icdsl` start
+    from icdsl.outputs.einvoice import cii_xml, ubl_xml
+    from icdsl.outputs.einvoice_check import artefacts, syntax_of, validate_xml
 
     if fmt not in ("text", "json"):
         echo_err(f"error: --format is text or json, not '{fmt}'")
@@ -164,6 +164,8 @@ def journal_cmd(
 ) -> None:
     """Journal entries (date, account, debit, credit, currency, document, partner) of the finalized
     invoices and credit notes of a period, with the ledger accounts of the rules' `accounts` block."""
+    # lazy: lxml (outputs): loaded when this command runs, not at every `icdsl` start
+    from icdsl.outputs import journal
 
     if fmt not in ("csv", "json"):
         echo_err(f"error: --format is csv or json, not '{fmt}'")

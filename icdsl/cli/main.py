@@ -16,14 +16,12 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from icdsl import __version__
 from icdsl.charges.percentage import explain_event_record
 from icdsl.cli.common import app, build_or_exit, echo_err, existing
 from icdsl.lang.diagnostics import SourceCache, render, render_all, summary, to_json
-from icdsl.plan.render import render_plan
-from icdsl.plugins import all_problems, default_plugin_manager, describe_plugins
+from icdsl.plan.cache import build_cached
 from icdsl.rating.cluster import ClusterError, dask_client
 
 
@@ -35,23 +33,21 @@ def check(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print nothing when there are no problems."),
 ) -> None:
     """Check rule files: report every problem at once, with its location and a hint."""
-    # lazy: this command needs lark: loaded when it runs, not at every `icdsl` start
-    from icdsl.plan.compiler import build
-
     if fmt not in ("text", "json"):
         echo_err("error: --format must be text or json")
         raise typer.Exit(2)
-    plan, program, diags = build(existing(paths), root)
+    built = build_cached(existing(paths), root)
+    diags = built.diagnostics
     if fmt == "json":
         typer.echo(to_json(diags))
     else:
         if diags:
-            typer.echo(render_all(diags, program.sources))
+            typer.echo(render_all(diags, built.sources))
         if diags or not quiet:
-            n = len(program.entry)
-            status = "ok" if plan is not None else "failed"
+            n = built.entry_count
+            status = "ok" if built.ok else "failed"
             typer.echo(f"{'' if not diags else chr(10)}{status}: {n} file{'s' * (n != 1)} checked, {summary(diags)}")
-    raise typer.Exit(0 if plan is not None else 1)
+    raise typer.Exit(0 if built.ok else 1)
 
 
 @app.command()
@@ -97,6 +93,7 @@ def plan(
     """Compile rule files and print the evaluation plan, like a database's EXPLAIN."""
     # lazy: this command needs lark: loaded when it runs, not at every `icdsl` start
     from icdsl.plan.compiler import build
+    from icdsl.plan.render import render_plan  # lazy: the plan's model brings stdnum
 
     p, program, diags = build(existing(paths), root)
     if p is None:
@@ -236,6 +233,9 @@ def rate(
 ) -> None:
     """Rate a traffic file in bulk: rated records, rejects with reasons, counts that reconcile."""
 
+    # lazy: rich's progress bar: loaded when it runs, not at every `icdsl` start
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     # lazy: this command needs numpy, pyarrow: loaded when it runs, not at every `icdsl` start
     from icdsl.rating.intake import IntakeError
     from icdsl.rating.run import LayoutError, choose_layout, rate_file
@@ -298,6 +298,8 @@ def _count_rows(path: Path) -> int | None:
 @app.command()
 def plugins() -> None:
     """List the plugins loaded (built-in and installed), their versions and what they provide."""
+    # lazy: making the manager imports every plugin: only this command needs them at start
+    from icdsl.plugins import all_problems, default_plugin_manager, describe_plugins
 
     pm = default_plugin_manager()
     typer.echo(describe_plugins(pm), nl=False)
@@ -322,6 +324,16 @@ def tui(folder: Path = typer.Argument(Path("."), help="The project folder: rule 
     from icdsl.tui.app import run
 
     run(folder, db=db, data_dir=data, months=months)
+
+
+@app.command()
+def lsp() -> None:
+    """Run the language server over stdio, for editors: diagnostics as you type, hover, completion,
+    definitions and references, formatting, fixes (docs/editors.md)."""
+    # lazy: this command needs pygls and lark: loaded when it runs, not at every `icdsl` start
+    from icdsl.lsp.server import run
+
+    run()
 
 
 @app.command()

@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich import box
-from rich.table import Table
 
 from icdsl.cli.billing import DATA_HELP, DB_HELP, RULES_HELP, _load_quietly, _plan, _reader_options, opened
 from icdsl.cli.common import app, echo_err, existing, table_console
@@ -112,6 +110,10 @@ def show_cmd(
     data: Path | None = _data(),
 ) -> None:
     """A partner's invoice: its lines, totals, findings, the file as received (sha256) and its detail."""
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
+    from rich import box
+    from rich.table import Table
+
     # lazy: the store (sqlalchemy, pyarrow) loads when the command runs
     from icdsl.billing.base import jsonable
     from icdsl.billing.partner_invoices import details, kept_file, load_partner_invoice

@@ -14,13 +14,6 @@ import typer
 
 from icdsl.cli.billing import RULES_HELP, _data_option, _db_option, _plan, opened, user_errors
 from icdsl.cli.common import app, echo_err, table_console
-from icdsl.outputs.reconciliation import (
-    default_name,
-    dumps_csv,
-    dumps_json,
-    rich_tables,
-    write_reconciliation,
-)
 
 FORMATS = ("table", "csv", "json", "pdf")
 
@@ -44,6 +37,15 @@ def reconcile_cmd(
     """Compare a partner's invoice with our own view of the same traffic: per service,
     destination and band (calls, quantity, amount on both sides), and record by record where
     their CDR detail was imported, within the tolerances of the agreement (`reconcile { ... }`)."""
+    # lazy: lxml (outputs): loaded when this command runs, not at every `icdsl` start
+    from icdsl.outputs.reconciliation import (
+        default_name,
+        dumps_csv,
+        dumps_json,
+        rich_tables,
+        write_reconciliation,
+    )
+
 
     if fmt not in FORMATS:
         echo_err(f"error: unknown format '{fmt}': use {', '.join(FORMATS)}")

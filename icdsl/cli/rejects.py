@@ -8,16 +8,16 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from icdsl.cli.billing import _data_option, _db_option, _load_quietly, _plan, opened, user_errors
 from icdsl.cli.common import app, echo_err, table_console
-from icdsl.outputs.rejects import export_format, write_rejects
 from icdsl.safecsv import Writer
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 rejects_app = typer.Typer(help="The quarantine: rejected records by reason, partner and file; export; resubmit.",
                           invoke_without_command=True)
@@ -100,6 +100,9 @@ def rejects_summary(
     data: Path | None = _data_option(),
 ) -> None:
     """The quarantine by reason, partner and file: open and resubmitted records (then: list, export, resubmit)."""
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
+    from rich.table import Table
+
     if ctx.invoked_subcommand is not None:
         return
     _check_format(fmt)
@@ -164,6 +167,9 @@ def rejects_list(
     data: Path | None = _data_option(),
 ) -> None:
     """The rejected records themselves: state, reason, partner, file, row, id, start, detail."""
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
+    from rich.table import Table
+
     _check_format(fmt)
     # lazy: the quarantine needs pyarrow and sqlalchemy: loaded when the command runs
     from icdsl.billing.quarantine import COLUMNS, listing
@@ -211,8 +217,10 @@ def rejects_export(
     data: Path | None = _data_option(),
 ) -> None:
     """Export the rejected records, every column and their raw content: CSV (formulas neutralized) or Parquet."""
+    # lazy: lxml (outputs): loaded when this command runs, not at every `icdsl` start
     # lazy: the quarantine needs pyarrow and sqlalchemy: loaded when the command runs
     from icdsl.billing.quarantine import COLUMNS, listing
+    from icdsl.outputs.rejects import export_format, write_rejects
 
     try:
         export_format(out)

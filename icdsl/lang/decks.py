@@ -298,8 +298,41 @@ def _bad_value(text: str, what: str, message: str) -> tuple[str, str | None]:
             ) if problem else (message, None)
 
 
+_KEPT: dict[tuple, Deck] = {}
+_KEEP = [0]
+
+
+def keep_decks(limit: int) -> None:
+    """Keep the last ``limit`` decks read without problems, by their content, path and column
+    mapping: a long-running process (the language server) re-checks rule files on every edit
+    without reading an unchanged deck again. Off (0) by default: a command reads a deck once."""
+    _KEEP[0] = limit
+    _KEPT.clear()
+
+
 def read_deck(path: Path, shown: str, mapping: tuple[ast.DeckColumn, ...], delimiter: str | None,
               ref_span: Span) -> tuple[Deck | None, list[Diagnostic]]:
+    if not _KEEP[0]:
+        return _read_deck(path, shown, mapping, delimiter, ref_span)
+    try:
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return _read_deck(path, shown, mapping, delimiter, ref_span)  # it says why
+    key = (sha, shown, delimiter, tuple((m.field.text, m.band.text if m.band else None, m.column.value)
+                                        for m in mapping))
+    deck = _KEPT.pop(key, None)
+    diags: list[Diagnostic] = []
+    if deck is None:
+        deck, diags = _read_deck(path, shown, mapping, delimiter, ref_span)
+    if deck is not None and not diags and deck.sha256 == sha:  # only a deck without problems is kept
+        _KEPT[key] = deck
+        while len(_KEPT) > _KEEP[0]:
+            _KEPT.pop(next(iter(_KEPT)))
+    return deck, diags
+
+
+def _read_deck(path: Path, shown: str, mapping: tuple[ast.DeckColumn, ...], delimiter: str | None,
+               ref_span: Span) -> tuple[Deck | None, list[Diagnostic]]:
     diags: list[Diagnostic] = []
     try:
         data = path.read_bytes()
