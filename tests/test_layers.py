@@ -41,6 +41,9 @@ HEAVY = {
     "facturx": "Factur-X (pypdf, its XSDs): only when a Factur-X file is written or read",
     "saxonche": "Saxon, a large native library: only when a schematron runs",
     "stdnum": "identifier checks: only when rules declare legal details",
+    "jinja2": "document templates: only when a document's layout is read",
+    "pygls": "the language server: only `icdsl lsp`",
+    "lsprotocol": "the language server: only `icdsl lsp`",
     "rich": "tables and progress bars: `icdsl check` and `icdsl --help` draw none",
 }
 
@@ -64,6 +67,8 @@ HEAVY_MODULES = {
     "icdsl.plan.render": "stdnum",
     "icdsl.exporters": "pluggy",
     "icdsl.plugins": "pluggy",
+    "icdsl.layouts": "jinja2",
+    "icdsl.lsp": "pygls",
 }
 
 

@@ -54,6 +54,7 @@ def invoice_credit(
 ) -> None:
     """Issue a credit note against a finalized invoice (an accepted dispute, a gesture): numbered CN-, sealed."""
 
+    # lazy: the store (SQLAlchemy) loads only when a command opens one
     from icdsl.billing.corrections import credit_invoice
 
     with opened(db, data) as store, user_errors():
@@ -71,6 +72,7 @@ def invoice_template(
     force: bool = typer.Option(False, "--force", help="With --copy: replace the file if it exists."),
 ) -> None:
     """The documents' layout: copy the default (every key documented in it) or check a layout file."""
+    # lazy: Jinja2 loads only for this command
     from icdsl.layouts import DEFAULT_PATH, LayoutError, default_text
     from icdsl.layouts import parse as parse_layout
 
