@@ -34,7 +34,9 @@ def rows() -> list[str]:
         start = (t0 + timedelta(days=i)).strftime("%Y-%m-%dT%H:%M:%SZ")
         out.append(f"S{i:03d},ANC,outbound,sms,33612345678,33698765432,{start},,,")
     for i, (day, value) in enumerate([(16, "10.00"), (17, "100.00"), (20, "400.00")]):
-        out.append(f"P{i},ANC,outbound,payment,33612345678,33698765432,2026-03-{day}T10:00:00Z,,payment,{value}")
+        out.append(
+            f"P{i},ANC,outbound,payment,33612345678,33698765432,2026-03-{day}T10:00:00Z,,payment,{value}"
+        )
     return out
 
 
@@ -58,8 +60,12 @@ def test_cycles_from_the_15th_with_transactions_and_a_commitment_counting_fees(s
 
 def test_anchor_day_periods():
     p = parse_period("2026-03", "Europe/Paris", "monthly@15")
-    assert (p.local_start, p.local_end, p.frequency, p.label) == (date(2026, 3, 15), date(2026, 4, 15), "monthly",
-                                                                  "2026-03-15..2026-04-14")
+    assert (p.local_start, p.local_end, p.frequency, p.label) == (
+        date(2026, 3, 15),
+        date(2026, 4, 15),
+        "monthly",
+        "2026-03-15..2026-04-14",
+    )
     # a day before the 15th belongs to the cycle that started the month before; across a year
     assert period_containing(date(2026, 1, 14), "monthly@15", "UTC").local_start == date(2025, 12, 15)
     assert period_containing(date(2026, 12, 20), "monthly@15", "UTC").local_end == date(2027, 1, 15)
