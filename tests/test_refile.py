@@ -127,6 +127,35 @@ def test_a_flagged_record_is_counted_on_its_own_line(store, tmp_path):  # noqa: 
     assert inv.subtotal == sum(ln.amount for ln in lines.values())
 
 
+def test_a_refile_reject_is_counted_by_the_cycle(store, tmp_path):  # noqa: F811 (fixture)
+    from tests.test_transit import ROWS, write
+
+    rows = [
+        *ROWS[:2],
+        (
+            "T7",
+            "HUBA",
+            "TERMB",
+            "transit",
+            "voice",
+            "12125550100",
+            "442071234567",
+            "2026-03-20T08:00:00Z",
+            90,
+        ),
+    ]
+    plan, program = make_plan(tmp_path, REJECT_RULES)
+    store.load_plan(plan, program)
+    store.ingest(write(tmp_path, rows), None, plan)
+    orig = store.run_cycle("HUBA", "2026-03", plan)
+    term = store.run_cycle("TERMB", "2026-03", plan)
+    # the originating side rejects T7; the terminating side (no refile rule) bills it
+    assert (orig.records_in, orig.rated, orig.rejected) == (3, 2, 1)
+    assert (term.rated, term.rejected) == (3, 0)
+    (found,) = [f for f in orig.findings if f.code == "refiled"]
+    assert found.count == 1 and found.samples == ("T7",)
+
+
 def test_partner_and_from_partner_that_disagree_are_rejected(tmp_path):
     p = tmp_path / "t.csv"
     p.write_text(
