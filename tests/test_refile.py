@@ -124,6 +124,10 @@ def test_a_flagged_record_is_counted_on_its_own_line(store, tmp_path):  # noqa: 
     lines = {ln.description: ln for ln in store.invoice_lines(inv.id)}
     flag = next(ln for d, ln in lines.items() if "Refile flag" in d)
     assert flag.record_count == 1 and flag.amount == 0
+    # and the cycle reports it: rated, but to be reviewed
+    (found,) = [f for f in orig.findings if f.code == "refile_flagged"]
+    assert (found.severity, found.count, found.samples) == ("info", 1, ("T7",))
+    assert "Refile flag (origin outside EEA)" in found.message
     assert inv.subtotal == sum(ln.amount for ln in lines.values())
 
 
