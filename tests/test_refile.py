@@ -229,3 +229,35 @@ def test_a_ported_numbers_update_changes_the_plans_sources_not_the_agreements_ha
     assert {a.key: a.source_hash for a in after.agreements} == {
         a.key: a.source_hash for a in before.agreements
     }
+
+
+def test_both_executors_agree_on_any_calling_number(plans):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    callers = st.one_of(
+        st.none(),
+        st.just(""),
+        st.text("0123456789+ ", max_size=14),
+        st.sampled_from(["33612345678", "4915112345678", "12125550100", "+33612345678", "3"]),
+    )
+
+    @settings(max_examples=20, deadline=None, derandomize=True)
+    @given(st.lists(callers, min_size=1, max_size=8))
+    def check(numbers):
+        recs = [
+            {
+                "id": i,
+                "partner": "HUBA",
+                "direction": "transit",
+                "service": "voice",
+                "a_number": a,
+                "b_number": "442071234567",
+                "start": START,
+                "duration_s": 61,
+            }
+            for i, a in enumerate(numbers)
+        ]
+        assert_same(plans["reject"], recs)
+
+    check()
