@@ -124,7 +124,40 @@ def test_a_flagged_record_is_counted_on_its_own_line(store, tmp_path):  # noqa: 
     lines = {ln.description: ln for ln in store.invoice_lines(inv.id)}
     flag = next(ln for d, ln in lines.items() if "Refile flag" in d)
     assert flag.record_count == 1 and flag.amount == 0
+    # and the cycle reports it: rated, but to be reviewed
+    (found,) = [f for f in orig.findings if f.code == "refile_flagged"]
+    assert (found.severity, found.count, found.samples) == ("info", 1, ("T7",))
+    assert "Refile flag (origin outside EEA)" in found.message
     assert inv.subtotal == sum(ln.amount for ln in lines.values())
+
+
+def test_a_refile_reject_is_counted_by_the_cycle(store, tmp_path):  # noqa: F811 (fixture)
+    from tests.test_transit import ROWS, write
+
+    rows = [
+        *ROWS[:2],
+        (
+            "T7",
+            "HUBA",
+            "TERMB",
+            "transit",
+            "voice",
+            "12125550100",
+            "442071234567",
+            "2026-03-20T08:00:00Z",
+            90,
+        ),
+    ]
+    plan, program = make_plan(tmp_path, REJECT_RULES)
+    store.load_plan(plan, program)
+    store.ingest(write(tmp_path, rows), None, plan)
+    orig = store.run_cycle("HUBA", "2026-03", plan)
+    term = store.run_cycle("TERMB", "2026-03", plan)
+    # the originating side rejects T7; the terminating side (no refile rule) bills it
+    assert (orig.records_in, orig.rated, orig.rejected) == (3, 2, 1)
+    assert (term.rated, term.rejected) == (3, 0)
+    (found,) = [f for f in orig.findings if f.code == "refiled"]
+    assert found.count == 1 and found.samples == ("T7",)
 
 
 def test_partner_and_from_partner_that_disagree_are_rejected(tmp_path):
@@ -196,3 +229,39 @@ def test_a_ported_numbers_update_changes_the_plans_sources_not_the_agreements_ha
     assert {a.key: a.source_hash for a in after.agreements} == {
         a.key: a.source_hash for a in before.agreements
     }
+
+
+def test_both_executors_agree_on_any_calling_number(plans):
+    callers = [
+        None,
+        "",
+        " ",
+        "+33612345678",
+        "33",
+        "3",
+        "4",
+        "33612345678 ",
+        "0033612345678",
+        "354123",
+        "4915112345678",
+        "41791234567",
+        "12125550100",
+        "447700900123",
+        "358401234567",
+        "x33",
+    ]
+    recs = [
+        {
+            "id": i,
+            "partner": "HUBA",
+            "direction": "transit",
+            "service": "voice",
+            "a_number": a,
+            "b_number": "442071234567",
+            "start": START,
+            "duration_s": 61,
+        }
+        for i, a in enumerate(callers)
+    ]
+    rated, rejects = assert_same(plans["reject"], recs)
+    assert rated.num_rows and rejects.num_rows and set(rejects.column("reason").to_pylist()) == {"refiled"}

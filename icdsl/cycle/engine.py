@@ -45,6 +45,7 @@ from icdsl.cycle.validation import (
     Policy,
     RatedValuesScan,
     ValidationContext,
+    refile_flags,
     run_validators,
     scans_rated,
 )
@@ -372,6 +373,7 @@ def run(inputs: CycleInputs) -> CycleResult:
     evaluated = evaluate(plan, partner, per, rater.usage, rater.events, record_charges, accept, fx=fx,
                          refunds=rater.refunds, refund_problems=rater.refund_problems, history=hist.cycles,
                          billed=hist.billed, items=tuple(inputs.inventory), credits=hist.credits)
+    flagged = refile_flags(record_charges)
     del record_charges
     context = ValidationContext(
         partner=code, partner_name=partner.name, timezone=per.timezone, invoice_currency=partner.currency,
@@ -381,7 +383,7 @@ def run(inputs: CycleInputs) -> CycleResult:
         read_rated=sinks.read_rated, read_rated_batches=getattr(sinks, "read_rated_batches", None),
         rated_values=scan,
     )
-    findings = run_validators(context, chosen, accept=accept) + evaluated.findings
+    findings = run_validators(context, chosen, accept=accept) + evaluated.findings + flagged
     del context
     result = CycleResult(partner=partner, period=per, dims=dims, counts=counts, lines=groups,
                          totals=dict(sorted(by_currency.items())), daily=rater.daily_counts(), usage=rater.usage,

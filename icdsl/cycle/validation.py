@@ -50,6 +50,7 @@ import pyarrow.compute as pc
 
 from icdsl.cycle.amounts import is_currency
 from icdsl.cycle.periods import Period
+from icdsl.lang.origins import REFILE_FLAG
 from icdsl.plan.model import Plan
 
 SEVERITIES = ("error", "warning", "info")
@@ -274,6 +275,23 @@ def _counts(arr: pa.Array | pa.ChunkedArray) -> dict[str, int]:
     vc = pc.value_counts(arr)
     return {str(k): int(v) for k, v in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist(),
                                             strict=True)}
+
+
+def refile_flags(record_charges: pa.Table | None, limit: int = 5) -> list[Finding]:
+    """``refile_flagged`` (info): the records a ``refile origin ZONE flag`` marked (its zero
+    surcharge ``Refile flag (origin outside ZONE)`` in the record charges), one finding per
+    label, with their count and a few ids to look at: rated, but to be reviewed."""
+    if record_charges is None or not record_charges.num_rows:
+        return []
+    charge = pc.cast(record_charges.column("charge"), pa.string())
+    flagged = record_charges.filter(pc.starts_with(charge, REFILE_FLAG + " ("))
+    out = []
+    for label in sorted(set(pc.cast(flagged.column("charge"), pa.string()).to_pylist())):
+        sub = flagged.filter(pc.equal(pc.cast(flagged.column("charge"), pa.string()), label))
+        out.append(Finding("refile_flagged", "info",
+                           f"{sub.num_rows} record(s) rated but flagged as refiled: {label}",
+                           sub.num_rows, _samples(sub, limit), {"charge": label}, "refile"))
+    return out
 
 
 class RatingValues:

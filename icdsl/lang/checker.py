@@ -24,6 +24,7 @@ from icdsl.lang.diagnostics import Diagnostic, did_you_mean, suggest
 from icdsl.lang.lcr import check_policy
 from icdsl.lang.loader import Program, display_path, is_file, path_help, resolve_project_path
 from icdsl.lang.origins import (
+    REFILE_FLAG,
     NumbersInfo,
     ZoneInfo,
     check_number_fields,
@@ -1052,7 +1053,7 @@ class Checker:
         amount = policy
         if isinstance(policy, ast.Ident):  # flag: a zero surcharge marks the record
             amount = ast.Percent(ast.Num(Decimal(0), "0", sp), sp)
-            label = ast.Str(f"Refile flag (origin outside {zone.text})", sp)
+            label = ast.Str(f"{REFILE_FLAG} (origin outside {zone.text})", sp)
         params = (ast.Param(ast.Ident("amount", sp), amount, sp), ast.Param(ast.Ident("when", sp), when, sp))
         return ast.ChargeNode("surcharge", sp, label, params, (), sp, False)
 

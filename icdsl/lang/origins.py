@@ -29,6 +29,11 @@ from icdsl.spans import Span
 NEEDS_NUMBERS = ("origin_operator", "origin_circle", "destination_operator", "destination_circle")
 
 
+#: the label of the zero surcharge that marks a refiled record (``refile origin ZONE flag``):
+#: ``Refile flag (origin outside ZONE)``; the cycle reports the records it marks
+REFILE_FLAG = "Refile flag"
+
+
 @dataclass
 class ZoneInfo:
     node: ast.ZoneDecl
