@@ -65,6 +65,7 @@ HEAVY_MODULES = {
     "icdsl.routing": "polars",
     "icdsl.outputs": "lxml",
     "icdsl.plan.render": "stdnum",
+    "icdsl.lsp": "pygls",
     "icdsl.exporters": "pluggy",
     "icdsl.plugins": "pluggy",
     "icdsl.layouts": "jinja2",

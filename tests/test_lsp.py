@@ -163,6 +163,27 @@ def test_an_edit_is_diagnosed_as_icdsl_check_does_with_a_fix_for_did_you_mean(se
     assert session.wait_for("lumiere.icd", lambda ds: True) == []
 
 
+def test_a_deck_changed_on_disk_is_checked_again_when_the_editor_says_so(session):
+    deck = session.root / "decks" / "brookline-europe.csv"
+    good = deck.read_text(encoding="utf-8")
+    deck.write_text(good + good.splitlines()[1].replace(";", ";x", 1) + "\n", encoding="utf-8")
+    changed = [lsp.FileEvent(session.uri("decks/brookline-europe.csv"), lsp.FileChangeType.Changed)]
+    try:
+        session.diagnostics.pop(session.uri("decks/brookline-europe.csv"), None)
+        session.client.workspace_did_change_watched_files(lsp.DidChangeWatchedFilesParams(changed))
+        got = session.wait_for("decks/brookline-europe.csv", lambda ds: len(ds) > 0)
+        (dup,) = got  # the first row again: a warning, with where the first one is
+        assert dup.code == "W302" and dup.severity == lsp.DiagnosticSeverity.Warning
+        assert dup.range.start.line == len(good.splitlines())
+        (first,) = dup.related_information
+        assert first.location.uri == session.uri("decks/brookline-europe.csv")
+        assert first.location.range.start == lsp.Position(1, 0)
+    finally:
+        deck.write_text(good, encoding="utf-8")
+    session.client.workspace_did_change_watched_files(lsp.DidChangeWatchedFilesParams(changed))
+    assert session.wait_for("decks/brookline-europe.csv", lambda ds: ds == []) == []
+
+
 def test_hover_says_what_a_name_is_and_where_it_is_defined(session):
     text = (session.root / "lumiere.icd").read_text(encoding="utf-8")
     h = session.run(session.client.text_document_hover_async(lsp.HoverParams(

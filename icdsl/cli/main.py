@@ -91,15 +91,13 @@ def plan(
     root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
 ) -> None:
     """Compile rule files and print the evaluation plan, like a database's EXPLAIN."""
-    # lazy: this command needs lark: loaded when it runs, not at every `icdsl` start
-    from icdsl.plan.compiler import build
     from icdsl.plan.render import render_plan  # lazy: the plan's model brings stdnum
 
-    p, program, diags = build(existing(paths), root)
-    if p is None:
-        typer.echo(render_all(diags, program.sources))
+    built = build_cached(existing(paths), root)
+    if not built.ok:
+        typer.echo(render_all(built.diagnostics, built.sources))
         raise typer.Exit(1)
-    typer.echo(render_plan(p), nl=False)
+    typer.echo(render_plan(built.get_plan()), nl=False)
 
 
 @app.command("test")

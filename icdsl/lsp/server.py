@@ -190,6 +190,26 @@ def _initialize(ls: IcdslServer, params: lsp.InitializeParams) -> None:
     keep_decks(KEPT_DECKS)
 
 
+@server.feature(lsp.INITIALIZED)
+async def _initialized(ls: IcdslServer, params: lsp.InitializedParams) -> None:
+    """Ask the editor to say when rule files or decks change on disk (a deck edited elsewhere, a
+    file added), when it can: diagnostics then follow without an edit of a rule file."""
+    workspace = ls.client_capabilities.workspace
+    watched = workspace.did_change_watched_files if workspace is not None else None
+    if watched is None or not watched.dynamic_registration:
+        return
+    options = lsp.DidChangeWatchedFilesRegistrationOptions(
+        watchers=[lsp.FileSystemWatcher(glob_pattern=g) for g in ("**/*.icd", "**/*.csv", "**/*.tsv")])
+    await ls.client_register_capability_async(lsp.RegistrationParams(
+        [lsp.Registration("icdsl-files", lsp.WORKSPACE_DID_CHANGE_WATCHED_FILES, options)]))
+
+
+@server.feature(lsp.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+def _watched(ls: IcdslServer, params: lsp.DidChangeWatchedFilesParams) -> None:
+    if ls.root is not None:
+        ls.schedule()
+
+
 @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
 def _did_open(ls: IcdslServer, params: lsp.DidOpenTextDocumentParams) -> None:
     path = Path(to_fs_path(params.text_document.uri) or ".")
