@@ -54,7 +54,7 @@ ATTACHMENT_TYPES: dict[str, tuple[str, Any]] = {
 }
 ATTACHMENT_DIR = "portal/attachments"
 TRAFFIC_BY = ("day", "service", "destination")
-_REF = re.compile(r"^(inv|stm)-([0-9]{1,12})$")
+_REF = re.compile(r"^(inv|stm)-([0-9]{1,9})$")  # ids fit a 32-bit integer column
 
 
 class NotFound(StoreError):
@@ -341,6 +341,8 @@ def raise_dispute(store: Store, p: Principal, partner: str, ref: str, line_no: i
         inv = s.get(M.Invoice, int(inner[1:]))
         if inv.status != "finalized":
             raise AccessError(f"invoice {inv.number or ref} is {inv.status}: only a finalized invoice is disputed")
+        if not 0 < line_no < 2**31:
+            raise NotFound(f"invoice {inv.number} has no line {line_no}")
         line = s.scalars(select(M.InvoiceLine).where(M.InvoiceLine.invoice_id == inv.id,
                                                      M.InvoiceLine.line_no == line_no)).first()
         if line is None:
