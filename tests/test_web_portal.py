@@ -9,20 +9,18 @@ statements) on SQLite, and on PostgreSQL (skipped without a server, required in 
 
 from __future__ import annotations
 
-import io
 import re
 import warnings
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from rich.console import Console
 from test_billing_store import _pg_drop, _pg_schema_url
+from web_fixtures import bill_demo, demo_folder  # noqa: F401 - the fixture
 
 from icdsl.billing import accounts
 from icdsl.billing import models as M
 from icdsl.billing.store import open_store
-from icdsl.demo import run_demo
 
 with warnings.catch_warnings():  # starlette's notice about httpx's successor
     warnings.simplefilter("ignore")
@@ -37,15 +35,17 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(30)
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def site(request, tmp_path_factory):
+def site(request, tmp_path_factory, demo_folder):
     """The demo's store with users: anna (LUMFR), boris (BRKGB), sam (staff); tokens of both."""
-    folder = tmp_path_factory.mktemp(f"portal-{request.param}")
     schema = None
     url = None
+    folder = demo_folder
     if request.param == "postgres":
         schema, url = _pg_schema_url()
+        folder = tmp_path_factory.mktemp("portal-postgres")
     try:
-        assert run_demo(folder, records=600, db=url, console=Console(file=io.StringIO()), formats=()) == 0
+        if url:
+            bill_demo(folder, url)
         store = open_store(url or f"sqlite:///{folder / 'icdsl.db'}", data_dir=folder / "icdsl-data")
         with store.session() as s:
             accounts.add_user(s, "anna", PASSWORD, partner="LUMFR")
