@@ -380,9 +380,13 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
     def traffic_page(request: Request, partner: str, me: Annotated[Principal, Depends(signed_in)],
                      by: str = "day", first: date | None = None, last: date | None = None) -> Response:
         rows = P.traffic(store, me, partner, by=by, first=first, last=last)
-        shown = rows if by == "day" else rows[:20]
-        chart = bar_chart([(r["key"], r["amount"]) for r in shown], horizontal=by != "day")
-        return page(request, "traffic.html", me, partner, rows=rows, by=by, chart=chart,
+        # the chart draws one currency (the one of the most rows): amounts of two are not on one axis
+        ccys = [r["currency"] for r in rows]
+        ccy = max(set(ccys), key=ccys.count) if ccys else None
+        shown = [r for r in rows if r["currency"] == ccy]
+        chart = bar_chart([(r["key"], r["amount"]) for r in (shown if by == "day" else shown[:20])],
+                          horizontal=by != "day")
+        return page(request, "traffic.html", me, partner, rows=rows, by=by, chart=chart, ccy=ccy,
                     first=first.isoformat() if first else "", last=last.isoformat() if last else "")
 
     @app.get("/p/{partner}/agreements", response_class=HTMLResponse, include_in_schema=False)
