@@ -25,7 +25,7 @@ TOKEN: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
-def api_app(demo_folder):
+def api_app(demo_folder):  # noqa: F811 - the fixture
     folder = demo_folder
     store = open_store(f"sqlite:///{folder / 'icdsl.db'}", data_dir=folder / "icdsl-data")
     with store.session() as s:

@@ -35,7 +35,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(30)
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def site(request, tmp_path_factory, demo_folder):
+def site(request, tmp_path_factory, demo_folder):  # noqa: F811 - the fixture
     """The demo's store with users: anna (LUMFR), boris (BRKGB), sam (staff); tokens of both."""
     schema = None
     url = None
