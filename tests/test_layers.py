@@ -41,6 +41,7 @@ HEAVY = {
     "facturx": "Factur-X (pypdf, its XSDs): only when a Factur-X file is written or read",
     "saxonche": "Saxon, a large native library: only when a schematron runs",
     "stdnum": "identifier checks: only when rules declare legal details",
+    "uvicorn": "the web server: only `icdsl serve`",
 }
 
 #: icdsl modules that the CLI and the readers import on first use because they bring a heavy
@@ -59,6 +60,7 @@ HEAVY_MODULES = {
     "icdsl.rating.row": "pyarrow",
     "icdsl.rating.run": "pyarrow",
     "icdsl.routing": "polars",
+    "icdsl.web": "fastapi",
 }
 
 

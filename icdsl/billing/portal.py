@@ -33,9 +33,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from icdsl.billing import models as M
-from icdsl.billing.accounts import AccessError, Principal
+from icdsl.billing.accounts import AccessError, Principal, principal_event
 from icdsl.billing.base import now
+from icdsl.billing.disputes import list_disputes
 from icdsl.billing.errors import StoreError
+from icdsl.outputs import write
 
 if TYPE_CHECKING:
     from icdsl.billing.store import Store
@@ -198,8 +200,6 @@ def document(store: Store, p: Principal, partner: str, ref: str) -> dict[str, An
 def download(store: Store, p: Principal, partner: str, ref: str, fmt: str) -> tuple[str, str, bytes]:
     """The document written as ``fmt`` (pdf, csv, json, ubl) by the outputs ``icdsl invoice
     export`` uses: (file name, media type, content)."""
-    from icdsl.outputs import write  # lazy: fpdf2, lxml
-
     if fmt not in DOWNLOAD_FORMATS:
         raise NotFound()
     doc = document(store, p, partner, ref)
@@ -320,8 +320,6 @@ def raise_dispute(store: Store, p: Principal, partner: str, ref: str, line_no: i
     """A partner's dispute of line ``line_no`` of its finalized invoice ``ref``, with a comment
     and an optional attached file (name, declared type, content): checked, kept under a generated
     name. Our staff does not raise disputes for a partner."""
-    from icdsl.billing.accounts import principal_event
-
     if p.partner is None:
         raise AccessError("disputes are raised by the partner's own users")
     comment = (comment or "").strip()
@@ -443,8 +441,6 @@ def change_dispute(store: Store, p: Principal, partner: str, number: str, action
                    reason: str | None = None, remote: str | None = None) -> dict[str, Any]:
     """Move a partner's dispute on: our staff reviews, accepts or rejects it; the partner may
     withdraw it."""
-    from icdsl.billing.accounts import principal_event
-
     if action not in TRANSITIONS:
         raise NotFound()
     states, new, who = TRANSITIONS[action]
@@ -465,8 +461,6 @@ def change_dispute(store: Store, p: Principal, partner: str, number: str, action
 
 def our_disputes(store: Store, p: Principal, partner: str) -> list[Any]:
     """The disputes we raised on the partner's own invoices to us (:mod:`icdsl.billing.disputes`)."""
-    from icdsl.billing.disputes import list_disputes
-
     with store.reading() as s:
         prow = partner_row(s, p, partner)
     return list_disputes(store, partner=prow.code)

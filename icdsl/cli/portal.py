@@ -7,6 +7,7 @@ Passwords are read from the terminal (asked twice) or, for scripts, from standar
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ def users_add(
     data: Path | None = _data_option(),
 ) -> None:
     """Add a user of a partner (--partner CODE) or of our staff (--staff)."""
-    from icdsl.billing.accounts import add_user  # lazy: argon2
+    from icdsl.billing.accounts import add_user  # lazy: the store (SQLAlchemy) and argon2
 
     if (partner is None) == (not staff):
         echo_err("error: give --partner CODE (a partner's user) or --staff (ours), not both")
@@ -63,7 +64,7 @@ def users_list(
     data: Path | None = _data_option(),
 ) -> None:
     """Every user: name, partner (or staff), created, disabled."""
-    from icdsl.billing.accounts import users
+    from icdsl.billing.accounts import users  # lazy: the store (SQLAlchemy) and argon2
 
     with opened(db, data) as store, user_errors(), store.reading() as s:
         rows = users(s, partner)
@@ -85,7 +86,7 @@ def users_disable(
     data: Path | None = _data_option(),
 ) -> None:
     """Disable a user: its sessions end and it is refused from its next request on."""
-    from icdsl.billing.accounts import disable_user
+    from icdsl.billing.accounts import disable_user  # lazy: the store (SQLAlchemy) and argon2
 
     with opened(db, data) as store, user_errors(), store.session() as s:
         disable_user(s, username)
@@ -100,7 +101,7 @@ def tokens_issue(
     data: Path | None = _data_option(),
 ) -> None:
     """Issue an API token for a partner: printed once (the store keeps only its hash)."""
-    from icdsl.billing.accounts import issue_token
+    from icdsl.billing.accounts import issue_token  # lazy: the store (SQLAlchemy) and argon2
 
     with opened(db, data) as store, user_errors(), store.session() as s:
         row, token = issue_token(s, partner, name)
@@ -116,7 +117,7 @@ def tokens_list(
     data: Path | None = _data_option(),
 ) -> None:
     """Every token: id, partner, name, its first characters, issued, revoked."""
-    from icdsl.billing.accounts import tokens
+    from icdsl.billing.accounts import tokens  # lazy: the store (SQLAlchemy) and argon2
 
     with opened(db, data) as store, user_errors(), store.reading() as s:
         rows = tokens(s, partner)
@@ -138,7 +139,7 @@ def tokens_revoke(
     data: Path | None = _data_option(),
 ) -> None:
     """Revoke a token: refused from its next request on."""
-    from icdsl.billing.accounts import revoke_token
+    from icdsl.billing.accounts import revoke_token  # lazy: the store (SQLAlchemy) and argon2
 
     with opened(db, data) as store, user_errors(), store.session() as s:
         t = revoke_token(s, token_id)
@@ -156,10 +157,9 @@ def serve_cmd(
     data: Path | None = typer.Option(None, "--data", help="The store's data folder (default $ICDSL_DATA)."),
 ) -> None:
     """Serve the partner portal: pages for partners' people and our staff, a JSON API for partners' systems."""
-    import logging
+    import uvicorn  # lazy: the server, only for `icdsl serve`
 
-    import uvicorn
-
+    # lazy: the web face (FastAPI), only for `icdsl serve`
     from icdsl.web.config import ConfigError, load_config
 
     try:
@@ -170,7 +170,7 @@ def serve_cmd(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("icdsl").setLevel(logging.INFO)
     logging.getLogger("icdsl").propagate = True
-    from icdsl.web.app import create_app
+    from icdsl.web.app import create_app  # lazy: FastAPI, Jinja2 and the store
 
     with user_errors():
         application = create_app(cfg)

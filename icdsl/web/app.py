@@ -142,7 +142,7 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
             app.state.store.close()
 
     if store is None:
-        from icdsl.billing.store import open_store
+        from icdsl.billing.store import open_store  # lazy: Alembic's migrations, only when no store is given
 
         store = open_store(config.db, data_dir=config.data)
     app = FastAPI(title="icdsl partner portal API", version="1", lifespan=lifespan,
