@@ -43,13 +43,13 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_no_server_error_with_a_token(case):
     case.call_and_validate(headers={"Authorization": f"Bearer {TOKEN['a']}"}, checks=[not_a_server_error])
 
 
 @schema.parametrize()
-@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_no_server_error_without_a_token(case):
     response = case.call_and_validate(checks=[not_a_server_error])
     if case.path.startswith("/api/v1/"):

@@ -100,9 +100,12 @@ def test_sign_in_open_download_dispute_sign_out(server, tmp_path):
             page.get_by_role("button", name="Raise the dispute").click()
             expect(page.get_by_role("heading", name="Dispute PD-")).to_be_visible()
             expect(page.get_by_text("our-cdrs.csv")).to_be_visible()
+            dispute = page.locator("h1").inner_text().split()[-1]
             page.screenshot(path=ARTIFACTS / "04-dispute.png", full_page=True)
             page.get_by_role("link", name="Disputes").click()
-            expect(page.get_by_role("cell", name=number)).to_be_visible()
+            row = page.get_by_role("row").filter(has=page.get_by_role("link", name=dispute))
+            expect(row).to_contain_text(number)
+            expect(row).to_contain_text("open")
             page.get_by_role("link", name="Traffic").click()
             expect(page.locator("svg rect").first).to_be_attached()
             page.screenshot(path=ARTIFACTS / "05-traffic.png", full_page=True)

@@ -61,6 +61,13 @@ def site(request, tmp_path_factory, demo_folder):  # noqa: F811 - the fixture
             _pg_drop(schema)
 
 
+def once(site) -> None:
+    """Tests of what does not depend on the back end (sessions, the sign-in limit, attached files'
+    checks): run on SQLite only, to keep the suite fast."""
+    if site["store"].is_postgres:
+        pytest.skip("the same on both back ends: run on SQLite")
+
+
 def client(site) -> TestClient:
     return TestClient(site["app"], base_url="https://testserver", follow_redirects=False)
 
@@ -267,7 +274,8 @@ def test_disputes_raised_with_a_file_are_kept_safely_and_seen_by_their_partner_o
     assert anna.post(f"/p/LUMFR/disputes/{number}/accept", data={"csrf": csrf_of(mine.text)}).status_code == 400
 
 
-def test_attached_files_are_checked(anna):
+def test_attached_files_are_checked(site, anna):
+    once(site)
     ref = first_invoice(anna, "LUMFR")
     fake = raise_one(anna, "LUMFR", ref, file=("x.pdf", b"MZ\x90\x00 not a pdf", "application/pdf"))
     assert fake.status_code == 400 and "not the PDF file it says" in fake.text
@@ -286,6 +294,7 @@ def test_attached_files_are_checked(anna):
 
 
 def test_forms_without_their_csrf_token_are_refused(site, anna):
+    once(site)
     ref = first_invoice(anna, "LUMFR")
     assert raise_one(anna, "LUMFR", ref, csrf="").status_code == 403
     assert raise_one(anna, "LUMFR", ref, csrf="forged" * 8).status_code == 403
@@ -301,6 +310,7 @@ def test_forms_without_their_csrf_token_are_refused(site, anna):
 
 
 def test_sessions_are_secure_cookies_and_end_at_sign_out(site):
+    once(site)
     c = client(site)
     r = c.get("/login")
     r = c.post("/login", data={"username": "anna", "password": PASSWORD, "csrf": csrf_of(r.text), "next": "//evil"})
@@ -339,6 +349,7 @@ def test_a_disabled_user_and_a_revoked_token_are_refused_at_once(site):
 
 
 def test_sign_ins_are_limited_and_audited(site):
+    once(site)
     store = site["store"]
     with store.session() as s:
         accounts.add_user(s, "dora", PASSWORD, partner="FLTX")
@@ -358,6 +369,7 @@ def test_sign_ins_are_limited_and_audited(site):
 
 
 def test_health_and_login_page_fit_a_phone(site):
+    once(site)
     c = client(site)
     h = c.get("/health")
     assert h.json() == {"status": "ok", "store": site["store"].dialect}
@@ -390,8 +402,7 @@ def test_users_and_tokens_commands(site, tmp_path):
 
     from icdsl.cli.main import app
 
-    if site["store"].is_postgres:
-        pytest.skip("the commands are the same on both back ends: run once")
+    once(site)
     db = f"sqlite:///{Path(site['folder']) / 'icdsl.db'}"
     data = str(Path(site["folder"]) / "icdsl-data")
     run = CliRunner().invoke

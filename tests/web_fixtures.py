@@ -19,9 +19,15 @@ def bill_demo(folder: Path, db: str | None = None) -> None:
     assert run_demo(folder, records=DEMO_RECORDS, db=db, console=Console(file=io.StringIO()), formats=()) == 0
 
 
+_BUILT: list[Path] = []
+
+
 @pytest.fixture(scope="session")
 def demo_folder(tmp_path_factory) -> Path:
-    """The demo's folder: icdsl.db (SQLite) and icdsl-data/."""
-    folder = tmp_path_factory.mktemp("portal-demo")
-    bill_demo(folder)
-    return folder
+    """The demo's folder: icdsl.db (SQLite) and icdsl-data/. Built once per session: each module
+    that imports this fixture gets its own copy of it, so the folder is kept here."""
+    if not _BUILT:
+        folder = tmp_path_factory.mktemp("portal-demo")
+        bill_demo(folder)
+        _BUILT.append(folder)
+    return _BUILT[0]

@@ -141,24 +141,20 @@ def documents(store: Store, p: Principal, partner: str, *, period: str | None = 
                         "due_date": None, "subtotal": None, "tax": None, "total": st.net, "currency": st.currency})
     if p.partner is not None:
         out = [d for d in out if d["status"] != "draft"]
-    if period:
-        out = [d for d in out if d["period"] == period or d["period"].startswith(period)]
-    if state:
-        out = [d for d in out if d["status"] == state]
-    if kind:
-        out = [d for d in out if d["kind"] == kind]
     out.sort(key=lambda d: (d["period"], d["ref"]), reverse=True)
-    return out
+    return select_documents(out, period=period, state=state, kind=kind)
 
 
-def periods(store: Store, p: Principal, partner: str) -> list[str]:
-    """The labels of the partner's cycles (newest first): the period filter's choices."""
-    with store.reading() as s:
-        prow = partner_row(s, p, partner)
-        q = select(M.BillingCycle.label).where(M.BillingCycle.partner_id == prow.id)
-        if p.partner is not None:
-            q = q.where(M.BillingCycle.status == "finalized")
-        return sorted(set(s.scalars(q)), reverse=True)
+def select_documents(docs: list[dict[str, Any]], *, period: str | None = None, state: str | None = None,
+                     kind: str | None = None) -> list[dict[str, Any]]:
+    """The documents (of :func:`documents`, already scoped) that pass the filters."""
+    if period:
+        docs = [d for d in docs if d["period"] == period or d["period"].startswith(period)]
+    if state:
+        docs = [d for d in docs if d["status"] == state]
+    if kind:
+        docs = [d for d in docs if d["kind"] == kind]
+    return docs
 
 
 def _find(s: Session, p: Principal, prow: M.Partner, ref: str) -> str:

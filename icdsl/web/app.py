@@ -165,17 +165,7 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
         return request.client.host[:64] if request.client else None
 
     # ------------------------------------------------------------------ middleware and errors
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable) -> Response:
-        size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > MAX_BODY):
-            return _error(request, 413, f"the request is larger than {MAX_BODY // (1024 * 1024)} MiB")
-        response = await call_next(request)
-        for k, v in HEADERS.items():
-            response.headers.setdefault(k, v)
-        if request.url.path not in ("/health",):
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    app.add_middleware(_Guard)
 
     def _error(request: Request, status: int, message: str) -> Response:
         if request.url.path.startswith("/api/") or request.url.path == "/health":
@@ -333,8 +323,10 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
     @app.get("/p/{partner}/documents", response_class=HTMLResponse, include_in_schema=False)
     def documents_page(request: Request, partner: str, me: Annotated[Principal, Depends(signed_in)],
                        period: str | None = None, state: str | None = None, kind: str | None = None) -> Response:
-        docs = P.documents(store, me, partner, period=period or None, state=state or None, kind=kind or None)
-        return page(request, "documents.html", me, partner, docs=docs, periods=P.periods(store, me, partner),
+        every = P.documents(store, me, partner)
+        docs = P.select_documents(every, period=period or None, state=state or None, kind=kind or None)
+        return page(request, "documents.html", me, partner, docs=docs,
+                    periods=sorted({d["period"] for d in every if d["period"]}, reverse=True),
                     period=period or "", state=state or "", kind=kind or "",
                     states=STATES if me.is_staff else STATES[1:], kinds=KINDS)
 
@@ -470,6 +462,40 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
         return P.portal_dispute(store, me, me.partner, number)
 
     return app
+
+
+class _Guard:
+    """Every response: the security headers, ``no-store`` (but /health); a body announced larger
+    than :data:`MAX_BODY` refused before it is read (413). Plain ASGI: no copy of the response."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        size = headers.get(b"content-length")
+        if size is not None and (not size.isdigit() or int(size) > MAX_BODY):
+            message = f"the request is larger than {MAX_BODY // (1024 * 1024)} MiB"
+            if scope["path"].startswith("/api/"):
+                response: Response = JSONResponse({"detail": message}, status_code=413)
+            else:
+                response = HTMLResponse(f"<!doctype html><title>413</title><p>{message}</p>", status_code=413)
+            await response(scope, receive, send)
+            return
+        extra = [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
+        if scope["path"] != "/health":
+            extra.append((b"cache-control", b"no-store"))
+
+        async def sending(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                have = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = list(message.get("headers", [])) + [(k, v) for k, v in extra if k not in have]
+            await send(message)
+
+        await self.app(scope, receive, sending)
 
 
 def _formats(doc: dict[str, Any]) -> list[str]:
