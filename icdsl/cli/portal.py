@@ -167,9 +167,13 @@ def serve_cmd(
     except ConfigError as e:
         echo_err(f"error: {e}")
         raise typer.Exit(2) from None
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("icdsl").setLevel(logging.INFO)
-    logging.getLogger("icdsl").propagate = True
+    # the portal's own lines (sign-ins, downloads, disputes) with the time, like uvicorn's below
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    web_log = logging.getLogger("icdsl.web")
+    web_log.addHandler(handler)
+    web_log.setLevel(logging.INFO)
+    web_log.propagate = False
     from icdsl.web.app import create_app  # lazy: FastAPI, Jinja2 and the store
 
     with user_errors():

@@ -276,7 +276,10 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
 
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
-        form = await request.form(max_files=0, max_fields=10, max_part_size=8 * 1024)
+        try:
+            form = await request.form(max_files=0, max_fields=10, max_part_size=8 * 1024)
+        except Exception:  # a malformed body, too many fields, a part too large
+            raise PageError(400, "the sign-in form could not be read") from None
         nonce = request.cookies.get(login_cookie)
         token = form.get("csrf")
         if not nonce or not isinstance(token, str) or not hmac.compare_digest(token, login_csrf(nonce)):
@@ -477,12 +480,17 @@ class _Guard:
             return
         headers = dict(scope["headers"])
         size = headers.get(b"content-length")
+        message = None
         if size is not None and (not size.isdigit() or int(size) > MAX_BODY):
-            message = f"the request is larger than {MAX_BODY // (1024 * 1024)} MiB"
+            message, status = f"the request is larger than {MAX_BODY // (1024 * 1024)} MiB", 413
+        elif size is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            # a body of unknown length (chunked) could be any size: the forms always say theirs
+            message, status = "a request with a body must say its length (Content-Length)", 411
+        if message is not None:
             if scope["path"].startswith("/api/"):
-                response: Response = JSONResponse({"detail": message}, status_code=413)
+                response: Response = JSONResponse({"detail": message}, status_code=status)
             else:
-                response = HTMLResponse(f"<!doctype html><title>413</title><p>{message}</p>", status_code=413)
+                response = HTMLResponse(f"<!doctype html><title>{status}</title><p>{message}</p>", status_code=status)
             await response(scope, receive, send)
             return
         extra = [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
