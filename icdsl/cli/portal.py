@@ -7,7 +7,7 @@ Passwords are read from the terminal (asked twice) or, for scripts, from standar
 
 from __future__ import annotations
 
-import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -155,6 +155,8 @@ def serve_cmd(
                                     "127.0.0.1:8000)."),
     db: str | None = typer.Option(None, "--db", help="Database URL (default $ICDSL_DB)."),
     data: Path | None = typer.Option(None, "--data", help="The store's data folder (default $ICDSL_DATA)."),
+    workers: int = typer.Option(1, "--workers", min=1, max=32, help="Server processes (one per core: each "
+                                "request's work is Python, one core per process)."),
 ) -> None:
     """Serve the partner portal: pages for partners' people and our staff, a JSON API for partners' systems."""
     import uvicorn  # lazy: the server, only for `icdsl serve`
@@ -167,25 +169,32 @@ def serve_cmd(
     except ConfigError as e:
         echo_err(f"error: {e}")
         raise typer.Exit(2) from None
-    # the portal's own lines (sign-ins, downloads, disputes) with the time, like uvicorn's below
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    web_log = logging.getLogger("icdsl.web")
-    web_log.addHandler(handler)
-    web_log.setLevel(logging.INFO)
-    web_log.propagate = False
     from icdsl.web.app import create_app  # lazy: FastAPI, Jinja2 and the store
 
-    with user_errors():
+    with user_errors():  # opened (and migrated) here once: a store that cannot be opened is said now
         application = create_app(cfg)
-    typer.echo(f"serving the portal on http://{cfg.host}:{cfg.port} (store {application.state.store.dialect}); "
-               f"API description at /api/docs")
+    typer.echo(f"serving the portal on http://{cfg.host}:{cfg.port} (store {application.state.store.dialect}, "
+               f"{workers} process{'es' * (workers > 1)}); API description at /api/docs")
+    # uvicorn's lines and the portal's own (sign-ins, downloads, disputes), each with its time
     log_config = {
         "version": 1, "disable_existing_loggers": False,
         "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
         "handlers": {"err": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
         "loggers": {"uvicorn": {"handlers": ["err"], "level": "INFO", "propagate": False},
-                    "uvicorn.access": {"handlers": ["err"], "level": "INFO", "propagate": False}},
+                    "uvicorn.access": {"handlers": ["err"], "level": "INFO", "propagate": False},
+                    "icdsl.web": {"handlers": ["err"], "level": "INFO", "propagate": False}},
     }
-    uvicorn.run(application, host=cfg.host, port=cfg.port, log_config=log_config, proxy_headers=cfg.forwarded,
-                server_header=False)
+    options = {"host": cfg.host, "port": cfg.port, "log_config": log_config, "proxy_headers": cfg.forwarded,
+               "server_header": False}
+    if workers == 1:
+        uvicorn.run(application, **options)
+        return
+    application.state.store.close()
+    # each process makes its own app (and store connections) from the same configuration
+    os.environ.update({"ICDSL_SECRET_KEY": cfg.secret_key, "ICDSL_BIND": f"{cfg.host}:{cfg.port}",
+                       "ICDSL_SECURE_COOKIES": "1" if cfg.secure_cookies else "0",
+                       "ICDSL_FORWARDED": "1" if cfg.forwarded else "0",
+                       **({"ICDSL_DB": cfg.db} if cfg.db else {}), **({"ICDSL_DATA": cfg.data} if cfg.data else {})})
+    # a process starting on a busy machine (imports, the store's check) must not be taken for a dead one
+    uvicorn.run("icdsl.web.app:from_environment", factory=True, workers=workers, timeout_worker_healthcheck=60,
+                **options)

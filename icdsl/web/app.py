@@ -506,6 +506,14 @@ class _Guard:
         await self.app(scope, receive, sending)
 
 
+def from_environment() -> FastAPI:
+    """The app configured by the environment (``ICDSL_DB``, ``ICDSL_SECRET_KEY``, ...): what each
+    server process of ``icdsl serve --workers N`` makes."""
+    from icdsl.web.config import load_config
+
+    return create_app(load_config())
+
+
 def _formats(doc: dict[str, Any]) -> list[str]:
     return ["pdf", "csv", "json"] + (["ubl"] if doc["kind"] in ("invoice", "credit_note") and doc.get("number") else [])
 

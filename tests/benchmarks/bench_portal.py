@@ -12,7 +12,7 @@ Run as a script (prints one JSON line: generation time, then per page p50/p95/ma
 requests per second and the server's CPU seconds)::
 
     python tests/benchmarks/bench_portal.py [--partners 200] [--months 36] [--clients 50]
-        [--requests 2000] [--db sqlite|postgres]
+        [--requests 2000] [--db sqlite|postgres] [--workers 1]
 """
 
 from __future__ import annotations
@@ -115,18 +115,33 @@ def generate(url: str, data: Path, partners: int, months: int, users: int) -> di
 
 
 SERVER = """
-import sys, uvicorn
-from icdsl.web.app import create_app
-from icdsl.web.config import WebConfig
-cfg = WebConfig(db=sys.argv[1], data=sys.argv[2], secret_key=sys.argv[3])
-uvicorn.run(create_app(cfg), host="127.0.0.1", port=int(sys.argv[4]), log_level="warning")
+import os, sys, uvicorn
+os.environ.update(ICDSL_DB=sys.argv[1], ICDSL_DATA=sys.argv[2], ICDSL_SECRET_KEY=sys.argv[3])
+uvicorn.run("icdsl.web.app:from_environment", factory=True, host="127.0.0.1", port=int(sys.argv[4]),
+            workers=int(sys.argv[5]), log_level="warning", timeout_worker_healthcheck=60)
 """
 
 
 def _cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of a process and its children (the server's workers), living or reaped."""
+    total = 0.0
+    for p in [pid] + _children(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return []
+    return kids + [g for k in kids for g in _children(k)]
 
 
 async def load(base: str, fixture: dict, clients: int, requests: int) -> dict[str, list[float]]:
@@ -171,6 +186,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    ap.add_argument("--workers", type=int, default=1, help="server processes")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="icdsl-bench-portal-") as tmp:
         schema = None
@@ -192,7 +208,8 @@ def main() -> None:
             with socket.socket() as sock:
                 sock.bind(("127.0.0.1", 0))
                 port = sock.getsockname()[1]
-            proc = subprocess.Popen([sys.executable, "-c", SERVER, url, str(Path(tmp) / "data"), SECRET, str(port)])
+            proc = subprocess.Popen([sys.executable, "-c", SERVER, url, str(Path(tmp) / "data"), SECRET, str(port),
+                                     str(args.workers)])
             try:
                 import httpx
 
@@ -218,7 +235,7 @@ def main() -> None:
                 with eng.begin() as c:
                     c.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
                 eng.dispose()
-    out = {"db": args.db, "partners": args.partners, "documents": args.partners * args.months,
+    out = {"db": args.db, "workers": args.workers, "partners": args.partners, "documents": args.partners * args.months,
            "clients": args.clients, "requests": args.requests, "generate_s": round(generated, 1),
            "wall_s": round(wall, 2), "requests_per_s": round(args.requests / wall, 1),
            "server_cpu_s": round(cpu, 2), "server_cpu_ms_per_request": round(cpu * 1000 / args.requests, 2)}
