@@ -350,7 +350,7 @@ def test_a_disabled_user_and_a_revoked_token_are_refused_at_once(site):
     assert r.status_code == 401
 
 
-def test_sign_ins_are_limited_and_audited(site):
+def test_sign_ins_are_limited_and_audited(site, anna):
     once(site)
     store = site["store"]
     with store.session() as s:
@@ -437,3 +437,19 @@ def test_users_and_tokens_commands(site, tmp_path):
         assert accounts.token_principal(s, token) is None
     r = run(app, ["serve", *common], env={"ICDSL_SECRET_KEY": ""})
     assert r.exit_code == 2 and "secret key" in r.output
+
+
+def test_each_server_process_makes_the_app_from_the_environment(demo_folder, monkeypatch):  # noqa: F811
+    from icdsl.web.app import from_environment
+
+    monkeypatch.setenv("ICDSL_DB", f"sqlite:///{demo_folder / 'icdsl.db'}")
+    monkeypatch.setenv("ICDSL_DATA", str(demo_folder / "icdsl-data"))
+    monkeypatch.setenv("ICDSL_SECRET_KEY", SECRET)
+    monkeypatch.setenv("ICDSL_SECURE_COOKIES", "0")
+    app = from_environment()
+    try:
+        c = TestClient(app, follow_redirects=False)
+        assert c.get("/health").json() == {"status": "ok", "store": "sqlite"}
+        assert "icdsl-login" in c.get("/login").cookies  # plain HTTP: cookies without the __Host- prefix
+    finally:
+        app.state.store.close()
