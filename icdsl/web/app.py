@@ -41,7 +41,7 @@ from icdsl.billing.accounts import AccessError, Principal
 from icdsl.billing.amounts import present
 from icdsl.billing.errors import StoreError
 from icdsl.web.charts import bar_chart
-from icdsl.web.config import WebConfig
+from icdsl.web.config import WebConfig, load_config
 
 log = logging.getLogger("icdsl.web")
 
@@ -509,8 +509,6 @@ class _Guard:
 def from_environment() -> FastAPI:
     """The app configured by the environment (``ICDSL_DB``, ``ICDSL_SECRET_KEY``, ...): what each
     server process of ``icdsl serve --workers N`` makes."""
-    from icdsl.web.config import load_config
-
     return create_app(load_config())
 
 
