@@ -399,7 +399,7 @@ def test_configuration_from_a_file_and_the_environment(tmp_path):
         load_config(tmp_path / "bad.toml", env={})
 
 
-def test_users_and_tokens_commands(site, tmp_path):
+def test_users_and_tokens_commands(site, anna, tmp_path):
     from typer.testing import CliRunner
 
     from icdsl.cli.main import app
@@ -435,6 +435,10 @@ def test_users_and_tokens_commands(site, tmp_path):
     assert r.exit_code == 0 and f"revoked token #{tid} of CPX" in r.output
     with site["store"].reading() as s:
         assert accounts.token_principal(s, token) is None
+    r = run(app, ["users", "audit", "--action", "token_revoked", *common])
+    assert r.exit_code == 0 and "token_revoked" in r.output and "CPX" in r.output
+    r = run(app, ["users", "audit", "--action", "sign_in", *common])
+    assert r.exit_code == 0 and "anna" in r.output and "LUMFR" in r.output
     r = run(app, ["serve", *common], env={"ICDSL_SECRET_KEY": ""})
     assert r.exit_code == 2 and "secret key" in r.output
 

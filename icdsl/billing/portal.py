@@ -407,8 +407,14 @@ def _dispute(s: Session, p: Principal, partner: str, number: str) -> M.PortalDis
 
 
 def portal_dispute(store: Store, p: Principal, partner: str, number: str) -> dict[str, Any]:
+    """One of the partner's disputes, with the disputed line as billed (description, quantity, amount)."""
     with store.reading() as s:
-        return _dispute_doc(_dispute(s, p, partner, number))
+        d = _dispute(s, p, partner, number)
+        out = _dispute_doc(d)
+        ln = s.get(M.InvoiceLine, d.line_id)
+        out["line"] = {"description": ln.description, "quantity": ln.quantity, "unit": ln.unit, "amount": ln.amount,
+                       "currency": ln.currency}
+        return out
 
 
 def attachment(store: Store, p: Principal, partner: str, number: str) -> tuple[str, str, bytes]:

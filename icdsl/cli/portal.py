@@ -18,7 +18,8 @@ from rich.table import Table
 from icdsl.cli.billing import _data_option, _db_option, opened, user_errors
 from icdsl.cli.common import app, echo_err, table_console
 
-users_app = typer.Typer(help="The portal's users: add, list, disable (icdsl serve).", no_args_is_help=True)
+users_app = typer.Typer(help="The portal's users: add, list, disable; the portal's audit trail (icdsl serve).",
+                        no_args_is_help=True)
 tokens_app = typer.Typer(help="Partners' API tokens for the portal's JSON API: issue, list, revoke.",
                          no_args_is_help=True)
 app.add_typer(users_app, name="users")
@@ -91,6 +92,30 @@ def users_disable(
     with opened(db, data) as store, user_errors(), store.session() as s:
         disable_user(s, username)
     typer.echo(f"disabled user {username}; its sessions are ended")
+
+
+@users_app.command("audit")
+def users_audit(
+    action: str | None = typer.Option(None, "--action", help="Only this action (sign_in, sign_in_failed, "
+                                      "sign_in_limited, sign_out, download, dispute_raised, user_added, ...)."),
+    limit: int = typer.Option(200, "--limit", min=1, max=100_000, help="The latest N events."),
+    db: str | None = _db_option(),
+    data: Path | None = _data_option(),
+) -> None:
+    """The portal's audit trail, newest first: sign-ins (and refusals), sign-outs, downloads, disputes, accounts."""
+    from icdsl.billing.accounts import events  # lazy: the store (SQLAlchemy) and argon2
+
+    with opened(db, data) as store, user_errors(), store.reading() as s:
+        rows = events(s, action=action, limit=limit)
+    table = Table(title="portal audit trail")
+    for col in ("at (UTC)", "action", "who", "partner", "what", "from"):
+        table.add_column(col, overflow="fold")
+    for e in rows:
+        table.add_row(e.at.strftime("%Y-%m-%d %H:%M:%S"), e.action, e.actor, e.partner_code or "", e.target or "",
+                      e.remote or "")
+    table_console(140).print(table)
+    if not rows:
+        typer.echo("no events" + (f" of action {action}" if action else ""))
 
 
 @tokens_app.command("issue")

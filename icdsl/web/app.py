@@ -38,7 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from icdsl.billing import accounts
 from icdsl.billing import portal as P
 from icdsl.billing.accounts import AccessError, Principal
-from icdsl.billing.amounts import present
+from icdsl.billing.amounts import plain_number, present
 from icdsl.billing.errors import StoreError
 from icdsl.web.charts import bar_chart
 from icdsl.web.config import WebConfig, load_config
@@ -70,6 +70,7 @@ def _money(v: Any, ccy: str | None = None) -> str:
 
 
 templates.env.filters["money"] = _money
+templates.env.filters["number"] = plain_number
 
 
 class PageError(Exception):
@@ -120,6 +121,7 @@ class DisputeView(BaseModel):
     changed_by: str
     change_reason: str | None
     attachment: dict[str, Any] | None
+    line: dict[str, Any] | None = None
 
 
 class Health(BaseModel):
