@@ -165,15 +165,27 @@ def test_downloads_are_the_exporters_files_and_are_audited(site, anna):
     assert {e.target for e in downloads} >= {f"{ref} pdf", f"{ref} csv", f"{ref} json", f"{ref} ubl"}
 
 
-def test_traffic_agreements_and_charts_are_the_partners_own(anna, sam):
+def test_traffic_agreements_decks_and_charts_are_the_partners_own(anna, sam):
     day = anna.get("/p/LUMFR/traffic")
     assert day.status_code == 200 and "<svg" in day.text and "2026-03-" in day.text
     assert "<rect" in anna.get("/p/LUMFR/traffic?by=destination").text
     assert anna.get("/p/LUMFR/traffic?by=password").status_code == 404
     ags = anna.get("/p/LUMFR/agreements").text
     assert "In force" in ags
-    # what another partner is billed under is not shown to this one unless it billed it too
-    assert sam.get("/p/BRKGB/agreements").status_code == 200
+    # its rate decks as loaded with the agreement; another partner's agreement is not found
+    links = re.findall(r'href="(/p/LUMFR/agreements/(\d+)/decks/(\d+))"', ags)
+    assert links
+    deck = anna.get(links[0][0])
+    assert deck.status_code == 200 and deck.headers["content-disposition"].startswith("attachment;") and deck.text
+    theirs = re.findall(r'href="/p/BRKGB/agreements/(\d+)/decks/(\d+)"', sam.get("/p/BRKGB/agreements").text)
+    mine = {a for _, a, _ in links}
+    only_theirs = [(a, n) for a, n in theirs if a not in mine]
+    assert only_theirs
+    for a, n in only_theirs:
+        assert anna.get(f"/p/LUMFR/agreements/{a}/decks/{n}").status_code == 404
+        assert anna.get(f"/p/BRKGB/agreements/{a}/decks/{n}").status_code == 404
+    assert anna.get(f"/p/LUMFR/agreements/{links[0][1]}/decks/99").status_code == 404
+    assert anna.get("/p/LUMFR/agreements/99999999999/decks/1").status_code == 404
 
 
 # --------------------------------------------------------------------------- isolation

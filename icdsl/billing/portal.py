@@ -259,19 +259,39 @@ def agreements(store: Store, p: Principal, partner: str) -> list[dict[str, Any]]
     """The agreement versions the partner is billed under: those written for it, and those its
     invoices' lines were rated by (an agreement for any partner, ``*``, when it billed it)."""
     with store.reading() as s:
-        prow = partner_row(s, p, partner)
-        used = (select(M.InvoiceLine.agreement_hash).join(M.Invoice, M.Invoice.id == M.InvoiceLine.invoice_id)
-                .where(M.Invoice.partner_id == prow.id, M.InvoiceLine.agreement_hash.is_not(None)))
-        if p.partner is not None:
-            used = used.where(M.Invoice.status != "draft")
-        q = (select(M.AgreementVersion)
-             .where(sa.or_(M.AgreementVersion.partner_code == prow.code,
-                           M.AgreementVersion.content_hash.in_(used.distinct())))
-             .order_by(M.AgreementVersion.name, M.AgreementVersion.version, M.AgreementVersion.revision))
-        return [{"id": a.id, "name": a.name, "version": a.version, "revision": a.revision,
-                 "effective_from": a.effective_from, "effective_to": a.effective_to, "currency": a.currency,
-                 "hash": a.content_hash, "text": a.source_text, "decks": [d[0] for d in a.decks or []]}
-                for a in s.scalars(q)]
+        return _agreements(s, p, partner)
+
+
+def deck(store: Store, p: Principal, partner: str, agreement_id: int, n: int) -> tuple[str, bytes]:
+    """The ``n``-th rate deck (from 1) of one of the partner's agreement versions, as loaded with
+    it (the store keeps the deck files' text by path and sha256): (file name, content)."""
+    with store.reading() as s:
+        found = [a for a in _agreements(s, p, partner) if a["id"] == agreement_id]
+        if not found or not 0 < n <= len(found[0]["deck_files"]):
+            raise NotFound()
+        path, sha = found[0]["deck_files"][n - 1]
+        text = s.scalars(select(M.SourceFile.text).where(M.SourceFile.path == path, M.SourceFile.sha256 == sha)).first()
+    if text is None:
+        raise NotFound()
+    name = re.split(r"[\\/]", path)[-1] or "deck.csv"
+    return name, text.encode("utf-8")
+
+
+def _agreements(s: Session, p: Principal, partner: str) -> list[dict[str, Any]]:
+    prow = partner_row(s, p, partner)
+    used = (select(M.InvoiceLine.agreement_hash).join(M.Invoice, M.Invoice.id == M.InvoiceLine.invoice_id)
+            .where(M.Invoice.partner_id == prow.id, M.InvoiceLine.agreement_hash.is_not(None)))
+    if p.partner is not None:
+        used = used.where(M.Invoice.status != "draft")
+    q = (select(M.AgreementVersion)
+         .where(sa.or_(M.AgreementVersion.partner_code == prow.code,
+                       M.AgreementVersion.content_hash.in_(used.distinct())))
+         .order_by(M.AgreementVersion.name, M.AgreementVersion.version, M.AgreementVersion.revision))
+    return [{"id": a.id, "name": a.name, "version": a.version, "revision": a.revision,
+             "effective_from": a.effective_from, "effective_to": a.effective_to, "currency": a.currency,
+             "hash": a.content_hash, "text": a.source_text, "decks": [d[0] for d in a.decks or []],
+             "deck_files": [(d[0], d[1]) for d in a.decks or []]}
+            for a in s.scalars(q)]
 
 
 # --------------------------------------------------------------------------- disputes

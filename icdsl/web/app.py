@@ -390,6 +390,19 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
     def agreements_page(request: Request, partner: str, me: Annotated[Principal, Depends(signed_in)]) -> Response:
         return page(request, "agreements.html", me, partner, agreements=P.agreements(store, me, partner))
 
+    @app.get("/p/{partner}/agreements/{agreement_id}/decks/{n}", include_in_schema=False)
+    def deck_download(request: Request, partner: str, agreement_id: int, n: int,
+                      me: Annotated[Principal, Depends(signed_in)]) -> Response:
+        if not (0 < agreement_id < 2**31 and 0 < n < 1000):
+            raise P.NotFound()
+        name, data = P.deck(store, me, partner, agreement_id, n)
+        with store.session() as s:
+            accounts.principal_event(s, me, "download", partner=partner, target=f"agreement #{agreement_id} deck {n}",
+                                     remote=remote(request), details={"file": name, "bytes": len(data)})
+        safe = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
+        return Response(data, media_type="text/plain; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{safe}"'})
+
     @app.get("/p/{partner}/disputes", response_class=HTMLResponse, include_in_schema=False)
     def disputes_page(request: Request, partner: str, me: Annotated[Principal, Depends(signed_in)]) -> Response:
         return page(request, "disputes.html", me, partner, disputes=P.portal_disputes(store, me, partner),
