@@ -113,10 +113,13 @@ def _ref(kind: str, number: str | None, id_: int) -> str:
     return number or f"{'inv' if kind != 'statement' else 'stm'}-{id_}"
 
 
-_INVOICES = (select(M.Invoice, M.BillingCycle.label)
+# plain columns, not ORM objects: the list is every document of the partner, read at each view
+_I, _S = M.Invoice, M.SettlementStatement
+_INVOICES = (select(_I.id, _I.number, _I.stream, _I.status, _I.issue_date, _I.due_date, _I.subtotal, _I.tax_amount,
+                    _I.total, _I.currency, M.BillingCycle.label)
              .outerjoin(M.BillingCycle, M.BillingCycle.id == M.Invoice.cycle_id)
              .where(M.Invoice.partner_id == sa.bindparam("pid")).order_by(M.Invoice.id))
-_STATEMENTS = (select(M.SettlementStatement, M.BillingCycle.label)
+_STATEMENTS = (select(_S.id, _S.number, _S.status, _S.net, _S.currency, M.BillingCycle.label)
                .outerjoin(M.BillingCycle, M.BillingCycle.id == M.SettlementStatement.cycle_id)
                .where(M.SettlementStatement.partner_id == sa.bindparam("pid")).order_by(M.SettlementStatement.id))
 
@@ -129,13 +132,15 @@ def documents(store: Store, p: Principal, partner: str, *, period: str | None = 
     out = []
     with store.reading() as s:
         prow = partner_row(s, p, partner)
-        for inv, label in s.execute(_INVOICES, {"pid": prow.id}):
+        for inv in s.execute(_INVOICES, {"pid": prow.id}):
+            label = inv.label
             k = "credit_note" if inv.total is not None and inv.total < 0 else "invoice"
             out.append({"kind": k, "ref": _ref(k, inv.number, inv.id), "number": inv.number, "period": label or "",
                         "stream": inv.stream, "status": inv.status, "issue_date": inv.issue_date,
                         "due_date": inv.due_date, "subtotal": inv.subtotal, "tax": inv.tax_amount,
                         "total": inv.total, "currency": inv.currency})
-        for st, label in s.execute(_STATEMENTS, {"pid": prow.id}):
+        for st in s.execute(_STATEMENTS, {"pid": prow.id}):
+            label = st.label
             out.append({"kind": "statement", "ref": _ref("statement", st.number, st.id), "number": st.number,
                         "period": label or "", "stream": "netting", "status": st.status, "issue_date": None,
                         "due_date": None, "subtotal": None, "tax": None, "total": st.net, "currency": st.currency})
