@@ -55,10 +55,11 @@ def server(demo_folder):  # noqa: F811 - the fixture
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
-    for _ in range(200):
+    for _ in range(1200):  # a busy machine starts it slowly
         if srv.started:
             break
         time.sleep(0.05)
+    assert srv.started, "the server did not start within 60 s"
     yield f"http://localhost:{port}", store
     srv.should_exit = True
     thread.join(timeout=10)
@@ -69,6 +70,7 @@ def test_sign_in_open_download_dispute_sign_out(server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     base, store = server
+    expect.set_options(timeout=20_000)  # a busy machine: the default 5 s wait is too short there
     ARTIFACTS.mkdir(exist_ok=True)
     proof = tmp_path / "our-cdrs.csv"
     proof.write_text("call,duration\n1,60\n2,120\n", encoding="utf-8")
@@ -76,6 +78,7 @@ def test_sign_in_open_download_dispute_sign_out(server, tmp_path):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             page = browser.new_context(accept_downloads=True, viewport={"width": 1200, "height": 900}).new_page()
+            page.set_default_timeout(20_000)
             page.goto(f"{base}/")
             expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
             page.screenshot(path=ARTIFACTS / "01-sign-in.png", full_page=True)
@@ -115,6 +118,7 @@ def test_sign_in_open_download_dispute_sign_out(server, tmp_path):
             expect(page.get_by_role("heading", name="Sign in")).to_be_visible()  # the session is over
             # a phone's width: the list fits (no horizontal scrolling of the page)
             phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True).new_page()
+            phone.set_default_timeout(20_000)
             phone.goto(f"{base}/login")
             phone.get_by_label("User name").fill("browser-anna")
             phone.get_by_label("Password").fill(PASSWORD)
