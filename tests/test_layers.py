@@ -45,6 +45,7 @@ HEAVY = {
     "pygls": "the language server: only `icdsl lsp`",
     "lsprotocol": "the language server: only `icdsl lsp`",
     "rich": "tables and progress bars: `icdsl check` and `icdsl --help` draw none",
+    "uvicorn": "the web server: only `icdsl serve`",
 }
 
 #: icdsl modules that the CLI and the readers import on first use because they bring a heavy
@@ -69,7 +70,7 @@ HEAVY_MODULES = {
     "icdsl.exporters": "pluggy",
     "icdsl.plugins": "pluggy",
     "icdsl.layouts": "jinja2",
-    "icdsl.lsp": "pygls",
+    "icdsl.web": "fastapi",
 }
 
 

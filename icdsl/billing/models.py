@@ -1029,3 +1029,116 @@ class TrafficDaily(Base):
     daily_records: Mapped[str] = mapped_column(sa.Text)
     daily_units: Mapped[str] = mapped_column(sa.Text)
     daily_amounts: Mapped[str] = mapped_column(sa.Text)
+
+
+# --------------------------------------------------------------------------- the partner portal (0017)
+
+
+PORTAL_DISPUTE_STATES = ("open", "in_review", "accepted", "rejected", "withdrawn")
+
+
+class PortalUser(Base):
+    """A person who signs in to the portal (``icdsl serve``): one partner's (``partner_id``) or,
+    with none, our staff. ``password_hash``: argon2 (:mod:`icdsl.billing.accounts`)."""
+
+    __tablename__ = "portal_users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(sa.String(200), unique=True)
+    partner_id: Mapped[int | None] = mapped_column(sa.ForeignKey("partners.id"))
+    partner_code: Mapped[str | None] = mapped_column(sa.String(64))
+    password_hash: Mapped[str] = mapped_column(sa.String(300))
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(sa.String(200))
+    disabled_at: Mapped[datetime | None]
+
+
+class PortalToken(Base):
+    """A partner's API token, kept as its SHA-256; refused once ``revoked_at`` is set."""
+
+    __tablename__ = "portal_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partners.id"))
+    partner_code: Mapped[str] = mapped_column(sa.String(64))
+    name: Mapped[str] = mapped_column(sa.String(200))
+    prefix: Mapped[str] = mapped_column(sa.String(32))
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(sa.String(200))
+    revoked_at: Mapped[datetime | None]
+
+
+class PortalSession(Base):
+    """A signed-in browser: the session cookie's SHA-256 and the CSRF token of its forms."""
+
+    __tablename__ = "portal_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("portal_users.id"))
+    session_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    csrf: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    remote: Mapped[str | None] = mapped_column(sa.String(64))
+
+
+class PortalLoginAttempt(Base):
+    """A sign-in try: what the rate limit counts."""
+
+    __tablename__ = "portal_login_attempts"
+    __table_args__ = (sa.Index("ix_portal_login_attempts_username_at", "username", "at"),
+                      sa.Index("ix_portal_login_attempts_remote_at", "remote", "at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(sa.String(200))
+    remote: Mapped[str | None] = mapped_column(sa.String(64))
+    at: Mapped[datetime]
+    ok: Mapped[bool]
+
+
+class PortalEvent(Base):
+    """The portal's audit trail: sign-ins (and refusals), sign-outs, downloads, disputes raised."""
+
+    __tablename__ = "portal_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime]
+    action: Mapped[str] = mapped_column(sa.String(64), index=True)
+    actor: Mapped[str] = mapped_column(sa.String(200))
+    user_id: Mapped[int | None]
+    token_id: Mapped[int | None]
+    partner_code: Mapped[str | None] = mapped_column(sa.String(64))
+    target: Mapped[str | None] = mapped_column(sa.String(300))
+    remote: Mapped[str | None] = mapped_column(sa.String(64))
+    details: Mapped[dict[str, Any] | None]
+
+
+class PortalDispute(Base):
+    """A dispute a partner raised on a line of one of our invoices (through the portal), with its
+    comment and attached file (a generated name under the data folder's ``portal/``)."""
+
+    __tablename__ = "portal_disputes"
+    __table_args__ = (sa.CheckConstraint(_in("state", PORTAL_DISPUTE_STATES), name="state"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partners.id"), index=True)
+    partner_code: Mapped[str] = mapped_column(sa.String(64))
+    invoice_id: Mapped[int] = mapped_column(sa.ForeignKey("invoices.id"))
+    invoice_number: Mapped[str | None] = mapped_column(sa.String(64))
+    line_id: Mapped[int] = mapped_column(sa.ForeignKey("invoice_lines.id"))
+    line_no: Mapped[int]
+    comment: Mapped[str] = mapped_column(sa.Text)
+    attachment_path: Mapped[str | None] = mapped_column(sa.String(1000))
+    attachment_name: Mapped[str | None] = mapped_column(sa.String(300))
+    attachment_type: Mapped[str | None] = mapped_column(sa.String(100))
+    attachment_size: Mapped[int | None]
+    attachment_sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    state: Mapped[str] = mapped_column(sa.String(24))
+    raised_at: Mapped[datetime]
+    raised_by: Mapped[str] = mapped_column(sa.String(200))
+    changed_at: Mapped[datetime]
+    changed_by: Mapped[str] = mapped_column(sa.String(200))
+    change_reason: Mapped[str | None] = mapped_column(sa.Text)

@@ -490,6 +490,9 @@ class Store:
         files.update(s.scalars(select(M.RecordChargeFile.path)))
         files.update(evidence_paths(s))  # disputes' evidence (billing.disputes)
         files.update(partner_invoices.referenced_files(s))
+        from icdsl.billing.portal import attachment_paths  # lazy: the portal's modules load argon2
+
+        files.update(attachment_paths(s))  # files attached to partners' disputes (icdsl serve)
         return files
 
     def gc(self, min_age_s: float = 3600.0) -> list[str]:

@@ -363,6 +363,7 @@ from icdsl.cli import disputes as _disputes  # noqa: E402,F401
 from icdsl.cli import einvoice as _einvoice  # noqa: E402,F401
 from icdsl.cli import margin as _margin  # noqa: E402,F401
 from icdsl.cli import partner_invoices as _partner_invoices  # noqa: E402,F401
+from icdsl.cli import portal as _portal  # noqa: E402,F401
 from icdsl.cli import recon as _recon  # noqa: E402,F401
 from icdsl.cli import rejects as _rejects  # noqa: E402,F401
 from icdsl.cli import routing as _routing  # noqa: E402,F401
