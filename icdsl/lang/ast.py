@@ -420,6 +420,7 @@ class SlotNode:
     price: Money
     unit: Ident
     span: Span
+    increments: Setting | None = None  # the slot's own ``increments I/S``
 
 
 @dataclass(frozen=True, slots=True)

@@ -1154,6 +1154,16 @@ class Checker:
                 self.warning("W303", "volume rounding only applies to services priced per KB, MB or GB", st.span)
         elif st.key == "split" and si.calendar is None:
             self.warning("W304", "'split at band boundary' has no effect without a calendar", st.span)
+        elif st.key == "max_cost":
+            money, per = v
+            if self.money(money, allow_zero=False) and si.currency and money.currency.text != si.currency:
+                self.error("E322", f"the maximum cost is in {money.currency.text} but the service prices in "
+                                   f"{si.currency}", money.currency.span,
+                           "a record's amount is capped in its own currency: write the cap in "
+                           f"{si.currency}")
+            if per.text != "call":
+                self.error("E206", f"a maximum cost is per call, not per '{per.text}'", per.span,
+                           "write e.g. 'at most 10.00 EUR per call'")
 
     def _slots(self, si: ServiceInfo, slots: tuple[ast.SlotNode, ...]) -> None:
         last = 0
@@ -1162,6 +1172,11 @@ class Checker:
             self.currency_matches(sl.price.currency, si.currency or self.agreement.currency, "the slot price")
             if sl.unit.text not in ("minute", "second"):
                 self.error("E206", "slot prices are per minute or per second", sl.unit.span)
+            if sl.increments is not None:
+                for n in sl.increments.values:
+                    if n.value != int(n.value) or n.value <= 0:
+                        self.error("E208", f"increment '{n.text}' must be a positive whole number of seconds",
+                                   n.span, "e.g. 'first 30 s at 0.0200 EUR per minute increments 1/1'")
             if sl.first is not None:
                 secs = self.seconds(sl.first)
                 if secs is not None:
@@ -1571,9 +1586,10 @@ class Checker:
                                        f"not '{q.unit.text}'", q.unit.span, "e.g. 'traffic outbound data 2_500_000 MB'")
                 else:
                     self.volume_bytes(q)
-            elif q.unit.text not in COUNTED:
+            elif q.unit.text not in COUNTED + (si.unit, f"{si.unit}s"):  # the price's own word too
                 self.error("E206", f"{what} is priced per {si.unit}: give its traffic in {si.unit}s, "
-                                   f"not '{q.unit.text}'", q.unit.span, did_you_mean(q.unit.text, COUNTED, "units"))
+                                   f"not '{q.unit.text}'", q.unit.span,
+                           did_you_mean(q.unit.text, COUNTED + (si.unit, f"{si.unit}s"), "units"))
             else:
                 self._whole(q.value, "a count of messages or events is a whole number")
             for o in t.options:

@@ -758,12 +758,15 @@ class _ToAst(Transformer):
         return ast.Setting("connect_fee", (c[0],), self.s.of_meta(meta))
 
     def slot_first(self, meta, c):
-        q, money, unit = c
-        return ast.SlotNode(q, money, self._ident(unit), self.s.of_meta(meta))
+        q, money, unit, *inc = c
+        return ast.SlotNode(q, money, self._ident(unit), self.s.of_meta(meta), inc[0] if inc else None)
 
     def slot_then(self, meta, c):
-        money, unit = c
-        return ast.SlotNode(None, money, self._ident(unit), self.s.of_meta(meta))
+        money, unit, *inc = c
+        return ast.SlotNode(None, money, self._ident(unit), self.s.of_meta(meta), inc[0] if inc else None)
+
+    def slot_increments(self, meta, c):
+        return ast.Setting("increments", (self._num(c[0]), self._num(c[1])), self.s.of_meta(meta))
 
     def s_slots(self, meta, children):
         return ("slots", tuple(children))
@@ -785,6 +788,9 @@ class _ToAst(Transformer):
 
     def s_volume_minimum(self, meta, c):
         return ast.Setting("volume_minimum", (c[0],), self.s.of_meta(meta))
+
+    def s_max_cost(self, meta, c):
+        return ast.Setting("max_cost", (c[0], self._ident(c[1])), self.s.of_meta(meta))
 
     def service(self, meta, children):
         direction, service, *items = children

@@ -321,7 +321,11 @@ class Compiler:
             if sl.first is not None:
                 until = int(sl.first.value.value * TIME_UNITS[sl.first.unit.text])
             per_minute = sl.price.amount.value * (60 if sl.unit.text == "second" else 1)
-            slots.append(m.Slot(until, per_minute, sl.span))
+            inc = None
+            if sl.increments is not None:
+                a, b = sl.increments.values
+                inc = m.Increments(int(a.value), int(b.value))
+            slots.append(m.Slot(until, per_minute, sl.span, inc))
         volume = None
         if si.unit in VOLUME_UNITS and si.unit != "B":
             rb = mb = 1
@@ -333,6 +337,7 @@ class Compiler:
                 mb = int(q.value.value * VOLUME_UNITS[q.unit.text])
             volume = m.VolumeUnit(si.unit, VOLUME_UNITS[si.unit], rb, mb if "volume_minimum" in settings else 0)
         zero = settings["zero_duration"].values[0].text if "zero_duration" in settings else "connect_fee"
+        cap = settings.get("max_cost")
         return m.ServicePlan(
             direction=s.direction.text,
             service=s.service.text,
@@ -352,6 +357,8 @@ class Compiler:
             span=s.span,
             numbers=si.numbers.table if si.numbers is not None else None,
             numbers_name=si.numbers.node.name.text if si.numbers is not None else None,
+            max_cost=cap.values[0].amount.value if cap is not None else None,
+            max_cost_span=cap.span if cap is not None else m.NO_SPAN,
         )
 
     def charge(self, node: ast.ChargeNode, scope: tuple[tuple[str, str], ...]) -> m.Charge:

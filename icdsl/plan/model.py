@@ -219,6 +219,8 @@ class Slot:
     until_s: int | None
     price: Decimal
     span: Span = NO_SPAN
+    # the slot's own increments (None: the row's, else the service's, on the whole call)
+    increments: Increments | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +337,9 @@ class ServicePlan:
     # the number-range table of ``numbers NAME`` (operators and circles of both numbers)
     numbers: NumberRanges | None = None
     numbers_name: str | None = None
+    # ``at most 10.00 EUR per call``: the amount of a record (connect fee + usage) never exceeds it
+    max_cost: Decimal | None = None
+    max_cost_span: Span = NO_SPAN
 
     @property
     def kind(self) -> str:

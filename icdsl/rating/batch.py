@@ -637,14 +637,25 @@ class _Batch:
                 missing = live & ~kern.has_flat[flat]
                 if missing.any():
                     self.reject(at(missing), R.NO_RATE, band[missing])
-        zero = None
+        zero = slot_num = None
         if rules.kind == KIND_TIME:
             d = self.dur[pos]
             huge = d > INT64_SAFE // 4
             if huge.any():
                 d = np.where(huge, 1, d)
             zero = d == 0
-            if kern.billed_flat is not None:
+            if kern.slot_incs is not None:  # increments per slot (select.slot_windows)
+                eff = np.where(zero, 0, np.maximum(d, sp.minimum_s)) if sp.minimum_s > 0 else d
+                billed = np.zeros(n, dtype=np.int64)
+                slot_num = np.zeros(n, dtype=np.int64)
+                for until, p, own in zip(kern.slot_until, kern.slot_price, kern.slot_incs, strict=True):
+                    end = eff if until is None else np.minimum(eff, until)
+                    part = np.maximum(end - billed, 0)
+                    ii, ss = own if own is not None else (kern.inc_i[r], kern.inc_s[r])
+                    b = billed_increments(part, ii, ss)
+                    slot_num += p * b
+                    billed += b
+            elif kern.billed_flat is not None:
                 short = np.minimum(d, BILLED_TABLE - 1)
                 billed = kern.billed_flat[short if kern.uniform_inc else kern.billed_base[r] + short]
                 longer = d >= BILLED_TABLE - 1
@@ -665,7 +676,9 @@ class _Batch:
             billed = qty
         self.billed[pos] = billed
         fee = kern.fee_term[0] if kern.uniform_fee else kern.fee_term[r]
-        if rules.slots:
+        if rules.slots and slot_num is not None:
+            num = slot_num + fee
+        elif rules.slots:
             num = np.zeros(n, dtype=np.int64) + fee
             for lo, until, p in zip(kern.slot_from, kern.slot_until, kern.slot_price, strict=True):
                 hi = billed if until is None else np.minimum(billed, until)
@@ -675,6 +688,8 @@ class _Batch:
             num += fee
         if kern.mult != 1:
             num *= kern.mult
+        if kern.cap is not None:
+            np.minimum(num, kern.cap, out=num)
         if zero is not None and sp.zero_duration != "connect_fee" and zero.any():
             if sp.zero_duration == "free":
                 num[zero] = 0
@@ -754,9 +769,11 @@ class _Batch:
                     continue
                 if self.fallback[p]:
                     continue
-                self.amount[p] = div_round_int(num * kern.mult, kern.div, rules.mode)
+                big = num * kern.mult
+                if kern.cap is not None:
+                    big = min(big, kern.cap)
+                self.amount[p] = div_round_int(big, kern.div, rules.mode)
                 if self.num is not None:
-                    big = num * kern.mult
                     if -INT64_SAFE <= big <= INT64_SAFE:
                         self.num[p] = big
                     else:
@@ -1095,6 +1112,8 @@ def _record_charges(self: _Batch) -> pa.Table:
         mine = np.flatnonzero((self.group == g.index) & ok)
         pos = mine[~self.fallback[mine]]
         rules = g.kernel.rules
+        if rules.kind == KIND_TIME and g.sp.zero_duration == "free":  # a call made free bears no charges
+            pos = pos[self.dur[pos] != 0]
         if len(pos):
             num = self.num[pos] if self.num is not None else np.zeros(len(pos), dtype=np.int64)
             if self.num_big:

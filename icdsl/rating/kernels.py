@@ -432,7 +432,8 @@ class ServiceKernel:
         )
         flat_prices = [p if p is not None else ZERO for col in price_cols for p in col]
         slot_prices = [s[2] for s in rules.slots]
-        money = flat_prices + fee_col + slot_prices
+        caps = [sp.max_cost] if sp.max_cost is not None else []
+        money = flat_prices + fee_col + slot_prices + caps
         scale = max(rules.precision, 0)
         scaled = _scaled(money, scale)
         if scaled is None:
@@ -443,14 +444,19 @@ class ServiceKernel:
         self.mult = 10 ** max(0, p - scale)
         self.div = rules.per * 10 ** max(0, scale - p)
         npr = len(flat_prices)
+        nsl = npr + len(fee_col) + len(slot_prices)
         price_units, fee_units, slot_units = (
             scaled[:npr],
             scaled[npr : npr + len(fee_col)],
-            scaled[npr + len(fee_col) :],
+            scaled[npr + len(fee_col) : nsl],
         )
+        cap_units = int(scaled[nsl]) if caps else None
         max_price = max(_absmax(price_units), _absmax(slot_units), 1)
         max_fee_term = _absmax(fee_units) * rules.per * self.mult
-        self.exact_only = max_price * self.mult >= INT64_SAFE or max_fee_term >= INT64_SAFE
+        # the cap in the numerator's units (amount = num / div): num never exceeds it
+        self.cap = None if cap_units is None else cap_units * rules.per * self.mult
+        self.exact_only = (max_price * self.mult >= INT64_SAFE or max_fee_term >= INT64_SAFE
+                           or (self.cap is not None and self.cap >= INT64_SAFE))
         # a record is safe on the int64 path when its quantity is at most qmax
         self.qmax = -1 if self.exact_only else (INT64_SAFE - max_fee_term) // (max_price * self.mult)
         if self.exact_only:  # every record goes to the exact path
@@ -488,6 +494,10 @@ class ServiceKernel:
         self.slot_from = [s[0] for s in rules.slots]
         self.slot_until = [s[1] for s in rules.slots]
         self.slot_price = slot_units
+        # increments per slot: (initial, subsequent) of each slot, None for the row's
+        self.slot_incs = None
+        if rules.slot_incs is not None:
+            self.slot_incs = [(i.initial, i.subsequent) if i is not None else None for i in rules.slot_incs]
 
         # rate texts: one per distinct price value, canonical as money_text writes them
         if self.exact_only:

@@ -43,6 +43,15 @@ that second begins; consecutive seconds of one band form a part; the extra (bill
 to the last part; each part is priced at its band's price (slots still count from the call's
 start). The band reported is the parts' bands joined by "+" in time order.
 
+Increments per slot (``slot_incs``: a slot with increments of its own): billed seconds are not
+computed on the whole call; time is walked from the call's start (``select.slot_windows``): in
+each slot the seconds still to bill up to the slot's end (the minimum applied first) are billed
+with the slot's increments (else the row's, else the service's), a block running past the slot's
+end moving the next slot's start; each slot's billed seconds are priced at its price.
+
+Maximum cost per call (``max_cost``): the exact amount (connect fee + usage) is capped at
+``max_cost`` before the one rounding; per-record charges see the capped traffic amount.
+
 Amount = connect fee (the row's, else the service's; once per rated record) + usage, computed
 exactly (the one division comes last) and rounded once with the service's rounding (precision,
 mode). Currency: the rate table's, else the service's. ``rate``: the price of the first second
@@ -53,7 +62,7 @@ rows' effective dates use the local date in the agreement's time zone; bands use
 
 Per-record charges (surcharges; ``icdsl.charges.evaluate.RecordChargeType``): after the amount,
 each per-record charge of the agreement whose scope holds the record's (direction, service) is
-evaluated in the agreement's order: its condition (``icdsl.charges.conditions``; ``cycle.*``
+evaluated in the agreement's order (none for a 0-second call the ``free`` policy made free): its condition (``icdsl.charges.conditions``; ``cycle.*``
 fields read the ``cycle`` totals given to ``rate_record``, empty without them), its exact amount,
 rounded once with the service's precision and mode. They are listed in ``surcharges`` and never
 change ``amount``.
@@ -89,6 +98,7 @@ from icdsl.rating.select import (
     ServiceRules,
     money_text,
     ordinal,
+    slot_windows,
     volume_bytes,
 )
 from icdsl.rounding import div_round_int as round_int
@@ -141,7 +151,7 @@ class RowService:
         # the common case, priced by _fast: a time unit with a rate table, no slots, no split
         self.fast = (
             rules.kind == KIND_TIME and dest is not None and not rules.slots and not sp.split_at_band_boundary
-            and self.origin is None
+            and self.origin is None and sp.max_cost is None
         )
         self.fee = sp.connect_fee
         self.inc = sp.increments
@@ -507,7 +517,13 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
     if kind == KIND_TIME:
         inc = row.increments if row is not None and row.increments is not None else sp.increments
         billed = 0
-        if dur > 0:
+        if rules.slot_incs is not None:  # increments per slot: billed slot by slot
+            eff = (dur if dur >= sp.minimum_s else sp.minimum_s) if dur > 0 else 0
+            slots, billed = slot_windows(slots, rules.slot_incs, inc, eff)
+            if steps is not None and dur > 0:
+                steps.append(TraceStep(_explain_slot_billed(dur, eff, sp.minimum_s, slots, rules.slot_incs, inc,
+                                                            billed), rules.rule_span(row)))
+        elif dur > 0:
             eff = dur if dur >= sp.minimum_s else sp.minimum_s
             billed = inc.billed(eff)
             if steps is not None:
@@ -534,8 +550,8 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
         billed = qty
 
     # prices
-    if slots:
-        rate = slots[0][2]
+    if rules.slots:
+        rate = rules.slots[0][2]
     else:
         rate = row.price_for(band) if row is not None else sp.flat_price
         if rate is None:
@@ -547,7 +563,7 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
                         record, steps, R.NO_RATE, R.detail_no_price(b, prefix), rules.rule_span(row)
                     )
     if steps is not None:
-        what = f"slots {', '.join(_slot_text(s) for s in slots)}" if slots else f"band {band}"
+        what = f"slots {', '.join(_slot_text(s) for s in rules.slots)}" if rules.slots else f"band {band}"
         steps.append(TraceStep(f"rate {money_text(rate)} per {sp.unit} ({what})", rules.rule_span(row)))
 
     # 5. zero-duration policy
@@ -578,8 +594,6 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
                 price = row.price_for(b) if row is not None else sp.flat_price
                 num = EXACT.add(num, EXACT.multiply(price, s))
             a += s
-    q = exact_round(num, per, rules.precision, rules.mode)
-    amount = EXACT.scaleb(Decimal(q), -rules.precision)
     if steps is not None:
         steps.append(
             TraceStep(
@@ -591,10 +605,22 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
                     parts,
                     num,
                     lambda b: row.price_for(b) if row is not None else sp.flat_price,
+                    slots,
                 ),
                 rules.rule_span(row),
             )
         )
+    cap = sp.max_cost
+    if cap is not None:
+        top = EXACT.multiply(cap, per)
+        if num > top:
+            num = top
+            if steps is not None:
+                steps.append(TraceStep(f"above the maximum cost: capped at {money_text(cap)} {rules.currency} "
+                                       "per call", sp.max_cost_span))
+    q = exact_round(num, per, rules.precision, rules.mode)
+    amount = EXACT.scaleb(Decimal(q), -rules.precision)
+    if steps is not None:
         steps.append(
             TraceStep(
                 f"rounded once, {rules.mode} to {rules.precision} decimals: {money_text(amount)} {rules.currency}",
@@ -633,15 +659,15 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
         dur,
         tuple(steps) if steps is not None else (),
     )
-    if svc.record_charges and rp is not None:
+    if svc.record_charges and rp is not None and charge:  # a call made free bears no charges either
         _record_charges(rp, svc, out, record, start, steps, cycle, Fraction(num) / per)
     return out
 
 
-def _explain_amount(rules: ServiceRules, fee, rate, billed, parts, num, price_of) -> str:
+def _explain_amount(rules: ServiceRules, fee, rate, billed, parts, num, price_of, slots=()) -> str:
     terms = [f"connect fee {money_text(fee)}"] if fee else []
-    if rules.slots:
-        for lo, until, price, _span in rules.slots:
+    if slots:
+        for lo, until, price, _span in slots:
             hi = billed if until is None else min(billed, until)
             if hi > lo:
                 terms.append(_term(price, hi - lo, rules))
@@ -679,6 +705,15 @@ def _explain_billed(d: int, eff: int, inc, minimum: int, billed: int) -> str:
         return f"{head} with {inc} -> first block {inc.initial} s = {billed} s"
     rest = eff - inc.initial
     return f"{head} with {inc} -> {inc.initial} + ceil({rest}/{inc.subsequent})*{inc.subsequent} = {billed} s"
+
+
+def _explain_slot_billed(d: int, eff: int, minimum: int, windows, incs, inc, billed: int) -> str:
+    head = f"{d} s below the minimum {minimum} s -> {eff} s" if eff != d else f"{d} s"
+    parts = []
+    for (lo, hi, _p, _s), own in zip(windows, incs, strict=True):
+        if hi > lo:
+            parts.append(f"{hi - lo} s from {lo} s with {own or inc}")
+    return f"{head}, increments per slot: {' + '.join(parts) or '0 s'} = {billed} s"
 
 
 def _term(price: Decimal, qty: int, rules: ServiceRules) -> str:

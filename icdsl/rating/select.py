@@ -221,6 +221,9 @@ class ServiceRules:
     bands: tuple[str, ...]
     precision: int
     mode: str
+    # each slot's own increments (None: the row's or service's), when a slot has some; else None
+    # (then increments apply to the whole call and slots price its billed seconds)
+    slot_incs: tuple[Increments | None, ...] | None = None
 
     @property
     def priced(self) -> bool:
@@ -262,6 +265,7 @@ def service_rules(agreement: Agreement, sp: ServicePlan) -> ServiceRules:
                 break
             lo = s.until_s
     rates = sp.rates
+    incs = tuple(s.increments for s in sp.slots[: len(slots)])
     return ServiceRules(
         agreement=agreement,
         plan=sp,
@@ -274,6 +278,7 @@ def service_rules(agreement: Agreement, sp: ServicePlan) -> ServiceRules:
         bands=calendar_bands(sp.calendar) if sp.calendar is not None else ("all",),
         precision=sp.rounding.precision,
         mode=sp.rounding.mode,
+        slot_incs=incs if any(i is not None for i in incs) else None,
     )
 
 
@@ -297,6 +302,22 @@ class RulesCache:
 def billed_seconds(d: int, inc: Increments) -> int:
     """``initial`` for 0 < d <= initial, else initial + ceil((d - initial)/subsequent)*subsequent."""
     return inc.billed(d)
+
+
+def slot_windows(slots, incs, inc: Increments, eff: int) -> tuple[list[tuple[int, int, Decimal, Span]], int]:
+    """Slots with increments of their own: the billed windows ``(from, to, price, span)`` of a call
+    of ``eff`` seconds (after the minimum), and its billed seconds. Time is walked from the call's
+    start: in each slot, the seconds still to bill up to the slot's end are billed with the slot's
+    increments (else ``inc``, the row's or the service's); a block that runs past the slot's end
+    moves the start of the next slot (as blocks consume the call's time)."""
+    t = 0
+    out = []
+    for (_lo, until, price, span), own in zip(slots, incs, strict=True):
+        end = eff if until is None else min(eff, until)
+        b = (own or inc).billed(end - t) if end > t else 0
+        out.append((t, t + b, price, span))
+        t += b
+    return out, t
 
 
 def volume_bytes(volume: int, unit: VolumeUnit) -> int:
