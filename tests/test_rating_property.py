@@ -2,8 +2,8 @@
 
 Hypothesis builds plans with random prefix trees (nested, duplicated, effective-dated), prices with
 up to 6 decimals (some bands without a price), increments, connect fees, calendars in zones with
-DST and half-hour offsets, holidays, rounding modes and precisions, slots, band splits, volume and
-count units; and records with edge durations, instants on DST changes, short or odd numbers and
+DST and half-hour offsets, holidays, rounding modes and precisions, slots (with increments per
+slot), maximum costs per call, band splits, volume and count units; and records with edge durations, instants on DST changes, short or odd numbers and
 missing fields. Every rated field and every reject reason and detail must be identical.
 """
 
@@ -129,7 +129,12 @@ def services(draw, direction, service):
         untils = sorted(draw(st.sets(st.integers(1, 400), min_size=1, max_size=3)))
         if draw(st.booleans()):
             untils[-1] = None
-        slots = tuple(Slot(u, draw(prices), draw(spans())) for u in untils)
+        slot_incs = draw(st.booleans())  # increments per slot (some slots keep the row's)
+        slots = tuple(
+            Slot(u, draw(prices), draw(spans()),
+                 draw(st.one_of(st.none(), st.sampled_from(INCREMENTS))) if slot_incs else None)
+            for u in untils
+        )
     volume = None
     if unit == "MB":
         volume = VolumeUnit(
@@ -154,6 +159,7 @@ def services(draw, direction, service):
             draw(st.integers(0, 8)), draw(st.sampled_from(["half_up", "half_even", "up", "down"]))
         ),
         span=draw(spans()),
+        max_cost=draw(st.one_of(st.none(), st.none(), prices)),  # at most ... per call
     )
 
 

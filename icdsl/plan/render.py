@@ -99,15 +99,21 @@ def service_lines(s: m.ServicePlan) -> list[str]:
         slots = []
         prev = 0
         for sl in s.slots:
-            slots.append(f"{prev}-{sl.until_s if sl.until_s is not None else '...'} s at {sl.price} {s.currency}/min")
+            own = f" increments {sl.increments}" if sl.increments is not None else ""
+            slots.append(f"{prev}-{sl.until_s if sl.until_s is not None else '...'} s at {sl.price} {s.currency}/min{own}")
             prev = sl.until_s or prev
         out.append("price by slot from the call's start: " + "; ".join(slots))
+        if any(sl.increments is not None for sl in s.slots):
+            out.append("increments per slot: each slot's seconds billed with its own increments (else the "
+                       "service's), a block past the slot's end moving the next slot's start")
     else:
         out.append(f"price {s.flat_price} {s.currency} per {s.unit}")
     if s.unit in ("minute", "second") or s.slots:
         out.append(f"increments {s.increments} (billed = initial if d <= initial, else initial + "
                    f"ceil((d - initial) / subsequent) * subsequent); minimum {s.minimum_s} s; "
                    f"connect fee {s.connect_fee} {s.currency}; zero duration: {s.zero_duration}")
+    if s.max_cost is not None:
+        out.append(f"at most {s.max_cost} {s.currency} per call: a record's amount is capped before rounding")
     if s.volume is not None:
         out.append(f"volume in {s.volume.unit} ({s.volume.unit_bytes} bytes), rounded up to {s.volume.rounding_bytes} "
                    f"bytes, minimum {s.volume.minimum_bytes} bytes")
