@@ -167,9 +167,6 @@ def explain(
     if cdrs is not None and record_id is None:
         echo_err("error: --cdrs needs --id")
         raise typer.Exit(2)
-    if out is None and not show:
-        echo_err("error: give --out (where to write the rated records), or --show to print them")
-        raise typer.Exit(2)
     p = build_or_exit(paths, root)
     try:
         lay = choose_layout(p, layout)
@@ -240,6 +237,10 @@ def rate(
     root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
 ) -> None:
     """Rate a traffic file in bulk: rated records, rejects with reasons, counts that reconcile."""
+
+    if out is None and not show:
+        echo_err("error: give --out (where to write the rated records), or --show to print them")
+        raise typer.Exit(2)
 
     # lazy: this command needs numpy, pyarrow: loaded when it runs, not at every `icdsl` start
     from icdsl.rating.intake import IntakeError
