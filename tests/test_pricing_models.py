@@ -222,3 +222,34 @@ def test_rate_show_prints_the_records(project):
 def test_rate_needs_out_or_show(project):
     res = CliRunner().invoke(app, ["rate", str(project / "rules.icd"), "--cdrs", str(project / "cdrs.csv")])
     assert res.exit_code == 2 and "--show" in res.output
+
+
+def test_a_fallback_deck_prices_what_the_partner_deck_misses():
+    rules = PARTNER + """agreement "Fallback" v1 with CARR effective 2026-01-01 .. {
+  outbound voice {
+    price by destination from deck "decks/own.csv"
+    fallback from deck "decks/public.csv"
+    increments 1/1
+  }
+}
+"""
+    files = {"decks/own.csv": "prefix,destination,rate,effective\n33,France,0.0100,\n336,France mobile,0.0200,\n"
+                              "44,UK,0.0150,2026-04-01\n",
+             "decks/public.csv": "prefix,destination,rate,connect_fee\n44,UK,0.0250,\n447,UK mobile,0.0300,0.01\n"
+                                 "337,France other,0.9000,\n"}
+    plan = build_plan(rules, files=files)
+    recs = [_record(1, 60), _record(2, 60, "447700900123"), _record(3, 60, "33712345678"),
+            _record(4, 60, "8112345678"), _record(5, 60, "447700900123", start="2026-05-04T10:00:00Z")]
+    cmp = rate_both(plan, recs).assert_agree()
+    assert [r.destination if r.ok else r.reason for r in cmp.row] == [
+        "France mobile", "UK mobile", "France", "no_rate", "UK"]
+    assert cmp.amounts[1] == Decimal("0.040000")  # the public row's connect fee 0.01 + 0.03
+    assert cmp.row[1].rule.endswith("public.csv:3:1")
+    from icdsl.rating.intake import normalize_record
+
+    text = "\n".join(explain(plan, normalize_record(recs[1])))
+    assert re.search(r"longest prefix 447 \(UK mobile\) among rows in force on 2026-03-04 of the fallback table "
+                     r"\(\S*decks/public.csv\): no row of the price table holds it", text), text
+    # the fallback deck is a term of the agreement: another public deck, another hash
+    files2 = files | {"decks/public.csv": files["decks/public.csv"].replace("0.0300", "0.0310")}
+    assert build_plan(rules, files=files2).agreements[0].source_hash != plan.agreements[0].source_hash

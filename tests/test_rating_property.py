@@ -3,7 +3,7 @@
 Hypothesis builds plans with random prefix trees (nested, duplicated, effective-dated), prices with
 up to 6 decimals (some bands without a price), increments, connect fees, calendars in zones with
 DST and half-hour offsets, holidays, rounding modes and precisions, slots (with increments per
-slot), maximum costs per call, band splits, volume and count units; and records with edge durations, instants on DST changes, short or odd numbers and
+slot), maximum costs per call, fallback tables, band splits, volume and count units; and records with edge durations, instants on DST changes, short or odd numbers and
 missing fields. Every rated field and every reject reason and detail must be identical.
 """
 
@@ -144,7 +144,8 @@ def services(draw, direction, service):
         direction,
         service,
         unit,
-        rates=RateTable(rows, "EUR") if rows else None,
+        rates=RateTable(rows, "EUR", fallback=RateTable(draw(rate_rows()), "EUR") if draw(st.booleans()) else None)
+        if rows else None,
         flat_price=draw(prices) if price_kind == "flat" else None,
         currency="EUR",
         increments=draw(st.sampled_from(INCREMENTS)),

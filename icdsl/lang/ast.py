@@ -436,6 +436,8 @@ class ServiceDecl:
     rounding: RoundingNode | None
     charges: tuple[ChargeNode, ...]
     span: Span
+    # ``fallback from deck "..."`` / ``fallback { rows }``: the table for numbers the price table misses
+    fallback: DestinationPrice | None = None
 
     def setting(self, key: str) -> Setting | None:
         return _by_key(self.settings, key)

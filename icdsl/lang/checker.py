@@ -12,7 +12,7 @@ volumes are byte units, percentages lie between 0 and 100, counts are whole numb
 from __future__ import annotations
 
 import codecs
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -79,6 +79,7 @@ class ServiceInfo:
     calendar: ast.CalendarDecl | None = None
     rounding: Rounding = DEFAULT_ROUNDING
     numbers: NumbersInfo | None = None  # the number-range table of ``numbers NAME``
+    fallback: ServiceInfo | None = None  # ``fallback ...``: its node's destination price is the fallback table
 
 
 @dataclass
@@ -935,6 +936,8 @@ class Checker:
             si.unit = fp.unit.text
         if s.destination_price is not None:
             self._destination_price(info, si, s.destination_price)
+        if s.fallback is not None:
+            self._fallback(info, si, s.fallback)
         for st in s.settings:
             self._service_setting(si, st)
         if s.slots:
@@ -946,6 +949,25 @@ class Checker:
             c = self._refile_surcharge(refile)
             if c is not None:
                 self._charge(c, (key,), info)
+
+    def _fallback(self, info: AgreementInfo, si: ServiceInfo, dp: ast.DestinationPrice) -> None:
+        """``fallback from deck "..."``: a second table, same currency, unit and calendar, that
+        prices the numbers no row of the price table holds."""
+        s = si.node
+        if s.destination_price is None:
+            self.error("E323", "a fallback table needs a price by destination to fall back from", dp.span,
+                       "write 'price by destination from deck \"...\"' before the fallback, or drop the fallback")
+            return
+        fsi = ServiceInfo(replace(s, destination_price=dp, fallback=None), calendar=si.calendar,
+                          currency=si.currency, unit=si.unit, rounding=si.rounding, numbers=si.numbers)
+        self._destination_price(info, fsi, dp)
+        keyed = [any(r.origin for r in rows) if not isinstance(rows, RateColumns) else bool(rows.origins)
+                 for rows in (si.rows, fsi.rows)]
+        if any(keyed):
+            self.error("E323", "a table keyed by origin cannot have a fallback table", dp.span,
+                       "put the general rows in the same table, as rows for any origin")
+            return
+        si.fallback = fsi
 
     def _refile_surcharge(self, st: ast.Setting) -> ast.ChargeNode | None:
         """``refile origin ZONE surcharge AMOUNT``: the route is declared for callers of ZONE; a

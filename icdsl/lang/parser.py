@@ -789,6 +789,18 @@ class _ToAst(Transformer):
     def s_volume_minimum(self, meta, c):
         return ast.Setting("volume_minimum", (c[0],), self.s.of_meta(meta))
 
+    def s_fallback(self, meta, c):
+        src = c[0]
+        deck = cols = delimiter = None
+        rows = ()
+        if src[0] == "deck":
+            deck = src[1]
+            delimiter = next((col[1] for col in src[2] if isinstance(col, tuple)), None)
+            cols = tuple(col for col in src[2] if isinstance(col, ast.DeckColumn))
+        else:
+            rows = src[1]
+        return ("fallback", ast.DestinationPrice(None, None, deck, cols or (), delimiter, rows, self.s.of_meta(meta)))
+
     def s_max_cost(self, meta, c):
         return ast.Setting("max_cost", (c[0], self._ident(c[1])), self.s.of_meta(meta))
 
@@ -796,6 +808,7 @@ class _ToAst(Transformer):
         direction, service, *items = children
         flat = dest = cal = bands = rounding = None
         settings, slots, charges = [], (), []
+        fallback = None
         for i in items:
             if isinstance(i, ast.Setting):
                 settings.append(i)
@@ -813,8 +826,10 @@ class _ToAst(Transformer):
                 bands = i[1]
             elif i[0] == "slots":
                 slots = i[1]
+            elif i[0] == "fallback":
+                fallback = i[1]
         return ast.ServiceDecl(self._ident(direction), self._ident(service), flat, dest, cal, bands,
-                               tuple(settings), slots, rounding, tuple(charges), self.s.of_meta(meta))
+                               tuple(settings), slots, rounding, tuple(charges), self.s.of_meta(meta), fallback)
 
     # -- charges
     def _charge(self, kind, kind_tok_span, label, params, options, meta, generic=False):

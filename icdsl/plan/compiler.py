@@ -7,6 +7,7 @@ Nothing user-written is ever evaluated as Python: conditions become ``Expr`` tre
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from datetime import date, time, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -237,10 +238,13 @@ class Compiler:
         )
 
     # ------------------------------------------------------------------ agreements
-    def rate_table(self, si: ServiceInfo) -> m.RateTable | None:
+    def rate_table(self, si: ServiceInfo, fallback: ServiceInfo | None = None) -> m.RateTable | None:
         dp = si.node.destination_price
         if dp is None:
             return None
+        if fallback is not None:  # the table, then its fallback table (same currency and unit)
+            table = self.rate_table(si)
+            return replace(table, fallback=self.rate_table(fallback))
         if isinstance(si.rows, m.RateColumns):  # a deck read as columns is already the plan's rows
             keys = self.cell_keys([si.rows.origin_of(i) for i in range(len(si.rows))]) if si.rows.origins else None
             return m.RateTable(si.rows, si.currency, si.unit, si.deck.path, si.deck.sha256, dp.span, keys)
@@ -342,7 +346,7 @@ class Compiler:
             direction=s.direction.text,
             service=s.service.text,
             unit=si.unit if not s.slots else "minute",
-            rates=self.rate_table(si),
+            rates=self.rate_table(si, fallback=si.fallback),
             flat_price=s.flat_price.money.amount.value if s.flat_price else None,
             currency=si.currency,
             increments=increments,
@@ -543,6 +547,8 @@ def _agreement_hash(text: str, a: ast.AgreementDecl, info: AgreementInfo) -> str
     for si in info.services.values():
         if si.deck is not None:
             h.update(si.deck.sha256.encode())
+        if si.fallback is not None and si.fallback.deck is not None:  # the fallback deck is a term too
+            h.update(si.fallback.deck.sha256.encode())
         # number-range tables and zones are reference data, not terms: like calendars they are
         # outside the hash (a daily porting update is no new agreement version)
     return h.hexdigest()

@@ -209,6 +209,8 @@ class RateTable:
     source_hash: str | None = None
     span: Span = NO_SPAN
     keys: tuple[CellKey, ...] | None = None
+    # ``fallback ...``: the table that prices the numbers no row of this one holds (never keyed)
+    fallback: RateTable | None = None
 
 
 @dataclass(frozen=True, slots=True)

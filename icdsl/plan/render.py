@@ -87,6 +87,11 @@ def service_lines(s: m.ServicePlan) -> list[str]:
         src = f"deck {t.source} sha256 {t.source_hash[:12]}" if t.source_hash else "inline table"
         out.append(f"price by destination: {len(t.rows)} prefixes ({src}), lengths {lens[0]}-{lens[-1]}, "
                    f"{t.currency} per {t.unit}; longest-prefix match, rates in force at call start")
+        if t.fallback is not None:
+            f = t.fallback
+            fsrc = f"deck {f.source} sha256 {f.source_hash[:12]}" if f.source_hash else "inline table"
+            out.append(f"fallback: {len(f.rows)} prefixes ({fsrc}), for the numbers no row above holds "
+                       "(their longest prefix there)")
         if t.keys is not None:
             cells = sorted({k.text() for k in t.keys})
             out.append(f"by origin: {len(cells)} cells ({', '.join(cells[:8])}{', ...' if len(cells) > 8 else ''}); "

@@ -216,6 +216,23 @@ class PrefixTable:
         return v
 
 
+class ChainTable:
+    """Prefix tables tried in order: a key takes the first table's row, else the next's (a rate
+    table and its fallback table)."""
+
+    def __init__(self, tables: list[PrefixTable]):
+        self.tables = tables
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        out = self.tables[0].lookup(keys)
+        for t in self.tables[1:]:
+            miss = np.flatnonzero(out < 0)
+            if not len(miss):
+                break
+            out[miss] = t.lookup(keys[miss])
+        return out
+
+
 # --------------------------------------------------------------------------- integer money
 
 
@@ -567,6 +584,13 @@ class ServiceKernel:
                 live.sort(key=lambda i: (dest.start[i], i))
             else:
                 live = list(range(len(dest.rows)))
+            cut = dest.fallback_at
+            if cut is not None:  # the table, then the fallback table for the keys it misses
+                parts = [[i for i in live if i < cut], [i for i in live if i >= cut]]
+                tables = [PrefixTable([dest.prefixes[i] for i in p], p, self.key_digits) for p in parts if p]
+                table = (None if not tables else tables[0] if len(tables) == 1 else ChainTable(tables))
+                self._tables[epoch] = table
+                return table
             prefixes = [dest.prefixes[i] for i in live]
             table = PrefixTable(prefixes, live, self.key_digits) if live else None
             self._tables[epoch] = table

@@ -13,7 +13,8 @@ Checks, in order (the first failure is the reject reason):
    ``bad_volume`` (negative); count services ``bad_units`` (negative; null units means 1);
    services with a rate table ``missing_field`` (null b_number).
 4. ``no_rate``: the service has no price at all; no rate row in force matches b_number (longest
-   prefix, see ``select``); the matched row (or flat price) has no price for the record's band,
+   prefix, see ``select``; with a fallback table, its longest prefix when no row of the price
+   table matches); the matched row (or flat price) has no price for the record's band,
    or, for a split call, for one of its parts' bands. With slots the slots give the price and the
    row's band prices are not consulted.
 5. ``zero_duration``: a 0-second call under the ``reject`` policy.
@@ -488,10 +489,17 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
             for text, where in origin.explain(number, record.get("a_number"), day):
                 steps.append(TraceStep(text, where or sp.rates.span))
         elif steps is not None:
-            dated = " in force on " + date.fromordinal(day).isoformat() if rules.destinations.dated else ""
+            dest = rules.destinations
+            dated = " in force on " + date.fromordinal(day).isoformat() if dest.dated else ""
+            cut = dest.fallback_at
+            where = ""
+            if cut is not None:
+                fb = sp.rates.fallback
+                where = (f" of the fallback table ({fb.source}): no row of the price table holds it"
+                         if ri >= cut else " of the price table (its fallback table is not consulted)")
             steps.append(
                 TraceStep(
-                    f"b_number {number}: longest prefix {row.prefix} ({row.destination}) among rows{dated}",
+                    f"b_number {number}: longest prefix {row.prefix} ({row.destination}) among rows{dated}{where}",
                     row.span,
                 )
             )

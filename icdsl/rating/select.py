@@ -147,7 +147,11 @@ def _ordinals(texts: Sequence[str | None] | None, missing: int, n: int) -> list[
 class Destinations:
     """Longest-prefix match over one rate table, honouring effective dates."""
 
-    def __init__(self, rows: Sequence[RateRow]):
+    def __init__(self, rows: Sequence[RateRow], fallback: Sequence[RateRow] | None = None):
+        self.fallback_at: int | None = None
+        if fallback:  # the rows, then the fallback table's: matched only when no row holds
+            self._with_fallback(rows, fallback)
+            return
         self.rows = rows
         if isinstance(rows, RateColumns):  # a deck as columns: no row objects needed
             n = len(rows)
@@ -175,6 +179,26 @@ class Destinations:
                 p: tuple(sorted(ix, key=lambda i: (self.start[i], i), reverse=True))
                 for p, ix in by_prefix.items()
             }
+
+    def _with_fallback(self, rows: Sequence[RateRow], fallback: Sequence[RateRow]) -> None:
+        first, second = Destinations(rows), Destinations(fallback)
+        self.fallback_at = n = len(rows)
+        self.rows = tuple(rows) + tuple(fallback)
+        self.start, self.stop = first.start + second.start, first.stop + second.stop
+        self.dated = first.dated or second.dated
+        self.prefixes = list(first.prefixes) + list(second.prefixes)
+        self.single, self.by_prefix = {}, {}
+        self.maxlen = max(first.maxlen, second.maxlen)
+        self.general = True
+
+        def match(number: str, day_ordinal: int) -> int:
+            i = first.match(number, day_ordinal)
+            if i >= 0:
+                return i
+            i = second.match(number, day_ordinal)
+            return i + n if i >= 0 else -1
+
+        self.match = match  # type: ignore[method-assign]
 
     def match(self, number: str, day_ordinal: int) -> int:
         """Index of the matching row, or -1."""
@@ -272,7 +296,8 @@ def service_rules(agreement: Agreement, sp: ServicePlan) -> ServiceRules:
         kind=kind,
         per=per,
         volume=volume,
-        destinations=Destinations(rates.rows) if rates is not None else None,
+        destinations=(Destinations(rates.rows, rates.fallback.rows if rates.fallback is not None else None)
+                      if rates is not None else None),
         currency=rates.currency if rates is not None else sp.currency,
         slots=tuple(slots),
         bands=calendar_bands(sp.calendar) if sp.calendar is not None else ("all",),
