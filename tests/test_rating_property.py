@@ -3,8 +3,9 @@
 Hypothesis builds plans with random prefix trees (nested, duplicated, effective-dated), prices with
 up to 6 decimals (some bands without a price), increments, connect fees, calendars in zones with
 DST and half-hour offsets, holidays, rounding modes and precisions, slots (with increments per
-slot), maximum costs per call, fallback tables, band splits, volume and count units; and records with edge durations, instants on DST changes, short or odd numbers and
-missing fields. Every rated field and every reject reason and detail must be identical.
+slot), maximum costs per call, fallback tables, band parts (price, connect fee, increments by
+band), band splits, volume and count units; and records with edge durations, instants on DST
+changes, short or odd numbers and missing fields. Every rated field and every reject reason and detail must be identical.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from test_rating_batch import assert_same
 from icdsl.plan.model import (
     EMPTY_KEY,
     Agreement,
+    BandPart,
     BandRule,
     Calendar,
     CellKey,
@@ -161,6 +163,12 @@ def services(draw, direction, service):
         ),
         span=draw(spans()),
         max_cost=draw(st.one_of(st.none(), st.none(), prices)),  # at most ... per call
+        band_parts=tuple(  # band NAME { price, connect fee, increments }
+            BandPart(b, draw(st.one_of(st.none(), prices)) if price_kind == "flat" else None,
+                     draw(st.one_of(st.none(), prices)), draw(st.one_of(st.none(), st.sampled_from(INCREMENTS))),
+                     draw(spans()))
+            for b in draw(st.lists(st.sampled_from(BANDS), max_size=3, unique=True))
+        ),
     )
 
 

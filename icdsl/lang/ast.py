@@ -424,6 +424,18 @@ class SlotNode:
 
 
 @dataclass(frozen=True, slots=True)
+class BandPartNode:
+    """``band peak { price ..., connect fee ..., increments I/S }`` in a service."""
+
+    band: Ident
+    settings: tuple[Setting, ...]
+    span: Span
+
+    def setting(self, key: str) -> Setting | None:
+        return _by_key(self.settings, key)
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceDecl:
     direction: Ident
     service: Ident
@@ -438,6 +450,7 @@ class ServiceDecl:
     span: Span
     # ``fallback from deck "..."`` / ``fallback { rows }``: the table for numbers the price table misses
     fallback: DestinationPrice | None = None
+    band_parts: tuple[BandPartNode, ...] = ()  # ``band NAME { ... }``
 
     def setting(self, key: str) -> Setting | None:
         return _by_key(self.settings, key)

@@ -915,7 +915,8 @@ class Checker:
             si.calendar = info.calendar
         if s.flat_price is not None and s.destination_price is not None:
             self.error("E305", "a service has either one price or a price by destination, not both", s.flat_price.span)
-        if s.flat_price is None and s.destination_price is None and not s.slots:
+        band_priced = any(bp.setting("price") is not None for bp in s.band_parts)
+        if s.flat_price is None and s.destination_price is None and not s.slots and not band_priced:
             self.error("E305", f"'{s.direction.text} {s.service.text}' has no price", s.span,
                        "add 'price 0.0100 EUR per minute' or 'price by destination from deck \"...\"'")
         si.currency = info.currency
@@ -934,6 +935,8 @@ class Checker:
                 self.currency_matches(fp.money.currency, info.currency, "the price")
             self.price_unit(fp.unit)
             si.unit = fp.unit.text
+        if s.band_parts:
+            self._band_parts(si)
         if s.destination_price is not None:
             self._destination_price(info, si, s.destination_price)
         if s.fallback is not None:
@@ -949,6 +952,66 @@ class Checker:
             c = self._refile_surcharge(refile)
             if c is not None:
                 self._charge(c, (key,), info)
+
+    def _band_parts(self, si: ServiceInfo) -> None:
+        """``band NAME { price ..., connect fee ..., increments I/S }``: the parts of the tariff
+        taken from the band in force when the call starts."""
+        s = si.node
+        if si.calendar is None:
+            self.error("E308", "the service prices by band, but it has no calendar", s.band_parts[0].span,
+                       "add 'calendar NAME' or 'bands timezone \"...\" { ... }' to the service or the agreement")
+            return
+        bands = self._bands(si)
+        cal = si.calendar.name.text if si.calendar.name else "bands"
+        seen: dict[str, Span] = {}
+        unit = si.unit if s.flat_price is not None else None
+        for bp in s.band_parts:
+            name = bp.band.text
+            if name not in bands:
+                self.error("E207", f"band '{name}' is not a band of calendar '{cal}'", bp.band.span,
+                           did_you_mean(name, bands, "its bands"))
+            if name in seen:
+                self.error("E103", f"band '{name}' is given twice", bp.band.span, f"the first is at {seen[name]}")
+            seen.setdefault(name, bp.span)
+            keys: dict[str, Span] = {}
+            for st in bp.settings:
+                if st.key in keys:
+                    self.error("E103", f"'{st.key.replace('_', ' ')}' is set twice for band '{name}'", st.span,
+                               f"the first is at {keys[st.key]}")
+                keys[st.key] = st.span
+                if st.key == "price":
+                    fp = st.values[0]
+                    if s.destination_price is not None:
+                        self.error("E305", "a band price is for a service without a price by destination", st.span,
+                                   "the rate rows give the prices by band: e.g. 336 \"France mobile\" peak 0.0200 "
+                                   "offpeak 0.0150")
+                        continue
+                    if self.money(fp.money):
+                        si.currency = fp.money.currency.text if s.flat_price is None else si.currency
+                        self.currency_matches(fp.money.currency, si.currency, "the band price")
+                    self.price_unit(fp.unit)
+                    if unit is None:
+                        unit = si.unit = fp.unit.text
+                    elif fp.unit.text != unit:
+                        self.error("E206", f"the band price is per {fp.unit.text}, the service's price per {unit}",
+                                   fp.unit.span, f"price every band per {unit}")
+                elif st.key == "connect_fee":
+                    if self.money(st.values[0]):
+                        self.currency_matches(st.values[0].currency, si.currency, "the connect fee")
+                elif st.key == "increments":
+                    for n in st.values:
+                        if n.value != int(n.value) or n.value <= 0:
+                            self.error("E208", f"increment '{n.text}' must be a positive whole number of seconds",
+                                       n.span, "e.g. 'increments 60/6'")
+        if s.flat_price is None and s.destination_price is None and not s.slots:
+            priced = {bp.band.text for bp in s.band_parts if bp.setting("price") is not None}
+            missing = sorted(bands - priced)
+            if missing:
+                have = "have" if len(missing) > 1 else "has"
+                self.error("E309", f"band{'s' * (len(missing) > 1)} {', '.join(repr(b) for b in missing)} "
+                                   f"of the calendar {have} no price",
+                           s.band_parts[0].span, "give every band a price, or give the service a price for the "
+                                                 "others: 'price 0.0100 EUR per minute'")
 
     def _fallback(self, info: AgreementInfo, si: ServiceInfo, dp: ast.DestinationPrice) -> None:
         """``fallback from deck "..."``: a second table, same currency, unit and calendar, that

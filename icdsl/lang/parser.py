@@ -801,6 +801,20 @@ class _ToAst(Transformer):
             rows = src[1]
         return ("fallback", ast.DestinationPrice(None, None, deck, cols or (), delimiter, rows, self.s.of_meta(meta)))
 
+    def s_band(self, meta, c):
+        name, *parts = c
+        return ("band_part", ast.BandPartNode(self._ident(name), tuple(parts), self.s.of_meta(meta)))
+
+    def bp_price(self, meta, c):
+        return ast.Setting("price", (ast.MoneyPer(c[0], self._ident(c[1]), self.s.of_meta(meta)),),
+                           self.s.of_meta(meta))
+
+    def bp_connect_fee(self, meta, c):
+        return ast.Setting("connect_fee", (c[0],), self.s.of_meta(meta))
+
+    def bp_increments(self, meta, c):
+        return ast.Setting("increments", (self._num(c[0]), self._num(c[1])), self.s.of_meta(meta))
+
     def s_max_cost(self, meta, c):
         return ast.Setting("max_cost", (c[0], self._ident(c[1])), self.s.of_meta(meta))
 
@@ -809,6 +823,7 @@ class _ToAst(Transformer):
         flat = dest = cal = bands = rounding = None
         settings, slots, charges = [], (), []
         fallback = None
+        band_parts = []
         for i in items:
             if isinstance(i, ast.Setting):
                 settings.append(i)
@@ -828,8 +843,11 @@ class _ToAst(Transformer):
                 slots = i[1]
             elif i[0] == "fallback":
                 fallback = i[1]
+            elif i[0] == "band_part":
+                band_parts.append(i[1])
         return ast.ServiceDecl(self._ident(direction), self._ident(service), flat, dest, cal, bands,
-                               tuple(settings), slots, rounding, tuple(charges), self.s.of_meta(meta), fallback)
+                               tuple(settings), slots, rounding, tuple(charges), self.s.of_meta(meta), fallback,
+                               tuple(band_parts))
 
     # -- charges
     def _charge(self, kind, kind_tok_span, label, params, options, meta, generic=False):

@@ -342,6 +342,15 @@ class Compiler:
             volume = m.VolumeUnit(si.unit, VOLUME_UNITS[si.unit], rb, mb if "volume_minimum" in settings else 0)
         zero = settings["zero_duration"].values[0].text if "zero_duration" in settings else "connect_fee"
         cap = settings.get("max_cost")
+        parts = []
+        for bp in s.band_parts:
+            price, fee, inc = bp.setting("price"), bp.setting("connect_fee"), bp.setting("increments")
+            parts.append(m.BandPart(
+                bp.band.text,
+                price.values[0].money.amount.value if price is not None else None,
+                fee.values[0].amount.value if fee is not None else None,
+                m.Increments(int(inc.values[0].value), int(inc.values[1].value)) if inc is not None else None,
+                bp.span))
         return m.ServicePlan(
             direction=s.direction.text,
             service=s.service.text,
@@ -363,6 +372,7 @@ class Compiler:
             numbers_name=si.numbers.node.name.text if si.numbers is not None else None,
             max_cost=cap.values[0].amount.value if cap is not None else None,
             max_cost_span=cap.span if cap is not None else m.NO_SPAN,
+            band_parts=tuple(parts),
         )
 
     def charge(self, node: ast.ChargeNode, scope: tuple[tuple[str, str], ...]) -> m.Charge:

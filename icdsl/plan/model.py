@@ -235,6 +235,18 @@ class VolumeUnit:
     minimum_bytes: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class BandPart:
+    """``band NAME { ... }`` in a service: the parts of the tariff of calls that start in that band
+    (None: not given, the service's own applies; a rate row's own fee and increments still win)."""
+
+    band: str
+    price: Decimal | None = None  # a flat price in that band (services without a rate table)
+    connect_fee: Decimal | None = None
+    increments: Increments | None = None
+    span: Span = NO_SPAN
+
+
 # --------------------------------------------------------------------------- conditions
 
 
@@ -342,6 +354,7 @@ class ServicePlan:
     # ``at most 10.00 EUR per call``: the amount of a record (connect fee + usage) never exceeds it
     max_cost: Decimal | None = None
     max_cost_span: Span = NO_SPAN
+    band_parts: tuple[BandPart, ...] = ()  # ``band NAME { ... }``: by the band at the call's start
 
     @property
     def kind(self) -> str:

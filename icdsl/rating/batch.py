@@ -638,6 +638,9 @@ class _Batch:
                 if missing.any():
                     self.reject(at(missing), R.NO_RATE, band[missing])
         zero = slot_num = None
+        # band NAME { ... }: increments and fees by (band, row) of the call's start
+        by_band = band.astype(np.int64) * kern.nrows + r if kern.fee_by_band or kern.inc_by_band else None
+        ri = by_band if kern.inc_by_band else r
         if rules.kind == KIND_TIME:
             d = self.dur[pos]
             huge = d > INT64_SAFE // 4
@@ -651,22 +654,22 @@ class _Batch:
                 for until, p, own in zip(kern.slot_until, kern.slot_price, kern.slot_incs, strict=True):
                     end = eff if until is None else np.minimum(eff, until)
                     part = np.maximum(end - billed, 0)
-                    ii, ss = own if own is not None else (kern.inc_i[r], kern.inc_s[r])
+                    ii, ss = own if own is not None else (kern.inc_i[ri], kern.inc_s[ri])
                     b = billed_increments(part, ii, ss)
                     slot_num += p * b
                     billed += b
             elif kern.billed_flat is not None:
                 short = np.minimum(d, BILLED_TABLE - 1)
-                billed = kern.billed_flat[short if kern.uniform_inc else kern.billed_base[r] + short]
+                billed = kern.billed_flat[short if kern.uniform_inc else kern.billed_base[ri] + short]
                 longer = d >= BILLED_TABLE - 1
                 if longer.any():
-                    dl, rl = d[longer], r[longer]
+                    dl, rl = d[longer], ri[longer]
                     billed[longer] = billed_increments(
                         np.maximum(dl, sp.minimum_s), kern.inc_i[rl], kern.inc_s[rl]
                     )
             else:
                 eff = np.maximum(d, sp.minimum_s) if sp.minimum_s > 0 else d
-                billed = billed_increments(eff, kern.inc_i[r], kern.inc_s[r])
+                billed = billed_increments(eff, kern.inc_i[ri], kern.inc_s[ri])
                 if sp.minimum_s > 0:
                     billed[zero] = 0
         else:
@@ -675,7 +678,7 @@ class _Batch:
                 qty = np.where(huge, 0, qty)
             billed = qty
         self.billed[pos] = billed
-        fee = kern.fee_term[0] if kern.uniform_fee else kern.fee_term[r]
+        fee = kern.fee_term[0] if kern.uniform_fee else kern.fee_term[by_band if kern.fee_by_band else r]
         if rules.slots and slot_num is not None:
             num = slot_num + fee
         elif rules.slots:
@@ -757,7 +760,8 @@ class _Batch:
             self.band[p] = g.labels.code(label)
             row = int(self.row[p])
             if not rules.slots:
-                num = int(kern.fee_term[row if not kern.uniform_fee else 0])
+                fi = int(band0[n_i]) * kern.nrows + row if kern.fee_by_band else row
+                num = int(kern.fee_term[fi if not kern.uniform_fee else 0])
                 missing = None
                 for (_, b), s in zip(runs, secs, strict=True):
                     if not kern.has[b, row]:

@@ -441,9 +441,26 @@ class ServiceKernel:
                 for r in rows
             ]
         else:
-            price_cols = [[sp.flat_price] for _ in bands]
+            price_cols = [[rules.flat(b)] for b in bands]
             fee_col = [sp.connect_fee]
             inc_i, inc_s = [sp.increments.initial], [sp.increments.subsequent]
+        # band NAME { connect fee, increments }: per (band, row), index band * nrows + row
+        parts = rules.parts or {}
+        self.fee_by_band = any(p.connect_fee is not None for p in parts.values())
+        self.inc_by_band = any(p.increments is not None for p in parts.values())
+        row_fees = row_incs = None
+        if dest is not None and (self.fee_by_band or self.inc_by_band):
+            row_fees = (columns.connect_fees if columns is not None else [r.connect_fee for r in rows]) \
+                or (None,) * nrows
+            row_incs = (columns.increments if columns is not None else [r.increments for r in rows]) \
+                or (None,) * nrows
+        if self.fee_by_band:
+            own = row_fees or (None,)
+            fee_col = [f if f is not None else rules.band_fee(None, b) for b in bands for f in own]
+        if self.inc_by_band:
+            own = row_incs or (None,)
+            incs = [x if x is not None else rules.band_increments(None, b) for b in bands for x in own]
+            inc_i, inc_s = [x.initial for x in incs], [x.subsequent for x in incs]
         has = np.array([[p is not None for p in col] for col in price_cols], dtype=bool).reshape(
             len(bands), nrows
         )

@@ -53,7 +53,12 @@ end moving the next slot's start; each slot's billed seconds are priced at its p
 Maximum cost per call (``max_cost``): the exact amount (connect fee + usage) is capped at
 ``max_cost`` before the one rounding; per-record charges see the capped traffic amount.
 
-Amount = connect fee (the row's, else the service's; once per rated record) + usage, computed
+Band parts (``band NAME { price, connect fee, increments }``, ``rules.parts``): the band in force
+at the call's start gives the connect fee and the increments where the matched row has none of
+its own (else the service's), and, without a rate table, the flat price (each part of a split
+call at its band's price).
+
+Amount = connect fee (the row's, else the band's, else the service's; once per rated record) + usage, computed
 exactly (the one division comes last) and rounded once with the service's rounding (precision,
 mode). Currency: the rate table's, else the service's. ``rate``: the price of the first second
 (first part or first slot), written without exponent or trailing zeros (``0.1``).
@@ -152,7 +157,7 @@ class RowService:
         # the common case, priced by _fast: a time unit with a rate table, no slots, no split
         self.fast = (
             rules.kind == KIND_TIME and dest is not None and not rules.slots and not sp.split_at_band_boundary
-            and self.origin is None and sp.max_cost is None
+            and self.origin is None and sp.max_cost is None and not sp.band_parts
         )
         self.fee = sp.connect_fee
         self.inc = sp.increments
@@ -518,12 +523,18 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
         if steps is not None:
             steps.append(TraceStep("no calendar: band all", sp.span))
 
-    fee = row.connect_fee if row is not None and row.connect_fee is not None else sp.connect_fee
+    if rules.parts is None:
+        fee = row.connect_fee if row is not None and row.connect_fee is not None else sp.connect_fee
+    else:  # band NAME { ... }: the band in force at the call's start
+        fee = rules.band_fee(row, band)
     per = rules.per
     slots = rules.slots
     parts = None  # [(band, seconds)] when a split call has several parts
     if kind == KIND_TIME:
-        inc = row.increments if row is not None and row.increments is not None else sp.increments
+        if rules.parts is None:
+            inc = row.increments if row is not None and row.increments is not None else sp.increments
+        else:
+            inc = rules.band_increments(row, band)
         billed = 0
         if rules.slot_incs is not None:  # increments per slot: billed slot by slot
             eff = (dur if dur >= sp.minimum_s else sp.minimum_s) if dur > 0 else 0
@@ -561,12 +572,12 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
     if rules.slots:
         rate = rules.slots[0][2]
     else:
-        rate = row.price_for(band) if row is not None else sp.flat_price
+        rate = row.price_for(band) if row is not None else rules.flat(band)
         if rate is None:
             return _reject(record, steps, R.NO_RATE, R.detail_no_price(band, prefix), rules.rule_span(row))
         if parts is not None:
             for b, _ in parts[1:]:
-                if (row.price_for(b) if row is not None else sp.flat_price) is None:
+                if (row.price_for(b) if row is not None else rules.flat(b)) is None:
                     return _reject(
                         record, steps, R.NO_RATE, R.detail_no_price(b, prefix), rules.rule_span(row)
                     )
@@ -599,7 +610,7 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
                     if hi > max(a, lo):
                         num = EXACT.add(num, EXACT.multiply(price, hi - max(a, lo)))
             else:
-                price = row.price_for(b) if row is not None else sp.flat_price
+                price = row.price_for(b) if row is not None else rules.flat(b)
                 num = EXACT.add(num, EXACT.multiply(price, s))
             a += s
     if steps is not None:
@@ -612,7 +623,7 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
                     billed,
                     parts,
                     num,
-                    lambda b: row.price_for(b) if row is not None else sp.flat_price,
+                    lambda b: row.price_for(b) if row is not None else rules.flat(b),
                     slots,
                 ),
                 rules.rule_span(row),

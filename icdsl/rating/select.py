@@ -44,6 +44,7 @@ from icdsl.plan.model import (
     TIME_UNITS,
     VOLUME_UNITS,
     Agreement,
+    BandPart,
     Increments,
     Plan,
     RateColumns,
@@ -248,10 +249,32 @@ class ServiceRules:
     # each slot's own increments (None: the row's or service's), when a slot has some; else None
     # (then increments apply to the whole call and slots price its billed seconds)
     slot_incs: tuple[Increments | None, ...] | None = None
+    # ``band NAME { ... }`` by band name; None without any
+    parts: dict[str, BandPart] | None = None
 
     @property
     def priced(self) -> bool:
-        return self.destinations is not None or self.plan.flat_price is not None or bool(self.slots)
+        return (self.destinations is not None or self.plan.flat_price is not None or bool(self.slots)
+                or any(p.price is not None for p in self.plan.band_parts))
+
+    def flat(self, band: str) -> Decimal | None:
+        """The flat price in ``band``: the band's own price, else the service's."""
+        part = self.parts.get(band) if self.parts is not None else None
+        return part.price if part is not None and part.price is not None else self.plan.flat_price
+
+    def band_fee(self, row: RateRow | None, band: str) -> Decimal:
+        """The connect fee of a call starting in ``band``: the row's, the band's, the service's."""
+        if row is not None and row.connect_fee is not None:
+            return row.connect_fee
+        part = self.parts.get(band) if self.parts is not None else None
+        return part.connect_fee if part is not None and part.connect_fee is not None else self.plan.connect_fee
+
+    def band_increments(self, row: RateRow | None, band: str) -> Increments:
+        """The increments of a call starting in ``band``: the row's, the band's, the service's."""
+        if row is not None and row.increments is not None:
+            return row.increments
+        part = self.parts.get(band) if self.parts is not None else None
+        return part.increments if part is not None and part.increments is not None else self.plan.increments
 
     def increments(self, row: RateRow | None) -> Increments:
         if row is not None and row.increments is not None:
@@ -267,7 +290,7 @@ class ServiceRules:
         """Per-unit price of a row (or the flat price) in a band; None if there is none."""
         if row is not None:
             return row.price_for(band)
-        return self.plan.flat_price
+        return self.flat(band)
 
     def rule_span(self, row: RateRow | None) -> Span:
         return row.span if row is not None else self.plan.span
@@ -304,6 +327,7 @@ def service_rules(agreement: Agreement, sp: ServicePlan) -> ServiceRules:
         precision=sp.rounding.precision,
         mode=sp.rounding.mode,
         slot_incs=incs if any(i is not None for i in incs) else None,
+        parts={p.band: p for p in sp.band_parts} if sp.band_parts else None,
     )
 
 
