@@ -253,3 +253,67 @@ def test_a_fallback_deck_prices_what_the_partner_deck_misses():
     # the fallback deck is a term of the agreement: another public deck, another hash
     files2 = files | {"decks/public.csv": files["decks/public.csv"].replace("0.0300", "0.0310")}
     assert build_plan(rules, files=files2).agreements[0].source_hash != plan.agreements[0].source_hash
+
+
+BAND_PARTS = PARTNER + """agreement "Band parts" v1 with CARR effective 2026-01-01 .. {
+  outbound voice {
+    price by destination in EUR {
+      33  "France"         peak 0.0200 offpeak 0.0100
+      336 "France mobile"  peak 0.0300 offpeak 0.0200 connect 0.0500 increments 30/30
+    }
+    bands timezone "Europe/Paris" {
+      peak mon-fri 08:00-20:00
+      offpeak otherwise
+    }
+    split at band boundary
+    band peak {
+      connect fee 0.0100 EUR
+      increments 60/60
+    }
+    band offpeak {
+      increments 1/1
+    }
+  }
+  outbound sms {
+    calendar biz
+    price 0.0500 EUR per message
+    band offpeak {
+      price 0.0100 EUR per message
+      connect fee 0.0010 EUR
+    }
+  }
+}
+
+calendar biz timezone "Europe/Paris" {
+  peak mon-fri 08:00-20:00
+  offpeak otherwise
+}
+"""
+
+
+def test_band_parts_come_from_the_band_at_the_call_start():
+    plan = build_plan(BAND_PARTS)
+    sms = {"service": "sms", "b_number": "33612345678"}
+    recs = [_record(1, 61, "33123456789", start="2026-03-04T10:00:00Z"),  # peak: fee 0.01, 60/60
+            _record(2, 61, "33123456789", start="2026-03-04T22:00:00Z"),  # offpeak: 1/1, no fee
+            _record(3, 61, "33612345678", start="2026-03-04T10:00:00Z"),  # the row's own fee and 30/30
+            # 18:59:30 UTC is 19:59:30 in Paris: peak's 60/60 and fee; 30 s peak + 90 s offpeak
+            _record(4, 61, "33123456789", start="2026-03-04T18:59:30Z"),
+            _record(5, 1, start="2026-03-04T10:00:00Z") | sms, _record(6, 1, start="2026-03-04T22:00:00Z") | sms]
+    cmp = rate_both(plan, recs).assert_agree()
+    assert [r.billed_units for r in cmp.row] == [120, 61, 90, 120, 1, 1]
+    assert cmp.amounts == [
+        Decimal("0.050000"),  # 0.01 + 120 x 0.02 / 60
+        Decimal("0.010167"),  # 61 x 0.01 / 60
+        Decimal("0.095000"),  # 0.05 + 90 x 0.03 / 60
+        Decimal("0.035000"),  # 0.01 + 30 x 0.02 / 60 + 90 x 0.01 / 60
+        Decimal("0.050000"),  # the service's price in peak
+        Decimal("0.011000"),  # off-peak: 0.001 + 0.01
+    ]
+    assert cmp.row[3].band == "peak+offpeak"
+
+
+def test_band_parts_are_checked():
+    rules = BAND_PARTS.replace("    band offpeak {\n      increments 1/1\n    }\n",
+                               "    band offpeak {\n      price 0.0100 EUR per minute\n    }\n    band night {\n    }\n")
+    assert check_rules(rules).codes == ["E305", "E207"]

@@ -111,12 +111,19 @@ def service_lines(s: m.ServicePlan) -> list[str]:
         if any(sl.increments is not None for sl in s.slots):
             out.append("increments per slot: each slot's seconds billed with its own increments (else the "
                        "service's), a block past the slot's end moving the next slot's start")
+    elif s.flat_price is None and s.band_parts:
+        out.append(f"price by band, {s.currency} per {s.unit} (below)")
     else:
         out.append(f"price {s.flat_price} {s.currency} per {s.unit}")
     if s.unit in ("minute", "second") or s.slots:
         out.append(f"increments {s.increments} (billed = initial if d <= initial, else initial + "
                    f"ceil((d - initial) / subsequent) * subsequent); minimum {s.minimum_s} s; "
                    f"connect fee {s.connect_fee} {s.currency}; zero duration: {s.zero_duration}")
+    for bp in s.band_parts:
+        said = [f"price {bp.price} {s.currency} per {s.unit}"] if bp.price is not None else []
+        said += [f"connect fee {bp.connect_fee} {s.currency}"] if bp.connect_fee is not None else []
+        said += [f"increments {bp.increments}"] if bp.increments is not None else []
+        out.append(f"band {bp.band} (at the call's start): {', '.join(said) or 'nothing of its own'}")
     if s.max_cost is not None:
         out.append(f"at most {s.max_cost} {s.currency} per call: a record's amount is capped before rounding")
     if s.volume is not None:

@@ -527,6 +527,14 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
         fee = row.connect_fee if row is not None and row.connect_fee is not None else sp.connect_fee
     else:  # band NAME { ... }: the band in force at the call's start
         fee = rules.band_fee(row, band)
+        part = rules.parts.get(band)
+        if steps is not None and part is not None:
+            said = [f"price {money_text(part.price)}"] if part.price is not None and row is None else []
+            said += [f"connect fee {money_text(part.connect_fee)}"] if part.connect_fee is not None else []
+            said += [f"increments {part.increments}"] if part.increments is not None else []
+            mine = " (the rate row's own connect fee and increments win)" if row is not None else ""
+            steps.append(TraceStep(f"band {band} at the call's start: {', '.join(said) or 'nothing of its own'}"
+                                   f"{mine}", part.span))
     per = rules.per
     slots = rules.slots
     parts = None  # [(band, seconds)] when a split call has several parts
