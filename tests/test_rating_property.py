@@ -3,9 +3,10 @@
 Hypothesis builds plans with random prefix trees (nested, duplicated, effective-dated), prices with
 up to 6 decimals (some bands without a price), increments, connect fees, calendars in zones with
 DST and half-hour offsets, holidays, rounding modes and precisions, slots (with increments per
-slot), maximum costs per call, fallback tables, band parts (price, connect fee, increments by
-band), band splits, volume and count units; and records with edge durations, instants on DST
-changes, short or odd numbers and missing fields. Every rated field and every reject reason and detail must be identical.
+slot), maximum costs per call, fallback tables, band parts (price, connect fee, increments,
+data minimum and rounding by band), band splits, volume and count units; and records with edge
+durations, instants on DST changes, short or odd numbers and missing fields. Every rated field
+and every reject reason and detail must be identical.
 """
 
 from __future__ import annotations
@@ -166,7 +167,8 @@ def services(draw, direction, service):
         band_parts=tuple(  # band NAME { price, connect fee, increments }
             BandPart(b, draw(st.one_of(st.none(), prices)) if price_kind == "flat" else None,
                      draw(st.one_of(st.none(), prices)), draw(st.one_of(st.none(), st.sampled_from(INCREMENTS))),
-                     draw(spans()))
+                     draw(spans()), draw(st.one_of(st.none(), st.sampled_from([0, 3000, 100_000]))),
+                     draw(st.one_of(st.none(), st.sampled_from([1, 1000, 4096]))))
             for b in draw(st.lists(st.sampled_from(BANDS), max_size=3, unique=True))
         ),
     )

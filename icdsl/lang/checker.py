@@ -965,6 +965,7 @@ class Checker:
         cal = si.calendar.name.text if si.calendar.name else "bands"
         seen: dict[str, Span] = {}
         unit = si.unit if s.flat_price is not None else None
+        volume_settings: list[ast.Setting] = []
         for bp in s.band_parts:
             name = bp.band.text
             if name not in bands:
@@ -1003,6 +1004,12 @@ class Checker:
                         if n.value != int(n.value) or n.value <= 0:
                             self.error("E208", f"increment '{n.text}' must be a positive whole number of seconds",
                                        n.span, "e.g. 'increments 60/6'")
+                elif st.key in ("volume_rounding", "volume_minimum"):
+                    self.volume_bytes(st.values[0])
+                    volume_settings.append(st)
+        if volume_settings and si.unit not in VOLUME_UNITS:
+            self.warning("W303", "volume rounding only applies to services priced per KB, MB or GB",
+                         volume_settings[0].span)
         if s.flat_price is None and s.destination_price is None and not s.slots:
             priced = {bp.band.text for bp in s.band_parts if bp.setting("price") is not None}
             missing = sorted(bands - priced)

@@ -812,6 +812,12 @@ class _ToAst(Transformer):
     def bp_connect_fee(self, meta, c):
         return ast.Setting("connect_fee", (c[0],), self.s.of_meta(meta))
 
+    def bp_volume_minimum(self, meta, c):
+        return ast.Setting("volume_minimum", (c[0],), self.s.of_meta(meta))
+
+    def bp_volume_rounding(self, meta, c):
+        return ast.Setting("volume_rounding", (c[0],), self.s.of_meta(meta))
+
     def bp_increments(self, meta, c):
         return ast.Setting("increments", (self._num(c[0]), self._num(c[1])), self.s.of_meta(meta))
 

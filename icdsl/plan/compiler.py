@@ -345,12 +345,20 @@ class Compiler:
         parts = []
         for bp in s.band_parts:
             price, fee, inc = bp.setting("price"), bp.setting("connect_fee"), bp.setting("increments")
+            vmin, vround = bp.setting("volume_minimum"), bp.setting("volume_rounding")
+
+            def nbytes(st):
+                q = st.values[0]
+                return int(q.value.value * VOLUME_UNITS[q.unit.text])
+
             parts.append(m.BandPart(
                 bp.band.text,
                 price.values[0].money.amount.value if price is not None else None,
                 fee.values[0].amount.value if fee is not None else None,
                 m.Increments(int(inc.values[0].value), int(inc.values[1].value)) if inc is not None else None,
-                bp.span))
+                bp.span,
+                nbytes(vmin) if vmin is not None and volume is not None else None,
+                nbytes(vround) if vround is not None and volume is not None else None))
         return m.ServicePlan(
             direction=s.direction.text,
             service=s.service.text,

@@ -245,6 +245,8 @@ class BandPart:
     connect_fee: Decimal | None = None
     increments: Increments | None = None
     span: Span = NO_SPAN
+    minimum_bytes: int | None = None  # data: ``minimum volume`` of the band
+    rounding_bytes: int | None = None  # data: ``round volume up to`` of the band
 
 
 # --------------------------------------------------------------------------- conditions

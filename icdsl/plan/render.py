@@ -123,6 +123,8 @@ def service_lines(s: m.ServicePlan) -> list[str]:
         said = [f"price {bp.price} {s.currency} per {s.unit}"] if bp.price is not None else []
         said += [f"connect fee {bp.connect_fee} {s.currency}"] if bp.connect_fee is not None else []
         said += [f"increments {bp.increments}"] if bp.increments is not None else []
+        said += [f"minimum volume {bp.minimum_bytes} bytes"] if bp.minimum_bytes is not None else []
+        said += [f"volume rounded up to {bp.rounding_bytes} bytes"] if bp.rounding_bytes is not None else []
         out.append(f"band {bp.band} (at the call's start): {', '.join(said) or 'nothing of its own'}")
     if s.max_cost is not None:
         out.append(f"at most {s.max_cost} {s.currency} per call: a record's amount is capped before rounding")

@@ -489,7 +489,7 @@ class _Batch:
             self.reject(positions[v < 0], R.BAD_VOLUME)
             vu = rules.volume
             b = np.maximum(v, vu.minimum_bytes)
-            r = max(vu.rounding_bytes, 1)
+            r = max(vu.rounding_bytes, 1, *(kern.vol_step.tolist() if kern.vol_step is not None else ()))
             big = b > INT64_SAFE - r
             b = np.where(big, 0, b)
             qty = -(-b // r) * r
@@ -673,6 +673,11 @@ class _Batch:
                 if sp.minimum_s > 0:
                     billed[zero] = 0
         else:
+            if kern.vol_min is not None:  # band NAME { minimum volume, round volume up to }
+                raw = self.ints("volume")[0][pos]
+                v = np.maximum(raw, kern.vol_min[band])
+                step = kern.vol_step[band]
+                qty = np.where(v > INT64_SAFE - step, 0, -(-v // step) * step)
             huge = qty > INT64_SAFE // 4
             if huge.any():
                 qty = np.where(huge, 0, qty)

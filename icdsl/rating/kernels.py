@@ -447,6 +447,13 @@ class ServiceKernel:
         # band NAME { connect fee, increments }: per (band, row), index band * nrows + row
         parts = rules.parts or {}
         self.fee_by_band = any(p.connect_fee is not None for p in parts.values())
+        # data: minimum and rounding step (bytes) by band, when a band gives them
+        self.vol_min = self.vol_step = None
+        if rules.volume is not None and any(p.minimum_bytes is not None or p.rounding_bytes is not None
+                                            for p in parts.values()):
+            vus = [rules.volume_for(b) for b in bands]
+            self.vol_min = np.array([v.minimum_bytes for v in vus], dtype=np.int64)
+            self.vol_step = np.array([max(v.rounding_bytes, 1) for v in vus], dtype=np.int64)
         self.inc_by_band = any(p.increments is not None for p in parts.values())
         row_fees = row_incs = None
         if dest is not None and (self.fee_by_band or self.inc_by_band):

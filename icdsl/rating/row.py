@@ -532,6 +532,8 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
             said = [f"price {money_text(part.price)}"] if part.price is not None and row is None else []
             said += [f"connect fee {money_text(part.connect_fee)}"] if part.connect_fee is not None else []
             said += [f"increments {part.increments}"] if part.increments is not None else []
+            said += [f"minimum volume {part.minimum_bytes} B"] if part.minimum_bytes is not None else []
+            said += [f"round volume up to {part.rounding_bytes} B"] if part.rounding_bytes is not None else []
             mine = " (the rate row's own connect fee and increments win)" if row is not None else ""
             steps.append(TraceStep(f"band {band} at the call's start: {', '.join(said) or 'nothing of its own'}"
                                    f"{mine}", part.span))
@@ -574,6 +576,8 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
                         )
                     )
     else:
+        if kind == KIND_VOLUME and rules.parts is not None:  # the band's minimum and rounding step
+            qty = volume_bytes(record.get("volume"), rules.volume_for(band))
         billed = qty
 
     # prices

@@ -269,6 +269,17 @@ class ServiceRules:
         part = self.parts.get(band) if self.parts is not None else None
         return part.connect_fee if part is not None and part.connect_fee is not None else self.plan.connect_fee
 
+    def volume_for(self, band: str) -> VolumeUnit | None:
+        """The volume rules of a session starting in ``band``: the band's minimum and rounding
+        step where it gives them, else the service's."""
+        part = self.parts.get(band) if self.parts is not None else None
+        v = self.volume
+        if part is None or v is None or (part.minimum_bytes is None and part.rounding_bytes is None):
+            return v
+        return VolumeUnit(v.unit, v.unit_bytes,
+                          part.rounding_bytes if part.rounding_bytes is not None else v.rounding_bytes,
+                          part.minimum_bytes if part.minimum_bytes is not None else v.minimum_bytes)
+
     def band_increments(self, row: RateRow | None, band: str) -> Increments:
         """The increments of a call starting in ``band``: the row's, the band's, the service's."""
         if row is not None and row.increments is not None:
