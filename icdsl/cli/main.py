@@ -238,10 +238,6 @@ def rate(
 ) -> None:
     """Rate a traffic file in bulk: rated records, rejects with reasons, counts that reconcile."""
 
-    if out is None and not show:
-        echo_err("error: give --out (where to write the rated records), or --show to print them")
-        raise typer.Exit(2)
-
     # lazy: this command needs numpy, pyarrow: loaded when it runs, not at every `icdsl` start
     from icdsl.rating.intake import IntakeError
     from icdsl.rating.run import LayoutError, choose_layout, rate_file
@@ -254,6 +250,9 @@ def rate(
         raise typer.Exit(2) from None
     if batch_rows <= 0:
         echo_err("error: --batch-rows must be positive")
+        raise typer.Exit(2)
+    if out is None and not show:
+        echo_err("error: give --out (where to write the rated records), or --show to print them")
         raise typer.Exit(2)
     if workers is not None and (workers < 1 or scheduler is not None):
         echo_err("error: --workers must be 1 or more, and not given with --scheduler")

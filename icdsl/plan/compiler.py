@@ -375,12 +375,12 @@ class Compiler:
             zero_duration=zero,
             volume=volume,
             rounding=si.rounding,
-            span=s.span,
-            numbers=si.numbers.table if si.numbers is not None else None,
-            numbers_name=si.numbers.node.name.text if si.numbers is not None else None,
             max_cost=cap.values[0].amount.value if cap is not None else None,
             max_cost_span=cap.span if cap is not None else m.NO_SPAN,
             band_parts=tuple(parts),
+            span=s.span,
+            numbers=si.numbers.table if si.numbers is not None else None,
+            numbers_name=si.numbers.node.name.text if si.numbers is not None else None,
         )
 
     def charge(self, node: ast.ChargeNode, scope: tuple[tuple[str, str], ...]) -> m.Charge:

@@ -349,14 +349,14 @@ class ServicePlan:
     zero_duration: str = "connect_fee"  # connect_fee | free | reject
     volume: VolumeUnit | None = None
     rounding: Rounding = Rounding()
-    span: Span = NO_SPAN
-    # the number-range table of ``numbers NAME`` (operators and circles of both numbers)
-    numbers: NumberRanges | None = None
-    numbers_name: str | None = None
     # ``at most 10.00 EUR per call``: the amount of a record (connect fee + usage) never exceeds it
     max_cost: Decimal | None = None
     max_cost_span: Span = NO_SPAN
     band_parts: tuple[BandPart, ...] = ()  # ``band NAME { ... }``: by the band at the call's start
+    span: Span = NO_SPAN
+    # the number-range table of ``numbers NAME`` (operators and circles of both numbers)
+    numbers: NumberRanges | None = None
+    numbers_name: str | None = None
 
     @property
     def kind(self) -> str:
