@@ -2,9 +2,11 @@
 
 Hypothesis builds plans with random prefix trees (nested, duplicated, effective-dated), prices with
 up to 6 decimals (some bands without a price), increments, connect fees, calendars in zones with
-DST and half-hour offsets, holidays, rounding modes and precisions, slots, band splits, volume and
-count units; and records with edge durations, instants on DST changes, short or odd numbers and
-missing fields. Every rated field and every reject reason and detail must be identical.
+DST and half-hour offsets, holidays, rounding modes and precisions, slots (with increments per
+slot), maximum costs per call, fallback tables, band parts (price, connect fee, increments,
+data minimum and rounding by band), band splits, volume and count units; and records with edge
+durations, instants on DST changes, short or odd numbers and missing fields. Every rated field
+and every reject reason and detail must be identical.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from test_rating_batch import assert_same
 from icdsl.plan.model import (
     EMPTY_KEY,
     Agreement,
+    BandPart,
     BandRule,
     Calendar,
     CellKey,
@@ -129,7 +132,12 @@ def services(draw, direction, service):
         untils = sorted(draw(st.sets(st.integers(1, 400), min_size=1, max_size=3)))
         if draw(st.booleans()):
             untils[-1] = None
-        slots = tuple(Slot(u, draw(prices), draw(spans())) for u in untils)
+        slot_incs = draw(st.booleans())  # increments per slot (some slots keep the row's)
+        slots = tuple(
+            Slot(u, draw(prices), draw(spans()),
+                 draw(st.one_of(st.none(), st.sampled_from(INCREMENTS))) if slot_incs else None)
+            for u in untils
+        )
     volume = None
     if unit == "MB":
         volume = VolumeUnit(
@@ -139,7 +147,8 @@ def services(draw, direction, service):
         direction,
         service,
         unit,
-        rates=RateTable(rows, "EUR") if rows else None,
+        rates=RateTable(rows, "EUR", fallback=RateTable(draw(rate_rows()), "EUR") if draw(st.booleans()) else None)
+        if rows else None,
         flat_price=draw(prices) if price_kind == "flat" else None,
         currency="EUR",
         increments=draw(st.sampled_from(INCREMENTS)),
@@ -154,6 +163,14 @@ def services(draw, direction, service):
             draw(st.integers(0, 8)), draw(st.sampled_from(["half_up", "half_even", "up", "down"]))
         ),
         span=draw(spans()),
+        max_cost=draw(st.one_of(st.none(), st.none(), prices)),  # at most ... per call
+        band_parts=tuple(  # band NAME { price, connect fee, increments }
+            BandPart(b, draw(st.one_of(st.none(), prices)) if price_kind == "flat" else None,
+                     draw(st.one_of(st.none(), prices)), draw(st.one_of(st.none(), st.sampled_from(INCREMENTS))),
+                     draw(spans()), draw(st.one_of(st.none(), st.sampled_from([0, 3000, 100_000]))),
+                     draw(st.one_of(st.none(), st.sampled_from([1, 1000, 4096]))))
+            for b in draw(st.lists(st.sampled_from(BANDS), max_size=3, unique=True))
+        ),
     )
 
 

@@ -113,6 +113,9 @@ def agreement_decks(a: Agreement) -> list[list[str]]:
     for s in a.services:
         if s.rates is not None and s.rates.source != "inline":
             decks.append([s.rates.source, s.rates.source_hash or ""])
+        fb = s.rates.fallback if s.rates is not None else None
+        if fb is not None and fb.source != "inline":
+            decks.append([fb.source, fb.source_hash or ""])
     return decks
 
 

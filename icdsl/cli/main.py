@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import typer
@@ -210,13 +211,22 @@ def explain(
         raise typer.Exit(1)
 
 
+SHOW_ROWS = 100
+SHOW_RATED = ("id", "partner", "direction", "service", "agreement", "prefix", "destination", "band", "billed_units",
+              "rate", "amount", "currency")
+SHOW_CHARGES = ("id", "charge", "amount", "currency")
+SHOW_REJECTS = ("id", "reason", "detail")
+
+
 @app.command()
 def rate(
     paths: list[Path] = typer.Argument(..., help="Rule files or folders (the agreements)."),
     cdrs: Path = typer.Option(..., "--cdrs", help="Traffic file: CSV or Parquet."),
-    out: Path = typer.Option(..., "--out", help="Output: a folder (rated.parquet, rejects.parquet, "
-                             "record_charges.parquet, summary.json) or a file ending in .parquet or .csv (rejects, "
-                             "record charges and summary beside it)."),
+    out: Path | None = typer.Option(None, "--out", help="Output: a folder (rated.parquet, rejects.parquet, "
+                                    "record_charges.parquet, summary.json) or a file ending in .parquet or .csv "
+                                    "(rejects, record charges and summary beside it). Optional with --show."),
+    show: bool = typer.Option(False, "--show", help="Also print the rated records and the rejects (the first "
+                              f"{SHOW_ROWS} of each): for a small file."),
     layout: str | None = typer.Option(None, help="Records layout to read the traffic file with."),
     batch_rows: int = typer.Option(500_000, help="Records per batch: memory stays bounded by it (about 0.85 GiB peak at the default)."),
     reader: str | None = typer.Option(None, help="Record reader (e.g. asterisk_csv from a plugin); "
@@ -247,6 +257,9 @@ def rate(
     if batch_rows <= 0:
         echo_err("error: --batch-rows must be positive")
         raise typer.Exit(2)
+    if out is None and not show:
+        echo_err("error: give --out (where to write the rated records), or --show to print them")
+        raise typer.Exit(2)
     if workers is not None and (workers < 1 or scheduler is not None):
         echo_err("error: --workers must be 1 or more, and not given with --scheduler")
         raise typer.Exit(2)
@@ -270,15 +283,45 @@ def rate(
             with contextlib.ExitStack() as stack:
                 client = (stack.enter_context(dask_client(workers=workers, scheduler=scheduler))
                           if workers is not None or scheduler is not None else None)
-                summary = rate_file(p, cdrs, out, layout=lay, batch_rows=batch_rows, progress=progress,
+                target = out if out is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+                summary = rate_file(p, cdrs, target, layout=lay, batch_rows=batch_rows, progress=progress,
                                     reader=reader, reader_options=options, client=client)
+                if show:
+                    _show_records(summary.outputs)
         except (IntakeError, ClusterError) as e:
             echo_err(f"error: {e}")
             raise typer.Exit(1) from None
     typer.echo(summary.text())
-    typer.echo(f"wrote {summary.outputs['rated']}, {summary.outputs['rejects']}, "
-               f"{summary.outputs['record_charges']} (per-record charges), {summary.outputs['summary']}")
+    if out is not None:
+        typer.echo(f"wrote {summary.outputs['rated']}, {summary.outputs['rejects']}, "
+                   f"{summary.outputs['record_charges']} (per-record charges), {summary.outputs['summary']}")
     raise typer.Exit(0 if summary.reconciles() else 3)
+
+
+def _show_records(outputs: dict[str, str]) -> None:
+    """Print the first SHOW_ROWS rated records, per-record charges and rejects of ``icdsl rate`` as
+    aligned text tables (``--show``)."""
+    # lazy: this command needs pyarrow: loaded when it runs, not at every `icdsl` start
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    for title, key, columns in (("rated records", "rated", SHOW_RATED),
+                                ("per-record charges", "record_charges", SHOW_CHARGES),
+                                ("rejects", "rejects", SHOW_REJECTS)):
+        path = Path(outputs[key])
+        table = pq.read_table(path) if path.suffix == ".parquet" else pcsv.read_csv(path)
+        names = [c for c in columns if c in table.column_names]
+        n = table.num_rows
+        if n == 0 and key == "record_charges":
+            continue
+        typer.echo(f"{title}: {n:,}" + (f" (the first {SHOW_ROWS} shown)" if n > SHOW_ROWS else ""))
+        if n == 0:
+            continue
+        rows = table.slice(0, SHOW_ROWS).select(names).to_pylist()
+        cells = [names] + [["" if r[c] is None else str(r[c]) for c in names] for r in rows]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(names))]
+        for row in cells:
+            typer.echo("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _count_rows(path: Path) -> int | None:

@@ -443,6 +443,19 @@ class SlotNode:
     price: Money
     unit: Ident
     span: Span
+    increments: Setting | None = None  # the slot's own ``increments I/S``
+
+
+@dataclass(frozen=True, slots=True)
+class BandPartNode:
+    """``band peak { price ..., connect fee ..., increments I/S }`` in a service."""
+
+    band: Ident
+    settings: tuple[Setting, ...]
+    span: Span
+
+    def setting(self, key: str) -> Setting | None:
+        return _by_key(self.settings, key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,6 +471,9 @@ class ServiceDecl:
     rounding: RoundingNode | None
     charges: tuple[ChargeNode, ...]
     span: Span
+    # ``fallback from deck "..."`` / ``fallback { rows }``: the table for numbers the price table misses
+    fallback: DestinationPrice | None = None
+    band_parts: tuple[BandPartNode, ...] = ()  # ``band NAME { ... }``
 
     def setting(self, key: str) -> Setting | None:
         return _by_key(self.settings, key)

@@ -12,7 +12,7 @@ volumes are byte units, percentages lie between 0 and 100, counts are whole numb
 from __future__ import annotations
 
 import codecs
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -81,6 +81,7 @@ class ServiceInfo:
     deck: Deck | None = None
     currency: str = ""
     unit: str = "minute"
+    fallback: ServiceInfo | None = None  # ``fallback ...``: its node's destination price is the fallback table
     calendar: ast.CalendarDecl | None = None
     rounding: Rounding = DEFAULT_ROUNDING
     numbers: NumbersInfo | None = None  # the number-range table of ``numbers NAME``
@@ -985,7 +986,8 @@ class Checker:
             si.calendar = info.calendar
         if s.flat_price is not None and s.destination_price is not None:
             self.error("E305", "a service has either one price or a price by destination, not both", s.flat_price.span)
-        if s.flat_price is None and s.destination_price is None and not s.slots:
+        band_priced = any(bp.setting("price") is not None for bp in s.band_parts)
+        if s.flat_price is None and s.destination_price is None and not s.slots and not band_priced:
             self.error("E305", f"'{s.direction.text} {s.service.text}' has no price", s.span,
                        "add 'price 0.0100 EUR per minute' or 'price by destination from deck \"...\"'")
         si.currency = info.currency
@@ -1004,8 +1006,12 @@ class Checker:
                 self.currency_matches(fp.money.currency, info.currency, "the price")
             self.price_unit(fp.unit)
             si.unit = fp.unit.text
+        if s.band_parts:
+            self._band_parts(si)
         if s.destination_price is not None:
             self._destination_price(info, si, s.destination_price)
+        if s.fallback is not None:
+            self._fallback(info, si, s.fallback)
         for st in s.settings:
             self._service_setting(si, st)
         if s.slots:
@@ -1243,6 +1249,16 @@ class Checker:
                 self.warning("W303", "volume rounding only applies to services priced per KB, MB or GB", st.span)
         elif st.key == "split" and si.calendar is None:
             self.warning("W304", "'split at band boundary' has no effect without a calendar", st.span)
+        elif st.key == "max_cost":
+            money, per = v
+            if self.money(money, allow_zero=False) and si.currency and money.currency.text != si.currency:
+                self.error("E322", f"the maximum cost is in {money.currency.text} but the service prices in "
+                                   f"{si.currency}", money.currency.span,
+                           "a record's amount is capped in its own currency: write the cap in "
+                           f"{si.currency}")
+            if per.text != "call":
+                self.error("E206", f"a maximum cost is per call, not per '{per.text}'", per.span,
+                           "write e.g. 'at most 10.00 EUR per call'")
 
     def _slots(self, si: ServiceInfo, slots: tuple[ast.SlotNode, ...]) -> None:
         last = 0
@@ -1251,6 +1267,11 @@ class Checker:
             self.currency_matches(sl.price.currency, si.currency or self.agreement.currency, "the slot price")
             if sl.unit.text not in ("minute", "second"):
                 self.error("E206", "slot prices are per minute or per second", sl.unit.span)
+            if sl.increments is not None:
+                for n in sl.increments.values:
+                    if n.value != int(n.value) or n.value <= 0:
+                        self.error("E208", f"increment '{n.text}' must be a positive whole number of seconds",
+                                   n.span, "e.g. 'first 30 s at 0.0200 EUR per minute increments 1/1'")
             if sl.first is not None:
                 secs = self.seconds(sl.first)
                 if secs is not None:
@@ -1264,6 +1285,92 @@ class Checker:
                 self.error("E310", "'then' must be the last slot", sl.span)
         if si.unit not in ("minute", "second"):
             si.unit = slots[-1].unit.text if slots[-1].unit.text in ("minute", "second") else "minute"
+
+    def _band_parts(self, si: ServiceInfo) -> None:
+        """``band NAME { price ..., connect fee ..., increments I/S }``: the parts of the tariff
+        taken from the band in force when the call starts."""
+        s = si.node
+        if si.calendar is None:
+            self.error("E308", "the service prices by band, but it has no calendar", s.band_parts[0].span,
+                       "add 'calendar NAME' or 'bands timezone \"...\" { ... }' to the service or the agreement")
+            return
+        bands = self._bands(si)
+        cal = si.calendar.name.text if si.calendar.name else "bands"
+        seen: dict[str, Span] = {}
+        unit = si.unit if s.flat_price is not None else None
+        volume_settings: list[ast.Setting] = []
+        for bp in s.band_parts:
+            name = bp.band.text
+            if name not in bands:
+                self.error("E207", f"band '{name}' is not a band of calendar '{cal}'", bp.band.span,
+                           did_you_mean(name, bands, "its bands"))
+            if name in seen:
+                self.error("E103", f"band '{name}' is given twice", bp.band.span, f"the first is at {seen[name]}")
+            seen.setdefault(name, bp.span)
+            keys: dict[str, Span] = {}
+            for st in bp.settings:
+                if st.key in keys:
+                    self.error("E103", f"'{st.key.replace('_', ' ')}' is set twice for band '{name}'", st.span,
+                               f"the first is at {keys[st.key]}")
+                keys[st.key] = st.span
+                if st.key == "price":
+                    fp = st.values[0]
+                    if s.destination_price is not None:
+                        self.error("E305", "a band price is for a service without a price by destination", st.span,
+                                   "the rate rows give the prices by band: e.g. 336 \"France mobile\" peak 0.0200 "
+                                   "offpeak 0.0150")
+                        continue
+                    if self.money(fp.money):
+                        si.currency = fp.money.currency.text if s.flat_price is None else si.currency
+                        self.currency_matches(fp.money.currency, si.currency, "the band price")
+                    self.price_unit(fp.unit)
+                    if unit is None:
+                        unit = si.unit = fp.unit.text
+                    elif fp.unit.text != unit:
+                        self.error("E206", f"the band price is per {fp.unit.text}, the service's price per {unit}",
+                                   fp.unit.span, f"price every band per {unit}")
+                elif st.key == "connect_fee":
+                    if self.money(st.values[0]):
+                        self.currency_matches(st.values[0].currency, si.currency, "the connect fee")
+                elif st.key == "increments":
+                    for n in st.values:
+                        if n.value != int(n.value) or n.value <= 0:
+                            self.error("E208", f"increment '{n.text}' must be a positive whole number of seconds",
+                                       n.span, "e.g. 'increments 60/6'")
+                elif st.key in ("volume_rounding", "volume_minimum"):
+                    self.volume_bytes(st.values[0])
+                    volume_settings.append(st)
+        if volume_settings and si.unit not in VOLUME_UNITS:
+            self.warning("W303", "volume rounding only applies to services priced per KB, MB or GB",
+                         volume_settings[0].span)
+        if s.flat_price is None and s.destination_price is None and not s.slots:
+            priced = {bp.band.text for bp in s.band_parts if bp.setting("price") is not None}
+            missing = sorted(bands - priced)
+            if missing:
+                have = "have" if len(missing) > 1 else "has"
+                self.error("E309", f"band{'s' * (len(missing) > 1)} {', '.join(repr(b) for b in missing)} "
+                                   f"of the calendar {have} no price",
+                           s.band_parts[0].span, "give every band a price, or give the service a price for the "
+                                                 "others: 'price 0.0100 EUR per minute'")
+
+    def _fallback(self, info: AgreementInfo, si: ServiceInfo, dp: ast.DestinationPrice) -> None:
+        """``fallback from deck "..."``: a second table, same currency, unit and calendar, that
+        prices the numbers no row of the price table holds."""
+        s = si.node
+        if s.destination_price is None:
+            self.error("E323", "a fallback table needs a price by destination to fall back from", dp.span,
+                       "write 'price by destination from deck \"...\"' before the fallback, or drop the fallback")
+            return
+        fsi = ServiceInfo(replace(s, destination_price=dp, fallback=None), calendar=si.calendar,
+                          currency=si.currency, unit=si.unit, rounding=si.rounding, numbers=si.numbers)
+        self._destination_price(info, fsi, dp)
+        keyed = [any(r.origin for r in rows) if not isinstance(rows, RateColumns) else bool(rows.origins)
+                 for rows in (si.rows, fsi.rows)]
+        if any(keyed):
+            self.error("E323", "a table keyed by origin cannot have a fallback table", dp.span,
+                       "put the general rows in the same table, as rows for any origin")
+            return
+        si.fallback = fsi
 
     def _streams(self, info: AgreementInfo) -> None:
         a = info.node
@@ -1667,9 +1774,10 @@ class Checker:
                                        f"not '{q.unit.text}'", q.unit.span, "e.g. 'traffic outbound data 2_500_000 MB'")
                 else:
                     self.volume_bytes(q)
-            elif q.unit.text not in COUNTED:
+            elif q.unit.text not in COUNTED + (si.unit, f"{si.unit}s"):  # the price's own word too
                 self.error("E206", f"{what} is priced per {si.unit}: give its traffic in {si.unit}s, "
-                                   f"not '{q.unit.text}'", q.unit.span, did_you_mean(q.unit.text, COUNTED, "units"))
+                                   f"not '{q.unit.text}'", q.unit.span,
+                           did_you_mean(q.unit.text, COUNTED + (si.unit, f"{si.unit}s"), "units"))
             else:
                 self._whole(q.value, "a count of messages or events is a whole number")
             for o in t.options:

@@ -220,6 +220,7 @@ _BAND_COL = re.compile(r"(?:rate_(\w+)|(\w+)_rate)\Z", re.I)
 # number is a mistake reported on its row, never an int() of a million digits
 _INCR = re.compile(r"\s*([0-9]{1,9})\s*/\s*([0-9]{1,9})\s*\Z")
 _DIGITS = re.compile(r"[0-9]+\Z")
+CATCH_ALL = "*"  # a deck's catch-all row: the empty prefix, which every number starts with
 _SECONDS = re.compile(r"[0-9]{1,9}\Z")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
 _ORIGIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.&'()/-]{0,63}\Z")
@@ -483,6 +484,8 @@ def _columns(text: str, delim: str, header: list[str], cols: dict[str, int], ban
 
     def prefix(v: str):
         p = v.strip().lstrip("+")
+        if p == CATCH_ALL:  # the catch-all row: every number (the empty prefix)
+            return ""
         if not _DIGITS.match(p):
             raise _Slow
         return p
@@ -578,8 +581,11 @@ def _row(rec, lineno, width, header, p_i, d_i, r_i, c_i, inc_i, ini_i, sub_i, e_
         return (f"this row has {len(rec)} fields but the header has {width}",
                 "check for an unquoted delimiter inside a destination name")
     prefix = rec[p_i].strip().lstrip("+")
-    if not _DIGITS.match(prefix):
-        return f"prefix '{short_text(rec[p_i])}' is not a string of digits", "prefixes are E.164 digits, e.g. 336"
+    if prefix == CATCH_ALL:
+        prefix = ""
+    elif not _DIGITS.match(prefix):
+        return (f"prefix '{short_text(rec[p_i])}' is not a string of digits",
+                "prefixes are E.164 digits, e.g. 336; '*' is the catch-all row (every other number)")
     price = None
     bands = []
     if r_i is not None and rec[r_i].strip():

@@ -798,12 +798,15 @@ class _ToAst(Transformer):
         return ast.Setting("connect_fee", (c[0],), self.s.of_meta(meta))
 
     def slot_first(self, meta, c):
-        q, money, unit = c
-        return ast.SlotNode(q, money, self._ident(unit), self.s.of_meta(meta))
+        q, money, unit, *inc = c
+        return ast.SlotNode(q, money, self._ident(unit), self.s.of_meta(meta), inc[0] if inc else None)
 
     def slot_then(self, meta, c):
-        money, unit = c
-        return ast.SlotNode(None, money, self._ident(unit), self.s.of_meta(meta))
+        money, unit, *inc = c
+        return ast.SlotNode(None, money, self._ident(unit), self.s.of_meta(meta), inc[0] if inc else None)
+
+    def slot_increments(self, meta, c):
+        return ast.Setting("increments", (self._num(c[0]), self._num(c[1])), self.s.of_meta(meta))
 
     def s_slots(self, meta, children):
         return ("slots", tuple(children))
@@ -830,10 +833,47 @@ class _ToAst(Transformer):
     def s_volume_minimum(self, meta, c):
         return ast.Setting("volume_minimum", (c[0],), self.s.of_meta(meta))
 
+    def s_fallback(self, meta, c):
+        src = c[0]
+        deck = cols = delimiter = None
+        rows = ()
+        if src[0] == "deck":
+            deck = src[1]
+            delimiter = next((col[1] for col in src[2] if isinstance(col, tuple)), None)
+            cols = tuple(col for col in src[2] if isinstance(col, ast.DeckColumn))
+        else:
+            rows = src[1]
+        return ("fallback", ast.DestinationPrice(None, None, deck, cols or (), delimiter, rows, self.s.of_meta(meta)))
+
+    def s_band(self, meta, c):
+        name, *parts = c
+        return ("band_part", ast.BandPartNode(self._ident(name), tuple(parts), self.s.of_meta(meta)))
+
+    def bp_price(self, meta, c):
+        return ast.Setting("price", (ast.MoneyPer(c[0], self._ident(c[1]), self.s.of_meta(meta)),),
+                           self.s.of_meta(meta))
+
+    def bp_connect_fee(self, meta, c):
+        return ast.Setting("connect_fee", (c[0],), self.s.of_meta(meta))
+
+    def bp_volume_minimum(self, meta, c):
+        return ast.Setting("volume_minimum", (c[0],), self.s.of_meta(meta))
+
+    def bp_volume_rounding(self, meta, c):
+        return ast.Setting("volume_rounding", (c[0],), self.s.of_meta(meta))
+
+    def bp_increments(self, meta, c):
+        return ast.Setting("increments", (self._num(c[0]), self._num(c[1])), self.s.of_meta(meta))
+
+    def s_max_cost(self, meta, c):
+        return ast.Setting("max_cost", (c[0], self._ident(c[1])), self.s.of_meta(meta))
+
     def service(self, meta, children):
         direction, service, *items = children
         flat = dest = cal = bands = rounding = None
         settings, slots, charges = [], (), []
+        fallback = None
+        band_parts = []
         for i in items:
             if isinstance(i, ast.Setting):
                 settings.append(i)
@@ -851,8 +891,13 @@ class _ToAst(Transformer):
                 bands = i[1]
             elif i[0] == "slots":
                 slots = i[1]
+            elif i[0] == "fallback":
+                fallback = i[1]
+            elif i[0] == "band_part":
+                band_parts.append(i[1])
         return ast.ServiceDecl(self._ident(direction), self._ident(service), flat, dest, cal, bands,
-                               tuple(settings), slots, rounding, tuple(charges), self.s.of_meta(meta))
+                               tuple(settings), slots, rounding, tuple(charges), self.s.of_meta(meta), fallback,
+                               tuple(band_parts))
 
     # -- charges
     def _charge(self, kind, kind_tok_span, label, params, options, meta, generic=False):

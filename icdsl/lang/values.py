@@ -58,7 +58,7 @@ TIME_UNITS = {"s": 1, "sec": 1, "second": 1, "seconds": 1, "min": 60, "minute": 
 VOLUME_UNITS = {"B": 1, "byte": 1, "bytes": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
 COUNT_UNITS = ("message", "messages", "event", "events", "call", "calls", "item", "items", "port", "ports")
 PRICE_UNITS = ("minute", "second", "message", "event", "call", "KB", "MB", "GB", "hour", "day", "month",
-               "item", "session", "transaction")
+               "item", "session", "transaction", "B")
 # Conditions may read these cycle quantities and partner fields besides the partner's own attributes.
 CYCLE_FIELDS = ("minutes", "messages", "volume", "revenue", "calls", "events")
 PARTNER_FIELDS = ("code", "name", "kind", "currency", "country", "timezone", "billing")

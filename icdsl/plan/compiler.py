@@ -7,6 +7,7 @@ Nothing user-written is ever evaluated as Python: conditions become ``Expr`` tre
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from datetime import date, time, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -247,10 +248,13 @@ class Compiler:
         )
 
     # ------------------------------------------------------------------ agreements
-    def rate_table(self, si: ServiceInfo) -> m.RateTable | None:
+    def rate_table(self, si: ServiceInfo, fallback: ServiceInfo | None = None) -> m.RateTable | None:
         dp = si.node.destination_price
         if dp is None:
             return None
+        if fallback is not None:  # the table, then its fallback table (same currency and unit)
+            table = self.rate_table(si)
+            return replace(table, fallback=self.rate_table(fallback))
         if isinstance(si.rows, m.RateColumns):  # a deck read as columns is already the plan's rows
             keys = self.cell_keys([si.rows.origin_of(i) for i in range(len(si.rows))]) if si.rows.origins else None
             return m.RateTable(si.rows, si.currency, si.unit, si.deck.path, si.deck.sha256, dp.span, keys)
@@ -331,7 +335,11 @@ class Compiler:
             if sl.first is not None:
                 until = int(sl.first.value.value * TIME_UNITS[sl.first.unit.text])
             per_minute = sl.price.amount.value * (60 if sl.unit.text == "second" else 1)
-            slots.append(m.Slot(until, per_minute, sl.span))
+            inc = None
+            if sl.increments is not None:
+                a, b = sl.increments.values
+                inc = m.Increments(int(a.value), int(b.value))
+            slots.append(m.Slot(until, per_minute, sl.span, inc))
         volume = None
         if si.unit in VOLUME_UNITS and si.unit != "B":
             rb = mb = 1
@@ -343,11 +351,29 @@ class Compiler:
                 mb = int(q.value.value * VOLUME_UNITS[q.unit.text])
             volume = m.VolumeUnit(si.unit, VOLUME_UNITS[si.unit], rb, mb if "volume_minimum" in settings else 0)
         zero = settings["zero_duration"].values[0].text if "zero_duration" in settings else "connect_fee"
+        cap = settings.get("max_cost")
+        parts = []
+        for bp in s.band_parts:
+            price, fee, inc = bp.setting("price"), bp.setting("connect_fee"), bp.setting("increments")
+            vmin, vround = bp.setting("volume_minimum"), bp.setting("volume_rounding")
+
+            def nbytes(st):
+                q = st.values[0]
+                return int(q.value.value * VOLUME_UNITS[q.unit.text])
+
+            parts.append(m.BandPart(
+                bp.band.text,
+                price.values[0].money.amount.value if price is not None else None,
+                fee.values[0].amount.value if fee is not None else None,
+                m.Increments(int(inc.values[0].value), int(inc.values[1].value)) if inc is not None else None,
+                bp.span,
+                nbytes(vmin) if vmin is not None and volume is not None else None,
+                nbytes(vround) if vround is not None and volume is not None else None))
         return m.ServicePlan(
             direction=s.direction.text,
             service=s.service.text,
             unit=si.unit if not s.slots else "minute",
-            rates=self.rate_table(si),
+            rates=self.rate_table(si, fallback=si.fallback),
             flat_price=s.flat_price.money.amount.value if s.flat_price else None,
             currency=si.currency,
             increments=increments,
@@ -359,6 +385,9 @@ class Compiler:
             zero_duration=zero,
             volume=volume,
             rounding=si.rounding,
+            max_cost=cap.values[0].amount.value if cap is not None else None,
+            max_cost_span=cap.span if cap is not None else m.NO_SPAN,
+            band_parts=tuple(parts),
             span=s.span,
             numbers=si.numbers.table if si.numbers is not None else None,
             numbers_name=si.numbers.node.name.text if si.numbers is not None else None,
@@ -565,6 +594,8 @@ def _agreement_hash(text: str, a: ast.AgreementDecl, info: AgreementInfo) -> str
     for si in info.services.values():
         if si.deck is not None:
             h.update(si.deck.sha256.encode())
+        if si.fallback is not None and si.fallback.deck is not None:  # the fallback deck is a term too
+            h.update(si.fallback.deck.sha256.encode())
         # number-range tables and zones are reference data, not terms: like calendars they are
         # outside the hash (a daily porting update is no new agreement version); the tables'
         # files are among the plan's sources (_sources: the cycle's plan_hash), the zones' text

@@ -209,6 +209,8 @@ class RateTable:
     source_hash: str | None = None
     span: Span = NO_SPAN
     keys: tuple[CellKey, ...] | None = None
+    # ``fallback ...``: the table that prices the numbers no row of this one holds (never keyed)
+    fallback: RateTable | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +221,8 @@ class Slot:
     until_s: int | None
     price: Decimal
     span: Span = NO_SPAN
+    # the slot's own increments (None: the row's, else the service's, on the whole call)
+    increments: Increments | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +233,20 @@ class VolumeUnit:
     unit_bytes: int
     rounding_bytes: int = 1
     minimum_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BandPart:
+    """``band NAME { ... }`` in a service: the parts of the tariff of calls that start in that band
+    (None: not given, the service's own applies; a rate row's own fee and increments still win)."""
+
+    band: str
+    price: Decimal | None = None  # a flat price in that band (services without a rate table)
+    connect_fee: Decimal | None = None
+    increments: Increments | None = None
+    span: Span = NO_SPAN
+    minimum_bytes: int | None = None  # data: ``minimum volume`` of the band
+    rounding_bytes: int | None = None  # data: ``round volume up to`` of the band
 
 
 # --------------------------------------------------------------------------- conditions
@@ -336,6 +354,10 @@ class ServicePlan:
     zero_duration: str = "connect_fee"  # connect_fee | free | reject
     volume: VolumeUnit | None = None
     rounding: Rounding = Rounding()
+    # ``at most 10.00 EUR per call``: the amount of a record (connect fee + usage) never exceeds it
+    max_cost: Decimal | None = None
+    max_cost_span: Span = NO_SPAN
+    band_parts: tuple[BandPart, ...] = ()  # ``band NAME { ... }``: by the band at the call's start
     span: Span = NO_SPAN
     # the number-range table of ``numbers NAME`` (operators and circles of both numbers)
     numbers: NumberRanges | None = None

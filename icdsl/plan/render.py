@@ -87,6 +87,11 @@ def service_lines(s: m.ServicePlan) -> list[str]:
         src = f"deck {t.source} sha256 {t.source_hash[:12]}" if t.source_hash else "inline table"
         out.append(f"price by destination: {len(t.rows)} prefixes ({src}), lengths {lens[0]}-{lens[-1]}, "
                    f"{t.currency} per {t.unit}; longest-prefix match, rates in force at call start")
+        if t.fallback is not None:
+            f = t.fallback
+            fsrc = f"deck {f.source} sha256 {f.source_hash[:12]}" if f.source_hash else "inline table"
+            out.append(f"fallback: {len(f.rows)} prefixes ({fsrc}), for the numbers no row above holds "
+                       "(their longest prefix there)")
         if t.keys is not None:
             cells = sorted({k.text() for k in t.keys})
             out.append(f"by origin: {len(cells)} cells ({', '.join(cells[:8])}{', ...' if len(cells) > 8 else ''}); "
@@ -99,15 +104,30 @@ def service_lines(s: m.ServicePlan) -> list[str]:
         slots = []
         prev = 0
         for sl in s.slots:
-            slots.append(f"{prev}-{sl.until_s if sl.until_s is not None else '...'} s at {sl.price} {s.currency}/min")
+            own = f" increments {sl.increments}" if sl.increments is not None else ""
+            slots.append(f"{prev}-{sl.until_s if sl.until_s is not None else '...'} s at {sl.price} {s.currency}/min{own}")
             prev = sl.until_s or prev
         out.append("price by slot from the call's start: " + "; ".join(slots))
+        if any(sl.increments is not None for sl in s.slots):
+            out.append("increments per slot: each slot's seconds billed with its own increments (else the "
+                       "service's), a block past the slot's end moving the next slot's start")
+    elif s.flat_price is None and s.band_parts:
+        out.append(f"price by band, {s.currency} per {s.unit} (below)")
     else:
         out.append(f"price {s.flat_price} {s.currency} per {s.unit}")
     if s.unit in ("minute", "second") or s.slots:
         out.append(f"increments {s.increments} (billed = initial if d <= initial, else initial + "
                    f"ceil((d - initial) / subsequent) * subsequent); minimum {s.minimum_s} s; "
                    f"connect fee {s.connect_fee} {s.currency}; zero duration: {s.zero_duration}")
+    for bp in s.band_parts:
+        said = [f"price {bp.price} {s.currency} per {s.unit}"] if bp.price is not None else []
+        said += [f"connect fee {bp.connect_fee} {s.currency}"] if bp.connect_fee is not None else []
+        said += [f"increments {bp.increments}"] if bp.increments is not None else []
+        said += [f"minimum volume {bp.minimum_bytes} bytes"] if bp.minimum_bytes is not None else []
+        said += [f"volume rounded up to {bp.rounding_bytes} bytes"] if bp.rounding_bytes is not None else []
+        out.append(f"band {bp.band} (at the call's start): {', '.join(said) or 'nothing of its own'}")
+    if s.max_cost is not None:
+        out.append(f"at most {s.max_cost} {s.currency} per call: a record's amount is capped before rounding")
     if s.volume is not None:
         out.append(f"volume in {s.volume.unit} ({s.volume.unit_bytes} bytes), rounded up to {s.volume.rounding_bytes} "
                    f"bytes, minimum {s.volume.minimum_bytes} bytes")

@@ -489,7 +489,7 @@ class _Batch:
             self.reject(positions[v < 0], R.BAD_VOLUME)
             vu = rules.volume
             b = np.maximum(v, vu.minimum_bytes)
-            r = max(vu.rounding_bytes, 1)
+            r = max(vu.rounding_bytes, 1, *(kern.vol_step.tolist() if kern.vol_step is not None else ()))
             big = b > INT64_SAFE - r
             b = np.where(big, 0, b)
             qty = -(-b // r) * r
@@ -656,35 +656,56 @@ class _Batch:
                 missing = live & ~kern.has_flat[flat]
                 if missing.any():
                     self.reject(at(missing), R.NO_RATE, band[missing])
-        zero = None
+        zero = slot_num = None
+        # band NAME { ... }: increments and fees by (band, row) of the call's start
+        by_band = band.astype(np.int64) * kern.nrows + r if kern.fee_by_band or kern.inc_by_band else None
+        ri = by_band if kern.inc_by_band else r
         if rules.kind == KIND_TIME:
             d = self.dur[pos]
             huge = d > INT64_SAFE // 4
             if huge.any():
                 d = np.where(huge, 1, d)
             zero = d == 0
-            if kern.billed_flat is not None:
+            if kern.slot_incs is not None:  # increments per slot (select.slot_windows)
+                eff = np.where(zero, 0, np.maximum(d, sp.minimum_s)) if sp.minimum_s > 0 else d
+                billed = np.zeros(n, dtype=np.int64)
+                slot_num = np.zeros(n, dtype=np.int64)
+                for until, p, own in zip(kern.slot_until, kern.slot_price, kern.slot_incs, strict=True):
+                    end = eff if until is None else np.minimum(eff, until)
+                    part = np.maximum(end - billed, 0)
+                    ii, ss = own if own is not None else (kern.inc_i[ri], kern.inc_s[ri])
+                    b = billed_increments(part, ii, ss)
+                    slot_num += p * b
+                    billed += b
+            elif kern.billed_flat is not None:
                 short = np.minimum(d, BILLED_TABLE - 1)
-                billed = kern.billed_flat[short if kern.uniform_inc else kern.billed_base[r] + short]
+                billed = kern.billed_flat[short if kern.uniform_inc else kern.billed_base[ri] + short]
                 longer = d >= BILLED_TABLE - 1
                 if longer.any():
-                    dl, rl = d[longer], r[longer]
+                    dl, rl = d[longer], ri[longer]
                     billed[longer] = billed_increments(
                         np.maximum(dl, sp.minimum_s), kern.inc_i[rl], kern.inc_s[rl]
                     )
             else:
                 eff = np.maximum(d, sp.minimum_s) if sp.minimum_s > 0 else d
-                billed = billed_increments(eff, kern.inc_i[r], kern.inc_s[r])
+                billed = billed_increments(eff, kern.inc_i[ri], kern.inc_s[ri])
                 if sp.minimum_s > 0:
                     billed[zero] = 0
         else:
+            if kern.vol_min is not None:  # band NAME { minimum volume, round volume up to }
+                raw = self.ints("volume")[0][pos]
+                v = np.maximum(raw, kern.vol_min[band])
+                step = kern.vol_step[band]
+                qty = np.where(v > INT64_SAFE - step, 0, -(-v // step) * step)
             huge = qty > INT64_SAFE // 4
             if huge.any():
                 qty = np.where(huge, 0, qty)
             billed = qty
         self.billed[pos] = billed
-        fee = kern.fee_term[0] if kern.uniform_fee else kern.fee_term[r]
-        if rules.slots:
+        fee = kern.fee_term[0] if kern.uniform_fee else kern.fee_term[by_band if kern.fee_by_band else r]
+        if rules.slots and slot_num is not None:
+            num = slot_num + fee
+        elif rules.slots:
             num = np.zeros(n, dtype=np.int64) + fee
             for lo, until, p in zip(kern.slot_from, kern.slot_until, kern.slot_price, strict=True):
                 hi = billed if until is None else np.minimum(billed, until)
@@ -694,6 +715,8 @@ class _Batch:
             num += fee
         if kern.mult != 1:
             num *= kern.mult
+        if kern.cap is not None:
+            np.minimum(num, kern.cap, out=num)
         if zero is not None and sp.zero_duration != "connect_fee" and zero.any():
             if sp.zero_duration == "free":
                 num[zero] = 0
@@ -761,7 +784,8 @@ class _Batch:
             self.band[p] = g.labels.code(label)
             row = int(self.row[p])
             if not rules.slots:
-                num = int(kern.fee_term[row if not kern.uniform_fee else 0])
+                fi = int(band0[n_i]) * kern.nrows + row if kern.fee_by_band else row
+                num = int(kern.fee_term[fi if not kern.uniform_fee else 0])
                 missing = None
                 for (_, b), s in zip(runs, secs, strict=True):
                     if not kern.has[b, row]:
@@ -773,9 +797,11 @@ class _Batch:
                     continue
                 if self.fallback[p]:
                     continue
-                self.amount[p] = div_round_int(num * kern.mult, kern.div, rules.mode)
+                big = num * kern.mult
+                if kern.cap is not None:
+                    big = min(big, kern.cap)
+                self.amount[p] = div_round_int(big, kern.div, rules.mode)
                 if self.num is not None:
-                    big = num * kern.mult
                     if -INT64_SAFE <= big <= INT64_SAFE:
                         self.num[p] = big
                     else:
@@ -1116,6 +1142,8 @@ def _record_charges(self: _Batch) -> pa.Table:
         mine = np.flatnonzero((self.group == g.index) & ok)
         pos = mine[~self.fallback[mine]]
         rules = g.kernel.rules
+        if rules.kind == KIND_TIME and g.sp.zero_duration == "free":  # a call made free bears no charges
+            pos = pos[self.dur[pos] != 0]
         if len(pos):
             num = self.num[pos] if self.num is not None else np.zeros(len(pos), dtype=np.int64)
             if self.num_big:

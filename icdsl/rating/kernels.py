@@ -216,6 +216,23 @@ class PrefixTable:
         return v
 
 
+class ChainTable:
+    """Prefix tables tried in order: a key takes the first table's row, else the next's (a rate
+    table and its fallback table)."""
+
+    def __init__(self, tables: list[PrefixTable]):
+        self.tables = tables
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        out = self.tables[0].lookup(keys)
+        for t in self.tables[1:]:
+            miss = np.flatnonzero(out < 0)
+            if not len(miss):
+                break
+            out[miss] = t.lookup(keys[miss])
+        return out
+
+
 # --------------------------------------------------------------------------- integer money
 
 
@@ -424,15 +441,40 @@ class ServiceKernel:
                 for r in rows
             ]
         else:
-            price_cols = [[sp.flat_price] for _ in bands]
+            price_cols = [[rules.flat(b)] for b in bands]
             fee_col = [sp.connect_fee]
             inc_i, inc_s = [sp.increments.initial], [sp.increments.subsequent]
+        # band NAME { connect fee, increments }: per (band, row), index band * nrows + row
+        parts = rules.parts or {}
+        self.fee_by_band = any(p.connect_fee is not None for p in parts.values())
+        # data: minimum and rounding step (bytes) by band, when a band gives them
+        self.vol_min = self.vol_step = None
+        if rules.volume is not None and any(p.minimum_bytes is not None or p.rounding_bytes is not None
+                                            for p in parts.values()):
+            vus = [rules.volume_for(b) for b in bands]
+            self.vol_min = np.array([v.minimum_bytes for v in vus], dtype=np.int64)
+            self.vol_step = np.array([max(v.rounding_bytes, 1) for v in vus], dtype=np.int64)
+        self.inc_by_band = any(p.increments is not None for p in parts.values())
+        row_fees = row_incs = None
+        if dest is not None and (self.fee_by_band or self.inc_by_band):
+            row_fees = (columns.connect_fees if columns is not None else [r.connect_fee for r in rows]) \
+                or (None,) * nrows
+            row_incs = (columns.increments if columns is not None else [r.increments for r in rows]) \
+                or (None,) * nrows
+        if self.fee_by_band:
+            own = row_fees or (None,)
+            fee_col = [f if f is not None else rules.band_fee(None, b) for b in bands for f in own]
+        if self.inc_by_band:
+            own = row_incs or (None,)
+            incs = [x if x is not None else rules.band_increments(None, b) for b in bands for x in own]
+            inc_i, inc_s = [x.initial for x in incs], [x.subsequent for x in incs]
         has = np.array([[p is not None for p in col] for col in price_cols], dtype=bool).reshape(
             len(bands), nrows
         )
         flat_prices = [p if p is not None else ZERO for col in price_cols for p in col]
         slot_prices = [s[2] for s in rules.slots]
-        money = flat_prices + fee_col + slot_prices
+        caps = [sp.max_cost] if sp.max_cost is not None else []
+        money = flat_prices + fee_col + slot_prices + caps
         scale = max(rules.precision, 0)
         scaled = _scaled(money, scale)
         if scaled is None:
@@ -443,14 +485,19 @@ class ServiceKernel:
         self.mult = 10 ** max(0, p - scale)
         self.div = rules.per * 10 ** max(0, scale - p)
         npr = len(flat_prices)
+        nsl = npr + len(fee_col) + len(slot_prices)
         price_units, fee_units, slot_units = (
             scaled[:npr],
             scaled[npr : npr + len(fee_col)],
-            scaled[npr + len(fee_col) :],
+            scaled[npr + len(fee_col) : nsl],
         )
+        cap_units = int(scaled[nsl]) if caps else None
         max_price = max(_absmax(price_units), _absmax(slot_units), 1)
         max_fee_term = _absmax(fee_units) * rules.per * self.mult
-        self.exact_only = max_price * self.mult >= INT64_SAFE or max_fee_term >= INT64_SAFE
+        # the cap in the numerator's units (amount = num / div): num never exceeds it
+        self.cap = None if cap_units is None else cap_units * rules.per * self.mult
+        self.exact_only = (max_price * self.mult >= INT64_SAFE or max_fee_term >= INT64_SAFE
+                           or (self.cap is not None and self.cap >= INT64_SAFE))
         # a record is safe on the int64 path when its quantity is at most qmax
         self.qmax = -1 if self.exact_only else (INT64_SAFE - max_fee_term) // (max_price * self.mult)
         if self.exact_only:  # every record goes to the exact path
@@ -488,6 +535,10 @@ class ServiceKernel:
         self.slot_from = [s[0] for s in rules.slots]
         self.slot_until = [s[1] for s in rules.slots]
         self.slot_price = slot_units
+        # increments per slot: (initial, subsequent) of each slot, None for the row's
+        self.slot_incs = None
+        if rules.slot_incs is not None:
+            self.slot_incs = [(i.initial, i.subsequent) if i is not None else None for i in rules.slot_incs]
 
         # rate texts: one per distinct price value, canonical as money_text writes them
         if self.exact_only:
@@ -557,6 +608,13 @@ class ServiceKernel:
                 live.sort(key=lambda i: (dest.start[i], i))
             else:
                 live = list(range(len(dest.rows)))
+            cut = dest.fallback_at
+            if cut is not None:  # the table, then the fallback table for the keys it misses
+                parts = [[i for i in live if i < cut], [i for i in live if i >= cut]]
+                tables = [PrefixTable([dest.prefixes[i] for i in p], p, self.key_digits) for p in parts if p]
+                table = (None if not tables else tables[0] if len(tables) == 1 else ChainTable(tables))
+                self._tables[epoch] = table
+                return table
             prefixes = [dest.prefixes[i] for i in live]
             table = PrefixTable(prefixes, live, self.key_digits) if live else None
             self._tables[epoch] = table

@@ -13,7 +13,8 @@ Checks, in order (the first failure is the reject reason):
    ``bad_volume`` (negative); count services ``bad_units`` (negative; null units means 1);
    services with a rate table ``missing_field`` (null b_number).
 4. ``no_rate``: the service has no price at all; no rate row in force matches b_number (longest
-   prefix, see ``select``); the matched row (or flat price) has no price for the record's band,
+   prefix, see ``select``; with a fallback table, its longest prefix when no row of the price
+   table matches); the matched row (or flat price) has no price for the record's band,
    or, for a split call, for one of its parts' bands. With slots the slots give the price and the
    row's band prices are not consulted.
    ``refiled``: the service says ``refile origin ZONE reject`` and a_number is empty or starts
@@ -45,7 +46,21 @@ that second begins; consecutive seconds of one band form a part; the extra (bill
 to the last part; each part is priced at its band's price (slots still count from the call's
 start). The band reported is the parts' bands joined by "+" in time order.
 
-Amount = connect fee (the row's, else the service's; once per rated record) + usage, computed
+Increments per slot (``slot_incs``: a slot with increments of its own): billed seconds are not
+computed on the whole call; time is walked from the call's start (``select.slot_windows``): in
+each slot the seconds still to bill up to the slot's end (the minimum applied first) are billed
+with the slot's increments (else the row's, else the service's), a block running past the slot's
+end moving the next slot's start; each slot's billed seconds are priced at its price.
+
+Maximum cost per call (``max_cost``): the exact amount (connect fee + usage) is capped at
+``max_cost`` before the one rounding; per-record charges see the capped traffic amount.
+
+Band parts (``band NAME { price, connect fee, increments }``, ``rules.parts``): the band in force
+at the call's start gives the connect fee and the increments where the matched row has none of
+its own (else the service's), and, without a rate table, the flat price (each part of a split
+call at its band's price).
+
+Amount = connect fee (the row's, else the band's, else the service's; once per rated record) + usage, computed
 exactly (the one division comes last) and rounded once with the service's rounding (precision,
 mode). Currency: the rate table's, else the service's. ``rate``: the price of the first second
 (first part or first slot), written without exponent or trailing zeros (``0.1``).
@@ -55,7 +70,7 @@ rows' effective dates use the local date in the agreement's time zone; bands use
 
 Per-record charges (surcharges; ``icdsl.charges.evaluate.RecordChargeType``): after the amount,
 each per-record charge of the agreement whose scope holds the record's (direction, service) is
-evaluated in the agreement's order: its condition (``icdsl.charges.conditions``; ``cycle.*``
+evaluated in the agreement's order (none for a 0-second call the ``free`` policy made free): its condition (``icdsl.charges.conditions``; ``cycle.*``
 fields read the ``cycle`` totals given to ``rate_record``, empty without them), its exact amount,
 rounded once with the service's precision and mode. They are listed in ``surcharges`` and never
 change ``amount``.
@@ -91,6 +106,7 @@ from icdsl.rating.select import (
     ServiceRules,
     money_text,
     ordinal,
+    slot_windows,
     volume_bytes,
 )
 from icdsl.rounding import div_round_int as round_int
@@ -144,7 +160,7 @@ class RowService:
         # the common case, priced by _fast: a time unit with a rate table, no slots, no split
         self.fast = (
             rules.kind == KIND_TIME and dest is not None and not rules.slots and not sp.split_at_band_boundary
-            and self.origin is None
+            and self.origin is None and sp.max_cost is None and not sp.band_parts
         )
         self.fee = sp.connect_fee
         self.inc = sp.increments
@@ -493,10 +509,17 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
             for text, where in origin.explain(number, record.get("a_number"), day):
                 steps.append(TraceStep(text, where or sp.rates.span))
         elif steps is not None:
-            dated = " in force on " + date.fromordinal(day).isoformat() if rules.destinations.dated else ""
+            dest = rules.destinations
+            dated = " in force on " + date.fromordinal(day).isoformat() if dest.dated else ""
+            cut = dest.fallback_at
+            where = ""
+            if cut is not None:
+                fb = sp.rates.fallback
+                where = (f" of the fallback table ({fb.source}): no row of the price table holds it"
+                         if ri >= cut else " of the price table (its fallback table is not consulted)")
             steps.append(
                 TraceStep(
-                    f"b_number {number}: longest prefix {row.prefix} ({row.destination}) among rows{dated}",
+                    f"b_number {number}: longest prefix {row.prefix} ({row.destination}) among rows{dated}{where}",
                     row.span,
                 )
             )
@@ -515,14 +538,36 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
         if steps is not None:
             steps.append(TraceStep("no calendar: band all", sp.span))
 
-    fee = row.connect_fee if row is not None and row.connect_fee is not None else sp.connect_fee
+    if rules.parts is None:
+        fee = row.connect_fee if row is not None and row.connect_fee is not None else sp.connect_fee
+    else:  # band NAME { ... }: the band in force at the call's start
+        fee = rules.band_fee(row, band)
+        part = rules.parts.get(band)
+        if steps is not None and part is not None:
+            said = [f"price {money_text(part.price)}"] if part.price is not None and row is None else []
+            said += [f"connect fee {money_text(part.connect_fee)}"] if part.connect_fee is not None else []
+            said += [f"increments {part.increments}"] if part.increments is not None else []
+            said += [f"minimum volume {part.minimum_bytes} B"] if part.minimum_bytes is not None else []
+            said += [f"round volume up to {part.rounding_bytes} B"] if part.rounding_bytes is not None else []
+            mine = " (the rate row's own connect fee and increments win)" if row is not None else ""
+            steps.append(TraceStep(f"band {band} at the call's start: {', '.join(said) or 'nothing of its own'}"
+                                   f"{mine}", part.span))
     per = rules.per
     slots = rules.slots
     parts = None  # [(band, seconds)] when a split call has several parts
     if kind == KIND_TIME:
-        inc = row.increments if row is not None and row.increments is not None else sp.increments
+        if rules.parts is None:
+            inc = row.increments if row is not None and row.increments is not None else sp.increments
+        else:
+            inc = rules.band_increments(row, band)
         billed = 0
-        if dur > 0:
+        if rules.slot_incs is not None:  # increments per slot: billed slot by slot
+            eff = (dur if dur >= sp.minimum_s else sp.minimum_s) if dur > 0 else 0
+            slots, billed = slot_windows(slots, rules.slot_incs, inc, eff)
+            if steps is not None and dur > 0:
+                steps.append(TraceStep(_explain_slot_billed(dur, eff, sp.minimum_s, slots, rules.slot_incs, inc,
+                                                            billed), rules.rule_span(row)))
+        elif dur > 0:
             eff = dur if dur >= sp.minimum_s else sp.minimum_s
             billed = inc.billed(eff)
             if steps is not None:
@@ -546,23 +591,25 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
                         )
                     )
     else:
+        if kind == KIND_VOLUME and rules.parts is not None:  # the band's minimum and rounding step
+            qty = volume_bytes(record.get("volume"), rules.volume_for(band))
         billed = qty
 
     # prices
-    if slots:
-        rate = slots[0][2]
+    if rules.slots:
+        rate = rules.slots[0][2]
     else:
-        rate = row.price_for(band) if row is not None else sp.flat_price
+        rate = row.price_for(band) if row is not None else rules.flat(band)
         if rate is None:
             return _reject(record, steps, R.NO_RATE, R.detail_no_price(band, prefix), rules.rule_span(row))
         if parts is not None:
             for b, _ in parts[1:]:
-                if (row.price_for(b) if row is not None else sp.flat_price) is None:
+                if (row.price_for(b) if row is not None else rules.flat(b)) is None:
                     return _reject(
                         record, steps, R.NO_RATE, R.detail_no_price(b, prefix), rules.rule_span(row)
                     )
     if steps is not None:
-        what = f"slots {', '.join(_slot_text(s) for s in slots)}" if slots else f"band {band}"
+        what = f"slots {', '.join(_slot_text(s) for s in rules.slots)}" if rules.slots else f"band {band}"
         steps.append(TraceStep(f"rate {money_text(rate)} per {sp.unit} ({what})", rules.rule_span(row)))
 
     # 5. zero-duration policy
@@ -590,11 +637,9 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
                     if hi > max(a, lo):
                         num = EXACT.add(num, EXACT.multiply(price, hi - max(a, lo)))
             else:
-                price = row.price_for(b) if row is not None else sp.flat_price
+                price = row.price_for(b) if row is not None else rules.flat(b)
                 num = EXACT.add(num, EXACT.multiply(price, s))
             a += s
-    q = exact_round(num, per, rules.precision, rules.mode)
-    amount = EXACT.scaleb(Decimal(q), -rules.precision)
     if steps is not None:
         steps.append(
             TraceStep(
@@ -605,11 +650,23 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
                     billed,
                     parts,
                     num,
-                    lambda b: row.price_for(b) if row is not None else sp.flat_price,
+                    lambda b: row.price_for(b) if row is not None else rules.flat(b),
+                    slots,
                 ),
                 rules.rule_span(row),
             )
         )
+    cap = sp.max_cost
+    if cap is not None:
+        top = EXACT.multiply(cap, per)
+        if num > top:
+            num = top
+            if steps is not None:
+                steps.append(TraceStep(f"above the maximum cost: capped at {money_text(cap)} {rules.currency} "
+                                       "per call", sp.max_cost_span))
+    q = exact_round(num, per, rules.precision, rules.mode)
+    amount = EXACT.scaleb(Decimal(q), -rules.precision)
+    if steps is not None:
         steps.append(
             TraceStep(
                 f"rounded once, {rules.mode} to {rules.precision} decimals: {money_text(amount)} {rules.currency}",
@@ -648,15 +705,15 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
         dur,
         tuple(steps) if steps is not None else (),
     )
-    if svc.record_charges and rp is not None:
+    if svc.record_charges and rp is not None and charge:  # a call made free bears no charges either
         _record_charges(rp, svc, out, record, start, steps, cycle, Fraction(num) / per)
     return out
 
 
-def _explain_amount(rules: ServiceRules, fee, rate, billed, parts, num, price_of) -> str:
+def _explain_amount(rules: ServiceRules, fee, rate, billed, parts, num, price_of, slots=()) -> str:
     terms = [f"connect fee {money_text(fee)}"] if fee else []
-    if rules.slots:
-        for lo, until, price, _span in rules.slots:
+    if slots:
+        for lo, until, price, _span in slots:
             hi = billed if until is None else min(billed, until)
             if hi > lo:
                 terms.append(_term(price, hi - lo, rules))
@@ -694,6 +751,15 @@ def _explain_billed(d: int, eff: int, inc, minimum: int, billed: int) -> str:
         return f"{head} with {inc} -> first block {inc.initial} s = {billed} s"
     rest = eff - inc.initial
     return f"{head} with {inc} -> {inc.initial} + ceil({rest}/{inc.subsequent})*{inc.subsequent} = {billed} s"
+
+
+def _explain_slot_billed(d: int, eff: int, minimum: int, windows, incs, inc, billed: int) -> str:
+    head = f"{d} s below the minimum {minimum} s -> {eff} s" if eff != d else f"{d} s"
+    parts = []
+    for (lo, hi, _p, _s), own in zip(windows, incs, strict=True):
+        if hi > lo:
+            parts.append(f"{hi - lo} s from {lo} s with {own or inc}")
+    return f"{head}, increments per slot: {' + '.join(parts) or '0 s'} = {billed} s"
 
 
 def _term(price: Decimal, qty: int, rules: ServiceRules) -> str:

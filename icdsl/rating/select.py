@@ -44,6 +44,7 @@ from icdsl.plan.model import (
     TIME_UNITS,
     VOLUME_UNITS,
     Agreement,
+    BandPart,
     Increments,
     Plan,
     RateColumns,
@@ -147,7 +148,11 @@ def _ordinals(texts: Sequence[str | None] | None, missing: int, n: int) -> list[
 class Destinations:
     """Longest-prefix match over one rate table, honouring effective dates."""
 
-    def __init__(self, rows: Sequence[RateRow]):
+    def __init__(self, rows: Sequence[RateRow], fallback: Sequence[RateRow] | None = None):
+        self.fallback_at: int | None = None
+        if fallback:  # the rows, then the fallback table's: matched only when no row holds
+            self._with_fallback(rows, fallback)
+            return
         self.rows = rows
         if isinstance(rows, RateColumns):  # a deck as columns: no row objects needed
             n = len(rows)
@@ -175,6 +180,26 @@ class Destinations:
                 p: tuple(sorted(ix, key=lambda i: (self.start[i], i), reverse=True))
                 for p, ix in by_prefix.items()
             }
+
+    def _with_fallback(self, rows: Sequence[RateRow], fallback: Sequence[RateRow]) -> None:
+        first, second = Destinations(rows), Destinations(fallback)
+        self.fallback_at = n = len(rows)
+        self.rows = tuple(rows) + tuple(fallback)
+        self.start, self.stop = first.start + second.start, first.stop + second.stop
+        self.dated = first.dated or second.dated
+        self.prefixes = list(first.prefixes) + list(second.prefixes)
+        self.single, self.by_prefix = {}, {}
+        self.maxlen = max(first.maxlen, second.maxlen)
+        self.general = True
+
+        def match(number: str, day_ordinal: int) -> int:
+            i = first.match(number, day_ordinal)
+            if i >= 0:
+                return i
+            i = second.match(number, day_ordinal)
+            return i + n if i >= 0 else -1
+
+        self.match = match  # type: ignore[method-assign]
 
     def match(self, number: str, day_ordinal: int) -> int:
         """Index of the matching row, or -1."""
@@ -221,10 +246,46 @@ class ServiceRules:
     bands: tuple[str, ...]
     precision: int
     mode: str
+    # each slot's own increments (None: the row's or service's), when a slot has some; else None
+    # (then increments apply to the whole call and slots price its billed seconds)
+    slot_incs: tuple[Increments | None, ...] | None = None
+    # ``band NAME { ... }`` by band name; None without any
+    parts: dict[str, BandPart] | None = None
 
     @property
     def priced(self) -> bool:
-        return self.destinations is not None or self.plan.flat_price is not None or bool(self.slots)
+        return (self.destinations is not None or self.plan.flat_price is not None or bool(self.slots)
+                or any(p.price is not None for p in self.plan.band_parts))
+
+    def flat(self, band: str) -> Decimal | None:
+        """The flat price in ``band``: the band's own price, else the service's."""
+        part = self.parts.get(band) if self.parts is not None else None
+        return part.price if part is not None and part.price is not None else self.plan.flat_price
+
+    def band_fee(self, row: RateRow | None, band: str) -> Decimal:
+        """The connect fee of a call starting in ``band``: the row's, the band's, the service's."""
+        if row is not None and row.connect_fee is not None:
+            return row.connect_fee
+        part = self.parts.get(band) if self.parts is not None else None
+        return part.connect_fee if part is not None and part.connect_fee is not None else self.plan.connect_fee
+
+    def volume_for(self, band: str) -> VolumeUnit | None:
+        """The volume rules of a session starting in ``band``: the band's minimum and rounding
+        step where it gives them, else the service's."""
+        part = self.parts.get(band) if self.parts is not None else None
+        v = self.volume
+        if part is None or v is None or (part.minimum_bytes is None and part.rounding_bytes is None):
+            return v
+        return VolumeUnit(v.unit, v.unit_bytes,
+                          part.rounding_bytes if part.rounding_bytes is not None else v.rounding_bytes,
+                          part.minimum_bytes if part.minimum_bytes is not None else v.minimum_bytes)
+
+    def band_increments(self, row: RateRow | None, band: str) -> Increments:
+        """The increments of a call starting in ``band``: the row's, the band's, the service's."""
+        if row is not None and row.increments is not None:
+            return row.increments
+        part = self.parts.get(band) if self.parts is not None else None
+        return part.increments if part is not None and part.increments is not None else self.plan.increments
 
     def increments(self, row: RateRow | None) -> Increments:
         if row is not None and row.increments is not None:
@@ -240,7 +301,7 @@ class ServiceRules:
         """Per-unit price of a row (or the flat price) in a band; None if there is none."""
         if row is not None:
             return row.price_for(band)
-        return self.plan.flat_price
+        return self.flat(band)
 
     def rule_span(self, row: RateRow | None) -> Span:
         return row.span if row is not None else self.plan.span
@@ -262,18 +323,22 @@ def service_rules(agreement: Agreement, sp: ServicePlan) -> ServiceRules:
                 break
             lo = s.until_s
     rates = sp.rates
+    incs = tuple(s.increments for s in sp.slots[: len(slots)])
     return ServiceRules(
         agreement=agreement,
         plan=sp,
         kind=kind,
         per=per,
         volume=volume,
-        destinations=Destinations(rates.rows) if rates is not None else None,
+        destinations=(Destinations(rates.rows, rates.fallback.rows if rates.fallback is not None else None)
+                      if rates is not None else None),
         currency=rates.currency if rates is not None else sp.currency,
         slots=tuple(slots),
         bands=calendar_bands(sp.calendar) if sp.calendar is not None else ("all",),
         precision=sp.rounding.precision,
         mode=sp.rounding.mode,
+        slot_incs=incs if any(i is not None for i in incs) else None,
+        parts={p.band: p for p in sp.band_parts} if sp.band_parts else None,
     )
 
 
@@ -297,6 +362,22 @@ class RulesCache:
 def billed_seconds(d: int, inc: Increments) -> int:
     """``initial`` for 0 < d <= initial, else initial + ceil((d - initial)/subsequent)*subsequent."""
     return inc.billed(d)
+
+
+def slot_windows(slots, incs, inc: Increments, eff: int) -> tuple[list[tuple[int, int, Decimal, Span]], int]:
+    """Slots with increments of their own: the billed windows ``(from, to, price, span)`` of a call
+    of ``eff`` seconds (after the minimum), and its billed seconds. Time is walked from the call's
+    start: in each slot, the seconds still to bill up to the slot's end are billed with the slot's
+    increments (else ``inc``, the row's or the service's); a block that runs past the slot's end
+    moves the start of the next slot (as blocks consume the call's time)."""
+    t = 0
+    out = []
+    for (_lo, until, price, span), own in zip(slots, incs, strict=True):
+        end = eff if until is None else min(eff, until)
+        b = (own or inc).billed(end - t) if end > t else 0
+        out.append((t, t + b, price, span))
+        t += b
+    return out, t
 
 
 def volume_bytes(volume: int, unit: VolumeUnit) -> int:
