@@ -41,6 +41,7 @@ HEAVY = {
     "facturx": "Factur-X (pypdf, its XSDs): only when a Factur-X file is written or read",
     "saxonche": "Saxon, a large native library: only when a schematron runs",
     "stdnum": "identifier checks: only when rules declare legal details",
+    "jinja2": "the texts of document layouts: only when a layout is read",
 }
 
 #: icdsl modules that the CLI and the readers import on first use because they bring a heavy

@@ -59,7 +59,7 @@ def invoice_credit(
 ) -> None:
     """Issue a credit note against a finalized invoice (an accepted dispute, a gesture): numbered CN-, sealed."""
 
-    from icdsl.billing.corrections import credit_invoice
+    from icdsl.billing.corrections import credit_invoice  # lazy: the store (sqlalchemy) only for this command
 
     with opened(db, data) as store, user_errors():
         cn = credit_invoice(store, number, amount, reason, line_no=line)

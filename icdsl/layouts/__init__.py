@@ -23,6 +23,7 @@ never a traceback.
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from collections.abc import Mapping
@@ -170,8 +171,6 @@ def parse(text: str, name: str = "layout", *, base: Layout | None | bool = True)
 
 
 def _suggest(key: str, known: Mapping[str, Any]) -> str:
-    import difflib
-
     near = difflib.get_close_matches(key, list(known), n=1)
     return f" (did you mean '{near[0]}'?)" if near else f"; known: {', '.join(sorted(known))}"
 
@@ -197,7 +196,7 @@ def _check(out: dict[str, dict[str, Any]], text: str, name: str) -> None:
         raise bad("format", "date", f"write one of {', '.join(DATE_STYLES)} or a date pattern such as dd/MM/yyyy")
     if style not in DATE_STYLES:
         try:
-            from babel.dates import format_date
+            from babel.dates import format_date  # lazy: babel's locale data only when a pattern is checked
 
             format_date(date(2026, 1, 31), style, locale="en")
         except Exception as e:  # noqa: BLE001 - any malformed pattern
@@ -211,7 +210,7 @@ def _check(out: dict[str, dict[str, Any]], text: str, name: str) -> None:
                 raise bad(section, key, "must be text (in quotes)")
             if len(v) > MAX_TEXT:
                 raise bad(section, key, f"is longer than {MAX_TEXT} characters")
-    from jinja2 import TemplateSyntaxError
+    from jinja2 import TemplateSyntaxError  # lazy: Jinja2 only when a layout is read
 
     for key, v in out["texts"].items():
         try:
@@ -255,7 +254,7 @@ def _column(c: Any, view: str, text: str, name: str) -> Column:
 
 def check_locale(text: str) -> str | None:
     """What is wrong with a locale identifier (``de_DE``, ``fr``), or None."""
-    from babel import Locale, UnknownLocaleError
+    from babel import Locale, UnknownLocaleError  # lazy: babel's locale data only when a locale is checked
 
     try:
         Locale.parse(text.replace("-", "_"))
@@ -304,7 +303,7 @@ class Local:
             places = max(-exp, 0) if isinstance(exp, int) else 0
         if self.locale is None:
             return f"{d:,.{places}f}"
-        from babel.numbers import format_decimal
+        from babel.numbers import format_decimal  # lazy: babel's locale data only for a locale's numbers
 
         return format_decimal(d, format="#,##0" + ("." + "0" * places if places else ""), locale=self.locale,
                               decimal_quantization=False)
@@ -315,7 +314,7 @@ class Local:
         style = self.date_style
         if style == "iso" or (style == "auto" and self.locale is None):
             return d.isoformat()
-        from babel.dates import format_date
+        from babel.dates import format_date  # lazy: babel's locale data only for a locale's dates
 
         return format_date(d, "medium" if style == "auto" else style, locale=self.locale or "en")
 

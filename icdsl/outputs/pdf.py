@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Mapping
+from importlib.resources import files
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -212,8 +213,7 @@ def _cell_value(ln: Mapping[str, Any], field: str, i: int, doc: Mapping[str, Any
 
 def _output_intent(pdf: Any) -> None:
     """The sRGB output intent PDF/A asks for (the ICC profile fpdf2 ships: sRGB2014)."""
-    from importlib.resources import files
-
+    # lazy: fpdf2 loads only when a PDF is written
     from fpdf.enums import OutputIntentSubType
     from fpdf.output import PDFICCProfile
 
