@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Mapping
-from importlib.resources import files
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
