@@ -239,6 +239,7 @@ def test_a_rerate_after_finalization_gives_a_credit_note_that_references_the_inv
     for args in (["cycle", "run", "LUMFR", "2026-04", *rules], ["cycle", "finalize", "LUMFR", "2026-04"]):
         r = runner.invoke(app, [*args, *store])
         assert r.exit_code == 0, r.output
+    assert "credit note #" in r.output and "CN-2026-000001" in r.output, r.output
     from icdsl.billing.store import open_store
 
     s = open_store(db, data_dir=data)

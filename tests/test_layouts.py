@@ -24,6 +24,7 @@ subtotal = "Zwischensumme"
 total = "Gesamtbetrag"
 
 [texts]
+owes = "{{ debtor }} schuldet {{ creditor }} {{ amount }} {{ currency }}."
 closing = "Vielen Dank, {{ buyer.name }}: {{ total }} {{ currency }} bis {{ due_date }}."
 """
 
@@ -47,6 +48,7 @@ def test_the_partners_layout_and_locale_write_the_pdf():
     assert "Zwischensumme 1.235,85 EUR" in text and "Gesamtbetrag 1.235,85 EUR" in text
     assert "1.234,56" in text and "31.03.2026" in text  # numbers and dates for de_DE
     assert "Vielen Dank, Fleetrix Telematics GmbH: 1.235,85 EUR bis 30.04.2026." in text
+    assert "Fleetrix Telematics GmbH schuldet Arcadia Telecom SAS 1.235,85 EUR." in text
     assert "end of it" in text  # a long description wraps, never cut
     # no locale, no template: the default layout, numbers as 1,235.85 and ISO dates
     text = pdf_text(render(invoice(subtotal=D("1235.85"), total=D("1235.85"))))

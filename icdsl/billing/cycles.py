@@ -156,6 +156,7 @@ class InvoiceSummary:
     tax_amount: Decimal | None = None
     total: Decimal | None = None
     tax_note: str | None = None
+    kind: str = "invoice"  # invoice | credit_note | debit_note
 
 
 @dataclass
@@ -232,7 +233,8 @@ class CycleReport:
             c = inv.currency
             tax = f", tax {present(inv.tax_amount, c)}" if inv.tax_amount is not None else ""
             total = f", total {present(inv.total, c)} {c}" if inv.total is not None else ""
-            out.append(f"  invoice #{inv.id} {inv.number or '(draft)'} {inv.stream}: {inv.lines} line(s), "
+            what = inv.kind.replace("_", " ") if inv.kind in ("credit_note", "debit_note") else "invoice"
+            out.append(f"  {what} #{inv.id} {inv.number or '(draft)'} {inv.stream}: {inv.lines} line(s), "
                        f"subtotal {present(inv.subtotal, c)}{tax}{total}")
         if self.statement is not None:
             st, c = self.statement, self.statement.currency
@@ -975,7 +977,7 @@ def _report(s: Session, cycle: M.BillingCycle, period: Period, *, already: bool,
 
 def _invoice_summary(inv: Any, lines: int) -> InvoiceSummary:
     return InvoiceSummary(inv.id, inv.stream, inv.currency, inv.status, inv.subtotal, lines, inv.number, inv.tax_kind,
-                          inv.tax_amount, inv.total, inv.tax_note)
+                          inv.tax_amount, inv.total, inv.tax_note, inv.doc_type or "invoice")
 
 
 def _statement_summary(stm: Any, lines: int) -> StatementSummary:
@@ -1868,7 +1870,7 @@ def write_drafts(s: Session, cyc: M.BillingCycle, prow: M.Partner, drafts: Draft
             tax_rate=prow.tax_rate, tax_amount=d.tax.amount, total=d.total, taxable_amount=d.tax.taxable,
             tax_note=d.tax.note, fx_rate_id=d.fx_rate_id, created_at=t, doc_type=d.kind)
         out.invoices.append(InvoiceSummary(inv_id, d.stream, d.currency, "draft", d.subtotal, len(d.lines), None,
-                                           d.tax.kind, d.tax.amount, d.total, d.tax.note))
+                                           d.tax.kind, d.tax.amount, d.total, d.tax.note, d.kind))
         plain: list[dict[str, Any]] = []
         for i, ln in enumerate(d.lines, 1):
             row = dict(

@@ -136,6 +136,21 @@ def addressee_label(doc: Mapping[str, Any], labels: Mapping[str, str] | None = N
     return lb["bill_to"]
 
 
+def owes_parts(doc: Mapping[str, Any]) -> tuple[str, str, Decimal] | None:
+    """(who owes, to whom, how much) of a document; None when nothing is owed or it is ours."""
+    kind = doc.get("kind", "invoice")
+    us = (doc.get("seller") or {}).get("name") or "We"
+    them = doc.get("partner_name") or (doc.get("buyer") or {}).get("name") or doc.get("partner_code") or "the partner"
+    total = doc.get("total")
+    if kind in ("invoice", "credit_note", "debit_note") and total is not None:
+        return (them, us, total) if total >= 0 else (us, them, -total)
+    if kind == "statement" and doc.get("net"):
+        return (them, us, doc["net"]) if doc["net"] > 0 else (us, them, -doc["net"])
+    if kind == "share_statement" and total is not None and doc.get("party") != "us":
+        return us, str(doc.get("party_name") or doc.get("party")), total
+    return None
+
+
 def who_owes_whom(doc: Mapping[str, Any], local: Local | None = None) -> str:
     """One sentence: who owes whom how much (the document's direction of money)."""
     amount = money_text if local is None else (lambda v: "" if v is None else local.number(v))
@@ -430,6 +445,9 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized", layout: Layout | N
             pdf.set_x(pdf.l_margin + width * 0.55)
             pdf.multi_cell(width * 0.45, 4, text(f"Held by {', '.join(held)}"), new_x="LMARGIN", new_y="NEXT")
     owes = who_owes_whom(doc, local)
+    parts = owes_parts(doc)
+    if parts is not None and (lay.texts.get("owes") or "").strip():  # the layout's own words
+        owes = lay.text("owes", dict(values, debtor=parts[0], creditor=parts[1], amount=money(parts[2])))
     if owes:
         pdf.ln(2)
         paragraph(owes, base, "B", 5)
