@@ -302,32 +302,36 @@ class Rater:
         if self._edges is not None:
             idx = day_index(to_us(table.column("start")), self._edges)
             self.daily += np.bincount(idx[idx >= 0], minlength=len(self.days))[:len(self.days)]
+        rc = None
         if not self.charges:
-            rated, rejects = _encoded_pair(rate_batch(self.plan, table, carry=(_PIECE,)))
+            rated, rejects = rate_batch(self.plan, table, carry=(_PIECE,))
         else:
             rated, rejects, rc = rate_batch_with_charges(self.plan, table, cycle=self.cycle_totals, carry=(_PIECE,))
-            rated = _encoded(rated)
-            self.usage = merge_usage(self.usage, usage_from_rated(self.plan, rated, rc))
+        coded = _encoded(rated)
+        if rc is not None:
+            self.usage = merge_usage(self.usage, usage_from_rated(self.plan, coded, rc))
             if self.charges_w is not None and rc.num_rows:
                 self.charges_w.write(_own_records(rc, rated.column(_PIECE), batches))
                 self.record_charges += rc.num_rows
         if self.on_chunk is not None:
             self.on_chunk()
-        self._add(_batch_of(rated, batches), _batch_of(rejects, batches))
+        self._add(_batch_of(coded, batches), _batch_of(rejects, batches), _batch_of(rated, batches))
 
     def add(self, rated: pa.Table, rejects: pa.Table, batch_id: int) -> None:
         """Write a rated chunk of intake batch ``batch_id`` and its rejects (``rated``: the
         batch executor's table)."""
         self._add(_with_batch(rated, batch_id), _with_batch(rejects, batch_id))
 
-    def _add(self, rated: pa.Table, rejects: pa.Table) -> None:
-        """Write rated records and rejects that have their ``batch_id``."""
+    def _add(self, rated: pa.Table, rejects: pa.Table, plain: pa.Table | None = None) -> None:
+        """Write rated records and rejects that have their ``batch_id`` (``plain``: the rated
+        records as the executor gave them, written instead of ``rated`` when ``rated`` has
+        text columns dictionary-encoded for its groupings, :func:`_encoded`)."""
         if rated.num_rows:
             amount_type = rated.schema.field("amount").type
             if amount_type.scale > self.scale:
                 raise ReconciliationError(f"amounts have {amount_type.scale} decimals, more than the {self.scale} "
                                           "expected from the agreements' rounding")
-            self._written(rated)
+            self._written(rated, plain)
         if rejects.num_rows:
             cols = {}
             for name in REJECTS_FILE_SCHEMA.names:
@@ -341,14 +345,14 @@ class Rater:
             for reason, count in zip(*value_counts(rejects.column("reason")), strict=True):
                 self.by_reason[reason] += count
 
-    def _written(self, rated: pa.Table) -> None:
+    def _written(self, rated: pa.Table, plain: pa.Table | None = None) -> None:
         """Number the lines of rated records (``batch_id`` column, no ``line``), sum them, show
-        them to the scan and write them."""
-        line = self._lines_and_sums(rated)
-        rated = rated.append_column("line", pa.array(line, pa.int32()))
+        them to the scan and write them (``plain``: the same records to write, see :meth:`_add`)."""
+        line = pa.array(self._lines_and_sums(rated), pa.int32())
+        rated = rated.append_column("line", line)
         if self.scan is not None:
             self.scan.add(rated)
-        self.rated_w.write(rated)
+        self.rated_w.write(plain.append_column("line", line) if plain is not None else rated)
         self.rated += rated.num_rows
 
     def keep(self, rated: pa.Table | None, record_charges: pa.Table | None = None) -> None:
@@ -362,7 +366,8 @@ class Rater:
             return
         if "line" in rated.column_names:
             rated = rated.drop_columns(["line"])
-        rated = _encoded(self._at_scale(rated))
+        plain = self._at_scale(rated)
+        rated = _encoded(plain)
         record_charges = self._at_scale(record_charges) if record_charges is not None else None
         n = rated.num_rows
         self.read += n
@@ -377,7 +382,7 @@ class Rater:
             if self.charges_w is not None and record_charges is not None and record_charges.num_rows:
                 self.charges_w.write(record_charges)
                 self.record_charges += record_charges.num_rows
-        self._written(rated)
+        self._written(rated, plain)
 
     def _at_scale(self, table: pa.Table) -> pa.Table:
         """``table``'s amounts at the cycle's scale (a safe cast: raises rather than round)."""
@@ -599,7 +604,8 @@ ENCODED = ("partner", "direction", "service")
 
 def _encoded(rated: pa.Table) -> pa.Table:
     """``rated`` with its :data:`ENCODED` text columns dictionary-encoded, once for the groupings
-    that read them (the batch executor passes them on as plain text; the sinks write text)."""
+    that read them (the batch executor passes them on as plain text; the records are written
+    as it gave them, so that the sinks do not decode them again)."""
     for name in ENCODED:
         i = rated.schema.get_field_index(name)
         if i >= 0 and not pa.types.is_dictionary(rated.schema.field(i).type):
@@ -612,10 +618,6 @@ def _constant(grouped: groups.Groups, values: np.ndarray) -> np.ndarray | None:
     smallest and largest are :meth:`~icdsl.charges.groups.Groups.min_max`'s)."""
     at = values[grouped.member]
     return at if np.array_equal(values, at[grouped.index]) else None
-
-
-def _encoded_pair(pair: tuple[pa.Table, pa.Table]) -> tuple[pa.Table, pa.Table]:
-    return _encoded(pair[0]), pair[1]
 
 
 def _with_batch(table: pa.Table, batch_id: int) -> pa.Table:

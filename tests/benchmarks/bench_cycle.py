@@ -1,5 +1,7 @@
 """End-to-end billing benchmark: 200 partners, N records (default 1M; ICDSL_BENCH_CYCLE_N=10000000
-for the 10M target), on SQLite and on PostgreSQL: wall time and peak memory (RSS) per stage:
+for the 10M target), on SQLite and on PostgreSQL: wall time, CPU time (of the process, every
+thread: the figure to compare on a shared machine, as ``cpu_ratios`` to the CPU time of
+`icdsl rate` measured in the same run) and peak memory (RSS) per stage:
 ingest, then per cycle the engine's rate, validate, charges, invoice, then ``files`` (what is
 left to wait for the cycle's rated files to be durable: they are written on a thread of their
 own while the engine goes on) and ``write`` (the result written to the store), then finalize.
