@@ -30,12 +30,14 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -492,26 +494,35 @@ def detail_table(store: Store, ref: str | int, partner: str | None = None) -> pa
     epoch, UTC), ``duration_s``, ``service``, and ``amount`` (decimal128(24, 8)) and ``rate``
     (decimal128(24, 12)) when their detail has them (null otherwise); ``detail`` is the detail
     file's id. Each file is checked against its recorded sha256 first."""
-    rows = details(store, ref, partner)
-    parts = []
-    for d in rows:
+    parts = [t for t in detail_batches(store, ref, partner) if t.num_rows]
+    return pa.concat_tables(parts) if parts else _empty_detail()
+
+
+DETAIL_BATCH_ROWS = 500_000
+
+
+def detail_batches(store: Store, ref: str | int, partner: str | None = None, *,
+                   rows: int = DETAIL_BATCH_ROWS) -> Iterator[pa.Table]:
+    """:func:`detail_table` read a batch of at most ``rows`` records at a time (a detail of
+    10M records is never held whole); the empty detail's table first, for its columns."""
+    yield _empty_detail()
+    for d in details(store, ref, partner):
         store.data.verify(d.records_path, d.records_sha256)
-        t = pq.read_table(store.data.abs(d.records_path))
-        cols: dict[str, Any] = {
-            "id": pc.cast(t.column("id"), pa.string()),
-            "a_number": t.column("a_number"),
-            "b_number": t.column("b_number"),
-            "start": pc.cast(pc.cast(t.column("start"), pa.timestamp("us", tz="UTC")), pa.int64()),
-            "duration_s": t.column("duration_s"),
-            "service": t.column("service"),
-        }
-        for name, typ in DECIMAL_COLUMNS.items():
-            cols[name] = pc.cast(t.column(name), typ) if name in t.column_names else pa.nulls(t.num_rows, typ)
-        cols["detail"] = pa.array([d.id] * t.num_rows, pa.int64())
-        parts.append(pa.table(cols))
-    if not parts:
-        return _empty_detail()
-    return pa.concat_tables(parts)
+        pf = pq.ParquetFile(store.data.abs(d.records_path))
+        for batch in pf.iter_batches(batch_size=rows):
+            t = pa.Table.from_batches([batch])
+            cols: dict[str, Any] = {
+                "id": pc.cast(t.column("id"), pa.string()),
+                "a_number": pc.cast(t.column("a_number"), pa.string()),
+                "b_number": pc.cast(t.column("b_number"), pa.string()),
+                "start": pc.cast(pc.cast(t.column("start"), pa.timestamp("us", tz="UTC")), pa.int64()),
+                "duration_s": pc.cast(t.column("duration_s"), pa.int64()),
+                "service": pc.cast(t.column("service"), pa.string()),
+            }
+            for name, typ in DECIMAL_COLUMNS.items():
+                cols[name] = pc.cast(t.column(name), typ) if name in t.column_names else pa.nulls(t.num_rows, typ)
+            cols["detail"] = pa.array(np.full(t.num_rows, d.id, np.int64))
+            yield pa.table(cols)
 
 
 def _empty_detail() -> pa.Table:

@@ -188,6 +188,14 @@ def inputs_of(plan, traffic: Path):
     return base
 
 
+def detail_of(work: Path):
+    """Their detail as the store hands it over: read a batch at a time, never whole."""
+    def batches():
+        for b in pq.ParquetFile(work / "theirs.parquet").iter_batches(batch_size=500_000):
+            yield pa.Table.from_batches([b])
+    return batches
+
+
 # --------------------------------------------------------------------------- the stages (each in its own process)
 
 
@@ -204,9 +212,8 @@ def stage_reconcile(work: Path) -> dict:
     from icdsl.recon.ours import run_ours
 
     plan = build_plan(work / "project")
-    detail = pq.read_table(work / "theirs.parquet")
     ours = run_ours(inputs_of(plan, work / "traffic.parquet"), "EUR")
-    r = reconcile(invoice_of(ours), ours, plan, detail=detail, keep_matched=KEEP_MATCHED)
+    r = reconcile(invoice_of(ours), ours, plan, detail=detail_of(work), keep_matched=KEEP_MATCHED)
     return {"record_counts": r.record_counts, "lines": len(r.lines), "differing_lines": len(r.differing)}
 
 
@@ -219,8 +226,7 @@ def stage_compare(work: Path) -> dict:
     ours = run_ours(inputs_of(plan, work / "traffic.parquet"), "EUR")
     inv = invoice_of(ours)
     c0, t0 = _cpu(), time.perf_counter()
-    detail = pq.read_table(work / "theirs.parquet")
-    r = reconcile(inv, ours, plan, detail=detail, keep_matched=KEEP_MATCHED)
+    r = reconcile(inv, ours, plan, detail=detail_of(work), keep_matched=KEEP_MATCHED)
     return {"timed_seconds": time.perf_counter() - t0, "timed_cpu_seconds": _cpu() - c0,
             "records": r.records.num_rows}
 
