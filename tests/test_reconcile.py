@@ -568,6 +568,12 @@ def test_the_command(tmp_path, monkeypatch):
               run("reconcile", "ACME", "2026-03", "--rules", "rules", "--format", "xml", code=2),
               run("reconcile", "ACME", "2026-13", "--rules", "rules", code=2)]
     compare_golden(GOLDEN / "reconcile" / "cli.errors", "".join(errors))
+    # no --rules: the current folder's rule files, else a clear error
+    monkeypatch.chdir(tmp_path / "rules")
+    assert "DIFFERS" in run("reconcile", "ACME", "2026-03", code=1)
+    monkeypatch.chdir(tmp_path)
+    none = run("reconcile", "ACME", "2026-03", code=2) + run("dispute", "open", "ACME", "2026-03", code=2)
+    compare_golden(GOLDEN / "reconcile" / "cli.no_rules", none.replace(str(tmp_path), "TMP"))
 
 
 # --------------------------------------------------------------------------- properties
