@@ -201,9 +201,7 @@ def _from_cycle(store: Store, rated_file: M.DataFile, plan: Plan, partner: str, 
         if keeper is not None:
             keeper.write(rated)
     lines = our_lines(sums.groups(), plan, services, currency, fx, per)
-    records: pa.Table | Spill | None = None
-    if keeper is not None and keeper.records.rows:
-        records = keeper.records if keeper.records.spilled else keeper.table()
+    records = keeper.result() if keeper is not None else None
     return OurView(partner=partner, period=per, currency=currency, lines=lines, records=records, scale=scale,
                    services=services)
 

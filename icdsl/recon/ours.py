@@ -113,6 +113,22 @@ class RecordKeeper:
         """Every kept record in one table (the records held in memory)."""
         return _concat([self.records.table()]) if self.records.rows else None
 
+    def result(self) -> pa.Table | Spill:
+        """Our records for the comparison: the spill when on disk, else one table (empty when
+        we have none: every record of theirs is then theirs only)."""
+        if self.records.spilled:
+            return self.records
+        return self.table() if self.records.rows else empty_records(self.scale)
+
+
+def empty_records(scale: int) -> pa.Table:
+    """Our records when there are none, in the comparison's columns and types."""
+    return pa.table({"id": pa.array([], pa.string()), "service": pa.array([], _DICT),
+                     "start": pa.array([], pa.int64()), "duration_s": pa.array([], pa.int64()),
+                     "amount": pa.array([], pa.int64()), "rate": pa.array([], _DICT),
+                     "line": pa.array([], pa.int32()), "a_number": pa.array([], pa.string()),
+                     "b_number": pa.array([], pa.string())})
+
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
 
@@ -367,9 +383,7 @@ def run_ours(inputs: engine.CycleInputs, invoice_currency: str, *, records: bool
     except CycleError as e:
         raise ReconcileError(f"our view of {code} {inputs.period.label} could not be rated: {e}") from None
     lines = our_lines(result.lines, plan, services, invoice_currency, inputs.fx, inputs.period)
-    kept: pa.Table | Spill | None = None
-    if keeper is not None and keeper.records.rows:
-        kept = keeper.records if keeper.records.spilled else keeper.table()
+    kept = keeper.result() if keeper is not None else None
     return OurView(partner=code, period=inputs.period, currency=invoice_currency, lines=lines, records=kept,
                    scale=scale, services=services)
 
