@@ -43,18 +43,18 @@ GROUP_ROWS = 1_000_000  # records of a side compared at a time, at most about (a
 def buckets_of(numbers: pa.ChunkedArray | pa.Array, buckets: int = BUCKETS) -> np.ndarray:
     """The bucket of each called number: its last six digits modulo ``buckets`` (0 for a number
     whose last six characters are not digits, and for none)."""
+    import polars as pl  # lazy: polars only where records are compared
+
     col = numbers.combine_chunks() if isinstance(numbers, pa.ChunkedArray) else numbers
     if pa.types.is_dictionary(col.type):
         col = pc.cast(col, pa.string())
     if pa.types.is_integer(col.type):
         values = pc.fill_null(pc.cast(col, pa.int64()), 0).to_numpy(zero_copy_only=False)
         return (np.abs(values) % 1_000_000 % buckets).astype(np.int32)
-    text = pc.cast(col, pa.string())
-    tail = pc.utf8_slice_codeunits(text, -6)
-    digits = pc.fill_null(pc.match_substring_regex(tail, r"^[0-9]+$"), False)
-    tail = pc.if_else(digits, tail, pa.scalar("0"))
-    values = pc.cast(pc.fill_null(tail, "0"), pa.int64()).to_numpy(zero_copy_only=False)
-    return (values % buckets).astype(np.int32)
+    tail = pl.Series(pc.cast(col, pa.string())).str.slice(-6)
+    digits = tail.str.contains(r"^[0-9]+$").fill_null(False)
+    values = tail.str.to_integer(strict=False).fill_null(0).to_numpy()
+    return np.where(digits.to_numpy(), values % buckets, 0).astype(np.int32)
 
 
 def _plain(table: pa.Table) -> pa.Table:
@@ -117,7 +117,7 @@ class Spill:
         b = buckets_of(table.column(self.number), self.buckets)
         self.counts += np.bincount(b, minlength=self.buckets)
         order = np.argsort(b, kind="stable")
-        table = _plain(table.take(pa.array(order)))
+        table = table.take(pa.array(order))  # dictionaries kept (a stream may replace them)
         edges = np.searchsorted(b[order], np.arange(self.buckets + 1))
         for k in range(self.buckets):
             lo, hi = int(edges[k]), int(edges[k + 1])
