@@ -384,14 +384,9 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized") -> bytes:
         notes.append(f"Rounding: {doc['rounding']}.")
     if view == "summary" and kind not in ("statement", "share_statement"):
         notes.append("Summary view: the lines added up by service; the itemized invoice lists each destination.")
-    if notes:
-        need(6 + 4 * len(notes))
-        pdf.ln(4)
-        pdf.set_font(FONT, "", 7.5)
-        pdf.set_text_color(90)
-        for n in notes:
-            pdf.multi_cell(width, 3.8, latin1(n), new_x="LMARGIN", new_y="NEXT")
-        pdf.set_text_color(0)
+    from icdsl.outputs.pdfnotes import notes_block  # here: pdfnotes builds on this module's FONT and latin1
+
+    notes_block(pdf, notes, width, need=need)
     footer_line()
     return bytes(pdf.output())
 
