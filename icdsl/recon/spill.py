@@ -7,7 +7,7 @@ number's last six digits (of its text, or of the integer) modulo :data:`BUCKETS`
 that can pair have the same called number (:mod:`icdsl.recon.records`), so they are always in
 the same bucket, and the record-level comparison can run bucket group by bucket group, each
 group holding at most about :data:`GROUP_ROWS` records of a side: a month of 10M records
-against 10M of theirs is compared in the memory of 1M.
+against 10M of theirs is compared in the memory of half a million.
 
 ::
 
@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 
 BUCKETS = 64  # buckets of the called numbers on disk
 SPILL_ROWS = 1_000_000  # records of a side held in memory before it goes to disk
-GROUP_ROWS = 1_000_000  # records of a side compared at a time, at most about (a bucket is not split)
+GROUP_ROWS = 500_000  # records of a side compared at a time, at most about (a bucket is not split)
 
 
 def buckets_of(numbers: pa.ChunkedArray | pa.Array, buckets: int = BUCKETS) -> np.ndarray:
