@@ -24,6 +24,7 @@ from test_billing_store import store as store  # noqa: F401 - a fixture (its nam
 from typer.testing import CliRunner
 
 from icdsl.billing import models as M
+from icdsl.billing.errors import IngestError
 from icdsl.billing.partner_invoices import (
     PartnerInvoiceError,
     detail_rejects,
@@ -413,3 +414,17 @@ def test_the_example_invoice_reconciles_with_exactly_its_designed_differences(lo
     doc = open_dispute(loaded, reconcile_partner(loaded, "LUMFR", "2026-03", plan=plan))
     assert Decimal(doc["amount"]) == Decimal("0.93") == Decimal("0.02") + Decimal("0.91")
     assert sorted(ln["their_lines"][0] for ln in doc["lines"]) == [1, 8]
+
+
+def test_a_failed_import_leaves_no_file_behind(loaded, plan, tmp_path):
+    """The invoice and a first detail file are written before a second detail fails: the import
+    is rolled back and the files it wrote are removed at once (not left to the garbage collection)."""
+    bad = tmp_path / "bad-detail.csv"
+    bad.write_text("who,what\nx,y\n", encoding="utf-8")
+    with pytest.raises((PartnerInvoiceError, IngestError)):
+        import_partner_invoice(loaded, UBL, "LUMFR", plan, details=[DETAIL, bad])
+    folder = loaded.data.abs("partner-invoices")
+    assert not [f for f in folder.rglob("*") if f.is_file()] if folder.exists() else True
+    assert partner_invoices(loaded, "LUMFR") == []
+    rep = import_partner_invoice(loaded, UBL, "LUMFR", plan, details=[DETAIL])  # then as if never tried
+    assert not rep.already and loaded.verify_files() == []
