@@ -16,6 +16,10 @@ machine may be shared)::
 
     python tests/benchmarks/bench_reconcile.py --n 1000000 [--repeat 3]
 
+Their detail is read a batch at a time (as the store hands it over) and our records are kept as
+they are rated: past 1M records a side, both go to disk by called number and are compared half
+a million at a time (:mod:`icdsl.recon.spill`), so the peak memory does not grow with N.
+
 prints one JSON object: ``rate`` (`icdsl rate` on the records: ``rate_file``), ``reconcile``
 (our records rated by the cycle engine and compared record by record and line by line with
 their detail and invoice: :func:`icdsl.recon.engine.reconcile` after :func:`icdsl.recon.ours.run_ours`),
