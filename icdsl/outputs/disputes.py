@@ -212,7 +212,7 @@ def render_pdf(doc: Mapping[str, Any]) -> bytes:
              f"Your invoice's sha256 as received: {doc['invoice'].get('sha256') or '-'}."]
     if doc["evidence"].get("sha256"):
         notes.append(f"Evidence file sha256: {doc['evidence']['sha256']} ({doc['evidence']['rows']} records).")
-    notes_block(pdf, notes, width, need=need, room=6 + 8 * len(notes))
+    notes_block(pdf, notes, width, encode=latin1, need=need, room=6 + 8 * len(notes))
     footer()
     return bytes(pdf.output())
 

@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from icdsl.outputs.pdfnotes import notes_block
 from icdsl.outputs.views import POSITION_TITLE, file_stem, position_rows, view_lines
 
 FONT = "Helvetica"
@@ -384,9 +385,7 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized") -> bytes:
         notes.append(f"Rounding: {doc['rounding']}.")
     if view == "summary" and kind not in ("statement", "share_statement"):
         notes.append("Summary view: the lines added up by service; the itemized invoice lists each destination.")
-    from icdsl.outputs.pdfnotes import notes_block  # here: pdfnotes builds on this module's FONT and latin1
-
-    notes_block(pdf, notes, width, need=need)
+    notes_block(pdf, notes, width, encode=latin1, need=need)
     footer_line()
     return bytes(pdf.output())
 

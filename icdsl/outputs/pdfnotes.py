@@ -8,22 +8,21 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from icdsl.outputs.pdf import FONT, latin1
 
-
-def notes_block(pdf: Any, notes: Sequence[str], width: float, *, need: Callable[[float], Any] | None = None,
-                room: float | None = None, prefix: str = "", size: float = 7.5, line: float = 3.8,
-                gap: float = 4, grey: int = 90) -> None:
-    """Write ``notes`` (each a paragraph, ``prefix`` before it) in small grey type below what is
-    on the page; ``need(room)`` first (a new page when less is left: ``room`` defaults to a few
-    millimetres a note). Nothing when there are no notes."""
+def notes_block(pdf: Any, notes: Sequence[str], width: float, *, encode: Callable[[str], str] = str,
+                need: Callable[[float], Any] | None = None, room: float | None = None, prefix: str = "",
+                size: float = 7.5, line: float = 3.8, gap: float = 4, grey: int = 90) -> None:
+    """Write ``notes`` (each a paragraph, ``prefix`` before it, made printable by ``encode``:
+    the core font's :func:`icdsl.outputs.pdf.latin1`) in small grey type of the document's font
+    below what is on the page; ``need(room)`` first (a new page when less is left: ``room``
+    defaults to a few millimetres a note). Nothing when there are no notes."""
     if not notes:
         return
     if need is not None:
         need(room if room is not None else 6 + 4 * len(notes))
     pdf.ln(gap)
-    pdf.set_font(FONT, "", size)
+    pdf.set_font(pdf.font_family, "", size)
     pdf.set_text_color(grey)
     for n in notes:
-        pdf.multi_cell(width, line, latin1(prefix + n), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(width, line, encode(prefix + n), new_x="LMARGIN", new_y="NEXT")
     pdf.set_text_color(0)

@@ -287,7 +287,7 @@ def render_pdf(r: Reconciliation) -> bytes:
             for (_name, w, align), v in zip(rcols, values, strict=True):
                 pdf.cell(width * w, 4.5, latin1(v)[:40], align=align)
             pdf.ln(4.5)
-    notes_block(pdf, r.problems, width, prefix="Note: ", size=8, line=4, gap=3, grey=0)
+    notes_block(pdf, r.problems, width, encode=latin1, prefix="Note: ", size=8, line=4, gap=3, grey=0)
     return bytes(pdf.output())
 
 
