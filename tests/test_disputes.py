@@ -537,8 +537,10 @@ def test_opening_and_accepting_on_the_command_line(orfr, monkeypatch, tmp_path):
     assert "within the agreement's tolerances" in out
 
 
-def test_opening_without_rules_or_an_imported_invoice_is_explained(orfr, tmp_path):
-    assert "give the rule files with --rules" in cli(orfr, "dispute", "open", "ORFR", "2026-03", code=2)
+def test_opening_without_rules_or_an_imported_invoice_is_explained(orfr, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a folder without rule files (*.icd)
+    out = cli(orfr, "dispute", "open", "ORFR", "2026-03", code=2)
+    assert "holds no rule files (*.icd)" in out and "--rules FOLDER" in out
     out = cli(orfr, "dispute", "open", "ORFR", "2026-03", "--rules", str(tmp_path / "rules" / "rules.icd"), code=1)
     assert "no invoice for 2026-03 of ORFR is imported: import it first with " \
            "`icdsl partner-invoice import FILE --partner ORFR`" in " ".join(out.split())

@@ -24,6 +24,7 @@ from test_billing_store import store as store  # noqa: F401 - a fixture (its nam
 from typer.testing import CliRunner
 
 from icdsl.billing import models as M
+from icdsl.billing.errors import IngestError
 from icdsl.billing.partner_invoices import (
     PartnerInvoiceError,
     detail_rejects,
@@ -98,15 +99,15 @@ def test_ubl_sample_read_exactly():
     assert (inv.number, inv.kind, inv.currency, inv.format) == ("LUM-2026-000318", "invoice", "EUR", "ubl")
     assert (str(inv.period_start), str(inv.period_end), str(inv.issue_date)) == ("2026-03-01", "2026-03-31",
                                                                                  "2026-04-03")
-    # 41230.5 min x 0.0070 = 288.6135 -> 288.61 as they rounded it; the lines add up to the stated total
+    # 4.1 min x 0.0070 = 0.0287 -> 0.03 as they rounded it; the lines add up to the stated total
     first = inv.lines[0]
     assert (first.service, first.destination, first.prefix, first.band, first.calls) == \
-        ("voice", "France fixed", "33", "peak", 18250)
+        ("voice", "France fixed", "33", "peak", 3)
     assert (first.quantity, first.unit, first.rate, first.amount) == \
-        (Decimal("41230.5"), "minute", Decimal("0.0070"), Decimal("288.61"))
-    assert inv.lines[5].unit == "message" and inv.lines[5].service == "sms"
-    assert sum(x.amount for x in inv.lines) == inv.total == Decimal("1295.42")
-    assert inv.tax_total == Decimal("259.08") and inv.findings == ()
+        (Decimal("4.1"), "minute", Decimal("0.0070"), Decimal("0.03"))
+    assert inv.lines[8].unit == "message" and inv.lines[8].service == "sms" and inv.lines[8].destination is None
+    assert sum(x.amount for x in inv.lines) == inv.total == Decimal("10.89")
+    assert inv.tax_total == Decimal("2.18") and inv.findings == ()
     assert all(isinstance(x.amount, Decimal) for x in inv.lines)
 
 
@@ -120,11 +121,11 @@ def test_csv_sample_read_with_its_layout(plan):
 
 
 def test_stated_total_against_lines_is_a_finding(plan):
-    ubl = ubl_text(**{'<cbc:LineExtensionAmount currencyID="EUR">1295.42': '<cbc:LineExtensionAmount '
-                      'currencyID="EUR">1295.52'})
+    ubl = ubl_text(**{'<cbc:LineExtensionAmount currencyID="EUR">10.89': '<cbc:LineExtensionAmount '
+                      'currencyID="EUR">10.99'})
     inv = read_ubl(ubl.encode(), "x.xml", "LUMFR")
-    assert inv.total == Decimal("1295.42")  # their TaxExclusiveAmount, as stated
-    assert any("their lines add up to 1295.42 EUR, but the invoice states 1295.52 EUR" in f for f in inv.findings)
+    assert inv.total == Decimal("10.89")  # their TaxExclusiveAmount, as stated
+    assert any("their lines add up to 10.89 EUR, but the invoice states 10.99 EUR" in f for f in inv.findings)
     text = CSV.read_text().replace(";1295,42", ";1300,00")
     inv = read_invoice(text.encode(), "x.csv", "LUMFR", layout=plan.invoice_layout("lumiere_csv"))
     assert inv.total == Decimal("1300.00")
@@ -137,7 +138,7 @@ def test_credit_note():
         .replace("</Invoice>", "</CreditNote>").replace("InvoiceLine>", "CreditNoteLine>") \
         .replace("InvoicedQuantity", "CreditedQuantity").replace("<cbc:InvoiceTypeCode>380</cbc:InvoiceTypeCode>", "")
     inv = read_ubl(text.encode(), "cn.xml", "LUMFR")
-    assert inv.kind == "credit_note" and len(inv.lines) == 6 and inv.total == Decimal("1295.42")
+    assert inv.kind == "credit_note" and len(inv.lines) == 9 and inv.total == Decimal("10.89")
 
 
 # --------------------------------------------------------------------------- readers: hostile files (golden)
@@ -212,12 +213,12 @@ def test_billion_laughs_refused():
 def test_ubl_problems_located_golden():
     text = ubl_text()
     text = text.replace("<cbc:IssueDate>2026-04-03</cbc:IssueDate>", "<cbc:IssueDate>03/04/2026</cbc:IssueDate>")
-    text = text.replace('<cbc:LineExtensionAmount currencyID="EUR">85.65</cbc:LineExtensionAmount>',
-                        '<cbc:LineExtensionAmount currencyID="USD">85,65</cbc:LineExtensionAmount>')
-    text = text.replace('unitCode="MIN">30512.2', 'unitCode="XYZ">30512.2')
+    text = text.replace('<cbc:LineExtensionAmount currencyID="EUR">9.68</cbc:LineExtensionAmount>',
+                        '<cbc:LineExtensionAmount currencyID="USD">9,68</cbc:LineExtensionAmount>')
+    text = text.replace('unitCode="MIN">5.6', 'unitCode="XYZ">5.6')
     text = text.replace("<cbc:PriceAmount currencyID=\"EUR\">0.0134</cbc:PriceAmount>",
                         "<cbc:PriceAmount currencyID=\"EUR\">1e-2</cbc:PriceAmount>")
-    text = text.replace("<cbc:Value>904</cbc:Value>", "<cbc:Value>nine hundred</cbc:Value>")
+    text = text.replace("<cbc:Value>3</cbc:Value>", "<cbc:Value>three</cbc:Value>")
     compare_golden(GOLDEN / "ubl_problems.txt", problems_of(text.encode(), "bad.xml"))
 
 
@@ -249,8 +250,8 @@ def test_csv_problems_located_golden(plan):
 def test_import_keep_reimport_detail(loaded, plan):
     rep = import_partner_invoice(loaded, UBL, "LUMFR", plan, details=[DETAIL])
     inv = rep.invoice
-    assert not rep.already and inv.id is not None and len(inv.lines) == 6
-    assert inv.sha256 and inv.total == Decimal("1295.42") and inv.lines[0].amount == Decimal("288.61")
+    assert not rep.already and inv.id is not None and len(inv.lines) == 9
+    assert inv.sha256 and inv.total == Decimal("10.89") and inv.lines[0].amount == Decimal("0.03")
     with loaded.reading() as s:
         row = s.get(M.PartnerInvoice, inv.id)
         kept = loaded.data.abs(row.file_path)
@@ -262,7 +263,7 @@ def test_import_keep_reimport_detail(loaded, plan):
     with loaded.reading() as s:
         assert row.file_path in loaded.referenced_files(s)  # kept by gc
     (d,) = rep.details
-    assert (d.read, d.passed, d.rejected, d.duplicates) == (10, 9, 1, 0) and d.by_reason == {"negative_duration": 1}
+    assert (d.read, d.passed, d.rejected, d.duplicates) == (14, 13, 1, 0) and d.by_reason == {"negative_duration": 1}
     # again: recognized, nothing added
     again = import_partner_invoice(loaded, UBL, "LUMFR", plan, details=[DETAIL])
     assert again.already and again.invoice.id == inv.id and again.details[0].already
@@ -277,7 +278,7 @@ def test_import_keep_reimport_detail(loaded, plan):
     assert loaded.verify_files() == []
     # the detail for the reconciliation: normalized like our records
     t = detail_table(loaded, inv.id)
-    assert t.num_rows == 9
+    assert t.num_rows == 13
     assert t.schema.field("start").type == pa.int64() and t.schema.field("amount").type == pa.decimal128(24, 8)
     first = t.slice(0, 1).to_pylist()[0]
     assert first["id"] == "IC-0001" and first["b_number"] == "33142685300" and first["duration_s"] == 61
@@ -307,7 +308,7 @@ def test_imported_rows_are_immutable(loaded, plan):
                  "UPDATE partner_invoice_details SET passed_count = 0", "DELETE FROM partner_invoice_details"):
         with pytest.raises(sa.exc.DBAPIError, match="never altered"), loaded.engine.begin() as conn:
             conn.execute(sa.text(stmt))
-    assert load_partner_invoice(loaded, inv.id).total == Decimal("1295.42")
+    assert load_partner_invoice(loaded, inv.id).total == Decimal("10.89")
 
 
 def test_unknown_partner_layout_and_csv_import(loaded, plan):
@@ -331,21 +332,21 @@ def test_cli_import_list_show(db_url, tmp_path):  # noqa: F811 - the fixture
     r = runner.invoke(app, ["partner-invoice", "import", str(UBL), "--partner", "LUMFR", "--rules", str(rules),
                             "--detail", str(DETAIL), *base])
     assert r.exit_code == 0, r.output
-    assert "imported LUMFR invoice LUM-2026-000318 (id 1): 6 lines" in r.output
+    assert "imported LUMFR invoice LUM-2026-000318 (id 1): 9 lines" in r.output
     r = runner.invoke(app, ["partner-invoice", "import", str(CSV), "--partner", "LUMFR", "--rules", str(rules),
                             *base])
     assert r.exit_code == 1
     compare_golden(GOLDEN / "cli_csv_without_layout.txt", r.output.replace(str(CSV.parent) + "/", ""))
     r = runner.invoke(app, ["partner-invoice", "list", *base])
-    assert r.exit_code == 0 and "LUM-2026-000318" in r.output and "1295.42" in r.output
+    assert r.exit_code == 0 and "LUM-2026-000318" in r.output and "10.89" in r.output
     r = runner.invoke(app, ["partner-invoice", "show", "LUM-2026-000318", *base])
     assert r.exit_code == 0, r.output
     assert "sha256 " in r.output and "detail 1: lumiere-2026-03-detail.csv" in r.output
-    assert "total before tax (as stated): 1295.42 EUR" in r.output
+    assert "total before tax (as stated): 10.89 EUR" in r.output
     r = runner.invoke(app, ["partner-invoice", "show", "1", "--format", "json", *base])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output)
-    assert doc["total"] == "1295.42" and len(doc["lines"]) == 6 and doc["detail_files"][0]["passed_count"] == 9
+    assert doc["total"] == "10.89" and len(doc["lines"]) == 9 and doc["detail_files"][0]["passed_count"] == 13
     assert Path(doc["kept_as"]).read_bytes() == UBL.read_bytes()
     r = runner.invoke(app, ["partner-invoice", "show", "NOPE", *base])
     assert r.exit_code == 1 and "no partner invoice 'NOPE'" in r.output
@@ -374,9 +375,56 @@ def test_detail_sent_later_repeats_and_bad_amounts(loaded, plan, tmp_path):
     assert (d.read, d.passed, d.rejected, d.duplicates) == (3, 1, 1, 1)
     assert d.by_reason == {"duplicate_id": 1, "bad_amount": 1}
     t = detail_table(loaded, inv.id)
-    assert t.num_rows == 10 and t.column("id").to_pylist().count("IC-0001") == 1
+    assert t.num_rows == 14 and t.column("id").to_pylist().count("IC-0001") == 1
     row = [r for r in t.to_pylist() if r["id"] == "LUM-90001"][0]
     assert row["b_number"] == "33612345678" and row["amount"] == Decimal("0.005350")  # E.164 as our intake does
     rej = detail_rejects(loaded, d.id).to_pylist()
     assert [(r["id"], r["reason"]) for r in rej] == [("IC-0001", "duplicate_id"), ("LUM-90002", "bad_amount")]
     assert rej[0]["detail"] == "also in their detail file lumiere-2026-03-detail.csv"
+
+
+# --------------------------------------------------------------------------- the example, reconciled and disputed
+
+
+def test_the_example_invoice_reconciles_with_exactly_its_designed_differences(loaded, plan):
+    """examples/interconnect/partner-invoices/lumiere-2026-03.xml and its detail are Lumière's bill
+    for our March traffic in examples/interconnect/traffic.csv, with the differences its README
+    explains: United Kingdom mobile at 0.1940 a minute instead of 0.0194 (IC-0004), a call we
+    have no record of (LUM-77120, France fixed), IC-0006 two seconds longer, and IC-0007 (United
+    States) not billed. Nothing else differs, and the dispute takes exactly what they billed over us."""
+    from icdsl.billing.disputes import open_dispute
+    from icdsl.billing.reconcile import reconcile_partner
+    from icdsl.recon.model import LINE_DIFFERS, LINE_MATCHED, LINE_ONLY_OURS
+
+    loaded.ingest(EXAMPLES / "traffic.csv", None, plan)
+    import_partner_invoice(loaded, UBL, "LUMFR", plan, details=[DETAIL])
+    r = reconcile_partner(loaded, "LUMFR", "2026-03", plan=plan, all_records=True)
+    lines = {(c.service, c.destination): (c.status, c.amount_difference) for c in r.lines}
+    assert {k: v for k, v in lines.items() if v[0] != LINE_MATCHED} == {
+        ("voice", "France fixed"): (LINE_DIFFERS, Decimal("0.02")),
+        ("voice", "United Kingdom mobile"): (LINE_DIFFERS, Decimal("0.91")),
+        ("voice", "United States"): (LINE_ONLY_OURS, Decimal("-0.04")),
+    }
+    assert len(lines) == 10 and all(d == 0 for s, d in lines.values() if s == LINE_MATCHED)
+    assert (r.their_total, r.our_total) == (Decimal("10.89"), Decimal("10.00"))
+    classes = {(x["their_id"] or x["our_id"]): x["class"] for x in r.records.to_pylist() if x["class"] != "matched"}
+    assert classes == {"IC-0004": "differs_rate", "IC-0006": "differs_duration", "LUM-77120": "only_theirs",
+                       "IC-0007": "only_ours"}
+    assert r.record_counts["matched"] == 10
+    doc = open_dispute(loaded, reconcile_partner(loaded, "LUMFR", "2026-03", plan=plan))
+    assert Decimal(doc["amount"]) == Decimal("0.93") == Decimal("0.02") + Decimal("0.91")
+    assert sorted(ln["their_lines"][0] for ln in doc["lines"]) == [1, 8]
+
+
+def test_a_failed_import_leaves_no_file_behind(loaded, plan, tmp_path):
+    """The invoice and a first detail file are written before a second detail fails: the import
+    is rolled back and the files it wrote are removed at once (not left to the garbage collection)."""
+    bad = tmp_path / "bad-detail.csv"
+    bad.write_text("who,what\nx,y\n", encoding="utf-8")
+    with pytest.raises((PartnerInvoiceError, IngestError)):
+        import_partner_invoice(loaded, UBL, "LUMFR", plan, details=[DETAIL, bad])
+    folder = loaded.data.abs("partner-invoices")
+    assert not [f for f in folder.rglob("*") if f.is_file()] if folder.exists() else True
+    assert partner_invoices(loaded, "LUMFR") == []
+    rep = import_partner_invoice(loaded, UBL, "LUMFR", plan, details=[DETAIL])  # then as if never tried
+    assert not rep.already and loaded.verify_files() == []

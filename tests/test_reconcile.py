@@ -412,7 +412,46 @@ def _csv(path: Path, rows: list[tuple]) -> Path:
     return path
 
 
-def test_store_side_with_and_without_a_cycle(db_url, tmp_path):  # noqa: F811 - the fixture
+def _small_spills(m, folder: Path) -> None:
+    """Records spilled to disk past 5 of a side, compared 7 at a time, under ``folder``."""
+    import tempfile
+
+    from icdsl.recon import spill
+
+    folder.mkdir(exist_ok=True)
+    m.setattr(spill, "SPILL_ROWS", 5)
+    m.setattr(spill, "GROUP_ROWS", 7)
+    m.setattr(tempfile, "tempdir", str(folder))
+
+
+def test_records_on_disk_are_classed_the_same(tmp_path, monkeypatch):
+    """Our records and their detail beyond a size go to disk by called number and are compared
+    a group of buckets at a time (their detail read as tables one after the other): the same
+    classes of the same records, and the temporary files removed."""
+    from icdsl.recon.spill import Spill
+
+    plan, _ = make_plan(tmp_path)
+    rows = our_rows()
+    detail, expected = their_detail(rows)
+    ours = our_view(plan, "ACME", "2026-03", table_of(rows), "EUR")
+    inv = invoice(their_lines_from(ours))
+    whole = reconcile(inv, ours, plan, detail=detail)
+    _small_spills(monkeypatch, tmp_path / "spill")
+    ours = our_view(plan, "ACME", "2026-03", table_of(rows), "EUR")
+    assert isinstance(ours.records, Spill) and ours.records.spilled
+    r = reconcile(inv, ours, plan, detail=lambda: (pa.Table.from_batches([b]) for b in detail.to_batches(3)))
+    check_records(r, expected)
+    assert r.record_counts == whole.record_counts
+
+    def rows_of(x):
+        return sorted(tuple(str(v) for v in row.values()) for row in x.records.to_pylist())
+    assert rows_of(r) == rows_of(whole)
+    ours.records.close()
+    assert not list((tmp_path / "spill").iterdir())
+
+
+def test_store_side_with_and_without_a_cycle(db_url, tmp_path, monkeypatch):  # noqa: F811 - the fixture
+    from icdsl.billing import reconcile as reconcile_mod
     from icdsl.billing.reconcile import ReconcileStoreError, reconcile_partner
     from icdsl.billing.store import open_store
 
@@ -444,6 +483,18 @@ def test_store_side_with_and_without_a_cycle(db_url, tmp_path):  # noqa: F811 - 
             return sorted((x["class"], x["their_id"] or "", x["our_id"] or "", str(x["our_amount"]))
                           for x in r.records.to_pylist())
         assert classes(before) == classes(after)
+        # many records (here: more than 5): ours and theirs on disk by called number, the rated
+        # file read a few records at a time: the same lines and classes
+        with monkeypatch.context() as m:
+            _small_spills(m, tmp_path / "spill")
+            m.setattr(reconcile_mod, "BATCH_ROWS", 7)
+            for r0, again in ((after, reconcile_partner(store, "ACME", "2026-03", plan=plan, source=src,
+                                                        all_records=True)),):
+                assert classes(again) == classes(r0) and again.record_counts == r0.record_counts
+                assert [(c.destination, c.band, c.status, c.our_amount, c.our_calls, c.our_quantity)
+                        for c in again.lines] == [(c.destination, c.band, c.status, c.our_amount, c.our_calls,
+                                                   c.our_quantity) for c in r0.lines]
+            assert not list((tmp_path / "spill").iterdir())  # the temporary files removed
         messages = []
         for args, kw in ((("NOPE", "2026-03"), {"source": src}), (("ACME", "2026-03", "NO-SUCH"), {"source": src})):
             with pytest.raises(ReconcileStoreError) as e:
@@ -517,6 +568,12 @@ def test_the_command(tmp_path, monkeypatch):
               run("reconcile", "ACME", "2026-03", "--rules", "rules", "--format", "xml", code=2),
               run("reconcile", "ACME", "2026-13", "--rules", "rules", code=2)]
     compare_golden(GOLDEN / "reconcile" / "cli.errors", "".join(errors))
+    # no --rules: the current folder's rule files, else a clear error
+    monkeypatch.chdir(tmp_path / "rules")
+    assert "DIFFERS" in run("reconcile", "ACME", "2026-03", code=1)
+    monkeypatch.chdir(tmp_path)
+    none = run("reconcile", "ACME", "2026-03", code=2) + run("dispute", "open", "ACME", "2026-03", code=2)
+    compare_golden(GOLDEN / "reconcile" / "cli.no_rules", none.replace(str(tmp_path), "TMP"))
 
 
 # --------------------------------------------------------------------------- properties

@@ -99,11 +99,13 @@ def test_reconciling_walks_the_lines_down_to_the_records(interconnect):
         await wait_for(pilot, lambda: screen.reconciliation is rec)
         await pilot.pause()
         assert asked == [("LUMFR", "2026-03")]
-        # the lines: status, both sides and the difference, on screen at 80 columns
+        # the lines: status, both sides, the difference and the calls, on screen at 80 columns (the
+        # currency in the title)
         row = row_of(app, "Arcadia mobile").strip("│ ").split()
         assert row[:4] == ["differs", "voice", "Arcadia", "mobile"]
-        assert row[4:8] == ["EUR", "+37.26", "1,234.56", "1,197.30"]
-        assert str(screen.query_one("#rc-lines").get_row_at(0)[7]) == "52/50"  # their calls / ours (right)
+        assert row[4:8] == ["+37.26", "1,234.56", "1,197.30", "52/50"]  # their calls / ours
+        assert "(theirs vs ours, EUR)" in screen_text(app)
+        assert str(screen.query_one("#rc-lines").get_row_at(0)[6]) == "52/50"
         assert row_of(app, "Boreal fixed").split()[1:3] == ["only", "theirs"]
         assert "0.00" in row_of(app, "Arcadia fixed")
         # enter: the records of the line, classed, both sides
@@ -114,8 +116,9 @@ def test_reconciling_walks_the_lines_down_to_the_records(interconnect):
         await wait_for(pilot, lambda: screen.showing_records)
         await pilot.pause()
         assert "Records of voice Arcadia mobile: 5 record(s)" in screen_text(app)
+        # class, difference, both ids, durations and both gaps on screen at 80 columns
         first = row_of(app, "+0.070000").strip("│ ").split()
-        assert first[:6] == ["≠", "duration", "+0.070000", "1.250000", "1.180000", "+7"]
+        assert first[:10] == ["≠", "duration", "+0.070000", "T2", "O2", "125/118", "+7", "s", "+1", "s"]
         assert row_of(app, "+0.300000").split()[1:3] == ["≠", "rate"]
         assert "only theirs" in row_of(app, "+3.000000") and "only ours" in row_of(app, "-0.420000")
         # only the differences, then back to the lines
@@ -129,7 +132,7 @@ def test_reconciling_walks_the_lines_down_to_the_records(interconnect):
         await wait_for(pilot, lambda: screen.showing_records and screen.line is None)
         assert screen.query_one("#rc-records").row_count == 5  # differing ones: ctrl+o still on
         table = screen.query_one("#rc-records")
-        assert "T7" in {str(table.get_row_at(i)[7]) for i in range(table.row_count)}  # their id
+        assert "T7" in {str(table.get_row_at(i)[2]) for i in range(table.row_count)}  # their id
 
     run(app, scenario)
 

@@ -25,17 +25,20 @@ reconciliation as plain data (:mod:`icdsl.recon.model`) and an Arrow table.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -137,13 +140,16 @@ def _safe_name(name: str) -> str:
     return cleaned[:120]
 
 
-def _keep_file(store: Store, data: bytes, rel_dir: str, name: str) -> str:
-    """The file as received, written into the data folder (fsync'ed, renamed into place)."""
+def _keep_file(store: Store, data: bytes, rel_dir: str, name: str, written: list[str] | None = None) -> str:
+    """The file as received, written into the data folder (fsync'ed, renamed into place);
+    ``written``: the files this import wrote (removed at once if it fails)."""
     rel = f"{rel_dir}/{name}"
     dest = store.data.abs(rel)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists() and dest.read_bytes() == data:
         return rel
+    if written is not None:
+        written.append(rel)
     tmp = dest.parent / f"{TMP_PREFIX}{os.getpid()}-{name}"
     with open(tmp, "wb") as f:
         f.write(data)
@@ -175,6 +181,7 @@ def import_partner_invoice(store: Store, path: str | os.PathLike[str], partner: 
     rec_layout = _detail_layout(plan, detail_layout, partner)
     data = p.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
+    written: list[str] = []  # the data files this import writes: removed at once if it fails
     try:
         with store.session() as s:
             store.lock(s, LOCK, wait=True)
@@ -185,7 +192,8 @@ def import_partner_invoice(store: Store, path: str | os.PathLike[str], partner: 
                     raise PartnerInvoiceError(
                         f"{p.name}: this file was imported for partner {existing.partner_code} (as "
                         f"{existing.number}, id {existing.id}), not {partner}")
-                reports = _add_details(store, s, existing, details, rec_layout, detail_reader, detail_options)
+                reports = _add_details(store, s, existing, details, rec_layout, detail_reader, detail_options,
+                                       written)
                 return ImportReport(_model(s, existing), already=True, details=reports)
             try:
                 inv = read_invoice(data, p.name, partner, layout=inv_layout,
@@ -203,7 +211,7 @@ def import_partner_invoice(store: Store, path: str | os.PathLike[str], partner: 
                     f"an imported invoice is never replaced: a partner corrects an invoice with a credit note, "
                     f"import theirs")
             rel_dir = f"{FOLDER}/{partner}/{sha[:2]}/{sha}"
-            kept = _keep_file(store, data, rel_dir, _safe_name(p.name))
+            kept = _keep_file(store, data, rel_dir, _safe_name(p.name), written)
             lines_total = sum((x.amount for x in inv.lines), Decimal(0))
             row = M.PartnerInvoice(
                 partner_id=partner_row.id, partner_code=partner, kind=inv.kind, number=inv.number,
@@ -225,12 +233,33 @@ def import_partner_invoice(store: Store, path: str | os.PathLike[str], partner: 
                         f"{p.name}: {partner} {inv.kind} {inv.number}, {len(inv.lines)} lines, total {inv.total} "
                         f"{inv.currency}", {"sha256": sha, "file": kept, "findings": list(inv.findings),
                                             "layout": row.layout, "format": inv.format})
-            reports = _add_details(store, s, row, details, rec_layout, detail_reader, detail_options)
+            reports = _add_details(store, s, row, details, rec_layout, detail_reader, detail_options, written)
             return ImportReport(_model(s, row), already=False, details=reports)
     except (PartnerInvoiceError, IngestError) as e:
+        _remove_unreferenced(store, written)
         store._audit_apart("partner_invoice_import_failed", "partner_invoice", str(e)[:2000],
                            {"file": str(p), "sha256": sha, "partner": partner})
         raise
+    except BaseException:
+        _remove_unreferenced(store, written)
+        raise
+
+
+def _remove_unreferenced(store: Store, written: list[str]) -> None:
+    """The files a failed import wrote, removed now (not left to the garbage collection) unless
+    a row references them (the same content imported meanwhile); when the store cannot say,
+    they are left to the garbage collection."""
+    if not written:
+        return
+    try:
+        with store.reading() as s:
+            referenced = referenced_files(s)
+    except Exception:  # the database is what failed: gc removes them later
+        return
+    for rel in written:
+        if rel not in referenced:
+            with contextlib.suppress(OSError):
+                store.data.abs(rel).unlink(missing_ok=True)
 
 
 def _detail_layout(plan: Plan | None, name: str | None, partner: str) -> RecordLayout:
@@ -253,7 +282,8 @@ def _detail_layout(plan: Plan | None, name: str | None, partner: str) -> RecordL
 
 
 def _add_details(store: Store, s: Session, inv: M.PartnerInvoice, details: list | tuple, layout: RecordLayout,
-                 reader: str | None, options: dict[str, str] | None) -> list[DetailReport]:
+                 reader: str | None, options: dict[str, str] | None,
+                 written: list[str] | None = None) -> list[DetailReport]:
     reports = []
     for d in details:
         dp = Path(d)
@@ -266,6 +296,8 @@ def _add_details(store: Store, s: Session, inv: M.PartnerInvoice, details: list 
             continue
         earlier = _earlier_ids(store, s, inv.id)
         rep, rec_f, rej_f, reader_name = _read_detail(store, inv, dp, dsha, layout, reader, options, earlier)
+        if written is not None:
+            written.extend((rec_f.path, rej_f.path))
         row = M.PartnerInvoiceDetail(
             invoice_id=inv.id, file_name=dp.name[:500], sha256=dsha, size_bytes=dp.stat().st_size,
             reader=reader_name[:64], layout=layout.name,
@@ -492,26 +524,35 @@ def detail_table(store: Store, ref: str | int, partner: str | None = None) -> pa
     epoch, UTC), ``duration_s``, ``service``, and ``amount`` (decimal128(24, 8)) and ``rate``
     (decimal128(24, 12)) when their detail has them (null otherwise); ``detail`` is the detail
     file's id. Each file is checked against its recorded sha256 first."""
-    rows = details(store, ref, partner)
-    parts = []
-    for d in rows:
+    parts = [t for t in detail_batches(store, ref, partner) if t.num_rows]
+    return pa.concat_tables(parts) if parts else _empty_detail()
+
+
+DETAIL_BATCH_ROWS = 500_000
+
+
+def detail_batches(store: Store, ref: str | int, partner: str | None = None, *,
+                   rows: int = DETAIL_BATCH_ROWS) -> Iterator[pa.Table]:
+    """:func:`detail_table` read a batch of at most ``rows`` records at a time (a detail of
+    10M records is never held whole); the empty detail's table first, for its columns."""
+    yield _empty_detail()
+    for d in details(store, ref, partner):
         store.data.verify(d.records_path, d.records_sha256)
-        t = pq.read_table(store.data.abs(d.records_path))
-        cols: dict[str, Any] = {
-            "id": pc.cast(t.column("id"), pa.string()),
-            "a_number": t.column("a_number"),
-            "b_number": t.column("b_number"),
-            "start": pc.cast(pc.cast(t.column("start"), pa.timestamp("us", tz="UTC")), pa.int64()),
-            "duration_s": t.column("duration_s"),
-            "service": t.column("service"),
-        }
-        for name, typ in DECIMAL_COLUMNS.items():
-            cols[name] = pc.cast(t.column(name), typ) if name in t.column_names else pa.nulls(t.num_rows, typ)
-        cols["detail"] = pa.array([d.id] * t.num_rows, pa.int64())
-        parts.append(pa.table(cols))
-    if not parts:
-        return _empty_detail()
-    return pa.concat_tables(parts)
+        pf = pq.ParquetFile(store.data.abs(d.records_path))
+        for batch in pf.iter_batches(batch_size=rows):
+            t = pa.Table.from_batches([batch])
+            cols: dict[str, Any] = {
+                "id": pc.cast(t.column("id"), pa.string()),
+                "a_number": pc.cast(t.column("a_number"), pa.string()),
+                "b_number": pc.cast(t.column("b_number"), pa.string()),
+                "start": pc.cast(pc.cast(t.column("start"), pa.timestamp("us", tz="UTC")), pa.int64()),
+                "duration_s": pc.cast(t.column("duration_s"), pa.int64()),
+                "service": pc.cast(t.column("service"), pa.string()),
+            }
+            for name, typ in DECIMAL_COLUMNS.items():
+                cols[name] = pc.cast(t.column(name), typ) if name in t.column_names else pa.nulls(t.num_rows, typ)
+            cols["detail"] = pa.array(np.full(t.num_rows, d.id, np.int64))
+            yield pa.table(cols)
 
 
 def _empty_detail() -> pa.Table:

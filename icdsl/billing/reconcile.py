@@ -19,7 +19,7 @@ two methods (tests pass one of their own). The comparison itself is :func:`icdsl
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
@@ -39,18 +39,19 @@ from icdsl.cycle.invoicing import Group
 from icdsl.cycle.periods import Period
 from icdsl.cycle.rater import plan_scale
 from icdsl.plan.model import Plan
-from icdsl.recon.engine import reconcile
+from icdsl.recon.engine import Detail, reconcile
 from icdsl.recon.errors import ReconcileError
 from icdsl.recon.model import PartnerInvoice, Reconciliation
 from icdsl.recon.ours import (
     NumberKeeper,
     OurView,
+    RecordKeeper,
     billed_by_partner,
-    kept_columns,
+    billed_rows,
     our_lines,
     run_ours,
-    with_numbers,
 )
+from icdsl.recon.spill import Spill
 
 if TYPE_CHECKING:
     from icdsl.billing.store import Store
@@ -69,11 +70,12 @@ class InvoiceSource(Protocol):
     one whose period overlaps ``first .. last`` (local days, ``last`` included); None when there
     is none. ``detail``: their CDR detail of that invoice as an Arrow table (``id``,
     ``a_number``, ``b_number``, ``start`` int64 µs UTC, ``duration_s``, optional ``amount`` and
-    ``rate``), or None when they sent none."""
+    ``rate``), or tables of it read one after the other, or a function giving them (a detail
+    of any size: :data:`icdsl.recon.engine.Detail`); None when they sent none."""
 
     def invoice(self, partner: str, number: str | None, first: Any, last: Any) -> PartnerInvoice | None: ...
 
-    def detail(self, invoice: PartnerInvoice) -> pa.Table | None: ...
+    def detail(self, invoice: PartnerInvoice) -> Detail | None: ...
 
 
 class _ImportedInvoices:
@@ -93,10 +95,11 @@ class _ImportedInvoices:
                  if inv.kind == "invoice"]
         return found[-1] if found else None
 
-    def detail(self, invoice: PartnerInvoice) -> pa.Table | None:
+    def detail(self, invoice: PartnerInvoice) -> Detail | None:
         if invoice.id is None or not partner_invoices.details(self.store, invoice.id):
             return None
-        return partner_invoices.detail_table(self.store, invoice.id)
+        ref = invoice.id
+        return lambda: partner_invoices.detail_batches(self.store, ref)  # read a batch at a time
 
 
 def default_source(store: Store) -> InvoiceSource:
@@ -158,9 +161,14 @@ def reconcile_partner(store: Store, partner: str, period: Any, invoice: PartnerI
         out = reconcile(inv, ours, plan, detail=detail, keep_matched=all_records)
     except ReconcileError as e:
         raise ReconcileStoreError(str(e)) from None
+    finally:
+        if "ours" in locals() and isinstance(ours.records, Spill):
+            ours.records.close()  # our records on disk: their temporary files removed now
     out.problems.insert(0, note)
     return out
 
+
+BATCH_ROWS = 500_000  # rated records read at a time
 
 _RATED_COLUMNS = ["id", "direction", "service", "agreement", "agreement_version", "agreement_hash", "prefix",
                   "destination", "band", "billed_units", "rate", "amount", "currency", "rule", "start", "duration_s",
@@ -169,51 +177,79 @@ _RATED_COLUMNS = ["id", "direction", "service", "agreement", "agreement_version"
 
 def _from_cycle(store: Store, rated_file: M.DataFile, plan: Plan, partner: str, per: Period, currency: str,
                 fx: FxTable, batches: list[tuple[int, str, str, int]], *, keep: bool) -> OurView:
+    """Our view from the cycle's rated file, read a batch at a time: our lines summed as it is
+    read; our records (``keep``) given the numbers of the intake records they were rated from,
+    read alongside in the same order (:class:`NumberKeeper`), and held by called number
+    (:class:`~icdsl.recon.spill.Spill`: on disk once many)."""
     store.data.verify(rated_file.path, rated_file.sha256)
     services = billed_by_partner(plan, partner)
-    rated = pq.read_table(store.data.abs(rated_file.path), columns=_RATED_COLUMNS)
-    mask = None
-    for direction, service in services:
-        m = pc.and_(pc.equal(rated.column("direction"), direction), pc.equal(rated.column("service"), service))
-        mask = m if mask is None else pc.or_(mask, m)
-    rated = rated.filter(pc.fill_null(mask, False)) if mask is not None else rated.slice(0, 0)
-    lines = our_lines(_groups(rated), plan, services, currency, fx, per)
-    records = None
     scale = plan_scale(plan)
+    keeper = None
     if keep:
-        kept = kept_columns(rated, scale) if rated.num_rows else None
-        if kept is not None:
-            numbers = NumberKeeper(services)
+        def intake() -> Iterator[pa.Table]:
             for _batch, path, sha, _n in batches:
                 store.data.verify(path, sha)
-                for chunk in _read_partner(str(store.data.abs(path)), partner, per):
-                    numbers.keep(chunk)
-            records = with_numbers(kept, numbers.table())
+                yield from _read_partner(str(store.data.abs(path)), partner, per)
+        keeper = RecordKeeper(services, scale, NumberKeeper(services, more=intake()))
+    sums = _LineSums()
+    pf = pq.ParquetFile(store.data.abs(rated_file.path))
+    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=_RATED_COLUMNS):
+        rated = billed_rows(pa.Table.from_batches([batch]), services)
+        if rated is None or not rated.num_rows:
+            continue
+        sums.add(rated)
+        if keeper is not None:
+            keeper.write(rated)
+    lines = our_lines(sums.groups(), plan, services, currency, fx, per)
+    records = keeper.result() if keeper is not None else None
     return OurView(partner=partner, period=per, currency=currency, lines=lines, records=records, scale=scale,
                    services=services)
 
 
-def _groups(rated: pa.Table) -> list[Group]:
-    """The cycle's lines of ``rated`` records, summed by their ``line`` (exact decimal sums)."""
-    if not rated.num_rows:
-        return []
-    dims = ("destination", "band")
-    keys = ["line", "agreement_hash", "agreement", "agreement_version", "direction", "service", "currency", *dims]
-    t = rated.select([*keys, "billed_units", "amount", "start", "rate", "prefix", "rule"])
-    for c in ("destination", "band", "prefix", "rate", "rule"):
-        t = t.set_column(t.schema.get_field_index(c), c, pc.fill_null(pc.cast(t.column(c), pa.string()), ""))
-    sums = t.group_by(keys).aggregate([("line", "count"), ("billed_units", "sum"), ("amount", "sum"),
-                                       ("start", "min"), ("start", "max"), ("rate", "distinct"),
-                                       ("prefix", "distinct"), ("rule", "distinct")])
-    out = []
-    values: dict[int, dict[str, set[str]]] = defaultdict(dict)
-    for r in sums.to_pylist():
-        values[r["line"]] = {"rate": set(r["rate_distinct"]), "prefix": set(r["prefix_distinct"]),
-                             "rule": set(r["rule_distinct"])}
-        out.append(Group(key=r["line"], agreement_hash=r["agreement_hash"], agreement=r["agreement"],
-                         agreement_version=r["agreement_version"], direction=r["direction"], service=r["service"],
-                         currency=r["currency"], dims={d: r[d] or "" for d in dims}, count=r["line_count"],
-                         units=r["billed_units_sum"] or 0, amount=Decimal(r["amount_sum"] or 0),
-                         first=r["start_min"], last=r["start_max"], values=values[r["line"]]))
-    out.sort(key=lambda g: g.key)
-    return out
+_DIMS = ("destination", "band")
+_KEYS = ("line", "agreement_hash", "agreement", "agreement_version", "direction", "service", "currency", *_DIMS)
+_SETS = ("rate", "prefix", "rule")
+
+
+class _LineSums:
+    """The cycle's lines of rated records read batch by batch, summed by their ``line`` (exact
+    decimal sums)."""
+
+    def __init__(self) -> None:
+        self.acc: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def add(self, rated: pa.Table) -> None:
+        t = rated.select([*_KEYS, "billed_units", "amount", "start", *_SETS])
+        for c in ("destination", "band", *_SETS):
+            t = t.set_column(t.schema.get_field_index(c), c, pc.fill_null(pc.cast(t.column(c), pa.string()), ""))
+        sums = t.group_by(list(_KEYS)).aggregate([("line", "count"), ("billed_units", "sum"), ("amount", "sum"),
+                                                  ("start", "min"), ("start", "max"), ("rate", "distinct"),
+                                                  ("prefix", "distinct"), ("rule", "distinct")])
+        for r in sums.to_pylist():
+            k = tuple(r[x] for x in _KEYS)
+            a = self.acc.get(k)
+            amount = Decimal(r["amount_sum"] or 0)
+            if a is None:
+                self.acc[k] = {"count": r["line_count"], "units": r["billed_units_sum"] or 0, "amount": amount,
+                               "first": r["start_min"], "last": r["start_max"],
+                               **{c: set(r[f"{c}_distinct"]) for c in _SETS}}
+                continue
+            a["count"] += r["line_count"]
+            a["units"] += r["billed_units_sum"] or 0
+            a["amount"] += amount
+            a["first"] = min(a["first"], r["start_min"])
+            a["last"] = max(a["last"], r["start_max"])
+            for c in _SETS:
+                a[c].update(r[f"{c}_distinct"])
+
+    def groups(self) -> list[Group]:
+        out = []
+        for k, a in self.acc.items():
+            r = dict(zip(_KEYS, k, strict=True))
+            out.append(Group(key=r["line"], agreement_hash=r["agreement_hash"], agreement=r["agreement"],
+                             agreement_version=r["agreement_version"], direction=r["direction"],
+                             service=r["service"], currency=r["currency"], dims={d: r[d] or "" for d in _DIMS},
+                             count=a["count"], units=a["units"], amount=a["amount"], first=a["first"],
+                             last=a["last"], values={c: a[c] for c in _SETS}))
+        out.sort(key=lambda g: g.key)
+        return out

@@ -15,8 +15,9 @@ from typing import Any
 
 import typer
 
-from icdsl.cli.billing import _data_option, _db_option, _load_quietly, _plan, opened, user_errors
+from icdsl.cli.billing import _data_option, _db_option, _load_quietly, opened, user_errors
 from icdsl.cli.common import app, echo_err, table_console
+from icdsl.cli.recon import project_plan
 
 dispute_app = typer.Typer(help="Disputes of partners' invoices: open (from a reconciliation), send, accept, reject, "
                           "withdraw; list, show, export; the dispute position of a period.", no_args_is_help=True)
@@ -61,8 +62,8 @@ def open_cmd(
     line: list[int] = typer.Option([], "--line", help="A line of their invoice to dispute, by its number on their "
                                    "invoice (repeat; default: every line outside the tolerances billed over ours)."),
     reason: str | None = _reason(),
-    rules: list[Path] = typer.Option([], "--rules", help="Rule files or folders (required: the agreements say how "
-                                     "they bill us and the tolerances)."),
+    rules: list[Path] = typer.Option([], "--rules", help="Rule files or folders (the agreements say how they bill us "
+                                     "and the tolerances); default: the current folder, when it holds rule files."),
     root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
     db: str | None = _db_option(),
     data: Path | None = _data_option(),
@@ -71,7 +72,7 @@ def open_cmd(
     # lazy: the store's tables and pyarrow
     from icdsl.billing.disputes import open_dispute
 
-    plan, program = _plan(rules, root)
+    plan, program = project_plan(rules, root)
     with opened(db, data) as store, user_errors():
         _load_quietly(store, plan, program)
         rec = reconcile(store, partner, period, invoice, plan)

@@ -16,8 +16,9 @@ from typing import Any
 
 import typer
 
-from icdsl.cli.billing import DATA_HELP, DB_HELP, RULES_HELP, _load_quietly, _plan, _reader_options, opened
+from icdsl.cli.billing import DATA_HELP, DB_HELP, _load_quietly, _reader_options, opened
 from icdsl.cli.common import app, echo_err, existing, table_console
+from icdsl.cli.recon import RULES_HERE_HELP, project_plan
 
 partner_invoice_app = typer.Typer(help="Partners' invoices to us: import (UBL 2.1 or CSV, with their CDR detail), "
                                   "list, show. Imported invoices are kept as received and never altered.",
@@ -37,7 +38,7 @@ def _data() -> Any:
 def import_cmd(
     file: Path = typer.Argument(..., help="The partner's invoice or credit note: UBL 2.1 XML, or CSV (--layout)."),
     partner: str = typer.Option(..., "--partner", help="Our code of the partner who sent it."),
-    rules: list[Path] = typer.Option([], "--rules", help=RULES_HELP),
+    rules: list[Path] = typer.Option([], "--rules", help=RULES_HERE_HELP),
     layout: str | None = typer.Option(None, "--layout", help="The `invoice layout` (from the rules) of a CSV "
                                       "invoice; with a UBL invoice, its `service \"...\" as NAME` map their words."),
     detail: list[Path] = typer.Option([], "--detail", help="Their CDR detail file of this invoice (repeat)."),
@@ -59,7 +60,7 @@ def import_cmd(
 
     existing([file, *detail])
     options = _reader_options(detail_option)
-    plan, program = _plan(rules, root)
+    plan, program = project_plan(rules, root)
     with opened(db, data) as store:
         _load_quietly(store, plan, program)
         report = import_partner_invoice(store, file, partner, plan, layout=layout, details=detail,

@@ -12,10 +12,26 @@ from pathlib import Path
 
 import typer
 
-from icdsl.cli.billing import RULES_HELP, _data_option, _db_option, _plan, opened, user_errors
+from icdsl.cli.billing import _data_option, _db_option, _plan, opened, user_errors
 from icdsl.cli.common import app, echo_err, table_console
 
 FORMATS = ("table", "csv", "json", "pdf")
+
+RULES_HERE_HELP = ("Rule files or folders (repeat --rules for several); default: the current folder, when it holds "
+                   "rule files (*.icd).")
+
+
+def project_plan(rules: list[Path], root: Path | None):
+    """The plan of ``rules``, or of the current folder when none are given and it holds rule
+    files (the way `icdsl check .` is run from a project); else a clear error (exit 2)."""
+    if rules:
+        return _plan(rules, root)
+    here = Path.cwd()
+    if any(p.is_file() for p in here.glob("*.icd")):
+        return _plan([Path(".")], root)
+    echo_err(f"error: no rules given, and this folder ({here}) holds no rule files (*.icd)\n"
+             "  = help: run the command from the project's folder, or give its rules with --rules FOLDER")
+    raise typer.Exit(2)
 
 
 @app.command("reconcile")
@@ -29,7 +45,7 @@ def reconcile_cmd(
     fmt: str = typer.Option("table", "--format", help="table, csv, json or pdf."),
     out: Path | None = typer.Option(None, "-o", "--out", help="File to write (default: the screen; a PDF: "
                                     "reconciliation-PARTNER-NUMBER.pdf in the working folder)."),
-    rules: list[Path] = typer.Option([], "--rules", help=RULES_HELP),
+    rules: list[Path] = typer.Option([], "--rules", help=RULES_HERE_HELP),
     db: str | None = _db_option(),
     data: Path | None = _data_option(),
     root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
@@ -53,7 +69,7 @@ def reconcile_cmd(
     # lazy: the store (sqlalchemy) loads when the command runs, not at every `icdsl` start
     from icdsl.billing.reconcile import reconcile_partner
 
-    plan, program = _plan(rules, root)
+    plan, program = project_plan(rules, root)
     with opened(db, data) as store, user_errors():
         report = store.load_plan(plan, program)
         if report.changed:

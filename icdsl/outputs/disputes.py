@@ -16,6 +16,7 @@ from typing import Any
 
 from icdsl.outputs.json import plain
 from icdsl.outputs.pdf import FONT, latin1, money_text
+from icdsl.outputs.pdfnotes import notes_block
 from icdsl.safecsv import Writer
 
 DISPUTE_FORMATS = ("pdf", "csv", "json")
@@ -211,13 +212,7 @@ def render_pdf(doc: Mapping[str, Any]) -> bytes:
              f"Your invoice's sha256 as received: {doc['invoice'].get('sha256') or '-'}."]
     if doc["evidence"].get("sha256"):
         notes.append(f"Evidence file sha256: {doc['evidence']['sha256']} ({doc['evidence']['rows']} records).")
-    need(6 + 8 * len(notes))
-    pdf.ln(4)
-    pdf.set_font(FONT, "", 7.5)
-    pdf.set_text_color(90)
-    for n in notes:
-        pdf.multi_cell(width, 3.8, latin1(n), new_x="LMARGIN", new_y="NEXT")
-    pdf.set_text_color(0)
+    notes_block(pdf, notes, width, encode=latin1, need=need, room=6 + 8 * len(notes))
     footer()
     return bytes(pdf.output())
 

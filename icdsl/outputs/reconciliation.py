@@ -30,6 +30,7 @@ from rich.table import Table
 
 from icdsl.outputs.json import plain
 from icdsl.outputs.pdf import FONT, latin1, money_text, quantity_text
+from icdsl.outputs.pdfnotes import notes_block
 from icdsl.recon.model import LINE_MATCHED, MATCHED, LineComparison, Reconciliation
 from icdsl.safecsv import Writer
 
@@ -286,11 +287,7 @@ def render_pdf(r: Reconciliation) -> bytes:
             for (_name, w, align), v in zip(rcols, values, strict=True):
                 pdf.cell(width * w, 4.5, latin1(v)[:40], align=align)
             pdf.ln(4.5)
-    if r.problems:
-        pdf.ln(3)
-        pdf.set_font(FONT, "", 8)
-        for p in r.problems:
-            pdf.multi_cell(width, 4, latin1(f"Note: {p}"), new_x="LMARGIN", new_y="NEXT")
+    notes_block(pdf, r.problems, width, encode=latin1, prefix="Note: ", size=8, line=4, gap=3, grey=0)
     return bytes(pdf.output())
 
 

@@ -17,7 +17,7 @@ Our view is made by the cycle engine (:mod:`icdsl.recon.ours`); the lines are co
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -31,9 +31,12 @@ from icdsl.recon.errors import ReconcileError
 from icdsl.recon.lines import compare_lines
 from icdsl.recon.model import PartnerInvoice, Reconciliation
 from icdsl.recon.ours import OurView, our_view
-from icdsl.recon.records import compare_records
+from icdsl.recon.records import compare_sides
 
 DEFAULT_TOLERANCES = Tolerances()
+
+#: their CDR detail: one table, tables read one after the other, or a function that gives them
+Detail = pa.Table | Iterable[pa.Table] | Callable[[], Iterable[pa.Table]]
 
 
 def tolerances_for(plan: Plan, partner: str, first: date, last: date) -> Tolerances:
@@ -54,10 +57,12 @@ def tolerances_for(plan: Plan, partner: str, first: date, last: date) -> Toleran
     return stated[-1].reconcile  # type: ignore[return-value]
 
 
-def reconcile(invoice: PartnerInvoice, ours: OurView, plan: Plan, *, detail: pa.Table | None = None,
+def reconcile(invoice: PartnerInvoice, ours: OurView, plan: Plan, *, detail: Detail | None = None,
               tolerances: Tolerances | None = None, keep_matched: bool = True) -> Reconciliation:
-    """The reconciliation of ``invoice`` with ``ours`` (and ``detail``, their records);
-    ``keep_matched``: False keeps only the records that differ in ``records`` (all are counted)."""
+    """The reconciliation of ``invoice`` with ``ours`` (and ``detail``, their records: a table,
+    or tables read one after the other, or a function giving them, for a detail of any size:
+    see :func:`icdsl.recon.records.compare_sides`); ``keep_matched``: False keeps only the
+    records that differ in ``records`` (all are counted)."""
     per = ours.period
     first, last = per.local_start, per.local_end - timedelta(days=1)
     tol = tolerances if tolerances is not None else tolerances_for(plan, ours.partner, first, last)
@@ -86,14 +91,15 @@ def reconcile(invoice: PartnerInvoice, ours: OurView, plan: Plan, *, detail: pa.
             raise ReconcileError("their CDR detail was given but our records were not kept",
                                  help="run with our records (keep_records=True)")
         keys = {ln.line: ln.key for ln in ours.lines}
-        out.records, out.record_counts = compare_records(ours.records, detail, tol, ours.scale, keys,
-                                                         keep_matched=keep_matched)
+        theirs = detail() if callable(detail) else detail
+        out.records, out.record_counts = compare_sides(ours.records, theirs, tol, ours.scale, keys,
+                                                       keep_matched=keep_matched)
         out.records_matched_kept = keep_matched
     return out
 
 
 def reconcile_traffic(plan: Plan, invoice: PartnerInvoice, records: pa.Table | Sequence[Any], *,
-                      detail: pa.Table | None = None, period: str | date | Period | None = None,
+                      detail: Detail | None = None, period: str | date | Period | None = None,
                       fx: FxTable | None = None, tolerances: Tolerances | None = None,
                       keep_matched: bool = True) -> Reconciliation:
     """Reconcile ``invoice`` with our ``records`` of its period (or ``period``), rated here by

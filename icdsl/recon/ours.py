@@ -16,7 +16,7 @@ never float.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import Decimal
@@ -34,6 +34,7 @@ from icdsl.cycle.periods import Period
 from icdsl.cycle.rater import plan_scale, unscaled_int64
 from icdsl.plan.model import Plan
 from icdsl.recon.errors import ReconcileError
+from icdsl.recon.spill import Spill
 
 # the columns of our records kept for the record-level comparison
 RECORD_COLUMNS = ("id", "service", "start", "duration_s", "amount", "rate", "line")
@@ -75,25 +76,29 @@ class OurLine:
 @dataclass
 class OurView:
     """Our lines and, when kept, our records (``id``, ``service``, ``start`` (int64 µs), ``duration_s``,
-    ``amount`` (int64 at ``scale``), ``rate`` (text), ``line``, ``a_number``, ``b_number``)."""
+    ``amount`` (int64 at ``scale``), ``rate`` (text), ``line``, ``a_number``, ``b_number``): one
+    table, or a :class:`~icdsl.recon.spill.Spill` on disk by called number when they are many."""
 
     partner: str
     period: Period
     currency: str
     lines: list[OurLine]
-    records: pa.Table | None
+    records: pa.Table | Spill | None
     scale: int
     services: set[tuple[str, str]]
 
 
 class RecordKeeper:
     """A rated-records sink keeping only the partner's billed services' records and the columns
-    the comparison reads (amounts as scaled int64): a month of 10M records in a few hundred MB."""
+    the comparison reads (amounts as scaled int64), each written table given the numbers of its
+    input records (``numbers``) and added to ``records``, a :class:`~icdsl.recon.spill.Spill`:
+    in memory while small, on disk by called number once large (a month of 10M records)."""
 
-    def __init__(self, services: set[tuple[str, str]], scale: int):
+    def __init__(self, services: set[tuple[str, str]], scale: int, numbers: NumberKeeper | None = None):
         self.services = services
         self.scale = scale
-        self.tables: list[pa.Table] = []
+        self.numbers = numbers
+        self.records = Spill("ours")
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
@@ -101,14 +106,28 @@ class RecordKeeper:
         kept = billed_rows(table, self.services)
         if kept is None or not kept.num_rows:
             return
-        self.tables.append(kept_columns(kept, self.scale))
+        kept = kept_columns(kept, self.scale)
+        self.records.add(self.numbers.attach(kept) if self.numbers is not None else without_numbers(kept))
 
     def table(self) -> pa.Table | None:
-        if not self.tables:
-            return None
-        t = _concat(self.tables)
-        self.tables = [t]
-        return t
+        """Every kept record in one table (the records held in memory)."""
+        return _concat([self.records.table()]) if self.records.rows else None
+
+    def result(self) -> pa.Table | Spill:
+        """Our records for the comparison: the spill when on disk, else one table (empty when
+        we have none: every record of theirs is then theirs only)."""
+        if self.records.spilled:
+            return self.records
+        return self.table() if self.records.rows else empty_records(self.scale)
+
+
+def empty_records(scale: int) -> pa.Table:
+    """Our records when there are none, in the comparison's columns and types."""
+    return pa.table({"id": pa.array([], pa.string()), "service": pa.array([], _DICT),
+                     "start": pa.array([], pa.int64()), "duration_s": pa.array([], pa.int64()),
+                     "amount": pa.array([], pa.int64()), "rate": pa.array([], _DICT),
+                     "line": pa.array([], pa.int32()), "a_number": pa.array([], pa.string()),
+                     "b_number": pa.array([], pa.string())})
 
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
@@ -224,60 +243,117 @@ def our_lines(groups: Sequence[Group], plan: Plan, services: set[tuple[str, str]
     return out
 
 
+def without_numbers(records: pa.Table) -> pa.Table:
+    return records.append_column("a_number", pa.nulls(records.num_rows, pa.string())).append_column(
+        "b_number", pa.nulls(records.num_rows, pa.string()))
+
+
 def with_numbers(records: pa.Table, numbers: pa.Table | None) -> pa.Table:
     """Our kept records with the calling and called numbers of the input records (by id)."""
-    import polars as pl  # lazy: polars only where records are compared
-
-    if numbers is None or not numbers.num_rows:
-        return records.append_column("a_number", pa.nulls(records.num_rows, pa.string())).append_column(
-            "b_number", pa.nulls(records.num_rows, pa.string()))
-    left = pl.from_arrow(records)
-    right = pl.from_arrow(numbers.select(list(NUMBER_COLUMNS)))
-    if left.schema["id"] != right.schema["id"]:
-        right = right.with_columns(pl.col("id").cast(left.schema["id"]))
-    try:  # ids are unique (intake sees to it); validated while the join builds its table
-        return left.join(right, on="id", how="left", validate="m:1").to_arrow()
-    except pl.exceptions.ComputeError:
-        right = right.unique(subset=["id"], keep="first")
-        return left.join(right, on="id", how="left").to_arrow()
+    keeper = NumberKeeper(set())
+    if numbers is not None and numbers.num_rows:
+        keeper.pending.append(numbers.select(list(NUMBER_COLUMNS)))
+    return keeper.attach(records)
 
 
 class NumberKeeper:
-    """The ids and numbers of the input chunks the engine reads (only records of the billed
-    services: the others are never compared)."""
+    """The ids and numbers of the input records of the billed services (the others are never
+    compared), held until the records rated from them are written (:meth:`attach`) and then
+    let go: the input is read once, in order, so what is held is about a chunk, whatever the
+    period's size (and the records that were rejected, which are never written).
 
-    def __init__(self, services: set[tuple[str, str]]):
+    ``more``: input tables read on demand when a written record's input is not held yet (the
+    store's side reads a cycle's rated file against the intake files it was rated from)."""
+
+    def __init__(self, services: set[tuple[str, str]], more: Iterable[pa.Table] | None = None):
         self.services = services
-        self.tables: list[pa.Table] = []
+        self.pending: list[pa.Table] = []
+        self.more: Iterator[pa.Table] | None = iter(more) if more is not None else None
+        self._passes = 0
 
     def wrap(self, chunks: Callable[[], Iterable[engine.Chunk]] | Sequence[engine.Chunk]) -> Callable[[], Any]:
         def records() -> Iterable[engine.Chunk]:
-            self.tables = []
+            self._passes += 1
+            first = self._passes == 1  # a second pass (cycle totals) writes no rated records
             source = chunks() if callable(chunks) else chunks
             for batch_id, table in source:
-                self.keep(table)
+                if first:
+                    self.keep(table)
                 yield batch_id, table
         return records
 
     def keep(self, table: pa.Table) -> None:
         if not all(c in table.column_names for c in NUMBER_COLUMNS):
             return
-        billed = billed_rows(table.select([c for c in (*NUMBER_COLUMNS, "direction", "service")
-                                           if c in table.column_names]), self.services)
-        if billed is None:
-            return
-        table = billed
-        self.tables.append(pa.table({c: number_column(table.column(c)) if c != "id" else table.column(c)
-                                     for c in NUMBER_COLUMNS}))
+        if self.services:
+            billed = billed_rows(table.select([c for c in (*NUMBER_COLUMNS, "direction", "service")
+                                               if c in table.column_names]), self.services)
+            if billed is None:
+                return
+            table = billed
+        self.pending.append(pa.table({c: number_column(table.column(c)) if c != "id" else table.column(c)
+                                      for c in NUMBER_COLUMNS}))
 
-    def table(self) -> pa.Table | None:
-        if not self.tables:
+    def _held(self) -> pa.Table | None:
+        if not self.pending:
             return None
-        types = {t.schema.field(c).type for t in self.tables for c in ("a_number", "b_number")}
-        if len(types) > 1:  # some chunks' numbers were not all digits: text for all
-            self.tables = [t.cast(pa.schema([t.schema.field("id"), ("a_number", pa.string()),
-                                             ("b_number", pa.string())])) for t in self.tables]
-        return pa.concat_tables(self.tables).combine_chunks()
+        if len(self.pending) > 1:
+            types = {t.schema.field(c).type for t in self.pending for c in ("a_number", "b_number")}
+            if len(types) > 1:  # some chunks' numbers were not all digits: text for all
+                self.pending = [t.cast(pa.schema([t.schema.field("id"), ("a_number", pa.string()),
+                                                  ("b_number", pa.string())])) for t in self.pending]
+            self.pending = [pa.concat_tables(self.pending)]
+        return self.pending[0]
+
+    def attach(self, records: pa.Table) -> pa.Table:
+        """``records`` (with an ``id``) with the calling and called numbers of their input
+        records (null for a record whose input was not seen); those inputs are let go."""
+        import polars as pl  # lazy: polars only where records are compared
+
+        held = self._held()
+        n = records.num_rows
+        if held is not None and held.num_rows >= n and held.schema.field("id").type == records.schema.field("id").type \
+                and held.slice(0, n).column("id").equals(records.column("id")):
+            # the common case: the records rated are the inputs held, in order (none rejected)
+            self.pending = [held.slice(n)] if held.num_rows > n else []
+            return records.append_column("a_number", held.column("a_number").slice(0, n)).append_column(
+                "b_number", held.column("b_number").slice(0, n))
+        left = pl.from_arrow(records.select(["id"]))
+        while True:
+            held = self._held()
+            if held is None:
+                if self._read_more(records.num_rows):
+                    continue
+                return without_numbers(records)
+            right = pl.from_arrow(held).with_columns(pl.lit(True).alias("_held"))
+            if left.schema["id"] != right.schema["id"]:
+                right = right.with_columns(pl.col("id").cast(left.schema["id"], strict=False))
+            try:  # ids are unique (intake sees to it); validated while the join builds its table
+                joined = left.join(right, on="id", how="left", validate="m:1", maintain_order="left")
+            except pl.exceptions.ComputeError:
+                joined = left.join(right.unique(subset=["id"], keep="first", maintain_order=True), on="id",
+                                   how="left", maintain_order="left")
+            missing = joined.get_column("_held").null_count()
+            if missing and self._read_more(missing):
+                continue
+            break
+        rest = right.join(left, on="id", how="anti")
+        self.pending = [rest.drop("_held").to_arrow()] if rest.height else []
+        return records.append_column("a_number", joined.get_column("a_number").to_arrow()).append_column(
+            "b_number", joined.get_column("b_number").to_arrow())
+
+    def _read_more(self, rows: int) -> bool:
+        """Read at least ``rows`` more input records of :attr:`more` (False: there are none)."""
+        if self.more is None:
+            return False
+        got = 0
+        for table in self.more:
+            self.keep(table)
+            got += table.num_rows
+            if got >= rows:
+                return True
+        self.more = None
+        return got > 0
 
 
 def number_column(col: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -298,8 +374,8 @@ def run_ours(inputs: engine.CycleInputs, invoice_currency: str, *, records: bool
     plan, code = inputs.plan, inputs.partner.code
     services = billed_by_partner(plan, code)
     scale = plan_scale(plan)
-    keeper = RecordKeeper(services, scale) if records else None
     numbers = NumberKeeper(services) if records else None
+    keeper = RecordKeeper(services, scale, numbers) if records else None
     run_inputs = replace(inputs, sinks=KeepingSinks(keeper), validators=(), accept=("all",),
                          records=numbers.wrap(inputs.records) if numbers is not None else inputs.records)
     try:
@@ -307,9 +383,7 @@ def run_ours(inputs: engine.CycleInputs, invoice_currency: str, *, records: bool
     except CycleError as e:
         raise ReconcileError(f"our view of {code} {inputs.period.label} could not be rated: {e}") from None
     lines = our_lines(result.lines, plan, services, invoice_currency, inputs.fx, inputs.period)
-    kept = keeper.table() if keeper is not None else None
-    if kept is not None:
-        kept = with_numbers(kept, numbers.table() if numbers is not None else None)
+    kept = keeper.result() if keeper is not None else None
     return OurView(partner=code, period=inputs.period, currency=invoice_currency, lines=lines, records=kept,
                    scale=scale, services=services)
 

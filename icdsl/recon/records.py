@@ -32,6 +32,7 @@ compared as scaled int64, never float.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from decimal import Decimal
 
 import numpy as np
@@ -39,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from icdsl.plan.model import Tolerances
+from icdsl.recon import spill
 from icdsl.recon.errors import ReconcileError
 from icdsl.recon.model import (
     DIFFERS_AMOUNT,
@@ -49,6 +51,7 @@ from icdsl.recon.model import (
     ONLY_THEIRS,
     RECORD_CLASSES,
 )
+from icdsl.recon.spill import Spill, group_buckets, unified
 
 ROUNDS = 4  # rounds of pairing by numbers and start (two of theirs on one of ours: the nearer wins)
 PART_ROWS = 1_000_000  # records of a side compared at a time (partitions by called number)
@@ -129,7 +132,7 @@ def _decimal_column(col: pa.ChunkedArray, name: str, ids: pa.ChunkedArray | None
         return col if pa.types.is_decimal(col.type) else pc.cast(col, pa.decimal128(38, 0))
     text = pc.utf8_trim_whitespace(pc.cast(col, pa.string()))
     ok = pc.fill_null(pc.match_substring_regex(text, _DECIMAL), True)
-    if not pc.all(ok).as_py():  # the first that is not a number, located
+    if pc.all(ok).as_py() is False:  # the first that is not a number, located (None: no records)
         at = pc.index(ok, False).as_py()
         v = str(text[at].as_py())
         where = f" of record {str(ids[at].as_py())[:40]} (row {at + 1})" if ids is not None else f" (row {at + 1})"
@@ -195,6 +198,52 @@ def rate_ints(text: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array]:
     return d, ints
 
 
+def compare_sides(ours: pa.Table | Spill, theirs: pa.Table | Spill | Iterable[pa.Table], tolerances: Tolerances,
+                  our_scale: int, line_keys: dict[int, str], *,
+                  keep_matched: bool = True) -> tuple[pa.Table, dict[str, int]]:
+    """:func:`compare_records` on sides of any size, in bounded memory: ``ours`` a table or our
+    records spilled by called number (:mod:`icdsl.recon.spill`), ``theirs`` their detail as a
+    table, a spill, or tables read one after the other (a file's row groups). Both small: one
+    comparison; else both go to disk by called number and are compared a group of buckets at a
+    time (a pair has one called number: no pair crosses groups)."""
+    small = spill.SPILL_ROWS
+    if isinstance(ours, pa.Table) and isinstance(theirs, pa.Table) and max(ours.num_rows, theirs.num_rows) <= small:
+        return compare_records(ours, theirs, tolerances, our_scale, line_keys, keep_matched=keep_matched)
+    o = ours if isinstance(ours, Spill) else Spill("ours")
+    t = theirs if isinstance(theirs, Spill) else Spill("theirs")
+    try:
+        if o is not ours:
+            o.add(ours)  # type: ignore[arg-type]
+        if t is not theirs:
+            t.extend([theirs] if isinstance(theirs, pa.Table) else theirs)  # type: ignore[list-item]
+        if t.schema is None:
+            raise ReconcileError("their CDR detail has no records and no columns",
+                                 help="import the detail again, or reconcile without it")
+        missing = detail_problems(t.schema.empty_table())
+        if missing:
+            normalize_detail(t.schema.empty_table())  # the error, with the columns it has
+        if not (o.spilled or t.spilled):
+            return compare_records(o.table(), t.table(), tolerances, our_scale, line_keys, keep_matched=keep_matched)
+        o.spill()
+        t.spill()
+        counts = {c: 0 for c in RECORD_CLASSES}
+        tables = []
+        for group in group_buckets(o, t):
+            table, n = compare_records(o.read(group), t.read(group), tolerances, our_scale, line_keys,
+                                       keep_matched=keep_matched)
+            for c, k in n.items():
+                counts[c] += k
+            if table.num_rows:
+                tables.append(table)
+        return (unified(tables, None) if tables else _arrow(None, pa.table({}), pa.table({}), 0, 0, 0, {}, pa.array([]),
+                                                            pa.array([]), True)), counts
+    finally:
+        if t is not theirs:
+            t.close()
+        if o is not ours:
+            o.close()
+
+
 def compare_records(ours: pa.Table, theirs: pa.Table, tolerances: Tolerances, our_scale: int,
                     line_keys: dict[int, str], *, keep_matched: bool = True) -> tuple[pa.Table, dict[str, int]]:
     """(one row per record of either side, records by class). ``ours``: the kept rated records
@@ -242,10 +291,10 @@ def compare_records(ours: pa.Table, theirs: pa.Table, tolerances: Tolerances, ou
             tk = t.filter(pl.col("b_number").hash(seed=7) % parts == k)
         else:
             ok, tk = o, t
-        part = _classed(ok, tk, tolerances, their_scale, our_scale, scale, same_ids)
-        for c, n in part.group_by("class").len().iter_rows():
-            counts[c] += n
-        kept.append(part if keep_matched else part.filter(pl.col("class") != MATCHED))
+        part, n = _classed(ok, tk, tolerances, their_scale, our_scale, scale, same_ids, keep_matched)
+        for c, k in n.items():
+            counts[c] += k
+        kept.append(part)
         del ok, tk, part
     table = pl.concat(kept, how="diagonal_relaxed") if kept else None
     return _arrow(table, their, ours, their_scale, our_scale, scale, line_keys, our_rate.dictionary, their_rates,
@@ -275,10 +324,12 @@ def _number_keys(o, t):
     return o, t, True
 
 
-def _classed(o, t, tolerances: Tolerances, their_scale: int, our_scale: int, scale: int, same_ids: bool):
-    """One partition's records of both sides, paired and classed (the module's documentation).
-    Pairs are kept as row positions (NumPy), records are gathered by position: no join but the
-    pairing ones."""
+def _classed(o, t, tolerances: Tolerances, their_scale: int, our_scale: int, scale: int, same_ids: bool,
+             keep_matched: bool = True):
+    """One partition's records of both sides, paired and classed (the module's documentation):
+    (the records, with the matched ones only when ``keep_matched``; records by class). Pairs
+    are kept as row positions (NumPy), classed on the few columns that class them, and only the
+    records kept are gathered whole: no join but the pairing ones."""
     import polars as pl  # lazy, as above
 
     t, o = t.with_row_index("ti"), o.with_row_index("oi")
@@ -295,10 +346,13 @@ def _classed(o, t, tolerances: Tolerances, their_scale: int, our_scale: int, sca
 
     if same_ids and t.height and o.height:  # 1. by id, with the same called number
         right = o.select("oi", "id_key", pl.col("b_number").alias("b_o"))
-        take(t.select("ti", "id_key", "b_number").join(right, on="id_key", how="inner")
-             .filter(pl.col("b_number") == pl.col("b_o"))
-             .unique(subset=["oi"], keep="first", maintain_order=True)
-             .unique(subset=["ti"], keep="first", maintain_order=True))
+        by_id = (t.select("ti", "id_key", "b_number").join(right, on="id_key", how="inner")
+                 .filter(pl.col("b_number") == pl.col("b_o")))
+        n = by_id.height
+        if by_id.get_column("oi").n_unique() != n or by_id.get_column("ti").n_unique() != n:  # ids repeated
+            by_id = (by_id.unique(subset=["oi"], keep="first", maintain_order=True)
+                     .unique(subset=["ti"], keep="first", maintain_order=True))
+        take(by_id)
     # 2. by numbers, the nearest start within the tolerance
     tol_us = tolerances.start_seconds * 1_000_000
     for _ in range(ROUNDS):
@@ -319,8 +373,6 @@ def _classed(o, t, tolerances: Tolerances, their_scale: int, our_scale: int, sca
     ti = np.concatenate(pt) if pt else np.zeros(0, np.int64)
     oi = np.concatenate(po) if po else np.zeros(0, np.int64)
     # 3. the pairs classed
-    both = pl.concat([t[ti].drop("id_key", strict=False),
-                      o[oi].drop("a_number", "b_number", "id_key", strict=False)], how="horizontal")
     up_t, up_o = 10 ** (scale - their_scale), 10 ** (scale - our_scale)
     cls = (pl.when((pl.col("their_duration") - pl.col("our_duration")).abs() > tolerances.duration_seconds)
            .then(pl.lit(DIFFERS_DURATION))
@@ -331,10 +383,25 @@ def _classed(o, t, tolerances: Tolerances, their_scale: int, our_scale: int, sca
                  & ((pl.col("their_amount") * up_t - pl.col("our_amount") * up_o).abs() * 2 > pl.col("their_unit")))
            .then(pl.lit(DIFFERS_AMOUNT))
            .otherwise(pl.lit(MATCHED)))
-    both = both.with_columns(cls.alias("class"))
+    classing = pl.concat([t.select("their_duration", "their_rate_i", "their_amount_given", "their_amount",
+                                   "their_unit")[ti],
+                          o.select("our_duration", "our_rate_i", "our_amount")[oi]], how="horizontal")
+    klass = classing.select(cls.alias("class")).get_column("class")
+    del classing
+    counts = {c: 0 for c in RECORD_CLASSES}
+    for c, k in klass.value_counts().iter_rows():
+        counts[c] += k
+    counts[ONLY_THEIRS] += int(free_t.sum())
+    counts[ONLY_OURS] += int(free_o.sum())
+    if not keep_matched:  # only the pairs that differ are gathered whole
+        differ = (klass != MATCHED).to_numpy()
+        ti, oi, klass = ti[differ], oi[differ], klass.filter(pl.Series(differ))
+    both = pl.concat([t[ti].drop("id_key", strict=False),
+                      o[oi].drop("a_number", "b_number", "id_key", strict=False)], how="horizontal")
+    both = both.with_columns(klass.alias("class"))
     only_t = t.filter(pl.Series(free_t)).drop("id_key", strict=False).with_columns(pl.lit(ONLY_THEIRS).alias("class"))
     only_o = o.filter(pl.Series(free_o)).drop("id_key", strict=False).with_columns(pl.lit(ONLY_OURS).alias("class"))
-    return pl.concat([both, only_t, only_o], how="diagonal_relaxed")
+    return pl.concat([both, only_t, only_o], how="diagonal_relaxed"), counts
 
 
 def _id_keys(o, t):

@@ -85,10 +85,12 @@ class ReconScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
+        # what tells a line or a record first, within 80 columns; the rest to the right (the
+        # currency, one for the whole invoice, is in the table's title)
         self.query_one("#rc-lines", DataTable).add_columns(
-            "status", "service", "destination", "ccy", "difference", "theirs", "ours", "calls", "quantity", "band")
+            "status", "service", "destination", "difference", "theirs", "ours", "calls", "band", "quantity")
         self.query_one("#rc-records", DataTable).add_columns(
-            "class", "Δ amount", "theirs", "ours", "Δ dur", "durations", "Δ start", "their id", "our id",
+            "class", "Δ amount", "their id", "our id", "durations", "Δ dur", "Δ start", "theirs", "ours",
             "A number", "B number", "start (UTC)")
         self.watch(self.app, "analysis", self._partners)
         if self.reconciliation is not None:
@@ -164,14 +166,14 @@ class ReconScreen(Screen):
                      else f"{c.their_calls:,}/{c.our_calls:,}")
             qty = (money(c.their_quantity) if c.their_quantity == c.our_quantity
                    else f"{money(c.their_quantity)}/{money(c.our_quantity)}")
-            table.add_row(Text(word, style=style), c.service, c.destination or "", c.currency or rec.currency,
+            table.add_row(Text(word, style=style), c.service, c.destination or "",
                           signed(c.amount_difference), amount(c.their_amount), amount(c.our_amount),
                           Text(calls, justify="right", style="" if c.their_calls == c.our_calls else "yellow"),
-                          Text(qty, justify="right", style="" if c.their_quantity == c.our_quantity else "yellow"),
-                          c.band or "")
+                          c.band or "",
+                          Text(qty, justify="right", style="" if c.their_quantity == c.our_quantity else "yellow"))
         shown = "lines outside the tolerances" if self.only_differing else "lines"
         self.query_one("#rc-box").border_title = (
-            f"{rec.partner} {rec.invoice.number}: {len(self.shown_lines)} {shown} (theirs vs ours)")
+            f"{rec.partner} {rec.invoice.number}: {len(self.shown_lines)} {shown} (theirs vs ours, {rec.currency})")
         self.query_one("#rc-box").border_subtitle = "enter: the line's records · a: every record"
         self._show_lines()
 
@@ -200,10 +202,10 @@ class ReconScreen(Screen):
             word, style = RECORD_CLASS.get(r.cls, (r.cls, ""))
             dur = "/".join("" if d is None else str(d) for d in (r.their_duration, r.our_duration))
             start = r.their_start or r.our_start
-            table.add_row(Text(word, style=style), signed(r.amount_difference), amount(r.their_amount),
-                          amount(r.our_amount), signed(r.duration_difference, " s"), Text(dur, justify="right"),
+            table.add_row(Text(word, style=style), signed(r.amount_difference), r.their_id or "", r.our_id or "",
+                          Text(dur, justify="right"), signed(r.duration_difference, " s"),
                           signed(None if r.start_difference is None else int(r.start_difference), " s"),
-                          r.their_id or "", r.our_id or "", r.a_number or "", r.b_number or "",
+                          amount(r.their_amount), amount(r.our_amount), r.a_number or "", r.b_number or "",
                           f"{start:%m-%d %H:%M:%S}" if start else "")
         box = self.query_one("#rc-box")
         what = (f"{line.service} {line.destination or ''}".strip() if line is not None else "the whole invoice")
