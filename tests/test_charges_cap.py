@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from decimal import Decimal as D
 from fractions import Fraction
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from charges_fixtures import agreement, charge, ctx, month, usage
 from hypothesis import HealthCheck, given, settings
@@ -16,6 +18,7 @@ from icdsl.charges import cap, commitment
 from icdsl.charges.context import CycleUsage
 from icdsl.charges.evaluate import evaluate_cycle
 from icdsl.charges.periods import Days
+from icdsl.cycle import CycleInputs, run
 from icdsl.cycle.examples import report, run_examples
 from icdsl.plan.compiler import build
 from icdsl.plan.model import Tier
@@ -216,3 +219,40 @@ def test_both_executors_rate_records_under_a_period_cap_alike(doc_plan):
     ]
     cmp = rate_both(doc_plan, recs).assert_agree()
     assert cmp.amounts == [D("0"), D("0.010000"), D("600.000000")]  # the period cap never touches a record
+
+
+def test_the_cycle_engine_puts_the_cap_on_the_invoice(tmp_path):
+    # two 60-minute calls at 1.00 per minute (120.00) under a cap of 100.00 per month, and a message
+    # (0.10, not capped): traffic 120.00 + 0.10, cap -20.00, subtotal 100.10 = the sum of the lines
+    (tmp_path / "r.icd").write_text(
+        'partner SATCO "Sat" {\n  currency EUR\n}\n'
+        'agreement "Capped" v1 with SATCO effective 2026-01-01 .. {\n'
+        "  outbound voice {\n    price 1.0000 EUR per minute\n    at most 100.00 EUR per month\n  }\n"
+        "  outbound sms {\n    price 0.1000 EUR per message\n  }\n}\n",
+        encoding="utf-8",
+    )
+    plan, _program, diags = build([tmp_path / "r.icd"], root=tmp_path)
+    assert plan is not None, [str(x) for x in diags]
+    start = datetime(2026, 3, 4, 9, 15, tzinfo=UTC)
+    rows = [
+        {
+            "id": rid,
+            "partner": "SATCO",
+            "direction": "outbound",
+            "service": svc,
+            "b_number": "881612345678",
+            "start": start,
+            "duration_s": secs,
+        }
+        for rid, svc, secs in (("1", "voice", 3600), ("2", "voice", 3600), ("3", "sms", 0))
+    ]
+    result = run(CycleInputs.of(plan, "SATCO", "2026-03", pa.Table.from_pylist(rows)))
+    (inv,) = result.drafts.invoices
+    got = [(ln.kind, ln.service, ln.amount) for ln in inv.lines]
+    assert got == [
+        ("traffic", "sms", D("0.10")),
+        ("traffic", "voice", D("120.00")),
+        ("discount", "voice", D("-20.00")),
+    ]
+    assert inv.lines[-1].description.startswith("Cap: usage above 100.00 EUR per month, outbound voice")
+    assert inv.subtotal == sum(ln.amount for ln in inv.lines) == D("100.10")
