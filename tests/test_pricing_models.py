@@ -154,7 +154,7 @@ def test_check_reports_wrong_caps_and_slot_increments():
       first 30 s at 0.0600 EUR per minute increments 0/1,
       then 0.0300 EUR per minute
     }
-    at most 10.00 USD per month
+    at most 10.00 USD per minute
   }
 }
 """

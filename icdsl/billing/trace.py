@@ -334,7 +334,7 @@ def charge_behind(store: Store, s: Session, row: M.ChargeLine) -> tuple[pa.Table
                                        pc.equal(t.column("agreement_hash"), d["agreement_hash"])))
             out.append(f"    behind it: {records.num_rows} record(s) the surcharge applied to, in {f.path} "
                        f"(sha256 {f.sha256[:12]}...)")
-    elif kind in ("tiered_price", "volume_discount", "commitment", "revenue_share"):
+    elif kind in ("tiered_price", "volume_discount", "usage_cap", "commitment", "revenue_share"):
         f = s.scalars(select(M.DataFile).where(M.DataFile.cycle_id == row.cycle_id, M.DataFile.kind == "rated")).first()
         if f is not None and f.rows:
             store.data.verify(f.path, f.sha256)

@@ -13,7 +13,7 @@ from dataclasses import replace as dataclass_replace
 from decimal import Decimal
 from typing import Any
 
-from icdsl.charges import commitment, fees, percentage, recurring, share, surcharge, tiers
+from icdsl.charges import cap, commitment, fees, percentage, recurring, share, surcharge, tiers
 from icdsl.charges.contract import CycleChargeType, RecordChargeType
 from icdsl.hookspecs import hookimpl
 from icdsl.lang import ast
@@ -118,6 +118,22 @@ class Commitment(CycleChargeType):
         if counts is not None and unit not in currencies():
             checker.error("E343", f"only a money commitment chooses which charges count; this one counts {unit}",
                           counts.span, "drop ', counts ...', or commit an amount of money")
+
+
+class UsageCap(CycleChargeType):
+    name = "usage_cap"
+    description = "a maximum cost per period (at most 5000.00 EUR per month): the usage above it, taken off"
+    stage = "cap"
+
+    def evaluate(self, charge, ctx):
+        return cap.evaluate(charge, ctx)
+
+    def check(self, node, checker):
+        pass  # the checker checks `at most ... per PERIOD` where it stands (its scope's currency)
+
+    def compile(self, node, compiler):
+        money = node.param("amount")
+        return (("amount", (money.amount.value, money.currency.text)), ("period", node.param("period").text))
 
 
 def compile_tiers(nodes, compiler) -> tuple:
@@ -417,7 +433,7 @@ def _fmt(d: Decimal) -> str:
     return format(d.normalize(), "f")
 
 
-BUILTIN = (Surcharge, Recurring, OneTime, Event, Commitment, TieredPrice, VolumeDiscount, RevenueShare, Percentage)
+BUILTIN = (Surcharge, Recurring, OneTime, Event, Commitment, UsageCap, TieredPrice, VolumeDiscount, RevenueShare, Percentage)
 
 
 @hookimpl

@@ -74,7 +74,7 @@ def _line_counts(line: ChargeLine, scope: tuple[tuple[str, str], ...], counts: t
     usage, fees = counts
     if line.kind in FEE_KINDS:
         return fees  # a fee belongs to no service: a scoped commitment that counts fees counts them all
-    if line.kind not in ("tiered_price", "volume_discount") or not usage:
+    if line.kind not in ("tiered_price", "volume_discount", "usage_cap") or not usage:
         return False
     if not scope:
         return True

@@ -40,6 +40,7 @@ LINE_KIND = {
     "surcharge": "surcharge",
     "volume_discount": "discount",
     "tiered_price": "tiered",
+    "usage_cap": "discount",  # a period's usage above the cap, taken off (a negative line)
     "commitment": "commitment",
     "revenue_share": "revenue_share",
     "percentage": "event",  # a percentage of event records' values: a fee per event record
@@ -47,7 +48,7 @@ LINE_KIND = {
 
 #: the order in which an invoice adds up (docs/language.md, "How an invoice adds up"); a charge
 #: type's ``stage`` says where its lines go, and later stages see the lines of earlier ones
-STAGES = ("charge", "discount", "commitment", "share")
+STAGES = ("charge", "discount", "cap", "commitment", "share")
 
 
 #: sums of money are exact: a context that raises rather than rounds

@@ -1496,6 +1496,10 @@ class Checker:
             return
         if unbound(self, c):
             return
+        if c.kind == "usage_cap" and c.generic:
+            self.error("E206", "a maximum cost per period is written as the contract says it, not as "
+                               "'charge usage_cap'", c.kind_span, "write e.g. 'at most 5000.00 EUR per month'")
+            return
         if info is not None:
             info.charges.append((c, scope))
         for o in c.options:
@@ -1503,7 +1507,33 @@ class Checker:
             if o.key == "counts" and c.kind != "commitment":
                 self.error("E343", "only a commitment chooses which charges count", o.span,
                            "drop ', counts ...' here; write it on a 'commit ...'")
+        if c.kind == "usage_cap":
+            self._usage_cap(c, scope, info)
         ct.check(c, self)
+
+    def _usage_cap(self, c: ast.ChargeNode, scope: tuple[tuple[str, str], ...], info: AgreementInfo | None) -> None:
+        """``at most MONEY per PERIOD`` (a service's, or the agreement's): positive, in the currency of
+        what it caps (the service's price, or the agreement's), per a billing period."""
+        money, per = c.param("amount"), c.param("period")
+        si = info.services.get(scope[0]) if info is not None and scope else None
+        currency = si.currency if si is not None else (info.currency if info is not None else "")
+        ok = self.currency(money.currency)
+        if money.amount.value <= 0:
+            self.error("E213", f"a maximum cost must be positive, not {money.amount.text}", money.amount.span,
+                       "write the most the period's usage may cost, e.g. 'at most 5000.00 EUR per month'")
+        elif ok and currency and money.currency.text != currency:
+            what = "the service prices" if si is not None else "the agreement bills"
+            self.error("E322", f"the maximum cost is in {money.currency.text} but {what} in {currency}",
+                       money.currency.span, f"usage is capped in its own currency: write the cap in {currency}")
+        if per.text == "call" and not scope:
+            self.error("E206", "a maximum cost per call belongs in a service", per.span,
+                       "move 'at most ... per call' into the service it caps, or cap a period: "
+                       "'at most 5000.00 EUR per month'")
+        elif per.text not in VOCAB["cap period"]:
+            self.error("E206", f"a maximum cost is per call, {', '.join(VOCAB['cap period'][:-1])} or "
+                               f"{VOCAB['cap period'][-1]}, not per '{per.text}'", per.span,
+                       did_you_mean(per.text, ("call",) + VOCAB["cap period"], "periods")
+                       or "write e.g. 'at most 5000.00 EUR per month'")
 
     def _charge_currency(self, c: ast.ChargeNode, info: AgreementInfo) -> None:
         amount = c.param("amount")

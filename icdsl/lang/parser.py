@@ -866,7 +866,16 @@ class _ToAst(Transformer):
         return ast.Setting("increments", (self._num(c[0]), self._num(c[1])), self.s.of_meta(meta))
 
     def s_max_cost(self, meta, c):
+        if str(c[1]) != "call":  # `at most 5000.00 EUR per month`: a cap on the period's usage charges
+            return self.a_max_cost(meta, c)
         return ast.Setting("max_cost", (c[0], self._ident(c[1])), self.s.of_meta(meta))
+
+    def a_max_cost(self, meta, c):
+        """``at most MONEY per PERIOD``: a cap on the usage charges of a period (charge ``usage_cap``)."""
+        params = [self._param("amount", c[0], c[0].span), self._param("period", self._ident(c[1]),
+                                                                        self.s.of_token(c[1]))]
+        kw = self._kw_span(meta, 2)  # its name: "Cap" (a service's: "Cap outbound voice", see service())
+        return self._charge("usage_cap", kw, ast.Str("Cap", kw), params, [], meta)
 
     def service(self, meta, children):
         direction, service, *items = children
@@ -880,6 +889,8 @@ class _ToAst(Transformer):
             elif isinstance(i, ast.RoundingNode):
                 rounding = i
             elif isinstance(i, ast.ChargeNode):
+                if i.kind == "usage_cap" and i.label is not None and i.label.value == "Cap":
+                    i = replace(i, label=ast.Str(f"Cap {direction} {service}", i.label.span))
                 charges.append(i)
             elif i[0] == "flat_price":
                 flat = i[1]

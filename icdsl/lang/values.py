@@ -32,6 +32,7 @@ VOCAB: dict[str, tuple[str, ...]] = {
     "periods from": ("calendar", "start"),
     "one-time trigger": ("activation", "completion", "termination", "invoice"),
     "commitment period": ("month", "cycle", "quarter", "year", "contract_year"),
+    "cap period": ("month", "cycle", "quarter", "year"),
     "shortfall": ("charged", "waived"),
     "commitment count": ("usage", "fees", "all"),
     "tier mode": ("graduated", "volume"),

@@ -673,6 +673,12 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
                 sp.rounding.span,
             )
         )
+        for c in rules.agreement.charges:  # `at most ... per month`: the cycle's line, not the record's amount
+            if c.kind == "usage_cap" and (not c.applies_to or (sp.direction, sp.service) in c.applies_to):
+                (value, cur), period = c.param("amount"), c.param("period")
+                steps.append(TraceStep(f"at most {value} {cur} per {period}: the period cap applies at "
+                                       f"the cycle (a line \"{c.name}\" takes off the usage above it); this record "
+                                       "keeps its amount", c.span))
 
     # 6. does it fit the output
     if q >= LIMIT or -q >= LIMIT or billed > INT64_MAX:
