@@ -168,7 +168,9 @@ class Deduper:
                 if self.exact is not None:  # from now on hashes: those of the strings seen so far first
                     seen, self.exact = self.exact, None
                     if seen:
-                        k1, k2 = _hashes(pa.array(sorted(seen, key=lambda v: (v is None, v or "")), pa.string()))
+                        k1, k2 = _hashes(
+                            pa.array(sorted(seen, key=lambda v: (v is None, v or "")), pa.string())
+                        )
                         self.h1.add(np.unique(k1))
                         self.h2.add(np.unique(k2))
                 dup[pos] = self._check_pair(*_hashes(strings))
