@@ -23,6 +23,7 @@ from icdsl.rating.intake import (
     RecordReader,
     Reject,
     csvfile,
+    duplicates,
     normalize_record,
     read_records,
     records_table,
@@ -227,6 +228,19 @@ def test_string_ids_hashed_and_canonical_integers(tmp_path):
     assert d.duplicates(first, np.arange(5)).tolist() == [4]
     again = pa.array(["17", "a-1", "17.0", "b-3"])
     assert d.duplicates(again, np.arange(4)).tolist() == [0, 1]
+
+
+
+@pytest.mark.parametrize("exact", [0, 3, 6, 50_000])
+def test_string_ids_kept_exactly_then_hashed_find_the_same_duplicates(monkeypatch, exact):
+    """Past EXACT_IDS strings, the deduper hashes the strings seen so far and carries on with
+    hashes: the duplicates found are the same wherever the switch falls."""
+    monkeypatch.setattr(duplicates, "EXACT_IDS", exact)
+    d = Deduper()
+    batches = [["a-1", "b-2", "a-1", "c-3"], ["c-3", "d-4", "17", "e-5"], ["b-2", "f-6", "d-4", "f-6", "g-7"]]
+    found = [d.duplicates(pa.array(b), np.arange(len(b))).tolist() for b in batches]
+    assert found == [[2], [0], [0, 2, 3]]
+    assert (d.exact is None) == (exact < 50_000)
 
 
 # --------------------------------------------------------------------------- CSV oddities

@@ -406,9 +406,47 @@ def _rating_rejects(rejects: pa.Table, batch) -> pa.Table:
         if schema.names else pa.table(cols)
 
 
+#: up to this many reject rows are encoded in plain Python, which answers at once on a small
+#: file; more go through polars, vectorized (importing it costs a third of a second)
+_SMALL_JSON_ROWS = 10_000
+
+
 def _json_rows(table: pa.Table) -> pa.Array:
-    """Each row as a JSON object (the record as it was given to rating), vectorized by polars."""
-    # lazy: polars only for the raw rows of rejects, which most runs never have
+    """Each row as a JSON object (the record as it was given to rating): few rows of plain
+    column types in Python, the others vectorized by polars; both give the same bytes."""
+    if table.num_rows <= _SMALL_JSON_ROWS:
+        cols = [_json_values(table.column(i)) for i in range(table.num_columns)]
+        if all(c is not None for c in cols):
+            keys = [json.dumps(name, ensure_ascii=False) + ":" for name in table.column_names]
+            return pa.array(["{" + ",".join(k + v for k, v in zip(keys, row, strict=True)) + "}"
+                             for row in zip(*cols, strict=True)], pa.string())
+    return _json_rows_polars(table)
+
+
+def _json_values(col: pa.ChunkedArray) -> list[str] | None:
+    """The column's values as polars' ``struct.json_encode`` writes them, or None for a type
+    left to polars (floats, decimals, dates, other time zones)."""
+    t = col.type
+    if pa.types.is_dictionary(t) and (pa.types.is_string(t.value_type) or pa.types.is_large_string(t.value_type)):
+        t = t.value_type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return ["null" if v is None else json.dumps(v, ensure_ascii=False) for v in col.to_pylist()]
+    if pa.types.is_integer(t):
+        return ["null" if v is None else str(v) for v in col.to_pylist()]
+    if pa.types.is_boolean(t):
+        return ["null" if v is None else ("true" if v else "false") for v in col.to_pylist()]
+    if pa.types.is_null(t):
+        return ["null"] * len(col)
+    if pa.types.is_timestamp(t) and t.unit in ("ms", "us", "ns") and t.tz in (None, "UTC"):
+        # Arrow's %S carries the fraction of the unit, as polars writes it; UTC as +00:00
+        offset = "+00:00" if t.tz else ""
+        return ["null" if v is None else f'"{v}{offset}"'
+                for v in pc.strftime(col, format="%Y-%m-%d %H:%M:%S").to_pylist()]
+    return None
+
+
+def _json_rows_polars(table: pa.Table) -> pa.Array:
+    # lazy: polars only for many raw rows of rejects, or types the plain encoding leaves to it
     import polars as pl
 
     df = pl.from_arrow(table)

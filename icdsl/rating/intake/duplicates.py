@@ -65,7 +65,7 @@ class SeenKeys:
         self.runs = runs
 
     @property
-    def nbytes(self) -> int:
+    def nbytes(self) -> int:  # the exact strings of a small run are not counted
         return sum(r.nbytes for r in self.runs)
 
 
@@ -113,15 +113,34 @@ def canonical_ints(arr: pa.StringArray) -> np.ndarray:
     return pc.match_substring_regex(arr, _CANONICAL_INT).fill_null(False).to_numpy(zero_copy_only=False)
 
 
+#: non-integer string ids kept as they are before the deduper hashes them
+EXACT_IDS = 50_000
+
+
+def _hashes(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Two independent 64-bit hashes of each string."""
+    import polars as pl  # heavy to import; only many string ids that are not integers need it
+
+    series = pl.from_arrow(strings)
+    k1 = series.hash(seed=0x1CD5).to_numpy().view(np.int64)
+    # the second hash reads the strings backwards: a collision of one says nothing
+    # about the other, whatever the hash function's structure
+    k2 = series.str.reverse().hash(seed=0x5EED).to_numpy().view(np.int64)
+    return k1, k2
+
+
 class Deduper:
     """Ids seen in a run. Integer ids (and strings that are canonical integers) are kept as
     int64; other strings as two independent 64-bit hashes (a false duplicate needs both to
-    collide: about 1e-25 per row at 10 million ids)."""
+    collide: about 1e-25 per row at 10 million ids). The first :data:`EXACT_IDS` such strings
+    are kept as they are (a small file needs no hashing, nor polars to hash); past that, they
+    are hashed too and the hashes carry on."""
 
     def __init__(self) -> None:
         self.ints = SeenKeys()
         self.h1 = SeenKeys()
         self.h2 = SeenKeys()
+        self.exact: set[str] | None = set()
 
     def duplicates(self, ids: pa.Array, candidates: np.ndarray) -> np.ndarray:
         """Positions among ``candidates`` (valid rows, in order) whose id was seen before;
@@ -141,16 +160,31 @@ class Deduper:
             keys = sub.take(pa.array(pos)).cast(pa.int64()).to_numpy()
             dup[pos] = self._check(self.ints, keys)
         if not canon.all():
-            import polars as pl  # heavy to import; only string ids that are not integers need it
-
             pos = np.flatnonzero(~canon)
-            series = pl.from_arrow(sub.take(pa.array(pos)))
-            k1 = series.hash(seed=0x1CD5).to_numpy().view(np.int64)
-            # the second hash reads the strings backwards: a collision of one says nothing
-            # about the other, whatever the hash function's structure
-            k2 = series.str.reverse().hash(seed=0x5EED).to_numpy().view(np.int64)
-            dup[pos] = self._check_pair(k1, k2)
+            strings = sub.take(pa.array(pos))
+            if self.exact is not None and len(self.exact) + len(strings) <= EXACT_IDS:
+                dup[pos] = self._check_exact(strings.to_pylist())
+            else:
+                if self.exact is not None:  # from now on hashes: those of the strings seen so far first
+                    seen, self.exact = self.exact, None
+                    if seen:
+                        k1, k2 = _hashes(
+                            pa.array(sorted(seen, key=lambda v: (v is None, v or "")), pa.string())
+                        )
+                        self.h1.add(np.unique(k1))
+                        self.h2.add(np.unique(k2))
+                dup[pos] = self._check_pair(*_hashes(strings))
         return candidates[dup]
+
+    def _check_exact(self, ids: list[str]) -> np.ndarray:
+        seen = self.exact
+        dup = np.zeros(len(ids), bool)
+        for i, v in enumerate(ids):
+            if v in seen:
+                dup[i] = True
+            else:
+                seen.add(v)
+        return dup
 
     @staticmethod
     def _check(seen: SeenKeys, keys: np.ndarray) -> np.ndarray:
@@ -175,5 +209,5 @@ class Deduper:
         return dup
 
     @property
-    def nbytes(self) -> int:
+    def nbytes(self) -> int:  # the exact strings of a small run are not counted
         return self.ints.nbytes + self.h1.nbytes + self.h2.nbytes
