@@ -71,8 +71,23 @@ from icdsl.spans import Span
 DEFAULT_ROUNDING = Rounding(6, "half_up")
 MAX_PRECISION = 12
 
+#: the wording of each built-in cycle charge, as the contract says it (the generic
+#: 'charge KIND "label" { ... }' form is for plugins' charge types)
+CONTRACT_WORDING = {
+    "recurring": 'recurring "Port rental" 150.00 EUR monthly flat',
+    "one_time": 'one_time "Setup" 500.00 EUR on activation',
+    "event": 'event "Number porting" 25.00 EUR per porting',
+    "commitment": 'commit "Minimum spend" 1_000 EUR per month',
+    "usage_cap": "at most 5000.00 EUR per month",
+    "tiered_price": 'tiered "Voice tiers" graduated on minutes per cycle { ... }',
+    "volume_discount": 'volume discount "Data discount" incremental on volume per cycle { ... }',
+    "revenue_share": 'revenue share "Premium SMS" on net of outbound sms { ... }',
+    "percentage": 'percentage "Card processing" 2.9% of payment { ... }',
+}
+
 
 @dataclass
+
 class ServiceInfo:
     """What the checker learned about a service block, for the compiler."""
 
@@ -1496,9 +1511,12 @@ class Checker:
             return
         if unbound(self, c):
             return
-        if c.kind == "usage_cap" and c.generic:
-            self.error("E206", "a maximum cost per period is written as the contract says it, not as "
-                               "'charge usage_cap'", c.kind_span, "write e.g. 'at most 5000.00 EUR per month'")
+        if c.generic and c.kind in CONTRACT_WORDING and type(ct).__module__ == "icdsl.charges.builtin":
+            # a built-in charge has its own wording; 'charge KIND "..." { key: value }' is the form of
+            # plugins' charge types, whose parameters they check themselves
+            self.error("E206", f"a built-in {c.kind.replace('_', ' ')} charge is written as the contract says "
+                               f"it, not as 'charge {c.kind}'", c.kind_span,
+                       f"write e.g. '{CONTRACT_WORDING[c.kind]}' (docs/charges.md)")
             return
         if info is not None:
             info.charges.append((c, scope))

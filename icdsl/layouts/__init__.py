@@ -33,9 +33,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from jinja2 import ChainableUndefined, TemplateSyntaxError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
 DEFAULT_PATH = Path(__file__).with_name("default.toml")
 MAX_BYTES = 64 * 1024
 MAX_TEXT = 4000
@@ -91,6 +88,10 @@ class Layout:
 
 
 def _env():
+    # lazy: Jinja2 loads only when a layout's texts are read (not at every `icdsl check`)
+    from jinja2 import ChainableUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
     global _ENV
     if _ENV is None:
         _ENV = ImmutableSandboxedEnvironment(autoescape=False, undefined=ChainableUndefined, keep_trailing_newline=False)
@@ -209,6 +210,8 @@ def _check(out: dict[str, dict[str, Any]], text: str, name: str) -> None:
                 raise bad(section, key, "must be text (in quotes)")
             if len(v) > MAX_TEXT:
                 raise bad(section, key, f"is longer than {MAX_TEXT} characters")
+    from jinja2 import TemplateSyntaxError  # lazy: Jinja2 only when a layout is read
+
     for key, v in out["texts"].items():
         try:
             _env().parse(v)
