@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import shutil
+from datetime import date
 from decimal import Decimal as D
 from pathlib import Path
 
@@ -65,6 +66,43 @@ def test_a_stream_has_its_own_layout_else_the_partners_else_the_companys():
     assert layouts.choose(invoice(stream="voice", buyer=buyer, seller=seller)).titles["invoice"] == "PARTNER INVOICE"
     assert layouts.choose(invoice(stream="voice", seller=seller)).titles["invoice"] == "OUR INVOICE"
     assert layouts.choose(invoice()).titles["invoice"] == "INVOICE"
+
+
+LUMIERE = Path(__file__).parent.parent / "examples" / "interconnect" / "layouts" / "lumiere.toml"
+#: the English words of the default layout a French settlement statement must not carry
+STATEMENT_ENGLISH = ("Partner code", "Receivable", "Payable", "Net balance", "Balance", "you owe us", "we owe you",
+                     "Invoices", "SETTLEMENT STATEMENT", "Counterparty", "What we owe you", " owes ", "VAT ",
+                     "Reg. ")
+
+
+@pytest.mark.parametrize("net", [D("1250.40"), D("-310.00")])
+def test_a_french_statement_has_its_labels_from_the_layout(net):
+    from test_einvoice import BUYER_FR
+
+    payable = D("2000.00")
+    buyer = dict(BUYER_FR, locale="fr_FR", templates=[{"stream": None, "name": "lumiere.toml",
+                                                       "text": LUMIERE.read_text(encoding="utf-8")}])
+    doc = {"kind": "statement", "number": "STM-2026-000007", "status": "finalized", "currency": "EUR",
+           "issue_date": date(2026, 4, 5), "due_date": date(2026, 5, 5), "period": "2026-03",
+           "period_start": date(2026, 3, 1), "period_end": date(2026, 3, 31), "partner_code": "LUMFR",
+           "partner_name": "Lumière Télécom SA", "partner_country": "FR", "seller": SELLER, "buyer": buyer,
+           "stream": "netting", "receivable": payable + net, "payable": payable, "net": net,
+           "subtotal": payable, "total": None, "tax_amount": None,
+           "invoices": [{"number": "INV-2026-000031", "id": 31, "stream": "traffic", "subtotal": payable + net}],
+           "receivable_items": [{"stream": "traffic", "description": "inbound voice", "amount": payable + net}],
+           "lines": [{"line_no": 1, "kind": "traffic", "description": "outbound voice", "quantity": D("1000"),
+                      "unit": "minute", "amount": payable, "rate": D("2"), "rate_unit": "minute", "currency": "EUR"}]}
+    text = pdf_text(render(doc))
+    assert [w for w in STATEMENT_ENGLISH if w in text] == []
+    for french in ("RELEVÉ DE COMPENSATION", "Code partenaire LUMFR", "TVA FR03552081317", "SIREN 732829320", "À recevoir : nos factures de la période",
+                   "À payer (lignes compensées ci-dessus) 2 000,00 EUR", "Factures: INV-2026-000031",
+                   "Ce que nous vous devons pour les services compensés"):
+        assert french.replace("\u202f", " ") in text.replace("\u202f", " ").replace("\xa0", " "), french
+    owed = "Solde : vous nous devez 1 250,40" if net > 0 else "Solde : nous vous devons 310,00"
+    assert owed in text.replace("\u202f", " ").replace("\xa0", " ")
+    # the default layout keeps its English words
+    english = pdf_text(render(dict(doc, buyer=BUYER_FR)))
+    assert "Partner code LUMFR" in english and "Net balance" in english and "Receivable (our invoices)" in english
 
 
 @pytest.mark.parametrize(("text", "message"), [

@@ -187,6 +187,16 @@ def test_drill_down_reaches_the_records_of_a_line_their_explanation_and_the_rule
     run(app, scenario)
 
 
+def test_a_draft_is_labelled_with_the_prefix_of_the_series_it_will_be_numbered_in():
+    from icdsl.billing.cycles import DOCUMENT_SERIES
+    from icdsl.tui.drill import PREFIXES, document_label
+
+    assert {k: p for k, (_counter, p) in DOCUMENT_SERIES.items()} == {k: PREFIXES[k] for k in DOCUMENT_SERIES}
+    assert document_label({"kind": "credit_note", "id": 7, "number": None}) == "draft CN #7"
+    assert document_label({"kind": "debit_note", "id": 8, "number": None}) == "draft DN #8"
+    assert document_label({"kind": "credit_note", "id": 7, "number": "CN-2026-000003"}) == "CN-2026-000003"
+
+
 def test_drill_down_without_a_simulation_explains_what_to_do(interconnect):
     app = IcdslApp(interconnect)
 

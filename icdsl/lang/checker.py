@@ -68,6 +68,10 @@ from icdsl.money import Rounding
 from icdsl.parties import check_field, compact, vat_country
 from icdsl.spans import Span
 
+# the streams the cycle puts documents on without a declaration (icdsl.cycle.invoicing, a layer above)
+_DEFAULT_STREAM = "main"  # an agreement that declares no stream
+_NETTING = "netting"  # the settlement statement
+
 DEFAULT_ROUNDING = Rounding(6, "half_up")
 MAX_PRECISION = 12
 
@@ -213,6 +217,7 @@ class Checker:
         self.program = program
         self.out = Checked(program, charge_types=charge_types)
         self.diags: list[Diagnostic] = []
+        self._charge_streams: dict[int, set[str]] = {}  # agreement (id) -> the streams its charges name
         self.agreement: AgreementInfo | None = None  # the agreement being checked (for charge types)
         self._failed_amendments: set[int] = set()  # amending versions already reported as wrong
 
@@ -451,6 +456,7 @@ class Checker:
                 self._charge(c, (), None)
         for info in self.out.agreements:
             self._agreement(info)
+        self._template_streams()
         self._amendments()
         self._overlaps()
         for il in self.out.invoice_layouts.values():
@@ -693,6 +699,31 @@ class Checker:
                        "compare with the default (`icdsl invoice template --copy FILE`), which documents every key")
             return
         self.out.party_templates[(name.span.file, name.span.line, name.span.col)] = (name.value, text)
+
+    def _template_streams(self) -> None:
+        """A ``template "FILE" stream NAME`` names a stream the party's documents are on: one its
+        agreements declare (``main`` when one declares none, or the stream a charge names), or
+        ``netting`` (the settlement statement). A party with no agreement is not judged."""
+        parties: list[tuple[str, tuple[ast.PartyField, ...], str | None]] = [
+            (f"partner {p.code.text}", p.party, p.code.text) for p in self.out.partners.values()]
+        if self.out.company is not None:  # our company's layouts are for every partner's documents
+            parties.append((f"company {self.out.company.code.text}", self.out.company.party, None))
+        for who, fields, code in parties:
+            infos = [i for i in self.out.agreements
+                     if code is None or i.node.partner is None or i.node.partner.text == code]
+            if not infos:
+                continue
+            names = {_NETTING}
+            for i in infos:
+                names |= {st.name.text for st in i.node.streams} or {_DEFAULT_STREAM}
+                if not i.node.streams:
+                    names |= self._charge_streams.get(id(i.node), set())
+            for f in fields:
+                stream = f.values[1] if f.key == "template" and len(f.values) > 1 else None
+                if stream is None or stream.value in names:
+                    continue
+                self.error("E268", f"'{short_text(stream.value)}' is not an invoice stream of {who}", stream.span,
+                           did_you_mean(stream.value, names, "its streams"))
 
     def _party_needs(self, p: ast.PartnerDecl) -> None:
         """Say before a document needs it what its invoices will lack."""
@@ -1584,6 +1615,7 @@ class Checker:
             self.expr(v[0], info.partner if info else None)
         elif o.key == "stream" and info is not None:
             names = {st.name.text for st in info.node.streams}
+            self._charge_streams.setdefault(id(info.node), set()).add(v[0].text)
             if names and v[0].text not in names:
                 self.error("E115", f"unknown invoice stream '{v[0].text}'", v[0].span,
                            did_you_mean(v[0].text, names, "streams"))

@@ -102,17 +102,19 @@ def average_rate_text(ln: Mapping[str, Any], ccy: str) -> str:
     return f"avg {avg:f} {ccy}/{per}".replace("  ", " ")
 
 
-def party_lines(p: Mapping[str, Any]) -> list[str]:
-    """A party's address and identifiers as printed under its name."""
+def party_lines(p: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> list[str]:
+    """A party's address and identifiers as printed under its name (``labels``: the layout's
+    words for the VAT identifier and the registration number)."""
+    lb = {"vat_id": "VAT", "registration": "Reg.", **(labels or {})}
     out = list(p.get("address") or ())
     town = " ".join(x for x in (p.get("postcode"), p.get("city")) if x)
     if town or p.get("country"):
         out.append(", ".join(x for x in (town, p.get("country")) if x))
     ids = []
     if p.get("vat"):
-        ids.append(f"VAT {p['vat']}")
+        ids.append(f"{lb['vat_id']} {p['vat']}")
     if p.get("registration"):
-        ids.append(f"Reg. {p['registration']}")
+        ids.append(f"{lb['registration']} {p['registration']}")
     if ids:
         out.append(", ".join(ids))
     contacts = p.get("contacts") or ()
@@ -302,7 +304,7 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized", layout: Layout | N
         pdf.set_font(font, "B", base)
         pdf.multi_cell(width * 0.5, 5, text(seller.get("name")), new_x="LMARGIN", new_y="NEXT")
         pdf.set_font(font, "", base - 1)
-        for t in party_lines(seller):
+        for t in party_lines(seller, labels):
             pdf.multi_cell(width * 0.5, 3.8, text(t), new_x="LMARGIN", new_y="NEXT")
         pdf.ln(3)
     top = pdf.get_y()
@@ -312,7 +314,7 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized", layout: Layout | N
     pdf.multi_cell(width * 0.5, 5, text(doc.get("party_name") if kind == "share_statement"
                                         else doc.get("partner_name")), new_x="LMARGIN", new_y="NEXT")
     pdf.set_font(font, "", base)
-    who = f"Partner code {doc.get('partner_code')}"
+    who = f"{labels['partner_code']} {doc.get('partner_code')}"
     if kind == "share_statement":
         who = f"Party {doc.get('party')}, shares of the revenue of {doc.get('partner_code')}"
     if doc.get("partner_country"):
@@ -321,7 +323,7 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized", layout: Layout | N
     buyer = doc.get("buyer") if kind != "share_statement" else doc.get("recipient")
     if buyer and buyer.get("address"):
         pdf.set_font(font, "", base - 1)
-        for t in party_lines(buyer):
+        for t in party_lines(buyer, labels):
             pdf.multi_cell(width * 0.5, 3.8, text(t), new_x="LMARGIN", new_y="NEXT")
     left_bottom = pdf.get_y()
     pdf.set_xy(pdf.l_margin + width * 0.55, top)
@@ -386,7 +388,7 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized", layout: Layout | N
     pdf.ln(1)
     if kind == "statement" and doc.get("receivable_items"):
         pdf.set_font(font, "B", base - 0.5)
-        pdf.cell(width, 5, text("Receivable: our invoices of the period"), new_x="LMARGIN", new_y="NEXT")
+        pdf.cell(width, 5, text(labels["receivable_items"]), new_x="LMARGIN", new_y="NEXT")
         pdf.set_font(font, "", base - 0.5)
         for item in doc["receivable_items"]:
             need(5)
@@ -403,10 +405,10 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized", layout: Layout | N
                 f"amount split {money(sp.get('amount_split'))} {sp['currency']} = {parts}"
                 + (" (adds up)" if sp.get("adds_up") else "")), new_x="LMARGIN", new_y="NEXT")
     if kind == "statement":
-        rows = [("Receivable (our invoices)", doc.get("receivable"), False),
-                ("Payable (netted lines above)", doc.get("payable"), False), ("Net balance", doc.get("net"), True)]
+        rows = [(labels["receivable"], doc.get("receivable"), False),
+                (labels["payable"], doc.get("payable"), False), (labels["net_balance"], doc.get("net"), True)]
     elif kind == "share_statement":
-        rows = [("Total of your shares", doc.get("total"), True)]
+        rows = [(labels["shares_total"], doc.get("total"), True)]
     else:
         tax_label = doc.get("tax_label") or labels["tax"]
         rows = [(labels["subtotal"], doc.get("subtotal"), False), (tax_label, doc.get("tax_amount"), False),
@@ -418,14 +420,14 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized", layout: Layout | N
         pdf.cell(width * 0.20, 6, text(f"{money(amount)} {ccy}"), align="R", new_x="LMARGIN", new_y="NEXT")
     if kind == "statement" and doc.get("net") is not None:
         pdf.set_font(font, "", base - 0.5)
-        owed = "you owe us" if doc["net"] >= 0 else "we owe you"
+        owed = labels["balance_you_owe_us"] if doc["net"] >= 0 else labels["balance_we_owe_you"]
         pdf.set_x(pdf.l_margin + width * 0.55)
-        pdf.cell(width * 0.45, 5, text(f"Balance: {owed} {money(abs(doc['net']))} {ccy}"),
+        pdf.cell(width * 0.45, 5, text(f"{owed} {money(abs(doc['net']))} {ccy}"),
                  new_x="LMARGIN", new_y="NEXT")
         invs = [i.get("number") or f"#{i.get('id')}" for i in doc.get("invoices", [])]
         if invs:
             pdf.set_x(pdf.l_margin + width * 0.55)
-            pdf.multi_cell(width * 0.45, 5, text(f"Invoices: {', '.join(invs)}"), new_x="LMARGIN", new_y="NEXT")
+            pdf.multi_cell(width * 0.45, 5, text(f"{labels['invoices']}: {', '.join(invs)}"), new_x="LMARGIN", new_y="NEXT")
     pos = doc.get("dispute_position")
     if pos:  # a separate section: computed when shown, not part of the sealed statement
         need(12 + 6 * 5)

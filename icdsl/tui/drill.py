@@ -41,7 +41,9 @@ class LineRecords:
         return f"{self.partner} {document_label(d)} line {ln.get('line_no')}: {ln.get('description')}"
 
 
-PREFIXES = {"statement": "STM", "share_statement": "SHR", "credit_note": "CRN"}
+# the series' prefixes a draft is labelled with until it is numbered: the same as the numbers
+# (icdsl.billing.cycles: INV-, CN-, DN- and STM-; SHR for a revenue-share statement)
+PREFIXES = {"invoice": "INV", "credit_note": "CN", "debit_note": "DN", "statement": "STM", "share_statement": "SHR"}
 
 
 def document_label(d: dict[str, Any]) -> str:
