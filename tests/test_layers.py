@@ -53,6 +53,7 @@ HEAVY = {
 HEAVY_MODULES = {
     "icdsl.billing": "sqlalchemy",
     "icdsl.charges.groups": "pyarrow",
+    "icdsl.charges.percentage": "numpy",
     "icdsl.demo": "sqlalchemy",
     "icdsl.tui": "textual",
     "icdsl.plan.compiler": "lark",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -9,11 +10,83 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from typer.core import TyperGroup
+from typer.main import get_command_from_info, get_command_name, get_group_from_info
 
 from icdsl.lang.diagnostics import render_all
 from icdsl.plan.cache import build_cached
 
+# Which module defines each top-level command (or command group), in the order `icdsl --help` lists
+# them: `icdsl NAME` imports only NAME's modules (a group's subcommands may come from several), so
+# that a command does not pay for the imports of all the others. A new command module or command
+# is added here (tests/test_cli_lazy.py checks this table against what the modules register).
+_MAIN = "icdsl.cli.main"
+_BILLING = "icdsl.cli.billing"
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    **{name: (_MAIN,) for name in ("check", "fmt", "plan", "test", "explain", "rate", "plugins", "tui",
+                                   "lsp", "version")},
+    **{name: (_BILLING,) for name in ("load", "ingest", "conflicts", "rerate", "trace", "verify", "demo",
+                                      "commitments")},
+    "assure": ("icdsl.cli.assure",),
+    "reconcile": ("icdsl.cli.recon",),
+    "journal": ("icdsl.cli.einvoice",),
+    "lcr": ("icdsl.cli.routing",),
+    "margin": ("icdsl.cli.margin",),
+    "serve": ("icdsl.cli.portal",),
+    "cycle": (_BILLING,),
+    "invoice": (_BILLING, "icdsl.cli.einvoice"),
+    "inventory": (_BILLING,),
+    "dispute": ("icdsl.cli.disputes",),
+    "partner-invoice": ("icdsl.cli.partner_invoices",),
+    "users": ("icdsl.cli.portal",),
+    "tokens": ("icdsl.cli.portal",),
+    "rejects": ("icdsl.cli.rejects",),
+}
+
+
+class LazyCommands(TyperGroup):
+    """The root command group: a command's module is imported when that command is asked for (to
+    run it, or to list it in the help), not when ``icdsl`` starts. The click command is then made
+    from what the module registered on ``app``, the way typer makes it for a module imported at once."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self._loaded: set[str] = set()
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*COMMAND_MODULES, *(n for n in self.commands if n not in COMMAND_MODULES)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        modules = COMMAND_MODULES.get(cmd_name)
+        if modules is None:
+            if cmd_name not in self.commands:  # unknown: load all, so that "did you mean" knows every name
+                for name in COMMAND_MODULES:
+                    self.get_command(ctx, name)
+            return self.commands.get(cmd_name)
+        if cmd_name not in self._loaded:
+            for module in modules:
+                importlib.import_module(module)
+            command = self._make(cmd_name)
+            if command is not None:
+                self.commands[cmd_name] = command
+            self._loaded.add(cmd_name)
+        return self.commands.get(cmd_name)
+
+    def _make(self, name: str) -> Any:
+        for info in app.registered_commands:
+            if (info.name or get_command_name(info.callback.__name__)) == name:
+                return get_command_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short,
+                                             rich_markup_mode=self.rich_markup_mode)
+        for group in app.registered_groups:
+            if group.name == name:
+                return get_group_from_info(group, pretty_exceptions_short=app.pretty_exceptions_short,
+                                           rich_markup_mode=self.rich_markup_mode,
+                                           suggest_commands=self.suggest_commands)
+        return None
+
+
 app = typer.Typer(
+    cls=LazyCommands,
     name="icdsl",
     help="Interconnect billing as code: check, format, compile, rate and bill telecom agreements.",
     no_args_is_help=True,

@@ -4,7 +4,8 @@ Exit codes: 0 success, 1 problems found in the user's input (errors in rule file
 examples, files that need formatting), 2 usage errors, 3 an internal error (a bug: please report).
 
 Commands live in modules by stage: this one (language and rating) and ``billing`` (the store,
-cycles and invoices); all register on the one ``app`` of ``common``.
+cycles and invoices), ...; all register on the one ``app`` of ``common``, whose table
+``COMMAND_MODULES`` says which module defines which command: ``icdsl NAME`` imports only that one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from pathlib import Path
 import typer
 
 from icdsl import __version__
-from icdsl.charges.percentage import explain_event_record
 from icdsl.cli.common import app, build_or_exit, echo_err, existing
 from icdsl.lang.diagnostics import SourceCache, render, render_all, summary, to_json
 from icdsl.plan.cache import build_cached
@@ -195,6 +195,9 @@ def explain(
             raise typer.Exit(1)
         rec = hit.to_pylist()[0]
     # an event record (a porting, a payment) is counted by its charges, not rated
+    # lazy: the charges bring numpy and pyarrow: loaded when explain runs, not for `icdsl check`
+    from icdsl.charges.percentage import explain_event_record
+
     counted = explain_event_record(p.agreements_for(str(rec["partner"])), rec) if rec.get("partner") else []
     if counted:
         for step in counted:
@@ -398,18 +401,6 @@ def main() -> None:
                   "This is a bug in icdsl, not in your files. Run again with ICDSL_DEBUG=1 for the details.")
         sys.exit(3)
 
-
-# the other command modules register on the same app
-from icdsl.cli import assure as _assure  # noqa: E402,F401
-from icdsl.cli import billing as _billing  # noqa: E402,F401
-from icdsl.cli import disputes as _disputes  # noqa: E402,F401
-from icdsl.cli import einvoice as _einvoice  # noqa: E402,F401
-from icdsl.cli import margin as _margin  # noqa: E402,F401
-from icdsl.cli import partner_invoices as _partner_invoices  # noqa: E402,F401
-from icdsl.cli import portal as _portal  # noqa: E402,F401
-from icdsl.cli import recon as _recon  # noqa: E402,F401
-from icdsl.cli import rejects as _rejects  # noqa: E402,F401
-from icdsl.cli import routing as _routing  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.table import Table
 
 from icdsl.cli.billing import _data_option, _db_option, opened, user_errors
 from icdsl.cli.common import app, echo_err, table_console
@@ -69,6 +68,9 @@ def users_list(
 
     with opened(db, data) as store, user_errors(), store.reading() as s:
         rows = users(s, partner)
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
+    from rich.table import Table
+
     table = Table(title="portal users")
     for col in ("user", "partner", "created", "by", "disabled"):
         table.add_column(col, overflow="fold")
@@ -107,6 +109,9 @@ def users_audit(
 
     with opened(db, data) as store, user_errors(), store.reading() as s:
         rows = events(s, action=action, limit=limit)
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
+    from rich.table import Table
+
     table = Table(title="portal audit trail")
     for col in ("at (UTC)", "action", "who", "partner", "what", "from"):
         table.add_column(col, overflow="fold")
@@ -146,6 +151,9 @@ def tokens_list(
 
     with opened(db, data) as store, user_errors(), store.reading() as s:
         rows = tokens(s, partner)
+    # lazy: rich: loaded when this command runs, not at every `icdsl` start
+    from rich.table import Table
+
     table = Table(title="API tokens")
     for col in ("id", "partner", "name", "starts", "issued", "by", "revoked"):
         table.add_column(col, overflow="fold", justify="right" if col == "id" else "left")
