@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import random
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -235,6 +236,8 @@ def test_the_store_ingests_broken_files_with_counts_that_reconcile(store, tmp_pa
     """``icdsl ingest``'s path (the store, its conflicts and its switch readers), 30 broken files:
     each is refused with an IngestError naming it, or stored with counts that reconcile."""
     pytest.importorskip("icdsl_mediation")
+    # the partners name their document layouts (layouts/*.toml), which the checker reads
+    shutil.copytree(ROOT / "examples" / "interconnect" / "layouts", tmp_path / "rules" / "layouts")
     plan, _ = make_plan(tmp_path, (ROOT / "examples" / "interconnect" / "partners.icd").read_text(encoding="utf-8"))
     rng = random.Random(12)
     for n in range(30):
