@@ -194,15 +194,17 @@ class DocumentCache:
     keyed by (seal kind, document id, seal digest) and the declarations a document shows as they
     are now rather than as sealed (the partner's and our company's ``decl_hash``): a sealed
     document cannot change (the seal's triggers refuse it), so building it again and checking its
-    seal again at each view would only give the same answer. Who may read it is NOT cached: :func:`document` looks the document
-    up with the partner in the query at every request, then reads its seal row (one indexed row):
-    only a document found for this principal and whose seal is the one cached is served from here.
-    A draft has no seal and is never kept; nor is a statement's dispute position, computed at
-    each view. Bounded: the least recently used are dropped first. Thread-safe (FastAPI runs
+    seal again at each view would only give the same answer. Who may read it is NOT cached:
+    :func:`document` looks the document up with the partner in the query at every request, then
+    reads its seal row (one indexed row): only a document found for this principal, whose seal is
+    the one it was kept under, is served from here. A draft has no seal and is never kept; nor is
+    a statement's dispute position, computed at each view. Bounded (``max_bytes`` of pickled
+    documents per process): the least recently used are dropped first. Thread-safe (FastAPI runs
     plain handlers in a thread pool)."""
 
-    def __init__(self, size: int = 2048) -> None:
-        self.size = size
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
         # kept pickled (this process's own data, never outside input): each view unpickles its
         # own copy to change, several times cheaper than a deep copy
         self._docs: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
@@ -221,11 +223,14 @@ class DocumentCache:
 
     def put(self, key: tuple[Any, ...], doc: dict[str, Any]) -> None:
         kept = pickle.dumps({k: v for k, v in doc.items() if k not in _NOT_CACHED}, pickle.HIGHEST_PROTOCOL)
+        if len(kept) > self.max_bytes // 8:  # a very large document: built at each view, as without a cache
+            return
         with self._lock:
+            before = self._docs.pop(key, None)
+            self.bytes += len(kept) - (len(before) if before is not None else 0)
             self._docs[key] = kept
-            self._docs.move_to_end(key)
-            while len(self._docs) > self.size:
-                self._docs.popitem(last=False)
+            while self.bytes > self.max_bytes:
+                self.bytes -= len(self._docs.popitem(last=False)[1])
 
     def __len__(self) -> int:
         return len(self._docs)
