@@ -469,3 +469,43 @@ def test_each_server_process_makes_the_app_from_the_environment(demo_folder, mon
         assert "icdsl-login" in c.get("/login").cookies  # plain HTTP: cookies without the __Host- prefix
     finally:
         app.state.store.close()
+
+
+def test_documents_built_once_per_seal_and_still_scoped_at_every_request(site, anna, boris):
+    """A finalized document is built and its seal checked once per process (the app's
+    ``DocumentCache``, keyed by its seal): what is served from it is the document as built, and
+    another partner asking for a document already kept is still not found."""
+    from icdsl.billing import portal as P
+
+    store, cache = site["store"], site["app"].state.documents
+    theirs = refs(boris, "BRKGB")
+    for ref in theirs:
+        assert boris.get(f"/p/BRKGB/documents/{ref}").status_code == 200
+    hits = cache.hits
+    for ref in theirs:  # again: from the cache
+        assert boris.get(f"/p/BRKGB/documents/{ref}").status_code == 200
+    assert cache.hits >= hits + len(theirs)
+    missing = anna.get("/p/LUMFR/documents/INV-2099-999999")
+    for ref in theirs:  # kept, and still another partner's: not found, as one that does not exist
+        for path in (f"/p/LUMFR/documents/{ref}", f"/p/BRKGB/documents/{ref}",
+                     f"/p/BRKGB/documents/{ref}/download/json"):
+            r = anna.get(path)
+            assert (r.status_code, r.text) == (404, missing.text), path
+    boris_p = accounts.Principal("user", 0, "boris", "BRKGB")
+    ref = theirs[0]
+    built = P.document(store, boris_p, "BRKGB", ref)
+    served = P.document(store, boris_p, "BRKGB", ref, cache=cache)
+    assert served == built
+    served["lines"].clear()  # the caller's copy: the kept one is untouched
+    assert P.document(store, boris_p, "BRKGB", ref, cache=cache) == built
+    # the partner's declaration (shown as it is now, not sealed) changed: built again
+    with store.session() as s:
+        row = s.scalars(sa.select(M.Partner).where(M.Partner.code == "BRKGB")).one()
+        old, row.decl_hash = row.decl_hash, "changed"
+    try:
+        misses = cache.misses
+        assert P.document(store, boris_p, "BRKGB", ref, cache=cache) == built
+        assert cache.misses == misses + 1
+    finally:
+        with store.session() as s:
+            s.scalars(sa.select(M.Partner).where(M.Partner.code == "BRKGB")).one().decl_hash = old

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import re
 import tempfile
+import threading
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -35,7 +37,7 @@ from sqlalchemy.orm import Session
 from icdsl.billing import models as M
 from icdsl.billing.accounts import AccessError, Principal, principal_event
 from icdsl.billing.base import now
-from icdsl.billing.disputes import list_disputes
+from icdsl.billing.disputes import attach_positions, list_disputes
 from icdsl.billing.errors import StoreError
 from icdsl.outputs import write
 
@@ -187,23 +189,98 @@ def _find(s: Session, p: Principal, prow: M.Partner, ref: str) -> str:
     raise NotFound()
 
 
-def document(store: Store, p: Principal, partner: str, ref: str) -> dict[str, Any]:
+class DocumentCache:
+    """Finalized documents as the store built them, their seal checked, kept in this process and
+    keyed by (seal kind, document id, seal digest) and the declarations a document shows as they
+    are now rather than as sealed (the partner's and our company's ``decl_hash``): a sealed
+    document cannot change (the seal's triggers refuse it), so building it again and checking its
+    seal again at each view would only give the same answer. Who may read it is NOT cached:
+    :func:`document` looks the document up with the partner in the query at every request, then
+    reads its seal row (one indexed row): only a document found for this principal, whose seal is
+    the one it was kept under, is served from here. A draft has no seal and is never kept; nor is
+    a statement's dispute position, computed at each view. Bounded (``max_bytes`` of pickled
+    documents per process): the least recently used are dropped first. Thread-safe (FastAPI runs
+    plain handlers in a thread pool)."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        # kept pickled (this process's own data, never outside input): each view unpickles its
+        # own copy to change, several times cheaper than a deep copy
+        self._docs: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple[Any, ...]) -> dict[str, Any] | None:
+        with self._lock:
+            doc = self._docs.get(key)
+            if doc is None:
+                self.misses += 1
+                return None
+            self._docs.move_to_end(key)
+            self.hits += 1
+        return pickle.loads(doc)  # noqa: S301 - the caller's copy, never the kept one
+
+    def put(self, key: tuple[Any, ...], doc: dict[str, Any]) -> None:
+        kept = pickle.dumps({k: v for k, v in doc.items() if k not in _NOT_CACHED}, pickle.HIGHEST_PROTOCOL)
+        if len(kept) > self.max_bytes // 8:  # a very large document: built at each view, as without a cache
+            return
+        with self._lock:
+            before = self._docs.pop(key, None)
+            self.bytes += len(kept) - (len(before) if before is not None else 0)
+            self._docs[key] = kept
+            while self.bytes > self.max_bytes:
+                self.bytes -= len(self._docs.popitem(last=False)[1])
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+
+# what a document holds that is computed at each view, not sealed (a statement's dispute position)
+_NOT_CACHED = ("dispute_position", "dispute_positions_other", "ref")
+# a document's seal, with what of it is read as it is now and not sealed: our company's declaration
+# (the seller of documents finalized before 0016); the partner's (its kind, country, due days) is
+# the partner row's, already read for the access check
+_FIRST_COMPANY = select(M.Company.decl_hash).order_by(M.Company.id).limit(1).scalar_subquery()
+_SEAL_OF = (select(M.DocumentSeal.seal, _FIRST_COMPANY)
+            .where(M.DocumentSeal.kind == sa.bindparam("kind"), M.DocumentSeal.document_id == sa.bindparam("id")))
+
+
+def document(store: Store, p: Principal, partner: str, ref: str, *,
+             cache: DocumentCache | None = None) -> dict[str, Any]:
     """One of the partner's documents by its number (or ``inv-ID``/``stm-ID``), as the store
-    builds it (seal checked); :class:`NotFound` for any other."""
+    builds it (seal checked); :class:`NotFound` for any other. With ``cache``: a finalized
+    document already built and checked under the same seal is taken from it (the access check,
+    above, is made at every call all the same)."""
+    key = None
     with store.reading() as s:
         prow = partner_row(s, p, partner)
         inner = _find(s, p, prow, ref)
+        if cache is not None:
+            kind, id_ = ("settlement", int(inner[4:])) if inner.startswith("stm:") else ("invoice", int(inner[1:]))
+            sealed = s.execute(_SEAL_OF, {"kind": kind, "id": id_}).first()
+            if sealed is not None:
+                key = (kind, id_, sealed[0], prow.decl_hash, sealed[1])
+                doc = cache.get(key)
+                if doc is not None:
+                    if doc["kind"] == "statement":
+                        attach_positions(store, s, [doc])  # computed now, as the store does
+                    doc["ref"] = _ref(doc["kind"], doc.get("number"), doc["id"])
+                    return doc
     doc = store.document(inner)
+    if key is not None and doc.get("status") == "finalized":
+        cache.put(key, doc)
     doc["ref"] = _ref(doc["kind"], doc.get("number"), doc["id"])
     return doc
 
 
-def download(store: Store, p: Principal, partner: str, ref: str, fmt: str) -> tuple[str, str, bytes]:
+def download(store: Store, p: Principal, partner: str, ref: str, fmt: str, *,
+             cache: DocumentCache | None = None) -> tuple[str, str, bytes]:
     """The document written as ``fmt`` (pdf, csv, json, ubl) by the outputs ``icdsl invoice
     export`` uses: (file name, media type, content)."""
     if fmt not in DOWNLOAD_FORMATS:
         raise NotFound()
-    doc = document(store, p, partner, ref)
+    doc = document(store, p, partner, ref, cache=cache)
     if fmt == "ubl" and doc["kind"] not in ("invoice", "credit_note"):
         raise NotFound("a statement is not an e-invoice: download it as pdf, csv or json")
     with tempfile.TemporaryDirectory(prefix="icdsl-portal-") as tmp:

@@ -154,6 +154,9 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
                               "exact decimal text.")
     app.state.store = store
     app.state.config = config
+    # finalized documents built and seal-checked once per process (P.DocumentCache: keyed by their
+    # seal; the access check and the lookup with the partner in the query run at every request)
+    documents = app.state.documents = P.DocumentCache()
     secure = config.secure_cookies
     session_cookie = SESSION_COOKIE if secure else INSECURE_SESSION_COOKIE
     login_cookie = LOGIN_COOKIE if secure else INSECURE_LOGIN_COOKIE
@@ -338,7 +341,7 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
     @app.get("/p/{partner}/documents/{ref}", response_class=HTMLResponse, include_in_schema=False)
     def document_page(request: Request, partner: str, ref: str,
                       me: Annotated[Principal, Depends(signed_in)]) -> Response:
-        doc = P.document(store, me, partner, ref)
+        doc = P.document(store, me, partner, ref, cache=documents)
         return page(request, "document.html", me, partner, doc=doc, formats=_formats(doc),
                     max_mib=P.MAX_ATTACHMENT // (1024 * 1024))
 
@@ -348,7 +351,7 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
         return _download(request, me, partner, ref, fmt)
 
     def _download(request: Request, me: Principal, partner: str, ref: str, fmt: str) -> Response:
-        name, media, data = P.download(store, me, partner, ref, fmt)
+        name, media, data = P.download(store, me, partner, ref, fmt, cache=documents)
         with store.session() as s:
             accounts.principal_event(s, me, "download", partner=partner, target=f"{ref} {fmt}",
                                      remote=remote(request), details={"file": name, "bytes": len(data)})
