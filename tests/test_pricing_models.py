@@ -317,3 +317,22 @@ def test_band_parts_are_checked():
     rules = BAND_PARTS.replace("    band offpeak {\n      increments 1/1\n    }\n",
                                "    band offpeak {\n      price 0.0100 EUR per minute\n    }\n    band night {\n    }\n")
     assert check_rules(rules).codes == ["E305", "E207"]
+
+
+def test_a_cap_beyond_the_vectorized_range_rates_on_the_exact_path():
+    """A cap so large (at 12 decimals) that it does not fit the batch executor's int64 arithmetic
+    caps nothing there, and both executors agree (found by the property test: it used to be an
+    OverflowError in the batch executor)."""
+    rules = PARTNER + """agreement "Huge cap" v1 with CARR effective 2026-01-01 .. {
+  outbound voice {
+    price by destination in EUR {
+      33 "France" 0.0100
+    }
+    rounding half_up to 12 decimals
+    at most 99_999_999_999.00 EUR per call
+  }
+}
+"""
+    plan = build_plan(rules)
+    cmp = rate_both(plan, [_record(1, 60), _record(2, 125)]).assert_agree()
+    assert cmp.amounts == [Decimal("0.010000000000"), Decimal("0.030000000000")]  # 60/60: 180 s

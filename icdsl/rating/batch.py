@@ -57,7 +57,7 @@ from icdsl.rating.kernels import (
     div_round,
 )
 from icdsl.rating.origins import NUMBER_FIELDS, number_field, origin_matcher
-from icdsl.rating.row import rate_record, row_plan
+from icdsl.rating.row import INT64_MAX, rate_record, row_plan
 from icdsl.rating.select import FAR_FUTURE, FAR_PAST, KIND_COUNT, KIND_TIME, KIND_VOLUME, ordinal
 from icdsl.rounding import div_round_array
 from icdsl.rounding import div_round_int as round_int
@@ -716,7 +716,8 @@ class _Batch:
         if kern.mult != 1:
             num *= kern.mult
         if kern.cap is not None:
-            np.minimum(num, kern.cap, out=num)
+            # a cap beyond int64 caps nothing here (such plans rate every record on the exact path)
+            np.minimum(num, min(kern.cap, INT64_MAX), out=num)
         if zero is not None and sp.zero_duration != "connect_fee" and zero.any():
             if sp.zero_duration == "free":
                 num[zero] = 0
