@@ -201,3 +201,14 @@ def test_demo_small_deterministic_and_resumable_after_a_kill(tmp_path):
     assert run_demo(tmp_path / "killed", records=6000, seed=5, console=console) == 0
     assert _documents(tmp_path / "killed") == clean
     assert {p.name: p.read_bytes() for p in (tmp_path / "killed" / "invoices").glob("*.pdf")} == pdfs
+
+
+def test_store_commands_read_the_rules_of_the_current_folder(env, monkeypatch):
+    """Run from the project's folder, `ingest` and `cycle run` need no --rules; elsewhere the
+    message says what to do (exit 2, no traceback)."""
+    out = run("ingest", "march.csv", code=2)  # env's folder holds no *.icd
+    assert "holds no rule files (*.icd)" in out and "--rules FOLDER" in out
+    monkeypatch.chdir(env / "rules")
+    assert "batch #1: read 63, passed 63" in run("ingest", str(env / "march.csv"))
+    out = run("cycle", "run", "ORFR", "2026-03", "--accept", "invalid_destination")
+    assert "ORFR 2026-03: invoiced" in out

@@ -25,7 +25,8 @@ from icdsl.rating.cluster import ClusterError, dask_client
 
 DB_HELP = "Database URL: sqlite:///FILE or postgresql://USER@HOST/DB (default: $ICDSL_DB, else sqlite:///icdsl.db)."
 DATA_HELP = "Folder of the store's Parquet files (default: $ICDSL_DATA, else icdsl-data next to the SQLite file)."
-RULES_HELP = "Rule files or folders (repeat --rules for several)."
+RULES_HELP = ("Rule files or folders (repeat --rules for several); default: the current folder, when it holds "
+              "rule files (*.icd).")
 
 cycle_app = typer.Typer(help="Billing cycles: run (rate, validate, invoice), status, finalize.",
                         no_args_is_help=True)
@@ -73,9 +74,15 @@ def opened(db: str | None, data: Path | None) -> Iterator[Any]:
 
 
 def _plan(rules: list[Path], root: Path | None):
+    """The plan of ``rules``, or of the current folder when none are given and it holds rule
+    files (the way `icdsl check .` is run from a project); else a clear error (exit 2)."""
     if not rules:
-        echo_err("error: give the rule files with --rules (files or folders)")
-        raise typer.Exit(2)
+        here = Path.cwd()
+        if not any(p.is_file() for p in here.glob("*.icd")):
+            echo_err(f"error: no rules given, and this folder ({here}) holds no rule files (*.icd)\n"
+                     "  = help: run the command from the project's folder, or give its rules with --rules FOLDER")
+            raise typer.Exit(2)
+        rules = [Path(".")]
     return build_with_program_or_exit(existing(rules), root)
 
 

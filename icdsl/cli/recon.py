@@ -12,26 +12,13 @@ from pathlib import Path
 
 import typer
 
-from icdsl.cli.billing import _data_option, _db_option, _plan, opened, user_errors
+from icdsl.cli.billing import RULES_HELP, _data_option, _db_option, _plan, opened, user_errors
 from icdsl.cli.common import app, echo_err, table_console
 
 FORMATS = ("table", "csv", "json", "pdf")
 
-RULES_HERE_HELP = ("Rule files or folders (repeat --rules for several); default: the current folder, when it holds "
-                   "rule files (*.icd).")
-
-
-def project_plan(rules: list[Path], root: Path | None):
-    """The plan of ``rules``, or of the current folder when none are given and it holds rule
-    files (the way `icdsl check .` is run from a project); else a clear error (exit 2)."""
-    if rules:
-        return _plan(rules, root)
-    here = Path.cwd()
-    if any(p.is_file() for p in here.glob("*.icd")):
-        return _plan([Path(".")], root)
-    echo_err(f"error: no rules given, and this folder ({here}) holds no rule files (*.icd)\n"
-             "  = help: run the command from the project's folder, or give its rules with --rules FOLDER")
-    raise typer.Exit(2)
+RULES_HERE_HELP = RULES_HELP
+project_plan = _plan  # the plan of --rules, or of the current folder when it holds rule files
 
 
 @app.command("reconcile")
