@@ -99,26 +99,20 @@ def test_refile_flag_rates_the_record_and_marks_it(plans):
     assert row == [[], [(flag, 0)], [], [(flag, 0)], [(flag, 0)], [(flag, 0)]]
 
 
-def test_a_flagged_record_is_counted_on_its_own_line(store, tmp_path):  # noqa: F811 (fixture)
+def _load_transit_with_a_us_caller(billing_store, tmp_path, rules):
+    """The transit month's first two records and T7, a call from a US number (outside the EEA)
+    handed over by HUBA for TERMB; loaded and ingested with ``rules``; returns the plan."""
     from tests.test_transit import ROWS, write
 
-    rows = [
-        *ROWS[:2],
-        (
-            "T7",
-            "HUBA",
-            "TERMB",
-            "transit",
-            "voice",
-            "12125550100",
-            "442071234567",
-            "2026-03-20T08:00:00Z",
-            90,
-        ),
-    ]
-    plan, program = make_plan(tmp_path, FLAG_RULES)
-    store.load_plan(plan, program)
-    store.ingest(write(tmp_path, rows), None, plan)
+    t7 = ("T7", "HUBA", "TERMB", "transit", "voice", "12125550100", "442071234567", "2026-03-20T08:00:00Z", 90)
+    plan, program = make_plan(tmp_path, rules)
+    billing_store.load_plan(plan, program)
+    billing_store.ingest(write(tmp_path, [*ROWS[:2], t7]), None, plan)
+    return plan
+
+
+def test_a_flagged_record_is_counted_on_its_own_line(store, tmp_path):  # noqa: F811 (fixture)
+    plan = _load_transit_with_a_us_caller(store, tmp_path, FLAG_RULES)
     orig = store.run_cycle("HUBA", "2026-03", plan)
     (inv,) = store.invoices(orig.cycle_id)
     lines = {ln.description: ln for ln in store.invoice_lines(inv.id)}
@@ -132,25 +126,7 @@ def test_a_flagged_record_is_counted_on_its_own_line(store, tmp_path):  # noqa: 
 
 
 def test_a_refile_reject_is_counted_by_the_cycle(store, tmp_path):  # noqa: F811 (fixture)
-    from tests.test_transit import ROWS, write
-
-    rows = [
-        *ROWS[:2],
-        (
-            "T7",
-            "HUBA",
-            "TERMB",
-            "transit",
-            "voice",
-            "12125550100",
-            "442071234567",
-            "2026-03-20T08:00:00Z",
-            90,
-        ),
-    ]
-    plan, program = make_plan(tmp_path, REJECT_RULES)
-    store.load_plan(plan, program)
-    store.ingest(write(tmp_path, rows), None, plan)
+    plan = _load_transit_with_a_us_caller(store, tmp_path, REJECT_RULES)
     orig = store.run_cycle("HUBA", "2026-03", plan)
     term = store.run_cycle("TERMB", "2026-03", plan)
     # the originating side rejects T7; the terminating side (no refile rule) bills it
