@@ -129,6 +129,16 @@ def test_the_rating_cases_as_one_batch_agree_with_both_executors():
     assert not cmp.differences, cmp.differences
 
 
+def test_the_documentation_lists_every_case():
+    doc = (ROOT / "docs" / "conformance.md").read_text(encoding="utf-8")
+    for name in CASES:
+        plan = _plan(SUITE / name)
+        for ex in [*plan.examples, *plan.cycle_examples]:
+            assert f"| {ex.name} |" in doc, ex.name
+    for name in PENDING_REASONS:
+        assert f"`{name}`" in doc, name
+
+
 def test_icdsl_test_runs_the_suite():
     result = CliRunner().invoke(app, ["test", str(SUITE)])
     assert result.exit_code == 0, result.output
