@@ -109,6 +109,20 @@ def test_the_tier_bound_convention_is_what_makes_these_cases_agree(name, tmp_pat
     assert differ == TIER_END_CASES[name]
 
 
+# the CGRateS cases that agree only because the agreement rounds as the rating plan does
+# (`*up` to 4 decimals: `rounding up to 4 decimals`); with icdsl's default (6 decimals, half up)
+ROUNDING_CASES = {"tutorial_local_test.go TestTutLocalGetCosts: 1001 -> 1002, 85 s costs 0.6417"}
+
+
+def test_the_rounding_convention_is_what_makes_this_case_agree(tmp_path):
+    text = (SUITE / "cgrates_rating.icd").read_text(encoding="utf-8")
+    assert text.count("  rounding up to 4 decimals\n") == 6  # every agreement
+    path = tmp_path / "cgrates_rating.icd"
+    path.write_text(text.replace("  rounding up to 4 decimals\n", ""), encoding="utf-8")
+    differ = {r.example.name for r in run_examples(_plan(path)) if not r.ok}
+    assert differ == ROUNDING_CASES
+
+
 def test_the_suite_lists_every_file():
     assert sorted(p.name for p in SUITE.glob("*.icd")) == sorted(CASES)
     assert sorted(p.name for p in PENDING.glob("*.icd")) == sorted(PENDING_REASONS)
