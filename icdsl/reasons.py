@@ -26,8 +26,9 @@ REJECT_REASONS: dict[str, str] = {
     "bad_duration": "duration_s is not a whole number of seconds",
     "negative_duration": "duration_s is negative",
     "invalid_number": (
-        "b_number is not a dialable number once normalized to E.164: characters other than "
-        "digits, a national number without the layout's country, fewer than 3 or more than 15 digits"
+        "b_number of a call or a message (voice, sms) is not a dialable number once normalized to "
+        "E.164: characters other than digits, a national number without the layout's country, fewer "
+        "than 3 or more than 15 digits (other services keep what they carry, an APN for instance)"
     ),
     "bad_volume": "volume is not a whole, non-negative number of bytes",
     "bad_units": "units is not a whole, non-negative number",

@@ -27,6 +27,7 @@ from icdsl.rating import batch as batch_module
 from icdsl.rating.batch import rate_batch
 from icdsl.rating.result import RATED_COLUMNS
 from icdsl.rating.row import rate_record
+from icdsl.testing import build_plan, rate_both
 
 TYPES = {
     "id": pa.int64(),
@@ -307,3 +308,27 @@ def test_threads_do_not_change_answers(monkeypatch):
     two, _ = rate_batch(p, t)
     assert one["amount"].equals(two["amount"])
     assert pc.sum(one["billed_units"]).as_py() == pc.sum(two["billed_units"]).as_py()
+
+
+def test_text_where_a_number_goes_is_looked_up_like_the_row_executor_does():
+    """A data session or an MMS may carry an APN instead of a number (intake keeps it for
+    services that need no number): a rate table finds no digit row for it, a catch-all row
+    prices it. The batch's vectorized lookup reads such a value as garbage digits; it must take
+    it to the slow path, never index with it (it did: IndexError), and agree with the row
+    executor, in a batch mixed with numbers."""
+    p = build_plan('partner IOT "IoT" {\n  currency EUR\n}\n\n'
+                   'agreement "APN" v1 with IOT effective 2026-01-01 .. {\n'
+                   '  outbound data {\n    price by destination in EUR per MB {\n'
+                   '      33 "France" 1.0000\n    }\n  }\n\n'
+                   '  outbound mms {\n    price by destination in EUR per message {\n'
+                   '      "" "Any" 0.5000\n      33 "France" 1.0000\n    }\n  }\n}\n')
+    cases = [("data", "internet.m2m", 1500, None), ("data", "33123", 1_048_576, None), ("mms", "apn.x", None, 1),
+             ("mms", "33612", None, 1), ("mms", "apn.a.much.longer.name.example", None, 1), ("data", "zz", 5, None)]
+    recs = [{"id": str(i), "partner": "IOT", "direction": "outbound", "service": s, "b_number": b,
+             "start": "2026-03-04T09:15:00Z", "duration_s": 0, "volume": v, "units": u}
+            for i, (s, b, v, u) in enumerate(cases * 50)]
+    cmp = rate_both(p, recs)
+    assert not cmp.differences, cmp.differences[:5]
+    got = [(r.ok, r.destination if r.ok else r.reason) for r in cmp.row[:6]]
+    assert got == [(False, "no_rate"), (True, "France"), (True, "Any"), (True, "France"), (True, "Any"),
+                   (False, "no_rate")]

@@ -702,6 +702,32 @@ def test_normalize_record_rejects(record, reject):
         assert got == reject
 
 
+def test_a_service_that_needs_no_number_keeps_what_the_traffic_carries():
+    """Data sessions and events carry an APN or a service name where a call has its number: kept
+    as given (a flat price does not read it), where a call or a message is invalid_number; in a
+    batch of many rows, with numbers to normalize beside them, as for one record."""
+    rows = [("1", "data", " internet.m2m "), ("2", "voice", "abc"), ("3", "data", "+33 6 12 34 56 78"),
+            ("4", "sms", "short.code"), ("5", "porting", "SRV-42"), ("6", "data", None)]
+    got = [normalize_record({"id": i, "partner": "P", "direction": "outbound", "service": svc, "b_number": bn,
+                             "start": "2026-03-04T09:15:00Z", "duration_s": "0"}) for i, svc, bn in rows]
+    assert got[0]["b_number"] == "internet.m2m"
+    assert got[1] == Reject("invalid_number", "b_number 'abc' is not a phone number (characters other than digits)")
+    assert got[2]["b_number"] == "33612345678"
+    assert got[3] == Reject("invalid_number",
+                            "b_number 'short.code' is not a phone number (characters other than digits)")
+    assert got[4]["b_number"] == "SRV-42" and got[5]["b_number"] is None
+
+
+def test_a_file_keeps_what_data_sessions_carry_instead_of_a_number(tmp_path):
+    text = (HEADER + "1,FR01,outbound,data,internet.m2m,2026-03-04T09:15:00Z,0\n" + row(2, b="abc")
+            + "3,FR01,outbound,data,+33 6 12 34 56 78,2026-03-04T09:15:00Z,0\n" + row(4)
+            + "5,FR01,outbound,data, apn.x ,2026-03-04T09:15:00Z,0\n")
+    rec, rej, counts = read_records(write(tmp_path, text), PARIS)
+    assert rec.column("b_number").to_pylist() == ["internet.m2m", "33612345678", "33612345678", "apn.x"]
+    assert [(r[1], r[2]) for r in rejects(rej)] == [("2", "invalid_number")]
+    assert counts.reconciles()
+
+
 def test_records_table_for_the_batch_executor():
     recs = [normalize_record({"id": "e1", "partner": "P", "direction": "outbound", "service": "voice",
                               "b_number": "+33612345678", "start": "2026-03-04T09:15:00Z", "duration_s": 61,

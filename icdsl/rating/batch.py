@@ -535,6 +535,8 @@ class _Batch:
                         keys, ok = sb.digit_keys(kern.key_digits, lo, hi)
                     else:
                         keys, ok = sb.digit_keys_at(kern.key_digits, pos)
+                    if not ok.all():  # not k digits (short, or text such as an APN): the slow path
+                        keys = np.where(ok, keys, 0)
                     if origin is None:
                         row = self._lookup(kern, keys, tz_days, pos)
                     else:

@@ -8,7 +8,9 @@ disagree): the normalized columns, and the problems of the rows that cannot be u
 - *Text*: leading/trailing spaces are removed; an empty value is a missing one; direction and
   service are lower-cased; an integer partner column is written in decimal.
 - *Numbers*: :mod:`icdsl.rating.intake.numbers`; a b_number that is not a phone number is
-  ``invalid_number``, an a_number that is not one is kept as given (``anonymous``).
+  ``invalid_number`` for a call or a message (voice, sms), and kept as given for the services
+  that need no number (a data session's APN, an event's service name); an a_number that is not
+  one is kept as given (``anonymous``).
 - *Whole numbers*: ``61``, ``61.0`` and ``61.`` are 61; a fractional value (``61.5``) is refused
   (``bad_duration``) rather than rounded, since rounding would change the billed quantity
   silently; a negative duration is ``negative_duration``. Volume and units follow the same rule
@@ -97,6 +99,19 @@ def normalize(
     if absent is not None:
         absent[bad] = False
         missing("b_number", np.flatnonzero(absent & calls))
+    if len(bad) and not calls.all():
+        # a service that needs no number (data, events...): what the traffic carries instead (an
+        # APN, a service name) is kept as given, as a flat price does not read it and a rate
+        # table finds no row for it (no_rate), the same as the record's example would say
+        spare = bad[~calls[bad]]
+        if len(spare):
+            keep = np.zeros(n, bool)
+            keep[spare] = True
+            if isinstance(bn, pa.ChunkedArray):
+                bn = bn.combine_chunks()
+            bn = pc.replace_with_mask(bn, pa.array(keep), pc.utf8_trim_whitespace(raw.take(pa.array(spare))))
+            messages = [m for m, c in zip(messages, calls[bad], strict=True) if c]
+            bad = bad[calls[bad]]
     if len(bad):
         label = b.label_of.get("b_number", "b_number")
         values = raw.take(pa.array(bad)).to_pylist()
