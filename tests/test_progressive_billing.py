@@ -150,12 +150,11 @@ def test_interim_plus_final_is_a_single_invoice(low_plan, days, checks):
     """Whatever the traffic and the days checked: final + interim invoices = one invoice, for
     the subtotal, the tax and the total, exactly (thresholds 50, 120 and 200 EUR, VAT 19.6 %)."""
     plan = low_plan
-    rows, nid = [], 0
-    for day, seconds, sms in days:
+    rows = []
+    for nid, (day, seconds, sms) in enumerate(days):
         rows += [{"id": str(nid), "partner": "HEAVY", "direction": "outbound", "service": "voice",
                   "b_number": "4420", "start": datetime(2026, 3, day, 12, tzinfo=UTC), "duration_s": seconds * 97}]
         rows += _sms(day, sms, 10_000 + nid * 1000)
-        nid += 1
     interims = []
     for n, day in enumerate(sorted(checks), 1):
         got = check(_inputs(plan, rows), date(2026, 3, day), interims)

@@ -44,6 +44,7 @@ from icdsl.cycle.invoicing import DraftInvoice, DraftLine, Drafts
 from icdsl.cycle.periods import local_midnight
 from icdsl.plan.model import Agreement, Plan
 
+
 @dataclass
 class ProgressiveCheck:
     """What :func:`check` found for a period in progress."""
@@ -132,7 +133,10 @@ def check(inputs: CycleInputs, until: date, interims: Sequence[Interim] = ()) ->
                          f"a check on {until} comes after it")
     end = local_midnight(until + timedelta(days=1), per.timezone)
     source = inputs.records
-    records = (lambda: records_until(source() if callable(source) else source, end))
+
+    def records() -> Iterable[tuple[int, pa.Table]]:
+        return records_until(source() if callable(source) else source, end)
+
     result = run(replace(inputs, records=records, interims=()))
     if result.drafts is None:
         raise CycleError(f"the usage of {partner.code} to {until} is held by findings that are errors: "
