@@ -88,3 +88,29 @@ def test_interim_invoices_and_the_final_deduction(store, tmp_path):
     # once the cycle is invoiced, no more interim invoices for the period
     with pytest.raises(CycleStateError, match="is finalized: progressive billing is for a period in progress"):
         store.progressive("HEAVY", "2026-03", plan, date(2026, 3, 30))
+
+
+def test_the_interim_invoice_as_a_document_and_through_the_cli(store, db_url, tmp_path):
+    from typer.testing import CliRunner
+
+    from icdsl.billing.documents import invoice_document
+    from icdsl.cli.main import app
+
+    plan, program = make_plan(tmp_path, RULES)
+    store.load_plan(plan, program)
+    store.ingest(write_csv(tmp_path / "in" / "a.csv", _calls(3, 1100, 0)), None, plan)
+    runner = CliRunner()
+    args = ["--db", db_url, "--data", str(tmp_path / "data"), "--rules", str(tmp_path / "rules" / "rules.icd")]
+    out = runner.invoke(app, ["cycle", "progressive", "HEAVY", "2026-03", "--until", "2026-03-2", *args])
+    assert out.exit_code == 2 and "--until '2026-03-2' is not a date" in out.output
+    out = runner.invoke(app, ["cycle", "progressive", "HEAVY", "2026-03", "--until", "2026-03-03", *args])
+    assert out.exit_code == 0, out.output
+    assert "usage to 2026-03-03 11000.00 EUR passed 10000.00 EUR" in out.output
+    assert "INV-2026-000001 (main): 11000.00 EUR + tax 2200.00 = 13200.00 EUR, finalized" in out.output
+    (interim,) = _invoices(store)
+    with store.session() as s:
+        rows = list(s.execute(sa.select(M.InvoiceLine).where(M.InvoiceLine.invoice_id == interim.id)).scalars())
+        doc = invoice_document(s, interim, rows, {})
+    assert (doc["period"], doc["period_start"], doc["period_end"]) == ("2026-03", date(2026, 3, 1), date(2026, 3, 3))
+    assert doc["interim"]["note"].startswith("Interim invoice: usage of 2026-03 to 2026-03-03")
+    assert doc["kind"] == "invoice" and doc["number"] == "INV-2026-000001"
