@@ -201,3 +201,17 @@ def test_a_period_cap_prorated_over_a_first_month(prorate, line):
     assert cap.amount == line and inv.subtotal == D("2580.65") == sum(ln.amount for ln in inv.lines)
     assert "2,580.65 EUR (5,000.00 EUR prorated 16/31 days)" in cap.description
     assert cap.charge.details["cap_prorated"] == "5000.00 x 16/31 days = 80000/31 (~2580.645161290322) EUR"
+
+
+def test_explain_says_what_progressive_billing_and_a_prorated_cap_do(plan):
+    from icdsl.rating.row import explain
+
+    record = {"id": "1", "partner": "HEAVY", "direction": "outbound", "service": "voice", "b_number": "4420",
+              "start": datetime(2026, 3, 4, 9, 15, tzinfo=UTC), "duration_s": 300}
+    text = "\n".join(explain(plan, record))
+    assert ("progressive billing at 10000.00 EUR, 25000.00 EUR: this record counts in the usage of its period to "
+            "date; an interim invoice is raised when that usage passes a threshold") in text
+    capped = build_plan(CAPPED)
+    record = dict(record, partner="LATE", start=datetime(2026, 3, 20, 9, tzinfo=UTC))
+    text = "\n".join(explain(capped, record))
+    assert "takes off the usage above it, prorated by the days in force in a partial period" in text

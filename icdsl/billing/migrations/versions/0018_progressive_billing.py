@@ -42,7 +42,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_invoices_partner_id_interim_period", table_name="invoices")
-    with op.batch_alter_table("invoices") as batch:
-        batch.drop_column("interim_threshold")
-        batch.drop_column("interim_until")
-        batch.drop_column("interim_period")
+    op.drop_column("invoices", "interim_threshold")  # (SQLite >= 3.35 drops a column in place, as 0016's)
+    op.drop_column("invoices", "interim_until")
+    op.drop_column("invoices", "interim_period")
