@@ -1003,10 +1003,14 @@ class Checker:
                 seen[name] = where
                 continue
             what = f'"{name}"' if c.label is not None else f"an unnamed {c.kind.replace('_', ' ')}"
-            self.error("E345", f"{what} is charged twice in this agreement (first on line {first.line})", where,
-                       "give each charge a label of its own: invoice lines, streams and examples find a charge by it"
-                       if c.label is not None else
-                       "give each one a label, e.g. 'commit \"Voice\" ...': lines and examples find a charge by it")
+            if c.label is None:
+                hint = "give each one a label, e.g. 'commit \"Voice\" ...': lines and examples find a charge by it"
+            elif id(c) in applied:
+                hint = ("name a parameter in the template's label, e.g. \"Port rental {kind}\": each apply then "
+                        "gives a charge of its own")
+            else:
+                hint = "give each charge a label of its own: invoice lines, streams and examples find a charge by it"
+            self.error("E345", f"{what} is charged twice in this agreement (first on line {first.line})", where, hint)
 
     def _reconcile(self, info: AgreementInfo) -> None:
         """``reconcile { ... }``: the tolerances of `icdsl reconcile` for the partner's invoices."""
