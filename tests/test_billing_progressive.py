@@ -114,3 +114,47 @@ def test_the_interim_invoice_as_a_document_and_through_the_cli(store, db_url, tm
     assert (doc["period"], doc["period_start"], doc["period_end"]) == ("2026-03", date(2026, 3, 1), date(2026, 3, 3))
     assert doc["interim"]["note"].startswith("Interim invoice: usage of 2026-03 to 2026-03-03")
     assert doc["kind"] == "invoice" and doc["number"] == "INV-2026-000001"
+
+
+LOW = (RULES.replace("tax vat 20%", "tax vat 19.6%").replace("0.0100 EUR per minute", "0.0137 EUR per minute")
+       .replace("10_000.00 EUR, 25_000.00 EUR", "40.00 EUR, 90.00 EUR, 150.00 EUR"))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_interim_and_final_invoices_add_up_to_a_single_invoice_in_the_store(store, tmp_path, seed):
+    """Random traffic over March, ingested day by day with a progressive check after some days:
+    the interim invoices plus the final one add up, exactly, to the invoice the period would
+    have had without progressive billing (the engine's, on the same records)."""
+    import random
+
+    import pyarrow as pa
+
+    from icdsl.cycle import CycleInputs, run
+
+    rng = random.Random(seed)
+    plan, program = make_plan(tmp_path, LOW)
+    store.load_plan(plan, program)
+    rows, raised = [], []
+    for day in range(1, 32):
+        t0 = datetime(2026, 3, day, 8, 0, tzinfo=UTC)
+        today = [(f"R{day:02d}{i:04d}", "HEAVY", "outbound", "voice", "33170000001", "4420712345",
+                  (t0 + timedelta(seconds=97 * i)).strftime("%Y-%m-%dT%H:%M:%SZ"), rng.randrange(1, 4000))
+                 for i in range(rng.randrange(0, 40))]
+        if today:
+            store.ingest(write_csv(tmp_path / "in" / f"d{day}.csv", today), None, plan)
+            rows += today
+        if rng.random() < 0.4:
+            raised += store.progressive("HEAVY", "2026-03", plan, date(2026, 3, day)).invoices
+    assert raised  # the thresholds are low enough for every seed to raise some
+    store.run_cycle("HEAVY", "2026-03", plan)
+    (fin,) = store.finalize_cycle("HEAVY", "2026-03").invoices
+    table = pa.Table.from_pylist([{"id": r[0], "partner": r[1], "direction": r[2], "service": r[3], "a_number": r[4],
+                                   "b_number": r[5], "start": datetime.fromisoformat(r[6]), "duration_s": r[7]}
+                                  for r in rows])
+    (single,) = run(CycleInputs.of(plan, "HEAVY", "2026-03", table)).drafts.invoices
+    assert fin.subtotal + sum(r[2] for r in raised) == single.subtotal
+    assert fin.tax_amount + sum(r[3] for r in raised) == single.tax.amount
+    assert fin.total + sum(r[4] for r in raised) == single.total
+    numbers = [r[0] for r in raised] + [fin.number]
+    assert numbers == [f"INV-2026-{n:06d}" for n in range(1, len(numbers) + 1)]  # one gapless series
+    assert store.verify().ok
