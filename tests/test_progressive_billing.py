@@ -215,3 +215,60 @@ def test_explain_says_what_progressive_billing_and_a_prorated_cap_do(plan):
     record = dict(record, partner="LATE", start=datetime(2026, 3, 20, 9, tzinfo=UTC))
     text = "\n".join(explain(capped, record))
     assert "takes off the usage above it, prorated by the days in force in a partial period" in text
+
+
+STREAMS = """partner HEAVY "Heavy User" {
+  currency EUR
+  timezone "Europe/Paris"
+  tax vat 20%
+}
+
+agreement "Billed as it goes" v1 with HEAVY effective 2026-01-01 .. {
+  outbound voice {
+    price 0.0100 EUR per minute
+  }
+  outbound sms {
+    price 0.0300 EUR per message
+  }
+  progressive billing at 100.00 EUR
+  invoice streams {
+    voice: outbound voice
+    messages: outbound sms
+  }
+}
+
+agreement "Billed as it goes" v2 with HEAVY effective 2026-03-15 .. amends v1 {
+  outbound voice {
+    price 0.0200 EUR per minute
+  }
+  outbound sms {
+    price 0.0300 EUR per message
+  }
+  progressive billing at 100.00 EUR, 300.00 EUR
+  invoice streams {
+    voice: outbound voice
+    messages: outbound sms
+  }
+}
+"""
+
+
+def test_interim_invoices_per_stream_and_across_versions():
+    plan = build_plan(STREAMS)
+    # 3 March: 6,000 minutes (60.00) and 2,000 messages (60.00): 120.00 passes 100.00 (v1's)
+    rows = _calls(3, 100, 60) + _sms(3, 2000, 10_000)
+    # 20 March, on v2: 10,000 minutes at 0.02 (200.00): 320.00 in all passes 300.00 (v2's)
+    rows += _calls(20, 100, 100, first_id=50_000)
+    one = check(_inputs(plan, rows), date(2026, 3, 5))
+    assert one.passed == D("100.00") and [i.stream for i in one.invoices] == ["messages", "voice"]
+    assert [i.subtotal for i in one.invoices] == [D("60.00"), D("60.00")]
+    first = [interim_of(inv, f"INV-{n}", date(2026, 3, 5), one.passed) for n, inv in enumerate(one.invoices, 1)]
+    two = check(_inputs(plan, rows), date(2026, 3, 21), first)
+    assert (two.usage, two.passed) == (D("320.00"), D("300.00"))
+    # only the voice stream has new usage: the messages stream nets to nothing and gets no invoice
+    (voice,) = two.invoices
+    assert voice.stream == "voice" and voice.subtotal == D("200.00")
+    second = interim_of(voice, "INV-3", date(2026, 3, 21), two.passed)
+    finals = run(_inputs(plan, rows, interims=[*first, second])).drafts.invoices
+    assert {i.stream: i.subtotal for i in finals} == {"messages": D("0.00"), "voice": D("0.00")}
+    assert {i.stream: i.total for i in finals} == {"messages": D("0.00"), "voice": D("0.00")}
