@@ -272,3 +272,24 @@ def test_interim_invoices_per_stream_and_across_versions():
     finals = run(_inputs(plan, rows, interims=[*first, second])).drafts.invoices
     assert {i.stream: i.subtotal for i in finals} == {"messages": D("0.00"), "voice": D("0.00")}
     assert {i.stream: i.total for i in finals} == {"messages": D("0.00"), "voice": D("0.00")}
+
+
+def test_a_cumulative_tax_one_cent_off_its_own_subtotal_is_a_valid_en16931_invoice():
+    """The second of two interim invoices billing 0.03 EUR each at 19.6 %: tax(0.06) - tax(0.03)
+    = 0.01 - 0.01 = 0.00, where 19.6 % of its own 0.03 is 0.01. EN 16931 (BR-CO-17) accepts a
+    VAT amount within one minor unit of rate x taxable amount: the invoice is valid."""
+    from test_einvoice import BUYER_FR, errors, invoice
+
+    from icdsl.cycle.amounts import compute_tax
+    from icdsl.cycle.interim import cumulative_tax
+    from icdsl.outputs.einvoice import ubl_xml
+
+    first = compute_tax("vat", D("19.6"), D("0.03"), "EUR")
+    second = cumulative_tax("vat", D("19.6"), D("0.06"), D("0.03"), first.amount, "EUR")
+    assert (first.amount, second.amount, second.taxable) == (D("0.01"), D("0.00"), D("0.03"))
+    assert compute_tax("vat", D("19.6"), D("0.03"), "EUR").amount == D("0.01")  # one cent off its own
+    line = {"line_no": 1, "kind": "traffic", "description": "outbound voice", "quantity": D("13"), "unit": "minute",
+            "amount": D("0.03"), "rate": None, "rate_unit": None, "currency": "EUR"}
+    doc = invoice(tax_kind="vat", tax_rate=D("19.6"), tax_note=None, subtotal=D("0.03"), tax_amount=second.amount,
+                  total=D("0.03") + second.amount, buyer=BUYER_FR, lines=[line])
+    assert errors(ubl_xml(doc)) == []

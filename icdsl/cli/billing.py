@@ -626,7 +626,8 @@ def invoice_list(
             if partner and inv.partner_code != partner:
                 continue
             c = cycles.get(inv.cycle_id)
-            table.add_row(str(inv.id), inv.number or "(draft)", inv.partner_code, c.label if c else "", inv.stream,
+            label = c.label if c else (f"{inv.interim_period} (interim)" if inv.interim_period else "")
+            table.add_row(str(inv.id), inv.number or "(draft)", inv.partner_code, label, inv.stream,
                           inv.status, str(present(inv.subtotal, inv.currency)),
                           str(present(inv.tax_amount, inv.currency)), str(present(inv.total, inv.currency)),
                           inv.currency)
