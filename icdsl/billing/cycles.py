@@ -95,6 +95,7 @@ from icdsl.cycle import engine
 from icdsl.cycle import errors as engine_errors
 from icdsl.cycle.amounts import EXACT
 from icdsl.cycle.charges import event_names
+from icdsl.cycle.interim import DEDUCTION, Interim
 from icdsl.cycle.invoicing import (  # noqa: F401 - (compatibility)
     BASE_DIMS,
     DIMENSIONS,
@@ -1455,7 +1456,8 @@ def cycle_inputs(store: Store, s: Session, prow: M.Partner, per: Period, plan: P
         last_data_day=last_data_day(s, per))
     return engine.CycleInputs(plan=plan, partner=store_partner(prow, plan), period=per, records=records,
                               inventory=tuple(partner_items(s, prow.id, prow.code)), history=history,
-                              fx=FxTable.load(s, plan), expected=sum(n for *_x, n in batches), **options)
+                              fx=FxTable.load(s, plan), expected=sum(n for *_x, n in batches),
+                              interims=tuple(interims_of(s, prow.id, per.label)), **options)
 
 
 def store_partner(prow: M.Partner, plan: Plan | None = None) -> PlanPartner:
@@ -1873,19 +1875,7 @@ def write_drafts(s: Session, cyc: M.BillingCycle, prow: M.Partner, drafts: Draft
                                            d.tax.kind, d.tax.amount, d.total, d.tax.note, d.kind))
         plain: list[dict[str, Any]] = []
         for i, ln in enumerate(d.lines, 1):
-            row = dict(
-                invoice_id=inv_id, line_no=i, kind=ln.kind, description=ln.description[:1000],
-                direction=ln.direction, service=ln.service, destination=ln.destination, prefix=ln.prefix,
-                band=ln.band, quantity=ln.quantity, unit=ln.unit, rate=ln.rate, rate_unit=ln.rate_unit,
-                amount=ln.amount, currency=ln.currency, agreement_version_id=versions.get(ln.agreement_hash or ""),
-                agreement_hash=ln.agreement_hash, rule=ln.rule,
-                data_file_id=rated_file_id if ln.kind == "traffic" else None,
-                line_key=ln.line_key, record_count=ln.record_count, first_start=ln.first_start,
-                last_start=ln.last_start, corrects_line_id=ln.corrects_line_id, created_at=t,
-                source_amount=ln.source_amount, source_currency=ln.source_currency,
-                fx_rate=ln.fx.rate if ln.fx else None, fx_rate_id=ln.fx.rate_id if ln.fx else None,
-                rounding=ln.rounding, group_key=ln.group_key[:2000], adjustment_id=ln.adjustment_id,
-            )
+            row = line_row(inv_id, i, ln, versions, rated_file_id, t)
             if ln.charge is not None:  # its id is needed: the charge line points at it
                 out.made[id(ln.charge)] = _Inserted(_insert_one(s, M.InvoiceLine, **row))
             else:
@@ -1906,6 +1896,40 @@ def write_drafts(s: Session, cyc: M.BillingCycle, prow: M.Partner, drafts: Draft
                                         "currency": ln.currency} for ln in d.lines]})
         out.statement = StatementSummary(stm_id, d.currency, "draft", d.receivable, d.payable, d.net, len(d.lines))
     return out
+
+
+# the kinds of the store's lines are fixed (0001's check): a line deducting an interim invoice of
+# progressive billing is an `other` line (its group key: `progressive NUMBER`)
+STORED_KIND = {DEDUCTION: "other"}
+
+
+def line_row(inv_id: int, line_no: int, ln: DraftLine, versions: dict[str, int], rated_file_id: int | None,
+             t: datetime) -> dict[str, Any]:
+    """An ``invoice_lines`` row of a draft line (``rated_file_id``: the file its traffic lines'
+    records are in, if any)."""
+    return dict(
+        invoice_id=inv_id, line_no=line_no, kind=STORED_KIND.get(ln.kind, ln.kind), description=ln.description[:1000],
+        direction=ln.direction, service=ln.service, destination=ln.destination, prefix=ln.prefix,
+        band=ln.band, quantity=ln.quantity, unit=ln.unit, rate=ln.rate, rate_unit=ln.rate_unit,
+        amount=ln.amount, currency=ln.currency, agreement_version_id=versions.get(ln.agreement_hash or ""),
+        agreement_hash=ln.agreement_hash, rule=ln.rule,
+        data_file_id=rated_file_id if ln.kind == "traffic" else None,
+        line_key=ln.line_key, record_count=ln.record_count, first_start=ln.first_start,
+        last_start=ln.last_start, corrects_line_id=ln.corrects_line_id, created_at=t,
+        source_amount=ln.source_amount, source_currency=ln.source_currency,
+        fx_rate=ln.fx.rate if ln.fx else None, fx_rate_id=ln.fx.rate_id if ln.fx else None,
+        rounding=ln.rounding, group_key=ln.group_key[:2000], adjustment_id=ln.adjustment_id,
+    )
+
+
+def interims_of(s: Session, partner_id: int, period_label: str) -> list[Interim]:
+    """The finalized interim invoices of progressive billing of a partner's period, in order."""
+    rows = s.execute(select(_INVOICES.c.number, _INVOICES.c.stream, _INVOICES.c.interim_until, _INVOICES.c.subtotal,
+                            _INVOICES.c.tax_amount, _INVOICES.c.interim_threshold)
+                     .where(_INVOICES.c.partner_id == partner_id, _INVOICES.c.interim_period == period_label,
+                            _INVOICES.c.status == "finalized")
+                     .order_by(_INVOICES.c.id)).all()
+    return [Interim(r.number, r.stream, r.interim_until, r.subtotal, r.tax_amount, r.interim_threshold) for r in rows]
 
 
 # --------------------------------------------------------------------------- finalization

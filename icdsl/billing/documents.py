@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from icdsl.billing import models as M
 from icdsl.billing.amounts import Tax, minor_units, plain_number, present
 from icdsl.billing.errors import StoreError
+from icdsl.billing.periods import parse_period
 from icdsl.parties import Party
 
 
@@ -34,6 +35,22 @@ def _period(s: Session, cycle_id: int | None) -> dict[str, Any]:
         return {"period": None, "period_start": None, "period_end": None}
     return {"period": cyc.label, "period_start": cyc.local_start, "period_end": cyc.local_end - timedelta(days=1),
             "timezone": cyc.timezone}
+
+
+def _interim(s: Session, inv: M.Invoice) -> dict[str, Any]:
+    """An interim invoice of progressive billing (0018; no cycle): its period from its first day
+    to the last day of the usage it billed, and what it is."""
+    label = getattr(inv, "interim_period", None)
+    if not label:
+        return {}
+    p = s.get(M.Partner, inv.partner_id)
+    per = parse_period(label, p.timezone, p.billing)
+    return {"period": label, "period_start": per.local_start, "period_end": inv.interim_until,
+            "timezone": per.timezone,
+            "interim": {"period": label, "until": inv.interim_until,
+                        "threshold": present(inv.interim_threshold, inv.currency),
+                        "note": f"Interim invoice: usage of {label} to {inv.interim_until} (progressive billing); "
+                                "the period's final invoice deducts it"}}
 
 
 def _partner(s: Session, partner_id: int) -> dict[str, Any]:
@@ -169,7 +186,8 @@ def invoice_document(s: Session, inv: M.Invoice, rows: list[Any] | None = None,
         # the partner as the invoice was issued to (sealed with it), not as renamed since
         "partner_code": inv.partner_code, "partner_name": inv.partner_name, "seller": seller_party(s),
         "currency": inv.currency, "issue_date": inv.issue_date, "due_date": inv.due_date,
-        **_period(s, inv.cycle_id), "stream": inv.stream, "subtotal": present(inv.subtotal, inv.currency),
+        **_period(s, inv.cycle_id), **_interim(s, inv), "stream": inv.stream,
+        "subtotal": present(inv.subtotal, inv.currency),
         "tax_kind": inv.tax_kind, "tax_rate": plain_number(inv.tax_rate),
         "tax_amount": present(inv.tax_amount, inv.currency), "total": present(inv.total, inv.currency),
         "taxable_amount": present(tax.taxable, inv.currency), "tax_label": tax.label, "tax_note": inv.tax_note,
@@ -178,7 +196,11 @@ def invoice_document(s: Session, inv: M.Invoice, rows: list[Any] | None = None,
         "fx": _fx(s, {ln.fx_rate_id for ln in rows if ln.fx_rate_id}, lines),
         "rounding": (f"each line rounded once to {minor_units(inv.currency)} decimals "
                      f"({', '.join(modes) or 'half_up'}); subtotal = sum of the lines; tax rounded half_up "
-                     "on the subtotal"),
+                     "on the subtotal"
+                     + ("; progressive billing: tax of the usage billed to date less the tax of the interim "
+                        "invoices already billed" if getattr(inv, "interim_period", None)
+                        or any(ln.kind == "other" and ln.description.startswith("Interim invoice ") for ln in rows)
+                        else "")),
     }
     doc["buyer"] = dict(doc["buyer"], name=inv.partner_name or doc["buyer"]["name"])
     _sealed_parties(doc, getattr(inv, "seller", None), getattr(inv, "buyer", None), inv.status == "finalized")

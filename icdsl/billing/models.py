@@ -396,7 +396,8 @@ class Invoice(Base):
     the sum of the lines; tax and total are set by the invoicing step."""
 
     __tablename__ = "invoices"
-    __table_args__ = (sa.CheckConstraint(_in("status", INVOICE_STATES), name="status"),)
+    __table_args__ = (sa.CheckConstraint(_in("status", INVOICE_STATES), name="status"),
+                      sa.Index("ix_invoices_partner_id_interim_period", "partner_id", "interim_period"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     partner_id: Mapped[int] = mapped_column(sa.ForeignKey("partners.id"), index=True)
@@ -425,6 +426,11 @@ class Invoice(Base):
     doc_type: Mapped[str | None] = mapped_column(sa.String(16))
     seller: Mapped[dict[str, Any] | None]
     buyer: Mapped[dict[str, Any] | None]
+    # 0018: an interim invoice of progressive billing (no cycle): its period, the last day of the
+    # usage it billed, the threshold it was raised at (null on every other document)
+    interim_period: Mapped[str | None] = mapped_column(sa.String(64))
+    interim_until: Mapped[date | None]
+    interim_threshold: Mapped[Decimal | None]
 
 
 class InvoiceLine(Base):

@@ -75,6 +75,7 @@ from icdsl.billing.files import STORE_ID_FILE, DataDir, sha256_file
 from icdsl.billing.intake import ingest, ingest_files
 from icdsl.billing.inventory import import_inventory
 from icdsl.billing.late import pending as late_pending
+from icdsl.billing.progressive import raise_interim
 from icdsl.billing.seal import UNREADABLE, Verification, check_documents, unreadable
 from icdsl.billing.seal import verify as verify_seals
 from icdsl.billing.trace import trace_line
@@ -832,6 +833,12 @@ class Store:
 
     def finalize_cycle(self, partner: str, period: Any, *, issue_date: date | None = None) -> Any:
         return finalize_cycle(self, partner, period, issue_date=issue_date)
+
+    def progressive(self, partner: str, period: Any, plan: Plan, until: date, *,
+                    issue_date: date | None = None) -> Any:
+        """An interim invoice of progressive billing if the usage to ``until`` passed a threshold;
+        see :func:`icdsl.billing.progressive.raise_interim`."""
+        return raise_interim(self, partner, period, plan, until, issue_date=issue_date)
 
     def rerate(self, partner: str, first: Any, last: Any, plan: Plan, *, destination: str | None = None,
                **options: Any) -> Any:

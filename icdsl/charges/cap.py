@@ -13,6 +13,10 @@ a record is rated); the period cap is a cycle-level line:
   of its usage. One line per period and cycle, rounded once to the minor unit.
 - **Order**: stage ``cap``, after the discounts, before the commitments (which measure the
   usage as capped).
+- **A partial period** (``, prorate daily``): in a period the agreement is in force only part
+  of (its first or last), the cap is ``cap x days in force / days in the period`` (actual
+  days, as a recurring fee's ``prorate daily`` and prorated tiers: :func:`tier_scale`), exact;
+  without the option the whole cap applies.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from fractions import Fraction
 from icdsl.charges.commitment import measure
 from icdsl.charges.context import ChargeContext, scope_text
 from icdsl.charges.lines import ChargeLine, exact_text, shown
-from icdsl.charges.tiers import measuring_period
+from icdsl.charges.tiers import measuring_period, tier_scale
 from icdsl.plan.model import Charge
 
 
@@ -44,7 +48,8 @@ def evaluate(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
     if period.intersect(ctx.days) is None:
         return []
     m = measure(charge, ctx, period)  # the period to date, earlier cycles as billed (net of their cap lines)
-    cap = Fraction(value)
+    scale, prorated = tier_scale(charge, ctx, period)  # `, prorate daily` in a partial period
+    cap = Fraction(value) * scale
     excess = m.actual - capped(m.actual, cap)
     if excess <= 0:
         return []
@@ -63,8 +68,12 @@ def evaluate(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
     }
     if m.fx:
         details["fx"] = list(m.fx)
+    above = shown(value, currency)
+    if prorated:
+        details["cap_prorated"] = f"{value} x {prorated} = {exact_text(cap)} {currency}"
+        above = f"{shown(cap, currency)} ({above} prorated {prorated})"
     desc = (
-        f"Cap: usage above {shown(value, currency)} per {per}, {scope_text(scope)}, {period.label} "
+        f"Cap: usage above {above} per {per}, {scope_text(scope)}, {period.label} "
         f"({shown(m.actual, currency)} measured)"
     )
     return [

@@ -507,6 +507,37 @@ def cycle_finalize(
         typer.echo(str(store.finalize_cycle(partner, period, issue_date=day)))
 
 
+@cycle_app.command("progressive")
+def cycle_progressive(
+    partner: str = typer.Argument(..., help="Partner code."),
+    period: str = typer.Argument(..., help="The period in progress (as given to `cycle run`: 2026-03)."),
+    until: str = typer.Option(..., "--until", help="The last local day of the usage to bill (YYYY-MM-DD): the "
+                              "records ingested so far that start up to the end of that day."),
+    issue_date: str | None = typer.Option(None, "--issue-date", help="Date of the interim invoice (default: "
+                                          "--until)."),
+    rules: list[Path] = typer.Option([], "--rules", help=RULES_HELP),
+    db: str | None = _db_option(),
+    data: Path | None = _data_option(),
+    root: Path | None = typer.Option(None, help="Project folder that rule files may read from."),
+) -> None:
+    """Progressive billing: raise an interim invoice (numbered, finalized, sealed) if the usage of
+    the period so far passed a threshold of the agreement's `progressive billing at ...`; the
+    period's final invoice deducts it (docs/language.md#progressive-billing)."""
+    # lazy: the store: loaded when this command runs, not at every `icdsl` start
+    from icdsl.billing.periods import PeriodError
+
+    plan, program = _plan(rules, root)
+    with opened(db, data) as store, user_errors():
+        days = []
+        for what, text in (("--until", until), ("--issue-date", issue_date)):
+            try:
+                days.append(date.fromisoformat(text) if text else None)
+            except ValueError:
+                raise PeriodError(f"{what} '{text}' is not a date (YYYY-MM-DD)") from None
+        _load_quietly(store, plan, program)
+        typer.echo(str(store.progressive(partner, period, plan, days[0], issue_date=days[1])))
+
+
 # --------------------------------------------------------------------------- corrections, trace
 
 
@@ -602,7 +633,8 @@ def invoice_list(
             if partner and inv.partner_code != partner:
                 continue
             c = cycles.get(inv.cycle_id)
-            table.add_row(str(inv.id), inv.number or "(draft)", inv.partner_code, c.label if c else "", inv.stream,
+            label = c.label if c else (f"{inv.interim_period} (interim)" if inv.interim_period else "")
+            table.add_row(str(inv.id), inv.number or "(draft)", inv.partner_code, label, inv.stream,
                           inv.status, str(present(inv.subtotal, inv.currency)),
                           str(present(inv.tax_amount, inv.currency)), str(present(inv.total, inv.currency)),
                           inv.currency)

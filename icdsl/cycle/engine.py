@@ -37,6 +37,7 @@ from icdsl.cycle.charges import (
 from icdsl.cycle.daily import Daily, DailyTraffic, Scans
 from icdsl.cycle.errors import CycleError, ReconciliationError
 from icdsl.cycle.fx import FxTable
+from icdsl.cycle.interim import Interim, deduct
 from icdsl.cycle.invoicing import DraftLine, Drafts, Group, check_dims, draft_documents
 from icdsl.cycle.periods import Period, parse_period
 from icdsl.cycle.rater import REJECTS_FILE_SCHEMA, Discard, RatedPiece, Rater, plan_scale
@@ -170,7 +171,9 @@ class CycleInputs:
     ``pieces``: the period's records rated already, piece by piece on their own
     (:class:`icdsl.cycle.rater.RatedPiece`, in the order of the records: workers rate a large
     partner's pieces at once), merged in that order instead of rating ``records``; not with
-    per-record charges that read ``cycle.*`` (they need the cycle's totals first)."""
+    per-record charges that read ``cycle.*`` (they need the cycle's totals first);
+    ``interims``: the interim invoices of progressive billing raised in the period, which the
+    final invoices deduct (:func:`icdsl.cycle.interim.deduct`)."""
 
     plan: Plan
     partner: Partner
@@ -190,6 +193,7 @@ class CycleInputs:
     on_chunk: Callable[[], None] | None = None
     expected: int = 0
     pieces: Sequence[RatedPiece] = ()
+    interims: Sequence[Interim] = ()
 
     @classmethod
     def of(cls, plan: Plan, partner: str, period: str | date | Period, records: pa.Table | Sequence[Chunk] = (),
@@ -303,6 +307,12 @@ class _Clock:
 # --------------------------------------------------------------------------- the run
 
 
+def _mode(plan: Plan, partner: str) -> str:
+    """The rounding mode of the partner's progressive agreement (how its deductions are shown)."""
+    modes = [a.rounding.mode for a in plan.agreements_for(partner) if a.progressive]
+    return modes[-1] if modes else "half_up"
+
+
 def run(inputs: CycleInputs) -> CycleResult:
     """The cycle of ``inputs.partner`` over ``inputs.period`` (see the module's documentation)."""
     plan, partner, per = inputs.plan, inputs.partner, inputs.period
@@ -403,6 +413,8 @@ def run(inputs: CycleInputs) -> CycleResult:
                              invoice_currency=partner.currency, tax_kind=partner.tax.kind, tax_rate=partner.tax.rate,
                              fx=fx, last_day=last_day)
     drafts.charges = list(evaluated.lines)
+    deduct(drafts, inputs.interims, currency=partner.currency, tax_kind=partner.tax.kind, tax_rate=partner.tax.rate,
+           mode=_mode(plan, code))
     result.drafts = drafts
     result.shares = share_statements(evaluated.lines, per.label, hist.share_adjustments)
     clock.stage(None)

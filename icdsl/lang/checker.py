@@ -928,6 +928,7 @@ class Checker:
             if info.fx is None:
                 self.error("E109", f"unknown FX source '{fx.values[0].text}'", fx.values[0].span,
                            did_you_mean(fx.values[0].text, self.out.fx, "FX sources") or "define it with 'fx NAME { ... }'")
+        self._progressive(info, partner_currency or info.currency)
         cal = a.setting("calendar")
         if cal is not None:
             info.calendar = self._calendar_ref(cal.values[0])
@@ -935,26 +936,81 @@ class Checker:
             self._service(info, svc)
         for c in a.charges:
             self._charge(c, (), info)
+        applied: dict[int, Span] = {}  # a charge of a template -> the `apply` that brought it
         for t, at in zip(a.applies, a.apply_args or [ast.ApplyNode(t, (), t.span) for t in a.applies], strict=True):
-            tmpl = self.out.templates.get(t.text)
-            if tmpl is None:
-                self.error("E105", f"unknown template '{t.text}'", t.span,
-                           did_you_mean(t.text, self.out.templates, "templates") or "define it with 'template NAME { ... }'")
-            elif tmpl.params or at.args:
-                for c in instantiate(self, tmpl, at) or ():
-                    self._charge(c, (), info)
-            else:
-                for c in tmpl.charges:
-                    info.charges.append((c, ()))
-                    self._charge_currency(c, info)
+            before = len(info.charges)
+            self._apply(info, t, at)
+            applied.update({id(c): at.span for c, _ in info.charges[before:]})
         for d, s in a.netting:
             if (d.text, s.text) not in info.services:
                 self.error("E110", f"netting names '{d.text} {s.text}', which this agreement does not price", d.span,
                            did_you_mean(f"{d.text} {s.text}", [" ".join(k) for k in info.services], "priced services"))
+        self._duplicate_labels(info, applied)
         self._streams(info)
         check_number_fields(self, info)
         self._reconcile(info)
         self.agreement = None
+
+    def _progressive(self, info: AgreementInfo, invoice_currency: str) -> None:
+        """``progressive billing at MONEY, ...``: once per agreement, positive amounts in rising
+        order, in the currency of the partner's invoices (what the usage is measured in)."""
+        stated = [st for st in info.node.settings if st.key == "progressive"]
+        for extra in stated[1:]:
+            self.error("E346", "progressive billing is stated twice in this agreement", extra.span,
+                       f"list every threshold in one statement, e.g. 'progressive billing at 10_000.00 "
+                       f"{invoice_currency or 'EUR'}, 25_000.00 {invoice_currency or 'EUR'}'")
+        if not stated:
+            return
+        last: ast.Money | None = None
+        for money in stated[0].values:
+            if not self.money(money, allow_zero=False):
+                continue
+            if invoice_currency and money.currency.text != invoice_currency:
+                self.error("E346", f"a progressive billing threshold is in {money.currency.text} but the "
+                                   f"partner is invoiced in {invoice_currency}", money.currency.span,
+                           f"usage is measured on the invoice: write the threshold in {invoice_currency}")
+            elif last is not None and money.amount.value <= last.amount.value:
+                self.error("E346", f"progressive billing thresholds rise: {money.amount.text} is not above "
+                                   f"{last.amount.text}", money.amount.span,
+                           "write the thresholds from the lowest to the highest, each once")
+            last = money
+
+    def _apply(self, info: AgreementInfo, t: ast.Ident, at: ast.ApplyNode) -> None:
+        """``apply NAME`` or ``apply NAME(ARGS)``: the template's charges, as the agreement's."""
+        tmpl = self.out.templates.get(t.text)
+        if tmpl is None:
+            self.error("E105", f"unknown template '{t.text}'", t.span,
+                       did_you_mean(t.text, self.out.templates, "templates") or "define it with 'template NAME { ... }'")
+        elif tmpl.params or at.args:
+            for c in instantiate(self, tmpl, at) or ():
+                self._charge(c, (), info)
+        else:
+            for c in tmpl.charges:
+                info.charges.append((c, ()))
+                self._charge_currency(c, info)
+
+    def _duplicate_labels(self, info: AgreementInfo, applied: dict[int, Span]) -> None:
+        """Two charges of one agreement with one name (their label, or their kind when they have
+        none): their lines, application keys, streams and examples could not tell them apart."""
+        seen: dict[str, Span] = {}
+        for c, _ in info.charges:
+            if c.kind == "usage_cap":
+                continue  # named after their scope ("Cap outbound voice"); a month's and a quarter's may both be
+            name = c.label.value if c.label is not None else c.kind
+            where = applied.get(id(c)) or (c.label.span if c.label is not None else c.kind_span)
+            first = seen.get(name)
+            if first is None:
+                seen[name] = where
+                continue
+            what = f'"{name}"' if c.label is not None else f"an unnamed {c.kind.replace('_', ' ')}"
+            if c.label is None:
+                hint = "give each one a label, e.g. 'commit \"Voice\" ...': lines and examples find a charge by it"
+            elif id(c) in applied:
+                hint = ("name a parameter in the template's label, e.g. \"Port rental {kind}\": each apply then "
+                        "gives a charge of its own")
+            else:
+                hint = "give each charge a label of its own: invoice lines, streams and examples find a charge by it"
+            self.error("E345", f"{what} is charged twice in this agreement (first on line {first.line})", where, hint)
 
     def _reconcile(self, info: AgreementInfo) -> None:
         """``reconcile { ... }``: the tolerances of `icdsl reconcile` for the partner's invoices."""
@@ -1296,7 +1352,10 @@ class Checker:
         elif st.key == "split" and si.calendar is None:
             self.warning("W304", "'split at band boundary' has no effect without a calendar", st.span)
         elif st.key == "max_cost":
-            money, per = v
+            money, per, *opts = v
+            for o in opts:
+                self.error("E206", "a maximum cost per call has no options: each record is capped whole", o.span,
+                           "drop the option, or cap a period: 'at most 5000.00 EUR per month, prorate daily'")
             if self.money(money, allow_zero=False) and si.currency and money.currency.text != si.currency:
                 self.error("E322", f"the maximum cost is in {money.currency.text} but the service prices in "
                                    f"{si.currency}", money.currency.span,
@@ -1574,6 +1633,10 @@ class Checker:
             what = "the service prices" if si is not None else "the agreement bills"
             self.error("E322", f"the maximum cost is in {money.currency.text} but {what} in {currency}",
                        money.currency.span, f"usage is capped in its own currency: write the cap in {currency}")
+        for o in c.options:
+            if o.key not in ("prorate", "stream", "tax"):
+                self.error("E206", f"a maximum cost per period takes ', prorate daily' (or none), not '{o.key}'",
+                           o.span, "drop the option; write e.g. 'at most 5000.00 EUR per month, prorate daily'")
         if per.text == "call" and not scope:
             self.error("E206", "a maximum cost per call belongs in a service", per.span,
                        "move 'at most ... per call' into the service it caps, or cap a period: "

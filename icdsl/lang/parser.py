@@ -868,14 +868,20 @@ class _ToAst(Transformer):
     def s_max_cost(self, meta, c):
         if str(c[1]) != "call":  # `at most 5000.00 EUR per month`: a cap on the period's usage charges
             return self.a_max_cost(meta, c)
-        return ast.Setting("max_cost", (c[0], self._ident(c[1])), self.s.of_meta(meta))
+        # options (`, prorate daily`) are a period cap's: the checker says so (the setting keeps them)
+        return ast.Setting("max_cost", (c[0], self._ident(c[1]), *c[2:]), self.s.of_meta(meta))
 
     def a_max_cost(self, meta, c):
-        """``at most MONEY per PERIOD``: a cap on the usage charges of a period (charge ``usage_cap``)."""
+        """``at most MONEY per PERIOD [, prorate daily]``: a cap on the usage charges of a period
+        (charge ``usage_cap``)."""
         params = [self._param("amount", c[0], c[0].span), self._param("period", self._ident(c[1]),
                                                                         self.s.of_token(c[1]))]
         kw = self._kw_span(meta, 2)  # its name: "Cap" (a service's: "Cap outbound voice", see service())
-        return self._charge("usage_cap", kw, ast.Str("Cap", kw), params, [], meta)
+        return self._charge("usage_cap", kw, ast.Str("Cap", kw), params, list(c[2:]), meta)
+
+    def a_progressive(self, meta, c):
+        """``progressive billing at MONEY, MONEY...``: interim invoices as usage passes each amount."""
+        return ast.Setting("progressive", tuple(c), self.s.of_meta(meta))
 
     def service(self, meta, children):
         direction, service, *items = children

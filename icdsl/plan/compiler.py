@@ -452,6 +452,9 @@ class Compiler:
             span=a.span,
             amendment=self.amendment(info),
             reconcile=self.tolerances(info),
+            progressive=tuple(t.amount.value for t in (a.setting("progressive").values
+                                                       if a.setting("progressive") else ())),
+            progressive_currency=a.setting("progressive").values[0].currency.text if a.setting("progressive") else "",
         )
 
     def tolerances(self, info: AgreementInfo) -> m.Tolerances | None:

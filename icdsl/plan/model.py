@@ -524,6 +524,10 @@ class Agreement:
     span: Span = NO_SPAN
     amendment: Amendment | None = None
     reconcile: Tolerances | None = None  # `reconcile { ... }`, None when the agreement states none
+    # `progressive billing at 10_000.00 EUR, ...`: the thresholds of the usage billed so far in a
+    # period (the partner's invoice currency) at which an interim invoice is raised (icdsl.cycle.progressive)
+    progressive: tuple[Decimal, ...] = ()
+    progressive_currency: str = ""  # the thresholds' (the partner's invoice currency)
 
     @property
     def key(self) -> str:

@@ -676,9 +676,16 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
         for c in rules.agreement.charges:  # `at most ... per month`: the cycle's line, not the record's amount
             if c.kind == "usage_cap" and (not c.applies_to or (sp.direction, sp.service) in c.applies_to):
                 (value, cur), period = c.param("amount"), c.param("period")
+                prorated = (", prorated by the days in force in a partial period"
+                            if c.param("option:prorate", "none") == "daily" else "")
                 steps.append(TraceStep(f"at most {value} {cur} per {period}: the period cap applies at "
-                                       f"the cycle (a line \"{c.name}\" takes off the usage above it); this record "
-                                       "keeps its amount", c.span))
+                                       f"the cycle (a line \"{c.name}\" takes off the usage above it{prorated}); "
+                                       "this record keeps its amount", c.span))
+        ag = rules.agreement
+        if ag.progressive:  # `progressive billing at ...`: interim invoices, not the record's amount
+            at = ", ".join(f"{t} {ag.progressive_currency}" for t in ag.progressive)
+            steps.append(TraceStep(f"progressive billing at {at}: this record counts in the usage of its period to "
+                                   "date; an interim invoice is raised when that usage passes a threshold", ag.span))
 
     # 6. does it fit the output
     if q >= LIMIT or -q >= LIMIT or billed > INT64_MAX:
