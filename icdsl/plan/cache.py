@@ -383,6 +383,66 @@ class PlanCache:
                 self._discard(old)
 
 
+# --------------------------------------------------------------------------- kept values
+
+
+KEPT_MAX = 256  # the oldest kept values beyond this are removed when one is written
+
+
+def kept_key(*parts: Any) -> str:
+    """The name of a value derived from installed code and ``parts`` alone (e.g. a year of a
+    country's holidays): icdsl's code and the installed distributions are part of it, so an
+    upgrade of either is a new name."""
+    return hashlib.sha256(json.dumps([code_fingerprint(), *parts], default=str).encode()).hexdigest()
+
+
+def read_kept(key: str, folder: Path | None = None) -> Any:
+    """A JSON value written by :func:`keep` under ``key``, or None (cache off, absent, or not
+    exactly as written: a corrupt or foreign file is deleted, never trusted)."""
+    if not enabled():
+        return None
+    folder = folder or cache_dir()
+    path = folder / f"{key}.kept"
+    try:
+        data = path.read_bytes()
+        unpacked = _unpack(data, _secret(folder))
+    except OSError:
+        return None
+    if unpacked is None or unpacked[0].get("key") != key:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+    try:
+        return json.loads(unpacked[1])
+    except ValueError:
+        return None
+
+
+def keep(key: str, value: Any, folder: Path | None = None) -> None:
+    """Write a JSON value under ``key`` (atomically, signed as the plans are); a cache folder
+    that cannot be written is no error: the value is derived again next time."""
+    if not enabled():
+        return
+    folder = folder or cache_dir()
+    payload = json.dumps(value, sort_keys=True).encode()
+    header = {"format": FORMAT, "key": key, "payload_len": len(payload),
+              "payload_sha256": hashlib.sha256(payload).hexdigest()}
+    tmp = None
+    try:
+        data = _pack(header, payload, _secret(folder))
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".kept-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, folder / f"{key}.kept")
+        entries = sorted(folder.glob("*.kept"), key=lambda p: p.stat().st_mtime)
+        for old in entries[:-KEPT_MAX]:
+            old.unlink()
+    except OSError:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
 @dataclass
 class Built:
     """What a command needs of a build: the plan (None on errors), the diagnostics, the sources
