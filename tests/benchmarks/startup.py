@@ -57,7 +57,7 @@ def commands(runs: int, before: str | None) -> None:
     base.update(PYTHONPYCACHEPREFIX=tempfile.mkdtemp(), ICDSL_CACHE_DIR=cache)
     modes = {"off": (icdsl, "off"), "on": (icdsl, "on")}
     if before:
-        modes = {"before": (before, "off"), **modes}
+        modes = {"before": (before, "on"), **modes}  # main (or another install) with its cache warm too
     print(f"{'command':20s}" + "".join(f"{m + ': cpu / wall':>24s}" for m in modes) + "  cpu ratio first/last")
     for name, args in cases.items():
         samples: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
