@@ -83,7 +83,8 @@ def test_a_corrupt_or_foreign_kept_year_is_deleted_and_derived_again(folder, dam
 
 def test_another_installation_is_another_key(folder, monkeypatch):
     before = plan_cache.kept_key("holidays", "FR", None, 2026)
-    monkeypatch.setattr(plan_cache, "code_fingerprint", lambda: "another icdsl or holidays")
+    assert plan_cache.installed_fingerprint() == plan_cache.code_fingerprint()
+    monkeypatch.setattr(plan_cache, "installed_fingerprint", lambda: "another icdsl or holidays")
     assert plan_cache.kept_key("holidays", "FR", None, 2026) != before
 
 

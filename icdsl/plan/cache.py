@@ -28,6 +28,7 @@ kind of input file is covered without a change here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -389,11 +390,18 @@ class PlanCache:
 KEPT_MAX = 256  # the oldest kept values beyond this are removed when one is written
 
 
+@functools.cache
+def installed_fingerprint() -> str:
+    """:func:`code_fingerprint` once per process (kept values are derived from installed code:
+    what this process runs; a plan's key computes it afresh, as its sources may change)."""
+    return code_fingerprint()
+
+
 def kept_key(*parts: Any) -> str:
     """The name of a value derived from installed code and ``parts`` alone (e.g. a year of a
     country's holidays): icdsl's code and the installed distributions are part of it, so an
     upgrade of either is a new name."""
-    return hashlib.sha256(json.dumps([code_fingerprint(), *parts], default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([installed_fingerprint(), *parts], default=str).encode()).hexdigest()
 
 
 def read_kept(key: str, folder: Path | None = None) -> Any:
