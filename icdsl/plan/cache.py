@@ -17,6 +17,11 @@ without errors is kept here and used again while nothing it was made from has ch
   the header and the plan. A truncated, corrupt or foreign entry fails the check and is
   deleted and rebuilt, never unpickled.
 
+The folder also keeps small JSON values derived from installed code alone (:func:`keep`,
+:func:`read_kept`; e.g. a year of a country's holidays, so that a warm command does not import
+``holidays``), signed the same way and named by :func:`kept_key` (icdsl's code and the installed
+distributions are part of the name).
+
 Only plans without errors are kept: a failed build is compiled again (its diagnostics are what
 the user is working on, and a missing file is not a file that was read).
 
