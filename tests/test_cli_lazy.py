@@ -26,7 +26,7 @@ try:
     main()
 except SystemExit as e:
     code = e.code
-print(json.dumps({"code": code, "modules": sorted(m for m in sys.modules if m.startswith(("icdsl.", "rich", "fastapi", "textual", "sqlalchemy", "pygls", "lark", "numpy", "pyarrow")))}), file=sys.stderr)
+print(json.dumps({"code": code, "modules": sorted(m for m in sys.modules if m.startswith(("icdsl.", "rich", "fastapi", "textual", "sqlalchemy", "pygls", "lark", "numpy", "pyarrow", "holidays")))}), file=sys.stderr)
 """
 
 
@@ -52,6 +52,26 @@ def test_check_imports_only_the_modules_it_needs(tmp_path):
     for heavy in ("icdsl.billing", "icdsl.web", "icdsl.tui", "icdsl.lsp", "rich", "fastapi", "textual",
                   "sqlalchemy", "pygls", "lark", "numpy", "pyarrow", "icdsl.charges"):
         assert not any(m == heavy or m.startswith(heavy + ".") for m in modules), heavy
+
+
+def test_warm_rate_and_explain_of_a_small_file_skip_what_it_does_not_need(tmp_path):
+    """With the plan and the holiday dates in the cache: no compiling (lark), no holidays tables,
+    no progress bar (rich) and no Acero for a 38-record file."""
+    env = dict(os.environ, ICDSL_CACHE_DIR=str(tmp_path / "cache"))
+    record = ("partner=LUMFR direction=outbound service=voice b_number=33612345678 "
+              "start=2026-03-04T09:15:00+01:00 duration_s=61")
+    for args in (["rate", str(EXAMPLE), "--cdrs", str(EXAMPLE / "traffic.csv"), "--out", str(tmp_path / "out")],
+                 ["explain", str(EXAMPLE), "--record", record]):
+        cold = _run(*args, env=env)
+        code, out, modules = _run(*args, env=env)
+        def said(text: str) -> list[str]:
+            return [line for line in text.splitlines() if not line.endswith("records/s")]
+
+        assert (code, said(out)) == (cold[0], said(cold[1]))
+        assert code == 0, out
+        assert "holidays" in cold[2] or args[0] == "explain"  # the traffic has a holiday calendar's days
+        for heavy in ("lark", "holidays", "rich", "pyarrow.acero", "pyarrow.dataset", "icdsl.cli.billing"):
+            assert not any(m == heavy or m.startswith(heavy + ".") for m in modules), (args[0], heavy)
 
 
 def test_a_command_imports_its_own_module_and_not_the_others():

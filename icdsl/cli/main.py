@@ -244,9 +244,6 @@ def rate(
 ) -> None:
     """Rate a traffic file in bulk: rated records, rejects with reasons, counts that reconcile."""
 
-    # lazy: rich's progress bar: loaded when it runs, not at every `icdsl` start
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     # lazy: this command needs numpy, pyarrow: loaded when it runs, not at every `icdsl` start
     from icdsl.rating.intake import IntakeError
     from icdsl.rating.run import LayoutError, choose_layout, rate_file
@@ -274,14 +271,7 @@ def rate(
         k, v = opt.split("=", 1)
         options[k.strip()] = v.strip()
     total = _count_rows(existing([cdrs])[0])
-    count = "{task.completed:,}/{task.total:,} records" if total else "{task.completed:,} records"
-    with Progress(TextColumn("rating"), BarColumn(), TextColumn(count),
-                  TimeElapsedColumn(), transient=True, disable=total is not None and total < 200_000) as bar:
-        task = bar.add_task("rate", total=total)
-
-        def progress(_batch_read: int, read_so_far: int) -> None:
-            bar.update(task, completed=read_so_far)
-
+    with _progress_bar(cdrs, total) as progress:
         try:
             with contextlib.ExitStack() as stack:
                 client = (stack.enter_context(dask_client(workers=workers, scheduler=scheduler))
@@ -325,6 +315,34 @@ def _show_records(outputs: dict[str, str]) -> None:
         widths = [max(len(row[i]) for row in cells) for i in range(len(names))]
         for row in cells:
             typer.echo("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+BAR_RECORDS = 200_000  # a file of fewer records is rated before a progress bar would be read
+BAR_BYTES = 16 * 2**20  # a CSV file's size below which it has fewer (about 80 bytes a record)
+
+
+@contextlib.contextmanager
+def _progress_bar(cdrs: Path, total: int | None):
+    """A progress callback of ``rate_file``: a bar for a large file, nothing for a small one
+    (rich is then not imported: a small file's whole command takes less than its import)."""
+    large = total >= BAR_RECORDS if total is not None else _size(cdrs) >= BAR_BYTES
+    if not large:
+        yield lambda _batch_read, _read_so_far: None
+        return
+    # lazy: rich's progress bar: loaded for a large file only, not at every `icdsl rate`
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    count = "{task.completed:,}/{task.total:,} records" if total else "{task.completed:,} records"
+    with Progress(TextColumn("rating"), BarColumn(), TextColumn(count), TimeElapsedColumn(), transient=True) as bar:
+        task = bar.add_task("rate", total=total)
+        yield lambda _batch_read, read_so_far: bar.update(task, completed=read_so_far)
+
+
+def _size(path: Path) -> int:
+    try:
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _count_rows(path: Path) -> int | None:

@@ -17,6 +17,11 @@ without errors is kept here and used again while nothing it was made from has ch
   the header and the plan. A truncated, corrupt or foreign entry fails the check and is
   deleted and rebuilt, never unpickled.
 
+The folder also keeps small JSON values derived from installed code alone (:func:`keep`,
+:func:`read_kept`; e.g. a year of a country's holidays, so that a warm command does not import
+``holidays``), signed the same way and named by :func:`kept_key` (icdsl's code and the installed
+distributions are part of the name).
+
 Only plans without errors are kept: a failed build is compiled again (its diagnostics are what
 the user is working on, and a missing file is not a file that was read).
 
@@ -28,6 +33,7 @@ kind of input file is covered without a change here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -381,6 +387,73 @@ class PlanCache:
             entries = sorted(self.folder.glob("*.plan"), key=lambda p: p.stat().st_mtime)
             for old in entries[:-MAX_ENTRIES]:
                 self._discard(old)
+
+
+# --------------------------------------------------------------------------- kept values
+
+
+KEPT_MAX = 256  # the oldest kept values beyond this are removed when one is written
+
+
+@functools.cache
+def installed_fingerprint() -> str:
+    """:func:`code_fingerprint` once per process (kept values are derived from installed code:
+    what this process runs; a plan's key computes it afresh, as its sources may change)."""
+    return code_fingerprint()
+
+
+def kept_key(*parts: Any) -> str:
+    """The name of a value derived from installed code and ``parts`` alone (e.g. a year of a
+    country's holidays): icdsl's code and the installed distributions are part of it, so an
+    upgrade of either is a new name."""
+    return hashlib.sha256(json.dumps([installed_fingerprint(), *parts], default=str).encode()).hexdigest()
+
+
+def read_kept(key: str, folder: Path | None = None) -> Any:
+    """A JSON value written by :func:`keep` under ``key``, or None (cache off, absent, or not
+    exactly as written: a corrupt or foreign file is deleted, never trusted)."""
+    if not enabled():
+        return None
+    folder = folder or cache_dir()
+    path = folder / f"{key}.kept"
+    try:
+        data = path.read_bytes()
+        unpacked = _unpack(data, _secret(folder))
+    except OSError:
+        return None
+    if unpacked is None or unpacked[0].get("key") != key:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+    try:
+        return json.loads(unpacked[1])
+    except ValueError:
+        return None
+
+
+def keep(key: str, value: Any, folder: Path | None = None) -> None:
+    """Write a JSON value under ``key`` (atomically, signed as the plans are); a cache folder
+    that cannot be written is no error: the value is derived again next time."""
+    if not enabled():
+        return
+    folder = folder or cache_dir()
+    payload = json.dumps(value, sort_keys=True).encode()
+    header = {"format": FORMAT, "key": key, "payload_len": len(payload),
+              "payload_sha256": hashlib.sha256(payload).hexdigest()}
+    tmp = None
+    try:
+        data = _pack(header, payload, _secret(folder))
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".kept-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, folder / f"{key}.kept")
+        entries = sorted(folder.glob("*.kept"), key=lambda p: p.stat().st_mtime)
+        for old in entries[:-KEPT_MAX]:
+            old.unlink()
+    except OSError:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 @dataclass

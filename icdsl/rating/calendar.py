@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from icdsl.plan.cache import keep, kept_key, read_kept
 from icdsl.plan.model import BandRule, Calendar, HolidayRule, Span
 
 US = 1_000_000
@@ -100,11 +101,39 @@ def _holiday_calendar(country: str, subdivision: str | None) -> Any:
         return holidays.country_holidays(country, subdiv=subdivision)
 
 
+@cache
+def _holiday_years(country: str, subdivision: str | None) -> dict[int, dict[date, str]]:
+    """The years of a country's holidays looked up so far in this process."""
+    return {}
+
+
+def _year_of_holidays(country: str, subdivision: str | None, year: int) -> dict[date, str]:
+    """The holidays of one year (observed days included, as ``holidays`` gives them), from the
+    cache of icdsl.plan.cache when it has them (a warm command does not import ``holidays``),
+    else from ``holidays`` and kept there. The key holds the installed distributions (so
+    ``holidays``' version): an upgrade reads its own tables again."""
+    key = kept_key("holidays", country, subdivision, year)
+    got = read_kept(key)
+    if isinstance(got, dict):
+        try:
+            return {date.fromisoformat(d): str(name) for d, name in got.items()}
+        except (TypeError, ValueError):
+            pass
+    cal = _holiday_calendar(country, subdivision)
+    cal.get(date(year, 1, 1))  # fills the year (its observed days too, even those of next year's holidays)
+    days = {d: name for d, name in cal.items() if d.year == year}
+    keep(key, {d.isoformat(): name for d, name in days.items()})
+    return days
+
+
 def holiday_name(country: str, subdivision: str | None, day: date) -> str | None:
     """The holiday's name if ``day`` is a public holiday there, else None."""
     with _holiday_lock:  # the holidays object fills years lazily: not thread-safe
-        cal = _holiday_calendar(country, subdivision)
-        return cal.get(day)
+        years = _holiday_years(country, subdivision)
+        days = years.get(day.year)
+        if days is None:
+            days = years[day.year] = _year_of_holidays(country, subdivision, day.year)
+        return days.get(day)
 
 
 # --------------------------------------------------------------------------- pieces of a day

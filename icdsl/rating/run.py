@@ -376,11 +376,25 @@ def _add_totals(summary: RateSummary, rated: pa.Table) -> None:
         summary.totals[cur] = summary.totals.get(cur, Decimal(0)) + Decimal(total)
 
 
+SMALL_GROUPING = 10_000  # charges summed in Python below this: Arrow's group_by loads Acero (a small file's whole rating)
+
+
 def _add_charges(summary: RateSummary, charges: pa.Table) -> None:
+    """The per-record charges' totals by charge and currency (exact decimal sums either way)."""
     summary.record_charges += charges.num_rows
-    g = charges.group_by(["charge", "currency"], use_threads=False).aggregate([("amount", "sum")])
-    for name, cur, total in zip(g.column("charge").to_pylist(), g.column("currency").to_pylist(),
-                                g.column("amount_sum").to_pylist(), strict=True):
+    if charges.num_rows < SMALL_GROUPING:
+        groups: dict[tuple[str, str], Decimal] = {}
+        for name, cur, amount in zip(charges.column("charge").to_pylist(), charges.column("currency").to_pylist(),
+                                     charges.column("amount").to_pylist(), strict=True):
+            total = groups.setdefault((name, cur), Decimal(0))
+            if amount is not None:  # null amounts add nothing, as in Arrow's sum
+                groups[name, cur] = total + Decimal(amount)
+        totals = [(name, cur, total) for (name, cur), total in groups.items()]
+    else:
+        g = charges.group_by(["charge", "currency"], use_threads=False).aggregate([("amount", "sum")])
+        totals = list(zip(g.column("charge").to_pylist(), g.column("currency").to_pylist(),
+                          g.column("amount_sum").to_pylist(), strict=True))
+    for name, cur, total in totals:
         key = f"{name} ({cur})"
         summary.charge_totals[key] = summary.charge_totals.get(key, Decimal(0)) + Decimal(total or 0)
 

@@ -51,17 +51,21 @@ def commands(runs: int, before: str | None) -> None:
         "explain --record": ["explain", ".", "--record", RECORD],
     }
     cache = tempfile.mkdtemp()
+    # bytecode as a user's installation has it (an editable install writes it on first run): a
+    # shell with PYTHONDONTWRITEBYTECODE would otherwise time the compilation of every module
+    base = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    base.update(PYTHONPYCACHEPREFIX=tempfile.mkdtemp(), ICDSL_CACHE_DIR=cache)
     modes = {"off": (icdsl, "off"), "on": (icdsl, "on")}
     if before:
-        modes = {"before": (before, "off"), **modes}
+        modes = {"before": (before, "on"), **modes}  # main (or another install) with its cache warm too
     print(f"{'command':20s}" + "".join(f"{m + ': cpu / wall':>24s}" for m in modes) + "  cpu ratio first/last")
     for name, args in cases.items():
         samples: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
         for exe, flag in modes.values():  # warm: the parser's tables, the plan cache, the file cache
-            _time([exe, *args], dict(os.environ, ICDSL_CACHE_DIR=cache, ICDSL_PLAN_CACHE=flag), EXAMPLE)
+            _time([exe, *args], dict(base, ICDSL_PLAN_CACHE=flag), EXAMPLE)
         for _ in range(runs):
             for m, (exe, flag) in modes.items():
-                env = dict(os.environ, ICDSL_CACHE_DIR=cache, ICDSL_PLAN_CACHE=flag)
+                env = dict(base, ICDSL_PLAN_CACHE=flag)
                 samples[m].append(_time([exe, *args], env, EXAMPLE))
         med = {m: (statistics.median(c for _, c in v), statistics.median(w for w, _ in v)) for m, v in samples.items()}
         first, last = list(med.values())[0], list(med.values())[-1]
