@@ -438,9 +438,11 @@ def _classed(o, t, tolerances: Tolerances, their_scale: int, our_scale: int, sca
              .join_asof(o_left.sort("our_start"), left_on="their_start", right_on="our_start",
                         by=["a_number", "b_number"], strategy="nearest", tolerance=tol_us, check_sortedness=False)
              .filter(pl.col("oi").is_not_null())
-             .with_columns((pl.col("their_start") - pl.col("our_start")).abs().alias("gap"))
-             .sort(["oi", "gap", "ti"])
-             .unique(subset=["oi"], keep="first", maintain_order=True))
+             .sort("oi"))
+        if m.height > 1 and bool((np.diff(m.get_column("oi").to_numpy()) == 0).any()):  # two on one of ours
+            m = (m.with_columns((pl.col("their_start") - pl.col("our_start")).abs().alias("gap"))
+                 .sort(["oi", "gap", "ti"])
+                 .unique(subset=["oi"], keep="first", maintain_order=True))
         if not m.height:
             break
         take(m)

@@ -116,7 +116,7 @@ class Spill:
         assert self._folder is not None
         b = buckets_of(table.column(self.number), self.buckets)
         self.counts += np.bincount(b, minlength=self.buckets)
-        order = np.argsort(b, kind="stable")
+        order = np.argsort(b.astype(np.uint8) if self.buckets <= 256 else b, kind="stable")  # uint8: a radix sort
         table = table.take(pa.array(order))  # dictionaries kept (a stream may replace them)
         edges = np.searchsorted(b[order], np.arange(self.buckets + 1))
         for k in range(self.buckets):
