@@ -235,8 +235,10 @@ def inputs_of(plan, traffic: Path):
 
 def detail_of(work: Path):
     """Their detail as the store hands it over: read a batch at a time, never whole."""
+    from icdsl.recon.spill import parquet_batches
+
     def batches():
-        for b in pq.ParquetFile(work / "theirs.parquet").iter_batches(batch_size=500_000):
+        for b in parquet_batches(work / "theirs.parquet", 500_000):
             yield pa.Table.from_batches([b])
     return batches
 
