@@ -133,16 +133,16 @@ def _numbers(col: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
     """Their calling or called numbers as int64 when each is digits without a leading ``0``,
     ``+`` or ``-`` (written back as text, it is the text they sent: the comparison's keys are the
     same whichever form a batch took), else as text."""
-    import polars as pl  # lazy: polars only where records are compared
-
     if pa.types.is_integer(col.type):
         return pc.cast(col, pa.int64())
     text = pc.cast(col, pa.string())
-    s = pl.Series(text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text)
-    n = s.str.to_integer(strict=False)
-    if n.null_count() != s.null_count() or s.str.contains("^[0+-]").any():
+    signed = pc.or_(pc.starts_with(text, "0"), pc.or_(pc.starts_with(text, "+"), pc.starts_with(text, "-")))
+    if pc.any(signed).as_py():
         return text
-    return n.to_arrow()
+    try:
+        return pc.cast(text, pa.int64())  # digits only, as Arrow reads integers (no blank, no sign here)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return text
 
 
 def _decimals_written(col: pa.ChunkedArray, scale: int) -> pa.Array:
