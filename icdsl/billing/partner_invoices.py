@@ -54,6 +54,7 @@ from icdsl.plan.model import Plan, RecordLayout
 from icdsl.rating.rejects import REJECTS_SCHEMA
 from icdsl.recon.model import PartnerInvoice, PartnerInvoiceLine
 from icdsl.recon.readers import InvoiceFileError, decimal_text, read_invoice
+from icdsl.recon.spill import parquet_batches
 
 if TYPE_CHECKING:
     from icdsl.billing.store import Store
@@ -538,8 +539,7 @@ def detail_batches(store: Store, ref: str | int, partner: str | None = None, *,
     yield _empty_detail()
     for d in details(store, ref, partner):
         store.data.verify(d.records_path, d.records_sha256)
-        pf = pq.ParquetFile(store.data.abs(d.records_path))
-        for batch in pf.iter_batches(batch_size=rows):
+        for batch in parquet_batches(store.data.abs(d.records_path), rows):
             t = pa.Table.from_batches([batch])
             cols: dict[str, Any] = {
                 "id": pc.cast(t.column("id"), pa.string()),

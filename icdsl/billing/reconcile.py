@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from sqlalchemy import select
 
 from icdsl.billing import models as M
@@ -51,7 +50,7 @@ from icdsl.recon.ours import (
     our_lines,
     run_ours,
 )
-from icdsl.recon.spill import Spill
+from icdsl.recon.spill import Spill, parquet_batches
 
 if TYPE_CHECKING:
     from icdsl.billing.store import Store
@@ -192,8 +191,7 @@ def _from_cycle(store: Store, rated_file: M.DataFile, plan: Plan, partner: str, 
                 yield from _read_partner(str(store.data.abs(path)), partner, per)
         keeper = RecordKeeper(services, scale, NumberKeeper(services, more=intake()))
     sums = _LineSums()
-    pf = pq.ParquetFile(store.data.abs(rated_file.path))
-    for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=_RATED_COLUMNS):
+    for batch in parquet_batches(store.data.abs(rated_file.path), BATCH_ROWS, list(_RATED_COLUMNS)):
         rated = billed_rows(pa.Table.from_batches([batch]), services)
         if rated is None or not rated.num_rows:
             continue

@@ -119,17 +119,22 @@ class _Problems:
 
 
 _PLAIN = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+_GROUPED_DOTS = re.compile(r"-?[0-9]{1,3}(\.[0-9]{3})+(,[0-9]+)?")
+_GROUPED_COMMAS = re.compile(r"-?[0-9]{1,3}(,[0-9]{3})+(\.[0-9]+)?")
 
 
 def decimal_text(text: str, mark: str = ".") -> Decimal | None:
     """An exact Decimal from a number as written (``-1234.5``; with ``mark=","``: ``1.234,5``,
     ``1234,5``), or None: no exponent, no NaN or infinity, groups of three only."""
-    t = text.strip().replace("\u00a0", "").replace("\u202f", "")
+    t = text.strip()
+    if mark == "." and _PLAIN.fullmatch(t):  # the common case: nothing to take out
+        return Decimal(t)
+    t = t.replace("\u00a0", "").replace("\u202f", "")
     if mark == ",":
-        if re.fullmatch(r"-?[0-9]{1,3}(\.[0-9]{3})+(,[0-9]+)?", t):
+        if _GROUPED_DOTS.fullmatch(t):
             t = t.replace(".", "")
         t = t.replace(",", ".")
-    elif re.fullmatch(r"-?[0-9]{1,3}(,[0-9]{3})+(\.[0-9]+)?", t):
+    elif _GROUPED_COMMAS.fullmatch(t):
         t = t.replace(",", "")
     t = t.replace(" ", "")
     if not _PLAIN.fullmatch(t):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -72,8 +73,12 @@ def _decimal_scale(t: pa.DataType) -> int | None:
     return t.scale if pa.types.is_decimal(t) else None
 
 
-def normalize_detail(detail: pa.Table) -> tuple[pa.Table, int]:
-    """Their detail in the comparison's columns and types; (table, scale of their amounts)."""
+def normalize_detail(detail: pa.Table, first_row: int = 0) -> tuple[pa.Table, int]:
+    """Their detail in the comparison's columns and types; (table, scale of their amounts).
+    ``first_row``: the position of ``detail``'s first record in their whole detail (a batch of
+    it), for the row a problem names. A table already normalized is returned as it is."""
+    if is_normalized(detail):
+        return detail, _decimal_scale(detail.schema.field("their_amount").type) or 0
     missing = detail_problems(detail)
     if missing:
         raise ReconcileError(f"their CDR detail has no {', '.join(missing)} column",
@@ -89,27 +94,55 @@ def normalize_detail(detail: pa.Table) -> tuple[pa.Table, int]:
     if not pa.types.is_integer(duration.type):
         raise ReconcileError(f"their detail's durations are {duration.type}, not whole seconds",
                              help="durations are whole seconds")
-    cols = {"their_id": detail.column("id"), "a_number": pc.cast(detail.column("a_number"), pa.string()),
-            "b_number": pc.cast(detail.column("b_number"), pa.string()), "their_start": pc.cast(start, pa.int64()),
+    cols = {"their_id": detail.column("id"), "a_number": _numbers(detail.column("a_number")),
+            "b_number": _numbers(detail.column("b_number")), "their_start": pc.cast(start, pa.int64()),
             "their_duration": pc.cast(duration, pa.int64())}
     scale = 0
+    ids = detail.column("id")
     if "amount" in detail.column_names:
-        amount = _decimal_column(detail.column("amount"), "amount", detail.column("id"))
+        amount, written = _decimal_column(detail.column("amount"), "amount", ids, first_row, written=True)
         scale = _decimal_scale(amount.type) or 0
         if scale > MAX_SCALE:
             raise ReconcileError(f"their amounts have {scale} decimals, more than the {MAX_SCALE} compared")
         cols["their_amount"] = amount
-        cols["their_decimals"] = _decimals_written(detail.column("amount"), scale)
+        cols["their_decimals"] = written
     else:
         cols["their_amount"] = pa.nulls(detail.num_rows, pa.decimal128(38, 0))
         cols["their_decimals"] = pa.array(np.zeros(detail.num_rows, np.int64))
     if "rate" in detail.column_names:
-        rate = _decimal_column(detail.column("rate"), "rate", detail.column("id"))
+        rate = _decimal_column(detail.column("rate"), "rate", ids, first_row)
         cols["their_rate"], cols["their_rate_i"] = rate_ints(pc.cast(rate, pa.string()))
     else:
         cols["their_rate"] = pa.nulls(detail.num_rows, pa.string())
         cols["their_rate_i"] = pa.nulls(detail.num_rows, pa.int64())
     return pa.table(cols), scale
+
+
+NORMALIZED = ("their_id", "a_number", "b_number", "their_start", "their_duration", "their_amount", "their_decimals",
+              "their_rate", "their_rate_i")
+
+
+def is_normalized(detail: pa.Table | pa.Schema) -> bool:
+    """``detail`` is their detail as :func:`normalize_detail` gives it (a spilled side's batches
+    are normalized as they come: compact on disk, read and checked once)."""
+    names = detail.names if isinstance(detail, pa.Schema) else detail.column_names
+    return tuple(names) == NORMALIZED
+
+
+def _numbers(col: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
+    """Their calling or called numbers as int64 when each is digits without a leading ``0``,
+    ``+`` or ``-`` (written back as text, it is the text they sent: the comparison's keys are the
+    same whichever form a batch took), else as text."""
+    if pa.types.is_integer(col.type):
+        return pc.cast(col, pa.int64())
+    text = pc.cast(col, pa.string())
+    signed = pc.or_(pc.starts_with(text, "0"), pc.or_(pc.starts_with(text, "+"), pc.starts_with(text, "-")))
+    if pc.any(signed).as_py():
+        return text
+    try:
+        return pc.cast(text, pa.int64())  # digits only, as Arrow reads integers (no blank, no sign here)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return text
 
 
 def _decimals_written(col: pa.ChunkedArray, scale: int) -> pa.Array:
@@ -124,29 +157,68 @@ def _decimals_written(col: pa.ChunkedArray, scale: int) -> pa.Array:
         pc.cast(written, pa.int64())
 
 
-def _decimal_column(col: pa.ChunkedArray, name: str, ids: pa.ChunkedArray | None = None) -> pa.ChunkedArray:
+def _decimal_column(col: pa.ChunkedArray, name: str, ids: pa.ChunkedArray | None = None, first_row: int = 0, *,
+                    written: bool = False) -> Any:
+    """Their ``name``s as a decimal column at the most decimals any was written with (checked:
+    numbers written with a point, at most :data:`MAX_SCALE` decimals); with ``written``, (that
+    column, the decimals each was written with)."""
     if pa.types.is_floating(col.type):
         raise ReconcileError(f"their detail's {name}s are floating-point numbers, which are not exact",
                              help=f"import the {name}s as decimals (text such as 0.0123)")
     if pa.types.is_decimal(col.type) or pa.types.is_integer(col.type):
-        return col if pa.types.is_decimal(col.type) else pc.cast(col, pa.decimal128(38, 0))
+        out = col if pa.types.is_decimal(col.type) else pc.cast(col, pa.decimal128(38, 0))
+        return (out, _decimals_written(col, _decimal_scale(out.type) or 0)) if written else out
+    fast = _plain_decimals(col)
+    if fast is not None:
+        return fast if written else fast[0]
     text = pc.utf8_trim_whitespace(pc.cast(col, pa.string()))
     ok = pc.fill_null(pc.match_substring_regex(text, _DECIMAL), True)
     if pc.all(ok).as_py() is False:  # the first that is not a number, located (None: no records)
         at = pc.index(ok, False).as_py()
         v = str(text[at].as_py())
-        where = f" of record {str(ids[at].as_py())[:40]} (row {at + 1})" if ids is not None else f" (row {at + 1})"
+        row = first_row + at + 1
+        where = f" of record {str(ids[at].as_py())[:40]} (row {row})" if ids is not None else f" (row {row})"
         raise ReconcileError(f"their detail has the {name} '{v[:40]}'{where}, which is not a number",
                              help=f"{name}s are decimals written with a point, such as 0.0125")
-    written = _decimals_written(text, 0)
-    scale = int(pc.max(written).as_py() or 0) if len(written) else 0
+    places = _decimals_written(text, 0)
+    scale = int(pc.max(places).as_py() or 0) if len(places) else 0
     if scale > MAX_SCALE:
         raise ReconcileError(f"their detail has {name}s with {scale} decimals, more than the {MAX_SCALE} compared")
     digits = pc.subtract(pc.utf8_length(pc.replace_substring(pc.replace_substring(text, "-", ""), ".", "")),
-                         written)
+                         places)
     if (pc.max(digits).as_py() or 0) > 38 - MAX_SCALE:
         raise ReconcileError(f"their detail has {name}s too large to be amounts")
-    return pc.cast(text, pa.decimal128(38, scale))
+    out = pc.cast(text, pa.decimal128(38, scale))
+    return (out, places) if written else out
+
+
+def _plain_decimals(col: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.Array] | None:
+    """Text decimals the common way (each a plain number with no blank, at most 18 digits once
+    at the column's scale), read on columns as int64: (the decimal column, the decimals each was
+    written with), exactly what the general path (Arrow's cast) gives; None: any other text (the
+    general path reads it, or says what is wrong)."""
+    import polars as pl  # lazy: polars only where records are compared
+
+    text = pc.cast(col, pa.string())
+    s = pl.Series(text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text)
+    if s.str.contains(_DECIMAL).not_().any():
+        return None
+    dot = s.str.find(".", literal=True)
+    size = s.str.len_bytes()  # ASCII only, as checked
+    places = (size - dot - 1).fill_null(0)
+    scale = int(places.max() or 0) if len(s) else 0
+    if scale > MAX_SCALE:
+        return None
+    digits = size - s.str.starts_with("-").cast(pl.Int64) - dot.is_not_null().cast(pl.Int64) - places
+    if len(s) and int(digits.max() or 0) + scale > 18:
+        return None
+    values = s.str.replace(".", "", literal=True).str.to_integer(strict=False)
+    if values.null_count() != s.null_count():
+        return None
+    p = places.cast(pl.Int64).to_numpy()
+    scaled = values.fill_null(0).to_numpy() * np.power(10, scale - p).astype(np.int64)
+    valid = s.is_not_null().to_numpy()
+    return _decimal(scaled, valid, scale), pa.array(p, pa.int64())
 
 
 _DECIMAL = r"^-?[0-9]+(\.[0-9]+)?$"
@@ -214,13 +286,15 @@ def compare_sides(ours: pa.Table | Spill, theirs: pa.Table | Spill | Iterable[pa
     try:
         if o is not ours:
             o.add(ours)  # type: ignore[arg-type]
-        if t is not theirs:
-            t.extend([theirs] if isinstance(theirs, pa.Table) else theirs)  # type: ignore[list-item]
+        if t is not theirs:  # each batch normalized as it comes: checked once, compact on disk
+            first = 0
+            for batch in [theirs] if isinstance(theirs, pa.Table) else theirs:  # type: ignore[union-attr]
+                t.add(normalize_detail(batch, first)[0])
+                first += batch.num_rows
         if t.schema is None:
             raise ReconcileError("their CDR detail has no records and no columns",
                                  help="import the detail again, or reconcile without it")
-        missing = detail_problems(t.schema.empty_table())
-        if missing:
+        if not is_normalized(t.schema) and detail_problems(t.schema.empty_table()):
             normalize_detail(t.schema.empty_table())  # the error, with the columns it has
         if not (o.spilled or t.spilled):
             return compare_records(o.table(), t.table(), tolerances, our_scale, line_keys, keep_matched=keep_matched)
@@ -364,9 +438,11 @@ def _classed(o, t, tolerances: Tolerances, their_scale: int, our_scale: int, sca
              .join_asof(o_left.sort("our_start"), left_on="their_start", right_on="our_start",
                         by=["a_number", "b_number"], strategy="nearest", tolerance=tol_us, check_sortedness=False)
              .filter(pl.col("oi").is_not_null())
-             .with_columns((pl.col("their_start") - pl.col("our_start")).abs().alias("gap"))
-             .sort(["oi", "gap", "ti"])
-             .unique(subset=["oi"], keep="first", maintain_order=True))
+             .sort("oi"))
+        if m.height > 1 and bool((np.diff(m.get_column("oi").to_numpy()) == 0).any()):  # two on one of ours
+            m = (m.with_columns((pl.col("their_start") - pl.col("our_start")).abs().alias("gap"))
+                 .sort(["oi", "gap", "ti"])
+                 .unique(subset=["oi"], keep="first", maintain_order=True))
         if not m.height:
             break
         take(m)
