@@ -337,7 +337,6 @@ def margins(plan: Plan, records: pa.Table, policy: LcrPolicy,
             maintain_order="left")["c"].fill_null(-1).to_numpy()
         codes[gaps] = got
     has = codes >= 0
-    sel = None if has.all() else np.flatnonzero(has)
     supplier_arr = _dict_array(codes, names)
 
     cost_n = np.zeros(n, dtype=np.int64)
@@ -354,9 +353,9 @@ def margins(plan: Plan, records: pa.Table, policy: LcrPolicy,
     cur_codes = np.full(n, -1, dtype=np.int32)
     cur_names: list[str] = []
     from_fallback = np.zeros(n, dtype=bool)
-    if sel is None or len(sel):
-        u = rate_units(plan, _cost_table(records, supplier_arr, number_arr, sel))
-        at = np.arange(n) if sel is None else sel
+    if has.any():
+        u = rate_units(plan, _cost_table(records, supplier_arr, number_arr), skip=None if has.all() else ~has)
+        at = slice(None)
         ok = u.ok
         cost_n[at] = _scaled_units(u)
         costed[at] = ok
@@ -380,7 +379,6 @@ def margins(plan: Plan, records: pa.Table, policy: LcrPolicy,
         from_fallback[at] = ok & (u.row >= cut[gi])
         if u.rejects.num_rows:
             rj = pl.from_arrow(u.rejects.column("id")).cast(pl.Int64).to_numpy()
-            rj = rj if sel is None else sel[rj]
             why = why.scatter(rj, _text(u.rejects, "reason") + ": " + _text(u.rejects, "detail"))
     day_codes = days.to_physical().to_numpy()
     revenue = _convert(nano(records.column("amount")), *_currency_codes(records), day_codes, plan, policy)
@@ -468,25 +466,17 @@ def _merged(dicts: Sequence[pa.Array]) -> tuple[np.ndarray, np.ndarray, list[str
     return off, enc.indices.to_numpy(zero_copy_only=False).astype(np.int32), enc.dictionary.to_pylist()
 
 
-def _cost_table(records: pa.Table, supplier: pa.DictionaryArray, number: pa.Array,
-                sel: np.ndarray | None) -> pa.Table:
-    """The records at ``sel`` (None: all) as outbound calls of their supplier, for the rater."""
-    def pick(col):
-        if isinstance(col, pa.ChunkedArray):
-            col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-        return col if sel is None else col.take(pa.array(sel))
-
-    m = records.num_rows if sel is None else len(sel)
+def _cost_table(records: pa.Table, supplier: pa.DictionaryArray, number: pa.Array) -> pa.Table:
+    """The records as outbound calls of their supplier, for the rater (no column copied)."""
+    m = records.num_rows
     cols = {"id": pa.array(np.arange(m, dtype=np.int64)),  # the position: the costs come back by it
-            "partner": pick(supplier),
+            "partner": supplier,
             "direction": pa.DictionaryArray.from_arrays(pa.array(np.zeros(m, dtype=np.int32)),
                                                         pa.array(["outbound"])),
-            "service": pick(records.column("service")),
-            "b_number": pick(number),
-            "start": pick(records.column("start")),
-            "duration_s": pick(records.column("duration_s"))}
+            "service": records.column("service"), "b_number": number,
+            "start": records.column("start"), "duration_s": records.column("duration_s")}
     if "a_number" in records.column_names:
-        cols["a_number"] = pick(records.column("a_number"))
+        cols["a_number"] = records.column("a_number")
     return pa.table(cols)
 
 
