@@ -428,14 +428,26 @@ def _number_ints(numbers: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray
 def longest_match(numbers: pl.Series, prefixes: pl.Series) -> np.ndarray:
     """For each number, the position in ``prefixes`` of the longest prefix that begins it; -1
     where none does. On columns: one sorted lookup per prefix length, longest first."""
-    out = np.full(len(numbers), -1, dtype=np.int64)
     if not len(prefixes) or not len(numbers):
+        return np.full(len(numbers), -1, dtype=np.int64)
+    return longest_match_ints(*_number_ints(numbers), prefixes)
+
+
+def number_ints(numbers: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Numbers as (digits as int64, length, usable) for :func:`longest_match_ints`: converted
+    once, matched against several prefix lists."""
+    return _number_ints(numbers)
+
+
+def longest_match_ints(n_num: np.ndarray, n_len: np.ndarray, ok: np.ndarray, prefixes: pl.Series) -> np.ndarray:
+    """:func:`longest_match` on numbers already converted by :func:`number_ints`."""
+    out = np.full(len(n_num), -1, dtype=np.int64)
+    if not len(prefixes) or not len(n_num):
         return out
     p_num, p_len = _prefix_ints(prefixes)
     keys = p_num * KEY_BITS + p_len
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
-    n_num, n_len, ok = _number_ints(numbers)
     for L in sorted(set(p_len.tolist()), reverse=True):
         sel = np.nonzero((out < 0) & ok & (n_len >= L))[0]
         if not len(sel):

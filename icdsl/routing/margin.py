@@ -46,9 +46,10 @@ from icdsl.routing.lcr import (
     build_table,
     convert,
     fx_factor,
-    longest_match,
+    longest_match_ints,
     money_col,
     money_text,
+    number_ints,
 )
 
 SUPPLIER_COLUMNS = ("to_partner", "supplier", "route", "out_trunk")  # to_partner: a transit record's terminating side
@@ -157,17 +158,27 @@ def nano(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
 def lcr_choice(plan: Plan, policy: LcrPolicy, numbers: pl.Series, starts: pl.Series, days: pl.Series,
                bands: pl.Series, notes: list[str]) -> pl.Series:
     """The first-ranked supplier of the LCR table of each record's day for its number (longest
-    table prefix with a route in the record's band) and band; null where the table has no route.
-    On columns: one table per stretch of days, and each band's first choices found by one sorted
-    lookup per prefix length (:func:`icdsl.routing.lcr.longest_match`)."""
-    out = np.full(len(numbers), None, dtype=object)
-    frame = pl.DataFrame({"n": numbers, "t": starts, "d": days, "b": bands}).with_row_index("i")
+    table prefix with a route in the record's band) and band; null where the table has no route."""
+    codes, names = lcr_codes(plan, policy, numbers, starts, days, bands, notes)
+    return pl.from_arrow(_dict_array(codes, names)).cast(pl.Utf8).alias("supplier")
+
+
+def lcr_codes(plan: Plan, policy: LcrPolicy, numbers: pl.Series, starts: pl.Series, days: pl.Series,
+              bands: pl.Series, notes: list[str]) -> tuple[np.ndarray, list[str]]:
+    """:func:`lcr_choice` as codes into a list of supplier codes (-1: no route). On columns: the
+    numbers as integers once, one table per stretch of days, and each band's first choices found
+    by one sorted lookup per prefix length (:func:`icdsl.routing.lcr.longest_match_ints`)."""
+    n = len(numbers)
+    out = np.full(n, -1, dtype=np.int32)
+    names: list[str] = []
+    n_num, n_len, ok = number_ints(numbers)
+    frame = pl.DataFrame({"t": starts, "d": days, "b": bands.cast(pl.Utf8)}).with_row_index("i")
     cuts = change_days(plan)
-    seg = pl.Series("g", np.searchsorted(np.asarray(cuts, dtype="datetime64[D]"),
-                                         frame["d"].to_numpy().astype("datetime64[D]"), side="right"))
-    frame = frame.with_columns(seg)
-    for (group, day) in frame.group_by("g").agg(pl.col("d").min()).sort("g").iter_rows():
-        part = frame.filter(pl.col("g") == group)
+    day_n = days.to_physical().to_numpy()
+    seg = np.searchsorted(np.asarray([c.toordinal() - EPOCH for c in cuts], dtype=np.int64), day_n, side="right")
+    for group in np.unique(seg).tolist():
+        at = np.flatnonzero(seg == group)
+        day = date.fromordinal(EPOCH + int(day_n[at].min()))
         try:  # the same table on every day of the segment
             table = build_table(plan, policy, day)
         except LcrError as e:
@@ -176,15 +187,22 @@ def lcr_choice(plan: Plan, policy: LcrPolicy, numbers: pl.Series, starts: pl.Ser
             continue
         first = table.routes.filter(pl.col("rank") == 1).sort("supplier").unique(
             ["prefix", "band"], keep="first").select("prefix", "band", "supplier")
-        part = _bands_of(plan, table.bands, part, notes)
+        part = frame if len(at) == n else frame[at]
+        band_of = _bands_of(plan, table.bands, part, notes)["b"]
         for (band,), routes in first.partition_by("band", as_dict=True).items():
-            mine = part.filter(pl.col("b") == band)
-            if not mine.height:
+            mine = at[(band_of == band).fill_null(False).to_numpy()]
+            if not len(mine):
                 continue
-            hit = longest_match(mine["n"], routes["prefix"])
+            hit = longest_match_ints(n_num[mine], n_len[mine], ok[mine], routes["prefix"])
             found = hit >= 0
-            out[mine["i"].to_numpy()[found]] = routes["supplier"].to_numpy()[hit[found]]
-    return pl.Series("supplier", out, dtype=pl.Utf8)
+            sup = routes["supplier"].to_list()
+            local = {c: i for i, c in enumerate(sorted(set(sup)))}
+            for c in local:
+                if c not in names:
+                    names.append(c)
+            code_of = np.array([names.index(c) for c in sup], dtype=np.int32)
+            out[mine[found]] = code_of[hit[found]]
+    return out, names
 
 
 def change_days(plan: Plan) -> list[date]:
@@ -319,8 +337,8 @@ def margins(plan: Plan, records: pa.Table, policy: LcrPolicy,
     if start.dtype == pl.Utf8:
         start = start.str.to_datetime(time_zone="UTC")
     days = start.dt.convert_time_zone("UTC").dt.date() if start.dtype.time_zone else start.dt.date()
-    band = _text(records, "band")
-    band = band if band is not None else pl.Series([""] * n, dtype=pl.Utf8)
+    band = _cat(records, "band")
+    band = band if band is not None else pl.Series([""] * n, dtype=pl.Utf8).cast(pl.Categorical)
     names = supplier.dictionary.to_pylist()
     codes = supplier.indices.to_numpy(zero_copy_only=False)
     codes = np.where(supplier.indices.is_null().to_numpy(zero_copy_only=False), -1, codes).astype(np.int32) \
@@ -328,14 +346,12 @@ def margins(plan: Plan, records: pa.Table, policy: LcrPolicy,
     by_lcr = codes < 0
     if by_lcr.any():
         gaps = np.flatnonzero(by_lcr)
-        chosen = lcr_choice(plan, policy, pl.from_arrow(number_arr).gather(gaps), start.gather(gaps),
-                            days.gather(gaps), band.gather(gaps), notes)
-        extra = sorted(set(chosen.drop_nulls().unique().to_list()) - set(names))
+        got, chosen = lcr_codes(plan, policy, pl.from_arrow(number_arr.take(pa.array(gaps))), start.gather(gaps),
+                                days.gather(gaps), band.gather(gaps), notes)
+        extra = [c for c in chosen if c not in names]
         names = names + extra
-        got = pl.DataFrame({"s": chosen}).join(
-            pl.DataFrame({"s": names, "c": np.arange(len(names), dtype=np.int32)}), on="s", how="left",
-            maintain_order="left")["c"].fill_null(-1).to_numpy()
-        codes[gaps] = got
+        remap = np.array([names.index(c) for c in chosen] + [-1], dtype=np.int32)
+        codes[gaps] = remap[got]  # -1 (no route) takes the last slot: -1
     has = codes >= 0
     supplier_arr = _dict_array(codes, names)
 
@@ -391,7 +407,7 @@ def margins(plan: Plan, records: pa.Table, policy: LcrPolicy,
         "destination": _cat(records, "destination") if "destination" in records.column_names
         else prefix.cast(pl.Categorical),
         "prefix": prefix.cast(pl.Categorical) if prefix is not None else pl.from_arrow(number_arr),
-        "band": band.cast(pl.Categorical), "number": pl.from_arrow(number_arr),
+        "band": band, "number": pl.from_arrow(number_arr),
         "duration_s": pl.from_arrow(records.column("duration_s")).cast(pl.Int64),
         "supplier": pl.from_arrow(supplier_arr), "chosen_by": pl.from_arrow(how),
         "supplier_prefix": pl.from_arrow(_dict_array(prefix_codes, prefix_names)),
@@ -409,19 +425,19 @@ def margins(plan: Plan, records: pa.Table, policy: LcrPolicy,
 def _numbers(records: pa.Table, notes: list[str]) -> tuple[pa.Array, pl.Series | None]:
     """The called number of each record (its b_number, else its sold prefix) as an Arrow string
     array, and the sold prefix."""
-    prefix = _text(records, "prefix")
+    prefix = _cat(records, "prefix")
     if "b_number" not in records.column_names:
         if prefix is None:
             raise MarginError("the records have neither a called number (b_number) nor a sold prefix")
         notes.append("the records do not carry the called number: each is costed by its sold prefix "
                      "(join the traffic file with --cdrs for longest-prefix costing on the number)")
-        return prefix.to_arrow().cast(pa.large_string()), prefix
+        return prefix.cast(pl.Utf8).to_arrow().cast(pa.large_string()), prefix
     col = records.column("b_number")
     col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
     if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
         col = col.cast(pa.string())
     if col.null_count and prefix is not None:
-        col = pc.coalesce(col, prefix.to_arrow().cast(col.type))
+        col = pc.coalesce(col, prefix.cast(pl.Utf8).to_arrow().cast(col.type))
     return col, prefix
 
 
