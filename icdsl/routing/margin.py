@@ -301,7 +301,7 @@ def sold(rated: pa.Table, traffic: pa.Table | None = None) -> pa.Table:
     if not extra:
         return rated
     # the traffic row of each rated record, by id (the first of a repeated id), then its columns taken
-    if rated.column("id").equals(traffic.column("id")):
+    if _same_ids(rated.column("id"), traffic.column("id")):
         taken = traffic.select(extra)  # the rated file is the traffic in its order: row for row
     else:
         left_id = pl.from_arrow(rated.column("id")).cast(pl.Utf8)
@@ -314,6 +314,18 @@ def sold(rated: pa.Table, traffic: pa.Table | None = None) -> pa.Table:
         text = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
         rated = rated.append_column(c, col if text else col.cast(pa.string()))
     return rated
+
+
+def _same_ids(left: pa.ChunkedArray, right: pa.ChunkedArray) -> bool:
+    """The two id columns hold the same values in the same order (string and large string alike)."""
+    if len(left) != len(right):
+        return False
+    if left.type != right.type:
+        texts = (pa.types.is_string, pa.types.is_large_string)
+        if not (any(t(left.type) for t in texts) and any(t(right.type) for t in texts)):
+            return False
+        left = left.cast(right.type)
+    return left.equals(right)
 
 
 def margins(plan: Plan, records: pa.Table, policy: LcrPolicy,
@@ -644,13 +656,18 @@ def to_text(report: pl.DataFrame, totals: dict[str, int], currency: str, finding
             whatif: pl.DataFrame | None, period: str, by: str, decks: Sequence[str] = ()) -> str:
     """The report as aligned text: the rows, the totals, the what-if and the findings."""
     def table(frame: pl.DataFrame) -> list[str]:
+        """Columns padded to their widest cell, numbers (a digit or '-' first) to the right; on
+        columns (a report by destination has tens of thousands of rows)."""
         cols = frame.columns
-        cells = [[("" if v is None else str(v)) for v in row] for row in frame.iter_rows()]
-        width = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(cols, width, strict=True))]
-        lines += ["  ".join(v.rjust(w) if v[:1].isdigit() or v[:1] == "-" else v.ljust(w)
-                            for v, w in zip(r, width, strict=True)) for r in cells]
-        return [line.rstrip() for line in lines]
+        cells = frame.select(pl.col(c).cast(pl.Utf8).fill_null("") for c in cols)
+        width = [max(len(c), int(cells[c].str.len_chars().max() or 0)) for c in cols]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(cols, width, strict=True)).rstrip()]
+        if cells.height:
+            padded = [pl.when(pl.col(c).str.contains(r"^[0-9-]")).then(pl.col(c).str.pad_start(w))
+                      .otherwise(pl.col(c).str.pad_end(w)) for c, w in zip(cols, width, strict=True)]
+            lines += cells.select(pl.concat_str(padded, separator="  ").str.strip_chars_end(" ").alias("x"))["x"] \
+                .to_list()
+        return lines
 
     out = [f"margins {period} by {by}, in {currency}"]
     out += table(report.drop("currency"))
