@@ -54,6 +54,10 @@ from icdsl.routing.lcr import (
 
 SUPPLIER_COLUMNS = ("to_partner", "supplier", "route", "out_trunk")  # to_partner: a transit record's terminating side
 SOLD_DIRECTIONS = ("inbound", "transit")
+# the columns margins read: of the rated records, and of the traffic they were rated from
+RATED_COLUMNS = ("id", "partner", "direction", "service", "prefix", "destination", "band", "amount", "currency",
+                 "start", "duration_s", "b_number", "a_number", *SUPPLIER_COLUMNS)
+TRAFFIC_COLUMNS = ("id", "b_number", "a_number", *SUPPLIER_COLUMNS)
 BY = ("partner", "destination", "supplier", "day")
 LCR = "lcr"  # how a cost was chosen: the record's supplier ("record") or the LCR's first choice
 RECORD = "record"
@@ -696,5 +700,5 @@ def money_columns(frame: pl.DataFrame, names: Sequence[str] | None = None) -> pl
     return frame.select(out)
 
 
-__all__ = ["BY", "Finding", "MarginError", "Margins", "SUPPLIER_COLUMNS", "compare", "in_period", "lcr_choice", "margins",
+__all__ = ["BY", "RATED_COLUMNS", "TRAFFIC_COLUMNS", "Finding", "MarginError", "Margins", "SUPPLIER_COLUMNS", "compare", "in_period", "lcr_choice", "margins",
            "money_columns", "money_text", "nano", "read_supplier_deck", "sold", "to_text", "with_decks"]
