@@ -27,16 +27,18 @@ first; without the fallback list DELTA would have no UK route at all.
 from __future__ import annotations
 
 import contextlib
+import random
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
 from icdsl.plan.compiler import build
 from icdsl.rating.batch import rate_batch
 from icdsl.routing.export import to_csv
-from icdsl.routing.lcr import build_table
+from icdsl.routing.lcr import build_table, reference_table
 from icdsl.routing.margin import margins, sold
 
 RULES = """
@@ -169,3 +171,57 @@ def test_margins_cost_each_record_with_its_bands_parts_and_the_fallback(tmp_path
     assert (dec(t["revenue_n"]), dec(t["cost_n"]), dec(t["margin_n"])) == (
         Decimal("0.045"), Decimal("0.028"), Decimal("0.017"))
     assert any("fallback" in n for n in m.notes)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_band_parts_and_fallbacks_agree_with_the_reference(tmp_path, seed):
+    """Random nested decks on a peak/off-peak calendar with random ``band`` parts (fee,
+    increments) and inline fallback lists: the columnar table gives the one-destination-at-a-time
+    Decimal reference's ranked costs."""
+    rnd = random.Random(seed)
+
+    def price() -> str:
+        return f"{Decimal(rnd.randint(1, 500)) / 10000}"
+
+    def rows(n: int) -> str:
+        out = []
+        for p in sorted({"".join(rnd.choice("1234") for _ in range(rnd.randint(1, 4))) for _ in range(n)}):
+            fee = f" connect {Decimal(rnd.randint(1, 20)) / 10000}" if rnd.random() < 0.2 else ""
+            inc = f" increments {rnd.choice(['1/1', '60/60', '30/6'])}" if rnd.random() < 0.2 else ""
+            out.append(f'      {p} "D{p}" peak {price()} offpeak {price()}{fee}{inc}')
+        return "\n".join(out)
+
+    parts = ['calendar biz timezone "Europe/Paris" {\n  peak mon-fri 08:00-20:00\n  offpeak otherwise\n}']
+    for s in range(4):
+        bands = ""
+        for band in ("peak", "offpeak"):
+            said = ([f"connect fee {Decimal(rnd.randint(0, 30)) / 10000} EUR"] if rnd.random() < 0.6 else []) + \
+                   ([f"increments {rnd.choice(['1/1', '60/60', '30/6', '60/1'])}"] if rnd.random() < 0.6 else [])
+            if said:
+                bands += f"    band {band} {{\n" + "".join(f"      {x}\n" for x in said) + "    }\n"
+        fallback = f"    fallback {{\n{rows(15)}\n    }}\n" if s % 2 == 0 else ""
+        parts.append(f"""
+partner S{s} "Supplier {s}" {{ currency EUR }}
+agreement "S{s}" v1 with S{s} effective 2026-01-01 .. {{
+  currency EUR
+  calendar biz
+  outbound voice {{
+    price by destination {{
+{rows(25)}
+    }}
+{fallback}    increments {rnd.choice(["1/1", "60/60", "30/6"])}
+    connect fee {Decimal(rnd.randint(0, 20)) / 10000} EUR
+{bands}  }}
+}}""")
+    (tmp_path / "r.icd").write_text("\n".join(parts) + "\nlcr r { reference call 37 s }\n", encoding="utf-8")
+    plan, _, diags = build([tmp_path / "r.icd"])
+    assert plan is not None, [str(d) for d in diags]
+    assert any(sp.band_parts for a in plan.agreements for sp in a.services)
+    assert any(sp.rates.fallback is not None for a in plan.agreements for sp in a.services)
+    policy = plan.lcr_policies[0]
+    fast = build_table(plan, policy, DAY)
+    slow = reference_table(plan, policy, DAY)
+    assert len(slow) == fast.destinations.height * len(fast.bands)
+    for (p, band), want in slow.items():
+        got = [(s, c) for _, s, c, _ in fast.ranked(p, band)]
+        assert got == [(s, f"{c.quantize(Decimal('0.000001'))}") for s, c in want], (p, band)

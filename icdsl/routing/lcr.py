@@ -735,26 +735,39 @@ def reference_table(plan: Plan, policy: LcrPolicy, day: date) -> dict[tuple[str,
         for band in table.bands:
             got = []
             for code, sp in srcs:
-                best = None
-                for r in sp.rates.rows:
-                    if not p.startswith(r.prefix):
-                        continue
-                    if r.effective_from and r.effective_from > day or r.effective_to and r.effective_to <= day:
-                        continue
-                    key = (len(r.prefix), r.effective_from or date.min)
-                    if best is None or key >= best[0]:
-                        best = (key, r)
-                if best is None:
+                # the deck's longest row in force, else its fallback list's (``fallback ...``)
+                r = _reference_row(sp.rates.rows, p, day)
+                if r is None and sp.rates.fallback is not None:
+                    r = _reference_row(sp.rates.fallback.rows, p, day)
+                if r is None:
                     continue
-                r = best[1]
                 price = r.price_for(band)
                 if price is None:
                     price = max(v for _, v in r.prices)
-                fee = r.connect_fee if r.connect_fee is not None else sp.connect_fee
-                inc: Increments = r.increments or sp.increments
+                # the row's own fee and increments, else the band's (``band NAME { ... }``), else the service's
+                part = next((bp for bp in sp.band_parts if bp.band == band), None)
+                fee = r.connect_fee if r.connect_fee is not None else (
+                    part.connect_fee if part is not None and part.connect_fee is not None else sp.connect_fee)
+                inc: Increments = r.increments or (part.increments if part is not None and part.increments
+                                                   else sp.increments)
                 billed = inc.billed(max(policy.reference_s, sp.minimum_s))
                 cost = fee + price * billed / TIME_UNITS[sp.unit]
                 got.append((code, cost.quantize(Decimal("1e-9"), ROUND_HALF_EVEN)))
             got.sort(key=lambda t: (t[1], t[0]))
             out[(p, band)] = got
     return out
+
+
+def _reference_row(rows, p: str, day: date):
+    """The longest row of ``rows`` in force on ``day`` that begins ``p`` (the later ``from`` and
+    then the later row winning a tie), one row at a time."""
+    best = None
+    for r in rows:
+        if not p.startswith(r.prefix):
+            continue
+        if r.effective_from and r.effective_from > day or r.effective_to and r.effective_to <= day:
+            continue
+        key = (len(r.prefix), r.effective_from or date.min)
+        if best is None or key >= best[0]:
+            best = (key, r)
+    return best[1] if best is not None else None
