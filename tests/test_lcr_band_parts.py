@@ -37,6 +37,7 @@ import pytest
 
 from icdsl.plan.compiler import build
 from icdsl.rating.batch import rate_batch
+from icdsl.routing import margin as margin_module
 from icdsl.routing.export import to_csv
 from icdsl.routing.lcr import build_table, reference_table
 from icdsl.routing.margin import margins, sold
@@ -142,7 +143,7 @@ def test_ranked_lists_use_the_bands_fee_and_increments_and_the_fallback_list(tmp
     assert line.rstrip().endswith("fallback"), line
 
 
-def test_margins_cost_each_record_with_its_bands_parts_and_the_fallback(tmp_path):
+def test_margins_cost_each_record_with_its_bands_parts_and_the_fallback(tmp_path, monkeypatch):
     plan = plan_of(tmp_path)
     traffic = pa.table({
         "id": ["m1", "m2", "m3", "m4"], "partner": ["CUST"] * 4, "direction": ["inbound"] * 4,
@@ -171,6 +172,10 @@ def test_margins_cost_each_record_with_its_bands_parts_and_the_fallback(tmp_path
     assert (dec(t["revenue_n"]), dec(t["cost_n"]), dec(t["margin_n"])) == (
         Decimal("0.045"), Decimal("0.028"), Decimal("0.017"))
     assert any("fallback" in n for n in m.notes)
+    # in slices (as 10M records are): the same records, the same notes
+    monkeypatch.setattr(margin_module, "CHUNK", 3)
+    again = margins(plan, sold(rated, traffic), plan.lcr_policies[0])
+    assert again.records.equals(m.records) and again.notes == m.notes
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

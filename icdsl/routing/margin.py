@@ -43,6 +43,7 @@ from icdsl.rating.batch import Units, rate_units
 from icdsl.rating.calendar import DAY_US, book, calendar_bands
 from icdsl.routing.lcr import (
     LcrError,
+    LcrTable,
     build_table,
     convert,
     fx_factor,
@@ -168,10 +169,11 @@ def lcr_choice(plan: Plan, policy: LcrPolicy, numbers: pl.Series, starts: pl.Ser
 
 
 def lcr_codes(plan: Plan, policy: LcrPolicy, numbers: pl.Series, starts: pl.Series, days: pl.Series,
-              bands: pl.Series, notes: list[str]) -> tuple[np.ndarray, list[str]]:
+              bands: pl.Series, notes: list[str], tables: dict | None = None) -> tuple[np.ndarray, list[str]]:
     """:func:`lcr_choice` as codes into a list of supplier codes (-1: no route). On columns: the
     numbers as integers once, one table per stretch of days, and each band's first choices found
-    by one sorted lookup per prefix length (:func:`icdsl.routing.lcr.longest_match_ints`)."""
+    by one sorted lookup per prefix length (:func:`icdsl.routing.lcr.longest_match_ints`).
+    ``tables``: the tables already built, by the first day of their stretch (kept across calls)."""
     n = len(numbers)
     out = np.full(n, -1, dtype=np.int32)
     names: list[str] = []
@@ -182,11 +184,17 @@ def lcr_codes(plan: Plan, policy: LcrPolicy, numbers: pl.Series, starts: pl.Seri
     seg = np.searchsorted(np.asarray([c.toordinal() - EPOCH for c in cuts], dtype=np.int64), day_n, side="right")
     for group in np.unique(seg).tolist():
         at = np.flatnonzero(seg == group)
-        day = date.fromordinal(EPOCH + int(day_n[at].min()))
-        try:  # the same table on every day of the segment
-            table = build_table(plan, policy, day)
-        except LcrError as e:
-            notes.append(f"{day}: no LCR table ({str(e).splitlines()[0]}): its records without a supplier "
+        # the same table on every day of the stretch: built for its first day
+        day = cuts[group - 1] if group > 0 else date.fromordinal(EPOCH + int(day_n[at].min()))
+        tables = {} if tables is None else tables
+        if day not in tables:
+            try:
+                tables[day] = build_table(plan, policy, day)
+            except LcrError as e:
+                tables[day] = e
+        table = tables[day]
+        if isinstance(table, LcrError):
+            notes.append(f"{day}: no LCR table ({str(table).splitlines()[0]}): its records without a supplier "
                          "are uncosted")
             continue
         first = table.routes.filter(pl.col("rank") == 1).sort("supplier").unique(
@@ -346,6 +354,25 @@ def margins(plan: Plan, records: pa.Table, policy: LcrPolicy,
     notes: list[str] = []
     if decks:
         plan = with_decks(plan, policy, decks)
+    tables: dict[date, LcrTable | LcrError] = {}
+    # in slices of CHUNK records: the arrays of a slice are reused by the allocator, where arrays
+    # of 10M records would each be fresh pages (system time) and several GiB at once
+    frames = [_margins_of(plan, records.slice(at, CHUNK), policy, notes, tables)
+              for at in range(0, records.num_rows, CHUNK)] or [_margins_of(plan, records, policy, notes, tables)]
+    frame = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
+    fell = int(frame["from_fallback"].sum())
+    if fell:
+        notes.append(f"{fell} record(s) costed from a supplier's fallback price list (from_fallback): their "
+                     "number has no row in the supplier's own deck")
+    return Margins(policy.currency, frame, list(dict.fromkeys(notes)))
+
+
+CHUNK = 1_000_000
+
+
+def _margins_of(plan: Plan, records: pa.Table, policy: LcrPolicy, notes: list[str],
+                tables: dict[date, LcrTable | LcrError]) -> pl.DataFrame:
+    """:func:`margins`' records of one slice of the sold records."""
     n = records.num_rows
     number_arr, prefix = _numbers(records, notes)
     supplier = _suppliers(records)  # dictionary: codes into the supplier names (null: not said)
@@ -363,7 +390,7 @@ def margins(plan: Plan, records: pa.Table, policy: LcrPolicy,
     if by_lcr.any():
         gaps = np.flatnonzero(by_lcr)
         got, chosen = lcr_codes(plan, policy, pl.from_arrow(number_arr.take(pa.array(gaps))), start.gather(gaps),
-                                days.gather(gaps), band.gather(gaps), notes)
+                                days.gather(gaps), band.gather(gaps), notes, tables)
         extra = [c for c in chosen if c not in names]
         names = names + extra
         remap = np.array([names.index(c) for c in chosen] + [-1], dtype=np.int32)
@@ -431,11 +458,7 @@ def margins(plan: Plan, records: pa.Table, policy: LcrPolicy,
         "cost_rule": pl.from_arrow(_dict_array(rule_codes, rule_names)),
         "revenue_n": revenue, "cost_n": cost_s, "uncosted": why,
     }).with_columns((pl.col("revenue_n") - pl.col("cost_n").fill_null(0)).alias("margin_n"))
-    fell = int(from_fallback.sum())
-    if fell:
-        notes.append(f"{fell} record(s) costed from a supplier's fallback price list (from_fallback): their "
-                     "number has no row in the supplier's own deck")
-    return Margins(policy.currency, frame, notes)
+    return frame
 
 
 def _numbers(records: pa.Table, notes: list[str]) -> tuple[pa.Array, pl.Series | None]:
