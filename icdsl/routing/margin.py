@@ -676,6 +676,8 @@ def in_period(records: pa.Table, first: date, last: date) -> pa.Table:
         start = start.str.to_datetime(time_zone="UTC")
     day = start.dt.convert_time_zone("UTC").dt.date() if start.dtype.time_zone else start.dt.date()
     keep = ((day >= first) & (day <= last)).fill_null(False)
+    if keep.all():
+        return records  # a period file of the period: not copied
     return records.filter(pa.array(keep.to_numpy()))
 
 
