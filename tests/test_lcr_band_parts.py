@@ -32,11 +32,12 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from icdsl.plan.compiler import build
-from icdsl.rating.batch import rate_batch
+from icdsl.rating.batch import rate_batch, rate_units
 from icdsl.routing import margin as margin_module
 from icdsl.routing.export import to_csv
 from icdsl.routing.lcr import build_table, reference_table
@@ -230,3 +231,31 @@ agreement "S{s}" v1 with S{s} effective 2026-01-01 .. {{
     for (p, band), want in slow.items():
         got = [(s, c) for _, s, c, _ in fast.ranked(p, band)]
         assert got == [(s, f"{c.quantize(Decimal('0.000001'))}") for s, c in want], (p, band)
+
+
+def test_rate_units_agree_with_rate_batch_and_skip_leaves_records_alone(tmp_path):
+    """The costing's entry point (integer amounts, no rated table) gives rate_batch's amounts,
+    prefixes and rejects record for record; skipped records are neither rated nor rejected."""
+    plan = plan_of(tmp_path)
+    calls = pa.table({
+        "id": [f"c{i}" for i in range(6)], "partner": ["DELTA", "DELTA", "ECHO", "ECHO", "NOPE", "DELTA"],
+        "direction": ["outbound"] * 6, "service": ["voice"] * 6,
+        "b_number": ["33142685300", "447700900123", "33142685300", "8112345678", "33142685300", "442012345678"],
+        "start": pa.array([PEAK, OFFPEAK, PEAK, PEAK, PEAK, PEAK], type=pa.timestamp("us", tz="UTC")),
+        "duration_s": [45, 61, 45, 45, 45, 0],
+    })
+    rated, rejects = rate_batch(plan, calls)
+    u = rate_units(plan, calls)
+    ok = [i for i in range(6) if u.ok[i]]
+    assert [calls["id"][i].as_py() for i in ok] == rated["id"].to_pylist()
+    scale = [Decimal(10) ** -u.groups[u.group[i]].precision for i in ok]
+    assert [Decimal(int(u.amount[i])) * s for i, s in zip(ok, scale, strict=True)] == rated["amount"].to_pylist()
+    assert [u.groups[u.group[i]].prefixes[int(u.row[i])].as_py() for i in ok] == \
+        [str(p) for p in rated["prefix"].to_pylist()]
+    assert u.rejects["id"].to_pylist() == rejects["id"].to_pylist()
+    assert u.rejects["reason"].to_pylist() == rejects["reason"].to_pylist()
+    assert {"c3", "c4"} <= set(u.rejects["id"].to_pylist())  # ECHO has no 81 row; NOPE is no partner
+    skip = np.array([False, False, False, True, True, False])
+    s = rate_units(plan, calls, skip=skip)
+    assert not s.ok[skip].any() and list(s.ok[~skip]) == list(u.ok[~skip])
+    assert "c3" not in s.rejects["id"].to_pylist() and "c4" not in s.rejects["id"].to_pylist()
