@@ -40,7 +40,8 @@ def period_days(text: str) -> tuple[date, date]:
         raise typer.Exit(2) from None
 
 
-def _read(path: Path, what: str) -> Any:
+def _read(path: Path, what: str, columns: tuple[str, ...] | None = None) -> Any:
+    """The records of a Parquet or CSV file; of a Parquet file only ``columns`` (those it has)."""
     import pyarrow.csv as pacsv  # lazy: columns only when records are read
     import pyarrow.parquet as pq  # lazy: columns only when records are read
 
@@ -49,7 +50,8 @@ def _read(path: Path, what: str) -> Any:
         raise typer.Exit(1)
     try:
         if path.suffix.lower() == ".parquet":
-            return pq.read_table(path)
+            names = pq.ParquetFile(path).schema_arrow.names
+            return pq.read_table(path, columns=[c for c in names if columns is None or c in columns])
         return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
             column_types={"id": "string", "b_number": "string", "a_number": "string"}))
     except (OSError, ValueError) as e:  # ArrowInvalid is a ValueError
@@ -122,7 +124,8 @@ def margin_cmd(
     decks = _decks(supplier_deck, plan, chosen)
     try:
         if rated is not None:
-            table = M.sold(_read(rated, "rated records"), _read(cdrs, "traffic file") if cdrs else None)
+            table = M.sold(_read(rated, "rated records", M.RATED_COLUMNS),
+                           _read(cdrs, "traffic file", M.TRAFFIC_COLUMNS) if cdrs else None)
         else:
             from icdsl.billing.margin import sold_records  # lazy: the store brings sqlalchemy
 

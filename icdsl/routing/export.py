@@ -49,7 +49,8 @@ def display_frame(table: LcrTable) -> pl.DataFrame:
     note = pl.concat_str(
         [pl.when(pl.col("share").is_not_null()).then(pl.lit("split")),
          pl.when(pl.col("preferred")).then(pl.lit("preferred")),
-         pl.when(~pl.col("measured") & pl.lit(_judges_quality(table))).then(pl.lit("unmeasured"))],
+         pl.when(~pl.col("measured") & pl.lit(_judges_quality(table))).then(pl.lit("unmeasured")),
+         pl.when(pl.col("fallback")).then(pl.lit("fallback"))],
         separator=" ", ignore_nulls=True)
     pdd = pl.when(pl.col("pdd_n").fill_null(0) > 0).then(
         (pl.col("pdd_ms").cast(pl.Float64) / pl.col("pdd_n").cast(pl.Float64) / 1000).round(2).cast(pl.Utf8)

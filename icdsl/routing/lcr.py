@@ -25,7 +25,7 @@ implementation (one destination at a time, Decimal) that tests compare it with.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
@@ -176,6 +176,7 @@ class _Deck:
     price: dict[str, np.ndarray]  # band -> int64 (missing: -1)
     cost: dict[str, np.ndarray]  # band -> int64 (missing: -1)
     rules: np.ndarray  # object (str): where each row is written ("decks/x.csv:12:1", "a.icd:30:7")
+    fallback: np.ndarray | None = None  # bool per row: a row of the deck's fallback price list
 
 
 def _service_bands(sp: ServicePlan) -> tuple[str, ...]:
@@ -185,8 +186,10 @@ def _service_bands(sp: ServicePlan) -> tuple[str, ...]:
 def _columns_of(sp: ServicePlan) -> tuple:
     """(prefixes, destinations, {band or '*': prices}, fees, increments, from, to) of a service."""
     rows = sp.rates.rows if sp.rates is not None else None
-    if rows is None:  # a flat price covers every destination: the empty prefix
-        return ([""], [f"{sp.service} (flat)"], {"*": [sp.flat_price]}, None, None, None, None)
+    if rows is None:  # a flat price covers every destination: the empty prefix (by band: the band's own)
+        flat = {"*": [sp.flat_price]} if sp.flat_price is not None else {}
+        flat.update({p.band: [p.price] for p in sp.band_parts if p.price is not None})
+        return ([""], [f"{sp.service} (flat)"], flat, None, None, None, None)
     if isinstance(rows, RateColumns):
         prices = {}
         if rows.rate is not None:
@@ -247,6 +250,22 @@ def _in_force_rows(prefixes, starts, stops, day: date, only: np.ndarray | None =
 
 
 def _deck(code: str, sp: ServicePlan, day: date, bands: tuple[str, ...], reference_s: int) -> _Deck:
+    """The deck of ``sp`` on ``day``, then the rows of its fallback price list (``fallback ...``:
+    they price what no row of the deck holds; flagged ``fallback``)."""
+    own = _one_deck(code, sp, day, bands, reference_s)
+    fb = sp.rates.fallback if sp.rates is not None else None
+    if fb is None:
+        return own
+    other = _one_deck(code, replace(sp, rates=fb), day, bands, reference_s)
+    return _Deck(code, np.concatenate([own.prefixes, other.prefixes]),
+                 np.concatenate([own.destinations, other.destinations]),
+                 {b: np.concatenate([own.price[b], other.price[b]]) for b in bands},
+                 {b: np.concatenate([own.cost[b], other.cost[b]]) for b in bands},
+                 np.concatenate([own.rules, other.rules]),
+                 np.concatenate([np.zeros(len(own.prefixes), dtype=bool), np.ones(len(other.prefixes), dtype=bool)]))
+
+
+def _one_deck(code: str, sp: ServicePlan, day: date, bands: tuple[str, ...], reference_s: int) -> _Deck:
     prefixes, destinations, prices, fees, incs, starts, stops = _columns_of(sp)
     # a deck keyed by origin (icdsl.rating.origins): routes cost what the rows for every origin say
     keys = sp.rates.keys if sp.rates is not None else None
@@ -269,35 +288,39 @@ def _deck(code: str, sp: ServicePlan, day: date, bands: tuple[str, ...], referen
             raise LcrError(f"{code}: a price of {prices[b][idx[big[0]]]} per {sp.unit} cannot be routed",
                            _span_of(sp, idx[big[0]]),
                            f"prices up to {MAX_PRICE_N // SCALE:,} per unit are compared; check the deck's row")
-    # fees and increments: the row's own, else the service's
-    service_fee = to_nano([sp.connect_fee])[0][0]
+    # fees and increments: the row's own, else the band's (``band NAME { ... }`` of the band the
+    # call starts in), else the service's, as the rater chooses them
+    parts = {p.band: p for p in sp.band_parts}
     if fees is not None:
-        fee_n, fee_missing = nano_of(fees)
-        fee_n[fee_missing] = service_fee
-        big = np.nonzero((fee_n > MAX_PRICE_N) | (fee_n < 0))[0]
+        row_fee, fee_missing = nano_of(fees)
+        big = np.nonzero(~fee_missing & ((row_fee > MAX_PRICE_N) | (row_fee < 0)))[0]
         if len(big):
             raise LcrError(f"{code}: a connect fee of {fees[idx[big[0]]]} cannot be routed", _span_of(sp, idx[big[0]]),
                            f"fees up to {MAX_PRICE_N // SCALE:,} are compared; check the deck's row")
     else:
-        fee_n = np.full(n, service_fee, dtype=np.int64)
-    first = np.full(n, sp.increments.initial, dtype=np.int64)
-    nxt = np.full(n, sp.increments.subsequent, dtype=np.int64)
+        row_fee, fee_missing = np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)
+    row_first = np.full(n, -1, dtype=np.int64)
+    row_next = np.full(n, -1, dtype=np.int64)
     if incs is not None:
         every = len(incs)
         a = np.fromiter((-1 if x is None else x.initial for x in incs), dtype=np.int64, count=every)
         b = np.fromiter((-1 if x is None else x.subsequent for x in incs), dtype=np.int64, count=every)
-        if not whole:
-            a, b = a[idx], b[idx]
-        has = a >= 0
-        first[has] = a[has]
-        nxt[has] = b[has]
-    if sp.kind == KIND_TIME:
-        unit_s = TIME_UNITS[sp.unit]
+        row_first, row_next = (a, b) if whole else (a[idx], b[idx])
+    has_inc = row_first >= 0
+    unit_s = TIME_UNITS[sp.unit] if sp.kind == KIND_TIME else 1
+
+    def fee_billed(band: str) -> tuple[np.ndarray, np.ndarray]:
+        part = parts.get(band)
+        fee = part.connect_fee if part is not None and part.connect_fee is not None else sp.connect_fee
+        fee_n = np.where(fee_missing, to_nano([fee])[0][0], row_fee)
+        if sp.kind != KIND_TIME:  # priced per call (a count unit): one unit
+            return fee_n, np.ones(n, dtype=np.int64)
+        inc = part.increments if part is not None and part.increments is not None else sp.increments
+        first = np.where(has_inc, row_first, inc.initial)
+        nxt = np.where(has_inc, row_next, inc.subsequent)
         eff = max(reference_s, sp.minimum_s)
-        billed = np.where(eff <= first, first, first + -(-(eff - first) // np.maximum(nxt, 1)) * nxt)
-    else:  # priced per call (a count unit): one unit
-        unit_s = 1
-        billed = np.ones(n, dtype=np.int64)
+        return fee_n, np.where(eff <= first, first, first + -(-(eff - first) // np.maximum(nxt, 1)) * nxt)
+
     price: dict[str, np.ndarray] = {}
     cost: dict[str, np.ndarray] = {}
     band_cols = [b for b in own if b != "*"]
@@ -319,6 +342,7 @@ def _deck(code: str, sp: ServicePlan, day: date, bands: tuple[str, ...], referen
             fill = miss & (high >= 0)
             p[fill] = high[fill]
             miss = miss & ~fill
+        fee_n, billed = fee_billed(b)
         c = div_half_even(fee_n * unit_s + p * billed, unit_s)
         p[miss] = -1
         c[miss] = -1
@@ -428,14 +452,26 @@ def _number_ints(numbers: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray
 def longest_match(numbers: pl.Series, prefixes: pl.Series) -> np.ndarray:
     """For each number, the position in ``prefixes`` of the longest prefix that begins it; -1
     where none does. On columns: one sorted lookup per prefix length, longest first."""
-    out = np.full(len(numbers), -1, dtype=np.int64)
     if not len(prefixes) or not len(numbers):
+        return np.full(len(numbers), -1, dtype=np.int64)
+    return longest_match_ints(*_number_ints(numbers), prefixes)
+
+
+def number_ints(numbers: pl.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Numbers as (digits as int64, length, usable) for :func:`longest_match_ints`: converted
+    once, matched against several prefix lists."""
+    return _number_ints(numbers)
+
+
+def longest_match_ints(n_num: np.ndarray, n_len: np.ndarray, ok: np.ndarray, prefixes: pl.Series) -> np.ndarray:
+    """:func:`longest_match` on numbers already converted by :func:`number_ints`."""
+    out = np.full(len(n_num), -1, dtype=np.int64)
+    if not len(prefixes) or not len(n_num):
         return out
     p_num, p_len = _prefix_ints(prefixes)
     keys = p_num * KEY_BITS + p_len
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
-    n_num, n_len, ok = _number_ints(numbers)
     for L in sorted(set(p_len.tolist()), reverse=True):
         sel = np.nonzero((out < 0) & ok & (n_len >= L))[0]
         if not len(sel):
@@ -447,12 +483,17 @@ def longest_match(numbers: pl.Series, prefixes: pl.Series) -> np.ndarray:
     return out
 
 
-def _longest(u: np.ndarray, deck: np.ndarray, length: np.ndarray, row: np.ndarray, n_decks: int):
-    """Of the hits (u, deck, prefix length, row): the longest per (u, deck), sorted by u, deck."""
-    comp = (u * n_decks + deck) * KEY_BITS + length
+def _longest(u: np.ndarray, deck: np.ndarray, length: np.ndarray, row: np.ndarray, n_decks: int,
+             own: np.ndarray | None = None):
+    """Of the hits (u, deck, prefix length, row): the longest per (u, deck), sorted by u, deck;
+    ``own``: per hit, False for a row of the deck's fallback list, which counts only when no
+    row of the deck itself holds (at any length)."""
+    bits = 2 * KEY_BITS
+    rank = length + (KEY_BITS if own is None else np.where(own, KEY_BITS, 0))
+    comp = (u * n_decks + deck) * bits + rank
     order = pl.Series(comp).arg_sort().to_numpy()
     comp = comp[order]
-    group = comp // KEY_BITS
+    group = comp // bits
     last = np.ones(len(group), dtype=bool)
     last[:-1] = group[1:] != group[:-1]
     keep = order[last]
@@ -478,7 +519,7 @@ def _sources(plan: Plan, policy: LcrPolicy, day: date, notes: list[str]):
                 notes.append(f"{code}: no agreement with an outbound {policy.service} in force on {day}")
             continue
         a, sp = got
-        if sp.rates is None and sp.flat_price is None:
+        if sp.rates is None and sp.flat_price is None and not any(p.price is not None for p in sp.band_parts):
             notes.append(f"{code}: outbound {policy.service} of {a.key} has no price per destination (slots): left out")
             continue
         sources.append((code, a, sp))
@@ -552,13 +593,15 @@ def build_table(plan: Plan, policy: LcrPolicy, day: date, quality: pl.DataFrame 
     row_deck = np.concatenate([np.full(len(d.prefixes), i, dtype=np.int64) for i, d in enumerate(decks)])
     price = np.stack([np.concatenate([d.price[b] for d in decks]) for b in bands])
     cost = np.stack([np.concatenate([d.cost[b] for d in decks]) for b in bands])
+    fell = np.concatenate([d.fallback if d.fallback is not None else np.zeros(len(d.prefixes), dtype=bool)
+                           for d in decks])
     nums, lens = _prefix_ints(all_prefix)
 
     # the destinations: every prefix of every deck; each matched in each deck
     prefixes = all_prefix.filter(all_prefix != "").unique().sort()
     u_num, u_len = _prefix_ints(prefixes)
     hu, hrow = _match(u_num, u_len, nums * KEY_BITS + lens, len(nums))
-    mu, mdeck, mrow = _longest(hu, row_deck[hrow], lens[hrow], hrow, len(decks))
+    mu, mdeck, mrow = _longest(hu, row_deck[hrow], lens[hrow], hrow, len(decks), ~fell[hrow])
     # destination names: the sell deck's, else a deck that has the prefix itself, else any
     prio = np.where(mdeck < n_sell, 0, np.where(lens[mrow] == u_len[mu], 1, 2)) * len(decks) + mdeck
     first = np.lexsort((prio, mu))
@@ -600,20 +643,20 @@ def build_table(plan: Plan, policy: LcrPolicy, day: date, quality: pl.DataFrame 
     k, rank, share_idx, kept = k.take(order), rank[order], share_idx[order], kept[order]
     share_col = pl.Series("share", shares, dtype=pl.Utf8).gather(np.maximum(share_idx, 0))
     share_col = pl.select(pl.when(pl.Series(share_idx >= 0)).then(share_col).otherwise(None)).to_series()
-    routes = _frame(k, prefixes, names, bands, infos, all_prefix, all_rule).with_columns(
+    routes = _frame(k, prefixes, names, bands, infos, all_prefix, all_rule, fell).with_columns(
         pl.Series("rank", rank), share_col.alias("share"), pl.Series("preferred", preferred[kept]),
         pl.Series("measured", measured[kept]))
     routes = routes.select("prefix", "destination", "band", "rank", "supplier", "agreement", "supplier_prefix",
                            "rule", "currency", "price_n", "cost_n", "sell_n", "share", "preferred", "measured",
-                           *QUALITY_COLUMNS)
+                           *QUALITY_COLUMNS, "fallback")
     out = np.nonzero(reason > 0)[0]
     x = rows.take(out)
     xo = np.lexsort((x.deck, x.cost, x.band, x.u))
     x, xr = x.take(xo), reason[out][xo]
-    excluded = _frame(x, prefixes, names, bands, infos, all_prefix, all_rule).with_columns(
+    excluded = _frame(x, prefixes, names, bands, infos, all_prefix, all_rule, fell).with_columns(
         pl.Series("reason", np.array(REASONS, dtype=object)[xr.astype(np.int64) - 1], dtype=pl.Utf8)
     ).select("prefix", "band", "supplier", "agreement", "supplier_prefix", "rule", "cost_n", "sell_n", "reason",
-             *QUALITY_COLUMNS)
+             *QUALITY_COLUMNS, "fallback")
     destinations = pl.DataFrame({"prefix": prefixes, "destination": names})
     if n_sell:
         sb, su = np.nonzero(sell >= 0)
@@ -631,7 +674,7 @@ def build_table(plan: Plan, policy: LcrPolicy, day: date, quality: pl.DataFrame 
 
 
 def _frame(r: Rows, prefixes: pl.Series, names: pl.Series, bands, infos, all_prefix: pl.Series,
-           all_rule: pl.Series) -> pl.DataFrame:
+           all_rule: pl.Series, fell: np.ndarray) -> pl.DataFrame:
     codes = pl.Series([s.code for s in infos], dtype=pl.Utf8)
     keys = pl.Series([s.agreement for s in infos], dtype=pl.Utf8)
     curs = pl.Series([s.currency for s in infos], dtype=pl.Utf8)
@@ -640,6 +683,7 @@ def _frame(r: Rows, prefixes: pl.Series, names: pl.Series, bands, infos, all_pre
         "band": pl.Series(bands, dtype=pl.Utf8).gather(r.band),
         "supplier": codes.gather(r.deck), "agreement": keys.gather(r.deck), "currency": curs.gather(r.deck),
         "supplier_prefix": all_prefix.gather(r.row), "rule": all_rule.gather(r.row),
+        "fallback": fell[r.row],  # priced from the supplier's fallback price list
         "price_n": r.price, "cost_n": r.cost,
         "sell_n": pl.Series(r.sell).set(pl.Series(r.sell < 0), None) if len(r.sell) else pl.Series([], dtype=pl.Int64),
         **{c: pl.Series(c, getattr(r, c), dtype=pl.Int64) for c in QUALITY_COLUMNS},
@@ -691,26 +735,39 @@ def reference_table(plan: Plan, policy: LcrPolicy, day: date) -> dict[tuple[str,
         for band in table.bands:
             got = []
             for code, sp in srcs:
-                best = None
-                for r in sp.rates.rows:
-                    if not p.startswith(r.prefix):
-                        continue
-                    if r.effective_from and r.effective_from > day or r.effective_to and r.effective_to <= day:
-                        continue
-                    key = (len(r.prefix), r.effective_from or date.min)
-                    if best is None or key >= best[0]:
-                        best = (key, r)
-                if best is None:
+                # the deck's longest row in force, else its fallback list's (``fallback ...``)
+                r = _reference_row(sp.rates.rows, p, day)
+                if r is None and sp.rates.fallback is not None:
+                    r = _reference_row(sp.rates.fallback.rows, p, day)
+                if r is None:
                     continue
-                r = best[1]
                 price = r.price_for(band)
                 if price is None:
                     price = max(v for _, v in r.prices)
-                fee = r.connect_fee if r.connect_fee is not None else sp.connect_fee
-                inc: Increments = r.increments or sp.increments
+                # the row's own fee and increments, else the band's (``band NAME { ... }``), else the service's
+                part = next((bp for bp in sp.band_parts if bp.band == band), None)
+                fee = r.connect_fee if r.connect_fee is not None else (
+                    part.connect_fee if part is not None and part.connect_fee is not None else sp.connect_fee)
+                inc: Increments = r.increments or (part.increments if part is not None and part.increments
+                                                   else sp.increments)
                 billed = inc.billed(max(policy.reference_s, sp.minimum_s))
                 cost = fee + price * billed / TIME_UNITS[sp.unit]
                 got.append((code, cost.quantize(Decimal("1e-9"), ROUND_HALF_EVEN)))
             got.sort(key=lambda t: (t[1], t[0]))
             out[(p, band)] = got
     return out
+
+
+def _reference_row(rows, p: str, day: date):
+    """The longest row of ``rows`` in force on ``day`` that begins ``p`` (the later ``from`` and
+    then the later row winning a tie), one row at a time."""
+    best = None
+    for r in rows:
+        if not p.startswith(r.prefix):
+            continue
+        if r.effective_from and r.effective_from > day or r.effective_to and r.effective_to <= day:
+            continue
+        key = (len(r.prefix), r.effective_from or date.min)
+        if best is None or key >= best[0]:
+            best = (key, r)
+    return best[1] if best is not None else None

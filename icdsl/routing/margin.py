@@ -35,23 +35,30 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from icdsl.lang.decks import read_deck
 from icdsl.plan.model import Increments, LcrPolicy, Plan, RateRow, RateTable, Span
-from icdsl.rating.batch import rate_batch
-from icdsl.rating.calendar import book, calendar_bands
+from icdsl.rating.batch import Units, rate_units
+from icdsl.rating.calendar import DAY_US, book, calendar_bands
 from icdsl.routing.lcr import (
     LcrError,
+    LcrTable,
     build_table,
     convert,
     fx_factor,
-    longest_match,
+    longest_match_ints,
     money_col,
     money_text,
+    number_ints,
 )
 
 SUPPLIER_COLUMNS = ("to_partner", "supplier", "route", "out_trunk")  # to_partner: a transit record's terminating side
 SOLD_DIRECTIONS = ("inbound", "transit")
+# the columns margins read: of the rated records, and of the traffic they were rated from
+RATED_COLUMNS = ("id", "partner", "direction", "service", "prefix", "destination", "band", "amount", "currency",
+                 "start", "duration_s", "b_number", "a_number", *SUPPLIER_COLUMNS)
+TRAFFIC_COLUMNS = ("id", "b_number", "a_number", *SUPPLIER_COLUMNS)
 BY = ("partner", "destination", "supplier", "day")
 LCR = "lcr"  # how a cost was chosen: the record's supplier ("record") or the LCR's first choice
 RECORD = "record"
@@ -96,6 +103,7 @@ class Margins:
             pl.col("revenue_n").sum().alias("revenue_n"), pl.col("cost_n").sum().alias("cost_n"),
             pl.col("cost_n").is_null().sum().alias("uncosted"),
             pl.col("margin_n").sum().alias("margin_n"))
+            .with_columns(pl.col(k).cast(pl.Utf8) for k in key if k != "day")
             .sort(key))
 
     def totals(self) -> dict[str, int]:
@@ -149,58 +157,64 @@ def nano(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return words
 
 
-def _convert_col(values: np.ndarray, currencies: pl.Series, days: pl.Series, plan: Plan,
-                 policy: LcrPolicy) -> np.ndarray:
-    """Each amount into the policy's currency at the rate in force on its day (exact, half even)."""
-    out = values.copy()
-    frame = pl.DataFrame({"c": currencies, "d": days})
-    other = frame.filter(pl.col("c").is_not_null() & (pl.col("c") != policy.currency))
-    for c, d in other.unique().iter_rows():
-        try:
-            factor, _ = fx_factor(plan, policy, c, d)
-        except LcrError as e:
-            raise MarginError(str(e)) from None
-        sel = np.nonzero(((currencies == c) & (days == d)).fill_null(False).to_numpy())[0]
-        neg = values[sel] < 0
-        mag = convert(np.abs(values[sel]), Fraction(factor))
-        out[sel] = np.where(neg, -mag, mag)
-    return out
-
-
 # --------------------------------------------------------------------------- the LCR choice
 
 
 def lcr_choice(plan: Plan, policy: LcrPolicy, numbers: pl.Series, starts: pl.Series, days: pl.Series,
                bands: pl.Series, notes: list[str]) -> pl.Series:
     """The first-ranked supplier of the LCR table of each record's day for its number (longest
-    table prefix with a route in the record's band) and band; null where the table has no route.
-    On columns: one table per stretch of days, and each band's first choices found by one sorted
-    lookup per prefix length (:func:`icdsl.routing.lcr.longest_match`)."""
-    out = np.full(len(numbers), None, dtype=object)
-    frame = pl.DataFrame({"n": numbers, "t": starts, "d": days, "b": bands}).with_row_index("i")
+    table prefix with a route in the record's band) and band; null where the table has no route."""
+    codes, names = lcr_codes(plan, policy, numbers, starts, days, bands, notes)
+    return pl.from_arrow(_dict_array(codes, names)).cast(pl.Utf8).alias("supplier")
+
+
+def lcr_codes(plan: Plan, policy: LcrPolicy, numbers: pl.Series, starts: pl.Series, days: pl.Series,
+              bands: pl.Series, notes: list[str], tables: dict | None = None) -> tuple[np.ndarray, list[str]]:
+    """:func:`lcr_choice` as codes into a list of supplier codes (-1: no route). On columns: the
+    numbers as integers once, one table per stretch of days, and each band's first choices found
+    by one sorted lookup per prefix length (:func:`icdsl.routing.lcr.longest_match_ints`).
+    ``tables``: the tables already built, by the first day of their stretch (kept across calls)."""
+    n = len(numbers)
+    out = np.full(n, -1, dtype=np.int32)
+    names: list[str] = []
+    n_num, n_len, ok = number_ints(numbers)
+    frame = pl.DataFrame({"t": starts, "d": days, "b": bands.cast(pl.Utf8)}).with_row_index("i")
     cuts = change_days(plan)
-    seg = pl.Series("g", np.searchsorted(np.asarray(cuts, dtype="datetime64[D]"),
-                                         frame["d"].to_numpy().astype("datetime64[D]"), side="right"))
-    frame = frame.with_columns(seg)
-    for (group, day) in frame.group_by("g").agg(pl.col("d").min()).sort("g").iter_rows():
-        part = frame.filter(pl.col("g") == group)
-        try:  # the same table on every day of the segment
-            table = build_table(plan, policy, day)
-        except LcrError as e:
-            notes.append(f"{day}: no LCR table ({str(e).splitlines()[0]}): its records without a supplier "
+    day_n = days.to_physical().to_numpy()
+    seg = np.searchsorted(np.asarray([c.toordinal() - EPOCH for c in cuts], dtype=np.int64), day_n, side="right")
+    for group in np.unique(seg).tolist():
+        at = np.flatnonzero(seg == group)
+        # the same table on every day of the stretch: built for its first day
+        day = cuts[group - 1] if group > 0 else date.fromordinal(EPOCH + int(day_n[at].min()))
+        tables = {} if tables is None else tables
+        if day not in tables:
+            try:
+                tables[day] = build_table(plan, policy, day)
+            except LcrError as e:
+                tables[day] = e
+        table = tables[day]
+        if isinstance(table, LcrError):
+            notes.append(f"{day}: no LCR table ({str(table).splitlines()[0]}): its records without a supplier "
                          "are uncosted")
             continue
         first = table.routes.filter(pl.col("rank") == 1).sort("supplier").unique(
             ["prefix", "band"], keep="first").select("prefix", "band", "supplier")
-        part = _bands_of(plan, table.bands, part, notes)
+        part = frame if len(at) == n else frame[at]
+        band_of = _bands_of(plan, table.bands, part, notes)["b"]
         for (band,), routes in first.partition_by("band", as_dict=True).items():
-            mine = part.filter(pl.col("b") == band)
-            if not mine.height:
+            mine = at[(band_of == band).fill_null(False).to_numpy()]
+            if not len(mine):
                 continue
-            hit = longest_match(mine["n"], routes["prefix"])
+            hit = longest_match_ints(n_num[mine], n_len[mine], ok[mine], routes["prefix"])
             found = hit >= 0
-            out[mine["i"].to_numpy()[found]] = routes["supplier"].to_numpy()[hit[found]]
-    return pl.Series("supplier", out, dtype=pl.Utf8)
+            sup = routes["supplier"].to_list()
+            local = {c: i for i, c in enumerate(sorted(set(sup)))}
+            for c in local:
+                if c not in names:
+                    names.append(c)
+            code_of = np.array([names.index(c) for c in sup], dtype=np.int32)
+            out[mine[found]] = code_of[hit[found]]
+    return out, names
 
 
 def change_days(plan: Plan) -> list[date]:
@@ -247,12 +261,12 @@ def _bands_of(plan: Plan, bands: tuple[str, ...], part: pl.DataFrame, notes: lis
                          f"the {bands[0]} list")
         return part.with_columns(pl.when(known).then(pl.col("b")).otherwise(pl.lit(bands[0])).alias("b"))
     bb = book(cal)
-    minute = pl.col("t").dt.truncate("1m")
-    mins = part.filter(~known).select(minute.alias("m")).unique()
-    table = mins.with_columns(pl.Series("cb", [bb.piece_at(bb.local(m)).band for m in mins["m"].to_list()],
-                                        dtype=pl.Utf8))
-    return part.with_columns(minute.alias("m")).join(table, on="m", how="left", maintain_order="left") \
-        .with_columns(pl.when(known).then(pl.col("b")).otherwise(pl.col("cb")).alias("b")).drop("m", "cb")
+    t = part["t"]
+    t = (t.dt.convert_time_zone("UTC") if t.dtype.time_zone else t.dt.replace_time_zone("UTC")) \
+        .dt.cast_time_unit("us").to_physical().to_numpy()
+    steps = bb.steps(int(t.min() // DAY_US), int(t.max() // DAY_US))  # the band at each instant, on columns
+    cb = pl.Series("cb", np.asarray(bb.bands, dtype=object)[steps(t)], dtype=pl.Utf8)
+    return part.with_columns(pl.when(known).then(pl.col("b")).otherwise(cb).alias("b"))
 
 
 # --------------------------------------------------------------------------- the margins
@@ -267,18 +281,14 @@ def _text(table: pa.Table, name: str) -> pl.Series | None:
     return pl.from_arrow(col).cast(pl.Utf8)
 
 
-def _spread(col: pa.ChunkedArray | pa.Array, at: np.ndarray, n: int) -> pl.Series:
-    """A text column of ``n`` rows: ``col``'s values at positions ``at``, null elsewhere; built on
-    the dictionary's codes (the batch executor's text columns are dictionaries), never per row."""
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks() if col.num_chunks else pa.array([], type=col.type)
-    if not pa.types.is_dictionary(col.type):
-        col = col.cast(pa.string()).dictionary_encode()
-    codes = np.full(n, -1, dtype=np.int32)
-    codes[at] = col.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-    arr = pa.DictionaryArray.from_arrays(pa.array(np.maximum(codes, 0), mask=codes < 0),
-                                         col.dictionary.cast(pa.string()))
-    return pl.from_arrow(arr)  # Categorical: the texts once per distinct value
+def _cat(table: pa.Table, name: str) -> pl.Series | None:
+    """A low-cardinality text column as a categorical (a dictionary column is taken as it is)."""
+    if name not in table.column_names:
+        return None
+    col = table.column(name)
+    if pa.types.is_dictionary(col.type):
+        return pl.from_arrow(col).cast(pl.Categorical)
+    return pl.from_arrow(col).cast(pl.Utf8).cast(pl.Categorical)
 
 
 def sold(rated: pa.Table, traffic: pa.Table | None = None) -> pa.Table:
@@ -303,102 +313,278 @@ def sold(rated: pa.Table, traffic: pa.Table | None = None) -> pa.Table:
     if not extra:
         return rated
     # the traffic row of each rated record, by id (the first of a repeated id), then its columns taken
-    left_id = pl.from_arrow(rated.column("id")).cast(pl.Utf8)
-    right_id = pl.from_arrow(traffic.column("id")).cast(pl.Utf8)
-    if len(left_id) == len(right_id) and (left_id == right_id).all() and right_id.is_unique().all():
-        taken = traffic.select(extra)  # the rated file is the traffic in its order: nothing to look up
+    if _same_ids(rated.column("id"), traffic.column("id")):
+        taken = traffic.select(extra)  # the rated file is the traffic in its order: row for row
     else:
+        left_id = pl.from_arrow(rated.column("id")).cast(pl.Utf8)
+        right_id = pl.from_arrow(traffic.column("id")).cast(pl.Utf8)
         right = pl.DataFrame({"id": right_id}).with_row_index("_row").unique("id", keep="first")
         rows = pl.DataFrame({"id": left_id}).join(right, on="id", how="left", maintain_order="left")["_row"]
         taken = traffic.select(extra).take(pa.array(rows.to_arrow()))
     for c in extra:
         col = taken.column(c)
-        rated = rated.append_column(c, col.cast(pa.string()) if not pa.types.is_string(col.type) else col)
+        text = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+        rated = rated.append_column(c, col if text else col.cast(pa.string()))
     return rated
+
+
+def _same_ids(left: pa.ChunkedArray, right: pa.ChunkedArray) -> bool:
+    """The two id columns hold the same values in the same order (string and large string alike)."""
+    if len(left) != len(right):
+        return False
+    if left.type != right.type:
+        texts = (pa.types.is_string, pa.types.is_large_string)
+        if not (any(t(left.type) for t in texts) and any(t(right.type) for t in texts)):
+            return False
+        left = left.cast(right.type)
+    return left.equals(right)
 
 
 def margins(plan: Plan, records: pa.Table, policy: LcrPolicy,
             decks: dict[str, object] | None = None) -> Margins:
     """The margin of every sold record of ``records`` (see the module's docs). ``decks``: what-if
     supplier decks ({partner: rate table}) that replace the rates of that partner's outbound
-    service in force (see :func:`with_decks`)."""
+    service in force (see :func:`with_decks`).
+
+    On columns, in one pass: the supplier of each record (its own, else the LCR's first choice)
+    as dictionary codes; every costed record priced at once by the batch executor's kernels
+    (:func:`icdsl.rating.batch.rate_units`: no rated table is built, the amounts come back as
+    integers); costs and revenues scaled to 10^-9 and converted per (currency, day); the texts
+    (supplier, supplier prefix, rule) as categoricals of their few distinct values."""
     notes: list[str] = []
     if decks:
         plan = with_decks(plan, policy, decks)
+    tables: dict[date, LcrTable | LcrError] = {}
+    # in slices of CHUNK records: the arrays of a slice are reused by the allocator, where arrays
+    # of 10M records would each be fresh pages (system time) and several GiB at once
+    frames = [_margins_of(plan, records.slice(at, CHUNK), policy, notes, tables)
+              for at in range(0, records.num_rows, CHUNK)] or [_margins_of(plan, records, policy, notes, tables)]
+    frame = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
+    fell = int(frame["from_fallback"].sum())
+    if fell:
+        notes.append(f"{fell} record(s) costed from a supplier's fallback price list (from_fallback): their "
+                     "number has no row in the supplier's own deck")
+    return Margins(policy.currency, frame, list(dict.fromkeys(notes)))
+
+
+CHUNK = 1_000_000
+
+
+def _margins_of(plan: Plan, records: pa.Table, policy: LcrPolicy, notes: list[str],
+                tables: dict[date, LcrTable | LcrError]) -> pl.DataFrame:
+    """:func:`margins`' records of one slice of the sold records."""
     n = records.num_rows
-    ids = _text(records, "id")
-    partner = _text(records, "partner")
-    service = _text(records, "service")
-    number = _text(records, "b_number")
-    prefix = _text(records, "prefix")
-    if number is None:
-        if prefix is None:
-            raise MarginError("the records have neither a called number (b_number) nor a sold prefix")
-        notes.append("the records do not carry the called number: each is costed by its sold prefix "
-                     "(join the traffic file with --cdrs for longest-prefix costing on the number)")
-        number = prefix
-    elif prefix is not None:
-        number = pl.select(pl.coalesce(number, prefix)).to_series()
-    sup_col = next((c for c in SUPPLIER_COLUMNS if c in records.column_names), None)
-    supplier = _text(records, sup_col) if sup_col else pl.Series([None] * n, dtype=pl.Utf8)
-    supplier = supplier.replace("", None)
+    number_arr, prefix = _numbers(records, notes)
+    supplier = _suppliers(records)  # dictionary: codes into the supplier names (null: not said)
     start = pl.from_arrow(records.column("start"))
     if start.dtype == pl.Utf8:
         start = start.str.to_datetime(time_zone="UTC")
     days = start.dt.convert_time_zone("UTC").dt.date() if start.dtype.time_zone else start.dt.date()
-    band = _text(records, "band")
-    band = band if band is not None else pl.Series([""] * n, dtype=pl.Utf8)
-    how = pl.select(pl.when(supplier.is_null()).then(pl.lit(LCR)).otherwise(pl.lit(RECORD))).to_series()
-    if supplier.null_count():
-        gaps = np.nonzero(supplier.is_null().to_numpy())[0]
-        chosen = lcr_choice(plan, policy, number.gather(gaps), start.gather(gaps), days.gather(gaps),
-                            band.gather(gaps), notes)
-        supplier = supplier.scatter(gaps, chosen)
+    band = _cat(records, "band")
+    band = band if band is not None else pl.Series([""] * n, dtype=pl.Utf8).cast(pl.Categorical)
+    names = supplier.dictionary.to_pylist()
+    codes = supplier.indices.to_numpy(zero_copy_only=False)
+    codes = np.where(supplier.indices.is_null().to_numpy(zero_copy_only=False), -1, codes).astype(np.int32) \
+        if supplier.null_count else codes.astype(np.int32)
+    by_lcr = codes < 0
+    if by_lcr.any():
+        gaps = np.flatnonzero(by_lcr)
+        got, chosen = lcr_codes(plan, policy, pl.from_arrow(number_arr.take(pa.array(gaps))), start.gather(gaps),
+                                days.gather(gaps), band.gather(gaps), notes, tables)
+        extra = [c for c in chosen if c not in names]
+        names = names + extra
+        remap = np.array([names.index(c) for c in chosen] + [-1], dtype=np.int32)
+        codes[gaps] = remap[got]  # -1 (no route) takes the last slot: -1
+    has = codes >= 0
+    supplier_arr = _dict_array(codes, names)
 
-    # the cost: the same record rated again as an outbound call of its supplier
-    has = supplier.is_not_null().to_numpy()
-    sel = np.nonzero(has)[0]
-    cols = {"id": pa.array(sel.astype(np.int64)),  # the record's position: the costs come back by it
-            "partner": supplier.gather(sel).cast(pl.Categorical).to_arrow(),
-            "direction": pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(sel), dtype=np.int32)),
-                                                        pa.array(["outbound"])),
-            "service": service.gather(sel).cast(pl.Categorical).to_arrow(),
-            "b_number": number.gather(sel).to_arrow(),
-            "start": start.gather(sel).to_arrow(),
-            "duration_s": pl.from_arrow(records.column("duration_s")).cast(pl.Int64).gather(sel).to_arrow()}
-    a_number = _text(records, "a_number")
-    if a_number is not None:
-        cols["a_number"] = a_number.gather(sel).to_arrow()
     cost_n = np.zeros(n, dtype=np.int64)
     costed = np.zeros(n, dtype=bool)
-    none = pl.Series([None], dtype=pl.Utf8).extend_constant(None, n - 1) if n else pl.Series([], dtype=pl.Utf8)
-    cost_cur, cost_rule, supplier_prefix = none.clone(), none.clone(), none.clone()  # scatter writes in place
-    why = pl.select(pl.when(pl.Series(has)).then(pl.lit(None, dtype=pl.Utf8)).otherwise(
-        pl.lit("no supplier: the record names none and the LCR table has no route for its number"))).to_series() \
-        if n else none
-    if len(sel):
-        rated, rejects = rate_batch(plan, pa.table(cols))
-        at = pl.from_arrow(rated.column("id")).cast(pl.Int64).to_numpy() if rated.num_rows else np.zeros(0, np.int64)
-        cost_n[at] = nano(rated.column("amount"))
-        costed[at] = True
-        cost_cur = _spread(rated.column("currency"), at, n)
-        cost_rule = _spread(rated.column("rule"), at, n)
-        supplier_prefix = _spread(rated.column("prefix"), at, n)
-        if rejects.num_rows:
-            rj = pl.from_arrow(rejects.column("id")).cast(pl.Int64).to_numpy()
-            why = why.scatter(rj, _text(rejects, "reason") + ": " + _text(rejects, "detail"))
-    revenue = _convert_col(nano(records.column("amount")), _text(records, "currency"), days, plan, policy)
-    cost = _convert_col(cost_n, cost_cur, days, plan, policy)
+    prefix_codes = np.full(n, -1, dtype=np.int32)
+    rule_codes = np.full(n, -1, dtype=np.int32)
+    prefix_names: list[str] = []
+    rule_names: list[str] = []
+    why = pl.Series("uncosted", [None], dtype=pl.Utf8).extend_constant(None, n - 1) if n \
+        else pl.Series("uncosted", [], dtype=pl.Utf8)
+    if not has.all():
+        why = why.scatter(np.flatnonzero(~has), "no supplier: the record names none and the LCR table has no "
+                                                 "route for its number")
+    cur_codes = np.full(n, -1, dtype=np.int32)
+    cur_names: list[str] = []
+    from_fallback = np.zeros(n, dtype=bool)
+    if has.any():
+        u = rate_units(plan, _cost_table(records, supplier_arr, number_arr), skip=None if has.all() else ~has)
+        at = slice(None)
+        ok = u.ok
+        cost_n[at] = _scaled_units(u)
+        costed[at] = ok
+        # the groups' texts merged into one dictionary each, then indexed by code (never per record)
+        g = u.group.astype(np.int64)
+        row = np.maximum(u.row, 0).astype(np.int64)
+        gi = np.maximum(g, 0)
+        cur_names = sorted({x.currency for x in u.groups})
+        cur_of = np.array([cur_names.index(x.currency) for x in u.groups] or [0], dtype=np.int32)
+        cur_codes[at] = np.where(ok, cur_of[gi], -1)
+        p_off, p_map, prefix_names = _merged([x.prefixes for x in u.groups])
+        prefix_codes[at] = np.where(ok, p_map[p_off[gi] + row], -1) if len(p_map) else -1
+        r_off, r_map, rule_names = _merged([x.rules for x in u.groups])
+        rule_of = [x.rule_code for x in u.groups]
+        if len(r_map):
+            flat = np.concatenate(rule_of)
+            f_off = np.concatenate([[0], np.cumsum([len(c) for c in rule_of])[:-1]]).astype(np.int64)
+            rule_codes[at] = np.where(ok, r_map[r_off[gi] + flat[f_off[gi] + row]], -1)
+        cut = np.array([x.fallback_at if x.fallback_at is not None else np.iinfo(np.int32).max
+                        for x in u.groups] or [0], dtype=np.int64)
+        from_fallback[at] = ok & (u.row >= cut[gi])
+        if u.rejects.num_rows:
+            rj = pl.from_arrow(u.rejects.column("id")).cast(pl.Int64).to_numpy()
+            why = why.scatter(rj, _text(u.rejects, "reason") + ": " + _text(u.rejects, "detail"))
+    day_codes = days.to_physical().to_numpy()
+    revenue = _convert(nano(records.column("amount")), *_currency_codes(records), day_codes, plan, policy)
+    cost = _convert(cost_n, cur_codes, cur_names, day_codes, plan, policy)
     cost_s = pl.Series("cost_n", cost).set(pl.Series(~costed), None)
+    how = _dict_array(np.where(has & by_lcr, 0, np.where(has, 1, 0)).astype(np.int32), [LCR, RECORD])
     frame = pl.DataFrame({
-        "id": ids, "partner": partner, "service": service, "day": days,
-        "destination": _text(records, "destination") if "destination" in records.column_names else prefix,
-        "prefix": prefix if prefix is not None else number, "band": band, "number": number,
+        "id": _text(records, "id"), "partner": _cat(records, "partner"), "service": _cat(records, "service"),
+        "day": days,
+        "destination": _cat(records, "destination") if "destination" in records.column_names
+        else prefix.cast(pl.Categorical),
+        "prefix": prefix.cast(pl.Categorical) if prefix is not None else pl.from_arrow(number_arr),
+        "band": band, "number": pl.from_arrow(number_arr),
         "duration_s": pl.from_arrow(records.column("duration_s")).cast(pl.Int64),
-        "supplier": supplier, "chosen_by": how, "supplier_prefix": supplier_prefix.alias("supplier_prefix"),
-        "cost_rule": cost_rule, "revenue_n": revenue, "cost_n": cost_s, "uncosted": why,
+        "supplier": pl.from_arrow(supplier_arr), "chosen_by": pl.from_arrow(how),
+        "supplier_prefix": pl.from_arrow(_dict_array(prefix_codes, prefix_names)),
+        "from_fallback": from_fallback,
+        "cost_rule": pl.from_arrow(_dict_array(rule_codes, rule_names)),
+        "revenue_n": revenue, "cost_n": cost_s, "uncosted": why,
     }).with_columns((pl.col("revenue_n") - pl.col("cost_n").fill_null(0)).alias("margin_n"))
-    return Margins(policy.currency, frame, notes)
+    return frame
+
+
+def _numbers(records: pa.Table, notes: list[str]) -> tuple[pa.Array, pl.Series | None]:
+    """The called number of each record (its b_number, else its sold prefix) as an Arrow string
+    array, and the sold prefix."""
+    prefix = _cat(records, "prefix")
+    if "b_number" not in records.column_names:
+        if prefix is None:
+            raise MarginError("the records have neither a called number (b_number) nor a sold prefix")
+        notes.append("the records do not carry the called number: each is costed by its sold prefix "
+                     "(join the traffic file with --cdrs for longest-prefix costing on the number)")
+        return prefix.cast(pl.Utf8).to_arrow().cast(pa.large_string()), prefix
+    col = records.column("b_number")
+    col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        col = col.cast(pa.string())
+    if col.null_count and prefix is not None:
+        col = pc.coalesce(col, prefix.cast(pl.Utf8).to_arrow().cast(col.type))
+    return col, prefix
+
+
+def _suppliers(records: pa.Table) -> pa.DictionaryArray:
+    """The supplier each record names (the first of :data:`SUPPLIER_COLUMNS`) as a dictionary
+    array without empty texts: "" and missing are null."""
+    name = next((c for c in SUPPLIER_COLUMNS if c in records.column_names), None)
+    n = records.num_rows
+    if name is None:
+        return pa.DictionaryArray.from_arrays(pa.nulls(n, pa.int32()), pa.array([], pa.string()))
+    col = records.column(name)
+    col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if not pa.types.is_dictionary(col.type):
+        col = pc.dictionary_encode(col.cast(pa.string()) if not pa.types.is_string(col.type) else col)
+    values = col.dictionary.cast(pa.string())
+    idx = col.indices.to_numpy(zero_copy_only=False).astype(np.int64) if len(col) else np.zeros(0, np.int64)
+    idx = np.where(col.indices.is_null().to_numpy(zero_copy_only=False), -1, idx) if col.null_count else idx
+    empty = np.asarray(pc.equal(values, "").fill_null(True).to_numpy(zero_copy_only=False), dtype=bool) \
+        if len(values) else np.zeros(0, dtype=bool)
+    keep = np.flatnonzero(~empty)
+    remap = np.full(len(values) + 1, -1, dtype=np.int32)  # the last slot: null
+    remap[keep] = np.arange(len(keep), dtype=np.int32)
+    return _dict_array(remap[idx], values.take(pa.array(keep)).to_pylist())
+
+
+def _dict_array(codes: np.ndarray, names: Sequence[str]) -> pa.DictionaryArray:
+    """A dictionary array of ``names`` from int32 codes (-1: null)."""
+    codes = np.asarray(codes, dtype=np.int32)
+    null = codes < 0
+    return pa.DictionaryArray.from_arrays(pa.array(np.where(null, 0, codes), mask=null if null.any() else None),
+                                          pa.array(list(names), type=pa.string()))
+
+
+def _merged(dicts: Sequence[pa.Array]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Several groups' dictionaries as one: (offset of each group's codes, map from a group's
+    offset code to the merged code, the merged values)."""
+    if not dicts:
+        return np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int32), []
+    both = pa.concat_arrays([d.cast(pa.string()) for d in dicts])
+    enc = pc.dictionary_encode(both)
+    off = np.concatenate([[0], np.cumsum([len(d) for d in dicts])[:-1]]).astype(np.int64)
+    return off, enc.indices.to_numpy(zero_copy_only=False).astype(np.int32), enc.dictionary.to_pylist()
+
+
+def _cost_table(records: pa.Table, supplier: pa.DictionaryArray, number: pa.Array) -> pa.Table:
+    """The records as outbound calls of their supplier, for the rater (no column copied)."""
+    m = records.num_rows
+    cols = {"id": pa.array(np.arange(m, dtype=np.int64)),  # the position: the costs come back by it
+            "partner": supplier,
+            "direction": pa.DictionaryArray.from_arrays(pa.array(np.zeros(m, dtype=np.int32)),
+                                                        pa.array(["outbound"])),
+            "service": records.column("service"), "b_number": number,
+            "start": records.column("start"), "duration_s": records.column("duration_s")}
+    if "a_number" in records.column_names:
+        cols["a_number"] = records.column("a_number")
+    return pa.table(cols)
+
+
+def _scaled_units(u: Units) -> np.ndarray:
+    """The amounts of ``u`` in 10^-9 of their currency (exact; an error beyond int64)."""
+    if not u.groups:
+        return np.zeros(len(u.amount), dtype=np.int64)
+    precs = np.array([x.precision for x in u.groups], dtype=np.int64)
+    if (precs > 9).any():
+        raise MarginError(f"amounts with {int(precs.max())} decimals: at most 9 are supported")
+    factor = (10 ** (9 - precs))[np.maximum(u.group, 0)]
+    amount = np.where(u.ok, u.amount, 0)
+    if (np.abs(amount) > np.iinfo(np.int64).max // factor).any():
+        raise MarginError("an amount beyond 9,223,372,036 units cannot be reported")
+    return amount * factor
+
+
+def _currency_codes(records: pa.Table) -> tuple[np.ndarray, list[str]]:
+    col = records.column("currency")
+    col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    if not pa.types.is_dictionary(col.type):
+        col = pc.dictionary_encode(col.cast(pa.string()))
+    idx = col.indices.to_numpy(zero_copy_only=False)
+    if col.null_count:
+        idx = np.where(col.indices.is_null().to_numpy(zero_copy_only=False), -1, idx)
+    return np.asarray(idx, dtype=np.int32), col.dictionary.cast(pa.string()).to_pylist()
+
+
+def _convert(values: np.ndarray, codes: np.ndarray, names: Sequence[str], days: np.ndarray, plan: Plan,
+             policy: LcrPolicy) -> np.ndarray:
+    """Each amount into the policy's currency at the rate in force on its day (exact, half even);
+    ``codes`` index ``names`` (-1: none), ``days`` are days since 1970-01-01."""
+    foreign = [i for i, c in enumerate(names) if c != policy.currency]
+    if not foreign:
+        return values
+    out = values.copy()
+    for i in foreign:
+        mine = np.flatnonzero(codes == i)
+        if not len(mine):
+            continue
+        for d in np.unique(days[mine]).tolist():
+            at = mine[days[mine] == d]
+            try:
+                factor, _ = fx_factor(plan, policy, names[i], date.fromordinal(EPOCH + int(d)))
+            except LcrError as e:
+                raise MarginError(str(e)) from None
+            neg = values[at] < 0
+            mag = convert(np.abs(values[at]), Fraction(factor))
+            out[at] = np.where(neg, -mag, mag)
+    return out
+
+
+EPOCH = date(1970, 1, 1).toordinal()
 
 
 def with_decks(plan: Plan, policy: LcrPolicy, decks: dict[str, object]) -> Plan:
@@ -490,6 +676,8 @@ def in_period(records: pa.Table, first: date, last: date) -> pa.Table:
         start = start.str.to_datetime(time_zone="UTC")
     day = start.dt.convert_time_zone("UTC").dt.date() if start.dtype.time_zone else start.dt.date()
     keep = ((day >= first) & (day <= last)).fill_null(False)
+    if keep.all():
+        return records  # a period file of the period: not copied
     return records.filter(pa.array(keep.to_numpy()))
 
 
@@ -497,13 +685,18 @@ def to_text(report: pl.DataFrame, totals: dict[str, int], currency: str, finding
             whatif: pl.DataFrame | None, period: str, by: str, decks: Sequence[str] = ()) -> str:
     """The report as aligned text: the rows, the totals, the what-if and the findings."""
     def table(frame: pl.DataFrame) -> list[str]:
+        """Columns padded to their widest cell, numbers (a digit or '-' first) to the right; on
+        columns (a report by destination has tens of thousands of rows)."""
         cols = frame.columns
-        cells = [[("" if v is None else str(v)) for v in row] for row in frame.iter_rows()]
-        width = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(cols, width, strict=True))]
-        lines += ["  ".join(v.rjust(w) if v[:1].isdigit() or v[:1] == "-" else v.ljust(w)
-                            for v, w in zip(r, width, strict=True)) for r in cells]
-        return [line.rstrip() for line in lines]
+        cells = frame.select(pl.col(c).cast(pl.Utf8).fill_null("") for c in cols)
+        width = [max(len(c), int(cells[c].str.len_chars().max() or 0)) for c in cols]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(cols, width, strict=True)).rstrip()]
+        if cells.height:
+            padded = [pl.when(pl.col(c).str.contains(r"^[0-9-]")).then(pl.col(c).str.pad_start(w))
+                      .otherwise(pl.col(c).str.pad_end(w)) for c, w in zip(cols, width, strict=True)]
+            lines += cells.select(pl.concat_str(padded, separator="  ").str.strip_chars_end(" ").alias("x"))["x"] \
+                .to_list()
+        return lines
 
     out = [f"margins {period} by {by}, in {currency}"]
     out += table(report.drop("currency"))
@@ -532,5 +725,5 @@ def money_columns(frame: pl.DataFrame, names: Sequence[str] | None = None) -> pl
     return frame.select(out)
 
 
-__all__ = ["BY", "Finding", "MarginError", "Margins", "SUPPLIER_COLUMNS", "compare", "in_period", "lcr_choice", "margins",
+__all__ = ["BY", "RATED_COLUMNS", "TRAFFIC_COLUMNS", "Finding", "MarginError", "Margins", "SUPPLIER_COLUMNS", "compare", "in_period", "lcr_choice", "margins",
            "money_columns", "money_text", "nano", "read_supplier_deck", "sold", "to_text", "with_decks"]
