@@ -7,7 +7,7 @@ DOC is a file (a UBL or CII ``.xml``, a Factur-X ``.pdf``) or the number of a fi
 credit note in the store, which is then written as UBL and as CII and both are checked.
 
 ``invoice credit``: a credit note issued against a finalized invoice (an accepted dispute of
-our invoice, a commercial gesture): :func:`icdsl.billing.corrections.credit_invoice`.
+our invoice, a commercial gesture): :func:`icdsl.billing.credits.credit_invoice`.
 
 ``invoice template``: the default document layout (:mod:`icdsl.layouts`) copied into the project
 to start a layout of one's own from (``--copy FILE``), or a layout file checked (``--check FILE``).
@@ -55,7 +55,7 @@ def invoice_credit(
     """Issue a credit note against a finalized invoice (an accepted dispute, a gesture): numbered CN-, sealed."""
 
     # lazy: the store (SQLAlchemy) loads only when a command opens one
-    from icdsl.billing.corrections import credit_invoice
+    from icdsl.billing.credits import credit_invoice
 
     with opened(db, data) as store, user_errors():
         cn = credit_invoice(store, number, amount, reason, line_no=line)
