@@ -202,6 +202,29 @@ def test_every_demo_invoice_exports_as_ubl_and_facturx_with_no_error(demo_store,
     for p in out.iterdir():
         r = runner.invoke(app, ["invoice", "validate", str(p)])
         assert r.exit_code == 0 and ", 0 error(s), 0 warning(s)" in r.output, r.output
+    # every finalized invoice and credit note of the demo, as files: UBL and Factur-X, 0 errors;
+    # each Factur-X PDF passes Apache PDFBox Preflight but for what PDF/A-3 allows
+    from pdfa_preflight import pdfa3_errors
+
+    from icdsl.billing.store import open_store
+
+    s = open_store(db, data_dir=demo_store / "icdsl-data")
+    try:
+        numbers = [i.number for i in s.invoices() if i.status == "finalized"]
+    finally:
+        s.close()
+    assert len(numbers) == 7
+    every = tmp_path / "every"
+    for number in numbers:
+        r = runner.invoke(app, ["invoice", "export", number, "--format", "ubl", "--format", "facturx", "--out",
+                                str(every), "--db", db])
+        assert r.exit_code == 0, r.output
+    assert len(list(every.iterdir())) == 2 * len(numbers)
+    for p in sorted(every.iterdir()):
+        r = runner.invoke(app, ["invoice", "validate", str(p)])
+        assert r.exit_code == 0 and ", 0 error(s), 0 warning(s)" in r.output, r.output
+        if p.suffix == ".pdf":
+            assert pdfa3_errors(p) == [], p.name
     # a statement is not an e-invoice: said, exit 1
     r = runner.invoke(app, ["invoice", "export", "STM-2026-000001", "--format", "ubl", "--out", str(out), "--db", db])
     assert r.exit_code == 1 and "only invoices and credit notes are e-invoices" in r.output

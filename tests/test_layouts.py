@@ -131,11 +131,18 @@ def test_a_layouts_texts_run_sandboxed():
 def test_the_facturx_pdf_embeds_its_fonts_and_carries_the_pdfa_output_intent(tmp_path):
     """Every font of the Factur-X PDF is embedded (FontFile2: DejaVu Sans Condensed, not a core
     font), the sRGB output intent and the PDF/A-3 identification are there, and the embedded XML
-    passes the factur-x package's XSD check. (veraPDF is not run: it is not installed here.)"""
+    passes the factur-x package's XSD check. What PDF/A-3 asks beyond PDF/A-1 (which PDFBox
+    Preflight checks, tests/pdfa_preflight.py): the XML is an associated file (/AF) with its
+    relationship and MIME type and dates; the information dictionary and the XMP say the same; no
+    transparency group; the XMP unfiltered."""
+    import re
+
+    from pdfa_preflight import pdfa3_errors
     from facturx import get_facturx_xml_from_pdf, xml_check_xsd
     from pypdf import PdfReader
 
     from icdsl.outputs.einvoice import write_facturx
+    from icdsl.outputs.pdfa import xmp_date
 
     path = write_facturx(german_doc(), tmp_path)
     reader = PdfReader(path)
@@ -149,9 +156,35 @@ def test_the_facturx_pdf_embeds_its_fonts_and_carries_the_pdfa_output_intent(tmp
     root = reader.trailer["/Root"]
     assert "/OutputIntents" in root
     xmp = root["/Metadata"].get_object().get_data().decode()
-    assert "<pdfaid:part>3</pdfaid:part>" in xmp
+    assert "<pdfaid:part>3</pdfaid:part>" in xmp and "<pdfaid:conformance>B</pdfaid:conformance>" in xmp
     _name, xml = get_facturx_xml_from_pdf(path.read_bytes(), check_xsd=False)
     assert xml_check_xsd(xml, flavor="factur-x", level="en16931")
+    # PDF/A-3: the XML is an associated file of the document, Data, text/xml, with its dates
+    (spec,) = [f.get_object() for f in root["/AF"].get_object()]
+    assert spec["/AFRelationship"] == "/Data" and spec["/F"] == spec["/UF"] == "factur-x.xml"
+    names = root["/Names"]["/EmbeddedFiles"]["/Names"]
+    assert names[0] == "factur-x.xml" and names[1].get_object() == spec
+    ef = spec["/EF"]["/F"].get_object()
+    assert ef["/Subtype"] == "/text/xml" and ef["/Params"]["/ModDate"] and ef["/Params"]["/Size"] == len(xml)
+    # the information dictionary and the XMP say the same (ISO 19005-3 6.6.2.3.1)
+    info = reader.trailer["/Info"]
+    assert re.search(r"<pdf:Producer>([^<]*)<", xmp).group(1) == info["/Producer"] == "icdsl"
+    assert re.search(r"<pdf:Keywords>([^<]*)<", xmp).group(1) == info["/Keywords"]
+    assert re.search(r"<xmp:CreateDate>([^<]*)<", xmp).group(1) == xmp_date(info["/CreationDate"])
+    assert re.search(r"<xmp:ModifyDate>([^<]*)<", xmp).group(1) == xmp_date(info["/ModDate"])
+    assert "/Filter" not in root["/Metadata"].get_object()
+    assert all("/Group" not in page for page in reader.pages)  # nothing transparent
+    assert pdfa3_errors(path) == []  # Apache PDFBox Preflight: no finding that PDF/A-3 forbids
+    # the same file as fpdf2 and factur-x leave it: Preflight finds the gaps icdsl.outputs.pdfa closes
+    from facturx import generate_from_binary
+
+    from icdsl.outputs.pdf import render
+
+    raw = tmp_path / "raw.pdf"
+    raw.write_bytes(generate_from_binary(render(german_doc(), pdfa=True), xml, flavor="factur-x", level="en16931",
+                                         pdf_metadata={"keywords": "Factur-X", "title": "t", "author": "a",
+                                                       "subject": "s"}))
+    assert {code for code, _text in pdfa3_errors(raw)} >= {"2.2.1", "1.2.7"}  # transparency, filtered XMP
 
 
 def test_the_template_command_copies_the_default_and_checks_a_layout(tmp_path):
