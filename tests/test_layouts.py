@@ -137,8 +137,8 @@ def test_the_facturx_pdf_embeds_its_fonts_and_carries_the_pdfa_output_intent(tmp
     transparency group; the XMP unfiltered."""
     import re
 
-    from pdfa_preflight import pdfa3_errors
     from facturx import get_facturx_xml_from_pdf, xml_check_xsd
+    from pdfa_preflight import pdfa3_errors
     from pypdf import PdfReader
 
     from icdsl.outputs.einvoice import write_facturx
