@@ -107,26 +107,29 @@ def test_a_french_statement_has_its_labels_from_the_layout(net):
 
 #: the English words icdsl itself writes on an invoice (tax line, average rate, small print)
 INVOICE_ENGLISH = ("VAT ", "avg ", "mixed rates", "Agreement ", "FX ", "Rounding", "rounded", "Summary view",
-                   " owes ", "Payment", "Bill to", "Subtotal", "record")
+                   " owes ", "Payment", "Bill to", "Subtotal", "record", "outbound", "voice", "peak",
+                   "Description", "Lines", "Records", "Quantity", "Amount")
 
 
 @pytest.mark.parametrize("view", ["itemized", "summary"])
 def test_a_french_invoice_writes_icdsls_own_words_in_french(view):
-    """Lumière's layout (fr_FR): the tax line, a line's average rate and its unit, and the small
-    print (agreement, FX rate, rounding, the summary view's note) in French; the default layout
-    keeps the English ones, word for word as before."""
+    """Lumière's layout (fr_FR): a traffic line's description (from its direction, service,
+    destination and band, the rules' names printed as its [names] say), the tax line, a line's
+    average rate and its unit, and the small print (agreement, FX rate, rounding, the summary
+    view's note) in French; the default layout keeps the English ones, word for word as before."""
     from test_einvoice import BUYER_FR
 
     buyer = dict(BUYER_FR, locale="fr_FR", templates=[{"stream": None, "name": "lumiere.toml",
                                                        "text": LUMIERE.read_text(encoding="utf-8")}])
-    lines = [{"line_no": 1, "kind": "traffic", "description": "voix sortante", "quantity": D("600"),
+    lines = [{"line_no": 1, "kind": "traffic", "description": "outbound voice to Germany mobile (peak)",
+              "direction": "outbound", "destination": "Germany mobile", "band": "peak", "quantity": D("600"),
               "unit": "second", "rate_unit": "minute", "source_amount": D("1.2345"), "amount": D("1.23"),
               "currency": "EUR", "service": "voice", "record_count": 3},
              {"line_no": 2, "kind": "surcharge", "description": "Origine hors EEE", "quantity": D("15"),
               "unit": "record", "rate": D("0.056"), "rate_unit": "record", "amount": D("0.84"), "currency": "EUR",
               "service": "voice"}]
-    summary = [{"description": "voice", "lines": 2, "record_count": 18, "quantity": None, "unit": None,
-                "amount": D("2.07")}]
+    summary = [{"kind": "traffic", "direction": "outbound", "service": "voice", "description": "outbound voice",
+                "lines": 2, "record_count": 18, "quantity": None, "unit": None, "amount": D("2.07")}]
     doc = invoice(buyer=buyer, partner_code="LUMFR", partner_name="Lumière Télécom SA", tax_kind="vat",
                   tax_rate=D("20"), tax_note=None, tax_label="VAT 20%", subtotal=D("2.07"), tax_amount=D("0.41"),
                   total=D("2.48"), lines=lines, summary=summary,
@@ -140,14 +143,17 @@ def test_a_french_invoice_writes_icdsls_own_words_in_french(view):
     expected = ["TVA 20 % 0,41 EUR", "Accord « Lumière bilateral » v1 (sha256 6d7ca8cc2a0873de)",
                 "Change USD en EUR : 0.92 (ECB 2026-03-31, en vigueur depuis le 2026-03-01)",
                 "Arrondi : chaque ligne arrondie une fois à 2 décimales (au plus proche, demi vers le haut)"]
-    expected += (["moy. 0,1234 /minute", "15 enregistrement", "0,056 /enregistrement"] if view == "itemized"
-                 else ["Vue résumée : les lignes additionnées par service"])
+    expected += (["Trafic sortant : voix vers Germany mobile (heures pleines)", "moy. 0,1234 /minute",
+                  "15 enregistrement", "0,056 /enregistrement"] if view == "itemized"
+                 else ["Vue résumée : les lignes additionnées par service", "Trafic sortant : voix",
+                       "Désignation Lignes", "Quantité Montant HT"])
     for french in expected:
         assert french in text, french
     english = pdf_text(render(dict(doc, buyer=BUYER_FR), view=view))
     for words in ("VAT 20% 0.41 EUR", 'Agreement "Lumière bilateral" v1 (sha256 6d7ca8cc2a0873de)',
                   "FX USD to EUR: 0.92 (ECB 2026-03-31, in force from 2026-03-01)", "Rounding: each line rounded once",
-                  *(["avg 0.1234 /minute", "15 record"] if view == "itemized" else ["Summary view:"])):
+                  *(["outbound voice to Germany mobile (peak)", "avg 0.1234 /minute", "15 record"]
+                    if view == "itemized" else ["Summary view:", "outbound voice"])):
         assert words in english, words
 
 

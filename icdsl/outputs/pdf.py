@@ -64,7 +64,7 @@ def quantity_text(q: Decimal | None, unit: str | None, local: Local | None = Non
                   layout: Layout | None = None) -> str:
     if q is None:
         return ""
-    shown = layout.unit(unit) if layout is not None and unit not in ("second", "byte") else unit
+    shown = layout.word(unit) if layout is not None and unit not in ("second", "byte") else unit
     if local is not None and local.locale:
         if unit == "second":
             return f"{local.number((q / 60).quantize(Decimal('0.01')))} min"
@@ -107,7 +107,7 @@ def average_rate_text(ln: Mapping[str, Any], ccy: str, local: Local | None = Non
         return labels["mixed_rates"]
     avg = (Decimal(exact) / (Decimal(q) * factor)).quantize(Decimal("0.0001"))
     shown = f"{avg:f}" if local is None else local.number(avg, 4)
-    per = layout.unit(per) if layout is not None else per
+    per = layout.word(per) if layout is not None else per
     return f"{labels['average']} {shown} {ccy}/{per}".replace("  ", " ")
 
 
@@ -213,6 +213,12 @@ def _cell_value(ln: Mapping[str, Any], field: str, i: int, doc: Mapping[str, Any
     if field == "line_no":
         return str(ln.get("line_no", i))
     if field == "description":
+        # the layout's own words for a line made of the rules' names (else as billed)
+        own = "summary_line" if view == "summary" else "traffic_line" if ln.get("kind") == "traffic" else None
+        if own and ln.get("direction") and (lay.texts.get(own) or "").strip():
+            return lay.text(own, {"kind": lay.word(ln.get("kind")), "direction": lay.word(ln["direction"]),
+                                  "service": lay.word(ln.get("service")), "destination": ln.get("destination"),
+                                  "band": lay.word(ln.get("band"))})
         return str(ln.get("description") or "")
     if field == "quantity":
         return quantity_text(ln.get("quantity"), ln.get("unit"), local, lay)
@@ -229,7 +235,7 @@ def _cell_value(ln: Mapping[str, Any], field: str, i: int, doc: Mapping[str, Any
         ccy = ln.get("source_currency") if ln.get("source_currency") not in (None, doc.get("currency")) else ""
         unit = ln.get("rate_unit") or ln.get("unit")
         if rate is not None:
-            return f"{local.number(rate.normalize())} {ccy}/{lay.unit(unit)}".replace("  ", " ")
+            return f"{local.number(rate.normalize())} {ccy}/{lay.word(unit)}".replace("  ", " ")
         return average_rate_text(ln, ccy, local, lay) if ln.get("kind") == "traffic" else ""
     return str(ln.get(field) or "")
 
