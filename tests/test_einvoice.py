@@ -203,6 +203,9 @@ def test_every_demo_invoice_exports_as_ubl_and_facturx_with_no_error(demo_store,
     for p in out.iterdir():
         r = runner.invoke(app, ["invoice", "validate", str(p)])
         assert r.exit_code == 0 and ", 0 error(s), 0 warning(s)" in r.output, r.output
+        # Fleetrix has a Peppol endpoint: its UBL says so, and the check says what it did not run
+        peppol = "not run: Peppol BIS Billing 3.0 rules (PEPPOL-EN16931-R...)"
+        assert (peppol in r.output) == (p.suffix == ".xml"), r.output
     # the demo's reverse-charge invoice to Fleetrix (DE), from a French seller: both VAT
     # identifiers, the reverse-charge note, category AE, no tax
     root = etree.parse(str(out / "INV-2026-000006.xml")).getroot()
