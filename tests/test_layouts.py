@@ -319,7 +319,9 @@ def test_an_issued_invoice_keeps_the_parties_it_was_finalized_with(tmp_path):
         s.close()
     assert cn["kind"] == "credit_note" and cn["subtotal"] == D("-1.50") and cn["corrects"] == [first["number"]]
     assert cn["tax_kind"] == first["tax_kind"] and cn["total"] == cn["subtotal"] + (cn["tax_amount"] or 0)
-    assert "dispute accepted: 3 sessions billed twice" in cn["lines"][0]["description"]
+    assert cn["lines"][0]["description"] == (f"Credit on {first['number']} line 1 ({first['lines'][0]['description']}"
+                                             "): dispute accepted: 3 sessions billed twice")  # the default layout
+    assert cn["period"] == first["period"]  # the period of the invoice it credits
     assert errors(ubl_xml(cn)) == [] and errors(cii_xml(cn)) == []
     # booked in the journal of the month it was issued, balanced
     r = runner.invoke(app, ["journal", "--period", cn["issue_date"].strftime("%Y-%m"), "--rules", str(rules),

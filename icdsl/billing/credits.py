@@ -29,6 +29,7 @@ from icdsl.billing.documents import buyer_party, seller_party
 from icdsl.billing.errors import StoreError
 from icdsl.billing.seal import seal_unsealed
 from icdsl.cycle.amounts import compute_tax
+from icdsl.layouts import LayoutError, choose
 
 if TYPE_CHECKING:
     from icdsl.billing.store import Store
@@ -65,9 +66,11 @@ def creditable(s: Session, inv: M.Invoice) -> Decimal:
 
 def issue_credit_note(store: Store, s: Session, inv: M.Invoice, value: Decimal, reason: str, *,
                       line: M.InvoiceLine | None = None, issue_date: date | None = None,
-                      audit: dict[str, Any] | None = None) -> M.Invoice:
+                      audit: dict[str, Any] | None = None, dispute: tuple[str, bool] | None = None) -> M.Invoice:
     """Issue, in the session ``s``, a credit note of ``value`` (net, exact, positive) on the
-    finalized invoice ``inv`` (and its ``line``), finalized, numbered and sealed; returns it."""
+    finalized invoice ``inv`` (and its ``line``), finalized, numbered and sealed; returns it.
+    Its line says why in the words of the partner's layout (texts ``credit_line`` and, for a
+    ``dispute`` (number, accepted in part), ``dispute_accepted``)."""
     number = inv.number
     store.lock(s, f"credit:{inv.id}", wait=True)
     s.refresh(inv)
@@ -79,6 +82,15 @@ def issue_credit_note(store: Store, s: Session, inv: M.Invoice, value: Decimal, 
                          f"{present(inv.subtotal - left, inv.currency)} are credited already: at most "
                          f"{present(left, inv.currency)} can be credited")
     prow = s.get(M.Partner, inv.partner_id)
+    seller, buyer = seller_party(s), buyer_party(prow)
+    lay = choose({"kind": "credit_note", "stream": inv.stream, "buyer": buyer, "seller": seller})
+    try:
+        if dispute is not None:
+            reason = lay.text("dispute_accepted", {"number": dispute[0], "part": dispute[1], "why": reason})
+        description = lay.text("credit_line", {"invoice": number, "line_no": line.line_no if line else None,
+                                               "line": line.description if line else None, "reason": reason})
+    except LayoutError as e:
+        raise StoreError(f"the credit note's line cannot be written with the partner's layout: {e}") from None
     t = base.now()
     issue = issue_date or t.date()
     tax = compute_tax(inv.tax_kind, inv.tax_rate, -value, inv.currency)
@@ -91,15 +103,13 @@ def issue_credit_note(store: Store, s: Session, inv: M.Invoice, value: Decimal, 
                    doc_type="credit_note")
     s.add(cn)
     s.flush()
-    what = f"line {line.line_no} ({line.description})" if line is not None else "the invoice"
-    s.add(M.InvoiceLine(invoice_id=cn.id, line_no=1, kind="adjustment", description=f"Credit on {number} "
-                        f"{what}: {reason}"[:1000], direction=line.direction if line else None,
+    s.add(M.InvoiceLine(invoice_id=cn.id, line_no=1, kind="adjustment", description=description[:1000],
+                        direction=line.direction if line else None,
                         service=line.service if line else None, quantity=Decimal(1), unit="unit",
                         amount=-value, currency=inv.currency, corrects_line_id=line.id if line else None,
                         created_at=t, source_amount=-value, source_currency=inv.currency,
                         rounding=rounding_text(inv.currency, "half_up"), group_key=f"credit:{number}"))
     s.flush()
-    seller, buyer = seller_party(s), buyer_party(prow)  # (read before the row changes: one update)
     cn.number, cn.status, cn.issue_date, cn.due_date = f"{prefix}-{issue.year}-{n:06d}", "finalized", issue, issue
     cn.finalized_at, cn.seller, cn.buyer = t, seller, buyer
     s.flush()

@@ -596,10 +596,10 @@ def _credit_accepted(store: Store, s: Session, d: M.PortalDispute, amount: str |
         raise AccessError(f"the accepted amount {present(value, inv.currency)} {inv.currency} is more than line "
                           f"{d.line_no} of {d.invoice_number} ({present(line.amount, line.currency)} "
                           f"{line.currency})")
-    why = d.change_reason or d.comment
-    reason = clean_reason(f"dispute {d.number} accepted{' in part' if value < line.amount else ''}: {why}"[:600])
+    reason = clean_reason((d.change_reason or d.comment)[:500])
     try:
-        cn = issue_credit_note(store, s, inv, value, reason, line=line, audit={"dispute": d.number})
+        cn = issue_credit_note(store, s, inv, value, reason, line=line, audit={"dispute": d.number},
+                               dispute=(d.number, value < line.amount))
     except StoreError as e:
         raise AccessError(str(e)) from None
     d.accepted_amount, d.credit_note_id = value, cn.id
