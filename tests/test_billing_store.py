@@ -213,7 +213,7 @@ def test_migrations_to_head_on_empty_database(db_url, tmp_path):
 
     store = open_store(db_url, data_dir=tmp_path / "data")
     try:
-        assert store.revision() == head_revision() == "0018"
+        assert store.revision() == head_revision() == "0019"
         names = set(sa.inspect(store.engine).get_table_names())
         for table in ("partners", "agreement_versions", "source_files", "intake_batches", "intake_reject_counts",
                       "intake_partner_stats", "data_files", "billing_cycles", "cycle_events", "cycle_inputs",
@@ -233,7 +233,7 @@ def test_migrations_to_head_on_empty_database(db_url, tmp_path):
     # reopening: nothing to migrate, same store
     again = open_store(db_url, data_dir=tmp_path / "data")
     try:
-        assert again.revision() == "0018" and again.store_id == store_id
+        assert again.revision() == "0019" and again.store_id == store_id
     finally:
         again.close()
     # a data folder belongs to one store

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from datetime import date
+from decimal import ROUND_HALF_UP
 from decimal import Decimal as D
 
 import pytest
@@ -202,6 +203,44 @@ def test_every_demo_invoice_exports_as_ubl_and_facturx_with_no_error(demo_store,
     for p in out.iterdir():
         r = runner.invoke(app, ["invoice", "validate", str(p)])
         assert r.exit_code == 0 and ", 0 error(s), 0 warning(s)" in r.output, r.output
+        # Fleetrix has a Peppol endpoint: its UBL says so, and the check says what it did not run
+        peppol = "not run: Peppol BIS Billing 3.0 rules (PEPPOL-EN16931-R...)"
+        assert (peppol in r.output) == (p.suffix == ".xml"), r.output
+    # the demo's reverse-charge invoice to Fleetrix (DE), from a French seller: both VAT
+    # identifiers, the reverse-charge note, category AE, no tax
+    root = etree.parse(str(out / "INV-2026-000006.xml")).getroot()
+    assert root.xpath("cac:AccountingSupplierParty//cac:PartyTaxScheme/cbc:CompanyID/text()", namespaces=NS) == [
+        "FR44732829320"]
+    assert root.xpath("cac:AccountingCustomerParty//cac:PartyTaxScheme/cbc:CompanyID/text()", namespaces=NS) == [
+        "DE136695976"]
+    assert root.findtext("cbc:Note", namespaces=NS).startswith("Reverse charge")
+    sub = root.find("cac:TaxTotal/cac:TaxSubtotal", NS)
+    assert sub.findtext("cac:TaxCategory/cbc:ID", namespaces=NS) == "AE"
+    assert D(sub.findtext("cbc:TaxAmount", namespaces=NS)) == 0 == D(root.findtext("cac:TaxTotal/cbc:TaxAmount",
+                                                                                     namespaces=NS))
+    # every finalized invoice and credit note of the demo, as files: UBL and Factur-X, 0 errors;
+    # each Factur-X PDF passes Apache PDFBox Preflight but for what PDF/A-3 allows
+    from pdfa_preflight import pdfa3_errors
+
+    from icdsl.billing.store import open_store
+
+    s = open_store(db, data_dir=demo_store / "icdsl-data")
+    try:
+        numbers = [i.number for i in s.invoices() if i.status == "finalized"]
+    finally:
+        s.close()
+    assert len(numbers) == 7
+    every = tmp_path / "every"
+    for number in numbers:
+        r = runner.invoke(app, ["invoice", "export", number, "--format", "ubl", "--format", "facturx", "--out",
+                                str(every), "--db", db])
+        assert r.exit_code == 0, r.output
+    assert len(list(every.iterdir())) == 2 * len(numbers)
+    for p in sorted(every.iterdir()):
+        r = runner.invoke(app, ["invoice", "validate", str(p)])
+        assert r.exit_code == 0 and ", 0 error(s), 0 warning(s)" in r.output, r.output
+        if p.suffix == ".pdf":
+            assert pdfa3_errors(p) == [], p.name
     # a statement is not an e-invoice: said, exit 1
     r = runner.invoke(app, ["invoice", "export", "STM-2026-000001", "--format", "ubl", "--out", str(out), "--db", db])
     assert r.exit_code == 1 and "only invoices and credit notes are e-invoices" in r.output
@@ -249,8 +288,17 @@ def test_a_rerate_after_finalization_gives_a_credit_note_that_references_the_inv
         credit = next(i for i in s.invoices() if i.partner_code == "LUMFR" and i.issue_date == date(2026, 4, 30)
                       and i.stream == "traffic")
         doc = s.document(credit.number)
+        billed = s.document(march["traffic"])
     finally:
         s.close()
+    # exactly the repricing of March's inbound SMS lines: each line billed again at 0.0080 (rounded
+    # once, half up, to the cent) less what it was billed
+    sms = [ln for ln in billed["lines"] if ln["kind"] == "traffic" and ln["service"] == "sms"
+           and ln["direction"] == "inbound"]
+    assert sms and all(ln["rate"] == D("0.01") for ln in sms)
+    expected = sum(((ln["quantity"] * D("0.0080")).quantize(D("0.01"), ROUND_HALF_UP) - ln["amount"] for ln in sms),
+                   D(0))
+    assert expected < 0 and doc["subtotal"] == expected
     assert doc["kind"] == "credit_note" and doc["total"] < 0
     assert doc["number"] == "CN-2026-000001" and doc["parties"] == "sealed"
     assert all(ln["kind"] == "adjustment" for ln in doc["lines"])

@@ -105,6 +105,58 @@ def test_a_french_statement_has_its_labels_from_the_layout(net):
     assert "Partner code LUMFR" in english and "Net balance" in english and "Receivable (our invoices)" in english
 
 
+#: the English words icdsl itself writes on an invoice (tax line, average rate, small print)
+INVOICE_ENGLISH = ("VAT ", "avg ", "mixed rates", "Agreement ", "FX ", "Rounding", "rounded", "Summary view",
+                   " owes ", "Payment", "Bill to", "Subtotal", "record", "outbound", "voice", "peak",
+                   "Description", "Lines", "Records", "Quantity", "Amount")
+
+
+@pytest.mark.parametrize("view", ["itemized", "summary"])
+def test_a_french_invoice_writes_icdsls_own_words_in_french(view):
+    """Lumière's layout (fr_FR): a traffic line's description (from its direction, service,
+    destination and band, the rules' names printed as its [names] say), the tax line, a line's
+    average rate and its unit, and the small print (agreement, FX rate, rounding, the summary
+    view's note) in French; the default layout keeps the English ones, word for word as before."""
+    from test_einvoice import BUYER_FR
+
+    buyer = dict(BUYER_FR, locale="fr_FR", templates=[{"stream": None, "name": "lumiere.toml",
+                                                       "text": LUMIERE.read_text(encoding="utf-8")}])
+    lines = [{"line_no": 1, "kind": "traffic", "description": "outbound voice to Germany mobile (peak)",
+              "direction": "outbound", "destination": "Germany mobile", "band": "peak", "quantity": D("600"),
+              "unit": "second", "rate_unit": "minute", "source_amount": D("1.2345"), "amount": D("1.23"),
+              "currency": "EUR", "service": "voice", "record_count": 3},
+             {"line_no": 2, "kind": "surcharge", "description": "Origine hors EEE", "quantity": D("15"),
+              "unit": "record", "rate": D("0.056"), "rate_unit": "record", "amount": D("0.84"), "currency": "EUR",
+              "service": "voice"}]
+    summary = [{"kind": "traffic", "direction": "outbound", "service": "voice", "description": "outbound voice",
+                "lines": 2, "record_count": 18, "quantity": None, "unit": None, "amount": D("2.07")}]
+    doc = invoice(buyer=buyer, partner_code="LUMFR", partner_name="Lumière Télécom SA", tax_kind="vat",
+                  tax_rate=D("20"), tax_note=None, tax_label="VAT 20%", subtotal=D("2.07"), tax_amount=D("0.41"),
+                  total=D("2.48"), lines=lines, summary=summary,
+                  agreements=[{"name": "Lumière bilateral", "version": 1, "hash": "6d7ca8cc2a0873de" * 4}],
+                  fx=[{"from": "USD", "to": "EUR", "rate": "0.92", "source": "ECB", "listed": "2026-03-31",
+                       "effective_from": date(2026, 3, 1)}],
+                  rounding="each line rounded once to 2 decimals (half_up); subtotal = sum of the lines; tax "
+                           "rounded half_up on the subtotal")
+    text = pdf_text(render(doc, view=view)).replace("\u202f", " ").replace("\xa0", " ")
+    assert [w for w in INVOICE_ENGLISH if w in text] == [], text
+    expected = ["TVA 20 % 0,41 EUR", "Accord « Lumière bilateral » v1 (sha256 6d7ca8cc2a0873de)",
+                "Change USD en EUR : 0.92 (ECB 2026-03-31, en vigueur depuis le 2026-03-01)",
+                "Arrondi : chaque ligne arrondie une fois à 2 décimales (au plus proche, demi vers le haut)"]
+    expected += (["Trafic sortant : voix vers Germany mobile (heures pleines)", "moy. 0,1234 /minute",
+                  "15 enregistrement", "0,056 /enregistrement"] if view == "itemized"
+                 else ["Vue résumée : les lignes additionnées par service", "Trafic sortant : voix",
+                       "Désignation Lignes", "Quantité Montant HT"])
+    for french in expected:
+        assert french in text, french
+    english = pdf_text(render(dict(doc, buyer=BUYER_FR), view=view))
+    for words in ("VAT 20% 0.41 EUR", 'Agreement "Lumière bilateral" v1 (sha256 6d7ca8cc2a0873de)',
+                  "FX USD to EUR: 0.92 (ECB 2026-03-31, in force from 2026-03-01)", "Rounding: each line rounded once",
+                  *(["outbound voice to Germany mobile (peak)", "avg 0.1234 /minute", "15 record"]
+                    if view == "itemized" else ["Summary view:", "outbound voice"])):
+        assert words in english, words
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("[page]\nsize = \"B9\"\n", "x.toml:2: [page] size: 'B9' is not one of A4, A5, letter, legal"),
     ("[labls]\n", "x.toml:1: unknown section [labls]"),
@@ -131,11 +183,18 @@ def test_a_layouts_texts_run_sandboxed():
 def test_the_facturx_pdf_embeds_its_fonts_and_carries_the_pdfa_output_intent(tmp_path):
     """Every font of the Factur-X PDF is embedded (FontFile2: DejaVu Sans Condensed, not a core
     font), the sRGB output intent and the PDF/A-3 identification are there, and the embedded XML
-    passes the factur-x package's XSD check. (veraPDF is not run: it is not installed here.)"""
+    passes the factur-x package's XSD check. What PDF/A-3 asks beyond PDF/A-1 (which PDFBox
+    Preflight checks, tests/pdfa_preflight.py): the XML is an associated file (/AF) with its
+    relationship and MIME type and dates; the information dictionary and the XMP say the same; no
+    transparency group; the XMP unfiltered."""
+    import re
+
     from facturx import get_facturx_xml_from_pdf, xml_check_xsd
+    from pdfa_preflight import pdfa3_errors
     from pypdf import PdfReader
 
     from icdsl.outputs.einvoice import write_facturx
+    from icdsl.outputs.pdfa import xmp_date
 
     path = write_facturx(german_doc(), tmp_path)
     reader = PdfReader(path)
@@ -149,9 +208,35 @@ def test_the_facturx_pdf_embeds_its_fonts_and_carries_the_pdfa_output_intent(tmp
     root = reader.trailer["/Root"]
     assert "/OutputIntents" in root
     xmp = root["/Metadata"].get_object().get_data().decode()
-    assert "<pdfaid:part>3</pdfaid:part>" in xmp
+    assert "<pdfaid:part>3</pdfaid:part>" in xmp and "<pdfaid:conformance>B</pdfaid:conformance>" in xmp
     _name, xml = get_facturx_xml_from_pdf(path.read_bytes(), check_xsd=False)
     assert xml_check_xsd(xml, flavor="factur-x", level="en16931")
+    # PDF/A-3: the XML is an associated file of the document, Data, text/xml, with its dates
+    (spec,) = [f.get_object() for f in root["/AF"].get_object()]
+    assert spec["/AFRelationship"] == "/Data" and spec["/F"] == spec["/UF"] == "factur-x.xml"
+    names = root["/Names"]["/EmbeddedFiles"]["/Names"]
+    assert names[0] == "factur-x.xml" and names[1].get_object() == spec
+    ef = spec["/EF"]["/F"].get_object()
+    assert ef["/Subtype"] == "/text/xml" and ef["/Params"]["/ModDate"] and ef["/Params"]["/Size"] == len(xml)
+    # the information dictionary and the XMP say the same (ISO 19005-3 6.6.2.3.1)
+    info = reader.trailer["/Info"]
+    assert re.search(r"<pdf:Producer>([^<]*)<", xmp).group(1) == info["/Producer"] == "icdsl"
+    assert re.search(r"<pdf:Keywords>([^<]*)<", xmp).group(1) == info["/Keywords"]
+    assert re.search(r"<xmp:CreateDate>([^<]*)<", xmp).group(1) == xmp_date(info["/CreationDate"])
+    assert re.search(r"<xmp:ModifyDate>([^<]*)<", xmp).group(1) == xmp_date(info["/ModDate"])
+    assert "/Filter" not in root["/Metadata"].get_object()
+    assert all("/Group" not in page for page in reader.pages)  # nothing transparent
+    assert pdfa3_errors(path) == []  # Apache PDFBox Preflight: no finding that PDF/A-3 forbids
+    # the same file as fpdf2 and factur-x leave it: Preflight finds the gaps icdsl.outputs.pdfa closes
+    from facturx import generate_from_binary
+
+    from icdsl.outputs.pdf import render
+
+    raw = tmp_path / "raw.pdf"
+    raw.write_bytes(generate_from_binary(render(german_doc(), pdfa=True), xml, flavor="factur-x", level="en16931",
+                                         pdf_metadata={"keywords": "Factur-X", "title": "t", "author": "a",
+                                                       "subject": "s"}))
+    assert {code for code, _text in pdfa3_errors(raw)} >= {"2.2.1", "1.2.7"}  # transparency, filtered XMP
 
 
 def test_the_template_command_copies_the_default_and_checks_a_layout(tmp_path):
@@ -234,7 +319,9 @@ def test_an_issued_invoice_keeps_the_parties_it_was_finalized_with(tmp_path):
         s.close()
     assert cn["kind"] == "credit_note" and cn["subtotal"] == D("-1.50") and cn["corrects"] == [first["number"]]
     assert cn["tax_kind"] == first["tax_kind"] and cn["total"] == cn["subtotal"] + (cn["tax_amount"] or 0)
-    assert "dispute accepted: 3 sessions billed twice" in cn["lines"][0]["description"]
+    assert cn["lines"][0]["description"] == (f"Credit on {first['number']} line 1 ({first['lines'][0]['description']}"
+                                             "): dispute accepted: 3 sessions billed twice")  # the default layout
+    assert cn["period"] == first["period"]  # the period of the invoice it credits
     assert errors(ubl_xml(cn)) == [] and errors(cii_xml(cn)) == []
     # booked in the journal of the month it was issued, balanced
     r = runner.invoke(app, ["journal", "--period", cn["issue_date"].strftime("%Y-%m"), "--rules", str(rules),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from web_fixtures import bill_demo, demo_folder  # noqa: F401 - the fixture
 
 from icdsl.billing import accounts
 from icdsl.billing import models as M
+from icdsl.billing import portal as P
 from icdsl.billing.store import open_store
 
 with warnings.catch_warnings():  # starlette's notice about httpx's successor
@@ -280,10 +282,74 @@ def test_disputes_raised_with_a_file_are_kept_safely_and_seen_by_their_partner_o
     assert staff_page.status_code == 200
     r = sam.post(f"/p/LUMFR/disputes/{number}/accept", data={"csrf": csrf_of(staff_page.text), "reason": "agreed"})
     assert r.status_code == 303
-    assert client(site).get(f"/api/v1/disputes/{number}", headers=api_a).json()["state"] == "accepted"
+    got = client(site).get(f"/api/v1/disputes/{number}", headers=api_a).json()
+    assert got["state"] == "accepted" and re.fullmatch(r"CN-\d{4}-\d{6}", got["credit_note"])
+    with store.reading() as s:  # accepted without an amount: the whole disputed line is credited
+        line = s.get(M.InvoiceLine, d.line_id)
+        cn = s.scalars(sa.select(M.Invoice).where(M.Invoice.number == got["credit_note"])).one()
+        assert cn.subtotal == -line.amount and D(got["accepted_amount"]) == line.amount
+    assert got["credit_note"] in anna.get(where).text  # the partner sees which credit note settled it
     # a partner cannot accept its own dispute
     mine = anna.get(f"/p/LUMFR/disputes/{number}")
     assert anna.post(f"/p/LUMFR/disputes/{number}/accept", data={"csrf": csrf_of(mine.text)}).status_code == 400
+
+
+def test_an_accepted_dispute_is_credited_by_a_sealed_credit_note_of_the_amount_accepted(site, anna):
+    """Accepting a partner's dispute in part issues, in the same transaction, a credit note of
+    exactly the amount accepted on the disputed line: numbered in the CN- series, referencing the
+    invoice and its line, sealed in the chain, audited, a valid EN 16931 credit note. A dispute is
+    credited once; more than the line is refused and leaves the dispute as it was."""
+    from icdsl.outputs.einvoice import cii_xml, ubl_xml
+    from icdsl.outputs.einvoice_check import validate_xml
+
+    store = site["store"]
+    with store.reading() as s:  # the largest line of Lumière's invoices
+        line, ref = max(s.execute(sa.select(M.InvoiceLine, M.Invoice.number).join(
+            M.Invoice, M.Invoice.id == M.InvoiceLine.invoice_id).where(
+            M.Invoice.partner_code == "LUMFR", M.Invoice.status == "finalized",
+            M.Invoice.number.like("INV-%"))).all(), key=lambda r: r[0].amount)
+        assert line.amount > D("1.00")
+        before = s.scalar(sa.select(sa.func.count()).select_from(M.Invoice)
+                          .where(M.Invoice.doc_type == "credit_note"))
+    r = raise_one(anna, "LUMFR", ref, line=line.line_no, comment="12 calls billed twice", file=None)
+    assert r.status_code == 303, r.text
+    number = r.headers["location"].rsplit("/", 1)[1]
+    with store.reading() as s:
+        u = s.scalars(sa.select(M.PortalUser).where(M.PortalUser.username == "sam")).one()
+    staff = accounts.Principal("user", u.id, "sam", None)
+    too_much = line.amount + D("0.01")
+    with pytest.raises(accounts.AccessError, match="is more than line"):
+        P.change_dispute(store, staff, "LUMFR", number, "accept", amount=str(too_much))
+    with pytest.raises(accounts.AccessError, match="at most 2 decimals"):
+        P.change_dispute(store, staff, "LUMFR", number, "accept", amount="0.001")
+    assert P.portal_dispute(store, staff, "LUMFR", number)["state"] == "open"  # nothing changed
+    part = D("0.75")
+    out = P.change_dispute(store, staff, "LUMFR", number, "accept", amount="0.75", reason="6 of the 12 were twice")
+    assert out["state"] == "accepted" and out["accepted_amount"] == part
+    doc = store.document(out["credit_note"])
+    assert doc["kind"] == "credit_note" and doc["corrects"] == [ref]
+    assert doc["subtotal"] == -part and doc["subtotal"] == sum(D(ln["amount"]) for ln in doc["lines"])
+    assert doc["total"] == doc["subtotal"] + doc["tax_amount"]
+    with store.reading() as s:
+        cn = s.scalars(sa.select(M.Invoice).where(M.Invoice.number == out["credit_note"])).one()
+        (cl,) = s.scalars(sa.select(M.InvoiceLine).where(M.InvoiceLine.invoice_id == cn.id))
+        assert cl.corrects_line_id == line.id
+        # in the words of Lumière's layout (French), the reason our staff gave
+        assert cl.description == (f"Avoir sur {ref}, ligne {line.line_no} ({line.description}) : contestation "
+                                  f"{number} acceptée en partie : 6 of the 12 were twice")
+        assert s.scalar(sa.select(sa.func.count()).select_from(M.Invoice)
+                        .where(M.Invoice.doc_type == "credit_note")) == before + 1
+        audit = s.scalars(sa.select(M.AuditEntry).where(M.AuditEntry.action == "credit_note",
+                                                        M.AuditEntry.entity_id == cn.id)).one()
+        assert audit.details["dispute"] == number and audit.details["line_no"] == line.line_no
+        event = s.scalars(sa.select(M.PortalEvent).where(M.PortalEvent.action == "dispute_accept",
+                                                         M.PortalEvent.target == number)).one()
+        assert event.details == {"credit_note": cn.number, "amount": "0.75"}
+    assert store.verify().ok  # sealed in the chain
+    assert doc["period"] == store.document(ref)["period"]  # it covers the period of the invoice it credits
+    assert validate_xml(ubl_xml(doc)) == [] and validate_xml(cii_xml(doc)) == []  # no error, no warning
+    with pytest.raises(accounts.AccessError, match="is accepted: it cannot be accepted now"):
+        P.change_dispute(store, staff, "LUMFR", number, "accept")
 
 
 def test_attached_files_are_checked(site, anna):

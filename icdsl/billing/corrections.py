@@ -54,7 +54,6 @@ from icdsl.billing import base, charging
 from icdsl.billing import models as M
 from icdsl.billing.amounts import convert, present, round_line, rounding_text
 from icdsl.billing.cycles import (
-    DOCUMENT_SERIES,
     CycleReport,
     _id_type,
     _lock_cycle,
@@ -64,23 +63,19 @@ from icdsl.billing.cycles import (
     cycle_dir,
     cycle_inputs,
     money,
-    next_numbers,
     partner_inputs,
     resolve_period,
     run_cycle,
     run_locked,
 )
-from icdsl.billing.documents import buyer_party, seller_party
 from icdsl.billing.errors import CycleError, StoreError
 from icdsl.billing.fx import FxTable
 from icdsl.billing.invoicing import DIMENSIONS, NETTING, check_dims, fx_for, quantity_unit, route
 from icdsl.billing.periods import Period, PeriodError, local_midnight, make_period, period_containing, zone
-from icdsl.billing.seal import seal_unsealed
 from icdsl.charges.lines import ChargeLine
 from icdsl.charges.periods import Days
 from icdsl.cycle import engine
 from icdsl.cycle import errors as engine_errors
-from icdsl.cycle.amounts import compute_tax
 from icdsl.cycle.engine import MemorySinks
 from icdsl.cycle.rater import plan_scale, rated_file_schema, record_charges_file_schema
 from icdsl.plan.model import Plan
@@ -771,78 +766,4 @@ def charge_changes(s: Session, prow: M.Partner, cyc: M.BillingCycle, plan: Plan,
     return out
 
 
-# --------------------------------------------------------------------------- credit notes by hand
-
-
-def credit_invoice(store: Store, number: str, amount: Any, reason: str, *, line_no: int | None = None,
-                   issue_date: date | None = None) -> str:
-    """Issue a credit note of ``amount`` (net, in the invoice's currency) against the finalized
-    invoice ``number``: what we give back when a partner's dispute of our invoice is accepted, a
-    commercial gesture, a fee waived. Not a rating correction (a rerate never undoes it): a
-    document of its own, numbered at once in the credit notes' series (``CN-YYYY-NNNNNN``), taxed
-    as the invoice was, referencing the invoice (and its line ``line_no``), with the parties
-    sealed as they are now, sealed in the chain; audited with ``reason``. The credits of an
-    invoice never exceed its subtotal. Returns the credit note's number."""
-    reason = " ".join(str(reason or "").split())
-    if not reason:
-        raise StoreError("say why the invoice is credited (--reason \"...\"): it is printed on the credit note")
-    if len(reason) > 600:
-        raise StoreError("the reason is longer than 600 characters: say it shortly")
-    try:
-        value = Decimal(str(amount).strip())
-    except ArithmeticError:
-        raise StoreError(f"--amount '{amount}' is not an amount (e.g. 125.40)") from None
-    with store.session() as s:
-        inv = s.scalars(select(M.Invoice).where(M.Invoice.number == number.strip())).first()
-        if inv is None:
-            raise StoreError(f"no invoice numbered '{number}'")
-        store.lock(s, f"credit:{inv.id}", wait=True)
-        if inv.status != "finalized" or (inv.doc_type or "invoice") != "invoice" or inv.subtotal < 0:
-            raise StoreError(f"{number} is not a finalized invoice: only an issued invoice is credited")
-        places = -Decimal(present(Decimal(1), inv.currency)).as_tuple().exponent
-        if not value.is_finite() or value <= 0 or -value.as_tuple().exponent > places:
-            raise StoreError(f"--amount {amount}: a positive amount in {inv.currency} with at most {places} decimals")
-        line = None
-        if line_no is not None:
-            line = s.scalars(select(M.InvoiceLine).where(M.InvoiceLine.invoice_id == inv.id,
-                                                         M.InvoiceLine.line_no == line_no)).first()
-            if line is None:
-                raise StoreError(f"{number} has no line {line_no} (`icdsl invoice show {number}` lists them)")
-        credited = sum((-c for c in s.scalars(select(M.Invoice.subtotal).where(
-            M.Invoice.corrects_invoice_id == inv.id, M.Invoice.doc_type == "credit_note"))), Decimal(0))
-        if credited + value > inv.subtotal:
-            raise StoreError(f"{number} is of {present(inv.subtotal, inv.currency)} {inv.currency} net and "
-                             f"{present(credited, inv.currency)} are credited already: at most "
-                             f"{present(inv.subtotal - credited, inv.currency)} can be credited")
-        prow = s.get(M.Partner, inv.partner_id)
-        t = base.now()
-        issue = issue_date or t.date()
-        tax = compute_tax(inv.tax_kind, inv.tax_rate, -value, inv.currency)
-        counter, prefix = DOCUMENT_SERIES["credit_note"]
-        (n,) = next_numbers(store, s, f"{counter}-{issue.year}", 1)
-        cn = M.Invoice(partner_id=inv.partner_id, partner_code=inv.partner_code, partner_name=inv.partner_name,
-                       cycle_id=None, stream=inv.stream, currency=inv.currency, status="draft", subtotal=-value,
-                       tax_kind=inv.tax_kind, tax_rate=inv.tax_rate, tax_amount=tax.amount, total=-value + tax.amount,
-                       taxable_amount=tax.taxable, tax_note=tax.note, corrects_invoice_id=inv.id, created_at=t,
-                       doc_type="credit_note")
-        s.add(cn)
-        s.flush()
-        what = f"line {line.line_no} ({line.description})" if line is not None else "the invoice"
-        s.add(M.InvoiceLine(invoice_id=cn.id, line_no=1, kind="adjustment", description=f"Credit on {number} "
-                            f"{what}: {reason}"[:1000], direction=line.direction if line else None,
-                            service=line.service if line else None, quantity=Decimal(1), unit="unit",
-                            amount=-value, currency=inv.currency, corrects_line_id=line.id if line else None,
-                            created_at=t, source_amount=-value, source_currency=inv.currency,
-                            rounding=rounding_text(inv.currency, "half_up"), group_key=f"credit:{number}"))
-        s.flush()
-        seller, buyer = seller_party(s), buyer_party(prow)  # (read before the row changes: one update)
-        cn.number, cn.status, cn.issue_date, cn.due_date = f"{prefix}-{issue.year}-{n:06d}", "finalized", issue, issue
-        cn.finalized_at, cn.seller, cn.buyer = t, seller, buyer
-        s.flush()
-        store.audit(s, "credit_note", "invoice", cn.id, f"{cn.number} credits {present(value, inv.currency)} "
-                    f"{inv.currency} net on {number}: {reason}", {"invoice": number, "line_no": line_no})
-        seal_unsealed(s)
-        return cn.number
-
-
-__all__ = ["CorrectionReport", "RerateReport", "correction_schema", "credit_invoice", "rerate"]
+__all__ = ["CorrectionReport", "RerateReport", "correction_schema", "rerate"]

@@ -53,6 +53,14 @@ def _interim(s: Session, inv: M.Invoice) -> dict[str, Any]:
                                 "the period's final invoice deducts it"}}
 
 
+def _period_cycle(s: Session, inv: M.Invoice) -> int | None:
+    """The cycle whose period a document covers: its own; a credit note issued on its own (by
+    hand, for an accepted dispute) covers the period of the invoice it credits (EN 16931 BG-14)."""
+    if inv.cycle_id is None and inv.corrects_invoice_id is not None:
+        return s.scalar(select(M.Invoice.cycle_id).where(M.Invoice.id == inv.corrects_invoice_id))
+    return inv.cycle_id
+
+
 def _partner(s: Session, partner_id: int) -> dict[str, Any]:
     p = s.get(M.Partner, partner_id)
     return {"partner_code": p.code, "partner_name": p.name, "partner_country": p.country,
@@ -186,7 +194,7 @@ def invoice_document(s: Session, inv: M.Invoice, rows: list[Any] | None = None,
         # the partner as the invoice was issued to (sealed with it), not as renamed since
         "partner_code": inv.partner_code, "partner_name": inv.partner_name, "seller": seller_party(s),
         "currency": inv.currency, "issue_date": inv.issue_date, "due_date": inv.due_date,
-        **_period(s, inv.cycle_id), **_interim(s, inv), "stream": inv.stream,
+        **_period(s, _period_cycle(s, inv)), **_interim(s, inv), "stream": inv.stream,
         "subtotal": present(inv.subtotal, inv.currency),
         "tax_kind": inv.tax_kind, "tax_rate": plain_number(inv.tax_rate),
         "tax_amount": present(inv.tax_amount, inv.currency), "total": present(inv.total, inv.currency),

@@ -1148,3 +1148,6 @@ class PortalDispute(Base):
     changed_at: Mapped[datetime]
     changed_by: Mapped[str] = mapped_column(sa.String(200))
     change_reason: Mapped[str | None] = mapped_column(sa.Text)
+    # an accepted dispute: the net amount accepted and the credit note issued for it (0019)
+    accepted_amount: Mapped[Decimal | None]
+    credit_note_id: Mapped[int | None] = mapped_column(sa.ForeignKey("invoices.id"), unique=True)

@@ -36,7 +36,9 @@ from sqlalchemy.orm import Session
 
 from icdsl.billing import models as M
 from icdsl.billing.accounts import AccessError, Principal, principal_event
+from icdsl.billing.amounts import present
 from icdsl.billing.base import now
+from icdsl.billing.credits import clean_reason, issue_credit_note, parse_amount
 from icdsl.billing.disputes import attach_positions, list_disputes
 from icdsl.billing.errors import StoreError
 from icdsl.outputs import write
@@ -379,11 +381,13 @@ def _agreements(s: Session, p: Principal, partner: str) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- disputes
 
 
-def _dispute_doc(d: M.PortalDispute) -> dict[str, Any]:
-    return {"number": d.number, "partner": d.partner_code, "invoice": d.invoice_number, "line_no": d.line_no,
+def _dispute_doc(d: M.PortalDispute, s: Session | None = None) -> dict[str, Any]:
+    """A dispute as the pages and the API show it (with ``s``, the number of its credit note)."""
+    return {"credit_note": None if s is None else _credit_note_number(s, d),"number": d.number, "partner": d.partner_code, "invoice": d.invoice_number, "line_no": d.line_no,
             "line_id": d.line_id, "comment": d.comment, "state": d.state, "raised_at": d.raised_at,
             "raised_by": d.raised_by, "changed_at": d.changed_at, "changed_by": d.changed_by,
             "change_reason": d.change_reason,
+            "accepted_amount": d.accepted_amount,
             "attachment": None if d.attachment_path is None else {
                 "name": d.attachment_name, "type": d.attachment_type, "size": d.attachment_size,
                 "sha256": d.attachment_sha256}}
@@ -496,7 +500,7 @@ def portal_disputes(store: Store, p: Principal, partner: str, *, state: str | No
         q = select(M.PortalDispute).where(M.PortalDispute.partner_id == prow.id).order_by(M.PortalDispute.id.desc())
         if state:
             q = q.where(M.PortalDispute.state == state)
-        return [_dispute_doc(d) for d in s.scalars(q)]
+        return [_dispute_doc(d, s) for d in s.scalars(q)]
 
 
 def _dispute(s: Session, p: Principal, partner: str, number: str) -> M.PortalDispute:
@@ -512,7 +516,7 @@ def portal_dispute(store: Store, p: Principal, partner: str, number: str) -> dic
     """One of the partner's disputes, with the disputed line as billed (description, quantity, amount)."""
     with store.reading() as s:
         d = _dispute(s, p, partner, number)
-        out = _dispute_doc(d)
+        out = _dispute_doc(d, s)
         ln = s.get(M.InvoiceLine, d.line_id)
         out["line"] = {"description": ln.description, "quantity": ln.quantity, "unit": ln.unit, "amount": ln.amount,
                        "currency": ln.currency}
@@ -542,25 +546,68 @@ TRANSITIONS = {
 
 
 def change_dispute(store: Store, p: Principal, partner: str, number: str, action: str, *,
-                   reason: str | None = None, remote: str | None = None) -> dict[str, Any]:
+                   reason: str | None = None, remote: str | None = None,
+                   amount: str | Decimal | None = None) -> dict[str, Any]:
     """Move a partner's dispute on: our staff reviews, accepts or rejects it; the partner may
-    withdraw it."""
+    withdraw it. Accepting it credits the partner in the same transaction: a credit note
+    (``CN-YYYY-NNNNNN``, sealed, audited) on the disputed line of the invoice, of ``amount``
+    (net, in the invoice's currency: a partial acceptance) or, without one, of the whole line."""
     if action not in TRANSITIONS:
         raise NotFound()
     states, new, who = TRANSITIONS[action]
     if (who == "staff") != p.is_staff:
         raise AccessError(f"only {'our staff' if who == 'staff' else 'the partner'} may {action} a dispute")
+    if amount not in (None, "") and action != "accept":
+        raise AccessError("an amount is given only when a dispute is accepted")
     with store.session() as s:
         d = _dispute(s, p, partner, number)
+        if action == "accept":
+            store.lock(s, f"dispute:{d.id}", wait=True)
+            s.refresh(d)
         if d.state not in states:
             raise AccessError(f"dispute {number} is {d.state}: it cannot be {new} now")
         d.state = new
         d.changed_at = now()
         d.changed_by = p.name
         d.change_reason = (reason or "").strip()[:MAX_COMMENT] or None
-        principal_event(s, p, f"dispute_{action}", partner=d.partner_code, target=number, remote=remote)
+        details = None
+        if action == "accept":
+            cn = _credit_accepted(store, s, d, amount)
+            details = {"credit_note": cn.number, "amount": format(d.accepted_amount, "f")}
+        principal_event(s, p, f"dispute_{action}", partner=d.partner_code, target=number, remote=remote,
+                        details=details)
         s.flush()
-        return _dispute_doc(d)
+        return _dispute_doc(d, s)
+
+
+def _credit_accepted(store: Store, s: Session, d: M.PortalDispute, amount: str | Decimal | None) -> M.Invoice:
+    """The credit note of an accepted dispute: the whole disputed line, or ``amount`` of it."""
+    inv = s.get(M.Invoice, d.invoice_id)
+    line = s.get(M.InvoiceLine, d.line_id)
+    if line.amount <= 0:
+        raise AccessError(f"line {d.line_no} of {d.invoice_number} is of {present(line.amount, line.currency)} "
+                          f"{line.currency}: there is nothing to credit on it (reject the dispute, or credit the "
+                          "invoice with `icdsl invoice credit`)")
+    try:
+        value = line.amount if amount in (None, "") else parse_amount(amount, inv.currency, "the accepted amount")
+    except StoreError as e:
+        raise AccessError(str(e)) from None
+    if value > line.amount:
+        raise AccessError(f"the accepted amount {present(value, inv.currency)} {inv.currency} is more than line "
+                          f"{d.line_no} of {d.invoice_number} ({present(line.amount, line.currency)} "
+                          f"{line.currency})")
+    reason = clean_reason((d.change_reason or d.comment)[:500])
+    try:
+        cn = issue_credit_note(store, s, inv, value, reason, line=line, audit={"dispute": d.number},
+                               dispute=(d.number, value < line.amount))
+    except StoreError as e:
+        raise AccessError(str(e)) from None
+    d.accepted_amount, d.credit_note_id = value, cn.id
+    return cn
+
+
+def _credit_note_number(s: Session, d: M.PortalDispute) -> str | None:
+    return None if d.credit_note_id is None else s.get(M.Invoice, d.credit_note_id).number
 
 
 def our_disputes(store: Store, p: Principal, partner: str) -> list[Any]:

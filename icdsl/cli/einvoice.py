@@ -7,7 +7,7 @@ DOC is a file (a UBL or CII ``.xml``, a Factur-X ``.pdf``) or the number of a fi
 credit note in the store, which is then written as UBL and as CII and both are checked.
 
 ``invoice credit``: a credit note issued against a finalized invoice (an accepted dispute of
-our invoice, a commercial gesture): :func:`icdsl.billing.corrections.credit_invoice`.
+our invoice, a commercial gesture): :func:`icdsl.billing.credits.credit_invoice`.
 
 ``invoice template``: the default document layout (:mod:`icdsl.layouts`) copied into the project
 to start a layout of one's own from (``--copy FILE``), or a layout file checked (``--check FILE``).
@@ -55,7 +55,7 @@ def invoice_credit(
     """Issue a credit note against a finalized invoice (an accepted dispute, a gesture): numbered CN-, sealed."""
 
     # lazy: the store (SQLAlchemy) loads only when a command opens one
-    from icdsl.billing.corrections import credit_invoice
+    from icdsl.billing.credits import credit_invoice
 
     with opened(db, data) as store, user_errors():
         cn = credit_invoice(store, number, amount, reason, line_no=line)
@@ -115,7 +115,7 @@ def invoice_validate(
     """Check an e-invoice against the UBL 2.1 / CII XSD and the official EN 16931 schematron: exit 1 on an error."""
     # lazy: lxml (outputs): loaded when this command runs, not at every `icdsl` start
     from icdsl.outputs.einvoice import cii_xml, ubl_xml
-    from icdsl.outputs.einvoice_check import artefacts, syntax_of, validate_xml
+    from icdsl.outputs.einvoice_check import artefacts, not_run, syntax_of, validate_xml
 
     if fmt not in ("text", "json"):
         echo_err(f"error: --format is text or json, not '{fmt}'")
@@ -133,24 +133,27 @@ def invoice_validate(
         results = []
         for name, xml in inputs:
             syntax = syntax_of(xml)
-            results.append((name, syntax, validate_xml(xml, syntax)))
+            results.append((name, syntax, validate_xml(xml, syntax), not_run(xml)))
     except ValueError as e:
         echo_err(f"error: {e}")
         raise typer.Exit(1) from None
-    errors = sum(1 for _n, _s, probs in results for p in probs if p.severity == "error")
+    errors = sum(1 for _n, _s, probs, _nr in results for p in probs if p.severity == "error")
     if fmt == "json":
         typer.echo(json.dumps([{"document": n, "syntax": s, "artefacts": artefacts(s),
                                 "problems": [{"check": p.check, "severity": p.severity, "rule": p.rule,
-                                              "message": p.message, "location": p.location} for p in probs]}
-                               for n, s, probs in results], indent=2))
+                                              "message": p.message, "location": p.location} for p in probs],
+                                "not_run": skipped}
+                               for n, s, probs, skipped in results], indent=2))
     else:
-        for name, syntax, probs in results:
+        for name, syntax, probs, skipped in results:
             a = artefacts(syntax)
             n_err = sum(1 for p in probs if p.severity == "error")
             typer.echo(f"{name}: {syntax.upper()}, {n_err} error(s), {len(probs) - n_err} warning(s) "
                        f"({a['schematron_version']}, XSD and schematron from {a['package']})")
             for p in probs:
                 typer.echo(f"  {p}")
+            for why in skipped:
+                typer.echo(f"  not run: {why}")
     raise typer.Exit(1 if errors else 0)
 
 

@@ -27,7 +27,7 @@ import difflib
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -70,6 +70,12 @@ class Layout:
     labels: dict[str, str]
     columns: dict[str, tuple[Column, ...]]
     texts: dict[str, str]
+    names: dict[str, str] = field(default_factory=dict)  # a name of the rules (unit, service...) -> as printed
+
+    def word(self, name: str | None) -> str:
+        """How ``name`` (a unit, service, band or direction as the rules name it) is printed: as
+        the layout's ``[names]`` says, else as named."""
+        return "" if not name else self.names.get(name, name)
 
     @property
     def core_font(self) -> bool:
@@ -141,7 +147,7 @@ def parse(text: str, name: str = "layout", *, base: Layout | None | bool = True)
         raise LayoutError(f"not TOML: {msg}" + (f" (column {m.group(2)})" if m else ""),
                           int(m.group(1)) if m else None, name) from None
     under = default() if base is True else (base or None)
-    sections = ("page", "format", "titles", "labels", "columns", "texts")
+    sections = ("page", "format", "titles", "labels", "columns", "texts", "names")
     for key in raw:
         if key not in sections:
             raise LayoutError(f"unknown section [{key}]: a layout has {', '.join(f'[{s}]' for s in sections)}",
@@ -152,7 +158,7 @@ def parse(text: str, name: str = "layout", *, base: Layout | None | bool = True)
         if not isinstance(given, dict):
             raise LayoutError(f"'{section}' must be a section ([{section}])", _line_of(text, section), name)
         known: dict[str, Any] = dict(getattr(under, section)) if under is not None else {}
-        if under is not None:
+        if under is not None and section != "names":  # names: the rules' own, any
             for key in given:
                 if key not in known:
                     raise LayoutError(f"unknown key '{key}' in [{section}]" + _suggest(key, known),
@@ -167,7 +173,7 @@ def parse(text: str, name: str = "layout", *, base: Layout | None | bool = True)
         if not cs or total != 100:
             raise LayoutError(f"the widths of the {view} columns add up to {total}, not 100",
                               _line_of(text, "columns", view), name)
-    return Layout(name, out["page"], out["format"], out["titles"], out["labels"], cols, out["texts"])
+    return Layout(name, out["page"], out["format"], out["titles"], out["labels"], cols, out["texts"], out["names"])
 
 
 def _suggest(key: str, known: Mapping[str, Any]) -> str:
@@ -204,7 +210,7 @@ def _check(out: dict[str, dict[str, Any]], text: str, name: str) -> None:
     loc = fmt.get("locale")
     if not isinstance(loc, str) or (loc and check_locale(loc)):
         raise bad("format", "locale", check_locale(loc) if isinstance(loc, str) else "write a locale such as de_DE")
-    for section in ("titles", "labels", "texts"):
+    for section in ("titles", "labels", "texts", "names"):
         for key, v in out[section].items():
             if not isinstance(v, str):
                 raise bad(section, key, "must be text (in quotes)")

@@ -447,7 +447,11 @@ def write_facturx(doc: Mapping[str, Any], directory: str | Path, *, corrects: st
             "subject": f"{title} {doc['number']} dated "
                        f"{doc['issue_date'].isoformat()} issued by {doc['seller'].get('name')}"}
     out = generate_from_binary(pdf, xml, flavor="factur-x", level="en16931", check_xsd=True, pdf_metadata=meta,
-                               lang="en-GB")
+                               lang="en-GB", xmp_compression=False)
+    # lazy: pypdf (through icdsl.outputs.pdfa) only when a Factur-X file is written
+    from icdsl.outputs.pdfa import finish
+
+    out = finish(out)
     path = Path(directory) / f"{file_stem(doc)}.facturx.pdf"
     path.write_bytes(out)
     return path

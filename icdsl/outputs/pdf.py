@@ -19,6 +19,7 @@ date), so the same document gives the same bytes.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
@@ -27,8 +28,9 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from icdsl.cycle.amounts import minor_units
 from icdsl.layouts import Layout, Local, choose, locale_of
-from icdsl.outputs.views import POSITION_TITLE, file_stem, position_rows, view_lines
+from icdsl.outputs.views import file_stem, position_rows, view_lines
 
 FONT = "Helvetica"  # the core font of the other PDFs (disputes, reconciliations)
 FONTS_DIR = Path(__file__).with_name("fonts")
@@ -58,22 +60,24 @@ def money_text(v: Decimal | None) -> str:
     return "" if v is None else f"{v:,f}"
 
 
-def quantity_text(q: Decimal | None, unit: str | None, local: Local | None = None) -> str:
+def quantity_text(q: Decimal | None, unit: str | None, local: Local | None = None,
+                  layout: Layout | None = None) -> str:
     if q is None:
         return ""
+    shown = layout.word(unit) if layout is not None and unit not in ("second", "byte") else unit
     if local is not None and local.locale:
         if unit == "second":
             return f"{local.number((q / 60).quantize(Decimal('0.01')))} min"
         if unit == "byte":
             return f"{local.number((q / 1_048_576).quantize(Decimal('0.001')))} MB"
         n = local.number(q.normalize() if q == q.to_integral_value() else q, 0 if q == q.to_integral_value() else None)
-        return f"{n} {unit or ''}".strip()
+        return f"{n} {shown or ''}".strip()
     if unit == "second":
         return f"{(q / 60).quantize(Decimal('0.01')):,f} min"
     if unit == "byte":
         return f"{(q / 1_048_576).quantize(Decimal('0.001')):,f} MB"
     n = f"{q.normalize():,f}" if q == q.to_integral_value() else f"{q:,f}"
-    return f"{n} {unit or ''}".strip()
+    return f"{n} {shown or ''}".strip()
 
 
 def _date(d: date | None) -> str:
@@ -84,22 +88,27 @@ def _date(d: date | None) -> str:
 _SECONDS = {"second": Decimal(1), "minute": Decimal(60), "hour": Decimal(3600)}
 
 
-def average_rate_text(ln: Mapping[str, Any], ccy: str) -> str:
+def average_rate_text(ln: Mapping[str, Any], ccy: str, local: Local | None = None,
+                      layout: Layout | None = None) -> str:
     """A line whose records were priced at several rates (a destination's prefixes priced
     differently) has no single rate: its average, exact sum / quantity in the unit it is priced
-    in, to 4 decimals, marked ``avg``; ``mixed`` when the units do not convert."""
+    in, to 4 decimals, marked ``avg``; ``mixed`` when the units do not convert (the words and the
+    unit: the layout's, the number: the locale's)."""
+    labels = layout.labels if layout is not None else {"average": "avg", "mixed_rates": "mixed rates"}
     exact, q = ln.get("source_amount"), ln.get("quantity")
     unit, per = ln.get("unit"), ln.get("rate_unit")
     if exact is None or not q or not per:
-        return "mixed rates" if ln.get("record_count") else ""
+        return labels["mixed_rates"] if ln.get("record_count") else ""
     if unit == per:
         factor = Decimal(1)
     elif unit in _SECONDS and per in _SECONDS:
         factor = _SECONDS[unit] / _SECONDS[per]
     else:
-        return "mixed rates"
+        return labels["mixed_rates"]
     avg = (Decimal(exact) / (Decimal(q) * factor)).quantize(Decimal("0.0001"))
-    return f"avg {avg:f} {ccy}/{per}".replace("  ", " ")
+    shown = f"{avg:f}" if local is None else local.number(avg, 4)
+    per = layout.word(per) if layout is not None else per
+    return f"{labels['average']} {shown} {ccy}/{per}".replace("  ", " ")
 
 
 def party_lines(p: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> list[str]:
@@ -178,6 +187,17 @@ def who_owes_whom(doc: Mapping[str, Any], local: Local | None = None) -> str:
     return ""
 
 
+def _tax_label(doc: Mapping[str, Any], lay: Layout, local: Local) -> str:
+    """The invoice's tax line, in the layout's words (the rate written for the locale)."""
+    kind = doc.get("tax_kind")
+    if kind == "vat" and doc.get("tax_rate") is not None:
+        rate = Decimal(doc["tax_rate"]).normalize()
+        return lay.text("tax_vat", {"rate": local.number(rate)})
+    if kind in ("reverse_charge", "exempt"):
+        return lay.labels[f"tax_{kind}"]
+    return doc.get("tax_label") or lay.labels["tax"]
+
+
 def _setup_fonts(pdf: Any, layout: Layout) -> tuple[str, Any]:
     """The layout's font on ``pdf``: its family name, and how a text is made printable in it."""
     if layout.core_font:
@@ -187,14 +207,21 @@ def _setup_fonts(pdf: Any, layout: Layout) -> tuple[str, Any]:
     return "DejaVu", lambda text: "" if text is None else str(text)
 
 
-def _cell_value(ln: Mapping[str, Any], field: str, i: int, doc: Mapping[str, Any], local: Local, view: str) -> str:
+def _cell_value(ln: Mapping[str, Any], field: str, i: int, doc: Mapping[str, Any], local: Local, view: str,
+                lay: Layout) -> str:
     """The text of one column of a line."""
     if field == "line_no":
         return str(ln.get("line_no", i))
     if field == "description":
+        # the layout's own words for a line made of the rules' names (else as billed)
+        own = "summary_line" if view == "summary" else "traffic_line" if ln.get("kind") == "traffic" else None
+        if own and ln.get("direction") and (lay.texts.get(own) or "").strip():
+            return lay.text(own, {"kind": lay.word(ln.get("kind")), "direction": lay.word(ln["direction"]),
+                                  "service": lay.word(ln.get("service")), "destination": ln.get("destination"),
+                                  "band": lay.word(ln.get("band"))})
         return str(ln.get("description") or "")
     if field == "quantity":
-        return quantity_text(ln.get("quantity"), ln.get("unit"), local)
+        return quantity_text(ln.get("quantity"), ln.get("unit"), local, lay)
     if field == "amount":
         return local.number(ln.get("amount")) if ln.get("amount") is not None else ""
     if field == "lines":
@@ -208,8 +235,8 @@ def _cell_value(ln: Mapping[str, Any], field: str, i: int, doc: Mapping[str, Any
         ccy = ln.get("source_currency") if ln.get("source_currency") not in (None, doc.get("currency")) else ""
         unit = ln.get("rate_unit") or ln.get("unit")
         if rate is not None:
-            return f"{local.number(rate.normalize())} {ccy}/{unit}".replace("  ", " ")
-        return average_rate_text(ln, ccy) if ln.get("kind") == "traffic" else ""
+            return f"{local.number(rate.normalize())} {ccy}/{lay.word(unit)}".replace("  ", " ")
+        return average_rate_text(ln, ccy, local, lay) if ln.get("kind") == "traffic" else ""
     return str(ln.get(field) or "")
 
 
@@ -293,7 +320,7 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized", layout: Layout | N
     pdf.set_font(font, "B", base * 2)
     pdf.cell(width * 0.6, 9, text(title + ("" if number else f" ({labels['draft']})")))
     period = f"{doc.get('period') or ''} ({local.date(doc.get('period_start'))} - {local.date(doc.get('period_end'))})"
-    facts = [(labels["number"], number or "draft, not yet numbered"),
+    facts = [(labels["number"], number or labels["not_numbered"]),
              (labels["issue_date"], local.date(doc.get("issue_date"))),
              (labels["due_date"], local.date(doc.get("due_date"))), (labels["period"], period),
              (labels["currency"], ccy)]
@@ -316,7 +343,7 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized", layout: Layout | N
     pdf.set_font(font, "", base)
     who = f"{labels['partner_code']} {doc.get('partner_code')}"
     if kind == "share_statement":
-        who = f"Party {doc.get('party')}, shares of the revenue of {doc.get('partner_code')}"
+        who = lay.text("share_party", dict(values, party=doc.get("party")))
     if doc.get("partner_country"):
         who += f", {doc.get('partner_country')}"
     pdf.multi_cell(width * 0.5, 5, text(who), new_x="LMARGIN", new_y="NEXT")
@@ -362,7 +389,7 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized", layout: Layout | N
     table_head()
     row_h = 5
     for i, ln in enumerate(lines, 1):
-        cells = [_cell_value(ln, c.field, i, doc, local, view) for c in cols]
+        cells = [_cell_value(ln, c.field, i, doc, local, view, lay) for c in cols]
         # long texts wrap onto more lines of the row, never cut: the row is as tall as its
         # tallest cell
         heights = [len(pdf.multi_cell(width * float(c.width) / 100 - 1, 4, text(v), dry_run=True, output="LINES"))
@@ -400,17 +427,17 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized", layout: Layout | N
         for sp in doc.get("splits", []):
             need(10)
             parts = " + ".join(f"{k} {money(v)}" for k, v in sp["parties"].items())
-            pdf.multi_cell(width, 4.5, text(
-                f"{sp['charge']} ({sp['agreement']}, {sp.get('basis')}{', ' + sp['tier'] if sp.get('tier') else ''}): "
-                f"amount split {money(sp.get('amount_split'))} {sp['currency']} = {parts}"
-                + (" (adds up)" if sp.get("adds_up") else "")), new_x="LMARGIN", new_y="NEXT")
+            pdf.multi_cell(width, 4.5, text(lay.text("split", dict(
+                values, charge=sp["charge"], agreement=sp["agreement"], basis=sp.get("basis"), tier=sp.get("tier"),
+                amount=money(sp.get("amount_split")), currency=sp["currency"], parts=parts,
+                adds_up=bool(sp.get("adds_up"))))), new_x="LMARGIN", new_y="NEXT")
     if kind == "statement":
         rows = [(labels["receivable"], doc.get("receivable"), False),
                 (labels["payable"], doc.get("payable"), False), (labels["net_balance"], doc.get("net"), True)]
     elif kind == "share_statement":
         rows = [(labels["shares_total"], doc.get("total"), True)]
     else:
-        tax_label = doc.get("tax_label") or labels["tax"]
+        tax_label = _tax_label(doc, lay, local)
         rows = [(labels["subtotal"], doc.get("subtotal"), False), (tax_label, doc.get("tax_amount"), False),
                 (labels["total"], doc.get("total"), True)]
     for label, amount, strong in rows:
@@ -434,8 +461,9 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized", layout: Layout | N
         pdf.ln(4)
         pdf.set_x(pdf.l_margin + width * 0.55)
         pdf.set_font(font, "B", base)
-        pdf.multi_cell(width * 0.45, 5, text(POSITION_TITLE), new_x="LMARGIN", new_y="NEXT")
-        for key, label, amount in position_rows(pos):
+        pdf.multi_cell(width * 0.45, 5, text(labels["position_title"]), new_x="LMARGIN", new_y="NEXT")
+        for key, _english, amount in position_rows(pos):
+            label = labels[f"position_{key}"]
             pdf.set_x(pdf.l_margin + width * 0.55)
             pdf.set_font(font, "B" if key == "undisputed_payable" else "", base)
             pdf.cell(width * 0.25, 6, text(label))
@@ -445,7 +473,8 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized", layout: Layout | N
         if held:
             pdf.set_font(font, "", base - 1)
             pdf.set_x(pdf.l_margin + width * 0.55)
-            pdf.multi_cell(width * 0.45, 4, text(f"Held by {', '.join(held)}"), new_x="LMARGIN", new_y="NEXT")
+            pdf.multi_cell(width * 0.45, 4, text(f"{labels['held_by']} {', '.join(held)}"), new_x="LMARGIN",
+                           new_y="NEXT")
     owes = who_owes_whom(doc, local)
     parts = owes_parts(doc)
     if parts is not None and (lay.texts.get("owes") or "").strip():  # the layout's own words
@@ -466,16 +495,19 @@ def render(doc: Mapping[str, Any], *, view: str = "itemized", layout: Layout | N
         paragraph(closing, base)
 
     # ---- provenance
-    notes = []
-    for a in doc.get("agreements", []):
-        notes.append(f"Agreement \"{a['name']}\" v{a['version']} (sha256 {a['hash'][:16]})")
+    notes = [lay.text("agreement_note", dict(values, name=a["name"], version=a["version"], hash=a["hash"][:16]))
+             for a in doc.get("agreements", [])]
     for fx in doc.get("fx", []):
-        notes.append(f"FX {fx['from']} to {fx['to']}: {fx['rate']} ({fx['source']} {fx['listed']}, in force from "
-                     f"{_date(fx['effective_from'])})")
+        notes.append(lay.text("fx_note", dict(values, **{"from": fx["from"], "to": fx["to"], "rate": fx["rate"],
+                                                         "source": fx["source"], "listed": fx["listed"],
+                                                         "effective_from": _date(fx["effective_from"])})))
     if doc.get("rounding"):
-        notes.append(f"Rounding: {doc['rounding']}.")
+        modes = re.search(r"\(([a-z_, ]+)\)", doc["rounding"])
+        notes.append(lay.text("rounding_note", dict(values, rounding=doc["rounding"], places=minor_units(ccy),
+                                                    modes=modes.group(1) if modes else "half_up")))
     if view == "summary" and kind not in ("statement", "share_statement"):
-        notes.append("Summary view: the lines added up by service; the itemized invoice lists each destination.")
+        notes.append(lay.text("summary_note", values))
+    notes = [n for n in notes if n]
     if notes:
         need(6 + 4 * len(notes))
         pdf.ln(4)

@@ -122,6 +122,8 @@ class DisputeView(BaseModel):
     change_reason: str | None
     attachment: dict[str, Any] | None
     line: dict[str, Any] | None = None
+    accepted_amount: Decimal | None = None  # net: set when accepted
+    credit_note: str | None = None  # the credit note issued when it was accepted
 
 
 class Health(BaseModel):
@@ -424,7 +426,7 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
                              me: Annotated[Principal, Depends(signed_in)]) -> Response:
         form = await form_with_csrf(request, me)
         P.change_dispute(store, me, partner, number, action, reason=str(form.get("reason") or ""),
-                         remote=remote(request))
+                         remote=remote(request), amount=str(form.get("amount") or "").strip() or None)
         log.info("dispute %s: %s by %s", number, action, me.name)
         return RedirectResponse(f"/p/{quote(partner)}/disputes/{quote(number)}", status_code=303)
 
