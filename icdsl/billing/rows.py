@@ -28,17 +28,31 @@ def insert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]])
     if not rows:
         return
     keys = tuple(rows[0])
+    insert_columns(conn, table, keys, [[r[k] for r in rows] for k in keys])
+
+
+def insert_tuples(conn: sa.Connection, table: sa.Table, keys: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Rows given as tuples of the values of ``keys`` (as :func:`insert`)."""
+    if rows:
+        insert_columns(conn, table, tuple(keys), [list(c) for c in zip(*rows, strict=True)])
+
+
+def insert_columns(conn: sa.Connection, table: sa.Table, keys: tuple[str, ...], values: list[list[Any]]) -> None:
+    """Rows given as columns: ``values[i]`` the values of ``keys[i]``, one per row (as :func:`insert`)."""
+    n = len(values[0]) if values else 0
+    if not n:
+        return
     plan = _plan(table, keys, conn.dialect)
     if plan is None:
-        conn.execute(table.insert(), list(rows))
+        conn.execute(table.insert(), [dict(zip(keys, row, strict=True)) for row in zip(*values, strict=True)])
         return
     sql, names, processors, positional, copy = plan
+    by_key = dict(zip(keys, values, strict=True))
     columns = []
     for name in names:
-        values = [r[name] for r in rows]
         proc = processors.get(name)
-        columns.append(_converted(proc, values) if proc is not None else values)
-    if copy is not None and len(rows) >= COPY_ROWS:
+        columns.append(_converted(proc, by_key[name]) if proc is not None else by_key[name])
+    if copy is not None and n >= COPY_ROWS:
         raw = conn.connection.driver_connection
         with raw.cursor() as cur, cur.copy(copy) as out:
             for row in zip(*columns, strict=True):
