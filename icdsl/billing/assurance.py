@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from icdsl import assure as A
 from icdsl.billing import models as M
+from icdsl.billing import rows as bulk
 from icdsl.billing.errors import StoreError
 from icdsl.billing.inventory import _plain
 from icdsl.charges.keys import parse_key
@@ -122,13 +123,16 @@ def _joined(matrix: np.ndarray, scale: int) -> list[str]:
     return pc.binary_join(lists, ",").to_pylist()
 
 
+_DELETE_TRAFFIC = _TD.delete().where(_TD.c.cycle_id == sa.bindparam("cycle_id"))
+
+
 def write_traffic(s: Session, cycle: M.BillingCycle, packed: list[dict[str, Any]]) -> None:
     """The cycle's daily traffic (``packed``: :func:`pack_daily` or :func:`pack` of it),
-    replacing that of its earlier runs (two statements)."""
+    replacing that of its earlier runs (two statements: a delete, the rows in bulk)."""
     conn = s.connection()
-    conn.execute(_TD.delete().where(_TD.c.cycle_id == cycle.id))
+    conn.execute(_DELETE_TRAFFIC, {"cycle_id": cycle.id})
     if packed:
-        conn.execute(_TD.insert(), [dict(r, cycle_id=cycle.id) for r in packed])
+        bulk.insert(conn, _TD, [dict(r, cycle_id=cycle.id) for r in packed])
 
 
 # --------------------------------------------------------------------------- reading
@@ -177,13 +181,19 @@ _ITEMS = select(M.InventoryItem.partner_id, M.InventoryItem.reference, M.Invento
                 M.InventoryItem.attributes).where(M.InventoryItem.superseded_by_id.is_(None))
 
 
+# the statements read at every cycle's validation, built once (building a statement and its cache
+# key costs more than SQLite takes to run it): lists of partners as expanding parameters
+_B = sa.bindparam
+_PARTNER_IDS = select(M.Partner.id, M.Partner.code).where(M.Partner.code.in_(_B("codes", expanding=True)))
+_ITEMS_OF = _ITEMS.where(M.InventoryItem.partner_id.in_(_B("ids", expanding=True)))
+
+
 def _items(s: Session, partners: Iterable[str]) -> list[Any]:
     """The partners' current inventory items."""
-    codes = {pid: code for pid, code in s.execute(select(M.Partner.id, M.Partner.code)
-                                                  .where(M.Partner.code.in_(list(partners))))}
+    codes = {pid: code for pid, code in s.execute(_PARTNER_IDS, {"codes": list(partners)})}
     rows = [{"partner_id": r.partner_id, "reference": r.reference, "kind": r.kind, "quantity": _plain(r.quantity),
              "activation_date": r.activation_date, "termination_date": r.termination_date, "attributes": r.attributes}
-            for r in s.execute(_ITEMS.where(M.InventoryItem.partner_id.in_(list(codes))))]
+            for r in s.execute(_ITEMS_OF, {"ids": list(codes)})]
     return items_from_rows(rows, codes)
 
 
@@ -231,10 +241,16 @@ _LINES = (select(M.BillingCycle.partner_code, M.BillingCycle.label, M.ChargeLine
           .where(M.ChargeLine.kind == "recurring"))
 
 
+# a partner's recurring charge lines on its other cycles (a cycle's validation)
+_OTHER_LINES = _LINES.where(M.BillingCycle.partner_code == _B("code"), M.ChargeLine.cycle_id != _B("cycle_id"))
+_CYCLES_OF = select(M.BillingCycle.partner_code, M.BillingCycle.label, M.BillingCycle.local_start,
+                    M.BillingCycle.local_end).where(M.BillingCycle.partner_code.in_(_B("codes", expanding=True)))
+_LAST_DAY_OF = select(sa.func.max(M.IntakeDailyCount.day)).where(M.IntakeDailyCount.partner == _B("code"))
+
+
 def _cycles(s: Session, partners: Sequence[str]) -> dict[str, dict[str, tuple[date, date]]]:
     out: dict[str, dict[str, tuple[date, date]]] = defaultdict(dict)
-    q = select(M.BillingCycle.partner_code, M.BillingCycle.label, M.BillingCycle.local_start, M.BillingCycle.local_end)
-    for code, label, start, end in s.execute(q.where(M.BillingCycle.partner_code.in_(partners))):
+    for code, label, start, end in s.execute(_CYCLES_OF, {"codes": list(partners)}):
         out[code][label] = (start, end)
     return out
 
@@ -330,19 +346,27 @@ def _series_rows(rows: list[tuple[str, str, str, str, Any, str]], index: dict[tu
     return counts
 
 
+_HISTORY_ROWS = (select(_TD.c.partner_code, _TD.c.direction, _TD.c.service, _TD.c.destination,
+                         sa.type_coerce(_TD.c.first_day, sa.String), _TD.c.daily_records)
+                  .where(_TD.c.first_day >= _B("lo"), _TD.c.first_day < _B("end")))
+#: (few partners: an IN list, excluding a cycle) -> the statement of :func:`_history_rows`
+_HISTORY = {(few, exclude): _HISTORY_ROWS.where(*([_TD.c.partner_code.in_(_B("codes", expanding=True))] if few else []),
+                                               *([_TD.c.cycle_id != _B("cycle_id")] if exclude else []))
+            for few in (False, True) for exclude in (False, True)}
+
+
 def _history_rows(s: Session, partners: Sequence[str], first: date, end: date,
                   exclude_cycle: int | None = None) -> list[tuple]:
     """(partner, direction, service, destination, first day, daily records) of the partners'
     rows that may hold days from ``first`` to ``end`` (the first day as the driver gives it: no
     per-row date conversion, NumPy reads ISO text and dates alike)."""
-    q = (select(_TD.c.partner_code, _TD.c.direction, _TD.c.service, _TD.c.destination,
-                sa.type_coerce(_TD.c.first_day, sa.String), _TD.c.daily_records)
-         .where(_TD.c.first_day >= first - timedelta(days=LONGEST_CYCLE), _TD.c.first_day < end))
-    if len(partners) < 500:
-        q = q.where(_TD.c.partner_code.in_(list(partners)))
+    few = len(partners) < 500
+    params: dict[str, Any] = {"lo": first - timedelta(days=LONGEST_CYCLE), "end": end}
+    if few:
+        params["codes"] = list(partners)
     if exclude_cycle is not None:
-        q = q.where(_TD.c.cycle_id != exclude_cycle)
-    rows = s.execute(q).all()
+        params["cycle_id"] = exclude_cycle
+    rows = s.execute(_HISTORY[few, exclude_cycle is not None], params).all()
     if len(partners) >= 500:
         wanted = set(partners)
         rows = [r for r in rows if r[0] in wanted]
@@ -462,12 +486,11 @@ def cycle_findings(store: Store, s: Session, cycle: M.BillingCycle, plan: Plan, 
     code = cycle.partner_code
     start, end = cycle.local_start, cycle.local_end
     first = start - timedelta(days=policy.history_days)
-    lines = [r for r in s.execute(_LINES.where(M.BillingCycle.partner_code == code,
-                                               M.ChargeLine.cycle_id != cycle.id))]
+    lines = list(s.execute(_OTHER_LINES, {"code": code, "cycle_id": cycle.id}))
     lines += [(code, cycle.label, ln.to_dict(), ln.amount) for ln in result.charge_lines]
     cycles = _cycles(s, [code])
     cycles[code][cycle.label] = (start, end)
-    last = s.scalar(select(sa.func.max(M.IntakeDailyCount.day)).where(M.IntakeDailyCount.partner == code))
+    last = s.scalar(_LAST_DAY_OF, {"code": code})
     inputs = A.Inputs(plan=plan, period=cycle.label, start=start, end=end, partners=[code], as_of=end,
                       items=_items(s, [code]), fees=_fees(lines), cycles=cycles, last_data_day=last)
     rows = _history_rows(s, [code], first, start, exclude_cycle=cycle.id)

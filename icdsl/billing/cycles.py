@@ -67,6 +67,7 @@ from sqlalchemy.orm import Session
 
 from icdsl.billing import assurance, base
 from icdsl.billing import models as M
+from icdsl.billing import rows as bulk
 from icdsl.billing.amounts import present
 from icdsl.billing.charging import (
     billed_adjustments,
@@ -361,71 +362,11 @@ _VERSIONS = M.AgreementVersion.__table__
 
 
 def _insert(s: Session, model: type[M.Base], rows: list[dict[str, Any]]) -> None:
-    """Rows of ``model`` in one statement (an executemany of the table's INSERT: no ORM objects
-    to build, flush and track). Every row has the same keys, those its ORM object was given.
-    On the session's connection: the session is not flushed first (the caller flushes what the
-    rows depend on), so that the cycle's row is updated once, not at every insert."""
-    if not rows:
-        return
-    conn = s.connection()
-    keys = tuple(rows[0])
-    plan = _insert_plan(model.__table__, keys, conn.dialect)
-    if plan is None:
-        conn.execute(model.__table__.insert(), rows)
-        return
-    sql, names, processors, positional = plan
-    # the values converted column by column by the columns' own types (exact money, UTC
-    # instants...), then handed to the driver: SQLAlchemy's work per row and value is what a
-    # month of hundreds of cycles would otherwise spend most of its writing time on
-    columns = []
-    for name in names:
-        values = [r[name] for r in rows]
-        proc = processors.get(name)
-        columns.append(_converted(proc, values) if proc is not None else values)
-    params: list[Any] = (list(zip(*columns, strict=True)) if positional
-                         else [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)])
-    conn.exec_driver_sql(sql, params)
-
-
-def _converted(proc: Callable[[Any], Any], values: list[Any]) -> list[Any]:
-    """``values`` converted by ``proc``, each distinct value once (a column often repeats one:
-    the time of writing, a rate, None)."""
-    memo: dict[tuple[type, Any], Any] = {}
-    out = []
-    for v in values:
-        try:
-            key = (type(v), v)
-            got = memo.get(key, memo)
-        except TypeError:  # not hashable (a JSON document)
-            out.append(proc(v))
-            continue
-        if got is memo:
-            got = memo[key] = proc(v)
-        out.append(got)
-    return out
-
-
-#: (table, keys, dialect) -> the INSERT's SQL, its parameters in order, their converters, positional?
-_INSERT_PLANS: dict[tuple[str, tuple[str, ...], str, str, str], Any] = {}
-
-
-def _insert_plan(table: sa.Table, keys: tuple[str, ...], dialect: sa.Dialect) -> Any:
-    """How :func:`_insert` writes rows with ``keys`` into ``table`` on ``dialect``: the statement
-    compiled once, with the bind processors of its columns; None when SQLAlchemy must execute it
-    (a column default to compute, keys that are not columns)."""
-    key = (table.name, keys, dialect.name, dialect.driver, str(dialect.paramstyle))
-    if key in _INSERT_PLANS:
-        return _INSERT_PLANS[key]
-    plan = None
-    if all(k in table.c for k in keys):
-        compiled = table.insert().compile(dialect=dialect, column_keys=list(keys))
-        names = list(compiled.positiontup) if compiled.positional else list(compiled.binds)
-        if sorted(names) == sorted(keys) and not compiled.insert_prefetch and not compiled.postfetch:
-            processors = {k: table.c[k].type._cached_bind_processor(dialect) for k in keys}
-            plan = (compiled.string, names, {k: p for k, p in processors.items() if p is not None},
-                    compiled.positional)
-    _INSERT_PLANS[key] = plan
-    return plan
+    """Rows of ``model`` in one statement (:func:`icdsl.billing.rows.insert`: no ORM objects to
+    build, flush and track; a COPY on PostgreSQL). Every row has the same keys, those its ORM
+    object was given. On the session's connection: the session is not flushed first (the caller
+    flushes what the rows depend on), so that the cycle's row is updated once, not at every insert."""
+    bulk.insert(s.connection(), model.__table__, rows)
 
 
 def _insert_one(s: Session, model: type[M.Base], **values: Any) -> int:

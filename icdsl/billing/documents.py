@@ -75,9 +75,13 @@ def buyer_party(p: M.Partner) -> dict[str, Any]:
     return d
 
 
+#: our company's row (read at every cycle's finalization: built once, read as a row)
+_SELLER = select(M.Company.party, M.Company.code, M.Company.name).order_by(M.Company.id).limit(1)
+
+
 def seller_party(s: Session) -> dict[str, Any] | None:
     """Our company as declared (``company``), or None when the rules declare none."""
-    row = s.scalars(select(M.Company).order_by(M.Company.id).limit(1)).first()
+    row = s.execute(_SELLER).first()
     return None if row is None else dict(row.party, code=row.code, name=row.name)
 
 

@@ -56,6 +56,7 @@ from sqlalchemy.orm import Session
 
 from icdsl.billing import base, conflicts, fingerprints
 from icdsl.billing import models as M
+from icdsl.billing import rows as bulk
 from icdsl.billing.errors import IngestError, ReconciliationError
 from icdsl.billing.files import TMP_PREFIX, DataDir, WrittenFile, fsync_files, sha256_file
 from icdsl.billing.late import record_late
@@ -735,7 +736,7 @@ def _record(store: Store, s: Session, p: Path, lay: RecordLayout | None, plan: P
         s.connection().execute(insert(M.IntakeRejectCount.__table__), [
             {"batch_id": batch_row.id, "reason": reason, "count": n} for reason, n in sorted(by_reason.items())])
     if stats:
-        s.connection().execute(insert(M.IntakePartnerStat.__table__), [
+        bulk.insert(s.connection(), M.IntakePartnerStat.__table__, [
             {"batch_id": batch_row.id, "partner": code, "records": n, "min_start": to_datetime(lo),
              "max_start": to_datetime(hi)} for code, (n, lo, hi) in sorted(stats.items())])
     if split.daily:
@@ -766,25 +767,10 @@ def _record(store: Store, s: Session, p: Path, lay: RecordLayout | None, plan: P
 
 
 def _insert_many(s: Session, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-    """Insert many rows (thousands: partners x days) through the driver's executemany: the
-    per-row parameter handling of a Core insert costs more than the insert itself. Each value is
-    converted by its column type's bind processor for the dialect (a date for SQLite), once per
-    distinct value; a driver of another parameter style gets a Core insert."""
-    conn = s.connection()
-    style = conn.dialect.paramstyle
-    if style not in ("qmark", "format", "pyformat"):
-        conn.execute(insert(table), [dict(zip(columns, r, strict=True)) for r in rows])
-        return
-    mark = "?" if style == "qmark" else "%s"
-    for i, c in enumerate(columns):
-        proc = table.c[c].type.bind_processor(conn.dialect)
-        if proc is not None:
-            done: dict[Any, Any] = {}
-            rows = [(*r[:i], done[r[i]] if r[i] in done else done.setdefault(r[i], proc(r[i])), *r[i + 1:])
-                    for r in rows]
-    q = conn.dialect.identifier_preparer
-    conn.exec_driver_sql(f"INSERT INTO {q.format_table(table)} ({', '.join(q.quote(c) for c in columns)}) "
-                         f"VALUES ({', '.join([mark] * len(columns))})", rows)
+    """Insert many rows (thousands: partners x days) in bulk (:func:`icdsl.billing.rows.insert_tuples`:
+    the driver's executemany, a COPY on PostgreSQL): the per-row parameter handling of a Core
+    insert costs more than the insert itself."""
+    bulk.insert_tuples(s.connection(), table, columns, rows)
 
 
 # --------------------------------------------------------------------------- on a cluster
