@@ -97,11 +97,15 @@ def ping(store: Store) -> None:
         s.execute(select(M.StoreMeta.key).limit(1)).first()
 
 
-def partner_row(s: Session, p: Principal, partner: str) -> M.Partner:
-    """The partner ``p`` may read, asked by code: its own (a partner's principal) or any (staff)."""
+_PARTNER = select(M.Partner.id, M.Partner.code, M.Partner.decl_hash).where(M.Partner.code == sa.bindparam("code"))
+
+
+def partner_row(s: Session | sa.Connection, p: Principal, partner: str) -> sa.Row[Any]:
+    """The partner ``p`` may read, asked by code: its own (a partner's principal) or any (staff):
+    its ``id``, ``code`` and ``decl_hash`` (a row, not an ORM object: read at every request)."""
     if p.partner is not None and partner != p.partner:
         raise NotFound()
-    row = s.scalars(select(M.Partner).where(M.Partner.code == partner)).first()
+    row = s.execute(_PARTNER, {"code": partner}).first()
     if row is None:
         raise NotFound()
     return row
@@ -160,29 +164,40 @@ def documents(store: Store, p: Principal, partner: str, *, period: str | None = 
     revenue-share statements addressed to it (newest first); filters: ``period`` (a cycle's label
     or its beginning: ``2026`` or ``2026-03``), ``state`` (draft, finalized, void), ``kind``
     (:data:`KINDS`)."""
+    with store.read_rows() as c:
+        return documents_in(c, p, partner, period=period, state=state, kind=kind)
+
+
+def documents_in(c: sa.Connection, p: Principal, partner: str, *, period: str | None = None,
+                 state: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+    """:func:`documents`, read on the connection ``c`` (the request's, with its principal)."""
     out = []
-    with store.reading() as s:
-        prow = partner_row(s, p, partner)
-        for inv in s.execute(_INVOICES, {"pid": prow.id}):
-            k = invoice_kind(inv.doc_type, inv.total)
-            out.append({"kind": k, "ref": _ref(k, inv.number, inv.id), "number": inv.number,
-                        "period": inv.label or "", "stream": inv.stream, "status": inv.status,
-                        "issue_date": inv.issue_date, "due_date": inv.due_date, "subtotal": inv.subtotal,
-                        "tax": inv.tax_amount, "total": inv.total, "currency": inv.currency})
-        for st in s.execute(_STATEMENTS, {"pid": prow.id}):
-            out.append({"kind": "statement", "ref": _ref("statement", st.number, st.id), "number": st.number,
-                        "period": st.label or "", "stream": "netting", "status": st.status, "issue_date": None,
-                        "due_date": None, "subtotal": None, "tax": None, "total": st.net, "currency": st.currency})
-        for sh in s.execute(_SHARES if p.partner is not None else _STAFF_SHARES, {"code": prow.code, "pid": prow.id}):
-            issued = (sh.details or {}).get("issue_date")
-            out.append({"kind": "share_statement", "ref": _ref("share_statement", sh.number, sh.id),
-                        "number": sh.number, "period": sh.label or "", "stream": "revenue share",
-                        "status": sh.status, "issue_date": date.fromisoformat(issued) if issued else None,
-                        "due_date": None, "subtotal": None, "tax": None, "total": sh.total, "currency": sh.currency})
+    prow = partner_row(c, p, partner)
+    for id_, number, stream, status, issued, due, subtotal, tax, total, ccy, dtype, label in c.execute(
+            _INVOICES, {"pid": prow.id}):
+        k = invoice_kind(dtype, total)
+        out.append({"kind": k, "ref": number or f"inv-{id_}", "number": number, "period": label or "",
+                    "stream": stream, "status": status, "issue_date": issued, "due_date": due,
+                    "subtotal": subtotal, "tax": tax, "total": total, "currency": ccy})
+    for id_, number, status, net, ccy, label in c.execute(_STATEMENTS, {"pid": prow.id}):
+        out.append({"kind": "statement", "ref": number or f"stm-{id_}", "number": number, "period": label or "",
+                    "stream": "netting", "status": status, "issue_date": None, "due_date": None,
+                    "subtotal": None, "tax": None, "total": net, "currency": ccy})
+    for id_, number, status, total, ccy, details, label in c.execute(
+            _SHARES if p.partner is not None else _STAFF_SHARES, {"code": prow.code, "pid": prow.id}):
+        issued = (details or {}).get("issue_date")
+        out.append({"kind": "share_statement", "ref": number or f"shr-{id_}", "number": number,
+                    "period": label or "", "stream": "revenue share", "status": status,
+                    "issue_date": date.fromisoformat(issued) if issued else None, "due_date": None,
+                    "subtotal": None, "tax": None, "total": total, "currency": ccy})
     if p.partner is not None:
         out = [d for d in out if d["status"] != "draft"]
-    out.sort(key=lambda d: (d["period"], d["ref"]), reverse=True)
+    out.sort(key=_NEWEST, reverse=True)
     return select_documents(out, period=period, state=state, kind=kind)
+
+
+def _NEWEST(d: dict[str, Any]) -> tuple[str, str]:  # noqa: N802 - a sort key
+    return d["period"], d["ref"]
 
 
 def select_documents(docs: list[dict[str, Any]], *, period: str | None = None, state: str | None = None,
@@ -197,7 +212,7 @@ def select_documents(docs: list[dict[str, Any]], *, period: str | None = None, s
     return docs
 
 
-def _find(s: Session, p: Principal, prow: M.Partner, ref: str) -> str:
+def _find(s: Session | sa.Connection, p: Principal, prow: sa.Row[Any], ref: str) -> str:
     """The store's reference (``#12``, ``stm:3``, ``shr:4``) of the partner's document ``ref``
     (its number, or ``inv-12``/``stm-3``/``shr-4``), looked up with the partner in the query: an
     invoice or settlement statement of the partner's, a revenue-share statement addressed to it."""
@@ -281,30 +296,48 @@ _SEAL_KIND = {"#": "invoice", "stm:": "settlement", "shr:": "share"}
 
 def document(store: Store, p: Principal, partner: str, ref: str, *,
              cache: DocumentCache | None = None) -> dict[str, Any]:
-    """One of the partner's documents by its number (or ``inv-ID``/``stm-ID``), as the store
-    builds it (seal checked); :class:`NotFound` for any other. With ``cache``: a finalized
+    """One of the partner's documents by its number (or ``inv-ID``/``stm-ID``/``shr-ID``), as the
+    store builds it (seal checked); :class:`NotFound` for any other. With ``cache``: a finalized
     document already built and checked under the same seal is taken from it (the access check,
     above, is made at every call all the same)."""
-    key = None
-    with store.reading() as s:
-        prow = partner_row(s, p, partner)
-        inner = _find(s, p, prow, ref)
-        if cache is not None:
-            prefix, id_ = inner.rstrip("0123456789"), int(inner.lstrip("#stmhr:"))
-            kind = _SEAL_KIND[prefix]
-            sealed = s.execute(_SEAL_OF, {"kind": kind, "id": id_}).first()
-            if sealed is not None:
-                owner = prow.decl_hash if kind != "share" else s.execute(_SHARE_OWNER, {"id": id_}).scalar()
-                key = (kind, id_, sealed[0], owner, sealed[1])
-                doc = cache.get(key)
-                if doc is not None:
-                    if doc["kind"] == "statement":
-                        attach_positions(store, s, [doc])  # computed now, as the store does
-                    doc["ref"] = _ref(doc["kind"], doc.get("number"), doc["id"])
-                    return doc
-    doc = store.document(inner)
-    if key is not None and doc.get("status") == "finalized":
-        cache.put(key, doc)
+    with store.read_rows() as c:
+        found = find_document(c, p, partner, ref, cache=cache)
+    return finish_document(store, found, cache=cache)
+
+
+def find_document(c: sa.Connection, p: Principal, partner: str, ref: str, *,
+                  cache: DocumentCache | None = None) -> tuple[str, tuple[Any, ...] | None, dict[str, Any] | None]:
+    """The first half of :func:`document`, on the request's connection ``c``: the document looked
+    up with the partner in the query (:class:`NotFound` for any other) and, if ``cache`` keeps it
+    under its seal, the kept copy: (the store's reference, the cache key, the copy or None)."""
+    prow = partner_row(c, p, partner)
+    inner = _find(c, p, prow, ref)
+    if cache is None:
+        return inner, None, None
+    prefix, id_ = inner.rstrip("0123456789"), int(inner.lstrip("#stmhr:"))
+    kind = _SEAL_KIND[prefix]
+    sealed = c.execute(_SEAL_OF, {"kind": kind, "id": id_}).first()
+    if sealed is None:  # a draft (staff): built at each view
+        return inner, None, None
+    owner = prow.decl_hash if kind != "share" else c.execute(_SHARE_OWNER, {"id": id_}).scalar()
+    key = (kind, id_, sealed[0], owner, sealed[1])
+    return inner, key, cache.get(key)
+
+
+def finish_document(store: Store, found: tuple[str, tuple[Any, ...] | None, dict[str, Any] | None], *,
+                    cache: DocumentCache | None = None) -> dict[str, Any]:
+    """The second half of :func:`document`, once the request's connection is given back (a miss
+    reads with a session of its own): the document built and kept, or the kept copy with what is
+    computed at each view (a statement's dispute position)."""
+    inner, key, doc = found
+    if doc is not None:
+        if doc["kind"] == "statement":
+            with store.reading() as s:
+                attach_positions(store, s, [doc])  # computed now, as the store does
+    else:
+        doc = store.document(inner)
+        if cache is not None and key is not None and doc.get("status") == "finalized":
+            cache.put(key, doc)
     doc["ref"] = _ref(doc["kind"], doc.get("number"), doc["id"])
     return doc
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
+import jinja2
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi import Path as InPath
 from fastapi.exceptions import RequestValidationError
@@ -62,13 +63,16 @@ MAX_BODY = P.MAX_ATTACHMENT + 256 * 1024
 STATES = ("draft", "finalized", "void")
 KINDS = P.KINDS
 
-templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+# compiled once per process and never looked at again on disk (auto_reload off: no stat per page)
+templates = Jinja2Templates(env=jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True, auto_reload=False,
+    cache_size=-1))
 
 
 def _money(v: Any, ccy: str | None = None) -> str:
     if v is None:
         return ""
-    return str(present(Decimal(v), ccy) if ccy else v)
+    return str(present(v if isinstance(v, Decimal) else Decimal(v), ccy) if ccy else v)
 
 
 templates.env.filters["money"] = _money
@@ -255,17 +259,26 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
         return _error(request, 422, f"invalid request: {where}")
 
     # ------------------------------------------------------------------ who is asking
-    def user(request: Request) -> Principal | None:
+    def user(request: Request, c: Any = None) -> Principal | None:
+        """The session's user (read at each request: one indexed row with its user), on the
+        request's connection ``c`` or on one of its own."""
         cookie = request.cookies.get(session_cookie)
         if not cookie:
             return None
-        with store.reading() as s:
-            me = accounts.session_principal(s, cookie)
+        if c is None:
+            with store.read_rows() as c:
+                me = accounts.session_principal(c, cookie)
+        else:
+            me = accounts.session_principal(c, cookie)
         request.state.me = me
         return me
 
     def signed_in(request: Request) -> Principal:
-        me = user(request)
+        """The signed-in user (a dependency), else a redirection to the sign-in page."""
+        return signed_in_on(request, None)
+
+    def signed_in_on(request: Request, c: Any) -> Principal:
+        me = user(request, c)
         if me is None:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             raise _Redirect("/login?next=" + quote(target, safe=""))
@@ -275,8 +288,8 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
                       creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
         me = None
         if creds is not None and creds.scheme.lower() == "bearer":
-            with store.reading() as s:
-                me = accounts.token_principal(s, creds.credentials)
+            with store.read_rows() as c:
+                me = accounts.token_principal(c, creds.credentials)
         if me is None:
             raise PageError(401, "a valid API token is required: Authorization: Bearer <token>")
         request.state.me = me
@@ -376,10 +389,14 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
             raise P.NotFound()
         return page(request, "partners.html", me, partners=P.partners(store, me))
 
+    # the two pages read most (a partner's list and its documents): the session, its user and the
+    # scoped rows read on one connection in one transaction (not a dependency of its own)
     @app.get("/p/{partner}/documents", response_class=HTMLResponse, include_in_schema=False)
-    def documents_page(request: Request, partner: str, me: Annotated[Principal, Depends(signed_in)],
-                       period: str | None = None, state: str | None = None, kind: str | None = None) -> Response:
-        every = P.documents(store, me, partner)
+    def documents_page(request: Request, partner: str, period: str | None = None, state: str | None = None,
+                       kind: str | None = None) -> Response:
+        with store.read_rows() as c:
+            me = signed_in_on(request, c)
+            every = P.documents_in(c, me, partner)
         docs = P.select_documents(every, period=period or None, state=state or None, kind=kind or None)
         return page(request, "documents.html", me, partner, docs=docs,
                     periods=sorted({d["period"] for d in every if d["period"]}, reverse=True),
@@ -387,9 +404,11 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
                     states=STATES if me.is_staff else STATES[1:], kinds=KINDS)
 
     @app.get("/p/{partner}/documents/{ref}", response_class=HTMLResponse, include_in_schema=False)
-    def document_page(request: Request, partner: str, ref: str,
-                      me: Annotated[Principal, Depends(signed_in)]) -> Response:
-        doc = P.document(store, me, partner, ref, cache=documents)
+    def document_page(request: Request, partner: str, ref: str) -> Response:
+        with store.read_rows() as c:
+            me = signed_in_on(request, c)
+            found = P.find_document(c, me, partner, ref, cache=documents)
+        doc = P.finish_document(store, found, cache=documents)
         return page(request, "document.html", me, partner, doc=doc, formats=_formats(doc),
                     max_mib=P.MAX_ATTACHMENT // (1024 * 1024))
 
@@ -597,6 +616,10 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
     return app
 
 
+_HEALTH_HEADERS = [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
+_PAGE_HEADERS = [*_HEALTH_HEADERS, (b"cache-control", b"no-store")]
+
+
 class _Guard:
     """Every response: the security headers, ``no-store`` (but /health); a body announced larger
     than :data:`MAX_BODY` refused before it is read (413). Plain ASGI: no copy of the response."""
@@ -608,8 +631,7 @@ class _Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        size = headers.get(b"content-length")
+        size = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         message = None
         if size is not None and (not size.isdigit() or int(size) > MAX_BODY):
             message, status = f"the request is larger than {MAX_BODY // (1024 * 1024)} MiB", 413
@@ -623,9 +645,7 @@ class _Guard:
                 response = HTMLResponse(f"<!doctype html><title>{status}</title><p>{message}</p>", status_code=status)
             await response(scope, receive, send)
             return
-        extra = [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
-        if scope["path"] != "/health":
-            extra.append((b"cache-control", b"no-store"))
+        extra = _HEALTH_HEADERS if scope["path"] == "/health" else _PAGE_HEADERS
 
         async def sending(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
