@@ -212,24 +212,39 @@ def select_documents(docs: list[dict[str, Any]], *, period: str | None = None, s
     return docs
 
 
+def _lookups() -> dict[tuple[str, bool, bool], Any]:
+    """The lookups of :func:`_find`, built once: (table prefix, by id?, a partner asking?) ->
+    statement of the document's id, with the partner in the query (``pid``, ``code``): an invoice
+    or settlement statement of the partner's, a revenue-share statement addressed to it (our
+    staff: also those of the partner's cycles); drafts hidden from partners."""
+    out = {}
+    for prefix, table, mine, staff in (
+            ("inv", _I, _I.partner_id == sa.bindparam("pid"), None),
+            ("stm", _S, _S.partner_id == sa.bindparam("pid"), None),
+            ("shr", _H, _H.party == sa.bindparam("code"),
+             sa.or_(_H.party == sa.bindparam("code"), _H.partner_id == sa.bindparam("pid")))):
+        for by_id in (True, False):
+            which = table.id == sa.bindparam("id") if by_id else table.number == sa.bindparam("number")
+            out[(prefix, by_id, True)] = select(table.id).where(mine, table.status != "draft", which).limit(1)
+            out[(prefix, by_id, False)] = select(table.id).where(staff if staff is not None else mine, which).limit(1)
+    return out
+
+
+_LOOKUPS = _lookups()
+_INNER = {"inv": "#", "stm": "stm:", "shr": "shr:"}
+
+
 def _find(s: Session | sa.Connection, p: Principal, prow: sa.Row[Any], ref: str) -> str:
     """The store's reference (``#12``, ``stm:3``, ``shr:4``) of the partner's document ``ref``
-    (its number, or ``inv-12``/``stm-3``/``shr-4``), looked up with the partner in the query: an
-    invoice or settlement statement of the partner's, a revenue-share statement addressed to it."""
+    (its number, or ``inv-12``/``stm-3``/``shr-4``), looked up with the partner in the query."""
     text = ref.strip()
     m = _REF.match(text)
-    hidden = ("draft",) if p.partner is not None else ()
-    for prefix, table, inner, mine in (("inv", _I, "#", _I.partner_id == prow.id),
-                                       ("stm", _S, "stm:", _S.partner_id == prow.id),
-                                       ("shr", _H, "shr:", _H.party == prow.code if p.partner is not None
-                                        else sa.or_(_H.party == prow.code, _H.partner_id == prow.id))):
-        if m is not None and m.group(1) != prefix:
-            continue
-        q = select(table.id).where(mine, table.status.not_in(hidden) if hidden else sa.true())
-        q = q.where(table.id == int(m.group(2))) if m else q.where(table.number == text)
-        found = s.scalars(q).first()
+    partner = p.partner is not None
+    params = {"pid": prow.id, "code": prow.code, "id": int(m.group(2)) if m else None, "number": text}
+    for prefix in (m.group(1),) if m else ("inv", "stm", "shr"):
+        found = s.execute(_LOOKUPS[(prefix, m is not None, partner)], params).scalar()
         if found is not None:
-            return f"{inner}{found}"
+            return f"{_INNER[prefix]}{found}"
     raise NotFound()
 
 

@@ -80,6 +80,7 @@ templates.env.filters["number"] = plain_number
 templates.env.globals["kind_titles"] = {"invoice": "Invoice", "credit_note": "Credit note", "debit_note": "Debit note",
                                         "statement": "Settlement statement",
                                         "share_statement": "Revenue-share statement"}
+templates.env.globals["kind_names"] = {k: v.lower() for k, v in templates.env.globals["kind_titles"].items()}
 
 
 class PageError(Exception):
