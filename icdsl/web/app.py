@@ -462,13 +462,15 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
         return page(request, "agreements.html", me, partner, agreements=P.agreements(store, me, partner))
 
     @app.get("/p/{partner}/agreements/{agreement_id}/rates/{n}", response_class=HTMLResponse, include_in_schema=False)
-    def rates_page(request: Request, partner: str, agreement_id: int, n: int,
+    def rates_page(request: Request, partner: str, agreement_id: str, n: str,
                    me: Annotated[Principal, Depends(signed_in)], prefix: str = "", destination: str = "",
-                   band: str = "", page: int = 1) -> Response:
-        if not (0 < agreement_id < 2**31 and 0 < n < 1000):
+                   band: str = "", page: str = "1") -> Response:
+        # ids as text: anything but a number in range is "not found", like an id of another partner's
+        if not (agreement_id.isdigit() and n.isdigit() and 0 < int(agreement_id) < 2**31 and 0 < int(n) < 1000):
             raise P.NotFound()
-        got = P.rate_table(store, me, partner, agreement_id, n, prefix=prefix[:32], destination=destination[:100],
-                           band=band[:32], page=max(1, min(page, 10**6)))
+        got = P.rate_table(store, me, partner, int(agreement_id), int(n), prefix=prefix[:32],
+                           destination=destination[:100], band=band[:32],
+                           page=int(page) if page.isdigit() and len(page) < 8 else 1)
         return templates.TemplateResponse(request, "rates.html", {
             "me": me, "partner": partner, **got, "prefix": prefix[:32], "destination": destination[:100],
             "band": band[:32]})
