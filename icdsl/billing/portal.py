@@ -555,16 +555,6 @@ def _node_rows(rows: Any) -> list[tuple[Any, ...]]:
     return out
 
 
-def rate_tables(store: Store, p: Principal, partner: str, agreement_id: int) -> tuple[dict[str, Any],
-                                                                                      list[dict[str, Any]]]:
-    """One of the partner's agreement versions and its rate tables (service, source, currency)."""
-    with store.reading() as s:
-        found = [a for a in _agreements(s, p, partner) if a["id"] == agreement_id]
-    if not found:
-        raise NotFound()
-    return found[0], [{k: v for k, v in t.items() if k != "table"} for t in _tables_of(found[0])]
-
-
 def rate_table(store: Store, p: Principal, partner: str, agreement_id: int, n: int, *, prefix: str | None = None,
                destination: str | None = None, band: str | None = None, page: int = 1) -> dict[str, Any]:
     """The ``n``-th rate table (from 1) of one of the partner's agreement versions as rows:
