@@ -575,3 +575,187 @@ def test_documents_built_once_per_seal_and_still_scoped_at_every_request(site, a
     finally:
         with store.session() as s:
             s.scalars(sa.select(M.Partner).where(M.Partner.code == "BRKGB")).one().decl_hash = old
+
+
+# --------------------------------------------------------------------------- revenue-share statements
+
+
+def _partner_party(store, code: str) -> None:
+    """A partner row for a party of revenue shares that is not yet one (as ``icdsl load`` adds)."""
+    with store.session() as s:
+        if s.scalars(sa.select(M.Partner).where(M.Partner.code == code)).first() is None:
+            base = s.scalars(sa.select(M.Partner).where(M.Partner.code == "CPX")).one()
+            cols = {c.key: getattr(base, c.key) for c in M.Partner.__table__.columns if c.key != "id"}
+            s.add(M.Partner(**dict(cols, code=code, name=f"{code} Aggregation Ltd")))
+            s.flush()
+        if s.scalars(sa.select(M.PortalUser).where(M.PortalUser.username == f"user-{code.lower()}")).first() is None:
+            accounts.add_user(s, f"user-{code.lower()}", PASSWORD, partner=code)
+
+
+def _party_documents(store, code: str) -> set[str]:
+    """What the store holds that ``code`` is party to, finalized: its invoices, credit and debit
+    notes and settlement statements, and the revenue-share statements addressed to it."""
+    with store.reading() as s:
+        pid = s.scalar(sa.select(M.Partner.id).where(M.Partner.code == code))
+        refs_ = {n for (n,) in s.execute(sa.select(M.Invoice.number).where(M.Invoice.partner_id == pid,
+                                                                          M.Invoice.status != "draft"))}
+        refs_ |= {n for (n,) in s.execute(sa.select(M.SettlementStatement.number).where(
+            M.SettlementStatement.partner_id == pid, M.SettlementStatement.status != "draft"))}
+        refs_ |= {n for (n,) in s.execute(sa.select(M.ShareStatement.number).where(
+            M.ShareStatement.party == code, M.ShareStatement.status != "draft"))}
+    return refs_
+
+
+def test_every_document_a_partner_is_party_to_is_listed_and_nothing_else(site, sam):
+    store = site["store"]
+    _partner_party(store, "AGGR")
+    with store.reading() as s:
+        shares = list(s.execute(sa.select(M.ShareStatement.number, M.ShareStatement.party, M.ShareStatement.id,
+                                          M.ShareStatement.partner_id, M.ShareStatement.status)))
+        kinds = {n: k for n, k in s.execute(sa.select(M.Invoice.number, M.Invoice.doc_type))}
+    assert {party for _, party, *_ in shares} >= {"CPX", "AGGR", "us"}, shares
+    users = {"LUMFR": "anna", "BRKGB": "boris", "CPX": "user-cpx", "AGGR": "user-aggr"}
+    _partner_party(store, "CPX")
+    for code, name in users.items():
+        c = sign_in(site, name)
+        listed = set(refs(c, code))
+        assert listed == _party_documents(store, code), code
+        if code == "LUMFR":  # the API lists the same, each of its kind (debit notes too)
+            api = {d["ref"]: d for d in client(site).get("/api/v1/documents", headers={
+                "Authorization": f"Bearer {site['token_a']}"}).json()}
+            assert set(api) == listed
+            assert all(d["kind"] == (kinds[r] or d["kind"]) for r, d in api.items() if r in kinds)
+        mine = [(n, i) for n, party, i, _, st in shares if party == code and st == "finalized"]
+        others = [(n, i) for n, party, i, _, st in shares if party != code]
+        assert bool(mine) == (code in ("CPX", "AGGR")), code
+        for number, _ in mine:  # shown, downloaded as pdf, csv, json; not an e-invoice
+            page = c.get(f"/p/{code}/documents/{number}")
+            assert page.status_code == 200 and "Revenue-share statement" in page.text and "Payable to" in page.text
+            for fmt in ("pdf", "csv", "json"):
+                assert c.get(f"/p/{code}/documents/{number}/download/{fmt}").status_code == 200, fmt
+            assert c.get(f"/p/{code}/documents/{number}/download/ubl").status_code == 404
+        assert set(refs(c, code)) >= {n for n, _ in mine}
+        shown = c.get(f"/p/{code}/documents?kind=share_statement").text
+        assert set(re.findall(rf'href="/p/{code}/documents/([^"/]+)"', shown)) == {n for n, _ in mine}
+        # the shares addressed to another party (our own too), even of its own cycles: not found
+        missing = c.get(f"/p/{code}/documents/SHR-2099-999999")
+        for number, id_ in others:
+            for ref in ([number] if number else []) + [f"shr-{id_}"]:
+                for path in (f"/p/{code}/documents/{ref}", f"/p/{code}/documents/{ref}/download/pdf"):
+                    r = c.get(path)
+                    assert (r.status_code, r.text) == (404, missing.text), path
+    # staff: every share statement of a partner's cycles, our own share too, by its id
+    ours = next(i for _, party, i, _, st in shares if party == "us")
+    assert "Revenue-share statement" in sam.get(f"/p/CPX/documents/shr-{ours}").text
+
+
+def test_the_api_lists_and_serves_a_partners_share_statements_only(site):
+    store = site["store"]
+    _partner_party(store, "CPX")
+    with store.session() as s:
+        _, token = accounts.issue_token(s, "CPX", "share test")
+    c = client(site)
+    auth = {"Authorization": f"Bearer {token}"}
+    docs = c.get("/api/v1/documents?kind=share_statement", headers=auth).json()
+    assert docs and all(d["kind"] == "share_statement" and d["ref"].startswith("SHR-") for d in docs)
+    assert {d["ref"] for d in docs} == {r for r in _party_documents(store, "CPX") if r.startswith("SHR-")}
+    got = c.get(f"/api/v1/documents/{docs[0]['ref']}", headers=auth).json()
+    assert got["kind"] == "share_statement" and got["party"] == "CPX"
+    lumfr = {"Authorization": f"Bearer {site['token_a']}"}
+    assert c.get(f"/api/v1/documents/{docs[0]['ref']}", headers=lumfr).status_code == 404
+    assert c.get(f"/api/v1/documents/{docs[0]['ref']}/pdf", headers=lumfr).status_code == 404
+    assert not c.get("/api/v1/documents?kind=share_statement", headers=lumfr).json()
+
+
+# --------------------------------------------------------------------------- disputes through the API
+
+
+def test_disputes_raised_and_followed_through_the_api(site):
+    c = client(site)
+    a = {"Authorization": f"Bearer {site['token_a']}"}
+    b = {"Authorization": f"Bearer {site['token_b']}"}
+    inv = next(d["ref"] for d in c.get("/api/v1/documents?kind=invoice", headers=a).json())
+    stm = next(d["ref"] for d in c.get("/api/v1/documents?kind=statement", headers=a).json())
+    r = c.post("/api/v1/disputes", headers=a, data={"document": inv, "line_no": "1", "comment": "not the agreed rate"},
+               files={"file": ("../proof.png", PNG, "image/png")})
+    assert r.status_code == 201, r.text
+    d = r.json()
+    assert d["state"] == "open" and d["invoice"] == inv and d["line_no"] == 1 and d["line"]["amount"]
+    assert d["raised_by"].startswith("token:") and d["attachment"]["size"] == len(PNG)
+    number = d["number"]
+    assert c.get(f"/api/v1/disputes/{number}", headers=a).json()["state"] == "open"
+    assert number in {x["number"] for x in c.get("/api/v1/disputes", headers=a).json()}
+    got = c.get(f"/api/v1/disputes/{number}/attachment", headers=a)
+    assert got.status_code == 200 and got.content == PNG
+    # the other partner's token: not found by number, file or list, nor raising on A's invoice
+    missing = c.get("/api/v1/disputes/PD-2099-999999", headers=b)
+    for path in (f"/api/v1/disputes/{number}", f"/api/v1/disputes/{number}/attachment",
+                 f"/api/v1/disputes/{number}?partner=LUMFR"):
+        r = c.get(path, headers=b)
+        assert (r.status_code, r.json()) == (404, missing.json()), path
+    assert number not in c.get("/api/v1/disputes", headers=b).text
+    assert c.get("/api/v1/disputes?partner=LUMFR", headers=b).status_code == 404
+    inv_ids, _ = ids_of(site["store"], "LUMFR")
+    for ref in (inv, f"inv-{inv_ids[0]}", "../" + inv):
+        r = c.post("/api/v1/disputes", headers=b, data={"document": ref, "line_no": "1", "comment": "mine?"})
+        assert r.status_code == 404, ref
+    # refused, with why: a statement, no comment, a file that is not what it says, no token
+    r = c.post("/api/v1/disputes", headers=a, data={"document": stm, "line_no": "1", "comment": "x"})
+    assert r.status_code == 400 and "invoice's lines" in r.json()["detail"]
+    assert c.post("/api/v1/disputes", headers=a, data={"document": inv, "line_no": "1", "comment": " "}).status_code == 400
+    r = c.post("/api/v1/disputes", headers=a, data={"document": inv, "line_no": "1", "comment": "x"},
+               files={"file": ("a.pdf", b"MZ", "application/pdf")})
+    assert r.status_code == 400 and "not the PDF" in r.json()["detail"]
+    assert c.post("/api/v1/disputes", headers=a, data={"document": inv, "line_no": "9999", "comment": "x"}
+                  ).status_code == 404
+    assert c.post("/api/v1/disputes", headers=a, data={"document": inv, "line_no": "1", "comment": "a\x00b"}
+                  ).status_code == 400
+    assert c.post("/api/v1/disputes", data={"document": inv, "line_no": "1", "comment": "x"}).status_code == 401
+    ops = c.get("/api/openapi.json").json()["paths"]
+    assert "multipart/form-data" in ops["/api/v1/disputes"]["post"]["requestBody"]["content"]
+    assert "/api/v1/disputes/{number}/attachment" in ops and "/api/v1/agreements/{agreement_id}/rates/{n}" in ops
+
+
+# --------------------------------------------------------------------------- rate tables
+
+
+def test_rate_tables_are_shown_paged_and_filtered_for_the_partners_own_agreements(site, anna, sam):
+    ags = anna.get("/p/LUMFR/agreements").text
+    tables = re.findall(r'href="(/p/LUMFR/agreements/(\d+)/rates/(\d+))"', ags)
+    assert tables
+    pages = {path: anna.get(path) for path, _, _ in tables}
+    assert all(r.status_code == 200 for r in pages.values())
+    big_path, big = max(pages.items(), key=lambda kv: int(re.search(r"(\d+) row\(s\)", kv[1].text).group(1)))
+    rows = int(re.search(r"(\d+) row\(s\)", big.text).group(1))
+    assert rows > 100 and "page 1 of" in big.text and "<th>Prefix</th>" in big.text
+    second = anna.get(f"{big_path}?page=2")
+    assert "page 2 of" in second.text
+    prefixes = re.findall(r"<tr><td>(\d+)</td>", anna.get(f"{big_path}?prefix=33").text)
+    assert prefixes and all(p.startswith("33") for p in prefixes)
+    dest = anna.get(f"{big_path}?destination=united+states").text
+    assert "United States" in dest and "Canada" not in dest
+    # the API: the same rows, prices as exact decimal text
+    c = client(site)
+    a = {"Authorization": f"Bearer {site['token_a']}"}
+    listed = c.get("/api/v1/agreements", headers=a).json()
+    assert listed and all(t["n"] for x in listed for t in x["tables"])
+    _, aid, n = next(t for t in tables if t[0] == big_path)
+    api = c.get(f"/api/v1/agreements/{aid}/rates/{n}?prefix=33", headers=a).json()
+    assert api["rows"] and all(r["prefix"].startswith("33") and isinstance(r["price"], str) for r in api["rows"])
+    # another partner's agreement versions: not found by id, through pages and the API
+    theirs = {x for _, x, _ in re.findall(r'href="(/p/BRKGB/agreements/(\d+)/rates/(\d+))"',
+                                          sam.get("/p/BRKGB/agreements").text)}
+    only_theirs = theirs - {x for _, x, _ in tables}
+    assert only_theirs
+    b = {"Authorization": f"Bearer {site['token_b']}"}
+    for x in only_theirs:
+        for path in (f"/p/LUMFR/agreements/{x}/rates/1", f"/p/BRKGB/agreements/{x}/rates/1",
+                     f"/p/LUMFR/agreements/{x}/rates/1?prefix=..%2F", f"/p/LUMFR/agreements/{x}/rates/..%2F1",
+                     f"/p/LUMFR/agreements/..%2F{x}/rates/1", f"/p/LUMFR/agreements/{x}.0/rates/1"):
+            assert anna.get(path).status_code == 404, path
+        assert c.get(f"/api/v1/agreements/{x}/rates/1", headers=a).status_code == 404
+        assert c.get(f"/api/v1/agreements/{x}/rates/1", headers=b).status_code == 200
+    if aid not in theirs:  # LUMFR's own version: not found with BRKGB's token
+        assert c.get(f"/api/v1/agreements/{aid}/rates/{n}", headers=b).status_code == 404
+    assert c.get("/api/v1/agreements?partner=BRKGB", headers=a).status_code == 404
+    assert anna.get(f"/p/LUMFR/agreements/{aid}/rates/999").status_code == 404

@@ -17,6 +17,7 @@ invoices (:mod:`icdsl.billing.disputes`) are listed beside them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -41,7 +42,11 @@ from icdsl.billing.base import now
 from icdsl.billing.credits import clean_reason, issue_credit_note, parse_amount
 from icdsl.billing.disputes import attach_positions, list_disputes
 from icdsl.billing.errors import StoreError
+from icdsl.lang import ast as A
+from icdsl.lang.decks import RateColumns, read_deck
+from icdsl.lang.parser import parse_text
 from icdsl.outputs import write
+from icdsl.spans import NO_SPAN
 
 if TYPE_CHECKING:
     from icdsl.billing.store import Store
@@ -60,7 +65,11 @@ ATTACHMENT_TYPES: dict[str, tuple[str, Any]] = {
 }
 ATTACHMENT_DIR = "portal/attachments"
 TRAFFIC_BY = ("day", "service", "destination")
-_REF = re.compile(r"^(inv|stm)-([0-9]{1,9})$")  # ids fit a 32-bit integer column
+_REF = re.compile(r"^(inv|stm|shr)-([0-9]{1,9})$")  # ids fit a 32-bit integer column
+#: the kinds of document a partner is party to, as the list and its ``kind`` filter name them
+KINDS = ("invoice", "credit_note", "debit_note", "statement", "share_statement")
+#: the kinds written as e-invoices (UBL); statements are not
+E_INVOICES = ("invoice", "credit_note", "debit_note")
 
 
 class NotFound(StoreError):
@@ -90,11 +99,15 @@ def ping(store: Store) -> None:
         s.execute(select(M.StoreMeta.key).limit(1)).first()
 
 
-def partner_row(s: Session, p: Principal, partner: str) -> M.Partner:
-    """The partner ``p`` may read, asked by code: its own (a partner's principal) or any (staff)."""
+_PARTNER = select(M.Partner.id, M.Partner.code, M.Partner.decl_hash).where(M.Partner.code == sa.bindparam("code"))
+
+
+def partner_row(s: Session | sa.Connection, p: Principal, partner: str) -> sa.Row[Any]:
+    """The partner ``p`` may read, asked by code: its own (a partner's principal) or any (staff):
+    its ``id``, ``code`` and ``decl_hash`` (a row, not an ORM object: read at every request)."""
     if p.partner is not None and partner != p.partner:
         raise NotFound()
-    row = s.scalars(select(M.Partner).where(M.Partner.code == partner)).first()
+    row = s.execute(_PARTNER, {"code": partner}).first()
     if row is None:
         raise NotFound()
     return row
@@ -114,44 +127,79 @@ def partners(store: Store, p: Principal) -> list[dict[str, Any]]:
 
 
 def _ref(kind: str, number: str | None, id_: int) -> str:
-    return number or f"{'inv' if kind != 'statement' else 'stm'}-{id_}"
+    return number or f"{_PREFIX.get(kind, 'inv')}-{id_}"
 
 
-# plain columns, not ORM objects: the list is every document of the partner, read at each view
-_I, _S = M.Invoice, M.SettlementStatement
+_PREFIX = {"statement": "stm", "share_statement": "shr"}
+
+# plain columns, not ORM objects: the list is every document of the partner, read at each view.
+# A partner is party to: our invoices, credit and debit notes to it and its settlement statements
+# (``partner_id``: the documents of its cycles), and the revenue-share statements addressed to it
+# (``party``: its code; the share may come from another partner's cycle, and is what we pay it, or
+# what it pays us when negative). Not to the revenue-share statements of its cycles addressed to
+# other parties, nor to our own share (``us``).
+_I, _S, _H, _C = M.Invoice, M.SettlementStatement, M.ShareStatement, M.BillingCycle
 _INVOICES = (select(_I.id, _I.number, _I.stream, _I.status, _I.issue_date, _I.due_date, _I.subtotal, _I.tax_amount,
-                    _I.total, _I.currency, M.BillingCycle.label)
-             .outerjoin(M.BillingCycle, M.BillingCycle.id == M.Invoice.cycle_id)
-             .where(M.Invoice.partner_id == sa.bindparam("pid")).order_by(M.Invoice.id))
-_STATEMENTS = (select(_S.id, _S.number, _S.status, _S.net, _S.currency, M.BillingCycle.label)
-               .outerjoin(M.BillingCycle, M.BillingCycle.id == M.SettlementStatement.cycle_id)
-               .where(M.SettlementStatement.partner_id == sa.bindparam("pid")).order_by(M.SettlementStatement.id))
+                    _I.total, _I.currency, _I.doc_type, _C.label)
+             .outerjoin(_C, _C.id == _I.cycle_id)
+             .where(_I.partner_id == sa.bindparam("pid")).order_by(_I.id))
+_STATEMENTS = (select(_S.id, _S.number, _S.status, _S.net, _S.currency, _C.label)
+               .outerjoin(_C, _C.id == _S.cycle_id)
+               .where(_S.partner_id == sa.bindparam("pid")).order_by(_S.id))
+_SHARES_OF = (select(_H.id, _H.number, _H.status, _H.total, _H.currency, _H.details, _C.label)
+              .join(_C, _C.id == _H.cycle_id).order_by(_H.id))
+_SHARES = _SHARES_OF.where(_H.party == sa.bindparam("code"))
+# our staff: those too of the partner's cycles addressed to other parties and to us (what we keep)
+_STAFF_SHARES = _SHARES_OF.where(sa.or_(_H.party == sa.bindparam("code"), _H.partner_id == sa.bindparam("pid")))
+
+
+def invoice_kind(doc_type: str | None, total: Decimal | None) -> str:
+    """An invoice row's kind: as drafted (``doc_type``, 0016), else by the total's sign."""
+    if doc_type:
+        return doc_type
+    return "credit_note" if total is not None and total < 0 else "invoice"
 
 
 def documents(store: Store, p: Principal, partner: str, *, period: str | None = None, state: str | None = None,
               kind: str | None = None) -> list[dict[str, Any]]:
-    """The partner's invoices, credit notes and settlement statements (newest first); filters:
-    ``period`` (a cycle's label or its beginning: ``2026`` or ``2026-03``), ``state`` (draft,
-    finalized, void), ``kind`` (invoice, credit_note, statement)."""
+    """The partner's invoices, credit and debit notes, settlement statements and the
+    revenue-share statements addressed to it (newest first); filters: ``period`` (a cycle's label
+    or its beginning: ``2026`` or ``2026-03``), ``state`` (draft, finalized, void), ``kind``
+    (:data:`KINDS`)."""
+    with store.read_rows() as c:
+        return documents_in(c, p, partner, period=period, state=state, kind=kind)
+
+
+def documents_in(c: sa.Connection, p: Principal, partner: str, *, period: str | None = None,
+                 state: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+    """:func:`documents`, read on the connection ``c`` (the request's, with its principal)."""
     out = []
-    with store.reading() as s:
-        prow = partner_row(s, p, partner)
-        for inv in s.execute(_INVOICES, {"pid": prow.id}):
-            label = inv.label
-            k = "credit_note" if inv.total is not None and inv.total < 0 else "invoice"
-            out.append({"kind": k, "ref": _ref(k, inv.number, inv.id), "number": inv.number, "period": label or "",
-                        "stream": inv.stream, "status": inv.status, "issue_date": inv.issue_date,
-                        "due_date": inv.due_date, "subtotal": inv.subtotal, "tax": inv.tax_amount,
-                        "total": inv.total, "currency": inv.currency})
-        for st in s.execute(_STATEMENTS, {"pid": prow.id}):
-            label = st.label
-            out.append({"kind": "statement", "ref": _ref("statement", st.number, st.id), "number": st.number,
-                        "period": label or "", "stream": "netting", "status": st.status, "issue_date": None,
-                        "due_date": None, "subtotal": None, "tax": None, "total": st.net, "currency": st.currency})
+    prow = partner_row(c, p, partner)
+    for id_, number, stream, status, issued, due, subtotal, tax, total, ccy, dtype, label in c.execute(
+            _INVOICES, {"pid": prow.id}):
+        k = invoice_kind(dtype, total)
+        out.append({"kind": k, "ref": number or f"inv-{id_}", "number": number, "period": label or "",
+                    "stream": stream, "status": status, "issue_date": issued, "due_date": due,
+                    "subtotal": subtotal, "tax": tax, "total": total, "currency": ccy})
+    for id_, number, status, net, ccy, label in c.execute(_STATEMENTS, {"pid": prow.id}):
+        out.append({"kind": "statement", "ref": number or f"stm-{id_}", "number": number, "period": label or "",
+                    "stream": "netting", "status": status, "issue_date": None, "due_date": None,
+                    "subtotal": None, "tax": None, "total": net, "currency": ccy})
+    for id_, number, status, total, ccy, details, label in c.execute(
+            _SHARES if p.partner is not None else _STAFF_SHARES, {"code": prow.code, "pid": prow.id}):
+        issued = (details or {}).get("issue_date")
+        out.append({"kind": "share_statement", "ref": number or f"shr-{id_}", "number": number,
+                    "period": label or "", "stream": "revenue share", "status": status,
+                    "issue_date": date.fromisoformat(issued) if issued else None, "due_date": None,
+                    "subtotal": None, "tax": None, "total": total, "currency": ccy})
     if p.partner is not None:
         out = [d for d in out if d["status"] != "draft"]
-    out.sort(key=lambda d: (d["period"], d["ref"]), reverse=True)
+    out.sort(key=_NEWEST, reverse=True)
     return select_documents(out, period=period, state=state, kind=kind)
+
+
+def _NEWEST(d: dict[str, Any]) -> tuple[str, str]:  # noqa: N802 - a sort key
+    return d["period"], d["ref"]
 
 
 def select_documents(docs: list[dict[str, Any]], *, period: str | None = None, state: str | None = None,
@@ -166,28 +214,39 @@ def select_documents(docs: list[dict[str, Any]], *, period: str | None = None, s
     return docs
 
 
-def _find(s: Session, p: Principal, prow: M.Partner, ref: str) -> str:
-    """The store's reference (``#12``, ``stm:3``) of the partner's document ``ref`` (its number,
-    or ``inv-12``/``stm-3``), looked up with the partner in the query."""
+def _lookups() -> dict[tuple[str, bool, bool], Any]:
+    """The lookups of :func:`_find`, built once: (table prefix, by id?, a partner asking?) ->
+    statement of the document's id, with the partner in the query (``pid``, ``code``): an invoice
+    or settlement statement of the partner's, a revenue-share statement addressed to it (our
+    staff: also those of the partner's cycles); drafts hidden from partners."""
+    out = {}
+    for prefix, table, mine, staff in (
+            ("inv", _I, _I.partner_id == sa.bindparam("pid"), None),
+            ("stm", _S, _S.partner_id == sa.bindparam("pid"), None),
+            ("shr", _H, _H.party == sa.bindparam("code"),
+             sa.or_(_H.party == sa.bindparam("code"), _H.partner_id == sa.bindparam("pid")))):
+        for by_id in (True, False):
+            which = table.id == sa.bindparam("id") if by_id else table.number == sa.bindparam("number")
+            out[(prefix, by_id, True)] = select(table.id).where(mine, table.status != "draft", which).limit(1)
+            out[(prefix, by_id, False)] = select(table.id).where(staff if staff is not None else mine, which).limit(1)
+    return out
+
+
+_LOOKUPS = _lookups()
+_INNER = {"inv": "#", "stm": "stm:", "shr": "shr:"}
+
+
+def _find(s: Session | sa.Connection, p: Principal, prow: sa.Row[Any], ref: str) -> str:
+    """The store's reference (``#12``, ``stm:3``, ``shr:4``) of the partner's document ``ref``
+    (its number, or ``inv-12``/``stm-3``/``shr-4``), looked up with the partner in the query."""
     text = ref.strip()
     m = _REF.match(text)
-    hidden = ("draft",) if p.partner is not None else ()
-    if m is None or m.group(1) == "inv":
-        q = select(M.Invoice.id).where(M.Invoice.partner_id == prow.id, M.Invoice.status.not_in(hidden) if hidden
-                                       else sa.true())
-        q = q.where(M.Invoice.id == int(m.group(2))) if m else q.where(M.Invoice.number == text)
-        found = s.scalars(q).first()
+    partner = p.partner is not None
+    params = {"pid": prow.id, "code": prow.code, "id": int(m.group(2)) if m else None, "number": text}
+    for prefix in (m.group(1),) if m else ("inv", "stm", "shr"):
+        found = s.execute(_LOOKUPS[(prefix, m is not None, partner)], params).scalar()
         if found is not None:
-            return f"#{found}"
-    if m is None or m.group(1) == "stm":
-        q = select(M.SettlementStatement.id).where(
-            M.SettlementStatement.partner_id == prow.id,
-            M.SettlementStatement.status.not_in(hidden) if hidden else sa.true())
-        q = q.where(M.SettlementStatement.id == int(m.group(2))) if m else q.where(
-            M.SettlementStatement.number == text)
-        found = s.scalars(q).first()
-        if found is not None:
-            return f"stm:{found}"
+            return f"{_INNER[prefix]}{found}"
     raise NotFound()
 
 
@@ -246,32 +305,56 @@ _NOT_CACHED = ("dispute_position", "dispute_positions_other", "ref")
 _FIRST_COMPANY = select(M.Company.decl_hash).order_by(M.Company.id).limit(1).scalar_subquery()
 _SEAL_OF = (select(M.DocumentSeal.seal, _FIRST_COMPANY)
             .where(M.DocumentSeal.kind == sa.bindparam("kind"), M.DocumentSeal.document_id == sa.bindparam("id")))
+# a revenue-share statement shows the partner of its cycle as it is now (maybe not the reader)
+_SHARE_OWNER = (select(M.Partner.decl_hash).join(_H, _H.partner_id == M.Partner.id)
+                .where(_H.id == sa.bindparam("id")))
+_SEAL_KIND = {"#": "invoice", "stm:": "settlement", "shr:": "share"}
 
 
 def document(store: Store, p: Principal, partner: str, ref: str, *,
              cache: DocumentCache | None = None) -> dict[str, Any]:
-    """One of the partner's documents by its number (or ``inv-ID``/``stm-ID``), as the store
-    builds it (seal checked); :class:`NotFound` for any other. With ``cache``: a finalized
+    """One of the partner's documents by its number (or ``inv-ID``/``stm-ID``/``shr-ID``), as the
+    store builds it (seal checked); :class:`NotFound` for any other. With ``cache``: a finalized
     document already built and checked under the same seal is taken from it (the access check,
     above, is made at every call all the same)."""
-    key = None
-    with store.reading() as s:
-        prow = partner_row(s, p, partner)
-        inner = _find(s, p, prow, ref)
-        if cache is not None:
-            kind, id_ = ("settlement", int(inner[4:])) if inner.startswith("stm:") else ("invoice", int(inner[1:]))
-            sealed = s.execute(_SEAL_OF, {"kind": kind, "id": id_}).first()
-            if sealed is not None:
-                key = (kind, id_, sealed[0], prow.decl_hash, sealed[1])
-                doc = cache.get(key)
-                if doc is not None:
-                    if doc["kind"] == "statement":
-                        attach_positions(store, s, [doc])  # computed now, as the store does
-                    doc["ref"] = _ref(doc["kind"], doc.get("number"), doc["id"])
-                    return doc
-    doc = store.document(inner)
-    if key is not None and doc.get("status") == "finalized":
-        cache.put(key, doc)
+    with store.read_rows() as c:
+        found = find_document(c, p, partner, ref, cache=cache)
+    return finish_document(store, found, cache=cache)
+
+
+def find_document(c: sa.Connection, p: Principal, partner: str, ref: str, *,
+                  cache: DocumentCache | None = None) -> tuple[str, tuple[Any, ...] | None, dict[str, Any] | None]:
+    """The first half of :func:`document`, on the request's connection ``c``: the document looked
+    up with the partner in the query (:class:`NotFound` for any other) and, if ``cache`` keeps it
+    under its seal, the kept copy: (the store's reference, the cache key, the copy or None)."""
+    prow = partner_row(c, p, partner)
+    inner = _find(c, p, prow, ref)
+    if cache is None:
+        return inner, None, None
+    prefix, id_ = inner.rstrip("0123456789"), int(inner.lstrip("#stmhr:"))
+    kind = _SEAL_KIND[prefix]
+    sealed = c.execute(_SEAL_OF, {"kind": kind, "id": id_}).first()
+    if sealed is None:  # a draft (staff): built at each view
+        return inner, None, None
+    owner = prow.decl_hash if kind != "share" else c.execute(_SHARE_OWNER, {"id": id_}).scalar()
+    key = (kind, id_, sealed[0], owner, sealed[1])
+    return inner, key, cache.get(key)
+
+
+def finish_document(store: Store, found: tuple[str, tuple[Any, ...] | None, dict[str, Any] | None], *,
+                    cache: DocumentCache | None = None) -> dict[str, Any]:
+    """The second half of :func:`document`, once the request's connection is given back (a miss
+    reads with a session of its own): the document built and kept, or the kept copy with what is
+    computed at each view (a statement's dispute position)."""
+    inner, key, doc = found
+    if doc is not None:
+        if doc["kind"] == "statement":
+            with store.reading() as s:
+                attach_positions(store, s, [doc])  # computed now, as the store does
+    else:
+        doc = store.document(inner)
+        if cache is not None and key is not None and doc.get("status") == "finalized":
+            cache.put(key, doc)
     doc["ref"] = _ref(doc["kind"], doc.get("number"), doc["id"])
     return doc
 
@@ -283,7 +366,7 @@ def download(store: Store, p: Principal, partner: str, ref: str, fmt: str, *,
     if fmt not in DOWNLOAD_FORMATS:
         raise NotFound()
     doc = document(store, p, partner, ref, cache=cache)
-    if fmt == "ubl" and doc["kind"] not in ("invoice", "credit_note"):
+    if fmt == "ubl" and doc["kind"] not in E_INVOICES:
         raise NotFound("a statement is not an e-invoice: download it as pdf, csv or json")
     with tempfile.TemporaryDirectory(prefix="icdsl-portal-") as tmp:
         try:
@@ -343,7 +426,10 @@ def agreements(store: Store, p: Principal, partner: str) -> list[dict[str, Any]]
     """The agreement versions the partner is billed under: those written for it, and those its
     invoices' lines were rated by (an agreement for any partner, ``*``, when it billed it)."""
     with store.reading() as s:
-        return _agreements(s, p, partner)
+        found = _agreements(s, p, partner)
+    for a in found:
+        a["tables"] = [{k: v for k, v in t.items() if k != "table"} for t in _tables_of(a)]
+    return found
 
 
 def deck(store: Store, p: Principal, partner: str, agreement_id: int, n: int) -> tuple[str, bytes]:
@@ -359,6 +445,153 @@ def deck(store: Store, p: Principal, partner: str, agreement_id: int, n: int) ->
         raise NotFound()
     name = re.split(r"[\\/]", path)[-1] or "deck.csv"
     return name, text.encode("utf-8")
+
+
+# --------------------------------------------------------------------------- rate tables
+
+#: rows of a rate table shown on one page
+RATE_PAGE = 100
+# decks read into rows, per process: by content (sha256), mapping and delimiter (a deck is stored
+# by its content, which cannot change); the access check is made before, at every request
+_RATE_ROWS: OrderedDict[tuple[Any, ...], tuple[list[tuple[Any, ...]], str | None]] = OrderedDict()
+_RATE_ROWS_KEPT = 16
+_RATE_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=64)
+def _price_tables(text: str) -> list[tuple[str, A.DestinationPrice]]:
+    """The priced-by-destination tables of an agreement's text, in order: (service, table). Kept
+    per process by the text (a loaded version's text never changes); the tables are read-only."""
+    tree, _ = parse_text(text, "<agreement>")
+    out: list[tuple[str, A.DestinationPrice]] = []
+    for item in (tree.items if tree is not None else []):
+        for svc in getattr(item, "services", None) or ():
+            name = f"{svc.direction.text} {svc.service.text}"
+            if svc.destination_price is not None:
+                out.append((name, svc.destination_price))
+            if svc.fallback is not None:
+                out.append((f"{name} (fallback)", svc.fallback))
+    return out
+
+
+def _tables_of(a: dict[str, Any]) -> list[dict[str, Any]]:
+    """An agreement version's rate tables: each priced-by-destination table of its text (inline,
+    or a deck matched to one loaded with it by its path), then the decks loaded with it that its
+    text does not name (from a template), read by their usual column names."""
+    out = []
+    files = list(a["deck_files"])
+    for service, table in _price_tables(a["text"]):
+        deck = None
+        if table.deck is not None:
+            written = table.deck.value.replace("\\", "/").lstrip("./")
+            deck = next(((i, f) for i, f in enumerate(a["deck_files"]) if f in files
+                         and (f[0].replace("\\", "/") == written or f[0].replace("\\", "/").endswith("/" + written))),
+                        None)
+            if deck is not None:
+                files.remove(deck[1])
+        out.append({"service": service, "table": table, "deck": deck[1] if deck else None,
+                    "deck_n": deck[0] + 1 if deck else None,
+                    "source": table.deck.value if table.deck is not None else "inline",
+                    "currency": table.currency.text if table.currency is not None else a["currency"],
+                    "unit": table.unit.text if table.unit is not None else None})
+    for f in files:
+        out.append({"service": "", "table": None, "deck": f, "deck_n": a["deck_files"].index(f) + 1,
+                    "source": f[0], "currency": a["currency"], "unit": None})
+    for n, t in enumerate(out, 1):
+        t["n"] = n
+    return out
+
+
+def _deck_rows(s: Session, path: str, sha: str, table: A.DestinationPrice | None) -> tuple[list[tuple[Any, ...]],
+                                                                                        str | None]:
+    """A stored deck's rows as read for the table (its column mapping and delimiter): (prefix,
+    destination, band, price, connect fee, increments, from, until) per row and band; with why
+    it cannot be read, if it cannot."""
+    mapping = table.columns if table is not None else ()
+    delim = table.delimiter.value if table is not None and table.delimiter is not None else None
+    key = (sha, delim, tuple((m.field.text, m.band.text if m.band else None, m.column.value) for m in mapping))
+    with _RATE_LOCK:
+        if key in _RATE_ROWS:
+            _RATE_ROWS.move_to_end(key)
+            return _RATE_ROWS[key]
+    text = s.scalars(select(M.SourceFile.text).where(M.SourceFile.path == path, M.SourceFile.sha256 == sha)).first()
+    if text is None:
+        return [], "the deck's text is not in the store"
+    name = re.split(r"[\\/]", path)[-1] or "deck.csv"
+    with tempfile.TemporaryDirectory(prefix="icdsl-portal-") as tmp:
+        f = Path(tmp) / "deck.csv"
+        f.write_text(text, encoding="utf-8")
+        deck, diags = read_deck(f, name, mapping, delim, NO_SPAN)
+    errors = [d for d in diags if d.severity == "error"]
+    if deck is None or errors:
+        got: tuple[list[tuple[Any, ...]], str | None] = ([], errors[0].message if errors else "unreadable")
+    else:
+        got = (_rows_of(deck.columns) if deck.columns is not None else _node_rows(deck.rows), None)
+    with _RATE_LOCK:
+        _RATE_ROWS[key] = got
+        while len(_RATE_ROWS) > _RATE_ROWS_KEPT:
+            _RATE_ROWS.popitem(last=False)
+    return got
+
+
+def _rows_of(c: RateColumns) -> list[tuple[Any, ...]]:
+    out = []
+    for i in range(len(c)):
+        prices = c.prices_of(i)
+        fee = c.connect_fees[i] if c.connect_fees is not None else None
+        inc = c.increments[i] if c.increments is not None else None
+        start = c.effective_from[i] if c.effective_from is not None else None
+        until = c.effective_to[i] if c.effective_to is not None else None
+        for band, price in prices:
+            out.append((c.prefixes[i], c.destinations[i], band, price, fee, str(inc) if inc else None, start, until))
+    return out
+
+
+def _node_rows(rows: Any) -> list[tuple[Any, ...]]:
+    out = []
+    for r in rows:
+        prices = ([("*", r.price)] if r.price is not None else []) + list(r.band_prices)
+        inc = f"{r.increments[0]}/{r.increments[1]}" if r.increments else None
+        for band, price in prices:
+            out.append((r.prefix, r.destination, band, price, r.connect, inc, r.start, r.until))
+    return out
+
+
+def rate_table(store: Store, p: Principal, partner: str, agreement_id: int, n: int, *, prefix: str | None = None,
+               destination: str | None = None, band: str | None = None, page: int = 1) -> dict[str, Any]:
+    """The ``n``-th rate table (from 1) of one of the partner's agreement versions as rows:
+    prefix, destination, band (``*``: every band), price, connect fee, increments, effective from
+    and until, in the table's currency; filtered (``prefix``: the prefixes beginning so;
+    ``destination``: containing the words, any case; ``band``) and paged (:data:`RATE_PAGE`)."""
+    with store.reading() as s:
+        found = [a for a in _agreements(s, p, partner) if a["id"] == agreement_id]
+        tables = _tables_of(found[0]) if found else []
+        if not 0 < n <= len(tables):
+            raise NotFound()
+        t = tables[n - 1]
+        problem = None
+        if t["deck"] is not None:
+            rows, problem = _deck_rows(s, t["deck"][0], t["deck"][1], t["table"])
+        elif t["table"] is not None and t["table"].deck is None:
+            rows = _node_rows(t["table"].rows)
+        else:
+            rows, problem = [], "the deck was not loaded with this version"
+    bands = sorted({r[2] for r in rows})
+    if prefix:
+        rows = [r for r in rows if r[0].startswith(prefix.strip())]
+    if destination:
+        words = destination.casefold().split()
+        rows = [r for r in rows if all(w in r[1].casefold() for w in words)]
+    if band:
+        rows = [r for r in rows if r[2] == band]
+    pages = max(1, -(-len(rows) // RATE_PAGE))
+    page = min(max(page, 1), pages)
+    shown = rows[(page - 1) * RATE_PAGE: page * RATE_PAGE]
+    keys = ("prefix", "destination", "band", "price", "connect_fee", "increments", "effective_from", "until")
+    return {"agreement": {k: v for k, v in found[0].items() if k not in ("text", "deck_files")},
+            "table": {k: v for k, v in t.items() if k != "table"}, "tables": len(tables), "bands": bands,
+            "problem": problem, "matched": len(rows), "page": page, "pages": pages,
+            "rows": [dict(zip(keys, r, strict=True)) | {"currency": t["currency"]} for r in shown]}
 
 
 def _agreements(s: Session, p: Principal, partner: str) -> list[dict[str, Any]]:
@@ -429,6 +662,8 @@ def raise_dispute(store: Store, p: Principal, partner: str, ref: str, line_no: i
         raise AccessError("say what is wrong with the line (a comment is required)")
     if len(comment) > MAX_COMMENT:
         raise AccessError(f"the comment is longer than {MAX_COMMENT} characters")
+    if any(ord(c) < 32 and c not in "\n\r\t" for c in comment):
+        raise AccessError("the comment holds control characters: write it as plain text")
     ext = None
     if attachment is not None:
         ext = check_attachment(attachment[1], attachment[2])

@@ -388,7 +388,8 @@ class Store:
         self.data = data
         self.dialect = engine.dialect.name
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._readers = sessionmaker(engine.execution_options(icdsl_readonly=True), expire_on_commit=False)
+        self._read_engine = engine.execution_options(icdsl_readonly=True)
+        self._readers = sessionmaker(self._read_engine, expire_on_commit=False)
         self._schema: str | None = None
         self.store_id: str | None = None
 
@@ -453,6 +454,14 @@ class Store:
         """A session for queries only (on SQLite it does not wait for, nor block, a writer)."""
         with self._readers() as s, s.begin():
             yield s
+
+    @contextmanager
+    def read_rows(self) -> Iterator[sa.Connection]:
+        """A connection for Core queries only, inside one transaction (as :meth:`reading`), without
+        an ORM session: what a request of the portal reads (rows, not objects), at a third of
+        the cost of a session's first query."""
+        with self._read_engine.connect() as conn, conn.begin():
+            yield conn
 
     def schema_name(self) -> str:
         if self._schema is None:

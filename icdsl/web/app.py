@@ -27,12 +27,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from fastapi import Depends, FastAPI, Request
+import jinja2
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Path as InPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from icdsl.billing import accounts
@@ -58,19 +61,26 @@ HEADERS = {
 }
 MAX_BODY = P.MAX_ATTACHMENT + 256 * 1024
 STATES = ("draft", "finalized", "void")
-KINDS = ("invoice", "credit_note", "statement")
+KINDS = P.KINDS
 
-templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+# compiled once per process and never looked at again on disk (auto_reload off: no stat per page)
+templates = Jinja2Templates(env=jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True, auto_reload=False,
+    cache_size=-1))
 
 
 def _money(v: Any, ccy: str | None = None) -> str:
     if v is None:
         return ""
-    return str(present(Decimal(v), ccy) if ccy else v)
+    return str(present(v if isinstance(v, Decimal) else Decimal(v), ccy) if ccy else v)
 
 
 templates.env.filters["money"] = _money
 templates.env.filters["number"] = plain_number
+templates.env.globals["kind_titles"] = {"invoice": "Invoice", "credit_note": "Credit note", "debit_note": "Debit note",
+                                        "statement": "Settlement statement",
+                                        "share_statement": "Revenue-share statement"}
+templates.env.globals["kind_names"] = {k: v.lower() for k, v in templates.env.globals["kind_titles"].items()}
 
 
 class PageError(Exception):
@@ -124,6 +134,49 @@ class DisputeView(BaseModel):
     line: dict[str, Any] | None = None
     accepted_amount: Decimal | None = None  # net: set when accepted
     credit_note: str | None = None  # the credit note issued when it was accepted
+
+
+class RateTableRef(BaseModel):
+    n: int
+    service: str
+    source: str
+    currency: str
+    unit: str | None
+
+
+class AgreementView(BaseModel):
+    id: int
+    name: str
+    version: int
+    revision: int
+    effective_from: date
+    effective_to: date | None
+    currency: str
+    hash: str
+    decks: list[str]
+    tables: list[RateTableRef]
+
+
+class RateRowView(BaseModel):
+    prefix: str
+    destination: str
+    band: str  # "*": every band
+    price: Decimal
+    currency: str
+    connect_fee: Decimal | None
+    increments: str | None
+    effective_from: str | None
+    until: str | None
+
+
+class RateTableView(BaseModel):
+    table: RateTableRef
+    bands: list[str]
+    problem: str | None
+    matched: int
+    page: int
+    pages: int
+    rows: list[RateRowView]
 
 
 class Health(BaseModel):
@@ -209,17 +262,26 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
         return _error(request, 422, f"invalid request: {where}")
 
     # ------------------------------------------------------------------ who is asking
-    def user(request: Request) -> Principal | None:
+    def user(request: Request, c: Any = None) -> Principal | None:
+        """The session's user (read at each request: one indexed row with its user), on the
+        request's connection ``c`` or on one of its own."""
         cookie = request.cookies.get(session_cookie)
         if not cookie:
             return None
-        with store.reading() as s:
-            me = accounts.session_principal(s, cookie)
+        if c is None:
+            with store.read_rows() as c:
+                me = accounts.session_principal(c, cookie)
+        else:
+            me = accounts.session_principal(c, cookie)
         request.state.me = me
         return me
 
     def signed_in(request: Request) -> Principal:
-        me = user(request)
+        """The signed-in user (a dependency), else a redirection to the sign-in page."""
+        return signed_in_on(request, None)
+
+    def signed_in_on(request: Request, c: Any) -> Principal:
+        me = user(request, c)
         if me is None:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             raise _Redirect("/login?next=" + quote(target, safe=""))
@@ -229,8 +291,8 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
                       creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
         me = None
         if creds is not None and creds.scheme.lower() == "bearer":
-            with store.reading() as s:
-                me = accounts.token_principal(s, creds.credentials)
+            with store.read_rows() as c:
+                me = accounts.token_principal(c, creds.credentials)
         if me is None:
             raise PageError(401, "a valid API token is required: Authorization: Bearer <token>")
         request.state.me = me
@@ -330,10 +392,17 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
             raise P.NotFound()
         return page(request, "partners.html", me, partners=P.partners(store, me))
 
+    # The two pages read most (a partner's list and its documents): the session, its user and the
+    # scoped rows read on one connection in one transaction (not a dependency of its own: one hop
+    # to the thread pool, not two). Plain functions, in the thread pool: run on the event loop
+    # instead (tried on SQLite), the same CPU per request served fewer requests per second at 50
+    # clients (sqlite3 lets go of the GIL while it reads; threads overlap those reads).
     @app.get("/p/{partner}/documents", response_class=HTMLResponse, include_in_schema=False)
-    def documents_page(request: Request, partner: str, me: Annotated[Principal, Depends(signed_in)],
-                       period: str | None = None, state: str | None = None, kind: str | None = None) -> Response:
-        every = P.documents(store, me, partner)
+    def documents_page(request: Request, partner: str, period: str | None = None, state: str | None = None,
+                       kind: str | None = None) -> Response:
+        with store.read_rows() as c:
+            me = signed_in_on(request, c)
+            every = P.documents_in(c, me, partner)
         docs = P.select_documents(every, period=period or None, state=state or None, kind=kind or None)
         return page(request, "documents.html", me, partner, docs=docs,
                     periods=sorted({d["period"] for d in every if d["period"]}, reverse=True),
@@ -341,9 +410,11 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
                     states=STATES if me.is_staff else STATES[1:], kinds=KINDS)
 
     @app.get("/p/{partner}/documents/{ref}", response_class=HTMLResponse, include_in_schema=False)
-    def document_page(request: Request, partner: str, ref: str,
-                      me: Annotated[Principal, Depends(signed_in)]) -> Response:
-        doc = P.document(store, me, partner, ref, cache=documents)
+    def document_page(request: Request, partner: str, ref: str) -> Response:
+        with store.read_rows() as c:
+            me = signed_in_on(request, c)
+            found = P.find_document(c, me, partner, ref, cache=documents)
+        doc = P.finish_document(store, found, cache=documents)
         return page(request, "document.html", me, partner, doc=doc, formats=_formats(doc),
                     max_mib=P.MAX_ATTACHMENT // (1024 * 1024))
 
@@ -395,6 +466,20 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
     def agreements_page(request: Request, partner: str, me: Annotated[Principal, Depends(signed_in)]) -> Response:
         return page(request, "agreements.html", me, partner, agreements=P.agreements(store, me, partner))
 
+    @app.get("/p/{partner}/agreements/{agreement_id}/rates/{n}", response_class=HTMLResponse, include_in_schema=False)
+    def rates_page(request: Request, partner: str, agreement_id: str, n: str,
+                   me: Annotated[Principal, Depends(signed_in)], prefix: str = "", destination: str = "",
+                   band: str = "", page: str = "1") -> Response:
+        # ids as text: anything but a number in range is "not found", like an id of another partner's
+        if not (agreement_id.isdigit() and n.isdigit() and 0 < int(agreement_id) < 2**31 and 0 < int(n) < 1000):
+            raise P.NotFound()
+        got = P.rate_table(store, me, partner, int(agreement_id), int(n), prefix=prefix[:32],
+                           destination=destination[:100], band=band[:32],
+                           page=int(page) if page.isdigit() and len(page) < 8 else 1)
+        return templates.TemplateResponse(request, "rates.html", {
+            "me": me, "partner": partner, **got, "prefix": prefix[:32], "destination": destination[:100],
+            "band": band[:32]})
+
     @app.get("/p/{partner}/agreements/{agreement_id}/decks/{n}", include_in_schema=False)
     def deck_download(request: Request, partner: str, agreement_id: int, n: int,
                       me: Annotated[Principal, Depends(signed_in)]) -> Response:
@@ -433,6 +518,9 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
     @app.get("/p/{partner}/disputes/{number}/attachment", include_in_schema=False)
     def attachment_page(request: Request, partner: str, number: str,
                         me: Annotated[Principal, Depends(signed_in)]) -> Response:
+        return _attachment(request, me, partner, number)
+
+    def _attachment(request: Request, me: Principal, partner: str, number: str) -> Response:
         name, ctype, data = P.attachment(store, me, partner, number)
         with store.session() as s:
             accounts.principal_event(s, me, "download", partner=partner, target=f"{number} attachment",
@@ -453,8 +541,10 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
     @app.get("/api/v1/documents", response_model=list[DocumentSummary], tags=["documents"])
     def api_documents(me: Api, partner: str | None = None, period: str | None = None,
                       state: Literal["finalized", "void"] | None = None,
-                      kind: Literal["invoice", "credit_note", "statement"] | None = None) -> list[dict[str, Any]]:
-        """The partner's invoices, credit notes and settlement statements (finalized ones)."""
+                      kind: Literal["invoice", "credit_note", "debit_note", "statement", "share_statement"] | None = None
+                      ) -> list[dict[str, Any]]:
+        """The partner's invoices, credit and debit notes, settlement statements and the revenue-share
+        statements addressed to it (finalized ones)."""
         return P.documents(store, me, _own(me, partner), period=period, state=state, kind=kind)
 
     @app.get("/api/v1/documents/{ref}", tags=["documents"], responses={404: {"description": "No such document"}})
@@ -474,17 +564,68 @@ def create_app(config: WebConfig, store: Any = None) -> FastAPI:
         """The partner's billed traffic added up by day, service or destination."""
         return P.traffic(store, me, _own(me, partner), by=by, first=first, last=last)
 
+    @app.get("/api/v1/agreements", response_model=list[AgreementView], tags=["agreements"])
+    def api_agreements(me: Api, partner: str | None = None) -> list[dict[str, Any]]:
+        """The agreement versions the partner is billed under, with their rate tables."""
+        return P.agreements(store, me, _own(me, partner))
+
+    @app.get("/api/v1/agreements/{agreement_id}/rates/{n}", response_model=RateTableView, tags=["agreements"],
+             responses={404: {"description": "No such agreement version or rate table"}})
+    def api_rates(me: Api, agreement_id: Annotated[int, InPath(ge=1, lt=2**31)], n: Annotated[int, InPath(ge=1, lt=1000)],
+                  prefix: Annotated[str, Query(max_length=32)] = "",
+                  destination: Annotated[str, Query(max_length=100)] = "",
+                  band: Annotated[str, Query(max_length=32)] = "",
+                  page: Annotated[int, Query(ge=1, le=10**6)] = 1) -> dict[str, Any]:
+        """One rate table of an agreement version: prefix, destination, band, price, currency,
+        effective dates; filtered (prefix beginning, destination words, band) and paged (100 rows)."""
+        return P.rate_table(store, me, me.partner, agreement_id, n, prefix=prefix, destination=destination, band=band,
+                            page=page)
+
     @app.get("/api/v1/disputes", response_model=list[DisputeView], tags=["disputes"])
     def api_disputes(me: Api, partner: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
         """The disputes the partner raised on our invoices, and their state."""
         return P.portal_disputes(store, me, _own(me, partner), state=state)
 
-    @app.get("/api/v1/disputes/{number}", response_model=DisputeView, tags=["disputes"])
+    @app.get("/api/v1/disputes/{number}", response_model=DisputeView, tags=["disputes"],
+             responses={404: {"description": "No such dispute"}})
     def api_dispute(me: Api, number: str) -> dict[str, Any]:
-        """One dispute the partner raised."""
+        """One dispute the partner raised, with the disputed line and its state."""
         return P.portal_dispute(store, me, me.partner, number)
 
+    @app.post("/api/v1/disputes", response_model=DisputeView, status_code=201, tags=["disputes"],
+              responses={400: {"description": "Refused: no comment, a finalized invoice only, a file of the wrong "
+                                              "type or over 5 MiB"},
+                         404: {"description": "No such invoice, or no such line on it"},
+                         413: {"description": "The request is over 5.25 MiB"}})
+    async def api_raise(request: Request, me: Api,
+                        document: Annotated[str, Form(max_length=64, description="The invoice's number (or inv-ID)")],
+                        line_no: Annotated[int, Form(ge=1, lt=2**31, description="The disputed line's number")],
+                        comment: Annotated[str, Form(max_length=P.MAX_COMMENT, description="What is wrong")],
+                        file: Annotated[UploadFile | None, File(description="A PDF, PNG, JPEG, CSV or text file, "
+                                                                             "at most 5 MiB")] = None
+                        ) -> dict[str, Any]:
+        """Raise a dispute on a line of one of the partner's finalized invoices (multipart/form-data),
+        with a comment and optionally an attached file; answers the dispute (``open``), 201."""
+        attached = None
+        if file is not None and file.filename:
+            attached = (file.filename, file.content_type, await file.read(P.MAX_ATTACHMENT + 1))
+        d = await run_in_threadpool(P.raise_dispute, store, me, me.partner, document, line_no, comment,
+                                    attachment=attached, remote=remote(request))
+        log.info("dispute raised: %s on %s line %s by %s (API)", d["number"], document, line_no, me.name)
+        return await run_in_threadpool(P.portal_dispute, store, me, me.partner, d["number"])
+
+    @app.get("/api/v1/disputes/{number}/attachment", tags=["disputes"],
+             responses={200: {"description": "The attached file", "content": {"application/octet-stream": {}}},
+                        404: {"description": "No such dispute, or none attached"}})
+    def api_attachment(request: Request, number: str, me: Api) -> Response:
+        """The file attached to one of the partner's disputes."""
+        return _attachment(request, me, me.partner, number)
+
     return app
+
+
+_HEALTH_HEADERS = [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
+_PAGE_HEADERS = [*_HEALTH_HEADERS, (b"cache-control", b"no-store")]
 
 
 class _Guard:
@@ -498,8 +639,7 @@ class _Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
-        size = headers.get(b"content-length")
+        size = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         message = None
         if size is not None and (not size.isdigit() or int(size) > MAX_BODY):
             message, status = f"the request is larger than {MAX_BODY // (1024 * 1024)} MiB", 413
@@ -513,9 +653,7 @@ class _Guard:
                 response = HTMLResponse(f"<!doctype html><title>{status}</title><p>{message}</p>", status_code=status)
             await response(scope, receive, send)
             return
-        extra = [(k.lower().encode(), v.encode()) for k, v in HEADERS.items()]
-        if scope["path"] != "/health":
-            extra.append((b"cache-control", b"no-store"))
+        extra = _HEALTH_HEADERS if scope["path"] == "/health" else _PAGE_HEADERS
 
         async def sending(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -533,7 +671,7 @@ def from_environment() -> FastAPI:
 
 
 def _formats(doc: dict[str, Any]) -> list[str]:
-    return ["pdf", "csv", "json"] + (["ubl"] if doc["kind"] in ("invoice", "credit_note") and doc.get("number") else [])
+    return ["pdf", "csv", "json"] + (["ubl"] if doc["kind"] in P.E_INVOICES and doc.get("number") else [])
 
 
 def _local(target: str) -> str:

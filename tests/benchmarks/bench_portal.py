@@ -190,8 +190,16 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=0,
                     help="requests made first and not measured (a server that has been running: its documents "
                          "built and their seals checked once, kept per process)")
+    ap.add_argument("--store", type=Path, default=None,
+                    help="keep the generated SQLite store in this folder and use it again on later runs (to "
+                         "compare two versions of the code on the same store: its sessions last 12 hours)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="icdsl-bench-portal-") as tmp:
+        if args.store is not None:
+            if args.db != "sqlite":
+                raise SystemExit("--store keeps a SQLite store only")
+            args.store.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.store.resolve())
         schema = None
         if args.db == "postgres":
             import sqlalchemy as sa
@@ -206,7 +214,14 @@ def main() -> None:
             url = f"sqlite:///{Path(tmp) / 'icdsl.db'}"
         try:
             t0 = time.perf_counter()
-            fixture = generate(url, Path(tmp) / "data", args.partners, args.months, min(args.clients, args.partners))
+            kept = Path(tmp) / "fixture.json"
+            if args.store is not None and kept.exists():
+                fixture = json.loads(kept.read_text())
+            else:
+                fixture = generate(url, Path(tmp) / "data", args.partners, args.months,
+                                   min(args.clients, args.partners))
+                if args.store is not None:
+                    kept.write_text(json.dumps(fixture))
             generated = time.perf_counter() - t0
             with socket.socket() as sock:
                 sock.bind(("127.0.0.1", 0))
