@@ -717,9 +717,7 @@ class _Batch:
             billed, slot_num = _by_slot_sets(kern, sidx, d, zero, billed, ri, sp.minimum_s, price)
         self.billed[pos] = billed
         fee = kern.fee_term[0] if kern.uniform_fee else kern.fee_term[by_band if kern.fee_by_band else r]
-        if sidx is not None:  # rows that choose their slot set
-            num = slot_num + fee
-        elif rules.slots and slot_num is not None:
+        if slot_num is not None:  # slots with increments of their own, or rows that choose their set
             num = slot_num + fee
         elif rules.slots:
             num = np.zeros(n, dtype=np.int64) + fee
