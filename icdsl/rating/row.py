@@ -38,7 +38,9 @@ rounding_bytes, price x bytes / unit_bytes. ``billed_units`` is seconds, the cou
 
 Slots (time units): the seconds of [0, billed) from the call's start in [previous until_s,
 until_s) are priced at the slot's price (last until_s None: the rest). The rate row still gives
-destination, connect fee and increments.
+destination, connect fee and increments. Slot sets (``slots NAME { ... }``, ``rules.slot_sets``):
+a row that names one (``RateRow.slots``) is priced by that set's slots; a row that names none by
+the service's unnamed slots, else by its own price (``ServiceRules.slots_for``).
 
 Split at band boundary (time units, ``split_at_band_boundary``): billed seconds are computed on
 the whole call; each real second of [start, start + d) belongs to the band in force at the instant
