@@ -137,13 +137,13 @@ def slot_lists(draw):
 
 
 @st.composite
-def services(draw, direction, service):
-    unit = draw(st.sampled_from(["minute", "minute", "second", "message", "MB"]))
+def services(draw, direction, service, with_sets=False):
+    unit = "minute" if with_sets else draw(st.sampled_from(["minute", "minute", "second", "message", "MB"]))
     time_unit = unit in ("minute", "second")
-    price_kind = draw(st.sampled_from(["rates", "rates", "rates", "flat"]))
+    price_kind = "rates" if with_sets else draw(st.sampled_from(["rates", "rates", "rates", "flat"]))
     # slots NAME { ... }: sets that rows of a per-minute table choose (some rows none)
     sets = ()
-    if unit == "minute" and price_kind == "rates" and draw(st.booleans()):
+    if unit == "minute" and price_kind == "rates" and (with_sets or draw(st.booleans())):
         sets = tuple(SlotSet(name, slot_lists(draw), draw(spans())) for name in draw(
             st.lists(st.sampled_from(["s1", "s2", "s3"]), min_size=1, max_size=3, unique=True)))
     names = tuple(ss.name for ss in sets)
@@ -190,12 +190,12 @@ def services(draw, direction, service):
 
 
 @st.composite
-def plans(draw):
+def plans(draw, with_sets=False):
     agreements = []
     for i in range(draw(st.integers(1, 3))):
         frm = draw(st.dates(date(2026, 1, 1), date(2026, 4, 1)))
         to = draw(st.one_of(st.none(), st.dates(frm, date(2026, 12, 31))))
-        svc = draw(services("outbound", draw(st.sampled_from(["voice", "data"]))))
+        svc = draw(services("outbound", draw(st.sampled_from(["voice", "data"])), with_sets))
         agreements.append(
             Agreement(
                 f"a{i}",
@@ -254,6 +254,26 @@ def records(draw, n):
 @given(p=plans(), data=st.data())
 def test_row_and_batch_agree(p, data):
     recs = data.draw(records(data.draw(st.integers(1, 40))))
+    assert_same(p, recs)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+@given(p=plans(with_sets=True), data=st.data())
+def test_row_and_batch_agree_with_slot_sets(p, data):
+    """Every service prices by a per-minute table whose rows choose slot sets (``slots NAME``);
+    most records are calls the plan rates (an agreement's partner, service, period and prefixes)."""
+    recs = data.draw(records(data.draw(st.integers(1, 40))))
+    for r in recs:
+        if data.draw(st.integers(0, 3)):
+            ag = data.draw(st.sampled_from(p.agreements))
+            sp = ag.services[0]
+            prefix = data.draw(st.sampled_from([row.prefix for row in sp.rates.rows]))
+            day = data.draw(st.dates(max(ag.effective_from, date(2026, 3, 21)), date(2026, 4, 9)))
+            r.update(partner="P1" if ag.partner == "*" else ag.partner, direction="outbound", service=sp.service,
+                     b_number=prefix + data.draw(st.text(DIGITS, max_size=4)),
+                     start=datetime.combine(day, time(12), UTC) + timedelta(seconds=data.draw(st.integers(0, 40_000))))
     assert_same(p, recs)
 
 
