@@ -3,7 +3,7 @@
 Hypothesis builds plans with random prefix trees (nested, duplicated, effective-dated), prices with
 up to 6 decimals (some bands without a price), increments, connect fees, calendars in zones with
 DST and half-hour offsets, holidays, rounding modes and precisions, slots (with increments per
-slot), maximum costs per call, fallback tables, band parts (price, connect fee, increments,
+slot; slot sets chosen per rate row, `slots NAME`), maximum costs per call, fallback tables, band parts (price, connect fee, increments,
 data minimum and rounding by band), band splits, volume and count units; and records with edge
 durations, instants on DST changes, short or odd numbers and missing fields. Every rated field
 and every reject reason and detail must be identical.
@@ -36,6 +36,7 @@ from icdsl.plan.model import (
     Rounding,
     ServicePlan,
     Slot,
+    SlotSet,
     Span,
     VolumeUnit,
 )
@@ -95,7 +96,8 @@ def calendars(draw):
 
 
 @st.composite
-def rate_rows(draw):
+def rate_rows(draw, sets=()):
+    """Rows of a rate table; ``sets``: names of slot sets a row may choose (``slots NAME``)."""
     n = draw(st.integers(1, 10))
     rows = []
     prefixes = [""]
@@ -116,28 +118,39 @@ def rate_rows(draw):
                 frm,
                 to,
                 draw(spans()),
+                slots=draw(st.sampled_from((None, *sets))),
             )
         )
     return tuple(rows)
 
 
+def slot_lists(draw):
+    untils = sorted(draw(st.sets(st.integers(1, 400), min_size=1, max_size=3)))
+    if draw(st.booleans()):
+        untils[-1] = None
+    slot_incs = draw(st.booleans())  # increments per slot (some slots keep the row's)
+    return tuple(
+        Slot(u, draw(prices), draw(spans()),
+             draw(st.one_of(st.none(), st.sampled_from(INCREMENTS))) if slot_incs else None)
+        for u in untils
+    )
+
+
 @st.composite
-def services(draw, direction, service):
-    unit = draw(st.sampled_from(["minute", "minute", "second", "message", "MB"]))
+def services(draw, direction, service, with_sets=False):
+    unit = "minute" if with_sets else draw(st.sampled_from(["minute", "minute", "second", "message", "MB"]))
     time_unit = unit in ("minute", "second")
-    price_kind = draw(st.sampled_from(["rates", "rates", "rates", "flat"]))
-    rows = draw(rate_rows()) if price_kind == "rates" else ()
+    price_kind = "rates" if with_sets else draw(st.sampled_from(["rates", "rates", "rates", "flat"]))
+    # slots NAME { ... }: sets that rows of a per-minute table choose (some rows none)
+    sets = ()
+    if unit == "minute" and price_kind == "rates" and (with_sets or draw(st.booleans())):
+        sets = tuple(SlotSet(name, slot_lists(draw), draw(spans())) for name in draw(
+            st.lists(st.sampled_from(["s1", "s2", "s3"]), min_size=1, max_size=3, unique=True)))
+    names = tuple(ss.name for ss in sets)
+    rows = draw(rate_rows(names)) if price_kind == "rates" else ()
     slots = ()
     if time_unit and draw(st.booleans()):
-        untils = sorted(draw(st.sets(st.integers(1, 400), min_size=1, max_size=3)))
-        if draw(st.booleans()):
-            untils[-1] = None
-        slot_incs = draw(st.booleans())  # increments per slot (some slots keep the row's)
-        slots = tuple(
-            Slot(u, draw(prices), draw(spans()),
-                 draw(st.one_of(st.none(), st.sampled_from(INCREMENTS))) if slot_incs else None)
-            for u in untils
-        )
+        slots = slot_lists(draw)
     volume = None
     if unit == "MB":
         volume = VolumeUnit(
@@ -147,7 +160,8 @@ def services(draw, direction, service):
         direction,
         service,
         unit,
-        rates=RateTable(rows, "EUR", fallback=RateTable(draw(rate_rows()), "EUR") if draw(st.booleans()) else None)
+        rates=RateTable(rows, "EUR",
+                        fallback=RateTable(draw(rate_rows(names)), "EUR") if draw(st.booleans()) else None)
         if rows else None,
         flat_price=draw(prices) if price_kind == "flat" else None,
         currency="EUR",
@@ -171,16 +185,17 @@ def services(draw, direction, service):
                      draw(st.one_of(st.none(), st.sampled_from([1, 1000, 4096]))))
             for b in draw(st.lists(st.sampled_from(BANDS), max_size=3, unique=True))
         ),
+        slot_sets=sets,
     )
 
 
 @st.composite
-def plans(draw):
+def plans(draw, with_sets=False):
     agreements = []
     for i in range(draw(st.integers(1, 3))):
         frm = draw(st.dates(date(2026, 1, 1), date(2026, 4, 1)))
         to = draw(st.one_of(st.none(), st.dates(frm, date(2026, 12, 31))))
-        svc = draw(services("outbound", draw(st.sampled_from(["voice", "data"]))))
+        svc = draw(services("outbound", draw(st.sampled_from(["voice", "data"])), with_sets))
         agreements.append(
             Agreement(
                 f"a{i}",
@@ -239,6 +254,26 @@ def records(draw, n):
 @given(p=plans(), data=st.data())
 def test_row_and_batch_agree(p, data):
     recs = data.draw(records(data.draw(st.integers(1, 40))))
+    assert_same(p, recs)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+@given(p=plans(with_sets=True), data=st.data())
+def test_row_and_batch_agree_with_slot_sets(p, data):
+    """Every service prices by a per-minute table whose rows choose slot sets (``slots NAME``);
+    most records are calls the plan rates (an agreement's partner, service, period and prefixes)."""
+    recs = data.draw(records(data.draw(st.integers(1, 40))))
+    for r in recs:
+        if data.draw(st.integers(0, 3)):
+            ag = data.draw(st.sampled_from(p.agreements))
+            sp = ag.services[0]
+            prefix = data.draw(st.sampled_from([row.prefix for row in sp.rates.rows]))
+            day = data.draw(st.dates(max(ag.effective_from, date(2026, 3, 21)), date(2026, 4, 9)))
+            r.update(partner="P1" if ag.partner == "*" else ag.partner, direction="outbound", service=sp.service,
+                     b_number=prefix + data.draw(st.text(DIGITS, max_size=4)),
+                     start=datetime.combine(day, time(12), UTC) + timedelta(seconds=data.draw(st.integers(0, 40_000))))
     assert_same(p, recs)
 
 

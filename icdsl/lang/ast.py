@@ -409,6 +409,9 @@ class RateRowNode:
     prefix_quoted: bool = False
     words: tuple[str, ...] = ()
     origin: tuple[tuple[str, str], ...] = ()  # a deck row's origin key (lang.decks.ORIGIN_FIELDS)
+    # ``slots NAME``: the service's slot set that prices this row (None: the service's default)
+    slot_set: str | None = None
+    slot_set_span: Span | None = None  # where the row names it (inline rows; a deck row: its line)
 
     @property
     def prefix_text(self) -> str:
@@ -447,6 +450,16 @@ class SlotNode:
 
 
 @dataclass(frozen=True, slots=True)
+class SlotSetNode:
+    """``slots NAME { ... }`` in a service: a named set of slots that rate rows select with
+    ``slots NAME`` (CGRateS's rate groups per destination)."""
+
+    name: Ident
+    slots: tuple[SlotNode, ...]
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
 class BandPartNode:
     """``band peak { price ..., connect fee ..., increments I/S }`` in a service."""
 
@@ -474,6 +487,7 @@ class ServiceDecl:
     # ``fallback from deck "..."`` / ``fallback { rows }``: the table for numbers the price table misses
     fallback: DestinationPrice | None = None
     band_parts: tuple[BandPartNode, ...] = ()  # ``band NAME { ... }``
+    slot_sets: tuple[SlotSetNode, ...] = ()  # ``slots NAME { ... }``, selected by rate rows
 
     def setting(self, key: str) -> Setting | None:
         return _by_key(self.settings, key)

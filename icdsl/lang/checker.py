@@ -1118,6 +1118,7 @@ class Checker:
             self._service_setting(si, st)
         if s.slots:
             self._slots(si, s.slots)
+        self._slot_sets(si)
         for c in s.charges:
             self._charge(c, (key,), info)
         refiles = [st for st in s.settings if st.key == "refile"]
@@ -1390,6 +1391,42 @@ class Checker:
                 self.error("E310", "'then' must be the last slot", sl.span)
         if si.unit not in ("minute", "second"):
             si.unit = slots[-1].unit.text if slots[-1].unit.text in ("minute", "second") else "minute"
+
+    def _slot_sets(self, si: ServiceInfo) -> None:
+        """``slots NAME { ... }`` and the rate rows that select one with ``slots NAME`` (inline, or
+        a deck's ``slots`` column): each set is checked as the service's slots are; a row naming
+        no set of the service is E324, a set no row names is W305."""
+        s = si.node
+        names: dict[str, ast.SlotSetNode] = {}
+        for ss in s.slot_sets:
+            if ss.name.text in names:
+                self.error("E324", f"slot set '{ss.name.text}' is declared twice in this service", ss.name.span,
+                           f"the first is at {names[ss.name.text].span}; give each set its own name")
+                continue
+            names[ss.name.text] = ss
+            self._slots(si, ss.slots)
+        dp = s.destination_price
+        if s.slot_sets and dp is None:
+            self.error("E324", "slot sets are chosen by rate rows, but this service has no price by destination",
+                       s.slot_sets[0].span, "name the set in the rows of 'price by destination' with 'slots NAME', "
+                       "or write the slots unnamed ('slots { ... }') to price every call")
+            return
+        if s.slot_sets and dp is not None and dp.unit is not None and TIME_UNITS.get(dp.unit.text) != 60:
+            self.error("E206", f"rows that select slot sets are priced per minute, not per '{dp.unit.text}'",
+                       dp.unit.span, "slot prices are per minute: drop the unit or write 'per minute'")
+        used: set[str] = set()
+        tables = [si.rows] + ([si.fallback.rows] if si.fallback is not None else [])
+        for rows in tables:
+            for name, where in _named_sets(rows):
+                used.add(name)
+                if name not in names:
+                    self.error("E324", f"unknown slot set '{name}'", where,
+                               did_you_mean(name, names, "slot sets of this service")
+                               or "declare it in the service with 'slots NAME { first ... , then ... }'")
+        for name, ss in names.items():
+            if name not in used:
+                self.warning("W305", f"slot set '{name}' is not chosen by any rate row", ss.name.span,
+                             f"rows choose it with 'slots {name}' (a deck: a 'slots' column); else remove it")
 
     def _band_parts(self, si: ServiceInfo) -> None:
         """``band NAME { price ..., connect fee ..., increments I/S }``: the parts of the tariff
@@ -2065,3 +2102,17 @@ def date_format_problem(fmt: str) -> str | None:
     if back.date() != sample.date():
         return "it does not read back the day it writes"
     return None
+
+
+def _named_sets(rows) -> list[tuple[str, Span]]:
+    """The slot sets the rows of a table name, with where: every inline row that names one; a deck
+    read as columns, each distinct name once, at its first row's line."""
+    if isinstance(rows, RateColumns):
+        if rows.slot_sets is None:
+            return []
+        first: dict[str, int] = {}
+        for i, name in enumerate(rows.slot_sets):
+            if name is not None and name not in first:
+                first[name] = i
+        return [(name, rows.span_at(i)) for name, i in first.items()]
+    return [(r.slot_set, r.slot_set_span or r.span) for r in rows if r.slot_set is not None]

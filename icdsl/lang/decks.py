@@ -63,6 +63,8 @@ class RateRow:
     # the row's origin (and destination operator/circle) key as written: (field, value) pairs,
     # fields from ORIGIN_FIELDS; empty for a row that prices every origin
     origin: tuple[tuple[str, str], ...] = ()
+    # ``slots NAME`` (a deck's ``slots`` column): the service's slot set that prices this row
+    slots: str | None = None
 
     def price_for(self, band: str) -> Decimal | None:
         star = None
@@ -87,13 +89,14 @@ class RateColumns(Sequence[RateRow]):
     checker); ``lines``: each row's line in the CSV file ``source``."""
 
     __slots__ = ("source", "prefixes", "destinations", "rate", "bands", "connect_fees", "increments",
-                 "effective_from", "effective_to", "lines", "origins", "_built")
+                 "effective_from", "effective_to", "lines", "origins", "slot_sets", "_built")
 
     def __init__(self, source: str, prefixes: tuple[str, ...], destinations: tuple[str, ...],
                  rate: tuple[Decimal | None, ...] | None, bands: tuple[tuple[str, tuple[Decimal | None, ...]], ...],
                  connect_fees: tuple[Decimal | None, ...] | None, increments: tuple[Increments | None, ...] | None,
                  effective_from: tuple[str | None, ...] | None, effective_to: tuple[str | None, ...] | None,
-                 lines: tuple[int, ...], origins: tuple[tuple[str, tuple[str | None, ...]], ...] = ()):
+                 lines: tuple[int, ...], origins: tuple[tuple[str, tuple[str | None, ...]], ...] = (),
+                 slot_sets: tuple[str | None, ...] | None = None):
         self.source = source
         self.prefixes = prefixes
         self.destinations = destinations
@@ -105,11 +108,12 @@ class RateColumns(Sequence[RateRow]):
         self.effective_to = effective_to
         self.lines = lines
         self.origins = origins  # (field, values) per origin column of the deck (ORIGIN_FIELDS)
+        self.slot_sets = slot_sets  # the ``slots`` column: each row's slot set (None: the default)
         self._built: list[RateRow | None] = [None] * len(prefixes)
 
     def _fields(self) -> tuple:
         return (self.source, self.prefixes, self.destinations, self.rate, self.bands, self.connect_fees,
-                self.increments, self.effective_from, self.effective_to, self.lines, self.origins)
+                self.increments, self.effective_from, self.effective_to, self.lines, self.origins, self.slot_sets)
 
     def __getstate__(self) -> tuple:
         return self._fields()
@@ -183,6 +187,7 @@ class RateColumns(Sequence[RateRow]):
             effective_to=date.fromisoformat(until) if until else None,
             span=self.span_at(i),
             origin=self.origin_of(i) if self.origins else (),
+            slots=self.slot_sets[i] if self.slot_sets is not None else None,
         )
 
 
@@ -193,7 +198,7 @@ class RateColumns(Sequence[RateRow]):
 ORIGIN_FIELDS = ("origin", "origin_country", "origin_zone", "origin_operator", "origin_circle",
                  "destination_operator", "destination_circle")
 FIELDS = ("prefix", "destination", "rate", "connect_fee", "increments", "initial", "subsequent", "effective",
-          "until") + ORIGIN_FIELDS
+          "until", "slots") + ORIGIN_FIELDS
 DEFAULT_NAMES = {
     "prefix": ("prefix", "code", "dial_code", "dialcode"),
     "destination": ("destination", "name", "description"),
@@ -204,6 +209,7 @@ DEFAULT_NAMES = {
     "subsequent": ("subsequent_increment", "subsequent"),
     "effective": ("effective", "effective_from", "effective_date", "valid_from"),
     "until": ("until", "effective_to", "valid_to"),
+    "slots": ("slots", "slot_set"),
     "origin": ("origin", "origin_prefix", "a_prefix", "a_number_prefix"),
     "origin_country": ("origin_country", "from_country"),
     "origin_zone": ("origin_zone", "from_zone"),
@@ -223,6 +229,7 @@ _DIGITS = re.compile(r"[0-9]+\Z")
 CATCH_ALL = "*"  # a deck's catch-all row: the empty prefix, which every number starts with
 _SECONDS = re.compile(r"[0-9]{1,9}\Z")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
+_SET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _ORIGIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.&'()/-]{0,63}\Z")
 
 
@@ -417,6 +424,8 @@ def _read_deck(path: Path, shown: str, mapping: tuple[ast.DeckColumn, ...], deli
     e_i, u_i = cols.get("effective"), cols.get("until")
     band_items = list(band_cols.items())
     origin_items = [(f, cols[f]) for f in ORIGIN_FIELDS if f in cols]
+    if "slots" in cols:  # read like an origin column; _row takes it out
+        origin_items.append(("slots", cols["slots"]))
     lineno = 1
     problems: list[tuple[int, str, str | None]] = []
     while True:
@@ -534,6 +543,7 @@ def _columns(text: str, delim: str, header: list[str], cols: dict[str, int], ban
             if any((x is None) != (y is None) for x, y in zip(a, b, strict=True)):
                 raise _Slow
             incs = tuple(_increment_obj(x, y) if x is not None else None for x, y in zip(a, b, strict=True))
+        sets = column(cols.get("slots"), _slot_set)
         start = column(cols.get("effective"), date_text)
         until = column(cols.get("until"), date_text)
         origins = []
@@ -546,7 +556,14 @@ def _columns(text: str, delim: str, header: list[str], cols: dict[str, int], ban
     if not priced or any(all(c[i] is None for c in priced) for i in range(n)):
         return None  # a row without any rate: the row-by-row reader reports it
     return RateColumns(shown, prefixes, destinations, rate, bands, connect, incs, start, until,
-                       tuple(range(2, n + 2)), tuple(origins))
+                       tuple(range(2, n + 2)), tuple(origins), sets)
+
+
+def _slot_set(v: str) -> str | None:
+    t = v.strip()
+    if t and not _SET_NAME.match(t):
+        raise _Slow
+    return t or None
 
 
 def _origin(fname: str, v: str) -> str | None:
@@ -632,7 +649,14 @@ def _row(rec, lineno, width, header, p_i, d_i, r_i, c_i, inc_i, ini_i, sub_i, e_
         if not _DATE.match(until):
             return f"end date '{short_text(until)}' is not a date (YYYY-MM-DD)", None
     origin = []
+    slot_set = None
     for fname, i in origin_items:
+        if fname == "slots":
+            slot_set = rec[i].strip() or None
+            if slot_set is not None and not _SET_NAME.match(slot_set):
+                return (f"slot set '{short_text(slot_set)}' is not a name",
+                        "name one of the service's 'slots NAME { ... }', or leave the cell empty for its default")
+            continue
         value = origin_value(fname, rec[i])
         if value:
             problem = origin_problem(fname, value)
@@ -640,8 +664,10 @@ def _row(rec, lineno, width, header, p_i, d_i, r_i, c_i, inc_i, ini_i, sub_i, e_
                 return problem, "leave the cell empty for a row that prices every origin"
             origin.append((fname, value))
     dest = rec[d_i].strip() if d_i is not None else ""
-    rows.append(ast.RateRowNode(prefix, dest, price, tuple(bands), connect, incr, start, until,
-                                Span(shown, lineno, 1, lineno, 2), origin=tuple(origin)))
+    span = Span(shown, lineno, 1, lineno, 2)
+    rows.append(ast.RateRowNode(prefix, dest, price, tuple(bands), connect, incr, start, until, span,
+                                origin=tuple(origin), slot_set=slot_set,
+                                slot_set_span=span if slot_set is not None else None))
     return None
 
 

@@ -811,6 +811,10 @@ class _ToAst(Transformer):
     def s_slots(self, meta, children):
         return ("slots", tuple(children))
 
+    def s_slot_set(self, meta, children):
+        name, *slots = children
+        return ("slot_set", ast.SlotSetNode(self._ident(name), tuple(slots), self.s.of_meta(meta)))
+
     def s_split(self, meta, c):
         return ast.Setting("split", (), self.s.of_meta(meta))
 
@@ -888,7 +892,7 @@ class _ToAst(Transformer):
         flat = dest = cal = bands = rounding = None
         settings, slots, charges = [], (), []
         fallback = None
-        band_parts = []
+        band_parts, slot_sets = [], []
         for i in items:
             if isinstance(i, ast.Setting):
                 settings.append(i)
@@ -912,9 +916,11 @@ class _ToAst(Transformer):
                 fallback = i[1]
             elif i[0] == "band_part":
                 band_parts.append(i[1])
+            elif i[0] == "slot_set":
+                slot_sets.append(i[1])
         return ast.ServiceDecl(self._ident(direction), self._ident(service), flat, dest, cal, bands,
                                tuple(settings), slots, rounding, tuple(charges), self.s.of_meta(meta), fallback,
-                               tuple(band_parts))
+                               tuple(band_parts), tuple(slot_sets))
 
     # -- charges
     def _charge(self, kind, kind_tok_span, label, params, options, meta, generic=False):

@@ -5,7 +5,9 @@ building trees for them. The grammar therefore reads the whole ``{ ... }`` body 
 table as one token and this module reads its rows. A row reads::
 
     PREFIX "Destination" PRICE | (BAND PRICE)+  [connect FEE] [increments I/S] [from DATE] [until DATE]
-                                                 [ORIGIN_FIELD VALUE]...
+                                                 [slots NAME] [ORIGIN_FIELD VALUE]...
+
+(``slots NAME``: the service's slot set ``slots NAME { ... }`` that prices the row)
 
 where ORIGIN_FIELD is one of the origin columns of a deck (``origin 4420``, ``origin_zone EEA``,
 ``origin_country FR``, ``origin_operator AIRTEL``, ``origin_circle MH``,
@@ -41,9 +43,11 @@ _TOKEN = re.compile(
     r"|(?P<name>[A-Za-z_]\w*)|(?P<slash>/)|(?P<other>.)",
     re.S | re.ASCII,
 )
-_OPTION_WORDS = frozenset(("connect", "increments", "from", "until") + ORIGIN_FIELDS)
+_OPTION_WORDS = frozenset(("connect", "increments", "from", "until", "slots") + ORIGIN_FIELDS)
+_SET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z", re.ASCII)
+_SET_WORD = re.compile(r"(?<!\S)slots[ \t]+(\S+)", re.ASCII)
 ROW_HELP = ('a row reads: PREFIX "Destination" PRICE (or BAND PRICE ...), then optional connect, increments, from, '
-            'until, and origin keys (origin_zone EEA, origin_operator AIRTEL ...)')
+            'until, slots NAME, and origin keys (origin_zone EEA, origin_operator AIRTEL ...)')
 
 
 class _RowError(Exception):
@@ -71,7 +75,7 @@ def _fast_words(words: list[str]):
             i += 2
         if not bands:
             return None
-    connect = incr = start = until = None
+    connect = incr = start = until = slot_set = None
     origin: list[tuple[str, str]] = []
     while i < n:
         w = words[i]
@@ -91,10 +95,12 @@ def _fast_words(words: list[str]):
             start = v
         elif w == "until" and _DATE.match(v):
             until = v
+        elif w == "slots" and slot_set is None and _SET_NAME.match(v):
+            slot_set = v
         else:
             return None
         i += 2
-    return price, tuple(bands), connect, incr, start, until, tuple(origin)
+    return price, tuple(bands), connect, incr, start, until, tuple(origin), slot_set
 
 
 def read_rows(block: str, path: str, line: int, col: int):
@@ -125,9 +131,14 @@ def read_rows(block: str, path: str, line: int, col: int):
             return _rest_slowly(rows, comments, lines, k, path, line, col)
         quoted = prefix.startswith('"')
         c0 = base + m.start(1)
+        set_span = None
+        if parsed[7] is not None:
+            w = _SET_WORD.search(rest)
+            c = base + m.start(3) + w.start(1)
+            set_span = Span(path, lineno, c, lineno, c + len(parsed[7]))
         rows.append(ast.RateRowNode(prefix[1:-1] if quoted else prefix, dest, *parsed[:6],
                                     Span(path, lineno, c0, lineno, base + m.start(3) + len(rest.rstrip())), quoted,
-                                    tuple(words), parsed[6]))
+                                    tuple(words), parsed[6], parsed[7], set_span))
         if comment:
             c = base + m.start(4)
             comments.append((Span(path, lineno, c, lineno, c + len(comment)), comment))
@@ -231,7 +242,7 @@ def _slow(body: str, path: str, line: int, col: int):
                 if not bands:
                     where = toks[i][2] if i < n else dest_span
                     raise _RowError(Diagnostic("E012", f"expected the price of '{dest}'", where, ROW_HELP))
-            connect = increments = start = until = None
+            connect = increments = start = until = slot_set = set_span = None
             origin: list[tuple[str, str]] = []
             while i < n and toks[i][0] == "name" and toks[i][1] in _OPTION_WORDS:
                 word, wspan = toks[i][1], toks[i][2]
@@ -249,6 +260,14 @@ def _slow(body: str, path: str, line: int, col: int):
                     if any(f == word for f, _ in origin):
                         raise _RowError(Diagnostic("E012", f"'{word}' is given twice in this row", wspan))
                     origin.append((word, value))
+                    i += 1
+                elif word == "slots":
+                    if i >= n or toks[i][0] != "name" or toks[i][1] in _OPTION_WORDS:
+                        raise _RowError(Diagnostic("E012", "expected the name of a slot set after 'slots'", wspan,
+                                                   "e.g. slots peak_groups (a 'slots NAME { ... }' of the service)"))
+                    if slot_set is not None:
+                        raise _RowError(Diagnostic("E012", "'slots' is given twice in this row", wspan))
+                    slot_set, set_span = toks[i][1], toks[i][2]
                     i += 1
                 elif word == "connect":
                     if i >= n or toks[i][0] != "num":
@@ -283,7 +302,7 @@ def _slow(body: str, path: str, line: int, col: int):
                     words.append(t[1])
             rows.append(ast.RateRowNode(prefix, dest, price, tuple(bands), connect, increments, start, until,
                                         Span(path, row_start.line, row_start.col, last.end_line, last.end_col),
-                                        quoted, tuple(words), tuple(origin)))
+                                        quoted, tuple(words), tuple(origin), slot_set, set_span))
     except _RowError as e:
         return rows, comments, [e.diag]
     return rows, comments, []

@@ -273,6 +273,7 @@ class Compiler:
                 effective_to=date.fromisoformat(r.until) if r.until else None,
                 span=r.span,
                 origin=r.origin,
+                slots=r.slot_set,
             ))
         source = "inline"
         sha = None
@@ -329,17 +330,7 @@ class Compiler:
         connect = Decimal(0)
         if "connect_fee" in settings:
             connect = settings["connect_fee"].values[0].amount.value
-        slots = []
-        for sl in s.slots:
-            until = None
-            if sl.first is not None:
-                until = int(sl.first.value.value * TIME_UNITS[sl.first.unit.text])
-            per_minute = sl.price.amount.value * (60 if sl.unit.text == "second" else 1)
-            inc = None
-            if sl.increments is not None:
-                a, b = sl.increments.values
-                inc = m.Increments(int(a.value), int(b.value))
-            slots.append(m.Slot(until, per_minute, sl.span, inc))
+        slots = _slots(s.slots)
         volume = None
         if si.unit in VOLUME_UNITS and si.unit != "B":
             rb = mb = 1
@@ -372,14 +363,15 @@ class Compiler:
         return m.ServicePlan(
             direction=s.direction.text,
             service=s.service.text,
-            unit=si.unit if not s.slots else "minute",
+            unit=si.unit if not s.slots and not s.slot_sets else "minute",
             rates=self.rate_table(si, fallback=si.fallback),
             flat_price=s.flat_price.money.amount.value if s.flat_price else None,
             currency=si.currency,
             increments=increments,
             minimum_s=minimum,
             connect_fee=connect,
-            slots=tuple(slots),
+            slots=slots,
+            slot_sets=tuple(m.SlotSet(ss.name.text, _slots(ss.slots), ss.span) for ss in s.slot_sets),
             calendar=self.calendar(si.calendar) if si.calendar is not None else None,
             split_at_band_boundary="split" in settings,
             zero_duration=zero,
@@ -637,3 +629,20 @@ def _billing(values: tuple) -> str:
     if len(values) > 1 and int(values[1].value) != 1:
         return f"{values[0].text}@{int(values[1].value)}"
     return values[0].text
+
+
+def _slots(nodes: tuple[ast.SlotNode, ...]) -> tuple[m.Slot, ...]:
+    """Slots as the plan keeps them: each slot's end in seconds from the call's start (None: the
+    rest of the call), its price per minute, its own increments."""
+    slots = []
+    for sl in nodes:
+        until = None
+        if sl.first is not None:
+            until = int(sl.first.value.value * TIME_UNITS[sl.first.unit.text])
+        per_minute = sl.price.amount.value * (60 if sl.unit.text == "second" else 1)
+        inc = None
+        if sl.increments is not None:
+            a, b = sl.increments.values
+            inc = m.Increments(int(a.value), int(b.value))
+        slots.append(m.Slot(until, per_minute, sl.span, inc))
+    return tuple(slots)

@@ -226,6 +226,15 @@ class Slot:
 
 
 @dataclass(frozen=True, slots=True)
+class SlotSet:
+    """``slots NAME { ... }``: slots that the rate rows naming ``NAME`` are priced by."""
+
+    name: str
+    slots: tuple[Slot, ...]
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
 class VolumeUnit:
     """Data volume: bytes are rounded up to ``rounding_bytes`` (e.g. 1 KB) before pricing per ``unit``."""
 
@@ -365,6 +374,8 @@ class ServicePlan:
     # ``refile origin ZONE reject``: (ZONE, its prefixes): a record whose a_number starts with
     # none of them (or is empty) is rejected ``refiled``
     refile_reject: tuple[str, tuple[str, ...]] | None = None
+    # ``slots NAME { ... }``: the slot sets rate rows choose with ``slots NAME`` (RateRow.slots)
+    slot_sets: tuple[SlotSet, ...] = ()
 
     @property
     def kind(self) -> str:

@@ -101,13 +101,7 @@ def service_lines(s: m.ServicePlan) -> list[str]:
             ported = f", {len(n.ported)} ported numbers ({n.ported_source})" if n.ported else ""
             out.append(f"numbers {s.numbers_name}: {len(n.prefixes)} range prefixes ({n.source}){ported}")
     elif s.slots:
-        slots = []
-        prev = 0
-        for sl in s.slots:
-            own = f" increments {sl.increments}" if sl.increments is not None else ""
-            slots.append(f"{prev}-{sl.until_s if sl.until_s is not None else '...'} s at {sl.price} {s.currency}/min{own}")
-            prev = sl.until_s or prev
-        out.append("price by slot from the call's start: " + "; ".join(slots))
+        out.append("price by slot from the call's start: " + _slots_text(s.slots, s.currency))
         if any(sl.increments is not None for sl in s.slots):
             out.append("increments per slot: each slot's seconds billed with its own increments (else the "
                        "service's), a block past the slot's end moving the next slot's start")
@@ -115,6 +109,12 @@ def service_lines(s: m.ServicePlan) -> list[str]:
         out.append(f"price by band, {s.currency} per {s.unit} (below)")
     else:
         out.append(f"price {s.flat_price} {s.currency} per {s.unit}")
+    for ss in s.slot_sets:
+        rows = s.rates.rows if s.rates is not None else ()
+        named = rows.slot_sets if isinstance(rows, m.RateColumns) else [r.slots for r in rows]
+        n = sum(1 for x in named or () if x == ss.name)
+        out.append(f"slots {ss.name}, chosen by {n} row{'s' if n != 1 else ''}, from the call's start: "
+                   + _slots_text(ss.slots, s.currency))
     if s.unit in ("minute", "second") or s.slots:
         out.append(f"increments {s.increments} (billed = initial if d <= initial, else initial + "
                    f"ceil((d - initial) / subsequent) * subsequent); minimum {s.minimum_s} s; "
@@ -247,3 +247,13 @@ def _lcr_lines(pol) -> list[str]:
     for sp in pol.splits:
         out.append(f"  split {sp.prefix}: " + ", ".join(f"{w} {p}%" for w, p in sp.shares) + f" [{sp.span}]")
     return out
+
+
+def _slots_text(slots, currency: str) -> str:
+    out = []
+    prev = 0
+    for sl in slots:
+        own = f" increments {sl.increments}" if sl.increments is not None else ""
+        out.append(f"{prev}-{sl.until_s if sl.until_s is not None else '...'} s at {sl.price} {currency}/min{own}")
+        prev = sl.until_s or prev
+    return "; ".join(out)

@@ -706,15 +706,25 @@ class _Batch:
         r = row
         band = steps(self.t[pos]).astype(np.int32, copy=False) if steps is not None else np.zeros(n, np.int32)
         self.band[pos] = band
-        if rules.slots:
+        # ``slots NAME``: each record's slot set by its row (0: the service's unnamed slots, if any)
+        sidx = kern.row_set[r] if kern.row_set is not None else None
+        if rules.slots and sidx is None:
             price = None
             self.rate[pos] = kern.slot_rate
         else:
             flat = r if kern.nbands == 1 else band * np.int64(kern.nrows) + r
             price = kern.price_flat[flat]
-            self.rate[pos] = kern.rate_flat[flat]
+            rate = kern.rate_flat[flat]
+            if sidx is not None:
+                rate = rate.copy()
+                for k, sk in enumerate(kern.slot_sets):
+                    if sk.slots:
+                        rate[sidx == k] = sk.rate
+            self.rate[pos] = rate
             if not kern.all_priced:
                 missing = live & ~kern.has_flat[flat]
+                if sidx is not None:  # a row priced by slots needs no price of its own
+                    missing &= (sidx == 0) & (not rules.slots)
                 if missing.any():
                     self.reject(at(missing), R.NO_RATE, band[missing])
         zero = slot_num = None
@@ -727,7 +737,7 @@ class _Batch:
             if huge.any():
                 d = np.where(huge, 1, d)
             zero = d == 0
-            if kern.slot_incs is not None:  # increments per slot (select.slot_windows)
+            if kern.slot_incs is not None and sidx is None:  # increments per slot (select.slot_windows)
                 eff = np.where(zero, 0, np.maximum(d, sp.minimum_s)) if sp.minimum_s > 0 else d
                 billed = np.zeros(n, dtype=np.int64)
                 slot_num = np.zeros(n, dtype=np.int64)
@@ -762,9 +772,11 @@ class _Batch:
             if huge.any():
                 qty = np.where(huge, 0, qty)
             billed = qty
+        if sidx is not None:
+            billed, slot_num = _by_slot_sets(kern, sidx, d, zero, billed, ri, sp.minimum_s, price)
         self.billed[pos] = billed
         fee = kern.fee_term[0] if kern.uniform_fee else kern.fee_term[by_band if kern.fee_by_band else r]
-        if rules.slots and slot_num is not None:
+        if slot_num is not None:  # slots with increments of their own, or rows that choose their set
             num = slot_num + fee
         elif rules.slots:
             num = np.zeros(n, dtype=np.int64) + fee
@@ -845,7 +857,8 @@ class _Batch:
             label = "+".join(rules.bands[b] for _, b in runs)
             self.band[p] = g.labels.code(label)
             row = int(self.row[p])
-            if not rules.slots:
+            own = kern.slot_sets[int(kern.row_set[row])] if kern.row_set is not None else kern.slot_sets[0]
+            if not own.slots:
                 fi = int(band0[n_i]) * kern.nrows + row if kern.fee_by_band else row
                 num = int(kern.fee_term[fi if not kern.uniform_fee else 0])
                 missing = None
@@ -1088,6 +1101,43 @@ class _Batch:
             else:
                 out.append(reason)
         return out
+
+
+def _by_slot_sets(kern, sidx: np.ndarray, d: np.ndarray, zero: np.ndarray, billed: np.ndarray, ri, minimum: int,
+                  price: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Billed seconds and numerators (without the fee) of calls whose rows choose their slot set
+    (``sidx``: each record's set, 0 the service's unnamed slots): the rows of a set with slots are
+    priced by them (as ``_price_rows`` prices a service's slots), the others at their row's price
+    (``billed``: on the whole call, with the row's increments)."""
+    num = price * billed
+    billed = billed.copy()
+    for k, sk in enumerate(kern.slot_sets):
+        if not sk.slots:
+            continue
+        sel = np.flatnonzero(sidx == k)
+        if not len(sel):
+            continue
+        if sk.incs is not None:  # increments per slot (select.slot_windows)
+            ds = d[sel]
+            eff = np.where(zero[sel], 0, np.maximum(ds, minimum)) if minimum > 0 else ds
+            b_sel = np.zeros(len(sel), dtype=np.int64)
+            n_sel = np.zeros(len(sel), dtype=np.int64)
+            for until, p, own in zip(sk.until, sk.price, sk.incs, strict=True):
+                end = eff if until is None else np.minimum(eff, until)
+                part = np.maximum(end - b_sel, 0)
+                ii, ss = own if own is not None else (kern.inc_i[ri[sel]], kern.inc_s[ri[sel]])
+                b = billed_increments(part, ii, ss)
+                n_sel += p * b
+                b_sel += b
+            billed[sel] = b_sel
+        else:  # increments on the whole call; the slots price its billed seconds
+            b_sel = billed[sel]
+            n_sel = np.zeros(len(sel), dtype=np.int64)
+            for lo, until, p in zip(sk.start, sk.until, sk.price, strict=True):
+                hi = b_sel if until is None else np.minimum(b_sel, until)
+                n_sel += p * np.maximum(hi - lo, 0)
+        num[sel] = n_sel
+    return billed, num
 
 
 class _GroupFields:

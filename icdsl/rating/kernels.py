@@ -406,6 +406,22 @@ def unit_texts(units: np.ndarray, scale: int) -> list[str]:
     ]
 
 
+class SlotKernel:
+    """One set of slots as integers: each slot's start and end (seconds from the call's start),
+    its price in the kernel's scaled units, its own increments ``(initial, subsequent)`` (None:
+    the row's), and ``rate``, the code of the first slot's price text (-1: no slots)."""
+
+    __slots__ = ("slots", "start", "until", "price", "incs", "rate")
+
+    def __init__(self, slots, units, incs):
+        self.slots = slots
+        self.start = [x[0] for x in slots]
+        self.until = [x[1] for x in slots]
+        self.price = [int(v) for v in units]
+        self.incs = [(i.initial, i.subsequent) if i is not None else None for i in incs] if incs is not None else None
+        self.rate = -1
+
+
 class ServiceKernel:
     """One ServicePlan as integer arrays: prices by (band, row), fees, increments, texts.
 
@@ -472,7 +488,9 @@ class ServiceKernel:
             len(bands), nrows
         )
         flat_prices = [p if p is not None else ZERO for col in price_cols for p in col]
-        slot_prices = [s[2] for s in rules.slots]
+        # the slots: the service's unnamed ones (set 0, maybe empty), then each ``slots NAME { ... }``
+        sets = [(rules.slots, rules.slot_incs)] + list((rules.slot_sets or {}).values())
+        slot_prices = [s[2] for ss, _ in sets for s in ss]
         caps = [sp.max_cost] if sp.max_cost is not None else []
         money = flat_prices + fee_col + slot_prices + caps
         scale = max(rules.precision, 0)
@@ -532,13 +550,21 @@ class ServiceKernel:
             index = {sc: i * BILLED_TABLE for i, sc in enumerate(schemes)}
             self.billed_base = np.array([index[sc] for sc in zip(inc_i, inc_s, strict=True)], dtype=np.int64)
         self.uniform_fee = bool((self.fee_term == self.fee_term[0]).all())
-        self.slot_from = [s[0] for s in rules.slots]
-        self.slot_until = [s[1] for s in rules.slots]
-        self.slot_price = slot_units
-        # increments per slot: (initial, subsequent) of each slot, None for the row's
-        self.slot_incs = None
-        if rules.slot_incs is not None:
-            self.slot_incs = [(i.initial, i.subsequent) if i is not None else None for i in rules.slot_incs]
+        self.slot_sets: list[SlotKernel] = []
+        at = 0
+        for ss, incs in sets:
+            self.slot_sets.append(SlotKernel(ss, slot_units[at : at + len(ss)], incs))
+            at += len(ss)
+        first = self.slot_sets[0]  # the service's unnamed slots (empty without any)
+        self.slot_from, self.slot_until, self.slot_price = first.start, first.until, first.price
+        self.slot_incs = first.incs
+        # ``slots NAME``: each row's set (0: the service's unnamed slots, or none), when any row names one
+        self.row_set = None
+        if rules.slot_sets and dest is not None:
+            index = {name: k + 1 for k, name in enumerate(rules.slot_sets)}
+            named = columns.slot_sets if columns is not None else [r.slots for r in rows]
+            if named is not None and any(x is not None for x in named):
+                self.row_set = np.array([index[x] if x is not None else 0 for x in named], dtype=np.int32)
 
         # rate texts: one per distinct price value, canonical as money_text writes them
         if self.exact_only:
@@ -552,7 +578,9 @@ class ServiceKernel:
             distinct, inverse = np.unique(self.price_flat, return_inverse=True)
             self.rates = Dictionary(unit_texts(distinct, scale))
             self.rate_flat = np.where(self.has_flat, inverse.ravel(), -1).astype(np.int32)
-        self.slot_rate = self.rates.code(money_text(rules.slots[0][2])) if rules.slots else -1
+        for sk in self.slot_sets:
+            sk.rate = self.rates.code(money_text(sk.slots[0][2])) if sk.slots else -1
+        self.slot_rate = first.rate
 
         # texts: prefix per row, destination and rule dictionaries
         if dest is not None:

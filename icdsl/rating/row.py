@@ -38,7 +38,9 @@ rounding_bytes, price x bytes / unit_bytes. ``billed_units`` is seconds, the cou
 
 Slots (time units): the seconds of [0, billed) from the call's start in [previous until_s,
 until_s) are priced at the slot's price (last until_s None: the rest). The rate row still gives
-destination, connect fee and increments.
+destination, connect fee and increments. Slot sets (``slots NAME { ... }``, ``rules.slot_sets``):
+a row that names one (``RateRow.slots``) is priced by that set's slots; a row that names none by
+the service's unnamed slots, else by its own price (``ServiceRules.slots_for``).
 
 Split at band boundary (time units, ``split_at_band_boundary``): billed seconds are computed on
 the whole call; each real second of [start, start + d) belongs to the band in force at the instant
@@ -159,7 +161,8 @@ class RowService:
         self.origin = origin_matcher(sp, dest)
         # the common case, priced by _fast: a time unit with a rate table, no slots, no split
         self.fast = (
-            rules.kind == KIND_TIME and dest is not None and not rules.slots and not sp.split_at_band_boundary
+            rules.kind == KIND_TIME and dest is not None and not rules.slots and not rules.slot_sets
+            and not sp.split_at_band_boundary
             and self.origin is None and sp.max_cost is None and not sp.band_parts
         )
         self.fee = sp.connect_fee
@@ -553,7 +556,13 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
             steps.append(TraceStep(f"band {band} at the call's start: {', '.join(said) or 'nothing of its own'}"
                                    f"{mine}", part.span))
     per = rules.per
-    slots = rules.slots
+    # the slots of the matched row's set (`slots NAME`), else the service's unnamed ones
+    slots, slot_incs = rules.slots_for(row)
+    written = slots  # as written (slot_windows gives the billed windows of increments per slot)
+    if steps is not None and row is not None and row.slots is not None:
+        ss = next(x for x in sp.slot_sets if x.name == row.slots)
+        steps.append(TraceStep(f"the row {row.prefix} ({row.destination}) chooses the slot set {row.slots}: its "
+                               "slots price the call", ss.span))
     parts = None  # [(band, seconds)] when a split call has several parts
     if kind == KIND_TIME:
         if rules.parts is None:
@@ -561,11 +570,11 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
         else:
             inc = rules.band_increments(row, band)
         billed = 0
-        if rules.slot_incs is not None:  # increments per slot: billed slot by slot
+        if slot_incs is not None:  # increments per slot: billed slot by slot
             eff = (dur if dur >= sp.minimum_s else sp.minimum_s) if dur > 0 else 0
-            slots, billed = slot_windows(slots, rules.slot_incs, inc, eff)
+            slots, billed = slot_windows(slots, slot_incs, inc, eff)
             if steps is not None and dur > 0:
-                steps.append(TraceStep(_explain_slot_billed(dur, eff, sp.minimum_s, slots, rules.slot_incs, inc,
+                steps.append(TraceStep(_explain_slot_billed(dur, eff, sp.minimum_s, slots, slot_incs, inc,
                                                             billed), rules.rule_span(row)))
         elif dur > 0:
             eff = dur if dur >= sp.minimum_s else sp.minimum_s
@@ -596,8 +605,8 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
         billed = qty
 
     # prices
-    if rules.slots:
-        rate = rules.slots[0][2]
+    if written:
+        rate = written[0][2]
     else:
         rate = row.price_for(band) if row is not None else rules.flat(band)
         if rate is None:
@@ -609,7 +618,8 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
                         record, steps, R.NO_RATE, R.detail_no_price(b, prefix), rules.rule_span(row)
                     )
     if steps is not None:
-        what = f"slots {', '.join(_slot_text(s) for s in rules.slots)}" if rules.slots else f"band {band}"
+        what = f"slots {', '.join(_slot_text(s) for s in written)}" if written else f"band {band}"
+
         steps.append(TraceStep(f"rate {money_text(rate)} per {sp.unit} ({what})", rules.rule_span(row)))
 
     # 5. zero-duration policy

@@ -251,11 +251,21 @@ class ServiceRules:
     slot_incs: tuple[Increments | None, ...] | None = None
     # ``band NAME { ... }`` by band name; None without any
     parts: dict[str, BandPart] | None = None
+    # ``slots NAME { ... }``: (slots, slot_incs) by set name, as ``slots`` and ``slot_incs``;
+    # None without any
+    slot_sets: dict[str, tuple[tuple, tuple[Increments | None, ...] | None]] | None = None
 
     @property
     def priced(self) -> bool:
         return (self.destinations is not None or self.plan.flat_price is not None or bool(self.slots)
                 or any(p.price is not None for p in self.plan.band_parts))
+
+    def slots_for(self, row: RateRow | None) -> tuple[tuple, tuple[Increments | None, ...] | None]:
+        """The slots that price a call matched to ``row`` and their own increments: the row's set
+        (``slots NAME``), else the service's unnamed slots (empty: the row's own price)."""
+        if self.slot_sets is not None and row is not None and row.slots is not None:
+            return self.slot_sets[row.slots]
+        return self.slots, self.slot_incs
 
     def flat(self, band: str) -> Decimal | None:
         """The flat price in ``band``: the band's own price, else the service's."""
@@ -314,16 +324,8 @@ def service_rules(agreement: Agreement, sp: ServicePlan) -> ServiceRules:
         volume = VolumeUnit(unit, VOLUME_UNITS[unit])
     kind = sp.kind
     per = volume.unit_bytes if volume is not None else TIME_UNITS[unit] if kind == KIND_TIME else 1
-    slots = []
-    if kind == KIND_TIME:
-        lo = 0
-        for s in sp.slots:
-            slots.append((lo, s.until_s, s.price, s.span))
-            if s.until_s is None:
-                break
-            lo = s.until_s
+    slots, incs = _windows(kind, sp.slots)
     rates = sp.rates
-    incs = tuple(s.increments for s in sp.slots[: len(slots)])
     return ServiceRules(
         agreement=agreement,
         plan=sp,
@@ -333,13 +335,29 @@ def service_rules(agreement: Agreement, sp: ServicePlan) -> ServiceRules:
         destinations=(Destinations(rates.rows, rates.fallback.rows if rates.fallback is not None else None)
                       if rates is not None else None),
         currency=rates.currency if rates is not None else sp.currency,
-        slots=tuple(slots),
+        slots=slots,
         bands=calendar_bands(sp.calendar) if sp.calendar is not None else ("all",),
         precision=sp.rounding.precision,
         mode=sp.rounding.mode,
-        slot_incs=incs if any(i is not None for i in incs) else None,
+        slot_incs=incs,
         parts={p.band: p for p in sp.band_parts} if sp.band_parts else None,
+        slot_sets={ss.name: _windows(kind, ss.slots) for ss in sp.slot_sets} if sp.slot_sets else None,
     )
+
+
+def _windows(kind: str, plan_slots) -> tuple[tuple, tuple[Increments | None, ...] | None]:
+    """Slots as ``(from_s, until_s, price, span)`` and their own increments (None when no slot
+    has any: then increments apply to the whole call); none for a service not priced by time."""
+    slots = []
+    if kind == KIND_TIME:
+        lo = 0
+        for s in plan_slots:
+            slots.append((lo, s.until_s, s.price, s.span))
+            if s.until_s is None:
+                break
+            lo = s.until_s
+    incs = tuple(s.increments for s in plan_slots[: len(slots)])
+    return tuple(slots), (incs if any(i is not None for i in incs) else None)
 
 
 class RulesCache:
