@@ -392,6 +392,7 @@ class Compiler:
             numbers=si.numbers.table if si.numbers is not None else None,
             numbers_name=si.numbers.node.name.text if si.numbers is not None else None,
             refile_reject=si.refile_reject,
+            price_field=_price_field(settings.get("field_price")),
         )
 
     def charge(self, node: ast.ChargeNode, scope: tuple[tuple[str, str], ...]) -> m.Charge:
@@ -520,13 +521,15 @@ class Compiler:
             records = t.option("in")
             surcharges = t.option("surcharges")
             version = t.option("version")
+            day = t.option("on")
             traffic.append(m.CycleTraffic(
                 t.direction.text, t.service.text, kind, int(q.value.value * factor),
                 self.money(amount.values[0]) if amount else m.Money(Decimal(0), info.currencies[(t.direction.text,
                                                                                      t.service.text)]),
                 int(records.values[0].value.value) if records else None,
                 surcharges.values[0].amount.value if surcharges else Decimal(0),
-                int(version.values[0].text[1:]) if version else None, t.span))
+                int(version.values[0].text[1:]) if version else None, t.span,
+                parse_date(day.values[0].text) if day else None))
         items = tuple(m.CycleItem(it.kind.text, it.item_id.value,
                                   it.quantity.value if it.quantity is not None else Decimal(1),
                                   parse_date(it.start.text),
@@ -540,7 +543,8 @@ class Compiler:
         expect = tuple(m.CycleExpectation(
             e.key, e.label.value if e.label else None,
             None if e.subject is None else (e.subject.value if isinstance(e.subject, ast.Str) else e.subject.text),
-            self.money(e.amount) if e.amount is not None else None, e.span) for e in ex.expectations)
+            self.money(e.amount) if e.amount is not None else None, e.span,
+            parse_date(e.day.text) if e.day is not None else None) for e in ex.expectations)
         return m.CycleExample(ex.name.value, info.partner, info.agreement, info.start, info.end, info.label,
                               tuple(traffic), items, events, refunds, expect, ex.span)
 
@@ -637,3 +641,11 @@ def _billing(values: tuple) -> str:
     if len(values) > 1 and int(values[1].value) != 1:
         return f"{values[0].text}@{int(values[1].value)}"
     return values[0].text
+
+
+def _price_field(st: ast.Setting | None) -> m.PriceField | None:
+    """``price from field NAME in EUR [cents]``: the field, and how many places its value moves."""
+    if st is None:
+        return None
+    name, _currency, *scale = st.values
+    return m.PriceField(name.text, 2 if scale else 0, st.span)
