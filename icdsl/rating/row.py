@@ -713,7 +713,7 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
     rule = svc.rule_texts.get(ri)
     if rule is None:
         rule = svc.rule_texts[ri] = str(rules.rule_span(row))
-    rate_text = svc.rate_texts.get((ri, band))
+    rate_text = svc.rate_texts.get((ri, band)) if pf is None else money_text(rate)  # a record's own price
     if rate_text is None:
         rate_text = svc.rate_texts[(ri, band)] = money_text(rate)
     ag = rules.agreement
