@@ -10,6 +10,7 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from icdsl.cycle.examples import run_examples
 from icdsl.rating.row import explain
 from icdsl.testing import build_plan, rate_both
 
@@ -90,3 +91,54 @@ def test_both_executors_agree_on_field_prices(prices, cents, precision, mode, fe
             continue
         exact = Decimal(str(p).strip()).scaleb(-2 if cents else 0) + Decimal(fee or 0)
         assert abs(out.amount - exact) <= Decimal(1).scaleb(-precision)
+
+
+CAPACITY = PARTNER + """agreement "Capacity" v1 with LDYN effective 2024-01-01 .. {
+  outbound unit1 {
+    price 0 EUR per message
+  }
+  outbound unit2 {
+    price 0 EUR per message
+  }
+  outbound unit3 {
+    price 0 EUR per message
+  }
+  tiered "unit1" volume on messages per cycle {
+    up to 100: 10.00 EUR flat
+    up to 200: 20.00 EUR flat
+    above 200: 30.00 EUR flat
+  }, of outbound unit1, capacity "Capacity"
+  tiered "unit2" volume on messages per cycle {
+    up to 1_000: 10.00 EUR flat
+    up to 2_000: 20.00 EUR flat
+    above 2_000: 30.00 EUR flat
+  }, of outbound unit2, capacity "Capacity"
+  tiered "unit3" volume on messages per cycle {
+    up to 50: 10.00 EUR flat
+    up to 100: 20.00 EUR flat
+    above 100: 30.00 EUR flat
+  }, of outbound unit3, capacity "Capacity"
+}
+"""
+BOUNDS = {"unit1": (100, 200), "unit2": (1_000, 2_000), "unit3": (50, 100)}
+
+
+def _tier(unit: str, q: int) -> int:
+    return sum(q > b for b in BOUNDS[unit])
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.tuples(st.integers(1, 300), st.integers(1, 3_000), st.integers(1, 150)))
+def test_a_capacity_is_priced_at_the_highest_tier_any_unit_reaches(quantities):
+    """Kill Bill's capacity: one line, at the price of the highest tier reached (10, 20, 30),
+    of the first unit (as written) that reaches it; the others are named in its details."""
+    units = dict(zip(("unit1", "unit2", "unit3"), quantities, strict=True))
+    top = max(_tier(u, q) for u, q in units.items())
+    first = next(u for u, q in units.items() if _tier(u, q) == top)
+    traffic = "\n".join(f"  traffic outbound {u} {q} messages" for u, q in units.items())
+    text = CAPACITY + (f'\nexample cycle "c" {{\n  period 2024-03\n{traffic}\n'
+                       f'  expect line "{first}" {10 * (top + 1)}.00 EUR, total {10 * (top + 1)}.00 EUR\n}}\n')
+    [res] = run_examples(build_plan(text))
+    assert res.ok, (res.failures, res.error)
+    [line] = res.lines
+    assert sorted(x.split(":")[0] for x in line.details["capacity_others"]) == sorted(set(units) - {first})

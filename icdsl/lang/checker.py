@@ -1632,6 +1632,11 @@ class Checker:
             if o.key == "counts" and c.kind != "commitment":
                 self.error("E343", "only a commitment chooses which charges count", o.span,
                            "drop ', counts ...' here; write it on a 'commit ...'")
+            if o.key == "capacity" and (c.kind != "tiered_price" or getattr(c.param("mode"), "text", "") != "volume"):
+                self.error("E347", "a capacity is priced by the one tier reached: only a 'tiered ... volume' "
+                                   "shares one", o.span,
+                           "write each unit's tiers as 'tiered \"...\" volume on messages per cycle { ... }, "
+                           "capacity \"NAME\"'")
         if c.kind == "usage_cap":
             self._usage_cap(c, scope, info)
         ct.check(c, self)

@@ -1153,6 +1153,10 @@ class _ToAst(Transformer):
     def opt_stream(self, meta, c):
         return self._opt("stream", meta, c)
 
+    def opt_capacity(self, meta, c):
+        """``, capacity "NAME"``: volume tiers sharing NAME price the period at the highest tier reached."""
+        return ast.Setting("capacity", (self._str(c[0]),), self.s.of_meta(meta))
+
     def opt_day_count(self, meta, c):
         return self._opt("day_count", meta, c)
 

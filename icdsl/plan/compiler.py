@@ -403,6 +403,8 @@ class Compiler:
                 scope = scope + ((o.values[0].text, o.values[1].text),)
             elif o.key == "when":
                 params.append(("when", self.expr(o.values[0])))
+            elif o.key == "capacity":
+                params.append(("option:capacity", o.values[0].value))
             else:
                 params.append((f"option:{o.key}", o.values[0].text))
         label = node.label.value if node.label else node.kind
