@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from icdsl.cli.main import app
-from icdsl.rating.examples import run_record_examples
+from icdsl.cycle.examples import run_examples
 from icdsl.rating.row import explain
 from icdsl.testing import build_plan, check_rules, rate_both
 
@@ -35,7 +35,7 @@ def test_the_reference_examples_pass_with_both_executors():
     assert len(blocks) >= 5
     for block in blocks:
         plan = build_plan(block)
-        results = run_record_examples(plan)
+        results = run_examples(plan)  # record examples (both executors) and cycle examples
         assert results
         for res in results:
             assert res.ok, (res.title, res.failures)

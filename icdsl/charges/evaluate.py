@@ -26,6 +26,7 @@ from icdsl.charges.contract import RecordChargeType as RecordChargeType
 from icdsl.charges.contract import RecordView as RecordView
 from icdsl.charges.keys import application_key
 from icdsl.charges.lines import STAGES, ChargeError, ChargeLine, exact_text, round_money
+from icdsl.charges.tiers import highest_tier
 from icdsl.plan.model import Agreement, Charge, Expr, Plan, Span
 from icdsl.plugins import active_plugin_manager, charge_types
 
@@ -128,6 +129,8 @@ def evaluate_cycle(ctx: ChargeContext, pm: Any = None) -> list[ChargeLine]:
         if not _when_holds(c, ctx):
             continue
         got = t.evaluate(c, replace(ctx, lines=tuple(lines)))
+        if c.param("option:capacity", None) is not None:
+            got = highest_tier(lines, got)
         lines.extend(got)
     return lines
 

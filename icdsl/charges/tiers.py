@@ -344,6 +344,10 @@ def evaluate_tiered(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
     if prorated:
         details["tier_bounds_prorated"] = f"{prorated}: every bound x {exact_text(scale)}"
         desc += f"; tier bounds prorated {prorated}"
+    capacity = charge.param("option:capacity", None)
+    if capacity is not None:  # compared with the other tiers of the capacity (highest_tier)
+        details["capacity"] = capacity
+        details["tier_index"] = -1 if i is None else i
     return [ctx.line(charge, description=desc, exact=exact, currency=currency, quantity=_quantity(now_q - before_q),
                      unit=MEASURE_UNIT.get(measure, measure) or currency,
                      application=ctx.key(charge, "tiers", label + "@" + ctx.cycle_label),
@@ -400,3 +404,30 @@ def evaluate_discount(charge: Charge, ctx: ChargeContext) -> list[ChargeLine]:
 
 __all__ = ["discount_tiers", "evaluate_discount", "evaluate_tiered", "measuring_period", "price_tiers",
            "tier_index", "tier_label", "tier_text", "tiers_currency"]
+
+
+def highest_tier(lines: list[ChargeLine], got: list[ChargeLine]) -> list[ChargeLine]:
+    """``, capacity "NAME"``: the volume tiers sharing NAME (one per unit measured) price the
+    period once, at the highest tier any of them reaches (Kill Bill's capacity usage): of the
+    line already in ``lines`` and the new ones, the one of the higher tier stays (the earlier on a
+    tie), and notes the tier each other unit reached. ``lines`` is updated in place; returns
+    what to add."""
+    out = []
+    for new in got:
+        name = new.details.get("capacity")
+        old = next((i for i, ln in enumerate(lines) if ln.details.get("capacity") == name), None)
+        if name is None or old is None:
+            out.append(new)
+            continue
+        keep, drop = ((new, lines[old]) if new.details["tier_index"] > lines[old].details["tier_index"]
+                      else (lines[old], new))
+        others = [*keep.details.get("capacity_others", ()), f"{drop.charge_name}: {drop.dimensions.get('tier')}",
+                  *drop.details.get("capacity_others", ())]
+        kept = replace(keep, details={**keep.details, "capacity_others": others},
+                       description=keep.description + f"; the highest tier of capacity \"{name}\"")
+        if keep is new:
+            del lines[old]
+            out.append(kept)
+        else:
+            lines[old] = kept
+    return out

@@ -14,6 +14,14 @@ function the engine itself calls, :func:`icdsl.cycle.charges.evaluate`, with:
   evaluated by the same function on its recurring fees, with the inventory known at its end
   (``in advance`` fees bill a period before it starts; a later termination is not yet known).
 
+Progressive billing (``expect interim on DAY AMOUNT``, ``no interim on DAY``, ``invoice
+AMOUNT``): a check on each day expected, in order, as :func:`icdsl.cycle.progressive.check`
+makes it, on the traffic used by the end of that day (``traffic ... on DAY``; traffic without a
+day counts at the end of the period), each traffic amount rounded once to the invoice
+currency's minor unit as an invoice line is; an interim invoice bills the usage to date less
+the earlier interim invoices (one invoice stream). The final invoice: the traffic and every
+charge line, less the interim invoices.
+
 A charge held for review (an error finding ``charge_hold``) or a charge that cannot be
 evaluated is the example's error, at its rule. Record examples stay in
 :mod:`icdsl.rating.examples` (the rating layer); :func:`run_examples` runs both kinds.
@@ -23,15 +31,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 from icdsl.charges.context import Adjustment, EventRecord, Usage, agreement_days
-from icdsl.charges.lines import ChargeError, billed_amounts, exact_sum
+from icdsl.charges.lines import ChargeError, billed_amounts, exact_sum, round_money
 from icdsl.charges.periods import Days
 from icdsl.cycle.charges import HOLD, evaluate, versions_in_force
 from icdsl.cycle.errors import CycleError
+from icdsl.cycle.interim import Interim
 from icdsl.cycle.offline import plan_fx
 from icdsl.cycle.periods import Period, make_period
+from icdsl.cycle.progressive import threshold_passed
 from icdsl.inventory import InventoryItem
 from icdsl.plan.model import CycleExample, Partner, Plan
 from icdsl.plugins import use_plugin_manager
@@ -45,6 +56,8 @@ class CycleExampleResult:
     example: CycleExample
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (what, expected, actual)
     lines: list[Any] = field(default_factory=list)  # ChargeLine
+    interims: list[Interim] = field(default_factory=list)  # progressive billing's interim invoices
+    traffic: Decimal = Decimal(0)  # the traffic of the final invoice (progressive billing)
     error: str | None = None
 
     @property
@@ -66,6 +79,10 @@ class CycleExampleResult:
                     out.extend(f"      {_detail_text(x)}" for x in v)
                 else:
                     out.append(f"    {k}: {_detail_text(v)}")
+        for it in self.interims:  # progressive billing
+            out.append(f"Interim invoice on {it.until} (threshold {it.threshold} passed): {it.subtotal}")
+        if self.interims:
+            out.append(f"Final invoice: traffic {self.traffic} + the lines less the interim invoices")
         return out or ["(no lines)"]
 
 
@@ -146,8 +163,31 @@ def run_cycle_example(plan: Plan, ex: CycleExample, pm: Any = None) -> CycleExam
         res.error = held[0].message
         return res
     res.lines = list(got.lines)
+    if any(e.key in PROGRESSIVE for e in ex.expect):
+        _progressive(res, in_force, partner.currency)
     _compare(res)
     return res
+
+
+PROGRESSIVE = ("interim", "no_interim", "invoice")
+
+
+def _progressive(res: CycleExampleResult, in_force: list[Any], currency: str) -> None:
+    """The interim invoices the example's checks raise and the traffic of its final invoice (see
+    the module's documentation)."""
+    ex = res.example
+    ag = next((a for a in reversed(in_force) if a.progressive), None)
+    if ag is None:
+        raise ValueError(f'"{ex.agreement}" does not bill progressively')
+    traffic = [(t.day, round_money(t.amount.amount, currency, ag.rounding.mode)) for t in ex.traffic]
+    res.traffic = exact_sum(a for _, a in traffic)
+    for day in sorted({e.day for e in ex.expect if e.key in ("interim", "no_interim") and e.day is not None}):
+        usage = exact_sum(a for d, a in traffic if d is not None and d <= day)
+        passed = threshold_passed(ag.progressive, usage, res.interims)
+        if passed is None:
+            continue
+        own = usage - exact_sum(it.subtotal for it in res.interims)
+        res.interims.append(Interim(f"interim {len(res.interims) + 1}", "", day, own, Decimal(0), passed))
 
 
 class _Nothing:
@@ -187,6 +227,9 @@ def _billed_before(plan: Plan, partner: Partner, per: Period, items: tuple[Any, 
 def _compare(res: CycleExampleResult) -> None:
     ex = res.example
     for e in ex.expect:
+        if e.key in PROGRESSIVE:
+            _compare_progressive(res, e)
+            continue
         if e.key == "total":
             what = "total"
             chosen = res.lines
@@ -211,3 +254,24 @@ def _compare(res: CycleExampleResult) -> None:
             shown = f"{got} {want.currency}" + "".join(
                 f" and {exact_sum(ln.amount for ln in chosen if ln.currency == c)} {c}" for c in others)
             res.failures.append((what, f"{want.amount} {want.currency}", shown))
+
+
+def _compare_progressive(res: CycleExampleResult, e: Any) -> None:
+    """An interim invoice on a day (or none), or the final invoice's subtotal."""
+    if e.key == "invoice":
+        got = res.traffic + exact_sum(ln.amount for ln in res.lines) - exact_sum(it.subtotal for it in res.interims)
+        if got != e.amount.amount:
+            res.failures.append(("invoice", f"{e.amount.amount} {e.amount.currency}", f"{got} {e.amount.currency}"))
+        return
+    on_day = [it for it in res.interims if it.until == e.day]
+    what = f"interim on {e.day}"
+    if e.key == "no_interim":
+        if on_day:
+            res.failures.append((what, "no interim invoice",
+                                 f"{on_day[0].subtotal} {e.amount.currency if e.amount else ''}".strip()))
+        return
+    if not on_day:
+        res.failures.append((what, f"{e.amount.amount} {e.amount.currency}", "no interim invoice"))
+    elif on_day[0].subtotal != e.amount.amount:
+        res.failures.append((what, f"{e.amount.amount} {e.amount.currency}",
+                             f"{on_day[0].subtotal} {e.amount.currency}"))

@@ -100,6 +100,14 @@ def records_until(chunks: Iterable[tuple[int, pa.Table]], end: object) -> Iterab
         yield batch, table.filter(pc.fill_null(pc.less(start, pa.scalar(end, start.type)), True))
 
 
+def threshold_passed(thresholds: Sequence[Decimal], usage: Decimal, interims: Sequence[Interim]) -> Decimal | None:
+    """The highest threshold ``usage`` reaches above the one the last interim invoice was raised
+    at (None: no interim invoice is due)."""
+    done = max((it.threshold for it in interims), default=None)
+    passed = [t for t in thresholds if t <= usage and (done is None or t > done)]
+    return passed[-1] if passed else None
+
+
 def usage_lines(drafts: Drafts, hashes: set[str]) -> dict[str, list[DraftLine]]:
     """The traffic lines of the agreement versions ``hashes`` on the invoices, by stream."""
     out: dict[str, list[DraftLine]] = defaultdict(list)
@@ -145,11 +153,9 @@ def check(inputs: CycleInputs, until: date, interims: Sequence[Interim] = ()) ->
     by_stream = usage_lines(result.drafts, hashes)
     currency = partner.currency
     usage = exact_sum(ln.amount for lines in by_stream.values() for ln in lines)
-    done = max((it.threshold for it in interims), default=None)
-    passed = [t for t in ag.progressive if t <= usage and (done is None or t > done)]
-    out = ProgressiveCheck(ag.name, until, currency, ag.progressive, usage, passed[-1] if passed else None,
-                           result=result)
-    if not passed:
+    passed = threshold_passed(ag.progressive, usage, interims)
+    out = ProgressiveCheck(ag.name, until, currency, ag.progressive, usage, passed, result=result)
+    if passed is None:
         return out
     mode = ag.rounding.mode
     for stream in sorted(set(by_stream) | {it.stream for it in interims}):
@@ -167,4 +173,4 @@ def check(inputs: CycleInputs, until: date, interims: Sequence[Interim] = ()) ->
     return out
 
 
-__all__ = ["ProgressiveCheck", "check", "progressive_agreement", "records_until", "usage_lines"]
+__all__ = ["ProgressiveCheck", "check", "progressive_agreement", "records_until", "threshold_passed", "usage_lines"]

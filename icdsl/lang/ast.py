@@ -650,7 +650,7 @@ class ExampleDecl:
 class CycleTrafficNode:
     """``traffic outbound voice 650_000 minutes for 4_550.00 EUR in 12_000 calls``: a cycle's
     rated traffic of one service, summed. ``options``: ``for`` (amount), ``in`` (records),
-    ``surcharges``, ``version``."""
+    ``surcharges``, ``version``, ``on`` (the day it was used: progressive billing checks)."""
 
     direction: Ident
     service: Ident
@@ -698,15 +698,18 @@ class CycleRefundNode:
 
 @dataclass(frozen=True, slots=True)
 class CycleExpectation:
-    """``line "LABEL" [for SUBJECT] AMOUNT``, ``no line "LABEL"`` or ``total AMOUNT``. ``key``:
-    line | no_line | total; ``amount``'s number is negative for ``-5.00 EUR``; ``subject``: a
-    party (Ident) or an item id (Str)."""
+    """``line "LABEL" [for SUBJECT] AMOUNT``, ``no line "LABEL"``, ``total AMOUNT``, and for
+    progressive billing ``interim on DAY AMOUNT``, ``no interim on DAY``, ``invoice AMOUNT``.
+    ``key``: line | no_line | total | interim | no_interim | invoice; ``amount``'s number is
+    negative for ``-5.00 EUR``; ``subject``: a party (Ident) or an item id (Str); ``day``: the
+    day of a progressive billing check."""
 
     key: str
     label: Str | None
     subject: Any
     amount: Money | None
     span: Span
+    day: DateLit | None = None
 
 
 @dataclass(frozen=True, slots=True)

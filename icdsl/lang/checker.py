@@ -1089,7 +1089,12 @@ class Checker:
         if s.flat_price is not None and s.destination_price is not None:
             self.error("E305", "a service has either one price or a price by destination, not both", s.flat_price.span)
         band_priced = any(bp.setting("price") is not None for bp in s.band_parts)
-        if s.flat_price is None and s.destination_price is None and not s.slots and not band_priced:
+        field_price = s.setting("field_price")
+        if field_price is not None and (s.flat_price or s.destination_price or s.slots or band_priced):
+            self.error("E305", "a service priced by a field of each record has no other price", field_price.span,
+                       "keep 'price from field ...' (each record's own price) or the agreement's prices, not both")
+        if (s.flat_price is None and s.destination_price is None and not s.slots and not band_priced
+                and field_price is None):
             self.error("E305", f"'{s.direction.text} {s.service.text}' has no price", s.span,
                        "add 'price 0.0100 EUR per minute' or 'price by destination from deck \"...\"'")
         si.currency = info.currency
@@ -1350,6 +1355,18 @@ class Checker:
             self.volume_bytes(v[0])
             if si.unit not in VOLUME_UNITS:
                 self.warning("W303", "volume rounding only applies to services priced per KB, MB or GB", st.span)
+        elif st.key == "field_price":
+            name, currency, *scale = v
+            if self.currency(currency):
+                self.currency_matches(currency, si.currency, "the price")
+                si.currency = currency.text
+            if scale and scale[0].text != "cents":
+                self.error("E206", f"a price field is in {currency.text} or in cents, not '{scale[0].text}'",
+                           scale[0].span, did_you_mean(scale[0].text, ("cents",), "words") or "write 'cents'")
+            if name.text in RESERVED_FIELDS:
+                self.error("E206", f"'{name.text}' is a field icdsl measures, not a price", name.span,
+                           "name the record's field that holds its price, e.g. 'price from field amount in EUR'")
+            si.unit = "event"
         elif st.key == "split" and si.calendar is None:
             self.warning("W304", "'split at band boundary' has no effect without a calendar", st.span)
         elif st.key == "max_cost":
@@ -1652,6 +1669,11 @@ class Checker:
             if o.key == "counts" and c.kind != "commitment":
                 self.error("E343", "only a commitment chooses which charges count", o.span,
                            "drop ', counts ...' here; write it on a 'commit ...'")
+            if o.key == "capacity" and (c.kind != "tiered_price" or getattr(c.param("mode"), "text", "") != "volume"):
+                self.error("E347", "a capacity is priced by the one tier reached: only a 'tiered ... volume' "
+                                   "shares one", o.span,
+                           "write each unit's tiers as 'tiered \"...\" volume on messages per cycle { ... }, "
+                           "capacity \"NAME\"'")
         if c.kind == "usage_cap":
             self._usage_cap(c, scope, info)
         ct.check(c, self)
@@ -1981,6 +2003,33 @@ class Checker:
         charges = [(c, info) for info in infos for c, _ in info.charges]
         self._cycle_inventory(ex, charges)
         self._cycle_expectations(ex, charges)
+        self._cycle_progressive(cx, infos)
+
+    def _cycle_progressive(self, cx: CycleExampleInfo, infos: list[AgreementInfo]) -> None:
+        """Days of traffic (``on DAY``) and of progressive billing checks lie in the period; the
+        checks need an agreement that bills progressively, and traffic in the invoice currency."""
+        ex = cx.node
+        days = [o.values[0] for t in ex.traffic for o in t.options if o.key == "on"]
+        days += [e.day for e in ex.expectations if e.day is not None]
+        for d in days:
+            day = self.date(d)
+            if day is not None and cx.start is not None and not cx.start <= day < cx.end:
+                self.error("E128", f"{d.text} is not a day of {cx.label}", d.span,
+                           f"the period runs from {cx.start} to {cx.end - timedelta(days=1)}")
+        checks = [e for e in ex.expectations if e.key in ("interim", "no_interim", "invoice")]
+        if not checks:
+            return
+        if not any(st.key == "progressive" for i in infos for st in i.node.settings):
+            self.error("E128", f"\"{cx.agreement}\" does not bill progressively: no interim invoice to expect",
+                       checks[0].span, "say so in the agreement, e.g. 'progressive billing at 200.00 EUR'")
+            return
+        currency = self.agreement_currency(infos)
+        for t in ex.traffic:
+            cur = cx.currencies.get((t.direction.text, t.service.text))
+            if cur is not None and cur != currency:
+                self.error("E128", f"{t.direction.text} {t.service.text} is priced in {cur}: an example's interim "
+                                   f"invoices add traffic in the invoice currency ({currency})", t.span,
+                           "check this agreement's progressive billing with 'icdsl cycle progressive'")
 
     def _cycle_inventory(self, ex: ast.CycleExampleDecl, charges) -> None:
         any_kind = any(c.generic for c, _ in charges)
@@ -2029,6 +2078,10 @@ class Checker:
                                did_you_mean(subject, parties | items, "its parties and the example's items")
                                or "name a party of the revenue share or an item of the example")
 
+
+#: record fields that are not prices (``price from field NAME``)
+RESERVED_FIELDS = ("id", "partner", "direction", "service", "start", "duration_s", "units", "volume",
+                   "b_number", "a_number")
 
 #: what a count service's traffic is given in, and the words that count records
 COUNTED = ("message", "messages", "event", "events", "unit", "units")

@@ -732,6 +732,10 @@ class _ToAst(Transformer):
         money, unit = children
         return ("flat_price", ast.MoneyPer(money, self._ident(unit), self.s.of_meta(meta)))
 
+    def field_price(self, meta, c):
+        """``price from field NAME in EUR [cents]``: each record brings its own price."""
+        return ast.Setting("field_price", tuple(self._ident(t) for t in c), self.s.of_meta(meta))
+
     def price_currency(self, meta, c):
         return ("currency", self._ident(c[0]))
 
@@ -1155,6 +1159,10 @@ class _ToAst(Transformer):
     def opt_stream(self, meta, c):
         return self._opt("stream", meta, c)
 
+    def opt_capacity(self, meta, c):
+        """``, capacity "NAME"``: volume tiers sharing NAME price the period at the highest tier reached."""
+        return ast.Setting("capacity", (self._str(c[0]),), self.s.of_meta(meta))
+
     def opt_day_count(self, meta, c):
         return self._opt("day_count", meta, c)
 
@@ -1335,6 +1343,9 @@ class _ToAst(Transformer):
     def tr_version(self, meta, c):
         return ast.Setting("version", (self._ident(c[0]),), self.s.of_meta(meta))
 
+    def tr_day(self, meta, c):
+        return ast.Setting("on", (ast.DateLit(str(c[0]), self.s.of_token(c[0])),), self.s.of_meta(meta))
+
     def cx_traffic(self, meta, c):
         direction, service, q, *opts = c
         return ast.CycleTrafficNode(self._ident(direction), self._ident(service), q, tuple(opts),
@@ -1375,6 +1386,17 @@ class _ToAst(Transformer):
 
     def expect_total(self, meta, c):
         return ast.CycleExpectation("total", None, None, c[0], self.s.of_meta(meta))
+
+    def expect_interim(self, meta, c):
+        day = ast.DateLit(str(c[0]), self.s.of_token(c[0]))
+        return ast.CycleExpectation("interim", None, None, c[1], self.s.of_meta(meta), day)
+
+    def expect_no_interim(self, meta, c):
+        day = ast.DateLit(str(c[0]), self.s.of_token(c[0]))
+        return ast.CycleExpectation("no_interim", None, None, None, self.s.of_meta(meta), day)
+
+    def expect_invoice(self, meta, c):
+        return ast.CycleExpectation("invoice", None, None, c[0], self.s.of_meta(meta))
 
     def cx_expect(self, meta, c):
         return ("expect", tuple(c))

@@ -384,6 +384,7 @@ class Compiler:
             numbers=si.numbers.table if si.numbers is not None else None,
             numbers_name=si.numbers.node.name.text if si.numbers is not None else None,
             refile_reject=si.refile_reject,
+            price_field=_price_field(settings.get("field_price")),
         )
 
     def charge(self, node: ast.ChargeNode, scope: tuple[tuple[str, str], ...]) -> m.Charge:
@@ -394,6 +395,8 @@ class Compiler:
                 scope = scope + ((o.values[0].text, o.values[1].text),)
             elif o.key == "when":
                 params.append(("when", self.expr(o.values[0])))
+            elif o.key == "capacity":
+                params.append(("option:capacity", o.values[0].value))
             else:
                 params.append((f"option:{o.key}", o.values[0].text))
         label = node.label.value if node.label else node.kind
@@ -512,13 +515,15 @@ class Compiler:
             records = t.option("in")
             surcharges = t.option("surcharges")
             version = t.option("version")
+            day = t.option("on")
             traffic.append(m.CycleTraffic(
                 t.direction.text, t.service.text, kind, int(q.value.value * factor),
                 self.money(amount.values[0]) if amount else m.Money(Decimal(0), info.currencies[(t.direction.text,
                                                                                      t.service.text)]),
                 int(records.values[0].value.value) if records else None,
                 surcharges.values[0].amount.value if surcharges else Decimal(0),
-                int(version.values[0].text[1:]) if version else None, t.span))
+                int(version.values[0].text[1:]) if version else None, t.span,
+                parse_date(day.values[0].text) if day else None))
         items = tuple(m.CycleItem(it.kind.text, it.item_id.value,
                                   it.quantity.value if it.quantity is not None else Decimal(1),
                                   parse_date(it.start.text),
@@ -532,7 +537,8 @@ class Compiler:
         expect = tuple(m.CycleExpectation(
             e.key, e.label.value if e.label else None,
             None if e.subject is None else (e.subject.value if isinstance(e.subject, ast.Str) else e.subject.text),
-            self.money(e.amount) if e.amount is not None else None, e.span) for e in ex.expectations)
+            self.money(e.amount) if e.amount is not None else None, e.span,
+            parse_date(e.day.text) if e.day is not None else None) for e in ex.expectations)
         return m.CycleExample(ex.name.value, info.partner, info.agreement, info.start, info.end, info.label,
                               tuple(traffic), items, events, refunds, expect, ex.span)
 
@@ -646,3 +652,11 @@ def _slots(nodes: tuple[ast.SlotNode, ...]) -> tuple[m.Slot, ...]:
             inc = m.Increments(int(a.value), int(b.value))
         slots.append(m.Slot(until, per_minute, sl.span, inc))
     return tuple(slots)
+
+
+def _price_field(st: ast.Setting | None) -> m.PriceField | None:
+    """``price from field NAME in EUR [cents]``: the field, and how many places its value moves."""
+    if st is None:
+        return None
+    name, _currency, *scale = st.values
+    return m.PriceField(name.text, 2 if scale else 0, st.span)

@@ -341,6 +341,17 @@ class Charge:
 
 
 @dataclass(frozen=True, slots=True)
+class PriceField:
+    """``price from field NAME in EUR [cents]``: the amount of a record is the decimal number of
+    its field ``name`` (a text or a number, read exactly), divided by ``10**scale`` (2: cents),
+    plus the connect fee, rounded once; nothing else of the record prices it."""
+
+    name: str
+    scale: int = 0
+    span: Span = NO_SPAN
+
+
+@dataclass(frozen=True, slots=True)
 class ServicePlan:
     """How one (direction, service) of an agreement is priced per record.
 
@@ -376,6 +387,8 @@ class ServicePlan:
     refile_reject: tuple[str, tuple[str, ...]] | None = None
     # ``slots NAME { ... }``: the slot sets rate rows choose with ``slots NAME`` (RateRow.slots)
     slot_sets: tuple[SlotSet, ...] = ()
+    # ``price from field NAME in EUR [cents]``: each record's own price (Lago's dynamic model)
+    price_field: PriceField | None = None
 
     @property
     def kind(self) -> str:
@@ -589,6 +602,7 @@ class CycleTraffic:
     surcharges: Decimal = Decimal(0)
     version: int | None = None
     span: Span = NO_SPAN
+    day: date | None = None  # the day it was used (progressive billing checks); None: the period's end
 
 
 @dataclass(frozen=True, slots=True)
@@ -627,13 +641,17 @@ class CycleRefund:
 @dataclass(frozen=True, slots=True)
 class CycleExpectation:
     """``line`` (the sum of the lines of charge ``label``, of ``subject`` only if given: a
-    party or an item id), ``no_line`` (the charge gives no line) or ``total`` (all lines)."""
+    party or an item id), ``no_line`` (the charge gives no line) or ``total`` (all lines);
+    progressive billing: ``interim`` (the interim invoice a check on ``day`` raises),
+    ``no_interim`` (a check on ``day`` raises none), ``invoice`` (the final invoice's subtotal:
+    the traffic, every line, less the interim invoices)."""
 
     key: str
     label: str | None = None
     subject: str | None = None
     amount: Money | None = None
     span: Span = NO_SPAN
+    day: date | None = None
 
 
 @dataclass(frozen=True, slots=True)

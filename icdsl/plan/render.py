@@ -211,7 +211,8 @@ def render_plan(plan: m.Plan) -> str:
             out.append(f"  usage {t.direction} {t.service}: {t.quantity} {unit}, {t.amount}"
                        + (f", {t.records} records" if t.records is not None else "")
                        + (f", surcharges {t.surcharges}" if t.surcharges else "")
-                       + (f", version v{t.version}" if t.version is not None else ""))
+                       + (f", version v{t.version}" if t.version is not None else "")
+                       + (f", on {t.day}" if t.day is not None else ""))
         for it in x.items:
             out.append(f"  inventory {it.kind} {it.item_id} x {it.quantity}: {it.activated} .. "
                        f"{it.terminated or 'open'} (end excluded)")
@@ -220,7 +221,9 @@ def render_plan(plan: m.Plan) -> str:
         for r in x.refunds:
             out.append(f"  refund {r.direction} {r.service}: {r.amount}")
         for e in x.expect:
-            what = {"line": f"line \"{e.label}\"", "no_line": f"no line \"{e.label}\"", "total": "total"}[e.key]
+            what = {"line": f"line \"{e.label}\"", "no_line": f"no line \"{e.label}\"", "total": "total",
+                    "interim": f"interim on {e.day}", "no_interim": f"no interim on {e.day}",
+                    "invoice": "invoice"}[e.key]
             out.append(f"  expect {what}" + (f" for {e.subject}" if e.subject else "")
                        + (f" = {e.amount}" if e.amount is not None else ""))
     for pol in plan.lcr_policies:

@@ -58,8 +58,17 @@ from icdsl.rating.kernels import (
     div_round,
 )
 from icdsl.rating.origins import NUMBER_FIELDS, number_field, origin_matcher
-from icdsl.rating.row import INT64_MAX, rate_record, row_plan
-from icdsl.rating.select import FAR_FUTURE, FAR_PAST, KIND_COUNT, KIND_TIME, KIND_VOLUME, ordinal
+from icdsl.rating.row import EXACT, INT64_MAX, exact_round, rate_record, row_plan
+from icdsl.rating.select import (
+    FAR_FUTURE,
+    FAR_PAST,
+    KIND_COUNT,
+    KIND_TIME,
+    KIND_VOLUME,
+    field_price,
+    money_text,
+    ordinal,
+)
 from icdsl.rounding import div_round_array
 from icdsl.rounding import div_round_int as round_int
 
@@ -344,6 +353,8 @@ class _Batch:
         self._local_days: dict[str, np.ndarray] = {}
         self._cols: dict[str, Any] = {}
         self.details: dict[int, str] = {}  # reject details decided record by record
+        # rate texts of services priced `from field NAME` (each record's own), per group, this batch
+        self.own_rates: dict[int, Dictionary] = {}
 
     # ---------------------------------------------------------------- helpers
 
@@ -565,6 +576,9 @@ class _Batch:
         if not rules.priced:
             self.reject(positions, R.NO_RATE, NO_PRICE_RULE)
             return
+        if sp.price_field is not None:
+            self._field_prices(g, positions, qty)
+            return
 
         # destination, band, price: chunk by chunk
         dest = rules.destinations
@@ -654,6 +668,42 @@ class _Batch:
             self.reject(nomatch, R.NO_RATE, NO_DESTINATION)
         if sp.split_at_band_boundary and rules.kind == KIND_TIME and steps is not None:
             self._split(g, positions, steps)
+
+    def _field_prices(self, g: _Group, positions: np.ndarray, qty: np.ndarray) -> None:
+        """``price from field NAME``: each record's amount is its own price (row.py's rules, read
+        with the same :func:`field_price`), plus the connect fee, capped, rounded once. With
+        per-record charges the records take the exact path (their numerators are the row's)."""
+        rules = g.kernel.rules
+        sp = rules.plan
+        pf = sp.price_field
+        self.row[positions] = 0
+        self.band[positions] = g.labels.code("all")
+        pending = self.status[positions] == 0
+        live, count = positions[pending], qty[pending]
+        if self.num is not None and record_charges(g.agreement, sp.direction, sp.service):
+            self.fallback[live] = True
+            return
+        col = self.col(pf.name)
+        values = col.take(pa.array(live)).to_pylist() if col is not None else [None] * len(live)
+        rates = self.own_rates.setdefault(g.index, Dictionary())
+        fee = EXACT.multiply(sp.connect_fee, rules.per)
+        cap = EXACT.multiply(sp.max_cost, rules.per) if sp.max_cost is not None else None
+        for p, value, billed in zip(live.tolist(), values, count.tolist(), strict=True):
+            price = field_price(value, pf)
+            if price is None or isinstance(price, str):
+                self.reject(np.array([p]), R.MISSING_FIELD if price is None else R.NO_RATE)
+                self.details[p] = R.detail_missing(pf.name) if price is None else price
+                continue
+            num = EXACT.add(fee, price)
+            if cap is not None and num > cap:
+                num = cap
+            q = exact_round(num, rules.per, rules.precision, rules.mode)
+            if not -LIMIT < q < LIMIT:
+                self.reject(np.array([p]), R.AMOUNT_OVERFLOW)
+                continue
+            self.amount[p] = q
+            self.billed[p] = billed
+            self.rate[p] = rates.code(money_text(price))
 
     def _refiled(self, positions: np.ndarray, prefixes: tuple[str, ...]) -> None:
         """Reject ``refiled`` the records at ``positions`` whose a_number is empty or starts with
@@ -906,6 +956,8 @@ class _Batch:
             self.billed[p] = res.billed_units
             self.amount[p] = int(res.amount.scaleb(g.kernel.rules.precision))
             self.band[p] = g.labels.code(res.band)
+            if g.kernel.rules.plan.price_field is not None:
+                self.rate[p] = self.own_rates.setdefault(g.index, Dictionary()).code(res.rate)
 
     # ---------------------------------------------------------------- outputs
 
@@ -990,7 +1042,8 @@ class _Batch:
             ),
             "billed_units": lambda: pa.array(pick(self.billed), type=pa.int64()),
             "rate": lambda: text(
-                pick(self.rate), [pa.array(g.kernel.rates.values, type=pa.string()) for g in groups]
+                pick(self.rate),
+                [pa.array(self.own_rates.get(g.index, g.kernel.rates).values, type=pa.string()) for g in groups],
             ),
             "amount": lambda: self._amounts(pick(self.amount), group, precision),
             "currency": lambda: text(zeros, [pa.array([g.kernel.rules.currency]) for g in groups]),

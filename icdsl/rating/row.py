@@ -35,6 +35,10 @@ initial + ceil((d - initial)/subsequent) * subsequent.
 Quantity and amount: minute: price x billed_s / 60 (hour: / 3600); second: price x billed_s; count units:
 price x units; volume: bytes = max(volume, minimum_bytes) rounded up to a multiple of
 rounding_bytes, price x bytes / unit_bytes. ``billed_units`` is seconds, the count or the bytes.
+A service priced ``from field NAME`` (``ServicePlan.price_field``): the record's own price, the
+field's decimal number read exactly (``select.field_price``), plus the connect fee; its units
+are counted, not priced; a missing field is ``missing_field``, a field that is no number
+``no_rate``; the rate column shows the record's price.
 
 Slots (time units): the seconds of [0, billed) from the call's start in [previous until_s,
 until_s) are priced at the slot's price (last until_s None: the rest). The rate row still gives
@@ -106,6 +110,7 @@ from icdsl.rating.select import (
     RulesCache,
     Selector,
     ServiceRules,
+    field_price,
     money_text,
     ordinal,
     slot_windows,
@@ -605,7 +610,19 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
         billed = qty
 
     # prices
-    if written:
+    pf = sp.price_field
+    if pf is not None:  # `price from field NAME`: the record's own price
+        rate = field_price(record.get(pf.name), pf)
+        if rate is None:
+            return _reject(record, steps, R.MISSING_FIELD, R.detail_missing(pf.name), pf.span)
+        if isinstance(rate, str):
+            return _reject(record, steps, R.NO_RATE, rate, pf.span)
+        if steps is not None:
+            moved = f" / 10^{pf.scale}" if pf.scale else ""
+            steps.append(TraceStep(f"price from field {pf.name}: {record.get(pf.name)}{moved} = {money_text(rate)} "
+                                   f"{rules.currency}, the record's own price (its {billed} unit(s) are counted, "
+                                   "not priced)", pf.span))
+    elif written:
         rate = written[0][2]
     else:
         rate = row.price_for(band) if row is not None else rules.flat(band)
@@ -617,9 +634,8 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
                     return _reject(
                         record, steps, R.NO_RATE, R.detail_no_price(b, prefix), rules.rule_span(row)
                     )
-    if steps is not None:
+    if steps is not None and pf is None:
         what = f"slots {', '.join(_slot_text(s) for s in written)}" if written else f"band {band}"
-
         steps.append(TraceStep(f"rate {money_text(rate)} per {sp.unit} ({what})", rules.rule_span(row)))
 
     # 5. zero-duration policy
@@ -635,6 +651,8 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
     # amount, exactly: numerator / per, rounded once
     if not charge:
         num = ZERO
+    elif pf is not None:
+        num = EXACT.add(EXACT.multiply(fee, per), rate)
     elif parts is None and not slots:
         num = EXACT.add(EXACT.multiply(fee, per), EXACT.multiply(rate, billed))
     else:
@@ -650,7 +668,7 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
                 price = row.price_for(b) if row is not None else rules.flat(b)
                 num = EXACT.add(num, EXACT.multiply(price, s))
             a += s
-    if steps is not None:
+    if steps is not None and pf is None:
         steps.append(
             TraceStep(
                 _explain_amount(
@@ -704,7 +722,7 @@ def _price(svc: RowService, record, start: datetime, dur: int, day: int, steps, 
     rule = svc.rule_texts.get(ri)
     if rule is None:
         rule = svc.rule_texts[ri] = str(rules.rule_span(row))
-    rate_text = svc.rate_texts.get((ri, band))
+    rate_text = svc.rate_texts.get((ri, band)) if pf is None else money_text(rate)  # a record's own price
     if rate_text is None:
         rate_text = svc.rate_texts[(ri, band)] = money_text(rate)
     ag = rules.agreement

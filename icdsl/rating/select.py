@@ -34,7 +34,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 
 from icdsl.plan.model import (
     KIND_COUNT as KIND_COUNT,
@@ -47,6 +47,7 @@ from icdsl.plan.model import (
     BandPart,
     Increments,
     Plan,
+    PriceField,
     RateColumns,
     RateRow,
     ServicePlan,
@@ -258,7 +259,7 @@ class ServiceRules:
     @property
     def priced(self) -> bool:
         return (self.destinations is not None or self.plan.flat_price is not None or bool(self.slots)
-                or any(p.price is not None for p in self.plan.band_parts))
+                or any(p.price is not None for p in self.plan.band_parts) or self.plan.price_field is not None)
 
     def slots_for(self, row: RateRow | None) -> tuple[tuple, tuple[Increments | None, ...] | None]:
         """The slots that price a call matched to ``row`` and their own increments: the row's set
@@ -315,6 +316,24 @@ class ServiceRules:
 
     def rule_span(self, row: RateRow | None) -> Span:
         return row.span if row is not None else self.plan.span
+
+
+def field_price(value: object, pf: PriceField) -> Decimal | str | None:
+    """The price a record brings in its field (``price from field NAME in EUR [cents]``), read
+    exactly: its decimal number (a text, an int, or a float by its shortest text) moved ``scale``
+    places; None when the record has no such field, a text saying why when it is no number."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        if isinstance(value, bool):
+            raise InvalidOperation
+        price = Decimal(text)
+    except InvalidOperation:
+        price = None
+    if price is None or not price.is_finite():
+        return f"{pf.name} is not a decimal number ({text[:40]!r})"
+    return price.scaleb(-pf.scale)
 
 
 def service_rules(agreement: Agreement, sp: ServicePlan) -> ServiceRules:
