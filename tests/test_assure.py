@@ -526,3 +526,53 @@ def test_daily_traffic_agrees_with_the_obvious_sums():
             acc[2] += a or 0
     got = {(r.day, r.destination): [r.records, r.units, r.amount] for r in d.rows()}
     assert got == expect
+
+
+def test_the_five_cases_found_by_icdsl_assure_on_the_command_line(tmp_path, monkeypatch):
+    """The user's way, every step a command (but the history, seeded as in the worked month): an
+    unbilled inventory item (F1, a dark fibre no charge bills), a terminated item still billed
+    (P2, ended on 10 March after March was billed in arrears), an expiring commitment, a day with
+    no traffic (18 March) and a destination whose traffic halves (France mobile from the 15th):
+    each found by `icdsl assure`, with its size, and each says what to do."""
+    monkeypatch.setenv("COLUMNS", "160")
+    from icdsl.billing.store import open_store
+
+    url = f"sqlite:///{tmp_path / 'icdsl.db'}"
+    make_plan(tmp_path, RULES)
+    rules = str(tmp_path / "rules")
+    base = ["--db", url, "--data", str(tmp_path / "data")]
+    runner = CliRunner()
+
+    def icdsl(*args: str, code: int = 0) -> str:
+        r = runner.invoke(app, [*args, *base])
+        assert r.exit_code == code, (args, r.output)
+        assert "Traceback" not in r.output and "internal error" not in r.output
+        return r.stdout
+
+    icdsl("load", rules)
+    icdsl("inventory", "import", str(inventory(tmp_path)))
+    st = open_store(url, data_dir=tmp_path / "data")
+    try:
+        seed(st)
+    finally:
+        st.close()
+    icdsl("ingest", str(march_csv(tmp_path / "in" / "march.csv")), "--rules", rules)
+    icdsl("cycle", "run", "ACX", "2026-03", "--rules", rules)
+    icdsl("inventory", "import", str(inventory(tmp_path, "2026-03-10")))
+    doc = json.loads(icdsl("assure", "2026-03", "--rules", rules, "--format", "json", code=1))  # an error found
+    found = {f["code"]: f for f in doc["findings"]}
+    assert sorted(found) == ["agreement_expiring", "billed_after_termination", "commitment_expiring",
+                             "traffic_drop", "traffic_missing_day", "unbilled_item_kind"]
+    assert (found["unbilled_item_kind"]["subject"], found["unbilled_item_kind"]["count"]) == ("dark_fibre", 1)
+    late = found["billed_after_termination"]
+    assert (late["subject"], late["day"], late["until"], late["amount"]) == ("port P2", "2026-03-10", "2026-03-31",
+                                                                             "70.97")
+    assert (found["commitment_expiring"]["subject"], found["commitment_expiring"]["day"]) == (
+        "ACX voice v1: Monthly minimum", "2026-05-15")
+    gap = found["traffic_missing_day"]
+    assert (gap["day"], gap["expected"], gap["actual"], gap["amount"]) == ("2026-03-18", 260, 0, "4.45")
+    drop = found["traffic_drop"]
+    assert (drop["subject"], drop["day"], drop["expected"], drop["actual"], drop["amount"]) == (
+        "outbound voice France mobile", "2026-03-15", 3200, 1600, "32.00")
+    assert all(f["action"] for f in doc["findings"])
+    assert doc["counts"]["error"] == 1

@@ -8,6 +8,7 @@ rewrites them when a change of message is intended.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import shutil
@@ -428,3 +429,109 @@ def test_a_failed_import_leaves_no_file_behind(loaded, plan, tmp_path):
     assert partner_invoices(loaded, "LUMFR") == []
     rep = import_partner_invoice(loaded, UBL, "LUMFR", plan, details=[DETAIL])  # then as if never tried
     assert not rep.already and loaded.verify_files() == []
+
+
+# --------------------------------------------------------------------------- the user's way: an external entity
+
+
+class _Watched:
+    """A secret file that says whether anything opened it, even below Python (libxml2 reads
+    files in C, unseen by audit hooks): a FIFO that a thread keeps offering to write; a reader's
+    open is the only way its non-blocking open for writing succeeds. And an HTTP server that
+    counts its requests."""
+
+    def __init__(self, folder: Path):
+        import os
+
+        self.path = folder / "secret.txt"
+        os.mkfifo(self.path)
+        self.opened = 0
+        self.stop = threading.Event()
+        self.hits: list[str] = []
+        hits = self.hits
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the http.server name
+                hits.append(self.path)
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"<!ENTITY x 'fetched'>")
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.threads = [threading.Thread(target=self._offer, daemon=True),
+                        threading.Thread(target=self.server.serve_forever, daemon=True)]
+
+    def _offer(self) -> None:
+        import os
+
+        while not self.stop.is_set():
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # no reader
+                self.stop.wait(0.005)
+                continue
+            self.opened += 1
+            with contextlib.suppress(OSError):
+                os.write(fd, b"TOP-SECRET-42")
+            os.close(fd)
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+        for t in self.threads:
+            t.join(5)
+
+
+def test_the_watch_sees_a_parser_that_reads_entities(tmp_path):
+    """The file watch of the test below is not blind: an lxml parser told to resolve entities is
+    seen opening the file (whatever it does with the URL: this libxml2 may have no HTTP client,
+    so only the server's count says no request was made)."""
+    from lxml import etree
+
+    with _Watched(tmp_path) as w:
+        root = etree.fromstring(f'<!DOCTYPE r [ <!ENTITY x SYSTEM "file://{w.path}"> ]><r>&x;</r>'.encode(),
+                                parser=etree.XMLParser(resolve_entities=True))
+    assert w.opened >= 1 and "TOP-SECRET-42" in etree.tostring(root).decode()
+
+
+def test_cli_refuses_an_external_entity_and_reads_no_file_and_no_network(db_url, tmp_path):  # noqa: F811
+    """`icdsl partner-invoice import` of a UBL invoice declaring an external entity (a local file,
+    a URL, a parameter entity over the network): exit 1, a clear located message, no traceback,
+    the file never opened, no request made, nothing imported or kept."""
+    rules = tmp_path / "rules"
+    shutil.copytree(EXAMPLES, rules, ignore=shutil.ignore_patterns("tools"))
+    base = ["--partner", "LUMFR", "--rules", str(rules), "--db", db_url, "--data", str(tmp_path / "data")]
+    ns = ('xmlns="urn:oasis:names:specification:ubl:schema:xsd:Invoice-2" '
+          'xmlns:cbc="urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2"')
+    runner = CliRunner()
+    with _Watched(tmp_path) as w:
+        hostile = {
+            "file.xml": f'<?xml version="1.0"?>\n<!DOCTYPE Invoice [ <!ENTITY x SYSTEM "file://{w.path}"> ]>\n'
+                        f'<Invoice {ns}><cbc:ID>&x;</cbc:ID></Invoice>',
+            "url.xml": f'<?xml version="1.0"?>\n<!DOCTYPE Invoice [ <!ENTITY x SYSTEM "{w.url}/x"> ]>\n'
+                       f'<Invoice {ns}><cbc:ID>&x;</cbc:ID></Invoice>',
+            "param.xml": f'<?xml version="1.0"?>\n<!DOCTYPE Invoice [ <!ENTITY % p SYSTEM "{w.url}/e.dtd"> %p; ]>\n'
+                         f'<Invoice {ns}/>',
+        }
+        for name, text in hostile.items():
+            (tmp_path / name).write_text(text, encoding="utf-8")
+            r = runner.invoke(app, ["partner-invoice", "import", str(tmp_path / name), *base])
+            assert r.exit_code == 1, r.output
+            assert "Traceback" not in r.output and "internal error" not in r.output
+            assert f"{name}: line 2: the document declares a DOCTYPE: refused" in r.output
+            assert "nothing was read" in r.output and "TOP-SECRET-42" not in r.output
+    assert (w.opened, w.hits) == (0, [])
+    r = runner.invoke(app, ["partner-invoice", "list", "--db", db_url, "--data", str(tmp_path / "data")])
+    assert r.exit_code == 0 and "no partner invoices imported" in r.output
+    kept = [p.name for p in (tmp_path / "data").rglob("*") if p.is_file()] if (tmp_path / "data").exists() else []
+    assert kept in ([], ["STORE_ID"])  # the store's own mark, and no file of the invoice

@@ -717,3 +717,48 @@ def test_numbers_kept_as_integers_are_the_text_they_sent(numbers):
         assert pc.cast(col, pa.string()).to_pylist() == numbers
     else:
         assert col.to_pylist() == numbers
+
+
+def test_the_dispute_of_the_designed_differences_totals_exactly_them(db_url, tmp_path):  # noqa: F811 - the fixture
+    """Issue 13's check, end to end on the store: the invoice and detail generated from our records
+    with every designed difference, reconciled after the cycle, and a dispute opened from it.
+    The dispute takes exactly what they billed over us outside the agreement's tolerances: the
+    UK peak line at a wrong rate (35/30 of ours) and the Germany line only they have (0.12);
+    not France off-peak (0.01 over, inside 0.05) nor French mobiles off-peak (only ours: billed
+    less). Its evidence is every differing record of those lines and every record of theirs that
+    no line of ours holds."""
+    from icdsl.billing.disputes import open_dispute
+    from icdsl.billing.reconcile import reconcile_partner
+    from icdsl.billing.store import open_store
+
+    plan, program = make_plan(tmp_path)
+    rows = our_rows()
+    detail, expected = their_detail(rows)
+    ours = our_view(plan, "ACME", "2026-03", table_of(rows), "EUR", keep_records=False)
+    theirs = their_lines_from(ours)
+    src = StubSource(invoice(theirs), detail)
+    with open_store(db_url, data_dir=tmp_path / "data") as store:
+        store.load_plan(plan, program)
+        store.ingest(_csv(tmp_path / "march.csv", rows), None, plan)
+        store.run_cycle("ACME", "2026-03", plan, accept=("all",))
+        r = reconcile_partner(store, "ACME", "2026-03", plan=plan, source=src, all_records=True)
+        check_records(r, expected)
+        status = {(c.destination, c.band): c.status for c in r.lines}
+        assert {k: v for k, v in status.items() if v != LINE_MATCHED} == {
+            ("UK", "peak"): LINE_DIFFERS, ("Germany", "peak"): LINE_ONLY_THEIRS,
+            ("France mobile", "offpeak"): LINE_ONLY_OURS}
+        our_uk = next(o for o in ours.lines if (o.destination, o.band) == ("UK", "peak"))
+        uk_over = (our_uk.amount * 35 / 30).quantize(Decimal("0.01")) - our_uk.amount
+        doc = open_dispute(store, reconcile_partner(store, "ACME", "2026-03", plan=plan, source=src),
+                           reason="March: designed differences")
+    germany = next(ln for ln in theirs if ln.destination == "Germany")
+    uk_line = next(ln for ln in theirs if ln.destination == "UK" and ln.band == "PEAK")
+    assert uk_over > 0 and doc["amount"] == uk_over + Decimal("0.12")
+    assert sorted((ln["their_lines"], ln["amount"]) for ln in doc["lines"]) == sorted(
+        [([uk_line.number], uk_over), ([germany.number], Decimal("0.12"))])
+    assert doc["amount"] == sum(ln["amount"] for ln in doc["lines"]) == doc["their_amount"] - doc["our_amount"]
+    uk_key = next(c for c in r.lines if (c.destination, c.band) == ("UK", "peak")).our_lines[0]
+    want = sorted(x["their_id"] or x["our_id"] for x in r.records.to_pylist()
+                  if x["class"] != MATCHED and (x["line"] == uk_key or (x["line"] is None and x["their_id"])))
+    assert sorted(e["their_id"] or e["our_id"] for e in doc["evidence_records"]) == want
+    assert doc["evidence"]["rows"] == len(want) > 0

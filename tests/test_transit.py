@@ -12,8 +12,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from typer.testing import CliRunner
 
 from icdsl.billing import models as M
+from icdsl.cli.main import app
 from icdsl.rating.intake import read_records
 from icdsl.rating.intake.transit import sides, termination_of
 from tests.test_billing_store import db_url, make_plan, store  # noqa: F401 (fixtures)
@@ -140,6 +142,19 @@ def test_a_transit_month_invoice_cost_and_margin_add_up(store, tmp_path):  # noq
     margin = {i: sell[i] - buy[i] for i in ids}
     assert sum(margin.values()) == Decimal("0.0950") == sum(sell.values()) - sum(buy.values())
     assert inv.subtotal - st.payable == Decimal("0.10")
+    # ... and `icdsl margin` on the store says the same, each transit record counted once: sold
+    # to HUBA (the invoice's lines before rounding), carried by TERMB (its rated cost), margin
+    # 0.3150 - 0.2200 = 0.0950 (a regression: each record met both of its sides and counted twice)
+    url = store.engine.url.render_as_string(hide_password=False)
+    for by, row in (("partner", "HUBA,4,900,0.315000,0.220000,0,0.095000,EUR"),
+                    ("supplier", "TERMB,4,900,0.315000,0.220000,0,0.095000,EUR")):
+        res = CliRunner().invoke(app, ["margin", "2026-03", str(tmp_path / "rules"), "--db", url,
+                                       "--data", str(store.data.root), "--by", by, "--format", "csv"])
+        assert res.exit_code == 0, res.output
+        assert res.stdout.splitlines()[1:] == [row]
+    assert "total: 4 records, revenue 0.315000, cost 0.220000, margin 0.095000 EUR" in \
+        CliRunner().invoke(app, ["margin", "2026-03", str(tmp_path / "rules"), "--db", url,
+                                 "--data", str(store.data.root)]).stdout
     # counts per side: the batch wrote each transit record once per side, and each side's cycle
     # read its own (nothing lost, nothing twice on one side)
     with store.session() as s:

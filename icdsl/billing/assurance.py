@@ -38,6 +38,7 @@ from icdsl.billing import rows as bulk
 from icdsl.billing.errors import StoreError
 from icdsl.billing.inventory import _plain
 from icdsl.charges.keys import parse_key
+from icdsl.charges.lines import minor_units
 from icdsl.cycle.daily import Daily, DailyRow
 from icdsl.cycle.periods import local_days, parse_period, to_us
 from icdsl.cycle.rater import decimal_of_int64
@@ -230,10 +231,17 @@ def _fees(lines: Iterable[tuple[str, str, dict[str, Any], Decimal]]) -> list[A.B
         out.append(A.BilledFee(
             partner, data.get("charge_name", ""), f"{data.get('agreement')} v{data.get('agreement_version')}",
             str(dims["item"]), str(dims.get("item_kind", "")), date.fromisoformat(dims["period_start"]),
-            date.fromisoformat(dims["period_end"]), net[app], data.get("currency", ""), full, prorate,
+            date.fromisoformat(dims["period_end"]), _at_minor_units(net[app], data.get("currency", "")), data.get("currency", ""), full, prorate,
             int(days) if days not in (None, "") and str(days).isdigit() else None, app,
             tuple(cycles[app]) if parts is not None else ()))
     return out
+
+
+def _at_minor_units(amount: Decimal, currency: str) -> Decimal:
+    """``amount`` written with the currency's decimals when that is exact (the store keeps 8:
+    a finding said 70.97000000 EUR where 70.97 was meant); left as it is otherwise."""
+    shown = amount.quantize(Decimal(1).scaleb(-minor_units(currency))) if currency else amount
+    return shown if shown == amount else amount
 
 
 _LINES = (select(M.BillingCycle.partner_code, M.BillingCycle.label, M.ChargeLine.data, M.ChargeLine.amount)

@@ -2,8 +2,8 @@
 
 For every billing cycle whose UTC period overlaps the days asked and that has been rated (any
 state but ``open``), its latest ``rated`` file is read; the sold records (``inbound`` and
-``transit``) are kept, and the intake files of their batches give them, by (``batch_id``, ``id``),
-the called number (``b_number``), the calling number and the supplier column (``supplier``,
+``transit``) are kept, and the intake files of their batches give them, by (``batch_id``, ``id``,
+``partner``: a transit record is written once per side with the same id), the called number (``b_number``), the calling number and the supplier column (``supplier``,
 ``route`` or ``out_trunk``) that the rated file does not keep. The costing itself is
 :mod:`icdsl.routing.margin`'s.
 """
@@ -69,11 +69,10 @@ def _with_traffic(store: Any, rated: pa.Table) -> pa.Table:
         path = store.data.abs(rel)
         names = pq.read_schema(path).names
         cols = [c for c in JOINED if c in names]
-        if not cols or "id" not in names:
+        if not cols or "id" not in names or "partner" not in names:
             continue
-        t = pq.read_table(path, columns=["id", *cols])
-        t = t.set_column(0, "id", pc.cast(t.column("id"), pa.string()))
-        for c in cols:
+        t = pq.read_table(path, columns=["id", "partner", *cols])
+        for c in ("id", "partner", *cols):
             i = t.column_names.index(c)
             t = t.set_column(i, c, pc.cast(t.column(c), pa.string()))
         parts.append(t.append_column("batch_id", pa.array([batch] * t.num_rows, type=pa.int64())))
@@ -82,4 +81,7 @@ def _with_traffic(store: Any, rated: pa.Table) -> pa.Table:
     traffic = pa.concat_tables(parts, promote_options="permissive")
     left = rated.set_column(rated.column_names.index("id"), "id", pc.cast(rated.column("id"), pa.string()))
     left = left.set_column(left.column_names.index("batch_id"), "batch_id", pc.cast(left.column("batch_id"), pa.int64()))
-    return left.join(traffic, keys=["batch_id", "id"], join_type="left outer")
+    left = left.set_column(left.column_names.index("partner"), "partner", pc.cast(left.column("partner"), pa.string()))
+    # by partner too: the two sides of a transit record share its batch and id (each sold record
+    # must meet its own side's row once, or a transit month is counted twice)
+    return left.join(traffic, keys=["batch_id", "id", "partner"], join_type="left outer")
