@@ -88,9 +88,9 @@ def private_dir(create: bool) -> str:
     return path
 
 
-def _key() -> str:
+def _key(package: str = PACKAGE) -> str:
     """One server per interpreter and icdsl installation (two virtual environments, two servers)."""
-    text = f"{sys.executable}\0{PACKAGE}".encode("utf-8", "surrogateescape")
+    text = f"{sys.executable}\0{package}".encode("utf-8", "surrogateescape")
     h = 0xCBF29CE484222325  # FNV-1a, 64 bits: no import for a name
     for b in text:
         h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
