@@ -90,10 +90,16 @@ def _said(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.endswith("records/s"))
 
 
-def _same(server: Server, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+def _same(server: Server, *args: str, stdin_file: Path | None = None, **kw) -> subprocess.CompletedProcess[str]:
+    def run(served: bool) -> subprocess.CompletedProcess[str]:
+        if stdin_file is None:
+            return server.icdsl(*args, served=served, **kw)
+        with open(stdin_file, "rb") as f:
+            return server.icdsl(*args, served=served, stdin=f, **kw)
+
     before = server.status()["served"]
-    here = server.icdsl(*args, served=False, input=input)
-    there = server.icdsl(*args, input=input)
+    here = run(False)
+    there = run(True)
     assert server.status()["served"] == before + 1, "the command was not served"
     assert (there.returncode, _said(there.stdout), there.stderr) == (here.returncode, _said(here.stdout), here.stderr)
     return there
@@ -123,9 +129,11 @@ def test_a_failing_check_has_the_same_status_and_message(server, tmp_path):
 
 def test_stdin_is_the_clients(server, tmp_path):
     server.start()
-    traffic = (EXAMPLE / "traffic.csv").read_text(encoding="utf-8")
-    done = _same(server, "rate", ".", "--cdrs", "/dev/stdin", "--out", str(tmp_path / "out"), input=traffic)
+    args = ("rate", ".", "--cdrs", "/dev/stdin", "--out", str(tmp_path / "out"))
+    done = _same(server, *args, stdin_file=EXAMPLE / "traffic.csv")  # `icdsl rate ... < traffic.csv`
     assert done.returncode == 0 and "read 38 = rated 28" in done.stdout
+    piped = _same(server, *args, input=(EXAMPLE / "traffic.csv").read_text(encoding="utf-8"))  # `cat ... |`
+    assert piped.returncode == 1 and piped.stderr == "error: cannot read stdin: lseek failed\n"
 
 
 def test_off_and_in_process_commands_are_not_served(server):
@@ -199,24 +207,41 @@ def _wait_running(server: Server, n: int) -> dict:
     return found
 
 
+def _blocked(server: Server, tmp_path: Path, served: bool, **kw) -> subprocess.Popen:
+    """`icdsl --plugin block.py check .`, whose plugin waits for a line on stdin (a pipe kept
+    open): started, and blocked in the read."""
+    mark = tmp_path / "reading"
+    mark.unlink(missing_ok=True)
+    plugin = tmp_path / "block.py"
+    plugin.write_text(f"import pathlib, sys\npathlib.Path({str(mark)!r}).write_text('x')\nsys.stdin.readline()\n",
+                      encoding="utf-8")
+    env = dict(server.env, ICDSL_SERVER="1" if served else "0")
+    client = subprocess.Popen([ICDSL, "--plugin", str(plugin), "check", "."], cwd=EXAMPLE, env=env,
+                              stdin=subprocess.PIPE, text=True, **kw)
+    deadline = time.monotonic() + 60
+    while not mark.exists():
+        assert time.monotonic() < deadline and client.poll() is None
+        time.sleep(0.02)
+    return client
+
+
 def test_ctrl_c_is_forwarded_and_a_killed_client_ends_its_child(server, tmp_path):
     server.start()
-    env = dict(server.env, ICDSL_SERVER="1")
-    args = [ICDSL, "rate", ".", "--cdrs", "/dev/stdin", "--out", str(tmp_path / "out")]
-    # Ctrl-C: the child is interrupted as the process would be
-    client = subprocess.Popen(args, cwd=EXAMPLE, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    _wait_running(server, 1)
-    time.sleep(0.5)
-    client.send_signal(signal.SIGINT)
-    out, err = client.communicate(timeout=30)
-    assert client.returncode == 130 and err.strip().endswith("interrupted"), (out, err)
+    # Ctrl-C: the served command is interrupted as the process is
+    said = []
+    for served in (False, True):
+        client = _blocked(server, tmp_path, served, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        client.send_signal(signal.SIGINT)
+        client.wait(timeout=30)  # stdin still open: the read ends by the signal, not at the end of its input
+        said.append((client.returncode, client.stdout.read(), client.stderr.read()))
+        for stream in (client.stdin, client.stdout, client.stderr):
+            stream.close()
+    assert said[0] == said[1] and said[0][0] == 130, said
     _wait_running(server, 0)
     # a client killed (no chance to forward anything): the server ends its child
     served = server.status()["served"]
-    client = subprocess.Popen(args, cwd=EXAMPLE, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    _wait_running(server, 1)
+    client = _blocked(server, tmp_path, True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert server.status()["running"] == 1
     client.kill()
     client.wait(timeout=30)
     found = _wait_running(server, 0)
