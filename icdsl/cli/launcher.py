@@ -90,7 +90,7 @@ def private_dir(create: bool) -> str:
 
 def _key(package: str = PACKAGE) -> str:
     """One server per interpreter and icdsl installation (two virtual environments, two servers)."""
-    text = f"{sys.executable}\0{package}".encode("utf-8", "surrogateescape")
+    text = f"{sys.prefix}\0{package}".encode("utf-8", "surrogateescape")
     h = 0xCBF29CE484222325  # FNV-1a, 64 bits: no import for a name
     for b in text:
         h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
@@ -157,7 +157,7 @@ def identity(extra_roots: list[str], environ: dict[str, str] | None = None, path
             folders.append([p, None])
     return {
         "version": icdsl.__version__,
-        "executable": sys.executable,
+        "executable": [sys.prefix, os.path.realpath(sys.executable)],  # bin/python or bin/python3 of one venv
         "python": sys.version,
         "flags": list(sys.flags),
         "encoding": sys.getfilesystemencoding(),

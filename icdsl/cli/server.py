@@ -136,6 +136,7 @@ class _Server:
         self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
 
     def _on_stop_signal(self, signum, frame) -> None:
+        self.log(f"server: signal {signal.Signals(signum).name}")
         self.stopping = True
 
     def close_listener(self) -> None:
@@ -195,6 +196,13 @@ class _Server:
                 launcher.send_frame(conn, self.status())
             elif op == "stop":
                 launcher.send_frame(conn, {"stopping": True, "pid": os.getpid()})
+                peer = _peer(conn)
+                try:
+                    with open(f"/proc/{peer}/cmdline", "rb") as f:
+                        what = f.read().replace(b"\0", b" ").decode(errors="replace")[:200]
+                except OSError:
+                    what = "?"
+                self.log(f"server: stop asked by process {peer} ({what})")
                 self.stopping = True
             elif op == "run":
                 return self._run(conn, msg, fds)
@@ -219,6 +227,7 @@ class _Server:
             return self._refuse(conn, fds, "the descriptors did not arrive")
         if msg.get("identity") != self.identity:
             self.stopping = True  # the code changed: a stale server stops
+            self.log(f"server: other code: {_differs(self.identity, msg.get('identity') or {})}")
             return self._refuse(conn, fds, "stale: this server runs other code than the client's")
         threads = _threads()
         if threads != 1:
@@ -231,6 +240,7 @@ class _Server:
             return msg
         for fd in fds:
             os.close(fd)
+        self.log(f"server: command {pid} for process {_peer(conn)}: {' '.join(msg['argv'][1:])[:200]}")
         self.running[pid] = conn
         try:
             launcher.send_frame(conn, {"pid": pid})
@@ -325,6 +335,16 @@ class _Server:
                 "served": self.served, "running": len(self.running), "children_cpu": self.children_cpu,
                 "server_cpu": own.user + own.system, "identity": self.identity, "threads": _threads(),
                 "socket": self.paths["socket"], "log": self.paths["log"]}
+
+
+def _differs(mine: dict, theirs: dict) -> str:
+    return ", ".join(k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k))
+
+
+def _peer(conn: socket.socket) -> int:
+    """The pid of the process at the other end (SO_PEERCRED: pid, uid, gid)."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    return int.from_bytes(creds[:4], sys.byteorder)
 
 
 def _become(msg: dict) -> None:
