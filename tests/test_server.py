@@ -261,3 +261,18 @@ def test_auto_starts_a_server_for_the_next_commands(server):
     before = server.status()["served"]
     assert server.icdsl("check", ".", env={"ICDSL_SERVER": "auto"}).returncode == 0
     assert server.status()["served"] == before + 1
+
+
+def test_the_console_script_is_the_tiny_launcher():
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'icdsl = "icdsl.cli.launcher:main"' in text
+    probe = ("import json, sys; import icdsl.cli.launcher; "
+             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('icdsl', 'typer', 'click', 'numpy', 'pyarrow', 'rich', 'subprocess', 'threading', 'hashlib'))))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert json.loads(done.stdout) == ["icdsl", "icdsl.cli", "icdsl.cli.launcher"]
+    # without a server, the launcher runs the command line in-process; `python -m icdsl.cli.main` too
+    for cmd in ([ICDSL], [sys.executable, "-m", "icdsl.cli.main"], [sys.executable, "-m", "icdsl.cli.launcher"]):
+        done = subprocess.run([*cmd, "version"], capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ, ICDSL_SERVER="1", ICDSL_SERVER_DIR="/nonexistent/icdsl"))
+        assert done.returncode == 0 and done.stdout.startswith("icdsl "), (cmd, done.stderr)
