@@ -58,7 +58,8 @@ WARM = (
 #: to fork (checked after the imports; a command's child starts Arrow's pools when it needs them)
 THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
               "JE_ARROW_MALLOC_CONF": "background_thread:false"}
-#: modules that read the environment when imported: a child imports them again, with its own
+#: modules that read the environment when imported (typer's colours and widths): not imported by
+#: the server today; if one comes to be, a child drops it, so as to import it again with its own
 ENV_AT_IMPORT = ("typer.rich_utils",)
 KILL_AFTER = 3.0  # seconds from SIGTERM to SIGKILL for a child whose client went away
 
@@ -374,8 +375,11 @@ def _become(msg: dict) -> None:
         streams.append(io.TextIOWrapper(raw, encoding=encoding, errors=errors, newline="\n",
                                         line_buffering=line_buffering, write_through=write_through))
     sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
-    for name in ENV_AT_IMPORT:
-        sys.modules.pop(name, None)
+    for name in ENV_AT_IMPORT:  # imported again by the next `from typer import rich_utils`
+        if sys.modules.pop(name, None) is not None:
+            parent, _, child = name.rpartition(".")
+            with contextlib.suppress(AttributeError, KeyError):
+                delattr(sys.modules[parent], child)
 
 
 def run() -> None:
