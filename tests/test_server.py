@@ -276,3 +276,16 @@ def test_the_console_script_is_the_tiny_launcher():
         done = subprocess.run([*cmd, "version"], capture_output=True, text=True, timeout=120,
                               env=dict(os.environ, ICDSL_SERVER="1", ICDSL_SERVER_DIR="/nonexistent/icdsl"))
         assert done.returncode == 0 and done.stdout.startswith("icdsl "), (cmd, done.stderr)
+
+
+def test_a_crashing_command_is_one_failed_command_not_the_servers_end(server, tmp_path):
+    """A child killed by a signal (here a plugin that kills itself, as a crash in a native library
+    would): the client dies of the same signal, as the process would, and the server goes on."""
+    plugin = tmp_path / "crash.py"
+    plugin.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGABRT)\n", encoding="utf-8")
+    pid = server.start()["pid"]
+    done = _same(server, "--plugin", str(plugin), "check", ".")
+    assert done.returncode == -signal.SIGABRT
+    found = server.status()
+    assert found["pid"] == pid and found["running"] == 0
+    assert _same(server, "check", ".").returncode == 0
