@@ -8,14 +8,19 @@ Every test runs the real console script in subprocesses, with its own server fol
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
+import re
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 from pathlib import Path
 
@@ -289,3 +294,35 @@ def test_a_crashing_command_is_one_failed_command_not_the_servers_end(server, tm
     found = server.status()
     assert found["pid"] == pid and found["running"] == 0
     assert _same(server, "check", ".").returncode == 0
+
+
+def _on_a_terminal(server: Server, served: bool, *args: str) -> tuple[int, bytes]:
+    """`icdsl ARGS` on a pseudo-terminal of 97 columns: its status and every byte it drew."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 97, 0, 0))
+    env = {k: v for k, v in server.env.items() if k not in ("COLUMNS", "LINES", "NO_COLOR", "FORCE_COLOR")}
+    env.update(ICDSL_SERVER="1" if served else "0", TERM="xterm-256color")
+    client = subprocess.Popen([ICDSL, *args], cwd=EXAMPLE, env=env, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    out = bytearray()
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: every holder of the terminal's other end has closed it
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return client.wait(timeout=60), bytes(out)
+
+
+def test_on_a_terminal_colours_and_width_are_the_terminals(server):
+    server.start()
+    before = server.status()["served"]
+    here = _on_a_terminal(server, False, "--help")
+    there = _on_a_terminal(server, True, "--help")
+    assert server.status()["served"] == before + 1
+    assert here == there
+    assert b"\x1b[" in here[1]  # coloured: the command saw a terminal
+    assert max(len(line) for line in re.sub(rb"\x1b\[[0-9;]*m", b"", here[1]).decode().splitlines()) == 97
