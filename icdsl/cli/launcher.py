@@ -405,7 +405,10 @@ def _start_quietly(folder: str) -> None:
 
 
 def main() -> None:
-    code = try_server()
+    try:
+        code = try_server()
+    except KeyboardInterrupt:  # Ctrl-C before the command started (or between it and the forwarding)
+        sys.exit(130)
     if code is not None:
         sys.exit(code)
     # lazy: the whole command line, only when no server ran the command
