@@ -42,13 +42,16 @@ server_app = typer.Typer(help="A warm command server, so that commands answer at
 app.add_typer(server_app, name="server")
 
 #: imported once by the server, so that a command's child finds them loaded (optional ones may be
-#: missing): the command line, the check (its cache reader and the compiler), rating and explain
+#: missing): the command line, the check (its cache reader and the compiler), rating and explain,
+#: the billing store. Not the other command modules (icdsl.cli.billing...): what a module
+#: registers on the app, typer makes into click commands in every child (about 1 ms a command),
+#: so they stay for the command that needs them to import (they are light; the store is not)
 WARM = (
     "numpy", "pyarrow", "pyarrow.compute", "pyarrow.csv", "pyarrow.ipc",
     "icdsl.cli.main", "icdsl.plan.compiler", "icdsl.lang.loader", "icdsl.lang.formatter",
     "icdsl.rating.run", "icdsl.rating.row", "icdsl.rating.intake", "icdsl.rating.examples",
     "icdsl.charges.groups", "icdsl.charges.percentage", "icdsl.cycle.examples", "icdsl.plugins",
-    "icdsl.exporters", "icdsl.readers", "icdsl.validators", "icdsl.cli.billing",
+    "icdsl.exporters", "icdsl.readers", "icdsl.validators", "icdsl.billing.store",
     "typer._adapters", "typer._click.decorators", "pydantic", "dateutil.relativedelta", "numpy.ma",
     "email.parser", "holidays",
 )
