@@ -74,6 +74,7 @@ HEAVY_MODULES = {
     "icdsl.plugins": "pluggy",
     "icdsl.layouts": "jinja2",
     "icdsl.web": "fastapi",
+    "icdsl.cli.main": "typer",  # the console script's launcher: only when no command server ran the command
 }
 
 

@@ -41,6 +41,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "users": ("icdsl.cli.portal",),
     "tokens": ("icdsl.cli.portal",),
     "rejects": ("icdsl.cli.rejects",),
+    "server": ("icdsl.cli.server",),
 }
 
 

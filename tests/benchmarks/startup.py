@@ -2,11 +2,15 @@
 """Whole-command times and language-server latencies (issue 18), run on demand:
 
     python tests/benchmarks/startup.py commands [--runs 7]          # icdsl check/rate/explain, cache off vs on
+    python tests/benchmarks/startup.py commands --served            # in-process vs the warm command server
     python tests/benchmarks/startup.py lsp PROJECT FILE [--edits 20]  # first diagnostics, then per edit
 
 ``commands`` times whole processes on examples/interconnect (CPU time of the child: user + sys,
 and wall), each command with the plan cache off (ICDSL_PLAN_CACHE=off: every run compiles) and
-on (a warm cache), side by side in one run: the machine is shared, compare the ratios.
+on (a warm cache), side by side in one run: the machine is shared, compare the ratios. With
+``--served``: in-process (ICDSL_SERVER=0) against a warm command server started for the run (its
+own folder; stopped at the end), the served command's CPU being the client's plus its child's
+(the server's count of its children's CPU time, asked before and after each run).
 
 ``lsp`` starts ``icdsl lsp`` with pygls's client, opens FILE of PROJECT (e.g. the benchmark
 workload's folder with its 50,000-row deck, tests/benchmarks/workload/gen.py), and reports the
@@ -39,7 +43,19 @@ def _time(cmd: list[str], env: dict, cwd: Path) -> tuple[float, float]:
     return time.perf_counter() - started, usage.ru_utime + usage.ru_stime
 
 
-def commands(runs: int, before: str | None) -> None:
+def _children_cpu(folder: str) -> float:
+    from icdsl.cli import launcher
+
+    return launcher.ask(folder, {"op": "status"})["children_cpu"]
+
+
+def _time_served(cmd: list[str], env: dict, cwd: Path) -> tuple[float, float]:
+    before = _children_cpu(env["ICDSL_SERVER_DIR"])
+    wall, cpu = _time(cmd, env, cwd)
+    return wall, cpu + _children_cpu(env["ICDSL_SERVER_DIR"]) - before
+
+
+def commands(runs: int, before: str | None, served: bool = False) -> None:
     """Each command: ``before`` (another installation's icdsl, e.g. main's), then this one with
     the plan cache off and on, interleaved run by run so that the machine's load falls on all."""
     icdsl = str(Path(sys.executable).with_name("icdsl"))
@@ -58,15 +74,30 @@ def commands(runs: int, before: str | None) -> None:
     modes = {"off": (icdsl, "off"), "on": (icdsl, "on")}
     if before:
         modes = {"before": (before, "on"), **modes}  # main (or another install) with its cache warm too
+    timers = {}
+    if served:
+        base.update(ICDSL_SERVER_DIR=tempfile.mkdtemp(prefix="icb", dir="/tmp") + "/s", ICDSL_SERVER="0")
+        subprocess.run([icdsl, "server", "start"], env=base, check=True, stdout=subprocess.DEVNULL)
+        modes = {"in-process": (icdsl, "on"), "served": (icdsl, "on")}
+        timers = {"served": _time_served}
+    try:
+        _commands(runs, cases, base, modes, timers)
+    finally:
+        if served:
+            subprocess.run([icdsl, "server", "stop"], env=base, check=True, stdout=subprocess.DEVNULL)
+
+
+def _commands(runs: int, cases: dict, base: dict, modes: dict, timers: dict) -> None:
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)")
     print(f"{'command':20s}" + "".join(f"{m + ': cpu / wall':>24s}" for m in modes) + "  cpu ratio first/last")
     for name, args in cases.items():
         samples: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
-        for exe, flag in modes.values():  # warm: the parser's tables, the plan cache, the file cache
-            _time([exe, *args], dict(base, ICDSL_PLAN_CACHE=flag), EXAMPLE)
+        for m, (exe, flag) in modes.items():  # warm: the parser's tables, the plan cache, the file cache
+            _time([exe, *args], dict(base, ICDSL_PLAN_CACHE=flag, ICDSL_SERVER="1" if m == "served" else "0"), EXAMPLE)
         for _ in range(runs):
             for m, (exe, flag) in modes.items():
-                env = dict(base, ICDSL_PLAN_CACHE=flag)
-                samples[m].append(_time([exe, *args], env, EXAMPLE))
+                env = dict(base, ICDSL_PLAN_CACHE=flag, ICDSL_SERVER="1" if m == "served" else "0")
+                samples[m].append(timers.get(m, _time)([exe, *args], env, EXAMPLE))
         med = {m: (statistics.median(c for _, c in v), statistics.median(w for w, _ in v)) for m, v in samples.items()}
         first, last = list(med.values())[0], list(med.values())[-1]
         print(f"{name:20s}" + "".join(f"{c:13.3f} s / {w:5.2f} s" for c, w in med.values())
@@ -125,13 +156,14 @@ def main() -> None:
     c = sub.add_parser("commands")
     c.add_argument("--runs", type=int, default=7)
     c.add_argument("--before", help="another installation's icdsl to compare with (e.g. main's .venv/bin/icdsl)")
+    c.add_argument("--served", action="store_true", help="in-process against a warm command server")
     s = sub.add_parser("lsp")
     s.add_argument("project", type=Path)
     s.add_argument("file")
     s.add_argument("--edits", type=int, default=20)
     args = ap.parse_args()
     if args.what == "commands":
-        commands(args.runs, args.before)
+        commands(args.runs, args.before, args.served)
     else:
         asyncio.run(_lsp(args.project, args.file, args.edits))
 
