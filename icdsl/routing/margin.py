@@ -582,8 +582,10 @@ def _names(path: Path, what: str) -> list[str]:
 
 
 def _csv(path: Path) -> pa.Table:
+    """A CSV file's records: numbers and ids as text, amounts as exact decimals (never float)."""
     return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-        column_types={"id": "string", "b_number": "string", "a_number": "string"}))
+        column_types={"id": pa.string(), "b_number": pa.string(), "a_number": pa.string(),
+                      "amount": pa.decimal128(38, 9)}))
 
 
 def _file_batches(path: Path, what: str, columns: Sequence[str], size: int) -> Iterator[pa.Table]:
@@ -1002,7 +1004,7 @@ class RecordsFile:
             writer = None
             with open(self.path, "wb") as out:
                 for i, part in enumerate(self._parts):
-                    frame = money_columns(pl.read_ipc(part, memory_map=False), places=self._places)
+                    frame = money_columns(pl.read_ipc(part), places=self._places)
                     if self.path.suffix.lower() != ".parquet":
                         frame.write_csv(out, include_header=i == 0)
                         continue
