@@ -132,7 +132,7 @@ def test_what_if_streamed(workload, tmp_path):
     from icdsl.routing.margin import read_supplier_deck
 
     plan, t, rated, folder = workload
-    deck = pl.read_csv(folder / "decks" / "sup00.csv", infer_schema_length=0) if (folder / "decks" / "sup00.csv") \
+    deck = pl.read_csv(folder / "decks" / "SUP00.csv", infer_schema_length=0) if (folder / "decks" / "SUP00.csv") \
         .exists() else None
     if deck is None:
         pytest.skip("the bench's supplier deck is named otherwise")
