@@ -188,3 +188,19 @@ def test_an_unreadable_file_is_a_located_error(tmp_path):
     pq.write_table(traffic(), tmp_path / "t.parquet")
     res = run(["margin", "2026-03", ".", "--rated", "t.parquet", "--cdrs", "missing.parquet"], tmp_path)
     assert res.exit_code == 1 and res.output == "error: cannot find the traffic file missing.parquet\n"
+
+
+def test_empty_files_and_a_traffic_file_without_ids(workload, tmp_path):
+    from datetime import date
+
+    plan, t, rated, _ = workload
+    pq.write_table(rated.slice(0, 0), tmp_path / "rated.parquet")
+    pq.write_table(t.slice(0, 0), tmp_path / "cdrs.parquet")
+    _same(plan, sold(rated.slice(0, 0), t.slice(0, 0)),
+          sold_batches(tmp_path / "rated.parquet", tmp_path / "cdrs.parquet", 10))
+    pq.write_table(t.drop_columns(["id"]), tmp_path / "noid.parquet")
+    with pytest.raises(MarginError, match="no 'id' column"):
+        list(sold_batches(tmp_path / "rated.parquet", tmp_path / "noid.parquet"))
+    got, _ = streamed_margins(plan, sold_batches(tmp_path / "rated.parquet", tmp_path / "cdrs.parquet"),
+                              plan.lcr_policies[0], date(2026, 3, 1), date(2026, 3, 31))
+    assert got.totals()["records"] == 0 and got.findings() == []

@@ -521,21 +521,22 @@ def sold_batches(rated: Path, traffic: Path | None = None, size: int = BATCH) ->
     :func:`sold` joins: memory then grows with the traffic file (its few columns), not with the
     rated file.
     A file that cannot be read is a :class:`MarginError` naming it."""
-    if traffic is None:
-        for batch in _file_batches(rated, "rated records", RATED_COLUMNS, size):
-            yield _sold_only(batch)
-        return
-    extra = [c for c in TRAFFIC_COLUMNS if c != "id" and c in _names(traffic, "traffic file")
-             and c not in _names(rated, "rated records")]
-    if not extra:
-        for batch in _file_batches(rated, "rated records", RATED_COLUMNS, size):
-            yield _sold_only(batch)
-        return
-    if "id" not in _names(traffic, "traffic file"):
+    rated_names = _names(rated, "rated records")
+    _sold_only(pa.table({c: pa.array([], pa.string()) for c in rated_names}), keep_all=True)  # its columns
+    traffic_names = _names(traffic, "traffic file") if traffic is not None else []
+    if traffic is not None and "id" not in traffic_names:
         raise MarginError("the traffic file has no 'id' column to join with the rated records")
+    extra = [c for c in TRAFFIC_COLUMNS if c != "id" and c in traffic_names and c not in rated_names]
+    if traffic is None or not extra:
+        for batch in _file_batches(rated, "rated records", RATED_COLUMNS, size):
+            yield _sold_only(batch)
+        return
     side: _Rows | None = _Rows(_file_batches(traffic, "traffic file", ("id", *extra), size))
     index: _TrafficIndex | None = None
     for batch in _file_batches(rated, "rated records", RATED_COLUMNS, size):
+        if not batch.num_rows:
+            yield _with_columns(_sold_only(batch), pa.table({c: pa.array([], pa.string()) for c in extra}), extra)
+            continue
         if side is not None:
             other = side.take(batch.num_rows)
             if other.num_rows == batch.num_rows and _same_ids(batch.column("id"), other.column("id")):
