@@ -112,13 +112,14 @@ def margin_cmd(
     sink = M.RecordsFile(records_out) if records_out is not None else None
     try:
         if rated is not None:  # read and costed batch by batch: the memory of a batch, not of the files
-            result, after = M.streamed_margins(plan, M.sold_batches(rated, cdrs), chosen, first, last, decks, sink)
+            result, after = M.streamed_margins(plan, M.sold_batches(rated, cdrs), chosen, first, last, decks,
+                                                 sink, (by,))
         else:
             from icdsl.billing.margin import sold_records  # lazy: the store brings sqlalchemy
 
             with opened(db, data) as store:
                 table = sold_records(store, first, last)
-            result, after = M.streamed_margins(plan, [table], chosen, first, last, decks, sink)
+            result, after = M.streamed_margins(plan, [table], chosen, first, last, decks, sink, (by,))
     except M.MarginError as e:
         if sink is not None:
             sink.close()

@@ -159,16 +159,17 @@ class Summary:
     of one batch; :meth:`report`, :meth:`totals` and :meth:`findings` are :class:`Margins`'."""
 
     currency: str
+    keys: tuple[str, ...] = BY  # the keys reported (destination always: the findings)
     notes: list[str] = field(default_factory=list)
     fallback: int = 0  # records costed from a supplier's fallback price list
-    _parts: dict[str, list[pl.DataFrame]] = field(default_factory=lambda: {b: [] for b in BY})
+    _parts: dict[str, list[pl.DataFrame]] = field(default_factory=dict)
     _uncosted: list[pl.DataFrame] = field(default_factory=list)
     _totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
         ("records", "revenue_n", "cost_n", "margin_n", "uncosted"), 0))
 
     def add(self, records: pl.DataFrame) -> None:
-        for by in BY:
-            parts = self._parts[by]
+        for by in dict.fromkeys((*self.keys, "destination")):
+            parts = self._parts.setdefault(by, [])
             parts.append(_grouped(records, by))
             if len(parts) >= 8:  # combined now and then: the groups' memory, not the batches'
                 self._parts[by] = [self._combined(by)]
@@ -195,6 +196,8 @@ class Summary:
         """Totals by partner, destination, supplier or day; each the exact sum of its records."""
         if by not in BY:
             raise MarginError(f"--by {by!r}: choose one of {', '.join(BY)}")
+        if by not in self._parts:
+            raise MarginError(f"the sums by {by} were not kept (keys {', '.join(self.keys)})")
         return self._combined(by).sort(by)
 
     def totals(self) -> dict[str, int]:
@@ -474,15 +477,15 @@ CHUNK = 1_000_000
 
 
 def streamed_margins(plan: Plan, batches: Iterable[pa.Table], policy: LcrPolicy, first: date, last: date,
-                     decks: dict[str, object] | None = None,
-                     sink: Callable[[pl.DataFrame], None] | None = None) -> tuple[Summary, Summary | None]:
+                     decks: dict[str, object] | None = None, sink: Callable[[pl.DataFrame], None] | None = None,
+                     keys: Sequence[str] = BY) -> tuple[Summary, Summary | None]:
     """:func:`margins` of the sold records of ``batches`` (of :func:`sold_batches`) whose start
     falls from ``first`` to ``last``, batch by batch, as sums (:class:`Summary`): the records of
     one batch at a time are in memory, never all. With ``decks``, the what-if's too (the same
     batches costed twice). ``sink`` receives each batch's records (of the what-if when there is
-    one: the records shown)."""
-    now = Summary(policy.currency)
-    after = Summary(policy.currency) if decks else None
+    one: the records shown). ``keys``: the reports kept (by destination always)."""
+    now = Summary(policy.currency, tuple(keys))
+    after = Summary(policy.currency, tuple(keys)) if decks else None
     plan_after = with_decks(plan, policy, decks) if decks else None
     tables: dict[date, LcrTable | LcrError] = {}
     tables_after: dict[date, LcrTable | LcrError] = {}
