@@ -22,6 +22,12 @@ with the policy's ``fx`` source as the LCR converts (exact, half even at 10^-9, 
 Margin = revenue - cost per record; every total is the sum of its records. A record that
 cannot be costed (no agreement of the supplier, no LCR route) keeps its revenue, has no cost,
 and is counted and reported as ``uncosted`` with the rating's reason: never dropped.
+
+Two ways in: :func:`margins` on the sold records in memory (every record's margins kept: the
+TUI's drill) and :func:`streamed_margins` on batches (of :func:`sold_batches`, which reads a
+rated file and its traffic file side by side a batch at a time): each batch's margins are summed
+by key (:class:`Summary`, exact integer sums combined at the end, the same reports to the byte)
+and, if asked, written out (:class:`RecordsFile`), so memory is a batch's, not the files'.
 """
 
 from __future__ import annotations
