@@ -2,7 +2,9 @@
 
 A thin face over :mod:`icdsl.routing.margin`: the sold records come from a rated file of
 ``icdsl rate`` (``--rated``, with the traffic it was rated from, ``--cdrs``, for the called
-number and the supplier column) or from the rated records of a store's cycles (``--db``).
+number and the supplier column; both read side by side, a batch at a time, and costed and
+summed batch by batch: :func:`icdsl.routing.margin.sold_batches`) or from the rated records of
+a store's cycles (``--db``).
 Negative-margin destinations are findings in the report (exit code 0); 1 when the margins cannot
 be worked out (the message says why), 2 for a wrong usage.
 """
@@ -38,25 +40,6 @@ def period_days(text: str) -> tuple[date, date]:
     except (ValueError, IndexError):
         echo_err(f"error: period {text!r} is neither a month (YYYY-MM) nor a day (YYYY-MM-DD)")
         raise typer.Exit(2) from None
-
-
-def _read(path: Path, what: str, columns: tuple[str, ...] | None = None) -> Any:
-    """The records of a Parquet or CSV file; of a Parquet file only ``columns`` (those it has)."""
-    import pyarrow.csv as pacsv  # lazy: columns only when records are read
-    import pyarrow.parquet as pq  # lazy: columns only when records are read
-
-    if not path.is_file():
-        echo_err(f"error: cannot find the {what} {path}")
-        raise typer.Exit(1)
-    try:
-        if path.suffix.lower() == ".parquet":
-            names = pq.ParquetFile(path).schema_arrow.names
-            return pq.read_table(path, columns=[c for c in names if columns is None or c in columns])
-        return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-            column_types={"id": "string", "b_number": "string", "a_number": "string"}))
-    except (OSError, ValueError) as e:  # ArrowInvalid is a ValueError
-        echo_err(f"error: cannot read the {what} {path}: {str(e).splitlines()[0]}")
-        raise typer.Exit(1) from None
 
 
 def _decks(specs: list[str], plan: Any, policy: Any) -> dict[str, Any]:
@@ -122,22 +105,29 @@ def margin_cmd(
     from icdsl.routing import margin as M  # lazy: polars, numpy and pyarrow
 
     decks = _decks(supplier_deck, plan, chosen)
+    for path, what in ((rated, "rated records"), (cdrs, "traffic file")):
+        if path is not None and not path.is_file():
+            echo_err(f"error: cannot find the {what} {path}")
+            raise typer.Exit(1)
+    sink = M.RecordsFile(records_out) if records_out is not None else None
     try:
-        if rated is not None:
-            table = M.sold(_read(rated, "rated records", M.RATED_COLUMNS),
-                           _read(cdrs, "traffic file", M.TRAFFIC_COLUMNS) if cdrs else None)
+        if rated is not None:  # read and costed batch by batch: the memory of a batch, not of the files
+            result, after = M.streamed_margins(plan, M.sold_batches(rated, cdrs), chosen, first, last, decks,
+                                                 sink, (by,))
         else:
             from icdsl.billing.margin import sold_records  # lazy: the store brings sqlalchemy
 
             with opened(db, data) as store:
                 table = sold_records(store, first, last)
-        table = M.in_period(table, first, last)
-        result = M.margins(plan, table, chosen)
-        after = M.margins(plan, table, chosen, decks) if decks else None
+            result, after = M.streamed_margins(plan, [table], chosen, first, last, decks, sink, (by,))
     except M.MarginError as e:
+        if sink is not None:
+            sink.close()
         echo_err(f"error: {e}")
         raise typer.Exit(1) from None
     except OSError as e:  # a data file of the store missing or changed
+        if sink is not None:
+            sink.close()
         echo_err(f"error: {e}; give the store's own data folder with --data (by default: beside the database)")
         raise typer.Exit(1) from None
     for note in result.notes:
@@ -169,10 +159,5 @@ def margin_cmd(
         typer.echo(f"wrote {output}: {report.height} rows by {by}, {len(findings)} finding(s)")
     else:
         typer.echo(text, nl=False)
-    if records_out is not None:
-        frame = M.money_columns(shown.records)
-        if records_out.suffix.lower() == ".parquet":
-            frame.write_parquet(records_out)
-        else:
-            frame.write_csv(records_out)
-        typer.echo(f"wrote {records_out}: {frame.height} records", err=output is None)
+    if sink is not None:
+        typer.echo(f"wrote {records_out}: {sink.finish()} records", err=output is None)

@@ -22,11 +22,19 @@ with the policy's ``fx`` source as the LCR converts (exact, half even at 10^-9, 
 Margin = revenue - cost per record; every total is the sum of its records. A record that
 cannot be costed (no agreement of the supplier, no LCR route) keeps its revenue, has no cost,
 and is counted and reported as ``uncosted`` with the rating's reason: never dropped.
+
+Two ways in: :func:`margins` on the sold records in memory (every record's margins kept: the
+TUI's drill) and :func:`streamed_margins` on batches (of :func:`sold_batches`, which reads a
+rated file and its traffic file side by side a batch at a time): each batch's margins are summed
+by key (:class:`Summary`, exact integer sums combined at the end, the same reports to the byte)
+and, if asked, written out (:class:`RecordsFile`), so memory is a batch's, not the files'.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from fractions import Fraction
@@ -36,6 +44,8 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from icdsl.lang.decks import read_deck
 from icdsl.plan.model import Increments, LcrPolicy, Plan, RateRow, RateTable, Span
@@ -82,6 +92,45 @@ class Finding:
         return f"{self.code}: {self.subject}: {size} ({self.records} records): {self.message}\n  help: {self.help}"
 
 
+SUMS = ("records", "seconds", "revenue_n", "cost_n", "uncosted", "margin_n")
+
+
+def _grouped(records: pl.DataFrame, by: str) -> pl.DataFrame:
+    """The sums of ``records`` by one key (texts as text), unsorted: a report or a part of one."""
+    key = [by]
+    return (records.group_by(key).agg(
+        pl.len().alias("records"), pl.col("duration_s").sum().alias("seconds"),
+        pl.col("revenue_n").sum().alias("revenue_n"), pl.col("cost_n").sum().alias("cost_n"),
+        pl.col("cost_n").is_null().sum().alias("uncosted"),
+        pl.col("margin_n").sum().alias("margin_n"))
+        .with_columns(pl.col(k).cast(pl.Utf8) for k in key if k != "day"))
+
+
+def _uncosted_counts(records: pl.DataFrame) -> pl.DataFrame:
+    """The records without a cost, counted by supplier and reason."""
+    return records.filter(pl.col("cost_n").is_null()).group_by("supplier", "uncosted").agg(pl.len().alias("n")) \
+        .with_columns(pl.col("supplier").cast(pl.Utf8))
+
+
+def _findings(dest: pl.DataFrame, uncosted: pl.DataFrame, currency: str) -> list[Finding]:
+    """The findings of a report by destination and the uncosted counts (:func:`_uncosted_counts`)."""
+    out = []
+    for row in dest.filter(pl.col("margin_n") < 0).sort("margin_n").iter_rows(named=True):
+        out.append(Finding(
+            "negative-margin", row["destination"] or "(no destination)", row["margin_n"], row["records"],
+            f"costs {money_text(row['cost_n'])} against a revenue of {money_text(row['revenue_n'])} "
+            f"{currency}",
+            "route it to a cheaper supplier (icdsl lcr), renegotiate the supplier's deck (what-if with "
+            "--supplier-deck) or raise the sell price of this destination"))
+    for row in uncosted.sort(["n", "supplier", "uncosted"], descending=[True, False, False], nulls_last=False) \
+            .iter_rows(named=True):
+        out.append(Finding(
+            "uncosted", row["supplier"] or "(no supplier)", row["n"], row["n"], row["uncosted"] or "",
+            "give the supplier an outbound agreement in force for these calls, or correct the "
+            "records' supplier column; their margin counts the revenue only"))
+    return out
+
+
 @dataclass
 class Margins:
     """Per record (``records``): the sale, the supplier, how it was chosen, the cost and the
@@ -96,15 +145,7 @@ class Margins:
         """Totals by partner, destination, supplier or day; each the exact sum of its records."""
         if by not in BY:
             raise MarginError(f"--by {by!r}: choose one of {', '.join(BY)}")
-        key = {"destination": ["destination"], "day": ["day"], "partner": ["partner"], "supplier": ["supplier"]}[by]
-        r = self.records
-        return (r.group_by(key).agg(
-            pl.len().alias("records"), pl.col("duration_s").sum().alias("seconds"),
-            pl.col("revenue_n").sum().alias("revenue_n"), pl.col("cost_n").sum().alias("cost_n"),
-            pl.col("cost_n").is_null().sum().alias("uncosted"),
-            pl.col("margin_n").sum().alias("margin_n"))
-            .with_columns(pl.col(k).cast(pl.Utf8) for k in key if k != "day")
-            .sort(key))
+        return _grouped(self.records, by).sort(by)
 
     def totals(self) -> dict[str, int]:
         r = self.records
@@ -113,24 +154,63 @@ class Margins:
                 "uncosted": int(r["cost_n"].is_null().sum())}
 
     def findings(self) -> list[Finding]:
-        out = []
-        dest = self.report("destination").filter(pl.col("margin_n") < 0).sort("margin_n")
-        for row in dest.iter_rows(named=True):
-            out.append(Finding(
-                "negative-margin", row["destination"] or "(no destination)", row["margin_n"], row["records"],
-                f"costs {money_text(row['cost_n'])} against a revenue of {money_text(row['revenue_n'])} "
-                f"{self.currency}",
-                "route it to a cheaper supplier (icdsl lcr), renegotiate the supplier's deck (what-if with "
-                "--supplier-deck) or raise the sell price of this destination"))
-        un = self.records.filter(pl.col("cost_n").is_null())
-        if un.height:
-            for row in un.group_by("supplier", "uncosted").agg(pl.len().alias("n")).sort("n", descending=True) \
-                    .iter_rows(named=True):
-                out.append(Finding(
-                    "uncosted", row["supplier"] or "(no supplier)", row["n"], row["n"], row["uncosted"] or "",
-                    "give the supplier an outbound agreement in force for these calls, or correct the "
-                    "records' supplier column; their margin counts the revenue only"))
-        return out
+        return _findings(self.report("destination"), _uncosted_counts(self.records), self.currency)
+
+
+@dataclass
+class Summary:
+    """:class:`Margins` without the records: their sums by each key of :data:`BY` and the
+    uncosted counts, added up batch by batch (sums and counts of exact integers: the same
+    figures as the records' own, in the memory of the groups). :meth:`add` takes the records
+    of one batch; :meth:`report`, :meth:`totals` and :meth:`findings` are :class:`Margins`'."""
+
+    currency: str
+    keys: tuple[str, ...] = BY  # the keys reported (destination always: the findings)
+    notes: list[str] = field(default_factory=list)
+    fallback: int = 0  # records costed from a supplier's fallback price list
+    _parts: dict[str, list[pl.DataFrame]] = field(default_factory=dict)
+    _uncosted: list[pl.DataFrame] = field(default_factory=list)
+    _totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("records", "revenue_n", "cost_n", "margin_n", "uncosted"), 0))
+
+    def add(self, records: pl.DataFrame) -> None:
+        for by in dict.fromkeys((*self.keys, "destination")):
+            parts = self._parts.setdefault(by, [])
+            parts.append(_grouped(records, by))
+            if len(parts) >= 8:  # combined now and then: the groups' memory, not the batches'
+                self._parts[by] = [self._combined(by)]
+        self._uncosted.append(_uncosted_counts(records))
+        if len(self._uncosted) >= 8:
+            self._uncosted = [self._uncosted_all()]
+        t = Margins(self.currency, records).totals()
+        for k, v in t.items():
+            self._totals[k] += v
+        self.fallback += int(records["from_fallback"].sum())
+
+    def _combined(self, by: str) -> pl.DataFrame:
+        parts = self._parts[by]
+        if len(parts) == 1:
+            return parts[0]
+        whole = pl.concat(parts, how="vertical")
+        return whole.group_by(by).agg(pl.col(c).sum() for c in SUMS).select(whole.columns).cast(whole.schema)
+
+    def _uncosted_all(self) -> pl.DataFrame:
+        whole = pl.concat(self._uncosted, how="vertical")
+        return whole.group_by("supplier", "uncosted").agg(pl.col("n").sum()).cast(whole.schema)
+
+    def report(self, by: str) -> pl.DataFrame:
+        """Totals by partner, destination, supplier or day; each the exact sum of its records."""
+        if by not in BY:
+            raise MarginError(f"--by {by!r}: choose one of {', '.join(BY)}")
+        if by not in self._parts:
+            raise MarginError(f"the sums by {by} were not kept (keys {', '.join(self.keys)})")
+        return self._combined(by).sort(by)
+
+    def totals(self) -> dict[str, int]:
+        return dict(self._totals)
+
+    def findings(self) -> list[Finding]:
+        return _findings(self.report("destination"), self._uncosted_all(), self.currency)
 
 
 # --------------------------------------------------------------------------- exact amounts
@@ -294,33 +374,62 @@ def _cat(table: pa.Table, name: str) -> pl.Series | None:
 def sold(rated: pa.Table, traffic: pa.Table | None = None) -> pa.Table:
     """The sold records of a rated table (directions :data:`SOLD_DIRECTIONS`), with the called
     number and supplier of ``traffic`` joined by ``id`` when given."""
+    if traffic is None:
+        return _sold_only(rated)
+    if "id" not in traffic.column_names:
+        _sold_only(rated.slice(0, 0))
+        raise MarginError("the traffic file has no 'id' column to join with the rated records")
+    extra = [c for c in ("b_number", "a_number", *SUPPLIER_COLUMNS) if c in traffic.column_names
+             and c not in rated.column_names]
+    if not extra:
+        return _sold_only(rated)
+    # the traffic row of each rated record, by id (the first of a repeated id), then its columns taken
+    picked = _sold_only(rated)
+    if _same_ids(picked.column("id"), traffic.column("id")):
+        return _with_columns(picked, traffic.select(extra), extra)  # the traffic in its order: row for row
+    return _with_columns(picked, _TrafficIndex(traffic, extra).take(picked.column("id")), extra)
+
+
+def _sold_only(rated: pa.Table, keep_all: bool = False) -> pa.Table:
+    """The records of ``rated`` of a sold direction (``keep_all``: all of them), checked to have
+    the columns margins need."""
     missing = [c for c in ("id", "partner", "service", "amount", "currency", "start", "duration_s")
                if c not in rated.column_names]
     if missing:
         raise MarginError(f"the rated records lack the column(s) {', '.join(missing)}: give the rated file of "
                           "'icdsl rate' or of a cycle")
-    if "direction" in rated.column_names:
-        direction = pl.from_arrow(rated.column("direction")).cast(pl.Utf8)
-        keep = direction.is_in(list(SOLD_DIRECTIONS)).fill_null(False)
-        if not keep.all():
-            rated = rated.filter(pa.array(keep.to_numpy()))
-    if traffic is None:
+    if keep_all:
         return rated
-    if "id" not in traffic.column_names:
-        raise MarginError("the traffic file has no 'id' column to join with the rated records")
-    extra = [c for c in ("b_number", "a_number", *SUPPLIER_COLUMNS) if c in traffic.column_names
-             and c not in rated.column_names]
-    if not extra:
-        return rated
-    # the traffic row of each rated record, by id (the first of a repeated id), then its columns taken
-    if _same_ids(rated.column("id"), traffic.column("id")):
-        taken = traffic.select(extra)  # the rated file is the traffic in its order: row for row
-    else:
-        left_id = pl.from_arrow(rated.column("id")).cast(pl.Utf8)
+    return rated.filter(_sold_mask(rated.column("direction"))) if "direction" in rated.column_names else rated
+
+
+def _sold_mask(direction: pa.ChunkedArray) -> pa.Array | None:
+    keep = pl.from_arrow(direction).cast(pl.Utf8).is_in(list(SOLD_DIRECTIONS)).fill_null(False)
+    return pa.array(keep.to_numpy())
+
+
+class _TrafficIndex:
+    """The traffic's rows by id (the first of a repeated id), to take for the rated records' ids."""
+
+    def __init__(self, traffic: pa.Table, extra: Sequence[str]):
         right_id = pl.from_arrow(traffic.column("id")).cast(pl.Utf8)
-        right = pl.DataFrame({"id": right_id}).with_row_index("_row").unique("id", keep="first")
-        rows = pl.DataFrame({"id": left_id}).join(right, on="id", how="left", maintain_order="left")["_row"]
-        taken = traffic.select(extra).take(pa.array(rows.to_arrow()))
+        self.right = pl.DataFrame({"id": right_id}).with_row_index("_row").unique("id", keep="first")
+        self.columns = traffic.select(list(extra))
+
+    def take(self, ids: pa.ChunkedArray) -> pa.Table:
+        left = pl.DataFrame({"id": pl.from_arrow(ids).cast(pl.Utf8)})
+        rows = left.join(self.right, on="id", how="left", maintain_order="left")["_row"]
+        return self.columns.take(pa.array(rows.to_arrow()))
+
+
+def _with_columns(rated: pa.Table, taken: pa.Table, extra: Sequence[str],
+                  direction: pa.ChunkedArray | None = None) -> pa.Table:
+    """``rated`` with the columns ``extra`` of ``taken`` (row for row; as text); ``direction``:
+    the rated records' directions, the records of a sold direction kept (of both)."""
+    if direction is not None:
+        keep = _sold_mask(direction)
+        if not pc.all(keep).as_py():
+            rated, taken = rated.filter(keep), taken.filter(keep)
     for c in extra:
         col = taken.column(c)
         text = pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
@@ -360,14 +469,162 @@ def margins(plan: Plan, records: pa.Table, policy: LcrPolicy,
     frames = [_margins_of(plan, records.slice(at, CHUNK), policy, notes, tables)
               for at in range(0, records.num_rows, CHUNK)] or [_margins_of(plan, records, policy, notes, tables)]
     frame = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
-    fell = int(frame["from_fallback"].sum())
-    if fell:
-        notes.append(f"{fell} record(s) costed from a supplier's fallback price list (from_fallback): their "
-                     "number has no row in the supplier's own deck")
+    _fallback_note(int(frame["from_fallback"].sum()), notes)
     return Margins(policy.currency, frame, list(dict.fromkeys(notes)))
 
 
+def _fallback_note(fell: int, notes: list[str]) -> None:
+    if fell:
+        notes.append(f"{fell} record(s) costed from a supplier's fallback price list (from_fallback): their "
+                     "number has no row in the supplier's own deck")
+
+
 CHUNK = 1_000_000
+
+
+def streamed_margins(plan: Plan, batches: Iterable[pa.Table], policy: LcrPolicy, first: date, last: date,
+                     decks: dict[str, object] | None = None, sink: Callable[[pl.DataFrame], None] | None = None,
+                     keys: Sequence[str] = BY) -> tuple[Summary, Summary | None]:
+    """:func:`margins` of the sold records of ``batches`` (of :func:`sold_batches`) whose start
+    falls from ``first`` to ``last``, batch by batch, as sums (:class:`Summary`): the records of
+    one batch at a time are in memory, never all. With ``decks``, the what-if's too (the same
+    batches costed twice). ``sink`` receives each batch's records (of the what-if when there is
+    one: the records shown). ``keys``: the reports kept (by destination always)."""
+    now = Summary(policy.currency, tuple(keys))
+    after = Summary(policy.currency, tuple(keys)) if decks else None
+    plan_after = with_decks(plan, policy, decks) if decks else None
+    tables: dict[date, LcrTable | LcrError] = {}
+    tables_after: dict[date, LcrTable | LcrError] = {}
+    for batch in batches:
+        batch = in_period(batch, first, last)
+        for at in range(0, max(batch.num_rows, 1), CHUNK):
+            part = batch.slice(at, CHUNK)
+            frame = _margins_of(plan, part, policy, now.notes, tables)
+            now.add(frame)
+            if after is not None:
+                frame = _margins_of(plan_after, part, policy, after.notes, tables_after)
+                after.add(frame)
+            if sink is not None:
+                sink(frame)
+    for s in (now, after):
+        if s is not None:
+            _fallback_note(s.fallback, s.notes)
+            s.notes = list(dict.fromkeys(s.notes))
+    return now, after
+
+
+BATCH = 500_000  # records read at a time from the rated and the traffic files
+
+
+def sold_batches(rated: Path, traffic: Path | None = None, size: int = BATCH) -> Iterator[pa.Table]:
+    """The sold records of a rated file (Parquet or CSV) of ``icdsl rate``, with the called
+    number and supplier of the traffic file they were rated from (:func:`sold`), ``size``
+    records at a time: only the columns margins read (:data:`RATED_COLUMNS`,
+    :data:`TRAFFIC_COLUMNS`), a Parquet file one row group after the other.
+
+    While a batch of the rated file has the ids of the traffic rows at the same positions (the
+    rated file of the traffic, in its order), it takes those rows: both files are read side by
+    side, in the memory of a batch. From the first batch out of step (ids in another order,
+    records missing on either side), the traffic's ``id`` and joined columns are read whole and
+    each rated batch takes the row of each of its ids (the first of a repeated id), as
+    :func:`sold` joins: memory then grows with the traffic file (its few columns), not with the
+    rated file.
+    A file that cannot be read is a :class:`MarginError` naming it."""
+    rated_names = _names(rated, "rated records")
+    _sold_only(pa.table({c: pa.array([], pa.string()) for c in rated_names}), keep_all=True)  # its columns
+    traffic_names = _names(traffic, "traffic file") if traffic is not None else []
+    if traffic is not None and "id" not in traffic_names:
+        raise MarginError("the traffic file has no 'id' column to join with the rated records")
+    extra = [c for c in TRAFFIC_COLUMNS if c != "id" and c in traffic_names and c not in rated_names]
+    if traffic is None or not extra:
+        for batch in _file_batches(rated, "rated records", RATED_COLUMNS, size):
+            yield _sold_only(batch)
+        return
+    side: _Rows | None = _Rows(_file_batches(traffic, "traffic file", ("id", *extra), size))
+    index: _TrafficIndex | None = None
+    for batch in _file_batches(rated, "rated records", RATED_COLUMNS, size):
+        if not batch.num_rows:
+            yield _with_columns(_sold_only(batch), pa.table({c: pa.array([], pa.string()) for c in extra}), extra)
+            continue
+        if side is not None:
+            other = side.take(batch.num_rows)
+            if other.num_rows == batch.num_rows and _same_ids(batch.column("id"), other.column("id")):
+                yield _with_columns(_sold_only(batch, keep_all=True), other, extra,
+                                    batch.column("direction") if "direction" in batch.column_names else None)
+                continue
+            side = None  # out of step from here: by id
+            index = _TrafficIndex(_whole(traffic, "traffic file", ("id", *extra)), extra)
+        batch = _sold_only(batch)
+        yield _with_columns(batch, index.take(batch.column("id")), extra)
+
+
+class _Rows:
+    """Tables of a stream, taken ``n`` rows at a time whatever their own sizes."""
+
+    def __init__(self, tables: Iterator[pa.Table]):
+        self._tables = tables
+        self._held: list[pa.Table] = []
+        self._rows = 0
+
+    def take(self, n: int) -> pa.Table:
+        while self._rows < n:
+            t = next(self._tables, None)
+            if t is None:
+                break
+            self._held.append(t)
+            self._rows += t.num_rows
+        if not self._held:
+            return pa.table({})
+        whole = pa.concat_tables(self._held) if len(self._held) > 1 else self._held[0]
+        out, rest = whole.slice(0, n), whole.slice(n)
+        self._held = [rest] if rest.num_rows else []
+        self._rows = rest.num_rows
+        return out
+
+
+def _names(path: Path, what: str) -> list[str]:
+    try:
+        if path.suffix.lower() == ".parquet":
+            return pq.ParquetFile(path).schema_arrow.names
+        return _csv(path).column_names
+    except (OSError, ValueError) as e:  # ArrowInvalid is a ValueError
+        raise MarginError(f"cannot read the {what} {path}: {str(e).splitlines()[0]}") from None
+
+
+def _csv(path: Path) -> pa.Table:
+    """A CSV file's records: numbers and ids as text, amounts as exact decimals (never float)."""
+    return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+        column_types={"id": pa.string(), "b_number": pa.string(), "a_number": pa.string(),
+                      "amount": pa.decimal128(38, 9)}))
+
+
+def _file_batches(path: Path, what: str, columns: Sequence[str], size: int) -> Iterator[pa.Table]:
+    """``columns`` (those the file has) of a Parquet file, ``size`` rows at a time, one row
+    group after the other (iterating the whole file at once keeps the bytes of every row group
+    read so far); a CSV file is read whole, then sliced. At least one (maybe empty) table."""
+    try:
+        if path.suffix.lower() != ".parquet":
+            whole = _csv(path)
+            for at in range(0, max(whole.num_rows, 1), size):
+                yield whole.slice(at, size)
+            return
+        pf = pq.ParquetFile(path)
+        names = [c for c in pf.schema_arrow.names if c in columns]
+        schema = pa.schema([pf.schema_arrow.field(c) for c in names])
+        yielded = False
+        for g in range(pf.metadata.num_row_groups):
+            for b in pf.iter_batches(batch_size=size, row_groups=[g], columns=names):
+                yielded = True
+                yield pa.Table.from_batches([b])
+        if not yielded:
+            yield schema.empty_table()
+    except (OSError, ValueError) as e:  # ArrowInvalid is a ValueError
+        raise MarginError(f"cannot read the {what} {path}: {str(e).splitlines()[0]}") from None
+
+
+def _whole(path: Path, what: str, columns: Sequence[str]) -> pa.Table:
+    parts = list(_file_batches(path, what, columns, BATCH * 4))
+    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
 
 
 def _margins_of(plan: Plan, records: pa.Table, policy: LcrPolicy, notes: list[str],
@@ -711,19 +968,69 @@ def to_text(report: pl.DataFrame, totals: dict[str, int], currency: str, finding
     return "\n".join(out) + "\n"
 
 
-def money_columns(frame: pl.DataFrame, names: Sequence[str] | None = None) -> pl.DataFrame:
-    """The ``*_n`` columns as decimal texts (6 places when exact at 6, else 9), renamed without ``_n``."""
+def money_columns(frame: pl.DataFrame, names: Sequence[str] | None = None,
+                  places: dict[str, int] | None = None) -> pl.DataFrame:
+    """The ``*_n`` columns as decimal texts (6 places when exact at 6, else 9; ``places``: given
+    per column), renamed without ``_n``."""
     names = set(names or [c for c in frame.columns if c.endswith("_n")])
     out = []
     for c in frame.columns:
         if c not in names:
             out.append(pl.col(c))
             continue
-        vals = frame[c].drop_nulls()
-        places = 6 if (vals % 1000 == 0).all() else 9
-        out.append(money_col(c, places).alias(c[:-2]))
+        out.append(money_col(c, places[c] if places and c in places else _places(frame[c])).alias(c[:-2]))
     return frame.select(out)
 
 
-__all__ = ["BY", "RATED_COLUMNS", "TRAFFIC_COLUMNS", "Finding", "MarginError", "Margins", "SUPPLIER_COLUMNS", "compare", "in_period", "lcr_choice", "margins",
-           "money_columns", "money_text", "nano", "read_supplier_deck", "sold", "to_text", "with_decks"]
+def _places(values: pl.Series) -> int:
+    return 6 if (values.drop_nulls() % 1000 == 0).all() else 9
+
+
+class RecordsFile:
+    """Every record's margins (:attr:`Margins.records`, money as :func:`money_columns`) written to
+    a Parquet or CSV file batch by batch: the batches wait on disk (Arrow IPC, in a temporary
+    folder) until the last has said how many places each money column needs, then are written
+    one at a time. Used as a ``sink`` of :func:`streamed_margins`; :meth:`finish` writes."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows = 0
+        self._folder = Path(tempfile.mkdtemp(prefix="icdsl-margin-"))
+        self._parts: list[Path] = []
+        self._places: dict[str, int] = {}
+
+    def __call__(self, frame: pl.DataFrame) -> None:
+        for c in frame.columns:
+            if c.endswith("_n"):
+                self._places[c] = max(self._places.get(c, 6), _places(frame[c]))
+        part = self._folder / f"{len(self._parts):05d}.arrow"
+        frame.write_ipc(part)
+        self._parts.append(part)
+        self.rows += frame.height
+
+    def finish(self) -> int:
+        """Write the file; the number of records written."""
+        try:
+            writer = None
+            with open(self.path, "wb") as out:
+                for i, part in enumerate(self._parts):
+                    frame = money_columns(pl.read_ipc(part), places=self._places)
+                    if self.path.suffix.lower() != ".parquet":
+                        frame.write_csv(out, include_header=i == 0)
+                        continue
+                    table = frame.to_arrow()
+                    if writer is None:
+                        writer = pq.ParquetWriter(out, table.schema, compression="zstd")
+                    writer.write_table(table.cast(writer.schema) if table.schema != writer.schema else table)
+                if writer is not None:
+                    writer.close()
+            return self.rows
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+
+__all__ = ["BY", "RATED_COLUMNS", "TRAFFIC_COLUMNS", "Finding", "MarginError", "Margins", "RecordsFile", "Summary", "SUPPLIER_COLUMNS", "compare", "in_period", "lcr_choice", "margins",
+           "money_columns", "money_text", "nano", "read_supplier_deck", "sold", "sold_batches", "streamed_margins", "to_text", "with_decks"]
