@@ -356,8 +356,19 @@ def best(name: str, work: Path, repeat: int) -> dict:
     return out
 
 
+def prepared(work: Path, n: int) -> dict[str, int]:
+    """``prepare`` in a process of its own: a stage's process is started from this one, and Linux
+    carries a process's peak RSS over into the processes it starts (fork, then exec), so this one
+    must stay small for each stage's peak to be its own."""
+    res = subprocess.run([sys.executable, __file__, "--prepare", "--n", str(n), "--work", str(work)],
+                         capture_output=True, text=True, check=False)
+    if res.returncode:
+        raise RuntimeError(f"prepare failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
 def side_by_side(n: int, work: Path, repeat: int = 1) -> dict:
-    made = prepare(work, n)
+    made = prepared(work, n)
     rate = best("rate", work, repeat)
     rec = best("reconcile", work, repeat)
     cmp_ = best("compare", work, repeat)
@@ -415,7 +426,11 @@ def main() -> None:
     ap.add_argument("--stage", choices=sorted(STAGES))
     ap.add_argument("--work", type=Path)
     ap.add_argument("--repeat", type=int, default=1, help="runs of each stage; the least CPU time is reported")
+    ap.add_argument("--prepare", action="store_true", help="only write the workload into --work (a step of the run)")
     args = ap.parse_args()
+    if args.prepare:
+        print(json.dumps(prepare(args.work, args.n)))
+        return
     if args.stage:
         print(json.dumps(run_stage(args.stage, args.work)))
         return
