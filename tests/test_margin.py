@@ -172,6 +172,20 @@ def test_period_filters_the_records(tmp_path):
     assert json.loads(out.stdout)["totals"]["records"] == 0
 
 
+
+def test_a_store_named_by_the_environment_yields_to_rated(tmp_path, monkeypatch):
+    """ICDSL_DB exported for the store commands: `--rated FILE` still says where the records are;
+    an explicit --db beside it is a usage error."""
+    plan = plan_of(tmp_path)
+    rated, _ = rate_batch(plan, traffic().drop_columns(["supplier"]))
+    pq.write_table(rated, tmp_path / "rated.parquet")
+    monkeypatch.setenv("ICDSL_DB", f"sqlite:///{tmp_path / 'store.db'}")
+    out = run(["margin", "2026-03", ".", "--rated", "rated.parquet", "--format", "json"], tmp_path)
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["totals"]["records"] == 4
+    both = run(["margin", "2026-03", ".", "--rated", "rated.parquet", "--db", "sqlite:///other.db"], tmp_path)
+    assert both.exit_code == 2 and "either with --rated FILE or from a store with --db" in both.output
+
 NEW_BETA = "prefix,destination,rate\n33,France,0.0010\n44,UK,0.0060\n4477,UK Vodafone,0.0100\n"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import os
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,8 @@ def margin_cmd(
     if fmt not in FORMATS:
         echo_err(f"error: --format {fmt!r}: choose one of {', '.join(FORMATS)}")
         raise typer.Exit(2)
+    if rated is not None and db is not None and db == os.environ.get("ICDSL_DB"):
+        db = None  # the store named by the environment: --rated FILE, given here, says where the records are
     if (rated is None) == (db is None):
         echo_err("error: give the sold records either with --rated FILE or from a store with --db")
         raise typer.Exit(2)
